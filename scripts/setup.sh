@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs what Detour needs on Debian 12, as root, and is safe to run again: the Debian packages of the
+# engines and the lab, then the npm dependencies. Packaged services (ocserv, strongSwan) are kept from
+# starting in the root namespace: the lab runs every engine in its own namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  wireguard-go wireguard-tools                       # WireGuard engine + wg (lab gateways, plain baseline)
+  strongswan-swanctl charon-systemd                  # IKEv2 engine, driven over VICI
+  libcharon-extra-plugins libstrongswan-extra-plugins  # kernel-libipsec (userspace ESP), curve25519
+  ocserv openconnect gnutls-bin                      # AnyConnect server + client, certtool
+  nftables iptables iproute2 iputils-ping procps     # namespaces, impairments, kill switch
+  dnsmasq-base                                       # the lab's DNS (binary only, no service)
+  libnetfilter-queue-dev gcc libc6-dev               # builds delayq, the lab's NFQUEUE delay tool
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (it installs Debian packages with apt-get)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then missing+=("$p"); fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    # Debian's invoke-rc.d asks this hook before starting a freshly installed service; 101 means "do not".
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  trap '[ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# On a host booted with systemd, make sure the packaged daemons never run in the root namespace.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  for unit in ocserv.service ocserv.socket strongswan.service strongswan-starter.service; do
+    if systemctl list-unit-files "$unit" >/dev/null 2>&1; then systemctl disable --now "$unit" >/dev/null 2>&1 || true; fi
+  done
+fi
+
+# npm dependencies: reinstall only when the lock file changed since the last install.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+echo "setup: ready"

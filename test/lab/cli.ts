@@ -1,0 +1,160 @@
+/** `npm run lab -- <command>`: the lab's command line. Run `npm run lab -- help` for the commands. */
+import { parseArgs } from "node:util";
+import { GATEWAY_ENGINES, type GatewayEngine } from "./gateway-engines.ts";
+import { DIRECTIONS, IMPAIR_PROTOS, IMPAIR_TARGETS, describeImpairment, type ImpairmentSpec } from "./impair.ts";
+import * as lab from "./lab.ts";
+import { formatSelftest, selftest } from "./selftest.ts";
+
+const HELP = `Detour network lab: real WireGuard, IKEv2 and AnyConnect gateways in network namespaces.
+
+usage: npm run lab -- <command> [options]
+
+  up                         create namespaces, credentials, gateways (3 x wireguard-go, charon, ocserv), corp, DNS
+  down                       remove everything of the lab (also after a crash or kill -9)
+  status [--json]            namespaces, engines and PIDs, addresses, client config path, impairments
+  selftest [--json]          prove every gateway, protocol and impairment with the plain engine tools
+  impair <target> block|reject [proto] [--dir both|up|down]
+  impair <target> loss <percent> [proto] [--dir both|up|down]
+  impair <target> delay <ms> [proto] [--jitter <ms>] [--dir both|up|down]
+                             target: ${IMPAIR_TARGETS.join(", ")} (client = the client's uplink)
+                             proto:  ${IMPAIR_PROTOS.join(", ")} (default all)
+                             loss and delay apply to each selected direction
+  lift <impairment-id>       remove one impairment (ids are shown by impair and status)
+  heal                       lift every impairment and restart every killed engine
+  kill <gateway> [engine]    SIGKILL one engine (${GATEWAY_ENGINES.join(", ")}) or, default, the whole gateway
+                             (all engines, and its link goes silent)
+  restore <gateway> [engine] restart killed engines with the same keys; lifts a whole-gateway kill
+  exec <namespace> -- <cmd>  run a command in a lab namespace (client, router, gw1..gw3, corp, dns, collector)
+  leftovers                  list anything of the lab still on the host (exit 1 if any)
+
+options: --id <lab id> (default "${lab.DEFAULT_LAB_ID}", or DETOUR_LAB_ID) to run several labs side by side.`;
+
+function fail(msg: string): never {
+  throw new UsageError(msg);
+}
+class UsageError extends Error {}
+
+function oneOf<T extends string>(what: string, v: string | undefined, allowed: readonly T[]): T {
+  if (v === undefined || !(allowed as readonly string[]).includes(v)) fail(`${what} must be one of ${allowed.join(", ")}; got ${v ?? "nothing"}`);
+  return v as T;
+}
+
+function num(what: string, v: string | undefined): number {
+  const n = Number(v);
+  if (v === undefined || v === "" || !Number.isFinite(n)) fail(`${what} must be a number; got ${v ?? "nothing"}`);
+  return n;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const dashdash = argv.indexOf("--");
+  const own = dashdash >= 0 ? argv.slice(0, dashdash) : argv;
+  const rest = dashdash >= 0 ? argv.slice(dashdash + 1) : [];
+  const { values, positionals } = parseArgs({
+    args: own,
+    allowPositionals: true,
+    options: {
+      id: { type: "string", default: process.env.DETOUR_LAB_ID ?? lab.DEFAULT_LAB_ID },
+      json: { type: "boolean", default: false },
+      dir: { type: "string", default: "both" },
+      jitter: { type: "string", default: "0" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  const id = values.id;
+  const [cmd, ...args] = positionals;
+  if (values.help || cmd === undefined || cmd === "help") {
+    console.log(HELP);
+    return cmd === undefined && !values.help ? 2 : 0;
+  }
+  switch (cmd) {
+    case "up": {
+      const s = await lab.up(id);
+      console.log(`lab "${id}" is up in ${s.upMs} ms`);
+      console.log(`  client config: ${s.clientConfig}`);
+      console.log(`  look around:   npm run lab -- status   |   npm run lab -- selftest`);
+      console.log(`  take it down:  npm run lab -- down`);
+      return 0;
+    }
+    case "down": {
+      const r = await lab.down(id);
+      console.log(r.namespaces.length === 0 && !r.labDir ? `lab "${id}" was not up; nothing to remove` : `lab "${id}" removed: ${r.namespaces.length} namespaces${r.sockets.length > 0 ? `, ${r.sockets.length} stale sockets` : ""}`);
+      const left = await lab.leftovers(id);
+      if (left.length > 0) {
+        console.error(`still present after down:\n  ${left.join("\n  ")}`);
+        return 1;
+      }
+      return 0;
+    }
+    case "status": {
+      const s = await lab.status(id);
+      if (values.json) {
+        console.log(JSON.stringify(s, null, 2));
+        return 0;
+      }
+      console.log(`lab "${s.id}": ${s.up ? "up" : "down"}${s.upMs !== undefined ? ` (up took ${s.upMs} ms)` : ""}`);
+      if (s.clientConfig !== undefined) console.log(`client config: ${s.clientConfig}`);
+      for (const n of s.namespaces) console.log(`  ns ${n.name.padEnd(24)} ${n.exists ? "present" : "missing"}`);
+      for (const e of s.engines) console.log(`  ${e.gateway} ${e.engine.padEnd(10)} pid ${String(e.pid ?? "-").padEnd(8)} ${e.alive ? "running" : "stopped"}`);
+      for (const v of s.services) console.log(`  ${v.name.padEnd(14)} pid ${String(v.pid).padEnd(8)} ${v.alive ? "running" : "stopped"}`);
+      for (const [k, v] of Object.entries(s.addresses)) console.log(`  ${k.padEnd(10)} ${v}`);
+      console.log(s.impairments.length === 0 ? "  no impairments" : s.impairments.map((i) => `  ${i.description}`).join("\n"));
+      return 0;
+    }
+    case "impair": {
+      const target = oneOf("target", args[0], IMPAIR_TARGETS);
+      const kind = oneOf("impairment", args[1], ["block", "reject", "loss", "delay"] as const);
+      const dir = oneOf("--dir", values.dir, DIRECTIONS);
+      let spec: ImpairmentSpec;
+      if (kind === "block" || kind === "reject") {
+        spec = { kind, target, dir, proto: args[2] === undefined ? "all" : oneOf("proto", args[2], IMPAIR_PROTOS) };
+      } else if (kind === "loss") {
+        spec = { kind, target, dir, percent: num("loss percent", args[2]), proto: args[3] === undefined ? "all" : oneOf("proto", args[3], IMPAIR_PROTOS) };
+      } else {
+        spec = { kind, target, dir, delayMs: num("delay ms", args[2]), jitterMs: num("--jitter", values.jitter), proto: args[3] === undefined ? "all" : oneOf("proto", args[3], IMPAIR_PROTOS) };
+      }
+      const imp = await lab.impair(spec, id);
+      console.log(describeImpairment(imp));
+      return 0;
+    }
+    case "lift":
+      await lab.lift(args[0] ?? fail("lift needs an impairment id such as i1"), id);
+      return 0;
+    case "heal":
+      await lab.heal(id);
+      console.log("every impairment lifted, every engine running");
+      return 0;
+    case "kill":
+    case "restore": {
+      const gw = args[0] ?? fail(`${cmd} needs a gateway name`);
+      const engine = args[1] === undefined ? "all" : oneOf<GatewayEngine | "all">("engine", args[1], [...GATEWAY_ENGINES, "all"]);
+      if (cmd === "kill") await lab.kill(gw, engine, id);
+      else await lab.restore(gw, engine, id);
+      console.log(`${gw} ${engine === "all" ? "(whole gateway)" : engine}: ${cmd === "kill" ? "killed" : "restored"}`);
+      return 0;
+    }
+    case "exec":
+      return lab.execIn(args[0] ?? fail("exec needs a namespace: client, router, gw1..gw3, corp, dns, collector"), rest, id);
+    case "selftest": {
+      const r = await selftest(id);
+      console.log(values.json ? JSON.stringify(r, null, 2) : formatSelftest(r));
+      return r.ok ? 0 : 1;
+    }
+    case "leftovers": {
+      const left = await lab.leftovers(id);
+      console.log(left.length === 0 ? "nothing left" : left.join("\n"));
+      return left.length === 0 ? 0 : 1;
+    }
+    default:
+      fail(`unknown command "${cmd}"; run \`npm run lab -- help\``);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    console.error(e instanceof UsageError ? `usage error: ${e.message}` : `lab: ${e instanceof Error ? e.message : String(e)}`);
+    process.exitCode = e instanceof UsageError ? 2 : 1;
+  },
+);

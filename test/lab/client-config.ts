@@ -1,0 +1,52 @@
+/**
+ * Writes the lab's client configuration: a real instance of Detour's configuration format (main/core/config),
+ * validated before it is written so the lab can never hand the daemon a file it would reject.
+ */
+import { writeFileSync } from "node:fs";
+import { parseConfig, type DetourConfigInput } from "../../main/core/config/schema.ts";
+import { SRV_NAMES } from "./services.ts";
+import { CORP_ECHO_PORT, CORP_NETWORK, PORTS, type LabTopology } from "./topology.ts";
+
+export interface ClientSecrets {
+  wgPrivateKeyFile: string;
+  pskFile: string;
+  passwordFile: string;
+  gateways: Record<string, { wgPublicKey: string; tlsPin: string }>;
+}
+
+export function buildClientConfig(topo: LabTopology, s: ClientSecrets): DetourConfigInput {
+  return {
+    version: 1,
+    organisation: `Detour lab ${topo.id}`,
+    identity: {
+      wireguard: { privateKey: { file: s.wgPrivateKeyFile } },
+      ikev2: { localId: topo.clientIkeId, psk: { file: s.pskFile } },
+      anyconnect: { username: topo.anyconnectUser, password: { file: s.passwordFile } },
+    },
+    gateways: topo.gateways.map((g) => {
+      const pub = s.gateways[g.name];
+      if (pub === undefined) throw new Error(`no credentials for ${g.name}`);
+      return {
+        name: g.name,
+        hostname: g.hostname,
+        address: g.address,
+        priority: g.priority,
+        region: g.region,
+        protocols: {
+          wireguard: { port: PORTS.wireguard, publicKey: pub.wgPublicKey, tunnelAddress: `${g.wireguard.clientAddress}/32`, persistentKeepaliveSec: 25 },
+          ikev2: { port: PORTS.ike, natTraversalPort: PORTS.ikeNatT, remoteId: g.ikev2.id, proposals: ["aes256-sha256-x25519"], espProposals: ["aes128-sha256"] },
+          anyconnect: { port: PORTS.anyconnect, pin: pub.tlsPin, dtls: true },
+        },
+      };
+    }),
+    protectedRoutes: [CORP_NETWORK],
+    probe: { address: topo.corp.address, port: CORP_ECHO_PORT },
+    discovery: { dns: { servers: [topo.dns.address], srv: [SRV_NAMES.wireguard, SRV_NAMES.ikev2, SRV_NAMES.anyconnect] } },
+  };
+}
+
+export function writeClientConfig(path: string, config: DetourConfigInput): void {
+  const r = parseConfig(config);
+  if (!r.ok) throw new Error(`the lab built an invalid client config:\n${r.issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`);
+  writeFileSync(path, JSON.stringify(config, null, 2) + "\n", { mode: 0o600 });
+}

@@ -1,0 +1,399 @@
+/**
+ * The lab as a library: bring it up, take it down (also after a crash), report status, impair the network,
+ * kill and restore gateways, and run commands in its namespaces. The CLI (cli.ts) and tests both use this.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { buildClientConfig, writeClientConfig } from "./client-config.ts";
+import { gatewayCertificate, ocservPasswordFile, randomSecret, wireGuardKeyPair, writeSecret } from "./credentials.ts";
+import { isAlive } from "./exec.ts";
+import {
+  GATEWAY_ENGINES,
+  startGatewayEngine,
+  stopGatewayEngine,
+  writeGatewayConfigs,
+  type GatewayEngine,
+  type GatewaySecrets,
+} from "./gateway-engines.ts";
+import { applyImpairments, describeImpairment, validateSpec, type Impairment, type ImpairmentSpec } from "./impair.ts";
+import { createNetwork, destroyNamespaces, listNamespaces } from "./netns.ts";
+import { assertLabCanRun } from "./preflight.ts";
+import { startCorp, startDns } from "./services.ts";
+import { gatewayByName, labTopology, namespaceOf, type LabTopology } from "./topology.ts";
+
+export const DEFAULT_LAB_ID = "lab";
+/** Root of all lab run folders: tmpfs, root-only, gone at reboot like the namespaces themselves. */
+export const LAB_ROOT = process.env.DETOUR_LAB_ROOT ?? "/run/detour-lab";
+
+export function labDirOf(id: string): string {
+  return join(LAB_ROOT, id);
+}
+
+export interface LabState {
+  id: string;
+  labDir: string;
+  createdAt: string;
+  upMs: number;
+  clientConfig: string;
+  secrets: {
+    clientWgPrivateKeyFile: string;
+    clientWgPublicKey: string;
+    pskFile: string;
+    passwordFile: string;
+    gateways: Record<string, GatewaySecrets & { wgPublicKey: string; tlsPin: string }>;
+  };
+  pids: {
+    corp: number;
+    dns: number;
+    gateways: Record<string, Record<GatewayEngine, number | null>>;
+    delayq: number[];
+  };
+  impairments: Impairment[];
+  nextImpairment: number;
+}
+
+function statePath(id: string): string {
+  return join(labDirOf(id), "state.json");
+}
+
+export function loadState(id: string): LabState {
+  const p = statePath(id);
+  if (!existsSync(p)) throw new Error(`lab "${id}" is not up (no ${p}); run \`npm run lab -- up\` first`);
+  return JSON.parse(readFileSync(p, "utf8")) as LabState;
+}
+
+function saveState(s: LabState): void {
+  writeFileSync(statePath(s.id), JSON.stringify(s, null, 2) + "\n", { mode: 0o600 });
+}
+
+export function readSecret(path: string): string {
+  return readFileSync(path, "utf8").trim();
+}
+
+/**
+ * Creates the whole lab: namespaces and links, per-run credentials, the three engines on every gateway, corp,
+ * DNS and an empty impairment table, then writes the client config. On any failure it removes what it made.
+ */
+export async function up(id = DEFAULT_LAB_ID): Promise<LabState> {
+  assertLabCanRun();
+  const topo = labTopology(id);
+  const labDir = labDirOf(id);
+  if (existsSync(statePath(id)) && (await listNamespaces(topo.prefix)).length > 0) {
+    throw new Error(`lab "${id}" is already up; run \`npm run lab -- down\` first`);
+  }
+  await down(id); // leftovers of a crashed run
+  const t0 = performance.now();
+  try {
+    mkdirSync(LAB_ROOT, { recursive: true, mode: 0o711 });
+    mkdirSync(labDir, { recursive: true, mode: 0o711 });
+    mkdirSync(join(labDir, "logs"), { recursive: true, mode: 0o700 });
+    const secretsDir = join(labDir, "secrets");
+    mkdirSync(secretsDir, { recursive: true, mode: 0o700 });
+
+    await createNetwork(topo);
+
+    const clientWg = wireGuardKeyPair();
+    const clientWgPrivateKeyFile = writeSecret(join(secretsDir, "client-wg.key"), clientWg.privateKey + "\n");
+    const psk = randomSecret(24);
+    const pskFile = writeSecret(join(secretsDir, "ike.psk"), psk + "\n");
+    const password = randomSecret(12);
+    const passwordFile = writeSecret(join(secretsDir, "anyconnect.password"), password + "\n");
+    const ocpasswdFile = join(secretsDir, "ocpasswd");
+    await ocservPasswordFile(ocpasswdFile, topo.anyconnectUser, password);
+
+    const gwSecrets: LabState["secrets"]["gateways"] = {};
+    await Promise.all(
+      topo.gateways.map(async (g) => {
+        const kp = wireGuardKeyPair();
+        const cert = await gatewayCertificate(join(labDir, g.name, "tls"), g);
+        gwSecrets[g.name] = {
+          wgPrivateKeyFile: writeSecret(join(secretsDir, `${g.name}-wg.key`), kp.privateKey + "\n"),
+          wgPublicKey: kp.publicKey,
+          clientWgPublicKey: clientWg.publicKey,
+          pskFile,
+          psk,
+          certFile: cert.certFile,
+          keyFile: cert.keyFile,
+          tlsPin: cert.pin,
+          ocpasswdFile,
+        };
+      }),
+    );
+
+    const state: LabState = {
+      id,
+      labDir,
+      createdAt: new Date().toISOString(),
+      upMs: 0,
+      clientConfig: join(labDir, "client.json"),
+      secrets: { clientWgPrivateKeyFile, clientWgPublicKey: clientWg.publicKey, pskFile, passwordFile, gateways: gwSecrets },
+      pids: { corp: 0, dns: 0, gateways: {}, delayq: [] },
+      impairments: [],
+      nextImpairment: 1,
+    };
+    // The state file is written before anything starts, so `down` finds every PID even if `up` dies midway.
+    saveState(state);
+
+    const services = Promise.all([startCorp(topo, labDir), startDns(topo, labDir)]);
+    await Promise.all(
+      topo.gateways.map(async (g) => {
+        const secrets = gwSecrets[g.name];
+        if (secrets === undefined) throw new Error(`no secrets for ${g.name}`);
+        writeGatewayConfigs(topo, labDir, g, secrets);
+        const pids: Record<GatewayEngine, number | null> = { wireguard: null, ikev2: null, anyconnect: null };
+        for (const e of GATEWAY_ENGINES) pids[e] = await startGatewayEngine(e, topo, labDir, g, secrets);
+        state.pids.gateways[g.name] = pids;
+        saveState(state);
+      }),
+    );
+    const [corpPid, dnsPid] = await services;
+    state.pids.corp = corpPid;
+    state.pids.dns = dnsPid;
+    state.pids.delayq = await applyImpairments(topo, labDir, [], []);
+
+    writeClientConfig(
+      state.clientConfig,
+      buildClientConfig(topo, {
+        wgPrivateKeyFile: clientWgPrivateKeyFile,
+        pskFile,
+        passwordFile,
+        gateways: Object.fromEntries(Object.entries(gwSecrets).map(([n, s]) => [n, { wgPublicKey: s.wgPublicKey, tlsPin: s.tlsPin }])),
+      }),
+    );
+    state.upMs = Math.round(performance.now() - t0);
+    saveState(state);
+    return state;
+  } catch (e) {
+    await down(id).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** What `down` found and removed. */
+export interface DownReport {
+  namespaces: string[];
+  sockets: string[];
+  labDir: boolean;
+}
+
+/**
+ * Removes everything of the lab: every process in its namespaces (orderly first, then SIGKILL), the namespaces
+ * with their links and TUN devices, wireguard-go sockets, per-namespace resolv.conf and the run folder.
+ * Idempotent, and needs no state, so it also cleans up after `kill -9` of every lab process.
+ */
+export async function down(id = DEFAULT_LAB_ID): Promise<DownReport> {
+  const topo = labTopology(id);
+  const namespaces = await destroyNamespaces(topo.prefix);
+  const sockets: string[] = [];
+  for (const f of safeReaddir("/run/wireguard")) {
+    if (f.startsWith(`wg-${id}-`) || f.startsWith(`wc-${id}-`)) {
+      rmSync(join("/run/wireguard", f), { force: true });
+      sockets.push(join("/run/wireguard", f));
+    }
+  }
+  for (const d of safeReaddir("/etc/netns")) {
+    if (d.startsWith(topo.prefix)) rmSync(join("/etc/netns", d), { recursive: true, force: true });
+  }
+  const labDir = labDirOf(id);
+  const hadDir = existsSync(labDir);
+  rmSync(labDir, { recursive: true, force: true });
+  return { namespaces, sockets, labDir: hadDir };
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** Anything of lab `id` still on the host; empty means fully clean. */
+export async function leftovers(id = DEFAULT_LAB_ID): Promise<string[]> {
+  const topo = labTopology(id);
+  const out: string[] = [];
+  for (const ns of await listNamespaces(topo.prefix)) out.push(`namespace ${ns}`);
+  for (const f of safeReaddir("/run/wireguard")) if (f.startsWith(`wg-${id}-`) || f.startsWith(`wc-${id}-`)) out.push(`socket /run/wireguard/${f}`);
+  for (const d of safeReaddir("/etc/netns")) if (d.startsWith(topo.prefix)) out.push(`folder /etc/netns/${d}`);
+  if (existsSync(labDirOf(id))) out.push(`folder ${labDirOf(id)}`);
+  const marker = labDirOf(id);
+  for (const p of safeReaddir("/proc")) {
+    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
+    let cmd = "";
+    try {
+      cmd = readFileSync(`/proc/${p}/cmdline`, "utf8").replace(/\0/g, " ");
+    } catch {
+      continue;
+    }
+    if ((cmd.includes(marker + "/") || cmd.includes(topo.prefix)) && isAlive(Number(p))) out.push(`process ${p}: ${cmd.trim().slice(0, 160)}`);
+  }
+  return out;
+}
+
+export interface LabStatus {
+  id: string;
+  up: boolean;
+  labDir: string;
+  upMs?: number;
+  clientConfig?: string;
+  namespaces: { name: string; role: string; exists: boolean }[];
+  engines: { gateway: string; engine: GatewayEngine; pid: number | null; alive: boolean }[];
+  services: { name: string; pid: number; alive: boolean }[];
+  gateways: { name: string; hostname: string; address: string; priority: number; region: string; wireguardPublicKey: string; ikeId: string; tlsPin: string }[];
+  addresses: Record<string, string>;
+  impairments: (Impairment & { description: string })[];
+}
+
+export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
+  const topo = labTopology(id);
+  const existing = new Set(await listNamespaces(topo.prefix));
+  const namespaces = Object.entries(topo.ns).map(([role, name]) => ({ name, role, exists: existing.has(name) }));
+  let state: LabState | undefined;
+  try {
+    state = loadState(id);
+  } catch {
+    state = undefined;
+  }
+  const base: LabStatus = {
+    id,
+    up: state !== undefined && namespaces.every((n) => n.exists),
+    labDir: labDirOf(id),
+    namespaces,
+    engines: [],
+    services: [],
+    gateways: [],
+    addresses: {
+      client: topo.client.address,
+      dns: topo.dns.address,
+      collector: topo.collector.address,
+      corp: topo.corp.address,
+      ...Object.fromEntries(topo.gateways.map((g) => [g.name, g.address])),
+    },
+    impairments: [],
+  };
+  if (state === undefined) return base;
+  const s = state;
+  return {
+    ...base,
+    upMs: s.upMs,
+    clientConfig: s.clientConfig,
+    engines: topo.gateways.flatMap((g) =>
+      GATEWAY_ENGINES.map((e) => {
+        const pid = s.pids.gateways[g.name]?.[e] ?? null;
+        return { gateway: g.name, engine: e, pid, alive: pid !== null && isAlive(pid) };
+      }),
+    ),
+    services: [
+      { name: "corp", pid: s.pids.corp, alive: s.pids.corp > 0 && isAlive(s.pids.corp) },
+      { name: "dns", pid: s.pids.dns, alive: s.pids.dns > 0 && isAlive(s.pids.dns) },
+      ...s.pids.delayq.map((p) => ({ name: "delayq", pid: p, alive: isAlive(p) })),
+    ],
+    gateways: topo.gateways.map((g) => ({
+      name: g.name,
+      hostname: g.hostname,
+      address: g.address,
+      priority: g.priority,
+      region: g.region,
+      wireguardPublicKey: s.secrets.gateways[g.name]?.wgPublicKey ?? "",
+      ikeId: g.ikev2.id,
+      tlsPin: s.secrets.gateways[g.name]?.tlsPin ?? "",
+    })),
+    impairments: s.impairments.map((i) => ({ ...i, description: describeImpairment(i) })),
+  };
+}
+
+async function setImpairments(state: LabState, impairments: Impairment[]): Promise<void> {
+  const topo = labTopology(state.id);
+  state.pids.delayq = await applyImpairments(topo, state.labDir, impairments, state.pids.delayq);
+  state.impairments = impairments;
+  saveState(state);
+}
+
+/** Adds one impairment; returns it with its id (used to lift it again). */
+export async function impair(spec: ImpairmentSpec, id = DEFAULT_LAB_ID): Promise<Impairment> {
+  const state = loadState(id);
+  const imp: Impairment = { ...validateSpec(spec), id: `i${state.nextImpairment}` };
+  state.nextImpairment += 1;
+  await setImpairments(state, [...state.impairments, imp]);
+  return imp;
+}
+
+/** Lifts one impairment by id. */
+export async function lift(impairmentId: string, id = DEFAULT_LAB_ID): Promise<void> {
+  const state = loadState(id);
+  if (!state.impairments.some((i) => i.id === impairmentId)) {
+    throw new Error(`no impairment "${impairmentId}"; active: ${state.impairments.map((i) => i.id).join(", ") || "none"}`);
+  }
+  await setImpairments(state, state.impairments.filter((i) => i.id !== impairmentId));
+}
+
+function gatewaySecrets(state: LabState, gw: string): GatewaySecrets {
+  const s = state.secrets.gateways[gw];
+  if (s === undefined) throw new Error(`no secrets for ${gw}`);
+  return s;
+}
+
+/**
+ * Kills one engine of a gateway with SIGKILL (a crash: no BYE, no DELETE), or with engine "all" the whole
+ * gateway: every engine, and its link goes silent as if the machine lost power.
+ */
+export async function kill(gateway: string, engine: GatewayEngine | "all", id = DEFAULT_LAB_ID): Promise<void> {
+  const state = loadState(id);
+  const gw = gatewayByName(labTopology(id), gateway);
+  const pids = state.pids.gateways[gw.name];
+  if (pids === undefined) throw new Error(`no engines recorded for ${gw.name}`);
+  const engines = engine === "all" ? GATEWAY_ENGINES : [engine];
+  for (const e of engines) {
+    const pid = pids[e];
+    if (pid !== null) await stopGatewayEngine(pid, true);
+    pids[e] = null;
+  }
+  saveState(state);
+  if (engine === "all" && !state.impairments.some((i) => i.origin === "kill" && i.target === gw.name)) {
+    const imp: Impairment = { kind: "block", target: gw.name, proto: "all", dir: "both", id: `i${state.nextImpairment}`, origin: "kill" };
+    state.nextImpairment += 1;
+    await setImpairments(state, [...state.impairments, imp]);
+  }
+}
+
+/** Restarts killed engines of a gateway (same keys and config) and lifts its power-off blackhole. */
+export async function restore(gateway: string, engine: GatewayEngine | "all" = "all", id = DEFAULT_LAB_ID): Promise<void> {
+  const state = loadState(id);
+  const topo = labTopology(id);
+  const gw = gatewayByName(topo, gateway);
+  const pids = state.pids.gateways[gw.name];
+  if (pids === undefined) throw new Error(`no engines recorded for ${gw.name}`);
+  const engines = engine === "all" ? GATEWAY_ENGINES : [engine];
+  for (const e of engines) {
+    const pid = pids[e];
+    if (pid !== null && isAlive(pid)) continue;
+    pids[e] = await startGatewayEngine(e, topo, state.labDir, gw, gatewaySecrets(state, gw.name));
+    saveState(state);
+  }
+  if (engine === "all") {
+    const rest = state.impairments.filter((i) => !(i.origin === "kill" && i.target === gw.name));
+    if (rest.length !== state.impairments.length) await setImpairments(state, rest);
+  }
+}
+
+/** Back to a pristine lab: every impairment lifted and every killed engine restarted. */
+export async function heal(id = DEFAULT_LAB_ID): Promise<void> {
+  const state = loadState(id);
+  await setImpairments(state, []);
+  for (const g of labTopology(id).gateways) await restore(g.name, "all", id);
+}
+
+/** Runs a command in a lab namespace with the terminal attached; returns its exit code. */
+export function execIn(role: string, argv: string[], id = DEFAULT_LAB_ID): number {
+  const ns = namespaceOf(labTopology(id), role);
+  if (argv.length === 0) throw new Error("exec needs a command after --");
+  const r = spawnSync("ip", ["netns", "exec", ns, ...argv], { stdio: "inherit" });
+  if (r.error !== undefined) throw r.error;
+  return r.status ?? 1;
+}
+
+export function topologyOf(id = DEFAULT_LAB_ID): LabTopology {
+  return labTopology(id);
+}
+

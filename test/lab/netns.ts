@@ -1,0 +1,101 @@
+/** Creates and destroys the lab's namespaces, links, addresses and routes (see topology.ts for the picture). */
+import { rmSync } from "node:fs";
+import { run, runOk, stopPids } from "./exec.ts";
+import { NS_PREFIX, UNDERLAY, type LabTopology } from "./topology.ts";
+
+/** Runs `ip` commands in one namespace as a single batch (one process instead of dozens). */
+async function ipBatch(ns: string, lines: string[]): Promise<void> {
+  if (lines.length === 0) return;
+  await runOk("ip", ["-n", ns, "-batch", "-"], { input: lines.join("\n") + "\n" });
+}
+
+async function sysctl(ns: string, key: string, value: string): Promise<void> {
+  await runOk("ip", ["netns", "exec", ns, "sysctl", "-q", "-w", `${key}=${value}`]);
+}
+
+export async function createNetwork(topo: LabTopology): Promise<void> {
+  for (const ns of Object.values(topo.ns)) {
+    await runOk("ip", ["netns", "add", ns]);
+  }
+  const r = topo.router.ns;
+  const routerLines: string[] = ["link set lo up"];
+  const edges: { ifname: string; peerNs: string; routerAddr: string; peerAddr: string }[] = [
+    { ifname: "to-client", peerNs: topo.client.ns, routerAddr: topo.client.routerAddress, peerAddr: topo.client.address },
+    { ifname: "to-dns", peerNs: topo.dns.ns, routerAddr: topo.dns.routerAddress, peerAddr: topo.dns.address },
+    { ifname: "to-collector", peerNs: topo.collector.ns, routerAddr: topo.collector.routerAddress, peerAddr: topo.collector.address },
+    ...topo.gateways.map((g) => ({ ifname: g.routerSide.ifname, peerNs: g.ns, routerAddr: g.routerSide.address, peerAddr: g.address })),
+  ];
+  // Each veth pair is created inside the router with its peer sent straight into the other namespace,
+  // so no lab interface ever exists in the root namespace.
+  for (const e of edges) {
+    routerLines.push(`link add ${e.ifname} type veth peer name ul0 netns ${e.peerNs}`);
+    routerLines.push(`addr add ${e.routerAddr}/24 dev ${e.ifname}`);
+    routerLines.push(`link set ${e.ifname} up`);
+  }
+  await ipBatch(r, routerLines);
+  await sysctl(r, "net.ipv4.ip_forward", "1");
+
+  for (const e of edges) {
+    await ipBatch(e.peerNs, [
+      "link set lo up",
+      `addr add ${e.peerAddr}/24 dev ul0`,
+      "link set ul0 up",
+      `route add ${UNDERLAY} via ${e.routerAddr} dev ul0`,
+    ]);
+  }
+
+  const corpLines = ["link set lo up", `addr add ${topo.corp.address}/32 dev lo`];
+  for (const g of topo.gateways) {
+    await ipBatch(g.ns, [
+      `link add ${g.corpLink.gwIfname} type veth peer name ${g.corpLink.corpIfname} netns ${topo.corp.ns}`,
+      `addr add ${g.corpLink.gwAddress}/24 dev ${g.corpLink.gwIfname}`,
+      `link set ${g.corpLink.gwIfname} up`,
+      `route add ${topo.corp.network} via ${g.corpLink.corpAddress} dev ${g.corpLink.gwIfname}`,
+      `addr add ${g.insideAddress}/32 dev lo`,
+    ]);
+    await sysctl(g.ns, "net.ipv4.ip_forward", "1");
+    corpLines.push(`addr add ${g.corpLink.corpAddress}/24 dev ${g.corpLink.corpIfname}`);
+    corpLines.push(`link set ${g.corpLink.corpIfname} up`);
+    for (const pool of Object.values(g.pools)) {
+      corpLines.push(`route add ${pool} via ${g.corpLink.gwAddress} dev ${g.corpLink.corpIfname}`);
+    }
+  }
+  await ipBatch(topo.corp.ns, corpLines);
+}
+
+/** Every namespace on the host whose name starts with the given prefix. */
+export async function listNamespaces(prefix: string = NS_PREFIX): Promise<string[]> {
+  const out = await run("ip", ["netns", "list"]);
+  return out.stdout
+    .split("\n")
+    .map((l) => l.split(" ")[0] ?? "")
+    .filter((n) => n.startsWith(prefix));
+}
+
+/** PIDs of every process whose network namespace is `ns`. */
+export async function namespacePids(ns: string): Promise<number[]> {
+  const r = await run("ip", ["netns", "pids", ns]);
+  if (r.code !== 0) return [];
+  return r.stdout
+    .split("\n")
+    .filter((l) => /^\d+$/.test(l.trim()))
+    .map(Number)
+    .filter((p) => p !== process.pid);
+}
+
+/**
+ * Removes namespaces with the prefix and everything in them: processes (TERM, then KILL, by PID), then the
+ * namespace (which takes its veths and any TUN device left by a killed engine with it), then the per-namespace
+ * resolv.conf folder. Works without any state file, so it also cleans up after a crash or `kill -9`.
+ */
+export async function destroyNamespaces(prefix: string): Promise<string[]> {
+  const namespaces = await listNamespaces(prefix);
+  const pids = (await Promise.all(namespaces.map(namespacePids))).flat();
+  await stopPids(pids, "SIGTERM");
+  for (const ns of namespaces) {
+    const r = await run("ip", ["netns", "del", ns]);
+    if (r.code !== 0 && !/No such file/.test(r.stderr)) throw new Error(`could not delete namespace ${ns}: ${r.stderr.trim()}`);
+    rmSync(`/etc/netns/${ns}`, { recursive: true, force: true });
+  }
+  return namespaces;
+}

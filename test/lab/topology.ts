@@ -1,0 +1,144 @@
+/**
+ * The lab's topology as data: namespace names, links, addresses, ports and pools, all derived from the lab id.
+ * Pure, so the lab, its tests and the selftest agree on every name and number.
+ *
+ *                         detour-<id>-dns (198.18.53.2, dnsmasq)
+ *                                  |
+ *  detour-<id>-client --- detour-<id>-router --- detour-<id>-gw1 --\
+ *   ul0 198.18.0.2        ("the internet")   --- detour-<id>-gw2 ---+-- detour-<id>-corp (198.19.0.1: HTTP + UDP echo)
+ *                                  |         --- detour-<id>-gw3 --/
+ *                         detour-<id>-collector (198.18.100.2, reserved)
+ *
+ * Underlay: 198.18.0.0/16 (RFC 2544 benchmarking range). Inner and corp networks: 198.19.0.0/16, the other half
+ * of the same range, so nothing here can collide with a real network of the host. No namespace has a default
+ * route, and the root namespace is never a hop.
+ */
+
+export const NS_PREFIX = "detour-";
+export const GATEWAY_NAMES = ["gw1", "gw2", "gw3"] as const;
+export type GatewayName = (typeof GATEWAY_NAMES)[number];
+export type Role = "client" | "router" | "dns" | "collector" | "corp" | GatewayName;
+export const ROLES: readonly Role[] = ["router", "client", "dns", "collector", "corp", ...GATEWAY_NAMES];
+
+export const DOMAIN = "lab.detour.test";
+export const CORP_ADDRESS = "198.19.0.1";
+export const CORP_NETWORK = "198.19.0.0/24";
+export const CORP_HTTP_PORT = 80;
+export const CORP_ECHO_PORT = 7;
+export const DNS_ADDRESS = "198.18.53.2";
+export const COLLECTOR_ADDRESS = "198.18.100.2";
+export const UNDERLAY = "198.18.0.0/16";
+
+export const PORTS = {
+  wireguard: 51820,
+  ike: 500,
+  ikeNatT: 4500,
+  anyconnect: 443,
+} as const;
+
+export type TunnelProtocol = "wireguard" | "ikev2" | "anyconnect";
+export const TUNNEL_PROTOCOLS: readonly TunnelProtocol[] = ["wireguard", "ikev2", "anyconnect"];
+
+/** Pool index per protocol: gateway N hands out 198.19.<10N + index>.0/24 for that protocol. */
+const POOL_INDEX: Record<TunnelProtocol, number> = { wireguard: 1, ikev2: 2, anyconnect: 3 };
+
+export interface GatewayTopology {
+  name: GatewayName;
+  index: number;
+  ns: string;
+  hostname: string;
+  /** The gateway's public (underlay) address. */
+  address: string;
+  routerSide: { ifname: string; address: string };
+  /** Transit link to corp: gateway side and corp side. */
+  corpLink: { gwIfname: string; gwAddress: string; corpIfname: string; corpAddress: string };
+  /**
+   * The gateway's own address inside the corp network (on its loopback). kernel-libipsec installs its route
+   * with a source address taken from local_ts, so an IKEv2 gateway must own an address there.
+   */
+  insideAddress: string;
+  priority: number;
+  region: string;
+  pools: Record<TunnelProtocol, string>;
+  wireguard: { ifname: string; gatewayAddress: string; clientAddress: string };
+  ikev2: { id: string; poolRange: string };
+  anyconnect: { network: string; device: string };
+}
+
+export interface LabTopology {
+  id: string;
+  prefix: string;
+  ns: Record<Role, string>;
+  client: { ns: string; ifname: string; address: string; routerAddress: string };
+  router: { ns: string };
+  dns: { ns: string; address: string; routerAddress: string };
+  collector: { ns: string; address: string; routerAddress: string };
+  corp: { ns: string; address: string; network: string };
+  gateways: GatewayTopology[];
+  clientIkeId: string;
+  anyconnectUser: string;
+}
+
+const REGIONS: Record<GatewayName, string> = { gw1: "eu-central", gw2: "eu-west", gw3: "us-east" };
+
+/** Lab ids are short so that interface names built from them stay within Linux's 15 characters. */
+export function validateLabId(id: string): string {
+  if (!/^[a-z][a-z0-9]{0,5}$/.test(id)) {
+    throw new Error(`lab id "${id}" is invalid: expected 1-6 lowercase letters or digits, starting with a letter`);
+  }
+  return id;
+}
+
+export function labTopology(id: string): LabTopology {
+  validateLabId(id);
+  const prefix = `${NS_PREFIX}${id}-`;
+  const ns = Object.fromEntries(ROLES.map((r) => [r, `${prefix}${r}`])) as Record<Role, string>;
+  const gateways = GATEWAY_NAMES.map((name, i): GatewayTopology => {
+    const n = i + 1;
+    const pool = (p: TunnelProtocol): string => `198.19.${10 * n + POOL_INDEX[p]}.0/24`;
+    return {
+      name,
+      index: n,
+      ns: ns[name],
+      hostname: `${name}.${DOMAIN}`,
+      address: `198.18.${n}.2`,
+      routerSide: { ifname: `to-${name}`, address: `198.18.${n}.1` },
+      corpLink: { gwIfname: "corp0", gwAddress: `198.19.${200 + n}.1`, corpIfname: `to-${name}`, corpAddress: `198.19.${200 + n}.2` },
+      insideAddress: `198.19.0.${10 + n}`,
+      priority: 10 * n,
+      region: REGIONS[name],
+      pools: { wireguard: pool("wireguard"), ikev2: pool("ikev2"), anyconnect: pool("anyconnect") },
+      // wireguard-go's UAPI socket lives in the host-wide /run/wireguard, so the name carries the lab id.
+      wireguard: { ifname: `wg-${id}-${name}`, gatewayAddress: `198.19.${10 * n + 1}.1`, clientAddress: `198.19.${10 * n + 1}.2` },
+      ikev2: { id: `${name}.${DOMAIN}`, poolRange: `198.19.${10 * n + 2}.10-198.19.${10 * n + 2}.250` },
+      anyconnect: { network: `198.19.${10 * n + 3}.0`, device: "vpns" },
+    };
+  });
+  return {
+    id,
+    prefix,
+    ns,
+    client: { ns: ns.client, ifname: "ul0", address: "198.18.0.2", routerAddress: "198.18.0.1" },
+    router: { ns: ns.router },
+    dns: { ns: ns.dns, address: DNS_ADDRESS, routerAddress: "198.18.53.1" },
+    collector: { ns: ns.collector, address: COLLECTOR_ADDRESS, routerAddress: "198.18.100.1" },
+    corp: { ns: ns.corp, address: CORP_ADDRESS, network: CORP_NETWORK },
+    gateways,
+    clientIkeId: `client@${DOMAIN}`,
+    anyconnectUser: "alice",
+  };
+}
+
+export function gatewayByName(topo: LabTopology, name: string): GatewayTopology {
+  const gw = topo.gateways.find((g) => g.name === name);
+  if (gw === undefined) throw new Error(`unknown gateway "${name}": expected one of ${GATEWAY_NAMES.join(", ")}`);
+  return gw;
+}
+
+/** Maps a role name given on the command line ("client", "gw2", ...) to its namespace. */
+export function namespaceOf(topo: LabTopology, role: string): string {
+  if (!(ROLES as readonly string[]).includes(role)) {
+    throw new Error(`unknown namespace "${role}": expected one of ${ROLES.join(", ")}`);
+  }
+  return topo.ns[role as Role];
+}
