@@ -1,3 +1,4 @@
+/** Unit tests for the corp config validation and the source-address map: pure, no sockets. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { formatIpv4, identifySource, parseIpv4, parseIpv4Prefix, peerIpv4, validateCorpConfig, type SourceRule } from "./corp-map.ts";

@@ -1,3 +1,4 @@
+/** Unit tests for the probe agent protocol: every operation parsed, and malformed commands refused by field. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {

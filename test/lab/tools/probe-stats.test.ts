@@ -1,3 +1,4 @@
+/** Unit tests for the probe payload codec, reply ledger, RTT percentiles and gap detection: pure, time passed in. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { PROBE_PAYLOAD_BYTES, ProbeLedger, decodeProbe, encodeProbe, findGaps, percentile, summarizeRtts } from "./probe-stats.ts";
