@@ -1,0 +1,119 @@
+/**
+ * The one interface every tunnel engine driver implements (WireGuard, IKEv2, AnyConnect), so the connection
+ * core can race and supervise them alike. A driver starts, watches and stops one engine instance; it never
+ * applies routes or DNS: it reports what the gateway pushed and the caller decides.
+ */
+import type { Secret } from "../../main/core/secret.ts";
+import { RETRYABLE, type EngineErrorCode, type TunnelEvent, type TunnelProtocol, type TunnelStats, type TunnelUp } from "../../main/core/tunnel/engine-types.ts";
+
+export interface EngineRuntime {
+  /** Run the engine inside this network namespace (the lab); unset when detourd already runs where tunnels belong. */
+  netns?: string;
+  /** Private folder for this instance (configs, sockets, logs); start creates it, stop removes it. */
+  workDir: string;
+  /** TUN device name, unique on the host and at most 15 characters (wireguard-go's socket path is host-wide). */
+  ifname: string;
+}
+
+export interface GatewayEndpoint {
+  name: string;
+  /** Underlay address the engine connects to. */
+  address: string;
+}
+
+/** ICMP echo target behind the gateway: start() resolves only once it answers through the tunnel. */
+export interface ProbeSpec {
+  address: string;
+}
+
+/**
+ * The driver's own watch on a tunnel that is up: an echo through the device every intervalMs, `down` after
+ * `misses` in a row. Null turns it off (the connection core runs its own finer monitor).
+ */
+export interface LivenessSpec {
+  intervalMs: number;
+  misses: number;
+}
+
+interface SpecBase {
+  gateway: GatewayEndpoint;
+  runtime: EngineRuntime;
+  probe: ProbeSpec;
+  liveness: LivenessSpec | null;
+}
+
+export interface WireGuardSpec extends SpecBase {
+  protocol: "wireguard";
+  params: { port: number; publicKey: string; tunnelAddress: string; persistentKeepaliveSec: number; allowedIps: string[] };
+  credentials: { privateKey: Secret };
+}
+
+export interface Ikev2Spec extends SpecBase {
+  protocol: "ikev2";
+  params: { port: number; natTraversalPort: number; remoteId: string; proposals: string[]; espProposals: string[]; remoteTs: string[] };
+  credentials: { localId: string; psk: Secret };
+}
+
+export interface AnyConnectSpec extends SpecBase {
+  protocol: "anyconnect";
+  /** dtls false runs openconnect with --no-dtls: a TLS-only leg that costs nothing on UDP-hostile networks. */
+  params: { port: number; pin: string; dtls: boolean };
+  credentials: { username: string; password: Secret };
+}
+
+export type EngineSpec = WireGuardSpec | Ikev2Spec | AnyConnectSpec;
+
+export interface TunnelEngine {
+  readonly protocol: TunnelProtocol;
+  /**
+   * Starts the engine and resolves once a probe reply came back through the tunnel. Rejects with an
+   * EngineError; whatever it started is stopped again before it rejects. `deadlineAt` is epoch ms.
+   */
+  start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp>;
+  /** Orderly shutdown, then by PID; afterwards no process, device, socket, route or file remains. Idempotent. */
+  stop(): Promise<void>;
+  stats(): Promise<TunnelStats>;
+  /** Subscribes to up/down/degraded/engine-exit; returns the unsubscribe function. */
+  onEvent(listener: (e: TunnelEvent) => void): () => void;
+}
+
+/** A domain error from an engine: stable code, retryable flag, the engine's own words, and the cause. */
+export class EngineError extends Error {
+  readonly retryable: boolean;
+
+  constructor(
+    readonly code: EngineErrorCode,
+    message: string,
+    /** The last lines the engine printed (never secrets: engines are not given them on the command line). */
+    readonly engineOutput = "",
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "EngineError";
+    this.retryable = RETRYABLE[code];
+  }
+}
+
+export function isEngineError(e: unknown): e is EngineError {
+  return e instanceof EngineError;
+}
+
+/** Small typed event hub shared by the drivers. */
+export class EventHub {
+  readonly #listeners = new Set<(e: TunnelEvent) => void>();
+
+  on(listener: (e: TunnelEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  emit(e: TunnelEvent): void {
+    for (const l of this.#listeners) {
+      try {
+        l(e);
+      } catch {
+        // a listener's bug must not break the driver
+      }
+    }
+  }
+}
