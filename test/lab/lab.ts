@@ -88,6 +88,7 @@ export async function up(id = DEFAULT_LAB_ID): Promise<LabState> {
     mkdirSync(LAB_ROOT, { recursive: true, mode: 0o711 });
     mkdirSync(labDir, { recursive: true, mode: 0o711 });
     mkdirSync(join(labDir, "logs"), { recursive: true, mode: 0o700 });
+    mkdirSync(join(labDir, "engines"), { recursive: true, mode: 0o700 });
     const secretsDir = join(labDir, "secrets");
     mkdirSync(secretsDir, { recursive: true, mode: 0o700 });
 
