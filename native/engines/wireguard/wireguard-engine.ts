@@ -1,0 +1,413 @@
+/**
+ * The WireGuard driver: runs one wireguard-go in the foreground, configures it through its UAPI socket only (the
+ * private key never touches a command line, file or log), proves the tunnel with an echo through the device,
+ * watches it while up, and leaves no process, device, socket or file behind when stopped.
+ *
+ *   start: validate ─► spawn wireguard-go -f ─► socket + link ─► address, MTU, up ─► UAPI set ─► echo reply
+ *              │             (each step raced against the deadline, the caller's abort and the process's exit)
+ *              └─► any failure: stop everything started, then reject with an EngineError
+ */
+import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { isAbsolute, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { TunnelEvent, TunnelStats, TunnelUp } from "../../../main/core/tunnel/engine-types.ts";
+import { addAddress, linkCounters, linkExists, setLinkUp } from "../../platform/link.linux.ts";
+import { pingThrough, type EchoResult } from "../../platform/probe.linux.ts";
+import { isAlive } from "../../platform/process-tree.linux.ts";
+import { CommandError, run } from "../../platform/run.ts";
+import { EngineProcess, type ProcessExit } from "../engine-process.ts";
+import { EngineError, EventHub, type LivenessSpec, type TunnelEngine, type WireGuardSpec } from "../engine.ts";
+import type { Secret } from "../../../main/core/secret.ts";
+import { UapiError, encodeSet, isCidr, isIpAddress, lastHandshakeMs, type UapiDump } from "./uapi-codec.ts";
+import { UapiClient, uapiSocketPath } from "./uapi-client.ts";
+
+/** wireguard-go's own default and WireGuard's usual inner MTU: 1500 minus the 80 bytes of IPv6 + UDP + WireGuard headers. */
+export const WIREGUARD_MTU = 1420;
+/** wireguard-go creates its socket and device in tens of milliseconds; 10 ms keeps that wait short and cheap. */
+const READY_POLL_MS = 10;
+/** A UAPI get is a local socket round trip; every 10 ms resolves the handshake time finely at no real cost. */
+const HANDSHAKE_POLL_MS = 10;
+/** When ping ends early (device not yet routable), a short pause before the next one avoids a spawn loop. */
+const PROBE_RETRY_GAP_MS = 50;
+/** Liveness intervals below this would make ping's own start-up cost the larger part of every probe. */
+const MIN_LIVENESS_INTERVAL_MS = 100;
+/** A send failure wireguard-go logs when the path to the gateway does not exist at all (not a silent drop). */
+const UNREACHABLE_RE = /Failed to send handshake initiation:.*(network is unreachable|no route to host)/i;
+/** Linux limits interface names to 15 bytes; the name also becomes a path, so no slashes or dots-only names. */
+const IFNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
+/** wireguard-go needs nothing from the daemon's environment; verbose logs name each handshake step. */
+const ENGINE_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LOG_LEVEL: "verbose" };
+
+/** Races every start-up step against the deadline, the abort and the engine's exit; the first failure wins. */
+class StartGuard {
+  readonly failed: Promise<never>;
+  #reject: (e: EngineError) => void = () => undefined;
+  #timer: NodeJS.Timeout;
+  #done = false;
+
+  constructor(deadlineAt: number, signal: AbortSignal, onTimeout: () => EngineError) {
+    this.failed = new Promise<never>((_resolve, reject) => {
+      this.#reject = reject;
+    });
+    this.failed.catch(() => undefined);
+    this.#timer = setTimeout(() => {
+      this.fail(onTimeout());
+    }, Math.max(0, deadlineAt - Date.now()));
+    const onAbort = (): void => {
+      this.fail(new EngineError("cancelled", "start was cancelled"));
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  }
+
+  fail(e: EngineError): void {
+    if (this.#done) return;
+    this.#done = true;
+    clearTimeout(this.#timer);
+    this.#reject(e);
+  }
+
+  race<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.failed]);
+  }
+
+  dispose(): void {
+    this.#done = true;
+    clearTimeout(this.#timer);
+  }
+}
+
+export class WireGuardEngine implements TunnelEngine {
+  readonly protocol = "wireguard" as const;
+  readonly #spec: WireGuardSpec;
+  readonly #events = new EventHub();
+  readonly #uapi: UapiClient;
+  readonly #socket: string;
+  #proc: EngineProcess | null = null;
+  #started = false;
+  #stopRequested = false;
+  /** Set before any shutdown this driver causes, so the exit event says it was expected. */
+  #expectExit = false;
+  #startAbort = new AbortController();
+  #startSettled: Promise<void> = Promise.resolve();
+  #liveness = new AbortController();
+  #cleanup: Promise<void> | null = null;
+  #guard: StartGuard | null = null;
+  #handshakeAt: number | null = null;
+  /** The last time traffic from the gateway was seen (probe reply or rx counter movement), for stats(). */
+  #rxMovedAt: number | null = null;
+  #rxMark: number | null = null;
+
+  constructor(spec: WireGuardSpec) {
+    this.#spec = spec;
+    this.#socket = uapiSocketPath(spec.runtime.ifname);
+    this.#uapi = new UapiClient(this.#socket);
+  }
+
+  /** The wireguard-go PID once spawned (for diagnostics and crash drills), else null. */
+  get pid(): number | null {
+    return this.#proc !== null && this.#proc.pid > 0 ? this.#proc.pid : null;
+  }
+
+  onEvent(listener: (e: TunnelEvent) => void): () => void {
+    return this.#events.on(listener);
+  }
+
+  start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
+    if (this.#started) return Promise.reject(new Error("WireGuardEngine.start called twice: one instance runs one tunnel once"));
+    this.#started = true;
+    const p = this.#start(deadlineAt, signal);
+    this.#startSettled = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    return p;
+  }
+
+  async #start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
+    const { runtime, gateway, params } = this.#spec;
+    const onCallerAbort = (): void => {
+      this.#startAbort.abort();
+    };
+    signal?.addEventListener("abort", onCallerAbort, { once: true });
+    if (signal?.aborted === true || this.#stopRequested) this.#startAbort.abort();
+    const guard = new StartGuard(deadlineAt, this.#startAbort.signal, () => this.#timeoutError());
+    this.#guard = guard;
+    try {
+      const tx = this.#validate();
+      if (this.#startAbort.signal.aborted) throw new EngineError("cancelled", "start was cancelled before it began");
+      mkdirSync(runtime.workDir, { recursive: true, mode: 0o700 });
+      await guard.race(this.#claimName(deadlineAt));
+      if (this.#stopRequested) throw new EngineError("cancelled", "stopped before wireguard-go was started");
+      const proc = EngineProcess.spawn({
+        argv: ["wireguard-go", "-f", runtime.ifname],
+        netns: runtime.netns,
+        env: ENGINE_ENV,
+        logFile: join(runtime.workDir, "wireguard-go.log"),
+      });
+      this.#proc = proc;
+      void proc.exited.then((exit) => {
+        this.#onExit(exit);
+      });
+      const spawnedAt = proc.spawnedAt;
+
+      await guard.race(this.#waitReady(deadlineAt));
+      await guard.race(addAddress(runtime.ifname, params.tunnelAddress, runtime.netns));
+      await guard.race(setLinkUp(runtime.ifname, WIREGUARD_MTU, runtime.netns));
+      await guard.race(this.#uapi.set(tx, { deadlineAt, signal: this.#startAbort.signal }));
+
+      const probing = new AbortController();
+      const stopProbing = (): void => {
+        probing.abort();
+      };
+      this.#startAbort.signal.addEventListener("abort", stopProbing, { once: true });
+      try {
+        const handshake = this.#watchHandshake(deadlineAt, probing.signal);
+        const reply = await guard.race(this.#probeUntilReply(deadlineAt, probing.signal));
+        probing.abort();
+        await guard.race(handshake);
+        if (reply === null) throw this.#timeoutError();
+        if (this.#handshakeAt === null) await guard.race(this.#readHandshake(deadlineAt));
+        guard.dispose();
+        this.#rxMovedAt = reply.at;
+        this.#events.emit({ type: "up", at: Date.now() });
+        if (this.#spec.liveness !== null) void this.#watchLiveness(this.#spec.liveness, reply.at);
+        return {
+          config: { ifname: runtime.ifname, addresses: [params.tunnelAddress], routes: [...params.allowedIps], dns: [], mtu: WIREGUARD_MTU },
+          timings: { spawnedAt, handshakeAt: this.#handshakeAt, firstReplyAt: reply.at },
+          detail: {},
+        };
+      } finally {
+        probing.abort();
+        this.#startAbort.signal.removeEventListener("abort", stopProbing);
+      }
+    } catch (e) {
+      guard.dispose();
+      const err = this.#toEngineError(e, gateway.name);
+      await this.#cleanupOnce();
+      throw err;
+    } finally {
+      this.#guard = null;
+      signal?.removeEventListener("abort", onCallerAbort);
+    }
+  }
+
+  /** Everything a spec can get wrong, refused before anything is spawned; returns the UAPI transaction. */
+  #validate(): Secret {
+    const { runtime, gateway, params, probe, liveness } = this.#spec;
+    const bad = (why: string): EngineError => new EngineError("bad-config", `WireGuard spec for ${gateway.name}: ${why}`);
+    if (!IFNAME_RE.test(runtime.ifname)) throw bad(`device name "${runtime.ifname.slice(0, 40)}" is not 1-15 letters, digits, '_', '.' or '-'`);
+    if (!isAbsolute(runtime.workDir)) throw bad("the work folder must be an absolute path");
+    if (!isCidr(params.tunnelAddress) || params.tunnelAddress.includes(":")) throw bad(`tunnel address "${params.tunnelAddress.slice(0, 60)}" is not an IPv4 prefix`);
+    if (!isIpAddress(gateway.address)) throw bad(`gateway address "${gateway.address.slice(0, 60)}" is not an IP address`);
+    if (!Number.isInteger(params.port) || params.port < 1 || params.port > 65535) throw bad(`port ${String(params.port)} is not 1-65535`);
+    if (!isIpAddress(probe.address)) throw bad(`probe address "${probe.address.slice(0, 60)}" is not an IP address`);
+    if (liveness !== null && !(Number.isInteger(liveness.intervalMs) && liveness.intervalMs >= MIN_LIVENESS_INTERVAL_MS && Number.isInteger(liveness.misses) && liveness.misses >= 1)) {
+      throw bad(`liveness needs intervalMs >= ${MIN_LIVENESS_INTERVAL_MS} and misses >= 1`);
+    }
+    const endpoint = gateway.address.includes(":") ? `[${gateway.address}]:${params.port}` : `${gateway.address}:${params.port}`;
+    try {
+      return encodeSet({
+        privateKey: this.#spec.credentials.privateKey,
+        peer: { publicKey: params.publicKey, endpoint, persistentKeepaliveSec: params.persistentKeepaliveSec, allowedIps: params.allowedIps },
+      });
+    } catch (e) {
+      if (e instanceof UapiError) throw new EngineError("bad-config", `WireGuard spec for ${gateway.name}: ${e.message}`, "", { cause: e });
+      throw e;
+    }
+  }
+
+  /**
+   * Makes sure the device name is ours to use: a device of that name already in the namespace, or a socket a
+   * live wireguard-go still answers on, belongs to someone else. A socket that refuses connections is the
+   * leftover of a SIGKILLed wireguard-go; it must go, or the readiness wait would pass before the new one is up.
+   */
+  async #claimName(deadlineAt: number): Promise<void> {
+    const { runtime } = this.#spec;
+    if (await linkExists(runtime.ifname, runtime.netns)) {
+      throw new EngineError("bad-config", `a device named ${runtime.ifname} already exists${runtime.netns === undefined ? "" : ` in ${runtime.netns}`}`);
+    }
+    if (!existsSync(this.#socket)) return;
+    let answered = true;
+    try {
+      await this.#uapi.get({ deadlineAt, signal: this.#startAbort.signal });
+    } catch (e) {
+      answered = !(e instanceof UapiError && (e.code === "refused" || e.code === "no-socket"));
+    }
+    if (answered) throw new EngineError("bad-config", `${this.#socket} belongs to another running wireguard-go: device names must be unique on the host`);
+    rmSync(this.#socket, { force: true });
+  }
+
+  async #waitReady(deadlineAt: number): Promise<void> {
+    const { runtime } = this.#spec;
+    const tries = Math.ceil(Math.max(0, deadlineAt - Date.now()) / READY_POLL_MS) + 1;
+    for (let i = 0; i < tries; i++) {
+      if (existsSync(this.#socket) && (await linkExists(runtime.ifname, runtime.netns))) return;
+      if (Date.now() >= deadlineAt) break;
+      await sleep(READY_POLL_MS);
+    }
+    throw this.#timeoutError();
+  }
+
+  /** Echoes through the device until one comes back (its result) or the deadline (null). */
+  async #probeUntilReply(deadlineAt: number, signal: AbortSignal): Promise<(EchoResult & { ok: true }) | null> {
+    const { runtime, probe } = this.#spec;
+    const tries = Math.ceil(Math.max(0, deadlineAt - Date.now()) / PROBE_RETRY_GAP_MS) + 1;
+    for (let i = 0; i < tries && !signal.aborted && Date.now() < deadlineAt; i++) {
+      const r = await pingThrough({ ifname: runtime.ifname, target: probe.address, netns: runtime.netns, deadlineAt, signal });
+      if (r.ok) return r;
+      if (Date.now() + PROBE_RETRY_GAP_MS >= deadlineAt) break;
+      await sleep(PROBE_RETRY_GAP_MS, undefined, { signal }).catch(() => undefined);
+    }
+    return null;
+  }
+
+  /** Polls the peer's last handshake time until it is set (recorded in #handshakeAt), aborted or past the deadline. */
+  async #watchHandshake(deadlineAt: number, signal: AbortSignal): Promise<void> {
+    const tries = Math.ceil(Math.max(0, deadlineAt - Date.now()) / HANDSHAKE_POLL_MS) + 1;
+    for (let i = 0; i < tries && !signal.aborted && Date.now() < deadlineAt; i++) {
+      if (await this.#readHandshake(deadlineAt, signal)) return;
+      await sleep(HANDSHAKE_POLL_MS, undefined, { signal }).catch(() => undefined);
+    }
+  }
+
+  async #readHandshake(deadlineAt: number, signal?: AbortSignal): Promise<boolean> {
+    const dump = await this.#uapi.get({ deadlineAt, signal }).catch(() => null);
+    const at = dump === null ? null : this.#peerOf(dump)?.handshakeAt ?? null;
+    if (at !== null) this.#handshakeAt = at;
+    return at !== null;
+  }
+
+  #peerOf(dump: UapiDump): { handshakeAt: number | null; rxBytes: number } | null {
+    const peer = dump.peers.find((p) => p.publicKey === this.#spec.params.publicKey);
+    return peer === undefined ? null : { handshakeAt: lastHandshakeMs(peer), rxBytes: peer.rxBytes };
+  }
+
+  /**
+   * One echo per interval while the tunnel is up; `down` once after `misses` misses in a row, then the watch
+   * ends (the caller decides what follows). Runs for the tunnel's lifetime; each round is bounded by the interval.
+   */
+  async #watchLiveness(live: LivenessSpec, firstReplyAt: number): Promise<void> {
+    const { runtime, probe } = this.#spec;
+    const signal = this.#liveness.signal;
+    // A function, not the property: the compiler would assume `aborted` cannot change across an await.
+    const stopped = (): boolean => signal.aborted;
+    let misses = 0;
+    let lastReplyAt = firstReplyAt;
+    let next = firstReplyAt + live.intervalMs;
+    while (!signal.aborted) {
+      const wait = next - Date.now();
+      if (wait > 0) await sleep(wait, undefined, { signal }).catch(() => undefined);
+      if (stopped()) return;
+      // After a suspend the schedule may lie far behind; probing in a burst to catch up would prove nothing.
+      if (Date.now() - next > live.intervalMs) next = Date.now();
+      const deadlineAt = next + live.intervalMs;
+      next = deadlineAt;
+      const r = await pingThrough({ ifname: runtime.ifname, target: probe.address, netns: runtime.netns, deadlineAt, intervalMs: live.intervalMs, signal });
+      if (stopped()) return;
+      if (r.ok) {
+        misses = 0;
+        lastReplyAt = r.at;
+        this.#rxMovedAt = r.at;
+        continue;
+      }
+      misses += 1;
+      if (misses >= live.misses) {
+        const silentS = Math.round((Date.now() - lastReplyAt) / 1000);
+        this.#events.emit({ type: "down", at: Date.now(), reason: `no echo reply from ${probe.address} through ${runtime.ifname} for ${silentS} s (${misses} probes missed)` });
+        return;
+      }
+    }
+  }
+
+  #onExit(exit: ProcessExit): void {
+    this.#liveness.abort();
+    const expected = this.#expectExit;
+    this.#events.emit({ type: "engine-exit", at: exit.at, code: exit.code, signal: exit.signal, expected });
+    if (!expected) {
+      const how = exit.signal !== null ? `was killed by ${exit.signal}` : `exited with code ${String(exit.code)}`;
+      this.#guard?.fail(new EngineError("engine-crashed", `wireguard-go for ${this.#spec.gateway.name} ${how} during start`, this.#proc?.tail() ?? ""));
+    }
+  }
+
+  #timeoutError(): EngineError {
+    const { gateway, params, probe, runtime } = this.#spec;
+    const tail = this.#proc?.tail() ?? "";
+    const target = `${gateway.name} (${gateway.address}:${params.port})`;
+    if (this.#proc === null) return new EngineError("timeout", `the deadline passed before wireguard-go for ${target} was started`, tail);
+    if (!existsSync(this.#socket)) return new EngineError("timeout", `wireguard-go for ${target} did not create ${this.#socket} before the deadline`, tail);
+    if (this.#handshakeAt === null) {
+      if (UNREACHABLE_RE.test(tail)) return new EngineError("unreachable", `cannot send to ${target}: no path to the gateway`, tail);
+      // WireGuard answers nothing to a blocked path, a dead gateway or a wrong key alike: silence is all there is.
+      return new EngineError("timeout", `no WireGuard handshake with ${target} before the deadline`, tail);
+    }
+    return new EngineError("timeout", `handshake with ${target} done, but no echo reply from ${probe.address} through ${runtime.ifname} before the deadline`, tail);
+  }
+
+  #toEngineError(e: unknown, gateway: string): EngineError {
+    const tail = this.#proc?.tail() ?? "";
+    if (e instanceof EngineError) return e;
+    if (e instanceof UapiError) {
+      if (e.code === "errno") return new EngineError("bad-config", `wireguard-go for ${gateway} refused its configuration (errno=${String(e.errno)})`, tail, { cause: e });
+      if (e.code === "cancelled") return new EngineError("cancelled", "start was cancelled", tail, { cause: e });
+      if (e.code === "timeout") return this.#timeoutError();
+      return new EngineError("engine-crashed", `wireguard-go for ${gateway} misbehaved on its UAPI socket: ${e.message}`, tail, { cause: e });
+    }
+    if (e instanceof CommandError) return new EngineError("engine-crashed", `could not configure the WireGuard device for ${gateway}: ${e.message}`, tail, { cause: e });
+    // Anything else is a bug: still reported as a crash so the caller's race goes on, with the cause attached.
+    return new EngineError("engine-crashed", `WireGuard driver failed for ${gateway}: ${e instanceof Error ? e.message : String(e)}`, tail, { cause: e });
+  }
+
+  async stats(): Promise<TunnelStats> {
+    const { runtime } = this.#spec;
+    const c = (await linkCounters(runtime.ifname, runtime.netns)) ?? { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
+    let handshakeAt: number | null = null;
+    if (this.#proc?.running === true && this.#cleanup === null) {
+      const peer = await this.#uapi.get().then((d) => this.#peerOf(d), () => null);
+      if (peer !== null) {
+        handshakeAt = peer.handshakeAt;
+        if (this.#rxMark !== null && peer.rxBytes > this.#rxMark) this.#rxMovedAt = Date.now();
+        this.#rxMark = peer.rxBytes;
+      }
+    }
+    const heard = Math.max(handshakeAt ?? -Infinity, this.#rxMovedAt ?? -Infinity);
+    return { ...c, lastRxAgoMs: Number.isFinite(heard) ? Math.max(0, Date.now() - heard) : null, subState: null };
+  }
+
+  async stop(): Promise<void> {
+    this.#stopRequested = true;
+    this.#expectExit = true;
+    this.#startAbort.abort();
+    await this.#startSettled;
+    await this.#cleanupOnce();
+  }
+
+  #cleanupOnce(): Promise<void> {
+    this.#cleanup ??= this.#teardown();
+    return this.#cleanup;
+  }
+
+  /**
+   * SIGTERM (wireguard-go then removes its device and socket), SIGKILL after the grace time; then whatever a
+   * killed wireguard-go leaves (its socket, rarely its device) and the work folder. Only names this instance
+   * created are removed: without a spawned process, the socket and device were never ours.
+   */
+  async #teardown(): Promise<void> {
+    const { runtime } = this.#spec;
+    this.#expectExit = true;
+    this.#liveness.abort();
+    const proc = this.#proc;
+    const left: string[] = [];
+    if (proc !== null) {
+      await proc.stop("SIGTERM");
+      if (proc.pid > 0 && isAlive(proc.pid)) left.push(`process ${proc.pid}`);
+      rmSync(this.#socket, { force: true });
+      if (await linkExists(runtime.ifname, runtime.netns)) {
+        await run("ip", [...(runtime.netns === undefined ? [] : ["-n", runtime.netns]), "link", "del", "dev", runtime.ifname]);
+        if (await linkExists(runtime.ifname, runtime.netns)) left.push(`device ${runtime.ifname}`);
+      }
+    }
+    rmSync(runtime.workDir, { recursive: true, force: true });
+    if (left.length > 0) throw new Error(`WireGuard engine ${runtime.ifname} could not remove: ${left.join(", ")}`);
+  }
+}
