@@ -1,0 +1,586 @@
+/**
+ * The IKEv2 driver: one charon-systemd (kernel-libipsec: userspace ESP over its own TUN device) per tunnel,
+ * configured and watched only over its private VICI socket, proven by an echo through its device, and stopped
+ * leaving nothing behind. Several instances can share a namespace (random IKE ports, private routing tables).
+ */
+import { randomInt } from "node:crypto";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { TunnelEvent, TunnelStats, TunnelUp } from "../../../main/core/tunnel/engine-types.ts";
+import { isAlive } from "../../platform/process-tree.linux.ts";
+import { linkAddresses, linkCounters, linkExists } from "../../platform/link.linux.ts";
+import { pingThrough } from "../../platform/probe.linux.ts";
+import { EngineProcess, type ProcessExit } from "../engine-process.ts";
+import { EngineError, EventHub, isEngineError, type Ikev2Spec, type LivenessSpec, type TunnelEngine } from "../engine.ts";
+import {
+  CHILD_NAME,
+  CONN_NAME,
+  ROUTING_TABLE_MAX,
+  ROUTING_TABLE_MIN,
+  connMessage,
+  sharedKeyMessage,
+  specProblems,
+  strongswanConf,
+} from "./charon-config.ts";
+import { classifyIkeFailure } from "./ike-failure.ts";
+import { deleteRule, deviceWithAddress, flushTable, linkMtu, routesInTable, rulesForTable } from "./routing-table.linux.ts";
+import { viciSection, type ViciSection, type ViciValue } from "./vici-codec.ts";
+import { ViciClient, isViciClientError } from "./vici-client.ts";
+
+/** Debian's path; charon-systemd (unlike /usr/lib/ipsec/charon) writes no pid file, so instances can coexist. */
+export const CHARON_BIN = "/usr/sbin/charon-systemd";
+
+/** charon-systemd opens its VICI socket 25-30 ms after launch; five seconds only passes on a broken install. */
+const VICI_READY_TIMEOUT_MS = 5000;
+/** How often the start-up waits look again: small against the 25-30 ms they usually take. */
+const POLL_MS = 10;
+/** kernel-netlink adds the table's rule before the vici plugin opens its socket; this bounds a late one. */
+const RULE_WAIT_MS = 1000;
+/**
+ * Kept back from `initiate`'s timeout: terminating the half-open IKE_SA and stopping charon take well under
+ * a second, so a failed start still rejects by its deadline.
+ */
+const TEARDOWN_RESERVE_MS = 1000;
+/** With less time than this left, an IKE exchange cannot complete, even on a LAN; fail without trying. */
+const MIN_INITIATE_MS = 100;
+/** charon answers `initiate` right when its own timeout fires; this covers the reply's way back. */
+const INITIATE_REPLY_SLACK_MS = 1000;
+/** `terminate` with force returns once the DELETE is sent, without waiting for the (maybe dead) gateway. */
+const TERMINATE_WAIT_MS = 500;
+const TERMINATE_REQUEST_TIMEOUT_MS = 2000;
+/** kernel-netlink installs the virtual IP on the TUN before the CHILD_SA is up; this bounds a slow netlink. */
+const VIP_WAIT_MS = 2000;
+/** A TUN device goes with its process; after that the kernel needs only moments to remove it. */
+const DEVICE_GONE_TIMEOUT_MS = 2000;
+/** Gap between echoes of one liveness probe: a few echoes per probe, so one lost packet is not yet a miss. */
+const LIVENESS_ECHO_GAP_MS = 200;
+/** stats() asks charon for SA counters; a busy charon must not hold up the caller for longer than this. */
+const STATS_TIMEOUT_MS = 1000;
+/** Tries at picking an unused private routing table before giving up (collisions are ~1 in 2^31). */
+const TABLE_PICK_TRIES = 8;
+/** charon's lines kept from one start attempt, to decide why it failed. */
+const START_LINES_KEPT = 400;
+
+const TUN_CREATED_RE = /created TUN device: (\S+)/;
+
+type State = "idle" | "starting" | "up" | "down" | "stopping" | "stopped";
+
+export class IpsecEngine implements TunnelEngine {
+  readonly protocol = "ikev2";
+  readonly #spec: Ikev2Spec;
+  readonly #hub = new EventHub();
+  readonly #viciPath: string;
+  readonly #confPath: string;
+  #state: State = "idle";
+  #proc: EngineProcess | null = null;
+  #vici: ViciClient | null = null;
+  #table: number | null = null;
+  /** The TUN device kernel-libipsec created, from charon's "created TUN device" line. */
+  #tunName: string | null = null;
+  /** The device that carries the tunnel (holds the virtual IP); set once start succeeded. */
+  #ifname: string | null = null;
+  #startLines: string[] = [];
+  #childUpAt: number | null = null;
+  /** While `initiate` streams control-log events, those carry charon's words; its stderr would repeat them. */
+  #initiating = false;
+  #startCtl: AbortController | null = null;
+  #startSettled: Promise<unknown> = Promise.resolve();
+  #stopping = false;
+  #teardownPromise: Promise<void> | null = null;
+  #stopPromise: Promise<void> | null = null;
+  #liveness: { timer: NodeJS.Timeout | null; ctl: AbortController } | null = null;
+  #lastRx: { bytesIn: number; at: number | null } | null = null;
+
+  constructor(spec: Ikev2Spec) {
+    this.#spec = spec;
+    this.#viciPath = join(spec.runtime.workDir, "charon.vici");
+    this.#confPath = join(spec.runtime.workDir, "strongswan.conf");
+  }
+
+  /** charon's PID while it runs (for diagnostics and crash drills); null before start. */
+  get pid(): number | null {
+    return this.#proc === null || this.#proc.pid < 0 ? null : this.#proc.pid;
+  }
+
+  onEvent(listener: (e: TunnelEvent) => void): () => void {
+    return this.#hub.on(listener);
+  }
+
+  start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
+    if (this.#state !== "idle") return Promise.reject(new Error(`IpsecEngine.start called in state ${this.#state}; an instance starts once`));
+    this.#state = "starting";
+    const p = this.#start(deadlineAt, signal);
+    this.#startSettled = p.catch(() => undefined);
+    return p;
+  }
+
+  async #start(deadlineAt: number, signal: AbortSignal | undefined): Promise<TunnelUp> {
+    const ctl = new AbortController();
+    this.#startCtl = ctl;
+    const onAbort = (): void => {
+      ctl.abort(new EngineError("cancelled", "start cancelled by the caller"));
+    };
+    if (signal?.aborted === true) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
+    // The deadline as an abort: every wait below ends with it, whatever it is waiting for.
+    const deadlineTimer = setTimeout(() => {
+      ctl.abort(new EngineError("timeout", "the IKEv2 tunnel was not up before the deadline"));
+    }, Math.max(0, deadlineAt - Date.now()));
+    try {
+      const up = await this.#bringUp(deadlineAt, ctl.signal);
+      ctl.signal.throwIfAborted();
+      this.#state = "up";
+      this.#hub.emit({ type: "up", at: Date.now() });
+      if (this.#spec.liveness !== null) this.#startLiveness(this.#spec.liveness);
+      return up;
+    } catch (e) {
+      const err = this.#startError(e, ctl.signal);
+      await this.#teardown().catch(() => undefined);
+      this.#state = "stopped";
+      throw err;
+    } finally {
+      clearTimeout(deadlineTimer);
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  async #bringUp(deadlineAt: number, signal: AbortSignal): Promise<TunnelUp> {
+    const spec = this.#spec;
+    const netns = spec.runtime.netns;
+    const problems = specProblems(spec);
+    if (problems.length > 0) throw new EngineError("bad-config", `the IKEv2 spec cannot work: ${problems.join("; ")}`);
+    signal.throwIfAborted();
+
+    mkdirSync(spec.runtime.workDir, { recursive: true, mode: 0o700 });
+    rmSync(this.#viciPath, { force: true });
+    this.#table = await this.#pickTable();
+    try {
+      writeFileSync(this.#confPath, strongswanConf({ viciSocket: this.#viciPath, routingTable: this.#table }), { mode: 0o600 });
+    } catch (e) {
+      throw new EngineError("bad-config", `cannot write charon's config: ${(e as Error).message}`, "", { cause: e });
+    }
+    signal.throwIfAborted();
+
+    const proc = EngineProcess.spawn({
+      argv: [CHARON_BIN],
+      netns,
+      env: { STRONGSWAN_CONF: this.#confPath, PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
+      logFile: join(spec.runtime.workDir, "charon.log"),
+      onLine: (line) => {
+        this.#onLine(line);
+      },
+    });
+    this.#proc = proc;
+    void proc.exited.then((exit) => {
+      this.#onExit(exit);
+    });
+    if (proc.pid < 0) {
+      await proc.exited;
+      throw new EngineError("engine-crashed", `${CHARON_BIN} could not be started`, proc.tail());
+    }
+
+    await this.#until("charon's VICI socket", () => (existsSync(this.#viciPath) ? true : null), Math.min(deadlineAt, Date.now() + VICI_READY_TIMEOUT_MS), signal);
+    await this.#disarmRoutingRule(this.#table, signal);
+
+    const vici = await abortable(ViciClient.connect(this.#viciPath), signal, (c) => {
+      c.close();
+    });
+    this.#vici = vici;
+    signal.throwIfAborted();
+    await vici.register("ike-updown", (m) => {
+      this.#onUpdown("IKE_SA", m);
+    });
+    await vici.register("child-updown", (m) => {
+      this.#onUpdown("CHILD_SA", m);
+    });
+    await this.#load("load-shared", sharedKeyMessage(spec));
+    await this.#load("load-conn", connMessage(spec));
+
+    const budget = deadlineAt - Date.now() - TEARDOWN_RESERVE_MS;
+    if (budget < MIN_INITIATE_MS) throw new EngineError("timeout", `only ${Math.max(0, budget)} ms left to negotiate IKE before the deadline`);
+    this.#initiating = true;
+    const init = await abortable(
+      vici.stream("initiate", viciSection({ child: CHILD_NAME, ike: CONN_NAME, timeout: String(budget), loglevel: "1" }), "control-log", {
+        timeoutMs: budget + INITIATE_REPLY_SLACK_MS,
+        onEvent: (m) => {
+          this.#keepLine(`[${str(m, "group")}] ${str(m, "msg")}`);
+        },
+      }),
+      signal,
+      () => {
+        vici.close();
+      },
+    ).finally(() => {
+      this.#initiating = false;
+    });
+    if (init.response.get("success") !== "yes") {
+      const errmsg = str(init.response, "errmsg");
+      const f = classifyIkeFailure({ errmsg, lines: this.#startLines, deadlineHit: false, remoteId: spec.params.remoteId });
+      throw new EngineError(f.code, f.message, f.evidence.join("\n"));
+    }
+    const handshakeAt = this.#childUpAt ?? Date.now();
+    // once more now that routes exist: a rule charon added late would make them live
+    await this.#disarmRoutingRule(this.#table, signal, 0);
+
+    const sa = await this.#ikeSa(vici);
+    const vip = firstOf(sa?.get("local-vips"));
+    const child = sa === null ? null : installedChild(sa);
+    if (vip === null || child === null) {
+      throw new EngineError("engine-crashed", `charon reports the tunnel up but ${vip === null ? "no virtual IP" : "no installed CHILD_SA"}`, this.#tail());
+    }
+    const routes = listOf(child.get("remote-ts"));
+
+    const ifname = await this.#deviceFor(vip, Math.min(deadlineAt, Date.now() + VIP_WAIT_MS), signal);
+    this.#ifname = ifname;
+    const echo = await pingThrough({ ifname, target: spec.probe.address, netns, deadlineAt, signal });
+    signal.throwIfAborted();
+    if (!echo.ok) throw new EngineError("timeout", `IKEv2 tunnel established, but ${echo.error}`, this.#tail());
+
+    return {
+      // dns stays empty: charon asks the gateway for DNS only when an attribute handler such as the `resolve`
+      // plugin is loaded, and that plugin rewrites the host's resolv.conf
+      config: { ifname, addresses: [`${vip}/32`], routes, dns: [], mtu: await linkMtu(ifname, netns) },
+      timings: { spawnedAt: proc.spawnedAt, handshakeAt, firstReplyAt: echo.at },
+      detail: { routingTable: String(this.#table), localPort: str(sa ?? new Map(), "local-port"), encapsulation: "udp" },
+    };
+  }
+
+  /** A routing table for this instance that no rule or route uses yet. */
+  async #pickTable(): Promise<number> {
+    const netns = this.#spec.runtime.netns;
+    for (let i = 0; i < TABLE_PICK_TRIES; i++) {
+      const t = randomInt(ROUTING_TABLE_MIN, ROUTING_TABLE_MAX + 1);
+      if ((await rulesForTable(t, netns)).length === 0 && (await routesInTable(t, netns)).length === 0) return t;
+    }
+    throw new EngineError("engine-crashed", `no unused routing table found in ${TABLE_PICK_TRIES} tries`);
+  }
+
+  /** Deletes the rule charon added for its private table, so the routes it installs there stay inert. */
+  async #disarmRoutingRule(table: number, signal: AbortSignal, waitMs = RULE_WAIT_MS): Promise<void> {
+    const netns = this.#spec.runtime.netns;
+    const until = Date.now() + waitMs;
+    let rules = await rulesForTable(table, netns);
+    while (!rules.some((r) => r.family === "4") && Date.now() < until) {
+      signal.throwIfAborted();
+      await sleep(POLL_MS);
+      rules = await rulesForTable(table, netns);
+    }
+    for (const r of rules) await deleteRule(r, table, netns);
+    const left = await rulesForTable(table, netns);
+    if (left.length > 0) throw new EngineError("engine-crashed", `cannot delete charon's routing rule for table ${table}`, this.#tail());
+  }
+
+  async #load(command: "load-shared" | "load-conn", message: ViciSection): Promise<void> {
+    const vici = this.#vici;
+    if (vici === null) throw new EngineError("engine-crashed", "no VICI connection");
+    try {
+      await vici.requestOk(command, message);
+    } catch (e) {
+      if (isViciClientError(e) && e.code === "command-failed") throw new EngineError("bad-config", `charon refused ${command}: ${e.errmsg}`, this.#tail(), { cause: e });
+      throw e;
+    }
+  }
+
+  async #ikeSa(vici: ViciClient, timeoutMs?: number): Promise<ViciSection | null> {
+    const { events } = await vici.stream("list-sas", viciSection({ ike: CONN_NAME, noblock: "yes" }), "list-sa", timeoutMs === undefined ? {} : { timeoutMs });
+    for (const e of events) {
+      const sa = e.get(CONN_NAME);
+      if (sa instanceof Map) return sa;
+    }
+    return null;
+  }
+
+  /** The device holding the virtual IP: normally the TUN charon announced; any device that holds it otherwise. */
+  async #deviceFor(vip: string, until: number, signal: AbortSignal): Promise<string> {
+    const netns = this.#spec.runtime.netns;
+    return this.#until(`virtual IP ${vip} on a device`, async () => {
+      const tun = this.#tunName;
+      return tun !== null && (await linkAddresses(tun, netns)).includes(`${vip}/32`) ? tun : await deviceWithAddress(vip, netns);
+    }, until, signal);
+  }
+
+  /** Polls `check` until it returns a value; rejects at `until`, on abort, or when charon exits meanwhile. */
+  async #until<T>(what: string, check: () => T | null | Promise<T | null>, until: number, signal: AbortSignal): Promise<T> {
+    for (;;) {
+      signal.throwIfAborted();
+      if (this.#proc !== null && !this.#proc.running) throw this.#crashed(`charon exited while waiting for ${what}`);
+      const v = await check();
+      if (v !== null) return v;
+      if (Date.now() >= until) throw new EngineError("engine-crashed", `charon did not provide ${what} in time`, this.#tail());
+      await sleep(POLL_MS);
+    }
+  }
+
+  #onLine(line: string): void {
+    const m = TUN_CREATED_RE.exec(line);
+    if (m?.[1] !== undefined) this.#tunName ??= m[1];
+    if (this.#state === "starting" && !this.#initiating) this.#keepLine(line);
+  }
+
+  #keepLine(line: string): void {
+    this.#startLines.push(line);
+    if (this.#startLines.length > START_LINES_KEPT) this.#startLines.shift();
+  }
+
+  #onUpdown(kind: "IKE_SA" | "CHILD_SA", m: ViciSection): void {
+    const sa = m.get(CONN_NAME);
+    if (!(sa instanceof Map)) return;
+    if (m.get("up") === "yes") {
+      if (kind === "CHILD_SA") this.#childUpAt ??= Date.now();
+      return;
+    }
+    const state = str(sa, "state");
+    if (this.#state === "starting") this.#keepLine(`[VICI] ${kind} down (${state})`);
+    else this.#markDown(`${kind} went down (${state === "" ? "deleted" : state})`);
+  }
+
+  #onExit(exit: ProcessExit): void {
+    const expected = this.#stopping;
+    this.#hub.emit({ type: "engine-exit", at: exit.at, code: exit.code, signal: exit.signal, expected });
+    if (expected) return;
+    if (this.#state === "starting") this.#startCtl?.abort(this.#crashed("charon exited during start"));
+    if (this.#state === "up") {
+      this.#state = "down";
+      this.#stopLiveness();
+    }
+  }
+
+  #markDown(reason: string): void {
+    if (this.#state !== "up" || this.#stopping) return;
+    this.#state = "down";
+    this.#stopLiveness();
+    this.#hub.emit({ type: "down", at: Date.now(), reason });
+  }
+
+  /** Echo probes through the device every intervalMs; `misses` probes in a row without a reply mean down. */
+  #startLiveness(l: LivenessSpec): void {
+    const ctl = new AbortController();
+    const live = { timer: null as NodeJS.Timeout | null, ctl };
+    this.#liveness = live;
+    let misses = 0;
+    const over = (): boolean => !this.#isUp() || ctl.signal.aborted;
+    const tick = async (): Promise<void> => {
+      const ifname = this.#ifname;
+      if (ifname === null || over()) return;
+      const startedAt = Date.now();
+      const r = await pingThrough({
+        ifname,
+        target: this.#spec.probe.address,
+        netns: this.#spec.runtime.netns,
+        deadlineAt: startedAt + l.intervalMs,
+        intervalMs: LIVENESS_ECHO_GAP_MS,
+        signal: ctl.signal,
+      });
+      if (over()) return;
+      misses = r.ok ? 0 : misses + 1;
+      if (misses >= l.misses) {
+        this.#markDown(`no echo reply from ${this.#spec.probe.address} through ${ifname} in ${misses} probes`);
+        return;
+      }
+      live.timer = setTimeout(() => void tick(), Math.max(0, startedAt + l.intervalMs - Date.now()));
+    };
+    live.timer = setTimeout(() => void tick(), l.intervalMs);
+  }
+
+  /** A method, not an inline comparison: the state changes while awaits are pending. */
+  #isUp(): boolean {
+    return this.#state === "up";
+  }
+
+  #stopLiveness(): void {
+    const l = this.#liveness;
+    if (l === null) return;
+    this.#liveness = null;
+    l.ctl.abort();
+    if (l.timer !== null) clearTimeout(l.timer);
+  }
+
+  async stats(): Promise<TunnelStats> {
+    const netns = this.#spec.runtime.netns;
+    const c = this.#ifname === null ? null : await linkCounters(this.#ifname, netns);
+    return {
+      rxBytes: c?.rxBytes ?? 0,
+      txBytes: c?.txBytes ?? 0,
+      rxPackets: c?.rxPackets ?? 0,
+      txPackets: c?.txPackets ?? 0,
+      lastRxAgoMs: await this.#lastRxAgoMs(),
+      subState: null,
+    };
+  }
+
+  /** From charon's CHILD_SA counters: bytes-in changing since the last look, or use-in (seconds, coarse). */
+  async #lastRxAgoMs(): Promise<number | null> {
+    if ((this.#state !== "up" && this.#state !== "down") || this.#proc?.running !== true) return null;
+    let child: ViciSection | null = null;
+    // A connection of its own: a timed-out request spends its connection, and the main one carries the events.
+    let vici: ViciClient | null = null;
+    try {
+      vici = await ViciClient.connect(this.#viciPath, STATS_TIMEOUT_MS);
+      const sa = await this.#ikeSa(vici, STATS_TIMEOUT_MS);
+      child = sa === null ? null : installedChild(sa);
+    } catch {
+      return null;
+    } finally {
+      vici?.close();
+    }
+    if (child === null) return null;
+    const now = Date.now();
+    const bytesIn = Number(str(child, "bytes-in"));
+    const useIn = str(child, "use-in");
+    const usedAt = useIn === "" || !Number.isFinite(Number(useIn)) ? null : now - Number(useIn) * 1000;
+    // bytes-in moving since the last look dates the last packet to now; the first look only has use-in
+    if (this.#lastRx === null || !Number.isFinite(bytesIn)) this.#lastRx = { bytesIn, at: usedAt };
+    else if (bytesIn !== this.#lastRx.bytesIn) this.#lastRx = { bytesIn, at: now };
+    const at = Math.max(this.#lastRx.at ?? -Infinity, usedAt ?? -Infinity);
+    return Number.isFinite(at) ? Math.max(0, now - at) : null;
+  }
+
+  stop(): Promise<void> {
+    this.#stopPromise ??= this.#stop();
+    return this.#stopPromise;
+  }
+
+  async #stop(): Promise<void> {
+    this.#stopping = true;
+    if (this.#state === "starting") {
+      this.#startCtl?.abort(new EngineError("cancelled", "stopped during start"));
+      await this.#startSettled;
+    }
+    this.#state = "stopping";
+    try {
+      await this.#teardown();
+    } finally {
+      this.#state = "stopped";
+    }
+  }
+
+  #teardown(): Promise<void> {
+    this.#teardownPromise ??= this.#doTeardown();
+    return this.#teardownPromise;
+  }
+
+  /** IKE DELETE through charon, then SIGTERM (SIGKILL after the grace), then remove and verify every trace. */
+  async #doTeardown(): Promise<void> {
+    this.#stopping = true;
+    this.#stopLiveness();
+    const netns = this.#spec.runtime.netns;
+    const proc = this.#proc;
+    if (proc?.running === true && existsSync(this.#viciPath)) {
+      // A connection of its own: the main one may be stuck behind an `initiate` that is being abandoned.
+      try {
+        const c = await ViciClient.connect(this.#viciPath);
+        try {
+          await c.request("terminate", viciSection({ ike: CONN_NAME, force: "yes", timeout: String(TERMINATE_WAIT_MS) }), { timeoutMs: TERMINATE_REQUEST_TIMEOUT_MS });
+        } finally {
+          c.close();
+        }
+      } catch {
+        // charon may be on its way out; SIGTERM below deletes any SA it still has
+      }
+    }
+    this.#vici?.close();
+    if (proc !== null) await proc.stop("SIGTERM");
+
+    const tun = this.#tunName;
+    if (tun !== null) {
+      const until = Date.now() + DEVICE_GONE_TIMEOUT_MS;
+      while ((await linkExists(tun, netns)) && Date.now() < until) await sleep(POLL_MS);
+    }
+    // charon does not unlink its VICI socket on exit
+    rmSync(this.#viciPath, { force: true });
+    if (this.#table !== null) {
+      for (const r of await rulesForTable(this.#table, netns)) await deleteRule(r, this.#table, netns);
+      if ((await routesInTable(this.#table, netns)).length > 0) await flushTable(this.#table, netns);
+    }
+    rmSync(this.#spec.runtime.workDir, { recursive: true, force: true });
+    const left = await this.leftovers();
+    if (left.length > 0) throw new EngineError("engine-crashed", `stopping the IKEv2 engine left ${left.join("; ")}`, this.#tail());
+  }
+
+  /** What of this instance is still on the host: empty after a clean stop. */
+  async leftovers(): Promise<string[]> {
+    const netns = this.#spec.runtime.netns;
+    const out: string[] = [];
+    const pid = this.pid;
+    if (pid !== null && isAlive(pid)) out.push(`process ${pid}`);
+    if (this.#tunName !== null && (await linkExists(this.#tunName, netns))) out.push(`device ${this.#tunName}`);
+    if (existsSync(this.#viciPath)) out.push(`socket ${this.#viciPath}`);
+    if (this.#table !== null) {
+      for (const r of await rulesForTable(this.#table, netns)) out.push(`rule ${r.priority} (IPv${r.family}) for table ${this.#table}`);
+      for (const r of await routesInTable(this.#table, netns)) out.push(`route ${r} in table ${this.#table}`);
+    }
+    if (existsSync(this.#spec.runtime.workDir)) out.push(`folder ${this.#spec.runtime.workDir}`);
+    return out;
+  }
+
+  #startError(e: unknown, signal: AbortSignal): EngineError {
+    const reason: unknown = signal.aborted ? signal.reason : e;
+    if (isEngineError(reason) && reason.code === "timeout" && signal.aborted) {
+      const f = classifyIkeFailure({ errmsg: "", lines: this.#startLines, deadlineHit: true, remoteId: this.#spec.params.remoteId });
+      return new EngineError(f.code === "engine-crashed" ? "timeout" : f.code, f.message, f.evidence.join("\n"), { cause: e });
+    }
+    if (isEngineError(reason)) return reason;
+    if (isViciClientError(reason)) return new EngineError("engine-crashed", `VICI: ${reason.message}`, this.#tail(), { cause: reason });
+    return new EngineError("engine-crashed", `IKEv2 start failed: ${reason instanceof Error ? reason.message : String(reason)}`, this.#tail(), { cause: reason });
+  }
+
+  #crashed(what: string): EngineError {
+    const exit = this.#proc?.exit;
+    const how = exit === null || exit === undefined ? "" : ` (code ${String(exit.code)}, signal ${String(exit.signal)})`;
+    return new EngineError("engine-crashed", `${what}${how}`, this.#tail());
+  }
+
+  #tail(): string {
+    return this.#proc?.tail() ?? "";
+  }
+}
+
+/** Resolves with `p`, or rejects with the abort reason; a value that arrives after the abort is disposed of. */
+function abortable<T>(p: Promise<T>, signal: AbortSignal, dispose: (late: T) => void): Promise<T> {
+  if (signal.aborted) {
+    void p.then(dispose, () => undefined);
+    return Promise.reject(signal.reason as Error);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      void p.then(dispose, () => undefined);
+      reject(signal.reason as Error);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        if (signal.aborted) dispose(v);
+        else resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
+
+function str(s: ViciSection, key: string): string {
+  const v = s.get(key);
+  return typeof v === "string" ? v : "";
+}
+
+function listOf(v: ViciValue | undefined): string[] {
+  return Array.isArray(v) ? [...(v as readonly string[])] : [];
+}
+
+function firstOf(v: ViciValue | undefined): string | null {
+  return listOf(v)[0] ?? null;
+}
+
+/** The driver's CHILD_SA in an IKE_SA entry of list-sas, if installed. */
+function installedChild(sa: ViciSection): ViciSection | null {
+  const children = sa.get("child-sas");
+  if (!(children instanceof Map)) return null;
+  for (const c of children.values()) {
+    if (c instanceof Map && c.get("name") === CHILD_NAME && c.get("state") === "INSTALLED") return c;
+  }
+  return null;
+}
