@@ -1,0 +1,613 @@
+/**
+ * The AnyConnect driver: runs openconnect against an ocserv (or Cisco) gateway with Detour's hand-back script,
+ * configures only the TUN device itself, proves the tunnel with an echo through it, and reports what the
+ * gateway pushed, DTLS/TLS transport changes, dead peers and exits as TunnelEvents.
+ *
+ *   spawn ──▶ TLS + auth ──▶ CSTP connected ──▶ (DTLS, up to 12 s) ──▶ "connect" hand-back record
+ *        ──▶ address + MTU on the device ──▶ echo reply through it ──▶ up
+ *   any step: refused → unreachable, pin → identity-mismatch, login → auth-failed, exit → engine-crashed,
+ *             deadline → timeout, abort or stop() → cancelled; whatever was started is torn down first.
+ */
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join, normalize } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import type { EngineErrorCode, TunnelEvent, TunnelStats, TunnelUp } from "../../../main/core/tunnel/engine-types.ts";
+import { addAddress, linkCounters, linkExists, setLinkUp } from "../../platform/link.linux.ts";
+import { pingThrough } from "../../platform/probe.linux.ts";
+import { isAlive, STOP_GRACE_MS } from "../../platform/process-tree.linux.ts";
+import { inNetns, run } from "../../platform/run.ts";
+import { EngineError, EventHub, type AnyConnectSpec, type TunnelEngine } from "../engine.ts";
+import { EngineProcess, type ProcessExit } from "../engine-process.ts";
+import { HANDBACK_ENV, HandbackReader, isIfname, isIpv4, type Handback } from "./handback-codec.ts";
+import { parseAuthOutput, PIN_RE, type AnyConnectSession } from "./auth-output.ts";
+import { parseLine, type OcEvent, type ParsedLine } from "./output-parser.ts";
+
+export type { AnyConnectSession } from "./auth-output.ts";
+
+/** The hand-back script shipped with Detour; run through /bin/sh so its file mode does not matter. */
+export const HANDBACK_SCRIPT = fileURLToPath(new URL("../../../resources/engines/openconnect/handback.sh", import.meta.url));
+
+/** The connect record arrives tens of milliseconds after spawn; polling this often adds little to start-up. */
+const HANDBACK_POLL_MS = 20;
+/** Once up, records only confirm reconnects the output lines already announced, so a slow poll is enough. */
+const HANDBACK_POLL_UP_MS = 250;
+/** The record file holds a handful of short records; anything near this size is not from our script. */
+const MAX_HANDBACK_FILE_BYTES = 1024 * 1024;
+/** Node reports `exit` before the pipes drain; the lines that explain the exit arrive within milliseconds. */
+const EXIT_OUTPUT_GRACE_MS = 100;
+/** openconnect prints "Configured as ..." just after the connect script returns; the probe usually outlasts it. */
+const CONFIGURED_LINE_WAIT_MS = 300;
+/** The kernel removes the TUN device as soon as openconnect's descriptor closes; longer means it is stuck. */
+const DEVICE_GONE_TIMEOUT_MS = 2_000;
+const DEVICE_GONE_POLL_MS = 20;
+/** Echoes of the start-up probe: 20 ms finds a fresh tunnel quickly without flooding it. */
+const START_PROBE_INTERVAL_MS = 20;
+/** The sanitized output lines kept for error messages and diagnostics. */
+const TAIL_LINES = 40;
+/** `openconnect --authenticate` prints five short variables; more output than this is not openconnect. */
+const MAX_AUTH_STDOUT = 64 * 1024;
+/** After SIGKILL of a timed-out `--authenticate` the exit follows at once; this only bounds the wait. */
+const AUTH_KILL_WAIT_MS = 2_000;
+
+const USER_RE = /^[^\s\0-]\S{0,127}$/;
+const HOST_RE = /^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})$/;
+
+export interface OpenConnectOptions {
+  /** Open the tunnel with this cookie instead of logging in with the password. */
+  session?: AnyConnectSession;
+  /**
+   * True (default): stop() logs off (SIGINT: BYE), which invalidates the cookie. False: stop() disconnects with
+   * SIGHUP and the session stays usable for a faster start with `session` later.
+   */
+  logoffOnStop?: boolean;
+  /** Path of the hand-back script (a packaged app keeps its resources elsewhere). */
+  scriptPath?: string;
+}
+
+interface StartWatch {
+  fail: (e: EngineError) => void;
+  failed: Promise<never>;
+  abort: AbortController;
+}
+
+type Transport = "dtls" | "tls";
+
+function bad(message: string): EngineError {
+  return new EngineError("bad-config", message);
+}
+
+/** Checks a spec before anything runs: every value here ends up on openconnect's command line or in `ip`. */
+function validateSpec(spec: AnyConnectSpec): void {
+  const { runtime, gateway, params, credentials, probe, liveness } = spec;
+  if (!isIfname(runtime.ifname)) throw bad(`interface name "${runtime.ifname}" is not 1-15 of [A-Za-z0-9_.-]`);
+  // stop() deletes workDir recursively, so a root-level or relative path is refused outright.
+  if (!runtime.workDir.startsWith("/") || normalize(runtime.workDir).split("/").filter((x) => x !== "").length < 2) {
+    throw bad("workDir must be an absolute path at least two levels deep");
+  }
+  if (!(isIpv4(gateway.address) || HOST_RE.test(gateway.address))) throw bad(`gateway address "${gateway.address}" is not an IPv4 address or host name`);
+  if (!(Number.isInteger(params.port) && params.port > 0 && params.port < 65536)) throw bad(`port ${params.port} is out of range`);
+  if (!PIN_RE.test(params.pin)) throw bad("the TLS pin is not pin-sha256:<base64> (or sha1:/sha256: hex)");
+  if (!USER_RE.test(credentials.username)) throw bad("the user name is empty, has spaces or starts with '-'");
+  const pw = credentials.password.reveal();
+  if (pw === "" || /[\n\r\0]/.test(pw)) throw bad("the password is empty or holds a line break");
+  if (!isIpv4(probe.address)) throw bad(`probe address "${probe.address}" is not IPv4`);
+  if (liveness !== null && !(liveness.intervalMs >= 100 && liveness.misses >= 1)) throw bad("liveness needs intervalMs >= 100 and misses >= 1");
+}
+
+/** Read through a call, so the compiler does not assume a signal checked before an await is still unaborted. */
+function isAborted(signal: AbortSignal): boolean {
+  return signal.aborted;
+}
+
+function gatewayUrl(spec: AnyConnectSpec): string {
+  return `https://${spec.gateway.address}:${spec.params.port}/`;
+}
+
+/** Which error code the output explains, when it explains one. */
+function codeFromOutput(facts: ReadonlySet<OcEvent["kind"]>): EngineErrorCode | null {
+  if (facts.has("pin-mismatch")) return "identity-mismatch";
+  if (facts.has("login-failed") || facts.has("cookie-rejected")) return "auth-failed";
+  if (facts.has("connect-refused") || facts.has("connect-failed")) return "unreachable";
+  return null;
+}
+
+export class OpenConnectEngine implements TunnelEngine {
+  readonly protocol = "anyconnect" as const;
+  readonly #spec: AnyConnectSpec;
+  readonly #opts: OpenConnectOptions;
+  readonly #hub = new EventHub();
+  readonly #reader = new HandbackReader();
+  readonly #tail: string[] = [];
+  /** Kinds of output events seen since spawn: the evidence for classifying a failure. */
+  readonly #facts = new Set<OcEvent["kind"]>();
+  #proc: EngineProcess | null = null;
+  #started = false;
+  /** Only a validated spec's workDir is ever deleted. */
+  #validated = false;
+  #stopping = false;
+  #stopPromise: Promise<void> | null = null;
+  #watch: StartWatch | null = null;
+  #handbackOffset = 0;
+  #handbackTimer: NodeJS.Timeout | null = null;
+  #handbackReading = false;
+  #connectRecord: Handback | null = null;
+  #onConnectRecord: (() => void) | null = null;
+  #onConfigured: (() => void) | null = null;
+  #configuredSeen = false;
+  #handshakeAt: number | null = null;
+  #dtlsUp = false;
+  #up = false;
+  #degraded = false;
+  #down: string | null = null;
+  #liveness: Promise<void> | null = null;
+  readonly #livenessAbort = new AbortController();
+  #lastRxAt: number | null = null;
+  #lastRxPackets = -1;
+
+  constructor(spec: AnyConnectSpec, opts: OpenConnectOptions = {}) {
+    this.#spec = spec;
+    this.#opts = opts;
+  }
+
+  /** openconnect's PID once spawned (ip netns exec execs it, so this is openconnect itself); -1 before. */
+  get pid(): number {
+    return this.#proc?.pid ?? -1;
+  }
+
+  get #handbackFile(): string {
+    return join(this.#spec.runtime.workDir, "handback");
+  }
+
+  onEvent(listener: (e: TunnelEvent) => void): () => void {
+    return this.#hub.on(listener);
+  }
+
+  /**
+   * Logs in once with the password (`openconnect --authenticate`) and returns the session cookie, so a later
+   * start can skip authentication. Rejects with the same codes as start().
+   */
+  static async authenticate(spec: AnyConnectSpec, deadlineAt: number, signal?: AbortSignal): Promise<AnyConnectSession> {
+    validateSpec(spec);
+    if (signal?.aborted === true) throw new EngineError("cancelled", "authentication cancelled before it started");
+    const argv = inNetns(spec.runtime.netns, [
+      "openconnect",
+      "--protocol=anyconnect",
+      `--user=${spec.credentials.username}`,
+      "--passwd-on-stdin",
+      "--non-inter",
+      `--servercert=${spec.params.pin}`,
+      "--authenticate",
+      "--timestamp",
+      "-v",
+      gatewayUrl(spec),
+    ]);
+    const [file, ...args] = argv;
+    const child = spawn(file, args, { stdio: ["pipe", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" } });
+    child.stdin.on("error", () => undefined);
+    child.stdin.end(spec.credentials.password.reveal() + "\n");
+    let stdout = "";
+    const facts = new Set<OcEvent["kind"]>();
+    const tail: string[] = [];
+    let errBuf = "";
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (d: string) => {
+      if (stdout.length < MAX_AUTH_STDOUT) stdout += d;
+    });
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (d: string) => {
+      errBuf += d;
+      let nl = errBuf.indexOf("\n");
+      while (nl >= 0) {
+        const p = parseLine(errBuf.slice(0, nl));
+        facts.add(p.event.kind);
+        tail.push(p.text);
+        if (tail.length > TAIL_LINES) tail.shift();
+        errBuf = errBuf.slice(nl + 1);
+        nl = errBuf.indexOf("\n");
+      }
+      if (errBuf.length > 8192) errBuf = "";
+    });
+    const outcome = await new Promise<"exit" | "timeout" | "cancelled">((resolve) => {
+      const finish = (o: "exit" | "timeout" | "cancelled"): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        resolve(o);
+      };
+      const timer = setTimeout(() => { finish("timeout"); }, Math.max(0, deadlineAt - Date.now()));
+      const onAbort = (): void => { finish("cancelled"); };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      // `close` (not `exit`): stdout is complete only once the pipes have drained.
+      child.on("close", () => { finish("exit"); });
+      child.on("error", () => { finish("exit"); });
+    });
+    if (outcome !== "exit") {
+      child.kill("SIGKILL");
+      await Promise.race([new Promise((r) => child.once("close", r)), sleep(AUTH_KILL_WAIT_MS)]);
+      if (outcome === "cancelled") throw new EngineError("cancelled", "authentication cancelled");
+      throw new EngineError(codeFromOutput(facts) ?? "timeout", `no answer from ${spec.gateway.name}'s authentication before the deadline`, tail.slice(-20).join("\n"));
+    }
+    const fields = parseAuthOutput(stdout);
+    stdout = "";
+    if (child.exitCode !== 0 || fields === null) {
+      const code = codeFromOutput(facts) ?? "engine-crashed";
+      throw new EngineError(code, `openconnect --authenticate against ${spec.gateway.name} failed (exit ${String(child.exitCode)})`, tail.slice(-20).join("\n"));
+    }
+    if (fields.fingerprint !== spec.params.pin) throw new EngineError("identity-mismatch", `${spec.gateway.name} authenticated with a certificate other than the pinned one`);
+    return { ...fields, obtainedAt: Date.now() };
+  }
+
+  async start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
+    if (this.#started) throw new Error("OpenConnectEngine.start() called twice: create a new engine per attempt");
+    this.#started = true;
+    let fail: (e: EngineError) => void = () => undefined;
+    const failed = new Promise<never>((_, reject) => {
+      fail = reject;
+    });
+    failed.catch(() => undefined);
+    const watch: StartWatch = { fail: (e) => { watch.abort.abort(); fail(e); }, failed, abort: new AbortController() };
+    this.#watch = watch;
+    const onAbort = (): void => { watch.fail(new EngineError("cancelled", "start cancelled")); };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const deadline = setTimeout(() => { watch.fail(this.#timeoutError()); }, Math.max(0, deadlineAt - Date.now()));
+    try {
+      if (signal?.aborted === true) throw new EngineError("cancelled", "start cancelled before it began");
+      validateSpec(this.#spec);
+      this.#validated = true;
+      return await Promise.race([this.#bringUp(deadlineAt, watch), failed]);
+    } catch (e) {
+      const err = e instanceof EngineError ? e : new EngineError("engine-crashed", `AnyConnect start failed: ${e instanceof Error ? e.message : String(e)}`, this.#tailText(), { cause: e });
+      watch.abort.abort();
+      await this.stop().catch(() => undefined);
+      throw err;
+    } finally {
+      clearTimeout(deadline);
+      signal?.removeEventListener("abort", onAbort);
+      this.#watch = null;
+    }
+  }
+
+  async #bringUp(deadlineAt: number, watch: StartWatch): Promise<TunnelUp> {
+    const { runtime, probe, params } = this.#spec;
+    if (await linkExists(runtime.ifname, runtime.netns)) throw bad(`a device named ${runtime.ifname} already exists`);
+    // The deadline or an abort may have struck during that await; nothing may be spawned after it did.
+    if (watch.abort.signal.aborted) return watch.failed;
+    mkdirSync(runtime.workDir, { recursive: true, mode: 0o700 });
+    rmSync(this.#handbackFile, { force: true });
+    const session = this.#opts.session;
+    const auth = session === undefined
+      ? ["--protocol=anyconnect", `--user=${this.#spec.credentials.username}`, "--passwd-on-stdin"]
+      : ["--protocol=anyconnect", "--cookie-on-stdin", ...(session.resolve === null ? [] : [`--resolve=${session.resolve}`])];
+    const script = this.#opts.scriptPath ?? HANDBACK_SCRIPT;
+    if (script.includes("'")) throw bad("the hand-back script path holds a quote");
+    const argv = [
+      "openconnect",
+      ...auth,
+      "--non-inter",
+      `--servercert=${params.pin}`,
+      // openconnect runs the script with /bin/sh -c, so this works whatever the file's mode is.
+      `--script=/bin/sh '${script}'`,
+      `--interface=${runtime.ifname}`,
+      "--timestamp",
+      "-v",
+      ...(params.dtls ? [] : ["--no-dtls"]),
+      session === undefined ? gatewayUrl(this.#spec) : session.connectUrl,
+    ];
+    const secret = session === undefined ? this.#spec.credentials.password : session.cookie;
+    const proc = EngineProcess.spawn({
+      argv,
+      netns: runtime.netns,
+      env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C", [HANDBACK_ENV]: this.#handbackFile },
+      stdin: secret.reveal() + "\n",
+      onLine: (line, at) => { this.#onLine(line, at); },
+    });
+    this.#proc = proc;
+    void proc.exited.then((exit) => this.#onExit(exit));
+    this.#pollHandback(HANDBACK_POLL_MS);
+
+    await Promise.race([
+      new Promise<void>((resolve) => {
+        if (this.#connectRecord !== null) resolve();
+        else this.#onConnectRecord = resolve;
+      }),
+      watch.failed,
+    ]);
+    const rec = this.#connectRecord;
+    if (rec === null || rec.address === null) throw new EngineError("engine-crashed", "connect record without an address", this.#tailText());
+    if (rec.tundev !== runtime.ifname) throw new EngineError("engine-crashed", `openconnect opened ${String(rec.tundev)}, not ${runtime.ifname}`, this.#tailText());
+    // /32: a wider prefix would make the kernel add a connected route, and routes are the caller's decision.
+    await addAddress(runtime.ifname, `${rec.address}/32`, runtime.netns);
+    await setLinkUp(runtime.ifname, rec.mtu, runtime.netns);
+    const echo = await pingThrough({ ifname: runtime.ifname, target: probe.address, netns: runtime.netns, deadlineAt, intervalMs: START_PROBE_INTERVAL_MS, signal: watch.abort.signal });
+    if (!echo.ok) {
+      if (isAborted(watch.abort.signal)) return watch.failed;
+      throw new EngineError("timeout", `the tunnel to ${this.#spec.gateway.name} is configured but ${echo.error}`, this.#tailText());
+    }
+    this.#lastRxAt = echo.at;
+    if (!this.#configuredSeen) {
+      await Promise.race([new Promise<void>((resolve) => { this.#onConfigured = resolve; }), sleep(CONFIGURED_LINE_WAIT_MS), watch.failed]);
+    }
+    const transport = this.#transport();
+    this.#up = true;
+    this.#pollHandback(HANDBACK_POLL_UP_MS);
+    const up: TunnelUp = {
+      config: { ifname: runtime.ifname, addresses: [`${rec.address}/32`], routes: rec.splitIncludes, dns: rec.dns, mtu: rec.mtu },
+      timings: { spawnedAt: proc.spawnedAt, handshakeAt: this.#handshakeAt, firstReplyAt: echo.at },
+      detail: { transport, ...(rec.defaultDomain === null ? {} : { defaultDomain: rec.defaultDomain }), ...(session === undefined ? {} : { auth: "cookie" }) },
+    };
+    this.#hub.emit({ type: "up", at: Date.now() });
+    if (this.#spec.liveness !== null) this.#liveness = this.#livenessLoop(this.#spec.liveness.intervalMs, this.#spec.liveness.misses);
+    return up;
+  }
+
+  #transport(): Transport {
+    return this.#spec.params.dtls && this.#dtlsUp ? "dtls" : "tls";
+  }
+
+  #tailText(): string {
+    return this.#tail.slice(-20).join("\n");
+  }
+
+  #timeoutError(): EngineError {
+    const name = this.#spec.gateway.name;
+    const f = this.#facts;
+    const code = codeFromOutput(f) ?? "timeout";
+    let why: string;
+    if (this.#connectRecord !== null) why = "the tunnel is configured but no echo came back through it";
+    else if (f.has("cstp-connected")) why = this.#spec.params.dtls ? "CSTP is up but openconnect still waits for DTLS (is UDP dropped?)" : "CSTP is up but the tunnel was not configured";
+    else if (f.has("tls-connected")) why = "TLS is up but the VPN session did not start";
+    else if (f.has("tcp-connected")) why = "TCP connected but TLS did not complete";
+    else why = `no TCP connection to ${this.#spec.gateway.address}:${this.#spec.params.port}`;
+    return new EngineError(code, `no AnyConnect tunnel to ${name} before the deadline: ${why}`, this.#tailText());
+  }
+
+  #onLine(line: string, at: number): void {
+    const p: ParsedLine = parseLine(line);
+    const e = p.event;
+    this.#facts.add(e.kind);
+    this.#tail.push(p.text);
+    if (this.#tail.length > TAIL_LINES) this.#tail.shift();
+    switch (e.kind) {
+      case "cstp-connected":
+        this.#handshakeAt ??= at;
+        this.#dtlsUp = false;
+        if (this.#up && this.#down !== null) this.#markUp();
+        break;
+      case "dtls-established":
+        this.#setDtls(true, "DTLS established");
+        break;
+      case "configured":
+        this.#configuredSeen = true;
+        this.#setDtls(e.dtls === "connected" || e.dtls === "established", `DTLS ${e.dtls}`);
+        this.#onConfigured?.();
+        break;
+      case "dtls-dead-peer":
+        this.#setDtls(false, "DTLS dead peer detected; traffic falls back to TLS");
+        break;
+      case "dtls-handshake-failed":
+        this.#setDtls(false, `DTLS handshake failed: ${e.reason}`);
+        break;
+      case "dtls-timed-out":
+        this.#setDtls(false, "DTLS handshake timed out");
+        break;
+      case "cstp-dead-peer":
+        this.#markDown("CSTP dead peer detection: the gateway stopped answering");
+        break;
+      case "cstp-read-error":
+        this.#markDown(`the TLS session to the gateway broke: ${e.reason}`);
+        break;
+      case "session-terminated":
+      case "server-disconnect":
+        this.#markDown("the gateway ended the session");
+        break;
+      case "pin-mismatch":
+        this.#watch?.fail(new EngineError("identity-mismatch", `${this.#spec.gateway.name} presented ${e.presented}, not the pinned certificate`, this.#tailText()));
+        break;
+      case "login-failed":
+        this.#watch?.fail(new EngineError("auth-failed", `${this.#spec.gateway.name} refused the credentials`, this.#tailText()));
+        break;
+      case "cookie-rejected":
+        this.#watch?.fail(new EngineError("auth-failed", `${this.#spec.gateway.name} refused the session cookie (expired or logged off)`, this.#tailText()));
+        break;
+      case "connect-refused":
+        if (!this.#up) this.#watch?.fail(new EngineError("unreachable", `${e.target} refused the connection`, this.#tailText()));
+        break;
+      case "connecting":
+      case "tcp-connected":
+      case "tls-connected":
+      case "dtls-initialised":
+      case "dtls-retry":
+      case "reconnect-failed":
+      case "reconnect-wait":
+      case "reconnect-gave-up":
+      case "certificate-error":
+      case "auth-incomplete":
+      case "connect-failed":
+      case "connect-cancelled":
+      case "user-cancelled":
+      case "input-required":
+      case "redacted":
+      case "other":
+        break;
+    }
+    // A record may be complete by the time openconnect prints its next line; reading now saves a poll.
+    if (this.#connectRecord === null) void this.#readHandback();
+  }
+
+  #setDtls(up: boolean, why: string): void {
+    if (!this.#spec.params.dtls) return;
+    const was = this.#dtlsUp;
+    this.#dtlsUp = up;
+    if (!this.#up || this.#down !== null || this.#stopping) return;
+    if (was && !up && !this.#degraded) {
+      this.#degraded = true;
+      this.#hub.emit({ type: "degraded", at: Date.now(), reason: why });
+    } else if (!was && up && this.#degraded) {
+      // DTLS came back (openconnect retries every 60 s): up again on the fast transport.
+      this.#degraded = false;
+      this.#hub.emit({ type: "up", at: Date.now() });
+    }
+  }
+
+  #markDown(reason: string): void {
+    if (!this.#up || this.#down !== null || this.#stopping) return;
+    this.#down = reason;
+    this.#hub.emit({ type: "down", at: Date.now(), reason });
+  }
+
+  #markUp(): void {
+    if (this.#stopping || this.#down === null) return;
+    this.#down = null;
+    this.#hub.emit({ type: "up", at: Date.now() });
+  }
+
+  #onRecord(rec: Handback): void {
+    switch (rec.reason) {
+      case "connect":
+        if (this.#connectRecord === null) {
+          this.#connectRecord = rec;
+          this.#onConnectRecord?.();
+        }
+        break;
+      case "attempt-reconnect":
+        this.#markDown("openconnect is reconnecting to the gateway");
+        break;
+      case "reconnect":
+        this.#markUp();
+        break;
+      case "pre-init":
+      case "disconnect":
+        break;
+    }
+  }
+
+  #pollHandback(intervalMs: number): void {
+    if (this.#handbackTimer !== null) clearInterval(this.#handbackTimer);
+    this.#handbackTimer = setInterval(() => { void this.#readHandback(); }, intervalMs);
+  }
+
+  async #readHandback(): Promise<void> {
+    if (this.#handbackReading) return;
+    this.#handbackReading = true;
+    try {
+      let buf: Buffer;
+      try {
+        buf = await readFile(this.#handbackFile);
+      } catch {
+        return;
+      }
+      if (buf.length > MAX_HANDBACK_FILE_BYTES) {
+        this.#watch?.fail(new EngineError("engine-crashed", "the hand-back file grew beyond any real use", this.#tailText()));
+        return;
+      }
+      if (buf.length <= this.#handbackOffset) return;
+      const chunk = buf.subarray(this.#handbackOffset).toString("utf8");
+      this.#handbackOffset = buf.length;
+      for (const r of this.#reader.feed(chunk)) {
+        if (r.ok) {
+          this.#onRecord(r.record);
+        } else if (this.#connectRecord === null) {
+          this.#watch?.fail(new EngineError("engine-crashed", `openconnect handed back an invalid configuration: ${r.error.message}`, this.#tailText(), { cause: r.error }));
+        }
+      }
+    } finally {
+      this.#handbackReading = false;
+    }
+  }
+
+  async #onExit(exit: ProcessExit): Promise<void> {
+    const expected = this.#stopping;
+    if (!expected) {
+      // Let the lines that say why it exited arrive before classifying.
+      await sleep(EXIT_OUTPUT_GRACE_MS);
+    }
+    if (this.#handbackTimer !== null) clearInterval(this.#handbackTimer);
+    this.#handbackTimer = null;
+    this.#hub.emit({ type: "engine-exit", at: exit.at, code: exit.code, signal: exit.signal, expected });
+    if (expected) return;
+    if (this.#up) {
+      this.#markDown(`openconnect exited (${exit.signal ?? `code ${String(exit.code)}`})`);
+    } else {
+      const code = codeFromOutput(this.#facts) ?? "engine-crashed";
+      this.#watch?.fail(new EngineError(code, `openconnect exited during start (${exit.signal ?? `code ${String(exit.code)}`})`, this.#tailText()));
+    }
+  }
+
+  async #livenessLoop(intervalMs: number, misses: number): Promise<void> {
+    const { runtime, probe } = this.#spec;
+    const abort = this.#livenessAbort.signal;
+    let missed = 0;
+    // Ends with stop() or the process: each round is bounded by intervalMs, so the loop ends within one round.
+    while (!abort.aborted && this.#proc?.running === true) {
+      const roundStart = Date.now();
+      const r = await pingThrough({ ifname: runtime.ifname, target: probe.address, netns: runtime.netns, deadlineAt: roundStart + intervalMs, intervalMs, signal: abort });
+      if (isAborted(abort)) break;
+      if (r.ok) {
+        missed = 0;
+        this.#lastRxAt = r.at;
+        if (this.#down?.startsWith("liveness") === true) this.#markUp();
+      } else {
+        missed += 1;
+        if (missed >= misses) this.#markDown(`liveness: ${missed} echoes in a row got no reply through ${runtime.ifname}`);
+      }
+      const rest = roundStart + intervalMs - Date.now();
+      if (rest > 0) await sleep(rest, undefined, { signal: abort }).catch(() => undefined);
+    }
+  }
+
+  async stats(): Promise<TunnelStats> {
+    const { runtime } = this.#spec;
+    const c = await linkCounters(runtime.ifname, runtime.netns);
+    const now = Date.now();
+    if (c !== null && c.rxPackets > this.#lastRxPackets) {
+      if (this.#lastRxPackets >= 0) this.#lastRxAt = now;
+      this.#lastRxPackets = c.rxPackets;
+    }
+    return {
+      rxBytes: c?.rxBytes ?? 0,
+      txBytes: c?.txBytes ?? 0,
+      rxPackets: c?.rxPackets ?? 0,
+      txPackets: c?.txPackets ?? 0,
+      lastRxAgoMs: this.#lastRxAt === null ? null : Math.max(0, now - this.#lastRxAt),
+      subState: this.#proc?.running === true ? this.#transport() : null,
+    };
+  }
+
+  stop(): Promise<void> {
+    this.#stopPromise ??= this.#teardown();
+    return this.#stopPromise;
+  }
+
+  async #teardown(): Promise<void> {
+    this.#stopping = true;
+    this.#watch?.fail(new EngineError("cancelled", "stopped before the tunnel came up"));
+    this.#livenessAbort.abort();
+    if (this.#handbackTimer !== null) clearInterval(this.#handbackTimer);
+    this.#handbackTimer = null;
+    const { runtime } = this.#spec;
+    const proc = this.#proc;
+    if (proc !== null) {
+      // SIGINT logs off with a BYE and removes the device; SIGHUP leaves the cookie usable for a later start.
+      await proc.stop(this.#opts.logoffOnStop === false ? "SIGHUP" : "SIGINT", STOP_GRACE_MS);
+    }
+    await this.#liveness?.catch(() => undefined);
+    const leftovers: string[] = [];
+    if (proc !== null) {
+      const until = Date.now() + DEVICE_GONE_TIMEOUT_MS;
+      while (Date.now() < until && (await linkExists(runtime.ifname, runtime.netns))) await sleep(DEVICE_GONE_POLL_MS);
+      if (await linkExists(runtime.ifname, runtime.netns)) {
+        // Only reached when openconnect opened it (start refuses an existing name), so it is ours to delete.
+        await run("ip", [...(runtime.netns === undefined ? [] : ["-n", runtime.netns]), "link", "del", "dev", runtime.ifname]);
+        if (await linkExists(runtime.ifname, runtime.netns)) leftovers.push(`device ${runtime.ifname}`);
+      }
+      if (isAlive(proc.pid)) leftovers.push(`process ${proc.pid}`);
+    }
+    if (this.#validated) {
+      rmSync(runtime.workDir, { recursive: true, force: true });
+      if (existsSync(runtime.workDir)) leftovers.push(`folder ${runtime.workDir}`);
+    }
+    if (leftovers.length > 0) throw new EngineError("engine-crashed", `openconnect left ${leftovers.join(", ")} behind after stop`, this.#tailText());
+  }
+}
