@@ -43,6 +43,10 @@ export class EngineProcess {
   private constructor(opts: EngineProcessOptions) {
     const [file, ...args] = inNetns(opts.netns, opts.argv);
     this.#log = opts.logFile === undefined ? null : createWriteStream(opts.logFile, { flags: "a", mode: 0o600 });
+    // A vanished work folder or a full disk must cost the log, not the daemon.
+    this.#log?.on("error", () => {
+      this.#log = null;
+    });
     this.spawnedAt = Date.now();
     this.#child = spawn(file, args, { stdio: [opts.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"], env: opts.env });
     if (this.#child.pid === undefined) {
@@ -80,7 +84,8 @@ export class EngineProcess {
         this.#exit ??= { code: null, signal: null, at: Date.now() };
         resolve(this.#exit);
       });
-      this.#child.on("exit", (code, signal) => {
+      // "close" comes after the output streams are drained, so every line is in before the exit is reported.
+      this.#child.on("close", (code, signal) => {
         this.#exit ??= { code, signal, at: Date.now() };
         this.#log?.end();
         resolve(this.#exit);

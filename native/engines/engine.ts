@@ -11,7 +11,10 @@ export interface EngineRuntime {
   netns?: string;
   /** Private folder for this instance (configs, sockets, logs); start creates it, stop removes it. */
   workDir: string;
-  /** TUN device name, unique on the host and at most 15 characters (wireguard-go's socket path is host-wide). */
+  /**
+   * TUN device name, unique on the host and at most 15 characters (wireguard-go's socket path is host-wide).
+   * For IKEv2 it is only a label: kernel-libipsec names its device itself, reported in TunnelUp.config.ifname.
+   */
   ifname: string;
 }
 
@@ -65,6 +68,8 @@ export type EngineSpec = WireGuardSpec | Ikev2Spec | AnyConnectSpec;
 
 export interface TunnelEngine {
   readonly protocol: TunnelProtocol;
+  /** The engine process while it runs (crash drills, diagnostics); null before start and after stop. */
+  readonly pid: number | null;
   /**
    * Starts the engine and resolves once a probe reply came back through the tunnel. Rejects with an
    * EngineError; whatever it started is stopped again before it rejects. `deadlineAt` is epoch ms.

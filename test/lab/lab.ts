@@ -188,7 +188,7 @@ export async function down(id = DEFAULT_LAB_ID): Promise<DownReport> {
   const namespaces = await destroyNamespaces(topo.prefix);
   const sockets: string[] = [];
   for (const f of safeReaddir("/run/wireguard")) {
-    if (f.startsWith(`wg-${id}-`) || f.startsWith(`wc-${id}-`)) {
+    if (isLabSocket(f, id)) {
       rmSync(join("/run/wireguard", f), { force: true });
       sockets.push(join("/run/wireguard", f));
     }
@@ -200,6 +200,14 @@ export async function down(id = DEFAULT_LAB_ID): Promise<DownReport> {
   const hadDir = existsSync(labDir);
   rmSync(labDir, { recursive: true, force: true });
   return { namespaces, sockets, labDir: hadDir };
+}
+
+/**
+ * wireguard-go sockets of this lab: gateways (wg-<id>-*), plain selftest clients (wc-<id>-*) and Detour's
+ * own drivers under test (d<id>-*); a killed run leaves them behind.
+ */
+function isLabSocket(file: string, id: string): boolean {
+  return [`wg-${id}-`, `wc-${id}-`, `d${id}-`].some((p) => file.startsWith(p));
 }
 
 function safeReaddir(dir: string): string[] {
@@ -215,7 +223,7 @@ export async function leftovers(id = DEFAULT_LAB_ID): Promise<string[]> {
   const topo = labTopology(id);
   const out: string[] = [];
   for (const ns of await listNamespaces(topo.prefix)) out.push(`namespace ${ns}`);
-  for (const f of safeReaddir("/run/wireguard")) if (f.startsWith(`wg-${id}-`) || f.startsWith(`wc-${id}-`)) out.push(`socket /run/wireguard/${f}`);
+  for (const f of safeReaddir("/run/wireguard")) if (isLabSocket(f, id)) out.push(`socket /run/wireguard/${f}`);
   for (const d of safeReaddir("/etc/netns")) if (d.startsWith(topo.prefix)) out.push(`folder /etc/netns/${d}`);
   if (existsSync(labDirOf(id))) out.push(`folder ${labDirOf(id)}`);
   const marker = labDirOf(id);
@@ -344,6 +352,13 @@ export async function kill(gateway: string, engine: GatewayEngine | "all", id = 
   const gw = gatewayByName(labTopology(id), gateway);
   const pids = state.pids.gateways[gw.name];
   if (pids === undefined) throw new Error(`no engines recorded for ${gw.name}`);
+  // A power loss makes the link silent first: without the blackhole the dying gateway's kernel would reset
+  // connections and answer with port-unreachable, which clients notice at once.
+  if (engine === "all" && !state.impairments.some((i) => i.origin === "kill" && i.target === gw.name)) {
+    const imp: Impairment = { kind: "block", target: gw.name, proto: "all", dir: "both", id: `i${state.nextImpairment}`, origin: "kill" };
+    state.nextImpairment += 1;
+    await setImpairments(state, [...state.impairments, imp]);
+  }
   const engines = engine === "all" ? GATEWAY_ENGINES : [engine];
   for (const e of engines) {
     const pid = pids[e];
@@ -351,11 +366,6 @@ export async function kill(gateway: string, engine: GatewayEngine | "all", id = 
     pids[e] = null;
   }
   saveState(state);
-  if (engine === "all" && !state.impairments.some((i) => i.origin === "kill" && i.target === gw.name)) {
-    const imp: Impairment = { kind: "block", target: gw.name, proto: "all", dir: "both", id: `i${state.nextImpairment}`, origin: "kill" };
-    state.nextImpairment += 1;
-    await setImpairments(state, [...state.impairments, imp]);
-  }
 }
 
 /** Restarts killed engines of a gateway (same keys and config) and lifts its power-off blackhole. */
