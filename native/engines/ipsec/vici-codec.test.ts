@@ -1,6 +1,7 @@
 /** The VICI codec against the protocol's own example, chunked streams, broken input and random bytes. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { seededRandom as rng } from "../../../test/fakes/seeded-random.ts";
 import {
   EMPTY_SECTION,
   MAX_DEPTH,
@@ -163,17 +164,6 @@ test("values-vici-cannot-carry-are-refused-when-encoding", () => {
 
 // ------------------------------------------------------------------------------------------- property tests
 
-/** mulberry32: a tiny seeded generator, so a failing case can be replayed from the printed seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-_. /:é✓";
 

@@ -16,6 +16,7 @@ import {
   type HandbackErrorCode,
 } from "./handback-codec.ts";
 import { HANDBACK_SCRIPT } from "./openconnect-engine.ts";
+import { seededRandom as prng } from "../../../test/fakes/seeded-random.ts";
 
 const FIXTURE = join(import.meta.dirname, "fixtures", "handback-connect-dtls.txt");
 /** The script runs once per openconnect state change and openconnect waits for it: it must be quick. */
@@ -214,17 +215,6 @@ test("the-reader-waits-for-whole-lines-and-skips-an-oversized-one", () => {
   assert.ok(bad[0]?.ok === false && bad[0].error.code === "malformed");
 });
 
-/** Deterministic PRNG so a failing fuzz case can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test("fuzz-any-input-gives-a-record-or-a-typed-error", () => {
   const rand = prng(20260522);

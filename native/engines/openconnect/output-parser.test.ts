@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { MAX_LINE_CHARS, MAX_OTHER_CHARS, parseLine, REDACTED_TEXT, type OcEvent } from "./output-parser.ts";
+import { seededRandom as prng } from "../../../test/fakes/seeded-random.ts";
 
 function fixture(name: string): string[] {
   return readFileSync(join(import.meta.dirname, "fixtures", `${name}.log`), "utf8").split("\n").filter((l) => l !== "");
@@ -124,17 +125,6 @@ test("malformed-and-oversized-lines-are-cut-and-cleaned", () => {
   assert.equal(parseLine("[2026-11-22 04:14:37]").stamp, null);
 });
 
-/** Deterministic PRNG so a failing case can be replayed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test("fuzz-any-line-parses-to-a-bounded-clean-event", () => {
   const rand = prng(90101);

@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import { inspect } from "node:util";
 import { describe, test } from "node:test";
 import { Secret } from "../../../main/core/secret.ts";
+import { seededRandom as prng } from "../../../test/fakes/seeded-random.ts";
 import {
   MAX_REPLY_BYTES,
   UapiError,
@@ -203,17 +204,6 @@ describe("get reply", () => {
   }
 });
 
-/** Small seeded PRNG (mulberry32) so a failing fuzz case can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const FRAGMENTS = ["=", "\n", "\n\n", "errno=0", "errno=-22", "public_key=", PEER_HEX, "private_key=", PRIVATE_HEX, "rx_bytes=", "12", "-", "allowed_ip=", "198.19.0.0/24", "::", "\u0000", "é", " ", "last_handshake_time_nsec=", "999999999"];
 
