@@ -18,6 +18,11 @@ const BLOCKED_OBSERVE_MS = 2_500;
 const LOSS_PROBES = 600;
 const LOSS_PROBE_INTERVAL_MS = 5;
 const DELAY_PROBES = 40;
+/** openconnect 9.01 says "DTLS connected" or "DTLS established" once DTLS carries the tunnel. */
+const DTLS_UP_RE = /Established DTLS connection|DTLS (connected|established)/;
+/** DTLS normally follows CSTP within milliseconds; openconnect's MTU detection can add up to about a second. */
+const DTLS_SETTLE_POLL_MS = 100;
+const DTLS_SETTLE_POLLS = 30;
 
 export interface LegRow {
   gateway: string;
@@ -84,8 +89,13 @@ async function legRow(ctx: Ctx, gateway: string, leg: PlainLeg): Promise<LegRow>
     const right = saw !== null && saw.gateway === gateway && saw.protocol === PROTOCOL_OF_LEG[leg];
     let note = "";
     if (leg === "anyconnect-dtls") {
-      const log = logOf(t);
-      note = /DTLS connected/.test(log) ? "DTLS up" : `no DTLS: ${log.split("\n").filter((l) => /DTLS|Configured/.test(l)).slice(-3).join(" / ")}`;
+      // openconnect may hand over the tunnel while DTLS is still being set up ("DTLS in progress"); give it a moment.
+      let log = logOf(t);
+      for (let i = 0; i < DTLS_SETTLE_POLLS && !DTLS_UP_RE.test(log); i++) {
+        await sleep(DTLS_SETTLE_POLL_MS);
+        log = logOf(t);
+      }
+      note = DTLS_UP_RE.test(log) ? "DTLS up" : `no DTLS: ${log.split("\n").filter((l) => /DTLS|Configured/.test(l)).slice(-3).join(" / ")}`;
     }
     if (ms === null) note = `no reply within ${LEG_DEADLINE_MS} ms`;
     else if (!right) note = `corp saw ${corpSaw ?? "nothing"}`;
