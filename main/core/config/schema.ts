@@ -3,6 +3,7 @@
  * and which networks the tunnel protects. Pure schema (zod); the daemon, the CLI and the lab all derive from it.
  */
 import { z } from "zod";
+import { LEG_KINDS } from "../connection/types.ts";
 
 const ipv4Octet = "(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
 const ipv4Re = new RegExp(`^${ipv4Octet}(\\.${ipv4Octet}){3}$`);
@@ -114,6 +115,54 @@ export const ProbeTarget = z
   })
   .strict();
 
+/**
+ * How legs are raced. The stagger is RFC 8305's Connection Attempt Delay: 250 ms recommended, never under
+ * 100 ms (a leg gets a fair chance before the next competes for CPU and the gateway) nor over 2 s.
+ */
+export const RacePolicy = z
+  .object({
+    staggerMs: z.number().int().min(100).max(2000).default(250),
+    /** A leg with no verdict by then counts as failed; WireGuard never reports failure by itself. */
+    legDeadlineMs: z.number().int().min(500).max(60_000).default(5000),
+    /** Protocol order within a gateway; TLS-only AnyConnect before DTLS, so a UDP-hostile network costs no DTLS wait. */
+    order: z.array(z.enum(LEG_KINDS)).min(1).default(["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"]),
+    /** How many of the best-ranked gateways take part in one race. */
+    maxGateways: z.number().int().min(1).max(16).default(3),
+  })
+  .strict();
+
+/** How the connected tunnel is watched from inside, and when it counts as failed. */
+export const HealthPolicy = z
+  .object({
+    /** In-tunnel echo probes to `probe`; 50 ms gives ~12 chances inside the default dead window. */
+    probeIntervalMs: z.number().int().min(10).max(5000).default(50),
+    /** A reply later than this counts as lost. */
+    probeTimeoutMs: z.number().int().min(50).max(10_000).default(1000),
+    /** No reply at all for this long: the tunnel is dead. With 5 % random loss, 12 misses in a row happen ~1 in 4e15. */
+    deadAfterMs: z.number().int().min(100).max(60_000).default(600),
+    brownout: z
+      .object({
+        /** Loss above this over `windowMs`... */
+        lossPct: z.number().min(1).max(100).default(25),
+        /** ...or a median RTT above this (null: RTT alone never triggers)... */
+        rttMs: z.number().int().min(1).max(60_000).nullable().default(null),
+        windowMs: z.number().int().min(500).max(300_000).default(5000),
+        /** ...held this long, while another candidate is healthy, moves the tunnel. */
+        holdMs: z.number().int().min(0).max(300_000).default(3000),
+      })
+      .strict()
+      .default({ lossPct: 25, rttMs: null, windowMs: 5000, holdMs: 3000 }),
+  })
+  .strict();
+
+/** Retrying when every gateway failed: capped exponential backoff. */
+export const RetryPolicy = z
+  .object({
+    initialMs: z.number().int().min(100).max(60_000).default(1000),
+    maxMs: z.number().int().min(1000).max(600_000).default(30_000),
+  })
+  .strict();
+
 export const DetourConfig = z
   .object({
     version: z.literal(1),
@@ -127,6 +176,11 @@ export const DetourConfig = z
     probe: ProbeTarget,
     discovery: Discovery.default({}),
     telemetry: z.object({ endpoint: z.url() }).strict().optional(),
+    race: RacePolicy.default({ staggerMs: 250, legDeadlineMs: 5000, order: ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"], maxGateways: 3 }),
+    health: HealthPolicy.default({ probeIntervalMs: 50, probeTimeoutMs: 1000, deadAfterMs: 600, brownout: { lossPct: 25, rttMs: null, windowMs: 5000, holdMs: 3000 } }),
+    retry: RetryPolicy.default({ initialMs: 1000, maxMs: 30_000 }),
+    /** Block protected traffic outside the tunnel even while disconnected. */
+    lockdown: z.boolean().default(false),
   })
   .strict();
 
@@ -134,6 +188,9 @@ export type DetourConfig = z.infer<typeof DetourConfig>;
 export type DetourConfigInput = z.input<typeof DetourConfig>;
 export type GatewayConfig = z.infer<typeof Gateway>;
 export type SecretRef = z.infer<typeof SecretRef>;
+export type RacePolicy = z.infer<typeof RacePolicy>;
+export type HealthPolicy = z.infer<typeof HealthPolicy>;
+export type RetryPolicy = z.infer<typeof RetryPolicy>;
 
 /** One problem in a configuration document: where it is and what was expected. */
 export interface ConfigIssue {

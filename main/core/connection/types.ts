@@ -1,0 +1,141 @@
+/**
+ * The vocabulary of the connection core: legs, candidates, race records, the inputs the daemon feeds the
+ * state machine and the effects it gets back. Pure data; time is always an input (epoch milliseconds).
+ */
+import type { EngineErrorCode, TunnelConfig } from "../tunnel/engine-types.ts";
+
+/** One way to reach a gateway: WireGuard, IKEv2, or AnyConnect with or without DTLS. */
+export type LegKind = "wireguard" | "ikev2" | "anyconnect-tls" | "anyconnect-dtls";
+export const LEG_KINDS: readonly LegKind[] = ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"];
+
+/** A leg is a gateway plus a way to reach it. `id` is unique for the daemon's lifetime (e.g. "L17"). */
+export interface Leg {
+  id: string;
+  gateway: string;
+  kind: LegKind;
+}
+
+export type CandidateSource = "config" | "dns" | "portal";
+
+/** Result of probing one candidate's ports from outside the tunnel. */
+export interface CandidateProbe {
+  at: number;
+  /** Best round trip of the probes that answered (TCP connect or TLS handshake to 443), null if none did. */
+  latencyMs: number | null;
+  /** Per leg kind: reachable, unreachable, or unknown (UDP protocols that cannot be probed without a handshake). */
+  reachable: Partial<Record<LegKind, "yes" | "no" | "unknown">>;
+}
+
+export interface Candidate {
+  name: string;
+  hostname: string;
+  /** Underlay address to connect to, once known (configured, or resolved). */
+  address: string | null;
+  priority: number;
+  region: string;
+  kinds: LegKind[];
+  sources: CandidateSource[];
+  probe: CandidateProbe | null;
+}
+
+export type LegOutcome = "pending" | "starting" | "won" | "failed" | "cancelled" | "lost";
+
+export interface LegRecord {
+  leg: Leg;
+  outcome: LegOutcome;
+  startedAt: number | null;
+  endedAt: number | null;
+  /** For failed legs: the engine's error code and message. */
+  error: { code: EngineErrorCode; message: string } | null;
+}
+
+export interface RaceRecord {
+  id: string;
+  reason: "connect" | "failover" | "recover" | "retry";
+  startedAt: number;
+  endedAt: number | null;
+  winner: Leg | null;
+  legs: LegRecord[];
+}
+
+export interface FailoverRecord {
+  from: { gateway: string; kind: LegKind };
+  to: { gateway: string; kind: LegKind } | null;
+  reason: string;
+  /** When the last reply through the failed tunnel arrived (the start of the outage). */
+  lastReplyAt: number;
+  detectedAt: number;
+  restoredAt: number | null;
+  /** detectedAt - lastReplyAt */
+  detectedAfterMs: number;
+  /** restoredAt - lastReplyAt: how long traffic was cut off */
+  restoredAfterMs: number | null;
+}
+
+/** One in-tunnel probe result; rttMs null means no reply came in time. */
+export interface ProbeSample {
+  seq: number;
+  sentAt: number;
+  rttMs: number | null;
+}
+
+export type HealthVerdict =
+  | { state: "healthy" }
+  | { state: "dead"; reason: string; lastReplyAt: number }
+  | { state: "brownout"; reason: string; lastReplyAt: number };
+
+export type ConnectionStateName = "disconnected" | "resolving" | "racing" | "connected" | "failing-over" | "error";
+
+/** What the daemon tells the machine. */
+export type MachineInput =
+  | { type: "connect"; now: number }
+  | { type: "disconnect"; now: number }
+  | { type: "timer"; now: number; timer: TimerId }
+  | { type: "candidates"; now: number; candidates: Candidate[] }
+  | { type: "leg-up"; now: number; legId: string; config: TunnelConfig; firstReplyAt: number }
+  | { type: "leg-failed"; now: number; legId: string; code: EngineErrorCode; message: string }
+  /** The engine itself reported the tunnel down or exited. */
+  | { type: "leg-down"; now: number; legId: string; reason: string }
+  | { type: "probe"; now: number; legId: string; sample: ProbeSample };
+
+export type TimerId = "race-stagger" | "backoff" | "health-check" | "recheck-candidates";
+
+/** What the machine asks the daemon to do. The daemon runs them in order and reports back as inputs. */
+export type Effect =
+  | { type: "resolve-candidates" }
+  | { type: "start-leg"; leg: Leg; deadlineAt: number }
+  | { type: "stop-leg"; legId: string }
+  | { type: "start-monitor"; legId: string }
+  | { type: "stop-monitor"; legId: string }
+  /** Route the protected networks through this leg's device (atomic swap from any previous leg). */
+  | { type: "apply-routes"; legId: string }
+  | { type: "clear-routes" }
+  | { type: "set-timer"; timer: TimerId; at: number }
+  | { type: "cancel-timer"; timer: TimerId }
+  | { type: "record-race"; race: RaceRecord }
+  | { type: "record-failover"; failover: FailoverRecord }
+  | { type: "notify"; event: ConnectionEvent };
+
+/** What subscribers (CLI, tray) are told; also the flight recorder's entries. */
+export type ConnectionEvent =
+  | { type: "state"; at: number; state: ConnectionStateName; detail: string }
+  | { type: "race-started"; at: number; raceId: string; reason: RaceRecord["reason"]; legs: Leg[] }
+  | { type: "leg"; at: number; raceId: string; record: LegRecord }
+  | { type: "race-ended"; at: number; race: RaceRecord }
+  | { type: "failover"; at: number; failover: FailoverRecord }
+  | { type: "health"; at: number; legId: string; verdict: HealthVerdict };
+
+/** What `detour status --json` shows of the connection. */
+export interface ConnectionSnapshot {
+  state: ConnectionStateName;
+  /** One human sentence: what is happening and why. */
+  summary: string;
+  gateway: string | null;
+  protocol: LegKind | null;
+  activeLegId: string | null;
+  since: number | null;
+  candidates: Candidate[];
+  lastRace: RaceRecord | null;
+  lastFailover: FailoverRecord | null;
+  error: { reason: string; nextRetryAt: number | null } | null;
+}
