@@ -1,0 +1,129 @@
+/** Ranks gateway candidates for a race and merges the lists that configuration, DNS and the portal supply. */
+import type { Candidate, CandidateSource, LegKind } from "./types.ts";
+
+/**
+ * An equal-priority candidate overtakes one ranked before it only if it is faster by more than this. Tailscale's
+ * home-DERP rule: a few milliseconds are measurement noise, and reordering on noise would make every race start
+ * with a different gateway and defeat the cached warm paths.
+ */
+export const OVERTAKE_MIN_GAIN_MS = 10;
+/**
+ * ...and only if its latency is also below this fraction of the other's, so that on slow links (300 ms vs 290 ms)
+ * the 10 ms rule alone does not reorder either. Tailscale's 2/3.
+ */
+export const OVERTAKE_MAX_RATIO = 2 / 3;
+
+export interface RankOptions {
+  /** Overrides OVERTAKE_MIN_GAIN_MS (tests, experiments). */
+  minGainMs?: number;
+  /** Overrides OVERTAKE_MAX_RATIO. */
+  maxRatio?: number;
+}
+
+/** True when the candidate was probed and every leg kind it supports was found unreachable. */
+export function allKindsUnreachable(c: Candidate): boolean {
+  const probe = c.probe;
+  if (probe === null || c.kinds.length === 0) return false;
+  return c.kinds.every((k) => probe.reachable[k] === "no");
+}
+
+/** True when the last probe heard from the candidate at all: a TCP/TLS answer, or a kind reported reachable. */
+export function reportsReachable(c: Candidate): boolean {
+  const probe = c.probe;
+  if (probe === null) return false;
+  return probe.latencyMs !== null || c.kinds.some((k) => probe.reachable[k] === "yes");
+}
+
+/**
+ * Orders candidates best first: reachable before all-unreachable, then by priority (lower first), then by
+ * latency (unknown after known) with hysteresis against `previous` (the names in the last ranking's order), so a
+ * candidate passes one of equal priority only when clearly faster. The result is a new array; input is not changed.
+ */
+export function rankCandidates(candidates: readonly Candidate[], previous: readonly string[] | null, opts: RankOptions = {}): Candidate[] {
+  const minGain = opts.minGainMs ?? OVERTAKE_MIN_GAIN_MS;
+  const ratio = opts.maxRatio ?? OVERTAKE_MAX_RATIO;
+  const prevIndex = new Map<string, number>((previous ?? []).map((n, i) => [n, i]));
+  const lat = (c: Candidate): number => c.probe?.latencyMs ?? Number.POSITIVE_INFINITY;
+
+  // Start from the previous order (incumbents keep their places), newcomers after them by latency, then name.
+  const base = [...candidates].sort((a, b) => {
+    const pa = prevIndex.get(a.name);
+    const pb = prevIndex.get(b.name);
+    if (pa !== undefined && pb !== undefined) return pa - pb;
+    if (pa !== undefined) return -1;
+    if (pb !== undefined) return 1;
+    return lat(a) - lat(b) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  });
+  // Tiers are strict: stable sort keeps the base order inside each (reachability, priority) tier.
+  const tier = (c: Candidate): [number, number] => [allKindsUnreachable(c) ? 1 : 0, c.priority];
+  const ordered = base.sort((a, b) => {
+    const [ua, pa] = tier(a);
+    const [ub, pb] = tier(b);
+    return ua - ub || pa - pb;
+  });
+
+  /** Whether `later` should move ahead of `earlier` (same tier). Implies a strictly lower latency, so passes end. */
+  const overtakes = (later: Candidate, earlier: Candidate): boolean => {
+    const l = later.probe?.latencyMs ?? null;
+    const e = earlier.probe?.latencyMs ?? null;
+    if (l === null) return false;
+    if (e === null) return true;
+    return l < e - minGain && l < e * ratio;
+  };
+  const sameTier = (a: Candidate, b: Candidate): boolean => {
+    const [ua, pa] = tier(a);
+    const [ub, pb] = tier(b);
+    return ua === ub && pa === pb;
+  };
+  // Adjacent swaps only ever lower the latency inversion count, so this terminates within n² swaps.
+  for (let swapped = true; swapped; ) {
+    swapped = false;
+    for (let i = 0; i + 1 < ordered.length; i++) {
+      const a = ordered[i];
+      const b = ordered[i + 1];
+      if (a !== undefined && b !== undefined && sameTier(a, b) && overtakes(b, a)) {
+        ordered[i] = b;
+        ordered[i + 1] = a;
+        swapped = true;
+      }
+    }
+  }
+  return ordered;
+}
+
+const SOURCE_ORDER: readonly CandidateSource[] = ["config", "dns", "portal"];
+
+/**
+ * Merges candidate lists by name: sources are unioned, configured values win over DNS and portal ones, and the
+ * address comes from configuration, else DNS, else the portal. Order: configured first, then DNS, then portal.
+ */
+export function mergeCandidates(configured: readonly Candidate[], dns: readonly Candidate[], portal: readonly Candidate[]): Candidate[] {
+  const byName = new Map<string, Candidate[]>();
+  for (const list of [configured, dns, portal]) {
+    for (const c of list) {
+      const seen = byName.get(c.name);
+      if (seen === undefined) byName.set(c.name, [c]);
+      else seen.push(c);
+    }
+  }
+  const out: Candidate[] = [];
+  for (const [name, all] of byName) {
+    const first = all[0];
+    if (first === undefined) continue;
+    const sources = new Set<CandidateSource>(all.flatMap((c) => c.sources));
+    const kinds: LegKind[] = [];
+    // Kinds come from the most authoritative list that names any, so a portal cannot add protocols to a configured gateway.
+    for (const k of all.find((c) => c.kinds.length > 0)?.kinds ?? []) if (!kinds.includes(k)) kinds.push(k);
+    out.push({
+      name,
+      hostname: first.hostname,
+      address: all.find((c) => c.address !== null)?.address ?? null,
+      priority: first.priority,
+      region: first.region,
+      kinds,
+      sources: SOURCE_ORDER.filter((s) => sources.has(s)),
+      probe: all.find((c) => c.probe !== null)?.probe ?? null,
+    });
+  }
+  return out;
+}

@@ -1,0 +1,251 @@
+/**
+ * A fake daemon for the connection machine's scenario tests: a numeric clock, timers, scripted engines and
+ * in-tunnel monitors, run as one discrete-event loop. Holds no tests itself.
+ */
+import { HealthPolicy, RacePolicy, RetryPolicy } from "../config/schema.ts";
+import type { EngineErrorCode, TunnelConfig } from "../tunnel/engine-types.ts";
+import { initialState, snapshot, step, type MachineContext, type MachineState } from "./machine.ts";
+import type { Candidate, CandidateProbe, ConnectionEvent, ConnectionStateName, ConnectionSnapshot, Effect, FailoverRecord, Leg, LegKind, MachineInput, RaceRecord, TimerId } from "./types.ts";
+
+/**
+ * mulberry32, as test/fakes/seeded-random.ts has it; the core's tests compile on their own and cannot reach test/.
+ * A failing property replays from its seed.
+ */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export const ALL_KINDS: LegKind[] = ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"];
+
+export function gateway(name: string, priority: number, opts: Partial<Candidate> = {}): Candidate {
+  return { name, hostname: `${name}.vpn.example.com`, address: null, priority, region: "eu", kinds: ALL_KINDS, sources: ["config"], probe: null, ...opts };
+}
+
+export function probe(latencyMs: number | null, reachable: CandidateProbe["reachable"] = {}, at = 0): CandidateProbe {
+  return { at, latencyMs, reachable };
+}
+
+export function context(gateways: Candidate[], overrides: { race?: Partial<RacePolicy>; health?: Partial<HealthPolicy>; retry?: Partial<RetryPolicy> } = {}): MachineContext {
+  return {
+    policy: {
+      race: { ...RacePolicy.parse({}), ...overrides.race },
+      health: { ...HealthPolicy.parse({}), ...overrides.health },
+      retry: { ...RetryPolicy.parse({}), ...overrides.retry },
+    },
+    gateways,
+  };
+}
+
+export function tunnelConfig(leg: Leg): TunnelConfig {
+  return { ifname: `dt-${leg.id.toLowerCase()}`, addresses: ["198.19.11.2/32"], routes: [], dns: [], mtu: 1420 };
+}
+
+/** How a scripted engine behaves: up after `up` ms (first reply `replyBeforeUp` ms before that), fails, or hangs to its deadline. */
+export type LegScript = { up: number; replyBeforeUp?: number } | { fail: number; code: EngineErrorCode; message?: string } | "hang";
+
+export interface SimOptions {
+  gateways: Candidate[];
+  ctx?: MachineContext;
+  /** Engine behaviour per leg; default: every leg up after 100 ms. */
+  legs?: (leg: Leg, sim: Sim) => LegScript;
+  /** In-tunnel path per leg at send time: an RTT, or null for a lost probe. Default 20 ms. */
+  path?: (leg: Leg, sentAt: number) => number | null;
+  /** What discovery returns; default the configured gateways. */
+  candidates?: (sim: Sim) => Candidate[];
+  /** How long discovery takes. */
+  resolveMs?: number;
+}
+
+interface Scheduled {
+  at: number;
+  seq: number;
+  run: () => void;
+}
+
+export class Sim {
+  now = 0;
+  state: MachineState = initialState();
+  readonly ctx: MachineContext;
+  readonly effects: { at: number; effect: Effect }[] = [];
+  readonly inputs: MachineInput[] = [];
+  readonly legsById = new Map<string, Leg>();
+  /** Legs started and not stopped or failed: what the daemon would have running. */
+  readonly running = new Set<string>();
+  readonly stopped: { at: number; legId: string }[] = [];
+  readonly monitors = new Set<string>();
+  routes: string | null = null;
+  readonly routeLog: { at: number; legId: string | null }[] = [];
+  readonly races: RaceRecord[] = [];
+  readonly failovers: FailoverRecord[] = [];
+  readonly events: ConnectionEvent[] = [];
+  readonly timers = new Map<TimerId, { at: number; token: number }>();
+  #queue: Scheduled[] = [];
+  #seq = 0;
+  #opts: SimOptions;
+
+  constructor(opts: SimOptions) {
+    this.#opts = opts;
+    this.ctx = opts.ctx ?? context(opts.gateways);
+  }
+
+  schedule(at: number, run: () => void): void {
+    this.#queue.push({ at, seq: this.#seq++, run });
+  }
+
+  dispatch(input: MachineInput): Effect[] {
+    this.inputs.push(input);
+    const r = step(this.state, input, this.ctx);
+    this.state = r.state;
+    for (const e of r.effects) this.#run(e);
+    return r.effects;
+  }
+
+  /** Shorthand: dispatch an input at the current time. */
+  send(input: DistributiveOmit<MachineInput, "now">): Effect[] {
+    return this.dispatch({ ...input, now: this.now });
+  }
+
+  /** The state's name; a method, so that assertions on it do not narrow the field for later reads. */
+  phase(): ConnectionStateName {
+    return this.state.name;
+  }
+
+  snapshot(): ConnectionSnapshot {
+    return snapshot(this.state, this.now);
+  }
+
+  runUntil(t: number): void {
+    for (;;) {
+      let best: Scheduled | undefined;
+      for (const s of this.#queue) if (s.at <= t && (best === undefined || s.at < best.at || (s.at === best.at && s.seq < best.seq))) best = s;
+      if (best === undefined) break;
+      this.#queue.splice(this.#queue.indexOf(best), 1);
+      this.now = Math.max(this.now, best.at);
+      best.run();
+    }
+    this.now = Math.max(this.now, t);
+  }
+
+  runFor(ms: number): void {
+    this.runUntil(this.now + ms);
+  }
+
+  /** Runs until the predicate holds (checked after every event) or `limitMs` passes; returns whether it held. */
+  runUntilTrue(pred: () => boolean, limitMs: number): boolean {
+    const end = this.now + limitMs;
+    while (!pred()) {
+      const next = this.#queue.filter((s) => s.at <= end).reduce<Scheduled | undefined>((a, s) => (a === undefined || s.at < a.at || (s.at === a.at && s.seq < a.seq) ? s : a), undefined);
+      if (next === undefined) {
+        this.now = end;
+        return pred();
+      }
+      this.runUntil(next.at);
+    }
+    return true;
+  }
+
+  effectsOf<T extends Effect["type"]>(type: T): Extract<Effect, { type: T }>[] {
+    return this.effects.map((e) => e.effect).filter((e): e is Extract<Effect, { type: T }> => e.type === type);
+  }
+
+  #run(e: Effect): void {
+    this.effects.push({ at: this.now, effect: e });
+    switch (e.type) {
+      case "resolve-candidates": {
+        const cands = this.#opts.candidates ?? (() => this.#opts.gateways);
+        this.schedule(this.now + (this.#opts.resolveMs ?? 10), () => this.dispatch({ type: "candidates", now: this.now, candidates: cands(this) }));
+        return;
+      }
+      case "start-leg": {
+        const leg = e.leg;
+        this.legsById.set(leg.id, leg);
+        this.running.add(leg.id);
+        const script = this.#opts.legs?.(leg, this) ?? { up: 100 };
+        if (script === "hang") {
+          this.schedule(e.deadlineAt, () => {
+            if (!this.running.delete(leg.id)) return;
+            this.dispatch({ type: "leg-failed", now: this.now, legId: leg.id, code: "timeout", message: "no handshake before the deadline" });
+          });
+        } else if ("up" in script) {
+          this.schedule(this.now + script.up, () => {
+            if (!this.running.has(leg.id)) return;
+            this.dispatch({ type: "leg-up", now: this.now, legId: leg.id, config: tunnelConfig(leg), firstReplyAt: this.now - (script.replyBeforeUp ?? 0) });
+          });
+        } else {
+          this.schedule(this.now + script.fail, () => {
+            if (!this.running.delete(leg.id)) return;
+            this.dispatch({ type: "leg-failed", now: this.now, legId: leg.id, code: script.code, message: script.message ?? script.code });
+          });
+        }
+        return;
+      }
+      case "stop-leg":
+        this.running.delete(e.legId);
+        this.monitors.delete(e.legId);
+        this.stopped.push({ at: this.now, legId: e.legId });
+        return;
+      case "start-monitor":
+        this.monitors.add(e.legId);
+        this.#probeLoop(e.legId, 0);
+        return;
+      case "stop-monitor":
+        this.monitors.delete(e.legId);
+        return;
+      case "apply-routes":
+        this.routes = e.legId;
+        this.routeLog.push({ at: this.now, legId: e.legId });
+        return;
+      case "clear-routes":
+        this.routes = null;
+        this.routeLog.push({ at: this.now, legId: null });
+        return;
+      case "set-timer": {
+        const token = this.#seq;
+        const timer = e.timer;
+        this.timers.set(timer, { at: e.at, token });
+        this.schedule(e.at, () => {
+          if (this.timers.get(timer)?.token !== token) return;
+          this.timers.delete(timer);
+          this.dispatch({ type: "timer", now: this.now, timer });
+        });
+        return;
+      }
+      case "cancel-timer":
+        this.timers.delete(e.timer);
+        return;
+      case "record-race":
+        this.races.push(e.race);
+        return;
+      case "record-failover":
+        this.failovers.push(e.failover);
+        return;
+      case "notify":
+        this.events.push(e.event);
+        return;
+    }
+  }
+
+  #probeLoop(legId: string, seq: number): void {
+    if (!this.monitors.has(legId)) return;
+    const leg = this.legsById.get(legId);
+    if (leg === undefined) return;
+    const sentAt = this.now;
+    const rtt = (this.#opts.path ?? (() => 20))(leg, sentAt);
+    const h = this.ctx.policy.health;
+    this.schedule(sentAt + (rtt ?? h.probeTimeoutMs), () => {
+      if (this.monitors.has(legId)) this.dispatch({ type: "probe", now: this.now, legId, sample: { seq, sentAt, rttMs: rtt } });
+    });
+    this.schedule(sentAt + h.probeIntervalMs, () => {
+      this.#probeLoop(legId, seq + 1);
+    });
+  }
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;

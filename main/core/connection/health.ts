@@ -1,0 +1,147 @@
+/**
+ * In-tunnel health of one leg from its probe samples: a sliding window that yields a verdict (healthy, dead,
+ * brownout) and the RTT/loss/jitter numbers telemetry reports. Pure: every call takes `now`.
+ */
+import type { HealthPolicy } from "../config/schema.ts";
+import type { HealthVerdict, ProbeSample } from "./types.ts";
+
+/**
+ * Fewer settled samples than this in the window say nothing about loss: one lost probe out of four is 25 %.
+ * Ten keeps the percentage's granularity at 10 points while a 50 ms monitor fills it in half a second.
+ */
+export const MIN_LOSS_SAMPLES = 10;
+/**
+ * A brownout clears only when loss stays below this fraction of the threshold for `holdMs`, so a link hovering
+ * around the threshold cannot flap between verdicts (and the tunnel between gateways).
+ */
+export const RECOVER_LOSS_FRACTION = 0.5;
+/** ...and, when an RTT threshold is set, the median RTT below this fraction of it, for the same reason. */
+export const RECOVER_RTT_FRACTION = 0.8;
+
+/**
+ * Invariants: `samples` holds at most one sample per seq, none sent before the retention horizon; `overSince` is
+ * non-null only while the brownout condition has held without a break; `lastReplyAt` never decreases.
+ */
+export interface HealthState {
+  startedAt: number;
+  samples: ProbeSample[];
+  lastReplyAt: number | null;
+  /** Since when the brownout condition (loss or RTT over threshold) has held, while it holds. */
+  overSince: number | null;
+  /** In a brownout: since when the recovery condition (well under the thresholds) has held, while it holds. */
+  clearSince: number | null;
+  verdict: HealthVerdict;
+}
+
+export interface HealthStats {
+  /** Settled samples (replied or timed out) the loss figure is computed over. */
+  samples: number;
+  lossPct: number | null;
+  rttP50Ms: number | null;
+  rttP95Ms: number | null;
+  /** Mean absolute difference of successive RTTs (RFC 3550's idea, unsmoothed). */
+  jitterMs: number | null;
+  lastReplyAt: number | null;
+}
+
+/** A fresh monitor: the dead clock runs from `now` until the first reply. */
+export function healthStart(now: number): HealthState {
+  return { startedAt: now, samples: [], lastReplyAt: null, overSince: null, clearSince: null, verdict: { state: "healthy" } };
+}
+
+/** When the leg is declared dead if no reply comes before then; the daemon arms its health-check timer for it. */
+export function healthDeadline(h: HealthState, policy: HealthPolicy): number {
+  return (h.lastReplyAt ?? h.startedAt) + policy.deadAfterMs;
+}
+
+function percentile(sorted: readonly number[], p: number): number | null {
+  if (sorted.length === 0) return null;
+  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[idx] ?? null;
+}
+
+/**
+ * Loss is measured over samples whose fate is settled: sent in (now - timeout - window, now - timeout]. A
+ * younger probe may still be answered, and counting only its replies would understate loss by up to timeout/window.
+ */
+export function healthStats(h: HealthState, now: number, policy: HealthPolicy): HealthStats {
+  const win = policy.brownout.windowMs;
+  const settledEnd = now - policy.probeTimeoutMs;
+  const settled = h.samples.filter((s) => s.sentAt <= settledEnd && s.sentAt > settledEnd - win);
+  const lost = settled.filter((s) => s.rttMs === null).length;
+  const recent = h.samples.filter((s) => s.sentAt > now - win && s.rttMs !== null).sort((a, b) => a.seq - b.seq);
+  const rtts = recent.map((s) => s.rttMs ?? 0);
+  const sorted = [...rtts].sort((a, b) => a - b);
+  let jitter: number | null = null;
+  if (rtts.length >= 2) {
+    let sum = 0;
+    for (let i = 1; i < rtts.length; i++) sum += Math.abs((rtts[i] ?? 0) - (rtts[i - 1] ?? 0));
+    jitter = sum / (rtts.length - 1);
+  }
+  return {
+    samples: settled.length,
+    lossPct: settled.length === 0 ? null : (100 * lost) / settled.length,
+    rttP50Ms: percentile(sorted, 50),
+    rttP95Ms: percentile(sorted, 95),
+    jitterMs: jitter,
+    lastReplyAt: h.lastReplyAt,
+  };
+}
+
+function minLossSamples(policy: HealthPolicy): number {
+  // A slow monitor never fills ten samples per window; then half of what it can send has to do.
+  const possible = Math.floor(policy.brownout.windowMs / policy.probeIntervalMs);
+  return Math.max(1, Math.min(MIN_LOSS_SAMPLES, Math.floor(possible / 2)));
+}
+
+function formatSeconds(ms: number): string {
+  const s = ms / 1000;
+  return Number.isInteger(s) ? `${s} s` : `${s.toFixed(1)} s`;
+}
+
+/**
+ * Recomputes the verdict at `now`. Dead wins over brownout. Brownout needs its condition unbroken for `holdMs`;
+ * it clears only after `holdMs` well under the thresholds (hysteresis).
+ */
+export function healthEvaluate(h: HealthState, now: number, policy: HealthPolicy): HealthState {
+  const since = h.lastReplyAt ?? h.startedAt;
+  if (now - since >= policy.deadAfterMs) {
+    const reason = h.lastReplyAt === null ? `no reply in ${formatSeconds(now - since)} since the monitor started` : `no reply for ${formatSeconds(now - since)}`;
+    return { ...h, verdict: { state: "dead", reason, lastReplyAt: since } };
+  }
+  const b = policy.brownout;
+  const st = healthStats(h, now, policy);
+  const enoughForLoss = st.samples >= minLossSamples(policy);
+  const loss = enoughForLoss ? st.lossPct : null;
+  const rtt = st.rttP50Ms;
+  const lossOver = loss !== null && loss > b.lossPct;
+  const rttOver = b.rttMs !== null && rtt !== null && rtt > b.rttMs;
+  const reasonText = lossOver
+    ? `brownout: loss ${Math.round(loss)}% over ${formatSeconds(b.windowMs)}`
+    : `brownout: median RTT ${Math.round(rtt ?? 0)} ms over ${formatSeconds(b.windowMs)}`;
+
+  if (h.verdict.state === "brownout") {
+    const lossOk = loss === null || loss < b.lossPct * RECOVER_LOSS_FRACTION;
+    const rttOk = b.rttMs === null || rtt === null || rtt < b.rttMs * RECOVER_RTT_FRACTION;
+    const reason = lossOver || rttOver ? reasonText : h.verdict.reason;
+    if (!(lossOk && rttOk)) return { ...h, clearSince: null, verdict: { state: "brownout", reason, lastReplyAt: since } };
+    const clearSince = h.clearSince ?? now;
+    if (now - clearSince >= b.holdMs) return { ...h, overSince: null, clearSince: null, verdict: { state: "healthy" } };
+    return { ...h, clearSince, verdict: { state: "brownout", reason, lastReplyAt: since } };
+  }
+  if (!lossOver && !rttOver) return h.overSince === null && h.verdict.state === "healthy" ? h : { ...h, overSince: null, clearSince: null, verdict: { state: "healthy" } };
+  const overSince = h.overSince ?? now;
+  if (now - overSince >= b.holdMs) return { ...h, overSince, clearSince: null, verdict: { state: "brownout", reason: reasonText, lastReplyAt: since } };
+  return { ...h, overSince, verdict: { state: "healthy" } };
+}
+
+/** Adds one probe result (a reply, or a timeout with rttMs null), prunes the window and re-evaluates at `now`. */
+export function healthOnSample(h: HealthState, sample: ProbeSample, now: number, policy: HealthPolicy): HealthState {
+  if (h.samples.some((s) => s.seq === sample.seq)) return healthEvaluate(h, now, policy);
+  const horizon = now - policy.probeTimeoutMs - policy.brownout.windowMs;
+  const samples = h.samples.filter((s) => s.sentAt > horizon);
+  if (sample.sentAt > horizon) samples.push(sample);
+  const replyAt = sample.rttMs === null ? null : sample.sentAt + sample.rttMs;
+  const lastReplyAt = replyAt === null ? h.lastReplyAt : Math.max(replyAt, h.lastReplyAt ?? replyAt);
+  return healthEvaluate({ ...h, samples, lastReplyAt }, now, policy);
+}

@@ -1,0 +1,242 @@
+/**
+ * The tunnel state machine's data: one record per state (a tagged union), what every state carries, and the
+ * small shared helpers the per-state modules in states/ use. The states themselves live in states/*.ts.
+ */
+import type { HealthPolicy, RacePolicy, RetryPolicy } from "../config/schema.ts";
+import { RETRYABLE, type EngineErrorCode, type TunnelConfig } from "../tunnel/engine-types.ts";
+import { rankCandidates } from "./candidates.ts";
+import type { HealthState } from "./health.ts";
+import { planLegs, legKey, type RaceState } from "./race.ts";
+import type { Candidate, ConnectionStateName, Effect, FailoverRecord, Leg, RaceRecord, TimerId } from "./types.ts";
+
+export interface MachineContext {
+  policy: { race: RacePolicy; health: HealthPolicy; retry: RetryPolicy };
+  /** The configured candidates: what a race uses when discovery returns nothing. */
+  gateways: Candidate[];
+}
+
+/** What survives every transition. Invariant: `legSeq` and `raceSeq` only grow, so ids are never reused. */
+export interface Shared {
+  legSeq: number;
+  raceSeq: number;
+  /** The last ranking, best first. */
+  candidates: Candidate[];
+  lastRace: RaceRecord | null;
+  lastFailover: FailoverRecord | null;
+  /** When the current state was entered. */
+  since: number | null;
+}
+
+/** The leg that carries traffic: routes point at it and its monitor runs. */
+export interface ActiveLeg {
+  leg: Leg;
+  config: TunnelConfig;
+  /** When the first reply came back through it (from the engine's data-plane probe). */
+  firstReplyAt: number;
+  upAt: number;
+}
+
+export interface DisconnectedState {
+  name: "disconnected";
+  shared: Shared;
+}
+
+export interface ResolvingState {
+  name: "resolving";
+  shared: Shared;
+  reason: "connect" | "retry";
+  /** Consecutive failed races before this one (0 on a fresh connect). */
+  attempt: number;
+}
+
+export interface RacingState {
+  name: "racing";
+  shared: Shared;
+  race: RaceState;
+  attempt: number;
+}
+
+export interface ConnectedState {
+  name: "connected";
+  shared: Shared;
+  active: ActiveLeg;
+  health: HealthState;
+  /** When the armed health-check timer is due. */
+  healthCheckAt: number;
+  /** When the armed recheck-candidates timer is due. */
+  recheckAt: number;
+  /** Consecutive rechecks in which a better-ranked gateway reported reachable. */
+  betterStreak: number;
+  /** A race toward a better gateway, run while this tunnel keeps carrying traffic. */
+  recover: RaceState | null;
+  /** After a brownout failover found no better leg, the next one waits until then. */
+  brownoutRetryAt: number | null;
+}
+
+export type FailoverCause = "dead" | "leg-down" | "brownout";
+
+export interface FailingOverState {
+  name: "failing-over";
+  shared: Shared;
+  /** Still routed and monitored until a winner is up: make-before-break. */
+  failed: ActiveLeg;
+  health: HealthState;
+  cause: FailoverCause;
+  failover: FailoverRecord;
+  race: RaceState;
+}
+
+export interface ErrorState {
+  name: "error";
+  shared: Shared;
+  reason: string;
+  /** Consecutive failed races, including the one that led here. */
+  attempt: number;
+  /** Null when retrying cannot help (credentials, pinned identity, configuration): only `connect` retries. */
+  nextRetryAt: number | null;
+}
+
+export type MachineState = DisconnectedState | ResolvingState | RacingState | ConnectedState | FailingOverState | ErrorState;
+
+/** A request to enter a state; states name their successor this way so that no state module imports another. */
+export type Entry =
+  | { to: "disconnected" }
+  | { to: "resolving"; reason: "connect" | "retry"; attempt: number }
+  | { to: "racing"; reason: RaceRecord["reason"]; attempt: number; ranked: Candidate[] }
+  | {
+      to: "connected";
+      active: ActiveLeg;
+      race: RaceState;
+      /** Effects of deciding the race (losers stopped), emitted after the winner's routes are applied. */
+      raceEffects: Effect[];
+      /** The leg traffic moves away from; stopped only after the winner's routes are applied. */
+      previous: ActiveLeg | null;
+      failover: FailoverRecord | null;
+    }
+  | {
+      /** Back to a leg that was never abandoned (a brownout failover found nothing better): routes and monitor stay. */
+      to: "connected-resume";
+      active: ActiveLeg;
+      health: HealthState;
+      race: RaceState | null;
+      raceEffects: Effect[];
+      failover: FailoverRecord;
+    }
+  | { to: "failing-over"; failed: ActiveLeg; health: HealthState; cause: FailoverCause; reason: string; lastReplyAt: number }
+  | { to: "error"; reason: string; attempt: number; retry: boolean; race: RaceState | null; failover: FailoverRecord | null };
+
+/** What a state's `enter` or `handle` returns: stay (a new record of a state), or go to another state. */
+export type Outcome = { state: MachineState; effects: Effect[] } | Go;
+export interface Go {
+  go: Entry;
+  shared: Shared;
+  /** Effects of leaving the current state; they run before the next state's entry effects. */
+  effects: Effect[];
+}
+
+export const TIMERS: readonly TimerId[] = Object.keys({
+  "race-stagger": true,
+  backoff: true,
+  "health-check": true,
+  "recheck-candidates": true,
+} satisfies Record<TimerId, true>) as TimerId[];
+
+/** Effects that leave nothing armed. */
+export function cancelAllTimers(): Effect[] {
+  return TIMERS.map((timer) => ({ type: "cancel-timer", timer }));
+}
+
+export function stateEvent(name: ConnectionStateName, now: number, summary: string): Effect {
+  return { type: "notify", event: { type: "state", at: now, state: name, detail: summary } };
+}
+
+/** Plans legs with ids taken from `shared`'s counter; returns the legs and the advanced shared record. */
+export function allocateLegs(
+  shared: Shared,
+  ranked: readonly Candidate[],
+  policy: RacePolicy,
+  exclude: { gateway?: string; legKey?: string }[] = [],
+): { legs: Leg[]; shared: Shared } {
+  let n = shared.legSeq;
+  const legs = planLegs(ranked, policy, { exclude, nextId: () => `L${String((n += 1))}` });
+  return { legs, shared: { ...shared, legSeq: n } };
+}
+
+export function nextRaceId(shared: Shared): { id: string; shared: Shared } {
+  const n = shared.raceSeq + 1;
+  return { id: `R${String(n)}`, shared: { ...shared, raceSeq: n } };
+}
+
+/**
+ * Legs for replacing a failed one: other gateways first; only when none has a leg, the failed gateway's other
+ * kinds (a protocol that broke on a gateway that still answers). `otherGatewaysOnly` skips that fallback.
+ */
+export function planFailover(shared: Shared, failed: Leg, policy: RacePolicy, otherGatewaysOnly: boolean): { legs: Leg[]; shared: Shared } {
+  const others = allocateLegs(shared, shared.candidates, policy, [{ gateway: failed.gateway }]);
+  if (others.legs.length > 0 || otherGatewaysOnly) return others;
+  const sameGateway = shared.candidates.filter((c) => c.name === failed.gateway);
+  return allocateLegs(shared, sameGateway, policy, [{ legKey: legKey(failed) }]);
+}
+
+/** Capped exponential backoff: initial, 2×, 4×… up to the cap, for the n-th consecutive failure (n ≥ 1). */
+export function backoffMs(attempt: number, policy: RetryPolicy): number {
+  const exp = Math.min(30, Math.max(0, attempt - 1));
+  return Math.min(policy.maxMs, policy.initialMs * 2 ** exp);
+}
+
+/** Human names of the leg kinds, for summaries. */
+export const KIND_NAMES: Record<Leg["kind"], string> = {
+  wireguard: "WireGuard",
+  ikev2: "IKEv2",
+  "anyconnect-tls": "AnyConnect (TLS)",
+  "anyconnect-dtls": "AnyConnect (DTLS)",
+};
+
+/** "gw1", "gw1 and gw2", "gw1, gw2 and gw3". */
+export function listNames(names: readonly string[]): string {
+  const uniq = [...new Set(names)];
+  if (uniq.length <= 1) return uniq[0] ?? "";
+  return `${uniq.slice(0, -1).join(", ")} and ${uniq[uniq.length - 1] ?? ""}`;
+}
+
+/** Whether a timer input is for a timer this state armed and is due (early-by-slack counts; stale ones do not). */
+export function timerDue(armedAt: number | null, now: number, slackMs: number): boolean {
+  return armedAt !== null && now + slackMs >= armedAt;
+}
+
+/** "gw1 over WireGuard or IKEv2, gw2 over WireGuard": the legs of a race grouped by gateway. */
+export function describeLegs(legs: readonly Leg[]): string {
+  const groups = new Map<string, string[]>();
+  for (const l of legs) {
+    const g = groups.get(l.gateway) ?? [];
+    g.push(KIND_NAMES[l.kind]);
+    groups.set(l.gateway, g);
+  }
+  return [...groups].map(([gw, kinds]) => `${gw} over ${kinds.join(" or ")}`).join(", ");
+}
+
+const CODE_REASONS: Partial<Record<EngineErrorCode, string>> = {
+  "auth-failed": "The gateways refused our credentials",
+  "identity-mismatch": "No gateway presented its pinned identity",
+  "bad-config": "The configuration cannot work",
+};
+
+/**
+ * Why a race failed as a whole, and whether retrying by timer can help. Only when every leg failed for a reason
+ * a retry cannot fix (credentials, pinned identity, configuration) does the machine stop retrying by itself.
+ */
+export function raceFailure(race: RaceState): { reason: string; retry: boolean } {
+  const codes = race.legs.flatMap((l) => (l.error === null ? [] : [l.error.code]));
+  if (codes.length === 0) return { reason: "No gateway reachable", retry: true };
+  const fatal = codes.every((c) => c !== "cancelled" && !RETRYABLE[c]);
+  if (!fatal) return { reason: "No gateway reachable", retry: true };
+  const distinct = [...new Set(codes)];
+  const only = distinct.length === 1 ? distinct[0] : undefined;
+  return { reason: (only === undefined ? undefined : CODE_REASONS[only]) ?? "Every gateway refused the connection", retry: false };
+}
+
+/** Shared with a fresh candidate list, ranked with hysteresis against the previous ranking. */
+export function withCandidates(shared: Shared, candidates: readonly Candidate[]): Shared {
+  const previous = shared.candidates.length > 0 ? shared.candidates.map((c) => c.name) : null;
+  return { ...shared, candidates: rankCandidates(candidates, previous) };
+}

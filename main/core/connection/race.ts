@@ -1,0 +1,188 @@
+/**
+ * The race, a pure sub-machine: legs start one stagger apart in ranked order, a failure starts the next leg at
+ * once, the first leg whose data-plane probe passed both ways wins, and every other started leg is torn down.
+ */
+import type { RacePolicy } from "../config/schema.ts";
+import type { Candidate, Effect, Leg, LegKind, LegRecord, RaceRecord } from "./types.ts";
+import type { EngineErrorCode } from "../tunnel/engine-types.ts";
+
+/** Names one leg across races ("gw1/wireguard"): what `exclude` matches, since leg ids are never reused. */
+export function legKey(leg: { gateway: string; kind: LegKind }): string {
+  return `${leg.gateway}/${leg.kind}`;
+}
+
+export interface PlanOptions {
+  /** Entries with `gateway` drop every leg of that gateway; entries with `legKey` drop that one leg. */
+  exclude?: { gateway?: string; legKey?: string }[];
+  nextId: () => string;
+}
+
+/**
+ * The legs of one race in start order: for each of the best `policy.maxGateways` candidates that have any leg
+ * left, its kinds in `policy.order`, skipping kinds it does not support and kinds its probe found unreachable.
+ */
+export function planLegs(ranked: readonly Candidate[], policy: RacePolicy, opts: PlanOptions): Leg[] {
+  const exclude = opts.exclude ?? [];
+  const legs: Leg[] = [];
+  let gateways = 0;
+  for (const c of ranked) {
+    if (gateways >= policy.maxGateways) break;
+    if (exclude.some((e) => e.gateway === c.name)) continue;
+    const kinds = policy.order.filter(
+      (k) => c.kinds.includes(k) && c.probe?.reachable[k] !== "no" && !exclude.some((e) => e.legKey === legKey({ gateway: c.name, kind: k })),
+    );
+    if (kinds.length === 0) continue;
+    gateways += 1;
+    for (const kind of kinds) legs.push({ id: opts.nextId(), gateway: c.name, kind });
+  }
+  return legs;
+}
+
+export type RaceStatus = "running" | "won" | "failed" | "cancelled";
+
+/**
+ * One race. Invariants: `legs` keeps plan order; legs before `next` left "pending"; `staggerAt` is non-null only
+ * while running with a pending leg left; `winner` is set exactly when status is "won".
+ */
+export interface RaceState {
+  id: string;
+  reason: RaceRecord["reason"];
+  status: RaceStatus;
+  startedAt: number;
+  endedAt: number | null;
+  legs: LegRecord[];
+  /** Index of the next leg to start. */
+  next: number;
+  /** When the stagger timer is due, while one is armed. */
+  staggerAt: number | null;
+  winner: Leg | null;
+}
+
+export interface RaceStep {
+  race: RaceState;
+  effects: Effect[];
+  /** Set when the input changed the race's outcome from running to decided. */
+  decided: boolean;
+}
+
+/** Slack for timers that fire a hair early: Node runs timers on a monotonic clock, not on Date.now(). */
+export const TIMER_SLACK_MS = 5;
+
+function legEvent(race: RaceState, record: LegRecord, now: number): Effect {
+  return { type: "notify", event: { type: "leg", at: now, raceId: race.id, record } };
+}
+
+function startNext(race: RaceState, now: number, policy: RacePolicy, effects: Effect[]): RaceState {
+  const legs = [...race.legs];
+  const rec = legs[race.next];
+  if (rec === undefined) return race;
+  const started: LegRecord = { ...rec, outcome: "starting", startedAt: now };
+  legs[race.next] = started;
+  effects.push({ type: "start-leg", leg: rec.leg, deadlineAt: now + policy.legDeadlineMs });
+  const next = race.next + 1;
+  const morePending = next < legs.length;
+  const staggerAt = morePending ? now + policy.staggerMs : null;
+  effects.push(staggerAt !== null ? { type: "set-timer", timer: "race-stagger", at: staggerAt } : { type: "cancel-timer", timer: "race-stagger" });
+  const out = { ...race, legs, next, staggerAt };
+  effects.push(legEvent(out, started, now));
+  return out;
+}
+
+/** Starts a race over planned legs. An empty plan gives a race that has already failed. */
+export function raceStart(id: string, legs: readonly Leg[], reason: RaceRecord["reason"], now: number, policy: RacePolicy): RaceStep {
+  const base: RaceState = {
+    id,
+    reason,
+    status: legs.length === 0 ? "failed" : "running",
+    startedAt: now,
+    endedAt: legs.length === 0 ? now : null,
+    legs: legs.map((leg) => ({ leg, outcome: "pending", startedAt: null, endedAt: null, error: null })),
+    next: 0,
+    staggerAt: null,
+    winner: null,
+  };
+  const effects: Effect[] = [{ type: "notify", event: { type: "race-started", at: now, raceId: id, reason, legs: [...legs] } }];
+  if (legs.length === 0) return { race: base, effects, decided: true };
+  return { race: startNext(base, now, policy, effects), effects, decided: false };
+}
+
+/** The stagger timer fired: start the next pending leg. A timer that is stale or not yet due changes nothing. */
+export function raceOnStaggerTimer(race: RaceState, now: number, policy: RacePolicy): RaceStep {
+  if (race.status !== "running" || race.staggerAt === null || now + TIMER_SLACK_MS < race.staggerAt) return { race, effects: [], decided: false };
+  const effects: Effect[] = [];
+  return { race: startNext(race, now, policy, effects), effects, decided: false };
+}
+
+/** Whether this race started the leg (so a leg-up or leg-failed for it belongs here, late or not). */
+export function raceHasLeg(race: RaceState, legId: string): boolean {
+  return race.legs.some((l) => l.leg.id === legId);
+}
+
+/** Ends a running race: started legs other than the winner are stopped and marked, pending ones cancelled. */
+function settle(race: RaceState, now: number, status: Exclude<RaceStatus, "running">, winnerId: string | null, effects: Effect[]): RaceState {
+  const winner = race.legs.find((l) => l.leg.id === winnerId)?.leg ?? null;
+  const legs = race.legs.map((l): LegRecord => {
+    if (l.leg.id === winnerId) {
+      const rec: LegRecord = { ...l, outcome: "won", endedAt: now };
+      effects.push(legEvent(race, rec, now));
+      return rec;
+    }
+    if (l.outcome === "pending") return { ...l, outcome: "cancelled" };
+    if (l.outcome === "starting") {
+      effects.push({ type: "stop-leg", legId: l.leg.id });
+      const rec: LegRecord = { ...l, outcome: status === "won" ? "lost" : "cancelled", endedAt: now };
+      effects.push(legEvent(race, rec, now));
+      return rec;
+    }
+    return l;
+  });
+  if (race.staggerAt !== null) effects.push({ type: "cancel-timer", timer: "race-stagger" });
+  return { ...race, legs, status, endedAt: now, staggerAt: null, winner };
+}
+
+/**
+ * A leg passed its data-plane probe both ways. While running and the leg is starting, it wins. After the race is
+ * decided, the late leg's tunnel is stopped; a leg-up for a leg this race never started changes nothing.
+ */
+export function raceOnLegUp(race: RaceState, legId: string, now: number): RaceStep {
+  const rec = race.legs.find((l) => l.leg.id === legId);
+  if (rec === undefined) return { race, effects: [], decided: false };
+  if (race.status !== "running" || rec.outcome !== "starting") {
+    // The winner's own duplicate leg-up must never stop the tunnel that carries traffic.
+    if (race.winner?.id === legId) return { race, effects: [], decided: false };
+    return { race, effects: [{ type: "stop-leg", legId }], decided: false };
+  }
+  const effects: Effect[] = [];
+  return { race: settle(race, now, "won", legId, effects), effects, decided: true };
+}
+
+/**
+ * A starting leg failed: record why and start the next leg at once (re-arming the stagger from now). When no leg
+ * is left running or pending, the race has failed and every leg carries its outcome. Late or unknown: ignored.
+ */
+export function raceOnLegFailed(race: RaceState, legId: string, code: EngineErrorCode, message: string, now: number, policy: RacePolicy): RaceStep {
+  const idx = race.legs.findIndex((l) => l.leg.id === legId);
+  const rec = race.legs[idx];
+  if (race.status !== "running" || rec?.outcome !== "starting") return { race, effects: [], decided: false };
+  const effects: Effect[] = [];
+  const failed: LegRecord = { ...rec, outcome: "failed", endedAt: now, error: { code, message } };
+  const legs = [...race.legs];
+  legs[idx] = failed;
+  effects.push(legEvent(race, failed, now));
+  let next: RaceState = { ...race, legs };
+  if (next.next < legs.length) next = startNext(next, now, policy, effects);
+  if (next.legs.some((l) => l.outcome === "starting" || l.outcome === "pending")) return { race: next, effects, decided: false };
+  return { race: settle(next, now, "failed", null, effects), effects, decided: true };
+}
+
+/** Cancels a running race (disconnect, or a failover that supersedes it): every started leg is stopped. */
+export function raceCancel(race: RaceState, now: number): RaceStep {
+  if (race.status !== "running") return { race, effects: [], decided: false };
+  const effects: Effect[] = [];
+  return { race: settle(race, now, "cancelled", null, effects), effects, decided: true };
+}
+
+/** What the race looks like in records and events. */
+export function raceRecord(race: RaceState): RaceRecord {
+  return { id: race.id, reason: race.reason, startedAt: race.startedAt, endedAt: race.endedAt, winner: race.winner, legs: race.legs.map((l) => ({ ...l })) };
+}

@@ -1,0 +1,55 @@
+/**
+ * The error state: the last race found no working leg. It retries by itself after a capped exponential backoff,
+ * unless every leg failed for a reason a retry cannot fix; `connect` retries at once either way.
+ */
+import type { Entry, ErrorState, MachineContext, Outcome, Shared } from "../machine-state.ts";
+import { backoffMs, cancelAllTimers, stateEvent, timerDue, withCandidates } from "../machine-state.ts";
+import { TIMER_SLACK_MS, raceRecord } from "../race.ts";
+import type { Effect, MachineInput } from "../types.ts";
+
+export function summary(state: ErrorState, now: number): string {
+  if (state.nextRetryAt === null) return `${state.reason}; connect again to retry`;
+  const s = Math.ceil((state.nextRetryAt - now) / 1000);
+  return s > 0 ? `${state.reason}; retrying in ${s} s` : `${state.reason}; retrying now`;
+}
+
+type ErrorEntry = Extract<Entry, { to: "error" }>;
+
+export function enter(shared0: Shared, now: number, ctx: MachineContext, e: ErrorEntry): Outcome {
+  const effects: Effect[] = [];
+  let shared: Shared = { ...shared0, since: now };
+  if (e.race !== null) {
+    const record = raceRecord(e.race);
+    shared = { ...shared, lastRace: record };
+    effects.push({ type: "record-race", race: record }, { type: "notify", event: { type: "race-ended", at: now, race: record } });
+  }
+  if (e.failover !== null) {
+    shared = { ...shared, lastFailover: e.failover };
+    effects.push({ type: "record-failover", failover: e.failover }, { type: "notify", event: { type: "failover", at: now, failover: e.failover } });
+  }
+  const nextRetryAt = e.retry ? now + backoffMs(e.attempt, ctx.policy.retry) : null;
+  if (nextRetryAt !== null) effects.push({ type: "set-timer", timer: "backoff", at: nextRetryAt });
+  const state: ErrorState = { name: "error", shared, reason: e.reason, attempt: e.attempt, nextRetryAt };
+  effects.push(stateEvent("error", now, summary(state, now)));
+  return { state, effects };
+}
+
+export function handle(state: ErrorState, input: MachineInput): Outcome {
+  switch (input.type) {
+    case "timer":
+      if (input.timer !== "backoff" || !timerDue(state.nextRetryAt, input.now, TIMER_SLACK_MS)) return { state, effects: [] };
+      return { go: { to: "resolving", reason: "retry", attempt: state.attempt }, shared: state.shared, effects: [] };
+    case "connect":
+      return { go: { to: "resolving", reason: "connect", attempt: state.attempt }, shared: state.shared, effects: [{ type: "cancel-timer", timer: "backoff" }] };
+    case "disconnect":
+      return { go: { to: "disconnected" }, shared: state.shared, effects: cancelAllTimers() };
+    case "leg-up":
+      return { state, effects: [{ type: "stop-leg", legId: input.legId }] };
+    case "candidates":
+      return { state: { ...state, shared: withCandidates(state.shared, input.candidates) }, effects: [] };
+    case "leg-failed":
+    case "leg-down":
+    case "probe":
+      return { state, effects: [] };
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * The failing-over state: the active leg failed (dead, downed by its engine, or browned out) and a race to other
+ * gateways runs while the failed leg keeps its routes, so traffic moves the moment a winner is up.
+ */
+import { healthOnSample } from "../health.ts";
+import type { Entry, FailingOverState, MachineContext, Outcome, Shared } from "../machine-state.ts";
+import { cancelAllTimers, listNames, nextRaceId, planFailover, raceFailure, stateEvent, withCandidates } from "../machine-state.ts";
+import { raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart } from "../race.ts";
+import type { Effect, FailoverRecord, MachineInput } from "../types.ts";
+
+export function summary(state: FailingOverState): string {
+  const gw = state.failed.leg.gateway;
+  const what =
+    state.cause === "dead"
+      ? `${gw} stopped answering`
+      : state.cause === "leg-down"
+        ? `${gw} went down`
+        : `${gw} is degraded (${state.failover.reason.replace(/^brownout: /, "")})`;
+  const trying = state.race.legs.filter((l) => l.outcome === "starting" || l.outcome === "pending").map((l) => l.leg.gateway);
+  return `Reconnecting: ${what}, trying ${trying.length > 0 ? listNames(trying) : "the remaining legs"}`;
+}
+
+type FailoverEntry = Extract<Entry, { to: "failing-over" }>;
+
+/** Tears down the failed leg for good: nothing replaced it, so its routes must not keep pointing at a dead tunnel. */
+function abandon(failedLegId: string): Effect[] {
+  return [{ type: "stop-monitor", legId: failedLegId }, { type: "clear-routes" }, { type: "stop-leg", legId: failedLegId }];
+}
+
+export function enter(shared0: Shared, now: number, ctx: MachineContext, e: FailoverEntry): Outcome {
+  const from = { gateway: e.failed.leg.gateway, kind: e.failed.leg.kind };
+  const failover: FailoverRecord = {
+    from,
+    to: null,
+    reason: e.reason,
+    lastReplyAt: e.lastReplyAt,
+    detectedAt: now,
+    restoredAt: null,
+    detectedAfterMs: now - e.lastReplyAt,
+    restoredAfterMs: null,
+  };
+  const planned = planFailover(shared0, e.failed.leg, ctx.policy.race, e.cause === "brownout");
+  if (planned.legs.length === 0) {
+    if (e.cause === "brownout") {
+      return { go: { to: "connected-resume", active: e.failed, health: e.health, race: null, raceEffects: [], failover }, shared: shared0, effects: [] };
+    }
+    return {
+      go: { to: "error", reason: `${from.gateway} stopped working and no other gateway is available`, attempt: 1, retry: true, race: null, failover },
+      shared: shared0,
+      effects: abandon(e.failed.leg.id),
+    };
+  }
+  const { id, shared } = nextRaceId(planned.shared);
+  const r = raceStart(id, planned.legs, "failover", now, ctx.policy.race);
+  const state: FailingOverState = { name: "failing-over", shared: { ...shared, since: now }, failed: e.failed, health: e.health, cause: e.cause, failover, race: r.race };
+  return { state, effects: [...r.effects, stateEvent("failing-over", now, summary(state))] };
+}
+
+export function handle(state: FailingOverState, input: MachineInput, ctx: MachineContext): Outcome {
+  const policy = ctx.policy.race;
+  const failedId = state.failed.leg.id;
+  switch (input.type) {
+    case "timer": {
+      if (input.timer !== "race-stagger") return { state, effects: [] };
+      const r = raceOnStaggerTimer(state.race, input.now, policy);
+      return { state: { ...state, race: r.race }, effects: r.effects };
+    }
+    case "probe":
+      // The failed leg's monitor still runs: a brownout race that finds nothing returns to it with current numbers.
+      if (input.legId !== failedId) return { state, effects: [] };
+      return { state: { ...state, health: healthOnSample(state.health, input.sample, input.now, ctx.policy.health) }, effects: [] };
+    case "leg-up": {
+      if (input.legId === failedId) return { state, effects: [] };
+      if (!raceHasLeg(state.race, input.legId)) return { state, effects: [{ type: "stop-leg", legId: input.legId }] };
+      const r = raceOnLegUp(state.race, input.legId, input.now);
+      const winner = r.race.winner;
+      if (!r.decided || winner === null) return { state: { ...state, race: r.race }, effects: r.effects };
+      const restoredAt = input.firstReplyAt;
+      const failover: FailoverRecord = {
+        ...state.failover,
+        to: { gateway: winner.gateway, kind: winner.kind },
+        restoredAt,
+        restoredAfterMs: restoredAt - state.failover.lastReplyAt,
+      };
+      const active = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now };
+      return { go: { to: "connected", active, race: r.race, raceEffects: r.effects, previous: state.failed, failover }, shared: state.shared, effects: [] };
+    }
+    case "leg-failed": {
+      const r = raceOnLegFailed(state.race, input.legId, input.code, input.message, input.now, policy);
+      if (!r.decided) return { state: { ...state, race: r.race }, effects: r.effects };
+      if (state.cause === "brownout" && state.health.verdict.state !== "dead") {
+        // A degraded tunnel still beats none: keep it rather than tear it down for alternatives that do not work.
+        return {
+          go: { to: "connected-resume", active: state.failed, health: state.health, race: r.race, raceEffects: r.effects, failover: state.failover },
+          shared: state.shared,
+          effects: [],
+        };
+      }
+      const f = raceFailure(r.race);
+      return {
+        go: { to: "error", reason: f.reason, attempt: 1, retry: f.retry, race: r.race, failover: state.failover },
+        shared: state.shared,
+        effects: [...r.effects, ...abandon(failedId)],
+      };
+    }
+    case "disconnect": {
+      const r = raceCancel(state.race, input.now);
+      const record = raceRecord(r.race);
+      return {
+        go: { to: "disconnected" },
+        shared: { ...state.shared, lastRace: record },
+        effects: [...r.effects, { type: "record-race", race: record }, ...abandon(failedId), ...cancelAllTimers()],
+      };
+    }
+    case "candidates":
+      return { state: { ...state, shared: withCandidates(state.shared, input.candidates) }, effects: [] };
+    case "leg-down":
+    case "connect":
+      return { state, effects: [] };
+  }
+}

@@ -1,0 +1,65 @@
+/** The racing state: legs to the best gateways start a stagger apart and the first one that passes traffic wins. */
+import type { MachineContext, Outcome, RacingState, Shared } from "../machine-state.ts";
+import { allocateLegs, cancelAllTimers, describeLegs, nextRaceId, raceFailure, stateEvent, withCandidates } from "../machine-state.ts";
+import { raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart } from "../race.ts";
+import type { Candidate, MachineInput, RaceRecord } from "../types.ts";
+
+export function summary(state: RacingState): string {
+  const live = state.race.legs.filter((l) => l.outcome === "starting").map((l) => l.leg);
+  const failed = state.race.legs.filter((l) => l.outcome === "failed").length;
+  const prefix = state.race.reason === "retry" ? "Retrying" : "Connecting";
+  const trying = live.length > 0 ? `trying ${describeLegs(live)}` : "starting";
+  return `${prefix}: ${trying}${failed > 0 ? ` (${failed} attempt${failed === 1 ? "" : "s"} failed)` : ""}`;
+}
+
+export function enter(shared0: Shared, now: number, ctx: MachineContext, reason: RaceRecord["reason"], attempt: number, ranked: Candidate[]): Outcome {
+  const planned = allocateLegs(shared0, ranked, ctx.policy.race);
+  const { id, shared } = nextRaceId(planned.shared);
+  const r = raceStart(id, planned.legs, reason, now, ctx.policy.race);
+  if (r.race.status !== "running") {
+    // Nothing to try (every candidate's ports refused, or no candidate at all): the backoff keeps looking.
+    return { go: { to: "error", reason: "No gateway reachable", attempt: attempt + 1, retry: true, race: r.race, failover: null }, shared, effects: r.effects };
+  }
+  const state: RacingState = { name: "racing", shared: { ...shared, since: now }, race: r.race, attempt };
+  return { state, effects: [...r.effects, stateEvent("racing", now, summary(state))] };
+}
+
+export function handle(state: RacingState, input: MachineInput, ctx: MachineContext): Outcome {
+  const policy = ctx.policy.race;
+  switch (input.type) {
+    case "timer": {
+      if (input.timer !== "race-stagger") return { state, effects: [] };
+      const r = raceOnStaggerTimer(state.race, input.now, policy);
+      return { state: { ...state, race: r.race }, effects: r.effects };
+    }
+    case "leg-up": {
+      if (!raceHasLeg(state.race, input.legId)) return { state, effects: [{ type: "stop-leg", legId: input.legId }] };
+      const r = raceOnLegUp(state.race, input.legId, input.now);
+      const winner = r.race.winner;
+      if (!r.decided || winner === null) return { state: { ...state, race: r.race }, effects: r.effects };
+      const active = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now };
+      return { go: { to: "connected", active, race: r.race, raceEffects: r.effects, previous: null, failover: null }, shared: state.shared, effects: [] };
+    }
+    case "leg-failed": {
+      const r = raceOnLegFailed(state.race, input.legId, input.code, input.message, input.now, policy);
+      if (!r.decided) return { state: { ...state, race: r.race }, effects: r.effects };
+      const f = raceFailure(r.race);
+      return { go: { to: "error", reason: f.reason, attempt: state.attempt + 1, retry: f.retry, race: r.race, failover: null }, shared: state.shared, effects: r.effects };
+    }
+    case "disconnect": {
+      const r = raceCancel(state.race, input.now);
+      const record = raceRecord(r.race);
+      return {
+        go: { to: "disconnected" },
+        shared: { ...state.shared, lastRace: record },
+        effects: [...r.effects, { type: "record-race", race: record }, ...cancelAllTimers()],
+      };
+    }
+    case "candidates":
+      return { state: { ...state, shared: withCandidates(state.shared, input.candidates) }, effects: [] };
+    case "connect":
+    case "leg-down":
+    case "probe":
+      return { state, effects: [] };
+  }
+}
