@@ -1,0 +1,499 @@
+/** The control server against raw sockets and the typed client on a temp socket, with fake handlers. */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createConnection, createServer, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, afterEach, describe, test } from "node:test";
+import { ControlClient, type ControlError } from "../client/control-client.ts";
+import type { Candidate, ConnectionEvent, RaceRecord } from "../core/connection/types.ts";
+import { MAX_LINE_LENGTH, type StatusPayload } from "../core/protocol/messages.ts";
+import { seededRandom } from "../../test/fakes/seeded-random.ts";
+import { ControlServer, ControlServerError, resolveGroup, type ControlHandlers, type ControlServerOptions } from "./control-server.ts";
+import type { Logger } from "./log.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "detour-control-"));
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+let n = 0;
+const sockPath = (): string => join(dir, `d${++n}.sock`);
+
+const RACE: RaceRecord = {
+  id: "R1",
+  reason: "connect",
+  startedAt: 1000,
+  endedAt: 1400,
+  winner: { id: "L1", gateway: "gw1", kind: "wireguard" },
+  legs: [{ leg: { id: "L1", gateway: "gw1", kind: "wireguard" }, outcome: "won", startedAt: 1000, endedAt: 1180, error: null }],
+};
+const CANDIDATES: Candidate[] = [
+  { name: "gw1", hostname: "gw1.example.com", address: "198.18.1.2", priority: 10, region: "eu", kinds: ["wireguard"], sources: ["config"], probe: { at: 5, latencyMs: 1.5, reachable: { wireguard: "unknown" } } },
+  { name: "gw2", hostname: "gw2.example.com", address: null, priority: 20, region: "eu", kinds: ["ikev2"], sources: ["dns"], probe: null },
+];
+const STATUS: StatusPayload = {
+  state: "connected",
+  summary: "Connected to gw1 over WireGuard.",
+  gateway: "gw1",
+  protocol: "wireguard",
+  activeLegId: "L1",
+  since: 1400,
+  candidates: CANDIDATES,
+  lastRace: RACE,
+  lastFailover: null,
+  error: null,
+  daemon: { version: "0.1.0", pid: 42, startedAt: 1, configPath: "/etc/detour/client.json" },
+};
+
+/** Fake daemon: records calls, lets a test emit events and count listeners. */
+class FakeDaemon implements ControlHandlers {
+  calls: string[] = [];
+  listeners = new Set<(e: ConnectionEvent) => void>();
+  state: StatusPayload = STATUS;
+  failWith: Error | null = null;
+  status(): Promise<StatusPayload> {
+    this.calls.push("status");
+    return this.failWith === null ? Promise.resolve(this.state) : Promise.reject(this.failWith);
+  }
+  connect(): Promise<void> {
+    this.calls.push("connect");
+    return Promise.resolve();
+  }
+  disconnect(): Promise<void> {
+    this.calls.push("disconnect");
+    return Promise.resolve();
+  }
+  gateways(): Promise<Candidate[]> {
+    this.calls.push("gateways");
+    return Promise.resolve(CANDIDATES);
+  }
+  race(): Promise<RaceRecord | null> {
+    this.calls.push("race");
+    return Promise.resolve(RACE);
+  }
+  subscribe(listener: (e: ConnectionEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+  emit(e: ConnectionEvent): void {
+    for (const l of this.listeners) l(e);
+  }
+}
+
+function quietLog(lines: string[] = []): Logger {
+  const rec =
+    (level: string) =>
+    (msg: string, fields?: Record<string, unknown>): void => {
+      lines.push(JSON.stringify({ level, msg, ...fields }));
+    };
+  return { debug: rec("debug"), info: rec("info"), warn: rec("warn"), error: rec("error") };
+}
+
+const open: ControlServer[] = [];
+const clients: { close(): void }[] = [];
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.close();
+  await Promise.all(open.splice(0).map((s) => s.close()));
+});
+
+async function start(handlers: ControlHandlers, opts: Partial<ControlServerOptions> = {}): Promise<ControlServer> {
+  const s = await ControlServer.start({ path: sockPath(), group: process.getgid?.() ?? 0, handlers, version: "9.9.9", log: quietLog(), ...opts });
+  open.push(s);
+  return s;
+}
+
+/** A raw line-oriented connection for sending exactly what a test wants, malformed or not. */
+class Raw {
+  readonly socket: Socket;
+  readonly lines: unknown[] = [];
+  closed = false;
+  #buf = "";
+  #waiters: (() => void)[] = [];
+
+  private constructor(socket: Socket) {
+    this.socket = socket;
+    socket.setEncoding("utf8");
+    socket.on("data", (chunk: string) => {
+      this.#buf += chunk;
+      let i;
+      while ((i = this.#buf.indexOf("\n")) !== -1) {
+        this.lines.push(JSON.parse(this.#buf.slice(0, i)));
+        this.#buf = this.#buf.slice(i + 1);
+      }
+      this.#wake();
+    });
+    socket.on("error", () => undefined); // a reset after the server's closing error is expected
+    socket.on("close", () => {
+      this.closed = true;
+      this.#wake();
+    });
+    clients.push({ close: () => socket.destroy() });
+  }
+
+  static connect(path: string): Promise<Raw> {
+    return new Promise((resolve, reject) => {
+      const s = createConnection(path);
+      s.once("connect", () => {
+        resolve(new Raw(s));
+      });
+      s.once("error", reject);
+    });
+  }
+
+  static async greeted(path: string): Promise<Raw> {
+    const r = await Raw.connect(path);
+    r.send({ type: "hello", protocol: 1, client: "raw-test" });
+    assert.deepEqual(await r.next(), { type: "hello", protocol: 1, daemon: "detourd/9.9.9" });
+    return r;
+  }
+
+  #wake(): void {
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  send(m: unknown): void {
+    this.socket.write(typeof m === "string" ? m : JSON.stringify(m) + "\n");
+  }
+
+  #read = 0;
+  /** The next message, waiting up to 2 s. */
+  async next(): Promise<unknown> {
+    const deadline = Date.now() + 2000;
+    while (this.lines.length <= this.#read) {
+      if (this.closed) throw new Error("connection closed while waiting for a message");
+      if (Date.now() > deadline) throw new Error("no message within 2 s");
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        setTimeout(resolve, 50);
+      });
+    }
+    return this.lines[this.#read++];
+  }
+
+  async waitClosed(ms = 3000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!this.closed) {
+      if (Date.now() > deadline) throw new Error("connection still open");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+async function eventually(what: string, pred: () => boolean, ms = 3000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe("handshake", () => {
+  test("hello-is-answered-with-the-daemon-version", async () => {
+    const s = await start(new FakeDaemon());
+    await Raw.greeted(s.path);
+  });
+
+  test("a-different-protocol-version-gets-unsupported-protocol-and-the-connection-closes", async () => {
+    const s = await start(new FakeDaemon());
+    const r = await Raw.connect(s.path);
+    r.send({ type: "hello", protocol: 2, client: "future-cli" });
+    assert.deepEqual(await r.next(), { type: "error", id: null, code: "unsupported-protocol", message: "this daemon speaks protocol 1; the client asked for 2" });
+    await r.waitClosed();
+  });
+
+  test("a-request-before-hello-is-refused-and-closed", async () => {
+    const s = await start(new FakeDaemon());
+    const r = await Raw.connect(s.path);
+    r.send({ type: "request", id: 1, command: "status" });
+    const m = (await r.next()) as { code: string; message: string };
+    assert.equal(m.code, "bad-request");
+    assert.match(m.message, /hello first/);
+    await r.waitClosed();
+  });
+
+  test("a-client-that-never-says-hello-loses-its-slot", async () => {
+    const s = await start(new FakeDaemon(), { limits: { helloTimeoutMs: 100 } });
+    const r = await Raw.connect(s.path);
+    assert.deepEqual(await r.next(), { type: "error", id: null, code: "timeout", message: "no hello within 100 ms" });
+    await r.waitClosed();
+    await eventually("the server to forget the client", () => s.clientCount === 0);
+  });
+
+  test("the-typed-client-reports-a-version-mismatch-from-the-daemon", async () => {
+    // A fake daemon of a future protocol, to see the client's side of the mismatch.
+    const path = sockPath();
+    const fake = createServer((c) => {
+      c.end(JSON.stringify({ type: "error", id: null, code: "unsupported-protocol", message: "this daemon speaks protocol 2; the client asked for 1" }) + "\n");
+    });
+    await new Promise<void>((resolve) => fake.listen(path, resolve));
+    try {
+      await assert.rejects(ControlClient.connect(path, { timeoutMs: 2000 }), (e: ControlError) => e.code === "unsupported-protocol" && /speaks protocol 2/.test(e.message));
+    } finally {
+      fake.close();
+    }
+  });
+});
+
+describe("commands", () => {
+  test("each-command-answers-with-its-id-through-the-typed-client", async () => {
+    const d = new FakeDaemon();
+    const s = await start(d);
+    const c = await ControlClient.connect(s.path, { timeoutMs: 2000 });
+    clients.push(c);
+    assert.equal(c.daemon, "detourd/9.9.9");
+    assert.deepEqual(await c.status(), STATUS);
+    await c.connect();
+    await c.disconnect();
+    assert.deepEqual(await c.gateways(), { candidates: CANDIDATES.map((x, i) => ({ ...x, rank: i + 1 })) });
+    assert.deepEqual(await c.race(), RACE);
+    assert.deepEqual(d.calls, ["status", "connect", "disconnect", "gateways", "race"]);
+  });
+
+  test("pipelined-requests-each-get-exactly-one-reply-with-their-id", async () => {
+    const s = await start(new FakeDaemon());
+    const r = await Raw.greeted(s.path);
+    const commands = ["status", "connect", "race", "gateways", "disconnect", "race"];
+    r.send(commands.map((command, i) => JSON.stringify({ type: "request", id: 100 + i, command })).join("\n") + "\n");
+    const replies = await Promise.all(commands.map(() => r.next()));
+    const byId = new Map(replies.map((m) => [(m as { id: number }).id, m as { type: string; command: string }]));
+    assert.equal(byId.size, commands.length);
+    commands.forEach((command, i) => {
+      assert.equal(byId.get(100 + i)?.type, "response");
+      assert.equal(byId.get(100 + i)?.command, command);
+    });
+  });
+
+  test("a-throwing-handler-gives-an-internal-error-and-the-connection-lives-on", async () => {
+    const d = new FakeDaemon();
+    const s = await start(d);
+    const r = await Raw.greeted(s.path);
+    d.failWith = new Error("machine exploded");
+    r.send({ type: "request", id: 1, command: "status" });
+    assert.deepEqual(await r.next(), { type: "error", id: 1, code: "internal", message: "status failed: machine exploded" });
+    // a handler that throws synchronously instead of rejecting
+    d.race = () => {
+      throw new TypeError("not a function");
+    };
+    r.send({ type: "request", id: 2, command: "race" });
+    assert.deepEqual(await r.next(), { type: "error", id: 2, code: "internal", message: "race failed: not a function" });
+    d.failWith = null;
+    r.send({ type: "request", id: 3, command: "status" });
+    assert.equal((await r.next() as { type: string }).type, "response");
+  });
+
+  test("a-hung-handler-times-out-with-a-timeout-error", async () => {
+    const d = new FakeDaemon();
+    d.connect = () => new Promise<void>(() => undefined);
+    const s = await start(d, { limits: { handlerTimeoutMs: 100 } });
+    const c = await ControlClient.connect(s.path);
+    clients.push(c);
+    await assert.rejects(c.connect(), (e: ControlError) => e.code === "timeout" && e.message === "connect did not answer within 100 ms");
+    assert.deepEqual(await c.race(), RACE);
+  });
+
+  test("malformed-json-and-unknown-commands-get-error-replies-not-a-crash", async () => {
+    const s = await start(new FakeDaemon());
+    const r = await Raw.greeted(s.path);
+    r.send("{not json\n");
+    const bad = (await r.next()) as { id: null; code: string; message: string };
+    assert.equal(bad.code, "bad-request");
+    assert.match(bad.message, /^not valid JSON/);
+    r.send({ type: "request", id: 5, command: "self-destruct" });
+    const unknown = (await r.next()) as { id: number; code: string; message: string };
+    assert.deepEqual([unknown.id, unknown.code], [5, "unknown-command"]);
+    r.send({ type: "request", id: 6, command: "status", sudo: true });
+    assert.deepEqual(await r.next(), { type: "error", id: 6, code: "bad-request", message: '(message): Unrecognized key: "sudo"' });
+    r.send({ type: "hello", protocol: 1, client: "again" });
+    assert.equal((await r.next() as { code: string }).code, "bad-request");
+    r.send({ type: "request", id: 7, command: "status" });
+    assert.equal((await r.next() as { type: string; id: number }).id, 7);
+  });
+
+  test("an-oversized-line-is-an-error-and-closes-the-connection", async () => {
+    const s = await start(new FakeDaemon());
+    const r = await Raw.greeted(s.path);
+    r.send("x".repeat(MAX_LINE_LENGTH + 10));
+    assert.deepEqual(await r.next(), { type: "error", id: null, code: "bad-request", message: `line longer than ${MAX_LINE_LENGTH} characters` });
+    await r.waitClosed();
+    const again = await Raw.greeted(s.path);
+    again.send({ type: "request", id: 1, command: "race" });
+    assert.equal((await again.next() as { type: string }).type, "response");
+  });
+
+  test("too-many-requests-in-flight-are-answered-busy", async () => {
+    const d = new FakeDaemon();
+    const gate: (() => void)[] = [];
+    d.status = () => new Promise<StatusPayload>((resolve) => gate.push(() => { resolve(STATUS); }));
+    const s = await start(d, { limits: { maxInFlight: 2 } });
+    const r = await Raw.greeted(s.path);
+    for (let i = 1; i <= 3; i++) r.send({ type: "request", id: i, command: "status" });
+    const busy = (await r.next()) as { id: number; code: string };
+    assert.deepEqual([busy.id, busy.code], [3, "busy"]);
+    for (const g of gate) g();
+    const ids = [((await r.next()) as { id: number }).id, ((await r.next()) as { id: number }).id].sort();
+    assert.deepEqual(ids, [1, 2]);
+  });
+
+  test("random-garbage-never-crashes-the-daemon", async () => {
+    const seed = 20261122;
+    const rand = seededRandom(seed);
+    const s = await start(new FakeDaemon());
+    const r = await Raw.greeted(s.path);
+    const pieces = ['{"type":', '"request"', '"hello"', ',"id":', "1", "-1", ',"command":', '"status"', "}", "{", "[", "null", '"', "\\", ":", "\u00e9", "\n"];
+    let text = "";
+    for (let i = 0; i < 3000; i++) text += pieces[Math.floor(rand() * pieces.length)] ?? "";
+    r.send(text + "\n");
+    r.send({ type: "request", id: 424242, command: "status" });
+    const deadline = Date.now() + 3000;
+    for (;;) {
+      const m = (await r.next()) as { id?: number; type: string };
+      if (m.id === 424242) {
+        assert.equal(m.type, "response", `seed ${seed}`);
+        break;
+      }
+      assert.ok(Date.now() < deadline, `seed ${seed}`);
+    }
+  });
+});
+
+describe("subscribe", () => {
+  test("a-subscriber-gets-the-snapshot-then-events-and-is-unsubscribed-on-close", async () => {
+    const d = new FakeDaemon();
+    const s = await start(d);
+    const c = await ControlClient.connect(s.path);
+    clients.push(c);
+    const got: ConnectionEvent[] = [];
+    const sub = await c.subscribe((e) => got.push(e));
+    assert.deepEqual(sub.snapshot, STATUS);
+    assert.equal(d.listeners.size, 1);
+    const events: ConnectionEvent[] = [
+      { type: "state", at: 2000, state: "failing-over", detail: "gw1 stopped answering" },
+      { type: "failover", at: 2100, failover: { from: { gateway: "gw1", kind: "wireguard" }, to: { gateway: "gw2", kind: "ikev2" }, reason: "dead", lastReplyAt: 1400, detectedAt: 2000, restoredAt: 2100, detectedAfterMs: 600, restoredAfterMs: 700 } },
+    ];
+    for (const e of events) d.emit(e);
+    await eventually("two events", () => got.length === 2);
+    assert.deepEqual(got, events);
+    assert.deepEqual(await c.status(), STATUS, "the first connection stays usable");
+    sub.close();
+    assert.equal(await sub.closed, null);
+    await eventually("the listener to be removed", () => d.listeners.size === 0);
+  });
+
+  test("events-raised-while-the-snapshot-is-taken-follow-it-in-order", async () => {
+    const d = new FakeDaemon();
+    d.status = () => {
+      d.emit({ type: "state", at: 1, state: "racing", detail: "during snapshot" });
+      return Promise.resolve(STATUS);
+    };
+    const s = await start(d);
+    const r = await Raw.greeted(s.path);
+    r.send({ type: "request", id: 1, command: "subscribe" });
+    assert.equal((await r.next() as { type: string }).type, "response");
+    assert.deepEqual(await r.next(), { type: "event", event: { type: "state", at: 1, state: "racing", detail: "during snapshot" } });
+    r.send({ type: "request", id: 2, command: "subscribe" });
+    assert.deepEqual(await r.next(), { type: "error", id: 2, code: "bad-request", message: "already subscribed on this connection" });
+  });
+
+  test("a-subscriber-that-stops-reading-is-disconnected-not-buffered", async () => {
+    const d = new FakeDaemon();
+    const log: string[] = [];
+    const s = await start(d, { limits: { maxPendingWriteBytes: 64 * 1024 }, log: quietLog(log) });
+    const r = await Raw.greeted(s.path);
+    r.send({ type: "request", id: 1, command: "subscribe" });
+    await r.next();
+    r.socket.pause();
+    const big: ConnectionEvent = { type: "state", at: 1, state: "racing", detail: "x".repeat(4096) };
+    for (let i = 0; i < 2000 && d.listeners.size > 0; i++) d.emit(big);
+    assert.equal(d.listeners.size, 0, "the slow subscriber should have been dropped");
+    await eventually("the server to forget the client", () => s.clientCount === 0);
+    assert.ok(log.some((l) => l.includes("too slow")));
+  });
+
+  test("a-daemon-that-goes-away-ends-the-subscription-with-a-reason", async () => {
+    const d = new FakeDaemon();
+    const s = await start(d);
+    const c = await ControlClient.connect(s.path);
+    clients.push(c);
+    const sub = await c.subscribe(() => undefined);
+    await s.close();
+    const why = await sub.closed;
+    assert.equal(why?.code, "connection-lost");
+    await assert.rejects(c.status(), (e: ControlError) => e.code === "connection-lost");
+  });
+});
+
+describe("clients and the socket file", () => {
+  test("concurrent-clients-are-served-independently", async () => {
+    const s = await start(new FakeDaemon());
+    const cs = await Promise.all(Array.from({ length: 20 }, () => ControlClient.connect(s.path)));
+    clients.push(...cs);
+    const results = await Promise.all(cs.flatMap((c) => [c.status(), c.race(), c.gateways()]));
+    assert.equal(results.length, 60);
+    assert.equal(s.clientCount, 20);
+  });
+
+  test("past-the-client-limit-a-newcomer-is-told-busy", async () => {
+    const s = await start(new FakeDaemon(), { limits: { maxClients: 2 } });
+    clients.push(await ControlClient.connect(s.path), await ControlClient.connect(s.path));
+    await assert.rejects(ControlClient.connect(s.path), (e: ControlError) => e.code === "busy");
+  });
+
+  test("the-socket-is-mode-0660-and-owned-by-the-group", async () => {
+    // process.umask() without an argument is deprecated; the kernel reports it in /proc.
+    const umask = (): string | undefined => /^Umask:\s*(\d+)$/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1];
+    const before = umask();
+    const s = await start(new FakeDaemon());
+    assert.equal(umask(), before, "the umask used for the bind is restored");
+    const st = statSync(s.path);
+    assert.ok(st.isSocket());
+    assert.equal(st.mode & 0o777, 0o660);
+    assert.equal(st.gid, process.getgid?.());
+    const custom = await start(new FakeDaemon(), { mode: 0o600 });
+    assert.equal(statSync(custom.path).mode & 0o777, 0o600);
+  });
+
+  test("a-stale-socket-file-is-replaced", async () => {
+    const path = sockPath();
+    // A socket file nobody listens on: what a daemon killed with SIGKILL leaves behind.
+    const r = spawnSync(process.execPath, ["-e", `require("node:net").createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, "SIGKILL"))`]);
+    assert.equal(r.signal, "SIGKILL");
+    assert.ok(statSync(path).isSocket(), "the stale socket file is there");
+    await assert.rejects(ControlClient.connect(path), (e: ControlError) => e.code === "not-running" && e.message === `detourd is not running (nothing listens on ${path})`);
+    const s = await start(new FakeDaemon(), { path });
+    const c = await ControlClient.connect(s.path);
+    clients.push(c);
+    assert.equal((await c.status()).state, "connected");
+  });
+
+  test("a-second-server-on-a-live-socket-is-refused-and-the-first-keeps-serving", async () => {
+    const first = await start(new FakeDaemon());
+    await assert.rejects(start(new FakeDaemon(), { path: first.path }), (e: unknown) => e instanceof ControlServerError && e.code === "address-in-use" && e.message === `another detourd answers on ${first.path}; stop it first`);
+    const c = await ControlClient.connect(first.path);
+    clients.push(c);
+    assert.equal((await c.race())?.id, "R1");
+  });
+
+  test("a-file-that-is-not-a-socket-is-never-removed", async () => {
+    const path = sockPath();
+    writeFileSync(path, "precious");
+    await assert.rejects(start(new FakeDaemon(), { path }), (e: unknown) => e instanceof ControlServerError && e.code === "not-a-socket");
+    assert.equal(statSync(path).isFile(), true);
+  });
+
+  test("close-removes-the-socket-file", async () => {
+    const s = await ControlServer.start({ path: sockPath(), group: process.getgid?.() ?? 0, handlers: new FakeDaemon(), log: quietLog() });
+    await s.close();
+    assert.throws(() => statSync(s.path), /ENOENT/);
+  });
+
+  test("groups-resolve-through-an-etc-group-file-and-unknown-ones-are-refused", async () => {
+    const file = join(dir, "group");
+    writeFileSync(file, "root:x:0:\ndetour:x:998:alice,bob\nbroken:x:notanumber:\n");
+    assert.equal(resolveGroup("detour", file), 998);
+    assert.equal(resolveGroup("root", file), 0);
+    assert.equal(resolveGroup("broken", file), null);
+    assert.equal(resolveGroup("nobody-here", file), null);
+    await assert.rejects(start(new FakeDaemon(), { group: "nobody-here", groupFile: file }), (e: unknown) => e instanceof ControlServerError && e.code === "unknown-group" && /groupadd nobody-here/.test(e.message));
+  });
+});

@@ -1,0 +1,259 @@
+/** Human output of `detour`, as a user reads it: status in each state, the race table, the failover line, events. */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import type { ConnectionEvent, FailoverRecord, RaceRecord } from "../core/connection/types.ts";
+import type { StatusPayload } from "../core/protocol/messages.ts";
+import { formatDuration, formatEvent, formatFailover, formatGateways, formatLastRace, formatRace, formatStatus, table, utcClock } from "./format.ts";
+
+/** 2026-01-02T10:00:00.000Z: every time below is an offset from it. */
+const T0 = Date.UTC(2026, 0, 2, 10, 0, 0);
+const opts = { now: T0 + 150_000, clock: utcClock };
+
+const RACE: RaceRecord = {
+  id: "R3",
+  reason: "connect",
+  startedAt: T0,
+  endedAt: T0 + 412,
+  winner: { id: "L7", gateway: "gw1", kind: "wireguard" },
+  legs: [
+    { leg: { id: "L7", gateway: "gw1", kind: "wireguard" }, outcome: "won", startedAt: T0, endedAt: T0 + 180, error: null },
+    { leg: { id: "L8", gateway: "gw1", kind: "ikev2" }, outcome: "cancelled", startedAt: T0 + 250, endedAt: T0 + 412, error: null },
+    { leg: { id: "L9", gateway: "gw2", kind: "anyconnect-tls" }, outcome: "failed", startedAt: T0 + 300, endedAt: T0 + 340, error: { code: "unreachable", message: "connection\nrefused" } },
+    { leg: { id: "L10", gateway: "gw3", kind: "anyconnect-dtls" }, outcome: "pending", startedAt: null, endedAt: null, error: null },
+  ],
+};
+
+const FAILOVER: FailoverRecord = {
+  from: { gateway: "gw2", kind: "ikev2" },
+  to: { gateway: "gw1", kind: "wireguard" },
+  reason: "no reply for 600 ms",
+  lastReplyAt: T0 - 1000,
+  detectedAt: T0 - 388,
+  restoredAt: T0 - 155,
+  detectedAfterMs: 612,
+  restoredAfterMs: 845,
+};
+
+const DAEMON = { version: "0.1.0", pid: 4242, startedAt: T0 - 3_720_000, configPath: "/etc/detour/client.json" };
+
+const CONNECTED: StatusPayload = {
+  state: "connected",
+  summary: "Connected to gw1 over WireGuard; gw2 stopped answering 2 minutes ago.",
+  gateway: "gw1",
+  protocol: "wireguard",
+  activeLegId: "L7",
+  since: T0 + 412,
+  candidates: [],
+  lastRace: RACE,
+  lastFailover: FAILOVER,
+  error: null,
+  daemon: DAEMON,
+};
+
+const FAILING_OVER: StatusPayload = {
+  ...CONNECTED,
+  state: "failing-over",
+  summary: "gw1 stopped answering 640 ms ago; racing gw2 and gw3.",
+  since: T0 + 149_360,
+  lastRace: { ...RACE, id: "R4", reason: "failover", startedAt: T0 + 149_400, endedAt: null, winner: null, legs: [
+    { leg: { id: "L11", gateway: "gw2", kind: "wireguard" }, outcome: "starting", startedAt: T0 + 149_400, endedAt: null, error: null },
+  ] },
+};
+
+const ERROR: StatusPayload = {
+  ...CONNECTED,
+  state: "error",
+  summary: "No gateway could be reached; retrying in 4 s.",
+  gateway: null,
+  protocol: null,
+  activeLegId: null,
+  since: T0 + 140_000,
+  lastFailover: null,
+  error: { reason: "every leg failed: 3 unreachable, 1 timeout", nextRetryAt: T0 + 154_000 },
+};
+
+const DISCONNECTED: StatusPayload = {
+  state: "disconnected",
+  summary: "Not connected.",
+  gateway: null,
+  protocol: null,
+  activeLegId: null,
+  since: null,
+  candidates: [],
+  lastRace: null,
+  lastFailover: null,
+  error: null,
+  daemon: DAEMON,
+};
+
+const RACE_TABLE = [
+  "  leg  gateway  protocol         start    end      outcome    error",
+  "  L7   gw1      wireguard        +0 ms    +180 ms  won",
+  "  L8   gw1      ikev2            +250 ms  +412 ms  cancelled",
+  "  L9   gw2      anyconnect-tls   +300 ms  +340 ms  failed     unreachable: connection refused",
+  "  L10  gw3      anyconnect-dtls  -        -        pending",
+];
+const DAEMON_LINE = "  daemon    detourd 0.1.0, pid 4242, up 1h 04m, config /etc/detour/client.json";
+const FAILOVER_LINE = "gw2 ikev2 -> gw1 wireguard, reason: no reply for 600 ms, detected after 612 ms, restored after 845 ms";
+
+describe("status", () => {
+  test("connected-shows-the-summary-first-then-the-fields-the-last-race-and-the-last-failover", () => {
+    assert.equal(
+      formatStatus(CONNECTED, opts),
+      [
+        "Connected to gw1 over WireGuard; gw2 stopped answering 2 minutes ago.",
+        "",
+        "  state     connected",
+        "  gateway   gw1",
+        "  protocol  wireguard (WireGuard)",
+        "  since     2m 29s (at 10:00:00.412)",
+        DAEMON_LINE,
+        "",
+        "last race R3 (connect) at 10:00:00.000, took 412 ms, winner gw1 wireguard",
+        ...RACE_TABLE,
+        `last failover: ${FAILOVER_LINE} (at 09:59:59.612)`,
+        "",
+      ].join("\n"),
+    );
+  });
+
+  test("failing-over-shows-the-race-still-running", () => {
+    assert.equal(
+      formatStatus(FAILING_OVER, opts),
+      [
+        "gw1 stopped answering 640 ms ago; racing gw2 and gw3.",
+        "",
+        "  state     failing-over",
+        "  gateway   gw1",
+        "  protocol  wireguard (WireGuard)",
+        "  since     640 ms (at 10:02:29.360)",
+        DAEMON_LINE,
+        "",
+        "last race R4 (failover) at 10:02:29.400, running for 600 ms, no winner yet",
+        "  leg  gateway  protocol   start  end  outcome   error",
+        "  L11  gw2      wireguard  +0 ms  -    starting",
+        `last failover: ${FAILOVER_LINE} (at 09:59:59.612)`,
+        "",
+      ].join("\n"),
+    );
+  });
+
+  test("error-shows-the-reason-and-when-the-next-retry-comes", () => {
+    assert.equal(
+      formatStatus(ERROR, opts),
+      [
+        "No gateway could be reached; retrying in 4 s.",
+        "",
+        "  state     error",
+        "  gateway   -",
+        "  protocol  -",
+        "  since     10 s (at 10:02:20.000)",
+        "  error     every leg failed: 3 unreachable, 1 timeout; next retry in 4.0 s",
+        DAEMON_LINE,
+        "",
+        "last race R3 (connect) at 10:00:00.000, took 412 ms, winner gw1 wireguard",
+        ...RACE_TABLE,
+        "last failover: none",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  test("disconnected-says-none-for-what-has-not-happened", () => {
+    assert.equal(
+      formatStatus(DISCONNECTED, opts),
+      ["Not connected.", "", "  state     disconnected", "  gateway   -", "  protocol  -", "  since     -", DAEMON_LINE, "", "last race: none", "last failover: none", ""].join("\n"),
+    );
+  });
+});
+
+describe("race and failover", () => {
+  test("race-table-has-every-leg-with-times-relative-to-the-race-start-and-its-outcome", () => {
+    assert.equal(formatLastRace(RACE, opts), ["race R3 (connect) at 10:00:00.000, took 412 ms, winner gw1 wireguard", ...RACE_TABLE, ""].join("\n"));
+    assert.equal(formatLastRace(null, opts), "no race yet\n");
+    assert.equal(formatRace({ ...RACE, winner: null, legs: [] }, opts)[0], "race R3 (connect) at 10:00:00.000, took 412 ms, no winner");
+  });
+
+  test("failover-line-says-from-to-why-and-how-long", () => {
+    assert.equal(formatFailover(FAILOVER), FAILOVER_LINE);
+    assert.equal(
+      formatFailover({ ...FAILOVER, to: null, restoredAt: null, restoredAfterMs: null }),
+      "gw2 ikev2 -> nothing (no healthy gateway), reason: no reply for 600 ms, detected after 612 ms, not restored yet",
+    );
+  });
+});
+
+describe("gateways and events", () => {
+  test("gateways-table-in-ranking-order", () => {
+    const text = formatGateways({
+      candidates: [
+        { rank: 1, name: "gw1", hostname: "gw1.lab", address: "198.18.1.2", priority: 10, region: "eu-central", kinds: ["wireguard", "ikev2"], sources: ["config", "dns"], probe: { at: T0, latencyMs: 1.25, reachable: { wireguard: "unknown", ikev2: "unknown" } } },
+        { rank: 2, name: "gw2", hostname: "gw2.lab", address: null, priority: 20, region: "eu-west", kinds: ["anyconnect-tls"], sources: ["dns"], probe: { at: T0, latencyMs: null, reachable: { "anyconnect-tls": "no" } } },
+        { rank: 3, name: "gw3", hostname: "gw3.lab", address: "198.18.3.2", priority: 30, region: "us", kinds: ["anyconnect-tls"], sources: ["portal"], probe: null },
+      ],
+    });
+    assert.equal(
+      text,
+      [
+        "rank  gateway  address       region      priority  latency     reachable                        from",
+        "1     gw1      198.18.1.2    eu-central  10        1.3 ms      wireguard:unknown ikev2:unknown  config,dns",
+        "2     gw2      (unresolved)  eu-west     20        no answer   anyconnect-tls:no                dns",
+        "3     gw3      198.18.3.2    us          30        not probed  anyconnect-tls:?                 portal",
+        "",
+      ].join("\n"),
+    );
+    assert.equal(formatGateways({ candidates: [] }), "no gateway candidates\n");
+  });
+
+  test("one-line-per-event-with-its-time", () => {
+    const lines = (
+      [
+        { type: "state", at: T0, state: "racing", detail: "3 gateways" },
+        { type: "race-started", at: T0 + 1, raceId: "R3", reason: "connect", legs: RACE.legs.slice(0, 2).map((l) => l.leg) },
+        { type: "leg", at: T0 + 340, raceId: "R3", record: RACE.legs[2] ?? assert.fail() },
+        { type: "leg", at: T0 + 180, raceId: "R3", record: RACE.legs[0] ?? assert.fail() },
+        { type: "race-ended", at: T0 + 412, race: RACE },
+        { type: "race-ended", at: T0 + 412, race: { ...RACE, winner: null } },
+        { type: "failover", at: T0 + 900, failover: FAILOVER },
+        { type: "health", at: T0 + 1000, legId: "L7", verdict: { state: "healthy" } },
+        { type: "health", at: T0 + 1000, legId: "L7", verdict: { state: "brownout", reason: "loss 30 %", lastReplyAt: T0 } },
+        { type: "state", at: T0, state: "disconnected", detail: "" },
+      ] satisfies ConnectionEvent[]
+    ).map((e) => formatEvent(e, { clock: utcClock }));
+    assert.deepEqual(lines, [
+      "10:00:00.000  state     racing: 3 gateways",
+      "10:00:00.001  race      R3 started (connect): L7 gw1 wireguard, L8 gw1 ikev2",
+      "10:00:00.340  leg       R3 L9 gw2 anyconnect-tls failed after 40 ms (unreachable: connection refused)",
+      "10:00:00.180  leg       R3 L7 gw1 wireguard won after 180 ms",
+      "10:00:00.412  race      R3 ended after 412 ms: winner gw1 wireguard",
+      "10:00:00.412  race      R3 ended after 412 ms: no winner (1 of 4 legs failed)",
+      `10:00:00.900  failover  ${FAILOVER_LINE}`,
+      "10:00:01.000  health    L7 healthy",
+      "10:00:01.000  health    L7 brownout: loss 30 %",
+      "10:00:00.000  state     disconnected",
+    ]);
+  });
+});
+
+describe("helpers", () => {
+  test("durations-read-naturally-at-every-scale", () => {
+    const cases: [number, string][] = [
+      [0, "0 ms"],
+      [1.25, "1.3 ms"],
+      [999, "999 ms"],
+      [1000, "1.0 s"],
+      [4250, "4.3 s"],
+      [42_000, "42 s"],
+      [134_000, "2m 14s"],
+      [3_720_000, "1h 02m"],
+      [273_600_000, "3d 04h"],
+      [-1500, "-1.5 s"],
+      [Number.NaN, "?"],
+    ];
+    for (const [ms, text] of cases) assert.equal(formatDuration(ms), text, String(ms));
+  });
+
+  test("table-aligns-columns-without-trailing-spaces", () => {
+    assert.deepEqual(table([["a", "bb", ""], ["ccc", "d", "e"]], ""), ["a    bb", "ccc  d   e"]);
+  });
+});

@@ -1,0 +1,152 @@
+/** Pure formatting of the `detour` command's human output: status, race table, failover line, gateways, events. */
+import type { ConnectionEvent, FailoverRecord, Leg, LegKind, RaceRecord } from "../core/connection/types.ts";
+import type { GatewaysPayload, StatusPayload } from "../core/protocol/messages.ts";
+
+export interface FormatOptions {
+  /** The current time (epoch ms), for "since" and "up" durations. */
+  now: number;
+  /** Renders an epoch time as a time of day; local time by default. */
+  clock?: (ms: number) => string;
+}
+
+const pad2 = (n: number): string => String(n).padStart(2, "0");
+const pad3 = (n: number): string => String(n).padStart(3, "0");
+
+/** HH:MM:SS.mmm in the machine's time zone. */
+export function localClock(ms: number): string {
+  const d = new Date(ms);
+  return `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}.${pad3(d.getMilliseconds())}`;
+}
+
+/** HH:MM:SS.mmm in UTC (tests, logs). */
+export function utcClock(ms: number): string {
+  return new Date(ms).toISOString().slice(11, 23);
+}
+
+/** A duration for people: "1.2 ms", "850 ms", "4.2 s", "42 s", "2m 14s", "1h 02m", "3d 04h". */
+export function formatDuration(ms: number): string {
+  if (!Number.isFinite(ms)) return "?";
+  const sign = ms < 0 ? "-" : "";
+  const a = Math.abs(ms);
+  if (a < 10 && a !== Math.round(a)) return `${sign}${a.toFixed(1)} ms`;
+  if (a < 1000) return `${sign}${Math.round(a)} ms`;
+  if (a < 10_000) return `${sign}${(a / 1000).toFixed(1)} s`;
+  const s = Math.floor(a / 1000);
+  if (s < 60) return `${sign}${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${sign}${m}m ${pad2(s % 60)}s`;
+  const h = Math.floor(m / 60);
+  if (h < 24) return `${sign}${h}h ${pad2(m % 60)}m`;
+  return `${sign}${Math.floor(h / 24)}d ${pad2(h % 24)}h`;
+}
+
+/** Lays out rows as left-aligned columns separated by two spaces, without trailing spaces. */
+export function table(rows: readonly (readonly string[])[], indent = "  "): string[] {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  return rows.map((r) => (indent + r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  ")).trimEnd());
+}
+
+const oneLine = (s: string): string => s.replace(/\s+/g, " ").trim();
+const legName = (l: Pick<Leg, "gateway" | "kind">): string => `${l.gateway} ${l.kind}`;
+
+/** "gw2 wireguard -> gw1 ikev2, reason: ..., detected after 612 ms, restored after 845 ms" */
+export function formatFailover(f: FailoverRecord): string {
+  const to = f.to === null ? "nothing (no healthy gateway)" : legName(f.to);
+  const restored = f.restoredAfterMs === null ? "not restored yet" : `restored after ${formatDuration(f.restoredAfterMs)}`;
+  return `${legName(f.from)} -> ${to}, reason: ${oneLine(f.reason)}, detected after ${formatDuration(f.detectedAfterMs)}, ${restored}`;
+}
+
+/** The race heading plus one row per leg: start and end relative to the race's start, outcome, error. */
+export function formatRace(r: RaceRecord, opts: FormatOptions): string[] {
+  const clock = opts.clock ?? localClock;
+  const took = r.endedAt === null ? `running for ${formatDuration(opts.now - r.startedAt)}` : `took ${formatDuration(r.endedAt - r.startedAt)}`;
+  const winner = r.winner === null ? (r.endedAt === null ? "no winner yet" : "no winner") : `winner ${legName(r.winner)}`;
+  const rel = (t: number | null): string => (t === null ? "-" : `+${formatDuration(t - r.startedAt)}`);
+  const rows: string[][] = [["leg", "gateway", "protocol", "start", "end", "outcome", "error"]];
+  for (const l of r.legs) {
+    rows.push([l.leg.id, l.leg.gateway, l.leg.kind, rel(l.startedAt), rel(l.endedAt), l.outcome, l.error === null ? "" : `${l.error.code}: ${oneLine(l.error.message)}`]);
+  }
+  return [`race ${r.id} (${r.reason}) at ${clock(r.startedAt)}, ${took}, ${winner}`, ...table(rows)];
+}
+
+const PROTOCOL_NAMES: Record<LegKind, string> = {
+  wireguard: "WireGuard",
+  ikev2: "IKEv2",
+  "anyconnect-tls": "AnyConnect over TLS",
+  "anyconnect-dtls": "AnyConnect over DTLS",
+};
+
+/** `detour status`: the daemon's summary sentence, the fields, the last race and the last failover. */
+export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
+  const clock = opts.clock ?? localClock;
+  const rows: string[][] = [
+    ["state", s.state],
+    ["gateway", s.gateway ?? "-"],
+    ["protocol", s.protocol === null ? "-" : `${s.protocol} (${PROTOCOL_NAMES[s.protocol]})`],
+    ["since", s.since === null ? "-" : `${formatDuration(opts.now - s.since)} (at ${clock(s.since)})`],
+  ];
+  if (s.error !== null) {
+    const retry = s.error.nextRetryAt === null ? "no retry scheduled" : `next retry in ${formatDuration(Math.max(0, s.error.nextRetryAt - opts.now))}`;
+    rows.push(["error", `${oneLine(s.error.reason)}; ${retry}`]);
+  }
+  rows.push(["daemon", `detourd ${s.daemon.version}, pid ${s.daemon.pid}, up ${formatDuration(opts.now - s.daemon.startedAt)}, config ${s.daemon.configPath}`]);
+  const out = [oneLine(s.summary), "", ...table(rows), ""];
+  if (s.lastRace === null) out.push("last race: none");
+  else {
+    const [head, ...legs] = formatRace(s.lastRace, opts);
+    out.push(`last ${head ?? ""}`, ...legs);
+  }
+  out.push(`last failover: ${s.lastFailover === null ? "none" : `${formatFailover(s.lastFailover)} (at ${clock(s.lastFailover.detectedAt)})`}`);
+  return out.join("\n") + "\n";
+}
+
+function reachability(c: GatewaysPayload["candidates"][number]): string {
+  return c.kinds.map((k) => `${k}:${c.probe?.reachable[k] ?? "?"}`).join(" ");
+}
+
+/** `detour gateways`: one row per candidate in ranking order. */
+export function formatGateways(g: GatewaysPayload): string {
+  if (g.candidates.length === 0) return "no gateway candidates\n";
+  const rows: string[][] = [["rank", "gateway", "address", "region", "priority", "latency", "reachable", "from"]];
+  for (const c of g.candidates) {
+    const latency = c.probe === null ? "not probed" : c.probe.latencyMs === null ? "no answer" : formatDuration(c.probe.latencyMs);
+    rows.push([String(c.rank), c.name, c.address ?? "(unresolved)", c.region, String(c.priority), latency, reachability(c), c.sources.join(",")]);
+  }
+  return table(rows, "").join("\n") + "\n";
+}
+
+/** `detour race`. */
+export function formatLastRace(r: RaceRecord | null, opts: FormatOptions): string {
+  return r === null ? "no race yet\n" : formatRace(r, opts).join("\n") + "\n";
+}
+
+/** `detour events`: one line per event, time first. */
+export function formatEvent(e: ConnectionEvent, opts: Pick<FormatOptions, "clock"> = {}): string {
+  const clock = opts.clock ?? localClock;
+  const line = (kind: string, text: string): string => `${clock(e.at)}  ${kind.padEnd(8)}  ${text}`;
+  switch (e.type) {
+    case "state":
+      return line("state", `${e.state}${e.detail === "" ? "" : `: ${oneLine(e.detail)}`}`);
+    case "race-started":
+      return line("race", `${e.raceId} started (${e.reason}): ${e.legs.map((l) => `${l.id} ${legName(l)}`).join(", ")}`);
+    case "leg": {
+      const r = e.record;
+      const took = r.startedAt !== null && r.endedAt !== null ? ` after ${formatDuration(r.endedAt - r.startedAt)}` : "";
+      const err = r.error === null ? "" : ` (${r.error.code}: ${oneLine(r.error.message)})`;
+      return line("leg", `${e.raceId} ${r.leg.id} ${legName(r.leg)} ${r.outcome}${took}${err}`);
+    }
+    case "race-ended": {
+      const r = e.race;
+      const took = r.endedAt === null ? "" : ` after ${formatDuration(r.endedAt - r.startedAt)}`;
+      const failed = r.legs.filter((l) => l.outcome === "failed").length;
+      return line("race", `${r.id} ended${took}: ${r.winner === null ? `no winner (${failed} of ${r.legs.length} legs failed)` : `winner ${legName(r.winner)}`}`);
+    }
+    case "failover":
+      return line("failover", formatFailover(e.failover));
+    case "health": {
+      const v = e.verdict;
+      return line("health", `${e.legId} ${v.state}${v.state === "healthy" ? "" : `: ${oneLine(v.reason)}`}`);
+    }
+  }
+}

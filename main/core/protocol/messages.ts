@@ -1,0 +1,418 @@
+/**
+ * The control protocol between detourd and its clients (the `detour` CLI, the tray app, tests), defined once:
+ * newline-delimited JSON over a unix socket, zod schemas for runtime validation, TypeScript types derived from them.
+ *
+ * Conversation (one JSON object per line, both directions):
+ *
+ *   client                                              detourd
+ *   {type:"hello", protocol:1, client:"detour-cli/0.1"}  ->
+ *                                                       <- {type:"hello", protocol:1, daemon:"detourd/0.1.0"}
+ *                                                          or {type:"error", id:null, code:"unsupported-protocol", ...}, then close
+ *   {type:"request", id:7, command:"status"}             ->
+ *                                                       <- {type:"response", id:7, command:"status", result:{...}}
+ *                                                          or {type:"error", id:7, code:"internal", message:"..."}
+ *   {type:"request", id:8, command:"subscribe"}          ->
+ *                                                       <- {type:"response", id:8, command:"subscribe", result:<snapshot>}
+ *                                                       <- {type:"event", event:{type:"state", ...}}   (until the connection closes)
+ *
+ * Every request gets exactly one reply carrying its id; replies may come out of order. An error not tied to a
+ * request (bad JSON with no readable id, a line over MAX_LINE_LENGTH, no hello) has `id: null`. Envelopes are
+ * strict (an unknown field is an error); payloads are loose objects, so a newer daemon may add fields.
+ */
+import { z } from "zod";
+import {
+  LEG_KINDS,
+  type Candidate,
+  type ConnectionEvent,
+  type ConnectionSnapshot,
+  type ConnectionStateName,
+  type FailoverRecord,
+  type HealthVerdict,
+  type Leg,
+  type LegOutcome,
+  type LegRecord,
+  type RaceRecord,
+} from "../connection/types.ts";
+import type { EngineErrorCode } from "../tunnel/engine-types.ts";
+
+/** The protocol spoken here; a hello with any other number is refused with "unsupported-protocol". */
+export const PROTOCOL_VERSION = 1;
+
+/**
+ * Longest line either side accepts, in characters (the JSON is ASCII apart from names). A status with dozens of
+ * candidates and a full race record is ~20 KB; 1 Mi characters leaves room while bounding what a peer can make
+ * the other side buffer. A longer line is an error and closes the connection: it is never buffered further.
+ */
+export const MAX_LINE_LENGTH = 1_048_576;
+
+/** Where detourd listens unless told otherwise (`--socket`, or DETOUR_SOCKET). */
+export const DEFAULT_SOCKET_PATH = "/run/detour/detourd.sock";
+
+/** The group whose members may use the control socket (besides root). */
+export const DEFAULT_CONTROL_GROUP = "detour";
+
+export const COMMANDS = ["status", "connect", "disconnect", "gateways", "race", "subscribe"] as const;
+export type Command = (typeof COMMANDS)[number];
+
+/**
+ * Stable error codes a daemon replies with:
+ * - bad-request: the line is not a valid message (bad JSON, wrong field, no hello yet, line too long)
+ * - unknown-command: a well-formed request for a command this daemon does not know
+ * - internal: the daemon failed while answering (a handler threw, or its answer could not be sent)
+ * - unauthorized: the caller may not do this (reserved: today the socket's file permissions decide who connects)
+ * - unsupported-protocol: the hello asked for a protocol version this daemon does not speak
+ * - busy: too many clients, or too many requests in flight on this connection; retry later
+ * - timeout: the daemon did not answer within its own bound (a hello, or a handler that hung)
+ */
+export const ERROR_CODES = ["bad-request", "unknown-command", "internal", "unauthorized", "unsupported-protocol", "busy", "timeout"] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+// ---- payloads: loose enough not to restate main/core/connection/types.ts, strict enough to catch garbage ----
+
+/** Listing every name in a Record makes the compiler reject a list that misses one or adds a stranger. */
+const STATE_SET: Record<ConnectionStateName, true> = { disconnected: true, resolving: true, racing: true, connected: true, "failing-over": true, error: true };
+export const CONNECTION_STATES = Object.keys(STATE_SET) as ConnectionStateName[];
+const RACE_REASON_SET: Record<RaceRecord["reason"], true> = { connect: true, failover: true, recover: true, retry: true };
+const RACE_REASONS = Object.keys(RACE_REASON_SET) as RaceRecord["reason"][];
+const OUTCOME_SET: Record<LegOutcome, true> = { pending: true, starting: true, won: true, failed: true, cancelled: true, lost: true };
+const LEG_OUTCOMES = Object.keys(OUTCOME_SET) as LegOutcome[];
+const ENGINE_CODE_SET: Record<EngineErrorCode, true> = { timeout: true, unreachable: true, "auth-failed": true, "identity-mismatch": true, "engine-crashed": true, "bad-config": true, cancelled: true };
+const ENGINE_ERROR_CODES = Object.keys(ENGINE_CODE_SET) as EngineErrorCode[];
+
+type Kind = "string" | "number" | "boolean" | "array" | "object" | "string|null" | "number|null" | "object|null";
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function hasKind(v: unknown, kind: Kind): boolean {
+  if (v === null) return kind.endsWith("|null");
+  const base = kind.replace("|null", "");
+  if (base === "array") return Array.isArray(v);
+  if (base === "object") return isObject(v);
+  if (base === "number") return typeof v === "number" && Number.isFinite(v);
+  return typeof v === base;
+}
+
+/**
+ * A nested record checked by the kind of each listed field only (the full shape lives in types.ts). The field
+ * list is typed by T's keys, so a renamed field in types.ts fails to compile here instead of drifting.
+ */
+function record<T>(what: string, fields: { readonly [K in keyof T]?: Kind }): z.ZodType<T> {
+  return z.custom<T>().superRefine((v, ctx) => {
+    if (!isObject(v)) {
+      ctx.addIssue({ code: "custom", message: `expected ${what} (an object), got ${describe(v)}` });
+      return;
+    }
+    for (const [key, kind] of Object.entries(fields) as [string, Kind][]) {
+      if (!hasKind(v[key], kind)) ctx.addIssue({ code: "custom", path: [key], message: `expected ${kind.replace("|", " or ")} in ${what}, got ${describe(v[key])}` });
+    }
+  });
+}
+
+const LegSchema = record<Leg>("a leg", { id: "string", gateway: "string", kind: "string" });
+const LegRecordSchema = z.looseObject({
+  leg: LegSchema,
+  outcome: z.enum(LEG_OUTCOMES),
+  startedAt: z.number().nullable(),
+  endedAt: z.number().nullable(),
+  error: z.looseObject({ code: z.enum(ENGINE_ERROR_CODES), message: z.string() }).nullable(),
+}) satisfies z.ZodType<LegRecord>;
+export const RaceRecordSchema = z.looseObject({
+  id: z.string(),
+  reason: z.enum(RACE_REASONS),
+  startedAt: z.number(),
+  endedAt: z.number().nullable(),
+  winner: LegSchema.nullable(),
+  legs: z.array(LegRecordSchema),
+}) satisfies z.ZodType<RaceRecord>;
+const GatewayKind = z.looseObject({ gateway: z.string(), kind: z.enum(LEG_KINDS) });
+export const FailoverRecordSchema = z.looseObject({
+  from: GatewayKind,
+  to: GatewayKind.nullable(),
+  reason: z.string(),
+  lastReplyAt: z.number(),
+  detectedAt: z.number(),
+  restoredAt: z.number().nullable(),
+  detectedAfterMs: z.number(),
+  restoredAfterMs: z.number().nullable(),
+}) satisfies z.ZodType<FailoverRecord>;
+const CandidateSchema = record<Candidate>("a candidate", {
+  name: "string",
+  hostname: "string",
+  address: "string|null",
+  priority: "number",
+  region: "string",
+  kinds: "array",
+  sources: "array",
+  probe: "object|null",
+});
+const HealthVerdictSchema = record<HealthVerdict>("a health verdict", { state: "string" });
+
+const snapshotShape = {
+  state: z.enum(CONNECTION_STATES),
+  summary: z.string(),
+  gateway: z.string().nullable(),
+  protocol: z.enum(LEG_KINDS).nullable(),
+  activeLegId: z.string().nullable(),
+  since: z.number().nullable(),
+  candidates: z.array(CandidateSchema),
+  lastRace: RaceRecordSchema.nullable(),
+  lastFailover: FailoverRecordSchema.nullable(),
+  error: z.looseObject({ reason: z.string(), nextRetryAt: z.number().nullable() }).nullable(),
+};
+export const ConnectionSnapshotSchema = z.looseObject(snapshotShape) satisfies z.ZodType<ConnectionSnapshot>;
+
+export const DaemonInfoSchema = z.looseObject({
+  version: z.string(),
+  pid: z.int().min(0),
+  startedAt: z.number(),
+  configPath: z.string(),
+});
+export type DaemonInfo = z.infer<typeof DaemonInfoSchema>;
+
+/** What `status` answers (and `subscribe` starts with): the connection snapshot plus who is answering. */
+export type StatusPayload = ConnectionSnapshot & { daemon: DaemonInfo };
+export const StatusPayloadSchema = z.looseObject({ ...snapshotShape, daemon: DaemonInfoSchema }) satisfies z.ZodType<StatusPayload>;
+
+/** A candidate with its place in the daemon's ranking (1 is tried first). */
+export type RankedCandidate = Candidate & { rank: number };
+/** What `gateways` answers: every candidate with its probe result, best-ranked first. */
+export interface GatewaysPayload {
+  candidates: RankedCandidate[];
+}
+export const GatewaysPayloadSchema = z.looseObject({
+  candidates: z.array(z.intersection(CandidateSchema, z.looseObject({ rank: z.int().min(1) }))),
+}) satisfies z.ZodType<GatewaysPayload>;
+
+const at = z.number();
+/** One schema per event type; `satisfies` makes the compiler check every ConnectionEvent type is here and matches. */
+const EVENT_SCHEMAS = {
+  state: z.looseObject({ type: z.literal("state"), at, state: z.enum(CONNECTION_STATES), detail: z.string() }),
+  "race-started": z.looseObject({ type: z.literal("race-started"), at, raceId: z.string(), reason: z.enum(RACE_REASONS), legs: z.array(LegSchema) }),
+  leg: z.looseObject({ type: z.literal("leg"), at, raceId: z.string(), record: LegRecordSchema }),
+  "race-ended": z.looseObject({ type: z.literal("race-ended"), at, race: RaceRecordSchema }),
+  failover: z.looseObject({ type: z.literal("failover"), at, failover: FailoverRecordSchema }),
+  health: z.looseObject({ type: z.literal("health"), at, legId: z.string(), verdict: HealthVerdictSchema }),
+} satisfies { [K in ConnectionEvent["type"]]: z.ZodType<Extract<ConnectionEvent, { type: K }>> };
+export const EVENT_TYPES = Object.keys(EVENT_SCHEMAS) as ConnectionEvent["type"][];
+export const ConnectionEventSchema = z.discriminatedUnion("type", [
+  EVENT_SCHEMAS.state,
+  EVENT_SCHEMAS["race-started"],
+  EVENT_SCHEMAS.leg,
+  EVENT_SCHEMAS["race-ended"],
+  EVENT_SCHEMAS.failover,
+  EVENT_SCHEMAS.health,
+]) satisfies z.ZodType<ConnectionEvent>;
+
+/** The result each command answers with. */
+export interface CommandResults {
+  status: StatusPayload;
+  connect: null;
+  disconnect: null;
+  gateways: GatewaysPayload;
+  race: RaceRecord | null;
+  subscribe: StatusPayload;
+}
+export const RESULT_SCHEMAS = {
+  status: StatusPayloadSchema,
+  connect: z.null(),
+  disconnect: z.null(),
+  gateways: GatewaysPayloadSchema,
+  race: RaceRecordSchema.nullable(),
+  subscribe: StatusPayloadSchema,
+} satisfies { [C in Command]: z.ZodType<CommandResults[C]> };
+
+// ---- envelopes ----
+
+/** Request ids are chosen by the client (a counter); any safe non-negative integer. */
+export const RequestIdSchema = z.int().min(0);
+export type RequestId = z.infer<typeof RequestIdSchema>;
+
+export const ClientHelloSchema = z.strictObject({ type: z.literal("hello"), protocol: z.int().min(0), client: z.string().min(1).max(128) });
+export const RequestSchema = z.strictObject({ type: z.literal("request"), id: RequestIdSchema, command: z.enum(COMMANDS) });
+export type ClientHello = z.infer<typeof ClientHelloSchema>;
+export type Request = z.infer<typeof RequestSchema>;
+/** What a client sends. */
+export type ClientMessage = ClientHello | Request;
+
+export const DaemonHelloSchema = z.strictObject({ type: z.literal("hello"), protocol: z.int().min(0), daemon: z.string().min(1).max(128) });
+export const ErrorMessageSchema = z.strictObject({ type: z.literal("error"), id: RequestIdSchema.nullable(), code: z.enum(ERROR_CODES), message: z.string().max(4096) });
+export const EventMessageSchema = z.strictObject({ type: z.literal("event"), event: ConnectionEventSchema });
+const ResponseEnvelopeSchema = z.strictObject({ type: z.literal("response"), id: RequestIdSchema, command: z.enum(COMMANDS), result: z.unknown() });
+export type DaemonHello = z.infer<typeof DaemonHelloSchema>;
+export type ErrorMessage = z.infer<typeof ErrorMessageSchema>;
+export type EventMessage = { type: "event"; event: ConnectionEvent };
+export type ResponseMessage<C extends Command = Command> = { [K in C]: { type: "response"; id: RequestId; command: K; result: CommandResults[K] } }[C];
+/** What the daemon sends. */
+export type DaemonMessage = DaemonHello | ResponseMessage | ErrorMessage | EventMessage;
+
+// ---- decoding and encoding ----
+
+/** A decoded line, or why it is not a message: the error code to reply with and the request id if one was readable. */
+export type Decoded<T> = { ok: true; message: T } | DecodeFailure;
+export interface DecodeFailure {
+  ok: false;
+  code: "bad-request" | "unknown-command";
+  id: RequestId | null;
+  message: string;
+}
+
+/** Longest explanation put into an error reply: enough to name the bad fields, bounded whatever the input. */
+const MAX_EXPLANATION = 600;
+
+function describe(v: unknown): string {
+  if (v === undefined) return "nothing";
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  if (typeof v === "object") return "an object";
+  if (typeof v === "string") return v.length > 40 ? `a string (${v.length} characters)` : JSON.stringify(v);
+  if (typeof v === "number" || typeof v === "boolean") return `${typeof v} ${v}`;
+  return typeof v;
+}
+
+function pathOf(path: readonly PropertyKey[]): string {
+  if (path.length === 0) return "(message)";
+  return path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("").replace(/^\./, "");
+}
+
+/** Names each bad field by its path, e.g. `result.lastRace.legs[0].outcome: Invalid option: expected one of ...`. */
+export function explainIssues(issues: readonly z.core.$ZodIssue[], prefix: readonly PropertyKey[] = []): string {
+  const text = issues.map((i) => `${pathOf([...prefix, ...i.path])}: ${i.message}`).join("; ");
+  return text.length > MAX_EXPLANATION ? `${text.slice(0, MAX_EXPLANATION)}...` : text;
+}
+
+function fail(id: RequestId | null, message: string, code: DecodeFailure["code"] = "bad-request"): DecodeFailure {
+  return { ok: false, code, id, message };
+}
+
+/** JSON.parse to a plain object, and the request id if it has a valid one (so even a bad request gets a matched reply). */
+function decodeObject(line: string): { ok: true; value: Record<string, unknown>; id: RequestId | null } | DecodeFailure {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch (e) {
+    return fail(null, `not valid JSON: ${(e as Error).message.slice(0, 200)}`);
+  }
+  if (!isObject(value)) return fail(null, `expected a JSON object, got ${describe(value)}`);
+  const id = RequestIdSchema.safeParse(value.id);
+  return { ok: true, value, id: id.success ? id.data : null };
+}
+
+function badType(id: RequestId | null, t: unknown, known: readonly string[]): DecodeFailure {
+  return fail(id, `type: expected one of ${known.join(", ")}; got ${describe(t)}`);
+}
+
+/** Decodes one line a client sent. Never throws. */
+export function parseClientMessage(line: string): Decoded<ClientMessage> {
+  const d = decodeObject(line);
+  if (!d.ok) return d;
+  const { value, id } = d;
+  if (value.type === "hello") {
+    const r = ClientHelloSchema.safeParse(value);
+    return r.success ? { ok: true, message: r.data } : fail(null, explainIssues(r.error.issues));
+  }
+  if (value.type === "request") {
+    const r = RequestSchema.safeParse(value);
+    if (r.success) return { ok: true, message: r.data };
+    const onlyCommand = r.error.issues.every((i) => i.path.length === 1 && i.path[0] === "command");
+    if (onlyCommand && id !== null && typeof value.command === "string") {
+      return fail(id, `unknown command ${describe(value.command)}; this daemon knows ${COMMANDS.join(", ")}`, "unknown-command");
+    }
+    return fail(id, explainIssues(r.error.issues));
+  }
+  return badType(id, value.type, ["hello", "request"]);
+}
+
+/** Decodes one line the daemon sent, including the result of a response (checked against its command). Never throws. */
+export function parseDaemonMessage(line: string): Decoded<DaemonMessage> {
+  const d = decodeObject(line);
+  if (!d.ok) return d;
+  const { value, id } = d;
+  switch (value.type) {
+    case "hello": {
+      const r = DaemonHelloSchema.safeParse(value);
+      return r.success ? { ok: true, message: r.data } : fail(null, explainIssues(r.error.issues));
+    }
+    case "error": {
+      const r = ErrorMessageSchema.safeParse(value);
+      return r.success ? { ok: true, message: r.data } : fail(id, explainIssues(r.error.issues));
+    }
+    case "event": {
+      const r = EventMessageSchema.safeParse(value);
+      return r.success ? { ok: true, message: r.data as EventMessage } : fail(null, explainIssues(r.error.issues));
+    }
+    case "response": {
+      const env = ResponseEnvelopeSchema.safeParse(value);
+      if (!env.success) return fail(id, explainIssues(env.error.issues));
+      const result = RESULT_SCHEMAS[env.data.command].safeParse(env.data.result);
+      if (!result.success) return fail(env.data.id, explainIssues(result.error.issues, ["result"]));
+      // RESULT_SCHEMAS satisfies CommandResults per command (checked at its definition), so this pairing holds.
+      return { ok: true, message: { ...env.data, result: result.data } as ResponseMessage };
+    }
+    default:
+      return badType(id, value.type, ["hello", "response", "error", "event"]);
+  }
+}
+
+/** One message as a line (JSON + "\n"), or why it cannot be sent (not serialisable, or longer than MAX_LINE_LENGTH). */
+export function encodeLine(message: ClientMessage | DaemonMessage): { ok: true; line: string } | { ok: false; reason: string } {
+  let json: string;
+  try {
+    json = JSON.stringify(message);
+  } catch (e) {
+    return { ok: false, reason: `not serialisable: ${(e as Error).message}` };
+  }
+  if (json.length > MAX_LINE_LENGTH) return { ok: false, reason: `message of ${json.length} characters exceeds the ${MAX_LINE_LENGTH}-character line limit` };
+  return { ok: true, line: `${json}\n` };
+}
+
+/**
+ * Splits a character stream into lines without ever holding more than `maxLength` characters of an unfinished
+ * line. Blank lines are skipped and a trailing "\r" is dropped. Once a line is too long the decoder is spent:
+ * the caller must close the connection, since the rest of the stream cannot be framed reliably.
+ */
+export class LineDecoder {
+  readonly maxLength: number;
+  #parts: string[] = [];
+  #length = 0;
+  #overflowed = false;
+
+  constructor(maxLength: number = MAX_LINE_LENGTH) {
+    this.maxLength = maxLength;
+  }
+
+  /** Characters of an unfinished line held so far (a truncated message, if the stream ends now). */
+  get buffered(): number {
+    return this.#length;
+  }
+
+  push(chunk: string): { lines: string[]; overflow: boolean } {
+    const lines: string[] = [];
+    if (this.#overflowed) return { lines, overflow: true };
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf("\n", start);
+      const end = nl === -1 ? chunk.length : nl;
+      if (this.#length + (end - start) > this.maxLength) {
+        this.#overflowed = true;
+        this.#parts = [];
+        this.#length = 0;
+        return { lines, overflow: true };
+      }
+      if (nl === -1) {
+        if (end > start) {
+          this.#parts.push(chunk.slice(start));
+          this.#length += end - start;
+        }
+        return { lines, overflow: false };
+      }
+      let line = this.#parts.length === 0 ? chunk.slice(start, nl) : this.#parts.join("") + chunk.slice(start, nl);
+      this.#parts = [];
+      this.#length = 0;
+      if (line.endsWith("\r")) line = line.slice(0, -1);
+      if (line.trim().length > 0) lines.push(line);
+      start = nl + 1;
+    }
+  }
+}
