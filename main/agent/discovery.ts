@@ -1,0 +1,555 @@
+/**
+ * Finds and probes the gateways a race may use: the configured gateways, merged with what DNS (SRV + A) and
+ * the optional portal say about them, then a TCP/TLS and UDP reachability probe of each from outside the tunnel.
+ *
+ * Trust: the configuration is the only source of pinned identities (WireGuard key, IKE id, TLS pin), so a
+ * gateway that only DNS or the portal knows cannot be used; it is left out of the candidates and listed in
+ * `unpinned` (and as a problem) for diagnostics. For a configured gateway, DNS and then the portal may fill in a
+ * missing address; configured values win otherwise, and kinds come only from the configuration (the same
+ * policy as main/core/connection/candidates.ts). A failing DNS server or portal degrades to what is known and
+ * is reported; discovery never throws.
+ *
+ * What a probe can tell from Node without privileges:
+ *  - TCP 443: connect time (one round trip) and a TLS handshake (identity is not checked here: the engine pins
+ *    it later). A completed handshake makes anyconnect-tls "yes"; a refusal, a failed handshake or silence "no".
+ *  - UDP (WireGuard, IKE, DTLS): servers stay silent to a junk datagram, so silence proves nothing and the kind
+ *    is "unknown". Only an ICMP error (port or host unreachable), which Linux reports on a connected UDP
+ *    socket as ECONNREFUSED/EHOSTUNREACH, turns it into "no". anyconnect-dtls also needs TLS, so TLS "no" is
+ *    DTLS "no". Proving a UDP protocol "yes" needs its real handshake, which is the race's job.
+ */
+import { connect as netConnect, isIP, type Socket as NetSocket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
+import { createSocket } from "node:dgram";
+import { Resolver } from "node:dns/promises";
+import { z } from "zod";
+import { Hostname, Ipv4, type DetourConfig, type GatewayConfig } from "../core/config/schema.ts";
+import { LEG_KINDS, type Candidate, type CandidateProbe, type CandidateSource, type LegKind } from "../core/connection/types.ts";
+
+// ---- timers and bounds ----
+
+/** c-ares tries each query twice: one lost UDP datagram to the resolver must not lose the answer. */
+const DNS_TRIES = 2;
+/** Floor of c-ares' per-try timeout: a LAN resolver answers in a few ms, a distant one in well under 100 ms. */
+const DNS_MIN_TRY_MS = 100;
+/** The portal's answer is a short list of gateways; anything larger is not a portal answer. */
+export const MAX_PORTAL_BYTES = 64 * 1024;
+/** At most this many gateways are taken from the portal, so a broken portal cannot flood the race planner. */
+const MAX_PORTAL_GATEWAYS = 256;
+/**
+ * After TCP got its answer (SYN-ACK or RST), a UDP probe waits this long, or one more such round trip if that is
+ * longer, for an ICMP error: it was sent at the same moment, so its error would arrive about as fast.
+ */
+const UDP_REFUSAL_GRACE_MS = 50;
+
+// ---- types ----
+
+/** What discovery needs from a DNS resolver (node:dns/promises' Resolver, or a fake in tests). */
+export interface DnsResolver {
+  resolveSrv(name: string): Promise<{ name: string; port: number; priority: number; weight: number }[]>;
+  resolve4(name: string): Promise<string[]>;
+  /** Cancels every outstanding query (called at the deadline). */
+  cancel(): void;
+}
+
+/** A GET of the portal: global fetch in production, injectable for tests. */
+export type FetchLike = (url: string, init: { signal: AbortSignal; redirect: "follow"; headers: Record<string, string> }) => Promise<Response>;
+
+export interface DiscoveryProblem {
+  source: "dns" | "portal";
+  message: string;
+}
+
+/** A gateway that DNS or the portal names but the configuration does not pin: never raced, only reported. */
+export interface UnpinnedGateway {
+  hostname: string;
+  name: string | null;
+  address: string | null;
+  priority: number | null;
+  /** The kinds its SRV records offer. */
+  kinds: LegKind[];
+  sources: CandidateSource[];
+}
+
+export interface DiscoveryResult {
+  candidates: Candidate[];
+  unpinned: UnpinnedGateway[];
+  problems: DiscoveryProblem[];
+}
+
+export interface DiscoveryOptions {
+  /** Bound on the whole discovery (DNS and portal run side by side). */
+  timeoutMs: number;
+  /** Defaults to a node:dns Resolver asking config.discovery.dns.servers (the system's when absent). */
+  resolver?: DnsResolver;
+  fetch?: FetchLike;
+  /** Each problem as it is found (for the log); the same list is in DiscoveryResult.problems. */
+  onProblem?: (p: DiscoveryProblem) => void;
+}
+
+// ---- the portal document ----
+
+export const PortalGateway = z.object({
+  name: z.string().min(1).max(64),
+  hostname: Hostname,
+  address: Ipv4.optional(),
+  priority: z.number().int().min(0).max(1000),
+  region: z.string().min(1).max(64),
+});
+/** What the portal returns; unknown fields are ignored so the portal can grow. */
+export const PortalDocument = z.object({ gateways: z.array(PortalGateway).max(MAX_PORTAL_GATEWAYS) });
+export type PortalGateway = z.infer<typeof PortalGateway>;
+
+// ---- configured gateways ----
+
+/** The kinds a configured gateway offers and the device has an identity for, in LEG_KINDS order. */
+export function configuredKinds(config: DetourConfig, gw: GatewayConfig): LegKind[] {
+  const p = gw.protocols;
+  const id = config.identity;
+  const has: Record<LegKind, boolean> = {
+    wireguard: p.wireguard !== undefined && id.wireguard !== undefined,
+    ikev2: p.ikev2 !== undefined && id.ikev2 !== undefined,
+    "anyconnect-tls": p.anyconnect !== undefined && id.anyconnect !== undefined,
+    "anyconnect-dtls": p.anyconnect?.dtls === true && id.anyconnect !== undefined,
+  };
+  return LEG_KINDS.filter((k) => has[k]);
+}
+
+/** The candidates the configuration alone gives (what is known when DNS and the portal are unreachable). */
+export function configuredCandidates(config: DetourConfig): Candidate[] {
+  return config.gateways.map((g) => ({
+    name: g.name,
+    hostname: normalizeHost(g.hostname),
+    address: g.address ?? null,
+    priority: g.priority,
+    region: g.region,
+    kinds: configuredKinds(config, g),
+    sources: ["config"],
+    probe: null,
+  }));
+}
+
+/** SRV owner name to the kinds it announces: `_detour-<protocol>._<transport>.<domain>`. */
+export function kindsOfSrvName(name: string): LegKind[] | null {
+  const service = /^_detour-(wireguard|ikev2|anyconnect)\._(udp|tcp)\./i.exec(name)?.[1]?.toLowerCase();
+  if (service === "wireguard") return ["wireguard"];
+  if (service === "ikev2") return ["ikev2"];
+  if (service === "anyconnect") return ["anyconnect-tls", "anyconnect-dtls"];
+  return null;
+}
+
+function normalizeHost(h: string): string {
+  return h.toLowerCase().replace(/\.$/, "");
+}
+
+// ---- deadline ----
+
+interface Deadline {
+  readonly at: number;
+  /** Resolves with undefined once the deadline passes. */
+  readonly passed: Promise<undefined>;
+  clear(): void;
+}
+
+function deadlineIn(ms: number, onPass?: () => void): Deadline {
+  let timer: NodeJS.Timeout | undefined;
+  const passed = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => {
+      onPass?.();
+      resolve(undefined);
+    }, Math.max(0, ms));
+  });
+  return { at: Date.now() + ms, passed, clear: () => { clearTimeout(timer); } };
+}
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: string };
+
+async function settleBy<T>(p: Promise<T>, d: Deadline): Promise<Settled<T>> {
+  try {
+    const v = await Promise.race([p, d.passed]);
+    return v === undefined ? { ok: false, error: "timed out" } : { ok: true, value: v };
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    return { ok: false, error: err.code ?? err.message };
+  }
+}
+
+// ---- DNS ----
+
+/** A node:dns resolver with bounded tries; `servers` may carry a port ("127.0.0.1:5353") for tests. */
+export function createResolver(servers: readonly string[] | undefined, timeoutMs: number): DnsResolver {
+  const r = new Resolver({ timeout: Math.max(DNS_MIN_TRY_MS, Math.floor(timeoutMs / (2 * DNS_TRIES - 1))), tries: DNS_TRIES });
+  if (servers !== undefined && servers.length > 0) r.setServers([...servers]);
+  return r;
+}
+
+interface DnsFindings {
+  /** hostname -> kinds and best (lowest) SRV priority */
+  srv: Map<string, { kinds: Set<LegKind>; priority: number }>;
+  /** hostname -> first A record */
+  addresses: Map<string, string>;
+}
+
+async function dnsStage(config: DetourConfig, resolver: DnsResolver, d: Deadline, problem: (p: DiscoveryProblem) => void): Promise<DnsFindings> {
+  const srv = new Map<string, { kinds: Set<LegKind>; priority: number }>();
+  const addresses = new Map<string, string>();
+  const resolveA = async (host: string): Promise<void> => {
+    if (addresses.has(host)) return;
+    const r = await settleBy(resolver.resolve4(host), d);
+    const first = r.ok ? r.value[0] : undefined;
+    if (first !== undefined) addresses.set(host, first);
+    else problem({ source: "dns", message: `A ${host}: ${r.ok ? "no address" : r.error}` });
+  };
+  const srvNames = config.discovery.dns?.srv ?? [];
+  const unaddressed = config.gateways.filter((g) => g.address === undefined).map((g) => normalizeHost(g.hostname));
+  // Hosts whose A records change nothing: configured gateways with a pinned address.
+  const wanted = new Set([...unaddressed, ...config.gateways.filter((g) => g.address !== undefined).map((g) => normalizeHost(g.hostname))]);
+  await Promise.all([
+    ...srvNames.map(async (name) => {
+      const kinds = kindsOfSrvName(name);
+      if (kinds === null) {
+        problem({ source: "dns", message: `SRV ${name}: not a _detour-<wireguard|ikev2|anyconnect> service name; ignored` });
+        return;
+      }
+      const r = await settleBy(resolver.resolveSrv(name), d);
+      if (!r.ok) {
+        problem({ source: "dns", message: `SRV ${name}: ${r.error}` });
+        return;
+      }
+      const targets: string[] = [];
+      for (const rec of r.value) {
+        const host = normalizeHost(rec.name);
+        if (host === "") continue; // "." is RFC 2782's "service not available here"
+        const entry = srv.get(host) ?? { kinds: new Set<LegKind>(), priority: rec.priority };
+        for (const k of kinds) entry.kinds.add(k);
+        entry.priority = Math.min(entry.priority, rec.priority);
+        srv.set(host, entry);
+        if (!wanted.has(host)) targets.push(host);
+      }
+      for (const t of targets) wanted.add(t);
+      await Promise.all(targets.map(resolveA));
+    }),
+    ...unaddressed.map(resolveA),
+  ]);
+  return { srv, addresses };
+}
+
+// ---- portal ----
+
+export type PortalResult = { ok: true; gateways: PortalGateway[] } | { ok: false; error: string };
+
+/** GETs the portal's gateway list within `timeoutMs` and MAX_PORTAL_BYTES; failures come back as values. */
+export async function fetchPortal(url: string, opts: { timeoutMs: number; fetch?: FetchLike }): Promise<PortalResult> {
+  const ac = new AbortController();
+  const timer = setTimeout(() => { ac.abort(new Error(`no complete answer within ${opts.timeoutMs} ms`)); }, opts.timeoutMs);
+  const doFetch: FetchLike = opts.fetch ?? ((u, init) => fetch(u, init));
+  try {
+    const res = await doFetch(url, { signal: ac.signal, redirect: "follow", headers: { accept: "application/json" } });
+    if (!res.ok) {
+      await res.body?.cancel().catch(() => undefined);
+      return { ok: false, error: `HTTP ${res.status}` };
+    }
+    const declared = Number(res.headers.get("content-length") ?? "0");
+    if (declared > MAX_PORTAL_BYTES) {
+      await res.body?.cancel().catch(() => undefined);
+      return { ok: false, error: `answer of ${declared} bytes is over the ${MAX_PORTAL_BYTES}-byte limit` };
+    }
+    const text = await readLimited(res, MAX_PORTAL_BYTES);
+    if (text === null) return { ok: false, error: `answer is over the ${MAX_PORTAL_BYTES}-byte limit` };
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      return { ok: false, error: "answer is not JSON" };
+    }
+    const parsed = PortalDocument.safeParse(json);
+    if (!parsed.success) {
+      const i = parsed.error.issues[0];
+      return { ok: false, error: `answer does not match the portal format: ${i === undefined ? "invalid" : `${i.path.map(String).join(".") || "(root)"}: ${i.message}`}` };
+    }
+    return { ok: true, gateways: parsed.data.gateways };
+  } catch (e) {
+    const reason: unknown = ac.signal.aborted ? ac.signal.reason : e;
+    // fetch says only "fetch failed"; the reason (ECONNREFUSED, a TLS error, ...) is in its cause.
+    const c = (e as { cause?: { code?: string; message?: string } }).cause;
+    const cause = c?.code ?? c?.message;
+    return { ok: false, error: reason instanceof Error ? `${reason.message}${cause === undefined ? "" : ` (${cause})`}` : String(reason) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function readLimited(res: Response, limit: number): Promise<string | null> {
+  if (res.body === null) return "";
+  const reader = res.body.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const next = await reader.read();
+    if (next.done) break;
+    const value = next.value;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => undefined);
+      return null;
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+// ---- merge ----
+
+const SOURCE_ORDER: readonly CandidateSource[] = ["config", "dns", "portal"];
+
+/**
+ * Discovers candidates and says what went wrong on the way. Bounded by opts.timeoutMs (plus a few ms);
+ * never throws: with DNS and the portal both down it returns the configured gateways.
+ */
+export async function discover(config: DetourConfig, opts: DiscoveryOptions): Promise<DiscoveryResult> {
+  const problems: DiscoveryProblem[] = [];
+  const problem = (p: DiscoveryProblem): void => {
+    problems.push(p);
+    try {
+      opts.onProblem?.(p);
+    } catch {
+      // a logging bug must not break discovery
+    }
+  };
+  const resolver = opts.resolver ?? createResolver(config.discovery.dns?.servers, opts.timeoutMs);
+  const d = deadlineIn(opts.timeoutMs, () => { resolver.cancel(); });
+  const url = config.discovery.portalUrl;
+  try {
+    const [dns, portal] = await Promise.all([
+      dnsStage(config, resolver, d, problem),
+      url === undefined ? Promise.resolve<PortalResult>({ ok: true, gateways: [] }) : fetchPortal(url, { timeoutMs: opts.timeoutMs, ...(opts.fetch === undefined ? {} : { fetch: opts.fetch }) }),
+    ]);
+    if (!portal.ok) problem({ source: "portal", message: `${url ?? "portal"}: ${portal.error}` });
+    return merge(config, dns, portal.ok ? portal.gateways : [], problem, problems);
+  } finally {
+    d.clear();
+  }
+}
+
+/** The candidates only; problems go to opts.onProblem. */
+export async function discoverCandidates(config: DetourConfig, opts: DiscoveryOptions): Promise<Candidate[]> {
+  return (await discover(config, opts)).candidates;
+}
+
+function merge(config: DetourConfig, dns: DnsFindings, portal: PortalGateway[], problem: (p: DiscoveryProblem) => void, problems: DiscoveryProblem[]): DiscoveryResult {
+  const candidates = configuredCandidates(config);
+  const byHost = new Map(candidates.map((c) => [c.hostname, c]));
+  const byName = new Map(candidates.map((c) => [c.name, c]));
+  const addSource = (c: Candidate, s: CandidateSource): void => {
+    if (!c.sources.includes(s)) c.sources.push(s);
+  };
+  const portalAddress = new Map<Candidate, string>();
+  const unpinned = new Map<string, UnpinnedGateway>();
+  const unpinnedOf = (hostname: string): UnpinnedGateway => {
+    const u = unpinned.get(hostname) ?? { hostname, name: null, address: null, priority: null, kinds: [], sources: [] };
+    unpinned.set(hostname, u);
+    return u;
+  };
+
+  for (const [host, s] of dns.srv) {
+    const c = byHost.get(host);
+    if (c !== undefined) {
+      addSource(c, "dns");
+      continue;
+    }
+    const u = unpinnedOf(host);
+    u.kinds = LEG_KINDS.filter((k) => s.kinds.has(k) || u.kinds.includes(k));
+    u.priority = s.priority;
+    u.address = dns.addresses.get(host) ?? null;
+    if (!u.sources.includes("dns")) u.sources.push("dns");
+  }
+  for (const p of portal) {
+    const host = normalizeHost(p.hostname);
+    const c = byName.get(p.name) ?? byHost.get(host);
+    if (c !== undefined) {
+      addSource(c, "portal");
+      if (p.address !== undefined) portalAddress.set(c, p.address);
+      continue;
+    }
+    const u = unpinnedOf(host);
+    u.name = p.name;
+    u.priority ??= p.priority;
+    u.address ??= p.address ?? null;
+    if (!u.sources.includes("portal")) u.sources.push("portal");
+  }
+  // Address precedence: configured, then DNS, then the portal's.
+  for (const c of candidates) {
+    if (c.address === null) {
+      const fromDns = dns.addresses.get(c.hostname);
+      const fromPortal = portalAddress.get(c);
+      if (fromDns !== undefined) {
+        c.address = fromDns;
+        addSource(c, "dns");
+      } else if (fromPortal !== undefined) c.address = fromPortal;
+      else problem({ source: "dns", message: `${c.name}: no address configured, from DNS or from the portal for ${c.hostname}` });
+    }
+    c.sources = SOURCE_ORDER.filter((s) => c.sources.includes(s));
+  }
+  for (const u of unpinned.values()) {
+    problem({ source: u.sources.includes("portal") ? "portal" : "dns", message: `${u.hostname} is not in the configuration (no pinned identity); not used` });
+  }
+  return { candidates, unpinned: [...unpinned.values()], problems };
+}
+
+// ---- probing ----
+
+/** Ports probed per gateway; defaults are the protocols' standard ports. */
+export interface GatewayPorts {
+  anyconnect: number;
+  wireguard: number;
+  ikev2: number;
+}
+
+export const DEFAULT_PORTS: GatewayPorts = { anyconnect: 443, wireguard: 51820, ikev2: 500 };
+
+/** The configured ports of every gateway, keyed by name, for probeCandidates. */
+export function gatewayPorts(config: DetourConfig): Record<string, GatewayPorts> {
+  return Object.fromEntries(
+    config.gateways.map((g) => [
+      g.name,
+      {
+        anyconnect: g.protocols.anyconnect?.port ?? DEFAULT_PORTS.anyconnect,
+        wireguard: g.protocols.wireguard?.port ?? DEFAULT_PORTS.wireguard,
+        ikev2: g.protocols.ikev2?.port ?? DEFAULT_PORTS.ikev2,
+      },
+    ]),
+  );
+}
+
+export interface ProbeOptions {
+  /** Bound on each candidate's probe; all candidates are probed at once. */
+  timeoutMs: number;
+  /** Per gateway name; DEFAULT_PORTS otherwise. */
+  ports?: Record<string, GatewayPorts>;
+}
+
+/** How the TCP + TLS probe of port 443 (or the configured AnyConnect port) ended. */
+export type TlsOutcome = "handshake" | "refused" | "unreachable" | "tls-failed" | "timeout" | "error";
+
+export interface TlsProbeResult {
+  outcome: TlsOutcome;
+  /** TCP connect time (SYN to SYN-ACK). */
+  connectMs: number | null;
+  /** Connect plus TLS handshake. */
+  handshakeMs: number | null;
+  /** Time to the first answer of any kind (SYN-ACK or RST); null after silence. */
+  answeredMs: number | null;
+  error: string | null;
+}
+
+/** One TCP connect and TLS handshake, timed; identity is not checked (the engine pins it). */
+export function probeTls(address: string, port: number, servername: string | null, timeoutMs: number): Promise<TlsProbeResult> {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    const since = (): number => Math.round((performance.now() - t0) * 10) / 10;
+    let connectMs: number | null = null;
+    let sock: NetSocket | null = null;
+    let done = false;
+    const finish = (outcome: TlsOutcome, handshakeMs: number | null, error: string | null, answered: number | null = connectMs): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock?.destroy();
+      resolve({ outcome, connectMs, handshakeMs, answeredMs: answered, error });
+    };
+    const timer = setTimeout(() => { finish("timeout", null, `no answer within ${timeoutMs} ms`); }, timeoutMs);
+    const tcp = netConnect({ host: address, port });
+    sock = tcp;
+    tcp.on("error", (e: NodeJS.ErrnoException) => {
+      if (connectMs !== null) return; // after connect, the TLS socket reports
+      const refused = e.code === "ECONNREFUSED";
+      const unreachable = e.code === "EHOSTUNREACH" || e.code === "ENETUNREACH";
+      finish(refused ? "refused" : unreachable ? "unreachable" : "error", null, e.code ?? e.message, refused || unreachable ? since() : null);
+    });
+    tcp.once("connect", () => {
+      connectMs = since();
+      const tls = tlsConnect({ socket: tcp, rejectUnauthorized: false, ...(servername === null || isIP(servername) !== 0 ? {} : { servername }) });
+      sock = tls;
+      tls.once("secureConnect", () => { finish("handshake", since(), null); });
+      tls.on("error", (e: NodeJS.ErrnoException) => { finish("tls-failed", null, e.code ?? e.message); });
+      tls.once("close", () => { finish("tls-failed", null, "closed during the handshake"); });
+    });
+  });
+}
+
+export type UdpRefusal = "refused" | "silent" | "error";
+
+/**
+ * Sends one junk datagram (a single zero byte, which WireGuard, IKE and DTLS servers drop) from a connected
+ * socket and listens for an ICMP error until `until` resolves.
+ */
+export function probeUdpRefusal(address: string, port: number, until: Promise<unknown>): Promise<UdpRefusal> {
+  return new Promise((resolve) => {
+    const s = createSocket("udp4");
+    let done = false;
+    const finish = (r: UdpRefusal): void => {
+      if (done) return;
+      done = true;
+      try {
+        s.close();
+      } catch {
+        // already closed
+      }
+      resolve(r);
+    };
+    s.on("error", (e: NodeJS.ErrnoException) => {
+      finish(e.code === "ECONNREFUSED" || e.code === "EHOSTUNREACH" || e.code === "ENETUNREACH" ? "refused" : "error");
+    });
+    s.on("message", () => undefined); // an answer is fine: not refused
+    s.connect(port, address, () => {
+      s.send(Buffer.alloc(1), (err) => {
+        if (err !== null) s.emit("error", err);
+      });
+    });
+    void until.then(() => { finish("silent"); });
+  });
+}
+
+async function probeOne(c: Candidate, ports: GatewayPorts, timeoutMs: number): Promise<CandidateProbe> {
+  const at = Date.now();
+  const reachable: CandidateProbe["reachable"] = {};
+  if (c.address === null) {
+    for (const k of c.kinds) reachable[k] = "unknown";
+    return { at, latencyMs: null, reachable };
+  }
+  const address = c.address;
+  const hard = deadlineIn(timeoutMs);
+  let graceTimer: NodeJS.Timeout | undefined;
+  const tlsP = probeTls(address, ports.anyconnect, c.hostname, timeoutMs);
+  // The UDP window closes a little after TCP got any answer, or at the deadline after silence.
+  const window = Promise.race([
+    hard.passed,
+    tlsP.then((t) => new Promise<void>((resolve) => {
+      if (t.answeredMs === null) return;
+      graceTimer = setTimeout(resolve, Math.max(UDP_REFUSAL_GRACE_MS, t.answeredMs));
+    })),
+  ]);
+  const udpPort: Partial<Record<LegKind, number>> = { wireguard: ports.wireguard, ikev2: ports.ikev2, "anyconnect-dtls": ports.anyconnect };
+  const udpKinds = c.kinds.filter((k) => udpPort[k] !== undefined);
+  try {
+    const [tls, ...udp] = await Promise.all([tlsP, ...udpKinds.map((k) => probeUdpRefusal(address, udpPort[k] ?? 0, window))]);
+    const tlsOk = tls.outcome === "handshake";
+    for (const k of c.kinds) {
+      if (k === "anyconnect-tls") reachable[k] = tlsOk ? "yes" : "no";
+      else if (k === "anyconnect-dtls" && !tlsOk) reachable[k] = "no";
+      else reachable[k] = udp[udpKinds.indexOf(k)] === "refused" ? "no" : "unknown";
+    }
+    const times = [tls.connectMs, tls.handshakeMs].filter((t): t is number => t !== null);
+    return { at, latencyMs: times.length === 0 ? null : Math.min(...times), reachable };
+  } finally {
+    hard.clear();
+    clearTimeout(graceTimer);
+  }
+}
+
+/**
+ * Probes every candidate at once from outside the tunnel; one CandidateProbe per candidate, same order.
+ * Takes about one round trip when every gateway answers, and at most timeoutMs (plus a few ms) otherwise.
+ */
+export async function probeCandidates(candidates: readonly Candidate[], opts: ProbeOptions): Promise<CandidateProbe[]> {
+  return Promise.all(candidates.map((c) => probeOne(c, opts.ports?.[c.name] ?? DEFAULT_PORTS, opts.timeoutMs)));
+}

@@ -1,0 +1,187 @@
+/**
+ * The in-tunnel prober: one UDP echo probe every interval from a leg's tunnel address (so source routing sends
+ * it through that leg) to the probe target, and exactly one ProbeSample per probe: its RTT, or null when no
+ * reply came within the timeout or the probe could not be sent.
+ */
+import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
+import { randomBytes } from "node:crypto";
+import type { ProbeSample } from "../core/connection/types.ts";
+
+export interface MonitorOptions {
+  legId: string;
+  /** The leg's tunnel address; the socket binds to it, so the leg's source rule routes every probe. */
+  sourceAddress: string;
+  target: { address: string; port: number };
+  intervalMs: number;
+  /** A reply later than this counts as lost (and is ignored when it arrives). */
+  timeoutMs: number;
+  onSample(sample: ProbeSample): void;
+  /** Socket and send failures, for the log; each failed probe is also reported as a lost sample. */
+  onError?(message: string): void;
+}
+
+export interface Monitor {
+  /** Stops probing and closes the socket; no sample is reported afterwards. Idempotent. */
+  stop(): void;
+  /** Probes sent and not yet answered or timed out (diagnostics, tests). */
+  readonly outstanding: number;
+}
+
+/** "DTRM": the first four bytes of every probe, so anything else arriving at the socket is ignored. */
+const MAGIC = 0x4454524d;
+/** magic (4) + nonce (4) + seq (4) + send time in epoch ms (8). */
+export const PROBE_BYTES = 20;
+/**
+ * Probes in flight are capped so memory stays bounded whatever the settings: the schema allows at most
+ * 10 s / 10 ms = 1000 in flight; beyond the cap the oldest probe is reported lost early.
+ */
+export const MAX_OUTSTANDING = 1024;
+/** After a bind failure (the leg's address not there yet or any more) the next tick tries again, at most this often. */
+const REBIND_MIN_GAP_MS = 1000;
+
+interface InFlight {
+  seq: number;
+  sentAt: number;
+  sentMono: number;
+  timer: NodeJS.Timeout;
+}
+
+/** Encodes one probe; exported for tests. */
+export function encodeProbe(nonce: number, seq: number, sentAt: number): Buffer {
+  const b = Buffer.alloc(PROBE_BYTES);
+  b.writeUInt32BE(MAGIC, 0);
+  b.writeUInt32BE(nonce >>> 0, 4);
+  b.writeUInt32BE(seq >>> 0, 8);
+  b.writeDoubleBE(sentAt, 12);
+  return b;
+}
+
+/** Decodes a reply; null for anything that is not one of this monitor's probes. */
+export function decodeProbe(msg: Buffer, nonce: number): { seq: number; sentAt: number } | null {
+  if (msg.length !== PROBE_BYTES || msg.readUInt32BE(0) !== MAGIC || msg.readUInt32BE(4) !== nonce >>> 0) return null;
+  return { seq: msg.readUInt32BE(8), sentAt: msg.readDoubleBE(12) };
+}
+
+export function startMonitor(opts: MonitorOptions): Monitor {
+  if (!(Number.isFinite(opts.intervalMs) && opts.intervalMs > 0)) throw new Error(`monitor ${opts.legId}: intervalMs must be positive`);
+  if (!(Number.isFinite(opts.timeoutMs) && opts.timeoutMs > 0)) throw new Error(`monitor ${opts.legId}: timeoutMs must be positive`);
+  const nonce = randomBytes(4).readUInt32BE(0);
+  const inFlight = new Map<number, InFlight>();
+  let seq = 0;
+  let stopped = false;
+  let socket: Socket | null = null;
+  let bound = false;
+  let lastBindAttempt = Number.NEGATIVE_INFINITY;
+
+  const report = (sample: ProbeSample): void => {
+    if (stopped) return;
+    try {
+      opts.onSample(sample);
+    } catch (err) {
+      // A listener's bug must not stop the probing that detects dead tunnels.
+      opts.onError?.(`onSample threw: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
+  const fail = (message: string): void => {
+    if (!stopped) opts.onError?.(`monitor ${opts.legId}: ${message}`);
+  };
+  const settle = (s: number, rttMs: number | null): void => {
+    const p = inFlight.get(s);
+    if (p === undefined) return; // already answered or timed out: a duplicate or late reply
+    inFlight.delete(s);
+    clearTimeout(p.timer);
+    report({ seq: p.seq, sentAt: p.sentAt, rttMs });
+  };
+
+  const onMessage = (msg: Buffer, rinfo: RemoteInfo): void => {
+    if (rinfo.address !== opts.target.address || rinfo.port !== opts.target.port) return;
+    const d = decodeProbe(msg, nonce);
+    if (d === null) return;
+    const p = inFlight.get(d.seq);
+    if (p === undefined || p.sentAt !== d.sentAt) return;
+    // Microsecond resolution is all a RTT needs; the rest is clock noise.
+    settle(d.seq, Math.max(0, Math.round((performance.now() - p.sentMono) * 1000) / 1000));
+  };
+
+  const openSocket = (): void => {
+    lastBindAttempt = performance.now();
+    const s = createSocket({ type: "udp4" });
+    socket = s;
+    bound = false;
+    s.on("message", onMessage);
+    s.on("error", (err: NodeJS.ErrnoException) => {
+      // A bind error (EADDRNOTAVAIL while the leg's address is missing) leaves the socket unusable: drop it and
+      // bind again on a later tick. Errors of a bound socket do not end it.
+      if (socket === s && !bound) {
+        socket = null;
+        closeQuietly(s);
+      }
+      fail(`socket error: ${err.code ?? err.message}`);
+    });
+    s.on("listening", () => {
+      if (socket === s) bound = true;
+    });
+    s.bind({ address: opts.sourceAddress, port: 0, exclusive: true });
+  };
+
+  const tick = (): void => {
+    if (stopped) return;
+    if (socket === null && performance.now() - lastBindAttempt >= REBIND_MIN_GAP_MS) openSocket();
+    seq = (seq + 1) >>> 0;
+    const s = seq;
+    const sentAt = Date.now();
+    const sentMono = performance.now();
+    if (inFlight.size >= MAX_OUTSTANDING) {
+      const oldest = inFlight.keys().next();
+      if (oldest.done !== true) settle(oldest.value, null);
+    }
+    const timer = setTimeout(() => {
+      settle(s, null);
+    }, opts.timeoutMs);
+    inFlight.set(s, { seq: s, sentAt, sentMono, timer });
+    const sock = socket;
+    if (sock === null) {
+      settle(s, null);
+      return;
+    }
+    try {
+      // Before `listening`, dgram queues the send until the bind completes (or drops it if the bind fails).
+      sock.send(encodeProbe(nonce, s, sentAt), opts.target.port, opts.target.address, (err) => {
+        if (err !== null) {
+          fail(`send failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`);
+          settle(s, null);
+        }
+      });
+    } catch (err) {
+      fail(`send failed: ${err instanceof Error ? err.message : String(err)}`);
+      settle(s, null);
+    }
+  };
+
+  openSocket();
+  const interval = setInterval(tick, opts.intervalMs);
+  tick();
+
+  return {
+    stop(): void {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(interval);
+      for (const p of inFlight.values()) clearTimeout(p.timer);
+      inFlight.clear();
+      if (socket !== null) closeQuietly(socket);
+      socket = null;
+    },
+    get outstanding(): number {
+      return inFlight.size;
+    },
+  };
+}
+
+function closeQuietly(s: Socket): void {
+  try {
+    s.close();
+  } catch {
+    // already closed
+  }
+}
