@@ -2,6 +2,7 @@
 import { parseArgs } from "node:util";
 import { GATEWAY_ENGINES, type GatewayEngine } from "./gateway-engines.ts";
 import { DIRECTIONS, IMPAIR_PROTOS, IMPAIR_TARGETS, describeImpairment, type ImpairmentSpec } from "./impair.ts";
+import { agentLogs, agentStart, agentStop } from "./agent.ts";
 import * as lab from "./lab.ts";
 import { formatSelftest, selftest } from "./selftest.ts";
 
@@ -24,7 +25,10 @@ usage: npm run lab -- <command> [options]
   kill <gateway> [engine]    SIGKILL one engine (${GATEWAY_ENGINES.join(", ")}) or, default, the whole gateway
                              (all engines, and its link goes silent)
   restore <gateway> [engine] restart killed engines with the same keys; lifts a whole-gateway kill
-  exec <namespace> -- <cmd>  run a command in a lab namespace (client, router, gw1..gw3, corp, dns, collector)
+  exec <namespace> -- <cmd>  run a command in a lab namespace (client, router, gw1..gw3, corp, dns, collector);
+                             \`detour\` there is this checkout's CLI, talking to the lab's detourd
+  agent start [--connect]    run detourd in the client namespace with the lab's client config
+  agent stop | agent logs    stop it (it disconnects cleanly first) | print the end of its log
   leftovers                  list anything of the lab still on the host (exit 1 if any)
 
 options: --id <lab id> (default "${lab.DEFAULT_LAB_ID}", or DETOUR_LAB_ID) to run several labs side by side.`;
@@ -58,6 +62,7 @@ async function main(argv: string[]): Promise<number> {
       dir: { type: "string", default: "both" },
       jitter: { type: "string", default: "0" },
       help: { type: "boolean", short: "h", default: false },
+      connect: { type: "boolean", default: false },
     },
   });
   const id = values.id;
@@ -138,6 +143,19 @@ async function main(argv: string[]): Promise<number> {
       const r = await selftest(id);
       console.log(values.json ? JSON.stringify(r, null, 2) : formatSelftest(r));
       return r.ok ? 0 : 1;
+    }
+    case "agent": {
+      const sub = oneOf("agent command", args[0], ["start", "stop", "logs"] as const);
+      if (sub === "start") {
+        const a = await agentStart(id, { connect: values.connect });
+        console.log(`detourd runs in ${lab.topologyOf(id).client.ns} (pid ${a.pid}); socket ${a.socket}; log ${a.log}`);
+        console.log("  try: npm run lab -- exec client -- detour status");
+      } else if (sub === "stop") {
+        console.log((await agentStop(id)) ? "detourd stopped" : "detourd was not running");
+      } else {
+        console.log(agentLogs(id));
+      }
+      return 0;
     }
     case "leftovers": {
       const left = await lab.leftovers(id);

@@ -42,6 +42,9 @@ export function buildClientConfig(topo: LabTopology, s: ClientSecrets): DetourCo
     protectedRoutes: [CORP_NETWORK],
     probe: { address: topo.corp.address, port: CORP_ECHO_PORT },
     discovery: { dns: { servers: [topo.dns.address], srv: [SRV_NAMES.wireguard, SRV_NAMES.ikev2, SRV_NAMES.anyconnect] } },
+    // The lab demonstrates brownout failover with 10 % loss each way (~19 % of probes lost): a threshold of
+    // 15 % sits between that and a 5 % lossy link (~10 %), which must not move the tunnel.
+    health: { brownout: { lossPct: 15 } },
   };
 }
 

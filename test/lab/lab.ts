@@ -19,7 +19,7 @@ import {
 import { applyImpairments, describeImpairment, validateSpec, type Impairment, type ImpairmentSpec } from "./impair.ts";
 import { createNetwork, destroyNamespaces, listNamespaces } from "./netns.ts";
 import { assertLabCanRun } from "./preflight.ts";
-import { startCorp, startDns } from "./services.ts";
+import { REPO_ROOT, startCorp, startDns } from "./services.ts";
 import { gatewayByName, labTopology, namespaceOf, type LabTopology } from "./topology.ts";
 
 export const DEFAULT_LAB_ID = "lab";
@@ -395,11 +395,17 @@ export async function heal(id = DEFAULT_LAB_ID): Promise<void> {
   for (const g of labTopology(id).gateways) await restore(g.name, "all", id);
 }
 
-/** Runs a command in a lab namespace with the terminal attached; returns its exit code. */
+/**
+ * Runs a command in a lab namespace with the terminal attached; returns its exit code. `detour` and `detourd`
+ * mean this checkout's commands, and `detour` talks to the lab's daemon.
+ */
 export function execIn(role: string, argv: string[], id = DEFAULT_LAB_ID): number {
   const ns = namespaceOf(labTopology(id), role);
-  if (argv.length === 0) throw new Error("exec needs a command after --");
-  const r = spawnSync("ip", ["netns", "exec", ns, ...argv], { stdio: "inherit" });
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined) throw new Error("exec needs a command after --");
+  const resolved = cmd === "detour" || cmd === "detourd" ? [join(REPO_ROOT, "bin", cmd), ...rest] : argv;
+  const env = { ...process.env, DETOUR_SOCKET: process.env.DETOUR_SOCKET ?? join(labDirOf(id), "detourd.sock") };
+  const r = spawnSync("ip", ["netns", "exec", ns, ...resolved], { stdio: "inherit", env });
   if (r.error !== undefined) throw r.error;
   return r.status ?? 1;
 }

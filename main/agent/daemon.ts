@@ -1,0 +1,380 @@
+/**
+ * detourd's event loop: feeds inputs to the pure connection machine (main/core/connection) one at a time and
+ * runs the effects it returns: engines, in-tunnel monitors, routes, timers, discovery. It owns every timer
+ * and every side effect; the machine owns every decision.
+ */
+import { mkdirSync } from "node:fs";
+import type { DetourConfig } from "../core/config/schema.ts";
+import { initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
+import type { Candidate, ConnectionEvent, ConnectionSnapshot, Effect, FailoverRecord, Leg, MachineInput, RaceRecord, TimerId } from "../core/connection/types.ts";
+import type { TunnelUp } from "../core/tunnel/engine-types.ts";
+import { createEngine } from "../../native/engines/create-engine.ts";
+import { isEngineError, type TunnelEngine } from "../../native/engines/engine.ts";
+import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource } from "../../native/platform/routes.linux.ts";
+import { discoverCandidates, gatewayPorts, probeCandidates } from "./discovery.ts";
+import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
+import type { Logger } from "./log.ts";
+import { startMonitor } from "./monitor.ts";
+
+export interface DaemonOptions {
+  config: DetourConfig;
+  configPath: string;
+  workDir: string;
+  ifnamePrefix: string;
+  log: Logger;
+  version: string;
+}
+
+/** DNS and portal answers are round trips to nearby servers; past this a slow source is skipped. */
+const DISCOVERY_TIMEOUT_MS = 2000;
+/** Port probes decide ranking, not reachability (the race decides that); a silent port must not stall rechecks. */
+const PROBE_TIMEOUT_MS = 1000;
+/** Policy-routing tables and rule preferences for legs: below kernel-libipsec's 220, above the main rules. */
+const LEG_TABLE_BASE = 5100;
+const LEG_RULE_PREF_BASE = 100;
+const LEG_SLOTS = 90;
+/** The flight recorder keeps this many recent events for status and diagnostics. */
+const RECORDER_SIZE = 500;
+
+interface LegRuntime {
+  leg: Leg;
+  engine: TunnelEngine;
+  up: TunnelUp | null;
+  monitor: { stop(): void } | null;
+  source: { ifname: string; address: string; table: number; pref: number } | null;
+  stopping: Promise<void> | null;
+}
+
+export class Daemon {
+  readonly startedAt = Date.now();
+  #opts: DaemonOptions;
+  #identity: IdentitySecrets;
+  #state: MachineState = initialState();
+  #ctx: MachineContext;
+  #queue: MachineInput[] = [];
+  #draining = false;
+  #timers = new Map<TimerId, NodeJS.Timeout>();
+  #legs = new Map<string, LegRuntime>();
+  #candidates: Candidate[] = [];
+  #lastRace: RaceRecord | null = null;
+  #lastFailover: FailoverRecord | null = null;
+  #recorder: ConnectionEvent[] = [];
+  #subscribers = new Set<(e: ConnectionEvent) => void>();
+  #pending = new Set<Promise<unknown>>();
+  #legCounter = 0;
+  #routesOn: string | null = null;
+  #routeChain: Promise<void> = Promise.resolve();
+
+  constructor(opts: DaemonOptions) {
+    this.#opts = opts;
+    this.#identity = loadIdentity(opts.config);
+    mkdirSync(opts.workDir, { recursive: true, mode: 0o700 });
+    this.#ctx = {
+      policy: { race: opts.config.race, health: opts.config.health, retry: opts.config.retry },
+      gateways: opts.config.gateways.map((g) => ({
+        name: g.name,
+        hostname: g.hostname,
+        address: g.address ?? null,
+        priority: g.priority,
+        region: g.region,
+        kinds: [
+          ...(g.protocols.wireguard !== undefined ? (["wireguard"] as const) : []),
+          ...(g.protocols.ikev2 !== undefined ? (["ikev2"] as const) : []),
+          ...(g.protocols.anyconnect !== undefined ? (["anyconnect-tls"] as const) : []),
+          ...(g.protocols.anyconnect?.dtls === true ? (["anyconnect-dtls"] as const) : []),
+        ],
+        sources: ["config"],
+        probe: null,
+      })),
+    };
+  }
+
+  // ---- control API ----
+
+  status(): ConnectionSnapshot & { daemon: { version: string; pid: number; startedAt: number; configPath: string } } {
+    return { ...snapshot(this.#state, Date.now()), daemon: { version: this.#opts.version, pid: process.pid, startedAt: this.startedAt, configPath: this.#opts.configPath } };
+  }
+
+  /** The candidates with their latest probe results (discovery keeps them fresh in the background). */
+  candidates(): Candidate[] {
+    return this.#candidates.length > 0 ? this.#candidates : this.#ctx.gateways;
+  }
+
+  lastRace(): RaceRecord | null {
+    return this.#lastRace;
+  }
+
+  lastFailover(): FailoverRecord | null {
+    return this.#lastFailover;
+  }
+
+  recorder(): ConnectionEvent[] {
+    return [...this.#recorder];
+  }
+
+  subscribe(listener: (e: ConnectionEvent) => void): () => void {
+    this.#subscribers.add(listener);
+    return () => this.#subscribers.delete(listener);
+  }
+
+  connect(): void {
+    this.dispatch({ type: "connect", now: Date.now() });
+  }
+
+  disconnect(): void {
+    this.dispatch({ type: "disconnect", now: Date.now() });
+  }
+
+  /** Disconnects and waits (bounded by the engines' own stop budgets) until every leg is down. */
+  async shutdown(): Promise<void> {
+    this.disconnect();
+    for (let i = 0; i < 20 && (this.#pending.size > 0 || this.#legs.size > 0); i++) {
+      await Promise.allSettled([...this.#pending, ...[...this.#legs.values()].map((l) => l.stopping ?? this.#stopLeg(l.leg.id))]);
+    }
+    for (const t of this.#timers.values()) clearTimeout(t);
+    this.#timers.clear();
+    if (this.#routesOn !== null) await clearProtectedRoutes(this.#opts.config.protectedRoutes).catch(() => undefined);
+  }
+
+  // ---- the loop ----
+
+  dispatch(input: MachineInput): void {
+    this.#queue.push(input);
+    if (this.#draining) return;
+    this.#draining = true;
+    try {
+      for (let i = 0; i < 10_000 && this.#queue.length > 0; i++) {
+        const next = this.#queue.shift();
+        if (next === undefined) break;
+        const r = step(this.#state, next, this.#ctx);
+        this.#state = r.state;
+        for (const e of r.effects) this.#run(e);
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  /** Route changes run one after another in the order the machine asked for them: a late clear must never undo a newer apply. */
+  #routeOp(op: () => Promise<void>): void {
+    const next = this.#routeChain.then(op).catch((err: unknown) => {
+      this.#opts.log.error("route change failed", { err });
+    });
+    this.#routeChain = next;
+    this.#track(next);
+  }
+
+  #track(p: Promise<unknown>): void {
+    this.#pending.add(p);
+    void p.finally(() => this.#pending.delete(p));
+  }
+
+  #run(e: Effect): void {
+    const log = this.#opts.log;
+    switch (e.type) {
+      case "resolve-candidates":
+        this.#track(this.#resolve());
+        return;
+      case "start-leg":
+        this.#startLeg(e.leg, e.deadlineAt);
+        return;
+      case "stop-leg":
+        this.#track(this.#stopLeg(e.legId));
+        return;
+      case "start-monitor":
+        this.#startMonitor(e.legId);
+        return;
+      case "stop-monitor": {
+        const l = this.#legs.get(e.legId);
+        l?.monitor?.stop();
+        if (l !== undefined) l.monitor = null;
+        return;
+      }
+      case "apply-routes": {
+        const legId = e.legId;
+        this.#routeOp(() => this.#applyRoutes(legId));
+        return;
+      }
+      case "clear-routes":
+        this.#routesOn = null;
+        this.#routeOp(async () => {
+          await clearProtectedRoutes(this.#opts.config.protectedRoutes);
+          log.info("protected routes cleared");
+        });
+        return;
+      case "set-timer": {
+        const old = this.#timers.get(e.timer);
+        if (old !== undefined) clearTimeout(old);
+        const timer = e.timer;
+        this.#timers.set(timer, setTimeout(() => {
+          this.#timers.delete(timer);
+          this.dispatch({ type: "timer", now: Date.now(), timer });
+        }, Math.max(0, e.at - Date.now())));
+        return;
+      }
+      case "cancel-timer": {
+        const t = this.#timers.get(e.timer);
+        if (t !== undefined) clearTimeout(t);
+        this.#timers.delete(e.timer);
+        return;
+      }
+      case "record-race":
+        this.#lastRace = e.race;
+        log.info("race", { race: e.race });
+        return;
+      case "record-failover":
+        this.#lastFailover = e.failover;
+        log.info("failover", { failover: e.failover });
+        return;
+      case "notify":
+        this.#recorder.push(e.event);
+        if (this.#recorder.length > RECORDER_SIZE) this.#recorder.shift();
+        if (e.event.type === "state") log.info("state", { state: e.event.state, detail: e.event.detail });
+        for (const s of this.#subscribers) {
+          try {
+            s(e.event);
+          } catch {
+            // a subscriber's failure is its own
+          }
+        }
+        return;
+    }
+  }
+
+  /**
+   * Answers resolve-candidates. When connecting and every configured gateway has an address, the race starts
+   * at once from the configuration: DNS and port probes on a hostile network can take seconds, and the race
+   * itself is the best probe. Discovery then runs in the background for status and later rechecks.
+   */
+  async #resolve(): Promise<void> {
+    const phase = snapshot(this.#state, Date.now()).state;
+    const configured = this.#ctx.gateways;
+    if (phase === "resolving" && configured.every((c) => c.address !== null)) {
+      this.dispatch({ type: "candidates", now: Date.now(), candidates: this.#candidates.length > 0 ? this.#candidates : configured });
+      this.#track(this.#discover());
+      return;
+    }
+    const candidates = await this.#discover();
+    this.dispatch({ type: "candidates", now: Date.now(), candidates });
+  }
+
+  /** Discovery plus port probes, bounded; never throws (problems are logged, configured gateways remain). */
+  async #discover(): Promise<Candidate[]> {
+    const cfg = this.#opts.config;
+    const log = this.#opts.log;
+    let candidates: Candidate[];
+    try {
+      candidates = await discoverCandidates(cfg, {
+        timeoutMs: DISCOVERY_TIMEOUT_MS,
+        onProblem: (problem: unknown) => {
+          log.warn("discovery problem", { problem });
+        },
+      });
+      const probes = await probeCandidates(candidates, { timeoutMs: PROBE_TIMEOUT_MS, ports: gatewayPorts(cfg) });
+      candidates = candidates.map((c, i) => ({ ...c, probe: probes[i] ?? c.probe }));
+    } catch (err) {
+      log.warn("discovery failed; using the configured gateways", { err });
+      candidates = this.#ctx.gateways;
+    }
+    this.#candidates = candidates;
+    return candidates;
+  }
+
+  #startLeg(leg: Leg, deadlineAt: number): void {
+    const log = this.#opts.log;
+    const candidate = this.#candidates.find((c) => c.name === leg.gateway) ?? this.#ctx.gateways.find((c) => c.name === leg.gateway);
+    let engine: TunnelEngine;
+    try {
+      if (candidate === undefined) throw new Error(`no candidate ${leg.gateway}`);
+      engine = createEngine(engineSpecFor(this.#opts.config, candidate, leg, this.#identity, { workRoot: this.#opts.workDir, ifnamePrefix: this.#opts.ifnamePrefix }));
+    } catch (err) {
+      queueMicrotask(() => {
+        this.dispatch({ type: "leg-failed", now: Date.now(), legId: leg.id, code: "bad-config", message: err instanceof Error ? err.message : String(err) });
+      });
+      return;
+    }
+    const rt: LegRuntime = { leg, engine, up: null, monitor: null, source: null, stopping: null };
+    this.#legs.set(leg.id, rt);
+    this.#legCounter += 1;
+    engine.onEvent((ev) => {
+      if (rt.stopping !== null || rt.up === null) return;
+      if (ev.type === "down") this.dispatch({ type: "leg-down", now: Date.now(), legId: leg.id, reason: ev.reason });
+      if (ev.type === "engine-exit" && !ev.expected) this.dispatch({ type: "leg-down", now: Date.now(), legId: leg.id, reason: `engine exited (${ev.signal ?? String(ev.code)})` });
+    });
+    log.info("leg starting", { leg });
+    this.#track(
+      engine.start(deadlineAt).then(
+        async (up) => {
+          rt.up = up;
+          if (rt.stopping !== null) return;
+          const address = up.config.addresses[0]?.split("/")[0];
+          if (address !== undefined) {
+            // Prefs must stay unique among live legs and below the protected-routes rule (200); a race has a
+            // dozen legs at most, so cycling through 90 slots never reuses a live one.
+            const n = this.#legCounter % LEG_SLOTS;
+            const source = { ifname: up.config.ifname, address, table: LEG_TABLE_BASE + n, pref: LEG_RULE_PREF_BASE + n };
+            try {
+              await installLegSource(source);
+              rt.source = source;
+            } catch (err) {
+              log.warn("leg source routing failed; its monitor cannot probe it", { leg, err });
+            }
+          }
+          log.info("leg up", { leg, ifname: up.config.ifname, ms: up.timings.firstReplyAt - up.timings.spawnedAt });
+          this.dispatch({ type: "leg-up", now: Date.now(), legId: leg.id, config: up.config, firstReplyAt: up.timings.firstReplyAt });
+        },
+        (err: unknown) => {
+          this.#legs.delete(leg.id);
+          const code = isEngineError(err) ? err.code : "engine-crashed";
+          const message = err instanceof Error ? err.message : String(err);
+          log.info("leg failed", { leg, code, message });
+          this.dispatch({ type: "leg-failed", now: Date.now(), legId: leg.id, code, message });
+        },
+      ),
+    );
+  }
+
+  async #stopLeg(legId: string): Promise<void> {
+    const rt = this.#legs.get(legId);
+    if (rt === undefined) return;
+    if (rt.stopping !== null) return rt.stopping;
+    rt.stopping = (async () => {
+      rt.monitor?.stop();
+      rt.monitor = null;
+      if (rt.source !== null) await removeLegSource(rt.source).catch(() => undefined);
+      await rt.engine.stop().catch((err: unknown) => {
+        this.#opts.log.error("leg stop failed", { leg: rt.leg, err });
+      });
+      this.#legs.delete(legId);
+      this.#opts.log.info("leg stopped", { leg: rt.leg });
+    })();
+    return rt.stopping;
+  }
+
+  #startMonitor(legId: string): void {
+    const rt = this.#legs.get(legId);
+    if (rt?.up === null || rt === undefined || rt.source === null) {
+      this.#opts.log.warn("cannot monitor a leg that is not up", { legId });
+      return;
+    }
+    const h = this.#opts.config.health;
+    rt.monitor = startMonitor({
+      legId,
+      sourceAddress: rt.source.address,
+      target: { address: this.#opts.config.probe.address, port: this.#opts.config.probe.port },
+      intervalMs: h.probeIntervalMs,
+      timeoutMs: h.probeTimeoutMs,
+      onSample: (sample) => {
+        this.dispatch({ type: "probe", now: Date.now(), legId, sample });
+      },
+    });
+  }
+
+  async #applyRoutes(legId: string): Promise<void> {
+    const rt = this.#legs.get(legId);
+    if (rt?.up == null) return;
+    await applyProtectedRoutes({ ifname: rt.up.config.ifname, routes: this.#opts.config.protectedRoutes });
+    this.#routesOn = legId;
+    this.#opts.log.info("protected routes applied", { leg: rt.leg, ifname: rt.up.config.ifname });
+  }
+}

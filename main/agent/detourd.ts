@@ -1,0 +1,114 @@
+/**
+ * detourd: loads and validates the configuration (a bad file never starts a half-configured daemon), opens
+ * the control socket and runs the connection loop until SIGTERM, when it disconnects cleanly and exits.
+ */
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { parseConfigText } from "../core/config/schema.ts";
+import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
+import { ControlServer } from "./control-server.ts";
+import { Daemon } from "./daemon.ts";
+import { createLogger, type Level } from "./log.ts";
+
+const VERSION = "0.1.0";
+/** Time for a clean disconnect (engines' orderly stops run in parallel) before detourd exits anyway. */
+const SHUTDOWN_BUDGET_MS = 15_000;
+
+function usage(msg: string): never {
+  process.stderr.write(`detourd: ${msg}\nusage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--ifname-prefix <p>] [--connect] [--log-level debug|info|warn|error]\n`);
+  process.exit(2);
+}
+
+async function main(): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        config: { type: "string" },
+        socket: { type: "string", default: process.env.DETOUR_SOCKET ?? DEFAULT_SOCKET_PATH },
+        group: { type: "string" },
+        "work-dir": { type: "string", default: "/run/detour/legs" },
+        "ifname-prefix": { type: "string", default: "dt" },
+        connect: { type: "boolean", default: false },
+        "log-level": { type: "string", default: "info" },
+      },
+    }));
+  } catch (e) {
+    usage((e as Error).message);
+  }
+  const configPath = values.config ?? usage("--config is required");
+  const level = values["log-level"];
+  if (!["debug", "info", "warn", "error"].includes(level)) usage(`--log-level must be debug, info, warn or error; got ${level}`);
+  const log = createLogger({ level: level as Level });
+
+  let text: string;
+  try {
+    text = readFileSync(configPath, "utf8");
+  } catch (e) {
+    process.stderr.write(`detourd: cannot read ${configPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}\n`);
+    process.exit(2);
+  }
+  const parsed = parseConfigText(text);
+  if (!parsed.ok) {
+    process.stderr.write(`detourd: ${configPath} is not a valid configuration:\n${parsed.issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}\n`);
+    process.exit(2);
+  }
+
+  let daemon: Daemon;
+  try {
+    daemon = new Daemon({ config: parsed.config, configPath, workDir: values["work-dir"], ifnamePrefix: values["ifname-prefix"], log, version: VERSION });
+  } catch (e) {
+    process.stderr.write(`detourd: ${(e as Error).message}\n`);
+    process.exit(2);
+  }
+
+  const server = await ControlServer.start({
+    path: values.socket,
+    version: VERSION,
+    log,
+    ...(values.group === undefined ? {} : { group: values.group }),
+    handlers: {
+      status: () => Promise.resolve(daemon.status()),
+      connect: () => {
+        daemon.connect();
+        return Promise.resolve();
+      },
+      disconnect: () => {
+        daemon.disconnect();
+        return Promise.resolve();
+      },
+      gateways: () => Promise.resolve(daemon.candidates()),
+      race: () => Promise.resolve(daemon.lastRace()),
+      subscribe: (listener) => daemon.subscribe(listener),
+    },
+  });
+  log.info("detourd started", { version: VERSION, pid: process.pid, socket: values.socket, config: configPath, gateways: parsed.config.gateways.map((g) => g.name) });
+  if (values.connect) daemon.connect();
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info("stopping", { signal });
+    const hard = setTimeout(() => {
+      log.error("shutdown budget exceeded; exiting");
+      process.exit(1);
+    }, SHUTDOWN_BUDGET_MS);
+    hard.unref();
+    void daemon
+      .shutdown()
+      .then(() => server.close())
+      .then(() => {
+        log.info("detourd stopped");
+        process.exit(0);
+      });
+  };
+  process.on("SIGTERM", () => {
+    stop("SIGTERM");
+  });
+  process.on("SIGINT", () => {
+    stop("SIGINT");
+  });
+}
+
+void main();

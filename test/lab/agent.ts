@@ -1,0 +1,72 @@
+/** Runs detourd in the lab's client namespace with the lab's client config: `npm run lab -- agent start|stop|logs`. */
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { inNs, isAlive, readIfExists, spawnDaemon, stopPids, waitFor } from "./exec.ts";
+import { loadState, labDirOf } from "./lab.ts";
+import { REPO_ROOT } from "./services.ts";
+import { labTopology } from "./topology.ts";
+
+/** detourd loads TypeScript through tsx (about a second) before it opens its socket; CI machines are slower. */
+const AGENT_READY_TIMEOUT_MS = 20_000;
+/** detourd disconnects (engines send BYE/DELETE) before it exits; this is its whole budget. */
+const AGENT_STOP_GRACE_MS = 8_000;
+
+export interface AgentInfo {
+  pid: number;
+  socket: string;
+  log: string;
+  workDir: string;
+}
+
+export function agentPaths(id: string): { socket: string; log: string; workDir: string; pidFile: string } {
+  const dir = labDirOf(id);
+  return { socket: join(dir, "detourd.sock"), log: join(dir, "logs", "detourd.log"), workDir: join(dir, "detourd"), pidFile: join(dir, "detourd.pid") };
+}
+
+export function agentRunning(id: string): AgentInfo | null {
+  const p = agentPaths(id);
+  if (!existsSync(p.pidFile)) return null;
+  const pid = Number(readFileSync(p.pidFile, "utf8").trim());
+  return Number.isInteger(pid) && isAlive(pid) ? { pid, socket: p.socket, log: p.log, workDir: p.workDir } : null;
+}
+
+/** Starts detourd in the client namespace and waits until its control socket answers to connect attempts. */
+export async function agentStart(id: string, opts: { connect?: boolean; extraArgs?: string[] } = {}): Promise<AgentInfo> {
+  const state = loadState(id);
+  const topo = labTopology(id);
+  const running = agentRunning(id);
+  if (running !== null) throw new Error(`detourd already runs in lab "${id}" (pid ${running.pid}); run \`npm run lab -- agent stop\` first`);
+  const p = agentPaths(id);
+  rmSync(p.workDir, { recursive: true, force: true });
+  mkdirSync(p.workDir, { recursive: true, mode: 0o700 });
+  const argv = [
+    join(REPO_ROOT, "bin", "detourd"),
+    "--config", state.clientConfig,
+    "--socket", p.socket,
+    "--work-dir", p.workDir,
+    // wireguard-go's socket path is host-wide: the lab id keeps two labs' daemons apart (and lab down cleans d<id>-*)
+    "--ifname-prefix", `d${id}`,
+    ...(opts.connect === true ? ["--connect"] : []),
+    ...(opts.extraArgs ?? []),
+  ];
+  const pid = spawnDaemon(inNs(topo.client.ns, argv), { logFile: p.log, cwd: REPO_ROOT });
+  writeFileSync(p.pidFile, `${pid}\n`);
+  await waitFor("detourd's control socket", () => {
+    if (!isAlive(pid)) throw new Error(`detourd exited during start-up:\n${readIfExists(p.log).slice(-3000)}`);
+    return existsSync(p.socket);
+  }, { timeoutMs: AGENT_READY_TIMEOUT_MS, intervalMs: 50 });
+  return { pid, socket: p.socket, log: p.log, workDir: p.workDir };
+}
+
+/** SIGTERM (detourd disconnects cleanly), SIGKILL after the grace period; by PID. */
+export async function agentStop(id: string): Promise<boolean> {
+  const running = agentRunning(id);
+  const p = agentPaths(id);
+  if (running !== null) await stopPids([running.pid], "SIGTERM", AGENT_STOP_GRACE_MS);
+  rmSync(p.pidFile, { force: true });
+  return running !== null;
+}
+
+export function agentLogs(id: string, lines = 80): string {
+  return readIfExists(agentPaths(id).log).split("\n").slice(-lines - 1).join("\n");
+}
