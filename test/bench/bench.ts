@@ -3,6 +3,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { assertLabCanRun } from "../lab/preflight.ts";
 import { REPO_ROOT } from "../lab/services.ts";
+import { benchConnect, benchFailover } from "./connect.ts";
 import { benchEngines } from "./engines.ts";
 
 /** At least ten runs per measurement, as the issues ask; BENCH_RUNS raises it. */
@@ -10,6 +11,8 @@ const DEFAULT_RUNS = 10;
 
 const SUITES: Record<string, (runs: number) => Promise<{ markdown: string; rows: unknown }>> = {
   engines: benchEngines,
+  connect: benchConnect,
+  failover: benchFailover,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -1,0 +1,198 @@
+/**
+ * `npm run bench -- connect failover`: what a user feels, measured on the lab with the real daemon.
+ * connect: from `detour connect` to the first corp echo reply, all healthy and with all UDP blocked, next to
+ * the fastest single engine alone (plain WireGuard) in the same run. failover: a 50/s probe stream through
+ * the tunnel while the active gateway goes silent: the outage and the probes lost. Plus detourd's CPU and RSS.
+ */
+import { readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { ControlClient } from "../../main/client/control-client.ts";
+import { agentStart, agentStop } from "../lab/agent.ts";
+import * as lab from "../lab/lab.ts";
+import { startPlain } from "../lab/plain/plain-clients.ts";
+import { ProbeClient } from "../lab/probe-client.ts";
+import { CORP_ECHO_PORT, type LabTopology } from "../lab/topology.ts";
+import { fmtMs, fmtSummary, summarize, type Summary } from "./stats.ts";
+
+const ID = "bench";
+/** A run that has not reached corp by then failed (counted, not averaged). */
+const RUN_DEADLINE_MS = 10_000;
+/** The lab's gateways need a moment to drop the previous session's state between runs. */
+const SETTLE_MS = 300;
+const STREAM_RATE = 50;
+/** The stream runs this long before the kill, so the tunnel is steady when the gateway dies. */
+const STREAM_LEAD_MS = 1000;
+const STREAM_MS = 5000;
+const IDLE_MEASURE_MS = 10_000;
+const POLL_MS = 50;
+
+type Status = Awaited<ReturnType<ControlClient["status"]>>;
+
+async function waitState(c: ControlClient, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status | null> {
+  const until = Date.now() + timeoutMs;
+  for (let i = 0; i < timeoutMs / POLL_MS + 1 && Date.now() < until; i++) {
+    const s = await c.status();
+    if (pred(s)) return s;
+    await sleep(POLL_MS);
+  }
+  return null;
+}
+
+async function firstCorpReply(probe: ProbeClient, topo: LabTopology, t0: number): Promise<number | null> {
+  const r = await probe.waitReply({ host: topo.corp.address, port: CORP_ECHO_PORT, intervalMs: 5, deadlineMs: RUN_DEADLINE_MS });
+  return r.ok ? r.firstReplyAt - t0 : null;
+}
+
+async function connectRun(c: ControlClient, probe: ProbeClient, topo: LabTopology): Promise<number | null> {
+  const t0 = Date.now();
+  await c.connect();
+  const ms = await firstCorpReply(probe, topo, t0);
+  await c.disconnect();
+  await waitState(c, (s) => s.state === "disconnected", RUN_DEADLINE_MS);
+  await sleep(SETTLE_MS);
+  return ms;
+}
+
+async function plainRun(probe: ProbeClient, topo: LabTopology, state: lab.LabState): Promise<number | null> {
+  const gw = topo.gateways[0];
+  if (gw === undefined) return null;
+  const t = await startPlain("wireguard", topo, state, gw, "bc");
+  try {
+    return await firstCorpReply(probe, topo, t.launchedAt);
+  } finally {
+    await t.stop();
+    await sleep(SETTLE_MS);
+  }
+}
+
+interface FailoverRun {
+  outageMs: number;
+  lost: number;
+  detectedAfterMs: number | null;
+  restoredAfterMs: number | null;
+}
+
+async function failoverRun(c: ControlClient, probe: ProbeClient, topo: LabTopology): Promise<FailoverRun | null> {
+  await c.connect();
+  const up = await waitState(c, (s) => s.state === "connected", RUN_DEADLINE_MS);
+  if (up === null || up.gateway === null) return null;
+  const active = up.gateway;
+  const failoversBefore = up.lastFailover?.detectedAt ?? 0;
+  const stream = probe.stream({ host: topo.corp.address, port: CORP_ECHO_PORT, ratePerSec: STREAM_RATE, durationMs: STREAM_MS });
+  await sleep(STREAM_LEAD_MS);
+  await lab.kill(active, "all", ID);
+  const r = await stream;
+  const after = await waitState(c, (s) => s.state === "connected" && (s.lastFailover?.detectedAt ?? 0) > failoversBefore, RUN_DEADLINE_MS);
+  await lab.restore(active, "all", ID);
+  await c.disconnect();
+  await waitState(c, (s) => s.state === "disconnected", RUN_DEADLINE_MS);
+  await sleep(SETTLE_MS);
+  if (!r.ok) return null;
+  const f = after?.lastFailover ?? null;
+  return { outageMs: r.longestGapMs, lost: r.lost, detectedAfterMs: f?.detectedAfterMs ?? null, restoredAfterMs: f?.restoredAfterMs ?? null };
+}
+
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(f[11]) + Number(f[12]);
+}
+
+function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m === null ? NaN : Number(m[1]);
+}
+
+async function withDaemon<T>(body: (c: ControlClient, probe: ProbeClient, topo: LabTopology, state: lab.LabState, pid: number) => Promise<T>): Promise<T> {
+  await lab.down(ID);
+  const state = await lab.up(ID);
+  const topo = lab.topologyOf(ID);
+  const agent = await agentStart(ID);
+  const c = await ControlClient.connect(agent.socket, { timeoutMs: 5000 });
+  const probe = await ProbeClient.start({ prefix: ["ip", "netns", "exec", topo.client.ns] });
+  try {
+    return await body(c, probe, topo, state, agent.pid);
+  } finally {
+    c.close();
+    await probe.close();
+    await agentStop(ID);
+    await lab.down(ID);
+  }
+}
+
+export async function benchConnect(runs: number): Promise<{ rows: unknown; markdown: string }> {
+  return withDaemon(async (c, probe, topo, state, pid) => {
+    const detour: number[] = [];
+    const plain: number[] = [];
+    const blocked: number[] = [];
+    let fails = 0;
+    for (let i = 0; i < runs; i++) {
+      const p = await plainRun(probe, topo, state);
+      if (p !== null) plain.push(p);
+      const d = await connectRun(c, probe, topo);
+      if (d === null) fails++;
+      else detour.push(d);
+    }
+    const imp = await lab.impair({ kind: "block", target: "client", proto: "udp", dir: "both" }, ID);
+    for (let i = 0; i < runs; i++) {
+      const d = await connectRun(c, probe, topo);
+      if (d === null) fails++;
+      else blocked.push(d);
+    }
+    await lab.lift(imp.id, ID);
+    await c.connect();
+    await waitState(c, (s) => s.state === "connected", RUN_DEADLINE_MS);
+    await sleep(1000);
+    const t0 = cpuTicks(pid);
+    const w0 = Date.now();
+    await sleep(IDLE_MEASURE_MS);
+    const cpuPct = ((cpuTicks(pid) - t0) / 100 / ((Date.now() - w0) / 1000)) * 100;
+    const rss = rssKiB(pid);
+    await c.disconnect();
+    const d = summarize(detour);
+    const pl = summarize(plain);
+    const b = summarize(blocked);
+    const md = [
+      `# Connect (${runs} runs each, lab at 0 ms RTT, 3 gateways)`,
+      "",
+      "From `detour connect` to the first corp echo reply through the tunnel (UDP echo every 5 ms).",
+      "",
+      "| scenario | median (IQR, range) | vs plain WireGuard alone |",
+      "|---|---|---:|",
+      `| Detour, all healthy | ${fmtSummary(d)} | ${(d.median / pl.median).toFixed(2)}x |`,
+      `| plain WireGuard alone (wireguard-go + wg, launch to reply) | ${fmtSummary(pl)} | 1.00x |`,
+      `| Detour, all UDP blocked on the client's network | ${fmtSummary(b)} | ${(b.median / pl.median).toFixed(2)}x |`,
+      "",
+      `Failed runs: ${fails}. detourd while connected and idle (its monitor probes 20 times a second): CPU ${cpuPct.toFixed(1)} % of one core over ${IDLE_MEASURE_MS / 1000} s, RSS ${(rss / 1024).toFixed(1)} MiB.`,
+    ];
+    return { rows: { detour: d, plain: pl, udpBlocked: b, failures: fails, idleCpuPct: cpuPct, rssKiB: rss }, markdown: md.join("\n") + "\n" };
+  });
+}
+
+export async function benchFailover(runs: number): Promise<{ rows: unknown; markdown: string }> {
+  return withDaemon(async (c, probe, topo) => {
+    const outs: FailoverRun[] = [];
+    let fails = 0;
+    for (let i = 0; i < runs; i++) {
+      const r = await failoverRun(c, probe, topo);
+      if (r === null) fails++;
+      else outs.push(r);
+    }
+    const row = (name: string, s: Summary): string => `| ${name} | ${fmtSummary(s)} |`;
+    const md = [
+      `# Failover (${runs} runs, lab at 0 ms RTT): the active gateway goes silent (blackhole + SIGKILL of its engines)`,
+      "",
+      `A steady UDP probe stream through the tunnel (${STREAM_RATE}/s) measures what a user loses; detourd's own record says when it noticed.`,
+      "",
+      "| measure | median (IQR, range) |",
+      "|---|---|",
+      row("outage seen by the probe stream (longest gap)", summarize(outs.map((o) => o.outageMs))),
+      row("probes lost (at 50/s)", summarize(outs.map((o) => o.lost))).replace(/ ms/g, ""),
+      row("detected after (detourd: last reply to verdict)", summarize(outs.flatMap((o) => (o.detectedAfterMs === null ? [] : [o.detectedAfterMs])))),
+      row("restored after (detourd: last reply to first reply via the next leg)", summarize(outs.flatMap((o) => (o.restoredAfterMs === null ? [] : [o.restoredAfterMs])))),
+      "",
+      `Failed runs: ${fails}. Outage medians: ${fmtMs(summarize(outs.map((o) => o.outageMs)).median)}.`,
+    ];
+    return { rows: { runs: outs, failures: fails }, markdown: md.join("\n") + "\n" };
+  });
+}
