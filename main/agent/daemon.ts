@@ -6,6 +6,7 @@
 import { mkdirSync } from "node:fs";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
+import { routesForLeg } from "../core/connection/route-policy.ts";
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, Effect, FailoverRecord, Leg, MachineInput, RaceRecord, TimerId } from "../core/connection/types.ts";
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
 import { createEngine } from "../../native/engines/create-engine.ts";
@@ -64,6 +65,8 @@ export class Daemon {
   #legCounter = 0;
   #routesOn: string | null = null;
   #routeChain: Promise<void> = Promise.resolve();
+  /** Every prefix put in the protected table since the last clear, pushed ones included. */
+  #appliedRoutes = new Set<string>();
 
   constructor(opts: DaemonOptions) {
     this.#opts = opts;
@@ -133,7 +136,8 @@ export class Daemon {
     }
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
-    if (this.#routesOn !== null) await clearProtectedRoutes(this.#opts.config.protectedRoutes).catch(() => undefined);
+    await this.#routeChain;
+    if (this.#routesOn !== null || this.#appliedRoutes.size > 0) await clearProtectedRoutes([...this.#appliedRoutes, ...this.#opts.config.protectedRoutes]).catch(() => undefined);
   }
 
   // ---- the loop ----
@@ -198,7 +202,8 @@ export class Daemon {
       case "clear-routes":
         this.#routesOn = null;
         this.#routeOp(async () => {
-          await clearProtectedRoutes(this.#opts.config.protectedRoutes);
+          await clearProtectedRoutes([...this.#appliedRoutes]);
+          this.#appliedRoutes.clear();
           log.info("protected routes cleared");
         });
         return;
@@ -373,8 +378,13 @@ export class Daemon {
   async #applyRoutes(legId: string): Promise<void> {
     const rt = this.#legs.get(legId);
     if (rt?.up == null) return;
-    await applyProtectedRoutes({ ifname: rt.up.config.ifname, routes: this.#opts.config.protectedRoutes });
+    const gatewayAddresses = [...this.#ctx.gateways, ...this.#candidates].flatMap((c) => (c.address === null ? [] : [c.address]));
+    const plan = routesForLeg(this.#opts.config.protectedRoutes, rt.up.config.routes, gatewayAddresses);
+    for (const r of plan.rejected) this.#opts.log.warn("pushed route refused", { leg: rt.leg, route: r.route, reason: r.reason });
+    // The batch makes the table equal to the plan, so routes of the previous leg that this one lacks go too.
+    await applyProtectedRoutes({ ifname: rt.up.config.ifname, routes: plan.routes });
+    for (const r of plan.routes) this.#appliedRoutes.add(r);
     this.#routesOn = legId;
-    this.#opts.log.info("protected routes applied", { leg: rt.leg, ifname: rt.up.config.ifname });
+    this.#opts.log.info("protected routes applied", { leg: rt.leg, ifname: rt.up.config.ifname, routes: plan.routes });
   }
 }
