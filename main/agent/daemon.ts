@@ -4,6 +4,7 @@
  * and every side effect; the machine owns every decision.
  */
 import { mkdirSync } from "node:fs";
+import { join } from "node:path";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
 import { routesForLeg } from "../core/connection/route-policy.ts";
@@ -11,6 +12,7 @@ import type { Candidate, ConnectionEvent, ConnectionSnapshot, Effect, FailoverRe
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
 import { createEngine } from "../../native/engines/create-engine.ts";
 import { isEngineError, type TunnelEngine } from "../../native/engines/engine.ts";
+import { applyDns, restoreDns, type DnsTarget } from "../../native/platform/dns.linux.ts";
 import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource } from "../../native/platform/routes.linux.ts";
 import { discoverCandidates, gatewayPorts, probeCandidates } from "./discovery.ts";
 import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
@@ -21,6 +23,10 @@ export interface DaemonOptions {
   config: DetourConfig;
   configPath: string;
   workDir: string;
+  /** Survives daemon restarts (the original resolv.conf is kept here while the tunnel's is in force). */
+  stateDir: string;
+  /** The resolv.conf detourd manages; /etc/resolv.conf in production. */
+  resolvConf: string;
   ifnamePrefix: string;
   log: Logger;
   version: string;
@@ -67,11 +73,16 @@ export class Daemon {
   #routeChain: Promise<void> = Promise.resolve();
   /** Every prefix put in the protected table since the last clear, pushed ones included. */
   #appliedRoutes = new Set<string>();
+  #dns: DnsTarget;
 
   constructor(opts: DaemonOptions) {
     this.#opts = opts;
     this.#identity = loadIdentity(opts.config);
     mkdirSync(opts.workDir, { recursive: true, mode: 0o700 });
+    mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
+    this.#dns = { path: opts.resolvConf, backupPath: join(opts.stateDir, "resolv.conf.orig") };
+    // A daemon that died while connected left the tunnel's resolvers in place: put the original back first.
+    if (restoreDns(this.#dns)) opts.log.warn("restored the resolv.conf a previous detourd left in place", { path: opts.resolvConf });
     this.#ctx = {
       policy: { race: opts.config.race, health: opts.config.health, retry: opts.config.retry },
       gateways: opts.config.gateways.map((g) => ({
@@ -138,6 +149,7 @@ export class Daemon {
     this.#timers.clear();
     await this.#routeChain;
     if (this.#routesOn !== null || this.#appliedRoutes.size > 0) await clearProtectedRoutes([...this.#appliedRoutes, ...this.#opts.config.protectedRoutes]).catch(() => undefined);
+    restoreDns(this.#dns);
   }
 
   // ---- the loop ----
@@ -204,6 +216,7 @@ export class Daemon {
         this.#routeOp(async () => {
           await clearProtectedRoutes([...this.#appliedRoutes]);
           this.#appliedRoutes.clear();
+          if (restoreDns(this.#dns)) log.info("resolv.conf restored", { path: this.#dns.path });
           log.info("protected routes cleared");
         });
         return;
@@ -386,5 +399,14 @@ export class Daemon {
     for (const r of plan.routes) this.#appliedRoutes.add(r);
     this.#routesOn = legId;
     this.#opts.log.info("protected routes applied", { leg: rt.leg, ifname: rt.up.config.ifname, routes: plan.routes });
+    const td = this.#opts.config.tunnelDns;
+    const servers = td !== undefined && td.servers.length > 0 ? td.servers : rt.up.config.dns;
+    try {
+      applyDns({ servers, searchDomains: td?.searchDomains ?? [] }, this.#dns);
+      if (servers.length > 0) this.#opts.log.info("tunnel DNS applied", { servers, path: this.#dns.path });
+    } catch (err) {
+      // DNS is worth a warning, not the connection: the protected networks are reachable by address.
+      this.#opts.log.warn("tunnel DNS not applied", { err });
+    }
   }
 }

@@ -13,7 +13,9 @@ after(() => {
 });
 
 function detourd(...args: string[]): { code: number | null; err: string } {
-  const r = spawnSync(process.execPath, ["--import", "tsx", "main/agent/detourd.ts", ...args], { cwd: root, encoding: "utf8", timeout: 30_000 });
+  // Never the host's resolv.conf or state folder, even if a refusal came too late.
+  const safe = ["--resolv-conf", join(dir, "resolv.conf"), "--state-dir", join(dir, "state"), "--work-dir", join(dir, "work")];
+  const r = spawnSync(process.execPath, ["--import", "tsx", "main/agent/detourd.ts", ...safe, ...args], { cwd: root, encoding: "utf8", timeout: 30_000 });
   return { code: r.status, err: r.stderr };
 }
 

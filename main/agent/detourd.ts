@@ -15,7 +15,7 @@ const VERSION = "0.1.0";
 const SHUTDOWN_BUDGET_MS = 15_000;
 
 function usage(msg: string): never {
-  process.stderr.write(`detourd: ${msg}\nusage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--ifname-prefix <p>] [--connect] [--log-level debug|info|warn|error]\n`);
+  process.stderr.write(`detourd: ${msg}\nusage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--connect] [--log-level debug|info|warn|error]\n`);
   process.exit(2);
 }
 
@@ -28,6 +28,8 @@ async function main(): Promise<void> {
         socket: { type: "string", default: process.env.DETOUR_SOCKET ?? DEFAULT_SOCKET_PATH },
         group: { type: "string" },
         "work-dir": { type: "string", default: "/run/detour/legs" },
+        "state-dir": { type: "string", default: "/var/lib/detour" },
+        "resolv-conf": { type: "string", default: "/etc/resolv.conf" },
         "ifname-prefix": { type: "string", default: "dt" },
         connect: { type: "boolean", default: false },
         "log-level": { type: "string", default: "info" },
@@ -56,7 +58,7 @@ async function main(): Promise<void> {
 
   let daemon: Daemon;
   try {
-    daemon = new Daemon({ config: parsed.config, configPath, workDir: values["work-dir"], ifnamePrefix: values["ifname-prefix"], log, version: VERSION });
+    daemon = new Daemon({ config: parsed.config, configPath, workDir: values["work-dir"], stateDir: values["state-dir"], resolvConf: values["resolv-conf"], ifnamePrefix: values["ifname-prefix"], log, version: VERSION });
   } catch (e) {
     process.stderr.write(`detourd: ${(e as Error).message}\n`);
     process.exit(2);

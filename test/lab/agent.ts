@@ -44,6 +44,7 @@ export async function agentStart(id: string, opts: { connect?: boolean; extraArg
     "--config", state.clientConfig,
     "--socket", p.socket,
     "--work-dir", p.workDir,
+    "--state-dir", join(labDirOf(id), "detourd-state"),
     // wireguard-go's socket path is host-wide: the lab id keeps two labs' daemons apart (and lab down cleans d<id>-*)
     "--ifname-prefix", `d${id}`,
     ...(opts.connect === true ? ["--connect"] : []),

@@ -4,7 +4,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { parseConfig, type DetourConfigInput } from "../../main/core/config/schema.ts";
-import { SRV_NAMES } from "./services.ts";
+import { CORP_DOMAIN, SRV_NAMES } from "./services.ts";
 import { CORP_ECHO_PORT, CORP_NETWORK, PORTS, type LabTopology } from "./topology.ts";
 
 export interface ClientSecrets {
@@ -45,6 +45,8 @@ export function buildClientConfig(topo: LabTopology, s: ClientSecrets): DetourCo
     // The lab demonstrates brownout failover with 10 % loss each way (~19 % of probes lost): a threshold of
     // 15 % sits between that and a 5 % lossy link (~10 %), which must not move the tunnel.
     health: { brownout: { lossPct: 15 } },
+    // corp's resolver, reachable only through the tunnel: intranet names resolve while connected.
+    tunnelDns: { servers: [topo.corp.address], searchDomains: [CORP_DOMAIN] },
   };
 }
 

@@ -3,12 +3,15 @@
  * protocol they end up on, that corp answers through the tunnel, and how long a failure cuts them off.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { after, afterEach, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { agentStart, agentStop } from "./agent.ts";
 import * as lab from "./lab.ts";
 import { ProbeClient } from "./probe-client.ts";
+import { INTRANET_NAME } from "./services.ts";
 
 const ID = "conn";
 /** A healthy lab connects in well under a second; allow for a loaded two-core CI machine. */
@@ -148,4 +151,22 @@ test("ten-percent-loss-on-the-active-gateway-moves-to-a-clean-one", { timeout: 6
   console.log(`brownout: ${f.reason}; moved ${f.from.gateway} -> ${f.to?.gateway ?? "-"}`);
   assert.match(f.reason, /brownout/);
   assert.equal((await corpSees()).gateway, s.gateway);
+});
+
+test("intranet-names-resolve-through-the-tunnel-while-connected-and-the-original-dns-returns", { timeout: 60_000 }, async () => {
+  const ns = lab.topologyOf(ID).client.ns;
+  const resolvConf = `/etc/netns/${ns}/resolv.conf`;
+  const original = readFileSync(resolvConf, "utf8");
+  const lookup = (): string => spawnSync("ip", ["netns", "exec", ns, "getent", "hosts", INTRANET_NAME], { encoding: "utf8", timeout: 10_000 }).stdout.trim();
+  assert.equal(lookup(), "", "the intranet name does not resolve before connecting");
+  const c = await startAgent();
+  await c.connect();
+  await waitFor(c, "connected", (x) => x.state === "connected", CONNECT_WITHIN_MS);
+  await corpSees();
+  assert.match(readFileSync(resolvConf, "utf8"), /^nameserver 198\.19\.0\.1$/m, "corp's resolver is in force");
+  assert.match(lookup(), /^198\.19\.0\.1\s+intranet\.corp\.detour\.test/);
+  await c.disconnect();
+  await waitFor(c, "disconnected", (x) => x.state === "disconnected", CONNECT_WITHIN_MS);
+  for (let i = 0; i < 20 && readFileSync(resolvConf, "utf8") !== original; i++) await sleep(POLL_MS);
+  assert.equal(readFileSync(resolvConf, "utf8"), original, "the original resolv.conf is back");
 });

@@ -183,6 +183,7 @@ predictable-ips = true
 ipv4-network = ${gw.anyconnect.network}
 ipv4-netmask = 255.255.255.0
 route = 198.19.0.0/255.255.255.0
+dns = 198.19.0.1
 ping-leases = false
 cisco-client-compat = true
 dtls-legacy = true

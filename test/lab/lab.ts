@@ -19,7 +19,7 @@ import {
 import { applyImpairments, describeImpairment, validateSpec, type Impairment, type ImpairmentSpec } from "./impair.ts";
 import { createNetwork, destroyNamespaces, listNamespaces } from "./netns.ts";
 import { assertLabCanRun } from "./preflight.ts";
-import { REPO_ROOT, startCorp, startDns } from "./services.ts";
+import { REPO_ROOT, startCorp, startCorpDns, startDns } from "./services.ts";
 import { gatewayByName, labTopology, namespaceOf, type LabTopology } from "./topology.ts";
 
 export const DEFAULT_LAB_ID = "lab";
@@ -45,6 +45,7 @@ export interface LabState {
   };
   pids: {
     corp: number;
+    corpDns: number;
     dns: number;
     gateways: Record<string, Record<GatewayEngine, number | null>>;
     delayq: number[];
@@ -129,14 +130,14 @@ export async function up(id = DEFAULT_LAB_ID): Promise<LabState> {
       upMs: 0,
       clientConfig: join(labDir, "client.json"),
       secrets: { clientWgPrivateKeyFile, clientWgPublicKey: clientWg.publicKey, pskFile, passwordFile, gateways: gwSecrets },
-      pids: { corp: 0, dns: 0, gateways: {}, delayq: [] },
+      pids: { corp: 0, corpDns: 0, dns: 0, gateways: {}, delayq: [] },
       impairments: [],
       nextImpairment: 1,
     };
     // The state file is written before anything starts, so `down` finds every PID even if `up` dies midway.
     saveState(state);
 
-    const services = Promise.all([startCorp(topo, labDir), startDns(topo, labDir)]);
+    const services = Promise.all([startCorp(topo, labDir), startDns(topo, labDir), startCorpDns(topo, labDir)]);
     await Promise.all(
       topo.gateways.map(async (g) => {
         const secrets = gwSecrets[g.name];
@@ -148,9 +149,10 @@ export async function up(id = DEFAULT_LAB_ID): Promise<LabState> {
         saveState(state);
       }),
     );
-    const [corpPid, dnsPid] = await services;
+    const [corpPid, dnsPid, corpDnsPid] = await services;
     state.pids.corp = corpPid;
     state.pids.dns = dnsPid;
+    state.pids.corpDns = corpDnsPid;
     state.pids.delayq = await applyImpairments(topo, labDir, [], []);
 
     writeClientConfig(
@@ -296,6 +298,7 @@ export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
     services: [
       { name: "corp", pid: s.pids.corp, alive: s.pids.corp > 0 && isAlive(s.pids.corp) },
       { name: "dns", pid: s.pids.dns, alive: s.pids.dns > 0 && isAlive(s.pids.dns) },
+      { name: "corp-dns", pid: s.pids.corpDns, alive: s.pids.corpDns > 0 && isAlive(s.pids.corpDns) },
       ...s.pids.delayq.map((p) => ({ name: "delayq", pid: p, alive: isAlive(p) })),
     ],
     gateways: topo.gateways.map((g) => ({

@@ -33,6 +33,27 @@ export async function startCorp(topo: LabTopology, labDir: string): Promise<numb
   return pid;
 }
 
+/** The intranet name corp's resolver answers, reachable only through the tunnel. */
+export const CORP_DOMAIN = "corp.detour.test";
+export const INTRANET_NAME = `intranet.${CORP_DOMAIN}`;
+
+/** corp's own resolver on the corp service address: what the tunnel's DNS points at while connected. */
+export async function startCorpDns(topo: LabTopology, labDir: string): Promise<number> {
+  const dir = join(labDir, "corp");
+  mkdirSync(dir, { recursive: true });
+  const conf = join(dir, "dnsmasq.conf");
+  const stdout = join(labDir, "logs", "corp-dns.stdout");
+  writeFileSync(conf, ["no-resolv", "no-hosts", "no-poll", "bind-interfaces", `listen-address=${topo.corp.address}`, "port=53", `local=/${CORP_DOMAIN}/`,
+    `log-facility=${join(labDir, "logs", "corp-dns.log")}`, "log-queries", `host-record=${INTRANET_NAME},${topo.corp.address}`, ""].join("\n"));
+  const pid = spawnDaemon(inNs(topo.corp.ns, ["dnsmasq", "--keep-in-foreground", `--conf-file=${conf}`, "--pid-file="]), { logFile: stdout });
+  await waitFor("corp's dnsmasq to listen", async () => {
+    if (!isAlive(pid)) throw new Error(`corp's dnsmasq exited during start-up:\n${readIfExists(stdout).slice(-2000)}`);
+    const r = await run("ip", ["netns", "exec", topo.corp.ns, "ss", "-Hlun", "sport = :53"]);
+    return r.stdout.trim() !== "";
+  }, { timeoutMs: DNSMASQ_READY_TIMEOUT_MS });
+  return pid;
+}
+
 export function dnsmasqConf(topo: LabTopology, logFile: string): string {
   const lines = [
     "# Authoritative answers for the lab's gateway names; nothing is forwarded anywhere.",

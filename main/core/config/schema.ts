@@ -176,6 +176,14 @@ export const DetourConfig = z
     probe: ProbeTarget,
     discovery: Discovery.default({}),
     telemetry: z.object({ endpoint: z.url() }).strict().optional(),
+    /** Resolvers while connected; when absent, the ones the winning gateway pushed (if any). */
+    tunnelDns: z
+      .object({
+        servers: z.array(Ipv4).max(3, "glibc reads at most three nameservers").default([]),
+        searchDomains: z.array(Hostname).max(6).default([]),
+      })
+      .strict()
+      .optional(),
     race: RacePolicy.default({ staggerMs: 250, legDeadlineMs: 5000, order: ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"], maxGateways: 3 }),
     health: HealthPolicy.default({ probeIntervalMs: 50, probeTimeoutMs: 1000, deadAfterMs: 600, brownout: { lossPct: 25, rttMs: null, windowMs: 5000, holdMs: 3000 } }),
     retry: RetryPolicy.default({ initialMs: 1000, maxMs: 30_000 }),
