@@ -131,6 +131,11 @@ export class Daemon {
     return () => this.#subscribers.delete(listener);
   }
 
+  /** Discovery and port probes in the background, so candidates are ranked before the first connect. */
+  warmUp(): void {
+    this.#track(this.#discover());
+  }
+
   connect(): void {
     this.dispatch({ type: "connect", now: Date.now() });
   }

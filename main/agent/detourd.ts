@@ -85,6 +85,8 @@ async function main(): Promise<void> {
     },
   });
   log.info("detourd started", { version: VERSION, pid: process.pid, socket: values.socket, config: configPath, gateways: parsed.config.gateways.map((g) => g.name) });
+  // Probe the candidates before the first race, so its ranking already has latencies when the user connects.
+  daemon.warmUp();
   if (values.connect) daemon.connect();
 
   let stopping = false;
