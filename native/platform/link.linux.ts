@@ -1,9 +1,6 @@
 /** Network devices through iproute2: existence, counters, addresses. Works in another namespace with `-n`. */
 import { run, runOk } from "./run.ts";
-
-function ipArgs(netns: string | undefined, args: string[]): string[] {
-  return netns === undefined ? args : ["-n", netns, ...args];
-}
+import { ipArgs } from "./ip.linux.ts";
 
 export async function linkExists(ifname: string, netns?: string): Promise<boolean> {
   return (await run("ip", ipArgs(netns, ["link", "show", "dev", ifname]))).code === 0;

@@ -13,6 +13,7 @@
  * are written with `replace`, and deleting what is already gone is not an error.
  */
 import { run, CommandError } from "./run.ts";
+import { ipArgs, ipJson } from "./ip.linux.ts";
 
 /** The table holding the protected networks: far from the named tables (253-255) and charon's default 220. */
 export const PROTECTED_TABLE = 5000;
@@ -67,10 +68,6 @@ export interface RuleEntry {
   priority: number;
   src: string;
   table: string;
-}
-
-function ipArgs(netns: string | undefined, args: readonly string[]): string[] {
-  return netns === undefined ? [...args] : ["-n", netns, ...args];
 }
 
 function checkTable(table: number): void {
@@ -167,18 +164,6 @@ async function ip(netns: string | undefined, args: readonly string[], input?: st
   const argv = ipArgs(netns, args);
   const r = await run("ip", argv, input === undefined ? {} : { input });
   if (r.code !== 0) throw new CommandError(["ip", ...argv], r);
-}
-
-async function ipJson(netns: string | undefined, args: readonly string[]): Promise<unknown[]> {
-  // A table that never held a route does not exist yet: iproute2 fails with a partial "[" and that is "empty".
-  const r = await run("ip", ipArgs(netns, ["-j", ...args]));
-  if (r.code !== 0 || r.stdout.trim() === "") return [];
-  try {
-    const parsed: unknown = JSON.parse(r.stdout);
-    return Array.isArray(parsed) ? (parsed as unknown[]) : [];
-  } catch {
-    return [];
-  }
 }
 
 /** IPv4 rules at one preference (all of them when pref is undefined). */

@@ -3,24 +3,10 @@
  * private routing table, and its TUN device's address and MTU. Read and removed through iproute2.
  */
 import { run } from "../../platform/run.ts";
+import { ipArgs, ipJson } from "../../platform/ip.linux.ts";
 
 type Family = "4" | "6";
 const FAMILIES: readonly Family[] = ["4", "6"];
-
-function ipArgs(netns: string | undefined, args: string[]): string[] {
-  return netns === undefined ? args : ["-n", netns, ...args];
-}
-
-async function ipJson(netns: string | undefined, args: string[]): Promise<unknown[]> {
-  const r = await run("ip", ipArgs(netns, ["-j", ...args]));
-  if (r.code !== 0 || r.stdout.trim() === "") return [];
-  try {
-    const parsed: unknown = JSON.parse(r.stdout);
-    return Array.isArray(parsed) ? (parsed as unknown[]) : [];
-  } catch {
-    return [];
-  }
-}
 
 export interface TableRule {
   family: Family;
