@@ -8,11 +8,13 @@ import { join } from "node:path";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
 import { routesForLeg } from "../core/connection/route-policy.ts";
-import type { Candidate, ConnectionEvent, ConnectionSnapshot, Effect, FailoverRecord, Leg, MachineInput, RaceRecord, TimerId } from "../core/connection/types.ts";
+import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
+import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, Effect, FailoverRecord, Leg, MachineInput, RaceRecord, TimerId } from "../core/connection/types.ts";
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
 import { createEngine } from "../../native/engines/create-engine.ts";
 import { isEngineError, type TunnelEngine } from "../../native/engines/engine.ts";
 import { applyDns, restoreDns, type DnsTarget } from "../../native/platform/dns.linux.ts";
+import { applyKillSwitch } from "../../native/platform/firewall.linux.ts";
 import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource } from "../../native/platform/routes.linux.ts";
 import { discoverCandidates, gatewayPorts, probeCandidates } from "./discovery.ts";
 import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
@@ -74,6 +76,8 @@ export class Daemon {
   /** Every prefix put in the protected table since the last clear, pushed ones included. */
   #appliedRoutes = new Set<string>();
   #dns: DnsTarget;
+  /** The kill switch last put in force (JSON), so an unchanged policy is not re-applied (that resets counters). */
+  #killSwitch: string | undefined = undefined;
 
   constructor(opts: DaemonOptions) {
     this.#opts = opts;
@@ -136,8 +140,19 @@ export class Daemon {
     this.#track(this.#discover());
   }
 
-  connect(): void {
-    this.dispatch({ type: "connect", now: Date.now() });
+  /**
+   * Fails closed first: resolves once the kill switch for connecting is in force and the attempt has begun,
+   * so nothing the attempt (or an application) sends can leave outside a tunnel.
+   */
+  connect(): Promise<void> {
+    this.refreshKillSwitch("resolving");
+    return new Promise((resolve) => {
+      this.#routeOp(() => {
+        this.dispatch({ type: "connect", now: Date.now() });
+        resolve();
+        return Promise.resolve();
+      });
+    });
   }
 
   disconnect(): void {
@@ -155,6 +170,50 @@ export class Daemon {
     await this.#routeChain;
     if (this.#routesOn !== null || this.#appliedRoutes.size > 0) await clearProtectedRoutes([...this.#appliedRoutes, ...this.#opts.config.protectedRoutes]).catch(() => undefined);
     restoreDns(this.#dns);
+    // With lockdown the host stays fail-closed after detourd exits; otherwise the kill switch goes with it.
+    if (!this.#opts.config.lockdown) {
+      this.#killSwitch = undefined;
+      await applyKillSwitch(null).catch((err: unknown) => {
+        this.#opts.log.error("removing the kill switch failed", { err });
+      });
+    }
+  }
+
+  /**
+   * Puts the kill switch for the current state in force: while connecting, failing over, in error (and while
+   * disconnected under lockdown) only the candidates' gateway endpoints and the discovery resolvers may be
+   * reached on the underlay, and protected networks only ever leave through a tunnel device.
+   */
+  refreshKillSwitch(stateOverride?: ConnectionStateName): void {
+    const cfg = this.#opts.config;
+    let rules: KillSwitchRules | null;
+    try {
+      const endpoints: GatewayEndpoint[] = [];
+      for (const c of [...this.#ctx.gateways, ...this.#candidates]) {
+        const gw = cfg.gateways.find((g) => g.name === c.name);
+        if (c.address === null || gw === undefined) continue;
+        for (const kind of c.kinds) endpoints.push(...legEndpoints(kind, c.address, gw.protocols));
+      }
+      rules = killSwitchPolicy({
+        state: stateOverride ?? snapshot(this.#state, Date.now()).state,
+        lockdown: cfg.lockdown,
+        protectedNetworks: [...new Set([...cfg.protectedRoutes, ...this.#appliedRoutes])],
+        gatewayEndpoints: endpoints,
+        // Legs are proven through their device before they are up, and kernel-libipsec names its own devices.
+        tunnelDevices: [`${this.#opts.ifnamePrefix}-*`, "ipsec*"],
+        dnsServers: cfg.discovery.dns?.servers ?? [],
+      });
+    } catch (err) {
+      this.#opts.log.error("kill switch policy failed", { err });
+      return;
+    }
+    const key = JSON.stringify(rules);
+    if (key === this.#killSwitch) return;
+    this.#killSwitch = key;
+    this.#routeOp(async () => {
+      await applyKillSwitch(rules);
+      this.#opts.log.info("kill switch", { mode: rules?.mode ?? "off" });
+    });
   }
 
   // ---- the loop ----
@@ -252,7 +311,10 @@ export class Daemon {
       case "notify":
         this.#recorder.push(e.event);
         if (this.#recorder.length > RECORDER_SIZE) this.#recorder.shift();
-        if (e.event.type === "state") log.info("state", { state: e.event.state, detail: e.event.detail });
+        if (e.event.type === "state") {
+          log.info("state", { state: e.event.state, detail: e.event.detail });
+          this.refreshKillSwitch();
+        }
         for (const s of this.#subscribers) {
           try {
             s(e.event);
@@ -300,6 +362,7 @@ export class Daemon {
       candidates = this.#ctx.gateways;
     }
     this.#candidates = candidates;
+    this.refreshKillSwitch();
     return candidates;
   }
 
@@ -403,6 +466,7 @@ export class Daemon {
     await applyProtectedRoutes({ ifname: rt.up.config.ifname, routes: plan.routes });
     for (const r of plan.routes) this.#appliedRoutes.add(r);
     this.#routesOn = legId;
+    this.refreshKillSwitch();
     this.#opts.log.info("protected routes applied", { leg: rt.leg, ifname: rt.up.config.ifname, routes: plan.routes });
     const td = this.#opts.config.tunnelDns;
     const servers = td !== undefined && td.servers.length > 0 ? td.servers : rt.up.config.dns;

@@ -71,10 +71,7 @@ async function main(): Promise<void> {
     ...(values.group === undefined ? {} : { group: values.group }),
     handlers: {
       status: () => Promise.resolve(daemon.status()),
-      connect: () => {
-        daemon.connect();
-        return Promise.resolve();
-      },
+      connect: () => daemon.connect(),
       disconnect: () => {
         daemon.disconnect();
         return Promise.resolve();
@@ -86,8 +83,9 @@ async function main(): Promise<void> {
   });
   log.info("detourd started", { version: VERSION, pid: process.pid, socket: values.socket, config: configPath, gateways: parsed.config.gateways.map((g) => g.name) });
   // Probe the candidates before the first race, so its ranking already has latencies when the user connects.
+  daemon.refreshKillSwitch();
   daemon.warmUp();
-  if (values.connect) daemon.connect();
+  if (values.connect) void daemon.connect();
 
   let stopping = false;
   const stop = (signal: string): void => {

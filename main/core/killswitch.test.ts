@@ -1,0 +1,134 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import type { ConnectionStateName } from "./connection/types.ts";
+import { isProtected, killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchInput, type KillSwitchRules } from "./killswitch.ts";
+
+const GW1 = "198.18.1.2";
+const GW2 = "198.18.2.2";
+const DNS = "198.18.53.2";
+const ports = { wireguard: { port: 51820 }, ikev2: { port: 500, natTraversalPort: 4500 }, anyconnect: { port: 443 } };
+const racing: GatewayEndpoint[] = [...legEndpoints("wireguard", GW1, ports), ...legEndpoints("ikev2", GW2, ports)];
+
+function input(state: ConnectionStateName, over: Partial<KillSwitchInput> = {}): KillSwitchInput {
+  return { state, lockdown: false, protectedNetworks: ["198.19.0.0/24"], gatewayEndpoints: racing, tunnelDevices: ["dt-L1"], dnsServers: [DNS], ...over };
+}
+
+function rules(state: ConnectionStateName, over: Partial<KillSwitchInput> = {}): KillSwitchRules {
+  const r = killSwitchPolicy(input(state, over));
+  assert.ok(r !== null, `${state} wants rules`);
+  return r;
+}
+
+const blockingOf = (state: ConnectionStateName): KillSwitchRules => ({
+  mode: "blocking",
+  state,
+  fullTunnel: false,
+  protectedNetworks: ["198.19.0.0/24"],
+  tunnelDevices: ["dt-L1"],
+  gatewayEndpoints: [
+    { address: GW1, protocol: "udp", port: 51820 },
+    { address: GW2, protocol: "udp", port: 500 },
+    { address: GW2, protocol: "udp", port: 4500 },
+  ],
+  dnsServers: [DNS],
+  blockUnderlay: true,
+  underlayUpkeep: true,
+});
+
+test("disconnected-without-lockdown-wants-no-rules", () => {
+  assert.equal(killSwitchPolicy(input("disconnected")), null);
+  assert.equal(killSwitchPolicy(input("disconnected", { gatewayEndpoints: [], tunnelDevices: [], dnsServers: [] })), null);
+});
+
+test("disconnected-with-lockdown-blocks-the-underlay-but-the-listed-endpoints-and-dns", () => {
+  assert.deepEqual(rules("disconnected", { lockdown: true }), blockingOf("disconnected"));
+  const bare = rules("disconnected", { lockdown: true, gatewayEndpoints: [], tunnelDevices: [], dnsServers: [] });
+  assert.equal(bare.mode, "blocking");
+  assert.deepEqual([bare.gatewayEndpoints, bare.tunnelDevices, bare.dnsServers], [[], [], []], "nothing to allow: only loopback and upkeep leave");
+});
+
+for (const state of ["resolving", "racing", "failing-over", "error"] as const) {
+  test(`${state}-blocks-the-underlay-except-the-gateway-endpoints-and-discovery-dns`, () => {
+    assert.deepEqual(rules(state), blockingOf(state));
+    assert.deepEqual(rules(state, { lockdown: true }), blockingOf(state), "lockdown changes nothing while not disconnected");
+  });
+}
+
+test("connected-split-tunnel-polices-only-protected-destinations", () => {
+  const r = rules("connected", { tunnelDevices: ["dt-L1", "dt-L4"] });
+  assert.deepEqual(r, {
+    mode: "tunnel-only",
+    state: "connected",
+    fullTunnel: false,
+    protectedNetworks: ["198.19.0.0/24"],
+    tunnelDevices: ["dt-L1", "dt-L4"],
+    gatewayEndpoints: blockingOf("connected").gatewayEndpoints,
+    dnsServers: [],
+    blockUnderlay: false,
+    underlayUpkeep: false,
+  });
+  assert.deepEqual(rules("connected", { lockdown: true }).mode, "tunnel-only", "lockdown adds nothing while connected");
+});
+
+test("connected-full-tunnel-blocks-the-underlay-but-the-gateway-endpoints-without-dns", () => {
+  const r = rules("connected", { protectedNetworks: ["198.19.0.0/24", "0.0.0.0/0"] });
+  assert.equal(r.mode, "tunnel-only");
+  assert.equal(r.fullTunnel, true);
+  assert.deepEqual(r.protectedNetworks, ["0.0.0.0/0"]);
+  assert.equal(r.blockUnderlay, true);
+  assert.equal(r.underlayUpkeep, true);
+  assert.deepEqual(r.dnsServers, [], "DNS goes through the tunnel once it is up");
+  assert.equal(r.gatewayEndpoints.length, 3);
+});
+
+test("full-tunnel-while-racing-keeps-dns-for-discovery", () => {
+  const r = rules("racing", { protectedNetworks: ["0.0.0.0/0"] });
+  assert.deepEqual([r.mode, r.fullTunnel, r.dnsServers], ["blocking", true, [DNS]]);
+});
+
+test("protected-networks-are-normalised-host-bits-cleared-and-covered-prefixes-dropped", () => {
+  const r = rules("connected", { protectedNetworks: ["198.19.0.1/24", "10.0.0.0/8", "198.19.0.0/16", "10.1.2.0/24", "198.19.0.0/16", "192.0.2.7/32"] });
+  assert.deepEqual(r.protectedNetworks, ["10.0.0.0/8", "192.0.2.7/32", "198.19.0.0/16"]);
+  assert.ok(isProtected(r, "198.19.200.1") && isProtected(r, "10.255.255.255") && isProtected(r, "192.0.2.7"));
+  assert.ok(!isProtected(r, "192.0.2.8") && !isProtected(r, "198.18.1.2") && !isProtected(r, "11.0.0.0"));
+  assert.ok(isProtected(rules("connected", { protectedNetworks: ["0.0.0.0/0"] }), "255.255.255.255"));
+});
+
+test("endpoints-devices-and-dns-are-deduplicated-and-sorted-so-equal-states-compare-equal", () => {
+  const a = rules("racing", {
+    gatewayEndpoints: [...racing, ...racing].reverse(),
+    tunnelDevices: ["ipsec*", "dt-L2", "dt-L1", "dt-L2"],
+    dnsServers: [DNS, "198.18.53.10", DNS, "9.9.9.9"],
+  });
+  const b = rules("racing", { gatewayEndpoints: racing, tunnelDevices: ["dt-L1", "dt-L2", "ipsec*"], dnsServers: ["9.9.9.9", "198.18.53.10", DNS] });
+  assert.deepEqual(a, b);
+  assert.deepEqual(a.tunnelDevices, ["dt-L1", "dt-L2", "ipsec*"]);
+  assert.deepEqual(a.dnsServers, ["9.9.9.9", DNS, "198.18.53.10"], "numeric order, not string order");
+});
+
+test("leg-endpoints-cover-each-protocol-and-dtls-includes-its-tls-start", () => {
+  assert.deepEqual(legEndpoints("wireguard", GW1, ports), [{ address: GW1, protocol: "udp", port: 51820 }]);
+  assert.deepEqual(legEndpoints("ikev2", GW1, ports), [
+    { address: GW1, protocol: "udp", port: 500 },
+    { address: GW1, protocol: "udp", port: 4500 },
+  ]);
+  assert.deepEqual(legEndpoints("anyconnect-tls", GW1, ports), [{ address: GW1, protocol: "tcp", port: 443 }]);
+  assert.deepEqual(legEndpoints("anyconnect-dtls", GW1, { anyconnect: { port: 8443 } }), [
+    { address: GW1, protocol: "tcp", port: 8443 },
+    { address: GW1, protocol: "udp", port: 8443 },
+  ]);
+  assert.throws(() => legEndpoints("ikev2", GW1, { wireguard: { port: 51820 } }), /IKE port/);
+});
+
+test("invalid-input-is-a-bug-and-throws-before-any-rule-is-made", () => {
+  assert.throws(() => killSwitchPolicy(input("racing", { protectedNetworks: ["198.19.0.0/33"] })), /invalid IPv4 prefix/);
+  assert.throws(() => killSwitchPolicy(input("racing", { protectedNetworks: ["198.19.0.0"] })), /invalid IPv4 prefix/);
+  assert.throws(() => killSwitchPolicy(input("racing", { tunnelDevices: ['dt"; flush ruleset'] })), /invalid tunnel device/);
+  assert.throws(() => killSwitchPolicy(input("racing", { tunnelDevices: ["a-name-far-too-long"] })), /invalid tunnel device/);
+  assert.throws(() => killSwitchPolicy(input("racing", { tunnelDevices: ["lo"] })), /not a tunnel device/);
+  assert.throws(() => killSwitchPolicy(input("racing", { tunnelDevices: ["d*t"] })), /invalid tunnel device/);
+  assert.throws(() => killSwitchPolicy(input("racing", { dnsServers: ["resolver.example"] })), /invalid DNS server/);
+  assert.throws(() => killSwitchPolicy(input("racing", { gatewayEndpoints: [{ address: GW1, protocol: "udp", port: 0 }] })), /invalid endpoint port/);
+  assert.throws(() => killSwitchPolicy(input("racing", { gatewayEndpoints: [{ address: GW1, protocol: "icmp" as "udp", port: 1 }] })), /invalid endpoint protocol/);
+  assert.throws(() => killSwitchPolicy(input("disconnected", { protectedNetworks: ["bad"] })), /invalid IPv4 prefix/, "validated even when no rules result");
+});

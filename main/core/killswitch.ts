@@ -1,0 +1,224 @@
+/**
+ * The kill switch's policy: from the connection state and what is being raced or is up, the firewall state
+ * Detour wants (native/platform/firewall.*.ts renders and applies it). Pure: the same input always gives the
+ * same, normalised rules, so the daemon can compare two results and skip an apply that would change nothing.
+ *
+ * Semantics, per state:
+ *
+ *   disconnected            no rules (null), unless lockdown is on; then as "blocking"
+ *   resolving | racing |    "blocking": traffic leaves the underlay only towards the gateway endpoints being
+ *   failing-over | error    raced or in use, and to the discovery DNS servers (port 53); everything else must
+ *                           leave through a tunnel device or loopback; protected destinations never leave
+ *                           except through a tunnel device
+ *   connected               "tunnel-only": protected destinations leave only through tunnel devices (active
+ *                           and standbys); other traffic is none of the kill switch's business, unless the
+ *                           protected networks include 0.0.0.0/0 (full tunnel): then everything is protected
+ *                           and the underlay carries only the gateway endpoints (no discovery DNS)
+ *
+ * Loopback is always allowed. Wherever the underlay is blocked, the host's own upkeep of its underlay address
+ * (DHCP, IPv6 neighbour and router discovery) is allowed too: an error state can last for minutes of retry
+ * backoff, and a lease that lapses meanwhile leaves nothing for the next attempt to connect over.
+ */
+import type { ConnectionStateName, LegKind } from "./connection/types.ts";
+
+export type EndpointProtocol = "udp" | "tcp";
+
+/** One gateway endpoint a leg talks to over the underlay. */
+export interface GatewayEndpoint {
+  address: string;
+  protocol: EndpointProtocol;
+  port: number;
+}
+
+export interface KillSwitchInput {
+  state: ConnectionStateName;
+  lockdown: boolean;
+  /** IPv4 prefixes; "0.0.0.0/0" among them means full tunnel. */
+  protectedNetworks: readonly string[];
+  /** The endpoints of every leg being raced or up (active and standbys): see legEndpoints(). */
+  gatewayEndpoints: readonly GatewayEndpoint[];
+  /**
+   * Tunnel devices: exact names, or a prefix followed by "*" for devices whose names are only known once
+   * they exist (kernel-libipsec names its own "ipsec<N>"). A leg's engine proves its tunnel with an echo to
+   * a protected host through its device before it reports up, so a leg being raced must be covered here.
+   */
+  tunnelDevices: readonly string[];
+  /** Resolvers asked for the gateways' addresses while connecting (UDP and TCP 53). */
+  dnsServers: readonly string[];
+}
+
+/**
+ * - blocking: only the allowances below may leave outside the tunnel devices
+ * - tunnel-only: protected destinations leave only through the tunnel devices
+ */
+export type KillSwitchMode = "blocking" | "tunnel-only";
+
+/** The desired firewall state, normalised: sorted, without duplicates, prefixes without host bits. */
+export interface KillSwitchRules {
+  mode: KillSwitchMode;
+  /** The state these rules were derived for (diagnostics). */
+  state: ConnectionStateName;
+  fullTunnel: boolean;
+  /** Non-overlapping IPv4 prefixes; exactly ["0.0.0.0/0"] in full tunnel. */
+  protectedNetworks: string[];
+  tunnelDevices: string[];
+  /** Allowed on the underlay in every mode: in tunnel-only mode they matter when a gateway lies in a protected network. */
+  gatewayEndpoints: GatewayEndpoint[];
+  /** Allowed on the underlay (UDP and TCP 53); empty unless blocking. */
+  dnsServers: string[];
+  /** Drop everything that leaves through neither loopback nor a tunnel device and is not allowed above. */
+  blockUnderlay: boolean;
+  /** Allow DHCPv4, DHCPv6 and IPv6 neighbour/router discovery on the underlay (set wherever blockUnderlay is). */
+  underlayUpkeep: boolean;
+}
+
+/** The ports of one gateway, per protocol, as the configuration holds them. */
+export interface GatewayPorts {
+  wireguard?: { port: number };
+  ikev2?: { port: number; natTraversalPort: number };
+  anyconnect?: { port: number };
+}
+
+const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+/** Linux interface names: at most 15 bytes of [A-Za-z0-9._-]; a pattern is a shorter prefix plus "*". */
+const IFNAME_OR_PATTERN_RE = /^(?:[A-Za-z0-9._-]{1,15}|[A-Za-z0-9._-]{1,14}\*)$/;
+/** Loopback is always allowed on its own; as a "tunnel device" it would only blur the rules. */
+const LOOPBACK = "lo";
+const FULL_TUNNEL = "0.0.0.0/0";
+/** Checked at run time too: the daemon builds endpoints from data, and the type alone proves nothing there. */
+const ENDPOINT_PROTOCOLS: ReadonlySet<string> = new Set<EndpointProtocol>(["udp", "tcp"]);
+
+/** The endpoints a leg of `kind` uses at `address`. AnyConnect DTLS starts with TLS (CSTP) on TCP, then adds UDP. */
+export function legEndpoints(kind: LegKind, address: string, ports: GatewayPorts): GatewayEndpoint[] {
+  const need = <T>(p: T | undefined, what: string): T => {
+    if (p === undefined) throw new Error(`a ${kind} leg to ${address} needs the gateway's ${what} port`);
+    return p;
+  };
+  switch (kind) {
+    case "wireguard":
+      return [{ address, protocol: "udp", port: need(ports.wireguard, "WireGuard").port }];
+    case "ikev2": {
+      const ike = need(ports.ikev2, "IKE");
+      return [
+        { address, protocol: "udp", port: ike.port },
+        { address, protocol: "udp", port: ike.natTraversalPort },
+      ];
+    }
+    case "anyconnect-tls":
+      return [{ address, protocol: "tcp", port: need(ports.anyconnect, "AnyConnect").port }];
+    case "anyconnect-dtls": {
+      const port = need(ports.anyconnect, "AnyConnect").port;
+      return [
+        { address, protocol: "tcp", port },
+        { address, protocol: "udp", port },
+      ];
+    }
+  }
+}
+
+/** The kill switch's desired state for `input`, or null when it wants no rules at all. Invalid input throws (a bug). */
+export function killSwitchPolicy(input: KillSwitchInput): KillSwitchRules | null {
+  const networks = normalisePrefixes(input.protectedNetworks);
+  const tunnelDevices = normaliseDevices(input.tunnelDevices);
+  const gatewayEndpoints = normaliseEndpoints(input.gatewayEndpoints);
+  const dnsServers = normaliseAddresses(input.dnsServers, "DNS server");
+  const fullTunnel = networks.some((p) => p.len === 0);
+  const protectedNetworks = fullTunnel ? [FULL_TUNNEL] : networks.map(formatPrefix);
+  const base = { state: input.state, fullTunnel, protectedNetworks, tunnelDevices, gatewayEndpoints };
+  switch (input.state) {
+    case "disconnected":
+      return input.lockdown ? blocking(base, dnsServers) : null;
+    case "resolving":
+    case "racing":
+    case "failing-over":
+    case "error":
+      return blocking(base, dnsServers);
+    case "connected":
+      // Discovery rechecks while connected go through the tunnel (full tunnel) or are not ours to police (split).
+      return { ...base, mode: "tunnel-only", dnsServers: [], blockUnderlay: fullTunnel, underlayUpkeep: fullTunnel };
+  }
+}
+
+function blocking(base: Omit<KillSwitchRules, "mode" | "dnsServers" | "blockUnderlay" | "underlayUpkeep">, dnsServers: string[]): KillSwitchRules {
+  return { ...base, mode: "blocking", dnsServers, blockUnderlay: true, underlayUpkeep: true };
+}
+
+interface Prefix {
+  base: number;
+  len: number;
+}
+
+function ipv4ToInt(a: string): number {
+  return a.split(".").reduce((n, octet) => n * 256 + Number(octet), 0);
+}
+
+function intToIpv4(n: number): string {
+  return [24, 16, 8, 0].map((shift) => String(Math.floor(n / 2 ** shift) % 256)).join(".");
+}
+
+function parsePrefix(cidr: string): Prefix {
+  const [addr, len, ...rest] = cidr.split("/");
+  if (rest.length > 0 || addr === undefined || !IPV4_RE.test(addr) || len === undefined || !/^\d{1,2}$/.test(len) || Number(len) > 32) {
+    throw new Error(`invalid IPv4 prefix ${JSON.stringify(cidr)} (expected e.g. 198.19.0.0/24)`);
+  }
+  const n = Number(len);
+  const size = 2 ** (32 - n);
+  // Host bits are dropped: 198.19.0.1/24 protects the same network as 198.19.0.0/24.
+  return { base: Math.floor(ipv4ToInt(addr) / size) * size, len: n };
+}
+
+function formatPrefix(p: Prefix): string {
+  return `${intToIpv4(p.base)}/${String(p.len)}`;
+}
+
+function covers(outer: Prefix, inner: Prefix): boolean {
+  const size = 2 ** (32 - outer.len);
+  return outer.len <= inner.len && Math.floor(inner.base / size) * size === outer.base;
+}
+
+/** Sorted, host bits cleared, and without prefixes inside another: an nftables interval set refuses overlaps. */
+function normalisePrefixes(cidrs: readonly string[]): Prefix[] {
+  const sorted = cidrs.map(parsePrefix).sort((a, b) => a.base - b.base || a.len - b.len);
+  const out: Prefix[] = [];
+  for (const p of sorted) {
+    if (!out.some((o) => covers(o, p))) out.push(p);
+  }
+  return out;
+}
+
+function normaliseDevices(names: readonly string[]): string[] {
+  for (const n of names) {
+    if (!IFNAME_OR_PATTERN_RE.test(n)) throw new Error(`invalid tunnel device ${JSON.stringify(n)} (a Linux interface name, or a prefix followed by "*")`);
+    if (n === LOOPBACK) throw new Error(`"${LOOPBACK}" is not a tunnel device (loopback is always allowed)`);
+  }
+  return [...new Set(names)].sort();
+}
+
+function checkAddress(a: string, what: string): void {
+  if (!IPV4_RE.test(a)) throw new Error(`invalid ${what} address ${JSON.stringify(a)} (expected IPv4)`);
+}
+
+function normaliseAddresses(addresses: readonly string[], what: string): string[] {
+  for (const a of addresses) checkAddress(a, what);
+  return [...new Set(addresses)].sort((a, b) => ipv4ToInt(a) - ipv4ToInt(b));
+}
+
+function normaliseEndpoints(endpoints: readonly GatewayEndpoint[]): GatewayEndpoint[] {
+  const byKey = new Map<string, GatewayEndpoint>();
+  for (const e of endpoints) {
+    checkAddress(e.address, "gateway");
+    if (!ENDPOINT_PROTOCOLS.has(e.protocol)) throw new Error(`invalid endpoint protocol ${JSON.stringify(e.protocol)}`);
+    if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535) throw new Error(`invalid endpoint port ${String(e.port)}`);
+    byKey.set(`${e.address} ${e.protocol} ${String(e.port)}`, { address: e.address, protocol: e.protocol, port: e.port });
+  }
+  return [...byKey.values()].sort(
+    (a, b) => ipv4ToInt(a.address) - ipv4ToInt(b.address) || a.protocol.localeCompare(b.protocol) || a.port - b.port,
+  );
+}
+
+/** Whether `address` falls in one of the (normalised) protected networks. Diagnostics and tests use it. */
+export function isProtected(rules: Pick<KillSwitchRules, "protectedNetworks">, address: string): boolean {
+  checkAddress(address, "destination");
+  const a = ipv4ToInt(address);
+  return rules.protectedNetworks.map(parsePrefix).some((p) => a >= p.base && a < p.base + 2 ** (32 - p.len));
+}

@@ -1,0 +1,244 @@
+/**
+ * The kill switch on Linux: renders main/core/killswitch.ts's rules into one nftables table and applies it as
+ * one atomic `nft -f -` transaction that replaces whatever table was there, so every apply states the whole
+ * desired state and is safe to repeat.
+ *
+ * Layout of the table (`inet`, so IPv6 is covered by the same rules):
+ *
+ *   set protected4       the protected networks (interval set; 0.0.0.0/0 in full tunnel)
+ *   chain output         hook output, priority filter: loopback, tunnel devices and the allowances are
+ *                        accepted; protected destinations are dropped; in blocking mode everything else too
+ *   chain forward        hook forward, priority filter: the same for routed traffic, without the allowances
+ *                        (only this host's engines talk to gateways, only its resolver does discovery)
+ *   chain leak_witness   hook postrouting, after every filter and NAT: counts protected packets that are
+ *                        about to leave through neither loopback, a tunnel device nor an allowance. It
+ *                        accepts everything; its counter "protected-escaped" must stay 0, and proves it.
+ *
+ * Every chain has policy accept and every drop is an explicit rule with a counter, for three reasons: each
+ * dropped packet is counted under a named purpose (diagnostics tell a blocked leak from a blocked underlay);
+ * in blocking mode the last rule drops unconditionally, so the chain fails closed without relying on its
+ * policy; and in tunnel-only mode unmatched traffic is not ours to judge, which is what accept means in a
+ * base chain (other tables still see the packet, and a drop anywhere is final). Priority filter places the
+ * filter chains after any `type route` chain (mangle, -150) that could still change the outgoing device.
+ *
+ * Counters count since the last apply: replacing the table resets them.
+ */
+import type { GatewayEndpoint, KillSwitchRules } from "../../main/core/killswitch.ts";
+import { CommandError, inNetns, run } from "./run.ts";
+
+export const KILLSWITCH_FAMILY = "inet";
+export const KILLSWITCH_TABLE = "detour_killswitch";
+/** After srcnat (100): the witness sees each packet as it leaves, once every other table had its say. */
+export const WITNESS_PRIORITY = 300;
+
+/** What a counted rule is for; the first word of its comment. */
+export type KillSwitchPurpose =
+  | "loopback"
+  | "tunnel-device"
+  | "gateway-endpoint"
+  | "discovery-dns"
+  | "underlay-upkeep"
+  | "protected-outside-tunnel"
+  | "underlay-blocked"
+  | "protected-escaped";
+
+const PURPOSES: ReadonlySet<string> = new Set<KillSwitchPurpose>([
+  "loopback",
+  "tunnel-device",
+  "gateway-endpoint",
+  "discovery-dns",
+  "underlay-upkeep",
+  "protected-outside-tunnel",
+  "underlay-blocked",
+  "protected-escaped",
+]);
+
+export interface KillSwitchCounter {
+  chain: string;
+  purpose: KillSwitchPurpose;
+  /** The rest of the comment, e.g. "udp 198.18.1.2:51820" for a gateway endpoint. */
+  detail: string;
+  packets: number;
+  bytes: number;
+}
+
+export interface FirewallOptions {
+  /** Namespace to act in (lab tests); unset inside detourd, which already runs where its tunnels are. */
+  netns?: string;
+}
+
+const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const IFNAME_OR_PATTERN_RE = /^(?:[A-Za-z0-9._-]{1,15}|[A-Za-z0-9._-]{1,14}\*)$/;
+const ENDPOINT_PROTOCOLS: ReadonlySet<string> = new Set(["udp", "tcp"]);
+
+/** Rules are interpolated into nft's language: everything is checked again here, whoever built them. */
+function check(rules: KillSwitchRules): void {
+  const bad = (what: string, v: unknown): never => {
+    throw new Error(`kill switch: invalid ${what} ${JSON.stringify(v)}`);
+  };
+  for (const p of rules.protectedNetworks) {
+    const [addr, len, ...rest] = p.split("/");
+    if (rest.length > 0 || addr === undefined || !IPV4_RE.test(addr) || len === undefined || !/^\d{1,2}$/.test(len) || Number(len) > 32) bad("protected network", p);
+  }
+  for (const d of rules.tunnelDevices) if (!IFNAME_OR_PATTERN_RE.test(d) || d === "lo") bad("tunnel device", d);
+  for (const a of rules.dnsServers) if (!IPV4_RE.test(a)) bad("DNS server", a);
+  for (const e of rules.gatewayEndpoints) {
+    if (!IPV4_RE.test(e.address)) bad("gateway address", e.address);
+    if (!ENDPOINT_PROTOCOLS.has(e.protocol)) bad("endpoint protocol", e.protocol);
+    if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535) bad("endpoint port", e.port);
+  }
+}
+
+/** A rule's match part and its comment; rendered as an accept (filter chains) or a return (the witness). */
+interface Allowance {
+  match: string;
+  comment: string;
+}
+
+function endpointAllowance(e: GatewayEndpoint): Allowance {
+  return { match: `ip daddr ${e.address} ${e.protocol} dport ${String(e.port)}`, comment: `gateway-endpoint ${e.protocol} ${e.address}:${String(e.port)}` };
+}
+
+/** What may leave outside the tunnel devices from this host, in rule order. */
+function allowances(rules: KillSwitchRules): Allowance[] {
+  return [
+    ...rules.gatewayEndpoints.map(endpointAllowance),
+    ...rules.dnsServers.map((a) => ({ match: `ip daddr ${a} meta l4proto { tcp, udp } th dport 53`, comment: `discovery-dns ${a}` })),
+    ...(rules.underlayUpkeep
+      ? [
+          { match: "meta nfproto ipv4 udp sport 68 udp dport 67", comment: "underlay-upkeep dhcpv4" },
+          { match: "meta nfproto ipv6 udp sport 546 udp dport 547", comment: "underlay-upkeep dhcpv6" },
+          { match: "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }", comment: "underlay-upkeep ipv6-nd" },
+        ]
+      : []),
+  ];
+}
+
+function deviceMatches(rules: KillSwitchRules): Allowance[] {
+  return [
+    { match: 'oifname "lo"', comment: "loopback" },
+    ...rules.tunnelDevices.map((d) => ({ match: `oifname "${d}"`, comment: `tunnel-device ${d}` })),
+  ];
+}
+
+function line(match: string, verdict: string, comment: string): string {
+  return `\t\t${match === "" ? "" : `${match} `}counter ${verdict === "" ? "" : `${verdict} `}comment "${comment}"`.trimEnd();
+}
+
+/** The table's definition in nft's language (pure; what `nft list table` shows, give or take formatting). */
+export function renderKillSwitch(rules: KillSwitchRules): string {
+  check(rules);
+  const drops = [
+    line("ip daddr @protected4", "drop", "protected-outside-tunnel"),
+    ...(rules.blockUnderlay ? [line("", "drop", "underlay-blocked")] : []),
+  ];
+  const witnessCounts = [
+    line("ip daddr @protected4", "", "protected-escaped"),
+    // Full tunnel protects everything, and the tunnels carry IPv4 only: IPv6 must not leave at all.
+    ...(rules.fullTunnel ? [line("meta nfproto ipv6", "", "protected-escaped")] : []),
+  ];
+  const own = [...deviceMatches(rules), ...allowances(rules)];
+  const elements = rules.protectedNetworks.length === 0 ? [] : [`\t\telements = { ${rules.protectedNetworks.join(", ")} }`];
+  return [
+    `table ${KILLSWITCH_FAMILY} ${KILLSWITCH_TABLE} {`,
+    `\tcomment "detour kill switch: ${rules.mode} (${rules.state})"`,
+    "\tset protected4 {",
+    "\t\ttype ipv4_addr",
+    "\t\tflags interval",
+    ...elements,
+    "\t}",
+    "\tchain output {",
+    "\t\ttype filter hook output priority filter; policy accept;",
+    ...own.map((a) => line(a.match, "accept", a.comment)),
+    ...drops,
+    "\t}",
+    "\tchain forward {",
+    "\t\ttype filter hook forward priority filter; policy accept;",
+    ...deviceMatches(rules).slice(1).map((a) => line(a.match, "accept", a.comment)),
+    ...drops,
+    "\t}",
+    "\tchain leak_witness {",
+    `\t\ttype filter hook postrouting priority ${String(WITNESS_PRIORITY)}; policy accept;`,
+    ...own.map((a) => `\t\t${a.match} return`),
+    ...witnessCounts,
+    "\t}",
+    "}",
+    "",
+  ].join("\n");
+}
+
+/**
+ * The whole transaction: `add` then `delete` makes the delete succeed whether or not the table existed, and
+ * the new definition follows in the same batch, so no packet ever sees the table missing or half-built.
+ */
+export function renderApplyTransaction(rules: KillSwitchRules): string {
+  return `add table ${KILLSWITCH_FAMILY} ${KILLSWITCH_TABLE}\ndelete table ${KILLSWITCH_FAMILY} ${KILLSWITCH_TABLE}\n${renderKillSwitch(rules)}`;
+}
+
+/** Deletes the table, present or not. */
+export function renderRemoveTransaction(): string {
+  return `add table ${KILLSWITCH_FAMILY} ${KILLSWITCH_TABLE}\ndelete table ${KILLSWITCH_FAMILY} ${KILLSWITCH_TABLE}\n`;
+}
+
+async function nft(args: readonly string[], opts: FirewallOptions, input?: string): Promise<string> {
+  const argv = inNetns(opts.netns, ["nft", ...args]);
+  const [file, ...rest] = argv;
+  const r = await run(file, rest, input === undefined ? {} : { input });
+  if (r.code !== 0) throw new CommandError(argv, r);
+  return r.stdout;
+}
+
+/** Puts `rules` in force in one transaction (null: no kill switch, the table is removed). Safe to repeat. */
+export async function applyKillSwitch(rules: KillSwitchRules | null, opts: FirewallOptions = {}): Promise<void> {
+  if (rules === null) return removeKillSwitch(opts);
+  await nft(["-f", "-"], opts, renderApplyTransaction(rules));
+}
+
+/** Removes the kill switch's table; its absence is not an error. */
+export async function removeKillSwitch(opts: FirewallOptions = {}): Promise<void> {
+  await nft(["-f", "-"], opts, renderRemoveTransaction());
+}
+
+/** Every counted rule of the table with its purpose, or null when the kill switch is not in force. */
+export async function killSwitchCounters(opts: FirewallOptions = {}): Promise<KillSwitchCounter[] | null> {
+  const argv = inNetns(opts.netns, ["nft", "-j", "list", "table", KILLSWITCH_FAMILY, KILLSWITCH_TABLE]);
+  const [file, ...rest] = argv;
+  const r = await run(file, rest);
+  if (r.code !== 0) {
+    if (/No such file or directory/.test(r.stderr)) return null;
+    throw new CommandError(argv, r);
+  }
+  return parseCounters(r.stdout);
+}
+
+interface NftRule {
+  chain?: unknown;
+  comment?: unknown;
+  expr?: unknown;
+}
+
+/** The counted rules in `nft -j list table` output; rules without a known purpose are skipped. */
+export function parseCounters(json: string): KillSwitchCounter[] {
+  const doc = JSON.parse(json) as { nftables?: unknown };
+  if (!Array.isArray(doc.nftables)) throw new Error("nft -j output without an nftables array");
+  return doc.nftables.flatMap((item: unknown): KillSwitchCounter[] => {
+    const rule = (item as { rule?: NftRule }).rule;
+    if (rule === undefined || typeof rule.comment !== "string" || typeof rule.chain !== "string" || !Array.isArray(rule.expr)) return [];
+    const [purpose = "", ...detail] = rule.comment.split(" ");
+    if (!PURPOSES.has(purpose)) return [];
+    const counter = (rule.expr as unknown[]).map((e) => (e as { counter?: { packets?: unknown; bytes?: unknown } }).counter).find((c) => c !== undefined);
+    if (counter === undefined) return [];
+    return [{
+      chain: rule.chain,
+      purpose: purpose as KillSwitchPurpose,
+      detail: detail.join(" "),
+      packets: typeof counter.packets === "number" ? counter.packets : 0,
+      bytes: typeof counter.bytes === "number" ? counter.bytes : 0,
+    }];
+  });
+}
+
+/** Packets counted under `purpose` (in one chain, or all). */
+export function countedPackets(counters: readonly KillSwitchCounter[], purpose: KillSwitchPurpose, chain?: string): number {
+  return counters.filter((c) => c.purpose === purpose && (chain === undefined || c.chain === chain)).reduce((n, c) => n + c.packets, 0);
+}

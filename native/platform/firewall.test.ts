@@ -1,0 +1,145 @@
+/** The kill switch's nftables text: the exact table per mode, the replace-in-one-transaction framing, refused input, counters. */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { killSwitchPolicy, legEndpoints, type KillSwitchInput, type KillSwitchRules } from "../../main/core/killswitch.ts";
+import { countedPackets, parseCounters, renderApplyTransaction, renderKillSwitch, renderRemoveTransaction } from "./firewall.linux.ts";
+
+const ports = { wireguard: { port: 51820 }, anyconnect: { port: 443 } };
+
+function rulesFor(over: Partial<KillSwitchInput>): KillSwitchRules {
+  const r = killSwitchPolicy({
+    state: "racing",
+    lockdown: false,
+    protectedNetworks: ["198.19.0.0/24"],
+    gatewayEndpoints: [...legEndpoints("wireguard", "198.18.1.2", ports), ...legEndpoints("anyconnect-tls", "198.18.2.2", ports)],
+    tunnelDevices: ["dt-L1", "ipsec*"],
+    dnsServers: ["198.18.53.2"],
+    ...over,
+  });
+  assert.ok(r !== null);
+  return r;
+}
+
+test("racing-renders-allowances-then-counted-drops-and-a-witness-that-mirrors-them", () => {
+  assert.equal(
+    renderKillSwitch(rulesFor({})),
+    `table inet detour_killswitch {
+	comment "detour kill switch: blocking (racing)"
+	set protected4 {
+		type ipv4_addr
+		flags interval
+		elements = { 198.19.0.0/24 }
+	}
+	chain output {
+		type filter hook output priority filter; policy accept;
+		oifname "lo" counter accept comment "loopback"
+		oifname "dt-L1" counter accept comment "tunnel-device dt-L1"
+		oifname "ipsec*" counter accept comment "tunnel-device ipsec*"
+		ip daddr 198.18.1.2 udp dport 51820 counter accept comment "gateway-endpoint udp 198.18.1.2:51820"
+		ip daddr 198.18.2.2 tcp dport 443 counter accept comment "gateway-endpoint tcp 198.18.2.2:443"
+		ip daddr 198.18.53.2 meta l4proto { tcp, udp } th dport 53 counter accept comment "discovery-dns 198.18.53.2"
+		meta nfproto ipv4 udp sport 68 udp dport 67 counter accept comment "underlay-upkeep dhcpv4"
+		meta nfproto ipv6 udp sport 546 udp dport 547 counter accept comment "underlay-upkeep dhcpv6"
+		icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } counter accept comment "underlay-upkeep ipv6-nd"
+		ip daddr @protected4 counter drop comment "protected-outside-tunnel"
+		counter drop comment "underlay-blocked"
+	}
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		oifname "dt-L1" counter accept comment "tunnel-device dt-L1"
+		oifname "ipsec*" counter accept comment "tunnel-device ipsec*"
+		ip daddr @protected4 counter drop comment "protected-outside-tunnel"
+		counter drop comment "underlay-blocked"
+	}
+	chain leak_witness {
+		type filter hook postrouting priority 300; policy accept;
+		oifname "lo" return
+		oifname "dt-L1" return
+		oifname "ipsec*" return
+		ip daddr 198.18.1.2 udp dport 51820 return
+		ip daddr 198.18.2.2 tcp dport 443 return
+		ip daddr 198.18.53.2 meta l4proto { tcp, udp } th dport 53 return
+		meta nfproto ipv4 udp sport 68 udp dport 67 return
+		meta nfproto ipv6 udp sport 546 udp dport 547 return
+		icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } return
+		ip daddr @protected4 counter comment "protected-escaped"
+	}
+}
+`,
+  );
+});
+
+test("connected-split-tunnel-drops-only-protected-traffic-outside-the-tunnels", () => {
+  const text = renderKillSwitch(rulesFor({ state: "connected", tunnelDevices: ["dt-L1", "dt-L3"] }));
+  assert.match(text, /comment "detour kill switch: tunnel-only \(connected\)"/);
+  assert.doesNotMatch(text, /underlay-blocked|underlay-upkeep|discovery-dns/, "the rest of the underlay is not the kill switch's business");
+  assert.match(text, /oifname "dt-L3" counter accept comment "tunnel-device dt-L3"/);
+  assert.match(text, /ip daddr 198\.18\.1\.2 udp dport 51820 counter accept/, "endpoints stay allowed in case a gateway lies in a protected network");
+  const output = text.split("chain output")[1]?.split("}")[0] ?? "";
+  assert.ok(output.trimEnd().endsWith('ip daddr @protected4 counter drop comment "protected-outside-tunnel"'), output);
+});
+
+test("full-tunnel-protects-everything-and-counts-escaping-ipv6-too", () => {
+  const text = renderKillSwitch(rulesFor({ state: "connected", protectedNetworks: ["198.19.0.0/24", "0.0.0.0/0"] }));
+  assert.match(text, /elements = \{ 0\.0\.0\.0\/0 \}/);
+  assert.match(text, /counter drop comment "underlay-blocked"/);
+  assert.match(text, /meta nfproto ipv6 counter comment "protected-escaped"/);
+  assert.doesNotMatch(text, /discovery-dns/, "connected: DNS goes through the tunnel");
+});
+
+test("an-empty-protected-set-is-declared-without-elements", () => {
+  const rules: KillSwitchRules = { ...rulesFor({}), protectedNetworks: [] };
+  const text = renderKillSwitch(rules);
+  assert.match(text, /flags interval\n\t\}/);
+  assert.doesNotMatch(text, /elements/);
+});
+
+test("apply-replaces-the-table-in-one-transaction-and-remove-tolerates-absence", () => {
+  const rules = rulesFor({});
+  const tx = renderApplyTransaction(rules);
+  assert.ok(tx.startsWith("add table inet detour_killswitch\ndelete table inet detour_killswitch\ntable inet detour_killswitch {\n"), tx.slice(0, 120));
+  assert.equal(tx.match(/^table /gm)?.length, 1, "one table definition");
+  assert.equal(renderApplyTransaction(rules), tx, "same rules, same text: the daemon can skip a no-op apply");
+  assert.equal(renderRemoveTransaction(), "add table inet detour_killswitch\ndelete table inet detour_killswitch\n");
+});
+
+test("hand-built-rules-cannot-inject-nft-syntax", () => {
+  const base = rulesFor({});
+  assert.throws(() => renderKillSwitch({ ...base, tunnelDevices: ['x" accept; flush ruleset; "'] }), /invalid tunnel device/);
+  assert.throws(() => renderKillSwitch({ ...base, tunnelDevices: ["lo"] }), /invalid tunnel device/);
+  assert.throws(() => renderKillSwitch({ ...base, protectedNetworks: ["198.19.0.0/24 }"] }), /invalid protected network/);
+  assert.throws(() => renderKillSwitch({ ...base, dnsServers: ["198.18.53.2 accept"] }), /invalid DNS server/);
+  assert.throws(() => renderKillSwitch({ ...base, gatewayEndpoints: [{ address: "198.18.1.2", protocol: "udp", port: 70000 }] }), /invalid endpoint port/);
+});
+
+/** Trimmed from `nft -j list table inet detour_killswitch` (nftables 1.0.6). */
+const LISTING = JSON.stringify({
+  nftables: [
+    { metainfo: { version: "1.0.6", json_schema_version: 1 } },
+    { table: { family: "inet", name: "detour_killswitch", handle: 3 } },
+    { rule: { family: "inet", table: "detour_killswitch", chain: "output", handle: 5, comment: "loopback", expr: [{ match: {} }, { counter: { packets: 4, bytes: 336 } }, { accept: null }] } },
+    { rule: { family: "inet", table: "detour_killswitch", chain: "output", handle: 8, comment: "gateway-endpoint udp 198.18.1.2:51820", expr: [{ match: {} }, { counter: { packets: 3, bytes: 412 } }, { accept: null }] } },
+    { rule: { family: "inet", table: "detour_killswitch", chain: "output", handle: 14, comment: "protected-outside-tunnel", expr: [{ match: {} }, { counter: { packets: 20, bytes: 1120 } }, { drop: null }] } },
+    { rule: { family: "inet", table: "detour_killswitch", chain: "forward", handle: 20, comment: "protected-outside-tunnel", expr: [{ match: {} }, { counter: { packets: 2, bytes: 112 } }, { drop: null }] } },
+    { rule: { family: "inet", table: "detour_killswitch", chain: "leak_witness", handle: 30, expr: [{ match: {} }, { return: null }] } },
+    { rule: { family: "inet", table: "detour_killswitch", chain: "leak_witness", handle: 31, comment: "protected-escaped", expr: [{ match: {} }, { counter: { packets: 0, bytes: 0 } }] } },
+    { rule: { family: "inet", table: "detour_killswitch", chain: "output", handle: 40, comment: "someone else's", expr: [{ counter: { packets: 9, bytes: 9 } }] } },
+  ],
+});
+
+test("counters-are-read-per-rule-with-their-purpose", () => {
+  const counters = parseCounters(LISTING);
+  assert.deepEqual(counters.map((c) => `${c.chain}/${c.purpose}/${c.detail}=${String(c.packets)}`), [
+    "output/loopback/=4",
+    "output/gateway-endpoint/udp 198.18.1.2:51820=3",
+    "output/protected-outside-tunnel/=20",
+    "forward/protected-outside-tunnel/=2",
+    "leak_witness/protected-escaped/=0",
+  ]);
+  assert.equal(countedPackets(counters, "protected-outside-tunnel"), 22);
+  assert.equal(countedPackets(counters, "protected-outside-tunnel", "forward"), 2);
+  assert.equal(countedPackets(counters, "protected-escaped"), 0);
+  assert.equal(countedPackets(counters, "underlay-blocked"), 0, "absent purposes count zero");
+  assert.throws(() => parseCounters("{}"), /without an nftables array/);
+  assert.throws(() => parseCounters("not json"), SyntaxError);
+});

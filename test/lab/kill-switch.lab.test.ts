@@ -1,0 +1,128 @@
+/**
+ * The kill switch seen from the network: while detourd connects, fails over, has no gateway, and while it is
+ * disconnected in lockdown, not one packet to a protected destination reaches the router outside a tunnel.
+ * The client is given a leak path on purpose (a plain route to corp via the router), and the router counts
+ * what arrives on it: an independent witness that no rule replacement can reset.
+ */
+import assert from "node:assert/strict";
+import { writeFileSync, readFileSync } from "node:fs";
+import { after, afterEach, before, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { ControlClient } from "../../main/client/control-client.ts";
+import { agentStart, agentStop } from "./agent.ts";
+import { nsRun } from "./exec.ts";
+import * as lab from "./lab.ts";
+import { ProbeClient } from "./probe-client.ts";
+
+const ID = "kswt";
+const POLL_MS = 100;
+const CONNECT_WITHIN_MS = 8_000;
+const WITNESS_TABLE = "detour_leak_witness";
+
+type Status = Awaited<ReturnType<ControlClient["status"]>>;
+
+let probe: ProbeClient | undefined;
+let client: ControlClient | null = null;
+
+async function waitFor(c: ControlClient, what: string, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status> {
+  const until = Date.now() + timeoutMs;
+  let last: Status | null = null;
+  for (let i = 0; i < Math.ceil(timeoutMs / POLL_MS) + 1 && Date.now() < until; i++) {
+    last = await c.status();
+    if (pred(last)) return last;
+    await sleep(POLL_MS);
+  }
+  assert.fail(`timed out waiting for ${what}; last: ${JSON.stringify(last).slice(0, 2000)}`);
+}
+
+/** Packets from the client's underlay to corp's networks that reached the router: leaks. */
+async function leakedToRouter(): Promise<number> {
+  const out = await nsRun(lab.topologyOf(ID).router.ns, ["nft", "-j", "list", "table", "inet", WITNESS_TABLE]);
+  const m = /"packets":\s*(\d+)/.exec(out);
+  return m === null ? NaN : Number(m[1]);
+}
+
+function mustProbe(): ProbeClient {
+  if (probe === undefined) throw new Error("the probe agent did not start");
+  return probe;
+}
+
+/** A steady stream of traffic to corp, as an application would keep sending through any gap. */
+function stream(ms: number): Promise<unknown> {
+  return mustProbe().stream({ host: "198.19.0.1", port: 7, ratePerSec: 50, durationMs: ms });
+}
+
+before(async () => {
+  await lab.down(ID);
+  await lab.up(ID);
+  const topo = lab.topologyOf(ID);
+  // The leak path: without a kill switch, corp traffic with no tunnel route would go to the router.
+  await nsRun(topo.client.ns, ["ip", "route", "add", "198.19.0.0/16", "via", topo.client.routerAddress, "metric", "500"]);
+  await nsRun(topo.router.ns, ["nft", "-f", "-"], {
+    input: `table inet ${WITNESS_TABLE} {\n chain witness {\n  type filter hook prerouting priority -300; policy accept;\n  iifname "to-client" ip daddr 198.19.0.0/16 counter\n }\n}\n`,
+  });
+  probe = await ProbeClient.start({ prefix: ["ip", "netns", "exec", topo.client.ns] });
+  assert.equal(await leakedToRouter(), 0);
+  // The witness works: with no detourd, the leak path leaks.
+  await mustProbe().udp({ host: "198.19.0.1", port: 7, count: 5, intervalMs: 10, timeoutMs: 200 });
+  const control = await leakedToRouter();
+  assert.ok(control >= 5, `control: without a kill switch the leak path carries corp traffic (${control} packets)`);
+});
+
+afterEach(async () => {
+  client?.close();
+  client = null;
+  await agentStop(ID);
+  await lab.heal(ID);
+});
+
+after(async () => {
+  await probe?.close();
+  await lab.down(ID);
+});
+
+test("connect-failover-all-down-and-disconnect-leak-nothing-outside-the-tunnel", { timeout: 120_000 }, async () => {
+  const a = await agentStart(ID);
+  client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
+  const c = client;
+  // `connect` answers once the kill switch is in force; before it, a disconnected client may use the underlay.
+  await c.connect();
+  // Rule counters cannot be reset in place, so each test counts from its own baseline.
+  const base = await leakedToRouter();
+  const traffic = stream(20_000);
+  await waitFor(c, "connected", (s) => s.state === "connected", CONNECT_WITHIN_MS);
+  await lab.kill("gw1", "all", ID);
+  await waitFor(c, "failover", (s) => s.state === "connected" && s.gateway !== "gw1", CONNECT_WITHIN_MS);
+  await lab.kill("gw2", "all", ID);
+  await lab.kill("gw3", "all", ID);
+  await waitFor(c, "the error state", (s) => s.state === "error", 30_000);
+  await sleep(2000);
+  // Counted before the user disconnects: without lockdown, traffic after a disconnect is no longer the tunnel's.
+  const leakedWhileManaged = (await leakedToRouter()) - base;
+  console.log(`packets to protected destinations that reached the router outside a tunnel while connecting, failing over and in error: ${leakedWhileManaged}`);
+  await c.disconnect();
+  await waitFor(c, "disconnected", (s) => s.state === "disconnected", CONNECT_WITHIN_MS);
+  await traffic;
+  assert.equal(leakedWhileManaged, 0, "connecting, failing over, error: nothing leaks");
+});
+
+test("lockdown-keeps-protected-traffic-in-while-disconnected", { timeout: 60_000 }, async () => {
+  const state = lab.loadState(ID);
+  const original = readFileSync(state.clientConfig, "utf8");
+  writeFileSync(state.clientConfig, JSON.stringify({ ...(JSON.parse(original) as object), lockdown: true }, null, 2), { mode: 0o600 });
+  try {
+    const base = await leakedToRouter();
+    const a = await agentStart(ID);
+    client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
+    await waitFor(client, "disconnected", (s) => s.state === "disconnected", 5000);
+    await sleep(500);
+    await mustProbe().udp({ host: "198.19.0.1", port: 7, count: 20, intervalMs: 10, timeoutMs: 200 });
+    assert.equal((await leakedToRouter()) - base, 0, "lockdown: nothing leaks while disconnected");
+    await agentStop(ID);
+    await mustProbe().udp({ host: "198.19.0.1", port: 7, count: 20, intervalMs: 10, timeoutMs: 200 });
+    assert.equal((await leakedToRouter()) - base, 0, "lockdown stays in force after detourd exits");
+  } finally {
+    writeFileSync(state.clientConfig, original, { mode: 0o600 });
+    await nsRun(lab.topologyOf(ID).client.ns, ["nft", "delete", "table", "inet", "detour_killswitch"]).catch(() => undefined);
+  }
+});
