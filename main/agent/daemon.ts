@@ -141,18 +141,20 @@ export class Daemon {
   }
 
   /**
-   * Fails closed first: resolves once the kill switch for connecting is in force and the attempt has begun,
-   * so nothing the attempt (or an application) sends can leave outside a tunnel.
+   * Starts connecting and resolves once the kill switch for connecting is in force. The race starts at once:
+   * its own packets go to gateway endpoints, which the kill switch allows anyway, so failing closed costs the
+   * attempt no time; what the answer guarantees is that nothing leaves outside a tunnel from then on.
    */
   connect(): Promise<void> {
     this.refreshKillSwitch("resolving");
-    return new Promise((resolve) => {
+    const inForce = new Promise<void>((resolve) => {
       this.#routeOp(() => {
-        this.dispatch({ type: "connect", now: Date.now() });
         resolve();
         return Promise.resolve();
       });
     });
+    this.dispatch({ type: "connect", now: Date.now() });
+    return inForce;
   }
 
   disconnect(): void {
