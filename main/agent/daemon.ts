@@ -3,10 +3,11 @@
  * runs the effects it returns: engines, in-tunnel monitors, routes, timers, discovery. It owns every timer
  * and every side effect; the machine owns every decision.
  */
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
+import { emptyMemory, parseMemory, recall, remember, type NetworkMemory } from "../core/connection/network-memory.ts";
 import { routesForLeg } from "../core/connection/route-policy.ts";
 import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, Effect, FailoverRecord, Leg, MachineInput, RaceRecord, TimerId } from "../core/connection/types.ts";
@@ -15,6 +16,7 @@ import { createEngine } from "../../native/engines/create-engine.ts";
 import { isEngineError, type TunnelEngine } from "../../native/engines/engine.ts";
 import { applyDns, restoreDns, type DnsTarget } from "../../native/platform/dns.linux.ts";
 import { applyKillSwitch } from "../../native/platform/firewall.linux.ts";
+import { networkId } from "../../native/platform/netid.linux.ts";
 import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource } from "../../native/platform/routes.linux.ts";
 import { discoverCandidates, gatewayPorts, probeCandidates } from "./discovery.ts";
 import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
@@ -76,6 +78,10 @@ export class Daemon {
   /** Every prefix put in the protected table since the last clear, pushed ones included. */
   #appliedRoutes = new Set<string>();
   #dns: DnsTarget;
+  #memoryPath: string;
+  #memory: NetworkMemory = emptyMemory();
+  /** The current network's key (see netid.linux.ts); refreshed in the background, read at connect. */
+  #networkKey: string | null = null;
   /** The kill switch last put in force (JSON), so an unchanged policy is not re-applied (that resets counters). */
   #killSwitch: string | undefined = undefined;
 
@@ -85,6 +91,12 @@ export class Daemon {
     mkdirSync(opts.workDir, { recursive: true, mode: 0o700 });
     mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
     this.#dns = { path: opts.resolvConf, backupPath: join(opts.stateDir, "resolv.conf.orig") };
+    this.#memoryPath = join(opts.stateDir, "network-memory.json");
+    try {
+      this.#memory = existsSync(this.#memoryPath) ? parseMemory(JSON.parse(readFileSync(this.#memoryPath, "utf8"))) : emptyMemory();
+    } catch {
+      this.#memory = emptyMemory();
+    }
     // A daemon that died while connected left the tunnel's resolvers in place: put the original back first.
     if (restoreDns(this.#dns)) opts.log.warn("restored the resolv.conf a previous detourd left in place", { path: opts.resolvConf });
     this.#ctx = {
@@ -109,8 +121,8 @@ export class Daemon {
 
   // ---- control API ----
 
-  status(): ConnectionSnapshot & { daemon: { version: string; pid: number; startedAt: number; configPath: string } } {
-    return { ...snapshot(this.#state, Date.now()), daemon: { version: this.#opts.version, pid: process.pid, startedAt: this.startedAt, configPath: this.#opts.configPath } };
+  status(): ConnectionSnapshot & { network: ReturnType<Daemon["network"]>; daemon: { version: string; pid: number; startedAt: number; configPath: string } } {
+    return { ...snapshot(this.#state, Date.now()), network: this.network(), daemon: { version: this.#opts.version, pid: process.pid, startedAt: this.startedAt, configPath: this.#opts.configPath } };
   }
 
   /** The candidates with their latest probe results (discovery keeps them fresh in the background). */
@@ -135,9 +147,43 @@ export class Daemon {
     return () => this.#subscribers.delete(listener);
   }
 
-  /** Discovery and port probes in the background, so candidates are ranked before the first connect. */
+  /** Discovery, port probes and the network's identity in the background, before the first connect. */
   warmUp(): void {
     this.#track(this.#discover());
+    this.#track(this.#refreshNetworkKey());
+  }
+
+  /** Which network this is, so the race can start with what won here last time. */
+  async #refreshNetworkKey(): Promise<void> {
+    const towards = this.#ctx.gateways.find((c) => c.address !== null)?.address;
+    if (towards == null) return;
+    try {
+      // While Detour's resolv.conf is in force, the network is described by the original.
+      const resolvConf = existsSync(this.#dns.backupPath) ? this.#dns.backupPath : this.#dns.path;
+      this.#networkKey = await networkId({ towards, resolvConf });
+      this.#ctx.preferredLeg = recall(this.#memory, this.#networkKey);
+    } catch (err) {
+      this.#opts.log.warn("could not identify the network", { err });
+    }
+  }
+
+  #rememberWinner(race: RaceRecord): void {
+    const key = this.#networkKey;
+    if (key === null || race.winner === null) return;
+    this.#memory = remember(this.#memory, key, { gateway: race.winner.gateway, kind: race.winner.kind }, Date.now());
+    this.#ctx.preferredLeg = recall(this.#memory, key);
+    try {
+      const tmp = `${this.#memoryPath}.tmp`;
+      writeFileSync(tmp, JSON.stringify(this.#memory) + "\n", { mode: 0o600 });
+      renameSync(tmp, this.#memoryPath);
+    } catch (err) {
+      this.#opts.log.warn("could not store the network memory", { err });
+    }
+  }
+
+  /** The current network's key and what won on it, for status and diagnostics. */
+  network(): { id: string | null; remembered: { gateway: string; kind: string } | null } {
+    return { id: this.#networkKey, remembered: this.#networkKey === null ? null : recall(this.#memory, this.#networkKey) };
   }
 
   /**
@@ -159,6 +205,8 @@ export class Daemon {
 
   disconnect(): void {
     this.dispatch({ type: "disconnect", now: Date.now() });
+    // The next connect may be on another network (a laptop moves while disconnected).
+    this.#track(this.#refreshNetworkKey());
   }
 
   /** Disconnects and waits (bounded by the engines' own stop budgets) until every leg is down. */
@@ -304,6 +352,7 @@ export class Daemon {
       }
       case "record-race":
         this.#lastRace = e.race;
+        this.#rememberWinner(e.race);
         log.info("race", { race: e.race });
         return;
       case "record-failover":

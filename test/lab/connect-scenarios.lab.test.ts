@@ -4,7 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { after, afterEach, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient } from "../../main/client/control-client.ts";
@@ -35,6 +36,8 @@ afterEach(async () => {
   client?.close();
   client = null;
   await agentStop(ID);
+  // Each scenario starts on a network detourd has never seen: per-network memory would reorder its race.
+  rmSync(join(lab.labDirOf(ID), "detourd-state"), { recursive: true, force: true });
   await lab.heal(ID);
 });
 
@@ -169,4 +172,32 @@ test("intranet-names-resolve-through-the-tunnel-while-connected-and-the-original
   await waitFor(c, "disconnected", (x) => x.state === "disconnected", CONNECT_WITHIN_MS);
   for (let i = 0; i < 20 && readFileSync(resolvConf, "utf8") !== original; i++) await sleep(POLL_MS);
   assert.equal(readFileSync(resolvConf, "utf8"), original, "the original resolv.conf is back");
+});
+
+test("a-udp-hostile-network-is-remembered-and-the-tls-leg-goes-first-next-time-even-after-a-restart", { timeout: 90_000 }, async () => {
+  await lab.impair({ kind: "block", target: "client", proto: "udp", dir: "both" }, ID);
+  let c = await startAgent();
+  const connectOnce = async (): Promise<{ ms: number; first: string | undefined }> => {
+    const t0 = Date.now();
+    await c.connect();
+    const s = await waitFor(c, "connected", (x) => x.state === "connected", CONNECT_WITHIN_MS);
+    await corpSees();
+    const first = s.lastRace?.legs.find((l) => l.startedAt !== null && l.startedAt === s.lastRace?.startedAt)?.leg.kind;
+    const ms = (s.lastRace?.endedAt ?? Date.now()) - t0;
+    await c.disconnect();
+    await waitFor(c, "disconnected", (x) => x.state === "disconnected", CONNECT_WITHIN_MS);
+    return { ms, first };
+  };
+  const learn = await connectOnce();
+  const recalled = await connectOnce();
+  console.log(`UDP blocked: first connect ${learn.ms} ms (first leg ${String(learn.first)}), next connect ${recalled.ms} ms (first leg ${String(recalled.first)})`);
+  assert.equal(learn.first, "wireguard", "nothing is known about this network at first");
+  assert.equal(recalled.first, "anyconnect-tls", "the leg that won here goes first");
+  assert.ok(recalled.ms < learn.ms, "and connecting is faster");
+  c.close();
+  client = null;
+  await agentStop(ID);
+  c = await startAgent();
+  const afterRestart = await connectOnce();
+  assert.equal(afterRestart.first, "anyconnect-tls", "the memory survives a restart of detourd");
 });

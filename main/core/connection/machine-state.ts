@@ -7,12 +7,14 @@ import { RETRYABLE, type EngineErrorCode, type TunnelConfig } from "../tunnel/en
 import { rankCandidates } from "./candidates.ts";
 import type { HealthState } from "./health.ts";
 import { planLegs, legKey, type RaceState } from "./race.ts";
-import type { Candidate, ConnectionStateName, Effect, FailoverRecord, Leg, RaceRecord, TimerId } from "./types.ts";
+import type { Candidate, ConnectionStateName, Effect, FailoverRecord, Leg, LegKind, RaceRecord, TimerId } from "./types.ts";
 
 export interface MachineContext {
   policy: { race: RacePolicy; health: HealthPolicy; retry: RetryPolicy };
   /** The configured candidates: what a race uses when discovery returns nothing. */
   gateways: Candidate[];
+  /** What won last time on the current network (per-network memory); connect races try it first. */
+  preferredLeg?: { gateway: string; kind: LegKind } | null;
 }
 
 /** What survives every transition. Invariant: `legSeq` and `raceSeq` only grow, so ids are never reused. */
@@ -156,9 +158,10 @@ export function allocateLegs(
   ranked: readonly Candidate[],
   policy: RacePolicy,
   exclude: { gateway?: string; legKey?: string }[] = [],
+  preferred: { gateway: string; kind: LegKind } | null = null,
 ): { legs: Leg[]; shared: Shared } {
   let n = shared.legSeq;
-  const legs = planLegs(ranked, policy, { exclude, nextId: () => `L${String((n += 1))}` });
+  const legs = planLegs(ranked, policy, { exclude, nextId: () => `L${String((n += 1))}`, preferred });
   return { legs, shared: { ...shared, legSeq: n } };
 }
 

@@ -15,6 +15,8 @@ export interface PlanOptions {
   /** Entries with `gateway` drop every leg of that gateway; entries with `legKey` drop that one leg. */
   exclude?: { gateway?: string; legKey?: string }[];
   nextId: () => string;
+  /** The leg that won last time on this network: raced first when it is on offer (per-network memory). */
+  preferred?: { gateway: string; kind: LegKind } | null;
 }
 
 /**
@@ -34,6 +36,12 @@ export function planLegs(ranked: readonly Candidate[], policy: RacePolicy, opts:
     if (kinds.length === 0) continue;
     gateways += 1;
     for (const kind of kinds) legs.push({ id: opts.nextId(), gateway: c.name, kind });
+  }
+  const p = opts.preferred;
+  const i = p == null ? -1 : legs.findIndex((l) => l.gateway === p.gateway && l.kind === p.kind);
+  if (i > 0) {
+    const [first] = legs.splice(i, 1);
+    if (first !== undefined) legs.unshift(first);
   }
   return legs;
 }

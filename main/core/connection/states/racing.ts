@@ -13,7 +13,7 @@ export function summary(state: RacingState): string {
 }
 
 export function enter(shared0: Shared, now: number, ctx: MachineContext, reason: RaceRecord["reason"], attempt: number, ranked: Candidate[]): Outcome {
-  const planned = allocateLegs(shared0, ranked, ctx.policy.race);
+  const planned = allocateLegs(shared0, ranked, ctx.policy.race, [], ctx.preferredLeg ?? null);
   const { id, shared } = nextRaceId(planned.shared);
   const r = raceStart(id, planned.legs, reason, now, ctx.policy.race);
   if (r.race.status !== "running") {
