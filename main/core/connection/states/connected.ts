@@ -57,6 +57,21 @@ function failoverEffects(f: FailoverRecord | null, now: number): Effect[] {
  * A leg won a race. Routes move to it first; only then is the previous leg (if any) torn down, so traffic never
  * has a moment without a tunnel (make-before-break).
  */
+/** A fresh connected state: health watched from `health`, rechecks scheduled, no recover race under way. */
+function connectedState(shared: Shared, active: ConnectedState["active"], health: ConnectedState["health"], now: number, ctx: MachineContext, brownoutRetryAt: number | null): ConnectedState {
+  return {
+    name: "connected",
+    shared,
+    active,
+    health,
+    healthCheckAt: healthDeadline(health, ctx.policy.health),
+    recheckAt: now + RECHECK_INTERVAL_MS,
+    betterStreak: 0,
+    recover: null,
+    brownoutRetryAt,
+  };
+}
+
 export function enter(shared0: Shared, now: number, ctx: MachineContext, e: NewLegEntry): Outcome {
   const health = healthStart(now);
   const shared: Shared = {
@@ -65,17 +80,7 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: NewL
     lastRace: raceRecord(e.race),
     lastFailover: e.failover ?? shared0.lastFailover,
   };
-  const state: ConnectedState = {
-    name: "connected",
-    shared,
-    active: e.active,
-    health,
-    healthCheckAt: healthDeadline(health, ctx.policy.health),
-    recheckAt: now + RECHECK_INTERVAL_MS,
-    betterStreak: 0,
-    recover: null,
-    brownoutRetryAt: null,
-  };
+  const state = connectedState(shared, e.active, health, now, ctx, null);
   const effects: Effect[] = [{ type: "apply-routes", legId: e.active.leg.id }];
   if (e.previous !== null) effects.push({ type: "stop-monitor", legId: e.previous.leg.id }, { type: "stop-leg", legId: e.previous.leg.id });
   effects.push(
@@ -94,17 +99,7 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: NewL
 export function enterResume(shared0: Shared, now: number, ctx: MachineContext, e: ResumeEntry): Outcome {
   const shared: Shared = { ...shared0, since: now, lastFailover: e.failover, lastRace: e.race === null ? shared0.lastRace : raceRecord(e.race) };
   const health = healthEvaluate(e.health, now, ctx.policy.health);
-  const state: ConnectedState = {
-    name: "connected",
-    shared,
-    active: e.active,
-    health,
-    healthCheckAt: healthDeadline(health, ctx.policy.health),
-    recheckAt: now + RECHECK_INTERVAL_MS,
-    betterStreak: 0,
-    recover: null,
-    brownoutRetryAt: now + BROWNOUT_RETRY_AFTER_MS,
-  };
+  const state = connectedState(shared, e.active, health, now, ctx, now + BROWNOUT_RETRY_AFTER_MS);
   return {
     state,
     effects: [
