@@ -42,6 +42,7 @@ const STATUS: StatusPayload = {
   candidates: CANDIDATES,
   lastRace: RACE,
   lastFailover: null,
+  standby: null,
   error: null,
   daemon: { version: "0.1.0", pid: 42, startedAt: 1, configPath: "/etc/detour/client.json" },
 };
@@ -369,7 +370,7 @@ describe("subscribe", () => {
     assert.equal(d.listeners.size, 1);
     const events: ConnectionEvent[] = [
       { type: "state", at: 2000, state: "failing-over", detail: "gw1 stopped answering" },
-      { type: "failover", at: 2100, failover: { from: { gateway: "gw1", kind: "wireguard" }, to: { gateway: "gw2", kind: "ikev2" }, reason: "dead", lastReplyAt: 1400, detectedAt: 2000, restoredAt: 2100, detectedAfterMs: 600, restoredAfterMs: 700 } },
+      { type: "failover", at: 2100, failover: { from: { gateway: "gw1", kind: "wireguard" }, to: { gateway: "gw2", kind: "ikev2" }, reason: "dead", via: "race", lastReplyAt: 1400, detectedAt: 2000, restoredAt: 2100, detectedAfterMs: 600, restoredAfterMs: 700 } },
     ];
     for (const e of events) d.emit(e);
     await eventually("two events", () => got.length === 2);

@@ -100,7 +100,7 @@ export class Daemon {
     // A daemon that died while connected left the tunnel's resolvers in place: put the original back first.
     if (restoreDns(this.#dns)) opts.log.warn("restored the resolv.conf a previous detourd left in place", { path: opts.resolvConf });
     this.#ctx = {
-      policy: { race: opts.config.race, health: opts.config.health, retry: opts.config.retry },
+      policy: { race: opts.config.race, health: opts.config.health, retry: opts.config.retry, standby: opts.config.standby },
       gateways: opts.config.gateways.map((g) => ({
         name: g.name,
         hostname: g.hostname,
@@ -312,7 +312,7 @@ export class Daemon {
         this.#track(this.#stopLeg(e.legId));
         return;
       case "start-monitor":
-        this.#startMonitor(e.legId);
+        this.#startMonitor(e.legId, e.role);
         return;
       case "stop-monitor": {
         const l = this.#legs.get(e.legId);
@@ -488,18 +488,20 @@ export class Daemon {
     return rt.stopping;
   }
 
-  #startMonitor(legId: string): void {
+  /** Starts the leg's in-tunnel probes at its role's rate; a running monitor (a promoted standby's) is replaced. */
+  #startMonitor(legId: string, role: "active" | "standby"): void {
     const rt = this.#legs.get(legId);
     if (rt?.up === null || rt === undefined || rt.source === null) {
       this.#opts.log.warn("cannot monitor a leg that is not up", { legId });
       return;
     }
+    rt.monitor?.stop();
     const h = this.#opts.config.health;
     rt.monitor = startMonitor({
       legId,
       sourceAddress: rt.source.address,
       target: { address: this.#opts.config.probe.address, port: this.#opts.config.probe.port },
-      intervalMs: h.probeIntervalMs,
+      intervalMs: role === "standby" ? this.#opts.config.standby.probeIntervalMs : h.probeIntervalMs,
       timeoutMs: h.probeTimeoutMs,
       onSample: (sample) => {
         this.dispatch({ type: "probe", now: Date.now(), legId, sample });

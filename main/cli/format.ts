@@ -53,7 +53,7 @@ const legName = (l: Pick<Leg, "gateway" | "kind">): string => `${l.gateway} ${l.
 /** "gw2 wireguard -> gw1 ikev2, reason: ..., detected after 612 ms, restored after 845 ms" */
 export function formatFailover(f: FailoverRecord): string {
   const to = f.to === null ? "nothing (no healthy gateway)" : legName(f.to);
-  const restored = f.restoredAfterMs === null ? "not restored yet" : `restored after ${formatDuration(f.restoredAfterMs)}`;
+  const restored = f.restoredAfterMs === null ? "not restored yet" : `restored after ${formatDuration(f.restoredAfterMs)}${f.via === "standby" ? " (standby promoted)" : ""}`;
   return `${legName(f.from)} -> ${to}, reason: ${oneLine(f.reason)}, detected after ${formatDuration(f.detectedAfterMs)}, ${restored}`;
 }
 
@@ -86,6 +86,10 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
     ["protocol", s.protocol === null ? "-" : `${s.protocol} (${PROTOCOL_NAMES[s.protocol]})`],
     ["since", s.since === null ? "-" : `${formatDuration(opts.now - s.since)} (at ${clock(s.since)})`],
   ];
+  if (s.standby !== null) {
+    const heard = s.standby.lastReplyAt === null ? "no reply yet" : `last reply ${formatDuration(Math.max(0, opts.now - s.standby.lastReplyAt))} ago`;
+    rows.push(["standby", `${s.standby.gateway} ${s.standby.protocol} (${PROTOCOL_NAMES[s.standby.protocol]}), ${heard}`]);
+  }
   if (s.error !== null) {
     const retry = s.error.nextRetryAt === null ? "no retry scheduled" : `next retry in ${formatDuration(Math.max(0, s.error.nextRetryAt - opts.now))}`;
     rows.push(["error", `${oneLine(s.error.reason)}; ${retry}`]);

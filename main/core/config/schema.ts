@@ -134,12 +134,19 @@ export const RacePolicy = z
 /** How the connected tunnel is watched from inside, and when it counts as failed. */
 export const HealthPolicy = z
   .object({
-    /** In-tunnel echo probes to `probe`; 50 ms gives ~12 chances inside the default dead window. */
-    probeIntervalMs: z.number().int().min(10).max(5000).default(50),
+    /**
+     * In-tunnel echo probes to `probe`. 25 ms gives 12 chances inside the default dead window for ~3 KB/s each
+     * way: a lossy link must lose twelve in a row to look dead.
+     */
+    probeIntervalMs: z.number().int().min(10).max(5000).default(25),
     /** A reply later than this counts as lost. */
     probeTimeoutMs: z.number().int().min(50).max(10_000).default(1000),
-    /** No reply at all for this long: the tunnel is dead. With 5 % random loss, 12 misses in a row happen ~1 in 4e15. */
-    deadAfterMs: z.number().int().min(100).max(60_000).default(600),
+    /**
+     * No reply at all for this long: the tunnel is dead. 300 ms keeps a failover's outage under half a second; with
+     * 5 % loss each way (~10 % per round trip) twelve misses in a row happen ~1 in 1e12 probes. On a slow path the
+     * window stretches to a multiple of the measured RTT (see health.ts), so queueing spikes are not deaths.
+     */
+    deadAfterMs: z.number().int().min(100).max(60_000).default(300),
     brownout: z
       .object({
         /** Loss above this over `windowMs`... */
@@ -152,6 +159,21 @@ export const HealthPolicy = z
       })
       .strict()
       .default({ lossPct: 25, rttMs: null, windowMs: 5000, holdMs: 3000 }),
+  })
+  .strict();
+
+/**
+ * The warm standby: a second tunnel, to another gateway, kept up and probed slowly so that a failover is a route
+ * change instead of a race. "off" saves the second tunnel (a gateway licence, a little traffic) at the cost of a
+ * slower failover.
+ */
+export const StandbyPolicy = z
+  .object({
+    mode: z.enum(["on", "off"]).default("on"),
+    /** Probes through the standby: 250 ms keeps NAT and engine state warm for ~0.3 KB/s and proves the path. */
+    probeIntervalMs: z.number().int().min(50).max(10_000).default(250),
+    /** The standby is trusted for a failover only if it answered this recently (three probe intervals). */
+    freshMs: z.number().int().min(100).max(60_000).default(750),
   })
   .strict();
 
@@ -185,7 +207,8 @@ export const DetourConfig = z
       .strict()
       .optional(),
     race: RacePolicy.default({ staggerMs: 250, legDeadlineMs: 5000, order: ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"], maxGateways: 3 }),
-    health: HealthPolicy.default({ probeIntervalMs: 50, probeTimeoutMs: 1000, deadAfterMs: 600, brownout: { lossPct: 25, rttMs: null, windowMs: 5000, holdMs: 3000 } }),
+    health: HealthPolicy.default({ probeIntervalMs: 25, probeTimeoutMs: 1000, deadAfterMs: 300, brownout: { lossPct: 25, rttMs: null, windowMs: 5000, holdMs: 3000 } }),
+    standby: StandbyPolicy.default({ mode: "on", probeIntervalMs: 250, freshMs: 750 }),
     retry: RetryPolicy.default({ initialMs: 1000, maxMs: 30_000 }),
     /** Block protected traffic outside the tunnel even while disconnected. */
     lockdown: z.boolean().default(false),
@@ -199,6 +222,7 @@ export type SecretRef = z.infer<typeof SecretRef>;
 export type RacePolicy = z.infer<typeof RacePolicy>;
 export type HealthPolicy = z.infer<typeof HealthPolicy>;
 export type RetryPolicy = z.infer<typeof RetryPolicy>;
+export type StandbyPolicy = z.infer<typeof StandbyPolicy>;
 
 /** One problem in a configuration document: where it is and what was expected. */
 export interface ConfigIssue {

@@ -52,6 +52,7 @@ test("active-gateway-dead-fails-over-to-another-gateway-with-exact-numbers", () 
     from: { gateway: "gw1", kind: "wireguard" },
     to: { gateway: "gw2", kind: "wireguard" },
     reason: "dead: no reply for 0.6 s",
+    via: "race",
     lastReplyAt: 4980,
     detectedAt: 5580,
     restoredAt: 5680,

@@ -2,7 +2,7 @@
  * A fake daemon for the connection machine's scenario tests: a numeric clock, timers, scripted engines and
  * in-tunnel monitors, run as one discrete-event loop. Holds no tests itself.
  */
-import { HealthPolicy, RacePolicy, RetryPolicy } from "../config/schema.ts";
+import { HealthPolicy, RacePolicy, RetryPolicy, StandbyPolicy } from "../config/schema.ts";
 import type { EngineErrorCode, TunnelConfig } from "../tunnel/engine-types.ts";
 import { initialState, snapshot, step, type MachineContext, type MachineState } from "./machine.ts";
 import type { Candidate, CandidateProbe, ConnectionEvent, ConnectionStateName, ConnectionSnapshot, Effect, FailoverRecord, Leg, LegKind, MachineInput, RaceRecord, TimerId } from "./types.ts";
@@ -32,12 +32,18 @@ export function probe(latencyMs: number | null, reachable: CandidateProbe["reach
   return { at, latencyMs, reachable };
 }
 
-export function context(gateways: Candidate[], overrides: { race?: Partial<RacePolicy>; health?: Partial<HealthPolicy>; retry?: Partial<RetryPolicy> } = {}): MachineContext {
+/** The warm standby is off unless a test turns it on: most scenarios count legs and are about the race itself. */
+export function context(
+  gateways: Candidate[],
+  overrides: { race?: Partial<RacePolicy>; health?: Partial<HealthPolicy>; retry?: Partial<RetryPolicy>; standby?: Partial<StandbyPolicy> } = {},
+): MachineContext {
   return {
     policy: {
       race: { ...RacePolicy.parse({}), ...overrides.race },
-      health: { ...HealthPolicy.parse({}), ...overrides.health },
+      // The scenarios' exact figures were worked out for a 50 ms monitor and a 600 ms dead window.
+      health: { ...HealthPolicy.parse({ probeIntervalMs: 50, deadAfterMs: 600 }), ...overrides.health },
       retry: { ...RetryPolicy.parse({}), ...overrides.retry },
+      standby: { ...StandbyPolicy.parse({}), mode: "off", ...overrides.standby },
     },
     gateways,
   };
@@ -87,6 +93,7 @@ export class Sim {
   readonly events: ConnectionEvent[] = [];
   readonly timers = new Map<TimerId, { at: number; token: number }>();
   #queue: Scheduled[] = [];
+  #monitorGen = new Map<string, number>();
   #seq = 0;
   #opts: SimOptions;
 
@@ -191,10 +198,15 @@ export class Sim {
         this.monitors.delete(e.legId);
         this.stopped.push({ at: this.now, legId: e.legId });
         return;
-      case "start-monitor":
+      case "start-monitor": {
+        // A restart (a standby promoted to active) replaces the running loop, as the daemon's monitor does.
+        const gen = (this.#monitorGen.get(e.legId) ?? 0) + 1;
+        this.#monitorGen.set(e.legId, gen);
         this.monitors.add(e.legId);
-        this.#probeLoop(e.legId, 0);
+        const intervalMs = e.role === "standby" ? this.ctx.policy.standby.probeIntervalMs : this.ctx.policy.health.probeIntervalMs;
+        this.#probeLoop(e.legId, gen * 1_000_000, gen, intervalMs);
         return;
+      }
       case "stop-monitor":
         this.monitors.delete(e.legId);
         return;
@@ -232,18 +244,18 @@ export class Sim {
     }
   }
 
-  #probeLoop(legId: string, seq: number): void {
-    if (!this.monitors.has(legId)) return;
+  #probeLoop(legId: string, seq: number, gen: number, intervalMs: number): void {
+    if (!this.monitors.has(legId) || this.#monitorGen.get(legId) !== gen) return;
     const leg = this.legsById.get(legId);
     if (leg === undefined) return;
     const sentAt = this.now;
     const rtt = (this.#opts.path ?? (() => 20))(leg, sentAt);
     const h = this.ctx.policy.health;
     this.schedule(sentAt + (rtt ?? h.probeTimeoutMs), () => {
-      if (this.monitors.has(legId)) this.dispatch({ type: "probe", now: this.now, legId, sample: { seq, sentAt, rttMs: rtt } });
+      if (this.monitors.has(legId) && this.#monitorGen.get(legId) === gen) this.dispatch({ type: "probe", now: this.now, legId, sample: { seq, sentAt, rttMs: rtt } });
     });
-    this.schedule(sentAt + h.probeIntervalMs, () => {
-      this.#probeLoop(legId, seq + 1);
+    this.schedule(sentAt + intervalMs, () => {
+      this.#probeLoop(legId, seq + 1, gen, intervalMs);
     });
   }
 }

@@ -5,7 +5,8 @@ import { seededRandom } from "./harness.test.ts";
 import { healthDeadline, healthEvaluate, healthOnSample, healthStart, healthStats, type HealthState } from "./health.ts";
 import type { HealthVerdict, ProbeSample } from "./types.ts";
 
-const policy = HealthPolicy.parse({});
+/** The figures below were worked out for a 50 ms monitor and a 600 ms dead window; the defaults may move. */
+const policy = HealthPolicy.parse({ probeIntervalMs: 50, deadAfterMs: 600 });
 
 /**
  * Drives a health monitor the way the daemon's monitor does: a probe every interval, delivered when it is answered

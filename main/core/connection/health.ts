@@ -19,6 +19,13 @@ export const RECOVER_LOSS_FRACTION = 0.5;
 export const RECOVER_RTT_FRACTION = 0.8;
 
 /**
+ * On a slow or bloated path the dead window stretches to this many times the recent 95th-percentile RTT: a reply
+ * that is merely queued for 200 ms behind a download must not look like a dead gateway. Four covers RTT doubling
+ * twice over, which is more than queueing does to a path that still works.
+ */
+export const DEAD_RTT_MULTIPLE = 4;
+
+/**
  * Invariants: `samples` holds at most one sample per seq, none sent before the retention horizon; `overSince` is
  * non-null only while the brownout condition has held without a break; `lastReplyAt` never decreases.
  */
@@ -49,9 +56,16 @@ export function healthStart(now: number): HealthState {
   return { startedAt: now, samples: [], lastReplyAt: null, overSince: null, clearSince: null, verdict: { state: "healthy" } };
 }
 
+/** How long without a reply means dead: the policy's window, stretched on a path whose RTT is a large part of it. */
+export function deadWindowMs(h: HealthState, policy: HealthPolicy): number {
+  const rtts = h.samples.flatMap((s) => (s.rttMs === null ? [] : [s.rttMs])).sort((a, b) => a - b);
+  const p95 = percentile(rtts, 95);
+  return Math.max(policy.deadAfterMs, p95 === null ? 0 : Math.ceil(DEAD_RTT_MULTIPLE * p95));
+}
+
 /** When the leg is declared dead if no reply comes before then; the daemon arms its health-check timer for it. */
 export function healthDeadline(h: HealthState, policy: HealthPolicy): number {
-  return (h.lastReplyAt ?? h.startedAt) + policy.deadAfterMs;
+  return (h.lastReplyAt ?? h.startedAt) + deadWindowMs(h, policy);
 }
 
 function percentile(sorted: readonly number[], p: number): number | null {
@@ -105,7 +119,7 @@ function formatSeconds(ms: number): string {
  */
 export function healthEvaluate(h: HealthState, now: number, policy: HealthPolicy): HealthState {
   const since = h.lastReplyAt ?? h.startedAt;
-  if (now - since >= policy.deadAfterMs) {
+  if (now - since >= deadWindowMs(h, policy)) {
     const reason = h.lastReplyAt === null ? `no reply in ${formatSeconds(now - since)} since the monitor started` : `no reply for ${formatSeconds(now - since)}`;
     return { ...h, verdict: { state: "dead", reason, lastReplyAt: since } };
   }

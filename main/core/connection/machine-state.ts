@@ -2,7 +2,7 @@
  * The tunnel state machine's data: one record per state (a tagged union), what every state carries, and the
  * small shared helpers the per-state modules in states/ use. The states themselves live in states/*.ts.
  */
-import type { HealthPolicy, RacePolicy, RetryPolicy } from "../config/schema.ts";
+import type { HealthPolicy, RacePolicy, RetryPolicy, StandbyPolicy } from "../config/schema.ts";
 import { RETRYABLE, type EngineErrorCode, type TunnelConfig } from "../tunnel/engine-types.ts";
 import { rankCandidates } from "./candidates.ts";
 import type { HealthState } from "./health.ts";
@@ -10,7 +10,7 @@ import { planLegs, legKey, type RaceState } from "./race.ts";
 import type { Candidate, ConnectionStateName, Effect, FailoverRecord, Leg, LegKind, RaceRecord, TimerId } from "./types.ts";
 
 export interface MachineContext {
-  policy: { race: RacePolicy; health: HealthPolicy; retry: RetryPolicy };
+  policy: { race: RacePolicy; health: HealthPolicy; retry: RetryPolicy; standby: StandbyPolicy };
   /** The configured candidates: what a race uses when discovery returns nothing. */
   gateways: Candidate[];
   /** What won last time on the current network (per-network memory); connect races try it first. */
@@ -58,6 +58,21 @@ export interface RacingState {
   attempt: number;
 }
 
+export interface StandbyLeg {
+  leg: Leg;
+  config: TunnelConfig;
+  upAt: number;
+  firstReplyAt: number;
+  health: HealthState;
+}
+
+/** The warm standby (see standby.ts). Invariant: at most one of `leg` and a running `race`; `checkAt` is when the armed "standby" timer is due. */
+export interface StandbyState {
+  leg: StandbyLeg | null;
+  race: RaceState | null;
+  checkAt: number | null;
+}
+
 export interface ConnectedState {
   name: "connected";
   shared: Shared;
@@ -73,6 +88,7 @@ export interface ConnectedState {
   recover: RaceState | null;
   /** After a brownout failover found no better leg, the next one waits until then. */
   brownoutRetryAt: number | null;
+  standby: StandbyState;
 }
 
 export type FailoverCause = "dead" | "leg-down" | "brownout";
@@ -108,12 +124,15 @@ export type Entry =
   | {
       to: "connected";
       active: ActiveLeg;
-      race: RaceState;
+      /** The race whose winner this is; null when the warm standby was promoted instead. */
+      race: RaceState | null;
       /** Effects of deciding the race (losers stopped), emitted after the winner's routes are applied. */
       raceEffects: Effect[];
       /** The leg traffic moves away from; stopped only after the winner's routes are applied. */
       previous: ActiveLeg | null;
       failover: FailoverRecord | null;
+      /** A standby that stays up across the move (null: raise a new one, avoiding the previous leg's gateway). */
+      standby: StandbyState | null;
     }
   | {
       /** Back to a leg that was never abandoned (a brownout failover found nothing better): routes and monitor stay. */
@@ -141,6 +160,8 @@ export const TIMERS: readonly TimerId[] = Object.keys({
   backoff: true,
   "health-check": true,
   "recheck-candidates": true,
+  standby: true,
+  "standby-stagger": true,
 } satisfies Record<TimerId, true>) as TimerId[];
 
 /** Effects that leave nothing armed. */

@@ -331,6 +331,7 @@ test("snapshots-before-connect-say-disconnected", () => {
     gateway: null,
     protocol: null,
     activeLegId: null,
+    standby: null,
     since: null,
     candidates: [],
     lastRace: null,

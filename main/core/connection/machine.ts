@@ -23,6 +23,7 @@
 import { healthStats, type HealthStats } from "./health.ts";
 import type { Entry, MachineContext, MachineState, Outcome, Shared } from "./machine-state.ts";
 import { raceRecord } from "./race.ts";
+import { standbySnapshot } from "./standby.ts";
 import * as connected from "./states/connected.ts";
 import * as disconnected from "./states/disconnected.ts";
 import * as error from "./states/error.ts";
@@ -118,6 +119,7 @@ export function snapshot(state: MachineState, now: number): ConnectionSnapshot {
     gateway: active?.leg.gateway ?? null,
     protocol: active?.leg.kind ?? null,
     activeLegId: active?.leg.id ?? null,
+    standby: state.name === "connected" ? standbySnapshot(state.standby) : null,
     since: s.since,
     candidates: s.candidates,
     lastRace: runningRace !== null ? raceRecord(runningRace) : s.lastRace,

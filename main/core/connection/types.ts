@@ -51,7 +51,8 @@ export interface LegRecord {
 
 export interface RaceRecord {
   id: string;
-  reason: "connect" | "failover" | "recover" | "retry";
+  /** "standby" races raise the warm standby; they never move traffic by themselves. */
+  reason: "connect" | "failover" | "recover" | "retry" | "standby";
   startedAt: number;
   endedAt: number | null;
   winner: Leg | null;
@@ -62,6 +63,8 @@ export interface FailoverRecord {
   from: { gateway: string; kind: LegKind };
   to: { gateway: string; kind: LegKind } | null;
   reason: string;
+  /** How traffic moved: onto the warm standby (a route change), or onto the winner of a race. */
+  via: "standby" | "race";
   /** When the last reply through the failed tunnel arrived (the start of the outage). */
   lastReplyAt: number;
   detectedAt: number;
@@ -98,14 +101,15 @@ export type MachineInput =
   | { type: "leg-down"; now: number; legId: string; reason: string }
   | { type: "probe"; now: number; legId: string; sample: ProbeSample };
 
-export type TimerId = "race-stagger" | "backoff" | "health-check" | "recheck-candidates";
+export type TimerId = "race-stagger" | "backoff" | "health-check" | "recheck-candidates" | "standby" | "standby-stagger";
 
 /** What the machine asks the daemon to do. The daemon runs them in order and reports back as inputs. */
 export type Effect =
   | { type: "resolve-candidates" }
   | { type: "start-leg"; leg: Leg; deadlineAt: number }
   | { type: "stop-leg"; legId: string }
-  | { type: "start-monitor"; legId: string }
+  /** Starts (or restarts, at the role's rate) the in-tunnel probes of a leg that is up. */
+  | { type: "start-monitor"; legId: string; role: "active" | "standby" }
   | { type: "stop-monitor"; legId: string }
   /** Route the protected networks through this leg's device (atomic swap from any previous leg). */
   | { type: "apply-routes"; legId: string }
@@ -133,6 +137,8 @@ export interface ConnectionSnapshot {
   gateway: string | null;
   protocol: LegKind | null;
   activeLegId: string | null;
+  /** The warm standby tunnel, while one is up. */
+  standby: { gateway: string; protocol: LegKind; legId: string; lastReplyAt: number | null } | null;
   since: number | null;
   candidates: Candidate[];
   lastRace: RaceRecord | null;

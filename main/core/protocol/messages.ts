@@ -72,7 +72,7 @@ export type ErrorCode = (typeof ERROR_CODES)[number];
 /** Listing every name in a Record makes the compiler reject a list that misses one or adds a stranger. */
 const STATE_SET: Record<ConnectionStateName, true> = { disconnected: true, resolving: true, racing: true, connected: true, "failing-over": true, error: true };
 export const CONNECTION_STATES = Object.keys(STATE_SET) as ConnectionStateName[];
-const RACE_REASON_SET: Record<RaceRecord["reason"], true> = { connect: true, failover: true, recover: true, retry: true };
+const RACE_REASON_SET: Record<RaceRecord["reason"], true> = { connect: true, failover: true, recover: true, retry: true, standby: true };
 const RACE_REASONS = Object.keys(RACE_REASON_SET) as RaceRecord["reason"][];
 const OUTCOME_SET: Record<LegOutcome, true> = { pending: true, starting: true, won: true, failed: true, cancelled: true, lost: true };
 const LEG_OUTCOMES = Object.keys(OUTCOME_SET) as LegOutcome[];
@@ -131,6 +131,7 @@ export const FailoverRecordSchema = z.looseObject({
   from: GatewayKind,
   to: GatewayKind.nullable(),
   reason: z.string(),
+  via: z.enum(["standby", "race"]),
   lastReplyAt: z.number(),
   detectedAt: z.number(),
   restoredAt: z.number().nullable(),
@@ -155,6 +156,7 @@ const snapshotShape = {
   gateway: z.string().nullable(),
   protocol: z.enum(LEG_KINDS).nullable(),
   activeLegId: z.string().nullable(),
+  standby: z.looseObject({ gateway: z.string(), protocol: z.enum(LEG_KINDS), legId: z.string(), lastReplyAt: z.number().nullable() }).nullable(),
   since: z.number().nullable(),
   candidates: z.array(CandidateSchema),
   lastRace: RaceRecordSchema.nullable(),

@@ -4,9 +4,24 @@
  */
 import { allKindsUnreachable, reportsReachable } from "../candidates.ts";
 import { healthDeadline, healthEvaluate, healthOnSample, healthStart, type HealthState } from "../health.ts";
-import type { ActiveLeg, ConnectedState, Entry, FailoverCause, Go, MachineContext, Outcome, Shared } from "../machine-state.ts";
+import type { ActiveLeg, ConnectedState, Entry, FailoverCause, Go, MachineContext, Outcome, Shared, StandbyState } from "../machine-state.ts";
 import { KIND_NAMES, allocateLegs, cancelAllTimers, nextRaceId, planFailover, stateEvent, timerDue, withCandidates } from "../machine-state.ts";
 import { TIMER_SLACK_MS, raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart, type RaceState } from "../race.ts";
+import {
+  standbyBetterThanBrownout,
+  standbyFresh,
+  standbyIdle,
+  standbyOnCheck,
+  standbyOnLegDown,
+  standbyOnLegFailed,
+  standbyOnLegUp,
+  standbyOnProbe,
+  standbyOnStagger,
+  standbyOwns,
+  standbyRaise,
+  standbyTeardown,
+  type StandbyContext,
+} from "../standby.ts";
 import type { Effect, FailoverRecord, MachineInput } from "../types.ts";
 
 /**
@@ -53,12 +68,20 @@ function failoverEffects(f: FailoverRecord | null, now: number): Effect[] {
   ];
 }
 
-/**
- * A leg won a race. Routes move to it first; only then is the previous leg (if any) torn down, so traffic never
- * has a moment without a tunnel (make-before-break).
- */
+function standbyContext(ctx: MachineContext): StandbyContext {
+  return { standby: ctx.policy.standby, race: ctx.policy.race, health: ctx.policy.health };
+}
+
 /** A fresh connected state: health watched from `health`, rechecks scheduled, no recover race under way. */
-function connectedState(shared: Shared, active: ConnectedState["active"], health: ConnectedState["health"], now: number, ctx: MachineContext, brownoutRetryAt: number | null): ConnectedState {
+function connectedState(
+  shared: Shared,
+  active: ConnectedState["active"],
+  health: ConnectedState["health"],
+  now: number,
+  ctx: MachineContext,
+  brownoutRetryAt: number | null,
+  standby: StandbyState,
+): ConnectedState {
   return {
     name: "connected",
     shared,
@@ -69,27 +92,36 @@ function connectedState(shared: Shared, active: ConnectedState["active"], health
     betterStreak: 0,
     recover: null,
     brownoutRetryAt,
+    standby,
   };
 }
 
+/**
+ * A leg won a race, or the standby was promoted. Routes move to it first; only then is the previous leg (if any)
+ * torn down, so traffic never has a moment without a tunnel (make-before-break). Then a standby is raised, if
+ * none came along, avoiding the gateway just left.
+ */
 export function enter(shared0: Shared, now: number, ctx: MachineContext, e: NewLegEntry): Outcome {
   const health = healthStart(now);
-  const shared: Shared = {
+  const shared1: Shared = {
     ...shared0,
     since: now,
-    lastRace: raceRecord(e.race),
+    lastRace: e.race === null ? shared0.lastRace : raceRecord(e.race),
     lastFailover: e.failover ?? shared0.lastFailover,
   };
-  const state = connectedState(shared, e.active, health, now, ctx, null);
   const effects: Effect[] = [{ type: "apply-routes", legId: e.active.leg.id }];
   if (e.previous !== null) effects.push({ type: "stop-monitor", legId: e.previous.leg.id }, { type: "stop-leg", legId: e.previous.leg.id });
+  const avoid = e.previous === null || e.failover === null ? [] : [e.previous.leg.gateway];
+  const sb = standbyRaise(e.standby ?? standbyIdle(), shared1, e.active.leg, avoid, now, standbyContext(ctx));
+  const state = connectedState(sb.shared, e.active, health, now, ctx, null, sb.standby);
   effects.push(
     ...e.raceEffects,
-    { type: "start-monitor", legId: e.active.leg.id },
+    { type: "start-monitor", legId: e.active.leg.id, role: "active" },
     { type: "set-timer", timer: "health-check", at: state.healthCheckAt },
     { type: "set-timer", timer: "recheck-candidates", at: state.recheckAt },
-    ...raceEnded(e.race, now),
+    ...(e.race === null ? [] : raceEnded(e.race, now)),
     ...failoverEffects(e.failover, now),
+    ...sb.effects,
     stateEvent("connected", now, summary(state)),
   );
   return { state, effects };
@@ -99,10 +131,12 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: NewL
 export function enterResume(shared0: Shared, now: number, ctx: MachineContext, e: ResumeEntry): Outcome {
   const shared: Shared = { ...shared0, since: now, lastFailover: e.failover, lastRace: e.race === null ? shared0.lastRace : raceRecord(e.race) };
   const health = healthEvaluate(e.health, now, ctx.policy.health);
-  const state = connectedState(shared, e.active, health, now, ctx, now + BROWNOUT_RETRY_AFTER_MS);
+  const sb = standbyRaise(standbyIdle(), shared, e.active.leg, [], now, standbyContext(ctx));
+  const state = connectedState(sb.shared, e.active, health, now, ctx, now + BROWNOUT_RETRY_AFTER_MS, sb.standby);
   return {
     state,
     effects: [
+      ...sb.effects,
       ...e.raceEffects,
       { type: "set-timer", timer: "health-check", at: state.healthCheckAt },
       { type: "set-timer", timer: "recheck-candidates", at: state.recheckAt },
@@ -113,37 +147,76 @@ export function enterResume(shared0: Shared, now: number, ctx: MachineContext, e
   };
 }
 
-/** Leaves for failing-over: the recover race (if any) is cancelled; the active leg keeps its routes and monitor. */
-function failover(state: ConnectedState, now: number, cause: FailoverCause, reason: string): Go {
-  const effects: Effect[] = [];
-  let shared = state.shared;
-  if (state.recover !== null && state.recover.status === "running") {
-    const r = raceCancel(state.recover, now);
-    effects.push(...r.effects, { type: "record-race", race: raceRecord(r.race) });
-    shared = { ...shared, lastRace: raceRecord(r.race) };
-  }
-  effects.push({ type: "cancel-timer", timer: "health-check" }, { type: "cancel-timer", timer: "recheck-candidates" });
+/** Cancels a running recover race, recording it. */
+function cancelRecover(state: ConnectedState, now: number): { shared: Shared; effects: Effect[] } {
+  if (state.recover === null || state.recover.status !== "running") return { shared: state.shared, effects: [] };
+  const r = raceCancel(state.recover, now);
+  return { shared: { ...state.shared, lastRace: raceRecord(r.race) }, effects: [...r.effects, { type: "record-race", race: raceRecord(r.race) }] };
+}
+
+/**
+ * The active leg failed and the standby answered recently: traffic moves to it with one route change, the failed
+ * leg is torn down, and a new standby is raised elsewhere. No race, so the outage is the detection time.
+ */
+function promoteStandby(state: ConnectedState, now: number, reason: string): Go | null {
+  const sb = state.standby.leg;
+  if (sb === null) return null;
+  const rec = cancelRecover(state, now);
   const lastReplyAt = state.health.lastReplyAt ?? state.active.firstReplyAt;
-  return { go: { to: "failing-over", failed: state.active, health: state.health, cause, reason, lastReplyAt }, shared, effects };
+  const failover: FailoverRecord = {
+    from: { gateway: state.active.leg.gateway, kind: state.active.leg.kind },
+    to: { gateway: sb.leg.gateway, kind: sb.leg.kind },
+    reason,
+    via: "standby",
+    lastReplyAt,
+    detectedAt: now,
+    restoredAt: now,
+    detectedAfterMs: now - lastReplyAt,
+    restoredAfterMs: now - lastReplyAt,
+  };
+  const active: ActiveLeg = { leg: sb.leg, config: sb.config, firstReplyAt: sb.firstReplyAt, upAt: sb.upAt };
+  const effects: Effect[] = [...rec.effects, { type: "cancel-timer", timer: "standby" }, { type: "cancel-timer", timer: "standby-stagger" }];
+  return { go: { to: "connected", active, race: null, raceEffects: [], previous: state.active, failover, standby: null }, shared: rec.shared, effects };
+}
+
+/**
+ * The active leg failed: with a fresh standby (and, for a brownout, one that is itself clean) the standby takes
+ * over at once; otherwise the standby is torn down and a failover race runs while the active leg keeps its routes.
+ */
+function failover(state: ConnectedState, now: number, cause: FailoverCause, reason: string, ctx: MachineContext): Go {
+  const sctx = standbyContext(ctx);
+  const usable = cause === "brownout" ? standbyBetterThanBrownout(state.standby, now, sctx) : standbyFresh(state.standby, now, sctx);
+  if (usable) {
+    const promoted = promoteStandby(state, now, reason);
+    if (promoted !== null) return promoted;
+  }
+  const rec = cancelRecover(state, now);
+  const down = standbyTeardown(state.standby, now);
+  const effects: Effect[] = [...rec.effects, ...down.effects, { type: "cancel-timer", timer: "health-check" }, { type: "cancel-timer", timer: "recheck-candidates" }];
+  const lastReplyAt = state.health.lastReplyAt ?? state.active.firstReplyAt;
+  return { go: { to: "failing-over", failed: state.active, health: state.health, cause, reason, lastReplyAt }, shared: rec.shared, effects };
 }
 
 /** Acts on the verdict after new evidence: dead fails over; brownout fails over only if somewhere better exists. */
 function react(state: ConnectedState, before: HealthState["verdict"], now: number, ctx: MachineContext): { state: ConnectedState; effects: Effect[] } | Go {
   const v = state.health.verdict;
-  if (v.state === "dead") return failover(state, now, "dead", `dead: ${v.reason}`);
+  if (v.state === "dead") return failover(state, now, "dead", `dead: ${v.reason}`, ctx);
   const effects: Effect[] = [];
   if (v.state !== before.state) effects.push({ type: "notify", event: { type: "health", at: now, legId: state.active.leg.id, verdict: v } });
   if (v.state === "brownout" && (state.brownoutRetryAt === null || now >= state.brownoutRetryAt)) {
     const alternatives = planFailover(state.shared, state.active.leg, ctx.policy.race, true);
-    if (alternatives.legs.length > 0) {
-      const out = failover(state, now, "brownout", v.reason);
+    if (alternatives.legs.length > 0 || standbyBetterThanBrownout(state.standby, now, standbyContext(ctx))) {
+      const out = failover(state, now, "brownout", v.reason, ctx);
       return { ...out, effects: [...effects, ...out.effects] };
     }
   }
   return { state, effects };
 }
 
-/** A recheck's candidate list: count rechecks in which a better gateway answered, and race toward it after enough. */
+/**
+ * A recheck's candidate list: count rechecks in which a better gateway answered, and move toward it after enough:
+ * by promoting the standby when it already is on that gateway, otherwise by a recover race.
+ */
 function onCandidates(state: ConnectedState, input: Extract<MachineInput, { type: "candidates" }>, ctx: MachineContext): Outcome {
   const shared = withCandidates(state.shared, input.candidates);
   const own = shared.candidates.find((c) => c.name === state.active.leg.gateway) ?? state.shared.candidates.find((c) => c.name === state.active.leg.gateway);
@@ -153,12 +226,26 @@ function onCandidates(state: ConnectedState, input: Extract<MachineInput, { type
   if (streak < RECOVER_AFTER_RECHECKS || (state.recover !== null && state.recover.status === "running")) {
     return { state: { ...state, shared, betterStreak: streak }, effects: [] };
   }
+  const sctx = standbyContext(ctx);
+  const sbGateway = state.standby.leg?.leg.gateway ?? null;
+  const best = better[0];
+  if (best !== undefined && sbGateway === best.name && standbyFresh(state.standby, input.now, sctx)) {
+    const sb = state.standby.leg;
+    if (sb !== null) {
+      const active: ActiveLeg = { leg: sb.leg, config: sb.config, firstReplyAt: sb.firstReplyAt, upAt: sb.upAt };
+      const effects: Effect[] = [{ type: "cancel-timer", timer: "standby" }, { type: "cancel-timer", timer: "standby-stagger" }];
+      return { go: { to: "connected", active, race: null, raceEffects: [], previous: state.active, failover: null, standby: null }, shared: { ...shared, lastRace: state.shared.lastRace }, effects };
+    }
+  }
+  // A standby on (or racing toward) a gateway the recover race may use would be a second tunnel with the same keys.
+  const clash = state.standby.race !== null || (sbGateway !== null && better.some((c) => c.name === sbGateway));
+  const down = clash ? standbyTeardown(state.standby, input.now) : { standby: state.standby, effects: [] };
   const planned = allocateLegs(shared, better, ctx.policy.race);
   if (planned.legs.length === 0) return { state: { ...state, shared, betterStreak: streak }, effects: [] };
   const { id, shared: s2 } = nextRaceId(planned.shared);
   const r = raceStart(id, planned.legs, "recover", input.now, ctx.policy.race);
-  const next: ConnectedState = { ...state, shared: s2, betterStreak: 0, recover: r.race };
-  return { state: next, effects: [...r.effects, stateEvent("connected", input.now, summary(next))] };
+  const next: ConnectedState = { ...state, shared: s2, betterStreak: 0, recover: r.race, standby: down.standby };
+  return { state: next, effects: [...down.effects, ...r.effects, stateEvent("connected", input.now, summary(next))] };
 }
 
 function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "timer" }>, ctx: MachineContext): Outcome {
@@ -184,15 +271,39 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
       const r = raceOnStaggerTimer(state.recover, input.now, ctx.policy.race);
       return { state: { ...state, recover: r.race }, effects: r.effects };
     }
+    case "standby-stagger": {
+      const r = standbyOnStagger(state.standby, input.now, standbyContext(ctx));
+      return { state: { ...state, standby: r.standby }, effects: r.effects };
+    }
+    case "standby": {
+      const r = standbyOnCheck(state.standby, state.shared, state.active.leg, input.now, standbyContext(ctx), TIMER_SLACK_MS);
+      return { state: { ...state, standby: r.standby, shared: r.shared }, effects: r.effects };
+    }
     case "backoff":
       return { state, effects: [] };
   }
 }
 
+/** A recover race's winner: routes move to it; the standby stays if it is elsewhere, else a new one is raised. */
+function onRecoverWon(state: ConnectedState, input: Extract<MachineInput, { type: "leg-up" }>, race: RaceState, raceEffects: Effect[]): Go {
+  const winner = race.winner;
+  if (winner === null) throw new Error("connected: a decided recover race without a winner");
+  const active: ActiveLeg = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now };
+  const keep = state.standby.leg !== null && state.standby.leg.leg.gateway !== winner.gateway && state.standby.race === null;
+  const down = keep ? { standby: state.standby, effects: [] } : standbyTeardown(state.standby, input.now);
+  return {
+    go: { to: "connected", active, race, raceEffects, previous: state.active, failover: null, standby: keep ? down.standby : null },
+    shared: state.shared,
+    effects: down.effects,
+  };
+}
+
 export function handle(state: ConnectedState, input: MachineInput, ctx: MachineContext): Outcome {
   const hp = ctx.policy.health;
+  const sctx = standbyContext(ctx);
   switch (input.type) {
     case "probe": {
+      if (standbyOwns(state.standby, input.legId)) return { state: { ...state, standby: standbyOnProbe(state.standby, input.legId, input.sample, input.now, sctx) }, effects: [] };
       if (input.legId !== state.active.leg.id) return { state, effects: [] };
       const before = state.health.verdict;
       return react({ ...state, health: healthOnSample(state.health, input.sample, input.now, hp) }, before, input.now, ctx);
@@ -203,14 +314,21 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
       return onCandidates(state, input, ctx);
     case "leg-up": {
       if (input.legId === state.active.leg.id) return { state, effects: [] };
+      if (standbyOwns(state.standby, input.legId)) {
+        const r = standbyOnLegUp(state.standby, input.legId, input.config, input.firstReplyAt, input.now);
+        return { state: { ...state, standby: r.standby }, effects: r.effects };
+      }
       if (state.recover === null || !raceHasLeg(state.recover, input.legId)) return { state, effects: [{ type: "stop-leg", legId: input.legId }] };
       const r = raceOnLegUp(state.recover, input.legId, input.now);
       const winner = r.race.winner;
       if (!r.decided || winner === null) return { state: { ...state, recover: r.race }, effects: r.effects };
-      const active: ActiveLeg = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now };
-      return { go: { to: "connected", active, race: r.race, raceEffects: r.effects, previous: state.active, failover: null }, shared: state.shared, effects: [] };
+      return onRecoverWon(state, input, r.race, r.effects);
     }
     case "leg-failed": {
+      if (standbyOwns(state.standby, input.legId)) {
+        const r = standbyOnLegFailed(state.standby, input.legId, input.code, input.message, input.now, sctx);
+        return { state: { ...state, standby: r.standby }, effects: r.effects };
+      }
       if (state.recover === null) return { state, effects: [] };
       const r = raceOnLegFailed(state.recover, input.legId, input.code, input.message, input.now, ctx.policy.race);
       if (!r.decided) return { state: { ...state, recover: r.race }, effects: r.effects };
@@ -218,20 +336,20 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
       const next: ConnectedState = { ...state, recover: null, betterStreak: 0, shared: { ...state.shared, lastRace: raceRecord(r.race) } };
       return { state: next, effects: [...r.effects, ...raceEnded(r.race, input.now)] };
     }
-    case "leg-down":
-      if (input.legId !== state.active.leg.id) return { state, effects: [] };
-      return failover(state, input.now, "leg-down", `leg-down: ${input.reason}`);
-    case "disconnect": {
-      const effects: Effect[] = [];
-      let shared = state.shared;
-      if (state.recover !== null && state.recover.status === "running") {
-        const r = raceCancel(state.recover, input.now);
-        effects.push(...r.effects, { type: "record-race", race: raceRecord(r.race) });
-        shared = { ...shared, lastRace: raceRecord(r.race) };
+    case "leg-down": {
+      if (standbyOwns(state.standby, input.legId)) {
+        const r = standbyOnLegDown(state.standby, input.legId, input.now);
+        return { state: { ...state, standby: r.standby }, effects: r.effects };
       }
+      if (input.legId !== state.active.leg.id) return { state, effects: [] };
+      return failover(state, input.now, "leg-down", `leg-down: ${input.reason}`, ctx);
+    }
+    case "disconnect": {
+      const rec = cancelRecover(state, input.now);
+      const down = standbyTeardown(state.standby, input.now);
       const id = state.active.leg.id;
-      effects.push({ type: "stop-monitor", legId: id }, { type: "clear-routes" }, { type: "stop-leg", legId: id }, ...cancelAllTimers());
-      return { go: { to: "disconnected" }, shared, effects };
+      const effects: Effect[] = [...rec.effects, ...down.effects, { type: "stop-monitor", legId: id }, { type: "clear-routes" }, { type: "stop-leg", legId: id }, ...cancelAllTimers()];
+      return { go: { to: "disconnected" }, shared: rec.shared, effects };
     }
     case "connect":
       return { state, effects: [] };

@@ -33,6 +33,7 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: Fail
     from,
     to: null,
     reason: e.reason,
+    via: "race",
     lastReplyAt: e.lastReplyAt,
     detectedAt: now,
     restoredAt: null,
@@ -83,7 +84,7 @@ export function handle(state: FailingOverState, input: MachineInput, ctx: Machin
         restoredAfterMs: restoredAt - state.failover.lastReplyAt,
       };
       const active = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now };
-      return { go: { to: "connected", active, race: r.race, raceEffects: r.effects, previous: state.failed, failover }, shared: state.shared, effects: [] };
+      return { go: { to: "connected", active, race: r.race, raceEffects: r.effects, previous: state.failed, failover, standby: null }, shared: state.shared, effects: [] };
     }
     case "leg-failed": {
       const r = raceOnLegFailed(state.race, input.legId, input.code, input.message, input.now, policy);

@@ -38,7 +38,7 @@ export function handle(state: RacingState, input: MachineInput, ctx: MachineCont
       const winner = r.race.winner;
       if (!r.decided || winner === null) return { state: { ...state, race: r.race }, effects: r.effects };
       const active = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now };
-      return { go: { to: "connected", active, race: r.race, raceEffects: r.effects, previous: null, failover: null }, shared: state.shared, effects: [] };
+      return { go: { to: "connected", active, race: r.race, raceEffects: r.effects, previous: null, failover: null, standby: null }, shared: state.shared, effects: [] };
     }
     case "leg-failed": {
       const r = raceOnLegFailed(state.race, input.legId, input.code, input.message, input.now, policy);

@@ -1,0 +1,181 @@
+/**
+ * The warm standby, a pure sub-machine of the connected state: a second tunnel to another gateway (preferably
+ * over another protocol), raised by a small race of its own, probed slowly, and promoted by a route change when
+ * the active tunnel fails. It never carries traffic while it is the standby.
+ */
+import type { HealthPolicy, RacePolicy, StandbyPolicy } from "../config/schema.ts";
+import type { TunnelConfig } from "../tunnel/engine-types.ts";
+import { healthOnSample, healthStart, healthStats, RECOVER_LOSS_FRACTION, type HealthState } from "./health.ts";
+import { allocateLegs, nextRaceId, type Shared, type StandbyLeg, type StandbyState } from "./machine-state.ts";
+import { raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart, type RaceState, type RaceStep } from "./race.ts";
+import type { Effect, Leg, ProbeSample } from "./types.ts";
+
+/**
+ * After a standby race found nothing (every other gateway down or refusing), the next attempt waits this long:
+ * often enough to have a standby again soon after a gateway returns, rarely enough not to churn engines.
+ */
+export const STANDBY_RETRY_MS = 10_000;
+/** How often an up standby is checked for staleness; a check costs nothing but a look at its last reply. */
+export const STANDBY_CHECK_MS = 2_000;
+/**
+ * A standby silent for this many freshness windows is replaced: it would not be promoted anyway, and a new one
+ * may find a path that works. Four windows (3 s by default) ride out a short hiccup of the standby's own path.
+ */
+export const STANDBY_STALE_FACTOR = 4;
+
+export interface StandbyContext {
+  standby: StandbyPolicy;
+  race: RacePolicy;
+  health: HealthPolicy;
+}
+
+export interface StandbyStep {
+  standby: StandbyState;
+  shared: Shared;
+  effects: Effect[];
+}
+
+export function standbyIdle(): StandbyState {
+  return { leg: null, race: null, checkAt: null };
+}
+
+/** The standby's race runs beside a possible recover race, so its stagger timer has a name of its own. */
+function retime(effects: readonly Effect[]): Effect[] {
+  return effects.map((e) => ((e.type === "set-timer" || e.type === "cancel-timer") && e.timer === "race-stagger" ? { ...e, timer: "standby-stagger" } : e));
+}
+
+function raceEndedEffects(race: RaceState, now: number): Effect[] {
+  return [{ type: "notify", event: { type: "race-ended", at: now, race: raceRecord(race) } }];
+}
+
+function schedule(sb: StandbyState, at: number, effects: Effect[]): StandbyState {
+  effects.push({ type: "set-timer", timer: "standby", at });
+  return { ...sb, checkAt: at };
+}
+
+/** The standby's health policy: its slower probes, and a dead window that never fires (freshness decides). */
+function standbyHealthPolicy(ctx: StandbyContext): HealthPolicy {
+  return { ...ctx.health, probeIntervalMs: ctx.standby.probeIntervalMs, deadAfterMs: Number.MAX_SAFE_INTEGER };
+}
+
+/**
+ * Legs for a standby: gateways other than the active one (and than `avoid`, e.g. the one just failed away from),
+ * in ranked order; within each gateway, kinds other than the active leg's first, so the standby is reached
+ * another way and one blocked protocol cannot take both tunnels down.
+ */
+export function planStandby(shared: Shared, active: Leg, avoid: readonly string[], policy: RacePolicy): { legs: Leg[]; shared: Shared } {
+  const exclude = [active.gateway, ...avoid].map((gateway) => ({ gateway }));
+  const planned = allocateLegs(shared, shared.candidates, policy, exclude);
+  const order: string[] = [];
+  for (const l of planned.legs) if (!order.includes(l.gateway)) order.push(l.gateway);
+  const legs = order.flatMap((gw) => {
+    const mine = planned.legs.filter((l) => l.gateway === gw);
+    return [...mine.filter((l) => l.kind !== active.kind), ...mine.filter((l) => l.kind === active.kind)];
+  });
+  return { legs, shared: planned.shared };
+}
+
+/** Starts a standby race when the policy wants one and none is up or coming; otherwise retries later. */
+export function standbyRaise(sb: StandbyState, shared0: Shared, active: Leg, avoid: readonly string[], now: number, ctx: StandbyContext): StandbyStep {
+  if (ctx.standby.mode === "off" || sb.leg !== null || sb.race !== null) return { standby: sb, shared: shared0, effects: [] };
+  const planned = planStandby(shared0, active, avoid, ctx.race);
+  const effects: Effect[] = [];
+  if (planned.legs.length === 0) return { standby: schedule(sb, now + STANDBY_RETRY_MS, effects), shared: planned.shared, effects };
+  const { id, shared } = nextRaceId(planned.shared);
+  const r = raceStart(id, planned.legs, "standby", now, ctx.race);
+  return { standby: { ...sb, race: r.race, checkAt: null }, shared, effects: retime(r.effects) };
+}
+
+/** Whether the leg id belongs to the standby (its race's legs or the standby tunnel itself). */
+export function standbyOwns(sb: StandbyState, legId: string): boolean {
+  return sb.leg?.leg.id === legId || (sb.race !== null && raceHasLeg(sb.race, legId));
+}
+
+export function standbyOnLegUp(sb: StandbyState, legId: string, config: TunnelConfig, firstReplyAt: number, now: number): { standby: StandbyState; effects: Effect[] } {
+  if (sb.race === null) return { standby: sb, effects: sb.leg?.leg.id === legId ? [] : [{ type: "stop-leg", legId }] };
+  const r: RaceStep = raceOnLegUp(sb.race, legId, now);
+  const effects = retime(r.effects);
+  const winner = r.race.winner;
+  if (!r.decided || winner === null) return { standby: { ...sb, race: r.race.status === "running" ? r.race : null }, effects };
+  // The engine's own data-plane probe is the standby's first reply.
+  const health: HealthState = { ...healthStart(now), lastReplyAt: firstReplyAt };
+  const leg: StandbyLeg = { leg: winner, config, upAt: now, firstReplyAt, health };
+  effects.push({ type: "start-monitor", legId: winner.id, role: "standby" }, ...raceEndedEffects(r.race, now));
+  return { standby: schedule({ leg, race: null, checkAt: null }, now + STANDBY_CHECK_MS, effects), effects };
+}
+
+export function standbyOnLegFailed(sb: StandbyState, legId: string, code: Parameters<typeof raceOnLegFailed>[2], message: string, now: number, ctx: StandbyContext): { standby: StandbyState; effects: Effect[] } {
+  if (sb.race === null) return { standby: sb, effects: [] };
+  const r = raceOnLegFailed(sb.race, legId, code, message, now, ctx.race);
+  const effects = retime(r.effects);
+  if (!r.decided) return { standby: { ...sb, race: r.race }, effects };
+  effects.push(...raceEndedEffects(r.race, now));
+  return { standby: schedule({ ...sb, race: null }, now + STANDBY_RETRY_MS, effects), effects };
+}
+
+export function standbyOnStagger(sb: StandbyState, now: number, ctx: StandbyContext): { standby: StandbyState; effects: Effect[] } {
+  if (sb.race === null) return { standby: sb, effects: [] };
+  const r = raceOnStaggerTimer(sb.race, now, ctx.race);
+  return { standby: { ...sb, race: r.race }, effects: retime(r.effects) };
+}
+
+export function standbyOnProbe(sb: StandbyState, legId: string, sample: ProbeSample, now: number, ctx: StandbyContext): StandbyState {
+  if (sb.leg?.leg.id !== legId) return sb;
+  return { ...sb, leg: { ...sb.leg, health: healthOnSample(sb.leg.health, sample, now, standbyHealthPolicy(ctx)) } };
+}
+
+/** Tears the standby down: its race cancelled, its tunnel and monitor stopped, its timers disarmed. */
+export function standbyTeardown(sb: StandbyState, now: number): { standby: StandbyState; effects: Effect[] } {
+  const effects: Effect[] = [];
+  if (sb.race !== null) {
+    const r = raceCancel(sb.race, now);
+    effects.push(...retime(r.effects), ...raceEndedEffects(r.race, now));
+  }
+  if (sb.leg !== null) effects.push({ type: "stop-monitor", legId: sb.leg.leg.id }, { type: "stop-leg", legId: sb.leg.leg.id });
+  effects.push({ type: "cancel-timer", timer: "standby" }, { type: "cancel-timer", timer: "standby-stagger" });
+  return { standby: standbyIdle(), effects };
+}
+
+/** The standby engine reported its tunnel down: drop it and raise another later. */
+export function standbyOnLegDown(sb: StandbyState, legId: string, now: number): { standby: StandbyState; effects: Effect[] } {
+  if (sb.leg?.leg.id !== legId) return { standby: sb, effects: [] };
+  const effects: Effect[] = [{ type: "stop-monitor", legId }, { type: "stop-leg", legId }];
+  return { standby: schedule({ ...sb, leg: null }, now + STANDBY_RETRY_MS, effects), effects };
+}
+
+/** Whether the standby answered recently enough to carry traffic the moment routes move to it. */
+export function standbyFresh(sb: StandbyState, now: number, ctx: StandbyContext): boolean {
+  const last = sb.leg?.health.lastReplyAt ?? null;
+  return last !== null && now - last <= ctx.standby.freshMs;
+}
+
+/** For a brownout: fresh, and its own loss well under the threshold the active leg crossed (unknown loss is not enough). */
+export function standbyBetterThanBrownout(sb: StandbyState, now: number, ctx: StandbyContext): boolean {
+  if (sb.leg === null || !standbyFresh(sb, now, ctx)) return false;
+  const st = healthStats(sb.leg.health, now, standbyHealthPolicy(ctx));
+  return st.lossPct !== null && st.samples >= 4 && st.lossPct < ctx.health.brownout.lossPct * RECOVER_LOSS_FRACTION;
+}
+
+/**
+ * The "standby" timer: raise a standby when there is none (a retry after a failed attempt), replace a stale one,
+ * and re-arm the next check. Stale or early timers change nothing.
+ */
+export function standbyOnCheck(sb: StandbyState, shared: Shared, active: Leg, now: number, ctx: StandbyContext, slackMs: number): StandbyStep {
+  if (sb.checkAt === null || now + slackMs < sb.checkAt) return { standby: sb, shared, effects: [] };
+  const cleared: StandbyState = { ...sb, checkAt: null };
+  if (cleared.leg === null) return standbyRaise(cleared, shared, active, [], now, ctx);
+  const last = cleared.leg.health.lastReplyAt ?? cleared.leg.firstReplyAt;
+  if (now - last > STANDBY_STALE_FACTOR * ctx.standby.freshMs) {
+    const down = standbyTeardown(cleared, now);
+    const effects = [...down.effects];
+    return { standby: schedule(down.standby, now + STANDBY_RETRY_MS, effects), shared, effects };
+  }
+  const effects: Effect[] = [];
+  return { standby: schedule(cleared, now + STANDBY_CHECK_MS, effects), shared, effects };
+}
+
+/** What status shows of the standby. */
+export function standbySnapshot(sb: StandbyState): { gateway: string; protocol: Leg["kind"]; legId: string; lastReplyAt: number | null } | null {
+  if (sb.leg === null) return null;
+  return { gateway: sb.leg.leg.gateway, protocol: sb.leg.leg.kind, legId: sb.leg.leg.id, lastReplyAt: sb.leg.health.lastReplyAt };
+}
