@@ -6,7 +6,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { DetourConfig } from "../core/config/schema.ts";
-import { initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
+import { connectionHealth, initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
 import { emptyMemory, parseMemory, recall, remember, type NetworkMemory } from "../core/connection/network-memory.ts";
 import { routesForLeg } from "../core/connection/route-policy.ts";
 import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
@@ -22,6 +22,9 @@ import { discoverCandidates, gatewayPorts, probeCandidates } from "./discovery.t
 import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor } from "./monitor.ts";
+import { loadSecret } from "./secrets.ts";
+import { Telemetry, tunnelOnlyStatus, type TelemetrySource } from "./telemetry/telemetry.ts";
+import type { TelemetryStatus } from "../core/telemetry/status.ts";
 
 export interface DaemonOptions {
   config: DetourConfig;
@@ -84,6 +87,8 @@ export class Daemon {
   #networkKey: string | null = null;
   /** The kill switch last put in force (JSON), so an unchanged policy is not re-applied (that resets counters). */
   #killSwitch: string | undefined = undefined;
+  /** Null when no collector is configured; the tunnel's numbers are still in status. */
+  #telemetry: Telemetry | null = null;
 
   constructor(opts: DaemonOptions) {
     this.#opts = opts;
@@ -96,6 +101,19 @@ export class Daemon {
       this.#memory = existsSync(this.#memoryPath) ? parseMemory(JSON.parse(readFileSync(this.#memoryPath, "utf8"))) : emptyMemory();
     } catch {
       this.#memory = emptyMemory();
+    }
+    const tcfg = opts.config.telemetry;
+    if (tcfg !== undefined) {
+      this.#telemetry = new Telemetry({
+        config: tcfg,
+        token: tcfg.token === undefined ? null : loadSecret(tcfg.token, "telemetry.token"),
+        stateDir: opts.stateDir,
+        version: opts.version,
+        organisation: opts.config.organisation,
+        policyBytes: existsSync(opts.configPath) ? readFileSync(opts.configPath, "utf8") : JSON.stringify(opts.config),
+        source: this.#telemetrySource(),
+        log: opts.log,
+      });
     }
     // A daemon that died while connected left the tunnel's resolvers in place: put the original back first.
     if (restoreDns(this.#dns)) opts.log.warn("restored the resolv.conf a previous detourd left in place", { path: opts.resolvConf });
@@ -121,8 +139,44 @@ export class Daemon {
 
   // ---- control API ----
 
-  status(): ConnectionSnapshot & { network: ReturnType<Daemon["network"]>; daemon: { version: string; pid: number; startedAt: number; configPath: string } } {
-    return { ...snapshot(this.#state, Date.now()), network: this.network(), daemon: { version: this.#opts.version, pid: process.pid, startedAt: this.startedAt, configPath: this.#opts.configPath } };
+  status(): ConnectionSnapshot & { network: ReturnType<Daemon["network"]>; telemetry: TelemetryStatus; daemon: { version: string; pid: number; startedAt: number; configPath: string } } {
+    return {
+      ...snapshot(this.#state, Date.now()),
+      network: this.network(),
+      telemetry: this.#telemetry?.status() ?? tunnelOnlyStatus(this.#health()),
+      daemon: { version: this.#opts.version, pid: process.pid, startedAt: this.startedAt, configPath: this.#opts.configPath },
+    };
+  }
+
+  /** The active leg's in-tunnel numbers over the health window. */
+  #health(): ReturnType<TelemetrySource["health"]> {
+    const h = connectionHealth(this.#state, Date.now(), this.#ctx);
+    return h === null ? null : { rttP50Ms: h.rttP50Ms, rttP95Ms: h.rttP95Ms, jitterMs: h.jitterMs, lossPct: h.lossPct, samples: h.samples };
+  }
+
+  #activeLeg(): { legId: string; gateway: string; protocol: Leg["kind"] } | null {
+    const s = this.#state;
+    const a = s.name === "connected" ? s.active : s.name === "failing-over" ? s.failed : null;
+    return a === null ? null : { legId: a.leg.id, gateway: a.leg.gateway, protocol: a.leg.kind };
+  }
+
+  #telemetrySource(): TelemetrySource {
+    return {
+      state: () => this.#state.name,
+      active: () => this.#activeLeg(),
+      health: () => this.#health(),
+      engineStats: async () => {
+        const a = this.#activeLeg();
+        const rt = a === null ? undefined : this.#legs.get(a.legId);
+        if (rt?.up == null) return null;
+        return rt.engine.stats().catch(() => null);
+      },
+    };
+  }
+
+  /** Flushes measured telemetry into the spool now (tests, and before a diagnostic bundle). */
+  async flushTelemetry(): Promise<void> {
+    await this.#telemetry?.flush();
   }
 
   /** The candidates with their latest probe results (discovery keeps them fresh in the background). */
@@ -149,6 +203,7 @@ export class Daemon {
 
   /** Discovery, port probes and the network's identity in the background, before the first connect. */
   warmUp(): void {
+    this.#telemetry?.start();
     this.#track(this.#discover());
     this.#track(this.#refreshNetworkKey());
   }
@@ -220,6 +275,8 @@ export class Daemon {
     await this.#routeChain;
     if (this.#routesOn !== null || this.#appliedRoutes.size > 0) await clearProtectedRoutes([...this.#appliedRoutes, ...this.#opts.config.protectedRoutes]).catch(() => undefined);
     restoreDns(this.#dns);
+    // Events of the disconnect itself are spooled; whatever the collector did not get yet waits on disk.
+    await this.#telemetry?.shutdown();
     // With lockdown the host stays fail-closed after detourd exits; otherwise the kill switch goes with it.
     if (!this.#opts.config.lockdown) {
       this.#killSwitch = undefined;
@@ -276,6 +333,7 @@ export class Daemon {
       for (let i = 0; i < 10_000 && this.#queue.length > 0; i++) {
         const next = this.#queue.shift();
         if (next === undefined) break;
+        if (next.type === "probe") this.#telemetry?.onProbe(next.legId, next.sample);
         const r = step(this.#state, next, this.#ctx);
         this.#state = r.state;
         for (const e of r.effects) this.#run(e);
@@ -360,6 +418,7 @@ export class Daemon {
         log.info("failover", { failover: e.failover });
         return;
       case "notify":
+        this.#telemetry?.onEvent(e.event);
         this.#recorder.push(e.event);
         if (this.#recorder.length > RECORDER_SIZE) this.#recorder.shift();
         if (e.event.type === "state") {

@@ -177,6 +177,40 @@ export const StandbyPolicy = z
   })
   .strict();
 
+/** An internal URL whose reachability through the tunnel is measured (success rate and latency). */
+export const ReachabilityTarget = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "expected a short lowercase name such as intranet"),
+    url: z.url({ protocol: /^https?$/ }),
+    /** One request every 15 s per target: a user-visible trend within a minute for a few requests a minute. */
+    intervalMs: z.number().int().min(1000).max(3_600_000).default(15_000),
+    timeoutMs: z.number().int().min(100).max(60_000).default(5000),
+  })
+  .strict();
+
+/**
+ * Where telemetry goes: OTLP/HTTP (protobuf) to `endpoint` (/v1/metrics and /v1/logs are appended), through
+ * an on-disk spool so an outage of the collector loses nothing.
+ */
+export const Telemetry = z
+  .object({
+    endpoint: z.url({ protocol: /^https?$/ }),
+    /** Bearer token of the organisation at the collector. */
+    token: SecretRef.optional(),
+    /** Metrics are exported every 10 s: fine enough for a latency chart, ~8 KB a minute per device. */
+    intervalMs: z.number().int().min(1000).max(3_600_000).default(10_000),
+    spool: z
+      .object({
+        /** 64 MiB holds about a week of ten-second exports; past it the oldest records go first. */
+        maxBytes: z.number().int().min(64 * 1024).max(4 * 1024 ** 3).default(64 * 1024 * 1024),
+        maxRecords: z.number().int().min(10).max(1_000_000).default(100_000),
+      })
+      .strict()
+      .default({ maxBytes: 64 * 1024 * 1024, maxRecords: 100_000 }),
+    reachability: z.array(ReachabilityTarget).max(16).default([]),
+  })
+  .strict();
+
 /** Retrying when every gateway failed: capped exponential backoff. */
 export const RetryPolicy = z
   .object({
@@ -197,7 +231,7 @@ export const DetourConfig = z
     protectedRoutes: z.array(Ipv4Cidr).min(1).describe("networks that only ever travel inside the tunnel"),
     probe: ProbeTarget,
     discovery: Discovery.default({}),
-    telemetry: z.object({ endpoint: z.url() }).strict().optional(),
+    telemetry: Telemetry.optional(),
     /** Resolvers while connected; when absent, the ones the winning gateway pushed (if any). */
     tunnelDns: z
       .object({
@@ -223,6 +257,7 @@ export type RacePolicy = z.infer<typeof RacePolicy>;
 export type HealthPolicy = z.infer<typeof HealthPolicy>;
 export type RetryPolicy = z.infer<typeof RetryPolicy>;
 export type StandbyPolicy = z.infer<typeof StandbyPolicy>;
+export type TelemetryConfig = z.infer<typeof Telemetry>;
 
 /** One problem in a configuration document: where it is and what was expected. */
 export interface ConfigIssue {

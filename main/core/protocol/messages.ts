@@ -34,6 +34,7 @@ import {
   type RaceRecord,
 } from "../connection/types.ts";
 import type { EngineErrorCode } from "../tunnel/engine-types.ts";
+import type { TelemetryStatus } from "../telemetry/status.ts";
 
 /** The protocol spoken here; a hello with any other number is refused with "unsupported-protocol". */
 export const PROTOCOL_VERSION = 1;
@@ -173,9 +174,36 @@ export const DaemonInfoSchema = z.looseObject({
 });
 export type DaemonInfo = z.infer<typeof DaemonInfoSchema>;
 
-/** What `status` answers (and `subscribe` starts with): the connection snapshot plus who is answering. */
-export type StatusPayload = ConnectionSnapshot & { daemon: DaemonInfo };
-export const StatusPayloadSchema = z.looseObject({ ...snapshotShape, daemon: DaemonInfoSchema }) satisfies z.ZodType<StatusPayload>;
+const num = z.number().nullable();
+export const TelemetryStatusSchema = z.looseObject({
+  rttMs: num,
+  rttP95Ms: num,
+  jitterMs: num,
+  lossPct: num,
+  samples: z.number(),
+  export: z
+    .looseObject({
+      endpoint: z.string(),
+      deviceId: z.string(),
+      policyHash: z.string(),
+      pending: z.number(),
+      dropped: z.number(),
+      rejected: z.number(),
+      delivered: z.number(),
+      lastDeliveredAt: num,
+      lastError: z.string().nullable(),
+      nextAttemptAt: num,
+    })
+    .nullable(),
+  reachability: z.array(z.looseObject({ target: z.string(), ok: z.boolean(), latencyMs: num, status: num, error: z.string().nullable() })),
+}) satisfies z.ZodType<TelemetryStatus>;
+
+/**
+ * What `status` answers (and `subscribe` starts with): the connection snapshot plus who is answering and, from
+ * a daemon that measures them, the active tunnel's numbers and the telemetry export's health.
+ */
+export type StatusPayload = ConnectionSnapshot & { daemon: DaemonInfo; telemetry?: TelemetryStatus };
+export const StatusPayloadSchema = z.looseObject({ ...snapshotShape, daemon: DaemonInfoSchema, telemetry: TelemetryStatusSchema.optional() }) satisfies z.ZodType<StatusPayload>;
 
 /** A candidate with its place in the daemon's ranking (1 is tried first). */
 export type RankedCandidate = Candidate & { rank: number };
