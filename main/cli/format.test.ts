@@ -168,6 +168,28 @@ describe("status", () => {
       ["Not connected.", "", "  state     disconnected", "  gateway   -", "  protocol  -", "  since     -", DAEMON_LINE, "", "last race: none", "last failover: none", ""].join("\n"),
     );
   });
+
+  test("the-standby-the-tunnel-numbers-and-the-telemetry-export-get-a-line-each", () => {
+    const text = formatStatus(
+      {
+        ...CONNECTED,
+        standby: { gateway: "gw2", protocol: "ikev2", legId: "L9", lastReplyAt: opts.now - 120 },
+        telemetry: {
+          rttMs: 18.24,
+          rttP95Ms: 25,
+          jitterMs: 1.5,
+          lossPct: 0.5,
+          samples: 200,
+          reachability: [],
+          export: { endpoint: "https://collector.example.com", deviceId: "d", policyHash: "h", pending: 3, dropped: 0, rejected: 0, delivered: 10, lastDeliveredAt: opts.now - 5000, lastError: "collector answered 503: busy", nextAttemptAt: opts.now + 1000 },
+        },
+      },
+      opts,
+    );
+    assert.match(text, /\n {2}standby +gw2 ikev2 \(IKEv2\), last reply 120 ms ago\n/);
+    assert.match(text, /\n {2}tunnel +RTT 18\.2 ms \(p95 25\.0 ms\), jitter 1\.5 ms, loss 0\.5 % over 200 probes\n/);
+    assert.match(text, /\n {2}telemetry +to https:\/\/collector\.example\.com: 3 waiting, last delivered 5\.0 s ago; collector answered 503: busy\n/);
+  });
 });
 
 describe("race and failover", () => {

@@ -90,6 +90,20 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
     const heard = s.standby.lastReplyAt === null ? "no reply yet" : `last reply ${formatDuration(Math.max(0, opts.now - s.standby.lastReplyAt))} ago`;
     rows.push(["standby", `${s.standby.gateway} ${s.standby.protocol} (${PROTOCOL_NAMES[s.standby.protocol]}), ${heard}`]);
   }
+  const t = s.telemetry;
+  if (t !== undefined && t.rttMs !== null) {
+    const loss = t.lossPct === null ? "loss unknown" : `loss ${t.lossPct.toFixed(1)} % over ${t.samples} probes`;
+    const jitter = t.jitterMs === null ? "" : `, jitter ${t.jitterMs.toFixed(1)} ms`;
+    const p95 = t.rttP95Ms === null ? "" : ` (p95 ${t.rttP95Ms.toFixed(1)} ms)`;
+    rows.push(["tunnel", `RTT ${t.rttMs.toFixed(1)} ms${p95}${jitter}, ${loss}`]);
+  }
+  if (t?.export != null) {
+    const x = t.export;
+    const last = x.lastDeliveredAt === null ? "nothing delivered yet" : `last delivered ${formatDuration(Math.max(0, opts.now - x.lastDeliveredAt))} ago`;
+    const problem = x.lastError === null ? "" : `; ${oneLine(x.lastError)}`;
+    const lossy = x.dropped > 0 || x.rejected > 0 ? `, ${x.dropped} dropped, ${x.rejected} refused` : "";
+    rows.push(["telemetry", `to ${x.endpoint}: ${x.pending} waiting${lossy}, ${last}${problem}`]);
+  }
   if (s.error !== null) {
     const retry = s.error.nextRetryAt === null ? "no retry scheduled" : `next retry in ${formatDuration(Math.max(0, s.error.nextRetryAt - opts.now))}`;
     rows.push(["error", `${oneLine(s.error.reason)}; ${retry}`]);
