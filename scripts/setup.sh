@@ -13,6 +13,9 @@ PACKAGES=(
   nftables iptables iproute2 iputils-ping procps     # namespaces, impairments, kill switch
   dnsmasq-base                                       # the lab's DNS (binary only, no service)
   libnetfilter-queue-dev gcc libc6-dev               # builds delayq, the lab's NFQUEUE delay tool
+  python3 make g++                                   # node-gyp builds better-sqlite3 (the collector's store)
+  chromium                                           # browser tests (playwright-core drives /usr/bin/chromium)
+  openssh-server                                     # the lab's SFTP drop for diagnostic bundles (sshd only in a namespace)
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -45,6 +48,10 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   for unit in ocserv.service ocserv.socket strongswan.service strongswan-starter.service; do
     if systemctl list-unit-files "$unit" >/dev/null 2>&1; then systemctl disable --now "$unit" >/dev/null 2>&1 || true; fi
   done
+  # sshd only when this run installed it: a host that already had it may be reached through it.
+  if printf '%s\n' "${missing[@]}" | grep -qx openssh-server; then
+    systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
+  fi
 fi
 
 # npm dependencies: reinstall only when the lock file changed since the last install.
