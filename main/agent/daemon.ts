@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "
 import { join } from "node:path";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
+import { candidateAddresses } from "../core/connection/address-family.ts";
 import { emptyMemory, parseMemory, recall, remember, type NetworkMemory } from "../core/connection/network-memory.ts";
 import { routesForLeg } from "../core/connection/route-policy.ts";
 import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
@@ -18,7 +19,7 @@ import { applyDns, restoreDns, type DnsTarget } from "../../native/platform/dns.
 import { applyKillSwitch } from "../../native/platform/firewall.linux.ts";
 import { networkId } from "../../native/platform/netid.linux.ts";
 import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource } from "../../native/platform/routes.linux.ts";
-import { discoverCandidates, gatewayPorts, probeCandidates } from "./discovery.ts";
+import { discoverCandidates, gatewayPorts, probeCandidates, withProbe } from "./discovery.ts";
 import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor } from "./monitor.ts";
@@ -241,8 +242,9 @@ export class Daemon {
       const endpoints: GatewayEndpoint[] = [];
       for (const c of [...this.#ctx.gateways, ...this.#candidates]) {
         const gw = cfg.gateways.find((g) => g.name === c.name);
-        if (c.address === null || gw === undefined) continue;
-        for (const kind of c.kinds) endpoints.push(...legEndpoints(kind, c.address, gw.protocols));
+        if (gw === undefined) continue;
+        // Both families of a dual-stack gateway: a leg keeps its endpoint when a recheck moves the gateway's address.
+        for (const address of knownAddresses(c)) for (const kind of c.kinds) endpoints.push(...legEndpoints(kind, address, gw.protocols));
       }
       rules = killSwitchPolicy({
         state: stateOverride ?? snapshot(this.#state, Date.now()).state,
@@ -406,8 +408,13 @@ export class Daemon {
           log.warn("discovery problem", { problem });
         },
       });
-      const probes = await probeCandidates(candidates, { timeoutMs: PROBE_TIMEOUT_MS, ports: gatewayPorts(cfg) });
-      candidates = candidates.map((c, i) => ({ ...c, probe: probes[i] ?? c.probe }));
+      // The addresses in use now are the incumbents of each gateway's address-family choice (hysteresis).
+      const incumbents = Object.fromEntries(this.#candidates.flatMap((c) => (c.address === null ? [] : [[c.name, c.address]])));
+      const probes = await probeCandidates(candidates, { timeoutMs: PROBE_TIMEOUT_MS, ports: gatewayPorts(cfg), incumbents });
+      candidates = candidates.map((c, i) => {
+        const p = probes[i];
+        return p === undefined ? c : withProbe(c, p);
+      });
     } catch (err) {
       log.warn("discovery failed; using the configured gateways", { err });
       candidates = this.#ctx.gateways;
@@ -510,7 +517,7 @@ export class Daemon {
   async #applyRoutes(legId: string): Promise<void> {
     const rt = this.#legs.get(legId);
     if (rt?.up == null) return;
-    const gatewayAddresses = [...this.#ctx.gateways, ...this.#candidates].flatMap((c) => (c.address === null ? [] : [c.address]));
+    const gatewayAddresses = [...this.#ctx.gateways, ...this.#candidates].flatMap(knownAddresses);
     const plan = routesForLeg(this.#opts.config.protectedRoutes, rt.up.config.routes, gatewayAddresses);
     for (const r of plan.rejected) this.#opts.log.warn("pushed route refused", { leg: rt.leg, route: r.route, reason: r.reason });
     // The batch makes the table equal to the plan, so routes of the previous leg that this one lacks go too.
@@ -529,4 +536,10 @@ export class Daemon {
       this.#opts.log.warn("tunnel DNS not applied", { err });
     }
   }
+}
+
+/** Every underlay address known for a candidate, either family. */
+function knownAddresses(c: Candidate): string[] {
+  const a = candidateAddresses(c);
+  return [a.ipv4, a.ipv6].filter((x): x is string => x !== null);
 }
