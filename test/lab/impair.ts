@@ -48,7 +48,7 @@ export function validateSpec(s: ImpairmentSpec): ImpairmentSpec {
   if (!IMPAIR_TARGETS.includes(s.target)) throw new Error(`impairment target "${s.target}" is unknown: expected ${IMPAIR_TARGETS.join(", ")}`);
   if (!IMPAIR_PROTOS.includes(s.proto)) throw new Error(`impairment protocol "${s.proto}" is unknown: expected ${IMPAIR_PROTOS.join(", ")}`);
   if (!DIRECTIONS.includes(s.dir)) throw new Error(`direction "${s.dir}" is unknown: expected ${DIRECTIONS.join(", ")}`);
-  if (s.family !== undefined && !IMPAIR_FAMILIES.includes(s.family)) throw new Error(`family "${String(s.family)}" is unknown: expected ${IMPAIR_FAMILIES.join(", ")}`);
+  if (s.family !== undefined && !IMPAIR_FAMILIES.includes(s.family)) throw new Error(`family "${s.family}" is unknown: expected ${IMPAIR_FAMILIES.join(", ")}`);
   if (s.kind === "loss" && !(Number.isFinite(s.percent) && s.percent > 0 && s.percent <= 100)) {
     throw new Error(`loss must be a percentage in (0, 100], got ${String(s.percent)}`);
   }
