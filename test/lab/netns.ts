@@ -16,6 +16,10 @@ async function sysctl(ns: string, key: string, value: string): Promise<void> {
 export async function createNetwork(topo: LabTopology): Promise<void> {
   for (const ns of Object.values(topo.ns)) {
     await runOk("ip", ["netns", "add", ns]);
+    // No duplicate address detection on links created from here on: it holds each new link-local address
+    // "tentative" for about a second, and the first IPv6 packets after `up` waited for it (nothing else on a
+    // point-to-point veth could ever claim an address).
+    await sysctl(ns, "net.ipv6.conf.default.accept_dad", "0");
   }
   const r = topo.router.ns;
   const routerLines: string[] = ["link set lo up"];
