@@ -68,6 +68,8 @@ export class Daemon {
   #timers = new Map<TimerId, NodeJS.Timeout>();
   #legs = new Map<string, LegRuntime>();
   #candidates: Candidate[] = [];
+  /** Discovered but not yet probed: the kill switch lets the probes reach them while it blocks. */
+  #probing: Candidate[] = [];
   #lastRace: RaceRecord | null = null;
   #lastFailover: FailoverRecord | null = null;
   #recorder: ConnectionEvent[] = [];
@@ -240,7 +242,7 @@ export class Daemon {
     let rules: KillSwitchRules | null;
     try {
       const endpoints: GatewayEndpoint[] = [];
-      for (const c of [...this.#ctx.gateways, ...this.#candidates]) {
+      for (const c of [...this.#ctx.gateways, ...this.#candidates, ...this.#probing]) {
         const gw = cfg.gateways.find((g) => g.name === c.name);
         if (gw === undefined) continue;
         // Both families of a dual-stack gateway: a leg keeps its endpoint when a recheck moves the gateway's address.
@@ -408,6 +410,11 @@ export class Daemon {
           log.warn("discovery problem", { problem });
         },
       });
+      // While connecting the kill switch blocks the underlay: the probes need the discovered endpoints (both
+      // families) allowed before they are sent, or a silent family would be the kill switch's doing.
+      this.#probing = candidates;
+      this.refreshKillSwitch();
+      await this.#routeChain;
       // The addresses in use now are the incumbents of each gateway's address-family choice (hysteresis).
       const incumbents = Object.fromEntries(this.#candidates.flatMap((c) => (c.address === null ? [] : [[c.name, c.address]])));
       const probes = await probeCandidates(candidates, { timeoutMs: PROBE_TIMEOUT_MS, ports: gatewayPorts(cfg), incumbents });
@@ -420,6 +427,7 @@ export class Daemon {
       candidates = this.#ctx.gateways;
     }
     this.#candidates = candidates;
+    this.#probing = [];
     this.refreshKillSwitch();
     return candidates;
   }
@@ -445,7 +453,8 @@ export class Daemon {
       if (ev.type === "down") this.dispatch({ type: "leg-down", now: Date.now(), legId: leg.id, reason: ev.reason });
       if (ev.type === "engine-exit" && !ev.expected) this.dispatch({ type: "leg-down", now: Date.now(), legId: leg.id, reason: `engine exited (${ev.signal ?? String(ev.code)})` });
     });
-    log.info("leg starting", { leg });
+    // The endpoint names the address family the leg uses (see core/connection/address-family.ts).
+    log.info("leg starting", { leg, endpoint: candidate.address });
     this.#track(
       engine.start(deadlineAt).then(
         async (up) => {
