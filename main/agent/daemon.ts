@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "
 import { join } from "node:path";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { connectionHealth, initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
+import { candidateAddresses } from "../core/connection/address-family.ts";
 import { emptyMemory, parseMemory, recall, remember, type NetworkMemory } from "../core/connection/network-memory.ts";
 import { routesForLeg } from "../core/connection/route-policy.ts";
 import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
@@ -18,7 +19,7 @@ import { applyDns, restoreDns, type DnsTarget } from "../../native/platform/dns.
 import { applyKillSwitch } from "../../native/platform/firewall.linux.ts";
 import { networkId } from "../../native/platform/netid.linux.ts";
 import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource } from "../../native/platform/routes.linux.ts";
-import { discoverCandidates, gatewayPorts, probeCandidates } from "./discovery.ts";
+import { discoverCandidates, gatewayPorts, probeCandidates, withProbe } from "./discovery.ts";
 import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor } from "./monitor.ts";
@@ -70,6 +71,8 @@ export class Daemon {
   #timers = new Map<TimerId, NodeJS.Timeout>();
   #legs = new Map<string, LegRuntime>();
   #candidates: Candidate[] = [];
+  /** Discovered but not yet probed: the kill switch lets the probes reach them while it blocks. */
+  #probing: Candidate[] = [];
   #lastRace: RaceRecord | null = null;
   #lastFailover: FailoverRecord | null = null;
   #recorder: ConnectionEvent[] = [];
@@ -296,10 +299,11 @@ export class Daemon {
     let rules: KillSwitchRules | null;
     try {
       const endpoints: GatewayEndpoint[] = [];
-      for (const c of [...this.#ctx.gateways, ...this.#candidates]) {
+      for (const c of [...this.#ctx.gateways, ...this.#candidates, ...this.#probing]) {
         const gw = cfg.gateways.find((g) => g.name === c.name);
-        if (c.address === null || gw === undefined) continue;
-        for (const kind of c.kinds) endpoints.push(...legEndpoints(kind, c.address, gw.protocols));
+        if (gw === undefined) continue;
+        // Both families of a dual-stack gateway: a leg keeps its endpoint when a recheck moves the gateway's address.
+        for (const address of knownAddresses(c)) for (const kind of c.kinds) endpoints.push(...legEndpoints(kind, address, gw.protocols));
       }
       rules = killSwitchPolicy({
         state: stateOverride ?? snapshot(this.#state, Date.now()).state,
@@ -465,13 +469,24 @@ export class Daemon {
           log.warn("discovery problem", { problem });
         },
       });
-      const probes = await probeCandidates(candidates, { timeoutMs: PROBE_TIMEOUT_MS, ports: gatewayPorts(cfg) });
-      candidates = candidates.map((c, i) => ({ ...c, probe: probes[i] ?? c.probe }));
+      // While connecting the kill switch blocks the underlay: the probes need the discovered endpoints (both
+      // families) allowed before they are sent, or a silent family would be the kill switch's doing.
+      this.#probing = candidates;
+      this.refreshKillSwitch();
+      await this.#routeChain;
+      // The addresses in use now are the incumbents of each gateway's address-family choice (hysteresis).
+      const incumbents = Object.fromEntries(this.#candidates.flatMap((c) => (c.address === null ? [] : [[c.name, c.address]])));
+      const probes = await probeCandidates(candidates, { timeoutMs: PROBE_TIMEOUT_MS, ports: gatewayPorts(cfg), incumbents });
+      candidates = candidates.map((c, i) => {
+        const p = probes[i];
+        return p === undefined ? c : withProbe(c, p);
+      });
     } catch (err) {
       log.warn("discovery failed; using the configured gateways", { err });
       candidates = this.#ctx.gateways;
     }
     this.#candidates = candidates;
+    this.#probing = [];
     this.refreshKillSwitch();
     return candidates;
   }
@@ -497,7 +512,8 @@ export class Daemon {
       if (ev.type === "down") this.dispatch({ type: "leg-down", now: Date.now(), legId: leg.id, reason: ev.reason });
       if (ev.type === "engine-exit" && !ev.expected) this.dispatch({ type: "leg-down", now: Date.now(), legId: leg.id, reason: `engine exited (${ev.signal ?? String(ev.code)})` });
     });
-    log.info("leg starting", { leg });
+    // The endpoint names the address family the leg uses (see core/connection/address-family.ts).
+    log.info("leg starting", { leg, endpoint: candidate.address });
     this.#track(
       engine.start(deadlineAt).then(
         async (up) => {
@@ -571,7 +587,7 @@ export class Daemon {
   async #applyRoutes(legId: string): Promise<void> {
     const rt = this.#legs.get(legId);
     if (rt?.up == null) return;
-    const gatewayAddresses = [...this.#ctx.gateways, ...this.#candidates].flatMap((c) => (c.address === null ? [] : [c.address]));
+    const gatewayAddresses = [...this.#ctx.gateways, ...this.#candidates].flatMap(knownAddresses);
     const plan = routesForLeg(this.#opts.config.protectedRoutes, rt.up.config.routes, gatewayAddresses);
     for (const r of plan.rejected) this.#opts.log.warn("pushed route refused", { leg: rt.leg, route: r.route, reason: r.reason });
     // The batch makes the table equal to the plan, so routes of the previous leg that this one lacks go too.
@@ -590,4 +606,10 @@ export class Daemon {
       this.#opts.log.warn("tunnel DNS not applied", { err });
     }
   }
+}
+
+/** Every underlay address known for a candidate, either family. */
+function knownAddresses(c: Candidate): string[] {
+  const a = candidateAddresses(c);
+  return [a.ipv4, a.ipv6].filter((x): x is string => x !== null);
 }

@@ -60,6 +60,13 @@ test("dns-and-probes-find-all-three-gateways-from-inside-the-client-namespace", 
     assert.deepEqual(c.kinds, ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"]);
     assert.ok(p.latencyMs !== null && p.latencyMs < HEALTHY_PROBE_MS, `${g.name}: latency ${String(p.latencyMs)}`);
     assert.deepEqual(p.reachable, { wireguard: "unknown", ikev2: "unknown", "anyconnect-tls": "yes", "anyconnect-dtls": "unknown" });
+    if (g.name !== "gw1") {
+      // Resolved by name: A and AAAA both answered, and both families were probed; IPv6 works, so it is chosen.
+      assert.deepEqual(c.addresses, { ipv4: g.address, ipv6: g.address6 }, `${g.name}: both families from DNS`);
+      assert.equal(p.families?.ipv6?.works, true);
+      assert.equal(p.families.ipv4?.works, true);
+      assert.equal(p.address, g.address6, `${g.name}: the probe chose IPv6`);
+    }
   }
   assert.ok(r.discoverMs < TIMEOUT_MS, `DNS answered before the bound (${r.discoverMs.toFixed(1)} ms)`);
   assert.ok(r.probeMs < HEALTHY_PROBE_MS, `all gateways answered: probing did not wait for the bound (${r.probeMs.toFixed(1)} ms)`);

@@ -20,6 +20,7 @@ import {
   gatewayPorts,
   kindsOfSrvName,
   probeCandidates,
+  withProbe,
   type DnsResolver,
 } from "./discovery.ts";
 
@@ -59,8 +60,12 @@ function config(over: { portalUrl?: string; gateways?: DetourConfigInput["gatewa
   return r.config;
 }
 
-/** A resolver from a table; names not in it fail like NXDOMAIN, "hang" never answers. */
-function fakeResolver(srv: Record<string, { name: string; port: number; priority: number }[] | "hang">, a: Record<string, string[] | "hang">): DnsResolver & { cancelled: number } {
+/** A resolver from tables; names not in them fail like NXDOMAIN, "hang" never answers. */
+function fakeResolver(
+  srv: Record<string, { name: string; port: number; priority: number }[] | "hang">,
+  a: Record<string, string[] | "hang">,
+  aaaa: Record<string, string[] | "hang"> = {},
+): DnsResolver & { cancelled: number } {
   const hang = new Promise<never>(() => undefined);
   const nx = (name: string): Promise<never> => Promise.reject(Object.assign(new Error(`queryX ENOTFOUND ${name}`), { code: "ENOTFOUND" }));
   const r = {
@@ -72,6 +77,11 @@ function fakeResolver(srv: Record<string, { name: string; port: number; priority
     },
     resolve4: (name: string) => {
       const v = a[name];
+      if (v === "hang") return hang;
+      return v === undefined ? nx(name) : Promise.resolve(v);
+    },
+    resolve6: (name: string) => {
+      const v = aaaa[name];
       if (v === "hang") return hang;
       return v === undefined ? nx(name) : Promise.resolve(v);
     },
@@ -331,4 +341,72 @@ test("probing-finishes-about-one-round-trip-after-the-answers-when-all-answer", 
 test("gateway-ports-come-from-the-configuration", () => {
   assert.deepEqual(gatewayPorts(config()).gw2, { anyconnect: 443, wireguard: 51820, ikev2: 500 });
   assert.ok(portalHits > 0);
+});
+
+// ---- IPv6: AAAA records and the address family of dual-stack candidates ----
+
+test("aaaa-records-give-resolved-gateways-both-families-and-a-configured-address-pins", async () => {
+  const resolver = fakeResolver(
+    { [SRV.wireguard]: [{ name: "gw1.example.test", port: 51820, priority: 10 }, { name: "gw9.example.test", port: 51820, priority: 5 }] },
+    { "gw1.example.test": ["192.0.2.111"], "gw2.example.test": ["192.0.2.2"] },
+    { "gw1.example.test": ["2001:db8::111"], "gw2.example.test": ["2001:DB8:0:0::2"], "gw3.example.test": ["2001:db8::3"], "gw9.example.test": ["2001:db8::9"] },
+  );
+  const r = await discover(config(), { timeoutMs: TIMEOUT_MS, resolver });
+  const by = new Map(r.candidates.map((c) => [c.name, c]));
+  assert.equal(by.get("gw1")?.address, "192.0.2.1", "configured: neither A nor AAAA replaces it");
+  assert.equal(by.get("gw1")?.addresses, undefined);
+  assert.equal(by.get("gw2")?.address, "192.0.2.2", "before any probe a dual-stack gateway is addressed over IPv4");
+  assert.deepEqual(by.get("gw2")?.addresses, { ipv4: "192.0.2.2", ipv6: "2001:db8::2" }, "AAAA kept, in RFC 5952 spelling");
+  assert.equal(by.get("gw3")?.address, "2001:db8::3", "an AAAA-only gateway is addressed over IPv6");
+  assert.equal(by.get("gw3")?.addresses, undefined);
+  assert.deepEqual(r.unpinned.map((u) => [u.hostname, u.address]), [["gw9.example.test", "2001:db8::9"]]);
+  assert.ok(!r.problems.some((p) => /gw3/.test(p.message)), `a missing A record is no problem when AAAA answers: ${JSON.stringify(r.problems)}`);
+});
+
+test("a-name-without-a-or-aaaa-is-reported-with-both-answers", async () => {
+  const r = await discover(config(), { timeoutMs: TIMEOUT_MS, resolver: fakeResolver({}, { "gw2.example.test": ["192.0.2.2"] }, { "gw3.example.test": "hang" }) });
+  assert.match(r.problems.map((p) => p.message).join("\n"), /A gw3\.example\.test: ENOTFOUND; AAAA: timed out/);
+});
+
+let dualServer: TlsServer;
+/** A silent UDP socket on the same port number, both families: WireGuard, IKE and DTLS of a dual-stack gateway. */
+let dualUdp: UdpSocket;
+before(async () => {
+  // One TLS port on both loopback addresses: a dual-stack gateway.
+  dualServer = createTlsServer({ key: readFileSync(join(certDir, "k.pem")), cert: readFileSync(join(certDir, "c.pem")) }, (s) => s.end());
+  dualServer.listen({ port: 0, host: "::", ipv6Only: false });
+  await once(dualServer, "listening");
+  dualUdp = createSocket({ type: "udp6", ipv6Only: false });
+  dualUdp.bind(portOf(dualServer), "::");
+  await once(dualUdp, "listening");
+});
+after(async () => {
+  dualUdp.close();
+  await new Promise<void>((r) => { dualServer.close(() => { r(); }); });
+});
+
+test("a-dual-stack-gateway-is-probed-over-both-families-and-ipv6-is-chosen-when-it-works", async () => {
+  const c: Candidate = { ...loopbackCandidate("dual"), address: "127.0.0.1", addresses: { ipv4: "127.0.0.1", ipv6: "::1" } };
+  const ports = { dual: { anyconnect: portOf(dualServer), wireguard: portOf(dualServer), ikev2: portOf(dualServer) } };
+  const t0 = Date.now();
+  const [p] = await probeCandidates([c], { timeoutMs: 5000, ports });
+  const ms = Date.now() - t0;
+  console.log(`dual-stack loopback probe in ${ms} ms: ${JSON.stringify(p)}`);
+  assert.equal(p?.address, "::1", "IPv6 works and IPv4 is not clearly faster");
+  assert.deepEqual(p.reachable, { wireguard: "unknown", ikev2: "unknown", "anyconnect-tls": "yes", "anyconnect-dtls": "unknown" });
+  assert.equal(p.families?.ipv4?.works, true);
+  assert.equal(p.families.ipv6?.works, true);
+  assert.ok(ms < 500, `both families answered: no wait for the timeout (${ms} ms)`);
+  assert.equal(withProbe(c, p).address, "::1", "the probe's choice becomes the candidate's address");
+  const [held] = await probeCandidates([c], { timeoutMs: 5000, ports, incumbents: { dual: "127.0.0.1" } });
+  assert.ok(held?.address === "127.0.0.1" || (held?.families?.ipv6?.latencyMs ?? 1) <= (held?.families?.ipv4?.latencyMs ?? 0), "an IPv4 incumbent moves only when IPv6 is at least as fast");
+});
+
+test("a-gateway-whose-anyconnect-answers-on-ipv4-only-is-reached-over-ipv4", async () => {
+  // tlsServer listens on 127.0.0.1 only: over ::1 the same port is refused (the path works, AnyConnect does not).
+  const c: Candidate = { ...loopbackCandidate("v4tls"), address: "127.0.0.1", addresses: { ipv4: "127.0.0.1", ipv6: "::1" } };
+  const [p] = await probeCandidates([c], { timeoutMs: TIMEOUT_MS, ports: { v4tls: { anyconnect: portOf(tlsServer), wireguard: openUdp.address().port, ikev2: openUdp.address().port } } });
+  assert.equal(p?.families?.ipv6?.works, true, "a RST proves the IPv6 path");
+  assert.equal(p.address, "127.0.0.1");
+  assert.equal(p.reachable["anyconnect-tls"], "yes");
 });

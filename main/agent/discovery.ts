@@ -1,13 +1,21 @@
 /**
- * Finds and probes the gateways a race may use: the configured gateways, merged with what DNS (SRV + A) and
- * the optional portal say about them, then a TCP/TLS and UDP reachability probe of each from outside the tunnel.
+ * Finds and probes the gateways a race may use: the configured gateways, merged with what DNS (SRV, A and
+ * AAAA) and the optional portal say about them, then a TCP/TLS and UDP reachability probe of each from outside
+ * the tunnel, over both address families when a gateway has both.
  *
  * Trust: the configuration is the only source of pinned identities (WireGuard key, IKE id, TLS pin), so a
  * gateway that only DNS or the portal knows cannot be used; it is left out of the candidates and listed in
  * `unpinned` (and as a problem) for diagnostics. For a configured gateway, DNS and then the portal may fill in a
  * missing address; configured values win otherwise, and kinds come only from the configuration (the same
- * policy as main/core/connection/candidates.ts). A failing DNS server or portal degrades to what is known and
- * is reported; discovery never throws.
+ * policy as main/core/connection/candidates.ts). A configured address (either family) pins the gateway; a
+ * resolved one brings both families, A and AAAA, asked side by side. A failing DNS server or portal degrades to
+ * what is known and is reported; discovery never throws.
+ *
+ * Address family (the policy itself is main/core/connection/address-family.ts): before any probe a dual-stack
+ * candidate's `address` is its IPv4 one; the probe then tries both addresses at once and reports the chosen one
+ * in `probe.address` (IPv6 when it answers and IPv4 is not clearly faster). Fast fallback: as soon as one family
+ * has answered and finished, the other gets FAMILY_GRACE_MS (or as long again as the first took) and is then
+ * abandoned, so a broken family costs tens of milliseconds, not the probe timeout.
  *
  * What a probe can tell from Node without privileges:
  *  - TCP 443: connect time (one round trip) and a TLS handshake (identity is not checked here: the engine pins
@@ -22,8 +30,10 @@ import { connect as tlsConnect } from "node:tls";
 import { createSocket } from "node:dgram";
 import { Resolver } from "node:dns/promises";
 import { z } from "zod";
-import { Hostname, Ipv4, type DetourConfig, type GatewayConfig } from "../core/config/schema.ts";
-import { LEG_KINDS, type Candidate, type CandidateProbe, type CandidateSource, type LegKind } from "../core/connection/types.ts";
+import { Hostname, IpAddress, type DetourConfig, type GatewayConfig } from "../core/config/schema.ts";
+import { candidateAddresses, chooseFamily, unprobedAddress } from "../core/connection/address-family.ts";
+import { LEG_KINDS, type Candidate, type CandidateAddresses, type CandidateProbe, type CandidateSource, type FamilyProbe, type LegKind } from "../core/connection/types.ts";
+import { canonicalIp, ipFamily } from "../core/ip-address.ts";
 
 // ---- timers and bounds ----
 
@@ -40,6 +50,12 @@ const MAX_PORTAL_GATEWAYS = 256;
  * longer, for an ICMP error: it was sent at the same moment, so its error would arrive about as fast.
  */
 const UDP_REFUSAL_GRACE_MS = 50;
+/**
+ * Once one family's probe has answered and finished, the other family's probe runs on for this long, or as long
+ * again as the first took if that is longer, then is abandoned: RFC 8305's spirit (it waits 50 ms for a late AAAA
+ * answer); a family still silent by then could not have been the clearly faster one.
+ */
+const FAMILY_GRACE_MS = 50;
 
 // ---- types ----
 
@@ -47,6 +63,7 @@ const UDP_REFUSAL_GRACE_MS = 50;
 export interface DnsResolver {
   resolveSrv(name: string): Promise<{ name: string; port: number; priority: number; weight: number }[]>;
   resolve4(name: string): Promise<string[]>;
+  resolve6(name: string): Promise<string[]>;
   /** Cancels every outstanding query (called at the deadline). */
   cancel(): void;
 }
@@ -63,6 +80,7 @@ export interface DiscoveryProblem {
 export interface UnpinnedGateway {
   hostname: string;
   name: string | null;
+  /** Its IPv4 address when known, else its IPv6 one. */
   address: string | null;
   priority: number | null;
   /** The kinds its SRV records offer. */
@@ -91,7 +109,7 @@ export interface DiscoveryOptions {
 export const PortalGateway = z.object({
   name: z.string().min(1).max(64),
   hostname: Hostname,
-  address: Ipv4.optional(),
+  address: IpAddress.optional(),
   priority: z.number().int().min(0).max(1000),
   region: z.string().min(1).max(64),
 });
@@ -119,7 +137,7 @@ export function configuredCandidates(config: DetourConfig): Candidate[] {
   return config.gateways.map((g) => ({
     name: g.name,
     hostname: normalizeHost(g.hostname),
-    address: g.address ?? null,
+    address: g.address === undefined ? null : canonicalIp(g.address),
     priority: g.priority,
     region: g.region,
     kinds: configuredKinds(config, g),
@@ -185,19 +203,23 @@ export function createResolver(servers: readonly string[] | undefined, timeoutMs
 interface DnsFindings {
   /** hostname -> kinds and best (lowest) SRV priority */
   srv: Map<string, { kinds: Set<LegKind>; priority: number }>;
-  /** hostname -> first A record */
-  addresses: Map<string, string>;
+  /** hostname -> first A and first AAAA record (at least one of them) */
+  addresses: Map<string, CandidateAddresses>;
 }
 
 async function dnsStage(config: DetourConfig, resolver: DnsResolver, d: Deadline, problem: (p: DiscoveryProblem) => void): Promise<DnsFindings> {
   const srv = new Map<string, { kinds: Set<LegKind>; priority: number }>();
-  const addresses = new Map<string, string>();
+  const addresses = new Map<string, CandidateAddresses>();
+  const asked = new Set<string>();
+  // A and AAAA side by side: a name with only one of them is normal, a name with neither is a problem.
   const resolveA = async (host: string): Promise<void> => {
-    if (addresses.has(host)) return;
-    const r = await settleBy(resolver.resolve4(host), d);
-    const first = r.ok ? r.value[0] : undefined;
-    if (first !== undefined) addresses.set(host, first);
-    else problem({ source: "dns", message: `A ${host}: ${r.ok ? "no address" : r.error}` });
+    if (asked.has(host)) return;
+    asked.add(host);
+    const [r4, r6] = await Promise.all([settleBy(resolver.resolve4(host), d), settleBy(resolver.resolve6(host), d)]);
+    const v4 = r4.ok ? r4.value.find((a) => ipFamily(a) === "ipv4") : undefined;
+    const v6 = r6.ok ? r6.value.find((a) => ipFamily(a) === "ipv6") : undefined;
+    if (v4 !== undefined || v6 !== undefined) addresses.set(host, { ipv4: v4 ?? null, ipv6: v6 === undefined ? null : canonicalIp(v6) });
+    else problem({ source: "dns", message: `A ${host}: ${r4.ok ? "no address" : r4.error}; AAAA: ${r6.ok ? "no address" : r6.error}` });
   };
   const srvNames = config.discovery.dns?.srv ?? [];
   const unaddressed = config.gateways.filter((g) => g.address === undefined).map((g) => normalizeHost(g.hostname));
@@ -359,7 +381,8 @@ function merge(config: DetourConfig, dns: DnsFindings, portal: PortalGateway[], 
     const u = unpinnedOf(host);
     u.kinds = LEG_KINDS.filter((k) => s.kinds.has(k) || u.kinds.includes(k));
     u.priority = s.priority;
-    u.address = dns.addresses.get(host) ?? null;
+    const a = dns.addresses.get(host);
+    u.address = a === undefined ? null : unprobedAddress(a);
     if (!u.sources.includes("dns")) u.sources.push("dns");
   }
   for (const p of portal) {
@@ -376,15 +399,16 @@ function merge(config: DetourConfig, dns: DnsFindings, portal: PortalGateway[], 
     u.address ??= p.address ?? null;
     if (!u.sources.includes("portal")) u.sources.push("portal");
   }
-  // Address precedence: configured, then DNS, then the portal's.
+  // Address precedence: configured, then DNS (both families), then the portal's.
   for (const c of candidates) {
     if (c.address === null) {
       const fromDns = dns.addresses.get(c.hostname);
       const fromPortal = portalAddress.get(c);
       if (fromDns !== undefined) {
-        c.address = fromDns;
+        c.address = unprobedAddress(fromDns);
+        if (fromDns.ipv4 !== null && fromDns.ipv6 !== null) c.addresses = fromDns;
         addSource(c, "dns");
-      } else if (fromPortal !== undefined) c.address = fromPortal;
+      } else if (fromPortal !== undefined) c.address = canonicalIp(fromPortal);
       else problem({ source: "dns", message: `${c.name}: no address configured, from DNS or from the portal for ${c.hostname}` });
     }
     c.sources = SOURCE_ORDER.filter((s) => c.sources.includes(s));
@@ -425,6 +449,8 @@ export interface ProbeOptions {
   timeoutMs: number;
   /** Per gateway name; DEFAULT_PORTS otherwise. */
   ports?: Record<string, GatewayPorts>;
+  /** Per gateway name, the address in use now: the incumbent of the address-family choice (hysteresis). */
+  incumbents?: Record<string, string>;
 }
 
 /** How the TCP + TLS probe of port 443 (or the configured AnyConnect port) ended. */
@@ -441,8 +467,11 @@ export interface TlsProbeResult {
   error: string | null;
 }
 
-/** One TCP connect and TLS handshake, timed; identity is not checked (the engine pins it). */
-export function probeTls(address: string, port: number, servername: string | null, timeoutMs: number): Promise<TlsProbeResult> {
+/**
+ * One TCP connect and TLS handshake, timed; identity is not checked (the engine pins it). An abort (the other
+ * address family won) ends it at once as a timeout, keeping the connect time if TCP had answered.
+ */
+export function probeTls(address: string, port: number, servername: string | null, timeoutMs: number, signal?: AbortSignal): Promise<TlsProbeResult> {
   return new Promise((resolve) => {
     const t0 = performance.now();
     const since = (): number => Math.round((performance.now() - t0) * 10) / 10;
@@ -457,6 +486,7 @@ export function probeTls(address: string, port: number, servername: string | nul
       resolve({ outcome, connectMs, handshakeMs, answeredMs: answered, error });
     };
     const timer = setTimeout(() => { finish("timeout", null, `no answer within ${timeoutMs} ms`); }, timeoutMs);
+    signal?.addEventListener("abort", () => { finish("timeout", null, "abandoned: the other address family answered first"); }, { once: true });
     const tcp = netConnect({ host: address, port });
     sock = tcp;
     tcp.on("error", (e: NodeJS.ErrnoException) => {
@@ -484,7 +514,7 @@ export type UdpRefusal = "refused" | "silent" | "error";
  */
 export function probeUdpRefusal(address: string, port: number, until: Promise<unknown>): Promise<UdpRefusal> {
   return new Promise((resolve) => {
-    const s = createSocket("udp4");
+    const s = createSocket(ipFamily(address) === "ipv6" ? "udp6" : "udp4");
     let done = false;
     const finish = (r: UdpRefusal): void => {
       if (done) return;
@@ -509,20 +539,26 @@ export function probeUdpRefusal(address: string, port: number, until: Promise<un
   });
 }
 
-async function probeOne(c: Candidate, ports: GatewayPorts, timeoutMs: number): Promise<CandidateProbe> {
+/** One address's probe: the candidate's results as if it had only this address, and what it says of the family. */
+interface AddressProbe {
+  probe: CandidateProbe;
+  family: FamilyProbe;
+}
+
+async function probeAddress(c: Candidate, address: string, ports: GatewayPorts, timeoutMs: number, signal?: AbortSignal): Promise<AddressProbe> {
   const at = Date.now();
   const reachable: CandidateProbe["reachable"] = {};
-  if (c.address === null) {
-    for (const k of c.kinds) reachable[k] = "unknown";
-    return { at, latencyMs: null, reachable };
-  }
-  const address = c.address;
   const hard = deadlineIn(timeoutMs);
   let graceTimer: NodeJS.Timeout | undefined;
-  const tlsP = probeTls(address, ports.anyconnect, c.hostname, timeoutMs);
-  // The UDP window closes a little after TCP got any answer, or at the deadline after silence.
+  const tlsP = probeTls(address, ports.anyconnect, c.hostname, timeoutMs, signal);
+  const aborted = new Promise<void>((resolve) => {
+    if (signal?.aborted === true) resolve();
+    signal?.addEventListener("abort", () => { resolve(); }, { once: true });
+  });
+  // The UDP window closes a little after TCP got any answer, or at the deadline after silence (or on abort).
   const window = Promise.race([
     hard.passed,
+    aborted,
     tlsP.then((t) => new Promise<void>((resolve) => {
       if (t.answeredMs === null) return;
       graceTimer = setTimeout(resolve, Math.max(UDP_REFUSAL_GRACE_MS, t.answeredMs));
@@ -539,7 +575,12 @@ async function probeOne(c: Candidate, ports: GatewayPorts, timeoutMs: number): P
       else reachable[k] = udp[udpKinds.indexOf(k)] === "refused" ? "no" : "unknown";
     }
     const times = [tls.connectMs, tls.handshakeMs].filter((t): t is number => t !== null);
-    return { at, latencyMs: times.length === 0 ? null : Math.min(...times), reachable };
+    // A SYN-ACK or a RST came from the gateway's host: this family's path works (an ICMP error is no answer).
+    const works = tls.connectMs !== null || tls.outcome === "refused";
+    return {
+      probe: { at, latencyMs: times.length === 0 ? null : Math.min(...times), reachable, address },
+      family: { address, works, latencyMs: tls.connectMs ?? (tls.outcome === "refused" ? tls.answeredMs : null), usableKinds: c.kinds.filter((k) => reachable[k] !== "no").length },
+    };
   } finally {
     hard.clear();
     clearTimeout(graceTimer);
@@ -547,9 +588,57 @@ async function probeOne(c: Candidate, ports: GatewayPorts, timeoutMs: number): P
 }
 
 /**
+ * Probes a candidate over each address it has. With both families, both run at once; once one has answered and
+ * finished, the other gets FAMILY_GRACE_MS (or as long again) before it is abandoned; then the family policy
+ * picks, and the result is the chosen address's, with both families' outcomes alongside.
+ */
+async function probeOne(c: Candidate, ports: GatewayPorts, timeoutMs: number, incumbent: string | null): Promise<CandidateProbe> {
+  const { ipv4, ipv6 } = candidateAddresses(c);
+  if (ipv4 === null || ipv6 === null) {
+    const only = ipv4 ?? ipv6;
+    if (only === null) {
+      const reachable: CandidateProbe["reachable"] = {};
+      for (const k of c.kinds) reachable[k] = "unknown";
+      return { at: Date.now(), latencyMs: null, reachable };
+    }
+    return (await probeAddress(c, only, ports, timeoutMs)).probe;
+  }
+  const t0 = performance.now();
+  const stop = { ipv4: new AbortController(), ipv6: new AbortController() };
+  const done: { ipv4?: AddressProbe; ipv6?: AddressProbe } = {};
+  let grace: NodeJS.Timeout | undefined;
+  await new Promise<void>((resolve) => {
+    const settle = (family: "ipv4" | "ipv6", r: AddressProbe): void => {
+      done[family] = r;
+      if (done.ipv4 !== undefined && done.ipv6 !== undefined) {
+        resolve();
+        return;
+      }
+      if (r.family.works && grace === undefined) {
+        const other = family === "ipv4" ? stop.ipv6 : stop.ipv4;
+        grace = setTimeout(() => { other.abort(); }, Math.max(FAMILY_GRACE_MS, performance.now() - t0));
+      }
+    };
+    void probeAddress(c, ipv6, ports, timeoutMs, stop.ipv6.signal).then((r) => { settle("ipv6", r); });
+    void probeAddress(c, ipv4, ports, timeoutMs, stop.ipv4.signal).then((r) => { settle("ipv4", r); });
+  });
+  clearTimeout(grace);
+  const v6 = done.ipv6;
+  const v4 = done.ipv4;
+  if (v6 === undefined || v4 === undefined) throw new Error("both family probes settle before the choice"); // a bug
+  const chosen = chooseFamily(v6.family, v4.family, incumbent) === "ipv6" ? v6 : v4;
+  return { ...chosen.probe, families: { ipv6: v6.family, ipv4: v4.family } };
+}
+
+/**
  * Probes every candidate at once from outside the tunnel; one CandidateProbe per candidate, same order.
  * Takes about one round trip when every gateway answers, and at most timeoutMs (plus a few ms) otherwise.
  */
 export async function probeCandidates(candidates: readonly Candidate[], opts: ProbeOptions): Promise<CandidateProbe[]> {
-  return Promise.all(candidates.map((c) => probeOne(c, opts.ports?.[c.name] ?? DEFAULT_PORTS, opts.timeoutMs)));
+  return Promise.all(candidates.map((c) => probeOne(c, opts.ports?.[c.name] ?? DEFAULT_PORTS, opts.timeoutMs, opts.incumbents?.[c.name] ?? null)));
+}
+
+/** The candidate with a probe applied: its results, and the address the probe chose to connect to. */
+export function withProbe(c: Candidate, probe: CandidateProbe): Candidate {
+  return { ...c, probe, address: probe.address ?? c.address };
 }

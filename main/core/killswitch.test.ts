@@ -132,3 +132,16 @@ test("invalid-input-is-a-bug-and-throws-before-any-rule-is-made", () => {
   assert.throws(() => killSwitchPolicy(input("racing", { gatewayEndpoints: [{ address: GW1, protocol: "icmp" as "udp", port: 1 }] })), /invalid endpoint protocol/);
   assert.throws(() => killSwitchPolicy(input("disconnected", { protectedNetworks: ["bad"] })), /invalid IPv4 prefix/, "validated even when no rules result");
 });
+
+test("ipv6-gateway-endpoints-are-allowed-canonical-and-sorted-after-ipv4", () => {
+  const v6 = "2001:DB8:18:1:0:0:0:2";
+  const r = rules("racing", { gatewayEndpoints: [...legEndpoints("wireguard", v6, ports), ...racing, { address: "2001:db8:18:1::2", protocol: "udp", port: 51820 }], dnsServers: [DNS, "2001:db8:18:53::2"] });
+  assert.deepEqual(r.gatewayEndpoints.map((e) => `${e.address} ${e.protocol} ${String(e.port)}`), [
+    `${GW1} udp 51820`,
+    `${GW2} udp 500`,
+    `${GW2} udp 4500`,
+    "2001:db8:18:1::2 udp 51820",
+  ], "two spellings of one IPv6 address are one endpoint");
+  assert.deepEqual(r.dnsServers, [DNS, "2001:db8:18:53::2"]);
+  assert.throws(() => killSwitchPolicy(input("racing", { gatewayEndpoints: [{ address: "2001:db8::1::2", protocol: "udp", port: 1 }] })), /invalid gateway address/);
+});

@@ -15,16 +15,22 @@
  *                           protected networks include 0.0.0.0/0 (full tunnel): then everything is protected
  *                           and the underlay carries only the gateway endpoints (no discovery DNS)
  *
+ * Families: gateway endpoints and discovery resolvers may be IPv4 or IPv6 (a gateway is reached over whichever
+ * family its probe chose); the protected networks are IPv4, as the tunnels carry IPv4 only. Blocking drops all
+ * other IPv6 too, and a full tunnel lets no IPv6 leave except to a gateway endpoint.
+ *
  * Loopback is always allowed. Wherever the underlay is blocked, the host's own upkeep of its underlay address
  * (DHCP, IPv6 neighbour and router discovery) is allowed too: an error state can last for minutes of retry
  * backoff, and a lease that lapses meanwhile leaves nothing for the next attempt to connect over.
  */
 import type { ConnectionStateName, LegKind } from "./connection/types.ts";
+import { canonicalIp, ipFamily } from "./ip-address.ts";
 
 export type EndpointProtocol = "udp" | "tcp";
 
 /** One gateway endpoint a leg talks to over the underlay. */
 export interface GatewayEndpoint {
+  /** IPv4 or IPv6 (normalised to RFC 5952's spelling). */
   address: string;
   protocol: EndpointProtocol;
   port: number;
@@ -43,7 +49,7 @@ export interface KillSwitchInput {
    * a protected host through its device before it reports up, so a leg being raced must be covered here.
    */
   tunnelDevices: readonly string[];
-  /** Resolvers asked for the gateways' addresses while connecting (UDP and TCP 53). */
+  /** Resolvers asked for the gateways' addresses while connecting (UDP and TCP 53); IPv4 or IPv6. */
   dnsServers: readonly string[];
 }
 
@@ -198,21 +204,34 @@ function checkAddress(a: string, what: string): void {
   if (!IPV4_RE.test(a)) throw new Error(`invalid ${what} address ${JSON.stringify(a)} (expected IPv4)`);
 }
 
+/** An underlay address of either family, in canonical spelling so one address is one rule. */
+function checkAnyAddress(a: string, what: string): string {
+  if (ipFamily(a) === null) throw new Error(`invalid ${what} address ${JSON.stringify(a)} (expected IPv4 or IPv6)`);
+  return canonicalIp(a);
+}
+
+/** IPv4 first in numeric order, then IPv6 in text order: any fixed order will do, as long as it is total. */
+function compareAddresses(a: string, b: string): number {
+  const fa = ipFamily(a);
+  const fb = ipFamily(b);
+  if (fa !== fb) return fa === "ipv4" ? -1 : 1;
+  return fa === "ipv4" ? ipv4ToInt(a) - ipv4ToInt(b) : a < b ? -1 : a > b ? 1 : 0;
+}
+
 function normaliseAddresses(addresses: readonly string[], what: string): string[] {
-  for (const a of addresses) checkAddress(a, what);
-  return [...new Set(addresses)].sort((a, b) => ipv4ToInt(a) - ipv4ToInt(b));
+  return [...new Set(addresses.map((a) => checkAnyAddress(a, what)))].sort(compareAddresses);
 }
 
 function normaliseEndpoints(endpoints: readonly GatewayEndpoint[]): GatewayEndpoint[] {
   const byKey = new Map<string, GatewayEndpoint>();
   for (const e of endpoints) {
-    checkAddress(e.address, "gateway");
+    const address = checkAnyAddress(e.address, "gateway");
     if (!ENDPOINT_PROTOCOLS.has(e.protocol)) throw new Error(`invalid endpoint protocol ${JSON.stringify(e.protocol)}`);
     if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535) throw new Error(`invalid endpoint port ${String(e.port)}`);
-    byKey.set(`${e.address} ${e.protocol} ${String(e.port)}`, { address: e.address, protocol: e.protocol, port: e.port });
+    byKey.set(`${address} ${e.protocol} ${String(e.port)}`, { address, protocol: e.protocol, port: e.port });
   }
   return [...byKey.values()].sort(
-    (a, b) => ipv4ToInt(a.address) - ipv4ToInt(b.address) || a.protocol.localeCompare(b.protocol) || a.port - b.port,
+    (a, b) => compareAddresses(a.address, b.address) || a.protocol.localeCompare(b.protocol) || a.port - b.port,
   );
 }
 

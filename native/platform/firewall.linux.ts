@@ -3,7 +3,8 @@
  * one atomic `nft -f -` transaction that replaces whatever table was there, so every apply states the whole
  * desired state and is safe to repeat.
  *
- * Layout of the table (`inet`, so IPv6 is covered by the same rules):
+ * Layout of the table (`inet`, so IPv6 is covered by the same rules; allowances match `ip daddr` or `ip6 daddr`
+ * by the address's family, and every drop without an address match drops both families):
  *
  *   set protected4       the protected networks (interval set; 0.0.0.0/0 in full tunnel)
  *   chain output         hook output, priority filter: loopback, tunnel devices and the allowances are
@@ -23,6 +24,7 @@
  *
  * Counters count since the last apply: replacing the table resets them.
  */
+import { isIPv6 } from "node:net";
 import type { GatewayEndpoint, KillSwitchRules } from "../../main/core/killswitch.ts";
 import { CommandError, inNetns, run } from "./run.ts";
 
@@ -81,9 +83,9 @@ function check(rules: KillSwitchRules): void {
     if (rest.length > 0 || addr === undefined || !IPV4_RE.test(addr) || len === undefined || !/^\d{1,2}$/.test(len) || Number(len) > 32) bad("protected network", p);
   }
   for (const d of rules.tunnelDevices) if (!IFNAME_OR_PATTERN_RE.test(d) || d === "lo") bad("tunnel device", d);
-  for (const a of rules.dnsServers) if (!IPV4_RE.test(a)) bad("DNS server", a);
+  for (const a of rules.dnsServers) if (!IPV4_RE.test(a) && !isIPv6(a)) bad("DNS server", a);
   for (const e of rules.gatewayEndpoints) {
-    if (!IPV4_RE.test(e.address)) bad("gateway address", e.address);
+    if (!IPV4_RE.test(e.address) && !isIPv6(e.address)) bad("gateway address", e.address);
     if (!ENDPOINT_PROTOCOLS.has(e.protocol)) bad("endpoint protocol", e.protocol);
     if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535) bad("endpoint port", e.port);
   }
@@ -95,15 +97,21 @@ interface Allowance {
   comment: string;
 }
 
+/** nft's destination match for one address: `ip daddr` or `ip6 daddr` (checked addresses only). */
+function daddr(address: string): string {
+  return `${isIPv6(address) ? "ip6" : "ip"} daddr ${address}`;
+}
+
 function endpointAllowance(e: GatewayEndpoint): Allowance {
-  return { match: `ip daddr ${e.address} ${e.protocol} dport ${String(e.port)}`, comment: `gateway-endpoint ${e.protocol} ${e.address}:${String(e.port)}` };
+  const where = isIPv6(e.address) ? `[${e.address}]:${String(e.port)}` : `${e.address}:${String(e.port)}`;
+  return { match: `${daddr(e.address)} ${e.protocol} dport ${String(e.port)}`, comment: `gateway-endpoint ${e.protocol} ${where}` };
 }
 
 /** What may leave outside the tunnel devices from this host, in rule order. */
 function allowances(rules: KillSwitchRules): Allowance[] {
   return [
     ...rules.gatewayEndpoints.map(endpointAllowance),
-    ...rules.dnsServers.map((a) => ({ match: `ip daddr ${a} meta l4proto { tcp, udp } th dport 53`, comment: `discovery-dns ${a}` })),
+    ...rules.dnsServers.map((a) => ({ match: `${daddr(a)} meta l4proto { tcp, udp } th dport 53`, comment: `discovery-dns ${a}` })),
     ...(rules.underlayUpkeep
       ? [
           { match: "meta nfproto ipv4 udp sport 68 udp dport 67", comment: "underlay-upkeep dhcpv4" },

@@ -143,3 +143,17 @@ test("counters-are-read-per-rule-with-their-purpose", () => {
   assert.throws(() => parseCounters("{}"), /without an nftables array/);
   assert.throws(() => parseCounters("not json"), SyntaxError);
 });
+
+test("ipv6-gateway-endpoints-and-resolvers-are-matched-as-ip6-in-the-same-inet-table", () => {
+  const text = renderKillSwitch(rulesFor({
+    gatewayEndpoints: [...legEndpoints("wireguard", "198.18.1.2", ports), ...legEndpoints("anyconnect-tls", "2001:db8:18:2::2", ports)],
+    dnsServers: ["198.18.53.2", "2001:db8:18:53::2"],
+  }));
+  assert.match(text, /^table inet detour_killswitch \{/);
+  assert.match(text, /\t\tip daddr 198\.18\.1\.2 udp dport 51820 counter accept comment "gateway-endpoint udp 198\.18\.1\.2:51820"\n/);
+  assert.match(text, /\t\tip6 daddr 2001:db8:18:2::2 tcp dport 443 counter accept comment "gateway-endpoint tcp \[2001:db8:18:2::2\]:443"\n/);
+  assert.match(text, /\t\tip6 daddr 2001:db8:18:53::2 meta l4proto \{ tcp, udp \} th dport 53 counter accept comment "discovery-dns 2001:db8:18:53::2"\n/);
+  assert.match(text, /\t\tip6 daddr 2001:db8:18:2::2 tcp dport 443 return\n/, "the witness skips the allowance too");
+  // Blocking ends with a drop that has no family match: every other IPv6 packet is dropped like IPv4.
+  assert.match(text, /\t\tcounter drop comment "underlay-blocked"\n\t\}\n\tchain forward/);
+});

@@ -1,7 +1,7 @@
 /** `npm run lab -- <command>`: the lab's command line. Run `npm run lab -- help` for the commands. */
 import { parseArgs } from "node:util";
 import { GATEWAY_ENGINES, type GatewayEngine } from "./gateway-engines.ts";
-import { DIRECTIONS, IMPAIR_PROTOS, IMPAIR_TARGETS, describeImpairment, type ImpairmentSpec } from "./impair.ts";
+import { DIRECTIONS, IMPAIR_FAMILIES, IMPAIR_PROTOS, IMPAIR_TARGETS, describeImpairment, type ImpairmentSpec } from "./impair.ts";
 import { agentLogs, agentStart, agentStop } from "./agent.ts";
 import * as lab from "./lab.ts";
 import { formatSelftest, selftest } from "./selftest.ts";
@@ -14,9 +14,9 @@ usage: npm run lab -- <command> [options]
   down                       remove everything of the lab (also after a crash or kill -9)
   status [--json]            namespaces, engines and PIDs, addresses, client config path, impairments
   selftest [--json]          prove every gateway, protocol and impairment with the plain engine tools
-  impair <target> block|reject [proto] [--dir both|up|down]
-  impair <target> loss <percent> [proto] [--dir both|up|down]
-  impair <target> delay <ms> [proto] [--jitter <ms>] [--dir both|up|down]
+  impair <target> block|reject [proto] [--dir both|up|down] [--family ipv4|ipv6]
+  impair <target> loss <percent> [proto] [--dir both|up|down] [--family ipv4|ipv6]
+  impair <target> delay <ms> [proto] [--jitter <ms>] [--dir both|up|down] [--family ipv4|ipv6]
                              target: ${IMPAIR_TARGETS.join(", ")} (client = the client's uplink)
                              proto:  ${IMPAIR_PROTOS.join(", ")} (default all)
                              loss and delay apply to each selected direction
@@ -61,6 +61,7 @@ async function main(argv: string[]): Promise<number> {
       json: { type: "boolean", default: false },
       dir: { type: "string", default: "both" },
       jitter: { type: "string", default: "0" },
+      family: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
       connect: { type: "boolean", default: false },
     },
@@ -117,6 +118,7 @@ async function main(argv: string[]): Promise<number> {
       } else {
         spec = { kind, target, dir, delayMs: num("delay ms", args[2]), jitterMs: num("--jitter", values.jitter), proto: args[3] === undefined ? "all" : oneOf("proto", args[3], IMPAIR_PROTOS) };
       }
+      if (values.family !== undefined) spec = { ...spec, family: oneOf("--family", values.family, IMPAIR_FAMILIES) };
       const imp = await lab.impair(spec, id);
       console.log(describeImpairment(imp));
       return 0;

@@ -110,7 +110,7 @@ export function gatewaySwanctlConf(topo: LabTopology, gw: GatewayTopology, psk: 
   return `connections {
   rw {
     version = 2
-    local_addrs = ${gw.address}
+    local_addrs = ${gw.address}, ${gw.address6}
     proposals = aes256-sha256-x25519
     encap = yes
     pools = rw-pool
@@ -147,10 +147,14 @@ secrets {
 `;
 }
 
+/**
+ * ocserv.conf of a gateway. No listen-host: ocserv takes only one, and without it binds the wildcard of both
+ * families, so the gateway answers on its IPv4 and its IPv6 underlay address (the namespace has no others that
+ * a client could reach).
+ */
 export function ocservConf(gw: GatewayTopology, paths: GatewayPaths, secrets: GatewaySecrets): string {
   const d = paths.ocservDir;
   return `auth = "plain[passwd=${secrets.ocpasswdFile}]"
-listen-host = ${gw.address}
 tcp-port = ${PORTS.anyconnect}
 udp-port = ${PORTS.anyconnect}
 run-as-user = ocserv

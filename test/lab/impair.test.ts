@@ -38,6 +38,25 @@ test("the-script-replaces-the-table-atomically", () => {
   assert.match(s, /hook forward priority 0; policy accept;/);
 });
 
+test("an-impairment-covers-ipv6-too-unless-it-names-one-family", () => {
+  // The table is inet: without a family match, a blocked gateway is blocked on both underlay families.
+  const [both] = nftRules(imp({ kind: "block", target: "gw1", proto: "all", dir: "up" }));
+  assert.equal(both, 'oifname "to-gw1" counter drop comment "i1"');
+  assert.match(nftScript([]), /^table inet /);
+  const [v4] = nftRules(imp({ kind: "block", target: "gw1", proto: "all", dir: "up", family: "ipv4" }));
+  assert.equal(v4, 'oifname "to-gw1" meta nfproto ipv4 counter drop comment "i1"');
+  const [v6] = nftRules(imp({ kind: "reject", target: "gw2", proto: "tls", dir: "up", family: "ipv6" }));
+  assert.equal(v6, 'oifname "to-gw2" meta nfproto ipv6 tcp dport 443 counter reject with tcp reset comment "i1"');
+  assert.throws(() => validateSpec({ kind: "block", target: "gw1", proto: "all", dir: "both", family: "ipx" as "ipv4" }), /family "ipx" is unknown/);
+});
+
+test("delays-are-queued-by-iptables-and-ip6tables", () => {
+  const [both] = delayPlans([imp({ kind: "delay", target: "gw1", proto: "wireguard", dir: "up", delayMs: 5, jitterMs: 0 })]);
+  assert.deepEqual(both?.rules.map((r) => r.command), ["iptables", "ip6tables"]);
+  const [v6] = delayPlans([imp({ kind: "delay", target: "gw1", proto: "wireguard", dir: "up", delayMs: 5, jitterMs: 0, family: "ipv6" })]);
+  assert.deepEqual(v6?.rules.map((r) => r.command), ["ip6tables"]);
+});
+
 test("each-delay-gets-its-own-queue-and-both-directions", () => {
   const plans = delayPlans([
     imp({ kind: "delay", target: "gw1", proto: "all", dir: "both", delayMs: 50, jitterMs: 0 }, "i1"),
@@ -46,11 +65,11 @@ test("each-delay-gets-its-own-queue-and-both-directions", () => {
   ]);
   assert.equal(plans.length, 2);
   assert.deepEqual(plans.map((p) => p.queue), [100, 101]);
-  assert.deepEqual(plans[0]?.rules, [
+  assert.deepEqual(plans[0]?.rules.filter((r) => r.command === "iptables").map((r) => r.args), [
     ["-o", "to-gw1", "-j", "NFQUEUE", "--queue-num", "100", "--queue-bypass"],
     ["-i", "to-gw1", "-j", "NFQUEUE", "--queue-num", "100", "--queue-bypass"],
   ]);
-  assert.deepEqual(plans[1]?.rules, [["-i", "to-client", "-p", "udp", "-m", "multiport", "--dports", "500,4500", "-j", "NFQUEUE", "--queue-num", "101", "--queue-bypass"]]);
+  assert.deepEqual(plans[1]?.rules.filter((r) => r.command === "iptables").map((r) => r.args), [["-i", "to-client", "-p", "udp", "-m", "multiport", "--dports", "500,4500", "-j", "NFQUEUE", "--queue-num", "101", "--queue-bypass"]]);
 });
 
 test("bad-impairments-are-refused-naming-the-field", () => {

@@ -2,6 +2,10 @@
  * Network impairments, applied in the router namespace (the lab's "internet") on the link of one gateway or on
  * the client's uplink: block (silent drop), reject, random loss, and delay with jitter. The whole set is a
  * desired state rendered to one nftables table (applied atomically) plus NFQUEUE rules served by delayq.
+ *
+ * The underlay is dual-stack, so every impairment covers both IPv4 and IPv6 unless it names one `family`:
+ * the nft table is `inet` (its rules match either family), and delays are queued by iptables and ip6tables.
+ * A blocked gateway therefore stays blocked over IPv6, and "IPv4 broken, IPv6 fine" is one impairment.
  */
 import { join } from "node:path";
 import { delayqArgv, ensureDelayqBinary } from "./delayq.ts";
@@ -17,10 +21,15 @@ export const IMPAIR_PROTOS: readonly ImpairProto[] = ["wireguard", "ike", "dtls"
 export type Direction = "both" | "up" | "down";
 export const DIRECTIONS: readonly Direction[] = ["both", "up", "down"];
 
+/** Which address family an impairment applies to; absent means both. */
+export type ImpairFamily = "ipv4" | "ipv6";
+export const IMPAIR_FAMILIES: readonly ImpairFamily[] = ["ipv4", "ipv6"];
+
 interface Base {
   target: ImpairTarget;
   proto: ImpairProto;
   dir: Direction;
+  family?: ImpairFamily;
 }
 export type ImpairmentSpec =
   | (Base & { kind: "block" })
@@ -39,6 +48,7 @@ export function validateSpec(s: ImpairmentSpec): ImpairmentSpec {
   if (!IMPAIR_TARGETS.includes(s.target)) throw new Error(`impairment target "${s.target}" is unknown: expected ${IMPAIR_TARGETS.join(", ")}`);
   if (!IMPAIR_PROTOS.includes(s.proto)) throw new Error(`impairment protocol "${s.proto}" is unknown: expected ${IMPAIR_PROTOS.join(", ")}`);
   if (!DIRECTIONS.includes(s.dir)) throw new Error(`direction "${s.dir}" is unknown: expected ${DIRECTIONS.join(", ")}`);
+  if (s.family !== undefined && !IMPAIR_FAMILIES.includes(s.family)) throw new Error(`family "${s.family}" is unknown: expected ${IMPAIR_FAMILIES.join(", ")}`);
   if (s.kind === "loss" && !(Number.isFinite(s.percent) && s.percent > 0 && s.percent <= 100)) {
     throw new Error(`loss must be a percentage in (0, 100], got ${String(s.percent)}`);
   }
@@ -83,7 +93,8 @@ function nftProto(p: ImpairProto, d: "up" | "down"): string {
 export function nftRules(i: Impairment): string[] {
   if (i.kind === "delay") return [];
   return directions(i.dir).map((d) => {
-    const match = [nftIf(i.target, d), nftProto(i.proto, d)].filter((s) => s !== "").join(" ");
+    const family = i.family === undefined ? "" : `meta nfproto ${i.family}`;
+    const match = [nftIf(i.target, d), family, nftProto(i.proto, d)].filter((s) => s !== "").join(" ");
     let action: string;
     switch (i.kind) {
       case "block":
@@ -141,13 +152,17 @@ function iptIf(target: ImpairTarget, d: "up" | "down"): string[] {
   return d === "up" ? ["-o", `to-${target}`] : ["-i", `to-${target}`];
 }
 
+/** The iptables flavour per family: IPv4 packets are queued by iptables, IPv6 ones by ip6tables. */
+export type IptablesCommand = "iptables" | "ip6tables";
+const IPTABLES_OF: Record<ImpairFamily, IptablesCommand> = { ipv4: "iptables", ipv6: "ip6tables" };
+
 export interface DelayPlan {
   impairmentId: string;
   queue: number;
   delayMs: number;
   jitterMs: number;
-  /** iptables argument lists (after `-t mangle -A DETOUR_DELAY`). */
-  rules: string[][];
+  /** Argument lists (after `-t mangle -A DETOUR_DELAY`), each for the command it names. */
+  rules: { command: IptablesCommand; args: string[] }[];
 }
 
 export function delayPlans(impairments: readonly Impairment[]): DelayPlan[] {
@@ -160,7 +175,9 @@ export function delayPlans(impairments: readonly Impairment[]): DelayPlan[] {
         queue,
         delayMs: i.delayMs,
         jitterMs: i.jitterMs,
-        rules: directions(i.dir).map((d) => [...iptIf(i.target, d), ...iptProto(i.proto, d), "-j", "NFQUEUE", "--queue-num", String(queue), "--queue-bypass"]),
+        rules: (i.family === undefined ? IMPAIR_FAMILIES : [i.family]).flatMap((f) =>
+          directions(i.dir).map((d) => ({ command: IPTABLES_OF[f], args: [...iptIf(i.target, d), ...iptProto(i.proto, d), "-j", "NFQUEUE", "--queue-num", String(queue), "--queue-bypass"] })),
+        ),
       };
     });
 }
@@ -173,13 +190,15 @@ export async function applyImpairments(topo: LabTopology, labDir: string, impair
   const ns = topo.router.ns;
   await runOk("ip", ["netns", "exec", ns, "nft", "-f", "-"], { input: nftScript(impairments) });
 
-  const ipt = (args: string[]): Promise<string> => runOk("ip", ["netns", "exec", ns, "iptables", "-w", "5", "-t", "mangle", ...args]);
-  const exists = await run("ip", ["netns", "exec", ns, "iptables", "-w", "5", "-t", "mangle", "-n", "-L", IPT_CHAIN]);
-  if (exists.code !== 0) {
-    await ipt(["-N", IPT_CHAIN]);
-    await ipt(["-A", "FORWARD", "-j", IPT_CHAIN]);
+  const ipt = (command: IptablesCommand, args: string[]): Promise<string> => runOk("ip", ["netns", "exec", ns, command, "-w", "5", "-t", "mangle", ...args]);
+  for (const command of Object.values(IPTABLES_OF)) {
+    const exists = await run("ip", ["netns", "exec", ns, command, "-w", "5", "-t", "mangle", "-n", "-L", IPT_CHAIN]);
+    if (exists.code !== 0) {
+      await ipt(command, ["-N", IPT_CHAIN]);
+      await ipt(command, ["-A", "FORWARD", "-j", IPT_CHAIN]);
+    }
+    await ipt(command, ["-F", IPT_CHAIN]);
   }
-  await ipt(["-F", IPT_CHAIN]);
   await stopPids(oldDelayqPids, "SIGTERM");
 
   const plans = delayPlans(impairments);
@@ -194,7 +213,7 @@ export async function applyImpairments(topo: LabTopology, labDir: string, impair
         if (!isAlive(pid)) throw new Error(`delayq exited: ${readIfExists(log).slice(-1000)}`);
         return readIfExists(log).includes("ready");
       }, { timeoutMs: DELAYQ_READY_TIMEOUT_MS });
-      for (const r of plan.rules) await ipt(["-A", IPT_CHAIN, ...r]);
+      for (const r of plan.rules) await ipt(r.command, ["-A", IPT_CHAIN, ...r.args]);
     }
   }
   return pids;
@@ -204,5 +223,6 @@ export async function applyImpairments(topo: LabTopology, labDir: string, impair
 export function describeImpairment(i: Impairment): string {
   const what =
     i.kind === "loss" ? `loss ${i.percent}%` : i.kind === "delay" ? `delay ${i.delayMs} ms${i.jitterMs > 0 ? ` +0-${i.jitterMs} ms jitter` : ""}` : i.kind;
-  return `${i.id}: ${i.target} ${what} ${i.proto} (${i.dir === "both" ? "both ways" : i.dir})${i.origin === "kill" ? " [gateway killed]" : ""}`;
+  const family = i.family === undefined ? "" : ` ${i.family} only`;
+  return `${i.id}: ${i.target} ${what} ${i.proto}${family} (${i.dir === "both" ? "both ways" : i.dir})${i.origin === "kill" ? " [gateway killed]" : ""}`;
 }

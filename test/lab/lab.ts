@@ -251,7 +251,7 @@ export interface LabStatus {
   namespaces: { name: string; role: string; exists: boolean }[];
   engines: { gateway: string; engine: GatewayEngine; pid: number | null; alive: boolean }[];
   services: { name: string; pid: number; alive: boolean }[];
-  gateways: { name: string; hostname: string; address: string; priority: number; region: string; wireguardPublicKey: string; ikeId: string; tlsPin: string }[];
+  gateways: { name: string; hostname: string; address: string; address6: string; priority: number; region: string; wireguardPublicKey: string; ikeId: string; tlsPin: string }[];
   addresses: Record<string, string>;
   impairments: (Impairment & { description: string })[];
 }
@@ -280,6 +280,9 @@ export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
       collector: topo.collector.address,
       corp: topo.corp.address,
       ...Object.fromEntries(topo.gateways.map((g) => [g.name, g.address])),
+      client6: topo.client.address6,
+      dns6: topo.dns.address6,
+      ...Object.fromEntries(topo.gateways.map((g) => [`${g.name}6`, g.address6])),
     },
     impairments: [],
   };
@@ -305,6 +308,7 @@ export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
       name: g.name,
       hostname: g.hostname,
       address: g.address,
+      address6: g.address6,
       priority: g.priority,
       region: g.region,
       wireguardPublicKey: s.secrets.gateways[g.name]?.wgPublicKey ?? "",

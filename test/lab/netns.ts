@@ -1,7 +1,7 @@
 /** Creates and destroys the lab's namespaces, links, addresses and routes (see topology.ts for the picture). */
 import { rmSync } from "node:fs";
 import { run, runOk, stopPids } from "./exec.ts";
-import { NS_PREFIX, UNDERLAY, type LabTopology } from "./topology.ts";
+import { NS_PREFIX, UNDERLAY, UNDERLAY6, UNDERLAY6_PREFIX_LEN, type LabTopology } from "./topology.ts";
 
 /** Runs `ip` commands in one namespace as a single batch (one process instead of dozens). */
 async function ipBatch(ns: string, lines: string[]): Promise<void> {
@@ -16,31 +16,41 @@ async function sysctl(ns: string, key: string, value: string): Promise<void> {
 export async function createNetwork(topo: LabTopology): Promise<void> {
   for (const ns of Object.values(topo.ns)) {
     await runOk("ip", ["netns", "add", ns]);
+    // No duplicate address detection on links created from here on: it holds each new link-local address
+    // "tentative" for about a second, and the first IPv6 packets after `up` waited for it (nothing else on a
+    // point-to-point veth could ever claim an address).
+    await sysctl(ns, "net.ipv6.conf.default.accept_dad", "0");
   }
   const r = topo.router.ns;
   const routerLines: string[] = ["link set lo up"];
-  const edges: { ifname: string; peerNs: string; routerAddr: string; peerAddr: string }[] = [
-    { ifname: "to-client", peerNs: topo.client.ns, routerAddr: topo.client.routerAddress, peerAddr: topo.client.address },
-    { ifname: "to-dns", peerNs: topo.dns.ns, routerAddr: topo.dns.routerAddress, peerAddr: topo.dns.address },
-    { ifname: "to-collector", peerNs: topo.collector.ns, routerAddr: topo.collector.routerAddress, peerAddr: topo.collector.address },
-    ...topo.gateways.map((g) => ({ ifname: g.routerSide.ifname, peerNs: g.ns, routerAddr: g.routerSide.address, peerAddr: g.address })),
+  const edges: { ifname: string; peerNs: string; routerAddr: string; peerAddr: string; routerAddr6: string; peerAddr6: string }[] = [
+    { ifname: "to-client", peerNs: topo.client.ns, routerAddr: topo.client.routerAddress, peerAddr: topo.client.address, routerAddr6: topo.client.routerAddress6, peerAddr6: topo.client.address6 },
+    { ifname: "to-dns", peerNs: topo.dns.ns, routerAddr: topo.dns.routerAddress, peerAddr: topo.dns.address, routerAddr6: topo.dns.routerAddress6, peerAddr6: topo.dns.address6 },
+    { ifname: "to-collector", peerNs: topo.collector.ns, routerAddr: topo.collector.routerAddress, peerAddr: topo.collector.address, routerAddr6: topo.collector.routerAddress6, peerAddr6: topo.collector.address6 },
+    ...topo.gateways.map((g) => ({ ifname: g.routerSide.ifname, peerNs: g.ns, routerAddr: g.routerSide.address, peerAddr: g.address, routerAddr6: g.routerSide.address6, peerAddr6: g.address6 })),
   ];
   // Each veth pair is created inside the router with its peer sent straight into the other namespace,
   // so no lab interface ever exists in the root namespace.
   for (const e of edges) {
     routerLines.push(`link add ${e.ifname} type veth peer name ul0 netns ${e.peerNs}`);
     routerLines.push(`addr add ${e.routerAddr}/24 dev ${e.ifname}`);
+    // nodad: duplicate address detection would hold the address "tentative" (unusable) for about a second,
+    // and nothing else on a point-to-point veth could ever claim it.
+    routerLines.push(`addr add ${e.routerAddr6}/${UNDERLAY6_PREFIX_LEN} dev ${e.ifname} nodad`);
     routerLines.push(`link set ${e.ifname} up`);
   }
   await ipBatch(r, routerLines);
   await sysctl(r, "net.ipv4.ip_forward", "1");
+  await sysctl(r, "net.ipv6.conf.all.forwarding", "1");
 
   for (const e of edges) {
     await ipBatch(e.peerNs, [
       "link set lo up",
       `addr add ${e.peerAddr}/24 dev ul0`,
+      `addr add ${e.peerAddr6}/${UNDERLAY6_PREFIX_LEN} dev ul0 nodad`,
       "link set ul0 up",
       `route add ${UNDERLAY} via ${e.routerAddr} dev ul0`,
+      `route add ${UNDERLAY6} via ${e.routerAddr6} dev ul0`,
     ]);
   }
 

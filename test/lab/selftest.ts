@@ -4,6 +4,7 @@
  * Leaves the lab as it found it (no client engine running, no impairment added).
  */
 import { setTimeout as sleep } from "node:timers/promises";
+import { run } from "./exec.ts";
 import * as lab from "./lab.ts";
 import { describeImpairment, type ImpairmentSpec } from "./impair.ts";
 import { logOf, PLAIN_LEGS, startPlain, type PlainLeg, type PlainTunnel } from "./plain/plain-clients.ts";
@@ -23,6 +24,8 @@ const DTLS_UP_RE = /Established DTLS connection|DTLS (connected|established)/;
 /** DTLS normally follows CSTP within milliseconds; openconnect's MTU detection can add up to about a second. */
 const DTLS_SETTLE_POLL_MS = 100;
 const DTLS_SETTLE_POLLS = 30;
+/** One echo or TCP connect across the lab's veths takes well under a millisecond; 1 s means it is not coming. */
+const REACH_TIMEOUT_S = 1;
 
 export interface LegRow {
   gateway: string;
@@ -143,8 +146,43 @@ async function blockedLeg(ctx: Ctx, name: string, spec: ImpairmentSpec, leg: Pla
   });
 }
 
-async function checks(ctx: Ctx): Promise<CheckRow[]> {
+/** Whether the client reaches `address` with one echo (family from the address). */
+async function pings(ctx: Ctx, address: string): Promise<boolean> {
+  const r = await run("ip", ["netns", "exec", ctx.topo.client.ns, "ping", address.includes(":") ? "-6" : "-4", "-c1", "-n", "-W", String(REACH_TIMEOUT_S), address]);
+  return r.code === 0;
+}
+
+/** Whether a TCP connection from the client to address:port is accepted (bash's /dev/tcp, any family). */
+async function tcpConnects(ctx: Ctx, address: string, port: number): Promise<boolean> {
+  const r = await run("ip", ["netns", "exec", ctx.topo.client.ns, "timeout", String(REACH_TIMEOUT_S), "bash", "-c", `exec 3<>/dev/tcp/${address}/${String(port)}`]);
+  return r.code === 0;
+}
+
+/** The IPv6 underlay: every gateway answers on it, and impairments cover it unless they name IPv4 only. */
+async function ipv6Checks(ctx: Ctx): Promise<CheckRow[]> {
   const rows: CheckRow[] = [];
+  for (const g of ctx.topo.gateways) {
+    const [echo, tls] = [await pings(ctx, g.address6), await tcpConnects(ctx, g.address6, 443)];
+    rows.push({ name: `${g.name} over IPv6: echo and ocserv's TCP 443 answer`, ok: echo && tls, measured: `echo ${echo ? "yes" : "no"}, tcp ${tls ? "yes" : "no"}`, expected: "both yes" });
+  }
+  const gw1 = gatewayByName(ctx.topo, "gw1");
+  rows.push(
+    await withImpairment(ctx, { kind: "block", target: "gw1", proto: "all", dir: "both" }, async () => {
+      const [v4, v6] = [await pings(ctx, gw1.address), await pings(ctx, gw1.address6)];
+      return { name: "gw1 block all: silent over IPv4 and IPv6", ok: !v4 && !v6, measured: `v4 ${v4 ? "answers" : "silent"}, v6 ${v6 ? "answers" : "silent"}`, expected: "both silent" };
+    }),
+  );
+  rows.push(
+    await withImpairment(ctx, { kind: "block", target: "gw1", proto: "all", dir: "both", family: "ipv4" }, async () => {
+      const [v4, v6] = [await pings(ctx, gw1.address), await tcpConnects(ctx, gw1.address6, 443)];
+      return { name: "gw1 block all ipv4: IPv4 silent, IPv6 answers", ok: !v4 && v6, measured: `v4 ${v4 ? "answers" : "silent"}, v6 tcp ${v6 ? "answers" : "silent"}`, expected: "v4 silent, v6 answers" };
+    }),
+  );
+  return rows;
+}
+
+async function checks(ctx: Ctx): Promise<CheckRow[]> {
+  const rows: CheckRow[] = [...(await ipv6Checks(ctx))];
   rows.push(await blockedLeg(ctx, "gw1 block wireguard: WireGuard fails", { kind: "block", target: "gw1", proto: "wireguard", dir: "both" }, "wireguard", "gw1"));
   rows.push(await blockedLeg(ctx, "gw1 block ike: IPsec fails", { kind: "block", target: "gw1", proto: "ike", dir: "both" }, "ikev2", "gw1"));
   rows.push(await blockedLeg(ctx, "gw1 block tls: AnyConnect fails", { kind: "block", target: "gw1", proto: "tls", dir: "both" }, "anyconnect-tls", "gw1"));

@@ -68,7 +68,8 @@ export function dnsmasqConf(topo: LabTopology, logFile: string): string {
     "log-queries",
   ];
   for (const g of topo.gateways) {
-    lines.push(`host-record=${g.hostname},${g.address}`);
+    // One host-record with both families: dnsmasq answers A and AAAA queries for the name.
+    lines.push(`host-record=${g.hostname},${g.address},${g.address6}`);
     const weight = 10;
     lines.push(`srv-host=${SRV_NAMES.wireguard},${g.hostname},${PORTS.wireguard},${g.priority},${weight}`);
     lines.push(`srv-host=${SRV_NAMES.ikev2},${g.hostname},${PORTS.ike},${g.priority},${weight}`);

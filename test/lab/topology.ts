@@ -6,12 +6,14 @@
  *                                  |
  *  detour-<id>-client --- detour-<id>-router --- detour-<id>-gw1 --\
  *   ul0 198.18.0.2        ("the internet")   --- detour-<id>-gw2 ---+-- detour-<id>-corp (198.19.0.1: HTTP + UDP echo)
- *                                  |         --- detour-<id>-gw3 --/
+ *       2001:db8:18::2             |         --- detour-<id>-gw3 --/
  *                         detour-<id>-collector (198.18.100.2, reserved)
  *
- * Underlay: 198.18.0.0/16 (RFC 2544 benchmarking range). Inner and corp networks: 198.19.0.0/16, the other half
- * of the same range, so nothing here can collide with a real network of the host. No namespace has a default
- * route, and the root namespace is never a hop.
+ * Underlay: dual-stack. IPv4 198.18.0.0/16 (RFC 2544 benchmarking range); IPv6 2001:db8:18::/48 (RFC 3849
+ * documentation range), one /64 per link mirroring the IPv4 /24 (198.18.N.0/24 is 2001:db8:18:N::/64). Inner
+ * and corp networks: 198.19.0.0/16 (IPv4 only: the tunnels carry IPv4), the other half of the benchmarking
+ * range, so nothing here can collide with a real network of the host. No namespace has a default route in
+ * either family, and the root namespace is never a hop.
  */
 
 export const NS_PREFIX = "detour-";
@@ -28,6 +30,13 @@ export const CORP_ECHO_PORT = 7;
 export const DNS_ADDRESS = "198.18.53.2";
 export const COLLECTOR_ADDRESS = "198.18.100.2";
 export const UNDERLAY = "198.18.0.0/16";
+/** The IPv6 underlay: the documentation prefix, so no packet of the lab could ever be routed anywhere real. */
+export const UNDERLAY6 = "2001:db8:18::/48";
+/** The IPv6 twin of 198.18.<subnet>.<host> (subnet and host in decimal, as in the IPv4 address). */
+export function underlay6(subnet: number, host: number): string {
+  return `2001:db8:18:${String(subnet)}::${String(host)}`;
+}
+export const UNDERLAY6_PREFIX_LEN = 64;
 
 export const PORTS = {
   wireguard: 51820,
@@ -47,9 +56,11 @@ export interface GatewayTopology {
   index: number;
   ns: string;
   hostname: string;
-  /** The gateway's public (underlay) address. */
+  /** The gateway's public (underlay) IPv4 address. */
   address: string;
-  routerSide: { ifname: string; address: string };
+  /** The gateway's public (underlay) IPv6 address: the same engines answer on it. */
+  address6: string;
+  routerSide: { ifname: string; address: string; address6: string };
   /** Transit link to corp: gateway side and corp side. */
   corpLink: { gwIfname: string; gwAddress: string; corpIfname: string; corpAddress: string };
   /**
@@ -69,10 +80,10 @@ export interface LabTopology {
   id: string;
   prefix: string;
   ns: Record<Role, string>;
-  client: { ns: string; ifname: string; address: string; routerAddress: string };
+  client: { ns: string; ifname: string; address: string; routerAddress: string; address6: string; routerAddress6: string };
   router: { ns: string };
-  dns: { ns: string; address: string; routerAddress: string };
-  collector: { ns: string; address: string; routerAddress: string };
+  dns: { ns: string; address: string; routerAddress: string; address6: string; routerAddress6: string };
+  collector: { ns: string; address: string; routerAddress: string; address6: string; routerAddress6: string };
   corp: { ns: string; address: string; network: string };
   gateways: GatewayTopology[];
   clientIkeId: string;
@@ -102,7 +113,8 @@ export function labTopology(id: string): LabTopology {
       ns: ns[name],
       hostname: `${name}.${DOMAIN}`,
       address: `198.18.${n}.2`,
-      routerSide: { ifname: `to-${name}`, address: `198.18.${n}.1` },
+      address6: underlay6(n, 2),
+      routerSide: { ifname: `to-${name}`, address: `198.18.${n}.1`, address6: underlay6(n, 1) },
       corpLink: { gwIfname: "corp0", gwAddress: `198.19.${200 + n}.1`, corpIfname: `to-${name}`, corpAddress: `198.19.${200 + n}.2` },
       insideAddress: `198.19.0.${10 + n}`,
       priority: 10 * n,
@@ -118,10 +130,10 @@ export function labTopology(id: string): LabTopology {
     id,
     prefix,
     ns,
-    client: { ns: ns.client, ifname: "ul0", address: "198.18.0.2", routerAddress: "198.18.0.1" },
+    client: { ns: ns.client, ifname: "ul0", address: "198.18.0.2", routerAddress: "198.18.0.1", address6: underlay6(0, 2), routerAddress6: underlay6(0, 1) },
     router: { ns: ns.router },
-    dns: { ns: ns.dns, address: DNS_ADDRESS, routerAddress: "198.18.53.1" },
-    collector: { ns: ns.collector, address: COLLECTOR_ADDRESS, routerAddress: "198.18.100.1" },
+    dns: { ns: ns.dns, address: DNS_ADDRESS, routerAddress: "198.18.53.1", address6: underlay6(53, 2), routerAddress6: underlay6(53, 1) },
+    collector: { ns: ns.collector, address: COLLECTOR_ADDRESS, routerAddress: "198.18.100.1", address6: underlay6(100, 2), routerAddress6: underlay6(100, 1) },
     corp: { ns: ns.corp, address: CORP_ADDRESS, network: CORP_NETWORK },
     gateways,
     clientIkeId: `client@${DOMAIN}`,

@@ -84,3 +84,19 @@ test("text-that-is-not-json-is-an-issue-not-a-crash", () => {
   assert.ok(!r.ok);
   assert.match(r.issues[0]?.message ?? "", /not valid JSON/);
 });
+
+test("a-gateway-address-may-be-ipv6-and-a-bad-one-is-named-by-its-path", () => {
+  const v6 = valid() as unknown as { gateways: { address: string }[] };
+  const gw = v6.gateways[0];
+  if (gw === undefined) throw new Error("no gateway");
+  gw.address = "2001:db8:18:1::2";
+  const ok = parseConfig(v6);
+  assert.ok(ok.ok, JSON.stringify(ok));
+  assert.equal(ok.config.gateways[0]?.address, "2001:db8:18:1::2");
+  for (const bad of ["2001:db8::1::2", "fe80::1%eth0", "[2001:db8::1]", "2001:db8::/64"]) {
+    gw.address = bad;
+    const r = parseConfig(v6);
+    assert.ok(!r.ok, bad);
+    assert.deepEqual(r.issues, [{ path: "gateways[0].address", message: "expected an IPv4 or IPv6 address such as 198.18.1.2 or 2001:db8:18:1::2" }], bad);
+  }
+});

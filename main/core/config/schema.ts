@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { LEG_KINDS } from "../connection/types.ts";
+import { isIpv4, isIpv6 } from "../ip-address.ts";
 
 const ipv4Octet = "(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
 const ipv4Re = new RegExp(`^${ipv4Octet}(\\.${ipv4Octet}){3}$`);
@@ -18,6 +19,13 @@ export const Ipv4Cidr = z
     const n = Number(len);
     return /^\d{1,2}$/.test(len) && n >= 0 && n <= 32;
   }, "expected an IPv4 prefix such as 198.19.0.0/24");
+/**
+ * A gateway's underlay address, either family. A union of zod's own formats, so the JSON Schema says
+ * `format: ipv4 | ipv6` for editors; the refine keeps the core's parser the single judge (no zone ids).
+ */
+export const IpAddress = z
+  .union([z.ipv4(), z.ipv6()], { error: "expected an IPv4 or IPv6 address such as 198.18.1.2 or 2001:db8:18:1::2" })
+  .refine((v) => isIpv4(v) || isIpv6(v), "expected an IPv4 or IPv6 address such as 198.18.1.2 or 2001:db8:18:1::2");
 export const Hostname = z.string().regex(hostnameRe, "expected a DNS hostname such as gw1.example.com");
 export const Port = z.number().int().min(1).max(65535);
 
@@ -71,7 +79,7 @@ export const Gateway = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, "expected a short lowercase name such as gw1 or fra-1"),
     hostname: Hostname,
-    address: Ipv4.optional().describe("known address; when absent the hostname is resolved"),
+    address: IpAddress.optional().describe("known address (IPv4 or IPv6); when absent the hostname is resolved (A and AAAA)"),
     priority: z.number().int().min(0).max(1000).describe("lower is preferred"),
     region: z.string().min(1).max(64),
     protocols: z

@@ -80,3 +80,12 @@ test("merge-unions-sources-and-configuration-wins", () => {
   assert.deepEqual(gw2.sources, ["config", "portal"]);
   assert.equal(m[3]?.address, "203.0.113.7", "portal-only gateway keeps the portal's address");
 });
+
+test("merge-keeps-both-families-of-the-source-that-gave-the-address", () => {
+  const both = { ipv4: "198.18.1.2", ipv6: "2001:db8:18:1::2" };
+  const configured = [gateway("gw1", 1, { address: null }), gateway("gw2", 2, { address: "198.18.2.2" })];
+  const dns = [gateway("gw1", 1, { address: both.ipv4, addresses: both, sources: ["dns"] }), gateway("gw2", 2, { address: "198.18.2.2", addresses: { ipv4: "198.18.2.2", ipv6: "2001:db8:18:2::2" }, sources: ["dns"] })];
+  const m = mergeCandidates(configured, dns, []);
+  assert.deepEqual(m[0]?.addresses, both, "DNS named gw1 by A and AAAA");
+  assert.equal(m[1]?.addresses, undefined, "a configured address pins gw2: DNS adds no second family");
+});

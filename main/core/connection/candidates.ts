@@ -95,7 +95,9 @@ const SOURCE_ORDER: readonly CandidateSource[] = ["config", "dns", "portal"];
 
 /**
  * Merges candidate lists by name: sources are unioned, configured values win over DNS and portal ones, and the
- * address comes from configuration, else DNS, else the portal. Order: configured first, then DNS, then portal.
+ * address comes from configuration, else DNS, else the portal, together with that source's addresses of both
+ * families (a configured address pins the gateway; DNS may name it by A and AAAA). Order: configured first,
+ * then DNS, then portal.
  */
 export function mergeCandidates(configured: readonly Candidate[], dns: readonly Candidate[], portal: readonly Candidate[]): Candidate[] {
   const byName = new Map<string, Candidate[]>();
@@ -114,10 +116,12 @@ export function mergeCandidates(configured: readonly Candidate[], dns: readonly 
     const kinds: LegKind[] = [];
     // Kinds come from the most authoritative list that names any, so a portal cannot add protocols to a configured gateway.
     for (const k of all.find((c) => c.kinds.length > 0)?.kinds ?? []) if (!kinds.includes(k)) kinds.push(k);
+    const addressed = all.find((c) => c.address !== null);
     out.push({
       name,
       hostname: first.hostname,
-      address: all.find((c) => c.address !== null)?.address ?? null,
+      address: addressed?.address ?? null,
+      ...(addressed?.addresses === undefined ? {} : { addresses: { ...addressed.addresses } }),
       priority: first.priority,
       region: first.region,
       kinds,

@@ -15,3 +15,9 @@ test("a-pushed-prefix-covering-a-gateway-or-the-default-route-is-refused-with-a-
   assert.match(r.rejected[0]?.reason ?? "", /gateway's own address/);
   assert.match(r.rejected[1]?.reason ?? "", /full tunnel/);
 });
+
+test("an-ipv6-gateway-address-is-never-captured-by-ipv4-routes", () => {
+  const plan = routesForLeg(["198.19.0.0/24"], ["198.19.1.0/24"], ["2001:db8:18:1::2", "198.18.2.2"]);
+  assert.deepEqual(plan.routes, ["198.19.0.0/24", "198.19.1.0/24"]);
+  assert.deepEqual(plan.rejected, []);
+});

@@ -2,6 +2,7 @@
  * The vocabulary of the connection core: legs, candidates, race records, the inputs the daemon feeds the
  * state machine and the effects it gets back. Pure data; time is always an input (epoch milliseconds).
  */
+import type { IpFamily } from "../ip-address.ts";
 import type { EngineErrorCode, TunnelConfig } from "../tunnel/engine-types.ts";
 
 /** One way to reach a gateway: WireGuard, IKEv2, or AnyConnect with or without DTLS. */
@@ -24,13 +25,39 @@ export interface CandidateProbe {
   latencyMs: number | null;
   /** Per leg kind: reachable, unreachable, or unknown (UDP protocols that cannot be probed without a handshake). */
   reachable: Partial<Record<LegKind, "yes" | "no" | "unknown">>;
+  /**
+   * The address these results are for: with both families known, the one address-family.ts's policy chose
+   * (the daemon makes it the candidate's `address`). Absent when the candidate had no address.
+   */
+  address?: string;
+  /** What each family's probe saw, when the candidate has addresses of both (diagnostics, status). */
+  families?: Partial<Record<IpFamily, FamilyProbe>>;
+}
+
+/** One address family's outside-the-tunnel probe of a candidate. */
+export interface FamilyProbe {
+  address: string;
+  /** The gateway's host answered on this family (a TCP SYN-ACK or RST): the path works. */
+  works: boolean;
+  /** TCP connect time (or time to the RST), null after silence. */
+  latencyMs: number | null;
+  /** How many of the candidate's leg kinds this family's probe did not rule out ("yes" or "unknown"). */
+  usableKinds: number;
+}
+
+/** Every underlay address known for a gateway, one per family (configured, or DNS A/AAAA, or the portal's). */
+export interface CandidateAddresses {
+  ipv4: string | null;
+  ipv6: string | null;
 }
 
 export interface Candidate {
   name: string;
   hostname: string;
-  /** Underlay address to connect to, once known (configured, or resolved). */
+  /** Underlay address legs connect to, once known (configured, or resolved): one of `addresses`. */
   address: string | null;
+  /** Both families' addresses when discovery found them; absent means `address` is the only one. */
+  addresses?: CandidateAddresses;
   priority: number;
   region: string;
   kinds: LegKind[];

@@ -101,6 +101,13 @@ test("every-field-is-typed-and-validated", () => {
   assert.equal(decodeHandback(encodeHandback(withEntry("INTERNAL_IP4_MTU", ""))).mtu, null);
 });
 
+test("the-gateway-may-have-been-reached-over-ipv6", () => {
+  // openconnect connected to https://[2001:db8:18:1::2]:443/: the underlay address is IPv6, the tunnel IPv4.
+  const r = decodeHandback(encodeHandback(withEntry("VPNGATEWAY", "2001:db8:18:1::2")));
+  assert.equal(r.gateway, "2001:db8:18:1::2");
+  rejects(encodeHandback(withEntry("VPNGATEWAY", "2001:db8::1::2")), "invalid-field", "VPNGATEWAY");
+});
+
 test("the-real-script-hands-back-what-openconnect-passes", () => {
   const vars = Object.fromEntries(CONNECT);
   const r = runScript(vars);

@@ -3,6 +3,7 @@
  * "detour-handback-1 <hex of NUL-terminated KEY=value entries>\n", decoded into validated, typed values.
  * Every value comes from the gateway, so every field is checked and anything else is a typed error.
  */
+import { isIpv6 } from "../../../main/core/ip-address.ts";
 
 export const HANDBACK_MAGIC = "detour-handback-1";
 /** The env var that names the record file; the driver sets it in openconnect's (clean) environment. */
@@ -32,7 +33,7 @@ export interface Handback {
   splitIncludes: string[];
   /** One or more DNS search domains, space-separated as openconnect passes them. */
   defaultDomain: string | null;
-  /** The underlay address openconnect connected to. */
+  /** The underlay address openconnect connected to, either family. */
   gateway: string | null;
 }
 
@@ -174,7 +175,8 @@ function fromVars(vars: Map<string, string>): Handback {
   }
 
   const gwRaw = get("VPNGATEWAY");
-  const gateway = gwRaw === null ? null : ipv4("VPNGATEWAY", gwRaw);
+  // The underlay address: IPv6 when openconnect connected over IPv6 (the tunnel's inner address stays IPv4).
+  const gateway = gwRaw === null ? null : isIpv6(gwRaw) ? gwRaw : ipv4("VPNGATEWAY", gwRaw);
 
   const countRaw = get("CISCO_SPLIT_INC");
   let count = 0;

@@ -9,6 +9,7 @@
  *             deadline → timeout, abort or stop() → cancelled; whatever was started is torn down first.
  */
 import { spawn } from "node:child_process";
+import { isIPv6 } from "node:net";
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join, normalize } from "node:path";
@@ -87,7 +88,7 @@ function validateSpec(spec: AnyConnectSpec): void {
   if (!runtime.workDir.startsWith("/") || normalize(runtime.workDir).split("/").filter((x) => x !== "").length < 2) {
     throw bad("workDir must be an absolute path at least two levels deep");
   }
-  if (!(isIpv4(gateway.address) || HOST_RE.test(gateway.address))) throw bad(`gateway address "${gateway.address}" is not an IPv4 address or host name`);
+  if (!(isIpv4(gateway.address) || isIPv6(gateway.address) || HOST_RE.test(gateway.address))) throw bad(`gateway address "${gateway.address}" is not an IP address or host name`);
   if (!(Number.isInteger(params.port) && params.port > 0 && params.port < 65536)) throw bad(`port ${params.port} is out of range`);
   if (!PIN_RE.test(params.pin)) throw bad("the TLS pin is not pin-sha256:<base64> (or sha1:/sha256: hex)");
   if (!USER_RE.test(credentials.username)) throw bad("the user name is empty, has spaces or starts with '-'");
@@ -102,8 +103,14 @@ function isAborted(signal: AbortSignal): boolean {
   return signal.aborted;
 }
 
-function gatewayUrl(spec: AnyConnectSpec): string {
-  return `https://${spec.gateway.address}:${spec.params.port}/`;
+/**
+ * The server URL openconnect connects to; an IPv6 literal goes in brackets (RFC 3986). openconnect then has no
+ * host name to check the certificate against, which does not matter: --servercert pins the key, and a pinned
+ * key is accepted whatever names the certificate carries.
+ */
+export function gatewayUrl(spec: Pick<AnyConnectSpec, "gateway" | "params">): string {
+  const host = isIPv6(spec.gateway.address) ? `[${spec.gateway.address}]` : spec.gateway.address;
+  return `https://${host}:${String(spec.params.port)}/`;
 }
 
 /** Which error code the output explains, when it explains one. */

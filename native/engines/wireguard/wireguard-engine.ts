@@ -17,6 +17,7 @@ import { isAlive } from "../../platform/process-tree.linux.ts";
 import { CommandError, run } from "../../platform/run.ts";
 import { EngineProcess, type ProcessExit } from "../engine-process.ts";
 import { EngineError, EventHub, type LivenessSpec, type TunnelEngine, type WireGuardSpec } from "../engine.ts";
+import { hostPort } from "../../../main/core/ip-address.ts";
 import type { Secret } from "../../../main/core/secret.ts";
 import { UapiError, encodeSet, isCidr, isIpAddress, lastHandshakeMs, type UapiDump } from "./uapi-codec.ts";
 import { UapiClient, uapiSocketPath } from "./uapi-client.ts";
@@ -75,6 +76,11 @@ class StartGuard {
     this.#done = true;
     clearTimeout(this.#timer);
   }
+}
+
+/** The UAPI endpoint of a gateway: `address:port`, or `[address]:port` for IPv6 (wireguard-go's syntax). */
+export function wireguardEndpoint(address: string, port: number): string {
+  return hostPort(address, port);
 }
 
 export class WireGuardEngine implements TunnelEngine {
@@ -205,7 +211,7 @@ export class WireGuardEngine implements TunnelEngine {
     if (liveness !== null && !(Number.isInteger(liveness.intervalMs) && liveness.intervalMs >= MIN_LIVENESS_INTERVAL_MS && Number.isInteger(liveness.misses) && liveness.misses >= 1)) {
       throw bad(`liveness needs intervalMs >= ${MIN_LIVENESS_INTERVAL_MS} and misses >= 1`);
     }
-    const endpoint = gateway.address.includes(":") ? `[${gateway.address}]:${params.port}` : `${gateway.address}:${params.port}`;
+    const endpoint = wireguardEndpoint(gateway.address, params.port);
     try {
       return encodeSet({
         privateKey: this.#spec.credentials.privateKey,
