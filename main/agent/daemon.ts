@@ -42,6 +42,13 @@ export interface DaemonOptions {
 
 /** DNS and portal answers are round trips to nearby servers; past this a slow source is skipped. */
 const DISCOVERY_TIMEOUT_MS = 2000;
+/** The network's key is two `ip` calls and a file read; a connect waits for a lookup in flight at most this long. */
+const NETWORK_KEY_WAIT_MS = 200;
+/**
+ * With a warm candidate list the race needs nothing new, so the refresh waits this long: DNS lookups and port
+ * probes (a dozen processes and sockets) would otherwise compete with the race's engines for the CPU.
+ */
+const DISCOVERY_AFTER_CONNECT_MS = 2000;
 /** Port probes decide ranking, not reachability (the race decides that); a silent port must not stall rechecks. */
 const PROBE_TIMEOUT_MS = 1000;
 /** Policy-routing tables and rule preferences for legs: below kernel-libipsec's 220, above the main rules. */
@@ -92,6 +99,8 @@ export class Daemon {
   #killSwitch: string | undefined = undefined;
   /** Null when no collector is configured; the tunnel's numbers are still in status. */
   #telemetry: Telemetry | null = null;
+  #discoveryTimer: NodeJS.Timeout | null = null;
+  #networkKeyPending: Promise<void> | null = null;
 
   constructor(opts: DaemonOptions) {
     this.#opts = opts;
@@ -212,7 +221,15 @@ export class Daemon {
   }
 
   /** Which network this is, so the race can start with what won here last time. */
-  async #refreshNetworkKey(): Promise<void> {
+  #refreshNetworkKey(): Promise<void> {
+    const p = this.#lookUpNetworkKey().finally(() => {
+      if (this.#networkKeyPending === p) this.#networkKeyPending = null;
+    });
+    this.#networkKeyPending = p;
+    return p;
+  }
+
+  async #lookUpNetworkKey(): Promise<void> {
     const towards = this.#ctx.gateways.find((c) => c.address !== null)?.address;
     if (towards == null) return;
     try {
@@ -249,7 +266,7 @@ export class Daemon {
    * its own packets go to gateway endpoints, which the kill switch allows anyway, so failing closed costs the
    * attempt no time; what the answer guarantees is that nothing leaves outside a tunnel from then on.
    */
-  connect(): Promise<void> {
+  async connect(): Promise<void> {
     this.refreshKillSwitch("resolving");
     const inForce = new Promise<void>((resolve) => {
       this.#routeOp(() => {
@@ -257,6 +274,14 @@ export class Daemon {
         return Promise.resolve();
       });
     });
+    // Which network this is decides which leg goes first; a lookup still under way (just started, or just
+    // disconnected) is worth a few milliseconds, never more than NETWORK_KEY_WAIT_MS.
+    const pending = this.#networkKeyPending;
+    if (pending !== null) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([pending, new Promise<void>((r) => (timer = setTimeout(r, NETWORK_KEY_WAIT_MS)))]);
+      clearTimeout(timer);
+    }
     this.dispatch({ type: "connect", now: Date.now() });
     return inForce;
   }
@@ -275,6 +300,8 @@ export class Daemon {
     }
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
+    if (this.#discoveryTimer !== null) clearTimeout(this.#discoveryTimer);
+    this.#discoveryTimer = null;
     await this.#routeChain;
     if (this.#routesOn !== null || this.#appliedRoutes.size > 0) await clearProtectedRoutes([...this.#appliedRoutes, ...this.#opts.config.protectedRoutes]).catch(() => undefined);
     restoreDns(this.#dns);
@@ -318,7 +345,9 @@ export class Daemon {
       this.#opts.log.error("kill switch policy failed", { err });
       return;
     }
-    const key = JSON.stringify(rules);
+    // The state only labels the rules: resolving -> racing must not rebuild an identical table (each apply costs
+    // tens of milliseconds that the race's route change would wait behind).
+    const key = rules === null ? "off" : JSON.stringify(Object.entries(rules).filter(([k]) => k !== "state"));
     if (key === this.#killSwitch) return;
     this.#killSwitch = key;
     this.#routeOp(async () => {
@@ -449,8 +478,16 @@ export class Daemon {
     const phase = snapshot(this.#state, Date.now()).state;
     const configured = this.#ctx.gateways;
     if (phase === "resolving" && configured.every((c) => c.address !== null)) {
-      this.dispatch({ type: "candidates", now: Date.now(), candidates: this.#candidates.length > 0 ? this.#candidates : configured });
-      this.#track(this.#discover());
+      const warm = this.#candidates.length > 0;
+      this.dispatch({ type: "candidates", now: Date.now(), candidates: warm ? this.#candidates : configured });
+      if (!warm) {
+        this.#track(this.#discover());
+      } else if (this.#discoveryTimer === null) {
+        this.#discoveryTimer = setTimeout(() => {
+          this.#discoveryTimer = null;
+          this.#track(this.#discover());
+        }, DISCOVERY_AFTER_CONNECT_MS);
+      }
       return;
     }
     const candidates = await this.#discover();

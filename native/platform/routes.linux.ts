@@ -217,14 +217,12 @@ export async function removeLegSource(s: LegSource): Promise<void> {
 export async function applyProtectedRoutes(p: ProtectedRoutes): Promise<void> {
   const table = p.table ?? PROTECTED_TABLE;
   planProtectedBatch(p.ifname, p.routes, table); // validate before touching anything
-  const batch = planProtectedBatch(p.ifname, p.routes, table, await routesIn(table, p.netns));
-  await ensureProtectedRule(table, p.netns);
+  // One read of each in parallel and one batch: a failover's route change is on the outage's clock, and every
+  // `ip` process costs milliseconds. The routes go in before the rule that sends lookups to them.
+  const [present, rules] = await Promise.all([routesIn(table, p.netns), rulesAt(PROTECTED_RULE_PREF, p.netns)]);
+  let batch = planProtectedBatch(p.ifname, p.routes, table, present);
+  if (!rules.some((r) => r.src === "all" && r.table === String(table))) batch += `rule add ${protectedRuleArgs(table).join(" ")}\n`;
   if (batch !== "") await ip(p.netns, ["-4", "-batch", "-"], batch);
-}
-
-async function ensureProtectedRule(table: number, netns: string | undefined): Promise<void> {
-  const present = (await rulesAt(PROTECTED_RULE_PREF, netns)).some((r) => r.src === "all" && r.table === String(table));
-  if (!present) await ip(netns, ["-4", "rule", "add", ...protectedRuleArgs(table)]);
 }
 
 /**

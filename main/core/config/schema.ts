@@ -132,8 +132,13 @@ export const RacePolicy = z
     staggerMs: z.number().int().min(100).max(2000).default(250),
     /** A leg with no verdict by then counts as failed; WireGuard never reports failure by itself. */
     legDeadlineMs: z.number().int().min(500).max(60_000).default(5000),
-    /** Protocol order within a gateway; TLS-only AnyConnect before DTLS, so a UDP-hostile network costs no DTLS wait. */
-    order: z.array(z.enum(LEG_KINDS)).min(1).default(["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"]),
+    /**
+     * Protocol order within a gateway. Transports interleave the way RFC 8305 interleaves address families:
+     * WireGuard (UDP), then AnyConnect over TLS (TCP), then IKEv2 and DTLS (UDP again), so a network that drops
+     * all UDP costs one stagger, not two, before a leg that can work starts; on a healthy network WireGuard has
+     * answered long before the second leg would start.
+     */
+    order: z.array(z.enum(LEG_KINDS)).min(1).default(["wireguard", "anyconnect-tls", "ikev2", "anyconnect-dtls"]),
     /** How many of the best-ranked gateways take part in one race. */
     maxGateways: z.number().int().min(1).max(16).default(3),
   })
@@ -248,7 +253,7 @@ export const DetourConfig = z
       })
       .strict()
       .optional(),
-    race: RacePolicy.default({ staggerMs: 250, legDeadlineMs: 5000, order: ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"], maxGateways: 3 }),
+    race: RacePolicy.default({ staggerMs: 250, legDeadlineMs: 5000, order: ["wireguard", "anyconnect-tls", "ikev2", "anyconnect-dtls"], maxGateways: 3 }),
     health: HealthPolicy.default({ probeIntervalMs: 25, probeTimeoutMs: 1000, deadAfterMs: 300, brownout: { lossPct: 25, rttMs: null, windowMs: 5000, holdMs: 3000 } }),
     standby: StandbyPolicy.default({ mode: "on", probeIntervalMs: 250, freshMs: 750 }),
     retry: RetryPolicy.default({ initialMs: 1000, maxMs: 30_000 }),

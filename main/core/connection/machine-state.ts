@@ -71,6 +71,8 @@ export interface StandbyState {
   leg: StandbyLeg | null;
   race: RaceState | null;
   checkAt: number | null;
+  /** Gateways the next standby race leaves out (the one just failed away from); cleared once a standby is raised. */
+  avoid: string[];
 }
 
 export interface ConnectedState {

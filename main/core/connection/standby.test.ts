@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Sim, context, gateway, seededRandom } from "./harness.test.ts";
-import { STANDBY_CHECK_MS, STANDBY_RETRY_MS, STANDBY_STALE_FACTOR, planStandby } from "./standby.ts";
+import { STANDBY_CHECK_MS, STANDBY_RAISE_DELAY_MS, STANDBY_RETRY_MS, STANDBY_STALE_FACTOR, planStandby } from "./standby.ts";
 import { initialState } from "./machine.ts";
 import type { Candidate, Leg, LegKind } from "./types.ts";
 
@@ -79,7 +79,9 @@ test("the-standby-is-promoted-by-a-route-change-when-the-active-gateway-dies", (
   // The promoted leg is now probed at the active rate, and a new standby avoids the gateway just left.
   const restarts = s.effectsOf("start-monitor").filter((m) => m.legId === standbyId).map((m) => m.role);
   assert.deepEqual(restarts, ["standby", "active"]);
-  s.runUntil(s.now + 1000);
+  s.runUntil(s.now + STANDBY_RAISE_DELAY_MS - 10);
+  assert.equal(s.snapshot().standby, null, "the next standby waits while the new tunnel settles");
+  s.runUntil(s.now + 500);
   const next = s.snapshot().standby;
   assert.equal(next?.gateway, "gw3", "the dead gateway is not the new standby");
   assert.equal(next.protocol, "wireguard", "reached another way than the new active (IKEv2)");
@@ -118,8 +120,7 @@ test("disconnect-tears-the-standby-down-with-everything-else", () => {
 
 test("a-failed-standby-race-retries-later-not-in-a-loop", () => {
   const s = sim({ gw2Fails: true });
-  // Only gw2 and gw3 exist besides gw1: make gw3 refuse too by removing it from the candidates.
-  s.runUntil(1000);
+  s.runUntil(2000);
   const sb = s.snapshot().standby;
   assert.equal(sb?.gateway, "gw3", "gw2's legs fail, the standby race moves on to gw3");
   const s2 = new Sim({
@@ -128,7 +129,7 @@ test("a-failed-standby-race-retries-later-not-in-a-loop", () => {
     legs: (leg) => (leg.gateway === "gw2" ? { fail: 40, code: "unreachable" } : { up: 100 }),
   });
   s2.send({ type: "connect" });
-  s2.runUntil(1000);
+  s2.runUntil(2000);
   assert.equal(s2.snapshot().standby, null);
   const standbyRaces = (): number => s2.events.filter((e) => e.type === "race-started" && e.reason === "standby").length;
   assert.equal(standbyRaces(), 1);

@@ -15,6 +15,12 @@ import type { Effect, Leg, ProbeSample } from "./types.ts";
  * often enough to have a standby again soon after a gateway returns, rarely enough not to churn engines.
  */
 export const STANDBY_RETRY_MS = 10_000;
+/**
+ * A new standby is raised this long after the active tunnel took over, not at once: its engine start (charon's
+ * above all) costs CPU exactly while the new tunnel's routes go in and its first packets flow. A second later
+ * nobody notices, and a failure inside that second still has the failover race.
+ */
+export const STANDBY_RAISE_DELAY_MS = 1_000;
 /** How often an up standby is checked for staleness; a check costs nothing but a look at its last reply. */
 export const STANDBY_CHECK_MS = 2_000;
 /**
@@ -36,7 +42,14 @@ export interface StandbyStep {
 }
 
 export function standbyIdle(): StandbyState {
-  return { leg: null, race: null, checkAt: null };
+  return { leg: null, race: null, checkAt: null, avoid: [] };
+}
+
+/** Arms the first standby race for `STANDBY_RAISE_DELAY_MS` from now (nothing when one is up or off). */
+export function standbyScheduleRaise(sb: StandbyState, avoid: readonly string[], now: number, ctx: StandbyContext): { standby: StandbyState; effects: Effect[] } {
+  if (ctx.standby.mode === "off" || sb.leg !== null || sb.race !== null) return { standby: sb, effects: [] };
+  const effects: Effect[] = [];
+  return { standby: schedule({ ...sb, avoid: [...avoid] }, now + STANDBY_RAISE_DELAY_MS, effects), effects };
 }
 
 /** The standby's race runs beside a possible recover race, so its stagger timer has a name of its own. */
@@ -61,7 +74,8 @@ function standbyHealthPolicy(ctx: StandbyContext): HealthPolicy {
 /**
  * Legs for a standby: gateways other than the active one (and than `avoid`, e.g. the one just failed away from),
  * in ranked order; within each gateway, kinds other than the active leg's first, so the standby is reached
- * another way and one blocked protocol cannot take both tunnels down.
+ * another way and one blocked protocol cannot take both tunnels down; datagram protocols before TLS, because
+ * the standby becomes the active tunnel and TCP inside TCP suffers under loss.
  */
 export function planStandby(shared: Shared, active: Leg, avoid: readonly string[], policy: RacePolicy): { legs: Leg[]; shared: Shared } {
   const exclude = [active.gateway, ...avoid].map((gateway) => ({ gateway }));
@@ -69,8 +83,8 @@ export function planStandby(shared: Shared, active: Leg, avoid: readonly string[
   const order: string[] = [];
   for (const l of planned.legs) if (!order.includes(l.gateway)) order.push(l.gateway);
   const legs = order.flatMap((gw) => {
-    const mine = planned.legs.filter((l) => l.gateway === gw);
-    return [...mine.filter((l) => l.kind !== active.kind), ...mine.filter((l) => l.kind === active.kind)];
+    const rank = (l: Leg): number => (l.kind === active.kind ? 2 : l.kind === "anyconnect-tls" ? 1 : 0);
+    return planned.legs.filter((l) => l.gateway === gw).sort((a, b) => rank(a) - rank(b));
   });
   return { legs, shared: planned.shared };
 }
@@ -78,12 +92,12 @@ export function planStandby(shared: Shared, active: Leg, avoid: readonly string[
 /** Starts a standby race when the policy wants one and none is up or coming; otherwise retries later. */
 export function standbyRaise(sb: StandbyState, shared0: Shared, active: Leg, avoid: readonly string[], now: number, ctx: StandbyContext): StandbyStep {
   if (ctx.standby.mode === "off" || sb.leg !== null || sb.race !== null) return { standby: sb, shared: shared0, effects: [] };
-  const planned = planStandby(shared0, active, avoid, ctx.race);
+  const planned = planStandby(shared0, active, [...new Set([...sb.avoid, ...avoid])], ctx.race);
   const effects: Effect[] = [];
-  if (planned.legs.length === 0) return { standby: schedule(sb, now + STANDBY_RETRY_MS, effects), shared: planned.shared, effects };
+  if (planned.legs.length === 0) return { standby: schedule({ ...sb, avoid: [] }, now + STANDBY_RETRY_MS, effects), shared: planned.shared, effects };
   const { id, shared } = nextRaceId(planned.shared);
   const r = raceStart(id, planned.legs, "standby", now, ctx.race);
-  return { standby: { ...sb, race: r.race, checkAt: null }, shared, effects: retime(r.effects) };
+  return { standby: { ...sb, race: r.race, checkAt: null, avoid: [] }, shared, effects: retime(r.effects) };
 }
 
 /** Whether the leg id belongs to the standby (its race's legs or the standby tunnel itself). */
@@ -101,7 +115,7 @@ export function standbyOnLegUp(sb: StandbyState, legId: string, config: TunnelCo
   const health: HealthState = { ...healthStart(now), lastReplyAt: firstReplyAt };
   const leg: StandbyLeg = { leg: winner, config, upAt: now, firstReplyAt, health };
   effects.push({ type: "start-monitor", legId: winner.id, role: "standby" }, ...raceEndedEffects(r.race, now));
-  return { standby: schedule({ leg, race: null, checkAt: null }, now + STANDBY_CHECK_MS, effects), effects };
+  return { standby: schedule({ leg, race: null, checkAt: null, avoid: [] }, now + STANDBY_CHECK_MS, effects), effects };
 }
 
 export function standbyOnLegFailed(sb: StandbyState, legId: string, code: Parameters<typeof raceOnLegFailed>[2], message: string, now: number, ctx: StandbyContext): { standby: StandbyState; effects: Effect[] } {

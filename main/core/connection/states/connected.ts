@@ -18,7 +18,7 @@ import {
   standbyOnProbe,
   standbyOnStagger,
   standbyOwns,
-  standbyRaise,
+  standbyScheduleRaise,
   standbyTeardown,
   type StandbyContext,
 } from "../standby.ts";
@@ -98,8 +98,8 @@ function connectedState(
 
 /**
  * A leg won a race, or the standby was promoted. Routes move to it first; only then is the previous leg (if any)
- * torn down, so traffic never has a moment without a tunnel (make-before-break). Then a standby is raised, if
- * none came along, avoiding the gateway just left.
+ * torn down, so traffic never has a moment without a tunnel (make-before-break). A standby is raised shortly
+ * after, if none came along, avoiding the gateway just left.
  */
 export function enter(shared0: Shared, now: number, ctx: MachineContext, e: NewLegEntry): Outcome {
   const health = healthStart(now);
@@ -112,8 +112,8 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: NewL
   const effects: Effect[] = [{ type: "apply-routes", legId: e.active.leg.id }];
   if (e.previous !== null) effects.push({ type: "stop-monitor", legId: e.previous.leg.id }, { type: "stop-leg", legId: e.previous.leg.id });
   const avoid = e.previous === null || e.failover === null ? [] : [e.previous.leg.gateway];
-  const sb = standbyRaise(e.standby ?? standbyIdle(), shared1, e.active.leg, avoid, now, standbyContext(ctx));
-  const state = connectedState(sb.shared, e.active, health, now, ctx, null, sb.standby);
+  const sb = standbyScheduleRaise(e.standby ?? standbyIdle(), avoid, now, standbyContext(ctx));
+  const state = connectedState(shared1, e.active, health, now, ctx, null, sb.standby);
   effects.push(
     ...e.raceEffects,
     { type: "start-monitor", legId: e.active.leg.id, role: "active" },
@@ -131,8 +131,8 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: NewL
 export function enterResume(shared0: Shared, now: number, ctx: MachineContext, e: ResumeEntry): Outcome {
   const shared: Shared = { ...shared0, since: now, lastFailover: e.failover, lastRace: e.race === null ? shared0.lastRace : raceRecord(e.race) };
   const health = healthEvaluate(e.health, now, ctx.policy.health);
-  const sb = standbyRaise(standbyIdle(), shared, e.active.leg, [], now, standbyContext(ctx));
-  const state = connectedState(sb.shared, e.active, health, now, ctx, now + BROWNOUT_RETRY_AFTER_MS, sb.standby);
+  const sb = standbyScheduleRaise(standbyIdle(), [], now, standbyContext(ctx));
+  const state = connectedState(shared, e.active, health, now, ctx, now + BROWNOUT_RETRY_AFTER_MS, sb.standby);
   return {
     state,
     effects: [
