@@ -27,9 +27,9 @@ const STREAM_MS = 5000;
 const IDLE_MEASURE_MS = 10_000;
 const POLL_MS = 50;
 
-type Status = Awaited<ReturnType<ControlClient["status"]>>;
+export type Status = Awaited<ReturnType<ControlClient["status"]>>;
 
-async function waitState(c: ControlClient, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status | null> {
+export async function waitState(c: ControlClient, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status | null> {
   const until = Date.now() + timeoutMs;
   for (let i = 0; i < timeoutMs / POLL_MS + 1 && Date.now() < until; i++) {
     const s = await c.status();

@@ -7,6 +7,8 @@ test("median-and-quartiles-interpolate-between-runs", () => {
   assert.equal(s.median, 25);
   assert.equal(s.p25, 17.5);
   assert.equal(s.p75, 32.5);
+  assert.equal(s.p10, 13);
+  assert.equal(s.p90, 37);
   assert.deepEqual([s.min, s.max, s.n], [10, 40, 4]);
 });
 

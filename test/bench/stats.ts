@@ -3,8 +3,10 @@
 export interface Summary {
   n: number;
   median: number;
+  p10: number;
   p25: number;
   p75: number;
+  p90: number;
   min: number;
   max: number;
 }
@@ -21,7 +23,7 @@ function quantile(sorted: readonly number[], q: number): number {
 
 export function summarize(values: readonly number[]): Summary {
   const s = [...values].filter(Number.isFinite).sort((a, b) => a - b);
-  return { n: s.length, median: quantile(s, 0.5), p25: quantile(s, 0.25), p75: quantile(s, 0.75), min: s[0] ?? NaN, max: s[s.length - 1] ?? NaN };
+  return { n: s.length, median: quantile(s, 0.5), p10: quantile(s, 0.1), p25: quantile(s, 0.25), p75: quantile(s, 0.75), p90: quantile(s, 0.9), min: s[0] ?? NaN, max: s[s.length - 1] ?? NaN };
 }
 
 export function fmtMs(v: number): string {
