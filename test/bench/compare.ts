@@ -184,6 +184,8 @@ async function detourFailover(b: Bench): Promise<{ outageMs: number; lost: numbe
     await c.connect();
     const up = await waitState(c, (s) => s.state === "connected", CONNECT_DEADLINE_MS);
     if (up?.gateway == null) return null;
+    // A user who has been connected for a moment has a warm standby; wait for it (bounded) like they would.
+    await waitState(c, (s) => s.standby !== null, CONNECT_DEADLINE_MS);
     return await streamAcrossKill(b, up.gateway);
   } finally {
     await c.disconnect();

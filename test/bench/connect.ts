@@ -78,6 +78,8 @@ async function failoverRun(c: ControlClient, probe: ProbeClient, topo: LabTopolo
   const up = await waitState(c, (s) => s.state === "connected", RUN_DEADLINE_MS);
   if (up === null || up.gateway === null) return null;
   const active = up.gateway;
+  // A user who has been connected for a moment has a warm standby; wait for it (bounded) like they would.
+  await waitState(c, (s) => s.standby !== null, RUN_DEADLINE_MS);
   const failoversBefore = up.lastFailover?.detectedAt ?? 0;
   const stream = probe.stream({ host: topo.corp.address, port: CORP_ECHO_PORT, ratePerSec: STREAM_RATE, durationMs: STREAM_MS });
   await sleep(STREAM_LEAD_MS);
