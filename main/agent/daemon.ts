@@ -10,7 +10,7 @@ import { initialState, snapshot, step, type MachineContext, type MachineState } 
 import { emptyMemory, parseMemory, recall, remember, type NetworkMemory } from "../core/connection/network-memory.ts";
 import { routesForLeg } from "../core/connection/route-policy.ts";
 import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
-import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, Effect, FailoverRecord, Leg, MachineInput, RaceRecord, TimerId } from "../core/connection/types.ts";
+import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, DrillResult, Effect, FailoverRecord, Leg, MachineInput, RaceRecord, TimerId } from "../core/connection/types.ts";
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
 import { createEngine } from "../../native/engines/create-engine.ts";
 import { isEngineError, type TunnelEngine } from "../../native/engines/engine.ts";
@@ -19,6 +19,7 @@ import { applyKillSwitch } from "../../native/platform/firewall.linux.ts";
 import { networkId } from "../../native/platform/netid.linux.ts";
 import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource } from "../../native/platform/routes.linux.ts";
 import { discoverCandidates, gatewayPorts, probeCandidates } from "./discovery.ts";
+import { DrillRunner } from "./drill.ts";
 import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor } from "./monitor.ts";
@@ -84,6 +85,7 @@ export class Daemon {
   #networkKey: string | null = null;
   /** The kill switch last put in force (JSON), so an unchanged policy is not re-applied (that resets counters). */
   #killSwitch: string | undefined = undefined;
+  #drills: DrillRunner;
 
   constructor(opts: DaemonOptions) {
     this.#opts = opts;
@@ -117,12 +119,27 @@ export class Daemon {
         probe: null,
       })),
     };
+    this.#drills = new DrillRunner({
+      config: opts.config,
+      log: opts.log,
+      status: () => snapshot(this.#state, Date.now()),
+      candidates: () => [...this.#ctx.gateways, ...this.#candidates],
+      subscribe: (listener) => this.subscribe(listener),
+      record: (event) => {
+        this.#run({ type: "notify", event });
+      },
+    });
   }
 
   // ---- control API ----
 
-  status(): ConnectionSnapshot & { network: ReturnType<Daemon["network"]>; daemon: { version: string; pid: number; startedAt: number; configPath: string } } {
-    return { ...snapshot(this.#state, Date.now()), network: this.network(), daemon: { version: this.#opts.version, pid: process.pid, startedAt: this.startedAt, configPath: this.#opts.configPath } };
+  status(): ConnectionSnapshot & { network: ReturnType<Daemon["network"]>; daemon: { version: string; pid: number; startedAt: number; configPath: string }; lastDrill: DrillResult | null } {
+    return { ...snapshot(this.#state, Date.now()), network: this.network(), daemon: { version: this.#opts.version, pid: process.pid, startedAt: this.startedAt, configPath: this.#opts.configPath }, lastDrill: this.#drills.last };
+  }
+
+  /** A failover drill (main/agent/drill.ts): blocks the active gateway for this host, measures, lifts the block. */
+  drill(request: { slaMs?: number | undefined }): Promise<DrillResult> {
+    return this.#drills.run(request);
   }
 
   /** The candidates with their latest probe results (discovery keeps them fresh in the background). */
@@ -147,8 +164,12 @@ export class Daemon {
     return () => this.#subscribers.delete(listener);
   }
 
-  /** Discovery, port probes and the network's identity in the background, before the first connect. */
+  /**
+   * Discovery, port probes and the network's identity in the background, before the first connect; and the
+   * block of a drill a previous detourd died in is lifted.
+   */
   warmUp(): void {
+    this.#track(this.#drills.clearLeftover());
     this.#track(this.#discover());
     this.#track(this.#refreshNetworkKey());
   }
@@ -211,6 +232,7 @@ export class Daemon {
 
   /** Disconnects and waits (bounded by the engines' own stop budgets) until every leg is down. */
   async shutdown(): Promise<void> {
+    await this.#drills.stop();
     this.disconnect();
     for (let i = 0; i < 20 && (this.#pending.size > 0 || this.#legs.size > 0); i++) {
       await Promise.allSettled([...this.#pending, ...[...this.#legs.values()].map((l) => l.stopping ?? this.#stopLeg(l.leg.id))]);
