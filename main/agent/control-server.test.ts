@@ -6,8 +6,8 @@ import { createConnection, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, describe, test } from "node:test";
-import { ControlClient, type ControlError } from "../client/control-client.ts";
-import type { Candidate, ConnectionEvent, RaceRecord } from "../core/connection/types.ts";
+import { ControlClient, isControlError, type ControlError } from "../client/control-client.ts";
+import type { Candidate, ConnectionEvent, DrillResult, RaceRecord } from "../core/connection/types.ts";
 import { MAX_LINE_LENGTH, type StatusPayload } from "../core/protocol/messages.ts";
 import { seededRandom } from "../../test/fakes/seeded-random.ts";
 import { ControlServer, ControlServerError, resolveGroup, type ControlHandlers, type ControlServerOptions } from "./control-server.ts";
@@ -45,6 +45,26 @@ const STATUS: StatusPayload = {
   standby: null,
   error: null,
   daemon: { version: "0.1.0", pid: 42, startedAt: 1, configPath: "/etc/detour/client.json" },
+};
+
+const DRILL_RESULT: DrillResult = {
+  id: "D1",
+  startedAt: 2000,
+  endedAt: 2900,
+  slaMs: 3000,
+  verdict: "pass",
+  reason: "detected in 312 ms and restored in 355 ms, within SLA 3000 ms",
+  from: { gateway: "gw1", kind: "wireguard" },
+  to: { gateway: "gw2", kind: "wireguard" },
+  blockedAt: 2050,
+  liftedAt: 2880,
+  detectedAt: 2362,
+  detectedAfterMs: 312,
+  restoredAt: 2405,
+  restoredAfterMs: 355,
+  probesSent: 18,
+  probesLost: 17,
+  failover: null,
 };
 
 /** Fake daemon: records calls, lets a test emit events and count listeners. */
@@ -249,6 +269,29 @@ describe("commands", () => {
     assert.deepEqual(await c.gateways(), { candidates: CANDIDATES.map((x, i) => ({ ...x, rank: i + 1 })) });
     assert.deepEqual(await c.race(), RACE);
     assert.deepEqual(d.calls, ["status", "connect", "disconnect", "gateways", "race"]);
+  });
+
+  test("a-drill-gets-its-params-and-its-own-time-bound", async () => {
+    const d = new FakeDaemon();
+    const seen: unknown[] = [];
+    const drill = (params: unknown): Promise<DrillResult> => {
+      seen.push(params);
+      // Longer than the ordinary handler bound below: a drill is bounded by drillTimeoutMs instead.
+      return new Promise((resolve) => setTimeout(() => { resolve({ ...DRILL_RESULT }); }, 150));
+    };
+    const s = await start(Object.assign(d, { drill }), { limits: { handlerTimeoutMs: 50 } });
+    const c = await ControlClient.connect(s.path, { timeoutMs: 2000 });
+    clients.push(c);
+    assert.deepEqual(await c.drill({ slaMs: 3000 }), DRILL_RESULT);
+    assert.deepEqual(await c.drill(), DRILL_RESULT);
+    assert.deepEqual(seen, [{ slaMs: 3000 }, {}]);
+  });
+
+  test("a-daemon-without-drills-says-so", async () => {
+    const s = await start(new FakeDaemon());
+    const c = await ControlClient.connect(s.path, { timeoutMs: 2000 });
+    clients.push(c);
+    await assert.rejects(c.drill(), (e: unknown) => isControlError(e) && e.code === "unknown-command" && /does not run failover drills/.test(e.message));
   });
 
   test("pipelined-requests-each-get-exactly-one-reply-with-their-id", async () => {

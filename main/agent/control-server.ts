@@ -12,7 +12,8 @@
 import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
-import type { Candidate, ConnectionEvent, RaceRecord } from "../core/connection/types.ts";
+import type { Candidate, ConnectionEvent, DrillResult, RaceRecord } from "../core/connection/types.ts";
+import { DRILL_MAX_DURATION_MS } from "../core/drill.ts";
 import {
   DEFAULT_CONTROL_GROUP,
   encodeLine,
@@ -23,6 +24,7 @@ import {
   type Command,
   type CommandResults,
   type DaemonMessage,
+  type DrillParams,
   type ErrorCode,
   type RequestId,
   type StatusPayload,
@@ -39,6 +41,8 @@ export interface ControlHandlers {
   race(): Promise<RaceRecord | null>;
   /** Registers a listener for connection events; returns the function that removes it. Listeners must not throw. */
   subscribe(listener: (e: ConnectionEvent) => void): () => void;
+  /** Runs a failover drill (bounded by drillTimeoutMs, not handlerTimeoutMs); absent where drills are not supported. */
+  drill?(params: DrillParams): Promise<DrillResult>;
 }
 
 export interface ControlLimits {
@@ -48,6 +52,7 @@ export interface ControlLimits {
   maxLineLength: number;
   helloTimeoutMs: number;
   handlerTimeoutMs: number;
+  drillTimeoutMs: number;
   closeGraceMs: number;
 }
 
@@ -69,6 +74,8 @@ export const DEFAULT_CONTROL_LIMITS: Readonly<ControlLimits> = {
    * gets a "timeout" error while the client's own bound (REQUEST_TIMEOUT_MS, 10 s) still runs.
    */
   handlerTimeoutMs: 5000,
+  /** A drill blocks a gateway and watches the failover for up to DRILL_MAX_DURATION_MS; past that plus 5 s it hung. */
+  drillTimeoutMs: DRILL_MAX_DURATION_MS + 5000,
   /** After a closing error reply, time for the client to read it before the socket is destroyed. */
   closeGraceMs: 1000,
 };
@@ -337,13 +344,13 @@ class ClientConnection {
       return;
     }
     this.#inFlight++;
-    void this.#answer(m.id, m.command).finally(() => {
+    void this.#answer(m.id, m.command, m.params).finally(() => {
       this.#inFlight--;
     });
   }
 
   /** Runs one command and sends exactly one reply; never rejects. */
-  async #answer(id: RequestId, command: Command): Promise<void> {
+  async #answer(id: RequestId, command: Command, params: DrillParams | undefined): Promise<void> {
     const h = this.#server.handlers;
     const bound = <T>(what: string, f: () => Promise<T>): Promise<T> =>
       // Promise.resolve().then(f) turns a handler that throws synchronously into a rejection like any other.
@@ -372,6 +379,16 @@ class ClientConnection {
         case "subscribe":
           await this.#subscribe(id, bound);
           return;
+        case "drill": {
+          const drill = h.drill?.bind(h);
+          if (drill === undefined) {
+            this.#send({ type: "error", id, code: "unknown-command", message: "this daemon does not run failover drills" });
+            return;
+          }
+          const result = await withTimeout(Promise.resolve().then(() => drill(params ?? {})), this.#server.limits.drillTimeoutMs, "drill");
+          this.#respond(id, "drill", result);
+          return;
+        }
       }
     } catch (e) {
       const timedOut = e instanceof HandlerTimeout;

@@ -11,7 +11,7 @@ import { candidateAddresses } from "../core/connection/address-family.ts";
 import { emptyMemory, parseMemory, recall, remember, type NetworkMemory } from "../core/connection/network-memory.ts";
 import { routesForLeg } from "../core/connection/route-policy.ts";
 import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
-import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, Effect, FailoverRecord, Leg, MachineInput, RaceRecord, TimerId } from "../core/connection/types.ts";
+import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, DrillResult, Effect, FailoverRecord, Leg, MachineInput, RaceRecord, TimerId } from "../core/connection/types.ts";
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
 import { createEngine } from "../../native/engines/create-engine.ts";
 import { isEngineError, type TunnelEngine } from "../../native/engines/engine.ts";
@@ -20,6 +20,7 @@ import { applyKillSwitch } from "../../native/platform/firewall.linux.ts";
 import { networkId } from "../../native/platform/netid.linux.ts";
 import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource } from "../../native/platform/routes.linux.ts";
 import { discoverCandidates, gatewayPorts, probeCandidates, withProbe } from "./discovery.ts";
+import { DrillRunner } from "./drill.ts";
 import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor } from "./monitor.ts";
@@ -101,6 +102,7 @@ export class Daemon {
   #telemetry: Telemetry | null = null;
   #discoveryTimer: NodeJS.Timeout | null = null;
   #networkKeyPending: Promise<void> | null = null;
+  #drills: DrillRunner;
 
   constructor(opts: DaemonOptions) {
     this.#opts = opts;
@@ -147,17 +149,38 @@ export class Daemon {
         probe: null,
       })),
     };
+    this.#drills = new DrillRunner({
+      config: opts.config,
+      log: opts.log,
+      status: () => snapshot(this.#state, Date.now()),
+      candidates: () => [...this.#ctx.gateways, ...this.#candidates],
+      subscribe: (listener) => this.subscribe(listener),
+      record: (event) => {
+        this.#run({ type: "notify", event });
+      },
+    });
   }
 
   // ---- control API ----
 
-  status(): ConnectionSnapshot & { network: ReturnType<Daemon["network"]>; telemetry: TelemetryStatus; daemon: { version: string; pid: number; startedAt: number; configPath: string } } {
+  status(): ConnectionSnapshot & {
+    network: ReturnType<Daemon["network"]>;
+    telemetry: TelemetryStatus;
+    daemon: { version: string; pid: number; startedAt: number; configPath: string };
+    lastDrill: DrillResult | null;
+  } {
     return {
       ...snapshot(this.#state, Date.now()),
       network: this.network(),
       telemetry: this.#telemetry?.status() ?? tunnelOnlyStatus(this.#health()),
       daemon: { version: this.#opts.version, pid: process.pid, startedAt: this.startedAt, configPath: this.#opts.configPath },
+      lastDrill: this.#drills.last,
     };
+  }
+
+  /** A failover drill (main/agent/drill.ts): blocks the active gateway for this host, measures, lifts the block. */
+  drill(request: { slaMs?: number | undefined }): Promise<DrillResult> {
+    return this.#drills.run(request);
   }
 
   /** The active leg's in-tunnel numbers over the health window. */
@@ -189,6 +212,7 @@ export class Daemon {
   /** Flushes measured telemetry into the spool now (tests, and before a diagnostic bundle). */
   async flushTelemetry(): Promise<void> {
     await this.#telemetry?.flush();
+
   }
 
   /** The candidates with their latest probe results (discovery keeps them fresh in the background). */
@@ -213,9 +237,13 @@ export class Daemon {
     return () => this.#subscribers.delete(listener);
   }
 
-  /** Discovery, port probes and the network's identity in the background, before the first connect. */
+  /**
+   * Discovery, port probes and the network's identity in the background, before the first connect; and the
+   * block of a drill a previous detourd died in is lifted.
+   */
   warmUp(): void {
     this.#telemetry?.start();
+    this.#track(this.#drills.clearLeftover());
     this.#track(this.#discover());
     this.#track(this.#refreshNetworkKey());
   }
@@ -294,6 +322,7 @@ export class Daemon {
 
   /** Disconnects and waits (bounded by the engines' own stop budgets) until every leg is down. */
   async shutdown(): Promise<void> {
+    await this.#drills.stop();
     this.disconnect();
     for (let i = 0; i < 20 && (this.#pending.size > 0 || this.#legs.size > 0); i++) {
       await Promise.allSettled([...this.#pending, ...[...this.#legs.values()].map((l) => l.stopping ?? this.#stopLeg(l.leg.id))]);

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import type { RaceRecord } from "../core/connection/types.ts";
+import type { DrillResult, RaceRecord } from "../core/connection/types.ts";
 import type { StatusPayload } from "../core/protocol/messages.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
@@ -52,6 +52,26 @@ const STATUS: StatusPayload = {
   daemon: { version: "0.1.0", pid: 4242, startedAt: NOW - 3_600_000, configPath: "/etc/detour/client.json" },
 };
 
+const DRILL: DrillResult = {
+  id: "D1",
+  startedAt: NOW - 1000,
+  endedAt: NOW - 100,
+  slaMs: 1000,
+  verdict: "pass",
+  reason: "detected in 312 ms and restored in 355 ms, within SLA 1000 ms",
+  from: { gateway: "gw1", kind: "wireguard" },
+  to: { gateway: "gw2", kind: "wireguard" },
+  blockedAt: NOW - 950,
+  liftedAt: NOW - 150,
+  detectedAt: NOW - 638,
+  detectedAfterMs: 312,
+  restoredAt: NOW - 595,
+  restoredAfterMs: 355,
+  probesSent: 18,
+  probesLost: 17,
+  failover: STATUS.lastFailover,
+};
+
 /**
  * The fake daemon runs in its own process, as detourd does: the import rules keep main/cli from importing
  * main/agent, and the CLI must reach the server only through its socket anyway. It reports each call on stdout.
@@ -72,6 +92,10 @@ const server = await ControlServer.start({
     gateways: () => call("gateways", fx.status.candidates),
     race: () => call("race", fx.race),
     subscribe: () => () => undefined,
+    // An SLA of 1 ms cannot be met: the fake answers as detourd would, with a failed drill.
+    drill: (p) => call("drill " + JSON.stringify(p), p.slaMs === 1
+      ? { ...fx.drill, slaMs: 1, verdict: "fail", reason: "detection 312 ms exceeds SLA 1 ms" }
+      : { ...fx.drill, slaMs: p.slaMs ?? 1000 }),
   },
 });
 process.on("SIGTERM", () => { void server.close().then(() => process.exit(0)); });
@@ -86,7 +110,7 @@ let daemonOut = "";
 before(async () => {
   const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", FAKE_DAEMON], {
     cwd: REPO,
-    env: { ...process.env, DETOUR_FAKE_SOCKET: socket, DETOUR_FAKE_FIXTURES: JSON.stringify({ status: STATUS, race: RACE }) },
+    env: { ...process.env, DETOUR_FAKE_SOCKET: socket, DETOUR_FAKE_FIXTURES: JSON.stringify({ status: STATUS, race: RACE, drill: DRILL }) },
     stdio: ["ignore", "pipe", "inherit"],
   });
   daemon = child;
@@ -173,6 +197,30 @@ describe("detour against a running daemon", () => {
     assert.equal(daemonOut.split("call connect").length, before + 1, "the daemon's connect handler ran once");
   });
 
+  test("drill-passes-prints-one-summary-line-and-exits-0", async () => {
+    const r = await detour("--socket", socket, "drill", "--sla-ms", "3000");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.split("\n")[0], "Drill passed: gw1 (WireGuard) blocked; detected in 312 ms, traffic restored via gw2 (WireGuard) in 355 ms; SLA 3000 ms");
+    assert.match(r.stdout, /^ {2}probes +17 of 18 lost over the host's routes while cut off$/m);
+    assert.match(r.stdout, /^ {2}block +lifted after 800 ms; gw1 is usable again$/m);
+    assert.match(daemonOut, /call drill \{"slaMs":3000\}/);
+  });
+
+  test("drill-that-misses-its-sla-says-why-and-exits-4", async () => {
+    const r = await detour("--socket", socket, "drill", "--sla-ms", "1");
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stdout, /^Drill failed \(detection 312 ms exceeds SLA 1 ms\): gw1 \(WireGuard\) blocked; /);
+    const j = await detour("--socket", socket, "drill", "--sla-ms", "1", "--json");
+    assert.equal(j.code, 4);
+    assert.equal((JSON.parse(j.stdout) as DrillResult).verdict, "fail");
+  });
+
+  test("drill-without-an-sla-leaves-the-default-to-the-daemon", async () => {
+    const r = await detour("--socket", socket, "drill", "--json");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(daemonOut, /call drill \{\}/);
+  });
+
   test("race-json-prints-the-last-race-record", async () => {
     const r = await detour("--socket", socket, "race", "--json");
     assert.equal(r.code, 0, r.stderr);
@@ -181,6 +229,12 @@ describe("detour against a running daemon", () => {
 });
 
 describe("detour without a daemon, and misuse", () => {
+  test("a-bad-sla-names-the-range", async () => {
+    const r = await detour("drill", "--sla-ms", "1.5");
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /^detour: --sla-ms: the SLA must be a whole number of milliseconds from 1 to 10000; got "1\.5"\n/);
+  });
+
   test("a-stopped-daemon-exits-3-with-a-clear-message", async () => {
     const absent = join(dir, "absent.sock");
     const r = await detour("status", "--socket", absent);
@@ -190,7 +244,7 @@ describe("detour without a daemon, and misuse", () => {
   });
 
   test("bad-usage-exits-2-with-the-usage", async () => {
-    for (const args of [[], ["frobnicate"], ["status", "--verbose"], ["connect", "--json"], ["status", "extra"], ["--socket"]]) {
+    for (const args of [[], ["frobnicate"], ["status", "--verbose"], ["connect", "--json"], ["status", "extra"], ["--socket"], ["drill", "--sla-ms", "abc"], ["drill", "--sla-ms", "0"], ["drill", "--sla-ms", "10001"], ["status", "--sla-ms", "5"]]) {
       const r = await detour(...args);
       assert.equal(r.code, 2, `detour ${args.join(" ")}: ${r.stderr}`);
       assert.match(r.stderr, /^detour: .+\nusage: detour /, args.join(" "));

@@ -1,16 +1,19 @@
 /**
  * The `detour` command: a thin client of detourd's control socket. Exit codes: 0 ok, 1 the daemon answered with
- * an error (or the connection failed), 2 usage, 3 detourd is not running.
+ * an error (or the connection failed), 2 usage, 3 detourd is not running, 4 a drill failed or was refused.
  */
 import { parseArgs } from "node:util";
 import { ControlClient, isControlError, type ControlClientOptions } from "../client/control-client.ts";
+import { DEFAULT_SLA_MS, parseSlaMs } from "../core/drill.ts";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
-import { formatEvent, formatGateways, formatLastRace, formatStatus } from "./format.ts";
+import { formatDrill, formatEvent, formatGateways, formatLastRace, formatStatus } from "./format.ts";
 
 const EXIT_OK = 0;
 const EXIT_DAEMON_ERROR = 1;
 const EXIT_USAGE = 2;
 const EXIT_NOT_RUNNING = 3;
+/** Scripts running quarterly drills tell "the SLA was not shown to be met" from "could not ask" by this code. */
+const EXIT_DRILL_FAILED = 4;
 
 const USAGE = `usage: detour [--socket <path>] <command> [--json]
 
@@ -21,6 +24,10 @@ commands:
   gateways [--json]   gateway candidates with probe results, in ranking order
   race [--json]       the last race: every leg with its times and outcome
   events [--json]     stream connection events until Ctrl-C
+  drill [--sla-ms N] [--json]
+                      failover drill: block the active gateway for this host only, measure how long
+                      detection and restoration take, lift the block, pass or fail against the SLA
+                      (default ${DEFAULT_SLA_MS} ms); exit 4 if the drill failed or was refused
 
 options:
   --socket <path>     detourd's control socket (default: $DETOUR_SOCKET or ${DEFAULT_SOCKET_PATH})
@@ -28,7 +35,7 @@ options:
   -h, --help          this help
 `;
 
-const JSON_COMMANDS = new Set(["status", "gateways", "race", "events"]);
+const JSON_COMMANDS = new Set(["status", "gateways", "race", "events", "drill"]);
 const COMMANDS = new Set([...JSON_COMMANDS, "connect", "disconnect"]);
 
 class UsageError extends Error {}
@@ -37,6 +44,8 @@ interface Invocation {
   command: string;
   json: boolean;
   socket: string;
+  /** drill only: the SLA asked for, or undefined for the daemon's default. */
+  slaMs?: number;
 }
 
 function parse(argv: string[]): Invocation | "help" {
@@ -49,6 +58,7 @@ function parse(argv: string[]): Invocation | "help" {
       options: {
         socket: { type: "string" },
         json: { type: "boolean", default: false },
+        "sla-ms": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -62,9 +72,13 @@ function parse(argv: string[]): Invocation | "help" {
   if (!COMMANDS.has(command)) throw new UsageError(`unknown command "${command}"`);
   if (rest.length > 0) throw new UsageError(`unexpected argument "${rest.join(" ")}"`);
   if (values.json && !JSON_COMMANDS.has(command)) throw new UsageError(`${command} has no --json output`);
+  const slaText = values["sla-ms"];
+  if (slaText !== undefined && command !== "drill") throw new UsageError(`--sla-ms is for drill, not ${command}`);
+  const sla = slaText === undefined ? null : parseSlaMs(slaText);
+  if (sla !== null && !sla.ok) throw new UsageError(`--sla-ms: ${sla.message}`);
   const socket = values.socket ?? process.env.DETOUR_SOCKET ?? DEFAULT_SOCKET_PATH;
   if (socket === "") throw new UsageError("--socket needs a path");
-  return { command, json: values.json, socket };
+  return { command, json: values.json, socket, ...(sla?.ok === true ? { slaMs: sla.slaMs } : {}) };
 }
 
 const print = (text: string): void => {
@@ -125,6 +139,13 @@ async function run(inv: Invocation, client: ControlClient): Promise<number> {
     }
     case "events":
       return events(client, inv.json);
+    case "drill": {
+      if (!inv.json) process.stderr.write("drill: blocking the active gateway for this host and watching the failover...\n");
+      const d = await client.drill(inv.slaMs === undefined ? {} : { slaMs: inv.slaMs });
+      if (inv.json) printJson(d);
+      else print(formatDrill(d, { now: Date.now() }));
+      return d.verdict === "pass" ? EXIT_OK : EXIT_DRILL_FAILED;
+    }
     default:
       throw new UsageError(`unknown command "${inv.command}"`);
   }

@@ -1,5 +1,5 @@
 /** Pure formatting of the `detour` command's human output: status, race table, failover line, gateways, events. */
-import type { ConnectionEvent, FailoverRecord, Leg, LegKind, RaceRecord } from "../core/connection/types.ts";
+import type { ConnectionEvent, DrillResult, FailoverRecord, Leg, LegKind, RaceRecord } from "../core/connection/types.ts";
 import type { GatewaysPayload, StatusPayload } from "../core/protocol/messages.ts";
 
 export interface FormatOptions {
@@ -77,6 +77,37 @@ const PROTOCOL_NAMES: Record<LegKind, string> = {
   "anyconnect-dtls": "AnyConnect over DTLS",
 };
 
+const gatewayName = (g: { gateway: string; kind: LegKind }): string => `${g.gateway} (${PROTOCOL_NAMES[g.kind]})`;
+
+/**
+ * `detour drill`, one line: "Drill passed: gw1 (WireGuard) blocked; detected in 312 ms, traffic restored via gw2
+ * (WireGuard) in 355 ms; SLA 1000 ms". A failed drill leads with its reason; a refused one says why only.
+ */
+export function formatDrillLine(d: DrillResult): string {
+  if (d.verdict === "refused") return `Drill refused: ${oneLine(d.reason)}`;
+  const head = d.verdict === "pass" ? "Drill passed" : `Drill failed (${oneLine(d.reason)})`;
+  const blocked = d.from === null ? "no gateway blocked" : `${gatewayName(d.from)} blocked`;
+  const detected = d.detectedAfterMs === null ? "not detected" : `detected in ${Math.round(d.detectedAfterMs)} ms`;
+  const restored =
+    d.restoredAfterMs === null ? (d.to === null ? "traffic not restored" : `moved to ${gatewayName(d.to)}, traffic not restored`) : `traffic restored${d.to === null ? "" : ` via ${gatewayName(d.to)}`} in ${Math.round(d.restoredAfterMs)} ms`;
+  return `${head}: ${blocked}; ${detected}, ${restored}; SLA ${d.slaMs} ms`;
+}
+
+/** `detour drill`: the summary line plus what users lost, detourd's own view and whether the gateway is back. */
+export function formatDrill(d: DrillResult, opts: FormatOptions): string {
+  const clock = opts.clock ?? localClock;
+  const out = [formatDrillLine(d)];
+  if (d.verdict !== "refused") {
+    const rows: string[][] = [["drill", `${d.id} at ${clock(d.startedAt)}, took ${formatDuration(d.endedAt - d.startedAt)}`]];
+    if (d.probesSent > 0) rows.push(["probes", `${d.probesLost} of ${d.probesSent} lost over the host's routes while cut off`]);
+    if (d.failover !== null) rows.push(["detourd", `${formatFailover(d.failover)} (from its last in-tunnel reply)`]);
+    const gw = d.from?.gateway ?? "the gateway";
+    rows.push(["block", d.liftedAt === null ? `${gw} is STILL BLOCKED: restart detourd to lift it` : `lifted after ${formatDuration(d.liftedAt - (d.blockedAt ?? d.startedAt))}; ${gw} is usable again`]);
+    out.push(...table(rows));
+  }
+  return out.join("\n") + "\n";
+}
+
 /** `detour status`: the daemon's summary sentence, the fields, the last race and the last failover. */
 export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
   const clock = opts.clock ?? localClock;
@@ -116,6 +147,7 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
     out.push(`last ${head ?? ""}`, ...legs);
   }
   out.push(`last failover: ${s.lastFailover === null ? "none" : `${formatFailover(s.lastFailover)} (at ${clock(s.lastFailover.detectedAt)})`}`);
+  if (s.lastDrill != null) out.push(`last drill: ${formatDrillLine(s.lastDrill)} (at ${clock(s.lastDrill.startedAt)})`);
   return out.join("\n") + "\n";
 }
 
@@ -166,5 +198,7 @@ export function formatEvent(e: ConnectionEvent, opts: Pick<FormatOptions, "clock
       const v = e.verdict;
       return line("health", `${e.legId} ${v.state}${v.state === "healthy" ? "" : `: ${oneLine(v.reason)}`}`);
     }
+    case "drill":
+      return line("drill", `${e.drill.id} ${formatDrillLine(e.drill)}`);
   }
 }

@@ -3,7 +3,8 @@
  * tests: every call is bounded in time and every failure arrives as a ControlError with a stable code.
  */
 import { createConnection, type Socket } from "node:net";
-import type { ConnectionEvent, RaceRecord } from "../core/connection/types.ts";
+import type { ConnectionEvent, DrillResult, RaceRecord } from "../core/connection/types.ts";
+import { DRILL_MAX_DURATION_MS } from "../core/drill.ts";
 import {
   DEFAULT_CONTROL_GROUP,
   encodeLine,
@@ -13,6 +14,7 @@ import {
   type ClientMessage,
   type Command,
   type CommandResults,
+  type DrillParams,
   type ErrorCode,
   type GatewaysPayload,
   type StatusPayload,
@@ -28,6 +30,11 @@ export const CONNECT_TIMEOUT_MS = 3000;
  * typed "timeout" error first; this bound only fires when the daemon itself stops answering.
  */
 export const REQUEST_TIMEOUT_MS = 10_000;
+/**
+ * A drill request: the daemon bounds a drill by DRILL_MAX_DURATION_MS and its handler by 5 s more; 10 s beyond
+ * the drill's own bound lets the daemon's typed timeout arrive first, as for every other request.
+ */
+export const DRILL_REQUEST_TIMEOUT_MS = DRILL_MAX_DURATION_MS + 10_000;
 
 /** Name sent in the hello, for the daemon's logs. */
 const CLIENT_NAME = "detour-client/0.1";
@@ -238,6 +245,14 @@ export class ControlClient {
   }
 
   /**
+   * Runs a failover drill and resolves with its result once the block is lifted again (seconds). A refused drill
+   * (not connected, another drill under way, nowhere to fail over to) is a result with verdict "refused".
+   */
+  drill(params: DrillParams = {}): Promise<DrillResult> {
+    return this.#request("drill", { params, timeoutMs: Math.max(DRILL_REQUEST_TIMEOUT_MS, this.#opts.requestTimeoutMs ?? 0) });
+  }
+
+  /**
    * Subscribes to connection events on a connection of its own (the daemon ends a subscription with its
    * connection), so close() ends only the subscription. Events are deltas on top of `snapshot`.
    */
@@ -259,10 +274,10 @@ export class ControlClient {
     this.#socket.destroy();
   }
 
-  #request<C extends Command>(command: C): Promise<CommandResults[C]> {
+  #request<C extends Command>(command: C, extra: { params?: DrillParams; timeoutMs?: number } = {}): Promise<CommandResults[C]> {
     if (this.#ended) return Promise.reject(this.#endReason ?? new ControlError("cancelled", "the control connection was closed"));
     const id = this.#nextId++;
-    const timeoutMs = this.#opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    const timeoutMs = extra.timeoutMs ?? this.#opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
     return new Promise<CommandResults[C]>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
@@ -270,7 +285,7 @@ export class ControlClient {
       }, timeoutMs);
       // The response's result is checked against this command's schema before it is resolved (#onLine).
       this.#pending.set(id, { command, resolve: resolve as (r: unknown) => void, reject, timer });
-      const enc = encodeLine({ type: "request", id, command });
+      const enc = encodeLine(extra.params === undefined ? { type: "request", id, command } : { type: "request", id, command, params: extra.params });
       if (enc.ok) this.#socket.write(enc.line);
       else this.#settle(id, { command, resolve: () => undefined, reject, timer }, new ControlError("protocol-violation", enc.reason));
     });

@@ -303,6 +303,11 @@ export class Telemetry {
       case "health":
         this.#emit(EVENT.health, e, { [ATTR.state]: e.verdict.state });
         return;
+      case "drill": {
+        const d = e.drill;
+        this.#emit(EVENT.drill, d, { [ATTR.outcome]: d.verdict, [ATTR.from]: d.from?.gateway ?? "", [ATTR.to]: d.to?.gateway ?? "" }, d.verdict === "pass" ? SeverityNumber.INFO : SeverityNumber.WARN);
+        return;
+      }
       case "race-started":
       case "leg":
         return;

@@ -102,6 +102,42 @@ export interface FailoverRecord {
   restoredAfterMs: number | null;
 }
 
+/**
+ * A failover drill (main/core/drill.ts, main/agent/drill.ts): the active gateway was made unusable for this
+ * client only, and this is how long detection and restoration took, against the SLA. Times are epoch ms;
+ * durations are measured from `blockedAt`, by the drill itself, not taken from the machine's FailoverRecord.
+ */
+export interface DrillResult {
+  /** "D1", "D2", ... unique for the daemon's lifetime. */
+  id: string;
+  startedAt: number;
+  endedAt: number;
+  slaMs: number;
+  /** refused: the drill did not run (nothing was blocked); fail: it ran and the SLA was not shown to be met. */
+  verdict: "pass" | "fail" | "refused";
+  /** One sentence: why it failed or was refused, or what passed. */
+  reason: string;
+  /** The gateway and leg that were active, and blocked. */
+  from: { gateway: string; kind: LegKind } | null;
+  /** Where the daemon moved the tunnel, if it did. */
+  to: { gateway: string; kind: LegKind } | null;
+  /** When the block was requested (measurements start here) and when it was lifted again. */
+  blockedAt: number | null;
+  liftedAt: number | null;
+  /** When detourd noticed the failure (it left the connected state). */
+  detectedAt: number | null;
+  detectedAfterMs: number | null;
+  /** When the first reply came back over the host's own routes after the block: users' traffic flows again. */
+  restoredAt: number | null;
+  /** restoredAt - blockedAt: how long users were cut off. */
+  restoredAfterMs: number | null;
+  /** The drill's own probes over the host's routes: sent after the block until restoration, and of those unanswered. */
+  probesSent: number;
+  probesLost: number;
+  /** detourd's own record of the failover (measured from its last in-tunnel reply), for comparison. */
+  failover: FailoverRecord | null;
+}
+
 /** One in-tunnel probe result; rttMs null means no reply came in time. */
 export interface ProbeSample {
   seq: number;
@@ -154,7 +190,8 @@ export type ConnectionEvent =
   | { type: "leg"; at: number; raceId: string; record: LegRecord }
   | { type: "race-ended"; at: number; race: RaceRecord }
   | { type: "failover"; at: number; failover: FailoverRecord }
-  | { type: "health"; at: number; legId: string; verdict: HealthVerdict };
+  | { type: "health"; at: number; legId: string; verdict: HealthVerdict }
+  | { type: "drill"; at: number; drill: DrillResult };
 
 /** What `detour status --json` shows of the connection. */
 export interface ConnectionSnapshot {

@@ -1,7 +1,7 @@
 /** The control protocol's codec: valid messages, malformed, truncated and oversized input, and systematic mutations. */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { ConnectionEvent, RaceRecord } from "../connection/types.ts";
+import type { ConnectionEvent, DrillResult, RaceRecord } from "../connection/types.ts";
 import {
   COMMANDS,
   encodeLine,
@@ -51,6 +51,26 @@ const STATUS: StatusPayload = {
   daemon: { version: "0.1.0", pid: 42, startedAt: 1, configPath: "/etc/detour/client.json" },
 };
 
+const DRILL: DrillResult = {
+  id: "D1",
+  startedAt: 2000,
+  endedAt: 2900,
+  slaMs: 1000,
+  verdict: "pass",
+  reason: "detected in 312 ms and restored in 355 ms, within SLA 1000 ms",
+  from: { gateway: "gw1", kind: "wireguard" },
+  to: { gateway: "gw2", kind: "wireguard" },
+  blockedAt: 2050,
+  liftedAt: 2880,
+  detectedAt: 2362,
+  detectedAfterMs: 312,
+  restoredAt: 2405,
+  restoredAfterMs: 355,
+  probesSent: 18,
+  probesLost: 17,
+  failover: STATUS.lastFailover,
+};
+
 const EVENTS: ConnectionEvent[] = [
   { type: "state", at: 1, state: "racing", detail: "3 legs" },
   { type: "race-started", at: 2, raceId: "R1", reason: "connect", legs: [{ id: "L1", gateway: "gw1", kind: "wireguard" }] },
@@ -58,6 +78,7 @@ const EVENTS: ConnectionEvent[] = [
   { type: "race-ended", at: 4, race: RACE },
   { type: "failover", at: 5, failover: STATUS.lastFailover ?? assert.fail() },
   { type: "health", at: 6, legId: "L1", verdict: { state: "dead", reason: "no reply", lastReplyAt: 5 } },
+  { type: "drill", at: 7, drill: DRILL },
 ];
 
 function line(m: unknown): string {
@@ -78,6 +99,26 @@ describe("client messages", () => {
     for (const command of COMMANDS) {
       const r = parseClientMessage(line({ type: "request", id: 7, command }));
       assert.deepEqual(r, { ok: true, message: { type: "request", id: 7, command } });
+    }
+  });
+
+  test("a-drill-may-name-its-sla-and-nothing-else-takes-params", () => {
+    assert.deepEqual(parseClientMessage(line({ type: "request", id: 2, command: "drill", params: { slaMs: 3000 } })), {
+      ok: true,
+      message: { type: "request", id: 2, command: "drill", params: { slaMs: 3000 } },
+    });
+    const cases: [unknown, RegExp][] = [
+      [{ type: "request", id: 2, command: "drill", params: { slaMs: 0 } }, /^params\.slaMs: /],
+      [{ type: "request", id: 2, command: "drill", params: { slaMs: 10_001 } }, /^params\.slaMs: /],
+      [{ type: "request", id: 2, command: "drill", params: { slaMs: "1s" } }, /^params\.slaMs: /],
+      [{ type: "request", id: 2, command: "drill", params: { sla: 5 } }, /Unrecognized key: "sla"/],
+      [{ type: "request", id: 2, command: "status", params: {} }, /^params: only drill takes params/],
+    ];
+    for (const [value, re] of cases) {
+      const f = failure(parseClientMessage(line(value)));
+      assert.equal(f.code, "bad-request", JSON.stringify(value));
+      assert.match(f.message, re, JSON.stringify(value));
+      assert.equal(f.id, 2);
     }
   });
 
@@ -140,6 +181,9 @@ describe("daemon messages", () => {
       { type: "response", id: 5, command: "gateways", result: { candidates: STATUS.candidates.map((c, i) => ({ ...c, rank: i + 1 })) } },
       { type: "response", id: 6, command: "race", result: RACE },
       { type: "response", id: 7, command: "race", result: null },
+      { type: "response", id: 7, command: "status", result: { ...STATUS, lastDrill: DRILL } },
+      { type: "response", id: 7, command: "drill", result: DRILL },
+      { type: "response", id: 7, command: "drill", result: { ...DRILL, verdict: "refused", reason: "detourd is not connected", blockedAt: null, to: null, failover: null } },
       { type: "error", id: 8, code: "internal", message: "status failed: boom" },
       { type: "error", id: null, code: "unsupported-protocol", message: "this daemon speaks protocol 1" },
       ...EVENTS.map((event): DaemonMessage => ({ type: "event", event })),

@@ -26,6 +26,7 @@ import {
   type ConnectionEvent,
   type ConnectionSnapshot,
   type ConnectionStateName,
+  type DrillResult,
   type FailoverRecord,
   type HealthVerdict,
   type Leg,
@@ -33,6 +34,7 @@ import {
   type LegRecord,
   type RaceRecord,
 } from "../connection/types.ts";
+import { MAX_SLA_MS, MIN_SLA_MS } from "../drill.ts";
 import type { EngineErrorCode } from "../tunnel/engine-types.ts";
 import type { TelemetryStatus } from "../telemetry/status.ts";
 
@@ -52,7 +54,7 @@ export const DEFAULT_SOCKET_PATH = "/run/detour/detourd.sock";
 /** The group whose members may use the control socket (besides root). */
 export const DEFAULT_CONTROL_GROUP = "detour";
 
-export const COMMANDS = ["status", "connect", "disconnect", "gateways", "race", "subscribe"] as const;
+export const COMMANDS = ["status", "connect", "disconnect", "gateways", "race", "subscribe", "drill"] as const;
 export type Command = (typeof COMMANDS)[number];
 
 /**
@@ -150,6 +152,26 @@ const CandidateSchema = record<Candidate>("a candidate", {
   probe: "object|null",
 });
 const HealthVerdictSchema = record<HealthVerdict>("a health verdict", { state: "string" });
+const nullableMs = z.number().nullable();
+export const DrillResultSchema = z.looseObject({
+  id: z.string(),
+  startedAt: z.number(),
+  endedAt: z.number(),
+  slaMs: z.number(),
+  verdict: z.enum(["pass", "fail", "refused"]),
+  reason: z.string(),
+  from: GatewayKind.nullable(),
+  to: GatewayKind.nullable(),
+  blockedAt: nullableMs,
+  liftedAt: nullableMs,
+  detectedAt: nullableMs,
+  detectedAfterMs: nullableMs,
+  restoredAt: nullableMs,
+  restoredAfterMs: nullableMs,
+  probesSent: z.int().min(0),
+  probesLost: z.int().min(0),
+  failover: FailoverRecordSchema.nullable(),
+}) satisfies z.ZodType<DrillResult>;
 
 const snapshotShape = {
   state: z.enum(CONNECTION_STATES),
@@ -200,10 +222,16 @@ export const TelemetryStatusSchema = z.looseObject({
 
 /**
  * What `status` answers (and `subscribe` starts with): the connection snapshot plus who is answering and, from
- * a daemon that measures them, the active tunnel's numbers and the telemetry export's health.
+ * a daemon that measures them, the active tunnel's numbers and the telemetry export's health, and the last
+ * failover drill (absent from a daemon that cannot drill).
  */
-export type StatusPayload = ConnectionSnapshot & { daemon: DaemonInfo; telemetry?: TelemetryStatus };
-export const StatusPayloadSchema = z.looseObject({ ...snapshotShape, daemon: DaemonInfoSchema, telemetry: TelemetryStatusSchema.optional() }) satisfies z.ZodType<StatusPayload>;
+export type StatusPayload = ConnectionSnapshot & { daemon: DaemonInfo; telemetry?: TelemetryStatus; lastDrill?: DrillResult | null };
+export const StatusPayloadSchema = z.looseObject({
+  ...snapshotShape,
+  daemon: DaemonInfoSchema,
+  telemetry: TelemetryStatusSchema.optional(),
+  lastDrill: DrillResultSchema.nullable().optional(),
+}) satisfies z.ZodType<StatusPayload>;
 
 /** A candidate with its place in the daemon's ranking (1 is tried first). */
 export type RankedCandidate = Candidate & { rank: number };
@@ -224,6 +252,7 @@ const EVENT_SCHEMAS = {
   "race-ended": z.looseObject({ type: z.literal("race-ended"), at, race: RaceRecordSchema }),
   failover: z.looseObject({ type: z.literal("failover"), at, failover: FailoverRecordSchema }),
   health: z.looseObject({ type: z.literal("health"), at, legId: z.string(), verdict: HealthVerdictSchema }),
+  drill: z.looseObject({ type: z.literal("drill"), at, drill: DrillResultSchema }),
 } satisfies { [K in ConnectionEvent["type"]]: z.ZodType<Extract<ConnectionEvent, { type: K }>> };
 export const EVENT_TYPES = Object.keys(EVENT_SCHEMAS) as ConnectionEvent["type"][];
 export const ConnectionEventSchema = z.discriminatedUnion("type", [
@@ -233,6 +262,7 @@ export const ConnectionEventSchema = z.discriminatedUnion("type", [
   EVENT_SCHEMAS["race-ended"],
   EVENT_SCHEMAS.failover,
   EVENT_SCHEMAS.health,
+  EVENT_SCHEMAS.drill,
 ]) satisfies z.ZodType<ConnectionEvent>;
 
 /** The result each command answers with. */
@@ -243,6 +273,8 @@ export interface CommandResults {
   gateways: GatewaysPayload;
   race: RaceRecord | null;
   subscribe: StatusPayload;
+  /** The drill's result; a refusal is a result too (verdict "refused"), so only protocol trouble is an error. */
+  drill: DrillResult;
 }
 export const RESULT_SCHEMAS = {
   status: StatusPayloadSchema,
@@ -251,6 +283,7 @@ export const RESULT_SCHEMAS = {
   gateways: GatewaysPayloadSchema,
   race: RaceRecordSchema.nullable(),
   subscribe: StatusPayloadSchema,
+  drill: DrillResultSchema,
 } satisfies { [C in Command]: z.ZodType<CommandResults[C]> };
 
 // ---- envelopes ----
@@ -260,7 +293,13 @@ export const RequestIdSchema = z.int().min(0);
 export type RequestId = z.infer<typeof RequestIdSchema>;
 
 export const ClientHelloSchema = z.strictObject({ type: z.literal("hello"), protocol: z.int().min(0), client: z.string().min(1).max(128) });
-export const RequestSchema = z.strictObject({ type: z.literal("request"), id: RequestIdSchema, command: z.enum(COMMANDS) });
+/** What a drill request may ask for: the SLA to judge it by (the daemon's default when absent). */
+export const DrillParamsSchema = z.strictObject({ slaMs: z.int().min(MIN_SLA_MS).max(MAX_SLA_MS).optional() });
+export type DrillParams = z.infer<typeof DrillParamsSchema>;
+/** `params` is only for commands that take some (drill); every other command refuses it. */
+export const RequestSchema = z
+  .strictObject({ type: z.literal("request"), id: RequestIdSchema, command: z.enum(COMMANDS), params: DrillParamsSchema.optional() })
+  .refine((r) => r.params === undefined || r.command === "drill", { path: ["params"], message: "only drill takes params" });
 export type ClientHello = z.infer<typeof ClientHelloSchema>;
 export type Request = z.infer<typeof RequestSchema>;
 /** What a client sends. */
