@@ -272,7 +272,8 @@ export class Daemon {
 
   #rememberWinner(race: RaceRecord): void {
     const key = this.#networkKey;
-    if (key === null || race.winner === null) return;
+    // Only what won a connect says something about the network; failover and recover races are about gateways.
+    if (key === null || race.winner === null || (race.reason !== "connect" && race.reason !== "retry")) return;
     this.#memory = remember(this.#memory, key, { gateway: race.winner.gateway, kind: race.winner.kind }, Date.now());
     this.#ctx.preferredLeg = recall(this.#memory, key);
     try {
