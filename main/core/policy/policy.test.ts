@@ -165,3 +165,15 @@ test("command-line-values-are-typed-per-key-and-checked", () => {
   assert.equal(parseSettingValue("race.staggerMs", "5").ok, false, "below the minimum");
   assert.equal(parseSettingValue("standby.mode", "sometimes").ok, false);
 });
+
+test("legs-and-candidates-outside-the-policy-are-not-allowed", async () => {
+  const { legAllowed, restrictCandidates } = await import("./apply.ts");
+  const r = layer(base(), {}, policy({ allowedGateways: ["gw2", "gw3"], allowedProtocols: ["anyconnect"] }));
+  assert.ok(r.ok);
+  const cfg = r.effective.config;
+  assert.equal(legAllowed(cfg, { gateway: "gw1", kind: "anyconnect-tls" }), false, "gateway no longer allowed");
+  assert.equal(legAllowed(cfg, { gateway: "gw2", kind: "wireguard" }), false, "protocol no longer allowed");
+  assert.equal(legAllowed(cfg, { gateway: "gw2", kind: "anyconnect-tls" }), true);
+  const cands = ["gw1", "gw2"].map((name) => ({ name, hostname: `${name}.example.com`, address: null, priority: 5, region: "eu", kinds: ["wireguard" as const, "anyconnect-tls" as const], sources: ["config" as const], probe: null }));
+  assert.deepEqual(restrictCandidates(cands, cfg).map((c) => [c.name, c.kinds, c.priority]), [["gw2", ["anyconnect-tls"], 20]]);
+});

@@ -7,11 +7,12 @@
  *   unsigned       a bare policy document, or an envelope without a key id or signature
  *   unknown-key    signed by a key this device does not trust
  *   bad-signature  the signature does not match the policy bytes (a tampered or re-encoded document)
- *   invalid-field  a field is wrong (path named), the organisation is not this device's, or the settings cannot
- *                  work with this device's configuration (e.g. none of the allowed gateways is configured)
+ *   invalid-field  a field is wrong (path named), or the organisation is not this device's
  *   expired        now is at or past expiresAt
  *   downgrade      the version is not higher than the policy in force (the same version is accepted only
  *                  when it is the very same document, so re-reading a file is not a rejection)
+ *   invalid-field  the settings cannot work with this device's configuration (e.g. none of the allowed
+ *                  gateways is configured; the check is passed in)
  */
 import type { z } from "zod";
 import { decodeBase64, decodeUtf8, Envelope, ENVELOPE_FORMAT, PolicyDocument } from "./document.ts";
@@ -35,8 +36,8 @@ export interface VerifyContext {
   /** The policy in force: its version and the exact bytes (to tell a re-read from a replay). */
   current: { version: number; policyBase64: string } | null;
   now: number;
-  /** The device's configured organisation; a policy for another one is refused. */
-  organisation: string;
+  /** The device's configured organisation; a policy for another one is refused (null: not checked, for offline tools). */
+  organisation: string | null;
   /** Further checks against the device's configuration (layers.ts), reported as invalid-field. */
   check?: (doc: PolicyDocument) => Rejection | null;
 }
@@ -111,9 +112,11 @@ export function verifyEnvelope(text: string, ctx: VerifyContext): Verified {
     return reject("invalid-field", f.message, f.field);
   }
   const policy = doc.data;
-  if (policy.organisation !== ctx.organisation) {
+  if (ctx.organisation !== null && policy.organisation !== ctx.organisation) {
     return reject("invalid-field", `organisation: this policy is for "${policy.organisation}"; this device belongs to "${ctx.organisation}"`, "organisation");
   }
+  // A policy already in force is re-verified on restart with now = -Infinity: it stays in force after it expires,
+  // so restrictions are never lifted by the clock alone; expiry stops an old document from being (re)installed.
   if (ctx.now >= Date.parse(policy.expiresAt)) return reject("expired", `expiresAt: the policy expired at ${policy.expiresAt}`, "expiresAt");
   const cur = ctx.current;
   const same = cur !== null && policy.version === cur.version && env.data.policy.replace(/\s+/g, "") === cur.policyBase64.replace(/\s+/g, "");
