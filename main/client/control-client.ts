@@ -4,6 +4,7 @@
  */
 import { createConnection, type Socket } from "node:net";
 import type { ConnectionEvent, RaceRecord } from "../core/connection/types.ts";
+import type { PolicyEvent, PolicyStatus, PrefsPayload } from "../core/policy/status.ts";
 import {
   DEFAULT_CONTROL_GROUP,
   encodeLine,
@@ -56,6 +57,7 @@ const RETRYABLE: Record<ControlErrorCode, boolean> = {
   "connection-lost": true,
   "protocol-violation": false,
   cancelled: false,
+  refused: false,
 };
 
 export class ControlError extends Error {
@@ -127,6 +129,7 @@ export class ControlClient {
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #onEvent: ((e: ConnectionEvent) => void) | null = null;
+  #onPolicy: ((e: PolicyEvent) => void) | null = null;
   #endReason: ControlError | null = null;
   #resolveClosed: (reason: ControlError | null) => void = () => undefined;
   #ended = false;
@@ -241,9 +244,10 @@ export class ControlClient {
    * Subscribes to connection events on a connection of its own (the daemon ends a subscription with its
    * connection), so close() ends only the subscription. Events are deltas on top of `snapshot`.
    */
-  async subscribe(onEvent: (e: ConnectionEvent) => void): Promise<Subscription> {
+  async subscribe(onEvent: (e: ConnectionEvent) => void, onPolicy?: (e: PolicyEvent) => void): Promise<Subscription> {
     const conn = await ControlClient.connect(this.path, this.#opts);
     conn.#onEvent = onEvent;
+    conn.#onPolicy = onPolicy ?? null;
     try {
       const snapshot = await conn.#request("subscribe");
       return { snapshot, closed: conn.closed, close: () => { conn.close(); } };
@@ -253,13 +257,28 @@ export class ControlClient {
     }
   }
 
+  /** The managed policy in force, its locked keys and the last refused document. */
+  policy(): Promise<PolicyStatus> {
+    return this.#request("policy");
+  }
+
+  /** Every setting with its value, where it comes from and whether the policy locks it. */
+  prefs(): Promise<PrefsPayload> {
+    return this.#request("prefs");
+  }
+
+  /** Sets a preference (value as typed on a command line) or clears it (null); "refused" says why not. */
+  setPref(key: string, value: string | null): Promise<PrefsPayload> {
+    return this.#request("prefs-set", { key, value });
+  }
+
   /** Ends the connection; pending calls reject with "cancelled". Safe to call more than once. */
   close(): void {
     this.#end(null);
     this.#socket.destroy();
   }
 
-  #request<C extends Command>(command: C): Promise<CommandResults[C]> {
+  #request<C extends Command>(command: C, args?: Record<string, string | null>): Promise<CommandResults[C]> {
     if (this.#ended) return Promise.reject(this.#endReason ?? new ControlError("cancelled", "the control connection was closed"));
     const id = this.#nextId++;
     const timeoutMs = this.#opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
@@ -270,7 +289,7 @@ export class ControlClient {
       }, timeoutMs);
       // The response's result is checked against this command's schema before it is resolved (#onLine).
       this.#pending.set(id, { command, resolve: resolve as (r: unknown) => void, reject, timer });
-      const enc = encodeLine({ type: "request", id, command });
+      const enc = encodeLine(args === undefined ? { type: "request", id, command } : { type: "request", id, command, args });
       if (enc.ok) this.#socket.write(enc.line);
       else this.#settle(id, { command, resolve: () => undefined, reject, timer }, new ControlError("protocol-violation", enc.reason));
     });
@@ -291,7 +310,8 @@ export class ControlClient {
         this.#end(new ControlError("protocol-violation", "detourd repeated its hello"));
         return;
       case "event":
-        this.#onEvent?.(m.event);
+        if (m.event.type === "policy") this.#onPolicy?.(m.event);
+        else this.#onEvent?.(m.event);
         return;
       case "error": {
         const err = new ControlError(m.code, m.message);

@@ -35,6 +35,9 @@ import {
 } from "../connection/types.ts";
 import type { EngineErrorCode } from "../tunnel/engine-types.ts";
 import type { TelemetryStatus } from "../telemetry/status.ts";
+import { SETTING_KEY_LIST } from "../policy/settings.ts";
+import type { PolicyEvent, PolicyStatus, PrefsPayload } from "../policy/status.ts";
+import { REJECTION_CODES } from "../policy/verify.ts";
 
 /** The protocol spoken here; a hello with any other number is refused with "unsupported-protocol". */
 export const PROTOCOL_VERSION = 1;
@@ -52,7 +55,7 @@ export const DEFAULT_SOCKET_PATH = "/run/detour/detourd.sock";
 /** The group whose members may use the control socket (besides root). */
 export const DEFAULT_CONTROL_GROUP = "detour";
 
-export const COMMANDS = ["status", "connect", "disconnect", "gateways", "race", "subscribe"] as const;
+export const COMMANDS = ["status", "connect", "disconnect", "gateways", "race", "subscribe", "policy", "prefs", "prefs-set"] as const;
 export type Command = (typeof COMMANDS)[number];
 
 /**
@@ -64,8 +67,9 @@ export type Command = (typeof COMMANDS)[number];
  * - unsupported-protocol: the hello asked for a protocol version this daemon does not speak
  * - busy: too many clients, or too many requests in flight on this connection; retry later
  * - timeout: the daemon did not answer within its own bound (a hello, or a handler that hung)
+ * - refused: the daemon understood and will not do it, with why (e.g. a setting locked by the managed policy)
  */
-export const ERROR_CODES = ["bad-request", "unknown-command", "internal", "unauthorized", "unsupported-protocol", "busy", "timeout"] as const;
+export const ERROR_CODES = ["bad-request", "unknown-command", "internal", "unauthorized", "unsupported-protocol", "busy", "timeout", "refused"] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
 // ---- payloads: loose enough not to restate main/core/connection/types.ts, strict enough to catch garbage ----
@@ -198,12 +202,43 @@ export const TelemetryStatusSchema = z.looseObject({
   reachability: z.array(z.looseObject({ target: z.string(), ok: z.boolean(), latencyMs: num, status: num, error: z.string().nullable() })),
 }) satisfies z.ZodType<TelemetryStatus>;
 
+const SettingKeySchema = z.enum(SETTING_KEY_LIST);
+const RejectionSchema = z.looseObject({ at: z.number(), code: z.enum(REJECTION_CODES), field: z.string().optional(), message: z.string(), source: z.string() });
+export const PolicyStatusSchema = z.looseObject({
+  version: z.number().nullable(),
+  organisation: z.string().nullable(),
+  source: z.string().nullable(),
+  keyId: z.string().nullable(),
+  issuedAt: z.string().nullable(),
+  expiresAt: z.string().nullable(),
+  appliedAt: z.number().nullable(),
+  locked: z.array(SettingKeySchema),
+  lastRejection: RejectionSchema.nullable(),
+}) satisfies z.ZodType<PolicyStatus>;
+export const PrefsPayloadSchema = z.looseObject({
+  organisation: z.string().nullable(),
+  entries: z.array(z.looseObject({ key: SettingKeySchema, value: z.unknown(), source: z.enum(["default", "user", "policy"]), locked: z.boolean(), scope: z.enum(["user", "managed"]) })),
+}) satisfies z.ZodType<PrefsPayload>;
+/** A policy event (see PolicyEvent): one object schema, so it can join the event union under its "type". */
+export const PolicyEventSchema = z.looseObject({
+  type: z.literal("policy"),
+  at: z.number(),
+  change: z.enum(["applied", "rejected"]),
+  source: z.string(),
+  version: z.number().optional(),
+  locked: z.array(SettingKeySchema).optional(),
+  moved: z.boolean().optional(),
+  code: z.enum(REJECTION_CODES).optional(),
+  field: z.string().optional(),
+  message: z.string().optional(),
+});
+
 /**
  * What `status` answers (and `subscribe` starts with): the connection snapshot plus who is answering and, from
- * a daemon that measures them, the active tunnel's numbers and the telemetry export's health.
+ * a daemon that measures them, the active tunnel's numbers and the telemetry export's health, and the managed policy.
  */
-export type StatusPayload = ConnectionSnapshot & { daemon: DaemonInfo; telemetry?: TelemetryStatus };
-export const StatusPayloadSchema = z.looseObject({ ...snapshotShape, daemon: DaemonInfoSchema, telemetry: TelemetryStatusSchema.optional() }) satisfies z.ZodType<StatusPayload>;
+export type StatusPayload = ConnectionSnapshot & { daemon: DaemonInfo; telemetry?: TelemetryStatus; policy?: PolicyStatus };
+export const StatusPayloadSchema = z.looseObject({ ...snapshotShape, daemon: DaemonInfoSchema, telemetry: TelemetryStatusSchema.optional(), policy: PolicyStatusSchema.optional() }) satisfies z.ZodType<StatusPayload>;
 
 /** A candidate with its place in the daemon's ranking (1 is tried first). */
 export type RankedCandidate = Candidate & { rank: number };
@@ -243,6 +278,9 @@ export interface CommandResults {
   gateways: GatewaysPayload;
   race: RaceRecord | null;
   subscribe: StatusPayload;
+  policy: PolicyStatus;
+  prefs: PrefsPayload;
+  "prefs-set": PrefsPayload;
 }
 export const RESULT_SCHEMAS = {
   status: StatusPayloadSchema,
@@ -251,6 +289,9 @@ export const RESULT_SCHEMAS = {
   gateways: GatewaysPayloadSchema,
   race: RaceRecordSchema.nullable(),
   subscribe: StatusPayloadSchema,
+  policy: PolicyStatusSchema,
+  prefs: PrefsPayloadSchema,
+  "prefs-set": PrefsPayloadSchema,
 } satisfies { [C in Command]: z.ZodType<CommandResults[C]> };
 
 // ---- envelopes ----
@@ -260,7 +301,9 @@ export const RequestIdSchema = z.int().min(0);
 export type RequestId = z.infer<typeof RequestIdSchema>;
 
 export const ClientHelloSchema = z.strictObject({ type: z.literal("hello"), protocol: z.int().min(0), client: z.string().min(1).max(128) });
-export const RequestSchema = z.strictObject({ type: z.literal("request"), id: RequestIdSchema, command: z.enum(COMMANDS) });
+/** `args` carries a command's parameters (prefs-set: key, and value or null to clear); strings only, bounded. */
+export const RequestArgsSchema = z.record(z.string().max(64), z.string().max(4096).nullable());
+export const RequestSchema = z.strictObject({ type: z.literal("request"), id: RequestIdSchema, command: z.enum(COMMANDS), args: RequestArgsSchema.optional() });
 export type ClientHello = z.infer<typeof ClientHelloSchema>;
 export type Request = z.infer<typeof RequestSchema>;
 /** What a client sends. */
@@ -268,11 +311,22 @@ export type ClientMessage = ClientHello | Request;
 
 export const DaemonHelloSchema = z.strictObject({ type: z.literal("hello"), protocol: z.int().min(0), daemon: z.string().min(1).max(128) });
 export const ErrorMessageSchema = z.strictObject({ type: z.literal("error"), id: RequestIdSchema.nullable(), code: z.enum(ERROR_CODES), message: z.string().max(4096) });
-export const EventMessageSchema = z.strictObject({ type: z.literal("event"), event: ConnectionEventSchema });
+export const EventMessageSchema = z.strictObject({
+  type: z.literal("event"),
+  event: z.discriminatedUnion("type", [
+    EVENT_SCHEMAS.state,
+    EVENT_SCHEMAS["race-started"],
+    EVENT_SCHEMAS.leg,
+    EVENT_SCHEMAS["race-ended"],
+    EVENT_SCHEMAS.failover,
+    EVENT_SCHEMAS.health,
+    PolicyEventSchema,
+  ]),
+});
 const ResponseEnvelopeSchema = z.strictObject({ type: z.literal("response"), id: RequestIdSchema, command: z.enum(COMMANDS), result: z.unknown() });
 export type DaemonHello = z.infer<typeof DaemonHelloSchema>;
 export type ErrorMessage = z.infer<typeof ErrorMessageSchema>;
-export type EventMessage = { type: "event"; event: ConnectionEvent };
+export type EventMessage = { type: "event"; event: ConnectionEvent | PolicyEvent };
 export type ResponseMessage<C extends Command = Command> = { [K in C]: { type: "response"; id: RequestId; command: K; result: CommandResults[K] } }[C];
 /** What the daemon sends. */
 export type DaemonMessage = DaemonHello | ResponseMessage | ErrorMessage | EventMessage;
