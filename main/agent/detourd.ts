@@ -83,7 +83,7 @@ async function main(): Promise<void> {
     log,
     ...(values.group === undefined ? {} : { group: values.group }),
     handlers: {
-      status: () => Promise.resolve(daemon.status()),
+      status: () => Promise.resolve({ ...daemon.status(), policy: policy.status() }),
       connect: () => daemon.connect(),
       disconnect: () => {
         daemon.disconnect();
