@@ -14,6 +14,7 @@ import { createConnection, createServer, type Server, type Socket } from "node:n
 import { dirname } from "node:path";
 import type { Candidate, ConnectionEvent, DrillResult, RaceRecord } from "../core/connection/types.ts";
 import { DRILL_MAX_DURATION_MS } from "../core/drill.ts";
+import type { PolicyEvent, PolicyStatus, PrefsPayload } from "../core/policy/status.ts";
 import {
   DEFAULT_CONTROL_GROUP,
   encodeLine,
@@ -43,6 +44,18 @@ export interface ControlHandlers {
   subscribe(listener: (e: ConnectionEvent) => void): () => void;
   /** Runs a failover drill (bounded by drillTimeoutMs, not handlerTimeoutMs); absent where drills are not supported. */
   drill?(params: DrillParams): Promise<DrillResult>;
+  /** Managed policy and preferences; a daemon without them answers "unknown-command". */
+  policy?(): Promise<PolicyStatus>;
+  prefs?(): Promise<PrefsPayload>;
+  /** Throws CommandRefused (answered as "refused") when the change is not allowed, e.g. a key the policy locks. */
+  prefsSet?(key: string, value: string | null): Promise<PrefsPayload>;
+  /** Registers a listener for policy events (applied, rejected), sent to subscribers beside connection events. */
+  subscribePolicy?(listener: (e: PolicyEvent) => void): () => void;
+}
+
+/** A handler's refusal: the client gets the "refused" error code with this message (never "internal"). */
+export class CommandRefused extends Error {
+  override readonly name = "CommandRefused";
 }
 
 export interface ControlLimits {
@@ -344,13 +357,13 @@ class ClientConnection {
       return;
     }
     this.#inFlight++;
-    void this.#answer(m.id, m.command, m.params).finally(() => {
+    void this.#answer(m.id, m.command, m.params, m.args ?? {}).finally(() => {
       this.#inFlight--;
     });
   }
 
   /** Runs one command and sends exactly one reply; never rejects. */
-  async #answer(id: RequestId, command: Command, params: DrillParams | undefined): Promise<void> {
+  async #answer(id: RequestId, command: Command, params: DrillParams | undefined, args: Record<string, string | null>): Promise<void> {
     const h = this.#server.handlers;
     const bound = <T>(what: string, f: () => Promise<T>): Promise<T> =>
       // Promise.resolve().then(f) turns a handler that throws synchronously into a rejection like any other.
@@ -389,12 +402,55 @@ class ClientConnection {
           this.#respond(id, "drill", result);
           return;
         }
+        case "policy":
+        case "prefs":
+        case "prefs-set":
+          await this.#answerPolicy(id, command, args, bound);
+          return;
       }
     } catch (e) {
+      if (e instanceof CommandRefused) {
+        this.#send({ type: "error", id, code: "refused", message: e.message.slice(0, MAX_ERROR_MESSAGE) });
+        return;
+      }
       const timedOut = e instanceof HandlerTimeout;
       const message = (e instanceof Error ? e.message : String(e)).slice(0, MAX_ERROR_MESSAGE);
       this.#server.log.error("control command failed", { conn: this.#n, client: this.#client, command, err: message });
       this.#send({ type: "error", id, code: timedOut ? "timeout" : "internal", message: timedOut ? message : `${command} failed: ${message}` });
+    }
+  }
+
+  async #answerPolicy(id: RequestId, command: "policy" | "prefs" | "prefs-set", args: Record<string, string | null>, bound: <T>(what: string, f: () => Promise<T>) => Promise<T>): Promise<void> {
+    const h = this.#server.handlers;
+    const unknown = (): void => {
+      this.#send({ type: "error", id, code: "unknown-command", message: `this daemon has no managed-policy support (${command})` });
+    };
+    if (command === "policy") {
+      const f = h.policy?.bind(h);
+      if (f === undefined) {
+        unknown();
+        return;
+      }
+      this.#respond(id, "policy", await bound("policy", f));
+    } else if (command === "prefs") {
+      const f = h.prefs?.bind(h);
+      if (f === undefined) {
+        unknown();
+        return;
+      }
+      this.#respond(id, "prefs", await bound("prefs", f));
+    } else {
+      const f = h.prefsSet?.bind(h);
+      if (f === undefined) {
+        unknown();
+        return;
+      }
+      const key = args.key;
+      if (typeof key !== "string" || !("value" in args)) {
+        this.#send({ type: "error", id, code: "bad-request", message: "prefs-set needs args.key (a setting) and args.value (a string, or null to clear)" });
+        return;
+      }
+      this.#respond(id, "prefs-set", await bound("prefs-set", () => f(key, args.value ?? null)));
     }
   }
 
@@ -407,8 +463,8 @@ class ClientConnection {
       this.#send({ type: "error", id, code: "bad-request", message: "already subscribed on this connection" });
       return;
     }
-    let held: ConnectionEvent[] | null = [];
-    const listener = (event: ConnectionEvent): void => {
+    let held: (ConnectionEvent | PolicyEvent)[] | null = [];
+    const listener = (event: ConnectionEvent | PolicyEvent): void => {
       try {
         if (held === null) {
           this.#send({ type: "event", event });
@@ -423,7 +479,12 @@ class ClientConnection {
         this.#server.log.error("control event could not be sent", { conn: this.#n, err: e });
       }
     };
-    const unsubscribe = this.#server.handlers.subscribe(listener);
+    const unsubscribeConnection = this.#server.handlers.subscribe(listener);
+    const unsubscribePolicy = this.#server.handlers.subscribePolicy?.(listener) ?? ((): void => undefined);
+    const unsubscribe = (): void => {
+      unsubscribeConnection();
+      unsubscribePolicy();
+    };
     if (this.#closing) {
       unsubscribe();
       return;

@@ -19,7 +19,7 @@ import { applyDns, restoreDns, type DnsTarget } from "../../native/platform/dns.
 import { applyKillSwitch } from "../../native/platform/firewall.linux.ts";
 import { networkId } from "../../native/platform/netid.linux.ts";
 import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource } from "../../native/platform/routes.linux.ts";
-import { discoverCandidates, gatewayPorts, probeCandidates, withProbe } from "./discovery.ts";
+import { configuredCandidates, discoverCandidates, gatewayPorts, probeCandidates, withProbe } from "./discovery.ts";
 import { DrillRunner } from "./drill.ts";
 import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
 import type { Logger } from "./log.ts";
@@ -27,6 +27,7 @@ import { startMonitor } from "./monitor.ts";
 import { loadSecret } from "./secrets.ts";
 import { Telemetry, tunnelOnlyStatus, type TelemetrySource } from "./telemetry/telemetry.ts";
 import type { TelemetryStatus } from "../core/telemetry/status.ts";
+import { legAllowed, restrictCandidates } from "../core/policy/apply.ts";
 
 export interface DaemonOptions {
   config: DetourConfig;
@@ -386,6 +387,82 @@ export class Daemon {
     });
   }
 
+  /**
+   * Puts a new effective configuration in force (a managed policy or a preference changed): candidates, the race,
+   * health, standby and retry policies, lockdown and telemetry follow at once. The tunnel is touched only when its
+   * gateway or protocol is no longer allowed; then it moves make-before-break (see #moveOffDisallowed).
+   * Returns whether a leg was moved off.
+   */
+  reconfigure(config: DetourConfig): boolean {
+    const before = this.#opts.config;
+    this.#opts.config = config;
+    this.#ctx.policy = { race: config.race, health: config.health, retry: config.retry, standby: config.standby };
+    this.#ctx.gateways = configuredCandidates(config);
+    const known = new Set(this.#candidates.map((c) => c.name));
+    this.#candidates = restrictCandidates(this.#candidates, config);
+    // A gateway allowed again comes back into the candidates with a discovery round, started now.
+    if (this.#candidates.length > 0 && config.gateways.some((g) => !known.has(g.name))) this.#track(this.#discover());
+    // In resolving, a candidate list starts the race; the resolve under way delivers the restricted one anyway.
+    if (this.#state.name !== "resolving") this.dispatch({ type: "candidates", now: Date.now(), candidates: this.candidates() });
+    this.refreshKillSwitch();
+    if (JSON.stringify(before.telemetry) !== JSON.stringify(config.telemetry)) this.#track(this.#restartTelemetry());
+    return this.#moveOffDisallowed();
+  }
+
+  /** Reports a daemon event (policy applied or rejected) to the collector, when telemetry is configured. */
+  emitTelemetry(name: string, body: unknown, attrs: Record<string, string | number | boolean> = {}): void {
+    this.#telemetry?.emitEvent(name, body, attrs);
+  }
+
+  async #restartTelemetry(): Promise<void> {
+    const old = this.#telemetry;
+    this.#telemetry = null;
+    await old?.shutdown();
+    const tcfg = this.#opts.config.telemetry;
+    if (tcfg === undefined) return;
+    try {
+      this.#telemetry = new Telemetry({
+        config: tcfg,
+        token: tcfg.token === undefined ? null : loadSecret(tcfg.token, "telemetry.token"),
+        stateDir: this.#opts.stateDir,
+        version: this.#opts.version,
+        organisation: this.#opts.config.organisation,
+        policyBytes: JSON.stringify(this.#opts.config),
+        source: this.#telemetrySource(),
+        log: this.#opts.log,
+      });
+      this.#telemetry.start();
+      this.#opts.log.info("telemetry restarted for the new configuration", { endpoint: tcfg.endpoint });
+    } catch (err) {
+      this.#opts.log.error("telemetry could not start with the new configuration", { err });
+    }
+  }
+
+  /**
+   * Legs the configuration no longer allows are reported down to the machine, the standby first: a standby that
+   * is still allowed then takes over by a route change, otherwise a failover race runs over the allowed
+   * candidates while the forbidden leg keeps carrying traffic until the winner is up.
+   */
+  #moveOffDisallowed(): boolean {
+    const cfg = this.#opts.config;
+    let moved = false;
+    const s = this.#state;
+    if (s.name !== "connected") return false;
+    const sb = s.standby.leg?.leg;
+    if (sb !== undefined && !legAllowed(cfg, sb)) {
+      this.#opts.log.info("standby leg no longer allowed; replacing it", { leg: sb });
+      this.dispatch({ type: "leg-down", now: Date.now(), legId: sb.id, reason: `policy: ${sb.gateway} over ${sb.kind} is no longer allowed` });
+    }
+    const after = this.#state;
+    if (after.name === "connected" && !legAllowed(cfg, after.active.leg)) {
+      const a = after.active.leg;
+      this.#opts.log.info("active leg no longer allowed; moving the tunnel", { leg: a });
+      this.dispatch({ type: "leg-down", now: Date.now(), legId: a.id, reason: `policy: ${a.gateway} over ${a.kind} is no longer allowed` });
+      moved = true;
+    }
+    return moved;
+  }
+
   // ---- the loop ----
 
   dispatch(input: MachineInput): void {
@@ -488,6 +565,8 @@ export class Daemon {
           log.info("state", { state: e.event.state, detail: e.event.detail });
           this.refreshKillSwitch();
         }
+        // A race started under an older policy may bring up a leg the policy now forbids.
+        if (e.event.type === "state" || e.event.type === "race-ended") queueMicrotask(() => this.#moveOffDisallowed());
         for (const s of this.#subscribers) {
           try {
             s(e.event);

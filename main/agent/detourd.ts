@@ -9,13 +9,14 @@ import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
 import { ControlServer } from "./control-server.ts";
 import { Daemon } from "./daemon.ts";
 import { createLogger, type Level } from "./log.ts";
+import { createPolicyManager, policyHandlers, startPolicy } from "./policy/wiring.ts";
 
 const VERSION = "0.1.0";
 /** Time for a clean disconnect (engines' orderly stops run in parallel) before detourd exits anyway. */
 const SHUTDOWN_BUDGET_MS = 15_000;
 
 function usage(msg: string): never {
-  process.stderr.write(`detourd: ${msg}\nusage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--connect] [--log-level debug|info|warn|error]\n`);
+  process.stderr.write(`detourd: ${msg}\nusage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--connect] [--policy-file <file>] [--trusted-keys <dir>] [--policy-url <url>] [--log-level debug|info|warn|error]\n`);
   process.exit(2);
 }
 
@@ -32,6 +33,9 @@ async function main(): Promise<void> {
         "resolv-conf": { type: "string", default: "/etc/resolv.conf" },
         "ifname-prefix": { type: "string", default: "dt" },
         connect: { type: "boolean", default: false },
+        "policy-file": { type: "string" },
+        "trusted-keys": { type: "string" },
+        "policy-url": { type: "string" },
         "log-level": { type: "string", default: "info" },
       },
     }));
@@ -56,9 +60,18 @@ async function main(): Promise<void> {
     process.exit(2);
   }
 
+  // The managed policy and the user's preferences layer over the file before anything runs on it.
+  let policy;
+  try {
+    policy = createPolicyManager(parsed.config, values["state-dir"], { policyFile: values["policy-file"], trustedKeysDir: values["trusted-keys"], policyUrl: values["policy-url"] }, log);
+  } catch (e) {
+    process.stderr.write(`detourd: ${(e as Error).message}\n`);
+    process.exit(2);
+  }
+
   let daemon: Daemon;
   try {
-    daemon = new Daemon({ config: parsed.config, configPath, workDir: values["work-dir"], stateDir: values["state-dir"], resolvConf: values["resolv-conf"], ifnamePrefix: values["ifname-prefix"], log, version: VERSION });
+    daemon = new Daemon({ config: policy.effective().config, configPath, workDir: values["work-dir"], stateDir: values["state-dir"], resolvConf: values["resolv-conf"], ifnamePrefix: values["ifname-prefix"], log, version: VERSION });
   } catch (e) {
     process.stderr.write(`detourd: ${(e as Error).message}\n`);
     process.exit(2);
@@ -70,7 +83,7 @@ async function main(): Promise<void> {
     log,
     ...(values.group === undefined ? {} : { group: values.group }),
     handlers: {
-      status: () => Promise.resolve(daemon.status()),
+      status: () => Promise.resolve({ ...daemon.status(), policy: policy.status() }),
       connect: () => daemon.connect(),
       disconnect: () => {
         daemon.disconnect();
@@ -80,13 +93,15 @@ async function main(): Promise<void> {
       race: () => Promise.resolve(daemon.lastRace()),
       subscribe: (listener) => daemon.subscribe(listener),
       drill: (params) => daemon.drill(params),
+      ...policyHandlers(policy),
     },
   });
   log.info("detourd started", { version: VERSION, pid: process.pid, socket: values.socket, config: configPath, gateways: parsed.config.gateways.map((g) => g.name) });
   // Probe the candidates before the first race, so its ranking already has latencies when the user connects.
   daemon.refreshKillSwitch();
   daemon.warmUp();
-  if (values.connect) void daemon.connect();
+  startPolicy(policy, daemon);
+  if (values.connect || policy.effective().autoConnect) void daemon.connect();
 
   let stopping = false;
   const stop = (signal: string): void => {
@@ -98,6 +113,7 @@ async function main(): Promise<void> {
       process.exit(1);
     }, SHUTDOWN_BUDGET_MS);
     hard.unref();
+    policy.stop();
     void daemon
       .shutdown()
       .then(() => server.close())

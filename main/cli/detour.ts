@@ -7,6 +7,7 @@ import { ControlClient, isControlError, type ControlClientOptions } from "../cli
 import { DEFAULT_SLA_MS, parseSlaMs } from "../core/drill.ts";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
 import { formatDrill, formatEvent, formatGateways, formatLastRace, formatStatus } from "./format.ts";
+import { formatPolicyStatus, POLICY_USAGE, runPolicyCli } from "./policy-commands.ts";
 
 const EXIT_OK = 0;
 const EXIT_DAEMON_ERROR = 1;
@@ -28,12 +29,14 @@ commands:
                       failover drill: block the active gateway for this host only, measure how long
                       detection and restoration take, lift the block, pass or fail against the SLA
                       (default ${DEFAULT_SLA_MS} ms); exit 4 if the drill failed or was refused
+  policy ..., prefs ...  managed policy and preferences (see below)
 
 options:
   --socket <path>     detourd's control socket (default: $DETOUR_SOCKET or ${DEFAULT_SOCKET_PATH})
   --json              machine-readable output (JSON; for events, one JSON object per line)
   -h, --help          this help
-`;
+
+${POLICY_USAGE}`;
 
 const JSON_COMMANDS = new Set(["status", "gateways", "race", "events", "drill"]);
 const COMMANDS = new Set([...JSON_COMMANDS, "connect", "disconnect"]);
@@ -90,9 +93,15 @@ const printJson = (value: unknown): void => {
 
 /** Streams events until Ctrl-C (exit 0) or until the daemon goes away (exit 1). */
 async function events(client: ControlClient, json: boolean): Promise<number> {
-  const sub = await client.subscribe((e) => {
-    print(json ? JSON.stringify(e) + "\n" : formatEvent(e) + "\n");
-  });
+  const sub = await client.subscribe(
+    (e) => {
+      print(json ? JSON.stringify(e) + "\n" : formatEvent(e) + "\n");
+    },
+    (e) => {
+      const what = e.change === "applied" ? `version ${e.version} applied from ${e.source}${e.moved ? "; the tunnel moves off a leg it no longer allows" : ""}` : `rejected ${e.code}${e.field === undefined ? "" : ` (${e.field})`} from ${e.source}: ${e.message}`;
+      print(json ? JSON.stringify(e) + "\n" : `${new Date(e.at).toLocaleTimeString()}  policy    ${what}\n`);
+    },
+  );
   if (!json) print(`${sub.snapshot.state}: ${sub.snapshot.summary} (following events; Ctrl-C to stop)\n`);
   const interrupted = new Promise<"interrupted">((resolve) => {
     const stop = (): void => {
@@ -114,7 +123,7 @@ async function run(inv: Invocation, client: ControlClient): Promise<number> {
     case "status": {
       const s = await client.status();
       if (inv.json) printJson(s);
-      else print(formatStatus(s, { now: Date.now() }));
+      else print(formatStatus(s, { now: Date.now() }) + (s.policy === undefined ? "" : formatPolicyStatus(s.policy)));
       return EXIT_OK;
     }
     case "connect":
@@ -151,7 +160,19 @@ async function run(inv: Invocation, client: ControlClient): Promise<number> {
   }
 }
 
+/** The first positional word, skipping `--socket <path>`: which command family runs. */
+function firstWord(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] ?? "";
+    if (a === "--socket") i++;
+    else if (!a.startsWith("-")) return a;
+  }
+  return undefined;
+}
+
 async function main(argv: string[]): Promise<number> {
+  const family = firstWord(argv);
+  if (family === "policy" || family === "prefs") return runPolicyCli(argv);
   let inv: Invocation | "help";
   try {
     inv = parse(argv);

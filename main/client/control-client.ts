@@ -5,6 +5,7 @@
 import { createConnection, type Socket } from "node:net";
 import type { ConnectionEvent, DrillResult, RaceRecord } from "../core/connection/types.ts";
 import { DRILL_MAX_DURATION_MS } from "../core/drill.ts";
+import type { PolicyEvent, PolicyStatus, PrefsPayload } from "../core/policy/status.ts";
 import {
   DEFAULT_CONTROL_GROUP,
   encodeLine,
@@ -63,6 +64,7 @@ const RETRYABLE: Record<ControlErrorCode, boolean> = {
   "connection-lost": true,
   "protocol-violation": false,
   cancelled: false,
+  refused: false,
 };
 
 export class ControlError extends Error {
@@ -134,6 +136,7 @@ export class ControlClient {
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #onEvent: ((e: ConnectionEvent) => void) | null = null;
+  #onPolicy: ((e: PolicyEvent) => void) | null = null;
   #endReason: ControlError | null = null;
   #resolveClosed: (reason: ControlError | null) => void = () => undefined;
   #ended = false;
@@ -256,9 +259,10 @@ export class ControlClient {
    * Subscribes to connection events on a connection of its own (the daemon ends a subscription with its
    * connection), so close() ends only the subscription. Events are deltas on top of `snapshot`.
    */
-  async subscribe(onEvent: (e: ConnectionEvent) => void): Promise<Subscription> {
+  async subscribe(onEvent: (e: ConnectionEvent) => void, onPolicy?: (e: PolicyEvent) => void): Promise<Subscription> {
     const conn = await ControlClient.connect(this.path, this.#opts);
     conn.#onEvent = onEvent;
+    conn.#onPolicy = onPolicy ?? null;
     try {
       const snapshot = await conn.#request("subscribe");
       return { snapshot, closed: conn.closed, close: () => { conn.close(); } };
@@ -268,13 +272,28 @@ export class ControlClient {
     }
   }
 
+  /** The managed policy in force, its locked keys and the last refused document. */
+  policy(): Promise<PolicyStatus> {
+    return this.#request("policy");
+  }
+
+  /** Every setting with its value, where it comes from and whether the policy locks it. */
+  prefs(): Promise<PrefsPayload> {
+    return this.#request("prefs");
+  }
+
+  /** Sets a preference (value as typed on a command line) or clears it (null); "refused" says why not. */
+  setPref(key: string, value: string | null): Promise<PrefsPayload> {
+    return this.#request("prefs-set", { args: { key, value } });
+  }
+
   /** Ends the connection; pending calls reject with "cancelled". Safe to call more than once. */
   close(): void {
     this.#end(null);
     this.#socket.destroy();
   }
 
-  #request<C extends Command>(command: C, extra: { params?: DrillParams; timeoutMs?: number } = {}): Promise<CommandResults[C]> {
+  #request<C extends Command>(command: C, extra: { params?: DrillParams; args?: Record<string, string | null>; timeoutMs?: number } = {}): Promise<CommandResults[C]> {
     if (this.#ended) return Promise.reject(this.#endReason ?? new ControlError("cancelled", "the control connection was closed"));
     const id = this.#nextId++;
     const timeoutMs = extra.timeoutMs ?? this.#opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
@@ -285,7 +304,7 @@ export class ControlClient {
       }, timeoutMs);
       // The response's result is checked against this command's schema before it is resolved (#onLine).
       this.#pending.set(id, { command, resolve: resolve as (r: unknown) => void, reject, timer });
-      const enc = encodeLine(extra.params === undefined ? { type: "request", id, command } : { type: "request", id, command, params: extra.params });
+      const enc = encodeLine({ type: "request", id, command, ...(extra.params === undefined ? {} : { params: extra.params }), ...(extra.args === undefined ? {} : { args: extra.args }) });
       if (enc.ok) this.#socket.write(enc.line);
       else this.#settle(id, { command, resolve: () => undefined, reject, timer }, new ControlError("protocol-violation", enc.reason));
     });
@@ -306,7 +325,8 @@ export class ControlClient {
         this.#end(new ControlError("protocol-violation", "detourd repeated its hello"));
         return;
       case "event":
-        this.#onEvent?.(m.event);
+        if (m.event.type === "policy") this.#onPolicy?.(m.event);
+        else this.#onEvent?.(m.event);
         return;
       case "error": {
         const err = new ControlError(m.code, m.message);

@@ -323,3 +323,18 @@ describe("fuzz", () => {
     for (const v of values) check(JSON.stringify(v));
   });
 });
+
+describe("managed policy", () => {
+  test("policy-events-prefs-and-policy-status-round-trip", () => {
+    const ev = { type: "policy", at: 1, change: "rejected", source: "file:/etc/detour/policy.json", code: "downgrade", field: "version", message: "version: 1 is not newer" };
+    const d = parseDaemonMessage(JSON.stringify({ type: "event", event: ev }));
+    assert.ok(d.ok && d.message.type === "event" && d.message.event.type === "policy");
+    assert.ok(!parseDaemonMessage(JSON.stringify({ type: "event", event: { ...ev, code: "sunspots" } })).ok);
+    const status = { version: 2, organisation: "Example", source: "file:x", keyId: "0123456789abcdef", issuedAt: "2025-01-01T00:00:00Z", expiresAt: "2026-01-01T00:00:00Z", appliedAt: 5, locked: ["allowedGateways"], lastRejection: null };
+    assert.ok(parseDaemonMessage(JSON.stringify({ type: "response", id: 1, command: "policy", result: status })).ok);
+    assert.ok(!parseDaemonMessage(JSON.stringify({ type: "response", id: 1, command: "policy", result: { ...status, locked: ["colour"] } })).ok);
+    const req = parseClientMessage(JSON.stringify({ type: "request", id: 3, command: "prefs-set", args: { key: "autoConnect", value: "true" } }));
+    assert.ok(req.ok && req.message.type === "request" && req.message.args?.key === "autoConnect");
+    assert.ok(parseDaemonMessage(JSON.stringify({ type: "error", id: 3, code: "refused", message: "standby.mode is managed by Example's policy" })).ok);
+  });
+});

@@ -37,6 +37,9 @@ import {
 import { MAX_SLA_MS, MIN_SLA_MS } from "../drill.ts";
 import type { EngineErrorCode } from "../tunnel/engine-types.ts";
 import type { TelemetryStatus } from "../telemetry/status.ts";
+import { SETTING_KEY_LIST } from "../policy/settings.ts";
+import type { PolicyEvent, PolicyStatus, PrefsPayload } from "../policy/status.ts";
+import { REJECTION_CODES } from "../policy/verify.ts";
 
 /** The protocol spoken here; a hello with any other number is refused with "unsupported-protocol". */
 export const PROTOCOL_VERSION = 1;
@@ -54,7 +57,7 @@ export const DEFAULT_SOCKET_PATH = "/run/detour/detourd.sock";
 /** The group whose members may use the control socket (besides root). */
 export const DEFAULT_CONTROL_GROUP = "detour";
 
-export const COMMANDS = ["status", "connect", "disconnect", "gateways", "race", "subscribe", "drill"] as const;
+export const COMMANDS = ["status", "connect", "disconnect", "gateways", "race", "subscribe", "drill", "policy", "prefs", "prefs-set"] as const;
 export type Command = (typeof COMMANDS)[number];
 
 /**
@@ -66,8 +69,9 @@ export type Command = (typeof COMMANDS)[number];
  * - unsupported-protocol: the hello asked for a protocol version this daemon does not speak
  * - busy: too many clients, or too many requests in flight on this connection; retry later
  * - timeout: the daemon did not answer within its own bound (a hello, or a handler that hung)
+ * - refused: the daemon understood and will not do it, with why (e.g. a setting locked by the managed policy)
  */
-export const ERROR_CODES = ["bad-request", "unknown-command", "internal", "unauthorized", "unsupported-protocol", "busy", "timeout"] as const;
+export const ERROR_CODES = ["bad-request", "unknown-command", "internal", "unauthorized", "unsupported-protocol", "busy", "timeout", "refused"] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
 // ---- payloads: loose enough not to restate main/core/connection/types.ts, strict enough to catch garbage ----
@@ -220,16 +224,48 @@ export const TelemetryStatusSchema = z.looseObject({
   reachability: z.array(z.looseObject({ target: z.string(), ok: z.boolean(), latencyMs: num, status: num, error: z.string().nullable() })),
 }) satisfies z.ZodType<TelemetryStatus>;
 
+const SettingKeySchema = z.enum(SETTING_KEY_LIST);
+const RejectionSchema = z.looseObject({ at: z.number(), code: z.enum(REJECTION_CODES), field: z.string().optional(), message: z.string(), source: z.string() });
+export const PolicyStatusSchema = z.looseObject({
+  version: z.number().nullable(),
+  organisation: z.string().nullable(),
+  source: z.string().nullable(),
+  keyId: z.string().nullable(),
+  issuedAt: z.string().nullable(),
+  expiresAt: z.string().nullable(),
+  appliedAt: z.number().nullable(),
+  locked: z.array(SettingKeySchema),
+  lastRejection: RejectionSchema.nullable(),
+}) satisfies z.ZodType<PolicyStatus>;
+export const PrefsPayloadSchema = z.looseObject({
+  organisation: z.string().nullable(),
+  entries: z.array(z.looseObject({ key: SettingKeySchema, value: z.unknown(), source: z.enum(["default", "user", "policy"]), locked: z.boolean(), scope: z.enum(["user", "managed"]) })),
+}) satisfies z.ZodType<PrefsPayload>;
+/** A policy event (see PolicyEvent): one object schema, so it can join the event union under its "type". */
+export const PolicyEventSchema = z.looseObject({
+  type: z.literal("policy"),
+  at: z.number(),
+  change: z.enum(["applied", "rejected"]),
+  source: z.string(),
+  version: z.number().optional(),
+  locked: z.array(SettingKeySchema).optional(),
+  moved: z.boolean().optional(),
+  code: z.enum(REJECTION_CODES).optional(),
+  field: z.string().optional(),
+  message: z.string().optional(),
+});
+
 /**
  * What `status` answers (and `subscribe` starts with): the connection snapshot plus who is answering and, from
- * a daemon that measures them, the active tunnel's numbers and the telemetry export's health, and the last
- * failover drill (absent from a daemon that cannot drill).
+ * a daemon that measures them, the active tunnel's numbers and the telemetry export's health, the managed policy,
+ * and the last failover drill (absent from a daemon that cannot drill).
  */
-export type StatusPayload = ConnectionSnapshot & { daemon: DaemonInfo; telemetry?: TelemetryStatus; lastDrill?: DrillResult | null };
+export type StatusPayload = ConnectionSnapshot & { daemon: DaemonInfo; telemetry?: TelemetryStatus; policy?: PolicyStatus; lastDrill?: DrillResult | null };
 export const StatusPayloadSchema = z.looseObject({
   ...snapshotShape,
   daemon: DaemonInfoSchema,
   telemetry: TelemetryStatusSchema.optional(),
+  policy: PolicyStatusSchema.optional(),
   lastDrill: DrillResultSchema.nullable().optional(),
 }) satisfies z.ZodType<StatusPayload>;
 
@@ -275,6 +311,9 @@ export interface CommandResults {
   subscribe: StatusPayload;
   /** The drill's result; a refusal is a result too (verdict "refused"), so only protocol trouble is an error. */
   drill: DrillResult;
+  policy: PolicyStatus;
+  prefs: PrefsPayload;
+  "prefs-set": PrefsPayload;
 }
 export const RESULT_SCHEMAS = {
   status: StatusPayloadSchema,
@@ -284,6 +323,9 @@ export const RESULT_SCHEMAS = {
   race: RaceRecordSchema.nullable(),
   subscribe: StatusPayloadSchema,
   drill: DrillResultSchema,
+  policy: PolicyStatusSchema,
+  prefs: PrefsPayloadSchema,
+  "prefs-set": PrefsPayloadSchema,
 } satisfies { [C in Command]: z.ZodType<CommandResults[C]> };
 
 // ---- envelopes ----
@@ -296,9 +338,11 @@ export const ClientHelloSchema = z.strictObject({ type: z.literal("hello"), prot
 /** What a drill request may ask for: the SLA to judge it by (the daemon's default when absent). */
 export const DrillParamsSchema = z.strictObject({ slaMs: z.int().min(MIN_SLA_MS).max(MAX_SLA_MS).optional() });
 export type DrillParams = z.infer<typeof DrillParamsSchema>;
-/** `params` is only for commands that take some (drill); every other command refuses it. */
+/** `args` carries a command's string parameters (prefs-set: key, and value or null to clear); bounded. */
+export const RequestArgsSchema = z.record(z.string().max(64), z.string().max(4096).nullable());
+/** `params` is only for drill (typed); `args` for the commands that take strings. */
 export const RequestSchema = z
-  .strictObject({ type: z.literal("request"), id: RequestIdSchema, command: z.enum(COMMANDS), params: DrillParamsSchema.optional() })
+  .strictObject({ type: z.literal("request"), id: RequestIdSchema, command: z.enum(COMMANDS), params: DrillParamsSchema.optional(), args: RequestArgsSchema.optional() })
   .refine((r) => r.params === undefined || r.command === "drill", { path: ["params"], message: "only drill takes params" });
 export type ClientHello = z.infer<typeof ClientHelloSchema>;
 export type Request = z.infer<typeof RequestSchema>;
@@ -307,11 +351,23 @@ export type ClientMessage = ClientHello | Request;
 
 export const DaemonHelloSchema = z.strictObject({ type: z.literal("hello"), protocol: z.int().min(0), daemon: z.string().min(1).max(128) });
 export const ErrorMessageSchema = z.strictObject({ type: z.literal("error"), id: RequestIdSchema.nullable(), code: z.enum(ERROR_CODES), message: z.string().max(4096) });
-export const EventMessageSchema = z.strictObject({ type: z.literal("event"), event: ConnectionEventSchema });
+export const EventMessageSchema = z.strictObject({
+  type: z.literal("event"),
+  event: z.discriminatedUnion("type", [
+    EVENT_SCHEMAS.state,
+    EVENT_SCHEMAS["race-started"],
+    EVENT_SCHEMAS.leg,
+    EVENT_SCHEMAS["race-ended"],
+    EVENT_SCHEMAS.failover,
+    EVENT_SCHEMAS.health,
+    EVENT_SCHEMAS.drill,
+    PolicyEventSchema,
+  ]),
+});
 const ResponseEnvelopeSchema = z.strictObject({ type: z.literal("response"), id: RequestIdSchema, command: z.enum(COMMANDS), result: z.unknown() });
 export type DaemonHello = z.infer<typeof DaemonHelloSchema>;
 export type ErrorMessage = z.infer<typeof ErrorMessageSchema>;
-export type EventMessage = { type: "event"; event: ConnectionEvent };
+export type EventMessage = { type: "event"; event: ConnectionEvent | PolicyEvent };
 export type ResponseMessage<C extends Command = Command> = { [K in C]: { type: "response"; id: RequestId; command: K; result: CommandResults[K] } }[C];
 /** What the daemon sends. */
 export type DaemonMessage = DaemonHello | ResponseMessage | ErrorMessage | EventMessage;

@@ -63,6 +63,8 @@ export const EVENT = {
   failover: "detour.failover",
   health: "detour.health",
   drill: "detour.drill",
+  /** A managed policy was put in force or a document was refused (body: the policy event, with code and field). */
+  policy: "detour.policy",
 } as const;
 
 /** Attribute keys on metrics and events. */

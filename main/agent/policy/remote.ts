@@ -1,0 +1,88 @@
+/**
+ * The remote policy URL: polled with If-None-Match so an unchanged policy costs a 304, and on failure retried with
+ * capped exponential backoff so an outage of the policy server is not hammered by every device at once.
+ */
+import type { PolicySource } from "./sources.ts";
+
+/**
+ * Policies change rarely (a new gateway, a revoked protocol); every 5 minutes puts a change in force on the whole
+ * fleet within minutes for one conditional GET (a 304 of a few hundred bytes) per device.
+ */
+export const REMOTE_POLL_INTERVAL_MS = 5 * 60_000;
+/** First retry after a failure: soon enough to ride out a blip, late enough not to hammer a restarting server. */
+export const REMOTE_RETRY_INITIAL_MS = 15_000;
+/** Backoff cap: half an hour bounds how stale a device gets after a long outage, at ~50 requests a day. */
+export const REMOTE_RETRY_MAX_MS = 30 * 60_000;
+/** One fetch: a policy is a few KB; 15 s separates a slow link from a dead server. */
+export const REMOTE_FETCH_TIMEOUT_MS = 15_000;
+/** A policy is a few KB; anything past 256 KiB is not one and is not read further. */
+export const MAX_REMOTE_POLICY_BYTES = 256 * 1024;
+
+/** Delay before the next poll after `failures` consecutive failures (0: the regular interval). */
+export function nextPollDelay(failures: number): number {
+  if (failures <= 0) return REMOTE_POLL_INTERVAL_MS;
+  return Math.min(REMOTE_RETRY_MAX_MS, REMOTE_RETRY_INITIAL_MS * 2 ** Math.min(20, failures - 1));
+}
+
+export type FetchFn = (url: string, init: { headers: Record<string, string>; signal: AbortSignal }) => Promise<Response>;
+
+export type PollOutcome = { kind: "document"; text: string; etag: string | null } | { kind: "not-modified" } | { kind: "absent" } | { kind: "failed"; error: string };
+
+/** One conditional GET. Never throws. */
+export async function pollOnce(url: string, etag: string | null, fetchFn: FetchFn = fetch): Promise<PollOutcome> {
+  try {
+    const res = await fetchFn(url, { headers: etag === null ? {} : { "if-none-match": etag }, signal: AbortSignal.timeout(REMOTE_FETCH_TIMEOUT_MS) });
+    if (res.status === 304) return { kind: "not-modified" };
+    if (res.status === 404) return { kind: "absent" };
+    if (!res.ok) return { kind: "failed", error: `HTTP ${res.status}` };
+    const declared = Number(res.headers.get("content-length") ?? "0");
+    if (declared > MAX_REMOTE_POLICY_BYTES) return { kind: "failed", error: `the policy is ${declared} bytes; at most ${MAX_REMOTE_POLICY_BYTES} are read` };
+    const body = new Uint8Array(await res.arrayBuffer());
+    if (body.length > MAX_REMOTE_POLICY_BYTES) return { kind: "failed", error: `the policy is over ${MAX_REMOTE_POLICY_BYTES} bytes` };
+    return { kind: "document", text: Buffer.from(body).toString("utf8"), etag: res.headers.get("etag") };
+  } catch (e) {
+    return { kind: "failed", error: (e as Error).message.slice(0, 200) };
+  }
+}
+
+/**
+ * The URL as a PolicySource: `read()` does a conditional GET and returns the last document it got when the server
+ * says 304, so the manager sees the same text (and recognises it as unchanged). `nextDelay()` says when to poll next.
+ */
+export function remoteSource(url: string, fetchFn: FetchFn = fetch): PolicySource & { nextDelay(): number; lastError(): string | null } {
+  let etag: string | null = null;
+  let last: string | null = null;
+  let failures = 0;
+  let error: string | null = null;
+  return {
+    name: `url:${url}`,
+    watchPath: null,
+    nextDelay: () => nextPollDelay(failures),
+    lastError: () => error,
+    read: async () => {
+      const r = await pollOnce(url, etag, fetchFn);
+      switch (r.kind) {
+        case "document":
+          failures = 0;
+          error = null;
+          etag = r.etag;
+          last = r.text;
+          return last;
+        case "not-modified":
+          failures = 0;
+          error = null;
+          return last;
+        case "absent":
+          failures = 0;
+          error = null;
+          etag = null;
+          last = null;
+          return null;
+        case "failed":
+          failures += 1;
+          error = r.error;
+          throw new Error(`${url}: ${r.error}`);
+      }
+    },
+  };
+}

@@ -1,0 +1,47 @@
+/** What the daemon reports about the managed policy and the user's preferences: status, prefs and events. */
+import type { SettingSource } from "./layers.ts";
+import type { SettingKey } from "./settings.ts";
+import type { RejectionCode } from "./verify.ts";
+
+export interface PolicyRejectionRecord {
+  at: number;
+  code: RejectionCode;
+  field?: string;
+  message: string;
+  /** Which source offered the refused document. */
+  source: string;
+}
+
+export interface PolicyStatus {
+  /** The policy in force; all null when none is. */
+  version: number | null;
+  organisation: string | null;
+  source: string | null;
+  keyId: string | null;
+  issuedAt: string | null;
+  expiresAt: string | null;
+  appliedAt: number | null;
+  /** Keys the policy sets: shown as managed, refused by `detour prefs set`. */
+  locked: SettingKey[];
+  lastRejection: PolicyRejectionRecord | null;
+}
+
+export interface PrefEntry {
+  key: SettingKey;
+  value: unknown;
+  source: SettingSource;
+  locked: boolean;
+  /** "managed": only a policy (or the configuration file) may set it. */
+  scope: "user" | "managed";
+}
+
+export interface PrefsPayload {
+  /** The organisation whose policy locks keys (null: no policy in force). */
+  organisation: string | null;
+  entries: PrefEntry[];
+}
+
+/** Sent to subscribers when a policy is put in force or a document is refused. */
+export type PolicyEvent =
+  | { type: "policy"; at: number; change: "applied"; version: number; source: string; locked: SettingKey[]; moved: boolean }
+  | { type: "policy"; at: number; change: "rejected"; source: string; code: RejectionCode; field?: string; message: string };
