@@ -13,6 +13,7 @@ PACKAGES=(
   nftables iptables iproute2 iputils-ping procps     # namespaces, impairments, kill switch
   dnsmasq-base                                       # the lab's DNS (binary only, no service)
   libnetfilter-queue-dev gcc libc6-dev               # builds delayq, the lab's NFQUEUE delay tool
+  python3 make g++                                   # node-gyp builds better-sqlite3 (the collector's store) from source
 )
 
 if [ "$(id -u)" -ne 0 ]; then
