@@ -46,6 +46,20 @@ module.exports = {
       to: { path: ["node_modules/electron/", "^main/app/", "^renderer/"] },
     },
     {
+      name: "collector-stands-alone",
+      comment: "the collector is a server of its own: it shares main/core's telemetry names, never the daemon's internals, the OS boundary or the UI",
+      severity: "error",
+      from: { path: "^main/collector/", pathNot: "\\.test\\.ts$" },
+      to: { path: ["^main/agent/", "^main/app/", "^main/cli/", "^main/client/", "^main/preload/", "^native/", "^renderer/", "node_modules/electron/"] },
+    },
+    {
+      name: "nothing-imports-the-collector",
+      comment: "the agent reaches the collector over OTLP/HTTP only, so either can be replaced by any OTLP peer",
+      severity: "error",
+      from: { path: "^(main/(agent|app|cli|client|core|preload)|native|renderer)/" },
+      to: { path: "^main/collector/" },
+    },
+    {
       name: "renderer-isolated",
       comment: "the renderer runs in a sandboxed page; it may only use type-only imports of the core protocol",
       severity: "error",

@@ -1,5 +1,7 @@
 /** `npm run lab -- <command>`: the lab's command line. Run `npm run lab -- help` for the commands. */
+import { spawnSync } from "node:child_process";
 import { parseArgs } from "node:util";
+import { collectorPaths, collectorUrl, DASHBOARD_PORT, dashboardForwarder, LAB_ORG } from "./collector.ts";
 import { GATEWAY_ENGINES, type GatewayEngine } from "./gateway-engines.ts";
 import { DIRECTIONS, IMPAIR_FAMILIES, IMPAIR_PROTOS, IMPAIR_TARGETS, describeImpairment, type ImpairmentSpec } from "./impair.ts";
 import { agentLogs, agentStart, agentStop } from "./agent.ts";
@@ -10,7 +12,8 @@ const HELP = `Detour network lab: real WireGuard, IKEv2 and AnyConnect gateways 
 
 usage: npm run lab -- <command> [options]
 
-  up                         create namespaces, credentials, gateways (3 x wireguard-go, charon, ocserv), corp, DNS
+  up                         create namespaces, credentials, gateways (3 x wireguard-go, charon, ocserv), corp, DNS,
+                             the telemetry collector
   down                       remove everything of the lab (also after a crash or kill -9)
   status [--json]            namespaces, engines and PIDs, addresses, client config path, impairments
   selftest [--json]          prove every gateway, protocol and impairment with the plain engine tools
@@ -29,6 +32,8 @@ usage: npm run lab -- <command> [options]
                              \`detour\` there is this checkout's CLI, talking to the lab's detourd
   agent start [--connect]    run detourd in the client namespace with the lab's client config
   agent stop | agent logs    stop it (it disconnects cleanly first) | print the end of its log
+  dashboard [--port N]       serve the collector's dashboard on 127.0.0.1:N (default ${DASHBOARD_PORT}) for a browser on
+                             this host, until Ctrl-C (a socat forwarder into the collector namespace; not used by tests)
   leftovers                  list anything of the lab still on the host (exit 1 if any)
 
 options: --id <lab id> (default "${lab.DEFAULT_LAB_ID}", or DETOUR_LAB_ID) to run several labs side by side.`;
@@ -64,6 +69,7 @@ async function main(argv: string[]): Promise<number> {
       family: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
       connect: { type: "boolean", default: false },
+      port: { type: "string", default: String(DASHBOARD_PORT) },
     },
   });
   const id = values.id;
@@ -77,6 +83,7 @@ async function main(argv: string[]): Promise<number> {
       const s = await lab.up(id);
       console.log(`lab "${id}" is up in ${s.upMs} ms`);
       console.log(`  client config: ${s.clientConfig}`);
+      console.log(`  collector:     ${collectorUrl(lab.topologyOf(id))} (OTLP/HTTP); dashboard: npm run lab -- dashboard`);
       console.log(`  look around:   npm run lab -- status   |   npm run lab -- selftest`);
       console.log(`  take it down:  npm run lab -- down`);
       return 0;
@@ -158,6 +165,17 @@ async function main(argv: string[]): Promise<number> {
         console.log(agentLogs(id));
       }
       return 0;
+    }
+    case "dashboard": {
+      const state = lab.loadState(id);
+      const port = num("--port", values.port);
+      const [file, ...argv] = dashboardForwarder(lab.topologyOf(id), port);
+      console.log(`Detour dashboard of lab "${id}": open http://127.0.0.1:${port}/ in a browser on this host`);
+      console.log(`  log in as "${LAB_ORG}" with the read token as password: ${collectorPaths(state.labDir).tokensFile} (role "read")`);
+      console.log("  Prometheus: GET /metrics with Authorization: Bearer <read token>. Ctrl-C stops the forwarder.");
+      const r = spawnSync(file ?? "socat", argv, { stdio: "inherit" });
+      if (r.error !== undefined) throw r.error;
+      return r.status ?? 1;
     }
     case "leftovers": {
       const left = await lab.leftovers(id);

@@ -88,6 +88,8 @@ The lab and detourd are still running. Look around:
   npm run lab -- status                              namespaces, engines, impairments
   npm run lab -- kill gw2                            then watch: npm run lab -- exec client -- detour events
   npm run lab -- agent logs
+  npm run lab -- dashboard                           the telemetry collector's dashboard at http://127.0.0.1:8318/
+                                                     (user "lab", password: the "read" token it prints the file of)
 Take it all down:
   npm run lab -- down`);
 }

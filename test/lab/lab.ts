@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { join } from "node:path";
 import { buildClientConfig, writeClientConfig } from "./client-config.ts";
 import { gatewayCertificate, ocservPasswordFile, randomSecret, wireGuardKeyPair, writeSecret } from "./credentials.ts";
+import { startCollector } from "./collector.ts";
 import { isAlive } from "./exec.ts";
 import {
   GATEWAY_ENGINES,
@@ -47,6 +48,8 @@ export interface LabState {
     corp: number;
     corpDns: number;
     dns: number;
+    /** The telemetry collector in the collector namespace (0 until started). */
+    collector?: number;
     gateways: Record<string, Record<GatewayEngine, number | null>>;
     delayq: number[];
   };
@@ -137,7 +140,7 @@ export async function up(id = DEFAULT_LAB_ID): Promise<LabState> {
     // The state file is written before anything starts, so `down` finds every PID even if `up` dies midway.
     saveState(state);
 
-    const services = Promise.all([startCorp(topo, labDir), startDns(topo, labDir), startCorpDns(topo, labDir)]);
+    const services = Promise.all([startCorp(topo, labDir), startDns(topo, labDir), startCorpDns(topo, labDir), startCollector(topo, labDir)]);
     await Promise.all(
       topo.gateways.map(async (g) => {
         const secrets = gwSecrets[g.name];
@@ -149,10 +152,11 @@ export async function up(id = DEFAULT_LAB_ID): Promise<LabState> {
         saveState(state);
       }),
     );
-    const [corpPid, dnsPid, corpDnsPid] = await services;
+    const [corpPid, dnsPid, corpDnsPid, collectorPid] = await services;
     state.pids.corp = corpPid;
     state.pids.dns = dnsPid;
     state.pids.corpDns = corpDnsPid;
+    state.pids.collector = collectorPid;
     state.pids.delayq = await applyImpairments(topo, labDir, [], []);
 
     writeClientConfig(
@@ -302,6 +306,7 @@ export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
       { name: "corp", pid: s.pids.corp, alive: s.pids.corp > 0 && isAlive(s.pids.corp) },
       { name: "dns", pid: s.pids.dns, alive: s.pids.dns > 0 && isAlive(s.pids.dns) },
       { name: "corp-dns", pid: s.pids.corpDns, alive: s.pids.corpDns > 0 && isAlive(s.pids.corpDns) },
+      { name: "collector", pid: s.pids.collector ?? 0, alive: (s.pids.collector ?? 0) > 0 && isAlive(s.pids.collector ?? 0) },
       ...s.pids.delayq.map((p) => ({ name: "delayq", pid: p, alive: isAlive(p) })),
     ],
     gateways: topo.gateways.map((g) => ({

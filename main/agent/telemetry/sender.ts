@@ -109,7 +109,8 @@ export class SpoolSender {
       }
       // stop() may have run while the request was out.
       if (this.#isStopped()) return;
-      if (result !== null && result.status >= 200 && result.status < 300) {
+      // 409: the collector already stored this batch id (an earlier attempt got through, its answer did not).
+      if (result !== null && ((result.status >= 200 && result.status < 300) || result.status === 409)) {
         spool.ack(rec.seq);
         this.#failures = 0;
         this.#status = { delivered: this.#status.delivered + 1, lastDeliveredAt: Date.now(), lastError: null, nextAttemptAt: null };

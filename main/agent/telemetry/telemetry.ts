@@ -18,7 +18,7 @@ import type { TelemetryConfig } from "../../core/config/schema.ts";
 import type { ConnectionEvent, LegKind, ProbeSample } from "../../core/connection/types.ts";
 import type { Secret } from "../../core/secret.ts";
 import type { TunnelStats } from "../../core/tunnel/engine-types.ts";
-import { ATTR, EVENT, METRIC, RESOURCE, RTT_BUCKETS_MS, SERVICE_NAME } from "../../core/telemetry/names.ts";
+import { AGENT_METRIC, ATTR, EVENT, FAILOVER_ATTRIBUTES, METRIC, RESOURCE, RTT_BUCKETS_MS, SERVICE_NAME } from "../../core/telemetry/names.ts";
 import type { Logger } from "../log.ts";
 import { HostSampler } from "./host-facts.ts";
 import type { TelemetryStatus } from "../../core/telemetry/status.ts";
@@ -187,15 +187,15 @@ export class Telemetry {
     const buckets = { advice: { explicitBucketBoundaries: RTT_BUCKETS_MS } };
     this.#record = {
       rtt: meter.createHistogram(METRIC.rtt, { unit: "ms", description: "round trip of in-tunnel probes through the active tunnel", ...buckets }),
-      probes: meter.createCounter(METRIC.probes, { description: "in-tunnel probes by result" }),
-      races: meter.createCounter(METRIC.races, { description: "races by reason and outcome" }),
-      raceDuration: meter.createHistogram(METRIC.raceDuration, { unit: "ms", ...buckets }),
-      legFailures: meter.createCounter(METRIC.legFailures, { description: "legs that failed, by protocol and error code" }),
-      failovers: meter.createCounter(METRIC.failovers, { description: "failovers by cause and path" }),
-      detected: meter.createHistogram(METRIC.failoverDetected, { unit: "ms", ...buckets }),
-      restored: meter.createHistogram(METRIC.failoverRestored, { unit: "ms", ...buckets }),
-      appLatency: meter.createHistogram(METRIC.appLatency, { unit: "ms", ...buckets }),
-      appChecks: meter.createCounter(METRIC.appChecks, { description: "reachability checks of internal URLs by result" }),
+      probes: meter.createCounter(AGENT_METRIC.probes, { description: "in-tunnel probes by result" }),
+      races: meter.createCounter(AGENT_METRIC.races, { description: "races by reason and outcome" }),
+      raceDuration: meter.createHistogram(AGENT_METRIC.raceDuration, { unit: "ms", ...buckets }),
+      legFailures: meter.createCounter(AGENT_METRIC.legFailures, { description: "legs that failed, by protocol and error code" }),
+      failovers: meter.createCounter(AGENT_METRIC.failovers, { description: "failovers by cause and path" }),
+      detected: meter.createHistogram(AGENT_METRIC.failoverDetected, { unit: "ms", ...buckets }),
+      restored: meter.createHistogram(AGENT_METRIC.failoverRestored, { unit: "ms", ...buckets }),
+      appLatency: meter.createHistogram(AGENT_METRIC.appLatency, { unit: "ms", ...buckets }),
+      appChecks: meter.createCounter(AGENT_METRIC.appChecks, { description: "reachability checks of internal URLs by result" }),
     };
     const src = opts.source;
     const activeAttrs = (): Attributes | null => {
@@ -209,17 +209,17 @@ export class Telemetry {
         if (a !== null && v !== null && Number.isFinite(v)) r.observe(v, a);
       });
     };
-    gauge(METRIC.rttP50, "ms", () => src.health()?.rttP50Ms ?? null);
-    gauge(METRIC.rttP95, "ms", () => src.health()?.rttP95Ms ?? null);
+    gauge(AGENT_METRIC.rttP50, "ms", () => src.health()?.rttP50Ms ?? null);
+    gauge(AGENT_METRIC.rttP95, "ms", () => src.health()?.rttP95Ms ?? null);
     gauge(METRIC.jitter, "ms", () => src.health()?.jitterMs ?? null);
     gauge(METRIC.loss, "%", () => src.health()?.lossPct ?? null);
-    meter.createObservableGauge(METRIC.state).addCallback((r) => {
+    meter.createObservableGauge(AGENT_METRIC.state).addCallback((r) => {
       const a = src.active();
       r.observe(1, { [ATTR.state]: src.state(), [ATTR.gateway]: a?.gateway ?? "", [ATTR.protocol]: a?.protocol ?? "" });
     });
     const engine = meter.createObservableGauge(METRIC.rxBytes, { unit: "By" });
     const engineTx = meter.createObservableGauge(METRIC.txBytes, { unit: "By" });
-    const heard = meter.createObservableGauge(METRIC.lastHeard, { unit: "s" });
+    const heard = meter.createObservableGauge(AGENT_METRIC.lastHeard, { unit: "s" });
     meter.addBatchObservableCallback(
       async (r) => {
         const a = activeAttrs();
@@ -233,13 +233,13 @@ export class Telemetry {
       [engine, engineTx, heard],
     );
     const hostAttrs = (): Attributes => ({});
-    gauge(METRIC.hostCpu, "%", () => this.#host.latest()?.cpuPct ?? null, hostAttrs);
-    gauge(METRIC.hostMemory, "%", () => this.#host.latest()?.memoryPct ?? null, hostAttrs);
-    gauge(METRIC.hostDisk, "%", () => this.#host.latest()?.diskPct ?? null, hostAttrs);
-    gauge(METRIC.hostInterfacesUp, "1", () => this.#host.latest()?.interfacesUp ?? null, hostAttrs);
-    gauge(METRIC.spoolPending, "1", () => this.#spool.stats().pending, hostAttrs);
-    gauge(METRIC.spoolDropped, "1", () => this.#spool.stats().dropped, hostAttrs);
-    gauge(METRIC.spoolRejected, "1", () => this.#spool.stats().rejected, hostAttrs);
+    gauge(AGENT_METRIC.hostCpu, "%", () => this.#host.latest()?.cpuPct ?? null, hostAttrs);
+    gauge(AGENT_METRIC.hostMemory, "%", () => this.#host.latest()?.memoryPct ?? null, hostAttrs);
+    gauge(AGENT_METRIC.hostDisk, "%", () => this.#host.latest()?.diskPct ?? null, hostAttrs);
+    gauge(AGENT_METRIC.hostInterfacesUp, "1", () => this.#host.latest()?.interfacesUp ?? null, hostAttrs);
+    gauge(AGENT_METRIC.spoolPending, "1", () => this.#spool.stats().pending, hostAttrs);
+    gauge(AGENT_METRIC.spoolDropped, "1", () => this.#spool.stats().dropped, hostAttrs);
+    gauge(AGENT_METRIC.spoolRejected, "1", () => this.#spool.stats().rejected, hostAttrs);
     this.#reach = new ReachabilityChecker(cfg.reachability, () => src.active() !== null, (r) => {
       this.#record.appChecks.add(1, { [ATTR.target]: r.target, [ATTR.result]: r.ok ? "ok" : "fail" });
       if (r.latencyMs !== null && r.ok) this.#record.appLatency.record(r.latencyMs, { [ATTR.target]: r.target });
@@ -297,7 +297,17 @@ export class Telemetry {
         this.#record.failovers.add(1, attrs);
         this.#record.detected.record(f.detectedAfterMs, attrs);
         if (f.restoredAfterMs !== null) this.#record.restored.record(f.restoredAfterMs, attrs);
-        this.#emit(EVENT.failover, f, attrs, SeverityNumber.WARN);
+        // The event carries the collector's failover attributes (main/core/telemetry/names.ts) for its timeline.
+        const event: Attributes = {
+          [FAILOVER_ATTRIBUTES.from]: f.from.gateway,
+          [FAILOVER_ATTRIBUTES.fromProtocol]: f.from.kind,
+          [FAILOVER_ATTRIBUTES.reason]: f.reason,
+          [FAILOVER_ATTRIBUTES.via]: f.via,
+          [FAILOVER_ATTRIBUTES.detectedAfterMs]: Math.round(f.detectedAfterMs),
+          ...(f.to === null ? {} : { [FAILOVER_ATTRIBUTES.to]: f.to.gateway, [FAILOVER_ATTRIBUTES.toProtocol]: f.to.kind }),
+          ...(f.restoredAfterMs === null ? {} : { [FAILOVER_ATTRIBUTES.restoredAfterMs]: Math.round(f.restoredAfterMs) }),
+        };
+        this.#emit(EVENT.failover, f, event, SeverityNumber.WARN);
         return;
       }
       case "health":

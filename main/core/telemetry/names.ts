@@ -1,37 +1,65 @@
 /**
  * The telemetry vocabulary shared by the agent (which sends it) and the collector (which stores and charts it):
- * metric names, event names, attribute keys and the ingest contract's header. One place, so the two never drift.
+ * metric names, event names, attribute keys and the ingest contract's batch header. Defined once, so the
+ * agent's exporter and the collector cannot drift apart. Units are in the comments.
  */
 
-/** Resource attributes every export carries. No user names, host names or secrets: a device is a random id. */
+/** Resource attributes: who sent a batch. No user names, host names or secrets: a device is a random id. */
 export const RESOURCE = {
   serviceName: "service.name",
   serviceVersion: "service.version",
+  /** A stable, non-personal id of the device (the agent's install id). Required by the collector. */
   deviceId: "detour.device.id",
   organisation: "detour.organisation",
+  /** Hash of the effective policy the agent runs, so IT can see which devices run an old one. */
   policyHash: "detour.policy.hash",
   os: "os.type",
+  /**
+   * The id of an export batch, unique per device and stable across re-deliveries: the collector's idempotency
+   * and replay key (main/collector/ingest-contract.ts). The agent sends it as BATCH_HEADER; a sender whose
+   * resource can carry it per batch may put it here instead.
+   */
+  batchId: "detour.batch.id",
 } as const;
 
-export const SERVICE_NAME = "detourd";
+/** service.name of the agent. */
+export const AGENT_SERVICE_NAME = "detourd";
+export const SERVICE_NAME = AGENT_SERVICE_NAME;
 
-/** Metric names; units in the comments are the OTLP `unit` the agent sets. */
+/**
+ * The ingest contract's idempotency key as a header: `<device id>:<spool sequence>`. Sequences only grow on a
+ * device (they survive restarts), so a collector that stores each key once turns the agent's at-least-once
+ * retries into exactly-once records.
+ */
+export const BATCH_HEADER = "x-detour-batch-id";
+
+/** Metric names. Tunnel metrics carry POINT_ATTRIBUTES.gateway and .protocol of the tunnel they measure. */
 export const METRIC = {
   /** Histogram, ms: every in-tunnel probe's round trip through the active tunnel. */
   rtt: "detour.tunnel.rtt",
-  /** Gauges over the health window: RTT percentiles (ms), jitter (ms), loss (%). */
-  rttP50: "detour.tunnel.rtt.p50",
-  rttP95: "detour.tunnel.rtt.p95",
+  /** Gauge, ms: variation of the probe round-trip time over the health window. */
   jitter: "detour.tunnel.jitter",
+  /** Gauge, percent (0-100): probes lost over the health window. */
   loss: "detour.tunnel.loss",
-  /** Counter: in-tunnel probes by result ("reply" or "lost"). */
-  probes: "detour.tunnel.probes",
-  /** Counters, bytes, from the engine. */
+  /** Gauges, bytes: received and sent through the tunnel since it came up (from the engine). */
   rxBytes: "detour.tunnel.rx_bytes",
   txBytes: "detour.tunnel.tx_bytes",
+} as const;
+
+export type MetricName = (typeof METRIC)[keyof typeof METRIC];
+/** The metrics the collector stores and charts; the agent's others are accepted and reported as not stored. */
+export const METRIC_NAMES: readonly MetricName[] = Object.values(METRIC);
+
+/** Further metrics the agent sends (for an organisation's own OpenTelemetry backend; the collector skips them). */
+export const AGENT_METRIC = {
+  /** Gauges over the health window, ms. */
+  rttP50: "detour.tunnel.rtt.p50",
+  rttP95: "detour.tunnel.rtt.p95",
+  /** Counter: in-tunnel probes by result ("reply" or "lost"). */
+  probes: "detour.tunnel.probes",
   /** Gauge, s: how long ago the engine last heard the gateway (WireGuard handshake, IKE traffic, DPD). */
   lastHeard: "detour.tunnel.last_heard",
-  /** Gauge, 1 while in that state, with attributes state, gateway and protocol: the fleet view's source. */
+  /** Gauge, 1 while in that state, with attributes state, gateway and protocol. */
   state: "detour.connection.state",
   /** Counter: races by reason and outcome; histogram, ms: how long a race took. */
   races: "detour.race.count",
@@ -50,45 +78,76 @@ export const METRIC = {
   hostMemory: "detour.host.memory.utilization",
   hostDisk: "detour.host.disk.utilization",
   hostInterfacesUp: "detour.host.interfaces.up",
-  /** The spool itself: records waiting, dropped past the bound, refused by the collector (counters/gauges). */
+  /** The spool itself: records waiting, dropped past the bound, refused by the collector. */
   spoolPending: "detour.telemetry.spool.pending",
   spoolDropped: "detour.telemetry.spool.dropped",
   spoolRejected: "detour.telemetry.spool.rejected",
 } as const;
 
-/** OTLP log records carry one of these as the `event.name` attribute; their body is the event as JSON. */
+/** Data point attributes. */
+export const POINT_ATTRIBUTES = {
+  gateway: "detour.gateway",
+  protocol: "detour.protocol",
+} as const;
+
+/**
+ * Log events: the name travels in the log record's event_name field and in the attribute `event.name`; the
+ * collector accepts either. Bodies are the event as JSON.
+ */
 export const EVENT = {
+  /** The agent moved its traffic from one tunnel to another. Attributes: FAILOVER_ATTRIBUTES. */
+  failover: "detour.failover",
+  /** The agent's connection state changed. Attributes: STATE_ATTRIBUTES. */
   state: "detour.state",
   race: "detour.race",
-  failover: "detour.failover",
   health: "detour.health",
   drill: "detour.drill",
-  /** A managed policy was put in force or a document was refused (body: the policy event, with code and field). */
   policy: "detour.policy",
 } as const;
 
-/** Attribute keys on metrics and events. */
-export const ATTR = {
-  eventName: "event.name",
-  gateway: "detour.gateway",
-  protocol: "detour.protocol",
+export const EVENT_NAME_ATTRIBUTE = "event.name";
+
+export const FAILOVER_ATTRIBUTES = {
+  /** Gateway name the agent failed away from. */
+  from: "detour.failover.from",
+  fromProtocol: "detour.failover.from_protocol",
+  /** Gateway name it moved to; absent when no gateway was left. */
+  to: "detour.failover.to",
+  toProtocol: "detour.failover.to_protocol",
+  /** Why: the machine's reason string (e.g. "dead: no reply for 0.3 s", "brownout: loss 20% over 5 s"). */
+  reason: "detour.failover.reason",
+  /** How traffic moved: "standby" (a route change) or "race". */
+  via: "detour.failover.via",
+  /** Integer ms from the last good probe to the decision to fail over. */
+  detectedAfterMs: "detour.failover.detected_after_ms",
+  /** Integer ms from the last good probe until traffic flowed through the new tunnel. */
+  restoredAfterMs: "detour.failover.restored_after_ms",
+} as const;
+
+export const STATE_ATTRIBUTES = {
+  /** The connection state: disconnected, resolving, racing, connected, failing-over, error. */
   state: "detour.state",
+  /** The active gateway, when there is one. */
+  gateway: POINT_ATTRIBUTES.gateway,
+  /** The active protocol, when there is one. */
+  protocol: POINT_ATTRIBUTES.protocol,
+} as const;
+
+/** Other attribute keys on the agent's metrics and events. */
+export const ATTR = {
+  eventName: EVENT_NAME_ATTRIBUTE,
+  gateway: POINT_ATTRIBUTES.gateway,
+  protocol: POINT_ATTRIBUTES.protocol,
+  state: STATE_ATTRIBUTES.state,
   reason: "detour.reason",
-  via: "detour.via",
-  from: "detour.from.gateway",
-  to: "detour.to.gateway",
+  via: FAILOVER_ATTRIBUTES.via,
+  from: FAILOVER_ATTRIBUTES.from,
+  to: FAILOVER_ATTRIBUTES.to,
   result: "detour.result",
   code: "detour.code",
   target: "detour.target",
   outcome: "detour.outcome",
 } as const;
-
-/**
- * The ingest contract's idempotency key: every POST carries `<device id>:<spool sequence>`. Sequences only grow
- * on a device (they survive restarts), so a collector that stores each key once turns the agent's at-least-once
- * retries into exactly-once records; a repeat is answered 200 (already stored), never stored twice.
- */
-export const BATCH_HEADER = "x-detour-batch-id";
 
 /** RTT histogram buckets (ms): fine where tunnels live (1-100 ms), coarse beyond. */
 export const RTT_BUCKETS_MS = [1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500, 1000, 2000];

@@ -1,0 +1,158 @@
+/**
+ * The collector's HTTP behaviour as a pure function of a request (method, path, headers, body, and under mTLS
+ * the client certificate's organisation) to a response, so every rule is unit-tested without a socket. The
+ * server (server.ts) only reads bodies within MAX_BODY_BYTES and writes what this returns.
+ *
+ *   POST /v1/metrics, /v1/logs   OTLP/HTTP ingest (ingest token), the contract in ingest-contract.ts
+ *   GET  /                       the fleet dashboard (read token; Bearer, or Basic with the token as password)
+ *   GET  /agents/<device id>     one agent's charts and failovers (read token)
+ *   GET  /metrics                Prometheus text format 0.0.4 of the fleet's aggregates (read token)
+ *   GET  /healthz                liveness, no credentials, no data
+ */
+import { authenticate, sha256Hex, type Principal, type Role, type TokenTable } from "./auth.ts";
+import { agentPage, DASHBOARD_CSP, fleetPage, windowOf } from "./dashboard.ts";
+import { grpcCodeOf, IngestError } from "./errors.ts";
+import { BATCH_HEADER } from "../core/telemetry/names.ts";
+import { toBatch } from "./ingest-contract.ts";
+import { contentTypeOf, decodeRequest, decompress, encodeResponse, encodeStatus, encodingOf, type Encoding, type Signal } from "./otlp.ts";
+import { fleetFamilies, formatFamilies, PROMETHEUS_CONTENT_TYPE } from "./prometheus.ts";
+import type { CollectorStore } from "./store.ts";
+
+/**
+ * The largest request body the collector reads, as sent (compressed or not). An agent batch is a few kilobytes;
+ * 1 MiB leaves room for a long-offline agent's spool flush while bounding what one request can make us hold.
+ */
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+export interface CollectorRequest {
+  method: string;
+  /** Path with query, as in the request line. */
+  url: string;
+  headers: Readonly<Record<string, string | string[] | undefined>>;
+  body: Uint8Array;
+  /** Present when the server runs with mTLS: the verified client certificate's subject O (null without one). */
+  mtls?: { certOrg: string | null };
+}
+
+export interface CollectorResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string | Uint8Array;
+}
+
+/** What the handler reports for the server's access log; never the token or the body. */
+export interface RequestOutcome {
+  org: string | null;
+  code: string | null;
+  stored?: { points: number; events: number };
+}
+
+export interface HandlerOptions {
+  store: CollectorStore;
+  tokens: TokenTable;
+  /** Wall clock in ms: injected so tests control time. */
+  now: () => number;
+  /** How long data and batch ids are kept; also how old a batch may be and still be accepted. */
+  retentionMs: number;
+}
+
+export type Handler = (req: CollectorRequest) => CollectorResponse & { outcome: RequestOutcome };
+
+const INGEST_PATHS: Record<string, Signal> = { "/v1/metrics": "metrics", "/v1/logs": "logs" };
+
+function header(req: CollectorRequest, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function textError(e: IngestError, basicChallenge: boolean): CollectorResponse {
+  const headers: Record<string, string> = { "content-type": "text/plain; charset=utf-8" };
+  if (e.status === 401) headers["www-authenticate"] = basicChallenge ? 'Basic realm="Detour collector", charset="UTF-8"' : 'Bearer realm="Detour collector"';
+  if (e.status === 405) headers.allow = "GET";
+  return { status: e.status, headers, body: `${e.code}: ${e.message}\n` };
+}
+
+export function createHandler(opts: HandlerOptions): Handler {
+  const { store, tokens, now, retentionMs } = opts;
+
+  function auth(req: CollectorRequest, role: Role): Principal {
+    return authenticate(tokens, header(req, "authorization"), role, req.mtls ?? null);
+  }
+
+  function ingest(req: CollectorRequest, signal: Signal): CollectorResponse & { outcome: RequestOutcome } {
+    // Until the content type is known, errors are answered in JSON: the one encoding every client can read.
+    let encoding: Encoding = "json";
+    let org: string | null = null;
+    try {
+      if (req.method !== "POST") throw new IngestError(405, "method-not-allowed", `${req.url.split("?")[0] ?? ""} takes POST`);
+      const p = auth(req, "ingest");
+      org = p.org;
+      const enc = encodingOf(header(req, "content-type"));
+      if (enc === null) {
+        throw new IngestError(415, "unsupported-media-type", `Content-Type must be application/x-protobuf or application/json; got ${JSON.stringify(header(req, "content-type") ?? "nothing")}`);
+      }
+      encoding = enc;
+      if (req.body.byteLength > MAX_BODY_BYTES) throw new IngestError(413, "too-large", `the body is ${req.body.byteLength} bytes; the limit is ${MAX_BODY_BYTES}`);
+      const body = decompress(req.body, header(req, "content-encoding"));
+      const nowMs = now();
+      const batch = toBatch(decodeRequest(signal, encoding, body), nowMs, nowMs - retentionMs, header(req, BATCH_HEADER) ?? null);
+      const r = store.ingest(p.org, batch, nowMs, sha256Hex(body));
+      if (r.kind === "duplicate") {
+        throw new IngestError(
+          409,
+          "duplicate-batch",
+          `batch ${batch.batchId} of device ${batch.deviceId} (${signal}) was stored at ${new Date(r.firstReceivedMs).toISOString()}${r.sameContent ? "" : " with different content"}; it is not stored again`,
+        );
+      }
+      return {
+        status: 200,
+        headers: { "content-type": contentTypeOf(encoding) },
+        body: encodeResponse(signal, encoding, batch.ignored, batch.ignoredWhy),
+        outcome: { org, code: null, stored: { points: r.points, events: r.events } },
+      };
+    } catch (e) {
+      if (!(e instanceof IngestError)) throw e;
+      const headers: Record<string, string> = { "content-type": contentTypeOf(encoding) };
+      if (e.status === 401) headers["www-authenticate"] = 'Bearer realm="Detour collector"';
+      if (e.status === 405) headers.allow = "POST";
+      return { status: e.status, headers, body: encodeStatus(encoding, grpcCodeOf(e.status), `${e.code}: ${e.message}`), outcome: { org, code: e.code } };
+    }
+  }
+
+  function read(req: CollectorRequest, path: string, query: URLSearchParams): CollectorResponse & { outcome: RequestOutcome } {
+    let org: string | null = null;
+    try {
+      if (req.method !== "GET" && req.method !== "HEAD") throw new IngestError(405, "method-not-allowed", `${path} takes GET`);
+      org = auth(req, "read").org;
+      const nowMs = now();
+      if (path === "/metrics") {
+        return { status: 200, headers: { "content-type": PROMETHEUS_CONTENT_TYPE }, body: formatFamilies(fleetFamilies(store, org, nowMs)), outcome: { org, code: null } };
+      }
+      const html = { "content-type": "text/html; charset=utf-8", "content-security-policy": DASHBOARD_CSP, "cache-control": "no-store", "x-content-type-options": "nosniff" };
+      const windowMs = windowOf(query);
+      if (path === "/") return { status: 200, headers: html, body: fleetPage(store, org, nowMs, windowMs), outcome: { org, code: null } };
+      let deviceId: string;
+      try {
+        deviceId = decodeURIComponent(path.slice("/agents/".length));
+      } catch {
+        throw new IngestError(404, "not-found", "no such agent");
+      }
+      const agent = store.agent(org, deviceId);
+      if (agent === undefined) throw new IngestError(404, "not-found", `no agent ${JSON.stringify(deviceId)} has reported to this organisation`);
+      return { status: 200, headers: html, body: agentPage(store, org, agent, nowMs, windowMs), outcome: { org, code: null } };
+    } catch (e) {
+      if (!(e instanceof IngestError)) throw e;
+      return { ...textError(e, path !== "/metrics"), outcome: { org, code: e.code } };
+    }
+  }
+
+  return (req) => {
+    const url = new URL(req.url, "http://collector.invalid");
+    const path = url.pathname;
+    const signal = INGEST_PATHS[path];
+    if (signal !== undefined) return ingest(req, signal);
+    if (path === "/" || path === "/metrics" || path.startsWith("/agents/")) return read(req, path, url.searchParams);
+    if (path === "/healthz") return { status: 200, headers: { "content-type": "text/plain; charset=utf-8" }, body: "ok\n", outcome: { org: null, code: null } };
+    return { ...textError(new IngestError(404, "not-found", `no such endpoint ${path}; see /v1/metrics, /v1/logs, /, /metrics`), false), outcome: { org: null, code: "not-found" } };
+  };
+}

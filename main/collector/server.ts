@@ -1,0 +1,246 @@
+/**
+ * The collector's server: node:http (or node:https with client-certificate verification for mTLS) around the
+ * pure handler, a bounded body reader, a retention sweep and a JSON access log without tokens or bodies.
+ *
+ *   node --import tsx main/collector/server.ts --listen 0.0.0.0:4318 --db <file> --tokens <file>
+ *        [--retention-days 30] [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]]
+ */
+import { readFileSync } from "node:fs";
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
+import { TLSSocket } from "node:tls";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { TokenTable } from "./auth.ts";
+import { createHandler, MAX_BODY_BYTES, type CollectorRequest, type Handler } from "./handler.ts";
+import { CollectorStore } from "./store.ts";
+
+/** Thirty days covers a month of trends and the longest holiday an agent spends offline with a full spool. */
+export const DEFAULT_RETENTION_DAYS = 30;
+/** Retention runs this often: old data may outlive its window by at most this much, and a sweep is cheap. */
+const RETENTION_SWEEP_INTERVAL_MS = 10 * 60_000;
+/** A client must send all headers within this; it stops slow-header (slowloris) clients from holding sockets. */
+const HEADERS_TIMEOUT_MS = 10_000;
+/** The whole request (a body of at most MAX_BODY_BYTES) must arrive within this, even over a slow uplink. */
+const REQUEST_TIMEOUT_MS = 30_000;
+/** Idle keep-alive connections are closed after this; exporters post every few seconds to a minute. */
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+/** On SIGTERM, open requests get this long to finish before the process exits anyway. */
+const SHUTDOWN_GRACE_MS = 3_000;
+
+const EXIT_USAGE = 2;
+
+function log(fields: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify({ service: "detour-collector", at: new Date().toISOString(), ...fields })}\n`);
+}
+
+function usage(message: string): never {
+  process.stderr.write(`collector: ${message}\nusage: server.ts --listen <host:port> --db <file> --tokens <file> [--retention-days N] [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]]\n`);
+  process.exit(EXIT_USAGE);
+}
+
+export interface ServerOptions {
+  host: string;
+  port: number;
+  db: string;
+  tokensFile: string;
+  retentionDays: number;
+  tls: { cert: string; key: string; clientCa: string | null } | null;
+}
+
+export function parseServerArgs(argv: readonly string[]): ServerOptions {
+  let values;
+  try {
+    values = parseArgs({
+      args: [...argv],
+      strict: true,
+      options: {
+        listen: { type: "string" },
+        db: { type: "string" },
+        tokens: { type: "string" },
+        "retention-days": { type: "string", default: String(DEFAULT_RETENTION_DAYS) },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        "client-ca": { type: "string" },
+      },
+    }).values;
+  } catch (e) {
+    return usage((e as Error).message);
+  }
+  const m = /^(.+):(\d{1,5})$/.exec(values.listen ?? "");
+  if (m === null) return usage("--listen <host:port> is required, e.g. 0.0.0.0:4318");
+  const port = Number(m[2]);
+  if (port > 65535) return usage(`--listen port ${port} is out of range`);
+  if (values.db === undefined) return usage("--db <file> is required");
+  if (values.tokens === undefined) return usage("--tokens <file> is required");
+  const retentionDays = Number(values["retention-days"]);
+  if (!Number.isFinite(retentionDays) || retentionDays <= 0) return usage("--retention-days must be a positive number");
+  const cert = values["tls-cert"];
+  const key = values["tls-key"];
+  if ((cert === undefined) !== (key === undefined)) return usage("--tls-cert and --tls-key go together");
+  if (values["client-ca"] !== undefined && cert === undefined) return usage("--client-ca (mTLS) needs --tls-cert and --tls-key");
+  return {
+    host: (m[1] ?? "").replace(/^\[(.*)\]$/, "$1"),
+    port,
+    db: values.db,
+    tokensFile: values.tokens,
+    retentionDays,
+    tls: cert === undefined || key === undefined ? null : { cert, key, clientCa: values["client-ca"] ?? null },
+  };
+}
+
+/** Reads a body of at most MAX_BODY_BYTES; past it, resolves null at once (the caller answers 413). */
+function readBody(req: IncomingMessage): Promise<Buffer | null> {
+  const declared = Number(req.headers["content-length"] ?? "0");
+  if (declared > MAX_BODY_BYTES) return Promise.resolve(null);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY_BYTES) {
+        req.removeAllListeners("data");
+        req.resume();
+        resolve(null);
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => {
+      resolve(Buffer.concat(chunks));
+    });
+    req.on("error", reject);
+  });
+}
+
+function certOrgOf(req: IncomingMessage): string | null {
+  const socket = req.socket;
+  if (!(socket instanceof TLSSocket) || !socket.authorized) return null;
+  const o = socket.getPeerCertificate().subject.O;
+  return (Array.isArray(o) ? o[0] : o) ?? null;
+}
+
+function serve(handler: Handler, mtls: boolean): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const t0 = performance.now();
+    const path = (req.url ?? "/").split("?")[0];
+    const finish = (status: number, headers: Record<string, string>, body: string | Uint8Array, fields: Record<string, unknown>): void => {
+      res.writeHead(status, { ...headers, "content-length": String(Buffer.byteLength(body)) });
+      res.end(req.method === "HEAD" ? undefined : body);
+      log({ method: req.method, path, status, ms: Math.round(performance.now() - t0), peer: req.socket.remoteAddress, ...fields });
+    };
+    readBody(req).then(
+      (body) => {
+        if (body === null) {
+          res.setHeader("connection", "close");
+          finish(413, { "content-type": "text/plain; charset=utf-8" }, `too-large: the body exceeds ${MAX_BODY_BYTES} bytes\n`, { code: "too-large" });
+          return;
+        }
+        const r: CollectorRequest = { method: req.method ?? "GET", url: req.url ?? "/", headers: req.headers, body, ...(mtls ? { mtls: { certOrg: certOrgOf(req) } } : {}) };
+        let out;
+        try {
+          out = handler(r);
+        } catch (e) {
+          // A bug in one request must not take the collector down for everyone else; it is logged loudly.
+          log({ level: "error", path, error: (e as Error).stack ?? String(e) });
+          finish(500, { "content-type": "text/plain; charset=utf-8" }, "internal error\n", { code: "internal" });
+          return;
+        }
+        finish(out.status, out.headers, out.body, { org: out.outcome.org, code: out.outcome.code, stored: out.outcome.stored });
+      },
+      (e: unknown) => {
+        log({ level: "warn", path, error: `request aborted: ${(e as Error).message}` });
+        res.destroy();
+      },
+    );
+  };
+}
+
+export interface RunningCollector {
+  server: Server;
+  address: AddressInfo;
+  close(): Promise<void>;
+}
+
+export async function startCollector(opts: ServerOptions): Promise<RunningCollector> {
+  const tokens = TokenTable.load(opts.tokensFile);
+  const store = CollectorStore.open(opts.db);
+  const retentionMs = opts.retentionDays * 24 * 3_600_000;
+  const handler = createHandler({ store, tokens, now: () => Date.now(), retentionMs });
+  const listener = serve(handler, opts.tls?.clientCa != null);
+  const server: Server =
+    opts.tls === null
+      ? createHttpServer(listener)
+      : createHttpsServer(
+          {
+            cert: readFileSync(opts.tls.cert),
+            key: readFileSync(opts.tls.key),
+            ...(opts.tls.clientCa === null ? {} : { ca: readFileSync(opts.tls.clientCa), requestCert: true, rejectUnauthorized: true }),
+          },
+          listener,
+        );
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  const sweep = (): void => {
+    const r = store.prune(Date.now() - retentionMs);
+    if (r.batches + r.points + r.events + r.agents > 0) log({ retention: r });
+  };
+  sweep();
+  const timer = setInterval(sweep, RETENTION_SWEEP_INTERVAL_MS);
+  timer.unref();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  return {
+    server,
+    address,
+    close: async () => {
+      clearInterval(timer);
+      const closed = new Promise<void>((resolve) => server.close(() => { resolve(); }));
+      server.closeIdleConnections();
+      const grace = setTimeout(() => { server.closeAllConnections(); }, SHUTDOWN_GRACE_MS);
+      await closed;
+      clearTimeout(grace);
+      store.close();
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const opts = parseServerArgs(process.argv.slice(2));
+  let c: RunningCollector;
+  try {
+    c = await startCollector(opts);
+  } catch (e) {
+    process.stderr.write(`collector: ${(e as Error).message}\n`);
+    process.exit(1);
+  }
+  const scheme = opts.tls === null ? "http" : "https";
+  log({ msg: "collector ready", url: `${scheme}://${opts.host}:${c.address.port}`, db: opts.db, retentionDays: opts.retentionDays, mtls: opts.tls?.clientCa != null });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log({ msg: `stopping on ${signal}` });
+    c.close().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        process.stderr.write(`collector: ${(e as Error).message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => { stop("SIGTERM"); });
+  process.on("SIGINT", () => { stop("SIGINT"); });
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  void main();
+}

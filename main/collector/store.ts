@@ -1,0 +1,281 @@
+/**
+ * The collector's storage on SQLite (better-sqlite3): batches (the idempotency and replay key), metric points,
+ * agent events and the latest view of each agent, per organisation. The schema moves forward by numbered
+ * migrations (PRAGMA user_version); retention deletes by age; the indexes serve the dashboard's queries.
+ * Every write of a batch is one transaction, so a batch is stored entirely or not at all.
+ */
+import Database from "better-sqlite3";
+import type { MetricName } from "../core/telemetry/names.ts";
+import type { AgentEvent, Batch } from "./ingest-contract.ts";
+
+/**
+ * Each entry moves the schema from version i to i + 1. Never edit a released entry: add one. The index on
+ * (org, device, name, ts) serves per-agent charts; (org, name, ts) the fleet aggregates; the ts-only indexes
+ * make retention a range delete.
+ */
+export const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE batches (
+     org TEXT NOT NULL, device_id TEXT NOT NULL, signal TEXT NOT NULL, batch_id TEXT NOT NULL,
+     received_ms INTEGER NOT NULL, body_sha256 TEXT NOT NULL,
+     PRIMARY KEY (org, device_id, signal, batch_id)) WITHOUT ROWID;
+   CREATE INDEX batches_received ON batches (received_ms);
+   CREATE TABLE agents (
+     org TEXT NOT NULL, device_id TEXT NOT NULL, service_version TEXT, policy_hash TEXT,
+     first_seen_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,
+     state TEXT, gateway TEXT, protocol TEXT, state_ms INTEGER,
+     PRIMARY KEY (org, device_id)) WITHOUT ROWID;
+   CREATE TABLE points (
+     org TEXT NOT NULL, device_id TEXT NOT NULL, name TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+     value REAL NOT NULL, count INTEGER, min REAL, max REAL, gateway TEXT, protocol TEXT);
+   CREATE INDEX points_device ON points (org, device_id, name, ts_ms);
+   CREATE INDEX points_name ON points (org, name, ts_ms);
+   CREATE INDEX points_ts ON points (ts_ms);
+   CREATE TABLE events (
+     org TEXT NOT NULL, device_id TEXT NOT NULL, kind TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+     state TEXT, gateway TEXT, protocol TEXT,
+     from_gateway TEXT, from_protocol TEXT, to_gateway TEXT, to_protocol TEXT, reason TEXT,
+     detected_after_ms INTEGER, restored_after_ms INTEGER);
+   CREATE INDEX events_kind ON events (org, kind, ts_ms);
+   CREATE INDEX events_device ON events (org, device_id, ts_ms);
+   CREATE INDEX events_ts ON events (ts_ms);`,
+];
+
+export interface AgentRow {
+  deviceId: string;
+  serviceVersion: string | null;
+  policyHash: string | null;
+  firstSeenMs: number;
+  lastSeenMs: number;
+  /** From the latest detour.state event; "unknown" before the first one. */
+  state: string;
+  gateway: string | null;
+  protocol: string | null;
+}
+
+export interface SeriesPoint {
+  tsMs: number;
+  value: number;
+  gateway: string | null;
+  protocol: string | null;
+}
+
+export interface FailoverRow {
+  deviceId: string;
+  tsMs: number;
+  from: string | null;
+  fromProtocol: string | null;
+  to: string | null;
+  toProtocol: string | null;
+  reason: string | null;
+  detectedAfterMs: number | null;
+  restoredAfterMs: number | null;
+}
+
+export interface GatewayHealth {
+  gateway: string;
+  /** Agents whose latest state is connected through this gateway. */
+  agentsConnected: number;
+  /** Agents that reported points through it in the window. */
+  agentsReporting: number;
+  rttMeanMs: number | null;
+  lossMeanPercent: number | null;
+  failoversAway: number;
+  failoversTo: number;
+  /** The most frequent reason for failing away from it in the window. */
+  topReason: string | null;
+}
+
+export type IngestOutcome = { kind: "stored"; points: number; events: number } | { kind: "duplicate"; firstReceivedMs: number; sameContent: boolean };
+
+export interface PruneReport {
+  batches: number;
+  points: number;
+  events: number;
+  agents: number;
+}
+
+export class CollectorStore {
+  readonly #db: Database.Database;
+
+  private constructor(db: Database.Database) {
+    this.#db = db;
+  }
+
+  /** Opens (or creates) the database at `path` (":memory:" for tests) and migrates it to the latest schema. */
+  static open(path: string): CollectorStore {
+    const db = new Database(path);
+    // WAL lets the dashboard read while an ingest writes; NORMAL sync is durable across a crash of the process.
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = NORMAL");
+    db.pragma("foreign_keys = ON");
+    migrate(db);
+    return new CollectorStore(db);
+  }
+
+  schemaVersion(): number {
+    return this.#db.pragma("user_version", { simple: true }) as number;
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+
+  /** Stores a batch unless its id was seen before for this org, device and signal. */
+  ingest(org: string, batch: Batch, receivedMs: number, bodySha256: string): IngestOutcome {
+    const db = this.#db;
+    return db.transaction((): IngestOutcome => {
+      const seen = db
+        .prepare("SELECT received_ms AS receivedMs, body_sha256 AS sha FROM batches WHERE org = ? AND device_id = ? AND signal = ? AND batch_id = ?")
+        .get(org, batch.deviceId, batch.signal, batch.batchId) as { receivedMs: number; sha: string } | undefined;
+      if (seen !== undefined) return { kind: "duplicate", firstReceivedMs: seen.receivedMs, sameContent: seen.sha === bodySha256 };
+      db.prepare("INSERT INTO batches (org, device_id, signal, batch_id, received_ms, body_sha256) VALUES (?, ?, ?, ?, ?, ?)").run(org, batch.deviceId, batch.signal, batch.batchId, receivedMs, bodySha256);
+      db.prepare(
+        `INSERT INTO agents (org, device_id, service_version, policy_hash, first_seen_ms, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (org, device_id) DO UPDATE SET
+           service_version = coalesce(excluded.service_version, service_version),
+           policy_hash = coalesce(excluded.policy_hash, policy_hash),
+           last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)`,
+      ).run(org, batch.deviceId, batch.serviceVersion, batch.policyHash, receivedMs, receivedMs);
+      const insPoint = db.prepare("INSERT INTO points (org, device_id, name, ts_ms, value, count, min, max, gateway, protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      for (const p of batch.points) insPoint.run(org, batch.deviceId, p.name, p.tsMs, p.value, p.count, p.min, p.max, p.gateway, p.protocol);
+      const insEvent = db.prepare(
+        `INSERT INTO events (org, device_id, kind, ts_ms, state, gateway, protocol, from_gateway, from_protocol, to_gateway, to_protocol, reason, detected_after_ms, restored_after_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      );
+      const setState = db.prepare(
+        "UPDATE agents SET state = ?, gateway = ?, protocol = ?, state_ms = ? WHERE org = ? AND device_id = ? AND (state_ms IS NULL OR state_ms <= ?)",
+      );
+      for (const e of batch.events) {
+        insEvent.run(...eventRow(org, batch.deviceId, e));
+        if (e.kind === "state") setState.run(e.state, e.gateway, e.protocol, e.tsMs, org, batch.deviceId, e.tsMs);
+      }
+      return { kind: "stored", points: batch.points.length, events: batch.events.length };
+    })();
+  }
+
+  /** Deletes everything older than `cutoffMs`: data by its own time, batch ids and agents by when last heard. */
+  prune(cutoffMs: number): PruneReport {
+    const db = this.#db;
+    return db.transaction((): PruneReport => ({
+      batches: db.prepare("DELETE FROM batches WHERE received_ms < ?").run(cutoffMs).changes,
+      points: db.prepare("DELETE FROM points WHERE ts_ms < ?").run(cutoffMs).changes,
+      events: db.prepare("DELETE FROM events WHERE ts_ms < ?").run(cutoffMs).changes,
+      agents: db.prepare("DELETE FROM agents WHERE last_seen_ms < ?").run(cutoffMs).changes,
+    }))();
+  }
+
+  /** Every agent of the organisation, most recently heard first. */
+  fleet(org: string): AgentRow[] {
+    const rows = this.#db
+      .prepare(
+        `SELECT a.device_id AS deviceId, a.service_version AS serviceVersion, a.policy_hash AS policyHash,
+                a.first_seen_ms AS firstSeenMs, a.last_seen_ms AS lastSeenMs, a.state AS state,
+                coalesce(a.gateway, p.gateway) AS gateway, coalesce(a.protocol, p.protocol) AS protocol
+         FROM agents a
+         LEFT JOIN points p ON a.state IS NULL AND p.rowid = (
+           SELECT rowid FROM points WHERE org = a.org AND device_id = a.device_id ORDER BY ts_ms DESC LIMIT 1)
+         WHERE a.org = ? ORDER BY a.last_seen_ms DESC, a.device_id`,
+      )
+      .all(org) as (Omit<AgentRow, "state"> & { state: string | null })[];
+    return rows.map((r) => ({ ...r, state: r.state ?? "unknown" }));
+  }
+
+  agent(org: string, deviceId: string): AgentRow | undefined {
+    return this.fleet(org).find((a) => a.deviceId === deviceId);
+  }
+
+  /** One metric of one agent since `sinceMs`, oldest first. */
+  series(org: string, deviceId: string, name: MetricName, sinceMs: number): SeriesPoint[] {
+    return this.#db
+      .prepare("SELECT ts_ms AS tsMs, value, gateway, protocol FROM points WHERE org = ? AND device_id = ? AND name = ? AND ts_ms >= ? ORDER BY ts_ms")
+      .all(org, deviceId, name, sinceMs) as SeriesPoint[];
+  }
+
+  /** Failovers since `sinceMs`, newest first, of the whole fleet or one agent. */
+  failovers(org: string, sinceMs: number, limit: number, deviceId?: string): FailoverRow[] {
+    return this.#db
+      .prepare(
+        `SELECT device_id AS deviceId, ts_ms AS tsMs, from_gateway AS "from", from_protocol AS fromProtocol, to_gateway AS "to",
+                to_protocol AS toProtocol, reason, detected_after_ms AS detectedAfterMs, restored_after_ms AS restoredAfterMs
+         FROM events WHERE org = ? AND kind = 'failover' AND ts_ms >= ? AND (? IS NULL OR device_id = ?)
+         ORDER BY ts_ms DESC LIMIT ?`,
+      )
+      .all(org, sinceMs, deviceId ?? null, deviceId ?? null, limit) as FailoverRow[];
+  }
+
+  /** Per gateway, aggregated across agents over [sinceMs, now]: who is on it, how it performs, who leaves it. */
+  gatewayHealth(org: string, sinceMs: number, rtt: MetricName, loss: MetricName): GatewayHealth[] {
+    const db = this.#db;
+    const byGw = new Map<string, GatewayHealth>();
+    const get = (gateway: string): GatewayHealth => {
+      let h = byGw.get(gateway);
+      if (h === undefined) {
+        h = { gateway, agentsConnected: 0, agentsReporting: 0, rttMeanMs: null, lossMeanPercent: null, failoversAway: 0, failoversTo: 0, topReason: null };
+        byGw.set(gateway, h);
+      }
+      return h;
+    };
+    const connected = db.prepare("SELECT gateway, count(*) AS n FROM agents WHERE org = ? AND state = 'connected' AND gateway IS NOT NULL GROUP BY gateway").all(org) as { gateway: string; n: number }[];
+    for (const r of connected) get(r.gateway).agentsConnected = r.n;
+    const perf = db
+      .prepare(
+        `SELECT gateway, count(DISTINCT device_id) AS agents,
+                avg(CASE WHEN name = ? THEN value END) AS rtt, avg(CASE WHEN name = ? THEN value END) AS loss
+         FROM points WHERE org = ? AND name IN (?, ?) AND ts_ms >= ? AND gateway IS NOT NULL GROUP BY gateway`,
+      )
+      .all(rtt, loss, org, rtt, loss, sinceMs) as { gateway: string; agents: number; rtt: number | null; loss: number | null }[];
+    for (const r of perf) {
+      const h = get(r.gateway);
+      h.agentsReporting = r.agents;
+      h.rttMeanMs = r.rtt;
+      h.lossMeanPercent = r.loss;
+    }
+    const away = db
+      .prepare("SELECT from_gateway AS gateway, reason, count(*) AS n FROM events WHERE org = ? AND kind = 'failover' AND ts_ms >= ? AND from_gateway IS NOT NULL GROUP BY from_gateway, reason ORDER BY n DESC, reason")
+      .all(org, sinceMs) as { gateway: string; reason: string | null; n: number }[];
+    for (const r of away) {
+      const h = get(r.gateway);
+      h.failoversAway += r.n;
+      h.topReason ??= r.reason;
+    }
+    const to = db.prepare("SELECT to_gateway AS gateway, count(*) AS n FROM events WHERE org = ? AND kind = 'failover' AND ts_ms >= ? AND to_gateway IS NOT NULL GROUP BY to_gateway").all(org, sinceMs) as { gateway: string; n: number }[];
+    for (const r of to) get(r.gateway).failoversTo = r.n;
+    return [...byGw.values()].sort((a, b) => b.failoversAway - a.failoversAway || a.gateway.localeCompare(b.gateway));
+  }
+
+  /** Agents by state, for /metrics. */
+  agentsByState(org: string): { state: string; n: number }[] {
+    return this.#db.prepare("SELECT coalesce(state, 'unknown') AS state, count(*) AS n FROM agents WHERE org = ? GROUP BY 1 ORDER BY 1").all(org) as { state: string; n: number }[];
+  }
+
+  /** Failovers since `sinceMs` per (from, to, reason), for /metrics. */
+  failoverCounts(org: string, sinceMs: number): { from: string; to: string; reason: string; n: number }[] {
+    return this.#db
+      .prepare(
+        `SELECT coalesce(from_gateway, '') AS "from", coalesce(to_gateway, '') AS "to", coalesce(reason, '') AS reason, count(*) AS n
+         FROM events WHERE org = ? AND kind = 'failover' AND ts_ms >= ? GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`,
+      )
+      .all(org, sinceMs) as { from: string; to: string; reason: string; n: number }[];
+  }
+}
+
+function eventRow(org: string, deviceId: string, e: AgentEvent): (string | number | null)[] {
+  return e.kind === "state"
+    ? [org, deviceId, e.kind, e.tsMs, e.state, e.gateway, e.protocol, null, null, null, null, null, null, null]
+    : [org, deviceId, e.kind, e.tsMs, null, null, null, e.from, e.fromProtocol, e.to, e.toProtocol, e.reason, e.detectedAfterMs, e.restoredAfterMs];
+}
+
+function migrate(db: Database.Database): void {
+  const current = db.pragma("user_version", { simple: true }) as number;
+  if (current > MIGRATIONS.length) {
+    throw new Error(`the database has schema version ${current}, newer than this collector knows (${MIGRATIONS.length}); use a newer collector`);
+  }
+  for (let v = current; v < MIGRATIONS.length; v++) {
+    const sql = MIGRATIONS[v];
+    if (sql === undefined) break;
+    db.transaction(() => {
+      db.exec(sql);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}
