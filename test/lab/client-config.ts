@@ -9,6 +9,8 @@ import { CORP_ECHO_PORT, CORP_NETWORK, PORTS, type LabTopology } from "./topolog
 
 export interface ClientSecrets {
   wgPrivateKeyFile: string;
+  /** The collector's ingest token for this lab, and where it listens. */
+  telemetry?: { tokenFile: string; endpoint: string };
   pskFile: string;
   passwordFile: string;
   gateways: Record<string, { wgPublicKey: string; tlsPin: string }>;
@@ -47,6 +49,18 @@ export function buildClientConfig(topo: LabTopology, s: ClientSecrets): DetourCo
     health: { brownout: { lossPct: 15 } },
     // corp's resolver, reachable only through the tunnel: intranet names resolve while connected.
     tunnelDns: { servers: [topo.corp.address], searchDomains: [CORP_DOMAIN] },
+    // The lab's collector; exports every 5 s so a test or a demo sees data within seconds, and corp's web
+    // service as the internal application whose reachability through the tunnel is measured.
+    ...(s.telemetry === undefined
+      ? {}
+      : {
+          telemetry: {
+            endpoint: s.telemetry.endpoint,
+            token: { file: s.telemetry.tokenFile },
+            intervalMs: 5000,
+            reachability: [{ name: "corp-web", url: `http://${topo.corp.address}/whoami`, intervalMs: 5000 }],
+          },
+        }),
   };
 }
 

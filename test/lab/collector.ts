@@ -2,7 +2,7 @@
  * The telemetry collector in the lab's collector namespace: started by `lab up` (per-run tokens, database in the
  * run folder), reached by agents over the lab network, and shown to a human through `lab dashboard`.
  */
-import { mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { randomSecret, writeSecret } from "./credentials.ts";
 import { inNs, isAlive, readIfExists, spawnDaemon, waitFor } from "./exec.ts";
@@ -49,10 +49,13 @@ export function collectorTokens(labDir: string): { ingest: string; read: string 
 export async function startCollector(topo: LabTopology, labDir: string): Promise<number> {
   const p = collectorPaths(labDir);
   mkdirSync(p.dir, { recursive: true, mode: 0o700 });
-  writeSecret(
-    p.tokensFile,
-    JSON.stringify({ tokens: [{ org: LAB_ORG, role: "ingest", token: randomSecret(24) }, { org: LAB_ORG, role: "read", token: randomSecret(24) }] }, null, 2) + "\n",
-  );
+  // A restart (a test taking the collector down and back) keeps the tokens the agents were given.
+  if (!existsSync(p.tokensFile)) {
+    writeSecret(
+      p.tokensFile,
+      JSON.stringify({ tokens: [{ org: LAB_ORG, role: "ingest", token: randomSecret(24) }, { org: LAB_ORG, role: "read", token: randomSecret(24) }] }, null, 2) + "\n",
+    );
+  }
   const argv = [process.execPath, "--import", "tsx", join(REPO_ROOT, "main", "collector", "server.ts"), "--listen", `${topo.collector.address}:${COLLECTOR_PORT}`, "--db", p.db, "--tokens", p.tokensFile];
   const pid = spawnDaemon(inNs(topo.collector.ns, argv), { logFile: p.log, cwd: REPO_ROOT });
   await waitFor("the collector to listen", () => {

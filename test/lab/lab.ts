@@ -7,8 +7,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { join } from "node:path";
 import { buildClientConfig, writeClientConfig } from "./client-config.ts";
 import { gatewayCertificate, ocservPasswordFile, randomSecret, wireGuardKeyPair, writeSecret } from "./credentials.ts";
-import { startCollector } from "./collector.ts";
-import { isAlive } from "./exec.ts";
+import { collectorTokens, collectorUrl, startCollector } from "./collector.ts";
+import { isAlive, stopPids } from "./exec.ts";
 import {
   GATEWAY_ENGINES,
   startGatewayEngine,
@@ -159,10 +159,12 @@ export async function up(id = DEFAULT_LAB_ID): Promise<LabState> {
     state.pids.collector = collectorPid;
     state.pids.delayq = await applyImpairments(topo, labDir, [], []);
 
+    const telemetryTokenFile = writeSecret(join(labDir, "telemetry-token"), collectorTokens(labDir).ingest);
     writeClientConfig(
       state.clientConfig,
       buildClientConfig(topo, {
         wgPrivateKeyFile: clientWgPrivateKeyFile,
+        telemetry: { tokenFile: telemetryTokenFile, endpoint: collectorUrl(topo) },
         pskFile,
         passwordFile,
         gateways: Object.fromEntries(Object.entries(gwSecrets).map(([n, s]) => [n, { wgPublicKey: s.wgPublicKey, tlsPin: s.tlsPin }])),
@@ -377,6 +379,23 @@ export async function kill(gateway: string, engine: GatewayEngine | "all", id = 
     if (pid !== null) await stopGatewayEngine(pid, true);
     pids[e] = null;
   }
+  saveState(state);
+}
+
+/** Stops the telemetry collector (by PID); its database and tokens stay for `collectorStart`. */
+export async function collectorStop(id = DEFAULT_LAB_ID): Promise<void> {
+  const state = loadState(id);
+  const pid = state.pids.collector ?? 0;
+  if (pid > 0) await stopPids([pid]);
+  state.pids.collector = 0;
+  saveState(state);
+}
+
+/** Starts the collector again with the same database and tokens (after `collectorStop`). */
+export async function collectorStart(id = DEFAULT_LAB_ID): Promise<void> {
+  const state = loadState(id);
+  if ((state.pids.collector ?? 0) > 0 && isAlive(state.pids.collector ?? 0)) return;
+  state.pids.collector = await startCollector(labTopology(id), labDirOf(id));
   saveState(state);
 }
 
