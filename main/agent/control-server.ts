@@ -23,6 +23,9 @@ import {
   type Command,
   type CommandResults,
   type DaemonMessage,
+  type DiagPayload,
+  type DiagUploadPayload,
+  SLOW_COMMAND_TIMEOUT_MS,
   type ErrorCode,
   type RequestId,
   type StatusPayload,
@@ -39,6 +42,10 @@ export interface ControlHandlers {
   race(): Promise<RaceRecord | null>;
   /** Registers a listener for connection events; returns the function that removes it. Listeners must not throw. */
   subscribe(listener: (e: ConnectionEvent) => void): () => void;
+  /** Writes a diagnostic bundle; absent on a daemon built without diagnostics. */
+  diag?(): Promise<DiagPayload>;
+  /** Uploads the latest bundle (a new one if none) to the configured destinations. */
+  diagUpload?(): Promise<DiagUploadPayload>;
 }
 
 export interface ControlLimits {
@@ -347,7 +354,7 @@ class ClientConnection {
     const h = this.#server.handlers;
     const bound = <T>(what: string, f: () => Promise<T>): Promise<T> =>
       // Promise.resolve().then(f) turns a handler that throws synchronously into a rejection like any other.
-      withTimeout(Promise.resolve().then(f), this.#server.limits.handlerTimeoutMs, what);
+      withTimeout(Promise.resolve().then(f), Math.max(this.#server.limits.handlerTimeoutMs, SLOW_COMMAND_TIMEOUT_MS[command] ?? 0), what);
     try {
       switch (command) {
         case "status":
@@ -369,6 +376,18 @@ class ClientConnection {
         case "race":
           this.#respond(id, "race", await bound("race", () => h.race()));
           return;
+        case "diag": {
+          const diag = h.diag?.bind(h);
+          if (diag === undefined) throw new Error("this daemon makes no diagnostic bundles");
+          this.#respond(id, "diag", await bound("diag", diag));
+          return;
+        }
+        case "diag-upload": {
+          const upload = h.diagUpload?.bind(h);
+          if (upload === undefined) throw new Error("this daemon makes no diagnostic bundles");
+          this.#respond(id, "diag-upload", await bound("diag-upload", upload));
+          return;
+        }
         case "subscribe":
           await this.#subscribe(id, bound);
           return;

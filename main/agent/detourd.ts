@@ -9,13 +9,15 @@ import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
 import { ControlServer } from "./control-server.ts";
 import { Daemon } from "./daemon.ts";
 import { createLogger, type Level } from "./log.ts";
+import { LogTail } from "./diag/log-tail.ts";
+import { DiagService } from "./diag/service.ts";
 
 const VERSION = "0.1.0";
 /** Time for a clean disconnect (engines' orderly stops run in parallel) before detourd exits anyway. */
 const SHUTDOWN_BUDGET_MS = 15_000;
 
 function usage(msg: string): never {
-  process.stderr.write(`detourd: ${msg}\nusage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--connect] [--log-level debug|info|warn|error]\n`);
+  process.stderr.write(`detourd: ${msg}\nusage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--connect] [--log-level debug|info|warn|error] [--log-file <path>]\n`);
   process.exit(2);
 }
 
@@ -33,6 +35,7 @@ async function main(): Promise<void> {
         "ifname-prefix": { type: "string", default: "dt" },
         connect: { type: "boolean", default: false },
         "log-level": { type: "string", default: "info" },
+        "log-file": { type: "string" },
       },
     }));
   } catch (e) {
@@ -41,7 +44,9 @@ async function main(): Promise<void> {
   const configPath = values.config ?? usage("--config is required");
   const level = values["log-level"];
   if (!["debug", "info", "warn", "error"].includes(level)) usage(`--log-level must be debug, info, warn or error; got ${level}`);
-  const log = createLogger({ level: level as Level });
+  const logTail = new LogTail();
+  const logFile = values["log-file"];
+  const log = createLogger({ level: level as Level, tee: (line) => { logTail.push(line); }, ...(logFile === undefined ? {} : { file: logFile }) });
 
   let text: string;
   try {
@@ -64,6 +69,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
 
+  const diag = new DiagService({ config: parsed.config, stateDir: values["state-dir"], inputs: () => daemon.diagInputs(), logTail, log, ...(logFile === undefined ? {} : { logFile }) });
   const server = await ControlServer.start({
     path: values.socket,
     version: VERSION,
@@ -79,6 +85,8 @@ async function main(): Promise<void> {
       gateways: () => Promise.resolve(daemon.candidates()),
       race: () => Promise.resolve(daemon.lastRace()),
       subscribe: (listener) => daemon.subscribe(listener),
+      diag: () => diag.create(),
+      diagUpload: () => diag.upload(),
     },
   });
   log.info("detourd started", { version: VERSION, pid: process.pid, socket: values.socket, config: configPath, gateways: parsed.config.gateways.map((g) => g.name) });

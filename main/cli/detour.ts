@@ -5,6 +5,7 @@
 import { parseArgs } from "node:util";
 import { ControlClient, isControlError, type ControlClientOptions } from "../client/control-client.ts";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
+import { diagMain } from "./diag.ts";
 import { formatEvent, formatGateways, formatLastRace, formatStatus } from "./format.ts";
 
 const EXIT_OK = 0;
@@ -21,6 +22,8 @@ commands:
   gateways [--json]   gateway candidates with probe results, in ranking order
   race [--json]       the last race: every leg with its times and outcome
   events [--json]     stream connection events until Ctrl-C
+  diag [--out <file>] [--upload]   write a diagnostic bundle (secrets removed; \`detour diag --help\`)
+  diag inspect <file> print a bundle's summary and verify its hashes (offline)
 
 options:
   --socket <path>     detourd's control socket (default: $DETOUR_SOCKET or ${DEFAULT_SOCKET_PATH})
@@ -131,6 +134,8 @@ async function run(inv: Invocation, client: ControlClient): Promise<number> {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // diag has its own arguments (inspect <file>, --out, --upload); the first positional decides.
+  if (argv.find((a, i) => !a.startsWith("-") && argv[i - 1] !== "--socket") === "diag") return diagMain(argv);
   let inv: Invocation | "help";
   try {
     inv = parse(argv);

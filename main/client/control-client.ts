@@ -13,8 +13,11 @@ import {
   type ClientMessage,
   type Command,
   type CommandResults,
+  type DiagPayload,
+  type DiagUploadPayload,
   type ErrorCode,
   type GatewaysPayload,
+  SLOW_COMMAND_TIMEOUT_MS,
   type StatusPayload,
 } from "../core/protocol/messages.ts";
 
@@ -28,6 +31,8 @@ export const CONNECT_TIMEOUT_MS = 3000;
  * typed "timeout" error first; this bound only fires when the daemon itself stops answering.
  */
 export const REQUEST_TIMEOUT_MS = 10_000;
+/** Added to a slow command's daemon-side bound: its "timeout" error needs a moment to travel back. */
+const SLOW_COMMAND_MARGIN_MS = 5000;
 
 /** Name sent in the hello, for the daemon's logs. */
 const CLIENT_NAME = "detour-client/0.1";
@@ -237,6 +242,16 @@ export class ControlClient {
     return this.#request("race");
   }
 
+  /** Asks detourd to write a diagnostic bundle; resolves with where it is (root-only) and what was redacted. */
+  diag(): Promise<DiagPayload> {
+    return this.#request("diag");
+  }
+
+  /** Asks detourd to upload its latest bundle (it writes one if needed) to the collector and/or SFTP drop. */
+  diagUpload(): Promise<DiagUploadPayload> {
+    return this.#request("diag-upload");
+  }
+
   /**
    * Subscribes to connection events on a connection of its own (the daemon ends a subscription with its
    * connection), so close() ends only the subscription. Events are deltas on top of `snapshot`.
@@ -262,7 +277,9 @@ export class ControlClient {
   #request<C extends Command>(command: C): Promise<CommandResults[C]> {
     if (this.#ended) return Promise.reject(this.#endReason ?? new ControlError("cancelled", "the control connection was closed"));
     const id = this.#nextId++;
-    const timeoutMs = this.#opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    // Slow commands get the daemon's own bound plus a margin, so the daemon's typed timeout comes back first.
+    const slow = SLOW_COMMAND_TIMEOUT_MS[command];
+    const timeoutMs = Math.max(this.#opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS, slow === undefined ? 0 : slow + SLOW_COMMAND_MARGIN_MS);
     return new Promise<CommandResults[C]>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
