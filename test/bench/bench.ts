@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { assertLabCanRun } from "../lab/preflight.ts";
 import { REPO_ROOT } from "../lab/services.ts";
 import { benchConnect, benchFailover } from "./connect.ts";
+import { benchDiag } from "./diag.ts";
 import { benchEngines } from "./engines.ts";
 
 /** At least ten runs per measurement, as the issues ask; BENCH_RUNS raises it. */
@@ -13,6 +14,7 @@ const SUITES: Record<string, (runs: number) => Promise<{ markdown: string; rows:
   engines: benchEngines,
   connect: benchConnect,
   failover: benchFailover,
+  diag: benchDiag,
 };
 
 async function main(argv: string[]): Promise<number> {
