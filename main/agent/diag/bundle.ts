@@ -152,21 +152,31 @@ function stamp(now: number): string {
   return new Date(now).toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
 }
 
+/**
+ * Log lines redacted between two yields to the event loop: a day of logs takes a second or two to redact, and the
+ * daemon's probes and failover timers must not wait that long; 1000 lines take a few milliseconds.
+ */
+export const LOG_REDACT_BATCH_LINES = 1000;
+
 /** A JSON log line is redacted as JSON (secret-named fields lose their values), anything else as text. */
-function redactLog(r: Redactor, text: string): string {
-  return text
-    .split("\n")
-    .map((line) => {
+async function redactLog(r: Redactor, text: string): Promise<string> {
+  const lines = text.split("\n");
+  const out: string[] = [];
+  for (let i = 0; i < lines.length; i += LOG_REDACT_BATCH_LINES) {
+    for (const line of lines.slice(i, i + LOG_REDACT_BATCH_LINES)) {
+      let done: string | null = null;
       if (line.startsWith("{")) {
         try {
-          return JSON.stringify(r.json(JSON.parse(line)));
+          done = JSON.stringify(r.json(JSON.parse(line)));
         } catch {
           // not JSON after all
         }
       }
-      return r.text(line);
-    })
-    .join("\n");
+      out.push(done ?? r.text(line));
+    }
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  return out.join("\n");
 }
 
 function pruneOld(dir: string, keep: number): void {
@@ -222,11 +232,11 @@ export async function createBundle(inp: DiagInputs, opts: BundleOptions): Promis
     putJson("process.json", { pid: process.pid, startedAt: new Date(inp.startedAt).toISOString(), uptimeS: Math.round((inp.now - inp.startedAt) / 1000), argv: process.argv, node: process.version, hostname: hostname(), env: envOut });
     const fileTail = inp.logFile === undefined ? null : readFileTail(inp.logFile, opts.maxLogBytes);
     const memTail = inp.logTail.length > opts.maxLogBytes ? inp.logTail.slice(inp.logTail.indexOf("\n", inp.logTail.length - opts.maxLogBytes) + 1) : inp.logTail;
-    put("logs/detourd.log", redactLog(redactor, fileTail?.text ?? memTail));
+    put("logs/detourd.log", await redactLog(redactor, fileTail?.text ?? memTail));
     for (const { e, d } of engines) {
       const name = `engines/${e.legId}-${e.gateway}-${e.kind}`;
       putJson(`${name}.json`, { legId: e.legId, gateway: e.gateway, kind: e.kind, role: e.role, engine: d.engine, state: d.state });
-      put(`${name}.log`, redactLog(redactor, d.log));
+      put(`${name}.log`, await redactLog(redactor, d.log));
     }
 
     const model = redactor.json(
