@@ -26,6 +26,9 @@ import {
   type CommandResults,
   type DaemonMessage,
   type DrillParams,
+  type DiagPayload,
+  type DiagUploadPayload,
+  SLOW_COMMAND_TIMEOUT_MS,
   type ErrorCode,
   type RequestId,
   type StatusPayload,
@@ -51,6 +54,10 @@ export interface ControlHandlers {
   prefsSet?(key: string, value: string | null): Promise<PrefsPayload>;
   /** Registers a listener for policy events (applied, rejected), sent to subscribers beside connection events. */
   subscribePolicy?(listener: (e: PolicyEvent) => void): () => void;
+  /** Writes a diagnostic bundle; absent on a daemon built without diagnostics. */
+  diag?(): Promise<DiagPayload>;
+  /** Uploads the latest bundle (a new one if none) to the configured destinations. */
+  diagUpload?(): Promise<DiagUploadPayload>;
 }
 
 /** A handler's refusal: the client gets the "refused" error code with this message (never "internal"). */
@@ -367,7 +374,7 @@ class ClientConnection {
     const h = this.#server.handlers;
     const bound = <T>(what: string, f: () => Promise<T>): Promise<T> =>
       // Promise.resolve().then(f) turns a handler that throws synchronously into a rejection like any other.
-      withTimeout(Promise.resolve().then(f), this.#server.limits.handlerTimeoutMs, what);
+      withTimeout(Promise.resolve().then(f), Math.max(this.#server.limits.handlerTimeoutMs, SLOW_COMMAND_TIMEOUT_MS[command] ?? 0), what);
     try {
       switch (command) {
         case "status":
@@ -389,6 +396,18 @@ class ClientConnection {
         case "race":
           this.#respond(id, "race", await bound("race", () => h.race()));
           return;
+        case "diag": {
+          const diag = h.diag?.bind(h);
+          if (diag === undefined) throw new Error("this daemon makes no diagnostic bundles");
+          this.#respond(id, "diag", await bound("diag", diag));
+          return;
+        }
+        case "diag-upload": {
+          const upload = h.diagUpload?.bind(h);
+          if (upload === undefined) throw new Error("this daemon makes no diagnostic bundles");
+          this.#respond(id, "diag-upload", await bound("diag-upload", upload));
+          return;
+        }
         case "subscribe":
           await this.#subscribe(id, bound);
           return;

@@ -11,7 +11,7 @@ import { candidateAddresses } from "../core/connection/address-family.ts";
 import { emptyMemory, parseMemory, recall, remember, type NetworkMemory } from "../core/connection/network-memory.ts";
 import { routesForLeg } from "../core/connection/route-policy.ts";
 import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
-import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, DrillResult, Effect, FailoverRecord, Leg, MachineInput, RaceRecord, TimerId } from "../core/connection/types.ts";
+import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, DrillResult, Effect, FailoverRecord, Leg, MachineInput, ProbeSample, RaceRecord, TimerId } from "../core/connection/types.ts";
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
 import { createEngine } from "../../native/engines/create-engine.ts";
 import { isEngineError, type TunnelEngine } from "../../native/engines/engine.ts";
@@ -25,7 +25,9 @@ import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec
 import type { Logger } from "./log.ts";
 import { startMonitor } from "./monitor.ts";
 import { loadSecret } from "./secrets.ts";
-import { Telemetry, tunnelOnlyStatus, type TelemetrySource } from "./telemetry/telemetry.ts";
+import { Telemetry, deviceIdIn, policyHash, tunnelOnlyStatus, type TelemetrySource } from "./telemetry/telemetry.ts";
+import { TunnelHistory } from "./telemetry/history.ts";
+import type { DiagInputs } from "./diag/bundle.ts";
 import type { TelemetryStatus } from "../core/telemetry/status.ts";
 import { legAllowed, restrictCandidates } from "../core/policy/apply.ts";
 
@@ -85,6 +87,8 @@ export class Daemon {
   #lastRace: RaceRecord | null = null;
   #lastFailover: FailoverRecord | null = null;
   #recorder: ConnectionEvent[] = [];
+  /** Per-second probe summaries and the last hour of ten-second tunnel samples, for diagnostic bundles. */
+  readonly history = new TunnelHistory();
   #subscribers = new Set<(e: ConnectionEvent) => void>();
   #pending = new Set<Promise<unknown>>();
   #legCounter = 0;
@@ -231,6 +235,40 @@ export class Daemon {
 
   recorder(): ConnectionEvent[] {
     return [...this.#recorder];
+  }
+
+  #recordProbe(legId: string, sample: ProbeSample): void {
+    const leg = this.#legs.get(legId)?.leg;
+    if (leg !== undefined) this.history.onProbe({ legId, gateway: leg.gateway, protocol: leg.kind, active: this.#activeLeg()?.legId === legId }, sample);
+  }
+
+  /** What a diagnostic bundle is built from (main/agent/diag/bundle.ts redacts it). */
+  diagInputs(): Omit<DiagInputs, "logTail" | "logFile"> {
+    const now = Date.now();
+    const status = this.status();
+    const policyBytes = existsSync(this.#opts.configPath) ? readFileSync(this.#opts.configPath, "utf8") : JSON.stringify(this.#opts.config);
+    return {
+      now,
+      version: this.#opts.version,
+      deviceId: this.#telemetry?.deviceId ?? deviceIdIn(this.#opts.stateDir),
+      policyHash: this.#telemetry?.policyHash ?? policyHash(policyBytes),
+      status,
+      events: this.recorder(),
+      probeSeconds: this.history.probeSeconds(),
+      samples: this.history.samples(now),
+      candidates: this.candidates(),
+      config: this.#opts.config,
+      configPath: this.#opts.configPath,
+      resolvConf: this.#opts.resolvConf,
+      startedAt: this.startedAt,
+      engines: [...this.#legs.values()].map((rt) => ({
+        legId: rt.leg.id,
+        gateway: rt.leg.gateway,
+        kind: rt.leg.kind,
+        role: status.activeLegId === rt.leg.id ? "active" : status.standby?.legId === rt.leg.id ? "standby" : rt.up === null ? "starting" : "other",
+        diagnostics: () => rt.engine.diagnostics?.() ?? Promise.resolve({ engine: rt.engine.protocol, state: null, log: "" }),
+      })),
+    };
   }
 
   subscribe(listener: (e: ConnectionEvent) => void): () => void {
@@ -473,7 +511,10 @@ export class Daemon {
       for (let i = 0; i < 10_000 && this.#queue.length > 0; i++) {
         const next = this.#queue.shift();
         if (next === undefined) break;
-        if (next.type === "probe") this.#telemetry?.onProbe(next.legId, next.sample);
+        if (next.type === "probe") {
+          this.#telemetry?.onProbe(next.legId, next.sample);
+          this.#recordProbe(next.legId, next.sample);
+        }
         const r = step(this.#state, next, this.#ctx);
         this.#state = r.state;
         for (const e of r.effects) this.#run(e);

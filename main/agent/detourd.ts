@@ -10,13 +10,15 @@ import { ControlServer } from "./control-server.ts";
 import { Daemon } from "./daemon.ts";
 import { createLogger, type Level } from "./log.ts";
 import { createPolicyManager, policyHandlers, startPolicy } from "./policy/wiring.ts";
+import { LogTail } from "./diag/log-tail.ts";
+import { DiagService } from "./diag/service.ts";
 
 const VERSION = "0.1.0";
 /** Time for a clean disconnect (engines' orderly stops run in parallel) before detourd exits anyway. */
 const SHUTDOWN_BUDGET_MS = 15_000;
 
 function usage(msg: string): never {
-  process.stderr.write(`detourd: ${msg}\nusage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--connect] [--policy-file <file>] [--trusted-keys <dir>] [--policy-url <url>] [--log-level debug|info|warn|error]\n`);
+  process.stderr.write(`detourd: ${msg}\nusage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--connect] [--policy-file <file>] [--trusted-keys <dir>] [--policy-url <url>] [--log-level debug|info|warn|error] [--log-file <path>]\n`);
   process.exit(2);
 }
 
@@ -37,6 +39,7 @@ async function main(): Promise<void> {
         "trusted-keys": { type: "string" },
         "policy-url": { type: "string" },
         "log-level": { type: "string", default: "info" },
+        "log-file": { type: "string" },
       },
     }));
   } catch (e) {
@@ -45,7 +48,9 @@ async function main(): Promise<void> {
   const configPath = values.config ?? usage("--config is required");
   const level = values["log-level"];
   if (!["debug", "info", "warn", "error"].includes(level)) usage(`--log-level must be debug, info, warn or error; got ${level}`);
-  const log = createLogger({ level: level as Level });
+  const logTail = new LogTail();
+  const logFile = values["log-file"];
+  const log = createLogger({ level: level as Level, tee: (line) => { logTail.push(line); }, ...(logFile === undefined ? {} : { file: logFile }) });
 
   let text: string;
   try {
@@ -77,6 +82,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
 
+  const diag = new DiagService({ config: parsed.config, stateDir: values["state-dir"], inputs: () => daemon.diagInputs(), logTail, log, ...(logFile === undefined ? {} : { logFile }) });
   const server = await ControlServer.start({
     path: values.socket,
     version: VERSION,
@@ -94,6 +100,8 @@ async function main(): Promise<void> {
       subscribe: (listener) => daemon.subscribe(listener),
       drill: (params) => daemon.drill(params),
       ...policyHandlers(policy),
+      diag: () => diag.create(),
+      diagUpload: () => diag.upload(),
     },
   });
   log.info("detourd started", { version: VERSION, pid: process.pid, socket: values.socket, config: configPath, gateways: parsed.config.gateways.map((g) => g.name) });

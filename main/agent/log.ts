@@ -25,7 +25,8 @@ function scrub(value: unknown, depth: number): unknown {
   return out;
 }
 
-export function createLogger(opts: { level?: Level; file?: string; write?: (line: string) => void } = {}): Logger {
+/** `tee` also gets every line written (the diagnostic bundle's in-memory log tail). */
+export function createLogger(opts: { level?: Level; file?: string; write?: (line: string) => void; tee?: (line: string) => void } = {}): Logger {
   const min = ORDER[opts.level ?? "info"];
   const write =
     opts.write ??
@@ -41,7 +42,9 @@ export function createLogger(opts: { level?: Level; file?: string; write?: (line
     });
   const log = (level: Level, msg: string, fields?: Record<string, unknown>): void => {
     if (ORDER[level] < min) return;
-    write(JSON.stringify({ t: new Date().toISOString(), level, msg, ...(fields === undefined ? {} : (scrub(fields, 0) as Record<string, unknown>)) }) + "\n");
+    const line = JSON.stringify({ t: new Date().toISOString(), level, msg, ...(fields === undefined ? {} : (scrub(fields, 0) as Record<string, unknown>)) }) + "\n";
+    write(line);
+    opts.tee?.(line);
   };
   return {
     debug: (m, f) => {

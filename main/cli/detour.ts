@@ -6,6 +6,7 @@ import { parseArgs } from "node:util";
 import { ControlClient, isControlError, type ControlClientOptions } from "../client/control-client.ts";
 import { DEFAULT_SLA_MS, parseSlaMs } from "../core/drill.ts";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
+import { diagMain } from "./diag.ts";
 import { formatDrill, formatEvent, formatGateways, formatLastRace, formatStatus } from "./format.ts";
 import { formatPolicyStatus, POLICY_USAGE, runPolicyCli } from "./policy-commands.ts";
 
@@ -30,6 +31,8 @@ commands:
                       detection and restoration take, lift the block, pass or fail against the SLA
                       (default ${DEFAULT_SLA_MS} ms); exit 4 if the drill failed or was refused
   policy ..., prefs ...  managed policy and preferences (see below)
+  diag [--out <file>] [--upload]   write a diagnostic bundle (secrets removed; \`detour diag --help\`)
+  diag inspect <file> print a bundle's summary and verify its hashes (offline)
 
 options:
   --socket <path>     detourd's control socket (default: $DETOUR_SOCKET or ${DEFAULT_SOCKET_PATH})
@@ -171,6 +174,8 @@ function firstWord(argv: readonly string[]): string | undefined {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // diag has its own arguments (inspect <file>, --out, --upload); the first positional decides.
+  if (argv.find((a, i) => !a.startsWith("-") && argv[i - 1] !== "--socket") === "diag") return diagMain(argv);
   const family = firstWord(argv);
   if (family === "policy" || family === "prefs") return runPolicyCli(argv);
   let inv: Invocation | "help";

@@ -16,8 +16,11 @@ import {
   type Command,
   type CommandResults,
   type DrillParams,
+  type DiagPayload,
+  type DiagUploadPayload,
   type ErrorCode,
   type GatewaysPayload,
+  SLOW_COMMAND_TIMEOUT_MS,
   type StatusPayload,
 } from "../core/protocol/messages.ts";
 
@@ -36,6 +39,8 @@ export const REQUEST_TIMEOUT_MS = 10_000;
  * the drill's own bound lets the daemon's typed timeout arrive first, as for every other request.
  */
 export const DRILL_REQUEST_TIMEOUT_MS = DRILL_MAX_DURATION_MS + 10_000;
+/** Added to a slow command's daemon-side bound: its "timeout" error needs a moment to travel back. */
+const SLOW_COMMAND_MARGIN_MS = 5000;
 
 /** Name sent in the hello, for the daemon's logs. */
 const CLIENT_NAME = "detour-client/0.1";
@@ -247,6 +252,16 @@ export class ControlClient {
     return this.#request("race");
   }
 
+  /** Asks detourd to write a diagnostic bundle; resolves with where it is (root-only) and what was redacted. */
+  diag(): Promise<DiagPayload> {
+    return this.#request("diag");
+  }
+
+  /** Asks detourd to upload its latest bundle (it writes one if needed) to the collector and/or SFTP drop. */
+  diagUpload(): Promise<DiagUploadPayload> {
+    return this.#request("diag-upload");
+  }
+
   /**
    * Runs a failover drill and resolves with its result once the block is lifted again (seconds). A refused drill
    * (not connected, another drill under way, nowhere to fail over to) is a result with verdict "refused".
@@ -296,7 +311,9 @@ export class ControlClient {
   #request<C extends Command>(command: C, extra: { params?: DrillParams; args?: Record<string, string | null>; timeoutMs?: number } = {}): Promise<CommandResults[C]> {
     if (this.#ended) return Promise.reject(this.#endReason ?? new ControlError("cancelled", "the control connection was closed"));
     const id = this.#nextId++;
-    const timeoutMs = extra.timeoutMs ?? this.#opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    // Slow commands get the daemon's own bound plus a margin, so the daemon's typed timeout comes back first.
+    const slow = SLOW_COMMAND_TIMEOUT_MS[command];
+    const timeoutMs = extra.timeoutMs ?? Math.max(this.#opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS, slow === undefined ? 0 : slow + SLOW_COMMAND_MARGIN_MS);
     return new Promise<CommandResults[C]>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);

@@ -66,6 +66,13 @@ export interface AnyConnectSpec extends SpecBase {
 
 export type EngineSpec = WireGuardSpec | Ikev2Spec | AnyConnectSpec;
 
+/** What a driver shows of its engine for a diagnostic bundle: state without keys, and the engine's recent output. */
+export interface EngineDiagnostics {
+  engine: string;
+  state: unknown;
+  log: string;
+}
+
 export interface TunnelEngine {
   readonly protocol: TunnelProtocol;
   /** The engine process while it runs (crash drills, diagnostics); null before start and after stop. */
@@ -78,6 +85,8 @@ export interface TunnelEngine {
   /** Orderly shutdown, then by PID; afterwards no process, device, socket, route or file remains. Idempotent. */
   stop(): Promise<void>;
   stats(): Promise<TunnelStats>;
+  /** The engine's own view (UAPI dump, VICI list-sas, openconnect's output), bounded in time; never rejects. */
+  diagnostics?(): Promise<EngineDiagnostics>;
   /** Subscribes to up/down/degraded/engine-exit; returns the unsubscribe function. */
   onEvent(listener: (e: TunnelEvent) => void): () => void;
 }

@@ -5,6 +5,7 @@ import { assertLabCanRun } from "../lab/preflight.ts";
 import { REPO_ROOT } from "../lab/services.ts";
 import { benchConnect, benchFailover } from "./connect.ts";
 import { benchCompare } from "./compare.ts";
+import { benchDiag } from "./diag.ts";
 import { benchEngines } from "./engines.ts";
 
 /** At least ten runs per measurement, as the issues ask; BENCH_RUNS raises it. */
@@ -18,6 +19,7 @@ const SUITES: Record<string, { run: Suite; takesOptions: boolean }> = {
   connect: { run: benchConnect, takesOptions: false },
   failover: { run: benchFailover, takesOptions: false },
   compare: { run: benchCompare, takesOptions: true },
+  diag: { run: benchDiag, takesOptions: false },
 };
 
 /** Splits argv into suite names and options; `--runs N` is the bench's own (a quick run may go below ten). */

@@ -224,6 +224,30 @@ export const Telemetry = z
   })
   .strict();
 
+/**
+ * Diagnostic bundles (`detour diag`): where detourd writes them, how much log they carry, and an optional SFTP
+ * drop they can be uploaded to (besides the collector, when telemetry is configured). The SFTP server's host key
+ * is pinned by its SHA-256 fingerprint as `ssh-keygen -lf` prints it.
+ */
+export const Diagnostics = z
+  .object({
+    dir: z.string().regex(/^\//, "expected an absolute path").optional().describe("where bundles are written; <state-dir>/diag when absent"),
+    /** 4 MiB of log tail is about a day of a busy daemon's JSON lines, and keeps a bundle small enough to mail. */
+    maxLogBytes: z.number().int().min(64 * 1024).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
+    sftp: z
+      .object({
+        host: Hostname.or(Ipv4),
+        port: Port.default(22),
+        user: z.string().regex(/^[a-z_][a-z0-9_.-]{0,31}$/i, "expected a user name"),
+        privateKey: SecretRef.describe("the client's private key (OpenSSH or PEM format)"),
+        hostKeySha256: z.string().regex(/^(SHA256:)?[A-Za-z0-9+/]{43}=?$/, "expected the host key fingerprint as ssh-keygen -lf prints it: SHA256:<43 base64 characters>"),
+        dir: z.string().min(1).describe("folder on the server the bundle is put into"),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
 /** Retrying when every gateway failed: capped exponential backoff. */
 export const RetryPolicy = z
   .object({
@@ -257,6 +281,7 @@ export const DetourConfig = z
     health: HealthPolicy.default({ probeIntervalMs: 25, probeTimeoutMs: 1000, deadAfterMs: 300, brownout: { lossPct: 25, rttMs: null, windowMs: 5000, holdMs: 3000 } }),
     standby: StandbyPolicy.default({ mode: "on", probeIntervalMs: 250, freshMs: 750 }),
     retry: RetryPolicy.default({ initialMs: 1000, maxMs: 30_000 }),
+    diagnostics: Diagnostics.optional(),
     /** Block protected traffic outside the tunnel even while disconnected. */
     lockdown: z.boolean().default(false),
   })
@@ -271,6 +296,7 @@ export type HealthPolicy = z.infer<typeof HealthPolicy>;
 export type RetryPolicy = z.infer<typeof RetryPolicy>;
 export type StandbyPolicy = z.infer<typeof StandbyPolicy>;
 export type TelemetryConfig = z.infer<typeof Telemetry>;
+export type DiagnosticsConfig = z.infer<typeof Diagnostics>;
 
 /** One problem in a configuration document: where it is and what was expected. */
 export interface ConfigIssue {

@@ -57,7 +57,7 @@ export const DEFAULT_SOCKET_PATH = "/run/detour/detourd.sock";
 /** The group whose members may use the control socket (besides root). */
 export const DEFAULT_CONTROL_GROUP = "detour";
 
-export const COMMANDS = ["status", "connect", "disconnect", "gateways", "race", "subscribe", "drill", "policy", "prefs", "prefs-set"] as const;
+export const COMMANDS = ["status", "connect", "disconnect", "gateways", "race", "subscribe", "drill", "policy", "prefs", "prefs-set", "diag", "diag-upload"] as const;
 export type Command = (typeof COMMANDS)[number];
 
 /**
@@ -301,6 +301,40 @@ export const ConnectionEventSchema = z.discriminatedUnion("type", [
   EVENT_SCHEMAS.drill,
 ]) satisfies z.ZodType<ConnectionEvent>;
 
+/** What `diag` answers: the bundle detourd wrote (root-only, mode 0600) and what its redaction replaced. */
+export interface DiagPayload {
+  path: string;
+  bytes: number;
+  sha256: string;
+  files: number;
+  tookMs: number;
+  redactions: { removed: Record<string, number>; pseudonymised: Record<string, number> };
+}
+export const DiagPayloadSchema = z.looseObject({
+  path: z.string(),
+  bytes: z.number(),
+  sha256: z.string(),
+  files: z.number(),
+  tookMs: z.number(),
+  redactions: z.looseObject({ removed: z.record(z.string(), z.number()), pseudonymised: z.record(z.string(), z.number()) }),
+}) satisfies z.ZodType<DiagPayload>;
+
+/** What `diag-upload` answers: the bundle (the latest, or a new one) and each configured destination's outcome. */
+export interface DiagUploadPayload {
+  path: string;
+  uploads: { target: "collector" | "sftp"; ok: boolean; attempts: number; location: string | null; error: string | null }[];
+}
+export const DiagUploadPayloadSchema = z.looseObject({
+  path: z.string(),
+  uploads: z.array(z.looseObject({ target: z.enum(["collector", "sftp"]), ok: z.boolean(), attempts: z.number(), location: z.string().nullable(), error: z.string().nullable() })),
+}) satisfies z.ZodType<DiagUploadPayload>;
+
+/**
+ * Commands that legitimately take longer than the usual handler bound: a bundle reads the host and the engines
+ * (seconds), an upload retries with backoff (about half a minute). Both sides use these bounds.
+ */
+export const SLOW_COMMAND_TIMEOUT_MS: Partial<Record<Command, number>> = { diag: 60_000, "diag-upload": 300_000 };
+
 /** The result each command answers with. */
 export interface CommandResults {
   status: StatusPayload;
@@ -314,6 +348,8 @@ export interface CommandResults {
   policy: PolicyStatus;
   prefs: PrefsPayload;
   "prefs-set": PrefsPayload;
+  diag: DiagPayload;
+  "diag-upload": DiagUploadPayload;
 }
 export const RESULT_SCHEMAS = {
   status: StatusPayloadSchema,
@@ -326,6 +362,8 @@ export const RESULT_SCHEMAS = {
   policy: PolicyStatusSchema,
   prefs: PrefsPayloadSchema,
   "prefs-set": PrefsPayloadSchema,
+  diag: DiagPayloadSchema,
+  "diag-upload": DiagUploadPayloadSchema,
 } satisfies { [C in Command]: z.ZodType<CommandResults[C]> };
 
 // ---- envelopes ----

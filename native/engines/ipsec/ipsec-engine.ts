@@ -12,7 +12,7 @@ import { isAlive } from "../../platform/process-tree.linux.ts";
 import { linkAddresses, linkCounters, linkExists } from "../../platform/link.linux.ts";
 import { pingThrough } from "../../platform/probe.linux.ts";
 import { EngineProcess, type ProcessExit } from "../engine-process.ts";
-import { EngineError, EventHub, isEngineError, type Ikev2Spec, type LivenessSpec, type TunnelEngine } from "../engine.ts";
+import { EngineError, EventHub, isEngineError, type EngineDiagnostics, type Ikev2Spec, type LivenessSpec, type TunnelEngine } from "../engine.ts";
 import {
   CHILD_NAME,
   CONN_NAME,
@@ -436,6 +436,24 @@ export class IpsecEngine implements TunnelEngine {
     return Number.isFinite(at) ? Math.max(0, now - at) : null;
   }
 
+  /** VICI list-sas (every SA of this charon, as plain JSON) and charon's output. */
+  async diagnostics(): Promise<EngineDiagnostics> {
+    let state: unknown = { running: false };
+    if (this.#proc?.running === true) {
+      let vici: ViciClient | null = null;
+      try {
+        vici = await ViciClient.connect(this.#viciPath, STATS_TIMEOUT_MS);
+        const { events } = await vici.stream("list-sas", viciSection({ noblock: "yes" }), "list-sa", { timeoutMs: STATS_TIMEOUT_MS });
+        state = { "list-sas": events.map(viciToJson) };
+      } catch (e) {
+        state = { error: e instanceof Error ? e.message : String(e) };
+      } finally {
+        vici?.close();
+      }
+    }
+    return { engine: "charon", state, log: this.#proc?.tail(200) ?? "" };
+  }
+
   stop(): Promise<void> {
     this.#stopPromise ??= this.#stop();
     return this.#stopPromise;
@@ -583,4 +601,11 @@ function installedChild(sa: ViciSection): ViciSection | null {
     if (c instanceof Map && c.get("name") === CHILD_NAME && c.get("state") === "INSTALLED") return c;
   }
   return null;
+}
+
+/** A VICI section as plain JSON (sections become objects, lists arrays), for diagnostics. */
+export function viciToJson(section: ViciSection): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of section) out[k] = typeof v === "string" ? v : Array.isArray(v) ? [...(v as readonly string[])] : viciToJson(v as ViciSection);
+  return out;
 }

@@ -20,7 +20,7 @@ import { addAddress, linkCounters, linkExists, setLinkUp } from "../../platform/
 import { pingThrough } from "../../platform/probe.linux.ts";
 import { isAlive, STOP_GRACE_MS } from "../../platform/process-tree.linux.ts";
 import { inNetns, run } from "../../platform/run.ts";
-import { EngineError, EventHub, type AnyConnectSpec, type TunnelEngine } from "../engine.ts";
+import { EngineError, EventHub, type AnyConnectSpec, type EngineDiagnostics, type TunnelEngine } from "../engine.ts";
 import { EngineProcess, type ProcessExit } from "../engine-process.ts";
 import { HANDBACK_ENV, HandbackReader, isIfname, isIpv4, type Handback } from "./handback-codec.ts";
 import { parseAuthOutput, PIN_RE, type AnyConnectSession } from "./auth-output.ts";
@@ -580,6 +580,12 @@ export class OpenConnectEngine implements TunnelEngine {
       lastRxAgoMs: this.#lastRxAt === null ? null : Math.max(0, now - this.#lastRxAt),
       subState: this.#proc?.running === true ? this.#transport() : null,
     };
+  }
+
+  /** openconnect's transport and output (the redaction of a bundle removes the webvpn cookie if it was printed). */
+  diagnostics(): Promise<EngineDiagnostics> {
+    const running = this.#proc?.running === true;
+    return Promise.resolve({ engine: "openconnect", state: { running, pid: this.pid, transport: running ? this.#transport() : null, dtls: this.#spec.params.dtls }, log: this.#tail.join("\n") });
   }
 
   stop(): Promise<void> {

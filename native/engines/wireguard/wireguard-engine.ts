@@ -16,7 +16,7 @@ import { pingThrough, type EchoResult } from "../../platform/probe.linux.ts";
 import { isAlive } from "../../platform/process-tree.linux.ts";
 import { CommandError, run } from "../../platform/run.ts";
 import { EngineProcess, type ProcessExit } from "../engine-process.ts";
-import { EngineError, EventHub, type LivenessSpec, type TunnelEngine, type WireGuardSpec } from "../engine.ts";
+import { EngineError, EventHub, type EngineDiagnostics, type LivenessSpec, type TunnelEngine, type WireGuardSpec } from "../engine.ts";
 import { hostPort } from "../../../main/core/ip-address.ts";
 import type { Secret } from "../../../main/core/secret.ts";
 import { UapiError, encodeSet, isCidr, isIpAddress, lastHandshakeMs, type UapiDump } from "./uapi-codec.ts";
@@ -378,6 +378,12 @@ export class WireGuardEngine implements TunnelEngine {
     }
     const heard = Math.max(handshakeAt ?? -Infinity, this.#rxMovedAt ?? -Infinity);
     return { ...c, lastRxAgoMs: Number.isFinite(heard) ? Math.max(0, Date.now() - heard) : null, subState: null };
+  }
+
+  /** The UAPI dump (the codec drops the private and preshared keys while parsing) and wireguard-go's output. */
+  async diagnostics(): Promise<EngineDiagnostics> {
+    const state = this.#proc?.running === true ? await this.#uapi.get().catch((e: unknown) => ({ error: e instanceof Error ? e.message : String(e) })) : { running: false };
+    return { engine: "wireguard-go", state, log: this.#proc?.tail(200) ?? "" };
   }
 
   async stop(): Promise<void> {
