@@ -24,6 +24,7 @@ import {
   type CommandResults,
   type DaemonMessage,
   type ErrorCode,
+  type Request,
   type RequestId,
   type StatusPayload,
 } from "../core/protocol/messages.ts";
@@ -39,6 +40,16 @@ export interface ControlHandlers {
   race(): Promise<RaceRecord | null>;
   /** Registers a listener for connection events; returns the function that removes it. Listeners must not throw. */
   subscribe(listener: (e: ConnectionEvent) => void): () => void;
+  /**
+   * Chooses the gateway to connect to (null: automatic) and returns the choice in force. Throws a
+   * ControlRequestError for a name that is not a candidate.
+   */
+  setGateway(gateway: string | null): Promise<string | null>;
+}
+
+/** Thrown by a handler when the request itself is wrong (e.g. an unknown gateway); the client gets "bad-request". */
+export class ControlRequestError extends Error {
+  override readonly name = "ControlRequestError";
 }
 
 export interface ControlLimits {
@@ -337,13 +348,14 @@ class ClientConnection {
       return;
     }
     this.#inFlight++;
-    void this.#answer(m.id, m.command).finally(() => {
+    void this.#answer(m).finally(() => {
       this.#inFlight--;
     });
   }
 
   /** Runs one command and sends exactly one reply; never rejects. */
-  async #answer(id: RequestId, command: Command): Promise<void> {
+  async #answer(request: Request): Promise<void> {
+    const { id, command } = request;
     const h = this.#server.handlers;
     const bound = <T>(what: string, f: () => Promise<T>): Promise<T> =>
       // Promise.resolve().then(f) turns a handler that throws synchronously into a rejection like any other.
@@ -372,8 +384,17 @@ class ClientConnection {
         case "subscribe":
           await this.#subscribe(id, bound);
           return;
+        case "set-gateway": {
+          const gateway = request.params.gateway;
+          this.#respond(id, "set-gateway", { gateway: await bound("set-gateway", () => h.setGateway(gateway)) });
+          return;
+        }
       }
     } catch (e) {
+      if (e instanceof ControlRequestError) {
+        this.#send({ type: "error", id, code: "bad-request", message: e.message.slice(0, MAX_ERROR_MESSAGE) });
+        return;
+      }
       const timedOut = e instanceof HandlerTimeout;
       const message = (e instanceof Error ? e.message : String(e)).slice(0, MAX_ERROR_MESSAGE);
       this.#server.log.error("control command failed", { conn: this.#n, client: this.#client, command, err: message });

@@ -79,6 +79,7 @@ async function main(): Promise<void> {
       gateways: () => Promise.resolve(daemon.candidates()),
       race: () => Promise.resolve(daemon.lastRace()),
       subscribe: (listener) => daemon.subscribe(listener),
+      setGateway: (gateway) => Promise.resolve(daemon.setGateway(gateway)),
     },
   });
   log.info("detourd started", { version: VERSION, pid: process.pid, socket: values.socket, config: configPath, gateways: parsed.config.gateways.map((g) => g.name) });

@@ -12,7 +12,9 @@ import {
   PROTOCOL_VERSION,
   type ClientMessage,
   type Command,
+  type CommandParams,
   type CommandResults,
+  type CommandWithParams,
   type ErrorCode,
   type GatewaysPayload,
   type StatusPayload,
@@ -238,6 +240,14 @@ export class ControlClient {
   }
 
   /**
+   * Chooses the gateway the daemon connects to (a candidate's name), or null for automatic. Resolves with the
+   * choice in force; a name the daemon does not know fails with "bad-request".
+   */
+  async setGateway(gateway: string | null): Promise<string | null> {
+    return (await this.#request("set-gateway", { gateway })).gateway;
+  }
+
+  /**
    * Subscribes to connection events on a connection of its own (the daemon ends a subscription with its
    * connection), so close() ends only the subscription. Events are deltas on top of `snapshot`.
    */
@@ -259,7 +269,7 @@ export class ControlClient {
     this.#socket.destroy();
   }
 
-  #request<C extends Command>(command: C): Promise<CommandResults[C]> {
+  #request<C extends Command>(command: C, params?: C extends CommandWithParams ? CommandParams[C] : never): Promise<CommandResults[C]> {
     if (this.#ended) return Promise.reject(this.#endReason ?? new ControlError("cancelled", "the control connection was closed"));
     const id = this.#nextId++;
     const timeoutMs = this.#opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
@@ -270,7 +280,7 @@ export class ControlClient {
       }, timeoutMs);
       // The response's result is checked against this command's schema before it is resolved (#onLine).
       this.#pending.set(id, { command, resolve: resolve as (r: unknown) => void, reject, timer });
-      const enc = encodeLine({ type: "request", id, command });
+      const enc = encodeLine((params === undefined ? { type: "request", id, command } : { type: "request", id, command, params }) as ClientMessage);
       if (enc.ok) this.#socket.write(enc.line);
       else this.#settle(id, { command, resolve: () => undefined, reject, timer }, new ControlError("protocol-violation", enc.reason));
     });

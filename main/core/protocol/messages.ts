@@ -14,6 +14,8 @@
  *   {type:"request", id:8, command:"subscribe"}          ->
  *                                                       <- {type:"response", id:8, command:"subscribe", result:<snapshot>}
  *                                                       <- {type:"event", event:{type:"state", ...}}   (until the connection closes)
+ *   {type:"request", id:9, command:"set-gateway", params:{gateway:"gw2"}} ->
+ *                                                       <- {type:"response", id:9, command:"set-gateway", result:{gateway:"gw2"}}
  *
  * Every request gets exactly one reply carrying its id; replies may come out of order. An error not tied to a
  * request (bad JSON with no readable id, a line over MAX_LINE_LENGTH, no hello) has `id: null`. Envelopes are
@@ -52,8 +54,23 @@ export const DEFAULT_SOCKET_PATH = "/run/detour/detourd.sock";
 /** The group whose members may use the control socket (besides root). */
 export const DEFAULT_CONTROL_GROUP = "detour";
 
-export const COMMANDS = ["status", "connect", "disconnect", "gateways", "race", "subscribe"] as const;
+export const COMMANDS = ["status", "connect", "disconnect", "gateways", "race", "subscribe", "set-gateway"] as const;
 export type Command = (typeof COMMANDS)[number];
+
+/**
+ * The parameters of the commands that take some; every other command takes none. `set-gateway` chooses the
+ * gateway the daemon races (a candidate's name), or null for automatic (every candidate, by ranking).
+ */
+export interface CommandParams {
+  "set-gateway": { gateway: string | null };
+}
+export type CommandWithParams = keyof CommandParams;
+export const PARAM_SCHEMAS = {
+  "set-gateway": z.strictObject({ gateway: z.string().min(1).max(253).nullable() }),
+} satisfies { [C in CommandWithParams]: z.ZodType<CommandParams[C]> };
+function takesParams(c: Command): c is CommandWithParams {
+  return Object.hasOwn(PARAM_SCHEMAS, c);
+}
 
 /**
  * Stable error codes a daemon replies with:
@@ -202,8 +219,18 @@ export const TelemetryStatusSchema = z.looseObject({
  * What `status` answers (and `subscribe` starts with): the connection snapshot plus who is answering and, from
  * a daemon that measures them, the active tunnel's numbers and the telemetry export's health.
  */
-export type StatusPayload = ConnectionSnapshot & { daemon: DaemonInfo; telemetry?: TelemetryStatus };
-export const StatusPayloadSchema = z.looseObject({ ...snapshotShape, daemon: DaemonInfoSchema, telemetry: TelemetryStatusSchema.optional() }) satisfies z.ZodType<StatusPayload>;
+export type StatusPayload = ConnectionSnapshot & {
+  daemon: DaemonInfo;
+  telemetry?: TelemetryStatus;
+  /** The gateway chosen with set-gateway, or null for automatic; absent from a daemon without set-gateway. */
+  gatewayChoice?: string | null;
+};
+export const StatusPayloadSchema = z.looseObject({
+  ...snapshotShape,
+  daemon: DaemonInfoSchema,
+  telemetry: TelemetryStatusSchema.optional(),
+  gatewayChoice: z.string().nullable().optional(),
+}) satisfies z.ZodType<StatusPayload>;
 
 /** A candidate with its place in the daemon's ranking (1 is tried first). */
 export type RankedCandidate = Candidate & { rank: number };
@@ -243,6 +270,8 @@ export interface CommandResults {
   gateways: GatewaysPayload;
   race: RaceRecord | null;
   subscribe: StatusPayload;
+  /** The choice now in force. */
+  "set-gateway": { gateway: string | null };
 }
 export const RESULT_SCHEMAS = {
   status: StatusPayloadSchema,
@@ -251,6 +280,7 @@ export const RESULT_SCHEMAS = {
   gateways: GatewaysPayloadSchema,
   race: RaceRecordSchema.nullable(),
   subscribe: StatusPayloadSchema,
+  "set-gateway": z.looseObject({ gateway: z.string().nullable() }),
 } satisfies { [C in Command]: z.ZodType<CommandResults[C]> };
 
 // ---- envelopes ----
@@ -260,9 +290,13 @@ export const RequestIdSchema = z.int().min(0);
 export type RequestId = z.infer<typeof RequestIdSchema>;
 
 export const ClientHelloSchema = z.strictObject({ type: z.literal("hello"), protocol: z.int().min(0), client: z.string().min(1).max(128) });
-export const RequestSchema = z.strictObject({ type: z.literal("request"), id: RequestIdSchema, command: z.enum(COMMANDS) });
+/** The envelope; `params` is then checked against the command's own schema (PARAM_SCHEMAS), see parseClientMessage. */
+export const RequestSchema = z.strictObject({ type: z.literal("request"), id: RequestIdSchema, command: z.enum(COMMANDS), params: z.unknown().optional() });
 export type ClientHello = z.infer<typeof ClientHelloSchema>;
-export type Request = z.infer<typeof RequestSchema>;
+/** A request: commands with parameters carry them, the others carry none. */
+export type Request =
+  | { type: "request"; id: RequestId; command: Exclude<Command, CommandWithParams> }
+  | { [C in CommandWithParams]: { type: "request"; id: RequestId; command: C; params: CommandParams[C] } }[CommandWithParams];
 /** What a client sends. */
 export type ClientMessage = ClientHello | Request;
 
@@ -344,7 +378,14 @@ export function parseClientMessage(line: string): Decoded<ClientMessage> {
   }
   if (value.type === "request") {
     const r = RequestSchema.safeParse(value);
-    if (r.success) return { ok: true, message: r.data };
+    if (r.success) {
+      const { command, params } = r.data;
+      if (!takesParams(command)) {
+        return params === undefined ? { ok: true, message: { type: "request", id: r.data.id, command } } : fail(r.data.id, `params: ${command} takes no parameters`);
+      }
+      const p = PARAM_SCHEMAS[command].safeParse(params);
+      return p.success ? { ok: true, message: { type: "request", id: r.data.id, command, params: p.data } } : fail(r.data.id, explainIssues(p.error.issues, ["params"]));
+    }
     const onlyCommand = r.error.issues.every((i) => i.path.length === 1 && i.path[0] === "command");
     if (onlyCommand && id !== null && typeof value.command === "string") {
       return fail(id, `unknown command ${describe(value.command)}; this daemon knows ${COMMANDS.join(", ")}`, "unknown-command");
