@@ -74,6 +74,27 @@ module.exports = {
       to: { path: "^main/core/", dependencyTypesNot: ["type-only"] },
     },
     {
+      name: "app-not-renderer-source",
+      comment: "the Electron main loads the renderer's built bundle; importing its source would run page code with Node's powers",
+      severity: "error",
+      from: { path: "^main/(app|preload)/" },
+      to: { path: "^renderer/" },
+    },
+    {
+      name: "electron-only-in-the-thin-shells",
+      comment: "only main/app/main.ts and the preload touch Electron; the app's logic stays plain, unit-tested modules that also run in the dev bridge",
+      severity: "error",
+      from: { path: "^main/", pathNot: ["^main/app/main\\.ts$", "^main/preload/"] },
+      to: { path: ["^electron$", "node_modules/electron/", "node_modules/electron-store/"] },
+    },
+    {
+      name: "preload-exposes-only-the-contract",
+      comment: "the preload runs next to the page: it may use Electron's IPC and the app-api contract, nothing that could leak Node or daemon access",
+      severity: "error",
+      from: { path: "^main/preload/" },
+      to: { pathNot: ["^main/core/protocol/app-api\\.ts$", "^main/core/connection/types\\.ts$", "^main/core/protocol/messages\\.ts$", "^main/core/tunnel/", "^main/core/telemetry/", "node_modules/electron/", "^electron$"], dependencyTypesNot: ["type-only"] },
+    },
+    {
       name: "production-not-test",
       comment: "shipped code must not depend on the lab, fakes or benchmarks",
       severity: "error",
@@ -97,7 +118,7 @@ module.exports = {
   ],
   options: {
     doNotFollow: { path: "node_modules" },
-    exclude: { path: "^(node_modules|\\.build|\\.git|bench-out|test-artifacts)/|^eslint\\.config\\.js$" },
+    exclude: { path: "^(\\.build|\\.git|bench-out|test-artifacts)/|^eslint\\.config\\.js$" },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: "tsconfig.node.json" },
     enhancedResolveOptions: { exportsFields: ["exports"], conditionNames: ["import", "require", "node", "default"], extensions: [".ts", ".js", ".mjs", ".cjs", ".json"] },

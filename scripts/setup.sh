@@ -56,6 +56,7 @@ fi
 
 # npm dependencies: reinstall only when the lock file changed since the last install.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+  # electron is a devDependency for its typings only: its binary cannot be downloaded on these machines.
+  ELECTRON_SKIP_BINARY_DOWNLOAD=1 npm ci --no-audit --no-fund
 fi
 echo "setup: ready"

@@ -6,11 +6,11 @@ import { createConnection, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, describe, test } from "node:test";
-import { ControlClient, isControlError, type ControlError } from "../client/control-client.ts";
+import { ControlClient, ControlError, isControlError } from "../client/control-client.ts";
 import type { Candidate, ConnectionEvent, DrillResult, RaceRecord } from "../core/connection/types.ts";
 import { MAX_LINE_LENGTH, type StatusPayload } from "../core/protocol/messages.ts";
 import { seededRandom } from "../../test/fakes/seeded-random.ts";
-import { ControlServer, ControlServerError, resolveGroup, type ControlHandlers, type ControlServerOptions } from "./control-server.ts";
+import { ControlRequestError, ControlServer, ControlServerError, resolveGroup, type ControlHandlers, type ControlServerOptions } from "./control-server.ts";
 import type { Logger } from "./log.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "detour-control-"));
@@ -92,6 +92,13 @@ class FakeDaemon implements ControlHandlers {
   race(): Promise<RaceRecord | null> {
     this.calls.push("race");
     return Promise.resolve(RACE);
+  }
+  choice: string | null = null;
+  setGateway(gateway: string | null): Promise<string | null> {
+    this.calls.push(`set-gateway ${String(gateway)}`);
+    if (gateway !== null && !CANDIDATES.some((c) => c.name === gateway)) return Promise.reject(new ControlRequestError(`no gateway named ${gateway}`));
+    this.choice = gateway;
+    return Promise.resolve(gateway);
   }
   subscribe(listener: (e: ConnectionEvent) => void): () => void {
     this.listeners.add(listener);
@@ -292,6 +299,19 @@ describe("commands", () => {
     const c = await ControlClient.connect(s.path, { timeoutMs: 2000 });
     clients.push(c);
     await assert.rejects(c.drill(), (e: unknown) => isControlError(e) && e.code === "unknown-command" && /does not run failover drills/.test(e.message));
+  });
+
+  test("set-gateway-chooses-a-candidate-or-automatic-and-an-unknown-name-is-a-bad-request", async () => {
+    const d = new FakeDaemon();
+    const s = await start(d);
+    const c = await ControlClient.connect(s.path, { timeoutMs: 2000 });
+    clients.push(c);
+    const name = CANDIDATES[1]?.name ?? "";
+    assert.equal(await c.setGateway(name), name);
+    assert.equal(d.choice, name);
+    assert.equal(await c.setGateway(null), null);
+    await assert.rejects(c.setGateway("atlantis"), (e: unknown) => e instanceof ControlError && e.code === "bad-request" && /no gateway named atlantis/.test(e.message));
+    assert.deepEqual(await c.status(), STATUS, "the connection lives on after a bad request");
   });
 
   test("pipelined-requests-each-get-exactly-one-reply-with-their-id", async () => {

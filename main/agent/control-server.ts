@@ -30,6 +30,7 @@ import {
   type DiagUploadPayload,
   SLOW_COMMAND_TIMEOUT_MS,
   type ErrorCode,
+  type Request,
   type RequestId,
   type StatusPayload,
 } from "../core/protocol/messages.ts";
@@ -58,6 +59,16 @@ export interface ControlHandlers {
   diag?(): Promise<DiagPayload>;
   /** Uploads the latest bundle (a new one if none) to the configured destinations. */
   diagUpload?(): Promise<DiagUploadPayload>;
+  /**
+   * Chooses the gateway to connect to (null: automatic) and returns the choice in force. Throws a
+   * ControlRequestError for a name that is not a candidate.
+   */
+  setGateway(gateway: string | null): Promise<string | null>;
+}
+
+/** Thrown by a handler when the request itself is wrong (e.g. an unknown gateway); the client gets "bad-request". */
+export class ControlRequestError extends Error {
+  override readonly name = "ControlRequestError";
 }
 
 /** A handler's refusal: the client gets the "refused" error code with this message (never "internal"). */
@@ -364,13 +375,14 @@ class ClientConnection {
       return;
     }
     this.#inFlight++;
-    void this.#answer(m.id, m.command, m.params, m.args ?? {}).finally(() => {
+    void this.#answer(m).finally(() => {
       this.#inFlight--;
     });
   }
 
   /** Runs one command and sends exactly one reply; never rejects. */
-  async #answer(id: RequestId, command: Command, params: DrillParams | undefined, args: Record<string, string | null>): Promise<void> {
+  async #answer(request: Request): Promise<void> {
+    const { id, command } = request;
     const h = this.#server.handlers;
     const bound = <T>(what: string, f: () => Promise<T>): Promise<T> =>
       // Promise.resolve().then(f) turns a handler that throws synchronously into a rejection like any other.
@@ -417,17 +429,26 @@ class ClientConnection {
             this.#send({ type: "error", id, code: "unknown-command", message: "this daemon does not run failover drills" });
             return;
           }
-          const result = await withTimeout(Promise.resolve().then(() => drill(params ?? {})), this.#server.limits.drillTimeoutMs, "drill");
+          const result = await withTimeout(Promise.resolve().then(() => drill(request.params)), this.#server.limits.drillTimeoutMs, "drill");
           this.#respond(id, "drill", result);
           return;
         }
         case "policy":
         case "prefs":
         case "prefs-set":
-          await this.#answerPolicy(id, command, args, bound);
+          await this.#answerPolicy(id, command, request.args ?? {}, bound);
           return;
+        case "set-gateway": {
+          const gateway = request.params.gateway;
+          this.#respond(id, "set-gateway", { gateway: await bound("set-gateway", () => h.setGateway(gateway)) });
+          return;
+        }
       }
     } catch (e) {
+      if (e instanceof ControlRequestError) {
+        this.#send({ type: "error", id, code: "bad-request", message: e.message.slice(0, MAX_ERROR_MESSAGE) });
+        return;
+      }
       if (e instanceof CommandRefused) {
         this.#send({ type: "error", id, code: "refused", message: e.message.slice(0, MAX_ERROR_MESSAGE) });
         return;

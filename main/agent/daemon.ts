@@ -22,6 +22,7 @@ import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLeg
 import { configuredCandidates, discoverCandidates, gatewayPorts, probeCandidates, withProbe } from "./discovery.ts";
 import { DrillRunner } from "./drill.ts";
 import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
+import { ControlRequestError } from "./control-server.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor } from "./monitor.ts";
 import { loadSecret } from "./secrets.ts";
@@ -103,6 +104,8 @@ export class Daemon {
   #networkKey: string | null = null;
   /** The kill switch last put in force (JSON), so an unchanged policy is not re-applied (that resets counters). */
   #killSwitch: string | undefined = undefined;
+  /** The gateway the user chose (set-gateway), or null for automatic: only it is raced while set. */
+  #gatewayChoice: string | null = null;
   /** Null when no collector is configured; the tunnel's numbers are still in status. */
   #telemetry: Telemetry | null = null;
   #discoveryTimer: NodeJS.Timeout | null = null;
@@ -169,6 +172,7 @@ export class Daemon {
   // ---- control API ----
 
   status(): ConnectionSnapshot & {
+    gatewayChoice: string | null;
     network: ReturnType<Daemon["network"]>;
     telemetry: TelemetryStatus;
     daemon: { version: string; pid: number; startedAt: number; configPath: string };
@@ -176,6 +180,7 @@ export class Daemon {
   } {
     return {
       ...snapshot(this.#state, Date.now()),
+      gatewayChoice: this.#gatewayChoice,
       network: this.network(),
       telemetry: this.#telemetry?.status() ?? tunnelOnlyStatus(this.#health()),
       daemon: { version: this.#opts.version, pid: process.pid, startedAt: this.startedAt, configPath: this.#opts.configPath },
@@ -352,6 +357,33 @@ export class Daemon {
     }
     this.dispatch({ type: "connect", now: Date.now() });
     return inForce;
+  }
+
+  /**
+   * Chooses the gateway to connect to (null: automatic, every candidate by ranking) and returns the choice. A
+   * chosen gateway is the only candidate the machine is given, so races and failovers stay on it (across its
+   * protocols); if the tunnel is up or coming up elsewhere, it reconnects at once so the choice takes effect.
+   */
+  setGateway(gateway: string | null): string | null {
+    if (gateway !== null && !this.candidates().some((c) => c.name === gateway)) {
+      throw new ControlRequestError(`no gateway named "${gateway}"; candidates: ${this.candidates().map((c) => c.name).join(", ")}`);
+    }
+    const changed = gateway !== this.#gatewayChoice;
+    this.#gatewayChoice = gateway;
+    this.#opts.log.info("gateway choice", { gateway: gateway ?? "automatic" });
+    const state = snapshot(this.#state, Date.now());
+    const elsewhere = gateway !== null && state.gateway !== null && state.gateway !== gateway;
+    if (state.state !== "disconnected" && (elsewhere || (changed && state.state !== "connected"))) {
+      this.dispatch({ type: "disconnect", now: Date.now() });
+      void this.connect();
+    }
+    return gateway;
+  }
+
+  /** The candidates the machine may race: all of them, or only the chosen gateway. */
+  #allowed(candidates: Candidate[]): Candidate[] {
+    const choice = this.#gatewayChoice;
+    return choice === null ? candidates : candidates.filter((c) => c.name === choice);
   }
 
   disconnect(): void {
@@ -629,7 +661,7 @@ export class Daemon {
     const configured = this.#ctx.gateways;
     if (phase === "resolving" && configured.every((c) => c.address !== null)) {
       const warm = this.#candidates.length > 0;
-      this.dispatch({ type: "candidates", now: Date.now(), candidates: warm ? this.#candidates : configured });
+      this.dispatch({ type: "candidates", now: Date.now(), candidates: this.#allowed(warm ? this.#candidates : configured) });
       if (!warm) {
         this.#track(this.#discover());
       } else if (this.#discoveryTimer === null) {
@@ -640,8 +672,9 @@ export class Daemon {
       }
       return;
     }
-    const candidates = await this.#discover();
-    this.dispatch({ type: "candidates", now: Date.now(), candidates });
+    const candidates = this.#allowed(await this.#discover());
+    // An empty list would make the machine fall back to every configured gateway; the chosen one stays.
+    this.dispatch({ type: "candidates", now: Date.now(), candidates: candidates.length > 0 ? candidates : this.#allowed(this.#ctx.gateways) });
   }
 
   /** Discovery plus port probes, bounded; never throws (problems are logged, configured gateways remain). */

@@ -102,6 +102,7 @@ async function main(): Promise<void> {
       ...policyHandlers(policy),
       diag: () => diag.create(),
       diagUpload: () => diag.upload(),
+      setGateway: (gateway) => Promise.resolve(daemon.setGateway(gateway)),
     },
   });
   log.info("detourd started", { version: VERSION, pid: process.pid, socket: values.socket, config: configPath, gateways: parsed.config.gateways.map((g) => g.name) });

@@ -14,10 +14,12 @@ import {
   PROTOCOL_VERSION,
   type ClientMessage,
   type Command,
+  type CommandParams,
   type CommandResults,
   type DrillParams,
   type DiagPayload,
   type DiagUploadPayload,
+  type CommandWithParams,
   type ErrorCode,
   type GatewaysPayload,
   SLOW_COMMAND_TIMEOUT_MS,
@@ -267,7 +269,15 @@ export class ControlClient {
    * (not connected, another drill under way, nowhere to fail over to) is a result with verdict "refused".
    */
   drill(params: DrillParams = {}): Promise<DrillResult> {
-    return this.#request("drill", { params, timeoutMs: Math.max(DRILL_REQUEST_TIMEOUT_MS, this.#opts.requestTimeoutMs ?? 0) });
+    return this.#request("drill", params, { timeoutMs: Math.max(DRILL_REQUEST_TIMEOUT_MS, this.#opts.requestTimeoutMs ?? 0) });
+  }
+
+  /**
+   * Chooses the gateway the daemon connects to (a candidate's name), or null for automatic. Resolves with the
+   * choice in force; a name the daemon does not know fails with "bad-request".
+   */
+  async setGateway(gateway: string | null): Promise<string | null> {
+    return (await this.#request("set-gateway", { gateway })).gateway;
   }
 
   /**
@@ -299,7 +309,7 @@ export class ControlClient {
 
   /** Sets a preference (value as typed on a command line) or clears it (null); "refused" says why not. */
   setPref(key: string, value: string | null): Promise<PrefsPayload> {
-    return this.#request("prefs-set", { args: { key, value } });
+    return this.#request("prefs-set", undefined, { args: { key, value } });
   }
 
   /** Ends the connection; pending calls reject with "cancelled". Safe to call more than once. */
@@ -308,7 +318,7 @@ export class ControlClient {
     this.#socket.destroy();
   }
 
-  #request<C extends Command>(command: C, extra: { params?: DrillParams; args?: Record<string, string | null>; timeoutMs?: number } = {}): Promise<CommandResults[C]> {
+  #request<C extends Command>(command: C, params?: C extends CommandWithParams ? CommandParams[C] : never, extra: { args?: Record<string, string | null>; timeoutMs?: number } = {}): Promise<CommandResults[C]> {
     if (this.#ended) return Promise.reject(this.#endReason ?? new ControlError("cancelled", "the control connection was closed"));
     const id = this.#nextId++;
     // Slow commands get the daemon's own bound plus a margin, so the daemon's typed timeout comes back first.
@@ -321,7 +331,7 @@ export class ControlClient {
       }, timeoutMs);
       // The response's result is checked against this command's schema before it is resolved (#onLine).
       this.#pending.set(id, { command, resolve: resolve as (r: unknown) => void, reject, timer });
-      const enc = encodeLine({ type: "request", id, command, ...(extra.params === undefined ? {} : { params: extra.params }), ...(extra.args === undefined ? {} : { args: extra.args }) });
+      const enc = encodeLine({ type: "request", id, command, ...(params === undefined ? {} : { params }), ...(extra.args === undefined ? {} : { args: extra.args }) } as ClientMessage);
       if (enc.ok) this.#socket.write(enc.line);
       else this.#settle(id, { command, resolve: () => undefined, reject, timer }, new ControlError("protocol-violation", enc.reason));
     });

@@ -97,8 +97,11 @@ describe("client messages", () => {
       message: { type: "hello", protocol: 1, client: "detour-cli/0.1" },
     });
     for (const command of COMMANDS) {
-      const r = parseClientMessage(line({ type: "request", id: 7, command }));
-      assert.deepEqual(r, { ok: true, message: { type: "request", id: 7, command } });
+      const params = command === "set-gateway" ? { params: { gateway: "gw2" } } : {};
+      const r = parseClientMessage(line({ type: "request", id: 7, command, ...params }));
+      // A drill without params is a drill at the daemon's default SLA.
+      const expected = command === "drill" ? { params: {} } : params;
+      assert.deepEqual(r, { ok: true, message: { type: "request", id: 7, command, ...expected } });
     }
   });
 
@@ -112,7 +115,7 @@ describe("client messages", () => {
       [{ type: "request", id: 2, command: "drill", params: { slaMs: 10_001 } }, /^params\.slaMs: /],
       [{ type: "request", id: 2, command: "drill", params: { slaMs: "1s" } }, /^params\.slaMs: /],
       [{ type: "request", id: 2, command: "drill", params: { sla: 5 } }, /Unrecognized key: "sla"/],
-      [{ type: "request", id: 2, command: "status", params: {} }, /^params: only drill takes params/],
+      [{ type: "request", id: 2, command: "status", params: {} }, /status takes no parameters/],
     ];
     for (const [value, re] of cases) {
       const f = failure(parseClientMessage(line(value)));
@@ -120,6 +123,19 @@ describe("client messages", () => {
       assert.match(f.message, re, JSON.stringify(value));
       assert.equal(f.id, 2);
     }
+  });
+
+  test("set-gateway-takes-a-name-or-null-and-other-commands-take-no-params", () => {
+    assert.deepEqual(parseClientMessage(line({ type: "request", id: 1, command: "set-gateway", params: { gateway: null } })), {
+      ok: true,
+      message: { type: "request", id: 1, command: "set-gateway", params: { gateway: null } },
+    });
+    const missing = failure(parseClientMessage(line({ type: "request", id: 2, command: "set-gateway" })));
+    assert.equal(missing.id, 2);
+    assert.match(missing.message, /^params: /);
+    assert.match(failure(parseClientMessage(line({ type: "request", id: 3, command: "set-gateway", params: { gateway: "" } }))).message, /^params\.gateway: /);
+    assert.match(failure(parseClientMessage(line({ type: "request", id: 4, command: "set-gateway", params: { gateway: "gw1", extra: 1 } }))).message, /^params: /);
+    assert.match(failure(parseClientMessage(line({ type: "request", id: 5, command: "status", params: {} }))).message, /status takes no parameters/);
   });
 
   test("unknown-command-is-its-own-code-and-keeps-the-id", () => {

@@ -14,6 +14,8 @@
  *   {type:"request", id:8, command:"subscribe"}          ->
  *                                                       <- {type:"response", id:8, command:"subscribe", result:<snapshot>}
  *                                                       <- {type:"event", event:{type:"state", ...}}   (until the connection closes)
+ *   {type:"request", id:9, command:"set-gateway", params:{gateway:"gw2"}} ->
+ *                                                       <- {type:"response", id:9, command:"set-gateway", result:{gateway:"gw2"}}
  *
  * Every request gets exactly one reply carrying its id; replies may come out of order. An error not tied to a
  * request (bad JSON with no readable id, a line over MAX_LINE_LENGTH, no hello) has `id: null`. Envelopes are
@@ -57,8 +59,29 @@ export const DEFAULT_SOCKET_PATH = "/run/detour/detourd.sock";
 /** The group whose members may use the control socket (besides root). */
 export const DEFAULT_CONTROL_GROUP = "detour";
 
-export const COMMANDS = ["status", "connect", "disconnect", "gateways", "race", "subscribe", "drill", "policy", "prefs", "prefs-set", "diag", "diag-upload"] as const;
+export const COMMANDS = ["status", "connect", "disconnect", "gateways", "race", "subscribe", "drill", "policy", "prefs", "prefs-set", "diag", "diag-upload", "set-gateway"] as const;
 export type Command = (typeof COMMANDS)[number];
+
+/**
+ * The parameters of the commands that take some; every other command takes none. `set-gateway` chooses the
+ * gateway the daemon races (a candidate's name), or null for automatic (every candidate, by ranking).
+ */
+export interface CommandParams {
+  "set-gateway": { gateway: string | null };
+  /** The SLA to judge the drill by (the daemon's default when absent). */
+  drill: { slaMs?: number | undefined };
+}
+export type CommandWithParams = keyof CommandParams;
+/** What a drill request may ask for. */
+export const DrillParamsSchema = z.strictObject({ slaMs: z.int().min(MIN_SLA_MS).max(MAX_SLA_MS).optional() });
+export type DrillParams = z.infer<typeof DrillParamsSchema>;
+export const PARAM_SCHEMAS = {
+  "set-gateway": z.strictObject({ gateway: z.string().min(1).max(253).nullable() }),
+  drill: DrillParamsSchema,
+} satisfies { [C in CommandWithParams]: z.ZodType<CommandParams[C]> };
+function takesParams(c: Command): c is CommandWithParams {
+  return Object.hasOwn(PARAM_SCHEMAS, c);
+}
 
 /**
  * Stable error codes a daemon replies with:
@@ -260,13 +283,21 @@ export const PolicyEventSchema = z.looseObject({
  * a daemon that measures them, the active tunnel's numbers and the telemetry export's health, the managed policy,
  * and the last failover drill (absent from a daemon that cannot drill).
  */
-export type StatusPayload = ConnectionSnapshot & { daemon: DaemonInfo; telemetry?: TelemetryStatus; policy?: PolicyStatus; lastDrill?: DrillResult | null };
+export type StatusPayload = ConnectionSnapshot & {
+  daemon: DaemonInfo;
+  telemetry?: TelemetryStatus;
+  policy?: PolicyStatus;
+  lastDrill?: DrillResult | null;
+  /** The gateway chosen with set-gateway, or null for automatic; absent from a daemon without set-gateway. */
+  gatewayChoice?: string | null;
+};
 export const StatusPayloadSchema = z.looseObject({
   ...snapshotShape,
   daemon: DaemonInfoSchema,
   telemetry: TelemetryStatusSchema.optional(),
   policy: PolicyStatusSchema.optional(),
   lastDrill: DrillResultSchema.nullable().optional(),
+  gatewayChoice: z.string().nullable().optional(),
 }) satisfies z.ZodType<StatusPayload>;
 
 /** A candidate with its place in the daemon's ranking (1 is tried first). */
@@ -350,6 +381,8 @@ export interface CommandResults {
   "prefs-set": PrefsPayload;
   diag: DiagPayload;
   "diag-upload": DiagUploadPayload;
+  /** The choice now in force. */
+  "set-gateway": { gateway: string | null };
 }
 export const RESULT_SCHEMAS = {
   status: StatusPayloadSchema,
@@ -364,6 +397,7 @@ export const RESULT_SCHEMAS = {
   "prefs-set": PrefsPayloadSchema,
   diag: DiagPayloadSchema,
   "diag-upload": DiagUploadPayloadSchema,
+  "set-gateway": z.looseObject({ gateway: z.string().nullable() }),
 } satisfies { [C in Command]: z.ZodType<CommandResults[C]> };
 
 // ---- envelopes ----
@@ -373,17 +407,16 @@ export const RequestIdSchema = z.int().min(0);
 export type RequestId = z.infer<typeof RequestIdSchema>;
 
 export const ClientHelloSchema = z.strictObject({ type: z.literal("hello"), protocol: z.int().min(0), client: z.string().min(1).max(128) });
-/** What a drill request may ask for: the SLA to judge it by (the daemon's default when absent). */
-export const DrillParamsSchema = z.strictObject({ slaMs: z.int().min(MIN_SLA_MS).max(MAX_SLA_MS).optional() });
-export type DrillParams = z.infer<typeof DrillParamsSchema>;
-/** `args` carries a command's string parameters (prefs-set: key, and value or null to clear); bounded. */
+/** `args` carries the string parameters of the policy commands (prefs-set: key, and value or null to clear); bounded. */
 export const RequestArgsSchema = z.record(z.string().max(64), z.string().max(4096).nullable());
-/** `params` is only for drill (typed); `args` for the commands that take strings. */
-export const RequestSchema = z
-  .strictObject({ type: z.literal("request"), id: RequestIdSchema, command: z.enum(COMMANDS), params: DrillParamsSchema.optional(), args: RequestArgsSchema.optional() })
-  .refine((r) => r.params === undefined || r.command === "drill", { path: ["params"], message: "only drill takes params" });
+/** The envelope; `params` is then checked against the command's own schema (PARAM_SCHEMAS), see parseClientMessage. */
+export const RequestSchema = z.strictObject({ type: z.literal("request"), id: RequestIdSchema, command: z.enum(COMMANDS), params: z.unknown().optional(), args: RequestArgsSchema.optional() });
 export type ClientHello = z.infer<typeof ClientHelloSchema>;
-export type Request = z.infer<typeof RequestSchema>;
+/** A request: commands with parameters carry them, the others carry none. */
+export type Request = (
+  | { type: "request"; id: RequestId; command: Exclude<Command, CommandWithParams> }
+  | { [C in CommandWithParams]: { type: "request"; id: RequestId; command: C; params: CommandParams[C] } }[CommandWithParams]
+) & { args?: Record<string, string | null> };
 /** What a client sends. */
 export type ClientMessage = ClientHello | Request;
 
@@ -477,7 +510,18 @@ export function parseClientMessage(line: string): Decoded<ClientMessage> {
   }
   if (value.type === "request") {
     const r = RequestSchema.safeParse(value);
-    if (r.success) return { ok: true, message: r.data };
+    if (r.success) {
+      const { command, params, args } = r.data;
+      const withArgs = args === undefined ? {} : { args };
+      if (!takesParams(command)) {
+        return params === undefined ? { ok: true, message: { type: "request", id: r.data.id, command, ...withArgs } } : fail(r.data.id, `params: ${command} takes no parameters`);
+      }
+      // A drill without params takes the daemon's default SLA.
+      const p = PARAM_SCHEMAS[command].safeParse(params ?? (command === "drill" ? {} : params));
+      if (!p.success) return fail(r.data.id, explainIssues(p.error.issues, ["params"]));
+      const message: Request = command === "drill" ? { type: "request", id: r.data.id, command, params: p.data as DrillParams, ...withArgs } : { type: "request", id: r.data.id, command, params: p.data as CommandParams["set-gateway"], ...withArgs };
+      return { ok: true, message };
+    }
     const onlyCommand = r.error.issues.every((i) => i.path.length === 1 && i.path[0] === "command");
     if (onlyCommand && id !== null && typeof value.command === "string") {
       return fail(id, `unknown command ${describe(value.command)}; this daemon knows ${COMMANDS.join(", ")}`, "unknown-command");

@@ -1,0 +1,89 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { failedOver, status } from "./fixtures.test-helper.ts";
+import { DAEMON_SETTLE_MS, ERROR_REPEAT_MS, ERROR_SETTLE_MS, errorCause, FAILOVER_QUIET_MS, NotifyRules, RECOVERY_SETTLE_MS } from "./notify-rules.ts";
+
+const errorStatus = (reason: string, nextRetryAt: number | null) => status({ state: "error", gateway: null, protocol: null, summary: reason, error: { reason, nextRetryAt } });
+
+test("a-failover-is-told-once-with-where-to-and-why", () => {
+  const r = new NotifyRules();
+  assert.deepEqual(r.observe(status(), 0), []);
+  const n = r.observe(status(failedOver(1000)), 1000);
+  assert.equal(n.length, 1);
+  assert.equal(n[0]?.cause, "failover");
+  assert.equal(n[0].body, "Now on Paris: Frankfurt stopped answering.");
+  assert.deepEqual(r.observe(status(failedOver(1000)), 2000), [], "the same failover is not told twice");
+});
+
+test("a-failover-before-the-app-started-is-not-news", () => {
+  assert.deepEqual(new NotifyRules().observe(status(failedOver(5)), 1000), []);
+});
+
+test("flapping-gives-one-notice-then-one-summary-per-quiet-period", () => {
+  const r = new NotifyRules();
+  r.observe(status(), 0);
+  let told = 0;
+  for (let t = 1000; t < FAILOVER_QUIET_MS * 3; t += 5000) told += r.observe(status(failedOver(t, t % 10000 === 0 ? "Paris" : "Frankfurt")), t).length;
+  // 3 quiet periods of flapping every 5 s (72 failovers): the first at once, then one summary per period.
+  assert.equal(told, 3);
+  const deadline = r.nextDeadline();
+  assert.ok(deadline !== null);
+  const summary = r.observe(status(), deadline);
+  assert.equal(summary.length, 1);
+  assert.equal(summary[0]?.cause, "failover-repeated");
+  assert.match(summary[0].body, /switched gateways \d+ times/);
+});
+
+test("a-short-error-that-recovers-is-not-told-and-a-lasting-one-is-told-once", () => {
+  const r = new NotifyRules();
+  r.observe(status(), 0);
+  assert.deepEqual(r.observe(errorStatus("No gateway reachable", 5000), 1000), []);
+  assert.deepEqual(r.observe(status(), 3000), [], "recovered within the settle time");
+  assert.deepEqual(r.observe(errorStatus("No gateway reachable", 5000), 100_000), []);
+  assert.equal(r.nextDeadline(), 100_000 + ERROR_SETTLE_MS);
+  const n = r.observe(errorStatus("No gateway reachable", 5000), 100_000 + ERROR_SETTLE_MS);
+  assert.equal(n.length, 1);
+  assert.equal(n[0]?.cause, "no-gateway");
+  assert.deepEqual(r.observe(errorStatus("No gateway reachable", 5000), 200_000), [], "told once per episode");
+  // A short recovery is part of the same episode; a long one ends it, but the repeat bound still holds.
+  r.observe(status(), 210_000);
+  r.observe(status(), 210_000 + RECOVERY_SETTLE_MS);
+  r.observe(errorStatus("No gateway reachable", 5000), 300_000);
+  assert.deepEqual(r.observe(errorStatus("No gateway reachable", 5000), 300_000 + ERROR_SETTLE_MS), []);
+  r.observe(status(), 400_000);
+  r.observe(status(), 400_000 + RECOVERY_SETTLE_MS);
+  const later = 110_000 + ERROR_REPEAT_MS;
+  r.observe(errorStatus("No gateway reachable", 5000), later);
+  assert.equal(r.observe(errorStatus("No gateway reachable", 5000), later + ERROR_SETTLE_MS).length, 1);
+});
+
+test("an-error-only-the-user-can-fix-is-told-at-once-with-its-own-text", () => {
+  const r = new NotifyRules();
+  const n = r.observe(errorStatus("The gateways refused our credentials", null), 0);
+  assert.equal(n.length, 1);
+  assert.equal(n[0]?.cause, "credentials");
+  assert.match(n[0].body, /helpdesk/);
+  assert.equal(errorCause("No gateway presented its pinned identity"), "identity");
+  assert.equal(errorCause("The configuration cannot work"), "configuration");
+  assert.equal(errorCause("Every gateway refused the connection"), "refused");
+});
+
+test("a-daemon-restart-is-not-told-but-a-lasting-outage-is", () => {
+  const r = new NotifyRules();
+  r.observe(status(), 0);
+  assert.deepEqual(r.observe(null, 1000), []);
+  assert.deepEqual(r.observe(status(), 4000), []);
+  r.observe(null, 10_000);
+  const n = r.observe(null, 10_000 + DAEMON_SETTLE_MS);
+  assert.equal(n[0]?.cause, "daemon-unreachable");
+  assert.deepEqual(r.observe(null, 60_000), []);
+});
+
+test("the-users-notification-preference-filters-what-is-shown", () => {
+  const r = new NotifyRules();
+  r.observe(status(), 0);
+  assert.deepEqual(r.observe(status(failedOver(1000)), 1000, "errors"), []);
+  assert.equal(r.observe(errorStatus("The gateways refused our credentials", null), 2000, "errors").length, 1);
+  const off = new NotifyRules();
+  assert.deepEqual(off.observe(errorStatus("The gateways refused our credentials", null), 0, "off"), []);
+});

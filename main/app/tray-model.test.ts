@@ -1,0 +1,67 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { status } from "./fixtures.test-helper.ts";
+import { TRAY_STATES, trayIconFile, trayMenu, trayState, traySentence, trayTooltip, type MenuItemModel } from "./tray-model.ts";
+
+test("connected-says-where-over-what-and-how-fast", () => {
+  assert.equal(traySentence(status()), "Connected to Frankfurt over WireGuard, 18 ms");
+  assert.equal(trayState(status()), "connected");
+});
+
+test("a-lossy-or-slow-tunnel-is-degraded-and-says-why", () => {
+  const lossy = status({ telemetry: { rttMs: 20, rttP95Ms: 30, jitterMs: 2, lossPct: 12.4, samples: 100, export: null, reachability: [] } });
+  assert.equal(trayState(lossy), "degraded");
+  assert.equal(traySentence(lossy), "Connected to Frankfurt over WireGuard, but slow (12 % loss)");
+  const brownout = status({ summary: "Connected to Frankfurt over WireGuard, degraded (loss 30 %)" });
+  assert.equal(trayState(brownout), "degraded");
+  assert.equal(traySentence(brownout), "Connected to Frankfurt over WireGuard, degraded (loss 30 %)");
+});
+
+test("reconnecting-uses-the-daemons-sentence-naming-the-cause-and-the-next-gateway", () => {
+  const s = status({ state: "failing-over", summary: "Reconnecting: Frankfurt stopped answering, trying Paris" });
+  assert.equal(traySentence(s), "Reconnecting: Frankfurt stopped answering, trying Paris");
+  assert.equal(trayState(s), "connecting");
+});
+
+test("each-state-has-its-icon-and-a-missing-daemon-is-an-error", () => {
+  assert.equal(trayState(status({ state: "disconnected", gateway: null, protocol: null })), "disconnected");
+  assert.equal(trayState(status({ state: "racing" })), "connecting");
+  assert.equal(trayState(status({ state: "error", error: { reason: "No gateway reachable", nextRetryAt: 5 } })), "error");
+  assert.equal(trayState(null), "error");
+  assert.equal(traySentence(null), "Detour's service is not running");
+  assert.match(traySentence(null, { code: "permission-denied", message: "" }), /not allowed/);
+  assert.deepEqual(TRAY_STATES.map(trayIconFile), ["disconnected.png", "connecting.png", "connected.png", "degraded.png", "error.png"]);
+});
+
+test("the-tooltip-fits-windows-127-characters", () => {
+  const long = status({ state: "racing", summary: "Connecting: trying " + "gateway-with-a-long-name over WireGuard, ".repeat(8) });
+  assert.ok(trayTooltip(long).length <= 127);
+  assert.ok(trayTooltip(long).endsWith("..."));
+});
+
+function find(items: MenuItemModel[], label: string): MenuItemModel | undefined {
+  for (const i of items) {
+    if ("label" in i && i.label === label) return i;
+    if (i.kind === "submenu") {
+      const f = find(i.items, label);
+      if (f !== undefined) return f;
+    }
+  }
+  return undefined;
+}
+
+test("the-menu-offers-what-the-state-allows-and-marks-the-gateway-choice", () => {
+  const m = trayMenu(status({ gatewayChoice: "Paris" }));
+  assert.deepEqual(m[0], { kind: "label", label: "Connected to Frankfurt over WireGuard, 18 ms" });
+  assert.equal((find(m, "Connect") as { enabled: boolean }).enabled, false);
+  assert.equal((find(m, "Disconnect") as { enabled: boolean }).enabled, true);
+  assert.deepEqual(find(m, "Paris (eu-west)"), { kind: "radio", label: "Paris (eu-west)", checked: true, enabled: true, action: { type: "set-gateway", gateway: "Paris" } });
+  assert.equal((find(m, "Automatic (best gateway)") as { checked: boolean }).checked, false);
+  for (const label of ["Open Detour", "Create diagnostic bundle", "Quit Detour"]) assert.ok(find(m, label), label);
+  const idle = trayMenu(status({ state: "disconnected", gateway: null, protocol: null }));
+  assert.equal((find(idle, "Connect") as { enabled: boolean }).enabled, true);
+  assert.equal((find(idle, "Disconnect") as { enabled: boolean }).enabled, false);
+  const down = trayMenu(null);
+  assert.equal((find(down, "Connect") as { enabled: boolean }).enabled, false);
+  assert.equal((find(down, "Quit Detour") as { enabled: boolean }).enabled, true);
+});

@@ -1,0 +1,264 @@
+/**
+ * The desktop app's page in Chromium against a real detourd, real engines and real gateways: what a remote
+ * employee sees and does. Everything runs in the lab's client namespace: detourd, the dev bridge (127.0.0.1 of
+ * that namespace) and Chromium (through a wrapper that enters the namespace; Playwright drives it over a pipe).
+ * Screenshots go to test-artifacts/e2e-app/.
+ */
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { chromium, type BrowserContext, type Page } from "playwright-core";
+import { agentStart, agentStop } from "../lab/agent.ts";
+import { isAlive, stopPids } from "../lab/exec.ts";
+import * as lab from "../lab/lab.ts";
+import { REPO_ROOT } from "../lab/services.ts";
+
+const ID = "app";
+/** A healthy lab connects in well under a second; allow for a loaded two-core CI machine. */
+const CONNECT_WITHIN_MS = 10_000;
+/** Failover is sub-second; the page learns of it from the next pushed status (1 s). "Within seconds." */
+const FAILOVER_SHOWN_WITHIN_MS = 8_000;
+/** The bridge loads TypeScript through tsx before it listens. */
+const BRIDGE_READY_MS = 20_000;
+const ARTIFACTS = join(REPO_ROOT, "test-artifacts", "e2e-app");
+const LOCKED_BY = "Example Corp IT (helpdesk@example.test)";
+const CHROMIUM_FLAGS = ["--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"];
+
+const ns = lab.topologyOf(ID).client.ns;
+const work = mkdtempSync(join(tmpdir(), "detour-e2e-app-"));
+let bridge: ChildProcess | null = null;
+let browser: BrowserContext | null = null;
+let page: Page;
+let url = "";
+
+function startBridge(socket: string, locks: string): Promise<string> {
+  const child = spawn("ip", ["netns", "exec", ns, process.execPath, "--import", "tsx", join(REPO_ROOT, "main/app/dev-bridge-main.ts"), "--socket", socket, "--policy-locks", locks, "--prefs", join(work, "prefs.json")], {
+    cwd: REPO_ROOT,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  bridge = child;
+  return new Promise((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => {
+      reject(new Error(`the bridge did not start within ${BRIDGE_READY_MS} ms`));
+    }, BRIDGE_READY_MS);
+    child.stdout.on("data", (c: Buffer) => {
+      out += c.toString("utf8");
+      const nl = out.indexOf("\n");
+      if (nl === -1) return;
+      clearTimeout(timer);
+      resolve((JSON.parse(out.slice(0, nl)) as { url: string }).url);
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the bridge exited with ${String(code)}`));
+    });
+  });
+}
+
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const built = spawnSync(process.execPath, [join(REPO_ROOT, "scripts/build-app.mjs"), "renderer"], { cwd: REPO_ROOT, encoding: "utf8" });
+  assert.equal(built.status, 0, built.stderr);
+  await lab.down(ID);
+  await lab.up(ID);
+  const agent = await agentStart(ID);
+  // Until detourd serves its managed policy, the lock comes from a fixture through the app's own settings model.
+  const locks = join(work, "policy-locks.json");
+  writeFileSync(locks, JSON.stringify([{ key: "startAtLogin", value: true, managedBy: LOCKED_BY }]));
+  url = await startBridge(agent.socket, locks);
+  const wrapper = join(work, "chromium-in-netns.sh");
+  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} /usr/bin/chromium "$@"\n`);
+  chmodSync(wrapper, 0o755);
+  browser = await chromium.launchPersistentContext(join(work, "profile"), {
+    executablePath: wrapper,
+    chromiumSandbox: false, // Chromium as root needs --no-sandbox; the page itself is ours
+    args: CHROMIUM_FLAGS,
+    viewport: { width: 1000, height: 760 },
+  });
+  page = browser.pages()[0] ?? (await browser.newPage());
+  await page.goto(url);
+});
+
+after(async () => {
+  await browser?.close().catch(() => undefined);
+  const pid = bridge?.pid;
+  if (pid !== undefined && isAlive(pid)) await stopPids([pid], "SIGTERM", 5000);
+  await agentStop(ID);
+  await lab.down(ID);
+  rmSync(work, { recursive: true, force: true });
+});
+
+const sentence = (): ReturnType<Page["getByTestId"]> => page.getByTestId("sentence");
+
+async function view(name: string): Promise<void> {
+  await page.getByRole("tab", { name }).click();
+  await page.getByRole("heading", { level: 2, name }).waitFor();
+}
+
+async function shot(file: string): Promise<void> {
+  await page.screenshot({ path: join(ARTIFACTS, file), fullPage: true });
+}
+
+const AXE = readFileSync(join(REPO_ROOT, "node_modules/axe-core/axe.min.js"), "utf8");
+
+interface AxeViolation {
+  id: string;
+  impact: string | null;
+  help: string;
+  nodes: { target: string[] }[];
+}
+
+/** Runs axe-core on the page as shown; serious and critical violations fail the test. */
+async function accessible(what: string): Promise<void> {
+  // Evaluated over the DevTools protocol, which the page's CSP (script-src 'self') does not govern.
+  await page.evaluate(AXE);
+  const violations = await page.evaluate(async () => {
+    const axe = (window as unknown as { axe: { run(ctx: Document, opts: object): Promise<{ violations: AxeViolation[] }> } }).axe;
+    const r = await axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => ({ target: n.target })) }));
+  });
+  const bad = violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  assert.deepEqual(bad, [], `${what}: ${JSON.stringify(bad, null, 1)}`);
+  if (violations.length > 0) console.log(`${what}: minor accessibility notes: ${violations.map((v) => `${v.id} (${String(v.impact)})`).join(", ")}`);
+}
+
+test("the-page-shows-connected-with-the-right-gateway", { timeout: 60_000 }, async () => {
+  await sentence().waitFor();
+  await accessible("status view, disconnected");
+  await page.getByRole("button", { name: "Connect", exact: true }).click();
+  await page.getByTestId("state").filter({ hasText: /^connected$/ }).waitFor({ timeout: CONNECT_WITHIN_MS });
+  assert.match((await sentence().textContent()) ?? "", /^Connected to gw1 over WireGuard/);
+  assert.equal(await page.getByTestId("gateway").textContent(), "gw1");
+  assert.equal(await page.getByTestId("protocol").textContent(), "WireGuard");
+  // A few pushed statuses later the latency sparkline has a line and a number.
+  await page.locator(".spark-value").first().filter({ hasText: / ms$/ }).waitFor({ timeout: 5000 });
+  await page.waitForFunction(() => (document.querySelector(".spark path")?.getAttribute("d") ?? "").includes("L"), undefined, { timeout: 5000 });
+  await shot("01-status-connected-gw1.png");
+  await accessible("status view, connected");
+});
+
+test("the-lab-kills-the-gateway-and-the-page-shows-the-failover-without-a-reload", { timeout: 60_000 }, async () => {
+  await page.evaluate(() => {
+    (window as unknown as { notReloaded: boolean }).notReloaded = true;
+  });
+  const t0 = Date.now();
+  await lab.kill("gw1", "all", ID);
+  await page.getByTestId("gateway").filter({ hasText: /^gw[23]/ }).waitFor({ timeout: FAILOVER_SHOWN_WITHIN_MS });
+  console.log(`the page showed the failover ${Date.now() - t0} ms after gw1 was killed: ${(await sentence().textContent()) ?? ""}`);
+  assert.equal(await page.evaluate(() => (window as unknown as { notReloaded?: boolean }).notReloaded), true, "no reload");
+  await page.getByTestId("state").filter({ hasText: /^connected$/ }).waitFor({ timeout: FAILOVER_SHOWN_WITHIN_MS });
+  await shot("02-status-after-failover.png");
+  await view("History");
+  await page.getByTestId("last-failover").filter({ hasText: /^.*Moved from gw1 over WireGuard to gw[23]/ }).waitFor({ timeout: 5000 });
+  await page.locator(".timeline li").filter({ hasText: /Moved from gw1/ }).first().waitFor({ timeout: 5000 });
+  await shot("03-history-failover-timeline.png");
+  await accessible("history view");
+  await lab.restore("gw1", "all", ID);
+});
+
+test("choosing-a-gateway-from-the-page-moves-the-tunnel-there-and-automatic-undoes-it", { timeout: 60_000 }, async () => {
+  await view("Gateways");
+  await page.getByRole("row").filter({ hasText: "gw3" }).waitFor();
+  await page.getByRole("radio", { name: /^gw3/ }).check();
+  await view("Status");
+  await page.getByTestId("gateway").filter({ hasText: /^gw3 \(chosen\)$/ }).waitFor({ timeout: CONNECT_WITHIN_MS });
+  await page.getByTestId("state").filter({ hasText: /^connected$/ }).waitFor({ timeout: CONNECT_WITHIN_MS });
+  await view("Gateways");
+  await page.getByRole("row").filter({ hasText: "gw3" }).filter({ hasText: "active" }).waitFor({ timeout: 5000 });
+  await shot("04-gateways-gw3-chosen.png");
+  await accessible("gateways view");
+  await page.getByRole("radio", { name: /^Automatic/ }).check();
+  await page.getByText("Detour picks the best gateway automatically.").waitFor({ timeout: 5000 });
+});
+
+test("disconnect-and-connect-from-the-page", { timeout: 60_000 }, async () => {
+  await view("Status");
+  await page.getByRole("button", { name: "Disconnect" }).click();
+  await page.getByTestId("state").filter({ hasText: /^disconnected$/ }).waitFor({ timeout: CONNECT_WITHIN_MS });
+  assert.equal(await page.getByRole("button", { name: "Disconnect" }).isDisabled(), true);
+  await shot("05-status-disconnected.png");
+  await page.getByRole("button", { name: "Connect", exact: true }).click();
+  await page.getByTestId("state").filter({ hasText: /^connected$/ }).waitFor({ timeout: CONNECT_WITHIN_MS });
+  assert.match((await sentence().textContent()) ?? "", /^Connected to gw\d over /);
+});
+
+test("the-diagnostics-button-asks-the-daemon-for-a-bundle", { timeout: 30_000 }, async () => {
+  await view("Diagnostics");
+  await accessible("diagnostics view");
+  await page.getByRole("button", { name: "Create diagnostic bundle" }).click();
+  // TODO(diag): this daemon's control protocol has no `diag` command, so the page must say so plainly. When it
+  // does, assert the written path instead: diag-path shows a file that exists in the namespace's filesystem.
+  await page.getByTestId("diag-result").filter({ hasText: "not available in this daemon (detourd/0.1.0)" }).waitFor({ timeout: 5000 });
+  assert.equal(await page.getByRole("button", { name: "Upload bundle" }).isDisabled(), true, "nothing to upload");
+  await shot("06-diagnostics-not-available.png");
+});
+
+test("a-locked-setting-cannot-be-changed-and-an-unlocked-one-can", { timeout: 30_000 }, async () => {
+  await view("Settings");
+  const locked = page.getByRole("checkbox", { name: "Start Detour when I log in" });
+  await locked.waitFor();
+  assert.equal(await locked.isDisabled(), true);
+  assert.equal(await locked.isChecked(), true, "the policy's value is shown");
+  await page.getByText(`Locked: managed by ${LOCKED_BY}`).waitFor();
+  // The page's own API refuses too, even if something enabled the control.
+  const refused = await page.evaluate(async () => {
+    const r = await fetch("/api/setSetting", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ args: ["startAtLogin", false] }) });
+    return (await r.json()) as { ok: boolean; code?: string };
+  });
+  assert.deepEqual({ ok: refused.ok, code: refused.code }, { ok: false, code: "locked" });
+  await page.getByRole("combobox", { name: "Notifications" }).selectOption("errors");
+  await page.getByTestId("settings-note").filter({ hasText: "Saved." }).waitFor();
+  await shot("07-settings-locked.png");
+  await accessible("settings view");
+  await page.reload();
+  await view("Settings");
+  assert.equal(await page.getByRole("combobox", { name: "Notifications" }).inputValue(), "errors", "kept across a reload");
+  assert.equal(await page.getByRole("checkbox", { name: "Start Detour when I log in" }).isDisabled(), true);
+});
+
+test("the-views-are-reachable-by-keyboard-and-readable-at-200-percent-zoom", { timeout: 30_000 }, async () => {
+  await view("Status");
+  await page.getByRole("tab", { name: "Status" }).focus();
+  for (const name of ["Gateways", "History", "Settings", "Diagnostics", "Status"]) {
+    await page.keyboard.press("ArrowRight");
+    assert.equal(await page.getByRole("tab", { name }).getAttribute("aria-selected"), "true", name);
+    assert.equal(await page.evaluate(() => document.activeElement?.textContent), name);
+  }
+  await page.keyboard.press("End");
+  assert.equal(await page.getByRole("tab", { name: "Diagnostics" }).getAttribute("aria-selected"), "true");
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement?.getAttribute("role")), "tabpanel", "Tab moves into the panel");
+  // 200 % zoom: half the CSS width at twice the pixel density, as a browser's zoom does.
+  await page.setViewportSize({ width: 500, height: 380 });
+  for (const name of ["Status", "Gateways", "History", "Settings", "Diagnostics"]) {
+    await view(name);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.ok(overflow <= 0, `${name} scrolls sideways by ${overflow} px at 200 %`);
+  }
+  await view("Status");
+  await shot("08-status-at-200-percent.png");
+});
+
+test("the-bridge-refuses-requests-without-the-token", { timeout: 30_000 }, async () => {
+  const r = await page.evaluate(async (origin) => {
+    const api = await fetch(`${origin}/api/status`, { method: "POST", credentials: "omit", headers: { "content-type": "application/json" }, body: "{}" });
+    const doc = await fetch(`${origin}/`, { credentials: "omit" });
+    const wrong = await fetch(`${origin}/?token=wrong`, { credentials: "omit" });
+    const ws = await new Promise<string>((resolve) => {
+      // Same origin but a different host name (localhost): the browser holds no cookie for it.
+      const s = new WebSocket(`${origin.replace("127.0.0.1", "localhost")}/updates`.replace("http", "ws"));
+      s.onopen = () => {
+        resolve("open");
+      };
+      s.onerror = () => {
+        resolve("refused");
+      };
+    });
+    return { api: api.status, doc: doc.status, wrong: wrong.status, ws };
+  }, new URL(url).origin);
+  assert.deepEqual(r, { api: 401, doc: 401, wrong: 401, ws: "refused" });
+});
