@@ -23,8 +23,8 @@ export const HISTORY_SIZE = 300;
 export interface AppHostOptions {
   socket: string;
   settings: Settings;
-  /** Makes and uploads diagnostic bundles; gets the daemon's name for its messages. */
-  diagnostics: (daemon: () => string | null) => DiagnosticsProvider;
+  /** Makes and uploads diagnostic bundles; gets the daemon's name for its messages and the control connection. */
+  diagnostics: (daemon: () => string | null, client: () => Promise<ControlClient>) => DiagnosticsProvider;
   /** Name sent in the control hello, e.g. "detour-app/0.1". */
   clientName: string;
 }
@@ -51,7 +51,10 @@ export class AppHost implements AppHostApi {
 
   constructor(opts: AppHostOptions) {
     this.#opts = opts;
-    this.#diagnostics = opts.diagnostics(() => this.#client?.daemon ?? null);
+    this.#diagnostics = opts.diagnostics(
+      () => this.#client?.daemon ?? null,
+      () => this.#clientNow(),
+    );
   }
 
   /** The latest status, or null while the daemon cannot be reached (then `unreachable` says why). */

@@ -7,7 +7,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
 import { AppHost } from "./app-host.ts";
 import { startBridge } from "./dev-bridge.ts";
-import { unavailableDiagnostics } from "./diagnostics.ts";
+import { daemonDiagnostics } from "./diagnostics.ts";
 import { memoryStore, parseLocks, Settings, type PreferenceStore } from "./settings-model.ts";
 
 /** Preferences in a JSON file, replaced atomically (the Electron app uses electron-store instead). */
@@ -44,7 +44,7 @@ async function main(): Promise<void> {
   const parsed = lockFile === undefined ? { locks: [], problems: [] } : parseLocks(JSON.parse(readFileSync(lockFile, "utf8")));
   for (const p of parsed.problems) process.stderr.write(`dev-bridge: ignoring a policy lock: ${p}\n`);
   const settings = new Settings(values.prefs === undefined ? memoryStore() : fileStore(values.prefs), { locks: () => parsed.locks });
-  const host = new AppHost({ socket: values.socket, settings, diagnostics: unavailableDiagnostics, clientName: "detour-dev-bridge/0.1" });
+  const host = new AppHost({ socket: values.socket, settings, diagnostics: daemonDiagnostics, clientName: "detour-dev-bridge/0.1" });
   const bridge = await startBridge({ host, staticDir: values.static, port: Number(values.port) });
   host.start();
   process.stdout.write(JSON.stringify({ url: bridge.url, token: bridge.token, pid: process.pid }) + "\n");

@@ -10,7 +10,7 @@ import { pathToFileURL } from "node:url";
 import { APP_CHANNELS, APP_UPDATE_CHANNEL, type AppUpdate, type Preferences } from "../core/protocol/app-api.ts";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
 import { AppHost } from "./app-host.ts";
-import { unavailableDiagnostics } from "./diagnostics.ts";
+import { daemonDiagnostics } from "./diagnostics.ts";
 import { callForChannel, invokeCall } from "./ipc-contract.ts";
 import { NotifyRules } from "./notify-rules.ts";
 import { Settings, type PolicySource, type PreferenceStore } from "./settings-model.ts";
@@ -57,7 +57,7 @@ function start(): void {
     callback(false);
   });
   const settings = new Settings(storeFor(), noPolicy);
-  const host = new AppHost({ socket: process.env.DETOUR_SOCKET ?? DEFAULT_SOCKET_PATH, settings, diagnostics: unavailableDiagnostics, clientName: `detour-app/${app.getVersion()}` });
+  const host = new AppHost({ socket: process.env.DETOUR_SOCKET ?? DEFAULT_SOCKET_PATH, settings, diagnostics: daemonDiagnostics, clientName: `detour-app/${app.getVersion()}` });
   const rules = new NotifyRules();
   applyLoginItem(settings.current());
 

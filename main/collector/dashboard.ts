@@ -4,7 +4,7 @@
  * page shows agents, per-gateway health and the failover timeline; the agent page its latency and loss charts.
  */
 import { METRIC } from "../core/telemetry/names.ts";
-import type { AgentRow, CollectorStore, FailoverRow, GatewayHealth, SeriesPoint } from "./store.ts";
+import type { AgentRow, BundleRow, CollectorStore, FailoverRow, GatewayHealth, SeriesPoint } from "./store.ts";
 
 /** The dashboard looks back this far by default: a working day's worth of failovers and charts. */
 export const DEFAULT_WINDOW_MS = 6 * 60 * 60_000;
@@ -163,6 +163,13 @@ export function agentPage(store: CollectorStore, org: string, agent: AgentRow, n
 <p>state <b class="${escapeHtml(agent.state)}">${h(agent.state)}</b> · gateway ${h(agent.gateway)} · protocol ${h(agent.protocol)} · version ${h(agent.serviceVersion)} · last seen ${ago(nowMs, agent.lastSeenMs)}</p>
 <h2>Latency (mean in-tunnel RTT, ms)</h2>${lineChart(rtt, nowMs, windowMs, "ms", "latency")}
 <h2>Loss (%)</h2>${lineChart(loss, nowMs, windowMs, "%", "loss")}
-<h2>Failovers</h2>${timeline(failovers, nowMs, windowMs, false)}`,
+<h2>Failovers</h2>${timeline(failovers, nowMs, windowMs, false)}
+<h2>Diagnostic bundles</h2>${bundleList(store.bundles(org, agent.deviceId), nowMs)}`,
   );
+}
+
+function bundleList(rows: readonly BundleRow[], nowMs: number): string {
+  if (rows.length === 0) return "<p>none uploaded</p>";
+  const items = rows.map((b) => `<li><a href="/bundles/${h(b.id)}/summary">${h(b.name)}</a> · ${Math.round(b.bytes / 1024)} KiB · ${ago(nowMs, b.receivedMs)} · <a href="/bundles/${h(b.id)}">download</a></li>`);
+  return `<ul>${items.join("")}</ul>`;
 }

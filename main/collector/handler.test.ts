@@ -226,7 +226,7 @@ describe("retention", () => {
     assert.equal(post("/v1/metrics", encodeRequest("metrics", plainMetrics(bob, [{ tsMs: clock, gateway: "gw2", protocol: "ikev2", rttMs: 20, lossPercent: 0 }]))).status, 200);
     clock = t0 + RETENTION_MS + DAY;
     const report = store.prune(clock - RETENTION_MS);
-    assert.deepEqual(report, { batches: 1, points: 2, events: 0, agents: 1 });
+    assert.deepEqual(report, { bundles: 0, batches: 1, points: 2, events: 0, agents: 1 });
     assert.deepEqual(store.fleet("acme").map((a) => a.deviceId), ["laptop-bob"]);
   });
 });

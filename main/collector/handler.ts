@@ -7,6 +7,8 @@
  *   GET  /                       the fleet dashboard (read token; Bearer, or Basic with the token as password)
  *   GET  /agents/<device id>     one agent's charts and failovers (read token)
  *   GET  /metrics                Prometheus text format 0.0.4 of the fleet's aggregates (read token)
+ *   POST /v1/diagnostics         a diagnostic bundle (.tar.gz) from an agent (ingest token)
+ *   GET  /bundles/<id>/summary   a bundle's summary.html (read token); /bundles/<id> downloads it
  *   GET  /healthz                liveness, no credentials, no data
  */
 import { authenticate, sha256Hex, type Principal, type Role, type TokenTable } from "./auth.ts";
@@ -14,6 +16,8 @@ import { agentPage, DASHBOARD_CSP, fleetPage, windowOf } from "./dashboard.ts";
 import { grpcCodeOf, IngestError } from "./errors.ts";
 import { BATCH_HEADER } from "../core/telemetry/names.ts";
 import { toBatch } from "./ingest-contract.ts";
+import { bundleSummary } from "./bundle-summary.ts";
+import { createHash } from "node:crypto";
 import { contentTypeOf, decodeRequest, decompress, encodeResponse, encodeStatus, encodingOf, type Encoding, type Signal } from "./otlp.ts";
 import { fleetFamilies, formatFamilies, PROMETHEUS_CONTENT_TYPE } from "./prometheus.ts";
 import type { CollectorStore } from "./store.ts";
@@ -119,6 +123,58 @@ export function createHandler(opts: HandlerOptions): Handler {
     }
   }
 
+  /**
+   * A diagnostic bundle from an agent (main/agent/diag/upload.ts): the device id, the bundle's name and the SHA-256
+   * of the body in headers; stored once per content (a retried upload answers with the first copy's id).
+   */
+  function diagnostics(req: CollectorRequest): CollectorResponse & { outcome: RequestOutcome } {
+    let org: string | null = null;
+    try {
+      if (req.method !== "POST") throw new IngestError(405, "method-not-allowed", "/v1/diagnostics takes POST");
+      org = auth(req, "ingest").org;
+      const type = header(req, "content-type") ?? "";
+      if (!/^application\/(gzip|x-gzip|octet-stream)\b/.test(type)) throw new IngestError(415, "unsupported-media-type", `Content-Type must be application/gzip; got ${JSON.stringify(type)}`);
+      if (req.body.byteLength > MAX_BODY_BYTES) throw new IngestError(413, "too-large", `the bundle is ${req.body.byteLength} bytes; the limit is ${MAX_BODY_BYTES}`);
+      const deviceId = header(req, "x-detour-device-id") ?? "";
+      if (!/^[A-Za-z0-9._:-]{1,128}$/.test(deviceId)) throw new IngestError(400, "missing-attribute", "x-detour-device-id must be the agent's device id (1-128 of A-Z a-z 0-9 . _ : -)");
+      const name = header(req, "x-detour-bundle-name") ?? "";
+      if (!/^detour-diag-[A-Za-z0-9._-]{1,100}\.tar\.gz$/.test(name)) throw new IngestError(400, "malformed", "x-detour-bundle-name must be detour-diag-<...>.tar.gz");
+      const sha = createHash("sha256").update(req.body).digest("hex");
+      if ((header(req, "x-detour-bundle-sha256") ?? "").toLowerCase() !== sha) throw new IngestError(400, "malformed", "x-detour-bundle-sha256 does not match the body (damaged in transit?)");
+      const summary = bundleSummary(req.body);
+      if (!summary.ok) throw new IngestError(400, "malformed", `not a Detour diagnostic bundle: ${summary.message}`);
+      const r = store.addBundle(org, { deviceId, name, sha256: sha, bytes: req.body.byteLength, receivedMs: now() }, req.body);
+      const body = JSON.stringify({ id: r.id, url: `/bundles/${r.id}/summary`, duplicate: r.duplicate }) + "\n";
+      return { status: 200, headers: { "content-type": "application/json" }, body, outcome: { org, code: null } };
+    } catch (e) {
+      if (!(e instanceof IngestError)) throw e;
+      return { ...textError(e, false), outcome: { org, code: e.code } };
+    }
+  }
+
+  function bundle(req: CollectorRequest, path: string): CollectorResponse & { outcome: RequestOutcome } {
+    let org: string | null = null;
+    try {
+      if (req.method !== "GET" && req.method !== "HEAD") throw new IngestError(405, "method-not-allowed", `${path} takes GET`);
+      org = auth(req, "read").org;
+      const m = /^\/bundles\/([0-9a-f]{16})(\/summary)?$/.exec(path);
+      const b = m?.[1] === undefined ? undefined : store.bundle(org, m[1]);
+      if (m === null || b === undefined) throw new IngestError(404, "not-found", "no such bundle");
+      if (m[2] === undefined) {
+        return { status: 200, headers: { "content-type": "application/gzip", "content-disposition": `attachment; filename="${b.name}"`, "x-content-type-options": "nosniff" }, body: b.body, outcome: { org, code: null } };
+      }
+      const summary = bundleSummary(b.body);
+      // Checked on upload, so this is a stored bundle that no longer reads: say so rather than serve nothing.
+      if (!summary.ok) throw new IngestError(422, "malformed", summary.message);
+      // The summary is the agent's page (no script by design); the dashboard's CSP forbids scripts anyway.
+      const html = { "content-type": "text/html; charset=utf-8", "content-security-policy": DASHBOARD_CSP, "cache-control": "no-store", "x-content-type-options": "nosniff" };
+      return { status: 200, headers: html, body: summary.html, outcome: { org, code: null } };
+    } catch (e) {
+      if (!(e instanceof IngestError)) throw e;
+      return { ...textError(e, true), outcome: { org, code: e.code } };
+    }
+  }
+
   function read(req: CollectorRequest, path: string, query: URLSearchParams): CollectorResponse & { outcome: RequestOutcome } {
     let org: string | null = null;
     try {
@@ -151,6 +207,8 @@ export function createHandler(opts: HandlerOptions): Handler {
     const path = url.pathname;
     const signal = INGEST_PATHS[path];
     if (signal !== undefined) return ingest(req, signal);
+    if (path === "/v1/diagnostics") return diagnostics(req);
+    if (path.startsWith("/bundles/")) return bundle(req, path);
     if (path === "/" || path === "/metrics" || path.startsWith("/agents/")) return read(req, path, url.searchParams);
     if (path === "/healthz") return { status: 200, headers: { "content-type": "text/plain; charset=utf-8" }, body: "ok\n", outcome: { org: null, code: null } };
     return { ...textError(new IngestError(404, "not-found", `no such endpoint ${path}; see /v1/metrics, /v1/logs, /, /metrics`), false), outcome: { org: null, code: "not-found" } };

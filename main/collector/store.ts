@@ -38,7 +38,24 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX events_kind ON events (org, kind, ts_ms);
    CREATE INDEX events_device ON events (org, device_id, ts_ms);
    CREATE INDEX events_ts ON events (ts_ms);`,
+  // Diagnostic bundles uploaded by agents (at most MAX_BODY_BYTES each), kept like the rest by retention.
+  `CREATE TABLE bundles (
+     org TEXT NOT NULL, id TEXT NOT NULL, device_id TEXT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL,
+     bytes INTEGER NOT NULL, received_ms INTEGER NOT NULL, body BLOB NOT NULL,
+     PRIMARY KEY (org, id)) WITHOUT ROWID;
+   CREATE INDEX bundles_device ON bundles (org, device_id, received_ms);
+   CREATE INDEX bundles_received ON bundles (received_ms);`,
 ];
+
+/** A diagnostic bundle as listed (the body only through `bundle`). */
+export interface BundleRow {
+  id: string;
+  deviceId: string;
+  name: string;
+  sha256: string;
+  bytes: number;
+  receivedMs: number;
+}
 
 export interface AgentRow {
   deviceId: string;
@@ -88,6 +105,7 @@ export interface GatewayHealth {
 export type IngestOutcome = { kind: "stored"; points: number; events: number } | { kind: "duplicate"; firstReceivedMs: number; sameContent: boolean };
 
 export interface PruneReport {
+  bundles: number;
   batches: number;
   points: number;
   events: number;
@@ -157,11 +175,32 @@ export class CollectorStore {
   prune(cutoffMs: number): PruneReport {
     const db = this.#db;
     return db.transaction((): PruneReport => ({
+      bundles: db.prepare("DELETE FROM bundles WHERE received_ms < ?").run(cutoffMs).changes,
       batches: db.prepare("DELETE FROM batches WHERE received_ms < ?").run(cutoffMs).changes,
       points: db.prepare("DELETE FROM points WHERE ts_ms < ?").run(cutoffMs).changes,
       events: db.prepare("DELETE FROM events WHERE ts_ms < ?").run(cutoffMs).changes,
       agents: db.prepare("DELETE FROM agents WHERE last_seen_ms < ?").run(cutoffMs).changes,
     }))();
+  }
+
+  /** Stores a bundle once: its id is its content's hash, so a retried upload finds the first copy. */
+  addBundle(org: string, b: Omit<BundleRow, "id">, body: Uint8Array): { id: string; duplicate: boolean } {
+    const id = b.sha256.slice(0, 16);
+    const r = this.#db
+      .prepare("INSERT OR IGNORE INTO bundles (org, id, device_id, name, sha256, bytes, received_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+      .run(org, id, b.deviceId, b.name, b.sha256, b.bytes, b.receivedMs, Buffer.from(body));
+    return { id, duplicate: r.changes === 0 };
+  }
+
+  /** The organisation's bundles (of one device when given), newest first. */
+  bundles(org: string, deviceId?: string, limit = 50): BundleRow[] {
+    const sql = `SELECT id, device_id AS deviceId, name, sha256, bytes, received_ms AS receivedMs FROM bundles WHERE org = ?${deviceId === undefined ? "" : " AND device_id = ?"} ORDER BY received_ms DESC LIMIT ?`;
+    const params: unknown[] = deviceId === undefined ? [org, limit] : [org, deviceId, limit];
+    return this.#db.prepare(sql).all(...params) as BundleRow[];
+  }
+
+  bundle(org: string, id: string): (BundleRow & { body: Buffer }) | undefined {
+    return this.#db.prepare("SELECT id, device_id AS deviceId, name, sha256, bytes, received_ms AS receivedMs, body FROM bundles WHERE org = ? AND id = ?").get(org, id) as (BundleRow & { body: Buffer }) | undefined;
   }
 
   /** Every agent of the organisation, most recently heard first. */

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -190,11 +190,13 @@ test("the-diagnostics-button-asks-the-daemon-for-a-bundle", { timeout: 30_000 },
   await view("Diagnostics");
   await accessible("diagnostics view");
   await page.getByRole("button", { name: "Create diagnostic bundle" }).click();
-  // TODO(diag): this daemon's control protocol has no `diag` command, so the page must say so plainly. When it
-  // does, assert the written path instead: diag-path shows a file that exists in the namespace's filesystem.
-  await page.getByTestId("diag-result").filter({ hasText: "not available in this daemon (detourd/0.1.0)" }).waitFor({ timeout: 5000 });
-  assert.equal(await page.getByRole("button", { name: "Upload bundle" }).isDisabled(), true, "nothing to upload");
-  await shot("06-diagnostics-not-available.png");
+  // detourd writes the bundle (root-only, in its state folder); the page shows where.
+  await page.getByTestId("diag-result").filter({ hasText: /^Bundle created \(\d+ KiB\)/ }).waitFor({ timeout: 30_000 });
+  const written = ((await page.getByTestId("diag-path").textContent()) ?? "").trim();
+  assert.match(written, /detour-diag-.*\.tar\.gz$/);
+  assert.ok(existsSync(written), `the bundle exists: ${written}`);
+  assert.equal(await page.getByRole("button", { name: "Upload bundle" }).isDisabled(), false, "a bundle can be uploaded");
+  await shot("06-diagnostics-bundle-created.png");
 });
 
 test("a-locked-setting-cannot-be-changed-and-an-unlocked-one-can", { timeout: 30_000 }, async () => {
