@@ -4,7 +4,9 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient } from "../../main/client/control-client.ts";
+import Database from "better-sqlite3";
 import { agentRunning, agentStart, agentStop } from "./agent.ts";
+import { collectorPaths } from "./collector.ts";
 import * as lab from "./lab.ts";
 import { ProbeClient } from "./probe-client.ts";
 
@@ -34,6 +36,27 @@ async function corp(probe: ProbeClient): Promise<string> {
   if (!r.ok || r.status !== 200) return "corp did not answer";
   const w = JSON.parse(r.body) as { gateway: string; protocol: string; clientAddress: string };
   return `corp answered through ${w.gateway} over ${w.protocol} (client address ${w.clientAddress})`;
+}
+
+/** What arrived at the lab's collector from this detourd (its database, read as a file). */
+async function collectorReport(c: ControlClient): Promise<void> {
+  const t = await waitFor(c, (x) => (x.telemetry?.export?.delivered ?? 0) > 0 && x.telemetry?.export?.pending === 0, "telemetry delivery");
+  const device = t.telemetry?.export?.deviceId ?? "";
+  // The failover event leaves with the next export; give it one interval to arrive.
+  await sleep(6000);
+  const db = new Database(collectorPaths(lab.labDirOf(ID)).db, { readonly: true, fileMustExist: true });
+  try {
+    const agent = db.prepare("SELECT state, gateway, protocol FROM agents WHERE device_id = ?").get(device) as { state: string; gateway: string; protocol: string } | undefined;
+    const batches = db.prepare("SELECT count(*) AS n FROM batches WHERE device_id = ?").get(device) as { n: number };
+    const points = db.prepare("SELECT count(*) AS n FROM points WHERE device_id = ?").get(device) as { n: number };
+    const failovers = db.prepare("SELECT from_gateway AS f, to_gateway AS t, restored_after_ms AS r FROM events WHERE device_id = ? AND kind = 'failover'").all(device) as { f: string; t: string; r: number | null }[];
+    console.log(`\ntelemetry at the collector (${lab.topologyOf(ID).collector.address}:4318): ${batches.n} OTLP batches, ${points.n} metric points from device ${device.slice(0, 8)}...`);
+    if (agent !== undefined) console.log(`  fleet view: ${agent.state} on ${agent.gateway} over ${agent.protocol}`);
+    for (const f of failovers) console.log(`  failover timeline: ${f.f} -> ${f.t}, traffic back after ${ms(f.r)}`);
+    console.log(`  tunnel now: RTT ${ms(t.telemetry?.rttMs)}, jitter ${ms(t.telemetry?.jitterMs)}, loss ${t.telemetry?.lossPct?.toFixed(1) ?? "-"} %`);
+  } finally {
+    db.close();
+  }
 }
 
 async function main(): Promise<void> {
@@ -66,6 +89,9 @@ async function main(): Promise<void> {
     }
     console.log(await corp(probe));
 
+    const warm = await waitFor(c, (x) => x.standby !== null, "the warm standby");
+    if (warm.standby !== null) console.log(`warm standby up: ${warm.standby.gateway} over ${warm.standby.protocol} (probed, carries no traffic)`);
+
     const active = s.gateway ?? "gw1";
     console.log(`\nkilling ${active} (all its engines, and its link goes silent)...`);
     await lab.kill(active, "all", ID);
@@ -78,6 +104,7 @@ async function main(): Promise<void> {
     console.log(await corp(probe));
     await lab.restore(active, "all", ID);
     console.log(`${active} restored (detourd returns to it only with hysteresis)`);
+    await collectorReport(c);
   } finally {
     c.close();
     await probe.close();
