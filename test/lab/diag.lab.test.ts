@@ -11,6 +11,9 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, wr
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { pathToFileURL } from "node:url";
+import Database from "better-sqlite3";
+import { bundleSummary } from "../../main/collector/bundle-summary.ts";
+import { collectorPaths } from "./collector.ts";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { chromium } from "playwright-core";
@@ -230,4 +233,17 @@ test("bundle-from-a-connected-agent-is-complete-redacted-renders-and-reaches-sft
   assert.equal(sha(join(drop.dropDir, landed[0] ?? "")), sha(up.path), "the server has the same bytes");
   assert.match(readFileSync(drop.log, "utf8"), /Accepted publickey for root/);
   phase("uploaded over SFTP");
+  // --- and to the lab's collector (the lab config reports telemetry there): stored once, its summary readable
+  const col = up.uploads.find((u) => u.target === "collector") ?? assert.fail("no collector upload attempted");
+  assert.ok(col.ok, col.error ?? "");
+  const db = new Database(collectorPaths(lab.labDirOf(ID)).db, { readonly: true, fileMustExist: true });
+  try {
+    const rows = db.prepare("SELECT sha256, name, body FROM bundles").all() as { sha256: string; name: string; body: Buffer }[];
+    assert.deepEqual(rows.map((r) => [r.sha256, r.name]), [[sha(up.path), up.path.split("/").pop()]], "the collector holds exactly this bundle");
+    const summary = bundleSummary(rows[0]?.body ?? new Uint8Array());
+    assert.ok(summary.ok && /Connected to gw\d/.test(summary.html), "the dashboard can open its summary");
+  } finally {
+    db.close();
+  }
+  phase("uploaded to the collector");
 });
