@@ -8,6 +8,7 @@ import type { ConnectionEvent } from "../core/connection/types.ts";
 import type { AppResult, AppUpdate, DiagnosticsBundle, PreferenceKey, Preferences, SettingsView } from "../core/protocol/app-api.ts";
 import type { GatewaysPayload, StatusPayload } from "../core/protocol/messages.ts";
 import type { DiagnosticsProvider } from "./diagnostics.ts";
+import type { DaemonPolicyLocks } from "./policy-locks.ts";
 import type { AppHostApi } from "./ipc-contract.ts";
 import type { Settings } from "./settings-model.ts";
 import type { Unreachable } from "./tray-model.ts";
@@ -27,6 +28,8 @@ export interface AppHostOptions {
   diagnostics: (daemon: () => string | null, client: () => Promise<ControlClient>) => DiagnosticsProvider;
   /** Name sent in the control hello, e.g. "detour-app/0.1". */
   clientName: string;
+  /** Fed with the daemon's preferences (and their policy locks) after each status refresh, when given. */
+  policyLocks?: DaemonPolicyLocks;
 }
 
 function failure(e: unknown): { ok: false; code: string; message: string } {
@@ -151,6 +154,8 @@ export class AppHost implements AppHostApi {
       const s = await c.status();
       this.#status = s;
       this.#unreachable = null;
+      // A daemon without managed policy (an older one) answers unknown-command: no locks then.
+      if (this.#opts.policyLocks !== undefined) this.#opts.policyLocks.update(await c.prefs().catch(() => null));
       this.#emit({ type: "status", status: s });
     } catch (e) {
       const f = failure(e);

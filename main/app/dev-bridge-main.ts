@@ -8,6 +8,7 @@ import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
 import { AppHost } from "./app-host.ts";
 import { startBridge } from "./dev-bridge.ts";
 import { daemonDiagnostics } from "./diagnostics.ts";
+import { DaemonPolicyLocks } from "./policy-locks.ts";
 import { memoryStore, parseLocks, Settings, type PreferenceStore } from "./settings-model.ts";
 
 /** Preferences in a JSON file, replaced atomically (the Electron app uses electron-store instead). */
@@ -36,15 +37,20 @@ async function main(): Promise<void> {
       port: { type: "string", default: "0" },
       static: { type: "string", default: new URL("../../.build/renderer-web", import.meta.url).pathname },
       prefs: { type: "string" },
-      // Until detourd serves its managed policy, locks can be given as a file of [{key, value, managedBy}].
+      // Locks from a file of [{key, value, managedBy}] (tests, and keys detourd's policy does not cover), on top
+      // of those detourd's managed policy reports.
       "policy-locks": { type: "string" },
     },
   });
   const lockFile = values["policy-locks"];
   const parsed = lockFile === undefined ? { locks: [], problems: [] } : parseLocks(JSON.parse(readFileSync(lockFile, "utf8")));
   for (const p of parsed.problems) process.stderr.write(`dev-bridge: ignoring a policy lock: ${p}\n`);
-  const settings = new Settings(values.prefs === undefined ? memoryStore() : fileStore(values.prefs), { locks: () => parsed.locks });
-  const host = new AppHost({ socket: values.socket, settings, diagnostics: daemonDiagnostics, clientName: "detour-dev-bridge/0.1" });
+  const policyLocks = new DaemonPolicyLocks();
+  const fromFile = parsed.locks;
+  const settings = new Settings(values.prefs === undefined ? memoryStore() : fileStore(values.prefs), {
+    locks: () => [...fromFile, ...policyLocks.locks().filter((l) => !fromFile.some((f) => f.key === l.key))],
+  });
+  const host = new AppHost({ socket: values.socket, settings, diagnostics: daemonDiagnostics, clientName: "detour-dev-bridge/0.1", policyLocks });
   const bridge = await startBridge({ host, staticDir: values.static, port: Number(values.port) });
   host.start();
   process.stdout.write(JSON.stringify({ url: bridge.url, token: bridge.token, pid: process.pid }) + "\n");

@@ -13,7 +13,8 @@ import { AppHost } from "./app-host.ts";
 import { daemonDiagnostics } from "./diagnostics.ts";
 import { callForChannel, invokeCall } from "./ipc-contract.ts";
 import { NotifyRules } from "./notify-rules.ts";
-import { Settings, type PolicySource, type PreferenceStore } from "./settings-model.ts";
+import { DaemonPolicyLocks } from "./policy-locks.ts";
+import { Settings, type PreferenceStore } from "./settings-model.ts";
 import { trayIconFile, trayMenu, trayState, trayTooltip, type MenuItemModel, type TrayAction } from "./tray-model.ts";
 
 /** The window's size: the five views fit without scrolling at 100 % zoom; it reflows at 200 %. */
@@ -48,16 +49,16 @@ function storeFor(): PreferenceStore {
   };
 }
 
-/** TODO(policy): read the managed policy's locks from detourd once it serves them; none until then. */
-const noPolicy: PolicySource = { locks: () => [] };
+/** The managed policy's locks, as detourd reports them after each status refresh. */
+const policyLocks = new DaemonPolicyLocks();
 
 function start(): void {
   // No web permission (camera, notifications from the page, geolocation, ...) is ever granted to the window.
   session.defaultSession.setPermissionRequestHandler((_wc, _permission, callback) => {
     callback(false);
   });
-  const settings = new Settings(storeFor(), noPolicy);
-  const host = new AppHost({ socket: process.env.DETOUR_SOCKET ?? DEFAULT_SOCKET_PATH, settings, diagnostics: daemonDiagnostics, clientName: `detour-app/${app.getVersion()}` });
+  const settings = new Settings(storeFor(), policyLocks);
+  const host = new AppHost({ socket: process.env.DETOUR_SOCKET ?? DEFAULT_SOCKET_PATH, settings, diagnostics: daemonDiagnostics, clientName: `detour-app/${app.getVersion()}`, policyLocks });
   const rules = new NotifyRules();
   applyLoginItem(settings.current());
 
