@@ -609,9 +609,14 @@ export class Daemon {
         const old = this.#timers.get(e.timer);
         if (old !== undefined) clearTimeout(old);
         const timer = e.timer;
+        // The machine's timers (the dead window above all) are judged after the sockets are read: after an
+        // event-loop stall (a busy laptop), Node runs due timers before I/O, and a health check that ran first
+        // would call a tunnel dead whose replies are waiting in the socket. A stale timer changes nothing.
         this.#timers.set(timer, setTimeout(() => {
           this.#timers.delete(timer);
-          this.dispatch({ type: "timer", now: Date.now(), timer });
+          setImmediate(() => {
+            this.dispatch({ type: "timer", now: Date.now(), timer });
+          });
         }, Math.max(0, e.at - Date.now())));
         return;
       }

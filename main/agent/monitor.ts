@@ -135,8 +135,12 @@ export function startMonitor(opts: MonitorOptions): Monitor {
       const oldest = inFlight.keys().next();
       if (oldest.done !== true) settle(oldest.value, null);
     }
+    // After an event-loop stall, Node runs due timers before it reads the sockets: the timeout defers to the
+    // check phase, so a reply that arrived during the stall is read first and the probe is not counted as lost.
     const timer = setTimeout(() => {
-      settle(s, null);
+      setImmediate(() => {
+        settle(s, null);
+      });
     }, opts.timeoutMs);
     inFlight.set(s, { seq: s, sentAt, sentMono, timer });
     const sock = socket;
