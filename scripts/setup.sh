@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Detour needs on Debian 12, as root, and is safe to run again: the Debian packages of the
-# engines and the lab, then the npm dependencies. Packaged services (ocserv, strongSwan) are kept from
-# starting in the root namespace: the lab runs every engine in its own namespaces.
+# engines and the lab, then the npm dependencies. Packaged services (ocserv, strongSwan, sshd, Prometheus) are
+# kept from starting in the root namespace: the lab runs every engine and server in its own namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,7 @@ PACKAGES=(
   python3 make g++                                   # node-gyp builds better-sqlite3 (the collector's store)
   chromium                                           # browser tests (playwright-core drives /usr/bin/chromium)
   openssh-server                                     # the lab's SFTP drop for diagnostic bundles (sshd only in a namespace)
+  prometheus                                         # the fleet-monitoring test scrapes the collector (only in a namespace)
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -51,6 +52,10 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   # sshd only when this run installed it: a host that already had it may be reached through it.
   if printf '%s\n' "${missing[@]}" | grep -qx openssh-server; then
     systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
+  fi
+  # Prometheus likewise: the lab runs its own in a namespace; a host's existing one is left as it is.
+  if printf '%s\n' "${missing[@]}" | grep -qx prometheus; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
   fi
 fi
 

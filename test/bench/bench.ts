@@ -7,6 +7,7 @@ import { benchConnect, benchFailover } from "./connect.ts";
 import { benchCompare } from "./compare.ts";
 import { benchDiag } from "./diag.ts";
 import { benchEngines } from "./engines.ts";
+import { benchTelemetry } from "./telemetry.ts";
 
 /** At least ten runs per measurement, as the issues ask; BENCH_RUNS raises it. */
 const DEFAULT_RUNS = 10;
@@ -20,6 +21,7 @@ const SUITES: Record<string, { run: Suite; takesOptions: boolean }> = {
   failover: { run: benchFailover, takesOptions: false },
   compare: { run: benchCompare, takesOptions: true },
   diag: { run: benchDiag, takesOptions: false },
+  telemetry: { run: benchTelemetry, takesOptions: true },
 };
 
 /** Splits argv into suite names and options; `--runs N` is the bench's own (a quick run may go below ten). */

@@ -95,13 +95,14 @@ async function failoverRun(c: ControlClient, probe: ProbeClient, topo: LabTopolo
   return { outageMs: r.longestGapMs, lost: r.lost, detectedAfterMs: f?.detectedAfterMs ?? null, restoredAfterMs: f?.restoredAfterMs ?? null };
 }
 
-function cpuTicks(pid: number): number {
+/** User + system CPU time of one process, in clock ticks (1/100 s on Linux). */
+export function cpuTicks(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return Number(f[11]) + Number(f[12]);
 }
 
-function rssKiB(pid: number): number {
+export function rssKiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
   return m === null ? NaN : Number(m[1]);
 }

@@ -7,8 +7,8 @@ import type { Attributes } from "@opentelemetry/api";
 import { JsonLogsSerializer, JsonMetricsSerializer, ProtobufLogsSerializer, ProtobufMetricsSerializer } from "@opentelemetry/otlp-transformer";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { InMemoryLogRecordExporter, LoggerProvider, SimpleLogRecordProcessor } from "@opentelemetry/sdk-logs";
-import { MeterProvider, MetricReader } from "@opentelemetry/sdk-metrics";
-import { AGENT_SERVICE_NAME, EVENT, FAILOVER_ATTRIBUTES, METRIC, POINT_ATTRIBUTES, RESOURCE, STATE_ATTRIBUTES } from "../../main/core/telemetry/names.ts";
+import { AggregationTemporality, MeterProvider, MetricReader } from "@opentelemetry/sdk-metrics";
+import { AGENT_METRIC, AGENT_SERVICE_NAME, ATTR, EVENT, FAILOVER_ATTRIBUTES, METRIC, POINT_ATTRIBUTES, RESOURCE, RTT_BUCKETS_MS, STATE_ATTRIBUTES } from "../../main/core/telemetry/names.ts";
 import type { LogsRequest, MetricsRequest } from "../../main/collector/otlp.ts";
 
 export type Format = "json" | "protobuf";
@@ -57,6 +57,68 @@ class ManualReader extends MetricReader {
   protected override onShutdown(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+/** The same reader exporting deltas, as detourd's exporter does (each export holds its own interval). */
+class ManualDeltaReader extends ManualReader {
+  constructor() {
+    super({ aggregationTemporalitySelector: () => AggregationTemporality.DELTA });
+  }
+}
+
+export interface AgentInterval {
+  gateway: string;
+  protocol: string;
+  /** Every in-tunnel probe's round trip in the interval (detourd probes the active tunnel every 25 ms). */
+  rttMs: number[];
+  /** Probes without a reply in the interval. */
+  lost: number;
+  lossPercent: number;
+}
+
+/**
+ * One export interval of a connected detourd, with the instruments, names, attributes, histogram buckets and
+ * temporality of main/agent/telemetry/telemetry.ts: the RTT histogram and probe counter, the health gauges,
+ * connection state, engine counters, host health and the spool's own gauges. Serialized by the SDK as protobuf.
+ */
+export async function sdkAgentIntervalBatch(id: AgentIdentity, t: AgentInterval): Promise<Uint8Array> {
+  const reader = new ManualDeltaReader();
+  const resource = resourceFromAttributes({ ...resourceAttributes(id), [RESOURCE.organisation]: "Example Corp", [RESOURCE.os]: "linux" });
+  const provider = new MeterProvider({ resource, readers: [reader] });
+  const meter = provider.getMeter("detourd", id.version ?? "0.1.0");
+  const tunnel: Attributes = { [ATTR.gateway]: t.gateway, [ATTR.protocol]: t.protocol };
+  const buckets = { advice: { explicitBucketBoundaries: RTT_BUCKETS_MS } };
+  const rtt = meter.createHistogram(METRIC.rtt, { unit: "ms", description: "round trip of in-tunnel probes through the active tunnel", ...buckets });
+  for (const v of t.rttMs) rtt.record(v, tunnel);
+  const probes = meter.createCounter(AGENT_METRIC.probes, { description: "in-tunnel probes by result" });
+  probes.add(t.rttMs.length, { ...tunnel, [ATTR.result]: "reply" });
+  if (t.lost > 0) probes.add(t.lost, { ...tunnel, [ATTR.result]: "lost" });
+  const sorted = [...t.rttMs].sort((a, b) => a - b);
+  const at = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
+  const gauge = (name: string, unit: string, v: number, attrs: Attributes = tunnel): void => {
+    meter.createGauge(name, { unit }).record(v, attrs);
+  };
+  gauge(AGENT_METRIC.rttP50, "ms", at(0.5));
+  gauge(AGENT_METRIC.rttP95, "ms", at(0.95));
+  gauge(METRIC.jitter, "ms", Math.abs(at(0.75) - at(0.25)));
+  gauge(METRIC.loss, "%", t.lossPercent);
+  gauge(AGENT_METRIC.state, "1", 1, { [ATTR.state]: "connected", ...tunnel });
+  gauge(METRIC.rxBytes, "By", 1_843_200 + t.rttMs.length * 64);
+  gauge(METRIC.txBytes, "By", 1_212_416 + t.rttMs.length * 64);
+  gauge(AGENT_METRIC.lastHeard, "s", 0.02);
+  gauge(AGENT_METRIC.hostCpu, "%", 7.5, {});
+  gauge(AGENT_METRIC.hostMemory, "%", 41.2, {});
+  gauge(AGENT_METRIC.hostDisk, "%", 63.9, {});
+  gauge(AGENT_METRIC.hostInterfacesUp, "1", 3, {});
+  gauge(AGENT_METRIC.spoolPending, "1", 1, {});
+  gauge(AGENT_METRIC.spoolDropped, "1", 0, {});
+  gauge(AGENT_METRIC.spoolRejected, "1", 0, {});
+  const { resourceMetrics, errors } = await reader.collect();
+  if (errors.length > 0) throw new Error(`collect failed: ${String(errors[0])}`);
+  await provider.shutdown();
+  const bytes = ProtobufMetricsSerializer.serializeRequest(resourceMetrics);
+  if (bytes === undefined) throw new Error("the SDK serializer produced nothing");
+  return bytes;
 }
 
 /** One export interval of one agent, recorded through the SDK's instruments and serialized by the SDK. */
