@@ -31,11 +31,19 @@ function ms(v: number | null | undefined): string {
   return v === null || v === undefined ? "-" : `${Math.round(v)} ms`;
 }
 
+/** Tries of the corp check: a connection made through the old tunnel keeps its old source address and dies with it. */
+const CORP_TRIES = 5;
+
 async function corp(probe: ProbeClient): Promise<string> {
-  const r = await probe.http({ url: "http://198.19.0.1/whoami", timeoutMs: 2000 });
-  if (!r.ok || r.status !== 200) return "corp did not answer";
-  const w = JSON.parse(r.body) as { gateway: string; protocol: string; clientAddress: string };
-  return `corp answered through ${w.gateway} over ${w.protocol} (client address ${w.clientAddress})`;
+  for (let i = 0; i < CORP_TRIES; i++) {
+    const r = await probe.http({ url: "http://198.19.0.1/whoami", timeoutMs: 1000 });
+    if (r.ok && r.status === 200) {
+      const w = JSON.parse(r.body) as { gateway: string; protocol: string; clientAddress: string };
+      return `corp answered through ${w.gateway} over ${w.protocol} (client address ${w.clientAddress})`;
+    }
+    await sleep(POLL_MS);
+  }
+  return "corp did not answer";
 }
 
 /** What arrived at the lab's collector from this detourd (its database, read as a file). */
