@@ -24,7 +24,7 @@ import { DrillRunner } from "./drill.ts";
 import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
 import { ControlRequestError } from "./control-server.ts";
 import type { Logger } from "./log.ts";
-import { startMonitor } from "./monitor.ts";
+import { startMonitor, type Monitor } from "./monitor.ts";
 import { loadSecret } from "./secrets.ts";
 import { Telemetry, deviceIdIn, policyHash, tunnelOnlyStatus, type TelemetrySource } from "./telemetry/telemetry.ts";
 import { TunnelHistory } from "./telemetry/history.ts";
@@ -67,7 +67,7 @@ interface LegRuntime {
   leg: Leg;
   engine: TunnelEngine;
   up: TunnelUp | null;
-  monitor: { stop(): void } | null;
+  monitor: Monitor | null;
   source: { ifname: string; address: string; table: number; pref: number } | null;
   stopping: Promise<void> | null;
 }
@@ -615,7 +615,16 @@ export class Daemon {
         this.#timers.set(timer, setTimeout(() => {
           this.#timers.delete(timer);
           setImmediate(() => {
-            this.dispatch({ type: "timer", now: Date.now(), timer });
+            if (timer !== "health-check") {
+              this.dispatch({ type: "timer", now: Date.now(), timer });
+              return;
+            }
+            // The dead window needs probes that were sent and left unanswered, not just a silent clock.
+            const a = this.#activeLeg();
+            // A leg without a prober (its source route failed) is judged by silence alone.
+            const monitor = a === null ? null : (this.#legs.get(a.legId)?.monitor ?? null);
+            const now = Date.now();
+            this.dispatch(monitor === null ? { type: "timer", now, timer } : { type: "timer", now, timer, pendingSentAt: monitor.pendingSince() });
           });
         }, Math.max(0, e.at - Date.now())));
         return;

@@ -90,7 +90,7 @@ class World {
           setTimeout(() => {
             this.reply(true);
           }, 1);
-          return { stop: () => (this.onSample = null), outstanding: 0 };
+          return { stop: () => (this.onSample = null), outstanding: 0, pendingSince: () => null };
         },
       },
     );

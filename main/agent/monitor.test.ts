@@ -124,6 +124,32 @@ test("each-probe-is-reported-once-loss-and-late-replies-as-null", { timeout: 10_
   }
 });
 
+test("pending-since-is-the-oldest-probe-sent-after-the-newest-answer", { timeout: 10_000 }, async () => {
+  // Answers until seq 10, then silence: the oldest unanswered probe is seq 11, whatever was lost before.
+  const server = await echoServer((seq) => (seq === 5 || seq > 10 ? "drop" : "echo"));
+  const samples: ProbeSample[] = [];
+  const m = startMonitor({
+    legId: "L1",
+    sourceAddress: "127.0.0.1",
+    target: { address: "127.0.0.1", port: server.port },
+    intervalMs: INTERVAL_MS,
+    timeoutMs: 5000,
+    onSample: (s) => samples.push(s),
+  });
+  try {
+    for (let i = 0; i < 100 && samples.filter((s) => s.rttMs !== null).length < 9; i++) await delay(INTERVAL_MS);
+    await delay(INTERVAL_MS * 4);
+    const since = m.pendingSince();
+    const answeredMax = Math.max(...samples.flatMap((s) => (s.rttMs === null ? [] : [s.sentAt])));
+    assert.ok(since !== null && since > answeredMax, `pending since ${String(since)}, newest answer sent at ${answeredMax}`);
+    assert.ok(m.outstanding >= 3, "seq 5 and the silent ones are in flight");
+  } finally {
+    m.stop();
+    await server.close();
+  }
+  assert.equal(m.pendingSince(), null, "nothing is pending after stop");
+});
+
 test("a-missing-source-address-means-lost-probes-not-a-crash", { timeout: 10_000 }, async () => {
   const samples: ProbeSample[] = [];
   const errors: string[] = [];

@@ -25,6 +25,12 @@ export interface Monitor {
   stop(): void;
   /** Probes sent and not yet answered or timed out (diagnostics, tests). */
   readonly outstanding: number;
+  /**
+   * When the oldest probe sent after the newest answered one was sent, if it is still in flight; null when none
+   * is. The dead window counts from here too: after a stall of the daemon itself nothing was sent, so nothing
+   * could have been answered.
+   */
+  pendingSince(): number | null;
 }
 
 /** "DTRM": the first four bytes of every probe, so anything else arriving at the socket is ignored. */
@@ -72,6 +78,7 @@ export function startMonitor(opts: MonitorOptions): Monitor {
   let socket: Socket | null = null;
   let bound = false;
   let lastBindAttempt = Number.NEGATIVE_INFINITY;
+  let newestAnsweredSentAt = Number.NEGATIVE_INFINITY;
 
   const report = (sample: ProbeSample): void => {
     if (stopped) return;
@@ -99,6 +106,7 @@ export function startMonitor(opts: MonitorOptions): Monitor {
     if (d === null) return;
     const p = inFlight.get(d.seq);
     if (p === undefined || p.sentAt !== d.sentAt) return;
+    newestAnsweredSentAt = Math.max(newestAnsweredSentAt, p.sentAt);
     // Microsecond resolution is all a RTT needs; the rest is clock noise.
     settle(d.seq, Math.max(0, Math.round((performance.now() - p.sentMono) * 1000) / 1000));
   };
@@ -178,6 +186,11 @@ export function startMonitor(opts: MonitorOptions): Monitor {
     },
     get outstanding(): number {
       return inFlight.size;
+    },
+    pendingSince(): number | null {
+      // In send order; at most MAX_OUTSTANDING, in practice timeout / interval (40 at the defaults).
+      for (const p of inFlight.values()) if (p.sentAt > newestAnsweredSentAt) return p.sentAt;
+      return null;
     },
   };
 }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { HealthPolicy } from "../config/schema.ts";
 import { seededRandom } from "./harness.test.ts";
-import { healthDeadline, healthEvaluate, healthOnSample, healthStart, healthStats, type HealthState } from "./health.ts";
+import { healthDeadline, healthEvaluate, healthNotePending, healthOnSample, healthStart, healthStats, type HealthState } from "./health.ts";
 import type { HealthVerdict, ProbeSample } from "./types.ts";
 
 /** The figures below were worked out for a 50 ms monitor and a 600 ms dead window; the defaults may move. */
@@ -49,7 +49,7 @@ class Feeder {
 }
 
 test("no-reply-since-the-monitor-started-is-dead-after-deadAfterMs-and-not-before", () => {
-  const h = healthStart(1000);
+  const h = healthNotePending(healthStart(1000), 1000);
   assert.equal(healthDeadline(h, policy), 1600);
   assert.equal(healthEvaluate(h, 1599, policy).verdict.state, "healthy");
   assert.deepEqual(healthEvaluate(h, 1600, policy).verdict, { state: "dead", reason: "no reply in 0.6 s since the monitor started", lastReplyAt: 1000 });
@@ -60,11 +60,43 @@ test("dead-is-measured-from-the-last-reply", () => {
   h = healthOnSample(h, { seq: 1, sentAt: 400, rttMs: 30 }, 430, policy);
   assert.equal(h.lastReplyAt, 430);
   assert.equal(healthDeadline(h, policy), 1030);
+  // The next probe went out at 450 and is still in flight.
+  h = healthNotePending(h, 450);
+  assert.equal(healthDeadline(h, policy), 1030);
   assert.equal(healthEvaluate(h, 1029, policy).verdict.state, "healthy");
   const v = healthEvaluate(h, 1030, policy).verdict;
   assert.ok(v.state === "dead" && v.lastReplyAt === 430 && v.reason === "no reply for 0.6 s");
   h = healthOnSample(h, { seq: 2, sentAt: 450, rttMs: 10 }, 1035, policy);
   assert.equal(h.lastReplyAt, 460, "a reply reported late does not move lastReplyAt past when it arrived");
+});
+
+test("a-stalled-daemon-that-sent-nothing-is-not-a-dead-tunnel", () => {
+  // Last reply at 430; then the daemon itself was not scheduled until 1100 and sent nothing meanwhile.
+  let h = healthOnSample(healthStart(0), { seq: 1, sentAt: 400, rttMs: 30 }, 430, policy);
+  h = healthNotePending(h, 1099);
+  assert.equal(healthEvaluate(h, 1100, policy).verdict.state, "healthy", "700 ms of silence, but only one probe 1 ms old");
+  // The probe sent on waking must itself go unanswered for the window less one interval (550 ms).
+  assert.equal(healthDeadline(h, policy), 1649);
+  assert.equal(healthEvaluate(h, 1648, policy).verdict.state, "healthy");
+  assert.equal(healthEvaluate(h, 1649, policy).verdict.state, "dead");
+  // Its reply clears the evidence.
+  h = healthOnSample(h, { seq: 2, sentAt: 1099, rttMs: 2 }, 1101, policy);
+  assert.equal(h.unansweredSince, null);
+  assert.equal(healthEvaluate(h, 1649, policy).verdict.state, "healthy");
+});
+
+test("a-probe-lost-before-the-newest-answered-one-is-no-evidence", () => {
+  let h = healthStart(0);
+  h = healthOnSample(h, { seq: 2, sentAt: 450, rttMs: 5 }, 455, policy);
+  // seq 1 (sent at 400) was lost; its timeout arrives later and says nothing about the leg now.
+  h = healthOnSample(h, { seq: 1, sentAt: 400, rttMs: null }, 1400, policy);
+  assert.equal(h.unansweredSince, null);
+  assert.equal(healthNotePending(h, 400).unansweredSince, null);
+  assert.equal(healthEvaluate(h, 1400, policy).verdict.state, "healthy", "no probe sent after 450 is known to wait");
+  // A timeout of a probe sent after the newest answer is evidence from when it was sent.
+  h = healthOnSample(h, { seq: 3, sentAt: 475, rttMs: null }, 1475, policy);
+  assert.equal(h.unansweredSince, 475);
+  assert.equal(healthEvaluate(h, 1475, policy).verdict.state, "dead");
 });
 
 test("stats-report-rtt-percentiles-jitter-and-settled-loss", () => {

@@ -33,6 +33,14 @@ export interface HealthState {
   startedAt: number;
   samples: ProbeSample[];
   lastReplyAt: number | null;
+  /** When the newest answered probe was sent: probes sent after it and not answered are the evidence of a dead leg. */
+  lastAnsweredSentAt: number | null;
+  /**
+   * When the oldest probe sent after the newest answered one was sent, if it is still unanswered (in flight, as
+   * the prober reports at each health check, or timed out): how long the leg has really been asked and kept silent.
+   * Null when nothing sent since the last answer is known to be waiting.
+   */
+  unansweredSince: number | null;
   /** Since when the brownout condition (loss or RTT over threshold) has held, while it holds. */
   overSince: number | null;
   /** In a brownout: since when the recovery condition (well under the thresholds) has held, while it holds. */
@@ -53,7 +61,7 @@ export interface HealthStats {
 
 /** A fresh monitor: the dead clock runs from `now` until the first reply. */
 export function healthStart(now: number): HealthState {
-  return { startedAt: now, samples: [], lastReplyAt: null, overSince: null, clearSince: null, verdict: { state: "healthy" } };
+  return { startedAt: now, samples: [], lastReplyAt: null, lastAnsweredSentAt: null, unansweredSince: null, overSince: null, clearSince: null, verdict: { state: "healthy" } };
 }
 
 /** How long without a reply means dead: the policy's window, stretched on a path whose RTT is a large part of it. */
@@ -63,9 +71,33 @@ export function deadWindowMs(h: HealthState, policy: HealthPolicy): number {
   return Math.max(policy.deadAfterMs, p95 === null ? 0 : Math.ceil(DEAD_RTT_MULTIPLE * p95));
 }
 
-/** When the leg is declared dead if no reply comes before then; the daemon arms its health-check timer for it. */
+/**
+ * How long the oldest unanswered probe must have waited before silence counts as death: the dead window less one
+ * probe interval (the probe after a reply goes out up to an interval later), never under half the window.
+ */
+export function evidenceWindowMs(h: HealthState, policy: HealthPolicy): number {
+  const w = deadWindowMs(h, policy);
+  return Math.max(Math.ceil(w / 2), w - policy.probeIntervalMs);
+}
+
+/**
+ * When the leg is declared dead if no reply comes before then; the daemon arms its health-check timer for it.
+ * Both clocks must have run: silence since the last reply, and a probe waiting since `unansweredSince`.
+ */
 export function healthDeadline(h: HealthState, policy: HealthPolicy): number {
-  return (h.lastReplyAt ?? h.startedAt) + deadWindowMs(h, policy);
+  const silence = (h.lastReplyAt ?? h.startedAt) + deadWindowMs(h, policy);
+  return h.unansweredSince === null ? silence : Math.max(silence, h.unansweredSince + evidenceWindowMs(h, policy));
+}
+
+/**
+ * Notes the prober's oldest probe sent after the newest answered one that is still in flight (null: none), as
+ * the daemon reads it at a health check. A daemon that was not scheduled for a while (a busy laptop, a long GC)
+ * sent nothing meanwhile: its silence is its own, and only probes actually sent and left unanswered count.
+ */
+export function healthNotePending(h: HealthState, pendingSentAt: number | null): HealthState {
+  if (pendingSentAt === null || (h.lastAnsweredSentAt !== null && pendingSentAt <= h.lastAnsweredSentAt)) return h;
+  if (h.unansweredSince !== null && h.unansweredSince <= pendingSentAt) return h;
+  return { ...h, unansweredSince: pendingSentAt };
 }
 
 function percentile(sorted: readonly number[], p: number): number | null {
@@ -119,7 +151,8 @@ function formatSeconds(ms: number): string {
  */
 export function healthEvaluate(h: HealthState, now: number, policy: HealthPolicy): HealthState {
   const since = h.lastReplyAt ?? h.startedAt;
-  if (now - since >= deadWindowMs(h, policy)) {
+  const asked = h.unansweredSince !== null && now - h.unansweredSince >= evidenceWindowMs(h, policy);
+  if (asked && now - since >= deadWindowMs(h, policy)) {
     const reason = h.lastReplyAt === null ? `no reply in ${formatSeconds(now - since)} since the monitor started` : `no reply for ${formatSeconds(now - since)}`;
     return { ...h, verdict: { state: "dead", reason, lastReplyAt: since } };
   }
@@ -155,7 +188,11 @@ export function healthOnSample(h: HealthState, sample: ProbeSample, now: number,
   const horizon = now - policy.probeTimeoutMs - policy.brownout.windowMs;
   const samples = h.samples.filter((s) => s.sentAt > horizon);
   if (sample.sentAt > horizon) samples.push(sample);
-  const replyAt = sample.rttMs === null ? null : sample.sentAt + sample.rttMs;
-  const lastReplyAt = replyAt === null ? h.lastReplyAt : Math.max(replyAt, h.lastReplyAt ?? replyAt);
-  return healthEvaluate({ ...h, samples, lastReplyAt }, now, policy);
+  if (sample.rttMs === null) return healthEvaluate(healthNotePending({ ...h, samples }, sample.sentAt), now, policy);
+  const replyAt = sample.sentAt + sample.rttMs;
+  const lastReplyAt = Math.max(replyAt, h.lastReplyAt ?? replyAt);
+  const lastAnsweredSentAt = Math.max(sample.sentAt, h.lastAnsweredSentAt ?? sample.sentAt);
+  // This answer clears the evidence of every probe sent before it; later ones the prober reports again.
+  const unansweredSince = h.unansweredSince !== null && h.unansweredSince > lastAnsweredSentAt ? h.unansweredSince : null;
+  return healthEvaluate({ ...h, samples, lastReplyAt, lastAnsweredSentAt, unansweredSince }, now, policy);
 }

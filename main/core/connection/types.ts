@@ -156,7 +156,11 @@ export type ConnectionStateName = "disconnected" | "resolving" | "racing" | "con
 export type MachineInput =
   | { type: "connect"; now: number }
   | { type: "disconnect"; now: number }
-  | { type: "timer"; now: number; timer: TimerId }
+  /**
+   * A due timer. For "health-check", `pendingSentAt` is when the active leg's prober sent its oldest probe after the
+   * newest answered one that is still in flight (null: none in flight); left out, silence alone is judged.
+   */
+  | { type: "timer"; now: number; timer: TimerId; pendingSentAt?: number | null }
   | { type: "candidates"; now: number; candidates: Candidate[] }
   | { type: "leg-up"; now: number; legId: string; config: TunnelConfig; firstReplyAt: number }
   | { type: "leg-failed"; now: number; legId: string; code: EngineErrorCode; message: string }

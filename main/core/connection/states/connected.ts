@@ -3,7 +3,7 @@
  * a dead, downed or browned-out leg starts a failover, and a better gateway that stays reachable is raced back to.
  */
 import { allKindsUnreachable, reportsReachable } from "../candidates.ts";
-import { healthDeadline, healthEvaluate, healthOnSample, healthStart, type HealthState } from "../health.ts";
+import { healthDeadline, healthEvaluate, healthNotePending, healthOnSample, healthStart, type HealthState } from "../health.ts";
 import type { ActiveLeg, ConnectedState, Entry, FailoverCause, Go, MachineContext, Outcome, Shared, StandbyState } from "../machine-state.ts";
 import { KIND_NAMES, allocateLegs, cancelAllTimers, nextRaceId, planFailover, stateEvent, timerDue, withCandidates } from "../machine-state.ts";
 import { TIMER_SLACK_MS, raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart, type RaceState } from "../race.ts";
@@ -254,7 +254,10 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
     case "health-check": {
       if (!timerDue(state.healthCheckAt, input.now, TIMER_SLACK_MS)) return { state, effects: [] };
       const before = state.health.verdict;
-      const health = healthEvaluate(state.health, input.now, hp);
+      const h0 = state.health;
+      // Without the prober's word, assume a probe has waited since the last reply: silence alone decides.
+      const pending = input.pendingSentAt === undefined ? (h0.lastReplyAt ?? h0.startedAt) : input.pendingSentAt;
+      const health = healthEvaluate(healthNotePending(h0, pending), input.now, hp);
       const out = react({ ...state, health }, before, input.now, ctx);
       if ("go" in out) return out;
       // Replies pushed the deadline on since the timer was armed: re-arm for the new one.
