@@ -556,6 +556,23 @@ export class Daemon {
     }
   }
 
+  /**
+   * Subscribers (the CLI, the app) hear an event once the route changes asked for before it are done: "connected"
+   * then means traffic already goes through the new leg. Events keep their order (each waits on the chain as it
+   * was, and callbacks on one promise run in order); a failed route change is logged and does not hold them.
+   */
+  #publish(event: ConnectionEvent): void {
+    void this.#routeChain.then(() => {
+      for (const s of this.#subscribers) {
+        try {
+          s(event);
+        } catch {
+          // a subscriber's failure is its own
+        }
+      }
+    });
+  }
+
   /** Route changes run one after another in the order the machine asked for them: a late clear must never undo a newer apply. */
   #routeOp(op: () => Promise<void>): void {
     const next = this.#routeChain.then(op).catch((err: unknown) => {
@@ -654,13 +671,7 @@ export class Daemon {
         }
         // A race started under an older policy may bring up a leg the policy now forbids.
         if (e.event.type === "state" || e.event.type === "race-ended") queueMicrotask(() => this.#moveOffDisallowed());
-        for (const s of this.#subscribers) {
-          try {
-            s(e.event);
-          } catch {
-            // a subscriber's failure is its own
-          }
-        }
+        this.#publish(e.event);
         return;
     }
   }
