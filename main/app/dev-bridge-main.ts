@@ -37,8 +37,8 @@ async function main(): Promise<void> {
       port: { type: "string", default: "0" },
       static: { type: "string", default: new URL("../../.build/renderer-web", import.meta.url).pathname },
       prefs: { type: "string" },
-      // Locks from a file of [{key, value, managedBy}] (tests, and keys detourd's policy does not cover), on top
-      // of those detourd's managed policy reports.
+      // Locks from a file of [{key, value, managedBy}] (trying the page without a signed policy, and keys
+      // detourd's policy does not cover), on top of those detourd's managed policy reports.
       "policy-locks": { type: "string" },
     },
   });
@@ -49,6 +49,7 @@ async function main(): Promise<void> {
   const fromFile = parsed.locks;
   const settings = new Settings(values.prefs === undefined ? memoryStore() : fileStore(values.prefs), {
     locks: () => [...fromFile, ...policyLocks.locks().filter((l) => !fromFile.some((f) => f.key === l.key))],
+    managed: () => policyLocks.managed(),
   });
   const host = new AppHost({ socket: values.socket, settings, diagnostics: daemonDiagnostics, clientName: "detour-dev-bridge/0.1", policyLocks });
   const bridge = await startBridge({ host, staticDir: values.static, port: Number(values.port) });

@@ -5,7 +5,7 @@ import { callForChannel, invokeCall, validateCall, type AppHostApi } from "./ipc
 import { memoryStore, Settings } from "./settings-model.ts";
 
 function fakeHost(calls: string[]): AppHostApi {
-  const settings = new Settings(memoryStore(), { locks: () => [{ key: "theme", value: "dark", managedBy: "IT" }] });
+  const settings = new Settings(memoryStore(), { locks: () => [{ key: "theme", value: "dark", managedBy: "IT" }], managed: () => null });
   const ok = <T>(name: string, value: T) => {
     calls.push(name);
     return Promise.resolve({ ok: true as const, value });

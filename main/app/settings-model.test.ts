@@ -11,7 +11,7 @@ test("stored-preferences-are-checked-and-bad-values-fall-back-to-defaults", () =
 
 test("a-locked-setting-shows-the-policy-value-and-who-manages-it-and-refuses-changes", () => {
   const store = memoryStore({ startAtLogin: false });
-  const s = new Settings(store, { locks: () => LOCKS });
+  const s = new Settings(store, { locks: () => LOCKS, managed: () => null });
   const v = s.view().settings.find((x) => x.key === "startAtLogin");
   assert.deepEqual(v, { key: "startAtLogin", value: true, locked: true, managedBy: "Example Corp IT" });
   const r = s.set("startAtLogin", false);
@@ -24,7 +24,7 @@ test("a-locked-setting-shows-the-policy-value-and-who-manages-it-and-refuses-cha
 
 test("an-unlocked-setting-is-saved-and-a-bad-value-is-refused", () => {
   const store = memoryStore();
-  const s = new Settings(store, { locks: () => LOCKS });
+  const s = new Settings(store, { locks: () => LOCKS, managed: () => null });
   const ok = s.set("notifications", "errors");
   assert.ok(ok.ok);
   assert.equal(store.read().notifications, "errors");

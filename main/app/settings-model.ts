@@ -4,7 +4,7 @@
  * policy source sit behind small interfaces so the same rules hold in Electron, the browser and tests.
  */
 import { z } from "zod";
-import { PREFERENCE_KEYS, type AppResult, type PolicyLock, type PreferenceKey, type Preferences, type SettingsView } from "../core/protocol/app-api.ts";
+import { PREFERENCE_KEYS, type AppResult, type ManagedSection, type PolicyLock, type PreferenceKey, type Preferences, type SettingsView } from "../core/protocol/app-api.ts";
 
 export const PREFERENCE_SCHEMAS = {
   startAtLogin: z.boolean(),
@@ -22,9 +22,12 @@ export interface PreferenceStore {
   write<K extends PreferenceKey>(key: K, value: Preferences[K]): void;
 }
 
-/** Where the managed policy's locks come from (the daemon's policy, once it serves one; a fixture in tests). */
+/** Where the managed policy's locks come from (detourd's policy; a fixture in tests). */
 export interface PolicySource {
+  /** Locks on the app's own preferences. */
   locks(): readonly PolicyLock[];
+  /** detourd's settings the policy sets, shown read-only; null while none are. */
+  managed(): ManagedSection | null;
 }
 
 /** The user's stored preferences, each checked: a bad or missing value falls back to the default. */
@@ -68,14 +71,15 @@ export function effectivePreferences(prefs: Preferences, locks: readonly PolicyL
   return out as unknown as Preferences;
 }
 
-/** Every setting with its value in force, and whether (and by whom) it is locked. */
-export function settingsView(prefs: Preferences, locks: readonly PolicyLock[]): SettingsView {
+/** Every setting with its value in force, whether (and by whom) it is locked, and detourd's managed settings. */
+export function settingsView(prefs: Preferences, locks: readonly PolicyLock[], managed: ManagedSection | null = null): SettingsView {
   const eff = effectivePreferences(prefs, locks);
   return {
     settings: PREFERENCE_KEYS.map((key) => {
       const lock = locks.find((l) => l.key === key);
       return { key, value: eff[key], locked: lock !== undefined, managedBy: lock?.managedBy ?? null };
     }),
+    managed,
   };
 }
 
@@ -106,7 +110,7 @@ export class Settings {
   }
 
   view(): SettingsView {
-    return settingsView(readPreferences(this.#store.read()), this.#policy.locks());
+    return settingsView(readPreferences(this.#store.read()), this.#policy.locks(), this.#policy.managed());
   }
 
   set(key: PreferenceKey, value: unknown): AppResult<SettingsView> {

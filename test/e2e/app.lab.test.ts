@@ -2,15 +2,19 @@
  * The desktop app's page in Chromium against a real detourd, real engines and real gateways: what a remote
  * employee sees and does. Everything runs in the lab's client namespace: detourd, the dev bridge (127.0.0.1 of
  * that namespace) and Chromium (through a wrapper that enters the namespace; Playwright drives it over a pipe).
- * Screenshots go to test-artifacts/e2e-app/.
+ * detourd runs under a real signed managed policy (a key made for the run, trusted by the agent), which locks keys
+ * the other cases leave alone. Screenshots go to test-artifacts/e2e-app/.
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
+import { ControlClient } from "../../main/client/control-client.ts";
+import { keygen, loadPrivateKey, signPolicy } from "../../main/cli/policy-tools.ts";
 import { agentStart, agentStop } from "../lab/agent.ts";
 import { isAlive, stopPids } from "../lab/exec.ts";
 import * as lab from "../lab/lab.ts";
@@ -23,8 +27,27 @@ const CONNECT_WITHIN_MS = 10_000;
 const FAILOVER_SHOWN_WITHIN_MS = 8_000;
 /** The bridge loads TypeScript through tsx before it listens. */
 const BRIDGE_READY_MS = 20_000;
+/** detourd reads its policy file at start-up; 10 s bounds a slow machine. */
+const POLICY_IN_FORCE_WITHIN_MS = 10_000;
 const ARTIFACTS = join(REPO_ROOT, "test-artifacts", "e2e-app");
-const LOCKED_BY = "Example Corp IT (helpdesk@example.test)";
+/** The lab's client configuration is for this organisation; detourd refuses a policy for any other. */
+const ORGANISATION = `Detour lab ${ID}`;
+const LOCKED_BY = `${ORGANISATION}'s policy`;
+/**
+ * What IT enforces on this device: `autoConnect` (the app's "Connect when Detour starts") and daemon-only keys.
+ * Every value is the one the other cases rely on (no auto-connect: the first case connects from the page; all
+ * protocols; the warm standby on for the failover case), and gateways are not restricted, so the page's gateway
+ * choice still works.
+ */
+const POLICY_SETTINGS = { autoConnect: false, lockdown: false, allowedProtocols: ["wireguard", "ikev2", "anyconnect"], standby: { mode: "on" }, race: { staggerMs: 250 } };
+/** How the page names each locked key and shows its enforced value, in detourd's key order. */
+const MANAGED_SHOWN: [string, string][] = [
+  ["Connect when the Detour service starts", "Off"],
+  ["Allowed protocols", "WireGuard, IKEv2, AnyConnect"],
+  ["Block traffic while disconnected (lockdown)", "Off"],
+  ["Delay between connection attempts", "250 ms"],
+  ["Warm standby", "On"],
+];
 const CHROMIUM_FLAGS = ["--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"];
 
 const ns = lab.topologyOf(ID).client.ns;
@@ -34,8 +57,44 @@ let browser: BrowserContext | null = null;
 let page: Page;
 let url = "";
 
-function startBridge(socket: string, locks: string): Promise<string> {
-  const child = spawn("ip", ["netns", "exec", ns, process.execPath, "--import", "tsx", join(REPO_ROOT, "main/app/dev-bridge-main.ts"), "--socket", socket, "--policy-locks", locks, "--prefs", join(work, "prefs.json")], {
+/**
+ * Installs a signed policy the way IT would: a signing key made for this run, its public half in the folder of
+ * keys detourd trusts, and the envelope written (renamed into place) to the policy file detourd watches.
+ */
+function installPolicy(): { policyFile: string; keysDir: string } {
+  const dir = join(work, "policy");
+  const keysDir = join(dir, "trusted-keys");
+  const itDir = join(dir, "it");
+  mkdirSync(keysDir, { recursive: true, mode: 0o700 });
+  const k = keygen(itDir);
+  renameSync(k.publicPath, join(keysDir, `${k.keyId}.pem`));
+  const now = Date.now();
+  const doc = { version: 1, issuedAt: new Date(now - 3_600_000).toISOString(), expiresAt: new Date(now + 86_400_000).toISOString(), organisation: ORGANISATION, settings: POLICY_SETTINGS };
+  const envelope = signPolicy(Buffer.from(JSON.stringify(doc, null, 2) + "\n"), loadPrivateKey(k.privatePath));
+  const policyFile = join(dir, "policy.json");
+  writeFileSync(`${policyFile}.new`, JSON.stringify(envelope, null, 2) + "\n", { mode: 0o644 });
+  renameSync(`${policyFile}.new`, policyFile);
+  return { policyFile, keysDir };
+}
+
+/** Waits until detourd has the policy in force, so the page never sees the daemon without it. */
+async function policyInForce(socket: string): Promise<void> {
+  const c = await ControlClient.connect(socket, { timeoutMs: 5000 });
+  try {
+    const until = Date.now() + POLICY_IN_FORCE_WITHIN_MS;
+    for (;;) {
+      const p = (await c.status()).policy;
+      if (p?.version === 1) return;
+      if (Date.now() > until) assert.fail(`detourd did not put the policy in force within ${POLICY_IN_FORCE_WITHIN_MS} ms: ${JSON.stringify(p)}`);
+      await sleep(100);
+    }
+  } finally {
+    c.close();
+  }
+}
+
+function startBridge(socket: string): Promise<string> {
+  const child = spawn("ip", ["netns", "exec", ns, process.execPath, "--import", "tsx", join(REPO_ROOT, "main/app/dev-bridge-main.ts"), "--socket", socket, "--prefs", join(work, "prefs.json")], {
     cwd: REPO_ROOT,
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -65,11 +124,10 @@ before(async () => {
   assert.equal(built.status, 0, built.stderr);
   await lab.down(ID);
   await lab.up(ID);
-  const agent = await agentStart(ID);
-  // Until detourd serves its managed policy, the lock comes from a fixture through the app's own settings model.
-  const locks = join(work, "policy-locks.json");
-  writeFileSync(locks, JSON.stringify([{ key: "startAtLogin", value: true, managedBy: LOCKED_BY }]));
-  url = await startBridge(agent.socket, locks);
+  const policy = installPolicy();
+  const agent = await agentStart(ID, { extraArgs: ["--policy-file", policy.policyFile, "--trusted-keys", policy.keysDir] });
+  await policyInForce(agent.socket);
+  url = await startBridge(agent.socket);
   const wrapper = join(work, "chromium-in-netns.sh");
   writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} /usr/bin/chromium "$@"\n`);
   chmodSync(wrapper, 0o755);
@@ -201,14 +259,34 @@ test("the-diagnostics-button-asks-the-daemon-for-a-bundle", { timeout: 30_000 },
 
 test("a-locked-setting-cannot-be-changed-and-an-unlocked-one-can", { timeout: 30_000 }, async () => {
   await view("Settings");
-  const locked = page.getByRole("checkbox", { name: "Start Detour when I log in" });
+  // The app's own preference that detourd's policy decides: disabled, showing the enforced value and who manages it.
+  const locked = page.getByRole("checkbox", { name: "Connect when Detour starts" });
   await locked.waitFor();
   assert.equal(await locked.isDisabled(), true);
-  assert.equal(await locked.isChecked(), true, "the policy's value is shown");
-  await page.getByText(`Locked: managed by ${LOCKED_BY}`).waitFor();
+  assert.equal(await locked.isChecked(), false, "the policy's value is shown");
+  assert.equal(await page.locator(`#${(await locked.getAttribute("aria-describedby")) ?? "none"}`).textContent(), `Locked: managed by ${LOCKED_BY}`);
+  // Every daemon setting the policy sets: labelled, read-only, with its enforced value and who manages it.
+  const section = page.getByRole("region", { name: `Managed by ${LOCKED_BY}` });
+  await section.waitFor();
+  const fields = section.getByRole("textbox");
+  assert.equal(await fields.count(), MANAGED_SHOWN.length, "one field per locked key");
+  for (const [label, value] of MANAGED_SHOWN) {
+    const field = section.getByRole("textbox", { name: label, exact: true });
+    assert.equal(await field.inputValue(), value, label);
+    assert.equal(await field.isEditable(), false, `${label} is read-only`);
+    assert.equal(await page.locator(`#${(await field.getAttribute("aria-describedby")) ?? "none"}`).textContent(), `Locked: managed by ${LOCKED_BY}`, label);
+  }
+  // By keyboard: Tab from the last preference walks through every managed value in order.
+  await page.getByRole("combobox", { name: "Appearance" }).focus();
+  const reached: string[] = [];
+  for (let i = 0; i < MANAGED_SHOWN.length; i++) {
+    await page.keyboard.press("Tab");
+    reached.push(await page.evaluate(() => (document.activeElement instanceof HTMLInputElement ? (document.activeElement.labels?.[0]?.textContent ?? "") : "")));
+  }
+  assert.deepEqual(reached, MANAGED_SHOWN.map(([label]) => label));
   // The page's own API refuses too, even if something enabled the control.
   const refused = await page.evaluate(async () => {
-    const r = await fetch("/api/setSetting", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ args: ["startAtLogin", false] }) });
+    const r = await fetch("/api/setSetting", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ args: ["connectOnLaunch", true] }) });
     return (await r.json()) as { ok: boolean; code?: string };
   });
   assert.deepEqual({ ok: refused.ok, code: refused.code }, { ok: false, code: "locked" });
@@ -219,7 +297,8 @@ test("a-locked-setting-cannot-be-changed-and-an-unlocked-one-can", { timeout: 30
   await page.reload();
   await view("Settings");
   assert.equal(await page.getByRole("combobox", { name: "Notifications" }).inputValue(), "errors", "kept across a reload");
-  assert.equal(await page.getByRole("checkbox", { name: "Start Detour when I log in" }).isDisabled(), true);
+  assert.equal(await page.getByRole("checkbox", { name: "Connect when Detour starts" }).isDisabled(), true);
+  await page.getByRole("region", { name: `Managed by ${LOCKED_BY}` }).getByRole("textbox", { name: "Warm standby" }).waitFor();
 });
 
 test("the-views-are-reachable-by-keyboard-and-readable-at-200-percent-zoom", { timeout: 30_000 }, async () => {

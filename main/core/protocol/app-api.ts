@@ -7,6 +7,7 @@
  * Electron IPC error from a bug, but it can show `message` to the user.
  */
 import type { ConnectionEvent } from "../connection/types.ts";
+import type { SettingKey } from "../policy/settings.ts";
 import type { GatewaysPayload, StatusPayload } from "./messages.ts";
 
 /** What a failed call says: a stable code for the UI's logic and one sentence for the user. */
@@ -50,8 +51,25 @@ export interface SettingView<K extends PreferenceKey = PreferenceKey> {
   locked: boolean;
   managedBy: string | null;
 }
+/** One of detourd's settings that the managed policy sets, as the Settings view shows it: read-only, in words. */
+export interface ManagedSettingView {
+  /** detourd's dotted key, e.g. "standby.mode". */
+  key: SettingKey;
+  /** What it is, e.g. "Warm standby". */
+  label: string;
+  /** The value the policy enforces, e.g. "On", "gw2, gw3", "250 ms". */
+  value: string;
+}
+/** detourd's settings that the organisation's managed policy sets (each locked), and who manages them. */
+export interface ManagedSection {
+  /** e.g. "Example Corp's policy". */
+  managedBy: string;
+  settings: ManagedSettingView[];
+}
 export interface SettingsView {
   settings: SettingView[];
+  /** null while no policy is in force (or detourd cannot be reached). */
+  managed: ManagedSection | null;
 }
 
 /** A diagnostic bundle written to disk. */
