@@ -118,7 +118,7 @@ module.exports = {
   ],
   options: {
     doNotFollow: { path: "node_modules" },
-    exclude: { path: "^(\\.build|\\.git|bench-out|test-artifacts)/|^eslint\\.config\\.js$" },
+    exclude: { path: "^(\\.build|\\.git|dist|bench-out|test-artifacts)/|^eslint\\.config\\.js$" },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: "tsconfig.node.json" },
     enhancedResolveOptions: { exportsFields: ["exports"], conditionNames: ["import", "require", "node", "default"], extensions: [".ts", ".js", ".mjs", ".cjs", ".json"] },

@@ -4,7 +4,7 @@ import globals from "globals";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/", ".build/", "bench-out/", "test-artifacts/", "**/*.cjs"] },
+  { ignores: ["node_modules/", ".build/", "dist/", "bench-out/", "test-artifacts/", "**/*.cjs"] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

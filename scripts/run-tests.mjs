@@ -6,7 +6,7 @@ import { readdirSync } from "node:fs";
 import { join, relative } from "node:path";
 
 const root = new URL("..", import.meta.url).pathname;
-const SKIP_DIRS = new Set(["node_modules", ".git", ".build", "bench-out", "test-artifacts"]);
+const SKIP_DIRS = new Set(["node_modules", ".git", ".build", "dist", "bench-out", "test-artifacts"]);
 
 function find(dir, out = []) {
   for (const e of readdirSync(dir, { withFileTypes: true })) {

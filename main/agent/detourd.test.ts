@@ -12,11 +12,11 @@ after(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function detourd(...args: string[]): { code: number | null; err: string } {
+function detourd(...args: string[]): { code: number | null; out: string; err: string } {
   // Never the host's resolv.conf or state folder, even if a refusal came too late.
   const safe = ["--resolv-conf", join(dir, "resolv.conf"), "--state-dir", join(dir, "state"), "--work-dir", join(dir, "work")];
   const r = spawnSync(process.execPath, ["--import", "tsx", "main/agent/detourd.ts", ...safe, ...args], { cwd: root, encoding: "utf8", timeout: 30_000 });
-  return { code: r.status, err: r.stderr };
+  return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
 test("a-config-with-bad-fields-is-refused-naming-each-path-and-no-socket-appears", () => {
@@ -39,6 +39,15 @@ test("a-missing-or-unparsable-config-file-is-refused-clearly", () => {
   assert.equal(r.code, 2);
   assert.match(r.err, /not valid JSON/);
   assert.match(detourd().err, /--config is required/);
+});
+
+test("help-and-version-answer-without-a-config-and-exit-0", () => {
+  const help = detourd("--help");
+  assert.equal(help.code, 0, help.err);
+  assert.match(help.out, /^usage: detourd --config <file>/);
+  const version = detourd("--version");
+  assert.equal(version.code, 0, version.err);
+  assert.match(version.out, /^detourd \d+\.\d+\.\d+\n$/);
 });
 
 test("a-secret-file-readable-by-others-is-refused", () => {

@@ -17,8 +17,11 @@ const VERSION = "0.1.0";
 /** Time for a clean disconnect (engines' orderly stops run in parallel) before detourd exits anyway. */
 const SHUTDOWN_BUDGET_MS = 15_000;
 
+const USAGE = `usage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--connect] [--policy-file <file>] [--trusted-keys <dir>] [--policy-url <url>] [--log-level debug|info|warn|error] [--log-file <path>]
+       detourd --help | --version`;
+
 function usage(msg: string): never {
-  process.stderr.write(`detourd: ${msg}\nusage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--connect] [--policy-file <file>] [--trusted-keys <dir>] [--policy-url <url>] [--log-level debug|info|warn|error] [--log-file <path>]\n`);
+  process.stderr.write(`detourd: ${msg}\n${USAGE}\n`);
   process.exit(2);
 }
 
@@ -40,10 +43,20 @@ async function main(): Promise<void> {
         "policy-url": { type: "string" },
         "log-level": { type: "string", default: "info" },
         "log-file": { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+        version: { type: "boolean", default: false },
       },
     }));
   } catch (e) {
     usage((e as Error).message);
+  }
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  if (values.version) {
+    process.stdout.write(`detourd ${VERSION}\n`);
+    process.exit(0);
   }
   const configPath = values.config ?? usage("--config is required");
   const level = values["log-level"];

@@ -1,7 +1,8 @@
 /**
  * electron-builder.yml as a structure: the four platforms' targets, detourd and the CLI as extra resources, the
- * systemd unit installed by the deb, and every file it references present. Building is not possible here, so the
- * app's own bundle is built (esbuild) to check that what the config ships exists.
+ * systemd unit installed by the deb, and every file it references present. Building installers is not possible
+ * here, so the bundles the config ships (the app's, detourd's and the CLI's; esbuild) are built first, and every
+ * file is checked after that build.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -77,14 +78,30 @@ test("the-sandboxed-preload-requires-nothing-but-electron", () => {
   assert.deepEqual([...new Set(required)], ["electron"]);
 });
 
-test("detourd-and-the-cli-ship-and-the-deb-installs-detourds-systemd-unit", () => {
-  const bin = config.extraResources.find((r) => r.from === "bin");
-  assert.ok(bin !== undefined, "bin ships");
-  assert.deepEqual(bin.filter?.sort(), ["detour", "detourd"]);
+/** Where the deb puts the app; extra resources land in its resources/ folder. */
+const DEB_INSTALL_DIR = "/opt/Detour";
+
+test("detourd-and-the-cli-ship-as-bundles-with-the-resources-they-hand-to-engines", () => {
+  const bundles = config.extraResources.find((r) => r.from === ".build/detourd");
+  assert.ok(bundles !== undefined, "the bundle folder ships");
+  assert.deepEqual(bundles.filter, ["detourd.mjs", "detour.mjs", "resources/engines/**"]);
+  // Only what the bundles run ships: no TypeScript sources and no tsx wrapper.
+  assert.ok(!config.extraResources.some((r) => ["bin", "main", "native"].includes(r.from)), "sources do not ship");
+  // native/resources.ts finds openconnect's hand-back script at this path relative to the bundle.
+  assert.ok(existsSync(at(".build/detourd/resources/engines/openconnect/handback.sh")), "the hand-back script is beside the bundles");
+});
+
+test("the-deb-runs-the-bundled-detourd-with-systemd-and-puts-detour-on-the-path", () => {
+  const bundles = config.extraResources.find((r) => r.from === ".build/detourd");
+  assert.ok(bundles !== undefined);
+  const installed = `${DEB_INSTALL_DIR}/resources/${bundles.to}`;
+  assert.ok(config.deb.depends.some((d) => /^nodejs \(>= 20/.test(d)), "the bundles run on the system's Node 20 or later");
   const unit = readFileSync(at("resources/systemd/detourd.service"), "utf8");
-  assert.ok(config.extraResources.some((r) => r.from === "resources/systemd"), "the unit ships");
-  const exec = /^ExecStart=(\S+)/m.exec(unit)?.[1] ?? "";
-  assert.ok(exec.endsWith(`/resources/${bin.to}/detourd`), `ExecStart ${exec} points where the deb puts detourd`);
+  assert.ok(config.extraResources.some((r) => r.from === "resources/systemd" && r.to === "systemd"), "the unit ships");
+  assert.match(unit, new RegExp(`^ExecStart=/usr/bin/node ${installed}/detourd\\.mjs --config `, "m"), "ExecStart runs the bundle where the deb puts it");
   for (const section of ["[Unit]", "[Service]", "[Install]"]) assert.ok(unit.includes(section), section);
-  assert.match(readFileSync(at(config.deb.afterInstall), "utf8"), /detourd\.service/);
+  const postinst = readFileSync(at(config.deb.afterInstall), "utf8");
+  assert.ok(postinst.includes(`${DEB_INSTALL_DIR}/resources/systemd/detourd.service /lib/systemd/system/detourd.service`), "postinst installs the shipped unit");
+  assert.ok(postinst.includes(`exec /usr/bin/node ${installed}/detour.mjs "$@"`), "postinst puts the bundled CLI on the path as detour");
+  assert.match(readFileSync(at(config.deb.afterRemove), "utf8"), /rm -f \/lib\/systemd\/system\/detourd\.service \/usr\/bin\/detour\n/);
 });

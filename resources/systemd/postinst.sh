@@ -1,7 +1,10 @@
 #!/bin/sh
-# The deb's post-install step: the "detour" group that may use detourd's socket, then the service.
+# The deb's post-install step: the "detour" group that may use detourd's socket, the `detour` command (the
+# bundled CLI, run by the system's Node), then the service.
 set -e
 getent group detour >/dev/null || groupadd --system detour
+printf '#!/bin/sh\nexec /usr/bin/node /opt/Detour/resources/detourd/detour.mjs "$@"\n' > /usr/bin/detour
+chmod 0755 /usr/bin/detour
 install -m 0644 /opt/Detour/resources/systemd/detourd.service /lib/systemd/system/detourd.service
 systemctl daemon-reload || true
 systemctl enable --now detourd.service || true

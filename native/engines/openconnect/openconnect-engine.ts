@@ -14,12 +14,12 @@ import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join, normalize } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import type { EngineErrorCode, TunnelEvent, TunnelStats, TunnelUp } from "../../../main/core/tunnel/engine-types.ts";
 import { addAddress, linkCounters, linkExists, setLinkUp } from "../../platform/link.linux.ts";
 import { pingThrough } from "../../platform/probe.linux.ts";
 import { isAlive, STOP_GRACE_MS } from "../../platform/process-tree.linux.ts";
 import { inNetns, run } from "../../platform/run.ts";
+import { resourcePath } from "../../resources.ts";
 import { EngineError, EventHub, type AnyConnectSpec, type EngineDiagnostics, type TunnelEngine } from "../engine.ts";
 import { EngineProcess, type ProcessExit } from "../engine-process.ts";
 import { HANDBACK_ENV, HandbackReader, isIfname, isIpv4, type Handback } from "./handback-codec.ts";
@@ -29,7 +29,7 @@ import { parseLine, type OcEvent, type ParsedLine } from "./output-parser.ts";
 export type { AnyConnectSession } from "./auth-output.ts";
 
 /** The hand-back script shipped with Detour; run through /bin/sh so its file mode does not matter. */
-export const HANDBACK_SCRIPT = fileURLToPath(new URL("../../../resources/engines/openconnect/handback.sh", import.meta.url));
+export const HANDBACK_SCRIPT = resourcePath("engines/openconnect/handback.sh");
 
 /** The connect record arrives tens of milliseconds after spawn; polling this often adds little to start-up. */
 const HANDBACK_POLL_MS = 20;
