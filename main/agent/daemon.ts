@@ -18,7 +18,7 @@ import { isEngineError, type TunnelEngine } from "../../native/engines/engine.ts
 import { applyDns, restoreDns, type DnsTarget } from "../../native/platform/dns.linux.ts";
 import { applyKillSwitch } from "../../native/platform/firewall.linux.ts";
 import { networkId } from "../../native/platform/netid.linux.ts";
-import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource } from "../../native/platform/routes.linux.ts";
+import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource, stageProtectedRule, type RouteEntry } from "../../native/platform/routes.linux.ts";
 import { configuredCandidates, discoverCandidates, gatewayPorts, probeCandidates, withProbe } from "./discovery.ts";
 import { DrillRunner } from "./drill.ts";
 import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
@@ -69,6 +69,10 @@ interface LegRuntime {
   up: TunnelUp | null;
   monitor: Monitor | null;
   source: { ifname: string; address: string; table: number; pref: number } | null;
+  /** Settles when the leg's source routing is installed (source set) or failed; null before the leg is up. */
+  sourceReady: Promise<void> | null;
+  /** The role the machine last asked the leg to be monitored in; null after stop-monitor. */
+  monitorRole: "active" | "standby" | null;
   stopping: Promise<void> | null;
 }
 
@@ -91,12 +95,19 @@ export class Daemon {
   /** Per-second probe summaries and the last hour of ten-second tunnel samples, for diagnostic bundles. */
   readonly history = new TunnelHistory();
   #subscribers = new Set<(e: ConnectionEvent) => void>();
+  /** In-daemon listeners (the drill) that time events as they happen, not when their routes are in place. */
+  #watchers = new Set<(e: ConnectionEvent) => void>();
   #pending = new Set<Promise<unknown>>();
   #legCounter = 0;
   #routesOn: string | null = null;
   #routeChain: Promise<void> = Promise.resolve();
   /** Every prefix put in the protected table since the last clear, pushed ones included. */
   #appliedRoutes = new Set<string>();
+  /**
+   * The protected table's content as this daemon last left it, with its rule in place (staged while a connect
+   * races, kept by every apply): the winner's route change is then one iproute2 run. Null when unknown.
+   */
+  #stagedRoutes: RouteEntry[] | null = null;
   #dns: DnsTarget;
   #memoryPath: string;
   #memory: NetworkMemory = emptyMemory();
@@ -162,7 +173,10 @@ export class Daemon {
       log: opts.log,
       status: () => snapshot(this.#state, Date.now()),
       candidates: () => [...this.#ctx.gateways, ...this.#candidates],
-      subscribe: (listener) => this.subscribe(listener),
+      subscribe: (listener) => {
+        this.#watchers.add(listener);
+        return () => this.#watchers.delete(listener);
+      },
       record: (event) => {
         this.#run({ type: "notify", event });
       },
@@ -347,6 +361,12 @@ export class Daemon {
         return Promise.resolve();
       });
     });
+    // While the race runs, the route change its winner needs is prepared, so it costs one iproute2 run later.
+    if (this.#stagedRoutes === null) {
+      this.#routeOp(async () => {
+        this.#stagedRoutes = await stageProtectedRule();
+      });
+    }
     // Which network this is decides which leg goes first; a lookup still under way (just started, or just
     // disconnected) is worth a few milliseconds, never more than NETWORK_KEY_WAIT_MS.
     const pending = this.#networkKeyPending;
@@ -562,6 +582,13 @@ export class Daemon {
    * was, and callbacks on one promise run in order); a failed route change is logged and does not hold them.
    */
   #publish(event: ConnectionEvent): void {
+    for (const w of this.#watchers) {
+      try {
+        w(event);
+      } catch {
+        // a watcher's failure is its own
+      }
+    }
     void this.#routeChain.then(() => {
       for (const s of this.#subscribers) {
         try {
@@ -605,7 +632,10 @@ export class Daemon {
       case "stop-monitor": {
         const l = this.#legs.get(e.legId);
         l?.monitor?.stop();
-        if (l !== undefined) l.monitor = null;
+        if (l !== undefined) {
+          l.monitor = null;
+          l.monitorRole = null;
+        }
         return;
       }
       case "apply-routes": {
@@ -616,6 +646,7 @@ export class Daemon {
       case "clear-routes":
         this.#routesOn = null;
         this.#routeOp(async () => {
+          this.#stagedRoutes = null;
           await clearProtectedRoutes([...this.#appliedRoutes]);
           this.#appliedRoutes.clear();
           if (restoreDns(this.#dns)) log.info("resolv.conf restored", { path: this.#dns.path });
@@ -749,7 +780,7 @@ export class Daemon {
       });
       return;
     }
-    const rt: LegRuntime = { leg, engine, up: null, monitor: null, source: null, stopping: null };
+    const rt: LegRuntime = { leg, engine, up: null, monitor: null, source: null, sourceReady: null, monitorRole: null, stopping: null };
     this.#legs.set(leg.id, rt);
     this.#legCounter += 1;
     engine.onEvent((ev) => {
@@ -761,7 +792,7 @@ export class Daemon {
     log.info("leg starting", { leg, endpoint: candidate.address });
     this.#track(
       engine.start(deadlineAt).then(
-        async (up) => {
+        (up) => {
           rt.up = up;
           if (rt.stopping !== null) return;
           const address = up.config.addresses[0]?.split("/")[0];
@@ -770,12 +801,15 @@ export class Daemon {
             // dozen legs at most, so cycling through 90 slots never reuses a live one.
             const n = this.#legCounter % LEG_SLOTS;
             const source = { ifname: up.config.ifname, address, table: LEG_TABLE_BASE + n, pref: LEG_RULE_PREF_BASE + n };
-            try {
-              await installLegSource(source);
-              rt.source = source;
-            } catch (err) {
-              log.warn("leg source routing failed; its monitor cannot probe it", { leg, err });
-            }
+            // The source rule only serves the leg's own monitor: the race's winner does not wait for it.
+            rt.sourceReady = installLegSource(source).then(
+              () => {
+                rt.source = source;
+              },
+              (err: unknown) => {
+                log.warn("leg source routing failed; its monitor cannot probe it", { leg, err });
+              },
+            );
           }
           log.info("leg up", { leg, ifname: up.config.ifname, ms: up.timings.firstReplyAt - up.timings.spawnedAt });
           this.dispatch({ type: "leg-up", now: Date.now(), legId: leg.id, config: up.config, firstReplyAt: up.timings.firstReplyAt });
@@ -798,6 +832,8 @@ export class Daemon {
     rt.stopping = (async () => {
       rt.monitor?.stop();
       rt.monitor = null;
+      // An install still under way would otherwise leave its rule behind the removal.
+      await rt.sourceReady;
       if (rt.source !== null) await removeLegSource(rt.source).catch(() => undefined);
       await rt.engine.stop().catch((err: unknown) => {
         this.#opts.log.error("leg stop failed", { leg: rt.leg, err });
@@ -811,11 +847,21 @@ export class Daemon {
   /** Starts the leg's in-tunnel probes at its role's rate; a running monitor (a promoted standby's) is replaced. */
   #startMonitor(legId: string, role: "active" | "standby"): void {
     const rt = this.#legs.get(legId);
+    if (rt !== undefined && rt.up !== null && rt.source === null && rt.sourceReady !== null) {
+      // The source rule is still going in (the winner did not wait for it): start once it is there, unless the
+      // leg has stopped or another start came first.
+      rt.monitorRole = role;
+      void rt.sourceReady.then(() => {
+        if (rt.monitorRole === role && rt.monitor === null && rt.stopping === null && rt.source !== null && this.#legs.get(legId) === rt) this.#startMonitor(legId, role);
+      });
+      return;
+    }
     if (rt?.up === null || rt === undefined || rt.source === null) {
       this.#opts.log.warn("cannot monitor a leg that is not up", { legId });
       return;
     }
     rt.monitor?.stop();
+    rt.monitorRole = role;
     const h = this.#opts.config.health;
     rt.monitor = startMonitor({
       legId,
@@ -836,7 +882,11 @@ export class Daemon {
     const plan = routesForLeg(this.#opts.config.protectedRoutes, rt.up.config.routes, gatewayAddresses);
     for (const r of plan.rejected) this.#opts.log.warn("pushed route refused", { leg: rt.leg, route: r.route, reason: r.reason });
     // The batch makes the table equal to the plan, so routes of the previous leg that this one lacks go too.
-    await applyProtectedRoutes({ ifname: rt.up.config.ifname, routes: plan.routes });
+    const ifname = rt.up.config.ifname;
+    const known = this.#stagedRoutes;
+    this.#stagedRoutes = null; // unknown until this apply has succeeded
+    await applyProtectedRoutes({ ifname, routes: plan.routes, ...(known === null ? {} : { present: known }) });
+    this.#stagedRoutes = plan.routes.map((dst) => ({ dst, dev: ifname }));
     for (const r of plan.routes) this.#appliedRoutes.add(r);
     this.#routesOn = legId;
     this.refreshKillSwitch();

@@ -1,9 +1,40 @@
 /** Network devices through iproute2: existence, counters, addresses. Works in another namespace with `-n`. */
+import { readFileSync } from "node:fs";
 import { run, runOk } from "./run.ts";
 import { ipArgs } from "./ip.linux.ts";
 
+/**
+ * Whether the device exists. In the daemon's own namespace this reads /proc/self/net/dev (the calling thread's
+ * namespace, whatever /sys shows) instead of starting `ip`: a connect polls for a new device, and every `ip`
+ * process costs ~10 ms on a small machine. Another namespace, or no /proc, asks iproute2.
+ */
 export async function linkExists(ifname: string, netns?: string): Promise<boolean> {
+  if (netns === undefined) {
+    const own = devicesHere();
+    if (own !== null) return own.has(ifname);
+  }
   return (await run("ip", ipArgs(netns, ["link", "show", "dev", ifname]))).code === 0;
+}
+
+/** Device names in /proc/self/net/dev ("  name: counters..." after two header lines); null if unreadable. */
+export function devicesHere(): Set<string> | null {
+  let text: string;
+  try {
+    text = readFileSync("/proc/self/net/dev", "utf8");
+  } catch {
+    return null;
+  }
+  return parseNetDev(text);
+}
+
+/** The device names of a /proc/net/dev text (exported for tests). */
+export function parseNetDev(text: string): Set<string> {
+  const names = new Set<string>();
+  for (const line of text.split("\n").slice(2)) {
+    const colon = line.indexOf(":");
+    if (colon > 0) names.add(line.slice(0, colon).trim());
+  }
+  return names;
 }
 
 export interface LinkCounters {
@@ -35,6 +66,16 @@ export async function linkCounters(ifname: string, netns?: string): Promise<Link
 
 export async function addAddress(ifname: string, cidr: string, netns?: string): Promise<void> {
   await runOk("ip", ipArgs(netns, ["addr", "replace", cidr, "dev", ifname]));
+}
+
+/**
+ * Gives the device its address and brings it up with the MTU in one iproute2 run (the two steps every tunnel
+ * device needs before it carries traffic; one process instead of two is ~10 ms off every connect).
+ */
+export async function configureLink(ifname: string, cidr: string, mtu: number | null, netns?: string): Promise<void> {
+  if (/[\s;]/.test(ifname) || /[\s;]/.test(cidr)) throw new Error(`configureLink: bad device or address: ${JSON.stringify({ ifname, cidr })}`);
+  const batch = `addr replace ${cidr} dev ${ifname}\nlink set dev ${ifname}${mtu === null ? "" : ` mtu ${String(mtu)}`} up\n`;
+  await runOk("ip", ipArgs(netns, ["-batch", "-"]), { input: batch });
 }
 
 export async function setLinkUp(ifname: string, mtu: number | null, netns?: string): Promise<void> {

@@ -51,6 +51,11 @@ export interface ProtectedRoutes {
   routes: readonly string[];
   table?: number;
   netns?: string;
+  /**
+   * What the protected table holds now, when the caller knows it (it staged the rule with stageProtectedRule and
+   * is the table's only writer): the apply is then one iproute2 run with nothing read first.
+   */
+  present?: readonly RouteEntry[];
 }
 
 export interface TableOptions {
@@ -219,10 +224,28 @@ export async function applyProtectedRoutes(p: ProtectedRoutes): Promise<void> {
   planProtectedBatch(p.ifname, p.routes, table); // validate before touching anything
   // One read of each in parallel and one batch: a failover's route change is on the outage's clock, and every
   // `ip` process costs milliseconds. The routes go in before the rule that sends lookups to them.
+  if (p.present !== undefined) {
+    const known = planProtectedBatch(p.ifname, p.routes, table, p.present);
+    if (known !== "") await ip(p.netns, ["-4", "-batch", "-"], known);
+    return;
+  }
   const [present, rules] = await Promise.all([routesIn(table, p.netns), rulesAt(PROTECTED_RULE_PREF, p.netns)]);
   let batch = planProtectedBatch(p.ifname, p.routes, table, present);
   if (!rules.some((r) => r.src === "all" && r.table === String(table))) batch += `rule add ${protectedRuleArgs(table).join(" ")}\n`;
   if (batch !== "") await ip(p.netns, ["-4", "-batch", "-"], batch);
+}
+
+/**
+ * Prepares a connect's route change before there is a leg to route to: the rule that sends lookups to the
+ * protected table goes in now (while the table is empty, lookups fall through it to the main table, so nothing
+ * changes yet), and the table's content is read once. Returns that content, for applyProtectedRoutes' `present`.
+ */
+export async function stageProtectedRule(opts: TableOptions = {}): Promise<RouteEntry[]> {
+  const table = opts.table ?? PROTECTED_TABLE;
+  checkTable(table);
+  const [present, rules] = await Promise.all([routesIn(table, opts.netns), rulesAt(PROTECTED_RULE_PREF, opts.netns)]);
+  if (!rules.some((r) => r.src === "all" && r.table === String(table))) await ip(opts.netns, ["-4", "rule", "add", ...protectedRuleArgs(table)]);
+  return present;
 }
 
 /**

@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { TunnelEvent, TunnelStats, TunnelUp } from "../../../main/core/tunnel/engine-types.ts";
-import { addAddress, linkCounters, linkExists, setLinkUp } from "../../platform/link.linux.ts";
+import { configureLink, linkCounters, linkExists } from "../../platform/link.linux.ts";
 import { pingThrough, type EchoResult } from "../../platform/probe.linux.ts";
 import { isAlive } from "../../platform/process-tree.linux.ts";
 import { CommandError, run } from "../../platform/run.ts";
@@ -24,12 +24,20 @@ import { UapiClient, uapiSocketPath } from "./uapi-client.ts";
 
 /** wireguard-go's own default and WireGuard's usual inner MTU: 1500 minus the 80 bytes of IPv6 + UDP + WireGuard headers. */
 export const WIREGUARD_MTU = 1420;
-/** wireguard-go creates its socket and device in tens of milliseconds; 10 ms keeps that wait short and cheap. */
-const READY_POLL_MS = 10;
+/**
+ * wireguard-go creates its device and socket in tens of milliseconds; a poll is a stat of the socket (the device
+ * is looked up once that exists), so 3 ms keeps the wait short at no real cost.
+ */
+const READY_POLL_MS = 3;
 /** A UAPI get is a local socket round trip; every 10 ms resolves the handshake time finely at no real cost. */
 const HANDSHAKE_POLL_MS = 10;
 /** When ping ends early (device not yet routable), a short pause before the next one avoids a spawn loop. */
 const PROBE_RETRY_GAP_MS = 50;
+/**
+ * Echoes every 5 ms until the first reply: the reply follows the handshake by one round trip, and at 20 ms the
+ * wait for the next echo was most of a fast connect. A start lasts a few dozen echoes.
+ */
+const FIRST_REPLY_INTERVAL_MS = 5;
 /** Liveness intervals below this would make ping's own start-up cost the larger part of every probe. */
 const MIN_LIVENESS_INTERVAL_MS = 100;
 /** A send failure wireguard-go logs when the path to the gateway does not exist at all (not a silent drop). */
@@ -158,9 +166,7 @@ export class WireGuardEngine implements TunnelEngine {
       const spawnedAt = proc.spawnedAt;
 
       await guard.race(this.#waitReady(deadlineAt));
-      await guard.race(addAddress(runtime.ifname, params.tunnelAddress, runtime.netns));
-      await guard.race(setLinkUp(runtime.ifname, WIREGUARD_MTU, runtime.netns));
-      await guard.race(this.#uapi.set(tx, { deadlineAt, signal: this.#startAbort.signal }));
+      await guard.race(configureLink(runtime.ifname, params.tunnelAddress, WIREGUARD_MTU, runtime.netns));
 
       const probing = new AbortController();
       const stopProbing = (): void => {
@@ -168,8 +174,12 @@ export class WireGuardEngine implements TunnelEngine {
       };
       this.#startAbort.signal.addEventListener("abort", stopProbing, { once: true });
       try {
+        // The echo probe starts while the peer is configured: starting ping costs about as much as the UAPI set,
+        // and echoes sent before the peer exists are dropped by wireguard-go and simply repeated.
+        const replyP = this.#probeUntilReply(deadlineAt, probing.signal);
+        await guard.race(this.#uapi.set(tx, { deadlineAt, signal: this.#startAbort.signal }));
         const handshake = this.#watchHandshake(deadlineAt, probing.signal);
-        const reply = await guard.race(this.#probeUntilReply(deadlineAt, probing.signal));
+        const reply = await guard.race(replyP);
         probing.abort();
         await guard.race(handshake);
         if (reply === null) throw this.#timeoutError();
@@ -260,7 +270,7 @@ export class WireGuardEngine implements TunnelEngine {
     const { runtime, probe } = this.#spec;
     const tries = Math.ceil(Math.max(0, deadlineAt - Date.now()) / PROBE_RETRY_GAP_MS) + 1;
     for (let i = 0; i < tries && !signal.aborted && Date.now() < deadlineAt; i++) {
-      const r = await pingThrough({ ifname: runtime.ifname, target: probe.address, netns: runtime.netns, deadlineAt, signal });
+      const r = await pingThrough({ ifname: runtime.ifname, target: probe.address, netns: runtime.netns, deadlineAt, signal, intervalMs: FIRST_REPLY_INTERVAL_MS });
       if (r.ok) return r;
       if (Date.now() + PROBE_RETRY_GAP_MS >= deadlineAt) break;
       await sleep(PROBE_RETRY_GAP_MS, undefined, { signal }).catch(() => undefined);
