@@ -3,7 +3,7 @@
  * runs the effects it returns: engines, in-tunnel monitors, routes, timers, discovery. It owns every timer
  * and every side effect; the machine owns every decision.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { connectionHealth, initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
@@ -25,6 +25,7 @@ import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec
 import { ControlRequestError } from "./control-server.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor, type Monitor } from "./monitor.ts";
+import { WireGuardSpare } from "../../native/engines/wireguard/wireguard-spare.ts";
 import { loadSecret } from "./secrets.ts";
 import { Telemetry, deviceIdIn, policyHash, tunnelOnlyStatus, type TelemetrySource } from "./telemetry/telemetry.ts";
 import { TunnelHistory } from "./telemetry/history.ts";
@@ -62,6 +63,16 @@ const LEG_RULE_PREF_BASE = 100;
 const LEG_SLOTS = 90;
 /** The flight recorder keeps this many recent events for status and diagnostics. */
 const RECORDER_SIZE = 500;
+/** The first spare wireguard-go waits this long after start-up, so a connect at launch has the CPU to itself. */
+const SPARE_FIRST_DELAY_MS = 1000;
+/** After a leg adopts the spare, the next one is prepared this much later (after the race and route change). */
+const SPARE_REFILL_DELAY_MS = 1500;
+/** While racing, a spare's start waits; also the base of the backoff after a failed start. */
+const SPARE_BUSY_RETRY_MS = 1000;
+/** After this many failed starts in a row no spare is prepared any more; connects start their own wireguard-go. */
+const SPARE_MAX_FAILURES = 4;
+/** A spare's start (claim, spawn, device and socket) past this is given up. */
+const SPARE_START_BUDGET_MS = 5000;
 
 interface LegRuntime {
   leg: Leg;
@@ -108,6 +119,13 @@ export class Daemon {
    * races, kept by every apply): the winner's route change is then one iproute2 run. Null when unknown.
    */
   #stagedRoutes: RouteEntry[] | null = null;
+  /** A wireguard-go started ahead of the next WireGuard leg (see wireguard-spare.ts), or null. */
+  #spare: WireGuardSpare | null = null;
+  #spareLaunch: AbortController | null = null;
+  #spareTimer: NodeJS.Timeout | null = null;
+  #spareFailures = 0;
+  #spareCount = 0;
+  #shuttingDown = false;
   #dns: DnsTarget;
   #memoryPath: string;
   #memory: NetworkMemory = emptyMemory();
@@ -300,6 +318,8 @@ export class Daemon {
    * block of a drill a previous detourd died in is lifted.
    */
   warmUp(): void {
+    this.#scheduleSpare(SPARE_FIRST_DELAY_MS);
+    this.#stageRoutes();
     this.#telemetry?.start();
     this.#track(this.#drills.clearLeftover());
     this.#track(this.#discover());
@@ -361,12 +381,7 @@ export class Daemon {
         return Promise.resolve();
       });
     });
-    // While the race runs, the route change its winner needs is prepared, so it costs one iproute2 run later.
-    if (this.#stagedRoutes === null) {
-      this.#routeOp(async () => {
-        this.#stagedRoutes = await stageProtectedRule();
-      });
-    }
+    this.#stageRoutes();
     // Which network this is decides which leg goes first; a lookup still under way (just started, or just
     // disconnected) is worth a few milliseconds, never more than NETWORK_KEY_WAIT_MS.
     const pending = this.#networkKeyPending;
@@ -414,6 +429,15 @@ export class Daemon {
 
   /** Disconnects and waits (bounded by the engines' own stop budgets) until every leg is down. */
   async shutdown(): Promise<void> {
+    this.#shuttingDown = true;
+    if (this.#spareTimer !== null) clearTimeout(this.#spareTimer);
+    this.#spareTimer = null;
+    this.#spareLaunch?.abort();
+    const spare = this.#spare;
+    this.#spare = null;
+    await spare?.stop().catch((err: unknown) => {
+      this.#opts.log.error("wireguard spare stop failed", { err });
+    });
     await this.#drills.stop();
     this.disconnect();
     for (let i = 0; i < 20 && (this.#pending.size > 0 || this.#legs.size > 0); i++) {
@@ -600,6 +624,70 @@ export class Daemon {
     });
   }
 
+  /**
+   * Prepares a spare wireguard-go after `delayMs`, when none is ready or starting: WireGuard is offered by some
+   * gateway, and the daemon is not racing (a spare's start would compete with the race for the CPU). A failing
+   * start is retried a few times, further apart each time, then left (connects simply start their own).
+   */
+  #scheduleSpare(delayMs: number): void {
+    if (this.#shuttingDown || this.#spareTimer !== null || this.#spareLaunch !== null || this.#spare?.usable === true) return;
+    if (this.#spareFailures >= SPARE_MAX_FAILURES) return;
+    if (!this.#opts.config.gateways.some((g) => legAllowed(this.#opts.config, { gateway: g.name, kind: "wireguard" })) || this.#identity.wireguard === null) return;
+    this.#spareTimer = setTimeout(() => {
+      this.#spareTimer = null;
+      this.#track(this.#launchSpare());
+    }, delayMs);
+    this.#spareTimer.unref();
+  }
+
+  async #launchSpare(): Promise<void> {
+    const phase = snapshot(this.#state, Date.now()).state;
+    if (phase === "resolving" || phase === "racing" || phase === "failing-over") {
+      this.#scheduleSpare(SPARE_BUSY_RETRY_MS);
+      return;
+    }
+    if (this.#spare !== null) {
+      // Its process died while it waited: remove what is left, then start another.
+      const dead = this.#spare;
+      this.#spare = null;
+      await dead.stop().catch(() => undefined);
+    }
+    this.#spareCount = (this.#spareCount % 99) + 1;
+    const ifname = `${this.#opts.ifnamePrefix}-s${String(this.#spareCount)}`;
+    const ac = new AbortController();
+    this.#spareLaunch = ac;
+    try {
+      if (ifname.length > 15) throw new Error(`device name ${ifname} is longer than 15 characters; use a shorter --ifname-prefix`);
+      const workDir = mkdtempSync(join(this.#opts.workDir, "spare-"));
+      const spare = await WireGuardSpare.launch({ ifname, workDir }, Date.now() + SPARE_START_BUDGET_MS, ac.signal);
+      if (this.#shuttingDown) {
+        await spare.stop();
+        return;
+      }
+      this.#spare = spare;
+      this.#spareFailures = 0;
+      this.#opts.log.info("wireguard spare ready", { ifname, pid: spare.pid });
+    } catch (err) {
+      this.#spareFailures += 1;
+      if (!this.#shuttingDown) this.#opts.log.warn("wireguard spare could not start", { ifname, err, failures: this.#spareFailures });
+      this.#spareLaunch = null;
+      this.#scheduleSpare(SPARE_BUSY_RETRY_MS * 2 ** this.#spareFailures);
+    } finally {
+      this.#spareLaunch = null;
+    }
+  }
+
+  /**
+   * Prepares the route change a connect's winner needs (at start-up, and again at a connect if it was lost), so
+   * it is one iproute2 run then: the protected rule goes in over the still empty table, and its content is known.
+   */
+  #stageRoutes(): void {
+    if (this.#stagedRoutes !== null) return;
+    this.#routeOp(async () => {
+      if (this.#stagedRoutes === null) this.#stagedRoutes = await stageProtectedRule();
+    });
+  }
+
   /** Route changes run one after another in the order the machine asked for them: a late clear must never undo a newer apply. */
   #routeOp(op: () => Promise<void>): void {
     const next = this.#routeChain.then(op).catch((err: unknown) => {
@@ -646,8 +734,11 @@ export class Daemon {
       case "clear-routes":
         this.#routesOn = null;
         this.#routeOp(async () => {
+          // The rule stays while detourd runs (the table is empty, lookups fall through it); shutdown removes it.
+          const ruleIn = this.#stagedRoutes !== null;
           this.#stagedRoutes = null;
-          await clearProtectedRoutes([...this.#appliedRoutes]);
+          await clearProtectedRoutes([...this.#appliedRoutes], { keepRule: ruleIn });
+          this.#stagedRoutes = ruleIn ? [] : null;
           this.#appliedRoutes.clear();
           if (restoreDns(this.#dns)) log.info("resolv.conf restored", { path: this.#dns.path });
           log.info("protected routes cleared");
@@ -773,7 +864,19 @@ export class Daemon {
     let engine: TunnelEngine;
     try {
       if (candidate === undefined) throw new Error(`no candidate ${leg.gateway}`);
-      engine = createEngine(engineSpecFor(this.#opts.config, candidate, leg, this.#identity, { workRoot: this.#opts.workDir, ifnamePrefix: this.#opts.ifnamePrefix }));
+      const spare = leg.kind === "wireguard" && this.#spare?.usable === true ? this.#spare : null;
+      if (spare !== null) {
+        // The engine adopts it (or, if it never starts, removes it with itself); a new one is prepared later.
+        this.#spare = null;
+      }
+      if (leg.kind === "wireguard") this.#scheduleSpare(SPARE_REFILL_DELAY_MS);
+      const device = spare === null ? {} : { device: { ifname: spare.runtime.ifname, workDir: spare.runtime.workDir } };
+      try {
+        engine = createEngine(engineSpecFor(this.#opts.config, candidate, leg, this.#identity, { workRoot: this.#opts.workDir, ifnamePrefix: this.#opts.ifnamePrefix, ...device }), spare === null ? {} : { wireguardSpare: spare });
+      } catch (err) {
+        void spare?.stop().catch(() => undefined);
+        throw err;
+      }
     } catch (err) {
       queueMicrotask(() => {
         this.dispatch({ type: "leg-failed", now: Date.now(), legId: leg.id, code: "bad-config", message: err instanceof Error ? err.message : String(err) });

@@ -29,6 +29,8 @@ export interface RuntimeOptions {
   /** Device name prefix, unique per daemon on the host (wireguard-go's socket path is host-wide). */
   ifnamePrefix: string;
   netns?: string;
+  /** A device and work folder prepared ahead (a spare wireguard-go) for this leg, instead of new ones. */
+  device?: { ifname: string; workDir: string };
 }
 
 /** Device name for a leg: prefix + leg number, within Linux's 15 characters. */
@@ -43,8 +45,8 @@ export function engineSpecFor(config: DetourConfig, candidate: Candidate, leg: L
   if (gw === undefined) throw new Error(`gateway ${candidate.name} has no configuration (pinned identities come only from the config)`);
   if (candidate.address === null) throw new Error(`gateway ${candidate.name} has no known address`);
   const runtime = {
-    workDir: mkdtempSync(join(rt.workRoot, `${leg.id}-`)),
-    ifname: legIfname(rt.ifnamePrefix, leg),
+    workDir: rt.device?.workDir ?? mkdtempSync(join(rt.workRoot, `${leg.id}-`)),
+    ifname: rt.device?.ifname ?? legIfname(rt.ifnamePrefix, leg),
     ...(rt.netns === undefined ? {} : { netns: rt.netns }),
   };
   const base = { gateway: { name: gw.name, address: candidate.address }, runtime, probe: { address: config.probe.address }, liveness: null };

@@ -3,11 +3,13 @@ import type { EngineSpec, TunnelEngine } from "./engine.ts";
 import { IpsecEngine } from "./ipsec/ipsec-engine.ts";
 import { OpenConnectEngine } from "./openconnect/openconnect-engine.ts";
 import { WireGuardEngine } from "./wireguard/wireguard-engine.ts";
+import type { WireGuardSpare } from "./wireguard/wireguard-spare.ts";
 
-export function createEngine(spec: EngineSpec): TunnelEngine {
+/** `wireguardSpare`: a pre-started wireguard-go a WireGuard spec for its device may adopt (see wireguard-spare.ts). */
+export function createEngine(spec: EngineSpec, opts: { wireguardSpare?: WireGuardSpare } = {}): TunnelEngine {
   switch (spec.protocol) {
     case "wireguard":
-      return new WireGuardEngine(spec);
+      return new WireGuardEngine(spec, opts.wireguardSpare === undefined ? {} : { spare: opts.wireguardSpare });
     case "ikev2":
       return new IpsecEngine(spec);
     case "anyconnect":

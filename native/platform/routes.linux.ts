@@ -250,13 +250,15 @@ export async function stageProtectedRule(opts: TableOptions = {}): Promise<Route
 
 /**
  * Deletes the given protected prefixes from the table, and the rule once the table is empty (a prefix that is
- * already gone is skipped). Afterwards the protected networks follow the main table again.
+ * already gone is skipped). Afterwards the protected networks follow the main table again. `keepRule` leaves the
+ * rule (an empty table is looked through) for the next connect, which then needs one iproute2 run.
  */
-export async function clearProtectedRoutes(routes: readonly string[], opts: TableOptions = {}): Promise<void> {
+export async function clearProtectedRoutes(routes: readonly string[], opts: TableOptions & { keepRule?: boolean } = {}): Promise<void> {
   const table = opts.table ?? PROTECTED_TABLE;
   const batch = planClearBatch(routes, table);
   // -force: keep going past prefixes that are already gone (iproute2 then exits 1, which is expected here).
   if (batch !== "") await run("ip", ipArgs(opts.netns, ["-4", "-force", "-batch", "-"]), { input: batch });
+  if (opts.keepRule === true) return;
   const left = await routesIn(table, opts.netns);
   if (left.length === 0) {
     for (const r of await rulesAt(PROTECTED_RULE_PREF, opts.netns)) {

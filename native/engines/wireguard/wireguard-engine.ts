@@ -7,15 +7,15 @@
  *              │             (each step raced against the deadline, the caller's abort and the process's exit)
  *              └─► any failure: stop everything started, then reject with an EngineError
  */
-import { existsSync, mkdirSync, rmSync } from "node:fs";
-import { isAbsolute, join } from "node:path";
+import { existsSync } from "node:fs";
+import { isAbsolute } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { TunnelEvent, TunnelStats, TunnelUp } from "../../../main/core/tunnel/engine-types.ts";
-import { configureLink, linkCounters, linkExists } from "../../platform/link.linux.ts";
+import { configureLink, linkCounters } from "../../platform/link.linux.ts";
 import { pingThrough, type EchoResult } from "../../platform/probe.linux.ts";
-import { isAlive } from "../../platform/process-tree.linux.ts";
-import { CommandError, run } from "../../platform/run.ts";
-import { EngineProcess, type ProcessExit } from "../engine-process.ts";
+import { CommandError } from "../../platform/run.ts";
+import type { EngineProcess, ProcessExit } from "../engine-process.ts";
+import { SpareError, claimDeviceName, removeWireGuardGo, spawnWireGuardGo, waitDeviceReady, type WireGuardSpare } from "./wireguard-spare.ts";
 import { EngineError, EventHub, type EngineDiagnostics, type LivenessSpec, type TunnelEngine, type WireGuardSpec } from "../engine.ts";
 import { hostPort } from "../../../main/core/ip-address.ts";
 import type { Secret } from "../../../main/core/secret.ts";
@@ -24,11 +24,6 @@ import { UapiClient, uapiSocketPath } from "./uapi-client.ts";
 
 /** wireguard-go's own default and WireGuard's usual inner MTU: 1500 minus the 80 bytes of IPv6 + UDP + WireGuard headers. */
 export const WIREGUARD_MTU = 1420;
-/**
- * wireguard-go creates its device and socket in tens of milliseconds; a poll is a stat of the socket (the device
- * is looked up once that exists), so 3 ms keeps the wait short at no real cost.
- */
-const READY_POLL_MS = 3;
 /** A UAPI get is a local socket round trip; every 10 ms resolves the handshake time finely at no real cost. */
 const HANDSHAKE_POLL_MS = 10;
 /** When ping ends early (device not yet routable), a short pause before the next one avoids a spawn loop. */
@@ -44,8 +39,6 @@ const MIN_LIVENESS_INTERVAL_MS = 100;
 const UNREACHABLE_RE = /Failed to send handshake initiation:.*(network is unreachable|no route to host)/i;
 /** Linux limits interface names to 15 bytes; the name also becomes a path, so no slashes or dots-only names. */
 const IFNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
-/** wireguard-go needs nothing from the daemon's environment; verbose logs name each handshake step. */
-const ENGINE_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LOG_LEVEL: "verbose" };
 
 /** Races every start-up step against the deadline, the abort and the engine's exit; the first failure wins. */
 class StartGuard {
@@ -112,8 +105,12 @@ export class WireGuardEngine implements TunnelEngine {
   #rxMovedAt: number | null = null;
   #rxMark: number | null = null;
 
-  constructor(spec: WireGuardSpec) {
+  readonly #spare: WireGuardSpare | null;
+
+  /** `spare`: a wireguard-go already running for this spec's device and work folder, adopted by start(). */
+  constructor(spec: WireGuardSpec, opts: { spare?: WireGuardSpare } = {}) {
     this.#spec = spec;
+    this.#spare = opts.spare ?? null;
     this.#socket = uapiSocketPath(spec.runtime.ifname);
     this.#uapi = new UapiClient(this.#socket);
   }
@@ -150,22 +147,25 @@ export class WireGuardEngine implements TunnelEngine {
     try {
       const tx = this.#validate();
       if (this.#startAbort.signal.aborted) throw new EngineError("cancelled", "start was cancelled before it began");
-      mkdirSync(runtime.workDir, { recursive: true, mode: 0o700 });
-      await guard.race(this.#claimName(deadlineAt));
-      if (this.#stopRequested) throw new EngineError("cancelled", "stopped before wireguard-go was started");
-      const proc = EngineProcess.spawn({
-        argv: ["wireguard-go", "-f", runtime.ifname],
-        netns: runtime.netns,
-        env: ENGINE_ENV,
-        logFile: join(runtime.workDir, "wireguard-go.log"),
-      });
+      // A spare wireguard-go started ahead of this connect (same device and work folder) is adopted as it is.
+      const spare = this.#spare;
+      const adopt = spare !== null && spare.usable && spare.runtime.ifname === runtime.ifname && spare.runtime.workDir === runtime.workDir && spare.runtime.netns === runtime.netns;
+      let proc: EngineProcess;
+      if (adopt) {
+        proc = spare.adopt();
+      } else {
+        await guard.race(this.#claimName(deadlineAt));
+        if (this.#stopRequested) throw new EngineError("cancelled", "stopped before wireguard-go was started");
+        proc = spawnWireGuardGo(runtime);
+      }
       this.#proc = proc;
       void proc.exited.then((exit) => {
         this.#onExit(exit);
       });
-      const spawnedAt = proc.spawnedAt;
+      // An adopted process was launched long before; this start's clock runs from the adoption.
+      const spawnedAt = adopt ? Date.now() : proc.spawnedAt;
 
-      await guard.race(this.#waitReady(deadlineAt));
+      if (!adopt) await guard.race(this.#waitReady(proc, deadlineAt));
       await guard.race(configureLink(runtime.ifname, params.tunnelAddress, WIREGUARD_MTU, runtime.netns));
 
       const probing = new AbortController();
@@ -233,36 +233,22 @@ export class WireGuardEngine implements TunnelEngine {
     }
   }
 
-  /**
-   * Makes sure the device name is ours to use: a device of that name already in the namespace, or a socket a
-   * live wireguard-go still answers on, belongs to someone else. A socket that refuses connections is the
-   * leftover of a SIGKILLed wireguard-go; it must go, or the readiness wait would pass before the new one is up.
-   */
+  /** The device name must be free (see claimDeviceName); a taken one is a configuration error. */
   async #claimName(deadlineAt: number): Promise<void> {
-    const { runtime } = this.#spec;
-    if (await linkExists(runtime.ifname, runtime.netns)) {
-      throw new EngineError("bad-config", `a device named ${runtime.ifname} already exists${runtime.netns === undefined ? "" : ` in ${runtime.netns}`}`);
-    }
-    if (!existsSync(this.#socket)) return;
-    let answered = true;
     try {
-      await this.#uapi.get({ deadlineAt, signal: this.#startAbort.signal });
+      await claimDeviceName(this.#spec.runtime, deadlineAt, this.#startAbort.signal);
     } catch (e) {
-      answered = !(e instanceof UapiError && (e.code === "refused" || e.code === "no-socket"));
+      throw e instanceof SpareError && e.code === "name-taken" ? new EngineError("bad-config", e.message) : e;
     }
-    if (answered) throw new EngineError("bad-config", `${this.#socket} belongs to another running wireguard-go: device names must be unique on the host`);
-    rmSync(this.#socket, { force: true });
   }
 
-  async #waitReady(deadlineAt: number): Promise<void> {
-    const { runtime } = this.#spec;
-    const tries = Math.ceil(Math.max(0, deadlineAt - Date.now()) / READY_POLL_MS) + 1;
-    for (let i = 0; i < tries; i++) {
-      if (existsSync(this.#socket) && (await linkExists(runtime.ifname, runtime.netns))) return;
-      if (Date.now() >= deadlineAt) break;
-      await sleep(READY_POLL_MS);
+  async #waitReady(proc: EngineProcess, deadlineAt: number): Promise<void> {
+    try {
+      await waitDeviceReady(this.#spec.runtime, proc, deadlineAt, this.#startAbort.signal);
+    } catch (e) {
+      if (!(e instanceof SpareError)) throw e;
+      throw e.code === "timeout" ? this.#timeoutError() : new EngineError(e.code === "cancelled" ? "cancelled" : "engine-crashed", e.message);
     }
-    throw this.#timeoutError();
   }
 
   /** Echoes through the device until one comes back (its result) or the deadline (null). */
@@ -418,18 +404,9 @@ export class WireGuardEngine implements TunnelEngine {
     const { runtime } = this.#spec;
     this.#expectExit = true;
     this.#liveness.abort();
-    const proc = this.#proc;
-    const left: string[] = [];
-    if (proc !== null) {
-      await proc.stop("SIGTERM");
-      if (proc.pid > 0 && isAlive(proc.pid)) left.push(`process ${proc.pid}`);
-      rmSync(this.#socket, { force: true });
-      if (await linkExists(runtime.ifname, runtime.netns)) {
-        await run("ip", [...(runtime.netns === undefined ? [] : ["-n", runtime.netns]), "link", "del", "dev", runtime.ifname]);
-        if (await linkExists(runtime.ifname, runtime.netns)) left.push(`device ${runtime.ifname}`);
-      }
-    }
-    rmSync(runtime.workDir, { recursive: true, force: true });
+    const left = await removeWireGuardGo(runtime, this.#proc);
+    // A spare handed over but never adopted (the start failed before) goes with this engine; adopted, it is a no-op.
+    await this.#spare?.stop().catch((e: unknown) => left.push(e instanceof Error ? e.message : String(e)));
     if (left.length > 0) throw new Error(`WireGuard engine ${runtime.ifname} could not remove: ${left.join(", ")}`);
   }
 }

@@ -20,6 +20,7 @@ import { runOk } from "../../platform/run.ts";
 import { EngineError, type WireGuardSpec } from "../engine.ts";
 import { uapiSocketPath } from "./uapi-client.ts";
 import { WireGuardEngine } from "./wireguard-engine.ts";
+import { WireGuardSpare } from "./wireguard-spare.ts";
 
 const ID = "wg";
 /** A lab tunnel comes up in about 50-200 ms; 5 s also covers a loaded two-core CI machine. */
@@ -166,6 +167,48 @@ describe("wireguard engine in the lab", () => {
       assert.ok(exit?.type === "engine-exit" && exit.expected, `the exit was reported as expected: ${JSON.stringify(exit)}`);
     });
   }
+
+  test("a-spare-wireguard-go-is-adopted-carries-the-tunnel-and-goes-with-its-engine", async () => {
+    const spec = wgSpec("gw1", "dwg-s1");
+    const spare = await WireGuardSpare.launch({ ifname: spec.runtime.ifname, workDir: spec.runtime.workDir, ...(spec.runtime.netns === undefined ? {} : { netns: spec.runtime.netns }) }, Date.now() + START_DEADLINE_MS);
+    const sparePid = spare.pid;
+    assert.ok(spare.usable && sparePid !== null);
+    assert.equal(await linkExists(spec.runtime.ifname, spec.runtime.netns), true, "the spare's device exists before any connect");
+    const engine = new WireGuardEngine(spec, { spare });
+    engines.add(engine);
+    try {
+      const t0 = Date.now();
+      await engine.start(t0 + START_DEADLINE_MS);
+      console.log(`spare adopted: start resolved after ${Date.now() - t0} ms`);
+      assert.equal(engine.pid, sparePid, "the engine runs on the spare's process");
+      assert.equal(spare.usable, false, "an adopted spare is the engine's");
+      await spare.stop(); // a no-op once adopted
+      assert.ok(isAlive(sparePid), "stopping an adopted spare leaves the engine's process alone");
+      await runOk("ip", ["-n", topo.client.ns, "route", "replace", CORP_NETWORK, "dev", spec.runtime.ifname]);
+      assert.equal((await whoami()).gateway, "gw1");
+    } finally {
+      await engine.stop();
+    }
+    assert.deepEqual(await leftovers(spec, sparePid), [], "nothing is left behind");
+  });
+
+  test("a-spare-never-adopted-is-removed-by-stop-and-by-an-engine-that-failed-first", async () => {
+    const spec = wgSpec("gw2", "dwg-s2");
+    const rt = { ifname: spec.runtime.ifname, workDir: spec.runtime.workDir, ...(spec.runtime.netns === undefined ? {} : { netns: spec.runtime.netns }) };
+    const spare = await WireGuardSpare.launch(rt, Date.now() + START_DEADLINE_MS);
+    const pid = spare.pid;
+    await spare.stop();
+    assert.deepEqual(await leftovers(spec, pid), [], "a stopped spare leaves nothing");
+    // Handed to an engine whose spec is refused before adoption: the engine's stop removes the spare too.
+    const again = await WireGuardSpare.launch(rt, Date.now() + START_DEADLINE_MS);
+    const pid2 = again.pid;
+    const bad = { ...spec, params: { ...spec.params, port: 0 } };
+    const engine = new WireGuardEngine(bad, { spare: again });
+    engines.add(engine);
+    await assert.rejects(engine.start(Date.now() + START_DEADLINE_MS), (e: unknown) => e instanceof EngineError && e.code === "bad-config");
+    await engine.stop();
+    assert.deepEqual(await leftovers(spec, pid2), [], "the unadopted spare went with the engine");
+  });
 
   test("wireguard-blocked-at-the-gateway-times-out-and-leaves-nothing", async () => {
     const imp = await lab.impair({ kind: "block", target: "gw1", proto: "wireguard", dir: "both" }, ID);
