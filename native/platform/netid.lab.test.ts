@@ -47,6 +47,10 @@ test("the-key-is-stable-and-the-public-facing-path-is-part-of-it", async () => {
   // The same next hop (the lab router's MAC), source block and resolvers, but another public-facing path.
   const other = await networkId({ towards: gw3, resolvConf, netns: ns });
   assert.notEqual(other, keys[0], "another public-facing path is another network");
+  const [local1, path1] = (keys[0] ?? "").split(".");
+  const [local3, path3] = other.split(".");
+  assert.equal(local1, local3, "the local part is the same network");
+  assert.ok(path1 !== undefined && path3 !== undefined && path1 !== path3, "the path part tells them apart");
   // An unanswered probe (an address nobody routes) reads as "?" within the probe's budget.
   const t0 = Date.now();
   assert.equal(await publicPath("192.0.2.99", ns), "?");

@@ -10,8 +10,8 @@
  *
  * The public address behind a NAT is not part of it: learning it before connecting means asking a server
  * outside the tunnel, which is exactly what a UDP-hostile or captive network makes slow. The hop-2 probe is
- * one ICMP echo that waits at most PATH_PROBE_MS; a network that drops it reads as "?" every time, which is a
- * stable key too.
+ * one ICMP echo that waits at most PATH_PROBE_MS; when nothing answers (a network that drops it, or the kill
+ * switch while it is in force) the path is left out of the key, and recall then matches on the rest.
  */
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
@@ -75,6 +75,8 @@ export async function networkId(input: NetworkIdInput): Promise<string> {
     .filter((l) => /^(nameserver|search|domain)\s/.test(l))
     .sort()
     .join(";");
-  const material = `hop=${neigh?.lladdr ?? `dev:${route?.dev ?? "?"}`}|src=${sourceBlock(route?.prefsrc)}|dns=${dns}|path=${path}`;
-  return createHash("sha256").update(material).digest("hex").slice(0, 16);
+  const material = `hop=${neigh?.lladdr ?? `dev:${route?.dev ?? "?"}`}|src=${sourceBlock(route?.prefsrc)}|dns=${dns}`;
+  const local = createHash("sha256").update(material).digest("hex").slice(0, 16);
+  // "<local>.<path>" (see core/connection/network-memory.ts): an unanswered probe leaves the path out.
+  return path === "?" ? local : `${local}.${createHash("sha256").update(`path=${path}`).digest("hex").slice(0, 8)}`;
 }

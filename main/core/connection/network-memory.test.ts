@@ -38,3 +38,15 @@ test("the-remembered-leg-is-raced-first-and-the-rest-keep-their-order", () => {
   const none = planLegs([c("gw1")], { ...policy, order: [...policy.order] }, { nextId: () => "L", preferred: { gateway: "gw9", kind: "wireguard" } });
   assert.equal(none[0]?.kind, "wireguard", "a remembered leg that is not on offer changes nothing");
 });
+
+test("a-known-public-facing-path-tells-networks-apart-an-unknown-one-does-not", () => {
+  let m = remember(emptyMemory(), "aaaa.p1", { gateway: "gw1", kind: "anyconnect-tls" }, 1);
+  assert.deepEqual(recall(m, "aaaa.p1"), { gateway: "gw1", kind: "anyconnect-tls" });
+  assert.equal(recall(m, "aaaa.p2"), null, "the same local network behind another upstream is another network");
+  assert.deepEqual(recall(m, "aaaa"), { gateway: "gw1", kind: "anyconnect-tls" }, "a path that could not be probed matches on the rest");
+  m = remember(m, "aaaa.p2", { gateway: "gw2", kind: "wireguard" }, 2);
+  assert.deepEqual(recall(m, "aaaa"), { gateway: "gw2", kind: "wireguard" }, "then the latest win there counts");
+  m = remember(m, "bbbb", { gateway: "gw3", kind: "ikev2" }, 3);
+  assert.deepEqual(recall(m, "bbbb.p9"), { gateway: "gw3", kind: "ikev2" }, "a win stored without a path serves a later lookup with one");
+  assert.equal(recall(m, "cccc"), null);
+});

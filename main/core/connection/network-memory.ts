@@ -29,8 +29,19 @@ export function parseMemory(value: unknown): NetworkMemory {
   return r.success ? r.data : emptyMemory();
 }
 
+/**
+ * A key is `<local>` or `<local>.<path>`: what the client sees of its own network, and, when a probe could tell,
+ * its public-facing path. The same local network with another known path is another network; a path that could
+ * not be learned (this time, or when the winner was stored) does not tell networks apart.
+ */
 export function recall(mem: NetworkMemory, key: string): { gateway: string; kind: LegKind } | null {
-  const e = mem.entries.find((x) => x.key === key);
+  const dot = key.indexOf(".");
+  const local = dot < 0 ? key : key.slice(0, dot);
+  const pathKnown = dot >= 0;
+  // Entries are most recent first: the first match is the latest win.
+  const e =
+    mem.entries.find((x) => x.key === key) ??
+    mem.entries.find((x) => x.key === local || (!pathKnown && x.key.startsWith(`${local}.`)));
   return e === undefined ? null : { gateway: e.gateway, kind: e.kind };
 }
 
