@@ -82,6 +82,8 @@ interface LegRuntime {
   source: { ifname: string; address: string; table: number; pref: number } | null;
   /** Settles when the leg's source routing is installed (source set) or failed; null before the leg is up. */
   sourceReady: Promise<void> | null;
+  /** The source rule could not be installed: the leg cannot be probed. */
+  sourceFailed: boolean;
   /** The role the machine last asked the leg to be monitored in; null after stop-monitor. */
   monitorRole: "active" | "standby" | null;
   stopping: Promise<void> | null;
@@ -760,10 +762,13 @@ export class Daemon {
             }
             // The dead window needs probes that were sent and left unanswered, not just a silent clock.
             const a = this.#activeLeg();
-            // A leg without a prober (its source route failed) is judged by silence alone.
-            const monitor = a === null ? null : (this.#legs.get(a.legId)?.monitor ?? null);
+            // A prober still waiting for its leg's source rule has sent nothing: no evidence yet. A leg that
+            // cannot have one (its source rule failed) is judged by silence alone.
+            const rt = a === null ? undefined : this.#legs.get(a.legId);
             const now = Date.now();
-            this.dispatch(monitor === null ? { type: "timer", now, timer } : { type: "timer", now, timer, pendingSentAt: monitor.pendingSince() });
+            if (rt?.monitor != null) this.dispatch({ type: "timer", now, timer, pendingSentAt: rt.monitor.pendingSince() });
+            else if (rt !== undefined && rt.source === null && rt.sourceReady !== null && !rt.sourceFailed) this.dispatch({ type: "timer", now, timer, pendingSentAt: null });
+            else this.dispatch({ type: "timer", now, timer });
           });
         }, Math.max(0, e.at - Date.now())));
         return;
@@ -883,7 +888,7 @@ export class Daemon {
       });
       return;
     }
-    const rt: LegRuntime = { leg, engine, up: null, monitor: null, source: null, sourceReady: null, monitorRole: null, stopping: null };
+    const rt: LegRuntime = { leg, engine, up: null, monitor: null, source: null, sourceReady: null, sourceFailed: false, monitorRole: null, stopping: null };
     this.#legs.set(leg.id, rt);
     this.#legCounter += 1;
     engine.onEvent((ev) => {
@@ -910,6 +915,7 @@ export class Daemon {
                 rt.source = source;
               },
               (err: unknown) => {
+                rt.sourceFailed = true;
                 log.warn("leg source routing failed; its monitor cannot probe it", { leg, err });
               },
             );

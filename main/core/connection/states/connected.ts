@@ -261,7 +261,9 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
       const out = react({ ...state, health }, before, input.now, ctx);
       if ("go" in out) return out;
       // Replies pushed the deadline on since the timer was armed: re-arm for the new one.
-      const healthCheckAt = Math.max(healthDeadline(health, hp), input.now + TIMER_SLACK_MS);
+      // With nothing known to be waiting (the prober not started yet, or all answered), look again a probe later.
+      const soonest = input.now + (health.unansweredSince === null ? hp.probeIntervalMs : TIMER_SLACK_MS);
+      const healthCheckAt = Math.max(healthDeadline(health, hp), soonest);
       return { state: { ...out.state, healthCheckAt }, effects: [...out.effects, { type: "set-timer", timer: "health-check", at: healthCheckAt }] };
     }
     case "recheck-candidates": {
