@@ -329,8 +329,9 @@ export class Daemon {
   }
 
   /** Which network this is, so the race can start with what won here last time. */
-  #refreshNetworkKey(): Promise<void> {
-    const p = this.#lookUpNetworkKey().finally(() => {
+  #refreshNetworkKey(afterRouteChanges = false): Promise<void> {
+    // After a disconnect, once its route changes are done: its resolv.conf restore must not be read half done.
+    const p = (afterRouteChanges ? this.#routeChain : Promise.resolve()).then(() => this.#lookUpNetworkKey()).finally(() => {
       if (this.#networkKeyPending === p) this.#networkKeyPending = null;
     });
     this.#networkKeyPending = p;
@@ -343,8 +344,10 @@ export class Daemon {
     try {
       // While Detour's resolv.conf is in force, the network is described by the original.
       const resolvConf = existsSync(this.#dns.backupPath) ? this.#dns.backupPath : this.#dns.path;
-      this.#networkKey = await networkId({ towards, resolvConf });
-      this.#ctx.preferredLeg = recall(this.#memory, this.#networkKey);
+      const key = await networkId({ towards, resolvConf });
+      if (key !== this.#networkKey) this.#opts.log.info("network identified", { key, remembered: recall(this.#memory, key) });
+      this.#networkKey = key;
+      this.#ctx.preferredLeg = recall(this.#memory, key);
     } catch (err) {
       this.#opts.log.warn("could not identify the network", { err });
     }
@@ -426,7 +429,7 @@ export class Daemon {
   disconnect(): void {
     this.dispatch({ type: "disconnect", now: Date.now() });
     // The next connect may be on another network (a laptop moves while disconnected).
-    this.#track(this.#refreshNetworkKey());
+    this.#track(this.#refreshNetworkKey(true));
   }
 
   /** Disconnects and waits (bounded by the engines' own stop budgets) until every leg is down. */

@@ -64,9 +64,11 @@ export async function publicPath(towards: string, netns?: string): Promise<strin
 }
 
 export async function networkId(input: NetworkIdInput): Promise<string> {
-  const [routes, path] = await Promise.all([ipJson(input.netns, ["route", "get", input.towards]), publicPath(input.towards, input.netns)]);
-  const route = routes[0] as RouteGet | undefined;
+  const route = (await ipJson(input.netns, ["route", "get", input.towards]))[0] as RouteGet | undefined;
   const hop = route?.gateway ?? input.towards;
+  // The echo goes out through the next hop first, so its link-layer address is resolved (not a stale or
+  // missing neighbour entry) by the time it is read.
+  const path = await publicPath(input.towards, input.netns);
   const neigh = (await ipJson(input.netns, ["neigh", "show", hop]))[0] as Neigh | undefined;
   const conf = existsSync(input.resolvConf) ? readFileSync(input.resolvConf, "utf8") : "";
   const dns = conf
