@@ -3,8 +3,10 @@ import { test } from "node:test";
 import { compareMarkdown, parseCompareOptions, SCENARIOS, timedTable, verdicts, type CompareResult } from "./compare-report.ts";
 
 test("quick-run-options-select-scenarios-and-soak-length", () => {
-  assert.deepEqual(parseCompareOptions([]), { only: [...SCENARIOS], falseAlarmMinutes: 10 });
-  assert.deepEqual(parseCompareOptions(["--only", "failover,connect", "--false-alarm-minutes=0.5"]), { only: ["failover", "connect"], falseAlarmMinutes: 0.5 });
+  assert.deepEqual(parseCompareOptions([]), { only: [...SCENARIOS], falseAlarmMinutes: 10, detourOnly: false });
+  assert.deepEqual(parseCompareOptions(["--only", "failover,connect", "--false-alarm-minutes=0.5"]), { only: ["failover", "connect"], falseAlarmMinutes: 0.5, detourOnly: false });
+  assert.equal(parseCompareOptions(["--only", "false-alarm", "--detour-only"]).detourOnly, true);
+  assert.throws(() => parseCompareOptions(["--detour-only=yes"]), /takes no value/);
   assert.deepEqual(parseCompareOptions(["--only", "connect", "--only", "connect"]).only, ["connect"]);
 });
 

@@ -15,12 +15,18 @@ const MAX_FALSE_ALARM_MINUTES = 8 * 60;
 export interface CompareOptions {
   only: Scenario[];
   falseAlarmMinutes: number;
+  /** False alarms for Detour alone (the baselines' rows come from a full run): a re-check after a change. */
+  detourOnly: boolean;
 }
 
-/** Parses the suite's own options: `--only a,b` (repeatable) and `--false-alarm-minutes M`. Throws naming the bad option. */
+/**
+ * Parses the suite's own options: `--only a,b` (repeatable), `--false-alarm-minutes M` and `--detour-only` (the
+ * false-alarm soak without the baselines). Throws naming the bad option.
+ */
 export function parseCompareOptions(args: readonly string[]): CompareOptions {
   const only: Scenario[] = [];
   let falseAlarmMinutes = DEFAULT_FALSE_ALARM_MINUTES;
+  let detourOnly = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i] ?? "";
     const [flag, inline] = a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
@@ -43,11 +49,15 @@ export function parseCompareOptions(args: readonly string[]): CompareOptions {
         falseAlarmMinutes = m;
         break;
       }
+      case "--detour-only":
+        if (inline !== undefined) throw new Error("--detour-only takes no value");
+        detourOnly = true;
+        break;
       default:
-        throw new Error(`unknown option "${a}" for compare; expected --only <${SCENARIOS.join("|")}>[,...] or --false-alarm-minutes M`);
+        throw new Error(`unknown option "${a}" for compare; expected --only <${SCENARIOS.join("|")}>[,...], --false-alarm-minutes M or --detour-only`);
     }
   }
-  return { only: only.length > 0 ? only : [...SCENARIOS], falseAlarmMinutes };
+  return { only: only.length > 0 ? only : [...SCENARIOS], falseAlarmMinutes, detourOnly };
 }
 
 /** One setup's repeated timing measurement (connect time or outage), in ms; failed runs are counted, not averaged. */

@@ -148,12 +148,12 @@ test("all-gateways-down-error-then-recovery-when-one-returns", { timeout: 90_000
   assert.equal((await corpSees("gw2")).gateway, "gw2");
 });
 
-test("ten-percent-loss-on-the-active-gateway-moves-to-a-clean-one", { timeout: 60_000 }, async () => {
+test("fifteen-percent-loss-each-way-on-the-active-gateway-moves-to-a-clean-one", { timeout: 60_000 }, async () => {
   const c = await startAgent();
   await c.connect();
   const before = await waitFor(c, "connected", (x) => x.state === "connected", CONNECT_WITHIN_MS);
   const active = before.gateway ?? "gw1";
-  await lab.impair({ kind: "loss", target: active as "gw1", proto: "all", dir: "both", percent: 10 }, ID);
+  await lab.impair({ kind: "loss", target: active as "gw1", proto: "all", dir: "both", percent: 15 }, ID);
   // brownout needs its window of probes (5 s) held for holdMs (3 s) before it moves the tunnel
   const s = await waitFor(c, "a brownout failover", (x) => x.state === "connected" && x.gateway !== active && x.lastFailover?.restoredAt != null, 20_000);
   const f = s.lastFailover;
