@@ -141,6 +141,8 @@ export class Daemon {
   #telemetry: Telemetry | null = null;
   #discoveryTimer: NodeJS.Timeout | null = null;
   #networkKeyPending: Promise<void> | null = null;
+  /** Cuts the running lookup's path probe short when a connect arrives (its kill switch would block the echo). */
+  #pathProbeAbort: AbortController | null = null;
   #drills: DrillRunner;
 
   constructor(opts: DaemonOptions) {
@@ -344,7 +346,11 @@ export class Daemon {
     try {
       // While Detour's resolv.conf is in force, the network is described by the original.
       const resolvConf = existsSync(this.#dns.backupPath) ? this.#dns.backupPath : this.#dns.path;
-      const key = await networkId({ towards, resolvConf });
+      const ac = new AbortController();
+      this.#pathProbeAbort = ac;
+      const key = await networkId({ towards, resolvConf, signal: ac.signal }).finally(() => {
+        if (this.#pathProbeAbort === ac) this.#pathProbeAbort = null;
+      });
       if (key !== this.#networkKey) this.#opts.log.info("network identified", { key, remembered: recall(this.#memory, key) });
       this.#networkKey = key;
       this.#ctx.preferredLeg = recall(this.#memory, key);
@@ -390,6 +396,8 @@ export class Daemon {
     // Which network this is decides which leg goes first; a lookup still under way (just started, or just
     // disconnected) is worth a few milliseconds, never more than NETWORK_KEY_WAIT_MS.
     const pending = this.#networkKeyPending;
+    // The path probe's echo would meet the kill switch just put in force: the key goes without it this time.
+    this.#pathProbeAbort?.abort();
     if (pending !== null) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([pending, new Promise<void>((r) => (timer = setTimeout(r, NETWORK_KEY_WAIT_MS)))]);

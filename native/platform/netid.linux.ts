@@ -27,6 +27,8 @@ export interface NetworkIdInput {
   /** The system's resolv.conf; when Detour's is in force, pass the saved original instead. */
   resolvConf: string;
   netns?: string;
+  /** Cuts the path probe short (a connect that cannot wait): the key then leaves the path out. */
+  signal?: AbortSignal;
 }
 
 interface RouteGet {
@@ -57,9 +59,10 @@ export function hopFromPing(output: string): string {
 }
 
 /** The router beyond the local one toward `towards` (see the module comment); "?" when nothing answers in time. */
-export async function publicPath(towards: string, netns?: string): Promise<string> {
+export async function publicPath(towards: string, netns?: string, signal?: AbortSignal): Promise<string> {
+  if (signal?.aborted === true) return "?";
   const [file, ...args] = inNetns(netns, ["ping", "-n", "-c", "1", "-t", "2", "-W", "1", towards]);
-  const r = await run(file, args, { timeoutMs: PATH_PROBE_MS }).catch(() => null);
+  const r = await run(file, args, { timeoutMs: PATH_PROBE_MS, ...(signal === undefined ? {} : { signal }) }).catch(() => null);
   return r === null ? "?" : hopFromPing(r.stdout);
 }
 
@@ -68,7 +71,7 @@ export async function networkId(input: NetworkIdInput): Promise<string> {
   const hop = route?.gateway ?? input.towards;
   // The echo goes out through the next hop first, so its link-layer address is resolved (not a stale or
   // missing neighbour entry) by the time it is read.
-  const path = await publicPath(input.towards, input.netns);
+  const path = await publicPath(input.towards, input.netns, input.signal);
   const neigh = (await ipJson(input.netns, ["neigh", "show", hop]))[0] as Neigh | undefined;
   const conf = existsSync(input.resolvConf) ? readFileSync(input.resolvConf, "utf8") : "";
   const dns = conf
