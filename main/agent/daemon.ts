@@ -21,7 +21,7 @@ import { networkId } from "../../native/platform/netid.linux.ts";
 import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource, stageProtectedRule, type RouteEntry } from "../../native/platform/routes.linux.ts";
 import { configuredCandidates, discoverCandidates, gatewayPorts, probeCandidates, withProbe } from "./discovery.ts";
 import { DrillRunner } from "./drill.ts";
-import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
+import { engineSpecFor, loadIdentity, spareIfname, type IdentitySecrets } from "./engine-spec.ts";
 import { ControlRequestError } from "./control-server.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor, type Monitor } from "./monitor.ts";
@@ -666,11 +666,11 @@ export class Daemon {
       await dead.stop().catch(() => undefined);
     }
     this.#spareCount = (this.#spareCount % 99) + 1;
-    const ifname = `${this.#opts.ifnamePrefix}-s${String(this.#spareCount)}`;
     const ac = new AbortController();
     this.#spareLaunch = ac;
+    let ifname: string | null = null;
     try {
-      if (ifname.length > 15) throw new Error(`device name ${ifname} is longer than 15 characters; use a shorter --ifname-prefix`);
+      ifname = spareIfname(this.#opts.ifnamePrefix, this.#spareCount);
       const workDir = mkdtempSync(join(this.#opts.workDir, "spare-"));
       const spare = await WireGuardSpare.launch({ ifname, workDir }, Date.now() + SPARE_START_BUDGET_MS, ac.signal);
       if (this.#shuttingDown) {

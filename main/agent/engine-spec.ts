@@ -35,7 +35,16 @@ export interface RuntimeOptions {
 
 /** Device name for a leg: prefix + leg number, within Linux's 15 characters. */
 export function legIfname(prefix: string, leg: Leg): string {
-  const name = `${prefix}-${leg.id.toLowerCase()}`;
+  return deviceName(prefix, leg.id.toLowerCase());
+}
+
+/** Device name for the n-th spare wireguard-go: prefix + "s" + n, within Linux's 15 characters. */
+export function spareIfname(prefix: string, n: number): string {
+  return deviceName(prefix, `s${String(n)}`);
+}
+
+function deviceName(prefix: string, suffix: string): string {
+  const name = `${prefix}-${suffix}`;
   if (name.length > 15) throw new Error(`device name ${name} is longer than 15 characters; use a shorter --ifname-prefix`);
   return name;
 }

@@ -18,7 +18,7 @@ import { UapiError } from "./uapi-codec.ts";
 /** Polls of the socket are stats; the device is looked up once the socket exists. */
 const READY_POLL_MS = 3;
 /** wireguard-go needs nothing from the daemon's environment; verbose logs name each handshake step. */
-export const WIREGUARD_GO_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LOG_LEVEL: "verbose" };
+const WIREGUARD_GO_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LOG_LEVEL: "verbose" };
 
 export class SpareError extends Error {
   constructor(
