@@ -31,8 +31,20 @@ export function labDirOf(id: string): string {
   return join(LAB_ROOT, id);
 }
 
+/**
+ * How a lab is built. `distance`: "user" gives each gateway the round trip users have to it (see topology.ts),
+ * "none" a 0 ms world for the benchmarks that compare against baselines. `tunnel`: which protected networks the
+ * client configuration asks for, the corp network only ("split") or everything ("full").
+ */
+export interface UpOptions {
+  distance?: "user" | "none";
+  tunnel?: "split" | "full";
+}
+
 export interface LabState {
   id: string;
+  /** The options the lab was built with, defaults filled in. */
+  options: Required<UpOptions>;
   labDir: string;
   createdAt: string;
   upMs: number;
@@ -79,8 +91,9 @@ export function readSecret(path: string): string {
  * Creates the whole lab: namespaces and links, per-run credentials, the three engines on every gateway, corp,
  * DNS and an empty impairment table, then writes the client config. On any failure it removes what it made.
  */
-export async function up(id = DEFAULT_LAB_ID): Promise<LabState> {
+export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<LabState> {
   assertLabCanRun();
+  const options: Required<UpOptions> = { distance: opts.distance ?? "user", tunnel: opts.tunnel ?? "split" };
   const topo = labTopology(id);
   const labDir = labDirOf(id);
   if (existsSync(statePath(id)) && (await listNamespaces(topo.prefix)).length > 0) {
@@ -128,6 +141,7 @@ export async function up(id = DEFAULT_LAB_ID): Promise<LabState> {
 
     const state: LabState = {
       id,
+      options,
       labDir,
       createdAt: new Date().toISOString(),
       upMs: 0,
