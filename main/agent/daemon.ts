@@ -8,6 +8,7 @@ import { join } from "node:path";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { connectionHealth, initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
 import { candidateAddresses } from "../core/connection/address-family.ts";
+import { allKindsUnreachable } from "../core/connection/candidates.ts";
 import { emptyMemory, parseMemory, recall, remember, type NetworkMemory } from "../core/connection/network-memory.ts";
 import { routesForLeg } from "../core/connection/route-policy.ts";
 import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
@@ -822,7 +823,10 @@ export class Daemon {
   async #resolve(): Promise<void> {
     const phase = snapshot(this.#state, Date.now()).state;
     const configured = this.#ctx.gateways;
-    if (phase === "resolving" && configured.every((c) => c.address !== null)) {
+    // Probes that found no way to any gateway (offline, no route) are news from a network that may have come
+    // back since: a retry looks again rather than racing nothing on their word.
+    const hopeless = this.#candidates.length > 0 && this.#candidates.every(allKindsUnreachable);
+    if (phase === "resolving" && configured.every((c) => c.address !== null) && !hopeless) {
       const warm = this.#candidates.length > 0;
       this.dispatch({ type: "candidates", now: Date.now(), candidates: this.#allowed(warm ? this.#candidates : configured) });
       if (!warm) {

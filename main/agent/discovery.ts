@@ -508,6 +508,12 @@ export function probeTls(address: string, port: number, servername: string | nul
 
 export type UdpRefusal = "refused" | "silent" | "error";
 
+/** An ICMP error or a missing route says the port cannot be reached from here; anything else says nothing. */
+function refusal(e: unknown): UdpRefusal {
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  return code === "ECONNREFUSED" || code === "EHOSTUNREACH" || code === "ENETUNREACH" ? "refused" : "error";
+}
+
 /**
  * Sends one junk datagram (a single zero byte, which WireGuard, IKE and DTLS servers drop) from a connected
  * socket and listens for an ICMP error until `until` resolves.
@@ -526,14 +532,25 @@ export function probeUdpRefusal(address: string, port: number, until: Promise<un
       }
       resolve(r);
     };
-    s.on("error", (e: NodeJS.ErrnoException) => {
-      finish(e.code === "ECONNREFUSED" || e.code === "EHOSTUNREACH" || e.code === "ENETUNREACH" ? "refused" : "error");
+    s.on("error", (e: Error) => {
+      finish(refusal(e));
     });
     s.on("message", () => undefined); // an answer is fine: not refused
-    s.connect(port, address, () => {
-      s.send(Buffer.alloc(1), (err) => {
-        if (err !== null) s.emit("error", err);
-      });
+    // A failed connect (no route to the address: an offline laptop, an IPv6 gateway on an IPv4-only network)
+    // still calls back, with the error: a send on the unconnected socket would then throw out of the callback.
+    s.connect(port, address, (err?: Error) => {
+      if (err !== undefined) {
+        finish(refusal(err));
+        return;
+      }
+      if (done) return;
+      try {
+        s.send(Buffer.alloc(1), (e) => {
+          if (e !== null) finish(refusal(e));
+        });
+      } catch (e) {
+        finish(refusal(e));
+      }
     });
     void until.then(() => { finish("silent"); });
   });

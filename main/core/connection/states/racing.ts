@@ -1,6 +1,7 @@
 /** The racing state: legs to the best gateways start a stagger apart and the first one that passes traffic wins. */
 import type { MachineContext, Outcome, RacingState, Shared } from "../machine-state.ts";
 import { allocateLegs, cancelAllTimers, describeLegs, nextRaceId, raceFailure, stateEvent, withCandidates } from "../machine-state.ts";
+import { allKindsUnreachable, reportsReachable } from "../candidates.ts";
 import { raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart } from "../race.ts";
 import type { Candidate, MachineInput, RaceRecord } from "../types.ts";
 
@@ -12,13 +13,23 @@ export function summary(state: RacingState): string {
   return `${prefix}: ${trying}${failed > 0 ? ` (${failed} attempt${failed === 1 ? "" : "s"} failed)` : ""}`;
 }
 
+/**
+ * Why a race had no leg to start: the user's next step differs between a network that reaches no gateway at all
+ * (offline, no route) and gateways that answered but refuse every protocol.
+ */
+function emptyRaceReason(ranked: readonly Candidate[]): string {
+  if (ranked.length === 0) return "No gateway configured or discovered";
+  if (ranked.every((c) => allKindsUnreachable(c) && !reportsReachable(c))) return "No gateway reachable: no route to any gateway from this network (offline?)";
+  return "No gateway reachable: every gateway refused every protocol from this network";
+}
+
 export function enter(shared0: Shared, now: number, ctx: MachineContext, reason: RaceRecord["reason"], attempt: number, ranked: Candidate[]): Outcome {
   const planned = allocateLegs(shared0, ranked, ctx.policy.race, [], ctx.preferredLeg ?? null);
   const { id, shared } = nextRaceId(planned.shared);
   const r = raceStart(id, planned.legs, reason, now, ctx.policy.race);
   if (r.race.status !== "running") {
     // Nothing to try (every candidate's ports refused, or no candidate at all): the backoff keeps looking.
-    return { go: { to: "error", reason: "No gateway reachable", attempt: attempt + 1, retry: true, race: r.race, failover: null }, shared, effects: r.effects };
+    return { go: { to: "error", reason: emptyRaceReason(ranked), attempt: attempt + 1, retry: true, race: r.race, failover: null }, shared, effects: r.effects };
   }
   const state: RacingState = { name: "racing", shared: { ...shared, since: now }, race: r.race, attempt };
   return { state, effects: [...r.effects, stateEvent("racing", now, summary(state))] };
