@@ -875,6 +875,10 @@ export class Daemon {
     this.#candidates = candidates;
     this.#probing = [];
     this.refreshKillSwitch();
+    // A race that started before these probes came back re-plans its pending legs: gateways that answered go
+    // before gateways found silent (a connect at launch, or straight after a network change).
+    const offered = this.#allowed(candidates);
+    if (this.#state.name === "racing" && offered.length > 0) this.dispatch({ type: "candidates", now: Date.now(), candidates: offered });
     return candidates;
   }
 

@@ -595,7 +595,7 @@ async function probeAddress(c: Candidate, address: string, ports: GatewayPorts, 
     // A SYN-ACK or a RST came from the gateway's host: this family's path works (an ICMP error is no answer).
     const works = tls.connectMs !== null || tls.outcome === "refused";
     return {
-      probe: { at, latencyMs: times.length === 0 ? null : Math.min(...times), reachable, address },
+      probe: { at, latencyMs: times.length === 0 ? null : Math.min(...times), reachable, address, answered: works },
       family: { address, works, latencyMs: tls.connectMs ?? (tls.outcome === "refused" ? tls.answeredMs : null), usableKinds: c.kinds.filter((k) => reachable[k] !== "no").length },
     };
   } finally {
@@ -644,7 +644,7 @@ async function probeOne(c: Candidate, ports: GatewayPorts, timeoutMs: number, in
   const v4 = done.ipv4;
   if (v6 === undefined || v4 === undefined) throw new Error("both family probes settle before the choice"); // a bug
   const chosen = chooseFamily(v6.family, v4.family, incumbent) === "ipv6" ? v6 : v4;
-  return { ...chosen.probe, families: { ipv6: v6.family, ipv4: v4.family } };
+  return { ...chosen.probe, families: { ipv6: v6.family, ipv4: v4.family }, answered: v6.family.works || v4.family.works };
 }
 
 /**

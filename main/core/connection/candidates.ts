@@ -35,7 +35,16 @@ export function reportsReachable(c: Candidate): boolean {
 }
 
 /**
- * Orders candidates best first: reachable before all-unreachable, then by priority (lower first), then by
+ * True when the candidate was probed and its host gave no answer at all while others may have: a gateway that
+ * is down, or a whole data centre lost. Such gateways go after the ones that answered, whatever their priority.
+ */
+export function probedSilent(c: Candidate): boolean {
+  return c.probe !== null && c.probe.answered === false && !reportsReachable(c);
+}
+
+/**
+ * Orders candidates best first: answered (or not probed) before probed-and-silent before all-unreachable, then
+ * by priority (lower first), then by
  * latency (unknown after known) with hysteresis against `previous` (the names in the last ranking's order), so a
  * candidate passes one of equal priority only when clearly faster. The result is a new array; input is not changed.
  */
@@ -55,7 +64,7 @@ export function rankCandidates(candidates: readonly Candidate[], previous: reado
     return lat(a) - lat(b) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
   });
   // Tiers are strict: stable sort keeps the base order inside each (reachability, priority) tier.
-  const tier = (c: Candidate): [number, number] => [allKindsUnreachable(c) ? 1 : 0, c.priority];
+  const tier = (c: Candidate): [number, number] => [allKindsUnreachable(c) ? 2 : probedSilent(c) ? 1 : 0, c.priority];
   const ordered = base.sort((a, b) => {
     const [ua, pa] = tier(a);
     const [ub, pb] = tier(b);

@@ -6,7 +6,7 @@ import type { HealthPolicy, RacePolicy, RetryPolicy, StandbyPolicy } from "../co
 import { RETRYABLE, type EngineErrorCode, type TunnelConfig } from "../tunnel/engine-types.ts";
 import { rankCandidates } from "./candidates.ts";
 import type { HealthState } from "./health.ts";
-import { planLegs, legKey, type RaceState } from "./race.ts";
+import { planLegs, legKey, raceLastLive, raceReplacePending, type RaceState } from "./race.ts";
 import type { Candidate, ConnectionStateName, Effect, FailoverRecord, Leg, LegKind, RaceRecord, TimerId } from "./types.ts";
 
 export interface MachineContext {
@@ -202,6 +202,38 @@ export function planFailover(shared: Shared, failed: Leg, policy: RacePolicy, ot
   if (others.legs.length > 0 || otherGatewaysOnly) return others;
   const sameGateway = shared.candidates.filter((c) => c.name === failed.gateway);
   return allocateLegs(shared, sameGateway, policy, [{ legKey: legKey(failed) }]);
+}
+
+/**
+ * A leg of a running race failed. When it was the race's last live leg and candidates the race has not tried yet
+ * are left (beyond `policy.maxGateways`, or ranked after it), their legs join the race first, so the failure starts
+ * the next of them at once: a race whose best gateways are all down (a data centre lost, decommissioned entries
+ * at the top of the list) moves on instead of failing and being repeated over the same gateways. `avoid` names
+ * gateways never to add (the one a failover moves away from).
+ */
+export function extendBeforeFailure(shared: Shared, race: RaceState, legId: string, policy: RacePolicy, avoid: readonly string[] = []): { race: RaceState; shared: Shared } {
+  if (!raceLastLive(race, legId)) return { race, shared };
+  const tried = new Set([...race.legs.map((l) => l.leg.gateway), ...avoid]);
+  const planned = allocateLegs(shared, shared.candidates, policy, [...tried].map((gateway) => ({ gateway })));
+  if (planned.legs.length === 0) return { race, shared };
+  // Added as pending behind the live leg: its failure, handled next, starts the first of them.
+  const pending: RaceState = { ...race, legs: [...race.legs, ...planned.legs.map((leg) => ({ leg, outcome: "pending" as const, startedAt: null, endedAt: null, error: null }))] };
+  return { race: pending, shared: planned.shared };
+}
+
+/**
+ * New candidates arrived while a race runs (discovery or probes finished after it started): its pending legs are
+ * re-planned from the new ranking, so gateways that answered go before gateways found silent. Legs already started
+ * keep running. Unchanged when the plan would be the same.
+ */
+export function replanRace(shared: Shared, race: RaceState, policy: RacePolicy, now: number, avoid: readonly string[] = []): { race: RaceState; shared: Shared; effects: Effect[] } {
+  if (race.status !== "running") return { race, shared, effects: [] };
+  const started = race.legs.slice(0, race.next).map((l) => ({ legKey: legKey(l.leg) }));
+  const planned = allocateLegs(shared, shared.candidates, policy, [...started, ...avoid.map((gateway) => ({ gateway }))]);
+  const same = (a: readonly Leg[], b: readonly Leg[]): boolean => a.length === b.length && a.every((l, i) => { const o = b[i]; return o !== undefined && legKey(l) === legKey(o); });
+  if (same(planned.legs, race.legs.slice(race.next).map((l) => l.leg))) return { race, shared, effects: [] };
+  const r = raceReplacePending(race, planned.legs, now, policy);
+  return { race: r.race, shared: planned.shared, effects: r.effects };
 }
 
 /** Capped exponential backoff: initial, 2×, 4×… up to the cap, for the n-th consecutive failure (n ≥ 1). */

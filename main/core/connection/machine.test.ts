@@ -195,6 +195,15 @@ test("no-candidate-reachable-goes-straight-to-error-and-keeps-retrying", () => {
   assert.equal(sim.snapshot().summary, "No gateway reachable; retrying in 1 s");
 });
 
+test("no-route-to-any-gateway-says-so-in-the-error", () => {
+  const offline = GWS.map((g) => ({ ...g, probe: { at: 0, latencyMs: null, answered: false, reachable: { wireguard: "no" as const, "anyconnect-tls": "no" as const } } }));
+  const sim = new Sim({ gateways: GWS, candidates: () => offline });
+  sim.send({ type: "connect" });
+  sim.runFor(50);
+  assert.equal(sim.phase(), "error");
+  assert.match(sim.snapshot().summary, /^No gateway reachable: no route to any gateway from this network/);
+});
+
 test("empty-discovery-falls-back-to-the-configured-gateways", () => {
   const sim = new Sim({ gateways: GWS, candidates: () => [] });
   sim.send({ type: "connect" });

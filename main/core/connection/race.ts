@@ -183,6 +183,31 @@ export function raceOnLegFailed(race: RaceState, legId: string, code: EngineErro
   return { race: settle(next, now, "failed", null, effects), effects, decided: true };
 }
 
+/**
+ * Gives a running race new legs to try in place of its pending ones (legs already started keep running): the
+ * ranking changed under it, or its last live leg is about to fail with gateways it never tried left over. When
+ * nothing is starting or due by the stagger, the first new leg starts at once. Not running, or nothing to start
+ * and nothing pending: unchanged.
+ */
+export function raceReplacePending(race: RaceState, legs: readonly Leg[], now: number, policy: RacePolicy): RaceStep {
+  if (race.status !== "running") return { race, effects: [], decided: false };
+  const started = race.legs.slice(0, race.next);
+  const replaced: RaceState = { ...race, legs: [...started, ...legs.map((leg): LegRecord => ({ leg, outcome: "pending", startedAt: null, endedAt: null, error: null }))] };
+  const effects: Effect[] = [];
+  if (legs.length === 0) {
+    if (race.staggerAt !== null) effects.push({ type: "cancel-timer", timer: "race-stagger" });
+    return { race: { ...replaced, staggerAt: null }, effects, decided: false };
+  }
+  const live = started.some((l) => l.outcome === "starting");
+  if (live && race.staggerAt !== null) return { race: replaced, effects, decided: false };
+  return { race: startNext(replaced, now, policy, effects), effects, decided: false };
+}
+
+/** Whether a failure of `legId` would leave the race with no leg starting or pending (it would then fail). */
+export function raceLastLive(race: RaceState, legId: string): boolean {
+  return race.status === "running" && race.legs.every((l) => l.leg.id === legId || (l.outcome !== "starting" && l.outcome !== "pending"));
+}
+
 /** Cancels a running race (disconnect, or a failover that supersedes it): every started leg is stopped. */
 export function raceCancel(race: RaceState, now: number): RaceStep {
   if (race.status !== "running") return { race, effects: [], decided: false };

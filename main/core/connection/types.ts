@@ -32,6 +32,11 @@ export interface CandidateProbe {
   address?: string;
   /** What each family's probe saw, when the candidate has addresses of both (diagnostics, status). */
   families?: Partial<Record<IpFamily, FamilyProbe>>;
+  /**
+   * Whether the gateway's host answered the probe at all on some family (a TCP SYN-ACK or RST, or a TLS
+   * handshake). False is the "no answer" that ranks a gateway after the ones that answered; absent: not known.
+   */
+  answered?: boolean;
 }
 
 /** One address family's outside-the-tunnel probe of a candidate. */

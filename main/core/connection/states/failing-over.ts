@@ -4,7 +4,7 @@
  */
 import { healthOnSample } from "../health.ts";
 import type { Entry, FailingOverState, MachineContext, Outcome, Shared } from "../machine-state.ts";
-import { cancelAllTimers, listNames, nextRaceId, planFailover, raceFailure, stateEvent, withCandidates } from "../machine-state.ts";
+import { cancelAllTimers, extendBeforeFailure, listNames, nextRaceId, planFailover, raceFailure, stateEvent, withCandidates } from "../machine-state.ts";
 import { raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart } from "../race.ts";
 import type { Effect, FailoverRecord, MachineInput } from "../types.ts";
 
@@ -87,8 +87,9 @@ export function handle(state: FailingOverState, input: MachineInput, ctx: Machin
       return { go: { to: "connected", active, race: r.race, raceEffects: r.effects, previous: state.failed, failover, standby: null }, shared: state.shared, effects: [] };
     }
     case "leg-failed": {
-      const r = raceOnLegFailed(state.race, input.legId, input.code, input.message, input.now, policy);
-      if (!r.decided) return { state: { ...state, race: r.race }, effects: r.effects };
+      const x = extendBeforeFailure(state.shared, state.race, input.legId, policy, [state.failed.leg.gateway]);
+      const r = raceOnLegFailed(x.race, input.legId, input.code, input.message, input.now, policy);
+      if (!r.decided) return { state: { ...state, shared: x.shared, race: r.race }, effects: r.effects };
       if (state.cause === "brownout" && state.health.verdict.state !== "dead") {
         // A degraded tunnel still beats none: keep it rather than tear it down for alternatives that do not work.
         return {

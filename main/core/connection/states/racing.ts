@@ -1,7 +1,7 @@
 /** The racing state: legs to the best gateways start a stagger apart and the first one that passes traffic wins. */
 import type { MachineContext, Outcome, RacingState, Shared } from "../machine-state.ts";
-import { allocateLegs, cancelAllTimers, describeLegs, nextRaceId, raceFailure, stateEvent, withCandidates } from "../machine-state.ts";
-import { allKindsUnreachable, reportsReachable } from "../candidates.ts";
+import { allocateLegs, cancelAllTimers, describeLegs, extendBeforeFailure, nextRaceId, raceFailure, replanRace, stateEvent, withCandidates } from "../machine-state.ts";
+import { allKindsUnreachable } from "../candidates.ts";
 import { raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart } from "../race.ts";
 import type { Candidate, MachineInput, RaceRecord } from "../types.ts";
 
@@ -19,8 +19,9 @@ export function summary(state: RacingState): string {
  */
 function emptyRaceReason(ranked: readonly Candidate[]): string {
   if (ranked.length === 0) return "No gateway configured or discovered";
-  if (ranked.every((c) => allKindsUnreachable(c) && !reportsReachable(c))) return "No gateway reachable: no route to any gateway from this network (offline?)";
-  return "No gateway reachable: every gateway refused every protocol from this network";
+  if (ranked.every((c) => allKindsUnreachable(c) && c.probe?.answered === false)) return "No gateway reachable: no route to any gateway from this network (offline?)";
+  if (ranked.some((c) => allKindsUnreachable(c) && c.probe?.answered === true)) return "No gateway reachable: the gateways refused every protocol from this network";
+  return "No gateway reachable";
 }
 
 export function enter(shared0: Shared, now: number, ctx: MachineContext, reason: RaceRecord["reason"], attempt: number, ranked: Candidate[]): Outcome {
@@ -52,10 +53,11 @@ export function handle(state: RacingState, input: MachineInput, ctx: MachineCont
       return { go: { to: "connected", active, race: r.race, raceEffects: r.effects, previous: null, failover: null, standby: null }, shared: state.shared, effects: [] };
     }
     case "leg-failed": {
-      const r = raceOnLegFailed(state.race, input.legId, input.code, input.message, input.now, policy);
-      if (!r.decided) return { state: { ...state, race: r.race }, effects: r.effects };
+      const x = extendBeforeFailure(state.shared, state.race, input.legId, policy);
+      const r = raceOnLegFailed(x.race, input.legId, input.code, input.message, input.now, policy);
+      if (!r.decided) return { state: { ...state, shared: x.shared, race: r.race }, effects: r.effects };
       const f = raceFailure(r.race);
-      return { go: { to: "error", reason: f.reason, attempt: state.attempt + 1, retry: f.retry, race: r.race, failover: null }, shared: state.shared, effects: r.effects };
+      return { go: { to: "error", reason: f.reason, attempt: state.attempt + 1, retry: f.retry, race: r.race, failover: null }, shared: x.shared, effects: r.effects };
     }
     case "disconnect": {
       const r = raceCancel(state.race, input.now);
@@ -66,8 +68,10 @@ export function handle(state: RacingState, input: MachineInput, ctx: MachineCont
         effects: [...r.effects, { type: "record-race", race: record }, ...cancelAllTimers()],
       };
     }
-    case "candidates":
-      return { state: { ...state, shared: withCandidates(state.shared, input.candidates) }, effects: [] };
+    case "candidates": {
+      const x = replanRace(withCandidates(state.shared, input.candidates), state.race, policy, input.now);
+      return { state: { ...state, shared: x.shared, race: x.race }, effects: x.effects };
+    }
     case "connect":
     case "leg-down":
     case "probe":
