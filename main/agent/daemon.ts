@@ -940,7 +940,7 @@ export class Daemon {
             );
           }
           log.info("leg up", { leg, ifname: up.config.ifname, ms: up.timings.firstReplyAt - up.timings.spawnedAt });
-          this.dispatch({ type: "leg-up", now: Date.now(), legId: leg.id, config: up.config, firstReplyAt: up.timings.firstReplyAt });
+          this.dispatch({ type: "leg-up", now: Date.now(), legId: leg.id, config: up.config, firstReplyAt: up.timings.firstReplyAt, pathRttMs: up.timings.firstReplyRttMs ?? null });
         },
         (err: unknown) => {
           this.#legs.delete(leg.id);

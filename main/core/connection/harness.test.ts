@@ -183,7 +183,9 @@ export class Sim {
         } else if ("up" in script) {
           this.schedule(this.now + script.up, () => {
             if (!this.running.has(leg.id)) return;
-            this.dispatch({ type: "leg-up", now: this.now, legId: leg.id, config: tunnelConfig(leg), firstReplyAt: this.now - (script.replyBeforeUp ?? 0) });
+            // The engine's proof of life measured the path as the monitor will find it.
+            const pathRttMs = (this.#opts.path ?? (() => 20))(leg, this.now);
+            this.dispatch({ type: "leg-up", now: this.now, legId: leg.id, config: tunnelConfig(leg), firstReplyAt: this.now - (script.replyBeforeUp ?? 0), pathRttMs });
           });
         } else {
           this.schedule(this.now + script.fail, () => {

@@ -24,6 +24,12 @@ export const RECOVER_RTT_FRACTION = 0.8;
  * twice over, which is more than queueing does to a path that still works.
  */
 export const DEAD_RTT_MULTIPLE = 4;
+/**
+ * Until the monitor has this many replies of its own, the path's round trip measured before it started (the
+ * leg's proof of life) speaks for the path too: a gateway 360 ms away must not be declared dead after 300 ms,
+ * before its first reply could arrive. A handful of replies is a p95 worth trusting on its own.
+ */
+export const PATH_RTT_TRUST_SAMPLES = 5;
 
 /**
  * Invariants: `samples` holds at most one sample per seq, none sent before the retention horizon; `overSince` is
@@ -31,6 +37,8 @@ export const DEAD_RTT_MULTIPLE = 4;
  */
 export interface HealthState {
   startedAt: number;
+  /** The path's round trip known when the monitor started (see PATH_RTT_TRUST_SAMPLES), null if none. */
+  pathRttMs: number | null;
   samples: ProbeSample[];
   lastReplyAt: number | null;
   /** When the newest answered probe was sent: probes sent after it and not answered are the evidence of a dead leg. */
@@ -59,16 +67,27 @@ export interface HealthStats {
   lastReplyAt: number | null;
 }
 
-/** A fresh monitor: the dead clock runs from `now` until the first reply. */
-export function healthStart(now: number): HealthState {
-  return { startedAt: now, samples: [], lastReplyAt: null, lastAnsweredSentAt: null, unansweredSince: null, overSince: null, clearSince: null, verdict: { state: "healthy" } };
+/** A fresh monitor: the dead clock runs from `now` until the first reply; `pathRttMs` is what the leg measured before. */
+export function healthStart(now: number, pathRttMs: number | null = null): HealthState {
+  return { startedAt: now, pathRttMs: pathRttMs !== null && Number.isFinite(pathRttMs) && pathRttMs > 0 ? pathRttMs : null, samples: [], lastReplyAt: null, lastAnsweredSentAt: null, unansweredSince: null, overSince: null, clearSince: null, verdict: { state: "healthy" } };
 }
 
-/** How long without a reply means dead: the policy's window, stretched on a path whose RTT is a large part of it. */
+/**
+ * How long without a reply means dead: the policy's window, stretched on a path whose RTT is a large part of it.
+ * The path's RTT is the p95 of the monitor's own replies (RTT plus its jitter), and until there are enough of
+ * them, never below the round trip the leg measured before the monitor started.
+ */
 export function deadWindowMs(h: HealthState, policy: HealthPolicy): number {
   const rtts = h.samples.flatMap((s) => (s.rttMs === null ? [] : [s.rttMs])).sort((a, b) => a - b);
-  const p95 = percentile(rtts, 95);
-  return Math.max(policy.deadAfterMs, p95 === null ? 0 : Math.ceil(DEAD_RTT_MULTIPLE * p95));
+  const p95 = percentile(rtts, 95) ?? 0;
+  const path = rtts.length >= PATH_RTT_TRUST_SAMPLES ? p95 : Math.max(p95, h.pathRttMs ?? 0);
+  return Math.max(policy.deadAfterMs, Math.ceil(DEAD_RTT_MULTIPLE * path));
+}
+
+/** The path's round trip as this monitor knows it: the p95 of its replies, else what it started from. */
+export function pathRttOf(h: HealthState): number | null {
+  const rtts = h.samples.flatMap((s) => (s.rttMs === null ? [] : [s.rttMs])).sort((a, b) => a - b);
+  return percentile(rtts, 95) ?? h.pathRttMs;
 }
 
 /**

@@ -36,6 +36,8 @@ export interface ActiveLeg {
   /** When the first reply came back through it (from the engine's data-plane probe). */
   firstReplyAt: number;
   upAt: number;
+  /** The path's round trip as measured before the monitor started (proof of life, or the standby's probes). */
+  pathRttMs?: number | null;
 }
 
 export interface DisconnectedState {

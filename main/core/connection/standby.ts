@@ -105,14 +105,14 @@ export function standbyOwns(sb: StandbyState, legId: string): boolean {
   return sb.leg?.leg.id === legId || (sb.race !== null && raceHasLeg(sb.race, legId));
 }
 
-export function standbyOnLegUp(sb: StandbyState, legId: string, config: TunnelConfig, firstReplyAt: number, now: number): { standby: StandbyState; effects: Effect[] } {
+export function standbyOnLegUp(sb: StandbyState, legId: string, config: TunnelConfig, firstReplyAt: number, now: number, pathRttMs: number | null = null): { standby: StandbyState; effects: Effect[] } {
   if (sb.race === null) return { standby: sb, effects: sb.leg?.leg.id === legId ? [] : [{ type: "stop-leg", legId }] };
   const r: RaceStep = raceOnLegUp(sb.race, legId, now);
   const effects = retime(r.effects);
   const winner = r.race.winner;
   if (!r.decided || winner === null) return { standby: { ...sb, race: r.race.status === "running" ? r.race : null }, effects };
   // The engine's own data-plane probe is the standby's first reply.
-  const health: HealthState = { ...healthStart(now), lastReplyAt: firstReplyAt };
+  const health: HealthState = { ...healthStart(now, pathRttMs), lastReplyAt: firstReplyAt };
   const leg: StandbyLeg = { leg: winner, config, upAt: now, firstReplyAt, health };
   effects.push({ type: "start-monitor", legId: winner.id, role: "standby" }, ...raceEndedEffects(r.race, now));
   return { standby: schedule({ leg, race: null, checkAt: null, avoid: [] }, now + STANDBY_CHECK_MS, effects), effects };

@@ -167,7 +167,15 @@ export type MachineInput =
    */
   | { type: "timer"; now: number; timer: TimerId; pendingSentAt?: number | null }
   | { type: "candidates"; now: number; candidates: Candidate[] }
-  | { type: "leg-up"; now: number; legId: string; config: TunnelConfig; firstReplyAt: number }
+  | {
+      type: "leg-up";
+      now: number;
+      legId: string;
+      config: TunnelConfig;
+      firstReplyAt: number;
+      /** The path's round trip as the leg's proof of life measured it (TunnelTimings.firstReplyRttMs). */
+      pathRttMs?: number | null;
+    }
   | { type: "leg-failed"; now: number; legId: string; code: EngineErrorCode; message: string }
   /** The engine itself reported the tunnel down or exited. */
   | { type: "leg-down"; now: number; legId: string; reason: string }

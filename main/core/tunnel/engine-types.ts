@@ -48,6 +48,11 @@ export interface TunnelTimings {
   handshakeAt: number | null;
   /** The first reply from the gateway's side came back through the tunnel. */
   firstReplyAt: number;
+  /**
+   * The round trip of that first reply (the echo's own time): the path's RTT as the leg's proof of life measured
+   * it, where the in-tunnel monitor starts from. Absent when the engine could not tell.
+   */
+  firstReplyRttMs?: number;
 }
 
 export interface TunnelUp {

@@ -241,7 +241,7 @@ export class IpsecEngine implements TunnelEngine {
       // dns stays empty: charon asks the gateway for DNS only when an attribute handler such as the `resolve`
       // plugin is loaded, and that plugin rewrites the host's resolv.conf
       config: { ifname, addresses: [`${vip}/32`], routes, dns: [], mtu: await linkMtu(ifname, netns) },
-      timings: { spawnedAt: proc.spawnedAt, handshakeAt, firstReplyAt: echo.at },
+      timings: { spawnedAt: proc.spawnedAt, handshakeAt, firstReplyAt: echo.at, firstReplyRttMs: echo.rttMs },
       detail: { routingTable: String(this.#table), localPort: str(sa ?? new Map(), "local-port"), encapsulation: "udp" },
     };
   }

@@ -341,7 +341,7 @@ export class OpenConnectEngine implements TunnelEngine {
     this.#pollHandback(HANDBACK_POLL_UP_MS);
     const up: TunnelUp = {
       config: { ifname: runtime.ifname, addresses: [`${rec.address}/32`], routes: rec.splitIncludes, dns: rec.dns, mtu: rec.mtu },
-      timings: { spawnedAt: proc.spawnedAt, handshakeAt: this.#handshakeAt, firstReplyAt: echo.at },
+      timings: { spawnedAt: proc.spawnedAt, handshakeAt: this.#handshakeAt, firstReplyAt: echo.at, firstReplyRttMs: echo.rttMs },
       detail: { transport, ...(rec.defaultDomain === null ? {} : { defaultDomain: rec.defaultDomain }), ...(session === undefined ? {} : { auth: "cookie" }) },
     };
     this.#hub.emit({ type: "up", at: Date.now() });

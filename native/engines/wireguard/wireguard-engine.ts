@@ -190,7 +190,7 @@ export class WireGuardEngine implements TunnelEngine {
         if (this.#spec.liveness !== null) void this.#watchLiveness(this.#spec.liveness, reply.at);
         return {
           config: { ifname: runtime.ifname, addresses: [params.tunnelAddress], routes: [...params.allowedIps], dns: [], mtu: WIREGUARD_MTU },
-          timings: { spawnedAt, handshakeAt: this.#handshakeAt, firstReplyAt: reply.at },
+          timings: { spawnedAt, handshakeAt: this.#handshakeAt, firstReplyAt: reply.at, firstReplyRttMs: reply.rttMs },
           detail: {},
         };
       } finally {

@@ -3,7 +3,7 @@
  * a dead, downed or browned-out leg starts a failover, and a better gateway that stays reachable is raced back to.
  */
 import { allKindsUnreachable, reportsReachable } from "../candidates.ts";
-import { healthDeadline, healthEvaluate, healthNotePending, healthOnSample, healthStart, type HealthState } from "../health.ts";
+import { healthDeadline, healthEvaluate, healthNotePending, healthOnSample, healthStart, pathRttOf, type HealthState } from "../health.ts";
 import type { ActiveLeg, ConnectedState, Entry, FailoverCause, Go, MachineContext, Outcome, Shared, StandbyState } from "../machine-state.ts";
 import { KIND_NAMES, allocateLegs, cancelAllTimers, nextRaceId, planFailover, stateEvent, timerDue, withCandidates } from "../machine-state.ts";
 import { TIMER_SLACK_MS, raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart, type RaceState } from "../race.ts";
@@ -102,7 +102,7 @@ function connectedState(
  * after, if none came along, avoiding the gateway just left.
  */
 export function enter(shared0: Shared, now: number, ctx: MachineContext, e: NewLegEntry): Outcome {
-  const health = healthStart(now);
+  const health = healthStart(now, e.active.pathRttMs ?? null);
   const shared1: Shared = {
     ...shared0,
     since: now,
@@ -174,7 +174,7 @@ function promoteStandby(state: ConnectedState, now: number, reason: string): Go 
     detectedAfterMs: now - lastReplyAt,
     restoredAfterMs: now - lastReplyAt,
   };
-  const active: ActiveLeg = { leg: sb.leg, config: sb.config, firstReplyAt: sb.firstReplyAt, upAt: sb.upAt };
+  const active: ActiveLeg = { leg: sb.leg, config: sb.config, firstReplyAt: sb.firstReplyAt, upAt: sb.upAt, pathRttMs: pathRttOf(sb.health) };
   const effects: Effect[] = [...rec.effects, { type: "cancel-timer", timer: "standby" }, { type: "cancel-timer", timer: "standby-stagger" }];
   return { go: { to: "connected", active, race: null, raceEffects: [], previous: state.active, failover, standby: null }, shared: rec.shared, effects };
 }
@@ -232,7 +232,7 @@ function onCandidates(state: ConnectedState, input: Extract<MachineInput, { type
   if (best !== undefined && sbGateway === best.name && standbyFresh(state.standby, input.now, sctx)) {
     const sb = state.standby.leg;
     if (sb !== null) {
-      const active: ActiveLeg = { leg: sb.leg, config: sb.config, firstReplyAt: sb.firstReplyAt, upAt: sb.upAt };
+      const active: ActiveLeg = { leg: sb.leg, config: sb.config, firstReplyAt: sb.firstReplyAt, upAt: sb.upAt, pathRttMs: pathRttOf(sb.health) };
       const effects: Effect[] = [{ type: "cancel-timer", timer: "standby" }, { type: "cancel-timer", timer: "standby-stagger" }];
       return { go: { to: "connected", active, race: null, raceEffects: [], previous: state.active, failover: null, standby: null }, shared: { ...shared, lastRace: state.shared.lastRace }, effects };
     }
@@ -293,7 +293,7 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
 function onRecoverWon(state: ConnectedState, input: Extract<MachineInput, { type: "leg-up" }>, race: RaceState, raceEffects: Effect[]): Go {
   const winner = race.winner;
   if (winner === null) throw new Error("connected: a decided recover race without a winner");
-  const active: ActiveLeg = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now };
+  const active: ActiveLeg = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now, pathRttMs: input.pathRttMs ?? null };
   const keep = state.standby.leg !== null && state.standby.leg.leg.gateway !== winner.gateway && state.standby.race === null;
   const down = keep ? { standby: state.standby, effects: [] } : standbyTeardown(state.standby, input.now);
   return {
@@ -320,7 +320,7 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
     case "leg-up": {
       if (input.legId === state.active.leg.id) return { state, effects: [] };
       if (standbyOwns(state.standby, input.legId)) {
-        const r = standbyOnLegUp(state.standby, input.legId, input.config, input.firstReplyAt, input.now);
+        const r = standbyOnLegUp(state.standby, input.legId, input.config, input.firstReplyAt, input.now, input.pathRttMs ?? null);
         return { state: { ...state, standby: r.standby }, effects: r.effects };
       }
       if (state.recover === null || !raceHasLeg(state.recover, input.legId)) return { state, effects: [{ type: "stop-leg", legId: input.legId }] };

@@ -83,7 +83,7 @@ export function handle(state: FailingOverState, input: MachineInput, ctx: Machin
         restoredAt,
         restoredAfterMs: restoredAt - state.failover.lastReplyAt,
       };
-      const active = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now };
+      const active = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now, pathRttMs: input.pathRttMs ?? null };
       return { go: { to: "connected", active, race: r.race, raceEffects: r.effects, previous: state.failed, failover, standby: null }, shared: state.shared, effects: [] };
     }
     case "leg-failed": {

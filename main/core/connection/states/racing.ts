@@ -49,7 +49,7 @@ export function handle(state: RacingState, input: MachineInput, ctx: MachineCont
       const r = raceOnLegUp(state.race, input.legId, input.now);
       const winner = r.race.winner;
       if (!r.decided || winner === null) return { state: { ...state, race: r.race }, effects: r.effects };
-      const active = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now };
+      const active = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now, pathRttMs: input.pathRttMs ?? null };
       return { go: { to: "connected", active, race: r.race, raceEffects: r.effects, previous: null, failover: null, standby: null }, shared: state.shared, effects: [] };
     }
     case "leg-failed": {
