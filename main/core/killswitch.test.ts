@@ -48,9 +48,20 @@ test("disconnected-with-lockdown-blocks-the-underlay-but-the-listed-endpoints-an
 });
 
 for (const state of ["resolving", "racing", "failing-over", "error"] as const) {
-  test(`${state}-blocks-the-underlay-except-the-gateway-endpoints-and-discovery-dns`, () => {
-    assert.deepEqual(rules(state), blockingOf(state));
-    assert.deepEqual(rules(state, { lockdown: true }), blockingOf(state), "lockdown changes nothing while not disconnected");
+  test(`${state}-with-lockdown-blocks-the-underlay-except-the-gateway-endpoints-and-discovery-dns`, () => {
+    assert.deepEqual(rules(state, { lockdown: true }), blockingOf(state));
+  });
+
+  test(`${state}-in-a-split-tunnel-without-lockdown-holds-back-only-the-protected-networks`, () => {
+    const r = rules(state);
+    assert.deepEqual(r, { ...blockingOf(state), mode: "tunnel-only", dnsServers: [], blockUnderlay: false, underlayUpkeep: false });
+  });
+
+  test(`${state}-in-a-full-tunnel-blocks-the-underlay-with-or-without-lockdown`, () => {
+    for (const lockdown of [false, true]) {
+      const r = rules(state, { lockdown, protectedNetworks: ["0.0.0.0/0"] });
+      assert.deepEqual([r.mode, r.blockUnderlay, r.fullTunnel], ["blocking", true, true]);
+    }
   });
 }
 
@@ -96,11 +107,12 @@ test("protected-networks-are-normalised-host-bits-cleared-and-covered-prefixes-d
 
 test("endpoints-devices-and-dns-are-deduplicated-and-sorted-so-equal-states-compare-equal", () => {
   const a = rules("racing", {
+    lockdown: true,
     gatewayEndpoints: [...racing, ...racing].reverse(),
     tunnelDevices: ["ipsec*", "dt-L2", "dt-L1", "dt-L2"],
     dnsServers: [DNS, "198.18.53.10", DNS, "9.9.9.9"],
   });
-  const b = rules("racing", { gatewayEndpoints: racing, tunnelDevices: ["dt-L1", "dt-L2", "ipsec*"], dnsServers: ["9.9.9.9", "198.18.53.10", DNS] });
+  const b = rules("racing", { lockdown: true, gatewayEndpoints: racing, tunnelDevices: ["dt-L1", "dt-L2", "ipsec*"], dnsServers: ["9.9.9.9", "198.18.53.10", DNS] });
   assert.deepEqual(a, b);
   assert.deepEqual(a.tunnelDevices, ["dt-L1", "dt-L2", "ipsec*"]);
   assert.deepEqual(a.dnsServers, ["9.9.9.9", DNS, "198.18.53.10"], "numeric order, not string order");
@@ -135,7 +147,7 @@ test("invalid-input-is-a-bug-and-throws-before-any-rule-is-made", () => {
 
 test("ipv6-gateway-endpoints-are-allowed-canonical-and-sorted-after-ipv4", () => {
   const v6 = "2001:DB8:18:1:0:0:0:2";
-  const r = rules("racing", { gatewayEndpoints: [...legEndpoints("wireguard", v6, ports), ...racing, { address: "2001:db8:18:1::2", protocol: "udp", port: 51820 }], dnsServers: [DNS, "2001:db8:18:53::2"] });
+  const r = rules("racing", { lockdown: true, gatewayEndpoints: [...legEndpoints("wireguard", v6, ports), ...racing, { address: "2001:db8:18:1::2", protocol: "udp", port: 51820 }], dnsServers: [DNS, "2001:db8:18:53::2"] });
   assert.deepEqual(r.gatewayEndpoints.map((e) => `${e.address} ${e.protocol} ${String(e.port)}`), [
     `${GW1} udp 51820`,
     `${GW2} udp 500`,

@@ -6,10 +6,13 @@
  * Semantics, per state:
  *
  *   disconnected            no rules (null), unless lockdown is on; then as "blocking"
- *   resolving | racing |    "blocking": traffic leaves the underlay only towards the gateway endpoints being
- *   failing-over | error    raced or in use, and to the discovery DNS servers (port 53); everything else must
- *                           leave through a tunnel device or loopback; protected destinations never leave
- *                           except through a tunnel device
+ *   resolving | racing |    with lockdown or a full tunnel, "blocking": traffic leaves the underlay only towards
+ *   failing-over | error    the gateway endpoints being raced or in use, and to the discovery DNS servers (port
+ *                           53); everything else must leave through a tunnel device or loopback; protected
+ *                           destinations never leave except through a tunnel device. A split tunnel without
+ *                           lockdown is "tunnel-only" here too: only the protected networks are held back, and
+ *                           every other application keeps the Internet while Detour connects or retries (a
+ *                           gateway outage or a hotel's sign-in page must not take the whole machine offline)
  *   connected               "tunnel-only": protected destinations leave only through tunnel devices (active
  *                           and standbys); other traffic is none of the kill switch's business, unless the
  *                           protected networks include 0.0.0.0/0 (full tunnel): then everything is protected
@@ -138,11 +141,16 @@ export function killSwitchPolicy(input: KillSwitchInput): KillSwitchRules | null
     case "racing":
     case "failing-over":
     case "error":
-      return blocking(base, dnsServers);
+      return input.lockdown || fullTunnel ? blocking(base, dnsServers) : tunnelOnly(base);
     case "connected":
       // Discovery rechecks while connected go through the tunnel (full tunnel) or are not ours to police (split).
       return { ...base, mode: "tunnel-only", dnsServers: [], blockUnderlay: fullTunnel, underlayUpkeep: fullTunnel };
   }
+}
+
+/** Split tunnel: only the protected networks are held to the tunnel devices; the underlay is not ours to police. */
+function tunnelOnly(base: Omit<KillSwitchRules, "mode" | "dnsServers" | "blockUnderlay" | "underlayUpkeep">): KillSwitchRules {
+  return { ...base, mode: "tunnel-only", dnsServers: [], blockUnderlay: false, underlayUpkeep: false };
 }
 
 function blocking(base: Omit<KillSwitchRules, "mode" | "dnsServers" | "blockUnderlay" | "underlayUpkeep">, dnsServers: string[]): KillSwitchRules {

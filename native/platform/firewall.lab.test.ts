@@ -116,12 +116,13 @@ function show(c: readonly KillSwitchCounter[]): string {
   return c.filter((x) => x.packets > 0 || x.purpose === "protected-escaped").map((x) => `${x.chain}/${x.purpose}${x.detail === "" ? "" : ` ${x.detail}`}=${String(x.packets)}`).join(", ");
 }
 
-test("connecting-lets-the-raced-handshake-through-and-nothing-for-corp-leaves-the-underlay", { timeout: 30_000 }, async () => {
+test("connecting-under-lockdown-lets-the-raced-handshake-through-and-nothing-for-corp-leaves-the-underlay", { timeout: 30_000 }, async () => {
   const open = await udpToCorp();
   assert.ok(open.leaked >= UDP_PROBES.count, `without the kill switch the leak path carries corp's traffic to the router: ${JSON.stringify(open)}`);
 
-  await applyKillSwitch(policy({ state: "racing" }), { netns: ns });
-  await applyKillSwitch(policy({ state: "racing" }), { netns: ns }); // desired state: repeating is harmless
+  // Lockdown: a split tunnel without it holds back only the protected networks while connecting.
+  await applyKillSwitch(policy({ state: "racing", lockdown: true }), { netns: ns });
+  await applyKillSwitch(policy({ state: "racing", lockdown: true }), { netns: ns }); // desired state: repeating is harmless
 
   const state = lab.loadState(ID);
   wg = createEngine(labEngineSpec(topo, state, "gw1", "wireguard", { ifname: WG_IFNAME, liveness: null }));

@@ -6,10 +6,11 @@ import { countedPackets, parseCounters, renderApplyTransaction, renderKillSwitch
 
 const ports = { wireguard: { port: 51820 }, anyconnect: { port: 443 } };
 
+/** Racing under lockdown by default: the blocking table, the one with every kind of rule in it. */
 function rulesFor(over: Partial<KillSwitchInput>): KillSwitchRules {
   const r = killSwitchPolicy({
     state: "racing",
-    lockdown: false,
+    lockdown: true,
     protectedNetworks: ["198.19.0.0/24"],
     gatewayEndpoints: [...legEndpoints("wireguard", "198.18.1.2", ports), ...legEndpoints("anyconnect-tls", "198.18.2.2", ports)],
     tunnelDevices: ["dt-L1", "ipsec*"],

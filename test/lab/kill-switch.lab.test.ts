@@ -10,6 +10,7 @@ import { after, afterEach, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { agentStart, agentStop } from "./agent.ts";
+import { collectorUrl } from "./collector.ts";
 import { nsRun } from "./exec.ts";
 import * as lab from "./lab.ts";
 import { ProbeClient } from "./probe-client.ts";
@@ -18,6 +19,8 @@ const ID = "kswt";
 const POLL_MS = 100;
 const CONNECT_WITHIN_MS = 8_000;
 const WITNESS_TABLE = "detour_leak_witness";
+/** Every gateway silent: each leg runs to its 5 s deadline, then the error state; a loaded machine gets more. */
+const ERROR_WITHIN_MS = 30_000;
 
 type Status = Awaited<ReturnType<ControlClient["status"]>>;
 
@@ -126,3 +129,41 @@ test("lockdown-keeps-protected-traffic-in-while-disconnected", { timeout: 60_000
     await nsRun(lab.topologyOf(ID).client.ns, ["nft", "delete", "table", "inet", "detour_killswitch"]).catch(() => undefined);
   }
 });
+
+/** Whether a host outside the protected networks (the lab's collector, "the Internet") answers over HTTP. */
+async function internetAnswers(): Promise<boolean> {
+  const r = await mustProbe().http({ url: `${collectorUrl(lab.topologyOf(ID))}/`, timeoutMs: 1000 });
+  return r.ok;
+}
+
+for (const lockdown of [false, true]) {
+  test(`every-gateway-down-in-error-${lockdown ? "lockdown-blocks-everything" : "split-tunnel-keeps-the-internet"}-and-protected-traffic-never-leaks`, { timeout: 90_000 }, async () => {
+    const state = lab.loadState(ID);
+    const original = readFileSync(state.clientConfig, "utf8");
+    if (lockdown) writeFileSync(state.clientConfig, JSON.stringify({ ...(JSON.parse(original) as object), lockdown: true }, null, 2), { mode: 0o600 });
+    try {
+      assert.equal(await internetAnswers(), true, "control: the collector answers before detourd starts");
+      for (const g of ["gw1", "gw2", "gw3"]) await lab.kill(g, "all", ID);
+      const a = await agentStart(ID);
+      client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
+      const c = client;
+      await c.connect();
+      const base = await leakedToRouter();
+      const whileRacing = await internetAnswers();
+      const s = await waitFor(c, "the error state", (x) => x.state === "error", ERROR_WITHIN_MS);
+      await mustProbe().udp({ host: "198.19.0.1", port: 7, count: 20, intervalMs: 10, timeoutMs: 200 });
+      const inError = await internetAnswers();
+      const leaked = (await leakedToRouter()) - base;
+      console.log(`${lockdown ? "lockdown" : "split tunnel"}, every gateway down: "${s.summary}"; the Internet answers while racing: ${String(whileRacing)}, in error: ${String(inError)}; protected packets leaked: ${leaked}`);
+      assert.equal(leaked, 0, "protected traffic never leaves outside a tunnel");
+      assert.equal(inError, !lockdown, lockdown ? "lockdown keeps everything in" : "a split-tunnel user keeps the Internet while Detour retries");
+      assert.equal(whileRacing, !lockdown);
+    } finally {
+      if (lockdown) {
+        writeFileSync(state.clientConfig, original, { mode: 0o600 });
+        await agentStop(ID);
+        await nsRun(lab.topologyOf(ID).client.ns, ["nft", "delete", "table", "inet", "detour_killswitch"]).catch(() => undefined);
+      }
+    }
+  });
+}
