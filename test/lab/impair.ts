@@ -6,6 +6,9 @@
  * The underlay is dual-stack, so every impairment covers both IPv4 and IPv6 unless it names one `family`:
  * the nft table is `inet` (its rules match either family), and delays are queued by iptables and ip6tables.
  * A blocked gateway therefore stays blocked over IPv6, and "IPv4 broken, IPv6 fine" is one impairment.
+ *
+ * The gateways' distances are not impairments: they are delays on the gateways' own links (distance.ts), in other
+ * namespaces, so every impairment here (a delay too) adds to them.
  */
 import { join } from "node:path";
 import { startDelayq } from "./delayq.ts";
