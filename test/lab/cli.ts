@@ -3,19 +3,25 @@ import { spawnSync } from "node:child_process";
 import { parseArgs } from "node:util";
 import { collectorPaths, collectorUrl, DASHBOARD_PORT, dashboardForwarder, LAB_ORG } from "./collector.ts";
 import { GATEWAY_ENGINES, type GatewayEngine } from "./gateway-engines.ts";
+import { describeDistance } from "./distance.ts";
 import { DIRECTIONS, IMPAIR_FAMILIES, IMPAIR_PROTOS, IMPAIR_TARGETS, describeImpairment, type ImpairmentSpec } from "./impair.ts";
 import { agentLogs, agentStart, agentStop } from "./agent.ts";
 import * as lab from "./lab.ts";
 import { formatSelftest, selftest } from "./selftest.ts";
+import { DISTANCE_PROFILES, GATEWAY_NAMES, USER_DISTANCES } from "./topology.ts";
+
+const userDistances = GATEWAY_NAMES.map((g) => `${g} ${String(USER_DISTANCES[g].rttMs)} ms`).join(", ");
 
 const HELP = `Detour network lab: real WireGuard, IKEv2 and AnyConnect gateways in network namespaces.
 
 usage: npm run lab -- <command> [options]
 
-  up                         create namespaces, credentials, gateways (3 x wireguard-go, charon, ocserv), corp, DNS,
-                             the telemetry collector
+  up [--distance user|none]  create namespaces, credentials, gateways (3 x wireguard-go, charon, ocserv), corp, DNS,
+                             the telemetry collector. --distance user (default): each gateway is as far as users
+                             have it, ${userDistances} round trip with a few ms of jitter; none: 0 ms
+                             everywhere, for benchmarks that compare against baselines
   down                       remove everything of the lab (also after a crash or kill -9)
-  status [--json]            namespaces, engines and PIDs, addresses, client config path, impairments
+  status [--json]            namespaces, engines and PIDs, addresses, distances, client config path, impairments
   selftest [--json]          prove every gateway, protocol and impairment with the plain engine tools
   impair <target> block|reject [proto] [--dir both|up|down] [--family ipv4|ipv6]
   impair <target> loss <percent> [proto] [--dir both|up|down] [--family ipv4|ipv6]
@@ -24,7 +30,7 @@ usage: npm run lab -- <command> [options]
                              proto:  ${IMPAIR_PROTOS.join(", ")} (default all)
                              loss and delay apply to each selected direction
   lift <impairment-id>       remove one impairment (ids are shown by impair and status)
-  heal                       lift every impairment and restart every killed engine
+  heal                       lift every impairment and restart every killed engine (the distances stay)
   kill <gateway> [engine]    SIGKILL one engine (${GATEWAY_ENGINES.join(", ")}) or, default, the whole gateway
                              (all engines, and its link goes silent)
   restore <gateway> [engine] restart killed engines with the same keys; lifts a whole-gateway kill
@@ -70,6 +76,7 @@ async function main(argv: string[]): Promise<number> {
       help: { type: "boolean", short: "h", default: false },
       connect: { type: "boolean", default: false },
       port: { type: "string", default: String(DASHBOARD_PORT) },
+      distance: { type: "string", default: "user" },
     },
   });
   const id = values.id;
@@ -80,8 +87,10 @@ async function main(argv: string[]): Promise<number> {
   }
   switch (cmd) {
     case "up": {
-      const s = await lab.up(id);
+      const s = await lab.up(id, { distance: oneOf("--distance", values.distance, DISTANCE_PROFILES) });
       console.log(`lab "${id}" is up in ${s.upMs} ms`);
+      const distances = (await lab.status(id)).distances;
+      console.log(`  distances:     ${distances.length === 0 ? "none (every gateway at 0 ms)" : distances.map(describeDistance).join("; ")}`);
       console.log(`  client config: ${s.clientConfig}`);
       console.log(`  collector:     ${collectorUrl(lab.topologyOf(id))} (OTLP/HTTP); dashboard: npm run lab -- dashboard`);
       console.log(`  look around:   npm run lab -- status   |   npm run lab -- selftest`);
@@ -110,6 +119,8 @@ async function main(argv: string[]): Promise<number> {
       for (const e of s.engines) console.log(`  ${e.gateway} ${e.engine.padEnd(10)} pid ${String(e.pid ?? "-").padEnd(8)} ${e.alive ? "running" : "stopped"}`);
       for (const v of s.services) console.log(`  ${v.name.padEnd(14)} pid ${String(v.pid).padEnd(8)} ${v.alive ? "running" : "stopped"}`);
       for (const [k, v] of Object.entries(s.addresses)) console.log(`  ${k.padEnd(10)} ${v}`);
+      if (s.distance !== undefined) console.log(s.distances.length === 0 ? `  distance ${s.distance}: every gateway at 0 ms` : `  distance ${s.distance}:`);
+      for (const d of s.distances) console.log(`    ${describeDistance(d)}, delayq pids ${d.pids.up} ${d.pids.down} ${d.alive ? "running" : "NOT running (heal restarts them)"}`);
       console.log(s.impairments.length === 0 ? "  no impairments" : s.impairments.map((i) => `  ${i.description}`).join("\n"));
       return 0;
     }

@@ -1,17 +1,21 @@
 /**
  * Builds and invokes `delayq`, the lab's NFQUEUE latency tool (this kernel has no netem): compiles the C source on
- * demand into .build/ and turns a delay/jitter request into a validated command line.
+ * demand into .build/, turns a delay/jitter request into a validated command line and starts it in a namespace.
  */
 import { execFile } from "node:child_process";
 import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { inNs, isAlive, readIfExists, spawnDaemon, stopPids, waitFor } from "./exec.ts";
 
 const execFileAsync = promisify(execFile);
 
 /** Compiling delayq takes well under a second; 60 s leaves room for a loaded CI box yet still fails a hung `cc`. */
 const COMPILE_TIMEOUT_MS = 60_000;
+
+/** delayq binds its queue in a few milliseconds; the bound only catches a broken build. */
+const DELAYQ_READY_TIMEOUT_MS = 5_000;
 
 /** The largest delay or jitter delayq accepts; the C program enforces the same bound. */
 export const DELAYQ_MAX_MS = 10_000;
@@ -92,4 +96,27 @@ export function delayqArgv(binary: string, queueNum: number, delayMs: number, ji
   checkInteger("delay (ms)", delayMs, DELAYQ_MAX_MS);
   checkInteger("jitter (ms)", jitterMs, DELAYQ_MAX_MS);
   return [binary, String(queueNum), String(delayMs), String(jitterMs)];
+}
+
+/**
+ * Starts delayq on NFQUEUE `queueNum` inside namespace `ns` (queues are per namespace) and returns its PID once it
+ * holds the queue, so rules that send packets there take effect at once. Logs to `logFile`.
+ */
+export async function startDelayq(ns: string, queueNum: number, delayMs: number, jitterMs: number, logFile: string): Promise<number> {
+  const bin = await ensureDelayqBinary();
+  const pid = spawnDaemon(inNs(ns, delayqArgv(bin, queueNum, delayMs, jitterMs)), { logFile });
+  try {
+    await waitFor(
+      `delayq on queue ${queueNum} in ${ns}`,
+      () => {
+        if (!isAlive(pid)) throw new Error(`delayq exited: ${readIfExists(logFile).slice(-1000)}`);
+        return readIfExists(logFile).includes("ready");
+      },
+      { timeoutMs: DELAYQ_READY_TIMEOUT_MS },
+    );
+  } catch (e) {
+    await stopPids([pid]);
+    throw e;
+  }
+  return pid;
 }

@@ -6,10 +6,13 @@
  * The underlay is dual-stack, so every impairment covers both IPv4 and IPv6 unless it names one `family`:
  * the nft table is `inet` (its rules match either family), and delays are queued by iptables and ip6tables.
  * A blocked gateway therefore stays blocked over IPv6, and "IPv4 broken, IPv6 fine" is one impairment.
+ *
+ * The gateways' distances are not impairments: they are delays on the gateways' own links (distance.ts), in other
+ * namespaces, so every impairment here (a delay too) adds to them.
  */
 import { join } from "node:path";
-import { delayqArgv, ensureDelayqBinary } from "./delayq.ts";
-import { inNs, isAlive, readIfExists, run, runOk, spawnDaemon, stopPids, waitFor } from "./exec.ts";
+import { startDelayq } from "./delayq.ts";
+import { run, runOk, stopPids } from "./exec.ts";
 import { GATEWAY_NAMES, PORTS, type GatewayName, type LabTopology } from "./topology.ts";
 
 export type ImpairTarget = "client" | GatewayName;
@@ -41,8 +44,6 @@ export type Impairment = ImpairmentSpec & { id: string; origin?: "kill" };
 export const NFT_TABLE = "detour_impair";
 const IPT_CHAIN = "DETOUR_DELAY";
 const QUEUE_BASE = 100;
-/** delayq binds its queue in a few milliseconds; the bound only catches a broken build. */
-const DELAYQ_READY_TIMEOUT_MS = 5_000;
 
 export function validateSpec(s: ImpairmentSpec): ImpairmentSpec {
   if (!IMPAIR_TARGETS.includes(s.target)) throw new Error(`impairment target "${s.target}" is unknown: expected ${IMPAIR_TARGETS.join(", ")}`);
@@ -201,20 +202,10 @@ export async function applyImpairments(topo: LabTopology, labDir: string, impair
   }
   await stopPids(oldDelayqPids, "SIGTERM");
 
-  const plans = delayPlans(impairments);
   const pids: number[] = [];
-  if (plans.length > 0) {
-    const bin = await ensureDelayqBinary();
-    for (const plan of plans) {
-      const log = join(labDir, "logs", `delayq-${plan.queue}.log`);
-      const pid = spawnDaemon(inNs(ns, delayqArgv(bin, plan.queue, plan.delayMs, plan.jitterMs)), { logFile: log });
-      pids.push(pid);
-      await waitFor(`delayq on queue ${plan.queue}`, () => {
-        if (!isAlive(pid)) throw new Error(`delayq exited: ${readIfExists(log).slice(-1000)}`);
-        return readIfExists(log).includes("ready");
-      }, { timeoutMs: DELAYQ_READY_TIMEOUT_MS });
-      for (const r of plan.rules) await ipt(r.command, ["-A", IPT_CHAIN, ...r.args]);
-    }
+  for (const plan of delayPlans(impairments)) {
+    pids.push(await startDelayq(ns, plan.queue, plan.delayMs, plan.jitterMs, join(labDir, "logs", `delayq-${plan.queue}.log`)));
+    for (const r of plan.rules) await ipt(r.command, ["-A", IPT_CHAIN, ...r.args]);
   }
   return pids;
 }

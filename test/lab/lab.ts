@@ -17,11 +17,12 @@ import {
   type GatewayEngine,
   type GatewaySecrets,
 } from "./gateway-engines.ts";
+import { applyDistances, distanceStatus, type DistancePids, type DistanceStatus } from "./distance.ts";
 import { applyImpairments, describeImpairment, validateSpec, type Impairment, type ImpairmentSpec } from "./impair.ts";
 import { createNetwork, destroyNamespaces, listNamespaces } from "./netns.ts";
 import { assertLabCanRun } from "./preflight.ts";
 import { REPO_ROOT, startCorp, startCorpDns, startDns } from "./services.ts";
-import { gatewayByName, labTopology, namespaceOf, type LabTopology } from "./topology.ts";
+import { gatewayByName, labTopology, namespaceOf, type DistanceProfile, type LabTopology } from "./topology.ts";
 
 export const DEFAULT_LAB_ID = "lab";
 /** Root of all lab run folders: tmpfs, root-only, gone at reboot like the namespaces themselves. */
@@ -37,7 +38,7 @@ export function labDirOf(id: string): string {
  * client configuration asks for, the corp network only ("split") or everything ("full").
  */
 export interface UpOptions {
-  distance?: "user" | "none";
+  distance?: DistanceProfile;
   tunnel?: "split" | "full";
 }
 
@@ -63,7 +64,10 @@ export interface LabState {
     /** The telemetry collector in the collector namespace (0 until started). */
     collector?: number;
     gateways: Record<string, Record<GatewayEngine, number | null>>;
+    /** The router's delayqs, one per delay impairment. */
     delayq: number[];
+    /** The delayqs that put each gateway at its distance (in the gateway's namespace); empty for distance "none". */
+    distance: DistancePids;
   };
   impairments: Impairment[];
   nextImpairment: number;
@@ -89,7 +93,8 @@ export function readSecret(path: string): string {
 
 /**
  * Creates the whole lab: namespaces and links, per-run credentials, the three engines on every gateway, corp,
- * DNS and an empty impairment table, then writes the client config. On any failure it removes what it made.
+ * DNS, an empty impairment table and the gateways' distances, then writes the client config. On any failure it
+ * removes what it made.
  */
 export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<LabState> {
   assertLabCanRun();
@@ -147,7 +152,7 @@ export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<Lab
       upMs: 0,
       clientConfig: join(labDir, "client.json"),
       secrets: { clientWgPrivateKeyFile, clientWgPublicKey: clientWg.publicKey, pskFile, passwordFile, gateways: gwSecrets },
-      pids: { corp: 0, corpDns: 0, dns: 0, gateways: {}, delayq: [] },
+      pids: { corp: 0, corpDns: 0, dns: 0, gateways: {}, delayq: [], distance: {} },
       impairments: [],
       nextImpairment: 1,
     };
@@ -172,6 +177,7 @@ export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<Lab
     state.pids.corpDns = corpDnsPid;
     state.pids.collector = collectorPid;
     state.pids.delayq = await applyImpairments(topo, labDir, [], []);
+    state.pids.distance = await applyDistances(topo, labDir, options.distance);
 
     const telemetryTokenFile = writeSecret(join(labDir, "telemetry-token"), collectorTokens(labDir).ingest);
     writeClientConfig(
@@ -273,6 +279,10 @@ export interface LabStatus {
   services: { name: string; pid: number; alive: boolean }[];
   gateways: { name: string; hostname: string; address: string; address6: string; priority: number; region: string; wireguardPublicKey: string; ikeId: string; tlsPin: string }[];
   addresses: Record<string, string>;
+  /** The distance profile the lab was built with (absent while it is down). */
+  distance?: DistanceProfile;
+  /** Each gateway's round trip from the client and the delayqs that make it; empty for distance "none". */
+  distances: DistanceStatus[];
   impairments: (Impairment & { description: string })[];
 }
 
@@ -304,6 +314,7 @@ export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
       dns6: topo.dns.address6,
       ...Object.fromEntries(topo.gateways.map((g) => [`${g.name}6`, g.address6])),
     },
+    distances: [],
     impairments: [],
   };
   if (state === undefined) return base;
@@ -336,6 +347,8 @@ export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
       ikeId: g.ikev2.id,
       tlsPin: s.secrets.gateways[g.name]?.tlsPin ?? "",
     })),
+    distance: s.options.distance,
+    distances: distanceStatus(topo, s.options.distance, s.pids.distance),
     impairments: s.impairments.map((i) => ({ ...i, description: describeImpairment(i) })),
   };
 }
@@ -433,9 +446,13 @@ export async function restore(gateway: string, engine: GatewayEngine | "all" = "
   }
 }
 
-/** Back to a pristine lab: every impairment lifted and every killed engine restarted. */
+/**
+ * Back to a pristine lab: every impairment lifted and every killed engine restarted. The gateways' distances stay
+ * (they are the lab's geography, not impairments); a distance delayq that died is started again.
+ */
 export async function heal(id = DEFAULT_LAB_ID): Promise<void> {
   const state = loadState(id);
+  state.pids.distance = await applyDistances(labTopology(id), state.labDir, state.options.distance, state.pids.distance);
   await setImpairments(state, []);
   for (const g of labTopology(id).gateways) await restore(g.name, "all", id);
 }

@@ -10,11 +10,16 @@ import { describeImpairment, type ImpairmentSpec } from "./impair.ts";
 import { logOf, PLAIN_LEGS, startPlain, type PlainLeg, type PlainTunnel } from "./plain/plain-clients.ts";
 import { ProbeClient } from "./probe-client.ts";
 import type { RttSummary } from "./tools/probe-stats.ts";
-import { CORP_ECHO_PORT, CORP_HTTP_PORT, gatewayByName, type LabTopology } from "./topology.ts";
+import { CORP_ECHO_PORT, CORP_HTTP_PORT, gatewayByName, gatewayDistances, oneWayDelay, type GatewayName, type LabTopology } from "./topology.ts";
 
-/** A working tunnel replies within ~0.2 s here; 5 s also covers a loaded CI machine. */
+/** A working tunnel replies within ~0.2 s at 0 ms; 5 s also covers a loaded CI machine. */
 const LEG_DEADLINE_MS = 5_000;
-/** A blocked leg must still be silent this long after launch (a working one answers within ~0.2 s). */
+/**
+ * Plus this many of the gateway's round trips: AnyConnect, the slowest leg, needs about 11 (TLS, authentication,
+ * tunnel setup, then DTLS), 3.2 s to a 250 ms gateway.
+ */
+const LEG_ROUND_TRIPS = 12;
+/** A blocked leg must still be silent this long after launch (a working one to gw1 or gw2 answers within ~1 s). */
 const BLOCKED_OBSERVE_MS = 2_500;
 const LOSS_PROBES = 600;
 const LOSS_PROBE_INTERVAL_MS = 5;
@@ -24,7 +29,7 @@ const DTLS_UP_RE = /Established DTLS connection|DTLS (connected|established)/;
 /** DTLS normally follows CSTP within milliseconds; openconnect's MTU detection can add up to about a second. */
 const DTLS_SETTLE_POLL_MS = 100;
 const DTLS_SETTLE_POLLS = 30;
-/** One echo or TCP connect across the lab's veths takes well under a millisecond; 1 s means it is not coming. */
+/** One echo or TCP connect takes a gateway's round trip (at most 250 ms, to gw3); 1 s means it is not coming. */
 const REACH_TIMEOUT_S = 1;
 
 export interface LegRow {
@@ -83,10 +88,27 @@ async function whoami(ctx: Ctx): Promise<{ gateway: string | null; protocol: str
   return JSON.parse(r.body) as { gateway: string | null; protocol: string | null };
 }
 
-async function legRow(ctx: Ctx, gateway: string, leg: PlainLeg): Promise<LegRow> {
+/**
+ * A gateway's own distance (the lab's --distance), which every delay the checks add comes on top of: the mean
+ * round trip, its fixed part and how far its jitter can stretch it.
+ */
+function distanceOf(ctx: Ctx, gateway: GatewayName): { rttMs: number; fixedMs: number; jitterSpanMs: number } {
+  const d = gatewayDistances(ctx.state.options.distance)[gateway];
+  if (d === undefined) return { rttMs: 0, fixedMs: 0, jitterSpanMs: 0 };
+  const w = oneWayDelay(d);
+  return { rttMs: d.rttMs, fixedMs: 2 * w.delayMs, jitterSpanMs: 2 * w.jitterMs };
+}
+
+/** How long a leg to `gateway` may take to its first reply: the 0 ms deadline plus its distance's round trips. */
+function legDeadlineMs(ctx: Ctx, gateway: GatewayName): number {
+  return LEG_DEADLINE_MS + LEG_ROUND_TRIPS * distanceOf(ctx, gateway).rttMs;
+}
+
+async function legRow(ctx: Ctx, gateway: GatewayName, leg: PlainLeg): Promise<LegRow> {
   const t = await open(ctx, leg, gateway);
+  const deadlineMs = legDeadlineMs(ctx, gateway);
   try {
-    const ms = await firstReply(ctx, t, LEG_DEADLINE_MS);
+    const ms = await firstReply(ctx, t, deadlineMs);
     const saw = ms === null ? null : await whoami(ctx);
     const corpSaw = saw === null ? null : `${saw.gateway ?? "?"}/${saw.protocol ?? "?"}`;
     const right = saw !== null && saw.gateway === gateway && saw.protocol === PROTOCOL_OF_LEG[leg];
@@ -100,7 +122,7 @@ async function legRow(ctx: Ctx, gateway: string, leg: PlainLeg): Promise<LegRow>
       }
       note = DTLS_UP_RE.test(log) ? "DTLS up" : `no DTLS: ${log.split("\n").filter((l) => /DTLS|Configured/.test(l)).slice(-3).join(" / ")}`;
     }
-    if (ms === null) note = `no reply within ${LEG_DEADLINE_MS} ms`;
+    if (ms === null) note = `no reply within ${deadlineMs} ms`;
     else if (!right) note = `corp saw ${corpSaw ?? "nothing"}`;
     const left = await close(ctx, t);
     if (left.length > 0) note += ` left behind: ${left.join(", ")}`;
@@ -215,7 +237,7 @@ async function checks(ctx: Ctx): Promise<CheckRow[]> {
     await withImpairment(ctx, { kind: "block", target: "client", proto: "udp", dir: "both" }, async () => {
       const t = await open(ctx, "anyconnect-tls", "gw2");
       try {
-        const ms = await firstReply(ctx, t, LEG_DEADLINE_MS);
+        const ms = await firstReply(ctx, t, legDeadlineMs(ctx, "gw2"));
         return { name: "client uplink block udp: AnyConnect TLS-only works", ok: ms !== null, measured: ms === null ? "no reply" : `first reply after ${ms} ms`, expected: "works" };
       } finally {
         await close(ctx, t);
@@ -226,7 +248,7 @@ async function checks(ctx: Ctx): Promise<CheckRow[]> {
   // Loss and delay are measured through an established WireGuard tunnel to gw1.
   const wg = await open(ctx, "wireguard", "gw1");
   try {
-    if ((await firstReply(ctx, wg, LEG_DEADLINE_MS)) === null) throw new Error("WireGuard to gw1 did not come up for the loss and delay checks");
+    if ((await firstReply(ctx, wg, legDeadlineMs(ctx, "gw1"))) === null) throw new Error("WireGuard to gw1 did not come up for the loss and delay checks");
     const udp = async (count: number, intervalMs: number): Promise<UdpStats> => udpProbe(ctx, count, intervalMs, 1000);
     const clean = await udp(200, LOSS_PROBE_INTERVAL_MS);
     rows.push({ name: "gw1 clean: no loss", ok: clean.lossPct === 0, measured: `${clean.lossPct.toFixed(1)}% of ${clean.sent}, p50 ${clean.rttMs.p50.toFixed(2)} ms`, expected: "0%" });
@@ -245,17 +267,22 @@ async function checks(ctx: Ctx): Promise<CheckRow[]> {
         return { name: "gw1 loss 10% each way: probe loss ~19%", ok: r.lossPct >= 14 && r.lossPct <= 24, measured: `${r.lossPct.toFixed(1)}% of ${r.sent}`, expected: "19% (14-24)" };
       }),
     );
+    // Delays add to gw1's own distance (0 in a lab built with --distance none).
+    const dist = distanceOf(ctx, "gw1");
+    const plus = dist.rttMs === 0 ? "" : ` on top of its ${dist.rttMs} ms distance`;
     rows.push(
       await withImpairment(ctx, { kind: "delay", target: "gw1", proto: "all", dir: "both", delayMs: 50, jitterMs: 0 }, async () => {
         const r = await udp(DELAY_PROBES, 20);
-        return { name: "gw1 delay 50 ms each way: RTT ~100 ms", ok: r.lossPct === 0 && r.rttMs.p50 >= 98 && r.rttMs.p50 <= 115, measured: `p50 ${r.rttMs.p50.toFixed(1)} ms, p95 ${r.rttMs.p95.toFixed(1)} ms, loss ${r.lossPct.toFixed(1)}%`, expected: "100 ms (98-115), no loss" };
+        const [lo, hi] = [dist.rttMs + 98, dist.rttMs + 115];
+        return { name: `gw1 delay 50 ms each way${plus}: RTT ~${dist.rttMs + 100} ms`, ok: r.lossPct === 0 && r.rttMs.p50 >= lo && r.rttMs.p50 <= hi, measured: `p50 ${r.rttMs.p50.toFixed(1)} ms, p95 ${r.rttMs.p95.toFixed(1)} ms, loss ${r.lossPct.toFixed(1)}%`, expected: `${dist.rttMs + 100} ms (${lo}-${hi}), no loss` };
       }),
     );
     rows.push(
       await withImpairment(ctx, { kind: "delay", target: "gw1", proto: "wireguard", dir: "both", delayMs: 20, jitterMs: 20 }, async () => {
         const r = await udp(DELAY_PROBES, 20);
-        // Each way 20 + U(0, 20) ms: mean RTT 60 ms, spread between 40 and 80.
-        return { name: "gw1 delay 20 ms + 0-20 ms jitter each way: RTT 40-80 ms", ok: r.lossPct === 0 && r.rttMs.min >= 39 && r.rttMs.max <= 90 && r.rttMs.p95 - r.rttMs.min > 5, measured: `min ${r.rttMs.min.toFixed(1)}, p50 ${r.rttMs.p50.toFixed(1)}, max ${r.rttMs.max.toFixed(1)} ms`, expected: "40-80 ms, spread, no loss" };
+        // Each way 20 + U(0, 20) ms: mean RTT 60 ms, spread between 40 and 80, plus the distance's fixed part and jitter.
+        const [lo, hi] = [dist.fixedMs + 40, dist.fixedMs + dist.jitterSpanMs + 80];
+        return { name: `gw1 delay 20 ms + 0-20 ms jitter each way${plus}: RTT ${lo}-${hi} ms`, ok: r.lossPct === 0 && r.rttMs.min >= lo - 1 && r.rttMs.max <= hi + 10 && r.rttMs.p95 - r.rttMs.min > 5, measured: `min ${r.rttMs.min.toFixed(1)}, p50 ${r.rttMs.p50.toFixed(1)}, max ${r.rttMs.max.toFixed(1)} ms`, expected: `${lo}-${hi} ms, spread, no loss` };
       }),
     );
   } finally {
@@ -265,7 +292,7 @@ async function checks(ctx: Ctx): Promise<CheckRow[]> {
   // A killed gateway goes silent; restored, it serves again with the same keys.
   const t3 = await open(ctx, "wireguard", "gw3");
   try {
-    const up = await firstReply(ctx, t3, LEG_DEADLINE_MS);
+    const up = await firstReply(ctx, t3, legDeadlineMs(ctx, "gw3"));
     await lab.kill("gw3", "all", ctx.topo.id);
     const during = await udpProbe(ctx, 20, 20, 500);
     rows.push({ name: "kill gw3: its tunnel goes silent", ok: up !== null && during.received === 0, measured: `${during.received}/${during.sent} replies`, expected: "0 replies" });
@@ -275,7 +302,7 @@ async function checks(ctx: Ctx): Promise<CheckRow[]> {
   }
   const after = await open(ctx, "wireguard", "gw3");
   try {
-    const ms = await firstReply(ctx, after, LEG_DEADLINE_MS);
+    const ms = await firstReply(ctx, after, legDeadlineMs(ctx, "gw3"));
     rows.push({ name: "restore gw3: a new tunnel works", ok: ms !== null, measured: ms === null ? "no reply" : `first reply after ${ms} ms`, expected: "works" });
   } finally {
     await close(ctx, after);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { gatewayByName, labTopology, namespaceOf, validateLabId } from "./topology.ts";
+import { GATEWAY_NAMES, gatewayByName, gatewayDistances, labTopology, namespaceOf, oneWayDelay, USER_DISTANCES, validateLabId } from "./topology.ts";
 
 test("every-namespace-starts-with-the-project-prefix", () => {
   const t = labTopology("lab");
@@ -33,4 +33,17 @@ test("bad-lab-ids-and-names-are-refused-with-a-reason", () => {
   assert.throws(() => gatewayByName(labTopology("lab"), "gw9"), /unknown gateway "gw9"/);
   assert.throws(() => namespaceOf(labTopology("lab"), "root"), /unknown namespace "root"/);
   assert.equal(namespaceOf(labTopology("lab"), "gw2"), "detour-lab-gw2");
+});
+
+test("user-distances-split-into-whole-one-way-delays-that-average-the-round-trip", () => {
+  for (const g of GATEWAY_NAMES) {
+    const d = USER_DISTANCES[g];
+    const w = oneWayDelay(d);
+    assert.ok(Number.isInteger(w.delayMs) && w.delayMs > 0, `${g}: ${JSON.stringify(w)}`);
+    // Two directions, each delay + uniform(0, jitter): mean 2 * delay + jitter.
+    assert.equal(2 * w.delayMs + w.jitterMs, d.rttMs, g);
+  }
+  assert.deepEqual(GATEWAY_NAMES.map((g) => USER_DISTANCES[g].rttMs), [20, 80, 250], "a user near gw1, gw2 next door, gw3 across an ocean");
+  assert.deepEqual(gatewayDistances("none"), {});
+  assert.throws(() => oneWayDelay({ rttMs: 21, jitterMs: 2 }), /no whole one-way delay/);
 });

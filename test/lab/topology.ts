@@ -13,7 +13,8 @@
  * documentation range), one /64 per link mirroring the IPv4 /24 (198.18.N.0/24 is 2001:db8:18:N::/64). Inner
  * and corp networks: 198.19.0.0/16 (IPv4 only: the tunnels carry IPv4), the other half of the benchmarking
  * range, so nothing here can collide with a real network of the host. No namespace has a default route in
- * either family, and the root namespace is never a hop.
+ * either family, and the root namespace is never a hop. Each gateway's underlay link carries that gateway's
+ * distance from the client (USER_DISTANCES, put in force by distance.ts) unless the lab is built without them.
  */
 
 export const NS_PREFIX = "detour-";
@@ -91,6 +92,48 @@ export interface LabTopology {
 }
 
 const REGIONS: Record<GatewayName, string> = { gw1: "eu-central", gw2: "eu-west", gw3: "us-east" };
+
+/**
+ * How far a gateway is from the client: the mean round trip over its underlay link, and the jitter each direction
+ * adds on top of its fixed delay (uniform from 0 to `jitterMs`, so the two directions together average `jitterMs`).
+ */
+export interface GatewayDistance {
+  rttMs: number;
+  jitterMs: number;
+}
+
+/**
+ * The round trips users have (`lab up`'s default): the user sits near gw1 (same metro, ~20 ms), gw2 is a
+ * neighbouring region (~80 ms) and gw3 is across an ocean (~250 ms). Jitter grows with the path, as longer paths
+ * cross more queues. Connect, race and failover timings are only meaningful against these; the benchmarks that
+ * compare against stored baselines use the 0 ms world instead (`distance: "none"`).
+ */
+export const USER_DISTANCES: Readonly<Record<GatewayName, GatewayDistance>> = {
+  gw1: { rttMs: 20, jitterMs: 2 },
+  gw2: { rttMs: 80, jitterMs: 4 },
+  gw3: { rttMs: 250, jitterMs: 6 },
+};
+
+/** Which distances a lab has: the users' (USER_DISTANCES), or none (every gateway at the veth's ~0 ms). */
+export type DistanceProfile = "user" | "none";
+export const DISTANCE_PROFILES: readonly DistanceProfile[] = ["user", "none"];
+
+/** The distance of each gateway in a profile; empty for "none". */
+export function gatewayDistances(profile: DistanceProfile): Partial<Record<GatewayName, GatewayDistance>> {
+  return profile === "user" ? USER_DISTANCES : {};
+}
+
+/**
+ * What each direction of the link holds a packet: `delayMs` plus uniform(0, `jitterMs`). Both directions together
+ * average 2 * delay + jitter, the distance's round trip.
+ */
+export function oneWayDelay(d: GatewayDistance): { delayMs: number; jitterMs: number } {
+  const delayMs = (d.rttMs - d.jitterMs) / 2;
+  if (!Number.isInteger(delayMs) || delayMs < 0) {
+    throw new Error(`a ${String(d.rttMs)} ms round trip with ${String(d.jitterMs)} ms jitter has no whole one-way delay`);
+  }
+  return { delayMs, jitterMs: d.jitterMs };
+}
 
 /** Lab ids are short so that interface names built from them stay within Linux's 15 characters. */
 export function validateLabId(id: string): string {
