@@ -8,14 +8,19 @@ import { after, before, test } from "node:test";
 import { parseConfig, type DetourConfig } from "../core/config/schema.ts";
 import type { Candidate, CandidateProbe } from "../core/connection/types.ts";
 import * as lab from "../../test/lab/lab.ts";
+import { USER_DISTANCES } from "../../test/lab/topology.ts";
 import type { DiscoveryResult } from "./discovery.ts";
 import { runInNetns } from "../../test/lab/tools/agent-io-child.ts";
 
 const ID = "disc";
 /** detourd's own bound is 2 s; 1.5 s keeps this file short and is still hundreds of lab round trips. */
 const TIMEOUT_MS = 1500;
-/** Probing all three healthy gateways at once takes a round trip plus a TLS handshake: well under this. */
-const HEALTHY_PROBE_MS = 500;
+/**
+ * Probing all three healthy gateways at once takes, for the farthest, a TCP round trip, a TLS handshake (one more)
+ * and the UDP refusal window after the TCP answer (one more): three of its round trips, plus 500 ms for the
+ * work itself on a busy machine. Still short of the 1.5 s bound a silent gateway would make it wait for.
+ */
+const HEALTHY_PROBE_MS = 500 + 3 * Math.max(...Object.values(USER_DISTANCES).map((d) => d.rttMs + 2 * d.jitterMs));
 
 type Outcome = DiscoveryResult & { probes: CandidateProbe[]; discoverMs: number; probeMs: number };
 

