@@ -40,7 +40,7 @@ async function rejection(p: Promise<unknown>): Promise<EngineError> {
 
 describe("start guard", () => {
   test("a-start-that-succeeds-resolves-with-its-value-and-cleans-nothing", async () => {
-    const g = new StartGuard("Test");
+    const g = new StartGuard("Test start");
     const h = hooks();
     assert.equal(await g.run(FAR, undefined, h, () => Promise.resolve("up")), "up");
     assert.equal(h.cleanups, 0);
@@ -48,7 +48,7 @@ describe("start guard", () => {
   });
 
   test("a-missed-deadline-is-the-drivers-timeout-error-built-when-it-passed", async () => {
-    const g = new StartGuard("Test");
+    const g = new StartGuard("Test start");
     let progress = "nothing";
     const h = hooks({ timeoutError: () => new EngineError("timeout", `got as far as ${progress}`) });
     const err = await rejection(
@@ -63,7 +63,7 @@ describe("start guard", () => {
   });
 
   test("the-callers-abort-during-start-is-cancelled-and-aborts-the-steps", async () => {
-    const g = new StartGuard("Test");
+    const g = new StartGuard("Test start");
     const h = hooks();
     const ac = new AbortController();
     let stepSignal: AbortSignal | null = null;
@@ -80,7 +80,7 @@ describe("start guard", () => {
   });
 
   test("an-already-aborted-start-never-runs-its-body", async () => {
-    const g = new StartGuard("Test");
+    const g = new StartGuard("Test start");
     const h = hooks();
     const ac = new AbortController();
     ac.abort();
@@ -98,7 +98,7 @@ describe("start guard", () => {
   });
 
   test("stop-during-start-cancels-it-and-waits-for-its-cleanup", async () => {
-    const g = new StartGuard("Test");
+    const g = new StartGuard("Test start");
     let cleaned = false;
     const h = hooks({
       cleanup: async () => {
@@ -116,7 +116,7 @@ describe("start guard", () => {
   });
 
   test("start-after-stop-is-cancelled-and-start-twice-is-a-bug", async () => {
-    const g = new StartGuard("Test");
+    const g = new StartGuard("Test start");
     await g.stop();
     const h = hooks();
     const err = await rejection(g.run(FAR, undefined, h, () => Promise.resolve("up")));
@@ -125,7 +125,7 @@ describe("start guard", () => {
   });
 
   test("the-first-failure-wins-and-later-ones-change-nothing", async () => {
-    const g = new StartGuard("Test");
+    const g = new StartGuard("Test start");
     const h = hooks();
     const p = g.run(FAR, undefined, h, (a) => a.race(never()));
     g.fail(new EngineError("engine-crashed", "the engine exited during start"));
@@ -137,7 +137,7 @@ describe("start guard", () => {
   });
 
   test("the-attempts-failure-wins-over-what-the-aborted-step-threw", async () => {
-    const g = new StartGuard("Test");
+    const g = new StartGuard("Test start");
     const p = g.run(FAR, undefined, hooks(), async (a) => {
       // A step that honours the signal but reports only that it was aborted.
       await new Promise((_, reject) => {
@@ -153,12 +153,12 @@ describe("start guard", () => {
   test("errors-the-body-throws-map-to-one-engine-error", async () => {
     class CodecError extends Error {}
     const classify = (e: unknown): EngineError | null => (e instanceof CodecError ? new EngineError("bad-config", `refused: ${e.message}`) : null);
-    const refused = await rejection(new StartGuard("Test").run(FAR, undefined, hooks({ classify }), () => Promise.reject(new CodecError("errno=22"))));
+    const refused = await rejection(new StartGuard("Test start").run(FAR, undefined, hooks({ classify }), () => Promise.reject(new CodecError("errno=22"))));
     assert.equal(refused.code, "bad-config");
-    const own = await rejection(new StartGuard("Test").run(FAR, undefined, hooks({ classify }), () => Promise.reject(new EngineError("unreachable", "no route"))));
+    const own = await rejection(new StartGuard("Test start").run(FAR, undefined, hooks({ classify }), () => Promise.reject(new EngineError("unreachable", "no route"))));
     assert.equal(own.code, "unreachable");
     const bug = new TypeError("x is undefined");
-    const crashed = await rejection(new StartGuard("Test").run(FAR, undefined, hooks({ classify }), () => Promise.reject(bug)));
+    const crashed = await rejection(new StartGuard("Test start").run(FAR, undefined, hooks({ classify }), () => Promise.reject(bug)));
     assert.equal(crashed.code, "engine-crashed");
     assert.equal(crashed.retryable, true);
     assert.equal(crashed.cause, bug);
@@ -168,12 +168,12 @@ describe("start guard", () => {
 
   test("a-cleanup-that-fails-does-not-replace-the-start-error", async () => {
     const h = hooks({ cleanup: () => Promise.reject(new Error("device left behind")) });
-    const err = await rejection(new StartGuard("Test").run(FAR, undefined, h, () => Promise.reject(new EngineError("auth-failed", "refused"))));
+    const err = await rejection(new StartGuard("Test start").run(FAR, undefined, h, () => Promise.reject(new EngineError("auth-failed", "refused"))));
     assert.equal(err.code, "auth-failed");
   });
 
   test("a-failure-after-the-start-resolved-is-ignored", async () => {
-    const g = new StartGuard("Test");
+    const g = new StartGuard("Test start");
     const h = hooks();
     await g.run(FAR, undefined, h, () => Promise.resolve("up"));
     g.fail(new EngineError("engine-crashed", "exited later"));

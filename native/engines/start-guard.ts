@@ -134,9 +134,9 @@ export class StartGuard {
   #attempt: StartAttempt | null = null;
   #settled: Promise<void> = Promise.resolve();
 
-  /** `engine` names the engine in messages ("WireGuard"). */
-  constructor(engine: string) {
-    this.#what = `${engine} start`;
+  /** `what` names the start in messages ("WireGuard start to gw1"). */
+  constructor(what: string) {
+    this.#what = what;
   }
 
   /** True while an attempt is in flight. */
