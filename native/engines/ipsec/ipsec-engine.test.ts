@@ -52,10 +52,12 @@ test("an-instance-starts-once-and-stop-is-idempotent", async () => {
   await e.stop();
 });
 
-test("stop-before-start-removes-the-work-folder", async () => {
+test("stop-before-start-removes-the-work-folder-and-cancels-the-start", async () => {
   const s = spec();
   const e = new IpsecEngine(s);
   await e.stop();
   assert.ok(!existsSync(s.runtime.workDir));
-  await assert.rejects(e.start(Date.now() + 5000), /starts once/, "a stopped instance does not start");
+  await assert.rejects(e.start(Date.now() + 5000), (err: unknown) => isEngineError(err) && err.code === "cancelled", "a stopped instance does not start");
+  assert.equal(e.pid, null);
+  assert.deepEqual(await e.leftovers(), []);
 });
