@@ -12,7 +12,7 @@ import { isAlive } from "../../platform/process-tree.linux.ts";
 import { linkAddresses, linkCounters, linkExists } from "../../platform/link.linux.ts";
 import { pingThrough } from "../../platform/probe.linux.ts";
 import { EngineProcess, type ProcessExit } from "../engine-process.ts";
-import { EngineError, EventHub, type EngineDiagnostics, type Ikev2Spec, type LivenessSpec, type TunnelEngine } from "../engine.ts";
+import { EngineError, EventHub, type EngineDiagnostics, type Ikev2Spec, type TunnelEngine } from "../engine.ts";
 import { StartGuard, type StartAttempt } from "../start-guard.ts";
 import {
   CHILD_NAME,
@@ -54,8 +54,6 @@ const TERMINATE_REQUEST_TIMEOUT_MS = 2000;
 const VIP_WAIT_MS = 2000;
 /** A TUN device goes with its process; after that the kernel needs only moments to remove it. */
 const DEVICE_GONE_TIMEOUT_MS = 2000;
-/** Gap between echoes of one liveness probe: a few echoes per probe, so one lost packet is not yet a miss. */
-const LIVENESS_ECHO_GAP_MS = 200;
 /** stats() asks charon for SA counters; a busy charon must not hold up the caller for longer than this. */
 const STATS_TIMEOUT_MS = 1000;
 /** Tries at picking an unused private routing table before giving up (collisions are ~1 in 2^31). */
@@ -89,7 +87,6 @@ export class IpsecEngine implements TunnelEngine {
   #stopping = false;
   #teardownPromise: Promise<void> | null = null;
   #stopPromise: Promise<void> | null = null;
-  #liveness: { timer: NodeJS.Timeout | null; ctl: AbortController } | null = null;
   #lastRx: { bytesIn: number; at: number | null } | null = null;
 
   constructor(spec: Ikev2Spec) {
@@ -124,7 +121,6 @@ export class IpsecEngine implements TunnelEngine {
     });
     this.#state = "up";
     this.#hub.emit({ type: "up", at: Date.now() });
-    if (this.#spec.liveness !== null) this.#startLiveness(this.#spec.liveness);
     return up;
   }
 
@@ -320,60 +316,13 @@ export class IpsecEngine implements TunnelEngine {
     this.#hub.emit({ type: "engine-exit", at: exit.at, code: exit.code, signal: exit.signal, expected });
     if (expected) return;
     this.#guard.fail(this.#crashed("charon exited during start"));
-    if (this.#state === "up") {
-      this.#state = "down";
-      this.#stopLiveness();
-    }
+    if (this.#state === "up") this.#state = "down";
   }
 
   #markDown(reason: string): void {
     if (this.#state !== "up" || this.#stopping) return;
     this.#state = "down";
-    this.#stopLiveness();
     this.#hub.emit({ type: "down", at: Date.now(), reason });
-  }
-
-  /** Echo probes through the device every intervalMs; `misses` probes in a row without a reply mean down. */
-  #startLiveness(l: LivenessSpec): void {
-    const ctl = new AbortController();
-    const live = { timer: null as NodeJS.Timeout | null, ctl };
-    this.#liveness = live;
-    let misses = 0;
-    const over = (): boolean => !this.#isUp() || ctl.signal.aborted;
-    const tick = async (): Promise<void> => {
-      const ifname = this.#ifname;
-      if (ifname === null || over()) return;
-      const startedAt = Date.now();
-      const r = await pingThrough({
-        ifname,
-        target: this.#spec.probe.address,
-        netns: this.#spec.runtime.netns,
-        deadlineAt: startedAt + l.intervalMs,
-        intervalMs: LIVENESS_ECHO_GAP_MS,
-        signal: ctl.signal,
-      });
-      if (over()) return;
-      misses = r.ok ? 0 : misses + 1;
-      if (misses >= l.misses) {
-        this.#markDown(`no echo reply from ${this.#spec.probe.address} through ${ifname} in ${misses} probes`);
-        return;
-      }
-      live.timer = setTimeout(() => void tick(), Math.max(0, startedAt + l.intervalMs - Date.now()));
-    };
-    live.timer = setTimeout(() => void tick(), l.intervalMs);
-  }
-
-  /** A method, not an inline comparison: the state changes while awaits are pending. */
-  #isUp(): boolean {
-    return this.#state === "up";
-  }
-
-  #stopLiveness(): void {
-    const l = this.#liveness;
-    if (l === null) return;
-    this.#liveness = null;
-    l.ctl.abort();
-    if (l.timer !== null) clearTimeout(l.timer);
   }
 
   async stats(): Promise<TunnelStats> {
@@ -458,7 +407,6 @@ export class IpsecEngine implements TunnelEngine {
   /** IKE DELETE through charon, then SIGTERM (SIGKILL after the grace), then remove and verify every trace. */
   async #doTeardown(): Promise<void> {
     this.#stopping = true;
-    this.#stopLiveness();
     const netns = this.#spec.runtime.netns;
     const proc = this.#proc;
     if (proc?.running === true && existsSync(this.#viciPath)) {

@@ -77,7 +77,7 @@ function bad(message: string): EngineError {
 
 /** Checks a spec before anything runs: every value here ends up on openconnect's command line or in `ip`. */
 function validateSpec(spec: AnyConnectSpec): void {
-  const { runtime, gateway, params, credentials, probe, liveness } = spec;
+  const { runtime, gateway, params, credentials, probe } = spec;
   if (!isIfname(runtime.ifname)) throw bad(`interface name "${runtime.ifname}" is not 1-15 of [A-Za-z0-9_.-]`);
   // stop() deletes workDir recursively, so a root-level or relative path is refused outright.
   if (!runtime.workDir.startsWith("/") || normalize(runtime.workDir).split("/").filter((x) => x !== "").length < 2) {
@@ -90,12 +90,6 @@ function validateSpec(spec: AnyConnectSpec): void {
   const pw = credentials.password.reveal();
   if (pw === "" || /[\n\r\0]/.test(pw)) throw bad("the password is empty or holds a line break");
   if (!isIpv4(probe.address)) throw bad(`probe address "${probe.address}" is not IPv4`);
-  if (liveness !== null && !(liveness.intervalMs >= 100 && liveness.misses >= 1)) throw bad("liveness needs intervalMs >= 100 and misses >= 1");
-}
-
-/** Read through a call, so the compiler does not assume a signal checked before an await is still unaborted. */
-function isAborted(signal: AbortSignal): boolean {
-  return signal.aborted;
 }
 
 /**
@@ -144,8 +138,6 @@ export class OpenConnectEngine implements TunnelEngine {
   #up = false;
   #degraded = false;
   #down: string | null = null;
-  #liveness: Promise<void> | null = null;
-  readonly #livenessAbort = new AbortController();
   #lastRxAt: number | null = null;
   #lastRxPackets = -1;
 
@@ -259,7 +251,6 @@ export class OpenConnectEngine implements TunnelEngine {
     this.#up = true;
     this.#pollHandback(HANDBACK_POLL_UP_MS);
     this.#hub.emit({ type: "up", at: Date.now() });
-    if (this.#spec.liveness !== null) this.#liveness = this.#livenessLoop(this.#spec.liveness.intervalMs, this.#spec.liveness.misses);
     return up;
   }
 
@@ -520,28 +511,6 @@ export class OpenConnectEngine implements TunnelEngine {
     }
   }
 
-  async #livenessLoop(intervalMs: number, misses: number): Promise<void> {
-    const { runtime, probe } = this.#spec;
-    const abort = this.#livenessAbort.signal;
-    let missed = 0;
-    // Ends with stop() or the process: each round is bounded by intervalMs, so the loop ends within one round.
-    while (!abort.aborted && this.#proc?.running === true) {
-      const roundStart = Date.now();
-      const r = await pingThrough({ ifname: runtime.ifname, target: probe.address, netns: runtime.netns, deadlineAt: roundStart + intervalMs, intervalMs, signal: abort });
-      if (isAborted(abort)) break;
-      if (r.ok) {
-        missed = 0;
-        this.#lastRxAt = r.at;
-        if (this.#down?.startsWith("liveness") === true) this.#markUp();
-      } else {
-        missed += 1;
-        if (missed >= misses) this.#markDown(`liveness: ${missed} echoes in a row got no reply through ${runtime.ifname}`);
-      }
-      const rest = roundStart + intervalMs - Date.now();
-      if (rest > 0) await sleep(rest, undefined, { signal: abort }).catch(() => undefined);
-    }
-  }
-
   async stats(): Promise<TunnelStats> {
     const { runtime } = this.#spec;
     const c = await linkCounters(runtime.ifname, runtime.netns);
@@ -585,7 +554,6 @@ export class OpenConnectEngine implements TunnelEngine {
 
   async #doTeardown(): Promise<void> {
     this.#stopping = true;
-    this.#livenessAbort.abort();
     if (this.#handbackTimer !== null) clearInterval(this.#handbackTimer);
     this.#handbackTimer = null;
     const { runtime } = this.#spec;
@@ -594,7 +562,6 @@ export class OpenConnectEngine implements TunnelEngine {
       // SIGINT logs off with a BYE and removes the device; SIGHUP leaves the cookie usable for a later start.
       await proc.stop(this.#opts.logoffOnStop === false ? "SIGHUP" : "SIGINT", STOP_GRACE_MS);
     }
-    await this.#liveness?.catch(() => undefined);
     const leftovers: string[] = [];
     if (proc !== null) {
       const until = Date.now() + DEVICE_GONE_TIMEOUT_MS;

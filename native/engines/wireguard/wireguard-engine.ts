@@ -1,7 +1,8 @@
 /**
  * The WireGuard driver: runs one wireguard-go in the foreground, configures it through its UAPI socket only (the
  * private key never touches a command line, file or log), proves the tunnel with an echo through the device,
- * watches it while up, and leaves no process, device, socket or file behind when stopped.
+ * reports its exit, and leaves no process, device, socket or file behind when stopped. WireGuard itself never
+ * says a peer is gone: whether a tunnel that is up still works is the caller's in-tunnel monitor's call.
  *
  *   start: validate ─► spawn wireguard-go -f ─► socket + link ─► address, MTU, up ─► UAPI set ─► echo reply
  *              │   (each step raced against the deadline, the caller's abort, stop() and the process's exit)
@@ -16,7 +17,7 @@ import { pingThrough, type EchoResult } from "../../platform/probe.linux.ts";
 import { CommandError } from "../../platform/run.ts";
 import type { EngineProcess, ProcessExit } from "../engine-process.ts";
 import { SpareError, claimDeviceName, removeWireGuardGo, spawnWireGuardGo, waitDeviceReady, type WireGuardSpare } from "./wireguard-spare.ts";
-import { EngineError, EventHub, type EngineDiagnostics, type LivenessSpec, type TunnelEngine, type WireGuardSpec } from "../engine.ts";
+import { EngineError, EventHub, type EngineDiagnostics, type TunnelEngine, type WireGuardSpec } from "../engine.ts";
 import { StartGuard, type StartAttempt } from "../start-guard.ts";
 import { hostPort } from "../../../main/core/ip-address.ts";
 import type { Secret } from "../../../main/core/secret.ts";
@@ -34,8 +35,6 @@ const PROBE_RETRY_GAP_MS = 50;
  * wait for the next echo was most of a fast connect. A start lasts a few dozen echoes.
  */
 const FIRST_REPLY_INTERVAL_MS = 5;
-/** Liveness intervals below this would make ping's own start-up cost the larger part of every probe. */
-const MIN_LIVENESS_INTERVAL_MS = 100;
 /** A send failure wireguard-go logs when the path to the gateway does not exist at all (not a silent drop). */
 const UNREACHABLE_RE = /Failed to send handshake initiation:.*(network is unreachable|no route to host)/i;
 /** Linux limits interface names to 15 bytes; the name also becomes a path, so no slashes or dots-only names. */
@@ -56,7 +55,6 @@ export class WireGuardEngine implements TunnelEngine {
   #proc: EngineProcess | null = null;
   /** Set before any shutdown this driver causes, so the exit event says it was expected. */
   #expectExit = false;
-  #liveness = new AbortController();
   #cleanup: Promise<void> | null = null;
   #handshakeAt: number | null = null;
   /** The last time traffic from the gateway was seen (probe reply or rx counter movement), for stats(). */
@@ -87,7 +85,6 @@ export class WireGuardEngine implements TunnelEngine {
     const hooks = { timeoutError: () => this.#timeoutError(), classify: (e: unknown) => this.#classify(e), cleanup: () => this.#cleanupOnce(), tail: () => this.#proc?.tail() ?? "" };
     const up = await this.#guard.run(deadlineAt, signal, hooks, (attempt) => this.#bringUp(deadlineAt, attempt));
     this.#events.emit({ type: "up", at: Date.now() });
-    if (this.#spec.liveness !== null) void this.#watchLiveness(this.#spec.liveness, up.timings.firstReplyAt);
     return up;
   }
 
@@ -145,7 +142,7 @@ export class WireGuardEngine implements TunnelEngine {
 
   /** Everything a spec can get wrong, refused before anything is spawned; returns the UAPI transaction. */
   #validate(): Secret {
-    const { runtime, gateway, params, probe, liveness } = this.#spec;
+    const { runtime, gateway, params, probe } = this.#spec;
     const bad = (why: string): EngineError => new EngineError("bad-config", `WireGuard spec for ${gateway.name}: ${why}`);
     if (!IFNAME_RE.test(runtime.ifname)) throw bad(`device name "${runtime.ifname.slice(0, 40)}" is not 1-15 letters, digits, '_', '.' or '-'`);
     if (!isAbsolute(runtime.workDir)) throw bad("the work folder must be an absolute path");
@@ -153,9 +150,6 @@ export class WireGuardEngine implements TunnelEngine {
     if (!isIpAddress(gateway.address)) throw bad(`gateway address "${gateway.address.slice(0, 60)}" is not an IP address`);
     if (!Number.isInteger(params.port) || params.port < 1 || params.port > 65535) throw bad(`port ${String(params.port)} is not 1-65535`);
     if (!isIpAddress(probe.address)) throw bad(`probe address "${probe.address.slice(0, 60)}" is not an IP address`);
-    if (liveness !== null && !(Number.isInteger(liveness.intervalMs) && liveness.intervalMs >= MIN_LIVENESS_INTERVAL_MS && Number.isInteger(liveness.misses) && liveness.misses >= 1)) {
-      throw bad(`liveness needs intervalMs >= ${MIN_LIVENESS_INTERVAL_MS} and misses >= 1`);
-    }
     const endpoint = wireguardEndpoint(gateway.address, params.port);
     try {
       return encodeSet({
@@ -220,45 +214,7 @@ export class WireGuardEngine implements TunnelEngine {
     return peer === undefined ? null : { handshakeAt: lastHandshakeMs(peer), rxBytes: peer.rxBytes };
   }
 
-  /**
-   * One echo per interval while the tunnel is up; `down` once after `misses` misses in a row, then the watch
-   * ends (the caller decides what follows). Runs for the tunnel's lifetime; each round is bounded by the interval.
-   */
-  async #watchLiveness(live: LivenessSpec, firstReplyAt: number): Promise<void> {
-    const { runtime, probe } = this.#spec;
-    const signal = this.#liveness.signal;
-    // A function, not the property: the compiler would assume `aborted` cannot change across an await.
-    const stopped = (): boolean => signal.aborted;
-    let misses = 0;
-    let lastReplyAt = firstReplyAt;
-    let next = firstReplyAt + live.intervalMs;
-    while (!signal.aborted) {
-      const wait = next - Date.now();
-      if (wait > 0) await sleep(wait, undefined, { signal }).catch(() => undefined);
-      if (stopped()) return;
-      // After a suspend the schedule may lie far behind; probing in a burst to catch up would prove nothing.
-      if (Date.now() - next > live.intervalMs) next = Date.now();
-      const deadlineAt = next + live.intervalMs;
-      next = deadlineAt;
-      const r = await pingThrough({ ifname: runtime.ifname, target: probe.address, netns: runtime.netns, deadlineAt, intervalMs: live.intervalMs, signal });
-      if (stopped()) return;
-      if (r.ok) {
-        misses = 0;
-        lastReplyAt = r.at;
-        this.#rxMovedAt = r.at;
-        continue;
-      }
-      misses += 1;
-      if (misses >= live.misses) {
-        const silentS = Math.round((Date.now() - lastReplyAt) / 1000);
-        this.#events.emit({ type: "down", at: Date.now(), reason: `no echo reply from ${probe.address} through ${runtime.ifname} for ${silentS} s (${misses} probes missed)` });
-        return;
-      }
-    }
-  }
-
   #onExit(exit: ProcessExit): void {
-    this.#liveness.abort();
     const expected = this.#expectExit;
     this.#events.emit({ type: "engine-exit", at: exit.at, code: exit.code, signal: exit.signal, expected });
     if (!expected) {
@@ -335,7 +291,6 @@ export class WireGuardEngine implements TunnelEngine {
   async #teardown(): Promise<void> {
     const { runtime } = this.#spec;
     this.#expectExit = true;
-    this.#liveness.abort();
     const left = await removeWireGuardGo(runtime, this.#proc);
     // A spare handed over but never adopted (the start failed before) goes with this engine; adopted, it is a no-op.
     await this.#spare?.stop().catch((e: unknown) => left.push(e instanceof Error ? e.message : String(e)));
