@@ -1,4 +1,4 @@
-/** The start guard's contract, which every driver's start() inherits: deadline, abort, stop, cleanup, error codes. */
+/** The start guard's contract, which every driver inherits: deadline, abort, stop, teardown once, error codes. */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { EngineError } from "./engine.ts";
@@ -11,22 +11,18 @@ function never<T>(): Promise<T> {
   return new Promise<T>(() => undefined);
 }
 
-interface Recorded extends StartHooks {
-  cleanups: number;
+/** A guard whose teardown counts its runs (and can be slow or fail). */
+function engine(teardown: () => Promise<void> = () => Promise.resolve()): { g: StartGuard; teardowns: () => number } {
+  let n = 0;
+  const g = new StartGuard("Test start", () => {
+    n += 1;
+    return teardown();
+  });
+  return { g, teardowns: () => n };
 }
 
-function hooks(over: Partial<StartHooks> = {}): Recorded {
-  const h: Recorded = {
-    cleanups: 0,
-    timeoutError: () => new EngineError("timeout", "no tunnel before the deadline"),
-    cleanup: () => {
-      h.cleanups += 1;
-      return Promise.resolve();
-    },
-    tail: () => "last engine line",
-    ...over,
-  };
-  return h;
+function hooks(over: Partial<StartHooks> = {}): StartHooks {
+  return { timeoutError: () => new EngineError("timeout", "no tunnel before the deadline"), tail: () => "last engine line", ...over };
 }
 
 async function rejection(p: Promise<unknown>): Promise<EngineError> {
@@ -39,35 +35,35 @@ async function rejection(p: Promise<unknown>): Promise<EngineError> {
 }
 
 describe("start guard", () => {
-  test("a-start-that-succeeds-resolves-with-its-value-and-cleans-nothing", async () => {
-    const g = new StartGuard("Test start");
-    const h = hooks();
-    assert.equal(await g.run(FAR, undefined, h, () => Promise.resolve("up")), "up");
-    assert.equal(h.cleanups, 0);
+  test("a-start-that-succeeds-resolves-with-its-value-and-tears-down-only-at-stop", async () => {
+    const { g, teardowns } = engine();
+    assert.equal(await g.run(FAR, undefined, hooks(), () => Promise.resolve("up")), "up");
     assert.equal(g.starting, false);
+    assert.equal(teardowns(), 0);
+    await Promise.all([g.stop(), g.stop()]);
+    await g.stop();
+    assert.equal(teardowns(), 1, "stop() tears down once, however often it is called");
   });
 
   test("a-missed-deadline-is-the-drivers-timeout-error-built-when-it-passed", async () => {
-    const g = new StartGuard("Test start");
+    const { g, teardowns } = engine();
     let progress = "nothing";
-    const h = hooks({ timeoutError: () => new EngineError("timeout", `got as far as ${progress}`) });
     const err = await rejection(
-      g.run(Date.now() - 1, undefined, h, () => {
+      g.run(Date.now() - 1, undefined, hooks({ timeoutError: () => new EngineError("timeout", `got as far as ${progress}`) }), () => {
         progress = "the handshake";
         return never();
       }),
     );
     assert.equal(err.code, "timeout");
     assert.equal(err.message, "got as far as the handshake");
-    assert.equal(h.cleanups, 1, "what was started is cleaned up");
+    assert.equal(teardowns(), 1, "what was started is torn down before start() rejects");
   });
 
   test("the-callers-abort-during-start-is-cancelled-and-aborts-the-steps", async () => {
-    const g = new StartGuard("Test start");
-    const h = hooks();
+    const { g, teardowns } = engine();
     const ac = new AbortController();
     let stepSignal: AbortSignal | null = null;
-    const p = g.run(FAR, ac.signal, h, (a) => {
+    const p = g.run(FAR, ac.signal, hooks(), (a) => {
       stepSignal = a.signal;
       return a.race(never());
     });
@@ -76,17 +72,16 @@ describe("start guard", () => {
     assert.equal(err.code, "cancelled");
     assert.equal(err.retryable, false);
     assert.ok((stepSignal as AbortSignal | null)?.aborted === true, "steps waiting on the attempt's signal end");
-    assert.equal(h.cleanups, 1);
+    assert.equal(teardowns(), 1);
   });
 
   test("an-already-aborted-start-never-runs-its-body", async () => {
-    const g = new StartGuard("Test start");
-    const h = hooks();
+    const { g, teardowns } = engine();
     const ac = new AbortController();
     ac.abort();
     let ran = false;
     const err = await rejection(
-      g.run(FAR, ac.signal, h, () => {
+      g.run(FAR, ac.signal, hooks(), () => {
         ran = true;
         return Promise.resolve("up");
       }),
@@ -94,50 +89,47 @@ describe("start guard", () => {
     assert.equal(err.code, "cancelled");
     assert.match(err.message, /before it began/);
     assert.equal(ran, false);
-    assert.equal(h.cleanups, 1);
+    assert.equal(teardowns(), 1);
   });
 
-  test("stop-during-start-cancels-it-and-waits-for-its-cleanup", async () => {
-    const g = new StartGuard("Test start");
-    let cleaned = false;
-    const h = hooks({
-      cleanup: async () => {
-        await new Promise((r) => setImmediate(r));
-        cleaned = true;
-      },
+  test("stop-during-start-cancels-it-waits-for-it-and-tears-down-once", async () => {
+    let done = false;
+    const { g, teardowns } = engine(async () => {
+      await new Promise((r) => setImmediate(r));
+      done = true;
     });
-    const p = g.run(FAR, undefined, h, (a) => a.race(never()));
+    const p = g.run(FAR, undefined, hooks(), (a) => a.race(never()));
     assert.equal(g.starting, true);
     await g.stop();
-    assert.equal(cleaned, true, "stop() resolves only after the failed start cleaned up");
+    assert.equal(done, true, "stop() resolves only after the teardown finished");
+    assert.equal(teardowns(), 1, "the failed start and stop() share one teardown");
     const err = await rejection(p);
     assert.equal(err.code, "cancelled");
     assert.match(err.message, /being stopped/);
   });
 
   test("start-after-stop-is-cancelled-and-start-twice-is-a-bug", async () => {
-    const g = new StartGuard("Test start");
+    const { g, teardowns } = engine();
     await g.stop();
-    const h = hooks();
-    const err = await rejection(g.run(FAR, undefined, h, () => Promise.resolve("up")));
+    const err = await rejection(g.run(FAR, undefined, hooks(), () => Promise.resolve("up")));
     assert.equal(err.code, "cancelled");
-    await assert.rejects(g.run(FAR, undefined, h, () => Promise.resolve("up")), (e: unknown) => !(e instanceof EngineError) && /called twice/.test(String(e)));
+    assert.equal(teardowns(), 1);
+    await assert.rejects(g.run(FAR, undefined, hooks(), () => Promise.resolve("up")), (e: unknown) => !(e instanceof EngineError) && /called twice/.test(String(e)));
   });
 
   test("the-first-failure-wins-and-later-ones-change-nothing", async () => {
-    const g = new StartGuard("Test start");
-    const h = hooks();
-    const p = g.run(FAR, undefined, h, (a) => a.race(never()));
+    const { g, teardowns } = engine();
+    const p = g.run(FAR, undefined, hooks(), (a) => a.race(never()));
     g.fail(new EngineError("engine-crashed", "the engine exited during start"));
     g.fail(new EngineError("auth-failed", "refused"));
     await g.stop();
     const err = await rejection(p);
     assert.equal(err.code, "engine-crashed");
-    assert.equal(h.cleanups, 1, "cleanup runs once");
+    assert.equal(teardowns(), 1);
   });
 
   test("the-attempts-failure-wins-over-what-the-aborted-step-threw", async () => {
-    const g = new StartGuard("Test start");
+    const { g } = engine();
     const p = g.run(FAR, undefined, hooks(), async (a) => {
       // A step that honours the signal but reports only that it was aborted.
       await new Promise((_, reject) => {
@@ -153,12 +145,12 @@ describe("start guard", () => {
   test("errors-the-body-throws-map-to-one-engine-error", async () => {
     class CodecError extends Error {}
     const classify = (e: unknown): EngineError | null => (e instanceof CodecError ? new EngineError("bad-config", `refused: ${e.message}`) : null);
-    const refused = await rejection(new StartGuard("Test start").run(FAR, undefined, hooks({ classify }), () => Promise.reject(new CodecError("errno=22"))));
+    const refused = await rejection(engine().g.run(FAR, undefined, hooks({ classify }), () => Promise.reject(new CodecError("errno=22"))));
     assert.equal(refused.code, "bad-config");
-    const own = await rejection(new StartGuard("Test start").run(FAR, undefined, hooks({ classify }), () => Promise.reject(new EngineError("unreachable", "no route"))));
+    const own = await rejection(engine().g.run(FAR, undefined, hooks({ classify }), () => Promise.reject(new EngineError("unreachable", "no route"))));
     assert.equal(own.code, "unreachable");
     const bug = new TypeError("x is undefined");
-    const crashed = await rejection(new StartGuard("Test start").run(FAR, undefined, hooks({ classify }), () => Promise.reject(bug)));
+    const crashed = await rejection(engine().g.run(FAR, undefined, hooks({ classify }), () => Promise.reject(bug)));
     assert.equal(crashed.code, "engine-crashed");
     assert.equal(crashed.retryable, true);
     assert.equal(crashed.cause, bug);
@@ -166,19 +158,18 @@ describe("start guard", () => {
     assert.match(crashed.message, /^Test start failed: x is undefined$/);
   });
 
-  test("a-cleanup-that-fails-does-not-replace-the-start-error", async () => {
-    const h = hooks({ cleanup: () => Promise.reject(new Error("device left behind")) });
-    const err = await rejection(new StartGuard("Test start").run(FAR, undefined, h, () => Promise.reject(new EngineError("auth-failed", "refused"))));
+  test("a-teardown-that-fails-leaves-the-start-error-and-tells-stop", async () => {
+    const { g } = engine(() => Promise.reject(new Error("device left behind")));
+    const err = await rejection(g.run(FAR, undefined, hooks(), () => Promise.reject(new EngineError("auth-failed", "refused"))));
     assert.equal(err.code, "auth-failed");
+    await assert.rejects(g.stop(), /device left behind/);
   });
 
   test("a-failure-after-the-start-resolved-is-ignored", async () => {
-    const g = new StartGuard("Test start");
-    const h = hooks();
-    await g.run(FAR, undefined, h, () => Promise.resolve("up"));
+    const { g, teardowns } = engine();
+    await g.run(FAR, undefined, hooks(), () => Promise.resolve("up"));
     g.fail(new EngineError("engine-crashed", "exited later"));
-    await g.stop();
-    assert.equal(h.cleanups, 0, "a tunnel that is up is the driver's stop() to tear down");
+    assert.equal(teardowns(), 0, "a tunnel that is up goes only with stop()");
   });
 });
 

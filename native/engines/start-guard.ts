@@ -1,11 +1,12 @@
 /**
- * How every driver starts its engine: one attempt raced against its deadline, the caller's abort, stop() and
- * whatever the driver reports as fatal (the engine exiting, a refusal in its output); the first failure wins,
- * everything the attempt started is stopped before start() rejects, and every rejection is an EngineError.
+ * How every driver starts and stops its engine: one attempt raced against its deadline, the caller's abort,
+ * stop() and whatever the driver reports as fatal (the engine exiting, a refusal in its output); the first
+ * failure wins, the driver's teardown runs once before start() rejects (or at stop()), and every rejection
+ * is an EngineError.
  *
  *   start ─► attempt ─► body: step, step, ... (each raced: a failure ends the wait at once) ─► resolves
  *              │  fail(): deadline ("timeout", the driver's words) | caller abort or stop() ("cancelled") | driver
- *              └─► any failure or throw: attempt.signal aborts, cleanup(), reject with one EngineError
+ *              └─► any failure or throw: attempt.signal aborts, teardown (once), reject with one EngineError
  */
 import { EngineError, isEngineError } from "./engine.ts";
 
@@ -113,30 +114,35 @@ export interface StartHooks {
   timeoutError: () => EngineError;
   /** The driver's own errors (codec, client, command) as EngineErrors; null for one it does not know. */
   classify?: (e: unknown) => EngineError | null;
-  /** Stops and removes everything the attempt started; idempotent. Runs once per failed start, before it rejects. */
-  cleanup: () => Promise<void>;
   /** The engine's last output lines, attached to an error the driver did not expect. */
   tail: () => string;
 }
 
 /**
- * The start of one engine instance, which starts once: run() drives the attempt, fail() ends it from the
- * driver's event handlers (a no-op when no start is in flight), stop() cancels it and waits until it has
- * settled, its cleanup included, so a driver's stop() can tear down after it without racing it.
+ * The life of one engine instance, which starts once and stops once: run() drives the start's attempt, fail()
+ * ends it from the driver's event handlers (a no-op when no start is in flight), and the driver's teardown runs
+ * exactly once, when the start fails or when stop() is called, whichever comes first. stop() cancels a start in
+ * flight and waits for it to settle before the teardown, so the two never race.
  *
  * Invariant for a body: every wait is race()d and every step that creates something (a process, a device, a
- * file) comes after a race() or check(), so once the attempt failed nothing new is created while cleanup runs.
+ * file) comes after a race() or check(), so once the attempt failed nothing new is created while teardown runs.
  */
 export class StartGuard {
   readonly #what: string;
+  readonly #teardown: () => Promise<void>;
   #began = false;
-  #stopped = false;
   #attempt: StartAttempt | null = null;
   #settled: Promise<void> = Promise.resolve();
+  #tornDown: Promise<void> | null = null;
+  #stopped: Promise<void> | null = null;
 
-  /** `what` names the start in messages ("WireGuard start to gw1"). */
-  constructor(what: string) {
+  /**
+   * `what` names the start in messages ("WireGuard start to gw1"); `teardown` stops and removes everything the
+   * engine started, and reports (rejects) what it could not remove.
+   */
+  constructor(what: string, teardown: () => Promise<void>) {
     this.#what = what;
+    this.#teardown = teardown;
   }
 
   /** True while an attempt is in flight. */
@@ -146,13 +152,13 @@ export class StartGuard {
 
   /**
    * Runs `body` as the one attempt of this instance and resolves with its value, or rejects with one
-   * EngineError after hooks.cleanup(). A second call is a bug and rejects with a plain Error.
+   * EngineError once the teardown is done. A second call is a bug and rejects with a plain Error.
    */
   run<T>(deadlineAt: number, signal: AbortSignal | undefined, hooks: StartHooks, body: (attempt: StartAttempt) => Promise<T>): Promise<T> {
     if (this.#began) return Promise.reject(new Error(`${this.#what} called twice: an engine instance starts once`));
     this.#began = true;
     const attempt = new StartAttempt({ deadlineAt, signal, timeoutError: hooks.timeoutError, what: this.#what });
-    if (this.#stopped) attempt.fail(new EngineError("cancelled", `${this.#what} was cancelled: the engine had been stopped`));
+    if (this.#stopped !== null) attempt.fail(new EngineError("cancelled", `${this.#what} was cancelled: the engine had been stopped`));
     this.#attempt = attempt;
     const p = this.#run(attempt, hooks, body);
     this.#settled = p.then(
@@ -174,8 +180,8 @@ export class StartGuard {
       // Steps still running beside the one that threw (probes, polls) end with the signal.
       attempt.fail(err);
       attempt.end();
-      // A cleanup that leaves something behind says so to stop(), which returns the same teardown.
-      await hooks.cleanup().catch(() => undefined);
+      // What the teardown could not remove is stop()'s to report: it returns the same teardown.
+      await this.#teardownOnce().catch(() => undefined);
       throw err;
     } finally {
       attempt.end();
@@ -198,10 +204,23 @@ export class StartGuard {
     this.#attempt?.fail(e);
   }
 
-  /** Cancels a start in flight and resolves once it has settled and cleaned up; a later start is cancelled. */
+  /**
+   * Cancels a start in flight, waits until it has settled, then tears down (once, shared with a failed start);
+   * a later start is cancelled. Idempotent: every call returns the same promise.
+   */
   stop(): Promise<void> {
-    this.#stopped = true;
+    this.#stopped ??= this.#stop();
+    return this.#stopped;
+  }
+
+  async #stop(): Promise<void> {
     this.#attempt?.fail(new EngineError("cancelled", `${this.#what} was cancelled: the engine is being stopped`));
-    return this.#settled;
+    await this.#settled;
+    await this.#teardownOnce();
+  }
+
+  #teardownOnce(): Promise<void> {
+    this.#tornDown ??= this.#teardown();
+    return this.#tornDown;
   }
 }

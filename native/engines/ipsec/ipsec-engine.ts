@@ -85,15 +85,13 @@ export class IpsecEngine implements TunnelEngine {
   /** While `initiate` streams control-log events, those carry charon's words; its stderr would repeat them. */
   #initiating = false;
   #stopping = false;
-  #teardownPromise: Promise<void> | null = null;
-  #stopPromise: Promise<void> | null = null;
   #lastRx: { bytesIn: number; at: number | null } | null = null;
 
   constructor(spec: Ikev2Spec) {
     this.#spec = spec;
     this.#viciPath = join(spec.runtime.workDir, "charon.vici");
     this.#confPath = join(spec.runtime.workDir, "strongswan.conf");
-    this.#guard = new StartGuard(`IKEv2 start to ${spec.gateway.name}`);
+    this.#guard = new StartGuard(`IKEv2 start to ${spec.gateway.name}`, () => this.#teardown());
   }
 
   /** charon's PID while it runs (for diagnostics and crash drills); null before start. */
@@ -109,10 +107,6 @@ export class IpsecEngine implements TunnelEngine {
     const hooks = {
       timeoutError: () => this.#timeoutError(),
       classify: (e: unknown) => (isViciClientError(e) ? new EngineError("engine-crashed", `VICI: ${e.message}`, this.#tail(), { cause: e }) : null),
-      cleanup: () =>
-        this.#teardown().finally(() => {
-          this.#state = "stopped";
-        }),
       tail: () => this.#tail(),
     };
     const up = await this.#guard.run(deadlineAt, signal, hooks, (attempt) => {
@@ -384,29 +378,22 @@ export class IpsecEngine implements TunnelEngine {
   }
 
   stop(): Promise<void> {
-    this.#stopPromise ??= this.#stop();
-    return this.#stopPromise;
+    this.#stopping = true;
+    return this.#guard.stop();
   }
 
-  async #stop(): Promise<void> {
+  /** IKE DELETE through charon, then SIGTERM (SIGKILL after the grace), then remove and verify every trace. */
+  async #teardown(): Promise<void> {
     this.#stopping = true;
-    await this.#guard.stop();
     this.#state = "stopping";
     try {
-      await this.#teardown();
+      await this.#removeAll();
     } finally {
       this.#state = "stopped";
     }
   }
 
-  #teardown(): Promise<void> {
-    this.#teardownPromise ??= this.#doTeardown();
-    return this.#teardownPromise;
-  }
-
-  /** IKE DELETE through charon, then SIGTERM (SIGKILL after the grace), then remove and verify every trace. */
-  async #doTeardown(): Promise<void> {
-    this.#stopping = true;
+  async #removeAll(): Promise<void> {
     const netns = this.#spec.runtime.netns;
     const proc = this.#proc;
     if (proc?.running === true && existsSync(this.#viciPath)) {

@@ -124,8 +124,6 @@ export class OpenConnectEngine implements TunnelEngine {
   /** Only a validated spec's workDir is ever deleted. */
   #validated = false;
   #stopping = false;
-  #stopPromise: Promise<void> | null = null;
-  #teardownPromise: Promise<void> | null = null;
   #handbackOffset = 0;
   #handbackTimer: NodeJS.Timeout | null = null;
   #handbackReading = false;
@@ -144,7 +142,7 @@ export class OpenConnectEngine implements TunnelEngine {
   constructor(spec: AnyConnectSpec, opts: OpenConnectOptions = {}) {
     this.#spec = spec;
     this.#opts = opts;
-    this.#guard = new StartGuard(`AnyConnect start to ${spec.gateway.name}`);
+    this.#guard = new StartGuard(`AnyConnect start to ${spec.gateway.name}`, () => this.#teardown());
   }
 
   /** openconnect's PID once spawned (ip netns exec execs it, so this is openconnect itself); -1 before. */
@@ -242,7 +240,7 @@ export class OpenConnectEngine implements TunnelEngine {
   }
 
   async start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
-    const hooks = { timeoutError: () => this.#timeoutError(), cleanup: () => this.#teardown(), tail: () => this.#tailText() };
+    const hooks = { timeoutError: () => this.#timeoutError(), tail: () => this.#tailText() };
     const up = await this.#guard.run(deadlineAt, signal, hooks, (attempt) => {
       validateSpec(this.#spec);
       this.#validated = true;
@@ -536,23 +534,12 @@ export class OpenConnectEngine implements TunnelEngine {
   }
 
   stop(): Promise<void> {
-    this.#stopPromise ??= this.#stop();
-    return this.#stopPromise;
-  }
-
-  async #stop(): Promise<void> {
     this.#stopping = true;
-    await this.#guard.stop();
-    await this.#teardown();
+    return this.#guard.stop();
   }
 
-  /** Stops openconnect (SIGINT logs off, SIGHUP keeps the cookie), then checks device and folder are gone. Idempotent. */
-  #teardown(): Promise<void> {
-    this.#teardownPromise ??= this.#doTeardown();
-    return this.#teardownPromise;
-  }
-
-  async #doTeardown(): Promise<void> {
+  /** Stops openconnect (SIGINT logs off, SIGHUP keeps the cookie), then checks device and folder are gone. */
+  async #teardown(): Promise<void> {
     this.#stopping = true;
     if (this.#handbackTimer !== null) clearInterval(this.#handbackTimer);
     this.#handbackTimer = null;

@@ -55,7 +55,6 @@ export class WireGuardEngine implements TunnelEngine {
   #proc: EngineProcess | null = null;
   /** Set before any shutdown this driver causes, so the exit event says it was expected. */
   #expectExit = false;
-  #cleanup: Promise<void> | null = null;
   #handshakeAt: number | null = null;
   /** The last time traffic from the gateway was seen (probe reply or rx counter movement), for stats(). */
   #rxMovedAt: number | null = null;
@@ -66,7 +65,7 @@ export class WireGuardEngine implements TunnelEngine {
   /** `spare`: a wireguard-go already running for this spec's device and work folder, adopted by start(). */
   constructor(spec: WireGuardSpec, opts: { spare?: WireGuardSpare } = {}) {
     this.#spec = spec;
-    this.#guard = new StartGuard(`WireGuard start to ${spec.gateway.name}`);
+    this.#guard = new StartGuard(`WireGuard start to ${spec.gateway.name}`, () => this.#teardown());
     this.#spare = opts.spare ?? null;
     this.#socket = uapiSocketPath(spec.runtime.ifname);
     this.#uapi = new UapiClient(this.#socket);
@@ -82,7 +81,7 @@ export class WireGuardEngine implements TunnelEngine {
   }
 
   async start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
-    const hooks = { timeoutError: () => this.#timeoutError(), classify: (e: unknown) => this.#classify(e), cleanup: () => this.#cleanupOnce(), tail: () => this.#proc?.tail() ?? "" };
+    const hooks = { timeoutError: () => this.#timeoutError(), classify: (e: unknown) => this.#classify(e), tail: () => this.#proc?.tail() ?? "" };
     const up = await this.#guard.run(deadlineAt, signal, hooks, (attempt) => this.#bringUp(deadlineAt, attempt));
     this.#events.emit({ type: "up", at: Date.now() });
     return up;
@@ -254,7 +253,7 @@ export class WireGuardEngine implements TunnelEngine {
     const { runtime } = this.#spec;
     const c = (await linkCounters(runtime.ifname, runtime.netns)) ?? { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
     let handshakeAt: number | null = null;
-    if (this.#proc?.running === true && this.#cleanup === null) {
+    if (this.#proc?.running === true && !this.#expectExit) {
       const peer = await this.#uapi.get().then((d) => this.#peerOf(d), () => null);
       if (peer !== null) {
         handshakeAt = peer.handshakeAt;
@@ -272,15 +271,9 @@ export class WireGuardEngine implements TunnelEngine {
     return { engine: "wireguard-go", state, log: this.#proc?.tail(200) ?? "" };
   }
 
-  async stop(): Promise<void> {
+  stop(): Promise<void> {
     this.#expectExit = true;
-    await this.#guard.stop();
-    await this.#cleanupOnce();
-  }
-
-  #cleanupOnce(): Promise<void> {
-    this.#cleanup ??= this.#teardown();
-    return this.#cleanup;
+    return this.#guard.stop();
   }
 
   /**
