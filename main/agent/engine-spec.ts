@@ -58,7 +58,7 @@ export function engineSpecFor(config: DetourConfig, candidate: Candidate, leg: L
     ifname: rt.device?.ifname ?? legIfname(rt.ifnamePrefix, leg),
     ...(rt.netns === undefined ? {} : { netns: rt.netns }),
   };
-  const base = { gateway: { name: gw.name, address: candidate.address }, runtime, probe: { address: config.probe.address }, liveness: null };
+  const base = { gateway: { name: gw.name, address: candidate.address }, runtime, probe: { address: config.probe.address } };
   switch (leg.kind) {
     case "wireguard": {
       const p = gw.protocols.wireguard;

@@ -29,20 +29,10 @@ export interface ProbeSpec {
   address: string;
 }
 
-/**
- * The driver's own watch on a tunnel that is up: an echo through the device every intervalMs, `down` after
- * `misses` in a row. Null turns it off (the connection core runs its own finer monitor).
- */
-export interface LivenessSpec {
-  intervalMs: number;
-  misses: number;
-}
-
 interface SpecBase {
   gateway: GatewayEndpoint;
   runtime: EngineRuntime;
   probe: ProbeSpec;
-  liveness: LivenessSpec | null;
 }
 
 export interface WireGuardSpec extends SpecBase {

@@ -27,7 +27,6 @@ test("charon-takes-an-ipv6-remote-address-as-it-is", () => {
     gateway: { name: "gw1", address: V6 },
     runtime: { netns: "detour-t-client", workDir: "/run/detour-test/ikev2-gw1-x", ifname: "dike-gw1" },
     probe: { address: "198.19.0.1" },
-    liveness: null,
     params: { port: 500, natTraversalPort: 4500, remoteId: "gw1.lab.detour.test", proposals: ["aes256-sha256-x25519"], espProposals: ["aes128-sha256"], remoteTs: ["198.19.0.0/24"] },
     credentials: { localId: "client@lab.detour.test", psk: new Secret("not-a-real-psk") },
   };

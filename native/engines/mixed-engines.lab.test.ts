@@ -24,9 +24,9 @@ test("wireguard-ikev2-and-anyconnect-run-side-by-side-in-one-namespace", { timeo
   const topo = lab.topologyOf(ID);
   const state = lab.loadState(ID);
   const engines: TunnelEngine[] = [
-    createEngine(labEngineSpec(topo, state, "gw1", "wireguard", { ifname: "dmix-wg", liveness: null })),
-    createEngine(labEngineSpec(topo, state, "gw2", "ikev2", { ifname: "dmix-ike", liveness: null })),
-    createEngine(labEngineSpec(topo, state, "gw3", "anyconnect-dtls", { ifname: "dmix-oc", liveness: null })),
+    createEngine(labEngineSpec(topo, state, "gw1", "wireguard", { ifname: "dmix-wg" })),
+    createEngine(labEngineSpec(topo, state, "gw2", "ikev2", { ifname: "dmix-ike" })),
+    createEngine(labEngineSpec(topo, state, "gw3", "anyconnect-dtls", { ifname: "dmix-oc" })),
   ];
   try {
     const t0 = Date.now();

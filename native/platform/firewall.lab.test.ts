@@ -125,7 +125,7 @@ test("connecting-under-lockdown-lets-the-raced-handshake-through-and-nothing-for
   await applyKillSwitch(policy({ state: "racing", lockdown: true }), { netns: ns }); // desired state: repeating is harmless
 
   const state = lab.loadState(ID);
-  wg = createEngine(labEngineSpec(topo, state, "gw1", "wireguard", { ifname: WG_IFNAME, liveness: null }));
+  wg = createEngine(labEngineSpec(topo, state, "gw1", "wireguard", { ifname: WG_IFNAME }));
   const t0 = Date.now();
   const up = await wg.start(t0 + START_DEADLINE_MS);
   console.log(`wireguard leg to gw1 up through the kill switch after ${String(Date.now() - t0)} ms on ${up.config.ifname}`);

@@ -95,8 +95,8 @@ function addressOf(up: TunnelUp): string {
 
 test("protected-routes-swap-between-live-legs-and-the-standby-stays-probeable", { timeout: 90_000 }, async () => {
   const state = lab.loadState(ID);
-  const wg = createEngine(labEngineSpec(topo, state, "gw1", "wireguard", { ifname: "drt-wg", liveness: null }));
-  const oc = createEngine(labEngineSpec(topo, state, "gw2", "anyconnect-tls", { ifname: "drt-oc", liveness: null }));
+  const wg = createEngine(labEngineSpec(topo, state, "gw1", "wireguard", { ifname: "drt-wg" }));
+  const oc = createEngine(labEngineSpec(topo, state, "gw2", "anyconnect-tls", { ifname: "drt-oc" }));
   engines.push(wg, oc);
   const t0 = Date.now();
   const [upA, upB] = await Promise.all([wg.start(t0 + START_DEADLINE_MS), oc.start(t0 + START_DEADLINE_MS)]);

@@ -48,7 +48,7 @@ async function plainRun(topo: LabTopology, state: lab.LabState, leg: LabLeg): Pr
 }
 
 async function detourRun(topo: LabTopology, state: lab.LabState, leg: LabLeg): Promise<number | null> {
-  const spec = labEngineSpec(topo, state, "gw1", leg, { ifname: "dbench-0", liveness: null });
+  const spec = labEngineSpec(topo, state, "gw1", leg, { ifname: "dbench-0" });
   const engine = createEngine(spec);
   const t0 = Date.now();
   try {

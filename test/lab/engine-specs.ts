@@ -5,7 +5,7 @@
 import { mkdtempSync } from "node:fs";
 import { join } from "node:path";
 import { Secret } from "../../main/core/secret.ts";
-import type { EngineSpec, LivenessSpec } from "../../native/engines/engine.ts";
+import type { EngineSpec } from "../../native/engines/engine.ts";
 import { readSecret, type LabState } from "./lab.ts";
 import { CORP_NETWORK, PORTS, gatewayByName, type LabTopology } from "./topology.ts";
 
@@ -16,13 +16,9 @@ export interface LabSpecOptions {
   ifname: string;
   /** Parent folder for the instance's private work folder (default: the lab's run folder). */
   workRoot?: string;
-  liveness?: LivenessSpec | null;
   /** Override what the client pins, to play a gateway that presents another identity. */
   pin?: { wireguardPublicKey?: string; ikeRemoteId?: string; tlsPin?: string };
 }
-
-/** Liveness watch used by default in the lab: one echo a second, down after three misses. */
-export const LAB_LIVENESS: LivenessSpec = { intervalMs: 1000, misses: 3 };
 
 export function labEngineSpec(topo: LabTopology, state: LabState, gateway: string, leg: LabLeg, opts: LabSpecOptions): EngineSpec {
   const gw = gatewayByName(topo, gateway);
@@ -33,7 +29,6 @@ export function labEngineSpec(topo: LabTopology, state: LabState, gateway: strin
     gateway: { name: gw.name, address: gw.address },
     runtime: { netns: topo.client.ns, workDir, ifname: opts.ifname },
     probe: { address: topo.corp.address },
-    liveness: opts.liveness === undefined ? LAB_LIVENESS : opts.liveness,
   };
   switch (leg) {
     case "wireguard":

@@ -25,7 +25,6 @@ function spec(over: Partial<Ikev2Spec["params"]> = {}): Ikev2Spec {
     gateway: { name: "gw1", address: "198.18.1.2" },
     runtime: { netns: "detour-t-client", workDir: "/run/detour-test/ikev2-gw1-x", ifname: "dike-gw1" },
     probe: { address: "198.19.0.1" },
-    liveness: null,
     params: { port: 500, natTraversalPort: 4500, remoteId: "gw1.lab.detour.test", proposals: ["aes256-sha256-x25519"], espProposals: ["aes128-sha256"], remoteTs: ["198.19.0.0/24"], ...over },
     credentials: { localId: "client@lab.detour.test", psk: new Secret(PSK) },
   };

@@ -45,7 +45,7 @@ export function retransmitGiveUpMs(r: { timeoutS: number; base: number; tries: n
 
 /**
  * DPD after this much silence from the gateway: the gateway's own DPD is 10 s, and the daemon's data-plane
- * monitor (or the driver's liveness probe) notices a dead tunnel sooner; DPD is the backstop for an idle tunnel.
+ * monitor notices a dead tunnel sooner; DPD is the backstop for an idle tunnel.
  * A dead peer is declared after DPD_DELAY_S + the retransmit give-up time, ~17 s.
  */
 export const DPD_DELAY_S = 10;

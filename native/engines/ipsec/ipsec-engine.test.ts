@@ -20,7 +20,6 @@ function spec(over: Partial<Ikev2Spec["params"]> = {}): Ikev2Spec {
     // no netns: these specs are refused (or cancelled) before anything would run
     runtime: { workDir: mkdtempSync(join(root, "ikev2-")), ifname: "dike-gw1" },
     probe: { address: "198.19.0.1" },
-    liveness: null,
     params: { port: 500, natTraversalPort: 4500, remoteId: "gw1.lab.detour.test", proposals: ["aes256-sha256-x25519"], espProposals: ["aes128-sha256"], remoteTs: ["198.19.0.0/24"], ...over },
     credentials: { localId: "client@lab.detour.test", psk: new Secret("x") },
   };
@@ -52,10 +51,12 @@ test("an-instance-starts-once-and-stop-is-idempotent", async () => {
   await e.stop();
 });
 
-test("stop-before-start-removes-the-work-folder", async () => {
+test("stop-before-start-removes-the-work-folder-and-cancels-the-start", async () => {
   const s = spec();
   const e = new IpsecEngine(s);
   await e.stop();
   assert.ok(!existsSync(s.runtime.workDir));
-  await assert.rejects(e.start(Date.now() + 5000), /starts once/, "a stopped instance does not start");
+  await assert.rejects(e.start(Date.now() + 5000), (err: unknown) => isEngineError(err) && err.code === "cancelled", "a stopped instance does not start");
+  assert.equal(e.pid, null);
+  assert.deepEqual(await e.leftovers(), []);
 });

@@ -12,7 +12,8 @@ import { isAlive } from "../../platform/process-tree.linux.ts";
 import { linkAddresses, linkCounters, linkExists } from "../../platform/link.linux.ts";
 import { pingThrough } from "../../platform/probe.linux.ts";
 import { EngineProcess, type ProcessExit } from "../engine-process.ts";
-import { EngineError, EventHub, isEngineError, type EngineDiagnostics, type Ikev2Spec, type LivenessSpec, type TunnelEngine } from "../engine.ts";
+import { EngineError, EventHub, type EngineDiagnostics, type Ikev2Spec, type TunnelEngine } from "../engine.ts";
+import { StartGuard, type StartAttempt } from "../start-guard.ts";
 import {
   CHILD_NAME,
   CONN_NAME,
@@ -53,8 +54,6 @@ const TERMINATE_REQUEST_TIMEOUT_MS = 2000;
 const VIP_WAIT_MS = 2000;
 /** A TUN device goes with its process; after that the kernel needs only moments to remove it. */
 const DEVICE_GONE_TIMEOUT_MS = 2000;
-/** Gap between echoes of one liveness probe: a few echoes per probe, so one lost packet is not yet a miss. */
-const LIVENESS_ECHO_GAP_MS = 200;
 /** stats() asks charon for SA counters; a busy charon must not hold up the caller for longer than this. */
 const STATS_TIMEOUT_MS = 1000;
 /** Tries at picking an unused private routing table before giving up (collisions are ~1 in 2^31). */
@@ -72,6 +71,7 @@ export class IpsecEngine implements TunnelEngine {
   readonly #hub = new EventHub();
   readonly #viciPath: string;
   readonly #confPath: string;
+  readonly #guard: StartGuard;
   #state: State = "idle";
   #proc: EngineProcess | null = null;
   #vici: ViciClient | null = null;
@@ -84,18 +84,14 @@ export class IpsecEngine implements TunnelEngine {
   #childUpAt: number | null = null;
   /** While `initiate` streams control-log events, those carry charon's words; its stderr would repeat them. */
   #initiating = false;
-  #startCtl: AbortController | null = null;
-  #startSettled: Promise<unknown> = Promise.resolve();
   #stopping = false;
-  #teardownPromise: Promise<void> | null = null;
-  #stopPromise: Promise<void> | null = null;
-  #liveness: { timer: NodeJS.Timeout | null; ctl: AbortController } | null = null;
   #lastRx: { bytesIn: number; at: number | null } | null = null;
 
   constructor(spec: Ikev2Spec) {
     this.#spec = spec;
     this.#viciPath = join(spec.runtime.workDir, "charon.vici");
     this.#confPath = join(spec.runtime.workDir, "strongswan.conf");
+    this.#guard = new StartGuard(`IKEv2 start to ${spec.gateway.name}`, () => this.#teardown());
   }
 
   /** charon's PID while it runs (for diagnostics and crash drills); null before start. */
@@ -107,60 +103,37 @@ export class IpsecEngine implements TunnelEngine {
     return this.#hub.on(listener);
   }
 
-  start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
-    if (this.#state !== "idle") return Promise.reject(new Error(`IpsecEngine.start called in state ${this.#state}; an instance starts once`));
-    this.#state = "starting";
-    const p = this.#start(deadlineAt, signal);
-    this.#startSettled = p.catch(() => undefined);
-    return p;
-  }
-
-  async #start(deadlineAt: number, signal: AbortSignal | undefined): Promise<TunnelUp> {
-    const ctl = new AbortController();
-    this.#startCtl = ctl;
-    const onAbort = (): void => {
-      ctl.abort(new EngineError("cancelled", "start cancelled by the caller"));
+  async start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
+    const hooks = {
+      timeoutError: () => this.#timeoutError(),
+      classify: (e: unknown) => (isViciClientError(e) ? new EngineError("engine-crashed", `VICI: ${e.message}`, this.#tail(), { cause: e }) : null),
+      tail: () => this.#tail(),
     };
-    if (signal?.aborted === true) onAbort();
-    else signal?.addEventListener("abort", onAbort, { once: true });
-    // The deadline as an abort: every wait below ends with it, whatever it is waiting for.
-    const deadlineTimer = setTimeout(() => {
-      ctl.abort(new EngineError("timeout", "the IKEv2 tunnel was not up before the deadline"));
-    }, Math.max(0, deadlineAt - Date.now()));
-    try {
-      const up = await this.#bringUp(deadlineAt, ctl.signal);
-      ctl.signal.throwIfAborted();
-      this.#state = "up";
-      this.#hub.emit({ type: "up", at: Date.now() });
-      if (this.#spec.liveness !== null) this.#startLiveness(this.#spec.liveness);
-      return up;
-    } catch (e) {
-      const err = this.#startError(e, ctl.signal);
-      await this.#teardown().catch(() => undefined);
-      this.#state = "stopped";
-      throw err;
-    } finally {
-      clearTimeout(deadlineTimer);
-      signal?.removeEventListener("abort", onAbort);
-    }
+    const up = await this.#guard.run(deadlineAt, signal, hooks, (attempt) => {
+      this.#state = "starting";
+      return this.#bringUp(deadlineAt, attempt);
+    });
+    this.#state = "up";
+    this.#hub.emit({ type: "up", at: Date.now() });
+    return up;
   }
 
-  async #bringUp(deadlineAt: number, signal: AbortSignal): Promise<TunnelUp> {
+  async #bringUp(deadlineAt: number, attempt: StartAttempt): Promise<TunnelUp> {
     const spec = this.#spec;
+    const signal = attempt.signal;
     const netns = spec.runtime.netns;
     const problems = specProblems(spec);
     if (problems.length > 0) throw new EngineError("bad-config", `the IKEv2 spec cannot work: ${problems.join("; ")}`);
-    signal.throwIfAborted();
 
     mkdirSync(spec.runtime.workDir, { recursive: true, mode: 0o700 });
     rmSync(this.#viciPath, { force: true });
-    this.#table = await this.#pickTable();
+    this.#table = await attempt.race(this.#pickTable());
     try {
       writeFileSync(this.#confPath, strongswanConf({ viciSocket: this.#viciPath, routingTable: this.#table }), { mode: 0o600 });
     } catch (e) {
       throw new EngineError("bad-config", `cannot write charon's config: ${(e as Error).message}`, "", { cause: e });
     }
-    signal.throwIfAborted();
+    attempt.check();
 
     const proc = EngineProcess.spawn({
       argv: [CHARON_BIN],
@@ -183,11 +156,10 @@ export class IpsecEngine implements TunnelEngine {
     await this.#until("charon's VICI socket", () => (existsSync(this.#viciPath) ? true : null), Math.min(deadlineAt, Date.now() + VICI_READY_TIMEOUT_MS), signal);
     await this.#disarmRoutingRule(this.#table, signal);
 
-    const vici = await abortable(ViciClient.connect(this.#viciPath), signal, (c) => {
+    const vici = await attempt.race(ViciClient.connect(this.#viciPath), (c) => {
       c.close();
     });
     this.#vici = vici;
-    signal.throwIfAborted();
     await vici.register("ike-updown", (m) => {
       this.#onUpdown("IKE_SA", m);
     });
@@ -200,14 +172,13 @@ export class IpsecEngine implements TunnelEngine {
     const budget = deadlineAt - Date.now() - TEARDOWN_RESERVE_MS;
     if (budget < MIN_INITIATE_MS) throw new EngineError("timeout", `only ${Math.max(0, budget)} ms left to negotiate IKE before the deadline`);
     this.#initiating = true;
-    const init = await abortable(
+    const init = await attempt.race(
       vici.stream("initiate", viciSection({ child: CHILD_NAME, ike: CONN_NAME, timeout: String(budget), loglevel: "1" }), "control-log", {
         timeoutMs: budget + INITIATE_REPLY_SLACK_MS,
         onEvent: (m) => {
           this.#keepLine(`[${str(m, "group")}] ${str(m, "msg")}`);
         },
       }),
-      signal,
       () => {
         vici.close();
       },
@@ -233,8 +204,7 @@ export class IpsecEngine implements TunnelEngine {
 
     const ifname = await this.#deviceFor(vip, Math.min(deadlineAt, Date.now() + VIP_WAIT_MS), signal);
     this.#ifname = ifname;
-    const echo = await pingThrough({ ifname, target: spec.probe.address, netns, deadlineAt, signal });
-    signal.throwIfAborted();
+    const echo = await attempt.race(pingThrough({ ifname, target: spec.probe.address, netns, deadlineAt, signal }));
     if (!echo.ok) throw new EngineError("timeout", `IKEv2 tunnel established, but ${echo.error}`, this.#tail());
 
     return {
@@ -339,61 +309,14 @@ export class IpsecEngine implements TunnelEngine {
     const expected = this.#stopping;
     this.#hub.emit({ type: "engine-exit", at: exit.at, code: exit.code, signal: exit.signal, expected });
     if (expected) return;
-    if (this.#state === "starting") this.#startCtl?.abort(this.#crashed("charon exited during start"));
-    if (this.#state === "up") {
-      this.#state = "down";
-      this.#stopLiveness();
-    }
+    this.#guard.fail(this.#crashed("charon exited during start"));
+    if (this.#state === "up") this.#state = "down";
   }
 
   #markDown(reason: string): void {
     if (this.#state !== "up" || this.#stopping) return;
     this.#state = "down";
-    this.#stopLiveness();
     this.#hub.emit({ type: "down", at: Date.now(), reason });
-  }
-
-  /** Echo probes through the device every intervalMs; `misses` probes in a row without a reply mean down. */
-  #startLiveness(l: LivenessSpec): void {
-    const ctl = new AbortController();
-    const live = { timer: null as NodeJS.Timeout | null, ctl };
-    this.#liveness = live;
-    let misses = 0;
-    const over = (): boolean => !this.#isUp() || ctl.signal.aborted;
-    const tick = async (): Promise<void> => {
-      const ifname = this.#ifname;
-      if (ifname === null || over()) return;
-      const startedAt = Date.now();
-      const r = await pingThrough({
-        ifname,
-        target: this.#spec.probe.address,
-        netns: this.#spec.runtime.netns,
-        deadlineAt: startedAt + l.intervalMs,
-        intervalMs: LIVENESS_ECHO_GAP_MS,
-        signal: ctl.signal,
-      });
-      if (over()) return;
-      misses = r.ok ? 0 : misses + 1;
-      if (misses >= l.misses) {
-        this.#markDown(`no echo reply from ${this.#spec.probe.address} through ${ifname} in ${misses} probes`);
-        return;
-      }
-      live.timer = setTimeout(() => void tick(), Math.max(0, startedAt + l.intervalMs - Date.now()));
-    };
-    live.timer = setTimeout(() => void tick(), l.intervalMs);
-  }
-
-  /** A method, not an inline comparison: the state changes while awaits are pending. */
-  #isUp(): boolean {
-    return this.#state === "up";
-  }
-
-  #stopLiveness(): void {
-    const l = this.#liveness;
-    if (l === null) return;
-    this.#liveness = null;
-    l.ctl.abort();
-    if (l.timer !== null) clearTimeout(l.timer);
   }
 
   async stats(): Promise<TunnelStats> {
@@ -455,33 +378,22 @@ export class IpsecEngine implements TunnelEngine {
   }
 
   stop(): Promise<void> {
-    this.#stopPromise ??= this.#stop();
-    return this.#stopPromise;
+    this.#stopping = true;
+    return this.#guard.stop();
   }
 
-  async #stop(): Promise<void> {
+  /** IKE DELETE through charon, then SIGTERM (SIGKILL after the grace), then remove and verify every trace. */
+  async #teardown(): Promise<void> {
     this.#stopping = true;
-    if (this.#state === "starting") {
-      this.#startCtl?.abort(new EngineError("cancelled", "stopped during start"));
-      await this.#startSettled;
-    }
     this.#state = "stopping";
     try {
-      await this.#teardown();
+      await this.#removeAll();
     } finally {
       this.#state = "stopped";
     }
   }
 
-  #teardown(): Promise<void> {
-    this.#teardownPromise ??= this.#doTeardown();
-    return this.#teardownPromise;
-  }
-
-  /** IKE DELETE through charon, then SIGTERM (SIGKILL after the grace), then remove and verify every trace. */
-  async #doTeardown(): Promise<void> {
-    this.#stopping = true;
-    this.#stopLiveness();
+  async #removeAll(): Promise<void> {
     const netns = this.#spec.runtime.netns;
     const proc = this.#proc;
     if (proc?.running === true && existsSync(this.#viciPath)) {
@@ -532,15 +444,10 @@ export class IpsecEngine implements TunnelEngine {
     return out;
   }
 
-  #startError(e: unknown, signal: AbortSignal): EngineError {
-    const reason: unknown = signal.aborted ? signal.reason : e;
-    if (isEngineError(reason) && reason.code === "timeout" && signal.aborted) {
-      const f = classifyIkeFailure({ errmsg: "", lines: this.#startLines, deadlineHit: true, remoteId: this.#spec.params.remoteId });
-      return new EngineError(f.code === "engine-crashed" ? "timeout" : f.code, f.message, f.evidence.join("\n"), { cause: e });
-    }
-    if (isEngineError(reason)) return reason;
-    if (isViciClientError(reason)) return new EngineError("engine-crashed", `VICI: ${reason.message}`, this.#tail(), { cause: reason });
-    return new EngineError("engine-crashed", `IKEv2 start failed: ${reason instanceof Error ? reason.message : String(reason)}`, this.#tail(), { cause: reason });
+  /** The deadline passed: charon's own lines say whether the gateway was silent, refused or never reached. */
+  #timeoutError(): EngineError {
+    const f = classifyIkeFailure({ errmsg: "", lines: this.#startLines, deadlineHit: true, remoteId: this.#spec.params.remoteId });
+    return new EngineError(f.code === "engine-crashed" ? "timeout" : f.code, f.message, f.evidence.join("\n"));
   }
 
   #crashed(what: string): EngineError {
@@ -552,32 +459,6 @@ export class IpsecEngine implements TunnelEngine {
   #tail(): string {
     return this.#proc?.tail() ?? "";
   }
-}
-
-/** Resolves with `p`, or rejects with the abort reason; a value that arrives after the abort is disposed of. */
-function abortable<T>(p: Promise<T>, signal: AbortSignal, dispose: (late: T) => void): Promise<T> {
-  if (signal.aborted) {
-    void p.then(dispose, () => undefined);
-    return Promise.reject(signal.reason as Error);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => {
-      void p.then(dispose, () => undefined);
-      reject(signal.reason as Error);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        if (signal.aborted) dispose(v);
-        else resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
 }
 
 function str(s: ViciSection, key: string): string {

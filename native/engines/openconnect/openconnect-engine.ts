@@ -22,6 +22,7 @@ import { inNetns, run } from "../../platform/run.ts";
 import { resourcePath } from "../../resources.ts";
 import { EngineError, EventHub, type AnyConnectSpec, type EngineDiagnostics, type TunnelEngine } from "../engine.ts";
 import { EngineProcess, type ProcessExit } from "../engine-process.ts";
+import { StartAttempt, StartGuard } from "../start-guard.ts";
 import { HANDBACK_ENV, HandbackReader, isIfname, isIpv4, type Handback } from "./handback-codec.ts";
 import { parseAuthOutput, PIN_RE, type AnyConnectSession } from "./auth-output.ts";
 import { parseLine, type OcEvent, type ParsedLine } from "./output-parser.ts";
@@ -68,12 +69,6 @@ export interface OpenConnectOptions {
   scriptPath?: string;
 }
 
-interface StartWatch {
-  fail: (e: EngineError) => void;
-  failed: Promise<never>;
-  abort: AbortController;
-}
-
 type Transport = "dtls" | "tls";
 
 function bad(message: string): EngineError {
@@ -82,7 +77,7 @@ function bad(message: string): EngineError {
 
 /** Checks a spec before anything runs: every value here ends up on openconnect's command line or in `ip`. */
 function validateSpec(spec: AnyConnectSpec): void {
-  const { runtime, gateway, params, credentials, probe, liveness } = spec;
+  const { runtime, gateway, params, credentials, probe } = spec;
   if (!isIfname(runtime.ifname)) throw bad(`interface name "${runtime.ifname}" is not 1-15 of [A-Za-z0-9_.-]`);
   // stop() deletes workDir recursively, so a root-level or relative path is refused outright.
   if (!runtime.workDir.startsWith("/") || normalize(runtime.workDir).split("/").filter((x) => x !== "").length < 2) {
@@ -95,12 +90,6 @@ function validateSpec(spec: AnyConnectSpec): void {
   const pw = credentials.password.reveal();
   if (pw === "" || /[\n\r\0]/.test(pw)) throw bad("the password is empty or holds a line break");
   if (!isIpv4(probe.address)) throw bad(`probe address "${probe.address}" is not IPv4`);
-  if (liveness !== null && !(liveness.intervalMs >= 100 && liveness.misses >= 1)) throw bad("liveness needs intervalMs >= 100 and misses >= 1");
-}
-
-/** Read through a call, so the compiler does not assume a signal checked before an await is still unaborted. */
-function isAborted(signal: AbortSignal): boolean {
-  return signal.aborted;
 }
 
 /**
@@ -130,13 +119,11 @@ export class OpenConnectEngine implements TunnelEngine {
   readonly #tail: string[] = [];
   /** Kinds of output events seen since spawn: the evidence for classifying a failure. */
   readonly #facts = new Set<OcEvent["kind"]>();
+  readonly #guard: StartGuard;
   #proc: EngineProcess | null = null;
-  #started = false;
   /** Only a validated spec's workDir is ever deleted. */
   #validated = false;
   #stopping = false;
-  #stopPromise: Promise<void> | null = null;
-  #watch: StartWatch | null = null;
   #handbackOffset = 0;
   #handbackTimer: NodeJS.Timeout | null = null;
   #handbackReading = false;
@@ -149,14 +136,13 @@ export class OpenConnectEngine implements TunnelEngine {
   #up = false;
   #degraded = false;
   #down: string | null = null;
-  #liveness: Promise<void> | null = null;
-  readonly #livenessAbort = new AbortController();
   #lastRxAt: number | null = null;
   #lastRxPackets = -1;
 
   constructor(spec: AnyConnectSpec, opts: OpenConnectOptions = {}) {
     this.#spec = spec;
     this.#opts = opts;
+    this.#guard = new StartGuard(`AnyConnect start to ${spec.gateway.name}`, () => this.#teardown());
   }
 
   /** openconnect's PID once spawned (ip netns exec execs it, so this is openconnect itself); -1 before. */
@@ -178,7 +164,23 @@ export class OpenConnectEngine implements TunnelEngine {
    */
   static async authenticate(spec: AnyConnectSpec, deadlineAt: number, signal?: AbortSignal): Promise<AnyConnectSession> {
     validateSpec(spec);
-    if (signal?.aborted === true) throw new EngineError("cancelled", "authentication cancelled before it started");
+    const facts = new Set<OcEvent["kind"]>();
+    const tail: string[] = [];
+    const attempt = new StartAttempt({
+      deadlineAt,
+      signal,
+      what: `AnyConnect authentication with ${spec.gateway.name}`,
+      timeoutError: () => new EngineError(codeFromOutput(facts) ?? "timeout", `no answer from ${spec.gateway.name}'s authentication before the deadline`, tail.slice(-20).join("\n")),
+    });
+    try {
+      attempt.check();
+      return await OpenConnectEngine.#authenticate(spec, attempt, facts, tail);
+    } finally {
+      attempt.end();
+    }
+  }
+
+  static async #authenticate(spec: AnyConnectSpec, attempt: StartAttempt, facts: Set<OcEvent["kind"]>, tail: string[]): Promise<AnyConnectSession> {
     const argv = inNetns(spec.runtime.netns, [
       "openconnect",
       "--protocol=anyconnect",
@@ -196,8 +198,6 @@ export class OpenConnectEngine implements TunnelEngine {
     child.stdin.on("error", () => undefined);
     child.stdin.end(spec.credentials.password.reveal() + "\n");
     let stdout = "";
-    const facts = new Set<OcEvent["kind"]>();
-    const tail: string[] = [];
     let errBuf = "";
     child.stdout.setEncoding("utf8");
     child.stdout.on("data", (d: string) => {
@@ -217,24 +217,17 @@ export class OpenConnectEngine implements TunnelEngine {
       }
       if (errBuf.length > 8192) errBuf = "";
     });
-    const outcome = await new Promise<"exit" | "timeout" | "cancelled">((resolve) => {
-      const finish = (o: "exit" | "timeout" | "cancelled"): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        resolve(o);
-      };
-      const timer = setTimeout(() => { finish("timeout"); }, Math.max(0, deadlineAt - Date.now()));
-      const onAbort = (): void => { finish("cancelled"); };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      // `close` (not `exit`): stdout is complete only once the pipes have drained.
-      child.on("close", () => { finish("exit"); });
-      child.on("error", () => { finish("exit"); });
+    // `close` (not `exit`): stdout is complete only once the pipes have drained.
+    const closed = new Promise<void>((resolve) => {
+      child.on("close", () => { resolve(); });
+      child.on("error", () => { resolve(); });
     });
-    if (outcome !== "exit") {
+    try {
+      await attempt.race(closed);
+    } catch (e) {
       child.kill("SIGKILL");
-      await Promise.race([new Promise((r) => child.once("close", r)), sleep(AUTH_KILL_WAIT_MS)]);
-      if (outcome === "cancelled") throw new EngineError("cancelled", "authentication cancelled");
-      throw new EngineError(codeFromOutput(facts) ?? "timeout", `no answer from ${spec.gateway.name}'s authentication before the deadline`, tail.slice(-20).join("\n"));
+      await Promise.race([closed, sleep(AUTH_KILL_WAIT_MS)]);
+      throw e;
     }
     const fields = parseAuthOutput(stdout);
     stdout = "";
@@ -247,40 +240,21 @@ export class OpenConnectEngine implements TunnelEngine {
   }
 
   async start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
-    if (this.#started) throw new Error("OpenConnectEngine.start() called twice: create a new engine per attempt");
-    this.#started = true;
-    let fail: (e: EngineError) => void = () => undefined;
-    const failed = new Promise<never>((_, reject) => {
-      fail = reject;
-    });
-    failed.catch(() => undefined);
-    const watch: StartWatch = { fail: (e) => { watch.abort.abort(); fail(e); }, failed, abort: new AbortController() };
-    this.#watch = watch;
-    const onAbort = (): void => { watch.fail(new EngineError("cancelled", "start cancelled")); };
-    signal?.addEventListener("abort", onAbort, { once: true });
-    const deadline = setTimeout(() => { watch.fail(this.#timeoutError()); }, Math.max(0, deadlineAt - Date.now()));
-    try {
-      if (signal?.aborted === true) throw new EngineError("cancelled", "start cancelled before it began");
+    const hooks = { timeoutError: () => this.#timeoutError(), tail: () => this.#tailText() };
+    const up = await this.#guard.run(deadlineAt, signal, hooks, (attempt) => {
       validateSpec(this.#spec);
       this.#validated = true;
-      return await Promise.race([this.#bringUp(deadlineAt, watch), failed]);
-    } catch (e) {
-      const err = e instanceof EngineError ? e : new EngineError("engine-crashed", `AnyConnect start failed: ${e instanceof Error ? e.message : String(e)}`, this.#tailText(), { cause: e });
-      watch.abort.abort();
-      await this.stop().catch(() => undefined);
-      throw err;
-    } finally {
-      clearTimeout(deadline);
-      signal?.removeEventListener("abort", onAbort);
-      this.#watch = null;
-    }
+      return this.#bringUp(deadlineAt, attempt);
+    });
+    this.#up = true;
+    this.#pollHandback(HANDBACK_POLL_UP_MS);
+    this.#hub.emit({ type: "up", at: Date.now() });
+    return up;
   }
 
-  async #bringUp(deadlineAt: number, watch: StartWatch): Promise<TunnelUp> {
+  async #bringUp(deadlineAt: number, attempt: StartAttempt): Promise<TunnelUp> {
     const { runtime, probe, params } = this.#spec;
-    if (await linkExists(runtime.ifname, runtime.netns)) throw bad(`a device named ${runtime.ifname} already exists`);
-    // The deadline or an abort may have struck during that await; nothing may be spawned after it did.
-    if (watch.abort.signal.aborted) return watch.failed;
+    if (await attempt.race(linkExists(runtime.ifname, runtime.netns))) throw bad(`a device named ${runtime.ifname} already exists`);
     mkdirSync(runtime.workDir, { recursive: true, mode: 0o700 });
     rmSync(this.#handbackFile, { force: true });
     const session = this.#opts.session;
@@ -314,39 +288,32 @@ export class OpenConnectEngine implements TunnelEngine {
     void proc.exited.then((exit) => this.#onExit(exit));
     this.#pollHandback(HANDBACK_POLL_MS);
 
-    await Promise.race([
+    await attempt.race(
       new Promise<void>((resolve) => {
         if (this.#connectRecord !== null) resolve();
         else this.#onConnectRecord = resolve;
       }),
-      watch.failed,
-    ]);
+    );
     const rec = this.#connectRecord;
     if (rec === null || rec.address === null) throw new EngineError("engine-crashed", "connect record without an address", this.#tailText());
     if (rec.tundev !== runtime.ifname) throw new EngineError("engine-crashed", `openconnect opened ${String(rec.tundev)}, not ${runtime.ifname}`, this.#tailText());
     // /32: a wider prefix would make the kernel add a connected route, and routes are the caller's decision.
-    await addAddress(runtime.ifname, `${rec.address}/32`, runtime.netns);
-    await setLinkUp(runtime.ifname, rec.mtu, runtime.netns);
-    const echo = await pingThrough({ ifname: runtime.ifname, target: probe.address, netns: runtime.netns, deadlineAt, intervalMs: START_PROBE_INTERVAL_MS, signal: watch.abort.signal });
+    await attempt.race(addAddress(runtime.ifname, `${rec.address}/32`, runtime.netns));
+    await attempt.race(setLinkUp(runtime.ifname, rec.mtu, runtime.netns));
+    const echo = await attempt.race(pingThrough({ ifname: runtime.ifname, target: probe.address, netns: runtime.netns, deadlineAt, intervalMs: START_PROBE_INTERVAL_MS, signal: attempt.signal }));
     if (!echo.ok) {
-      if (isAborted(watch.abort.signal)) return watch.failed;
       throw new EngineError("timeout", `the tunnel to ${this.#spec.gateway.name} is configured but ${echo.error}`, this.#tailText());
     }
     this.#lastRxAt = echo.at;
     if (!this.#configuredSeen) {
-      await Promise.race([new Promise<void>((resolve) => { this.#onConfigured = resolve; }), sleep(CONFIGURED_LINE_WAIT_MS), watch.failed]);
+      await attempt.race(Promise.race([new Promise<void>((resolve) => { this.#onConfigured = resolve; }), sleep(CONFIGURED_LINE_WAIT_MS)]));
     }
     const transport = this.#transport();
-    this.#up = true;
-    this.#pollHandback(HANDBACK_POLL_UP_MS);
-    const up: TunnelUp = {
+    return {
       config: { ifname: runtime.ifname, addresses: [`${rec.address}/32`], routes: rec.splitIncludes, dns: rec.dns, mtu: rec.mtu },
       timings: { spawnedAt: proc.spawnedAt, handshakeAt: this.#handshakeAt, firstReplyAt: echo.at, firstReplyRttMs: echo.rttMs },
       detail: { transport, ...(rec.defaultDomain === null ? {} : { defaultDomain: rec.defaultDomain }), ...(session === undefined ? {} : { auth: "cookie" }) },
     };
-    this.#hub.emit({ type: "up", at: Date.now() });
-    if (this.#spec.liveness !== null) this.#liveness = this.#livenessLoop(this.#spec.liveness.intervalMs, this.#spec.liveness.misses);
-    return up;
   }
 
   #transport(): Transport {
@@ -410,16 +377,16 @@ export class OpenConnectEngine implements TunnelEngine {
         this.#markDown("the gateway ended the session");
         break;
       case "pin-mismatch":
-        this.#watch?.fail(new EngineError("identity-mismatch", `${this.#spec.gateway.name} presented ${e.presented}, not the pinned certificate`, this.#tailText()));
+        this.#guard.fail(new EngineError("identity-mismatch", `${this.#spec.gateway.name} presented ${e.presented}, not the pinned certificate`, this.#tailText()));
         break;
       case "login-failed":
-        this.#watch?.fail(new EngineError("auth-failed", `${this.#spec.gateway.name} refused the credentials`, this.#tailText()));
+        this.#guard.fail(new EngineError("auth-failed", `${this.#spec.gateway.name} refused the credentials`, this.#tailText()));
         break;
       case "cookie-rejected":
-        this.#watch?.fail(new EngineError("auth-failed", `${this.#spec.gateway.name} refused the session cookie (expired or logged off)`, this.#tailText()));
+        this.#guard.fail(new EngineError("auth-failed", `${this.#spec.gateway.name} refused the session cookie (expired or logged off)`, this.#tailText()));
         break;
       case "connect-refused":
-        if (!this.#up) this.#watch?.fail(new EngineError("unreachable", `${e.target} refused the connection`, this.#tailText()));
+        if (!this.#up) this.#guard.fail(new EngineError("unreachable", `${e.target} refused the connection`, this.#tailText()));
         break;
       case "connecting":
       case "tcp-connected":
@@ -506,7 +473,7 @@ export class OpenConnectEngine implements TunnelEngine {
         return;
       }
       if (buf.length > MAX_HANDBACK_FILE_BYTES) {
-        this.#watch?.fail(new EngineError("engine-crashed", "the hand-back file grew beyond any real use", this.#tailText()));
+        this.#guard.fail(new EngineError("engine-crashed", "the hand-back file grew beyond any real use", this.#tailText()));
         return;
       }
       if (buf.length <= this.#handbackOffset) return;
@@ -516,7 +483,7 @@ export class OpenConnectEngine implements TunnelEngine {
         if (r.ok) {
           this.#onRecord(r.record);
         } else if (this.#connectRecord === null) {
-          this.#watch?.fail(new EngineError("engine-crashed", `openconnect handed back an invalid configuration: ${r.error.message}`, this.#tailText(), { cause: r.error }));
+          this.#guard.fail(new EngineError("engine-crashed", `openconnect handed back an invalid configuration: ${r.error.message}`, this.#tailText(), { cause: r.error }));
         }
       }
     } finally {
@@ -538,29 +505,7 @@ export class OpenConnectEngine implements TunnelEngine {
       this.#markDown(`openconnect exited (${exit.signal ?? `code ${String(exit.code)}`})`);
     } else {
       const code = codeFromOutput(this.#facts) ?? "engine-crashed";
-      this.#watch?.fail(new EngineError(code, `openconnect exited during start (${exit.signal ?? `code ${String(exit.code)}`})`, this.#tailText()));
-    }
-  }
-
-  async #livenessLoop(intervalMs: number, misses: number): Promise<void> {
-    const { runtime, probe } = this.#spec;
-    const abort = this.#livenessAbort.signal;
-    let missed = 0;
-    // Ends with stop() or the process: each round is bounded by intervalMs, so the loop ends within one round.
-    while (!abort.aborted && this.#proc?.running === true) {
-      const roundStart = Date.now();
-      const r = await pingThrough({ ifname: runtime.ifname, target: probe.address, netns: runtime.netns, deadlineAt: roundStart + intervalMs, intervalMs, signal: abort });
-      if (isAborted(abort)) break;
-      if (r.ok) {
-        missed = 0;
-        this.#lastRxAt = r.at;
-        if (this.#down?.startsWith("liveness") === true) this.#markUp();
-      } else {
-        missed += 1;
-        if (missed >= misses) this.#markDown(`liveness: ${missed} echoes in a row got no reply through ${runtime.ifname}`);
-      }
-      const rest = roundStart + intervalMs - Date.now();
-      if (rest > 0) await sleep(rest, undefined, { signal: abort }).catch(() => undefined);
+      this.#guard.fail(new EngineError(code, `openconnect exited during start (${exit.signal ?? `code ${String(exit.code)}`})`, this.#tailText()));
     }
   }
 
@@ -589,14 +534,13 @@ export class OpenConnectEngine implements TunnelEngine {
   }
 
   stop(): Promise<void> {
-    this.#stopPromise ??= this.#teardown();
-    return this.#stopPromise;
+    this.#stopping = true;
+    return this.#guard.stop();
   }
 
+  /** Stops openconnect (SIGINT logs off, SIGHUP keeps the cookie), then checks device and folder are gone. */
   async #teardown(): Promise<void> {
     this.#stopping = true;
-    this.#watch?.fail(new EngineError("cancelled", "stopped before the tunnel came up"));
-    this.#livenessAbort.abort();
     if (this.#handbackTimer !== null) clearInterval(this.#handbackTimer);
     this.#handbackTimer = null;
     const { runtime } = this.#spec;
@@ -605,7 +549,6 @@ export class OpenConnectEngine implements TunnelEngine {
       // SIGINT logs off with a BYE and removes the device; SIGHUP leaves the cookie usable for a later start.
       await proc.stop(this.#opts.logoffOnStop === false ? "SIGHUP" : "SIGINT", STOP_GRACE_MS);
     }
-    await this.#liveness?.catch(() => undefined);
     const leftovers: string[] = [];
     if (proc !== null) {
       const until = Date.now() + DEVICE_GONE_TIMEOUT_MS;

@@ -29,8 +29,8 @@ const DEADLINE_SLACK_MS = 1_000;
 /** A refused TCP connection is answered at once; openconnect exits within tens of milliseconds. */
 const FAST_FAILURE_MS = 1_000;
 const HTTP_TIMEOUT_MS = 5_000;
-/** Liveness 1 s × 3 and the TLS read error both report a dead gateway well inside this. */
-const DOWN_WAIT_MS = 15_000;
+/** ocserv's DPD is 5 s: openconnect declares the CSTP peer dead about 8-10 s after the gateway falls silent. */
+const DOWN_WAIT_MS = 20_000;
 const EXIT_WAIT_MS = 5_000;
 /** ocserv's DTLS DPD is 5 s: openconnect declares DTLS dead after about 11 s (lab notes, section 5). */
 const DEGRADED_WAIT_MS = 20_000;
@@ -53,7 +53,7 @@ after(async () => {
 });
 
 function specFor(gw: string, leg: LabLeg, opts: Partial<LabSpecOptions> = {}): AnyConnectSpec {
-  const s = labEngineSpec(topo, state, gw, leg, { ifname: `doc-${gw}`, liveness: null, ...opts });
+  const s = labEngineSpec(topo, state, gw, leg, { ifname: `doc-${gw}`, ...opts });
   if (s.protocol !== "anyconnect") throw new Error("expected an AnyConnect spec");
   return s;
 }
@@ -253,8 +253,8 @@ test("a-gateway-with-another-identity-or-a-wrong-password-is-refused", { timeout
   assert.deepEqual(await leftovers(e2, wrong), []);
 });
 
-test("gateway-killed-while-up-reports-down", { timeout: 30_000 }, async () => {
-  const spec = specFor("gw2", "anyconnect-dtls", { liveness: { intervalMs: 1000, misses: 3 } });
+test("gateway-killed-while-up-reports-down", { timeout: 40_000 }, async () => {
+  const spec = specFor("gw2", "anyconnect-dtls");
   const e = new OpenConnectEngine(spec);
   const rec = recorder(e);
   try {

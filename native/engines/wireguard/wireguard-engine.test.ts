@@ -24,7 +24,6 @@ function spec(over: { params?: Partial<WireGuardSpec["params"]>; privateKey?: st
     // A namespace that does not exist: should anything be spawned by mistake, it fails instead of touching the host.
     runtime: { netns: "detour-unit-absent", workDir: mkdtempSync(join(root, "w-")), ifname: over.ifname ?? "dwg-unit" },
     probe: { address: "198.19.0.1" },
-    liveness: null,
     params: { port: 51820, publicKey: randomBytes(32).toString("base64"), tunnelAddress: "198.19.11.2/32", persistentKeepaliveSec: 25, allowedIps: ["198.19.0.0/24"], ...over.params },
     credentials: { privateKey: new Secret(over.privateKey ?? PRIVATE) },
   };

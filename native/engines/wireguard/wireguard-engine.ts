@@ -1,11 +1,12 @@
 /**
  * The WireGuard driver: runs one wireguard-go in the foreground, configures it through its UAPI socket only (the
  * private key never touches a command line, file or log), proves the tunnel with an echo through the device,
- * watches it while up, and leaves no process, device, socket or file behind when stopped.
+ * reports its exit, and leaves no process, device, socket or file behind when stopped. WireGuard itself never
+ * says a peer is gone: whether a tunnel that is up still works is the caller's in-tunnel monitor's call.
  *
  *   start: validate ─► spawn wireguard-go -f ─► socket + link ─► address, MTU, up ─► UAPI set ─► echo reply
- *              │             (each step raced against the deadline, the caller's abort and the process's exit)
- *              └─► any failure: stop everything started, then reject with an EngineError
+ *              │   (each step raced against the deadline, the caller's abort, stop() and the process's exit)
+ *              └─► any failure: stop everything started, then reject with an EngineError (see start-guard.ts)
  */
 import { existsSync } from "node:fs";
 import { isAbsolute } from "node:path";
@@ -16,7 +17,8 @@ import { pingThrough, type EchoResult } from "../../platform/probe.linux.ts";
 import { CommandError } from "../../platform/run.ts";
 import type { EngineProcess, ProcessExit } from "../engine-process.ts";
 import { SpareError, claimDeviceName, removeWireGuardGo, spawnWireGuardGo, waitDeviceReady, type WireGuardSpare } from "./wireguard-spare.ts";
-import { EngineError, EventHub, type EngineDiagnostics, type LivenessSpec, type TunnelEngine, type WireGuardSpec } from "../engine.ts";
+import { EngineError, EventHub, type EngineDiagnostics, type TunnelEngine, type WireGuardSpec } from "../engine.ts";
+import { StartGuard, type StartAttempt } from "../start-guard.ts";
 import { hostPort } from "../../../main/core/ip-address.ts";
 import type { Secret } from "../../../main/core/secret.ts";
 import { UapiError, encodeSet, isCidr, isIpAddress, lastHandshakeMs, type UapiDump } from "./uapi-codec.ts";
@@ -33,51 +35,10 @@ const PROBE_RETRY_GAP_MS = 50;
  * wait for the next echo was most of a fast connect. A start lasts a few dozen echoes.
  */
 const FIRST_REPLY_INTERVAL_MS = 5;
-/** Liveness intervals below this would make ping's own start-up cost the larger part of every probe. */
-const MIN_LIVENESS_INTERVAL_MS = 100;
 /** A send failure wireguard-go logs when the path to the gateway does not exist at all (not a silent drop). */
 const UNREACHABLE_RE = /Failed to send handshake initiation:.*(network is unreachable|no route to host)/i;
 /** Linux limits interface names to 15 bytes; the name also becomes a path, so no slashes or dots-only names. */
 const IFNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
-
-/** Races every start-up step against the deadline, the abort and the engine's exit; the first failure wins. */
-class StartGuard {
-  readonly failed: Promise<never>;
-  #reject: (e: EngineError) => void = () => undefined;
-  #timer: NodeJS.Timeout;
-  #done = false;
-
-  constructor(deadlineAt: number, signal: AbortSignal, onTimeout: () => EngineError) {
-    this.failed = new Promise<never>((_resolve, reject) => {
-      this.#reject = reject;
-    });
-    this.failed.catch(() => undefined);
-    this.#timer = setTimeout(() => {
-      this.fail(onTimeout());
-    }, Math.max(0, deadlineAt - Date.now()));
-    const onAbort = (): void => {
-      this.fail(new EngineError("cancelled", "start was cancelled"));
-    };
-    if (signal.aborted) onAbort();
-    else signal.addEventListener("abort", onAbort, { once: true });
-  }
-
-  fail(e: EngineError): void {
-    if (this.#done) return;
-    this.#done = true;
-    clearTimeout(this.#timer);
-    this.#reject(e);
-  }
-
-  race<T>(p: Promise<T>): Promise<T> {
-    return Promise.race([p, this.failed]);
-  }
-
-  dispose(): void {
-    this.#done = true;
-    clearTimeout(this.#timer);
-  }
-}
 
 /** The UAPI endpoint of a gateway: `address:port`, or `[address]:port` for IPv6 (wireguard-go's syntax). */
 export function wireguardEndpoint(address: string, port: number): string {
@@ -90,16 +51,10 @@ export class WireGuardEngine implements TunnelEngine {
   readonly #events = new EventHub();
   readonly #uapi: UapiClient;
   readonly #socket: string;
+  readonly #guard: StartGuard;
   #proc: EngineProcess | null = null;
-  #started = false;
-  #stopRequested = false;
   /** Set before any shutdown this driver causes, so the exit event says it was expected. */
   #expectExit = false;
-  #startAbort = new AbortController();
-  #startSettled: Promise<void> = Promise.resolve();
-  #liveness = new AbortController();
-  #cleanup: Promise<void> | null = null;
-  #guard: StartGuard | null = null;
   #handshakeAt: number | null = null;
   /** The last time traffic from the gateway was seen (probe reply or rx counter movement), for stats(). */
   #rxMovedAt: number | null = null;
@@ -110,6 +65,7 @@ export class WireGuardEngine implements TunnelEngine {
   /** `spare`: a wireguard-go already running for this spec's device and work folder, adopted by start(). */
   constructor(spec: WireGuardSpec, opts: { spare?: WireGuardSpare } = {}) {
     this.#spec = spec;
+    this.#guard = new StartGuard(`WireGuard start to ${spec.gateway.name}`, () => this.#teardown());
     this.#spare = opts.spare ?? null;
     this.#socket = uapiSocketPath(spec.runtime.ifname);
     this.#uapi = new UapiClient(this.#socket);
@@ -124,93 +80,68 @@ export class WireGuardEngine implements TunnelEngine {
     return this.#events.on(listener);
   }
 
-  start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
-    if (this.#started) return Promise.reject(new Error("WireGuardEngine.start called twice: one instance runs one tunnel once"));
-    this.#started = true;
-    const p = this.#start(deadlineAt, signal);
-    this.#startSettled = p.then(
-      () => undefined,
-      () => undefined,
-    );
-    return p;
+  async start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
+    const hooks = { timeoutError: () => this.#timeoutError(), classify: (e: unknown) => this.#classify(e), tail: () => this.#proc?.tail() ?? "" };
+    const up = await this.#guard.run(deadlineAt, signal, hooks, (attempt) => this.#bringUp(deadlineAt, attempt));
+    this.#events.emit({ type: "up", at: Date.now() });
+    return up;
   }
 
-  async #start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
-    const { runtime, gateway, params } = this.#spec;
-    const onCallerAbort = (): void => {
-      this.#startAbort.abort();
+  async #bringUp(deadlineAt: number, attempt: StartAttempt): Promise<TunnelUp> {
+    const { runtime, params } = this.#spec;
+    const tx = this.#validate();
+    // A spare wireguard-go started ahead of this connect (same device and work folder) is adopted as it is.
+    const spare = this.#spare;
+    const adopt = spare !== null && spare.usable && spare.runtime.ifname === runtime.ifname && spare.runtime.workDir === runtime.workDir && spare.runtime.netns === runtime.netns;
+    let proc: EngineProcess;
+    if (adopt) {
+      proc = spare.adopt();
+    } else {
+      await attempt.race(this.#claimName(deadlineAt, attempt.signal));
+      attempt.check();
+      proc = spawnWireGuardGo(runtime);
+    }
+    this.#proc = proc;
+    void proc.exited.then((exit) => {
+      this.#onExit(exit);
+    });
+    // An adopted process was launched long before; this start's clock runs from the adoption.
+    const spawnedAt = adopt ? Date.now() : proc.spawnedAt;
+
+    if (!adopt) await attempt.race(this.#waitReady(proc, deadlineAt, attempt.signal));
+    await attempt.race(configureLink(runtime.ifname, params.tunnelAddress, WIREGUARD_MTU, runtime.netns));
+
+    const probing = new AbortController();
+    const stopProbing = (): void => {
+      probing.abort();
     };
-    signal?.addEventListener("abort", onCallerAbort, { once: true });
-    if (signal?.aborted === true || this.#stopRequested) this.#startAbort.abort();
-    const guard = new StartGuard(deadlineAt, this.#startAbort.signal, () => this.#timeoutError());
-    this.#guard = guard;
+    attempt.signal.addEventListener("abort", stopProbing, { once: true });
     try {
-      const tx = this.#validate();
-      if (this.#startAbort.signal.aborted) throw new EngineError("cancelled", "start was cancelled before it began");
-      // A spare wireguard-go started ahead of this connect (same device and work folder) is adopted as it is.
-      const spare = this.#spare;
-      const adopt = spare !== null && spare.usable && spare.runtime.ifname === runtime.ifname && spare.runtime.workDir === runtime.workDir && spare.runtime.netns === runtime.netns;
-      let proc: EngineProcess;
-      if (adopt) {
-        proc = spare.adopt();
-      } else {
-        await guard.race(this.#claimName(deadlineAt));
-        if (this.#stopRequested) throw new EngineError("cancelled", "stopped before wireguard-go was started");
-        proc = spawnWireGuardGo(runtime);
-      }
-      this.#proc = proc;
-      void proc.exited.then((exit) => {
-        this.#onExit(exit);
-      });
-      // An adopted process was launched long before; this start's clock runs from the adoption.
-      const spawnedAt = adopt ? Date.now() : proc.spawnedAt;
-
-      if (!adopt) await guard.race(this.#waitReady(proc, deadlineAt));
-      await guard.race(configureLink(runtime.ifname, params.tunnelAddress, WIREGUARD_MTU, runtime.netns));
-
-      const probing = new AbortController();
-      const stopProbing = (): void => {
-        probing.abort();
+      // The echo probe starts while the peer is configured: starting ping costs about as much as the UAPI set,
+      // and echoes sent before the peer exists are dropped by wireguard-go and simply repeated.
+      const replyP = this.#probeUntilReply(deadlineAt, probing.signal);
+      await attempt.race(this.#uapi.set(tx, { deadlineAt, signal: attempt.signal }));
+      const handshake = this.#watchHandshake(deadlineAt, probing.signal);
+      const reply = await attempt.race(replyP);
+      probing.abort();
+      await attempt.race(handshake);
+      if (reply === null) throw this.#timeoutError();
+      if (this.#handshakeAt === null) await attempt.race(this.#readHandshake(deadlineAt));
+      this.#rxMovedAt = reply.at;
+      return {
+        config: { ifname: runtime.ifname, addresses: [params.tunnelAddress], routes: [...params.allowedIps], dns: [], mtu: WIREGUARD_MTU },
+        timings: { spawnedAt, handshakeAt: this.#handshakeAt, firstReplyAt: reply.at, firstReplyRttMs: reply.rttMs },
+        detail: {},
       };
-      this.#startAbort.signal.addEventListener("abort", stopProbing, { once: true });
-      try {
-        // The echo probe starts while the peer is configured: starting ping costs about as much as the UAPI set,
-        // and echoes sent before the peer exists are dropped by wireguard-go and simply repeated.
-        const replyP = this.#probeUntilReply(deadlineAt, probing.signal);
-        await guard.race(this.#uapi.set(tx, { deadlineAt, signal: this.#startAbort.signal }));
-        const handshake = this.#watchHandshake(deadlineAt, probing.signal);
-        const reply = await guard.race(replyP);
-        probing.abort();
-        await guard.race(handshake);
-        if (reply === null) throw this.#timeoutError();
-        if (this.#handshakeAt === null) await guard.race(this.#readHandshake(deadlineAt));
-        guard.dispose();
-        this.#rxMovedAt = reply.at;
-        this.#events.emit({ type: "up", at: Date.now() });
-        if (this.#spec.liveness !== null) void this.#watchLiveness(this.#spec.liveness, reply.at);
-        return {
-          config: { ifname: runtime.ifname, addresses: [params.tunnelAddress], routes: [...params.allowedIps], dns: [], mtu: WIREGUARD_MTU },
-          timings: { spawnedAt, handshakeAt: this.#handshakeAt, firstReplyAt: reply.at, firstReplyRttMs: reply.rttMs },
-          detail: {},
-        };
-      } finally {
-        probing.abort();
-        this.#startAbort.signal.removeEventListener("abort", stopProbing);
-      }
-    } catch (e) {
-      guard.dispose();
-      const err = this.#toEngineError(e, gateway.name);
-      await this.#cleanupOnce();
-      throw err;
     } finally {
-      this.#guard = null;
-      signal?.removeEventListener("abort", onCallerAbort);
+      probing.abort();
+      attempt.signal.removeEventListener("abort", stopProbing);
     }
   }
 
   /** Everything a spec can get wrong, refused before anything is spawned; returns the UAPI transaction. */
   #validate(): Secret {
-    const { runtime, gateway, params, probe, liveness } = this.#spec;
+    const { runtime, gateway, params, probe } = this.#spec;
     const bad = (why: string): EngineError => new EngineError("bad-config", `WireGuard spec for ${gateway.name}: ${why}`);
     if (!IFNAME_RE.test(runtime.ifname)) throw bad(`device name "${runtime.ifname.slice(0, 40)}" is not 1-15 letters, digits, '_', '.' or '-'`);
     if (!isAbsolute(runtime.workDir)) throw bad("the work folder must be an absolute path");
@@ -218,9 +149,6 @@ export class WireGuardEngine implements TunnelEngine {
     if (!isIpAddress(gateway.address)) throw bad(`gateway address "${gateway.address.slice(0, 60)}" is not an IP address`);
     if (!Number.isInteger(params.port) || params.port < 1 || params.port > 65535) throw bad(`port ${String(params.port)} is not 1-65535`);
     if (!isIpAddress(probe.address)) throw bad(`probe address "${probe.address.slice(0, 60)}" is not an IP address`);
-    if (liveness !== null && !(Number.isInteger(liveness.intervalMs) && liveness.intervalMs >= MIN_LIVENESS_INTERVAL_MS && Number.isInteger(liveness.misses) && liveness.misses >= 1)) {
-      throw bad(`liveness needs intervalMs >= ${MIN_LIVENESS_INTERVAL_MS} and misses >= 1`);
-    }
     const endpoint = wireguardEndpoint(gateway.address, params.port);
     try {
       return encodeSet({
@@ -234,17 +162,17 @@ export class WireGuardEngine implements TunnelEngine {
   }
 
   /** The device name must be free (see claimDeviceName); a taken one is a configuration error. */
-  async #claimName(deadlineAt: number): Promise<void> {
+  async #claimName(deadlineAt: number, signal: AbortSignal): Promise<void> {
     try {
-      await claimDeviceName(this.#spec.runtime, deadlineAt, this.#startAbort.signal);
+      await claimDeviceName(this.#spec.runtime, deadlineAt, signal);
     } catch (e) {
       throw e instanceof SpareError && e.code === "name-taken" ? new EngineError("bad-config", e.message) : e;
     }
   }
 
-  async #waitReady(proc: EngineProcess, deadlineAt: number): Promise<void> {
+  async #waitReady(proc: EngineProcess, deadlineAt: number, signal: AbortSignal): Promise<void> {
     try {
-      await waitDeviceReady(this.#spec.runtime, proc, deadlineAt, this.#startAbort.signal);
+      await waitDeviceReady(this.#spec.runtime, proc, deadlineAt, signal);
     } catch (e) {
       if (!(e instanceof SpareError)) throw e;
       throw e.code === "timeout" ? this.#timeoutError() : new EngineError(e.code === "cancelled" ? "cancelled" : "engine-crashed", e.message);
@@ -285,50 +213,12 @@ export class WireGuardEngine implements TunnelEngine {
     return peer === undefined ? null : { handshakeAt: lastHandshakeMs(peer), rxBytes: peer.rxBytes };
   }
 
-  /**
-   * One echo per interval while the tunnel is up; `down` once after `misses` misses in a row, then the watch
-   * ends (the caller decides what follows). Runs for the tunnel's lifetime; each round is bounded by the interval.
-   */
-  async #watchLiveness(live: LivenessSpec, firstReplyAt: number): Promise<void> {
-    const { runtime, probe } = this.#spec;
-    const signal = this.#liveness.signal;
-    // A function, not the property: the compiler would assume `aborted` cannot change across an await.
-    const stopped = (): boolean => signal.aborted;
-    let misses = 0;
-    let lastReplyAt = firstReplyAt;
-    let next = firstReplyAt + live.intervalMs;
-    while (!signal.aborted) {
-      const wait = next - Date.now();
-      if (wait > 0) await sleep(wait, undefined, { signal }).catch(() => undefined);
-      if (stopped()) return;
-      // After a suspend the schedule may lie far behind; probing in a burst to catch up would prove nothing.
-      if (Date.now() - next > live.intervalMs) next = Date.now();
-      const deadlineAt = next + live.intervalMs;
-      next = deadlineAt;
-      const r = await pingThrough({ ifname: runtime.ifname, target: probe.address, netns: runtime.netns, deadlineAt, intervalMs: live.intervalMs, signal });
-      if (stopped()) return;
-      if (r.ok) {
-        misses = 0;
-        lastReplyAt = r.at;
-        this.#rxMovedAt = r.at;
-        continue;
-      }
-      misses += 1;
-      if (misses >= live.misses) {
-        const silentS = Math.round((Date.now() - lastReplyAt) / 1000);
-        this.#events.emit({ type: "down", at: Date.now(), reason: `no echo reply from ${probe.address} through ${runtime.ifname} for ${silentS} s (${misses} probes missed)` });
-        return;
-      }
-    }
-  }
-
   #onExit(exit: ProcessExit): void {
-    this.#liveness.abort();
     const expected = this.#expectExit;
     this.#events.emit({ type: "engine-exit", at: exit.at, code: exit.code, signal: exit.signal, expected });
     if (!expected) {
       const how = exit.signal !== null ? `was killed by ${exit.signal}` : `exited with code ${String(exit.code)}`;
-      this.#guard?.fail(new EngineError("engine-crashed", `wireguard-go for ${this.#spec.gateway.name} ${how} during start`, this.#proc?.tail() ?? ""));
+      this.#guard.fail(new EngineError("engine-crashed", `wireguard-go for ${this.#spec.gateway.name} ${how} during start`, this.#proc?.tail() ?? ""));
     }
   }
 
@@ -346,25 +236,24 @@ export class WireGuardEngine implements TunnelEngine {
     return new EngineError("timeout", `handshake with ${target} done, but no echo reply from ${probe.address} through ${runtime.ifname} before the deadline`, tail);
   }
 
-  #toEngineError(e: unknown, gateway: string): EngineError {
+  /** The driver's own errors as EngineErrors: UAPI replies and the `ip` commands that configure the device. */
+  #classify(e: unknown): EngineError | null {
+    const gateway = this.#spec.gateway.name;
     const tail = this.#proc?.tail() ?? "";
-    if (e instanceof EngineError) return e;
     if (e instanceof UapiError) {
       if (e.code === "errno") return new EngineError("bad-config", `wireguard-go for ${gateway} refused its configuration (errno=${String(e.errno)})`, tail, { cause: e });
-      if (e.code === "cancelled") return new EngineError("cancelled", "start was cancelled", tail, { cause: e });
       if (e.code === "timeout") return this.#timeoutError();
       return new EngineError("engine-crashed", `wireguard-go for ${gateway} misbehaved on its UAPI socket: ${e.message}`, tail, { cause: e });
     }
     if (e instanceof CommandError) return new EngineError("engine-crashed", `could not configure the WireGuard device for ${gateway}: ${e.message}`, tail, { cause: e });
-    // Anything else is a bug: still reported as a crash so the caller's race goes on, with the cause attached.
-    return new EngineError("engine-crashed", `WireGuard driver failed for ${gateway}: ${e instanceof Error ? e.message : String(e)}`, tail, { cause: e });
+    return null;
   }
 
   async stats(): Promise<TunnelStats> {
     const { runtime } = this.#spec;
     const c = (await linkCounters(runtime.ifname, runtime.netns)) ?? { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
     let handshakeAt: number | null = null;
-    if (this.#proc?.running === true && this.#cleanup === null) {
+    if (this.#proc?.running === true && !this.#expectExit) {
       const peer = await this.#uapi.get().then((d) => this.#peerOf(d), () => null);
       if (peer !== null) {
         handshakeAt = peer.handshakeAt;
@@ -382,17 +271,9 @@ export class WireGuardEngine implements TunnelEngine {
     return { engine: "wireguard-go", state, log: this.#proc?.tail(200) ?? "" };
   }
 
-  async stop(): Promise<void> {
-    this.#stopRequested = true;
+  stop(): Promise<void> {
     this.#expectExit = true;
-    this.#startAbort.abort();
-    await this.#startSettled;
-    await this.#cleanupOnce();
-  }
-
-  #cleanupOnce(): Promise<void> {
-    this.#cleanup ??= this.#teardown();
-    return this.#cleanup;
+    return this.#guard.stop();
   }
 
   /**
@@ -403,7 +284,6 @@ export class WireGuardEngine implements TunnelEngine {
   async #teardown(): Promise<void> {
     const { runtime } = this.#spec;
     this.#expectExit = true;
-    this.#liveness.abort();
     const left = await removeWireGuardGo(runtime, this.#proc);
     // A spare handed over but never adopted (the start failed before) goes with this engine; adopted, it is a no-op.
     await this.#spare?.stop().catch((e: unknown) => left.push(e instanceof Error ? e.message : String(e)));

@@ -29,8 +29,10 @@ const START_DEADLINE_MS = 5_000;
 const FAIL_DEADLINE_MS = 2_000;
 /** Stopping after a failed start (SIGTERM, socket, device, folder) takes milliseconds; 1 s allows for load. */
 const FAIL_SLACK_MS = 1_000;
-/** Liveness in the lab is 1 s x 3 misses, so `down` is due 3-4 s after the gateway dies; 10 s bounds a hang. */
-const DOWN_WAIT_MS = 10_000;
+/** How long a dead gateway is watched: long enough that any event the engine would send has arrived. */
+const SILENCE_MS = 2_000;
+/** A second look after the first, to see the silence grow. */
+const SILENCE_STEP_MS = 1_000;
 /** wireguard-go's exit is observed as soon as the kernel reaps it. */
 const EXIT_WAIT_MS = 5_000;
 const WHOAMI_TIMEOUT_MS = 2_000;
@@ -249,7 +251,9 @@ describe("wireguard engine in the lab", () => {
     await engine.stop();
   });
 
-  test("gateway-killed-while-up-reports-down", async () => {
+  test("gateway-killed-while-up-goes-silent-and-the-verdict-is-the-callers", async () => {
+    // WireGuard has no notion of a dead peer: the engine keeps running and reports nothing, while the time since
+    // it last heard the gateway (stats, which telemetry exports) grows. detourd's in-tunnel monitor decides.
     const spec = wgSpec("gw2", "dwg-kill");
     const engine = engineFor(spec);
     const events: TunnelEvent[] = [];
@@ -258,17 +262,16 @@ describe("wireguard engine in the lab", () => {
     try {
       await engine.start(Date.now() + START_DEADLINE_MS);
       pid = engine.pid;
-      const live = spec.liveness;
-      assert.ok(live !== null, "the lab spec has a liveness watch");
-      const killedAt = Date.now();
       await lab.kill("gw2", "all", ID);
-      const down = await waitForEvent(events, "down", DOWN_WAIT_MS);
-      assert.ok(down?.type === "down", `a down event arrived within ${DOWN_WAIT_MS} ms: ${JSON.stringify(events)}`);
-      console.log(`down detected after ${down.at - killedAt} ms (${down.reason})`);
-      assert.ok(down.at - killedAt >= live.intervalMs, "down is not reported before the gateway had a chance to answer");
-      await sleep(2 * live.intervalMs);
-      assert.equal(events.filter((e) => e.type === "down").length, 1, "down is reported once");
-      assert.ok(engine.pid !== null && isAlive(engine.pid), "the engine itself keeps running: down is about the path");
+      await sleep(SILENCE_MS);
+      const first = await engine.stats();
+      await sleep(SILENCE_STEP_MS);
+      const second = await engine.stats();
+      console.log(`gateway killed: last heard ${String(first.lastRxAgoMs)} ms ago, then ${String(second.lastRxAgoMs)} ms ago`);
+      assert.ok(first.lastRxAgoMs !== null && first.lastRxAgoMs >= SILENCE_MS, `silent since the kill: ${JSON.stringify(first)}`);
+      assert.ok(second.lastRxAgoMs !== null && second.lastRxAgoMs >= first.lastRxAgoMs + SILENCE_STEP_MS, `and the silence grows: ${JSON.stringify(second)}`);
+      assert.deepEqual(events.map((e) => e.type), ["up"], "no down and no exit: the engine cannot tell, so it does not guess");
+      assert.ok(engine.pid !== null && isAlive(engine.pid), "the engine itself keeps running");
     } finally {
       try {
         pid ??= engine.pid;
