@@ -12,8 +12,10 @@ const HELP = `Detour network lab: real WireGuard, IKEv2 and AnyConnect gateways 
 
 usage: npm run lab -- <command> [options]
 
-  up                         create namespaces, credentials, gateways (3 x wireguard-go, charon, ocserv), corp, DNS,
-                             the telemetry collector
+  up [--tunnel split|full]   create namespaces, credentials, gateways (3 x wireguard-go, charon, ocserv), corp, DNS,
+                             the telemetry collector. --tunnel full: the client protects 0.0.0.0/0 and the gateways
+                             carry everything (IKEv2 offers 0.0.0.0/0, ocserv the default route, NAT to the
+                             underlay); default split: corp only
   down                       remove everything of the lab (also after a crash or kill -9)
   status [--json]            namespaces, engines and PIDs, addresses, client config path, impairments
   selftest [--json]          prove every gateway, protocol and impairment with the plain engine tools
@@ -70,6 +72,7 @@ async function main(argv: string[]): Promise<number> {
       help: { type: "boolean", short: "h", default: false },
       connect: { type: "boolean", default: false },
       port: { type: "string", default: String(DASHBOARD_PORT) },
+      tunnel: { type: "string", default: "split" },
     },
   });
   const id = values.id;
@@ -80,8 +83,8 @@ async function main(argv: string[]): Promise<number> {
   }
   switch (cmd) {
     case "up": {
-      const s = await lab.up(id);
-      console.log(`lab "${id}" is up in ${s.upMs} ms`);
+      const s = await lab.up(id, { tunnel: oneOf("--tunnel", values.tunnel, ["split", "full"] as const) });
+      console.log(`lab "${id}" is up in ${s.upMs} ms (${s.options.tunnel} tunnel)`);
       console.log(`  client config: ${s.clientConfig}`);
       console.log(`  collector:     ${collectorUrl(lab.topologyOf(id))} (OTLP/HTTP); dashboard: npm run lab -- dashboard`);
       console.log(`  look around:   npm run lab -- status   |   npm run lab -- selftest`);
@@ -104,7 +107,7 @@ async function main(argv: string[]): Promise<number> {
         console.log(JSON.stringify(s, null, 2));
         return 0;
       }
-      console.log(`lab "${s.id}": ${s.up ? "up" : "down"}${s.upMs !== undefined ? ` (up took ${s.upMs} ms)` : ""}`);
+      console.log(`lab "${s.id}": ${s.up ? "up" : "down"}${s.upMs !== undefined ? ` (up took ${s.upMs} ms)` : ""}${s.tunnel !== undefined ? `, ${s.tunnel} tunnel` : ""}`);
       if (s.clientConfig !== undefined) console.log(`client config: ${s.clientConfig}`);
       for (const n of s.namespaces) console.log(`  ns ${n.name.padEnd(24)} ${n.exists ? "present" : "missing"}`);
       for (const e of s.engines) console.log(`  ${e.gateway} ${e.engine.padEnd(10)} pid ${String(e.pid ?? "-").padEnd(8)} ${e.alive ? "running" : "stopped"}`);
