@@ -465,7 +465,8 @@ export class Daemon {
     if (this.#discoveryTimer !== null) clearTimeout(this.#discoveryTimer);
     this.#discoveryTimer = null;
     await this.#routeChain;
-    if (this.#routesOn !== null || this.#appliedRoutes.size > 0) {
+    // The disconnect's clear kept the staged rule over the emptied table; it goes now, with anything left.
+    if (this.#routesOn !== null || this.#appliedRoutes.size > 0 || this.#stagedRoutes !== null) {
       await clearProtectedRoutes([...this.#appliedRoutes, ...this.#opts.config.protectedRoutes], { bypass: [...this.#appliedBypass] }).catch(() => undefined);
     }
     restoreDns(this.#dns);

@@ -236,4 +236,13 @@ test("full-tunnel-active-gateway-killed-the-standby-takes-over-and-stays", { tim
   assert.equal(failovers.length, failedOver, "no flapping after the failover");
   assert.deepEqual((await protectedTable()).filter((r) => r.startsWith("throw")), gatewayThrows(), "every gateway still bypasses the tunnel");
   await everythingGoesThrough(live, s1.protocol?.startsWith("anyconnect") === true ? "anyconnect" : String(s1.protocol));
+
+  // detourd stopping while connected takes its table and rules with it.
+  unsubscribe?.();
+  unsubscribe = null;
+  c.close();
+  client = null;
+  await agentStop(ID);
+  assert.deepEqual(await protectedTable(), [], "no route or throw is left after detourd stops");
+  assert.deepEqual((await rulesAt(undefined, topo.client.ns)).map((r) => r.priority), [0, 32766, 32767], "only the kernel's own rules are left");
 });
