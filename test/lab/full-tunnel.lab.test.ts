@@ -27,6 +27,8 @@ const POLL_MS = 100;
 const CONNECT_WITHIN_MS = 15_000;
 /** Long enough for dozens of dead windows (0.3 s) and several keepalive, DPD and rekey-free engine cycles. */
 const STABLE_FOR_MS = 30_000;
+/** Discovery rechecks run every 30 s while connected (RECHECK_INTERVAL_MS); one recheck plus its probes. */
+const RECHECK_WITHIN_MS = 40_000;
 /** After a failover, the time the promoted tunnel must then stay put. */
 const SETTLED_FOR_MS = 15_000;
 /** The promotion takes the dead window; 8 s only bounds a hung test. */
@@ -36,6 +38,8 @@ const REQUEST_TIMEOUT_MS = 2_000;
 /** The daemon applies routes a few milliseconds after it reports the new state. */
 const SETTLE_TRIES = 10;
 const WITNESS_TABLE = "detour_direct_witness";
+/** In the DNS server's namespace: it answers the client only through a tunnel (a split-horizon resolver). */
+const DNS_BLOCK_TABLE = "detour_dns_tunnel_only";
 
 type Status = Awaited<ReturnType<ControlClient["status"]>>;
 
@@ -70,6 +74,7 @@ afterEach(async () => {
   client = null;
   await agentStop(ID);
   writeFileSync(lab.loadState(ID).clientConfig, originalConfig, { mode: 0o600 });
+  await nsRun(topo.dns.ns, ["nft", "delete", "table", "inet", DNS_BLOCK_TABLE]).catch(() => undefined);
   // Each scenario starts on a network detourd has never seen: per-network memory would reorder its race.
   rmSync(join(lab.labDirOf(ID), "detourd-state"), { recursive: true, force: true });
   await lab.heal(ID);
@@ -91,12 +96,14 @@ async function waitFor(c: ControlClient, what: string, pred: (s: Status) => bool
   assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last).slice(0, 2000)}\n${agentLogs(ID, 40)}`);
 }
 
-/** Starts detourd with the lab's full-tunnel config (one leg kind, or the default race) and records failovers. */
-async function startAgent(kind: LegKind | null): Promise<{ c: ControlClient; failovers: ConnectionEvent[] }> {
-  if (kind !== null) {
-    const cfg = JSON.parse(originalConfig) as DetourConfigInput;
-    writeFileSync(lab.loadState(ID).clientConfig, JSON.stringify({ ...cfg, race: { order: [kind] } }, null, 2), { mode: 0o600 });
-  }
+/**
+ * Starts detourd with the lab's full-tunnel config (one leg kind, or the default race; `byName`: gateways known
+ * by name only, found through DNS) and records failovers.
+ */
+async function startAgent(kind: LegKind | null, byName: readonly string[] = []): Promise<{ c: ControlClient; failovers: ConnectionEvent[] }> {
+  const cfg = JSON.parse(originalConfig) as DetourConfigInput;
+  const gateways = cfg.gateways.map((g) => (byName.includes(g.name) ? { ...g, address: undefined } : g));
+  writeFileSync(lab.loadState(ID).clientConfig, JSON.stringify({ ...cfg, gateways, ...(kind === null ? {} : { race: { order: [kind] } }) }, null, 2), { mode: 0o600 });
   const a = await agentStart(ID);
   const c = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
   client = c;
@@ -245,4 +252,34 @@ test("full-tunnel-active-gateway-killed-the-standby-takes-over-and-stays", { tim
   await agentStop(ID);
   assert.deepEqual(await protectedTable(), [], "no route or throw is left after detourd stops");
   assert.deepEqual((await rulesAt(undefined, topo.client.ns)).map((r) => r.priority), [0, 32766, 32767], "only the kernel's own rules are left");
+});
+
+test("full-tunnel-a-gateway-learned-while-connected-is-thrown-out-before-it-is-used", { timeout: 90_000 }, async () => {
+  // gw3 is known by name only, and the lab's DNS server answers the client only through a tunnel: gw3's address
+  // is learned by a discovery recheck while the full tunnel is up.
+  await nsRun(topo.dns.ns, ["nft", "-f", "-"], {
+    input: `table inet ${DNS_BLOCK_TABLE} {\n chain input {\n  type filter hook input priority -10; policy accept;\n  ip saddr ${topo.client.address} meta l4proto { tcp, udp } th dport 53 drop\n }\n}\n`,
+  });
+  const gw3 = topo.gateways[2];
+  assert.ok(gw3 !== undefined);
+  const { c, failovers } = await startAgent(null, [gw3.name]);
+  await c.connect();
+  const s0 = await waitFor(c, "connected with a standby", (x) => x.state === "connected" && x.standby !== null, CONNECT_WITHIN_MS);
+  const legId = s0.activeLegId ?? assert.fail("no active leg");
+  assert.equal(s0.candidates.find((x) => x.name === gw3.name)?.address ?? null, null, `${gw3.name}'s address is unknown at first`);
+  assert.ok(!(await protectedTable()).includes(`throw ${gw3.address}`));
+
+  const until = Date.now() + RECHECK_WITHIN_MS;
+  let table = await protectedTable();
+  for (let i = 0; i < RECHECK_WITHIN_MS / 250 && Date.now() < until && !table.includes(`throw ${gw3.address}`); i++) {
+    await sleep(250);
+    table = await protectedTable();
+  }
+  assert.ok(table.includes(`throw ${gw3.address}`), `the recheck's new address is thrown out of the table: ${table.join("; ")}`);
+  assert.equal((await c.status()).activeLegId, legId, "by a table write of its own: the tunnel did not move");
+  // The throw went in before the recheck probed gw3; the candidate list follows once the probes are done.
+  const s1 = await waitFor(c, `${gw3.name} as a candidate`, (x) => x.candidates.some((k) => k.name === gw3.name && k.address !== null), FAILOVER_WITHIN_MS);
+  assert.equal(s1.activeLegId, legId);
+  assert.deepEqual(failovers, [], "no failover meanwhile");
+  await everythingGoesThrough(s1.gateway ?? "", s1.protocol?.startsWith("anyconnect") === true ? "anyconnect" : String(s1.protocol));
 });
