@@ -117,6 +117,10 @@ export class Daemon {
   #routeChain: Promise<void> = Promise.resolve();
   /** Every prefix put in the protected table since the last clear, pushed ones included. */
   #appliedRoutes = new Set<string>();
+  /** Every gateway address (either family) known since the protected routes were last cleared. */
+  #gatewaysSeen = new Set<string>();
+  /** Every gateway throw put in the protected table since the last clear (see route-policy.ts' bypass). */
+  #appliedBypass = new Set<string>();
   /**
    * The protected table's content as this daemon last left it, with its rule in place (staged while a connect
    * races, kept by every apply): the winner's route change is then one iproute2 run. Null when unknown.
@@ -462,7 +466,10 @@ export class Daemon {
     if (this.#discoveryTimer !== null) clearTimeout(this.#discoveryTimer);
     this.#discoveryTimer = null;
     await this.#routeChain;
-    if (this.#routesOn !== null || this.#appliedRoutes.size > 0) await clearProtectedRoutes([...this.#appliedRoutes, ...this.#opts.config.protectedRoutes]).catch(() => undefined);
+    // The disconnect's clear kept the staged rule over the emptied table; it goes now, with anything left.
+    if (this.#routesOn !== null || this.#appliedRoutes.size > 0 || this.#stagedRoutes !== null) {
+      await clearProtectedRoutes([...this.#appliedRoutes, ...this.#opts.config.protectedRoutes], { bypass: [...this.#appliedBypass] }).catch(() => undefined);
+    }
     restoreDns(this.#dns);
     // Events of the disconnect itself are spooled; whatever the collector did not get yet waits on disk.
     await this.#telemetry?.shutdown();
@@ -751,9 +758,11 @@ export class Daemon {
           // The rule stays while detourd runs (the table is empty, lookups fall through it); shutdown removes it.
           const ruleIn = this.#stagedRoutes !== null;
           this.#stagedRoutes = null;
-          await clearProtectedRoutes([...this.#appliedRoutes], { keepRule: ruleIn });
+          await clearProtectedRoutes([...this.#appliedRoutes], { keepRule: ruleIn, bypass: [...this.#appliedBypass] });
           this.#stagedRoutes = ruleIn ? [] : null;
           this.#appliedRoutes.clear();
+          this.#appliedBypass.clear();
+          this.#gatewaysSeen.clear();
           if (restoreDns(this.#dns)) log.info("resolv.conf restored", { path: this.#dns.path });
           log.info("protected routes cleared");
         });
@@ -860,6 +869,8 @@ export class Daemon {
       // families) allowed before they are sent, or a silent family would be the kill switch's doing.
       this.#probing = candidates;
       this.refreshKillSwitch();
+      // Nor may they (or a leg to a gateway at a new address) go into the tunnel: a full tunnel covers them.
+      this.#bypassNewGateways();
       await this.#routeChain;
       // The addresses in use now are the incumbents of each gateway's address-family choice (hysteresis).
       const incumbents = Object.fromEntries(this.#candidates.flatMap((c) => (c.address === null ? [] : [[c.name, c.address]])));
@@ -1004,23 +1015,10 @@ export class Daemon {
   }
 
   async #applyRoutes(legId: string): Promise<void> {
-    const rt = this.#legs.get(legId);
-    if (rt?.up == null) return;
-    const gatewayAddresses = [...this.#ctx.gateways, ...this.#candidates].flatMap(knownAddresses);
-    const plan = routesForLeg(this.#opts.config.protectedRoutes, rt.up.config.routes, gatewayAddresses);
-    for (const r of plan.rejected) this.#opts.log.warn("pushed route refused", { leg: rt.leg, route: r.route, reason: r.reason });
-    // The batch makes the table equal to the plan, so routes of the previous leg that this one lacks go too.
-    const ifname = rt.up.config.ifname;
-    const known = this.#stagedRoutes;
-    this.#stagedRoutes = null; // unknown until this apply has succeeded
-    await applyProtectedRoutes({ ifname, routes: plan.routes, ...(known === null ? {} : { present: known }) });
-    this.#stagedRoutes = plan.routes.map((dst) => ({ dst, dev: ifname }));
-    for (const r of plan.routes) this.#appliedRoutes.add(r);
-    this.#routesOn = legId;
-    this.refreshKillSwitch();
-    this.#opts.log.info("protected routes applied", { leg: rt.leg, ifname: rt.up.config.ifname, routes: plan.routes });
+    const up = await this.#writeProtectedTable(legId);
+    if (up === null) return;
     const td = this.#opts.config.tunnelDns;
-    const servers = td !== undefined && td.servers.length > 0 ? td.servers : rt.up.config.dns;
+    const servers = td !== undefined && td.servers.length > 0 ? td.servers : up.config.dns;
     try {
       applyDns({ servers, searchDomains: td?.searchDomains ?? [] }, this.#dns);
       if (servers.length > 0) this.#opts.log.info("tunnel DNS applied", { servers, path: this.#dns.path });
@@ -1028,6 +1026,57 @@ export class Daemon {
       // DNS is worth a warning, not the connection: the protected networks are reachable by address.
       this.#opts.log.warn("tunnel DNS not applied", { err });
     }
+  }
+
+  /**
+   * Points the protected table at the leg: its routes, and a throw for every known gateway inside them, in one
+   * batch, so the engines' own packets (the active leg's, the standby's, a race's) never enter a tunnel. Returns
+   * what the leg's tunnel reported, or null when the leg is gone.
+   */
+  async #writeProtectedTable(legId: string): Promise<TunnelUp | null> {
+    const rt = this.#legs.get(legId);
+    if (rt?.up == null) return null;
+    const plan = routesForLeg(this.#opts.config.protectedRoutes, rt.up.config.routes, this.#gatewayAddresses());
+    for (const r of plan.rejected) this.#opts.log.warn("route refused", { leg: rt.leg, route: r.route, reason: r.reason });
+    // The batch makes the table equal to the plan, so routes of the previous leg that this one lacks go too.
+    const ifname = rt.up.config.ifname;
+    const known = this.#stagedRoutes;
+    this.#stagedRoutes = null; // unknown until this apply has succeeded
+    await applyProtectedRoutes({ ifname, routes: plan.routes, bypass: plan.bypass, ...(known === null ? {} : { present: known }) });
+    this.#stagedRoutes = [...plan.bypass.map((dst) => ({ dst, dev: "", type: "throw" as const })), ...plan.routes.map((dst) => ({ dst, dev: ifname }))];
+    for (const r of plan.routes) this.#appliedRoutes.add(r);
+    for (const b of plan.bypass) this.#appliedBypass.add(b);
+    this.#routesOn = legId;
+    this.refreshKillSwitch();
+    this.#opts.log.info("protected routes applied", { leg: rt.leg, ifname, routes: plan.routes, bypass: plan.bypass });
+    return rt.up;
+  }
+
+  /**
+   * Every gateway address known since the protected routes were last cleared: configured, resolved, from the
+   * portal, being probed. Kept across discovery rounds, so a live leg whose gateway a recheck moved elsewhere
+   * still reaches its own endpoint outside the tunnel until the next clear.
+   */
+  #gatewayAddresses(): string[] {
+    for (const c of [...this.#ctx.gateways, ...this.#candidates, ...this.#probing]) for (const a of knownAddresses(c)) this.#gatewaysSeen.add(a);
+    return [...this.#gatewaysSeen];
+  }
+
+  /** A gateway address learned while the protected routes are in force gets its throw before anything is sent to it. */
+  #bypassNewGateways(): void {
+    const known = this.#gatewaysSeen.size;
+    this.#gatewayAddresses();
+    if (this.#gatewaysSeen.size === known || this.#routesOn === null) return;
+    this.#routeOp(async () => {
+      const legId = this.#routesOn;
+      const up = legId === null ? null : this.#legs.get(legId)?.up;
+      if (legId === null || up == null) return;
+      // Only a missing throw is worth a table write: most new addresses are outside a split tunnel's networks.
+      const thrown = new Set((this.#stagedRoutes ?? []).filter((r) => r.type === "throw").map((r) => r.dst));
+      const plan = routesForLeg(this.#opts.config.protectedRoutes, up.config.routes, this.#gatewayAddresses());
+      if (this.#stagedRoutes !== null && plan.bypass.every((b) => thrown.has(b))) return;
+      await this.#writeProtectedTable(legId);
+    });
   }
 }
 

@@ -1,6 +1,7 @@
 /**
- * Routing for two live legs (real WireGuard to gw1, real AnyConnect to gw2): protected routes via one leg, an
- * atomic-looking swap to the other, the standby still probed through its own device, and nothing left behind.
+ * Routing for live legs (real WireGuard, AnyConnect and IKEv2): protected routes via one leg, an atomic-looking
+ * swap to another, standbys still probed through their own devices, a full tunnel that leaves every gateway
+ * outside it, and nothing left behind.
  */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -13,6 +14,7 @@ import { runInNetns } from "../../test/lab/tools/agent-io-child.ts";
 import { CORP_ECHO_PORT, CORP_NETWORK } from "../../test/lab/topology.ts";
 import { createEngine } from "../engines/create-engine.ts";
 import type { TunnelEngine } from "../engines/engine.ts";
+import { ipJson } from "./ip.linux.ts";
 import { linkCounters } from "./link.linux.ts";
 import {
   PROTECTED_RULE_PREF,
@@ -152,4 +154,57 @@ test("protected-routes-swap-between-live-legs-and-the-standby-stays-probeable", 
   assert.match(failure(await whoami()), /^failed/, "after clearing, corp is unreachable again: nothing falls back outside the tunnel");
 
   await Promise.all([wg.stop(), oc.stop()]);
+});
+
+/** The device the namespace routes `address` through now. */
+async function routeDev(address: string): Promise<string> {
+  const [row] = await ipJson(ns, ["-4", "route", "get", address]);
+  return (row as { dev?: string } | undefined)?.dev ?? "none";
+}
+
+test("a-full-tunnel-throws-every-gateway-out-so-all-three-engines-keep-their-tunnels", { timeout: 90_000 }, async () => {
+  const state = lab.loadState(ID);
+  const wg = createEngine(labEngineSpec(topo, state, "gw1", "wireguard", { ifname: "drt-fwg", liveness: null }));
+  const ike = createEngine(labEngineSpec(topo, state, "gw2", "ikev2", { ifname: "drt-fike", liveness: null }));
+  const oc = createEngine(labEngineSpec(topo, state, "gw3", "anyconnect-dtls", { ifname: "drt-foc", liveness: null }));
+  engines.push(wg, ike, oc);
+  const t0 = Date.now();
+  const [upA, upB, upC] = await Promise.all([wg.start(t0 + START_DEADLINE_MS), ike.start(t0 + START_DEADLINE_MS), oc.start(t0 + START_DEADLINE_MS)]);
+  const legs: LegSource[] = [upA, upB, upC].map((up, i) => ({ ifname: up.config.ifname, address: addressOf(up), table: 5111 + i, pref: 111 + i, netns: ns }));
+  const [a, b, c] = legs as [LegSource, LegSource, LegSource];
+  for (const l of legs) await installLegSource(l);
+  probe ??= await ProbeClient.start({ prefix: ["ip", "netns", "exec", ns] });
+  const gateways = topo.gateways.map((g) => g.address);
+  const bypass = gateways.map((g) => `${g}/32`);
+
+  // Everything through the WireGuard leg, except the gateways themselves.
+  await applyProtectedRoutes({ ifname: a.ifname, routes: ["0.0.0.0/0"], bypass, netns: ns });
+  assert.deepEqual((await currentProtectedRoutes({ netns: ns })).routes, [
+    { dst: "0.0.0.0/0", dev: a.ifname },
+    ...gateways.map((g) => ({ dst: g, dev: "", type: "throw" })),
+  ]);
+  for (const g of gateways) assert.equal(await routeDev(g), topo.client.ifname, `the engines reach ${g} on the underlay`);
+  assert.equal(await routeDev(topo.dns.address), a.ifname, "everything else goes through the tunnel");
+  assert.deepEqual(await whoami(), { gateway: "gw1", protocol: "wireguard" }, "WireGuard carries the full tunnel: its own packets do not loop into it");
+  // The other two, standing by, answer their monitors through their own devices: their engines' packets too
+  // went to their gateways outside the tunnel.
+  for (const l of [b, c]) {
+    const s = await monitorCounted(l.address, l.ifname, a.ifname);
+    assert.ok(s.sent >= 10 && s.lost === 0 && s.txA >= s.sent, `the standby ${l.ifname} answers through its own device: ${JSON.stringify(s)}`);
+  }
+  const rules = (await rulesAt(undefined, ns)).map((r) => r.priority);
+  assert.deepEqual(rules, [0, 111, 112, 113, PROTECTED_RULE_PREF, 32766, 32767], "kernel-libipsec's own rule is gone: only the legs' rules sit before the protected table");
+
+  // A swap to IKEv2 keeps the throws; WireGuard, now standing by, still answers.
+  await applyProtectedRoutes({ ifname: b.ifname, routes: ["0.0.0.0/0"], bypass, netns: ns });
+  assert.deepEqual(await whoami(), { gateway: "gw2", protocol: "ikev2" });
+  const viaA = await monitorCounted(a.address, a.ifname, b.ifname);
+  assert.ok(viaA.sent >= 10 && viaA.lost === 0 && viaA.txA >= viaA.sent, `the former active leg answers through its device: ${JSON.stringify(viaA)}`);
+  await applyProtectedRoutes({ ifname: c.ifname, routes: ["0.0.0.0/0"], bypass, netns: ns });
+  assert.deepEqual(await whoami(), { gateway: "gw3", protocol: "anyconnect" });
+
+  await clearProtectedRoutes(["0.0.0.0/0"], { bypass, netns: ns });
+  assert.deepEqual(await currentProtectedRoutes({ netns: ns }), { ruleInstalled: false, routes: [] }, "the throws go with the routes, and then the rule");
+  for (const l of legs) await removeLegSource(l);
+  await Promise.all([wg.stop(), ike.stop(), oc.stop()]);
 });

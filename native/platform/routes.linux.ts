@@ -5,9 +5,16 @@
  * Layout in the namespace (every rule sits below kernel-libipsec's rule 220, so its table can never win):
  *
  *   pref <leg pref>  from <leg address>/32 lookup <leg table>   (table: default dev <leg device>)
- *   pref 200         lookup 5000                                 (table 5000: <protected prefix> dev <active device>)
+ *   pref 200         lookup 5000                                 (table 5000: <protected prefix> dev <active device>,
+ *                                                                 and throw <gateway>/32 for every gateway inside one)
  *   pref 220         lookup 220                                  (kernel-libipsec; the IPsec driver deletes it)
  *   pref 32766       lookup main
+ *
+ * Gateways stay out of the tunnel the way wg-quick keeps its endpoint out (there with a fwmark and
+ * suppress_prefixlength 0): a `throw` route ends the protected table's lookup for that address, so the rules after
+ * it (the main table) route the engines' packets to their gateway as before the tunnel was up. A per-address
+ * throw rather than a socket mark, because openconnect cannot mark its sockets; the throws live in the protected
+ * table itself, so they go in and out in the same `ip -batch` as the routes they carve a hole in.
  *
  * Every function states a desired state and is safe to repeat: rules are read before they are added, routes
  * are written with `replace`, and deleting what is already gone is not an error.
@@ -52,6 +59,11 @@ export interface ProtectedRoutes {
   table?: number;
   netns?: string;
   /**
+   * Gateway addresses (IPv4, "a.b.c.d/32" or bare) that the table throws back to the rules after it, so the
+   * engines' packets to them never enter a tunnel: every gateway inside one of `routes`.
+   */
+  bypass?: readonly string[];
+  /**
    * What the protected table holds now, when the caller knows it (it staged the rule with stageProtectedRule and
    * is the table's only writer): the apply is then one iproute2 run with nothing read first.
    */
@@ -65,7 +77,10 @@ export interface TableOptions {
 
 export interface RouteEntry {
   dst: string;
+  /** Empty for a throw. */
   dev: string;
+  /** Set for a gateway's bypass; absent for a route through a device. */
+  type?: "throw";
 }
 
 /** One `ip rule` as iproute2 prints it with -j (IPv4 only). */
@@ -91,6 +106,13 @@ function checkPrefix(cidr: string): void {
   if (rest.length > 0 || addr === undefined || !IPV4_RE.test(addr) || len === undefined || !/^\d{1,2}$/.test(len) || n > 32) {
     throw new Error(`invalid IPv4 prefix ${JSON.stringify(cidr)}`);
   }
+}
+
+/** A bypass is one IPv4 address, given bare or as a /32; returned as the /32. */
+function checkBypass(a: string): string {
+  const host = a.endsWith("/32") ? a.slice(0, -3) : a;
+  if (!IPV4_RE.test(host)) throw new Error(`invalid gateway bypass ${JSON.stringify(a)} (expected an IPv4 address or /32)`);
+  return `${host}/32`;
 }
 
 function checkLegSource(s: LegSource): void {
@@ -135,17 +157,31 @@ export function planRemoveLegSource(s: LegSource): string[][] {
 }
 
 /**
- * Plan: the `ip -batch -` input that points every protected prefix at `ifname` (each line a replace), then
- * deletes what the table holds beyond them (`present`: its routes now), so the table ends up exactly `routes`.
+ * Plan: the `ip -batch -` input that throws every `bypass` address out of the table, points every protected
+ * prefix at `ifname` (each line a replace), then deletes what the table holds beyond them (`present`: its
+ * routes now), so the table ends up exactly `bypass` + `routes`. The throws come first: on a first apply, no
+ * packet to a gateway may meet a route that covers it before its throw is in. A bypass wins over a route to the
+ * same prefix.
  */
-export function planProtectedBatch(ifname: string, routes: readonly string[], table = PROTECTED_TABLE, present: readonly RouteEntry[] = []): string {
+export function planProtectedBatch(
+  ifname: string,
+  routes: readonly string[],
+  table = PROTECTED_TABLE,
+  present: readonly RouteEntry[] = [],
+  bypass: readonly string[] = [],
+): string {
   checkIfname(ifname);
   checkTable(table);
   for (const r of routes) checkPrefix(r);
-  const wanted = new Set(routes.map(canonicalPrefix));
-  const replace = routes.map((r) => `route replace ${r} dev ${ifname} table ${String(table)}\n`);
-  const extra = present.filter((p) => !wanted.has(canonicalPrefix(p.dst))).map((p) => `route del ${p.dst} table ${String(table)}\n`);
-  return [...replace, ...extra].join("");
+  const throws = [...new Set(bypass.map(checkBypass))];
+  const thrown = new Set(throws);
+  const routed = routes.filter((r) => !thrown.has(canonicalPrefix(r)));
+  const wanted = new Set([...throws, ...routed.map(canonicalPrefix)]);
+  const t = String(table);
+  const throwLines = throws.map((b) => `route replace throw ${b} table ${t}\n`);
+  const replace = routed.map((r) => `route replace ${r} dev ${ifname} table ${t}\n`);
+  const extra = present.filter((p) => !wanted.has(canonicalPrefix(p.dst))).map((p) => `route del ${p.dst} table ${t}\n`);
+  return [...throwLines, ...replace, ...extra].join("");
 }
 
 /** iproute2 prints a /32 without its length: "198.19.0.1/32" and "198.19.0.1" are the same route. */
@@ -153,11 +189,17 @@ function canonicalPrefix(p: string): string {
   return p.includes("/") ? p : `${p}/32`;
 }
 
-/** Plan: the `ip -force -batch -` input that deletes the protected prefixes (missing ones are skipped). */
-export function planClearBatch(routes: readonly string[], table = PROTECTED_TABLE): string {
+/**
+ * Plan: the `ip -force -batch -` input that deletes the protected prefixes, then the gateways' throws (missing
+ * ones are skipped): a throw goes only once no route that covers its gateway is left.
+ */
+export function planClearBatch(routes: readonly string[], table = PROTECTED_TABLE, bypass: readonly string[] = []): string {
   checkTable(table);
   for (const r of routes) checkPrefix(r);
-  return routes.map((r) => `route del ${r} table ${String(table)}\n`).join("");
+  const throws = [...new Set(bypass.map(checkBypass))];
+  const thrown = new Set(throws);
+  const routed = routes.filter((r) => !thrown.has(canonicalPrefix(r)));
+  return [...routed, ...throws].map((r) => `route del ${r} table ${String(table)}\n`).join("");
 }
 
 /** The rule that sends lookups to the protected table. */
@@ -186,8 +228,10 @@ export async function rulesAt(pref: number | undefined, netns?: string): Promise
 export async function routesIn(table: number, netns?: string): Promise<RouteEntry[]> {
   const rows = await ipJson(netns, ["-4", "route", "show", "table", String(table)]);
   return rows.flatMap((row) => {
-    const r = row as { dst?: string; dev?: string };
-    return r.dst === undefined ? [] : [{ dst: r.dst === "default" ? "0.0.0.0/0" : r.dst, dev: r.dev ?? "" }];
+    const r = row as { dst?: string; dev?: string; type?: string };
+    if (r.dst === undefined) return [];
+    const dst = r.dst === "default" ? "0.0.0.0/0" : r.dst;
+    return [r.type === "throw" ? { dst, dev: "", type: "throw" as const } : { dst, dev: r.dev ?? "" }];
   });
 }
 
@@ -215,22 +259,23 @@ export async function removeLegSource(s: LegSource): Promise<void> {
 
 /**
  * Routes the protected networks through `ifname`: one `ip -batch -` of `route replace` lines, so a failover
- * swap happens in a single iproute2 run and each prefix always has a route (old device, then new); prefixes
- * the table holds beyond `routes` are deleted in the same batch. The rule to the protected table is added
- * first when it is missing. Safe to repeat.
+ * swap happens in a single iproute2 run and each prefix always has a route (old device, then new); the gateways'
+ * throws (`bypass`) go in first, in the same run, and prefixes the table holds beyond both are deleted in it
+ * too. The rule to the protected table is added when it is missing, after the table's content. Safe to repeat.
  */
 export async function applyProtectedRoutes(p: ProtectedRoutes): Promise<void> {
   const table = p.table ?? PROTECTED_TABLE;
-  planProtectedBatch(p.ifname, p.routes, table); // validate before touching anything
+  const bypass = p.bypass ?? [];
+  planProtectedBatch(p.ifname, p.routes, table, [], bypass); // validate before touching anything
   // One read of each in parallel and one batch: a failover's route change is on the outage's clock, and every
   // `ip` process costs milliseconds. The routes go in before the rule that sends lookups to them.
   if (p.present !== undefined) {
-    const known = planProtectedBatch(p.ifname, p.routes, table, p.present);
+    const known = planProtectedBatch(p.ifname, p.routes, table, p.present, bypass);
     if (known !== "") await ip(p.netns, ["-4", "-batch", "-"], known);
     return;
   }
   const [present, rules] = await Promise.all([routesIn(table, p.netns), rulesAt(PROTECTED_RULE_PREF, p.netns)]);
-  let batch = planProtectedBatch(p.ifname, p.routes, table, present);
+  let batch = planProtectedBatch(p.ifname, p.routes, table, present, bypass);
   if (!rules.some((r) => r.src === "all" && r.table === String(table))) batch += `rule add ${protectedRuleArgs(table).join(" ")}\n`;
   if (batch !== "") await ip(p.netns, ["-4", "-batch", "-"], batch);
 }
@@ -249,13 +294,14 @@ export async function stageProtectedRule(opts: TableOptions = {}): Promise<Route
 }
 
 /**
- * Deletes the given protected prefixes from the table, and the rule once the table is empty (a prefix that is
- * already gone is skipped). Afterwards the protected networks follow the main table again. `keepRule` leaves the
- * rule (an empty table is looked through) for the next connect, which then needs one iproute2 run.
+ * Deletes the given protected prefixes from the table, then the gateways' throws (`bypass`), and the rule once
+ * the table is empty (an entry that is already gone is skipped). Afterwards the protected networks follow the
+ * main table again. `keepRule` leaves the rule (an empty table is looked through) for the next connect, which
+ * then needs one iproute2 run.
  */
-export async function clearProtectedRoutes(routes: readonly string[], opts: TableOptions & { keepRule?: boolean } = {}): Promise<void> {
+export async function clearProtectedRoutes(routes: readonly string[], opts: TableOptions & { keepRule?: boolean; bypass?: readonly string[] } = {}): Promise<void> {
   const table = opts.table ?? PROTECTED_TABLE;
-  const batch = planClearBatch(routes, table);
+  const batch = planClearBatch(routes, table, opts.bypass ?? []);
   // -force: keep going past prefixes that are already gone (iproute2 then exits 1, which is expected here).
   if (batch !== "") await run("ip", ipArgs(opts.netns, ["-4", "-force", "-batch", "-"]), { input: batch });
   if (opts.keepRule === true) return;
@@ -267,7 +313,7 @@ export async function clearProtectedRoutes(routes: readonly string[], opts: Tabl
   }
 }
 
-/** The protected table as it is now (status, diagnostics): each prefix and the device that carries it. */
+/** The protected table as it is now (status, diagnostics): each prefix and the device that carries it, or its throw. */
 export async function currentProtectedRoutes(opts: TableOptions = {}): Promise<{ ruleInstalled: boolean; routes: RouteEntry[] }> {
   const table = opts.table ?? PROTECTED_TABLE;
   const [rules, routes] = await Promise.all([rulesAt(PROTECTED_RULE_PREF, opts.netns), routesIn(table, opts.netns)]);

@@ -77,3 +77,43 @@ test("inputs-that-could-break-a-command-line-are-refused", () => {
   assert.throws(() => planInstallLegSource({ ...legA, table: PROTECTED_TABLE }, []), /protected networks/);
   assert.throws(() => planInstallLegSource({ ...legA, ifname: "a-name-longer-than-15" }, []), /invalid interface name/);
 });
+
+test("full-tunnel-throws-every-gateway-out-of-the-table-in-the-same-batch-before-the-default-route", () => {
+  assert.equal(
+    planProtectedBatch("dt-l1", ["0.0.0.0/0"], PROTECTED_TABLE, [], ["198.18.1.2/32", "198.18.2.2"]),
+    "route replace throw 198.18.1.2/32 table 5000\nroute replace throw 198.18.2.2/32 table 5000\nroute replace 0.0.0.0/0 dev dt-l1 table 5000\n",
+  );
+});
+
+test("a-swap-keeps-the-throws-and-drops-those-of-gateways-no-longer-covered", () => {
+  const present = [
+    { dst: "0.0.0.0/0", dev: "dt-l1" },
+    { dst: "198.18.1.2", dev: "", type: "throw" as const },
+    { dst: "198.18.9.2", dev: "", type: "throw" as const },
+  ];
+  assert.equal(
+    planProtectedBatch("dt-l2", ["0.0.0.0/0"], PROTECTED_TABLE, present, ["198.18.1.2/32"]),
+    "route replace throw 198.18.1.2/32 table 5000\nroute replace 0.0.0.0/0 dev dt-l2 table 5000\nroute del 198.18.9.2 table 5000\n",
+    "a throw printed without its length is the same entry; one no longer asked for goes",
+  );
+});
+
+test("a-bypass-wins-over-a-protected-route-to-the-same-address", () => {
+  assert.equal(
+    planProtectedBatch("dt-l1", ["198.18.1.2/32", "198.19.0.0/24"], PROTECTED_TABLE, [], ["198.18.1.2"]),
+    "route replace throw 198.18.1.2/32 table 5000\nroute replace 198.19.0.0/24 dev dt-l1 table 5000\n",
+  );
+});
+
+test("clearing-removes-the-routes-first-and-the-throws-last", () => {
+  assert.equal(
+    planClearBatch(["0.0.0.0/0"], PROTECTED_TABLE, ["198.18.1.2/32", "198.18.2.2/32"]),
+    "route del 0.0.0.0/0 table 5000\nroute del 198.18.1.2/32 table 5000\nroute del 198.18.2.2/32 table 5000\n",
+  );
+});
+
+test("a-bypass-that-is-not-one-ipv4-address-is-refused", () => {
+  assert.throws(() => planProtectedBatch("dt-l1", ["0.0.0.0/0"], PROTECTED_TABLE, [], ["198.18.0.0/16"]), /invalid gateway bypass/);
+  assert.throws(() => planProtectedBatch("dt-l1", ["0.0.0.0/0"], PROTECTED_TABLE, [], ["2001:db8::1"]), /invalid gateway bypass/);
+  assert.throws(() => planClearBatch(["0.0.0.0/0"], PROTECTED_TABLE, ["198.18.1.2 table 254"]), /invalid gateway bypass/);
+});

@@ -16,10 +16,13 @@ const HELP = `Detour network lab: real WireGuard, IKEv2 and AnyConnect gateways 
 
 usage: npm run lab -- <command> [options]
 
-  up [--distance user|none]  create namespaces, credentials, gateways (3 x wireguard-go, charon, ocserv), corp, DNS,
+  up [--distance user|none] [--tunnel split|full]
+                             create namespaces, credentials, gateways (3 x wireguard-go, charon, ocserv), corp, DNS,
                              the telemetry collector. --distance user (default): each gateway is as far as users
                              have it, ${userDistances} round trip with a few ms of jitter; none: 0 ms
-                             everywhere, for benchmarks that compare against baselines
+                             everywhere, for benchmarks that compare against baselines. --tunnel full: the client
+                             protects 0.0.0.0/0 and the gateways carry everything (IKEv2 offers 0.0.0.0/0, ocserv
+                             the default route, NAT to the underlay); default split: corp only
   down                       remove everything of the lab (also after a crash or kill -9)
   status [--json]            namespaces, engines and PIDs, addresses, distances, client config path, impairments
   selftest [--json]          prove every gateway, protocol and impairment with the plain engine tools
@@ -77,6 +80,7 @@ async function main(argv: string[]): Promise<number> {
       connect: { type: "boolean", default: false },
       port: { type: "string", default: String(DASHBOARD_PORT) },
       distance: { type: "string", default: "user" },
+      tunnel: { type: "string", default: "split" },
     },
   });
   const id = values.id;
@@ -87,8 +91,8 @@ async function main(argv: string[]): Promise<number> {
   }
   switch (cmd) {
     case "up": {
-      const s = await lab.up(id, { distance: oneOf("--distance", values.distance, DISTANCE_PROFILES) });
-      console.log(`lab "${id}" is up in ${s.upMs} ms`);
+      const s = await lab.up(id, { distance: oneOf("--distance", values.distance, DISTANCE_PROFILES), tunnel: oneOf("--tunnel", values.tunnel, ["split", "full"] as const) });
+      console.log(`lab "${id}" is up in ${s.upMs} ms (${s.options.tunnel} tunnel)`);
       const distances = (await lab.status(id)).distances;
       console.log(`  distances:     ${distances.length === 0 ? "none (every gateway at 0 ms)" : distances.map(describeDistance).join("; ")}`);
       console.log(`  client config: ${s.clientConfig}`);
@@ -113,7 +117,7 @@ async function main(argv: string[]): Promise<number> {
         console.log(JSON.stringify(s, null, 2));
         return 0;
       }
-      console.log(`lab "${s.id}": ${s.up ? "up" : "down"}${s.upMs !== undefined ? ` (up took ${s.upMs} ms)` : ""}`);
+      console.log(`lab "${s.id}": ${s.up ? "up" : "down"}${s.upMs !== undefined ? ` (up took ${s.upMs} ms)` : ""}${s.tunnel !== undefined ? `, ${s.tunnel} tunnel` : ""}`);
       if (s.clientConfig !== undefined) console.log(`client config: ${s.clientConfig}`);
       for (const n of s.namespaces) console.log(`  ns ${n.name.padEnd(24)} ${n.exists ? "present" : "missing"}`);
       for (const e of s.engines) console.log(`  ${e.gateway} ${e.engine.padEnd(10)} pid ${String(e.pid ?? "-").padEnd(8)} ${e.alive ? "running" : "stopped"}`);

@@ -5,7 +5,7 @@
 import { writeFileSync } from "node:fs";
 import { parseConfig, type DetourConfigInput } from "../../main/core/config/schema.ts";
 import { CORP_DOMAIN, SRV_NAMES } from "./services.ts";
-import { CORP_ECHO_PORT, CORP_NETWORK, PORTS, type LabTopology } from "./topology.ts";
+import { CORP_ECHO_PORT, CORP_NETWORK, FULL_TUNNEL, PORTS, type LabTopology } from "./topology.ts";
 
 export interface ClientSecrets {
   wgPrivateKeyFile: string;
@@ -16,7 +16,8 @@ export interface ClientSecrets {
   gateways: Record<string, { wgPublicKey: string; tlsPin: string }>;
 }
 
-export function buildClientConfig(topo: LabTopology, s: ClientSecrets): DetourConfigInput {
+/** `tunnel`: the protected networks are corp's ("split") or everything ("full", the common enterprise setup). */
+export function buildClientConfig(topo: LabTopology, s: ClientSecrets, tunnel: "split" | "full" = "split"): DetourConfigInput {
   return {
     version: 1,
     organisation: `Detour lab ${topo.id}`,
@@ -41,7 +42,7 @@ export function buildClientConfig(topo: LabTopology, s: ClientSecrets): DetourCo
         },
       };
     }),
-    protectedRoutes: [CORP_NETWORK],
+    protectedRoutes: [tunnel === "full" ? FULL_TUNNEL : CORP_NETWORK],
     probe: { address: topo.corp.address, port: CORP_ECHO_PORT },
     discovery: { dns: { servers: [topo.dns.address], srv: [SRV_NAMES.wireguard, SRV_NAMES.ikev2, SRV_NAMES.anyconnect] } },
     // The lab demonstrates brownout failover with 15 % loss each way (~28 % of probes lost): a threshold of

@@ -6,10 +6,18 @@
 import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { inNs, isAlive, nsRun, processTree, run, spawnDaemon, stopPids, waitFor } from "./exec.ts";
-import { CORP_NETWORK, PORTS, type GatewayTopology, type LabTopology } from "./topology.ts";
+import { CORP_NETWORK, FULL_TUNNEL, PORTS, type GatewayTopology, type LabTopology } from "./topology.ts";
 
 export type GatewayEngine = "wireguard" | "ikev2" | "anyconnect";
 export const GATEWAY_ENGINES: readonly GatewayEngine[] = ["wireguard", "ikev2", "anyconnect"];
+
+/**
+ * What the gateways route for their clients: the corp network only ("split"), or everything ("full"), as a
+ * full-tunnel gateway does: IKEv2 offers 0.0.0.0/0, ocserv pushes the default route, and the client's traffic to
+ * anything but corp leaves on the underlay masqueraded (see netns.ts). WireGuard needs nothing: a gateway's
+ * allowed-ips for a peer is the peer's own address, whatever the peer sends through it.
+ */
+export type TunnelMode = "split" | "full";
 
 /** What every gateway needs to know about the lab's secrets. */
 export interface GatewaySecrets {
@@ -105,8 +113,12 @@ swanctl {
 `;
 }
 
-/** swanctl.conf of a gateway: one road-warrior connection handing out addresses from the gateway's IKE pool. */
-export function gatewaySwanctlConf(topo: LabTopology, gw: GatewayTopology, psk: string, localId = gw.ikev2.id): string {
+/**
+ * swanctl.conf of a gateway: one road-warrior connection handing out addresses from the gateway's IKE pool,
+ * offering corp (split tunnel) or everything (full tunnel) as its traffic selector.
+ */
+export function gatewaySwanctlConf(topo: LabTopology, gw: GatewayTopology, psk: string, opts: { localId?: string; tunnel?: TunnelMode } = {}): string {
+  const localId = opts.localId ?? gw.ikev2.id;
   return `connections {
   rw {
     version = 2
@@ -125,7 +137,7 @@ export function gatewaySwanctlConf(topo: LabTopology, gw: GatewayTopology, psk: 
     }
     children {
       rw {
-        local_ts = ${CORP_NETWORK}
+        local_ts = ${opts.tunnel === "full" ? FULL_TUNNEL : CORP_NETWORK}
         esp_proposals = aes128-sha256
         dpd_action = clear
       }
@@ -150,9 +162,9 @@ secrets {
 /**
  * ocserv.conf of a gateway. No listen-host: ocserv takes only one, and without it binds the wildcard of both
  * families, so the gateway answers on its IPv4 and its IPv6 underlay address (the namespace has no others that
- * a client could reach).
+ * a client could reach). Full tunnel pushes the default route, split tunnel corp only.
  */
-export function ocservConf(gw: GatewayTopology, paths: GatewayPaths, secrets: GatewaySecrets): string {
+export function ocservConf(gw: GatewayTopology, paths: GatewayPaths, secrets: GatewaySecrets, tunnel: TunnelMode = "split"): string {
   const d = paths.ocservDir;
   return `auth = "plain[passwd=${secrets.ocpasswdFile}]"
 tcp-port = ${PORTS.anyconnect}
@@ -186,7 +198,7 @@ device = ${gw.anyconnect.device}
 predictable-ips = true
 ipv4-network = ${gw.anyconnect.network}
 ipv4-netmask = 255.255.255.0
-route = 198.19.0.0/255.255.255.0
+route = ${tunnel === "full" ? "default" : "198.19.0.0/255.255.255.0"}
 dns = 198.19.0.1
 ping-leases = false
 cisco-client-compat = true
@@ -195,7 +207,7 @@ dtls-legacy = true
 }
 
 /** Writes every config file of one gateway; safe to repeat. */
-export function writeGatewayConfigs(topo: LabTopology, labDir: string, gw: GatewayTopology, secrets: GatewaySecrets): GatewayPaths {
+export function writeGatewayConfigs(topo: LabTopology, labDir: string, gw: GatewayTopology, secrets: GatewaySecrets, tunnel: TunnelMode = "split"): GatewayPaths {
   const p = gatewayPaths(labDir, gw);
   mkdirSync(p.dir, { recursive: true, mode: 0o711 });
   // The ocserv user must traverse the gateway folder to reach its sockets.
@@ -205,8 +217,8 @@ export function writeGatewayConfigs(topo: LabTopology, labDir: string, gw: Gatew
   mkdirSync(p.ocservDir, { recursive: true, mode: 0o755 });
   for (const sub of ["x509", "x509ca", "private", "pubkey", "rsa", "ecdsa", "pkcs8"]) mkdirSync(join(p.ipsecDir, sub), { recursive: true });
   writeFileSync(p.strongswanConf, strongswanConf(p.vici, p.logs.charon), { mode: 0o600 });
-  writeFileSync(p.swanctlConf, gatewaySwanctlConf(topo, gw, secrets.psk), { mode: 0o600 });
-  writeFileSync(p.ocservConf, ocservConf(gw, p, secrets), { mode: 0o600 });
+  writeFileSync(p.swanctlConf, gatewaySwanctlConf(topo, gw, secrets.psk, { tunnel }), { mode: 0o600 });
+  writeFileSync(p.ocservConf, ocservConf(gw, p, secrets, tunnel), { mode: 0o600 });
   return p;
 }
 

@@ -19,7 +19,7 @@ import {
 } from "./gateway-engines.ts";
 import { applyDistances, distanceStatus, type DistancePids, type DistanceStatus } from "./distance.ts";
 import { applyImpairments, describeImpairment, validateSpec, type Impairment, type ImpairmentSpec } from "./impair.ts";
-import { createNetwork, destroyNamespaces, listNamespaces } from "./netns.ts";
+import { createNetwork, destroyNamespaces, enableFullTunnelGateways, listNamespaces } from "./netns.ts";
 import { assertLabCanRun } from "./preflight.ts";
 import { REPO_ROOT, startCorp, startCorpDns, startDns } from "./services.ts";
 import { gatewayByName, labTopology, namespaceOf, type DistanceProfile, type LabTopology } from "./topology.ts";
@@ -115,6 +115,7 @@ export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<Lab
     mkdirSync(secretsDir, { recursive: true, mode: 0o700 });
 
     await createNetwork(topo);
+    if (options.tunnel === "full") await enableFullTunnelGateways(topo);
 
     const clientWg = wireGuardKeyPair();
     const clientWgPrivateKeyFile = writeSecret(join(secretsDir, "client-wg.key"), clientWg.privateKey + "\n");
@@ -164,7 +165,7 @@ export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<Lab
       topo.gateways.map(async (g) => {
         const secrets = gwSecrets[g.name];
         if (secrets === undefined) throw new Error(`no secrets for ${g.name}`);
-        writeGatewayConfigs(topo, labDir, g, secrets);
+        writeGatewayConfigs(topo, labDir, g, secrets, options.tunnel);
         const pids: Record<GatewayEngine, number | null> = { wireguard: null, ikev2: null, anyconnect: null };
         for (const e of GATEWAY_ENGINES) pids[e] = await startGatewayEngine(e, topo, labDir, g, secrets);
         state.pids.gateways[g.name] = pids;
@@ -188,7 +189,7 @@ export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<Lab
         pskFile,
         passwordFile,
         gateways: Object.fromEntries(Object.entries(gwSecrets).map(([n, s]) => [n, { wgPublicKey: s.wgPublicKey, tlsPin: s.tlsPin }])),
-      }),
+      }, options.tunnel),
     );
     state.upMs = Math.round(performance.now() - t0);
     saveState(state);
@@ -273,6 +274,8 @@ export interface LabStatus {
   up: boolean;
   labDir: string;
   upMs?: number;
+  /** What the client configuration protects: corp only ("split") or everything ("full"). */
+  tunnel?: "split" | "full";
   clientConfig?: string;
   namespaces: { name: string; role: string; exists: boolean }[];
   engines: { gateway: string; engine: GatewayEngine; pid: number | null; alive: boolean }[];
@@ -322,6 +325,8 @@ export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
   return {
     ...base,
     upMs: s.upMs,
+    // A state file from before the option existed describes a split-tunnel lab.
+    tunnel: (s.options as Partial<LabState["options"]> | undefined)?.tunnel ?? "split",
     clientConfig: s.clientConfig,
     engines: topo.gateways.flatMap((g) =>
       GATEWAY_ENGINES.map((e) => {

@@ -1,7 +1,7 @@
 /** Creates and destroys the lab's namespaces, links, addresses and routes (see topology.ts for the picture). */
 import { rmSync } from "node:fs";
 import { run, runOk, stopPids } from "./exec.ts";
-import { NS_PREFIX, UNDERLAY, UNDERLAY6, UNDERLAY6_PREFIX_LEN, type LabTopology } from "./topology.ts";
+import { NS_PREFIX, UNDERLAY, UNDERLAY6, UNDERLAY6_PREFIX_LEN, type GatewayTopology, type LabTopology } from "./topology.ts";
 
 /** Runs `ip` commands in one namespace as a single batch (one process instead of dozens). */
 async function ipBatch(ns: string, lines: string[]): Promise<void> {
@@ -71,6 +71,32 @@ export async function createNetwork(topo: LabTopology): Promise<void> {
     }
   }
   await ipBatch(topo.corp.ns, corpLines);
+}
+
+/** The nftables table a full-tunnel gateway masquerades its tunnel clients with. */
+export const GATEWAY_NAT_TABLE = "detour_lab_nat";
+
+/**
+ * A full-tunnel gateway's NAT: its tunnel clients' traffic to anything but corp leaves on the underlay behind the
+ * gateway's own address, as it would towards the internet (the router has no route back to the tunnel pools).
+ * Corp keeps seeing the clients' own addresses: it routes the pools back to their gateway.
+ */
+export function gatewayNatRuleset(gw: GatewayTopology): string {
+  const pools = Object.values(gw.pools).join(", ");
+  return [
+    `table ip ${GATEWAY_NAT_TABLE} {`,
+    "\tchain postrouting {",
+    "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+    `\t\toifname "ul0" ip saddr { ${pools} } counter masquerade`,
+    "\t}",
+    "}",
+    "",
+  ].join("\n");
+}
+
+/** Lets every gateway carry full-tunnel clients to the underlay (forwarding is on already; see createNetwork). */
+export async function enableFullTunnelGateways(topo: LabTopology): Promise<void> {
+  for (const g of topo.gateways) await runOk("ip", ["netns", "exec", g.ns, "nft", "-f", "-"], { input: gatewayNatRuleset(g) });
 }
 
 /** Every namespace on the host whose name starts with the given prefix. */

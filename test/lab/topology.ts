@@ -26,6 +26,8 @@ export const ROLES: readonly Role[] = ["router", "client", "dns", "collector", "
 export const DOMAIN = "lab.detour.test";
 export const CORP_ADDRESS = "198.19.0.1";
 export const CORP_NETWORK = "198.19.0.0/24";
+/** What a full-tunnel client protects and a full-tunnel gateway offers: everything (IPv4). */
+export const FULL_TUNNEL = "0.0.0.0/0";
 export const CORP_HTTP_PORT = 80;
 export const CORP_ECHO_PORT = 7;
 export const DNS_ADDRESS = "198.18.53.2";

@@ -2,6 +2,11 @@
  * Which networks go through the tunnel: the configured protected networks plus what the gateway pushed, minus
  * any pushed prefix that would capture the gateways' own addresses (the engines' traffic would then loop into
  * the tunnel it carries) or that is the default route (a full tunnel is a configuration decision, not a push).
+ *
+ * A configured network may cover gateways (a full tunnel's 0.0.0.0/0 covers them all): it is kept, and every
+ * gateway address inside a planned route is listed as a bypass, which the protected table throws back to the
+ * routing rules after it (native/platform/routes.linux.ts), so the engines reach their gateways the way they did
+ * before the tunnel came up. A configured route that is exactly a gateway's address gives way to its bypass.
  */
 
 function ipv4ToInt(a: string): number | null {
@@ -37,22 +42,39 @@ function contains(p: Prefix, addr: number): boolean {
   return Math.floor(p.base / size) === Math.floor(addr / size);
 }
 
+function intToIpv4(n: number): string {
+  return [24, 16, 8, 0].map((shift) => String(Math.floor(n / 2 ** shift) % 256)).join(".");
+}
+
 export interface RoutePlan {
   routes: string[];
+  /** Gateway addresses inside `routes`, as /32 prefixes in numeric order: kept out of the tunnel. IPv4 only. */
+  bypass: string[];
   rejected: { route: string; reason: string }[];
 }
 
+/**
+ * The plan for a leg. `gatewayAddresses`: every gateway address known (configured, resolved, from the portal,
+ * the endpoints of live legs), either family; IPv6 ones need no bypass, as the protected routes are IPv4 only.
+ */
 export function routesForLeg(protectedRoutes: readonly string[], pushed: readonly string[], gatewayAddresses: readonly string[]): RoutePlan {
-  const gws = gatewayAddresses.map(ipv4ToInt).filter((n): n is number => n !== null);
-  const routes = [...protectedRoutes];
+  const gws = [...new Set(gatewayAddresses.map(ipv4ToInt).filter((n): n is number => n !== null))].sort((a, b) => a - b);
   const rejected: RoutePlan["rejected"] = [];
+  const routes: string[] = [];
+  for (const r of protectedRoutes) {
+    const p = parsePrefix(r);
+    if (p !== null && p.len === 32 && gws.includes(p.base)) rejected.push({ route: r, reason: "is a gateway's own address: the tunnel would carry itself" });
+    else if (!routes.includes(r)) routes.push(r);
+  }
   for (const r of pushed) {
-    if (routes.includes(r)) continue;
+    if (routes.includes(r) || protectedRoutes.includes(r)) continue;
     const p = parsePrefix(r);
     if (p === null) rejected.push({ route: r, reason: "not an IPv4 prefix" });
     else if (p.len === 0) rejected.push({ route: r, reason: "a pushed default route would make a full tunnel; only the configuration may ask for that" });
     else if (gws.some((g) => contains(p, g))) rejected.push({ route: r, reason: "covers a gateway's own address: the tunnel would carry itself" });
     else routes.push(r);
   }
-  return { routes, rejected };
+  const planned = routes.map(parsePrefix).filter((p): p is Prefix => p !== null);
+  const bypass = gws.filter((g) => planned.some((p) => contains(p, g))).map((g) => `${intToIpv4(g)}/32`);
+  return { routes, bypass, rejected };
 }
