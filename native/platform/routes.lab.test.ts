@@ -164,9 +164,9 @@ async function routeDev(address: string): Promise<string> {
 
 test("a-full-tunnel-throws-every-gateway-out-so-all-three-engines-keep-their-tunnels", { timeout: 90_000 }, async () => {
   const state = lab.loadState(ID);
-  const wg = createEngine(labEngineSpec(topo, state, "gw1", "wireguard", { ifname: "drt-fwg", liveness: null }));
-  const ike = createEngine(labEngineSpec(topo, state, "gw2", "ikev2", { ifname: "drt-fike", liveness: null }));
-  const oc = createEngine(labEngineSpec(topo, state, "gw3", "anyconnect-dtls", { ifname: "drt-foc", liveness: null }));
+  const wg = createEngine(labEngineSpec(topo, state, "gw1", "wireguard", { ifname: "drt-fwg" }));
+  const ike = createEngine(labEngineSpec(topo, state, "gw2", "ikev2", { ifname: "drt-fike" }));
+  const oc = createEngine(labEngineSpec(topo, state, "gw3", "anyconnect-dtls", { ifname: "drt-foc" }));
   engines.push(wg, ike, oc);
   const t0 = Date.now();
   const [upA, upB, upC] = await Promise.all([wg.start(t0 + START_DEADLINE_MS), ike.start(t0 + START_DEADLINE_MS), oc.start(t0 + START_DEADLINE_MS)]);
