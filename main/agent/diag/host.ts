@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import si from "systeminformation";
 import { run } from "../../../native/platform/run.ts";
+import { withTimeout } from "../../shared/with-timeout.ts";
 
 /** systeminformation shells out for some facts (lsb_release, dmidecode); past this a fact is given up. */
 export const HOST_FACT_TIMEOUT_MS = 5000;
@@ -14,21 +15,11 @@ export const HOST_COMMAND_TIMEOUT_MS = 5000;
 
 type Fact<T> = T | { error: string };
 
-async function fact<T>(p: () => Promise<T>, ms = HOST_FACT_TIMEOUT_MS): Promise<Fact<T>> {
-  let timer: NodeJS.Timeout | undefined;
+async function fact<T>(what: string, p: () => Promise<T>, ms = HOST_FACT_TIMEOUT_MS): Promise<Fact<T>> {
   try {
-    return await Promise.race([
-      p(),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          reject(new Error(`no answer within ${ms} ms`));
-        }, ms);
-      }),
-    ]);
+    return await withTimeout(p, ms, what);
   } catch (e) {
     return { error: e instanceof Error ? e.message : String(e) };
-  } finally {
-    clearTimeout(timer);
   }
 }
 
@@ -73,11 +64,11 @@ export interface HostFactsBundle {
 
 export async function collectHostFacts(resolvConf: string): Promise<HostFactsBundle> {
   const [os, cpu, load, mem, ifaces, routes4, routes6, rules, nft] = await Promise.all([
-    fact(() => si.osInfo()),
-    fact(() => si.cpu()),
-    fact(() => si.currentLoad()),
-    fact(() => si.mem()),
-    fact(() => si.networkInterfaces()),
+    fact("systeminformation osInfo", () => si.osInfo()),
+    fact("systeminformation cpu", () => si.cpu()),
+    fact("systeminformation currentLoad", () => si.currentLoad()),
+    fact("systeminformation mem", () => si.mem()),
+    fact("systeminformation networkInterfaces", () => si.networkInterfaces()),
     ipJson(["-4", "route", "show", "table", "all"]),
     ipJson(["-6", "route", "show", "table", "all"]),
     ipJson(["rule", "show"]),

@@ -3,6 +3,7 @@
  * read synchronously by the metric callbacks, so a slow probe of the host never delays an export.
  */
 import si from "systeminformation";
+import { withTimeout } from "../../shared/with-timeout.ts";
 
 export interface HostFacts {
   at: number;
@@ -17,31 +18,13 @@ export interface HostFacts {
 /** systeminformation shells out for some facts; this bounds one sampling round. */
 export const HOST_SAMPLE_TIMEOUT_MS = 5000;
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | null> {
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      resolve(null);
-    }, ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      () => {
-        clearTimeout(t);
-        resolve(null);
-      },
-    );
-  });
-}
-
 /** One sample of the host; facts that cannot be read are null rather than an error. */
 export async function sampleHost(): Promise<HostFacts> {
   const [load, mem, fs, ifs] = await Promise.all([
-    withTimeout(si.currentLoad(), HOST_SAMPLE_TIMEOUT_MS),
-    withTimeout(si.mem(), HOST_SAMPLE_TIMEOUT_MS),
-    withTimeout(si.fsSize(), HOST_SAMPLE_TIMEOUT_MS),
-    withTimeout(si.networkInterfaces(), HOST_SAMPLE_TIMEOUT_MS),
+    withTimeout(si.currentLoad(), HOST_SAMPLE_TIMEOUT_MS, "systeminformation currentLoad").catch(() => null),
+    withTimeout(si.mem(), HOST_SAMPLE_TIMEOUT_MS, "systeminformation mem").catch(() => null),
+    withTimeout(si.fsSize(), HOST_SAMPLE_TIMEOUT_MS, "systeminformation fsSize").catch(() => null),
+    withTimeout(si.networkInterfaces(), HOST_SAMPLE_TIMEOUT_MS, "systeminformation networkInterfaces").catch(() => null),
   ]);
   const list = ifs === null ? [] : Array.isArray(ifs) ? ifs : [ifs];
   const disks = (fs ?? []).filter((d) => d.size > 0);

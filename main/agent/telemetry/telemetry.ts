@@ -20,6 +20,7 @@ import type { Secret } from "../../core/secret.ts";
 import type { TunnelStats } from "../../core/tunnel/engine-types.ts";
 import { AGENT_METRIC, ATTR, EVENT, FAILOVER_ATTRIBUTES, METRIC, RESOURCE, RTT_BUCKETS_MS, SERVICE_NAME } from "../../core/telemetry/names.ts";
 import type { Logger } from "../log.ts";
+import { withTimeout } from "../../shared/with-timeout.ts";
 import { HostSampler } from "./host-facts.ts";
 import type { TelemetryStatus } from "../../core/telemetry/status.ts";
 import { ReachabilityChecker } from "./reachability.ts";
@@ -224,7 +225,7 @@ export class Telemetry {
       async (r) => {
         const a = activeAttrs();
         if (a === null) return;
-        const st = await Promise.race([src.engineStats(), new Promise<null>((res) => setTimeout(() => { res(null); }, ENGINE_STATS_TIMEOUT_MS).unref())]);
+        const st = await withTimeout(() => src.engineStats(), ENGINE_STATS_TIMEOUT_MS, "engine statistics").catch(() => null);
         if (st === null) return;
         r.observe(engine, st.rxBytes, a);
         r.observe(engineTx, st.txBytes, a);
