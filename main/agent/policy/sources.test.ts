@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
+import { NO_JITTER } from "../../core/backoff.ts";
 import { verifyEnvelope } from "../../core/policy/verify.ts";
 import { loadTrustedKeys } from "./keys.ts";
 import { parsePlist, PlistError } from "./plist.ts";
@@ -74,11 +75,17 @@ test("the-windows-source-reads-through-reg-export-and-a-missing-key-is-no-policy
   assert.equal(await fileSource(`${FIX}does-not-exist.json`).read(), null);
 });
 
-test("remote-polls-back-off-exponentially-up-to-the-cap", () => {
+test("remote-polls-back-off-exponentially-up-to-the-cap-with-jitter", () => {
   assert.equal(nextPollDelay(0), REMOTE_POLL_INTERVAL_MS);
-  assert.equal(nextPollDelay(1), REMOTE_RETRY_INITIAL_MS);
-  assert.equal(nextPollDelay(2), REMOTE_RETRY_INITIAL_MS * 2);
-  assert.equal(nextPollDelay(50), REMOTE_RETRY_MAX_MS);
+  assert.equal(nextPollDelay(1, NO_JITTER), REMOTE_RETRY_INITIAL_MS);
+  assert.equal(nextPollDelay(2, NO_JITTER), REMOTE_RETRY_INITIAL_MS * 2);
+  assert.equal(nextPollDelay(50, NO_JITTER), REMOTE_RETRY_MAX_MS);
+  // Devices that lost the server together retry spread over the upper half of the step, never sooner.
+  assert.equal(nextPollDelay(2, () => 0.5), REMOTE_RETRY_INITIAL_MS * 1.5);
+  for (let i = 0; i < 100; i++) {
+    const d = nextPollDelay(1);
+    assert.ok(d >= REMOTE_RETRY_INITIAL_MS / 2 && d <= REMOTE_RETRY_INITIAL_MS, `${d} ms`);
+  }
 });
 
 test("the-remote-source-sends-its-etag-and-a-304-returns-the-document-it-has", async () => {
@@ -89,7 +96,7 @@ test("the-remote-source-sends-its-etag-and-a-304-returns-the-document-it-has", a
     if (status === 500) return Promise.resolve(new Response("down", { status: 500 }));
     return Promise.resolve(status === 304 ? new Response(null, { status: 304 }) : new Response("DOC", { status: 200, headers: { etag: '"v1"' } }));
   };
-  const src = remoteSource("https://policy.example/detour.json", fetchFn);
+  const src = remoteSource("https://policy.example/detour.json", fetchFn, NO_JITTER);
   assert.equal(await src.read(), "DOC");
   status = 304;
   assert.equal(await src.read(), "DOC", "unchanged: the same text again");
