@@ -20,11 +20,12 @@ import type { Secret } from "../../core/secret.ts";
 import type { TunnelStats } from "../../core/tunnel/engine-types.ts";
 import { AGENT_METRIC, ATTR, EVENT, FAILOVER_ATTRIBUTES, METRIC, RESOURCE, RTT_BUCKETS_MS, SERVICE_NAME } from "../../core/telemetry/names.ts";
 import type { Logger } from "../log.ts";
+import { writeFileAtomicSync } from "../../shared/atomic-write.ts";
 import { withTimeout } from "../../shared/with-timeout.ts";
 import { HostSampler } from "./host-facts.ts";
 import type { TelemetryStatus } from "../../core/telemetry/status.ts";
 import { ReachabilityChecker } from "./reachability.ts";
-import { Spool, writeFileAtomic, type SpoolKind } from "./spool.ts";
+import { Spool, type SpoolKind } from "./spool.ts";
 import { SpoolSender, type Post } from "./sender.ts";
 
 /** Events are batched for a second: a failover's burst (state, race, failover) becomes one request. */
@@ -65,7 +66,7 @@ export function deviceIdIn(stateDir: string): string {
     if (/^[0-9a-f-]{36}$/.test(v)) return v;
   }
   const id = randomUUID();
-  writeFileAtomic(path, id + "\n");
+  writeFileAtomicSync(path, id + "\n");
   return id;
 }
 
