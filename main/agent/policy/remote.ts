@@ -3,6 +3,7 @@
  * capped exponential backoff and jitter so an outage of the policy server is not hammered by every device at once.
  */
 import { backoffMs, type Random } from "../../core/backoff.ts";
+import { BodyTooLargeError, readBoundedBody } from "../../shared/bounded-body.ts";
 import type { PolicySource } from "./sources.ts";
 
 /**
@@ -36,12 +37,10 @@ export async function pollOnce(url: string, etag: string | null, fetchFn: FetchF
     if (res.status === 304) return { kind: "not-modified" };
     if (res.status === 404) return { kind: "absent" };
     if (!res.ok) return { kind: "failed", error: `HTTP ${res.status}` };
-    const declared = Number(res.headers.get("content-length") ?? "0");
-    if (declared > MAX_REMOTE_POLICY_BYTES) return { kind: "failed", error: `the policy is ${declared} bytes; at most ${MAX_REMOTE_POLICY_BYTES} are read` };
-    const body = new Uint8Array(await res.arrayBuffer());
-    if (body.length > MAX_REMOTE_POLICY_BYTES) return { kind: "failed", error: `the policy is over ${MAX_REMOTE_POLICY_BYTES} bytes` };
-    return { kind: "document", text: Buffer.from(body).toString("utf8"), etag: res.headers.get("etag") };
+    const body = await readBoundedBody(res, MAX_REMOTE_POLICY_BYTES);
+    return { kind: "document", text: body.toString("utf8"), etag: res.headers.get("etag") };
   } catch (e) {
+    if (e instanceof BodyTooLargeError) return { kind: "failed", error: `the policy is ${e.message}` };
     return { kind: "failed", error: (e as Error).message.slice(0, 200) };
   }
 }

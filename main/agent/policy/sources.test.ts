@@ -6,7 +6,7 @@ import { verifyEnvelope } from "../../core/policy/verify.ts";
 import { loadTrustedKeys } from "./keys.ts";
 import { parsePlist, PlistError } from "./plist.ts";
 import { decodeRegFile, parseRegExport, RegExportError } from "./reg-export.ts";
-import { nextPollDelay, pollOnce, remoteSource, REMOTE_POLL_INTERVAL_MS, REMOTE_RETRY_INITIAL_MS, REMOTE_RETRY_MAX_MS } from "./remote.ts";
+import { MAX_REMOTE_POLICY_BYTES, nextPollDelay, pollOnce, remoteSource, REMOTE_POLL_INTERVAL_MS, REMOTE_RETRY_INITIAL_MS, REMOTE_RETRY_MAX_MS } from "./remote.ts";
 import { envelopeFromPlist, envelopeFromRegExport, fileSource, windowsSource } from "./sources.ts";
 
 const FIX = new URL("./fixtures/", import.meta.url).pathname;
@@ -86,6 +86,21 @@ test("remote-polls-back-off-exponentially-up-to-the-cap-with-jitter", () => {
     const d = nextPollDelay(1);
     assert.ok(d >= REMOTE_RETRY_INITIAL_MS / 2 && d <= REMOTE_RETRY_INITIAL_MS, `${d} ms`);
   }
+});
+
+test("a-remote-policy-past-the-size-bound-is-refused-without-reading-on", async () => {
+  let pulled = 0;
+  const endless = new ReadableStream<Uint8Array>({
+    pull(c) {
+      pulled += 64 * 1024;
+      c.enqueue(new Uint8Array(64 * 1024));
+    },
+  });
+  const chunked = await pollOnce("https://x", null, () => Promise.resolve(new Response(endless)));
+  assert.deepEqual(chunked, { kind: "failed", error: `the policy is over the ${MAX_REMOTE_POLICY_BYTES}-byte limit` });
+  assert.ok(pulled <= MAX_REMOTE_POLICY_BYTES + 2 * 64 * 1024, `stopped at the bound, not at the end: ${pulled} bytes`);
+  const declared = await pollOnce("https://x", null, () => Promise.resolve(new Response("{}", { headers: { "content-length": String(10 * MAX_REMOTE_POLICY_BYTES) } })));
+  assert.deepEqual(declared, { kind: "failed", error: `the policy is ${10 * MAX_REMOTE_POLICY_BYTES} bytes, over the ${MAX_REMOTE_POLICY_BYTES}-byte limit` });
 });
 
 test("the-remote-source-sends-its-etag-and-a-304-returns-the-document-it-has", async () => {
