@@ -1,7 +1,9 @@
 /**
- * Host facts for a diagnostic bundle: OS, CPU, memory and interfaces from systeminformation, the routing tables
- * and rules from `ip -j`, the DNS servers from resolv.conf, and the nftables ruleset. Each fact is bounded in
- * time and a fact that cannot be read is recorded as an error, never a failed bundle.
+ * Host facts for a diagnostic bundle: OS, CPU, load and memory from systeminformation, the interfaces, routing
+ * tables and rules from `ip -j`, the DNS servers from resolv.conf, and the nftables ruleset. Each fact is bounded
+ * in time and a fact that cannot be read is recorded as an error, never a failed bundle. systeminformation is held
+ * to the rules in ../telemetry/host-facts.ts: osInfo(), cpu(), currentLoad() and mem(), no argument, each with a
+ * timeout; interfaces come from `ip -j address` because its networkInterfaces() blocks the daemon's event loop.
  */
 import { readFileSync } from "node:fs";
 import si from "systeminformation";
@@ -57,6 +59,31 @@ export function dnsServers(resolvConf: string): { path: string; servers: string[
   return { path: resolvConf, servers, search };
 }
 
+interface IpLink {
+  ifname?: string;
+  flags?: string[];
+  operstate?: string;
+  mtu?: number;
+  address?: string;
+  link_type?: string;
+  addr_info?: { local?: string; prefixlen?: number }[];
+}
+
+/** `ip -j address show` as one record per interface: name, state, MTU, link address and type, addresses. */
+export function interfacesOf(ipJsonOut: unknown): unknown {
+  if (!Array.isArray(ipJsonOut)) return ipJsonOut;
+  return (ipJsonOut as IpLink[]).map((l) => ({
+    name: l.ifname ?? null,
+    // Administratively up; tunnel devices report their operstate as UNKNOWN, so that is given as it is.
+    up: l.flags?.includes("UP") === true,
+    state: l.operstate ?? null,
+    mtu: l.mtu ?? null,
+    mac: l.address ?? null,
+    type: l.link_type ?? null,
+    addresses: (l.addr_info ?? []).flatMap((a) => (a.local === undefined ? [] : [`${a.local}/${String(a.prefixlen ?? "")}`])),
+  }));
+}
+
 export interface HostFactsBundle {
   host: Record<string, unknown>;
   nftables: string;
@@ -68,7 +95,7 @@ export async function collectHostFacts(resolvConf: string): Promise<HostFactsBun
     fact("systeminformation cpu", () => si.cpu()),
     fact("systeminformation currentLoad", () => si.currentLoad()),
     fact("systeminformation mem", () => si.mem()),
-    fact("systeminformation networkInterfaces", () => si.networkInterfaces()),
+    ipJson(["address", "show"]),
     ipJson(["-4", "route", "show", "table", "all"]),
     ipJson(["-6", "route", "show", "table", "all"]),
     ipJson(["rule", "show"]),
@@ -82,7 +109,7 @@ export async function collectHostFacts(resolvConf: string): Promise<HostFactsBun
       cpu: cpuOut,
       load: loadOut,
       memory: "error" in mem ? mem : { totalBytes: mem.total, availableBytes: mem.available, activeBytes: mem.active, swapUsedBytes: mem.swapused },
-      interfaces: "error" in ifaces ? ifaces : (Array.isArray(ifaces) ? ifaces : [ifaces]).map((i) => ({ name: i.iface, up: i.operstate === "up", ipv4: i.ip4, ipv4Subnet: i.ip4subnet, ipv6: i.ip6, mac: i.mac, mtu: i.mtu, virtual: i.virtual, type: i.type })),
+      interfaces: interfacesOf(ifaces),
       routes: { ipv4: routes4, ipv6: routes6, rules },
       dns: dnsServers(resolvConf),
     },

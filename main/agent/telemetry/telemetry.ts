@@ -22,7 +22,7 @@ import { AGENT_METRIC, ATTR, EVENT, FAILOVER_ATTRIBUTES, METRIC, RESOURCE, RTT_B
 import type { Logger } from "../log.ts";
 import { writeFileAtomicSync } from "../../shared/atomic-write.ts";
 import { withTimeout } from "../../shared/with-timeout.ts";
-import { HostSampler } from "./host-facts.ts";
+import { HOST_SAMPLE_QUIET_STATES, HostSampler } from "./host-facts.ts";
 import type { TelemetryStatus } from "../../core/telemetry/status.ts";
 import { ReachabilityChecker } from "./reachability.ts";
 import { Spool, type SpoolKind } from "./spool.ts";
@@ -249,7 +249,7 @@ export class Telemetry {
   }
 
   start(): void {
-    this.#host.start(HOST_SAMPLE_MS);
+    this.#host.start(HOST_SAMPLE_MS, () => HOST_SAMPLE_QUIET_STATES.has(this.#opts.source.state()));
     this.#reach.start();
     // Whatever a previous daemon left in the spool goes first.
     this.#sender.kick();
