@@ -18,6 +18,13 @@ module.exports = {
       to: { dependencyTypes: ["core"] },
     },
     {
+      name: "shared-is-a-leaf",
+      comment: "main/shared holds small node-only helpers that the daemon, the app, the CLI, the collector and native/ all use; it imports node:* and main/core only, so using it never pulls one layer into another",
+      severity: "error",
+      from: { path: "^main/shared/", pathNot: "\\.test\\.ts$" },
+      to: { pathNot: ["^main/shared/", "^main/core/"], dependencyTypesNot: ["core"] },
+    },
+    {
       name: "native-not-upward",
       comment: "native/ is the OS and engine boundary; it serves the agent and must not depend on it, the app or the UI",
       severity: "error",

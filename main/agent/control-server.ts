@@ -34,6 +34,7 @@ import {
   type RequestId,
   type StatusPayload,
 } from "../core/protocol/messages.ts";
+import { TimeoutError, withTimeout } from "../shared/with-timeout.ts";
 import { createLogger, type Logger } from "./log.ts";
 
 /** What the daemon provides; the server calls these and never anything else of the daemon. */
@@ -235,26 +236,6 @@ function listen(server: Server, path: string): Promise<void> {
   });
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(new HandlerTimeout(`${what} did not answer within ${ms} ms`));
-    }, ms);
-    p.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(timer);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
-}
-
-class HandlerTimeout extends Error {}
-
 /** One client connection: handshake, request dispatch, optional event subscription. */
 class ClientConnection {
   readonly #socket: Socket;
@@ -385,8 +366,8 @@ class ClientConnection {
     const { id, command } = request;
     const h = this.#server.handlers;
     const bound = <T>(what: string, f: () => Promise<T>): Promise<T> =>
-      // Promise.resolve().then(f) turns a handler that throws synchronously into a rejection like any other.
-      withTimeout(Promise.resolve().then(f), Math.max(this.#server.limits.handlerTimeoutMs, SLOW_COMMAND_TIMEOUT_MS[command] ?? 0), what);
+      // A handler that throws synchronously becomes a rejection like any other.
+      withTimeout(f, Math.max(this.#server.limits.handlerTimeoutMs, SLOW_COMMAND_TIMEOUT_MS[command] ?? 0), what);
     try {
       switch (command) {
         case "status":
@@ -429,7 +410,7 @@ class ClientConnection {
             this.#send({ type: "error", id, code: "unknown-command", message: "this daemon does not run failover drills" });
             return;
           }
-          const result = await withTimeout(Promise.resolve().then(() => drill(request.params)), this.#server.limits.drillTimeoutMs, "drill");
+          const result = await withTimeout(() => drill(request.params), this.#server.limits.drillTimeoutMs, "drill");
           this.#respond(id, "drill", result);
           return;
         }
@@ -453,7 +434,7 @@ class ClientConnection {
         this.#send({ type: "error", id, code: "refused", message: e.message.slice(0, MAX_ERROR_MESSAGE) });
         return;
       }
-      const timedOut = e instanceof HandlerTimeout;
+      const timedOut = e instanceof TimeoutError;
       const message = (e instanceof Error ? e.message : String(e)).slice(0, MAX_ERROR_MESSAGE);
       this.#server.log.error("control command failed", { conn: this.#n, client: this.#client, command, err: message });
       this.#send({ type: "error", id, code: timedOut ? "timeout" : "internal", message: timedOut ? message : `${command} failed: ${message}` });

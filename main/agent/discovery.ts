@@ -34,6 +34,7 @@ import { Hostname, IpAddress, type DetourConfig, type GatewayConfig } from "../c
 import { candidateAddresses, chooseFamily, unprobedAddress } from "../core/connection/address-family.ts";
 import { LEG_KINDS, type Candidate, type CandidateAddresses, type CandidateProbe, type CandidateSource, type FamilyProbe, type LegKind } from "../core/connection/types.ts";
 import { canonicalIp, ipFamily } from "../core/ip-address.ts";
+import { BodyTooLargeError, readBoundedBody } from "../shared/bounded-body.ts";
 
 // ---- timers and bounds ----
 
@@ -270,13 +271,7 @@ export async function fetchPortal(url: string, opts: { timeoutMs: number; fetch?
       await res.body?.cancel().catch(() => undefined);
       return { ok: false, error: `HTTP ${res.status}` };
     }
-    const declared = Number(res.headers.get("content-length") ?? "0");
-    if (declared > MAX_PORTAL_BYTES) {
-      await res.body?.cancel().catch(() => undefined);
-      return { ok: false, error: `answer of ${declared} bytes is over the ${MAX_PORTAL_BYTES}-byte limit` };
-    }
-    const text = await readLimited(res, MAX_PORTAL_BYTES);
-    if (text === null) return { ok: false, error: `answer is over the ${MAX_PORTAL_BYTES}-byte limit` };
+    const text = (await readBoundedBody(res, MAX_PORTAL_BYTES)).toString("utf8");
     let json: unknown;
     try {
       json = JSON.parse(text);
@@ -290,6 +285,7 @@ export async function fetchPortal(url: string, opts: { timeoutMs: number; fetch?
     }
     return { ok: true, gateways: parsed.data.gateways };
   } catch (e) {
+    if (e instanceof BodyTooLargeError) return { ok: false, error: `answer is ${e.message}` };
     const reason: unknown = ac.signal.aborted ? ac.signal.reason : e;
     // fetch says only "fetch failed"; the reason (ECONNREFUSED, a TLS error, ...) is in its cause.
     const c = (e as { cause?: { code?: string; message?: string } }).cause;
@@ -298,25 +294,6 @@ export async function fetchPortal(url: string, opts: { timeoutMs: number; fetch?
   } finally {
     clearTimeout(timer);
   }
-}
-
-async function readLimited(res: Response, limit: number): Promise<string | null> {
-  if (res.body === null) return "";
-  const reader = res.body.getReader() as ReadableStreamDefaultReader<Uint8Array>;
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const next = await reader.read();
-    if (next.done) break;
-    const value = next.value;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel().catch(() => undefined);
-      return null;
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString("utf8");
 }
 
 // ---- merge ----

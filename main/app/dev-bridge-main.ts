@@ -2,9 +2,10 @@
  * `npm run bridge -- --socket <path>`: runs the dev/test bridge against a detourd and prints one JSON line,
  * {"url": ..., "token": ..., "pid": ...}, once it listens. Stops on SIGTERM/SIGINT.
  */
-import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
+import { writeFileAtomicSync } from "../shared/atomic-write.ts";
 import { AppHost } from "./app-host.ts";
 import { startBridge } from "./dev-bridge.ts";
 import { daemonDiagnostics } from "./diagnostics.ts";
@@ -23,9 +24,7 @@ function fileStore(path: string): PreferenceStore {
   return {
     read,
     write: (key, value) => {
-      const tmp = `${path}.tmp`;
-      writeFileSync(tmp, JSON.stringify({ ...read(), [key]: value }, null, 2) + "\n", { mode: 0o600 });
-      renameSync(tmp, path);
+      writeFileAtomicSync(path, JSON.stringify({ ...read(), [key]: value }, null, 2) + "\n");
     },
   };
 }

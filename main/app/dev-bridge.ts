@@ -18,6 +18,8 @@ import type { AddressInfo } from "node:net";
 import { extname, join } from "node:path";
 import { WebSocketServer, type WebSocket } from "ws";
 import type { AppUpdate } from "../core/protocol/app-api.ts";
+import { BodyTooLargeError, readBoundedBody } from "../shared/bounded-body.ts";
+import { TimeoutError, withTimeout } from "../shared/with-timeout.ts";
 import { invokeCall, type AppHostApi } from "./ipc-contract.ts";
 
 /** Largest call body: a setting or a path is a few hundred bytes; 64 KiB bounds what a client can make us hold. */
@@ -128,43 +130,18 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     return { ok: true };
   };
 
-  const readBody = (req: IncomingMessage): Promise<string> =>
-    new Promise((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      const timer = setTimeout(() => {
-        reject(new Error("body timeout"));
-        req.destroy();
-      }, BODY_TIMEOUT_MS);
-      req.on("data", (c: Buffer) => {
-        size += c.length;
-        if (size > MAX_BODY_BYTES) {
-          clearTimeout(timer);
-          reject(new Error("body too large"));
-          req.destroy();
-          return;
-        }
-        chunks.push(c);
-      });
-      req.on("end", () => {
-        clearTimeout(timer);
-        resolve(Buffer.concat(chunks).toString("utf8"));
-      });
-      req.on("error", (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-    });
-
   const api = async (req: IncomingMessage, res: ServerResponse, call: string): Promise<void> => {
     if (req.method !== "POST") { deny(res, 405, "calls are POST"); return; }
     if (!(req.headers["content-type"] ?? "").startsWith("application/json")) { deny(res, 415, "calls are JSON"); return; }
     let args: unknown;
     try {
-      const body = await readBody(req);
+      const body = (await withTimeout(readBoundedBody(req, MAX_BODY_BYTES), BODY_TIMEOUT_MS, "the call's body")).toString("utf8");
       args = body === "" ? [] : (JSON.parse(body) as { args?: unknown }).args ?? [];
     } catch (e) {
-      deny(res, 400, `bad body: ${(e as Error).message}`); return;
+      // A client still dribbling its body after the timeout is stuck or hostile: it gets no answer.
+      if (e instanceof TimeoutError) { req.destroy(); return; }
+      if (e instanceof BodyTooLargeError) res.setHeader("connection", "close");
+      deny(res, e instanceof BodyTooLargeError ? 413 : 400, `bad body: ${(e as Error).message}`); return;
     }
     const result = await invokeCall(opts.host, call, args);
     res.writeHead(200, headers("application/json")).end(JSON.stringify(result));

@@ -12,6 +12,7 @@ import type { AddressInfo } from "node:net";
 import { TLSSocket } from "node:tls";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { BodyTooLargeError, readBoundedBody } from "../shared/bounded-body.ts";
 import { TokenTable } from "./auth.ts";
 import { createHandler, MAX_BODY_BYTES, type CollectorRequest, type Handler } from "./handler.ts";
 import { CollectorStore } from "./store.ts";
@@ -90,30 +91,6 @@ export function parseServerArgs(argv: readonly string[]): ServerOptions {
   };
 }
 
-/** Reads a body of at most MAX_BODY_BYTES; past it, resolves null at once (the caller answers 413). */
-function readBody(req: IncomingMessage): Promise<Buffer | null> {
-  const declared = Number(req.headers["content-length"] ?? "0");
-  if (declared > MAX_BODY_BYTES) return Promise.resolve(null);
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on("data", (c: Buffer) => {
-      size += c.length;
-      if (size > MAX_BODY_BYTES) {
-        req.removeAllListeners("data");
-        req.resume();
-        resolve(null);
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on("end", () => {
-      resolve(Buffer.concat(chunks));
-    });
-    req.on("error", reject);
-  });
-}
-
 function certOrgOf(req: IncomingMessage): string | null {
   const socket = req.socket;
   if (!(socket instanceof TLSSocket) || !socket.authorized) return null;
@@ -130,13 +107,8 @@ function serve(handler: Handler, mtls: boolean): (req: IncomingMessage, res: Ser
       res.end(req.method === "HEAD" ? undefined : body);
       log({ method: req.method, path, status, ms: Math.round(performance.now() - t0), peer: req.socket.remoteAddress, ...fields });
     };
-    readBody(req).then(
+    readBoundedBody(req, MAX_BODY_BYTES).then(
       (body) => {
-        if (body === null) {
-          res.setHeader("connection", "close");
-          finish(413, { "content-type": "text/plain; charset=utf-8" }, `too-large: the body exceeds ${MAX_BODY_BYTES} bytes\n`, { code: "too-large" });
-          return;
-        }
         const r: CollectorRequest = { method: req.method ?? "GET", url: req.url ?? "/", headers: req.headers, body, ...(mtls ? { mtls: { certOrg: certOrgOf(req) } } : {}) };
         let out;
         try {
@@ -150,6 +122,12 @@ function serve(handler: Handler, mtls: boolean): (req: IncomingMessage, res: Ser
         finish(out.status, out.headers, out.body, { org: out.outcome.org, code: out.outcome.code, stored: out.outcome.stored });
       },
       (e: unknown) => {
+        if (e instanceof BodyTooLargeError) {
+          // The rest of the body is discarded unread; closing afterwards stops the peer from sending more.
+          res.setHeader("connection", "close");
+          finish(413, { "content-type": "text/plain; charset=utf-8" }, `too-large: the body exceeds ${MAX_BODY_BYTES} bytes\n`, { code: "too-large" });
+          return;
+        }
         log({ level: "warn", path, error: `request aborted: ${(e as Error).message}` });
         res.destroy();
       },

@@ -1,9 +1,11 @@
 /**
  * DNS for the tunnel through resolv.conf: the winner's resolvers go in while connected, the original comes back
- * on disconnect. The original is saved to a file first, so a crashed daemon restores it on its next start.
- * Written in place (never renamed over), because in a network namespace /etc/resolv.conf is a bind mount.
+ * on disconnect. The original is saved to a file first (replaced whole, so a crash never leaves half of it to
+ * restore), and a crashed daemon restores it on its next start. resolv.conf itself is written in place (never
+ * renamed over), because in a network namespace or a container /etc/resolv.conf is a bind mount.
  */
 import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { writeFileAtomicSync } from "../../main/shared/atomic-write.ts";
 
 export interface DnsSettings {
   servers: string[];
@@ -43,7 +45,7 @@ export function applyDns(s: DnsSettings, t: DnsTarget): void {
     throw new DnsError(`${t.path} is a symbolic link (systemd-resolved or resolvconf manages it); detourd leaves it alone`);
   }
   if (!existsSync(t.backupPath)) {
-    writeFileSync(t.backupPath, existsSync(t.path) ? readFileSync(t.path, "utf8") : "", { mode: 0o600 });
+    writeFileAtomicSync(t.backupPath, existsSync(t.path) ? readFileSync(t.path, "utf8") : "");
   }
   writeFileSync(t.path, renderResolvConf(s));
 }

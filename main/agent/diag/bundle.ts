@@ -34,6 +34,7 @@ import type { HistorySample, ProbeSecond } from "../telemetry/history.ts";
 import { loadSecret } from "../secrets.ts";
 import { collectHostFacts } from "./host.ts";
 import { readFileTail } from "./log-tail.ts";
+import { withTimeout } from "../../shared/with-timeout.ts";
 
 /** One engine's diagnostics may take this long (UAPI and VICI bound themselves; this bounds a wedged driver). */
 export const ENGINE_DIAG_TIMEOUT_MS = 3000;
@@ -86,13 +87,6 @@ export interface BundleResult {
   files: number;
   tookMs: number;
   redactions: RedactionReport;
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p.catch(() => fallback), new Promise<T>((resolve) => (timer = setTimeout(() => { resolve(fallback); }, ms)))]).finally(() => {
-    clearTimeout(timer);
-  });
 }
 
 /** Every SecretRef in the configuration ({file} or {env} objects), wherever it sits. */
@@ -214,7 +208,13 @@ export async function createBundle(inp: DiagInputs, opts: BundleOptions): Promis
     mkdirSync(join(staging, root), { recursive: true, mode: 0o700 });
     const [engines, hostFacts] = await Promise.all([
       Promise.all(
-        inp.engines.map(async (e) => ({ e, d: await withTimeout(e.diagnostics(), ENGINE_DIAG_TIMEOUT_MS, { engine: "unknown", state: { error: `no answer within ${ENGINE_DIAG_TIMEOUT_MS} ms` }, log: "" }) })),
+        inp.engines.map(async (e) => {
+          // An engine that hangs or fails is recorded as such; the bundle is made either way.
+          const d = await withTimeout(() => e.diagnostics(), ENGINE_DIAG_TIMEOUT_MS, `the engine of leg ${e.legId}`).catch(
+            (err: unknown): EngineDiagnostics => ({ engine: "unknown", state: { error: err instanceof Error ? err.message : String(err) }, log: "" }),
+          );
+          return { e, d };
+        }),
       ),
       opts.hostFacts === false ? null : collectHostFacts(inp.resolvConf),
     ]);

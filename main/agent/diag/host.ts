@@ -1,11 +1,14 @@
 /**
- * Host facts for a diagnostic bundle: OS, CPU, memory and interfaces from systeminformation, the routing tables
- * and rules from `ip -j`, the DNS servers from resolv.conf, and the nftables ruleset. Each fact is bounded in
- * time and a fact that cannot be read is recorded as an error, never a failed bundle.
+ * Host facts for a diagnostic bundle: OS, CPU, load and memory from systeminformation, the interfaces, routing
+ * tables and rules from `ip -j`, the DNS servers from resolv.conf, and the nftables ruleset. Each fact is bounded
+ * in time and a fact that cannot be read is recorded as an error, never a failed bundle. systeminformation is held
+ * to the rules in ../telemetry/host-facts.ts: osInfo(), cpu(), currentLoad() and mem(), no argument, each with a
+ * timeout; interfaces come from `ip -j address` because its networkInterfaces() blocks the daemon's event loop.
  */
 import { readFileSync } from "node:fs";
 import si from "systeminformation";
 import { run } from "../../../native/platform/run.ts";
+import { withTimeout } from "../../shared/with-timeout.ts";
 
 /** systeminformation shells out for some facts (lsb_release, dmidecode); past this a fact is given up. */
 export const HOST_FACT_TIMEOUT_MS = 5000;
@@ -14,21 +17,11 @@ export const HOST_COMMAND_TIMEOUT_MS = 5000;
 
 type Fact<T> = T | { error: string };
 
-async function fact<T>(p: () => Promise<T>, ms = HOST_FACT_TIMEOUT_MS): Promise<Fact<T>> {
-  let timer: NodeJS.Timeout | undefined;
+async function fact<T>(what: string, p: () => Promise<T>, ms = HOST_FACT_TIMEOUT_MS): Promise<Fact<T>> {
   try {
-    return await Promise.race([
-      p(),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          reject(new Error(`no answer within ${ms} ms`));
-        }, ms);
-      }),
-    ]);
+    return await withTimeout(p, ms, what);
   } catch (e) {
     return { error: e instanceof Error ? e.message : String(e) };
-  } finally {
-    clearTimeout(timer);
   }
 }
 
@@ -66,6 +59,31 @@ export function dnsServers(resolvConf: string): { path: string; servers: string[
   return { path: resolvConf, servers, search };
 }
 
+interface IpLink {
+  ifname?: string;
+  flags?: string[];
+  operstate?: string;
+  mtu?: number;
+  address?: string;
+  link_type?: string;
+  addr_info?: { local?: string; prefixlen?: number }[];
+}
+
+/** `ip -j address show` as one record per interface: name, state, MTU, link address and type, addresses. */
+export function interfacesOf(ipJsonOut: unknown): unknown {
+  if (!Array.isArray(ipJsonOut)) return ipJsonOut;
+  return (ipJsonOut as IpLink[]).map((l) => ({
+    name: l.ifname ?? null,
+    // Administratively up; tunnel devices report their operstate as UNKNOWN, so that is given as it is.
+    up: l.flags?.includes("UP") === true,
+    state: l.operstate ?? null,
+    mtu: l.mtu ?? null,
+    mac: l.address ?? null,
+    type: l.link_type ?? null,
+    addresses: (l.addr_info ?? []).flatMap((a) => (a.local === undefined ? [] : [`${a.local}/${String(a.prefixlen ?? "")}`])),
+  }));
+}
+
 export interface HostFactsBundle {
   host: Record<string, unknown>;
   nftables: string;
@@ -73,11 +91,11 @@ export interface HostFactsBundle {
 
 export async function collectHostFacts(resolvConf: string): Promise<HostFactsBundle> {
   const [os, cpu, load, mem, ifaces, routes4, routes6, rules, nft] = await Promise.all([
-    fact(() => si.osInfo()),
-    fact(() => si.cpu()),
-    fact(() => si.currentLoad()),
-    fact(() => si.mem()),
-    fact(() => si.networkInterfaces()),
+    fact("systeminformation osInfo", () => si.osInfo()),
+    fact("systeminformation cpu", () => si.cpu()),
+    fact("systeminformation currentLoad", () => si.currentLoad()),
+    fact("systeminformation mem", () => si.mem()),
+    ipJson(["address", "show"]),
     ipJson(["-4", "route", "show", "table", "all"]),
     ipJson(["-6", "route", "show", "table", "all"]),
     ipJson(["rule", "show"]),
@@ -91,7 +109,7 @@ export async function collectHostFacts(resolvConf: string): Promise<HostFactsBun
       cpu: cpuOut,
       load: loadOut,
       memory: "error" in mem ? mem : { totalBytes: mem.total, availableBytes: mem.available, activeBytes: mem.active, swapUsedBytes: mem.swapused },
-      interfaces: "error" in ifaces ? ifaces : (Array.isArray(ifaces) ? ifaces : [ifaces]).map((i) => ({ name: i.iface, up: i.operstate === "up", ipv4: i.ip4, ipv4Subnet: i.ip4subnet, ipv6: i.ip6, mac: i.mac, mtu: i.mtu, virtual: i.virtual, type: i.type })),
+      interfaces: interfacesOf(ifaces),
       routes: { ipv4: routes4, ipv6: routes6, rules },
       dns: dnsServers(resolvConf),
     },

@@ -3,9 +3,10 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { NO_JITTER } from "../../core/backoff.ts";
 import { Secret } from "../../core/secret.ts";
 import type { Post } from "../telemetry/sender.ts";
-import { backoffMs, UPLOAD_ATTEMPTS, UPLOAD_RETRY_MAX_MS, uploadToCollector } from "./upload.ts";
+import { UPLOAD_ATTEMPTS, UPLOAD_RETRY_MAX_MS, uploadToCollector } from "./upload.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "detour-upload-test-"));
 after(() => {
@@ -42,7 +43,7 @@ test("collector-upload-posts-the-bundle-with-token-device-and-gzip-type", async 
 test("collector-outage-is-retried-with-capped-backoff-until-it-answers", async () => {
   const { post, calls } = recorder([0, 503, 429, 201]);
   const waits: number[] = [];
-  const r = await uploadToCollector(file, { endpoint: "http://c", token: null, deviceId: "d", post }, { sleep: (ms) => { waits.push(ms); return Promise.resolve(); } });
+  const r = await uploadToCollector(file, { endpoint: "http://c", token: null, deviceId: "d", post }, { random: NO_JITTER, sleep: (ms) => { waits.push(ms); return Promise.resolve(); } });
   assert.equal(r.ok, true);
   assert.equal(r.attempts, 4);
   assert.deepEqual(waits, [1000, 2000, 4000]);
@@ -64,6 +65,13 @@ test("a-refused-token-is-not-retried-and-a-dead-collector-is-given-up-after-the-
   assert.ok(waits.every((w) => w <= UPLOAD_RETRY_MAX_MS));
 });
 
-test("backoff-doubles-from-the-initial-wait-and-stops-at-the-cap", () => {
-  assert.deepEqual([1, 2, 3, 4, 5, 6, 7].map((n) => backoffMs(n)), [0, 1000, 2000, 4000, 8000, 8000, 8000]);
+test("waits-double-from-a-second-to-the-cap-each-drawn-from-the-upper-half-of-its-step", async () => {
+  const waitsWith = async (random: () => number): Promise<number[]> => {
+    const waits: number[] = [];
+    const dead = recorder([503]);
+    await uploadToCollector(file, { endpoint: "http://c", token: null, deviceId: "d", post: dead.post }, { attempts: 7, random, sleep: (ms) => { waits.push(ms); return Promise.resolve(); } });
+    return waits;
+  };
+  assert.deepEqual(await waitsWith(NO_JITTER), [1000, 2000, 4000, 8000, 8000, 8000]);
+  assert.deepEqual(await waitsWith(() => 0.999_999), [500, 1000, 2000, 4000, 4000, 4000]);
 });

@@ -1,5 +1,5 @@
 /**
- * Delivers a diagnostic bundle to helpdesk, with bounded retries and capped exponential backoff:
+ * Delivers a diagnostic bundle to helpdesk, with bounded retries and capped exponential backoff with jitter:
  *
  * Collector (when telemetry is configured). The contract, which the collector implements:
  *
@@ -24,6 +24,7 @@ import { readFileSync, statSync } from "node:fs";
 import { basename } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Client, type ConnectConfig, type SFTPWrapper } from "ssh2";
+import { backoffMs, type Random } from "../../core/backoff.ts";
 import type { DiagnosticsConfig } from "../../core/config/schema.ts";
 import type { Secret } from "../../core/secret.ts";
 import { fetchPost, type Post } from "../telemetry/sender.ts";
@@ -67,11 +68,8 @@ export interface RetryOptions {
   maxMs?: number;
   /** Tests pass a fake clock. */
   sleep?: (ms: number) => Promise<void>;
-}
-
-/** The wait before attempt `n` (1-based; attempt 1 has none): initial * 2^(n-2), capped. */
-export function backoffMs(n: number, initialMs = UPLOAD_RETRY_INITIAL_MS, maxMs = UPLOAD_RETRY_MAX_MS): number {
-  return n <= 1 ? 0 : Math.min(maxMs, initialMs * 2 ** (n - 2));
+  /** The backoff's jitter; Math.random unless a test fixes it. */
+  random?: Random;
 }
 
 /** Runs `attempt` until it succeeds, fails for good, or the attempts are spent. Never throws. */
@@ -80,7 +78,8 @@ export async function withRetry(target: UploadResult["target"], attempt: () => P
   const wait = opts.sleep ?? ((ms: number) => sleep(ms));
   let last = "not attempted";
   for (let n = 1; n <= attempts; n++) {
-    const delay = backoffMs(n, opts.initialMs, opts.maxMs);
+    // Attempt n follows n - 1 failures; the first has no wait.
+    const delay = backoffMs(n - 1, { initialMs: opts.initialMs ?? UPLOAD_RETRY_INITIAL_MS, maxMs: opts.maxMs ?? UPLOAD_RETRY_MAX_MS }, opts.random ?? Math.random);
     if (delay > 0) await wait(delay);
     try {
       const location = await attempt();

@@ -5,7 +5,7 @@
  * either changes. A refused document changes nothing but the reported rejection.
  */
 import { watch, type FSWatcher } from "node:fs";
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import type { DetourConfig } from "../../core/config/schema.ts";
 import type { PolicyDocument } from "../../core/policy/document.ts";
@@ -13,6 +13,7 @@ import { layer, type Effective } from "../../core/policy/layers.ts";
 import { flattenSettings, isSettingKey, parseSettingValue, SETTING_KEY_LIST, SETTING_KEYS, Settings, unflattenSettings } from "../../core/policy/settings.ts";
 import type { PolicyEvent, PolicyRejectionRecord, PolicyStatus, PrefsPayload } from "../../core/policy/status.ts";
 import { verifyEnvelope, type Rejection } from "../../core/policy/verify.ts";
+import { writeFileAtomicSync } from "../../shared/atomic-write.ts";
 import type { Logger } from "../log.ts";
 import { loadTrustedKeys } from "./keys.ts";
 import type { PolicySource } from "./sources.ts";
@@ -54,11 +55,10 @@ export class PrefRefused extends Error {
   override readonly name = "PrefRefused";
 }
 
-function writeAtomic(path: string, text: string): void {
+/** Replaces a state file whole (see writeFileAtomicSync), creating its private folder first. */
+function writeState(path: string, text: string): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, text, { mode: 0o600 });
-  renameSync(tmp, path);
+  writeFileAtomicSync(path, text);
 }
 
 export class PolicyManager {
@@ -258,7 +258,7 @@ export class PolicyManager {
     const appliedAt = this.#now();
     this.#inForce = { doc: v.policy, envelopeText: text, policyBase64: v.envelope.policy, keyId: v.keyId, source: sourceName, appliedAt };
     try {
-      writeAtomic(this.#lastGoodPath(), JSON.stringify({ source: sourceName, appliedAt, envelope: text }) + "\n");
+      writeState(this.#lastGoodPath(), JSON.stringify({ source: sourceName, appliedAt, envelope: text }) + "\n");
     } catch (err) {
       this.#opts.log.warn("cannot store the policy; a restart will fall back to the previous one", { err });
     }
@@ -308,7 +308,7 @@ export class PolicyManager {
     const prefs = unflattenSettings(flat);
     const r = layer(this.#opts.base, prefs, this.#inForce?.doc ?? null);
     if (!r.ok) throw new PrefRefused(`${key}: ${r.rejection.message}`);
-    writeAtomic(this.#prefsPath(), JSON.stringify(prefs, null, 2) + "\n");
+    writeState(this.#prefsPath(), JSON.stringify(prefs, null, 2) + "\n");
     this.#prefs = prefs;
     this.#effective = r.effective;
     this.#onEffective?.(r.effective, "prefs");

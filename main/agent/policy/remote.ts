@@ -1,7 +1,9 @@
 /**
  * The remote policy URL: polled with If-None-Match so an unchanged policy costs a 304, and on failure retried with
- * capped exponential backoff so an outage of the policy server is not hammered by every device at once.
+ * capped exponential backoff and jitter so an outage of the policy server is not hammered by every device at once.
  */
+import { backoffMs, type Random } from "../../core/backoff.ts";
+import { BodyTooLargeError, readBoundedBody } from "../../shared/bounded-body.ts";
 import type { PolicySource } from "./sources.ts";
 
 /**
@@ -18,10 +20,10 @@ export const REMOTE_FETCH_TIMEOUT_MS = 15_000;
 /** A policy is a few KB; anything past 256 KiB is not one and is not read further. */
 export const MAX_REMOTE_POLICY_BYTES = 256 * 1024;
 
-/** Delay before the next poll after `failures` consecutive failures (0: the regular interval). */
-export function nextPollDelay(failures: number): number {
+/** Delay before the next poll after `failures` consecutive failures (0: the regular interval); `random` jitters retries. */
+export function nextPollDelay(failures: number, random: Random = Math.random): number {
   if (failures <= 0) return REMOTE_POLL_INTERVAL_MS;
-  return Math.min(REMOTE_RETRY_MAX_MS, REMOTE_RETRY_INITIAL_MS * 2 ** Math.min(20, failures - 1));
+  return backoffMs(failures, { initialMs: REMOTE_RETRY_INITIAL_MS, maxMs: REMOTE_RETRY_MAX_MS }, random);
 }
 
 export type FetchFn = (url: string, init: { headers: Record<string, string>; signal: AbortSignal }) => Promise<Response>;
@@ -35,12 +37,10 @@ export async function pollOnce(url: string, etag: string | null, fetchFn: FetchF
     if (res.status === 304) return { kind: "not-modified" };
     if (res.status === 404) return { kind: "absent" };
     if (!res.ok) return { kind: "failed", error: `HTTP ${res.status}` };
-    const declared = Number(res.headers.get("content-length") ?? "0");
-    if (declared > MAX_REMOTE_POLICY_BYTES) return { kind: "failed", error: `the policy is ${declared} bytes; at most ${MAX_REMOTE_POLICY_BYTES} are read` };
-    const body = new Uint8Array(await res.arrayBuffer());
-    if (body.length > MAX_REMOTE_POLICY_BYTES) return { kind: "failed", error: `the policy is over ${MAX_REMOTE_POLICY_BYTES} bytes` };
-    return { kind: "document", text: Buffer.from(body).toString("utf8"), etag: res.headers.get("etag") };
+    const body = await readBoundedBody(res, MAX_REMOTE_POLICY_BYTES);
+    return { kind: "document", text: body.toString("utf8"), etag: res.headers.get("etag") };
   } catch (e) {
+    if (e instanceof BodyTooLargeError) return { kind: "failed", error: `the policy is ${e.message}` };
     return { kind: "failed", error: (e as Error).message.slice(0, 200) };
   }
 }
@@ -49,7 +49,7 @@ export async function pollOnce(url: string, etag: string | null, fetchFn: FetchF
  * The URL as a PolicySource: `read()` does a conditional GET and returns the last document it got when the server
  * says 304, so the manager sees the same text (and recognises it as unchanged). `nextDelay()` says when to poll next.
  */
-export function remoteSource(url: string, fetchFn: FetchFn = fetch): PolicySource & { nextDelay(): number; lastError(): string | null } {
+export function remoteSource(url: string, fetchFn: FetchFn = fetch, random: Random = Math.random): PolicySource & { nextDelay(): number; lastError(): string | null } {
   let etag: string | null = null;
   let last: string | null = null;
   let failures = 0;
@@ -57,7 +57,7 @@ export function remoteSource(url: string, fetchFn: FetchFn = fetch): PolicySourc
   return {
     name: `url:${url}`,
     watchPath: null,
-    nextDelay: () => nextPollDelay(failures),
+    nextDelay: () => nextPollDelay(failures, random),
     lastError: () => error,
     read: async () => {
       const r = await pollOnce(url, etag, fetchFn);

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
+import { NO_JITTER } from "../../core/backoff.ts";
 import { verifyEnvelope } from "../../core/policy/verify.ts";
 import { loadTrustedKeys } from "./keys.ts";
 import { parsePlist, PlistError } from "./plist.ts";
 import { decodeRegFile, parseRegExport, RegExportError } from "./reg-export.ts";
-import { nextPollDelay, pollOnce, remoteSource, REMOTE_POLL_INTERVAL_MS, REMOTE_RETRY_INITIAL_MS, REMOTE_RETRY_MAX_MS } from "./remote.ts";
+import { MAX_REMOTE_POLICY_BYTES, nextPollDelay, pollOnce, remoteSource, REMOTE_POLL_INTERVAL_MS, REMOTE_RETRY_INITIAL_MS, REMOTE_RETRY_MAX_MS } from "./remote.ts";
 import { envelopeFromPlist, envelopeFromRegExport, fileSource, windowsSource } from "./sources.ts";
 
 const FIX = new URL("./fixtures/", import.meta.url).pathname;
@@ -74,11 +75,32 @@ test("the-windows-source-reads-through-reg-export-and-a-missing-key-is-no-policy
   assert.equal(await fileSource(`${FIX}does-not-exist.json`).read(), null);
 });
 
-test("remote-polls-back-off-exponentially-up-to-the-cap", () => {
+test("remote-polls-back-off-exponentially-up-to-the-cap-with-jitter", () => {
   assert.equal(nextPollDelay(0), REMOTE_POLL_INTERVAL_MS);
-  assert.equal(nextPollDelay(1), REMOTE_RETRY_INITIAL_MS);
-  assert.equal(nextPollDelay(2), REMOTE_RETRY_INITIAL_MS * 2);
-  assert.equal(nextPollDelay(50), REMOTE_RETRY_MAX_MS);
+  assert.equal(nextPollDelay(1, NO_JITTER), REMOTE_RETRY_INITIAL_MS);
+  assert.equal(nextPollDelay(2, NO_JITTER), REMOTE_RETRY_INITIAL_MS * 2);
+  assert.equal(nextPollDelay(50, NO_JITTER), REMOTE_RETRY_MAX_MS);
+  // Devices that lost the server together retry spread over the upper half of the step, never sooner.
+  assert.equal(nextPollDelay(2, () => 0.5), REMOTE_RETRY_INITIAL_MS * 1.5);
+  for (let i = 0; i < 100; i++) {
+    const d = nextPollDelay(1);
+    assert.ok(d >= REMOTE_RETRY_INITIAL_MS / 2 && d <= REMOTE_RETRY_INITIAL_MS, `${d} ms`);
+  }
+});
+
+test("a-remote-policy-past-the-size-bound-is-refused-without-reading-on", async () => {
+  let pulled = 0;
+  const endless = new ReadableStream<Uint8Array>({
+    pull(c) {
+      pulled += 64 * 1024;
+      c.enqueue(new Uint8Array(64 * 1024));
+    },
+  });
+  const chunked = await pollOnce("https://x", null, () => Promise.resolve(new Response(endless)));
+  assert.deepEqual(chunked, { kind: "failed", error: `the policy is over the ${MAX_REMOTE_POLICY_BYTES}-byte limit` });
+  assert.ok(pulled <= MAX_REMOTE_POLICY_BYTES + 2 * 64 * 1024, `stopped at the bound, not at the end: ${pulled} bytes`);
+  const declared = await pollOnce("https://x", null, () => Promise.resolve(new Response("{}", { headers: { "content-length": String(10 * MAX_REMOTE_POLICY_BYTES) } })));
+  assert.deepEqual(declared, { kind: "failed", error: `the policy is ${10 * MAX_REMOTE_POLICY_BYTES} bytes, over the ${MAX_REMOTE_POLICY_BYTES}-byte limit` });
 });
 
 test("the-remote-source-sends-its-etag-and-a-304-returns-the-document-it-has", async () => {
@@ -89,7 +111,7 @@ test("the-remote-source-sends-its-etag-and-a-304-returns-the-document-it-has", a
     if (status === 500) return Promise.resolve(new Response("down", { status: 500 }));
     return Promise.resolve(status === 304 ? new Response(null, { status: 304 }) : new Response("DOC", { status: 200, headers: { etag: '"v1"' } }));
   };
-  const src = remoteSource("https://policy.example/detour.json", fetchFn);
+  const src = remoteSource("https://policy.example/detour.json", fetchFn, NO_JITTER);
   assert.equal(await src.read(), "DOC");
   status = 304;
   assert.equal(await src.read(), "DOC", "unchanged: the same text again");

@@ -64,10 +64,11 @@ test("an-outage-keeps-records-and-retries-the-same-one-with-backoff-then-deliver
   const c = collector((call) => (call === 1 ? "throw" : call === 2 ? 503 : call === 3 ? "throw" : 200));
   for (let i = 1; i <= 3; i++) s.put("metrics", body(`m${i}`));
   const problems: (number | null)[] = [];
-  const sender = new SpoolSender({ spool: s, endpoint: "http://c", token: null, deviceId: "d", post: c.post, onProblem: (p) => problems.push(p.retryInMs) });
+  const sender = new SpoolSender({ spool: s, endpoint: "http://c", token: null, deviceId: "d", post: c.post, random: () => 0.999_999, onProblem: (p) => problems.push(p.retryInMs) });
   sender.kick();
-  await until(() => s.stats().pending === 0, 12_000);
-  assert.deepEqual(problems, [1000, 2000, 4000], "exponential backoff");
+  await until(() => s.stats().pending === 0, 8000);
+  // Steps of 1, 2 and 4 s, each drawn at the bottom of its jitter band (half the step).
+  assert.deepEqual(problems, [500, 1000, 2000], "exponential backoff with jitter");
   assert.deepEqual(c.calls.slice(0, 4).map((x) => x.headers[BATCH_HEADER]), ["d:1", "d:1", "d:1", "d:1"], "the same record until it is in");
   assert.deepEqual([...c.stored.entries()], [["d:1", "m1"], ["d:2", "m2"], ["d:3", "m3"]]);
   assert.equal(c.calls[0]?.headers.authorization, undefined);

@@ -1,8 +1,10 @@
 /**
  * Drains the telemetry spool to the collector, oldest first, one request at a time: each record is removed only
  * after the collector answered 2xx, so an outage, a slow collector or a daemon restart loses nothing, and the
- * batch header makes the collector's copy exactly-once. Failures back off exponentially up to a cap.
+ * batch header makes the collector's copy exactly-once. Failures back off exponentially up to a cap, with jitter,
+ * so a fleet that lost its collector together does not come back in lockstep.
  */
+import { backoffMs, type BackoffPolicy, type Random } from "../../core/backoff.ts";
 import { BATCH_HEADER } from "../../core/telemetry/names.ts";
 import type { Secret } from "../../core/secret.ts";
 import type { Spool, SpoolKind } from "./spool.ts";
@@ -11,6 +13,7 @@ import type { Spool, SpoolKind } from "./spool.ts";
 export const RETRY_INITIAL_MS = 1000;
 /** Retries back off to at most this: a collector that comes back is noticed within half a minute. */
 export const RETRY_MAX_MS = 30_000;
+const RETRY: BackoffPolicy = { initialMs: RETRY_INITIAL_MS, maxMs: RETRY_MAX_MS };
 /** One request may take this long; a collector slower than this is treated as down for that attempt. */
 export const REQUEST_TIMEOUT_MS = 10_000;
 /** At most this many records per drain pass, so a large backlog never monopolises the daemon's loop. */
@@ -36,6 +39,8 @@ export interface SenderOptions {
   token: Secret | null;
   deviceId: string;
   post?: Post;
+  /** The backoff's jitter; Math.random unless a test fixes it. */
+  random?: Random;
   onDelivered?(seq: number, kind: SpoolKind): void;
   onProblem?(problem: { seq: number; kind: SpoolKind; status: number | null; message: string; retryInMs: number | null }): void;
 }
@@ -53,6 +58,7 @@ const PERMANENT = new Set([400, 413, 415, 422]);
 export class SpoolSender {
   readonly #opts: SenderOptions;
   readonly #post: Post;
+  readonly #random: Random;
   #timer: NodeJS.Timeout | null = null;
   #running: Promise<void> | null = null;
   #stopped = false;
@@ -63,6 +69,7 @@ export class SpoolSender {
   constructor(opts: SenderOptions) {
     this.#opts = opts;
     this.#post = opts.post ?? fetchPost;
+    this.#random = opts.random ?? Math.random;
   }
 
   status(): SenderStatus {
@@ -126,7 +133,7 @@ export class SpoolSender {
       }
       // 401/403 (a token being rotated), 408, 429, 5xx and network errors: the same record again, later.
       this.#failures += 1;
-      const retryInMs = Math.min(RETRY_MAX_MS, RETRY_INITIAL_MS * 2 ** Math.min(20, this.#failures - 1));
+      const retryInMs = backoffMs(this.#failures, RETRY, this.#random);
       const message = result !== null ? `collector answered ${result.status}: ${result.body}` : `collector unreachable: ${error ?? "unknown error"}`;
       this.#status = { ...this.#status, lastError: message, nextAttemptAt: Date.now() + retryInMs };
       this.#opts.onProblem?.({ seq: rec.seq, kind: rec.kind, status: result?.status ?? null, message, retryInMs });

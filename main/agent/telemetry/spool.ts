@@ -6,8 +6,9 @@
  *
  * Layout: <dir>/state.json {"nextSeq":N,"dropped":N,"rejected":N} and <dir>/<seq, 12 digits>.<kind>.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { writeFileAtomicSync } from "../../shared/atomic-write.ts";
 
 export type SpoolKind = "metrics" | "logs";
 const KINDS: readonly SpoolKind[] = ["metrics", "logs"];
@@ -41,19 +42,6 @@ interface Entry {
 }
 
 const NAME_RE = /^(\d{12})\.(metrics|logs)$/;
-
-function writeAtomic(path: string, data: Buffer | string): void {
-  const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, "w", 0o600);
-  try {
-    writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
-    // A record the daemon said it spooled must survive a power cut that follows.
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-}
 
 export class Spool {
   readonly #opts: SpoolOptions;
@@ -98,6 +86,7 @@ export class Spool {
     for (const name of readdirSync(this.#opts.dir)) {
       const m = NAME_RE.exec(name);
       if (m === null) {
+        // A write a crash interrupted (see writeFileAtomicSync): never a record.
         if (name.endsWith(".tmp")) rmSync(join(this.#opts.dir, name), { force: true });
         continue;
       }
@@ -115,7 +104,7 @@ export class Spool {
   }
 
   #saveState(): void {
-    writeAtomic(this.#statePath(), JSON.stringify({ nextSeq: this.#nextSeq, dropped: this.#dropped, rejected: this.#rejected }) + "\n");
+    writeFileAtomicSync(this.#statePath(), JSON.stringify({ nextSeq: this.#nextSeq, dropped: this.#dropped, rejected: this.#rejected }) + "\n");
   }
 
   /** Removes the oldest records until the bound holds; returns how many went. */
@@ -139,7 +128,8 @@ export class Spool {
     // The sequence is saved before the record: a crash in between skips a number, never reuses one.
     this.#saveState();
     const buf = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-    writeAtomic(this.#recordPath({ seq, kind }), buf);
+    // Durable before put() returns: a record the daemon said it spooled survives a power cut that follows.
+    writeFileAtomicSync(this.#recordPath({ seq, kind }), buf);
     this.#entries.push({ seq, kind, size: buf.length });
     this.#bytes += buf.length;
     const dropped = this.#enforceBound();
@@ -188,9 +178,4 @@ export class Spool {
 /** For tests and diagnostics: the raw names in a spool folder. */
 export function spoolFiles(dir: string): string[] {
   return readdirSync(dir).filter((n) => NAME_RE.test(n)).sort();
-}
-
-/** Writes a file the way the spool does (exported for the state of other telemetry files, e.g. the device id). */
-export function writeFileAtomic(path: string, data: string): void {
-  writeAtomic(path, data);
 }

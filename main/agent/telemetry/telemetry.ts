@@ -20,10 +20,12 @@ import type { Secret } from "../../core/secret.ts";
 import type { TunnelStats } from "../../core/tunnel/engine-types.ts";
 import { AGENT_METRIC, ATTR, EVENT, FAILOVER_ATTRIBUTES, METRIC, RESOURCE, RTT_BUCKETS_MS, SERVICE_NAME } from "../../core/telemetry/names.ts";
 import type { Logger } from "../log.ts";
-import { HostSampler } from "./host-facts.ts";
+import { writeFileAtomicSync } from "../../shared/atomic-write.ts";
+import { withTimeout } from "../../shared/with-timeout.ts";
+import { HOST_SAMPLE_QUIET_STATES, HostSampler } from "./host-facts.ts";
 import type { TelemetryStatus } from "../../core/telemetry/status.ts";
 import { ReachabilityChecker } from "./reachability.ts";
-import { Spool, writeFileAtomic, type SpoolKind } from "./spool.ts";
+import { Spool, type SpoolKind } from "./spool.ts";
 import { SpoolSender, type Post } from "./sender.ts";
 
 /** Events are batched for a second: a failover's burst (state, race, failover) becomes one request. */
@@ -64,7 +66,7 @@ export function deviceIdIn(stateDir: string): string {
     if (/^[0-9a-f-]{36}$/.test(v)) return v;
   }
   const id = randomUUID();
-  writeFileAtomic(path, id + "\n");
+  writeFileAtomicSync(path, id + "\n");
   return id;
 }
 
@@ -224,7 +226,7 @@ export class Telemetry {
       async (r) => {
         const a = activeAttrs();
         if (a === null) return;
-        const st = await Promise.race([src.engineStats(), new Promise<null>((res) => setTimeout(() => { res(null); }, ENGINE_STATS_TIMEOUT_MS).unref())]);
+        const st = await withTimeout(() => src.engineStats(), ENGINE_STATS_TIMEOUT_MS, "engine statistics").catch(() => null);
         if (st === null) return;
         r.observe(engine, st.rxBytes, a);
         r.observe(engineTx, st.txBytes, a);
@@ -247,7 +249,7 @@ export class Telemetry {
   }
 
   start(): void {
-    this.#host.start(HOST_SAMPLE_MS);
+    this.#host.start(HOST_SAMPLE_MS, () => HOST_SAMPLE_QUIET_STATES.has(this.#opts.source.state()));
     this.#reach.start();
     // Whatever a previous daemon left in the spool goes first.
     this.#sender.kick();

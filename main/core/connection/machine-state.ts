@@ -2,6 +2,7 @@
  * The tunnel state machine's data: one record per state (a tagged union), what every state carries, and the
  * small shared helpers the per-state modules in states/ use. The states themselves live in states/*.ts.
  */
+import type { Random } from "../backoff.ts";
 import type { HealthPolicy, RacePolicy, RetryPolicy, StandbyPolicy } from "../config/schema.ts";
 import { RETRYABLE, type EngineErrorCode, type TunnelConfig } from "../tunnel/engine-types.ts";
 import { rankCandidates } from "./candidates.ts";
@@ -15,6 +16,12 @@ export interface MachineContext {
   gateways: Candidate[];
   /** What won last time on the current network (per-network memory); connect races try it first. */
   preferredLeg?: { gateway: string; kind: LegKind } | null;
+  /**
+   * Where the retry backoff's jitter comes from (see ../backoff.ts): the daemon passes Math.random, so devices
+   * that lost their gateways together do not retry in lockstep. Left out, retries wait exactly the backoff's
+   * step, which the fake-clock tests rely on.
+   */
+  random?: Random;
 }
 
 /** What survives every transition. Invariant: `legSeq` and `raceSeq` only grow, so ids are never reused. */
@@ -236,12 +243,6 @@ export function replanRace(shared: Shared, race: RaceState, policy: RacePolicy, 
   if (same(planned.legs, race.legs.slice(race.next).map((l) => l.leg))) return { race, shared, effects: [] };
   const r = raceReplacePending(race, planned.legs, now, policy);
   return { race: r.race, shared: planned.shared, effects: r.effects };
-}
-
-/** Capped exponential backoff: initial, 2×, 4×… up to the cap, for the n-th consecutive failure (n ≥ 1). */
-export function backoffMs(attempt: number, policy: RetryPolicy): number {
-  const exp = Math.min(30, Math.max(0, attempt - 1));
-  return Math.min(policy.maxMs, policy.initialMs * 2 ** exp);
 }
 
 /** Human names of the leg kinds, for summaries. */

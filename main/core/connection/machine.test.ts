@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Sim, gateway, tunnelConfig, type LegScript } from "./harness.test.ts";
-import { initialState, snapshot, step } from "./machine.ts";
+import { Sim, context, gateway, tunnelConfig, type LegScript } from "./harness.test.ts";
+import { initialState, snapshot, step, type MachineContext } from "./machine.ts";
 import { TIMERS } from "./machine-state.ts";
 import type { Candidate, Effect, Leg, LegKind, MachineInput } from "./types.ts";
 
@@ -145,17 +145,27 @@ test("all-fail-error-with-every-leg-reason-then-backoff-retry-and-recovery-when-
   assert.equal(s.lastRace?.reason, "retry");
 });
 
-test("backoff-doubles-up-to-the-cap", () => {
-  const sim = new Sim({ gateways: GWS, legs: () => ({ fail: 1, code: "unreachable" }) });
+/** The waits between retries while every leg keeps failing, as the error state announces them. */
+function retryDelays(retries: number, ctx?: MachineContext): number[] {
+  const sim = new Sim({ gateways: GWS, ...(ctx === undefined ? {} : { ctx }), legs: () => ({ fail: 1, code: "unreachable" }) });
   sim.send({ type: "connect" });
   const delays: number[] = [];
-  for (let i = 0; i < 7; i++) {
+  for (let i = 0; i < retries; i++) {
     sim.runUntilTrue(() => sim.phase() === "error", 120_000);
-    const s = sim.snapshot();
-    delays.push((s.error?.nextRetryAt ?? 0) - sim.now);
+    delays.push((sim.snapshot().error?.nextRetryAt ?? 0) - sim.now);
     sim.runUntilTrue(() => sim.phase() !== "error", 120_000);
   }
-  assert.deepEqual(delays, [1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+  return delays;
+}
+
+test("backoff-doubles-up-to-the-cap", () => {
+  assert.deepEqual(retryDelays(7), [1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+});
+
+test("with-a-jitter-source-retries-spread-over-the-upper-half-of-each-step", () => {
+  // Devices that failed at the same moment draw different waits, each within [step / 2, step].
+  assert.deepEqual(retryDelays(4, { ...context(GWS), random: () => 0.5 }), [750, 1500, 3000, 6000]);
+  assert.deepEqual(retryDelays(4, { ...context(GWS), random: () => 0.999_999 }), [500, 1000, 2000, 4000]);
 });
 
 test("failures-a-retry-cannot-fix-wait-for-connect-then-connect-retries-at-once", () => {

@@ -73,7 +73,7 @@ export const AGENT_METRIC = {
   /** Application reachability through the tunnel: histogram (ms) and counter by result ("ok" or "fail"). */
   appLatency: "detour.app.latency",
   appChecks: "detour.app.checks",
-  /** Device health, from systeminformation: utilisation in % and the count of interfaces that are up. */
+  /** Device health: utilisation in % (systeminformation) and the count of interfaces other than loopback with an address. */
   hostCpu: "detour.host.cpu.utilization",
   hostMemory: "detour.host.memory.utilization",
   hostDisk: "detour.host.disk.utilization",

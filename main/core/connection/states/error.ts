@@ -1,9 +1,11 @@
 /**
- * The error state: the last race found no working leg. It retries by itself after a capped exponential backoff,
- * unless every leg failed for a reason a retry cannot fix; `connect` retries at once either way.
+ * The error state: the last race found no working leg. It retries by itself after a capped exponential backoff
+ * with jitter (../../backoff.ts), unless every leg failed for a reason a retry cannot fix; `connect` retries at
+ * once either way.
  */
+import { backoffMs, NO_JITTER } from "../../backoff.ts";
 import type { Entry, ErrorState, MachineContext, Outcome, Shared } from "../machine-state.ts";
-import { backoffMs, cancelAllTimers, stateEvent, timerDue, withCandidates } from "../machine-state.ts";
+import { cancelAllTimers, stateEvent, timerDue, withCandidates } from "../machine-state.ts";
 import { TIMER_SLACK_MS, raceRecord } from "../race.ts";
 import type { Effect, MachineInput } from "../types.ts";
 
@@ -27,7 +29,7 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: Erro
     shared = { ...shared, lastFailover: e.failover };
     effects.push({ type: "record-failover", failover: e.failover }, { type: "notify", event: { type: "failover", at: now, failover: e.failover } });
   }
-  const nextRetryAt = e.retry ? now + backoffMs(e.attempt, ctx.policy.retry) : null;
+  const nextRetryAt = e.retry ? now + backoffMs(e.attempt, ctx.policy.retry, ctx.random ?? NO_JITTER) : null;
   if (nextRetryAt !== null) effects.push({ type: "set-timer", timer: "backoff", at: nextRetryAt });
   const state: ErrorState = { name: "error", shared, reason: e.reason, attempt: e.attempt, nextRetryAt };
   effects.push(stateEvent("error", now, summary(state, now)));
