@@ -14,19 +14,14 @@ import { routesForLeg } from "../core/connection/route-policy.ts";
 import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, DrillResult, Effect, FailoverRecord, Leg, MachineInput, ProbeSample, RaceRecord, TimerId } from "../core/connection/types.ts";
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
-import { createEngine } from "../../native/engines/create-engine.ts";
 import { isEngineError, type TunnelEngine } from "../../native/engines/engine.ts";
-import { applyDns, restoreDns, type DnsTarget } from "../../native/platform/dns.linux.ts";
-import { applyKillSwitch } from "../../native/platform/firewall.linux.ts";
-import { networkId } from "../../native/platform/netid.linux.ts";
-import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource, stageProtectedRule, type RouteEntry } from "../../native/platform/routes.linux.ts";
+import type { DnsFiles, Platform, RouteEntry, SpareDevice } from "../../native/platform/platform.ts";
 import { configuredCandidates, discoverCandidates, gatewayPorts, probeCandidates, withProbe } from "./discovery.ts";
 import { DrillRunner } from "./drill.ts";
 import { engineSpecFor, loadIdentity, spareIfname, type IdentitySecrets } from "./engine-spec.ts";
 import { ControlRequestError } from "./control-server.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor, type Monitor } from "./monitor.ts";
-import { WireGuardSpare } from "../../native/engines/wireguard/wireguard-spare.ts";
 import { loadSecret } from "./secrets.ts";
 import { Telemetry, deviceIdIn, policyHash, tunnelOnlyStatus, type TelemetrySource } from "./telemetry/telemetry.ts";
 import { TunnelHistory } from "./telemetry/history.ts";
@@ -123,13 +118,14 @@ export class Daemon {
    */
   #stagedRoutes: RouteEntry[] | null = null;
   /** A wireguard-go started ahead of the next WireGuard leg (see wireguard-spare.ts), or null. */
-  #spare: WireGuardSpare | null = null;
+  #spare: SpareDevice | null = null;
   #spareLaunch: AbortController | null = null;
   #spareTimer: NodeJS.Timeout | null = null;
   #spareFailures = 0;
   #spareCount = 0;
   #shuttingDown = false;
-  #dns: DnsTarget;
+  #dns: DnsFiles;
+  readonly #platform: Platform;
   #memoryPath: string;
   #memory: NetworkMemory = emptyMemory();
   /** The current network's key (see netid.linux.ts); refreshed in the background, read at connect. */
@@ -146,8 +142,9 @@ export class Daemon {
   #pathProbeAbort: AbortController | null = null;
   #drills: DrillRunner;
 
-  constructor(opts: DaemonOptions) {
+  constructor(opts: DaemonOptions, platform: Platform) {
     this.#opts = opts;
+    this.#platform = platform;
     this.#identity = loadIdentity(opts.config);
     mkdirSync(opts.workDir, { recursive: true, mode: 0o700 });
     mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
@@ -172,7 +169,7 @@ export class Daemon {
       });
     }
     // A daemon that died while connected left the tunnel's resolvers in place: put the original back first.
-    if (restoreDns(this.#dns)) opts.log.warn("restored the resolv.conf a previous detourd left in place", { path: opts.resolvConf });
+    if (platform.dns.restore(this.#dns)) opts.log.warn("restored the resolv.conf a previous detourd left in place", { path: opts.resolvConf });
     this.#ctx = {
       policy: { race: opts.config.race, health: opts.config.health, retry: opts.config.retry, standby: opts.config.standby },
       gateways: opts.config.gateways.map((g) => ({
@@ -191,7 +188,8 @@ export class Daemon {
         probe: null,
       })),
     };
-    this.#drills = new DrillRunner({
+    this.#drills = new DrillRunner(
+      {
       config: opts.config,
       log: opts.log,
       status: () => snapshot(this.#state, Date.now()),
@@ -203,7 +201,9 @@ export class Daemon {
       record: (event) => {
         this.#run({ type: "notify", event });
       },
-    });
+      },
+      { block: platform.firewall.drillBlock },
+    );
   }
 
   // ---- control API ----
@@ -349,7 +349,7 @@ export class Daemon {
       const resolvConf = existsSync(this.#dns.backupPath) ? this.#dns.backupPath : this.#dns.path;
       const ac = new AbortController();
       this.#pathProbeAbort = ac;
-      const key = await networkId({ towards, resolvConf, signal: ac.signal }).finally(() => {
+      const key = await this.#platform.network.networkId({ towards, resolvConf, signal: ac.signal }).finally(() => {
         if (this.#pathProbeAbort === ac) this.#pathProbeAbort = null;
       });
       if (key !== this.#networkKey) this.#opts.log.info("network identified", { key, remembered: recall(this.#memory, key) });
@@ -462,14 +462,14 @@ export class Daemon {
     if (this.#discoveryTimer !== null) clearTimeout(this.#discoveryTimer);
     this.#discoveryTimer = null;
     await this.#routeChain;
-    if (this.#routesOn !== null || this.#appliedRoutes.size > 0) await clearProtectedRoutes([...this.#appliedRoutes, ...this.#opts.config.protectedRoutes]).catch(() => undefined);
-    restoreDns(this.#dns);
+    if (this.#routesOn !== null || this.#appliedRoutes.size > 0) await this.#platform.routes.clearProtectedRoutes([...this.#appliedRoutes, ...this.#opts.config.protectedRoutes]).catch(() => undefined);
+    this.#platform.dns.restore(this.#dns);
     // Events of the disconnect itself are spooled; whatever the collector did not get yet waits on disk.
     await this.#telemetry?.shutdown();
     // With lockdown the host stays fail-closed after detourd exits; otherwise the kill switch goes with it.
     if (!this.#opts.config.lockdown) {
       this.#killSwitch = undefined;
-      await applyKillSwitch(null).catch((err: unknown) => {
+      await this.#platform.firewall.applyKillSwitch(null).catch((err: unknown) => {
         this.#opts.log.error("removing the kill switch failed", { err });
       });
     }
@@ -510,7 +510,7 @@ export class Daemon {
     if (key === this.#killSwitch) return;
     this.#killSwitch = key;
     this.#routeOp(async () => {
-      await applyKillSwitch(rules);
+      await this.#platform.firewall.applyKillSwitch(rules);
       this.#opts.log.info("kill switch", { mode: rules?.mode ?? "off" });
     });
   }
@@ -673,7 +673,7 @@ export class Daemon {
     try {
       ifname = spareIfname(this.#opts.ifnamePrefix, this.#spareCount);
       const workDir = mkdtempSync(join(this.#opts.workDir, "spare-"));
-      const spare = await WireGuardSpare.launch({ ifname, workDir }, Date.now() + SPARE_START_BUDGET_MS, ac.signal);
+      const spare = await this.#platform.engines.launchSpare({ ifname, workDir }, Date.now() + SPARE_START_BUDGET_MS, ac.signal);
       if (this.#shuttingDown) {
         await spare.stop();
         return;
@@ -698,7 +698,7 @@ export class Daemon {
   #stageRoutes(): void {
     if (this.#stagedRoutes !== null) return;
     this.#routeOp(async () => {
-      if (this.#stagedRoutes === null) this.#stagedRoutes = await stageProtectedRule();
+      if (this.#stagedRoutes === null) this.#stagedRoutes = await this.#platform.routes.stageProtectedRule();
     });
   }
 
@@ -751,10 +751,10 @@ export class Daemon {
           // The rule stays while detourd runs (the table is empty, lookups fall through it); shutdown removes it.
           const ruleIn = this.#stagedRoutes !== null;
           this.#stagedRoutes = null;
-          await clearProtectedRoutes([...this.#appliedRoutes], { keepRule: ruleIn });
+          await this.#platform.routes.clearProtectedRoutes([...this.#appliedRoutes], { keepRule: ruleIn });
           this.#stagedRoutes = ruleIn ? [] : null;
           this.#appliedRoutes.clear();
-          if (restoreDns(this.#dns)) log.info("resolv.conf restored", { path: this.#dns.path });
+          if (this.#platform.dns.restore(this.#dns)) log.info("resolv.conf restored", { path: this.#dns.path });
           log.info("protected routes cleared");
         });
         return;
@@ -896,7 +896,7 @@ export class Daemon {
       if (leg.kind === "wireguard") this.#scheduleSpare(SPARE_REFILL_DELAY_MS);
       const device = spare === null ? {} : { device: { ifname: spare.runtime.ifname, workDir: spare.runtime.workDir } };
       try {
-        engine = createEngine(engineSpecFor(this.#opts.config, candidate, leg, this.#identity, { workRoot: this.#opts.workDir, ifnamePrefix: this.#opts.ifnamePrefix, ...device }), spare === null ? {} : { wireguardSpare: spare });
+        engine = this.#platform.engines.create(engineSpecFor(this.#opts.config, candidate, leg, this.#identity, { workRoot: this.#opts.workDir, ifnamePrefix: this.#opts.ifnamePrefix, ...device }), spare ?? undefined);
       } catch (err) {
         void spare?.stop().catch(() => undefined);
         throw err;
@@ -929,7 +929,7 @@ export class Daemon {
             const n = this.#legCounter % LEG_SLOTS;
             const source = { ifname: up.config.ifname, address, table: LEG_TABLE_BASE + n, pref: LEG_RULE_PREF_BASE + n };
             // The source rule only serves the leg's own monitor: the race's winner does not wait for it.
-            rt.sourceReady = installLegSource(source).then(
+            rt.sourceReady = this.#platform.routes.installLegSource(source).then(
               () => {
                 rt.source = source;
               },
@@ -962,7 +962,7 @@ export class Daemon {
       rt.monitor = null;
       // An install still under way would otherwise leave its rule behind the removal.
       await rt.sourceReady;
-      if (rt.source !== null) await removeLegSource(rt.source).catch(() => undefined);
+      if (rt.source !== null) await this.#platform.routes.removeLegSource(rt.source).catch(() => undefined);
       await rt.engine.stop().catch((err: unknown) => {
         this.#opts.log.error("leg stop failed", { leg: rt.leg, err });
       });
@@ -1013,7 +1013,7 @@ export class Daemon {
     const ifname = rt.up.config.ifname;
     const known = this.#stagedRoutes;
     this.#stagedRoutes = null; // unknown until this apply has succeeded
-    await applyProtectedRoutes({ ifname, routes: plan.routes, ...(known === null ? {} : { present: known }) });
+    await this.#platform.routes.applyProtectedRoutes({ ifname, routes: plan.routes, ...(known === null ? {} : { present: known }) });
     this.#stagedRoutes = plan.routes.map((dst) => ({ dst, dev: ifname }));
     for (const r of plan.routes) this.#appliedRoutes.add(r);
     this.#routesOn = legId;
@@ -1022,7 +1022,7 @@ export class Daemon {
     const td = this.#opts.config.tunnelDns;
     const servers = td !== undefined && td.servers.length > 0 ? td.servers : rt.up.config.dns;
     try {
-      applyDns({ servers, searchDomains: td?.searchDomains ?? [] }, this.#dns);
+      this.#platform.dns.apply({ servers, searchDomains: td?.searchDomains ?? [] }, this.#dns);
       if (servers.length > 0) this.#opts.log.info("tunnel DNS applied", { servers, path: this.#dns.path });
     } catch (err) {
       // DNS is worth a warning, not the connection: the protected networks are reachable by address.

@@ -7,6 +7,7 @@ import { parseArgs } from "node:util";
 import { parseConfigText } from "../core/config/schema.ts";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
 import { ControlServer } from "./control-server.ts";
+import { linuxPlatform } from "../../native/platform/linux.ts";
 import { Daemon } from "./daemon.ts";
 import { createLogger, type Level } from "./log.ts";
 import { createPolicyManager, policyHandlers, startPolicy } from "./policy/wiring.ts";
@@ -89,7 +90,7 @@ async function main(): Promise<void> {
 
   let daemon: Daemon;
   try {
-    daemon = new Daemon({ config: policy.effective().config, configPath, workDir: values["work-dir"], stateDir: values["state-dir"], resolvConf: values["resolv-conf"], ifnamePrefix: values["ifname-prefix"], log, version: VERSION });
+    daemon = new Daemon({ config: policy.effective().config, configPath, workDir: values["work-dir"], stateDir: values["state-dir"], resolvConf: values["resolv-conf"], ifnamePrefix: values["ifname-prefix"], log, version: VERSION }, linuxPlatform());
   } catch (e) {
     process.stderr.write(`detourd: ${(e as Error).message}\n`);
     process.exit(2);

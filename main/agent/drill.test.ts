@@ -5,7 +5,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseConfig } from "../core/config/schema.ts";
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, ProbeSample } from "../core/connection/types.ts";
 import type { GatewayEndpoint } from "../core/killswitch.ts";
-import { DrillRunner, type DrillBlock } from "./drill.ts";
+import type { DrillBlock } from "../../native/platform/platform.ts";
+import { DrillRunner } from "./drill.ts";
 import type { Logger } from "./log.ts";
 import type { MonitorOptions } from "./monitor.ts";
 

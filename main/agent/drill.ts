@@ -11,7 +11,7 @@ import type { DetourConfig } from "../core/config/schema.ts";
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, DrillResult, FailoverRecord, LegKind, ProbeSample } from "../core/connection/types.ts";
 import { evaluateDrill, observeWindowMs, parseSlaMs, refusalReason, refusedDrill, type DrillObservation } from "../core/drill.ts";
 import { legEndpoints, type GatewayEndpoint } from "../core/killswitch.ts";
-import { applyDrillBlock, drillBlockPresent, removeDrillBlock } from "../../native/platform/drill-firewall.linux.ts";
+import type { DrillBlock } from "../../native/platform/platform.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor, type Monitor, type MonitorOptions } from "./monitor.ts";
 
@@ -39,23 +39,11 @@ export interface DrillHost {
   record(event: ConnectionEvent): void;
 }
 
-/** The block itself; the nftables table by default (tests pass a fake). */
-export interface DrillBlock {
-  apply(gateway: string, endpoints: readonly GatewayEndpoint[]): Promise<void>;
-  remove(): Promise<void>;
-  present(): Promise<boolean>;
-}
-
 export interface DrillDeps {
-  block?: DrillBlock;
+  /** The block itself: the platform's (an nftables table of its own on Linux); tests pass a fake. */
+  block: DrillBlock;
   startProbe?: (opts: MonitorOptions) => Monitor;
 }
-
-const NFT_BLOCK: DrillBlock = {
-  apply: (gateway, endpoints) => applyDrillBlock(gateway, endpoints),
-  remove: () => removeDrillBlock(),
-  present: () => drillBlockPresent(),
-};
 
 /** What a drill has seen so far; mutated by its callbacks. */
 interface Watch {
@@ -85,9 +73,9 @@ export class DrillRunner {
   /** Ends the current drill's wait early with this reason (shutdown). */
   #interrupt: ((reason: string) => void) | null = null;
 
-  constructor(host: DrillHost, deps: DrillDeps = {}) {
+  constructor(host: DrillHost, deps: DrillDeps) {
     this.#host = host;
-    this.#block = deps.block ?? NFT_BLOCK;
+    this.#block = deps.block;
     this.#startProbe = deps.startProbe ?? startMonitor;
   }
 
