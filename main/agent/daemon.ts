@@ -11,6 +11,7 @@ import { candidateAddresses } from "../core/connection/address-family.ts";
 import { allKindsUnreachable } from "../core/connection/candidates.ts";
 import { emptyMemory, parseMemory, recall, remember, type NetworkMemory } from "../core/connection/network-memory.ts";
 import { routesForLeg } from "../core/connection/route-policy.ts";
+import { eventAtWall, failoverAtWall, raceAtWall, snapshotAtWall } from "../core/connection/wall-time.ts";
 import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, DrillResult, Effect, FailoverRecord, Leg, MachineInput, ProbeSample, RaceRecord, TimerId } from "../core/connection/types.ts";
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
@@ -23,6 +24,7 @@ import { ControlRequestError } from "./control-server.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor, type Monitor } from "./monitor.ts";
 import { loadSecret } from "./secrets.ts";
+import { monotonicAt, systemClock, wallAt, wallOffset, type Clock, type Timer } from "./clock.ts";
 import { Telemetry, deviceIdIn, policyHash, tunnelOnlyStatus, type TelemetrySource } from "./telemetry/telemetry.ts";
 import { TunnelHistory } from "./telemetry/history.ts";
 import type { DiagInputs } from "./diag/bundle.ts";
@@ -40,6 +42,12 @@ export interface DaemonOptions {
   ifnamePrefix: string;
   log: Logger;
   version: string;
+}
+
+/** What the daemon is given besides its options: the OS, and time. */
+export interface DaemonDeps {
+  platform: Platform;
+  clock?: Clock;
 }
 
 /** DNS and portal answers are round trips to nearby servers; past this a slow source is skipped. */
@@ -86,14 +94,14 @@ interface LegRuntime {
 }
 
 export class Daemon {
-  readonly startedAt = Date.now();
+  readonly startedAt: number;
   #opts: DaemonOptions;
   #identity: IdentitySecrets;
   #state: MachineState = initialState();
   #ctx: MachineContext;
   #queue: MachineInput[] = [];
   #draining = false;
-  #timers = new Map<TimerId, NodeJS.Timeout>();
+  #timers = new Map<TimerId, Timer>();
   #legs = new Map<string, LegRuntime>();
   #candidates: Candidate[] = [];
   /** Discovered but not yet probed: the kill switch lets the probes reach them while it blocks. */
@@ -120,12 +128,13 @@ export class Daemon {
   /** A wireguard-go started ahead of the next WireGuard leg (see wireguard-spare.ts), or null. */
   #spare: SpareDevice | null = null;
   #spareLaunch: AbortController | null = null;
-  #spareTimer: NodeJS.Timeout | null = null;
+  #spareTimer: Timer | null = null;
   #spareFailures = 0;
   #spareCount = 0;
   #shuttingDown = false;
   #dns: DnsFiles;
   readonly #platform: Platform;
+  readonly #clock: Clock;
   #memoryPath: string;
   #memory: NetworkMemory = emptyMemory();
   /** The current network's key (see netid.linux.ts); refreshed in the background, read at connect. */
@@ -136,15 +145,18 @@ export class Daemon {
   #gatewayChoice: string | null = null;
   /** Null when no collector is configured; the tunnel's numbers are still in status. */
   #telemetry: Telemetry | null = null;
-  #discoveryTimer: NodeJS.Timeout | null = null;
+  #discoveryTimer: Timer | null = null;
   #networkKeyPending: Promise<void> | null = null;
   /** Cuts the running lookup's path probe short when a connect arrives (its kill switch would block the echo). */
   #pathProbeAbort: AbortController | null = null;
   #drills: DrillRunner;
 
-  constructor(opts: DaemonOptions, platform: Platform) {
+  constructor(opts: DaemonOptions, deps: DaemonDeps) {
+    const platform = deps.platform;
     this.#opts = opts;
     this.#platform = platform;
+    this.#clock = deps.clock ?? systemClock;
+    this.startedAt = this.#clock.wall();
     this.#identity = loadIdentity(opts.config);
     mkdirSync(opts.workDir, { recursive: true, mode: 0o700 });
     mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
@@ -192,17 +204,17 @@ export class Daemon {
       {
       config: opts.config,
       log: opts.log,
-      status: () => snapshot(this.#state, Date.now()),
+      status: () => this.#snapshot(),
       candidates: () => [...this.#ctx.gateways, ...this.#candidates],
       subscribe: (listener) => {
         this.#watchers.add(listener);
         return () => this.#watchers.delete(listener);
       },
       record: (event) => {
-        this.#run({ type: "notify", event });
+        this.#announce(event);
       },
       },
-      { block: platform.firewall.drillBlock },
+      { block: platform.firewall.drillBlock, clock: this.#clock },
     );
   }
 
@@ -216,7 +228,7 @@ export class Daemon {
     lastDrill: DrillResult | null;
   } {
     return {
-      ...snapshot(this.#state, Date.now()),
+      ...this.#snapshot(),
       gatewayChoice: this.#gatewayChoice,
       network: this.network(),
       telemetry: this.#telemetry?.status() ?? tunnelOnlyStatus(this.#health()),
@@ -232,7 +244,7 @@ export class Daemon {
 
   /** The active leg's in-tunnel numbers over the health window. */
   #health(): ReturnType<TelemetrySource["health"]> {
-    const h = connectionHealth(this.#state, Date.now(), this.#ctx);
+    const h = connectionHealth(this.#state, this.#now(), this.#ctx);
     return h === null ? null : { rttP50Ms: h.rttP50Ms, rttP95Ms: h.rttP95Ms, jitterMs: h.jitterMs, lossPct: h.lossPct, samples: h.samples };
   }
 
@@ -281,12 +293,23 @@ export class Daemon {
 
   #recordProbe(legId: string, sample: ProbeSample): void {
     const leg = this.#legs.get(legId)?.leg;
-    if (leg !== undefined) this.history.onProbe({ legId, gateway: leg.gateway, protocol: leg.kind, active: this.#activeLeg()?.legId === legId }, sample);
+    // The history's seconds are wall-clock seconds, as a diagnostic bundle shows them.
+    if (leg !== undefined) this.history.onProbe({ legId, gateway: leg.gateway, protocol: leg.kind, active: this.#activeLeg()?.legId === legId }, { ...sample, sentAt: wallAt(this.#clock, sample.sentAt) });
+  }
+
+  /** The machine's time: monotonic, so a wall-clock step is never taken for silence or a deadline. */
+  #now(): number {
+    return this.#clock.monotonic();
+  }
+
+  /** The connection snapshot in wall time, as status shows it. */
+  #snapshot(): ConnectionSnapshot {
+    return snapshotAtWall(snapshot(this.#state, this.#now()), wallOffset(this.#clock));
   }
 
   /** What a diagnostic bundle is built from (main/agent/diag/bundle.ts redacts it). */
   diagInputs(): Omit<DiagInputs, "logTail" | "logFile"> {
-    const now = Date.now();
+    const now = this.#clock.wall();
     const status = this.status();
     const policyBytes = existsSync(this.#opts.configPath) ? readFileSync(this.#opts.configPath, "utf8") : JSON.stringify(this.#opts.config);
     return {
@@ -364,7 +387,7 @@ export class Daemon {
     const key = this.#networkKey;
     // Only what won a connect says something about the network; failover and recover races are about gateways.
     if (key === null || race.winner === null || (race.reason !== "connect" && race.reason !== "retry")) return;
-    this.#memory = remember(this.#memory, key, { gateway: race.winner.gateway, kind: race.winner.kind }, Date.now());
+    this.#memory = remember(this.#memory, key, { gateway: race.winner.gateway, kind: race.winner.kind }, this.#clock.wall());
     this.#ctx.preferredLeg = recall(this.#memory, key);
     try {
       const tmp = `${this.#memoryPath}.tmp`;
@@ -400,11 +423,11 @@ export class Daemon {
     // The path probe's echo would meet the kill switch just put in force: the key goes without it this time.
     this.#pathProbeAbort?.abort();
     if (pending !== null) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([pending, new Promise<void>((r) => (timer = setTimeout(r, NETWORK_KEY_WAIT_MS)))]);
-      clearTimeout(timer);
+      let timer: Timer | undefined;
+      await Promise.race([pending, new Promise<void>((r) => (timer = this.#clock.after(NETWORK_KEY_WAIT_MS, r)))]);
+      timer?.cancel();
     }
-    this.dispatch({ type: "connect", now: Date.now() });
+    this.dispatch({ type: "connect", now: this.#now() });
     return inForce;
   }
 
@@ -420,10 +443,10 @@ export class Daemon {
     const changed = gateway !== this.#gatewayChoice;
     this.#gatewayChoice = gateway;
     this.#opts.log.info("gateway choice", { gateway: gateway ?? "automatic" });
-    const state = snapshot(this.#state, Date.now());
+    const state = snapshot(this.#state, this.#now());
     const elsewhere = gateway !== null && state.gateway !== null && state.gateway !== gateway;
     if (state.state !== "disconnected" && (elsewhere || (changed && state.state !== "connected"))) {
-      this.dispatch({ type: "disconnect", now: Date.now() });
+      this.dispatch({ type: "disconnect", now: this.#now() });
       void this.connect();
     }
     return gateway;
@@ -436,7 +459,7 @@ export class Daemon {
   }
 
   disconnect(): void {
-    this.dispatch({ type: "disconnect", now: Date.now() });
+    this.dispatch({ type: "disconnect", now: this.#now() });
     // The next connect may be on another network (a laptop moves while disconnected).
     this.#track(this.#refreshNetworkKey(true));
   }
@@ -444,7 +467,7 @@ export class Daemon {
   /** Disconnects and waits (bounded by the engines' own stop budgets) until every leg is down. */
   async shutdown(): Promise<void> {
     this.#shuttingDown = true;
-    if (this.#spareTimer !== null) clearTimeout(this.#spareTimer);
+    this.#spareTimer?.cancel();
     this.#spareTimer = null;
     this.#spareLaunch?.abort();
     const spare = this.#spare;
@@ -457,9 +480,9 @@ export class Daemon {
     for (let i = 0; i < 20 && (this.#pending.size > 0 || this.#legs.size > 0); i++) {
       await Promise.allSettled([...this.#pending, ...[...this.#legs.values()].map((l) => l.stopping ?? this.#stopLeg(l.leg.id))]);
     }
-    for (const t of this.#timers.values()) clearTimeout(t);
+    for (const t of this.#timers.values()) t.cancel();
     this.#timers.clear();
-    if (this.#discoveryTimer !== null) clearTimeout(this.#discoveryTimer);
+    this.#discoveryTimer?.cancel();
     this.#discoveryTimer = null;
     await this.#routeChain;
     if (this.#routesOn !== null || this.#appliedRoutes.size > 0) await this.#platform.routes.clearProtectedRoutes([...this.#appliedRoutes, ...this.#opts.config.protectedRoutes]).catch(() => undefined);
@@ -492,7 +515,7 @@ export class Daemon {
         for (const address of knownAddresses(c)) for (const kind of c.kinds) endpoints.push(...legEndpoints(kind, address, gw.protocols));
       }
       rules = killSwitchPolicy({
-        state: stateOverride ?? snapshot(this.#state, Date.now()).state,
+        state: stateOverride ?? this.#state.name,
         lockdown: cfg.lockdown,
         protectedNetworks: [...new Set([...cfg.protectedRoutes, ...this.#appliedRoutes])],
         gatewayEndpoints: endpoints,
@@ -531,7 +554,7 @@ export class Daemon {
     // A gateway allowed again comes back into the candidates with a discovery round, started now.
     if (this.#candidates.length > 0 && config.gateways.some((g) => !known.has(g.name))) this.#track(this.#discover());
     // In resolving, a candidate list starts the race; the resolve under way delivers the restricted one anyway.
-    if (this.#state.name !== "resolving") this.dispatch({ type: "candidates", now: Date.now(), candidates: this.candidates() });
+    if (this.#state.name !== "resolving") this.dispatch({ type: "candidates", now: this.#now(), candidates: this.candidates() });
     this.refreshKillSwitch();
     if (JSON.stringify(before.telemetry) !== JSON.stringify(config.telemetry)) this.#track(this.#restartTelemetry());
     return this.#moveOffDisallowed();
@@ -579,13 +602,13 @@ export class Daemon {
     const sb = s.standby.leg?.leg;
     if (sb !== undefined && !legAllowed(cfg, sb)) {
       this.#opts.log.info("standby leg no longer allowed; replacing it", { leg: sb });
-      this.dispatch({ type: "leg-down", now: Date.now(), legId: sb.id, reason: `policy: ${sb.gateway} over ${sb.kind} is no longer allowed` });
+      this.dispatch({ type: "leg-down", now: this.#now(), legId: sb.id, reason: `policy: ${sb.gateway} over ${sb.kind} is no longer allowed` });
     }
     const after = this.#state;
     if (after.name === "connected" && !legAllowed(cfg, after.active.leg)) {
       const a = after.active.leg;
       this.#opts.log.info("active leg no longer allowed; moving the tunnel", { leg: a });
-      this.dispatch({ type: "leg-down", now: Date.now(), legId: a.id, reason: `policy: ${a.gateway} over ${a.kind} is no longer allowed` });
+      this.dispatch({ type: "leg-down", now: this.#now(), legId: a.id, reason: `policy: ${a.gateway} over ${a.kind} is no longer allowed` });
       moved = true;
     }
     return moved;
@@ -615,18 +638,15 @@ export class Daemon {
   }
 
   /**
-   * Subscribers (the CLI, the app) hear an event once the route changes asked for before it are done: "connected"
-   * then means traffic already goes through the new leg. Events keep their order (each waits on the chain as it
-   * was, and callbacks on one promise run in order); a failed route change is logged and does not hold them.
+   * An event in wall time goes to telemetry and the flight recorder at once, and to subscribers (the CLI, the
+   * app) once the route changes asked for before it are done: "connected" then means traffic already goes through
+   * the new leg. Events keep their order (each waits on the chain as it was, and callbacks on one promise run in
+   * order); a failed route change is logged and does not hold them.
    */
-  #publish(event: ConnectionEvent): void {
-    for (const w of this.#watchers) {
-      try {
-        w(event);
-      } catch {
-        // a watcher's failure is its own
-      }
-    }
+  #announce(event: ConnectionEvent): void {
+    this.#telemetry?.onEvent(event);
+    this.#recorder.push(event);
+    if (this.#recorder.length > RECORDER_SIZE) this.#recorder.shift();
     void this.#routeChain.then(() => {
       for (const s of this.#subscribers) {
         try {
@@ -647,15 +667,18 @@ export class Daemon {
     if (this.#shuttingDown || this.#spareTimer !== null || this.#spareLaunch !== null || this.#spare?.usable === true) return;
     if (this.#spareFailures >= SPARE_MAX_FAILURES) return;
     if (!this.#opts.config.gateways.some((g) => legAllowed(this.#opts.config, { gateway: g.name, kind: "wireguard" })) || this.#identity.wireguard === null) return;
-    this.#spareTimer = setTimeout(() => {
-      this.#spareTimer = null;
-      this.#track(this.#launchSpare());
-    }, delayMs);
-    this.#spareTimer.unref();
+    this.#spareTimer = this.#clock.after(
+      delayMs,
+      () => {
+        this.#spareTimer = null;
+        this.#track(this.#launchSpare());
+      },
+      { background: true },
+    );
   }
 
   async #launchSpare(): Promise<void> {
-    const phase = snapshot(this.#state, Date.now()).state;
+    const phase = this.#state.name;
     if (phase === "resolving" || phase === "racing" || phase === "failing-over") {
       this.#scheduleSpare(SPARE_BUSY_RETRY_MS);
       return;
@@ -673,7 +696,7 @@ export class Daemon {
     try {
       ifname = spareIfname(this.#opts.ifnamePrefix, this.#spareCount);
       const workDir = mkdtempSync(join(this.#opts.workDir, "spare-"));
-      const spare = await this.#platform.engines.launchSpare({ ifname, workDir }, Date.now() + SPARE_START_BUDGET_MS, ac.signal);
+      const spare = await this.#platform.engines.launchSpare({ ifname, workDir }, this.#clock.wall() + SPARE_START_BUDGET_MS, ac.signal);
       if (this.#shuttingDown) {
         await spare.stop();
         return;
@@ -760,16 +783,16 @@ export class Daemon {
         return;
       case "set-timer": {
         const old = this.#timers.get(e.timer);
-        if (old !== undefined) clearTimeout(old);
+        old?.cancel();
         const timer = e.timer;
         // The machine's timers (the dead window above all) are judged after the sockets are read: after an
         // event-loop stall (a busy laptop), Node runs due timers before I/O, and a health check that ran first
         // would call a tunnel dead whose replies are waiting in the socket. A stale timer changes nothing.
-        this.#timers.set(timer, setTimeout(() => {
+        this.#timers.set(timer, this.#clock.after(e.at - this.#now(), () => {
           this.#timers.delete(timer);
           setImmediate(() => {
             if (timer !== "health-check") {
-              this.dispatch({ type: "timer", now: Date.now(), timer });
+              this.dispatch({ type: "timer", now: this.#now(), timer });
               return;
             }
             // The dead window needs probes that were sent and left unanswered, not just a silent clock.
@@ -777,40 +800,45 @@ export class Daemon {
             // A prober still waiting for its leg's source rule has sent nothing: no evidence yet. A leg that
             // cannot have one (its source rule failed) is judged by silence alone.
             const rt = a === null ? undefined : this.#legs.get(a.legId);
-            const now = Date.now();
+            const now = this.#now();
             if (rt?.monitor != null) this.dispatch({ type: "timer", now, timer, pendingSentAt: rt.monitor.pendingSince() });
             else if (rt !== undefined && rt.source === null && rt.sourceReady !== null && !rt.sourceFailed) this.dispatch({ type: "timer", now, timer, pendingSentAt: null });
             else this.dispatch({ type: "timer", now, timer });
           });
-        }, Math.max(0, e.at - Date.now())));
+        }));
         return;
       }
       case "cancel-timer": {
         const t = this.#timers.get(e.timer);
-        if (t !== undefined) clearTimeout(t);
+        t?.cancel();
         this.#timers.delete(e.timer);
         return;
       }
       case "record-race":
-        this.#lastRace = e.race;
+        this.#lastRace = raceAtWall(e.race, wallOffset(this.#clock));
         this.#rememberWinner(e.race);
-        log.info("race", { race: e.race });
+        log.info("race", { race: this.#lastRace });
         return;
       case "record-failover":
-        this.#lastFailover = e.failover;
-        log.info("failover", { failover: e.failover });
+        this.#lastFailover = failoverAtWall(e.failover, wallOffset(this.#clock));
+        log.info("failover", { failover: this.#lastFailover });
         return;
       case "notify":
-        this.#telemetry?.onEvent(e.event);
-        this.#recorder.push(e.event);
-        if (this.#recorder.length > RECORDER_SIZE) this.#recorder.shift();
         if (e.event.type === "state") {
           log.info("state", { state: e.event.state, detail: e.event.detail });
           this.refreshKillSwitch();
         }
         // A race started under an older policy may bring up a leg the policy now forbids.
         if (e.event.type === "state" || e.event.type === "race-ended") queueMicrotask(() => this.#moveOffDisallowed());
-        this.#publish(e.event);
+        // In-daemon watchers (the drill) measure on the machine's own clock; everyone else reads wall time.
+        for (const w of this.#watchers) {
+          try {
+            w(e.event);
+          } catch {
+            // a watcher's failure is its own
+          }
+        }
+        this.#announce(eventAtWall(e.event, wallOffset(this.#clock)));
         return;
     }
   }
@@ -821,27 +849,27 @@ export class Daemon {
    * itself is the best probe. Discovery then runs in the background for status and later rechecks.
    */
   async #resolve(): Promise<void> {
-    const phase = snapshot(this.#state, Date.now()).state;
+    const phase = this.#state.name;
     const configured = this.#ctx.gateways;
     // Probes that found no way to any gateway (offline, no route) are news from a network that may have come
     // back since: a retry looks again rather than racing nothing on their word.
     const hopeless = this.#candidates.length > 0 && this.#candidates.every(allKindsUnreachable);
     if (phase === "resolving" && configured.every((c) => c.address !== null) && !hopeless) {
       const warm = this.#candidates.length > 0;
-      this.dispatch({ type: "candidates", now: Date.now(), candidates: this.#allowed(warm ? this.#candidates : configured) });
+      this.dispatch({ type: "candidates", now: this.#now(), candidates: this.#allowed(warm ? this.#candidates : configured) });
       if (!warm) {
         this.#track(this.#discover());
       } else if (this.#discoveryTimer === null) {
-        this.#discoveryTimer = setTimeout(() => {
+        this.#discoveryTimer = this.#clock.after(DISCOVERY_AFTER_CONNECT_MS, () => {
           this.#discoveryTimer = null;
           this.#track(this.#discover());
-        }, DISCOVERY_AFTER_CONNECT_MS);
+        });
       }
       return;
     }
     const candidates = this.#allowed(await this.#discover());
     // An empty list would make the machine fall back to every configured gateway; the chosen one stays.
-    this.dispatch({ type: "candidates", now: Date.now(), candidates: candidates.length > 0 ? candidates : this.#allowed(this.#ctx.gateways) });
+    this.dispatch({ type: "candidates", now: this.#now(), candidates: candidates.length > 0 ? candidates : this.#allowed(this.#ctx.gateways) });
   }
 
   /** Discovery plus port probes, bounded; never throws (problems are logged, configured gateways remain). */
@@ -878,7 +906,7 @@ export class Daemon {
     // A race that started before these probes came back re-plans its pending legs: gateways that answered go
     // before gateways found silent (a connect at launch, or straight after a network change).
     const offered = this.#allowed(candidates);
-    if (this.#state.name === "racing" && offered.length > 0) this.dispatch({ type: "candidates", now: Date.now(), candidates: offered });
+    if (this.#state.name === "racing" && offered.length > 0) this.dispatch({ type: "candidates", now: this.#now(), candidates: offered });
     return candidates;
   }
 
@@ -903,7 +931,7 @@ export class Daemon {
       }
     } catch (err) {
       queueMicrotask(() => {
-        this.dispatch({ type: "leg-failed", now: Date.now(), legId: leg.id, code: "bad-config", message: err instanceof Error ? err.message : String(err) });
+        this.dispatch({ type: "leg-failed", now: this.#now(), legId: leg.id, code: "bad-config", message: err instanceof Error ? err.message : String(err) });
       });
       return;
     }
@@ -912,13 +940,13 @@ export class Daemon {
     this.#legCounter += 1;
     engine.onEvent((ev) => {
       if (rt.stopping !== null || rt.up === null) return;
-      if (ev.type === "down") this.dispatch({ type: "leg-down", now: Date.now(), legId: leg.id, reason: ev.reason });
-      if (ev.type === "engine-exit" && !ev.expected) this.dispatch({ type: "leg-down", now: Date.now(), legId: leg.id, reason: `engine exited (${ev.signal ?? String(ev.code)})` });
+      if (ev.type === "down") this.dispatch({ type: "leg-down", now: this.#now(), legId: leg.id, reason: ev.reason });
+      if (ev.type === "engine-exit" && !ev.expected) this.dispatch({ type: "leg-down", now: this.#now(), legId: leg.id, reason: `engine exited (${ev.signal ?? String(ev.code)})` });
     });
     // The endpoint names the address family the leg uses (see core/connection/address-family.ts).
     log.info("leg starting", { leg, endpoint: candidate.address });
     this.#track(
-      engine.start(deadlineAt).then(
+      engine.start(wallAt(this.#clock, deadlineAt)).then(
         (up) => {
           rt.up = up;
           if (rt.stopping !== null) return;
@@ -940,14 +968,17 @@ export class Daemon {
             );
           }
           log.info("leg up", { leg, ifname: up.config.ifname, ms: up.timings.firstReplyAt - up.timings.spawnedAt });
-          this.dispatch({ type: "leg-up", now: Date.now(), legId: leg.id, config: up.config, firstReplyAt: up.timings.firstReplyAt, pathRttMs: up.timings.firstReplyRttMs ?? null });
+          // The engine timed its first reply on the wall clock, a moment ago: the same instant on the monotonic one.
+          const now = this.#now();
+          const firstReplyAt = Math.min(now, monotonicAt(this.#clock, up.timings.firstReplyAt));
+          this.dispatch({ type: "leg-up", now, legId: leg.id, config: up.config, firstReplyAt, pathRttMs: up.timings.firstReplyRttMs ?? null });
         },
         (err: unknown) => {
           this.#legs.delete(leg.id);
           const code = isEngineError(err) ? err.code : "engine-crashed";
           const message = err instanceof Error ? err.message : String(err);
           log.info("leg failed", { leg, code, message });
-          this.dispatch({ type: "leg-failed", now: Date.now(), legId: leg.id, code, message });
+          this.dispatch({ type: "leg-failed", now: this.#now(), legId: leg.id, code, message });
         },
       ),
     );
@@ -997,8 +1028,9 @@ export class Daemon {
       target: { address: this.#opts.config.probe.address, port: this.#opts.config.probe.port },
       intervalMs: role === "standby" ? this.#opts.config.standby.probeIntervalMs : h.probeIntervalMs,
       timeoutMs: h.probeTimeoutMs,
+      clock: this.#clock,
       onSample: (sample) => {
-        this.dispatch({ type: "probe", now: Date.now(), legId, sample });
+        this.dispatch({ type: "probe", now: this.#now(), legId, sample });
       },
     });
   }

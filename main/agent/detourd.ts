@@ -90,7 +90,7 @@ async function main(): Promise<void> {
 
   let daemon: Daemon;
   try {
-    daemon = new Daemon({ config: policy.effective().config, configPath, workDir: values["work-dir"], stateDir: values["state-dir"], resolvConf: values["resolv-conf"], ifnamePrefix: values["ifname-prefix"], log, version: VERSION }, linuxPlatform());
+    daemon = new Daemon({ config: policy.effective().config, configPath, workDir: values["work-dir"], stateDir: values["state-dir"], resolvConf: values["resolv-conf"], ifnamePrefix: values["ifname-prefix"], log, version: VERSION }, { platform: linuxPlatform() });
   } catch (e) {
     process.stderr.write(`detourd: ${(e as Error).message}\n`);
     process.exit(2);
