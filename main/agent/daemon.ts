@@ -7,17 +7,16 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFile
 import { join } from "node:path";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { connectionHealth, initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
-import { candidateAddresses } from "../core/connection/address-family.ts";
 import { allKindsUnreachable } from "../core/connection/candidates.ts";
 import { emptyMemory, parseMemory, recall, remember, type NetworkMemory } from "../core/connection/network-memory.ts";
-import { routesForLeg } from "../core/connection/route-policy.ts";
-import { eventAtWall, failoverAtWall, raceAtWall, snapshotAtWall } from "../core/connection/wall-time.ts";
-import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
+import { failoverAtWall, raceAtWall, snapshotAtWall } from "../core/connection/wall-time.ts";
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, DrillResult, Effect, FailoverRecord, Leg, MachineInput, ProbeSample, RaceRecord, TimerId } from "../core/connection/types.ts";
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
 import { isEngineError, type TunnelEngine } from "../../native/engines/engine.ts";
-import type { DnsFiles, Platform, RouteEntry, SpareDevice } from "../../native/platform/platform.ts";
+import type { Platform, SpareDevice } from "../../native/platform/platform.ts";
 import { configuredCandidates, discoverCandidates, gatewayPorts, probeCandidates, withProbe } from "./discovery.ts";
+import { ConnectionEvents } from "./connection-events.ts";
+import { DataPlane } from "./data-plane.ts";
 import { DrillRunner } from "./drill.ts";
 import { engineSpecFor, loadIdentity, spareIfname, type IdentitySecrets } from "./engine-spec.ts";
 import { ControlRequestError } from "./control-server.ts";
@@ -65,8 +64,6 @@ const PROBE_TIMEOUT_MS = 1000;
 const LEG_TABLE_BASE = 5100;
 const LEG_RULE_PREF_BASE = 100;
 const LEG_SLOTS = 90;
-/** The flight recorder keeps this many recent events for status and diagnostics. */
-const RECORDER_SIZE = 500;
 /** The first spare wireguard-go waits this long after start-up, so a connect at launch has the CPU to itself. */
 const SPARE_FIRST_DELAY_MS = 1000;
 /** After a leg adopts the spare, the next one is prepared this much later (after the race and route change). */
@@ -106,25 +103,12 @@ export class Daemon {
   #candidates: Candidate[] = [];
   /** Discovered but not yet probed: the kill switch lets the probes reach them while it blocks. */
   #probing: Candidate[] = [];
-  #lastRace: RaceRecord | null = null;
-  #lastFailover: FailoverRecord | null = null;
-  #recorder: ConnectionEvent[] = [];
   /** Per-second probe summaries and the last hour of ten-second tunnel samples, for diagnostic bundles. */
   readonly history = new TunnelHistory();
-  #subscribers = new Set<(e: ConnectionEvent) => void>();
-  /** In-daemon listeners (the drill) that time events as they happen, not when their routes are in place. */
-  #watchers = new Set<(e: ConnectionEvent) => void>();
+  readonly #events: ConnectionEvents;
+  readonly #dataPlane: DataPlane;
   #pending = new Set<Promise<unknown>>();
   #legCounter = 0;
-  #routesOn: string | null = null;
-  #routeChain: Promise<void> = Promise.resolve();
-  /** Every prefix put in the protected table since the last clear, pushed ones included. */
-  #appliedRoutes = new Set<string>();
-  /**
-   * The protected table's content as this daemon last left it, with its rule in place (staged while a connect
-   * races, kept by every apply): the winner's route change is then one iproute2 run. Null when unknown.
-   */
-  #stagedRoutes: RouteEntry[] | null = null;
   /** A wireguard-go started ahead of the next WireGuard leg (see wireguard-spare.ts), or null. */
   #spare: SpareDevice | null = null;
   #spareLaunch: AbortController | null = null;
@@ -132,15 +116,12 @@ export class Daemon {
   #spareFailures = 0;
   #spareCount = 0;
   #shuttingDown = false;
-  #dns: DnsFiles;
   readonly #platform: Platform;
   readonly #clock: Clock;
   #memoryPath: string;
   #memory: NetworkMemory = emptyMemory();
   /** The current network's key (see netid.linux.ts); refreshed in the background, read at connect. */
   #networkKey: string | null = null;
-  /** The kill switch last put in force (JSON), so an unchanged policy is not re-applied (that resets counters). */
-  #killSwitch: string | undefined = undefined;
   /** The gateway the user chose (set-gateway), or null for automatic: only it is raced while set. */
   #gatewayChoice: string | null = null;
   /** Null when no collector is configured; the tunnel's numbers are still in status. */
@@ -160,7 +141,6 @@ export class Daemon {
     this.#identity = loadIdentity(opts.config);
     mkdirSync(opts.workDir, { recursive: true, mode: 0o700 });
     mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
-    this.#dns = { path: opts.resolvConf, backupPath: join(opts.stateDir, "resolv.conf.orig") };
     this.#memoryPath = join(opts.stateDir, "network-memory.json");
     try {
       this.#memory = existsSync(this.#memoryPath) ? parseMemory(JSON.parse(readFileSync(this.#memoryPath, "utf8"))) : emptyMemory();
@@ -180,8 +160,23 @@ export class Daemon {
         log: opts.log,
       });
     }
-    // A daemon that died while connected left the tunnel's resolvers in place: put the original back first.
-    if (platform.dns.restore(this.#dns)) opts.log.warn("restored the resolv.conf a previous detourd left in place", { path: opts.resolvConf });
+    this.#dataPlane = new DataPlane(
+      {
+        config: () => this.#opts.config,
+        ifnamePrefix: opts.ifnamePrefix,
+        leg: (legId) => this.#legs.get(legId),
+        gateways: () => [...this.#ctx.gateways, ...this.#candidates],
+        reachable: () => [...this.#ctx.gateways, ...this.#candidates, ...this.#probing],
+        stateName: () => this.#state.name,
+        track: (p) => {
+          this.#track(p);
+        },
+        log: opts.log,
+      },
+      platform,
+      { resolvConf: opts.resolvConf, stateDir: opts.stateDir },
+    );
+    this.#events = new ConnectionEvents({ telemetry: () => this.#telemetry, routesSettled: () => this.#dataPlane.settled() });
     this.#ctx = {
       policy: { race: opts.config.race, health: opts.config.health, retry: opts.config.retry, standby: opts.config.standby },
       gateways: opts.config.gateways.map((g) => ({
@@ -206,12 +201,9 @@ export class Daemon {
       log: opts.log,
       status: () => this.#snapshot(),
       candidates: () => [...this.#ctx.gateways, ...this.#candidates],
-      subscribe: (listener) => {
-        this.#watchers.add(listener);
-        return () => this.#watchers.delete(listener);
-      },
+      subscribe: (listener) => this.#events.watch(listener),
       record: (event) => {
-        this.#announce(event);
+        this.#events.announce(event);
       },
       },
       { block: platform.firewall.drillBlock, clock: this.#clock },
@@ -280,15 +272,15 @@ export class Daemon {
   }
 
   lastRace(): RaceRecord | null {
-    return this.#lastRace;
+    return this.#events.lastRace;
   }
 
   lastFailover(): FailoverRecord | null {
-    return this.#lastFailover;
+    return this.#events.lastFailover;
   }
 
   recorder(): ConnectionEvent[] {
-    return [...this.#recorder];
+    return this.#events.recorder();
   }
 
   #recordProbe(legId: string, sample: ProbeSample): void {
@@ -337,8 +329,7 @@ export class Daemon {
   }
 
   subscribe(listener: (e: ConnectionEvent) => void): () => void {
-    this.#subscribers.add(listener);
-    return () => this.#subscribers.delete(listener);
+    return this.#events.subscribe(listener);
   }
 
   /**
@@ -347,7 +338,7 @@ export class Daemon {
    */
   warmUp(): void {
     this.#scheduleSpare(SPARE_FIRST_DELAY_MS);
-    this.#stageRoutes();
+    this.#dataPlane.stage();
     this.#telemetry?.start();
     this.#track(this.#drills.clearLeftover());
     this.#track(this.#discover());
@@ -357,7 +348,7 @@ export class Daemon {
   /** Which network this is, so the race can start with what won here last time. */
   #refreshNetworkKey(afterRouteChanges = false): Promise<void> {
     // After a disconnect, once its route changes are done: its resolv.conf restore must not be read half done.
-    const p = (afterRouteChanges ? this.#routeChain : Promise.resolve()).then(() => this.#lookUpNetworkKey()).finally(() => {
+    const p = (afterRouteChanges ? this.#dataPlane.settled() : Promise.resolve()).then(() => this.#lookUpNetworkKey()).finally(() => {
       if (this.#networkKeyPending === p) this.#networkKeyPending = null;
     });
     this.#networkKeyPending = p;
@@ -369,7 +360,7 @@ export class Daemon {
     if (towards == null) return;
     try {
       // While Detour's resolv.conf is in force, the network is described by the original.
-      const resolvConf = existsSync(this.#dns.backupPath) ? this.#dns.backupPath : this.#dns.path;
+      const resolvConf = this.#dataPlane.networkResolvConf();
       const ac = new AbortController();
       this.#pathProbeAbort = ac;
       const key = await this.#platform.network.networkId({ towards, resolvConf, signal: ac.signal }).finally(() => {
@@ -411,12 +402,12 @@ export class Daemon {
   async connect(): Promise<void> {
     this.refreshKillSwitch("resolving");
     const inForce = new Promise<void>((resolve) => {
-      this.#routeOp(() => {
+      this.#dataPlane.op(() => {
         resolve();
         return Promise.resolve();
       });
     });
-    this.#stageRoutes();
+    this.#dataPlane.stage();
     // Which network this is decides which leg goes first; a lookup still under way (just started, or just
     // disconnected) is worth a few milliseconds, never more than NETWORK_KEY_WAIT_MS.
     const pending = this.#networkKeyPending;
@@ -484,18 +475,11 @@ export class Daemon {
     this.#timers.clear();
     this.#discoveryTimer?.cancel();
     this.#discoveryTimer = null;
-    await this.#routeChain;
-    if (this.#routesOn !== null || this.#appliedRoutes.size > 0) await this.#platform.routes.clearProtectedRoutes([...this.#appliedRoutes, ...this.#opts.config.protectedRoutes]).catch(() => undefined);
-    this.#platform.dns.restore(this.#dns);
+    await this.#dataPlane.clearForExit();
     // Events of the disconnect itself are spooled; whatever the collector did not get yet waits on disk.
     await this.#telemetry?.shutdown();
     // With lockdown the host stays fail-closed after detourd exits; otherwise the kill switch goes with it.
-    if (!this.#opts.config.lockdown) {
-      this.#killSwitch = undefined;
-      await this.#platform.firewall.applyKillSwitch(null).catch((err: unknown) => {
-        this.#opts.log.error("removing the kill switch failed", { err });
-      });
-    }
+    if (!this.#opts.config.lockdown) await this.#dataPlane.removeKillSwitch();
   }
 
   /**
@@ -504,38 +488,7 @@ export class Daemon {
    * reached on the underlay, and protected networks only ever leave through a tunnel device.
    */
   refreshKillSwitch(stateOverride?: ConnectionStateName): void {
-    const cfg = this.#opts.config;
-    let rules: KillSwitchRules | null;
-    try {
-      const endpoints: GatewayEndpoint[] = [];
-      for (const c of [...this.#ctx.gateways, ...this.#candidates, ...this.#probing]) {
-        const gw = cfg.gateways.find((g) => g.name === c.name);
-        if (gw === undefined) continue;
-        // Both families of a dual-stack gateway: a leg keeps its endpoint when a recheck moves the gateway's address.
-        for (const address of knownAddresses(c)) for (const kind of c.kinds) endpoints.push(...legEndpoints(kind, address, gw.protocols));
-      }
-      rules = killSwitchPolicy({
-        state: stateOverride ?? this.#state.name,
-        lockdown: cfg.lockdown,
-        protectedNetworks: [...new Set([...cfg.protectedRoutes, ...this.#appliedRoutes])],
-        gatewayEndpoints: endpoints,
-        // Legs are proven through their device before they are up, and kernel-libipsec names its own devices.
-        tunnelDevices: [`${this.#opts.ifnamePrefix}-*`, "ipsec*"],
-        dnsServers: cfg.discovery.dns?.servers ?? [],
-      });
-    } catch (err) {
-      this.#opts.log.error("kill switch policy failed", { err });
-      return;
-    }
-    // The state only labels the rules: resolving -> racing must not rebuild an identical table (each apply costs
-    // tens of milliseconds that the race's route change would wait behind).
-    const key = rules === null ? "off" : JSON.stringify(Object.entries(rules).filter(([k]) => k !== "state"));
-    if (key === this.#killSwitch) return;
-    this.#killSwitch = key;
-    this.#routeOp(async () => {
-      await this.#platform.firewall.applyKillSwitch(rules);
-      this.#opts.log.info("kill switch", { mode: rules?.mode ?? "off" });
-    });
+    this.#dataPlane.refreshKillSwitch(stateOverride);
   }
 
   /**
@@ -638,27 +591,6 @@ export class Daemon {
   }
 
   /**
-   * An event in wall time goes to telemetry and the flight recorder at once, and to subscribers (the CLI, the
-   * app) once the route changes asked for before it are done: "connected" then means traffic already goes through
-   * the new leg. Events keep their order (each waits on the chain as it was, and callbacks on one promise run in
-   * order); a failed route change is logged and does not hold them.
-   */
-  #announce(event: ConnectionEvent): void {
-    this.#telemetry?.onEvent(event);
-    this.#recorder.push(event);
-    if (this.#recorder.length > RECORDER_SIZE) this.#recorder.shift();
-    void this.#routeChain.then(() => {
-      for (const s of this.#subscribers) {
-        try {
-          s(event);
-        } catch {
-          // a subscriber's failure is its own
-        }
-      }
-    });
-  }
-
-  /**
    * Prepares a spare wireguard-go after `delayMs`, when none is ready or starting: WireGuard is offered by some
    * gateway, and the daemon is not racing (a spare's start would compete with the race for the CPU). A failing
    * start is retried a few times, further apart each time, then left (connects simply start their own).
@@ -714,26 +646,6 @@ export class Daemon {
     }
   }
 
-  /**
-   * Prepares the route change a connect's winner needs (at start-up, and again at a connect if it was lost), so
-   * it is one iproute2 run then: the protected rule goes in over the still empty table, and its content is known.
-   */
-  #stageRoutes(): void {
-    if (this.#stagedRoutes !== null) return;
-    this.#routeOp(async () => {
-      if (this.#stagedRoutes === null) this.#stagedRoutes = await this.#platform.routes.stageProtectedRule();
-    });
-  }
-
-  /** Route changes run one after another in the order the machine asked for them: a late clear must never undo a newer apply. */
-  #routeOp(op: () => Promise<void>): void {
-    const next = this.#routeChain.then(op).catch((err: unknown) => {
-      this.#opts.log.error("route change failed", { err });
-    });
-    this.#routeChain = next;
-    this.#track(next);
-  }
-
   #track(p: Promise<unknown>): void {
     this.#pending.add(p);
     void p.finally(() => this.#pending.delete(p));
@@ -763,23 +675,11 @@ export class Daemon {
         }
         return;
       }
-      case "apply-routes": {
-        const legId = e.legId;
-        this.#routeOp(() => this.#applyRoutes(legId));
+      case "apply-routes":
+        this.#dataPlane.applyRoutes(e.legId);
         return;
-      }
       case "clear-routes":
-        this.#routesOn = null;
-        this.#routeOp(async () => {
-          // The rule stays while detourd runs (the table is empty, lookups fall through it); shutdown removes it.
-          const ruleIn = this.#stagedRoutes !== null;
-          this.#stagedRoutes = null;
-          await this.#platform.routes.clearProtectedRoutes([...this.#appliedRoutes], { keepRule: ruleIn });
-          this.#stagedRoutes = ruleIn ? [] : null;
-          this.#appliedRoutes.clear();
-          if (this.#platform.dns.restore(this.#dns)) log.info("resolv.conf restored", { path: this.#dns.path });
-          log.info("protected routes cleared");
-        });
+        this.#dataPlane.clearRoutes();
         return;
       case "set-timer": {
         const old = this.#timers.get(e.timer);
@@ -815,13 +715,13 @@ export class Daemon {
         return;
       }
       case "record-race":
-        this.#lastRace = raceAtWall(e.race, wallOffset(this.#clock));
+        this.#events.lastRace = raceAtWall(e.race, wallOffset(this.#clock));
         this.#rememberWinner(e.race);
-        log.info("race", { race: this.#lastRace });
+        log.info("race", { race: this.#events.lastRace });
         return;
       case "record-failover":
-        this.#lastFailover = failoverAtWall(e.failover, wallOffset(this.#clock));
-        log.info("failover", { failover: this.#lastFailover });
+        this.#events.lastFailover = failoverAtWall(e.failover, wallOffset(this.#clock));
+        log.info("failover", { failover: this.#events.lastFailover });
         return;
       case "notify":
         if (e.event.type === "state") {
@@ -830,15 +730,7 @@ export class Daemon {
         }
         // A race started under an older policy may bring up a leg the policy now forbids.
         if (e.event.type === "state" || e.event.type === "race-ended") queueMicrotask(() => this.#moveOffDisallowed());
-        // In-daemon watchers (the drill) measure on the machine's own clock; everyone else reads wall time.
-        for (const w of this.#watchers) {
-          try {
-            w(e.event);
-          } catch {
-            // a watcher's failure is its own
-          }
-        }
-        this.#announce(eventAtWall(e.event, wallOffset(this.#clock)));
+        this.#events.emit(e.event, wallOffset(this.#clock));
         return;
     }
   }
@@ -888,7 +780,7 @@ export class Daemon {
       // families) allowed before they are sent, or a silent family would be the kill switch's doing.
       this.#probing = candidates;
       this.refreshKillSwitch();
-      await this.#routeChain;
+      await this.#dataPlane.settled();
       // The addresses in use now are the incumbents of each gateway's address-family choice (hysteresis).
       const incumbents = Object.fromEntries(this.#candidates.flatMap((c) => (c.address === null ? [] : [[c.name, c.address]])));
       const probes = await probeCandidates(candidates, { timeoutMs: PROBE_TIMEOUT_MS, ports: gatewayPorts(cfg), incumbents });
@@ -1034,37 +926,4 @@ export class Daemon {
       },
     });
   }
-
-  async #applyRoutes(legId: string): Promise<void> {
-    const rt = this.#legs.get(legId);
-    if (rt?.up == null) return;
-    const gatewayAddresses = [...this.#ctx.gateways, ...this.#candidates].flatMap(knownAddresses);
-    const plan = routesForLeg(this.#opts.config.protectedRoutes, rt.up.config.routes, gatewayAddresses);
-    for (const r of plan.rejected) this.#opts.log.warn("pushed route refused", { leg: rt.leg, route: r.route, reason: r.reason });
-    // The batch makes the table equal to the plan, so routes of the previous leg that this one lacks go too.
-    const ifname = rt.up.config.ifname;
-    const known = this.#stagedRoutes;
-    this.#stagedRoutes = null; // unknown until this apply has succeeded
-    await this.#platform.routes.applyProtectedRoutes({ ifname, routes: plan.routes, ...(known === null ? {} : { present: known }) });
-    this.#stagedRoutes = plan.routes.map((dst) => ({ dst, dev: ifname }));
-    for (const r of plan.routes) this.#appliedRoutes.add(r);
-    this.#routesOn = legId;
-    this.refreshKillSwitch();
-    this.#opts.log.info("protected routes applied", { leg: rt.leg, ifname: rt.up.config.ifname, routes: plan.routes });
-    const td = this.#opts.config.tunnelDns;
-    const servers = td !== undefined && td.servers.length > 0 ? td.servers : rt.up.config.dns;
-    try {
-      this.#platform.dns.apply({ servers, searchDomains: td?.searchDomains ?? [] }, this.#dns);
-      if (servers.length > 0) this.#opts.log.info("tunnel DNS applied", { servers, path: this.#dns.path });
-    } catch (err) {
-      // DNS is worth a warning, not the connection: the protected networks are reachable by address.
-      this.#opts.log.warn("tunnel DNS not applied", { err });
-    }
-  }
-}
-
-/** Every underlay address known for a candidate, either family. */
-function knownAddresses(c: Candidate): string[] {
-  const a = candidateAddresses(c);
-  return [a.ipv4, a.ipv6].filter((x): x is string => x !== null);
 }
