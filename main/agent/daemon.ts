@@ -3,7 +3,7 @@
  * runs the effects it returns: engines, in-tunnel monitors, routes, timers, discovery. It owns every timer
  * and every side effect; the machine owns every decision.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { connectionHealth, initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
@@ -13,12 +13,13 @@ import { failoverAtWall, raceAtWall, snapshotAtWall } from "../core/connection/w
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, DrillResult, Effect, FailoverRecord, Leg, MachineInput, ProbeSample, RaceRecord, TimerId } from "../core/connection/types.ts";
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
 import { isEngineError, type TunnelEngine } from "../../native/engines/engine.ts";
-import type { Platform, SpareDevice } from "../../native/platform/platform.ts";
+import type { Platform } from "../../native/platform/platform.ts";
 import { configuredCandidates, discoverCandidates, gatewayPorts, probeCandidates, withProbe } from "./discovery.ts";
 import { ConnectionEvents } from "./connection-events.ts";
+import { WireGuardSparePool } from "./wireguard-spare-pool.ts";
 import { DataPlane } from "./data-plane.ts";
 import { DrillRunner } from "./drill.ts";
-import { engineSpecFor, loadIdentity, spareIfname, type IdentitySecrets } from "./engine-spec.ts";
+import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
 import { ControlRequestError } from "./control-server.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor, type Monitor } from "./monitor.ts";
@@ -64,17 +65,6 @@ const PROBE_TIMEOUT_MS = 1000;
 const LEG_TABLE_BASE = 5100;
 const LEG_RULE_PREF_BASE = 100;
 const LEG_SLOTS = 90;
-/** The first spare wireguard-go waits this long after start-up, so a connect at launch has the CPU to itself. */
-const SPARE_FIRST_DELAY_MS = 1000;
-/** After a leg adopts the spare, the next one is prepared this much later (after the race and route change). */
-const SPARE_REFILL_DELAY_MS = 1500;
-/** While racing, a spare's start waits; also the base of the backoff after a failed start. */
-const SPARE_BUSY_RETRY_MS = 1000;
-/** After this many failed starts in a row no spare is prepared any more; connects start their own wireguard-go. */
-const SPARE_MAX_FAILURES = 4;
-/** A spare's start (claim, spawn, device and socket) past this is given up. */
-const SPARE_START_BUDGET_MS = 5000;
-
 interface LegRuntime {
   leg: Leg;
   engine: TunnelEngine;
@@ -109,13 +99,7 @@ export class Daemon {
   readonly #dataPlane: DataPlane;
   #pending = new Set<Promise<unknown>>();
   #legCounter = 0;
-  /** A wireguard-go started ahead of the next WireGuard leg (see wireguard-spare.ts), or null. */
-  #spare: SpareDevice | null = null;
-  #spareLaunch: AbortController | null = null;
-  #spareTimer: Timer | null = null;
-  #spareFailures = 0;
-  #spareCount = 0;
-  #shuttingDown = false;
+  readonly #spares: WireGuardSparePool;
   readonly #platform: Platform;
   readonly #clock: Clock;
   #memoryPath: string;
@@ -175,6 +159,21 @@ export class Daemon {
       },
       platform,
       { resolvConf: opts.resolvConf, stateDir: opts.stateDir },
+    );
+    this.#spares = new WireGuardSparePool(
+      {
+        config: () => this.#opts.config,
+        hasWireGuardIdentity: this.#identity.wireguard !== null,
+        busy: () => ["resolving", "racing", "failing-over"].includes(this.#state.name),
+        workDir: opts.workDir,
+        ifnamePrefix: opts.ifnamePrefix,
+        track: (p) => {
+          this.#track(p);
+        },
+        log: opts.log,
+      },
+      platform.engines,
+      this.#clock,
     );
     this.#events = new ConnectionEvents({ telemetry: () => this.#telemetry, routesSettled: () => this.#dataPlane.settled() });
     this.#ctx = {
@@ -337,7 +336,7 @@ export class Daemon {
    * block of a drill a previous detourd died in is lifted.
    */
   warmUp(): void {
-    this.#scheduleSpare(SPARE_FIRST_DELAY_MS);
+    this.#spares.warmUp();
     this.#dataPlane.stage();
     this.#telemetry?.start();
     this.#track(this.#drills.clearLeftover());
@@ -457,15 +456,7 @@ export class Daemon {
 
   /** Disconnects and waits (bounded by the engines' own stop budgets) until every leg is down. */
   async shutdown(): Promise<void> {
-    this.#shuttingDown = true;
-    this.#spareTimer?.cancel();
-    this.#spareTimer = null;
-    this.#spareLaunch?.abort();
-    const spare = this.#spare;
-    this.#spare = null;
-    await spare?.stop().catch((err: unknown) => {
-      this.#opts.log.error("wireguard spare stop failed", { err });
-    });
+    await this.#spares.shutdown();
     await this.#drills.stop();
     this.disconnect();
     for (let i = 0; i < 20 && (this.#pending.size > 0 || this.#legs.size > 0); i++) {
@@ -587,62 +578,6 @@ export class Daemon {
       }
     } finally {
       this.#draining = false;
-    }
-  }
-
-  /**
-   * Prepares a spare wireguard-go after `delayMs`, when none is ready or starting: WireGuard is offered by some
-   * gateway, and the daemon is not racing (a spare's start would compete with the race for the CPU). A failing
-   * start is retried a few times, further apart each time, then left (connects simply start their own).
-   */
-  #scheduleSpare(delayMs: number): void {
-    if (this.#shuttingDown || this.#spareTimer !== null || this.#spareLaunch !== null || this.#spare?.usable === true) return;
-    if (this.#spareFailures >= SPARE_MAX_FAILURES) return;
-    if (!this.#opts.config.gateways.some((g) => legAllowed(this.#opts.config, { gateway: g.name, kind: "wireguard" })) || this.#identity.wireguard === null) return;
-    this.#spareTimer = this.#clock.after(
-      delayMs,
-      () => {
-        this.#spareTimer = null;
-        this.#track(this.#launchSpare());
-      },
-      { background: true },
-    );
-  }
-
-  async #launchSpare(): Promise<void> {
-    const phase = this.#state.name;
-    if (phase === "resolving" || phase === "racing" || phase === "failing-over") {
-      this.#scheduleSpare(SPARE_BUSY_RETRY_MS);
-      return;
-    }
-    if (this.#spare !== null) {
-      // Its process died while it waited: remove what is left, then start another.
-      const dead = this.#spare;
-      this.#spare = null;
-      await dead.stop().catch(() => undefined);
-    }
-    this.#spareCount = (this.#spareCount % 99) + 1;
-    const ac = new AbortController();
-    this.#spareLaunch = ac;
-    let ifname: string | null = null;
-    try {
-      ifname = spareIfname(this.#opts.ifnamePrefix, this.#spareCount);
-      const workDir = mkdtempSync(join(this.#opts.workDir, "spare-"));
-      const spare = await this.#platform.engines.launchSpare({ ifname, workDir }, this.#clock.wall() + SPARE_START_BUDGET_MS, ac.signal);
-      if (this.#shuttingDown) {
-        await spare.stop();
-        return;
-      }
-      this.#spare = spare;
-      this.#spareFailures = 0;
-      this.#opts.log.info("wireguard spare ready", { ifname, pid: spare.pid });
-    } catch (err) {
-      this.#spareFailures += 1;
-      if (!this.#shuttingDown) this.#opts.log.warn("wireguard spare could not start", { ifname, err, failures: this.#spareFailures });
-      this.#spareLaunch = null;
-      this.#scheduleSpare(SPARE_BUSY_RETRY_MS * 2 ** this.#spareFailures);
-    } finally {
-      this.#spareLaunch = null;
     }
   }
 
@@ -808,12 +743,7 @@ export class Daemon {
     let engine: TunnelEngine;
     try {
       if (candidate === undefined) throw new Error(`no candidate ${leg.gateway}`);
-      const spare = leg.kind === "wireguard" && this.#spare?.usable === true ? this.#spare : null;
-      if (spare !== null) {
-        // The engine adopts it (or, if it never starts, removes it with itself); a new one is prepared later.
-        this.#spare = null;
-      }
-      if (leg.kind === "wireguard") this.#scheduleSpare(SPARE_REFILL_DELAY_MS);
+      const spare = this.#spares.forLeg(leg);
       const device = spare === null ? {} : { device: { ifname: spare.runtime.ifname, workDir: spare.runtime.workDir } };
       try {
         engine = this.#platform.engines.create(engineSpecFor(this.#opts.config, candidate, leg, this.#identity, { workRoot: this.#opts.workDir, ifnamePrefix: this.#opts.ifnamePrefix, ...device }), spare ?? undefined);
