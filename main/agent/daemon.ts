@@ -11,20 +11,19 @@ import { allKindsUnreachable } from "../core/connection/candidates.ts";
 import { emptyMemory, parseMemory, recall, remember, type NetworkMemory } from "../core/connection/network-memory.ts";
 import { failoverAtWall, raceAtWall, snapshotAtWall } from "../core/connection/wall-time.ts";
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, DrillResult, Effect, FailoverRecord, Leg, MachineInput, ProbeSample, RaceRecord, TimerId } from "../core/connection/types.ts";
-import type { TunnelUp } from "../core/tunnel/engine-types.ts";
-import { isEngineError, type TunnelEngine } from "../../native/engines/engine.ts";
 import type { Platform } from "../../native/platform/platform.ts";
 import { configuredCandidates, discoverCandidates, gatewayPorts, probeCandidates, withProbe } from "./discovery.ts";
 import { ConnectionEvents } from "./connection-events.ts";
 import { WireGuardSparePool } from "./wireguard-spare-pool.ts";
+import { LegRuntimes } from "./leg-runtime.ts";
 import { DataPlane } from "./data-plane.ts";
 import { DrillRunner } from "./drill.ts";
-import { engineSpecFor, loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
+import { loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
 import { ControlRequestError } from "./control-server.ts";
 import type { Logger } from "./log.ts";
-import { startMonitor, type Monitor } from "./monitor.ts";
+import type { Monitor, MonitorOptions } from "./monitor.ts";
 import { loadSecret } from "./secrets.ts";
-import { monotonicAt, systemClock, wallAt, wallOffset, type Clock, type Timer } from "./clock.ts";
+import { systemClock, wallAt, wallOffset, type Clock, type Timer } from "./clock.ts";
 import { Telemetry, deviceIdIn, policyHash, tunnelOnlyStatus, type TelemetrySource } from "./telemetry/telemetry.ts";
 import { TunnelHistory } from "./telemetry/history.ts";
 import type { DiagInputs } from "./diag/bundle.ts";
@@ -48,6 +47,8 @@ export interface DaemonOptions {
 export interface DaemonDeps {
   platform: Platform;
   clock?: Clock;
+  /** The in-tunnel prober (monitor.ts's UDP echo by default). */
+  startMonitor?: (opts: MonitorOptions) => Monitor;
 }
 
 /** DNS and portal answers are round trips to nearby servers; past this a slow source is skipped. */
@@ -61,25 +62,6 @@ const NETWORK_KEY_WAIT_MS = 200;
 const DISCOVERY_AFTER_CONNECT_MS = 2000;
 /** Port probes decide ranking, not reachability (the race decides that); a silent port must not stall rechecks. */
 const PROBE_TIMEOUT_MS = 1000;
-/** Policy-routing tables and rule preferences for legs: below kernel-libipsec's 220, above the main rules. */
-const LEG_TABLE_BASE = 5100;
-const LEG_RULE_PREF_BASE = 100;
-const LEG_SLOTS = 90;
-interface LegRuntime {
-  leg: Leg;
-  engine: TunnelEngine;
-  up: TunnelUp | null;
-  monitor: Monitor | null;
-  source: { ifname: string; address: string; table: number; pref: number } | null;
-  /** Settles when the leg's source routing is installed (source set) or failed; null before the leg is up. */
-  sourceReady: Promise<void> | null;
-  /** The source rule could not be installed: the leg cannot be probed. */
-  sourceFailed: boolean;
-  /** The role the machine last asked the leg to be monitored in; null after stop-monitor. */
-  monitorRole: "active" | "standby" | null;
-  stopping: Promise<void> | null;
-}
-
 export class Daemon {
   readonly startedAt: number;
   #opts: DaemonOptions;
@@ -89,7 +71,7 @@ export class Daemon {
   #queue: MachineInput[] = [];
   #draining = false;
   #timers = new Map<TimerId, Timer>();
-  #legs = new Map<string, LegRuntime>();
+  readonly #legs: LegRuntimes;
   #candidates: Candidate[] = [];
   /** Discovered but not yet probed: the kill switch lets the probes reach them while it blocks. */
   #probing: Candidate[] = [];
@@ -98,7 +80,6 @@ export class Daemon {
   readonly #events: ConnectionEvents;
   readonly #dataPlane: DataPlane;
   #pending = new Set<Promise<unknown>>();
-  #legCounter = 0;
   readonly #spares: WireGuardSparePool;
   readonly #platform: Platform;
   readonly #clock: Clock;
@@ -174,6 +155,26 @@ export class Daemon {
       },
       platform.engines,
       this.#clock,
+    );
+    this.#legs = new LegRuntimes(
+      {
+        config: () => this.#opts.config,
+        identity: this.#identity,
+        workDir: opts.workDir,
+        ifnamePrefix: opts.ifnamePrefix,
+        candidate: (gateway) => this.#candidates.find((c) => c.name === gateway) ?? this.#ctx.gateways.find((c) => c.name === gateway),
+        spareFor: (leg) => this.#spares.forLeg(leg),
+        dispatch: (input) => {
+          this.dispatch(input);
+        },
+        track: (p) => {
+          this.#track(p);
+        },
+        log: opts.log,
+      },
+      platform,
+      this.#clock,
+      deps.startMonitor,
     );
     this.#events = new ConnectionEvents({ telemetry: () => this.#telemetry, routesSettled: () => this.#dataPlane.settled() });
     this.#ctx = {
@@ -317,7 +318,7 @@ export class Daemon {
       configPath: this.#opts.configPath,
       resolvConf: this.#opts.resolvConf,
       startedAt: this.startedAt,
-      engines: [...this.#legs.values()].map((rt) => ({
+      engines: this.#legs.all().map((rt) => ({
         legId: rt.leg.id,
         gateway: rt.leg.gateway,
         kind: rt.leg.kind,
@@ -460,7 +461,7 @@ export class Daemon {
     await this.#drills.stop();
     this.disconnect();
     for (let i = 0; i < 20 && (this.#pending.size > 0 || this.#legs.size > 0); i++) {
-      await Promise.allSettled([...this.#pending, ...[...this.#legs.values()].map((l) => l.stopping ?? this.#stopLeg(l.leg.id))]);
+      await Promise.allSettled([...this.#pending, ...this.#legs.stopAll()]);
     }
     for (const t of this.#timers.values()) t.cancel();
     this.#timers.clear();
@@ -593,23 +594,17 @@ export class Daemon {
         this.#track(this.#resolve());
         return;
       case "start-leg":
-        this.#startLeg(e.leg, e.deadlineAt);
+        this.#legs.start(e.leg, e.deadlineAt);
         return;
       case "stop-leg":
-        this.#track(this.#stopLeg(e.legId));
+        this.#track(this.#legs.stop(e.legId));
         return;
       case "start-monitor":
-        this.#startMonitor(e.legId, e.role);
+        this.#legs.startMonitor(e.legId, e.role);
         return;
-      case "stop-monitor": {
-        const l = this.#legs.get(e.legId);
-        l?.monitor?.stop();
-        if (l !== undefined) {
-          l.monitor = null;
-          l.monitorRole = null;
-        }
+      case "stop-monitor":
+        this.#legs.stopMonitor(e.legId);
         return;
-      }
       case "apply-routes":
         this.#dataPlane.applyRoutes(e.legId);
         return;
@@ -632,13 +627,8 @@ export class Daemon {
             }
             // The dead window needs probes that were sent and left unanswered, not just a silent clock.
             const a = this.#activeLeg();
-            // A prober still waiting for its leg's source rule has sent nothing: no evidence yet. A leg that
-            // cannot have one (its source rule failed) is judged by silence alone.
-            const rt = a === null ? undefined : this.#legs.get(a.legId);
-            const now = this.#now();
-            if (rt?.monitor != null) this.dispatch({ type: "timer", now, timer, pendingSentAt: rt.monitor.pendingSince() });
-            else if (rt !== undefined && rt.source === null && rt.sourceReady !== null && !rt.sourceFailed) this.dispatch({ type: "timer", now, timer, pendingSentAt: null });
-            else this.dispatch({ type: "timer", now, timer });
+            const pendingSentAt = a === null ? undefined : this.#legs.pendingSentAt(a.legId);
+            this.dispatch({ type: "timer", now: this.#now(), timer, ...(pendingSentAt === undefined ? {} : { pendingSentAt }) });
           });
         }));
         return;
@@ -735,125 +725,5 @@ export class Daemon {
     const offered = this.#allowed(candidates);
     if (this.#state.name === "racing" && offered.length > 0) this.dispatch({ type: "candidates", now: this.#now(), candidates: offered });
     return candidates;
-  }
-
-  #startLeg(leg: Leg, deadlineAt: number): void {
-    const log = this.#opts.log;
-    const candidate = this.#candidates.find((c) => c.name === leg.gateway) ?? this.#ctx.gateways.find((c) => c.name === leg.gateway);
-    let engine: TunnelEngine;
-    try {
-      if (candidate === undefined) throw new Error(`no candidate ${leg.gateway}`);
-      const spare = this.#spares.forLeg(leg);
-      const device = spare === null ? {} : { device: { ifname: spare.runtime.ifname, workDir: spare.runtime.workDir } };
-      try {
-        engine = this.#platform.engines.create(engineSpecFor(this.#opts.config, candidate, leg, this.#identity, { workRoot: this.#opts.workDir, ifnamePrefix: this.#opts.ifnamePrefix, ...device }), spare ?? undefined);
-      } catch (err) {
-        void spare?.stop().catch(() => undefined);
-        throw err;
-      }
-    } catch (err) {
-      queueMicrotask(() => {
-        this.dispatch({ type: "leg-failed", now: this.#now(), legId: leg.id, code: "bad-config", message: err instanceof Error ? err.message : String(err) });
-      });
-      return;
-    }
-    const rt: LegRuntime = { leg, engine, up: null, monitor: null, source: null, sourceReady: null, sourceFailed: false, monitorRole: null, stopping: null };
-    this.#legs.set(leg.id, rt);
-    this.#legCounter += 1;
-    engine.onEvent((ev) => {
-      if (rt.stopping !== null || rt.up === null) return;
-      if (ev.type === "down") this.dispatch({ type: "leg-down", now: this.#now(), legId: leg.id, reason: ev.reason });
-      if (ev.type === "engine-exit" && !ev.expected) this.dispatch({ type: "leg-down", now: this.#now(), legId: leg.id, reason: `engine exited (${ev.signal ?? String(ev.code)})` });
-    });
-    // The endpoint names the address family the leg uses (see core/connection/address-family.ts).
-    log.info("leg starting", { leg, endpoint: candidate.address });
-    this.#track(
-      engine.start(wallAt(this.#clock, deadlineAt)).then(
-        (up) => {
-          rt.up = up;
-          if (rt.stopping !== null) return;
-          const address = up.config.addresses[0]?.split("/")[0];
-          if (address !== undefined) {
-            // Prefs must stay unique among live legs and below the protected-routes rule (200); a race has a
-            // dozen legs at most, so cycling through 90 slots never reuses a live one.
-            const n = this.#legCounter % LEG_SLOTS;
-            const source = { ifname: up.config.ifname, address, table: LEG_TABLE_BASE + n, pref: LEG_RULE_PREF_BASE + n };
-            // The source rule only serves the leg's own monitor: the race's winner does not wait for it.
-            rt.sourceReady = this.#platform.routes.installLegSource(source).then(
-              () => {
-                rt.source = source;
-              },
-              (err: unknown) => {
-                rt.sourceFailed = true;
-                log.warn("leg source routing failed; its monitor cannot probe it", { leg, err });
-              },
-            );
-          }
-          log.info("leg up", { leg, ifname: up.config.ifname, ms: up.timings.firstReplyAt - up.timings.spawnedAt });
-          // The engine timed its first reply on the wall clock, a moment ago: the same instant on the monotonic one.
-          const now = this.#now();
-          const firstReplyAt = Math.min(now, monotonicAt(this.#clock, up.timings.firstReplyAt));
-          this.dispatch({ type: "leg-up", now, legId: leg.id, config: up.config, firstReplyAt, pathRttMs: up.timings.firstReplyRttMs ?? null });
-        },
-        (err: unknown) => {
-          this.#legs.delete(leg.id);
-          const code = isEngineError(err) ? err.code : "engine-crashed";
-          const message = err instanceof Error ? err.message : String(err);
-          log.info("leg failed", { leg, code, message });
-          this.dispatch({ type: "leg-failed", now: this.#now(), legId: leg.id, code, message });
-        },
-      ),
-    );
-  }
-
-  async #stopLeg(legId: string): Promise<void> {
-    const rt = this.#legs.get(legId);
-    if (rt === undefined) return;
-    if (rt.stopping !== null) return rt.stopping;
-    rt.stopping = (async () => {
-      rt.monitor?.stop();
-      rt.monitor = null;
-      // An install still under way would otherwise leave its rule behind the removal.
-      await rt.sourceReady;
-      if (rt.source !== null) await this.#platform.routes.removeLegSource(rt.source).catch(() => undefined);
-      await rt.engine.stop().catch((err: unknown) => {
-        this.#opts.log.error("leg stop failed", { leg: rt.leg, err });
-      });
-      this.#legs.delete(legId);
-      this.#opts.log.info("leg stopped", { leg: rt.leg });
-    })();
-    return rt.stopping;
-  }
-
-  /** Starts the leg's in-tunnel probes at its role's rate; a running monitor (a promoted standby's) is replaced. */
-  #startMonitor(legId: string, role: "active" | "standby"): void {
-    const rt = this.#legs.get(legId);
-    if (rt !== undefined && rt.up !== null && rt.source === null && rt.sourceReady !== null) {
-      // The source rule is still going in (the winner did not wait for it): start once it is there, unless the
-      // leg has stopped or another start came first.
-      rt.monitorRole = role;
-      void rt.sourceReady.then(() => {
-        if (rt.monitorRole === role && rt.monitor === null && rt.stopping === null && rt.source !== null && this.#legs.get(legId) === rt) this.#startMonitor(legId, role);
-      });
-      return;
-    }
-    if (rt?.up === null || rt === undefined || rt.source === null) {
-      this.#opts.log.warn("cannot monitor a leg that is not up", { legId });
-      return;
-    }
-    rt.monitor?.stop();
-    rt.monitorRole = role;
-    const h = this.#opts.config.health;
-    rt.monitor = startMonitor({
-      legId,
-      sourceAddress: rt.source.address,
-      target: { address: this.#opts.config.probe.address, port: this.#opts.config.probe.port },
-      intervalMs: role === "standby" ? this.#opts.config.standby.probeIntervalMs : h.probeIntervalMs,
-      timeoutMs: h.probeTimeoutMs,
-      clock: this.#clock,
-      onSample: (sample) => {
-        this.dispatch({ type: "probe", now: this.#now(), legId, sample });
-      },
-    });
   }
 }
