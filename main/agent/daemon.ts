@@ -3,12 +3,10 @@
  * runs the effects it returns: engines, in-tunnel monitors, routes, timers, discovery. It owns every timer
  * and every side effect; the machine owns every decision.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { connectionHealth, initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
 import { allKindsUnreachable } from "../core/connection/candidates.ts";
-import { emptyMemory, parseMemory, recall, remember, type NetworkMemory } from "../core/connection/network-memory.ts";
 import { failoverAtWall, raceAtWall, snapshotAtWall } from "../core/connection/wall-time.ts";
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, DrillResult, Effect, FailoverRecord, Leg, MachineInput, ProbeSample, RaceRecord, TimerId } from "../core/connection/types.ts";
 import type { Platform } from "../../native/platform/platform.ts";
@@ -16,6 +14,7 @@ import { configuredCandidates, discoverCandidates, gatewayPorts, probeCandidates
 import { ConnectionEvents } from "./connection-events.ts";
 import { WireGuardSparePool } from "./wireguard-spare-pool.ts";
 import { LegRuntimes } from "./leg-runtime.ts";
+import { NetworkMemoryStore } from "./network-memory-store.ts";
 import { DataPlane } from "./data-plane.ts";
 import { DrillRunner } from "./drill.ts";
 import { loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
@@ -53,8 +52,6 @@ export interface DaemonDeps {
 
 /** DNS and portal answers are round trips to nearby servers; past this a slow source is skipped. */
 const DISCOVERY_TIMEOUT_MS = 2000;
-/** The network's key is two `ip` calls and a file read; a connect waits for a lookup in flight at most this long. */
-const NETWORK_KEY_WAIT_MS = 200;
 /**
  * With a warm candidate list the race needs nothing new, so the refresh waits this long: DNS lookups and port
  * probes (a dozen processes and sockets) would otherwise compete with the race's engines for the CPU.
@@ -81,37 +78,23 @@ export class Daemon {
   readonly #dataPlane: DataPlane;
   #pending = new Set<Promise<unknown>>();
   readonly #spares: WireGuardSparePool;
-  readonly #platform: Platform;
   readonly #clock: Clock;
-  #memoryPath: string;
-  #memory: NetworkMemory = emptyMemory();
-  /** The current network's key (see netid.linux.ts); refreshed in the background, read at connect. */
-  #networkKey: string | null = null;
+  readonly #networkMemory: NetworkMemoryStore;
   /** The gateway the user chose (set-gateway), or null for automatic: only it is raced while set. */
   #gatewayChoice: string | null = null;
   /** Null when no collector is configured; the tunnel's numbers are still in status. */
   #telemetry: Telemetry | null = null;
   #discoveryTimer: Timer | null = null;
-  #networkKeyPending: Promise<void> | null = null;
-  /** Cuts the running lookup's path probe short when a connect arrives (its kill switch would block the echo). */
-  #pathProbeAbort: AbortController | null = null;
   #drills: DrillRunner;
 
   constructor(opts: DaemonOptions, deps: DaemonDeps) {
     const platform = deps.platform;
     this.#opts = opts;
-    this.#platform = platform;
     this.#clock = deps.clock ?? systemClock;
     this.startedAt = this.#clock.wall();
     this.#identity = loadIdentity(opts.config);
     mkdirSync(opts.workDir, { recursive: true, mode: 0o700 });
     mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
-    this.#memoryPath = join(opts.stateDir, "network-memory.json");
-    try {
-      this.#memory = existsSync(this.#memoryPath) ? parseMemory(JSON.parse(readFileSync(this.#memoryPath, "utf8"))) : emptyMemory();
-    } catch {
-      this.#memory = emptyMemory();
-    }
     const tcfg = opts.config.telemetry;
     if (tcfg !== undefined) {
       this.#telemetry = new Telemetry({
@@ -176,6 +159,19 @@ export class Daemon {
       this.#clock,
       deps.startMonitor,
     );
+    this.#networkMemory = new NetworkMemoryStore(
+      opts.stateDir,
+      {
+        towards: () => this.#ctx.gateways.find((c) => c.address !== null)?.address ?? null,
+        resolvConf: () => this.#dataPlane.networkResolvConf(),
+        onRecall: (leg) => {
+          this.#ctx.preferredLeg = leg;
+        },
+        log: opts.log,
+      },
+      platform.network,
+      this.#clock,
+    );
     this.#events = new ConnectionEvents({ telemetry: () => this.#telemetry, routesSettled: () => this.#dataPlane.settled() });
     this.#ctx = {
       policy: { race: opts.config.race, health: opts.config.health, retry: opts.config.retry, standby: opts.config.standby },
@@ -214,7 +210,7 @@ export class Daemon {
 
   status(): ConnectionSnapshot & {
     gatewayChoice: string | null;
-    network: ReturnType<Daemon["network"]>;
+    network: ReturnType<NetworkMemoryStore["network"]>;
     telemetry: TelemetryStatus;
     daemon: { version: string; pid: number; startedAt: number; configPath: string };
     lastDrill: DrillResult | null;
@@ -222,7 +218,7 @@ export class Daemon {
     return {
       ...this.#snapshot(),
       gatewayChoice: this.#gatewayChoice,
-      network: this.network(),
+      network: this.#networkMemory.network(),
       telemetry: this.#telemetry?.status() ?? tunnelOnlyStatus(this.#health()),
       daemon: { version: this.#opts.version, pid: process.pid, startedAt: this.startedAt, configPath: this.#opts.configPath },
       lastDrill: this.#drills.last,
@@ -342,56 +338,7 @@ export class Daemon {
     this.#telemetry?.start();
     this.#track(this.#drills.clearLeftover());
     this.#track(this.#discover());
-    this.#track(this.#refreshNetworkKey());
-  }
-
-  /** Which network this is, so the race can start with what won here last time. */
-  #refreshNetworkKey(afterRouteChanges = false): Promise<void> {
-    // After a disconnect, once its route changes are done: its resolv.conf restore must not be read half done.
-    const p = (afterRouteChanges ? this.#dataPlane.settled() : Promise.resolve()).then(() => this.#lookUpNetworkKey()).finally(() => {
-      if (this.#networkKeyPending === p) this.#networkKeyPending = null;
-    });
-    this.#networkKeyPending = p;
-    return p;
-  }
-
-  async #lookUpNetworkKey(): Promise<void> {
-    const towards = this.#ctx.gateways.find((c) => c.address !== null)?.address;
-    if (towards == null) return;
-    try {
-      // While Detour's resolv.conf is in force, the network is described by the original.
-      const resolvConf = this.#dataPlane.networkResolvConf();
-      const ac = new AbortController();
-      this.#pathProbeAbort = ac;
-      const key = await this.#platform.network.networkId({ towards, resolvConf, signal: ac.signal }).finally(() => {
-        if (this.#pathProbeAbort === ac) this.#pathProbeAbort = null;
-      });
-      if (key !== this.#networkKey) this.#opts.log.info("network identified", { key, remembered: recall(this.#memory, key) });
-      this.#networkKey = key;
-      this.#ctx.preferredLeg = recall(this.#memory, key);
-    } catch (err) {
-      this.#opts.log.warn("could not identify the network", { err });
-    }
-  }
-
-  #rememberWinner(race: RaceRecord): void {
-    const key = this.#networkKey;
-    // Only what won a connect says something about the network; failover and recover races are about gateways.
-    if (key === null || race.winner === null || (race.reason !== "connect" && race.reason !== "retry")) return;
-    this.#memory = remember(this.#memory, key, { gateway: race.winner.gateway, kind: race.winner.kind }, this.#clock.wall());
-    this.#ctx.preferredLeg = recall(this.#memory, key);
-    try {
-      const tmp = `${this.#memoryPath}.tmp`;
-      writeFileSync(tmp, JSON.stringify(this.#memory) + "\n", { mode: 0o600 });
-      renameSync(tmp, this.#memoryPath);
-    } catch (err) {
-      this.#opts.log.warn("could not store the network memory", { err });
-    }
-  }
-
-  /** The current network's key and what won on it, for status and diagnostics. */
-  network(): { id: string | null; remembered: { gateway: string; kind: string } | null } {
-    return { id: this.#networkKey, remembered: this.#networkKey === null ? null : recall(this.#memory, this.#networkKey) };
+    this.#track(this.#networkMemory.refresh());
   }
 
   /**
@@ -408,16 +355,8 @@ export class Daemon {
       });
     });
     this.#dataPlane.stage();
-    // Which network this is decides which leg goes first; a lookup still under way (just started, or just
-    // disconnected) is worth a few milliseconds, never more than NETWORK_KEY_WAIT_MS.
-    const pending = this.#networkKeyPending;
-    // The path probe's echo would meet the kill switch just put in force: the key goes without it this time.
-    this.#pathProbeAbort?.abort();
-    if (pending !== null) {
-      let timer: Timer | undefined;
-      await Promise.race([pending, new Promise<void>((r) => (timer = this.#clock.after(NETWORK_KEY_WAIT_MS, r)))]);
-      timer?.cancel();
-    }
+    // Which network this is decides which leg goes first.
+    await this.#networkMemory.settleForConnect();
     this.dispatch({ type: "connect", now: this.#now() });
     return inForce;
   }
@@ -452,7 +391,7 @@ export class Daemon {
   disconnect(): void {
     this.dispatch({ type: "disconnect", now: this.#now() });
     // The next connect may be on another network (a laptop moves while disconnected).
-    this.#track(this.#refreshNetworkKey(true));
+    this.#track(this.#networkMemory.refresh(this.#dataPlane.settled()));
   }
 
   /** Disconnects and waits (bounded by the engines' own stop budgets) until every leg is down. */
@@ -641,7 +580,7 @@ export class Daemon {
       }
       case "record-race":
         this.#events.lastRace = raceAtWall(e.race, wallOffset(this.#clock));
-        this.#rememberWinner(e.race);
+        this.#networkMemory.remember(e.race);
         log.info("race", { race: this.#events.lastRace });
         return;
       case "record-failover":
