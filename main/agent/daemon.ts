@@ -6,14 +6,14 @@
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { connectionHealth, initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
-import { allKindsUnreachable } from "../core/connection/candidates.ts";
 import { failoverAtWall, raceAtWall, snapshotAtWall } from "../core/connection/wall-time.ts";
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, DrillResult, Effect, FailoverRecord, Leg, MachineInput, ProbeSample, RaceRecord, TimerId } from "../core/connection/types.ts";
 import type { Platform } from "../../native/platform/platform.ts";
-import { configuredCandidates, discoverCandidates, gatewayPorts, probeCandidates, withProbe } from "./discovery.ts";
+import { configuredCandidates } from "./discovery.ts";
 import { ConnectionEvents } from "./connection-events.ts";
 import { WireGuardSparePool } from "./wireguard-spare-pool.ts";
 import { LegRuntimes } from "./leg-runtime.ts";
+import { CandidateRefresh, networkFinder, type CandidateFinder } from "./candidate-refresh.ts";
 import { NetworkMemoryStore } from "./network-memory-store.ts";
 import { DataPlane } from "./data-plane.ts";
 import { DrillRunner } from "./drill.ts";
@@ -27,7 +27,7 @@ import { Telemetry, deviceIdIn, policyHash, tunnelOnlyStatus, type TelemetrySour
 import { TunnelHistory } from "./telemetry/history.ts";
 import type { DiagInputs } from "./diag/bundle.ts";
 import type { TelemetryStatus } from "../core/telemetry/status.ts";
-import { legAllowed, restrictCandidates } from "../core/policy/apply.ts";
+import { legAllowed } from "../core/policy/apply.ts";
 
 export interface DaemonOptions {
   config: DetourConfig;
@@ -46,19 +46,12 @@ export interface DaemonOptions {
 export interface DaemonDeps {
   platform: Platform;
   clock?: Clock;
+  /** Where candidates come from (discovery and port probes over the network by default). */
+  finder?: CandidateFinder;
   /** The in-tunnel prober (monitor.ts's UDP echo by default). */
   startMonitor?: (opts: MonitorOptions) => Monitor;
 }
 
-/** DNS and portal answers are round trips to nearby servers; past this a slow source is skipped. */
-const DISCOVERY_TIMEOUT_MS = 2000;
-/**
- * With a warm candidate list the race needs nothing new, so the refresh waits this long: DNS lookups and port
- * probes (a dozen processes and sockets) would otherwise compete with the race's engines for the CPU.
- */
-const DISCOVERY_AFTER_CONNECT_MS = 2000;
-/** Port probes decide ranking, not reachability (the race decides that); a silent port must not stall rechecks. */
-const PROBE_TIMEOUT_MS = 1000;
 export class Daemon {
   readonly startedAt: number;
   #opts: DaemonOptions;
@@ -69,9 +62,7 @@ export class Daemon {
   #draining = false;
   #timers = new Map<TimerId, Timer>();
   readonly #legs: LegRuntimes;
-  #candidates: Candidate[] = [];
-  /** Discovered but not yet probed: the kill switch lets the probes reach them while it blocks. */
-  #probing: Candidate[] = [];
+  readonly #candidates: CandidateRefresh;
   /** Per-second probe summaries and the last hour of ten-second tunnel samples, for diagnostic bundles. */
   readonly history = new TunnelHistory();
   readonly #events: ConnectionEvents;
@@ -80,11 +71,8 @@ export class Daemon {
   readonly #spares: WireGuardSparePool;
   readonly #clock: Clock;
   readonly #networkMemory: NetworkMemoryStore;
-  /** The gateway the user chose (set-gateway), or null for automatic: only it is raced while set. */
-  #gatewayChoice: string | null = null;
   /** Null when no collector is configured; the tunnel's numbers are still in status. */
   #telemetry: Telemetry | null = null;
-  #discoveryTimer: Timer | null = null;
   #drills: DrillRunner;
 
   constructor(opts: DaemonOptions, deps: DaemonDeps) {
@@ -108,13 +96,34 @@ export class Daemon {
         log: opts.log,
       });
     }
+    this.#candidates = new CandidateRefresh(
+      {
+        config: () => this.#opts.config,
+        configured: () => this.#ctx.gateways,
+        stateName: () => this.#state.name,
+        now: () => this.#now(),
+        dispatch: (input) => {
+          this.dispatch(input);
+        },
+        refreshKillSwitch: () => {
+          this.refreshKillSwitch();
+        },
+        routesSettled: () => this.#dataPlane.settled(),
+        track: (p) => {
+          this.#track(p);
+        },
+        log: opts.log,
+      },
+      deps.finder ?? networkFinder,
+      this.#clock,
+    );
     this.#dataPlane = new DataPlane(
       {
         config: () => this.#opts.config,
         ifnamePrefix: opts.ifnamePrefix,
         leg: (legId) => this.#legs.get(legId),
-        gateways: () => [...this.#ctx.gateways, ...this.#candidates],
-        reachable: () => [...this.#ctx.gateways, ...this.#candidates, ...this.#probing],
+        gateways: () => this.#candidates.known(),
+        reachable: () => this.#candidates.reachable(),
         stateName: () => this.#state.name,
         track: (p) => {
           this.#track(p);
@@ -145,7 +154,7 @@ export class Daemon {
         identity: this.#identity,
         workDir: opts.workDir,
         ifnamePrefix: opts.ifnamePrefix,
-        candidate: (gateway) => this.#candidates.find((c) => c.name === gateway) ?? this.#ctx.gateways.find((c) => c.name === gateway),
+        candidate: (gateway) => this.#candidates.find(gateway),
         spareFor: (leg) => this.#spares.forLeg(leg),
         dispatch: (input) => {
           this.dispatch(input);
@@ -196,7 +205,7 @@ export class Daemon {
       config: opts.config,
       log: opts.log,
       status: () => this.#snapshot(),
-      candidates: () => [...this.#ctx.gateways, ...this.#candidates],
+      candidates: () => this.#candidates.known(),
       subscribe: (listener) => this.#events.watch(listener),
       record: (event) => {
         this.#events.announce(event);
@@ -217,7 +226,7 @@ export class Daemon {
   } {
     return {
       ...this.#snapshot(),
-      gatewayChoice: this.#gatewayChoice,
+      gatewayChoice: this.#candidates.choice,
       network: this.#networkMemory.network(),
       telemetry: this.#telemetry?.status() ?? tunnelOnlyStatus(this.#health()),
       daemon: { version: this.#opts.version, pid: process.pid, startedAt: this.startedAt, configPath: this.#opts.configPath },
@@ -264,7 +273,7 @@ export class Daemon {
 
   /** The candidates with their latest probe results (discovery keeps them fresh in the background). */
   candidates(): Candidate[] {
-    return this.#candidates.length > 0 ? this.#candidates : this.#ctx.gateways;
+    return this.#candidates.list();
   }
 
   lastRace(): RaceRecord | null {
@@ -337,7 +346,7 @@ export class Daemon {
     this.#dataPlane.stage();
     this.#telemetry?.start();
     this.#track(this.#drills.clearLeftover());
-    this.#track(this.#discover());
+    this.#track(this.#candidates.discover());
     this.#track(this.#networkMemory.refresh());
   }
 
@@ -370,8 +379,8 @@ export class Daemon {
     if (gateway !== null && !this.candidates().some((c) => c.name === gateway)) {
       throw new ControlRequestError(`no gateway named "${gateway}"; candidates: ${this.candidates().map((c) => c.name).join(", ")}`);
     }
-    const changed = gateway !== this.#gatewayChoice;
-    this.#gatewayChoice = gateway;
+    const changed = gateway !== this.#candidates.choice;
+    this.#candidates.choice = gateway;
     this.#opts.log.info("gateway choice", { gateway: gateway ?? "automatic" });
     const state = snapshot(this.#state, this.#now());
     const elsewhere = gateway !== null && state.gateway !== null && state.gateway !== gateway;
@@ -380,12 +389,6 @@ export class Daemon {
       void this.connect();
     }
     return gateway;
-  }
-
-  /** The candidates the machine may race: all of them, or only the chosen gateway. */
-  #allowed(candidates: Candidate[]): Candidate[] {
-    const choice = this.#gatewayChoice;
-    return choice === null ? candidates : candidates.filter((c) => c.name === choice);
   }
 
   disconnect(): void {
@@ -404,8 +407,7 @@ export class Daemon {
     }
     for (const t of this.#timers.values()) t.cancel();
     this.#timers.clear();
-    this.#discoveryTimer?.cancel();
-    this.#discoveryTimer = null;
+    this.#candidates.stop();
     await this.#dataPlane.clearForExit();
     // Events of the disconnect itself are spooled; whatever the collector did not get yet waits on disk.
     await this.#telemetry?.shutdown();
@@ -433,10 +435,8 @@ export class Daemon {
     this.#opts.config = config;
     this.#ctx.policy = { race: config.race, health: config.health, retry: config.retry, standby: config.standby };
     this.#ctx.gateways = configuredCandidates(config);
-    const known = new Set(this.#candidates.map((c) => c.name));
-    this.#candidates = restrictCandidates(this.#candidates, config);
     // A gateway allowed again comes back into the candidates with a discovery round, started now.
-    if (this.#candidates.length > 0 && config.gateways.some((g) => !known.has(g.name))) this.#track(this.#discover());
+    this.#candidates.reconfigure(config);
     // In resolving, a candidate list starts the race; the resolve under way delivers the restricted one anyway.
     if (this.#state.name !== "resolving") this.dispatch({ type: "candidates", now: this.#now(), candidates: this.candidates() });
     this.refreshKillSwitch();
@@ -530,7 +530,7 @@ export class Daemon {
     const log = this.#opts.log;
     switch (e.type) {
       case "resolve-candidates":
-        this.#track(this.#resolve());
+        this.#track(this.#candidates.resolve());
         return;
       case "start-leg":
         this.#legs.start(e.leg, e.deadlineAt);
@@ -597,72 +597,5 @@ export class Daemon {
         this.#events.emit(e.event, wallOffset(this.#clock));
         return;
     }
-  }
-
-  /**
-   * Answers resolve-candidates. When connecting and every configured gateway has an address, the race starts
-   * at once from the configuration: DNS and port probes on a hostile network can take seconds, and the race
-   * itself is the best probe. Discovery then runs in the background for status and later rechecks.
-   */
-  async #resolve(): Promise<void> {
-    const phase = this.#state.name;
-    const configured = this.#ctx.gateways;
-    // Probes that found no way to any gateway (offline, no route) are news from a network that may have come
-    // back since: a retry looks again rather than racing nothing on their word.
-    const hopeless = this.#candidates.length > 0 && this.#candidates.every(allKindsUnreachable);
-    if (phase === "resolving" && configured.every((c) => c.address !== null) && !hopeless) {
-      const warm = this.#candidates.length > 0;
-      this.dispatch({ type: "candidates", now: this.#now(), candidates: this.#allowed(warm ? this.#candidates : configured) });
-      if (!warm) {
-        this.#track(this.#discover());
-      } else if (this.#discoveryTimer === null) {
-        this.#discoveryTimer = this.#clock.after(DISCOVERY_AFTER_CONNECT_MS, () => {
-          this.#discoveryTimer = null;
-          this.#track(this.#discover());
-        });
-      }
-      return;
-    }
-    const candidates = this.#allowed(await this.#discover());
-    // An empty list would make the machine fall back to every configured gateway; the chosen one stays.
-    this.dispatch({ type: "candidates", now: this.#now(), candidates: candidates.length > 0 ? candidates : this.#allowed(this.#ctx.gateways) });
-  }
-
-  /** Discovery plus port probes, bounded; never throws (problems are logged, configured gateways remain). */
-  async #discover(): Promise<Candidate[]> {
-    const cfg = this.#opts.config;
-    const log = this.#opts.log;
-    let candidates: Candidate[];
-    try {
-      candidates = await discoverCandidates(cfg, {
-        timeoutMs: DISCOVERY_TIMEOUT_MS,
-        onProblem: (problem: unknown) => {
-          log.warn("discovery problem", { problem });
-        },
-      });
-      // While connecting the kill switch blocks the underlay: the probes need the discovered endpoints (both
-      // families) allowed before they are sent, or a silent family would be the kill switch's doing.
-      this.#probing = candidates;
-      this.refreshKillSwitch();
-      await this.#dataPlane.settled();
-      // The addresses in use now are the incumbents of each gateway's address-family choice (hysteresis).
-      const incumbents = Object.fromEntries(this.#candidates.flatMap((c) => (c.address === null ? [] : [[c.name, c.address]])));
-      const probes = await probeCandidates(candidates, { timeoutMs: PROBE_TIMEOUT_MS, ports: gatewayPorts(cfg), incumbents });
-      candidates = candidates.map((c, i) => {
-        const p = probes[i];
-        return p === undefined ? c : withProbe(c, p);
-      });
-    } catch (err) {
-      log.warn("discovery failed; using the configured gateways", { err });
-      candidates = this.#ctx.gateways;
-    }
-    this.#candidates = candidates;
-    this.#probing = [];
-    this.refreshKillSwitch();
-    // A race that started before these probes came back re-plans its pending legs: gateways that answered go
-    // before gateways found silent (a connect at launch, or straight after a network change).
-    const offered = this.#allowed(candidates);
-    if (this.#state.name === "racing" && offered.length > 0) this.dispatch({ type: "candidates", now: this.#now(), candidates: offered });
-    return candidates;
   }
 }
