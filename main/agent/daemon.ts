@@ -3,7 +3,7 @@
  * runs the effects it returns: engines, in-tunnel monitors, routes, timers, discovery. It owns every timer
  * and every side effect; the machine owns every decision.
  */
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { connectionHealth, initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
 import { failoverAtWall, raceAtWall, snapshotAtWall } from "../core/connection/wall-time.ts";
@@ -21,9 +21,9 @@ import { loadIdentity, type IdentitySecrets } from "./engine-spec.ts";
 import { ControlRequestError } from "./control-server.ts";
 import type { Logger } from "./log.ts";
 import type { Monitor, MonitorOptions } from "./monitor.ts";
-import { loadSecret } from "./secrets.ts";
 import { systemClock, wallAt, wallOffset, type Clock, type Timer } from "./clock.ts";
-import { Telemetry, deviceIdIn, policyHash, tunnelOnlyStatus, type TelemetrySource } from "./telemetry/telemetry.ts";
+import { tunnelOnlyStatus, type TelemetrySource } from "./telemetry/telemetry.ts";
+import { TelemetryHandle } from "./telemetry/factory.ts";
 import { TunnelHistory } from "./telemetry/history.ts";
 import type { DiagInputs } from "./diag/bundle.ts";
 import type { TelemetryStatus } from "../core/telemetry/status.ts";
@@ -71,8 +71,7 @@ export class Daemon {
   readonly #spares: WireGuardSparePool;
   readonly #clock: Clock;
   readonly #networkMemory: NetworkMemoryStore;
-  /** Null when no collector is configured; the tunnel's numbers are still in status. */
-  #telemetry: Telemetry | null = null;
+  readonly #telemetry: TelemetryHandle;
   #drills: DrillRunner;
 
   constructor(opts: DaemonOptions, deps: DaemonDeps) {
@@ -83,19 +82,7 @@ export class Daemon {
     this.#identity = loadIdentity(opts.config);
     mkdirSync(opts.workDir, { recursive: true, mode: 0o700 });
     mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
-    const tcfg = opts.config.telemetry;
-    if (tcfg !== undefined) {
-      this.#telemetry = new Telemetry({
-        config: tcfg,
-        token: tcfg.token === undefined ? null : loadSecret(tcfg.token, "telemetry.token"),
-        stateDir: opts.stateDir,
-        version: opts.version,
-        organisation: opts.config.organisation,
-        policyBytes: existsSync(opts.configPath) ? readFileSync(opts.configPath, "utf8") : JSON.stringify(opts.config),
-        source: this.#telemetrySource(),
-        log: opts.log,
-      });
-    }
+    this.#telemetry = new TelemetryHandle(opts.config, { stateDir: opts.stateDir, version: opts.version, source: this.#telemetrySource(), log: opts.log });
     this.#candidates = new CandidateRefresh(
       {
         config: () => this.#opts.config,
@@ -181,7 +168,7 @@ export class Daemon {
       platform.network,
       this.#clock,
     );
-    this.#events = new ConnectionEvents({ telemetry: () => this.#telemetry, routesSettled: () => this.#dataPlane.settled() });
+    this.#events = new ConnectionEvents({ telemetry: () => this.#telemetry.current, routesSettled: () => this.#dataPlane.settled() });
     this.#ctx = {
       policy: { race: opts.config.race, health: opts.config.health, retry: opts.config.retry, standby: opts.config.standby },
       gateways: opts.config.gateways.map((g) => ({
@@ -228,7 +215,7 @@ export class Daemon {
       ...this.#snapshot(),
       gatewayChoice: this.#candidates.choice,
       network: this.#networkMemory.network(),
-      telemetry: this.#telemetry?.status() ?? tunnelOnlyStatus(this.#health()),
+      telemetry: this.#telemetry.current?.status() ?? tunnelOnlyStatus(this.#health()),
       daemon: { version: this.#opts.version, pid: process.pid, startedAt: this.startedAt, configPath: this.#opts.configPath },
       lastDrill: this.#drills.last,
     };
@@ -267,7 +254,7 @@ export class Daemon {
 
   /** Flushes measured telemetry into the spool now (tests, and before a diagnostic bundle). */
   async flushTelemetry(): Promise<void> {
-    await this.#telemetry?.flush();
+    await this.#telemetry.current?.flush();
 
   }
 
@@ -308,12 +295,11 @@ export class Daemon {
   diagInputs(): Omit<DiagInputs, "logTail" | "logFile"> {
     const now = this.#clock.wall();
     const status = this.status();
-    const policyBytes = existsSync(this.#opts.configPath) ? readFileSync(this.#opts.configPath, "utf8") : JSON.stringify(this.#opts.config);
     return {
       now,
       version: this.#opts.version,
-      deviceId: this.#telemetry?.deviceId ?? deviceIdIn(this.#opts.stateDir),
-      policyHash: this.#telemetry?.policyHash ?? policyHash(policyBytes),
+      deviceId: this.#telemetry.deviceId(),
+      policyHash: this.#telemetry.policyHash(this.#opts.config),
       status,
       events: this.recorder(),
       probeSeconds: this.history.probeSeconds(),
@@ -344,7 +330,7 @@ export class Daemon {
   warmUp(): void {
     this.#spares.warmUp();
     this.#dataPlane.stage();
-    this.#telemetry?.start();
+    this.#telemetry.start();
     this.#track(this.#drills.clearLeftover());
     this.#track(this.#candidates.discover());
     this.#track(this.#networkMemory.refresh());
@@ -410,7 +396,7 @@ export class Daemon {
     this.#candidates.stop();
     await this.#dataPlane.clearForExit();
     // Events of the disconnect itself are spooled; whatever the collector did not get yet waits on disk.
-    await this.#telemetry?.shutdown();
+    await this.#telemetry.shutdown();
     // With lockdown the host stays fail-closed after detourd exits; otherwise the kill switch goes with it.
     if (!this.#opts.config.lockdown) await this.#dataPlane.removeKillSwitch();
   }
@@ -440,37 +426,13 @@ export class Daemon {
     // In resolving, a candidate list starts the race; the resolve under way delivers the restricted one anyway.
     if (this.#state.name !== "resolving") this.dispatch({ type: "candidates", now: this.#now(), candidates: this.candidates() });
     this.refreshKillSwitch();
-    if (JSON.stringify(before.telemetry) !== JSON.stringify(config.telemetry)) this.#track(this.#restartTelemetry());
+    if (JSON.stringify(before.telemetry) !== JSON.stringify(config.telemetry)) this.#track(this.#telemetry.restart(config));
     return this.#moveOffDisallowed();
   }
 
   /** Reports a daemon event (policy applied or rejected) to the collector, when telemetry is configured. */
   emitTelemetry(name: string, body: unknown, attrs: Record<string, string | number | boolean> = {}): void {
-    this.#telemetry?.emitEvent(name, body, attrs);
-  }
-
-  async #restartTelemetry(): Promise<void> {
-    const old = this.#telemetry;
-    this.#telemetry = null;
-    await old?.shutdown();
-    const tcfg = this.#opts.config.telemetry;
-    if (tcfg === undefined) return;
-    try {
-      this.#telemetry = new Telemetry({
-        config: tcfg,
-        token: tcfg.token === undefined ? null : loadSecret(tcfg.token, "telemetry.token"),
-        stateDir: this.#opts.stateDir,
-        version: this.#opts.version,
-        organisation: this.#opts.config.organisation,
-        policyBytes: JSON.stringify(this.#opts.config),
-        source: this.#telemetrySource(),
-        log: this.#opts.log,
-      });
-      this.#telemetry.start();
-      this.#opts.log.info("telemetry restarted for the new configuration", { endpoint: tcfg.endpoint });
-    } catch (err) {
-      this.#opts.log.error("telemetry could not start with the new configuration", { err });
-    }
+    this.#telemetry.current?.emitEvent(name, body, attrs);
   }
 
   /**
@@ -509,7 +471,7 @@ export class Daemon {
         const next = this.#queue.shift();
         if (next === undefined) break;
         if (next.type === "probe") {
-          this.#telemetry?.onProbe(next.legId, next.sample);
+          this.#telemetry.current?.onProbe(next.legId, next.sample);
           this.#recordProbe(next.legId, next.sample);
         }
         const r = step(this.#state, next, this.#ctx);
