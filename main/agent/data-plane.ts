@@ -44,6 +44,8 @@ export class DataPlane {
   #stagedRoutes: RouteEntry[] | null = null;
   /** The kill switch last put in force (JSON), so an unchanged policy is not re-applied (that resets counters). */
   #killSwitch: string | undefined = undefined;
+  /** The kill switch was removed at exit: nothing may put it back behind the exit's back. */
+  #removed = false;
 
   constructor(host: DataPlaneHost, platform: Pick<Platform, "routes" | "dns" | "firewall">, files: { resolvConf: string; stateDir: string }) {
     this.#host = host;
@@ -100,6 +102,7 @@ export class DataPlane {
    * reached on the underlay, and protected networks only ever leave through a tunnel device.
    */
   refreshKillSwitch(stateOverride?: ConnectionStateName): void {
+    if (this.#removed) return;
     const cfg = this.#host.config();
     let rules: KillSwitchRules | null;
     try {
@@ -147,6 +150,7 @@ export class DataPlane {
 
   /** Removes the kill switch (the last step of an exit without lockdown). Never rejects. */
   async removeKillSwitch(): Promise<void> {
+    this.#removed = true;
     this.#killSwitch = undefined;
     await this.#platform.firewall.applyKillSwitch(null).catch((err: unknown) => {
       this.#host.log.error("removing the kill switch failed", { err });
