@@ -106,6 +106,14 @@ async function rig(gateways: Record<string, Partial<GatewayScript>>, cfg: Detour
   return r;
 }
 
+/** Connects (gw1 wins) and waits for the warm standby, on gw2. */
+async function connectedWithStandby(r: Rig): Promise<void> {
+  void r.control.connect();
+  await r.connected("gw1");
+  assert.ok(await r.clock.until(() => r.control.status().standby !== null, 10_000), "a warm standby comes up");
+  assert.equal(r.control.status().standby?.gateway, "gw2");
+}
+
 const deviceOf = (r: Rig, gw: string): string | undefined => r.world.running(gw)[0]?.spec.runtime.ifname;
 const stepsOf = (r: Rig): string[] => r.world.calls.map((c) => `${c.step} ${c.detail}`.trim());
 
@@ -148,10 +156,7 @@ test("a-failing-leg-starts-the-next-at-once-and-the-race-reports-why", async () 
 
 test("the-active-gateway-going-silent-fails-over-to-the-warm-standby", async () => {
   const r = await rig({ gw1: {}, gw2: {}, gw3: {} });
-  void r.control.connect();
-  await r.connected("gw1");
-  assert.ok(await r.clock.until(() => r.control.status().standby !== null, 10_000), "a warm standby comes up");
-  assert.equal(r.control.status().standby?.gateway, "gw2");
+  await connectedWithStandby(r);
   const standbyDev = deviceOf(r, "gw2");
   const silentAt = r.clock.monotonic();
   r.world.set("gw1", { reachable: false });
@@ -201,9 +206,7 @@ test("every-gateway-down-is-an-error-that-retries-until-one-comes-back", async (
 
 test("disconnect-stops-every-tunnel-and-puts-the-host-back", async () => {
   const r = await rig({ gw1: {}, gw2: {}, gw3: {} });
-  void r.control.connect();
-  await r.connected("gw1");
-  assert.ok(await r.clock.until(() => r.control.status().standby !== null, 10_000));
+  await connectedWithStandby(r);
   r.control.disconnect();
   assert.ok(await r.clock.until(() => r.world.running().length === 0 && r.world.routes.size === 0, 5000), "tunnels stopped, routes gone");
   assert.equal(r.state(), "disconnected");
@@ -232,9 +235,7 @@ test("shutdown-removes-the-kill-switch-last-even-when-restoring-dns-and-routes-f
 
 test("a-policy-that-forbids-the-active-gateway-moves-the-tunnel-make-before-break", async () => {
   const r = await rig({ gw1: {}, gw2: {}, gw3: {} });
-  void r.control.connect();
-  await r.connected("gw1");
-  assert.ok(await r.clock.until(() => r.control.status().standby !== null, 10_000));
+  await connectedWithStandby(r);
   const moved = r.control.reconfigure(config({}, [2, 3]));
   assert.equal(moved, true, "the active leg is moved off");
   await r.connected("gw2");
@@ -250,9 +251,7 @@ test("a-policy-that-forbids-the-active-gateway-moves-the-tunnel-make-before-brea
 
 test("the-wall-clock-stepping-back-or-forward-neither-hides-a-dead-tunnel-nor-fakes-one", async () => {
   const r = await rig({ gw1: {}, gw2: {}, gw3: {} });
-  void r.control.connect();
-  await r.connected("gw1");
-  assert.ok(await r.clock.until(() => r.control.status().standby !== null, 10_000));
+  await connectedWithStandby(r);
   // Forward two hours (a laptop's clock corrected after sleep): no silence is inferred, nothing moves.
   r.clock.stepWall(2 * HOUR_MS);
   await r.clock.advance(5000);
