@@ -39,6 +39,20 @@ module.exports = {
       to: { path: ["^main/app/", "^main/cli/", "^main/preload/", "^renderer/", "node_modules/electron/"] },
     },
     {
+      name: "agent-through-the-platform",
+      comment: "the daemon reaches the OS only through the Platform it is given (native/platform/platform.ts), so it runs on a fake one in tests and on other systems",
+      severity: "error",
+      from: { path: "^main/agent/" },
+      to: { path: "^native/.+\\.linux\\.ts$" },
+    },
+    {
+      name: "only-the-entry-point-picks-the-platform",
+      comment: "detourd.ts builds the system's Platform once and hands it down; a module that built its own would bypass the fakes",
+      severity: "error",
+      from: { path: "^main/agent/", pathNot: "^main/agent/detourd\\.ts$" },
+      to: { path: "^native/platform/linux\\.ts$" },
+    },
+    {
       name: "client-not-agent",
       comment: "the control-API client talks to the daemon over its socket, never through its internals",
       severity: "error",

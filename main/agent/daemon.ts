@@ -1,38 +1,33 @@
 /**
- * detourd's event loop: feeds inputs to the pure connection machine (main/core/connection) one at a time and
- * runs the effects it returns: engines, in-tunnel monitors, routes, timers, discovery. It owns every timer
- * and every side effect; the machine owns every decision.
+ * detourd's event loop: feeds inputs to the pure connection machine (main/core/connection) one at a time, runs
+ * the effects it returns and owns its timers. The machine owns every decision; the modules beside this file do
+ * the work (leg-runtime, data-plane, candidate-refresh, wireguard-spare-pool, network-memory-store, connection-
+ * events, telemetry/factory, drill-wiring), and control-facade.ts is what the control socket and the policy see.
+ *
+ * Time: the machine's `now`, its timers and every deadline are the Clock's monotonic time; wall time appears only
+ * where people read it (events, records, status).
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { mkdirSync } from "node:fs";
 import type { DetourConfig } from "../core/config/schema.ts";
-import { connectionHealth, initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
-import { candidateAddresses } from "../core/connection/address-family.ts";
-import { allKindsUnreachable } from "../core/connection/candidates.ts";
-import { emptyMemory, parseMemory, recall, remember, type NetworkMemory } from "../core/connection/network-memory.ts";
-import { routesForLeg } from "../core/connection/route-policy.ts";
-import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
-import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, DrillResult, Effect, FailoverRecord, Leg, MachineInput, ProbeSample, RaceRecord, TimerId } from "../core/connection/types.ts";
-import type { TunnelUp } from "../core/tunnel/engine-types.ts";
-import { createEngine } from "../../native/engines/create-engine.ts";
-import { isEngineError, type TunnelEngine } from "../../native/engines/engine.ts";
-import { applyDns, restoreDns, type DnsTarget } from "../../native/platform/dns.linux.ts";
-import { applyKillSwitch } from "../../native/platform/firewall.linux.ts";
-import { networkId } from "../../native/platform/netid.linux.ts";
-import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource, stageProtectedRule, type RouteEntry } from "../../native/platform/routes.linux.ts";
-import { configuredCandidates, discoverCandidates, gatewayPorts, probeCandidates, withProbe } from "./discovery.ts";
-import { DrillRunner } from "./drill.ts";
-import { engineSpecFor, loadIdentity, spareIfname, type IdentitySecrets } from "./engine-spec.ts";
-import { ControlRequestError } from "./control-server.ts";
+import { activeLeg, initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
+import type { Candidate, ConnectionSnapshot, Effect, MachineInput, ProbeSample, TimerId } from "../core/connection/types.ts";
+import { failoverAtWall, raceAtWall, snapshotAtWall } from "../core/connection/wall-time.ts";
+import type { Platform } from "../../native/platform/platform.ts";
+import { CandidateRefresh, networkFinder, type CandidateFinder } from "./candidate-refresh.ts";
+import { systemClock, wallAt, wallOffset, type Clock, type Timer } from "./clock.ts";
+import { ConnectionEvents } from "./connection-events.ts";
+import { ControlFacade, telemetrySource, type DaemonLoop } from "./control-facade.ts";
+import { DataPlane } from "./data-plane.ts";
+import { createDrills } from "./drill-wiring.ts";
+import { loadIdentity } from "./engine-spec.ts";
+import { LegRuntimes } from "./leg-runtime.ts";
 import type { Logger } from "./log.ts";
-import { startMonitor, type Monitor } from "./monitor.ts";
-import { WireGuardSpare } from "../../native/engines/wireguard/wireguard-spare.ts";
-import { loadSecret } from "./secrets.ts";
-import { Telemetry, deviceIdIn, policyHash, tunnelOnlyStatus, type TelemetrySource } from "./telemetry/telemetry.ts";
+import type { Monitor, MonitorOptions } from "./monitor.ts";
+import { NetworkMemoryStore } from "./network-memory-store.ts";
+import { machinePolicy, moveOffDisallowed } from "./policy-change.ts";
+import { TelemetryHandle } from "./telemetry/factory.ts";
 import { TunnelHistory } from "./telemetry/history.ts";
-import type { DiagInputs } from "./diag/bundle.ts";
-import type { TelemetryStatus } from "../core/telemetry/status.ts";
-import { legAllowed, restrictCandidates } from "../core/policy/apply.ts";
+import { WireGuardSparePool } from "./wireguard-spare-pool.ts";
 
 export interface DaemonOptions {
   config: DetourConfig;
@@ -47,571 +42,127 @@ export interface DaemonOptions {
   version: string;
 }
 
-/** DNS and portal answers are round trips to nearby servers; past this a slow source is skipped. */
-const DISCOVERY_TIMEOUT_MS = 2000;
-/** The network's key is two `ip` calls and a file read; a connect waits for a lookup in flight at most this long. */
-const NETWORK_KEY_WAIT_MS = 200;
-/**
- * With a warm candidate list the race needs nothing new, so the refresh waits this long: DNS lookups and port
- * probes (a dozen processes and sockets) would otherwise compete with the race's engines for the CPU.
- */
-const DISCOVERY_AFTER_CONNECT_MS = 2000;
-/** Port probes decide ranking, not reachability (the race decides that); a silent port must not stall rechecks. */
-const PROBE_TIMEOUT_MS = 1000;
-/** Policy-routing tables and rule preferences for legs: below kernel-libipsec's 220, above the main rules. */
-const LEG_TABLE_BASE = 5100;
-const LEG_RULE_PREF_BASE = 100;
-const LEG_SLOTS = 90;
-/** The flight recorder keeps this many recent events for status and diagnostics. */
-const RECORDER_SIZE = 500;
-/** The first spare wireguard-go waits this long after start-up, so a connect at launch has the CPU to itself. */
-const SPARE_FIRST_DELAY_MS = 1000;
-/** After a leg adopts the spare, the next one is prepared this much later (after the race and route change). */
-const SPARE_REFILL_DELAY_MS = 1500;
-/** While racing, a spare's start waits; also the base of the backoff after a failed start. */
-const SPARE_BUSY_RETRY_MS = 1000;
-/** After this many failed starts in a row no spare is prepared any more; connects start their own wireguard-go. */
-const SPARE_MAX_FAILURES = 4;
-/** A spare's start (claim, spawn, device and socket) past this is given up. */
-const SPARE_START_BUDGET_MS = 5000;
-
-interface LegRuntime {
-  leg: Leg;
-  engine: TunnelEngine;
-  up: TunnelUp | null;
-  monitor: Monitor | null;
-  source: { ifname: string; address: string; table: number; pref: number } | null;
-  /** Settles when the leg's source routing is installed (source set) or failed; null before the leg is up. */
-  sourceReady: Promise<void> | null;
-  /** The source rule could not be installed: the leg cannot be probed. */
-  sourceFailed: boolean;
-  /** The role the machine last asked the leg to be monitored in; null after stop-monitor. */
-  monitorRole: "active" | "standby" | null;
-  stopping: Promise<void> | null;
+/** What the daemon is given besides its options: the OS, time, and (for tests) where candidates and probes come from. */
+export interface DaemonDeps {
+  platform: Platform;
+  clock?: Clock;
+  /** Where candidates come from (discovery and port probes over the network by default). */
+  finder?: CandidateFinder;
+  /** The in-tunnel prober (monitor.ts's UDP echo by default). */
+  startMonitor?: (opts: MonitorOptions) => Monitor;
 }
 
-export class Daemon {
-  readonly startedAt = Date.now();
-  #opts: DaemonOptions;
-  #identity: IdentitySecrets;
-  #state: MachineState = initialState();
-  #ctx: MachineContext;
-  #queue: MachineInput[] = [];
-  #draining = false;
-  #timers = new Map<TimerId, NodeJS.Timeout>();
-  #legs = new Map<string, LegRuntime>();
-  #candidates: Candidate[] = [];
-  /** Discovered but not yet probed: the kill switch lets the probes reach them while it blocks. */
-  #probing: Candidate[] = [];
-  #lastRace: RaceRecord | null = null;
-  #lastFailover: FailoverRecord | null = null;
-  #recorder: ConnectionEvent[] = [];
-  /** Per-second probe summaries and the last hour of ten-second tunnel samples, for diagnostic bundles. */
-  readonly history = new TunnelHistory();
-  #subscribers = new Set<(e: ConnectionEvent) => void>();
-  /** In-daemon listeners (the drill) that time events as they happen, not when their routes are in place. */
-  #watchers = new Set<(e: ConnectionEvent) => void>();
-  #pending = new Set<Promise<unknown>>();
-  #legCounter = 0;
-  #routesOn: string | null = null;
-  #routeChain: Promise<void> = Promise.resolve();
-  /** Every prefix put in the protected table since the last clear, pushed ones included. */
-  #appliedRoutes = new Set<string>();
-  /** Every gateway address (either family) known since the protected routes were last cleared. */
-  #gatewaysSeen = new Set<string>();
-  /** Every gateway throw put in the protected table since the last clear (see route-policy.ts' bypass). */
-  #appliedBypass = new Set<string>();
-  /**
-   * The protected table's content as this daemon last left it, with its rule in place (staged while a connect
-   * races, kept by every apply): the winner's route change is then one iproute2 run. Null when unknown.
-   */
-  #stagedRoutes: RouteEntry[] | null = null;
-  /** A wireguard-go started ahead of the next WireGuard leg (see wireguard-spare.ts), or null. */
-  #spare: WireGuardSpare | null = null;
-  #spareLaunch: AbortController | null = null;
-  #spareTimer: NodeJS.Timeout | null = null;
-  #spareFailures = 0;
-  #spareCount = 0;
-  #shuttingDown = false;
-  #dns: DnsTarget;
-  #memoryPath: string;
-  #memory: NetworkMemory = emptyMemory();
-  /** The current network's key (see netid.linux.ts); refreshed in the background, read at connect. */
-  #networkKey: string | null = null;
-  /** The kill switch last put in force (JSON), so an unchanged policy is not re-applied (that resets counters). */
-  #killSwitch: string | undefined = undefined;
-  /** The gateway the user chose (set-gateway), or null for automatic: only it is raced while set. */
-  #gatewayChoice: string | null = null;
-  /** Null when no collector is configured; the tunnel's numbers are still in status. */
-  #telemetry: Telemetry | null = null;
-  #discoveryTimer: NodeJS.Timeout | null = null;
-  #networkKeyPending: Promise<void> | null = null;
-  /** Cuts the running lookup's path probe short when a connect arrives (its kill switch would block the echo). */
-  #pathProbeAbort: AbortController | null = null;
-  #drills: DrillRunner;
+/** One input's effects may feed inputs back; more than this many in one drain is a loop, not work. */
+const MAX_INPUTS_PER_DRAIN = 10_000;
+/** Shutdown waits for legs and pending work in rounds; each round is bounded by the engines' own stop budgets. */
+const SHUTDOWN_ROUNDS = 20;
 
-  constructor(opts: DaemonOptions) {
-    this.#opts = opts;
-    this.#identity = loadIdentity(opts.config);
+export class Daemon {
+  /** What the control socket, the policy wiring and diagnostics use. */
+  readonly control: ControlFacade;
+  #config: DetourConfig;
+  readonly #log: Logger;
+  readonly #clock: Clock;
+  #state: MachineState = initialState();
+  readonly #ctx: MachineContext;
+  readonly #queue: MachineInput[] = [];
+  #draining = false;
+  readonly #timers = new Map<TimerId, Timer>();
+  readonly #pending = new Set<Promise<unknown>>();
+  /** Per-second probe summaries and the last hour of ten-second tunnel samples, for diagnostic bundles. */
+  readonly #history = new TunnelHistory();
+  readonly #legs: LegRuntimes;
+  readonly #candidates: CandidateRefresh;
+  readonly #dataPlane: DataPlane;
+  readonly #networkMemory: NetworkMemoryStore;
+  readonly #events: ConnectionEvents;
+  readonly #telemetry: TelemetryHandle;
+
+  constructor(opts: DaemonOptions, deps: DaemonDeps) {
+    const { platform } = deps;
+    const log = opts.log;
+    this.#config = opts.config;
+    this.#log = log;
+    this.#clock = deps.clock ?? systemClock;
+    const startedAt = this.#clock.wall();
+    const identity = loadIdentity(opts.config);
     mkdirSync(opts.workDir, { recursive: true, mode: 0o700 });
     mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
-    this.#dns = { path: opts.resolvConf, backupPath: join(opts.stateDir, "resolv.conf.orig") };
-    this.#memoryPath = join(opts.stateDir, "network-memory.json");
-    try {
-      this.#memory = existsSync(this.#memoryPath) ? parseMemory(JSON.parse(readFileSync(this.#memoryPath, "utf8"))) : emptyMemory();
-    } catch {
-      this.#memory = emptyMemory();
-    }
-    const tcfg = opts.config.telemetry;
-    if (tcfg !== undefined) {
-      this.#telemetry = new Telemetry({
-        config: tcfg,
-        token: tcfg.token === undefined ? null : loadSecret(tcfg.token, "telemetry.token"),
-        stateDir: opts.stateDir,
-        version: opts.version,
-        organisation: opts.config.organisation,
-        policyBytes: existsSync(opts.configPath) ? readFileSync(opts.configPath, "utf8") : JSON.stringify(opts.config),
-        source: this.#telemetrySource(),
-        log: opts.log,
-      });
-    }
-    // A daemon that died while connected left the tunnel's resolvers in place: put the original back first.
-    if (restoreDns(this.#dns)) opts.log.warn("restored the resolv.conf a previous detourd left in place", { path: opts.resolvConf });
-    this.#ctx = {
-      policy: { race: opts.config.race, health: opts.config.health, retry: opts.config.retry, standby: opts.config.standby },
-      gateways: opts.config.gateways.map((g) => ({
-        name: g.name,
-        hostname: g.hostname,
-        address: g.address ?? null,
-        priority: g.priority,
-        region: g.region,
-        kinds: [
-          ...(g.protocols.wireguard !== undefined ? (["wireguard"] as const) : []),
-          ...(g.protocols.ikev2 !== undefined ? (["ikev2"] as const) : []),
-          ...(g.protocols.anyconnect !== undefined ? (["anyconnect-tls"] as const) : []),
-          ...(g.protocols.anyconnect?.dtls === true ? (["anyconnect-dtls"] as const) : []),
-        ],
-        sources: ["config"],
-        probe: null,
-      })),
+    // Retries are jittered, so a fleet that lost its gateways does not come back to them in lockstep.
+    this.#ctx = { policy: machinePolicy(opts.config), gateways: startupGateways(opts.config), random: Math.random };
+    const config = (): DetourConfig => this.#config;
+    const track = (p: Promise<unknown>): void => {
+      this.#track(p);
     };
-    this.#drills = new DrillRunner({
-      config: opts.config,
-      log: opts.log,
-      status: () => snapshot(this.#state, Date.now()),
-      candidates: () => [...this.#ctx.gateways, ...this.#candidates],
-      subscribe: (listener) => {
-        this.#watchers.add(listener);
-        return () => this.#watchers.delete(listener);
+    const dispatch = (input: MachineInput): void => {
+      this.dispatch(input);
+    };
+    const loop = this.#loop();
+    this.#telemetry = new TelemetryHandle(opts.config, { stateDir: opts.stateDir, version: opts.version, source: telemetrySource(loop, () => this.#legs), log });
+    this.#candidates = new CandidateRefresh(
+      { config, configured: () => this.#ctx.gateways, stateName: () => this.#state.name, now: () => this.#now(), dispatch, refreshKillSwitch: () => { this.#dataPlane.refreshKillSwitch(); }, bypassNewGateways: () => { this.#dataPlane.bypassNewGateways(); }, routesSettled: () => this.#dataPlane.settled(), track, log },
+      deps.finder ?? networkFinder,
+      this.#clock,
+    );
+    this.#dataPlane = new DataPlane(
+      { config, ifnamePrefix: opts.ifnamePrefix, leg: (legId) => this.#legs.get(legId), reachable: () => this.#candidates.reachable(), stateName: () => this.#state.name, track, log },
+      platform,
+      { resolvConf: opts.resolvConf, stateDir: opts.stateDir },
+    );
+    const busy = (): boolean => ["resolving", "racing", "failing-over"].includes(this.#state.name);
+    const spares = new WireGuardSparePool({ config, hasWireGuardIdentity: identity.wireguard !== null, busy, workDir: opts.workDir, ifnamePrefix: opts.ifnamePrefix, track, log }, platform.engines, this.#clock);
+    this.#legs = new LegRuntimes(
+      { config, identity, workDir: opts.workDir, ifnamePrefix: opts.ifnamePrefix, candidate: (gateway) => this.#candidates.find(gateway), spareFor: (leg) => spares.forLeg(leg), dispatch, track, log },
+      platform,
+      this.#clock,
+      deps.startMonitor,
+    );
+    this.#networkMemory = new NetworkMemoryStore(
+      opts.stateDir,
+      {
+        towards: () => this.#ctx.gateways.find((c) => c.address !== null)?.address ?? null,
+        resolvConf: () => this.#dataPlane.networkResolvConf(),
+        onRecall: (leg) => {
+          this.#ctx.preferredLeg = leg;
+        },
+        log,
       },
-      record: (event) => {
-        this.#run({ type: "notify", event });
+      platform.network,
+      this.#clock,
+    );
+    this.#events = new ConnectionEvents({ telemetry: () => this.#telemetry.current, routesSettled: () => this.#dataPlane.settled() });
+    const drills = createDrills({ config, snapshot: () => loop.snapshot(), candidates: () => this.#candidates.known(), events: this.#events, block: platform.firewall.drillBlock, clock: this.#clock, log });
+    this.control = new ControlFacade({
+      loop,
+      config,
+      setConfig: (c) => {
+        this.#config = c;
       },
+      info: { version: opts.version, configPath: opts.configPath, resolvConf: opts.resolvConf, startedAt },
+      wallNow: () => this.#clock.wall(),
+      legs: this.#legs,
+      candidates: this.#candidates,
+      events: this.#events,
+      dataPlane: this.#dataPlane,
+      spares,
+      networkMemory: this.#networkMemory,
+      telemetry: this.#telemetry,
+      drills,
+      history: this.#history,
+      log,
     });
   }
 
-  // ---- control API ----
-
-  status(): ConnectionSnapshot & {
-    gatewayChoice: string | null;
-    network: ReturnType<Daemon["network"]>;
-    telemetry: TelemetryStatus;
-    daemon: { version: string; pid: number; startedAt: number; configPath: string };
-    lastDrill: DrillResult | null;
-  } {
-    return {
-      ...snapshot(this.#state, Date.now()),
-      gatewayChoice: this.#gatewayChoice,
-      network: this.network(),
-      telemetry: this.#telemetry?.status() ?? tunnelOnlyStatus(this.#health()),
-      daemon: { version: this.#opts.version, pid: process.pid, startedAt: this.startedAt, configPath: this.#opts.configPath },
-      lastDrill: this.#drills.last,
-    };
-  }
-
-  /** A failover drill (main/agent/drill.ts): blocks the active gateway for this host, measures, lifts the block. */
-  drill(request: { slaMs?: number | undefined }): Promise<DrillResult> {
-    return this.#drills.run(request);
-  }
-
-  /** The active leg's in-tunnel numbers over the health window. */
-  #health(): ReturnType<TelemetrySource["health"]> {
-    const h = connectionHealth(this.#state, Date.now(), this.#ctx);
-    return h === null ? null : { rttP50Ms: h.rttP50Ms, rttP95Ms: h.rttP95Ms, jitterMs: h.jitterMs, lossPct: h.lossPct, samples: h.samples };
-  }
-
-  #activeLeg(): { legId: string; gateway: string; protocol: Leg["kind"] } | null {
-    const s = this.#state;
-    const a = s.name === "connected" ? s.active : s.name === "failing-over" ? s.failed : null;
-    return a === null ? null : { legId: a.leg.id, gateway: a.leg.gateway, protocol: a.leg.kind };
-  }
-
-  #telemetrySource(): TelemetrySource {
-    return {
-      state: () => this.#state.name,
-      active: () => this.#activeLeg(),
-      health: () => this.#health(),
-      engineStats: async () => {
-        const a = this.#activeLeg();
-        const rt = a === null ? undefined : this.#legs.get(a.legId);
-        if (rt?.up == null) return null;
-        return rt.engine.stats().catch(() => null);
-      },
-    };
-  }
-
-  /** Flushes measured telemetry into the spool now (tests, and before a diagnostic bundle). */
-  async flushTelemetry(): Promise<void> {
-    await this.#telemetry?.flush();
-
-  }
-
-  /** The candidates with their latest probe results (discovery keeps them fresh in the background). */
-  candidates(): Candidate[] {
-    return this.#candidates.length > 0 ? this.#candidates : this.#ctx.gateways;
-  }
-
-  lastRace(): RaceRecord | null {
-    return this.#lastRace;
-  }
-
-  lastFailover(): FailoverRecord | null {
-    return this.#lastFailover;
-  }
-
-  recorder(): ConnectionEvent[] {
-    return [...this.#recorder];
-  }
-
-  #recordProbe(legId: string, sample: ProbeSample): void {
-    const leg = this.#legs.get(legId)?.leg;
-    if (leg !== undefined) this.history.onProbe({ legId, gateway: leg.gateway, protocol: leg.kind, active: this.#activeLeg()?.legId === legId }, sample);
-  }
-
-  /** What a diagnostic bundle is built from (main/agent/diag/bundle.ts redacts it). */
-  diagInputs(): Omit<DiagInputs, "logTail" | "logFile"> {
-    const now = Date.now();
-    const status = this.status();
-    const policyBytes = existsSync(this.#opts.configPath) ? readFileSync(this.#opts.configPath, "utf8") : JSON.stringify(this.#opts.config);
-    return {
-      now,
-      version: this.#opts.version,
-      deviceId: this.#telemetry?.deviceId ?? deviceIdIn(this.#opts.stateDir),
-      policyHash: this.#telemetry?.policyHash ?? policyHash(policyBytes),
-      status,
-      events: this.recorder(),
-      probeSeconds: this.history.probeSeconds(),
-      samples: this.history.samples(now),
-      candidates: this.candidates(),
-      config: this.#opts.config,
-      configPath: this.#opts.configPath,
-      resolvConf: this.#opts.resolvConf,
-      startedAt: this.startedAt,
-      engines: [...this.#legs.values()].map((rt) => ({
-        legId: rt.leg.id,
-        gateway: rt.leg.gateway,
-        kind: rt.leg.kind,
-        role: status.activeLegId === rt.leg.id ? "active" : status.standby?.legId === rt.leg.id ? "standby" : rt.up === null ? "starting" : "other",
-        diagnostics: () => rt.engine.diagnostics?.() ?? Promise.resolve({ engine: rt.engine.protocol, state: null, log: "" }),
-      })),
-    };
-  }
-
-  subscribe(listener: (e: ConnectionEvent) => void): () => void {
-    this.#subscribers.add(listener);
-    return () => this.#subscribers.delete(listener);
-  }
-
-  /**
-   * Discovery, port probes and the network's identity in the background, before the first connect; and the
-   * block of a drill a previous detourd died in is lifted.
-   */
-  warmUp(): void {
-    this.#scheduleSpare(SPARE_FIRST_DELAY_MS);
-    this.#stageRoutes();
-    this.#telemetry?.start();
-    this.#track(this.#drills.clearLeftover());
-    this.#track(this.#discover());
-    this.#track(this.#refreshNetworkKey());
-  }
-
-  /** Which network this is, so the race can start with what won here last time. */
-  #refreshNetworkKey(afterRouteChanges = false): Promise<void> {
-    // After a disconnect, once its route changes are done: its resolv.conf restore must not be read half done.
-    const p = (afterRouteChanges ? this.#routeChain : Promise.resolve()).then(() => this.#lookUpNetworkKey()).finally(() => {
-      if (this.#networkKeyPending === p) this.#networkKeyPending = null;
-    });
-    this.#networkKeyPending = p;
-    return p;
-  }
-
-  async #lookUpNetworkKey(): Promise<void> {
-    const towards = this.#ctx.gateways.find((c) => c.address !== null)?.address;
-    if (towards == null) return;
-    try {
-      // While Detour's resolv.conf is in force, the network is described by the original.
-      const resolvConf = existsSync(this.#dns.backupPath) ? this.#dns.backupPath : this.#dns.path;
-      const ac = new AbortController();
-      this.#pathProbeAbort = ac;
-      const key = await networkId({ towards, resolvConf, signal: ac.signal }).finally(() => {
-        if (this.#pathProbeAbort === ac) this.#pathProbeAbort = null;
-      });
-      if (key !== this.#networkKey) this.#opts.log.info("network identified", { key, remembered: recall(this.#memory, key) });
-      this.#networkKey = key;
-      this.#ctx.preferredLeg = recall(this.#memory, key);
-    } catch (err) {
-      this.#opts.log.warn("could not identify the network", { err });
-    }
-  }
-
-  #rememberWinner(race: RaceRecord): void {
-    const key = this.#networkKey;
-    // Only what won a connect says something about the network; failover and recover races are about gateways.
-    if (key === null || race.winner === null || (race.reason !== "connect" && race.reason !== "retry")) return;
-    this.#memory = remember(this.#memory, key, { gateway: race.winner.gateway, kind: race.winner.kind }, Date.now());
-    this.#ctx.preferredLeg = recall(this.#memory, key);
-    try {
-      const tmp = `${this.#memoryPath}.tmp`;
-      writeFileSync(tmp, JSON.stringify(this.#memory) + "\n", { mode: 0o600 });
-      renameSync(tmp, this.#memoryPath);
-    } catch (err) {
-      this.#opts.log.warn("could not store the network memory", { err });
-    }
-  }
-
-  /** The current network's key and what won on it, for status and diagnostics. */
-  network(): { id: string | null; remembered: { gateway: string; kind: string } | null } {
-    return { id: this.#networkKey, remembered: this.#networkKey === null ? null : recall(this.#memory, this.#networkKey) };
-  }
-
-  /**
-   * Starts connecting and resolves once the kill switch for connecting is in force. The race starts at once:
-   * its own packets go to gateway endpoints, which the kill switch allows anyway, so failing closed costs the
-   * attempt no time; what the answer guarantees is that nothing leaves outside a tunnel from then on.
-   */
-  async connect(): Promise<void> {
-    this.refreshKillSwitch("resolving");
-    const inForce = new Promise<void>((resolve) => {
-      this.#routeOp(() => {
-        resolve();
-        return Promise.resolve();
-      });
-    });
-    this.#stageRoutes();
-    // Which network this is decides which leg goes first; a lookup still under way (just started, or just
-    // disconnected) is worth a few milliseconds, never more than NETWORK_KEY_WAIT_MS.
-    const pending = this.#networkKeyPending;
-    // The path probe's echo would meet the kill switch just put in force: the key goes without it this time.
-    this.#pathProbeAbort?.abort();
-    if (pending !== null) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([pending, new Promise<void>((r) => (timer = setTimeout(r, NETWORK_KEY_WAIT_MS)))]);
-      clearTimeout(timer);
-    }
-    this.dispatch({ type: "connect", now: Date.now() });
-    return inForce;
-  }
-
-  /**
-   * Chooses the gateway to connect to (null: automatic, every candidate by ranking) and returns the choice. A
-   * chosen gateway is the only candidate the machine is given, so races and failovers stay on it (across its
-   * protocols); if the tunnel is up or coming up elsewhere, it reconnects at once so the choice takes effect.
-   */
-  setGateway(gateway: string | null): string | null {
-    if (gateway !== null && !this.candidates().some((c) => c.name === gateway)) {
-      throw new ControlRequestError(`no gateway named "${gateway}"; candidates: ${this.candidates().map((c) => c.name).join(", ")}`);
-    }
-    const changed = gateway !== this.#gatewayChoice;
-    this.#gatewayChoice = gateway;
-    this.#opts.log.info("gateway choice", { gateway: gateway ?? "automatic" });
-    const state = snapshot(this.#state, Date.now());
-    const elsewhere = gateway !== null && state.gateway !== null && state.gateway !== gateway;
-    if (state.state !== "disconnected" && (elsewhere || (changed && state.state !== "connected"))) {
-      this.dispatch({ type: "disconnect", now: Date.now() });
-      void this.connect();
-    }
-    return gateway;
-  }
-
-  /** The candidates the machine may race: all of them, or only the chosen gateway. */
-  #allowed(candidates: Candidate[]): Candidate[] {
-    const choice = this.#gatewayChoice;
-    return choice === null ? candidates : candidates.filter((c) => c.name === choice);
-  }
-
-  disconnect(): void {
-    this.dispatch({ type: "disconnect", now: Date.now() });
-    // The next connect may be on another network (a laptop moves while disconnected).
-    this.#track(this.#refreshNetworkKey(true));
-  }
-
-  /** Disconnects and waits (bounded by the engines' own stop budgets) until every leg is down. */
-  async shutdown(): Promise<void> {
-    this.#shuttingDown = true;
-    if (this.#spareTimer !== null) clearTimeout(this.#spareTimer);
-    this.#spareTimer = null;
-    this.#spareLaunch?.abort();
-    const spare = this.#spare;
-    this.#spare = null;
-    await spare?.stop().catch((err: unknown) => {
-      this.#opts.log.error("wireguard spare stop failed", { err });
-    });
-    await this.#drills.stop();
-    this.disconnect();
-    for (let i = 0; i < 20 && (this.#pending.size > 0 || this.#legs.size > 0); i++) {
-      await Promise.allSettled([...this.#pending, ...[...this.#legs.values()].map((l) => l.stopping ?? this.#stopLeg(l.leg.id))]);
-    }
-    for (const t of this.#timers.values()) clearTimeout(t);
-    this.#timers.clear();
-    if (this.#discoveryTimer !== null) clearTimeout(this.#discoveryTimer);
-    this.#discoveryTimer = null;
-    await this.#routeChain;
-    // The disconnect's clear kept the staged rule over the emptied table; it goes now, with anything left.
-    if (this.#routesOn !== null || this.#appliedRoutes.size > 0 || this.#stagedRoutes !== null) {
-      await clearProtectedRoutes([...this.#appliedRoutes, ...this.#opts.config.protectedRoutes], { bypass: [...this.#appliedBypass] }).catch(() => undefined);
-    }
-    restoreDns(this.#dns);
-    // Events of the disconnect itself are spooled; whatever the collector did not get yet waits on disk.
-    await this.#telemetry?.shutdown();
-    // With lockdown the host stays fail-closed after detourd exits; otherwise the kill switch goes with it.
-    if (!this.#opts.config.lockdown) {
-      this.#killSwitch = undefined;
-      await applyKillSwitch(null).catch((err: unknown) => {
-        this.#opts.log.error("removing the kill switch failed", { err });
-      });
-    }
-  }
-
-  /**
-   * Puts the kill switch for the current state in force: while connecting, failing over, in error (and while
-   * disconnected under lockdown) only the candidates' gateway endpoints and the discovery resolvers may be
-   * reached on the underlay, and protected networks only ever leave through a tunnel device.
-   */
-  refreshKillSwitch(stateOverride?: ConnectionStateName): void {
-    const cfg = this.#opts.config;
-    let rules: KillSwitchRules | null;
-    try {
-      const endpoints: GatewayEndpoint[] = [];
-      for (const c of [...this.#ctx.gateways, ...this.#candidates, ...this.#probing]) {
-        const gw = cfg.gateways.find((g) => g.name === c.name);
-        if (gw === undefined) continue;
-        // Both families of a dual-stack gateway: a leg keeps its endpoint when a recheck moves the gateway's address.
-        for (const address of knownAddresses(c)) for (const kind of c.kinds) endpoints.push(...legEndpoints(kind, address, gw.protocols));
-      }
-      rules = killSwitchPolicy({
-        state: stateOverride ?? snapshot(this.#state, Date.now()).state,
-        lockdown: cfg.lockdown,
-        protectedNetworks: [...new Set([...cfg.protectedRoutes, ...this.#appliedRoutes])],
-        gatewayEndpoints: endpoints,
-        // Legs are proven through their device before they are up, and kernel-libipsec names its own devices.
-        tunnelDevices: [`${this.#opts.ifnamePrefix}-*`, "ipsec*"],
-        dnsServers: cfg.discovery.dns?.servers ?? [],
-      });
-    } catch (err) {
-      this.#opts.log.error("kill switch policy failed", { err });
-      return;
-    }
-    // The state only labels the rules: resolving -> racing must not rebuild an identical table (each apply costs
-    // tens of milliseconds that the race's route change would wait behind).
-    const key = rules === null ? "off" : JSON.stringify(Object.entries(rules).filter(([k]) => k !== "state"));
-    if (key === this.#killSwitch) return;
-    this.#killSwitch = key;
-    this.#routeOp(async () => {
-      await applyKillSwitch(rules);
-      this.#opts.log.info("kill switch", { mode: rules?.mode ?? "off" });
-    });
-  }
-
-  /**
-   * Puts a new effective configuration in force (a managed policy or a preference changed): candidates, the race,
-   * health, standby and retry policies, lockdown and telemetry follow at once. The tunnel is touched only when its
-   * gateway or protocol is no longer allowed; then it moves make-before-break (see #moveOffDisallowed).
-   * Returns whether a leg was moved off.
-   */
-  reconfigure(config: DetourConfig): boolean {
-    const before = this.#opts.config;
-    this.#opts.config = config;
-    this.#ctx.policy = { race: config.race, health: config.health, retry: config.retry, standby: config.standby };
-    this.#ctx.gateways = configuredCandidates(config);
-    const known = new Set(this.#candidates.map((c) => c.name));
-    this.#candidates = restrictCandidates(this.#candidates, config);
-    // A gateway allowed again comes back into the candidates with a discovery round, started now.
-    if (this.#candidates.length > 0 && config.gateways.some((g) => !known.has(g.name))) this.#track(this.#discover());
-    // In resolving, a candidate list starts the race; the resolve under way delivers the restricted one anyway.
-    if (this.#state.name !== "resolving") this.dispatch({ type: "candidates", now: Date.now(), candidates: this.candidates() });
-    this.refreshKillSwitch();
-    if (JSON.stringify(before.telemetry) !== JSON.stringify(config.telemetry)) this.#track(this.#restartTelemetry());
-    return this.#moveOffDisallowed();
-  }
-
-  /** Reports a daemon event (policy applied or rejected) to the collector, when telemetry is configured. */
-  emitTelemetry(name: string, body: unknown, attrs: Record<string, string | number | boolean> = {}): void {
-    this.#telemetry?.emitEvent(name, body, attrs);
-  }
-
-  async #restartTelemetry(): Promise<void> {
-    const old = this.#telemetry;
-    this.#telemetry = null;
-    await old?.shutdown();
-    const tcfg = this.#opts.config.telemetry;
-    if (tcfg === undefined) return;
-    try {
-      this.#telemetry = new Telemetry({
-        config: tcfg,
-        token: tcfg.token === undefined ? null : loadSecret(tcfg.token, "telemetry.token"),
-        stateDir: this.#opts.stateDir,
-        version: this.#opts.version,
-        organisation: this.#opts.config.organisation,
-        policyBytes: JSON.stringify(this.#opts.config),
-        source: this.#telemetrySource(),
-        log: this.#opts.log,
-      });
-      this.#telemetry.start();
-      this.#opts.log.info("telemetry restarted for the new configuration", { endpoint: tcfg.endpoint });
-    } catch (err) {
-      this.#opts.log.error("telemetry could not start with the new configuration", { err });
-    }
-  }
-
-  /**
-   * Legs the configuration no longer allows are reported down to the machine, the standby first: a standby that
-   * is still allowed then takes over by a route change, otherwise a failover race runs over the allowed
-   * candidates while the forbidden leg keeps carrying traffic until the winner is up.
-   */
-  #moveOffDisallowed(): boolean {
-    const cfg = this.#opts.config;
-    let moved = false;
-    const s = this.#state;
-    if (s.name !== "connected") return false;
-    const sb = s.standby.leg?.leg;
-    if (sb !== undefined && !legAllowed(cfg, sb)) {
-      this.#opts.log.info("standby leg no longer allowed; replacing it", { leg: sb });
-      this.dispatch({ type: "leg-down", now: Date.now(), legId: sb.id, reason: `policy: ${sb.gateway} over ${sb.kind} is no longer allowed` });
-    }
-    const after = this.#state;
-    if (after.name === "connected" && !legAllowed(cfg, after.active.leg)) {
-      const a = after.active.leg;
-      this.#opts.log.info("active leg no longer allowed; moving the tunnel", { leg: a });
-      this.dispatch({ type: "leg-down", now: Date.now(), legId: a.id, reason: `policy: ${a.gateway} over ${a.kind} is no longer allowed` });
-      moved = true;
-    }
-    return moved;
-  }
-
-  // ---- the loop ----
-
+  /** Feeds one input to the machine; inputs its effects produce are queued and run in order, never nested. */
   dispatch(input: MachineInput): void {
     this.#queue.push(input);
     if (this.#draining) return;
     this.#draining = true;
     try {
-      for (let i = 0; i < 10_000 && this.#queue.length > 0; i++) {
+      for (let i = 0; i < MAX_INPUTS_PER_DRAIN && this.#queue.length > 0; i++) {
         const next = this.#queue.shift();
         if (next === undefined) break;
-        if (next.type === "probe") {
-          this.#telemetry?.onProbe(next.legId, next.sample);
-          this.#recordProbe(next.legId, next.sample);
-        }
+        if (next.type === "probe") this.#recordProbe(next.legId, next.sample);
         const r = step(this.#state, next, this.#ctx);
         this.#state = r.state;
         for (const e of r.effects) this.#run(e);
@@ -621,101 +172,42 @@ export class Daemon {
     }
   }
 
-  /**
-   * Subscribers (the CLI, the app) hear an event once the route changes asked for before it are done: "connected"
-   * then means traffic already goes through the new leg. Events keep their order (each waits on the chain as it
-   * was, and callbacks on one promise run in order); a failed route change is logged and does not hold them.
-   */
-  #publish(event: ConnectionEvent): void {
-    for (const w of this.#watchers) {
-      try {
-        w(event);
-      } catch {
-        // a watcher's failure is its own
-      }
-    }
-    void this.#routeChain.then(() => {
-      for (const s of this.#subscribers) {
-        try {
-          s(event);
-        } catch {
-          // a subscriber's failure is its own
-        }
-      }
-    });
+  /** The loop as the control facade and the policy change drive it (the context is the one object, updated in place). */
+  #loop(): DaemonLoop {
+    return {
+      state: () => this.#state,
+      ctx: this.#ctx,
+      now: () => this.#now(),
+      snapshot: () => this.#snapshot(),
+      dispatch: (input) => {
+        this.dispatch(input);
+      },
+      track: (p) => {
+        this.#track(p);
+      },
+      settle: () => this.#settle(),
+      stopTimers: () => {
+        for (const t of this.#timers.values()) t.cancel();
+        this.#timers.clear();
+      },
+    };
   }
 
-  /**
-   * Prepares a spare wireguard-go after `delayMs`, when none is ready or starting: WireGuard is offered by some
-   * gateway, and the daemon is not racing (a spare's start would compete with the race for the CPU). A failing
-   * start is retried a few times, further apart each time, then left (connects simply start their own).
-   */
-  #scheduleSpare(delayMs: number): void {
-    if (this.#shuttingDown || this.#spareTimer !== null || this.#spareLaunch !== null || this.#spare?.usable === true) return;
-    if (this.#spareFailures >= SPARE_MAX_FAILURES) return;
-    if (!this.#opts.config.gateways.some((g) => legAllowed(this.#opts.config, { gateway: g.name, kind: "wireguard" })) || this.#identity.wireguard === null) return;
-    this.#spareTimer = setTimeout(() => {
-      this.#spareTimer = null;
-      this.#track(this.#launchSpare());
-    }, delayMs);
-    this.#spareTimer.unref();
+  /** The machine's time: monotonic, so a wall-clock step is never taken for silence or a deadline. */
+  #now(): number {
+    return this.#clock.monotonic();
   }
 
-  async #launchSpare(): Promise<void> {
-    const phase = snapshot(this.#state, Date.now()).state;
-    if (phase === "resolving" || phase === "racing" || phase === "failing-over") {
-      this.#scheduleSpare(SPARE_BUSY_RETRY_MS);
-      return;
-    }
-    if (this.#spare !== null) {
-      // Its process died while it waited: remove what is left, then start another.
-      const dead = this.#spare;
-      this.#spare = null;
-      await dead.stop().catch(() => undefined);
-    }
-    this.#spareCount = (this.#spareCount % 99) + 1;
-    const ac = new AbortController();
-    this.#spareLaunch = ac;
-    let ifname: string | null = null;
-    try {
-      ifname = spareIfname(this.#opts.ifnamePrefix, this.#spareCount);
-      const workDir = mkdtempSync(join(this.#opts.workDir, "spare-"));
-      const spare = await WireGuardSpare.launch({ ifname, workDir }, Date.now() + SPARE_START_BUDGET_MS, ac.signal);
-      if (this.#shuttingDown) {
-        await spare.stop();
-        return;
-      }
-      this.#spare = spare;
-      this.#spareFailures = 0;
-      this.#opts.log.info("wireguard spare ready", { ifname, pid: spare.pid });
-    } catch (err) {
-      this.#spareFailures += 1;
-      if (!this.#shuttingDown) this.#opts.log.warn("wireguard spare could not start", { ifname, err, failures: this.#spareFailures });
-      this.#spareLaunch = null;
-      this.#scheduleSpare(SPARE_BUSY_RETRY_MS * 2 ** this.#spareFailures);
-    } finally {
-      this.#spareLaunch = null;
-    }
+  /** The connection snapshot in wall time, as status shows it. */
+  #snapshot(): ConnectionSnapshot {
+    return snapshotAtWall(snapshot(this.#state, this.#now()), wallOffset(this.#clock));
   }
 
-  /**
-   * Prepares the route change a connect's winner needs (at start-up, and again at a connect if it was lost), so
-   * it is one iproute2 run then: the protected rule goes in over the still empty table, and its content is known.
-   */
-  #stageRoutes(): void {
-    if (this.#stagedRoutes !== null) return;
-    this.#routeOp(async () => {
-      if (this.#stagedRoutes === null) this.#stagedRoutes = await stageProtectedRule();
-    });
-  }
-
-  /** Route changes run one after another in the order the machine asked for them: a late clear must never undo a newer apply. */
-  #routeOp(op: () => Promise<void>): void {
-    const next = this.#routeChain.then(op).catch((err: unknown) => {
-      this.#opts.log.error("route change failed", { err });
-    });
-    this.#routeChain = next;
-    this.#track(next);
+  /** A probe result also feeds telemetry (the active leg's) and the diagnostic history (in wall-clock seconds). */
+  #recordProbe(legId: string, sample: ProbeSample): void {
+    this.#telemetry.current?.onProbe(legId, sample);
+    const leg = this.#legs.get(legId)?.leg;
+    if (leg !== undefined) this.#history.onProbe({ legId, gateway: leg.gateway, protocol: leg.kind, active: activeLeg(this.#state)?.id === legId }, { ...sample, sentAt: wallAt(this.#clock, sample.sentAt) });
   }
 
   #track(p: Promise<unknown>): void {
@@ -723,365 +215,111 @@ export class Daemon {
     void p.finally(() => this.#pending.delete(p));
   }
 
+  /** Waits until nothing tracked is pending and every leg has stopped (each round bounded by the stops' budgets). */
+  async #settle(): Promise<void> {
+    for (let i = 0; i < SHUTDOWN_ROUNDS && (this.#pending.size > 0 || this.#legs.size > 0); i++) {
+      await Promise.allSettled([...this.#pending, ...this.#legs.stopAll()]);
+    }
+  }
+
   #run(e: Effect): void {
-    const log = this.#opts.log;
+    const log = this.#log;
     switch (e.type) {
       case "resolve-candidates":
-        this.#track(this.#resolve());
+        this.#track(this.#candidates.resolve());
         return;
       case "start-leg":
-        this.#startLeg(e.leg, e.deadlineAt);
+        this.#legs.start(e.leg, e.deadlineAt);
         return;
       case "stop-leg":
-        this.#track(this.#stopLeg(e.legId));
+        this.#track(this.#legs.stop(e.legId));
         return;
       case "start-monitor":
-        this.#startMonitor(e.legId, e.role);
+        this.#legs.startMonitor(e.legId, e.role);
         return;
-      case "stop-monitor": {
-        const l = this.#legs.get(e.legId);
-        l?.monitor?.stop();
-        if (l !== undefined) {
-          l.monitor = null;
-          l.monitorRole = null;
-        }
+      case "stop-monitor":
+        this.#legs.stopMonitor(e.legId);
         return;
-      }
-      case "apply-routes": {
-        const legId = e.legId;
-        this.#routeOp(() => this.#applyRoutes(legId));
+      case "apply-routes":
+        this.#dataPlane.applyRoutes(e.legId);
         return;
-      }
       case "clear-routes":
-        this.#routesOn = null;
-        this.#routeOp(async () => {
-          // The rule stays while detourd runs (the table is empty, lookups fall through it); shutdown removes it.
-          const ruleIn = this.#stagedRoutes !== null;
-          this.#stagedRoutes = null;
-          await clearProtectedRoutes([...this.#appliedRoutes], { keepRule: ruleIn, bypass: [...this.#appliedBypass] });
-          this.#stagedRoutes = ruleIn ? [] : null;
-          this.#appliedRoutes.clear();
-          this.#appliedBypass.clear();
-          this.#gatewaysSeen.clear();
-          if (restoreDns(this.#dns)) log.info("resolv.conf restored", { path: this.#dns.path });
-          log.info("protected routes cleared");
-        });
+        this.#dataPlane.clearRoutes();
         return;
-      case "set-timer": {
-        const old = this.#timers.get(e.timer);
-        if (old !== undefined) clearTimeout(old);
-        const timer = e.timer;
-        // The machine's timers (the dead window above all) are judged after the sockets are read: after an
-        // event-loop stall (a busy laptop), Node runs due timers before I/O, and a health check that ran first
-        // would call a tunnel dead whose replies are waiting in the socket. A stale timer changes nothing.
-        this.#timers.set(timer, setTimeout(() => {
-          this.#timers.delete(timer);
-          setImmediate(() => {
-            if (timer !== "health-check") {
-              this.dispatch({ type: "timer", now: Date.now(), timer });
-              return;
-            }
-            // The dead window needs probes that were sent and left unanswered, not just a silent clock.
-            const a = this.#activeLeg();
-            // A prober still waiting for its leg's source rule has sent nothing: no evidence yet. A leg that
-            // cannot have one (its source rule failed) is judged by silence alone.
-            const rt = a === null ? undefined : this.#legs.get(a.legId);
-            const now = Date.now();
-            if (rt?.monitor != null) this.dispatch({ type: "timer", now, timer, pendingSentAt: rt.monitor.pendingSince() });
-            else if (rt !== undefined && rt.source === null && rt.sourceReady !== null && !rt.sourceFailed) this.dispatch({ type: "timer", now, timer, pendingSentAt: null });
-            else this.dispatch({ type: "timer", now, timer });
-          });
-        }, Math.max(0, e.at - Date.now())));
+      case "set-timer":
+        this.#setTimer(e.timer, e.at);
         return;
-      }
-      case "cancel-timer": {
-        const t = this.#timers.get(e.timer);
-        if (t !== undefined) clearTimeout(t);
+      case "cancel-timer":
+        this.#timers.get(e.timer)?.cancel();
         this.#timers.delete(e.timer);
         return;
-      }
       case "record-race":
-        this.#lastRace = e.race;
-        this.#rememberWinner(e.race);
-        log.info("race", { race: e.race });
+        this.#events.lastRace = raceAtWall(e.race, wallOffset(this.#clock));
+        this.#networkMemory.remember(e.race);
+        log.info("race", { race: this.#events.lastRace });
         return;
       case "record-failover":
-        this.#lastFailover = e.failover;
-        log.info("failover", { failover: e.failover });
+        this.#events.lastFailover = failoverAtWall(e.failover, wallOffset(this.#clock));
+        log.info("failover", { failover: this.#events.lastFailover });
         return;
       case "notify":
-        this.#telemetry?.onEvent(e.event);
-        this.#recorder.push(e.event);
-        if (this.#recorder.length > RECORDER_SIZE) this.#recorder.shift();
         if (e.event.type === "state") {
           log.info("state", { state: e.event.state, detail: e.event.detail });
-          this.refreshKillSwitch();
+          this.#dataPlane.refreshKillSwitch();
         }
         // A race started under an older policy may bring up a leg the policy now forbids.
-        if (e.event.type === "state" || e.event.type === "race-ended") queueMicrotask(() => this.#moveOffDisallowed());
-        this.#publish(e.event);
+        if (e.event.type === "state" || e.event.type === "race-ended") {
+          queueMicrotask(() => {
+            moveOffDisallowed({ state: () => this.#state, now: () => this.#now(), dispatch: (input) => { this.dispatch(input); } }, this.#config, log);
+          });
+        }
+        this.#events.emit(e.event, wallOffset(this.#clock));
         return;
     }
   }
 
   /**
-   * Answers resolve-candidates. When connecting and every configured gateway has an address, the race starts
-   * at once from the configuration: DNS and port probes on a hostile network can take seconds, and the race
-   * itself is the best probe. Discovery then runs in the background for status and later rechecks.
+   * Arms a machine timer for `at` on the monotonic clock, replacing the one armed before. The machine's timers
+   * (the dead window above all) are judged after the sockets are read: after an event-loop stall (a busy laptop),
+   * Node runs due timers before I/O, and a health check that ran first would call a tunnel dead whose replies are
+   * waiting in the socket. A stale timer changes nothing; one that fires early is armed again by the machine.
    */
-  async #resolve(): Promise<void> {
-    const phase = snapshot(this.#state, Date.now()).state;
-    const configured = this.#ctx.gateways;
-    // Probes that found no way to any gateway (offline, no route) are news from a network that may have come
-    // back since: a retry looks again rather than racing nothing on their word.
-    const hopeless = this.#candidates.length > 0 && this.#candidates.every(allKindsUnreachable);
-    if (phase === "resolving" && configured.every((c) => c.address !== null) && !hopeless) {
-      const warm = this.#candidates.length > 0;
-      this.dispatch({ type: "candidates", now: Date.now(), candidates: this.#allowed(warm ? this.#candidates : configured) });
-      if (!warm) {
-        this.#track(this.#discover());
-      } else if (this.#discoveryTimer === null) {
-        this.#discoveryTimer = setTimeout(() => {
-          this.#discoveryTimer = null;
-          this.#track(this.#discover());
-        }, DISCOVERY_AFTER_CONNECT_MS);
-      }
-      return;
-    }
-    const candidates = this.#allowed(await this.#discover());
-    // An empty list would make the machine fall back to every configured gateway; the chosen one stays.
-    this.dispatch({ type: "candidates", now: Date.now(), candidates: candidates.length > 0 ? candidates : this.#allowed(this.#ctx.gateways) });
-  }
-
-  /** Discovery plus port probes, bounded; never throws (problems are logged, configured gateways remain). */
-  async #discover(): Promise<Candidate[]> {
-    const cfg = this.#opts.config;
-    const log = this.#opts.log;
-    let candidates: Candidate[];
-    try {
-      candidates = await discoverCandidates(cfg, {
-        timeoutMs: DISCOVERY_TIMEOUT_MS,
-        onProblem: (problem: unknown) => {
-          log.warn("discovery problem", { problem });
-        },
-      });
-      // While connecting the kill switch blocks the underlay: the probes need the discovered endpoints (both
-      // families) allowed before they are sent, or a silent family would be the kill switch's doing.
-      this.#probing = candidates;
-      this.refreshKillSwitch();
-      // Nor may they (or a leg to a gateway at a new address) go into the tunnel: a full tunnel covers them.
-      this.#bypassNewGateways();
-      await this.#routeChain;
-      // The addresses in use now are the incumbents of each gateway's address-family choice (hysteresis).
-      const incumbents = Object.fromEntries(this.#candidates.flatMap((c) => (c.address === null ? [] : [[c.name, c.address]])));
-      const probes = await probeCandidates(candidates, { timeoutMs: PROBE_TIMEOUT_MS, ports: gatewayPorts(cfg), incumbents });
-      candidates = candidates.map((c, i) => {
-        const p = probes[i];
-        return p === undefined ? c : withProbe(c, p);
-      });
-    } catch (err) {
-      log.warn("discovery failed; using the configured gateways", { err });
-      candidates = this.#ctx.gateways;
-    }
-    this.#candidates = candidates;
-    this.#probing = [];
-    this.refreshKillSwitch();
-    // A race that started before these probes came back re-plans its pending legs: gateways that answered go
-    // before gateways found silent (a connect at launch, or straight after a network change).
-    const offered = this.#allowed(candidates);
-    if (this.#state.name === "racing" && offered.length > 0) this.dispatch({ type: "candidates", now: Date.now(), candidates: offered });
-    return candidates;
-  }
-
-  #startLeg(leg: Leg, deadlineAt: number): void {
-    const log = this.#opts.log;
-    const candidate = this.#candidates.find((c) => c.name === leg.gateway) ?? this.#ctx.gateways.find((c) => c.name === leg.gateway);
-    let engine: TunnelEngine;
-    try {
-      if (candidate === undefined) throw new Error(`no candidate ${leg.gateway}`);
-      const spare = leg.kind === "wireguard" && this.#spare?.usable === true ? this.#spare : null;
-      if (spare !== null) {
-        // The engine adopts it (or, if it never starts, removes it with itself); a new one is prepared later.
-        this.#spare = null;
-      }
-      if (leg.kind === "wireguard") this.#scheduleSpare(SPARE_REFILL_DELAY_MS);
-      const device = spare === null ? {} : { device: { ifname: spare.runtime.ifname, workDir: spare.runtime.workDir } };
-      try {
-        engine = createEngine(engineSpecFor(this.#opts.config, candidate, leg, this.#identity, { workRoot: this.#opts.workDir, ifnamePrefix: this.#opts.ifnamePrefix, ...device }), spare === null ? {} : { wireguardSpare: spare });
-      } catch (err) {
-        void spare?.stop().catch(() => undefined);
-        throw err;
-      }
-    } catch (err) {
-      queueMicrotask(() => {
-        this.dispatch({ type: "leg-failed", now: Date.now(), legId: leg.id, code: "bad-config", message: err instanceof Error ? err.message : String(err) });
-      });
-      return;
-    }
-    const rt: LegRuntime = { leg, engine, up: null, monitor: null, source: null, sourceReady: null, sourceFailed: false, monitorRole: null, stopping: null };
-    this.#legs.set(leg.id, rt);
-    this.#legCounter += 1;
-    engine.onEvent((ev) => {
-      if (rt.stopping !== null || rt.up === null) return;
-      if (ev.type === "down") this.dispatch({ type: "leg-down", now: Date.now(), legId: leg.id, reason: ev.reason });
-      if (ev.type === "engine-exit" && !ev.expected) this.dispatch({ type: "leg-down", now: Date.now(), legId: leg.id, reason: `engine exited (${ev.signal ?? String(ev.code)})` });
-    });
-    // The endpoint names the address family the leg uses (see core/connection/address-family.ts).
-    log.info("leg starting", { leg, endpoint: candidate.address });
-    this.#track(
-      engine.start(deadlineAt).then(
-        (up) => {
-          rt.up = up;
-          if (rt.stopping !== null) return;
-          const address = up.config.addresses[0]?.split("/")[0];
-          if (address !== undefined) {
-            // Prefs must stay unique among live legs and below the protected-routes rule (200); a race has a
-            // dozen legs at most, so cycling through 90 slots never reuses a live one.
-            const n = this.#legCounter % LEG_SLOTS;
-            const source = { ifname: up.config.ifname, address, table: LEG_TABLE_BASE + n, pref: LEG_RULE_PREF_BASE + n };
-            // The source rule only serves the leg's own monitor: the race's winner does not wait for it.
-            rt.sourceReady = installLegSource(source).then(
-              () => {
-                rt.source = source;
-              },
-              (err: unknown) => {
-                rt.sourceFailed = true;
-                log.warn("leg source routing failed; its monitor cannot probe it", { leg, err });
-              },
-            );
+  #setTimer(timer: TimerId, at: number): void {
+    this.#timers.get(timer)?.cancel();
+    this.#timers.set(
+      timer,
+      this.#clock.after(at - this.#now(), () => {
+        this.#timers.delete(timer);
+        setImmediate(() => {
+          if (timer !== "health-check") {
+            this.dispatch({ type: "timer", now: this.#now(), timer });
+            return;
           }
-          log.info("leg up", { leg, ifname: up.config.ifname, ms: up.timings.firstReplyAt - up.timings.spawnedAt });
-          this.dispatch({ type: "leg-up", now: Date.now(), legId: leg.id, config: up.config, firstReplyAt: up.timings.firstReplyAt, pathRttMs: up.timings.firstReplyRttMs ?? null });
-        },
-        (err: unknown) => {
-          this.#legs.delete(leg.id);
-          const code = isEngineError(err) ? err.code : "engine-crashed";
-          const message = err instanceof Error ? err.message : String(err);
-          log.info("leg failed", { leg, code, message });
-          this.dispatch({ type: "leg-failed", now: Date.now(), legId: leg.id, code, message });
-        },
-      ),
+          // The dead window needs probes that were sent and left unanswered, not just a silent clock.
+          const a = activeLeg(this.#state);
+          const pendingSentAt = a === null ? undefined : this.#legs.pendingSentAt(a.id);
+          this.dispatch({ type: "timer", now: this.#now(), timer, ...(pendingSentAt === undefined ? {} : { pendingSentAt }) });
+        });
+      }),
     );
-  }
-
-  async #stopLeg(legId: string): Promise<void> {
-    const rt = this.#legs.get(legId);
-    if (rt === undefined) return;
-    if (rt.stopping !== null) return rt.stopping;
-    rt.stopping = (async () => {
-      rt.monitor?.stop();
-      rt.monitor = null;
-      // An install still under way would otherwise leave its rule behind the removal.
-      await rt.sourceReady;
-      if (rt.source !== null) await removeLegSource(rt.source).catch(() => undefined);
-      await rt.engine.stop().catch((err: unknown) => {
-        this.#opts.log.error("leg stop failed", { leg: rt.leg, err });
-      });
-      this.#legs.delete(legId);
-      this.#opts.log.info("leg stopped", { leg: rt.leg });
-    })();
-    return rt.stopping;
-  }
-
-  /** Starts the leg's in-tunnel probes at its role's rate; a running monitor (a promoted standby's) is replaced. */
-  #startMonitor(legId: string, role: "active" | "standby"): void {
-    const rt = this.#legs.get(legId);
-    if (rt !== undefined && rt.up !== null && rt.source === null && rt.sourceReady !== null) {
-      // The source rule is still going in (the winner did not wait for it): start once it is there, unless the
-      // leg has stopped or another start came first.
-      rt.monitorRole = role;
-      void rt.sourceReady.then(() => {
-        if (rt.monitorRole === role && rt.monitor === null && rt.stopping === null && rt.source !== null && this.#legs.get(legId) === rt) this.#startMonitor(legId, role);
-      });
-      return;
-    }
-    if (rt?.up === null || rt === undefined || rt.source === null) {
-      this.#opts.log.warn("cannot monitor a leg that is not up", { legId });
-      return;
-    }
-    rt.monitor?.stop();
-    rt.monitorRole = role;
-    const h = this.#opts.config.health;
-    rt.monitor = startMonitor({
-      legId,
-      sourceAddress: rt.source.address,
-      target: { address: this.#opts.config.probe.address, port: this.#opts.config.probe.port },
-      intervalMs: role === "standby" ? this.#opts.config.standby.probeIntervalMs : h.probeIntervalMs,
-      timeoutMs: h.probeTimeoutMs,
-      onSample: (sample) => {
-        this.dispatch({ type: "probe", now: Date.now(), legId, sample });
-      },
-    });
-  }
-
-  async #applyRoutes(legId: string): Promise<void> {
-    const up = await this.#writeProtectedTable(legId);
-    if (up === null) return;
-    const td = this.#opts.config.tunnelDns;
-    const servers = td !== undefined && td.servers.length > 0 ? td.servers : up.config.dns;
-    try {
-      applyDns({ servers, searchDomains: td?.searchDomains ?? [] }, this.#dns);
-      if (servers.length > 0) this.#opts.log.info("tunnel DNS applied", { servers, path: this.#dns.path });
-    } catch (err) {
-      // DNS is worth a warning, not the connection: the protected networks are reachable by address.
-      this.#opts.log.warn("tunnel DNS not applied", { err });
-    }
-  }
-
-  /**
-   * Points the protected table at the leg: its routes, and a throw for every known gateway inside them, in one
-   * batch, so the engines' own packets (the active leg's, the standby's, a race's) never enter a tunnel. Returns
-   * what the leg's tunnel reported, or null when the leg is gone.
-   */
-  async #writeProtectedTable(legId: string): Promise<TunnelUp | null> {
-    const rt = this.#legs.get(legId);
-    if (rt?.up == null) return null;
-    const plan = routesForLeg(this.#opts.config.protectedRoutes, rt.up.config.routes, this.#gatewayAddresses());
-    for (const r of plan.rejected) this.#opts.log.warn("route refused", { leg: rt.leg, route: r.route, reason: r.reason });
-    // The batch makes the table equal to the plan, so routes of the previous leg that this one lacks go too.
-    const ifname = rt.up.config.ifname;
-    const known = this.#stagedRoutes;
-    this.#stagedRoutes = null; // unknown until this apply has succeeded
-    await applyProtectedRoutes({ ifname, routes: plan.routes, bypass: plan.bypass, ...(known === null ? {} : { present: known }) });
-    this.#stagedRoutes = [...plan.bypass.map((dst) => ({ dst, dev: "", type: "throw" as const })), ...plan.routes.map((dst) => ({ dst, dev: ifname }))];
-    for (const r of plan.routes) this.#appliedRoutes.add(r);
-    for (const b of plan.bypass) this.#appliedBypass.add(b);
-    this.#routesOn = legId;
-    this.refreshKillSwitch();
-    this.#opts.log.info("protected routes applied", { leg: rt.leg, ifname, routes: plan.routes, bypass: plan.bypass });
-    return rt.up;
-  }
-
-  /**
-   * Every gateway address known since the protected routes were last cleared: configured, resolved, from the
-   * portal, being probed. Kept across discovery rounds, so a live leg whose gateway a recheck moved elsewhere
-   * still reaches its own endpoint outside the tunnel until the next clear.
-   */
-  #gatewayAddresses(): string[] {
-    for (const c of [...this.#ctx.gateways, ...this.#candidates, ...this.#probing]) for (const a of knownAddresses(c)) this.#gatewaysSeen.add(a);
-    return [...this.#gatewaysSeen];
-  }
-
-  /** A gateway address learned while the protected routes are in force gets its throw before anything is sent to it. */
-  #bypassNewGateways(): void {
-    const known = this.#gatewaysSeen.size;
-    this.#gatewayAddresses();
-    if (this.#gatewaysSeen.size === known || this.#routesOn === null) return;
-    this.#routeOp(async () => {
-      const legId = this.#routesOn;
-      const up = legId === null ? null : this.#legs.get(legId)?.up;
-      if (legId === null || up == null) return;
-      // Only a missing throw is worth a table write: most new addresses are outside a split tunnel's networks.
-      const thrown = new Set((this.#stagedRoutes ?? []).filter((r) => r.type === "throw").map((r) => r.dst));
-      const plan = routesForLeg(this.#opts.config.protectedRoutes, up.config.routes, this.#gatewayAddresses());
-      if (this.#stagedRoutes !== null && plan.bypass.every((b) => thrown.has(b))) return;
-      await this.#writeProtectedTable(legId);
-    });
   }
 }
 
-/** Every underlay address known for a candidate, either family. */
-function knownAddresses(c: Candidate): string[] {
-  const a = candidateAddresses(c);
-  return [a.ipv4, a.ipv6].filter((x): x is string => x !== null);
+/** The configured gateways the machine starts with, every protocol each offers. */
+function startupGateways(config: DetourConfig): Candidate[] {
+  return config.gateways.map((g) => ({
+    name: g.name,
+    hostname: g.hostname,
+    address: g.address ?? null,
+    priority: g.priority,
+    region: g.region,
+    kinds: [
+      ...(g.protocols.wireguard !== undefined ? (["wireguard"] as const) : []),
+      ...(g.protocols.ikev2 !== undefined ? (["ikev2"] as const) : []),
+      ...(g.protocols.anyconnect !== undefined ? (["anyconnect-tls"] as const) : []),
+      ...(g.protocols.anyconnect?.dtls === true ? (["anyconnect-dtls"] as const) : []),
+    ],
+    sources: ["config"],
+    probe: null,
+  }));
 }

@@ -7,6 +7,8 @@ import { parseArgs } from "node:util";
 import { parseConfigText } from "../core/config/schema.ts";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
 import { ControlServer } from "./control-server.ts";
+import { linuxPlatform } from "../../native/platform/linux.ts";
+import type { ControlFacade } from "./control-facade.ts";
 import { Daemon } from "./daemon.ts";
 import { createLogger, type Level } from "./log.ts";
 import { createPolicyManager, policyHandlers, startPolicy } from "./policy/wiring.ts";
@@ -87,9 +89,9 @@ async function main(): Promise<void> {
     process.exit(2);
   }
 
-  let daemon: Daemon;
+  let daemon: ControlFacade;
   try {
-    daemon = new Daemon({ config: policy.effective().config, configPath, workDir: values["work-dir"], stateDir: values["state-dir"], resolvConf: values["resolv-conf"], ifnamePrefix: values["ifname-prefix"], log, version: VERSION });
+    ({ control: daemon } = new Daemon({ config: policy.effective().config, configPath, workDir: values["work-dir"], stateDir: values["state-dir"], resolvConf: values["resolv-conf"], ifnamePrefix: values["ifname-prefix"], log, version: VERSION }, { platform: linuxPlatform() }));
   } catch (e) {
     process.stderr.write(`detourd: ${(e as Error).message}\n`);
     process.exit(2);

@@ -5,7 +5,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseConfig } from "../core/config/schema.ts";
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, ProbeSample } from "../core/connection/types.ts";
 import type { GatewayEndpoint } from "../core/killswitch.ts";
-import { DrillRunner, type DrillBlock } from "./drill.ts";
+import type { DrillBlock } from "../../native/platform/platform.ts";
+import { systemClock } from "./clock.ts";
+import { DrillRunner } from "./drill.ts";
 import type { Logger } from "./log.ts";
 import type { MonitorOptions } from "./monitor.ts";
 
@@ -83,6 +85,8 @@ class World {
       },
       {
         block,
+        // The fake network reports on Date.now(): the drill's monotonic time is the same clock here.
+        clock: { ...systemClock, monotonic: () => Date.now() },
         startProbe: (opts: MonitorOptions) => {
           this.onSample = (s) => {
             opts.onSample(s);

@@ -9,9 +9,11 @@
  */
 import type { DetourConfig } from "../core/config/schema.ts";
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, DrillResult, FailoverRecord, LegKind, ProbeSample } from "../core/connection/types.ts";
+import { failoverAtWall } from "../core/connection/wall-time.ts";
 import { evaluateDrill, observeWindowMs, parseSlaMs, refusalReason, refusedDrill, type DrillObservation } from "../core/drill.ts";
 import { legEndpoints, type GatewayEndpoint } from "../core/killswitch.ts";
-import { applyDrillBlock, drillBlockPresent, removeDrillBlock } from "../../native/platform/drill-firewall.linux.ts";
+import type { DrillBlock } from "../../native/platform/platform.ts";
+import { systemClock, wallOffset, type Clock } from "./clock.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor, type Monitor, type MonitorOptions } from "./monitor.ts";
 
@@ -33,29 +35,19 @@ export interface DrillHost {
   log: Logger;
   status(): ConnectionSnapshot;
   candidates(): Candidate[];
-  /** Connection events, called synchronously as the daemon emits them. */
+  /** Connection events, called synchronously as the machine emits them (instants on the monotonic clock). */
   subscribe(listener: (e: ConnectionEvent) => void): () => void;
   /** Puts the drill's event into the flight recorder and out to subscribers. */
   record(event: ConnectionEvent): void;
 }
 
-/** The block itself; the nftables table by default (tests pass a fake). */
-export interface DrillBlock {
-  apply(gateway: string, endpoints: readonly GatewayEndpoint[]): Promise<void>;
-  remove(): Promise<void>;
-  present(): Promise<boolean>;
-}
-
 export interface DrillDeps {
-  block?: DrillBlock;
+  /** The block itself: the platform's (an nftables table of its own on Linux); tests pass a fake. */
+  block: DrillBlock;
   startProbe?: (opts: MonitorOptions) => Monitor;
+  /** The drill measures on its monotonic time (a wall-clock step cannot stretch an outage) and reports in wall time. */
+  clock?: Clock;
 }
-
-const NFT_BLOCK: DrillBlock = {
-  apply: (gateway, endpoints) => applyDrillBlock(gateway, endpoints),
-  remove: () => removeDrillBlock(),
-  present: () => drillBlockPresent(),
-};
 
 /** What a drill has seen so far; mutated by its callbacks. */
 interface Watch {
@@ -79,16 +71,18 @@ export class DrillRunner {
   readonly #host: DrillHost;
   readonly #block: DrillBlock;
   readonly #startProbe: (opts: MonitorOptions) => Monitor;
+  readonly #clock: Clock;
   #seq = 0;
   #last: DrillResult | null = null;
   #running: Promise<DrillResult> | null = null;
   /** Ends the current drill's wait early with this reason (shutdown). */
   #interrupt: ((reason: string) => void) | null = null;
 
-  constructor(host: DrillHost, deps: DrillDeps = {}) {
+  constructor(host: DrillHost, deps: DrillDeps) {
     this.#host = host;
-    this.#block = deps.block ?? NFT_BLOCK;
+    this.#block = deps.block;
     this.#startProbe = deps.startProbe ?? startMonitor;
+    this.#clock = deps.clock ?? systemClock;
   }
 
   /** The last drill that ran (refused ones are not kept), for status. */
@@ -111,7 +105,7 @@ export class DrillRunner {
       : (refusalReason({ state: s.state, gateway: s.gateway, otherGateways: others, running: this.#running !== null }) ??
         (endpoints.length === 0 && from !== null ? `no endpoint of ${from.gateway} is known, so it cannot be blocked` : null));
     if (why !== null || from === null) {
-      const refused = refusedDrill(id, Date.now(), slaMs, from, why ?? "not connected");
+      const refused = refusedDrill(id, this.#clock.wall(), slaMs, from, why ?? "not connected");
       log.warn("drill refused", { drill: refused });
       return refused;
     }
@@ -181,7 +175,8 @@ export class DrillRunner {
   async #drill(id: string, slaMs: number, from: { gateway: string; kind: LegKind }, endpoints: GatewayEndpoint[]): Promise<DrillResult> {
     const host = this.#host;
     const log = host.log;
-    const startedAt = Date.now();
+    const clock = this.#clock;
+    const startedAt = clock.monotonic();
     const observeMs = observeWindowMs(slaMs);
     // Written by the probe, event and interrupt callbacks below, read after each wait.
     const w: Watch = {
@@ -253,6 +248,7 @@ export class DrillRunner {
         target: { address: host.config.probe.address, port: host.config.probe.port },
         intervalMs: DRILL_PROBE_INTERVAL_MS,
         timeoutMs: DRILL_PROBE_TIMEOUT_MS,
+        clock,
         onSample,
         onError: (m) => {
           log.debug("drill probe", { id, problem: m });
@@ -267,13 +263,13 @@ export class DrillRunner {
           (!answered
             ? `the probe target ${host.config.probe.address}:${String(host.config.probe.port)} did not answer over the tunnel within ${FIRST_REPLY_TIMEOUT_MS} ms, so there is nothing to measure an outage against; nothing was blocked`
             : `the connection changed before the block (now ${now.state}${now.gateway === null ? "" : ` on ${now.gateway}`}); nothing was blocked`);
-        return refusedDrill(id, Date.now(), slaMs, from, reason);
+        return refusedDrill(id, clock.wall(), slaMs, from, reason);
       }
       log.info("drill blocking gateway", { id, gateway: from.gateway, kind: from.kind, endpoints, slaMs, observeMs });
-      w.blockedAt = Date.now();
+      w.blockedAt = clock.monotonic();
       try {
         await this.#block.apply(from.gateway, endpoints);
-        w.inForceAt = Date.now();
+        w.inForceAt = clock.monotonic();
       } catch (err) {
         w.interrupted = `${from.gateway} could not be blocked: ${message(err)}`;
       }
@@ -290,7 +286,7 @@ export class DrillRunner {
     const obs: DrillObservation = {
       id,
       startedAt,
-      endedAt: Date.now(),
+      endedAt: clock.monotonic(),
       slaMs,
       observeMs,
       from,
@@ -306,7 +302,7 @@ export class DrillRunner {
       interrupted: w.interrupted,
       errorReason: w.errorReason,
     };
-    return evaluateDrill(obs);
+    return evaluateDrill(observationAtWall(obs, wallOffset(clock)));
   }
 
   /** Lifts the block, retrying; the time it was lifted, or null if it could not be. */
@@ -315,7 +311,7 @@ export class DrillRunner {
       try {
         await this.#block.remove();
         this.#host.log.info("drill block lifted", { id });
-        return Date.now();
+        return this.#clock.monotonic();
       } catch (err) {
         this.#host.log.error("lifting the drill block failed", { id, attempt: i, err });
       }
@@ -337,4 +333,20 @@ export class DrillRunner {
     setWaker(() => undefined);
     return done();
   }
+}
+
+/** The observation's instants in wall time; its durations stay as measured. */
+function observationAtWall(o: DrillObservation, offset: number): DrillObservation {
+  const at = (t: number): number => Math.round(t + offset);
+  const shift = (t: number | null): number | null => (t === null ? null : at(t));
+  return {
+    ...o,
+    startedAt: at(o.startedAt),
+    endedAt: at(o.endedAt),
+    blockedAt: at(o.blockedAt),
+    liftedAt: shift(o.liftedAt),
+    detectedAt: shift(o.detectedAt),
+    restoredAt: shift(o.restoredAt),
+    failover: o.failover === null ? null : failoverAtWall(o.failover, offset),
+  };
 }

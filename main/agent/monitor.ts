@@ -6,6 +6,7 @@
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { randomBytes } from "node:crypto";
 import type { ProbeSample } from "../core/connection/types.ts";
+import { systemClock, type Clock } from "./clock.ts";
 
 export interface MonitorOptions {
   legId: string;
@@ -18,6 +19,8 @@ export interface MonitorOptions {
   onSample(sample: ProbeSample): void;
   /** Socket and send failures, for the log; each failed probe is also reported as a lost sample. */
   onError?(message: string): void;
+  /** Send times and round trips are on this clock's monotonic time (the system's by default). */
+  clock?: Pick<Clock, "monotonic">;
 }
 
 export interface Monitor {
@@ -35,7 +38,7 @@ export interface Monitor {
 
 /** "DTRM": the first four bytes of every probe, so anything else arriving at the socket is ignored. */
 const MAGIC = 0x4454524d;
-/** magic (4) + nonce (4) + seq (4) + send time in epoch ms (8). */
+/** magic (4) + nonce (4) + seq (4) + send time on the monitor's clock (8). */
 export const PROBE_BYTES = 20;
 /**
  * Probes in flight are capped so memory stays bounded whatever the settings: the schema allows at most
@@ -48,7 +51,6 @@ const REBIND_MIN_GAP_MS = 1000;
 interface InFlight {
   seq: number;
   sentAt: number;
-  sentMono: number;
   timer: NodeJS.Timeout;
 }
 
@@ -71,6 +73,7 @@ export function decodeProbe(msg: Buffer, nonce: number): { seq: number; sentAt: 
 export function startMonitor(opts: MonitorOptions): Monitor {
   if (!(Number.isFinite(opts.intervalMs) && opts.intervalMs > 0)) throw new Error(`monitor ${opts.legId}: intervalMs must be positive`);
   if (!(Number.isFinite(opts.timeoutMs) && opts.timeoutMs > 0)) throw new Error(`monitor ${opts.legId}: timeoutMs must be positive`);
+  const clock = opts.clock ?? systemClock;
   const nonce = randomBytes(4).readUInt32BE(0);
   const inFlight = new Map<number, InFlight>();
   let seq = 0;
@@ -108,11 +111,11 @@ export function startMonitor(opts: MonitorOptions): Monitor {
     if (p === undefined || p.sentAt !== d.sentAt) return;
     newestAnsweredSentAt = Math.max(newestAnsweredSentAt, p.sentAt);
     // Microsecond resolution is all a RTT needs; the rest is clock noise.
-    settle(d.seq, Math.max(0, Math.round((performance.now() - p.sentMono) * 1000) / 1000));
+    settle(d.seq, Math.max(0, Math.round((clock.monotonic() - p.sentAt) * 1000) / 1000));
   };
 
   const openSocket = (): void => {
-    lastBindAttempt = performance.now();
+    lastBindAttempt = clock.monotonic();
     const s = createSocket({ type: "udp4" });
     socket = s;
     bound = false;
@@ -134,11 +137,10 @@ export function startMonitor(opts: MonitorOptions): Monitor {
 
   const tick = (): void => {
     if (stopped) return;
-    if (socket === null && performance.now() - lastBindAttempt >= REBIND_MIN_GAP_MS) openSocket();
+    if (socket === null && clock.monotonic() - lastBindAttempt >= REBIND_MIN_GAP_MS) openSocket();
     seq = (seq + 1) >>> 0;
     const s = seq;
-    const sentAt = Date.now();
-    const sentMono = performance.now();
+    const sentAt = clock.monotonic();
     if (inFlight.size >= MAX_OUTSTANDING) {
       const oldest = inFlight.keys().next();
       if (oldest.done !== true) settle(oldest.value, null);
@@ -150,7 +152,7 @@ export function startMonitor(opts: MonitorOptions): Monitor {
         settle(s, null);
       });
     }, opts.timeoutMs);
-    inFlight.set(s, { seq: s, sentAt, sentMono, timer });
+    inFlight.set(s, { seq: s, sentAt, timer });
     const sock = socket;
     if (sock === null) {
       settle(s, null);

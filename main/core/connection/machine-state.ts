@@ -260,11 +260,6 @@ export function listNames(names: readonly string[]): string {
   return `${uniq.slice(0, -1).join(", ")} and ${uniq[uniq.length - 1] ?? ""}`;
 }
 
-/** Whether a timer input is for a timer this state armed and is due (early-by-slack counts; stale ones do not). */
-export function timerDue(armedAt: number | null, now: number, slackMs: number): boolean {
-  return armedAt !== null && now + slackMs >= armedAt;
-}
-
 /** "gw1 over WireGuard or IKEv2, gw2 over WireGuard": the legs of a race grouped by gateway. */
 export function describeLegs(legs: readonly Leg[]): string {
   const groups = new Map<string, string[]>();

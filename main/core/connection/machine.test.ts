@@ -323,7 +323,9 @@ test("every-input-in-every-state-is-handled-without-throwing", () => {
     assert.equal(sim.phase(), name);
     for (const input of inputs(sim.now)) {
       const r = step(sim.state, input, sim.ctx);
-      const foreign = r.effects.filter((e) => e.type !== "stop-leg" && e.type !== "notify");
+      // An early timer is only armed again, for the instant it was armed for (the state already holds it).
+      const rearmed = (e: Effect): boolean => input.type === "timer" && e.type === "set-timer" && e.timer === input.timer && e.at > input.now;
+      const foreign = r.effects.filter((e) => e.type !== "stop-leg" && e.type !== "notify" && !rearmed(e));
       if (input.type !== "candidates") {
         assert.equal(r.state.name, name, `${name} + ${input.type}`);
         assert.deepEqual(foreign, [], `${name} + stale ${input.type}${input.type === "timer" ? `:${input.timer}` : ""}`);
@@ -335,11 +337,35 @@ test("every-input-in-every-state-is-handled-without-throwing", () => {
 
 test("stale-timers-that-no-longer-apply-change-nothing", () => {
   const sim = connectedSim();
-  // A stagger timer from the decided race, a backoff from an earlier error, an early health-check and recheck.
-  for (const timer of ["race-stagger", "backoff", "health-check", "recheck-candidates"] as const) {
+  // A stagger timer from the decided race and a backoff from an earlier error.
+  for (const timer of ["race-stagger", "backoff"] as const) {
     assert.deepEqual(sim.send({ type: "timer", timer }), [], timer);
   }
   assert.equal(sim.phase(), "connected");
+});
+
+test("an-early-timer-is-armed-again-for-when-it-is-due-and-then-acts", () => {
+  const sim = connectedSim();
+  const state = sim.state;
+  if (state.name !== "connected") throw new Error("expected connected");
+  // Fired before its instant (a clock that stepped, a timer rounded short): the same instants are armed again.
+  assert.deepEqual(sim.send({ type: "timer", timer: "health-check" }), [{ type: "set-timer", timer: "health-check", at: state.healthCheckAt }]);
+  assert.deepEqual(sim.send({ type: "timer", timer: "recheck-candidates" }), [{ type: "set-timer", timer: "recheck-candidates", at: state.recheckAt }]);
+  assert.equal(sim.state, state, "nothing else changes");
+});
+
+test("a-backoff-that-fires-early-is-armed-again-and-the-retry-still-happens", () => {
+  const sim = new Sim({ gateways: GWS, legs: () => ({ fail: 50, code: "timeout" }) });
+  sim.send({ type: "connect" });
+  assert.ok(sim.runUntilTrue(() => sim.phase() === "error", 20_000), `error; ended ${sim.snapshot().summary}`);
+  const state = sim.state;
+  if (state.name !== "error" || state.nextRetryAt === null) throw new Error(`expected a retrying error, got ${state.name}`);
+  const retryAt = state.nextRetryAt;
+  // The backoff fires 500 ms early: it must not be dropped, or the error state would never retry.
+  const effects = step(state, { type: "timer", now: retryAt - 500, timer: "backoff" }, sim.ctx).effects;
+  assert.deepEqual(effects, [{ type: "set-timer", timer: "backoff", at: retryAt }]);
+  const due = step(state, { type: "timer", now: retryAt, timer: "backoff" }, sim.ctx);
+  assert.equal(due.state.name, "resolving", "the re-armed backoff retries when it is due");
 });
 
 test("snapshots-before-connect-say-disconnected", () => {

@@ -30,7 +30,7 @@ import * as error from "./states/error.ts";
 import * as failingOver from "./states/failing-over.ts";
 import * as racing from "./states/racing.ts";
 import * as resolving from "./states/resolving.ts";
-import type { ConnectionSnapshot, Effect, MachineInput } from "./types.ts";
+import type { ConnectionSnapshot, Effect, Leg, MachineInput } from "./types.ts";
 
 export type { MachineContext, MachineState } from "./machine-state.ts";
 
@@ -126,6 +126,11 @@ export function snapshot(state: MachineState, now: number): ConnectionSnapshot {
     lastFailover: s.lastFailover,
     error: state.name === "error" ? { reason: state.reason, nextRetryAt: state.nextRetryAt } : null,
   };
+}
+
+/** The leg that carries traffic: the connected one, or the failed one that keeps the routes while a failover races. */
+export function activeLeg(state: MachineState): Leg | null {
+  return state.name === "connected" ? state.active.leg : state.name === "failing-over" ? state.failed.leg : null;
 }
 
 /** The active leg's in-tunnel numbers (RTT percentiles, jitter, loss) for telemetry; null when no leg is monitored. */

@@ -53,11 +53,11 @@ test("start-launches-the-first-leg-with-its-deadline-and-arms-the-stagger", () =
   assert.deepEqual(outcomes(race), ["L1:starting", "L2:pending", "L3:pending"]);
 });
 
-test("stagger-starts-the-next-leg-and-an-early-stale-timer-changes-nothing", () => {
+test("stagger-starts-the-next-leg-and-an-early-timer-is-armed-again", () => {
   const { race } = threeLegRace(1000);
   const early = raceOnStaggerTimer(race, 1100, policy);
   assert.equal(early.race, race);
-  assert.deepEqual(early.effects, []);
+  assert.deepEqual(early.effects, [{ type: "set-timer", timer: "race-stagger", at: 1000 + policy.staggerMs }]);
   const r = raceOnStaggerTimer(race, 1250, policy);
   assert.deepEqual(started(r.effects), ["L2"]);
   const r2 = raceOnStaggerTimer(r.race, 1500, policy);

@@ -5,6 +5,7 @@
 import type { RacePolicy } from "../config/schema.ts";
 import type { Candidate, Effect, Leg, LegKind, LegRecord, RaceRecord } from "./types.ts";
 import type { EngineErrorCode } from "../tunnel/engine-types.ts";
+import { rearmIfEarly, timerDue } from "./timers.ts";
 
 /** Names one leg across races ("gw1/wireguard"): what `exclude` matches, since leg ids are never reused. */
 export function legKey(leg: { gateway: string; kind: LegKind }): string {
@@ -73,8 +74,6 @@ export interface RaceStep {
   decided: boolean;
 }
 
-/** Slack for timers that fire a hair early: Node runs timers on a monotonic clock, not on Date.now(). */
-export const TIMER_SLACK_MS = 5;
 
 function legEvent(race: RaceState, record: LegRecord, now: number): Effect {
   return { type: "notify", event: { type: "leg", at: now, raceId: race.id, record } };
@@ -114,9 +113,10 @@ export function raceStart(id: string, legs: readonly Leg[], reason: RaceRecord["
   return { race: startNext(base, now, policy, effects), effects, decided: false };
 }
 
-/** The stagger timer fired: start the next pending leg. A timer that is stale or not yet due changes nothing. */
+/** The stagger timer fired: start the next pending leg. A stale timer changes nothing; an early one is armed again. */
 export function raceOnStaggerTimer(race: RaceState, now: number, policy: RacePolicy): RaceStep {
-  if (race.status !== "running" || race.staggerAt === null || now + TIMER_SLACK_MS < race.staggerAt) return { race, effects: [], decided: false };
+  if (race.status !== "running") return { race, effects: [], decided: false };
+  if (!timerDue(race.staggerAt, now)) return { race, effects: rearmIfEarly("race-stagger", race.staggerAt, now), decided: false };
   const effects: Effect[] = [];
   return { race: startNext(race, now, policy, effects), effects, decided: false };
 }

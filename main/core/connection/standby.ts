@@ -9,6 +9,7 @@ import { healthOnSample, healthStart, healthStats, RECOVER_LOSS_FRACTION, type H
 import { allocateLegs, nextRaceId, type Shared, type StandbyLeg, type StandbyState } from "./machine-state.ts";
 import { raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart, type RaceState, type RaceStep } from "./race.ts";
 import type { Effect, Leg, ProbeSample } from "./types.ts";
+import { rearmIfEarly, timerDue } from "./timers.ts";
 
 /**
  * After a standby race found nothing (every other gateway down or refusing), the next attempt waits this long:
@@ -172,10 +173,10 @@ export function standbyBetterThanBrownout(sb: StandbyState, now: number, ctx: St
 
 /**
  * The "standby" timer: raise a standby when there is none (a retry after a failed attempt), replace a stale one,
- * and re-arm the next check. Stale or early timers change nothing.
+ * and re-arm the next check. A stale timer changes nothing; an early one is armed again.
  */
 export function standbyOnCheck(sb: StandbyState, shared: Shared, active: Leg, now: number, ctx: StandbyContext, slackMs: number): StandbyStep {
-  if (sb.checkAt === null || now + slackMs < sb.checkAt) return { standby: sb, shared, effects: [] };
+  if (!timerDue(sb.checkAt, now, slackMs)) return { standby: sb, shared, effects: rearmIfEarly("standby", sb.checkAt, now, slackMs) };
   const cleared: StandbyState = { ...sb, checkAt: null };
   if (cleared.leg === null) return standbyRaise(cleared, shared, active, [], now, ctx);
   const last = cleared.leg.health.lastReplyAt ?? cleared.leg.firstReplyAt;

@@ -1,6 +1,7 @@
 /**
  * The vocabulary of the connection core: legs, candidates, race records, the inputs the daemon feeds the
- * state machine and the effects it gets back. Pure data; time is always an input (epoch milliseconds).
+ * state machine and the effects it gets back. Pure data; time is always an input, in milliseconds of the daemon's
+ * monotonic clock (it never jumps); the daemon shifts records to wall time where people read them (wall-time.ts).
  */
 import type { IpFamily } from "../ip-address.ts";
 import type { EngineErrorCode, TunnelConfig } from "../tunnel/engine-types.ts";
@@ -109,7 +110,8 @@ export interface FailoverRecord {
 
 /**
  * A failover drill (main/core/drill.ts, main/agent/drill.ts): the active gateway was made unusable for this
- * client only, and this is how long detection and restoration took, against the SLA. Times are epoch ms;
+ * client only, and this is how long detection and restoration took, against the SLA. Times are epoch ms (the
+ * drill runner measures on the monotonic clock and reports in wall time);
  * durations are measured from `blockedAt`, by the drill itself, not taken from the machine's FailoverRecord.
  */
 export interface DrillResult {

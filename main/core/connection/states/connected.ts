@@ -5,8 +5,9 @@
 import { allKindsUnreachable, reportsReachable } from "../candidates.ts";
 import { healthDeadline, healthEvaluate, healthNotePending, healthOnSample, healthStart, pathRttOf, type HealthState } from "../health.ts";
 import type { ActiveLeg, ConnectedState, Entry, FailoverCause, Go, MachineContext, Outcome, Shared, StandbyState } from "../machine-state.ts";
-import { KIND_NAMES, allocateLegs, cancelAllTimers, nextRaceId, planFailover, stateEvent, timerDue, withCandidates } from "../machine-state.ts";
-import { TIMER_SLACK_MS, raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart, type RaceState } from "../race.ts";
+import { KIND_NAMES, allocateLegs, cancelAllTimers, nextRaceId, planFailover, stateEvent, withCandidates } from "../machine-state.ts";
+import { TIMER_SLACK_MS, rearmIfEarly, timerDue } from "../timers.ts";
+import { raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart, type RaceState } from "../race.ts";
 import {
   standbyBetterThanBrownout,
   standbyFresh,
@@ -252,7 +253,7 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
   const hp = ctx.policy.health;
   switch (input.timer) {
     case "health-check": {
-      if (!timerDue(state.healthCheckAt, input.now, TIMER_SLACK_MS)) return { state, effects: [] };
+      if (!timerDue(state.healthCheckAt, input.now)) return { state, effects: rearmIfEarly("health-check", state.healthCheckAt, input.now) };
       const before = state.health.verdict;
       const h0 = state.health;
       // Without the prober's word, assume a probe has waited since the last reply: silence alone decides.
@@ -267,7 +268,7 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
       return { state: { ...out.state, healthCheckAt }, effects: [...out.effects, { type: "set-timer", timer: "health-check", at: healthCheckAt }] };
     }
     case "recheck-candidates": {
-      if (!timerDue(state.recheckAt, input.now, TIMER_SLACK_MS)) return { state, effects: [] };
+      if (!timerDue(state.recheckAt, input.now)) return { state, effects: rearmIfEarly("recheck-candidates", state.recheckAt, input.now) };
       const recheckAt = input.now + RECHECK_INTERVAL_MS;
       return { state: { ...state, recheckAt }, effects: [{ type: "resolve-candidates" }, { type: "set-timer", timer: "recheck-candidates", at: recheckAt }] };
     }

@@ -5,8 +5,9 @@
  */
 import { backoffMs, NO_JITTER } from "../../backoff.ts";
 import type { Entry, ErrorState, MachineContext, Outcome, Shared } from "../machine-state.ts";
-import { cancelAllTimers, stateEvent, timerDue, withCandidates } from "../machine-state.ts";
-import { TIMER_SLACK_MS, raceRecord } from "../race.ts";
+import { cancelAllTimers, stateEvent, withCandidates } from "../machine-state.ts";
+import { raceRecord } from "../race.ts";
+import { rearmIfEarly, timerDue } from "../timers.ts";
 import type { Effect, MachineInput } from "../types.ts";
 
 export function summary(state: ErrorState, now: number): string {
@@ -39,7 +40,8 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: Erro
 export function handle(state: ErrorState, input: MachineInput): Outcome {
   switch (input.type) {
     case "timer":
-      if (input.timer !== "backoff" || !timerDue(state.nextRetryAt, input.now, TIMER_SLACK_MS)) return { state, effects: [] };
+      if (input.timer !== "backoff") return { state, effects: [] };
+      if (!timerDue(state.nextRetryAt, input.now)) return { state, effects: rearmIfEarly("backoff", state.nextRetryAt, input.now) };
       return { go: { to: "resolving", reason: "retry", attempt: state.attempt }, shared: state.shared, effects: [] };
     case "connect":
       return { go: { to: "resolving", reason: "connect", attempt: state.attempt }, shared: state.shared, effects: [{ type: "cancel-timer", timer: "backoff" }] };

@@ -1,0 +1,290 @@
+/**
+ * What detourd offers its control socket, the policy wiring and diagnostics: status, connect, disconnect, the
+ * gateway choice, drills, reconfiguration, the start-up warm-up and an orderly shutdown. Each call turns into
+ * inputs for the daemon's loop or a read of the modules that keep the state; nothing here decides.
+ */
+import type { DetourConfig } from "../core/config/schema.ts";
+import { activeLeg, connectionHealth, snapshot, type MachineContext, type MachineState } from "../core/connection/machine.ts";
+import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, DrillResult, FailoverRecord, MachineInput, RaceRecord } from "../core/connection/types.ts";
+import type { TelemetryStatus } from "../core/telemetry/status.ts";
+import type { CandidateRefresh } from "./candidate-refresh.ts";
+import type { ConnectionEvents } from "./connection-events.ts";
+import { ControlRequestError } from "./control-server.ts";
+import type { DataPlane } from "./data-plane.ts";
+import type { DiagInputs } from "./diag/bundle.ts";
+import type { DrillRunner } from "./drill.ts";
+import type { LegRuntimes } from "./leg-runtime.ts";
+import type { Logger } from "./log.ts";
+import type { NetworkMemoryStore } from "./network-memory-store.ts";
+import { applyConfiguration } from "./policy-change.ts";
+import type { TelemetryHandle } from "./telemetry/factory.ts";
+import type { TunnelHistory } from "./telemetry/history.ts";
+import { tunnelOnlyStatus, type TelemetrySource } from "./telemetry/telemetry.ts";
+import type { WireGuardSparePool } from "./wireguard-spare-pool.ts";
+
+/** The daemon's loop as the facade drives it. */
+export interface DaemonLoop {
+  state(): MachineState;
+  readonly ctx: MachineContext;
+  /** The machine's time (monotonic). */
+  now(): number;
+  /** The connection snapshot in wall time. */
+  snapshot(): ConnectionSnapshot;
+  dispatch(input: MachineInput): void;
+  track(p: Promise<unknown>): void;
+  /** Waits (bounded) until nothing tracked is pending and every leg has stopped. */
+  settle(): Promise<void>;
+  /** Cancels every machine timer. */
+  stopTimers(): void;
+}
+
+export interface ControlParts {
+  loop: DaemonLoop;
+  config(): DetourConfig;
+  setConfig(config: DetourConfig): void;
+  info: { version: string; configPath: string; resolvConf: string; startedAt: number };
+  wallNow(): number;
+  legs: LegRuntimes;
+  candidates: CandidateRefresh;
+  events: ConnectionEvents;
+  dataPlane: DataPlane;
+  spares: WireGuardSparePool;
+  networkMemory: NetworkMemoryStore;
+  telemetry: TelemetryHandle;
+  drills: DrillRunner;
+  history: TunnelHistory;
+  log: Logger;
+}
+
+export type DaemonStatus = ConnectionSnapshot & {
+  gatewayChoice: string | null;
+  network: ReturnType<NetworkMemoryStore["network"]>;
+  telemetry: TelemetryStatus;
+  daemon: { version: string; pid: number; startedAt: number; configPath: string };
+  lastDrill: DrillResult | null;
+};
+
+/** The active leg's in-tunnel numbers over the health window. */
+export function tunnelHealth(loop: Pick<DaemonLoop, "state" | "now" | "ctx">): ReturnType<TelemetrySource["health"]> {
+  const h = connectionHealth(loop.state(), loop.now(), loop.ctx);
+  return h === null ? null : { rttP50Ms: h.rttP50Ms, rttP95Ms: h.rttP95Ms, jitterMs: h.jitterMs, lossPct: h.lossPct, samples: h.samples };
+}
+
+/** What telemetry reads of the connection: its state, the active leg, its health and its engine's counters. */
+export function telemetrySource(loop: Pick<DaemonLoop, "state" | "now" | "ctx">, legs: () => LegRuntimes): TelemetrySource {
+  const active = (): { legId: string; gateway: string; protocol: Candidate["kinds"][number] } | null => {
+    const a = activeLeg(loop.state());
+    return a === null ? null : { legId: a.id, gateway: a.gateway, protocol: a.kind };
+  };
+  return {
+    state: () => loop.state().name,
+    active,
+    health: () => tunnelHealth(loop),
+    engineStats: async () => {
+      const a = active();
+      const rt = a === null ? undefined : legs().get(a.legId);
+      if (rt?.up == null) return null;
+      return rt.engine.stats().catch(() => null);
+    },
+  };
+}
+
+export class ControlFacade {
+  readonly #p: ControlParts;
+
+  constructor(parts: ControlParts) {
+    this.#p = parts;
+  }
+
+  status(): DaemonStatus {
+    const p = this.#p;
+    return {
+      ...p.loop.snapshot(),
+      gatewayChoice: p.candidates.choice,
+      network: p.networkMemory.network(),
+      telemetry: p.telemetry.current?.status() ?? tunnelOnlyStatus(tunnelHealth(p.loop)),
+      daemon: { version: p.info.version, pid: process.pid, startedAt: p.info.startedAt, configPath: p.info.configPath },
+      lastDrill: p.drills.last,
+    };
+  }
+
+  /** A failover drill (main/agent/drill.ts): blocks the active gateway for this host, measures, lifts the block. */
+  drill(request: { slaMs?: number | undefined }): Promise<DrillResult> {
+    return this.#p.drills.run(request);
+  }
+
+  /** Flushes measured telemetry into the spool now (tests, and before a diagnostic bundle). */
+  async flushTelemetry(): Promise<void> {
+    await this.#p.telemetry.current?.flush();
+  }
+
+  /** The candidates with their latest probe results (discovery keeps them fresh in the background). */
+  candidates(): Candidate[] {
+    return this.#p.candidates.list();
+  }
+
+  lastRace(): RaceRecord | null {
+    return this.#p.events.lastRace;
+  }
+
+  lastFailover(): FailoverRecord | null {
+    return this.#p.events.lastFailover;
+  }
+
+  recorder(): ConnectionEvent[] {
+    return this.#p.events.recorder();
+  }
+
+  subscribe(listener: (e: ConnectionEvent) => void): () => void {
+    return this.#p.events.subscribe(listener);
+  }
+
+  /** What a diagnostic bundle is built from (main/agent/diag/bundle.ts redacts it). */
+  diagInputs(): Omit<DiagInputs, "logTail" | "logFile"> {
+    const p = this.#p;
+    const now = p.wallNow();
+    const status = this.status();
+    return {
+      now,
+      version: p.info.version,
+      deviceId: p.telemetry.deviceId(),
+      policyHash: p.telemetry.policyHash(p.config()),
+      status,
+      events: this.recorder(),
+      probeSeconds: p.history.probeSeconds(),
+      samples: p.history.samples(now),
+      candidates: this.candidates(),
+      config: p.config(),
+      configPath: p.info.configPath,
+      resolvConf: p.info.resolvConf,
+      startedAt: p.info.startedAt,
+      engines: p.legs.all().map((rt) => ({
+        legId: rt.leg.id,
+        gateway: rt.leg.gateway,
+        kind: rt.leg.kind,
+        role: status.activeLegId === rt.leg.id ? "active" : status.standby?.legId === rt.leg.id ? "standby" : rt.up === null ? "starting" : "other",
+        diagnostics: () => rt.engine.diagnostics?.() ?? Promise.resolve({ engine: rt.engine.protocol, state: null, log: "" }),
+      })),
+    };
+  }
+
+  /**
+   * Discovery, port probes and the network's identity in the background, before the first connect; and the
+   * block of a drill a previous detourd died in is lifted.
+   */
+  warmUp(): void {
+    const p = this.#p;
+    p.spares.warmUp();
+    p.dataPlane.stage();
+    p.telemetry.start();
+    p.loop.track(p.drills.clearLeftover());
+    p.loop.track(p.candidates.discover());
+    p.loop.track(p.networkMemory.refresh());
+  }
+
+  /**
+   * Starts connecting and resolves once the kill switch for connecting is in force. The race starts at once:
+   * its own packets go to gateway endpoints, which the kill switch allows anyway, so failing closed costs the
+   * attempt no time; what the answer guarantees is that nothing leaves outside a tunnel from then on.
+   */
+  async connect(): Promise<void> {
+    const p = this.#p;
+    p.dataPlane.refreshKillSwitch("resolving");
+    const inForce = new Promise<void>((resolve) => {
+      p.dataPlane.op(() => {
+        resolve();
+        return Promise.resolve();
+      });
+    });
+    p.dataPlane.stage();
+    // Which network this is decides which leg goes first.
+    await p.networkMemory.settleForConnect();
+    p.loop.dispatch({ type: "connect", now: p.loop.now() });
+    return inForce;
+  }
+
+  /**
+   * Chooses the gateway to connect to (null: automatic, every candidate by ranking) and returns the choice. A
+   * chosen gateway is the only candidate the machine is given, so races and failovers stay on it (across its
+   * protocols); if the tunnel is up or coming up elsewhere, it reconnects at once so the choice takes effect.
+   */
+  setGateway(gateway: string | null): string | null {
+    const p = this.#p;
+    if (gateway !== null && !this.candidates().some((c) => c.name === gateway)) {
+      throw new ControlRequestError(`no gateway named "${gateway}"; candidates: ${this.candidates().map((c) => c.name).join(", ")}`);
+    }
+    const changed = gateway !== p.candidates.choice;
+    p.candidates.choice = gateway;
+    p.log.info("gateway choice", { gateway: gateway ?? "automatic" });
+    const state = snapshot(p.loop.state(), p.loop.now());
+    const elsewhere = gateway !== null && state.gateway !== null && state.gateway !== gateway;
+    if (state.state !== "disconnected" && (elsewhere || (changed && state.state !== "connected"))) {
+      p.loop.dispatch({ type: "disconnect", now: p.loop.now() });
+      void this.connect();
+    }
+    return gateway;
+  }
+
+  disconnect(): void {
+    const p = this.#p;
+    p.loop.dispatch({ type: "disconnect", now: p.loop.now() });
+    // The next connect may be on another network (a laptop moves while disconnected).
+    p.loop.track(p.networkMemory.refresh(p.dataPlane.settled()));
+  }
+
+  /**
+   * Disconnects and waits (bounded by the engines' own stop budgets) until every leg is down, then takes down
+   * what detourd put in place. Each step's failure is logged and the next step still runs; the kill switch goes
+   * last, whatever failed before it (and stays, under lockdown: the host remains fail-closed after detourd exits).
+   */
+  async shutdown(): Promise<void> {
+    const p = this.#p;
+    const step = async (what: string, run: () => void | Promise<void>): Promise<void> => {
+      try {
+        await run();
+      } catch (err) {
+        p.log.error(`shutdown: ${what} failed`, { err });
+      }
+    };
+    try {
+      await step("stopping the wireguard spare", () => p.spares.shutdown());
+      await step("ending the drill", () => p.drills.stop());
+      await step("disconnecting", () => {
+        this.disconnect();
+      });
+      await step("stopping the legs", () => p.loop.settle());
+      p.loop.stopTimers();
+      p.candidates.stop();
+      await step("clearing routes and DNS", () => p.dataPlane.clearForExit());
+      // Events of the disconnect itself are spooled; whatever the collector did not get yet waits on disk.
+      await step("stopping telemetry", () => p.telemetry.shutdown());
+    } finally {
+      if (!p.config().lockdown) await p.dataPlane.removeKillSwitch();
+    }
+  }
+
+  /**
+   * Puts the kill switch for the current state in force: while connecting, failing over, in error (and while
+   * disconnected under lockdown) only the candidates' gateway endpoints and the discovery resolvers may be
+   * reached on the underlay, and protected networks only ever leave through a tunnel device.
+   */
+  refreshKillSwitch(stateOverride?: ConnectionStateName): void {
+    this.#p.dataPlane.refreshKillSwitch(stateOverride);
+  }
+
+  /**
+   * Puts a new effective configuration in force (policy-change.ts). Returns whether the active leg was moved
+   * off because the configuration no longer allows it.
+   */
+  reconfigure(config: DetourConfig): boolean {
+    const p = this.#p;
+    const before = p.config();
+    p.setConfig(config);
+    return applyConfiguration({ machine: p.loop, candidates: p.candidates, dataPlane: p.dataPlane, telemetry: p.telemetry, log: p.log }, before, config);
+  }
+
+  /** Reports a daemon event (policy applied or rejected) to the collector, when telemetry is configured. */
+  emitTelemetry(name: string, body: unknown, attrs: Record<string, string | number | boolean> = {}): void {
+    this.#p.telemetry.current?.emitEvent(name, body, attrs);
+  }
+}

@@ -1,0 +1,279 @@
+/**
+ * The real daemon (loop, modules, control facade) on a fake platform, fake engines and a fake clock: what a user
+ * would notice of connecting, racing, failing over, losing every gateway, disconnecting, shutting down and a policy
+ * change, with the wall clock stepped both ways underneath. No root, no sockets, no real time.
+ */
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { parseConfig, type DetourConfig } from "../core/config/schema.ts";
+import type { ConnectionEvent } from "../core/connection/types.ts";
+import { FakeClock } from "../../test/fakes/fake-clock.ts";
+import { FakeWorld, fakeFinder, fakePlatform, fakeProber, type GatewayScript } from "../../test/fakes/fake-platform.ts";
+import type { ControlFacade } from "./control-facade.ts";
+import { Daemon } from "./daemon.ts";
+import type { Logger } from "./log.ts";
+
+const root = mkdtempSync(join(tmpdir(), "detourd-daemon-test-"));
+after(() => {
+  rmSync(root, { recursive: true, force: true });
+});
+const keyFile = join(root, "wg.key");
+writeFileSync(keyFile, "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=\n", { mode: 0o600 });
+
+const HOUR_MS = 3_600_000;
+
+function gateway(n: number): Record<string, unknown> {
+  return {
+    name: `gw${String(n)}`,
+    hostname: `gw${String(n)}.vpn.example.com`,
+    address: `198.18.${String(n)}.2`,
+    priority: n,
+    region: "eu",
+    protocols: { wireguard: { publicKey: "A".repeat(43) + "=", tunnelAddress: `198.19.${String(n)}1.2/32` } },
+  };
+}
+
+function config(overrides: Record<string, unknown> = {}, gateways = [1, 2, 3]): DetourConfig {
+  const parsed = parseConfig({
+    version: 1,
+    organisation: "example",
+    identity: { wireguard: { privateKey: { file: keyFile } } },
+    gateways: gateways.map(gateway),
+    protectedRoutes: ["198.19.0.0/24"],
+    probe: { address: "198.19.0.1", port: 7 },
+    ...overrides,
+  });
+  if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
+  return parsed.config;
+}
+
+interface LogLine {
+  level: string;
+  msg: string;
+  fields: Record<string, unknown> | undefined;
+}
+
+interface Rig {
+  clock: FakeClock;
+  world: FakeWorld;
+  control: ControlFacade;
+  /** What subscribers heard, and the device carrying the protected networks when they heard it. */
+  heard: { event: ConnectionEvent; routedVia: string | null }[];
+  logs: LogLine[];
+  state(): string;
+  gateway(): string | null;
+  connected(gw: string): Promise<void>;
+}
+
+let rigs = 0;
+
+async function rig(gateways: Record<string, Partial<GatewayScript>>, cfg: DetourConfig = config()): Promise<Rig> {
+  const clock = new FakeClock();
+  const world = new FakeWorld(clock, gateways);
+  const logs: LogLine[] = [];
+  const line =
+    (level: string) =>
+    (msg: string, fields?: Record<string, unknown>): void => {
+      logs.push({ level, msg, fields });
+    };
+  const log: Logger = { debug: line("debug"), info: line("info"), warn: line("warn"), error: line("error") };
+  const dir = join(root, `d${String(++rigs)}`);
+  mkdirSync(dir);
+  const { control } = new Daemon(
+    { config: cfg, configPath: join(dir, "client.json"), workDir: join(dir, "work"), stateDir: join(dir, "state"), resolvConf: join(dir, "resolv.conf"), ifnamePrefix: "dfake", log, version: "0.0.0-test" },
+    { platform: fakePlatform(world), clock, finder: fakeFinder(world), startMonitor: fakeProber(world) },
+  );
+  const heard: Rig["heard"] = [];
+  control.subscribe((event) => heard.push({ event, routedVia: world.routedVia() }));
+  control.refreshKillSwitch();
+  control.warmUp();
+  await clock.advance(50);
+  const r: Rig = {
+    clock,
+    world,
+    control,
+    heard,
+    logs,
+    state: () => control.status().state,
+    gateway: () => control.status().gateway,
+    connected: async (gw) => {
+      assert.ok(await clock.until(() => r.state() === "connected" && r.gateway() === gw, 20_000), `connected to ${gw}; now ${JSON.stringify(control.status().summary)}`);
+    },
+  };
+  return r;
+}
+
+/** Connects (gw1 wins) and waits for the warm standby, on gw2. */
+async function connectedWithStandby(r: Rig): Promise<void> {
+  void r.control.connect();
+  await r.connected("gw1");
+  assert.ok(await r.clock.until(() => r.control.status().standby !== null, 10_000), "a warm standby comes up");
+  assert.equal(r.control.status().standby?.gateway, "gw2");
+}
+
+const deviceOf = (r: Rig, gw: string): string | undefined => r.world.running(gw)[0]?.spec.runtime.ifname;
+const stepsOf = (r: Rig): string[] => r.world.calls.map((c) => `${c.step} ${c.detail}`.trim());
+
+test("connect-races-and-routes-the-protected-networks-through-the-fastest-gateway", async () => {
+  const r = await rig({ gw1: { connectMs: 120 }, gw2: { connectMs: 150 }, gw3: { connectMs: 200 } });
+  let answered = false;
+  void r.control.connect().then(() => {
+    answered = true;
+    assert.equal(r.world.killSwitch?.mode, "tunnel-only", "connect answers once the kill switch holds the protected networks");
+  });
+  await r.connected("gw1");
+  assert.ok(answered);
+  const dev = deviceOf(r, "gw1");
+  assert.equal(r.world.routedVia(), dev, "the protected networks go through gw1's tunnel");
+  assert.deepEqual(r.world.dnsServers, ["198.19.0.53"], "the tunnel's resolvers are in force");
+  const connected = r.heard.find((h) => h.event.type === "state" && h.event.state === "connected");
+  assert.equal(connected?.routedVia, dev, "subscribers hear 'connected' once traffic already goes through the new leg");
+  assert.equal(r.control.lastRace()?.winner?.gateway, "gw1");
+  await r.control.shutdown();
+});
+
+test("a-failing-leg-starts-the-next-at-once-and-the-race-reports-why", async () => {
+  const r = await rig({ gw1: { connectMs: 40, refuse: "unreachable" }, gw2: { connectMs: 100 }, gw3: { connectMs: 100 } });
+  const t0 = r.clock.monotonic();
+  void r.control.connect();
+  await r.connected("gw2");
+  const gw2Start = r.world.calls.find((c) => c.step === "engine.start" && c.detail.startsWith("gw2"));
+  assert.ok(gw2Start !== undefined && gw2Start.at - t0 < 100, `gw2 started when gw1 failed, not after the 250 ms stagger (at ${String(gw2Start?.at)})`);
+  const race = r.control.lastRace();
+  assert.deepEqual(
+    race?.legs.map((l) => [l.leg.gateway, l.outcome, l.error?.code ?? null]),
+    [
+      ["gw1", "failed", "unreachable"],
+      ["gw2", "won", null],
+      ["gw3", "cancelled", null],
+    ],
+  );
+  await r.control.shutdown();
+});
+
+test("the-active-gateway-going-silent-fails-over-to-the-warm-standby", async () => {
+  const r = await rig({ gw1: {}, gw2: {}, gw3: {} });
+  await connectedWithStandby(r);
+  const standbyDev = deviceOf(r, "gw2");
+  const silentAt = r.clock.monotonic();
+  r.world.set("gw1", { reachable: false });
+  await r.connected("gw2");
+  const f = r.control.lastFailover();
+  assert.equal(f?.via, "standby", "routes moved to the standby: no race");
+  assert.ok(f.detectedAfterMs < 600, `detected after ${String(f.detectedAfterMs)} ms`);
+  assert.ok(r.clock.monotonic() - silentAt < 1000);
+  assert.equal(r.world.routedVia(), standbyDev);
+  // Make-before-break: the failed leg stops only after the routes moved.
+  const steps = stepsOf(r);
+  const moved = steps.lastIndexOf(`routes.apply ${String(standbyDev)} 198.19.0.0/24`);
+  const stopped = steps.findIndex((s) => s.startsWith("engine.stop gw1"));
+  assert.ok(moved >= 0 && stopped > moved, "gw1's tunnel is stopped after traffic moved to gw2");
+  await r.control.shutdown();
+});
+
+test("without-a-fresh-standby-a-failover-race-moves-the-tunnel", async () => {
+  const r = await rig({ gw1: {}, gw2: { connectMs: 150 }, gw3: { connectMs: 150 } }, config({ standby: { mode: "off" } }));
+  void r.control.connect();
+  await r.connected("gw1");
+  r.world.set("gw1", { reachable: false });
+  assert.ok(await r.clock.until(() => r.state() === "failing-over", 2000), "the silent tunnel is detected");
+  assert.equal(r.world.routedVia(), deviceOf(r, "gw1"), "while the race runs, the failed leg keeps the routes");
+  await r.connected("gw2");
+  const f = r.control.lastFailover();
+  assert.equal(f?.via, "race");
+  assert.equal(f.to?.gateway, "gw2");
+  assert.equal(r.world.routedVia(), deviceOf(r, "gw2"));
+  await r.control.shutdown();
+});
+
+test("every-gateway-down-is-an-error-that-retries-until-one-comes-back", async () => {
+  const r = await rig({ gw1: { reachable: false }, gw2: { reachable: false }, gw3: { reachable: false } });
+  void r.control.connect();
+  assert.ok(await r.clock.until(() => r.state() === "error", 20_000), "every leg timed out");
+  const s = r.control.status();
+  assert.match(s.summary, /retrying in \d+ s/);
+  assert.ok(s.error?.nextRetryAt != null && s.error.nextRetryAt > r.clock.wall(), "the next retry is shown in wall time, ahead");
+  assert.equal(r.world.routedVia(), null);
+  assert.notEqual(r.world.killSwitch, null, "protected networks stay held back in error");
+  r.world.set("gw3", { reachable: true });
+  await r.connected("gw3");
+  assert.equal(r.world.routedVia(), deviceOf(r, "gw3"));
+  await r.control.shutdown();
+});
+
+test("disconnect-stops-every-tunnel-and-puts-the-host-back", async () => {
+  const r = await rig({ gw1: {}, gw2: {}, gw3: {} });
+  await connectedWithStandby(r);
+  r.control.disconnect();
+  assert.ok(await r.clock.until(() => r.world.running().length === 0 && r.world.routes.size === 0, 5000), "tunnels stopped, routes gone");
+  assert.equal(r.state(), "disconnected");
+  assert.equal(r.world.dnsServers, null, "the original resolv.conf is back");
+  assert.equal(r.world.killSwitch, null, "without lockdown nothing is held back while disconnected");
+  assert.ok(r.world.engines.every((e) => e.stopped));
+  await r.control.shutdown();
+});
+
+test("shutdown-removes-the-kill-switch-last-even-when-restoring-dns-and-routes-fails", async () => {
+  const r = await rig({ gw1: {}, gw2: {}, gw3: {} });
+  void r.control.connect();
+  await r.connected("gw1");
+  r.world.failing.add("dns.restore");
+  r.world.failing.add("routes.clear");
+  await r.control.shutdown();
+  const last = r.world.calls.at(-1);
+  assert.deepEqual([last?.step, last?.detail], ["firewall.killSwitch", "off"], `the last change is the kill switch's removal: ${stepsOf(r).slice(-5).join("; ")}`);
+  assert.equal(r.world.killSwitch, null);
+  assert.ok(r.world.engines.every((e) => e.stopped), "every engine stopped");
+  assert.ok(r.logs.some((l) => l.level === "error"), "the failed steps are reported");
+  // Nothing puts it back afterwards.
+  await r.clock.advance(10_000);
+  assert.deepEqual(r.world.calls.at(-1), last);
+});
+
+test("a-policy-that-forbids-the-active-gateway-moves-the-tunnel-make-before-break", async () => {
+  const r = await rig({ gw1: {}, gw2: {}, gw3: {} });
+  await connectedWithStandby(r);
+  const moved = r.control.reconfigure(config({}, [2, 3]));
+  assert.equal(moved, true, "the active leg is moved off");
+  await r.connected("gw2");
+  assert.equal(r.world.routedVia(), deviceOf(r, "gw2"));
+  assert.equal(r.world.running("gw1").length, 0, "gw1's tunnel is gone");
+  assert.deepEqual(
+    r.control.candidates().map((c) => c.name),
+    ["gw2", "gw3"],
+    "gw1 is no longer a candidate",
+  );
+  await r.control.shutdown();
+});
+
+test("the-wall-clock-stepping-back-or-forward-neither-hides-a-dead-tunnel-nor-fakes-one", async () => {
+  const r = await rig({ gw1: {}, gw2: {}, gw3: {} });
+  await connectedWithStandby(r);
+  // Forward two hours (a laptop's clock corrected after sleep): no silence is inferred, nothing moves.
+  r.clock.stepWall(2 * HOUR_MS);
+  await r.clock.advance(5000);
+  assert.equal(r.gateway(), "gw1");
+  assert.equal(r.control.lastFailover(), null, "a jump forward is not a dead tunnel");
+  // Back one hour, then gw1 goes silent: detected as fast as ever, and the standby is still fresh.
+  r.clock.stepWall(-HOUR_MS);
+  r.world.set("gw1", { reachable: false });
+  await r.connected("gw2");
+  const f = r.control.lastFailover();
+  assert.equal(f?.via, "standby");
+  assert.ok(f.detectedAfterMs < 600, `detected after ${String(f.detectedAfterMs)} ms`);
+  assert.ok(Math.abs(f.detectedAt - r.clock.wall()) < 2000, "the record reads in today's wall time");
+  await r.control.shutdown();
+});
+
+test("the-error-state-keeps-retrying-when-the-wall-clock-steps-back", async () => {
+  const r = await rig({ gw1: { reachable: false }, gw2: { reachable: false }, gw3: { reachable: false } }, config({ retry: { initialMs: 1000, maxMs: 2000 } }));
+  void r.control.connect();
+  assert.ok(await r.clock.until(() => r.state() === "error", 20_000));
+  r.clock.stepWall(-HOUR_MS);
+  r.world.set("gw1", { reachable: true });
+  await r.connected("gw1");
+  await r.control.shutdown();
+});

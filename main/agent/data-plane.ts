@@ -1,0 +1,252 @@
+/**
+ * The data plane: protected routes, the tunnel's DNS and the kill switch, applied together and in order through
+ * one chain. Route changes run one after another in the order the machine asked for them, so a late clear never
+ * undoes a newer apply, and the kill switch for a state goes in behind the route change that led to it.
+ */
+import { join } from "node:path";
+import { existsSync } from "node:fs";
+import type { DetourConfig } from "../core/config/schema.ts";
+import { candidateAddresses } from "../core/connection/address-family.ts";
+import { routesForLeg } from "../core/connection/route-policy.ts";
+import type { Candidate, ConnectionStateName, Leg } from "../core/connection/types.ts";
+import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
+import type { TunnelUp } from "../core/tunnel/engine-types.ts";
+import type { DnsFiles, Platform, RouteEntry } from "../../native/platform/platform.ts";
+import type { Logger } from "./log.ts";
+
+export interface DataPlaneHost {
+  config(): DetourConfig;
+  /** Tunnel devices are named `<prefix>-*`; the kill switch lets them through. */
+  ifnamePrefix: string;
+  /** The running leg, for its device, pushed routes and DNS; undefined once it stopped. */
+  leg(legId: string): { leg: Leg; up: TunnelUp | null } | undefined;
+  /**
+   * Every candidate whose endpoints the kill switch must allow (configured, discovered, being probed): their
+   * addresses never go into the tunnel either.
+   */
+  reachable(): Candidate[];
+  stateName(): ConnectionStateName;
+  track(p: Promise<unknown>): void;
+  log: Logger;
+}
+
+export class DataPlane {
+  readonly #host: DataPlaneHost;
+  readonly #platform: Pick<Platform, "routes" | "dns" | "firewall">;
+  readonly #dns: DnsFiles;
+  #routeChain: Promise<void> = Promise.resolve();
+  #routesOn: string | null = null;
+  /** Every prefix put in the protected table since the last clear, pushed ones included. */
+  #appliedRoutes = new Set<string>();
+  /** Every gateway address (either family) known since the protected routes were last cleared. */
+  #gatewaysSeen = new Set<string>();
+  /** Every gateway throw put in the protected table since the last clear (see route-policy.ts' bypass). */
+  #appliedBypass = new Set<string>();
+  /**
+   * The protected table's content as this daemon last left it, with its rule in place (staged while a connect
+   * races, kept by every apply): the winner's route change is then one iproute2 run. Null when unknown.
+   */
+  #stagedRoutes: RouteEntry[] | null = null;
+  /** The kill switch last put in force (JSON), so an unchanged policy is not re-applied (that resets counters). */
+  #killSwitch: string | undefined = undefined;
+  /** The kill switch was removed at exit: nothing may put it back behind the exit's back. */
+  #removed = false;
+
+  constructor(host: DataPlaneHost, platform: Pick<Platform, "routes" | "dns" | "firewall">, files: { resolvConf: string; stateDir: string }) {
+    this.#host = host;
+    this.#platform = platform;
+    this.#dns = { path: files.resolvConf, backupPath: join(files.stateDir, "resolv.conf.orig") };
+    // A daemon that died while connected left the tunnel's resolvers in place: put the original back first.
+    if (platform.dns.restore(this.#dns)) host.log.warn("restored the resolv.conf a previous detourd left in place", { path: files.resolvConf });
+  }
+
+  /** Settles once every change asked for so far is done (failed ones are logged). */
+  settled(): Promise<void> {
+    return this.#routeChain;
+  }
+
+  /** The resolv.conf that describes the network: while Detour's is in force, the saved original. */
+  networkResolvConf(): string {
+    return existsSync(this.#dns.backupPath) ? this.#dns.backupPath : this.#dns.path;
+  }
+
+  /** Route changes run one after another in the order the machine asked for them: a late clear must never undo a newer apply. */
+  op(op: () => Promise<void>): void {
+    const next = this.#routeChain.then(op).catch((err: unknown) => {
+      this.#host.log.error("route change failed", { err });
+    });
+    this.#routeChain = next;
+    this.#host.track(next);
+  }
+
+  /**
+   * Prepares the route change a connect's winner needs (at start-up, and again at a connect if it was lost), so
+   * it is one iproute2 run then: the protected rule goes in over the still empty table, and its content is known.
+   */
+  stage(): void {
+    if (this.#stagedRoutes !== null) return;
+    this.op(async () => {
+      if (this.#stagedRoutes === null) this.#stagedRoutes = await this.#platform.routes.stageProtectedRule();
+    });
+  }
+
+  /** The machine's apply-routes: the protected networks (and the leg's DNS) move to this leg. */
+  applyRoutes(legId: string): void {
+    this.op(() => this.#applyRoutes(legId));
+  }
+
+  /** The machine's clear-routes: the protected table empties and the original resolv.conf comes back. */
+  clearRoutes(): void {
+    this.#routesOn = null;
+    this.op(() => this.#clearRoutes());
+  }
+
+  /**
+   * Puts the kill switch for the current state in force: while connecting, failing over, in error (and while
+   * disconnected under lockdown) only the candidates' gateway endpoints and the discovery resolvers may be
+   * reached on the underlay, and protected networks only ever leave through a tunnel device.
+   */
+  refreshKillSwitch(stateOverride?: ConnectionStateName): void {
+    if (this.#removed) return;
+    const cfg = this.#host.config();
+    let rules: KillSwitchRules | null;
+    try {
+      const endpoints: GatewayEndpoint[] = [];
+      for (const c of this.#host.reachable()) {
+        const gw = cfg.gateways.find((g) => g.name === c.name);
+        if (gw === undefined) continue;
+        // Both families of a dual-stack gateway: a leg keeps its endpoint when a recheck moves the gateway's address.
+        for (const address of knownAddresses(c)) for (const kind of c.kinds) endpoints.push(...legEndpoints(kind, address, gw.protocols));
+      }
+      rules = killSwitchPolicy({
+        state: stateOverride ?? this.#host.stateName(),
+        lockdown: cfg.lockdown,
+        protectedNetworks: [...new Set([...cfg.protectedRoutes, ...this.#appliedRoutes])],
+        gatewayEndpoints: endpoints,
+        // Legs are proven through their device before they are up, and kernel-libipsec names its own devices.
+        tunnelDevices: [`${this.#host.ifnamePrefix}-*`, "ipsec*"],
+        dnsServers: cfg.discovery.dns?.servers ?? [],
+      });
+    } catch (err) {
+      this.#host.log.error("kill switch policy failed", { err });
+      return;
+    }
+    // The state only labels the rules: resolving -> racing must not rebuild an identical table (each apply costs
+    // tens of milliseconds that the race's route change would wait behind).
+    const key = rules === null ? "off" : JSON.stringify(Object.entries(rules).filter(([k]) => k !== "state"));
+    if (key === this.#killSwitch) return;
+    this.#killSwitch = key;
+    this.op(async () => {
+      await this.#platform.firewall.applyKillSwitch(rules);
+      this.#host.log.info("kill switch", { mode: rules?.mode ?? "off" });
+    });
+  }
+
+  /** At exit, after every leg stopped: the protected routes and their rule go, and the original resolv.conf comes back. */
+  async clearForExit(): Promise<void> {
+    await this.#routeChain;
+    // The disconnect's clear kept the staged rule over the emptied table; it goes now, with anything left.
+    if (this.#routesOn !== null || this.#appliedRoutes.size > 0 || this.#stagedRoutes !== null) {
+      await this.#platform.routes.clearProtectedRoutes([...this.#appliedRoutes, ...this.#host.config().protectedRoutes], { bypass: [...this.#appliedBypass] }).catch(() => undefined);
+    }
+    try {
+      this.#platform.dns.restore(this.#dns);
+    } catch (err) {
+      this.#host.log.error("restoring resolv.conf failed", { err });
+    }
+  }
+
+  /** Removes the kill switch (the last step of an exit without lockdown). Never rejects. */
+  async removeKillSwitch(): Promise<void> {
+    this.#removed = true;
+    this.#killSwitch = undefined;
+    await this.#platform.firewall.applyKillSwitch(null).catch((err: unknown) => {
+      this.#host.log.error("removing the kill switch failed", { err });
+    });
+  }
+
+  async #clearRoutes(): Promise<void> {
+    const log = this.#host.log;
+    // The rule stays while detourd runs (the table is empty, lookups fall through it); shutdown removes it.
+    const ruleIn = this.#stagedRoutes !== null;
+    this.#stagedRoutes = null;
+    await this.#platform.routes.clearProtectedRoutes([...this.#appliedRoutes], { keepRule: ruleIn, bypass: [...this.#appliedBypass] });
+    this.#stagedRoutes = ruleIn ? [] : null;
+    this.#appliedRoutes.clear();
+    this.#appliedBypass.clear();
+    this.#gatewaysSeen.clear();
+    if (this.#platform.dns.restore(this.#dns)) log.info("resolv.conf restored", { path: this.#dns.path });
+    log.info("protected routes cleared");
+  }
+
+  async #applyRoutes(legId: string): Promise<void> {
+    const up = await this.#writeProtectedTable(legId);
+    if (up === null) return;
+    const td = this.#host.config().tunnelDns;
+    const servers = td !== undefined && td.servers.length > 0 ? td.servers : up.config.dns;
+    try {
+      this.#platform.dns.apply({ servers, searchDomains: td?.searchDomains ?? [] }, this.#dns);
+      if (servers.length > 0) this.#host.log.info("tunnel DNS applied", { servers, path: this.#dns.path });
+    } catch (err) {
+      // DNS is worth a warning, not the connection: the protected networks are reachable by address.
+      this.#host.log.warn("tunnel DNS not applied", { err });
+    }
+  }
+
+  /**
+   * Points the protected table at the leg: its routes, and a throw for every known gateway inside them, in one
+   * batch, so the engines' own packets (the active leg's, the standby's, a race's) never enter a tunnel. Returns
+   * what the leg's tunnel reported, or null when the leg is gone.
+   */
+  async #writeProtectedTable(legId: string): Promise<TunnelUp | null> {
+    const rt = this.#host.leg(legId);
+    if (rt?.up == null) return null;
+    const plan = routesForLeg(this.#host.config().protectedRoutes, rt.up.config.routes, this.#gatewayAddresses());
+    for (const r of plan.rejected) this.#host.log.warn("route refused", { leg: rt.leg, route: r.route, reason: r.reason });
+    // The batch makes the table equal to the plan, so routes of the previous leg that this one lacks go too.
+    const ifname = rt.up.config.ifname;
+    const known = this.#stagedRoutes;
+    this.#stagedRoutes = null; // unknown until this apply has succeeded
+    await this.#platform.routes.applyProtectedRoutes({ ifname, routes: plan.routes, bypass: plan.bypass, ...(known === null ? {} : { present: known }) });
+    this.#stagedRoutes = [...plan.bypass.map((dst) => ({ dst, dev: "", type: "throw" as const })), ...plan.routes.map((dst) => ({ dst, dev: ifname }))];
+    for (const r of plan.routes) this.#appliedRoutes.add(r);
+    for (const b of plan.bypass) this.#appliedBypass.add(b);
+    this.#routesOn = legId;
+    this.refreshKillSwitch();
+    this.#host.log.info("protected routes applied", { leg: rt.leg, ifname, routes: plan.routes, bypass: plan.bypass });
+    return rt.up;
+  }
+
+  /**
+   * Every gateway address known since the protected routes were last cleared: configured, resolved, from the
+   * portal, being probed. Kept across discovery rounds, so a live leg whose gateway a recheck moved elsewhere
+   * still reaches its own endpoint outside the tunnel until the next clear.
+   */
+  #gatewayAddresses(): string[] {
+    for (const c of this.#host.reachable()) for (const a of knownAddresses(c)) this.#gatewaysSeen.add(a);
+    return [...this.#gatewaysSeen];
+  }
+
+  /** A gateway address learned while the protected routes are in force gets its throw before anything is sent to it. */
+  bypassNewGateways(): void {
+    const known = this.#gatewaysSeen.size;
+    this.#gatewayAddresses();
+    if (this.#gatewaysSeen.size === known || this.#routesOn === null) return;
+    this.op(async () => {
+      const legId = this.#routesOn;
+      const up = legId === null ? null : this.#host.leg(legId)?.up;
+      if (legId === null || up == null) return;
+      // Only a missing throw is worth a table write: most new addresses are outside a split tunnel's networks.
+      const thrown = new Set((this.#stagedRoutes ?? []).filter((r) => r.type === "throw").map((r) => r.dst));
+      const plan = routesForLeg(this.#host.config().protectedRoutes, up.config.routes, this.#gatewayAddresses());
+      if (this.#stagedRoutes !== null && plan.bypass.every((b) => thrown.has(b))) return;
+      await this.#writeProtectedTable(legId);
+    });
+  }
+}
+
+/** Every underlay address known for a candidate, either family. */
+export function knownAddresses(c: Candidate): string[] {
+  const a = candidateAddresses(c);
+  return [a.ipv4, a.ipv6].filter((x): x is string => x !== null);
+}

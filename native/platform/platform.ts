@@ -1,0 +1,119 @@
+/**
+ * What detourd needs of the operating system, as one object per system (linux.ts assembles Linux's): the
+ * protected routes and each leg's source routing, DNS, the kill switch and the drill's block, the network's
+ * identity, the tunnel engines with the spare wireguard-go, and the network monitor. The daemon is given one and
+ * reaches the OS only through it, so a unit test runs the real daemon on a fake one and can make any step fail.
+ *
+ * Times here are epoch ms (the engines' deadlines): the daemon converts from its monotonic clock at this edge.
+ */
+import type { GatewayEndpoint, KillSwitchRules } from "../../main/core/killswitch.ts";
+import type { EngineSpec, TunnelEngine } from "../engines/engine.ts";
+
+/** One entry of the protected table: a prefix and the device that carries it, or a gateway's throw. */
+export interface RouteEntry {
+  dst: string;
+  /** Empty for a throw. */
+  dev: string;
+  /** Set for a gateway's bypass (a throw out of the table); absent for a route through a device. */
+  type?: "throw";
+}
+
+/** A leg's source routing: packets from its tunnel address leave through its device (its monitor's probes). */
+export interface LegSource {
+  ifname: string;
+  /** The leg's tunnel address, without prefix length. */
+  address: string;
+  table: number;
+  pref: number;
+}
+
+export interface PlatformRoutes {
+  /** Puts the protected rule in over the table while it is empty (nothing changes yet); returns the table's content. */
+  stageProtectedRule(): Promise<RouteEntry[]>;
+  /**
+   * Routes the protected networks through `ifname` in one batch (the table then equals `routes`); `present` is
+   * the table's content when the caller knows it, so nothing is read first. Safe to repeat.
+   */
+  applyProtectedRoutes(p: { ifname: string; routes: readonly string[]; bypass?: readonly string[]; present?: readonly RouteEntry[] }): Promise<void>;
+  /** Deletes these prefixes (and these gateways' throws) from the protected table, and its rule unless `keepRule`. */
+  clearProtectedRoutes(routes: readonly string[], opts?: { keepRule?: boolean; bypass?: readonly string[] }): Promise<void>;
+  installLegSource(s: LegSource): Promise<void>;
+  removeLegSource(s: LegSource): Promise<void>;
+}
+
+export interface DnsSettings {
+  servers: string[];
+  searchDomains: string[];
+}
+
+/** The resolver configuration detourd manages, and where the original is kept while the tunnel's is in force. */
+export interface DnsFiles {
+  path: string;
+  backupPath: string;
+}
+
+export interface PlatformDns {
+  /** Puts the tunnel's resolvers in force (the original is saved first); throws when it refuses them. */
+  apply(settings: DnsSettings, files: DnsFiles): void;
+  /** Puts the original back if the tunnel's is in force; whether it did. */
+  restore(files: DnsFiles): boolean;
+}
+
+/** The drill's own block of one gateway's endpoints (never the kill switch's rules). */
+export interface DrillBlock {
+  apply(gateway: string, endpoints: readonly GatewayEndpoint[]): Promise<void>;
+  remove(): Promise<void>;
+  present(): Promise<boolean>;
+}
+
+export interface PlatformFirewall {
+  /** Puts these kill-switch rules in force as one atomic replace; null removes the kill switch. */
+  applyKillSwitch(rules: KillSwitchRules | null): Promise<void>;
+  drillBlock: DrillBlock;
+}
+
+export interface PlatformNetwork {
+  /**
+   * A key naming the network the device is on, hashed (next hop, address block, resolvers, public path);
+   * `resolvConf` describes the network's own resolvers; `signal` cuts the slow part short.
+   */
+  networkId(input: { towards: string; resolvConf: string; signal?: AbortSignal }): Promise<string>;
+}
+
+/** A tunnel device and engine process started ahead of a leg (a spare wireguard-go): no address, no peer. */
+export interface SpareDevice {
+  readonly runtime: { ifname: string; workDir: string };
+  /** Started, running, and neither adopted nor stopped. */
+  readonly usable: boolean;
+  readonly pid: number | null;
+  /** Removes it unless a leg adopted it. */
+  stop(): Promise<void>;
+}
+
+export interface PlatformEngines {
+  /** The driver for a spec; a WireGuard spec naming a spare's device adopts that spare. */
+  create(spec: EngineSpec, spare?: SpareDevice): TunnelEngine;
+  /** Starts a spare wireguard-go for this device name and folder by `deadlineAt`; everything is removed on failure. */
+  launchSpare(runtime: { ifname: string; workDir: string }, deadlineAt: number, signal?: AbortSignal): Promise<SpareDevice>;
+}
+
+/** A change of the network the device is on (link, address, default route), as the monitor reports it. */
+export interface NetworkChange {
+  at: number;
+  reason: string;
+}
+
+/** Placeholder for the network monitor: the daemon subscribes, and a platform without one reports nothing. */
+export interface NetworkMonitor {
+  subscribe(listener: (change: NetworkChange) => void): () => void;
+}
+
+export interface Platform {
+  readonly name: string;
+  readonly routes: PlatformRoutes;
+  readonly dns: PlatformDns;
+  readonly firewall: PlatformFirewall;
+  readonly network: PlatformNetwork;
+  readonly engines: PlatformEngines;
+  readonly netmon: NetworkMonitor;
+}
