@@ -19,17 +19,29 @@ module.exports = {
     },
     {
       name: "shared-is-a-leaf",
-      comment: "main/shared holds small node-only helpers that the daemon, the app, the CLI, the collector and native/ all use; it imports node:* and main/core only, so using it never pulls one layer into another",
+      comment:
+        "main/shared holds small node-only helpers that the daemon, the app, the CLI, the collector and native/ all use; it imports node:* and main/core only, so using it never pulls one layer into another",
       severity: "error",
       from: { path: "^main/shared/", pathNot: "\\.test\\.ts$" },
       to: { pathNot: ["^main/shared/", "^main/core/"], dependencyTypesNot: ["core"] },
     },
     {
       name: "native-not-upward",
-      comment: "native/ is the OS and engine boundary; it serves the agent and must not depend on it, the app or the UI",
+      comment:
+        "native/ is the OS and engine boundary; it serves the agent and must not depend on it, the app or the UI",
       severity: "error",
       from: { path: "^native/" },
-      to: { path: ["^main/agent/", "^main/app/", "^main/cli/", "^main/client/", "^renderer/", "^electron$", "node_modules/electron/"] },
+      to: {
+        path: [
+          "^main/agent/",
+          "^main/app/",
+          "^main/cli/",
+          "^main/client/",
+          "^renderer/",
+          "^electron$",
+          "node_modules/electron/",
+        ],
+      },
     },
     {
       name: "agent-no-ui",
@@ -40,14 +52,16 @@ module.exports = {
     },
     {
       name: "agent-through-the-platform",
-      comment: "the daemon reaches the OS only through the Platform it is given (native/platform/platform.ts), so it runs on a fake one in tests and on other systems",
+      comment:
+        "the daemon reaches the OS only through the Platform it is given (native/platform/platform.ts), so it runs on a fake one in tests and on other systems",
       severity: "error",
       from: { path: "^main/agent/" },
       to: { path: "^native/.+\\.linux\\.ts$" },
     },
     {
       name: "only-the-entry-point-picks-the-platform",
-      comment: "detourd.ts builds the system's Platform once and hands it down; a module that built its own would bypass the fakes",
+      comment:
+        "detourd.ts builds the system's Platform once and hands it down; a module that built its own would bypass the fakes",
       severity: "error",
       from: { path: "^main/agent/", pathNot: "^main/agent/detourd\\.ts$" },
       to: { path: "^native/platform/linux\\.ts$" },
@@ -68,10 +82,22 @@ module.exports = {
     },
     {
       name: "collector-stands-alone",
-      comment: "the collector is a server of its own: it shares main/core's telemetry names, never the daemon's internals, the OS boundary or the UI",
+      comment:
+        "the collector is a server of its own: it shares main/core's telemetry names, never the daemon's internals, the OS boundary or the UI",
       severity: "error",
       from: { path: "^main/collector/", pathNot: "\\.test\\.ts$" },
-      to: { path: ["^main/agent/", "^main/app/", "^main/cli/", "^main/client/", "^main/preload/", "^native/", "^renderer/", "node_modules/electron/"] },
+      to: {
+        path: [
+          "^main/agent/",
+          "^main/app/",
+          "^main/cli/",
+          "^main/client/",
+          "^main/preload/",
+          "^native/",
+          "^renderer/",
+          "node_modules/electron/",
+        ],
+      },
     },
     {
       name: "nothing-imports-the-collector",
@@ -96,24 +122,38 @@ module.exports = {
     },
     {
       name: "app-not-renderer-source",
-      comment: "the Electron main loads the renderer's built bundle; importing its source would run page code with Node's powers",
+      comment:
+        "the Electron main loads the renderer's built bundle; importing its source would run page code with Node's powers",
       severity: "error",
       from: { path: "^main/(app|preload)/" },
       to: { path: "^renderer/" },
     },
     {
       name: "electron-only-in-the-thin-shells",
-      comment: "only main/app/main.ts and the preload touch Electron; the app's logic stays plain, unit-tested modules that also run in the dev bridge",
+      comment:
+        "only main/app/main.ts and the preload touch Electron; the app's logic stays plain, unit-tested modules that also run in the dev bridge",
       severity: "error",
       from: { path: "^main/", pathNot: ["^main/app/main\\.ts$", "^main/preload/"] },
       to: { path: ["^electron$", "node_modules/electron/", "node_modules/electron-store/"] },
     },
     {
       name: "preload-exposes-only-the-contract",
-      comment: "the preload runs next to the page: it may use Electron's IPC and the app-api contract, nothing that could leak Node or daemon access",
+      comment:
+        "the preload runs next to the page: it may use Electron's IPC and the app-api contract, nothing that could leak Node or daemon access",
       severity: "error",
       from: { path: "^main/preload/" },
-      to: { pathNot: ["^main/core/protocol/app-api\\.ts$", "^main/core/connection/types\\.ts$", "^main/core/protocol/messages\\.ts$", "^main/core/tunnel/", "^main/core/telemetry/", "node_modules/electron/", "^electron$"], dependencyTypesNot: ["type-only"] },
+      to: {
+        pathNot: [
+          "^main/core/protocol/app-api\\.ts$",
+          "^main/core/connection/types\\.ts$",
+          "^main/core/protocol/messages\\.ts$",
+          "^main/core/tunnel/",
+          "^main/core/telemetry/",
+          "node_modules/electron/",
+          "^electron$",
+        ],
+        dependencyTypesNot: ["type-only"],
+      },
     },
     {
       name: "production-not-test",
@@ -142,6 +182,10 @@ module.exports = {
     exclude: { path: "^(\\.build|\\.git|dist|bench-out|test-artifacts)/|^eslint\\.config\\.js$" },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: "tsconfig.node.json" },
-    enhancedResolveOptions: { exportsFields: ["exports"], conditionNames: ["import", "require", "node", "default"], extensions: [".ts", ".js", ".mjs", ".cjs", ".json"] },
+    enhancedResolveOptions: {
+      exportsFields: ["exports"],
+      conditionNames: ["import", "require", "node", "default"],
+      extensions: [".ts", ".js", ".mjs", ".cjs", ".json"],
+    },
   },
 };

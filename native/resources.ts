@@ -8,7 +8,8 @@ import { fileURLToPath } from "node:url";
 /** Set only in the bundle, by esbuild's `define`: resources/ relative to the bundle file, ending in "/". */
 declare const __DETOUR_BUNDLE_RESOURCES__: string | undefined;
 
-const RESOURCES_FROM_HERE = typeof __DETOUR_BUNDLE_RESOURCES__ === "string" ? __DETOUR_BUNDLE_RESOURCES__ : "../resources/";
+const RESOURCES_FROM_HERE =
+  typeof __DETOUR_BUNDLE_RESOURCES__ === "string" ? __DETOUR_BUNDLE_RESOURCES__ : "../resources/";
 
 /** The absolute path of `rel` (e.g. "engines/openconnect/handback.sh") inside resources/. */
 export function resourcePath(rel: string): string {

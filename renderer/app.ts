@@ -58,7 +58,18 @@ async function refresh(): Promise<void> {
 
 function buildTabs(): HTMLElement {
   const tabs = views.map((v, i) =>
-    h("button", { type: "button", role: "tab", id: `tab-${v.id}`, "aria-controls": `panel-${v.id}`, "aria-selected": i === 0 ? "true" : "false", tabindex: i === 0 ? 0 : -1 }, v.title),
+    h(
+      "button",
+      {
+        type: "button",
+        role: "tab",
+        id: `tab-${v.id}`,
+        "aria-controls": `panel-${v.id}`,
+        "aria-selected": i === 0 ? "true" : "false",
+        tabindex: i === 0 ? 0 : -1,
+      },
+      v.title,
+    ),
   );
   const select = (i: number, focus: boolean): void => {
     tabs.forEach((t, j) => {
@@ -79,7 +90,16 @@ function buildTabs(): HTMLElement {
     // The WAI-ARIA tabs pattern: arrows move between tabs, Home/End jump, Tab goes into the panel.
     t.addEventListener("keydown", (e) => {
       const n = tabs.length;
-      const to = e.key === "ArrowRight" ? (i + 1) % n : e.key === "ArrowLeft" ? (i - 1 + n) % n : e.key === "Home" ? 0 : e.key === "End" ? n - 1 : null;
+      const to =
+        e.key === "ArrowRight"
+          ? (i + 1) % n
+          : e.key === "ArrowLeft"
+            ? (i - 1 + n) % n
+            : e.key === "Home"
+              ? 0
+              : e.key === "End"
+                ? n - 1
+                : null;
       if (to === null) return;
       e.preventDefault();
       select(to, true);
@@ -126,7 +146,10 @@ function main(): void {
   });
   void api.history().then((r) => {
     if (r.ok) {
-      model.history = [...r.value, ...model.history.filter((e) => !r.value.some((x) => x.at === e.at && x.type === e.type))];
+      model.history = [
+        ...r.value,
+        ...model.history.filter((e) => !r.value.some((x) => x.at === e.at && x.type === e.type)),
+      ];
       render();
     }
   });

@@ -10,11 +10,25 @@ const RECONNECT_MS = 1000;
 
 async function call<T>(name: string, args: unknown[]): Promise<AppResult<T>> {
   try {
-    const r = await fetch(`/api/${name}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ args }), credentials: "same-origin" });
-    if (!r.ok) return { ok: false, code: "bridge", message: `the bridge refused the call (${r.status}): ${(await r.text()).trim()}` };
+    const r = await fetch(`/api/${name}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ args }),
+      credentials: "same-origin",
+    });
+    if (!r.ok)
+      return {
+        ok: false,
+        code: "bridge",
+        message: `the bridge refused the call (${r.status}): ${(await r.text()).trim()}`,
+      };
     return (await r.json()) as AppResult<T>;
   } catch (e) {
-    return { ok: false, code: "bridge", message: `the bridge is not reachable: ${e instanceof Error ? e.message : String(e)}` };
+    return {
+      ok: false,
+      code: "bridge",
+      message: `the bridge is not reachable: ${e instanceof Error ? e.message : String(e)}`,
+    };
   }
 }
 

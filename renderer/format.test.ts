@@ -10,16 +10,56 @@ test("durations-read-like-a-person-would-say-them", () => {
 });
 
 test("the-timeline-says-why-the-user-is-on-this-gateway", () => {
-  const f = { from: { gateway: "gw1", kind: "wireguard" as const }, to: { gateway: "gw2", kind: "ikev2" as const }, reason: "dead: no reply for 600 ms", via: "standby" as const, lastReplyAt: 0, detectedAt: 600, restoredAt: 640, detectedAfterMs: 600, restoredAfterMs: 640 };
-  assert.equal(failoverText(f), "Moved from gw1 over WireGuard to gw2 over IKEv2: dead: no reply for 600 ms; detected after 600 ms, traffic restored after 640 ms (warm standby).");
-  const race = { id: "R1", reason: "connect" as const, startedAt: 0, endedAt: 180, winner: { id: "L1", gateway: "gw1", kind: "wireguard" as const }, legs: [{ leg: { id: "L1", gateway: "gw1", kind: "wireguard" as const }, outcome: "won" as const, startedAt: 0, endedAt: 180, error: null }] };
+  const f = {
+    from: { gateway: "gw1", kind: "wireguard" as const },
+    to: { gateway: "gw2", kind: "ikev2" as const },
+    reason: "dead: no reply for 600 ms",
+    via: "standby" as const,
+    lastReplyAt: 0,
+    detectedAt: 600,
+    restoredAt: 640,
+    detectedAfterMs: 600,
+    restoredAfterMs: 640,
+  };
+  assert.equal(
+    failoverText(f),
+    "Moved from gw1 over WireGuard to gw2 over IKEv2: dead: no reply for 600 ms; detected after 600 ms, traffic restored after 640 ms (warm standby).",
+  );
+  const race = {
+    id: "R1",
+    reason: "connect" as const,
+    startedAt: 0,
+    endedAt: 180,
+    winner: { id: "L1", gateway: "gw1", kind: "wireguard" as const },
+    legs: [
+      {
+        leg: { id: "L1", gateway: "gw1", kind: "wireguard" as const },
+        outcome: "won" as const,
+        startedAt: 0,
+        endedAt: 180,
+        error: null,
+      },
+    ],
+  };
   assert.equal(raceText(race), "Race to connect: 1 leg, gw1 over WireGuard won in 180 ms.");
-  assert.equal(eventText({ type: "state", at: 1, state: "connected", detail: "Connected to gw1 over WireGuard" }), "Connected to gw1 over WireGuard.");
+  assert.equal(
+    eventText({ type: "state", at: 1, state: "connected", detail: "Connected to gw1 over WireGuard" }),
+    "Connected to gw1 over WireGuard.",
+  );
   assert.equal(eventText({ type: "health", at: 1, legId: "L1", verdict: { state: "healthy" } }), null);
 });
 
 test("health-comes-from-the-last-probe", () => {
-  const c = { name: "gw1", hostname: "h", address: null, priority: 1, region: "eu", kinds: ["wireguard" as const], sources: ["config" as const], probe: null };
+  const c = {
+    name: "gw1",
+    hostname: "h",
+    address: null,
+    priority: 1,
+    region: "eu",
+    kinds: ["wireguard" as const],
+    sources: ["config" as const],
+    probe: null,
+  };
   assert.equal(health(c), "not checked yet");
   assert.equal(health({ ...c, probe: { at: 1, latencyMs: 3, reachable: { wireguard: "unknown" } } }), "reachable");
   assert.equal(health({ ...c, probe: { at: 1, latencyMs: null, reachable: { wireguard: "no" } } }), "unreachable");

@@ -50,7 +50,10 @@ export function probeLatency(c: Candidate): string {
 
 export function failoverText(f: FailoverRecord): string {
   const to = f.to === null ? "no other gateway (still looking)" : `${f.to.gateway} over ${PROTOCOL_LABELS[f.to.kind]}`;
-  const restored = f.restoredAfterMs === null ? "traffic not restored yet" : `traffic restored after ${duration(f.restoredAfterMs)}${f.via === "standby" ? " (warm standby)" : ""}`;
+  const restored =
+    f.restoredAfterMs === null
+      ? "traffic not restored yet"
+      : `traffic restored after ${duration(f.restoredAfterMs)}${f.via === "standby" ? " (warm standby)" : ""}`;
   return `Moved from ${f.from.gateway} over ${PROTOCOL_LABELS[f.from.kind]} to ${to}: ${f.reason}; detected after ${duration(f.detectedAfterMs)}, ${restored}.`;
 }
 
@@ -63,7 +66,12 @@ const RACE_REASONS: Record<RaceRecord["reason"], string> = {
 };
 
 export function raceText(r: RaceRecord): string {
-  const winner = r.winner === null ? (r.endedAt === null ? "still running" : "no leg won") : `${r.winner.gateway} over ${PROTOCOL_LABELS[r.winner.kind]} won`;
+  const winner =
+    r.winner === null
+      ? r.endedAt === null
+        ? "still running"
+        : "no leg won"
+      : `${r.winner.gateway} over ${PROTOCOL_LABELS[r.winner.kind]} won`;
   const took = r.endedAt === null ? "" : ` in ${duration(r.endedAt - r.startedAt)}`;
   const failed = r.legs.filter((l) => l.outcome === "failed").length;
   return `Race ${RACE_REASONS[r.reason]}: ${r.legs.length} leg${r.legs.length === 1 ? "" : "s"}, ${winner}${took}${failed > 0 ? ` (${failed} failed)` : ""}.`;
@@ -85,7 +93,10 @@ export function eventText(e: ConnectionEvent): string | null {
     case "health":
       return e.verdict.state === "healthy" ? null : `Health: ${e.verdict.state}.`;
     case "drill":
-      return `Failover drill ${e.drill.verdict === "pass" ? "passed" : e.drill.verdict === "fail" ? "failed" : "refused"}: ${e.drill.reason}.`.replace(/\.\.$/, ".");
+      return `Failover drill ${e.drill.verdict === "pass" ? "passed" : e.drill.verdict === "fail" ? "failed" : "refused"}: ${e.drill.reason}.`.replace(
+        /\.\.$/,
+        ".",
+      );
   }
 }
 

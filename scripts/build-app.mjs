@@ -29,9 +29,26 @@ export async function buildRenderer(outDir = join(root, ".build", "renderer-web"
 
 export async function buildElectron(outDir = join(root, ".build", "app")) {
   mkdirSync(outDir, { recursive: true });
-  const common = { bundle: true, platform: "node", target: ["node20"], external: ["electron"], sourcemap: true, logLevel: "warning" };
-  await build({ ...common, entryPoints: [join(root, "main", "app", "main.ts")], outfile: join(outDir, "main.mjs"), format: "esm" });
-  await build({ ...common, entryPoints: [join(root, "main", "preload", "preload.ts")], outfile: join(outDir, "preload.cjs"), format: "cjs" });
+  const common = {
+    bundle: true,
+    platform: "node",
+    target: ["node20"],
+    external: ["electron"],
+    sourcemap: true,
+    logLevel: "warning",
+  };
+  await build({
+    ...common,
+    entryPoints: [join(root, "main", "app", "main.ts")],
+    outfile: join(outDir, "main.mjs"),
+    format: "esm",
+  });
+  await build({
+    ...common,
+    entryPoints: [join(root, "main", "preload", "preload.ts")],
+    outfile: join(outDir, "preload.cjs"),
+    format: "cjs",
+  });
   return outDir;
 }
 

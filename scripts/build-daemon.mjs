@@ -78,7 +78,8 @@ export async function buildDaemon(outDir = DEFAULT_OUT_DIR) {
     out[name] = join(outDir, `${name}.mjs`);
     await build({ ...bundleOptions(), entryPoints: [join(root, entry)], outfile: out[name] });
   }
-  for (const r of RUNTIME_RESOURCES) cpSync(join(root, "resources", r), join(outDir, "resources", r), { recursive: true });
+  for (const r of RUNTIME_RESOURCES)
+    cpSync(join(root, "resources", r), join(outDir, "resources", r), { recursive: true });
   return out;
 }
 

@@ -35,7 +35,12 @@ after(() => {
 
 /** Plain node: no loader flags, no NODE_OPTIONS, started outside the repository. */
 function node(...args: string[]): { code: number | null; out: string; err: string } {
-  const r = spawnSync(process.execPath, args, { cwd: dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", LC_ALL: "C" }, encoding: "utf8", timeout: 30_000 });
+  const r = spawnSync(process.execPath, args, {
+    cwd: dir,
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", LC_ALL: "C" },
+    encoding: "utf8",
+    timeout: 30_000,
+  });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -66,9 +71,26 @@ test("the-detourd-bundle-answers-help-and-the-package-version", () => {
 test("the-detourd-bundle-refuses-a-bad-config-naming-each-field-and-opens-no-socket", () => {
   const cfg = join(dir, "bad.json");
   const socket = join(dir, "d.sock");
-  writeFileSync(cfg, JSON.stringify({ version: 1, organisation: "x", identity: {}, gateways: [{ name: "GW 1", hostname: "gw1.example.com", priority: 1, region: "r", protocols: {} }], protectedRoutes: ["10.0.0.0/33"], probe: { address: "10.0.0.1" } }));
+  writeFileSync(
+    cfg,
+    JSON.stringify({
+      version: 1,
+      organisation: "x",
+      identity: {},
+      gateways: [{ name: "GW 1", hostname: "gw1.example.com", priority: 1, region: "r", protocols: {} }],
+      protectedRoutes: ["10.0.0.0/33"],
+      probe: { address: "10.0.0.1" },
+    }),
+  );
   // Never the host's resolv.conf or state folder, even if a refusal came too late.
-  const safe = ["--resolv-conf", join(dir, "resolv.conf"), "--state-dir", join(dir, "state"), "--work-dir", join(dir, "work")];
+  const safe = [
+    "--resolv-conf",
+    join(dir, "resolv.conf"),
+    "--state-dir",
+    join(dir, "state"),
+    "--work-dir",
+    join(dir, "work"),
+  ];
   const r = node(bundles.detourd, ...safe, "--config", cfg, "--socket", socket);
   assert.equal(r.code, 2);
   assert.match(r.err, /is not a valid configuration:/);
@@ -82,7 +104,9 @@ test("the-bundles-load-nothing-from-disk-but-nodes-own-modules", () => {
   const builtins = new Set(builtinModules);
   for (const file of [bundles.detourd, bundles.detour]) {
     const text = readFileSync(file, "utf8");
-    const loaded = [...text.matchAll(/require\("([^"]+)"\)|^import\s[^;]*?\sfrom\s"([^"]+)"|\bimport\("([^"]+)"\)/gm)].map((m) => m[1] ?? m[2] ?? m[3] ?? "");
+    const loaded = [
+      ...text.matchAll(/require\("([^"]+)"\)|^import\s[^;]*?\sfrom\s"([^"]+)"|\bimport\("([^"]+)"\)/gm),
+    ].map((m) => m[1] ?? m[2] ?? m[3] ?? "");
     // esbuild's require shim (__require) for CommonJS dependencies, and static and dynamic imports.
     assert.ok(loaded.includes("fs") && loaded.includes("node:util"), "the patterns find what the bundle loads");
     const foreign = [...new Set(loaded)].filter((m) => !builtins.has(m.replace(/^node:/, "")));
@@ -94,7 +118,11 @@ test("the-bundles-load-nothing-from-disk-but-nodes-own-modules", () => {
 test("a-bundle-finds-openconnects-hand-back-script-beside-it", async () => {
   // The engine module bundled exactly as detourd is, into the same folder.
   const probe = join(out, "handback-probe.mjs");
-  await build({ ...script.bundleOptions(), entryPoints: [join(root, "native", "engines", "openconnect", "openconnect-engine.ts")], outfile: probe });
+  await build({
+    ...script.bundleOptions(),
+    entryPoints: [join(root, "native", "engines", "openconnect", "openconnect-engine.ts")],
+    outfile: probe,
+  });
   try {
     const mod = (await import(pathToFileURL(probe).href)) as { HANDBACK_SCRIPT: string };
     assert.equal(mod.HANDBACK_SCRIPT, join(out, "resources", "engines", "openconnect", "handback.sh"));

@@ -34,8 +34,12 @@ if (chosen.length === 0) {
   console.error("run-tests: no test file matched");
   process.exit(2);
 }
-const r = spawnSync(process.execPath, ["--import", "tsx", "--test", "--test-concurrency=1", "--test-reporter=spec", ...chosen], {
-  cwd: root,
-  stdio: "inherit",
-});
+const r = spawnSync(
+  process.execPath,
+  ["--import", "tsx", "--test", "--test-concurrency=1", "--test-reporter=spec", ...chosen],
+  {
+    cwd: root,
+    stdio: "inherit",
+  },
+);
 process.exit(r.status ?? 1);

@@ -96,7 +96,8 @@ export class CandidateRefresh {
   reconfigure(config: DetourConfig): void {
     const known = new Set(this.#candidates.map((c) => c.name));
     this.#candidates = restrictCandidates(this.#candidates, config);
-    if (this.#candidates.length > 0 && config.gateways.some((g) => !known.has(g.name))) this.#host.track(this.discover());
+    if (this.#candidates.length > 0 && config.gateways.some((g) => !known.has(g.name)))
+      this.#host.track(this.discover());
   }
 
   stop(): void {
@@ -118,7 +119,11 @@ export class CandidateRefresh {
     const hopeless = this.#candidates.length > 0 && this.#candidates.every(allKindsUnreachable);
     if (phase === "resolving" && configured.every((c) => c.address !== null) && !hopeless) {
       const warm = this.#candidates.length > 0;
-      host.dispatch({ type: "candidates", now: host.now(), candidates: this.allowed(warm ? this.#candidates : configured) });
+      host.dispatch({
+        type: "candidates",
+        now: host.now(),
+        candidates: this.allowed(warm ? this.#candidates : configured),
+      });
       if (!warm) {
         host.track(this.discover());
       } else if (this.#timer === null) {
@@ -131,7 +136,11 @@ export class CandidateRefresh {
     }
     const candidates = this.allowed(await this.discover());
     // An empty list would make the machine fall back to every configured gateway; the chosen one stays.
-    host.dispatch({ type: "candidates", now: host.now(), candidates: candidates.length > 0 ? candidates : this.allowed(host.configured()) });
+    host.dispatch({
+      type: "candidates",
+      now: host.now(),
+      candidates: candidates.length > 0 ? candidates : this.allowed(host.configured()),
+    });
   }
 
   /** Discovery plus port probes, bounded; never throws (problems are logged, configured gateways remain). */
@@ -155,8 +164,14 @@ export class CandidateRefresh {
       host.bypassNewGateways();
       await host.routesSettled();
       // The addresses in use now are the incumbents of each gateway's address-family choice (hysteresis).
-      const incumbents = Object.fromEntries(this.#candidates.flatMap((c) => (c.address === null ? [] : [[c.name, c.address]])));
-      const probes = await this.#finder.probe(candidates, { timeoutMs: PROBE_TIMEOUT_MS, ports: gatewayPorts(cfg), incumbents });
+      const incumbents = Object.fromEntries(
+        this.#candidates.flatMap((c) => (c.address === null ? [] : [[c.name, c.address]])),
+      );
+      const probes = await this.#finder.probe(candidates, {
+        timeoutMs: PROBE_TIMEOUT_MS,
+        ports: gatewayPorts(cfg),
+        incumbents,
+      });
       candidates = candidates.map((c, i) => {
         const p = probes[i];
         return p === undefined ? c : withProbe(c, p);
@@ -171,7 +186,8 @@ export class CandidateRefresh {
     // A race that started before these probes came back re-plans its pending legs: gateways that answered go
     // before gateways found silent (a connect at launch, or straight after a network change).
     const offered = this.allowed(candidates);
-    if (host.stateName() === "racing" && offered.length > 0) host.dispatch({ type: "candidates", now: host.now(), candidates: offered });
+    if (host.stateName() === "racing" && offered.length > 0)
+      host.dispatch({ type: "candidates", now: host.now(), candidates: offered });
     return candidates;
   }
 }

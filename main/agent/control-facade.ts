@@ -4,8 +4,23 @@
  * inputs for the daemon's loop or a read of the modules that keep the state; nothing here decides.
  */
 import type { DetourConfig } from "../core/config/schema.ts";
-import { activeLeg, connectionHealth, snapshot, type MachineContext, type MachineState } from "../core/connection/machine.ts";
-import type { Candidate, ConnectionEvent, ConnectionSnapshot, ConnectionStateName, DrillResult, FailoverRecord, MachineInput, RaceRecord } from "../core/connection/types.ts";
+import {
+  activeLeg,
+  connectionHealth,
+  snapshot,
+  type MachineContext,
+  type MachineState,
+} from "../core/connection/machine.ts";
+import type {
+  Candidate,
+  ConnectionEvent,
+  ConnectionSnapshot,
+  ConnectionStateName,
+  DrillResult,
+  FailoverRecord,
+  MachineInput,
+  RaceRecord,
+} from "../core/connection/types.ts";
 import type { TelemetryStatus } from "../core/telemetry/status.ts";
 import type { CandidateRefresh } from "./candidate-refresh.ts";
 import type { ConnectionEvents } from "./connection-events.ts";
@@ -67,11 +82,16 @@ export type DaemonStatus = ConnectionSnapshot & {
 /** The active leg's in-tunnel numbers over the health window. */
 export function tunnelHealth(loop: Pick<DaemonLoop, "state" | "now" | "ctx">): ReturnType<TelemetrySource["health"]> {
   const h = connectionHealth(loop.state(), loop.now(), loop.ctx);
-  return h === null ? null : { rttP50Ms: h.rttP50Ms, rttP95Ms: h.rttP95Ms, jitterMs: h.jitterMs, lossPct: h.lossPct, samples: h.samples };
+  return h === null
+    ? null
+    : { rttP50Ms: h.rttP50Ms, rttP95Ms: h.rttP95Ms, jitterMs: h.jitterMs, lossPct: h.lossPct, samples: h.samples };
 }
 
 /** What telemetry reads of the connection: its state, the active leg, its health and its engine's counters. */
-export function telemetrySource(loop: Pick<DaemonLoop, "state" | "now" | "ctx">, legs: () => LegRuntimes): TelemetrySource {
+export function telemetrySource(
+  loop: Pick<DaemonLoop, "state" | "now" | "ctx">,
+  legs: () => LegRuntimes,
+): TelemetrySource {
   const active = (): { legId: string; gateway: string; protocol: Candidate["kinds"][number] } | null => {
     const a = activeLeg(loop.state());
     return a === null ? null : { legId: a.id, gateway: a.gateway, protocol: a.kind };
@@ -162,8 +182,16 @@ export class ControlFacade {
         legId: rt.leg.id,
         gateway: rt.leg.gateway,
         kind: rt.leg.kind,
-        role: status.activeLegId === rt.leg.id ? "active" : status.standby?.legId === rt.leg.id ? "standby" : rt.up === null ? "starting" : "other",
-        diagnostics: () => rt.engine.diagnostics?.() ?? Promise.resolve({ engine: rt.engine.protocol, state: null, log: "" }),
+        role:
+          status.activeLegId === rt.leg.id
+            ? "active"
+            : status.standby?.legId === rt.leg.id
+              ? "standby"
+              : rt.up === null
+                ? "starting"
+                : "other",
+        diagnostics: () =>
+          rt.engine.diagnostics?.() ?? Promise.resolve({ engine: rt.engine.protocol, state: null, log: "" }),
       })),
     };
   }
@@ -211,7 +239,11 @@ export class ControlFacade {
   setGateway(gateway: string | null): string | null {
     const p = this.#p;
     if (gateway !== null && !this.candidates().some((c) => c.name === gateway)) {
-      throw new ControlRequestError(`no gateway named "${gateway}"; candidates: ${this.candidates().map((c) => c.name).join(", ")}`);
+      throw new ControlRequestError(
+        `no gateway named "${gateway}"; candidates: ${this.candidates()
+          .map((c) => c.name)
+          .join(", ")}`,
+      );
     }
     const changed = gateway !== p.candidates.choice;
     p.candidates.choice = gateway;
@@ -280,7 +312,11 @@ export class ControlFacade {
     const p = this.#p;
     const before = p.config();
     p.setConfig(config);
-    return applyConfiguration({ machine: p.loop, candidates: p.candidates, dataPlane: p.dataPlane, telemetry: p.telemetry, log: p.log }, before, config);
+    return applyConfiguration(
+      { machine: p.loop, candidates: p.candidates, dataPlane: p.dataPlane, telemetry: p.telemetry, log: p.log },
+      before,
+      config,
+    );
   }
 
   /** Reports a daemon event (policy applied or rejected) to the collector, when telemetry is configured. */

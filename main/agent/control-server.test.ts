@@ -10,7 +10,14 @@ import { ControlClient, ControlError, isControlError } from "../client/control-c
 import type { Candidate, ConnectionEvent, DrillResult, RaceRecord } from "../core/connection/types.ts";
 import { MAX_LINE_LENGTH, type StatusPayload } from "../core/protocol/messages.ts";
 import { seededRandom } from "../../test/fakes/seeded-random.ts";
-import { ControlRequestError, ControlServer, ControlServerError, resolveGroup, type ControlHandlers, type ControlServerOptions } from "./control-server.ts";
+import {
+  ControlRequestError,
+  ControlServer,
+  ControlServerError,
+  resolveGroup,
+  type ControlHandlers,
+  type ControlServerOptions,
+} from "./control-server.ts";
 import type { Logger } from "./log.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "detour-control-"));
@@ -26,11 +33,37 @@ const RACE: RaceRecord = {
   startedAt: 1000,
   endedAt: 1400,
   winner: { id: "L1", gateway: "gw1", kind: "wireguard" },
-  legs: [{ leg: { id: "L1", gateway: "gw1", kind: "wireguard" }, outcome: "won", startedAt: 1000, endedAt: 1180, error: null }],
+  legs: [
+    {
+      leg: { id: "L1", gateway: "gw1", kind: "wireguard" },
+      outcome: "won",
+      startedAt: 1000,
+      endedAt: 1180,
+      error: null,
+    },
+  ],
 };
 const CANDIDATES: Candidate[] = [
-  { name: "gw1", hostname: "gw1.example.com", address: "198.18.1.2", priority: 10, region: "eu", kinds: ["wireguard"], sources: ["config"], probe: { at: 5, latencyMs: 1.5, reachable: { wireguard: "unknown" } } },
-  { name: "gw2", hostname: "gw2.example.com", address: null, priority: 20, region: "eu", kinds: ["ikev2"], sources: ["dns"], probe: null },
+  {
+    name: "gw1",
+    hostname: "gw1.example.com",
+    address: "198.18.1.2",
+    priority: 10,
+    region: "eu",
+    kinds: ["wireguard"],
+    sources: ["config"],
+    probe: { at: 5, latencyMs: 1.5, reachable: { wireguard: "unknown" } },
+  },
+  {
+    name: "gw2",
+    hostname: "gw2.example.com",
+    address: null,
+    priority: 20,
+    region: "eu",
+    kinds: ["ikev2"],
+    sources: ["dns"],
+    probe: null,
+  },
 ];
 const STATUS: StatusPayload = {
   state: "connected",
@@ -96,7 +129,8 @@ class FakeDaemon implements ControlHandlers {
   choice: string | null = null;
   setGateway(gateway: string | null): Promise<string | null> {
     this.calls.push(`set-gateway ${String(gateway)}`);
-    if (gateway !== null && !CANDIDATES.some((c) => c.name === gateway)) return Promise.reject(new ControlRequestError(`no gateway named ${gateway}`));
+    if (gateway !== null && !CANDIDATES.some((c) => c.name === gateway))
+      return Promise.reject(new ControlRequestError(`no gateway named ${gateway}`));
     this.choice = gateway;
     return Promise.resolve(gateway);
   }
@@ -126,7 +160,14 @@ afterEach(async () => {
 });
 
 async function start(handlers: ControlHandlers, opts: Partial<ControlServerOptions> = {}): Promise<ControlServer> {
-  const s = await ControlServer.start({ path: sockPath(), group: process.getgid?.() ?? 0, handlers, version: "9.9.9", log: quietLog(), ...opts });
+  const s = await ControlServer.start({
+    path: sockPath(),
+    group: process.getgid?.() ?? 0,
+    handlers,
+    version: "9.9.9",
+    log: quietLog(),
+    ...opts,
+  });
   open.push(s);
   return s;
 }
@@ -226,7 +267,12 @@ describe("handshake", () => {
     const s = await start(new FakeDaemon());
     const r = await Raw.connect(s.path);
     r.send({ type: "hello", protocol: 2, client: "future-cli" });
-    assert.deepEqual(await r.next(), { type: "error", id: null, code: "unsupported-protocol", message: "this daemon speaks protocol 1; the client asked for 2" });
+    assert.deepEqual(await r.next(), {
+      type: "error",
+      id: null,
+      code: "unsupported-protocol",
+      message: "this daemon speaks protocol 1; the client asked for 2",
+    });
     await r.waitClosed();
   });
 
@@ -252,11 +298,21 @@ describe("handshake", () => {
     // A fake daemon of a future protocol, to see the client's side of the mismatch.
     const path = sockPath();
     const fake = createServer((c) => {
-      c.end(JSON.stringify({ type: "error", id: null, code: "unsupported-protocol", message: "this daemon speaks protocol 2; the client asked for 1" }) + "\n");
+      c.end(
+        JSON.stringify({
+          type: "error",
+          id: null,
+          code: "unsupported-protocol",
+          message: "this daemon speaks protocol 2; the client asked for 1",
+        }) + "\n",
+      );
     });
     await new Promise<void>((resolve) => fake.listen(path, resolve));
     try {
-      await assert.rejects(ControlClient.connect(path, { timeoutMs: 2000 }), (e: ControlError) => e.code === "unsupported-protocol" && /speaks protocol 2/.test(e.message));
+      await assert.rejects(
+        ControlClient.connect(path, { timeoutMs: 2000 }),
+        (e: ControlError) => e.code === "unsupported-protocol" && /speaks protocol 2/.test(e.message),
+      );
     } finally {
       fake.close();
     }
@@ -284,7 +340,11 @@ describe("commands", () => {
     const drill = (params: unknown): Promise<DrillResult> => {
       seen.push(params);
       // Longer than the ordinary handler bound below: a drill is bounded by drillTimeoutMs instead.
-      return new Promise((resolve) => setTimeout(() => { resolve({ ...DRILL_RESULT }); }, 150));
+      return new Promise((resolve) =>
+        setTimeout(() => {
+          resolve({ ...DRILL_RESULT });
+        }, 150),
+      );
     };
     const s = await start(Object.assign(d, { drill }), { limits: { handlerTimeoutMs: 50 } });
     const c = await ControlClient.connect(s.path, { timeoutMs: 2000 });
@@ -298,7 +358,11 @@ describe("commands", () => {
     const s = await start(new FakeDaemon());
     const c = await ControlClient.connect(s.path, { timeoutMs: 2000 });
     clients.push(c);
-    await assert.rejects(c.drill(), (e: unknown) => isControlError(e) && e.code === "unknown-command" && /does not run failover drills/.test(e.message));
+    await assert.rejects(
+      c.drill(),
+      (e: unknown) =>
+        isControlError(e) && e.code === "unknown-command" && /does not run failover drills/.test(e.message),
+    );
   });
 
   test("set-gateway-chooses-a-candidate-or-automatic-and-an-unknown-name-is-a-bad-request", async () => {
@@ -310,7 +374,11 @@ describe("commands", () => {
     assert.equal(await c.setGateway(name), name);
     assert.equal(d.choice, name);
     assert.equal(await c.setGateway(null), null);
-    await assert.rejects(c.setGateway("atlantis"), (e: unknown) => e instanceof ControlError && e.code === "bad-request" && /no gateway named atlantis/.test(e.message));
+    await assert.rejects(
+      c.setGateway("atlantis"),
+      (e: unknown) =>
+        e instanceof ControlError && e.code === "bad-request" && /no gateway named atlantis/.test(e.message),
+    );
     assert.deepEqual(await c.status(), STATUS, "the connection lives on after a bad request");
   });
 
@@ -334,16 +402,26 @@ describe("commands", () => {
     const r = await Raw.greeted(s.path);
     d.failWith = new Error("machine exploded");
     r.send({ type: "request", id: 1, command: "status" });
-    assert.deepEqual(await r.next(), { type: "error", id: 1, code: "internal", message: "status failed: machine exploded" });
+    assert.deepEqual(await r.next(), {
+      type: "error",
+      id: 1,
+      code: "internal",
+      message: "status failed: machine exploded",
+    });
     // a handler that throws synchronously instead of rejecting
     d.race = () => {
       throw new TypeError("not a function");
     };
     r.send({ type: "request", id: 2, command: "race" });
-    assert.deepEqual(await r.next(), { type: "error", id: 2, code: "internal", message: "race failed: not a function" });
+    assert.deepEqual(await r.next(), {
+      type: "error",
+      id: 2,
+      code: "internal",
+      message: "race failed: not a function",
+    });
     d.failWith = null;
     r.send({ type: "request", id: 3, command: "status" });
-    assert.equal((await r.next() as { type: string }).type, "response");
+    assert.equal(((await r.next()) as { type: string }).type, "response");
   });
 
   test("a-hung-handler-times-out-with-a-timeout-error", async () => {
@@ -352,7 +430,10 @@ describe("commands", () => {
     const s = await start(d, { limits: { handlerTimeoutMs: 100 } });
     const c = await ControlClient.connect(s.path);
     clients.push(c);
-    await assert.rejects(c.connect(), (e: ControlError) => e.code === "timeout" && e.message === "connect did not answer within 100 ms");
+    await assert.rejects(
+      c.connect(),
+      (e: ControlError) => e.code === "timeout" && e.message === "connect did not answer within 100 ms",
+    );
     assert.deepEqual(await c.race(), RACE);
   });
 
@@ -367,28 +448,43 @@ describe("commands", () => {
     const unknown = (await r.next()) as { id: number; code: string; message: string };
     assert.deepEqual([unknown.id, unknown.code], [5, "unknown-command"]);
     r.send({ type: "request", id: 6, command: "status", sudo: true });
-    assert.deepEqual(await r.next(), { type: "error", id: 6, code: "bad-request", message: '(message): Unrecognized key: "sudo"' });
+    assert.deepEqual(await r.next(), {
+      type: "error",
+      id: 6,
+      code: "bad-request",
+      message: '(message): Unrecognized key: "sudo"',
+    });
     r.send({ type: "hello", protocol: 1, client: "again" });
-    assert.equal((await r.next() as { code: string }).code, "bad-request");
+    assert.equal(((await r.next()) as { code: string }).code, "bad-request");
     r.send({ type: "request", id: 7, command: "status" });
-    assert.equal((await r.next() as { type: string; id: number }).id, 7);
+    assert.equal(((await r.next()) as { type: string; id: number }).id, 7);
   });
 
   test("an-oversized-line-is-an-error-and-closes-the-connection", async () => {
     const s = await start(new FakeDaemon());
     const r = await Raw.greeted(s.path);
     r.send("x".repeat(MAX_LINE_LENGTH + 10));
-    assert.deepEqual(await r.next(), { type: "error", id: null, code: "bad-request", message: `line longer than ${MAX_LINE_LENGTH} characters` });
+    assert.deepEqual(await r.next(), {
+      type: "error",
+      id: null,
+      code: "bad-request",
+      message: `line longer than ${MAX_LINE_LENGTH} characters`,
+    });
     await r.waitClosed();
     const again = await Raw.greeted(s.path);
     again.send({ type: "request", id: 1, command: "race" });
-    assert.equal((await again.next() as { type: string }).type, "response");
+    assert.equal(((await again.next()) as { type: string }).type, "response");
   });
 
   test("too-many-requests-in-flight-are-answered-busy", async () => {
     const d = new FakeDaemon();
     const gate: (() => void)[] = [];
-    d.status = () => new Promise<StatusPayload>((resolve) => gate.push(() => { resolve(STATUS); }));
+    d.status = () =>
+      new Promise<StatusPayload>((resolve) =>
+        gate.push(() => {
+          resolve(STATUS);
+        }),
+      );
     const s = await start(d, { limits: { maxInFlight: 2 } });
     const r = await Raw.greeted(s.path);
     for (let i = 1; i <= 3; i++) r.send({ type: "request", id: i, command: "status" });
@@ -404,7 +500,25 @@ describe("commands", () => {
     const rand = seededRandom(seed);
     const s = await start(new FakeDaemon());
     const r = await Raw.greeted(s.path);
-    const pieces = ['{"type":', '"request"', '"hello"', ',"id":', "1", "-1", ',"command":', '"status"', "}", "{", "[", "null", '"', "\\", ":", "\u00e9", "\n"];
+    const pieces = [
+      '{"type":',
+      '"request"',
+      '"hello"',
+      ',"id":',
+      "1",
+      "-1",
+      ',"command":',
+      '"status"',
+      "}",
+      "{",
+      "[",
+      "null",
+      '"',
+      "\\",
+      ":",
+      "\u00e9",
+      "\n",
+    ];
     let text = "";
     for (let i = 0; i < 3000; i++) text += pieces[Math.floor(rand() * pieces.length)] ?? "";
     r.send(text + "\n");
@@ -433,7 +547,21 @@ describe("subscribe", () => {
     assert.equal(d.listeners.size, 1);
     const events: ConnectionEvent[] = [
       { type: "state", at: 2000, state: "failing-over", detail: "gw1 stopped answering" },
-      { type: "failover", at: 2100, failover: { from: { gateway: "gw1", kind: "wireguard" }, to: { gateway: "gw2", kind: "ikev2" }, reason: "dead", via: "race", lastReplyAt: 1400, detectedAt: 2000, restoredAt: 2100, detectedAfterMs: 600, restoredAfterMs: 700 } },
+      {
+        type: "failover",
+        at: 2100,
+        failover: {
+          from: { gateway: "gw1", kind: "wireguard" },
+          to: { gateway: "gw2", kind: "ikev2" },
+          reason: "dead",
+          via: "race",
+          lastReplyAt: 1400,
+          detectedAt: 2000,
+          restoredAt: 2100,
+          detectedAfterMs: 600,
+          restoredAfterMs: 700,
+        },
+      },
     ];
     for (const e of events) d.emit(e);
     await eventually("two events", () => got.length === 2);
@@ -453,10 +581,18 @@ describe("subscribe", () => {
     const s = await start(d);
     const r = await Raw.greeted(s.path);
     r.send({ type: "request", id: 1, command: "subscribe" });
-    assert.equal((await r.next() as { type: string }).type, "response");
-    assert.deepEqual(await r.next(), { type: "event", event: { type: "state", at: 1, state: "racing", detail: "during snapshot" } });
+    assert.equal(((await r.next()) as { type: string }).type, "response");
+    assert.deepEqual(await r.next(), {
+      type: "event",
+      event: { type: "state", at: 1, state: "racing", detail: "during snapshot" },
+    });
     r.send({ type: "request", id: 2, command: "subscribe" });
-    assert.deepEqual(await r.next(), { type: "error", id: 2, code: "bad-request", message: "already subscribed on this connection" });
+    assert.deepEqual(await r.next(), {
+      type: "error",
+      id: 2,
+      code: "bad-request",
+      message: "already subscribed on this connection",
+    });
   });
 
   test("a-subscriber-that-stops-reading-is-disconnected-not-buffered", async () => {
@@ -520,10 +656,17 @@ describe("clients and the socket file", () => {
   test("a-stale-socket-file-is-replaced", async () => {
     const path = sockPath();
     // A socket file nobody listens on: what a daemon killed with SIGKILL leaves behind.
-    const r = spawnSync(process.execPath, ["-e", `require("node:net").createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, "SIGKILL"))`]);
+    const r = spawnSync(process.execPath, [
+      "-e",
+      `require("node:net").createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, "SIGKILL"))`,
+    ]);
     assert.equal(r.signal, "SIGKILL");
     assert.ok(statSync(path).isSocket(), "the stale socket file is there");
-    await assert.rejects(ControlClient.connect(path), (e: ControlError) => e.code === "not-running" && e.message === `detourd is not running (nothing listens on ${path})`);
+    await assert.rejects(
+      ControlClient.connect(path),
+      (e: ControlError) =>
+        e.code === "not-running" && e.message === `detourd is not running (nothing listens on ${path})`,
+    );
     const s = await start(new FakeDaemon(), { path });
     const c = await ControlClient.connect(s.path);
     clients.push(c);
@@ -532,7 +675,13 @@ describe("clients and the socket file", () => {
 
   test("a-second-server-on-a-live-socket-is-refused-and-the-first-keeps-serving", async () => {
     const first = await start(new FakeDaemon());
-    await assert.rejects(start(new FakeDaemon(), { path: first.path }), (e: unknown) => e instanceof ControlServerError && e.code === "address-in-use" && e.message === `another detourd answers on ${first.path}; stop it first`);
+    await assert.rejects(
+      start(new FakeDaemon(), { path: first.path }),
+      (e: unknown) =>
+        e instanceof ControlServerError &&
+        e.code === "address-in-use" &&
+        e.message === `another detourd answers on ${first.path}; stop it first`,
+    );
     const c = await ControlClient.connect(first.path);
     clients.push(c);
     assert.equal((await c.race())?.id, "R1");
@@ -541,12 +690,20 @@ describe("clients and the socket file", () => {
   test("a-file-that-is-not-a-socket-is-never-removed", async () => {
     const path = sockPath();
     writeFileSync(path, "precious");
-    await assert.rejects(start(new FakeDaemon(), { path }), (e: unknown) => e instanceof ControlServerError && e.code === "not-a-socket");
+    await assert.rejects(
+      start(new FakeDaemon(), { path }),
+      (e: unknown) => e instanceof ControlServerError && e.code === "not-a-socket",
+    );
     assert.equal(statSync(path).isFile(), true);
   });
 
   test("close-removes-the-socket-file", async () => {
-    const s = await ControlServer.start({ path: sockPath(), group: process.getgid?.() ?? 0, handlers: new FakeDaemon(), log: quietLog() });
+    const s = await ControlServer.start({
+      path: sockPath(),
+      group: process.getgid?.() ?? 0,
+      handlers: new FakeDaemon(),
+      log: quietLog(),
+    });
     await s.close();
     assert.throws(() => statSync(s.path), /ENOENT/);
   });
@@ -558,6 +715,10 @@ describe("clients and the socket file", () => {
     assert.equal(resolveGroup("root", file), 0);
     assert.equal(resolveGroup("broken", file), null);
     assert.equal(resolveGroup("nobody-here", file), null);
-    await assert.rejects(start(new FakeDaemon(), { group: "nobody-here", groupFile: file }), (e: unknown) => e instanceof ControlServerError && e.code === "unknown-group" && /groupadd nobody-here/.test(e.message));
+    await assert.rejects(
+      start(new FakeDaemon(), { group: "nobody-here", groupFile: file }),
+      (e: unknown) =>
+        e instanceof ControlServerError && e.code === "unknown-group" && /groupadd nobody-here/.test(e.message),
+    );
   });
 });

@@ -168,7 +168,9 @@ export function resolveGroup(name: string, groupFile = "/etc/group"): number | n
 
 function packageVersion(): string {
   try {
-    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version?: unknown };
+    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+      version?: unknown;
+    };
     return typeof pkg.version === "string" ? pkg.version : "unknown";
   } catch {
     return "unknown";
@@ -205,12 +207,15 @@ async function clearStaleSocket(path: string): Promise<void> {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
     throw e;
   }
-  if (!st.isSocket()) throw new ControlServerError("not-a-socket", `refusing to replace ${path}: it exists and is not a socket`);
+  if (!st.isSocket())
+    throw new ControlServerError("not-a-socket", `refusing to replace ${path}: it exists and is not a socket`);
   let live: boolean;
   try {
     live = await somebodyAnswers(path);
   } catch (e) {
-    throw new ControlServerError("listen-failed", `cannot check the existing socket ${path}: ${(e as Error).message}`, { cause: e });
+    throw new ControlServerError("listen-failed", `cannot check the existing socket ${path}: ${(e as Error).message}`, {
+      cause: e,
+    });
   }
   if (live) throw new ControlServerError("address-in-use", `another detourd answers on ${path}; stop it first`);
   rmSync(path, { force: true });
@@ -219,7 +224,13 @@ async function clearStaleSocket(path: string): Promise<void> {
 function listen(server: Server, path: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (e: NodeJS.ErrnoException): void => {
-      reject(new ControlServerError(e.code === "EADDRINUSE" ? "address-in-use" : "listen-failed", `cannot listen on ${path}: ${e.message}`, { cause: e }));
+      reject(
+        new ControlServerError(
+          e.code === "EADDRINUSE" ? "address-in-use" : "listen-failed",
+          `cannot listen on ${path}: ${e.message}`,
+          { cause: e },
+        ),
+      );
     };
     server.once("error", onError);
     // Node binds a unix socket synchronously inside listen(), so this umask covers exactly the bind: the socket
@@ -301,13 +312,27 @@ class ClientConnection {
     if (this.#closing || this.#socket.destroyed) return false;
     const enc = encodeLine(message);
     if (!enc.ok) {
-      this.#server.log.error("control reply could not be encoded", { conn: this.#n, type: message.type, reason: enc.reason });
-      if (message.type === "response") this.#send({ type: "error", id: message.id, code: "internal", message: `the ${message.command} answer could not be sent: ${enc.reason}` });
+      this.#server.log.error("control reply could not be encoded", {
+        conn: this.#n,
+        type: message.type,
+        reason: enc.reason,
+      });
+      if (message.type === "response")
+        this.#send({
+          type: "error",
+          id: message.id,
+          code: "internal",
+          message: `the ${message.command} answer could not be sent: ${enc.reason}`,
+        });
       return false;
     }
     this.#socket.write(enc.line);
     if (this.#socket.writableLength > this.#server.limits.maxPendingWriteBytes) {
-      this.#server.log.warn("control client too slow; disconnected", { conn: this.#n, client: this.#client, pendingBytes: this.#socket.writableLength });
+      this.#server.log.warn("control client too slow; disconnected", {
+        conn: this.#n,
+        client: this.#client,
+        pendingBytes: this.#socket.writableLength,
+      });
       this.destroy();
       return false;
     }
@@ -332,14 +357,22 @@ class ClientConnection {
     const m = d.message;
     if (m.type === "hello") {
       if (this.#greeted) {
-        this.#send({ type: "error", id: null, code: "bad-request", message: "hello was already said on this connection" });
+        this.#send({
+          type: "error",
+          id: null,
+          code: "bad-request",
+          message: "hello was already said on this connection",
+        });
         return;
       }
       this.#client = m.client;
       if (this.#helloTimer !== null) clearTimeout(this.#helloTimer);
       this.#helloTimer = null;
       if (m.protocol !== PROTOCOL_VERSION) {
-        this.#fatal("unsupported-protocol", `this daemon speaks protocol ${PROTOCOL_VERSION}; the client asked for ${m.protocol}`);
+        this.#fatal(
+          "unsupported-protocol",
+          `this daemon speaks protocol ${PROTOCOL_VERSION}; the client asked for ${m.protocol}`,
+        );
         return;
       }
       this.#greeted = true;
@@ -352,7 +385,12 @@ class ClientConnection {
       return;
     }
     if (this.#inFlight >= this.#server.limits.maxInFlight) {
-      this.#send({ type: "error", id: m.id, code: "busy", message: `more than ${this.#server.limits.maxInFlight} requests in flight on this connection` });
+      this.#send({
+        type: "error",
+        id: m.id,
+        code: "busy",
+        message: `more than ${this.#server.limits.maxInFlight} requests in flight on this connection`,
+      });
       return;
     }
     this.#inFlight++;
@@ -407,7 +445,12 @@ class ClientConnection {
         case "drill": {
           const drill = h.drill?.bind(h);
           if (drill === undefined) {
-            this.#send({ type: "error", id, code: "unknown-command", message: "this daemon does not run failover drills" });
+            this.#send({
+              type: "error",
+              id,
+              code: "unknown-command",
+              message: "this daemon does not run failover drills",
+            });
             return;
           }
           const result = await withTimeout(() => drill(request.params), this.#server.limits.drillTimeoutMs, "drill");
@@ -437,14 +480,29 @@ class ClientConnection {
       const timedOut = e instanceof TimeoutError;
       const message = (e instanceof Error ? e.message : String(e)).slice(0, MAX_ERROR_MESSAGE);
       this.#server.log.error("control command failed", { conn: this.#n, client: this.#client, command, err: message });
-      this.#send({ type: "error", id, code: timedOut ? "timeout" : "internal", message: timedOut ? message : `${command} failed: ${message}` });
+      this.#send({
+        type: "error",
+        id,
+        code: timedOut ? "timeout" : "internal",
+        message: timedOut ? message : `${command} failed: ${message}`,
+      });
     }
   }
 
-  async #answerPolicy(id: RequestId, command: "policy" | "prefs" | "prefs-set", args: Record<string, string | null>, bound: <T>(what: string, f: () => Promise<T>) => Promise<T>): Promise<void> {
+  async #answerPolicy(
+    id: RequestId,
+    command: "policy" | "prefs" | "prefs-set",
+    args: Record<string, string | null>,
+    bound: <T>(what: string, f: () => Promise<T>) => Promise<T>,
+  ): Promise<void> {
     const h = this.#server.handlers;
     const unknown = (): void => {
-      this.#send({ type: "error", id, code: "unknown-command", message: `this daemon has no managed-policy support (${command})` });
+      this.#send({
+        type: "error",
+        id,
+        code: "unknown-command",
+        message: `this daemon has no managed-policy support (${command})`,
+      });
     };
     if (command === "policy") {
       const f = h.policy?.bind(h);
@@ -468,7 +526,12 @@ class ClientConnection {
       }
       const key = args.key;
       if (typeof key !== "string" || !("value" in args)) {
-        this.#send({ type: "error", id, code: "bad-request", message: "prefs-set needs args.key (a setting) and args.value (a string, or null to clear)" });
+        this.#send({
+          type: "error",
+          id,
+          code: "bad-request",
+          message: "prefs-set needs args.key (a setting) and args.value (a string, or null to clear)",
+        });
         return;
       }
       this.#respond(id, "prefs-set", await bound("prefs-set", () => f(key, args.value ?? null)));
@@ -492,7 +555,10 @@ class ClientConnection {
         } else if (held.length < MAX_EVENTS_HELD_DURING_SNAPSHOT) {
           held.push(event);
         } else {
-          this.#server.log.warn("control subscriber's snapshot too slow; disconnected", { conn: this.#n, client: this.#client });
+          this.#server.log.warn("control subscriber's snapshot too slow; disconnected", {
+            conn: this.#n,
+            client: this.#client,
+          });
           this.destroy();
         }
       } catch (e) {
@@ -568,10 +634,17 @@ export class ControlServer {
     if (typeof opts.group === "number") gid = opts.group;
     else if (typeof opts.group === "string") {
       gid = resolveGroup(opts.group, opts.groupFile);
-      if (gid === null) throw new ControlServerError("unknown-group", `group "${opts.group}" is not in ${opts.groupFile ?? "/etc/group"}; create it (groupadd ${opts.group}) or pass another --group`);
+      if (gid === null)
+        throw new ControlServerError(
+          "unknown-group",
+          `group "${opts.group}" is not in ${opts.groupFile ?? "/etc/group"}; create it (groupadd ${opts.group}) or pass another --group`,
+        );
     } else {
       gid = resolveGroup(DEFAULT_CONTROL_GROUP, opts.groupFile);
-      if (gid === null) server.log.warn("control socket group not found; only root can use the socket", { group: DEFAULT_CONTROL_GROUP });
+      if (gid === null)
+        server.log.warn("control socket group not found; only root can use the socket", {
+          group: DEFAULT_CONTROL_GROUP,
+        });
     }
     mkdirSync(dirname(opts.path), { recursive: true, mode: 0o755 });
     await clearStaleSocket(opts.path);
@@ -582,7 +655,11 @@ export class ControlServer {
       server.#ino = statSync(opts.path).ino;
     } catch (e) {
       await server.close();
-      throw new ControlServerError("listen-failed", `cannot set the permissions of ${opts.path}: ${(e as Error).message}`, { cause: e });
+      throw new ControlServerError(
+        "listen-failed",
+        `cannot set the permissions of ${opts.path}: ${(e as Error).message}`,
+        { cause: e },
+      );
     }
     server.log.info("control socket open", { path: opts.path, mode: (opts.mode ?? 0o660).toString(8), gid });
     return server;
@@ -596,7 +673,12 @@ export class ControlServer {
   #accept(socket: Socket): void {
     const n = ++this.#connections;
     if (this.#closed !== null || this.#clients.size >= this.limits.maxClients) {
-      const enc = encodeLine({ type: "error", id: null, code: "busy", message: `detourd serves at most ${this.limits.maxClients} clients at once` });
+      const enc = encodeLine({
+        type: "error",
+        id: null,
+        code: "busy",
+        message: `detourd serves at most ${this.limits.maxClients} clients at once`,
+      });
       socket.on("error", () => undefined);
       socket.resume(); // discard whatever it sends, and see its close
       if (enc.ok) socket.end(enc.line);

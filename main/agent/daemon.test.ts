@@ -83,7 +83,16 @@ async function rig(gateways: Record<string, Partial<GatewayScript>>, cfg: Detour
   const dir = join(root, `d${String(++rigs)}`);
   mkdirSync(dir);
   const { control } = new Daemon(
-    { config: cfg, configPath: join(dir, "client.json"), workDir: join(dir, "work"), stateDir: join(dir, "state"), resolvConf: join(dir, "resolv.conf"), ifnamePrefix: "dfake", log, version: "0.0.0-test" },
+    {
+      config: cfg,
+      configPath: join(dir, "client.json"),
+      workDir: join(dir, "work"),
+      stateDir: join(dir, "state"),
+      resolvConf: join(dir, "resolv.conf"),
+      ifnamePrefix: "dfake",
+      log,
+      version: "0.0.0-test",
+    },
     { platform: fakePlatform(world), clock, finder: fakeFinder(world), startMonitor: fakeProber(world) },
   );
   const heard: Rig["heard"] = [];
@@ -100,7 +109,10 @@ async function rig(gateways: Record<string, Partial<GatewayScript>>, cfg: Detour
     state: () => control.status().state,
     gateway: () => control.status().gateway,
     connected: async (gw) => {
-      assert.ok(await clock.until(() => r.state() === "connected" && r.gateway() === gw, 20_000), `connected to ${gw}; now ${JSON.stringify(control.status().summary)}`);
+      assert.ok(
+        await clock.until(() => r.state() === "connected" && r.gateway() === gw, 20_000),
+        `connected to ${gw}; now ${JSON.stringify(control.status().summary)}`,
+      );
     },
   };
   return r;
@@ -122,7 +134,11 @@ test("connect-races-and-routes-the-protected-networks-through-the-fastest-gatewa
   let answered = false;
   void r.control.connect().then(() => {
     answered = true;
-    assert.equal(r.world.killSwitch?.mode, "tunnel-only", "connect answers once the kill switch holds the protected networks");
+    assert.equal(
+      r.world.killSwitch?.mode,
+      "tunnel-only",
+      "connect answers once the kill switch holds the protected networks",
+    );
   });
   await r.connected("gw1");
   assert.ok(answered);
@@ -136,12 +152,19 @@ test("connect-races-and-routes-the-protected-networks-through-the-fastest-gatewa
 });
 
 test("a-failing-leg-starts-the-next-at-once-and-the-race-reports-why", async () => {
-  const r = await rig({ gw1: { connectMs: 40, refuse: "unreachable" }, gw2: { connectMs: 100 }, gw3: { connectMs: 100 } });
+  const r = await rig({
+    gw1: { connectMs: 40, refuse: "unreachable" },
+    gw2: { connectMs: 100 },
+    gw3: { connectMs: 100 },
+  });
   const t0 = r.clock.monotonic();
   void r.control.connect();
   await r.connected("gw2");
   const gw2Start = r.world.calls.find((c) => c.step === "engine.start" && c.detail.startsWith("gw2"));
-  assert.ok(gw2Start !== undefined && gw2Start.at - t0 < 100, `gw2 started when gw1 failed, not after the 250 ms stagger (at ${String(gw2Start?.at)})`);
+  assert.ok(
+    gw2Start !== undefined && gw2Start.at - t0 < 100,
+    `gw2 started when gw1 failed, not after the 250 ms stagger (at ${String(gw2Start?.at)})`,
+  );
   const race = r.control.lastRace();
   assert.deepEqual(
     race?.legs.map((l) => [l.leg.gateway, l.outcome, l.error?.code ?? null]),
@@ -175,7 +198,10 @@ test("the-active-gateway-going-silent-fails-over-to-the-warm-standby", async () 
 });
 
 test("without-a-fresh-standby-a-failover-race-moves-the-tunnel", async () => {
-  const r = await rig({ gw1: {}, gw2: { connectMs: 150 }, gw3: { connectMs: 150 } }, config({ standby: { mode: "off" } }));
+  const r = await rig(
+    { gw1: {}, gw2: { connectMs: 150 }, gw3: { connectMs: 150 } },
+    config({ standby: { mode: "off" } }),
+  );
   void r.control.connect();
   await r.connected("gw1");
   r.world.set("gw1", { reachable: false });
@@ -195,7 +221,10 @@ test("every-gateway-down-is-an-error-that-retries-until-one-comes-back", async (
   assert.ok(await r.clock.until(() => r.state() === "error", 20_000), "every leg timed out");
   const s = r.control.status();
   assert.match(s.summary, /retrying in \d+ s/);
-  assert.ok(s.error?.nextRetryAt != null && s.error.nextRetryAt > r.clock.wall(), "the next retry is shown in wall time, ahead");
+  assert.ok(
+    s.error?.nextRetryAt != null && s.error.nextRetryAt > r.clock.wall(),
+    "the next retry is shown in wall time, ahead",
+  );
   assert.equal(r.world.routedVia(), null);
   assert.notEqual(r.world.killSwitch, null, "protected networks stay held back in error");
   r.world.set("gw3", { reachable: true });
@@ -208,7 +237,10 @@ test("disconnect-stops-every-tunnel-and-puts-the-host-back", async () => {
   const r = await rig({ gw1: {}, gw2: {}, gw3: {} });
   await connectedWithStandby(r);
   r.control.disconnect();
-  assert.ok(await r.clock.until(() => r.world.running().length === 0 && r.world.routes.size === 0, 5000), "tunnels stopped, routes gone");
+  assert.ok(
+    await r.clock.until(() => r.world.running().length === 0 && r.world.routes.size === 0, 5000),
+    "tunnels stopped, routes gone",
+  );
   assert.equal(r.state(), "disconnected");
   assert.equal(r.world.dnsServers, null, "the original resolv.conf is back");
   assert.equal(r.world.killSwitch, null, "without lockdown nothing is held back while disconnected");
@@ -224,10 +256,20 @@ test("shutdown-removes-the-kill-switch-last-even-when-restoring-dns-and-routes-f
   r.world.failing.add("routes.clear");
   await r.control.shutdown();
   const last = r.world.calls.at(-1);
-  assert.deepEqual([last?.step, last?.detail], ["firewall.killSwitch", "off"], `the last change is the kill switch's removal: ${stepsOf(r).slice(-5).join("; ")}`);
+  assert.deepEqual(
+    [last?.step, last?.detail],
+    ["firewall.killSwitch", "off"],
+    `the last change is the kill switch's removal: ${stepsOf(r).slice(-5).join("; ")}`,
+  );
   assert.equal(r.world.killSwitch, null);
-  assert.ok(r.world.engines.every((e) => e.stopped), "every engine stopped");
-  assert.ok(r.logs.some((l) => l.level === "error"), "the failed steps are reported");
+  assert.ok(
+    r.world.engines.every((e) => e.stopped),
+    "every engine stopped",
+  );
+  assert.ok(
+    r.logs.some((l) => l.level === "error"),
+    "the failed steps are reported",
+  );
   // Nothing puts it back afterwards.
   await r.clock.advance(10_000);
   assert.deepEqual(r.world.calls.at(-1), last);
@@ -269,7 +311,10 @@ test("the-wall-clock-stepping-back-or-forward-neither-hides-a-dead-tunnel-nor-fa
 });
 
 test("the-error-state-keeps-retrying-when-the-wall-clock-steps-back", async () => {
-  const r = await rig({ gw1: { reachable: false }, gw2: { reachable: false }, gw3: { reachable: false } }, config({ retry: { initialMs: 1000, maxMs: 2000 } }));
+  const r = await rig(
+    { gw1: { reachable: false }, gw2: { reachable: false }, gw3: { reachable: false } },
+    config({ retry: { initialMs: 1000, maxMs: 2000 } }),
+  );
   void r.control.connect();
   assert.ok(await r.clock.until(() => r.state() === "error", 20_000));
   r.clock.stepWall(-HOUR_MS);

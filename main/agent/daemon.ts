@@ -9,8 +9,22 @@
  */
 import { mkdirSync } from "node:fs";
 import type { DetourConfig } from "../core/config/schema.ts";
-import { activeLeg, initialState, snapshot, step, type MachineContext, type MachineState } from "../core/connection/machine.ts";
-import type { Candidate, ConnectionSnapshot, Effect, MachineInput, ProbeSample, TimerId } from "../core/connection/types.ts";
+import {
+  activeLeg,
+  initialState,
+  snapshot,
+  step,
+  type MachineContext,
+  type MachineState,
+} from "../core/connection/machine.ts";
+import type {
+  Candidate,
+  ConnectionSnapshot,
+  Effect,
+  MachineInput,
+  ProbeSample,
+  TimerId,
+} from "../core/connection/types.ts";
 import { failoverAtWall, raceAtWall, snapshotAtWall } from "../core/connection/wall-time.ts";
 import type { Platform } from "../../native/platform/platform.ts";
 import { CandidateRefresh, networkFinder, type CandidateFinder } from "./candidate-refresh.ts";
@@ -98,21 +112,71 @@ export class Daemon {
       this.dispatch(input);
     };
     const loop = this.#loop();
-    this.#telemetry = new TelemetryHandle(opts.config, { stateDir: opts.stateDir, version: opts.version, source: telemetrySource(loop, () => this.#legs), log });
+    this.#telemetry = new TelemetryHandle(opts.config, {
+      stateDir: opts.stateDir,
+      version: opts.version,
+      source: telemetrySource(loop, () => this.#legs),
+      log,
+    });
     this.#candidates = new CandidateRefresh(
-      { config, configured: () => this.#ctx.gateways, stateName: () => this.#state.name, now: () => this.#now(), dispatch, refreshKillSwitch: () => { this.#dataPlane.refreshKillSwitch(); }, bypassNewGateways: () => { this.#dataPlane.bypassNewGateways(); }, routesSettled: () => this.#dataPlane.settled(), track, log },
+      {
+        config,
+        configured: () => this.#ctx.gateways,
+        stateName: () => this.#state.name,
+        now: () => this.#now(),
+        dispatch,
+        refreshKillSwitch: () => {
+          this.#dataPlane.refreshKillSwitch();
+        },
+        bypassNewGateways: () => {
+          this.#dataPlane.bypassNewGateways();
+        },
+        routesSettled: () => this.#dataPlane.settled(),
+        track,
+        log,
+      },
       deps.finder ?? networkFinder,
       this.#clock,
     );
     this.#dataPlane = new DataPlane(
-      { config, ifnamePrefix: opts.ifnamePrefix, leg: (legId) => this.#legs.get(legId), reachable: () => this.#candidates.reachable(), stateName: () => this.#state.name, track, log },
+      {
+        config,
+        ifnamePrefix: opts.ifnamePrefix,
+        leg: (legId) => this.#legs.get(legId),
+        reachable: () => this.#candidates.reachable(),
+        stateName: () => this.#state.name,
+        track,
+        log,
+      },
       platform,
       { resolvConf: opts.resolvConf, stateDir: opts.stateDir },
     );
     const busy = (): boolean => ["resolving", "racing", "failing-over"].includes(this.#state.name);
-    const spares = new WireGuardSparePool({ config, hasWireGuardIdentity: identity.wireguard !== null, busy, workDir: opts.workDir, ifnamePrefix: opts.ifnamePrefix, track, log }, platform.engines, this.#clock);
+    const spares = new WireGuardSparePool(
+      {
+        config,
+        hasWireGuardIdentity: identity.wireguard !== null,
+        busy,
+        workDir: opts.workDir,
+        ifnamePrefix: opts.ifnamePrefix,
+        track,
+        log,
+      },
+      platform.engines,
+      this.#clock,
+    );
     this.#legs = new LegRuntimes(
-      { config, identity, workDir: opts.workDir, ifnamePrefix: opts.ifnamePrefix, candidate: (gateway) => this.#candidates.find(gateway), spareFor: (leg) => spares.forLeg(leg), dispatch, track, log },
+      {
+        config,
+        identity,
+        workDir: opts.workDir,
+        ifnamePrefix: opts.ifnamePrefix,
+        candidate: (gateway) => this.#candidates.find(gateway),
+        spareFor: (leg) => spares.forLeg(leg),
+        dispatch,
+        track,
+        log,
+      },
       platform,
       this.#clock,
       deps.startMonitor,
@@ -130,8 +194,19 @@ export class Daemon {
       platform.network,
       this.#clock,
     );
-    this.#events = new ConnectionEvents({ telemetry: () => this.#telemetry.current, routesSettled: () => this.#dataPlane.settled() });
-    const drills = createDrills({ config, snapshot: () => loop.snapshot(), candidates: () => this.#candidates.known(), events: this.#events, block: platform.firewall.drillBlock, clock: this.#clock, log });
+    this.#events = new ConnectionEvents({
+      telemetry: () => this.#telemetry.current,
+      routesSettled: () => this.#dataPlane.settled(),
+    });
+    const drills = createDrills({
+      config,
+      snapshot: () => loop.snapshot(),
+      candidates: () => this.#candidates.known(),
+      events: this.#events,
+      block: platform.firewall.drillBlock,
+      clock: this.#clock,
+      log,
+    });
     this.control = new ControlFacade({
       loop,
       config,
@@ -207,7 +282,11 @@ export class Daemon {
   #recordProbe(legId: string, sample: ProbeSample): void {
     this.#telemetry.current?.onProbe(legId, sample);
     const leg = this.#legs.get(legId)?.leg;
-    if (leg !== undefined) this.#history.onProbe({ legId, gateway: leg.gateway, protocol: leg.kind, active: activeLeg(this.#state)?.id === legId }, { ...sample, sentAt: wallAt(this.#clock, sample.sentAt) });
+    if (leg !== undefined)
+      this.#history.onProbe(
+        { legId, gateway: leg.gateway, protocol: leg.kind, active: activeLeg(this.#state)?.id === legId },
+        { ...sample, sentAt: wallAt(this.#clock, sample.sentAt) },
+      );
   }
 
   #track(p: Promise<unknown>): void {
@@ -270,7 +349,17 @@ export class Daemon {
         // A race started under an older policy may bring up a leg the policy now forbids.
         if (e.event.type === "state" || e.event.type === "race-ended") {
           queueMicrotask(() => {
-            moveOffDisallowed({ state: () => this.#state, now: () => this.#now(), dispatch: (input) => { this.dispatch(input); } }, this.#config, log);
+            moveOffDisallowed(
+              {
+                state: () => this.#state,
+                now: () => this.#now(),
+                dispatch: (input) => {
+                  this.dispatch(input);
+                },
+              },
+              this.#config,
+              log,
+            );
           });
         }
         this.#events.emit(e.event, wallOffset(this.#clock));
@@ -298,7 +387,12 @@ export class Daemon {
           // The dead window needs probes that were sent and left unanswered, not just a silent clock.
           const a = activeLeg(this.#state);
           const pendingSentAt = a === null ? undefined : this.#legs.pendingSentAt(a.id);
-          this.dispatch({ type: "timer", now: this.#now(), timer, ...(pendingSentAt === undefined ? {} : { pendingSentAt }) });
+          this.dispatch({
+            type: "timer",
+            now: this.#now(),
+            timer,
+            ...(pendingSentAt === undefined ? {} : { pendingSentAt }),
+          });
         });
       }),
     );

@@ -52,12 +52,17 @@ export class DataPlane {
   /** The kill switch was removed at exit: nothing may put it back behind the exit's back. */
   #removed = false;
 
-  constructor(host: DataPlaneHost, platform: Pick<Platform, "routes" | "dns" | "firewall">, files: { resolvConf: string; stateDir: string }) {
+  constructor(
+    host: DataPlaneHost,
+    platform: Pick<Platform, "routes" | "dns" | "firewall">,
+    files: { resolvConf: string; stateDir: string },
+  ) {
     this.#host = host;
     this.#platform = platform;
     this.#dns = { path: files.resolvConf, backupPath: join(files.stateDir, "resolv.conf.orig") };
     // A daemon that died while connected left the tunnel's resolvers in place: put the original back first.
-    if (platform.dns.restore(this.#dns)) host.log.warn("restored the resolv.conf a previous detourd left in place", { path: files.resolvConf });
+    if (platform.dns.restore(this.#dns))
+      host.log.warn("restored the resolv.conf a previous detourd left in place", { path: files.resolvConf });
   }
 
   /** Settles once every change asked for so far is done (failed ones are logged). */
@@ -116,7 +121,8 @@ export class DataPlane {
         const gw = cfg.gateways.find((g) => g.name === c.name);
         if (gw === undefined) continue;
         // Both families of a dual-stack gateway: a leg keeps its endpoint when a recheck moves the gateway's address.
-        for (const address of knownAddresses(c)) for (const kind of c.kinds) endpoints.push(...legEndpoints(kind, address, gw.protocols));
+        for (const address of knownAddresses(c))
+          for (const kind of c.kinds) endpoints.push(...legEndpoints(kind, address, gw.protocols));
       }
       rules = killSwitchPolicy({
         state: stateOverride ?? this.#host.stateName(),
@@ -147,7 +153,11 @@ export class DataPlane {
     await this.#routeChain;
     // The disconnect's clear kept the staged rule over the emptied table; it goes now, with anything left.
     if (this.#routesOn !== null || this.#appliedRoutes.size > 0 || this.#stagedRoutes !== null) {
-      await this.#platform.routes.clearProtectedRoutes([...this.#appliedRoutes, ...this.#host.config().protectedRoutes], { bypass: [...this.#appliedBypass] }).catch(() => undefined);
+      await this.#platform.routes
+        .clearProtectedRoutes([...this.#appliedRoutes, ...this.#host.config().protectedRoutes], {
+          bypass: [...this.#appliedBypass],
+        })
+        .catch(() => undefined);
     }
     try {
       this.#platform.dns.restore(this.#dns);
@@ -170,7 +180,10 @@ export class DataPlane {
     // The rule stays while detourd runs (the table is empty, lookups fall through it); shutdown removes it.
     const ruleIn = this.#stagedRoutes !== null;
     this.#stagedRoutes = null;
-    await this.#platform.routes.clearProtectedRoutes([...this.#appliedRoutes], { keepRule: ruleIn, bypass: [...this.#appliedBypass] });
+    await this.#platform.routes.clearProtectedRoutes([...this.#appliedRoutes], {
+      keepRule: ruleIn,
+      bypass: [...this.#appliedBypass],
+    });
     this.#stagedRoutes = ruleIn ? [] : null;
     this.#appliedRoutes.clear();
     this.#appliedBypass.clear();
@@ -202,13 +215,22 @@ export class DataPlane {
     const rt = this.#host.leg(legId);
     if (rt?.up == null) return null;
     const plan = routesForLeg(this.#host.config().protectedRoutes, rt.up.config.routes, this.#gatewayAddresses());
-    for (const r of plan.rejected) this.#host.log.warn("route refused", { leg: rt.leg, route: r.route, reason: r.reason });
+    for (const r of plan.rejected)
+      this.#host.log.warn("route refused", { leg: rt.leg, route: r.route, reason: r.reason });
     // The batch makes the table equal to the plan, so routes of the previous leg that this one lacks go too.
     const ifname = rt.up.config.ifname;
     const known = this.#stagedRoutes;
     this.#stagedRoutes = null; // unknown until this apply has succeeded
-    await this.#platform.routes.applyProtectedRoutes({ ifname, routes: plan.routes, bypass: plan.bypass, ...(known === null ? {} : { present: known }) });
-    this.#stagedRoutes = [...plan.bypass.map((dst) => ({ dst, dev: "", type: "throw" as const })), ...plan.routes.map((dst) => ({ dst, dev: ifname }))];
+    await this.#platform.routes.applyProtectedRoutes({
+      ifname,
+      routes: plan.routes,
+      bypass: plan.bypass,
+      ...(known === null ? {} : { present: known }),
+    });
+    this.#stagedRoutes = [
+      ...plan.bypass.map((dst) => ({ dst, dev: "", type: "throw" as const })),
+      ...plan.routes.map((dst) => ({ dst, dev: ifname })),
+    ];
     for (const r of plan.routes) this.#appliedRoutes.add(r);
     for (const b of plan.bypass) this.#appliedBypass.add(b);
     this.#routesOn = legId;

@@ -14,15 +14,36 @@ after(() => {
 
 function detourd(...args: string[]): { code: number | null; out: string; err: string } {
   // Never the host's resolv.conf or state folder, even if a refusal came too late.
-  const safe = ["--resolv-conf", join(dir, "resolv.conf"), "--state-dir", join(dir, "state"), "--work-dir", join(dir, "work")];
-  const r = spawnSync(process.execPath, ["--import", "tsx", "main/agent/detourd.ts", ...safe, ...args], { cwd: root, encoding: "utf8", timeout: 30_000 });
+  const safe = [
+    "--resolv-conf",
+    join(dir, "resolv.conf"),
+    "--state-dir",
+    join(dir, "state"),
+    "--work-dir",
+    join(dir, "work"),
+  ];
+  const r = spawnSync(process.execPath, ["--import", "tsx", "main/agent/detourd.ts", ...safe, ...args], {
+    cwd: root,
+    encoding: "utf8",
+    timeout: 30_000,
+  });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
 test("a-config-with-bad-fields-is-refused-naming-each-path-and-no-socket-appears", () => {
   const cfg = join(dir, "bad.json");
   const socket = join(dir, "d.sock");
-  writeFileSync(cfg, JSON.stringify({ version: 1, organisation: "x", identity: {}, gateways: [{ name: "GW 1", hostname: "gw1.example.com", priority: 1, region: "r", protocols: {} }], protectedRoutes: ["10.0.0.0/33"], probe: { address: "10.0.0.1" } }));
+  writeFileSync(
+    cfg,
+    JSON.stringify({
+      version: 1,
+      organisation: "x",
+      identity: {},
+      gateways: [{ name: "GW 1", hostname: "gw1.example.com", priority: 1, region: "r", protocols: {} }],
+      protectedRoutes: ["10.0.0.0/33"],
+      probe: { address: "10.0.0.1" },
+    }),
+  );
   const r = detourd("--config", cfg, "--socket", socket);
   assert.equal(r.code, 2);
   assert.match(r.err, /gateways\[0\]\.name/);
@@ -54,7 +75,28 @@ test("a-secret-file-readable-by-others-is-refused", () => {
   const key = join(dir, "wg.key");
   writeFileSync(key, "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=\n", { mode: 0o644 });
   const cfg = join(dir, "loose.json");
-  writeFileSync(cfg, JSON.stringify({ version: 1, organisation: "x", identity: { wireguard: { privateKey: { file: key } } }, gateways: [{ name: "gw1", hostname: "gw1.example.com", address: "198.18.1.2", priority: 1, region: "r", protocols: { wireguard: { publicKey: "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=", tunnelAddress: "198.19.11.2/32" } } }], protectedRoutes: ["198.19.0.0/24"], probe: { address: "198.19.0.1" } }));
+  writeFileSync(
+    cfg,
+    JSON.stringify({
+      version: 1,
+      organisation: "x",
+      identity: { wireguard: { privateKey: { file: key } } },
+      gateways: [
+        {
+          name: "gw1",
+          hostname: "gw1.example.com",
+          address: "198.18.1.2",
+          priority: 1,
+          region: "r",
+          protocols: {
+            wireguard: { publicKey: "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=", tunnelAddress: "198.19.11.2/32" },
+          },
+        },
+      ],
+      protectedRoutes: ["198.19.0.0/24"],
+      probe: { address: "198.19.0.1" },
+    }),
+  );
   const r = detourd("--config", cfg, "--socket", join(dir, "x.sock"));
   assert.equal(r.code, 2);
   assert.match(r.err, /identity\.wireguard\.privateKey: .* readable by others/);

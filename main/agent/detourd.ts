@@ -62,28 +62,44 @@ async function main(): Promise<void> {
   }
   const configPath = values.config ?? usage("--config is required");
   const level = values["log-level"];
-  if (!["debug", "info", "warn", "error"].includes(level)) usage(`--log-level must be debug, info, warn or error; got ${level}`);
+  if (!["debug", "info", "warn", "error"].includes(level))
+    usage(`--log-level must be debug, info, warn or error; got ${level}`);
   const logTail = new LogTail();
   const logFile = values["log-file"];
-  const log = createLogger({ level: level as Level, tee: (line) => { logTail.push(line); }, ...(logFile === undefined ? {} : { file: logFile }) });
+  const log = createLogger({
+    level: level as Level,
+    tee: (line) => {
+      logTail.push(line);
+    },
+    ...(logFile === undefined ? {} : { file: logFile }),
+  });
 
   let text: string;
   try {
     text = readFileSync(configPath, "utf8");
   } catch (e) {
-    process.stderr.write(`detourd: cannot read ${configPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}\n`);
+    process.stderr.write(
+      `detourd: cannot read ${configPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}\n`,
+    );
     process.exit(2);
   }
   const parsed = parseConfigText(text);
   if (!parsed.ok) {
-    process.stderr.write(`detourd: ${configPath} is not a valid configuration:\n${parsed.issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}\n`);
+    process.stderr.write(
+      `detourd: ${configPath} is not a valid configuration:\n${parsed.issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}\n`,
+    );
     process.exit(2);
   }
 
   // The managed policy and the user's preferences layer over the file before anything runs on it.
   let policy;
   try {
-    policy = createPolicyManager(parsed.config, values["state-dir"], { policyFile: values["policy-file"], trustedKeysDir: values["trusted-keys"], policyUrl: values["policy-url"] }, log);
+    policy = createPolicyManager(
+      parsed.config,
+      values["state-dir"],
+      { policyFile: values["policy-file"], trustedKeysDir: values["trusted-keys"], policyUrl: values["policy-url"] },
+      log,
+    );
   } catch (e) {
     process.stderr.write(`detourd: ${(e as Error).message}\n`);
     process.exit(2);
@@ -91,13 +107,32 @@ async function main(): Promise<void> {
 
   let daemon: ControlFacade;
   try {
-    ({ control: daemon } = new Daemon({ config: policy.effective().config, configPath, workDir: values["work-dir"], stateDir: values["state-dir"], resolvConf: values["resolv-conf"], ifnamePrefix: values["ifname-prefix"], log, version: VERSION }, { platform: linuxPlatform() }));
+    ({ control: daemon } = new Daemon(
+      {
+        config: policy.effective().config,
+        configPath,
+        workDir: values["work-dir"],
+        stateDir: values["state-dir"],
+        resolvConf: values["resolv-conf"],
+        ifnamePrefix: values["ifname-prefix"],
+        log,
+        version: VERSION,
+      },
+      { platform: linuxPlatform() },
+    ));
   } catch (e) {
     process.stderr.write(`detourd: ${(e as Error).message}\n`);
     process.exit(2);
   }
 
-  const diag = new DiagService({ config: parsed.config, stateDir: values["state-dir"], inputs: () => daemon.diagInputs(), logTail, log, ...(logFile === undefined ? {} : { logFile }) });
+  const diag = new DiagService({
+    config: parsed.config,
+    stateDir: values["state-dir"],
+    inputs: () => daemon.diagInputs(),
+    logTail,
+    log,
+    ...(logFile === undefined ? {} : { logFile }),
+  });
   const server = await ControlServer.start({
     path: values.socket,
     version: VERSION,
@@ -120,7 +155,13 @@ async function main(): Promise<void> {
       setGateway: (gateway) => Promise.resolve(daemon.setGateway(gateway)),
     },
   });
-  log.info("detourd started", { version: VERSION, pid: process.pid, socket: values.socket, config: configPath, gateways: parsed.config.gateways.map((g) => g.name) });
+  log.info("detourd started", {
+    version: VERSION,
+    pid: process.pid,
+    socket: values.socket,
+    config: configPath,
+    gateways: parsed.config.gateways.map((g) => g.name),
+  });
   // Probe the candidates before the first race, so its ranking already has latencies when the user connects.
   daemon.refreshKillSwitch();
   daemon.warmUp();

@@ -33,7 +33,10 @@ before(async () => {
   const parsed = parseConfig(JSON.parse(readFileSync(state.clientConfig, "utf8")));
   if (!parsed.ok) throw new Error(`lab config invalid: ${JSON.stringify(parsed.issues)}`);
   // gw2 and gw3 lose their configured address, so only the lab's DNS can tell where they are.
-  config = { ...parsed.config, gateways: parsed.config.gateways.map((g) => (g.name === "gw1" ? g : { ...g, address: undefined })) };
+  config = {
+    ...parsed.config,
+    gateways: parsed.config.gateways.map((g) => (g.name === "gw1" ? g : { ...g, address: undefined })),
+  };
 });
 after(async () => {
   await lab.down(ID);
@@ -41,8 +44,12 @@ after(async () => {
 
 async function discoverInClient(): Promise<Outcome> {
   const r = await runInNetns<Outcome>(topo.client.ns, { op: "discover", config, timeoutMs: TIMEOUT_MS, probe: true });
-  const line = r.candidates.map((c, i) => `${c.name}=${String(c.address)} [${c.sources.join("+")}] ${JSON.stringify(r.probes[i])}`).join("\n  ");
-  console.log(`discovery ${r.discoverMs.toFixed(1)} ms, probes ${r.probeMs.toFixed(1)} ms, problems ${JSON.stringify(r.problems.map((p) => p.message))}\n  ${line}`);
+  const line = r.candidates
+    .map((c, i) => `${c.name}=${String(c.address)} [${c.sources.join("+")}] ${JSON.stringify(r.probes[i])}`)
+    .join("\n  ");
+  console.log(
+    `discovery ${r.discoverMs.toFixed(1)} ms, probes ${r.probeMs.toFixed(1)} ms, problems ${JSON.stringify(r.problems.map((p) => p.message))}\n  ${line}`,
+  );
   return r;
 }
 
@@ -64,7 +71,12 @@ test("dns-and-probes-find-all-three-gateways-from-inside-the-client-namespace", 
     assert.ok(c.sources.includes("dns"), `${g.name}: named by the lab's SRV records`);
     assert.deepEqual(c.kinds, ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"]);
     assert.ok(p.latencyMs !== null && p.latencyMs < HEALTHY_PROBE_MS, `${g.name}: latency ${String(p.latencyMs)}`);
-    assert.deepEqual(p.reachable, { wireguard: "unknown", ikev2: "unknown", "anyconnect-tls": "yes", "anyconnect-dtls": "unknown" });
+    assert.deepEqual(p.reachable, {
+      wireguard: "unknown",
+      ikev2: "unknown",
+      "anyconnect-tls": "yes",
+      "anyconnect-dtls": "unknown",
+    });
     if (g.name !== "gw1") {
       // Resolved by name: A and AAAA both answered, and both families were probed; IPv6 works, so it is chosen.
       assert.deepEqual(c.addresses, { ipv4: g.address, ipv6: g.address6 }, `${g.name}: both families from DNS`);
@@ -74,7 +86,10 @@ test("dns-and-probes-find-all-three-gateways-from-inside-the-client-namespace", 
     }
   }
   assert.ok(r.discoverMs < TIMEOUT_MS, `DNS answered before the bound (${r.discoverMs.toFixed(1)} ms)`);
-  assert.ok(r.probeMs < HEALTHY_PROBE_MS, `all gateways answered: probing did not wait for the bound (${r.probeMs.toFixed(1)} ms)`);
+  assert.ok(
+    r.probeMs < HEALTHY_PROBE_MS,
+    `all gateways answered: probing did not wait for the bound (${r.probeMs.toFixed(1)} ms)`,
+  );
 });
 
 test("gw1-with-tls-blocked-is-anyconnect-no-and-has-no-latency", { timeout: 60_000 }, async () => {
@@ -88,10 +103,16 @@ test("gw1-with-tls-blocked-is-anyconnect-no-and-has-no-latency", { timeout: 60_0
     assert.equal(gw1.reachable.wireguard, "unknown", "UDP to gw1 is untouched and silent");
     for (const name of ["gw2", "gw3"]) {
       const { p } = probeOf(r, name);
-      assert.ok(p.latencyMs !== null && p.latencyMs < HEALTHY_PROBE_MS, `${name} still has a latency: ${String(p.latencyMs)}`);
+      assert.ok(
+        p.latencyMs !== null && p.latencyMs < HEALTHY_PROBE_MS,
+        `${name} still has a latency: ${String(p.latencyMs)}`,
+      );
       assert.equal(p.reachable["anyconnect-tls"], "yes");
     }
-    assert.ok(r.probeMs >= TIMEOUT_MS - 50 && r.probeMs < TIMEOUT_MS + 500, `probing waited for gw1 up to the bound (${r.probeMs.toFixed(1)} ms)`);
+    assert.ok(
+      r.probeMs >= TIMEOUT_MS - 50 && r.probeMs < TIMEOUT_MS + 500,
+      `probing waited for gw1 up to the bound (${r.probeMs.toFixed(1)} ms)`,
+    );
   } finally {
     await lab.lift(imp.id, ID);
   }
@@ -116,12 +137,18 @@ test("unreachable-dns-degrades-to-the-configured-gateways-and-is-reported", { ti
   const imp = await lab.impair({ kind: "block", target: "client", proto: "udp", dir: "both" }, ID);
   try {
     const r = await discoverInClient();
-    assert.ok(r.discoverMs >= TIMEOUT_MS - 50 && r.discoverMs < TIMEOUT_MS + 500, `bounded by the timeout (${r.discoverMs.toFixed(1)} ms)`);
-    assert.deepEqual(r.candidates.map((c) => [c.name, c.address, c.sources]), [
-      ["gw1", topo.gateways[0]?.address, ["config"]],
-      ["gw2", null, ["config"]],
-      ["gw3", null, ["config"]],
-    ]);
+    assert.ok(
+      r.discoverMs >= TIMEOUT_MS - 50 && r.discoverMs < TIMEOUT_MS + 500,
+      `bounded by the timeout (${r.discoverMs.toFixed(1)} ms)`,
+    );
+    assert.deepEqual(
+      r.candidates.map((c) => [c.name, c.address, c.sources]),
+      [
+        ["gw1", topo.gateways[0]?.address, ["config"]],
+        ["gw2", null, ["config"]],
+        ["gw3", null, ["config"]],
+      ],
+    );
     const msgs = r.problems.map((p) => p.message).join("\n");
     assert.match(msgs, /SRV _detour-wireguard\._udp\.lab\.detour\.test: (timed out|ECANCELLED|ETIMEOUT)/);
     assert.match(msgs, /gw2: no address configured, from DNS or from the portal/);

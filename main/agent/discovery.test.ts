@@ -37,7 +37,9 @@ const SRV = {
   anyconnect: "_detour-anyconnect._tcp.example.test",
 };
 
-function config(over: { portalUrl?: string; gateways?: DetourConfigInput["gateways"]; identity?: DetourConfigInput["identity"] } = {}): DetourConfig {
+function config(
+  over: { portalUrl?: string; gateways?: DetourConfigInput["gateways"]; identity?: DetourConfigInput["identity"] } = {},
+): DetourConfig {
   const input: DetourConfigInput = {
     version: 1,
     organisation: "test",
@@ -47,13 +49,35 @@ function config(over: { portalUrl?: string; gateways?: DetourConfigInput["gatewa
       anyconnect: { username: "alice", password: { file: "/dev/null" } },
     },
     gateways: over.gateways ?? [
-      { name: "gw1", hostname: "gw1.example.test", address: "192.0.2.1", priority: 10, region: "eu", protocols: { wireguard: { publicKey: WG_KEY, tunnelAddress: "198.19.11.2/32" }, anyconnect: { pin: PIN } } },
-      { name: "gw2", hostname: "GW2.example.test", priority: 20, region: "eu", protocols: { ikev2: { remoteId: "gw2" }, anyconnect: { pin: PIN, dtls: false } } },
-      { name: "gw3", hostname: "gw3.example.test", priority: 30, region: "us", protocols: { wireguard: { publicKey: WG_KEY, tunnelAddress: "198.19.31.2/32" } } },
+      {
+        name: "gw1",
+        hostname: "gw1.example.test",
+        address: "192.0.2.1",
+        priority: 10,
+        region: "eu",
+        protocols: { wireguard: { publicKey: WG_KEY, tunnelAddress: "198.19.11.2/32" }, anyconnect: { pin: PIN } },
+      },
+      {
+        name: "gw2",
+        hostname: "GW2.example.test",
+        priority: 20,
+        region: "eu",
+        protocols: { ikev2: { remoteId: "gw2" }, anyconnect: { pin: PIN, dtls: false } },
+      },
+      {
+        name: "gw3",
+        hostname: "gw3.example.test",
+        priority: 30,
+        region: "us",
+        protocols: { wireguard: { publicKey: WG_KEY, tunnelAddress: "198.19.31.2/32" } },
+      },
     ],
     protectedRoutes: ["198.19.0.0/24"],
     probe: { address: "198.19.0.1" },
-    discovery: { dns: { servers: ["192.0.2.53"], srv: [SRV.wireguard, SRV.ikev2, SRV.anyconnect] }, ...(over.portalUrl === undefined ? {} : { portalUrl: over.portalUrl }) },
+    discovery: {
+      dns: { servers: ["192.0.2.53"], srv: [SRV.wireguard, SRV.ikev2, SRV.anyconnect] },
+      ...(over.portalUrl === undefined ? {} : { portalUrl: over.portalUrl }),
+    },
   };
   const r = parseConfig(input);
   if (!r.ok) throw new Error(JSON.stringify(r.issues));
@@ -67,7 +91,8 @@ function fakeResolver(
   aaaa: Record<string, string[] | "hang"> = {},
 ): DnsResolver & { cancelled: number } {
   const hang = new Promise<never>(() => undefined);
-  const nx = (name: string): Promise<never> => Promise.reject(Object.assign(new Error(`queryX ENOTFOUND ${name}`), { code: "ENOTFOUND" }));
+  const nx = (name: string): Promise<never> =>
+    Promise.reject(Object.assign(new Error(`queryX ENOTFOUND ${name}`), { code: "ENOTFOUND" }));
   const r = {
     cancelled: 0,
     resolveSrv: (name: string) => {
@@ -94,7 +119,10 @@ function fakeResolver(
 
 const LAB_DNS = fakeResolver(
   {
-    [SRV.wireguard]: [{ name: "gw1.example.test", port: 51820, priority: 10 }, { name: "gw9.example.test.", port: 51820, priority: 5 }],
+    [SRV.wireguard]: [
+      { name: "gw1.example.test", port: 51820, priority: 10 },
+      { name: "gw9.example.test.", port: 51820, priority: 5 },
+    ],
     [SRV.anyconnect]: [{ name: "GW2.example.test.", port: 443, priority: 20 }],
   },
   { "gw2.example.test": ["192.0.2.2"], "gw9.example.test": ["192.0.2.9"] },
@@ -109,13 +137,26 @@ before(async () => {
     switch (req.url ?? "") {
       case "/ok":
         res.setHeader("content-type", "application/json");
-        res.end(JSON.stringify({ gateways: [
-          { name: "gw2", hostname: "gw2.example.test", address: "192.0.2.22", priority: 5, region: "eu", extra: "ignored" },
-          { name: "gw7", hostname: "gw7.example.test", priority: 1, region: "ap" },
-        ] }));
+        res.end(
+          JSON.stringify({
+            gateways: [
+              {
+                name: "gw2",
+                hostname: "gw2.example.test",
+                address: "192.0.2.22",
+                priority: 5,
+                region: "eu",
+                extra: "ignored",
+              },
+              { name: "gw7", hostname: "gw7.example.test", priority: 1, region: "ap" },
+            ],
+          }),
+        );
         return;
       case "/bad-schema":
-        res.end(JSON.stringify({ gateways: [{ name: "gw2", hostname: "not a hostname!", priority: 5, region: "eu" }] }));
+        res.end(
+          JSON.stringify({ gateways: [{ name: "gw2", hostname: "not a hostname!", priority: 5, region: "eu" }] }),
+        );
         return;
       case "/not-json":
         res.end("<html>login</html>");
@@ -140,7 +181,11 @@ before(async () => {
 });
 after(async () => {
   portal.closeAllConnections();
-  await new Promise<void>((r) => { portal.close(() => { r(); }); });
+  await new Promise<void>((r) => {
+    portal.close(() => {
+      r();
+    });
+  });
 });
 
 test("srv-service-names-map-to-leg-kinds", () => {
@@ -152,24 +197,49 @@ test("srv-service-names-map-to-leg-kinds", () => {
 
 test("configured-gateways-offer-the-kinds-they-are-configured-and-identified-for", () => {
   const c = configuredCandidates(config());
-  assert.deepEqual(c.map((x) => [x.name, x.kinds]), [
-    ["gw1", ["wireguard", "anyconnect-tls", "anyconnect-dtls"]],
-    ["gw2", ["ikev2", "anyconnect-tls"]],
-    ["gw3", ["wireguard"]],
-  ]);
+  assert.deepEqual(
+    c.map((x) => [x.name, x.kinds]),
+    [
+      ["gw1", ["wireguard", "anyconnect-tls", "anyconnect-dtls"]],
+      ["gw2", ["ikev2", "anyconnect-tls"]],
+      ["gw3", ["wireguard"]],
+    ],
+  );
   const noWg = configuredCandidates(config({ identity: { anyconnect: { username: "a", password: { env: "P" } } } }));
-  assert.deepEqual(noWg.map((x) => x.kinds), [["anyconnect-tls", "anyconnect-dtls"], ["anyconnect-tls"], []], "no identity, no kind");
+  assert.deepEqual(
+    noWg.map((x) => x.kinds),
+    [["anyconnect-tls", "anyconnect-dtls"], ["anyconnect-tls"], []],
+    "no identity, no kind",
+  );
 });
 
 test("dns-fills-missing-addresses-and-srv-only-gateways-are-not-used", async () => {
   const r = await discover(config(), { timeoutMs: TIMEOUT_MS, resolver: LAB_DNS });
   const by = new Map(r.candidates.map((c) => [c.name, c]));
-  assert.deepEqual(by.get("gw1"), { name: "gw1", hostname: "gw1.example.test", address: "192.0.2.1", priority: 10, region: "eu", kinds: ["wireguard", "anyconnect-tls", "anyconnect-dtls"], sources: ["config", "dns"], probe: null });
+  assert.deepEqual(by.get("gw1"), {
+    name: "gw1",
+    hostname: "gw1.example.test",
+    address: "192.0.2.1",
+    priority: 10,
+    region: "eu",
+    kinds: ["wireguard", "anyconnect-tls", "anyconnect-dtls"],
+    sources: ["config", "dns"],
+    probe: null,
+  });
   assert.equal(by.get("gw2")?.address, "192.0.2.2", "resolved from DNS (hostname matched case-insensitively)");
   assert.deepEqual(by.get("gw2")?.sources, ["config", "dns"]);
   assert.equal(by.get("gw3")?.address, null, "neither configured nor resolvable");
   assert.equal(r.candidates.length, 3, "gw9 (SRV only) is not a candidate");
-  assert.deepEqual(r.unpinned, [{ hostname: "gw9.example.test", name: null, address: "192.0.2.9", priority: 5, kinds: ["wireguard"], sources: ["dns"] }]);
+  assert.deepEqual(r.unpinned, [
+    {
+      hostname: "gw9.example.test",
+      name: null,
+      address: "192.0.2.9",
+      priority: 5,
+      kinds: ["wireguard"],
+      sources: ["dns"],
+    },
+  ]);
   const msgs = r.problems.map((p) => p.message).join("\n");
   assert.match(msgs, /SRV _detour-ikev2\._udp\.example\.test: ENOTFOUND/);
   assert.match(msgs, /gw3: no address/);
@@ -183,11 +253,18 @@ test("the-portal-fills-addresses-of-known-gateways-only-and-config-wins", async 
   assert.equal(gw2.priority, 20, "the configured priority stays");
   assert.equal(gw2.address, "192.0.2.22", "with DNS silent, the portal's address is used");
   assert.deepEqual(gw2.sources, ["config", "portal"]);
-  const withDns = await discover(config({ portalUrl: `${portalBase}/ok` }), { timeoutMs: TIMEOUT_MS, resolver: LAB_DNS });
+  const withDns = await discover(config({ portalUrl: `${portalBase}/ok` }), {
+    timeoutMs: TIMEOUT_MS,
+    resolver: LAB_DNS,
+  });
   const gw2d = must(withDns.candidates.find((c) => c.name === "gw2"));
   assert.equal(gw2d.address, "192.0.2.2", "DNS before the portal");
   assert.deepEqual(gw2d.sources, ["config", "dns", "portal"]);
-  assert.equal(r.candidates.find((c) => c.name === "gw1")?.address, "192.0.2.1", "a configured address is never replaced");
+  assert.equal(
+    r.candidates.find((c) => c.name === "gw1")?.address,
+    "192.0.2.1",
+    "a configured address is never replaced",
+  );
   assert.ok(r.unpinned.some((u) => u.name === "gw7" && u.sources.includes("portal")));
   assert.ok(!r.candidates.some((c) => c.name === "gw7"));
 });
@@ -201,25 +278,43 @@ test("a-broken-portal-degrades-to-what-is-known-and-is-reported", async () => {
     ["/hang", /no complete answer within 400 ms/],
   ] as const) {
     const t0 = Date.now();
-    const r = await discover(config({ portalUrl: `${portalBase}${path}` }), { timeoutMs: TIMEOUT_MS, resolver: LAB_DNS });
+    const r = await discover(config({ portalUrl: `${portalBase}${path}` }), {
+      timeoutMs: TIMEOUT_MS,
+      resolver: LAB_DNS,
+    });
     const ms = Date.now() - t0;
     assert.ok(ms < TIMEOUT_MS + SLACK_MS, `${path}: bounded (${ms} ms)`);
     assert.equal(r.candidates.length, 3, `${path}: the configured gateways remain`);
-    assert.ok(r.problems.some((p) => p.source === "portal" && why.test(p.message)), `${path}: ${JSON.stringify(r.problems)}`);
+    assert.ok(
+      r.problems.some((p) => p.source === "portal" && why.test(p.message)),
+      `${path}: ${JSON.stringify(r.problems)}`,
+    );
   }
-  const r = await discover(config({ portalUrl: `http://127.0.0.1:${closedTcpPort}/x` }), { timeoutMs: TIMEOUT_MS, resolver: LAB_DNS });
-  assert.ok(r.problems.some((p) => p.source === "portal" && /ECONNREFUSED/.test(p.message)), JSON.stringify(r.problems));
+  const r = await discover(config({ portalUrl: `http://127.0.0.1:${closedTcpPort}/x` }), {
+    timeoutMs: TIMEOUT_MS,
+    resolver: LAB_DNS,
+  });
+  assert.ok(
+    r.problems.some((p) => p.source === "portal" && /ECONNREFUSED/.test(p.message)),
+    JSON.stringify(r.problems),
+  );
 });
 
 test("a-silent-dns-server-is-bounded-and-cancelled", async () => {
-  const hanging = fakeResolver({ [SRV.wireguard]: "hang", [SRV.anyconnect]: "hang", [SRV.ikev2]: "hang" }, { "gw2.example.test": "hang", "gw3.example.test": "hang" });
+  const hanging = fakeResolver(
+    { [SRV.wireguard]: "hang", [SRV.anyconnect]: "hang", [SRV.ikev2]: "hang" },
+    { "gw2.example.test": "hang", "gw3.example.test": "hang" },
+  );
   const t0 = Date.now();
   const r = await discover(config(), { timeoutMs: TIMEOUT_MS, resolver: hanging });
   const ms = Date.now() - t0;
   console.log(`silent fake resolver: discovery returned after ${ms} ms`);
   assert.ok(ms >= TIMEOUT_MS - 5 && ms < TIMEOUT_MS + SLACK_MS, `bounded by the timeout (${ms} ms)`);
   assert.equal(hanging.cancelled, 1, "outstanding queries are cancelled at the deadline");
-  assert.deepEqual(r.candidates.map((c) => c.address), ["192.0.2.1", null, null]);
+  assert.deepEqual(
+    r.candidates.map((c) => c.address),
+    ["192.0.2.1", null, null],
+  );
   assert.ok(r.problems.filter((p) => /timed out/.test(p.message)).length >= 3, JSON.stringify(r.problems));
 });
 
@@ -261,10 +356,36 @@ function portOf(s: TcpServer | TlsServer): number {
 
 before(async () => {
   certDir = mkdtempSync(join(tmpdir(), "detour-disc-"));
-  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=gw.example.test", "-days", "1", "-keyout", join(certDir, "k.pem"), "-out", join(certDir, "c.pem")], { stdio: "ignore" });
-  tlsServer = createTlsServer({ key: readFileSync(join(certDir, "k.pem")), cert: readFileSync(join(certDir, "c.pem")) }, (s) => s.end());
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-subj",
+      "/CN=gw.example.test",
+      "-days",
+      "1",
+      "-keyout",
+      join(certDir, "k.pem"),
+      "-out",
+      join(certDir, "c.pem"),
+    ],
+    { stdio: "ignore" },
+  );
+  tlsServer = createTlsServer(
+    { key: readFileSync(join(certDir, "k.pem")), cert: readFileSync(join(certDir, "c.pem")) },
+    (s) => s.end(),
+  );
   tlsServer.listen(0, "127.0.0.1");
-  stallServer = createTcpServer((s) => { stalled.add(s); s.on("error", () => undefined); }); // accepts, never speaks TLS
+  stallServer = createTcpServer((s) => {
+    stalled.add(s);
+    s.on("error", () => undefined);
+  }); // accepts, never speaks TLS
   stallServer.listen(0, "127.0.0.1");
   openUdp = createSocket("udp4");
   openUdp.bind(0, "127.0.0.1");
@@ -273,14 +394,24 @@ before(async () => {
   tmpUdp.bind(0, "127.0.0.1");
   const tmpTcp = createTcpServer();
   tmpTcp.listen(0, "127.0.0.1");
-  await Promise.all([once(tlsServer, "listening"), once(stallServer, "listening"), once(openUdp, "listening"), once(tmpUdp, "listening"), once(tmpTcp, "listening")]);
+  await Promise.all([
+    once(tlsServer, "listening"),
+    once(stallServer, "listening"),
+    once(openUdp, "listening"),
+    once(tmpUdp, "listening"),
+    once(tmpTcp, "listening"),
+  ]);
   closedUdpPort = tmpUdp.address().port;
   dtlsUdp = createSocket("udp4");
   dtlsUdp.bind(portOf(tlsServer), "127.0.0.1");
   await once(dtlsUdp, "listening");
   closedTcpPort = portOf(tmpTcp);
   tmpUdp.close();
-  await new Promise<void>((r) => { tmpTcp.close(() => { r(); }); });
+  await new Promise<void>((r) => {
+    tmpTcp.close(() => {
+      r();
+    });
+  });
 });
 after(async () => {
   for (const s of stalled) s.destroy();
@@ -290,7 +421,18 @@ after(async () => {
   } catch {
     // closed by the probe test
   }
-  await Promise.all([new Promise<void>((r) => { tlsServer.close(() => { r(); }); }), new Promise<void>((r) => { stallServer.close(() => { r(); }); })]);
+  await Promise.all([
+    new Promise<void>((r) => {
+      tlsServer.close(() => {
+        r();
+      });
+    }),
+    new Promise<void>((r) => {
+      stallServer.close(() => {
+        r();
+      });
+    }),
+  ]);
   rmSync(certDir, { recursive: true, force: true });
 });
 
@@ -300,11 +442,25 @@ function must<T>(x: T | undefined): T {
 }
 
 function loopbackCandidate(name: string): Candidate {
-  return { name, hostname: `${name}.example.test`, address: "127.0.0.1", priority: 10, region: "eu", kinds: ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"], sources: ["config"], probe: null };
+  return {
+    name,
+    hostname: `${name}.example.test`,
+    address: "127.0.0.1",
+    priority: 10,
+    region: "eu",
+    kinds: ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"],
+    sources: ["config"],
+    probe: null,
+  };
 }
 
 test("probes-tell-tls-yes-refused-and-stalled-apart-and-udp-refusals-say-no", async () => {
-  const cands = [loopbackCandidate("up"), loopbackCandidate("refused"), loopbackCandidate("stalled"), { ...loopbackCandidate("noaddr"), address: null }];
+  const cands = [
+    loopbackCandidate("up"),
+    loopbackCandidate("refused"),
+    loopbackCandidate("stalled"),
+    { ...loopbackCandidate("noaddr"), address: null },
+  ];
   const ports = {
     up: { anyconnect: portOf(tlsServer), wireguard: openUdp.address().port, ikev2: closedUdpPort },
     refused: { anyconnect: closedTcpPort, wireguard: closedUdpPort, ikev2: openUdp.address().port },
@@ -315,22 +471,50 @@ test("probes-tell-tls-yes-refused-and-stalled-apart-and-udp-refusals-say-no", as
   const ms = Date.now() - t0;
   dtlsUdp.close();
   const noDtls = must((await probeCandidates([loopbackCandidate("up")], { timeoutMs: TIMEOUT_MS, ports }))[0]);
-  const [up, refused, stalledP, noaddr] = [0, 1, 2, 3].map((i) => must(probes[i])) as [CandidateProbe, CandidateProbe, CandidateProbe, CandidateProbe];
-  console.log(`loopback probes in ${ms} ms: up ${JSON.stringify(up)}; refused ${JSON.stringify(refused)}; stalled ${JSON.stringify(stalledP)}`);
+  const [up, refused, stalledP, noaddr] = [0, 1, 2, 3].map((i) => must(probes[i])) as [
+    CandidateProbe,
+    CandidateProbe,
+    CandidateProbe,
+    CandidateProbe,
+  ];
+  console.log(
+    `loopback probes in ${ms} ms: up ${JSON.stringify(up)}; refused ${JSON.stringify(refused)}; stalled ${JSON.stringify(stalledP)}`,
+  );
   assert.ok(ms < TIMEOUT_MS + SLACK_MS, `bounded (${ms} ms)`);
   assert.ok(up.latencyMs !== null && up.latencyMs < 50, "a handshake gives a latency");
-  assert.deepEqual(up.reachable, { wireguard: "unknown", ikev2: "no", "anyconnect-tls": "yes", "anyconnect-dtls": "unknown" });
-  assert.equal(noDtls.reachable["anyconnect-dtls"], "no", "nothing listens on UDP at the TLS port any more: the kernel refuses DTLS");
+  assert.deepEqual(up.reachable, {
+    wireguard: "unknown",
+    ikev2: "no",
+    "anyconnect-tls": "yes",
+    "anyconnect-dtls": "unknown",
+  });
+  assert.equal(
+    noDtls.reachable["anyconnect-dtls"],
+    "no",
+    "nothing listens on UDP at the TLS port any more: the kernel refuses DTLS",
+  );
   assert.equal(refused.latencyMs, null);
-  assert.deepEqual(refused.reachable, { wireguard: "no", ikev2: "unknown", "anyconnect-tls": "no", "anyconnect-dtls": "no" });
+  assert.deepEqual(refused.reachable, {
+    wireguard: "no",
+    ikev2: "unknown",
+    "anyconnect-tls": "no",
+    "anyconnect-dtls": "no",
+  });
   assert.ok(stalledP.latencyMs !== null, "TCP connected: that round trip is a latency");
   assert.equal(stalledP.reachable["anyconnect-tls"], "no", "no handshake within the timeout");
   assert.equal(noaddr.latencyMs, null);
-  assert.deepEqual(noaddr.reachable, { wireguard: "unknown", ikev2: "unknown", "anyconnect-tls": "unknown", "anyconnect-dtls": "unknown" });
+  assert.deepEqual(noaddr.reachable, {
+    wireguard: "unknown",
+    ikev2: "unknown",
+    "anyconnect-tls": "unknown",
+    "anyconnect-dtls": "unknown",
+  });
 });
 
 test("probing-finishes-about-one-round-trip-after-the-answers-when-all-answer", async () => {
-  const ports = { up: { anyconnect: portOf(tlsServer), wireguard: openUdp.address().port, ikev2: openUdp.address().port } };
+  const ports = {
+    up: { anyconnect: portOf(tlsServer), wireguard: openUdp.address().port, ikev2: openUdp.address().port },
+  };
   const t0 = Date.now();
   await probeCandidates([loopbackCandidate("up")], { timeoutMs: 5000, ports });
   const ms = Date.now() - t0;
@@ -347,24 +531,47 @@ test("gateway-ports-come-from-the-configuration", () => {
 
 test("aaaa-records-give-resolved-gateways-both-families-and-a-configured-address-pins", async () => {
   const resolver = fakeResolver(
-    { [SRV.wireguard]: [{ name: "gw1.example.test", port: 51820, priority: 10 }, { name: "gw9.example.test", port: 51820, priority: 5 }] },
+    {
+      [SRV.wireguard]: [
+        { name: "gw1.example.test", port: 51820, priority: 10 },
+        { name: "gw9.example.test", port: 51820, priority: 5 },
+      ],
+    },
     { "gw1.example.test": ["192.0.2.111"], "gw2.example.test": ["192.0.2.2"] },
-    { "gw1.example.test": ["2001:db8::111"], "gw2.example.test": ["2001:DB8:0:0::2"], "gw3.example.test": ["2001:db8::3"], "gw9.example.test": ["2001:db8::9"] },
+    {
+      "gw1.example.test": ["2001:db8::111"],
+      "gw2.example.test": ["2001:DB8:0:0::2"],
+      "gw3.example.test": ["2001:db8::3"],
+      "gw9.example.test": ["2001:db8::9"],
+    },
   );
   const r = await discover(config(), { timeoutMs: TIMEOUT_MS, resolver });
   const by = new Map(r.candidates.map((c) => [c.name, c]));
   assert.equal(by.get("gw1")?.address, "192.0.2.1", "configured: neither A nor AAAA replaces it");
   assert.equal(by.get("gw1")?.addresses, undefined);
   assert.equal(by.get("gw2")?.address, "192.0.2.2", "before any probe a dual-stack gateway is addressed over IPv4");
-  assert.deepEqual(by.get("gw2")?.addresses, { ipv4: "192.0.2.2", ipv6: "2001:db8::2" }, "AAAA kept, in RFC 5952 spelling");
+  assert.deepEqual(
+    by.get("gw2")?.addresses,
+    { ipv4: "192.0.2.2", ipv6: "2001:db8::2" },
+    "AAAA kept, in RFC 5952 spelling",
+  );
   assert.equal(by.get("gw3")?.address, "2001:db8::3", "an AAAA-only gateway is addressed over IPv6");
   assert.equal(by.get("gw3")?.addresses, undefined);
-  assert.deepEqual(r.unpinned.map((u) => [u.hostname, u.address]), [["gw9.example.test", "2001:db8::9"]]);
-  assert.ok(!r.problems.some((p) => /gw3/.test(p.message)), `a missing A record is no problem when AAAA answers: ${JSON.stringify(r.problems)}`);
+  assert.deepEqual(
+    r.unpinned.map((u) => [u.hostname, u.address]),
+    [["gw9.example.test", "2001:db8::9"]],
+  );
+  assert.ok(
+    !r.problems.some((p) => /gw3/.test(p.message)),
+    `a missing A record is no problem when AAAA answers: ${JSON.stringify(r.problems)}`,
+  );
 });
 
 test("a-name-without-a-or-aaaa-is-reported-with-both-answers", async () => {
-  const r = await discover(config(), { timeoutMs: TIMEOUT_MS, resolver: fakeResolver({}, { "gw2.example.test": ["192.0.2.2"] }, { "gw3.example.test": "hang" }) });
+  const r = await discover(config(), {
+    timeoutMs: TIMEOUT_MS,
+    resolver: fakeResolver({}, { "gw2.example.test": ["192.0.2.2"] }, { "gw3.example.test": "hang" }),
+  });
   assert.match(r.problems.map((p) => p.message).join("\n"), /A gw3\.example\.test: ENOTFOUND; AAAA: timed out/);
 });
 
@@ -373,7 +580,10 @@ let dualServer: TlsServer;
 let dualUdp: UdpSocket;
 before(async () => {
   // One TLS port on both loopback addresses: a dual-stack gateway.
-  dualServer = createTlsServer({ key: readFileSync(join(certDir, "k.pem")), cert: readFileSync(join(certDir, "c.pem")) }, (s) => s.end());
+  dualServer = createTlsServer(
+    { key: readFileSync(join(certDir, "k.pem")), cert: readFileSync(join(certDir, "c.pem")) },
+    (s) => s.end(),
+  );
   dualServer.listen({ port: 0, host: "::", ipv6Only: false });
   await once(dualServer, "listening");
   dualUdp = createSocket({ type: "udp6", ipv6Only: false });
@@ -382,30 +592,55 @@ before(async () => {
 });
 after(async () => {
   dualUdp.close();
-  await new Promise<void>((r) => { dualServer.close(() => { r(); }); });
+  await new Promise<void>((r) => {
+    dualServer.close(() => {
+      r();
+    });
+  });
 });
 
 test("a-dual-stack-gateway-is-probed-over-both-families-and-ipv6-is-chosen-when-it-works", async () => {
-  const c: Candidate = { ...loopbackCandidate("dual"), address: "127.0.0.1", addresses: { ipv4: "127.0.0.1", ipv6: "::1" } };
+  const c: Candidate = {
+    ...loopbackCandidate("dual"),
+    address: "127.0.0.1",
+    addresses: { ipv4: "127.0.0.1", ipv6: "::1" },
+  };
   const ports = { dual: { anyconnect: portOf(dualServer), wireguard: portOf(dualServer), ikev2: portOf(dualServer) } };
   const t0 = Date.now();
   const [p] = await probeCandidates([c], { timeoutMs: 5000, ports });
   const ms = Date.now() - t0;
   console.log(`dual-stack loopback probe in ${ms} ms: ${JSON.stringify(p)}`);
   assert.equal(p?.address, "::1", "IPv6 works and IPv4 is not clearly faster");
-  assert.deepEqual(p.reachable, { wireguard: "unknown", ikev2: "unknown", "anyconnect-tls": "yes", "anyconnect-dtls": "unknown" });
+  assert.deepEqual(p.reachable, {
+    wireguard: "unknown",
+    ikev2: "unknown",
+    "anyconnect-tls": "yes",
+    "anyconnect-dtls": "unknown",
+  });
   assert.equal(p.families?.ipv4?.works, true);
   assert.equal(p.families.ipv6?.works, true);
   assert.ok(ms < 500, `both families answered: no wait for the timeout (${ms} ms)`);
   assert.equal(withProbe(c, p).address, "::1", "the probe's choice becomes the candidate's address");
   const [held] = await probeCandidates([c], { timeoutMs: 5000, ports, incumbents: { dual: "127.0.0.1" } });
-  assert.ok(held?.address === "127.0.0.1" || (held?.families?.ipv6?.latencyMs ?? 1) <= (held?.families?.ipv4?.latencyMs ?? 0), "an IPv4 incumbent moves only when IPv6 is at least as fast");
+  assert.ok(
+    held?.address === "127.0.0.1" || (held?.families?.ipv6?.latencyMs ?? 1) <= (held?.families?.ipv4?.latencyMs ?? 0),
+    "an IPv4 incumbent moves only when IPv6 is at least as fast",
+  );
 });
 
 test("a-gateway-whose-anyconnect-answers-on-ipv4-only-is-reached-over-ipv4", async () => {
   // tlsServer listens on 127.0.0.1 only: over ::1 the same port is refused (the path works, AnyConnect does not).
-  const c: Candidate = { ...loopbackCandidate("v4tls"), address: "127.0.0.1", addresses: { ipv4: "127.0.0.1", ipv6: "::1" } };
-  const [p] = await probeCandidates([c], { timeoutMs: TIMEOUT_MS, ports: { v4tls: { anyconnect: portOf(tlsServer), wireguard: openUdp.address().port, ikev2: openUdp.address().port } } });
+  const c: Candidate = {
+    ...loopbackCandidate("v4tls"),
+    address: "127.0.0.1",
+    addresses: { ipv4: "127.0.0.1", ipv6: "::1" },
+  };
+  const [p] = await probeCandidates([c], {
+    timeoutMs: TIMEOUT_MS,
+    ports: {
+      v4tls: { anyconnect: portOf(tlsServer), wireguard: openUdp.address().port, ikev2: openUdp.address().port },
+    },
+  });
   assert.equal(p?.families?.ipv6?.works, true, "a RST proves the IPv6 path");
   assert.equal(p.address, "127.0.0.1");
   assert.equal(p.reachable["anyconnect-tls"], "yes");

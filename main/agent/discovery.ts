@@ -32,7 +32,15 @@ import { Resolver } from "node:dns/promises";
 import { z } from "zod";
 import { Hostname, IpAddress, type DetourConfig, type GatewayConfig } from "../core/config/schema.ts";
 import { candidateAddresses, chooseFamily, unprobedAddress } from "../core/connection/address-family.ts";
-import { LEG_KINDS, type Candidate, type CandidateAddresses, type CandidateProbe, type CandidateSource, type FamilyProbe, type LegKind } from "../core/connection/types.ts";
+import {
+  LEG_KINDS,
+  type Candidate,
+  type CandidateAddresses,
+  type CandidateProbe,
+  type CandidateSource,
+  type FamilyProbe,
+  type LegKind,
+} from "../core/connection/types.ts";
 import { canonicalIp, ipFamily } from "../core/ip-address.ts";
 import { BodyTooLargeError, readBoundedBody } from "../shared/bounded-body.ts";
 
@@ -70,7 +78,10 @@ export interface DnsResolver {
 }
 
 /** A GET of the portal: global fetch in production, injectable for tests. */
-export type FetchLike = (url: string, init: { signal: AbortSignal; redirect: "follow"; headers: Record<string, string> }) => Promise<Response>;
+export type FetchLike = (
+  url: string,
+  init: { signal: AbortSignal; redirect: "follow"; headers: Record<string, string> },
+) => Promise<Response>;
 
 export interface DiscoveryProblem {
   source: "dns" | "portal";
@@ -172,12 +183,21 @@ interface Deadline {
 function deadlineIn(ms: number, onPass?: () => void): Deadline {
   let timer: NodeJS.Timeout | undefined;
   const passed = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => {
-      onPass?.();
-      resolve(undefined);
-    }, Math.max(0, ms));
+    timer = setTimeout(
+      () => {
+        onPass?.();
+        resolve(undefined);
+      },
+      Math.max(0, ms),
+    );
   });
-  return { at: Date.now() + ms, passed, clear: () => { clearTimeout(timer); } };
+  return {
+    at: Date.now() + ms,
+    passed,
+    clear: () => {
+      clearTimeout(timer);
+    },
+  };
 }
 
 type Settled<T> = { ok: true; value: T } | { ok: false; error: string };
@@ -196,7 +216,10 @@ async function settleBy<T>(p: Promise<T>, d: Deadline): Promise<Settled<T>> {
 
 /** A node:dns resolver with bounded tries; `servers` may carry a port ("127.0.0.1:5353") for tests. */
 export function createResolver(servers: readonly string[] | undefined, timeoutMs: number): DnsResolver {
-  const r = new Resolver({ timeout: Math.max(DNS_MIN_TRY_MS, Math.floor(timeoutMs / (2 * DNS_TRIES - 1))), tries: DNS_TRIES });
+  const r = new Resolver({
+    timeout: Math.max(DNS_MIN_TRY_MS, Math.floor(timeoutMs / (2 * DNS_TRIES - 1))),
+    tries: DNS_TRIES,
+  });
   if (servers !== undefined && servers.length > 0) r.setServers([...servers]);
   return r;
 }
@@ -208,7 +231,12 @@ interface DnsFindings {
   addresses: Map<string, CandidateAddresses>;
 }
 
-async function dnsStage(config: DetourConfig, resolver: DnsResolver, d: Deadline, problem: (p: DiscoveryProblem) => void): Promise<DnsFindings> {
+async function dnsStage(
+  config: DetourConfig,
+  resolver: DnsResolver,
+  d: Deadline,
+  problem: (p: DiscoveryProblem) => void,
+): Promise<DnsFindings> {
   const srv = new Map<string, { kinds: Set<LegKind>; priority: number }>();
   const addresses = new Map<string, CandidateAddresses>();
   const asked = new Set<string>();
@@ -219,18 +247,29 @@ async function dnsStage(config: DetourConfig, resolver: DnsResolver, d: Deadline
     const [r4, r6] = await Promise.all([settleBy(resolver.resolve4(host), d), settleBy(resolver.resolve6(host), d)]);
     const v4 = r4.ok ? r4.value.find((a) => ipFamily(a) === "ipv4") : undefined;
     const v6 = r6.ok ? r6.value.find((a) => ipFamily(a) === "ipv6") : undefined;
-    if (v4 !== undefined || v6 !== undefined) addresses.set(host, { ipv4: v4 ?? null, ipv6: v6 === undefined ? null : canonicalIp(v6) });
-    else problem({ source: "dns", message: `A ${host}: ${r4.ok ? "no address" : r4.error}; AAAA: ${r6.ok ? "no address" : r6.error}` });
+    if (v4 !== undefined || v6 !== undefined)
+      addresses.set(host, { ipv4: v4 ?? null, ipv6: v6 === undefined ? null : canonicalIp(v6) });
+    else
+      problem({
+        source: "dns",
+        message: `A ${host}: ${r4.ok ? "no address" : r4.error}; AAAA: ${r6.ok ? "no address" : r6.error}`,
+      });
   };
   const srvNames = config.discovery.dns?.srv ?? [];
   const unaddressed = config.gateways.filter((g) => g.address === undefined).map((g) => normalizeHost(g.hostname));
   // Hosts whose A records change nothing: configured gateways with a pinned address.
-  const wanted = new Set([...unaddressed, ...config.gateways.filter((g) => g.address !== undefined).map((g) => normalizeHost(g.hostname))]);
+  const wanted = new Set([
+    ...unaddressed,
+    ...config.gateways.filter((g) => g.address !== undefined).map((g) => normalizeHost(g.hostname)),
+  ]);
   await Promise.all([
     ...srvNames.map(async (name) => {
       const kinds = kindsOfSrvName(name);
       if (kinds === null) {
-        problem({ source: "dns", message: `SRV ${name}: not a _detour-<wireguard|ikev2|anyconnect> service name; ignored` });
+        problem({
+          source: "dns",
+          message: `SRV ${name}: not a _detour-<wireguard|ikev2|anyconnect> service name; ignored`,
+        });
         return;
       }
       const r = await settleBy(resolver.resolveSrv(name), d);
@@ -263,7 +302,9 @@ export type PortalResult = { ok: true; gateways: PortalGateway[] } | { ok: false
 /** GETs the portal's gateway list within `timeoutMs` and MAX_PORTAL_BYTES; failures come back as values. */
 export async function fetchPortal(url: string, opts: { timeoutMs: number; fetch?: FetchLike }): Promise<PortalResult> {
   const ac = new AbortController();
-  const timer = setTimeout(() => { ac.abort(new Error(`no complete answer within ${opts.timeoutMs} ms`)); }, opts.timeoutMs);
+  const timer = setTimeout(() => {
+    ac.abort(new Error(`no complete answer within ${opts.timeoutMs} ms`));
+  }, opts.timeoutMs);
   const doFetch: FetchLike = opts.fetch ?? ((u, init) => fetch(u, init));
   try {
     const res = await doFetch(url, { signal: ac.signal, redirect: "follow", headers: { accept: "application/json" } });
@@ -281,7 +322,10 @@ export async function fetchPortal(url: string, opts: { timeoutMs: number; fetch?
     const parsed = PortalDocument.safeParse(json);
     if (!parsed.success) {
       const i = parsed.error.issues[0];
-      return { ok: false, error: `answer does not match the portal format: ${i === undefined ? "invalid" : `${i.path.map(String).join(".") || "(root)"}: ${i.message}`}` };
+      return {
+        ok: false,
+        error: `answer does not match the portal format: ${i === undefined ? "invalid" : `${i.path.map(String).join(".") || "(root)"}: ${i.message}`}`,
+      };
     }
     return { ok: true, gateways: parsed.data.gateways };
   } catch (e) {
@@ -290,7 +334,10 @@ export async function fetchPortal(url: string, opts: { timeoutMs: number; fetch?
     // fetch says only "fetch failed"; the reason (ECONNREFUSED, a TLS error, ...) is in its cause.
     const c = (e as { cause?: { code?: string; message?: string } }).cause;
     const cause = c?.code ?? c?.message;
-    return { ok: false, error: reason instanceof Error ? `${reason.message}${cause === undefined ? "" : ` (${cause})`}` : String(reason) };
+    return {
+      ok: false,
+      error: reason instanceof Error ? `${reason.message}${cause === undefined ? "" : ` (${cause})`}` : String(reason),
+    };
   } finally {
     clearTimeout(timer);
   }
@@ -315,12 +362,16 @@ export async function discover(config: DetourConfig, opts: DiscoveryOptions): Pr
     }
   };
   const resolver = opts.resolver ?? createResolver(config.discovery.dns?.servers, opts.timeoutMs);
-  const d = deadlineIn(opts.timeoutMs, () => { resolver.cancel(); });
+  const d = deadlineIn(opts.timeoutMs, () => {
+    resolver.cancel();
+  });
   const url = config.discovery.portalUrl;
   try {
     const [dns, portal] = await Promise.all([
       dnsStage(config, resolver, d, problem),
-      url === undefined ? Promise.resolve<PortalResult>({ ok: true, gateways: [] }) : fetchPortal(url, { timeoutMs: opts.timeoutMs, ...(opts.fetch === undefined ? {} : { fetch: opts.fetch }) }),
+      url === undefined
+        ? Promise.resolve<PortalResult>({ ok: true, gateways: [] })
+        : fetchPortal(url, { timeoutMs: opts.timeoutMs, ...(opts.fetch === undefined ? {} : { fetch: opts.fetch }) }),
     ]);
     if (!portal.ok) problem({ source: "portal", message: `${url ?? "portal"}: ${portal.error}` });
     return merge(config, dns, portal.ok ? portal.gateways : [], problem, problems);
@@ -334,7 +385,13 @@ export async function discoverCandidates(config: DetourConfig, opts: DiscoveryOp
   return (await discover(config, opts)).candidates;
 }
 
-function merge(config: DetourConfig, dns: DnsFindings, portal: PortalGateway[], problem: (p: DiscoveryProblem) => void, problems: DiscoveryProblem[]): DiscoveryResult {
+function merge(
+  config: DetourConfig,
+  dns: DnsFindings,
+  portal: PortalGateway[],
+  problem: (p: DiscoveryProblem) => void,
+  problems: DiscoveryProblem[],
+): DiscoveryResult {
   const candidates = configuredCandidates(config);
   const byHost = new Map(candidates.map((c) => [c.hostname, c]));
   const byName = new Map(candidates.map((c) => [c.name, c]));
@@ -386,12 +443,19 @@ function merge(config: DetourConfig, dns: DnsFindings, portal: PortalGateway[], 
         if (fromDns.ipv4 !== null && fromDns.ipv6 !== null) c.addresses = fromDns;
         addSource(c, "dns");
       } else if (fromPortal !== undefined) c.address = canonicalIp(fromPortal);
-      else problem({ source: "dns", message: `${c.name}: no address configured, from DNS or from the portal for ${c.hostname}` });
+      else
+        problem({
+          source: "dns",
+          message: `${c.name}: no address configured, from DNS or from the portal for ${c.hostname}`,
+        });
     }
     c.sources = SOURCE_ORDER.filter((s) => c.sources.includes(s));
   }
   for (const u of unpinned.values()) {
-    problem({ source: u.sources.includes("portal") ? "portal" : "dns", message: `${u.hostname} is not in the configuration (no pinned identity); not used` });
+    problem({
+      source: u.sources.includes("portal") ? "portal" : "dns",
+      message: `${u.hostname} is not in the configuration (no pinned identity); not used`,
+    });
   }
   return { candidates, unpinned: [...unpinned.values()], problems };
 }
@@ -448,37 +512,71 @@ export interface TlsProbeResult {
  * One TCP connect and TLS handshake, timed; identity is not checked (the engine pins it). An abort (the other
  * address family won) ends it at once as a timeout, keeping the connect time if TCP had answered.
  */
-export function probeTls(address: string, port: number, servername: string | null, timeoutMs: number, signal?: AbortSignal): Promise<TlsProbeResult> {
+export function probeTls(
+  address: string,
+  port: number,
+  servername: string | null,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<TlsProbeResult> {
   return new Promise((resolve) => {
     const t0 = performance.now();
     const since = (): number => Math.round((performance.now() - t0) * 10) / 10;
     let connectMs: number | null = null;
     let sock: NetSocket | null = null;
     let done = false;
-    const finish = (outcome: TlsOutcome, handshakeMs: number | null, error: string | null, answered: number | null = connectMs): void => {
+    const finish = (
+      outcome: TlsOutcome,
+      handshakeMs: number | null,
+      error: string | null,
+      answered: number | null = connectMs,
+    ): void => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       sock?.destroy();
       resolve({ outcome, connectMs, handshakeMs, answeredMs: answered, error });
     };
-    const timer = setTimeout(() => { finish("timeout", null, `no answer within ${timeoutMs} ms`); }, timeoutMs);
-    signal?.addEventListener("abort", () => { finish("timeout", null, "abandoned: the other address family answered first"); }, { once: true });
+    const timer = setTimeout(() => {
+      finish("timeout", null, `no answer within ${timeoutMs} ms`);
+    }, timeoutMs);
+    signal?.addEventListener(
+      "abort",
+      () => {
+        finish("timeout", null, "abandoned: the other address family answered first");
+      },
+      { once: true },
+    );
     const tcp = netConnect({ host: address, port });
     sock = tcp;
     tcp.on("error", (e: NodeJS.ErrnoException) => {
       if (connectMs !== null) return; // after connect, the TLS socket reports
       const refused = e.code === "ECONNREFUSED";
       const unreachable = e.code === "EHOSTUNREACH" || e.code === "ENETUNREACH";
-      finish(refused ? "refused" : unreachable ? "unreachable" : "error", null, e.code ?? e.message, refused || unreachable ? since() : null);
+      finish(
+        refused ? "refused" : unreachable ? "unreachable" : "error",
+        null,
+        e.code ?? e.message,
+        refused || unreachable ? since() : null,
+      );
     });
     tcp.once("connect", () => {
       connectMs = since();
-      const tls = tlsConnect({ socket: tcp, rejectUnauthorized: false, ...(servername === null || isIP(servername) !== 0 ? {} : { servername }) });
+      const tls = tlsConnect({
+        socket: tcp,
+        rejectUnauthorized: false,
+        ...(servername === null || isIP(servername) !== 0 ? {} : { servername }),
+      });
       sock = tls;
-      tls.once("secureConnect", () => { finish("handshake", since(), null); });
-      tls.on("error", (e: NodeJS.ErrnoException) => { finish("tls-failed", null, e.code ?? e.message); });
-      tls.once("close", () => { finish("tls-failed", null, "closed during the handshake"); });
+      tls.once("secureConnect", () => {
+        finish("handshake", since(), null);
+      });
+      tls.on("error", (e: NodeJS.ErrnoException) => {
+        finish("tls-failed", null, e.code ?? e.message);
+      });
+      tls.once("close", () => {
+        finish("tls-failed", null, "closed during the handshake");
+      });
     });
   });
 }
@@ -529,7 +627,9 @@ export function probeUdpRefusal(address: string, port: number, until: Promise<un
         finish(refusal(e));
       }
     });
-    void until.then(() => { finish("silent"); });
+    void until.then(() => {
+      finish("silent");
+    });
   });
 }
 
@@ -539,7 +639,13 @@ interface AddressProbe {
   family: FamilyProbe;
 }
 
-async function probeAddress(c: Candidate, address: string, ports: GatewayPorts, timeoutMs: number, signal?: AbortSignal): Promise<AddressProbe> {
+async function probeAddress(
+  c: Candidate,
+  address: string,
+  ports: GatewayPorts,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<AddressProbe> {
   const at = Date.now();
   const reachable: CandidateProbe["reachable"] = {};
   const hard = deadlineIn(timeoutMs);
@@ -547,21 +653,37 @@ async function probeAddress(c: Candidate, address: string, ports: GatewayPorts, 
   const tlsP = probeTls(address, ports.anyconnect, c.hostname, timeoutMs, signal);
   const aborted = new Promise<void>((resolve) => {
     if (signal?.aborted === true) resolve();
-    signal?.addEventListener("abort", () => { resolve(); }, { once: true });
+    signal?.addEventListener(
+      "abort",
+      () => {
+        resolve();
+      },
+      { once: true },
+    );
   });
   // The UDP window closes a little after TCP got any answer, or at the deadline after silence (or on abort).
   const window = Promise.race([
     hard.passed,
     aborted,
-    tlsP.then((t) => new Promise<void>((resolve) => {
-      if (t.answeredMs === null) return;
-      graceTimer = setTimeout(resolve, Math.max(UDP_REFUSAL_GRACE_MS, t.answeredMs));
-    })),
+    tlsP.then(
+      (t) =>
+        new Promise<void>((resolve) => {
+          if (t.answeredMs === null) return;
+          graceTimer = setTimeout(resolve, Math.max(UDP_REFUSAL_GRACE_MS, t.answeredMs));
+        }),
+    ),
   ]);
-  const udpPort: Partial<Record<LegKind, number>> = { wireguard: ports.wireguard, ikev2: ports.ikev2, "anyconnect-dtls": ports.anyconnect };
+  const udpPort: Partial<Record<LegKind, number>> = {
+    wireguard: ports.wireguard,
+    ikev2: ports.ikev2,
+    "anyconnect-dtls": ports.anyconnect,
+  };
   const udpKinds = c.kinds.filter((k) => udpPort[k] !== undefined);
   try {
-    const [tls, ...udp] = await Promise.all([tlsP, ...udpKinds.map((k) => probeUdpRefusal(address, udpPort[k] ?? 0, window))]);
+    const [tls, ...udp] = await Promise.all([
+      tlsP,
+      ...udpKinds.map((k) => probeUdpRefusal(address, udpPort[k] ?? 0, window)),
+    ]);
     const tlsOk = tls.outcome === "handshake";
     for (const k of c.kinds) {
       if (k === "anyconnect-tls") reachable[k] = tlsOk ? "yes" : "no";
@@ -573,7 +695,12 @@ async function probeAddress(c: Candidate, address: string, ports: GatewayPorts, 
     const works = tls.connectMs !== null || tls.outcome === "refused";
     return {
       probe: { at, latencyMs: times.length === 0 ? null : Math.min(...times), reachable, address, answered: works },
-      family: { address, works, latencyMs: tls.connectMs ?? (tls.outcome === "refused" ? tls.answeredMs : null), usableKinds: c.kinds.filter((k) => reachable[k] !== "no").length },
+      family: {
+        address,
+        works,
+        latencyMs: tls.connectMs ?? (tls.outcome === "refused" ? tls.answeredMs : null),
+        usableKinds: c.kinds.filter((k) => reachable[k] !== "no").length,
+      },
     };
   } finally {
     hard.clear();
@@ -586,7 +713,12 @@ async function probeAddress(c: Candidate, address: string, ports: GatewayPorts, 
  * finished, the other gets FAMILY_GRACE_MS (or as long again) before it is abandoned; then the family policy
  * picks, and the result is the chosen address's, with both families' outcomes alongside.
  */
-async function probeOne(c: Candidate, ports: GatewayPorts, timeoutMs: number, incumbent: string | null): Promise<CandidateProbe> {
+async function probeOne(
+  c: Candidate,
+  ports: GatewayPorts,
+  timeoutMs: number,
+  incumbent: string | null,
+): Promise<CandidateProbe> {
   const { ipv4, ipv6 } = candidateAddresses(c);
   if (ipv4 === null || ipv6 === null) {
     const only = ipv4 ?? ipv6;
@@ -610,18 +742,31 @@ async function probeOne(c: Candidate, ports: GatewayPorts, timeoutMs: number, in
       }
       if (r.family.works && grace === undefined) {
         const other = family === "ipv4" ? stop.ipv6 : stop.ipv4;
-        grace = setTimeout(() => { other.abort(); }, Math.max(FAMILY_GRACE_MS, performance.now() - t0));
+        grace = setTimeout(
+          () => {
+            other.abort();
+          },
+          Math.max(FAMILY_GRACE_MS, performance.now() - t0),
+        );
       }
     };
-    void probeAddress(c, ipv6, ports, timeoutMs, stop.ipv6.signal).then((r) => { settle("ipv6", r); });
-    void probeAddress(c, ipv4, ports, timeoutMs, stop.ipv4.signal).then((r) => { settle("ipv4", r); });
+    void probeAddress(c, ipv6, ports, timeoutMs, stop.ipv6.signal).then((r) => {
+      settle("ipv6", r);
+    });
+    void probeAddress(c, ipv4, ports, timeoutMs, stop.ipv4.signal).then((r) => {
+      settle("ipv4", r);
+    });
   });
   clearTimeout(grace);
   const v6 = done.ipv6;
   const v4 = done.ipv4;
   if (v6 === undefined || v4 === undefined) throw new Error("both family probes settle before the choice"); // a bug
   const chosen = chooseFamily(v6.family, v4.family, incumbent) === "ipv6" ? v6 : v4;
-  return { ...chosen.probe, families: { ipv6: v6.family, ipv4: v4.family }, answered: v6.family.works || v4.family.works };
+  return {
+    ...chosen.probe,
+    families: { ipv6: v6.family, ipv4: v4.family },
+    answered: v6.family.works || v4.family.works,
+  };
 }
 
 /**
@@ -629,7 +774,11 @@ async function probeOne(c: Candidate, ports: GatewayPorts, timeoutMs: number, in
  * Takes about one round trip when every gateway answers, and at most timeoutMs (plus a few ms) otherwise.
  */
 export async function probeCandidates(candidates: readonly Candidate[], opts: ProbeOptions): Promise<CandidateProbe[]> {
-  return Promise.all(candidates.map((c) => probeOne(c, opts.ports?.[c.name] ?? DEFAULT_PORTS, opts.timeoutMs, opts.incumbents?.[c.name] ?? null)));
+  return Promise.all(
+    candidates.map((c) =>
+      probeOne(c, opts.ports?.[c.name] ?? DEFAULT_PORTS, opts.timeoutMs, opts.incumbents?.[c.name] ?? null),
+    ),
+  );
 }
 
 /** The candidate with a probe applied: its results, and the address the probe chose to connect to. */

@@ -17,7 +17,9 @@ const gateway = (name: string, n: number): Record<string, unknown> => ({
   address: `198.18.${String(n)}.2`,
   priority: n,
   region: "lab",
-  protocols: { wireguard: { port: 51820, publicKey: "A".repeat(43) + "=", tunnelAddress: `198.19.${String(n)}1.2/32` } },
+  protocols: {
+    wireguard: { port: 51820, publicKey: "A".repeat(43) + "=", tunnelAddress: `198.19.${String(n)}1.2/32` },
+  },
 });
 const parsed = parseConfig({
   version: 1,
@@ -33,7 +35,19 @@ const CONFIG = parsed.config;
 const QUIET: Logger = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 
 function snapshotOf(state: ConnectionSnapshot["state"], gw: string | null): ConnectionSnapshot {
-  return { state, summary: "", gateway: gw, protocol: gw === null ? null : "wireguard", activeLegId: null, standby: null, since: null, candidates: [], lastRace: null, lastFailover: null, error: null };
+  return {
+    state,
+    summary: "",
+    gateway: gw,
+    protocol: gw === null ? null : "wireguard",
+    activeLegId: null,
+    standby: null,
+    since: null,
+    candidates: [],
+    lastRace: null,
+    lastFailover: null,
+    error: null,
+  };
 }
 
 class World {
@@ -76,7 +90,17 @@ class World {
         config: CONFIG,
         log: QUIET,
         status: () => this.snap,
-        candidates: (): Candidate[] => CONFIG.gateways.map((g) => ({ name: g.name, hostname: g.hostname, address: g.address ?? null, priority: g.priority, region: g.region, kinds: ["wireguard"], sources: ["config"], probe: null })),
+        candidates: (): Candidate[] =>
+          CONFIG.gateways.map((g) => ({
+            name: g.name,
+            hostname: g.hostname,
+            address: g.address ?? null,
+            priority: g.priority,
+            region: g.region,
+            kinds: ["wireguard"],
+            sources: ["config"],
+            probe: null,
+          })),
         subscribe: (l) => {
           this.listeners.add(l);
           return () => this.listeners.delete(l);
@@ -108,7 +132,17 @@ class World {
         this.emit({ type: "state", at: Date.now(), state: "failing-over", detail: "gw1 stopped answering" });
       }, detectMs);
       setTimeout(() => {
-        const failover = { from: { gateway: "gw1", kind: "wireguard" as const }, to: { gateway: "gw2", kind: "wireguard" as const }, reason: "dead", via: "race" as const, lastReplyAt: t0, detectedAt: t0 + detectMs, restoredAt: Date.now(), detectedAfterMs: detectMs, restoredAfterMs: restoreMs };
+        const failover = {
+          from: { gateway: "gw1", kind: "wireguard" as const },
+          to: { gateway: "gw2", kind: "wireguard" as const },
+          reason: "dead",
+          via: "race" as const,
+          lastReplyAt: t0,
+          detectedAt: t0 + detectMs,
+          restoredAt: Date.now(),
+          detectedAfterMs: detectMs,
+          restoredAfterMs: restoreMs,
+        };
         this.emit({ type: "failover", at: Date.now(), failover });
         this.reply(true);
       }, restoreMs);
@@ -123,11 +157,21 @@ describe("drill runner", () => {
     const r = await w.runner().run({ slaMs: 3000 });
     assert.equal(r.verdict, "pass", r.reason);
     assert.deepEqual(r.to, { gateway: "gw2", kind: "wireguard" });
-    assert.ok(r.detectedAfterMs !== null && r.detectedAfterMs >= 30 && r.detectedAfterMs < 1000, String(r.detectedAfterMs));
+    assert.ok(
+      r.detectedAfterMs !== null && r.detectedAfterMs >= 30 && r.detectedAfterMs < 1000,
+      String(r.detectedAfterMs),
+    );
     assert.ok(r.restoredAfterMs !== null && r.restoredAfterMs >= r.detectedAfterMs, String(r.restoredAfterMs));
     assert.equal(r.probesLost, r.probesSent - 1);
-    assert.deepEqual(w.applied.map((a) => a.gateway), ["gw1"]);
-    assert.deepEqual(w.applied[0]?.endpoints, [{ address: "198.18.1.2", protocol: "udp", port: 51820 }], "only gw1's endpoints");
+    assert.deepEqual(
+      w.applied.map((a) => a.gateway),
+      ["gw1"],
+    );
+    assert.deepEqual(
+      w.applied[0]?.endpoints,
+      [{ address: "198.18.1.2", protocol: "udp", port: 51820 }],
+      "only gw1's endpoints",
+    );
     assert.equal(w.removed, 1);
     assert.equal(w.recorded[0]?.type, "drill", "the result goes to the flight recorder");
   });

@@ -8,9 +8,24 @@
  * over the host's ordinary routes, the way applications' packets travel, not through a chosen leg.
  */
 import type { DetourConfig } from "../core/config/schema.ts";
-import type { Candidate, ConnectionEvent, ConnectionSnapshot, DrillResult, FailoverRecord, LegKind, ProbeSample } from "../core/connection/types.ts";
+import type {
+  Candidate,
+  ConnectionEvent,
+  ConnectionSnapshot,
+  DrillResult,
+  FailoverRecord,
+  LegKind,
+  ProbeSample,
+} from "../core/connection/types.ts";
 import { failoverAtWall } from "../core/connection/wall-time.ts";
-import { evaluateDrill, observeWindowMs, parseSlaMs, refusalReason, refusedDrill, type DrillObservation } from "../core/drill.ts";
+import {
+  evaluateDrill,
+  observeWindowMs,
+  parseSlaMs,
+  refusalReason,
+  refusedDrill,
+  type DrillObservation,
+} from "../core/drill.ts";
 import { legEndpoints, type GatewayEndpoint } from "../core/killswitch.ts";
 import type { DrillBlock } from "../../native/platform/platform.ts";
 import { systemClock, wallOffset, type Clock } from "./clock.ts";
@@ -97,13 +112,30 @@ export class DrillRunner {
     const sla = parseSlaMs(request.slaMs);
     const slaMs = sla.ok ? sla.slaMs : Number(request.slaMs);
     const s = this.#host.status();
-    const from = s.state === "connected" && s.gateway !== null && s.protocol !== null ? { gateway: s.gateway, kind: s.protocol } : null;
-    const others = [...new Set(this.#host.candidates().filter((c) => c.name !== s.gateway && c.address !== null).map((c) => c.name))];
+    const from =
+      s.state === "connected" && s.gateway !== null && s.protocol !== null
+        ? { gateway: s.gateway, kind: s.protocol }
+        : null;
+    const others = [
+      ...new Set(
+        this.#host
+          .candidates()
+          .filter((c) => c.name !== s.gateway && c.address !== null)
+          .map((c) => c.name),
+      ),
+    ];
     const endpoints = from === null ? [] : this.#endpointsOf(from.gateway);
     const why = !sla.ok
       ? sla.message
-      : (refusalReason({ state: s.state, gateway: s.gateway, otherGateways: others, running: this.#running !== null }) ??
-        (endpoints.length === 0 && from !== null ? `no endpoint of ${from.gateway} is known, so it cannot be blocked` : null));
+      : (refusalReason({
+          state: s.state,
+          gateway: s.gateway,
+          otherGateways: others,
+          running: this.#running !== null,
+        }) ??
+        (endpoints.length === 0 && from !== null
+          ? `no endpoint of ${from.gateway} is known, so it cannot be blocked`
+          : null));
     if (why !== null || from === null) {
       const refused = refusedDrill(id, this.#clock.wall(), slaMs, from, why ?? "not connected");
       log.warn("drill refused", { drill: refused });
@@ -154,11 +186,14 @@ export class DrillRunner {
     const gw = this.#host.config.gateways.find((g) => g.name === gateway);
     if (gw === undefined) return [];
     const known = this.#host.candidates().filter((c) => c.name === gateway);
-    const addresses = new Set([...known.map((c) => c.address), gw.address ?? null].filter((a): a is string => a !== null));
+    const addresses = new Set(
+      [...known.map((c) => c.address), gw.address ?? null].filter((a): a is string => a !== null),
+    );
     const kinds = new Set<LegKind>(known.flatMap((c) => c.kinds));
     if (gw.protocols.wireguard !== undefined) kinds.add("wireguard");
     if (gw.protocols.ikev2 !== undefined) kinds.add("ikev2");
-    if (gw.protocols.anyconnect !== undefined) kinds.add(gw.protocols.anyconnect.dtls ? "anyconnect-dtls" : "anyconnect-tls");
+    if (gw.protocols.anyconnect !== undefined)
+      kinds.add(gw.protocols.anyconnect.dtls ? "anyconnect-dtls" : "anyconnect-tls");
     const out: GatewayEndpoint[] = [];
     for (const address of addresses) {
       for (const kind of kinds) {
@@ -172,7 +207,12 @@ export class DrillRunner {
     return out;
   }
 
-  async #drill(id: string, slaMs: number, from: { gateway: string; kind: LegKind }, endpoints: GatewayEndpoint[]): Promise<DrillResult> {
+  async #drill(
+    id: string,
+    slaMs: number,
+    from: { gateway: string; kind: LegKind },
+    endpoints: GatewayEndpoint[],
+  ): Promise<DrillResult> {
     const host = this.#host;
     const log = host.log;
     const clock = this.#clock;
@@ -254,7 +294,11 @@ export class DrillRunner {
           log.debug("drill probe", { id, problem: m });
         },
       });
-      await this.#until(FIRST_REPLY_TIMEOUT_MS, (f) => (firstReply = f), () => w.interrupted !== null || w.lastSeqBeforeBlock !== null);
+      await this.#until(
+        FIRST_REPLY_TIMEOUT_MS,
+        (f) => (firstReply = f),
+        () => w.interrupted !== null || w.lastSeqBeforeBlock !== null,
+      );
       const answered = w.lastSeqBeforeBlock !== null;
       const now = host.status();
       if (w.interrupted !== null || !answered || now.state !== "connected" || now.gateway !== from.gateway) {
@@ -274,7 +318,15 @@ export class DrillRunner {
         w.interrupted = `${from.gateway} could not be blocked: ${message(err)}`;
       }
       if (w.interrupted === null) {
-        await this.#until(observeMs, (f) => (wake = f), () => w.interrupted !== null || w.answeredDuringBlock || w.errorReason !== null || (w.to !== null && w.restoredAt !== null));
+        await this.#until(
+          observeMs,
+          (f) => (wake = f),
+          () =>
+            w.interrupted !== null ||
+            w.answeredDuringBlock ||
+            w.errorReason !== null ||
+            (w.to !== null && w.restoredAt !== null),
+        );
       }
     } finally {
       probe?.stop();
@@ -282,7 +334,8 @@ export class DrillRunner {
     }
     // Only a drill that got as far as blocking reaches this point: every earlier exit returned or threw above.
     const liftedAt = await this.#lift(id);
-    if (liftedAt === null) w.interrupted = `the block of ${from.gateway} could not be lifted; restart detourd to remove it`;
+    if (liftedAt === null)
+      w.interrupted = `the block of ${from.gateway} could not be lifted; restart detourd to remove it`;
     const obs: DrillObservation = {
       id,
       startedAt,

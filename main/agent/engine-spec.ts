@@ -45,38 +45,81 @@ export function spareIfname(prefix: string, n: number): string {
 
 function deviceName(prefix: string, suffix: string): string {
   const name = `${prefix}-${suffix}`;
-  if (name.length > 15) throw new Error(`device name ${name} is longer than 15 characters; use a shorter --ifname-prefix`);
+  if (name.length > 15)
+    throw new Error(`device name ${name} is longer than 15 characters; use a shorter --ifname-prefix`);
   return name;
 }
 
-export function engineSpecFor(config: DetourConfig, candidate: Candidate, leg: Leg, identity: IdentitySecrets, rt: RuntimeOptions): EngineSpec {
+export function engineSpecFor(
+  config: DetourConfig,
+  candidate: Candidate,
+  leg: Leg,
+  identity: IdentitySecrets,
+  rt: RuntimeOptions,
+): EngineSpec {
   const gw = config.gateways.find((g) => g.name === candidate.name);
-  if (gw === undefined) throw new Error(`gateway ${candidate.name} has no configuration (pinned identities come only from the config)`);
+  if (gw === undefined)
+    throw new Error(`gateway ${candidate.name} has no configuration (pinned identities come only from the config)`);
   if (candidate.address === null) throw new Error(`gateway ${candidate.name} has no known address`);
   const runtime = {
     workDir: rt.device?.workDir ?? mkdtempSync(join(rt.workRoot, `${leg.id}-`)),
     ifname: rt.device?.ifname ?? legIfname(rt.ifnamePrefix, leg),
     ...(rt.netns === undefined ? {} : { netns: rt.netns }),
   };
-  const base = { gateway: { name: gw.name, address: candidate.address }, runtime, probe: { address: config.probe.address } };
+  const base = {
+    gateway: { name: gw.name, address: candidate.address },
+    runtime,
+    probe: { address: config.probe.address },
+  };
   switch (leg.kind) {
     case "wireguard": {
       const p = gw.protocols.wireguard;
-      if (p === undefined || identity.wireguard === null) throw new Error(`${gw.name} has no WireGuard configuration or identity`);
-      return { ...base, protocol: "wireguard", params: { port: p.port, publicKey: p.publicKey, tunnelAddress: p.tunnelAddress, persistentKeepaliveSec: p.persistentKeepaliveSec, allowedIps: config.protectedRoutes }, credentials: { privateKey: identity.wireguard } };
+      if (p === undefined || identity.wireguard === null)
+        throw new Error(`${gw.name} has no WireGuard configuration or identity`);
+      return {
+        ...base,
+        protocol: "wireguard",
+        params: {
+          port: p.port,
+          publicKey: p.publicKey,
+          tunnelAddress: p.tunnelAddress,
+          persistentKeepaliveSec: p.persistentKeepaliveSec,
+          allowedIps: config.protectedRoutes,
+        },
+        credentials: { privateKey: identity.wireguard },
+      };
     }
     case "ikev2": {
       const p = gw.protocols.ikev2;
       const ike = config.identity.ikev2;
-      if (p === undefined || ike === undefined || identity.ikev2 === null) throw new Error(`${gw.name} has no IKEv2 configuration or identity`);
-      return { ...base, protocol: "ikev2", params: { port: p.port, natTraversalPort: p.natTraversalPort, remoteId: p.remoteId, proposals: p.proposals, espProposals: p.espProposals, remoteTs: config.protectedRoutes }, credentials: { localId: ike.localId, psk: identity.ikev2 } };
+      if (p === undefined || ike === undefined || identity.ikev2 === null)
+        throw new Error(`${gw.name} has no IKEv2 configuration or identity`);
+      return {
+        ...base,
+        protocol: "ikev2",
+        params: {
+          port: p.port,
+          natTraversalPort: p.natTraversalPort,
+          remoteId: p.remoteId,
+          proposals: p.proposals,
+          espProposals: p.espProposals,
+          remoteTs: config.protectedRoutes,
+        },
+        credentials: { localId: ike.localId, psk: identity.ikev2 },
+      };
     }
     case "anyconnect-tls":
     case "anyconnect-dtls": {
       const p = gw.protocols.anyconnect;
       const ac = config.identity.anyconnect;
-      if (p === undefined || ac === undefined || identity.anyconnect === null) throw new Error(`${gw.name} has no AnyConnect configuration or identity`);
-      return { ...base, protocol: "anyconnect", params: { port: p.port, pin: p.pin, dtls: leg.kind === "anyconnect-dtls" }, credentials: { username: ac.username, password: identity.anyconnect } };
+      if (p === undefined || ac === undefined || identity.anyconnect === null)
+        throw new Error(`${gw.name} has no AnyConnect configuration or identity`);
+      return {
+        ...base,
+        protocol: "anyconnect",
+        params: { port: p.port, pin: p.pin, dtls: leg.kind === "anyconnect-dtls" },
+        credentials: { username: ac.username, password: identity.anyconnect },
+      };
     }
   }
 }

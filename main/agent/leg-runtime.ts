@@ -55,7 +55,12 @@ export class LegRuntimes {
   readonly #legs = new Map<string, LegRuntime>();
   #legCounter = 0;
 
-  constructor(host: LegHost, platform: Pick<Platform, "engines" | "routes">, clock: Clock, monitor: (opts: MonitorOptions) => Monitor = startMonitor) {
+  constructor(
+    host: LegHost,
+    platform: Pick<Platform, "engines" | "routes">,
+    clock: Clock,
+    monitor: (opts: MonitorOptions) => Monitor = startMonitor,
+  ) {
     this.#host = host;
     this.#platform = platform;
     this.#clock = clock;
@@ -100,24 +105,54 @@ export class LegRuntimes {
       const spare = this.#host.spareFor(leg);
       const device = spare === null ? {} : { device: { ifname: spare.runtime.ifname, workDir: spare.runtime.workDir } };
       try {
-        engine = this.#platform.engines.create(engineSpecFor(this.#host.config(), candidate, leg, this.#host.identity, { workRoot: this.#host.workDir, ifnamePrefix: this.#host.ifnamePrefix, ...device }), spare ?? undefined);
+        engine = this.#platform.engines.create(
+          engineSpecFor(this.#host.config(), candidate, leg, this.#host.identity, {
+            workRoot: this.#host.workDir,
+            ifnamePrefix: this.#host.ifnamePrefix,
+            ...device,
+          }),
+          spare ?? undefined,
+        );
       } catch (err) {
         void spare?.stop().catch(() => undefined);
         throw err;
       }
     } catch (err) {
       queueMicrotask(() => {
-        this.#host.dispatch({ type: "leg-failed", now: this.#clock.monotonic(), legId: leg.id, code: "bad-config", message: err instanceof Error ? err.message : String(err) });
+        this.#host.dispatch({
+          type: "leg-failed",
+          now: this.#clock.monotonic(),
+          legId: leg.id,
+          code: "bad-config",
+          message: err instanceof Error ? err.message : String(err),
+        });
       });
       return;
     }
-    const rt: LegRuntime = { leg, engine, up: null, monitor: null, source: null, sourceReady: null, sourceFailed: false, monitorRole: null, stopping: null };
+    const rt: LegRuntime = {
+      leg,
+      engine,
+      up: null,
+      monitor: null,
+      source: null,
+      sourceReady: null,
+      sourceFailed: false,
+      monitorRole: null,
+      stopping: null,
+    };
     this.#legs.set(leg.id, rt);
     this.#legCounter += 1;
     engine.onEvent((ev) => {
       if (rt.stopping !== null || rt.up === null) return;
-      if (ev.type === "down") this.#host.dispatch({ type: "leg-down", now: this.#clock.monotonic(), legId: leg.id, reason: ev.reason });
-      if (ev.type === "engine-exit" && !ev.expected) this.#host.dispatch({ type: "leg-down", now: this.#clock.monotonic(), legId: leg.id, reason: `engine exited (${ev.signal ?? String(ev.code)})` });
+      if (ev.type === "down")
+        this.#host.dispatch({ type: "leg-down", now: this.#clock.monotonic(), legId: leg.id, reason: ev.reason });
+      if (ev.type === "engine-exit" && !ev.expected)
+        this.#host.dispatch({
+          type: "leg-down",
+          now: this.#clock.monotonic(),
+          legId: leg.id,
+          reason: `engine exited (${ev.signal ?? String(ev.code)})`,
+        });
     });
     // The endpoint names the address family the leg uses (see core/connection/address-family.ts).
     log.info("leg starting", { leg, endpoint: candidate.address });
@@ -132,7 +167,12 @@ export class LegRuntimes {
             // Prefs must stay unique among live legs and below the protected-routes rule (200); a race has a
             // dozen legs at most, so cycling through 90 slots never reuses a live one.
             const n = this.#legCounter % LEG_SLOTS;
-            const source = { ifname: up.config.ifname, address, table: LEG_TABLE_BASE + n, pref: LEG_RULE_PREF_BASE + n };
+            const source = {
+              ifname: up.config.ifname,
+              address,
+              table: LEG_TABLE_BASE + n,
+              pref: LEG_RULE_PREF_BASE + n,
+            };
             // The source rule only serves the leg's own monitor: the race's winner does not wait for it.
             rt.sourceReady = this.#platform.routes.installLegSource(source).then(
               () => {
@@ -148,7 +188,14 @@ export class LegRuntimes {
           // The engine timed its first reply on the wall clock, a moment ago: the same instant on the monotonic one.
           const now = this.#clock.monotonic();
           const firstReplyAt = Math.min(now, monotonicAt(this.#clock, up.timings.firstReplyAt));
-          this.#host.dispatch({ type: "leg-up", now, legId: leg.id, config: up.config, firstReplyAt, pathRttMs: up.timings.firstReplyRttMs ?? null });
+          this.#host.dispatch({
+            type: "leg-up",
+            now,
+            legId: leg.id,
+            config: up.config,
+            firstReplyAt,
+            pathRttMs: up.timings.firstReplyRttMs ?? null,
+          });
         },
         (err: unknown) => {
           this.#legs.delete(leg.id);
@@ -188,7 +235,14 @@ export class LegRuntimes {
       // leg has stopped or another start came first.
       rt.monitorRole = role;
       void rt.sourceReady.then(() => {
-        if (rt.monitorRole === role && rt.monitor === null && rt.stopping === null && rt.source !== null && this.#legs.get(legId) === rt) this.startMonitor(legId, role);
+        if (
+          rt.monitorRole === role &&
+          rt.monitor === null &&
+          rt.stopping === null &&
+          rt.source !== null &&
+          this.#legs.get(legId) === rt
+        )
+          this.startMonitor(legId, role);
       });
       return;
     }

@@ -6,7 +6,12 @@ import { createLogger } from "./log.ts";
 test("log-lines-are-json-and-never-carry-secrets", () => {
   const lines: string[] = [];
   const log = createLogger({ write: (l) => lines.push(l) });
-  log.info("leg started", { leg: "L1", psk: "plain-oops", nested: { password: "hunter2", ok: 1 }, key: new Secret("k3y") });
+  log.info("leg started", {
+    leg: "L1",
+    psk: "plain-oops",
+    nested: { password: "hunter2", ok: 1 },
+    key: new Secret("k3y"),
+  });
   const text = lines.join("");
   assert.doesNotMatch(text, /plain-oops|hunter2|k3y/);
   const obj = JSON.parse(lines[0] ?? "") as Record<string, unknown>;

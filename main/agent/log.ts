@@ -26,7 +26,9 @@ function scrub(value: unknown, depth: number): unknown {
 }
 
 /** `tee` also gets every line written (the diagnostic bundle's in-memory log tail). */
-export function createLogger(opts: { level?: Level; file?: string; write?: (line: string) => void; tee?: (line: string) => void } = {}): Logger {
+export function createLogger(
+  opts: { level?: Level; file?: string; write?: (line: string) => void; tee?: (line: string) => void } = {},
+): Logger {
   const min = ORDER[opts.level ?? "info"];
   const write =
     opts.write ??
@@ -42,7 +44,13 @@ export function createLogger(opts: { level?: Level; file?: string; write?: (line
     });
   const log = (level: Level, msg: string, fields?: Record<string, unknown>): void => {
     if (ORDER[level] < min) return;
-    const line = JSON.stringify({ t: new Date().toISOString(), level, msg, ...(fields === undefined ? {} : (scrub(fields, 0) as Record<string, unknown>)) }) + "\n";
+    const line =
+      JSON.stringify({
+        t: new Date().toISOString(),
+        level,
+        msg,
+        ...(fields === undefined ? {} : (scrub(fields, 0) as Record<string, unknown>)),
+      }) + "\n";
     write(line);
     opts.tee?.(line);
   };

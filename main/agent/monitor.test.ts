@@ -18,13 +18,17 @@ const RUN_MS = 1000;
 
 type Behaviour = "echo" | "drop" | "late" | "duplicate";
 
-async function echoServer(behave: (seq: number) => Behaviour): Promise<{ socket: Socket; port: number; strayFrom: Socket; close(): Promise<void> }> {
+async function echoServer(
+  behave: (seq: number) => Behaviour,
+): Promise<{ socket: Socket; port: number; strayFrom: Socket; close(): Promise<void> }> {
   const socket = createSocket("udp4");
   const strayFrom = createSocket("udp4");
   const timers = new Set<NodeJS.Timeout>();
   socket.on("message", (msg, rinfo) => {
     const seq = msg.length === PROBE_BYTES ? msg.readUInt32BE(8) : 0;
-    const reply = (): void => { socket.send(msg, rinfo.port, rinfo.address); };
+    const reply = (): void => {
+      socket.send(msg, rinfo.port, rinfo.address);
+    };
     // Noise before every answer: garbage from the right address, and a perfect copy from the wrong port.
     socket.send(Buffer.from("not a probe"), rinfo.port, rinfo.address);
     strayFrom.send(msg, rinfo.port, rinfo.address);
@@ -57,7 +61,18 @@ async function echoServer(behave: (seq: number) => Behaviour): Promise<{ socket:
     strayFrom,
     close: async () => {
       for (const t of timers) clearTimeout(t);
-      await Promise.all([new Promise<void>((r) => { socket.close(() => { r(); }); }), new Promise<void>((r) => { strayFrom.close(() => { r(); }); })]);
+      await Promise.all([
+        new Promise<void>((r) => {
+          socket.close(() => {
+            r();
+          });
+        }),
+        new Promise<void>((r) => {
+          strayFrom.close(() => {
+            r();
+          });
+        }),
+      ]);
     },
   };
 }
@@ -109,13 +124,18 @@ test("each-probe-is-reported-once-loss-and-late-replies-as-null", { timeout: 10_
       const b = behaviourOf(s.seq);
       if (b === "drop" || b === "late") assert.equal(s.rttMs, null, `probe ${s.seq} (${b}) counts as lost`);
       else {
-        assert.ok(s.rttMs !== null && s.rttMs >= 0 && s.rttMs < TIMEOUT_MS, `probe ${s.seq} (${b}) has its RTT: ${String(s.rttMs)}`);
+        assert.ok(
+          s.rttMs !== null && s.rttMs >= 0 && s.rttMs < TIMEOUT_MS,
+          `probe ${s.seq} (${b}) has its RTT: ${String(s.rttMs)}`,
+        );
       }
       assert.ok(Math.abs(s.sentAt - performance.now()) < 10_000, "sentAt is on the monotonic clock");
     }
     const lost = samples.filter((s) => s.rttMs === null).length;
     const rtts = samples.flatMap((s) => (s.rttMs === null ? [] : [s.rttMs])).sort((a, b) => a - b);
-    console.log(`${samples.length} probes: ${lost} lost (expected ${samples.filter((s) => ["drop", "late"].includes(behaviourOf(s.seq))).length}), median RTT ${String(rtts[Math.floor(rtts.length / 2)])} ms`);
+    console.log(
+      `${samples.length} probes: ${lost} lost (expected ${samples.filter((s) => ["drop", "late"].includes(behaviourOf(s.seq))).length}), median RTT ${String(rtts[Math.floor(rtts.length / 2)])} ms`,
+    );
     assert.ok(samples.length >= (RUN_MS / INTERVAL_MS) * 0.5, `about one probe per interval (${samples.length})`);
     assert.deepEqual(errors, []);
   } finally {
@@ -141,7 +161,10 @@ test("pending-since-is-the-oldest-probe-sent-after-the-newest-answer", { timeout
     await delay(INTERVAL_MS * 4);
     const since = m.pendingSince();
     const answeredMax = Math.max(...samples.flatMap((s) => (s.rttMs === null ? [] : [s.sentAt])));
-    assert.ok(since !== null && since > answeredMax, `pending since ${String(since)}, newest answer sent at ${answeredMax}`);
+    assert.ok(
+      since !== null && since > answeredMax,
+      `pending since ${String(since)}, newest answer sent at ${answeredMax}`,
+    );
     assert.ok(m.outstanding >= 3, "seq 5 and the silent ones are in flight");
   } finally {
     m.stop();
@@ -169,8 +192,14 @@ test("a-missing-source-address-means-lost-probes-not-a-crash", { timeout: 10_000
     m.stop();
   }
   assert.ok(samples.length >= 5, `probes keep being reported (${samples.length})`);
-  assert.ok(samples.every((s) => s.rttMs === null), "all lost");
-  assert.ok(errors.some((e) => e.includes("EADDRNOTAVAIL")), `the bind error is reported: ${errors.join("; ")}`);
+  assert.ok(
+    samples.every((s) => s.rttMs === null),
+    "all lost",
+  );
+  assert.ok(
+    errors.some((e) => e.includes("EADDRNOTAVAIL")),
+    `the bind error is reported: ${errors.join("; ")}`,
+  );
 });
 
 test("send-errors-count-as-lost-probes", { timeout: 10_000 }, async () => {
@@ -191,8 +220,14 @@ test("send-errors-count-as-lost-probes", { timeout: 10_000 }, async () => {
   } finally {
     m.stop();
   }
-  assert.ok(samples.length >= 5 && samples.every((s) => s.rttMs === null), `each refused send is a lost probe at once (${samples.length})`);
-  assert.ok(errors.some((e) => e.includes("send failed")), errors.join("; "));
+  assert.ok(
+    samples.length >= 5 && samples.every((s) => s.rttMs === null),
+    `each refused send is a lost probe at once (${samples.length})`,
+  );
+  assert.ok(
+    errors.some((e) => e.includes("send failed")),
+    errors.join("; "),
+  );
 });
 
 test("a-throwing-listener-does-not-stop-probing", { timeout: 10_000 }, async () => {

@@ -71,8 +71,10 @@ export function decodeProbe(msg: Buffer, nonce: number): { seq: number; sentAt: 
 }
 
 export function startMonitor(opts: MonitorOptions): Monitor {
-  if (!(Number.isFinite(opts.intervalMs) && opts.intervalMs > 0)) throw new Error(`monitor ${opts.legId}: intervalMs must be positive`);
-  if (!(Number.isFinite(opts.timeoutMs) && opts.timeoutMs > 0)) throw new Error(`monitor ${opts.legId}: timeoutMs must be positive`);
+  if (!(Number.isFinite(opts.intervalMs) && opts.intervalMs > 0))
+    throw new Error(`monitor ${opts.legId}: intervalMs must be positive`);
+  if (!(Number.isFinite(opts.timeoutMs) && opts.timeoutMs > 0))
+    throw new Error(`monitor ${opts.legId}: timeoutMs must be positive`);
   const clock = opts.clock ?? systemClock;
   const nonce = randomBytes(4).readUInt32BE(0);
   const inFlight = new Map<number, InFlight>();

@@ -51,9 +51,11 @@ export class NetworkMemoryStore {
   /** Which network this is, so the race can start with what won here last time; after `after` settles when given. */
   refresh(after?: Promise<void>): Promise<void> {
     // After a disconnect, once its route changes are done: its resolv.conf restore must not be read half done.
-    const p = (after ?? Promise.resolve()).then(() => this.#lookUp()).finally(() => {
-      if (this.#pending === p) this.#pending = null;
-    });
+    const p = (after ?? Promise.resolve())
+      .then(() => this.#lookUp())
+      .finally(() => {
+        if (this.#pending === p) this.#pending = null;
+      });
     this.#pending = p;
     return p;
   }
@@ -77,7 +79,12 @@ export class NetworkMemoryStore {
     const key = this.#key;
     // Only what won a connect says something about the network; failover and recover races are about gateways.
     if (key === null || race.winner === null || (race.reason !== "connect" && race.reason !== "retry")) return;
-    this.#memory = remember(this.#memory, key, { gateway: race.winner.gateway, kind: race.winner.kind }, this.#clock.wall());
+    this.#memory = remember(
+      this.#memory,
+      key,
+      { gateway: race.winner.gateway, kind: race.winner.kind },
+      this.#clock.wall(),
+    );
     this.#host.onRecall(recall(this.#memory, key));
     try {
       writeFileAtomicSync(this.#path, JSON.stringify(this.#memory) + "\n", { mode: 0o600 });
@@ -97,9 +104,11 @@ export class NetworkMemoryStore {
     try {
       const ac = new AbortController();
       this.#pathProbeAbort = ac;
-      const key = await this.#network.networkId({ towards, resolvConf: this.#host.resolvConf(), signal: ac.signal }).finally(() => {
-        if (this.#pathProbeAbort === ac) this.#pathProbeAbort = null;
-      });
+      const key = await this.#network
+        .networkId({ towards, resolvConf: this.#host.resolvConf(), signal: ac.signal })
+        .finally(() => {
+          if (this.#pathProbeAbort === ac) this.#pathProbeAbort = null;
+        });
       if (key !== this.#key) this.#host.log.info("network identified", { key, remembered: recall(this.#memory, key) });
       this.#key = key;
       this.#host.onRecall(recall(this.#memory, key));

@@ -55,20 +55,34 @@ export function applyConfiguration(p: PolicyChangeParts, before: DetourConfig, c
  * candidates while the forbidden leg keeps carrying traffic until the winner is up. Returns whether the active
  * leg was moved off.
  */
-export function moveOffDisallowed(m: Pick<MachineAccess, "state" | "now" | "dispatch">, cfg: DetourConfig, log: Logger): boolean {
+export function moveOffDisallowed(
+  m: Pick<MachineAccess, "state" | "now" | "dispatch">,
+  cfg: DetourConfig,
+  log: Logger,
+): boolean {
   let moved = false;
   const s = m.state();
   if (s.name !== "connected") return false;
   const sb = s.standby.leg?.leg;
   if (sb !== undefined && !legAllowed(cfg, sb)) {
     log.info("standby leg no longer allowed; replacing it", { leg: sb });
-    m.dispatch({ type: "leg-down", now: m.now(), legId: sb.id, reason: `policy: ${sb.gateway} over ${sb.kind} is no longer allowed` });
+    m.dispatch({
+      type: "leg-down",
+      now: m.now(),
+      legId: sb.id,
+      reason: `policy: ${sb.gateway} over ${sb.kind} is no longer allowed`,
+    });
   }
   const after = m.state();
   if (after.name === "connected" && !legAllowed(cfg, after.active.leg)) {
     const a = after.active.leg;
     log.info("active leg no longer allowed; moving the tunnel", { leg: a });
-    m.dispatch({ type: "leg-down", now: m.now(), legId: a.id, reason: `policy: ${a.gateway} over ${a.kind} is no longer allowed` });
+    m.dispatch({
+      type: "leg-down",
+      now: m.now(),
+      legId: a.id,
+      reason: `policy: ${a.gateway} over ${a.kind} is no longer allowed`,
+    });
     moved = true;
   }
   return moved;

@@ -26,7 +26,8 @@ export function loadSecret(ref: SecretRef, path: string, env: NodeJS.ProcessEnv 
   } catch (e) {
     throw new SecretError(path, `cannot read ${ref.file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`);
   }
-  if ((mode & 0o077) !== 0) throw new SecretError(path, `${ref.file} is readable by others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`);
+  if ((mode & 0o077) !== 0)
+    throw new SecretError(path, `${ref.file} is readable by others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`);
   const v = readFileSync(ref.file, "utf8").trim();
   if (v === "") throw new SecretError(path, `${ref.file} is empty`);
   return new Secret(v);

@@ -90,7 +90,11 @@ export class WireGuardSparePool {
     if (this.#stopped || this.#timer !== null || this.#launch !== null || this.#spare?.usable === true) return;
     if (this.#failures >= SPARE_MAX_FAILURES) return;
     const cfg = this.#host.config();
-    if (!cfg.gateways.some((g) => legAllowed(cfg, { gateway: g.name, kind: "wireguard" })) || !this.#host.hasWireGuardIdentity) return;
+    if (
+      !cfg.gateways.some((g) => legAllowed(cfg, { gateway: g.name, kind: "wireguard" })) ||
+      !this.#host.hasWireGuardIdentity
+    )
+      return;
     this.#timer = this.#clock.after(
       delayMs,
       () => {
@@ -119,7 +123,11 @@ export class WireGuardSparePool {
     try {
       ifname = spareIfname(this.#host.ifnamePrefix, this.#count);
       const workDir = mkdtempSync(join(this.#host.workDir, "spare-"));
-      const spare = await this.#engines.launchSpare({ ifname, workDir }, this.#clock.wall() + SPARE_START_BUDGET_MS, ac.signal);
+      const spare = await this.#engines.launchSpare(
+        { ifname, workDir },
+        this.#clock.wall() + SPARE_START_BUDGET_MS,
+        ac.signal,
+      );
       if (this.#stopped) {
         await spare.stop();
         return;
@@ -129,7 +137,8 @@ export class WireGuardSparePool {
       this.#host.log.info("wireguard spare ready", { ifname, pid: spare.pid });
     } catch (err) {
       this.#failures += 1;
-      if (!this.#stopped) this.#host.log.warn("wireguard spare could not start", { ifname, err, failures: this.#failures });
+      if (!this.#stopped)
+        this.#host.log.warn("wireguard spare could not start", { ifname, err, failures: this.#failures });
       this.#launch = null;
       this.#schedule(SPARE_BUSY_RETRY_MS * 2 ** this.#failures);
     } finally {

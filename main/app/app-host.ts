@@ -5,7 +5,14 @@
  */
 import { ControlClient, isControlError, type Subscription } from "../client/control-client.ts";
 import type { ConnectionEvent } from "../core/connection/types.ts";
-import type { AppResult, AppUpdate, DiagnosticsBundle, PreferenceKey, Preferences, SettingsView } from "../core/protocol/app-api.ts";
+import type {
+  AppResult,
+  AppUpdate,
+  DiagnosticsBundle,
+  PreferenceKey,
+  Preferences,
+  SettingsView,
+} from "../core/protocol/app-api.ts";
 import type { GatewaysPayload, StatusPayload } from "../core/protocol/messages.ts";
 import type { DiagnosticsProvider } from "./diagnostics.ts";
 import type { DaemonPolicyLocks } from "./policy-locks.ts";

@@ -48,7 +48,8 @@ export function millis(ms: number): string {
   return `${Number((ms / 1000).toFixed(1))} s`;
 }
 
-const words = (v: unknown[]): string => v.map((x) => (typeof x === "string" ? (PROTOCOL_WORDS[x] ?? x) : JSON.stringify(x))).join(", ");
+const words = (v: unknown[]): string =>
+  v.map((x) => (typeof x === "string" ? (PROTOCOL_WORDS[x] ?? x) : JSON.stringify(x))).join(", ");
 
 /**
  * A value as a person reads it. The value crossed a process boundary as `unknown`: one of an unexpected type
@@ -88,6 +89,8 @@ export function managedByText(organisation: string | null): string {
 
 /** The section of detourd's settings the policy sets, in the daemon's own order; null when it sets none. */
 export function managedSection(p: PrefsPayload): ManagedSection | null {
-  const settings = p.entries.filter((e) => e.locked).map((e) => ({ key: e.key, label: DAEMON_SETTINGS[e.key].label, value: daemonValueText(e.key, e.value) }));
+  const settings = p.entries
+    .filter((e) => e.locked)
+    .map((e) => ({ key: e.key, label: DAEMON_SETTINGS[e.key].label, value: daemonValueText(e.key, e.value) }));
   return settings.length === 0 ? null : { managedBy: managedByText(p.organisation), settings };
 }

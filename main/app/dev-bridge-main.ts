@@ -42,7 +42,8 @@ async function main(): Promise<void> {
     },
   });
   const lockFile = values["policy-locks"];
-  const parsed = lockFile === undefined ? { locks: [], problems: [] } : parseLocks(JSON.parse(readFileSync(lockFile, "utf8")));
+  const parsed =
+    lockFile === undefined ? { locks: [], problems: [] } : parseLocks(JSON.parse(readFileSync(lockFile, "utf8")));
   for (const p of parsed.problems) process.stderr.write(`dev-bridge: ignoring a policy lock: ${p}\n`);
   const policyLocks = new DaemonPolicyLocks();
   const fromFile = parsed.locks;
@@ -50,7 +51,13 @@ async function main(): Promise<void> {
     locks: () => [...fromFile, ...policyLocks.locks().filter((l) => !fromFile.some((f) => f.key === l.key))],
     managed: () => policyLocks.managed(),
   });
-  const host = new AppHost({ socket: values.socket, settings, diagnostics: daemonDiagnostics, clientName: "detour-dev-bridge/0.1", policyLocks });
+  const host = new AppHost({
+    socket: values.socket,
+    settings,
+    diagnostics: daemonDiagnostics,
+    clientName: "detour-dev-bridge/0.1",
+    policyLocks,
+  });
   const bridge = await startBridge({ host, staticDir: values.static, port: Number(values.port) });
   host.start();
   process.stdout.write(JSON.stringify({ url: bridge.url, token: bridge.token, pid: process.pid }) + "\n");

@@ -94,10 +94,13 @@ function loadStatic(dir: string): Map<string, Buffer> {
   try {
     names = readdirSync(dir);
   } catch (e) {
-    throw new Error(`the renderer bundle is missing at ${dir} (run npm run build:renderer): ${(e as Error).message}`, { cause: e });
+    throw new Error(`the renderer bundle is missing at ${dir} (run npm run build:renderer): ${(e as Error).message}`, {
+      cause: e,
+    });
   }
   // Only the bundle's own top-level files are served, read once: no path from a request ever reaches the disk.
-  for (const name of names) if (Object.hasOwn(TYPES, extname(name))) files.set(`/${name}`, readFileSync(join(dir, name)));
+  for (const name of names)
+    if (Object.hasOwn(TYPES, extname(name))) files.set(`/${name}`, readFileSync(join(dir, name)));
   if (!files.has("/index.html")) throw new Error(`no index.html in ${dir} (run npm run build:renderer)`);
   return files;
 }
@@ -123,25 +126,40 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   /** Loopback Host, no foreign Origin, the right token: the checks every request and upgrade passes. */
   const allowed = (req: IncomingMessage): { ok: true } | { ok: false; status: number; message: string } => {
     const host = req.headers.host ?? "";
-    if (host !== hostHeader && host !== hostHeader.replace("127.0.0.1", "localhost")) return { ok: false, status: 421, message: "wrong host" };
+    if (host !== hostHeader && host !== hostHeader.replace("127.0.0.1", "localhost"))
+      return { ok: false, status: 421, message: "wrong host" };
     const o = req.headers.origin;
-    if (o !== undefined && o !== origin && o !== origin.replace("127.0.0.1", "localhost")) return { ok: false, status: 403, message: "cross-origin requests are refused" };
-    if (!tokenMatches(requestToken(req), token)) return { ok: false, status: 401, message: "a valid token is required" };
+    if (o !== undefined && o !== origin && o !== origin.replace("127.0.0.1", "localhost"))
+      return { ok: false, status: 403, message: "cross-origin requests are refused" };
+    if (!tokenMatches(requestToken(req), token))
+      return { ok: false, status: 401, message: "a valid token is required" };
     return { ok: true };
   };
 
   const api = async (req: IncomingMessage, res: ServerResponse, call: string): Promise<void> => {
-    if (req.method !== "POST") { deny(res, 405, "calls are POST"); return; }
-    if (!(req.headers["content-type"] ?? "").startsWith("application/json")) { deny(res, 415, "calls are JSON"); return; }
+    if (req.method !== "POST") {
+      deny(res, 405, "calls are POST");
+      return;
+    }
+    if (!(req.headers["content-type"] ?? "").startsWith("application/json")) {
+      deny(res, 415, "calls are JSON");
+      return;
+    }
     let args: unknown;
     try {
-      const body = (await withTimeout(readBoundedBody(req, MAX_BODY_BYTES), BODY_TIMEOUT_MS, "the call's body")).toString("utf8");
-      args = body === "" ? [] : (JSON.parse(body) as { args?: unknown }).args ?? [];
+      const body = (
+        await withTimeout(readBoundedBody(req, MAX_BODY_BYTES), BODY_TIMEOUT_MS, "the call's body")
+      ).toString("utf8");
+      args = body === "" ? [] : ((JSON.parse(body) as { args?: unknown }).args ?? []);
     } catch (e) {
       // A client still dribbling its body after the timeout is stuck or hostile: it gets no answer.
-      if (e instanceof TimeoutError) { req.destroy(); return; }
+      if (e instanceof TimeoutError) {
+        req.destroy();
+        return;
+      }
       if (e instanceof BodyTooLargeError) res.setHeader("connection", "close");
-      deny(res, e instanceof BodyTooLargeError ? 413 : 400, `bad body: ${(e as Error).message}`); return;
+      deny(res, e instanceof BodyTooLargeError ? 413 : 400, `bad body: ${(e as Error).message}`);
+      return;
     }
     const result = await invokeCall(opts.host, call, args);
     res.writeHead(200, headers("application/json")).end(JSON.stringify(result));
@@ -149,7 +167,10 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
 
   const server: Server = createServer((req, res) => {
     const a = allowed(req);
-    if (!a.ok) { deny(res, a.status, a.message); return; }
+    if (!a.ok) {
+      deny(res, a.status, a.message);
+      return;
+    }
     const url = new URL(req.url ?? "/", origin);
     if (url.pathname.startsWith("/api/")) {
       void api(req, res, decodeURIComponent(url.pathname.slice("/api/".length))).catch((e: unknown) => {
@@ -157,10 +178,16 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
       });
       return;
     }
-    if (req.method !== "GET" && req.method !== "HEAD") { deny(res, 405, "only GET"); return; }
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      deny(res, 405, "only GET");
+      return;
+    }
     const path = url.pathname === "/" ? "/index.html" : url.pathname;
     const body = files.get(path);
-    if (body === undefined) { deny(res, 404, "not found"); return; }
+    if (body === undefined) {
+      deny(res, 404, "not found");
+      return;
+    }
     const h = headers(TYPES[extname(path)] ?? "application/octet-stream");
     // The page's later requests (scripts, calls, the WebSocket) carry the token in a cookie no script can read.
     if (path === "/index.html") h["set-cookie"] = `${COOKIE}=${token}; HttpOnly; SameSite=Strict; Path=/`;

@@ -30,13 +30,17 @@ export function unavailableDiagnostics(daemon: () => string | null): Diagnostics
 }
 
 function failed(e: unknown, daemon: string | null): { ok: false; code: string; message: string } {
-  if (isControlError(e) && e.code === "unknown-command") return { ok: false, code: "unavailable", message: unavailableMessage(daemon) };
+  if (isControlError(e) && e.code === "unknown-command")
+    return { ok: false, code: "unavailable", message: unavailableMessage(daemon) };
   if (isControlError(e)) return { ok: false, code: e.code, message: e.message };
   return { ok: false, code: "internal", message: e instanceof Error ? e.message : String(e) };
 }
 
 /** Bundles made by detourd's `diag` command and delivered by its `diag-upload` (collector and/or SFTP drop). */
-export function daemonDiagnostics(daemon: () => string | null, client: () => Promise<ControlClient>): DiagnosticsProvider {
+export function daemonDiagnostics(
+  daemon: () => string | null,
+  client: () => Promise<ControlClient>,
+): DiagnosticsProvider {
   return {
     async create() {
       try {
@@ -50,8 +54,18 @@ export function daemonDiagnostics(daemon: () => string | null, client: () => Pro
       try {
         const r = await (await client()).diagUpload();
         const done = r.uploads.filter((u) => u.ok);
-        if (r.uploads.length === 0) return { ok: false, code: "unavailable", message: "No upload destination is configured; send the file to your helpdesk." };
-        if (done.length === 0) return { ok: false, code: "upload-failed", message: r.uploads.map((u) => `${u.target}: ${u.error ?? "failed"}`).join("; ") };
+        if (r.uploads.length === 0)
+          return {
+            ok: false,
+            code: "unavailable",
+            message: "No upload destination is configured; send the file to your helpdesk.",
+          };
+        if (done.length === 0)
+          return {
+            ok: false,
+            code: "upload-failed",
+            message: r.uploads.map((u) => `${u.target}: ${u.error ?? "failed"}`).join("; "),
+          };
         const where = done.map((u) => u.location ?? u.target).join(", ");
         return { ok: true, value: { reference: r.path === path ? where : `${where} (latest bundle ${r.path})` } };
       } catch (e) {

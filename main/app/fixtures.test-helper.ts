@@ -3,8 +3,26 @@ import type { Candidate } from "../core/connection/types.ts";
 import type { StatusPayload } from "../core/protocol/messages.ts";
 
 export const CANDIDATES: Candidate[] = [
-  { name: "Frankfurt", hostname: "fra.example.com", address: "198.18.1.2", priority: 10, region: "eu-central", kinds: ["wireguard", "ikev2"], sources: ["config"], probe: { at: 5, latencyMs: 12, reachable: { ikev2: "yes" } } },
-  { name: "Paris", hostname: "par.example.com", address: "198.18.2.2", priority: 20, region: "eu-west", kinds: ["wireguard"], sources: ["config"], probe: null },
+  {
+    name: "Frankfurt",
+    hostname: "fra.example.com",
+    address: "198.18.1.2",
+    priority: 10,
+    region: "eu-central",
+    kinds: ["wireguard", "ikev2"],
+    sources: ["config"],
+    probe: { at: 5, latencyMs: 12, reachable: { ikev2: "yes" } },
+  },
+  {
+    name: "Paris",
+    hostname: "par.example.com",
+    address: "198.18.2.2",
+    priority: 20,
+    region: "eu-west",
+    kinds: ["wireguard"],
+    sources: ["config"],
+    probe: null,
+  },
 ];
 
 export function status(over: Partial<StatusPayload> = {}): StatusPayload {

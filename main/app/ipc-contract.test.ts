@@ -5,7 +5,10 @@ import { callForChannel, invokeCall, validateCall, type AppHostApi } from "./ipc
 import { memoryStore, Settings } from "./settings-model.ts";
 
 function fakeHost(calls: string[]): AppHostApi {
-  const settings = new Settings(memoryStore(), { locks: () => [{ key: "theme", value: "dark", managedBy: "IT" }], managed: () => null });
+  const settings = new Settings(memoryStore(), {
+    locks: () => [{ key: "theme", value: "dark", managedBy: "IT" }],
+    managed: () => null,
+  });
   const ok = <T>(name: string, value: T) => {
     calls.push(name);
     return Promise.resolve({ ok: true as const, value });
@@ -59,6 +62,10 @@ test("a-locked-setting-is-refused-through-the-contract-too", async () => {
 });
 
 test("a-host-that-throws-becomes-an-internal-failure-value", async () => {
-  assert.deepEqual(await invokeCall(fakeHost([]), "status", []), { ok: false, code: "internal", message: "daemon exploded" });
+  assert.deepEqual(await invokeCall(fakeHost([]), "status", []), {
+    ok: false,
+    code: "internal",
+    message: "daemon exploded",
+  });
   assert.equal(validateCall("settings", []).ok, true);
 });

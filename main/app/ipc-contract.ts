@@ -4,7 +4,14 @@
  * which are checked here with zod before anything runs. Anything else is refused as "invalid".
  */
 import { z } from "zod";
-import { APP_CHANNELS, PREFERENCE_KEYS, type AppCall, type AppFailure, type AppResult, type DetourApi } from "../core/protocol/app-api.ts";
+import {
+  APP_CHANNELS,
+  PREFERENCE_KEYS,
+  type AppCall,
+  type AppFailure,
+  type AppResult,
+  type DetourApi,
+} from "../core/protocol/app-api.ts";
 import { PREFERENCE_SCHEMAS } from "./settings-model.ts";
 
 /** The host's side of the API: the page's calls without the update subscription. */
@@ -30,7 +37,9 @@ const ARG_SCHEMAS = {
 /** A call checked against the contract: its name and its arguments, typed. */
 export type ValidCall = { [K in AppCall]: { call: K; args: Parameters<AppHostApi[K]> } }[AppCall];
 
-const CALL_BY_CHANNEL = new Map<string, AppCall>(Object.entries(APP_CHANNELS).map(([call, channel]) => [channel, call as AppCall]));
+const CALL_BY_CHANNEL = new Map<string, AppCall>(
+  Object.entries(APP_CHANNELS).map(([call, channel]) => [channel, call as AppCall]),
+);
 
 /** The call a channel name stands for, or null for a channel outside the contract. */
 export function callForChannel(channel: string): AppCall | null {
@@ -43,14 +52,22 @@ function invalid(message: string): AppFailure {
 
 /** Checks a call name and its raw arguments. A setting's value is checked against that setting's own schema. */
 export function validateCall(call: unknown, args: unknown): { ok: true; value: ValidCall } | AppFailure {
-  if (typeof call !== "string" || !Object.hasOwn(APP_CHANNELS, call)) return invalid(`unknown call ${typeof call === "string" ? JSON.stringify(call.slice(0, 60)) : typeof call}`);
+  if (typeof call !== "string" || !Object.hasOwn(APP_CHANNELS, call))
+    return invalid(`unknown call ${typeof call === "string" ? JSON.stringify(call.slice(0, 60)) : typeof call}`);
   const name = call as AppCall;
   const parsed = ARG_SCHEMAS[name].safeParse(args);
-  if (!parsed.success) return invalid(`${name}: ${parsed.error.issues.map((i) => `${i.path.join(".") || "arguments"}: ${i.message}`).join("; ")}`.slice(0, 500));
+  if (!parsed.success)
+    return invalid(
+      `${name}: ${parsed.error.issues.map((i) => `${i.path.join(".") || "arguments"}: ${i.message}`).join("; ")}`.slice(
+        0,
+        500,
+      ),
+    );
   if (name === "setSetting") {
     const [key, value] = parsed.data as [keyof typeof PREFERENCE_SCHEMAS, unknown];
     const v = PREFERENCE_SCHEMAS[key].safeParse(value);
-    if (!v.success) return invalid(`setSetting: ${key}: ${v.error.issues.map((i) => i.message).join("; ")}`.slice(0, 500));
+    if (!v.success)
+      return invalid(`setSetting: ${key}: ${v.error.issues.map((i) => i.message).join("; ")}`.slice(0, 500));
     return { ok: true, value: { call: "setSetting", args: [key, v.data] } as ValidCall };
   }
   return { ok: true, value: { call: name, args: parsed.data } as ValidCall };

@@ -3,7 +3,19 @@
  * settings-model, ipc-contract, app-host) to Electron's Tray, Menu, Notification, BrowserWindow and ipcMain.
  * Unprivileged: it only talks to detourd's control socket. Bundled by scripts/build-app.mjs to .build/app.
  */
-import { app, BrowserWindow, ipcMain, Menu, nativeImage, Notification, session, shell, Tray, type IpcMainInvokeEvent, type MenuItemConstructorOptions } from "electron";
+import {
+  app,
+  BrowserWindow,
+  ipcMain,
+  Menu,
+  nativeImage,
+  Notification,
+  session,
+  shell,
+  Tray,
+  type IpcMainInvokeEvent,
+  type MenuItemConstructorOptions,
+} from "electron";
 import Store from "electron-store";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -58,14 +70,21 @@ function start(): void {
     callback(false);
   });
   const settings = new Settings(storeFor(), policyLocks);
-  const host = new AppHost({ socket: process.env.DETOUR_SOCKET ?? DEFAULT_SOCKET_PATH, settings, diagnostics: daemonDiagnostics, clientName: `detour-app/${app.getVersion()}`, policyLocks });
+  const host = new AppHost({
+    socket: process.env.DETOUR_SOCKET ?? DEFAULT_SOCKET_PATH,
+    settings,
+    diagnostics: daemonDiagnostics,
+    clientName: `detour-app/${app.getVersion()}`,
+    policyLocks,
+  });
   const rules = new NotifyRules();
   applyLoginItem(settings.current());
 
   for (const channel of Object.values(APP_CHANNELS)) {
     ipcMain.handle(channel, (event: IpcMainInvokeEvent, ...args: unknown[]) => {
       // Only our own page may call: not another frame, not a page the window was navigated to.
-      if (event.senderFrame?.url !== pageUrl || win === null || event.sender !== win.webContents) return { ok: false, code: "invalid", message: "not the Detour window" };
+      if (event.senderFrame?.url !== pageUrl || win === null || event.sender !== win.webContents)
+        return { ok: false, code: "invalid", message: "not the Detour window" };
       const call = callForChannel(channel);
       return invokeCall(host, call, args).then((r) => {
         if (call === "setSetting" && r.ok) applyLoginItem(settings.current());
@@ -108,7 +127,11 @@ function start(): void {
         return;
       case "diagnostics":
         void host.createDiagnostics().then((r) => {
-          new Notification(r.ok ? { title: "Diagnostic bundle created", body: r.value.path } : { title: "No diagnostic bundle", body: r.message }).show();
+          new Notification(
+            r.ok
+              ? { title: "Diagnostic bundle created", body: r.value.path }
+              : { title: "No diagnostic bundle", body: r.message },
+          ).show();
         });
         return;
       case "quit":
@@ -125,9 +148,23 @@ function start(): void {
         case "separator":
           return { type: "separator" };
         case "action":
-          return { label: m.label, enabled: m.enabled, click: () => { act(m.action); } };
+          return {
+            label: m.label,
+            enabled: m.enabled,
+            click: () => {
+              act(m.action);
+            },
+          };
         case "radio":
-          return { type: "radio", label: m.label, checked: m.checked, enabled: m.enabled, click: () => { act(m.action); } };
+          return {
+            type: "radio",
+            label: m.label,
+            checked: m.checked,
+            enabled: m.enabled,
+            click: () => {
+              act(m.action);
+            },
+          };
         case "submenu":
           return { label: m.label, enabled: m.enabled, submenu: toElectron(m.items) };
       }
@@ -142,7 +179,15 @@ function start(): void {
     for (const n of r.observe(s, Date.now(), level)) new Notification({ title: n.title, body: n.body }).show();
     const next = r.nextDeadline();
     if (deadline !== null) clearTimeout(deadline);
-    deadline = next === null ? null : setTimeout(() => { refreshTray(h, settings.current().notifications, r); }, Math.max(0, next - Date.now()));
+    deadline =
+      next === null
+        ? null
+        : setTimeout(
+            () => {
+              refreshTray(h, settings.current().notifications, r);
+            },
+            Math.max(0, next - Date.now()),
+          );
   }
 }
 

@@ -1,9 +1,18 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { failedOver, status } from "./fixtures.test-helper.ts";
-import { DAEMON_SETTLE_MS, ERROR_REPEAT_MS, ERROR_SETTLE_MS, errorCause, FAILOVER_QUIET_MS, NotifyRules, RECOVERY_SETTLE_MS } from "./notify-rules.ts";
+import {
+  DAEMON_SETTLE_MS,
+  ERROR_REPEAT_MS,
+  ERROR_SETTLE_MS,
+  errorCause,
+  FAILOVER_QUIET_MS,
+  NotifyRules,
+  RECOVERY_SETTLE_MS,
+} from "./notify-rules.ts";
 
-const errorStatus = (reason: string, nextRetryAt: number | null) => status({ state: "error", gateway: null, protocol: null, summary: reason, error: { reason, nextRetryAt } });
+const errorStatus = (reason: string, nextRetryAt: number | null) =>
+  status({ state: "error", gateway: null, protocol: null, summary: reason, error: { reason, nextRetryAt } });
 
 test("a-failover-is-told-once-with-where-to-and-why", () => {
   const r = new NotifyRules();
@@ -23,7 +32,8 @@ test("flapping-gives-one-notice-then-one-summary-per-quiet-period", () => {
   const r = new NotifyRules();
   r.observe(status(), 0);
   let told = 0;
-  for (let t = 1000; t < FAILOVER_QUIET_MS * 3; t += 5000) told += r.observe(status(failedOver(t, t % 10000 === 0 ? "Paris" : "Frankfurt")), t).length;
+  for (let t = 1000; t < FAILOVER_QUIET_MS * 3; t += 5000)
+    told += r.observe(status(failedOver(t, t % 10000 === 0 ? "Paris" : "Frankfurt")), t).length;
   // 3 quiet periods of flapping every 5 s (72 failovers): the first at once, then one summary per period.
   assert.equal(told, 3);
   const deadline = r.nextDeadline();

@@ -26,7 +26,15 @@ export const ERROR_REPEAT_MS = 15 * 60_000;
 /** detourd restarts (an upgrade, systemd's restart) in a few seconds; 10 s without it is a real outage. */
 export const DAEMON_SETTLE_MS = 10_000;
 
-export type NoticeCause = "failover" | "failover-repeated" | "no-gateway" | "credentials" | "identity" | "configuration" | "refused" | "daemon-unreachable";
+export type NoticeCause =
+  | "failover"
+  | "failover-repeated"
+  | "no-gateway"
+  | "credentials"
+  | "identity"
+  | "configuration"
+  | "refused"
+  | "daemon-unreachable";
 
 export interface Notice {
   cause: NoticeCause;
@@ -49,15 +57,35 @@ export function errorCause(reason: string): ErrorCause {
 export function errorNotice(cause: ErrorCause): Notice {
   switch (cause) {
     case "no-gateway":
-      return { cause, title: "Detour cannot connect", body: "No gateway is reachable from this network. Check your internet connection; Detour keeps trying." };
+      return {
+        cause,
+        title: "Detour cannot connect",
+        body: "No gateway is reachable from this network. Check your internet connection; Detour keeps trying.",
+      };
     case "credentials":
-      return { cause, title: "Detour cannot sign in", body: "The gateways refused this device's credentials. Contact your IT helpdesk." };
+      return {
+        cause,
+        title: "Detour cannot sign in",
+        body: "The gateways refused this device's credentials. Contact your IT helpdesk.",
+      };
     case "identity":
-      return { cause, title: "Detour stopped for your safety", body: "No gateway proved its identity, so Detour did not connect. This network may be intercepting traffic; contact your IT helpdesk." };
+      return {
+        cause,
+        title: "Detour stopped for your safety",
+        body: "No gateway proved its identity, so Detour did not connect. This network may be intercepting traffic; contact your IT helpdesk.",
+      };
     case "configuration":
-      return { cause, title: "Detour is misconfigured", body: "This device's VPN configuration cannot work. Contact your IT helpdesk and create a diagnostic bundle." };
+      return {
+        cause,
+        title: "Detour is misconfigured",
+        body: "This device's VPN configuration cannot work. Contact your IT helpdesk and create a diagnostic bundle.",
+      };
     case "refused":
-      return { cause, title: "Detour cannot connect", body: "Every gateway refused the connection. Contact your IT helpdesk if this persists." };
+      return {
+        cause,
+        title: "Detour cannot connect",
+        body: "Every gateway refused the connection. Contact your IT helpdesk if this persists.",
+      };
   }
 }
 
@@ -65,8 +93,20 @@ export function failoverNotice(s: StatusPayload): Notice {
   const f = s.lastFailover;
   const from = f?.from.gateway ?? "the gateway";
   const to = f?.to?.gateway ?? s.gateway;
-  const why = f === null ? "it failed" : /dead|no reply|stopped/i.test(f.reason) ? "it stopped answering" : "its connection got worse";
-  return { cause: "failover", title: "Detour switched gateways", body: to === null ? `${from} failed (${why}); looking for another gateway.` : `Now on ${to}: ${from} ${why === "it failed" ? "failed" : why.replace(/^it /, "")}.` };
+  const why =
+    f === null
+      ? "it failed"
+      : /dead|no reply|stopped/i.test(f.reason)
+        ? "it stopped answering"
+        : "its connection got worse";
+  return {
+    cause: "failover",
+    title: "Detour switched gateways",
+    body:
+      to === null
+        ? `${from} failed (${why}); looking for another gateway.`
+        : `Now on ${to}: ${from} ${why === "it failed" ? "failed" : why.replace(/^it /, "")}.`,
+  };
 }
 
 /** An error episode: from the first error until RECOVERY_SETTLE_MS connected; each cause is told once in it. */
@@ -109,7 +149,8 @@ export class NotifyRules {
   nextDeadline(): number | null {
     const ds: number[] = [];
     if (this.#quietUntil !== null) ds.push(this.#quietUntil);
-    if (this.#errorSince !== null && this.#error !== null && !this.#error.told) ds.push(this.#errorSince + ERROR_SETTLE_MS);
+    if (this.#errorSince !== null && this.#error !== null && !this.#error.told)
+      ds.push(this.#errorSince + ERROR_SETTLE_MS);
     if (this.#unreachableSince !== null && !this.#unreachableTold) ds.push(this.#unreachableSince + DAEMON_SETTLE_MS);
     return ds.length === 0 ? null : Math.min(...ds);
   }
@@ -123,7 +164,11 @@ export class NotifyRules {
     this.#unreachableSince ??= now;
     if (!this.#unreachableTold && now - this.#unreachableSince >= DAEMON_SETTLE_MS) {
       this.#unreachableTold = true;
-      out.push({ cause: "daemon-unreachable", title: "Detour is not running", body: "Detour's background service stopped, so your connection is not protected. Restart the computer or contact your IT helpdesk." });
+      out.push({
+        cause: "daemon-unreachable",
+        title: "Detour is not running",
+        body: "Detour's background service stopped, so your connection is not protected. Restart the computer or contact your IT helpdesk.",
+      });
     }
   }
 
@@ -151,7 +196,11 @@ export class NotifyRules {
     const s = this.#latest;
     if (n === 0 || s === null) return;
     const where = s.state === "connected" && s.gateway !== null ? `now on ${s.gateway}` : "reconnecting";
-    out.push({ cause: "failover-repeated", title: "Your connection is unstable", body: `Detour switched gateways ${n + 1} times in ${Math.round(FAILOVER_QUIET_MS / 60_000)} minutes and kept you connected (${where}). The network you are on may be unreliable.` });
+    out.push({
+      cause: "failover-repeated",
+      title: "Your connection is unstable",
+      body: `Detour switched gateways ${n + 1} times in ${Math.round(FAILOVER_QUIET_MS / 60_000)} minutes and kept you connected (${where}). The network you are on may be unreliable.`,
+    });
     // The summary opens a new quiet period, so a network that keeps flapping yields one summary per period.
     this.#quietUntil = now + FAILOVER_QUIET_MS;
   }

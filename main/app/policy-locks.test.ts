@@ -8,13 +8,26 @@ const PREFS = {
   entries: [
     { key: "autoConnect" as const, value: true, source: "policy" as const, locked: true, scope: "user" as const },
     { key: "lockdown" as const, value: true, source: "policy" as const, locked: true, scope: "user" as const },
-    { key: "race.staggerMs" as const, value: 250, source: "default" as const, locked: false, scope: "managed" as const },
+    {
+      key: "race.staggerMs" as const,
+      value: 250,
+      source: "default" as const,
+      locked: false,
+      scope: "managed" as const,
+    },
   ],
 };
 
 test("a-policy-locked-autoConnect-locks-connect-on-launch-with-who-manages-it", () => {
-  assert.deepEqual(locksFromPrefs(PREFS), [{ key: "connectOnLaunch", value: true, managedBy: "Example Corp's policy" }]);
-  const unlocked = { organisation: null, entries: [{ key: "autoConnect" as const, value: false, source: "user" as const, locked: false, scope: "user" as const }] };
+  assert.deepEqual(locksFromPrefs(PREFS), [
+    { key: "connectOnLaunch", value: true, managedBy: "Example Corp's policy" },
+  ]);
+  const unlocked = {
+    organisation: null,
+    entries: [
+      { key: "autoConnect" as const, value: false, source: "user" as const, locked: false, scope: "user" as const },
+    ],
+  };
   assert.deepEqual(locksFromPrefs(unlocked), []);
   const src = new DaemonPolicyLocks();
   src.update(PREFS);
@@ -36,7 +49,10 @@ test("settings-show-the-daemon-keys-the-policy-sets-read-only-and-none-when-deto
       { key: "lockdown", label: "Block traffic while disconnected (lockdown)", value: "On" },
     ],
   });
-  assert.deepEqual(v.settings.find((s) => s.key === "connectOnLaunch"), { key: "connectOnLaunch", value: true, locked: true, managedBy: "Example Corp's policy" });
+  assert.deepEqual(
+    v.settings.find((s) => s.key === "connectOnLaunch"),
+    { key: "connectOnLaunch", value: true, locked: true, managedBy: "Example Corp's policy" },
+  );
   const refused = settings.set("connectOnLaunch", false);
   assert.equal(!refused.ok && refused.code, "locked");
   src.update(null);

@@ -6,7 +6,10 @@ const LOCKS = parseLocks([{ key: "startAtLogin", value: true, managedBy: "Exampl
 
 test("stored-preferences-are-checked-and-bad-values-fall-back-to-defaults", () => {
   assert.deepEqual(readPreferences({}), DEFAULT_PREFERENCES);
-  assert.deepEqual(readPreferences({ theme: "dark", notifications: "loud", startAtLogin: "yes" }), { ...DEFAULT_PREFERENCES, theme: "dark" });
+  assert.deepEqual(readPreferences({ theme: "dark", notifications: "loud", startAtLogin: "yes" }), {
+    ...DEFAULT_PREFERENCES,
+    theme: "dark",
+  });
 });
 
 test("a-locked-setting-shows-the-policy-value-and-who-manages-it-and-refuses-changes", () => {

@@ -4,7 +4,15 @@
  * policy source sit behind small interfaces so the same rules hold in Electron, the browser and tests.
  */
 import { z } from "zod";
-import { PREFERENCE_KEYS, type AppResult, type ManagedSection, type PolicyLock, type PreferenceKey, type Preferences, type SettingsView } from "../core/protocol/app-api.ts";
+import {
+  PREFERENCE_KEYS,
+  type AppResult,
+  type ManagedSection,
+  type PolicyLock,
+  type PreferenceKey,
+  type Preferences,
+  type SettingsView,
+} from "../core/protocol/app-api.ts";
 
 export const PREFERENCE_SCHEMAS = {
   startAtLogin: z.boolean(),
@@ -14,7 +22,12 @@ export const PREFERENCE_SCHEMAS = {
 } satisfies { [K in PreferenceKey]: z.ZodType<Preferences[K]> };
 
 /** What a new user gets: start with the session and tell them about failovers and errors. */
-export const DEFAULT_PREFERENCES: Readonly<Preferences> = { startAtLogin: true, connectOnLaunch: false, notifications: "all", theme: "system" };
+export const DEFAULT_PREFERENCES: Readonly<Preferences> = {
+  startAtLogin: true,
+  connectOnLaunch: false,
+  notifications: "all",
+  theme: "system",
+};
 
 /** Where preferences are kept. */
 export interface PreferenceStore {
@@ -40,7 +53,11 @@ export function readPreferences(raw: Partial<Record<string, unknown>>): Preferen
   return out as unknown as Preferences;
 }
 
-const LockSchema = z.strictObject({ key: z.enum(PREFERENCE_KEYS as [PreferenceKey, ...PreferenceKey[]]), value: z.unknown(), managedBy: z.string().min(1).max(200) });
+const LockSchema = z.strictObject({
+  key: z.enum(PREFERENCE_KEYS as [PreferenceKey, ...PreferenceKey[]]),
+  value: z.unknown(),
+  managedBy: z.string().min(1).max(200),
+});
 
 /**
  * Checks a policy's lock list. A lock whose value does not fit its key is dropped (with the reason), never
@@ -58,7 +75,8 @@ export function parseLocks(raw: unknown): { locks: PolicyLock[]; problems: strin
     }
     const v = PREFERENCE_SCHEMAS[l.data.key].safeParse(l.data.value);
     if (!v.success) problems.push(`[${i}] ${l.data.key}: ${v.error.issues.map((x) => x.message).join("; ")}`);
-    else if (locks.some((x) => x.key === l.data.key)) problems.push(`[${i}] ${l.data.key}: locked twice; the first lock holds`);
+    else if (locks.some((x) => x.key === l.data.key))
+      problems.push(`[${i}] ${l.data.key}: locked twice; the first lock holds`);
     else locks.push({ key: l.data.key, value: v.data, managedBy: l.data.managedBy });
   });
   return { locks, problems };
@@ -72,7 +90,11 @@ export function effectivePreferences(prefs: Preferences, locks: readonly PolicyL
 }
 
 /** Every setting with its value in force, whether (and by whom) it is locked, and detourd's managed settings. */
-export function settingsView(prefs: Preferences, locks: readonly PolicyLock[], managed: ManagedSection | null = null): SettingsView {
+export function settingsView(
+  prefs: Preferences,
+  locks: readonly PolicyLock[],
+  managed: ManagedSection | null = null,
+): SettingsView {
   const eff = effectivePreferences(prefs, locks);
   return {
     settings: PREFERENCE_KEYS.map((key) => {
@@ -84,12 +106,22 @@ export function settingsView(prefs: Preferences, locks: readonly PolicyLock[], m
 }
 
 /** Whether the user may set `key` to `value`: refused when the key is locked or the value does not fit. */
-export function checkChange<K extends PreferenceKey>(key: K, value: unknown, locks: readonly PolicyLock[]): AppResult<Preferences[K]> {
+export function checkChange<K extends PreferenceKey>(
+  key: K,
+  value: unknown,
+  locks: readonly PolicyLock[],
+): AppResult<Preferences[K]> {
   const lock = locks.find((l) => l.key === key);
-  if (lock !== undefined) return { ok: false, code: "locked", message: `This setting is managed by ${lock.managedBy} and cannot be changed here.` };
+  if (lock !== undefined)
+    return {
+      ok: false,
+      code: "locked",
+      message: `This setting is managed by ${lock.managedBy} and cannot be changed here.`,
+    };
   const schema: z.ZodType = PREFERENCE_SCHEMAS[key];
   const r = schema.safeParse(value);
-  if (!r.success) return { ok: false, code: "invalid", message: `${key}: ${r.error.issues.map((i) => i.message).join("; ")}` };
+  if (!r.success)
+    return { ok: false, code: "invalid", message: `${key}: ${r.error.issues.map((i) => i.message).join("; ")}` };
   // The schema for `key` checks exactly Preferences[K] (PREFERENCE_SCHEMAS satisfies that per key).
   return { ok: true, value: r.data as Preferences[K] };
 }

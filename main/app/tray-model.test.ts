@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { status } from "./fixtures.test-helper.ts";
-import { TRAY_STATES, trayIconFile, trayMenu, trayState, traySentence, trayTooltip, type MenuItemModel } from "./tray-model.ts";
+import {
+  TRAY_STATES,
+  trayIconFile,
+  trayMenu,
+  trayState,
+  traySentence,
+  trayTooltip,
+  type MenuItemModel,
+} from "./tray-model.ts";
 
 test("connected-says-where-over-what-and-how-fast", () => {
   assert.equal(traySentence(status()), "Connected to Frankfurt over WireGuard, 18 ms");
@@ -9,7 +17,9 @@ test("connected-says-where-over-what-and-how-fast", () => {
 });
 
 test("a-lossy-or-slow-tunnel-is-degraded-and-says-why", () => {
-  const lossy = status({ telemetry: { rttMs: 20, rttP95Ms: 30, jitterMs: 2, lossPct: 12.4, samples: 100, export: null, reachability: [] } });
+  const lossy = status({
+    telemetry: { rttMs: 20, rttP95Ms: 30, jitterMs: 2, lossPct: 12.4, samples: 100, export: null, reachability: [] },
+  });
   assert.equal(trayState(lossy), "degraded");
   assert.equal(traySentence(lossy), "Connected to Frankfurt over WireGuard, but slow (12 % loss)");
   const brownout = status({ summary: "Connected to Frankfurt over WireGuard, degraded (loss 30 %)" });
@@ -26,15 +36,27 @@ test("reconnecting-uses-the-daemons-sentence-naming-the-cause-and-the-next-gatew
 test("each-state-has-its-icon-and-a-missing-daemon-is-an-error", () => {
   assert.equal(trayState(status({ state: "disconnected", gateway: null, protocol: null })), "disconnected");
   assert.equal(trayState(status({ state: "racing" })), "connecting");
-  assert.equal(trayState(status({ state: "error", error: { reason: "No gateway reachable", nextRetryAt: 5 } })), "error");
+  assert.equal(
+    trayState(status({ state: "error", error: { reason: "No gateway reachable", nextRetryAt: 5 } })),
+    "error",
+  );
   assert.equal(trayState(null), "error");
   assert.equal(traySentence(null), "Detour's service is not running");
   assert.match(traySentence(null, { code: "permission-denied", message: "" }), /not allowed/);
-  assert.deepEqual(TRAY_STATES.map(trayIconFile), ["disconnected.png", "connecting.png", "connected.png", "degraded.png", "error.png"]);
+  assert.deepEqual(TRAY_STATES.map(trayIconFile), [
+    "disconnected.png",
+    "connecting.png",
+    "connected.png",
+    "degraded.png",
+    "error.png",
+  ]);
 });
 
 test("the-tooltip-fits-windows-127-characters", () => {
-  const long = status({ state: "racing", summary: "Connecting: trying " + "gateway-with-a-long-name over WireGuard, ".repeat(8) });
+  const long = status({
+    state: "racing",
+    summary: "Connecting: trying " + "gateway-with-a-long-name over WireGuard, ".repeat(8),
+  });
   assert.ok(trayTooltip(long).length <= 127);
   assert.ok(trayTooltip(long).endsWith("..."));
 });
@@ -55,7 +77,13 @@ test("the-menu-offers-what-the-state-allows-and-marks-the-gateway-choice", () =>
   assert.deepEqual(m[0], { kind: "label", label: "Connected to Frankfurt over WireGuard, 18 ms" });
   assert.equal((find(m, "Connect") as { enabled: boolean }).enabled, false);
   assert.equal((find(m, "Disconnect") as { enabled: boolean }).enabled, true);
-  assert.deepEqual(find(m, "Paris (eu-west)"), { kind: "radio", label: "Paris (eu-west)", checked: true, enabled: true, action: { type: "set-gateway", gateway: "Paris" } });
+  assert.deepEqual(find(m, "Paris (eu-west)"), {
+    kind: "radio",
+    label: "Paris (eu-west)",
+    checked: true,
+    enabled: true,
+    action: { type: "set-gateway", gateway: "Paris" },
+  });
   assert.equal((find(m, "Automatic (best gateway)") as { checked: boolean }).checked, false);
   for (const label of ["Open Detour", "Create diagnostic bundle", "Quit Detour"]) assert.ok(find(m, label), label);
   const idle = trayMenu(status({ state: "disconnected", gateway: null, protocol: null }));

@@ -58,7 +58,8 @@ export function trayState(s: StatusPayload | null): TrayState {
 }
 
 function unreachableSentence(u: Unreachable | null): string {
-  if (u?.code === "permission-denied") return "Detour cannot talk to its service: your account is not allowed to use it";
+  if (u?.code === "permission-denied")
+    return "Detour cannot talk to its service: your account is not allowed to use it";
   return "Detour's service is not running";
 }
 
@@ -106,10 +107,20 @@ export function trayMenu(s: StatusPayload | null, unreachable: Unreachable | nul
   const idle = s === null || s.state === "disconnected";
   const choice = s?.gatewayChoice ?? null;
   const gateways: MenuItemModel[] = [
-    { kind: "radio", label: "Automatic (best gateway)", checked: choice === null, enabled: up, action: { type: "set-gateway", gateway: null } },
-    ...(s?.candidates ?? []).map(
-      (c): MenuItemModel => ({ kind: "radio", label: c.region === "" ? c.name : `${c.name} (${c.region})`, checked: choice === c.name, enabled: up, action: { type: "set-gateway", gateway: c.name } }),
-    ),
+    {
+      kind: "radio",
+      label: "Automatic (best gateway)",
+      checked: choice === null,
+      enabled: up,
+      action: { type: "set-gateway", gateway: null },
+    },
+    ...(s?.candidates ?? []).map((c): MenuItemModel => ({
+      kind: "radio",
+      label: c.region === "" ? c.name : `${c.name} (${c.region})`,
+      checked: choice === c.name,
+      enabled: up,
+      action: { type: "set-gateway", gateway: c.name },
+    })),
   ];
   return [
     { kind: "label", label: traySentence(s, unreachable) },

@@ -23,8 +23,20 @@ const RACE: RaceRecord = {
   endedAt: NOW - 59_600,
   winner: { id: "L1", gateway: "gw1", kind: "wireguard" },
   legs: [
-    { leg: { id: "L1", gateway: "gw1", kind: "wireguard" }, outcome: "won", startedAt: NOW - 60_000, endedAt: NOW - 59_820, error: null },
-    { leg: { id: "L2", gateway: "gw2", kind: "ikev2" }, outcome: "failed", startedAt: NOW - 59_750, endedAt: NOW - 59_700, error: { code: "unreachable", message: "no answer from gw2:500" } },
+    {
+      leg: { id: "L1", gateway: "gw1", kind: "wireguard" },
+      outcome: "won",
+      startedAt: NOW - 60_000,
+      endedAt: NOW - 59_820,
+      error: null,
+    },
+    {
+      leg: { id: "L2", gateway: "gw2", kind: "ikev2" },
+      outcome: "failed",
+      startedAt: NOW - 59_750,
+      endedAt: NOW - 59_700,
+      error: { code: "unreachable", message: "no answer from gw2:500" },
+    },
   ],
 };
 const STATUS: StatusPayload = {
@@ -35,7 +47,18 @@ const STATUS: StatusPayload = {
   activeLegId: "L1",
   standby: null,
   since: NOW - 59_600,
-  candidates: [{ name: "gw1", hostname: "gw1.lab.detour.test", address: "198.18.1.2", priority: 10, region: "lab", kinds: ["wireguard"], sources: ["config"], probe: null }],
+  candidates: [
+    {
+      name: "gw1",
+      hostname: "gw1.lab.detour.test",
+      address: "198.18.1.2",
+      priority: 10,
+      region: "lab",
+      kinds: ["wireguard"],
+      sources: ["config"],
+      probe: null,
+    },
+  ],
   lastRace: RACE,
   lastFailover: {
     from: { gateway: "gw2", kind: "ikev2" },
@@ -110,7 +133,11 @@ let daemonOut = "";
 before(async () => {
   const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", FAKE_DAEMON], {
     cwd: REPO,
-    env: { ...process.env, DETOUR_FAKE_SOCKET: socket, DETOUR_FAKE_FIXTURES: JSON.stringify({ status: STATUS, race: RACE, drill: DRILL }) },
+    env: {
+      ...process.env,
+      DETOUR_FAKE_SOCKET: socket,
+      DETOUR_FAKE_FIXTURES: JSON.stringify({ status: STATUS, race: RACE, drill: DRILL }),
+    },
     stdio: ["ignore", "pipe", "inherit"],
   });
   daemon = child;
@@ -118,7 +145,8 @@ before(async () => {
   child.stdout.on("data", (d: string) => (daemonOut += d));
   const deadline = Date.now() + CLI_TIMEOUT_MS;
   while (!daemonOut.includes("ready\n")) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`the fake daemon did not start (exit ${child.exitCode})`);
+    if (child.exitCode !== null || Date.now() > deadline)
+      throw new Error(`the fake daemon did not start (exit ${child.exitCode})`);
     await new Promise((r) => setTimeout(r, 20));
   }
 });
@@ -170,7 +198,10 @@ describe("detour against a running daemon", () => {
     assert.match(r.stdout, /^ {2}since {5}(59 s|1m 0\ds) \(at \d\d:\d\d:\d\d\.\d{3}\)$/m);
     assert.match(r.stdout, /^last race R1 \(connect\) at .*, took 400 ms, winner gw1 wireguard$/m);
     assert.match(r.stdout, /^ {2}L2 +gw2 +ikev2 +\+250 ms +\+300 ms +failed +unreachable: no answer from gw2:500$/m);
-    assert.match(r.stdout, /^last failover: gw2 ikev2 -> gw1 wireguard, reason: no reply for 600 ms, detected after 612 ms, restored after 845 ms/m);
+    assert.match(
+      r.stdout,
+      /^last failover: gw2 ikev2 -> gw1 wireguard, reason: no reply for 600 ms, detected after 612 ms, restored after 845 ms/m,
+    );
     assert.equal(r.stderr, "");
   });
 
@@ -179,28 +210,38 @@ describe("detour against a running daemon", () => {
     assert.equal(r.code, 0, r.stderr);
     const s = JSON.parse(r.stdout) as StatusPayload;
     assert.deepEqual(s, STATUS);
-    for (const key of ["state", "gateway", "protocol", "since", "candidates", "lastRace", "lastFailover"]) assert.ok(key in s, key);
-    assert.deepEqual(s.lastFailover && [s.lastFailover.from, s.lastFailover.to, s.lastFailover.reason, s.lastFailover.detectedAfterMs, s.lastFailover.restoredAfterMs], [
-      { gateway: "gw2", kind: "ikev2" },
-      { gateway: "gw1", kind: "wireguard" },
-      "no reply for 600 ms",
-      612,
-      845,
-    ]);
+    for (const key of ["state", "gateway", "protocol", "since", "candidates", "lastRace", "lastFailover"])
+      assert.ok(key in s, key);
+    assert.deepEqual(
+      s.lastFailover && [
+        s.lastFailover.from,
+        s.lastFailover.to,
+        s.lastFailover.reason,
+        s.lastFailover.detectedAfterMs,
+        s.lastFailover.restoredAfterMs,
+      ],
+      [{ gateway: "gw2", kind: "ikev2" }, { gateway: "gw1", kind: "wireguard" }, "no reply for 600 ms", 612, 845],
+    );
   });
 
   test("connect-asks-the-daemon-and-reports-its-state", async () => {
     const before = daemonOut.split("call connect").length;
     const r = await detour("connect", "--socket", socket);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, "connect requested; detourd is connected: Connected to gw1 over WireGuard after gw2 failed.\n");
+    assert.equal(
+      r.stdout,
+      "connect requested; detourd is connected: Connected to gw1 over WireGuard after gw2 failed.\n",
+    );
     assert.equal(daemonOut.split("call connect").length, before + 1, "the daemon's connect handler ran once");
   });
 
   test("drill-passes-prints-one-summary-line-and-exits-0", async () => {
     const r = await detour("--socket", socket, "drill", "--sla-ms", "3000");
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout.split("\n")[0], "Drill passed: gw1 (WireGuard) blocked; detected in 312 ms, traffic restored via gw2 (WireGuard) in 355 ms; SLA 3000 ms");
+    assert.equal(
+      r.stdout.split("\n")[0],
+      "Drill passed: gw1 (WireGuard) blocked; detected in 312 ms, traffic restored via gw2 (WireGuard) in 355 ms; SLA 3000 ms",
+    );
     assert.match(r.stdout, /^ {2}probes +17 of 18 lost over the host's routes while cut off$/m);
     assert.match(r.stdout, /^ {2}block +lifted after 800 ms; gw1 is usable again$/m);
     assert.match(daemonOut, /call drill \{"slaMs":3000\}/);
@@ -232,7 +273,10 @@ describe("detour without a daemon, and misuse", () => {
   test("a-bad-sla-names-the-range", async () => {
     const r = await detour("drill", "--sla-ms", "1.5");
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /^detour: --sla-ms: the SLA must be a whole number of milliseconds from 1 to 10000; got "1\.5"\n/);
+    assert.match(
+      r.stderr,
+      /^detour: --sla-ms: the SLA must be a whole number of milliseconds from 1 to 10000; got "1\.5"\n/,
+    );
   });
 
   test("a-stopped-daemon-exits-3-with-a-clear-message", async () => {
@@ -244,7 +288,18 @@ describe("detour without a daemon, and misuse", () => {
   });
 
   test("bad-usage-exits-2-with-the-usage", async () => {
-    for (const args of [[], ["frobnicate"], ["status", "--verbose"], ["connect", "--json"], ["status", "extra"], ["--socket"], ["drill", "--sla-ms", "abc"], ["drill", "--sla-ms", "0"], ["drill", "--sla-ms", "10001"], ["status", "--sla-ms", "5"]]) {
+    for (const args of [
+      [],
+      ["frobnicate"],
+      ["status", "--verbose"],
+      ["connect", "--json"],
+      ["status", "extra"],
+      ["--socket"],
+      ["drill", "--sla-ms", "abc"],
+      ["drill", "--sla-ms", "0"],
+      ["drill", "--sla-ms", "10001"],
+      ["status", "--sla-ms", "5"],
+    ]) {
       const r = await detour(...args);
       assert.equal(r.code, 2, `detour ${args.join(" ")}: ${r.stderr}`);
       assert.match(r.stderr, /^detour: .+\nusage: detour /, args.join(" "));

@@ -101,7 +101,10 @@ async function events(client: ControlClient, json: boolean): Promise<number> {
       print(json ? JSON.stringify(e) + "\n" : formatEvent(e) + "\n");
     },
     (e) => {
-      const what = e.change === "applied" ? `version ${e.version} applied from ${e.source}${e.moved ? "; the tunnel moves off a leg it no longer allows" : ""}` : `rejected ${e.code}${e.field === undefined ? "" : ` (${e.field})`} from ${e.source}: ${e.message}`;
+      const what =
+        e.change === "applied"
+          ? `version ${e.version} applied from ${e.source}${e.moved ? "; the tunnel moves off a leg it no longer allows" : ""}`
+          : `rejected ${e.code}${e.field === undefined ? "" : ` (${e.field})`} from ${e.source}: ${e.message}`;
       print(json ? JSON.stringify(e) + "\n" : `${new Date(e.at).toLocaleTimeString()}  policy    ${what}\n`);
     },
   );
@@ -152,7 +155,8 @@ async function run(inv: Invocation, client: ControlClient): Promise<number> {
     case "events":
       return events(client, inv.json);
     case "drill": {
-      if (!inv.json) process.stderr.write("drill: blocking the active gateway for this host and watching the failover...\n");
+      if (!inv.json)
+        process.stderr.write("drill: blocking the active gateway for this host and watching the failover...\n");
       const d = await client.drill(inv.slaMs === undefined ? {} : { slaMs: inv.slaMs });
       if (inv.json) printJson(d);
       else print(formatDrill(d, { now: Date.now() }));

@@ -5,7 +5,13 @@
 import { createHash } from "node:crypto";
 import { statSync } from "node:fs";
 import * as tar from "tar";
-import { MANIFEST_FILE, ManifestSchema, verifyManifest, type Manifest, type ManifestCheck } from "../core/diag/manifest.ts";
+import {
+  MANIFEST_FILE,
+  ManifestSchema,
+  verifyManifest,
+  type Manifest,
+  type ManifestCheck,
+} from "../core/diag/manifest.ts";
 
 /** A bundle holds a few dozen files; thousands means this is not one. */
 export const MAX_ENTRIES = 2000;
@@ -50,7 +56,8 @@ export async function readBundle(file: string): Promise<OpenedBundle> {
         const chunks: Buffer[] = [];
         entry.on("data", (c: Buffer) => {
           total += c.length;
-          if (total > MAX_UNPACKED_BYTES) problem = `more than ${MAX_UNPACKED_BYTES} bytes unpacked: not a Detour bundle`;
+          if (total > MAX_UNPACKED_BYTES)
+            problem = `more than ${MAX_UNPACKED_BYTES} bytes unpacked: not a Detour bundle`;
           else chunks.push(c);
         });
         entry.on("end", () => {
@@ -65,11 +72,13 @@ export async function readBundle(file: string): Promise<OpenedBundle> {
   const tooBig = problem as string | null;
   if (tooBig !== null) throw new BundleReadError(tooBig);
   const manifestEntry = [...raw.keys()].find((p) => p.endsWith(`/${MANIFEST_FILE}`) && p.split("/").length === 2);
-  if (manifestEntry === undefined) throw new BundleReadError(`${file} has no ${MANIFEST_FILE}: not a Detour diagnostic bundle`);
+  if (manifestEntry === undefined)
+    throw new BundleReadError(`${file} has no ${MANIFEST_FILE}: not a Detour diagnostic bundle`);
   let manifest: Manifest;
   try {
     const parsed = ManifestSchema.safeParse(JSON.parse((raw.get(manifestEntry) ?? Buffer.alloc(0)).toString("utf8")));
-    if (!parsed.success) throw new Error(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
+    if (!parsed.success)
+      throw new Error(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
     manifest = parsed.data;
   } catch (e) {
     throw new BundleReadError(`${MANIFEST_FILE} is not valid: ${(e as Error).message}`);

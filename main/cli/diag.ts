@@ -60,8 +60,14 @@ async function inspect(file: string, json: boolean): Promise<number> {
   } else {
     if (model === null) write(`(no readable ${SUMMARY_JSON} in this bundle)\n`);
     else write(renderSummaryText(model));
-    write(`\nManifest: ${b.manifest.format}, agent ${b.manifest.agentVersion}, policy ${b.manifest.policyHash}, created ${b.manifest.createdAt}\n`);
-    write(b.check.ok ? `Integrity: all ${b.check.verified} files match their SHA-256 in the manifest.\n` : `Integrity: ${b.check.problems.length} problem(s):\n${b.check.problems.map((p) => `  ${p}`).join("\n")}\n`);
+    write(
+      `\nManifest: ${b.manifest.format}, agent ${b.manifest.agentVersion}, policy ${b.manifest.policyHash}, created ${b.manifest.createdAt}\n`,
+    );
+    write(
+      b.check.ok
+        ? `Integrity: all ${b.check.verified} files match their SHA-256 in the manifest.\n`
+        : `Integrity: ${b.check.problems.length} problem(s):\n${b.check.problems.map((p) => `  ${p}`).join("\n")}\n`,
+    );
   }
   return b.check.ok ? EXIT_OK : EXIT_DAMAGED;
 }
@@ -93,7 +99,8 @@ export async function diagMain(argv: string[]): Promise<number> {
   if (first !== "diag") return fail(`expected the diag command\n${DIAG_USAGE}`, EXIT_USAGE);
   if (sub === "inspect") {
     const file = rest[0];
-    if (file === undefined || rest.length > 1) return fail(`diag inspect takes exactly one bundle file\n${DIAG_USAGE}`, EXIT_USAGE);
+    if (file === undefined || rest.length > 1)
+      return fail(`diag inspect takes exactly one bundle file\n${DIAG_USAGE}`, EXIT_USAGE);
     if (values.out !== undefined || values.upload) return fail("diag inspect takes no --out or --upload", EXIT_USAGE);
     return inspect(file, values.json);
   }
@@ -112,17 +119,37 @@ export async function diagMain(argv: string[]): Promise<number> {
         copied = values.out;
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
-        const why = code === "EEXIST" ? `${values.out} already exists; choose another name` : code === "EACCES" ? `cannot read ${r.path} or write ${values.out} (bundles are root-only: run as root)` : `cannot copy to ${values.out}: ${code ?? (e as Error).message}`;
+        const why =
+          code === "EEXIST"
+            ? `${values.out} already exists; choose another name`
+            : code === "EACCES"
+              ? `cannot read ${r.path} or write ${values.out} (bundles are root-only: run as root)`
+              : `cannot copy to ${values.out}: ${code ?? (e as Error).message}`;
         return fail(`the bundle was written to ${r.path}, but ${why}`, EXIT_FAILED);
       }
     }
     const up = values.upload ? await client.diagUpload() : null;
     if (values.json) write(JSON.stringify({ ...r, copiedTo: copied, uploads: up?.uploads ?? null }, null, 2) + "\n");
     else {
-      const removed = Object.entries(r.redactions.removed).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`).join(", ") || "none";
-      const pseudo = Object.entries(r.redactions.pseudonymised).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`).join(", ") || "none";
-      write(`bundle: ${copied ?? r.path} (${kib(r.bytes)}, ${r.files} files, ${r.tookMs} ms)\nsha256: ${r.sha256}\nremoved: ${removed}\npseudonymised: ${pseudo}\n`);
-      for (const u of up?.uploads ?? []) write(u.ok ? `uploaded to ${u.target}: ${u.location ?? "ok"} (${u.attempts} attempt${u.attempts === 1 ? "" : "s"})\n` : `upload to ${u.target} failed after ${u.attempts} attempt(s): ${u.error ?? "?"}\n`);
+      const removed =
+        Object.entries(r.redactions.removed)
+          .filter(([, n]) => n > 0)
+          .map(([k, n]) => `${n} ${k}`)
+          .join(", ") || "none";
+      const pseudo =
+        Object.entries(r.redactions.pseudonymised)
+          .filter(([, n]) => n > 0)
+          .map(([k, n]) => `${n} ${k}`)
+          .join(", ") || "none";
+      write(
+        `bundle: ${copied ?? r.path} (${kib(r.bytes)}, ${r.files} files, ${r.tookMs} ms)\nsha256: ${r.sha256}\nremoved: ${removed}\npseudonymised: ${pseudo}\n`,
+      );
+      for (const u of up?.uploads ?? [])
+        write(
+          u.ok
+            ? `uploaded to ${u.target}: ${u.location ?? "ok"} (${u.attempts} attempt${u.attempts === 1 ? "" : "s"})\n`
+            : `upload to ${u.target} failed after ${u.attempts} attempt(s): ${u.error ?? "?"}\n`,
+        );
     }
     return up !== null && up.uploads.some((u) => !u.ok) ? EXIT_FAILED : EXIT_OK;
   } catch (e) {

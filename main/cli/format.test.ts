@@ -3,7 +3,17 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { ConnectionEvent, FailoverRecord, RaceRecord } from "../core/connection/types.ts";
 import type { StatusPayload } from "../core/protocol/messages.ts";
-import { formatDuration, formatEvent, formatFailover, formatGateways, formatLastRace, formatRace, formatStatus, table, utcClock } from "./format.ts";
+import {
+  formatDuration,
+  formatEvent,
+  formatFailover,
+  formatGateways,
+  formatLastRace,
+  formatRace,
+  formatStatus,
+  table,
+  utcClock,
+} from "./format.ts";
 
 /** 2026-01-02T10:00:00.000Z: every time below is an offset from it. */
 const T0 = Date.UTC(2026, 0, 2, 10, 0, 0);
@@ -16,10 +26,34 @@ const RACE: RaceRecord = {
   endedAt: T0 + 412,
   winner: { id: "L7", gateway: "gw1", kind: "wireguard" },
   legs: [
-    { leg: { id: "L7", gateway: "gw1", kind: "wireguard" }, outcome: "won", startedAt: T0, endedAt: T0 + 180, error: null },
-    { leg: { id: "L8", gateway: "gw1", kind: "ikev2" }, outcome: "cancelled", startedAt: T0 + 250, endedAt: T0 + 412, error: null },
-    { leg: { id: "L9", gateway: "gw2", kind: "anyconnect-tls" }, outcome: "failed", startedAt: T0 + 300, endedAt: T0 + 340, error: { code: "unreachable", message: "connection\nrefused" } },
-    { leg: { id: "L10", gateway: "gw3", kind: "anyconnect-dtls" }, outcome: "pending", startedAt: null, endedAt: null, error: null },
+    {
+      leg: { id: "L7", gateway: "gw1", kind: "wireguard" },
+      outcome: "won",
+      startedAt: T0,
+      endedAt: T0 + 180,
+      error: null,
+    },
+    {
+      leg: { id: "L8", gateway: "gw1", kind: "ikev2" },
+      outcome: "cancelled",
+      startedAt: T0 + 250,
+      endedAt: T0 + 412,
+      error: null,
+    },
+    {
+      leg: { id: "L9", gateway: "gw2", kind: "anyconnect-tls" },
+      outcome: "failed",
+      startedAt: T0 + 300,
+      endedAt: T0 + 340,
+      error: { code: "unreachable", message: "connection\nrefused" },
+    },
+    {
+      leg: { id: "L10", gateway: "gw3", kind: "anyconnect-dtls" },
+      outcome: "pending",
+      startedAt: null,
+      endedAt: null,
+      error: null,
+    },
   ],
 };
 
@@ -57,9 +91,23 @@ const FAILING_OVER: StatusPayload = {
   state: "failing-over",
   summary: "gw1 stopped answering 640 ms ago; racing gw2 and gw3.",
   since: T0 + 149_360,
-  lastRace: { ...RACE, id: "R4", reason: "failover", startedAt: T0 + 149_400, endedAt: null, winner: null, legs: [
-    { leg: { id: "L11", gateway: "gw2", kind: "wireguard" }, outcome: "starting", startedAt: T0 + 149_400, endedAt: null, error: null },
-  ] },
+  lastRace: {
+    ...RACE,
+    id: "R4",
+    reason: "failover",
+    startedAt: T0 + 149_400,
+    endedAt: null,
+    winner: null,
+    legs: [
+      {
+        leg: { id: "L11", gateway: "gw2", kind: "wireguard" },
+        outcome: "starting",
+        startedAt: T0 + 149_400,
+        endedAt: null,
+        error: null,
+      },
+    ],
+  },
 };
 
 const ERROR: StatusPayload = {
@@ -97,7 +145,8 @@ const RACE_TABLE = [
   "  L10  gw3      anyconnect-dtls  -        -        pending",
 ];
 const DAEMON_LINE = "  daemon    detourd 0.1.0, pid 4242, up 1h 04m, config /etc/detour/client.json";
-const FAILOVER_LINE = "gw2 ikev2 -> gw1 wireguard, reason: no reply for 600 ms, detected after 612 ms, restored after 845 ms";
+const FAILOVER_LINE =
+  "gw2 ikev2 -> gw1 wireguard, reason: no reply for 600 ms, detected after 612 ms, restored after 845 ms";
 
 describe("status", () => {
   test("connected-shows-the-summary-first-then-the-fields-the-last-race-and-the-last-failover", () => {
@@ -165,7 +214,19 @@ describe("status", () => {
   test("disconnected-says-none-for-what-has-not-happened", () => {
     assert.equal(
       formatStatus(DISCONNECTED, opts),
-      ["Not connected.", "", "  state     disconnected", "  gateway   -", "  protocol  -", "  since     -", DAEMON_LINE, "", "last race: none", "last failover: none", ""].join("\n"),
+      [
+        "Not connected.",
+        "",
+        "  state     disconnected",
+        "  gateway   -",
+        "  protocol  -",
+        "  since     -",
+        DAEMON_LINE,
+        "",
+        "last race: none",
+        "last failover: none",
+        "",
+      ].join("\n"),
     );
   });
 
@@ -181,22 +242,42 @@ describe("status", () => {
           lossPct: 0.5,
           samples: 200,
           reachability: [],
-          export: { endpoint: "https://collector.example.com", deviceId: "d", policyHash: "h", pending: 3, dropped: 0, rejected: 0, delivered: 10, lastDeliveredAt: opts.now - 5000, lastError: "collector answered 503: busy", nextAttemptAt: opts.now + 1000 },
+          export: {
+            endpoint: "https://collector.example.com",
+            deviceId: "d",
+            policyHash: "h",
+            pending: 3,
+            dropped: 0,
+            rejected: 0,
+            delivered: 10,
+            lastDeliveredAt: opts.now - 5000,
+            lastError: "collector answered 503: busy",
+            nextAttemptAt: opts.now + 1000,
+          },
         },
       },
       opts,
     );
     assert.match(text, /\n {2}standby +gw2 ikev2 \(IKEv2\), last reply 120 ms ago\n/);
     assert.match(text, /\n {2}tunnel +RTT 18\.2 ms \(p95 25\.0 ms\), jitter 1\.5 ms, loss 0\.5 % over 200 probes\n/);
-    assert.match(text, /\n {2}telemetry +to https:\/\/collector\.example\.com: 3 waiting, last delivered 5\.0 s ago; collector answered 503: busy\n/);
+    assert.match(
+      text,
+      /\n {2}telemetry +to https:\/\/collector\.example\.com: 3 waiting, last delivered 5\.0 s ago; collector answered 503: busy\n/,
+    );
   });
 });
 
 describe("race and failover", () => {
   test("race-table-has-every-leg-with-times-relative-to-the-race-start-and-its-outcome", () => {
-    assert.equal(formatLastRace(RACE, opts), ["race R3 (connect) at 10:00:00.000, took 412 ms, winner gw1 wireguard", ...RACE_TABLE, ""].join("\n"));
+    assert.equal(
+      formatLastRace(RACE, opts),
+      ["race R3 (connect) at 10:00:00.000, took 412 ms, winner gw1 wireguard", ...RACE_TABLE, ""].join("\n"),
+    );
     assert.equal(formatLastRace(null, opts), "no race yet\n");
-    assert.equal(formatRace({ ...RACE, winner: null, legs: [] }, opts)[0], "race R3 (connect) at 10:00:00.000, took 412 ms, no winner");
+    assert.equal(
+      formatRace({ ...RACE, winner: null, legs: [] }, opts)[0],
+      "race R3 (connect) at 10:00:00.000, took 412 ms, no winner",
+    );
   });
 
   test("failover-line-says-from-to-why-and-how-long", () => {
@@ -212,9 +293,39 @@ describe("gateways and events", () => {
   test("gateways-table-in-ranking-order", () => {
     const text = formatGateways({
       candidates: [
-        { rank: 1, name: "gw1", hostname: "gw1.lab", address: "198.18.1.2", priority: 10, region: "eu-central", kinds: ["wireguard", "ikev2"], sources: ["config", "dns"], probe: { at: T0, latencyMs: 1.25, reachable: { wireguard: "unknown", ikev2: "unknown" } } },
-        { rank: 2, name: "gw2", hostname: "gw2.lab", address: null, priority: 20, region: "eu-west", kinds: ["anyconnect-tls"], sources: ["dns"], probe: { at: T0, latencyMs: null, reachable: { "anyconnect-tls": "no" } } },
-        { rank: 3, name: "gw3", hostname: "gw3.lab", address: "198.18.3.2", priority: 30, region: "us", kinds: ["anyconnect-tls"], sources: ["portal"], probe: null },
+        {
+          rank: 1,
+          name: "gw1",
+          hostname: "gw1.lab",
+          address: "198.18.1.2",
+          priority: 10,
+          region: "eu-central",
+          kinds: ["wireguard", "ikev2"],
+          sources: ["config", "dns"],
+          probe: { at: T0, latencyMs: 1.25, reachable: { wireguard: "unknown", ikev2: "unknown" } },
+        },
+        {
+          rank: 2,
+          name: "gw2",
+          hostname: "gw2.lab",
+          address: null,
+          priority: 20,
+          region: "eu-west",
+          kinds: ["anyconnect-tls"],
+          sources: ["dns"],
+          probe: { at: T0, latencyMs: null, reachable: { "anyconnect-tls": "no" } },
+        },
+        {
+          rank: 3,
+          name: "gw3",
+          hostname: "gw3.lab",
+          address: "198.18.3.2",
+          priority: 30,
+          region: "us",
+          kinds: ["anyconnect-tls"],
+          sources: ["portal"],
+          probe: null,
+        },
       ],
     });
     assert.equal(
@@ -234,14 +345,25 @@ describe("gateways and events", () => {
     const lines = (
       [
         { type: "state", at: T0, state: "racing", detail: "3 gateways" },
-        { type: "race-started", at: T0 + 1, raceId: "R3", reason: "connect", legs: RACE.legs.slice(0, 2).map((l) => l.leg) },
+        {
+          type: "race-started",
+          at: T0 + 1,
+          raceId: "R3",
+          reason: "connect",
+          legs: RACE.legs.slice(0, 2).map((l) => l.leg),
+        },
         { type: "leg", at: T0 + 340, raceId: "R3", record: RACE.legs[2] ?? assert.fail() },
         { type: "leg", at: T0 + 180, raceId: "R3", record: RACE.legs[0] ?? assert.fail() },
         { type: "race-ended", at: T0 + 412, race: RACE },
         { type: "race-ended", at: T0 + 412, race: { ...RACE, winner: null } },
         { type: "failover", at: T0 + 900, failover: FAILOVER },
         { type: "health", at: T0 + 1000, legId: "L7", verdict: { state: "healthy" } },
-        { type: "health", at: T0 + 1000, legId: "L7", verdict: { state: "brownout", reason: "loss 30 %", lastReplyAt: T0 } },
+        {
+          type: "health",
+          at: T0 + 1000,
+          legId: "L7",
+          verdict: { state: "brownout", reason: "loss 30 %", lastReplyAt: T0 },
+        },
         { type: "state", at: T0, state: "disconnected", detail: "" },
       ] satisfies ConnectionEvent[]
     ).map((e) => formatEvent(e, { clock: utcClock }));
@@ -279,6 +401,15 @@ describe("helpers", () => {
   });
 
   test("table-aligns-columns-without-trailing-spaces", () => {
-    assert.deepEqual(table([["a", "bb", ""], ["ccc", "d", "e"]], ""), ["a    bb", "ccc  d   e"]);
+    assert.deepEqual(
+      table(
+        [
+          ["a", "bb", ""],
+          ["ccc", "d", "e"],
+        ],
+        "",
+      ),
+      ["a    bb", "ccc  d   e"],
+    );
   });
 });

@@ -1,5 +1,12 @@
 /** Pure formatting of the `detour` command's human output: status, race table, failover line, gateways, events. */
-import type { ConnectionEvent, DrillResult, FailoverRecord, Leg, LegKind, RaceRecord } from "../core/connection/types.ts";
+import type {
+  ConnectionEvent,
+  DrillResult,
+  FailoverRecord,
+  Leg,
+  LegKind,
+  RaceRecord,
+} from "../core/connection/types.ts";
 import type { GatewaysPayload, StatusPayload } from "../core/protocol/messages.ts";
 
 export interface FormatOptions {
@@ -44,7 +51,9 @@ export function formatDuration(ms: number): string {
 export function table(rows: readonly (readonly string[])[], indent = "  "): string[] {
   const widths: number[] = [];
   for (const r of rows) r.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
-  return rows.map((r) => (indent + r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  ")).trimEnd());
+  return rows.map((r) =>
+    (indent + r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  ")).trimEnd(),
+  );
 }
 
 const oneLine = (s: string): string => s.replace(/\s+/g, " ").trim();
@@ -53,19 +62,34 @@ const legName = (l: Pick<Leg, "gateway" | "kind">): string => `${l.gateway} ${l.
 /** "gw2 wireguard -> gw1 ikev2, reason: ..., detected after 612 ms, restored after 845 ms" */
 export function formatFailover(f: FailoverRecord): string {
   const to = f.to === null ? "nothing (no healthy gateway)" : legName(f.to);
-  const restored = f.restoredAfterMs === null ? "not restored yet" : `restored after ${formatDuration(f.restoredAfterMs)}${f.via === "standby" ? " (standby promoted)" : ""}`;
+  const restored =
+    f.restoredAfterMs === null
+      ? "not restored yet"
+      : `restored after ${formatDuration(f.restoredAfterMs)}${f.via === "standby" ? " (standby promoted)" : ""}`;
   return `${legName(f.from)} -> ${to}, reason: ${oneLine(f.reason)}, detected after ${formatDuration(f.detectedAfterMs)}, ${restored}`;
 }
 
 /** The race heading plus one row per leg: start and end relative to the race's start, outcome, error. */
 export function formatRace(r: RaceRecord, opts: FormatOptions): string[] {
   const clock = opts.clock ?? localClock;
-  const took = r.endedAt === null ? `running for ${formatDuration(opts.now - r.startedAt)}` : `took ${formatDuration(r.endedAt - r.startedAt)}`;
-  const winner = r.winner === null ? (r.endedAt === null ? "no winner yet" : "no winner") : `winner ${legName(r.winner)}`;
+  const took =
+    r.endedAt === null
+      ? `running for ${formatDuration(opts.now - r.startedAt)}`
+      : `took ${formatDuration(r.endedAt - r.startedAt)}`;
+  const winner =
+    r.winner === null ? (r.endedAt === null ? "no winner yet" : "no winner") : `winner ${legName(r.winner)}`;
   const rel = (t: number | null): string => (t === null ? "-" : `+${formatDuration(t - r.startedAt)}`);
   const rows: string[][] = [["leg", "gateway", "protocol", "start", "end", "outcome", "error"]];
   for (const l of r.legs) {
-    rows.push([l.leg.id, l.leg.gateway, l.leg.kind, rel(l.startedAt), rel(l.endedAt), l.outcome, l.error === null ? "" : `${l.error.code}: ${oneLine(l.error.message)}`]);
+    rows.push([
+      l.leg.id,
+      l.leg.gateway,
+      l.leg.kind,
+      rel(l.startedAt),
+      rel(l.endedAt),
+      l.outcome,
+      l.error === null ? "" : `${l.error.code}: ${oneLine(l.error.message)}`,
+    ]);
   }
   return [`race ${r.id} (${r.reason}) at ${clock(r.startedAt)}, ${took}, ${winner}`, ...table(rows)];
 }
@@ -89,7 +113,11 @@ export function formatDrillLine(d: DrillResult): string {
   const blocked = d.from === null ? "no gateway blocked" : `${gatewayName(d.from)} blocked`;
   const detected = d.detectedAfterMs === null ? "not detected" : `detected in ${Math.round(d.detectedAfterMs)} ms`;
   const restored =
-    d.restoredAfterMs === null ? (d.to === null ? "traffic not restored" : `moved to ${gatewayName(d.to)}, traffic not restored`) : `traffic restored${d.to === null ? "" : ` via ${gatewayName(d.to)}`} in ${Math.round(d.restoredAfterMs)} ms`;
+    d.restoredAfterMs === null
+      ? d.to === null
+        ? "traffic not restored"
+        : `moved to ${gatewayName(d.to)}, traffic not restored`
+      : `traffic restored${d.to === null ? "" : ` via ${gatewayName(d.to)}`} in ${Math.round(d.restoredAfterMs)} ms`;
   return `${head}: ${blocked}; ${detected}, ${restored}; SLA ${d.slaMs} ms`;
 }
 
@@ -98,11 +126,19 @@ export function formatDrill(d: DrillResult, opts: FormatOptions): string {
   const clock = opts.clock ?? localClock;
   const out = [formatDrillLine(d)];
   if (d.verdict !== "refused") {
-    const rows: string[][] = [["drill", `${d.id} at ${clock(d.startedAt)}, took ${formatDuration(d.endedAt - d.startedAt)}`]];
-    if (d.probesSent > 0) rows.push(["probes", `${d.probesLost} of ${d.probesSent} lost over the host's routes while cut off`]);
+    const rows: string[][] = [
+      ["drill", `${d.id} at ${clock(d.startedAt)}, took ${formatDuration(d.endedAt - d.startedAt)}`],
+    ];
+    if (d.probesSent > 0)
+      rows.push(["probes", `${d.probesLost} of ${d.probesSent} lost over the host's routes while cut off`]);
     if (d.failover !== null) rows.push(["detourd", `${formatFailover(d.failover)} (from its last in-tunnel reply)`]);
     const gw = d.from?.gateway ?? "the gateway";
-    rows.push(["block", d.liftedAt === null ? `${gw} is STILL BLOCKED: restart detourd to lift it` : `lifted after ${formatDuration(d.liftedAt - (d.blockedAt ?? d.startedAt))}; ${gw} is usable again`]);
+    rows.push([
+      "block",
+      d.liftedAt === null
+        ? `${gw} is STILL BLOCKED: restart detourd to lift it`
+        : `lifted after ${formatDuration(d.liftedAt - (d.blockedAt ?? d.startedAt))}; ${gw} is usable again`,
+    ]);
     out.push(...table(rows));
   }
   return out.join("\n") + "\n";
@@ -118,8 +154,14 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
     ["since", s.since === null ? "-" : `${formatDuration(opts.now - s.since)} (at ${clock(s.since)})`],
   ];
   if (s.standby !== null) {
-    const heard = s.standby.lastReplyAt === null ? "no reply yet" : `last reply ${formatDuration(Math.max(0, opts.now - s.standby.lastReplyAt))} ago`;
-    rows.push(["standby", `${s.standby.gateway} ${s.standby.protocol} (${PROTOCOL_NAMES[s.standby.protocol]}), ${heard}`]);
+    const heard =
+      s.standby.lastReplyAt === null
+        ? "no reply yet"
+        : `last reply ${formatDuration(Math.max(0, opts.now - s.standby.lastReplyAt))} ago`;
+    rows.push([
+      "standby",
+      `${s.standby.gateway} ${s.standby.protocol} (${PROTOCOL_NAMES[s.standby.protocol]}), ${heard}`,
+    ]);
   }
   const t = s.telemetry;
   if (t !== undefined && t.rttMs !== null) {
@@ -130,23 +172,34 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
   }
   if (t?.export != null) {
     const x = t.export;
-    const last = x.lastDeliveredAt === null ? "nothing delivered yet" : `last delivered ${formatDuration(Math.max(0, opts.now - x.lastDeliveredAt))} ago`;
+    const last =
+      x.lastDeliveredAt === null
+        ? "nothing delivered yet"
+        : `last delivered ${formatDuration(Math.max(0, opts.now - x.lastDeliveredAt))} ago`;
     const problem = x.lastError === null ? "" : `; ${oneLine(x.lastError)}`;
     const lossy = x.dropped > 0 || x.rejected > 0 ? `, ${x.dropped} dropped, ${x.rejected} refused` : "";
     rows.push(["telemetry", `to ${x.endpoint}: ${x.pending} waiting${lossy}, ${last}${problem}`]);
   }
   if (s.error !== null) {
-    const retry = s.error.nextRetryAt === null ? "no retry scheduled" : `next retry in ${formatDuration(Math.max(0, s.error.nextRetryAt - opts.now))}`;
+    const retry =
+      s.error.nextRetryAt === null
+        ? "no retry scheduled"
+        : `next retry in ${formatDuration(Math.max(0, s.error.nextRetryAt - opts.now))}`;
     rows.push(["error", `${oneLine(s.error.reason)}; ${retry}`]);
   }
-  rows.push(["daemon", `detourd ${s.daemon.version}, pid ${s.daemon.pid}, up ${formatDuration(opts.now - s.daemon.startedAt)}, config ${s.daemon.configPath}`]);
+  rows.push([
+    "daemon",
+    `detourd ${s.daemon.version}, pid ${s.daemon.pid}, up ${formatDuration(opts.now - s.daemon.startedAt)}, config ${s.daemon.configPath}`,
+  ]);
   const out = [oneLine(s.summary), "", ...table(rows), ""];
   if (s.lastRace === null) out.push("last race: none");
   else {
     const [head, ...legs] = formatRace(s.lastRace, opts);
     out.push(`last ${head ?? ""}`, ...legs);
   }
-  out.push(`last failover: ${s.lastFailover === null ? "none" : `${formatFailover(s.lastFailover)} (at ${clock(s.lastFailover.detectedAt)})`}`);
+  out.push(
+    `last failover: ${s.lastFailover === null ? "none" : `${formatFailover(s.lastFailover)} (at ${clock(s.lastFailover.detectedAt)})`}`,
+  );
   if (s.lastDrill != null) out.push(`last drill: ${formatDrillLine(s.lastDrill)} (at ${clock(s.lastDrill.startedAt)})`);
   return out.join("\n") + "\n";
 }
@@ -160,8 +213,18 @@ export function formatGateways(g: GatewaysPayload): string {
   if (g.candidates.length === 0) return "no gateway candidates\n";
   const rows: string[][] = [["rank", "gateway", "address", "region", "priority", "latency", "reachable", "from"]];
   for (const c of g.candidates) {
-    const latency = c.probe === null ? "not probed" : c.probe.latencyMs === null ? "no answer" : formatDuration(c.probe.latencyMs);
-    rows.push([String(c.rank), c.name, c.address ?? "(unresolved)", c.region, String(c.priority), latency, reachability(c), c.sources.join(",")]);
+    const latency =
+      c.probe === null ? "not probed" : c.probe.latencyMs === null ? "no answer" : formatDuration(c.probe.latencyMs);
+    rows.push([
+      String(c.rank),
+      c.name,
+      c.address ?? "(unresolved)",
+      c.region,
+      String(c.priority),
+      latency,
+      reachability(c),
+      c.sources.join(","),
+    ]);
   }
   return table(rows, "").join("\n") + "\n";
 }
@@ -179,10 +242,14 @@ export function formatEvent(e: ConnectionEvent, opts: Pick<FormatOptions, "clock
     case "state":
       return line("state", `${e.state}${e.detail === "" ? "" : `: ${oneLine(e.detail)}`}`);
     case "race-started":
-      return line("race", `${e.raceId} started (${e.reason}): ${e.legs.map((l) => `${l.id} ${legName(l)}`).join(", ")}`);
+      return line(
+        "race",
+        `${e.raceId} started (${e.reason}): ${e.legs.map((l) => `${l.id} ${legName(l)}`).join(", ")}`,
+      );
     case "leg": {
       const r = e.record;
-      const took = r.startedAt !== null && r.endedAt !== null ? ` after ${formatDuration(r.endedAt - r.startedAt)}` : "";
+      const took =
+        r.startedAt !== null && r.endedAt !== null ? ` after ${formatDuration(r.endedAt - r.startedAt)}` : "";
       const err = r.error === null ? "" : ` (${r.error.code}: ${oneLine(r.error.message)})`;
       return line("leg", `${e.raceId} ${r.leg.id} ${legName(r.leg)} ${r.outcome}${took}${err}`);
     }
@@ -190,7 +257,10 @@ export function formatEvent(e: ConnectionEvent, opts: Pick<FormatOptions, "clock
       const r = e.race;
       const took = r.endedAt === null ? "" : ` after ${formatDuration(r.endedAt - r.startedAt)}`;
       const failed = r.legs.filter((l) => l.outcome === "failed").length;
-      return line("race", `${r.id} ended${took}: ${r.winner === null ? `no winner (${failed} of ${r.legs.length} legs failed)` : `winner ${legName(r.winner)}`}`);
+      return line(
+        "race",
+        `${r.id} ended${took}: ${r.winner === null ? `no winner (${failed} of ${r.legs.length} legs failed)` : `winner ${legName(r.winner)}`}`,
+      );
     }
     case "failover":
       return line("failover", formatFailover(e.failover));

@@ -48,18 +48,29 @@ export function formatPolicyStatus(p: PolicyStatus): string {
   const lines: string[] = [];
   if (p.version === null) lines.push("No managed policy in force.");
   else {
-    lines.push(`Policy version ${p.version} of ${p.organisation ?? "?"} (key ${p.keyId ?? "?"}), from ${p.source ?? "?"}`);
+    lines.push(
+      `Policy version ${p.version} of ${p.organisation ?? "?"} (key ${p.keyId ?? "?"}), from ${p.source ?? "?"}`,
+    );
     lines.push(`  applied ${formatTime(p.appliedAt)}; issued ${p.issuedAt ?? "-"}, expires ${p.expiresAt ?? "-"}`);
     lines.push(`  locked: ${p.locked.length === 0 ? "nothing" : p.locked.join(", ")}`);
   }
   const r = p.lastRejection;
-  if (r !== null) lines.push(`Last rejected document: ${r.code}${r.field === undefined ? "" : ` (${r.field})`} at ${formatTime(r.at)} from ${r.source}: ${r.message}`);
+  if (r !== null)
+    lines.push(
+      `Last rejected document: ${r.code}${r.field === undefined ? "" : ` (${r.field})`} at ${formatTime(r.at)} from ${r.source}: ${r.message}`,
+    );
   return lines.join("\n") + "\n";
 }
 
 export function formatPrefs(p: PrefsPayload): string {
   const rows = p.entries.map((e) => {
-    const tag = e.locked ? `managed by ${p.organisation ?? "the organisation"}'s policy` : e.source === "user" ? "your preference" : e.scope === "managed" ? "configuration (IT only)" : "configuration";
+    const tag = e.locked
+      ? `managed by ${p.organisation ?? "the organisation"}'s policy`
+      : e.source === "user"
+        ? "your preference"
+        : e.scope === "managed"
+          ? "configuration (IT only)"
+          : "configuration";
     return `  ${e.key.padEnd(24)} ${JSON.stringify(e.value).padEnd(34)} ${tag}`;
   });
   return rows.join("\n") + "\n";
@@ -107,7 +118,9 @@ async function run(argv: string[]): Promise<number> {
   switch (what) {
     case "policy keygen": {
       const k = keygen(need(v.out, "--out"));
-      out(`key id ${k.keyId}\n  private key (keep it off devices, mode 0600): ${k.privatePath}\n  public key (install in each device's trusted-keys folder): ${k.publicPath}\n`);
+      out(
+        `key id ${k.keyId}\n  private key (keep it off devices, mode 0600): ${k.privatePath}\n  public key (install in each device's trusted-keys folder): ${k.publicPath}\n`,
+      );
       return EXIT_OK;
     }
     case "policy sign": {
@@ -123,13 +136,17 @@ async function run(argv: string[]): Promise<number> {
       const doc = PolicyDocument.safeParse(value);
       if (!doc.success) {
         const i = doc.error.issues[0];
-        process.stderr.write(`detour: ${input} is not a valid policy: ${i === undefined ? "" : `${pathOf(i.path)}: ${i.message}`}\n`);
+        process.stderr.write(
+          `detour: ${input} is not a valid policy: ${i === undefined ? "" : `${pathOf(i.path)}: ${i.message}`}\n`,
+        );
         return EXIT_REFUSED;
       }
       const env = signPolicy(bytes, loadPrivateKey(need(v.key, "--key")));
       const target = need(v.out, "--out");
       writeFileSync(target, JSON.stringify(env, null, 2) + "\n", { mode: 0o644 });
-      out(`signed version ${doc.data.version} with key ${env.keyId}: ${target}\n  locks: ${[...flattenSettings(doc.data.settings).keys()].join(", ") || "nothing"}\n`);
+      out(
+        `signed version ${doc.data.version} with key ${env.keyId}: ${target}\n  locks: ${[...flattenSettings(doc.data.settings).keys()].join(", ") || "nothing"}\n`,
+      );
       return EXIT_OK;
     }
     case "policy verify": {
@@ -137,7 +154,11 @@ async function run(argv: string[]): Promise<number> {
       if (file === undefined) throw new Usage("policy verify needs the signed file");
       const cv = v["current-version"];
       if (cv !== undefined && !/^\d+$/.test(cv)) throw new Usage("--current-version needs a whole number");
-      const r = verifyFile(file, { keysDir: need(v.keys, "--keys"), ...(v.config === undefined ? {} : { configPath: v.config }), ...(cv === undefined ? {} : { currentVersion: Number(cv) }) });
+      const r = verifyFile(file, {
+        keysDir: need(v.keys, "--keys"),
+        ...(v.config === undefined ? {} : { configPath: v.config }),
+        ...(cv === undefined ? {} : { currentVersion: Number(cv) }),
+      });
       for (const p of r.problems) process.stderr.write(`detour: warning: ${p}\n`);
       if (!r.verdict.ok) {
         const j = r.verdict.rejection;
@@ -145,7 +166,9 @@ async function run(argv: string[]): Promise<number> {
         return EXIT_REFUSED;
       }
       const d = r.verdict.policy;
-      out(`ok: version ${d.version} for ${d.organisation}, signed by ${r.verdict.keyId}, expires ${d.expiresAt}\n  locks: ${[...flattenSettings(d.settings).keys()].join(", ") || "nothing"}\n`);
+      out(
+        `ok: version ${d.version} for ${d.organisation}, signed by ${r.verdict.keyId}, expires ${d.expiresAt}\n  locks: ${[...flattenSettings(d.settings).keys()].join(", ") || "nothing"}\n`,
+      );
       return EXIT_OK;
     }
     case "policy status":
@@ -164,7 +187,8 @@ async function run(argv: string[]): Promise<number> {
     case "prefs unset": {
       const key = rest[0];
       const value = sub === "set" ? rest[1] : null;
-      if (key === undefined || value === undefined || rest.length > (sub === "set" ? 2 : 1)) throw new Usage(sub === "set" ? "prefs set needs <key> <value>" : "prefs unset needs <key>");
+      if (key === undefined || value === undefined || rest.length > (sub === "set" ? 2 : 1))
+        throw new Usage(sub === "set" ? "prefs set needs <key> <value>" : "prefs unset needs <key>");
       return withDaemon(socket, async (c) => {
         const p = await c.setPref(key, value);
         const e = p.entries.find((x) => x.key === key);
@@ -190,7 +214,10 @@ export async function runPolicyCli(argv: string[]): Promise<number> {
       process.stderr.write(`detour: ${e.message}\n`);
       return EXIT_REFUSED;
     }
-    if (e instanceof Error && /not a readable PEM|holds a|refusing to overwrite|not a valid configuration/.test(e.message)) {
+    if (
+      e instanceof Error &&
+      /not a readable PEM|holds a|refusing to overwrite|not a valid configuration/.test(e.message)
+    ) {
       process.stderr.write(`detour: ${e.message}\n`);
       return EXIT_REFUSED;
     }

@@ -4,7 +4,15 @@
  * printed. The daemon has its own copy of the key-id rule (main/agent/policy/keys.ts), since the CLI may not
  * import daemon code; test/policy/policy-tools.test.ts keeps the two in step.
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  sign,
+  verify,
+  type KeyObject,
+} from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseConfigText } from "../core/config/schema.ts";
@@ -15,7 +23,10 @@ import { verifyEnvelope, type SignatureCheck, type Verified } from "../core/poli
 /** 16 hex digits of the SHA-256 of the raw 32-byte Ed25519 public key. */
 export function keyIdOf(publicKey: KeyObject): string {
   const der = publicKey.export({ format: "der", type: "spki" });
-  return createHash("sha256").update(der.subarray(der.length - 32)).digest("hex").slice(0, 16);
+  return createHash("sha256")
+    .update(der.subarray(der.length - 32))
+    .digest("hex")
+    .slice(0, 16);
 }
 
 /** Writes `<dir>/policy-signing.key` (PKCS#8 PEM, 0600) and `<dir>/<keyId>.pem` (SPKI PEM, 0644); refuses to overwrite. */
@@ -41,7 +52,10 @@ export function loadPrivateKey(path: string): KeyObject {
     const code = (e as NodeJS.ErrnoException).code;
     throw new Error(`${path} is not a readable PEM private key${code === undefined ? "" : ` (${code})`}`);
   }
-  if (key.asymmetricKeyType !== "ed25519") throw new Error(`${path} holds a ${String(key.asymmetricKeyType)} key; policies are signed with Ed25519 (detour policy keygen)`);
+  if (key.asymmetricKeyType !== "ed25519")
+    throw new Error(
+      `${path} holds a ${String(key.asymmetricKeyType)} key; policies are signed with Ed25519 (detour policy keygen)`,
+    );
   return key;
 }
 
@@ -59,7 +73,9 @@ export function signPolicy(policyBytes: Uint8Array, privateKey: KeyObject): Enve
 export function loadPublicKeys(dir: string): { keys: Map<string, SignatureCheck>; problems: string[] } {
   const keys = new Map<string, SignatureCheck>();
   const problems: string[] = [];
-  for (const name of readdirSync(dir).filter((n) => n.endsWith(".pem")).sort()) {
+  for (const name of readdirSync(dir)
+    .filter((n) => n.endsWith(".pem"))
+    .sort()) {
     try {
       const pub = createPublicKey(readFileSync(join(dir, name)));
       if (pub.asymmetricKeyType !== "ed25519") throw new Error(`a ${String(pub.asymmetricKeyType)} key`);
@@ -75,13 +91,19 @@ export function loadPublicKeys(dir: string): { keys: Map<string, SignatureCheck>
  * What a device would decide about the envelope in `file`: with `configPath`, also the organisation and whether
  * the settings fit that configuration; with `currentVersion`, the downgrade check.
  */
-export function verifyFile(file: string, opts: { keysDir: string; configPath?: string; currentVersion?: number; now?: number }): { verdict: Verified; problems: string[] } {
+export function verifyFile(
+  file: string,
+  opts: { keysDir: string; configPath?: string; currentVersion?: number; now?: number },
+): { verdict: Verified; problems: string[] } {
   const { keys, problems } = loadPublicKeys(opts.keysDir);
   let organisation: string | null = null;
   let check: Parameters<typeof verifyEnvelope>[1]["check"];
   if (opts.configPath !== undefined) {
     const parsed = parseConfigText(readFileSync(opts.configPath, "utf8"));
-    if (!parsed.ok) throw new Error(`${opts.configPath} is not a valid configuration: ${parsed.issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`);
+    if (!parsed.ok)
+      throw new Error(
+        `${opts.configPath} is not a valid configuration: ${parsed.issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`,
+      );
     organisation = parsed.config.organisation;
     const base = parsed.config;
     check = (doc) => {
@@ -90,6 +112,12 @@ export function verifyFile(file: string, opts: { keysDir: string; configPath?: s
     };
   }
   const current = opts.currentVersion === undefined ? null : { version: opts.currentVersion, policyBase64: "" };
-  const verdict = verifyEnvelope(readFileSync(file, "utf8"), { keys, current, now: opts.now ?? Date.now(), organisation, ...(check === undefined ? {} : { check }) });
+  const verdict = verifyEnvelope(readFileSync(file, "utf8"), {
+    keys,
+    current,
+    now: opts.now ?? Date.now(),
+    organisation,
+    ...(check === undefined ? {} : { check }),
+  });
   return { verdict, problems };
 }

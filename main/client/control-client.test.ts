@@ -23,7 +23,10 @@ afterEach(async () => {
 const HELLO = JSON.stringify({ type: "hello", protocol: 1, daemon: "detourd/test" }) + "\n";
 
 /** A daemon that answers the hello, then hands every later line to `onLine`. */
-async function fakeDaemon(onLine: (msg: { id: number; command: string }, sock: Socket) => void, opts: { hello?: boolean } = {}): Promise<string> {
+async function fakeDaemon(
+  onLine: (msg: { id: number; command: string }, sock: Socket) => void,
+  opts: { hello?: boolean } = {},
+): Promise<string> {
   const path = join(dir, `f${++n}.sock`);
   const server = createServer((sock) => {
     sock.setEncoding("utf8");
@@ -80,7 +83,10 @@ describe("reaching the daemon", () => {
       e.message,
       'permission denied on /run/detour/detourd.sock: detourd\'s socket is for root and the "detour" group; join it (sudo usermod -aG detour $USER, then log in again) or run as root',
     );
-    assert.match(connectError(Object.assign(new Error("x"), { code: "EACCES" }), "/s", "vpn-users").message, /"vpn-users" group; join it \(sudo usermod -aG vpn-users/);
+    assert.match(
+      connectError(Object.assign(new Error("x"), { code: "EACCES" }), "/s", "vpn-users").message,
+      /"vpn-users" group; join it \(sudo usermod -aG vpn-users/,
+    );
     assert.equal(connectError(Object.assign(new Error("x"), { code: "ECONNREFUSED" }), "/s").code, "not-running");
   });
 
@@ -124,7 +130,10 @@ describe("requests", () => {
       sock.write(JSON.stringify({ type: "error", id: m.id, code: "internal", message: "status failed: boom" }) + "\n");
     });
     const c = await connect(path);
-    await assert.rejects(c.status(), (e: ControlError) => e.code === "internal" && e.message === "status failed: boom" && !e.retryable);
+    await assert.rejects(
+      c.status(),
+      (e: ControlError) => e.code === "internal" && e.message === "status failed: boom" && !e.retryable,
+    );
   });
 
   test("garbage-from-the-daemon-ends-the-connection-with-a-reason", async () => {
@@ -148,7 +157,14 @@ describe("requests", () => {
 
   test("a-daemon-error-not-tied-to-a-request-ends-the-connection-with-it", async () => {
     const path = await fakeDaemon((_m, sock) => {
-      sock.end(JSON.stringify({ type: "error", id: null, code: "bad-request", message: "line longer than 1048576 characters" }) + "\n");
+      sock.end(
+        JSON.stringify({
+          type: "error",
+          id: null,
+          code: "bad-request",
+          message: "line longer than 1048576 characters",
+        }) + "\n",
+      );
     });
     const c = await connect(path);
     await assert.rejects(c.status(), isCode("bad-request", /line longer/));

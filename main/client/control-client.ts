@@ -56,7 +56,8 @@ const CLIENT_NAME = "detour-client/0.1";
  * - protocol-violation: the daemon sent something this client cannot read (a version skew or a bug)
  * - cancelled: this client was closed while the call was pending; not a failure
  */
-export type ControlErrorCode = ErrorCode | "not-running" | "permission-denied" | "connection-lost" | "protocol-violation" | "cancelled";
+export type ControlErrorCode =
+  ErrorCode | "not-running" | "permission-denied" | "connection-lost" | "protocol-violation" | "cancelled";
 
 const RETRYABLE: Record<ControlErrorCode, boolean> = {
   "bad-request": false,
@@ -102,10 +103,16 @@ export interface ControlClientOptions {
 }
 
 /** Maps a failed connect(2) to what the user should know. */
-export function connectError(err: NodeJS.ErrnoException, path: string, group: string = DEFAULT_CONTROL_GROUP): ControlError {
+export function connectError(
+  err: NodeJS.ErrnoException,
+  path: string,
+  group: string = DEFAULT_CONTROL_GROUP,
+): ControlError {
   const code = err.code ?? "";
-  if (code === "ENOENT") return new ControlError("not-running", `detourd is not running (no socket at ${path})`, { cause: err });
-  if (code === "ECONNREFUSED") return new ControlError("not-running", `detourd is not running (nothing listens on ${path})`, { cause: err });
+  if (code === "ENOENT")
+    return new ControlError("not-running", `detourd is not running (no socket at ${path})`, { cause: err });
+  if (code === "ECONNREFUSED")
+    return new ControlError("not-running", `detourd is not running (nothing listens on ${path})`, { cause: err });
   if (code === "EACCES" || code === "EPERM") {
     return new ControlError(
       "permission-denied",
@@ -113,7 +120,11 @@ export function connectError(err: NodeJS.ErrnoException, path: string, group: st
       { cause: err },
     );
   }
-  return new ControlError("connection-lost", `cannot connect to detourd at ${path}: ${code === "" ? err.message : code}`, { cause: err });
+  return new ControlError(
+    "connection-lost",
+    `cannot connect to detourd at ${path}: ${code === "" ? err.message : code}`,
+    { cause: err },
+  );
 }
 
 interface Pending {
@@ -159,10 +170,17 @@ export class ControlClient {
     socket.on("data", (chunk: string) => {
       const { lines, overflow } = decoder.push(chunk);
       for (const line of lines) this.#onLine(line);
-      if (overflow) this.#end(new ControlError("protocol-violation", `detourd sent a line longer than ${decoder.maxLength} characters`));
+      if (overflow)
+        this.#end(
+          new ControlError("protocol-violation", `detourd sent a line longer than ${decoder.maxLength} characters`),
+        );
     });
     socket.on("error", (err: NodeJS.ErrnoException) => {
-      this.#end(new ControlError("connection-lost", `lost the connection to detourd: ${err.code ?? err.message}`, { cause: err }));
+      this.#end(
+        new ControlError("connection-lost", `lost the connection to detourd: ${err.code ?? err.message}`, {
+          cause: err,
+        }),
+      );
     });
     socket.on("close", () => {
       this.#end(new ControlError("connection-lost", "detourd closed the connection"));
@@ -185,7 +203,15 @@ export class ControlClient {
         else finish(new ControlError("protocol-violation", enc.reason));
       };
       const onError = (err: NodeJS.ErrnoException): void => {
-        finish(!connected ? connectError(err, path, opts.group) : new ControlError("connection-lost", `lost the connection to detourd during the hello: ${err.code ?? err.message}`, { cause: err }));
+        finish(
+          !connected
+            ? connectError(err, path, opts.group)
+            : new ControlError(
+                "connection-lost",
+                `lost the connection to detourd during the hello: ${err.code ?? err.message}`,
+                { cause: err },
+              ),
+        );
       };
       const onClose = (): void => {
         finish(new ControlError("connection-lost", "detourd closed the connection during the hello"));
@@ -200,10 +226,19 @@ export class ControlClient {
         if (first === undefined) return;
         const d = parseDaemonMessage(first);
         if (!d.ok) finish(new ControlError("protocol-violation", `detourd's hello is not valid: ${d.message}`));
-        else if (d.message.type === "error") finish(new ControlError(d.message.code, `detourd refused the hello: ${d.message.message}`));
-        else if (d.message.type !== "hello") finish(new ControlError("protocol-violation", `expected detourd's hello, got a ${d.message.type} message`));
-        else if (d.message.protocol !== PROTOCOL_VERSION) finish(new ControlError("unsupported-protocol", `detourd answered with protocol ${d.message.protocol}; this client speaks ${PROTOCOL_VERSION}`));
-        else if (lines.length > 1) finish(new ControlError("protocol-violation", "detourd sent messages before the hello was complete"));
+        else if (d.message.type === "error")
+          finish(new ControlError(d.message.code, `detourd refused the hello: ${d.message.message}`));
+        else if (d.message.type !== "hello")
+          finish(new ControlError("protocol-violation", `expected detourd's hello, got a ${d.message.type} message`));
+        else if (d.message.protocol !== PROTOCOL_VERSION)
+          finish(
+            new ControlError(
+              "unsupported-protocol",
+              `detourd answered with protocol ${d.message.protocol}; this client speaks ${PROTOCOL_VERSION}`,
+            ),
+          );
+        else if (lines.length > 1)
+          finish(new ControlError("protocol-violation", "detourd sent messages before the hello was complete"));
         else finish(null, d.message.daemon);
       };
       let settled = false;
@@ -269,7 +304,9 @@ export class ControlClient {
    * (not connected, another drill under way, nowhere to fail over to) is a result with verdict "refused".
    */
   drill(params: DrillParams = {}): Promise<DrillResult> {
-    return this.#request("drill", params, { timeoutMs: Math.max(DRILL_REQUEST_TIMEOUT_MS, this.#opts.requestTimeoutMs ?? 0) });
+    return this.#request("drill", params, {
+      timeoutMs: Math.max(DRILL_REQUEST_TIMEOUT_MS, this.#opts.requestTimeoutMs ?? 0),
+    });
   }
 
   /**
@@ -290,7 +327,13 @@ export class ControlClient {
     conn.#onPolicy = onPolicy ?? null;
     try {
       const snapshot = await conn.#request("subscribe");
-      return { snapshot, closed: conn.closed, close: () => { conn.close(); } };
+      return {
+        snapshot,
+        closed: conn.closed,
+        close: () => {
+          conn.close();
+        },
+      };
     } catch (e) {
       conn.close();
       throw e;
@@ -318,12 +361,22 @@ export class ControlClient {
     this.#socket.destroy();
   }
 
-  #request<C extends Command>(command: C, params?: C extends CommandWithParams ? CommandParams[C] : never, extra: { args?: Record<string, string | null>; timeoutMs?: number } = {}): Promise<CommandResults[C]> {
-    if (this.#ended) return Promise.reject(this.#endReason ?? new ControlError("cancelled", "the control connection was closed"));
+  #request<C extends Command>(
+    command: C,
+    params?: C extends CommandWithParams ? CommandParams[C] : never,
+    extra: { args?: Record<string, string | null>; timeoutMs?: number } = {},
+  ): Promise<CommandResults[C]> {
+    if (this.#ended)
+      return Promise.reject(this.#endReason ?? new ControlError("cancelled", "the control connection was closed"));
     const id = this.#nextId++;
     // Slow commands get the daemon's own bound plus a margin, so the daemon's typed timeout comes back first.
     const slow = SLOW_COMMAND_TIMEOUT_MS[command];
-    const timeoutMs = extra.timeoutMs ?? Math.max(this.#opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS, slow === undefined ? 0 : slow + SLOW_COMMAND_MARGIN_MS);
+    const timeoutMs =
+      extra.timeoutMs ??
+      Math.max(
+        this.#opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
+        slow === undefined ? 0 : slow + SLOW_COMMAND_MARGIN_MS,
+      );
     return new Promise<CommandResults[C]>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
@@ -331,9 +384,20 @@ export class ControlClient {
       }, timeoutMs);
       // The response's result is checked against this command's schema before it is resolved (#onLine).
       this.#pending.set(id, { command, resolve: resolve as (r: unknown) => void, reject, timer });
-      const enc = encodeLine({ type: "request", id, command, ...(params === undefined ? {} : { params }), ...(extra.args === undefined ? {} : { args: extra.args }) } as ClientMessage);
+      const enc = encodeLine({
+        type: "request",
+        id,
+        command,
+        ...(params === undefined ? {} : { params }),
+        ...(extra.args === undefined ? {} : { args: extra.args }),
+      } as ClientMessage);
       if (enc.ok) this.#socket.write(enc.line);
-      else this.#settle(id, { command, resolve: () => undefined, reject, timer }, new ControlError("protocol-violation", enc.reason));
+      else
+        this.#settle(
+          id,
+          { command, resolve: () => undefined, reject, timer },
+          new ControlError("protocol-violation", enc.reason),
+        );
     });
   }
 
@@ -365,7 +429,12 @@ export class ControlClient {
       case "response": {
         const p = this.#pending.get(m.id);
         if (p === undefined) return; // answered after its timeout: the caller has moved on
-        if (p.command !== m.command) this.#settle(m.id, p, new ControlError("protocol-violation", `asked for ${p.command}, detourd answered ${m.command}`));
+        if (p.command !== m.command)
+          this.#settle(
+            m.id,
+            p,
+            new ControlError("protocol-violation", `asked for ${p.command}, detourd answered ${m.command}`),
+          );
         else this.#settle(m.id, p, null, m.result);
         return;
       }

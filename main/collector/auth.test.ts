@@ -19,7 +19,10 @@ test("a-bad-tokens-file-names-the-entry-but-not-the-token", () => {
     () => TokenTable.parse(JSON.stringify({ tokens: [{ org: "acme", role: "admin", token: TOKEN }] })),
     (e: Error) => /tokens\.0/.test(e.message) && !e.message.includes(TOKEN),
   );
-  assert.throws(() => TokenTable.parse(JSON.stringify({ tokens: [{ org: "acme", role: "read", token: "short" }] })), /tokens\.0/);
+  assert.throws(
+    () => TokenTable.parse(JSON.stringify({ tokens: [{ org: "acme", role: "read", token: "short" }] })),
+    /tokens\.0/,
+  );
 });
 
 test("a-tokens-file-readable-by-others-is-refused", () => {
@@ -45,7 +48,13 @@ test("bearer-and-basic-headers-yield-the-token", () => {
 
 test("a-token-of-the-wrong-role-is-forbidden-not-unauthenticated", () => {
   const t = TokenTable.parse(JSON.stringify({ tokens: [{ org: "acme", role: "ingest", token: TOKEN }] }));
-  assert.throws(() => authenticate(t, `Bearer ${TOKEN}`, "read", null), (e: { status?: number }) => e.status === 403);
-  assert.throws(() => authenticate(t, "Bearer nope-nope-nope-nope", "ingest", null), (e: { status?: number }) => e.status === 401);
+  assert.throws(
+    () => authenticate(t, `Bearer ${TOKEN}`, "read", null),
+    (e: { status?: number }) => e.status === 403,
+  );
+  assert.throws(
+    () => authenticate(t, "Bearer nope-nope-nope-nope", "ingest", null),
+    (e: { status?: number }) => e.status === 401,
+  );
   assert.deepEqual(authenticate(t, `Bearer ${TOKEN}`, "ingest", { certOrg: "acme" }), { org: "acme", role: "ingest" });
 });

@@ -25,8 +25,16 @@ const TokensFileSchema = z.strictObject({
   tokens: z
     .array(
       z.union([
-        z.strictObject({ org: z.string().regex(ORG_PATTERN), role: z.enum(["ingest", "read"]), token: z.string().min(MIN_TOKEN_LENGTH) }),
-        z.strictObject({ org: z.string().regex(ORG_PATTERN), role: z.enum(["ingest", "read"]), sha256: z.string().regex(/^[0-9a-f]{64}$/) }),
+        z.strictObject({
+          org: z.string().regex(ORG_PATTERN),
+          role: z.enum(["ingest", "read"]),
+          token: z.string().min(MIN_TOKEN_LENGTH),
+        }),
+        z.strictObject({
+          org: z.string().regex(ORG_PATTERN),
+          role: z.enum(["ingest", "read"]),
+          sha256: z.string().regex(/^[0-9a-f]{64}$/),
+        }),
       ]),
     )
     .min(1),
@@ -42,7 +50,9 @@ export class TokenTable {
   readonly #byDigest: Map<string, Principal>;
 
   constructor(file: TokensFile) {
-    this.#byDigest = new Map(file.tokens.map((t) => ["token" in t ? sha256Hex(t.token) : t.sha256, { org: t.org, role: t.role }]));
+    this.#byDigest = new Map(
+      file.tokens.map((t) => ["token" in t ? sha256Hex(t.token) : t.sha256, { org: t.org, role: t.role }]),
+    );
   }
 
   /** Parses the tokens file's text; errors name the bad entry's path, never a token. */
@@ -55,7 +65,9 @@ export class TokenTable {
     }
     const r = TokensFileSchema.safeParse(raw);
     if (!r.success) {
-      throw new Error(`tokens file is invalid: ${r.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ")}`);
+      throw new Error(
+        `tokens file is invalid: ${r.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ")}`,
+      );
     }
     return new TokenTable(r.data);
   }
@@ -63,7 +75,8 @@ export class TokenTable {
   /** Reads the tokens file, refusing one that others than its owner may read (it holds credentials). */
   static load(path: string): TokenTable {
     const mode = statSync(path).mode & 0o777;
-    if ((mode & 0o077) !== 0) throw new Error(`tokens file ${path} has mode ${mode.toString(8)}; it holds credentials: chmod 600 it`);
+    if ((mode & 0o077) !== 0)
+      throw new Error(`tokens file ${path} has mode ${mode.toString(8)}; it holds credentials: chmod 600 it`);
     return TokenTable.parse(readFileSync(path, "utf8"));
   }
 
@@ -97,14 +110,29 @@ export function tokenOf(authorization: string | undefined): string | undefined {
  * client certificate, which must be the token's organisation: a token leaked from one organisation is useless
  * with another's certificate.
  */
-export function authenticate(tokens: TokenTable, authorization: string | undefined, role: Role, mtls: { certOrg: string | null } | null): Principal {
+export function authenticate(
+  tokens: TokenTable,
+  authorization: string | undefined,
+  role: Role,
+  mtls: { certOrg: string | null } | null,
+): Principal {
   const token = tokenOf(authorization);
-  if (token === undefined) throw new IngestError(401, "unauthenticated", "missing credentials: send Authorization: Bearer <token>");
+  if (token === undefined)
+    throw new IngestError(401, "unauthenticated", "missing credentials: send Authorization: Bearer <token>");
   const p = tokens.lookup(token);
   if (p === undefined) throw new IngestError(401, "unauthenticated", "unknown token");
-  if (p.role !== role) throw new IngestError(403, "forbidden", `this token may ${p.role === "ingest" ? "only send telemetry" : "only read"}; this endpoint needs a ${role} token`);
+  if (p.role !== role)
+    throw new IngestError(
+      403,
+      "forbidden",
+      `this token may ${p.role === "ingest" ? "only send telemetry" : "only read"}; this endpoint needs a ${role} token`,
+    );
   if (mtls !== null && mtls.certOrg !== p.org) {
-    throw new IngestError(403, "forbidden", `the client certificate belongs to ${mtls.certOrg === null ? "no organisation" : `organisation "${mtls.certOrg}"`}, not to the token's`);
+    throw new IngestError(
+      403,
+      "forbidden",
+      `the client certificate belongs to ${mtls.certOrg === null ? "no organisation" : `organisation "${mtls.certOrg}"`}, not to the token's`,
+    );
   }
   return p;
 }

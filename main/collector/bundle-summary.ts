@@ -17,7 +17,10 @@ export function bundleSummary(gz: Uint8Array): { ok: true; html: string } | { ok
   try {
     tarBytes = gunzipSync(gz, { maxOutputLength: MAX_UNPACKED_BYTES });
   } catch (e) {
-    return { ok: false, message: `not a gzip file within ${MAX_UNPACKED_BYTES} bytes unpacked: ${(e as Error).message}` };
+    return {
+      ok: false,
+      message: `not a gzip file within ${MAX_UNPACKED_BYTES} bytes unpacked: ${(e as Error).message}`,
+    };
   }
   // Set from the parser's callbacks; a holder object, because the checker cannot see callbacks run synchronously.
   const found: { html: string | null; problem: string | null } = { html: null, problem: null };

@@ -33,7 +33,14 @@ let store: CollectorStore;
 let handle: Handler;
 beforeEach(() => {
   store = CollectorStore.open(":memory:");
-  const tokens = TokenTable.parse(JSON.stringify({ tokens: [{ org: "acme", role: "ingest", token: INGEST }, { org: "acme", role: "read", token: READ }] }));
+  const tokens = TokenTable.parse(
+    JSON.stringify({
+      tokens: [
+        { org: "acme", role: "ingest", token: INGEST },
+        { org: "acme", role: "read", token: READ },
+      ],
+    }),
+  );
   handle = createHandler({ store, tokens, now: () => 1_795_000_000_000, retentionMs: 30 * 86_400_000 });
 });
 
@@ -48,7 +55,8 @@ function upload(body: Buffer, over: Record<string, string> = {}): ReturnType<Han
   };
   return handle({ method: "POST", url: "/v1/diagnostics", headers, body });
 }
-const text = (r: { body: string | Uint8Array }): string => (typeof r.body === "string" ? r.body : Buffer.from(r.body).toString("utf8"));
+const text = (r: { body: string | Uint8Array }): string =>
+  typeof r.body === "string" ? r.body : Buffer.from(r.body).toString("utf8");
 
 test("a-bundle-is-stored-once-listed-per-device-and-its-summary-served-to-readers-only", () => {
   const b = bundleBytes("<html><body><h1>Connected to gw1</h1></body></html>");
@@ -57,15 +65,32 @@ test("a-bundle-is-stored-once-listed-per-device-and-its-summary-served-to-reader
   const { id, url, duplicate } = JSON.parse(text(r)) as { id: string; url: string; duplicate: boolean };
   assert.equal(duplicate, false);
   assert.equal(url, `/bundles/${id}/summary`);
-  assert.equal((JSON.parse(text(upload(b))) as { id: string; duplicate: boolean }).duplicate, true, "a retried upload finds the first copy");
-  assert.deepEqual(store.bundles("acme", "laptop-alice").map((x) => x.id), [id]);
+  assert.equal(
+    (JSON.parse(text(upload(b))) as { id: string; duplicate: boolean }).duplicate,
+    true,
+    "a retried upload finds the first copy",
+  );
+  assert.deepEqual(
+    store.bundles("acme", "laptop-alice").map((x) => x.id),
+    [id],
+  );
   const page = handle({ method: "GET", url, headers: { authorization: `Bearer ${READ}` }, body: new Uint8Array() });
   assert.equal(page.status, 200);
   assert.match(text(page), /Connected to gw1/);
   assert.match(page.headers["content-security-policy"] ?? "", /script-src 'none'|default-src/);
-  const asAgent = handle({ method: "GET", url, headers: { authorization: `Bearer ${INGEST}` }, body: new Uint8Array() });
+  const asAgent = handle({
+    method: "GET",
+    url,
+    headers: { authorization: `Bearer ${INGEST}` },
+    body: new Uint8Array(),
+  });
   assert.equal(asAgent.status, 403, "an agent's token cannot read bundles");
-  const download = handle({ method: "GET", url: `/bundles/${id}`, headers: { authorization: `Bearer ${READ}` }, body: new Uint8Array() });
+  const download = handle({
+    method: "GET",
+    url: `/bundles/${id}`,
+    headers: { authorization: `Bearer ${READ}` },
+    body: new Uint8Array(),
+  });
   assert.deepEqual(Buffer.from(download.body as Uint8Array), b);
 });
 

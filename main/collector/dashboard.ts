@@ -17,10 +17,16 @@ const TIMELINE_LIMIT = 200;
 /** Charts are drawn from at most this many points (evenly sampled) so a page stays small. */
 const CHART_MAX_POINTS = 600;
 
-export const DASHBOARD_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+export const DASHBOARD_CSP =
+  "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 export function escapeHtml(s: string): string {
-  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+  return s
+    .replace(/&/g, "&amp;")
+    .replace(/</g, "&lt;")
+    .replace(/>/g, "&gt;")
+    .replace(/"/g, "&quot;")
+    .replace(/'/g, "&#39;");
 }
 
 function h(s: string | number | null | undefined): string {
@@ -80,7 +86,9 @@ function fleetTable(agents: AgentRow[], nowMs: number, windowMs: number): string
 function gatewayTable(health: GatewayHealth[]): string {
   if (health.length === 0) return `<p class="muted">No gateway data in this window.</p>`;
   const rows = health.map(
-    (g) => `<tr class="gateway"><td>${h(g.gateway)}</td><td class="num">${g.agentsConnected}</td><td class="num">${g.agentsReporting}</td>
+    (
+      g,
+    ) => `<tr class="gateway"><td>${h(g.gateway)}</td><td class="num">${g.agentsConnected}</td><td class="num">${g.agentsReporting}</td>
 <td class="num">${fmt(g.rttMeanMs)}</td><td class="num">${fmt(g.lossMeanPercent)}</td><td class="num${g.failoversAway > 0 ? " bad" : ""}">${g.failoversAway}</td>
 <td class="num">${g.failoversTo}</td><td>${h(g.topReason)}</td></tr>`,
   );
@@ -103,7 +111,9 @@ function timeline(failovers: FailoverRow[], nowMs: number, windowMs: number, wit
   const axis = `<text x="10" y="${H - 2}" font-size="10">${h(iso(from))}</text><text x="${W - 10}" y="${H - 2}" font-size="10" text-anchor="end">now</text>`;
   const legend = reasons.map((r) => `<span style="color:${colour(r)}">■</span> ${h(r)}`).join(" &nbsp; ");
   const rows = failovers.map(
-    (f) => `<tr class="failover"><td>${h(iso(f.tsMs))}</td>${withDevice ? `<td>${agentLink(f.deviceId, windowMs)}</td>` : ""}<td>${h(f.from)}${f.fromProtocol === null ? "" : `/${h(f.fromProtocol)}`}</td>
+    (
+      f,
+    ) => `<tr class="failover"><td>${h(iso(f.tsMs))}</td>${withDevice ? `<td>${agentLink(f.deviceId, windowMs)}</td>` : ""}<td>${h(f.from)}${f.fromProtocol === null ? "" : `/${h(f.fromProtocol)}`}</td>
 <td>${h(f.to)}${f.toProtocol === null ? "" : `/${h(f.toProtocol)}`}</td><td>${h(f.reason)}</td><td class="num">${h(f.detectedAfterMs)}</td><td class="num">${h(f.restoredAfterMs)}</td></tr>`,
   );
   return `<svg width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="failover timeline">${marks.join("")}${axis}</svg><p>${legend}</p>
@@ -115,7 +125,8 @@ export function lineChart(points: SeriesPoint[], nowMs: number, windowMs: number
   const W = 900;
   const H = 180;
   const PAD = 34;
-  if (points.length === 0) return `<p class="muted">No ${escapeHtml(label)} data in the last ${windowLabel(windowMs)}.</p>`;
+  if (points.length === 0)
+    return `<p class="muted">No ${escapeHtml(label)} data in the last ${windowLabel(windowMs)}.</p>`;
   const step = Math.max(1, Math.ceil(points.length / CHART_MAX_POINTS));
   const sampled = points.filter((_, i) => i % step === 0);
   const from = nowMs - windowMs;
@@ -125,10 +136,14 @@ export function lineChart(points: SeriesPoint[], nowMs: number, windowMs: number
   const gateways = [...new Set(sampled.map((p) => p.gateway ?? "?"))].sort();
   const palette = ["#1f5fbf", "#b3261e", "#176d2c", "#9a6700", "#6b3fa0"];
   const lines = gateways.map((g, i) => {
-    const pts = sampled.filter((p) => (p.gateway ?? "?") === g).map((p) => `${x(p.tsMs).toFixed(1)},${y(p.value).toFixed(1)}`);
+    const pts = sampled
+      .filter((p) => (p.gateway ?? "?") === g)
+      .map((p) => `${x(p.tsMs).toFixed(1)},${y(p.value).toFixed(1)}`);
     return `<polyline fill="none" stroke="${palette[i % palette.length] ?? "#555"}" stroke-width="1.5" points="${pts.join(" ")}"><title>${h(g)}</title></polyline>`;
   });
-  const legend = gateways.map((g, i) => `<span style="color:${palette[i % palette.length] ?? "#555"}">■</span> ${h(g)}`).join(" &nbsp; ");
+  const legend = gateways
+    .map((g, i) => `<span style="color:${palette[i % palette.length] ?? "#555"}">■</span> ${h(g)}`)
+    .join(" &nbsp; ");
   const grid = [0, 0.5, 1].map((f) => {
     const v = (max / 1.1) * f;
     return `<line x1="${PAD}" x2="${W - 10}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#e4e4e4"/><text x="${PAD - 4}" y="${(y(v) + 3).toFixed(1)}" font-size="10" text-anchor="end">${v.toFixed(v < 10 ? 1 : 0)}</text>`;
@@ -152,7 +167,13 @@ export function fleetPage(store: CollectorStore, org: string, nowMs: number, win
   );
 }
 
-export function agentPage(store: CollectorStore, org: string, agent: AgentRow, nowMs: number, windowMs: number): string {
+export function agentPage(
+  store: CollectorStore,
+  org: string,
+  agent: AgentRow,
+  nowMs: number,
+  windowMs: number,
+): string {
   const since = nowMs - windowMs;
   const rtt = store.series(org, agent.deviceId, METRIC.rtt, since);
   const loss = store.series(org, agent.deviceId, METRIC.loss, since);
@@ -170,6 +191,9 @@ export function agentPage(store: CollectorStore, org: string, agent: AgentRow, n
 
 function bundleList(rows: readonly BundleRow[], nowMs: number): string {
   if (rows.length === 0) return "<p>none uploaded</p>";
-  const items = rows.map((b) => `<li><a href="/bundles/${h(b.id)}/summary">${h(b.name)}</a> · ${Math.round(b.bytes / 1024)} KiB · ${ago(nowMs, b.receivedMs)} · <a href="/bundles/${h(b.id)}">download</a></li>`);
+  const items = rows.map(
+    (b) =>
+      `<li><a href="/bundles/${h(b.id)}/summary">${h(b.name)}</a> · ${Math.round(b.bytes / 1024)} KiB · ${ago(nowMs, b.receivedMs)} · <a href="/bundles/${h(b.id)}">download</a></li>`,
+  );
   return `<ul>${items.join("")}</ul>`;
 }

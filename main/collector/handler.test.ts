@@ -2,7 +2,13 @@
 import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
 import { beforeEach, describe, test } from "node:test";
-import { plainLogs, plainMetrics, sdkLogsBatch, sdkMetricsBatch, type AgentIdentity } from "../../test/fakes/otlp-samples.ts";
+import {
+  plainLogs,
+  plainMetrics,
+  sdkLogsBatch,
+  sdkMetricsBatch,
+  type AgentIdentity,
+} from "../../test/fakes/otlp-samples.ts";
 import { TokenTable } from "./auth.ts";
 import { createHandler, MAX_BODY_BYTES, type CollectorRequest, type Handler } from "./handler.ts";
 import { MAX_DECODED_BYTES, decodeStatus, encodeRequest } from "./otlp.ts";
@@ -35,15 +41,29 @@ beforeEach(() => {
   handle = createHandler({ store, tokens, now: () => clock, retentionMs: RETENTION_MS });
 });
 
-function post(path: string, body: Uint8Array | string, opts: { token?: string | null; type?: string; encoding?: string } = {}): ReturnType<Handler> {
+function post(
+  path: string,
+  body: Uint8Array | string,
+  opts: { token?: string | null; type?: string; encoding?: string } = {},
+): ReturnType<Handler> {
   const headers: Record<string, string> = { "content-type": opts.type ?? "application/x-protobuf" };
   if (opts.token !== null) headers.authorization = `Bearer ${opts.token ?? INGEST}`;
   if (opts.encoding !== undefined) headers["content-encoding"] = opts.encoding;
   return handle({ method: "POST", url: path, headers, body: typeof body === "string" ? Buffer.from(body) : body });
 }
 
-function get(url: string, authorization: string | null = `Bearer ${READ}`, extra: Partial<CollectorRequest> = {}): ReturnType<Handler> {
-  return handle({ method: "GET", url, headers: authorization === null ? {} : { authorization }, body: new Uint8Array(), ...extra });
+function get(
+  url: string,
+  authorization: string | null = `Bearer ${READ}`,
+  extra: Partial<CollectorRequest> = {},
+): ReturnType<Handler> {
+  return handle({
+    method: "GET",
+    url,
+    headers: authorization === null ? {} : { authorization },
+    body: new Uint8Array(),
+    ...extra,
+  });
 }
 
 function text(r: { body: string | Uint8Array }): string {
@@ -62,19 +82,44 @@ describe("ingest of what the OpenTelemetry SDK sends", () => {
   for (const format of ["protobuf", "json"] as const) {
     test(`sdk-${format}-metrics-and-events-are-stored-and-shown`, async () => {
       const type = format === "json" ? "application/json" : "application/x-protobuf";
-      const m = post("/v1/metrics", await sdkMetricsBatch(alice, { gateway: "gw1", protocol: "wireguard", rttMs: [10, 12, 14, 16], lossPercent: 2.5 }, format), { type });
+      const m = post(
+        "/v1/metrics",
+        await sdkMetricsBatch(
+          alice,
+          { gateway: "gw1", protocol: "wireguard", rttMs: [10, 12, 14, 16], lossPercent: 2.5 },
+          format,
+        ),
+        { type },
+      );
       assert.equal(m.status, 200, statusMessage(m));
       assert.equal(m.headers["content-type"], type);
       assert.deepEqual(m.outcome.stored, { points: 4, events: 0 }, "rtt, loss, jitter and rx_bytes: one point each");
       const rtt = store.series("acme", "laptop-alice", "detour.tunnel.rtt", 0);
       assert.equal(rtt.length, 1);
-      assert.deepEqual([rtt[0]?.value, rtt[0]?.gateway], [13, "gw1"], "the histogram is stored as its mean, with its gateway");
+      assert.deepEqual(
+        [rtt[0]?.value, rtt[0]?.gateway],
+        [13, "gw1"],
+        "the histogram is stored as its mean, with its gateway",
+      );
 
       const l = post(
         "/v1/logs",
         await sdkLogsBatch(
           { ...alice, batchId: "l-1" },
-          { failovers: [{ from: "gw1", fromProtocol: "wireguard", to: "gw2", toProtocol: "ikev2", reason: "dead", detectedAfterMs: 612, restoredAfterMs: 790 }], state: { state: "connected", gateway: "gw2", protocol: "ikev2" } },
+          {
+            failovers: [
+              {
+                from: "gw1",
+                fromProtocol: "wireguard",
+                to: "gw2",
+                toProtocol: "ikev2",
+                reason: "dead",
+                detectedAfterMs: 612,
+                restoredAfterMs: 790,
+              },
+            ],
+            state: { state: "connected", gateway: "gw2", protocol: "ikev2" },
+          },
           format,
         ),
         { type },
@@ -82,21 +127,34 @@ describe("ingest of what the OpenTelemetry SDK sends", () => {
       assert.equal(l.status, 200, statusMessage(l));
       assert.deepEqual(l.outcome.stored, { points: 0, events: 2 });
       const [agent] = store.fleet("acme");
-      assert.deepEqual([agent?.deviceId, agent?.state, agent?.gateway, agent?.protocol, agent?.serviceVersion], ["laptop-alice", "connected", "gw2", "ikev2", "0.1.0"]);
+      assert.deepEqual(
+        [agent?.deviceId, agent?.state, agent?.gateway, agent?.protocol, agent?.serviceVersion],
+        ["laptop-alice", "connected", "gw2", "ikev2", "0.1.0"],
+      );
       const [fo] = store.failovers("acme", 0, 10);
-      assert.deepEqual([fo?.from, fo?.to, fo?.reason, fo?.detectedAfterMs, fo?.restoredAfterMs], ["gw1", "gw2", "dead", 612, 790]);
+      assert.deepEqual(
+        [fo?.from, fo?.to, fo?.reason, fo?.detectedAfterMs, fo?.restoredAfterMs],
+        ["gw1", "gw2", "dead", 612, 790],
+      );
     });
   }
 
   test("unknown-metrics-and-events-are-reported-as-partial-success-not-stored", async () => {
-    const r = post("/v1/logs", await sdkLogsBatch({ ...alice, batchId: "l-9" }, { other: "app.started" }, "json"), { type: "application/json" });
+    const r = post("/v1/logs", await sdkLogsBatch({ ...alice, batchId: "l-9" }, { other: "app.started" }, "json"), {
+      type: "application/json",
+    });
     assert.equal(r.status, 200);
     const body = JSON.parse(text(r)) as { partialSuccess?: { rejectedLogRecords?: number; errorMessage?: string } };
-    assert.deepEqual(body.partialSuccess, { rejectedLogRecords: 1, errorMessage: "not stored: unknown to Detour's collector: app.started" });
+    assert.deepEqual(body.partialSuccess, {
+      rejectedLogRecords: 1,
+      errorMessage: "not stored: unknown to Detour's collector: app.started",
+    });
   });
 
   test("gzip-bodies-are-accepted", async () => {
-    const body = gzipSync(await sdkMetricsBatch(alice, { gateway: "gw1", protocol: "wireguard", rttMs: [5], lossPercent: 0 }, "protobuf"));
+    const body = gzipSync(
+      await sdkMetricsBatch(alice, { gateway: "gw1", protocol: "wireguard", rttMs: [5], lossPercent: 0 }, "protobuf"),
+    );
     const r = post("/v1/metrics", body, { encoding: "gzip" });
     assert.equal(r.status, 200, statusMessage(r));
   });
@@ -104,7 +162,11 @@ describe("ingest of what the OpenTelemetry SDK sends", () => {
 
 describe("bad input gets a 4xx that says what was wrong", () => {
   test("no-token-is-401-and-nothing-is-stored", async () => {
-    const r = post("/v1/metrics", await sdkMetricsBatch(alice, { gateway: "gw1", protocol: "wireguard", rttMs: [5], lossPercent: 0 }, "protobuf"), { token: null });
+    const r = post(
+      "/v1/metrics",
+      await sdkMetricsBatch(alice, { gateway: "gw1", protocol: "wireguard", rttMs: [5], lossPercent: 0 }, "protobuf"),
+      { token: null },
+    );
     assert.equal(r.status, 401);
     assert.match(r.headers["www-authenticate"] ?? "", /^Bearer/);
     assert.match(statusMessage(r), /unauthenticated: missing credentials/);
@@ -139,9 +201,13 @@ describe("bad input gets a 4xx that says what was wrong", () => {
   });
 
   test("a-batch-without-device-or-batch-id-is-400-naming-the-attribute", () => {
-    const req = plainMetrics(alice, [{ tsMs: clock, gateway: "gw1", protocol: "wireguard", rttMs: 10, lossPercent: 0 }]);
+    const req = plainMetrics(alice, [
+      { tsMs: clock, gateway: "gw1", protocol: "wireguard", rttMs: 10, lossPercent: 0 },
+    ]);
     const attrs = req.resourceMetrics?.[0]?.resource?.attributes ?? [];
-    req.resourceMetrics = [{ ...req.resourceMetrics?.[0], resource: { attributes: attrs.filter((a) => a.key !== "detour.batch.id") } }];
+    req.resourceMetrics = [
+      { ...req.resourceMetrics?.[0], resource: { attributes: attrs.filter((a) => a.key !== "detour.batch.id") } },
+    ];
     const r = post("/v1/metrics", encodeRequest("metrics", req));
     assert.equal(r.status, 400);
     assert.match(statusMessage(r), /missing-attribute: resource 0 has no detour\.batch\.id/);
@@ -165,14 +231,23 @@ describe("bad input gets a 4xx that says what was wrong", () => {
   });
 
   test("records-far-in-the-future-are-refused-as-clock-skew", () => {
-    const r = post("/v1/metrics", encodeRequest("metrics", plainMetrics(alice, [{ tsMs: clock + DAY, gateway: "gw1", protocol: "wireguard", rttMs: 10, lossPercent: 0 }])));
+    const r = post(
+      "/v1/metrics",
+      encodeRequest(
+        "metrics",
+        plainMetrics(alice, [{ tsMs: clock + DAY, gateway: "gw1", protocol: "wireguard", rttMs: 10, lossPercent: 0 }]),
+      ),
+    );
     assert.equal(r.status, 400);
     assert.match(statusMessage(r), /clock-skew/);
   });
 
   test("a-bad-request-does-not-disturb-the-next-one", async () => {
     assert.equal(post("/v1/metrics", "garbage").status, 400);
-    const ok = post("/v1/metrics", await sdkMetricsBatch(bob, { gateway: "gw3", protocol: "anyconnect", rttMs: [30], lossPercent: 1 }, "protobuf"));
+    const ok = post(
+      "/v1/metrics",
+      await sdkMetricsBatch(bob, { gateway: "gw3", protocol: "anyconnect", rttMs: [30], lossPercent: 1 }, "protobuf"),
+    );
     assert.equal(ok.status, 200);
   });
 
@@ -185,17 +260,28 @@ describe("bad input gets a 4xx that says what was wrong", () => {
 
 describe("replay and idempotency", () => {
   test("a-redelivered-batch-is-409-and-stored-once", async () => {
-    const body = await sdkMetricsBatch(alice, { gateway: "gw1", protocol: "wireguard", rttMs: [10], lossPercent: 0 }, "protobuf");
+    const body = await sdkMetricsBatch(
+      alice,
+      { gateway: "gw1", protocol: "wireguard", rttMs: [10], lossPercent: 0 },
+      "protobuf",
+    );
     assert.equal(post("/v1/metrics", body).status, 200);
     const again = post("/v1/metrics", body);
     assert.equal(again.status, 409);
-    assert.match(statusMessage(again), /^duplicate-batch: batch m-1 of device laptop-alice \(metrics\) was stored at .*; it is not stored again$/);
+    assert.match(
+      statusMessage(again),
+      /^duplicate-batch: batch m-1 of device laptop-alice \(metrics\) was stored at .*; it is not stored again$/,
+    );
     assert.equal(store.series("acme", "laptop-alice", "detour.tunnel.rtt", 0).length, 1, "stored once");
   });
 
   test("a-reused-batch-id-with-other-content-is-409-and-says-so", () => {
-    const one = plainMetrics(alice, [{ tsMs: clock, gateway: "gw1", protocol: "wireguard", rttMs: 10, lossPercent: 0 }]);
-    const two = plainMetrics(alice, [{ tsMs: clock, gateway: "gw1", protocol: "wireguard", rttMs: 99, lossPercent: 0 }]);
+    const one = plainMetrics(alice, [
+      { tsMs: clock, gateway: "gw1", protocol: "wireguard", rttMs: 10, lossPercent: 0 },
+    ]);
+    const two = plainMetrics(alice, [
+      { tsMs: clock, gateway: "gw1", protocol: "wireguard", rttMs: 99, lossPercent: 0 },
+    ]);
     assert.equal(post("/v1/metrics", encodeRequest("metrics", one)).status, 200);
     const r = post("/v1/metrics", encodeRequest("metrics", two));
     assert.equal(r.status, 409);
@@ -203,15 +289,42 @@ describe("replay and idempotency", () => {
   });
 
   test("batch-ids-are-per-device-signal-and-organisation", async () => {
-    const m = await sdkMetricsBatch(alice, { gateway: "gw1", protocol: "wireguard", rttMs: [10], lossPercent: 0 }, "protobuf");
+    const m = await sdkMetricsBatch(
+      alice,
+      { gateway: "gw1", protocol: "wireguard", rttMs: [10], lossPercent: 0 },
+      "protobuf",
+    );
     assert.equal(post("/v1/metrics", m).status, 200);
-    assert.equal(post("/v1/metrics", m, { token: OTHER_ORG_INGEST }).status, 200, "another organisation's device may use the same ids");
-    assert.equal(post("/v1/metrics", await sdkMetricsBatch(bob, { gateway: "gw1", protocol: "wireguard", rttMs: [10], lossPercent: 0 }, "protobuf")).status, 200);
-    assert.equal(post("/v1/logs", encodeRequest("logs", plainLogs(alice, [{ tsMs: clock, state: { state: "connected", gateway: "gw1", protocol: "wireguard" } }])), {}).status, 200, "logs batch m-1 is not metrics batch m-1");
+    assert.equal(
+      post("/v1/metrics", m, { token: OTHER_ORG_INGEST }).status,
+      200,
+      "another organisation's device may use the same ids",
+    );
+    assert.equal(
+      post(
+        "/v1/metrics",
+        await sdkMetricsBatch(bob, { gateway: "gw1", protocol: "wireguard", rttMs: [10], lossPercent: 0 }, "protobuf"),
+      ).status,
+      200,
+    );
+    assert.equal(
+      post(
+        "/v1/logs",
+        encodeRequest(
+          "logs",
+          plainLogs(alice, [{ tsMs: clock, state: { state: "connected", gateway: "gw1", protocol: "wireguard" } }]),
+        ),
+        {},
+      ).status,
+      200,
+      "logs batch m-1 is not metrics batch m-1",
+    );
   });
 
   test("a-batch-older-than-retention-is-refused-as-stale-so-a-forgotten-id-cannot-be-replayed", () => {
-    const old = plainMetrics(alice, [{ tsMs: clock - RETENTION_MS - DAY, gateway: "gw1", protocol: "wireguard", rttMs: 10, lossPercent: 0 }]);
+    const old = plainMetrics(alice, [
+      { tsMs: clock - RETENTION_MS - DAY, gateway: "gw1", protocol: "wireguard", rttMs: 10, lossPercent: 0 },
+    ]);
     const r = post("/v1/metrics", encodeRequest("metrics", old));
     assert.equal(r.status, 400);
     assert.match(statusMessage(r), /stale-batch/);
@@ -221,13 +334,34 @@ describe("replay and idempotency", () => {
 describe("retention", () => {
   test("data-batch-ids-and-silent-agents-go-after-the-retention-window", () => {
     const t0 = clock;
-    assert.equal(post("/v1/metrics", encodeRequest("metrics", plainMetrics(alice, [{ tsMs: t0, gateway: "gw1", protocol: "wireguard", rttMs: 10, lossPercent: 0 }]))).status, 200);
+    assert.equal(
+      post(
+        "/v1/metrics",
+        encodeRequest(
+          "metrics",
+          plainMetrics(alice, [{ tsMs: t0, gateway: "gw1", protocol: "wireguard", rttMs: 10, lossPercent: 0 }]),
+        ),
+      ).status,
+      200,
+    );
     clock = t0 + 20 * DAY;
-    assert.equal(post("/v1/metrics", encodeRequest("metrics", plainMetrics(bob, [{ tsMs: clock, gateway: "gw2", protocol: "ikev2", rttMs: 20, lossPercent: 0 }]))).status, 200);
+    assert.equal(
+      post(
+        "/v1/metrics",
+        encodeRequest(
+          "metrics",
+          plainMetrics(bob, [{ tsMs: clock, gateway: "gw2", protocol: "ikev2", rttMs: 20, lossPercent: 0 }]),
+        ),
+      ).status,
+      200,
+    );
     clock = t0 + RETENTION_MS + DAY;
     const report = store.prune(clock - RETENTION_MS);
     assert.deepEqual(report, { bundles: 0, batches: 1, points: 2, events: 0, agents: 1 });
-    assert.deepEqual(store.fleet("acme").map((a) => a.deviceId), ["laptop-bob"]);
+    assert.deepEqual(
+      store.fleet("acme").map((a) => a.deviceId),
+      ["laptop-bob"],
+    );
   });
 });
 
@@ -235,18 +369,42 @@ describe("dashboard and /metrics", () => {
   beforeEach(() => {
     const t = clock - 60_000;
     const send = (id: AgentIdentity, token = INGEST): void => {
-      const r = post("/v1/metrics", encodeRequest("metrics", plainMetrics(id, [
-        { tsMs: t, gateway: "gw1", protocol: "wireguard", rttMs: 40, lossPercent: 8 },
-        { tsMs: t + 30_000, gateway: "gw2", protocol: "ikev2", rttMs: 20, lossPercent: 0 },
-      ])), { token });
+      const r = post(
+        "/v1/metrics",
+        encodeRequest(
+          "metrics",
+          plainMetrics(id, [
+            { tsMs: t, gateway: "gw1", protocol: "wireguard", rttMs: 40, lossPercent: 8 },
+            { tsMs: t + 30_000, gateway: "gw2", protocol: "ikev2", rttMs: 20, lossPercent: 0 },
+          ]),
+        ),
+        { token },
+      );
       assert.equal(r.status, 200, statusMessage(r));
     };
     send(alice);
     send(bob);
     send({ deviceId: "globex-host", batchId: "1" }, OTHER_ORG_INGEST);
-    const fo = { from: "gw1", fromProtocol: "wireguard", to: "gw2", toProtocol: "ikev2", reason: "brownout-loss", detectedAfterMs: 1500, restoredAfterMs: 1800 };
+    const fo = {
+      from: "gw1",
+      fromProtocol: "wireguard",
+      to: "gw2",
+      toProtocol: "ikev2",
+      reason: "brownout-loss",
+      detectedAfterMs: 1500,
+      restoredAfterMs: 1800,
+    };
     for (const id of [alice, bob]) {
-      const r = post("/v1/logs", encodeRequest("logs", plainLogs({ ...id, batchId: "l-1" }, [{ tsMs: t + 20_000, failover: fo }, { tsMs: t + 20_001, state: { state: "connected", gateway: "gw2", protocol: "ikev2" } }])));
+      const r = post(
+        "/v1/logs",
+        encodeRequest(
+          "logs",
+          plainLogs({ ...id, batchId: "l-1" }, [
+            { tsMs: t + 20_000, failover: fo },
+            { tsMs: t + 20_001, state: { state: "connected", gateway: "gw2", protocol: "ikev2" } },
+          ]),
+        ),
+      );
       assert.equal(r.status, 200, statusMessage(r));
     }
   });
@@ -260,7 +418,11 @@ describe("dashboard and /metrics", () => {
     assert.match(html, /laptop-bob/);
     assert.doesNotMatch(html, /globex-host/, "another organisation's agents never show");
     assert.equal((html.match(/<tr class="agent">/g) ?? []).length, 2);
-    assert.match(html, /<tr class="gateway"><td>gw1<\/td><td class="num">0<\/td><td class="num">2<\/td>\s*<td class="num">40\.0<\/td><td class="num">8\.0<\/td><td class="num bad">2<\/td>\s*<td class="num">0<\/td><td>brownout-loss<\/td>/, "gw1: two agents failed away from it");
+    assert.match(
+      html,
+      /<tr class="gateway"><td>gw1<\/td><td class="num">0<\/td><td class="num">2<\/td>\s*<td class="num">40\.0<\/td><td class="num">8\.0<\/td><td class="num bad">2<\/td>\s*<td class="num">0<\/td><td>brownout-loss<\/td>/,
+      "gw1: two agents failed away from it",
+    );
     assert.equal((html.match(/<tr class="failover">/g) ?? []).length, 2);
     assert.doesNotMatch(html, /<script|https?:\/\/(?!www\.w3)/, "no script and no external fetch");
   });
@@ -283,7 +445,26 @@ describe("dashboard and /metrics", () => {
 
   test("html-in-device-ids-is-escaped", () => {
     // device ids are restricted by the contract, but gateway names and reasons are free text
-    const r = post("/v1/logs", encodeRequest("logs", plainLogs({ deviceId: "x", batchId: "1" }, [{ tsMs: clock, failover: { from: "<img src=x>", fromProtocol: "wireguard", to: "gw2", toProtocol: "ikev2", reason: "\"><script>", detectedAfterMs: 1, restoredAfterMs: 2 } }])));
+    const r = post(
+      "/v1/logs",
+      encodeRequest(
+        "logs",
+        plainLogs({ deviceId: "x", batchId: "1" }, [
+          {
+            tsMs: clock,
+            failover: {
+              from: "<img src=x>",
+              fromProtocol: "wireguard",
+              to: "gw2",
+              toProtocol: "ikev2",
+              reason: '"><script>',
+              detectedAfterMs: 1,
+              restoredAfterMs: 2,
+            },
+          },
+        ]),
+      ),
+    );
     assert.equal(r.status, 200);
     const html = text(get("/"));
     assert.doesNotMatch(html, /<img src=x>|<script>/);
@@ -301,7 +482,11 @@ describe("dashboard and /metrics", () => {
     assert.match(body, /^detour_gateway_rtt_ms\{gateway="gw1"\} 40$/m);
     assert.match(body, /^detour_gateway_loss_percent\{gateway="gw1"\} 8$/m);
     assert.match(body, /^detour_failovers_last_hour\{from="gw1",to="gw2",reason="brownout-loss"\} 2$/m);
-    assert.equal(get("/metrics", null).headers["www-authenticate"]?.startsWith("Bearer"), true, "Prometheus gets a Bearer challenge");
+    assert.equal(
+      get("/metrics", null).headers["www-authenticate"]?.startsWith("Bearer"),
+      true,
+      "Prometheus gets a Bearer challenge",
+    );
   });
 
   test("under-mtls-the-certificate-must-belong-to-the-tokens-organisation", () => {

@@ -18,7 +18,16 @@ import { BATCH_HEADER } from "../core/telemetry/names.ts";
 import { toBatch } from "./ingest-contract.ts";
 import { bundleSummary } from "./bundle-summary.ts";
 import { createHash } from "node:crypto";
-import { contentTypeOf, decodeRequest, decompress, encodeResponse, encodeStatus, encodingOf, type Encoding, type Signal } from "./otlp.ts";
+import {
+  contentTypeOf,
+  decodeRequest,
+  decompress,
+  encodeResponse,
+  encodeStatus,
+  encodingOf,
+  type Encoding,
+  type Signal,
+} from "./otlp.ts";
 import { fleetFamilies, formatFamilies, PROMETHEUS_CONTENT_TYPE } from "./prometheus.ts";
 import type { CollectorStore } from "./store.ts";
 
@@ -71,7 +80,10 @@ function header(req: CollectorRequest, name: string): string | undefined {
 
 function textError(e: IngestError, basicChallenge: boolean): CollectorResponse {
   const headers: Record<string, string> = { "content-type": "text/plain; charset=utf-8" };
-  if (e.status === 401) headers["www-authenticate"] = basicChallenge ? 'Basic realm="Detour collector", charset="UTF-8"' : 'Bearer realm="Detour collector"';
+  if (e.status === 401)
+    headers["www-authenticate"] = basicChallenge
+      ? 'Basic realm="Detour collector", charset="UTF-8"'
+      : 'Bearer realm="Detour collector"';
   if (e.status === 405) headers.allow = "GET";
   return { status: e.status, headers, body: `${e.code}: ${e.message}\n` };
 }
@@ -88,18 +100,33 @@ export function createHandler(opts: HandlerOptions): Handler {
     let encoding: Encoding = "json";
     let org: string | null = null;
     try {
-      if (req.method !== "POST") throw new IngestError(405, "method-not-allowed", `${req.url.split("?")[0] ?? ""} takes POST`);
+      if (req.method !== "POST")
+        throw new IngestError(405, "method-not-allowed", `${req.url.split("?")[0] ?? ""} takes POST`);
       const p = auth(req, "ingest");
       org = p.org;
       const enc = encodingOf(header(req, "content-type"));
       if (enc === null) {
-        throw new IngestError(415, "unsupported-media-type", `Content-Type must be application/x-protobuf or application/json; got ${JSON.stringify(header(req, "content-type") ?? "nothing")}`);
+        throw new IngestError(
+          415,
+          "unsupported-media-type",
+          `Content-Type must be application/x-protobuf or application/json; got ${JSON.stringify(header(req, "content-type") ?? "nothing")}`,
+        );
       }
       encoding = enc;
-      if (req.body.byteLength > MAX_BODY_BYTES) throw new IngestError(413, "too-large", `the body is ${req.body.byteLength} bytes; the limit is ${MAX_BODY_BYTES}`);
+      if (req.body.byteLength > MAX_BODY_BYTES)
+        throw new IngestError(
+          413,
+          "too-large",
+          `the body is ${req.body.byteLength} bytes; the limit is ${MAX_BODY_BYTES}`,
+        );
       const body = decompress(req.body, header(req, "content-encoding"));
       const nowMs = now();
-      const batch = toBatch(decodeRequest(signal, encoding, body), nowMs, nowMs - retentionMs, header(req, BATCH_HEADER) ?? null);
+      const batch = toBatch(
+        decodeRequest(signal, encoding, body),
+        nowMs,
+        nowMs - retentionMs,
+        header(req, BATCH_HEADER) ?? null,
+      );
       const r = store.ingest(p.org, batch, nowMs, sha256Hex(body));
       if (r.kind === "duplicate") {
         throw new IngestError(
@@ -119,7 +146,12 @@ export function createHandler(opts: HandlerOptions): Handler {
       const headers: Record<string, string> = { "content-type": contentTypeOf(encoding) };
       if (e.status === 401) headers["www-authenticate"] = 'Bearer realm="Detour collector"';
       if (e.status === 405) headers.allow = "POST";
-      return { status: e.status, headers, body: encodeStatus(encoding, grpcCodeOf(e.status), `${e.code}: ${e.message}`), outcome: { org, code: e.code } };
+      return {
+        status: e.status,
+        headers,
+        body: encodeStatus(encoding, grpcCodeOf(e.status), `${e.code}: ${e.message}`),
+        outcome: { org, code: e.code },
+      };
     }
   }
 
@@ -133,17 +165,38 @@ export function createHandler(opts: HandlerOptions): Handler {
       if (req.method !== "POST") throw new IngestError(405, "method-not-allowed", "/v1/diagnostics takes POST");
       org = auth(req, "ingest").org;
       const type = header(req, "content-type") ?? "";
-      if (!/^application\/(gzip|x-gzip|octet-stream)\b/.test(type)) throw new IngestError(415, "unsupported-media-type", `Content-Type must be application/gzip; got ${JSON.stringify(type)}`);
-      if (req.body.byteLength > MAX_BODY_BYTES) throw new IngestError(413, "too-large", `the bundle is ${req.body.byteLength} bytes; the limit is ${MAX_BODY_BYTES}`);
+      if (!/^application\/(gzip|x-gzip|octet-stream)\b/.test(type))
+        throw new IngestError(
+          415,
+          "unsupported-media-type",
+          `Content-Type must be application/gzip; got ${JSON.stringify(type)}`,
+        );
+      if (req.body.byteLength > MAX_BODY_BYTES)
+        throw new IngestError(
+          413,
+          "too-large",
+          `the bundle is ${req.body.byteLength} bytes; the limit is ${MAX_BODY_BYTES}`,
+        );
       const deviceId = header(req, "x-detour-device-id") ?? "";
-      if (!/^[A-Za-z0-9._:-]{1,128}$/.test(deviceId)) throw new IngestError(400, "missing-attribute", "x-detour-device-id must be the agent's device id (1-128 of A-Z a-z 0-9 . _ : -)");
+      if (!/^[A-Za-z0-9._:-]{1,128}$/.test(deviceId))
+        throw new IngestError(
+          400,
+          "missing-attribute",
+          "x-detour-device-id must be the agent's device id (1-128 of A-Z a-z 0-9 . _ : -)",
+        );
       const name = header(req, "x-detour-bundle-name") ?? "";
-      if (!/^detour-diag-[A-Za-z0-9._-]{1,100}\.tar\.gz$/.test(name)) throw new IngestError(400, "malformed", "x-detour-bundle-name must be detour-diag-<...>.tar.gz");
+      if (!/^detour-diag-[A-Za-z0-9._-]{1,100}\.tar\.gz$/.test(name))
+        throw new IngestError(400, "malformed", "x-detour-bundle-name must be detour-diag-<...>.tar.gz");
       const sha = createHash("sha256").update(req.body).digest("hex");
-      if ((header(req, "x-detour-bundle-sha256") ?? "").toLowerCase() !== sha) throw new IngestError(400, "malformed", "x-detour-bundle-sha256 does not match the body (damaged in transit?)");
+      if ((header(req, "x-detour-bundle-sha256") ?? "").toLowerCase() !== sha)
+        throw new IngestError(400, "malformed", "x-detour-bundle-sha256 does not match the body (damaged in transit?)");
       const summary = bundleSummary(req.body);
       if (!summary.ok) throw new IngestError(400, "malformed", `not a Detour diagnostic bundle: ${summary.message}`);
-      const r = store.addBundle(org, { deviceId, name, sha256: sha, bytes: req.body.byteLength, receivedMs: now() }, req.body);
+      const r = store.addBundle(
+        org,
+        { deviceId, name, sha256: sha, bytes: req.body.byteLength, receivedMs: now() },
+        req.body,
+      );
       const body = JSON.stringify({ id: r.id, url: `/bundles/${r.id}/summary`, duplicate: r.duplicate }) + "\n";
       return { status: 200, headers: { "content-type": "application/json" }, body, outcome: { org, code: null } };
     } catch (e) {
@@ -155,19 +208,34 @@ export function createHandler(opts: HandlerOptions): Handler {
   function bundle(req: CollectorRequest, path: string): CollectorResponse & { outcome: RequestOutcome } {
     let org: string | null = null;
     try {
-      if (req.method !== "GET" && req.method !== "HEAD") throw new IngestError(405, "method-not-allowed", `${path} takes GET`);
+      if (req.method !== "GET" && req.method !== "HEAD")
+        throw new IngestError(405, "method-not-allowed", `${path} takes GET`);
       org = auth(req, "read").org;
       const m = /^\/bundles\/([0-9a-f]{16})(\/summary)?$/.exec(path);
       const b = m?.[1] === undefined ? undefined : store.bundle(org, m[1]);
       if (m === null || b === undefined) throw new IngestError(404, "not-found", "no such bundle");
       if (m[2] === undefined) {
-        return { status: 200, headers: { "content-type": "application/gzip", "content-disposition": `attachment; filename="${b.name}"`, "x-content-type-options": "nosniff" }, body: b.body, outcome: { org, code: null } };
+        return {
+          status: 200,
+          headers: {
+            "content-type": "application/gzip",
+            "content-disposition": `attachment; filename="${b.name}"`,
+            "x-content-type-options": "nosniff",
+          },
+          body: b.body,
+          outcome: { org, code: null },
+        };
       }
       const summary = bundleSummary(b.body);
       // Checked on upload, so this is a stored bundle that no longer reads: say so rather than serve nothing.
       if (!summary.ok) throw new IngestError(422, "malformed", summary.message);
       // The summary is the agent's page (no script by design); the dashboard's CSP forbids scripts anyway.
-      const html = { "content-type": "text/html; charset=utf-8", "content-security-policy": DASHBOARD_CSP, "cache-control": "no-store", "x-content-type-options": "nosniff" };
+      const html = {
+        "content-type": "text/html; charset=utf-8",
+        "content-security-policy": DASHBOARD_CSP,
+        "cache-control": "no-store",
+        "x-content-type-options": "nosniff",
+      };
       return { status: 200, headers: html, body: summary.html, outcome: { org, code: null } };
     } catch (e) {
       if (!(e instanceof IngestError)) throw e;
@@ -175,18 +243,39 @@ export function createHandler(opts: HandlerOptions): Handler {
     }
   }
 
-  function read(req: CollectorRequest, path: string, query: URLSearchParams): CollectorResponse & { outcome: RequestOutcome } {
+  function read(
+    req: CollectorRequest,
+    path: string,
+    query: URLSearchParams,
+  ): CollectorResponse & { outcome: RequestOutcome } {
     let org: string | null = null;
     try {
-      if (req.method !== "GET" && req.method !== "HEAD") throw new IngestError(405, "method-not-allowed", `${path} takes GET`);
+      if (req.method !== "GET" && req.method !== "HEAD")
+        throw new IngestError(405, "method-not-allowed", `${path} takes GET`);
       org = auth(req, "read").org;
       const nowMs = now();
       if (path === "/metrics") {
-        return { status: 200, headers: { "content-type": PROMETHEUS_CONTENT_TYPE }, body: formatFamilies(fleetFamilies(store, org, nowMs)), outcome: { org, code: null } };
+        return {
+          status: 200,
+          headers: { "content-type": PROMETHEUS_CONTENT_TYPE },
+          body: formatFamilies(fleetFamilies(store, org, nowMs)),
+          outcome: { org, code: null },
+        };
       }
-      const html = { "content-type": "text/html; charset=utf-8", "content-security-policy": DASHBOARD_CSP, "cache-control": "no-store", "x-content-type-options": "nosniff" };
+      const html = {
+        "content-type": "text/html; charset=utf-8",
+        "content-security-policy": DASHBOARD_CSP,
+        "cache-control": "no-store",
+        "x-content-type-options": "nosniff",
+      };
       const windowMs = windowOf(query);
-      if (path === "/") return { status: 200, headers: html, body: fleetPage(store, org, nowMs, windowMs), outcome: { org, code: null } };
+      if (path === "/")
+        return {
+          status: 200,
+          headers: html,
+          body: fleetPage(store, org, nowMs, windowMs),
+          outcome: { org, code: null },
+        };
       let deviceId: string;
       try {
         deviceId = decodeURIComponent(path.slice("/agents/".length));
@@ -194,8 +283,18 @@ export function createHandler(opts: HandlerOptions): Handler {
         throw new IngestError(404, "not-found", "no such agent");
       }
       const agent = store.agent(org, deviceId);
-      if (agent === undefined) throw new IngestError(404, "not-found", `no agent ${JSON.stringify(deviceId)} has reported to this organisation`);
-      return { status: 200, headers: html, body: agentPage(store, org, agent, nowMs, windowMs), outcome: { org, code: null } };
+      if (agent === undefined)
+        throw new IngestError(
+          404,
+          "not-found",
+          `no agent ${JSON.stringify(deviceId)} has reported to this organisation`,
+        );
+      return {
+        status: 200,
+        headers: html,
+        body: agentPage(store, org, agent, nowMs, windowMs),
+        outcome: { org, code: null },
+      };
     } catch (e) {
       if (!(e instanceof IngestError)) throw e;
       return { ...textError(e, path !== "/metrics"), outcome: { org, code: e.code } };
@@ -210,7 +309,19 @@ export function createHandler(opts: HandlerOptions): Handler {
     if (path === "/v1/diagnostics") return diagnostics(req);
     if (path.startsWith("/bundles/")) return bundle(req, path);
     if (path === "/" || path === "/metrics" || path.startsWith("/agents/")) return read(req, path, url.searchParams);
-    if (path === "/healthz") return { status: 200, headers: { "content-type": "text/plain; charset=utf-8" }, body: "ok\n", outcome: { org: null, code: null } };
-    return { ...textError(new IngestError(404, "not-found", `no such endpoint ${path}; see /v1/metrics, /v1/logs, /, /metrics`), false), outcome: { org: null, code: "not-found" } };
+    if (path === "/healthz")
+      return {
+        status: 200,
+        headers: { "content-type": "text/plain; charset=utf-8" },
+        body: "ok\n",
+        outcome: { org: null, code: null },
+      };
+    return {
+      ...textError(
+        new IngestError(404, "not-found", `no such endpoint ${path}; see /v1/metrics, /v1/logs, /, /metrics`),
+        false,
+      ),
+      outcome: { org: null, code: "not-found" },
+    };
   };
 }

@@ -120,15 +120,24 @@ interface Identity {
 
 /** `headerBatchId`: the agent's BATCH_HEADER, which wins over the resource attribute (a resource is per process). */
 function identityOf(resources: (Resource | undefined)[], headerBatchId: string | null): Identity {
-  if (resources.length === 0) throw new IngestError(400, "missing-attribute", "the request has no resource; every batch needs detour.device.id and detour.batch.id");
+  if (resources.length === 0)
+    throw new IngestError(
+      400,
+      "missing-attribute",
+      "the request has no resource; every batch needs detour.device.id and detour.batch.id",
+    );
   let id: Identity | undefined;
   for (const [i, r] of resources.entries()) {
     const a = attributes(r?.attributes);
     const deviceId = str(a.get(RESOURCE.deviceId));
     const batchId = headerBatchId ?? str(a.get(RESOURCE.batchId));
-    for (const [key, v] of [[RESOURCE.deviceId, deviceId], [RESOURCE.batchId, batchId]] as const) {
+    for (const [key, v] of [
+      [RESOURCE.deviceId, deviceId],
+      [RESOURCE.batchId, batchId],
+    ] as const) {
       if (v === null) throw new IngestError(400, "missing-attribute", `resource ${i} has no ${key} attribute`);
-      if (!ID_PATTERN.test(v)) throw new IngestError(400, "malformed", `resource ${i}: ${key} must be 1-128 of A-Z a-z 0-9 . _ : -`);
+      if (!ID_PATTERN.test(v))
+        throw new IngestError(400, "malformed", `resource ${i}: ${key} must be 1-128 of A-Z a-z 0-9 . _ : -`);
     }
     const next: Identity = {
       deviceId: deviceId ?? "",
@@ -138,7 +147,11 @@ function identityOf(resources: (Resource | undefined)[], headerBatchId: string |
       policyHash: str(a.get(RESOURCE.policyHash)),
     };
     if (id !== undefined && (id.deviceId !== next.deviceId || id.batchId !== next.batchId)) {
-      throw new IngestError(400, "mixed-batch", `resources of one request must share ${RESOURCE.deviceId} and ${RESOURCE.batchId}; resource ${i} differs`);
+      throw new IngestError(
+        400,
+        "mixed-batch",
+        `resources of one request must share ${RESOURCE.deviceId} and ${RESOURCE.batchId}; resource ${i} differs`,
+      );
     }
     id = next;
   }
@@ -170,8 +183,19 @@ function toEvent(r: LogRecord, where: string): AgentEvent | null {
   }
   if (name === EVENT.state) {
     const state = str(a.get(STATE_ATTRIBUTES.state)) ?? str(anyValue(r.body));
-    if (state === null) throw new IngestError(400, "missing-attribute", `${where} (${EVENT.state}) has no ${STATE_ATTRIBUTES.state} attribute`);
-    return { kind: "state", tsMs, state, gateway: str(a.get(STATE_ATTRIBUTES.gateway)), protocol: str(a.get(STATE_ATTRIBUTES.protocol)) };
+    if (state === null)
+      throw new IngestError(
+        400,
+        "missing-attribute",
+        `${where} (${EVENT.state}) has no ${STATE_ATTRIBUTES.state} attribute`,
+      );
+    return {
+      kind: "state",
+      tsMs,
+      state,
+      gateway: str(a.get(STATE_ATTRIBUTES.gateway)),
+      protocol: str(a.get(STATE_ATTRIBUTES.protocol)),
+    };
   }
   return null;
 }
@@ -184,7 +208,12 @@ function isMetricName(n: string | undefined): n is MetricName {
  * Checks a decoded request against the contract and extracts what the collector keeps. `oldestAcceptedMs` is the
  * start of the retention window (older batches are stale); `nowMs` bounds timestamps from above.
  */
-export function toBatch(decoded: DecodedRequest, nowMs: number, oldestAcceptedMs: number, headerBatchId: string | null = null): Batch {
+export function toBatch(
+  decoded: DecodedRequest,
+  nowMs: number,
+  oldestAcceptedMs: number,
+  headerBatchId: string | null = null,
+): Batch {
   const points: Point[] = [];
   const events: AgentEvent[] = [];
   const ignoredNames = new Set<string>();
@@ -192,18 +221,29 @@ export function toBatch(decoded: DecodedRequest, nowMs: number, oldestAcceptedMs
   let records = 0;
   const count = (n: number): void => {
     records += n;
-    if (records > MAX_RECORDS_PER_BATCH) throw new IngestError(413, "too-many-records", `a batch may hold at most ${MAX_RECORDS_PER_BATCH} records; split it`);
+    if (records > MAX_RECORDS_PER_BATCH)
+      throw new IngestError(
+        413,
+        "too-many-records",
+        `a batch may hold at most ${MAX_RECORDS_PER_BATCH} records; split it`,
+      );
   };
   let identity: Identity;
   if (decoded.signal === "metrics") {
     const rms = decoded.request.resourceMetrics ?? [];
-    identity = identityOf(rms.map((r) => r.resource), headerBatchId);
+    identity = identityOf(
+      rms.map((r) => r.resource),
+      headerBatchId,
+    );
     for (const [ri, rm] of rms.entries()) {
       for (const sm of rm.scopeMetrics ?? []) {
         for (const m of sm.metrics ?? []) {
           const name = m.name;
           const where = `metric ${name ?? "(unnamed)"} of resource ${ri}`;
-          const nPoints = (m.gauge?.dataPoints?.length ?? 0) + (m.sum?.dataPoints?.length ?? 0) + (m.histogram?.dataPoints?.length ?? 0);
+          const nPoints =
+            (m.gauge?.dataPoints?.length ?? 0) +
+            (m.sum?.dataPoints?.length ?? 0) +
+            (m.histogram?.dataPoints?.length ?? 0);
           count(nPoints);
           if (!isMetricName(name)) {
             ignored += nPoints;
@@ -213,22 +253,45 @@ export function toBatch(decoded: DecodedRequest, nowMs: number, oldestAcceptedMs
           for (const dp of [...(m.gauge?.dataPoints ?? []), ...(m.sum?.dataPoints ?? [])]) {
             const a = attributes(dp.attributes);
             const value = dp.asDouble ?? (dp.asInt === undefined ? undefined : Number(dp.asInt));
-            if (value === undefined || !Number.isFinite(value)) throw new IngestError(400, "malformed", `a data point of ${where} has no value`);
-            points.push({ name, tsMs: tsMsOf(dp.timeUnixNano, `a data point of ${where}`), value, count: null, min: null, max: null, gateway: str(a.get(POINT_ATTRIBUTES.gateway)), protocol: str(a.get(POINT_ATTRIBUTES.protocol)) });
+            if (value === undefined || !Number.isFinite(value))
+              throw new IngestError(400, "malformed", `a data point of ${where} has no value`);
+            points.push({
+              name,
+              tsMs: tsMsOf(dp.timeUnixNano, `a data point of ${where}`),
+              value,
+              count: null,
+              min: null,
+              max: null,
+              gateway: str(a.get(POINT_ATTRIBUTES.gateway)),
+              protocol: str(a.get(POINT_ATTRIBUTES.protocol)),
+            });
           }
           for (const dp of m.histogram?.dataPoints ?? []) {
             const a = attributes(dp.attributes);
             const n = Number(dp.count ?? "0");
             if (n === 0) continue; // an interval without samples says nothing about latency
-            if (dp.sum === undefined) throw new IngestError(400, "malformed", `a histogram point of ${where} has a count but no sum`);
-            points.push({ name, tsMs: tsMsOf(dp.timeUnixNano, `a data point of ${where}`), value: dp.sum / n, count: n, min: dp.min ?? null, max: dp.max ?? null, gateway: str(a.get(POINT_ATTRIBUTES.gateway)), protocol: str(a.get(POINT_ATTRIBUTES.protocol)) });
+            if (dp.sum === undefined)
+              throw new IngestError(400, "malformed", `a histogram point of ${where} has a count but no sum`);
+            points.push({
+              name,
+              tsMs: tsMsOf(dp.timeUnixNano, `a data point of ${where}`),
+              value: dp.sum / n,
+              count: n,
+              min: dp.min ?? null,
+              max: dp.max ?? null,
+              gateway: str(a.get(POINT_ATTRIBUTES.gateway)),
+              protocol: str(a.get(POINT_ATTRIBUTES.protocol)),
+            });
           }
         }
       }
     }
   } else {
     const rls = decoded.request.resourceLogs ?? [];
-    identity = identityOf(rls.map((r) => r.resource), headerBatchId);
+    identity = identityOf(
+      rls.map((r) => r.resource),
+      headerBatchId,
+    );
     for (const [ri, rl] of rls.entries()) {
       for (const sl of rl.scopeLogs ?? []) {
         const recs = sl.logRecords ?? [];
@@ -249,12 +312,23 @@ export function toBatch(decoded: DecodedRequest, nowMs: number, oldestAcceptedMs
   if (times.length > 0) {
     const newest = Math.max(...times);
     if (newest > nowMs + MAX_CLOCK_SKEW_MS) {
-      throw new IngestError(400, "clock-skew", `records are up to ${Math.round((newest - nowMs) / 1000)} s in the future; the device clock is off by more than ${MAX_CLOCK_SKEW_MS / 1000} s`);
+      throw new IngestError(
+        400,
+        "clock-skew",
+        `records are up to ${Math.round((newest - nowMs) / 1000)} s in the future; the device clock is off by more than ${MAX_CLOCK_SKEW_MS / 1000} s`,
+      );
     }
     if (newest < oldestAcceptedMs) {
-      throw new IngestError(400, "stale-batch", `the newest record (${new Date(newest).toISOString()}) is older than the retention window (${new Date(oldestAcceptedMs).toISOString()}); it cannot be accepted`);
+      throw new IngestError(
+        400,
+        "stale-batch",
+        `the newest record (${new Date(newest).toISOString()}) is older than the retention window (${new Date(oldestAcceptedMs).toISOString()}); it cannot be accepted`,
+      );
     }
   }
-  const ignoredWhy = ignored === 0 ? "" : `not stored: unknown to Detour's collector: ${[...ignoredNames].sort().slice(0, 5).join(", ")}`;
+  const ignoredWhy =
+    ignored === 0
+      ? ""
+      : `not stored: unknown to Detour's collector: ${[...ignoredNames].sort().slice(0, 5).join(", ")}`;
   return { signal: decoded.signal, ...identity, points, events, ignored, ignoredWhy };
 }

@@ -37,7 +37,13 @@ const TYPES = {
 const STATUS = root.lookupType("opentelemetry.proto.Status");
 
 /** protobufjs' toObject options that give the OTLP/JSON shape: 64-bit integers as strings, enums as numbers. */
-const TO_OBJECT: protobuf.IConversionOptions = { longs: String, enums: Number, bytes: String, defaults: false, oneofs: false };
+const TO_OBJECT: protobuf.IConversionOptions = {
+  longs: String,
+  enums: Number,
+  bytes: String,
+  defaults: false,
+  oneofs: false,
+};
 
 // ---- the decoded shape (only the fields the collector reads; everything optional, as proto3 makes it) ----
 
@@ -111,7 +117,12 @@ export function contentTypeOf(encoding: Encoding): string {
 export function decompress(body: Uint8Array, contentEncoding: string | undefined): Uint8Array {
   const enc = (contentEncoding ?? "identity").trim().toLowerCase();
   if (enc === "identity" || enc === "") return body;
-  if (enc !== "gzip") throw new IngestError(415, "unsupported-encoding", `Content-Encoding "${enc}" is not supported; send identity or gzip`);
+  if (enc !== "gzip")
+    throw new IngestError(
+      415,
+      "unsupported-encoding",
+      `Content-Encoding "${enc}" is not supported; send identity or gzip`,
+    );
   try {
     return gunzipSync(body, { maxOutputLength: MAX_DECODED_BYTES });
   } catch (e) {

@@ -5,8 +5,18 @@ import { escapeLabelValue, formatFamilies } from "./prometheus.ts";
 
 test("families-print-help-type-and-samples-in-text-format-0.0.4", () => {
   const out = formatFamilies([
-    { name: "detour_agents", help: "Agents\nby state", type: "gauge", samples: [{ labels: { state: "connected" }, value: 3 }, { value: 0.5 }] },
-    { name: "x_total", help: "odd values", type: "counter", samples: [{ value: Number.NaN }, { value: Infinity }, { value: -Infinity }] },
+    {
+      name: "detour_agents",
+      help: "Agents\nby state",
+      type: "gauge",
+      samples: [{ labels: { state: "connected" }, value: 3 }, { value: 0.5 }],
+    },
+    {
+      name: "x_total",
+      help: "odd values",
+      type: "counter",
+      samples: [{ value: Number.NaN }, { value: Infinity }, { value: -Infinity }],
+    },
   ]);
   assert.equal(
     out,
@@ -19,5 +29,8 @@ test("label-values-escape-backslash-quote-and-newline", () => {
 });
 
 test("an-invalid-metric-name-is-a-bug-not-output", () => {
-  assert.throws(() => formatFamilies([{ name: "detour.agents", help: "", type: "gauge", samples: [] }]), /invalid metric name/);
+  assert.throws(
+    () => formatFamilies([{ name: "detour.agents", help: "", type: "gauge", samples: [] }]),
+    /invalid metric name/,
+  );
 });

@@ -55,16 +55,51 @@ export function fleetFamilies(store: CollectorStore, org: string, nowMs: number)
   const health = store.gatewayHealth(org, nowMs - METRICS_WINDOW_MS, METRIC.rtt, METRIC.loss);
   const fleet = store.fleet(org);
   return [
-    { name: "detour_agents", help: "Agents known to the collector, by their latest reported state.", type: "gauge", samples: store.agentsByState(org).map((r) => ({ labels: { state: r.state }, value: r.n })) },
-    { name: "detour_agent_last_seen_seconds", help: "Seconds since the most recently heard agent sent telemetry.", type: "gauge",
-      samples: fleet.length === 0 ? [] : [{ value: Math.max(0, (nowMs - Math.max(...fleet.map((a) => a.lastSeenMs))) / 1000) }] },
-    { name: "detour_gateway_agents_connected", help: "Agents whose latest state is connected through the gateway.", type: "gauge", samples: health.map((h) => ({ labels: { gateway: h.gateway }, value: h.agentsConnected })) },
-    { name: "detour_gateway_rtt_ms", help: "Mean in-tunnel round-trip time through the gateway over the last 5 minutes, across agents.", type: "gauge",
-      samples: health.flatMap((h) => (h.rttMeanMs === null ? [] : [{ labels: { gateway: h.gateway }, value: round(h.rttMeanMs) }])) },
-    { name: "detour_gateway_loss_percent", help: "Mean probe loss through the gateway over the last 5 minutes, across agents.", type: "gauge",
-      samples: health.flatMap((h) => (h.lossMeanPercent === null ? [] : [{ labels: { gateway: h.gateway }, value: round(h.lossMeanPercent) }])) },
-    { name: "detour_failovers_last_hour", help: "Failovers in the last hour by the gateway left, the gateway moved to and the reason.", type: "gauge",
-      samples: store.failoverCounts(org, nowMs - FAILOVER_WINDOW_MS).map((r) => ({ labels: { from: r.from, to: r.to, reason: r.reason }, value: r.n })) },
+    {
+      name: "detour_agents",
+      help: "Agents known to the collector, by their latest reported state.",
+      type: "gauge",
+      samples: store.agentsByState(org).map((r) => ({ labels: { state: r.state }, value: r.n })),
+    },
+    {
+      name: "detour_agent_last_seen_seconds",
+      help: "Seconds since the most recently heard agent sent telemetry.",
+      type: "gauge",
+      samples:
+        fleet.length === 0
+          ? []
+          : [{ value: Math.max(0, (nowMs - Math.max(...fleet.map((a) => a.lastSeenMs))) / 1000) }],
+    },
+    {
+      name: "detour_gateway_agents_connected",
+      help: "Agents whose latest state is connected through the gateway.",
+      type: "gauge",
+      samples: health.map((h) => ({ labels: { gateway: h.gateway }, value: h.agentsConnected })),
+    },
+    {
+      name: "detour_gateway_rtt_ms",
+      help: "Mean in-tunnel round-trip time through the gateway over the last 5 minutes, across agents.",
+      type: "gauge",
+      samples: health.flatMap((h) =>
+        h.rttMeanMs === null ? [] : [{ labels: { gateway: h.gateway }, value: round(h.rttMeanMs) }],
+      ),
+    },
+    {
+      name: "detour_gateway_loss_percent",
+      help: "Mean probe loss through the gateway over the last 5 minutes, across agents.",
+      type: "gauge",
+      samples: health.flatMap((h) =>
+        h.lossMeanPercent === null ? [] : [{ labels: { gateway: h.gateway }, value: round(h.lossMeanPercent) }],
+      ),
+    },
+    {
+      name: "detour_failovers_last_hour",
+      help: "Failovers in the last hour by the gateway left, the gateway moved to and the reason.",
+      type: "gauge",
+      samples: store
+        .failoverCounts(org, nowMs - FAILOVER_WINDOW_MS)
+        .map((r) => ({ labels: { from: r.from, to: r.to, reason: r.reason }, value: r.n })),
+    },
   ];
 }
 

@@ -37,7 +37,9 @@ function log(fields: Record<string, unknown>): void {
 }
 
 function usage(message: string): never {
-  process.stderr.write(`collector: ${message}\nusage: server.ts --listen <host:port> --db <file> --tokens <file> [--retention-days N] [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]]\n`);
+  process.stderr.write(
+    `collector: ${message}\nusage: server.ts --listen <host:port> --db <file> --tokens <file> [--retention-days N] [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]]\n`,
+  );
   process.exit(EXIT_USAGE);
 }
 
@@ -80,7 +82,8 @@ export function parseServerArgs(argv: readonly string[]): ServerOptions {
   const cert = values["tls-cert"];
   const key = values["tls-key"];
   if ((cert === undefined) !== (key === undefined)) return usage("--tls-cert and --tls-key go together");
-  if (values["client-ca"] !== undefined && cert === undefined) return usage("--client-ca (mTLS) needs --tls-cert and --tls-key");
+  if (values["client-ca"] !== undefined && cert === undefined)
+    return usage("--client-ca (mTLS) needs --tls-cert and --tls-key");
   return {
     host: (m[1] ?? "").replace(/^\[(.*)\]$/, "$1"),
     port,
@@ -102,14 +105,32 @@ function serve(handler: Handler, mtls: boolean): (req: IncomingMessage, res: Ser
   return (req, res) => {
     const t0 = performance.now();
     const path = (req.url ?? "/").split("?")[0];
-    const finish = (status: number, headers: Record<string, string>, body: string | Uint8Array, fields: Record<string, unknown>): void => {
+    const finish = (
+      status: number,
+      headers: Record<string, string>,
+      body: string | Uint8Array,
+      fields: Record<string, unknown>,
+    ): void => {
       res.writeHead(status, { ...headers, "content-length": String(Buffer.byteLength(body)) });
       res.end(req.method === "HEAD" ? undefined : body);
-      log({ method: req.method, path, status, ms: Math.round(performance.now() - t0), peer: req.socket.remoteAddress, ...fields });
+      log({
+        method: req.method,
+        path,
+        status,
+        ms: Math.round(performance.now() - t0),
+        peer: req.socket.remoteAddress,
+        ...fields,
+      });
     };
     readBoundedBody(req, MAX_BODY_BYTES).then(
       (body) => {
-        const r: CollectorRequest = { method: req.method ?? "GET", url: req.url ?? "/", headers: req.headers, body, ...(mtls ? { mtls: { certOrg: certOrgOf(req) } } : {}) };
+        const r: CollectorRequest = {
+          method: req.method ?? "GET",
+          url: req.url ?? "/",
+          headers: req.headers,
+          body,
+          ...(mtls ? { mtls: { certOrg: certOrgOf(req) } } : {}),
+        };
         let out;
         try {
           out = handler(r);
@@ -119,13 +140,22 @@ function serve(handler: Handler, mtls: boolean): (req: IncomingMessage, res: Ser
           finish(500, { "content-type": "text/plain; charset=utf-8" }, "internal error\n", { code: "internal" });
           return;
         }
-        finish(out.status, out.headers, out.body, { org: out.outcome.org, code: out.outcome.code, stored: out.outcome.stored });
+        finish(out.status, out.headers, out.body, {
+          org: out.outcome.org,
+          code: out.outcome.code,
+          stored: out.outcome.stored,
+        });
       },
       (e: unknown) => {
         if (e instanceof BodyTooLargeError) {
           // The rest of the body is discarded unread; closing afterwards stops the peer from sending more.
           res.setHeader("connection", "close");
-          finish(413, { "content-type": "text/plain; charset=utf-8" }, `too-large: the body exceeds ${MAX_BODY_BYTES} bytes\n`, { code: "too-large" });
+          finish(
+            413,
+            { "content-type": "text/plain; charset=utf-8" },
+            `too-large: the body exceeds ${MAX_BODY_BYTES} bytes\n`,
+            { code: "too-large" },
+          );
           return;
         }
         log({ level: "warn", path, error: `request aborted: ${(e as Error).message}` });
@@ -154,7 +184,9 @@ export async function startCollector(opts: ServerOptions): Promise<RunningCollec
           {
             cert: readFileSync(opts.tls.cert),
             key: readFileSync(opts.tls.key),
-            ...(opts.tls.clientCa === null ? {} : { ca: readFileSync(opts.tls.clientCa), requestCert: true, rejectUnauthorized: true }),
+            ...(opts.tls.clientCa === null
+              ? {}
+              : { ca: readFileSync(opts.tls.clientCa), requestCert: true, rejectUnauthorized: true }),
           },
           listener,
         );
@@ -181,9 +213,15 @@ export async function startCollector(opts: ServerOptions): Promise<RunningCollec
     address,
     close: async () => {
       clearInterval(timer);
-      const closed = new Promise<void>((resolve) => server.close(() => { resolve(); }));
+      const closed = new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      );
       server.closeIdleConnections();
-      const grace = setTimeout(() => { server.closeAllConnections(); }, SHUTDOWN_GRACE_MS);
+      const grace = setTimeout(() => {
+        server.closeAllConnections();
+      }, SHUTDOWN_GRACE_MS);
       await closed;
       clearTimeout(grace);
       store.close();
@@ -201,7 +239,13 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const scheme = opts.tls === null ? "http" : "https";
-  log({ msg: "collector ready", url: `${scheme}://${opts.host}:${c.address.port}`, db: opts.db, retentionDays: opts.retentionDays, mtls: opts.tls?.clientCa != null });
+  log({
+    msg: "collector ready",
+    url: `${scheme}://${opts.host}:${c.address.port}`,
+    db: opts.db,
+    retentionDays: opts.retentionDays,
+    mtls: opts.tls?.clientCa != null,
+  });
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -215,8 +259,12 @@ async function main(): Promise<void> {
       },
     );
   };
-  process.on("SIGTERM", () => { stop("SIGTERM"); });
-  process.on("SIGINT", () => { stop("SIGINT"); });
+  process.on("SIGTERM", () => {
+    stop("SIGTERM");
+  });
+  process.on("SIGINT", () => {
+    stop("SIGINT");
+  });
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -29,9 +29,18 @@ test("a-new-database-is-migrated-to-the-latest-version-and-reopening-keeps-it", 
 test("the-dashboard-queries-use-their-indexes", () => {
   const db = new Database(":memory:");
   for (const m of MIGRATIONS) db.exec(m);
-  const plan = (sql: string): string => (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as { detail: string }[]).map((r) => r.detail).join("; ");
-  assert.match(plan("SELECT ts_ms, value FROM points WHERE org = 'a' AND device_id = 'd' AND name = 'n' AND ts_ms >= 0 ORDER BY ts_ms"), /USING INDEX points_device/);
-  assert.match(plan("SELECT * FROM events WHERE org = 'a' AND kind = 'failover' AND ts_ms >= 0"), /USING INDEX events_kind/);
+  const plan = (sql: string): string =>
+    (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as { detail: string }[]).map((r) => r.detail).join("; ");
+  assert.match(
+    plan(
+      "SELECT ts_ms, value FROM points WHERE org = 'a' AND device_id = 'd' AND name = 'n' AND ts_ms >= 0 ORDER BY ts_ms",
+    ),
+    /USING INDEX points_device/,
+  );
+  assert.match(
+    plan("SELECT * FROM events WHERE org = 'a' AND kind = 'failover' AND ts_ms >= 0"),
+    /USING INDEX events_kind/,
+  );
   assert.match(plan("DELETE FROM points WHERE ts_ms < 5"), /points_ts/);
   db.close();
 });

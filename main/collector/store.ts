@@ -102,7 +102,9 @@ export interface GatewayHealth {
   topReason: string | null;
 }
 
-export type IngestOutcome = { kind: "stored"; points: number; events: number } | { kind: "duplicate"; firstReceivedMs: number; sameContent: boolean };
+export type IngestOutcome =
+  | { kind: "stored"; points: number; events: number }
+  | { kind: "duplicate"; firstReceivedMs: number; sameContent: boolean };
 
 export interface PruneReport {
   bundles: number;
@@ -143,10 +145,15 @@ export class CollectorStore {
     const db = this.#db;
     return db.transaction((): IngestOutcome => {
       const seen = db
-        .prepare("SELECT received_ms AS receivedMs, body_sha256 AS sha FROM batches WHERE org = ? AND device_id = ? AND signal = ? AND batch_id = ?")
+        .prepare(
+          "SELECT received_ms AS receivedMs, body_sha256 AS sha FROM batches WHERE org = ? AND device_id = ? AND signal = ? AND batch_id = ?",
+        )
         .get(org, batch.deviceId, batch.signal, batch.batchId) as { receivedMs: number; sha: string } | undefined;
-      if (seen !== undefined) return { kind: "duplicate", firstReceivedMs: seen.receivedMs, sameContent: seen.sha === bodySha256 };
-      db.prepare("INSERT INTO batches (org, device_id, signal, batch_id, received_ms, body_sha256) VALUES (?, ?, ?, ?, ?, ?)").run(org, batch.deviceId, batch.signal, batch.batchId, receivedMs, bodySha256);
+      if (seen !== undefined)
+        return { kind: "duplicate", firstReceivedMs: seen.receivedMs, sameContent: seen.sha === bodySha256 };
+      db.prepare(
+        "INSERT INTO batches (org, device_id, signal, batch_id, received_ms, body_sha256) VALUES (?, ?, ?, ?, ?, ?)",
+      ).run(org, batch.deviceId, batch.signal, batch.batchId, receivedMs, bodySha256);
       db.prepare(
         `INSERT INTO agents (org, device_id, service_version, policy_hash, first_seen_ms, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (org, device_id) DO UPDATE SET
@@ -154,8 +161,11 @@ export class CollectorStore {
            policy_hash = coalesce(excluded.policy_hash, policy_hash),
            last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)`,
       ).run(org, batch.deviceId, batch.serviceVersion, batch.policyHash, receivedMs, receivedMs);
-      const insPoint = db.prepare("INSERT INTO points (org, device_id, name, ts_ms, value, count, min, max, gateway, protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-      for (const p of batch.points) insPoint.run(org, batch.deviceId, p.name, p.tsMs, p.value, p.count, p.min, p.max, p.gateway, p.protocol);
+      const insPoint = db.prepare(
+        "INSERT INTO points (org, device_id, name, ts_ms, value, count, min, max, gateway, protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      );
+      for (const p of batch.points)
+        insPoint.run(org, batch.deviceId, p.name, p.tsMs, p.value, p.count, p.min, p.max, p.gateway, p.protocol);
       const insEvent = db.prepare(
         `INSERT INTO events (org, device_id, kind, ts_ms, state, gateway, protocol, from_gateway, from_protocol, to_gateway, to_protocol, reason, detected_after_ms, restored_after_ms)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -187,7 +197,9 @@ export class CollectorStore {
   addBundle(org: string, b: Omit<BundleRow, "id">, body: Uint8Array): { id: string; duplicate: boolean } {
     const id = b.sha256.slice(0, 16);
     const r = this.#db
-      .prepare("INSERT OR IGNORE INTO bundles (org, id, device_id, name, sha256, bytes, received_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+      .prepare(
+        "INSERT OR IGNORE INTO bundles (org, id, device_id, name, sha256, bytes, received_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      )
       .run(org, id, b.deviceId, b.name, b.sha256, b.bytes, b.receivedMs, Buffer.from(body));
     return { id, duplicate: r.changes === 0 };
   }
@@ -200,7 +212,11 @@ export class CollectorStore {
   }
 
   bundle(org: string, id: string): (BundleRow & { body: Buffer }) | undefined {
-    return this.#db.prepare("SELECT id, device_id AS deviceId, name, sha256, bytes, received_ms AS receivedMs, body FROM bundles WHERE org = ? AND id = ?").get(org, id) as (BundleRow & { body: Buffer }) | undefined;
+    return this.#db
+      .prepare(
+        "SELECT id, device_id AS deviceId, name, sha256, bytes, received_ms AS receivedMs, body FROM bundles WHERE org = ? AND id = ?",
+      )
+      .get(org, id) as (BundleRow & { body: Buffer }) | undefined;
   }
 
   /** Every agent of the organisation, most recently heard first. */
@@ -226,7 +242,9 @@ export class CollectorStore {
   /** One metric of one agent since `sinceMs`, oldest first. */
   series(org: string, deviceId: string, name: MetricName, sinceMs: number): SeriesPoint[] {
     return this.#db
-      .prepare("SELECT ts_ms AS tsMs, value, gateway, protocol FROM points WHERE org = ? AND device_id = ? AND name = ? AND ts_ms >= ? ORDER BY ts_ms")
+      .prepare(
+        "SELECT ts_ms AS tsMs, value, gateway, protocol FROM points WHERE org = ? AND device_id = ? AND name = ? AND ts_ms >= ? ORDER BY ts_ms",
+      )
       .all(org, deviceId, name, sinceMs) as SeriesPoint[];
   }
 
@@ -249,12 +267,25 @@ export class CollectorStore {
     const get = (gateway: string): GatewayHealth => {
       let h = byGw.get(gateway);
       if (h === undefined) {
-        h = { gateway, agentsConnected: 0, agentsReporting: 0, rttMeanMs: null, lossMeanPercent: null, failoversAway: 0, failoversTo: 0, topReason: null };
+        h = {
+          gateway,
+          agentsConnected: 0,
+          agentsReporting: 0,
+          rttMeanMs: null,
+          lossMeanPercent: null,
+          failoversAway: 0,
+          failoversTo: 0,
+          topReason: null,
+        };
         byGw.set(gateway, h);
       }
       return h;
     };
-    const connected = db.prepare("SELECT gateway, count(*) AS n FROM agents WHERE org = ? AND state = 'connected' AND gateway IS NOT NULL GROUP BY gateway").all(org) as { gateway: string; n: number }[];
+    const connected = db
+      .prepare(
+        "SELECT gateway, count(*) AS n FROM agents WHERE org = ? AND state = 'connected' AND gateway IS NOT NULL GROUP BY gateway",
+      )
+      .all(org) as { gateway: string; n: number }[];
     for (const r of connected) get(r.gateway).agentsConnected = r.n;
     const perf = db
       .prepare(
@@ -262,7 +293,12 @@ export class CollectorStore {
                 avg(CASE WHEN name = ? THEN value END) AS rtt, avg(CASE WHEN name = ? THEN value END) AS loss
          FROM points WHERE org = ? AND name IN (?, ?) AND ts_ms >= ? AND gateway IS NOT NULL GROUP BY gateway`,
       )
-      .all(rtt, loss, org, rtt, loss, sinceMs) as { gateway: string; agents: number; rtt: number | null; loss: number | null }[];
+      .all(rtt, loss, org, rtt, loss, sinceMs) as {
+      gateway: string;
+      agents: number;
+      rtt: number | null;
+      loss: number | null;
+    }[];
     for (const r of perf) {
       const h = get(r.gateway);
       h.agentsReporting = r.agents;
@@ -270,21 +306,31 @@ export class CollectorStore {
       h.lossMeanPercent = r.loss;
     }
     const away = db
-      .prepare("SELECT from_gateway AS gateway, reason, count(*) AS n FROM events WHERE org = ? AND kind = 'failover' AND ts_ms >= ? AND from_gateway IS NOT NULL GROUP BY from_gateway, reason ORDER BY n DESC, reason")
+      .prepare(
+        "SELECT from_gateway AS gateway, reason, count(*) AS n FROM events WHERE org = ? AND kind = 'failover' AND ts_ms >= ? AND from_gateway IS NOT NULL GROUP BY from_gateway, reason ORDER BY n DESC, reason",
+      )
       .all(org, sinceMs) as { gateway: string; reason: string | null; n: number }[];
     for (const r of away) {
       const h = get(r.gateway);
       h.failoversAway += r.n;
       h.topReason ??= r.reason;
     }
-    const to = db.prepare("SELECT to_gateway AS gateway, count(*) AS n FROM events WHERE org = ? AND kind = 'failover' AND ts_ms >= ? AND to_gateway IS NOT NULL GROUP BY to_gateway").all(org, sinceMs) as { gateway: string; n: number }[];
+    const to = db
+      .prepare(
+        "SELECT to_gateway AS gateway, count(*) AS n FROM events WHERE org = ? AND kind = 'failover' AND ts_ms >= ? AND to_gateway IS NOT NULL GROUP BY to_gateway",
+      )
+      .all(org, sinceMs) as { gateway: string; n: number }[];
     for (const r of to) get(r.gateway).failoversTo = r.n;
     return [...byGw.values()].sort((a, b) => b.failoversAway - a.failoversAway || a.gateway.localeCompare(b.gateway));
   }
 
   /** Agents by state, for /metrics. */
   agentsByState(org: string): { state: string; n: number }[] {
-    return this.#db.prepare("SELECT coalesce(state, 'unknown') AS state, count(*) AS n FROM agents WHERE org = ? GROUP BY 1 ORDER BY 1").all(org) as { state: string; n: number }[];
+    return this.#db
+      .prepare(
+        "SELECT coalesce(state, 'unknown') AS state, count(*) AS n FROM agents WHERE org = ? GROUP BY 1 ORDER BY 1",
+      )
+      .all(org) as { state: string; n: number }[];
   }
 
   /** Failovers since `sinceMs` per (from, to, reason), for /metrics. */
@@ -301,13 +347,30 @@ export class CollectorStore {
 function eventRow(org: string, deviceId: string, e: AgentEvent): (string | number | null)[] {
   return e.kind === "state"
     ? [org, deviceId, e.kind, e.tsMs, e.state, e.gateway, e.protocol, null, null, null, null, null, null, null]
-    : [org, deviceId, e.kind, e.tsMs, null, null, null, e.from, e.fromProtocol, e.to, e.toProtocol, e.reason, e.detectedAfterMs, e.restoredAfterMs];
+    : [
+        org,
+        deviceId,
+        e.kind,
+        e.tsMs,
+        null,
+        null,
+        null,
+        e.from,
+        e.fromProtocol,
+        e.to,
+        e.toProtocol,
+        e.reason,
+        e.detectedAfterMs,
+        e.restoredAfterMs,
+      ];
 }
 
 function migrate(db: Database.Database): void {
   const current = db.pragma("user_version", { simple: true }) as number;
   if (current > MIGRATIONS.length) {
-    throw new Error(`the database has schema version ${current}, newer than this collector knows (${MIGRATIONS.length}); use a newer collector`);
+    throw new Error(
+      `the database has schema version ${current}, newer than this collector knows (${MIGRATIONS.length}); use a newer collector`,
+    );
   }
   for (let v = current; v < MIGRATIONS.length; v++) {
     const sql = MIGRATIONS[v];

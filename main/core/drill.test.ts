@@ -1,6 +1,17 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { DEFAULT_SLA_MS, MAX_OBSERVE_MS, MAX_SLA_MS, MIN_OBSERVE_MS, evaluateDrill, observeWindowMs, parseSlaMs, refusalReason, refusedDrill, type DrillObservation } from "./drill.ts";
+import {
+  DEFAULT_SLA_MS,
+  MAX_OBSERVE_MS,
+  MAX_SLA_MS,
+  MIN_OBSERVE_MS,
+  evaluateDrill,
+  observeWindowMs,
+  parseSlaMs,
+  refusalReason,
+  refusedDrill,
+  type DrillObservation,
+} from "./drill.ts";
 
 const T0 = 1_700_000_000_000;
 
@@ -60,7 +71,10 @@ describe("drill refusals", () => {
     assert.equal(refusalReason(ok), null);
   });
   test("not connected", () => {
-    assert.match(refusalReason({ ...ok, state: "disconnected", gateway: null }) ?? "", /not connected \(it is disconnected\); connect first/);
+    assert.match(
+      refusalReason({ ...ok, state: "disconnected", gateway: null }) ?? "",
+      /not connected \(it is disconnected\); connect first/,
+    );
     assert.match(refusalReason({ ...ok, state: "failing-over" }) ?? "", /not connected \(it is failing-over\)/);
   });
   test("no other gateway", () => {

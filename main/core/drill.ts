@@ -37,10 +37,19 @@ export type SlaParse = { ok: true; slaMs: number } | { ok: false; message: strin
 /** The SLA of a drill request: undefined gives the default; anything else must be a whole number of ms in range. */
 export function parseSlaMs(value: unknown): SlaParse {
   if (value === undefined) return { ok: true, slaMs: DEFAULT_SLA_MS };
-  const n = typeof value === "string" && /^\s*\d+\s*$/.test(value) ? Number(value) : typeof value === "number" ? value : NaN;
+  const n =
+    typeof value === "string" && /^\s*\d+\s*$/.test(value) ? Number(value) : typeof value === "number" ? value : NaN;
   if (!Number.isInteger(n) || n < MIN_SLA_MS || n > MAX_SLA_MS) {
-    const got = typeof value === "string" ? JSON.stringify(value.slice(0, 40)) : typeof value === "number" ? String(value) : typeof value;
-    return { ok: false, message: `the SLA must be a whole number of milliseconds from ${MIN_SLA_MS} to ${MAX_SLA_MS}; got ${got}` };
+    const got =
+      typeof value === "string"
+        ? JSON.stringify(value.slice(0, 40))
+        : typeof value === "number"
+          ? String(value)
+          : typeof value;
+    return {
+      ok: false,
+      message: `the SLA must be a whole number of milliseconds from ${MIN_SLA_MS} to ${MAX_SLA_MS}; got ${got}`,
+    };
   }
   return { ok: true, slaMs: n };
 }
@@ -62,8 +71,10 @@ export interface DrillPreconditions {
 /** Why a drill must not run now, or null when it may. A refused drill blocks nothing. */
 export function refusalReason(p: DrillPreconditions): string | null {
   if (p.running) return "another drill is under way; wait for its result";
-  if (p.state !== "connected" || p.gateway === null) return `detourd is not connected (it is ${p.state}); connect first, then drill`;
-  if (p.otherGateways.length === 0) return `no other gateway to fail over to: ${p.gateway} is the only one with an address`;
+  if (p.state !== "connected" || p.gateway === null)
+    return `detourd is not connected (it is ${p.state}); connect first, then drill`;
+  if (p.otherGateways.length === 0)
+    return `no other gateway to fail over to: ${p.gateway} is the only one with an address`;
   return null;
 }
 
@@ -103,14 +114,27 @@ export function evaluateDrill(o: DrillObservation): DrillResult {
   const gw = o.from.gateway;
   let reason: string;
   if (o.interrupted !== null) reason = o.interrupted;
-  else if (o.answeredDuringBlock) reason = `traffic still flowed while ${gw} was blocked, so the block did not cut the path users take and nothing could be measured`;
+  else if (o.answeredDuringBlock)
+    reason = `traffic still flowed while ${gw} was blocked, so the block did not cut the path users take and nothing could be measured`;
   else if (detectedAfterMs === null) reason = `detourd did not notice that ${gw} was blocked within ${o.observeMs} ms`;
-  else if (o.to === null) reason = o.errorReason !== null ? `no other gateway took over: ${o.errorReason}` : `no other gateway took over within ${o.observeMs} ms`;
-  else if (restoredAfterMs === null) reason = `detourd moved to ${o.to.gateway}, but traffic did not flow again within ${o.observeMs} ms of the block`;
+  else if (o.to === null)
+    reason =
+      o.errorReason !== null
+        ? `no other gateway took over: ${o.errorReason}`
+        : `no other gateway took over within ${o.observeMs} ms`;
+  else if (restoredAfterMs === null)
+    reason = `detourd moved to ${o.to.gateway}, but traffic did not flow again within ${o.observeMs} ms of the block`;
   else if (detectedAfterMs > o.slaMs) reason = `detection ${detectedAfterMs} ms exceeds SLA ${o.slaMs} ms`;
   else if (restoredAfterMs > o.slaMs) reason = `restoration ${restoredAfterMs} ms exceeds SLA ${o.slaMs} ms`;
   else reason = `detected in ${detectedAfterMs} ms and restored in ${restoredAfterMs} ms, within SLA ${o.slaMs} ms`;
-  const pass = o.interrupted === null && !o.answeredDuringBlock && o.to !== null && detectedAfterMs !== null && restoredAfterMs !== null && restoredAfterMs <= o.slaMs && detectedAfterMs <= o.slaMs;
+  const pass =
+    o.interrupted === null &&
+    !o.answeredDuringBlock &&
+    o.to !== null &&
+    detectedAfterMs !== null &&
+    restoredAfterMs !== null &&
+    restoredAfterMs <= o.slaMs &&
+    detectedAfterMs <= o.slaMs;
   return {
     id: o.id,
     startedAt: o.startedAt,
@@ -133,7 +157,13 @@ export function evaluateDrill(o: DrillObservation): DrillResult {
 }
 
 /** The result of a drill that did not run. */
-export function refusedDrill(id: string, now: number, slaMs: number, from: DrillResult["from"], reason: string): DrillResult {
+export function refusedDrill(
+  id: string,
+  now: number,
+  slaMs: number,
+  from: DrillResult["from"],
+  reason: string,
+): DrillResult {
   return {
     id,
     startedAt: now,

@@ -62,7 +62,7 @@ export function canonicalIp(s: string): string {
   const g = ipv6Groups(s);
   if (g === null) throw new Error(`${JSON.stringify(s)} is not an IP address`);
   let best = { at: -1, len: 0 };
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (g[i] !== 0) {
       i += 1;
       continue;

@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { ConnectionStateName } from "./connection/types.ts";
-import { isProtected, killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchInput, type KillSwitchRules } from "./killswitch.ts";
+import {
+  isProtected,
+  killSwitchPolicy,
+  legEndpoints,
+  type GatewayEndpoint,
+  type KillSwitchInput,
+  type KillSwitchRules,
+} from "./killswitch.ts";
 
 const GW1 = "198.18.1.2";
 const GW2 = "198.18.2.2";
@@ -10,7 +17,15 @@ const ports = { wireguard: { port: 51820 }, ikev2: { port: 500, natTraversalPort
 const racing: GatewayEndpoint[] = [...legEndpoints("wireguard", GW1, ports), ...legEndpoints("ikev2", GW2, ports)];
 
 function input(state: ConnectionStateName, over: Partial<KillSwitchInput> = {}): KillSwitchInput {
-  return { state, lockdown: false, protectedNetworks: ["198.19.0.0/24"], gatewayEndpoints: racing, tunnelDevices: ["dt-L1"], dnsServers: [DNS], ...over };
+  return {
+    state,
+    lockdown: false,
+    protectedNetworks: ["198.19.0.0/24"],
+    gatewayEndpoints: racing,
+    tunnelDevices: ["dt-L1"],
+    dnsServers: [DNS],
+    ...over,
+  };
 }
 
 function rules(state: ConnectionStateName, over: Partial<KillSwitchInput> = {}): KillSwitchRules {
@@ -37,14 +52,21 @@ const blockingOf = (state: ConnectionStateName): KillSwitchRules => ({
 
 test("disconnected-without-lockdown-wants-no-rules", () => {
   assert.equal(killSwitchPolicy(input("disconnected")), null);
-  assert.equal(killSwitchPolicy(input("disconnected", { gatewayEndpoints: [], tunnelDevices: [], dnsServers: [] })), null);
+  assert.equal(
+    killSwitchPolicy(input("disconnected", { gatewayEndpoints: [], tunnelDevices: [], dnsServers: [] })),
+    null,
+  );
 });
 
 test("disconnected-with-lockdown-blocks-the-underlay-but-the-listed-endpoints-and-dns", () => {
   assert.deepEqual(rules("disconnected", { lockdown: true }), blockingOf("disconnected"));
   const bare = rules("disconnected", { lockdown: true, gatewayEndpoints: [], tunnelDevices: [], dnsServers: [] });
   assert.equal(bare.mode, "blocking");
-  assert.deepEqual([bare.gatewayEndpoints, bare.tunnelDevices, bare.dnsServers], [[], [], []], "nothing to allow: only loopback and upkeep leave");
+  assert.deepEqual(
+    [bare.gatewayEndpoints, bare.tunnelDevices, bare.dnsServers],
+    [[], [], []],
+    "nothing to allow: only loopback and upkeep leave",
+  );
 });
 
 for (const state of ["resolving", "racing", "failing-over", "error"] as const) {
@@ -54,7 +76,13 @@ for (const state of ["resolving", "racing", "failing-over", "error"] as const) {
 
   test(`${state}-in-a-split-tunnel-without-lockdown-holds-back-only-the-protected-networks`, () => {
     const r = rules(state);
-    assert.deepEqual(r, { ...blockingOf(state), mode: "tunnel-only", dnsServers: [], blockUnderlay: false, underlayUpkeep: false });
+    assert.deepEqual(r, {
+      ...blockingOf(state),
+      mode: "tunnel-only",
+      dnsServers: [],
+      blockUnderlay: false,
+      underlayUpkeep: false,
+    });
   });
 
   test(`${state}-in-a-full-tunnel-blocks-the-underlay-with-or-without-lockdown`, () => {
@@ -98,7 +126,9 @@ test("full-tunnel-while-racing-keeps-dns-for-discovery", () => {
 });
 
 test("protected-networks-are-normalised-host-bits-cleared-and-covered-prefixes-dropped", () => {
-  const r = rules("connected", { protectedNetworks: ["198.19.0.1/24", "10.0.0.0/8", "198.19.0.0/16", "10.1.2.0/24", "198.19.0.0/16", "192.0.2.7/32"] });
+  const r = rules("connected", {
+    protectedNetworks: ["198.19.0.1/24", "10.0.0.0/8", "198.19.0.0/16", "10.1.2.0/24", "198.19.0.0/16", "192.0.2.7/32"],
+  });
   assert.deepEqual(r.protectedNetworks, ["10.0.0.0/8", "192.0.2.7/32", "198.19.0.0/16"]);
   assert.ok(isProtected(r, "198.19.200.1") && isProtected(r, "10.255.255.255") && isProtected(r, "192.0.2.7"));
   assert.ok(!isProtected(r, "192.0.2.8") && !isProtected(r, "198.18.1.2") && !isProtected(r, "11.0.0.0"));
@@ -112,7 +142,12 @@ test("endpoints-devices-and-dns-are-deduplicated-and-sorted-so-equal-states-comp
     tunnelDevices: ["ipsec*", "dt-L2", "dt-L1", "dt-L2"],
     dnsServers: [DNS, "198.18.53.10", DNS, "9.9.9.9"],
   });
-  const b = rules("racing", { lockdown: true, gatewayEndpoints: racing, tunnelDevices: ["dt-L1", "dt-L2", "ipsec*"], dnsServers: ["9.9.9.9", "198.18.53.10", DNS] });
+  const b = rules("racing", {
+    lockdown: true,
+    gatewayEndpoints: racing,
+    tunnelDevices: ["dt-L1", "dt-L2", "ipsec*"],
+    dnsServers: ["9.9.9.9", "198.18.53.10", DNS],
+  });
   assert.deepEqual(a, b);
   assert.deepEqual(a.tunnelDevices, ["dt-L1", "dt-L2", "ipsec*"]);
   assert.deepEqual(a.dnsServers, ["9.9.9.9", DNS, "198.18.53.10"], "numeric order, not string order");
@@ -133,27 +168,60 @@ test("leg-endpoints-cover-each-protocol-and-dtls-includes-its-tls-start", () => 
 });
 
 test("invalid-input-is-a-bug-and-throws-before-any-rule-is-made", () => {
-  assert.throws(() => killSwitchPolicy(input("racing", { protectedNetworks: ["198.19.0.0/33"] })), /invalid IPv4 prefix/);
+  assert.throws(
+    () => killSwitchPolicy(input("racing", { protectedNetworks: ["198.19.0.0/33"] })),
+    /invalid IPv4 prefix/,
+  );
   assert.throws(() => killSwitchPolicy(input("racing", { protectedNetworks: ["198.19.0.0"] })), /invalid IPv4 prefix/);
-  assert.throws(() => killSwitchPolicy(input("racing", { tunnelDevices: ['dt"; flush ruleset'] })), /invalid tunnel device/);
-  assert.throws(() => killSwitchPolicy(input("racing", { tunnelDevices: ["a-name-far-too-long"] })), /invalid tunnel device/);
+  assert.throws(
+    () => killSwitchPolicy(input("racing", { tunnelDevices: ['dt"; flush ruleset'] })),
+    /invalid tunnel device/,
+  );
+  assert.throws(
+    () => killSwitchPolicy(input("racing", { tunnelDevices: ["a-name-far-too-long"] })),
+    /invalid tunnel device/,
+  );
   assert.throws(() => killSwitchPolicy(input("racing", { tunnelDevices: ["lo"] })), /not a tunnel device/);
   assert.throws(() => killSwitchPolicy(input("racing", { tunnelDevices: ["d*t"] })), /invalid tunnel device/);
   assert.throws(() => killSwitchPolicy(input("racing", { dnsServers: ["resolver.example"] })), /invalid DNS server/);
-  assert.throws(() => killSwitchPolicy(input("racing", { gatewayEndpoints: [{ address: GW1, protocol: "udp", port: 0 }] })), /invalid endpoint port/);
-  assert.throws(() => killSwitchPolicy(input("racing", { gatewayEndpoints: [{ address: GW1, protocol: "icmp" as "udp", port: 1 }] })), /invalid endpoint protocol/);
-  assert.throws(() => killSwitchPolicy(input("disconnected", { protectedNetworks: ["bad"] })), /invalid IPv4 prefix/, "validated even when no rules result");
+  assert.throws(
+    () => killSwitchPolicy(input("racing", { gatewayEndpoints: [{ address: GW1, protocol: "udp", port: 0 }] })),
+    /invalid endpoint port/,
+  );
+  assert.throws(
+    () =>
+      killSwitchPolicy(input("racing", { gatewayEndpoints: [{ address: GW1, protocol: "icmp" as "udp", port: 1 }] })),
+    /invalid endpoint protocol/,
+  );
+  assert.throws(
+    () => killSwitchPolicy(input("disconnected", { protectedNetworks: ["bad"] })),
+    /invalid IPv4 prefix/,
+    "validated even when no rules result",
+  );
 });
 
 test("ipv6-gateway-endpoints-are-allowed-canonical-and-sorted-after-ipv4", () => {
   const v6 = "2001:DB8:18:1:0:0:0:2";
-  const r = rules("racing", { lockdown: true, gatewayEndpoints: [...legEndpoints("wireguard", v6, ports), ...racing, { address: "2001:db8:18:1::2", protocol: "udp", port: 51820 }], dnsServers: [DNS, "2001:db8:18:53::2"] });
-  assert.deepEqual(r.gatewayEndpoints.map((e) => `${e.address} ${e.protocol} ${String(e.port)}`), [
-    `${GW1} udp 51820`,
-    `${GW2} udp 500`,
-    `${GW2} udp 4500`,
-    "2001:db8:18:1::2 udp 51820",
-  ], "two spellings of one IPv6 address are one endpoint");
+  const r = rules("racing", {
+    lockdown: true,
+    gatewayEndpoints: [
+      ...legEndpoints("wireguard", v6, ports),
+      ...racing,
+      { address: "2001:db8:18:1::2", protocol: "udp", port: 51820 },
+    ],
+    dnsServers: [DNS, "2001:db8:18:53::2"],
+  });
+  assert.deepEqual(
+    r.gatewayEndpoints.map((e) => `${e.address} ${e.protocol} ${String(e.port)}`),
+    [`${GW1} udp 51820`, `${GW2} udp 500`, `${GW2} udp 4500`, "2001:db8:18:1::2 udp 51820"],
+    "two spellings of one IPv6 address are one endpoint",
+  );
   assert.deepEqual(r.dnsServers, [DNS, "2001:db8:18:53::2"]);
-  assert.throws(() => killSwitchPolicy(input("racing", { gatewayEndpoints: [{ address: "2001:db8::1::2", protocol: "udp", port: 1 }] })), /invalid gateway address/);
+  assert.throws(
+    () =>
+      killSwitchPolicy(
+        input("racing", { gatewayEndpoints: [{ address: "2001:db8::1::2", protocol: "udp", port: 1 }] }),
+      ),
+    /invalid gateway address/,
+  );
 });

@@ -149,11 +149,16 @@ export function killSwitchPolicy(input: KillSwitchInput): KillSwitchRules | null
 }
 
 /** Split tunnel: only the protected networks are held to the tunnel devices; the underlay is not ours to police. */
-function tunnelOnly(base: Omit<KillSwitchRules, "mode" | "dnsServers" | "blockUnderlay" | "underlayUpkeep">): KillSwitchRules {
+function tunnelOnly(
+  base: Omit<KillSwitchRules, "mode" | "dnsServers" | "blockUnderlay" | "underlayUpkeep">,
+): KillSwitchRules {
   return { ...base, mode: "tunnel-only", dnsServers: [], blockUnderlay: false, underlayUpkeep: false };
 }
 
-function blocking(base: Omit<KillSwitchRules, "mode" | "dnsServers" | "blockUnderlay" | "underlayUpkeep">, dnsServers: string[]): KillSwitchRules {
+function blocking(
+  base: Omit<KillSwitchRules, "mode" | "dnsServers" | "blockUnderlay" | "underlayUpkeep">,
+  dnsServers: string[],
+): KillSwitchRules {
   return { ...base, mode: "blocking", dnsServers, blockUnderlay: true, underlayUpkeep: true };
 }
 
@@ -172,7 +177,14 @@ function intToIpv4(n: number): string {
 
 function parsePrefix(cidr: string): Prefix {
   const [addr, len, ...rest] = cidr.split("/");
-  if (rest.length > 0 || addr === undefined || !IPV4_RE.test(addr) || len === undefined || !/^\d{1,2}$/.test(len) || Number(len) > 32) {
+  if (
+    rest.length > 0 ||
+    addr === undefined ||
+    !IPV4_RE.test(addr) ||
+    len === undefined ||
+    !/^\d{1,2}$/.test(len) ||
+    Number(len) > 32
+  ) {
     throw new Error(`invalid IPv4 prefix ${JSON.stringify(cidr)} (expected e.g. 198.19.0.0/24)`);
   }
   const n = Number(len);
@@ -202,7 +214,10 @@ function normalisePrefixes(cidrs: readonly string[]): Prefix[] {
 
 function normaliseDevices(names: readonly string[]): string[] {
   for (const n of names) {
-    if (!IFNAME_OR_PATTERN_RE.test(n)) throw new Error(`invalid tunnel device ${JSON.stringify(n)} (a Linux interface name, or a prefix followed by "*")`);
+    if (!IFNAME_OR_PATTERN_RE.test(n))
+      throw new Error(
+        `invalid tunnel device ${JSON.stringify(n)} (a Linux interface name, or a prefix followed by "*")`,
+      );
     if (n === LOOPBACK) throw new Error(`"${LOOPBACK}" is not a tunnel device (loopback is always allowed)`);
   }
   return [...new Set(names)].sort();
@@ -235,7 +250,8 @@ function normaliseEndpoints(endpoints: readonly GatewayEndpoint[]): GatewayEndpo
   for (const e of endpoints) {
     const address = checkAnyAddress(e.address, "gateway");
     if (!ENDPOINT_PROTOCOLS.has(e.protocol)) throw new Error(`invalid endpoint protocol ${JSON.stringify(e.protocol)}`);
-    if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535) throw new Error(`invalid endpoint port ${String(e.port)}`);
+    if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535)
+      throw new Error(`invalid endpoint port ${String(e.port)}`);
     byKey.set(`${address} ${e.protocol} ${String(e.port)}`, { address, protocol: e.protocol, port: e.port });
   }
   return [...byKey.values()].sort(

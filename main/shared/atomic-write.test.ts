@@ -25,14 +25,24 @@ function errno(code: string, syscall: string): NodeJS.ErrnoException {
 
 /** node:fs with one call replaced. */
 function faulty(overrides: Partial<AtomicFs>): AtomicFs {
-  return { openSync: fs.openSync, writeSync: fs.writeSync, fsyncSync: fs.fsyncSync, closeSync: fs.closeSync, renameSync: fs.renameSync, rmSync: fs.rmSync, ...overrides };
+  return {
+    openSync: fs.openSync,
+    writeSync: fs.writeSync,
+    fsyncSync: fs.fsyncSync,
+    closeSync: fs.closeSync,
+    renameSync: fs.renameSync,
+    rmSync: fs.rmSync,
+    ...overrides,
+  };
 }
 
 /** Writes with some calls replaced; what a user sees: the error naming file and code, the old file whole, nothing else. */
 function assertFailsCleanly(overrides: Partial<AtomicFs>, code: string, data = "new"): void {
   const { dir, file } = folder();
   assert.throws(
-    () => { writeFileAtomicSync(file, data, { fs: faulty(overrides) }); },
+    () => {
+      writeFileAtomicSync(file, data, { fs: faulty(overrides) });
+    },
     (e) => e instanceof AtomicWriteError && e.code === code && e.message.includes(file) && e.message.includes(code),
   );
   assert.equal(fs.readFileSync(file, "utf8"), '{"old":true}\n', "the old state is intact");
@@ -50,14 +60,23 @@ test("a-write-replaces-the-file-whole-privately-and-leaves-nothing-beside-it", (
   assert.equal(fs.statSync(file).mode & 0o777, 0o600);
   assert.deepEqual(fs.readdirSync(dir), ["state.json"]);
   writeFileAtomicSync(join(dir, "public.pem"), Buffer.from("key"), { mode: 0o640 });
-  assert.equal(fs.statSync(join(dir, "public.pem")).mode & 0o707, 0o600, "the mode asked for, less the umask's group bits at most");
+  assert.equal(
+    fs.statSync(join(dir, "public.pem")).mode & 0o707,
+    0o600,
+    "the mode asked for, less the umask's group bits at most",
+  );
 });
 
 test("a-large-write-that-the-system-takes-in-pieces-arrives-whole", () => {
   const { file } = folder();
   const big = Buffer.alloc(300_000, 7);
   // Some file systems take less than asked per call; the rest must follow.
-  writeFileAtomicSync(file, big, { fs: faulty({ writeSync: ((fd: number, b: Uint8Array, off: number, len: number) => fs.writeSync(fd, b, off, Math.min(len, 4096))) as AtomicFs["writeSync"] }) });
+  writeFileAtomicSync(file, big, {
+    fs: faulty({
+      writeSync: ((fd: number, b: Uint8Array, off: number, len: number) =>
+        fs.writeSync(fd, b, off, Math.min(len, 4096))) as AtomicFs["writeSync"],
+    }),
+  });
   assert.deepEqual(fs.readFileSync(file), big);
 });
 
@@ -72,7 +91,8 @@ test("a-full-disk-in-the-middle-of-the-write-throws-enospc-naming-the-file-and-k
 
 test("a-folder-the-daemon-may-not-write-throws-eacces-naming-the-file", () => {
   // Root passes permission checks, so the refusal is simulated where the system would give it.
-  const openSync = ((p: fs.PathLike, flags: fs.OpenMode, mode?: fs.Mode) => (String(p).endsWith(".tmp") ? failWith("EACCES", "open")() : fs.openSync(p, flags, mode))) as AtomicFs["openSync"];
+  const openSync = ((p: fs.PathLike, flags: fs.OpenMode, mode?: fs.Mode) =>
+    String(p).endsWith(".tmp") ? failWith("EACCES", "open")() : fs.openSync(p, flags, mode)) as AtomicFs["openSync"];
   assertFailsCleanly({ openSync }, "EACCES");
 });
 
@@ -85,9 +105,19 @@ test("a-target-that-is-a-folder-or-a-missing-folder-fails-with-the-path-and-no-t
   const { dir } = folder();
   fs.mkdirSync(join(dir, "taken"));
   fs.writeFileSync(join(dir, "taken", "inside"), "x");
-  assert.throws(() => { writeFileAtomicSync(join(dir, "taken"), "new"); }, (e) => e instanceof AtomicWriteError && e.message.includes(join(dir, "taken")));
+  assert.throws(
+    () => {
+      writeFileAtomicSync(join(dir, "taken"), "new");
+    },
+    (e) => e instanceof AtomicWriteError && e.message.includes(join(dir, "taken")),
+  );
   assert.deepEqual(fs.readdirSync(dir).sort(), ["state.json", "taken"]);
-  assert.throws(() => { writeFileAtomicSync(join(dir, "missing", "state.json"), "new"); }, (e) => e instanceof AtomicWriteError && e.code === "ENOENT");
+  assert.throws(
+    () => {
+      writeFileAtomicSync(join(dir, "missing", "state.json"), "new");
+    },
+    (e) => e instanceof AtomicWriteError && e.code === "ENOENT",
+  );
 });
 
 test("a-leftover-of-a-crashed-writer-does-not-stop-the-next-write-or-lend-it-its-mode", () => {

@@ -13,7 +13,10 @@ import * as nodeFs from "node:fs";
 import { basename, dirname, join } from "node:path";
 
 /** The calls the write makes; tests put faults in them. */
-export type AtomicFs = Pick<typeof nodeFs, "openSync" | "writeSync" | "fsyncSync" | "closeSync" | "renameSync" | "rmSync">;
+export type AtomicFs = Pick<
+  typeof nodeFs,
+  "openSync" | "writeSync" | "fsyncSync" | "closeSync" | "renameSync" | "rmSync"
+>;
 
 export interface AtomicWriteOptions {
   /** Permission bits of the file (the umask still applies); state files are private by default. */
@@ -48,7 +51,7 @@ export function writeFileAtomicSync(path: string, data: string | Uint8Array, opt
     fs.rmSync(tmp, { force: true });
     const fd = fs.openSync(tmp, "wx", opts.mode ?? 0o600);
     try {
-      for (let off = 0; off < bytes.byteLength; ) off += fs.writeSync(fd, bytes, off, bytes.byteLength - off);
+      for (let off = 0; off < bytes.byteLength;) off += fs.writeSync(fd, bytes, off, bytes.byteLength - off);
       fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);

@@ -8,7 +8,10 @@ import { BodyTooLargeError, declaredLength, readBoundedBody } from "./bounded-bo
 const LIMIT = 1024;
 
 /** A body that yields `chunk` up to `total` bytes (Infinity: forever) and counts what was pulled. */
-function stream(total: number, chunk = 256): { body: ReadableStream<Uint8Array>; pulled: () => number; cancelled: () => boolean } {
+function stream(
+  total: number,
+  chunk = 256,
+): { body: ReadableStream<Uint8Array>; pulled: () => number; cancelled: () => boolean } {
   let pulled = 0;
   let cancelled = false;
   const body = new ReadableStream<Uint8Array>({
@@ -36,14 +39,23 @@ test("a-response-within-the-bound-is-read-whole", async () => {
 test("a-response-declaring-more-than-the-bound-is-refused-before-a-byte-is-read", async () => {
   const s = stream(10 * LIMIT);
   const res = new Response(s.body, { headers: { "content-length": String(10 * LIMIT) } });
-  await assert.rejects(readBoundedBody(res, LIMIT), (e) => e instanceof BodyTooLargeError && e.declared === 10 * LIMIT && e.message === `${10 * LIMIT} bytes, over the ${LIMIT}-byte limit`);
+  await assert.rejects(
+    readBoundedBody(res, LIMIT),
+    (e) =>
+      e instanceof BodyTooLargeError &&
+      e.declared === 10 * LIMIT &&
+      e.message === `${10 * LIMIT} bytes, over the ${LIMIT}-byte limit`,
+  );
   assert.ok(s.pulled() <= 256, `at most the stream's first prefetch was pulled: ${s.pulled()}`);
   assert.equal(s.cancelled(), true);
 });
 
 test("an-endless-response-without-a-length-stops-at-the-bound-and-is-cancelled", async () => {
   const s = stream(Infinity);
-  await assert.rejects(readBoundedBody(new Response(s.body), LIMIT), (e) => e instanceof BodyTooLargeError && e.declared === null);
+  await assert.rejects(
+    readBoundedBody(new Response(s.body), LIMIT),
+    (e) => e instanceof BodyTooLargeError && e.declared === null,
+  );
   assert.ok(s.pulled() <= LIMIT + 2 * 256, `read stopped just past the bound: ${s.pulled()}`);
   assert.equal(s.cancelled(), true);
 });
@@ -58,7 +70,8 @@ test("a-response-that-declares-less-than-it-sends-is-still-stopped-at-the-bound"
 test("content-length-is-taken-only-as-a-plain-number", () => {
   assert.equal(declaredLength("42"), 42);
   assert.equal(declaredLength(" 42 "), 42);
-  for (const v of [null, undefined, "", "-1", "1e9", "0x10", "12, 12"]) assert.equal(declaredLength(v), null, String(v));
+  for (const v of [null, undefined, "", "-1", "1e9", "0x10", "12, 12"])
+    assert.equal(declaredLength(v), null, String(v));
 });
 
 // ---- the server side, against a real node:http server ----
@@ -74,7 +87,9 @@ before(async () => {
         res.end(`got ${body.length}`);
       },
       (e: unknown) => {
-        outcomes.push(e instanceof BodyTooLargeError ? `too-large:${String(e.declared)}` : `error:${(e as Error).message}`);
+        outcomes.push(
+          e instanceof BodyTooLargeError ? `too-large:${String(e.declared)}` : `error:${(e as Error).message}`,
+        );
         if (!(e instanceof BodyTooLargeError)) return;
         res.writeHead(413, { connection: "close" }).end(e.message);
       },
@@ -86,26 +101,39 @@ before(async () => {
 });
 after(async () => {
   server.closeAllConnections();
-  await new Promise<void>((r) => { server.close(() => { r(); }); });
+  await new Promise<void>((r) => {
+    server.close(() => {
+      r();
+    });
+  });
 });
 
 /** POSTs `chunks` (chunked unless `length` is given) and returns the status and body, or the client's error. */
-function post(chunks: number[], headers: Record<string, string> = {}): Promise<{ status: number; body: string } | { error: string }> {
+function post(
+  chunks: number[],
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: string } | { error: string }> {
   return new Promise((resolve) => {
     const req = request({ host: "127.0.0.1", port, method: "POST", path: "/", headers }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (c: string) => (body += c));
-      res.on("end", () => { resolve({ status: res.statusCode ?? 0, body }); });
+      res.on("end", () => {
+        resolve({ status: res.statusCode ?? 0, body });
+      });
     });
-    req.on("error", (e) => { resolve({ error: e.message }); });
+    req.on("error", (e) => {
+      resolve({ error: e.message });
+    });
     const write = (i: number): void => {
       const n = chunks[i];
       if (n === undefined) {
         req.end();
         return;
       }
-      req.write(Buffer.alloc(n, 121), () => { write(i + 1); });
+      req.write(Buffer.alloc(n, 121), () => {
+        write(i + 1);
+      });
     };
     write(0);
   });

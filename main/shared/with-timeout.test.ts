@@ -20,7 +20,14 @@ test("a-failure-in-time-is-passed-on-unchanged-and-clears-the-timer", async () =
 
 test("no-answer-within-the-bound-rejects-with-a-timeout-naming-what-and-how-long", async () => {
   const never = new Promise<never>(() => undefined);
-  await assert.rejects(withTimeout(never, 20, "disconnect"), (e) => e instanceof TimeoutError && e.message === "disconnect did not answer within 20 ms" && e.ms === 20 && e.what === "disconnect");
+  await assert.rejects(
+    withTimeout(never, 20, "disconnect"),
+    (e) =>
+      e instanceof TimeoutError &&
+      e.message === "disconnect did not answer within 20 ms" &&
+      e.ms === 20 &&
+      e.what === "disconnect",
+  );
 });
 
 test("an-answer-after-the-timeout-changes-nothing", async () => {
@@ -32,9 +39,13 @@ test("an-answer-after-the-timeout-changes-nothing", async () => {
 test("work-given-as-a-function-that-throws-at-once-rejects-like-any-other-failure", async () => {
   const before = timersArmed();
   await assert.rejects(
-    withTimeout(() => {
-      throw new Error("bad handler");
-    }, 60_000, "gateways"),
+    withTimeout(
+      () => {
+        throw new Error("bad handler");
+      },
+      60_000,
+      "gateways",
+    ),
     /bad handler/,
   );
   assert.equal(await withTimeout(() => Promise.resolve("ok"), 60_000, "gateways"), "ok");

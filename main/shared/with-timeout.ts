@@ -24,10 +24,12 @@ export function withTimeout<T>(work: PromiseLike<T> | (() => PromiseLike<T>), ms
     const timer = setTimeout(() => {
       reject(new TimeoutError(what, ms));
     }, ms);
-    const settle = <A>(f: (a: A) => void) => (a: A): void => {
-      clearTimeout(timer);
-      f(a);
-    };
+    const settle =
+      <A>(f: (a: A) => void) =>
+      (a: A): void => {
+        clearTimeout(timer);
+        f(a);
+      };
     try {
       (typeof work === "function" ? work() : work).then(settle(resolve), settle(reject));
     } catch (e) {

@@ -48,7 +48,10 @@ export class EngineProcess {
       this.#log = null;
     });
     this.spawnedAt = Date.now();
-    this.#child = spawn(file, args, { stdio: [opts.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"], env: opts.env });
+    this.#child = spawn(file, args, {
+      stdio: [opts.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+      env: opts.env,
+    });
     if (this.#child.pid === undefined) {
       // spawn reports ENOENT asynchronously; a missing pid means it could not start at all
       this.pid = -1;

@@ -4,7 +4,14 @@
  * applies routes or DNS: it reports what the gateway pushed and the caller decides.
  */
 import type { Secret } from "../../main/core/secret.ts";
-import { RETRYABLE, type EngineErrorCode, type TunnelEvent, type TunnelProtocol, type TunnelStats, type TunnelUp } from "../../main/core/tunnel/engine-types.ts";
+import {
+  RETRYABLE,
+  type EngineErrorCode,
+  type TunnelEvent,
+  type TunnelProtocol,
+  type TunnelStats,
+  type TunnelUp,
+} from "../../main/core/tunnel/engine-types.ts";
 
 export interface EngineRuntime {
   /** Run the engine inside this network namespace (the lab); unset when detourd already runs where tunnels belong. */
@@ -37,13 +44,26 @@ interface SpecBase {
 
 export interface WireGuardSpec extends SpecBase {
   protocol: "wireguard";
-  params: { port: number; publicKey: string; tunnelAddress: string; persistentKeepaliveSec: number; allowedIps: string[] };
+  params: {
+    port: number;
+    publicKey: string;
+    tunnelAddress: string;
+    persistentKeepaliveSec: number;
+    allowedIps: string[];
+  };
   credentials: { privateKey: Secret };
 }
 
 export interface Ikev2Spec extends SpecBase {
   protocol: "ikev2";
-  params: { port: number; natTraversalPort: number; remoteId: string; proposals: string[]; espProposals: string[]; remoteTs: string[] };
+  params: {
+    port: number;
+    natTraversalPort: number;
+    remoteId: string;
+    proposals: string[];
+    espProposals: string[];
+    remoteTs: string[];
+  };
   credentials: { localId: string; psk: Secret };
 }
 

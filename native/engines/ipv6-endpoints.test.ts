@@ -16,7 +16,12 @@ test("wireguard-endpoints-bracket-ipv6-and-the-uapi-codec-takes-them", () => {
   assert.equal(wireguardEndpoint(V6, 51820), `[${V6}]:51820`);
   const tx = encodeSet({
     privateKey: new Secret(randomBytes(32).toString("base64")),
-    peer: { publicKey: randomBytes(32).toString("base64"), endpoint: wireguardEndpoint(V6, 51820), persistentKeepaliveSec: 25, allowedIps: ["198.19.0.0/24"] },
+    peer: {
+      publicKey: randomBytes(32).toString("base64"),
+      endpoint: wireguardEndpoint(V6, 51820),
+      persistentKeepaliveSec: 25,
+      allowedIps: ["198.19.0.0/24"],
+    },
   }).reveal();
   assert.match(tx, /\nendpoint=\[2001:db8:18:1::2\]:51820\n/);
 });
@@ -27,7 +32,14 @@ test("charon-takes-an-ipv6-remote-address-as-it-is", () => {
     gateway: { name: "gw1", address: V6 },
     runtime: { netns: "detour-t-client", workDir: "/run/detour-test/ikev2-gw1-x", ifname: "dike-gw1" },
     probe: { address: "198.19.0.1" },
-    params: { port: 500, natTraversalPort: 4500, remoteId: "gw1.lab.detour.test", proposals: ["aes256-sha256-x25519"], espProposals: ["aes128-sha256"], remoteTs: ["198.19.0.0/24"] },
+    params: {
+      port: 500,
+      natTraversalPort: 4500,
+      remoteId: "gw1.lab.detour.test",
+      proposals: ["aes256-sha256-x25519"],
+      espProposals: ["aes128-sha256"],
+      remoteTs: ["198.19.0.0/24"],
+    },
     credentials: { localId: "client@lab.detour.test", psk: new Secret("not-a-real-psk") },
   };
   assert.deepEqual(specProblems(spec), []);
@@ -38,6 +50,12 @@ test("charon-takes-an-ipv6-remote-address-as-it-is", () => {
 });
 
 test("openconnect-gets-an-ipv6-literal-in-brackets", () => {
-  assert.equal(gatewayUrl({ gateway: { name: "gw1", address: "198.18.1.2" }, params: { port: 443, pin: "", dtls: true } }), "https://198.18.1.2:443/");
-  assert.equal(gatewayUrl({ gateway: { name: "gw1", address: V6 }, params: { port: 443, pin: "", dtls: true } }), `https://[${V6}]:443/`);
+  assert.equal(
+    gatewayUrl({ gateway: { name: "gw1", address: "198.18.1.2" }, params: { port: 443, pin: "", dtls: true } }),
+    "https://198.18.1.2:443/",
+  );
+  assert.equal(
+    gatewayUrl({ gateway: { name: "gw1", address: V6 }, params: { port: 443, pin: "", dtls: true } }),
+    `https://[${V6}]:443/`,
+  );
 });

@@ -31,15 +31,21 @@ test("wireguard-ikev2-and-anyconnect-run-side-by-side-in-one-namespace", { timeo
   try {
     const t0 = Date.now();
     const ups = await Promise.all(engines.map((e) => e.start(t0 + START_DEADLINE_MS)));
-    console.log(`all three up: ${ups.map((u, i) => `${engines[i]?.protocol ?? "?"} on ${u.config.ifname} after ${u.timings.firstReplyAt - t0} ms`).join(", ")}`);
+    console.log(
+      `all three up: ${ups.map((u, i) => `${engines[i]?.protocol ?? "?"} on ${u.config.ifname} after ${u.timings.firstReplyAt - t0} ms`).join(", ")}`,
+    );
     assert.equal(new Set(ups.map((u) => u.config.ifname)).size, 3, "each engine has its own device");
     for (const [i, e] of engines.entries()) {
       const s = await e.stats();
-      assert.ok(s.rxBytes > 0 && s.txBytes > 0, `${e.protocol}: its device carried the probe both ways (${JSON.stringify(s)})`);
+      assert.ok(
+        s.rxBytes > 0 && s.txBytes > 0,
+        `${e.protocol}: its device carried the probe both ways (${JSON.stringify(s)})`,
+      );
       assert.ok(e.pid !== null, `${e.protocol} runs (${String(ups[i]?.config.ifname)})`);
     }
     await Promise.all(engines.map((e) => e.stop()));
-    for (const u of ups) assert.equal(await linkExists(u.config.ifname, topo.client.ns), false, `${u.config.ifname} is gone after stop`);
+    for (const u of ups)
+      assert.equal(await linkExists(u.config.ifname, topo.client.ns), false, `${u.config.ifname} is gone after stop`);
     assert.deepEqual(await namespacePids(topo.client.ns), [], "no engine process is left in the client namespace");
   } finally {
     await Promise.all(engines.map((e) => e.stop()));

@@ -22,7 +22,11 @@ function engine(teardown: () => Promise<void> = () => Promise.resolve()): { g: S
 }
 
 function hooks(over: Partial<StartHooks> = {}): StartHooks {
-  return { timeoutError: () => new EngineError("timeout", "no tunnel before the deadline"), tail: () => "last engine line", ...over };
+  return {
+    timeoutError: () => new EngineError("timeout", "no tunnel before the deadline"),
+    tail: () => "last engine line",
+    ...over,
+  };
 }
 
 async function rejection(p: Promise<unknown>): Promise<EngineError> {
@@ -49,10 +53,15 @@ describe("start guard", () => {
     const { g, teardowns } = engine();
     let progress = "nothing";
     const err = await rejection(
-      g.run(Date.now() - 1, undefined, hooks({ timeoutError: () => new EngineError("timeout", `got as far as ${progress}`) }), () => {
-        progress = "the handshake";
-        return never();
-      }),
+      g.run(
+        Date.now() - 1,
+        undefined,
+        hooks({ timeoutError: () => new EngineError("timeout", `got as far as ${progress}`) }),
+        () => {
+          progress = "the handshake";
+          return never();
+        },
+      ),
     );
     assert.equal(err.code, "timeout");
     assert.equal(err.message, "got as far as the handshake");
@@ -114,7 +123,10 @@ describe("start guard", () => {
     const err = await rejection(g.run(FAR, undefined, hooks(), () => Promise.resolve("up")));
     assert.equal(err.code, "cancelled");
     assert.equal(teardowns(), 1);
-    await assert.rejects(g.run(FAR, undefined, hooks(), () => Promise.resolve("up")), (e: unknown) => !(e instanceof EngineError) && /called twice/.test(String(e)));
+    await assert.rejects(
+      g.run(FAR, undefined, hooks(), () => Promise.resolve("up")),
+      (e: unknown) => !(e instanceof EngineError) && /called twice/.test(String(e)),
+    );
   });
 
   test("the-first-failure-wins-and-later-ones-change-nothing", async () => {
@@ -144,10 +156,17 @@ describe("start guard", () => {
 
   test("errors-the-body-throws-map-to-one-engine-error", async () => {
     class CodecError extends Error {}
-    const classify = (e: unknown): EngineError | null => (e instanceof CodecError ? new EngineError("bad-config", `refused: ${e.message}`) : null);
-    const refused = await rejection(engine().g.run(FAR, undefined, hooks({ classify }), () => Promise.reject(new CodecError("errno=22"))));
+    const classify = (e: unknown): EngineError | null =>
+      e instanceof CodecError ? new EngineError("bad-config", `refused: ${e.message}`) : null;
+    const refused = await rejection(
+      engine().g.run(FAR, undefined, hooks({ classify }), () => Promise.reject(new CodecError("errno=22"))),
+    );
     assert.equal(refused.code, "bad-config");
-    const own = await rejection(engine().g.run(FAR, undefined, hooks({ classify }), () => Promise.reject(new EngineError("unreachable", "no route"))));
+    const own = await rejection(
+      engine().g.run(FAR, undefined, hooks({ classify }), () =>
+        Promise.reject(new EngineError("unreachable", "no route")),
+      ),
+    );
     assert.equal(own.code, "unreachable");
     const bug = new TypeError("x is undefined");
     const crashed = await rejection(engine().g.run(FAR, undefined, hooks({ classify }), () => Promise.reject(bug)));
@@ -160,7 +179,9 @@ describe("start guard", () => {
 
   test("a-teardown-that-fails-leaves-the-start-error-and-tells-stop", async () => {
     const { g } = engine(() => Promise.reject(new Error("device left behind")));
-    const err = await rejection(g.run(FAR, undefined, hooks(), () => Promise.reject(new EngineError("auth-failed", "refused"))));
+    const err = await rejection(
+      g.run(FAR, undefined, hooks(), () => Promise.reject(new EngineError("auth-failed", "refused"))),
+    );
     assert.equal(err.code, "auth-failed");
     await assert.rejects(g.stop(), /device left behind/);
   });
@@ -175,7 +196,11 @@ describe("start guard", () => {
 
 describe("start attempt", () => {
   test("a-value-that-arrives-after-the-failure-is-disposed", async () => {
-    const a = new StartAttempt({ deadlineAt: FAR, timeoutError: () => new EngineError("timeout", "late"), what: "Test" });
+    const a = new StartAttempt({
+      deadlineAt: FAR,
+      timeoutError: () => new EngineError("timeout", "late"),
+      what: "Test",
+    });
     const disposed: string[] = [];
     let deliver: (v: string) => void = () => undefined;
     const p = a.race(new Promise<string>((r) => (deliver = r)), (late) => disposed.push(late));
@@ -188,18 +213,33 @@ describe("start attempt", () => {
   });
 
   test("after-a-failure-every-race-and-check-rejects-at-once", async () => {
-    const a = new StartAttempt({ deadlineAt: FAR, timeoutError: () => new EngineError("timeout", "late"), what: "Test" });
+    const a = new StartAttempt({
+      deadlineAt: FAR,
+      timeoutError: () => new EngineError("timeout", "late"),
+      what: "Test",
+    });
     a.fail(new EngineError("unreachable", "refused"));
-    assert.throws(() => {
-      a.check();
-    }, (e: unknown) => e instanceof EngineError && e.code === "unreachable");
-    await assert.rejects(a.race(Promise.resolve(1)), (e: unknown) => e instanceof EngineError && e.code === "unreachable");
+    assert.throws(
+      () => {
+        a.check();
+      },
+      (e: unknown) => e instanceof EngineError && e.code === "unreachable",
+    );
+    await assert.rejects(
+      a.race(Promise.resolve(1)),
+      (e: unknown) => e instanceof EngineError && e.code === "unreachable",
+    );
     assert.equal((a.signal.reason as EngineError).code, "unreachable");
   });
 
   test("the-deadline-and-the-callers-abort-are-released-when-it-ends", async () => {
     const ac = new AbortController();
-    const a = new StartAttempt({ deadlineAt: Date.now() + 20, signal: ac.signal, timeoutError: () => new EngineError("timeout", "late"), what: "Test" });
+    const a = new StartAttempt({
+      deadlineAt: Date.now() + 20,
+      signal: ac.signal,
+      timeoutError: () => new EngineError("timeout", "late"),
+      what: "Test",
+    });
     a.end();
     ac.abort();
     await new Promise((r) => setTimeout(r, 40));

@@ -44,9 +44,12 @@ export class StartAttempt {
       return;
     }
     opts.signal?.addEventListener("abort", this.#onCallerAbort, { once: true });
-    this.#timer = setTimeout(() => {
-      this.fail(opts.timeoutError());
-    }, Math.max(0, opts.deadlineAt - Date.now()));
+    this.#timer = setTimeout(
+      () => {
+        this.fail(opts.timeoutError());
+      },
+      Math.max(0, opts.deadlineAt - Date.now()),
+    );
   }
 
   /** Aborted, with the failure as its reason, when the attempt fails; never aborted by success. */
@@ -154,11 +157,17 @@ export class StartGuard {
    * Runs `body` as the one attempt of this instance and resolves with its value, or rejects with one
    * EngineError once the teardown is done. A second call is a bug and rejects with a plain Error.
    */
-  run<T>(deadlineAt: number, signal: AbortSignal | undefined, hooks: StartHooks, body: (attempt: StartAttempt) => Promise<T>): Promise<T> {
+  run<T>(
+    deadlineAt: number,
+    signal: AbortSignal | undefined,
+    hooks: StartHooks,
+    body: (attempt: StartAttempt) => Promise<T>,
+  ): Promise<T> {
     if (this.#began) return Promise.reject(new Error(`${this.#what} called twice: an engine instance starts once`));
     this.#began = true;
     const attempt = new StartAttempt({ deadlineAt, signal, timeoutError: hooks.timeoutError, what: this.#what });
-    if (this.#stopped !== null) attempt.fail(new EngineError("cancelled", `${this.#what} was cancelled: the engine had been stopped`));
+    if (this.#stopped !== null)
+      attempt.fail(new EngineError("cancelled", `${this.#what} was cancelled: the engine had been stopped`));
     this.#attempt = attempt;
     const p = this.#run(attempt, hooks, body);
     this.#settled = p.then(
@@ -196,7 +205,12 @@ export class StartGuard {
     const known = hooks.classify?.(e) ?? null;
     if (known !== null) return known;
     // Anything else is a bug: reported as a crash so the caller's race goes on, with the cause attached.
-    return new EngineError("engine-crashed", `${this.#what} failed: ${e instanceof Error ? e.message : String(e)}`, hooks.tail(), { cause: e });
+    return new EngineError(
+      "engine-crashed",
+      `${this.#what} failed: ${e instanceof Error ? e.message : String(e)}`,
+      hooks.tail(),
+      { cause: e },
+    );
   }
 
   /** Ends the attempt in flight with `e` (the engine exited, the gateway refused); no-op when none is. */

@@ -39,10 +39,14 @@ export function renderResolvConf(s: DnsSettings): string {
 /** Puts the tunnel's resolvers in force; safe to repeat (the first original stays saved). */
 export function applyDns(s: DnsSettings, t: DnsTarget): void {
   if (s.servers.length === 0) return;
-  if (s.servers.some((a) => !/^\d{1,3}(\.\d{1,3}){3}$/.test(a))) throw new DnsError(`refusing DNS servers that are not IPv4 addresses: ${s.servers.join(", ")}`);
-  if (s.searchDomains.some((d) => !/^[a-z0-9.-]{1,253}$/i.test(d))) throw new DnsError(`refusing search domains that are not host names: ${s.searchDomains.join(", ")}`);
+  if (s.servers.some((a) => !/^\d{1,3}(\.\d{1,3}){3}$/.test(a)))
+    throw new DnsError(`refusing DNS servers that are not IPv4 addresses: ${s.servers.join(", ")}`);
+  if (s.searchDomains.some((d) => !/^[a-z0-9.-]{1,253}$/i.test(d)))
+    throw new DnsError(`refusing search domains that are not host names: ${s.searchDomains.join(", ")}`);
   if (existsSync(t.path) && lstatSync(t.path).isSymbolicLink()) {
-    throw new DnsError(`${t.path} is a symbolic link (systemd-resolved or resolvconf manages it); detourd leaves it alone`);
+    throw new DnsError(
+      `${t.path} is a symbolic link (systemd-resolved or resolvconf manages it); detourd leaves it alone`,
+    );
   }
   if (!existsSync(t.backupPath)) {
     writeFileAtomicSync(t.backupPath, existsSync(t.path) ? readFileSync(t.path, "utf8") : "");

@@ -19,7 +19,11 @@ test("the-tunnel-resolvers-go-in-and-the-original-comes-back-exactly", () => {
   applyDns({ servers: ["198.19.0.2"], searchDomains: [] }, { path, backupPath });
   assert.match(readFileSync(path, "utf8"), /nameserver 198\.19\.0\.2/, "a failover swaps the resolvers");
   assert.equal(restoreDns({ path, backupPath }), true);
-  assert.equal(readFileSync(path, "utf8"), "nameserver 198.18.53.2\nsearch lab.detour.test\n", "the first original survives repeated applies");
+  assert.equal(
+    readFileSync(path, "utf8"),
+    "nameserver 198.18.53.2\nsearch lab.detour.test\n",
+    "the first original survives repeated applies",
+  );
   assert.equal(existsSync(backupPath), false);
   assert.equal(restoreDns({ path, backupPath }), false, "restore without a backup is a no-op");
 });
@@ -30,8 +34,12 @@ test("no-servers-changes-nothing-and-bad-values-are-refused", () => {
   writeFileSync(path, "nameserver 1.1.1.1\n");
   applyDns({ servers: [], searchDomains: [] }, { path, backupPath });
   assert.equal(existsSync(backupPath), false);
-  assert.throws(() => { applyDns({ servers: ["1.2.3.4\nnameserver 6.6.6.6"], searchDomains: [] }, { path, backupPath }); }, /not IPv4/);
-  assert.throws(() => { applyDns({ servers: ["1.2.3.4"], searchDomains: ["a b"] }, { path, backupPath }); }, /not host names/);
+  assert.throws(() => {
+    applyDns({ servers: ["1.2.3.4\nnameserver 6.6.6.6"], searchDomains: [] }, { path, backupPath });
+  }, /not IPv4/);
+  assert.throws(() => {
+    applyDns({ servers: ["1.2.3.4"], searchDomains: ["a b"] }, { path, backupPath });
+  }, /not host names/);
   assert.equal(readFileSync(path, "utf8"), "nameserver 1.1.1.1\n");
 });
 
@@ -40,10 +48,16 @@ test("a-resolv-conf-managed-by-a-resolver-daemon-is-left-alone", () => {
   writeFileSync(target, "nameserver 127.0.0.53\n");
   const path = join(dir, "linked.conf");
   symlinkSync(target, path);
-  assert.throws(() => { applyDns({ servers: ["198.19.0.1"], searchDomains: [] }, { path, backupPath: join(dir, "l.orig") }); }, /symbolic link/);
+  assert.throws(() => {
+    applyDns({ servers: ["198.19.0.1"], searchDomains: [] }, { path, backupPath: join(dir, "l.orig") });
+  }, /symbolic link/);
   assert.equal(readFileSync(target, "utf8"), "nameserver 127.0.0.53\n");
 });
 
 test("at-most-three-nameservers-as-glibc-reads", () => {
-  assert.equal(renderResolvConf({ servers: ["1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4"], searchDomains: [] }).match(/nameserver/g)?.length, 3);
+  assert.equal(
+    renderResolvConf({ servers: ["1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4"], searchDomains: [] }).match(/nameserver/g)
+      ?.length,
+    3,
+  );
 });

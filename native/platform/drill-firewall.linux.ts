@@ -34,16 +34,22 @@ function check(gateway: string, endpoints: readonly GatewayEndpoint[]): void {
   for (const e of endpoints) {
     if (!IPV4_RE.test(e.address)) throw new Error(`drill block: invalid address ${JSON.stringify(e.address)}`);
     if (!PROTOCOLS.has(e.protocol)) throw new Error(`drill block: invalid protocol ${JSON.stringify(e.protocol)}`);
-    if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535) throw new Error(`drill block: invalid port ${String(e.port)}`);
+    if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535)
+      throw new Error(`drill block: invalid port ${String(e.port)}`);
   }
 }
 
 /** The table in nft's language (pure). */
 export function renderDrillBlock(gateway: string, endpoints: readonly GatewayEndpoint[]): string {
   check(gateway, endpoints);
-  const uniq = [...new Map(endpoints.map((e) => [`${e.protocol} ${e.address}:${String(e.port)}`, e])).entries()].sort(([a], [b]) => a.localeCompare(b));
+  const uniq = [...new Map(endpoints.map((e) => [`${e.protocol} ${e.address}:${String(e.port)}`, e])).entries()].sort(
+    ([a], [b]) => a.localeCompare(b),
+  );
   const rules = (dir: "daddr" | "saddr", port: "dport" | "sport", what: string): string[] =>
-    uniq.map(([key, e]) => `\t\tip ${dir} ${e.address} ${e.protocol} ${port} ${String(e.port)} counter drop comment "drill-block ${what} ${key}"`);
+    uniq.map(
+      ([key, e]) =>
+        `\t\tip ${dir} ${e.address} ${e.protocol} ${port} ${String(e.port)} counter drop comment "drill-block ${what} ${key}"`,
+    );
   return [
     `table ${DRILL_FAMILY} ${DRILL_TABLE} {`,
     `\tcomment "detour failover drill: ${gateway} blocked"`,
@@ -75,7 +81,11 @@ async function nft(opts: DrillFirewallOptions, input: string): Promise<void> {
 }
 
 /** Blocks `gateway`'s endpoints for this host, both directions, in one transaction. Safe to repeat. */
-export async function applyDrillBlock(gateway: string, endpoints: readonly GatewayEndpoint[], opts: DrillFirewallOptions = {}): Promise<void> {
+export async function applyDrillBlock(
+  gateway: string,
+  endpoints: readonly GatewayEndpoint[],
+  opts: DrillFirewallOptions = {},
+): Promise<void> {
   await nft(opts, renderDrillApply(gateway, endpoints));
 }
 

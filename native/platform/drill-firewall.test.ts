@@ -21,13 +21,22 @@ test("the block drops every endpoint both ways, once each, in a table of its own
 });
 
 test("applying replaces any earlier block in the same transaction", () => {
-  assert.match(renderDrillApply("gw1", GW1), /^add table inet detour_drill\ndelete table inet detour_drill\ntable inet detour_drill \{/);
+  assert.match(
+    renderDrillApply("gw1", GW1),
+    /^add table inet detour_drill\ndelete table inet detour_drill\ntable inet detour_drill \{/,
+  );
 });
 
 test("anything that is not an endpoint never reaches nft", () => {
   assert.throws(() => renderDrillBlock("gw1", []), /no endpoints/);
   assert.throws(() => renderDrillBlock('gw1"; flush ruleset', GW1), /invalid gateway name/);
-  assert.throws(() => renderDrillBlock("gw1", [{ address: "198.18.1.2; drop", protocol: "udp", port: 1 }]), /invalid address/);
+  assert.throws(
+    () => renderDrillBlock("gw1", [{ address: "198.18.1.2; drop", protocol: "udp", port: 1 }]),
+    /invalid address/,
+  );
   assert.throws(() => renderDrillBlock("gw1", [{ address: "198.18.1.2", protocol: "udp", port: 0 }]), /invalid port/);
-  assert.throws(() => renderDrillBlock("gw1", [{ address: "198.18.1.2", protocol: "icmp" as "udp", port: 1 }]), /invalid protocol/);
+  assert.throws(
+    () => renderDrillBlock("gw1", [{ address: "198.18.1.2", protocol: "icmp" as "udp", port: 1 }]),
+    /invalid protocol/,
+  );
 });

@@ -80,7 +80,15 @@ function check(rules: KillSwitchRules): void {
   };
   for (const p of rules.protectedNetworks) {
     const [addr, len, ...rest] = p.split("/");
-    if (rest.length > 0 || addr === undefined || !IPV4_RE.test(addr) || len === undefined || !/^\d{1,2}$/.test(len) || Number(len) > 32) bad("protected network", p);
+    if (
+      rest.length > 0 ||
+      addr === undefined ||
+      !IPV4_RE.test(addr) ||
+      len === undefined ||
+      !/^\d{1,2}$/.test(len) ||
+      Number(len) > 32
+    )
+      bad("protected network", p);
   }
   for (const d of rules.tunnelDevices) if (!IFNAME_OR_PATTERN_RE.test(d) || d === "lo") bad("tunnel device", d);
   for (const a of rules.dnsServers) if (!IPV4_RE.test(a) && !isIPv6(a)) bad("DNS server", a);
@@ -104,19 +112,28 @@ function daddr(address: string): string {
 
 function endpointAllowance(e: GatewayEndpoint): Allowance {
   const where = isIPv6(e.address) ? `[${e.address}]:${String(e.port)}` : `${e.address}:${String(e.port)}`;
-  return { match: `${daddr(e.address)} ${e.protocol} dport ${String(e.port)}`, comment: `gateway-endpoint ${e.protocol} ${where}` };
+  return {
+    match: `${daddr(e.address)} ${e.protocol} dport ${String(e.port)}`,
+    comment: `gateway-endpoint ${e.protocol} ${where}`,
+  };
 }
 
 /** What may leave outside the tunnel devices from this host, in rule order. */
 function allowances(rules: KillSwitchRules): Allowance[] {
   return [
     ...rules.gatewayEndpoints.map(endpointAllowance),
-    ...rules.dnsServers.map((a) => ({ match: `${daddr(a)} meta l4proto { tcp, udp } th dport 53`, comment: `discovery-dns ${a}` })),
+    ...rules.dnsServers.map((a) => ({
+      match: `${daddr(a)} meta l4proto { tcp, udp } th dport 53`,
+      comment: `discovery-dns ${a}`,
+    })),
     ...(rules.underlayUpkeep
       ? [
           { match: "meta nfproto ipv4 udp sport 68 udp dport 67", comment: "underlay-upkeep dhcpv4" },
           { match: "meta nfproto ipv6 udp sport 546 udp dport 547", comment: "underlay-upkeep dhcpv6" },
-          { match: "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }", comment: "underlay-upkeep ipv6-nd" },
+          {
+            match: "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }",
+            comment: "underlay-upkeep ipv6-nd",
+          },
         ]
       : []),
   ];
@@ -146,7 +163,8 @@ export function renderKillSwitch(rules: KillSwitchRules): string {
     ...(rules.fullTunnel ? [line("meta nfproto ipv6", "", "protected-escaped")] : []),
   ];
   const own = [...deviceMatches(rules), ...allowances(rules)];
-  const elements = rules.protectedNetworks.length === 0 ? [] : [`\t\telements = { ${rules.protectedNetworks.join(", ")} }`];
+  const elements =
+    rules.protectedNetworks.length === 0 ? [] : [`\t\telements = { ${rules.protectedNetworks.join(", ")} }`];
   return [
     `table ${KILLSWITCH_FAMILY} ${KILLSWITCH_TABLE} {`,
     `\tcomment "detour kill switch: ${rules.mode} (${rules.state})"`,
@@ -162,7 +180,9 @@ export function renderKillSwitch(rules: KillSwitchRules): string {
     "\t}",
     "\tchain forward {",
     "\t\ttype filter hook forward priority filter; policy accept;",
-    ...deviceMatches(rules).slice(1).map((a) => line(a.match, "accept", a.comment)),
+    ...deviceMatches(rules)
+      .slice(1)
+      .map((a) => line(a.match, "accept", a.comment)),
     ...drops,
     "\t}",
     "\tchain leak_witness {",
@@ -231,22 +251,38 @@ export function parseCounters(json: string): KillSwitchCounter[] {
   if (!Array.isArray(doc.nftables)) throw new Error("nft -j output without an nftables array");
   return doc.nftables.flatMap((item: unknown): KillSwitchCounter[] => {
     const rule = (item as { rule?: NftRule }).rule;
-    if (rule === undefined || typeof rule.comment !== "string" || typeof rule.chain !== "string" || !Array.isArray(rule.expr)) return [];
+    if (
+      rule === undefined ||
+      typeof rule.comment !== "string" ||
+      typeof rule.chain !== "string" ||
+      !Array.isArray(rule.expr)
+    )
+      return [];
     const [purpose = "", ...detail] = rule.comment.split(" ");
     if (!PURPOSES.has(purpose)) return [];
-    const counter = (rule.expr as unknown[]).map((e) => (e as { counter?: { packets?: unknown; bytes?: unknown } }).counter).find((c) => c !== undefined);
+    const counter = (rule.expr as unknown[])
+      .map((e) => (e as { counter?: { packets?: unknown; bytes?: unknown } }).counter)
+      .find((c) => c !== undefined);
     if (counter === undefined) return [];
-    return [{
-      chain: rule.chain,
-      purpose: purpose as KillSwitchPurpose,
-      detail: detail.join(" "),
-      packets: typeof counter.packets === "number" ? counter.packets : 0,
-      bytes: typeof counter.bytes === "number" ? counter.bytes : 0,
-    }];
+    return [
+      {
+        chain: rule.chain,
+        purpose: purpose as KillSwitchPurpose,
+        detail: detail.join(" "),
+        packets: typeof counter.packets === "number" ? counter.packets : 0,
+        bytes: typeof counter.bytes === "number" ? counter.bytes : 0,
+      },
+    ];
   });
 }
 
 /** Packets counted under `purpose` (in one chain, or all). */
-export function countedPackets(counters: readonly KillSwitchCounter[], purpose: KillSwitchPurpose, chain?: string): number {
-  return counters.filter((c) => c.purpose === purpose && (chain === undefined || c.chain === chain)).reduce((n, c) => n + c.packets, 0);
+export function countedPackets(
+  counters: readonly KillSwitchCounter[],
+  purpose: KillSwitchPurpose,
+  chain?: string,
+): number {
+  return counters
+    .filter((c) => c.purpose === purpose && (chain === undefined || c.chain === chain))
+    .reduce((n, c) => n + c.packets, 0);
 }

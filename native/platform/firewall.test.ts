@@ -1,8 +1,19 @@
 /** The kill switch's nftables text: the exact table per mode, the replace-in-one-transaction framing, refused input, counters. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { killSwitchPolicy, legEndpoints, type KillSwitchInput, type KillSwitchRules } from "../../main/core/killswitch.ts";
-import { countedPackets, parseCounters, renderApplyTransaction, renderKillSwitch, renderRemoveTransaction } from "./firewall.linux.ts";
+import {
+  killSwitchPolicy,
+  legEndpoints,
+  type KillSwitchInput,
+  type KillSwitchRules,
+} from "../../main/core/killswitch.ts";
+import {
+  countedPackets,
+  parseCounters,
+  renderApplyTransaction,
+  renderKillSwitch,
+  renderRemoveTransaction,
+} from "./firewall.linux.ts";
 
 const ports = { wireguard: { port: 51820 }, anyconnect: { port: 443 } };
 
@@ -12,7 +23,10 @@ function rulesFor(over: Partial<KillSwitchInput>): KillSwitchRules {
     state: "racing",
     lockdown: true,
     protectedNetworks: ["198.19.0.0/24"],
-    gatewayEndpoints: [...legEndpoints("wireguard", "198.18.1.2", ports), ...legEndpoints("anyconnect-tls", "198.18.2.2", ports)],
+    gatewayEndpoints: [
+      ...legEndpoints("wireguard", "198.18.1.2", ports),
+      ...legEndpoints("anyconnect-tls", "198.18.2.2", ports),
+    ],
     tunnelDevices: ["dt-L1", "ipsec*"],
     dnsServers: ["198.18.53.2"],
     ...over,
@@ -73,9 +87,17 @@ test("racing-renders-allowances-then-counted-drops-and-a-witness-that-mirrors-th
 test("connected-split-tunnel-drops-only-protected-traffic-outside-the-tunnels", () => {
   const text = renderKillSwitch(rulesFor({ state: "connected", tunnelDevices: ["dt-L1", "dt-L3"] }));
   assert.match(text, /comment "detour kill switch: tunnel-only \(connected\)"/);
-  assert.doesNotMatch(text, /underlay-blocked|underlay-upkeep|discovery-dns/, "the rest of the underlay is not the kill switch's business");
+  assert.doesNotMatch(
+    text,
+    /underlay-blocked|underlay-upkeep|discovery-dns/,
+    "the rest of the underlay is not the kill switch's business",
+  );
   assert.match(text, /oifname "dt-L3" counter accept comment "tunnel-device dt-L3"/);
-  assert.match(text, /ip daddr 198\.18\.1\.2 udp dport 51820 counter accept/, "endpoints stay allowed in case a gateway lies in a protected network");
+  assert.match(
+    text,
+    /ip daddr 198\.18\.1\.2 udp dport 51820 counter accept/,
+    "endpoints stay allowed in case a gateway lies in a protected network",
+  );
   const output = text.split("chain output")[1]?.split("}")[0] ?? "";
   assert.ok(output.trimEnd().endsWith('ip daddr @protected4 counter drop comment "protected-outside-tunnel"'), output);
 });
@@ -98,7 +120,12 @@ test("an-empty-protected-set-is-declared-without-elements", () => {
 test("apply-replaces-the-table-in-one-transaction-and-remove-tolerates-absence", () => {
   const rules = rulesFor({});
   const tx = renderApplyTransaction(rules);
-  assert.ok(tx.startsWith("add table inet detour_killswitch\ndelete table inet detour_killswitch\ntable inet detour_killswitch {\n"), tx.slice(0, 120));
+  assert.ok(
+    tx.startsWith(
+      "add table inet detour_killswitch\ndelete table inet detour_killswitch\ntable inet detour_killswitch {\n",
+    ),
+    tx.slice(0, 120),
+  );
   assert.equal(tx.match(/^table /gm)?.length, 1, "one table definition");
   assert.equal(renderApplyTransaction(rules), tx, "same rules, same text: the daemon can skip a no-op apply");
   assert.equal(renderRemoveTransaction(), "add table inet detour_killswitch\ndelete table inet detour_killswitch\n");
@@ -106,11 +133,20 @@ test("apply-replaces-the-table-in-one-transaction-and-remove-tolerates-absence",
 
 test("hand-built-rules-cannot-inject-nft-syntax", () => {
   const base = rulesFor({});
-  assert.throws(() => renderKillSwitch({ ...base, tunnelDevices: ['x" accept; flush ruleset; "'] }), /invalid tunnel device/);
+  assert.throws(
+    () => renderKillSwitch({ ...base, tunnelDevices: ['x" accept; flush ruleset; "'] }),
+    /invalid tunnel device/,
+  );
   assert.throws(() => renderKillSwitch({ ...base, tunnelDevices: ["lo"] }), /invalid tunnel device/);
-  assert.throws(() => renderKillSwitch({ ...base, protectedNetworks: ["198.19.0.0/24 }"] }), /invalid protected network/);
+  assert.throws(
+    () => renderKillSwitch({ ...base, protectedNetworks: ["198.19.0.0/24 }"] }),
+    /invalid protected network/,
+  );
   assert.throws(() => renderKillSwitch({ ...base, dnsServers: ["198.18.53.2 accept"] }), /invalid DNS server/);
-  assert.throws(() => renderKillSwitch({ ...base, gatewayEndpoints: [{ address: "198.18.1.2", protocol: "udp", port: 70000 }] }), /invalid endpoint port/);
+  assert.throws(
+    () => renderKillSwitch({ ...base, gatewayEndpoints: [{ address: "198.18.1.2", protocol: "udp", port: 70000 }] }),
+    /invalid endpoint port/,
+  );
 });
 
 /** Trimmed from `nft -j list table inet detour_killswitch` (nftables 1.0.6). */
@@ -118,25 +154,90 @@ const LISTING = JSON.stringify({
   nftables: [
     { metainfo: { version: "1.0.6", json_schema_version: 1 } },
     { table: { family: "inet", name: "detour_killswitch", handle: 3 } },
-    { rule: { family: "inet", table: "detour_killswitch", chain: "output", handle: 5, comment: "loopback", expr: [{ match: {} }, { counter: { packets: 4, bytes: 336 } }, { accept: null }] } },
-    { rule: { family: "inet", table: "detour_killswitch", chain: "output", handle: 8, comment: "gateway-endpoint udp 198.18.1.2:51820", expr: [{ match: {} }, { counter: { packets: 3, bytes: 412 } }, { accept: null }] } },
-    { rule: { family: "inet", table: "detour_killswitch", chain: "output", handle: 14, comment: "protected-outside-tunnel", expr: [{ match: {} }, { counter: { packets: 20, bytes: 1120 } }, { drop: null }] } },
-    { rule: { family: "inet", table: "detour_killswitch", chain: "forward", handle: 20, comment: "protected-outside-tunnel", expr: [{ match: {} }, { counter: { packets: 2, bytes: 112 } }, { drop: null }] } },
-    { rule: { family: "inet", table: "detour_killswitch", chain: "leak_witness", handle: 30, expr: [{ match: {} }, { return: null }] } },
-    { rule: { family: "inet", table: "detour_killswitch", chain: "leak_witness", handle: 31, comment: "protected-escaped", expr: [{ match: {} }, { counter: { packets: 0, bytes: 0 } }] } },
-    { rule: { family: "inet", table: "detour_killswitch", chain: "output", handle: 40, comment: "someone else's", expr: [{ counter: { packets: 9, bytes: 9 } }] } },
+    {
+      rule: {
+        family: "inet",
+        table: "detour_killswitch",
+        chain: "output",
+        handle: 5,
+        comment: "loopback",
+        expr: [{ match: {} }, { counter: { packets: 4, bytes: 336 } }, { accept: null }],
+      },
+    },
+    {
+      rule: {
+        family: "inet",
+        table: "detour_killswitch",
+        chain: "output",
+        handle: 8,
+        comment: "gateway-endpoint udp 198.18.1.2:51820",
+        expr: [{ match: {} }, { counter: { packets: 3, bytes: 412 } }, { accept: null }],
+      },
+    },
+    {
+      rule: {
+        family: "inet",
+        table: "detour_killswitch",
+        chain: "output",
+        handle: 14,
+        comment: "protected-outside-tunnel",
+        expr: [{ match: {} }, { counter: { packets: 20, bytes: 1120 } }, { drop: null }],
+      },
+    },
+    {
+      rule: {
+        family: "inet",
+        table: "detour_killswitch",
+        chain: "forward",
+        handle: 20,
+        comment: "protected-outside-tunnel",
+        expr: [{ match: {} }, { counter: { packets: 2, bytes: 112 } }, { drop: null }],
+      },
+    },
+    {
+      rule: {
+        family: "inet",
+        table: "detour_killswitch",
+        chain: "leak_witness",
+        handle: 30,
+        expr: [{ match: {} }, { return: null }],
+      },
+    },
+    {
+      rule: {
+        family: "inet",
+        table: "detour_killswitch",
+        chain: "leak_witness",
+        handle: 31,
+        comment: "protected-escaped",
+        expr: [{ match: {} }, { counter: { packets: 0, bytes: 0 } }],
+      },
+    },
+    {
+      rule: {
+        family: "inet",
+        table: "detour_killswitch",
+        chain: "output",
+        handle: 40,
+        comment: "someone else's",
+        expr: [{ counter: { packets: 9, bytes: 9 } }],
+      },
+    },
   ],
 });
 
 test("counters-are-read-per-rule-with-their-purpose", () => {
   const counters = parseCounters(LISTING);
-  assert.deepEqual(counters.map((c) => `${c.chain}/${c.purpose}/${c.detail}=${String(c.packets)}`), [
-    "output/loopback/=4",
-    "output/gateway-endpoint/udp 198.18.1.2:51820=3",
-    "output/protected-outside-tunnel/=20",
-    "forward/protected-outside-tunnel/=2",
-    "leak_witness/protected-escaped/=0",
-  ]);
+  assert.deepEqual(
+    counters.map((c) => `${c.chain}/${c.purpose}/${c.detail}=${String(c.packets)}`),
+    [
+      "output/loopback/=4",
+      "output/gateway-endpoint/udp 198.18.1.2:51820=3",
+      "output/protected-outside-tunnel/=20",
+      "forward/protected-outside-tunnel/=2",
+      "leak_witness/protected-escaped/=0",
+    ],
+  );
   assert.equal(countedPackets(counters, "protected-outside-tunnel"), 22);
   assert.equal(countedPackets(counters, "protected-outside-tunnel", "forward"), 2);
   assert.equal(countedPackets(counters, "protected-escaped"), 0);
@@ -146,14 +247,28 @@ test("counters-are-read-per-rule-with-their-purpose", () => {
 });
 
 test("ipv6-gateway-endpoints-and-resolvers-are-matched-as-ip6-in-the-same-inet-table", () => {
-  const text = renderKillSwitch(rulesFor({
-    gatewayEndpoints: [...legEndpoints("wireguard", "198.18.1.2", ports), ...legEndpoints("anyconnect-tls", "2001:db8:18:2::2", ports)],
-    dnsServers: ["198.18.53.2", "2001:db8:18:53::2"],
-  }));
+  const text = renderKillSwitch(
+    rulesFor({
+      gatewayEndpoints: [
+        ...legEndpoints("wireguard", "198.18.1.2", ports),
+        ...legEndpoints("anyconnect-tls", "2001:db8:18:2::2", ports),
+      ],
+      dnsServers: ["198.18.53.2", "2001:db8:18:53::2"],
+    }),
+  );
   assert.match(text, /^table inet detour_killswitch \{/);
-  assert.match(text, /\t\tip daddr 198\.18\.1\.2 udp dport 51820 counter accept comment "gateway-endpoint udp 198\.18\.1\.2:51820"\n/);
-  assert.match(text, /\t\tip6 daddr 2001:db8:18:2::2 tcp dport 443 counter accept comment "gateway-endpoint tcp \[2001:db8:18:2::2\]:443"\n/);
-  assert.match(text, /\t\tip6 daddr 2001:db8:18:53::2 meta l4proto \{ tcp, udp \} th dport 53 counter accept comment "discovery-dns 2001:db8:18:53::2"\n/);
+  assert.match(
+    text,
+    /\t\tip daddr 198\.18\.1\.2 udp dport 51820 counter accept comment "gateway-endpoint udp 198\.18\.1\.2:51820"\n/,
+  );
+  assert.match(
+    text,
+    /\t\tip6 daddr 2001:db8:18:2::2 tcp dport 443 counter accept comment "gateway-endpoint tcp \[2001:db8:18:2::2\]:443"\n/,
+  );
+  assert.match(
+    text,
+    /\t\tip6 daddr 2001:db8:18:53::2 meta l4proto \{ tcp, udp \} th dport 53 counter accept comment "discovery-dns 2001:db8:18:53::2"\n/,
+  );
   assert.match(text, /\t\tip6 daddr 2001:db8:18:2::2 tcp dport 443 return\n/, "the witness skips the allowance too");
   // Blocking ends with a drop that has no family match: every other IPv6 packet is dropped like IPv4.
   assert.match(text, /\t\tcounter drop comment "underlay-blocked"\n\t\}\n\tchain forward/);

@@ -61,7 +61,12 @@ export async function linkCounters(ifname: string, netns?: string): Promise<Link
   const link = Array.isArray(parsed) ? (parsed[0] as IpLinkJson | undefined) : undefined;
   const s = link?.stats64;
   if (s === undefined) return null;
-  return { rxBytes: s.rx?.bytes ?? 0, txBytes: s.tx?.bytes ?? 0, rxPackets: s.rx?.packets ?? 0, txPackets: s.tx?.packets ?? 0 };
+  return {
+    rxBytes: s.rx?.bytes ?? 0,
+    txBytes: s.tx?.bytes ?? 0,
+    rxPackets: s.rx?.packets ?? 0,
+    txPackets: s.tx?.packets ?? 0,
+  };
 }
 
 export async function addAddress(ifname: string, cidr: string, netns?: string): Promise<void> {
@@ -73,7 +78,8 @@ export async function addAddress(ifname: string, cidr: string, netns?: string): 
  * device needs before it carries traffic; one process instead of two is ~10 ms off every connect).
  */
 export async function configureLink(ifname: string, cidr: string, mtu: number | null, netns?: string): Promise<void> {
-  if (/[\s;]/.test(ifname) || /[\s;]/.test(cidr)) throw new Error(`configureLink: bad device or address: ${JSON.stringify({ ifname, cidr })}`);
+  if (/[\s;]/.test(ifname) || /[\s;]/.test(cidr))
+    throw new Error(`configureLink: bad device or address: ${JSON.stringify({ ifname, cidr })}`);
   const batch = `addr replace ${cidr} dev ${ifname}\nlink set dev ${ifname}${mtu === null ? "" : ` mtu ${String(mtu)}`} up\n`;
   await runOk("ip", ipArgs(netns, ["-batch", "-"]), { input: batch });
 }
@@ -88,7 +94,9 @@ export async function linkAddresses(ifname: string, netns?: string): Promise<str
   if (r.code !== 0) return [];
   try {
     const parsed = JSON.parse(r.stdout) as { addr_info?: { local?: string; prefixlen?: number }[] }[];
-    return (parsed[0]?.addr_info ?? []).flatMap((a) => (a.local === undefined ? [] : [`${a.local}/${String(a.prefixlen ?? 32)}`]));
+    return (parsed[0]?.addr_info ?? []).flatMap((a) =>
+      a.local === undefined ? [] : [`${a.local}/${String(a.prefixlen ?? 32)}`],
+    );
   } catch {
     return [];
   }

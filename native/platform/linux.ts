@@ -6,7 +6,13 @@ import { applyDrillBlock, drillBlockPresent, removeDrillBlock } from "./drill-fi
 import { applyKillSwitch } from "./firewall.linux.ts";
 import { networkId } from "./netid.linux.ts";
 import type { Platform } from "./platform.ts";
-import { applyProtectedRoutes, clearProtectedRoutes, installLegSource, removeLegSource, stageProtectedRule } from "./routes.linux.ts";
+import {
+  applyProtectedRoutes,
+  clearProtectedRoutes,
+  installLegSource,
+  removeLegSource,
+  stageProtectedRule,
+} from "./routes.linux.ts";
 
 export function linuxPlatform(): Platform {
   return {

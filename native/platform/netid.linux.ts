@@ -42,7 +42,9 @@ export function sourceBlock(address: string | undefined): string {
   if (address === undefined || address === "") return "?";
   if (address.includes(":")) {
     const groups = address.split("::")[0]?.split(":") ?? [];
-    const full = address.includes("::") ? [...groups, ...Array<string>(8).fill("0")].slice(0, 4) : address.split(":").slice(0, 4);
+    const full = address.includes("::")
+      ? [...groups, ...Array<string>(8).fill("0")].slice(0, 4)
+      : address.split(":").slice(0, 4);
     return `${full.map((g) => g.replace(/^0+(?=.)/, "").toLowerCase()).join(":")}::/64`;
   }
   const octets = address.split(".");
@@ -54,7 +56,9 @@ interface Neigh {
 
 /** The address that answered a TTL-2 echo (time exceeded or the echo reply itself) in ping's output, or "?". */
 export function hopFromPing(output: string): string {
-  const m = /^From ([0-9a-fA-F.:]+)(?: icmp_seq=\d+)? Time to live exceeded/m.exec(output) ?? /^\d+ bytes from ([0-9a-fA-F.:]+?):? icmp_seq=/m.exec(output);
+  const m =
+    /^From ([0-9a-fA-F.:]+)(?: icmp_seq=\d+)? Time to live exceeded/m.exec(output) ??
+    /^\d+ bytes from ([0-9a-fA-F.:]+?):? icmp_seq=/m.exec(output);
   return m?.[1] ?? "?";
 }
 
@@ -62,7 +66,9 @@ export function hopFromPing(output: string): string {
 export async function publicPath(towards: string, netns?: string, signal?: AbortSignal): Promise<string> {
   if (signal?.aborted === true) return "?";
   const [file, ...args] = inNetns(netns, ["ping", "-n", "-c", "1", "-t", "2", "-W", "1", towards]);
-  const r = await run(file, args, { timeoutMs: PATH_PROBE_MS, ...(signal === undefined ? {} : { signal }) }).catch(() => null);
+  const r = await run(file, args, { timeoutMs: PATH_PROBE_MS, ...(signal === undefined ? {} : { signal }) }).catch(
+    () => null,
+  );
   return r === null ? "?" : hopFromPing(r.stdout);
 }
 

@@ -13,11 +13,16 @@ test("the-source-block-is-what-one-network-hands-out", () => {
 });
 
 test("the-public-facing-hop-is-read-from-a-ttl-2-echo", () => {
-  const exceeded = "PING 198.18.1.2 (198.18.1.2) 56(84) bytes of data.\nFrom 198.18.0.1 icmp_seq=1 Time to live exceeded\n\n--- 198.18.1.2 ping statistics ---\n";
+  const exceeded =
+    "PING 198.18.1.2 (198.18.1.2) 56(84) bytes of data.\nFrom 198.18.0.1 icmp_seq=1 Time to live exceeded\n\n--- 198.18.1.2 ping statistics ---\n";
   assert.equal(hopFromPing(exceeded), "198.18.0.1");
-  const reached = "PING 198.18.1.2 (198.18.1.2) 56(84) bytes of data.\n64 bytes from 198.18.1.2: icmp_seq=1 ttl=63 time=0.110 ms\n";
+  const reached =
+    "PING 198.18.1.2 (198.18.1.2) 56(84) bytes of data.\n64 bytes from 198.18.1.2: icmp_seq=1 ttl=63 time=0.110 ms\n";
   assert.equal(hopFromPing(reached), "198.18.1.2", "a gateway two hops away answers itself");
   assert.equal(hopFromPing("From 2001:db8:18::1 icmp_seq=1 Time to live exceeded\n"), "2001:db8:18::1");
-  assert.equal(hopFromPing("PING x\n\n--- x ping statistics ---\n1 packets transmitted, 0 received, 100% packet loss\n"), "?");
+  assert.equal(
+    hopFromPing("PING x\n\n--- x ping statistics ---\n1 packets transmitted, 0 received, 100% packet loss\n"),
+    "?",
+  );
   assert.equal(hopFromPing(""), "?");
 });

@@ -34,9 +34,17 @@ export interface PlatformRoutes {
    * Routes the protected networks through `ifname` in one batch (the table then equals `routes`); `present` is
    * the table's content when the caller knows it, so nothing is read first. Safe to repeat.
    */
-  applyProtectedRoutes(p: { ifname: string; routes: readonly string[]; bypass?: readonly string[]; present?: readonly RouteEntry[] }): Promise<void>;
+  applyProtectedRoutes(p: {
+    ifname: string;
+    routes: readonly string[];
+    bypass?: readonly string[];
+    present?: readonly RouteEntry[];
+  }): Promise<void>;
   /** Deletes these prefixes (and these gateways' throws) from the protected table, and its rule unless `keepRule`. */
-  clearProtectedRoutes(routes: readonly string[], opts?: { keepRule?: boolean; bypass?: readonly string[] }): Promise<void>;
+  clearProtectedRoutes(
+    routes: readonly string[],
+    opts?: { keepRule?: boolean; bypass?: readonly string[] },
+  ): Promise<void>;
   installLegSource(s: LegSource): Promise<void>;
   removeLegSource(s: LegSource): Promise<void>;
 }
@@ -94,7 +102,11 @@ export interface PlatformEngines {
   /** The driver for a spec; a WireGuard spec naming a spare's device adopts that spare. */
   create(spec: EngineSpec, spare?: SpareDevice): TunnelEngine;
   /** Starts a spare wireguard-go for this device name and folder by `deadlineAt`; everything is removed on failure. */
-  launchSpare(runtime: { ifname: string; workDir: string }, deadlineAt: number, signal?: AbortSignal): Promise<SpareDevice>;
+  launchSpare(
+    runtime: { ifname: string; workDir: string },
+    deadlineAt: number,
+    signal?: AbortSignal,
+  ): Promise<SpareDevice>;
 }
 
 /** A change of the network the device is on (link, address, default route), as the monitor reports it. */

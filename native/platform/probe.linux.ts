@@ -31,7 +31,10 @@ export function pingThrough(opts: PingThroughOptions): Promise<EchoResult> {
       return;
     }
     const [file, ...args] = argv;
-    const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" } });
+    const child = spawn(file, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" },
+    });
     let settled = false;
     let stderr = "";
     let buf = "";
@@ -43,9 +46,16 @@ export function pingThrough(opts: PingThroughOptions): Promise<EchoResult> {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
       resolve(r);
     };
-    const onAbort = (): void => { finish({ ok: false, error: "cancelled" }); };
+    const onAbort = (): void => {
+      finish({ ok: false, error: "cancelled" });
+    };
     opts.signal?.addEventListener("abort", onAbort, { once: true });
-    const timer = setTimeout(() => { finish({ ok: false, error: `no echo reply through ${opts.ifname} from ${opts.target} before the deadline` }); }, Math.max(0, opts.deadlineAt - Date.now()));
+    const timer = setTimeout(
+      () => {
+        finish({ ok: false, error: `no echo reply through ${opts.ifname} from ${opts.target} before the deadline` });
+      },
+      Math.max(0, opts.deadlineAt - Date.now()),
+    );
     child.stdout.setEncoding("utf8");
     child.stdout.on("data", (d: string) => {
       buf += d;
@@ -66,7 +76,11 @@ export function pingThrough(opts: PingThroughOptions): Promise<EchoResult> {
     child.stderr.on("data", (d: string) => {
       if (stderr.length < 4096) stderr += d;
     });
-    child.on("error", (e) => { finish({ ok: false, error: `ping could not run: ${e.message}` }); });
-    child.on("exit", () => { finish({ ok: false, error: `ping ended without a reply: ${stderr.trim() || "no output"}` }); });
+    child.on("error", (e) => {
+      finish({ ok: false, error: `ping could not run: ${e.message}` });
+    });
+    child.on("exit", () => {
+      finish({ ok: false, error: `ping ended without a reply: ${stderr.trim() || "no output"}` });
+    });
   });
 }

@@ -52,7 +52,11 @@ const KILL_WAIT_MS = 2000;
 const POLL_MS = 20;
 
 /** Sends `signal`, then SIGKILL to whatever is alive after graceMs; resolves once all are gone (bounded). */
-export async function stopPids(pids: readonly number[], signal: NodeJS.Signals = "SIGTERM", graceMs = STOP_GRACE_MS): Promise<void> {
+export async function stopPids(
+  pids: readonly number[],
+  signal: NodeJS.Signals = "SIGTERM",
+  graceMs = STOP_GRACE_MS,
+): Promise<void> {
   const live = pids.filter(isAlive);
   for (const p of live) trySignal(p, signal);
   const deadline = Date.now() + graceMs;

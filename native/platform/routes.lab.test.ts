@@ -73,7 +73,11 @@ async function monitorFrom(address: string): Promise<ProbeSample[]> {
 }
 
 /** A monitor run from `address`, with the packets each device sent meanwhile. */
-async function monitorCounted(address: string, ifA: string, ifB: string): Promise<ReturnType<typeof summary> & { txA: number; txB: number }> {
+async function monitorCounted(
+  address: string,
+  ifA: string,
+  ifB: string,
+): Promise<ReturnType<typeof summary> & { txA: number; txB: number }> {
   const [a0, b0] = await Promise.all([linkCounters(ifA, ns), linkCounters(ifB, ns)]);
   const s = summary(await monitorFrom(address));
   const [a1, b1] = await Promise.all([linkCounters(ifA, ns), linkCounters(ifB, ns)]);
@@ -82,7 +86,11 @@ async function monitorCounted(address: string, ifA: string, ifB: string): Promis
 
 function summary(samples: ProbeSample[]): { sent: number; lost: number; medianMs: number | null } {
   const rtts = samples.flatMap((s) => (s.rttMs === null ? [] : [s.rttMs])).sort((a, b) => a - b);
-  return { sent: samples.length, lost: samples.length - rtts.length, medianMs: rtts[Math.floor(rtts.length / 2)] ?? null };
+  return {
+    sent: samples.length,
+    lost: samples.length - rtts.length,
+    medianMs: rtts[Math.floor(rtts.length / 2)] ?? null,
+  };
 }
 
 function failure(r: Awaited<ReturnType<typeof whoami>>): string {
@@ -104,15 +112,25 @@ test("protected-routes-swap-between-live-legs-and-the-standby-stays-probeable", 
   const [upA, upB] = await Promise.all([wg.start(t0 + START_DEADLINE_MS), oc.start(t0 + START_DEADLINE_MS)]);
   const a: LegSource = { ifname: upA.config.ifname, address: addressOf(upA), table: 5101, pref: 101, netns: ns };
   const b: LegSource = { ifname: upB.config.ifname, address: addressOf(upB), table: 5102, pref: 102, netns: ns };
-  console.log(`legs up after ${Date.now() - t0} ms: A ${a.ifname} ${a.address} (gw1 wireguard), B ${b.ifname} ${b.address} (gw2 anyconnect)`);
+  console.log(
+    `legs up after ${Date.now() - t0} ms: A ${a.ifname} ${a.address} (gw1 wireguard), B ${b.ifname} ${b.address} (gw2 anyconnect)`,
+  );
   probe = await ProbeClient.start({ prefix: ["ip", "netns", "exec", ns] });
 
-  assert.match(failure(await whoami()), /^failed/, "before any route corp is unreachable: the client has no path to it");
+  assert.match(
+    failure(await whoami()),
+    /^failed/,
+    "before any route corp is unreachable: the client has no path to it",
+  );
 
   await installLegSource(a);
   await installLegSource(b);
   await installLegSource(a); // desired state: repeating changes nothing
-  assert.deepEqual((await rulesAt(101, ns)).map((r) => `${r.src} ${r.table}`), [`${a.address} 5101`], "one rule per leg, even after a repeat");
+  assert.deepEqual(
+    (await rulesAt(101, ns)).map((r) => `${r.src} ${r.table}`),
+    [`${a.address} 5101`],
+    "one rule per leg, even after a repeat",
+  );
 
   // A second prefix that the swap below no longer asks for: the table must end up exactly what is asked.
   const routesA = [CORP_NETWORK, EXTRA_PREFIX];
@@ -120,38 +138,67 @@ test("protected-routes-swap-between-live-legs-and-the-standby-stays-probeable", 
   await applyProtectedRoutes({ ifname: a.ifname, routes: routesA, netns: ns });
   const applyMs = performance.now() - t;
   await applyProtectedRoutes({ ifname: a.ifname, routes: routesA, netns: ns });
-  assert.deepEqual(await currentProtectedRoutes({ netns: ns }), { ruleInstalled: true, routes: [{ dst: CORP_NETWORK, dev: a.ifname }, { dst: EXTRA_PREFIX, dev: a.ifname }] });
+  assert.deepEqual(await currentProtectedRoutes({ netns: ns }), {
+    ruleInstalled: true,
+    routes: [
+      { dst: CORP_NETWORK, dev: a.ifname },
+      { dst: EXTRA_PREFIX, dev: a.ifname },
+    ],
+  });
   assert.equal((await rulesAt(PROTECTED_RULE_PREF, ns)).length, 1, "applying twice adds no second rule");
   assert.deepEqual(await whoami(), { gateway: "gw1", protocol: "wireguard" }, "protected traffic goes through leg A");
 
   t = performance.now();
   await applyProtectedRoutes({ ifname: b.ifname, routes: [CORP_NETWORK], netns: ns });
   const swapMs = performance.now() - t;
-  assert.deepEqual((await currentProtectedRoutes({ netns: ns })).routes, [{ dst: CORP_NETWORK, dev: b.ifname }], "swapped, and the prefix no longer asked for is gone");
+  assert.deepEqual(
+    (await currentProtectedRoutes({ netns: ns })).routes,
+    [{ dst: CORP_NETWORK, dev: b.ifname }],
+    "swapped, and the prefix no longer asked for is gone",
+  );
   assert.deepEqual(await whoami(), { gateway: "gw2", protocol: "anyconnect" }, "after the swap corp sees leg B");
 
   // The standby leg A, probed the way detourd's monitor does: a UDP socket bound to A's tunnel address.
   const viaA = await monitorCounted(a.address, a.ifname, b.ifname);
   const viaB = await monitorCounted(b.address, a.ifname, b.ifname);
-  console.log(`apply ${applyMs.toFixed(1)} ms, swap ${swapMs.toFixed(1)} ms; monitor from A (standby): ${JSON.stringify(viaA)}; from B (active): ${JSON.stringify(viaB)}`);
+  console.log(
+    `apply ${applyMs.toFixed(1)} ms, swap ${swapMs.toFixed(1)} ms; monitor from A (standby): ${JSON.stringify(viaA)}; from B (active): ${JSON.stringify(viaB)}`,
+  );
   assert.ok(viaA.sent >= 10 && viaA.lost === 0, `probes from A's address come back: ${JSON.stringify(viaA)}`);
-  assert.ok(viaA.txA >= viaA.sent && viaA.txB < viaA.sent, `they leave through A's device, not B's: ${JSON.stringify(viaA)}`);
-  assert.ok(viaB.sent >= 10 && viaB.lost === 0 && viaB.txB >= viaB.sent && viaB.txA < viaB.sent, `probes from B's address go through B: ${JSON.stringify(viaB)}`);
+  assert.ok(
+    viaA.txA >= viaA.sent && viaA.txB < viaA.sent,
+    `they leave through A's device, not B's: ${JSON.stringify(viaA)}`,
+  );
+  assert.ok(
+    viaB.sent >= 10 && viaB.lost === 0 && viaB.txB >= viaB.sent && viaB.txA < viaB.sent,
+    `probes from B's address go through B: ${JSON.stringify(viaB)}`,
+  );
 
   // Without its source rule, A's probes follow the protected route out of B's device instead.
   await removeLegSource(a);
   const orphan = await monitorCounted(a.address, a.ifname, b.ifname);
   console.log(`monitor from A without its source rule: ${JSON.stringify(orphan)}`);
-  assert.ok(orphan.txA < orphan.sent && orphan.txB >= orphan.sent, `the source rule is what sends the standby's probes through it: ${JSON.stringify(orphan)}`);
+  assert.ok(
+    orphan.txA < orphan.sent && orphan.txB >= orphan.sent,
+    `the source rule is what sends the standby's probes through it: ${JSON.stringify(orphan)}`,
+  );
 
   await clearProtectedRoutes([CORP_NETWORK], { netns: ns });
   await clearProtectedRoutes([CORP_NETWORK], { netns: ns });
   await removeLegSource(a);
   await removeLegSource(b);
   assert.deepEqual(await currentProtectedRoutes({ netns: ns }), { ruleInstalled: false, routes: [] });
-  assert.deepEqual((await rulesAt(undefined, ns)).map((r) => r.priority), [0, 32766, 32767], "only the kernel's own rules are left");
+  assert.deepEqual(
+    (await rulesAt(undefined, ns)).map((r) => r.priority),
+    [0, 32766, 32767],
+    "only the kernel's own rules are left",
+  );
   assert.deepEqual([...(await routesIn(5101, ns)), ...(await routesIn(5102, ns))], [], "the legs' tables are empty");
-  assert.match(failure(await whoami()), /^failed/, "after clearing, corp is unreachable again: nothing falls back outside the tunnel");
+  assert.match(
+    failure(await whoami()),
+    /^failed/,
+    "after clearing, corp is unreachable again: nothing falls back outside the tunnel",
+  );
 
   await Promise.all([wg.stop(), oc.stop()]);
 });
@@ -162,49 +209,82 @@ async function routeDev(address: string): Promise<string> {
   return (row as { dev?: string } | undefined)?.dev ?? "none";
 }
 
-test("a-full-tunnel-throws-every-gateway-out-so-all-three-engines-keep-their-tunnels", { timeout: 90_000 }, async () => {
-  const state = lab.loadState(ID);
-  const wg = createEngine(labEngineSpec(topo, state, "gw1", "wireguard", { ifname: "drt-fwg" }));
-  const ike = createEngine(labEngineSpec(topo, state, "gw2", "ikev2", { ifname: "drt-fike" }));
-  const oc = createEngine(labEngineSpec(topo, state, "gw3", "anyconnect-dtls", { ifname: "drt-foc" }));
-  engines.push(wg, ike, oc);
-  const t0 = Date.now();
-  const [upA, upB, upC] = await Promise.all([wg.start(t0 + START_DEADLINE_MS), ike.start(t0 + START_DEADLINE_MS), oc.start(t0 + START_DEADLINE_MS)]);
-  const legs: LegSource[] = [upA, upB, upC].map((up, i) => ({ ifname: up.config.ifname, address: addressOf(up), table: 5111 + i, pref: 111 + i, netns: ns }));
-  const [a, b, c] = legs as [LegSource, LegSource, LegSource];
-  for (const l of legs) await installLegSource(l);
-  probe ??= await ProbeClient.start({ prefix: ["ip", "netns", "exec", ns] });
-  const gateways = topo.gateways.map((g) => g.address);
-  const bypass = gateways.map((g) => `${g}/32`);
+test(
+  "a-full-tunnel-throws-every-gateway-out-so-all-three-engines-keep-their-tunnels",
+  { timeout: 90_000 },
+  async () => {
+    const state = lab.loadState(ID);
+    const wg = createEngine(labEngineSpec(topo, state, "gw1", "wireguard", { ifname: "drt-fwg" }));
+    const ike = createEngine(labEngineSpec(topo, state, "gw2", "ikev2", { ifname: "drt-fike" }));
+    const oc = createEngine(labEngineSpec(topo, state, "gw3", "anyconnect-dtls", { ifname: "drt-foc" }));
+    engines.push(wg, ike, oc);
+    const t0 = Date.now();
+    const [upA, upB, upC] = await Promise.all([
+      wg.start(t0 + START_DEADLINE_MS),
+      ike.start(t0 + START_DEADLINE_MS),
+      oc.start(t0 + START_DEADLINE_MS),
+    ]);
+    const legs: LegSource[] = [upA, upB, upC].map((up, i) => ({
+      ifname: up.config.ifname,
+      address: addressOf(up),
+      table: 5111 + i,
+      pref: 111 + i,
+      netns: ns,
+    }));
+    const [a, b, c] = legs as [LegSource, LegSource, LegSource];
+    for (const l of legs) await installLegSource(l);
+    probe ??= await ProbeClient.start({ prefix: ["ip", "netns", "exec", ns] });
+    const gateways = topo.gateways.map((g) => g.address);
+    const bypass = gateways.map((g) => `${g}/32`);
 
-  // Everything through the WireGuard leg, except the gateways themselves.
-  await applyProtectedRoutes({ ifname: a.ifname, routes: ["0.0.0.0/0"], bypass, netns: ns });
-  assert.deepEqual((await currentProtectedRoutes({ netns: ns })).routes, [
-    { dst: "0.0.0.0/0", dev: a.ifname },
-    ...gateways.map((g) => ({ dst: g, dev: "", type: "throw" })),
-  ]);
-  for (const g of gateways) assert.equal(await routeDev(g), topo.client.ifname, `the engines reach ${g} on the underlay`);
-  assert.equal(await routeDev(topo.dns.address), a.ifname, "everything else goes through the tunnel");
-  assert.deepEqual(await whoami(), { gateway: "gw1", protocol: "wireguard" }, "WireGuard carries the full tunnel: its own packets do not loop into it");
-  // The other two, standing by, answer their monitors through their own devices: their engines' packets too
-  // went to their gateways outside the tunnel.
-  for (const l of [b, c]) {
-    const s = await monitorCounted(l.address, l.ifname, a.ifname);
-    assert.ok(s.sent >= 10 && s.lost === 0 && s.txA >= s.sent, `the standby ${l.ifname} answers through its own device: ${JSON.stringify(s)}`);
-  }
-  const rules = (await rulesAt(undefined, ns)).map((r) => r.priority);
-  assert.deepEqual(rules, [0, 111, 112, 113, PROTECTED_RULE_PREF, 32766, 32767], "kernel-libipsec's own rule is gone: only the legs' rules sit before the protected table");
+    // Everything through the WireGuard leg, except the gateways themselves.
+    await applyProtectedRoutes({ ifname: a.ifname, routes: ["0.0.0.0/0"], bypass, netns: ns });
+    assert.deepEqual((await currentProtectedRoutes({ netns: ns })).routes, [
+      { dst: "0.0.0.0/0", dev: a.ifname },
+      ...gateways.map((g) => ({ dst: g, dev: "", type: "throw" })),
+    ]);
+    for (const g of gateways)
+      assert.equal(await routeDev(g), topo.client.ifname, `the engines reach ${g} on the underlay`);
+    assert.equal(await routeDev(topo.dns.address), a.ifname, "everything else goes through the tunnel");
+    assert.deepEqual(
+      await whoami(),
+      { gateway: "gw1", protocol: "wireguard" },
+      "WireGuard carries the full tunnel: its own packets do not loop into it",
+    );
+    // The other two, standing by, answer their monitors through their own devices: their engines' packets too
+    // went to their gateways outside the tunnel.
+    for (const l of [b, c]) {
+      const s = await monitorCounted(l.address, l.ifname, a.ifname);
+      assert.ok(
+        s.sent >= 10 && s.lost === 0 && s.txA >= s.sent,
+        `the standby ${l.ifname} answers through its own device: ${JSON.stringify(s)}`,
+      );
+    }
+    const rules = (await rulesAt(undefined, ns)).map((r) => r.priority);
+    assert.deepEqual(
+      rules,
+      [0, 111, 112, 113, PROTECTED_RULE_PREF, 32766, 32767],
+      "kernel-libipsec's own rule is gone: only the legs' rules sit before the protected table",
+    );
 
-  // A swap to IKEv2 keeps the throws; WireGuard, now standing by, still answers.
-  await applyProtectedRoutes({ ifname: b.ifname, routes: ["0.0.0.0/0"], bypass, netns: ns });
-  assert.deepEqual(await whoami(), { gateway: "gw2", protocol: "ikev2" });
-  const viaA = await monitorCounted(a.address, a.ifname, b.ifname);
-  assert.ok(viaA.sent >= 10 && viaA.lost === 0 && viaA.txA >= viaA.sent, `the former active leg answers through its device: ${JSON.stringify(viaA)}`);
-  await applyProtectedRoutes({ ifname: c.ifname, routes: ["0.0.0.0/0"], bypass, netns: ns });
-  assert.deepEqual(await whoami(), { gateway: "gw3", protocol: "anyconnect" });
+    // A swap to IKEv2 keeps the throws; WireGuard, now standing by, still answers.
+    await applyProtectedRoutes({ ifname: b.ifname, routes: ["0.0.0.0/0"], bypass, netns: ns });
+    assert.deepEqual(await whoami(), { gateway: "gw2", protocol: "ikev2" });
+    const viaA = await monitorCounted(a.address, a.ifname, b.ifname);
+    assert.ok(
+      viaA.sent >= 10 && viaA.lost === 0 && viaA.txA >= viaA.sent,
+      `the former active leg answers through its device: ${JSON.stringify(viaA)}`,
+    );
+    await applyProtectedRoutes({ ifname: c.ifname, routes: ["0.0.0.0/0"], bypass, netns: ns });
+    assert.deepEqual(await whoami(), { gateway: "gw3", protocol: "anyconnect" });
 
-  await clearProtectedRoutes(["0.0.0.0/0"], { bypass, netns: ns });
-  assert.deepEqual(await currentProtectedRoutes({ netns: ns }), { ruleInstalled: false, routes: [] }, "the throws go with the routes, and then the rule");
-  for (const l of legs) await removeLegSource(l);
-  await Promise.all([wg.stop(), ike.stop(), oc.stop()]);
-});
+    await clearProtectedRoutes(["0.0.0.0/0"], { bypass, netns: ns });
+    assert.deepEqual(
+      await currentProtectedRoutes({ netns: ns }),
+      { ruleInstalled: false, routes: [] },
+      "the throws go with the routes, and then the rule",
+    );
+    for (const l of legs) await removeLegSource(l);
+    await Promise.all([wg.stop(), ike.stop(), oc.stop()]);
+  },
+);

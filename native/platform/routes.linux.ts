@@ -91,7 +91,13 @@ export interface RuleEntry {
 }
 
 function checkTable(table: number): void {
-  if (!Number.isInteger(table) || table < 1 || table > 0xfffffffe || RESERVED_TABLES.has(table) || table === LIBIPSEC_RULE_PREF) {
+  if (
+    !Number.isInteger(table) ||
+    table < 1 ||
+    table > 0xfffffffe ||
+    RESERVED_TABLES.has(table) ||
+    table === LIBIPSEC_RULE_PREF
+  ) {
     throw new Error(`routing table ${String(table)} is reserved or out of range`);
   }
 }
@@ -103,7 +109,14 @@ function checkIfname(ifname: string): void {
 function checkPrefix(cidr: string): void {
   const [addr, len, ...rest] = cidr.split("/");
   const n = Number(len);
-  if (rest.length > 0 || addr === undefined || !IPV4_RE.test(addr) || len === undefined || !/^\d{1,2}$/.test(len) || n > 32) {
+  if (
+    rest.length > 0 ||
+    addr === undefined ||
+    !IPV4_RE.test(addr) ||
+    len === undefined ||
+    !/^\d{1,2}$/.test(len) ||
+    n > 32
+  ) {
     throw new Error(`invalid IPv4 prefix ${JSON.stringify(cidr)}`);
   }
 }
@@ -111,17 +124,24 @@ function checkPrefix(cidr: string): void {
 /** A bypass is one IPv4 address, given bare or as a /32; returned as the /32. */
 function checkBypass(a: string): string {
   const host = a.endsWith("/32") ? a.slice(0, -3) : a;
-  if (!IPV4_RE.test(host)) throw new Error(`invalid gateway bypass ${JSON.stringify(a)} (expected an IPv4 address or /32)`);
+  if (!IPV4_RE.test(host))
+    throw new Error(`invalid gateway bypass ${JSON.stringify(a)} (expected an IPv4 address or /32)`);
   return `${host}/32`;
 }
 
 function checkLegSource(s: LegSource): void {
   checkIfname(s.ifname);
-  if (!IPV4_RE.test(s.address)) throw new Error(`invalid leg address ${JSON.stringify(s.address)} (expected an IPv4 address without prefix length)`);
+  if (!IPV4_RE.test(s.address))
+    throw new Error(
+      `invalid leg address ${JSON.stringify(s.address)} (expected an IPv4 address without prefix length)`,
+    );
   checkTable(s.table);
-  if (s.table === PROTECTED_TABLE) throw new Error(`table ${PROTECTED_TABLE} holds the protected networks; a leg needs its own`);
+  if (s.table === PROTECTED_TABLE)
+    throw new Error(`table ${PROTECTED_TABLE} holds the protected networks; a leg needs its own`);
   if (!Number.isInteger(s.pref) || s.pref < 1 || s.pref >= PROTECTED_RULE_PREF) {
-    throw new Error(`leg rule preference ${String(s.pref)} must be 1-${PROTECTED_RULE_PREF - 1}: above the protected rule and kernel-libipsec's 220`);
+    throw new Error(
+      `leg rule preference ${String(s.pref)} must be 1-${PROTECTED_RULE_PREF - 1}: above the protected rule and kernel-libipsec's 220`,
+    );
   }
 }
 
@@ -134,7 +154,9 @@ export function legRuleArgs(s: Pick<LegSource, "address" | "table" | "pref">): s
 export function planInstallLegSource(s: LegSource, rulesAtPref: readonly RuleEntry[]): string[][] {
   checkLegSource(s);
   const wanted = (r: RuleEntry): boolean => r.src === s.address && r.table === String(s.table);
-  const cmds: string[][] = [ipArgs(s.netns, ["-4", "route", "replace", "default", "dev", s.ifname, "table", String(s.table)])];
+  const cmds: string[][] = [
+    ipArgs(s.netns, ["-4", "route", "replace", "default", "dev", s.ifname, "table", String(s.table)]),
+  ];
   // The preference belongs to this leg: a stale rule there (an earlier leg's address) would misroute its probes.
   for (const r of rulesAtPref) {
     if (!wanted(r)) cmds.push(ipArgs(s.netns, ["-4", "rule", "del", "pref", String(s.pref), ...ruleSelector(r)]));
@@ -180,7 +202,9 @@ export function planProtectedBatch(
   const t = String(table);
   const throwLines = throws.map((b) => `route replace throw ${b} table ${t}\n`);
   const replace = routed.map((r) => `route replace ${r} dev ${ifname} table ${t}\n`);
-  const extra = present.filter((p) => !wanted.has(canonicalPrefix(p.dst))).map((p) => `route del ${p.dst} table ${t}\n`);
+  const extra = present
+    .filter((p) => !wanted.has(canonicalPrefix(p.dst)))
+    .map((p) => `route del ${p.dst} table ${t}\n`);
   return [...throwLines, ...replace, ...extra].join("");
 }
 
@@ -193,7 +217,11 @@ function canonicalPrefix(p: string): string {
  * Plan: the `ip -force -batch -` input that deletes the protected prefixes, then the gateways' throws (missing
  * ones are skipped): a throw goes only once no route that covers its gateway is left.
  */
-export function planClearBatch(routes: readonly string[], table = PROTECTED_TABLE, bypass: readonly string[] = []): string {
+export function planClearBatch(
+  routes: readonly string[],
+  table = PROTECTED_TABLE,
+  bypass: readonly string[] = [],
+): string {
   checkTable(table);
   for (const r of routes) checkPrefix(r);
   const throws = [...new Set(bypass.map(checkBypass))];
@@ -220,7 +248,13 @@ export async function rulesAt(pref: number | undefined, netns?: string): Promise
     const r = row as { priority?: number; src?: string; srclen?: number; table?: string };
     if (typeof r.priority !== "number" || typeof r.table !== "string") return [];
     const src = r.src ?? "all";
-    return [{ priority: r.priority, src: r.srclen !== undefined && r.srclen !== 32 ? `${src}/${String(r.srclen)}` : src, table: r.table }];
+    return [
+      {
+        priority: r.priority,
+        src: r.srclen !== undefined && r.srclen !== 32 ? `${src}/${String(r.srclen)}` : src,
+        table: r.table,
+      },
+    ];
   });
 }
 
@@ -276,7 +310,8 @@ export async function applyProtectedRoutes(p: ProtectedRoutes): Promise<void> {
   }
   const [present, rules] = await Promise.all([routesIn(table, p.netns), rulesAt(PROTECTED_RULE_PREF, p.netns)]);
   let batch = planProtectedBatch(p.ifname, p.routes, table, present, bypass);
-  if (!rules.some((r) => r.src === "all" && r.table === String(table))) batch += `rule add ${protectedRuleArgs(table).join(" ")}\n`;
+  if (!rules.some((r) => r.src === "all" && r.table === String(table)))
+    batch += `rule add ${protectedRuleArgs(table).join(" ")}\n`;
   if (batch !== "") await ip(p.netns, ["-4", "-batch", "-"], batch);
 }
 
@@ -289,7 +324,8 @@ export async function stageProtectedRule(opts: TableOptions = {}): Promise<Route
   const table = opts.table ?? PROTECTED_TABLE;
   checkTable(table);
   const [present, rules] = await Promise.all([routesIn(table, opts.netns), rulesAt(PROTECTED_RULE_PREF, opts.netns)]);
-  if (!rules.some((r) => r.src === "all" && r.table === String(table))) await ip(opts.netns, ["-4", "rule", "add", ...protectedRuleArgs(table)]);
+  if (!rules.some((r) => r.src === "all" && r.table === String(table)))
+    await ip(opts.netns, ["-4", "rule", "add", ...protectedRuleArgs(table)]);
   return present;
 }
 
@@ -299,7 +335,10 @@ export async function stageProtectedRule(opts: TableOptions = {}): Promise<Route
  * main table again. `keepRule` leaves the rule (an empty table is looked through) for the next connect, which
  * then needs one iproute2 run.
  */
-export async function clearProtectedRoutes(routes: readonly string[], opts: TableOptions & { keepRule?: boolean; bypass?: readonly string[] } = {}): Promise<void> {
+export async function clearProtectedRoutes(
+  routes: readonly string[],
+  opts: TableOptions & { keepRule?: boolean; bypass?: readonly string[] } = {},
+): Promise<void> {
   const table = opts.table ?? PROTECTED_TABLE;
   const batch = planClearBatch(routes, table, opts.bypass ?? []);
   // -force: keep going past prefixes that are already gone (iproute2 then exits 1, which is expected here).
@@ -308,13 +347,16 @@ export async function clearProtectedRoutes(routes: readonly string[], opts: Tabl
   const left = await routesIn(table, opts.netns);
   if (left.length === 0) {
     for (const r of await rulesAt(PROTECTED_RULE_PREF, opts.netns)) {
-      if (r.src === "all" && r.table === String(table)) await run("ip", ipArgs(opts.netns, ["-4", "rule", "del", ...protectedRuleArgs(table)]));
+      if (r.src === "all" && r.table === String(table))
+        await run("ip", ipArgs(opts.netns, ["-4", "rule", "del", ...protectedRuleArgs(table)]));
     }
   }
 }
 
 /** The protected table as it is now (status, diagnostics): each prefix and the device that carries it, or its throw. */
-export async function currentProtectedRoutes(opts: TableOptions = {}): Promise<{ ruleInstalled: boolean; routes: RouteEntry[] }> {
+export async function currentProtectedRoutes(
+  opts: TableOptions = {},
+): Promise<{ ruleInstalled: boolean; routes: RouteEntry[] }> {
   const table = opts.table ?? PROTECTED_TABLE;
   const [rules, routes] = await Promise.all([rulesAt(PROTECTED_RULE_PREF, opts.netns), routesIn(table, opts.netns)]);
   return { ruleInstalled: rules.some((r) => r.src === "all" && r.table === String(table)), routes };

@@ -28,7 +28,9 @@ test("fresh-leg-source-adds-its-table-route-then-its-rule", () => {
 
 test("repeating-install-leg-source-adds-no-second-rule", () => {
   const present = [{ priority: 101, src: "198.19.11.2", table: "5101" }];
-  assert.deepEqual(planInstallLegSource(legA, present), [["-4", "route", "replace", "default", "dev", "dt-l1", "table", "5101"]]);
+  assert.deepEqual(planInstallLegSource(legA, present), [
+    ["-4", "route", "replace", "default", "dev", "dt-l1", "table", "5101"],
+  ]);
 });
 
 test("a-stale-rule-at-the-legs-preference-is-replaced", () => {
@@ -54,12 +56,19 @@ test("protected-routes-swap-is-one-batch-of-replace-lines", () => {
     planProtectedBatch("dt-l2", ["198.19.0.0/24", "10.0.0.0/8"]),
     "route replace 198.19.0.0/24 dev dt-l2 table 5000\nroute replace 10.0.0.0/8 dev dt-l2 table 5000\n",
   );
-  assert.equal(planProtectedBatch("dt-l2", ["198.19.0.0/24"], 5200), "route replace 198.19.0.0/24 dev dt-l2 table 5200\n");
+  assert.equal(
+    planProtectedBatch("dt-l2", ["198.19.0.0/24"], 5200),
+    "route replace 198.19.0.0/24 dev dt-l2 table 5200\n",
+  );
   assert.equal(planClearBatch(["198.19.0.0/24"]), "route del 198.19.0.0/24 table 5000\n");
 });
 
 test("protected-table-ends-up-exactly-the-configured-prefixes", () => {
-  const present = [{ dst: "198.19.0.0/24", dev: "dt-l1" }, { dst: "198.19.9.0/24", dev: "dt-l1" }, { dst: "198.19.0.7", dev: "dt-l1" }];
+  const present = [
+    { dst: "198.19.0.0/24", dev: "dt-l1" },
+    { dst: "198.19.9.0/24", dev: "dt-l1" },
+    { dst: "198.19.0.7", dev: "dt-l1" },
+  ];
   assert.equal(
     planProtectedBatch("dt-l2", ["198.19.0.0/24", "198.19.0.7/32"], PROTECTED_TABLE, present),
     "route replace 198.19.0.0/24 dev dt-l2 table 5000\nroute replace 198.19.0.7/32 dev dt-l2 table 5000\nroute del 198.19.9.0/24 table 5000\n",
@@ -113,7 +122,16 @@ test("clearing-removes-the-routes-first-and-the-throws-last", () => {
 });
 
 test("a-bypass-that-is-not-one-ipv4-address-is-refused", () => {
-  assert.throws(() => planProtectedBatch("dt-l1", ["0.0.0.0/0"], PROTECTED_TABLE, [], ["198.18.0.0/16"]), /invalid gateway bypass/);
-  assert.throws(() => planProtectedBatch("dt-l1", ["0.0.0.0/0"], PROTECTED_TABLE, [], ["2001:db8::1"]), /invalid gateway bypass/);
-  assert.throws(() => planClearBatch(["0.0.0.0/0"], PROTECTED_TABLE, ["198.18.1.2 table 254"]), /invalid gateway bypass/);
+  assert.throws(
+    () => planProtectedBatch("dt-l1", ["0.0.0.0/0"], PROTECTED_TABLE, [], ["198.18.0.0/16"]),
+    /invalid gateway bypass/,
+  );
+  assert.throws(
+    () => planProtectedBatch("dt-l1", ["0.0.0.0/0"], PROTECTED_TABLE, [], ["2001:db8::1"]),
+    /invalid gateway bypass/,
+  );
+  assert.throws(
+    () => planClearBatch(["0.0.0.0/0"], PROTECTED_TABLE, ["198.18.1.2 table 254"]),
+    /invalid gateway bypass/,
+  );
 });

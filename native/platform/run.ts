@@ -25,7 +25,14 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
     const child = execFile(
       file,
       args,
-      { timeout: opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS, env: opts.env ?? process.env, cwd: opts.cwd, maxBuffer: 64 * 1024 * 1024, killSignal: "SIGKILL", ...(opts.signal === undefined ? {} : { signal: opts.signal }) },
+      {
+        timeout: opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
+        env: opts.env ?? process.env,
+        cwd: opts.cwd,
+        maxBuffer: 64 * 1024 * 1024,
+        killSignal: "SIGKILL",
+        ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+      },
       (err, stdout, stderr) => {
         const e = err as (NodeJS.ErrnoException & { code?: number | string; signal?: string }) | null;
         const code = e === null ? 0 : typeof e.code === "number" ? e.code : null;

@@ -5,7 +5,11 @@ import type { View, ViewContext } from "./view.ts";
 export function diagnosticsView(ctx: ViewContext): View {
   const create = h("button", { type: "button", class: "primary" }, "Create diagnostic bundle");
   const upload = h("button", { type: "button", disabled: true }, "Upload bundle");
-  const result = h("p", { role: "status", "aria-live": "polite", "data-testid": "diag-result" }, "No bundle created yet.");
+  const result = h(
+    "p",
+    { role: "status", "aria-live": "polite", "data-testid": "diag-result" },
+    "No bundle created yet.",
+  );
   const where = h("p", { class: "path", "data-testid": "diag-path" });
   let path: string | null = null;
   create.addEventListener("click", () => {
@@ -39,7 +43,11 @@ export function diagnosticsView(ctx: ViewContext): View {
       "section",
       {},
       h("h2", {}, "Diagnostics"),
-      h("p", {}, "A diagnostic bundle holds Detour's status, recent events and logs, without passwords or keys. Your IT helpdesk may ask for one."),
+      h(
+        "p",
+        {},
+        "A diagnostic bundle holds Detour's status, recent events and logs, without passwords or keys. Your IT helpdesk may ask for one.",
+      ),
       h("div", { class: "actions" }, create, upload),
       result,
       where,

@@ -12,7 +12,17 @@ export function gatewaysView(ctx: ViewContext): View {
     "table",
     {},
     h("caption", {}, "Candidates, best-ranked first"),
-    h("thead", {}, h("tr", {}, ...["Rank", "Gateway", "Region", "Probe latency", "Health", "Protocols", "In use"].map((c) => h("th", { scope: "col" }, c)))),
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        ...["Rank", "Gateway", "Region", "Probe latency", "Health", "Protocols", "In use"].map((c) =>
+          h("th", { scope: "col" }, c),
+        ),
+      ),
+    ),
     tbody,
   );
   let ranked: RankedCandidate[] = [];
@@ -23,7 +33,14 @@ export function gatewaysView(ctx: ViewContext): View {
   const choose = (gateway: string | null): void => {
     setText(note, gateway === null ? "Switching to automatic..." : `Switching to ${gateway}...`);
     void ctx.api.setGateway(gateway).then((r) => {
-      setText(note, r.ok ? (r.value === null ? "Detour picks the best gateway automatically." : `Detour connects through ${r.value} only.`) : r.message);
+      setText(
+        note,
+        r.ok
+          ? r.value === null
+            ? "Detour picks the best gateway automatically."
+            : `Detour connects through ${r.value} only.`
+          : r.message,
+      );
       ctx.refresh();
     });
   };
@@ -32,7 +49,10 @@ export function gatewaysView(ctx: ViewContext): View {
     const key = JSON.stringify([choice, ranked.map((c) => c.name)]);
     if (key === drawnChoices) return;
     drawnChoices = key;
-    const focused = document.activeElement instanceof HTMLInputElement && group.contains(document.activeElement) ? document.activeElement.value : null;
+    const focused =
+      document.activeElement instanceof HTMLInputElement && group.contains(document.activeElement)
+        ? document.activeElement.value
+        : null;
     group.replaceChildren(group.firstChild ?? h("legend", {}, "Connect through"));
     const radio = (value: string, label: string, checked: boolean): HTMLElement => {
       const input = h("input", { type: "radio", name: "gateway-choice", id: `gw-choice-${value}`, value, checked });
@@ -42,19 +62,32 @@ export function gatewaysView(ctx: ViewContext): View {
       return h("div", { class: "radio" }, input, h("label", { for: `gw-choice-${value}` }, label));
     };
     group.append(radio("", "Automatic (best gateway)", choice === null));
-    for (const c of ranked) group.append(radio(c.name, c.region === "" ? c.name : `${c.name} (${c.region})`, choice === c.name));
+    for (const c of ranked)
+      group.append(radio(c.name, c.region === "" ? c.name : `${c.name} (${c.region})`, choice === c.name));
     if (focused !== null) document.getElementById(`gw-choice-${focused}`)?.focus();
   };
 
   const drawRows = (): void => {
     const rows = ranked.map((c) => {
       const use = status?.gateway === c.name ? "active" : status?.standby?.gateway === c.name ? "standby" : "";
-      return [String(c.rank), c.name, c.region, probeLatency(c), health(c), c.kinds.map((k) => PROTOCOL_LABELS[k]).join(", "), use];
+      return [
+        String(c.rank),
+        c.name,
+        c.region,
+        probeLatency(c),
+        health(c),
+        c.kinds.map((k) => PROTOCOL_LABELS[k]).join(", "),
+        use,
+      ];
     });
     const key = JSON.stringify(rows);
     if (key === drawnRows) return;
     drawnRows = key;
-    tbody.replaceChildren(...rows.map((r) => h("tr", {}, ...r.map((cell, i) => (i === 1 ? h("th", { scope: "row" }, cell) : h("td", {}, cell))))));
+    tbody.replaceChildren(
+      ...rows.map((r) =>
+        h("tr", {}, ...r.map((cell, i) => (i === 1 ? h("th", { scope: "row" }, cell) : h("td", {}, cell)))),
+      ),
+    );
   };
 
   const load = (): void => {

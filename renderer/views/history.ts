@@ -19,7 +19,25 @@ export function historyView(): View {
       h("h2", {}, "History"),
       h("h3", {}, "Last race"),
       race,
-      h("div", { class: "table-wrap" }, h("table", {}, h("caption", {}, "Legs of the last race"), h("thead", {}, h("tr", {}, ...["Leg", "Gateway", "Protocol", "Started", "Outcome", "Error"].map((c) => h("th", { scope: "col" }, c)))), legs)),
+      h(
+        "div",
+        { class: "table-wrap" },
+        h(
+          "table",
+          {},
+          h("caption", {}, "Legs of the last race"),
+          h(
+            "thead",
+            {},
+            h(
+              "tr",
+              {},
+              ...["Leg", "Gateway", "Protocol", "Started", "Outcome", "Error"].map((c) => h("th", { scope: "col" }, c)),
+            ),
+          ),
+          legs,
+        ),
+      ),
       h("h3", {}, "Last failover"),
       failover,
       h("h3", {}, "Timeline"),
@@ -29,7 +47,17 @@ export function historyView(): View {
       const s = m.status;
       const r = s?.lastRace ?? null;
       setText(race, r === null ? "No race yet." : `${raceText(r)} Started at ${clock(r.startedAt)}.`);
-      const rows = r === null ? [] : r.legs.map((l) => [l.leg.id, l.leg.gateway, PROTOCOL_LABELS[l.leg.kind], l.startedAt === null ? "-" : `+${duration(l.startedAt - r.startedAt)}`, l.outcome, l.error === null ? "" : `${l.error.code}: ${l.error.message}`]);
+      const rows =
+        r === null
+          ? []
+          : r.legs.map((l) => [
+              l.leg.id,
+              l.leg.gateway,
+              PROTOCOL_LABELS[l.leg.kind],
+              l.startedAt === null ? "-" : `+${duration(l.startedAt - r.startedAt)}`,
+              l.outcome,
+              l.error === null ? "" : `${l.error.code}: ${l.error.message}`,
+            ]);
       const key = JSON.stringify(rows);
       if (key !== drawnLegs) {
         drawnLegs = key;
@@ -40,7 +68,8 @@ export function historyView(): View {
       // Newest first; only new events are added, so a reader's place in the list is kept.
       for (const e of m.history.slice(drawnEvents)) {
         const text = eventText(e);
-        if (text !== null) list.prepend(h("li", {}, h("time", { datetime: new Date(e.at).toISOString() }, clock(e.at)), " ", text));
+        if (text !== null)
+          list.prepend(h("li", {}, h("time", { datetime: new Date(e.at).toISOString() }, clock(e.at)), " ", text));
       }
       drawnEvents = m.history.length;
     },

@@ -3,7 +3,13 @@
  * the policy are shown locked with who manages them: the app's own are disabled controls, detourd's are read-only
  * fields (focusable, so a keyboard or screen-reader user reaches each value and its lock).
  */
-import type { ManagedSection, ManagedSettingView, PreferenceKey, SettingView, SettingsView } from "../../main/core/protocol/app-api.ts";
+import type {
+  ManagedSection,
+  ManagedSettingView,
+  PreferenceKey,
+  SettingView,
+  SettingsView,
+} from "../../main/core/protocol/app-api.ts";
 import { h, setText } from "../dom.ts";
 import type { Model, View, ViewContext } from "./view.ts";
 
@@ -14,8 +20,16 @@ const LABELS: Record<PreferenceKey, string> = {
   theme: "Appearance",
 };
 const OPTIONS: Partial<Record<PreferenceKey, [string, string][]>> = {
-  notifications: [["all", "Failovers and errors"], ["errors", "Errors only"], ["off", "None"]],
-  theme: [["system", "Follow the system"], ["light", "Light"], ["dark", "Dark"]],
+  notifications: [
+    ["all", "Failovers and errors"],
+    ["errors", "Errors only"],
+    ["off", "None"],
+  ],
+  theme: [
+    ["system", "Follow the system"],
+    ["light", "Light"],
+    ["dark", "Dark"],
+  ],
 };
 
 export function settingsView(ctx: ViewContext): View {
@@ -42,17 +56,29 @@ export function settingsView(ctx: ViewContext): View {
   const control = (s: SettingView): HTMLElement => {
     const id = `setting-${s.key}`;
     const hintId = `${id}-managed`;
-    const hint = s.locked ? h("p", { class: "managed", id: hintId }, `Locked: managed by ${s.managedBy ?? "your organisation"}`) : null;
+    const hint = s.locked
+      ? h("p", { class: "managed", id: hintId }, `Locked: managed by ${s.managedBy ?? "your organisation"}`)
+      : null;
     const described = s.locked ? hintId : null;
     const options = OPTIONS[s.key];
     if (options === undefined) {
-      const input = h("input", { type: "checkbox", id, checked: s.value === true, disabled: s.locked, "aria-describedby": described });
+      const input = h("input", {
+        type: "checkbox",
+        id,
+        checked: s.value === true,
+        disabled: s.locked,
+        "aria-describedby": described,
+      });
       input.addEventListener("change", () => {
         save(s.key, input.checked);
       });
       return h("div", { class: "setting" }, input, h("label", { for: id }, LABELS[s.key]), hint);
     }
-    const select = h("select", { id, disabled: s.locked, "aria-describedby": described }, ...options.map(([v, label]) => h("option", { value: v, selected: s.value === v }, label)));
+    const select = h(
+      "select",
+      { id, disabled: s.locked, "aria-describedby": described },
+      ...options.map(([v, label]) => h("option", { value: v, selected: s.value === v }, label)),
+    );
     select.addEventListener("change", () => {
       save(s.key, select.value);
     });
@@ -72,8 +98,22 @@ export function settingsView(ctx: ViewContext): View {
   const managedRow = (s: ManagedSettingView, managedBy: string): HTMLElement => {
     const id = `managed-${s.key.replaceAll(".", "-")}`;
     const hintId = `${id}-managed`;
-    const value = h("input", { type: "text", id, class: "managed-value", value: s.value, readonly: true, size: Math.min(Math.max(s.value.length, 4), 40), "aria-describedby": hintId });
-    return h("div", { class: "setting" }, h("label", { for: id }, s.label), value, h("p", { class: "managed", id: hintId }, `Locked: managed by ${managedBy}`));
+    const value = h("input", {
+      type: "text",
+      id,
+      class: "managed-value",
+      value: s.value,
+      readonly: true,
+      size: Math.min(Math.max(s.value.length, 4), 40),
+      "aria-describedby": hintId,
+    });
+    return h(
+      "div",
+      { class: "setting" },
+      h("label", { for: id }, s.label),
+      value,
+      h("p", { class: "managed", id: hintId }, `Locked: managed by ${managedBy}`),
+    );
   };
 
   const drawManaged = (m: ManagedSection | null): void => {

@@ -7,8 +7,19 @@ import type { Model, View, ViewContext } from "./view.ts";
 const SPARK = { width: 240, height: 48 };
 
 function sparkline(label: string): { figure: HTMLElement; path: SVGPathElement; value: HTMLElement } {
-  const path = svg("path", { fill: "none", stroke: "currentColor", "stroke-width": 2, "vector-effect": "non-scaling-stroke" });
-  const box = svg("svg", { viewBox: `0 0 ${SPARK.width} ${SPARK.height}`, class: "spark", role: "img", "aria-hidden": "true", preserveAspectRatio: "none" });
+  const path = svg("path", {
+    fill: "none",
+    stroke: "currentColor",
+    "stroke-width": 2,
+    "vector-effect": "non-scaling-stroke",
+  });
+  const box = svg("svg", {
+    viewBox: `0 0 ${SPARK.width} ${SPARK.height}`,
+    class: "spark",
+    role: "img",
+    "aria-hidden": "true",
+    preserveAspectRatio: "none",
+  });
   box.append(path);
   const value = h("span", { class: "spark-value" }, "-");
   const figure = h("figure", { class: "spark-figure" }, h("figcaption", {}, `${label}: `, value), box);
@@ -16,7 +27,11 @@ function sparkline(label: string): { figure: HTMLElement; path: SVGPathElement; 
 }
 
 export function statusView(ctx: ViewContext): View {
-  const sentence = h("p", { class: "sentence", role: "status", "aria-live": "polite", "data-testid": "sentence" }, "Asking Detour for its status...");
+  const sentence = h(
+    "p",
+    { class: "sentence", role: "status", "aria-live": "polite", "data-testid": "sentence" },
+    "Asking Detour for its status...",
+  );
   const field = (label: string, testid: string): [HTMLElement, HTMLElement] => {
     const dd = h("dd", { "data-testid": testid }, "-");
     return [h("div", { class: "field" }, h("dt", {}, label), dd), dd];
@@ -70,7 +85,10 @@ export function statusView(ctx: ViewContext): View {
         setText(gateway, s.gateway === null ? "-" : `${s.gateway}${s.gatewayChoice != null ? " (chosen)" : ""}`);
         setText(protocol, s.protocol === null ? "-" : PROTOCOL_LABELS[s.protocol]);
         setText(sinceDd, since(s.since, m.now));
-        setText(standby, s.standby === null ? "none" : `${s.standby.gateway} over ${PROTOCOL_LABELS[s.standby.protocol]}`);
+        setText(
+          standby,
+          s.standby === null ? "none" : `${s.standby.gateway} over ${PROTOCOL_LABELS[s.standby.protocol]}`,
+        );
         connect.disabled = !(s.state === "disconnected" || s.state === "error");
         disconnect.disabled = s.state === "disconnected";
       }
@@ -79,7 +97,10 @@ export function statusView(ctx: ViewContext): View {
       setText(latency.value, rtt === null ? "no data" : `${rtt.toFixed(1)} ms`);
       setText(loss.value, lossNow === null ? "no data" : `${lossNow.toFixed(1)} %`);
       latency.path.setAttribute("d", sparklinePath(m.rtt, SPARK));
-      loss.path.setAttribute("d", sparklinePath(m.loss, { ...SPARK, max: Math.max(5, ...m.loss.filter((x): x is number => x !== null)) }));
+      loss.path.setAttribute(
+        "d",
+        sparklinePath(m.loss, { ...SPARK, max: Math.max(5, ...m.loss.filter((x): x is number => x !== null)) }),
+      );
     },
   };
 }

@@ -34,7 +34,8 @@ function splitArgs(argv: string[]): { names: string[]; options: string[]; runs: 
     if (a === "--runs" || a.startsWith("--runs=")) {
       const v = a === "--runs" ? argv[++i] : a.slice("--runs=".length);
       runs = Number(v);
-      if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs needs a whole number of runs, got "${String(v)}"`);
+      if (!Number.isInteger(runs) || runs < 1)
+        throw new Error(`--runs needs a whole number of runs, got "${String(v)}"`);
     } else if (a.startsWith("--")) {
       options.push(a);
       // an option's value follows it unless given as --opt=value
@@ -69,7 +70,10 @@ async function main(argv: string[]): Promise<number> {
     const r = await suite.run(runs, options);
     const header = `<!-- ${name}: ${started.toISOString()}, ${runs} runs${options.length > 0 ? `, ${options.join(" ")}` : ""} -->\n`;
     writeFileSync(join(outDir, `${name}.md`), header + r.markdown);
-    writeFileSync(join(outDir, `${name}.json`), JSON.stringify({ suite: name, started: started.toISOString(), runs, rows: r.rows }, null, 2) + "\n");
+    writeFileSync(
+      join(outDir, `${name}.json`),
+      JSON.stringify({ suite: name, started: started.toISOString(), runs, rows: r.rows }, null, 2) + "\n",
+    );
     console.log(r.markdown);
     console.log(`written to ${join("bench-out", `${name}.md`)} and ${name}.json`);
   }

@@ -1,10 +1,21 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { compareMarkdown, parseCompareOptions, SCENARIOS, timedTable, verdicts, type CompareResult } from "./compare-report.ts";
+import {
+  compareMarkdown,
+  parseCompareOptions,
+  SCENARIOS,
+  timedTable,
+  verdicts,
+  type CompareResult,
+} from "./compare-report.ts";
 
 test("quick-run-options-select-scenarios-and-soak-length", () => {
   assert.deepEqual(parseCompareOptions([]), { only: [...SCENARIOS], falseAlarmMinutes: 10, detourOnly: false });
-  assert.deepEqual(parseCompareOptions(["--only", "failover,connect", "--false-alarm-minutes=0.5"]), { only: ["failover", "connect"], falseAlarmMinutes: 0.5, detourOnly: false });
+  assert.deepEqual(parseCompareOptions(["--only", "failover,connect", "--false-alarm-minutes=0.5"]), {
+    only: ["failover", "connect"],
+    falseAlarmMinutes: 0.5,
+    detourOnly: false,
+  });
   assert.equal(parseCompareOptions(["--only", "false-alarm", "--detour-only"]).detourOnly, true);
   assert.throws(() => parseCompareOptions(["--detour-only=yes"]), /takes no value/);
   assert.deepEqual(parseCompareOptions(["--only", "connect", "--only", "connect"]).only, ["connect"]);
@@ -32,19 +43,37 @@ const RESULT: CompareResult = {
   ],
   falseAlarm: [
     { setup: "Detour", settings: "", detour: true, minutes: 10, failovers: 0, streamLossPct: 9.8 },
-    { setup: "strongSwan", settings: "", detour: false, minutes: 10, failovers: null, streamLossPct: null, error: "no SA" },
+    {
+      setup: "strongSwan",
+      settings: "",
+      detour: false,
+      minutes: 10,
+      failovers: null,
+      streamLossPct: null,
+      error: "no SA",
+    },
   ],
 };
 
 test("targets-compare-detour-with-the-fastest-engine-and-the-issue-thresholds", () => {
   const v = verdicts(RESULT);
-  assert.deepEqual(v.map((x) => x.met), [false, true, false, true]);
+  assert.deepEqual(
+    v.map((x) => x.met),
+    [false, true, false, true],
+  );
   assert.match(v[0]?.measured ?? "", /plain WireGuard 100 ms = 1\.40x/);
 });
 
 test("missing-measurements-are-said-not-judged", () => {
-  const v = verdicts({ runs: 1, falseAlarmMinutes: 1, failover: [{ setup: "Detour", settings: "", detour: "target", ms: [], failures: 1 }] });
-  assert.deepEqual(v.map((x) => x.met), [null]);
+  const v = verdicts({
+    runs: 1,
+    falseAlarmMinutes: 1,
+    failover: [{ setup: "Detour", settings: "", detour: "target", ms: [], failures: 1 }],
+  });
+  assert.deepEqual(
+    v.map((x) => x.met),
+    [null],
+  );
 });
 
 test("tables-show-ratios-against-detour-failures-and-probes-lost", () => {

@@ -38,14 +38,16 @@ export function parseCompareOptions(args: readonly string[]): CompareOptions {
     switch (flag) {
       case "--only":
         for (const s of value().split(",")) {
-          if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`--only: unknown scenario "${s}"; expected ${SCENARIOS.join(", ")}`);
+          if (!(SCENARIOS as readonly string[]).includes(s))
+            throw new Error(`--only: unknown scenario "${s}"; expected ${SCENARIOS.join(", ")}`);
           if (!only.includes(s as Scenario)) only.push(s as Scenario);
         }
         break;
       case "--false-alarm-minutes": {
         const v = value();
         const m = Number(v);
-        if (!(Number.isFinite(m) && m > 0 && m <= MAX_FALSE_ALARM_MINUTES)) throw new Error(`--false-alarm-minutes: expected minutes in (0, ${MAX_FALSE_ALARM_MINUTES}], got "${v}"`);
+        if (!(Number.isFinite(m) && m > 0 && m <= MAX_FALSE_ALARM_MINUTES))
+          throw new Error(`--false-alarm-minutes: expected minutes in (0, ${MAX_FALSE_ALARM_MINUTES}], got "${v}"`);
         falseAlarmMinutes = m;
         break;
       }
@@ -54,7 +56,9 @@ export function parseCompareOptions(args: readonly string[]): CompareOptions {
         detourOnly = true;
         break;
       default:
-        throw new Error(`unknown option "${a}" for compare; expected --only <${SCENARIOS.join("|")}>[,...], --false-alarm-minutes M or --detour-only`);
+        throw new Error(
+          `unknown option "${a}" for compare; expected --only <${SCENARIOS.join("|")}>[,...], --false-alarm-minutes M or --detour-only`,
+        );
     }
   }
   return { only: only.length > 0 ? only : [...SCENARIOS], falseAlarmMinutes, detourOnly };
@@ -137,7 +141,9 @@ export function verdicts(r: CompareResult): Verdict[] {
     const ok = d !== null && f !== null && d.n > 0;
     out.push({
       target: `connect, all healthy: within ${TARGETS.connectVsFastestEngine}x the fastest single engine`,
-      measured: ok ? `${fmtMs(d.median)} vs ${f.row.setup} ${fmtMs(f.s.median)} = ${ratio(d.median, f.s.median)}` : "not measured",
+      measured: ok
+        ? `${fmtMs(d.median)} vs ${f.row.setup} ${fmtMs(f.s.median)} = ${ratio(d.median, f.s.median)}`
+        : "not measured",
       met: ok ? d.median <= TARGETS.connectVsFastestEngine * f.s.median : null,
     });
   }
@@ -182,8 +188,20 @@ const count = (v: number): string => (Number.isFinite(v) ? String(Math.round(v))
 /** One markdown table of timed rows, with ratios against Detour's target row. */
 export function timedTable(rows: readonly TimedRow[], withLost: boolean): string[] {
   const d = detourTarget(rows);
-  const head = ["setup", "median", "p10–p90", "min–max", "runs ok / failed", "vs Detour", ...(withLost ? ["probes lost at 50/s: median (min–max)"] : []), "settings"];
-  const lines = [`| ${head.join(" | ")} |`, `|${head.map((h) => (h === "setup" || h === "settings" ? "---" : "---:")).join("|")}|`];
+  const head = [
+    "setup",
+    "median",
+    "p10–p90",
+    "min–max",
+    "runs ok / failed",
+    "vs Detour",
+    ...(withLost ? ["probes lost at 50/s: median (min–max)"] : []),
+    "settings",
+  ];
+  const lines = [
+    `| ${head.join(" | ")} |`,
+    `|${head.map((h) => (h === "setup" || h === "settings" ? "---" : "---:")).join("|")}|`,
+  ];
   for (const row of rows) {
     const s = summarize(row.ms);
     const cells = [
@@ -205,7 +223,10 @@ export function timedTable(rows: readonly TimedRow[], withLost: boolean): string
 }
 
 export function falseAlarmTable(rows: readonly FalseAlarmRow[]): string[] {
-  const lines = ["| setup | lossy minutes | failovers (0 is right) | loss seen by the probe stream | settings |", "|---|---:|---:|---:|---|"];
+  const lines = [
+    "| setup | lossy minutes | failovers (0 is right) | loss seen by the probe stream | settings |",
+    "|---|---:|---:|---:|---|",
+  ];
   for (const r of rows) {
     const name = r.detour ? `**${r.setup}**` : r.setup;
     const f = r.failovers === null ? `failed: ${r.error ?? "did not come up"}` : String(r.failovers);
@@ -227,19 +248,42 @@ export function compareMarkdown(r: CompareResult, notes: { lab: string; failover
     "",
     "| target | measured | verdict |",
     "|---|---|---|",
-    ...v.map((x) => `| ${x.target} | ${x.measured} | ${x.met === null ? "not measured" : x.met ? "met" : "**not met**"} |`),
+    ...v.map(
+      (x) => `| ${x.target} | ${x.measured} | ${x.met === null ? "not measured" : x.met ? "met" : "**not met**"} |`,
+    ),
   ];
   if (r.connect !== undefined) {
-    md.push("", "## Connect, all healthy", "", "From the connect command (or the engine's launch) to the first corp echo reply through the tunnel.", "", ...timedTable(r.connect, false));
+    md.push(
+      "",
+      "## Connect, all healthy",
+      "",
+      "From the connect command (or the engine's launch) to the first corp echo reply through the tunnel.",
+      "",
+      ...timedTable(r.connect, false),
+    );
   }
   if (r.udpBlocked !== undefined) {
-    md.push("", "## Connect on a network that silently drops all UDP", "", "The client's uplink drops every UDP packet (no ICMP errors). Same measure as above.", "", ...timedTable(r.udpBlocked, false));
+    md.push(
+      "",
+      "## Connect on a network that silently drops all UDP",
+      "",
+      "The client's uplink drops every UDP packet (no ICMP errors). Same measure as above.",
+      "",
+      ...timedTable(r.udpBlocked, false),
+    );
   }
   if (r.failover !== undefined) {
     md.push("", "## Failover: the active gateway goes silent", "", notes.failover, "", ...timedTable(r.failover, true));
   }
   if (r.falseAlarm !== undefined) {
-    md.push("", `## False alarms: ${r.falseAlarmMinutes} minutes of 5 % random loss each way on the healthy active gateway`, "", r.falseAlarmSchedule ?? "", "", ...falseAlarmTable(r.falseAlarm));
+    md.push(
+      "",
+      `## False alarms: ${r.falseAlarmMinutes} minutes of 5 % random loss each way on the healthy active gateway`,
+      "",
+      r.falseAlarmSchedule ?? "",
+      "",
+      ...falseAlarmTable(r.falseAlarm),
+    );
   }
   return md.join("\n") + "\n";
 }

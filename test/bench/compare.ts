@@ -17,7 +17,13 @@ import type { Baseline, BaselineContext } from "./baselines/common.ts";
 import { FALLBACK_SETTINGS, FALLBACK_STEPS, sequentialConnect } from "./baselines/sequential.ts";
 import { startStrongswanDpd } from "./baselines/strongswan-dpd.ts";
 import { startOpenconnectWatchdog, startWireguardWatchdog } from "./baselines/watchdog.ts";
-import { compareMarkdown, parseCompareOptions, type CompareResult, type FalseAlarmRow, type TimedRow } from "./compare-report.ts";
+import {
+  compareMarkdown,
+  parseCompareOptions,
+  type CompareResult,
+  type FalseAlarmRow,
+  type TimedRow,
+} from "./compare-report.ts";
 import { waitState } from "./connect.ts";
 
 const ID = "cmp";
@@ -61,12 +67,23 @@ type BaselineStart = (ctx: BaselineContext) => Promise<Baseline>;
 
 const BASELINES: { title: string; start: BaselineStart }[] = [
   { title: "strongSwan, 2 connections + DPD + updown", start: startStrongswanDpd },
-  ...WATCHDOG_N_MS.map((n) => ({ title: `openconnect + watchdog, N = ${n / 1000} s`, start: (ctx: BaselineContext) => startOpenconnectWatchdog(ctx, n) })),
-  ...WATCHDOG_N_MS.map((n) => ({ title: `WireGuard + watchdog, N = ${n / 1000} s`, start: (ctx: BaselineContext) => startWireguardWatchdog(ctx, n) })),
+  ...WATCHDOG_N_MS.map((n) => ({
+    title: `openconnect + watchdog, N = ${n / 1000} s`,
+    start: (ctx: BaselineContext) => startOpenconnectWatchdog(ctx, n),
+  })),
+  ...WATCHDOG_N_MS.map((n) => ({
+    title: `WireGuard + watchdog, N = ${n / 1000} s`,
+    start: (ctx: BaselineContext) => startWireguardWatchdog(ctx, n),
+  })),
 ];
 
 async function firstCorpReply(b: Bench, t0: number, deadlineMs: number): Promise<number | null> {
-  const r = await b.probe.waitReply({ host: b.ctx.topo.corp.address, port: CORP_ECHO_PORT, intervalMs: CONNECT_PROBE_INTERVAL_MS, deadlineMs });
+  const r = await b.probe.waitReply({
+    host: b.ctx.topo.corp.address,
+    port: CORP_ECHO_PORT,
+    intervalMs: CONNECT_PROBE_INTERVAL_MS,
+    deadlineMs,
+  });
   return r.ok ? r.firstReplyAt - t0 : null;
 }
 
@@ -130,8 +147,14 @@ async function scenarioConnect(b: Bench, runs: number): Promise<TimedRow[]> {
     for (const l of legs) plain.get(l)?.add(await plainConnect(b, l, CONNECT_DEADLINE_MS));
   }
   return [
-    detour.row("Detour", "detourd with the lab's config (3 gateways x 3 protocols), `detour connect`", { detour: "target" }),
-    ...legs.map((l) => (plain.get(l) ?? new Timed()).row(`${l} alone`, "the engine's plain tools against gw1, timed from launch", { singleEngine: true })),
+    detour.row("Detour", "detourd with the lab's config (3 gateways x 3 protocols), `detour connect`", {
+      detour: "target",
+    }),
+    ...legs.map((l) =>
+      (plain.get(l) ?? new Timed()).row(`${l} alone`, "the engine's plain tools against gw1, timed from launch", {
+        singleEngine: true,
+      }),
+    ),
   ];
 }
 
@@ -157,7 +180,10 @@ async function scenarioUdpBlocked(b: Bench, runs: number): Promise<TimedRow[]> {
   return [
     cold.row("Detour, network never seen", "fresh detourd (no per-network memory)", { detour: "target" }),
     known.row("Detour, network remembered", "the same detourd right after it connected here", { detour: "other" }),
-    seq.row("sequential fallback client", `${FALLBACK_SETTINGS} (Mullvad's per-attempt timeouts, GlobalProtect's IPsec-then-SSL order), plain tools against gw1`),
+    seq.row(
+      "sequential fallback client",
+      `${FALLBACK_SETTINGS} (Mullvad's per-attempt timeouts, GlobalProtect's IPsec-then-SSL order), plain tools against gw1`,
+    ),
     dtls.row("openconnect with DTLS alone", "openconnect defaults (DTLS on) against gw1"),
     tls.row("openconnect TLS only alone (the floor)", "openconnect --no-dtls against gw1"),
   ];
@@ -165,7 +191,12 @@ async function scenarioUdpBlocked(b: Bench, runs: number): Promise<TimedRow[]> {
 
 /** The stream across a whole-gateway kill: outage (longest gap) and probes lost, or null if traffic never came back. */
 async function streamAcrossKill(b: Bench, gateway: string): Promise<{ outageMs: number; lost: number } | null> {
-  const stream = b.probe.stream({ host: b.ctx.topo.corp.address, port: CORP_ECHO_PORT, ratePerSec: STREAM_RATE, durationMs: FAILOVER_STREAM_MS });
+  const stream = b.probe.stream({
+    host: b.ctx.topo.corp.address,
+    port: CORP_ECHO_PORT,
+    ratePerSec: STREAM_RATE,
+    durationMs: FAILOVER_STREAM_MS,
+  });
   try {
     await sleep(STREAM_LEAD_MS);
     await lab.kill(gateway, "all", ID);
@@ -194,7 +225,10 @@ async function detourFailover(b: Bench): Promise<{ outageMs: number; lost: numbe
   }
 }
 
-async function baselineFailover(b: Bench, start: BaselineStart): Promise<{ outageMs: number; lost: number; settings: string } | { settings: string | null }> {
+async function baselineFailover(
+  b: Bench,
+  start: BaselineStart,
+): Promise<{ outageMs: number; lost: number; settings: string } | { settings: string | null }> {
   let bl: Baseline | null = null;
   try {
     bl = await start(b.ctx);
@@ -237,7 +271,12 @@ async function soakStream(b: Bench, minutes: number): Promise<number | null> {
   const chunks = Math.ceil(total / SOAK_CHUNK_MS);
   for (let i = 0; i < chunks; i++) {
     const durationMs = Math.min(SOAK_CHUNK_MS, total - i * SOAK_CHUNK_MS);
-    const r = await b.probe.stream({ host: b.ctx.topo.corp.address, port: CORP_ECHO_PORT, ratePerSec: STREAM_RATE, durationMs });
+    const r = await b.probe.stream({
+      host: b.ctx.topo.corp.address,
+      port: CORP_ECHO_PORT,
+      ratePerSec: STREAM_RATE,
+      durationMs,
+    });
     if (!r.ok) return null;
     sent += r.sent;
     lost += r.lost;
@@ -247,7 +286,10 @@ async function soakStream(b: Bench, minutes: number): Promise<number | null> {
 
 async function withLoss<T>(gateway: GatewayTopology | string, body: () => Promise<T>): Promise<T> {
   const target = typeof gateway === "string" ? gateway : gateway.name;
-  const imp = await lab.impair({ kind: "loss", target: target as GatewayTopology["name"], proto: "all", dir: "both", percent: SOAK_LOSS_PCT }, ID);
+  const imp = await lab.impair(
+    { kind: "loss", target: target as GatewayTopology["name"], proto: "all", dir: "both", percent: SOAK_LOSS_PCT },
+    ID,
+  );
   try {
     return await body();
   } finally {
@@ -265,7 +307,14 @@ async function scenarioFalseAlarm(b: Bench, minutes: number, detourOnly: boolean
   try {
     await c.connect();
     const up = await waitState(c, (s) => s.state === "connected", CONNECT_DEADLINE_MS);
-    const row: FalseAlarmRow = { setup: "Detour", settings: "detourd with the lab's config (brownout threshold 20 % probe loss over 5 s, held 3 s)", detour: true, minutes, failovers: null, streamLossPct: null };
+    const row: FalseAlarmRow = {
+      setup: "Detour",
+      settings: "detourd with the lab's config (brownout threshold 20 % probe loss over 5 s, held 3 s)",
+      detour: true,
+      minutes,
+      failovers: null,
+      streamLossPct: null,
+    };
     if (up?.gateway == null) row.error = "did not connect";
     else {
       failovers = 0;
@@ -280,7 +329,14 @@ async function scenarioFalseAlarm(b: Bench, minutes: number, detourOnly: boolean
     await sleep(SETTLE_MS);
   }
   for (const bl of detourOnly ? [] : BASELINES) {
-    const row: FalseAlarmRow = { setup: bl.title, settings: "", detour: false, minutes, failovers: null, streamLossPct: null };
+    const row: FalseAlarmRow = {
+      setup: bl.title,
+      settings: "",
+      detour: false,
+      minutes,
+      failovers: null,
+      streamLossPct: null,
+    };
     let running: Baseline | null = null;
     try {
       running = await bl.start(b.ctx);
@@ -306,7 +362,10 @@ async function withBench<T>(body: (b: Bench) => Promise<T>): Promise<T> {
   // baselines' engines, the probe agent) and removes the namespaces and the run folder.
   const onSignal = (sig: NodeJS.Signals): void => {
     console.error(`compare: ${sig}, taking lab "${ID}" down`);
-    void agentStop(ID).catch(() => false).then(() => lab.down(ID)).finally(() => process.exit(130));
+    void agentStop(ID)
+      .catch(() => false)
+      .then(() => lab.down(ID))
+      .finally(() => process.exit(130));
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
@@ -345,7 +404,10 @@ async function withBench<T>(body: (b: Bench) => Promise<T>): Promise<T> {
   }
 }
 
-export async function benchCompare(runs: number, args: readonly string[]): Promise<{ rows: CompareResult; markdown: string }> {
+export async function benchCompare(
+  runs: number,
+  args: readonly string[],
+): Promise<{ rows: CompareResult; markdown: string }> {
   const opts = parseCompareOptions(args);
   const result: CompareResult = { runs, falseAlarmMinutes: opts.falseAlarmMinutes };
   await withBench(async (b) => {

@@ -29,7 +29,11 @@ const POLL_MS = 50;
 
 export type Status = Awaited<ReturnType<ControlClient["status"]>>;
 
-export async function waitState(c: ControlClient, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status | null> {
+export async function waitState(
+  c: ControlClient,
+  pred: (s: Status) => boolean,
+  timeoutMs: number,
+): Promise<Status | null> {
   const until = Date.now() + timeoutMs;
   for (let i = 0; i < timeoutMs / POLL_MS + 1 && Date.now() < until; i++) {
     const s = await c.status();
@@ -40,7 +44,12 @@ export async function waitState(c: ControlClient, pred: (s: Status) => boolean, 
 }
 
 async function firstCorpReply(probe: ProbeClient, topo: LabTopology, t0: number): Promise<number | null> {
-  const r = await probe.waitReply({ host: topo.corp.address, port: CORP_ECHO_PORT, intervalMs: 5, deadlineMs: RUN_DEADLINE_MS });
+  const r = await probe.waitReply({
+    host: topo.corp.address,
+    port: CORP_ECHO_PORT,
+    intervalMs: 5,
+    deadlineMs: RUN_DEADLINE_MS,
+  });
   return r.ok ? r.firstReplyAt - t0 : null;
 }
 
@@ -81,18 +90,32 @@ async function failoverRun(c: ControlClient, probe: ProbeClient, topo: LabTopolo
   // A user who has been connected for a moment has a warm standby; wait for it (bounded) like they would.
   await waitState(c, (s) => s.standby !== null, RUN_DEADLINE_MS);
   const failoversBefore = up.lastFailover?.detectedAt ?? 0;
-  const stream = probe.stream({ host: topo.corp.address, port: CORP_ECHO_PORT, ratePerSec: STREAM_RATE, durationMs: STREAM_MS });
+  const stream = probe.stream({
+    host: topo.corp.address,
+    port: CORP_ECHO_PORT,
+    ratePerSec: STREAM_RATE,
+    durationMs: STREAM_MS,
+  });
   await sleep(STREAM_LEAD_MS);
   await lab.kill(active, "all", ID);
   const r = await stream;
-  const after = await waitState(c, (s) => s.state === "connected" && (s.lastFailover?.detectedAt ?? 0) > failoversBefore, RUN_DEADLINE_MS);
+  const after = await waitState(
+    c,
+    (s) => s.state === "connected" && (s.lastFailover?.detectedAt ?? 0) > failoversBefore,
+    RUN_DEADLINE_MS,
+  );
   await lab.restore(active, "all", ID);
   await c.disconnect();
   await waitState(c, (s) => s.state === "disconnected", RUN_DEADLINE_MS);
   await sleep(SETTLE_MS);
   if (!r.ok) return null;
   const f = after?.lastFailover ?? null;
-  return { outageMs: r.longestGapMs, lost: r.lost, detectedAfterMs: f?.detectedAfterMs ?? null, restoredAfterMs: f?.restoredAfterMs ?? null };
+  return {
+    outageMs: r.longestGapMs,
+    lost: r.lost,
+    detectedAfterMs: f?.detectedAfterMs ?? null,
+    restoredAfterMs: f?.restoredAfterMs ?? null,
+  };
 }
 
 /** User + system CPU time of one process, in clock ticks (1/100 s on Linux). */
@@ -114,7 +137,9 @@ interface Daemon {
   restartForgetting(): Promise<void>;
 }
 
-async function withDaemon<T>(body: (d: Daemon, probe: ProbeClient, topo: LabTopology, state: lab.LabState) => Promise<T>): Promise<T> {
+async function withDaemon<T>(
+  body: (d: Daemon, probe: ProbeClient, topo: LabTopology, state: lab.LabState) => Promise<T>,
+): Promise<T> {
   await lab.down(ID);
   // 0 ms everywhere: the tables say so, and each run is compared with numbers measured there.
   const state = await lab.up(ID, { distance: "none" });
@@ -195,7 +220,18 @@ export async function benchConnect(runs: number): Promise<{ rows: unknown; markd
       "",
       `Failed runs: ${fails}. detourd while connected and idle (its monitor probes 20 times a second): CPU ${cpuPct.toFixed(1)} % of one core over ${IDLE_MEASURE_MS / 1000} s, RSS ${(rss / 1024).toFixed(1)} MiB.`,
     ];
-    return { rows: { detour: dt, plain: pl, udpBlockedCold: bc, udpBlockedRemembered: bk, failures: fails, idleCpuPct: cpuPct, rssKiB: rss }, markdown: md.join("\n") + "\n" };
+    return {
+      rows: {
+        detour: dt,
+        plain: pl,
+        udpBlockedCold: bc,
+        udpBlockedRemembered: bk,
+        failures: fails,
+        idleCpuPct: cpuPct,
+        rssKiB: rss,
+      },
+      markdown: md.join("\n") + "\n",
+    };
   });
 }
 
@@ -219,8 +255,14 @@ export async function benchFailover(runs: number): Promise<{ rows: unknown; mark
       "|---|---|",
       row("outage seen by the probe stream (longest gap)", summarize(outs.map((o) => o.outageMs))),
       row("probes lost (at 50/s)", summarize(outs.map((o) => o.lost))).replace(/ ms/g, ""),
-      row("detected after (detourd: last reply to verdict)", summarize(outs.flatMap((o) => (o.detectedAfterMs === null ? [] : [o.detectedAfterMs])))),
-      row("restored after (detourd: last reply to first reply via the next leg)", summarize(outs.flatMap((o) => (o.restoredAfterMs === null ? [] : [o.restoredAfterMs])))),
+      row(
+        "detected after (detourd: last reply to verdict)",
+        summarize(outs.flatMap((o) => (o.detectedAfterMs === null ? [] : [o.detectedAfterMs]))),
+      ),
+      row(
+        "restored after (detourd: last reply to first reply via the next leg)",
+        summarize(outs.flatMap((o) => (o.restoredAfterMs === null ? [] : [o.restoredAfterMs]))),
+      ),
       "",
       `Failed runs: ${fails}. Outage medians: ${fmtMs(summarize(outs.map((o) => o.outageMs)).median)}.`,
     ];

@@ -36,15 +36,50 @@ function dayOfLogs(path: string, now: number): number {
     const k = i % 6;
     lines.push(
       k === 0
-        ? JSON.stringify({ t, level: "info", msg: "state", state: "connected", detail: "connected to gw1 over wireguard (198.18.1.2)" })
+        ? JSON.stringify({
+            t,
+            level: "info",
+            msg: "state",
+            state: "connected",
+            detail: "connected to gw1 over wireguard (198.18.1.2)",
+          })
         : k === 1
-          ? JSON.stringify({ t, level: "info", msg: "leg up", leg: { id: `L${i}`, gateway: "gw2", kind: "ikev2" }, ifname: "dt-l1", ms: 63 })
+          ? JSON.stringify({
+              t,
+              level: "info",
+              msg: "leg up",
+              leg: { id: `L${i}`, gateway: "gw2", kind: "ikev2" },
+              ifname: "dt-l1",
+              ms: 63,
+            })
           : k === 2
-            ? JSON.stringify({ t, level: "warn", msg: "telemetry delivery problem", seq: i, kind: "metrics", status: 503, message: "collector at 93.184.216.34 answered 503", retryInMs: 4000 })
+            ? JSON.stringify({
+                t,
+                level: "warn",
+                msg: "telemetry delivery problem",
+                seq: i,
+                kind: "metrics",
+                status: 503,
+                message: "collector at 93.184.216.34 answered 503",
+                retryInMs: 4000,
+              })
             : k === 3
-              ? JSON.stringify({ t, level: "info", msg: "race", race: { id: `R${i}`, reason: "failover", winner: { gateway: "gw3", kind: "anyconnect-tls" } }, user: "alice", home: "/home/alice" })
+              ? JSON.stringify({
+                  t,
+                  level: "info",
+                  msg: "race",
+                  race: { id: `R${i}`, reason: "failover", winner: { gateway: "gw3", kind: "anyconnect-tls" } },
+                  user: "alice",
+                  home: "/home/alice",
+                })
               : k === 4
-                ? JSON.stringify({ t, level: "info", msg: "protected routes applied", routes: ["198.19.0.0/24"], ifname: "dt-l2" })
+                ? JSON.stringify({
+                    t,
+                    level: "info",
+                    msg: "protected routes applied",
+                    routes: ["198.19.0.0/24"],
+                    ifname: "dt-l2",
+                  })
                 : JSON.stringify({ t, level: "debug", msg: "probe", legId: `L${i}`, rttMs: 0.42, seq: i }),
     );
   }
@@ -67,23 +102,79 @@ function inputs(dir: string, now: number, logFile: string): DiagInputs {
       ikev2: { localId: "client@bench.test", psk: { file: secret("psk", "bench-psk-000111") } },
       anyconnect: { username: "alice", password: { file: secret("pw", "bench-password-222") } },
     },
-    gateways: [1, 2, 3].map((n) => ({ name: `gw${n}`, hostname: `gw${n}.bench.test`, address: `198.18.${n}.2`, priority: n * 10, region: "eu", protocols: { wireguard: { publicKey: "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=", tunnelAddress: `198.19.${n}1.2/32` } } })),
+    gateways: [1, 2, 3].map((n) => ({
+      name: `gw${n}`,
+      hostname: `gw${n}.bench.test`,
+      address: `198.18.${n}.2`,
+      priority: n * 10,
+      region: "eu",
+      protocols: {
+        wireguard: { publicKey: "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=", tunnelAddress: `198.19.${n}1.2/32` },
+      },
+    })),
     protectedRoutes: ["198.19.0.0/24"],
     probe: { address: "198.19.0.1" },
   });
   if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
   const history = new TunnelHistory();
   // A day of ten-second samples through the ring (it keeps the last hour) ...
-  for (let i = 0; i < DAY_S / 10; i++) history.addSample({ at: now - DAY_S * 1000 + i * HISTORY_SAMPLE_MS, gateway: "gw1", protocol: "wireguard", probes: 400, lossPct: i % 50 === 0 ? 5 : 0, rttP50Ms: 0.4 + (i % 7) / 10, rttP95Ms: 1.2, jitterMs: 0.1 });
+  for (let i = 0; i < DAY_S / 10; i++)
+    history.addSample({
+      at: now - DAY_S * 1000 + i * HISTORY_SAMPLE_MS,
+      gateway: "gw1",
+      protocol: "wireguard",
+      probes: 400,
+      lossPct: i % 50 === 0 ? 5 : 0,
+      rttP50Ms: 0.4 + (i % 7) / 10,
+      rttP95Ms: 1.2,
+      jitterMs: 0.1,
+    });
   // ... and ten minutes of 25 ms probes (the per-second ring).
-  for (let i = 0; i < 24_000; i++) history.onProbe({ legId: "L1", gateway: "gw1", protocol: "wireguard", active: true }, { seq: i, sentAt: now - 600_000 + i * 25, rttMs: i % 97 === 0 ? null : 0.4 });
+  for (let i = 0; i < 24_000; i++)
+    history.onProbe(
+      { legId: "L1", gateway: "gw1", protocol: "wireguard", active: true },
+      { seq: i, sentAt: now - 600_000 + i * 25, rttMs: i % 97 === 0 ? null : 0.4 },
+    );
   const events: ConnectionEvent[] = [];
   for (let i = 0; i < 500; i++) {
     const at = now - (500 - i) * 60_000;
     events.push(
       i % 2 === 0
-        ? { type: "race-ended", at, race: { id: `R${i}`, reason: "failover", startedAt: at - 300, endedAt: at, winner: { id: `L${i}`, gateway: "gw2", kind: "ikev2" }, legs: [{ leg: { id: `L${i}`, gateway: "gw2", kind: "ikev2" }, outcome: "won", startedAt: at - 300, endedAt: at, error: null }] } }
-        : { type: "leg", at, raceId: `R${i - 1}`, record: { leg: { id: `M${i}`, gateway: "gw1", kind: "wireguard" }, outcome: "failed", startedAt: at - 5000, endedAt: at, error: { code: "timeout", message: "no WireGuard handshake with gw1 (198.18.1.2:51820) before the deadline" } } },
+        ? {
+            type: "race-ended",
+            at,
+            race: {
+              id: `R${i}`,
+              reason: "failover",
+              startedAt: at - 300,
+              endedAt: at,
+              winner: { id: `L${i}`, gateway: "gw2", kind: "ikev2" },
+              legs: [
+                {
+                  leg: { id: `L${i}`, gateway: "gw2", kind: "ikev2" },
+                  outcome: "won",
+                  startedAt: at - 300,
+                  endedAt: at,
+                  error: null,
+                },
+              ],
+            },
+          }
+        : {
+            type: "leg",
+            at,
+            raceId: `R${i - 1}`,
+            record: {
+              leg: { id: `M${i}`, gateway: "gw1", kind: "wireguard" },
+              outcome: "failed",
+              startedAt: at - 5000,
+              endedAt: at,
+              error: {
+                code: "timeout",
+                message: "no WireGuard handshake with gw1 (198.18.1.2:51820) before the deadline",
+              },
+            },
+          },
     );
   }
   return {
@@ -91,11 +182,32 @@ function inputs(dir: string, now: number, logFile: string): DiagInputs {
     version: "0.1.0",
     deviceId: "00000000-0000-4000-8000-000000000000",
     policyHash: "0123456789abcdef",
-    status: { state: "connected", summary: "connected", gateway: "gw1", protocol: "wireguard", activeLegId: "L1", standby: null, since: now - 3_600_000, candidates: [], lastRace: null, lastFailover: null, error: null },
+    status: {
+      state: "connected",
+      summary: "connected",
+      gateway: "gw1",
+      protocol: "wireguard",
+      activeLegId: "L1",
+      standby: null,
+      since: now - 3_600_000,
+      candidates: [],
+      lastRace: null,
+      lastFailover: null,
+      error: null,
+    },
     events,
     probeSeconds: history.probeSeconds(),
     samples: history.samples(now),
-    candidates: parsed.config.gateways.map((g) => ({ name: g.name, hostname: g.hostname, address: g.address ?? null, priority: g.priority, region: g.region, kinds: ["wireguard"], sources: ["config"], probe: null })),
+    candidates: parsed.config.gateways.map((g) => ({
+      name: g.name,
+      hostname: g.hostname,
+      address: g.address ?? null,
+      priority: g.priority,
+      region: g.region,
+      kinds: ["wireguard"],
+      sources: ["config"],
+      probe: null,
+    })),
     config: parsed.config,
     configPath: join(dir, "config.json"),
     resolvConf: "/etc/resolv.conf",
@@ -157,7 +269,10 @@ export async function benchDiag(runs: number): Promise<{ rows: Row[]; markdown: 
       "",
       "| what | creation time | bundle size |",
       "| --- | --- | --- |",
-      ...rows.map((r) => `| ${r.what} | ${fmtSummary(r.ms)} | ${kib(r.bytes.median)} (range ${kib(r.bytes.min)}–${kib(r.bytes.max)}) |`),
+      ...rows.map(
+        (r) =>
+          `| ${r.what} | ${fmtSummary(r.ms)} | ${kib(r.bytes.median)} (range ${kib(r.bytes.min)}–${kib(r.bytes.max)}) |`,
+      ),
       "",
     ].join("\n");
     return { rows, markdown };

@@ -30,7 +30,13 @@ export interface EngineRow {
 
 async function firstReplyThrough(topo: LabTopology, ifname: string, deadline: number): Promise<number | null> {
   for (let i = 0; i < MAX_PING_ATTEMPTS && Date.now() < deadline; i++) {
-    const r = await pingThrough({ ifname, target: topo.corp.address, netns: topo.client.ns, deadlineAt: Math.min(deadline, Date.now() + PING_ATTEMPT_MS), intervalMs: 20 });
+    const r = await pingThrough({
+      ifname,
+      target: topo.corp.address,
+      netns: topo.client.ns,
+      deadlineAt: Math.min(deadline, Date.now() + PING_ATTEMPT_MS),
+      intervalMs: 20,
+    });
     if (r.ok) return r.at;
     await sleep(5);
   }
@@ -38,7 +44,16 @@ async function firstReplyThrough(topo: LabTopology, ifname: string, deadline: nu
 }
 
 async function plainRun(topo: LabTopology, state: lab.LabState, leg: LabLeg): Promise<number | null> {
-  const t = await startPlain(leg, topo, state, topo.gateways[0] ?? (() => { throw new Error("no gateway"); })(), "bp");
+  const t = await startPlain(
+    leg,
+    topo,
+    state,
+    topo.gateways[0] ??
+      (() => {
+        throw new Error("no gateway");
+      })(),
+    "bp",
+  );
   try {
     const at = await firstReplyThrough(topo, t.ifname, t.launchedAt + RUN_DEADLINE_MS);
     return at === null ? null : at - t.launchedAt;
@@ -97,7 +112,10 @@ export async function benchEngines(runs: number): Promise<{ rows: EngineRow[]; m
       "",
       "| engine | plain tools: median (IQR, range) | Detour driver: median (IQR, range) | overhead ratio | failed runs (plain/Detour) |",
       "|---|---|---|---:|---:|",
-      ...rows.map((r) => `| ${r.leg} | ${fmtSummary(r.plain)} | ${fmtSummary(r.detour)} | ${Number.isFinite(r.ratio) ? r.ratio.toFixed(2) : "-"} | ${r.failures.plain}/${r.failures.detour} |`),
+      ...rows.map(
+        (r) =>
+          `| ${r.leg} | ${fmtSummary(r.plain)} | ${fmtSummary(r.detour)} | ${Number.isFinite(r.ratio) ? r.ratio.toFixed(2) : "-"} | ${r.failures.plain}/${r.failures.detour} |`,
+      ),
       "",
       `Medians: ${rows.map((r) => `${r.leg} ${fmtMs(r.detour.median)} vs ${fmtMs(r.plain.median)}`).join("; ")}.`,
     ];

@@ -23,7 +23,16 @@ function quantile(sorted: readonly number[], q: number): number {
 
 export function summarize(values: readonly number[]): Summary {
   const s = [...values].filter(Number.isFinite).sort((a, b) => a - b);
-  return { n: s.length, median: quantile(s, 0.5), p10: quantile(s, 0.1), p25: quantile(s, 0.25), p75: quantile(s, 0.75), p90: quantile(s, 0.9), min: s[0] ?? NaN, max: s[s.length - 1] ?? NaN };
+  return {
+    n: s.length,
+    median: quantile(s, 0.5),
+    p10: quantile(s, 0.1),
+    p25: quantile(s, 0.25),
+    p75: quantile(s, 0.75),
+    p90: quantile(s, 0.9),
+    min: s[0] ?? NaN,
+    max: s[s.length - 1] ?? NaN,
+  };
 }
 
 export function fmtMs(v: number): string {

@@ -62,11 +62,14 @@ function parseOptions(options: readonly string[]): Options {
     options: { only: { type: "string" }, devices: { type: "string" }, "step-ms": { type: "string" } },
   });
   const only = new Set((values.only ?? "ingest,agent").split(",").map((s) => s.trim()));
-  for (const o of only) if (o !== "ingest" && o !== "agent") throw new Error(`--only takes ingest and/or agent, got "${o}"`);
+  for (const o of only)
+    if (o !== "ingest" && o !== "agent") throw new Error(`--only takes ingest and/or agent, got "${o}"`);
   const devices = Number(values.devices ?? DEFAULT_DEVICES);
   const stepMs = Number(values["step-ms"] ?? DEFAULT_STEP_MS);
-  if (!Number.isInteger(devices) || devices < 1) throw new Error(`--devices needs a whole number, got "${String(values.devices)}"`);
-  if (!Number.isInteger(stepMs) || stepMs < 1000) throw new Error(`--step-ms needs at least 1000, got "${String(values["step-ms"])}"`);
+  if (!Number.isInteger(devices) || devices < 1)
+    throw new Error(`--devices needs a whole number, got "${String(values.devices)}"`);
+  if (!Number.isInteger(stepMs) || stepMs < 1000)
+    throw new Error(`--step-ms needs at least 1000, got "${String(values["step-ms"])}"`);
   return { only: only as Set<"ingest" | "agent">, devices, stepMs };
 }
 
@@ -88,17 +91,31 @@ async function ingest(opts: Options): Promise<IngestResult> {
   const state = lab.loadState(ID);
   const collectorPid = state.pids.collector ?? 0;
   const argv = [
-    "netns", "exec", topo.client.ns,
-    process.execPath, "--import", "tsx", join(REPO_ROOT, "test", "lab", "tools", "otlp-load.ts"),
-    "--url", collectorUrl(topo),
-    "--tokens", collectorPaths(state.labDir).tokensFile,
-    "--devices", String(opts.devices),
-    "--rates", RATES.join(","),
-    "--step-ms", String(opts.stepMs),
-    "--warmup-ms", String(WARMUP_MS),
-    "--p99-limit-ms", String(P99_LIMIT_MS),
-    "--logs-every", String(LOGS_EVERY),
-    "--interval-ms", String(DEFAULT_EXPORT_INTERVAL_S * 1000),
+    "netns",
+    "exec",
+    topo.client.ns,
+    process.execPath,
+    "--import",
+    "tsx",
+    join(REPO_ROOT, "test", "lab", "tools", "otlp-load.ts"),
+    "--url",
+    collectorUrl(topo),
+    "--tokens",
+    collectorPaths(state.labDir).tokensFile,
+    "--devices",
+    String(opts.devices),
+    "--rates",
+    RATES.join(","),
+    "--step-ms",
+    String(opts.stepMs),
+    "--warmup-ms",
+    String(WARMUP_MS),
+    "--p99-limit-ms",
+    String(P99_LIMIT_MS),
+    "--logs-every",
+    String(LOGS_EVERY),
+    "--interval-ms",
+    String(DEFAULT_EXPORT_INTERVAL_S * 1000),
   ];
   const child = spawn("ip", argv, { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
   const result: IngestResult = { payloads: null, steps: [], sustainedPerSec: null };
@@ -122,7 +139,10 @@ async function ingest(opts: Options): Promise<IngestResult> {
       }
       // Each JSON line ends a phase (payloads built, warm-up, a step): the collector's CPU since the last one.
       const now = { ticks: cpuTicksOrNull(collectorPid), at: Date.now() };
-      const cpu = mark.ticks === null || now.ticks === null ? null : ((now.ticks - mark.ticks) / CLK_TCK / ((now.at - mark.at) / 1000)) * 100;
+      const cpu =
+        mark.ticks === null || now.ticks === null
+          ? null
+          : ((now.ticks - mark.ticks) / CLK_TCK / ((now.at - mark.at) / 1000)) * 100;
       mark = now;
       if (msg.type === "payloads") {
         const p = msg as { metricsBytesMean: number; logsBytesMean: number; devices: number };
@@ -131,14 +151,23 @@ async function ingest(opts: Options): Promise<IngestResult> {
       if (msg.type === "step") {
         const s = { ...(msg as StepLine), collectorCpuPct: cpu === null ? null : Math.round(cpu) };
         result.steps.push(s);
-        console.log(`  ingest ${s.rate}/s: answered ${s.achievedPerSec}/s, p50 ${s.p50Ms} ms, p99 ${s.p99Ms} ms, errors ${s.errors}, collector CPU ${String(s.collectorCpuPct)} %`);
+        console.log(
+          `  ingest ${s.rate}/s: answered ${s.achievedPerSec}/s, p50 ${s.p50Ms} ms, p99 ${s.p99Ms} ms, errors ${s.errors}, collector CPU ${String(s.collectorCpuPct)} %`,
+        );
       }
     }
   });
   const budgetMs = LOAD_STARTUP_MS + WARMUP_MS + RATES.length * (opts.stepMs + LOAD_REQUEST_TIMEOUT_MS);
-  const exited = new Promise<number | null>((resolve) => child.once("close", (code) => { resolve(code); }));
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("close", (code) => {
+      resolve(code);
+    }),
+  );
   const timer = new AbortController();
-  const outcome = await Promise.race([exited, sleep(budgetMs, "timeout" as const, { signal: timer.signal }).catch(() => "aborted" as const)]);
+  const outcome = await Promise.race([
+    exited,
+    sleep(budgetMs, "timeout" as const, { signal: timer.signal }).catch(() => "aborted" as const),
+  ]);
   timer.abort();
   if (outcome === "timeout") {
     if (child.pid !== undefined && isAlive(child.pid)) await stopPids([child.pid], "SIGTERM", 3000);
@@ -177,7 +206,8 @@ async function agentSamples(runs: number, label: string): Promise<AgentSamples> 
   try {
     await c.connect();
     const up = await waitState(c, (s: Status) => s.state === "connected" && s.standby !== null, CONNECT_WITHIN_MS);
-    if (up === null) throw new Error(`detourd (${label}) did not connect with a standby within ${CONNECT_WITHIN_MS} ms`);
+    if (up === null)
+      throw new Error(`detourd (${label}) did not connect with a standby within ${CONNECT_WITHIN_MS} ms`);
     await sleep(SETTLE_MS);
     const before = (await c.status()).telemetry?.export?.delivered ?? null;
     const out: AgentSamples = { cpuPct: [], treeCpuPct: [], rssMiB: [], delivered: null };
@@ -192,10 +222,13 @@ async function agentSamples(runs: number, label: string): Promise<AgentSamples> 
       out.rssMiB.push(rssKiB(a.pid) / 1024);
     }
     const last = await c.status();
-    if (last.state !== "connected") throw new Error(`detourd (${label}) left the connected state while measured: ${last.state}`);
+    if (last.state !== "connected")
+      throw new Error(`detourd (${label}) left the connected state while measured: ${last.state}`);
     const after = last.telemetry?.export?.delivered ?? null;
     out.delivered = before === null || after === null ? null : after - before;
-    console.log(`  agent ${label}: CPU median ${summarize(out.cpuPct).median.toFixed(2)} %, RSS median ${summarize(out.rssMiB).median.toFixed(1)} MiB, batches delivered while measured: ${String(out.delivered)}`);
+    console.log(
+      `  agent ${label}: CPU median ${summarize(out.cpuPct).median.toFixed(2)} %, RSS median ${summarize(out.rssMiB).median.toFixed(1)} MiB, batches delivered while measured: ${String(out.delivered)}`,
+    );
     await c.disconnect();
     await waitState(c, (s: Status) => s.state === "disconnected", CONNECT_WITHIN_MS);
     return out;
@@ -225,12 +258,14 @@ async function agentCost(runs: number): Promise<{ off: AgentSamples; on: AgentSa
 }
 
 const f1 = (v: number): string => (Number.isFinite(v) ? v.toFixed(v < 10 ? 2 : 1) : "-");
-const spread = (s: Summary, unit: string): string => (s.n === 0 ? "no samples" : `${f1(s.median)} ${unit} (IQR ${f1(s.p25)}–${f1(s.p75)}, n=${s.n})`);
+const spread = (s: Summary, unit: string): string =>
+  s.n === 0 ? "no samples" : `${f1(s.median)} ${unit} (IQR ${f1(s.p25)}–${f1(s.p75)}, n=${s.n})`;
 
 function ingestMarkdown(r: IngestResult, opts: Options): string[] {
   const p = r.payloads;
   const rows = r.steps.map(
-    (s) => `| ${s.rate} | ${s.achievedPerSec} | ${s.errors}${s.firstError === null ? "" : ` (${s.firstError})`} | ${s.p50Ms} | ${s.p90Ms} | ${s.p99Ms}${s.p99Ms > P99_LIMIT_MS ? " **over**" : ""} | ${s.maxMs} | ${s.maxSendLagMs} | ${s.collectorCpuPct ?? "-"} |`,
+    (s) =>
+      `| ${s.rate} | ${s.achievedPerSec} | ${s.errors}${s.firstError === null ? "" : ` (${s.firstError})`} | ${s.p50Ms} | ${s.p90Ms} | ${s.p99Ms}${s.p99Ms > P99_LIMIT_MS ? " **over**" : ""} | ${s.maxMs} | ${s.maxSendLagMs} | ${s.collectorCpuPct ?? "-"} |`,
   );
   const sustained = r.sustainedPerSec;
   const last = r.steps[r.steps.length - 1];
@@ -238,7 +273,9 @@ function ingestMarkdown(r: IngestResult, opts: Options): string[] {
     sustained === null
       ? "No step stayed within the limit."
       : `Highest rate with p99 ≤ ${P99_LIMIT_MS} ms and no errors: **${sustained} reports/s**, about ${(sustained * DEFAULT_EXPORT_INTERVAL_S).toLocaleString("en")} agents at the default ${DEFAULT_EXPORT_INTERVAL_S} s export interval.` +
-        (last !== undefined && last.rate === sustained ? ` The ramp ended at its top rate without degrading, so the real limit is higher.` : "");
+        (last !== undefined && last.rate === sustained
+          ? ` The ramp ended at its top rate without degrading, so the real limit is higher.`
+          : "");
   return [
     "## Collector ingest: agent reports per second",
     "",
@@ -255,7 +292,8 @@ function ingestMarkdown(r: IngestResult, opts: Options): string[] {
 }
 
 function agentMarkdown(r: { off: AgentSamples; on: AgentSamples }, runs: number): string[] {
-  const row = (name: string, s: AgentSamples): string => `| ${name} | ${spread(summarize(s.cpuPct), "%")} | ${spread(summarize(s.treeCpuPct), "%")} | ${spread(summarize(s.rssMiB), "MiB")} |`;
+  const row = (name: string, s: AgentSamples): string =>
+    `| ${name} | ${spread(summarize(s.cpuPct), "%")} | ${spread(summarize(s.treeCpuPct), "%")} | ${spread(summarize(s.rssMiB), "MiB")} |`;
   const d = (a: number[], b: number[]): string => {
     const x = summarize(b).median - summarize(a).median;
     return `${x >= 0 ? "+" : ""}${f1(x)}`;
@@ -276,7 +314,10 @@ function agentMarkdown(r: { off: AgentSamples; on: AgentSamples }, runs: number)
   ];
 }
 
-export async function benchTelemetry(runs: number, options: readonly string[]): Promise<{ rows: unknown; markdown: string }> {
+export async function benchTelemetry(
+  runs: number,
+  options: readonly string[],
+): Promise<{ rows: unknown; markdown: string }> {
   const opts = parseOptions(options);
   await lab.down(ID);
   // 0 ms everywhere, as the report's title says: the agent's cost is compared with telemetry off and on, not distance.

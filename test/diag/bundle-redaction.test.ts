@@ -46,8 +46,26 @@ function inputs(): DiagInputs {
       anyconnect: { username: USER, password: { file: secretFile("pw", PASSWORD) } },
     },
     gateways: [
-      { name: "gw1", hostname: "gw1.example.com", address: PUBLIC_IP, priority: 10, region: "eu", protocols: { wireguard: { publicKey: "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=", tunnelAddress: "198.19.11.2/32" } } },
-      { name: "gw2", hostname: "gw2.example.com", address: "198.18.2.2", priority: 20, region: "us", protocols: { wireguard: { publicKey: "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=", tunnelAddress: "198.19.21.2/32" } } },
+      {
+        name: "gw1",
+        hostname: "gw1.example.com",
+        address: PUBLIC_IP,
+        priority: 10,
+        region: "eu",
+        protocols: {
+          wireguard: { publicKey: "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=", tunnelAddress: "198.19.11.2/32" },
+        },
+      },
+      {
+        name: "gw2",
+        hostname: "gw2.example.com",
+        address: "198.18.2.2",
+        priority: 20,
+        region: "us",
+        protocols: {
+          wireguard: { publicKey: "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=", tunnelAddress: "198.19.21.2/32" },
+        },
+      },
     ],
     protectedRoutes: ["198.19.0.0/24"],
     probe: { address: "198.19.0.1" },
@@ -62,8 +80,20 @@ function inputs(): DiagInputs {
     endedAt: now - 4800,
     winner: { id: "L2", gateway: "gw2", kind: "wireguard" as const },
     legs: [
-      { leg: { id: "L1", gateway: "gw1", kind: "wireguard" as const }, outcome: "failed" as const, startedAt: now - 5000, endedAt: now - 4900, error: { code: "timeout" as const, message: `no WireGuard handshake with gw1 (${PUBLIC_IP}:51820)` } },
-      { leg: { id: "L2", gateway: "gw2", kind: "wireguard" as const }, outcome: "won" as const, startedAt: now - 4990, endedAt: now - 4800, error: null },
+      {
+        leg: { id: "L1", gateway: "gw1", kind: "wireguard" as const },
+        outcome: "failed" as const,
+        startedAt: now - 5000,
+        endedAt: now - 4900,
+        error: { code: "timeout" as const, message: `no WireGuard handshake with gw1 (${PUBLIC_IP}:51820)` },
+      },
+      {
+        leg: { id: "L2", gateway: "gw2", kind: "wireguard" as const },
+        outcome: "won" as const,
+        startedAt: now - 4990,
+        endedAt: now - 4800,
+        error: null,
+      },
     ],
   };
   const events: ConnectionEvent[] = [
@@ -77,26 +107,98 @@ function inputs(): DiagInputs {
     version: "0.1.0",
     deviceId: "11111111-2222-3333-4444-555555555555",
     policyHash: "abcdef0123456789",
-    status: { state: "connected", summary: "connected to gw2 over wireguard", gateway: "gw2", protocol: "wireguard", activeLegId: "L2", standby: null, since: now - 4800, candidates: [], lastRace: race, lastFailover: null, error: null, telemetry: { rttMs: 1.2, rttP95Ms: 2, jitterMs: 0.1, lossPct: 0, samples: 100, export: null, reachability: [] } },
+    status: {
+      state: "connected",
+      summary: "connected to gw2 over wireguard",
+      gateway: "gw2",
+      protocol: "wireguard",
+      activeLegId: "L2",
+      standby: null,
+      since: now - 4800,
+      candidates: [],
+      lastRace: race,
+      lastFailover: null,
+      error: null,
+      telemetry: { rttMs: 1.2, rttP95Ms: 2, jitterMs: 0.1, lossPct: 0, samples: 100, export: null, reachability: [] },
+    },
     events,
-    probeSeconds: Array.from({ length: 5 }, (_, i) => ({ at: now - 5000 + i * 1000, legId: "L2", gateway: "gw2", protocol: "wireguard" as const, role: "active" as const, sent: 40, lost: i === 2 ? 4 : 0, rttMinMs: 1, rttAvgMs: 1.2 + i / 10, rttMaxMs: 2 })),
+    probeSeconds: Array.from({ length: 5 }, (_, i) => ({
+      at: now - 5000 + i * 1000,
+      legId: "L2",
+      gateway: "gw2",
+      protocol: "wireguard" as const,
+      role: "active" as const,
+      sent: 40,
+      lost: i === 2 ? 4 : 0,
+      rttMinMs: 1,
+      rttAvgMs: 1.2 + i / 10,
+      rttMaxMs: 2,
+    })),
     samples: [],
-    candidates: parsed.config.gateways.map((g) => ({ name: g.name, hostname: g.hostname, address: g.address ?? null, priority: g.priority, region: g.region, kinds: ["wireguard"], sources: ["config"], probe: null })),
+    candidates: parsed.config.gateways.map((g) => ({
+      name: g.name,
+      hostname: g.hostname,
+      address: g.address ?? null,
+      priority: g.priority,
+      region: g.region,
+      kinds: ["wireguard"],
+      sources: ["config"],
+      probe: null,
+    })),
     config: parsed.config,
     configPath: `/home/${USER}/detour.json`,
     resolvConf: "/etc/resolv.conf",
     startedAt: now - 60_000,
     logTail: [
-      JSON.stringify({ t: new Date(now).toISOString(), level: "info", msg: "leg up", user: USER, home: `/home/${USER}/x`, from: PUBLIC_IP }),
-      JSON.stringify({ t: new Date(now).toISOString(), level: "warn", msg: `collector said 401 for authorization: Bearer ${LOG_TOKEN}` }),
+      JSON.stringify({
+        t: new Date(now).toISOString(),
+        level: "info",
+        msg: "leg up",
+        user: USER,
+        home: `/home/${USER}/x`,
+        from: PUBLIC_IP,
+      }),
+      JSON.stringify({
+        t: new Date(now).toISOString(),
+        level: "warn",
+        msg: `collector said 401 for authorization: Bearer ${LOG_TOKEN}`,
+      }),
       `plain line with a planted token=${LOG_TOKEN} and ${PUBLIC_IP}`,
       "",
     ].join("\n"),
     engines: [
-      { legId: "L2", gateway: "gw2", kind: "wireguard", role: "active", diagnostics: () => Promise.resolve({ engine: "wireguard-go", state: { listenPort: 4242, peers: [{ endpoint: `${PUBLIC_IP}:51820` }] }, log: `UAPI private_key=${hex}\nDEBUG: peer ${PUBLIC_IP}` }) },
-      { legId: "L3", gateway: "gw1", kind: "anyconnect-tls", role: "standby", diagnostics: () => Promise.resolve({ engine: "openconnect", state: { running: true }, log: `POST https://${PUBLIC_IP}/\nGot CONNECT response: HTTP/1.1 200 OK\nSet-Cookie: webvpn=${COOKIE}; Secure\nCOOKIE='${COOKIE}'\nConnected as ${USER}` }) },
+      {
+        legId: "L2",
+        gateway: "gw2",
+        kind: "wireguard",
+        role: "active",
+        diagnostics: () =>
+          Promise.resolve({
+            engine: "wireguard-go",
+            state: { listenPort: 4242, peers: [{ endpoint: `${PUBLIC_IP}:51820` }] },
+            log: `UAPI private_key=${hex}\nDEBUG: peer ${PUBLIC_IP}`,
+          }),
+      },
+      {
+        legId: "L3",
+        gateway: "gw1",
+        kind: "anyconnect-tls",
+        role: "standby",
+        diagnostics: () =>
+          Promise.resolve({
+            engine: "openconnect",
+            state: { running: true },
+            log: `POST https://${PUBLIC_IP}/\nGot CONNECT response: HTTP/1.1 200 OK\nSet-Cookie: webvpn=${COOKIE}; Secure\nCOOKIE='${COOKIE}'\nConnected as ${USER}`,
+          }),
+      },
     ],
-    env: { PATH: "/usr/bin", HOME: `/home/${USER}`, USER, DETOUR_COLLECTOR_TOKEN: TELEMETRY_TOKEN, DETOUR_SESSION_SECRET: ENV_SECRET },
+    env: {
+      PATH: "/usr/bin",
+      HOME: `/home/${USER}`,
+      USER,
+      DETOUR_COLLECTOR_TOKEN: TELEMETRY_TOKEN,
+      DETOUR_SESSION_SECRET: ENV_SECRET,
+    },
   };
 }
 
@@ -119,28 +221,75 @@ test("planted-secrets-never-appear-in-any-file-and-pseudonyms-agree-across-files
   execFileSync("tar", ["-xzf", r.path, "-C", x]);
   const files = walk(x);
   const names = files.map((f) => relative(x, f).split("/").slice(1).join("/")).sort();
-  for (const want of ["manifest.json", "summary.html", "summary.json", "redaction-report.json", "status.json", "flight-recorder.json", "telemetry.json", "config.json", "process.json", "logs/detourd.log", "engines/L2-gw2-wireguard.json", "engines/L2-gw2-wireguard.log", "engines/L3-gw1-anyconnect-tls.log"]) {
+  for (const want of [
+    "manifest.json",
+    "summary.html",
+    "summary.json",
+    "redaction-report.json",
+    "status.json",
+    "flight-recorder.json",
+    "telemetry.json",
+    "config.json",
+    "process.json",
+    "logs/detourd.log",
+    "engines/L2-gw2-wireguard.json",
+    "engines/L2-gw2-wireguard.log",
+    "engines/L3-gw1-anyconnect-tls.log",
+  ]) {
     assert.ok(names.includes(want), `${want} in ${names.join(", ")}`);
   }
   const hex = base64ToHex(WG_PRIVATE) ?? "";
-  const planted = [WG_PRIVATE, hex, PSK, PASSWORD, TELEMETRY_TOKEN, ENV_SECRET, LOG_TOKEN, COOKIE, PUBLIC_IP, `/home/${USER}`];
+  const planted = [
+    WG_PRIVATE,
+    hex,
+    PSK,
+    PASSWORD,
+    TELEMETRY_TOKEN,
+    ENV_SECRET,
+    LOG_TOKEN,
+    COOKIE,
+    PUBLIC_IP,
+    `/home/${USER}`,
+  ];
   for (const f of files) {
     const bytes = readFileSync(f);
-    for (const s of planted) assert.equal(bytes.indexOf(Buffer.from(s)), -1, `${relative(x, f)} contains ${s.slice(0, 12)}...`);
+    for (const s of planted)
+      assert.equal(bytes.indexOf(Buffer.from(s)), -1, `${relative(x, f)} contains ${s.slice(0, 12)}...`);
     assert.equal(bytes.toString("latin1").toLowerCase().indexOf(hex), -1, `${relative(x, f)} has the key in hex`);
     assert.equal(/\bcarol\b/.test(bytes.toString("utf8")), false, `${relative(x, f)} names the user`);
   }
-  const text = (name: string): string => readFileSync(files.find((f) => f.endsWith(`/${name}`)) ?? assert.fail(name), "utf8");
+  const text = (name: string): string =>
+    readFileSync(files.find((f) => f.endsWith(`/${name}`)) ?? assert.fail(name), "utf8");
   // The same public address is the same token in the config, the log, the engine output and the summary.
   const token = /gw1\.example\.com[\s\S]*?"address": "(ip-\d+)"/.exec(text("config.json"))?.[1];
   assert.ok(token !== undefined, "the public gateway address is pseudonymised in config.json");
-  for (const name of ["logs/detourd.log", "engines/L2-gw2-wireguard.log", "engines/L3-gw1-anyconnect-tls.log", "summary.json", "summary.html", "flight-recorder.json"]) assert.ok(text(name).includes(token), `${name} uses ${token}`);
+  for (const name of [
+    "logs/detourd.log",
+    "engines/L2-gw2-wireguard.log",
+    "engines/L3-gw1-anyconnect-tls.log",
+    "summary.json",
+    "summary.html",
+    "flight-recorder.json",
+  ])
+    assert.ok(text(name).includes(token), `${name} uses ${token}`);
   assert.ok(text("config.json").includes("198.18.2.2"), "lab (RFC 2544) addresses are kept");
   const user = /"username": "(user-\d+)"/.exec(text("config.json"))?.[1];
   assert.ok(user !== undefined);
-  assert.ok(text("logs/detourd.log").includes(`/home/${user}/x`) && text("engines/L3-gw1-anyconnect-tls.log").includes(`Connected as ${user}`));
-  const report = JSON.parse(text("redaction-report.json")) as { removed: Record<string, number>; pseudonymised: Record<string, number> };
-  assert.ok((report.removed["known-secret"] ?? 0) > 0 && (report.removed.cookie ?? 0) > 0 && (report.pseudonymised["public-ip"] ?? 0) > 0 && (report.pseudonymised["user-name"] ?? 0) > 0, JSON.stringify(report));
+  assert.ok(
+    text("logs/detourd.log").includes(`/home/${user}/x`) &&
+      text("engines/L3-gw1-anyconnect-tls.log").includes(`Connected as ${user}`),
+  );
+  const report = JSON.parse(text("redaction-report.json")) as {
+    removed: Record<string, number>;
+    pseudonymised: Record<string, number>;
+  };
+  assert.ok(
+    (report.removed["known-secret"] ?? 0) > 0 &&
+      (report.removed.cookie ?? 0) > 0 &&
+      (report.pseudonymised["public-ip"] ?? 0) > 0 &&
+      (report.pseudonymised["user-name"] ?? 0) > 0,
+    JSON.stringify(report),
+  );
 
   const opened = await readBundle(r.path);
   assert.ok(opened.check.ok, opened.check.problems.join("; "));
@@ -158,7 +307,10 @@ test("an-edited-bundle-fails-verification-and-a-non-bundle-is-refused-clearly", 
   execFileSync("tar", ["-czf", edited, "-C", x, root]);
   const b = await readBundle(edited);
   assert.equal(b.check.ok, false);
-  assert.ok(b.check.problems.some((p) => p.startsWith("status.json")), b.check.problems.join("; "));
+  assert.ok(
+    b.check.problems.some((p) => p.startsWith("status.json")),
+    b.check.problems.join("; "),
+  );
   const junk = join(tmp, "junk.tar.gz");
   writeFileSync(junk, "not a bundle at all");
   await assert.rejects(readBundle(junk), /not a readable \.tar\.gz|no manifest\.json/);

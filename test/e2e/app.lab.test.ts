@@ -7,7 +7,16 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -39,7 +48,13 @@ const LOCKED_BY = `${ORGANISATION}'s policy`;
  * protocols; the warm standby on for the failover case), and gateways are not restricted, so the page's gateway
  * choice still works.
  */
-const POLICY_SETTINGS = { autoConnect: false, lockdown: false, allowedProtocols: ["wireguard", "ikev2", "anyconnect"], standby: { mode: "on" }, race: { staggerMs: 250 } };
+const POLICY_SETTINGS = {
+  autoConnect: false,
+  lockdown: false,
+  allowedProtocols: ["wireguard", "ikev2", "anyconnect"],
+  standby: { mode: "on" },
+  race: { staggerMs: 250 },
+};
 /** How the page names each locked key and shows its enforced value, in detourd's key order. */
 const MANAGED_SHOWN: [string, string][] = [
   ["Connect when the Detour service starts", "Off"],
@@ -48,7 +63,14 @@ const MANAGED_SHOWN: [string, string][] = [
   ["Delay between connection attempts", "250 ms"],
   ["Warm standby", "On"],
 ];
-const CHROMIUM_FLAGS = ["--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"];
+const CHROMIUM_FLAGS = [
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-dev-shm-usage",
+];
 
 const ns = lab.topologyOf(ID).client.ns;
 const work = mkdtempSync(join(tmpdir(), "detour-e2e-app-"));
@@ -69,7 +91,13 @@ function installPolicy(): { policyFile: string; keysDir: string } {
   const k = keygen(itDir);
   renameSync(k.publicPath, join(keysDir, `${k.keyId}.pem`));
   const now = Date.now();
-  const doc = { version: 1, issuedAt: new Date(now - 3_600_000).toISOString(), expiresAt: new Date(now + 86_400_000).toISOString(), organisation: ORGANISATION, settings: POLICY_SETTINGS };
+  const doc = {
+    version: 1,
+    issuedAt: new Date(now - 3_600_000).toISOString(),
+    expiresAt: new Date(now + 86_400_000).toISOString(),
+    organisation: ORGANISATION,
+    settings: POLICY_SETTINGS,
+  };
   const envelope = signPolicy(Buffer.from(JSON.stringify(doc, null, 2) + "\n"), loadPrivateKey(k.privatePath));
   const policyFile = join(dir, "policy.json");
   writeFileSync(`${policyFile}.new`, JSON.stringify(envelope, null, 2) + "\n", { mode: 0o644 });
@@ -85,7 +113,10 @@ async function policyInForce(socket: string): Promise<void> {
     for (;;) {
       const p = (await c.status()).policy;
       if (p?.version === 1) return;
-      if (Date.now() > until) assert.fail(`detourd did not put the policy in force within ${POLICY_IN_FORCE_WITHIN_MS} ms: ${JSON.stringify(p)}`);
+      if (Date.now() > until)
+        assert.fail(
+          `detourd did not put the policy in force within ${POLICY_IN_FORCE_WITHIN_MS} ms: ${JSON.stringify(p)}`,
+        );
       await sleep(100);
     }
   } finally {
@@ -94,10 +125,26 @@ async function policyInForce(socket: string): Promise<void> {
 }
 
 function startBridge(socket: string): Promise<string> {
-  const child = spawn("ip", ["netns", "exec", ns, process.execPath, "--import", "tsx", join(REPO_ROOT, "main/app/dev-bridge-main.ts"), "--socket", socket, "--prefs", join(work, "prefs.json")], {
-    cwd: REPO_ROOT,
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const child = spawn(
+    "ip",
+    [
+      "netns",
+      "exec",
+      ns,
+      process.execPath,
+      "--import",
+      "tsx",
+      join(REPO_ROOT, "main/app/dev-bridge-main.ts"),
+      "--socket",
+      socket,
+      "--prefs",
+      join(work, "prefs.json"),
+    ],
+    {
+      cwd: REPO_ROOT,
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
   bridge = child;
   return new Promise((resolve, reject) => {
     let out = "";
@@ -120,12 +167,17 @@ function startBridge(socket: string): Promise<string> {
 
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
-  const built = spawnSync(process.execPath, [join(REPO_ROOT, "scripts/build-app.mjs"), "renderer"], { cwd: REPO_ROOT, encoding: "utf8" });
+  const built = spawnSync(process.execPath, [join(REPO_ROOT, "scripts/build-app.mjs"), "renderer"], {
+    cwd: REPO_ROOT,
+    encoding: "utf8",
+  });
   assert.equal(built.status, 0, built.stderr);
   await lab.down(ID);
   await lab.up(ID);
   const policy = installPolicy();
-  const agent = await agentStart(ID, { extraArgs: ["--policy-file", policy.policyFile, "--trusted-keys", policy.keysDir] });
+  const agent = await agentStart(ID, {
+    extraArgs: ["--policy-file", policy.policyFile, "--trusted-keys", policy.keysDir],
+  });
   await policyInForce(agent.socket);
   url = await startBridge(agent.socket);
   const wrapper = join(work, "chromium-in-netns.sh");
@@ -175,26 +227,45 @@ async function accessible(what: string): Promise<void> {
   // Evaluated over the DevTools protocol, which the page's CSP (script-src 'self') does not govern.
   await page.evaluate(AXE);
   const violations = await page.evaluate(async () => {
-    const axe = (window as unknown as { axe: { run(ctx: Document, opts: object): Promise<{ violations: AxeViolation[] }> } }).axe;
-    const r = await axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } });
-    return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => ({ target: n.target })) }));
+    const axe = (
+      window as unknown as { axe: { run(ctx: Document, opts: object): Promise<{ violations: AxeViolation[] }> } }
+    ).axe;
+    const r = await axe.run(document, {
+      runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] },
+    });
+    return r.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.map((n) => ({ target: n.target })),
+    }));
   });
   const bad = violations.filter((v) => v.impact === "serious" || v.impact === "critical");
   assert.deepEqual(bad, [], `${what}: ${JSON.stringify(bad, null, 1)}`);
-  if (violations.length > 0) console.log(`${what}: minor accessibility notes: ${violations.map((v) => `${v.id} (${String(v.impact)})`).join(", ")}`);
+  if (violations.length > 0)
+    console.log(
+      `${what}: minor accessibility notes: ${violations.map((v) => `${v.id} (${String(v.impact)})`).join(", ")}`,
+    );
 }
 
 test("the-page-shows-connected-with-the-right-gateway", { timeout: 60_000 }, async () => {
   await sentence().waitFor();
   await accessible("status view, disconnected");
   await page.getByRole("button", { name: "Connect", exact: true }).click();
-  await page.getByTestId("state").filter({ hasText: /^connected$/ }).waitFor({ timeout: CONNECT_WITHIN_MS });
+  await page
+    .getByTestId("state")
+    .filter({ hasText: /^connected$/ })
+    .waitFor({ timeout: CONNECT_WITHIN_MS });
   assert.match((await sentence().textContent()) ?? "", /^Connected to gw1 over WireGuard/);
   assert.equal(await page.getByTestId("gateway").textContent(), "gw1");
   assert.equal(await page.getByTestId("protocol").textContent(), "WireGuard");
   // A few pushed statuses later the latency sparkline has a line and a number.
   await page.locator(".spark-value").first().filter({ hasText: / ms$/ }).waitFor({ timeout: 5000 });
-  await page.waitForFunction(() => (document.querySelector(".spark path")?.getAttribute("d") ?? "").includes("L"), undefined, { timeout: 5000 });
+  await page.waitForFunction(
+    () => (document.querySelector(".spark path")?.getAttribute("d") ?? "").includes("L"),
+    undefined,
+    { timeout: 5000 },
+  );
   await shot("01-status-connected-gw1.png");
   await accessible("status view, connected");
 });
@@ -205,42 +276,77 @@ test("the-lab-kills-the-gateway-and-the-page-shows-the-failover-without-a-reload
   });
   const t0 = Date.now();
   await lab.kill("gw1", "all", ID);
-  await page.getByTestId("gateway").filter({ hasText: /^gw[23]/ }).waitFor({ timeout: FAILOVER_SHOWN_WITHIN_MS });
-  console.log(`the page showed the failover ${Date.now() - t0} ms after gw1 was killed: ${(await sentence().textContent()) ?? ""}`);
-  assert.equal(await page.evaluate(() => (window as unknown as { notReloaded?: boolean }).notReloaded), true, "no reload");
-  await page.getByTestId("state").filter({ hasText: /^connected$/ }).waitFor({ timeout: FAILOVER_SHOWN_WITHIN_MS });
+  await page
+    .getByTestId("gateway")
+    .filter({ hasText: /^gw[23]/ })
+    .waitFor({ timeout: FAILOVER_SHOWN_WITHIN_MS });
+  console.log(
+    `the page showed the failover ${Date.now() - t0} ms after gw1 was killed: ${(await sentence().textContent()) ?? ""}`,
+  );
+  assert.equal(
+    await page.evaluate(() => (window as unknown as { notReloaded?: boolean }).notReloaded),
+    true,
+    "no reload",
+  );
+  await page
+    .getByTestId("state")
+    .filter({ hasText: /^connected$/ })
+    .waitFor({ timeout: FAILOVER_SHOWN_WITHIN_MS });
   await shot("02-status-after-failover.png");
   await view("History");
-  await page.getByTestId("last-failover").filter({ hasText: /^.*Moved from gw1 over WireGuard to gw[23]/ }).waitFor({ timeout: 5000 });
-  await page.locator(".timeline li").filter({ hasText: /Moved from gw1/ }).first().waitFor({ timeout: 5000 });
+  await page
+    .getByTestId("last-failover")
+    .filter({ hasText: /^.*Moved from gw1 over WireGuard to gw[23]/ })
+    .waitFor({ timeout: 5000 });
+  await page
+    .locator(".timeline li")
+    .filter({ hasText: /Moved from gw1/ })
+    .first()
+    .waitFor({ timeout: 5000 });
   await shot("03-history-failover-timeline.png");
   await accessible("history view");
   await lab.restore("gw1", "all", ID);
 });
 
-test("choosing-a-gateway-from-the-page-moves-the-tunnel-there-and-automatic-undoes-it", { timeout: 60_000 }, async () => {
-  await view("Gateways");
-  await page.getByRole("row").filter({ hasText: "gw3" }).waitFor();
-  await page.getByRole("radio", { name: /^gw3/ }).check();
-  await view("Status");
-  await page.getByTestId("gateway").filter({ hasText: /^gw3 \(chosen\)$/ }).waitFor({ timeout: CONNECT_WITHIN_MS });
-  await page.getByTestId("state").filter({ hasText: /^connected$/ }).waitFor({ timeout: CONNECT_WITHIN_MS });
-  await view("Gateways");
-  await page.getByRole("row").filter({ hasText: "gw3" }).filter({ hasText: "active" }).waitFor({ timeout: 5000 });
-  await shot("04-gateways-gw3-chosen.png");
-  await accessible("gateways view");
-  await page.getByRole("radio", { name: /^Automatic/ }).check();
-  await page.getByText("Detour picks the best gateway automatically.").waitFor({ timeout: 5000 });
-});
+test(
+  "choosing-a-gateway-from-the-page-moves-the-tunnel-there-and-automatic-undoes-it",
+  { timeout: 60_000 },
+  async () => {
+    await view("Gateways");
+    await page.getByRole("row").filter({ hasText: "gw3" }).waitFor();
+    await page.getByRole("radio", { name: /^gw3/ }).check();
+    await view("Status");
+    await page
+      .getByTestId("gateway")
+      .filter({ hasText: /^gw3 \(chosen\)$/ })
+      .waitFor({ timeout: CONNECT_WITHIN_MS });
+    await page
+      .getByTestId("state")
+      .filter({ hasText: /^connected$/ })
+      .waitFor({ timeout: CONNECT_WITHIN_MS });
+    await view("Gateways");
+    await page.getByRole("row").filter({ hasText: "gw3" }).filter({ hasText: "active" }).waitFor({ timeout: 5000 });
+    await shot("04-gateways-gw3-chosen.png");
+    await accessible("gateways view");
+    await page.getByRole("radio", { name: /^Automatic/ }).check();
+    await page.getByText("Detour picks the best gateway automatically.").waitFor({ timeout: 5000 });
+  },
+);
 
 test("disconnect-and-connect-from-the-page", { timeout: 60_000 }, async () => {
   await view("Status");
   await page.getByRole("button", { name: "Disconnect" }).click();
-  await page.getByTestId("state").filter({ hasText: /^disconnected$/ }).waitFor({ timeout: CONNECT_WITHIN_MS });
+  await page
+    .getByTestId("state")
+    .filter({ hasText: /^disconnected$/ })
+    .waitFor({ timeout: CONNECT_WITHIN_MS });
   assert.equal(await page.getByRole("button", { name: "Disconnect" }).isDisabled(), true);
   await shot("05-status-disconnected.png");
   await page.getByRole("button", { name: "Connect", exact: true }).click();
-  await page.getByTestId("state").filter({ hasText: /^connected$/ }).waitFor({ timeout: CONNECT_WITHIN_MS });
+  await page
+    .getByTestId("state")
+    .filter({ hasText: /^connected$/ })
+    .waitFor({ timeout: CONNECT_WITHIN_MS });
   assert.match((await sentence().textContent()) ?? "", /^Connected to gw\d over /);
 });
 
@@ -249,11 +355,18 @@ test("the-diagnostics-button-asks-the-daemon-for-a-bundle", { timeout: 30_000 },
   await accessible("diagnostics view");
   await page.getByRole("button", { name: "Create diagnostic bundle" }).click();
   // detourd writes the bundle (root-only, in its state folder); the page shows where.
-  await page.getByTestId("diag-result").filter({ hasText: /^Bundle created \(\d+ KiB\)/ }).waitFor({ timeout: 30_000 });
+  await page
+    .getByTestId("diag-result")
+    .filter({ hasText: /^Bundle created \(\d+ KiB\)/ })
+    .waitFor({ timeout: 30_000 });
   const written = ((await page.getByTestId("diag-path").textContent()) ?? "").trim();
   assert.match(written, /detour-diag-.*\.tar\.gz$/);
   assert.ok(existsSync(written), `the bundle exists: ${written}`);
-  assert.equal(await page.getByRole("button", { name: "Upload bundle" }).isDisabled(), false, "a bundle can be uploaded");
+  assert.equal(
+    await page.getByRole("button", { name: "Upload bundle" }).isDisabled(),
+    false,
+    "a bundle can be uploaded",
+  );
   await shot("06-diagnostics-bundle-created.png");
 });
 
@@ -264,7 +377,10 @@ test("a-locked-setting-cannot-be-changed-and-an-unlocked-one-can", { timeout: 30
   await locked.waitFor();
   assert.equal(await locked.isDisabled(), true);
   assert.equal(await locked.isChecked(), false, "the policy's value is shown");
-  assert.equal(await page.locator(`#${(await locked.getAttribute("aria-describedby")) ?? "none"}`).textContent(), `Locked: managed by ${LOCKED_BY}`);
+  assert.equal(
+    await page.locator(`#${(await locked.getAttribute("aria-describedby")) ?? "none"}`).textContent(),
+    `Locked: managed by ${LOCKED_BY}`,
+  );
   // Every daemon setting the policy sets: labelled, read-only, with its enforced value and who manages it.
   const section = page.getByRole("region", { name: `Managed by ${LOCKED_BY}` });
   await section.waitFor();
@@ -274,19 +390,36 @@ test("a-locked-setting-cannot-be-changed-and-an-unlocked-one-can", { timeout: 30
     const field = section.getByRole("textbox", { name: label, exact: true });
     assert.equal(await field.inputValue(), value, label);
     assert.equal(await field.isEditable(), false, `${label} is read-only`);
-    assert.equal(await page.locator(`#${(await field.getAttribute("aria-describedby")) ?? "none"}`).textContent(), `Locked: managed by ${LOCKED_BY}`, label);
+    assert.equal(
+      await page.locator(`#${(await field.getAttribute("aria-describedby")) ?? "none"}`).textContent(),
+      `Locked: managed by ${LOCKED_BY}`,
+      label,
+    );
   }
   // By keyboard: Tab from the last preference walks through every managed value in order.
   await page.getByRole("combobox", { name: "Appearance" }).focus();
   const reached: string[] = [];
   for (let i = 0; i < MANAGED_SHOWN.length; i++) {
     await page.keyboard.press("Tab");
-    reached.push(await page.evaluate(() => (document.activeElement instanceof HTMLInputElement ? (document.activeElement.labels?.[0]?.textContent ?? "") : "")));
+    reached.push(
+      await page.evaluate(() =>
+        document.activeElement instanceof HTMLInputElement
+          ? (document.activeElement.labels?.[0]?.textContent ?? "")
+          : "",
+      ),
+    );
   }
-  assert.deepEqual(reached, MANAGED_SHOWN.map(([label]) => label));
+  assert.deepEqual(
+    reached,
+    MANAGED_SHOWN.map(([label]) => label),
+  );
   // The page's own API refuses too, even if something enabled the control.
   const refused = await page.evaluate(async () => {
-    const r = await fetch("/api/setSetting", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ args: ["connectOnLaunch", true] }) });
+    const r = await fetch("/api/setSetting", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ args: ["connectOnLaunch", true] }),
+    });
     return (await r.json()) as { ok: boolean; code?: string };
   });
   assert.deepEqual({ ok: refused.ok, code: refused.code }, { ok: false, code: "locked" });
@@ -296,9 +429,16 @@ test("a-locked-setting-cannot-be-changed-and-an-unlocked-one-can", { timeout: 30
   await accessible("settings view");
   await page.reload();
   await view("Settings");
-  assert.equal(await page.getByRole("combobox", { name: "Notifications" }).inputValue(), "errors", "kept across a reload");
+  assert.equal(
+    await page.getByRole("combobox", { name: "Notifications" }).inputValue(),
+    "errors",
+    "kept across a reload",
+  );
   assert.equal(await page.getByRole("checkbox", { name: "Connect when Detour starts" }).isDisabled(), true);
-  await page.getByRole("region", { name: `Managed by ${LOCKED_BY}` }).getByRole("textbox", { name: "Warm standby" }).waitFor();
+  await page
+    .getByRole("region", { name: `Managed by ${LOCKED_BY}` })
+    .getByRole("textbox", { name: "Warm standby" })
+    .waitFor();
 });
 
 test("the-views-are-reachable-by-keyboard-and-readable-at-200-percent-zoom", { timeout: 30_000 }, async () => {
@@ -312,12 +452,18 @@ test("the-views-are-reachable-by-keyboard-and-readable-at-200-percent-zoom", { t
   await page.keyboard.press("End");
   assert.equal(await page.getByRole("tab", { name: "Diagnostics" }).getAttribute("aria-selected"), "true");
   await page.keyboard.press("Tab");
-  assert.equal(await page.evaluate(() => document.activeElement?.getAttribute("role")), "tabpanel", "Tab moves into the panel");
+  assert.equal(
+    await page.evaluate(() => document.activeElement?.getAttribute("role")),
+    "tabpanel",
+    "Tab moves into the panel",
+  );
   // 200 % zoom: half the CSS width at twice the pixel density, as a browser's zoom does.
   await page.setViewportSize({ width: 500, height: 380 });
   for (const name of ["Status", "Gateways", "History", "Settings", "Diagnostics"]) {
     await view(name);
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    const overflow = await page.evaluate(
+      () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    );
     assert.ok(overflow <= 0, `${name} scrolls sideways by ${overflow} px at 200 %`);
   }
   await view("Status");
@@ -326,7 +472,12 @@ test("the-views-are-reachable-by-keyboard-and-readable-at-200-percent-zoom", { t
 
 test("the-bridge-refuses-requests-without-the-token", { timeout: 30_000 }, async () => {
   const r = await page.evaluate(async (origin) => {
-    const api = await fetch(`${origin}/api/status`, { method: "POST", credentials: "omit", headers: { "content-type": "application/json" }, body: "{}" });
+    const api = await fetch(`${origin}/api/status`, {
+      method: "POST",
+      credentials: "omit",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
     const doc = await fetch(`${origin}/`, { credentials: "omit" });
     const wrong = await fetch(`${origin}/?token=wrong`, { credentials: "omit" });
     const ws = await new Promise<string>((resolve) => {

@@ -60,7 +60,8 @@ export class FakeClock implements Clock {
     for (;;) {
       this.#timers = this.#timers.filter((t) => t.live);
       let next: Scheduled | undefined;
-      for (const t of this.#timers) if (t.at <= until && (next === undefined || t.at < next.at || (t.at === next.at && t.seq < next.seq))) next = t;
+      for (const t of this.#timers)
+        if (t.at <= until && (next === undefined || t.at < next.at || (t.at === next.at && t.seq < next.seq))) next = t;
       if (next === undefined) break;
       next.live = false;
       this.#mono = Math.max(this.#mono, next.at);

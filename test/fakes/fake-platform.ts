@@ -65,7 +65,8 @@ export class FakeWorld {
 
   constructor(clock: FakeClock, gateways: Record<string, Partial<GatewayScript>>) {
     this.clock = clock;
-    for (const [name, g] of Object.entries(gateways)) this.gateways.set(name, { reachable: true, connectMs: 100, rttMs: 20, ...g });
+    for (const [name, g] of Object.entries(gateways))
+      this.gateways.set(name, { reachable: true, connectMs: 100, rttMs: 20, ...g });
   }
 
   set(gateway: string, change: Partial<GatewayScript>): void {
@@ -92,7 +93,9 @@ export class FakeWorld {
 
   /** The engines of a gateway that are up and not stopped. */
   running(gateway?: string): FakeEngine[] {
-    return this.engines.filter((e) => e.upAt !== null && !e.stopped && (gateway === undefined || e.spec.gateway.name === gateway));
+    return this.engines.filter(
+      (e) => e.upAt !== null && !e.stopped && (gateway === undefined || e.spec.gateway.name === gateway),
+    );
   }
 
   /** The device the protected networks go through now, or null. */
@@ -158,8 +161,19 @@ export class FakeEngine implements TunnelEngine {
         this.upAt = clock.monotonic();
         const address = world.addressFor(this.spec.gateway.name);
         resolve({
-          config: { ifname: this.spec.runtime.ifname, addresses: [`${address}/32`], routes: [], dns: ["198.19.0.53"], mtu: 1420 },
-          timings: { spawnedAt: startedWall, handshakeAt: clock.wall(), firstReplyAt: clock.wall(), firstReplyRttMs: gw.rttMs },
+          config: {
+            ifname: this.spec.runtime.ifname,
+            addresses: [`${address}/32`],
+            routes: [],
+            dns: ["198.19.0.53"],
+            mtu: 1420,
+          },
+          timings: {
+            spawnedAt: startedWall,
+            handshakeAt: clock.wall(),
+            firstReplyAt: clock.wall(),
+            firstReplyRttMs: gw.rttMs,
+          },
           detail: {},
         });
       });
@@ -178,7 +192,14 @@ export class FakeEngine implements TunnelEngine {
     return Promise.resolve();
   }
 
-  stats(): Promise<{ rxBytes: number; txBytes: number; rxPackets: number; txPackets: number; lastRxAgoMs: number | null; subState: string | null }> {
+  stats(): Promise<{
+    rxBytes: number;
+    txBytes: number;
+    rxPackets: number;
+    txPackets: number;
+    lastRxAgoMs: number | null;
+    subState: string | null;
+  }> {
     return Promise.resolve({ rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, lastRxAgoMs: null, subState: null });
   }
 
@@ -188,7 +209,13 @@ export class FakeEngine implements TunnelEngine {
 
   /** The engine process dies under the daemon. */
   crash(): void {
-    this.#hub.emit({ type: "engine-exit", at: this.#world.clock.wall(), code: null, signal: "SIGKILL", expected: false });
+    this.#hub.emit({
+      type: "engine-exit",
+      at: this.#world.clock.wall(),
+      code: null,
+      signal: "SIGKILL",
+      expected: false,
+    });
   }
 }
 
@@ -216,7 +243,8 @@ export function fakePlatform(world: FakeWorld): Platform {
     }
   };
   const routes = {
-    stageProtectedRule: (): Promise<RouteEntry[]> => later("routes.stage", "", () => [...world.routes].map(([dst, dev]) => ({ dst, dev }))),
+    stageProtectedRule: (): Promise<RouteEntry[]> =>
+      later("routes.stage", "", () => [...world.routes].map(([dst, dev]) => ({ dst, dev }))),
     applyProtectedRoutes: (p: { ifname: string; routes: readonly string[] }): Promise<void> =>
       later("routes.apply", `${p.ifname} ${p.routes.join(",")}`, () => {
         world.routes.clear();
@@ -226,8 +254,10 @@ export function fakePlatform(world: FakeWorld): Platform {
       later("routes.clear", prefixes.join(","), () => {
         for (const r of prefixes) world.routes.delete(r);
       }),
-    installLegSource: (s: LegSource): Promise<void> => later("routes.legSource", `${s.ifname} ${s.address}`, () => undefined),
-    removeLegSource: (s: LegSource): Promise<void> => later("routes.legSourceRemove", `${s.ifname} ${s.address}`, () => undefined),
+    installLegSource: (s: LegSource): Promise<void> =>
+      later("routes.legSource", `${s.ifname} ${s.address}`, () => undefined),
+    removeLegSource: (s: LegSource): Promise<void> =>
+      later("routes.legSourceRemove", `${s.ifname} ${s.address}`, () => undefined),
   };
   return {
     name: "fake",
@@ -250,7 +280,11 @@ export function fakePlatform(world: FakeWorld): Platform {
         later("firewall.killSwitch", rules?.mode ?? "off", () => {
           world.killSwitch = rules;
         }),
-      drillBlock: { apply: () => Promise.resolve(), remove: () => Promise.resolve(), present: () => Promise.resolve(false) },
+      drillBlock: {
+        apply: () => Promise.resolve(),
+        remove: () => Promise.resolve(),
+        present: () => Promise.resolve(false),
+      },
     },
     network: { networkId: () => later("network.id", "", () => "fake-network") },
     engines: {
@@ -319,7 +353,13 @@ export function fakeFinder(world: FakeWorld): CandidateFinder {
         candidates.map((c): CandidateProbe => {
           const gw = world.gateways.get(c.name);
           const ok = gw?.reachable === true;
-          return { at: world.clock.wall(), latencyMs: ok ? gw.rttMs : null, reachable: {}, ...(c.address === null ? {} : { address: c.address }), answered: ok };
+          return {
+            at: world.clock.wall(),
+            latencyMs: ok ? gw.rttMs : null,
+            reachable: {},
+            ...(c.address === null ? {} : { address: c.address }),
+            answered: ok,
+          };
         }),
       ),
   };

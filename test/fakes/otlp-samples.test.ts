@@ -8,7 +8,10 @@ import { sdkAgentIntervalBatch } from "./otlp-samples.ts";
 
 test("an-agent-interval-batch-is-what-the-collector-accepts-with-the-agents-instruments", async () => {
   const rttMs = Array.from({ length: 400 }, (_, i) => 10 + (i % 7));
-  const bytes = await sdkAgentIntervalBatch({ deviceId: "dev-1", batchId: "template" }, { gateway: "gw2", protocol: "ikev2", rttMs, lost: 2, lossPercent: 0.5 });
+  const bytes = await sdkAgentIntervalBatch(
+    { deviceId: "dev-1", batchId: "template" },
+    { gateway: "gw2", protocol: "ikev2", rttMs, lost: 2, lossPercent: 0.5 },
+  );
   const decoded = decodeRequest("metrics", "protobuf", bytes);
   const now = Date.now();
   const b = toBatch(decoded, now + 1000, now - 60_000, "dev-1:7");
@@ -17,7 +20,10 @@ test("an-agent-interval-batch-is-what-the-collector-accepts-with-the-agents-inst
   const rtt = b.points.find((p) => p.name === METRIC.rtt);
   assert.equal(rtt?.count, 400);
   assert.equal(rtt.gateway, "gw2");
-  assert.deepEqual([...new Set(b.points.map((p) => p.name))].sort(), [METRIC.jitter, METRIC.loss, METRIC.rtt, METRIC.rxBytes, METRIC.txBytes].sort());
+  assert.deepEqual(
+    [...new Set(b.points.map((p) => p.name))].sort(),
+    [METRIC.jitter, METRIC.loss, METRIC.rtt, METRIC.rxBytes, METRIC.txBytes].sort(),
+  );
   assert.ok(b.ignored >= 11, `the agent's other instruments travel too (${b.ignored} not stored by the collector)`);
   assert.ok(bytes.length > 1000 && bytes.length < 8000, `${bytes.length} bytes`);
 });

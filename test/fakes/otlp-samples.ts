@@ -4,11 +4,27 @@
  * hand with explicit timestamps, for tests that control time.
  */
 import type { Attributes } from "@opentelemetry/api";
-import { JsonLogsSerializer, JsonMetricsSerializer, ProtobufLogsSerializer, ProtobufMetricsSerializer } from "@opentelemetry/otlp-transformer";
+import {
+  JsonLogsSerializer,
+  JsonMetricsSerializer,
+  ProtobufLogsSerializer,
+  ProtobufMetricsSerializer,
+} from "@opentelemetry/otlp-transformer";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { InMemoryLogRecordExporter, LoggerProvider, SimpleLogRecordProcessor } from "@opentelemetry/sdk-logs";
 import { AggregationTemporality, MeterProvider, MetricReader } from "@opentelemetry/sdk-metrics";
-import { AGENT_METRIC, AGENT_SERVICE_NAME, ATTR, EVENT, FAILOVER_ATTRIBUTES, METRIC, POINT_ATTRIBUTES, RESOURCE, RTT_BUCKETS_MS, STATE_ATTRIBUTES } from "../../main/core/telemetry/names.ts";
+import {
+  AGENT_METRIC,
+  AGENT_SERVICE_NAME,
+  ATTR,
+  EVENT,
+  FAILOVER_ATTRIBUTES,
+  METRIC,
+  POINT_ATTRIBUTES,
+  RESOURCE,
+  RTT_BUCKETS_MS,
+  STATE_ATTRIBUTES,
+} from "../../main/core/telemetry/names.ts";
 import type { LogsRequest, MetricsRequest } from "../../main/collector/otlp.ts";
 
 export type Format = "json" | "protobuf";
@@ -83,12 +99,20 @@ export interface AgentInterval {
  */
 export async function sdkAgentIntervalBatch(id: AgentIdentity, t: AgentInterval): Promise<Uint8Array> {
   const reader = new ManualDeltaReader();
-  const resource = resourceFromAttributes({ ...resourceAttributes(id), [RESOURCE.organisation]: "Example Corp", [RESOURCE.os]: "linux" });
+  const resource = resourceFromAttributes({
+    ...resourceAttributes(id),
+    [RESOURCE.organisation]: "Example Corp",
+    [RESOURCE.os]: "linux",
+  });
   const provider = new MeterProvider({ resource, readers: [reader] });
   const meter = provider.getMeter("detourd", id.version ?? "0.1.0");
   const tunnel: Attributes = { [ATTR.gateway]: t.gateway, [ATTR.protocol]: t.protocol };
   const buckets = { advice: { explicitBucketBoundaries: RTT_BUCKETS_MS } };
-  const rtt = meter.createHistogram(METRIC.rtt, { unit: "ms", description: "round trip of in-tunnel probes through the active tunnel", ...buckets });
+  const rtt = meter.createHistogram(METRIC.rtt, {
+    unit: "ms",
+    description: "round trip of in-tunnel probes through the active tunnel",
+    ...buckets,
+  });
   for (const v of t.rttMs) rtt.record(v, tunnel);
   const probes = meter.createCounter(AGENT_METRIC.probes, { description: "in-tunnel probes by result" });
   probes.add(t.rttMs.length, { ...tunnel, [ATTR.result]: "reply" });
@@ -126,7 +150,10 @@ export async function sdkMetricsBatch(id: AgentIdentity, tunnel: TunnelSample, f
   const reader = new ManualReader();
   const provider = new MeterProvider({ resource: resourceFromAttributes(resourceAttributes(id)), readers: [reader] });
   const meter = provider.getMeter("detourd");
-  const attrs: Attributes = { [POINT_ATTRIBUTES.gateway]: tunnel.gateway, [POINT_ATTRIBUTES.protocol]: tunnel.protocol };
+  const attrs: Attributes = {
+    [POINT_ATTRIBUTES.gateway]: tunnel.gateway,
+    [POINT_ATTRIBUTES.protocol]: tunnel.protocol,
+  };
   const rtt = meter.createHistogram(METRIC.rtt, { unit: "ms" });
   for (const v of tunnel.rttMs) rtt.record(v, attrs);
   meter.createGauge(METRIC.loss, { unit: "%" }).record(tunnel.lossPercent, attrs);
@@ -135,7 +162,9 @@ export async function sdkMetricsBatch(id: AgentIdentity, tunnel: TunnelSample, f
   const { resourceMetrics, errors } = await reader.collect();
   if (errors.length > 0) throw new Error(`collect failed: ${String(errors[0])}`);
   await provider.shutdown();
-  const bytes = (format === "json" ? JsonMetricsSerializer : ProtobufMetricsSerializer).serializeRequest(resourceMetrics);
+  const bytes = (format === "json" ? JsonMetricsSerializer : ProtobufMetricsSerializer).serializeRequest(
+    resourceMetrics,
+  );
   if (bytes === undefined) throw new Error("the SDK serializer produced nothing");
   return bytes;
 }
@@ -143,11 +172,18 @@ export async function sdkMetricsBatch(id: AgentIdentity, tunnel: TunnelSample, f
 /** Events of one agent (failovers, then optionally a state change), emitted through the SDK's logger. */
 export async function sdkLogsBatch(
   id: AgentIdentity,
-  events: { failovers?: FailoverSample[]; state?: { state: string; gateway: string; protocol: string }; other?: string },
+  events: {
+    failovers?: FailoverSample[];
+    state?: { state: string; gateway: string; protocol: string };
+    other?: string;
+  },
   format: Format,
 ): Promise<Uint8Array> {
   const exporter = new InMemoryLogRecordExporter();
-  const provider = new LoggerProvider({ resource: resourceFromAttributes(resourceAttributes(id)), processors: [new SimpleLogRecordProcessor({ exporter })] });
+  const provider = new LoggerProvider({
+    resource: resourceFromAttributes(resourceAttributes(id)),
+    processors: [new SimpleLogRecordProcessor({ exporter })],
+  });
   const logger = provider.getLogger("detourd");
   for (const f of events.failovers ?? []) {
     logger.emit({
@@ -167,7 +203,11 @@ export async function sdkLogsBatch(
   if (events.state !== undefined) {
     logger.emit({
       eventName: EVENT.state,
-      attributes: { [STATE_ATTRIBUTES.state]: events.state.state, [STATE_ATTRIBUTES.gateway]: events.state.gateway, [STATE_ATTRIBUTES.protocol]: events.state.protocol },
+      attributes: {
+        [STATE_ATTRIBUTES.state]: events.state.state,
+        [STATE_ATTRIBUTES.gateway]: events.state.gateway,
+        [STATE_ATTRIBUTES.protocol]: events.state.protocol,
+      },
     });
   }
   if (events.other !== undefined) logger.emit({ eventName: events.other, body: "something else" });
@@ -179,8 +219,14 @@ export async function sdkLogsBatch(
   return bytes;
 }
 
-function kv(attrs: Record<string, string | number>): { key: string; value: { stringValue: string } | { intValue: string } | { doubleValue: number } }[] {
-  return Object.entries(attrs).map(([key, v]) => ({ key, value: typeof v === "string" ? { stringValue: v } : Number.isInteger(v) ? { intValue: String(v) } : { doubleValue: v } }));
+function kv(
+  attrs: Record<string, string | number>,
+): { key: string; value: { stringValue: string } | { intValue: string } | { doubleValue: number } }[] {
+  return Object.entries(attrs).map(([key, v]) => ({
+    key,
+    value:
+      typeof v === "string" ? { stringValue: v } : Number.isInteger(v) ? { intValue: String(v) } : { doubleValue: v },
+  }));
 }
 
 function nanos(ms: number): string {
@@ -188,8 +234,12 @@ function nanos(ms: number): string {
 }
 
 /** A metrics request with explicit point times (ms): loss gauge + rtt histogram per sample. */
-export function plainMetrics(id: AgentIdentity, samples: { tsMs: number; gateway: string; protocol: string; rttMs: number; lossPercent: number }[]): MetricsRequest {
-  const attrs = (s: { gateway: string; protocol: string }): ReturnType<typeof kv> => kv({ [POINT_ATTRIBUTES.gateway]: s.gateway, [POINT_ATTRIBUTES.protocol]: s.protocol });
+export function plainMetrics(
+  id: AgentIdentity,
+  samples: { tsMs: number; gateway: string; protocol: string; rttMs: number; lossPercent: number }[],
+): MetricsRequest {
+  const attrs = (s: { gateway: string; protocol: string }): ReturnType<typeof kv> =>
+    kv({ [POINT_ATTRIBUTES.gateway]: s.gateway, [POINT_ATTRIBUTES.protocol]: s.protocol });
   return {
     resourceMetrics: [
       {
@@ -197,13 +247,30 @@ export function plainMetrics(id: AgentIdentity, samples: { tsMs: number; gateway
         scopeMetrics: [
           {
             metrics: [
-              { name: METRIC.loss, unit: "%", gauge: { dataPoints: samples.map((s) => ({ attributes: attrs(s), timeUnixNano: nanos(s.tsMs), asDouble: s.lossPercent })) } },
+              {
+                name: METRIC.loss,
+                unit: "%",
+                gauge: {
+                  dataPoints: samples.map((s) => ({
+                    attributes: attrs(s),
+                    timeUnixNano: nanos(s.tsMs),
+                    asDouble: s.lossPercent,
+                  })),
+                },
+              },
               {
                 name: METRIC.rtt,
                 unit: "ms",
                 histogram: {
                   aggregationTemporality: 1,
-                  dataPoints: samples.map((s) => ({ attributes: attrs(s), timeUnixNano: nanos(s.tsMs), count: "4", sum: s.rttMs * 4, min: s.rttMs * 0.8, max: s.rttMs * 1.3 })),
+                  dataPoints: samples.map((s) => ({
+                    attributes: attrs(s),
+                    timeUnixNano: nanos(s.tsMs),
+                    count: "4",
+                    sum: s.rttMs * 4,
+                    min: s.rttMs * 0.8,
+                    max: s.rttMs * 1.3,
+                  })),
                 },
               },
             ],
@@ -215,7 +282,12 @@ export function plainMetrics(id: AgentIdentity, samples: { tsMs: number; gateway
 }
 
 /** A logs request with explicit event times (ms). */
-export function plainLogs(id: AgentIdentity, events: ({ tsMs: number } & ({ failover: FailoverSample } | { state: { state: string; gateway: string; protocol: string } }))[]): LogsRequest {
+export function plainLogs(
+  id: AgentIdentity,
+  events: ({ tsMs: number } & (
+    { failover: FailoverSample } | { state: { state: string; gateway: string; protocol: string } }
+  ))[],
+): LogsRequest {
   return {
     resourceLogs: [
       {
@@ -240,7 +312,12 @@ export function plainLogs(id: AgentIdentity, events: ({ tsMs: number } & ({ fail
                 : {
                     timeUnixNano: nanos(e.tsMs),
                     // the older convention: the event name as an attribute rather than the event_name field
-                    attributes: kv({ "event.name": EVENT.state, [STATE_ATTRIBUTES.state]: e.state.state, [STATE_ATTRIBUTES.gateway]: e.state.gateway, [STATE_ATTRIBUTES.protocol]: e.state.protocol }),
+                    attributes: kv({
+                      "event.name": EVENT.state,
+                      [STATE_ATTRIBUTES.state]: e.state.state,
+                      [STATE_ATTRIBUTES.gateway]: e.state.gateway,
+                      [STATE_ATTRIBUTES.protocol]: e.state.protocol,
+                    }),
                   },
             ),
           },

@@ -20,7 +20,12 @@ export interface AgentInfo {
 
 export function agentPaths(id: string): { socket: string; log: string; workDir: string; pidFile: string } {
   const dir = labDirOf(id);
-  return { socket: join(dir, "detourd.sock"), log: join(dir, "logs", "detourd.log"), workDir: join(dir, "detourd"), pidFile: join(dir, "detourd.pid") };
+  return {
+    socket: join(dir, "detourd.sock"),
+    log: join(dir, "logs", "detourd.log"),
+    workDir: join(dir, "detourd"),
+    pidFile: join(dir, "detourd.pid"),
+  };
 }
 
 export function agentRunning(id: string): AgentInfo | null {
@@ -31,31 +36,46 @@ export function agentRunning(id: string): AgentInfo | null {
 }
 
 /** Starts detourd in the client namespace and waits until its control socket answers to connect attempts. */
-export async function agentStart(id: string, opts: { connect?: boolean; extraArgs?: string[] } = {}): Promise<AgentInfo> {
+export async function agentStart(
+  id: string,
+  opts: { connect?: boolean; extraArgs?: string[] } = {},
+): Promise<AgentInfo> {
   const state = loadState(id);
   const topo = labTopology(id);
   const running = agentRunning(id);
-  if (running !== null) throw new Error(`detourd already runs in lab "${id}" (pid ${running.pid}); run \`npm run lab -- agent stop\` first`);
+  if (running !== null)
+    throw new Error(
+      `detourd already runs in lab "${id}" (pid ${running.pid}); run \`npm run lab -- agent stop\` first`,
+    );
   const p = agentPaths(id);
   rmSync(p.workDir, { recursive: true, force: true });
   mkdirSync(p.workDir, { recursive: true, mode: 0o700 });
   const argv = [
     join(REPO_ROOT, "bin", "detourd"),
-    "--config", state.clientConfig,
-    "--socket", p.socket,
-    "--work-dir", p.workDir,
-    "--state-dir", join(labDirOf(id), "detourd-state"),
+    "--config",
+    state.clientConfig,
+    "--socket",
+    p.socket,
+    "--work-dir",
+    p.workDir,
+    "--state-dir",
+    join(labDirOf(id), "detourd-state"),
     // wireguard-go's socket path is host-wide: the lab id keeps two labs' daemons apart (and lab down cleans d<id>-*)
-    "--ifname-prefix", `d${id}`,
+    "--ifname-prefix",
+    `d${id}`,
     ...(opts.connect === true ? ["--connect"] : []),
     ...(opts.extraArgs ?? []),
   ];
   const pid = spawnDaemon(inNs(topo.client.ns, argv), { logFile: p.log, cwd: REPO_ROOT });
   writeFileSync(p.pidFile, `${pid}\n`);
-  await waitFor("detourd's control socket", () => {
-    if (!isAlive(pid)) throw new Error(`detourd exited during start-up:\n${readIfExists(p.log).slice(-3000)}`);
-    return existsSync(p.socket);
-  }, { timeoutMs: AGENT_READY_TIMEOUT_MS, intervalMs: 50 });
+  await waitFor(
+    "detourd's control socket",
+    () => {
+      if (!isAlive(pid)) throw new Error(`detourd exited during start-up:\n${readIfExists(p.log).slice(-3000)}`);
+      return existsSync(p.socket);
+    },
+    { timeoutMs: AGENT_READY_TIMEOUT_MS, intervalMs: 50 },
+  );
   return { pid, socket: p.socket, log: p.log, workDir: p.workDir };
 }
 
@@ -69,5 +89,8 @@ export async function agentStop(id: string): Promise<boolean> {
 }
 
 export function agentLogs(id: string, lines = 80): string {
-  return readIfExists(agentPaths(id).log).split("\n").slice(-lines - 1).join("\n");
+  return readIfExists(agentPaths(id).log)
+    .split("\n")
+    .slice(-lines - 1)
+    .join("\n");
 }

@@ -9,7 +9,14 @@ import { chromium, type BrowserContext } from "playwright-core";
 
 export const CHROMIUM_PATH = "/usr/bin/chromium";
 /** No GPU, no phoning home, no first-run UI: only the page under test talks to the network. */
-export const CHROMIUM_FLAGS = ["--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"];
+export const CHROMIUM_FLAGS = [
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-dev-shm-usage",
+];
 /** Chromium's cold start on a loaded 2-core machine, plus `ip netns exec`. */
 export const BROWSER_LAUNCH_TIMEOUT_MS = 30_000;
 
@@ -23,7 +30,8 @@ export interface NsBrowserOptions {
 
 /** Launches a fresh, headless Chromium profile inside namespace `ns`. Close the context to stop the browser. */
 export async function launchChromiumInNs(ns: string, opts: NsBrowserOptions): Promise<BrowserContext> {
-  if (!/^detour-[a-z0-9-]+$/.test(ns)) throw new Error(`refusing to run Chromium outside a lab namespace (got "${ns}")`);
+  if (!/^detour-[a-z0-9-]+$/.test(ns))
+    throw new Error(`refusing to run Chromium outside a lab namespace (got "${ns}")`);
   mkdirSync(opts.workDir, { recursive: true, mode: 0o700 });
   const wrapper = join(opts.workDir, "chromium-in-netns.sh");
   writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM_PATH} "$@"\n`);

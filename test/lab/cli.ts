@@ -4,7 +4,14 @@ import { parseArgs } from "node:util";
 import { collectorPaths, collectorUrl, DASHBOARD_PORT, dashboardForwarder, LAB_ORG } from "./collector.ts";
 import { GATEWAY_ENGINES, type GatewayEngine } from "./gateway-engines.ts";
 import { describeDistance } from "./distance.ts";
-import { DIRECTIONS, IMPAIR_FAMILIES, IMPAIR_PROTOS, IMPAIR_TARGETS, describeImpairment, type ImpairmentSpec } from "./impair.ts";
+import {
+  DIRECTIONS,
+  IMPAIR_FAMILIES,
+  IMPAIR_PROTOS,
+  IMPAIR_TARGETS,
+  describeImpairment,
+  type ImpairmentSpec,
+} from "./impair.ts";
 import { agentLogs, agentStart, agentStop } from "./agent.ts";
 import * as lab from "./lab.ts";
 import { formatSelftest, selftest } from "./selftest.ts";
@@ -53,7 +60,8 @@ function fail(msg: string): never {
 class UsageError extends Error {}
 
 function oneOf<T extends string>(what: string, v: string | undefined, allowed: readonly T[]): T {
-  if (v === undefined || !(allowed as readonly string[]).includes(v)) fail(`${what} must be one of ${allowed.join(", ")}; got ${v ?? "nothing"}`);
+  if (v === undefined || !(allowed as readonly string[]).includes(v))
+    fail(`${what} must be one of ${allowed.join(", ")}; got ${v ?? "nothing"}`);
   return v as T;
 }
 
@@ -91,19 +99,30 @@ async function main(argv: string[]): Promise<number> {
   }
   switch (cmd) {
     case "up": {
-      const s = await lab.up(id, { distance: oneOf("--distance", values.distance, DISTANCE_PROFILES), tunnel: oneOf("--tunnel", values.tunnel, ["split", "full"] as const) });
+      const s = await lab.up(id, {
+        distance: oneOf("--distance", values.distance, DISTANCE_PROFILES),
+        tunnel: oneOf("--tunnel", values.tunnel, ["split", "full"] as const),
+      });
       console.log(`lab "${id}" is up in ${s.upMs} ms (${s.options.tunnel} tunnel)`);
       const distances = (await lab.status(id)).distances;
-      console.log(`  distances:     ${distances.length === 0 ? "none (every gateway at 0 ms)" : distances.map(describeDistance).join("; ")}`);
+      console.log(
+        `  distances:     ${distances.length === 0 ? "none (every gateway at 0 ms)" : distances.map(describeDistance).join("; ")}`,
+      );
       console.log(`  client config: ${s.clientConfig}`);
-      console.log(`  collector:     ${collectorUrl(lab.topologyOf(id))} (OTLP/HTTP); dashboard: npm run lab -- dashboard`);
+      console.log(
+        `  collector:     ${collectorUrl(lab.topologyOf(id))} (OTLP/HTTP); dashboard: npm run lab -- dashboard`,
+      );
       console.log(`  look around:   npm run lab -- status   |   npm run lab -- selftest`);
       console.log(`  take it down:  npm run lab -- down`);
       return 0;
     }
     case "down": {
       const r = await lab.down(id);
-      console.log(r.namespaces.length === 0 && !r.labDir ? `lab "${id}" was not up; nothing to remove` : `lab "${id}" removed: ${r.namespaces.length} namespaces${r.sockets.length > 0 ? `, ${r.sockets.length} stale sockets` : ""}`);
+      console.log(
+        r.namespaces.length === 0 && !r.labDir
+          ? `lab "${id}" was not up; nothing to remove`
+          : `lab "${id}" removed: ${r.namespaces.length} namespaces${r.sockets.length > 0 ? `, ${r.sockets.length} stale sockets` : ""}`,
+      );
       const left = await lab.leftovers(id);
       if (left.length > 0) {
         console.error(`still present after down:\n  ${left.join("\n  ")}`);
@@ -117,15 +136,29 @@ async function main(argv: string[]): Promise<number> {
         console.log(JSON.stringify(s, null, 2));
         return 0;
       }
-      console.log(`lab "${s.id}": ${s.up ? "up" : "down"}${s.upMs !== undefined ? ` (up took ${s.upMs} ms)` : ""}${s.tunnel !== undefined ? `, ${s.tunnel} tunnel` : ""}`);
+      console.log(
+        `lab "${s.id}": ${s.up ? "up" : "down"}${s.upMs !== undefined ? ` (up took ${s.upMs} ms)` : ""}${s.tunnel !== undefined ? `, ${s.tunnel} tunnel` : ""}`,
+      );
       if (s.clientConfig !== undefined) console.log(`client config: ${s.clientConfig}`);
       for (const n of s.namespaces) console.log(`  ns ${n.name.padEnd(24)} ${n.exists ? "present" : "missing"}`);
-      for (const e of s.engines) console.log(`  ${e.gateway} ${e.engine.padEnd(10)} pid ${String(e.pid ?? "-").padEnd(8)} ${e.alive ? "running" : "stopped"}`);
-      for (const v of s.services) console.log(`  ${v.name.padEnd(14)} pid ${String(v.pid).padEnd(8)} ${v.alive ? "running" : "stopped"}`);
+      for (const e of s.engines)
+        console.log(
+          `  ${e.gateway} ${e.engine.padEnd(10)} pid ${String(e.pid ?? "-").padEnd(8)} ${e.alive ? "running" : "stopped"}`,
+        );
+      for (const v of s.services)
+        console.log(`  ${v.name.padEnd(14)} pid ${String(v.pid).padEnd(8)} ${v.alive ? "running" : "stopped"}`);
       for (const [k, v] of Object.entries(s.addresses)) console.log(`  ${k.padEnd(10)} ${v}`);
-      if (s.distance !== undefined) console.log(s.distances.length === 0 ? `  distance ${s.distance}: every gateway at 0 ms` : `  distance ${s.distance}:`);
-      for (const d of s.distances) console.log(`    ${describeDistance(d)}, delayq pids ${d.pids.up} ${d.pids.down} ${d.alive ? "running" : "NOT running (heal restarts them)"}`);
-      console.log(s.impairments.length === 0 ? "  no impairments" : s.impairments.map((i) => `  ${i.description}`).join("\n"));
+      if (s.distance !== undefined)
+        console.log(
+          s.distances.length === 0 ? `  distance ${s.distance}: every gateway at 0 ms` : `  distance ${s.distance}:`,
+        );
+      for (const d of s.distances)
+        console.log(
+          `    ${describeDistance(d)}, delayq pids ${d.pids.up} ${d.pids.down} ${d.alive ? "running" : "NOT running (heal restarts them)"}`,
+        );
+      console.log(
+        s.impairments.length === 0 ? "  no impairments" : s.impairments.map((i) => `  ${i.description}`).join("\n"),
+      );
       return 0;
     }
     case "impair": {
@@ -136,9 +169,22 @@ async function main(argv: string[]): Promise<number> {
       if (kind === "block" || kind === "reject") {
         spec = { kind, target, dir, proto: args[2] === undefined ? "all" : oneOf("proto", args[2], IMPAIR_PROTOS) };
       } else if (kind === "loss") {
-        spec = { kind, target, dir, percent: num("loss percent", args[2]), proto: args[3] === undefined ? "all" : oneOf("proto", args[3], IMPAIR_PROTOS) };
+        spec = {
+          kind,
+          target,
+          dir,
+          percent: num("loss percent", args[2]),
+          proto: args[3] === undefined ? "all" : oneOf("proto", args[3], IMPAIR_PROTOS),
+        };
       } else {
-        spec = { kind, target, dir, delayMs: num("delay ms", args[2]), jitterMs: num("--jitter", values.jitter), proto: args[3] === undefined ? "all" : oneOf("proto", args[3], IMPAIR_PROTOS) };
+        spec = {
+          kind,
+          target,
+          dir,
+          delayMs: num("delay ms", args[2]),
+          jitterMs: num("--jitter", values.jitter),
+          proto: args[3] === undefined ? "all" : oneOf("proto", args[3], IMPAIR_PROTOS),
+        };
       }
       if (values.family !== undefined) spec = { ...spec, family: oneOf("--family", values.family, IMPAIR_FAMILIES) };
       const imp = await lab.impair(spec, id);
@@ -155,14 +201,19 @@ async function main(argv: string[]): Promise<number> {
     case "kill":
     case "restore": {
       const gw = args[0] ?? fail(`${cmd} needs a gateway name`);
-      const engine = args[1] === undefined ? "all" : oneOf<GatewayEngine | "all">("engine", args[1], [...GATEWAY_ENGINES, "all"]);
+      const engine =
+        args[1] === undefined ? "all" : oneOf<GatewayEngine | "all">("engine", args[1], [...GATEWAY_ENGINES, "all"]);
       if (cmd === "kill") await lab.kill(gw, engine, id);
       else await lab.restore(gw, engine, id);
       console.log(`${gw} ${engine === "all" ? "(whole gateway)" : engine}: ${cmd === "kill" ? "killed" : "restored"}`);
       return 0;
     }
     case "exec":
-      return lab.execIn(args[0] ?? fail("exec needs a namespace: client, router, gw1..gw3, corp, dns, collector"), rest, id);
+      return lab.execIn(
+        args[0] ?? fail("exec needs a namespace: client, router, gw1..gw3, corp, dns, collector"),
+        rest,
+        id,
+      );
     case "selftest": {
       const r = await selftest(id);
       console.log(values.json ? JSON.stringify(r, null, 2) : formatSelftest(r));
@@ -186,7 +237,9 @@ async function main(argv: string[]): Promise<number> {
       const port = num("--port", values.port);
       const [file, ...argv] = dashboardForwarder(lab.topologyOf(id), port);
       console.log(`Detour dashboard of lab "${id}": open http://127.0.0.1:${port}/ in a browser on this host`);
-      console.log(`  log in as "${LAB_ORG}" with the read token as password: ${collectorPaths(state.labDir).tokensFile} (role "read")`);
+      console.log(
+        `  log in as "${LAB_ORG}" with the read token as password: ${collectorPaths(state.labDir).tokensFile} (role "read")`,
+      );
       console.log("  Prometheus: GET /metrics with Authorization: Bearer <read token>. Ctrl-C stops the forwarder.");
       const r = spawnSync(file ?? "socat", argv, { stdio: "inherit" });
       if (r.error !== undefined) throw r.error;
@@ -207,7 +260,9 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (e: unknown) => {
-    console.error(e instanceof UsageError ? `usage error: ${e.message}` : `lab: ${e instanceof Error ? e.message : String(e)}`);
+    console.error(
+      e instanceof UsageError ? `usage error: ${e.message}` : `lab: ${e instanceof Error ? e.message : String(e)}`,
+    );
     process.exitCode = e instanceof UsageError ? 2 : 1;
   },
 );

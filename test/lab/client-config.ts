@@ -17,7 +17,11 @@ export interface ClientSecrets {
 }
 
 /** `tunnel`: the protected networks are corp's ("split") or everything ("full", the common enterprise setup). */
-export function buildClientConfig(topo: LabTopology, s: ClientSecrets, tunnel: "split" | "full" = "split"): DetourConfigInput {
+export function buildClientConfig(
+  topo: LabTopology,
+  s: ClientSecrets,
+  tunnel: "split" | "full" = "split",
+): DetourConfigInput {
   return {
     version: 1,
     organisation: `Detour lab ${topo.id}`,
@@ -36,15 +40,28 @@ export function buildClientConfig(topo: LabTopology, s: ClientSecrets, tunnel: "
         priority: g.priority,
         region: g.region,
         protocols: {
-          wireguard: { port: PORTS.wireguard, publicKey: pub.wgPublicKey, tunnelAddress: `${g.wireguard.clientAddress}/32`, persistentKeepaliveSec: 25 },
-          ikev2: { port: PORTS.ike, natTraversalPort: PORTS.ikeNatT, remoteId: g.ikev2.id, proposals: ["aes256-sha256-x25519"], espProposals: ["aes128-sha256"] },
+          wireguard: {
+            port: PORTS.wireguard,
+            publicKey: pub.wgPublicKey,
+            tunnelAddress: `${g.wireguard.clientAddress}/32`,
+            persistentKeepaliveSec: 25,
+          },
+          ikev2: {
+            port: PORTS.ike,
+            natTraversalPort: PORTS.ikeNatT,
+            remoteId: g.ikev2.id,
+            proposals: ["aes256-sha256-x25519"],
+            espProposals: ["aes128-sha256"],
+          },
           anyconnect: { port: PORTS.anyconnect, pin: pub.tlsPin, dtls: true },
         },
       };
     }),
     protectedRoutes: [tunnel === "full" ? FULL_TUNNEL : CORP_NETWORK],
     probe: { address: topo.corp.address, port: CORP_ECHO_PORT },
-    discovery: { dns: { servers: [topo.dns.address], srv: [SRV_NAMES.wireguard, SRV_NAMES.ikev2, SRV_NAMES.anyconnect] } },
+    discovery: {
+      dns: { servers: [topo.dns.address], srv: [SRV_NAMES.wireguard, SRV_NAMES.ikev2, SRV_NAMES.anyconnect] },
+    },
     // The lab demonstrates brownout failover with 15 % loss each way (~28 % of probes lost): a threshold of
     // 20 % sits between that and a 5 % lossy link (~10 %), which must not move the tunnel. 5 s windows hold
     // ~200 probes, so the 10 % link's loss reads 10 +/- 2 points: 20 % is 5 standard deviations away (15 %, the
@@ -69,6 +86,9 @@ export function buildClientConfig(topo: LabTopology, s: ClientSecrets, tunnel: "
 
 export function writeClientConfig(path: string, config: DetourConfigInput): void {
   const r = parseConfig(config);
-  if (!r.ok) throw new Error(`the lab built an invalid client config:\n${r.issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`);
+  if (!r.ok)
+    throw new Error(
+      `the lab built an invalid client config:\n${r.issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`,
+    );
   writeFileSync(path, JSON.stringify(config, null, 2) + "\n", { mode: 0o600 });
 }

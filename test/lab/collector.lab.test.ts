@@ -37,7 +37,18 @@ interface Answer {
 /** Runs the OTLP sender in the lab's client namespace and returns what the collector answered. */
 function fromClient(...args: string[]): Answer {
   const topo = lab.topologyOf(ID);
-  const argv = ["netns", "exec", topo.client.ns, process.execPath, "--import", "tsx", join(REPO_ROOT, "test", "lab", "tools", "otlp-send.ts"), ...args, "--tokens", collectorPaths(state.labDir).tokensFile];
+  const argv = [
+    "netns",
+    "exec",
+    topo.client.ns,
+    process.execPath,
+    "--import",
+    "tsx",
+    join(REPO_ROOT, "test", "lab", "tools", "otlp-send.ts"),
+    ...args,
+    "--tokens",
+    collectorPaths(state.labDir).tokensFile,
+  ];
   const r = spawnSync("ip", argv, { cwd: REPO_ROOT, encoding: "utf8", timeout: SENDER_TIMEOUT_MS });
   assert.equal(r.status, 0, `sender failed: ${r.stdout}${r.stderr}`);
   return JSON.parse(r.stdout.trim().split("\n").at(-1) ?? "{}") as Answer;
@@ -52,14 +63,86 @@ test("lab-up-starts-the-collector-in-its-namespace-with-private-tokens", async (
 
 test("agents-post-otlp-over-the-lab-network-and-the-fleet-shows-up", () => {
   const url = collectorUrl(lab.topologyOf(ID));
-  const m1 = fromClient("post", "--url", url, "--signal", "metrics", "--format", "protobuf", "--device", "lab-alice", "--batch", "m-1", "--gateway", "gw1", "--protocol", "wireguard", "--rtt", "20,30", "--loss", "5");
+  const m1 = fromClient(
+    "post",
+    "--url",
+    url,
+    "--signal",
+    "metrics",
+    "--format",
+    "protobuf",
+    "--device",
+    "lab-alice",
+    "--batch",
+    "m-1",
+    "--gateway",
+    "gw1",
+    "--protocol",
+    "wireguard",
+    "--rtt",
+    "20,30",
+    "--loss",
+    "5",
+  );
   assert.equal(m1.status, 200, m1.message);
-  const m2 = fromClient("post", "--url", url, "--signal", "metrics", "--format", "json", "--device", "lab-bob", "--batch", "m-1", "--gateway", "gw2", "--protocol", "ikev2", "--rtt", "8", "--loss", "0");
+  const m2 = fromClient(
+    "post",
+    "--url",
+    url,
+    "--signal",
+    "metrics",
+    "--format",
+    "json",
+    "--device",
+    "lab-bob",
+    "--batch",
+    "m-1",
+    "--gateway",
+    "gw2",
+    "--protocol",
+    "ikev2",
+    "--rtt",
+    "8",
+    "--loss",
+    "0",
+  );
   assert.equal(m2.status, 200, m2.message);
-  const l1 = fromClient("post", "--url", url, "--signal", "logs", "--format", "protobuf", "--device", "lab-alice", "--batch", "l-1", "--failover", "gw1:wireguard:gw2:ikev2:dead:640:820", "--state", "connected:gw2:ikev2");
+  const l1 = fromClient(
+    "post",
+    "--url",
+    url,
+    "--signal",
+    "logs",
+    "--format",
+    "protobuf",
+    "--device",
+    "lab-alice",
+    "--batch",
+    "l-1",
+    "--failover",
+    "gw1:wireguard:gw2:ikev2:dead:640:820",
+    "--state",
+    "connected:gw2:ikev2",
+  );
   assert.equal(l1.status, 200, l1.message);
 
-  const replay = fromClient("post", "--url", url, "--signal", "logs", "--format", "protobuf", "--device", "lab-alice", "--batch", "l-1", "--failover", "gw1:wireguard:gw2:ikev2:dead:640:820", "--state", "connected:gw2:ikev2");
+  const replay = fromClient(
+    "post",
+    "--url",
+    url,
+    "--signal",
+    "logs",
+    "--format",
+    "protobuf",
+    "--device",
+    "lab-alice",
+    "--batch",
+    "l-1",
+    "--failover",
+    "gw1:wireguard:gw2:ikev2:dead:640:820",
+    "--state",
+    "connected:gw2:ikev2",
+  );
   assert.equal(replay.status, 409, "a re-delivered batch is refused");
   assert.match(replay.message ?? "", /^duplicate-batch: batch l-1 of device lab-alice/);
   const anonymous = fromClient("post", "--url", url, "--token-role", "none", "--device", "lab-eve", "--batch", "1");
@@ -80,5 +163,9 @@ test("agents-post-otlp-over-the-lab-network-and-the-fleet-shows-up", () => {
   assert.match(metrics.body ?? "", /^detour_agents\{state="connected"\} 1$/m);
   assert.match(metrics.body ?? "", /^detour_gateway_agents_connected\{gateway="gw2"\} 1$/m);
   assert.match(metrics.body ?? "", /^detour_failovers_last_hour\{from="gw1",to="gw2",reason="dead"\} 1$/m);
-  assert.equal(fromClient("get", "--url", `${url}/metrics`, "--token-role", "ingest").status, 403, "an agent's token cannot read the fleet");
+  assert.equal(
+    fromClient("get", "--url", `${url}/metrics`, "--token-role", "ingest").status,
+    403,
+    "an agent's token cannot read the fleet",
+  );
 });

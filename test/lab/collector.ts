@@ -27,7 +27,12 @@ export interface CollectorPaths {
 
 export function collectorPaths(labDir: string): CollectorPaths {
   const dir = join(labDir, "collector");
-  return { dir, tokensFile: join(dir, "tokens.json"), db: join(dir, "telemetry.db"), log: join(labDir, "logs", "collector.log") };
+  return {
+    dir,
+    tokensFile: join(dir, "tokens.json"),
+    db: join(dir, "telemetry.db"),
+    log: join(labDir, "logs", "collector.log"),
+  };
 }
 
 export function collectorUrl(topo: LabTopology): string {
@@ -36,7 +41,9 @@ export function collectorUrl(topo: LabTopology): string {
 
 /** The lab's two tokens: `ingest` for agents, `read` for the dashboard and /metrics. */
 export function collectorTokens(labDir: string): { ingest: string; read: string } {
-  const file = JSON.parse(readFileSync(collectorPaths(labDir).tokensFile, "utf8")) as { tokens: { role: string; token: string }[] };
+  const file = JSON.parse(readFileSync(collectorPaths(labDir).tokensFile, "utf8")) as {
+    tokens: { role: string; token: string }[];
+  };
   const find = (role: string): string => {
     const t = file.tokens.find((x) => x.role === role);
     if (t === undefined) throw new Error(`the lab's tokens file has no ${role} token`);
@@ -53,15 +60,39 @@ export async function startCollector(topo: LabTopology, labDir: string): Promise
   if (!existsSync(p.tokensFile)) {
     writeSecret(
       p.tokensFile,
-      JSON.stringify({ tokens: [{ org: LAB_ORG, role: "ingest", token: randomSecret(24) }, { org: LAB_ORG, role: "read", token: randomSecret(24) }] }, null, 2) + "\n",
+      JSON.stringify(
+        {
+          tokens: [
+            { org: LAB_ORG, role: "ingest", token: randomSecret(24) },
+            { org: LAB_ORG, role: "read", token: randomSecret(24) },
+          ],
+        },
+        null,
+        2,
+      ) + "\n",
     );
   }
-  const argv = [process.execPath, "--import", "tsx", join(REPO_ROOT, "main", "collector", "server.ts"), "--listen", `${topo.collector.address}:${COLLECTOR_PORT}`, "--db", p.db, "--tokens", p.tokensFile];
+  const argv = [
+    process.execPath,
+    "--import",
+    "tsx",
+    join(REPO_ROOT, "main", "collector", "server.ts"),
+    "--listen",
+    `${topo.collector.address}:${COLLECTOR_PORT}`,
+    "--db",
+    p.db,
+    "--tokens",
+    p.tokensFile,
+  ];
   const pid = spawnDaemon(inNs(topo.collector.ns, argv), { logFile: p.log, cwd: REPO_ROOT });
-  await waitFor("the collector to listen", () => {
-    if (!isAlive(pid)) throw new Error(`the collector exited during start-up:\n${readIfExists(p.log).slice(-2000)}`);
-    return readIfExists(p.log).includes("collector ready");
-  }, { timeoutMs: COLLECTOR_READY_TIMEOUT_MS, intervalMs: 50 });
+  await waitFor(
+    "the collector to listen",
+    () => {
+      if (!isAlive(pid)) throw new Error(`the collector exited during start-up:\n${readIfExists(p.log).slice(-2000)}`);
+      return readIfExists(p.log).includes("collector ready");
+    },
+    { timeoutMs: COLLECTOR_READY_TIMEOUT_MS, intervalMs: 50 },
+  );
   return pid;
 }
 
@@ -71,5 +102,9 @@ export async function startCollector(topo: LabTopology, labDir: string): Promise
  * for a human's browser only; tests reach the collector from the lab's own namespaces.
  */
 export function dashboardForwarder(topo: LabTopology, port = DASHBOARD_PORT): string[] {
-  return ["socat", `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `EXEC:ip netns exec ${topo.collector.ns} socat STDIO TCP\\:${topo.collector.address}\\:${COLLECTOR_PORT}`];
+  return [
+    "socat",
+    `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`,
+    `EXEC:ip netns exec ${topo.collector.ns} socat STDIO TCP\\:${topo.collector.address}\\:${COLLECTOR_PORT}`,
+  ];
 }

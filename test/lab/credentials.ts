@@ -48,19 +48,40 @@ export interface GatewayCert {
 }
 
 /** A self-signed ECDSA server certificate for one gateway, named by its hostname and underlay addresses. */
-export async function gatewayCertificate(dir: string, gw: Pick<GatewayTopology, "hostname" | "address"> & { address6?: string }, label = "server"): Promise<GatewayCert> {
+export async function gatewayCertificate(
+  dir: string,
+  gw: Pick<GatewayTopology, "hostname" | "address"> & { address6?: string },
+  label = "server",
+): Promise<GatewayCert> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const keyFile = join(dir, `${label}-key.pem`);
   const certFile = join(dir, `${label}-cert.pem`);
   const tmpl = join(dir, `${label}.tmpl`);
   writeFileSync(
     tmpl,
-    [`cn = "${gw.hostname}"`, 'organization = "Detour lab"', `dns_name = "${gw.hostname}"`, `ip_address = "${gw.address}"`,
+    [
+      `cn = "${gw.hostname}"`,
+      'organization = "Detour lab"',
+      `dns_name = "${gw.hostname}"`,
+      `ip_address = "${gw.address}"`,
       ...(gw.address6 === undefined ? [] : [`ip_address = "${gw.address6}"`]),
-      "expiration_days = 30", "signing_key", "encryption_key", "tls_www_server", ""].join("\n"),
+      "expiration_days = 30",
+      "signing_key",
+      "encryption_key",
+      "tls_www_server",
+      "",
+    ].join("\n"),
   );
   await runOk("certtool", ["--generate-privkey", "--key-type=ecdsa", "--outfile", keyFile]);
-  await runOk("certtool", ["--generate-self-signed", "--load-privkey", keyFile, "--template", tmpl, "--outfile", certFile]);
+  await runOk("certtool", [
+    "--generate-self-signed",
+    "--load-privkey",
+    keyFile,
+    "--template",
+    tmpl,
+    "--outfile",
+    certFile,
+  ]);
   return { certFile, keyFile, pin: tlsPin(readFileSync(certFile, "utf8")) };
 }
 

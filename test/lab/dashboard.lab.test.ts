@@ -61,7 +61,12 @@ after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-async function waitStatus(c: ControlClient, what: string, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status> {
+async function waitStatus(
+  c: ControlClient,
+  what: string,
+  pred: (s: Status) => boolean,
+  timeoutMs: number,
+): Promise<Status> {
   const until = Date.now() + timeoutMs;
   let last: Status | null = null;
   for (let i = 0; i < timeoutMs / STATUS_POLL_MS + 1 && Date.now() < until; i++) {
@@ -69,7 +74,9 @@ async function waitStatus(c: ControlClient, what: string, pred: (s: Status) => b
     if (pred(last)) return last;
     await sleep(STATUS_POLL_MS);
   }
-  assert.fail(`timed out waiting for ${what}; last state ${String(last?.state)}, telemetry ${JSON.stringify(last?.telemetry?.export ?? null)}`);
+  assert.fail(
+    `timed out waiting for ${what}; last state ${String(last?.state)}, telemetry ${JSON.stringify(last?.telemetry?.export ?? null)}`,
+  );
 }
 
 /**
@@ -106,7 +113,10 @@ async function latencyLines(): Promise<{ gateway: string; points: number }[]> {
   const out: { gateway: string; points: number }[] = [];
   for (let i = 0; i < (await lines.count()); i++) {
     const l = lines.nth(i);
-    const points = ((await l.getAttribute("points")) ?? "").trim().split(/\s+/).filter((p) => p.includes(",")).length;
+    const points = ((await l.getAttribute("points")) ?? "")
+      .trim()
+      .split(/\s+/)
+      .filter((p) => p.includes(",")).length;
     out.push({ gateway: ((await l.locator("title").textContent()) ?? "").trim(), points });
   }
   return out;
@@ -122,39 +132,71 @@ test("the-dashboard-shows-the-connected-agent-and-its-charts-with-data", { timeo
   const a = await agentStart(ID);
   client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
   await client.connect();
-  const up = await waitStatus(client, "connected with a standby", (s) => s.state === "connected" && s.standby !== null, CONNECT_WITHIN_MS);
+  const up = await waitStatus(
+    client,
+    "connected with a standby",
+    (s) => s.state === "connected" && s.standby !== null,
+    CONNECT_WITHIN_MS,
+  );
   firstGateway = up.gateway ?? assert.fail("connected without a gateway");
-  const delivered = await waitStatus(client, "a first delivery", (s) => (s.telemetry?.export?.delivered ?? 0) > 0, CHART_FILLED_WITHIN_MS);
+  const delivered = await waitStatus(
+    client,
+    "a first delivery",
+    (s) => (s.telemetry?.export?.delivered ?? 0) > 0,
+    CHART_FILLED_WITHIN_MS,
+  );
   deviceId = delivered.telemetry?.export?.deviceId ?? assert.fail("no device id");
 
   // Chromium runs in the client namespace and reaches the collector over the lab network, like an admin's
   // browser on the office network. (Playwright's own request API would run in this process, in the root
   // namespace, so every request here is the page's.)
   base = collectorUrl(topo);
-  browser = await launchChromiumInNs(topo.client.ns, { workDir: join(work, "chromium"), extraHTTPHeaders: { authorization: `Bearer ${collectorTokens(state.labDir).read}` } });
+  browser = await launchChromiumInNs(topo.client.ns, {
+    workDir: join(work, "chromium"),
+    extraHTTPHeaders: { authorization: `Bearer ${collectorTokens(state.labDir).read}` },
+  });
   page = browser.pages()[0] ?? (await browser.newPage());
 
-  await showsWithin("/", CHART_FILLED_WITHIN_MS, async () => ((await agentRow().count()) === 1 ? null : `${await agentRow().count()} agent rows`));
+  await showsWithin("/", CHART_FILLED_WITHIN_MS, async () =>
+    (await agentRow().count()) === 1 ? null : `${await agentRow().count()} agent rows`,
+  );
   assert.match(await page.locator("h1").innerText(), /^Detour fleet of lab$/);
-  assert.equal(await agentRow().first().locator("a").innerText(), deviceId, "the agent's device id, linking to its page");
+  assert.equal(
+    await agentRow().first().locator("a").innerText(),
+    deviceId,
+    "the agent's device id, linking to its page",
+  );
   assert.equal(await cell(1), "connected");
   assert.equal(await cell(2), firstGateway);
   assert.equal(await cell(3), up.protocol ?? "");
-  assert.ok((await page.locator("tr.gateway").filter({ hasText: firstGateway }).count()) === 1, "the gateway health table lists the active gateway");
+  assert.ok(
+    (await page.locator("tr.gateway").filter({ hasText: firstGateway }).count()) === 1,
+    "the gateway health table lists the active gateway",
+  );
   await shot("01-fleet-connected.png");
 
   await agentRow().first().locator("a").click();
-  await page.locator("h1").filter({ hasText: `Agent ${deviceId}` }).waitFor({ timeout: PAGE_LOAD_TIMEOUT_MS });
+  await page
+    .locator("h1")
+    .filter({ hasText: `Agent ${deviceId}` })
+    .waitFor({ timeout: PAGE_LOAD_TIMEOUT_MS });
   const agentPath = new URL(page.url()).pathname + new URL(page.url()).search;
   await showsWithin(agentPath, CHART_FILLED_WITHIN_MS, async () => {
-    if ((await page.locator("svg.chart").count()) !== 2) return `${await page.locator("svg.chart").count()} charts (latency and loss expected)`;
+    if ((await page.locator("svg.chart").count()) !== 2)
+      return `${await page.locator("svg.chart").count()} charts (latency and loss expected)`;
     const lines = await latencyLines();
     const line = lines.find((l) => l.gateway === firstGateway);
     return line !== undefined && line.points >= MIN_CHART_POINTS ? null : `latency lines ${JSON.stringify(lines)}`;
   });
   const lossLine = page.locator("svg.chart").nth(1).locator("polyline").first();
   assert.ok(((await lossLine.getAttribute("points")) ?? "").includes(","), "the loss chart has a line");
-  assert.match(await page.locator("p").filter({ hasText: /^state / }).innerText(), new RegExp(`^state connected · gateway ${firstGateway} · protocol `));
+  assert.match(
+    await page
+      .locator("p")
+      .filter({ hasText: /^state / })
+      .innerText(),
+    new RegExp(`^state connected · gateway ${firstGateway} · protocol `),
+  );
   await shot("02-agent-charts.png");
 });
 
@@ -162,9 +204,16 @@ test("a-killed-gateway-shows-as-a-failover-on-the-fleet-and-agent-pages", { time
   const c = client ?? assert.fail("the first test did not connect");
   const t0 = Date.now();
   await lab.kill(firstGateway, "all", ID);
-  const moved = await waitStatus(c, "the failover", (s) => s.state === "connected" && s.gateway !== null && s.gateway !== firstGateway, CONNECT_WITHIN_MS);
+  const moved = await waitStatus(
+    c,
+    "the failover",
+    (s) => s.state === "connected" && s.gateway !== null && s.gateway !== firstGateway,
+    CONNECT_WITHIN_MS,
+  );
   const next = moved.gateway ?? "";
-  console.log(`detourd moved from ${firstGateway} to ${next} ${Date.now() - t0} ms after the kill: ${moved.lastFailover?.reason ?? "?"}`);
+  console.log(
+    `detourd moved from ${firstGateway} to ${next} ${Date.now() - t0} ms after the kill: ${moved.lastFailover?.reason ?? "?"}`,
+  );
 
   await showsWithin("/", FAILOVER_SHOWN_WITHIN_MS, async () => {
     const failovers = await page.locator("tr.failover").count();
@@ -178,7 +227,11 @@ test("a-killed-gateway-shows-as-a-failover-on-the-fleet-and-agent-pages", { time
   assert.match(await cells.nth(2).innerText(), new RegExp(`^${firstGateway}/`), "from the killed gateway");
   assert.match(await cells.nth(3).innerText(), new RegExp(`^${next}/`), "to the one detourd moved to");
   assert.match(await cells.nth(4).innerText(), /^dead/, "the reason");
-  assert.equal(await page.locator("svg[aria-label='failover timeline'] line").count(), await page.locator("tr.failover").count(), "one mark per failover");
+  assert.equal(
+    await page.locator("svg[aria-label='failover timeline'] line").count(),
+    await page.locator("tr.failover").count(),
+    "one mark per failover",
+  );
   assert.equal(await cell(1), "connected");
   const health = page.locator("tr.gateway").filter({ hasText: firstGateway }).locator("td");
   assert.equal(await health.nth(5).innerText(), "1", "one failover away from the killed gateway");
@@ -192,6 +245,12 @@ test("a-killed-gateway-shows-as-a-failover-on-the-fleet-and-agent-pages", { time
     return both && (await page.locator("tr.failover").count()) >= 1 ? null : `latency lines ${JSON.stringify(lines)}`;
   });
   assert.match(await page.locator("tr.failover td").nth(3).innerText(), /^dead/);
-  assert.match(await page.locator("p").filter({ hasText: /^state / }).innerText(), new RegExp(`^state connected · gateway ${next} · `));
+  assert.match(
+    await page
+      .locator("p")
+      .filter({ hasText: /^state / })
+      .innerText(),
+    new RegExp(`^state connected · gateway ${next} · `),
+  );
   await shot("04-agent-after-failover.png");
 });

@@ -217,13 +217,17 @@ async function startDelayq(delayMs: number, jitterMs: number): Promise<Delayq> {
     if (child.exitCode !== null || child.signalCode !== null) {
       throw new Error(`delayq exited before it was ready:\n${stderr}`);
     }
-    if (Date.now() > deadline) throw new Error(`delayq printed no ready line within ${READY_TIMEOUT_MS} ms:\n${stderr}`);
+    if (Date.now() > deadline)
+      throw new Error(`delayq printed no ready line within ${READY_TIMEOUT_MS} ms:\n${stderr}`);
     await sleep(10);
   }
   return dq;
 }
 
-async function exitWithin(dq: Delayq, ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
+async function exitWithin(
+  dq: Delayq,
+  ms: number,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
   const timer = sleep(ms, undefined, { ref: false });
   return Promise.race([dq.exited, timer]);
 }
@@ -236,7 +240,9 @@ async function stopDelayq(dq: Delayq): Promise<{ code: number | null; signal: No
   if (result !== undefined) return result;
   process.kill(dq.pid, "SIGKILL");
   const killed = await exitWithin(dq, STOP_TIMEOUT_MS);
-  throw new Error(`delayq (pid ${dq.pid}) ignored SIGTERM for ${STOP_TIMEOUT_MS} ms; SIGKILL ${killed ? "worked" : "failed"}`);
+  throw new Error(
+    `delayq (pid ${dq.pid}) ignored SIGTERM for ${STOP_TIMEOUT_MS} ms; SIGKILL ${killed ? "worked" : "failed"}`,
+  );
 }
 
 void describe("delayq in network namespaces", () => {
@@ -289,35 +295,53 @@ void describe("delayq in network namespaces", () => {
     assert.ok(Math.min(...result.rtts) >= 90, `a packet was released early: ${describePing(result)}`);
   });
 
-  void it("20-ms-jitter-keeps-rtt-100-150-ms-without-loss-or-reordering", { timeout: SCENARIO_TIMEOUT_MS }, async (t: TestContext) => {
-    const dq = await startDelayq(50, 20);
-    let result: PingResult;
-    try {
-      result = await ping();
-    } finally {
-      const exit = await stopDelayq(dq);
-      assert.deepEqual(exit, { code: 0, signal: null }, `delayq did not exit cleanly:\n${dq.stderr()}`);
-    }
-    t.diagnostic(describePing(result));
-    assert.ok(result.sent === PING_COUNT && result.received === PING_COUNT, `lost pings: ${describePing(result)}`);
-    assert.ok(result.avg >= 100 && result.avg <= 150, `average RTT outside 100-150 ms: ${describePing(result)}`);
-    assert.deepEqual(result.seqs, [...result.seqs].sort((a, b) => a - b), "replies arrived out of order");
-  });
+  void it(
+    "20-ms-jitter-keeps-rtt-100-150-ms-without-loss-or-reordering",
+    { timeout: SCENARIO_TIMEOUT_MS },
+    async (t: TestContext) => {
+      const dq = await startDelayq(50, 20);
+      let result: PingResult;
+      try {
+        result = await ping();
+      } finally {
+        const exit = await stopDelayq(dq);
+        assert.deepEqual(exit, { code: 0, signal: null }, `delayq did not exit cleanly:\n${dq.stderr()}`);
+      }
+      t.diagnostic(describePing(result));
+      assert.ok(result.sent === PING_COUNT && result.received === PING_COUNT, `lost pings: ${describePing(result)}`);
+      assert.ok(result.avg >= 100 && result.avg <= 150, `average RTT outside 100-150 ms: ${describePing(result)}`);
+      assert.deepEqual(
+        result.seqs,
+        [...result.seqs].sort((a, b) => a - b),
+        "replies arrived out of order",
+      );
+    },
+  );
 
-  void it("sigterm-releases-held-packets-and-bypass-restores-direct-rtt", { timeout: SCENARIO_TIMEOUT_MS }, async (t: TestContext) => {
-    const dq = await startDelayq(50, 0);
-    const [exit, duringResult] = await Promise.all([
-      sleep(STOP_DURING_PING_AFTER_MS).then(() => stopDelayq(dq)),
-      ping(),
-    ]);
-    t.diagnostic(`delayq stopped mid-run: ${dq.stderr().trim().split("\n").at(-1) ?? ""}`);
-    t.diagnostic(`ping across the stop: ${describePing(duringResult)}`);
-    assert.deepEqual(exit, { code: 0, signal: null }, `delayq did not exit 0 on SIGTERM:\n${dq.stderr()}`);
-    assert.ok(duringResult.sent === PING_COUNT && duringResult.received === PING_COUNT, `pings lost when delayq stopped: ${describePing(duringResult)}`);
+  void it(
+    "sigterm-releases-held-packets-and-bypass-restores-direct-rtt",
+    { timeout: SCENARIO_TIMEOUT_MS },
+    async (t: TestContext) => {
+      const dq = await startDelayq(50, 0);
+      const [exit, duringResult] = await Promise.all([
+        sleep(STOP_DURING_PING_AFTER_MS).then(() => stopDelayq(dq)),
+        ping(),
+      ]);
+      t.diagnostic(`delayq stopped mid-run: ${dq.stderr().trim().split("\n").at(-1) ?? ""}`);
+      t.diagnostic(`ping across the stop: ${describePing(duringResult)}`);
+      assert.deepEqual(exit, { code: 0, signal: null }, `delayq did not exit 0 on SIGTERM:\n${dq.stderr()}`);
+      assert.ok(
+        duringResult.sent === PING_COUNT && duringResult.received === PING_COUNT,
+        `pings lost when delayq stopped: ${describePing(duringResult)}`,
+      );
 
-    const bypass = await ping();
-    t.diagnostic(`after stop (queue-bypass): ${describePing(bypass)}`);
-    assert.ok(bypass.sent === PING_COUNT && bypass.received === PING_COUNT, `lost pings with delayq stopped: ${describePing(bypass)}`);
-    assert.ok(bypass.avg < 10, `RTT did not drop below 10 ms once delayq stopped: ${describePing(bypass)}`);
-  });
+      const bypass = await ping();
+      t.diagnostic(`after stop (queue-bypass): ${describePing(bypass)}`);
+      assert.ok(
+        bypass.sent === PING_COUNT && bypass.received === PING_COUNT,
+        `lost pings with delayq stopped: ${describePing(bypass)}`,
+      );
+      assert.ok(bypass.avg < 10, `RTT did not drop below 10 ms once delayq stopped: ${describePing(bypass)}`);
+    },
+  );
 });

@@ -43,15 +43,22 @@ function compileError(err: unknown): Error {
     return new Error("delayq: cannot compile: `cc` not found; install the `gcc` package", { cause: err });
   }
   if (e.killed === true || e.signal != null) {
-    return new Error(`delayq: cc did not finish within ${COMPILE_TIMEOUT_MS} ms (signal ${e.signal ?? "?"})`, { cause: err });
-  }
-  if (/lib(netfilter_queue|nfnetlink)\/\S*\.h: No such file|cannot find -l(netfilter_queue|nfnetlink)/.test(output)) {
-    return new Error(`delayq: cannot compile: libnetfilter_queue is missing; install \`libnetfilter-queue-dev\`\n${output}`, {
+    return new Error(`delayq: cc did not finish within ${COMPILE_TIMEOUT_MS} ms (signal ${e.signal ?? "?"})`, {
       cause: err,
     });
   }
+  if (/lib(netfilter_queue|nfnetlink)\/\S*\.h: No such file|cannot find -l(netfilter_queue|nfnetlink)/.test(output)) {
+    return new Error(
+      `delayq: cannot compile: libnetfilter_queue is missing; install \`libnetfilter-queue-dev\`\n${output}`,
+      {
+        cause: err,
+      },
+    );
+  }
   if (/cannot find crt|stdio\.h: No such file|cannot execute 'cc1'/.test(output)) {
-    return new Error(`delayq: cannot compile: the C toolchain is incomplete; install \`gcc\`\n${output}`, { cause: err });
+    return new Error(`delayq: cannot compile: the C toolchain is incomplete; install \`gcc\`\n${output}`, {
+      cause: err,
+    });
   }
   return new Error(`delayq: compiling ${sourcePath} failed\n${output}`, { cause: err });
 }
@@ -102,7 +109,13 @@ export function delayqArgv(binary: string, queueNum: number, delayMs: number, ji
  * Starts delayq on NFQUEUE `queueNum` inside namespace `ns` (queues are per namespace) and returns its PID once it
  * holds the queue, so rules that send packets there take effect at once. Logs to `logFile`.
  */
-export async function startDelayq(ns: string, queueNum: number, delayMs: number, jitterMs: number, logFile: string): Promise<number> {
+export async function startDelayq(
+  ns: string,
+  queueNum: number,
+  delayMs: number,
+  jitterMs: number,
+  logFile: string,
+): Promise<number> {
   const bin = await ensureDelayqBinary();
   const pid = spawnDaemon(inNs(ns, delayqArgv(bin, queueNum, delayMs, jitterMs)), { logFile });
   try {

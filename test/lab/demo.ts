@@ -48,20 +48,33 @@ async function corp(probe: ProbeClient): Promise<string> {
 
 /** What arrived at the lab's collector from this detourd (its database, read as a file). */
 async function collectorReport(c: ControlClient): Promise<void> {
-  const t = await waitFor(c, (x) => (x.telemetry?.export?.delivered ?? 0) > 0 && x.telemetry?.export?.pending === 0, "telemetry delivery");
+  const t = await waitFor(
+    c,
+    (x) => (x.telemetry?.export?.delivered ?? 0) > 0 && x.telemetry?.export?.pending === 0,
+    "telemetry delivery",
+  );
   const device = t.telemetry?.export?.deviceId ?? "";
   // The failover event leaves with the next export; give it one interval to arrive.
   await sleep(6000);
   const db = new Database(collectorPaths(lab.labDirOf(ID)).db, { readonly: true, fileMustExist: true });
   try {
-    const agent = db.prepare("SELECT state, gateway, protocol FROM agents WHERE device_id = ?").get(device) as { state: string; gateway: string; protocol: string } | undefined;
+    const agent = db.prepare("SELECT state, gateway, protocol FROM agents WHERE device_id = ?").get(device) as
+      { state: string; gateway: string; protocol: string } | undefined;
     const batches = db.prepare("SELECT count(*) AS n FROM batches WHERE device_id = ?").get(device) as { n: number };
     const points = db.prepare("SELECT count(*) AS n FROM points WHERE device_id = ?").get(device) as { n: number };
-    const failovers = db.prepare("SELECT from_gateway AS f, to_gateway AS t, restored_after_ms AS r FROM events WHERE device_id = ? AND kind = 'failover'").all(device) as { f: string; t: string; r: number | null }[];
-    console.log(`\ntelemetry at the collector (${lab.topologyOf(ID).collector.address}:4318): ${batches.n} OTLP batches, ${points.n} metric points from device ${device.slice(0, 8)}...`);
+    const failovers = db
+      .prepare(
+        "SELECT from_gateway AS f, to_gateway AS t, restored_after_ms AS r FROM events WHERE device_id = ? AND kind = 'failover'",
+      )
+      .all(device) as { f: string; t: string; r: number | null }[];
+    console.log(
+      `\ntelemetry at the collector (${lab.topologyOf(ID).collector.address}:4318): ${batches.n} OTLP batches, ${points.n} metric points from device ${device.slice(0, 8)}...`,
+    );
     if (agent !== undefined) console.log(`  fleet view: ${agent.state} on ${agent.gateway} over ${agent.protocol}`);
     for (const f of failovers) console.log(`  failover timeline: ${f.f} -> ${f.t}, traffic back after ${ms(f.r)}`);
-    console.log(`  tunnel now: RTT ${ms(t.telemetry?.rttMs)}, jitter ${ms(t.telemetry?.jitterMs)}, loss ${t.telemetry?.lossPct?.toFixed(1) ?? "-"} %`);
+    console.log(
+      `  tunnel now: RTT ${ms(t.telemetry?.rttMs)}, jitter ${ms(t.telemetry?.jitterMs)}, loss ${t.telemetry?.lossPct?.toFixed(1) ?? "-"} %`,
+    );
   } finally {
     db.close();
   }
@@ -88,25 +101,38 @@ async function main(): Promise<void> {
     const race = s.lastRace;
     if (race !== null) {
       const unstarted = race.legs.filter((l) => l.startedAt === null).length;
-      console.log(`race ${race.id}: ${race.legs.length} legs planned (gateway x protocol, staggered), ${unstarted} never needed to start`);
+      console.log(
+        `race ${race.id}: ${race.legs.length} legs planned (gateway x protocol, staggered), ${unstarted} never needed to start`,
+      );
       for (const l of race.legs.filter((x) => x.startedAt !== null)) {
         const start = l.startedAt === null ? "not started" : `+${l.startedAt - race.startedAt} ms`;
         const end = l.endedAt === null ? "" : ` -> +${l.endedAt - race.startedAt} ms`;
-        console.log(`  ${l.leg.gateway} ${l.leg.kind.padEnd(15)} ${start}${end} ${l.outcome}${l.error === null ? "" : ` (${l.error.code})`}`);
+        console.log(
+          `  ${l.leg.gateway} ${l.leg.kind.padEnd(15)} ${start}${end} ${l.outcome}${l.error === null ? "" : ` (${l.error.code})`}`,
+        );
       }
     }
     console.log(await corp(probe));
 
     const warm = await waitFor(c, (x) => x.standby !== null, "the warm standby");
-    if (warm.standby !== null) console.log(`warm standby up: ${warm.standby.gateway} over ${warm.standby.protocol} (probed, carries no traffic)`);
+    if (warm.standby !== null)
+      console.log(
+        `warm standby up: ${warm.standby.gateway} over ${warm.standby.protocol} (probed, carries no traffic)`,
+      );
 
     const active = s.gateway ?? "gw1";
     console.log(`\nkilling ${active} (all its engines, and its link goes silent)...`);
     await lab.kill(active, "all", ID);
-    const f = await waitFor(c, (x) => x.state === "connected" && x.gateway !== active && x.lastFailover?.restoredAt != null, "the failover");
+    const f = await waitFor(
+      c,
+      (x) => x.state === "connected" && x.gateway !== active && x.lastFailover?.restoredAt != null,
+      "the failover",
+    );
     const fo = f.lastFailover;
     if (fo !== null) {
-      console.log(`failover ${fo.from.gateway}/${fo.from.kind} -> ${fo.to?.gateway ?? "-"}/${fo.to?.kind ?? "-"}: ${fo.reason}`);
+      console.log(
+        `failover ${fo.from.gateway}/${fo.from.kind} -> ${fo.to?.gateway ?? "-"}/${fo.to?.kind ?? "-"}: ${fo.reason}`,
+      );
       console.log(`  detected after ${ms(fo.detectedAfterMs)}, traffic restored after ${ms(fo.restoredAfterMs)}`);
     }
     console.log(await corp(probe));

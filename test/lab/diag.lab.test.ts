@@ -43,7 +43,11 @@ let client: ControlClient | null = null;
 let drop: SftpDrop | null = null;
 const tmp = mkdtempSync(join(tmpdir(), "detour-diag-lab-"));
 const artifacts = join(REPO_ROOT, "test-artifacts");
-const saved = { token: process.env[PLANTED_ENV_NAME], sudo: process.env.SUDO_USER, up: process.env.DETOUR_DIAG_UPSTREAM };
+const saved = {
+  token: process.env[PLANTED_ENV_NAME],
+  sudo: process.env.SUDO_USER,
+  up: process.env.DETOUR_DIAG_UPSTREAM,
+};
 
 before(async () => {
   await lab.down(ID);
@@ -56,7 +60,11 @@ after(async () => {
   await stopSftpDrop(ID);
   await lab.down(ID);
   rmSync(tmp, { recursive: true, force: true });
-  for (const [k, v] of [[PLANTED_ENV_NAME, saved.token], ["SUDO_USER", saved.sudo], ["DETOUR_DIAG_UPSTREAM", saved.up]] as const) {
+  for (const [k, v] of [
+    [PLANTED_ENV_NAME, saved.token],
+    ["SUDO_USER", saved.sudo],
+    ["DETOUR_DIAG_UPSTREAM", saved.up],
+  ] as const) {
     if (v === undefined) Reflect.deleteProperty(process.env, k);
     else process.env[k] = v;
   }
@@ -84,7 +92,16 @@ test("bundle-from-a-connected-agent-is-complete-redacted-renders-and-reaches-sft
 
   // The lab's config plus an SFTP drop; the daemon also inherits a secret-looking variable and a public address.
   const config = JSON.parse(readFileSync(state.clientConfig, "utf8")) as Record<string, unknown>;
-  config.diagnostics = { sftp: { host: drop.host, port: drop.port, user: drop.user, privateKey: { file: drop.privateKeyFile }, hostKeySha256: drop.hostKeySha256, dir: drop.dropDir } };
+  config.diagnostics = {
+    sftp: {
+      host: drop.host,
+      port: drop.port,
+      user: drop.user,
+      privateKey: { file: drop.privateKeyFile },
+      hostKeySha256: drop.hostKeySha256,
+      dir: drop.dropDir,
+    },
+  };
   writeFileSync(state.clientConfig, JSON.stringify(config, null, 2) + "\n", { mode: 0o600 });
   process.env[PLANTED_ENV_NAME] = PLANTED_ENV_SECRET;
   process.env.SUDO_USER = PERSON;
@@ -95,7 +112,12 @@ test("bundle-from-a-connected-agent-is-complete-redacted-renders-and-reaches-sft
   writeFileSync(
     logFile,
     [
-      JSON.stringify({ t: new Date().toISOString(), level: "warn", msg: `collector answered 401 to authorization: Bearer ${PLANTED_LOG_TOKEN}`, from: PUBLIC_IP }),
+      JSON.stringify({
+        t: new Date().toISOString(),
+        level: "warn",
+        msg: `collector answered 401 to authorization: Bearer ${PLANTED_LOG_TOKEN}`,
+        from: PUBLIC_IP,
+      }),
       `openconnect: Set-Cookie: webvpn=${PLANTED_COOKIE}; path=/`,
       "",
     ].join("\n"),
@@ -119,7 +141,9 @@ test("bundle-from-a-connected-agent-is-complete-redacted-renders-and-reaches-sft
   phase("measured");
   // --- the bundle, written locally by the daemon
   const r = await c.diag();
-  console.log(`bundle ${r.path}: ${r.bytes} bytes, ${r.files} files, ${r.tookMs} ms; removed ${JSON.stringify(r.redactions.removed)}; pseudonymised ${JSON.stringify(r.redactions.pseudonymised)}`);
+  console.log(
+    `bundle ${r.path}: ${r.bytes} bytes, ${r.files} files, ${r.tookMs} ms; removed ${JSON.stringify(r.redactions.removed)}; pseudonymised ${JSON.stringify(r.redactions.pseudonymised)}`,
+  );
   assert.ok(r.path.startsWith(join(lab.labDirOf(ID), "detourd-state", "diag")), r.path);
   assert.equal(statSync(r.path).mode & 0o777, 0o600);
 
@@ -129,15 +153,36 @@ test("bundle-from-a-connected-agent-is-complete-redacted-renders-and-reaches-sft
   const files = walk(x);
   const names = files.map((f) => relative(x, f).split("/").slice(1).join("/")).sort();
   console.log(`files: ${names.join(", ")}`);
-  for (const want of ["manifest.json", "summary.html", "summary.json", "redaction-report.json", "status.json", "flight-recorder.json", "telemetry.json", "config.json", "host.json", "nftables.txt", "process.json", "logs/detourd.log"]) {
+  for (const want of [
+    "manifest.json",
+    "summary.html",
+    "summary.json",
+    "redaction-report.json",
+    "status.json",
+    "flight-recorder.json",
+    "telemetry.json",
+    "config.json",
+    "host.json",
+    "nftables.txt",
+    "process.json",
+    "logs/detourd.log",
+  ]) {
     assert.ok(names.includes(want), `${want} is in the bundle`);
   }
-  assert.ok(names.some((n) => /^engines\/.+\.json$/.test(n)) && names.some((n) => /^engines\/.+\.log$/.test(n)), "each running engine's state and output");
-  const text = (name: string): string => readFileSync(files.find((f) => f.endsWith(`/${name}`)) ?? assert.fail(`no ${name}`), "utf8");
+  assert.ok(
+    names.some((n) => /^engines\/.+\.json$/.test(n)) && names.some((n) => /^engines\/.+\.log$/.test(n)),
+    "each running engine's state and output",
+  );
+  const text = (name: string): string =>
+    readFileSync(files.find((f) => f.endsWith(`/${name}`)) ?? assert.fail(`no ${name}`), "utf8");
   assert.match(text("nftables.txt"), /table inet/, "the kill switch's table is in the ruleset");
   const wgState = names.find((n) => /^engines\/.*-wireguard\.json$/.test(n));
   if (wgState !== undefined) assert.match(text(wgState), /"peers"/, "the UAPI dump is there");
-  const host = JSON.parse(text("host.json")) as { os?: { kernel?: string }; dns?: { servers?: string[] }; routes?: unknown };
+  const host = JSON.parse(text("host.json")) as {
+    os?: { kernel?: string };
+    dns?: { servers?: string[] };
+    routes?: unknown;
+  };
   assert.ok(host.os?.kernel !== undefined && host.routes !== undefined, "host facts are there");
 
   // --- manifest hashes
@@ -162,14 +207,28 @@ test("bundle-from-a-connected-agent-is-complete-redacted-renders-and-reaches-sft
   for (const f of files) {
     const bytes = readFileSync(f);
     const lower = bytes.toString("latin1").toLowerCase();
-    for (const sec of secrets) assert.ok(bytes.indexOf(Buffer.from(sec)) === -1 && !lower.includes(sec.toLowerCase()), `${relative(x, f)} contains a secret (${sec.slice(0, 6)}...)`);
-    assert.equal(/(?<![A-Za-z0-9_-])alice(?![A-Za-z0-9_-])/.test(bytes.toString("utf8")), false, `${relative(x, f)} names the user`);
+    for (const sec of secrets)
+      assert.ok(
+        bytes.indexOf(Buffer.from(sec)) === -1 && !lower.includes(sec.toLowerCase()),
+        `${relative(x, f)} contains a secret (${sec.slice(0, 6)}...)`,
+      );
+    assert.equal(
+      /(?<![A-Za-z0-9_-])alice(?![A-Za-z0-9_-])/.test(bytes.toString("utf8")),
+      false,
+      `${relative(x, f)} names the user`,
+    );
   }
 
   // --- the same value gets the same pseudonym across files
-  const userToken = /"username": "(user-\d+)"/.exec(text("config.json"))?.[1] ?? assert.fail("user name pseudonymised in config.json");
-  assert.ok(text("process.json").includes(`"SUDO_USER": "${userToken}"`), "SUDO_USER carries the same token as the configured user name");
-  const ipToken = /"DETOUR_DIAG_UPSTREAM": "(ip-\d+)"/.exec(text("process.json"))?.[1] ?? assert.fail("public address pseudonymised in process.json");
+  const userToken =
+    /"username": "(user-\d+)"/.exec(text("config.json"))?.[1] ?? assert.fail("user name pseudonymised in config.json");
+  assert.ok(
+    text("process.json").includes(`"SUDO_USER": "${userToken}"`),
+    "SUDO_USER carries the same token as the configured user name",
+  );
+  const ipToken =
+    /"DETOUR_DIAG_UPSTREAM": "(ip-\d+)"/.exec(text("process.json"))?.[1] ??
+    assert.fail("public address pseudonymised in process.json");
   assert.ok(text("logs/detourd.log").includes(ipToken), "the log uses the same token for the same address");
   assert.ok(text(`process.json`).includes(`"${PLANTED_ENV_NAME}": "[removed:known-secret]"`));
 
@@ -182,7 +241,14 @@ test("bundle-from-a-connected-agent-is-complete-redacted-renders-and-reaches-sft
       executablePath: "/usr/bin/chromium",
       headless: true,
       timeout: BROWSER_TIMEOUT_MS,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+      ],
     });
     try {
       const page = await ctx.newPage();
@@ -192,7 +258,10 @@ test("bundle-from-a-connected-agent-is-complete-redacted-renders-and-reaches-sft
       const sentence = await page.locator("#state").innerText();
       assert.match(sentence, /^Connected to gw\d over /, sentence);
       const p50 = await page.locator("#chart path.rtt-p50").getAttribute("d");
-      assert.ok(p50 !== null && (p50.match(/L/g) ?? []).length >= 1, `the chart has an RTT line: ${String(p50).slice(0, 80)}`);
+      assert.ok(
+        p50 !== null && (p50.match(/L/g) ?? []).length >= 1,
+        `the chart has an RTT line: ${String(p50).slice(0, 80)}`,
+      );
       const box = await page.locator("#chart").boundingBox();
       assert.ok(box !== null && box.width > 300 && box.height > 100, "the chart is laid out");
       assert.equal(await page.locator("#gateways tbody tr").count(), 3);
@@ -210,7 +279,10 @@ test("bundle-from-a-connected-agent-is-complete-redacted-renders-and-reaches-sft
   const out = join(tmp, "copy.tar.gz");
   const cli = (args: string[], ns?: string): { code: number | null; out: string } => {
     const argv = [join(REPO_ROOT, "bin", "detour"), ...args];
-    const res = ns === undefined ? spawnSync(argv[0] ?? "", argv.slice(1), { encoding: "utf8", timeout: 90_000 }) : spawnSync("ip", ["netns", "exec", ns, ...argv], { encoding: "utf8", timeout: 90_000 });
+    const res =
+      ns === undefined
+        ? spawnSync(argv[0] ?? "", argv.slice(1), { encoding: "utf8", timeout: 90_000 })
+        : spawnSync("ip", ["netns", "exec", ns, ...argv], { encoding: "utf8", timeout: 90_000 });
     return { code: res.status, out: `${res.stdout}${res.stderr}` };
   };
   const made = cli(["--socket", agentPaths(ID).socket, "diag", "--out", out], lab.topologyOf(ID).client.ns);
@@ -238,8 +310,16 @@ test("bundle-from-a-connected-agent-is-complete-redacted-renders-and-reaches-sft
   assert.ok(col.ok, col.error ?? "");
   const db = new Database(collectorPaths(lab.labDirOf(ID)).db, { readonly: true, fileMustExist: true });
   try {
-    const rows = db.prepare("SELECT sha256, name, body FROM bundles").all() as { sha256: string; name: string; body: Buffer }[];
-    assert.deepEqual(rows.map((r) => [r.sha256, r.name]), [[sha(up.path), up.path.split("/").pop()]], "the collector holds exactly this bundle");
+    const rows = db.prepare("SELECT sha256, name, body FROM bundles").all() as {
+      sha256: string;
+      name: string;
+      body: Buffer;
+    }[];
+    assert.deepEqual(
+      rows.map((r) => [r.sha256, r.name]),
+      [[sha(up.path), up.path.split("/").pop()]],
+      "the collector holds exactly this bundle",
+    );
     const summary = bundleSummary(rows[0]?.body ?? new Uint8Array());
     assert.ok(summary.ok && /Connected to gw\d/.test(summary.html), "the dashboard can open its summary");
   } finally {

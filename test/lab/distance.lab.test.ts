@@ -42,9 +42,30 @@ interface Pings {
 async function pingFrom(id: string, address: string): Promise<Pings> {
   const ns = lab.topologyOf(id).client.ns;
   const family = address.includes(":") ? "-6" : "-4";
-  const r = await run("ip", ["netns", "exec", ns, "ping", family, "-n", "-c", String(PING_SAMPLES), "-i", PING_INTERVAL_S, "-W", PING_WAIT_S, address], { timeoutMs: PING_TIMEOUT_MS });
+  const r = await run(
+    "ip",
+    [
+      "netns",
+      "exec",
+      ns,
+      "ping",
+      family,
+      "-n",
+      "-c",
+      String(PING_SAMPLES),
+      "-i",
+      PING_INTERVAL_S,
+      "-W",
+      PING_WAIT_S,
+      address,
+    ],
+    { timeoutMs: PING_TIMEOUT_MS },
+  );
   const rtts = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
-  assert.ok(rtts.length >= PING_SAMPLES - 1, `ping ${address} from ${ns}: ${rtts.length}/${PING_SAMPLES} replies\n${r.stdout}${r.stderr}`);
+  assert.ok(
+    rtts.length >= PING_SAMPLES - 1,
+    `ping ${address} from ${ns}: ${rtts.length}/${PING_SAMPLES} replies\n${r.stdout}${r.stderr}`,
+  );
   const sorted = [...rtts].sort((a, b) => a - b);
   return { rtts, median: sorted[Math.floor(sorted.length / 2)] ?? NaN, min: sorted[0] ?? NaN };
 }
@@ -52,17 +73,34 @@ async function pingFrom(id: string, address: string): Promise<Pings> {
 /** The median round trip to each gateway's underlay address, measured side by side. */
 async function medians(id: string, family: "ipv4" | "ipv6" = "ipv4"): Promise<Record<GatewayName, Pings>> {
   const topo = lab.topologyOf(id);
-  const all = await Promise.all(GATEWAY_NAMES.map((g) => pingFrom(id, family === "ipv4" ? gatewayByName(topo, g).address : gatewayByName(topo, g).address6)));
+  const all = await Promise.all(
+    GATEWAY_NAMES.map((g) =>
+      pingFrom(id, family === "ipv4" ? gatewayByName(topo, g).address : gatewayByName(topo, g).address6),
+    ),
+  );
   return Object.fromEntries(GATEWAY_NAMES.map((g, i) => [g, all[i]])) as Record<GatewayName, Pings>;
 }
 
 /** Asserts each gateway's median near `expected` and no echo below the fixed delays (`floor`). */
-function assertRtts(what: string, got: Record<GatewayName, Pings>, expected: (g: GatewayName) => number, floor: (g: GatewayName) => number): void {
-  console.log(`${what}: ${GATEWAY_NAMES.map((g) => `${g} median ${got[g].median.toFixed(1)} ms (min ${got[g].min.toFixed(1)}, expected ${expected(g)})`).join(", ")}`);
+function assertRtts(
+  what: string,
+  got: Record<GatewayName, Pings>,
+  expected: (g: GatewayName) => number,
+  floor: (g: GatewayName) => number,
+): void {
+  console.log(
+    `${what}: ${GATEWAY_NAMES.map((g) => `${g} median ${got[g].median.toFixed(1)} ms (min ${got[g].min.toFixed(1)}, expected ${expected(g)})`).join(", ")}`,
+  );
   for (const g of GATEWAY_NAMES) {
     const { median, min, rtts } = got[g];
-    assert.ok(median >= expected(g) - MEDIAN_BELOW_MS && median <= expected(g) + MEDIAN_ABOVE_MS, `${what}: ${g} median ${median} ms, expected ${expected(g)} (-${MEDIAN_BELOW_MS}/+${MEDIAN_ABOVE_MS}); samples ${rtts.join(", ")}`);
-    assert.ok(min >= floor(g) - FLOOR_SLACK_MS, `${what}: ${g} echo after ${min} ms, below the links' fixed ${floor(g)} ms`);
+    assert.ok(
+      median >= expected(g) - MEDIAN_BELOW_MS && median <= expected(g) + MEDIAN_ABOVE_MS,
+      `${what}: ${g} median ${median} ms, expected ${expected(g)} (-${MEDIAN_BELOW_MS}/+${MEDIAN_ABOVE_MS}); samples ${rtts.join(", ")}`,
+    );
+    assert.ok(
+      min >= floor(g) - FLOOR_SLACK_MS,
+      `${what}: ${g} echo after ${min} ms, below the links' fixed ${floor(g)} ms`,
+    );
   }
 }
 
@@ -92,20 +130,36 @@ test("each-gateway-is-as-far-as-users-have-it", { timeout: 60_000 }, async () =>
 });
 
 test("a-client-uplink-delay-adds-to-every-distance", { timeout: 60_000 }, async () => {
-  const imp = await lab.impair({ kind: "delay", target: "client", proto: "all", dir: "both", delayMs: CLIENT_DELAY_MS, jitterMs: 0 }, ID);
+  const imp = await lab.impair(
+    { kind: "delay", target: "client", proto: "all", dir: "both", delayMs: CLIENT_DELAY_MS, jitterMs: 0 },
+    ID,
+  );
   try {
     const extra = 2 * CLIENT_DELAY_MS;
-    assertRtts(`client delay ${CLIENT_DELAY_MS} ms each way`, await medians(ID), (g) => rtt(g) + extra, (g) => fixed(g) + extra);
+    assertRtts(
+      `client delay ${CLIENT_DELAY_MS} ms each way`,
+      await medians(ID),
+      (g) => rtt(g) + extra,
+      (g) => fixed(g) + extra,
+    );
   } finally {
     await lab.lift(imp.id, ID);
   }
 });
 
 test("a-delay-on-one-gateway-adds-to-its-distance-only", { timeout: 60_000 }, async () => {
-  const imp = await lab.impair({ kind: "delay", target: "gw2", proto: "all", dir: "both", delayMs: GATEWAY_DELAY_MS, jitterMs: 0 }, ID);
+  const imp = await lab.impair(
+    { kind: "delay", target: "gw2", proto: "all", dir: "both", delayMs: GATEWAY_DELAY_MS, jitterMs: 0 },
+    ID,
+  );
   try {
     const extra = (g: GatewayName): number => (g === "gw2" ? 2 * GATEWAY_DELAY_MS : 0);
-    assertRtts(`gw2 delay ${GATEWAY_DELAY_MS} ms each way`, await medians(ID), (g) => rtt(g) + extra(g), (g) => fixed(g) + extra(g));
+    assertRtts(
+      `gw2 delay ${GATEWAY_DELAY_MS} ms each way`,
+      await medians(ID),
+      (g) => rtt(g) + extra(g),
+      (g) => fixed(g) + extra(g),
+    );
   } finally {
     await lab.lift(imp.id, ID);
   }
@@ -116,12 +170,19 @@ test("heal-keeps-the-distances-and-restarts-a-dead-one", { timeout: 60_000 }, as
   const gw1 = (await lab.status(ID)).distances.find((d) => d.gateway === "gw1");
   assert.ok(gw1 !== undefined);
   await stopPids([gw1.pids.up], "SIGKILL");
-  assert.equal((await lab.status(ID)).distances.find((d) => d.gateway === "gw1")?.alive, false, "status notices a dead distance delayq");
+  assert.equal(
+    (await lab.status(ID)).distances.find((d) => d.gateway === "gw1")?.alive,
+    false,
+    "status notices a dead distance delayq",
+  );
 
   await lab.heal(ID);
   const st = await lab.status(ID);
   assert.deepEqual(st.impairments, [], "heal lifts the impairments");
-  assert.ok(st.distances.length === 3 && st.distances.every((d) => d.alive), `every distance in force after heal: ${JSON.stringify(st.distances)}`);
+  assert.ok(
+    st.distances.length === 3 && st.distances.every((d) => d.alive),
+    `every distance in force after heal: ${JSON.stringify(st.distances)}`,
+  );
   assertRtts("after heal", await medians(ID), rtt, fixed);
 });
 
@@ -132,6 +193,7 @@ test("distance-none-is-the-zero-ms-world-of-the-baselines", { timeout: 120_000 }
   assert.deepEqual(st.distances, [], "no distance delayq runs");
   const got = await medians(NONE_ID);
   console.log(`distance none: ${GATEWAY_NAMES.map((g) => `${g} median ${got[g].median.toFixed(2)} ms`).join(", ")}`);
-  for (const g of GATEWAY_NAMES) assert.ok(got[g].median <= NONE_MAX_MEDIAN_MS, `${g} median ${got[g].median} ms in the 0 ms world`);
+  for (const g of GATEWAY_NAMES)
+    assert.ok(got[g].median <= NONE_MAX_MEDIAN_MS, `${g} median ${got[g].median} ms in the 0 ms world`);
   await lab.down(NONE_ID);
 });

@@ -24,7 +24,10 @@ test("neighbour-discovery-crosses-the-link-undelayed-like-arp", () => {
   const [up] = distanceLegs(labTopology("lab"), "user");
   const rules = up?.rules ?? [];
   const ndp = rules.filter((r) => r.args.includes("--icmpv6-type"));
-  assert.deepEqual(ndp.map((r) => r.args[r.args.indexOf("--icmpv6-type") + 1]), ["133", "134", "135", "136", "137"]);
+  assert.deepEqual(
+    ndp.map((r) => r.args[r.args.indexOf("--icmpv6-type") + 1]),
+    ["133", "134", "135", "136", "137"],
+  );
   assert.ok(ndp.every((r) => r.command === "ip6tables" && r.args.at(-1) === "RETURN"));
   const lastException = rules.map((r) => r.args.at(-1)).lastIndexOf("RETURN");
   const queued = rules.findIndex((r) => r.command === "ip6tables" && r.args.includes("NFQUEUE"));

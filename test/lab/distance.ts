@@ -7,7 +7,14 @@
 import { join } from "node:path";
 import { startDelayq } from "./delayq.ts";
 import { isAlive, runOk } from "./exec.ts";
-import { gatewayDistances, oneWayDelay, type DistanceProfile, type GatewayDistance, type GatewayName, type LabTopology } from "./topology.ts";
+import {
+  gatewayDistances,
+  oneWayDelay,
+  type DistanceProfile,
+  type GatewayDistance,
+  type GatewayName,
+  type LabTopology,
+} from "./topology.ts";
 
 /** `up` is client towards gateway (arriving on the gateway's ul0), `down` gateway towards client (leaving on it). */
 export type LinkDirection = "up" | "down";
@@ -64,7 +71,10 @@ export function distanceLegs(topo: LabTopology, profile: DistanceProfile): Dista
         jitterMs,
         rules: [
           { command: "iptables", args: queueIt },
-          ...NDP_ICMPV6_TYPES.map((t) => ({ command: "ip6tables" as const, args: [...where, "-p", "ipv6-icmp", "--icmpv6-type", String(t), "-j", "RETURN"] })),
+          ...NDP_ICMPV6_TYPES.map((t) => ({
+            command: "ip6tables" as const,
+            args: [...where, "-p", "ipv6-icmp", "--icmpv6-type", String(t), "-j", "RETURN"],
+          })),
           { command: "ip6tables", args: queueIt },
         ],
       };
@@ -82,7 +92,12 @@ export function mangleScript(rules: readonly (readonly string[])[]): string {
  * runs, starts the missing ones, and replaces each gateway's mangle table with the queue rules (the table holds
  * nothing else, so replacing it whole is atomic and safe to repeat; `heal` does, to restore the distances).
  */
-export async function applyDistances(topo: LabTopology, labDir: string, profile: DistanceProfile, current: DistancePids = {}): Promise<DistancePids> {
+export async function applyDistances(
+  topo: LabTopology,
+  labDir: string,
+  profile: DistanceProfile,
+  current: DistancePids = {},
+): Promise<DistancePids> {
   const pids: DistancePids = {};
   // Gateways side by side: each delayq takes a few milliseconds to bind its queue.
   await Promise.all(
@@ -96,11 +111,19 @@ export async function applyDistances(topo: LabTopology, labDir: string, profile:
         mine[leg.dir] =
           running > 0 && isAlive(running)
             ? running
-            : await startDelayq(leg.ns, leg.queue, leg.delayMs, leg.jitterMs, join(labDir, "logs", `distance-${g.name}-${leg.dir}.log`));
+            : await startDelayq(
+                leg.ns,
+                leg.queue,
+                leg.delayMs,
+                leg.jitterMs,
+                join(labDir, "logs", `distance-${g.name}-${leg.dir}.log`),
+              );
       }
       for (const command of IPTABLES_COMMANDS) {
         const rules = legs.flatMap((l) => l.rules.filter((r) => r.command === command).map((r) => r.args));
-        await runOk("ip", ["netns", "exec", g.ns, `${command}-restore`, "-w", XTABLES_WAIT_S], { input: mangleScript(rules) });
+        await runOk("ip", ["netns", "exec", g.ns, `${command}-restore`, "-w", XTABLES_WAIT_S], {
+          input: mangleScript(rules),
+        });
       }
     }),
   );
@@ -124,7 +147,15 @@ export function distanceStatus(topo: LabTopology, profile: DistanceProfile, pids
     const d: GatewayDistance | undefined = distances[g.name];
     if (d === undefined) return [];
     const p = pids[g.name] ?? { up: 0, down: 0 };
-    return [{ gateway: g.name, rttMs: d.rttMs, oneWay: oneWayDelay(d), pids: p, alive: LINK_DIRECTIONS.every((dir) => p[dir] > 0 && isAlive(p[dir])) }];
+    return [
+      {
+        gateway: g.name,
+        rttMs: d.rttMs,
+        oneWay: oneWayDelay(d),
+        pids: p,
+        alive: LINK_DIRECTIONS.every((dir) => p[dir] > 0 && isAlive(p[dir])),
+      },
+    ];
   });
 }
 

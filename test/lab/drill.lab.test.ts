@@ -61,12 +61,24 @@ function clientNs(): string {
 }
 
 /** Runs `detour` in the client namespace, as a user there would. */
-async function detour(args: string[], timeoutMs = CLI_TIMEOUT_MS): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const r = await run("ip", ["netns", "exec", clientNs(), join(REPO_ROOT, "bin", "detour"), "--socket", agentPaths(ID).socket, ...args], { timeoutMs });
+async function detour(
+  args: string[],
+  timeoutMs = CLI_TIMEOUT_MS,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const r = await run(
+    "ip",
+    ["netns", "exec", clientNs(), join(REPO_ROOT, "bin", "detour"), "--socket", agentPaths(ID).socket, ...args],
+    { timeoutMs },
+  );
   return { code: r.code, stdout: r.stdout, stderr: r.stderr };
 }
 
-async function waitFor(c: ControlClient, what: string, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status> {
+async function waitFor(
+  c: ControlClient,
+  what: string,
+  pred: (s: Status) => boolean,
+  timeoutMs: number,
+): Promise<Status> {
   const until = Date.now() + timeoutMs;
   let last: Status | null = null;
   for (let i = 0; i < Math.ceil(timeoutMs / POLL_MS) + 1 && Date.now() < until; i++) {
@@ -74,7 +86,9 @@ async function waitFor(c: ControlClient, what: string, pred: (s: Status) => bool
     if (pred(last)) return last;
     await sleep(POLL_MS);
   }
-  assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last).slice(0, 3000)}`);
+  assert.fail(
+    `timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last).slice(0, 3000)}`,
+  );
 }
 
 async function connected(): Promise<{ c: ControlClient; s: Status; events: ConnectionEvent[] }> {
@@ -123,39 +137,51 @@ test("drill-while-disconnected-is-refused-with-a-clear-message-and-blocks-nothin
   assert.equal((await client.status()).lastDrill, null, "a refused drill is not the last drill");
 });
 
-test("drill-within-the-sla-moves-to-another-gateway-reports-it-everywhere-and-lifts-the-block", { timeout: 90_000 }, async () => {
-  const { c, s, events } = await connected();
-  assert.equal(s.gateway, "gw1");
-  const r = await detour(["drill", "--sla-ms", "3000"], DRILL_CLI_TIMEOUT_MS);
-  console.log(`detour drill --sla-ms 3000 (exit ${String(r.code)}):\n${r.stdout}`);
-  assert.equal(r.code, 0, `exit code; stdout: ${r.stdout}; stderr: ${r.stderr}`);
-  assert.match(r.stdout, /^Drill passed: gw1 \(WireGuard\) blocked; detected in \d+ ms, traffic restored via gw[23] \([^)]+\) in \d+ ms; SLA 3000 ms$/m);
-  assert.match(r.stdout, /gw1 is usable again$/m);
-  assert.ok(await blockGone(), `the ${DRILL_TABLE} table is gone`);
+test(
+  "drill-within-the-sla-moves-to-another-gateway-reports-it-everywhere-and-lifts-the-block",
+  { timeout: 90_000 },
+  async () => {
+    const { c, s, events } = await connected();
+    assert.equal(s.gateway, "gw1");
+    const r = await detour(["drill", "--sla-ms", "3000"], DRILL_CLI_TIMEOUT_MS);
+    console.log(`detour drill --sla-ms 3000 (exit ${String(r.code)}):\n${r.stdout}`);
+    assert.equal(r.code, 0, `exit code; stdout: ${r.stdout}; stderr: ${r.stderr}`);
+    assert.match(
+      r.stdout,
+      /^Drill passed: gw1 \(WireGuard\) blocked; detected in \d+ ms, traffic restored via gw[23] \([^)]+\) in \d+ ms; SLA 3000 ms$/m,
+    );
+    assert.match(r.stdout, /gw1 is usable again$/m);
+    assert.ok(await blockGone(), `the ${DRILL_TABLE} table is gone`);
 
-  const after = await c.status();
-  const d = after.lastDrill;
-  assert.ok(d != null, "status shows the last drill");
-  assert.equal(d.verdict, "pass", d.reason);
-  assert.deepEqual(d.from, { gateway: "gw1", kind: "wireguard" });
-  assert.ok(d.to !== null && d.to.gateway !== "gw1", `moved to another gateway: ${JSON.stringify(d.to)}`);
-  assert.ok(d.detectedAfterMs !== null && d.restoredAfterMs !== null && d.detectedAfterMs <= d.restoredAfterMs && d.restoredAfterMs <= 3000);
-  assert.ok(d.failover !== null && d.failover.from.gateway === "gw1", "detourd's own failover record is attached");
-  console.log(
-    `drill: detected ${String(d.detectedAfterMs)} ms, restored ${String(d.restoredAfterMs)} ms after the block (${String(d.probesLost)} of ${String(d.probesSent)} probes lost); ` +
-      `detourd's own record: detected ${String(d.failover.detectedAfterMs)} ms, restored ${String(d.failover.restoredAfterMs)} ms after its last reply`,
-  );
-  assert.equal(after.state, "connected");
-  assert.equal(after.gateway, d.to.gateway);
-  assert.equal(await corpSees(d.to.gateway), d.to.gateway, "corp is reached through the new gateway");
+    const after = await c.status();
+    const d = after.lastDrill;
+    assert.ok(d != null, "status shows the last drill");
+    assert.equal(d.verdict, "pass", d.reason);
+    assert.deepEqual(d.from, { gateway: "gw1", kind: "wireguard" });
+    assert.ok(d.to !== null && d.to.gateway !== "gw1", `moved to another gateway: ${JSON.stringify(d.to)}`);
+    assert.ok(
+      d.detectedAfterMs !== null &&
+        d.restoredAfterMs !== null &&
+        d.detectedAfterMs <= d.restoredAfterMs &&
+        d.restoredAfterMs <= 3000,
+    );
+    assert.ok(d.failover !== null && d.failover.from.gateway === "gw1", "detourd's own failover record is attached");
+    console.log(
+      `drill: detected ${String(d.detectedAfterMs)} ms, restored ${String(d.restoredAfterMs)} ms after the block (${String(d.probesLost)} of ${String(d.probesSent)} probes lost); ` +
+        `detourd's own record: detected ${String(d.failover.detectedAfterMs)} ms, restored ${String(d.failover.restoredAfterMs)} ms after its last reply`,
+    );
+    assert.equal(after.state, "connected");
+    assert.equal(after.gateway, d.to.gateway);
+    assert.equal(await corpSees(d.to.gateway), d.to.gateway, "corp is reached through the new gateway");
 
-  const drillEvents = events.filter((e): e is Extract<ConnectionEvent, { type: "drill" }> => e.type === "drill");
-  assert.equal(drillEvents.length, 1, "one drill event in the stream");
-  assert.equal(drillEvents[0]?.drill.id, d.id);
-  const logged = drillLogLines();
-  assert.equal(logged.length, 1, "one structured log line");
-  assert.equal(logged[0]?.drill?.verdict, "pass");
-});
+    const drillEvents = events.filter((e): e is Extract<ConnectionEvent, { type: "drill" }> => e.type === "drill");
+    assert.equal(drillEvents.length, 1, "one drill event in the stream");
+    assert.equal(drillEvents[0]?.drill.id, d.id);
+    const logged = drillLogLines();
+    assert.equal(logged.length, 1, "one structured log line");
+    assert.equal(logged[0]?.drill?.verdict, "pass");
+  },
+);
 
 test("an-impossible-sla-fails-with-the-reason-and-the-gateway-is-usable-again", { timeout: 90_000 }, async () => {
   const { c, s } = await connected();
@@ -163,7 +189,10 @@ test("an-impossible-sla-fails-with-the-reason-and-the-gateway-is-usable-again", 
   const r = await detour(["drill", "--sla-ms", "1"], DRILL_CLI_TIMEOUT_MS);
   console.log(`detour drill --sla-ms 1 (exit ${String(r.code)}):\n${r.stdout}`);
   assert.equal(r.code, 4, `exit code; stdout: ${r.stdout}; stderr: ${r.stderr}`);
-  assert.match(r.stdout, /^Drill failed \((detection|restoration) \d+ ms exceeds SLA 1 ms\): gw1 \(WireGuard\) blocked; detected in \d+ ms, traffic restored via gw[23] /);
+  assert.match(
+    r.stdout,
+    /^Drill failed \((detection|restoration) \d+ ms exceeds SLA 1 ms\): gw1 \(WireGuard\) blocked; detected in \d+ ms, traffic restored via gw[23] /,
+  );
   assert.ok(await blockGone(), `the ${DRILL_TABLE} table is gone`);
   const d = (await c.status()).lastDrill;
   assert.equal(d?.verdict, "fail");
@@ -171,7 +200,11 @@ test("an-impossible-sla-fails-with-the-reason-and-the-gateway-is-usable-again", 
   // Usable again: the drilled gateway's AnyConnect port accepts a TCP connection from the client (a fresh connect
   // would not show it: per-network memory now races the failover's winner first).
   const gw1 = lab.topologyOf(ID).gateways.find((g) => g.name === "gw1")?.address ?? assert.fail("no gw1");
-  const tcp = await run("ip", ["netns", "exec", clientNs(), "timeout", "3", "bash", "-c", `exec 3<>/dev/tcp/${gw1}/443`], { timeoutMs: CLI_TIMEOUT_MS });
+  const tcp = await run(
+    "ip",
+    ["netns", "exec", clientNs(), "timeout", "3", "bash", "-c", `exec 3<>/dev/tcp/${gw1}/443`],
+    { timeoutMs: CLI_TIMEOUT_MS },
+  );
   assert.equal(tcp.code, 0, `gw1:443 accepts connections again: ${tcp.stderr}`);
   assert.equal(await corpSees(d.to?.gateway ?? "?"), d.to?.gateway, "corp is reached through the tunnel");
 });

@@ -20,7 +20,13 @@ export interface LabSpecOptions {
   pin?: { wireguardPublicKey?: string; ikeRemoteId?: string; tlsPin?: string };
 }
 
-export function labEngineSpec(topo: LabTopology, state: LabState, gateway: string, leg: LabLeg, opts: LabSpecOptions): EngineSpec {
+export function labEngineSpec(
+  topo: LabTopology,
+  state: LabState,
+  gateway: string,
+  leg: LabLeg,
+  opts: LabSpecOptions,
+): EngineSpec {
   const gw = gatewayByName(topo, gateway);
   const secrets = state.secrets.gateways[gw.name];
   if (secrets === undefined) throw new Error(`the lab has no credentials for ${gw.name}`);

@@ -50,7 +50,12 @@ after(async () => {
   await lab.down(ID);
 });
 
-async function waitFor(c: ControlClient, what: string, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status> {
+async function waitFor(
+  c: ControlClient,
+  what: string,
+  pred: (s: Status) => boolean,
+  timeoutMs: number,
+): Promise<Status> {
   const until = Date.now() + timeoutMs;
   let last: Status | null = null;
   for (let i = 0; i < Math.ceil(timeoutMs / 50) + 1 && Date.now() < until; i++) {
@@ -58,42 +63,60 @@ async function waitFor(c: ControlClient, what: string, pred: (s: Status) => bool
     if (pred(last)) return last;
     await sleep(50);
   }
-  assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last, null, 1).slice(0, 3000)}`);
+  assert.fail(
+    `timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last, null, 1).slice(0, 3000)}`,
+  );
 }
 
 for (const rtt of [360, 600]) {
-  test(`a-${rtt}-ms-uplink-with-jitter-and-loss-connects-in-a-few-round-trips-and-never-fails-over`, { timeout: WATCH_MS + 60_000 }, async () => {
-    await lab.impair({ kind: "delay", target: "client", proto: "all", dir: "both", delayMs: rtt / 2 - JITTER_MS / 2, jitterMs: JITTER_MS }, ID);
-    await lab.impair({ kind: "loss", target: "client", proto: "all", dir: "both", percent: LOSS_PCT }, ID);
-    const a = await agentStart(ID);
-    client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
-    const c = client;
-    const t0 = Date.now();
-    await c.connect();
-    const s = await waitFor(c, "connected", (x) => x.state === "connected", 20_000);
-    const connectMs = Date.now() - t0;
-    const from = s.gateway;
-    let failovers = 0;
-    let lastFailoverAt: number | null = null;
-    const w0 = Date.now();
-    while (Date.now() - w0 < WATCH_MS) {
-      const x = await c.status();
-      assert.notEqual(x.state, "error", `error while watching: ${x.summary}`);
-      const f = x.lastFailover;
-      if (f !== null && f.detectedAt !== lastFailoverAt) {
-        failovers += 1;
-        lastFailoverAt = f.detectedAt;
-        console.log(`  failover: ${f.from.gateway} -> ${f.to?.gateway ?? "?"}: ${f.reason}`);
+  test(
+    `a-${rtt}-ms-uplink-with-jitter-and-loss-connects-in-a-few-round-trips-and-never-fails-over`,
+    { timeout: WATCH_MS + 60_000 },
+    async () => {
+      await lab.impair(
+        {
+          kind: "delay",
+          target: "client",
+          proto: "all",
+          dir: "both",
+          delayMs: rtt / 2 - JITTER_MS / 2,
+          jitterMs: JITTER_MS,
+        },
+        ID,
+      );
+      await lab.impair({ kind: "loss", target: "client", proto: "all", dir: "both", percent: LOSS_PCT }, ID);
+      const a = await agentStart(ID);
+      client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
+      const c = client;
+      const t0 = Date.now();
+      await c.connect();
+      const s = await waitFor(c, "connected", (x) => x.state === "connected", 20_000);
+      const connectMs = Date.now() - t0;
+      const from = s.gateway;
+      let failovers = 0;
+      let lastFailoverAt: number | null = null;
+      const w0 = Date.now();
+      while (Date.now() - w0 < WATCH_MS) {
+        const x = await c.status();
+        assert.notEqual(x.state, "error", `error while watching: ${x.summary}`);
+        const f = x.lastFailover;
+        if (f !== null && f.detectedAt !== lastFailoverAt) {
+          failovers += 1;
+          lastFailoverAt = f.detectedAt;
+          console.log(`  failover: ${f.from.gateway} -> ${f.to?.gateway ?? "?"}: ${f.reason}`);
+        }
+        await sleep(POLL_MS);
       }
-      await sleep(POLL_MS);
-    }
-    const end = await c.status();
-    const r = await probe.http({ url: "http://198.19.0.1/whoami", timeoutMs: 5000 });
-    console.log(`${rtt} ms uplink: connected to ${String(from)} over ${String(s.protocol)} in ${connectMs} ms; ${failovers} failovers in ${WATCH_MS / 1000} s; still on ${String(end.gateway)}; tunnel rtt p50 ${String(end.telemetry?.rttMs ?? "?")} ms, loss ${String(end.telemetry?.lossPct ?? "?")} %`);
-    assert.ok(connectMs <= CONNECT_ROUND_TRIPS * rtt + 1000, `connected in ${connectMs} ms`);
-    assert.equal(failovers, 0, "no failover on a healthy far path");
-    assert.equal(end.state, "connected");
-    assert.equal(end.gateway, from);
-    assert.ok(r.ok && r.status === 200, "corp answers through the tunnel");
-  });
+      const end = await c.status();
+      const r = await probe.http({ url: "http://198.19.0.1/whoami", timeoutMs: 5000 });
+      console.log(
+        `${rtt} ms uplink: connected to ${String(from)} over ${String(s.protocol)} in ${connectMs} ms; ${failovers} failovers in ${WATCH_MS / 1000} s; still on ${String(end.gateway)}; tunnel rtt p50 ${String(end.telemetry?.rttMs ?? "?")} ms, loss ${String(end.telemetry?.lossPct ?? "?")} %`,
+      );
+      assert.ok(connectMs <= CONNECT_ROUND_TRIPS * rtt + 1000, `connected in ${connectMs} ms`);
+      assert.equal(failovers, 0, "no failover on a healthy far path");
+      assert.equal(end.state, "connected");
+      assert.equal(end.gateway, from);
+      assert.ok(r.ok && r.status === 200, "corp answers through the tunnel");
+    },
+  );
 }

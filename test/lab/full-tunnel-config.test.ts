@@ -22,7 +22,12 @@ const clientSecrets = {
   wgPrivateKeyFile: "/x/client-wg.key",
   pskFile: "/x/psk",
   passwordFile: "/x/password",
-  gateways: Object.fromEntries(topo.gateways.map((g) => [g.name, { wgPublicKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", tlsPin: `pin-sha256:${"A".repeat(43)}=` }])),
+  gateways: Object.fromEntries(
+    topo.gateways.map((g) => [
+      g.name,
+      { wgPublicKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", tlsPin: `pin-sha256:${"A".repeat(43)}=` },
+    ]),
+  ),
 };
 
 test("a-full-tunnel-client-protects-everything-and-a-split-one-only-corp", () => {
@@ -44,6 +49,9 @@ test("full-tunnel-gateways-offer-everything-over-ikev2-and-anyconnect", () => {
 test("a-full-tunnel-gateway-masquerades-only-its-own-tunnel-clients-towards-the-underlay", () => {
   const nat = gatewayNatRuleset(gw1);
   assert.match(nat, /type nat hook postrouting priority srcnat/);
-  assert.match(nat, /oifname "ul0" ip saddr \{ 198\.19\.11\.0\/24, 198\.19\.12\.0\/24, 198\.19\.13\.0\/24 \} counter masquerade/);
+  assert.match(
+    nat,
+    /oifname "ul0" ip saddr \{ 198\.19\.11\.0\/24, 198\.19\.12\.0\/24, 198\.19\.13\.0\/24 \} counter masquerade/,
+  );
   assert.doesNotMatch(nat, /corp0/, "corp sees the clients' own addresses");
 });

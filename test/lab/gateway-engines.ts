@@ -117,7 +117,12 @@ swanctl {
  * swanctl.conf of a gateway: one road-warrior connection handing out addresses from the gateway's IKE pool,
  * offering corp (split tunnel) or everything (full tunnel) as its traffic selector.
  */
-export function gatewaySwanctlConf(topo: LabTopology, gw: GatewayTopology, psk: string, opts: { localId?: string; tunnel?: TunnelMode } = {}): string {
+export function gatewaySwanctlConf(
+  topo: LabTopology,
+  gw: GatewayTopology,
+  psk: string,
+  opts: { localId?: string; tunnel?: TunnelMode } = {},
+): string {
   const localId = opts.localId ?? gw.ikev2.id;
   return `connections {
   rw {
@@ -164,7 +169,12 @@ secrets {
  * families, so the gateway answers on its IPv4 and its IPv6 underlay address (the namespace has no others that
  * a client could reach). Full tunnel pushes the default route, split tunnel corp only.
  */
-export function ocservConf(gw: GatewayTopology, paths: GatewayPaths, secrets: GatewaySecrets, tunnel: TunnelMode = "split"): string {
+export function ocservConf(
+  gw: GatewayTopology,
+  paths: GatewayPaths,
+  secrets: GatewaySecrets,
+  tunnel: TunnelMode = "split",
+): string {
   const d = paths.ocservDir;
   return `auth = "plain[passwd=${secrets.ocpasswdFile}]"
 tcp-port = ${PORTS.anyconnect}
@@ -207,7 +217,13 @@ dtls-legacy = true
 }
 
 /** Writes every config file of one gateway; safe to repeat. */
-export function writeGatewayConfigs(topo: LabTopology, labDir: string, gw: GatewayTopology, secrets: GatewaySecrets, tunnel: TunnelMode = "split"): GatewayPaths {
+export function writeGatewayConfigs(
+  topo: LabTopology,
+  labDir: string,
+  gw: GatewayTopology,
+  secrets: GatewaySecrets,
+  tunnel: TunnelMode = "split",
+): GatewayPaths {
   const p = gatewayPaths(labDir, gw);
   mkdirSync(p.dir, { recursive: true, mode: 0o711 });
   // The ocserv user must traverse the gateway folder to reach its sockets.
@@ -215,7 +231,8 @@ export function writeGatewayConfigs(topo: LabTopology, labDir: string, gw: Gatew
   mkdirSync(p.ipsecDir, { recursive: true, mode: 0o700 });
   // ocserv's workers run as the ocserv user and must reach their sockets in this folder.
   mkdirSync(p.ocservDir, { recursive: true, mode: 0o755 });
-  for (const sub of ["x509", "x509ca", "private", "pubkey", "rsa", "ecdsa", "pkcs8"]) mkdirSync(join(p.ipsecDir, sub), { recursive: true });
+  for (const sub of ["x509", "x509ca", "private", "pubkey", "rsa", "ecdsa", "pkcs8"])
+    mkdirSync(join(p.ipsecDir, sub), { recursive: true });
   writeFileSync(p.strongswanConf, strongswanConf(p.vici, p.logs.charon), { mode: 0o600 });
   writeFileSync(p.swanctlConf, gatewaySwanctlConf(topo, gw, secrets.psk, { tunnel }), { mode: 0o600 });
   writeFileSync(p.ocservConf, ocservConf(gw, p, secrets, tunnel), { mode: 0o600 });
@@ -246,10 +263,31 @@ export async function startGatewayEngine(
       const ifname = gw.wireguard.ifname;
       // A socket left by a SIGKILLed wireguard-go would make the readiness check pass too early.
       rmSync(p.wgSocket, { force: true });
-      const pid = spawnDaemon(inNs(gw.ns, ["wireguard-go", "-f", ifname]), { logFile: p.logs.wireguard, env: { ...process.env, LOG_LEVEL: "verbose" } });
-      await waitFor(`wireguard-go on ${gw.name} (socket and link ${ifname})`, async () => isAliveOrThrow(pid, "wireguard-go", p.logs.wireguard) && existsSync(p.wgSocket) && (await linkExists(gw.ns, ifname)), { timeoutMs: ENGINE_READY_TIMEOUT_MS });
-      await nsRun(gw.ns, ["wg", "set", ifname, "listen-port", String(PORTS.wireguard), "private-key", secrets.wgPrivateKeyFile,
-        "peer", secrets.clientWgPublicKey, "allowed-ips", `${gw.wireguard.clientAddress}/32`]);
+      const pid = spawnDaemon(inNs(gw.ns, ["wireguard-go", "-f", ifname]), {
+        logFile: p.logs.wireguard,
+        env: { ...process.env, LOG_LEVEL: "verbose" },
+      });
+      await waitFor(
+        `wireguard-go on ${gw.name} (socket and link ${ifname})`,
+        async () =>
+          isAliveOrThrow(pid, "wireguard-go", p.logs.wireguard) &&
+          existsSync(p.wgSocket) &&
+          (await linkExists(gw.ns, ifname)),
+        { timeoutMs: ENGINE_READY_TIMEOUT_MS },
+      );
+      await nsRun(gw.ns, [
+        "wg",
+        "set",
+        ifname,
+        "listen-port",
+        String(PORTS.wireguard),
+        "private-key",
+        secrets.wgPrivateKeyFile,
+        "peer",
+        secrets.clientWgPublicKey,
+        "allowed-ips",
+        `${gw.wireguard.clientAddress}/32`,
+      ]);
       await nsRun(gw.ns, ["ip", "addr", "add", `${gw.wireguard.gatewayAddress}/24`, "dev", ifname]);
       await nsRun(gw.ns, ["ip", "link", "set", ifname, "up"]);
       return pid;
@@ -258,13 +296,24 @@ export async function startGatewayEngine(
       rmSync(p.vici, { force: true });
       const env = { ...process.env, STRONGSWAN_CONF: p.strongswanConf };
       const pid = spawnDaemon(inNs(gw.ns, ["/usr/sbin/charon-systemd"]), { logFile: p.logs.charonStdout, env });
-      await waitFor(`charon on ${gw.name} (VICI socket)`, () => isAliveOrThrow(pid, "charon-systemd", p.logs.charonStdout) && existsSync(p.vici), { timeoutMs: ENGINE_READY_TIMEOUT_MS });
+      await waitFor(
+        `charon on ${gw.name} (VICI socket)`,
+        () => isAliveOrThrow(pid, "charon-systemd", p.logs.charonStdout) && existsSync(p.vici),
+        { timeoutMs: ENGINE_READY_TIMEOUT_MS },
+      );
       await nsRun(gw.ns, ["swanctl", "--load-all", "--file", p.swanctlConf], { env });
       return pid;
     }
     case "anyconnect": {
       const pid = spawnDaemon(inNs(gw.ns, ["ocserv", "-f", "-c", p.ocservConf]), { logFile: p.logs.ocserv });
-      await waitFor(`ocserv on ${gw.name} (TCP and UDP ${PORTS.anyconnect})`, async () => isAliveOrThrow(pid, "ocserv", p.logs.ocserv) && (await listening(gw.ns, "tcp", PORTS.anyconnect)) && (await listening(gw.ns, "udp", PORTS.anyconnect)), { timeoutMs: ENGINE_READY_TIMEOUT_MS });
+      await waitFor(
+        `ocserv on ${gw.name} (TCP and UDP ${PORTS.anyconnect})`,
+        async () =>
+          isAliveOrThrow(pid, "ocserv", p.logs.ocserv) &&
+          (await listening(gw.ns, "tcp", PORTS.anyconnect)) &&
+          (await listening(gw.ns, "udp", PORTS.anyconnect)),
+        { timeoutMs: ENGINE_READY_TIMEOUT_MS },
+      );
       return pid;
     }
   }

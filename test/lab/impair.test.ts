@@ -47,14 +47,27 @@ test("an-impairment-covers-ipv6-too-unless-it-names-one-family", () => {
   assert.equal(v4, 'oifname "to-gw1" meta nfproto ipv4 counter drop comment "i1"');
   const [v6] = nftRules(imp({ kind: "reject", target: "gw2", proto: "tls", dir: "up", family: "ipv6" }));
   assert.equal(v6, 'oifname "to-gw2" meta nfproto ipv6 tcp dport 443 counter reject with tcp reset comment "i1"');
-  assert.throws(() => validateSpec({ kind: "block", target: "gw1", proto: "all", dir: "both", family: "ipx" as "ipv4" }), /family "ipx" is unknown/);
+  assert.throws(
+    () => validateSpec({ kind: "block", target: "gw1", proto: "all", dir: "both", family: "ipx" as "ipv4" }),
+    /family "ipx" is unknown/,
+  );
 });
 
 test("delays-are-queued-by-iptables-and-ip6tables", () => {
-  const [both] = delayPlans([imp({ kind: "delay", target: "gw1", proto: "wireguard", dir: "up", delayMs: 5, jitterMs: 0 })]);
-  assert.deepEqual(both?.rules.map((r) => r.command), ["iptables", "ip6tables"]);
-  const [v6] = delayPlans([imp({ kind: "delay", target: "gw1", proto: "wireguard", dir: "up", delayMs: 5, jitterMs: 0, family: "ipv6" })]);
-  assert.deepEqual(v6?.rules.map((r) => r.command), ["ip6tables"]);
+  const [both] = delayPlans([
+    imp({ kind: "delay", target: "gw1", proto: "wireguard", dir: "up", delayMs: 5, jitterMs: 0 }),
+  ]);
+  assert.deepEqual(
+    both?.rules.map((r) => r.command),
+    ["iptables", "ip6tables"],
+  );
+  const [v6] = delayPlans([
+    imp({ kind: "delay", target: "gw1", proto: "wireguard", dir: "up", delayMs: 5, jitterMs: 0, family: "ipv6" }),
+  ]);
+  assert.deepEqual(
+    v6?.rules.map((r) => r.command),
+    ["ip6tables"],
+  );
 });
 
 test("each-delay-gets-its-own-queue-and-both-directions", () => {
@@ -64,19 +77,62 @@ test("each-delay-gets-its-own-queue-and-both-directions", () => {
     imp({ kind: "delay", target: "client", proto: "ike", dir: "up", delayMs: 10, jitterMs: 5 }, "i3"),
   ]);
   assert.equal(plans.length, 2);
-  assert.deepEqual(plans.map((p) => p.queue), [100, 101]);
-  assert.deepEqual(plans[0]?.rules.filter((r) => r.command === "iptables").map((r) => r.args), [
-    ["-o", "to-gw1", "-j", "NFQUEUE", "--queue-num", "100", "--queue-bypass"],
-    ["-i", "to-gw1", "-j", "NFQUEUE", "--queue-num", "100", "--queue-bypass"],
-  ]);
-  assert.deepEqual(plans[1]?.rules.filter((r) => r.command === "iptables").map((r) => r.args), [["-i", "to-client", "-p", "udp", "-m", "multiport", "--dports", "500,4500", "-j", "NFQUEUE", "--queue-num", "101", "--queue-bypass"]]);
+  assert.deepEqual(
+    plans.map((p) => p.queue),
+    [100, 101],
+  );
+  assert.deepEqual(
+    plans[0]?.rules.filter((r) => r.command === "iptables").map((r) => r.args),
+    [
+      ["-o", "to-gw1", "-j", "NFQUEUE", "--queue-num", "100", "--queue-bypass"],
+      ["-i", "to-gw1", "-j", "NFQUEUE", "--queue-num", "100", "--queue-bypass"],
+    ],
+  );
+  assert.deepEqual(
+    plans[1]?.rules.filter((r) => r.command === "iptables").map((r) => r.args),
+    [
+      [
+        "-i",
+        "to-client",
+        "-p",
+        "udp",
+        "-m",
+        "multiport",
+        "--dports",
+        "500,4500",
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        "101",
+        "--queue-bypass",
+      ],
+    ],
+  );
 });
 
 test("bad-impairments-are-refused-naming-the-field", () => {
-  assert.throws(() => validateSpec({ kind: "loss", target: "gw1", proto: "all", dir: "both", percent: 0 }), /loss must be a percentage/);
-  assert.throws(() => validateSpec({ kind: "loss", target: "gw1", proto: "all", dir: "both", percent: 101 }), /loss must be a percentage/);
-  assert.throws(() => validateSpec({ kind: "delay", target: "gw1", proto: "all", dir: "both", delayMs: 1.5, jitterMs: 0 }), /delay must be whole milliseconds/);
-  assert.throws(() => validateSpec({ kind: "block", target: "gw7" as "gw1", proto: "all", dir: "both" }), /target "gw7" is unknown/);
-  assert.throws(() => validateSpec({ kind: "block", target: "gw1", proto: "icmp" as "all", dir: "both" }), /protocol "icmp" is unknown/);
-  assert.throws(() => validateSpec({ kind: "block", target: "gw1", proto: "all", dir: "sideways" as "up" }), /direction "sideways" is unknown/);
+  assert.throws(
+    () => validateSpec({ kind: "loss", target: "gw1", proto: "all", dir: "both", percent: 0 }),
+    /loss must be a percentage/,
+  );
+  assert.throws(
+    () => validateSpec({ kind: "loss", target: "gw1", proto: "all", dir: "both", percent: 101 }),
+    /loss must be a percentage/,
+  );
+  assert.throws(
+    () => validateSpec({ kind: "delay", target: "gw1", proto: "all", dir: "both", delayMs: 1.5, jitterMs: 0 }),
+    /delay must be whole milliseconds/,
+  );
+  assert.throws(
+    () => validateSpec({ kind: "block", target: "gw7" as "gw1", proto: "all", dir: "both" }),
+    /target "gw7" is unknown/,
+  );
+  assert.throws(
+    () => validateSpec({ kind: "block", target: "gw1", proto: "icmp" as "all", dir: "both" }),
+    /protocol "icmp" is unknown/,
+  );
+  assert.throws(
+    () => validateSpec({ kind: "block", target: "gw1", proto: "all", dir: "sideways" as "up" }),
+    /direction "sideways" is unknown/,
+  );
 });

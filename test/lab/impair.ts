@@ -46,16 +46,22 @@ const IPT_CHAIN = "DETOUR_DELAY";
 const QUEUE_BASE = 100;
 
 export function validateSpec(s: ImpairmentSpec): ImpairmentSpec {
-  if (!IMPAIR_TARGETS.includes(s.target)) throw new Error(`impairment target "${s.target}" is unknown: expected ${IMPAIR_TARGETS.join(", ")}`);
-  if (!IMPAIR_PROTOS.includes(s.proto)) throw new Error(`impairment protocol "${s.proto}" is unknown: expected ${IMPAIR_PROTOS.join(", ")}`);
-  if (!DIRECTIONS.includes(s.dir)) throw new Error(`direction "${s.dir}" is unknown: expected ${DIRECTIONS.join(", ")}`);
-  if (s.family !== undefined && !IMPAIR_FAMILIES.includes(s.family)) throw new Error(`family "${s.family}" is unknown: expected ${IMPAIR_FAMILIES.join(", ")}`);
+  if (!IMPAIR_TARGETS.includes(s.target))
+    throw new Error(`impairment target "${s.target}" is unknown: expected ${IMPAIR_TARGETS.join(", ")}`);
+  if (!IMPAIR_PROTOS.includes(s.proto))
+    throw new Error(`impairment protocol "${s.proto}" is unknown: expected ${IMPAIR_PROTOS.join(", ")}`);
+  if (!DIRECTIONS.includes(s.dir))
+    throw new Error(`direction "${s.dir}" is unknown: expected ${DIRECTIONS.join(", ")}`);
+  if (s.family !== undefined && !IMPAIR_FAMILIES.includes(s.family))
+    throw new Error(`family "${s.family}" is unknown: expected ${IMPAIR_FAMILIES.join(", ")}`);
   if (s.kind === "loss" && !(Number.isFinite(s.percent) && s.percent > 0 && s.percent <= 100)) {
     throw new Error(`loss must be a percentage in (0, 100], got ${String(s.percent)}`);
   }
   if (s.kind === "delay") {
-    if (!(Number.isInteger(s.delayMs) && s.delayMs >= 0 && s.delayMs <= 10_000)) throw new Error(`delay must be whole milliseconds 0-10000, got ${String(s.delayMs)}`);
-    if (!(Number.isInteger(s.jitterMs) && s.jitterMs >= 0 && s.jitterMs <= 10_000)) throw new Error(`jitter must be whole milliseconds 0-10000, got ${String(s.jitterMs)}`);
+    if (!(Number.isInteger(s.delayMs) && s.delayMs >= 0 && s.delayMs <= 10_000))
+      throw new Error(`delay must be whole milliseconds 0-10000, got ${String(s.delayMs)}`);
+    if (!(Number.isInteger(s.jitterMs) && s.jitterMs >= 0 && s.jitterMs <= 10_000))
+      throw new Error(`jitter must be whole milliseconds 0-10000, got ${String(s.jitterMs)}`);
   }
   return s;
 }
@@ -177,7 +183,18 @@ export function delayPlans(impairments: readonly Impairment[]): DelayPlan[] {
         delayMs: i.delayMs,
         jitterMs: i.jitterMs,
         rules: (i.family === undefined ? IMPAIR_FAMILIES : [i.family]).flatMap((f) =>
-          directions(i.dir).map((d) => ({ command: IPTABLES_OF[f], args: [...iptIf(i.target, d), ...iptProto(i.proto, d), "-j", "NFQUEUE", "--queue-num", String(queue), "--queue-bypass"] })),
+          directions(i.dir).map((d) => ({
+            command: IPTABLES_OF[f],
+            args: [
+              ...iptIf(i.target, d),
+              ...iptProto(i.proto, d),
+              "-j",
+              "NFQUEUE",
+              "--queue-num",
+              String(queue),
+              "--queue-bypass",
+            ],
+          })),
         ),
       };
     });
@@ -187,11 +204,17 @@ export function delayPlans(impairments: readonly Impairment[]): DelayPlan[] {
  * Makes the router's impairments exactly `impairments`: replaces the nft table, stops the previous delayq
  * processes and starts one per delay. Returns the new delayq PIDs.
  */
-export async function applyImpairments(topo: LabTopology, labDir: string, impairments: readonly Impairment[], oldDelayqPids: readonly number[]): Promise<number[]> {
+export async function applyImpairments(
+  topo: LabTopology,
+  labDir: string,
+  impairments: readonly Impairment[],
+  oldDelayqPids: readonly number[],
+): Promise<number[]> {
   const ns = topo.router.ns;
   await runOk("ip", ["netns", "exec", ns, "nft", "-f", "-"], { input: nftScript(impairments) });
 
-  const ipt = (command: IptablesCommand, args: string[]): Promise<string> => runOk("ip", ["netns", "exec", ns, command, "-w", "5", "-t", "mangle", ...args]);
+  const ipt = (command: IptablesCommand, args: string[]): Promise<string> =>
+    runOk("ip", ["netns", "exec", ns, command, "-w", "5", "-t", "mangle", ...args]);
   for (const command of Object.values(IPTABLES_OF)) {
     const exists = await run("ip", ["netns", "exec", ns, command, "-w", "5", "-t", "mangle", "-n", "-L", IPT_CHAIN]);
     if (exists.code !== 0) {
@@ -204,7 +227,9 @@ export async function applyImpairments(topo: LabTopology, labDir: string, impair
 
   const pids: number[] = [];
   for (const plan of delayPlans(impairments)) {
-    pids.push(await startDelayq(ns, plan.queue, plan.delayMs, plan.jitterMs, join(labDir, "logs", `delayq-${plan.queue}.log`)));
+    pids.push(
+      await startDelayq(ns, plan.queue, plan.delayMs, plan.jitterMs, join(labDir, "logs", `delayq-${plan.queue}.log`)),
+    );
     for (const r of plan.rules) await ipt(r.command, ["-A", IPT_CHAIN, ...r.args]);
   }
   return pids;
@@ -213,7 +238,11 @@ export async function applyImpairments(topo: LabTopology, labDir: string, impair
 /** One line per impairment for status output. */
 export function describeImpairment(i: Impairment): string {
   const what =
-    i.kind === "loss" ? `loss ${i.percent}%` : i.kind === "delay" ? `delay ${i.delayMs} ms${i.jitterMs > 0 ? ` +0-${i.jitterMs} ms jitter` : ""}` : i.kind;
+    i.kind === "loss"
+      ? `loss ${i.percent}%`
+      : i.kind === "delay"
+        ? `delay ${i.delayMs} ms${i.jitterMs > 0 ? ` +0-${i.jitterMs} ms jitter` : ""}`
+        : i.kind;
   const family = i.family === undefined ? "" : ` ${i.family} only`;
   return `${i.id}: ${i.target} ${what} ${i.proto}${family} (${i.dir === "both" ? "both ways" : i.dir})${i.origin === "kill" ? " [gateway killed]" : ""}`;
 }

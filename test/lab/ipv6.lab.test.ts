@@ -36,7 +36,12 @@ let probe: ProbeClient | undefined;
 let client: ControlClient | null = null;
 let originalConfig = "";
 
-async function waitFor(c: ControlClient, what: string, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status> {
+async function waitFor(
+  c: ControlClient,
+  what: string,
+  pred: (s: Status) => boolean,
+  timeoutMs: number,
+): Promise<Status> {
   const until = Date.now() + timeoutMs;
   let last: Status | null = null;
   for (let i = 0; i < Math.ceil(timeoutMs / POLL_MS) + 1 && Date.now() < until; i++) {
@@ -71,9 +76,19 @@ before(async () => {
   const state = await lab.up(ID);
   originalConfig = readFileSync(state.clientConfig, "utf8");
   // IPv4 to and from every gateway is silently dropped; DNS (IPv4, another link) still answers.
-  for (const g of topo.gateways) await lab.impair({ kind: "block", target: g.name, proto: "all", dir: "both", family: "ipv4" }, ID);
+  for (const g of topo.gateways)
+    await lab.impair({ kind: "block", target: g.name, proto: "all", dir: "both", family: "ipv4" }, ID);
   // The leak path and its witness, as in kill-switch.lab.test.ts: a plain route to corp via the router.
-  await nsRun(topo.client.ns, ["ip", "route", "add", "198.19.0.0/16", "via", topo.client.routerAddress, "metric", "500"]);
+  await nsRun(topo.client.ns, [
+    "ip",
+    "route",
+    "add",
+    "198.19.0.0/16",
+    "via",
+    topo.client.routerAddress,
+    "metric",
+    "500",
+  ]);
   await nsRun(topo.router.ns, ["nft", "-f", "-"], {
     input: `table inet ${WITNESS_TABLE} {\n chain witness {\n  type filter hook prerouting priority -300; policy accept;\n  iifname "to-client" ip daddr 198.19.0.0/16 counter\n }\n}\n`,
   });
@@ -100,7 +115,12 @@ for (const kind of ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"] a
       const c = client;
       await c.connect();
       const base = await leakedToRouter();
-      const traffic = mustProbe().stream({ host: topo.corp.address, port: CORP_ECHO_PORT, ratePerSec: 50, durationMs: STREAM_MS });
+      const traffic = mustProbe().stream({
+        host: topo.corp.address,
+        port: CORP_ECHO_PORT,
+        ratePerSec: 50,
+        durationMs: STREAM_MS,
+      });
       const s = await waitFor(c, `connected over ${kind}`, (x) => x.state === "connected", CONNECT_WITHIN_MS);
       await traffic;
       assert.equal(s.protocol, kind);
@@ -112,20 +132,37 @@ for (const kind of ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"] a
       assert.equal(cand.probe?.families?.ipv4?.works, false, "the IPv4 path was found silent");
       assert.equal(cand.probe.families.ipv6?.works, true);
       // The leg log names the endpoint the engine was given.
-      const started = agentLogs(ID, 400).split("\n").filter((l) => l.includes('"leg starting"') && l.includes(`"gateway":"${gw.name}"`) && l.includes(`"kind":"${kind}"`));
-      assert.ok(started.length > 0 && started.every((l) => l.includes(`"endpoint":"${gw.address6}"`)), `leg log: ${started.join("\n")}`);
+      const started = agentLogs(ID, 400)
+        .split("\n")
+        .filter(
+          (l) => l.includes('"leg starting"') && l.includes(`"gateway":"${gw.name}"`) && l.includes(`"kind":"${kind}"`),
+        );
+      assert.ok(
+        started.length > 0 && started.every((l) => l.includes(`"endpoint":"${gw.address6}"`)),
+        `leg log: ${started.join("\n")}`,
+      );
       // The engine's outer packets went to the IPv6 endpoint: the kill switch's allowance counted them.
       const counters = (await killSwitchCounters({ netns: topo.client.ns })) ?? [];
-      const v6Endpoint = counters.filter((x) => x.purpose === "gateway-endpoint" && x.detail.includes(`[${gw.address6}]`));
-      assert.ok(v6Endpoint.reduce((n, x) => n + x.packets, 0) > 0, `packets to the IPv6 endpoint: ${JSON.stringify(counters)}`);
+      const v6Endpoint = counters.filter(
+        (x) => x.purpose === "gateway-endpoint" && x.detail.includes(`[${gw.address6}]`),
+      );
+      assert.ok(
+        v6Endpoint.reduce((n, x) => n + x.packets, 0) > 0,
+        `packets to the IPv6 endpoint: ${JSON.stringify(counters)}`,
+      );
       assert.equal(countedPackets(counters, "protected-escaped"), 0, "the kill switch's own witness saw no escape");
       // corp sees the request arrive through this gateway and protocol.
-      const who = await mustProbe().http({ url: `http://${topo.corp.address}:${CORP_HTTP_PORT}/whoami`, timeoutMs: 2000 });
+      const who = await mustProbe().http({
+        url: `http://${topo.corp.address}:${CORP_HTTP_PORT}/whoami`,
+        timeoutMs: 2000,
+      });
       assert.ok(who.ok && who.status === 200, JSON.stringify(who));
       const saw = JSON.parse(who.body) as { gateway: string | null; protocol: string | null };
       assert.deepEqual([saw.gateway, saw.protocol], [gw.name, kind.startsWith("anyconnect") ? "anyconnect" : kind]);
       const leaked = (await leakedToRouter()) - base;
-      console.log(`${kind}: connected to ${gw.name} at ${gw.address6}; protected packets that reached the router outside a tunnel: ${leaked}`);
+      console.log(
+        `${kind}: connected to ${gw.name} at ${gw.address6}; protected packets that reached the router outside a tunnel: ${leaked}`,
+      );
       assert.equal(leaked, 0, "no protected packet left outside a tunnel");
       await c.disconnect();
       await waitFor(c, "disconnected", (x) => x.state === "disconnected", CONNECT_WITHIN_MS);

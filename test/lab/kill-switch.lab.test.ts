@@ -27,7 +27,12 @@ type Status = Awaited<ReturnType<ControlClient["status"]>>;
 let probe: ProbeClient | undefined;
 let client: ControlClient | null = null;
 
-async function waitFor(c: ControlClient, what: string, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status> {
+async function waitFor(
+  c: ControlClient,
+  what: string,
+  pred: (s: Status) => boolean,
+  timeoutMs: number,
+): Promise<Status> {
   const until = Date.now() + timeoutMs;
   let last: Status | null = null;
   for (let i = 0; i < Math.ceil(timeoutMs / POLL_MS) + 1 && Date.now() < until; i++) {
@@ -60,7 +65,16 @@ before(async () => {
   await lab.up(ID);
   const topo = lab.topologyOf(ID);
   // The leak path: without a kill switch, corp traffic with no tunnel route would go to the router.
-  await nsRun(topo.client.ns, ["ip", "route", "add", "198.19.0.0/16", "via", topo.client.routerAddress, "metric", "500"]);
+  await nsRun(topo.client.ns, [
+    "ip",
+    "route",
+    "add",
+    "198.19.0.0/16",
+    "via",
+    topo.client.routerAddress,
+    "metric",
+    "500",
+  ]);
   await nsRun(topo.router.ns, ["nft", "-f", "-"], {
     input: `table inet ${WITNESS_TABLE} {\n chain witness {\n  type filter hook prerouting priority -300; policy accept;\n  iifname "to-client" ip daddr 198.19.0.0/16 counter\n }\n}\n`,
   });
@@ -102,7 +116,9 @@ test("connect-failover-all-down-and-disconnect-leak-nothing-outside-the-tunnel",
   await sleep(2000);
   // Counted before the user disconnects: without lockdown, traffic after a disconnect is no longer the tunnel's.
   const leakedWhileManaged = (await leakedToRouter()) - base;
-  console.log(`packets to protected destinations that reached the router outside a tunnel while connecting, failing over and in error: ${leakedWhileManaged}`);
+  console.log(
+    `packets to protected destinations that reached the router outside a tunnel while connecting, failing over and in error: ${leakedWhileManaged}`,
+  );
   await c.disconnect();
   await waitFor(c, "disconnected", (s) => s.state === "disconnected", CONNECT_WITHIN_MS);
   await traffic;
@@ -112,7 +128,9 @@ test("connect-failover-all-down-and-disconnect-leak-nothing-outside-the-tunnel",
 test("lockdown-keeps-protected-traffic-in-while-disconnected", { timeout: 60_000 }, async () => {
   const state = lab.loadState(ID);
   const original = readFileSync(state.clientConfig, "utf8");
-  writeFileSync(state.clientConfig, JSON.stringify({ ...(JSON.parse(original) as object), lockdown: true }, null, 2), { mode: 0o600 });
+  writeFileSync(state.clientConfig, JSON.stringify({ ...(JSON.parse(original) as object), lockdown: true }, null, 2), {
+    mode: 0o600,
+  });
   try {
     const base = await leakedToRouter();
     const a = await agentStart(ID);
@@ -126,7 +144,9 @@ test("lockdown-keeps-protected-traffic-in-while-disconnected", { timeout: 60_000
     assert.equal((await leakedToRouter()) - base, 0, "lockdown stays in force after detourd exits");
   } finally {
     writeFileSync(state.clientConfig, original, { mode: 0o600 });
-    await nsRun(lab.topologyOf(ID).client.ns, ["nft", "delete", "table", "inet", "detour_killswitch"]).catch(() => undefined);
+    await nsRun(lab.topologyOf(ID).client.ns, ["nft", "delete", "table", "inet", "detour_killswitch"]).catch(
+      () => undefined,
+    );
   }
 });
 
@@ -137,33 +157,50 @@ async function internetAnswers(): Promise<boolean> {
 }
 
 for (const lockdown of [false, true]) {
-  test(`every-gateway-down-in-error-${lockdown ? "lockdown-blocks-everything" : "split-tunnel-keeps-the-internet"}-and-protected-traffic-never-leaks`, { timeout: 90_000 }, async () => {
-    const state = lab.loadState(ID);
-    const original = readFileSync(state.clientConfig, "utf8");
-    if (lockdown) writeFileSync(state.clientConfig, JSON.stringify({ ...(JSON.parse(original) as object), lockdown: true }, null, 2), { mode: 0o600 });
-    try {
-      assert.equal(await internetAnswers(), true, "control: the collector answers before detourd starts");
-      for (const g of ["gw1", "gw2", "gw3"]) await lab.kill(g, "all", ID);
-      const a = await agentStart(ID);
-      client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
-      const c = client;
-      await c.connect();
-      const base = await leakedToRouter();
-      const whileRacing = await internetAnswers();
-      const s = await waitFor(c, "the error state", (x) => x.state === "error", ERROR_WITHIN_MS);
-      await mustProbe().udp({ host: "198.19.0.1", port: 7, count: 20, intervalMs: 10, timeoutMs: 200 });
-      const inError = await internetAnswers();
-      const leaked = (await leakedToRouter()) - base;
-      console.log(`${lockdown ? "lockdown" : "split tunnel"}, every gateway down: "${s.summary}"; the Internet answers while racing: ${String(whileRacing)}, in error: ${String(inError)}; protected packets leaked: ${leaked}`);
-      assert.equal(leaked, 0, "protected traffic never leaves outside a tunnel");
-      assert.equal(inError, !lockdown, lockdown ? "lockdown keeps everything in" : "a split-tunnel user keeps the Internet while Detour retries");
-      assert.equal(whileRacing, !lockdown);
-    } finally {
-      if (lockdown) {
-        writeFileSync(state.clientConfig, original, { mode: 0o600 });
-        await agentStop(ID);
-        await nsRun(lab.topologyOf(ID).client.ns, ["nft", "delete", "table", "inet", "detour_killswitch"]).catch(() => undefined);
+  test(
+    `every-gateway-down-in-error-${lockdown ? "lockdown-blocks-everything" : "split-tunnel-keeps-the-internet"}-and-protected-traffic-never-leaks`,
+    { timeout: 90_000 },
+    async () => {
+      const state = lab.loadState(ID);
+      const original = readFileSync(state.clientConfig, "utf8");
+      if (lockdown)
+        writeFileSync(
+          state.clientConfig,
+          JSON.stringify({ ...(JSON.parse(original) as object), lockdown: true }, null, 2),
+          { mode: 0o600 },
+        );
+      try {
+        assert.equal(await internetAnswers(), true, "control: the collector answers before detourd starts");
+        for (const g of ["gw1", "gw2", "gw3"]) await lab.kill(g, "all", ID);
+        const a = await agentStart(ID);
+        client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
+        const c = client;
+        await c.connect();
+        const base = await leakedToRouter();
+        const whileRacing = await internetAnswers();
+        const s = await waitFor(c, "the error state", (x) => x.state === "error", ERROR_WITHIN_MS);
+        await mustProbe().udp({ host: "198.19.0.1", port: 7, count: 20, intervalMs: 10, timeoutMs: 200 });
+        const inError = await internetAnswers();
+        const leaked = (await leakedToRouter()) - base;
+        console.log(
+          `${lockdown ? "lockdown" : "split tunnel"}, every gateway down: "${s.summary}"; the Internet answers while racing: ${String(whileRacing)}, in error: ${String(inError)}; protected packets leaked: ${leaked}`,
+        );
+        assert.equal(leaked, 0, "protected traffic never leaves outside a tunnel");
+        assert.equal(
+          inError,
+          !lockdown,
+          lockdown ? "lockdown keeps everything in" : "a split-tunnel user keeps the Internet while Detour retries",
+        );
+        assert.equal(whileRacing, !lockdown);
+      } finally {
+        if (lockdown) {
+          writeFileSync(state.clientConfig, original, { mode: 0o600 });
+          await agentStop(ID);
+          await nsRun(lab.topologyOf(ID).client.ns, ["nft", "delete", "table", "inet", "detour_killswitch"]).catch(
+            () => undefined,
+          );
+        }
       }
-    }
-  });
+    },
+  );
 }

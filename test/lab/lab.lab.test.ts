@@ -11,7 +11,11 @@ import { REPO_ROOT } from "./services.ts";
 const ID = "ci";
 
 function cli(...args: string[]): { code: number | null; out: string } {
-  const r = spawnSync(process.execPath, ["--import", "tsx", "test/lab/cli.ts", ...args, "--id", ID], { cwd: REPO_ROOT, encoding: "utf8", timeout: 240_000 });
+  const r = spawnSync(process.execPath, ["--import", "tsx", "test/lab/cli.ts", ...args, "--id", ID], {
+    cwd: REPO_ROOT,
+    encoding: "utf8",
+    timeout: 240_000,
+  });
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
@@ -27,7 +31,10 @@ test("lab-up-selftest-down-leaves-nothing", { timeout: 300_000 }, async () => {
   assert.equal(upRun.code, 0, upRun.out);
   const st = await lab.status(ID);
   assert.ok(st.up, "status says the lab is up");
-  assert.ok(st.engines.length === 9 && st.engines.every((e) => e.alive), `all nine gateway engines run: ${JSON.stringify(st.engines)}`);
+  assert.ok(
+    st.engines.length === 9 && st.engines.every((e) => e.alive),
+    `all nine gateway engines run: ${JSON.stringify(st.engines)}`,
+  );
   assert.ok(st.clientConfig !== undefined && existsSync(st.clientConfig), "the client config was written");
 
   const self = cli("selftest");

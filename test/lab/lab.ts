@@ -152,7 +152,13 @@ export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<Lab
       createdAt: new Date().toISOString(),
       upMs: 0,
       clientConfig: join(labDir, "client.json"),
-      secrets: { clientWgPrivateKeyFile, clientWgPublicKey: clientWg.publicKey, pskFile, passwordFile, gateways: gwSecrets },
+      secrets: {
+        clientWgPrivateKeyFile,
+        clientWgPublicKey: clientWg.publicKey,
+        pskFile,
+        passwordFile,
+        gateways: gwSecrets,
+      },
       pids: { corp: 0, corpDns: 0, dns: 0, gateways: {}, delayq: [], distance: {} },
       impairments: [],
       nextImpairment: 1,
@@ -160,7 +166,12 @@ export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<Lab
     // The state file is written before anything starts, so `down` finds every PID even if `up` dies midway.
     saveState(state);
 
-    const services = Promise.all([startCorp(topo, labDir), startDns(topo, labDir), startCorpDns(topo, labDir), startCollector(topo, labDir)]);
+    const services = Promise.all([
+      startCorp(topo, labDir),
+      startDns(topo, labDir),
+      startCorpDns(topo, labDir),
+      startCollector(topo, labDir),
+    ]);
     await Promise.all(
       topo.gateways.map(async (g) => {
         const secrets = gwSecrets[g.name];
@@ -183,13 +194,19 @@ export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<Lab
     const telemetryTokenFile = writeSecret(join(labDir, "telemetry-token"), collectorTokens(labDir).ingest);
     writeClientConfig(
       state.clientConfig,
-      buildClientConfig(topo, {
-        wgPrivateKeyFile: clientWgPrivateKeyFile,
-        telemetry: { tokenFile: telemetryTokenFile, endpoint: collectorUrl(topo) },
-        pskFile,
-        passwordFile,
-        gateways: Object.fromEntries(Object.entries(gwSecrets).map(([n, s]) => [n, { wgPublicKey: s.wgPublicKey, tlsPin: s.tlsPin }])),
-      }, options.tunnel),
+      buildClientConfig(
+        topo,
+        {
+          wgPrivateKeyFile: clientWgPrivateKeyFile,
+          telemetry: { tokenFile: telemetryTokenFile, endpoint: collectorUrl(topo) },
+          pskFile,
+          passwordFile,
+          gateways: Object.fromEntries(
+            Object.entries(gwSecrets).map(([n, s]) => [n, { wgPublicKey: s.wgPublicKey, tlsPin: s.tlsPin }]),
+          ),
+        },
+        options.tunnel,
+      ),
     );
     state.upMs = Math.round(performance.now() - t0);
     saveState(state);
@@ -264,7 +281,8 @@ export async function leftovers(id = DEFAULT_LAB_ID): Promise<string[]> {
     } catch {
       continue;
     }
-    if ((cmd.includes(marker + "/") || cmd.includes(topo.prefix)) && isAlive(Number(p))) out.push(`process ${p}: ${cmd.trim().slice(0, 160)}`);
+    if ((cmd.includes(marker + "/") || cmd.includes(topo.prefix)) && isAlive(Number(p)))
+      out.push(`process ${p}: ${cmd.trim().slice(0, 160)}`);
   }
   return out;
 }
@@ -280,7 +298,17 @@ export interface LabStatus {
   namespaces: { name: string; role: string; exists: boolean }[];
   engines: { gateway: string; engine: GatewayEngine; pid: number | null; alive: boolean }[];
   services: { name: string; pid: number; alive: boolean }[];
-  gateways: { name: string; hostname: string; address: string; address6: string; priority: number; region: string; wireguardPublicKey: string; ikeId: string; tlsPin: string }[];
+  gateways: {
+    name: string;
+    hostname: string;
+    address: string;
+    address6: string;
+    priority: number;
+    region: string;
+    wireguardPublicKey: string;
+    ikeId: string;
+    tlsPin: string;
+  }[];
   addresses: Record<string, string>;
   /** The distance profile the lab was built with (absent while it is down). */
   distance?: DistanceProfile;
@@ -338,7 +366,11 @@ export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
       { name: "corp", pid: s.pids.corp, alive: s.pids.corp > 0 && isAlive(s.pids.corp) },
       { name: "dns", pid: s.pids.dns, alive: s.pids.dns > 0 && isAlive(s.pids.dns) },
       { name: "corp-dns", pid: s.pids.corpDns, alive: s.pids.corpDns > 0 && isAlive(s.pids.corpDns) },
-      { name: "collector", pid: s.pids.collector ?? 0, alive: (s.pids.collector ?? 0) > 0 && isAlive(s.pids.collector ?? 0) },
+      {
+        name: "collector",
+        pid: s.pids.collector ?? 0,
+        alive: (s.pids.collector ?? 0) > 0 && isAlive(s.pids.collector ?? 0),
+      },
       ...s.pids.delayq.map((p) => ({ name: "delayq", pid: p, alive: isAlive(p) })),
     ],
     gateways: topo.gateways.map((g) => ({
@@ -378,9 +410,14 @@ export async function impair(spec: ImpairmentSpec, id = DEFAULT_LAB_ID): Promise
 export async function lift(impairmentId: string, id = DEFAULT_LAB_ID): Promise<void> {
   const state = loadState(id);
   if (!state.impairments.some((i) => i.id === impairmentId)) {
-    throw new Error(`no impairment "${impairmentId}"; active: ${state.impairments.map((i) => i.id).join(", ") || "none"}`);
+    throw new Error(
+      `no impairment "${impairmentId}"; active: ${state.impairments.map((i) => i.id).join(", ") || "none"}`,
+    );
   }
-  await setImpairments(state, state.impairments.filter((i) => i.id !== impairmentId));
+  await setImpairments(
+    state,
+    state.impairments.filter((i) => i.id !== impairmentId),
+  );
 }
 
 function gatewaySecrets(state: LabState, gw: string): GatewaySecrets {
@@ -401,7 +438,14 @@ export async function kill(gateway: string, engine: GatewayEngine | "all", id = 
   // A power loss makes the link silent first: without the blackhole the dying gateway's kernel would reset
   // connections and answer with port-unreachable, which clients notice at once.
   if (engine === "all" && !state.impairments.some((i) => i.origin === "kill" && i.target === gw.name)) {
-    const imp: Impairment = { kind: "block", target: gw.name, proto: "all", dir: "both", id: `i${state.nextImpairment}`, origin: "kill" };
+    const imp: Impairment = {
+      kind: "block",
+      target: gw.name,
+      proto: "all",
+      dir: "both",
+      id: `i${state.nextImpairment}`,
+      origin: "kill",
+    };
     state.nextImpairment += 1;
     await setImpairments(state, [...state.impairments, imp]);
   }
@@ -432,7 +476,11 @@ export async function collectorStart(id = DEFAULT_LAB_ID): Promise<void> {
 }
 
 /** Restarts killed engines of a gateway (same keys and config) and lifts its power-off blackhole. */
-export async function restore(gateway: string, engine: GatewayEngine | "all" = "all", id = DEFAULT_LAB_ID): Promise<void> {
+export async function restore(
+  gateway: string,
+  engine: GatewayEngine | "all" = "all",
+  id = DEFAULT_LAB_ID,
+): Promise<void> {
   const state = loadState(id);
   const topo = labTopology(id);
   const gw = gatewayByName(topo, gateway);
@@ -457,7 +505,12 @@ export async function restore(gateway: string, engine: GatewayEngine | "all" = "
  */
 export async function heal(id = DEFAULT_LAB_ID): Promise<void> {
   const state = loadState(id);
-  state.pids.distance = await applyDistances(labTopology(id), state.labDir, state.options.distance, state.pids.distance);
+  state.pids.distance = await applyDistances(
+    labTopology(id),
+    state.labDir,
+    state.options.distance,
+    state.pids.distance,
+  );
   await setImpairments(state, []);
   for (const g of labTopology(id).gateways) await restore(g.name, "all", id);
 }
@@ -480,4 +533,3 @@ export function execIn(role: string, argv: string[], id = DEFAULT_LAB_ID): numbe
 export function topologyOf(id = DEFAULT_LAB_ID): LabTopology {
   return labTopology(id);
 }
-

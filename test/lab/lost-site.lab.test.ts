@@ -37,12 +37,24 @@ before(async () => {
   await lab.down(ID);
   const state = await lab.up(ID);
   const topo = lab.topologyOf(ID);
-  const r = spawnSync("ip", ["-n", topo.router.ns, "route", "add", "blackhole", DEAD_NET], { encoding: "utf8", timeout: 5000 });
+  const r = spawnSync("ip", ["-n", topo.router.ns, "route", "add", "blackhole", DEAD_NET], {
+    encoding: "utf8",
+    timeout: 5000,
+  });
   assert.equal(r.status, 0, r.stderr);
-  const config = JSON.parse(readFileSync(state.clientConfig, "utf8")) as DetourConfigInput & { gateways: { name: string; priority: number; protocols: unknown }[] };
+  const config = JSON.parse(readFileSync(state.clientConfig, "utf8")) as DetourConfigInput & {
+    gateways: { name: string; priority: number; protocols: unknown }[];
+  };
   const template = config.gateways[0];
   assert.ok(template !== undefined);
-  const dead = DEAD.map((name, i) => ({ ...template, name, hostname: `${name}.lab.detour.test`, address: `198.18.240.${String(i + 1)}`, priority: i + 1, region: "lost-site" }));
+  const dead = DEAD.map((name, i) => ({
+    ...template,
+    name,
+    hostname: `${name}.lab.detour.test`,
+    address: `198.18.240.${String(i + 1)}`,
+    priority: i + 1,
+    region: "lost-site",
+  }));
   writeClientConfig(state.clientConfig, { ...config, gateways: [...dead, ...config.gateways] });
 });
 
@@ -64,7 +76,12 @@ async function start(): Promise<ControlClient> {
   return client;
 }
 
-async function waitFor(c: ControlClient, what: string, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status> {
+async function waitFor(
+  c: ControlClient,
+  what: string,
+  pred: (s: Status) => boolean,
+  timeoutMs: number,
+): Promise<Status> {
   const until = Date.now() + timeoutMs;
   let last: Status | null = null;
   for (let i = 0; i < Math.ceil(timeoutMs / POLL_MS) + 1 && Date.now() < until; i++) {
@@ -72,7 +89,9 @@ async function waitFor(c: ControlClient, what: string, pred: (s: Status) => bool
     if (pred(last)) return last;
     await sleep(POLL_MS);
   }
-  assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last, null, 1).slice(0, 3000)}`);
+  assert.fail(
+    `timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last, null, 1).slice(0, 3000)}`,
+  );
 }
 
 /** Waits until detourd's pre-connect probes have heard (or not heard) from every gateway. */
@@ -87,7 +106,13 @@ async function probed(c: ControlClient): Promise<void> {
 }
 
 function legGateways(s: Status): string[] {
-  return [...new Set((s.lastRace?.legs ?? []).filter((l) => l.outcome !== "pending" && l.outcome !== "cancelled").map((l) => l.leg.gateway))];
+  return [
+    ...new Set(
+      (s.lastRace?.legs ?? [])
+        .filter((l) => l.outcome !== "pending" && l.outcome !== "cancelled")
+        .map((l) => l.leg.gateway),
+    ),
+  ];
 }
 
 test("top-three-gateways-silent-a-connect-reaches-a-live-gateway-within-a-second", { timeout: 60_000 }, async () => {
@@ -97,33 +122,56 @@ test("top-three-gateways-silent-a-connect-reaches-a-live-gateway-within-a-second
   await c.connect();
   const s = await waitFor(c, "connected", (x) => x.state === "connected", 10_000);
   const ms = Date.now() - t0;
-  console.log(`top gateways silent, probes in: connected to ${String(s.gateway)} over ${String(s.protocol)} in ${ms} ms; legs to ${legGateways(s).join(", ")}`);
+  console.log(
+    `top gateways silent, probes in: connected to ${String(s.gateway)} over ${String(s.protocol)} in ${ms} ms; legs to ${legGateways(s).join(", ")}`,
+  );
   assert.ok(!DEAD.includes(s.gateway ?? ""), "a live gateway");
   assert.ok(ms <= WARM_CONNECT_WITHIN_MS, `connected in ${ms} ms`);
-  assert.deepEqual(legGateways(s).filter((g) => DEAD.includes(g)), [], "no leg waited on a silent gateway");
+  assert.deepEqual(
+    legGateways(s).filter((g) => DEAD.includes(g)),
+    [],
+    "no leg waited on a silent gateway",
+  );
 });
 
-test("top-three-gateways-silent-a-connect-at-launch-moves-on-when-the-probes-come-back", { timeout: 60_000 }, async () => {
-  const c = await start();
-  const t0 = Date.now();
-  await c.connect();
-  const s = await waitFor(c, "connected", (x) => x.state === "connected", 20_000);
-  const ms = Date.now() - t0;
-  console.log(`top gateways silent, cold: connected to ${String(s.gateway)} over ${String(s.protocol)} in ${ms} ms; legs to ${legGateways(s).join(", ")}`);
-  assert.ok(!DEAD.includes(s.gateway ?? ""));
-  assert.ok(ms <= COLD_CONNECT_WITHIN_MS, `connected in ${ms} ms`);
-});
+test(
+  "top-three-gateways-silent-a-connect-at-launch-moves-on-when-the-probes-come-back",
+  { timeout: 60_000 },
+  async () => {
+    const c = await start();
+    const t0 = Date.now();
+    await c.connect();
+    const s = await waitFor(c, "connected", (x) => x.state === "connected", 20_000);
+    const ms = Date.now() - t0;
+    console.log(
+      `top gateways silent, cold: connected to ${String(s.gateway)} over ${String(s.protocol)} in ${ms} ms; legs to ${legGateways(s).join(", ")}`,
+    );
+    assert.ok(!DEAD.includes(s.gateway ?? ""));
+    assert.ok(ms <= COLD_CONNECT_WITHIN_MS, `connected in ${ms} ms`);
+  },
+);
 
-test("top-three-gateways-silent-the-active-gateway-dies-detour-fails-over-to-a-live-one", { timeout: 90_000 }, async () => {
-  const c = await start();
-  await probed(c);
-  await c.connect();
-  const first = await waitFor(c, "connected", (x) => x.state === "connected", 10_000);
-  const from = first.gateway ?? "";
-  assert.ok(!DEAD.includes(from));
-  await lab.kill(from, "all", ID);
-  const t0 = Date.now();
-  const s = await waitFor(c, "connected elsewhere", (x) => x.state === "connected" && x.gateway !== from, FAILOVER_WITHIN_MS);
-  console.log(`${from} killed: now on ${String(s.gateway)} over ${String(s.protocol)} after ${Date.now() - t0} ms (${s.lastFailover?.via ?? "?"})`);
-  assert.ok(!DEAD.includes(s.gateway ?? ""), "a live gateway");
-});
+test(
+  "top-three-gateways-silent-the-active-gateway-dies-detour-fails-over-to-a-live-one",
+  { timeout: 90_000 },
+  async () => {
+    const c = await start();
+    await probed(c);
+    await c.connect();
+    const first = await waitFor(c, "connected", (x) => x.state === "connected", 10_000);
+    const from = first.gateway ?? "";
+    assert.ok(!DEAD.includes(from));
+    await lab.kill(from, "all", ID);
+    const t0 = Date.now();
+    const s = await waitFor(
+      c,
+      "connected elsewhere",
+      (x) => x.state === "connected" && x.gateway !== from,
+      FAILOVER_WITHIN_MS,
+    );
+    console.log(
+      `${from} killed: now on ${String(s.gateway)} over ${String(s.protocol)} after ${Date.now() - t0} ms (${s.lastFailover?.via ?? "?"})`,
+    );
+    assert.ok(!DEAD.includes(s.gateway ?? ""), "a live gateway");
+  },
+);

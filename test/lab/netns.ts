@@ -1,7 +1,14 @@
 /** Creates and destroys the lab's namespaces, links, addresses and routes (see topology.ts for the picture). */
 import { rmSync } from "node:fs";
 import { run, runOk, stopPids } from "./exec.ts";
-import { NS_PREFIX, UNDERLAY, UNDERLAY6, UNDERLAY6_PREFIX_LEN, type GatewayTopology, type LabTopology } from "./topology.ts";
+import {
+  NS_PREFIX,
+  UNDERLAY,
+  UNDERLAY6,
+  UNDERLAY6_PREFIX_LEN,
+  type GatewayTopology,
+  type LabTopology,
+} from "./topology.ts";
 
 /** Runs `ip` commands in one namespace as a single batch (one process instead of dozens). */
 async function ipBatch(ns: string, lines: string[]): Promise<void> {
@@ -23,11 +30,46 @@ export async function createNetwork(topo: LabTopology): Promise<void> {
   }
   const r = topo.router.ns;
   const routerLines: string[] = ["link set lo up"];
-  const edges: { ifname: string; peerNs: string; routerAddr: string; peerAddr: string; routerAddr6: string; peerAddr6: string }[] = [
-    { ifname: "to-client", peerNs: topo.client.ns, routerAddr: topo.client.routerAddress, peerAddr: topo.client.address, routerAddr6: topo.client.routerAddress6, peerAddr6: topo.client.address6 },
-    { ifname: "to-dns", peerNs: topo.dns.ns, routerAddr: topo.dns.routerAddress, peerAddr: topo.dns.address, routerAddr6: topo.dns.routerAddress6, peerAddr6: topo.dns.address6 },
-    { ifname: "to-collector", peerNs: topo.collector.ns, routerAddr: topo.collector.routerAddress, peerAddr: topo.collector.address, routerAddr6: topo.collector.routerAddress6, peerAddr6: topo.collector.address6 },
-    ...topo.gateways.map((g) => ({ ifname: g.routerSide.ifname, peerNs: g.ns, routerAddr: g.routerSide.address, peerAddr: g.address, routerAddr6: g.routerSide.address6, peerAddr6: g.address6 })),
+  const edges: {
+    ifname: string;
+    peerNs: string;
+    routerAddr: string;
+    peerAddr: string;
+    routerAddr6: string;
+    peerAddr6: string;
+  }[] = [
+    {
+      ifname: "to-client",
+      peerNs: topo.client.ns,
+      routerAddr: topo.client.routerAddress,
+      peerAddr: topo.client.address,
+      routerAddr6: topo.client.routerAddress6,
+      peerAddr6: topo.client.address6,
+    },
+    {
+      ifname: "to-dns",
+      peerNs: topo.dns.ns,
+      routerAddr: topo.dns.routerAddress,
+      peerAddr: topo.dns.address,
+      routerAddr6: topo.dns.routerAddress6,
+      peerAddr6: topo.dns.address6,
+    },
+    {
+      ifname: "to-collector",
+      peerNs: topo.collector.ns,
+      routerAddr: topo.collector.routerAddress,
+      peerAddr: topo.collector.address,
+      routerAddr6: topo.collector.routerAddress6,
+      peerAddr6: topo.collector.address6,
+    },
+    ...topo.gateways.map((g) => ({
+      ifname: g.routerSide.ifname,
+      peerNs: g.ns,
+      routerAddr: g.routerSide.address,
+      peerAddr: g.address,
+      routerAddr6: g.routerSide.address6,
+      peerAddr6: g.address6,
+    })),
   ];
   // Each veth pair is created inside the router with its peer sent straight into the other namespace,
   // so no lab interface ever exists in the root namespace.
@@ -96,7 +138,8 @@ export function gatewayNatRuleset(gw: GatewayTopology): string {
 
 /** Lets every gateway carry full-tunnel clients to the underlay (forwarding is on already; see createNetwork). */
 export async function enableFullTunnelGateways(topo: LabTopology): Promise<void> {
-  for (const g of topo.gateways) await runOk("ip", ["netns", "exec", g.ns, "nft", "-f", "-"], { input: gatewayNatRuleset(g) });
+  for (const g of topo.gateways)
+    await runOk("ip", ["netns", "exec", g.ns, "nft", "-f", "-"], { input: gatewayNatRuleset(g) });
 }
 
 /** Every namespace on the host whose name starts with the given prefix. */
@@ -130,7 +173,8 @@ export async function destroyNamespaces(prefix: string): Promise<string[]> {
   await stopPids(pids, "SIGTERM");
   for (const ns of namespaces) {
     const r = await run("ip", ["netns", "del", ns]);
-    if (r.code !== 0 && !/No such file/.test(r.stderr)) throw new Error(`could not delete namespace ${ns}: ${r.stderr.trim()}`);
+    if (r.code !== 0 && !/No such file/.test(r.stderr))
+      throw new Error(`could not delete namespace ${ns}: ${r.stderr.trim()}`);
     rmSync(`/etc/netns/${ns}`, { recursive: true, force: true });
   }
   return namespaces;

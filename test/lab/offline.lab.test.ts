@@ -38,13 +38,24 @@ after(async () => {
 
 function clientRoutes(op: "add" | "del"): void {
   const topo = lab.topologyOf(ID);
-  for (const [family, dst, via] of [["-4", UNDERLAY, topo.client.routerAddress], ["-6", UNDERLAY6, topo.client.routerAddress6]] as const) {
-    const r = spawnSync("ip", ["-n", topo.client.ns, family, "route", op, dst, "via", via, "dev", topo.client.ifname], { encoding: "utf8", timeout: 5000 });
+  for (const [family, dst, via] of [
+    ["-4", UNDERLAY, topo.client.routerAddress],
+    ["-6", UNDERLAY6, topo.client.routerAddress6],
+  ] as const) {
+    const r = spawnSync("ip", ["-n", topo.client.ns, family, "route", op, dst, "via", via, "dev", topo.client.ifname], {
+      encoding: "utf8",
+      timeout: 5000,
+    });
     assert.equal(r.status, 0, `ip route ${op} ${dst}: ${r.stderr}`);
   }
 }
 
-async function waitFor(c: ControlClient, what: string, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status> {
+async function waitFor(
+  c: ControlClient,
+  what: string,
+  pred: (s: Status) => boolean,
+  timeoutMs: number,
+): Promise<Status> {
   const until = Date.now() + timeoutMs;
   let last: Status | null = null;
   for (let i = 0; i < Math.ceil(timeoutMs / POLL_MS) + 1 && Date.now() < until; i++) {
@@ -52,31 +63,51 @@ async function waitFor(c: ControlClient, what: string, pred: (s: Status) => bool
     if (pred(last)) return last;
     await sleep(POLL_MS);
   }
-  assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last, null, 1).slice(0, 3000)}`);
+  assert.fail(
+    `timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last, null, 1).slice(0, 3000)}`,
+  );
 }
 
-test("no-route-to-any-gateway-detourd-stays-up-says-why-and-connects-when-a-route-appears", { timeout: 120_000 }, async () => {
-  clientRoutes("del");
-  const a = await agentStart(ID);
-  client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
-  const c = client;
-  await c.connect();
-  const t0 = Date.now();
-  const states = new Set<string>();
-  while (Date.now() - t0 < OFFLINE_FOR_MS) {
-    assert.ok(agentRunning(ID) !== null, `detourd exited while offline, ${Date.now() - t0} ms after connect`);
-    const s = await c.status();
-    states.add(s.state);
-    await sleep(POLL_MS * 2);
-  }
-  const s = await waitFor(c, "the error state", (x) => x.state === "error", 10_000);
-  console.log(`offline: states seen ${[...states].join(", ")}; error says: ${s.summary}; legs: ${JSON.stringify(s.lastRace?.legs.map((l) => [l.leg.gateway, l.leg.kind, l.outcome, l.error?.code, l.error?.message.slice(0, 120)]))}`);
-  assert.match(s.summary, /no route to any gateway/i, "the error says why");
-  for (const l of s.lastRace?.legs ?? []) if (l.outcome === "failed") assert.ok(l.error !== null && l.error.message.length > 0, `leg ${l.leg.gateway}/${l.leg.kind} says why it failed`);
+test(
+  "no-route-to-any-gateway-detourd-stays-up-says-why-and-connects-when-a-route-appears",
+  { timeout: 120_000 },
+  async () => {
+    clientRoutes("del");
+    const a = await agentStart(ID);
+    client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
+    const c = client;
+    await c.connect();
+    const t0 = Date.now();
+    const states = new Set<string>();
+    while (Date.now() - t0 < OFFLINE_FOR_MS) {
+      assert.ok(agentRunning(ID) !== null, `detourd exited while offline, ${Date.now() - t0} ms after connect`);
+      const s = await c.status();
+      states.add(s.state);
+      await sleep(POLL_MS * 2);
+    }
+    const s = await waitFor(c, "the error state", (x) => x.state === "error", 10_000);
+    console.log(
+      `offline: states seen ${[...states].join(", ")}; error says: ${s.summary}; legs: ${JSON.stringify(s.lastRace?.legs.map((l) => [l.leg.gateway, l.leg.kind, l.outcome, l.error?.code, l.error?.message.slice(0, 120)]))}`,
+    );
+    assert.match(s.summary, /no route to any gateway/i, "the error says why");
+    for (const l of s.lastRace?.legs ?? [])
+      if (l.outcome === "failed")
+        assert.ok(
+          l.error !== null && l.error.message.length > 0,
+          `leg ${l.leg.gateway}/${l.leg.kind} says why it failed`,
+        );
 
-  clientRoutes("add");
-  const t1 = Date.now();
-  const up = await waitFor(c, "connected after the route came back", (x) => x.state === "connected", RECONNECT_WITHIN_MS);
-  console.log(`route back: connected to ${String(up.gateway)} over ${String(up.protocol)} ${Date.now() - t1} ms later`);
-  assert.ok(agentRunning(ID) !== null);
-});
+    clientRoutes("add");
+    const t1 = Date.now();
+    const up = await waitFor(
+      c,
+      "connected after the route came back",
+      (x) => x.state === "connected",
+      RECONNECT_WITHIN_MS,
+    );
+    console.log(
+      `route back: connected to ${String(up.gateway)} over ${String(up.protocol)} ${Date.now() - t1} ms later`,
+    );
+    assert.ok(agentRunning(ID) !== null);
+  },
+);

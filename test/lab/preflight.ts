@@ -48,7 +48,11 @@ export interface PreflightProblem {
 
 export function preflightProblems(): PreflightProblem[] {
   const problems: PreflightProblem[] = [];
-  if (process.platform !== "linux") problems.push({ what: `the lab needs Linux network namespaces; this is ${process.platform}`, fix: "run on Debian 12" });
+  if (process.platform !== "linux")
+    problems.push({
+      what: `the lab needs Linux network namespaces; this is ${process.platform}`,
+      fix: "run on Debian 12",
+    });
   if (typeof process.getuid === "function" && process.getuid() !== 0) {
     problems.push({ what: "the lab needs root (namespaces, TUN devices, nftables)", fix: "run as root" });
   }
@@ -67,6 +71,8 @@ export function preflightProblems(): PreflightProblem[] {
 export function assertLabCanRun(): void {
   const problems = preflightProblems();
   if (problems.length > 0) {
-    throw new Error(`the lab cannot run on this machine:\n${problems.map((p) => `  - ${p.what}; fix: ${p.fix}`).join("\n")}`);
+    throw new Error(
+      `the lab cannot run on this machine:\n${problems.map((p) => `  - ${p.what}; fix: ${p.fix}`).join("\n")}`,
+    );
   }
 }

@@ -29,8 +29,14 @@ interface Corp {
 async function startCorp(dir: string, pids: number[]): Promise<Corp> {
   const file = join(dir, "corp.json");
   const sources = [{ cidr: "127.0.0.0/8", gateway: "gw9", protocol: "wireguard" }];
-  writeFileSync(file, JSON.stringify({ httpAddress: "127.0.0.1", httpPort: 0, echoAddress: "127.0.0.1", echoPort: 0, sources }));
-  const child = spawn(process.execPath, ["--import", "tsx", corpServerPath, "--config", file], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+  writeFileSync(
+    file,
+    JSON.stringify({ httpAddress: "127.0.0.1", httpPort: 0, echoAddress: "127.0.0.1", echoPort: 0, sources }),
+  );
+  const child = spawn(process.execPath, ["--import", "tsx", corpServerPath, "--config", file], {
+    cwd: repoRoot,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   assert.ok(child.pid !== undefined, "corp-server did not start");
   pids.push(child.pid);
   let out = "";
@@ -154,7 +160,13 @@ void describe("probe client and agent on loopback", () => {
   void it("stream: cancelled early, it returns what it measured so far", async () => {
     const stop = new AbortController();
     const t0 = performance.now();
-    const pending = p().stream({ host: "127.0.0.1", port: c().echoPort, ratePerSec: 200, durationMs: 30_000, signal: stop.signal });
+    const pending = p().stream({
+      host: "127.0.0.1",
+      port: c().echoPort,
+      ratePerSec: 200,
+      durationMs: 30_000,
+      signal: stop.signal,
+    });
     await sleep(500);
     stop.abort();
     const r = await pending;
@@ -171,7 +183,13 @@ void describe("probe client and agent on loopback", () => {
   void it("stream: an outage shows up as one gap about as long as the outage", async () => {
     const echo = await flakyEcho();
     sockets.push(echo.socket);
-    const pending = p().stream({ host: "127.0.0.1", port: echo.port, ratePerSec: 200, durationMs: 1200, timeoutMs: 300 });
+    const pending = p().stream({
+      host: "127.0.0.1",
+      port: echo.port,
+      ratePerSec: 200,
+      durationMs: 1200,
+      timeoutMs: 300,
+    });
     await sleep(400);
     echo.setSilent(true);
     await sleep(300);
@@ -204,7 +222,10 @@ void describe("probe client and agent on loopback", () => {
     assert.ok(!notJson.ok);
     assert.match(notJson.error, /invalid JSON/);
 
-    const badField = await p().sendRaw('{"id":"bad-1","op":"udp","host":"127.0.0.1","port":70000,"count":1,"intervalMs":1,"timeoutMs":100}', { expectId: "bad-1", timeoutMs: 5000 });
+    const badField = await p().sendRaw(
+      '{"id":"bad-1","op":"udp","host":"127.0.0.1","port":70000,"count":1,"intervalMs":1,"timeoutMs":100}',
+      { expectId: "bad-1", timeoutMs: 5000 },
+    );
     assert.ok(!badField.ok);
     assert.equal(badField.id, "bad-1");
     assert.match(badField.error, /^udp\.port: /);
@@ -213,7 +234,10 @@ void describe("probe client and agent on loopback", () => {
     assert.ok(!unknownCancel.ok);
     assert.match(unknownCancel.error, /no running operation/);
 
-    await assert.rejects(p().udp({ host: "127.0.0.1", port: c().echoPort, count: 0, intervalMs: 1, timeoutMs: 100 }), (e: unknown) => e instanceof ProbeClientError && e.code === "invalid-options" && /udp\.count/.test(e.message));
+    await assert.rejects(
+      p().udp({ host: "127.0.0.1", port: c().echoPort, count: 0, intervalMs: 1, timeoutMs: 100 }),
+      (e: unknown) => e instanceof ProbeClientError && e.code === "invalid-options" && /udp\.count/.test(e.message),
+    );
 
     const still = await p().udp({ host: "127.0.0.1", port: c().echoPort, count: 10, intervalMs: 2, timeoutMs: 1000 });
     assert.ok(still.ok && still.received === 10, JSON.stringify(still));
@@ -258,7 +282,10 @@ void describe("probe client and agent on loopback", () => {
     await Promise.all([client.close(), client.close()]);
     await client.close();
     assert.ok(!isAlive(client.pid));
-    await assert.rejects(client.http({ url: `http://127.0.0.1:${c().httpPort}/health`, timeoutMs: 2000 }), (e: unknown) => e instanceof ProbeClientError && e.code === "closed");
+    await assert.rejects(
+      client.http({ url: `http://127.0.0.1:${c().httpPort}/health`, timeoutMs: 2000 }),
+      (e: unknown) => e instanceof ProbeClientError && e.code === "closed",
+    );
   });
 
   void it("leaves no process behind", async () => {

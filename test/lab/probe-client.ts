@@ -118,7 +118,12 @@ export class ProbeClient {
       this.onLine(line);
     });
     child.on("close", () => {
-      this.failAll(new ProbeClientError("agent-exited", `probe agent ${pid} exited (${this.describeExit()})${this.stderrSuffix()}`));
+      this.failAll(
+        new ProbeClientError(
+          "agent-exited",
+          `probe agent ${pid} exited (${this.describeExit()})${this.stderrSuffix()}`,
+        ),
+      );
     });
   }
 
@@ -153,7 +158,11 @@ export class ProbeClient {
     if (outcome === true) return client;
     const why = outcome === "timeout" ? `no ready line within ${timeoutMs} ms` : `it exited (${client.describeExit()})`;
     await client.close();
-    throw new ProbeClientError("start-failed", `probe agent ${[file, ...args].join(" ")}: ${why}${client.stderrSuffix()}`, pid);
+    throw new ProbeClientError(
+      "start-failed",
+      `probe agent ${[file, ...args].join(" ")}: ${why}${client.stderrSuffix()}`,
+      pid,
+    );
   }
 
   /** Sends `count` probes `intervalMs` apart; loss, RTT percentiles, duplicates and late replies. */
@@ -185,7 +194,8 @@ export class ProbeClient {
    * line carries a readable id, otherwise it is the next result without an id.
    */
   sendRaw(line: string, opts: { expectId?: ProbeId; timeoutMs: number }): Promise<ProbeResult> {
-    if (line.includes("\n")) return Promise.reject(new ProbeClientError("invalid-options", "a raw command is one line"));
+    if (line.includes("\n"))
+      return Promise.reject(new ProbeClientError("invalid-options", "a raw command is one line"));
     return this.register(opts.expectId, opts.timeoutMs, line, true);
   }
 
@@ -227,7 +237,10 @@ export class ProbeClient {
   private async exitedWithin(ms: number): Promise<boolean> {
     if (this.exit !== null) return true;
     const timer = new AbortController();
-    const result = await Promise.race([this.exited.then(() => true), delay(ms, false, { signal: timer.signal }).catch(() => false)]);
+    const result = await Promise.race([
+      this.exited.then(() => true),
+      delay(ms, false, { signal: timer.signal }).catch(() => false),
+    ]);
     timer.abort();
     return result;
   }
@@ -237,7 +250,8 @@ export class ProbeClient {
     const checked = validateCommand({ ...command, id });
     if (!checked.ok) return Promise.reject(new ProbeClientError("invalid-options", checked.error));
     const cmd = checked.command;
-    if (cmd.op === "cancel" || cmd.op === "exit") return Promise.reject(new ProbeClientError("invalid-options", `${cmd.op} is not an operation`));
+    if (cmd.op === "cancel" || cmd.op === "exit")
+      return Promise.reject(new ProbeClientError("invalid-options", `${cmd.op} is not an operation`));
     const timeoutMs = opts.overallTimeoutMs ?? operationBudgetMs(cmd) + CALL_SLACK_MS;
     const result = this.register(id, timeoutMs, JSON.stringify(cmd), false);
     const signal = opts.signal;
@@ -247,9 +261,11 @@ export class ProbeClient {
       };
       if (signal.aborted) cancel();
       else signal.addEventListener("abort", cancel, { once: true });
-      void result.finally(() => {
-        signal.removeEventListener("abort", cancel);
-      }).catch(() => undefined);
+      void result
+        .finally(() => {
+          signal.removeEventListener("abort", cancel);
+        })
+        .catch(() => undefined);
     }
     return result;
   }
@@ -278,7 +294,12 @@ export class ProbeClient {
       const timer = setTimeout(() => {
         // Free the agent's sockets too; a late result is then dropped as unmatched.
         if (id !== undefined) this.write(JSON.stringify({ op: "cancel", id }));
-        entry.reject(new ProbeClientError("timeout", `no result for ${line.slice(0, 200)} within ${timeoutMs} ms${this.stderrSuffix()}`));
+        entry.reject(
+          new ProbeClientError(
+            "timeout",
+            `no result for ${line.slice(0, 200)} within ${timeoutMs} ms${this.stderrSuffix()}`,
+          ),
+        );
       }, timeoutMs);
       if (id !== undefined) this.pending.set(idKey(id), entry);
       else this.idless.push(entry);

@@ -4,7 +4,10 @@ import { test } from "node:test";
 import { parseVector, prometheusConfig } from "./prometheus.ts";
 
 test("the-config-scrapes-the-collector-every-second-with-the-token-from-a-file", () => {
-  const yml = prometheusConfig({ target: "198.18.100.2:4318", tokenFile: "/run/detour-lab/prom/prometheus/read.token" });
+  const yml = prometheusConfig({
+    target: "198.18.100.2:4318",
+    tokenFile: "/run/detour-lab/prom/prometheus/read.token",
+  });
   assert.match(yml, /^ {2}scrape_interval: 1s$/m);
   assert.match(yml, /^ {2}scrape_timeout: 1s$/m);
   assert.match(yml, /^ {4}metrics_path: \/metrics$/m);
@@ -16,10 +19,26 @@ test("the-config-scrapes-the-collector-every-second-with-the-token-from-a-file",
 test("an-instant-query-answer-becomes-labelled-samples", () => {
   const body = JSON.stringify({
     status: "success",
-    data: { resultType: "vector", result: [{ metric: { __name__: "detour_agents", state: "connected", job: "detour-collector" }, value: [1763800000.1, "1"] }] },
+    data: {
+      resultType: "vector",
+      result: [
+        {
+          metric: { __name__: "detour_agents", state: "connected", job: "detour-collector" },
+          value: [1763800000.1, "1"],
+        },
+      ],
+    },
   });
-  assert.deepEqual(parseVector(body), [{ labels: { __name__: "detour_agents", state: "connected", job: "detour-collector" }, value: 1 }]);
+  assert.deepEqual(parseVector(body), [
+    { labels: { __name__: "detour_agents", state: "connected", job: "detour-collector" }, value: 1 },
+  ]);
   assert.deepEqual(parseVector(JSON.stringify({ status: "success", data: { resultType: "vector", result: [] } })), []);
-  assert.throws(() => parseVector(JSON.stringify({ status: "error", errorType: "bad_data", error: "parse error" })), /parse error/);
-  assert.throws(() => parseVector(JSON.stringify({ status: "success", data: { resultType: "matrix", result: [] } })), /expected a vector/);
+  assert.throws(
+    () => parseVector(JSON.stringify({ status: "error", errorType: "bad_data", error: "parse error" })),
+    /parse error/,
+  );
+  assert.throws(
+    () => parseVector(JSON.stringify({ status: "success", data: { resultType: "matrix", result: [] } })),
+    /expected a vector/,
+  );
 });

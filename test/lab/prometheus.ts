@@ -59,13 +59,16 @@ function promDir(id: string): string {
 
 /** Starts Prometheus in detour-<id>-collector and waits until it serves queries; the lab must be up. */
 export async function startPrometheus(id: string): Promise<LabPrometheus> {
-  if (!existsSync(PROMETHEUS_BINARY)) throw new Error(`${PROMETHEUS_BINARY} is missing: run \`npm run setup\` (Debian package prometheus)`);
+  if (!existsSync(PROMETHEUS_BINARY))
+    throw new Error(`${PROMETHEUS_BINARY} is missing: run \`npm run setup\` (Debian package prometheus)`);
   const topo = labTopology(id);
   const dir = promDir(id);
   mkdirSync(join(dir, "data"), { recursive: true, mode: 0o700 });
   const tokenFile = writeSecret(join(dir, "read.token"), collectorTokens(labDirOf(id)).read + "\n");
   const config = join(dir, "prometheus.yml");
-  writeFileSync(config, prometheusConfig({ target: `${topo.collector.address}:${COLLECTOR_PORT}`, tokenFile }), { mode: 0o600 });
+  writeFileSync(config, prometheusConfig({ target: `${topo.collector.address}:${COLLECTOR_PORT}`, tokenFile }), {
+    mode: 0o600,
+  });
   const log = join(dir, "prometheus.log");
   const argv = [
     PROMETHEUS_BINARY,
@@ -77,10 +80,14 @@ export async function startPrometheus(id: string): Promise<LabPrometheus> {
   const pid = spawnDaemon(inNs(topo.collector.ns, argv), { logFile: log });
   const p: LabPrometheus = { pid, dir, log, url: `http://${PROMETHEUS_LISTEN}` };
   try {
-    await waitFor("Prometheus to serve queries", () => {
-      if (!isAlive(pid)) throw new Error(`prometheus exited during start-up:\n${readIfExists(log).slice(-3000)}`);
-      return readIfExists(log).includes("Server is ready to receive web requests.");
-    }, { timeoutMs: PROMETHEUS_READY_TIMEOUT_MS, intervalMs: 100 });
+    await waitFor(
+      "Prometheus to serve queries",
+      () => {
+        if (!isAlive(pid)) throw new Error(`prometheus exited during start-up:\n${readIfExists(log).slice(-3000)}`);
+        return readIfExists(log).includes("Server is ready to receive web requests.");
+      },
+      { timeoutMs: PROMETHEUS_READY_TIMEOUT_MS, intervalMs: 100 },
+    );
   } catch (e) {
     await stopPrometheus(p);
     throw e;
@@ -100,8 +107,13 @@ export interface PromSample {
 
 /** The samples of an instant query's answer (/api/v1/query, resultType vector); throws on an error answer. */
 export function parseVector(body: string): PromSample[] {
-  const r = JSON.parse(body) as { status?: string; error?: string; data?: { resultType?: string; result?: { metric?: Record<string, string>; value?: [number, string] }[] } };
-  if (r.status !== "success") throw new Error(`Prometheus answered ${String(r.status)}: ${r.error ?? body.slice(0, 300)}`);
+  const r = JSON.parse(body) as {
+    status?: string;
+    error?: string;
+    data?: { resultType?: string; result?: { metric?: Record<string, string>; value?: [number, string] }[] };
+  };
+  if (r.status !== "success")
+    throw new Error(`Prometheus answered ${String(r.status)}: ${r.error ?? body.slice(0, 300)}`);
   if (r.data?.resultType !== "vector") throw new Error(`expected a vector, got ${String(r.data?.resultType)}`);
   return (r.data.result ?? []).map((s) => ({ labels: s.metric ?? {}, value: Number(s.value?.[1]) }));
 }

@@ -21,15 +21,37 @@ export async function startCorp(topo: LabTopology, labDir: string): Promise<numb
   const dir = join(labDir, "corp");
   mkdirSync(dir, { recursive: true });
   const configFile = join(dir, "corp.json");
-  const sources = topo.gateways.flatMap((g) => TUNNEL_PROTOCOLS.map((p) => ({ cidr: g.pools[p], gateway: g.name, protocol: p })));
-  writeFileSync(configFile, JSON.stringify({ httpAddress: topo.corp.address, httpPort: CORP_HTTP_PORT, echoAddress: topo.corp.address, echoPort: CORP_ECHO_PORT, sources }, null, 2));
+  const sources = topo.gateways.flatMap((g) =>
+    TUNNEL_PROTOCOLS.map((p) => ({ cidr: g.pools[p], gateway: g.name, protocol: p })),
+  );
+  writeFileSync(
+    configFile,
+    JSON.stringify(
+      {
+        httpAddress: topo.corp.address,
+        httpPort: CORP_HTTP_PORT,
+        echoAddress: topo.corp.address,
+        echoPort: CORP_ECHO_PORT,
+        sources,
+      },
+      null,
+      2,
+    ),
+  );
   const log = join(labDir, "logs", "corp.log");
   const script = join(REPO_ROOT, "test", "lab", "services", "corp-server.ts");
-  const pid = spawnDaemon(inNs(topo.corp.ns, [process.execPath, "--import", "tsx", script, "--config", configFile]), { logFile: log, cwd: REPO_ROOT });
-  await waitFor("the corp service to be ready", () => {
-    if (!isAlive(pid)) throw new Error(`corp service exited during start-up:\n${readIfExists(log).slice(-2000)}`);
-    return readIfExists(log).includes("corp-server ready");
-  }, { timeoutMs: NODE_SERVICE_READY_TIMEOUT_MS, intervalMs: 50 });
+  const pid = spawnDaemon(inNs(topo.corp.ns, [process.execPath, "--import", "tsx", script, "--config", configFile]), {
+    logFile: log,
+    cwd: REPO_ROOT,
+  });
+  await waitFor(
+    "the corp service to be ready",
+    () => {
+      if (!isAlive(pid)) throw new Error(`corp service exited during start-up:\n${readIfExists(log).slice(-2000)}`);
+      return readIfExists(log).includes("corp-server ready");
+    },
+    { timeoutMs: NODE_SERVICE_READY_TIMEOUT_MS, intervalMs: 50 },
+  );
   return pid;
 }
 
@@ -43,14 +65,36 @@ export async function startCorpDns(topo: LabTopology, labDir: string): Promise<n
   mkdirSync(dir, { recursive: true });
   const conf = join(dir, "dnsmasq.conf");
   const stdout = join(labDir, "logs", "corp-dns.stdout");
-  writeFileSync(conf, ["no-resolv", "no-hosts", "no-poll", "bind-interfaces", `listen-address=${topo.corp.address}`, "port=53", `local=/${CORP_DOMAIN}/`,
-    `log-facility=${join(labDir, "logs", "corp-dns.log")}`, "log-queries", `host-record=${INTRANET_NAME},${topo.corp.address}`, ""].join("\n"));
-  const pid = spawnDaemon(inNs(topo.corp.ns, ["dnsmasq", "--keep-in-foreground", `--conf-file=${conf}`, "--pid-file="]), { logFile: stdout });
-  await waitFor("corp's dnsmasq to listen", async () => {
-    if (!isAlive(pid)) throw new Error(`corp's dnsmasq exited during start-up:\n${readIfExists(stdout).slice(-2000)}`);
-    const r = await run("ip", ["netns", "exec", topo.corp.ns, "ss", "-Hlun", "sport = :53"]);
-    return r.stdout.trim() !== "";
-  }, { timeoutMs: DNSMASQ_READY_TIMEOUT_MS });
+  writeFileSync(
+    conf,
+    [
+      "no-resolv",
+      "no-hosts",
+      "no-poll",
+      "bind-interfaces",
+      `listen-address=${topo.corp.address}`,
+      "port=53",
+      `local=/${CORP_DOMAIN}/`,
+      `log-facility=${join(labDir, "logs", "corp-dns.log")}`,
+      "log-queries",
+      `host-record=${INTRANET_NAME},${topo.corp.address}`,
+      "",
+    ].join("\n"),
+  );
+  const pid = spawnDaemon(
+    inNs(topo.corp.ns, ["dnsmasq", "--keep-in-foreground", `--conf-file=${conf}`, "--pid-file="]),
+    { logFile: stdout },
+  );
+  await waitFor(
+    "corp's dnsmasq to listen",
+    async () => {
+      if (!isAlive(pid))
+        throw new Error(`corp's dnsmasq exited during start-up:\n${readIfExists(stdout).slice(-2000)}`);
+      const r = await run("ip", ["netns", "exec", topo.corp.ns, "ss", "-Hlun", "sport = :53"]);
+      return r.stdout.trim() !== "";
+    },
+    { timeoutMs: DNSMASQ_READY_TIMEOUT_MS },
+  );
   return pid;
 }
 
@@ -85,12 +129,22 @@ export async function startDns(topo: LabTopology, labDir: string): Promise<numbe
   const conf = join(dir, "dnsmasq.conf");
   const log = join(labDir, "logs", "dnsmasq.log");
   writeFileSync(conf, dnsmasqConf(topo, log));
-  const pid = spawnDaemon(inNs(topo.dns.ns, ["dnsmasq", "--keep-in-foreground", `--conf-file=${conf}`, "--pid-file="]), { logFile: join(labDir, "logs", "dnsmasq.stdout") });
-  await waitFor("dnsmasq to listen", async () => {
-    if (!isAlive(pid)) throw new Error(`dnsmasq exited during start-up:\n${readIfExists(join(labDir, "logs", "dnsmasq.stdout")).slice(-2000)}`);
-    const r = await run("ip", ["netns", "exec", topo.dns.ns, "ss", "-Hlun", "sport = :53"]);
-    return r.stdout.trim() !== "";
-  }, { timeoutMs: DNSMASQ_READY_TIMEOUT_MS });
+  const pid = spawnDaemon(
+    inNs(topo.dns.ns, ["dnsmasq", "--keep-in-foreground", `--conf-file=${conf}`, "--pid-file="]),
+    { logFile: join(labDir, "logs", "dnsmasq.stdout") },
+  );
+  await waitFor(
+    "dnsmasq to listen",
+    async () => {
+      if (!isAlive(pid))
+        throw new Error(
+          `dnsmasq exited during start-up:\n${readIfExists(join(labDir, "logs", "dnsmasq.stdout")).slice(-2000)}`,
+        );
+      const r = await run("ip", ["netns", "exec", topo.dns.ns, "ss", "-Hlun", "sport = :53"]);
+      return r.stdout.trim() !== "";
+    },
+    { timeoutMs: DNSMASQ_READY_TIMEOUT_MS },
+  );
   // `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf for that namespace only.
   mkdirSync(`/etc/netns/${topo.client.ns}`, { recursive: true });
   writeFileSync(`/etc/netns/${topo.client.ns}/resolv.conf`, `nameserver ${topo.dns.address}\nsearch ${DOMAIN}\n`);

@@ -69,10 +69,35 @@ export async function startSftpDrop(id: string): Promise<SftpDrop> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const dropDir = join(dir, "drop");
   mkdirSync(dropDir, { mode: 0o700 });
-  await runOk("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `detour-lab-${id}-host`, "-f", join(dir, "host_ed25519")]);
-  await runOk("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `detour-lab-${id}-client`, "-f", join(dir, "client_ed25519")]);
-  writeFileSync(join(dir, "authorized_keys"), `restrict ${readFileSync(join(dir, "client_ed25519.pub"), "utf8").trim()}\n`, { mode: 0o600 });
-  const fp = (await runOk("ssh-keygen", ["-l", "-E", "sha256", "-f", join(dir, "host_ed25519.pub")])).split(/\s+/)[1] ?? "";
+  await runOk("ssh-keygen", [
+    "-q",
+    "-t",
+    "ed25519",
+    "-N",
+    "",
+    "-C",
+    `detour-lab-${id}-host`,
+    "-f",
+    join(dir, "host_ed25519"),
+  ]);
+  await runOk("ssh-keygen", [
+    "-q",
+    "-t",
+    "ed25519",
+    "-N",
+    "",
+    "-C",
+    `detour-lab-${id}-client`,
+    "-f",
+    join(dir, "client_ed25519"),
+  ]);
+  writeFileSync(
+    join(dir, "authorized_keys"),
+    `restrict ${readFileSync(join(dir, "client_ed25519.pub"), "utf8").trim()}\n`,
+    { mode: 0o600 },
+  );
+  const fp =
+    (await runOk("ssh-keygen", ["-l", "-E", "sha256", "-f", join(dir, "host_ed25519.pub")])).split(/\s+/)[1] ?? "";
   if (!fp.startsWith("SHA256:")) throw new Error(`ssh-keygen printed no SHA-256 fingerprint: ${fp}`);
   const conf = join(dir, "sshd_config");
   writeFileSync(conf, sshdConfig(dir, topo.collector.address), { mode: 0o600 });
@@ -81,13 +106,27 @@ export async function startSftpDrop(id: string): Promise<SftpDrop> {
   await runOk("/usr/sbin/sshd", ["-t", "-f", conf]);
   const log = join(dir, "sshd.log");
   const pid = spawnDaemon(inNs(topo.collector.ns, ["/usr/sbin/sshd", "-D", "-e", "-f", conf]), { logFile: log });
-  const drop: SftpDrop = { pid, host: topo.collector.address, port: SFTP_PORT, user: "root", privateKeyFile: join(dir, "client_ed25519"), hostKeySha256: fp, dropDir, log, createdPrivsep };
+  const drop: SftpDrop = {
+    pid,
+    host: topo.collector.address,
+    port: SFTP_PORT,
+    user: "root",
+    privateKeyFile: join(dir, "client_ed25519"),
+    hostKeySha256: fp,
+    dropDir,
+    log,
+    createdPrivsep,
+  };
   writeFileSync(join(dir, "state.json"), JSON.stringify(drop) + "\n", { mode: 0o600 });
   try {
-    await waitFor("sshd to listen", () => {
-      if (!isAlive(pid)) throw new Error(`sshd exited during start-up:\n${readIfExists(log).slice(-2000)}`);
-      return readIfExists(log).includes(`Server listening on ${topo.collector.address} port ${SFTP_PORT}`);
-    }, { timeoutMs: SSHD_READY_TIMEOUT_MS, intervalMs: 50 });
+    await waitFor(
+      "sshd to listen",
+      () => {
+        if (!isAlive(pid)) throw new Error(`sshd exited during start-up:\n${readIfExists(log).slice(-2000)}`);
+        return readIfExists(log).includes(`Server listening on ${topo.collector.address} port ${SFTP_PORT}`);
+      },
+      { timeoutMs: SSHD_READY_TIMEOUT_MS, intervalMs: 50 },
+    );
   } catch (e) {
     await stopSftpDrop(id);
     throw e;
@@ -102,7 +141,8 @@ export async function stopSftpDrop(id: string): Promise<boolean> {
   if (!existsSync(statePath)) return false;
   const drop = JSON.parse(readFileSync(statePath, "utf8")) as SftpDrop;
   if (isAlive(drop.pid)) await stopPids([drop.pid], "SIGTERM", SSHD_STOP_GRACE_MS);
-  if (drop.createdPrivsep && existsSync(PRIVSEP_DIR) && readdirSync(PRIVSEP_DIR).length === 0) rmSync(PRIVSEP_DIR, { recursive: true, force: true });
+  if (drop.createdPrivsep && existsSync(PRIVSEP_DIR) && readdirSync(PRIVSEP_DIR).length === 0)
+    rmSync(PRIVSEP_DIR, { recursive: true, force: true });
   rmSync(dir, { recursive: true, force: true });
   return true;
 }

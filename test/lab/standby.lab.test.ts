@@ -40,7 +40,12 @@ after(async () => {
   await lab.down(ID);
 });
 
-async function waitFor(c: ControlClient, what: string, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status> {
+async function waitFor(
+  c: ControlClient,
+  what: string,
+  pred: (s: Status) => boolean,
+  timeoutMs: number,
+): Promise<Status> {
   const until = Date.now() + timeoutMs;
   let last: Status | null = null;
   for (let i = 0; i < Math.ceil(timeoutMs / POLL_MS) + 1 && Date.now() < until; i++) {
@@ -48,7 +53,9 @@ async function waitFor(c: ControlClient, what: string, pred: (s: Status) => bool
     if (pred(last)) return last;
     await sleep(POLL_MS);
   }
-  assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last, null, 1).slice(0, 3000)}`);
+  assert.fail(
+    `timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last, null, 1).slice(0, 3000)}`,
+  );
 }
 
 /** Which gateway corp sees the request come through; retried while a route swap settles. */
@@ -67,53 +74,80 @@ async function corpSeesGateway(expected: string): Promise<string | null> {
 
 /** Tunnel devices of this lab's daemon left in the client namespace. */
 function tunnelDevices(): string[] {
-  const r = spawnSync("ip", ["netns", "exec", lab.topologyOf(ID).client.ns, "ip", "-o", "link", "show"], { encoding: "utf8", timeout: 5000 });
+  const r = spawnSync("ip", ["netns", "exec", lab.topologyOf(ID).client.ns, "ip", "-o", "link", "show"], {
+    encoding: "utf8",
+    timeout: 5000,
+  });
   return r.stdout
     .split("\n")
     .map((l) => l.split(":")[1]?.trim().split("@")[0] ?? "")
     .filter((n) => n.startsWith(`d${ID}`) || n.startsWith("ipsec") || n.startsWith("tun"));
 }
 
-test("a-warm-standby-takes-over-by-a-route-change-is-replaced-and-goes-with-disconnect", { timeout: 120_000 }, async () => {
-  const a = await agentStart(ID);
-  client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
-  const c = client;
-  await c.connect();
-  const s0 = await waitFor(c, "connected with a standby", (x) => x.state === "connected" && x.standby !== null, STANDBY_WITHIN_MS);
-  const sb = s0.standby;
-  assert.ok(sb !== null);
-  console.log(`active ${String(s0.gateway)}/${String(s0.protocol)}, standby ${sb.gateway}/${sb.protocol}`);
-  assert.equal(s0.gateway, "gw1");
-  assert.notEqual(sb.gateway, s0.gateway, "the standby is on another gateway");
-  assert.notEqual(sb.protocol, s0.protocol, "and reached another way");
-  assert.equal(await corpSeesGateway("gw1"), "gw1", "traffic goes through the active tunnel, not the standby");
-  await sleep(1000);
-  const warm = await c.status();
-  assert.ok(warm.standby !== null && warm.standby.lastReplyAt !== null && Date.now() - warm.standby.lastReplyAt < 1000, "the standby is probed and answers");
+test(
+  "a-warm-standby-takes-over-by-a-route-change-is-replaced-and-goes-with-disconnect",
+  { timeout: 120_000 },
+  async () => {
+    const a = await agentStart(ID);
+    client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
+    const c = client;
+    await c.connect();
+    const s0 = await waitFor(
+      c,
+      "connected with a standby",
+      (x) => x.state === "connected" && x.standby !== null,
+      STANDBY_WITHIN_MS,
+    );
+    const sb = s0.standby;
+    assert.ok(sb !== null);
+    console.log(`active ${String(s0.gateway)}/${String(s0.protocol)}, standby ${sb.gateway}/${sb.protocol}`);
+    assert.equal(s0.gateway, "gw1");
+    assert.notEqual(sb.gateway, s0.gateway, "the standby is on another gateway");
+    assert.notEqual(sb.protocol, s0.protocol, "and reached another way");
+    assert.equal(await corpSeesGateway("gw1"), "gw1", "traffic goes through the active tunnel, not the standby");
+    await sleep(1000);
+    const warm = await c.status();
+    assert.ok(
+      warm.standby !== null && warm.standby.lastReplyAt !== null && Date.now() - warm.standby.lastReplyAt < 1000,
+      "the standby is probed and answers",
+    );
 
-  await lab.kill("gw1", "all", ID);
-  const s1 = await waitFor(c, "failover away from gw1", (x) => x.state === "connected" && x.gateway !== "gw1" && x.lastFailover?.restoredAt != null, FAILOVER_WITHIN_MS);
-  const f = s1.lastFailover;
-  assert.ok(f !== null && f.restoredAfterMs !== null);
-  console.log(`failover ${f.from.gateway}/${f.from.kind} -> ${f.to?.gateway ?? "-"}/${f.to?.kind ?? "-"} via ${f.via}: detected after ${Math.round(f.detectedAfterMs)} ms, restored after ${Math.round(f.restoredAfterMs)} ms`);
-  assert.equal(f.via, "standby", "the standby was promoted, no race");
-  assert.deepEqual(f.to, { gateway: sb.gateway, kind: sb.protocol });
-  assert.equal(s1.activeLegId, sb.legId, "the same tunnel, now active");
-  assert.ok(f.restoredAfterMs < RESTORED_WITHIN_MS, `restored after ${f.restoredAfterMs} ms`);
-  assert.equal(await corpSeesGateway(sb.gateway), sb.gateway, "corp now sees the standby's gateway");
+    await lab.kill("gw1", "all", ID);
+    const s1 = await waitFor(
+      c,
+      "failover away from gw1",
+      (x) => x.state === "connected" && x.gateway !== "gw1" && x.lastFailover?.restoredAt != null,
+      FAILOVER_WITHIN_MS,
+    );
+    const f = s1.lastFailover;
+    assert.ok(f !== null && f.restoredAfterMs !== null);
+    console.log(
+      `failover ${f.from.gateway}/${f.from.kind} -> ${f.to?.gateway ?? "-"}/${f.to?.kind ?? "-"} via ${f.via}: detected after ${Math.round(f.detectedAfterMs)} ms, restored after ${Math.round(f.restoredAfterMs)} ms`,
+    );
+    assert.equal(f.via, "standby", "the standby was promoted, no race");
+    assert.deepEqual(f.to, { gateway: sb.gateway, kind: sb.protocol });
+    assert.equal(s1.activeLegId, sb.legId, "the same tunnel, now active");
+    assert.ok(f.restoredAfterMs < RESTORED_WITHIN_MS, `restored after ${f.restoredAfterMs} ms`);
+    assert.equal(await corpSeesGateway(sb.gateway), sb.gateway, "corp now sees the standby's gateway");
 
-  const s2 = await waitFor(c, "a new standby", (x) => x.standby !== null && x.standby.legId !== sb.legId, STANDBY_WITHIN_MS);
-  assert.ok(s2.standby !== null);
-  assert.notEqual(s2.standby.gateway, "gw1", "not on the gateway that just died");
-  assert.notEqual(s2.standby.gateway, s2.gateway);
+    const s2 = await waitFor(
+      c,
+      "a new standby",
+      (x) => x.standby !== null && x.standby.legId !== sb.legId,
+      STANDBY_WITHIN_MS,
+    );
+    assert.ok(s2.standby !== null);
+    assert.notEqual(s2.standby.gateway, "gw1", "not on the gateway that just died");
+    assert.notEqual(s2.standby.gateway, s2.gateway);
 
-  await c.disconnect();
-  await waitFor(c, "disconnected", (x) => x.state === "disconnected" && x.standby === null, 5000);
-  const until = Date.now() + TEARDOWN_WITHIN_MS;
-  let left = tunnelDevices();
-  for (let i = 0; i < TEARDOWN_WITHIN_MS / POLL_MS && left.length > 0 && Date.now() < until; i++) {
-    await sleep(POLL_MS);
-    left = tunnelDevices();
-  }
-  assert.deepEqual(left, [], "no tunnel device of the active or the standby is left");
-});
+    await c.disconnect();
+    await waitFor(c, "disconnected", (x) => x.state === "disconnected" && x.standby === null, 5000);
+    const until = Date.now() + TEARDOWN_WITHIN_MS;
+    let left = tunnelDevices();
+    for (let i = 0; i < TEARDOWN_WITHIN_MS / POLL_MS && left.length > 0 && Date.now() < until; i++) {
+      await sleep(POLL_MS);
+      left = tunnelDevices();
+    }
+    assert.deepEqual(left, [], "no tunnel device of the active or the standby is left");
+  },
+);

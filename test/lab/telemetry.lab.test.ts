@@ -33,7 +33,12 @@ after(async () => {
   await lab.down(ID);
 });
 
-async function waitFor(c: ControlClient, what: string, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status> {
+async function waitFor(
+  c: ControlClient,
+  what: string,
+  pred: (s: Status) => boolean,
+  timeoutMs: number,
+): Promise<Status> {
   const until = Date.now() + timeoutMs;
   let last: Status | null = null;
   for (let i = 0; i < timeoutMs / 100 + 1 && Date.now() < until; i++) {
@@ -45,7 +50,9 @@ async function waitFor(c: ControlClient, what: string, pred: (s: Status) => bool
 }
 
 /** Reads the status once per window (disjoint windows) and combines them: loss weighted by probes, RTT median. */
-async function measure(c: ControlClient): Promise<{ probes: number; lossPct: number; rttMs: number; jitterMs: number }> {
+async function measure(
+  c: ControlClient,
+): Promise<{ probes: number; lossPct: number; rttMs: number; jitterMs: number }> {
   let probes = 0;
   let lost = 0;
   const rtts: number[] = [];
@@ -54,7 +61,10 @@ async function measure(c: ControlClient): Promise<{ probes: number; lossPct: num
     await sleep(WINDOW_MS);
     const s = await c.status();
     const t = s.telemetry;
-    assert.ok(t !== undefined && t.lossPct !== null && t.rttMs !== null && t.jitterMs !== null, `status has tunnel telemetry: ${JSON.stringify(t)}`);
+    assert.ok(
+      t !== undefined && t.lossPct !== null && t.rttMs !== null && t.jitterMs !== null,
+      `status has tunnel telemetry: ${JSON.stringify(t)}`,
+    );
     assert.equal(s.gateway, "gw1", "still on the impaired gateway (no false failover)");
     probes += t.samples;
     lost += (t.lossPct / 100) * t.samples;
@@ -63,30 +73,46 @@ async function measure(c: ControlClient): Promise<{ probes: number; lossPct: num
   }
   rtts.sort((a, b) => a - b);
   jitters.sort((a, b) => a - b);
-  return { probes, lossPct: (100 * lost) / probes, rttMs: rtts[Math.floor(rtts.length / 2)] ?? NaN, jitterMs: jitters[Math.floor(jitters.length / 2)] ?? NaN };
+  return {
+    probes,
+    lossPct: (100 * lost) / probes,
+    rttMs: rtts[Math.floor(rtts.length / 2)] ?? NaN,
+    jitterMs: jitters[Math.floor(jitters.length / 2)] ?? NaN,
+  };
 }
 
-test("reported-rtt-and-loss-match-the-injected-delay-and-loss-and-a-clean-path-reports-none", { timeout: 180_000 }, async () => {
-  const a = await agentStart(ID);
-  client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
-  const c = client;
-  await c.connect();
-  await waitFor(c, "connected to gw1", (s) => s.state === "connected" && s.gateway === "gw1", CONNECT_WITHIN_MS);
+test(
+  "reported-rtt-and-loss-match-the-injected-delay-and-loss-and-a-clean-path-reports-none",
+  { timeout: 180_000 },
+  async () => {
+    const a = await agentStart(ID);
+    client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
+    const c = client;
+    await c.connect();
+    await waitFor(c, "connected to gw1", (s) => s.state === "connected" && s.gateway === "gw1", CONNECT_WITHIN_MS);
 
-  const clean = await measure(c);
-  console.log(`clean: ${clean.probes} probes, loss ${clean.lossPct.toFixed(2)} %, RTT p50 ${clean.rttMs.toFixed(2)} ms, jitter ${clean.jitterMs.toFixed(2)} ms`);
-  assert.ok(clean.probes >= MIN_PROBES, `at least ${MIN_PROBES} probes (${clean.probes})`);
-  assert.ok(clean.lossPct < 0.5, `a clean path reports near-zero loss (${clean.lossPct.toFixed(2)} %)`);
+    const clean = await measure(c);
+    console.log(
+      `clean: ${clean.probes} probes, loss ${clean.lossPct.toFixed(2)} %, RTT p50 ${clean.rttMs.toFixed(2)} ms, jitter ${clean.jitterMs.toFixed(2)} ms`,
+    );
+    assert.ok(clean.probes >= MIN_PROBES, `at least ${MIN_PROBES} probes (${clean.probes})`);
+    assert.ok(clean.lossPct < 0.5, `a clean path reports near-zero loss (${clean.lossPct.toFixed(2)} %)`);
 
-  // 40 ms +/- 5 ms one way (35 ms + uniform 0-10 ms) and 5 % loss, both toward gw1: the round trip carries both once.
-  await lab.impair({ kind: "delay", target: "gw1", proto: "all", dir: "up", delayMs: 35, jitterMs: 10 }, ID);
-  await lab.impair({ kind: "loss", target: "gw1", proto: "all", dir: "up", percent: 5 }, ID);
-  await sleep(2000);
-  const m = await measure(c);
-  const expectedRtt = 40 + clean.rttMs;
-  console.log(`impaired: ${m.probes} probes, loss ${m.lossPct.toFixed(2)} % (injected 5 %), RTT p50 ${m.rttMs.toFixed(2)} ms (expected ${expectedRtt.toFixed(1)}), jitter ${m.jitterMs.toFixed(2)} ms`);
-  assert.ok(m.probes >= MIN_PROBES, `at least ${MIN_PROBES} probes (${m.probes})`);
-  assert.ok(Math.abs(m.lossPct - 5) <= 2, `loss within 2 points of 5 % (${m.lossPct.toFixed(2)} %)`);
-  assert.ok(Math.abs(m.rttMs - expectedRtt) <= 0.1 * expectedRtt, `RTT within 10 % of ${expectedRtt.toFixed(1)} ms (${m.rttMs.toFixed(2)} ms)`);
-  assert.ok(m.jitterMs > 0.5, "jitter is seen");
-});
+    // 40 ms +/- 5 ms one way (35 ms + uniform 0-10 ms) and 5 % loss, both toward gw1: the round trip carries both once.
+    await lab.impair({ kind: "delay", target: "gw1", proto: "all", dir: "up", delayMs: 35, jitterMs: 10 }, ID);
+    await lab.impair({ kind: "loss", target: "gw1", proto: "all", dir: "up", percent: 5 }, ID);
+    await sleep(2000);
+    const m = await measure(c);
+    const expectedRtt = 40 + clean.rttMs;
+    console.log(
+      `impaired: ${m.probes} probes, loss ${m.lossPct.toFixed(2)} % (injected 5 %), RTT p50 ${m.rttMs.toFixed(2)} ms (expected ${expectedRtt.toFixed(1)}), jitter ${m.jitterMs.toFixed(2)} ms`,
+    );
+    assert.ok(m.probes >= MIN_PROBES, `at least ${MIN_PROBES} probes (${m.probes})`);
+    assert.ok(Math.abs(m.lossPct - 5) <= 2, `loss within 2 points of 5 % (${m.lossPct.toFixed(2)} %)`);
+    assert.ok(
+      Math.abs(m.rttMs - expectedRtt) <= 0.1 * expectedRtt,
+      `RTT within 10 % of ${expectedRtt.toFixed(1)} ms (${m.rttMs.toFixed(2)} ms)`,
+    );
+    assert.ok(m.jitterMs > 0.5, "jitter is seen");
+  },
+);

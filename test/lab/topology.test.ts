@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { GATEWAY_NAMES, gatewayByName, gatewayDistances, labTopology, namespaceOf, oneWayDelay, USER_DISTANCES, validateLabId } from "./topology.ts";
+import {
+  GATEWAY_NAMES,
+  gatewayByName,
+  gatewayDistances,
+  labTopology,
+  namespaceOf,
+  oneWayDelay,
+  USER_DISTANCES,
+  validateLabId,
+} from "./topology.ts";
 
 test("every-namespace-starts-with-the-project-prefix", () => {
   const t = labTopology("lab");
@@ -11,7 +20,8 @@ test("every-namespace-starts-with-the-project-prefix", () => {
 test("interface-names-fit-linux-limit-for-the-longest-lab-id", () => {
   const t = labTopology("abcdef");
   for (const g of t.gateways) {
-    for (const n of [g.wireguard.ifname, g.routerSide.ifname, g.corpLink.gwIfname, g.corpLink.corpIfname]) assert.ok(n.length <= 15, n);
+    for (const n of [g.wireguard.ifname, g.routerSide.ifname, g.corpLink.gwIfname, g.corpLink.corpIfname])
+      assert.ok(n.length <= 15, n);
   }
 });
 
@@ -43,7 +53,11 @@ test("user-distances-split-into-whole-one-way-delays-that-average-the-round-trip
     // Two directions, each delay + uniform(0, jitter): mean 2 * delay + jitter.
     assert.equal(2 * w.delayMs + w.jitterMs, d.rttMs, g);
   }
-  assert.deepEqual(GATEWAY_NAMES.map((g) => USER_DISTANCES[g].rttMs), [20, 80, 250], "a user near gw1, gw2 next door, gw3 across an ocean");
+  assert.deepEqual(
+    GATEWAY_NAMES.map((g) => USER_DISTANCES[g].rttMs),
+    [20, 80, 250],
+    "a user near gw1, gw2 next door, gw3 across an ocean",
+  );
   assert.deepEqual(gatewayDistances("none"), {});
   assert.throws(() => oneWayDelay({ rttMs: 21, jitterMs: 2 }), /no whole one-way delay/);
 });

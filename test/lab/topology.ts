@@ -83,7 +83,14 @@ export interface LabTopology {
   id: string;
   prefix: string;
   ns: Record<Role, string>;
-  client: { ns: string; ifname: string; address: string; routerAddress: string; address6: string; routerAddress6: string };
+  client: {
+    ns: string;
+    ifname: string;
+    address: string;
+    routerAddress: string;
+    address6: string;
+    routerAddress6: string;
+  };
   router: { ns: string };
   dns: { ns: string; address: string; routerAddress: string; address6: string; routerAddress6: string };
   collector: { ns: string; address: string; routerAddress: string; address6: string; routerAddress6: string };
@@ -132,7 +139,9 @@ export function gatewayDistances(profile: DistanceProfile): Partial<Record<Gatew
 export function oneWayDelay(d: GatewayDistance): { delayMs: number; jitterMs: number } {
   const delayMs = (d.rttMs - d.jitterMs) / 2;
   if (!Number.isInteger(delayMs) || delayMs < 0) {
-    throw new Error(`a ${String(d.rttMs)} ms round trip with ${String(d.jitterMs)} ms jitter has no whole one-way delay`);
+    throw new Error(
+      `a ${String(d.rttMs)} ms round trip with ${String(d.jitterMs)} ms jitter has no whole one-way delay`,
+    );
   }
   return { delayMs, jitterMs: d.jitterMs };
 }
@@ -160,13 +169,22 @@ export function labTopology(id: string): LabTopology {
       address: `198.18.${n}.2`,
       address6: underlay6(n, 2),
       routerSide: { ifname: `to-${name}`, address: `198.18.${n}.1`, address6: underlay6(n, 1) },
-      corpLink: { gwIfname: "corp0", gwAddress: `198.19.${200 + n}.1`, corpIfname: `to-${name}`, corpAddress: `198.19.${200 + n}.2` },
+      corpLink: {
+        gwIfname: "corp0",
+        gwAddress: `198.19.${200 + n}.1`,
+        corpIfname: `to-${name}`,
+        corpAddress: `198.19.${200 + n}.2`,
+      },
       insideAddress: `198.19.0.${10 + n}`,
       priority: 10 * n,
       region: REGIONS[name],
       pools: { wireguard: pool("wireguard"), ikev2: pool("ikev2"), anyconnect: pool("anyconnect") },
       // wireguard-go's UAPI socket lives in the host-wide /run/wireguard, so the name carries the lab id.
-      wireguard: { ifname: `wg-${id}-${name}`, gatewayAddress: `198.19.${10 * n + 1}.1`, clientAddress: `198.19.${10 * n + 1}.2` },
+      wireguard: {
+        ifname: `wg-${id}-${name}`,
+        gatewayAddress: `198.19.${10 * n + 1}.1`,
+        clientAddress: `198.19.${10 * n + 1}.2`,
+      },
       ikev2: { id: `${name}.${DOMAIN}`, poolRange: `198.19.${10 * n + 2}.10-198.19.${10 * n + 2}.250` },
       anyconnect: { network: `198.19.${10 * n + 3}.0`, device: "vpns" },
     };
@@ -175,10 +193,29 @@ export function labTopology(id: string): LabTopology {
     id,
     prefix,
     ns,
-    client: { ns: ns.client, ifname: "ul0", address: "198.18.0.2", routerAddress: "198.18.0.1", address6: underlay6(0, 2), routerAddress6: underlay6(0, 1) },
+    client: {
+      ns: ns.client,
+      ifname: "ul0",
+      address: "198.18.0.2",
+      routerAddress: "198.18.0.1",
+      address6: underlay6(0, 2),
+      routerAddress6: underlay6(0, 1),
+    },
     router: { ns: ns.router },
-    dns: { ns: ns.dns, address: DNS_ADDRESS, routerAddress: "198.18.53.1", address6: underlay6(53, 2), routerAddress6: underlay6(53, 1) },
-    collector: { ns: ns.collector, address: COLLECTOR_ADDRESS, routerAddress: "198.18.100.1", address6: underlay6(100, 2), routerAddress6: underlay6(100, 1) },
+    dns: {
+      ns: ns.dns,
+      address: DNS_ADDRESS,
+      routerAddress: "198.18.53.1",
+      address6: underlay6(53, 2),
+      routerAddress6: underlay6(53, 1),
+    },
+    collector: {
+      ns: ns.collector,
+      address: COLLECTOR_ADDRESS,
+      routerAddress: "198.18.100.1",
+      address6: underlay6(100, 2),
+      routerAddress6: underlay6(100, 1),
+    },
     corp: { ns: ns.corp, address: CORP_ADDRESS, network: CORP_NETWORK },
     gateways,
     clientIkeId: `client@${DOMAIN}`,

@@ -24,7 +24,14 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const policy = (version: number): string => JSON.stringify({ version, issuedAt: "2025-01-01T00:00:00Z", expiresAt: "2035-01-01T00:00:00Z", organisation: "Example Corp", settings: { allowedProtocols: ["wireguard"] } });
+const policy = (version: number): string =>
+  JSON.stringify({
+    version,
+    issuedAt: "2025-01-01T00:00:00Z",
+    expiresAt: "2035-01-01T00:00:00Z",
+    organisation: "Example Corp",
+    settings: { allowedProtocols: ["wireguard"] },
+  });
 
 test("keys-made-and-signed-by-the-cli-are-trusted-by-the-daemon-under-the-same-id", () => {
   const k = keygen(join(dir, "keys"));
@@ -34,7 +41,12 @@ test("keys-made-and-signed-by-the-cli-are-trusted-by-the-daemon-under-the-same-i
   assert.equal(env.keyId, k.keyId);
   const trusted = loadTrustedKeys(join(dir, "keys"));
   assert.deepEqual([...trusted.keys.keys()], [k.keyId]);
-  const v = verifyEnvelope(JSON.stringify(env), { keys: trusted.keys, current: null, now: Date.now(), organisation: "Example Corp" });
+  const v = verifyEnvelope(JSON.stringify(env), {
+    keys: trusted.keys,
+    current: null,
+    now: Date.now(),
+    organisation: "Example Corp",
+  });
   assert.ok(v.ok, JSON.stringify(v));
   assert.throws(() => loadPrivateKey(k.publicPath), /not a readable PEM private key/);
 });
@@ -48,7 +60,16 @@ test("detour-policy-keygen-sign-and-verify-from-the-command-line", () => {
   assert.equal(cli("policy", "keygen", "--out", keys).code, 0);
   writeFileSync(join(dir, "policy.json"), policy(3));
   const signedPath = join(dir, "policy.signed.json");
-  const s = cli("policy", "sign", "--key", join(keys, "policy-signing.key"), "--in", join(dir, "policy.json"), "--out", signedPath);
+  const s = cli(
+    "policy",
+    "sign",
+    "--key",
+    join(keys, "policy-signing.key"),
+    "--in",
+    join(dir, "policy.json"),
+    "--out",
+    signedPath,
+  );
   assert.equal(s.code, 0, s.err);
   assert.doesNotMatch(s.out + s.err, /PRIVATE KEY/, "the private key is never printed");
   const ok = cli("policy", "verify", "--keys", keys, signedPath);
@@ -57,8 +78,20 @@ test("detour-policy-keygen-sign-and-verify-from-the-command-line", () => {
   const down = cli("policy", "verify", "--keys", keys, "--current-version", "5", signedPath);
   assert.equal(down.code, 1);
   assert.match(down.out, /^rejected: downgrade \(version\)/);
-  writeFileSync(join(dir, "bad.json"), JSON.stringify({ ...JSON.parse(policy(4)) as object, settings: { allowedProtocols: ["pptp"] } }));
-  const bad = cli("policy", "sign", "--key", join(keys, "policy-signing.key"), "--in", join(dir, "bad.json"), "--out", join(dir, "bad.signed.json"));
+  writeFileSync(
+    join(dir, "bad.json"),
+    JSON.stringify({ ...(JSON.parse(policy(4)) as object), settings: { allowedProtocols: ["pptp"] } }),
+  );
+  const bad = cli(
+    "policy",
+    "sign",
+    "--key",
+    join(keys, "policy-signing.key"),
+    "--in",
+    join(dir, "bad.json"),
+    "--out",
+    join(dir, "bad.signed.json"),
+  );
   assert.equal(bad.code, 1);
   assert.match(bad.err, /settings\.allowedProtocols\[0\]/);
 });
@@ -67,5 +100,9 @@ test("the-fixtures-verify-with-the-cli-tools-too", () => {
   const fix = join(REPO, "main/agent/policy/fixtures");
   const r = verifyFile(join(fix, "sample.signed.json"), { keysDir: fix, now: Date.parse("2026-01-01T00:00:00Z") });
   assert.ok(r.verdict.ok);
-  assert.equal(readFileSync(join(fix, "sample-policy.json"), "utf8"), Buffer.from(r.verdict.envelope.policy, "base64").toString("utf8"), "the exact bytes travel");
+  assert.equal(
+    readFileSync(join(fix, "sample-policy.json"), "utf8"),
+    Buffer.from(r.verdict.envelope.policy, "base64").toString("utf8"),
+    "the exact bytes travel",
+  );
 });

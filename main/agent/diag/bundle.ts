@@ -25,7 +25,14 @@ import { hostname, userInfo } from "node:os";
 import * as tar from "tar";
 import type { DetourConfig } from "../../core/config/schema.ts";
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, LegKind } from "../../core/connection/types.ts";
-import { BUNDLE_FORMAT, MANIFEST_FILE, REDACTION_REPORT, SUMMARY_HTML, SUMMARY_JSON, type Manifest } from "../../core/diag/manifest.ts";
+import {
+  BUNDLE_FORMAT,
+  MANIFEST_FILE,
+  REDACTION_REPORT,
+  SUMMARY_HTML,
+  SUMMARY_JSON,
+  type Manifest,
+} from "../../core/diag/manifest.ts";
 import { Redactor, SECRET_ENV_NAME, secretEnvValues, type RedactionReport } from "../../core/diag/redact.ts";
 import { buildSummary, renderSummaryHtml } from "../../core/diag/summary.ts";
 import type { TelemetryStatus } from "../../core/telemetry/status.ts";
@@ -90,7 +97,11 @@ export interface BundleResult {
 }
 
 /** Every SecretRef in the configuration ({file} or {env} objects), wherever it sits. */
-export function secretRefs(value: unknown, path = "", out: { ref: { file: string } | { env: string }; path: string }[] = []): typeof out {
+export function secretRefs(
+  value: unknown,
+  path = "",
+  out: { ref: { file: string } | { env: string }; path: string }[] = [],
+): typeof out {
   if (value === null || typeof value !== "object") return out;
   if (Array.isArray(value)) {
     value.forEach((v, i) => secretRefs(v, `${path}[${i}]`, out));
@@ -123,7 +134,8 @@ export function localUserNames(env: NodeJS.ProcessEnv, passwd = "/etc/passwd"): 
   try {
     for (const line of readFileSync(passwd, "utf8").split("\n")) {
       const [name, , uid] = line.split(":");
-      if (name !== undefined && name !== "" && uid !== undefined && Number(uid) >= 1000 && Number(uid) < 65534) names.add(name);
+      if (name !== undefined && name !== "" && uid !== undefined && Number(uid) >= 1000 && Number(uid) < 65534)
+        names.add(name);
     }
   } catch {
     // no passwd file: only the environment's names
@@ -143,7 +155,10 @@ export function localUserNames(env: NodeJS.ProcessEnv, passwd = "/etc/passwd"): 
 }
 
 function stamp(now: number): string {
-  return new Date(now).toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+  return new Date(now)
+    .toISOString()
+    .replace(/[-:]/g, "")
+    .replace(/\.\d+Z$/, "Z");
 }
 
 /**
@@ -176,7 +191,9 @@ async function redactLog(r: Redactor, text: string): Promise<string> {
 function pruneOld(dir: string, keep: number): void {
   let names: string[];
   try {
-    names = readdirSync(dir).filter((n) => /^detour-diag-\d{8}T\d{6}Z-[0-9a-f]+\.tar\.gz$/.test(n)).sort();
+    names = readdirSync(dir)
+      .filter((n) => /^detour-diag-\d{8}T\d{6}Z-[0-9a-f]+\.tar\.gz$/.test(n))
+      .sort();
   } catch {
     return;
   }
@@ -188,7 +205,11 @@ export async function createBundle(inp: DiagInputs, opts: BundleOptions): Promis
   const env = inp.env ?? process.env;
   const redactor = new Redactor({
     knownSecrets: [...knownSecrets(inp.config, env), ...(inp.extraSecrets ?? [])],
-    userNames: [...localUserNames(env), ...(inp.config.identity.anyconnect === undefined ? [] : [inp.config.identity.anyconnect.username]), ...(inp.config.diagnostics?.sftp === undefined ? [] : [inp.config.diagnostics.sftp.user])],
+    userNames: [
+      ...localUserNames(env),
+      ...(inp.config.identity.anyconnect === undefined ? [] : [inp.config.identity.anyconnect.username]),
+      ...(inp.config.diagnostics?.sftp === undefined ? [] : [inp.config.diagnostics.sftp.user]),
+    ],
   });
   mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
   const root = `detour-diag-${stamp(inp.now)}-${randomBytes(3).toString("hex")}`;
@@ -210,9 +231,15 @@ export async function createBundle(inp: DiagInputs, opts: BundleOptions): Promis
       Promise.all(
         inp.engines.map(async (e) => {
           // An engine that hangs or fails is recorded as such; the bundle is made either way.
-          const d = await withTimeout(() => e.diagnostics(), ENGINE_DIAG_TIMEOUT_MS, `the engine of leg ${e.legId}`).catch(
-            (err: unknown): EngineDiagnostics => ({ engine: "unknown", state: { error: err instanceof Error ? err.message : String(err) }, log: "" }),
-          );
+          const d = await withTimeout(
+            () => e.diagnostics(),
+            ENGINE_DIAG_TIMEOUT_MS,
+            `the engine of leg ${e.legId}`,
+          ).catch((err: unknown): EngineDiagnostics => ({
+            engine: "unknown",
+            state: { error: err instanceof Error ? err.message : String(err) },
+            log: "",
+          }));
           return { e, d };
         }),
       ),
@@ -228,27 +255,74 @@ export async function createBundle(inp: DiagInputs, opts: BundleOptions): Promis
       put("nftables.txt", redactor.text(hostFacts.nftables));
     }
     const envOut: Record<string, string> = {};
-    for (const [k, v] of Object.entries(env)) if (v !== undefined) envOut[k] = SECRET_ENV_NAME.test(k) ? "[removed:known-secret]" : v;
-    putJson("process.json", { pid: process.pid, startedAt: new Date(inp.startedAt).toISOString(), uptimeS: Math.round((inp.now - inp.startedAt) / 1000), argv: process.argv, node: process.version, hostname: hostname(), env: envOut });
+    for (const [k, v] of Object.entries(env))
+      if (v !== undefined) envOut[k] = SECRET_ENV_NAME.test(k) ? "[removed:known-secret]" : v;
+    putJson("process.json", {
+      pid: process.pid,
+      startedAt: new Date(inp.startedAt).toISOString(),
+      uptimeS: Math.round((inp.now - inp.startedAt) / 1000),
+      argv: process.argv,
+      node: process.version,
+      hostname: hostname(),
+      env: envOut,
+    });
     const fileTail = inp.logFile === undefined ? null : readFileTail(inp.logFile, opts.maxLogBytes);
-    const memTail = inp.logTail.length > opts.maxLogBytes ? inp.logTail.slice(inp.logTail.indexOf("\n", inp.logTail.length - opts.maxLogBytes) + 1) : inp.logTail;
+    const memTail =
+      inp.logTail.length > opts.maxLogBytes
+        ? inp.logTail.slice(inp.logTail.indexOf("\n", inp.logTail.length - opts.maxLogBytes) + 1)
+        : inp.logTail;
     put("logs/detourd.log", await redactLog(redactor, fileTail?.text ?? memTail));
     for (const { e, d } of engines) {
       const name = `engines/${e.legId}-${e.gateway}-${e.kind}`;
-      putJson(`${name}.json`, { legId: e.legId, gateway: e.gateway, kind: e.kind, role: e.role, engine: d.engine, state: d.state });
+      putJson(`${name}.json`, {
+        legId: e.legId,
+        gateway: e.gateway,
+        kind: e.kind,
+        role: e.role,
+        engine: d.engine,
+        state: d.state,
+      });
       put(`${name}.log`, await redactLog(redactor, d.log));
     }
 
     const model = redactor.json(
-      buildSummary({ now: inp.now, agentVersion: inp.version, deviceId: inp.deviceId, policyHash: inp.policyHash, status: inp.status, events: inp.events, candidates: inp.candidates, samples: inp.samples, probeSeconds: inp.probeSeconds }),
+      buildSummary({
+        now: inp.now,
+        agentVersion: inp.version,
+        deviceId: inp.deviceId,
+        policyHash: inp.policyHash,
+        status: inp.status,
+        events: inp.events,
+        candidates: inp.candidates,
+        samples: inp.samples,
+        probeSeconds: inp.probeSeconds,
+      }),
     ) as ReturnType<typeof buildSummary>;
     const report = redactor.report();
     model.redactions = report;
     put(SUMMARY_JSON, JSON.stringify(model, null, 2) + "\n");
     put(SUMMARY_HTML, renderSummaryHtml(model));
-    put(REDACTION_REPORT, JSON.stringify({ ...report, note: "counts of values removed or replaced by a pseudonym, per class; pseudonyms are consistent within this bundle only" }, null, 2) + "\n");
+    put(
+      REDACTION_REPORT,
+      JSON.stringify(
+        {
+          ...report,
+          note: "counts of values removed or replaced by a pseudonym, per class; pseudonyms are consistent within this bundle only",
+        },
+        null,
+        2,
+      ) + "\n",
+    );
 
-    const manifest: Manifest = { format: BUNDLE_FORMAT, createdAt: new Date(inp.now).toISOString(), agentVersion: inp.version, deviceId: inp.deviceId, policyHash: inp.policyHash, root, files: [...files] };
+    const manifest: Manifest = {
+      format: BUNDLE_FORMAT,
+      createdAt: new Date(inp.now).toISOString(),
+      agentVersion: inp.version,
+      deviceId: inp.deviceId,
+      policyHash: inp.policyHash,
+      root,
+      files: [...files],
+    };
     const manifestText = JSON.stringify(manifest, null, 2) + "\n";
     writeFileSync(join(staging, root, MANIFEST_FILE), manifestText, { mode: 0o600 });
 
@@ -256,12 +330,22 @@ export async function createBundle(inp: DiagInputs, opts: BundleOptions): Promis
     const tmp = `${out}.partial`;
     // The manifest goes first, so a reader streaming the archive knows what to expect. The folder is 0700, so
     // the archive is private from its first byte; 0600 makes it stay so wherever it is moved.
-    await tar.c({ gzip: true, cwd: staging, portable: true, file: tmp }, [`${root}/${MANIFEST_FILE}`, ...files.map((f) => `${root}/${f.path}`)]);
+    await tar.c({ gzip: true, cwd: staging, portable: true, file: tmp }, [
+      `${root}/${MANIFEST_FILE}`,
+      ...files.map((f) => `${root}/${f.path}`),
+    ]);
     chmodSync(tmp, 0o600);
     renameSync(tmp, out);
     pruneOld(opts.dir, BUNDLES_KEPT);
     const bytes = statSync(out).size;
-    return { path: out, bytes, sha256: createHash("sha256").update(readFileSync(out)).digest("hex"), files: files.length + 1, tookMs: Date.now() - t0, redactions: report };
+    return {
+      path: out,
+      bytes,
+      sha256: createHash("sha256").update(readFileSync(out)).digest("hex"),
+      files: files.length + 1,
+      tookMs: Date.now() - t0,
+      redactions: report,
+    };
   } finally {
     rmSync(staging, { recursive: true, force: true });
     rmSync(join(opts.dir, `${root}.tar.gz.partial`), { force: true });

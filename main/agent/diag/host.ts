@@ -29,7 +29,9 @@ async function command(argv: readonly string[]): Promise<{ ok: true; stdout: str
   const [file, ...args] = argv;
   if (file === undefined) return { ok: false, error: "empty command" };
   const r = await run(file, args, { timeoutMs: HOST_COMMAND_TIMEOUT_MS });
-  return r.code === 0 ? { ok: true, stdout: r.stdout } : { ok: false, error: `${argv.join(" ")}: exit ${String(r.code)} ${r.stderr.trim().slice(0, 500)}` };
+  return r.code === 0
+    ? { ok: true, stdout: r.stdout }
+    : { ok: false, error: `${argv.join(" ")}: exit ${String(r.code)} ${r.stderr.trim().slice(0, 500)}` };
 }
 
 async function ipJson(args: readonly string[]): Promise<unknown> {
@@ -42,7 +44,9 @@ async function ipJson(args: readonly string[]): Promise<unknown> {
   }
 }
 
-export function dnsServers(resolvConf: string): { path: string; servers: string[]; search: string[] } | { path: string; error: string } {
+export function dnsServers(
+  resolvConf: string,
+): { path: string; servers: string[]; search: string[] } | { path: string; error: string } {
   let text: string;
   try {
     text = readFileSync(resolvConf, "utf8");
@@ -80,7 +84,9 @@ export function interfacesOf(ipJsonOut: unknown): unknown {
     mtu: l.mtu ?? null,
     mac: l.address ?? null,
     type: l.link_type ?? null,
-    addresses: (l.addr_info ?? []).flatMap((a) => (a.local === undefined ? [] : [`${a.local}/${String(a.prefixlen ?? "")}`])),
+    addresses: (l.addr_info ?? []).flatMap((a) =>
+      a.local === undefined ? [] : [`${a.local}/${String(a.prefixlen ?? "")}`],
+    ),
   }));
 }
 
@@ -101,14 +107,41 @@ export async function collectHostFacts(resolvConf: string): Promise<HostFactsBun
     ipJson(["rule", "show"]),
     command(["nft", "list", "ruleset"]),
   ]);
-  const cpuOut = "error" in cpu ? cpu : { manufacturer: cpu.manufacturer, brand: cpu.brand, cores: cpu.cores, physicalCores: cpu.physicalCores, speedGHz: cpu.speed };
+  const cpuOut =
+    "error" in cpu
+      ? cpu
+      : {
+          manufacturer: cpu.manufacturer,
+          brand: cpu.brand,
+          cores: cpu.cores,
+          physicalCores: cpu.physicalCores,
+          speedGHz: cpu.speed,
+        };
   const loadOut = "error" in load ? load : { currentLoadPct: load.currentLoad, avgLoad: load.avgLoad };
   return {
     host: {
-      os: "error" in os ? os : { platform: os.platform, distro: os.distro, release: os.release, kernel: os.kernel, arch: os.arch, hostname: os.hostname },
+      os:
+        "error" in os
+          ? os
+          : {
+              platform: os.platform,
+              distro: os.distro,
+              release: os.release,
+              kernel: os.kernel,
+              arch: os.arch,
+              hostname: os.hostname,
+            },
       cpu: cpuOut,
       load: loadOut,
-      memory: "error" in mem ? mem : { totalBytes: mem.total, availableBytes: mem.available, activeBytes: mem.active, swapUsedBytes: mem.swapused },
+      memory:
+        "error" in mem
+          ? mem
+          : {
+              totalBytes: mem.total,
+              availableBytes: mem.available,
+              activeBytes: mem.active,
+              swapUsedBytes: mem.swapused,
+            },
       interfaces: interfacesOf(ifaces),
       routes: { ipv4: routes4, ipv6: routes6, rules },
       dns: dnsServers(resolvConf),

@@ -49,35 +49,63 @@ export class DiagService {
           { dir: bundleDir(o.config, o.stateDir), maxLogBytes: o.config.diagnostics?.maxLogBytes ?? 4 * 1024 * 1024 },
         );
         this.#latest = r;
-        o.log.info("diagnostic bundle written", { path: r.path, bytes: r.bytes, files: r.files, ms: r.tookMs, removed: r.redactions.removed, pseudonymised: r.redactions.pseudonymised });
+        o.log.info("diagnostic bundle written", {
+          path: r.path,
+          bytes: r.bytes,
+          files: r.files,
+          ms: r.tookMs,
+          removed: r.redactions.removed,
+          pseudonymised: r.redactions.pseudonymised,
+        });
         return r;
       } finally {
         this.#building = null;
       }
     })();
     const r = await this.#building;
-    return { path: r.path, bytes: r.bytes, sha256: r.sha256, files: r.files, tookMs: r.tookMs, redactions: { removed: r.redactions.removed, pseudonymised: r.redactions.pseudonymised } };
+    return {
+      path: r.path,
+      bytes: r.bytes,
+      sha256: r.sha256,
+      files: r.files,
+      tookMs: r.tookMs,
+      redactions: { removed: r.redactions.removed, pseudonymised: r.redactions.pseudonymised },
+    };
   }
 
   /** Uploads the latest bundle (writing one first if there is none) to every configured destination. */
   async upload(): Promise<DiagUploadPayload> {
     const o = this.#opts;
-    const path = this.#latest !== null && existsSync(this.#latest.path) ? this.#latest.path : (await this.create()).path;
+    const path =
+      this.#latest !== null && existsSync(this.#latest.path) ? this.#latest.path : (await this.create()).path;
     const uploads: UploadResult[] = [];
     const tcfg = o.config.telemetry;
     const sftp = o.config.diagnostics?.sftp;
-    if (tcfg === undefined && sftp === undefined) throw new Error("no destination configured: set telemetry.endpoint (the collector) or diagnostics.sftp");
+    if (tcfg === undefined && sftp === undefined)
+      throw new Error("no destination configured: set telemetry.endpoint (the collector) or diagnostics.sftp");
     const inputs = o.inputs();
     if (tcfg !== undefined) {
       const token = tcfg.token === undefined ? null : loadSecret(tcfg.token, "telemetry.token");
-      uploads.push(await uploadToCollector(path, { endpoint: tcfg.endpoint, token, deviceId: inputs.deviceId, ...(o.post === undefined ? {} : { post: o.post }) }, o.retry));
+      uploads.push(
+        await uploadToCollector(
+          path,
+          {
+            endpoint: tcfg.endpoint,
+            token,
+            deviceId: inputs.deviceId,
+            ...(o.post === undefined ? {} : { post: o.post }),
+          },
+          o.retry,
+        ),
+      );
     }
     if (sftp !== undefined) {
       const privateKey = loadSecret(sftp.privateKey, "diagnostics.sftp.privateKey");
       uploads.push(await uploadToSftp(path, { ...sftp, privateKey }, o.retry));
     }
     for (const u of uploads) {
-      if (u.ok) o.log.info("diagnostic bundle uploaded", { target: u.target, attempts: u.attempts, location: u.location });
+      if (u.ok)
+        o.log.info("diagnostic bundle uploaded", { target: u.target, attempts: u.attempts, location: u.location });
       else o.log.warn("diagnostic bundle upload failed", { target: u.target, attempts: u.attempts, error: u.error });
     }
     return { path, uploads };

@@ -73,20 +73,29 @@ export interface RetryOptions {
 }
 
 /** Runs `attempt` until it succeeds, fails for good, or the attempts are spent. Never throws. */
-export async function withRetry(target: UploadResult["target"], attempt: () => Promise<string | null>, opts: RetryOptions = {}): Promise<UploadResult> {
+export async function withRetry(
+  target: UploadResult["target"],
+  attempt: () => Promise<string | null>,
+  opts: RetryOptions = {},
+): Promise<UploadResult> {
   const attempts = opts.attempts ?? UPLOAD_ATTEMPTS;
   const wait = opts.sleep ?? ((ms: number) => sleep(ms));
   let last = "not attempted";
   for (let n = 1; n <= attempts; n++) {
     // Attempt n follows n - 1 failures; the first has no wait.
-    const delay = backoffMs(n - 1, { initialMs: opts.initialMs ?? UPLOAD_RETRY_INITIAL_MS, maxMs: opts.maxMs ?? UPLOAD_RETRY_MAX_MS }, opts.random ?? Math.random);
+    const delay = backoffMs(
+      n - 1,
+      { initialMs: opts.initialMs ?? UPLOAD_RETRY_INITIAL_MS, maxMs: opts.maxMs ?? UPLOAD_RETRY_MAX_MS },
+      opts.random ?? Math.random,
+    );
     if (delay > 0) await wait(delay);
     try {
       const location = await attempt();
       return { target, ok: true, attempts: n, location, error: null };
     } catch (e) {
       last = e instanceof Error ? e.message : String(e);
-      if (e instanceof UploadError && !e.retryable) return { target, ok: false, attempts: n, location: null, error: last };
+      if (e instanceof UploadError && !e.retryable)
+        return { target, ok: false, attempts: n, location: null, error: last };
     }
   }
   return { target, ok: false, attempts, location: null, error: `${last} (gave up after ${attempts} attempts)` };
@@ -178,8 +187,14 @@ export async function sftpPut(file: string, t: SftpTarget): Promise<string> {
         resolve();
       });
       conn.once("error", (err: Error & { level?: string }) => {
-        if (seen !== null && seen !== want) reject(new UploadError(`${t.host}:${t.port} presented host key ${seen}, not the pinned ${want}`, false, { cause: err }));
-        else if (err.level === "client-authentication") reject(new UploadError(`${t.user}@${t.host} refused the key`, false, { cause: err }));
+        if (seen !== null && seen !== want)
+          reject(
+            new UploadError(`${t.host}:${t.port} presented host key ${seen}, not the pinned ${want}`, false, {
+              cause: err,
+            }),
+          );
+        else if (err.level === "client-authentication")
+          reject(new UploadError(`${t.user}@${t.host} refused the key`, false, { cause: err }));
         else reject(new UploadError(`cannot reach ${t.host}:${t.port}: ${err.message}`, true, { cause: err }));
       });
       conn.once("close", () => {

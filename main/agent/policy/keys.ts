@@ -10,7 +10,10 @@ import type { SignatureCheck } from "../../core/policy/verify.ts";
 /** The key id: 16 hex digits of the SHA-256 of the raw 32-byte public key (what `keyId` in an envelope names). */
 export function keyIdOf(publicKey: KeyObject): string {
   const der = publicKey.export({ format: "der", type: "spki" });
-  return createHash("sha256").update(der.subarray(der.length - 32)).digest("hex").slice(0, 16);
+  return createHash("sha256")
+    .update(der.subarray(der.length - 32))
+    .digest("hex")
+    .slice(0, 16);
 }
 
 export interface TrustedKeys {
@@ -25,9 +28,19 @@ export function loadTrustedKeys(dir: string): TrustedKeys {
   const problems: TrustedKeys["problems"] = [];
   let names: string[];
   try {
-    names = readdirSync(dir).filter((n) => n.endsWith(".pem")).sort();
+    names = readdirSync(dir)
+      .filter((n) => n.endsWith(".pem"))
+      .sort();
   } catch (e) {
-    return { keys, problems: [{ file: dir, message: `cannot read the trusted-keys folder: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` }] };
+    return {
+      keys,
+      problems: [
+        {
+          file: dir,
+          message: `cannot read the trusted-keys folder: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+        },
+      ],
+    };
   }
   for (const name of names) {
     const file = join(dir, name);

@@ -27,7 +27,8 @@ function unescapeXml(s: string): string {
   });
 }
 
-type Token = { kind: "open" | "close" | "empty"; name: string; at: number } | { kind: "text"; text: string; at: number };
+type Token =
+  { kind: "open" | "close" | "empty"; name: string; at: number } | { kind: "text"; text: string; at: number };
 
 function tokenize(xml: string): Token[] {
   const tokens: Token[] = [];
@@ -42,11 +43,13 @@ function tokenize(xml: string): Token[] {
     if (xml.startsWith("<?", lt) || xml.startsWith("<!--", lt)) {
       const close = xml.startsWith("<?", lt) ? "?>" : "-->";
       const end = xml.indexOf(close, lt);
-      if (end === -1) throw new PlistError(`unterminated ${close === "?>" ? "processing instruction" : "comment"} at offset ${lt}`);
+      if (end === -1)
+        throw new PlistError(`unterminated ${close === "?>" ? "processing instruction" : "comment"} at offset ${lt}`);
       i = end + close.length;
     } else if (xml.startsWith("<!DOCTYPE", lt)) {
       const end = xml.indexOf(">", lt);
-      if (end === -1 || xml.slice(lt, end).includes("[")) throw new PlistError("a DOCTYPE with an internal subset is not allowed in a plist");
+      if (end === -1 || xml.slice(lt, end).includes("["))
+        throw new PlistError("a DOCTYPE with an internal subset is not allowed in a plist");
       i = end + 1;
     } else {
       const end = xml.indexOf(">", lt);

@@ -21,7 +21,14 @@ function baseConfig(): DetourConfig {
     version: 1,
     organisation: "Example Corp",
     identity: {},
-    gateways: ["gw1", "gw2"].map((name, i) => ({ name, hostname: `${name}.example.com`, address: `198.18.${i + 1}.2`, priority: i + 1, region: "eu", protocols: { anyconnect: { pin: `pin-sha256:${"B".repeat(43)}=` } } })),
+    gateways: ["gw1", "gw2"].map((name, i) => ({
+      name,
+      hostname: `${name}.example.com`,
+      address: `198.18.${i + 1}.2`,
+      priority: i + 1,
+      region: "eu",
+      protocols: { anyconnect: { pin: `pin-sha256:${"B".repeat(43)}=` } },
+    })),
     protectedRoutes: ["198.19.0.0/16"],
     probe: { address: "198.19.0.1" },
   });
@@ -30,8 +37,22 @@ function baseConfig(): DetourConfig {
 }
 
 function signed(version: number, settings: Record<string, unknown>, over: Record<string, unknown> = {}): string {
-  const bytes = Buffer.from(JSON.stringify({ version, issuedAt: "2025-05-01T00:00:00Z", expiresAt: "2025-12-31T00:00:00Z", organisation: "Example Corp", settings, ...over }));
-  return JSON.stringify({ format: ENVELOPE_FORMAT, keyId: keyIdOf(publicKey), policy: bytes.toString("base64"), signature: sign(null, bytes, privateKey).toString("base64") });
+  const bytes = Buffer.from(
+    JSON.stringify({
+      version,
+      issuedAt: "2025-05-01T00:00:00Z",
+      expiresAt: "2025-12-31T00:00:00Z",
+      organisation: "Example Corp",
+      settings,
+      ...over,
+    }),
+  );
+  return JSON.stringify({
+    format: ENVELOPE_FORMAT,
+    keyId: keyIdOf(publicKey),
+    policy: bytes.toString("base64"),
+    signature: sign(null, bytes, privateKey).toString("base64"),
+  });
 }
 
 let dir: string;
@@ -50,7 +71,14 @@ afterEach(() => {
 });
 
 function manager(): { m: PolicyManager; applied: string[][]; events: PolicyEvent[] } {
-  const m = new PolicyManager({ base: baseConfig(), stateDir: join(dir, "state"), trustedKeysDir: join(dir, "keys"), sources: [fileSource(join(dir, "policy.json"))], log, now: () => NOW });
+  const m = new PolicyManager({
+    base: baseConfig(),
+    stateDir: join(dir, "state"),
+    trustedKeysDir: join(dir, "keys"),
+    sources: [fileSource(join(dir, "policy.json"))],
+    log,
+    now: () => NOW,
+  });
   managers.push(m);
   const applied: string[][] = [];
   const events: PolicyEvent[] = [];
@@ -74,20 +102,29 @@ test("a-valid-policy-applies-a-bad-one-is-refused-and-the-last-good-stays-across
   assert.equal(m.status().version, 2, "the last good policy stays in force");
   assert.equal(m.status().lastRejection?.code, "downgrade");
   assert.equal(applied.length, 1, "nothing re-applied");
-  assert.deepEqual(events.map((e) => e.change), ["applied", "rejected"]);
+  assert.deepEqual(
+    events.map((e) => e.change),
+    ["applied", "rejected"],
+  );
   m.offer("test", signed(1, {}));
   assert.equal(events.length, 2, "the same refused document is not reported twice");
 
   const again = manager();
   await again.m.settled();
   assert.equal(again.m.status().version, 2, "restored from the state folder");
-  assert.deepEqual(again.m.effective().config.gateways.map((g) => g.name), ["gw2"]);
+  assert.deepEqual(
+    again.m.effective().config.gateways.map((g) => g.name),
+    ["gw2"],
+  );
 });
 
 test("a-key-the-policy-locks-is-refused-with-the-organisation-and-free-keys-are-kept", () => {
   const { m, applied } = manager();
   m.offer("test", signed(3, { standby: { mode: "on" } }));
-  assert.throws(() => m.setPref("standby.mode", "off"), (e: unknown) => e instanceof PrefRefused && /managed by Example Corp's policy/.test(e.message));
+  assert.throws(
+    () => m.setPref("standby.mode", "off"),
+    (e: unknown) => e instanceof PrefRefused && /managed by Example Corp's policy/.test(e.message),
+  );
   assert.throws(() => m.setPref("allowedGateways", "gw1"), /only be set by your organisation/);
   assert.throws(() => m.setPref("preferredGateway", "GW 1!"), PrefRefused);
   assert.throws(() => m.setPref("colour", "red"), /unknown setting/);

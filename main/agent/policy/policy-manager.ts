@@ -10,7 +10,15 @@ import { basename, dirname, join } from "node:path";
 import type { DetourConfig } from "../../core/config/schema.ts";
 import type { PolicyDocument } from "../../core/policy/document.ts";
 import { layer, type Effective } from "../../core/policy/layers.ts";
-import { flattenSettings, isSettingKey, parseSettingValue, SETTING_KEY_LIST, SETTING_KEYS, Settings, unflattenSettings } from "../../core/policy/settings.ts";
+import {
+  flattenSettings,
+  isSettingKey,
+  parseSettingValue,
+  SETTING_KEY_LIST,
+  SETTING_KEYS,
+  Settings,
+  unflattenSettings,
+} from "../../core/policy/settings.ts";
 import type { PolicyEvent, PolicyRejectionRecord, PolicyStatus, PrefsPayload } from "../../core/policy/status.ts";
 import { verifyEnvelope, type Rejection } from "../../core/policy/verify.ts";
 import { writeFileAtomicSync } from "../../shared/atomic-write.ts";
@@ -86,7 +94,9 @@ export class PolicyManager {
     const r = layer(opts.base, this.#prefs, this.#inForce?.doc ?? null);
     if (r.ok) this.#effective = r.effective;
     else {
-      opts.log.warn("the stored policy no longer fits the configuration; it is not in force", { rejection: r.rejection });
+      opts.log.warn("the stored policy no longer fits the configuration; it is not in force", {
+        rejection: r.rejection,
+      });
       this.#inForce = null;
       const plain = layer(opts.base, this.#prefs, null);
       const bare = layer(opts.base, {}, null);
@@ -108,9 +118,13 @@ export class PolicyManager {
     try {
       const r = Settings.safeParse(JSON.parse(readFileSync(this.#prefsPath(), "utf8")));
       if (r.success) return r.data;
-      this.#opts.log.warn("stored preferences are invalid; ignoring them", { path: this.#prefsPath(), issue: r.error.issues[0]?.message });
+      this.#opts.log.warn("stored preferences are invalid; ignoring them", {
+        path: this.#prefsPath(),
+        issue: r.error.issues[0]?.message,
+      });
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") this.#opts.log.warn("cannot read the stored preferences", { path: this.#prefsPath(), err: e });
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT")
+        this.#opts.log.warn("cannot read the stored preferences", { path: this.#prefsPath(), err: e });
     }
     return {};
   }
@@ -121,12 +135,18 @@ export class PolicyManager {
     try {
       stored = JSON.parse(readFileSync(this.#lastGoodPath(), "utf8")) as typeof stored;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") this.#opts.log.warn("cannot read the stored policy", { path: this.#lastGoodPath(), err: e });
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT")
+        this.#opts.log.warn("cannot read the stored policy", { path: this.#lastGoodPath(), err: e });
       return null;
     }
     if (typeof stored.envelope !== "string") return null;
     const keys = loadTrustedKeys(this.#opts.trustedKeysDir).keys;
-    const v = verifyEnvelope(stored.envelope, { keys, current: null, now: Number.NEGATIVE_INFINITY, organisation: this.#opts.base.organisation });
+    const v = verifyEnvelope(stored.envelope, {
+      keys,
+      current: null,
+      now: Number.NEGATIVE_INFINITY,
+      organisation: this.#opts.base.organisation,
+    });
     if (!v.ok) {
       this.#opts.log.warn("the stored policy does not verify any more; it is not in force", { rejection: v.rejection });
       return null;
@@ -196,15 +216,20 @@ export class PolicyManager {
       });
       this.#watchers.push(w);
     } catch (err) {
-      this.#opts.log.info("policy folder cannot be watched (yet); polling it", { dir, code: (err as NodeJS.ErrnoException).code });
+      this.#opts.log.info("policy folder cannot be watched (yet); polling it", {
+        dir,
+        code: (err as NodeJS.ErrnoException).code,
+      });
     }
   }
 
   /** Reads run one after another, so two documents are never verified against the same "current" version. */
   #enqueue(source: PolicySource): void {
-    this.#chain = this.#chain.then(() => this.#readAndApply(source)).catch((err: unknown) => {
-      this.#opts.log.error("policy check failed", { source: source.name, err });
-    });
+    this.#chain = this.#chain
+      .then(() => this.#readAndApply(source))
+      .catch((err: unknown) => {
+        this.#opts.log.error("policy check failed", { source: source.name, err });
+      });
   }
 
   /** Waits until every queued read has been handled (tests, shutdown). */
@@ -248,15 +273,36 @@ export class PolicyManager {
       this.#refused.set(sourceName, text);
       const rec: PolicyRejectionRecord = { at: this.#now(), ...v.rejection, source: sourceName };
       this.#lastRejection = rec;
-      this.#opts.log.warn("policy rejected", { source: sourceName, code: rec.code, field: rec.field, reason: rec.message, inForce: cur?.doc.version ?? null });
-      this.#emit({ type: "policy", at: rec.at, change: "rejected", source: sourceName, code: rec.code, ...(rec.field === undefined ? {} : { field: rec.field }), message: rec.message });
+      this.#opts.log.warn("policy rejected", {
+        source: sourceName,
+        code: rec.code,
+        field: rec.field,
+        reason: rec.message,
+        inForce: cur?.doc.version ?? null,
+      });
+      this.#emit({
+        type: "policy",
+        at: rec.at,
+        change: "rejected",
+        source: sourceName,
+        code: rec.code,
+        ...(rec.field === undefined ? {} : { field: rec.field }),
+        message: rec.message,
+      });
       return v.rejection;
     }
     this.#refused.delete(sourceName);
     const next = layered.effective;
     if (v.unchanged || next === null) return null;
     const appliedAt = this.#now();
-    this.#inForce = { doc: v.policy, envelopeText: text, policyBase64: v.envelope.policy, keyId: v.keyId, source: sourceName, appliedAt };
+    this.#inForce = {
+      doc: v.policy,
+      envelopeText: text,
+      policyBase64: v.envelope.policy,
+      keyId: v.keyId,
+      source: sourceName,
+      appliedAt,
+    };
     try {
       writeState(this.#lastGoodPath(), JSON.stringify({ source: sourceName, appliedAt, envelope: text }) + "\n");
     } catch (err) {
@@ -264,8 +310,22 @@ export class PolicyManager {
     }
     this.#effective = next;
     const moved = this.#onEffective?.(next, "policy") ?? false;
-    this.#opts.log.info("policy applied", { source: sourceName, version: v.policy.version, keyId: v.keyId, locked: this.#effective.locked, moved });
-    this.#emit({ type: "policy", at: appliedAt, change: "applied", version: v.policy.version, source: sourceName, locked: this.#effective.locked, moved });
+    this.#opts.log.info("policy applied", {
+      source: sourceName,
+      version: v.policy.version,
+      keyId: v.keyId,
+      locked: this.#effective.locked,
+      moved,
+    });
+    this.#emit({
+      type: "policy",
+      at: appliedAt,
+      change: "applied",
+      version: v.policy.version,
+      source: sourceName,
+      locked: this.#effective.locked,
+      moved,
+    });
     return null;
   }
 
@@ -289,15 +349,23 @@ export class PolicyManager {
     const locked = new Set<string>(e.locked);
     return {
       organisation: this.#inForce?.doc.organisation ?? null,
-      entries: SETTING_KEY_LIST.map((key) => ({ key, value: e.values[key] ?? null, source: e.sources[key], locked: locked.has(key), scope: SETTING_KEYS[key] })),
+      entries: SETTING_KEY_LIST.map((key) => ({
+        key,
+        value: e.values[key] ?? null,
+        source: e.sources[key],
+        locked: locked.has(key),
+        scope: SETTING_KEYS[key],
+      })),
     };
   }
 
   /** Sets (value text) or clears (null) one preference; refuses locked, managed-only and invalid ones with why. */
   setPref(key: string, valueText: string | null): PrefsPayload {
     if (!isSettingKey(key)) throw new PrefRefused(`unknown setting "${key}"; settings: ${SETTING_KEY_LIST.join(", ")}`);
-    if (this.#effective.locked.includes(key)) throw new PrefRefused(`${key} is managed by ${this.#inForce?.doc.organisation ?? "your organisation"}'s policy`);
-    if (SETTING_KEYS[key] === "managed") throw new PrefRefused(`${key} can only be set by your organisation's policy or configuration`);
+    if (this.#effective.locked.includes(key))
+      throw new PrefRefused(`${key} is managed by ${this.#inForce?.doc.organisation ?? "your organisation"}'s policy`);
+    if (SETTING_KEYS[key] === "managed")
+      throw new PrefRefused(`${key} can only be set by your organisation's policy or configuration`);
     const flat = flattenSettings(this.#prefs);
     if (valueText === null) flat.delete(key);
     else {

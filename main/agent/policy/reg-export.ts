@@ -27,8 +27,12 @@ export function decodeRegFile(bytes: Uint8Array): string {
 }
 
 function hexBytes(list: string, line: number): Buffer {
-  const parts = list.split(",").map((p) => p.trim()).filter((p) => p !== "");
-  if (!parts.every((p) => /^[0-9a-fA-F]{1,2}$/.test(p))) throw new RegExportError(`line ${line}: expected comma-separated hex bytes`);
+  const parts = list
+    .split(",")
+    .map((p) => p.trim())
+    .filter((p) => p !== "");
+  if (!parts.every((p) => /^[0-9a-fA-F]{1,2}$/.test(p)))
+    throw new RegExportError(`line ${line}: expected comma-separated hex bytes`);
   return Buffer.from(parts.map((p) => parseInt(p, 16)));
 }
 
@@ -75,7 +79,10 @@ function parseData(data: string, line: number): RegValue | null {
     case 2:
       return { type: "expand-sz", value: utf16z(bytes) };
     case 7: {
-      const parts = bytes.subarray(0, bytes.length - (bytes.length % 2)).toString("utf16le").split("\0");
+      const parts = bytes
+        .subarray(0, bytes.length - (bytes.length % 2))
+        .toString("utf16le")
+        .split("\0");
       while (parts.length > 0 && parts[parts.length - 1] === "") parts.pop();
       return { type: "multi-sz", value: parts };
     }
@@ -94,7 +101,8 @@ function parseData(data: string, line: number): RegValue | null {
 export function parseRegExport(text: string): Map<string, Map<string, RegValue>> {
   const raw = text.replace(/^\uFEFF/, "").split(/\r?\n/);
   const header = raw[0]?.trim();
-  if (header !== "Windows Registry Editor Version 5.00" && header !== "REGEDIT4") throw new RegExportError('line 1: expected "Windows Registry Editor Version 5.00" (a `reg export` file)');
+  if (header !== "Windows Registry Editor Version 5.00" && header !== "REGEDIT4")
+    throw new RegExportError('line 1: expected "Windows Registry Editor Version 5.00" (a `reg export` file)');
   const keys = new Map<string, Map<string, RegValue>>();
   let current: Map<string, RegValue> | null = null;
   for (let i = 1; i < raw.length; i++) {

@@ -26,14 +26,24 @@ export function nextPollDelay(failures: number, random: Random = Math.random): n
   return backoffMs(failures, { initialMs: REMOTE_RETRY_INITIAL_MS, maxMs: REMOTE_RETRY_MAX_MS }, random);
 }
 
-export type FetchFn = (url: string, init: { headers: Record<string, string>; signal: AbortSignal }) => Promise<Response>;
+export type FetchFn = (
+  url: string,
+  init: { headers: Record<string, string>; signal: AbortSignal },
+) => Promise<Response>;
 
-export type PollOutcome = { kind: "document"; text: string; etag: string | null } | { kind: "not-modified" } | { kind: "absent" } | { kind: "failed"; error: string };
+export type PollOutcome =
+  | { kind: "document"; text: string; etag: string | null }
+  | { kind: "not-modified" }
+  | { kind: "absent" }
+  | { kind: "failed"; error: string };
 
 /** One conditional GET. Never throws. */
 export async function pollOnce(url: string, etag: string | null, fetchFn: FetchFn = fetch): Promise<PollOutcome> {
   try {
-    const res = await fetchFn(url, { headers: etag === null ? {} : { "if-none-match": etag }, signal: AbortSignal.timeout(REMOTE_FETCH_TIMEOUT_MS) });
+    const res = await fetchFn(url, {
+      headers: etag === null ? {} : { "if-none-match": etag },
+      signal: AbortSignal.timeout(REMOTE_FETCH_TIMEOUT_MS),
+    });
     if (res.status === 304) return { kind: "not-modified" };
     if (res.status === 404) return { kind: "absent" };
     if (!res.ok) return { kind: "failed", error: `HTTP ${res.status}` };
@@ -49,7 +59,11 @@ export async function pollOnce(url: string, etag: string | null, fetchFn: FetchF
  * The URL as a PolicySource: `read()` does a conditional GET and returns the last document it got when the server
  * says 304, so the manager sees the same text (and recognises it as unchanged). `nextDelay()` says when to poll next.
  */
-export function remoteSource(url: string, fetchFn: FetchFn = fetch, random: Random = Math.random): PolicySource & { nextDelay(): number; lastError(): string | null } {
+export function remoteSource(
+  url: string,
+  fetchFn: FetchFn = fetch,
+  random: Random = Math.random,
+): PolicySource & { nextDelay(): number; lastError(): string | null } {
   let etag: string | null = null;
   let last: string | null = null;
   let failures = 0;

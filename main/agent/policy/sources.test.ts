@@ -6,7 +6,15 @@ import { verifyEnvelope } from "../../core/policy/verify.ts";
 import { loadTrustedKeys } from "./keys.ts";
 import { parsePlist, PlistError } from "./plist.ts";
 import { decodeRegFile, parseRegExport, RegExportError } from "./reg-export.ts";
-import { MAX_REMOTE_POLICY_BYTES, nextPollDelay, pollOnce, remoteSource, REMOTE_POLL_INTERVAL_MS, REMOTE_RETRY_INITIAL_MS, REMOTE_RETRY_MAX_MS } from "./remote.ts";
+import {
+  MAX_REMOTE_POLICY_BYTES,
+  nextPollDelay,
+  pollOnce,
+  remoteSource,
+  REMOTE_POLL_INTERVAL_MS,
+  REMOTE_RETRY_INITIAL_MS,
+  REMOTE_RETRY_MAX_MS,
+} from "./remote.ts";
 import { envelopeFromPlist, envelopeFromRegExport, fileSource, windowsSource } from "./sources.ts";
 
 const FIX = new URL("./fixtures/", import.meta.url).pathname;
@@ -29,7 +37,9 @@ test("plist-values-of-every-kind-parse-and-bad-plists-are-refused-with-why", () 
   assert.equal(v.PayloadVersion, 1);
   assert.equal(v.PayloadEnabled, true);
   assert.ok(v.Policy instanceof Uint8Array);
-  const arr = parsePlist("<plist><array><real>1.5</real><date>2025-01-01T00:00:00Z</date><false/><string/></array></plist>") as unknown[];
+  const arr = parsePlist(
+    "<plist><array><real>1.5</real><date>2025-01-01T00:00:00Z</date><false/><string/></array></plist>",
+  ) as unknown[];
   assert.equal(arr[0], 1.5);
   assert.ok(arr[1] instanceof Date);
   assert.deepEqual(arr.slice(2), [false, ""]);
@@ -41,9 +51,17 @@ test("plist-values-of-every-kind-parse-and-bad-plists-are-refused-with-why", () 
     ["<plist><dict><key>a</key>", /ends early/],
     ["<html></html>", /<plist> root/],
   ] as const) {
-    assert.throws(() => parsePlist(bad), (e: unknown) => e instanceof PlistError && why.test(e.message), bad);
+    assert.throws(
+      () => parsePlist(bad),
+      (e: unknown) => e instanceof PlistError && why.test(e.message),
+      bad,
+    );
   }
-  assert.equal(envelopeFromPlist("<plist><dict><key>Other</key><string>x</string></dict></plist>"), null, "no policy keys: no policy");
+  assert.equal(
+    envelopeFromPlist("<plist><dict><key>Other</key><string>x</string></dict></plist>"),
+    null,
+    "no policy keys: no policy",
+  );
 });
 
 test("a-reg-export-file-in-utf16-yields-the-signed-envelope-that-verifies", () => {
@@ -61,11 +79,19 @@ test("reg-export-values-strings-dwords-multi-strings-and-continuations-parse", (
   assert.deepEqual(d.get("Quoted"), { type: "sz", value: 'say "hi" C:\\Temp' });
   assert.deepEqual(d.get("Interval"), { type: "dword", value: 300 });
   assert.deepEqual(d.get("Multi"), { type: "multi-sz", value: ["a", "b"] });
-  assert.deepEqual(keys.get("HKEY_LOCAL_MACHINE\\SOFTWARE\\Policies\\Detour\\Sub")?.get("@"), { type: "sz", value: "default" });
+  assert.deepEqual(keys.get("HKEY_LOCAL_MACHINE\\SOFTWARE\\Policies\\Detour\\Sub")?.get("@"), {
+    type: "sz",
+    value: "default",
+  });
   assert.throws(() => parseRegExport("hello"), RegExportError);
   assert.throws(() => parseRegExport('Windows Registry Editor Version 5.00\r\n"A"="x"'), /before any \[key\]/);
   assert.throws(() => parseRegExport('Windows Registry Editor Version 5.00\r\n[K]\r\n"A"=hex:zz'), /hex bytes/);
-  assert.equal(envelopeFromRegExport(Buffer.from("Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Other]\r\n")), null);
+  assert.equal(
+    envelopeFromRegExport(
+      Buffer.from("Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Other]\r\n"),
+    ),
+    null,
+  );
 });
 
 test("the-windows-source-reads-through-reg-export-and-a-missing-key-is-no-policy", async () => {
@@ -81,7 +107,10 @@ test("remote-polls-back-off-exponentially-up-to-the-cap-with-jitter", () => {
   assert.equal(nextPollDelay(2, NO_JITTER), REMOTE_RETRY_INITIAL_MS * 2);
   assert.equal(nextPollDelay(50, NO_JITTER), REMOTE_RETRY_MAX_MS);
   // Devices that lost the server together retry spread over the upper half of the step, never sooner.
-  assert.equal(nextPollDelay(2, () => 0.5), REMOTE_RETRY_INITIAL_MS * 1.5);
+  assert.equal(
+    nextPollDelay(2, () => 0.5),
+    REMOTE_RETRY_INITIAL_MS * 1.5,
+  );
   for (let i = 0; i < 100; i++) {
     const d = nextPollDelay(1);
     assert.ok(d >= REMOTE_RETRY_INITIAL_MS / 2 && d <= REMOTE_RETRY_INITIAL_MS, `${d} ms`);
@@ -99,8 +128,13 @@ test("a-remote-policy-past-the-size-bound-is-refused-without-reading-on", async 
   const chunked = await pollOnce("https://x", null, () => Promise.resolve(new Response(endless)));
   assert.deepEqual(chunked, { kind: "failed", error: `the policy is over the ${MAX_REMOTE_POLICY_BYTES}-byte limit` });
   assert.ok(pulled <= MAX_REMOTE_POLICY_BYTES + 2 * 64 * 1024, `stopped at the bound, not at the end: ${pulled} bytes`);
-  const declared = await pollOnce("https://x", null, () => Promise.resolve(new Response("{}", { headers: { "content-length": String(10 * MAX_REMOTE_POLICY_BYTES) } })));
-  assert.deepEqual(declared, { kind: "failed", error: `the policy is ${10 * MAX_REMOTE_POLICY_BYTES} bytes, over the ${MAX_REMOTE_POLICY_BYTES}-byte limit` });
+  const declared = await pollOnce("https://x", null, () =>
+    Promise.resolve(new Response("{}", { headers: { "content-length": String(10 * MAX_REMOTE_POLICY_BYTES) } })),
+  );
+  assert.deepEqual(declared, {
+    kind: "failed",
+    error: `the policy is ${10 * MAX_REMOTE_POLICY_BYTES} bytes, over the ${MAX_REMOTE_POLICY_BYTES}-byte limit`,
+  });
 });
 
 test("the-remote-source-sends-its-etag-and-a-304-returns-the-document-it-has", async () => {
@@ -109,7 +143,11 @@ test("the-remote-source-sends-its-etag-and-a-304-returns-the-document-it-has", a
   const fetchFn = (_url: string, init: { headers: Record<string, string> }): Promise<Response> => {
     seen.push(init.headers["if-none-match"]);
     if (status === 500) return Promise.resolve(new Response("down", { status: 500 }));
-    return Promise.resolve(status === 304 ? new Response(null, { status: 304 }) : new Response("DOC", { status: 200, headers: { etag: '"v1"' } }));
+    return Promise.resolve(
+      status === 304
+        ? new Response(null, { status: 304 })
+        : new Response("DOC", { status: 200, headers: { etag: '"v1"' } }),
+    );
   };
   const src = remoteSource("https://policy.example/detour.json", fetchFn, NO_JITTER);
   assert.equal(await src.read(), "DOC");

@@ -64,7 +64,8 @@ export function fileSource(path: string = LINUX_POLICY_PATH): PolicySource {
 /** The envelope out of a managed-preferences plist; null when the domain holds none of the policy keys. */
 export function envelopeFromPlist(xml: string): string | null {
   const root = parsePlist(xml);
-  if (typeof root !== "object" || root instanceof Date || root instanceof Uint8Array || Array.isArray(root)) throw new Error("the plist's root is not a <dict>");
+  if (typeof root !== "object" || root instanceof Date || root instanceof Uint8Array || Array.isArray(root))
+    throw new Error("the plist's root is not a <dict>");
   const str = (v: PlistValue | undefined, key: string): string | undefined => {
     if (v === undefined) return undefined;
     if (typeof v === "string") return v;
@@ -129,7 +130,10 @@ function regExport(key: string): Promise<Uint8Array | null> {
   });
 }
 
-export function windowsSource(key: string = WINDOWS_POLICY_KEY, exporter: (key: string) => Promise<Uint8Array | null> = regExport): PolicySource {
+export function windowsSource(
+  key: string = WINDOWS_POLICY_KEY,
+  exporter: (key: string) => Promise<Uint8Array | null> = regExport,
+): PolicySource {
   return {
     name: `windows:${key}`,
     watchPath: null,

@@ -18,10 +18,21 @@ export interface PolicyFlags {
   policyUrl?: string;
 }
 
-export function createPolicyManager(base: DetourConfig, stateDir: string, flags: PolicyFlags, log: Logger): PolicyManager {
+export function createPolicyManager(
+  base: DetourConfig,
+  stateDir: string,
+  flags: PolicyFlags,
+  log: Logger,
+): PolicyManager {
   const sources: PolicySource[] = [platformSource(process.platform, flags.policyFile)];
   if (flags.policyUrl !== undefined) sources.push(remoteSource(flags.policyUrl));
-  return new PolicyManager({ base, stateDir, trustedKeysDir: flags.trustedKeysDir ?? LINUX_TRUSTED_KEYS_DIR, sources, log });
+  return new PolicyManager({
+    base,
+    stateDir,
+    trustedKeysDir: flags.trustedKeysDir ?? LINUX_TRUSTED_KEYS_DIR,
+    sources,
+    log,
+  });
 }
 
 /** What the daemon exposes to the wiring: live reconfiguration and telemetry events. */
@@ -33,7 +44,10 @@ export interface Reconfigurable {
 /** Starts reading policies; every new effective configuration goes to the daemon, every event to telemetry. */
 export function startPolicy(manager: PolicyManager, daemon: Reconfigurable): void {
   manager.subscribe((e) => {
-    daemon.emitTelemetry(EVENT.policy, e, { [ATTR.outcome]: e.change, ...(e.change === "rejected" ? { [ATTR.code]: e.code } : {}) });
+    daemon.emitTelemetry(EVENT.policy, e, {
+      [ATTR.outcome]: e.change,
+      ...(e.change === "rejected" ? { [ATTR.code]: e.code } : {}),
+    });
   });
   manager.start((effective) => daemon.reconfigure(effective.config));
 }

@@ -22,7 +22,10 @@ test("probes-fold-into-per-second-summaries-and-ten-second-samples", () => {
   const samples = h.samples(t0 + 20_000);
   assert.equal(samples.length, 2);
   const s = samples[0] ?? assert.fail();
-  assert.deepEqual([s.gateway, s.protocol, s.probes, s.lossPct, s.rttP50Ms, s.jitterMs], ["gw1", "wireguard", 400, 10, 3, 1.78]);
+  assert.deepEqual(
+    [s.gateway, s.protocol, s.probes, s.lossPct, s.rttP50Ms, s.jitterMs],
+    ["gw1", "wireguard", 400, 10, 3, 1.78],
+  );
 });
 
 test("rings-are-bounded-to-ten-minutes-of-seconds-and-an-hour-of-samples", () => {
@@ -31,5 +34,8 @@ test("rings-are-bounded-to-ten-minutes-of-seconds-and-an-hour-of-samples", () =>
   for (let i = 0; i < 2 * 3600; i++) h.onProbe(active, { seq: i, sentAt: t0 + i * 1000, rttMs: 1 });
   assert.equal(h.probeSeconds().length, PROBE_SECONDS_KEPT + 1);
   const samples = h.samples(t0 + 2 * 3600 * 1000);
-  assert.ok(samples.length <= HISTORY_SAMPLES_KEPT + 1 && samples.length >= HISTORY_SAMPLES_KEPT - 1, String(samples.length));
+  assert.ok(
+    samples.length <= HISTORY_SAMPLES_KEPT + 1 && samples.length >= HISTORY_SAMPLES_KEPT - 1,
+    String(samples.length),
+  );
 });

@@ -88,7 +88,7 @@ export function closeWindow(w: OpenWindow): HistorySample {
     gateway: w.gateway,
     protocol: w.protocol,
     probes: w.probes,
-    lossPct: w.probes === 0 ? 0 : round((100 * w.lost) / w.probes) ?? 0,
+    lossPct: w.probes === 0 ? 0 : (round((100 * w.lost) / w.probes) ?? 0),
     rttP50Ms: round(quantile(sorted, 0.5)),
     rttP95Ms: round(quantile(sorted, 0.95)),
     jitterMs: w.rtts.length < 2 ? null : round(jitter / (w.rtts.length - 1)),

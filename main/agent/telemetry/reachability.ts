@@ -18,7 +18,13 @@ export async function checkTarget(t: Target): Promise<ReachabilityResult> {
     const r = await fetch(t.url, { signal: AbortSignal.timeout(t.timeoutMs), redirect: "manual" });
     await r.arrayBuffer();
     const latencyMs = performance.now() - started;
-    return { target: t.name, ok: r.status < 500, latencyMs, status: r.status, error: r.status < 500 ? null : `HTTP ${r.status}` };
+    return {
+      target: t.name,
+      ok: r.status < 500,
+      latencyMs,
+      status: r.status,
+      error: r.status < 500 ? null : `HTTP ${r.status}`,
+    };
   } catch (e) {
     const msg = e instanceof Error ? (e.cause instanceof Error ? e.cause.message : e.message) : String(e);
     return { target: t.name, ok: false, latencyMs: null, status: null, error: msg };

@@ -18,7 +18,11 @@ const spool = (): Spool => Spool.open({ dir: join(root, String(++n)), maxBytes: 
 const body = (s: string): Uint8Array => new TextEncoder().encode(s);
 
 /** A fake collector: answers by a script, remembers what it stored (once per batch id, like the real one). */
-function collector(answer: (call: number) => number | "throw"): { post: Post; stored: Map<string, string>; calls: { url: string; headers: Record<string, string> }[] } {
+function collector(answer: (call: number) => number | "throw"): {
+  post: Post;
+  stored: Map<string, string>;
+  calls: { url: string; headers: Record<string, string> }[];
+} {
   const stored = new Map<string, string>();
   const calls: { url: string; headers: Record<string, string> }[] = [];
   const post: Post = (url, b, headers) => {
@@ -45,10 +49,19 @@ test("records-are-delivered-in-order-with-auth-and-batch-ids-and-removed", async
   const c = collector(() => 200);
   s.put("metrics", body("m1"));
   s.put("logs", body("l2"));
-  const sender = new SpoolSender({ spool: s, endpoint: "http://collector:4318/", token: new Secret("tok"), deviceId: "dev", post: c.post });
+  const sender = new SpoolSender({
+    spool: s,
+    endpoint: "http://collector:4318/",
+    token: new Secret("tok"),
+    deviceId: "dev",
+    post: c.post,
+  });
   sender.kick();
   await until(() => s.stats().pending === 0, 2000);
-  assert.deepEqual(c.calls.map((x) => x.url), ["http://collector:4318/v1/metrics", "http://collector:4318/v1/logs"]);
+  assert.deepEqual(
+    c.calls.map((x) => x.url),
+    ["http://collector:4318/v1/metrics", "http://collector:4318/v1/logs"],
+  );
   const first = c.calls[0];
   assert.ok(first !== undefined);
   assert.equal(first.headers.authorization, "Bearer tok");
@@ -64,13 +77,32 @@ test("an-outage-keeps-records-and-retries-the-same-one-with-backoff-then-deliver
   const c = collector((call) => (call === 1 ? "throw" : call === 2 ? 503 : call === 3 ? "throw" : 200));
   for (let i = 1; i <= 3; i++) s.put("metrics", body(`m${i}`));
   const problems: (number | null)[] = [];
-  const sender = new SpoolSender({ spool: s, endpoint: "http://c", token: null, deviceId: "d", post: c.post, random: () => 0.999_999, onProblem: (p) => problems.push(p.retryInMs) });
+  const sender = new SpoolSender({
+    spool: s,
+    endpoint: "http://c",
+    token: null,
+    deviceId: "d",
+    post: c.post,
+    random: () => 0.999_999,
+    onProblem: (p) => problems.push(p.retryInMs),
+  });
   sender.kick();
   await until(() => s.stats().pending === 0, 8000);
   // Steps of 1, 2 and 4 s, each drawn at the bottom of its jitter band (half the step).
   assert.deepEqual(problems, [500, 1000, 2000], "exponential backoff with jitter");
-  assert.deepEqual(c.calls.slice(0, 4).map((x) => x.headers[BATCH_HEADER]), ["d:1", "d:1", "d:1", "d:1"], "the same record until it is in");
-  assert.deepEqual([...c.stored.entries()], [["d:1", "m1"], ["d:2", "m2"], ["d:3", "m3"]]);
+  assert.deepEqual(
+    c.calls.slice(0, 4).map((x) => x.headers[BATCH_HEADER]),
+    ["d:1", "d:1", "d:1", "d:1"],
+    "the same record until it is in",
+  );
+  assert.deepEqual(
+    [...c.stored.entries()],
+    [
+      ["d:1", "m1"],
+      ["d:2", "m2"],
+      ["d:3", "m3"],
+    ],
+  );
   assert.equal(c.calls[0]?.headers.authorization, undefined);
   await sender.stop();
 });

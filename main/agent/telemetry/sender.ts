@@ -25,7 +25,12 @@ export interface PostResult {
 }
 
 /** How a request leaves the daemon; the default is fetch, tests pass their own. */
-export type Post = (url: string, body: Buffer, headers: Record<string, string>, signal: AbortSignal) => Promise<PostResult>;
+export type Post = (
+  url: string,
+  body: Buffer,
+  headers: Record<string, string>,
+  signal: AbortSignal,
+) => Promise<PostResult>;
 
 export const fetchPost: Post = async (url, body, headers, signal) => {
   const r = await fetch(url, { method: "POST", body, headers, signal });
@@ -42,7 +47,13 @@ export interface SenderOptions {
   /** The backoff's jitter; Math.random unless a test fixes it. */
   random?: Random;
   onDelivered?(seq: number, kind: SpoolKind): void;
-  onProblem?(problem: { seq: number; kind: SpoolKind; status: number | null; message: string; retryInMs: number | null }): void;
+  onProblem?(problem: {
+    seq: number;
+    kind: SpoolKind;
+    status: number | null;
+    message: string;
+    retryInMs: number | null;
+  }): void;
 }
 
 export interface SenderStatus {
@@ -105,14 +116,23 @@ export class SpoolSender {
       const rec = spool.peek();
       if (rec === null) return;
       const url = `${this.#opts.endpoint.replace(/\/+$/, "")}/v1/${rec.kind}`;
-      const headers: Record<string, string> = { "content-type": "application/x-protobuf", [BATCH_HEADER]: `${this.#opts.deviceId}:${String(rec.seq)}` };
+      const headers: Record<string, string> = {
+        "content-type": "application/x-protobuf",
+        [BATCH_HEADER]: `${this.#opts.deviceId}:${String(rec.seq)}`,
+      };
       if (this.#opts.token !== null) headers.authorization = `Bearer ${this.#opts.token.reveal()}`;
       let result: PostResult | null = null;
       let error: string | null = null;
       try {
-        result = await this.#post(url, rec.body, headers, AbortSignal.any([this.#abort.signal, AbortSignal.timeout(REQUEST_TIMEOUT_MS)]));
+        result = await this.#post(
+          url,
+          rec.body,
+          headers,
+          AbortSignal.any([this.#abort.signal, AbortSignal.timeout(REQUEST_TIMEOUT_MS)]),
+        );
       } catch (e) {
-        error = e instanceof Error ? (e.cause instanceof Error ? `${e.message}: ${e.cause.message}` : e.message) : String(e);
+        error =
+          e instanceof Error ? (e.cause instanceof Error ? `${e.message}: ${e.cause.message}` : e.message) : String(e);
       }
       // stop() may have run while the request was out.
       if (this.#isStopped()) return;
@@ -120,7 +140,12 @@ export class SpoolSender {
       if (result !== null && ((result.status >= 200 && result.status < 300) || result.status === 409)) {
         spool.ack(rec.seq);
         this.#failures = 0;
-        this.#status = { delivered: this.#status.delivered + 1, lastDeliveredAt: Date.now(), lastError: null, nextAttemptAt: null };
+        this.#status = {
+          delivered: this.#status.delivered + 1,
+          lastDeliveredAt: Date.now(),
+          lastError: null,
+          nextAttemptAt: null,
+        };
         this.#opts.onDelivered?.(rec.seq, rec.kind);
         continue;
       }
@@ -134,7 +159,10 @@ export class SpoolSender {
       // 401/403 (a token being rotated), 408, 429, 5xx and network errors: the same record again, later.
       this.#failures += 1;
       const retryInMs = backoffMs(this.#failures, RETRY, this.#random);
-      const message = result !== null ? `collector answered ${result.status}: ${result.body}` : `collector unreachable: ${error ?? "unknown error"}`;
+      const message =
+        result !== null
+          ? `collector answered ${result.status}: ${result.body}`
+          : `collector unreachable: ${error ?? "unknown error"}`;
       this.#status = { ...this.#status, lastError: message, nextAttemptAt: Date.now() + retryInMs };
       this.#opts.onProblem?.({ seq: rec.seq, kind: rec.kind, status: result?.status ?? null, message, retryInMs });
       this.#timer = setTimeout(() => {

@@ -75,8 +75,11 @@ export class Spool {
 
   #load(): void {
     try {
-      const st = JSON.parse(readFileSync(this.#statePath(), "utf8")) as Partial<Record<"nextSeq" | "dropped" | "rejected", unknown>>;
-      if (typeof st.nextSeq === "number" && Number.isSafeInteger(st.nextSeq) && st.nextSeq > 0) this.#nextSeq = st.nextSeq;
+      const st = JSON.parse(readFileSync(this.#statePath(), "utf8")) as Partial<
+        Record<"nextSeq" | "dropped" | "rejected", unknown>
+      >;
+      if (typeof st.nextSeq === "number" && Number.isSafeInteger(st.nextSeq) && st.nextSeq > 0)
+        this.#nextSeq = st.nextSeq;
       if (typeof st.dropped === "number" && st.dropped >= 0) this.#dropped = st.dropped;
       if (typeof st.rejected === "number" && st.rejected >= 0) this.#rejected = st.rejected;
     } catch {
@@ -104,13 +107,19 @@ export class Spool {
   }
 
   #saveState(): void {
-    writeFileAtomicSync(this.#statePath(), JSON.stringify({ nextSeq: this.#nextSeq, dropped: this.#dropped, rejected: this.#rejected }) + "\n");
+    writeFileAtomicSync(
+      this.#statePath(),
+      JSON.stringify({ nextSeq: this.#nextSeq, dropped: this.#dropped, rejected: this.#rejected }) + "\n",
+    );
   }
 
   /** Removes the oldest records until the bound holds; returns how many went. */
   #enforceBound(): number {
     let n = 0;
-    while (this.#entries.length > 0 && (this.#entries.length > this.#opts.maxRecords || this.#bytes > this.#opts.maxBytes)) {
+    while (
+      this.#entries.length > 0 &&
+      (this.#entries.length > this.#opts.maxRecords || this.#bytes > this.#opts.maxBytes)
+    ) {
       const e = this.#entries.shift();
       if (e === undefined) break;
       rmSync(this.#recordPath(e), { force: true });
@@ -171,11 +180,19 @@ export class Spool {
   }
 
   stats(): SpoolStats {
-    return { pending: this.#entries.length, bytes: this.#bytes, dropped: this.#dropped, rejected: this.#rejected, nextSeq: this.#nextSeq };
+    return {
+      pending: this.#entries.length,
+      bytes: this.#bytes,
+      dropped: this.#dropped,
+      rejected: this.#rejected,
+      nextSeq: this.#nextSeq,
+    };
   }
 }
 
 /** For tests and diagnostics: the raw names in a spool folder. */
 export function spoolFiles(dir: string): string[] {
-  return readdirSync(dir).filter((n) => NAME_RE.test(n)).sort();
+  return readdirSync(dir)
+    .filter((n) => NAME_RE.test(n))
+    .sort();
 }

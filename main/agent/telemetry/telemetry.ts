@@ -12,13 +12,33 @@ import { SeverityNumber } from "@opentelemetry/api-logs";
 import { ExportResultCode, type ExportResult } from "@opentelemetry/core";
 import { ProtobufLogsSerializer, ProtobufMetricsSerializer } from "@opentelemetry/otlp-transformer";
 import { resourceFromAttributes } from "@opentelemetry/resources";
-import { BatchLogRecordProcessor, LoggerProvider, type LogRecordExporter, type ReadableLogRecord } from "@opentelemetry/sdk-logs";
-import { AggregationTemporality, MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from "@opentelemetry/sdk-metrics";
+import {
+  BatchLogRecordProcessor,
+  LoggerProvider,
+  type LogRecordExporter,
+  type ReadableLogRecord,
+} from "@opentelemetry/sdk-logs";
+import {
+  AggregationTemporality,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+  type PushMetricExporter,
+  type ResourceMetrics,
+} from "@opentelemetry/sdk-metrics";
 import type { TelemetryConfig } from "../../core/config/schema.ts";
 import type { ConnectionEvent, LegKind, ProbeSample } from "../../core/connection/types.ts";
 import type { Secret } from "../../core/secret.ts";
 import type { TunnelStats } from "../../core/tunnel/engine-types.ts";
-import { AGENT_METRIC, ATTR, EVENT, FAILOVER_ATTRIBUTES, METRIC, RESOURCE, RTT_BUCKETS_MS, SERVICE_NAME } from "../../core/telemetry/names.ts";
+import {
+  AGENT_METRIC,
+  ATTR,
+  EVENT,
+  FAILOVER_ATTRIBUTES,
+  METRIC,
+  RESOURCE,
+  RTT_BUCKETS_MS,
+  SERVICE_NAME,
+} from "../../core/telemetry/names.ts";
 import type { Logger } from "../log.ts";
 import { writeFileAtomicSync } from "../../shared/atomic-write.ts";
 import { withTimeout } from "../../shared/with-timeout.ts";
@@ -40,7 +60,13 @@ export interface TelemetrySource {
   state(): string;
   /** The leg carrying traffic. */
   active(): { legId: string; gateway: string; protocol: LegKind } | null;
-  health(): { rttP50Ms: number | null; rttP95Ms: number | null; jitterMs: number | null; lossPct: number | null; samples: number } | null;
+  health(): {
+    rttP50Ms: number | null;
+    rttP95Ms: number | null;
+    jitterMs: number | null;
+    lossPct: number | null;
+    samples: number;
+  } | null;
   engineStats(): Promise<TunnelStats | null>;
 }
 
@@ -76,16 +102,16 @@ export function policyHash(bytes: string): string {
 
 /** Every export is serialised by the SDK's OTLP serializer and spooled before the SDK is told it succeeded. */
 class SpoolingMetricExporter implements PushMetricExporter {
-  constructor(
-    readonly spoolTo: (kind: SpoolKind, body: Uint8Array) => boolean,
-  ) {}
+  constructor(readonly spoolTo: (kind: SpoolKind, body: Uint8Array) => boolean) {}
   export(metrics: ResourceMetrics, done: (r: ExportResult) => void): void {
     if (metrics.scopeMetrics.every((s) => s.metrics.length === 0)) {
       done({ code: ExportResultCode.SUCCESS });
       return;
     }
     const body = ProtobufMetricsSerializer.serializeRequest(metrics);
-    done({ code: body !== undefined && this.spoolTo("metrics", body) ? ExportResultCode.SUCCESS : ExportResultCode.FAILED });
+    done({
+      code: body !== undefined && this.spoolTo("metrics", body) ? ExportResultCode.SUCCESS : ExportResultCode.FAILED,
+    });
   }
   /** Delta: each export holds its own interval's distribution, which the collector charts as is. */
   selectAggregationTemporality(): AggregationTemporality {
@@ -107,7 +133,9 @@ class SpoolingLogExporter implements LogRecordExporter {
       return;
     }
     const body = ProtobufLogsSerializer.serializeRequest(logs);
-    done({ code: body !== undefined && this.spoolTo("logs", body) ? ExportResultCode.SUCCESS : ExportResultCode.FAILED });
+    done({
+      code: body !== undefined && this.spoolTo("logs", body) ? ExportResultCode.SUCCESS : ExportResultCode.FAILED,
+    });
   }
   forceFlush(): Promise<void> {
     return Promise.resolve();
@@ -150,7 +178,11 @@ export class Telemetry {
     this.deviceId = deviceIdIn(opts.stateDir);
     this.policyHash = policyHash(opts.policyBytes);
     const cfg = opts.config;
-    this.#spool = Spool.open({ dir: join(opts.stateDir, "telemetry-spool"), maxBytes: cfg.spool.maxBytes, maxRecords: cfg.spool.maxRecords });
+    this.#spool = Spool.open({
+      dir: join(opts.stateDir, "telemetry-spool"),
+      maxBytes: cfg.spool.maxBytes,
+      maxRecords: cfg.spool.maxRecords,
+    });
     this.#sender = new SpoolSender({
       spool: this.#spool,
       endpoint: cfg.endpoint,
@@ -182,29 +214,56 @@ export class Telemetry {
     };
     this.#meters = new MeterProvider({
       resource,
-      readers: [new PeriodicExportingMetricReader({ exporter: new SpoolingMetricExporter(spoolTo), exportIntervalMillis: cfg.intervalMs, exportTimeoutMillis: Math.min(cfg.intervalMs, 30_000) })],
+      readers: [
+        new PeriodicExportingMetricReader({
+          exporter: new SpoolingMetricExporter(spoolTo),
+          exportIntervalMillis: cfg.intervalMs,
+          exportTimeoutMillis: Math.min(cfg.intervalMs, 30_000),
+        }),
+      ],
     });
-    this.#logs = new LoggerProvider({ resource, processors: [new BatchLogRecordProcessor({ exporter: new SpoolingLogExporter(spoolTo), scheduledDelayMillis: LOG_BATCH_DELAY_MS })] });
+    this.#logs = new LoggerProvider({
+      resource,
+      processors: [
+        new BatchLogRecordProcessor({
+          exporter: new SpoolingLogExporter(spoolTo),
+          scheduledDelayMillis: LOG_BATCH_DELAY_MS,
+        }),
+      ],
+    });
     const meter = this.#meters.getMeter("detourd", opts.version);
     const buckets = { advice: { explicitBucketBoundaries: RTT_BUCKETS_MS } };
     this.#record = {
-      rtt: meter.createHistogram(METRIC.rtt, { unit: "ms", description: "round trip of in-tunnel probes through the active tunnel", ...buckets }),
+      rtt: meter.createHistogram(METRIC.rtt, {
+        unit: "ms",
+        description: "round trip of in-tunnel probes through the active tunnel",
+        ...buckets,
+      }),
       probes: meter.createCounter(AGENT_METRIC.probes, { description: "in-tunnel probes by result" }),
       races: meter.createCounter(AGENT_METRIC.races, { description: "races by reason and outcome" }),
       raceDuration: meter.createHistogram(AGENT_METRIC.raceDuration, { unit: "ms", ...buckets }),
-      legFailures: meter.createCounter(AGENT_METRIC.legFailures, { description: "legs that failed, by protocol and error code" }),
+      legFailures: meter.createCounter(AGENT_METRIC.legFailures, {
+        description: "legs that failed, by protocol and error code",
+      }),
       failovers: meter.createCounter(AGENT_METRIC.failovers, { description: "failovers by cause and path" }),
       detected: meter.createHistogram(AGENT_METRIC.failoverDetected, { unit: "ms", ...buckets }),
       restored: meter.createHistogram(AGENT_METRIC.failoverRestored, { unit: "ms", ...buckets }),
       appLatency: meter.createHistogram(AGENT_METRIC.appLatency, { unit: "ms", ...buckets }),
-      appChecks: meter.createCounter(AGENT_METRIC.appChecks, { description: "reachability checks of internal URLs by result" }),
+      appChecks: meter.createCounter(AGENT_METRIC.appChecks, {
+        description: "reachability checks of internal URLs by result",
+      }),
     };
     const src = opts.source;
     const activeAttrs = (): Attributes | null => {
       const a = src.active();
       return a === null ? null : { [ATTR.gateway]: a.gateway, [ATTR.protocol]: a.protocol };
     };
-    const gauge = (name: string, unit: string, read: () => number | null, attrs: () => Attributes | null = activeAttrs): void => {
+    const gauge = (
+      name: string,
+      unit: string,
+      read: () => number | null,
+      attrs: () => Attributes | null = activeAttrs,
+    ): void => {
       meter.createObservableGauge(name, { unit }).addCallback((r) => {
         const a = attrs();
         const v = read();
@@ -226,7 +285,9 @@ export class Telemetry {
       async (r) => {
         const a = activeAttrs();
         if (a === null) return;
-        const st = await withTimeout(() => src.engineStats(), ENGINE_STATS_TIMEOUT_MS, "engine statistics").catch(() => null);
+        const st = await withTimeout(() => src.engineStats(), ENGINE_STATS_TIMEOUT_MS, "engine statistics").catch(
+          () => null,
+        );
         if (st === null) return;
         r.observe(engine, st.rxBytes, a);
         r.observe(engineTx, st.txBytes, a);
@@ -242,10 +303,14 @@ export class Telemetry {
     gauge(AGENT_METRIC.spoolPending, "1", () => this.#spool.stats().pending, hostAttrs);
     gauge(AGENT_METRIC.spoolDropped, "1", () => this.#spool.stats().dropped, hostAttrs);
     gauge(AGENT_METRIC.spoolRejected, "1", () => this.#spool.stats().rejected, hostAttrs);
-    this.#reach = new ReachabilityChecker(cfg.reachability, () => src.active() !== null, (r) => {
-      this.#record.appChecks.add(1, { [ATTR.target]: r.target, [ATTR.result]: r.ok ? "ok" : "fail" });
-      if (r.latencyMs !== null && r.ok) this.#record.appLatency.record(r.latencyMs, { [ATTR.target]: r.target });
-    });
+    this.#reach = new ReachabilityChecker(
+      cfg.reachability,
+      () => src.active() !== null,
+      (r) => {
+        this.#record.appChecks.add(1, { [ATTR.target]: r.target, [ATTR.result]: r.ok ? "ok" : "fail" });
+        if (r.latencyMs !== null && r.ok) this.#record.appLatency.record(r.latencyMs, { [ATTR.target]: r.target });
+      },
+    );
   }
 
   start(): void {
@@ -279,23 +344,47 @@ export class Telemetry {
     switch (e.type) {
       case "state": {
         const a = this.#opts.source.active();
-        this.#emit(EVENT.state, e, { [ATTR.state]: e.state, [ATTR.gateway]: a?.gateway ?? "", [ATTR.protocol]: a?.protocol ?? "" }, e.state === "error" ? SeverityNumber.WARN : SeverityNumber.INFO);
+        this.#emit(
+          EVENT.state,
+          e,
+          { [ATTR.state]: e.state, [ATTR.gateway]: a?.gateway ?? "", [ATTR.protocol]: a?.protocol ?? "" },
+          e.state === "error" ? SeverityNumber.WARN : SeverityNumber.INFO,
+        );
         return;
       }
       case "race-ended": {
         const r = e.race;
         const outcome = r.winner === null ? "failed" : "won";
         this.#record.races.add(1, { [ATTR.reason]: r.reason, [ATTR.outcome]: outcome });
-        if (r.endedAt !== null) this.#record.raceDuration.record(r.endedAt - r.startedAt, { [ATTR.reason]: r.reason, [ATTR.outcome]: outcome });
+        if (r.endedAt !== null)
+          this.#record.raceDuration.record(r.endedAt - r.startedAt, {
+            [ATTR.reason]: r.reason,
+            [ATTR.outcome]: outcome,
+          });
         for (const l of r.legs) {
-          if (l.outcome === "failed" && l.error !== null) this.#record.legFailures.add(1, { [ATTR.gateway]: l.leg.gateway, [ATTR.protocol]: l.leg.kind, [ATTR.code]: l.error.code });
+          if (l.outcome === "failed" && l.error !== null)
+            this.#record.legFailures.add(1, {
+              [ATTR.gateway]: l.leg.gateway,
+              [ATTR.protocol]: l.leg.kind,
+              [ATTR.code]: l.error.code,
+            });
         }
-        this.#emit(EVENT.race, r, { [ATTR.reason]: r.reason, [ATTR.outcome]: outcome, [ATTR.gateway]: r.winner?.gateway ?? "", [ATTR.protocol]: r.winner?.kind ?? "" });
+        this.#emit(EVENT.race, r, {
+          [ATTR.reason]: r.reason,
+          [ATTR.outcome]: outcome,
+          [ATTR.gateway]: r.winner?.gateway ?? "",
+          [ATTR.protocol]: r.winner?.kind ?? "",
+        });
         return;
       }
       case "failover": {
         const f = e.failover;
-        const attrs = { [ATTR.from]: f.from.gateway, [ATTR.to]: f.to?.gateway ?? "", [ATTR.reason]: classifyReason(f.reason), [ATTR.via]: f.via };
+        const attrs = {
+          [ATTR.from]: f.from.gateway,
+          [ATTR.to]: f.to?.gateway ?? "",
+          [ATTR.reason]: classifyReason(f.reason),
+          [ATTR.via]: f.via,
+        };
         this.#record.failovers.add(1, attrs);
         this.#record.detected.record(f.detectedAfterMs, attrs);
         if (f.restoredAfterMs !== null) this.#record.restored.record(f.restoredAfterMs, attrs);
@@ -306,8 +395,12 @@ export class Telemetry {
           [FAILOVER_ATTRIBUTES.reason]: f.reason,
           [FAILOVER_ATTRIBUTES.via]: f.via,
           [FAILOVER_ATTRIBUTES.detectedAfterMs]: Math.round(f.detectedAfterMs),
-          ...(f.to === null ? {} : { [FAILOVER_ATTRIBUTES.to]: f.to.gateway, [FAILOVER_ATTRIBUTES.toProtocol]: f.to.kind }),
-          ...(f.restoredAfterMs === null ? {} : { [FAILOVER_ATTRIBUTES.restoredAfterMs]: Math.round(f.restoredAfterMs) }),
+          ...(f.to === null
+            ? {}
+            : { [FAILOVER_ATTRIBUTES.to]: f.to.gateway, [FAILOVER_ATTRIBUTES.toProtocol]: f.to.kind }),
+          ...(f.restoredAfterMs === null
+            ? {}
+            : { [FAILOVER_ATTRIBUTES.restoredAfterMs]: Math.round(f.restoredAfterMs) }),
         };
         this.#emit(EVENT.failover, f, event, SeverityNumber.WARN);
         return;
@@ -317,7 +410,12 @@ export class Telemetry {
         return;
       case "drill": {
         const d = e.drill;
-        this.#emit(EVENT.drill, d, { [ATTR.outcome]: d.verdict, [ATTR.from]: d.from?.gateway ?? "", [ATTR.to]: d.to?.gateway ?? "" }, d.verdict === "pass" ? SeverityNumber.INFO : SeverityNumber.WARN);
+        this.#emit(
+          EVENT.drill,
+          d,
+          { [ATTR.outcome]: d.verdict, [ATTR.from]: d.from?.gateway ?? "", [ATTR.to]: d.to?.gateway ?? "" },
+          d.verdict === "pass" ? SeverityNumber.INFO : SeverityNumber.WARN,
+        );
         return;
       }
       case "race-started":
@@ -340,7 +438,15 @@ export class Telemetry {
       jitterMs: h?.jitterMs ?? null,
       lossPct: h?.lossPct ?? null,
       samples: h?.samples ?? 0,
-      export: { ...this.#sender.status(), endpoint: this.#opts.config.endpoint, pending: sp.pending, dropped: sp.dropped, rejected: sp.rejected, deviceId: this.deviceId, policyHash: this.policyHash },
+      export: {
+        ...this.#sender.status(),
+        endpoint: this.#opts.config.endpoint,
+        pending: sp.pending,
+        dropped: sp.dropped,
+        rejected: sp.rejected,
+        deviceId: this.deviceId,
+        policyHash: this.policyHash,
+      },
       reachability: this.#reach.last(),
     };
   }
@@ -367,5 +473,13 @@ export class Telemetry {
 
 /** The status telemetry reports when none is configured: the tunnel's numbers still matter to `detour status`. */
 export function tunnelOnlyStatus(h: ReturnType<TelemetrySource["health"]>): TelemetryStatus {
-  return { rttMs: h?.rttP50Ms ?? null, rttP95Ms: h?.rttP95Ms ?? null, jitterMs: h?.jitterMs ?? null, lossPct: h?.lossPct ?? null, samples: h?.samples ?? 0, export: null, reachability: [] };
+  return {
+    rttMs: h?.rttP50Ms ?? null,
+    rttP95Ms: h?.rttP95Ms ?? null,
+    jitterMs: h?.jitterMs ?? null,
+    lossPct: h?.lossPct ?? null,
+    samples: h?.samples ?? 0,
+    export: null,
+    reachability: [],
+  };
 }

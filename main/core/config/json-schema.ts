@@ -4,5 +4,9 @@ import { DetourConfig } from "./schema.ts";
 
 export function configJsonSchema(): Record<string, unknown> {
   const schema = z.toJSONSchema(DetourConfig, { io: "input", unrepresentable: "any" }) as Record<string, unknown>;
-  return { ...schema, $id: "https://detour.invalid/schema/detour-config.schema.json", title: "Detour client configuration" };
+  return {
+    ...schema,
+    $id: "https://detour.invalid/schema/detour-config.schema.json",
+    title: "Detour client configuration",
+  };
 }

@@ -38,14 +38,23 @@ test("a-complete-config-parses-and-gets-defaults", () => {
   assert.ok(r.ok, JSON.stringify(r));
   assert.deepEqual(JSON.parse(JSON.stringify(r.config.gateways[0]?.protocols)), {
     wireguard: { port: 51820, publicKey: KEY, tunnelAddress: "198.19.11.2/32", persistentKeepaliveSec: 25 },
-    ikev2: { port: 500, natTraversalPort: 4500, remoteId: "fra-1.vpn.example.com", proposals: ["aes256-sha256-x25519"], espProposals: ["aes128-sha256"] },
+    ikev2: {
+      port: 500,
+      natTraversalPort: 4500,
+      remoteId: "fra-1.vpn.example.com",
+      proposals: ["aes256-sha256-x25519"],
+      espProposals: ["aes128-sha256"],
+    },
     anyconnect: { port: 443, pin: PIN, dtls: true },
   });
   assert.equal(r.config.probe.port, 7);
 });
 
 test("each-bad-field-is-named-by-its-path", () => {
-  const c = valid() as unknown as { gateways: { protocols: { wireguard: { publicKey: string } }; address: string }[]; protectedRoutes: string[] };
+  const c = valid() as unknown as {
+    gateways: { protocols: { wireguard: { publicKey: string } }; address: string }[];
+    protectedRoutes: string[];
+  };
   const gw = c.gateways[0];
   assert.ok(gw);
   gw.protocols.wireguard.publicKey = "not-a-key";
@@ -97,6 +106,15 @@ test("a-gateway-address-may-be-ipv6-and-a-bad-one-is-named-by-its-path", () => {
     gw.address = bad;
     const r = parseConfig(v6);
     assert.ok(!r.ok, bad);
-    assert.deepEqual(r.issues, [{ path: "gateways[0].address", message: "expected an IPv4 or IPv6 address such as 198.18.1.2 or 2001:db8:18:1::2" }], bad);
+    assert.deepEqual(
+      r.issues,
+      [
+        {
+          path: "gateways[0].address",
+          message: "expected an IPv4 or IPv6 address such as 198.18.1.2 or 2001:db8:18:1::2",
+        },
+      ],
+      bad,
+    );
   }
 });

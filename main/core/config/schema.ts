@@ -11,14 +11,12 @@ const ipv4Re = new RegExp(`^${ipv4Octet}(\\.${ipv4Octet}){3}$`);
 const hostnameRe = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
 export const Ipv4 = z.string().regex(ipv4Re, "expected an IPv4 address such as 198.18.1.2");
-export const Ipv4Cidr = z
-  .string()
-  .refine((v) => {
-    const [addr, len, ...rest] = v.split("/");
-    if (rest.length > 0 || addr === undefined || len === undefined || !ipv4Re.test(addr)) return false;
-    const n = Number(len);
-    return /^\d{1,2}$/.test(len) && n >= 0 && n <= 32;
-  }, "expected an IPv4 prefix such as 198.19.0.0/24");
+export const Ipv4Cidr = z.string().refine((v) => {
+  const [addr, len, ...rest] = v.split("/");
+  if (rest.length > 0 || addr === undefined || len === undefined || !ipv4Re.test(addr)) return false;
+  const n = Number(len);
+  return /^\d{1,2}$/.test(len) && n >= 0 && n <= 32;
+}, "expected an IPv4 prefix such as 198.19.0.0/24");
 /**
  * A gateway's underlay address, either family. A union of zod's own formats, so the JSON Schema says
  * `format: ipv4 | ipv6` for editors; the refine keeps the core's parser the single judge (no zone ids).
@@ -45,7 +43,14 @@ export const TlsPin = z
  */
 export const SecretRef = z.union([
   z.object({ file: z.string().min(1).describe("absolute path of a file (mode 0600) holding the secret") }).strict(),
-  z.object({ env: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).describe("environment variable of detourd holding the secret") }).strict(),
+  z
+    .object({
+      env: z
+        .string()
+        .regex(/^[A-Z_][A-Z0-9_]*$/)
+        .describe("environment variable of detourd holding the secret"),
+    })
+    .strict(),
 ]);
 
 export const WireGuardGateway = z
@@ -79,7 +84,9 @@ export const Gateway = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, "expected a short lowercase name such as gw1 or fra-1"),
     hostname: Hostname,
-    address: IpAddress.optional().describe("known address (IPv4 or IPv6); when absent the hostname is resolved (A and AAAA)"),
+    address: IpAddress.optional().describe(
+      "known address (IPv4 or IPv6); when absent the hostname is resolved (A and AAAA)",
+    ),
     priority: z.number().int().min(0).max(1000).describe("lower is preferred"),
     region: z.string().min(1).max(64),
     protocols: z
@@ -98,8 +105,14 @@ export const Gateway = z
 export const Identity = z
   .object({
     wireguard: z.object({ privateKey: SecretRef }).strict().optional(),
-    ikev2: z.object({ localId: z.string().min(1), psk: SecretRef }).strict().optional(),
-    anyconnect: z.object({ username: z.string().min(1), password: SecretRef }).strict().optional(),
+    ikev2: z
+      .object({ localId: z.string().min(1), psk: SecretRef })
+      .strict()
+      .optional(),
+    anyconnect: z
+      .object({ username: z.string().min(1), password: SecretRef })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -215,7 +228,12 @@ export const Telemetry = z
     spool: z
       .object({
         /** 64 MiB holds about a week of ten-second exports; past it the oldest records go first. */
-        maxBytes: z.number().int().min(64 * 1024).max(4 * 1024 ** 3).default(64 * 1024 * 1024),
+        maxBytes: z
+          .number()
+          .int()
+          .min(64 * 1024)
+          .max(4 * 1024 ** 3)
+          .default(64 * 1024 * 1024),
         maxRecords: z.number().int().min(10).max(1_000_000).default(100_000),
       })
       .strict()
@@ -231,16 +249,30 @@ export const Telemetry = z
  */
 export const Diagnostics = z
   .object({
-    dir: z.string().regex(/^\//, "expected an absolute path").optional().describe("where bundles are written; <state-dir>/diag when absent"),
+    dir: z
+      .string()
+      .regex(/^\//, "expected an absolute path")
+      .optional()
+      .describe("where bundles are written; <state-dir>/diag when absent"),
     /** 4 MiB of log tail is about a day of a busy daemon's JSON lines, and keeps a bundle small enough to mail. */
-    maxLogBytes: z.number().int().min(64 * 1024).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
+    maxLogBytes: z
+      .number()
+      .int()
+      .min(64 * 1024)
+      .max(256 * 1024 * 1024)
+      .default(4 * 1024 * 1024),
     sftp: z
       .object({
         host: Hostname.or(Ipv4),
         port: Port.default(22),
         user: z.string().regex(/^[a-z_][a-z0-9_.-]{0,31}$/i, "expected a user name"),
         privateKey: SecretRef.describe("the client's private key (OpenSSH or PEM format)"),
-        hostKeySha256: z.string().regex(/^(SHA256:)?[A-Za-z0-9+/]{43}=?$/, "expected the host key fingerprint as ssh-keygen -lf prints it: SHA256:<43 base64 characters>"),
+        hostKeySha256: z
+          .string()
+          .regex(
+            /^(SHA256:)?[A-Za-z0-9+/]{43}=?$/,
+            "expected the host key fingerprint as ssh-keygen -lf prints it: SHA256:<43 base64 characters>",
+          ),
         dir: z.string().min(1).describe("folder on the server the bundle is put into"),
       })
       .strict()
@@ -277,8 +309,18 @@ export const DetourConfig = z
       })
       .strict()
       .optional(),
-    race: RacePolicy.default({ staggerMs: 250, legDeadlineMs: 5000, order: ["wireguard", "anyconnect-tls", "ikev2", "anyconnect-dtls"], maxGateways: 3 }),
-    health: HealthPolicy.default({ probeIntervalMs: 25, probeTimeoutMs: 1000, deadAfterMs: 300, brownout: { lossPct: 25, rttMs: null, windowMs: 5000, holdMs: 3000 } }),
+    race: RacePolicy.default({
+      staggerMs: 250,
+      legDeadlineMs: 5000,
+      order: ["wireguard", "anyconnect-tls", "ikev2", "anyconnect-dtls"],
+      maxGateways: 3,
+    }),
+    health: HealthPolicy.default({
+      probeIntervalMs: 25,
+      probeTimeoutMs: 1000,
+      deadAfterMs: 300,
+      brownout: { lossPct: 25, rttMs: null, windowMs: 5000, holdMs: 3000 },
+    }),
     standby: StandbyPolicy.default({ mode: "on", probeIntervalMs: 250, freshMs: 750 }),
     retry: RetryPolicy.default({ initialMs: 1000, maxMs: 30_000 }),
     diagnostics: Diagnostics.optional(),
@@ -313,7 +355,13 @@ export function parseConfig(value: unknown): ParseResult {
   return {
     ok: false,
     issues: r.error.issues.map((i) => ({
-      path: i.path.length === 0 ? "(root)" : i.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("").replace(/^\./, ""),
+      path:
+        i.path.length === 0
+          ? "(root)"
+          : i.path
+              .map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`))
+              .join("")
+              .replace(/^\./, ""),
       message: i.message,
     })),
   };

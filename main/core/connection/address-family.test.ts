@@ -5,8 +5,18 @@ import type { FamilyProbe } from "./types.ts";
 
 const V4 = "198.18.1.2";
 const V6 = "2001:db8:18:1::2";
-const p4 = (latencyMs: number | null, works = latencyMs !== null, usableKinds = 4): FamilyProbe => ({ address: V4, works, latencyMs, usableKinds });
-const p6 = (latencyMs: number | null, works = latencyMs !== null, usableKinds = 4): FamilyProbe => ({ address: V6, works, latencyMs, usableKinds });
+const p4 = (latencyMs: number | null, works = latencyMs !== null, usableKinds = 4): FamilyProbe => ({
+  address: V4,
+  works,
+  latencyMs,
+  usableKinds,
+});
+const p6 = (latencyMs: number | null, works = latencyMs !== null, usableKinds = 4): FamilyProbe => ({
+  address: V6,
+  works,
+  latencyMs,
+  usableKinds,
+});
 
 test("ipv6-wins-when-it-works-and-ipv4-is-not-clearly-faster", () => {
   assert.equal(chooseFamily(p6(5), p4(5), null), "ipv6");

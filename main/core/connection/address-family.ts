@@ -45,7 +45,11 @@ function clearlyFaster(a: number, b: number): boolean {
  * The family to use given each family's probe (null: no address of that family) and the address in use now.
  * Returns null only when neither family has an address.
  */
-export function chooseFamily(v6: FamilyProbe | null, v4: FamilyProbe | null, incumbent: string | null): IpFamily | null {
+export function chooseFamily(
+  v6: FamilyProbe | null,
+  v4: FamilyProbe | null,
+  incumbent: string | null,
+): IpFamily | null {
   if (v6 === null) return v4 === null ? null : "ipv4";
   if (v4 === null) return "ipv6";
   if (v6.works && !v4.works) return "ipv6";

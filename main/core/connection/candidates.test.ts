@@ -6,12 +6,18 @@ import { gateway, probe } from "./harness.test.ts";
 const names = (cs: { name: string }[]): string[] => cs.map((c) => c.name);
 
 test("priority-orders-first-whatever-the-latency", () => {
-  const r = rankCandidates([gateway("slow-preferred", 1, { probe: probe(200) }), gateway("fast-backup", 5, { probe: probe(5) })], null);
+  const r = rankCandidates(
+    [gateway("slow-preferred", 1, { probe: probe(200) }), gateway("fast-backup", 5, { probe: probe(5) })],
+    null,
+  );
   assert.deepEqual(names(r), ["slow-preferred", "fast-backup"]);
 });
 
 test("equal-priority-orders-by-latency-with-unknown-last-on-a-first-ranking", () => {
-  const r = rankCandidates([gateway("a", 1), gateway("b", 1, { probe: probe(80) }), gateway("c", 1, { probe: probe(30) })], null);
+  const r = rankCandidates(
+    [gateway("a", 1), gateway("b", 1, { probe: probe(80) }), gateway("c", 1, { probe: probe(30) })],
+    null,
+  );
   assert.deepEqual(names(r), ["c", "b", "a"]);
 });
 
@@ -21,7 +27,10 @@ test("a-few-milliseconds-never-reorder-equal-priority-gateways", () => {
 });
 
 test("more-than-10-ms-faster-but-not-below-two-thirds-keeps-the-order", () => {
-  const r = rankCandidates([gateway("a", 1, { probe: probe(300) }), gateway("b", 1, { probe: probe(250) })], ["a", "b"]);
+  const r = rankCandidates(
+    [gateway("a", 1, { probe: probe(300) }), gateway("b", 1, { probe: probe(250) })],
+    ["a", "b"],
+  );
   assert.deepEqual(names(r), ["a", "b"], "50 ms faster on a 300 ms path is within a third");
 });
 
@@ -36,13 +45,26 @@ test("a-known-latency-overtakes-an-unknown-one", () => {
 });
 
 test("newcomers-join-behind-incumbents-unless-clearly-faster", () => {
-  const r = rankCandidates([gateway("a", 1, { probe: probe(40) }), gateway("new-close", 1, { probe: probe(35) }), gateway("new-fast", 1, { probe: probe(10) })], ["a"]);
+  const r = rankCandidates(
+    [
+      gateway("a", 1, { probe: probe(40) }),
+      gateway("new-close", 1, { probe: probe(35) }),
+      gateway("new-fast", 1, { probe: probe(10) }),
+    ],
+    ["a"],
+  );
   assert.deepEqual(names(r), ["new-fast", "a", "new-close"]);
 });
 
 test("a-gateway-whose-every-kind-is-unreachable-goes-last", () => {
-  const dead = gateway("dead", 0, { kinds: ["wireguard", "anyconnect-tls"], probe: probe(null, { wireguard: "no", "anyconnect-tls": "no" }) });
-  const half = gateway("half", 2, { kinds: ["wireguard", "anyconnect-tls"], probe: probe(20, { wireguard: "unknown", "anyconnect-tls": "no" }) });
+  const dead = gateway("dead", 0, {
+    kinds: ["wireguard", "anyconnect-tls"],
+    probe: probe(null, { wireguard: "no", "anyconnect-tls": "no" }),
+  });
+  const half = gateway("half", 2, {
+    kinds: ["wireguard", "anyconnect-tls"],
+    probe: probe(20, { wireguard: "unknown", "anyconnect-tls": "no" }),
+  });
   const r = rankCandidates([dead, half, gateway("other", 9)], null);
   assert.deepEqual(names(r), ["half", "other", "dead"]);
   assert.equal(allKindsUnreachable(dead), true);
@@ -59,8 +81,14 @@ test("ranking-does-not-change-its-input", () => {
 });
 
 test("merge-unions-sources-and-configuration-wins", () => {
-  const configured = [gateway("gw1", 1, { address: null, sources: ["config"] }), gateway("gw2", 2, { address: "198.18.2.2" })];
-  const dns = [gateway("gw1", 7, { address: "198.18.1.2", sources: ["dns"], region: "dns-region" }), gateway("gw9", 9, { sources: ["dns"], address: "198.18.9.2" })];
+  const configured = [
+    gateway("gw1", 1, { address: null, sources: ["config"] }),
+    gateway("gw2", 2, { address: "198.18.2.2" }),
+  ];
+  const dns = [
+    gateway("gw1", 7, { address: "198.18.1.2", sources: ["dns"], region: "dns-region" }),
+    gateway("gw9", 9, { sources: ["dns"], address: "198.18.9.2" }),
+  ];
   const portal = [
     gateway("gw1", 8, { address: "203.0.113.1", sources: ["portal"] }),
     gateway("gw2", 3, { address: "203.0.113.2", sources: ["portal"] }),
@@ -84,7 +112,14 @@ test("merge-unions-sources-and-configuration-wins", () => {
 test("merge-keeps-both-families-of-the-source-that-gave-the-address", () => {
   const both = { ipv4: "198.18.1.2", ipv6: "2001:db8:18:1::2" };
   const configured = [gateway("gw1", 1, { address: null }), gateway("gw2", 2, { address: "198.18.2.2" })];
-  const dns = [gateway("gw1", 1, { address: both.ipv4, addresses: both, sources: ["dns"] }), gateway("gw2", 2, { address: "198.18.2.2", addresses: { ipv4: "198.18.2.2", ipv6: "2001:db8:18:2::2" }, sources: ["dns"] })];
+  const dns = [
+    gateway("gw1", 1, { address: both.ipv4, addresses: both, sources: ["dns"] }),
+    gateway("gw2", 2, {
+      address: "198.18.2.2",
+      addresses: { ipv4: "198.18.2.2", ipv6: "2001:db8:18:2::2" },
+      sources: ["dns"],
+    }),
+  ];
   const m = mergeCandidates(configured, dns, []);
   assert.deepEqual(m[0]?.addresses, both, "DNS named gw1 by A and AAAA");
   assert.equal(m[1]?.addresses, undefined, "a configured address pins gw2: DNS adds no second family");

@@ -48,7 +48,11 @@ export function probedSilent(c: Candidate): boolean {
  * latency (unknown after known) with hysteresis against `previous` (the names in the last ranking's order), so a
  * candidate passes one of equal priority only when clearly faster. The result is a new array; input is not changed.
  */
-export function rankCandidates(candidates: readonly Candidate[], previous: readonly string[] | null, opts: RankOptions = {}): Candidate[] {
+export function rankCandidates(
+  candidates: readonly Candidate[],
+  previous: readonly string[] | null,
+  opts: RankOptions = {},
+): Candidate[] {
   const minGain = opts.minGainMs ?? OVERTAKE_MIN_GAIN_MS;
   const ratio = opts.maxRatio ?? OVERTAKE_MAX_RATIO;
   const prevIndex = new Map<string, number>((previous ?? []).map((n, i) => [n, i]));
@@ -85,7 +89,7 @@ export function rankCandidates(candidates: readonly Candidate[], previous: reado
     return ua === ub && pa === pb;
   };
   // Adjacent swaps only ever lower the latency inversion count, so this terminates within n² swaps.
-  for (let swapped = true; swapped; ) {
+  for (let swapped = true; swapped;) {
     swapped = false;
     for (let i = 0; i + 1 < ordered.length; i++) {
       const a = ordered[i];
@@ -108,7 +112,11 @@ const SOURCE_ORDER: readonly CandidateSource[] = ["config", "dns", "portal"];
  * families (a configured address pins the gateway; DNS may name it by A and AAAA). Order: configured first,
  * then DNS, then portal.
  */
-export function mergeCandidates(configured: readonly Candidate[], dns: readonly Candidate[], portal: readonly Candidate[]): Candidate[] {
+export function mergeCandidates(
+  configured: readonly Candidate[],
+  dns: readonly Candidate[],
+  portal: readonly Candidate[],
+): Candidate[] {
   const byName = new Map<string, Candidate[]>();
   for (const list of [configured, dns, portal]) {
     for (const c of list) {

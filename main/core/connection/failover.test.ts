@@ -6,7 +6,11 @@ import { BROWNOUT_RETRY_AFTER_MS, RECHECK_INTERVAL_MS } from "./states/connected
 import type { Candidate, LegKind } from "./types.ts";
 
 const KINDS: LegKind[] = ["wireguard", "anyconnect-tls"];
-const GWS: Candidate[] = [gateway("gw1", 1, { kinds: KINDS }), gateway("gw2", 2, { kinds: KINDS }), gateway("gw3", 3, { kinds: KINDS })];
+const GWS: Candidate[] = [
+  gateway("gw1", 1, { kinds: KINDS }),
+  gateway("gw2", 2, { kinds: KINDS }),
+  gateway("gw3", 3, { kinds: KINDS }),
+];
 const stoppedAt = (sim: Sim, id: string): number | undefined => sim.stopped.find((s) => s.legId === id)?.at;
 
 /**
@@ -72,7 +76,13 @@ test("failed-leg-keeps-its-routes-until-the-winner-is-up-then-stops-make-before-
   ]);
   assert.equal(stoppedAt(sim, "L1"), 5680, "the failed leg stops only when the winner is up");
   const at5680 = sim.effects.filter((e) => e.at === 5680).map((e) => e.effect);
-  const order = at5680.flatMap((e) => (e.type === "apply-routes" || e.type === "stop-monitor" || e.type === "start-monitor" || e.type === "record-failover" ? [e.type] : e.type === "stop-leg" ? [`stop-leg:${e.legId}`] : []));
+  const order = at5680.flatMap((e) =>
+    e.type === "apply-routes" || e.type === "stop-monitor" || e.type === "start-monitor" || e.type === "record-failover"
+      ? [e.type]
+      : e.type === "stop-leg"
+        ? [`stop-leg:${e.legId}`]
+        : [],
+  );
   assert.deepEqual(order.slice(0, 3), ["apply-routes", "stop-monitor", "stop-leg:L1"]);
   assert.ok(order.indexOf("start-monitor") < order.indexOf("record-failover"));
   assert.ok(!sim.effects.some((e) => e.effect.type === "clear-routes"), "no moment without routes");
@@ -164,7 +174,9 @@ test("five-percent-random-loss-for-ten-minutes-at-50-ms-probes-causes-no-failove
 
 test("brownout-with-another-gateway-moves-there", () => {
   const rng = seededRandom(5);
-  const sim = connectedSimOn(GWS, { path: (leg, sentAt) => (leg.gateway === "gw1" && sentAt >= 10_000 && rng() < 0.4 ? null : 20) });
+  const sim = connectedSimOn(GWS, {
+    path: (leg, sentAt) => (leg.gateway === "gw1" && sentAt >= 10_000 && rng() < 0.4 ? null : 20),
+  });
   assert.ok(sim.runUntilTrue(() => sim.phase() === "failing-over", 30_000));
   const s = sim.snapshot();
   assert.match(s.summary, /^Reconnecting: gw1 is degraded \(loss \d+% over 5 s\), trying gw2 and gw3$/);
@@ -179,7 +191,9 @@ test("brownout-with-another-gateway-moves-there", () => {
 test("brownout-without-an-alternative-stays-connected-says-so-and-clears-with-hysteresis", () => {
   const rng = seededRandom(9);
   let lossy = true;
-  const sim = connectedSimOn([gateway("gw1", 1, { kinds: ["wireguard"] })], { path: (_l, sentAt) => (sentAt >= 5000 && lossy && rng() < 0.4 ? null : 20) });
+  const sim = connectedSimOn([gateway("gw1", 1, { kinds: ["wireguard"] })], {
+    path: (_l, sentAt) => (sentAt >= 5000 && lossy && rng() < 0.4 ? null : 20),
+  });
   sim.runUntil(20_000);
   let s = sim.snapshot();
   assert.equal(s.state, "connected");
@@ -246,8 +260,20 @@ test("probes-and-leg-down-of-the-failed-leg-during-failover-change-nothing", () 
 function recoverSim(gw1Answers: (now: number) => boolean): Sim {
   const sim = new Sim({
     gateways: GWS,
-    legs: (leg, s) => (leg.gateway === "gw1" ? (gw1Answers(s.now) ? { up: 100 } : { fail: 10, code: "unreachable" }) : { up: 100 }),
-    candidates: (s) => GWS.map((g) => (g.name === "gw1" ? { ...g, probe: probe(gw1Answers(s.now) ? 12 : null, gw1Answers(s.now) ? { "anyconnect-tls": "yes" } : { "anyconnect-tls": "no" }) } : { ...g, probe: probe(30) })),
+    legs: (leg, s) =>
+      leg.gateway === "gw1" ? (gw1Answers(s.now) ? { up: 100 } : { fail: 10, code: "unreachable" }) : { up: 100 },
+    candidates: (s) =>
+      GWS.map((g) =>
+        g.name === "gw1"
+          ? {
+              ...g,
+              probe: probe(
+                gw1Answers(s.now) ? 12 : null,
+                gw1Answers(s.now) ? { "anyconnect-tls": "yes" } : { "anyconnect-tls": "no" },
+              ),
+            }
+          : { ...g, probe: probe(30) },
+      ),
   });
   sim.send({ type: "connect" });
   sim.runUntil(1000);
@@ -267,7 +293,10 @@ test("a-better-gateway-reachable-for-two-rechecks-is-raced-back-to-make-before-b
   const race = s.lastRace;
   assert.ok(race !== null);
   assert.equal(race.reason, "recover");
-  assert.ok(race.legs.every((l) => l.leg.gateway === "gw1"), "the recover race only tries better gateways");
+  assert.ok(
+    race.legs.every((l) => l.leg.gateway === "gw1"),
+    "the recover race only tries better gateways",
+  );
   const switchAt = sim.routeLog[sim.routeLog.length - 1]?.at;
   assert.equal(stoppedAt(sim, gw2Leg), switchAt, "gw2's leg stops when gw1's routes are in");
   assert.ok(!sim.routeLog.some((r) => r.legId === null), "never without routes");
@@ -297,14 +326,18 @@ test("a-recover-race-that-fails-keeps-the-current-tunnel", () => {
   assert.ok(race !== null);
   assert.equal(race.reason, "recover");
   assert.ok(race.legs.every((l) => l.outcome === "failed"));
-  assert.deepEqual(sim.routeLog.map((r) => r.legId), [s.activeLegId]);
+  assert.deepEqual(
+    sim.routeLog.map((r) => r.legId),
+    [s.activeLegId],
+  );
 });
 
 /** gw2 carries traffic; gw1 answers probes from the start, but its legs hang, so a recover race stays running. */
 function hangingRecoverSim(): Sim {
   const sim = new Sim({
     gateways: GWS,
-    legs: (leg, s) => (leg.gateway === "gw1" ? (s.now < 1000 ? { fail: 5, code: "unreachable" } : "hang") : { up: 100 }),
+    legs: (leg, s) =>
+      leg.gateway === "gw1" ? (s.now < 1000 ? { fail: 5, code: "unreachable" } : "hang") : { up: 100 },
     candidates: () => GWS.map((g) => (g.name === "gw1" ? { ...g, probe: probe(12, { "anyconnect-tls": "yes" }) } : g)),
   });
   sim.send({ type: "connect" });

@@ -58,7 +58,12 @@ test("the-dead-window-starts-from-the-path-rtt-and-never-below-the-policy", () =
 
 test("a-dead-far-gateway-is-still-found-and-left", () => {
   let dead = false;
-  const sim = new Sim({ gateways: GWS, ctx: context(GWS, { health: DEFAULTS }), legs: () => ({ up: 720 }), path: (leg) => (dead && leg.gateway === "gw1" ? null : 360) });
+  const sim = new Sim({
+    gateways: GWS,
+    ctx: context(GWS, { health: DEFAULTS }),
+    legs: () => ({ up: 720 }),
+    path: (leg) => (dead && leg.gateway === "gw1" ? null : 360),
+  });
   sim.send({ type: "connect" });
   assert.ok(sim.runUntilTrue(() => sim.phase() === "connected", 10_000));
   sim.runFor(5_000);

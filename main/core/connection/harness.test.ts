@@ -5,7 +5,20 @@
 import { HealthPolicy, RacePolicy, RetryPolicy, StandbyPolicy } from "../config/schema.ts";
 import type { EngineErrorCode, TunnelConfig } from "../tunnel/engine-types.ts";
 import { initialState, snapshot, step, type MachineContext, type MachineState } from "./machine.ts";
-import type { Candidate, CandidateProbe, ConnectionEvent, ConnectionStateName, ConnectionSnapshot, Effect, FailoverRecord, Leg, LegKind, MachineInput, RaceRecord, TimerId } from "./types.ts";
+import type {
+  Candidate,
+  CandidateProbe,
+  ConnectionEvent,
+  ConnectionStateName,
+  ConnectionSnapshot,
+  Effect,
+  FailoverRecord,
+  Leg,
+  LegKind,
+  MachineInput,
+  RaceRecord,
+  TimerId,
+} from "./types.ts";
 
 /**
  * mulberry32, as test/fakes/seeded-random.ts has it; the core's tests compile on their own and cannot reach test/.
@@ -25,7 +38,17 @@ export function seededRandom(seed: number): () => number {
 export const ALL_KINDS: LegKind[] = ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"];
 
 export function gateway(name: string, priority: number, opts: Partial<Candidate> = {}): Candidate {
-  return { name, hostname: `${name}.vpn.example.com`, address: null, priority, region: "eu", kinds: ALL_KINDS, sources: ["config"], probe: null, ...opts };
+  return {
+    name,
+    hostname: `${name}.vpn.example.com`,
+    address: null,
+    priority,
+    region: "eu",
+    kinds: ALL_KINDS,
+    sources: ["config"],
+    probe: null,
+    ...opts,
+  };
 }
 
 export function probe(latencyMs: number | null, reachable: CandidateProbe["reachable"] = {}, at = 0): CandidateProbe {
@@ -35,7 +58,12 @@ export function probe(latencyMs: number | null, reachable: CandidateProbe["reach
 /** The warm standby is off unless a test turns it on: most scenarios count legs and are about the race itself. */
 export function context(
   gateways: Candidate[],
-  overrides: { race?: Partial<RacePolicy>; health?: Partial<HealthPolicy>; retry?: Partial<RetryPolicy>; standby?: Partial<StandbyPolicy> } = {},
+  overrides: {
+    race?: Partial<RacePolicy>;
+    health?: Partial<HealthPolicy>;
+    retry?: Partial<RetryPolicy>;
+    standby?: Partial<StandbyPolicy>;
+  } = {},
 ): MachineContext {
   return {
     policy: {
@@ -54,7 +82,8 @@ export function tunnelConfig(leg: Leg): TunnelConfig {
 }
 
 /** How a scripted engine behaves: up after `up` ms (first reply `replyBeforeUp` ms before that), fails, or hangs to its deadline. */
-export type LegScript = { up: number; replyBeforeUp?: number } | { fail: number; code: EngineErrorCode; message?: string } | "hang";
+export type LegScript =
+  { up: number; replyBeforeUp?: number } | { fail: number; code: EngineErrorCode; message?: string } | "hang";
 
 export interface SimOptions {
   gateways: Candidate[];
@@ -131,7 +160,8 @@ export class Sim {
   runUntil(t: number): void {
     for (;;) {
       let best: Scheduled | undefined;
-      for (const s of this.#queue) if (s.at <= t && (best === undefined || s.at < best.at || (s.at === best.at && s.seq < best.seq))) best = s;
+      for (const s of this.#queue)
+        if (s.at <= t && (best === undefined || s.at < best.at || (s.at === best.at && s.seq < best.seq))) best = s;
       if (best === undefined) break;
       this.#queue.splice(this.#queue.indexOf(best), 1);
       this.now = Math.max(this.now, best.at);
@@ -148,7 +178,12 @@ export class Sim {
   runUntilTrue(pred: () => boolean, limitMs: number): boolean {
     const end = this.now + limitMs;
     while (!pred()) {
-      const next = this.#queue.filter((s) => s.at <= end).reduce<Scheduled | undefined>((a, s) => (a === undefined || s.at < a.at || (s.at === a.at && s.seq < a.seq) ? s : a), undefined);
+      const next = this.#queue
+        .filter((s) => s.at <= end)
+        .reduce<Scheduled | undefined>(
+          (a, s) => (a === undefined || s.at < a.at || (s.at === a.at && s.seq < a.seq) ? s : a),
+          undefined,
+        );
       if (next === undefined) {
         this.now = end;
         return pred();
@@ -167,7 +202,9 @@ export class Sim {
     switch (e.type) {
       case "resolve-candidates": {
         const cands = this.#opts.candidates ?? (() => this.#opts.gateways);
-        this.schedule(this.now + (this.#opts.resolveMs ?? 10), () => this.dispatch({ type: "candidates", now: this.now, candidates: cands(this) }));
+        this.schedule(this.now + (this.#opts.resolveMs ?? 10), () =>
+          this.dispatch({ type: "candidates", now: this.now, candidates: cands(this) }),
+        );
         return;
       }
       case "start-leg": {
@@ -178,19 +215,38 @@ export class Sim {
         if (script === "hang") {
           this.schedule(e.deadlineAt, () => {
             if (!this.running.delete(leg.id)) return;
-            this.dispatch({ type: "leg-failed", now: this.now, legId: leg.id, code: "timeout", message: "no handshake before the deadline" });
+            this.dispatch({
+              type: "leg-failed",
+              now: this.now,
+              legId: leg.id,
+              code: "timeout",
+              message: "no handshake before the deadline",
+            });
           });
         } else if ("up" in script) {
           this.schedule(this.now + script.up, () => {
             if (!this.running.has(leg.id)) return;
             // The engine's proof of life measured the path as the monitor will find it.
             const pathRttMs = (this.#opts.path ?? (() => 20))(leg, this.now);
-            this.dispatch({ type: "leg-up", now: this.now, legId: leg.id, config: tunnelConfig(leg), firstReplyAt: this.now - (script.replyBeforeUp ?? 0), pathRttMs });
+            this.dispatch({
+              type: "leg-up",
+              now: this.now,
+              legId: leg.id,
+              config: tunnelConfig(leg),
+              firstReplyAt: this.now - (script.replyBeforeUp ?? 0),
+              pathRttMs,
+            });
           });
         } else {
           this.schedule(this.now + script.fail, () => {
             if (!this.running.delete(leg.id)) return;
-            this.dispatch({ type: "leg-failed", now: this.now, legId: leg.id, code: script.code, message: script.message ?? script.code });
+            this.dispatch({
+              type: "leg-failed",
+              now: this.now,
+              legId: leg.id,
+              code: script.code,
+              message: script.message ?? script.code,
+            });
           });
         }
         return;
@@ -205,7 +261,8 @@ export class Sim {
         const gen = (this.#monitorGen.get(e.legId) ?? 0) + 1;
         this.#monitorGen.set(e.legId, gen);
         this.monitors.add(e.legId);
-        const intervalMs = e.role === "standby" ? this.ctx.policy.standby.probeIntervalMs : this.ctx.policy.health.probeIntervalMs;
+        const intervalMs =
+          e.role === "standby" ? this.ctx.policy.standby.probeIntervalMs : this.ctx.policy.health.probeIntervalMs;
         this.#probeLoop(e.legId, gen * 1_000_000, gen, intervalMs);
         return;
       }
@@ -254,7 +311,8 @@ export class Sim {
     const rtt = (this.#opts.path ?? (() => 20))(leg, sentAt);
     const h = this.ctx.policy.health;
     this.schedule(sentAt + (rtt ?? h.probeTimeoutMs), () => {
-      if (this.monitors.has(legId) && this.#monitorGen.get(legId) === gen) this.dispatch({ type: "probe", now: this.now, legId, sample: { seq, sentAt, rttMs: rtt } });
+      if (this.monitors.has(legId) && this.#monitorGen.get(legId) === gen)
+        this.dispatch({ type: "probe", now: this.now, legId, sample: { seq, sentAt, rttMs: rtt } });
     });
     this.schedule(sentAt + intervalMs, () => {
       this.#probeLoop(legId, seq + 1, gen, intervalMs);

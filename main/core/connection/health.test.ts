@@ -2,7 +2,15 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { HealthPolicy } from "../config/schema.ts";
 import { seededRandom } from "./harness.test.ts";
-import { healthDeadline, healthEvaluate, healthNotePending, healthOnSample, healthStart, healthStats, type HealthState } from "./health.ts";
+import {
+  healthDeadline,
+  healthEvaluate,
+  healthNotePending,
+  healthOnSample,
+  healthStart,
+  healthStats,
+  type HealthState,
+} from "./health.ts";
 import type { HealthVerdict, ProbeSample } from "./types.ts";
 
 /** The figures below were worked out for a 50 ms monitor and a 600 ms dead window; the defaults may move. */
@@ -29,7 +37,10 @@ class Feeder {
   }
   run(until: number, rtt: (sentAt: number) => number | null): void {
     for (;;) {
-      const due = this.pending.reduce<{ at: number; sample: ProbeSample } | undefined>((a, x) => (a === undefined || x.at < a.at ? x : a), undefined);
+      const due = this.pending.reduce<{ at: number; sample: ProbeSample } | undefined>(
+        (a, x) => (a === undefined || x.at < a.at ? x : a),
+        undefined,
+      );
       const t = Math.min(this.nextSend, due?.at ?? Infinity);
       if (t > until) break;
       this.now = t;
@@ -52,7 +63,11 @@ test("no-reply-since-the-monitor-started-is-dead-after-deadAfterMs-and-not-befor
   const h = healthNotePending(healthStart(1000), 1000);
   assert.equal(healthDeadline(h, policy), 1600);
   assert.equal(healthEvaluate(h, 1599, policy).verdict.state, "healthy");
-  assert.deepEqual(healthEvaluate(h, 1600, policy).verdict, { state: "dead", reason: "no reply in 0.6 s since the monitor started", lastReplyAt: 1000 });
+  assert.deepEqual(healthEvaluate(h, 1600, policy).verdict, {
+    state: "dead",
+    reason: "no reply in 0.6 s since the monitor started",
+    lastReplyAt: 1000,
+  });
 });
 
 test("dead-is-measured-from-the-last-reply", () => {
@@ -74,7 +89,11 @@ test("a-stalled-daemon-that-sent-nothing-is-not-a-dead-tunnel", () => {
   // Last reply at 430; then the daemon itself was not scheduled until 1100 and sent nothing meanwhile.
   let h = healthOnSample(healthStart(0), { seq: 1, sentAt: 400, rttMs: 30 }, 430, policy);
   h = healthNotePending(h, 1099);
-  assert.equal(healthEvaluate(h, 1100, policy).verdict.state, "healthy", "700 ms of silence, but only one probe 1 ms old");
+  assert.equal(
+    healthEvaluate(h, 1100, policy).verdict.state,
+    "healthy",
+    "700 ms of silence, but only one probe 1 ms old",
+  );
   // The probe sent on waking must itself go unanswered for the window less one interval (550 ms).
   assert.equal(healthDeadline(h, policy), 1649);
   assert.equal(healthEvaluate(h, 1648, policy).verdict.state, "healthy");
@@ -132,14 +151,21 @@ test("loss-above-the-threshold-held-for-holdMs-is-a-brownout", () => {
   const first = f.verdicts[0];
   assert.ok(first !== undefined, JSON.stringify(f.verdicts));
   assert.match(JSON.stringify(first.verdict), /^\{"state":"brownout","reason":"brownout: loss \d+% over 5 s"/);
-  assert.ok(first.at >= 10_000 + policy.probeTimeoutMs + policy.brownout.holdMs, `brownout at ${first.at} is not before timeout + hold`);
-  assert.ok(first.at <= 10_000 + policy.probeTimeoutMs + policy.brownout.windowMs + policy.brownout.holdMs, `brownout at ${first.at}`);
+  assert.ok(
+    first.at >= 10_000 + policy.probeTimeoutMs + policy.brownout.holdMs,
+    `brownout at ${first.at} is not before timeout + hold`,
+  );
+  assert.ok(
+    first.at <= 10_000 + policy.probeTimeoutMs + policy.brownout.windowMs + policy.brownout.holdMs,
+    `brownout at ${first.at}`,
+  );
   assert.equal(f.verdicts.length, 1, "no flapping while the loss persists");
 });
 
 test("a-burst-over-the-threshold-for-less-than-holdMs-is-no-brownout-a-longer-one-is", () => {
   // Every other probe lost: 50 % loss. Over a 5 s window, 2.8 s of it keeps window loss above 25 % for ~2.7 s.
-  const burst = (from: number, ms: number) => (t: number) => (t >= from && t < from + ms && Math.round(t / 50) % 2 === 0 ? null : 20);
+  const burst = (from: number, ms: number) => (t: number) =>
+    t >= from && t < from + ms && Math.round(t / 50) % 2 === 0 ? null : 20;
   const short = new Feeder(0);
   short.run(10_000, () => 20);
   short.run(40_000, burst(10_000, 2800));

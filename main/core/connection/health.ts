@@ -69,7 +69,17 @@ export interface HealthStats {
 
 /** A fresh monitor: the dead clock runs from `now` until the first reply; `pathRttMs` is what the leg measured before. */
 export function healthStart(now: number, pathRttMs: number | null = null): HealthState {
-  return { startedAt: now, pathRttMs: pathRttMs !== null && Number.isFinite(pathRttMs) && pathRttMs > 0 ? pathRttMs : null, samples: [], lastReplyAt: null, lastAnsweredSentAt: null, unansweredSince: null, overSince: null, clearSince: null, verdict: { state: "healthy" } };
+  return {
+    startedAt: now,
+    pathRttMs: pathRttMs !== null && Number.isFinite(pathRttMs) && pathRttMs > 0 ? pathRttMs : null,
+    samples: [],
+    lastReplyAt: null,
+    lastAnsweredSentAt: null,
+    unansweredSince: null,
+    overSince: null,
+    clearSince: null,
+    verdict: { state: "healthy" },
+  };
 }
 
 /**
@@ -172,7 +182,10 @@ export function healthEvaluate(h: HealthState, now: number, policy: HealthPolicy
   const since = h.lastReplyAt ?? h.startedAt;
   const asked = h.unansweredSince !== null && now - h.unansweredSince >= evidenceWindowMs(h, policy);
   if (asked && now - since >= deadWindowMs(h, policy)) {
-    const reason = h.lastReplyAt === null ? `no reply in ${formatSeconds(now - since)} since the monitor started` : `no reply for ${formatSeconds(now - since)}`;
+    const reason =
+      h.lastReplyAt === null
+        ? `no reply in ${formatSeconds(now - since)} since the monitor started`
+        : `no reply for ${formatSeconds(now - since)}`;
     return { ...h, verdict: { state: "dead", reason, lastReplyAt: since } };
   }
   const b = policy.brownout;
@@ -190,14 +203,24 @@ export function healthEvaluate(h: HealthState, now: number, policy: HealthPolicy
     const lossOk = loss === null || loss < b.lossPct * RECOVER_LOSS_FRACTION;
     const rttOk = b.rttMs === null || rtt === null || rtt < b.rttMs * RECOVER_RTT_FRACTION;
     const reason = lossOver || rttOver ? reasonText : h.verdict.reason;
-    if (!(lossOk && rttOk)) return { ...h, clearSince: null, verdict: { state: "brownout", reason, lastReplyAt: since } };
+    if (!(lossOk && rttOk))
+      return { ...h, clearSince: null, verdict: { state: "brownout", reason, lastReplyAt: since } };
     const clearSince = h.clearSince ?? now;
     if (now - clearSince >= b.holdMs) return { ...h, overSince: null, clearSince: null, verdict: { state: "healthy" } };
     return { ...h, clearSince, verdict: { state: "brownout", reason, lastReplyAt: since } };
   }
-  if (!lossOver && !rttOver) return h.overSince === null && h.verdict.state === "healthy" ? h : { ...h, overSince: null, clearSince: null, verdict: { state: "healthy" } };
+  if (!lossOver && !rttOver)
+    return h.overSince === null && h.verdict.state === "healthy"
+      ? h
+      : { ...h, overSince: null, clearSince: null, verdict: { state: "healthy" } };
   const overSince = h.overSince ?? now;
-  if (now - overSince >= b.holdMs) return { ...h, overSince, clearSince: null, verdict: { state: "brownout", reason: reasonText, lastReplyAt: since } };
+  if (now - overSince >= b.holdMs)
+    return {
+      ...h,
+      overSince,
+      clearSince: null,
+      verdict: { state: "brownout", reason: reasonText, lastReplyAt: since },
+    };
   return { ...h, overSince, verdict: { state: "healthy" } };
 }
 
@@ -212,6 +235,7 @@ export function healthOnSample(h: HealthState, sample: ProbeSample, now: number,
   const lastReplyAt = Math.max(replyAt, h.lastReplyAt ?? replyAt);
   const lastAnsweredSentAt = Math.max(sample.sentAt, h.lastAnsweredSentAt ?? sample.sentAt);
   // This answer clears the evidence of every probe sent before it; later ones the prober reports again.
-  const unansweredSince = h.unansweredSince !== null && h.unansweredSince > lastAnsweredSentAt ? h.unansweredSince : null;
+  const unansweredSince =
+    h.unansweredSince !== null && h.unansweredSince > lastAnsweredSentAt ? h.unansweredSince : null;
   return healthEvaluate({ ...h, samples, lastReplyAt, lastAnsweredSentAt, unansweredSince }, now, policy);
 }

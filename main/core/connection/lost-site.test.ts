@@ -9,12 +9,21 @@ import { Sim, context, gateway, probe } from "./harness.test.ts";
 import type { Candidate, CandidateProbe, LegKind } from "./types.ts";
 
 const KINDS: LegKind[] = ["wireguard", "anyconnect-tls"];
-const silent = (): CandidateProbe => ({ ...probe(null, { wireguard: "unknown", "anyconnect-tls": "no" }), answered: false });
-const answered = (ms: number): CandidateProbe => ({ ...probe(ms, { wireguard: "unknown", "anyconnect-tls": "yes" }), answered: true });
+const silent = (): CandidateProbe => ({
+  ...probe(null, { wireguard: "unknown", "anyconnect-tls": "no" }),
+  answered: false,
+});
+const answered = (ms: number): CandidateProbe => ({
+  ...probe(ms, { wireguard: "unknown", "anyconnect-tls": "yes" }),
+  answered: true,
+});
 const DEAD = ["dead1", "dead2", "dead3"];
 const LIVE = ["gw1", "gw2", "gw3"];
 /** Three dead gateways above three live ones, unprobed (as configured). */
-const CONFIGURED: Candidate[] = [...DEAD.map((n, i) => gateway(n, i + 1, { kinds: KINDS })), ...LIVE.map((n, i) => gateway(n, 10 * (i + 1), { kinds: KINDS }))];
+const CONFIGURED: Candidate[] = [
+  ...DEAD.map((n, i) => gateway(n, i + 1, { kinds: KINDS })),
+  ...LIVE.map((n, i) => gateway(n, 10 * (i + 1), { kinds: KINDS })),
+];
 /** The same after the pre-connect probes: the dead ones gave no answer at all. */
 const PROBED: Candidate[] = CONFIGURED.map((c) => ({ ...c, probe: DEAD.includes(c.name) ? silent() : answered(20) }));
 
@@ -22,13 +31,23 @@ const startedGateways = (sim: Sim): string[] => sim.effectsOf("start-leg").map((
 
 test("a-probed-gateway-that-gave-no-answer-ranks-after-every-gateway-that-answered", () => {
   const r = rankCandidates(PROBED, null);
-  assert.deepEqual(r.map((c) => c.name), [...LIVE, ...DEAD]);
+  assert.deepEqual(
+    r.map((c) => c.name),
+    [...LIVE, ...DEAD],
+  );
   // Unprobed gateways keep their priority: no answer is only known once asked.
-  assert.deepEqual(rankCandidates(CONFIGURED, null).map((c) => c.name), [...DEAD, ...LIVE]);
+  assert.deepEqual(
+    rankCandidates(CONFIGURED, null).map((c) => c.name),
+    [...DEAD, ...LIVE],
+  );
 });
 
 test("with-probes-in-a-connect-races-the-gateways-that-answered-first", () => {
-  const sim = new Sim({ gateways: CONFIGURED, candidates: () => PROBED, legs: (leg) => (DEAD.includes(leg.gateway) ? "hang" : { up: 100 }) });
+  const sim = new Sim({
+    gateways: CONFIGURED,
+    candidates: () => PROBED,
+    legs: (leg) => (DEAD.includes(leg.gateway) ? "hang" : { up: 100 }),
+  });
   sim.send({ type: "connect" });
   assert.ok(sim.runUntilTrue(() => sim.phase() === "connected", 5_000));
   assert.equal(sim.snapshot().gateway, "gw1");
@@ -38,7 +57,10 @@ test("with-probes-in-a-connect-races-the-gateways-that-answered-first", () => {
 
 test("a-race-that-failed-on-every-leg-moves-on-to-gateways-not-yet-tried", () => {
   // No probe results (a cold start): the race begins with the dead gateways, whose legs all time out.
-  const sim = new Sim({ gateways: CONFIGURED, legs: (leg) => (DEAD.includes(leg.gateway) ? { fail: 300, code: "timeout" } : { up: 100 }) });
+  const sim = new Sim({
+    gateways: CONFIGURED,
+    legs: (leg) => (DEAD.includes(leg.gateway) ? { fail: 300, code: "timeout" } : { up: 100 }),
+  });
   sim.send({ type: "connect" });
   assert.ok(sim.runUntilTrue(() => sim.phase() === "connected" || sim.phase() === "error", 20_000));
   assert.equal(sim.phase(), "connected", sim.snapshot().summary);

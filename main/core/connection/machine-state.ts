@@ -8,7 +8,16 @@ import { RETRYABLE, type EngineErrorCode, type TunnelConfig } from "../tunnel/en
 import { rankCandidates } from "./candidates.ts";
 import type { HealthState } from "./health.ts";
 import { planLegs, legKey, raceLastLive, raceReplacePending, type RaceState } from "./race.ts";
-import type { Candidate, ConnectionStateName, Effect, FailoverRecord, Leg, LegKind, RaceRecord, TimerId } from "./types.ts";
+import type {
+  Candidate,
+  ConnectionStateName,
+  Effect,
+  FailoverRecord,
+  Leg,
+  LegKind,
+  RaceRecord,
+  TimerId,
+} from "./types.ts";
 
 export interface MachineContext {
   policy: { race: RacePolicy; health: HealthPolicy; retry: RetryPolicy; standby: StandbyPolicy };
@@ -125,7 +134,8 @@ export interface ErrorState {
   nextRetryAt: number | null;
 }
 
-export type MachineState = DisconnectedState | ResolvingState | RacingState | ConnectedState | FailingOverState | ErrorState;
+export type MachineState =
+  DisconnectedState | ResolvingState | RacingState | ConnectedState | FailingOverState | ErrorState;
 
 /** A request to enter a state; states name their successor this way so that no state module imports another. */
 export type Entry =
@@ -154,8 +164,22 @@ export type Entry =
       raceEffects: Effect[];
       failover: FailoverRecord;
     }
-  | { to: "failing-over"; failed: ActiveLeg; health: HealthState; cause: FailoverCause; reason: string; lastReplyAt: number }
-  | { to: "error"; reason: string; attempt: number; retry: boolean; race: RaceState | null; failover: FailoverRecord | null };
+  | {
+      to: "failing-over";
+      failed: ActiveLeg;
+      health: HealthState;
+      cause: FailoverCause;
+      reason: string;
+      lastReplyAt: number;
+    }
+  | {
+      to: "error";
+      reason: string;
+      attempt: number;
+      retry: boolean;
+      race: RaceState | null;
+      failover: FailoverRecord | null;
+    };
 
 /** What a state's `enter` or `handle` returns: stay (a new record of a state), or go to another state. */
 export type Outcome = { state: MachineState; effects: Effect[] } | Go;
@@ -206,7 +230,12 @@ export function nextRaceId(shared: Shared): { id: string; shared: Shared } {
  * Legs for replacing a failed one: other gateways first; only when none has a leg, the failed gateway's other
  * kinds (a protocol that broke on a gateway that still answers). `otherGatewaysOnly` skips that fallback.
  */
-export function planFailover(shared: Shared, failed: Leg, policy: RacePolicy, otherGatewaysOnly: boolean): { legs: Leg[]; shared: Shared } {
+export function planFailover(
+  shared: Shared,
+  failed: Leg,
+  policy: RacePolicy,
+  otherGatewaysOnly: boolean,
+): { legs: Leg[]; shared: Shared } {
   const others = allocateLegs(shared, shared.candidates, policy, [{ gateway: failed.gateway }]);
   if (others.legs.length > 0 || otherGatewaysOnly) return others;
   const sameGateway = shared.candidates.filter((c) => c.name === failed.gateway);
@@ -220,13 +249,30 @@ export function planFailover(shared: Shared, failed: Leg, policy: RacePolicy, ot
  * at the top of the list) moves on instead of failing and being repeated over the same gateways. `avoid` names
  * gateways never to add (the one a failover moves away from).
  */
-export function extendBeforeFailure(shared: Shared, race: RaceState, legId: string, policy: RacePolicy, avoid: readonly string[] = []): { race: RaceState; shared: Shared } {
+export function extendBeforeFailure(
+  shared: Shared,
+  race: RaceState,
+  legId: string,
+  policy: RacePolicy,
+  avoid: readonly string[] = [],
+): { race: RaceState; shared: Shared } {
   if (!raceLastLive(race, legId)) return { race, shared };
   const tried = new Set([...race.legs.map((l) => l.leg.gateway), ...avoid]);
-  const planned = allocateLegs(shared, shared.candidates, policy, [...tried].map((gateway) => ({ gateway })));
+  const planned = allocateLegs(
+    shared,
+    shared.candidates,
+    policy,
+    [...tried].map((gateway) => ({ gateway })),
+  );
   if (planned.legs.length === 0) return { race, shared };
   // Added as pending behind the live leg: its failure, handled next, starts the first of them.
-  const pending: RaceState = { ...race, legs: [...race.legs, ...planned.legs.map((leg) => ({ leg, outcome: "pending" as const, startedAt: null, endedAt: null, error: null }))] };
+  const pending: RaceState = {
+    ...race,
+    legs: [
+      ...race.legs,
+      ...planned.legs.map((leg) => ({ leg, outcome: "pending" as const, startedAt: null, endedAt: null, error: null })),
+    ],
+  };
   return { race: pending, shared: planned.shared };
 }
 
@@ -235,12 +281,32 @@ export function extendBeforeFailure(shared: Shared, race: RaceState, legId: stri
  * re-planned from the new ranking, so gateways that answered go before gateways found silent. Legs already started
  * keep running. Unchanged when the plan would be the same.
  */
-export function replanRace(shared: Shared, race: RaceState, policy: RacePolicy, now: number, avoid: readonly string[] = []): { race: RaceState; shared: Shared; effects: Effect[] } {
+export function replanRace(
+  shared: Shared,
+  race: RaceState,
+  policy: RacePolicy,
+  now: number,
+  avoid: readonly string[] = [],
+): { race: RaceState; shared: Shared; effects: Effect[] } {
   if (race.status !== "running") return { race, shared, effects: [] };
   const started = race.legs.slice(0, race.next).map((l) => ({ legKey: legKey(l.leg) }));
-  const planned = allocateLegs(shared, shared.candidates, policy, [...started, ...avoid.map((gateway) => ({ gateway }))]);
-  const same = (a: readonly Leg[], b: readonly Leg[]): boolean => a.length === b.length && a.every((l, i) => { const o = b[i]; return o !== undefined && legKey(l) === legKey(o); });
-  if (same(planned.legs, race.legs.slice(race.next).map((l) => l.leg))) return { race, shared, effects: [] };
+  const planned = allocateLegs(shared, shared.candidates, policy, [
+    ...started,
+    ...avoid.map((gateway) => ({ gateway })),
+  ]);
+  const same = (a: readonly Leg[], b: readonly Leg[]): boolean =>
+    a.length === b.length &&
+    a.every((l, i) => {
+      const o = b[i];
+      return o !== undefined && legKey(l) === legKey(o);
+    });
+  if (
+    same(
+      planned.legs,
+      race.legs.slice(race.next).map((l) => l.leg),
+    )
+  )
+    return { race, shared, effects: [] };
   const r = raceReplacePending(race, planned.legs, now, policy);
   return { race: r.race, shared: planned.shared, effects: r.effects };
 }
@@ -288,7 +354,10 @@ export function raceFailure(race: RaceState): { reason: string; retry: boolean }
   if (!fatal) return { reason: "No gateway reachable", retry: true };
   const distinct = [...new Set(codes)];
   const only = distinct.length === 1 ? distinct[0] : undefined;
-  return { reason: (only === undefined ? undefined : CODE_REASONS[only]) ?? "Every gateway refused the connection", retry: false };
+  return {
+    reason: (only === undefined ? undefined : CODE_REASONS[only]) ?? "Every gateway refused the connection",
+    retry: false,
+  };
 }
 
 /** Shared with a fresh candidate list, ranked with hysteresis against the previous ranking. */

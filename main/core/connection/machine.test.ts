@@ -6,17 +6,29 @@ import { TIMERS } from "./machine-state.ts";
 import type { Candidate, Effect, Leg, LegKind, MachineInput } from "./types.ts";
 
 const KINDS: LegKind[] = ["wireguard", "anyconnect-tls"];
-const GWS: Candidate[] = [gateway("gw1", 1, { kinds: KINDS }), gateway("gw2", 2, { kinds: KINDS }), gateway("gw3", 3, { kinds: KINDS })];
+const GWS: Candidate[] = [
+  gateway("gw1", 1, { kinds: KINDS }),
+  gateway("gw2", 2, { kinds: KINDS }),
+  gateway("gw3", 3, { kinds: KINDS }),
+];
 
 const started = (sim: Sim): { at: number; id: string; key: string }[] =>
-  sim.effects.flatMap((e) => (e.effect.type === "start-leg" ? [{ at: e.at, id: e.effect.leg.id, key: `${e.effect.leg.gateway}/${e.effect.leg.kind}` }] : []));
+  sim.effects.flatMap((e) =>
+    e.effect.type === "start-leg"
+      ? [{ at: e.at, id: e.effect.leg.id, key: `${e.effect.leg.gateway}/${e.effect.leg.kind}` }]
+      : [],
+  );
 const stoppedIds = (sim: Sim): string[] => sim.stopped.map((s) => s.legId);
-const types = (effects: Effect[]): string[] => effects.map((e) => (e.type === "set-timer" || e.type === "cancel-timer" ? `${e.type}:${e.timer}` : e.type));
+const types = (effects: Effect[]): string[] =>
+  effects.map((e) => (e.type === "set-timer" || e.type === "cancel-timer" ? `${e.type}:${e.timer}` : e.type));
 
 function connectedSim(opts: Partial<ConstructorParameters<typeof Sim>[0]> = {}): Sim {
   const sim = new Sim({ gateways: GWS, ...opts });
   sim.send({ type: "connect" });
-  assert.ok(sim.runUntilTrue(() => sim.phase() === "connected", 20_000), `connected; ended ${sim.snapshot().summary}`);
+  assert.ok(
+    sim.runUntilTrue(() => sim.phase() === "connected", 20_000),
+    `connected; ended ${sim.snapshot().summary}`,
+  );
   return sim;
 }
 
@@ -75,7 +87,9 @@ test("on-winning-routes-move-first-then-losers-stop-then-monitor-and-records", (
 });
 
 test("first-leg-fails-the-next-starts-at-once", () => {
-  const sim = connectedSim({ legs: (leg) => (leg.id === "L1" ? { fail: 30, code: "unreachable", message: "port closed" } : { up: 100 }) });
+  const sim = connectedSim({
+    legs: (leg) => (leg.id === "L1" ? { fail: 30, code: "unreachable", message: "port closed" } : { up: 100 }),
+  });
   assert.deepEqual(
     started(sim).map((s) => [s.at, s.id]),
     [
@@ -106,7 +120,10 @@ test("all-fail-error-with-every-leg-reason-then-backoff-retry-and-recovery-when-
   let gw2Back = false;
   const sim = new Sim({
     gateways: GWS,
-    legs: (leg) => (gw2Back && leg.gateway === "gw2" ? { up: 80 } : { fail: 20, code: leg.kind === "wireguard" ? "timeout" : "unreachable" }),
+    legs: (leg) =>
+      gw2Back && leg.gateway === "gw2"
+        ? { up: 80 }
+        : { fail: 20, code: leg.kind === "wireguard" ? "timeout" : "unreachable" },
   });
   sim.send({ type: "connect" });
   sim.runUntil(200);
@@ -147,7 +164,11 @@ test("all-fail-error-with-every-leg-reason-then-backoff-retry-and-recovery-when-
 
 /** The waits between retries while every leg keeps failing, as the error state announces them. */
 function retryDelays(retries: number, ctx?: MachineContext): number[] {
-  const sim = new Sim({ gateways: GWS, ...(ctx === undefined ? {} : { ctx }), legs: () => ({ fail: 1, code: "unreachable" }) });
+  const sim = new Sim({
+    gateways: GWS,
+    ...(ctx === undefined ? {} : { ctx }),
+    legs: () => ({ fail: 1, code: "unreachable" }),
+  });
   sim.send({ type: "connect" });
   const delays: number[] = [];
   for (let i = 0; i < retries; i++) {
@@ -169,7 +190,10 @@ test("with-a-jitter-source-retries-spread-over-the-upper-half-of-each-step", () 
 });
 
 test("failures-a-retry-cannot-fix-wait-for-connect-then-connect-retries-at-once", () => {
-  const sim = new Sim({ gateways: [gateway("gw1", 1, { kinds: ["anyconnect-tls"] })], legs: () => ({ fail: 20, code: "auth-failed" }) });
+  const sim = new Sim({
+    gateways: [gateway("gw1", 1, { kinds: ["anyconnect-tls"] })],
+    legs: () => ({ fail: 20, code: "auth-failed" }),
+  });
   sim.send({ type: "connect" });
   sim.runFor(500);
   const s = sim.snapshot();
@@ -196,7 +220,10 @@ test("connect-in-error-retries-at-once-and-the-backoff-timer-is-cancelled", () =
 });
 
 test("no-candidate-reachable-goes-straight-to-error-and-keeps-retrying", () => {
-  const closed = GWS.map((g) => ({ ...g, probe: { at: 0, latencyMs: null, reachable: { wireguard: "no" as const, "anyconnect-tls": "no" as const } } }));
+  const closed = GWS.map((g) => ({
+    ...g,
+    probe: { at: 0, latencyMs: null, reachable: { wireguard: "no" as const, "anyconnect-tls": "no" as const } },
+  }));
   const sim = new Sim({ gateways: GWS, candidates: () => closed });
   sim.send({ type: "connect" });
   sim.runFor(50);
@@ -206,7 +233,15 @@ test("no-candidate-reachable-goes-straight-to-error-and-keeps-retrying", () => {
 });
 
 test("no-route-to-any-gateway-says-so-in-the-error", () => {
-  const offline = GWS.map((g) => ({ ...g, probe: { at: 0, latencyMs: null, answered: false, reachable: { wireguard: "no" as const, "anyconnect-tls": "no" as const } } }));
+  const offline = GWS.map((g) => ({
+    ...g,
+    probe: {
+      at: 0,
+      latencyMs: null,
+      answered: false,
+      reachable: { wireguard: "no" as const, "anyconnect-tls": "no" as const },
+    },
+  }));
   const sim = new Sim({ gateways: GWS, candidates: () => offline });
   sim.send({ type: "connect" });
   sim.runFor(50);
@@ -227,10 +262,24 @@ test("empty-discovery-falls-back-to-the-configured-gateways", () => {
 
 test("leg-up-after-the-race-is-decided-is-stopped", () => {
   const sim = connectedSim({ legs: (leg) => (leg.id === "L1" ? "hang" : { up: 50 }) });
-  const late = sim.send({ type: "leg-up", legId: "L1", config: tunnelConfig({ id: "L1", gateway: "gw1", kind: "wireguard" }), firstReplyAt: sim.now });
+  const late = sim.send({
+    type: "leg-up",
+    legId: "L1",
+    config: tunnelConfig({ id: "L1", gateway: "gw1", kind: "wireguard" }),
+    firstReplyAt: sim.now,
+  });
   assert.deepEqual(late, [{ type: "stop-leg", legId: "L1" }]);
   assert.equal(sim.snapshot().activeLegId, "L2", "the winner keeps the traffic");
-  assert.deepEqual(sim.send({ type: "leg-up", legId: "L2", config: tunnelConfig({ id: "L2", gateway: "gw1", kind: "anyconnect-tls" }), firstReplyAt: sim.now }), [], "a duplicate leg-up of the active leg changes nothing");
+  assert.deepEqual(
+    sim.send({
+      type: "leg-up",
+      legId: "L2",
+      config: tunnelConfig({ id: "L2", gateway: "gw1", kind: "anyconnect-tls" }),
+      firstReplyAt: sim.now,
+    }),
+    [],
+    "a duplicate leg-up of the active leg changes nothing",
+  );
 });
 
 test("stop-during-a-race-stops-every-started-leg-and-records-the-race-as-cancelled", () => {
@@ -249,7 +298,12 @@ test("stop-during-a-race-stops-every-started-leg-and-records-the-race-as-cancell
     ["cancelled", "cancelled", "cancelled", "cancelled", "cancelled", "cancelled"],
   );
   // The engines' own deadline failures and any leg that still comes up arrive after the stop.
-  const late = sim.send({ type: "leg-up", legId: "L3", config: tunnelConfig({ id: "L3", gateway: "gw2", kind: "wireguard" }), firstReplyAt: sim.now });
+  const late = sim.send({
+    type: "leg-up",
+    legId: "L3",
+    config: tunnelConfig({ id: "L3", gateway: "gw2", kind: "wireguard" }),
+    firstReplyAt: sim.now,
+  });
   assert.deepEqual(late, [{ type: "stop-leg", legId: "L3" }]);
   assert.deepEqual(sim.send({ type: "leg-failed", legId: "L1", code: "cancelled", message: "stopped" }), []);
   sim.runFor(10_000);
@@ -324,13 +378,19 @@ test("every-input-in-every-state-is-handled-without-throwing", () => {
     for (const input of inputs(sim.now)) {
       const r = step(sim.state, input, sim.ctx);
       // An early timer is only armed again, for the instant it was armed for (the state already holds it).
-      const rearmed = (e: Effect): boolean => input.type === "timer" && e.type === "set-timer" && e.timer === input.timer && e.at > input.now;
+      const rearmed = (e: Effect): boolean =>
+        input.type === "timer" && e.type === "set-timer" && e.timer === input.timer && e.at > input.now;
       const foreign = r.effects.filter((e) => e.type !== "stop-leg" && e.type !== "notify" && !rearmed(e));
       if (input.type !== "candidates") {
         assert.equal(r.state.name, name, `${name} + ${input.type}`);
-        assert.deepEqual(foreign, [], `${name} + stale ${input.type}${input.type === "timer" ? `:${input.timer}` : ""}`);
+        assert.deepEqual(
+          foreign,
+          [],
+          `${name} + stale ${input.type}${input.type === "timer" ? `:${input.timer}` : ""}`,
+        );
       }
-      if (input.type === "leg-up") assert.deepEqual(r.effects, [{ type: "stop-leg", legId: leg.id }], `${name}: an unwanted tunnel is stopped`);
+      if (input.type === "leg-up")
+        assert.deepEqual(r.effects, [{ type: "stop-leg", legId: leg.id }], `${name}: an unwanted tunnel is stopped`);
     }
   }
 });
@@ -349,17 +409,25 @@ test("an-early-timer-is-armed-again-for-when-it-is-due-and-then-acts", () => {
   const state = sim.state;
   if (state.name !== "connected") throw new Error("expected connected");
   // Fired before its instant (a clock that stepped, a timer rounded short): the same instants are armed again.
-  assert.deepEqual(sim.send({ type: "timer", timer: "health-check" }), [{ type: "set-timer", timer: "health-check", at: state.healthCheckAt }]);
-  assert.deepEqual(sim.send({ type: "timer", timer: "recheck-candidates" }), [{ type: "set-timer", timer: "recheck-candidates", at: state.recheckAt }]);
+  assert.deepEqual(sim.send({ type: "timer", timer: "health-check" }), [
+    { type: "set-timer", timer: "health-check", at: state.healthCheckAt },
+  ]);
+  assert.deepEqual(sim.send({ type: "timer", timer: "recheck-candidates" }), [
+    { type: "set-timer", timer: "recheck-candidates", at: state.recheckAt },
+  ]);
   assert.equal(sim.state, state, "nothing else changes");
 });
 
 test("a-backoff-that-fires-early-is-armed-again-and-the-retry-still-happens", () => {
   const sim = new Sim({ gateways: GWS, legs: () => ({ fail: 50, code: "timeout" }) });
   sim.send({ type: "connect" });
-  assert.ok(sim.runUntilTrue(() => sim.phase() === "error", 20_000), `error; ended ${sim.snapshot().summary}`);
+  assert.ok(
+    sim.runUntilTrue(() => sim.phase() === "error", 20_000),
+    `error; ended ${sim.snapshot().summary}`,
+  );
   const state = sim.state;
-  if (state.name !== "error" || state.nextRetryAt === null) throw new Error(`expected a retrying error, got ${state.name}`);
+  if (state.name !== "error" || state.nextRetryAt === null)
+    throw new Error(`expected a retrying error, got ${state.name}`);
   const retryAt = state.nextRetryAt;
   // The backoff fires 500 ms early: it must not be dropped, or the error state would never retry.
   const effects = step(state, { type: "timer", now: retryAt - 500, timer: "backoff" }, sim.ctx).effects;
@@ -388,6 +456,10 @@ test("snapshots-before-connect-say-disconnected", () => {
 test("every-state-change-is-announced-with-its-summary", () => {
   const sim = connectedSim({ legs: () => ({ up: 100 }) });
   const states = sim.events.flatMap((e) => (e.type === "state" ? [`${e.state}: ${e.detail}`] : []));
-  assert.deepEqual(states, ["resolving: Looking for gateways", "racing: Connecting: trying gw1 over WireGuard", "connected: Connected to gw1 over WireGuard"]);
+  assert.deepEqual(states, [
+    "resolving: Looking for gateways",
+    "racing: Connecting: trying gw1 over WireGuard",
+    "connected: Connected to gw1 over WireGuard",
+  ]);
   assert.equal(sim.snapshot().since, 110);
 });

@@ -79,7 +79,11 @@ function enter(entry: Entry, shared: Shared, now: number, ctx: MachineContext): 
 }
 
 /** One input in, the next state and the effects to run (in order) out. Never throws for any input in any state. */
-export function step(state: MachineState, input: MachineInput, ctx: MachineContext): { state: MachineState; effects: Effect[] } {
+export function step(
+  state: MachineState,
+  input: MachineInput,
+  ctx: MachineContext,
+): { state: MachineState; effects: Effect[] } {
   let out = handle(state, input, ctx);
   const effects: Effect[] = [];
   for (let hops = 0; "go" in out; hops++) {
@@ -134,8 +138,17 @@ export function activeLeg(state: MachineState): Leg | null {
 }
 
 /** The active leg's in-tunnel numbers (RTT percentiles, jitter, loss) for telemetry; null when no leg is monitored. */
-export function connectionHealth(state: MachineState, now: number, ctx: MachineContext): (HealthStats & { legId: string }) | null {
-  const pair = state.name === "connected" ? { leg: state.active.leg, health: state.health } : state.name === "failing-over" ? { leg: state.failed.leg, health: state.health } : null;
+export function connectionHealth(
+  state: MachineState,
+  now: number,
+  ctx: MachineContext,
+): (HealthStats & { legId: string }) | null {
+  const pair =
+    state.name === "connected"
+      ? { leg: state.active.leg, health: state.health }
+      : state.name === "failing-over"
+        ? { leg: state.failed.leg, health: state.health }
+        : null;
   if (pair === null) return null;
   return { ...healthStats(pair.health, now, ctx.policy.health), legId: pair.leg.id };
 }

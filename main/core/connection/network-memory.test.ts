@@ -23,19 +23,47 @@ test("memory-is-bounded-and-forgets-the-least-recent-network", () => {
 });
 
 test("malformed-stored-memory-is-forgotten-not-trusted", () => {
-  assert.deepEqual(parseMemory({ version: 1, entries: [{ key: "x", gateway: "gw1", kind: "carrier-pigeon", at: 1, wins: 1 }] }), emptyMemory());
+  assert.deepEqual(
+    parseMemory({ version: 1, entries: [{ key: "x", gateway: "gw1", kind: "carrier-pigeon", at: 1, wins: 1 }] }),
+    emptyMemory(),
+  );
   assert.deepEqual(parseMemory("nonsense"), emptyMemory());
   const good = remember(emptyMemory(), "k", { gateway: "gw1", kind: "ikev2" }, 5);
   assert.deepEqual(parseMemory(JSON.parse(JSON.stringify(good))), good);
 });
 
 test("the-remembered-leg-is-raced-first-and-the-rest-keep-their-order", () => {
-  const c = (name: string): Candidate => ({ name, hostname: `${name}.x`, address: "198.18.1.2", priority: 10, region: "r", kinds: ["wireguard", "ikev2", "anyconnect-tls"], sources: ["config"], probe: null });
+  const c = (name: string): Candidate => ({
+    name,
+    hostname: `${name}.x`,
+    address: "198.18.1.2",
+    priority: 10,
+    region: "r",
+    kinds: ["wireguard", "ikev2", "anyconnect-tls"],
+    sources: ["config"],
+    probe: null,
+  });
   let n = 0;
-  const policy = { staggerMs: 250, legDeadlineMs: 5000, order: ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"] as const, maxGateways: 3 };
-  const legs = planLegs([c("gw1"), c("gw2")], { ...policy, order: [...policy.order] }, { nextId: () => `L${String((n += 1))}`, preferred: { gateway: "gw2", kind: "anyconnect-tls" } });
-  assert.deepEqual(legs.map((l) => `${l.gateway}/${l.kind}`), ["gw2/anyconnect-tls", "gw1/wireguard", "gw1/ikev2", "gw1/anyconnect-tls", "gw2/wireguard", "gw2/ikev2"]);
-  const none = planLegs([c("gw1")], { ...policy, order: [...policy.order] }, { nextId: () => "L", preferred: { gateway: "gw9", kind: "wireguard" } });
+  const policy = {
+    staggerMs: 250,
+    legDeadlineMs: 5000,
+    order: ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"] as const,
+    maxGateways: 3,
+  };
+  const legs = planLegs(
+    [c("gw1"), c("gw2")],
+    { ...policy, order: [...policy.order] },
+    { nextId: () => `L${String((n += 1))}`, preferred: { gateway: "gw2", kind: "anyconnect-tls" } },
+  );
+  assert.deepEqual(
+    legs.map((l) => `${l.gateway}/${l.kind}`),
+    ["gw2/anyconnect-tls", "gw1/wireguard", "gw1/ikev2", "gw1/anyconnect-tls", "gw2/wireguard", "gw2/ikev2"],
+  );
+  const none = planLegs(
+    [c("gw1")],
+    { ...policy, order: [...policy.order] },
+    { nextId: () => "L", preferred: { gateway: "gw9", kind: "wireguard" } },
+  );
   assert.equal(none[0]?.kind, "wireguard", "a remembered leg that is not on offer changes nothing");
 });
 
@@ -43,10 +71,18 @@ test("a-known-public-facing-path-tells-networks-apart-an-unknown-one-does-not", 
   let m = remember(emptyMemory(), "aaaa.p1", { gateway: "gw1", kind: "anyconnect-tls" }, 1);
   assert.deepEqual(recall(m, "aaaa.p1"), { gateway: "gw1", kind: "anyconnect-tls" });
   assert.equal(recall(m, "aaaa.p2"), null, "the same local network behind another upstream is another network");
-  assert.deepEqual(recall(m, "aaaa"), { gateway: "gw1", kind: "anyconnect-tls" }, "a path that could not be probed matches on the rest");
+  assert.deepEqual(
+    recall(m, "aaaa"),
+    { gateway: "gw1", kind: "anyconnect-tls" },
+    "a path that could not be probed matches on the rest",
+  );
   m = remember(m, "aaaa.p2", { gateway: "gw2", kind: "wireguard" }, 2);
   assert.deepEqual(recall(m, "aaaa"), { gateway: "gw2", kind: "wireguard" }, "then the latest win there counts");
   m = remember(m, "bbbb", { gateway: "gw3", kind: "ikev2" }, 3);
-  assert.deepEqual(recall(m, "bbbb.p9"), { gateway: "gw3", kind: "ikev2" }, "a win stored without a path serves a later lookup with one");
+  assert.deepEqual(
+    recall(m, "bbbb.p9"),
+    { gateway: "gw3", kind: "ikev2" },
+    "a win stored without a path serves a later lookup with one",
+  );
   assert.equal(recall(m, "cccc"), null);
 });

@@ -46,7 +46,12 @@ export function recall(mem: NetworkMemory, key: string): { gateway: string; kind
 }
 
 /** Records a win; the network becomes the most recent, and the store stays within MAX_NETWORKS. */
-export function remember(mem: NetworkMemory, key: string, winner: { gateway: string; kind: LegKind }, now: number): NetworkMemory {
+export function remember(
+  mem: NetworkMemory,
+  key: string,
+  winner: { gateway: string; kind: LegKind },
+  now: number,
+): NetworkMemory {
   const old = mem.entries.find((x) => x.key === key);
   const same = old !== undefined && old.gateway === winner.gateway && old.kind === winner.kind;
   const entry = { key, gateway: winner.gateway, kind: winner.kind, at: now, wins: same ? old.wins + 1 : 1 };

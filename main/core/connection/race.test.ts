@@ -2,7 +2,17 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { RacePolicy } from "../config/schema.ts";
 import { gateway, probe } from "./harness.test.ts";
-import { legKey, planLegs, raceCancel, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart, type RaceState } from "./race.ts";
+import {
+  legKey,
+  planLegs,
+  raceCancel,
+  raceOnLegFailed,
+  raceOnLegUp,
+  raceOnStaggerTimer,
+  raceRecord,
+  raceStart,
+  type RaceState,
+} from "./race.ts";
 import type { Effect, Leg } from "./types.ts";
 
 const policy = RacePolicy.parse({});
@@ -24,13 +34,19 @@ test("plan-walks-the-top-gateways-in-rank-order-and-kinds-in-policy-order", () =
   ];
   const legs = planLegs(ranked, { ...policy, maxGateways: 3 }, { nextId: ids() });
   assert.deepEqual(kinds(legs), ["gw1/wireguard", "gw1/anyconnect-tls", "gw2/ikev2", "gw3/wireguard"]);
-  assert.deepEqual(legs.map((l) => l.id), ["L1", "L2", "L3", "L4"]);
+  assert.deepEqual(
+    legs.map((l) => l.id),
+    ["L1", "L2", "L3", "L4"],
+  );
 });
 
 test("plan-skips-kinds-the-probe-found-unreachable-and-excluded-gateways-do-not-take-a-slot", () => {
   const ranked = [
     gateway("gw1", 1, { kinds: ["wireguard", "anyconnect-tls"] }),
-    gateway("gw2", 2, { kinds: ["wireguard", "anyconnect-tls"], probe: probe(10, { "anyconnect-tls": "no", wireguard: "unknown" }) }),
+    gateway("gw2", 2, {
+      kinds: ["wireguard", "anyconnect-tls"],
+      probe: probe(10, { "anyconnect-tls": "no", wireguard: "unknown" }),
+    }),
     gateway("gw3", 3, { kinds: ["anyconnect-tls"], probe: probe(null, { "anyconnect-tls": "no" }) }),
     gateway("gw4", 4, { kinds: ["ikev2"] }),
   ];
@@ -41,7 +57,11 @@ test("plan-skips-kinds-the-probe-found-unreachable-and-excluded-gateways-do-not-
 });
 
 function threeLegRace(now = 1000): { race: RaceState; effects: Effect[] } {
-  const legs = planLegs([gateway("gw1", 1, { kinds: ["wireguard", "ikev2"] }), gateway("gw2", 2, { kinds: ["wireguard"] })], policy, { nextId: ids() });
+  const legs = planLegs(
+    [gateway("gw1", 1, { kinds: ["wireguard", "ikev2"] }), gateway("gw2", 2, { kinds: ["wireguard"] })],
+    policy,
+    { nextId: ids() },
+  );
   return raceStart("R1", legs, "connect", now, policy);
 }
 
@@ -49,7 +69,9 @@ test("start-launches-the-first-leg-with-its-deadline-and-arms-the-stagger", () =
   const { race, effects } = threeLegRace(1000);
   assert.deepEqual(started(effects), ["L1"]);
   assert.ok(effects.some((e) => e.type === "start-leg" && e.deadlineAt === 1000 + policy.legDeadlineMs));
-  assert.ok(effects.some((e) => e.type === "set-timer" && e.timer === "race-stagger" && e.at === 1000 + policy.staggerMs));
+  assert.ok(
+    effects.some((e) => e.type === "set-timer" && e.timer === "race-stagger" && e.at === 1000 + policy.staggerMs),
+  );
   assert.deepEqual(outcomes(race), ["L1:starting", "L2:pending", "L3:pending"]);
 });
 
@@ -62,7 +84,10 @@ test("stagger-starts-the-next-leg-and-an-early-timer-is-armed-again", () => {
   assert.deepEqual(started(r.effects), ["L2"]);
   const r2 = raceOnStaggerTimer(r.race, 1500, policy);
   assert.deepEqual(started(r2.effects), ["L3"]);
-  assert.ok(r2.effects.some((e) => e.type === "cancel-timer" && e.timer === "race-stagger"), "no pending leg left: nothing to stagger");
+  assert.ok(
+    r2.effects.some((e) => e.type === "cancel-timer" && e.timer === "race-stagger"),
+    "no pending leg left: nothing to stagger",
+  );
   assert.deepEqual(raceOnStaggerTimer(r2.race, 1750, policy).effects, []);
 });
 
@@ -70,7 +95,9 @@ test("a-failed-leg-starts-the-next-at-once-and-resets-the-stagger", () => {
   const { race } = threeLegRace(1000);
   const r = raceOnLegFailed(race, "L1", "unreachable", "refused", 1040, policy);
   assert.deepEqual(started(r.effects), ["L2"]);
-  assert.ok(r.effects.some((e) => e.type === "set-timer" && e.timer === "race-stagger" && e.at === 1040 + policy.staggerMs));
+  assert.ok(
+    r.effects.some((e) => e.type === "set-timer" && e.timer === "race-stagger" && e.at === 1040 + policy.staggerMs),
+  );
   assert.equal(r.race.legs[0]?.error?.code, "unreachable");
   assert.equal(r.decided, false);
 });
@@ -98,7 +125,11 @@ test("late-leg-up-after-the-race-is-decided-stops-that-tunnel-but-never-the-winn
   assert.equal(late.race, won.race);
   assert.deepEqual(raceOnLegUp(won.race, "L2", 1320).effects, [], "a duplicate leg-up of the winner is ignored");
   assert.deepEqual(raceOnLegUp(won.race, "L99", 1320).effects, [], "not this race's leg");
-  assert.deepEqual(raceOnLegFailed(won.race, "L1", "cancelled", "stopped", 1330, policy).effects, [], "a late failure is ignored");
+  assert.deepEqual(
+    raceOnLegFailed(won.race, "L1", "cancelled", "stopped", 1330, policy).effects,
+    [],
+    "a late failure is ignored",
+  );
 });
 
 test("total-failure-reports-every-leg-with-its-error", () => {

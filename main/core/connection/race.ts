@@ -32,7 +32,10 @@ export function planLegs(ranked: readonly Candidate[], policy: RacePolicy, opts:
     if (gateways >= policy.maxGateways) break;
     if (exclude.some((e) => e.gateway === c.name)) continue;
     const kinds = policy.order.filter(
-      (k) => c.kinds.includes(k) && c.probe?.reachable[k] !== "no" && !exclude.some((e) => e.legKey === legKey({ gateway: c.name, kind: k })),
+      (k) =>
+        c.kinds.includes(k) &&
+        c.probe?.reachable[k] !== "no" &&
+        !exclude.some((e) => e.legKey === legKey({ gateway: c.name, kind: k })),
     );
     if (kinds.length === 0) continue;
     gateways += 1;
@@ -74,7 +77,6 @@ export interface RaceStep {
   decided: boolean;
 }
 
-
 function legEvent(race: RaceState, record: LegRecord, now: number): Effect {
   return { type: "notify", event: { type: "leg", at: now, raceId: race.id, record } };
 }
@@ -89,14 +91,24 @@ function startNext(race: RaceState, now: number, policy: RacePolicy, effects: Ef
   const next = race.next + 1;
   const morePending = next < legs.length;
   const staggerAt = morePending ? now + policy.staggerMs : null;
-  effects.push(staggerAt !== null ? { type: "set-timer", timer: "race-stagger", at: staggerAt } : { type: "cancel-timer", timer: "race-stagger" });
+  effects.push(
+    staggerAt !== null
+      ? { type: "set-timer", timer: "race-stagger", at: staggerAt }
+      : { type: "cancel-timer", timer: "race-stagger" },
+  );
   const out = { ...race, legs, next, staggerAt };
   effects.push(legEvent(out, started, now));
   return out;
 }
 
 /** Starts a race over planned legs. An empty plan gives a race that has already failed. */
-export function raceStart(id: string, legs: readonly Leg[], reason: RaceRecord["reason"], now: number, policy: RacePolicy): RaceStep {
+export function raceStart(
+  id: string,
+  legs: readonly Leg[],
+  reason: RaceRecord["reason"],
+  now: number,
+  policy: RacePolicy,
+): RaceStep {
   const base: RaceState = {
     id,
     reason,
@@ -108,7 +120,9 @@ export function raceStart(id: string, legs: readonly Leg[], reason: RaceRecord["
     staggerAt: null,
     winner: null,
   };
-  const effects: Effect[] = [{ type: "notify", event: { type: "race-started", at: now, raceId: id, reason, legs: [...legs] } }];
+  const effects: Effect[] = [
+    { type: "notify", event: { type: "race-started", at: now, raceId: id, reason, legs: [...legs] } },
+  ];
   if (legs.length === 0) return { race: base, effects, decided: true };
   return { race: startNext(base, now, policy, effects), effects, decided: false };
 }
@@ -116,7 +130,8 @@ export function raceStart(id: string, legs: readonly Leg[], reason: RaceRecord["
 /** The stagger timer fired: start the next pending leg. A stale timer changes nothing; an early one is armed again. */
 export function raceOnStaggerTimer(race: RaceState, now: number, policy: RacePolicy): RaceStep {
   if (race.status !== "running") return { race, effects: [], decided: false };
-  if (!timerDue(race.staggerAt, now)) return { race, effects: rearmIfEarly("race-stagger", race.staggerAt, now), decided: false };
+  if (!timerDue(race.staggerAt, now))
+    return { race, effects: rearmIfEarly("race-stagger", race.staggerAt, now), decided: false };
   const effects: Effect[] = [];
   return { race: startNext(race, now, policy, effects), effects, decided: false };
 }
@@ -127,7 +142,13 @@ export function raceHasLeg(race: RaceState, legId: string): boolean {
 }
 
 /** Ends a running race: started legs other than the winner are stopped and marked, pending ones cancelled. */
-function settle(race: RaceState, now: number, status: Exclude<RaceStatus, "running">, winnerId: string | null, effects: Effect[]): RaceState {
+function settle(
+  race: RaceState,
+  now: number,
+  status: Exclude<RaceStatus, "running">,
+  winnerId: string | null,
+  effects: Effect[],
+): RaceState {
   const winner = race.legs.find((l) => l.leg.id === winnerId)?.leg ?? null;
   const legs = race.legs.map((l): LegRecord => {
     if (l.leg.id === winnerId) {
@@ -168,7 +189,14 @@ export function raceOnLegUp(race: RaceState, legId: string, now: number): RaceSt
  * A starting leg failed: record why and start the next leg at once (re-arming the stagger from now). When no leg
  * is left running or pending, the race has failed and every leg carries its outcome. Late or unknown: ignored.
  */
-export function raceOnLegFailed(race: RaceState, legId: string, code: EngineErrorCode, message: string, now: number, policy: RacePolicy): RaceStep {
+export function raceOnLegFailed(
+  race: RaceState,
+  legId: string,
+  code: EngineErrorCode,
+  message: string,
+  now: number,
+  policy: RacePolicy,
+): RaceStep {
   const idx = race.legs.findIndex((l) => l.leg.id === legId);
   const rec = race.legs[idx];
   if (race.status !== "running" || rec?.outcome !== "starting") return { race, effects: [], decided: false };
@@ -179,7 +207,8 @@ export function raceOnLegFailed(race: RaceState, legId: string, code: EngineErro
   effects.push(legEvent(race, failed, now));
   let next: RaceState = { ...race, legs };
   if (next.next < legs.length) next = startNext(next, now, policy, effects);
-  if (next.legs.some((l) => l.outcome === "starting" || l.outcome === "pending")) return { race: next, effects, decided: false };
+  if (next.legs.some((l) => l.outcome === "starting" || l.outcome === "pending"))
+    return { race: next, effects, decided: false };
   return { race: settle(next, now, "failed", null, effects), effects, decided: true };
 }
 
@@ -192,7 +221,13 @@ export function raceOnLegFailed(race: RaceState, legId: string, code: EngineErro
 export function raceReplacePending(race: RaceState, legs: readonly Leg[], now: number, policy: RacePolicy): RaceStep {
   if (race.status !== "running") return { race, effects: [], decided: false };
   const started = race.legs.slice(0, race.next);
-  const replaced: RaceState = { ...race, legs: [...started, ...legs.map((leg): LegRecord => ({ leg, outcome: "pending", startedAt: null, endedAt: null, error: null }))] };
+  const replaced: RaceState = {
+    ...race,
+    legs: [
+      ...started,
+      ...legs.map((leg): LegRecord => ({ leg, outcome: "pending", startedAt: null, endedAt: null, error: null })),
+    ],
+  };
   const effects: Effect[] = [];
   if (legs.length === 0) {
     if (race.staggerAt !== null) effects.push({ type: "cancel-timer", timer: "race-stagger" });
@@ -205,7 +240,10 @@ export function raceReplacePending(race: RaceState, legs: readonly Leg[], now: n
 
 /** Whether a failure of `legId` would leave the race with no leg starting or pending (it would then fail). */
 export function raceLastLive(race: RaceState, legId: string): boolean {
-  return race.status === "running" && race.legs.every((l) => l.leg.id === legId || (l.outcome !== "starting" && l.outcome !== "pending"));
+  return (
+    race.status === "running" &&
+    race.legs.every((l) => l.leg.id === legId || (l.outcome !== "starting" && l.outcome !== "pending"))
+  );
 }
 
 /** Cancels a running race (disconnect, or a failover that supersedes it): every started leg is stopped. */
@@ -217,5 +255,12 @@ export function raceCancel(race: RaceState, now: number): RaceStep {
 
 /** What the race looks like in records and events. */
 export function raceRecord(race: RaceState): RaceRecord {
-  return { id: race.id, reason: race.reason, startedAt: race.startedAt, endedAt: race.endedAt, winner: race.winner, legs: race.legs.map((l) => ({ ...l })) };
+  return {
+    id: race.id,
+    reason: race.reason,
+    startedAt: race.startedAt,
+    endedAt: race.endedAt,
+    winner: race.winner,
+    legs: race.legs.map((l) => ({ ...l })),
+  };
 }

@@ -9,9 +9,16 @@ test("pushed-corp-networks-join-the-configured-ones-once", () => {
 });
 
 test("a-pushed-prefix-covering-a-gateway-or-the-default-route-is-refused-with-a-reason", () => {
-  const r = routesForLeg(["198.19.0.0/24"], ["198.18.0.0/16", "0.0.0.0/0", "banana", "198.18.1.2/32"], ["198.18.1.2", "198.18.2.2"]);
+  const r = routesForLeg(
+    ["198.19.0.0/24"],
+    ["198.18.0.0/16", "0.0.0.0/0", "banana", "198.18.1.2/32"],
+    ["198.18.1.2", "198.18.2.2"],
+  );
   assert.deepEqual(r.routes, ["198.19.0.0/24"]);
-  assert.deepEqual(r.rejected.map((x) => x.route), ["198.18.0.0/16", "0.0.0.0/0", "banana", "198.18.1.2/32"]);
+  assert.deepEqual(
+    r.rejected.map((x) => x.route),
+    ["198.18.0.0/16", "0.0.0.0/0", "banana", "198.18.1.2/32"],
+  );
   assert.match(r.rejected[0]?.reason ?? "", /gateway's own address/);
   assert.match(r.rejected[1]?.reason ?? "", /full tunnel/);
 });
@@ -24,8 +31,16 @@ test("an-ipv6-gateway-address-is-never-captured-by-ipv4-routes", () => {
 
 test("a-full-tunnel-keeps-every-gateway-address-out-of-the-tunnel", () => {
   const r = routesForLeg(["0.0.0.0/0"], [], ["198.18.2.2", "198.18.1.2", "198.18.1.2", "2001:db8:18:1::2"]);
-  assert.deepEqual(r.routes, ["0.0.0.0/0"], "the configured default route stays: a full tunnel is the configuration's call");
-  assert.deepEqual(r.bypass, ["198.18.1.2/32", "198.18.2.2/32"], "each IPv4 gateway once, in numeric order; IPv6 needs none");
+  assert.deepEqual(
+    r.routes,
+    ["0.0.0.0/0"],
+    "the configured default route stays: a full tunnel is the configuration's call",
+  );
+  assert.deepEqual(
+    r.bypass,
+    ["198.18.1.2/32", "198.18.2.2/32"],
+    "each IPv4 gateway once, in numeric order; IPv6 needs none",
+  );
   assert.deepEqual(r.rejected, []);
 });
 
@@ -43,7 +58,10 @@ test("a-configured-route-that-is-a-gateways-own-address-gives-way-to-the-bypass"
   const r = routesForLeg(["198.18.1.2/32", "198.19.0.0/24"], ["198.18.1.2/32"], ["198.18.1.2"]);
   assert.deepEqual(r.routes, ["198.19.0.0/24"]);
   assert.deepEqual(r.bypass, [], "nothing left covers it");
-  assert.deepEqual(r.rejected.map((x) => x.route), ["198.18.1.2/32"]);
+  assert.deepEqual(
+    r.rejected.map((x) => x.route),
+    ["198.18.1.2/32"],
+  );
   assert.match(r.rejected[0]?.reason ?? "", /gateway's own address/);
   const full = routesForLeg(["0.0.0.0/0", "198.18.1.2/32"], [], ["198.18.1.2"]);
   assert.deepEqual([full.routes, full.bypass], [["0.0.0.0/0"], ["198.18.1.2/32"]]);

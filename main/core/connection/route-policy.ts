@@ -57,21 +57,33 @@ export interface RoutePlan {
  * The plan for a leg. `gatewayAddresses`: every gateway address known (configured, resolved, from the portal,
  * the endpoints of live legs), either family; IPv6 ones need no bypass, as the protected routes are IPv4 only.
  */
-export function routesForLeg(protectedRoutes: readonly string[], pushed: readonly string[], gatewayAddresses: readonly string[]): RoutePlan {
-  const gws = [...new Set(gatewayAddresses.map(ipv4ToInt).filter((n): n is number => n !== null))].sort((a, b) => a - b);
+export function routesForLeg(
+  protectedRoutes: readonly string[],
+  pushed: readonly string[],
+  gatewayAddresses: readonly string[],
+): RoutePlan {
+  const gws = [...new Set(gatewayAddresses.map(ipv4ToInt).filter((n): n is number => n !== null))].sort(
+    (a, b) => a - b,
+  );
   const rejected: RoutePlan["rejected"] = [];
   const routes: string[] = [];
   for (const r of protectedRoutes) {
     const p = parsePrefix(r);
-    if (p !== null && p.len === 32 && gws.includes(p.base)) rejected.push({ route: r, reason: "is a gateway's own address: the tunnel would carry itself" });
+    if (p !== null && p.len === 32 && gws.includes(p.base))
+      rejected.push({ route: r, reason: "is a gateway's own address: the tunnel would carry itself" });
     else if (!routes.includes(r)) routes.push(r);
   }
   for (const r of pushed) {
     if (routes.includes(r) || protectedRoutes.includes(r)) continue;
     const p = parsePrefix(r);
     if (p === null) rejected.push({ route: r, reason: "not an IPv4 prefix" });
-    else if (p.len === 0) rejected.push({ route: r, reason: "a pushed default route would make a full tunnel; only the configuration may ask for that" });
-    else if (gws.some((g) => contains(p, g))) rejected.push({ route: r, reason: "covers a gateway's own address: the tunnel would carry itself" });
+    else if (p.len === 0)
+      rejected.push({
+        route: r,
+        reason: "a pushed default route would make a full tunnel; only the configuration may ask for that",
+      });
+    else if (gws.some((g) => contains(p, g)))
+      rejected.push({ route: r, reason: "covers a gateway's own address: the tunnel would carry itself" });
     else routes.push(r);
   }
   const planned = routes.map(parsePrefix).filter((p): p is Prefix => p !== null);

@@ -1,12 +1,22 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Sim, context, gateway, seededRandom } from "./harness.test.ts";
-import { STANDBY_CHECK_MS, STANDBY_RAISE_DELAY_MS, STANDBY_RETRY_MS, STANDBY_STALE_FACTOR, planStandby } from "./standby.ts";
+import {
+  STANDBY_CHECK_MS,
+  STANDBY_RAISE_DELAY_MS,
+  STANDBY_RETRY_MS,
+  STANDBY_STALE_FACTOR,
+  planStandby,
+} from "./standby.ts";
 import { initialState } from "./machine.ts";
 import type { Candidate, Leg, LegKind } from "./types.ts";
 
 const KINDS: LegKind[] = ["wireguard", "ikev2", "anyconnect-tls"];
-const GWS: Candidate[] = [gateway("gw1", 1, { kinds: KINDS }), gateway("gw2", 2, { kinds: KINDS }), gateway("gw3", 3, { kinds: KINDS })];
+const GWS: Candidate[] = [
+  gateway("gw1", 1, { kinds: KINDS }),
+  gateway("gw2", 2, { kinds: KINDS }),
+  gateway("gw3", 3, { kinds: KINDS }),
+];
 const ON = { standby: { mode: "on" as const } };
 
 interface Opts {
@@ -22,7 +32,8 @@ interface Opts {
 
 function sim(opts: Opts = {}): Sim {
   const dead = (leg: Leg, t: number): boolean =>
-    (leg.gateway === "gw1" && opts.gw1DiesAt !== undefined && t >= opts.gw1DiesAt) || (leg.gateway === "gw2" && opts.gw2SilentFrom !== undefined && t >= opts.gw2SilentFrom);
+    (leg.gateway === "gw1" && opts.gw1DiesAt !== undefined && t >= opts.gw1DiesAt) ||
+    (leg.gateway === "gw2" && opts.gw2SilentFrom !== undefined && t >= opts.gw2SilentFrom);
   const s = new Sim({
     gateways: GWS,
     ctx: context(GWS, { standby: { mode: opts.standby ?? "on" } }),
@@ -50,14 +61,28 @@ test("a-standby-comes-up-on-the-next-gateway-over-another-protocol-and-carries-n
   assert.equal(legOf(s, snap.activeLegId), "gw1/wireguard");
   assert.ok(snap.standby !== null, "a standby is up");
   assert.equal(`${snap.standby.gateway}/${snap.standby.protocol}`, "gw2/ikev2", "another gateway, reached another way");
-  assert.deepEqual(s.routeLog.map((r) => legOf(s, r.legId)), ["gw1/wireguard"], "the standby never held routes");
+  assert.deepEqual(
+    s.routeLog.map((r) => legOf(s, r.legId)),
+    ["gw1/wireguard"],
+    "the standby never held routes",
+  );
   const started = s.events.find((e) => e.type === "race-started" && e.reason === "standby");
   assert.ok(started?.type === "race-started");
-  assert.deepEqual(started.legs.map((l) => `${l.gateway}/${l.kind}`), ["gw2/ikev2", "gw2/anyconnect-tls", "gw2/wireguard", "gw3/ikev2", "gw3/anyconnect-tls", "gw3/wireguard"]);
-  assert.equal(s.races.filter((r) => r.reason === "standby").length, 0, "standby races are not recorded as the connection's races");
+  assert.deepEqual(
+    started.legs.map((l) => `${l.gateway}/${l.kind}`),
+    ["gw2/ikev2", "gw2/anyconnect-tls", "gw2/wireguard", "gw3/ikev2", "gw3/anyconnect-tls", "gw3/wireguard"],
+  );
+  assert.equal(
+    s.races.filter((r) => r.reason === "standby").length,
+    0,
+    "standby races are not recorded as the connection's races",
+  );
   assert.ok(s.timers.has("standby"), "the standby's freshness is checked");
   const monitors = s.effectsOf("start-monitor");
-  assert.deepEqual(monitors.map((m) => `${legOf(s, m.legId)}:${m.role}`), ["gw1/wireguard:active", "gw2/ikev2:standby"]);
+  assert.deepEqual(
+    monitors.map((m) => `${legOf(s, m.legId)}:${m.role}`),
+    ["gw1/wireguard:active", "gw2/ikev2:standby"],
+  );
 });
 
 test("the-standby-is-promoted-by-a-route-change-when-the-active-gateway-dies", () => {
@@ -74,10 +99,17 @@ test("the-standby-is-promoted-by-a-route-change-when-the-active-gateway-dies", (
   assert.ok(f.detectedAfterMs >= 600 && f.detectedAfterMs < 700, `detected after ${f.detectedAfterMs} ms`);
   assert.equal(s.snapshot().activeLegId, standbyId);
   assert.equal(s.routes, standbyId, "routes moved to the standby at once");
-  assert.equal(s.events.filter((e) => e.type === "race-started" && e.reason === "failover").length, 0, "no failover race");
+  assert.equal(
+    s.events.filter((e) => e.type === "race-started" && e.reason === "failover").length,
+    0,
+    "no failover race",
+  );
   assert.ok(!s.running.has("L1"), "the failed leg is torn down");
   // The promoted leg is now probed at the active rate, and a new standby avoids the gateway just left.
-  const restarts = s.effectsOf("start-monitor").filter((m) => m.legId === standbyId).map((m) => m.role);
+  const restarts = s
+    .effectsOf("start-monitor")
+    .filter((m) => m.legId === standbyId)
+    .map((m) => m.role);
   assert.deepEqual(restarts, ["standby", "active"]);
   s.runUntil(s.now + STANDBY_RAISE_DELAY_MS - 10);
   assert.equal(s.snapshot().standby, null, "the next standby waits while the new tunnel settles");
@@ -131,7 +163,8 @@ test("a-failed-standby-race-retries-later-not-in-a-loop", () => {
   s2.send({ type: "connect" });
   s2.runUntil(2000);
   assert.equal(s2.snapshot().standby, null);
-  const standbyRaces = (): number => s2.events.filter((e) => e.type === "race-started" && e.reason === "standby").length;
+  const standbyRaces = (): number =>
+    s2.events.filter((e) => e.type === "race-started" && e.reason === "standby").length;
   assert.equal(standbyRaces(), 1);
   const ended = s2.events.find((e) => e.type === "race-ended" && e.race.reason === "standby");
   assert.ok(ended?.type === "race-ended" && ended.race.endedAt !== null && ended.race.winner === null);
@@ -170,7 +203,10 @@ test("the-standby-plan-never-includes-the-active-or-avoided-gateway", () => {
   const policy = context(GWS).policy.race;
   const active: Leg = { id: "L1", gateway: "gw1", kind: "anyconnect-tls" };
   const p = planStandby(shared, active, ["gw2"], policy);
-  assert.deepEqual(p.legs.map((l) => `${l.gateway}/${l.kind}`), ["gw3/wireguard", "gw3/ikev2", "gw3/anyconnect-tls"]);
+  assert.deepEqual(
+    p.legs.map((l) => `${l.gateway}/${l.kind}`),
+    ["gw3/wireguard", "gw3/ikev2", "gw3/anyconnect-tls"],
+  );
   assert.equal(p.shared.legSeq, 3);
 });
 
@@ -182,17 +218,25 @@ test("random-failures-never-leave-two-tunnels-to-one-gateway-or-a-standby-on-the
     const s = new Sim({
       gateways: GWS,
       ctx: context(GWS, ON),
-      legs: (leg, sim) => ((deaths.get(leg.gateway) ?? Infinity) <= sim.now ? "hang" : { up: 50 + Math.floor(rnd() * 200) }),
+      legs: (leg, sim) =>
+        (deaths.get(leg.gateway) ?? Infinity) <= sim.now ? "hang" : { up: 50 + Math.floor(rnd() * 200) },
       path: (leg, t) => ((deaths.get(leg.gateway) ?? Infinity) <= t || rnd() < 0.02 ? null : 20),
     });
     s.send({ type: "connect" });
     for (let t = 0; t < 30_000; t += 100) {
       s.runUntil(t);
       const snap = s.snapshot();
-      if (snap.standby !== null) assert.notEqual(snap.standby.gateway, snap.gateway, `seed ${seed} at ${t}: standby on the active gateway`);
-      const up = [...s.running].filter((id) => s.effects.some((e) => e.effect.type === "start-monitor" && e.effect.legId === id));
+      if (snap.standby !== null)
+        assert.notEqual(snap.standby.gateway, snap.gateway, `seed ${seed} at ${t}: standby on the active gateway`);
+      const up = [...s.running].filter((id) =>
+        s.effects.some((e) => e.effect.type === "start-monitor" && e.effect.legId === id),
+      );
       const gws = up.map((id) => s.legsById.get(id)?.gateway);
-      assert.equal(new Set(gws).size, gws.length, `seed ${seed} at ${t}: two monitored tunnels to one gateway: ${gws.join(",")}`);
+      assert.equal(
+        new Set(gws).size,
+        gws.length,
+        `seed ${seed} at ${t}: two monitored tunnels to one gateway: ${gws.join(",")}`,
+      );
     }
     s.send({ type: "disconnect" });
     s.runFor(100);

@@ -7,7 +7,17 @@ import type { HealthPolicy, RacePolicy, StandbyPolicy } from "../config/schema.t
 import type { TunnelConfig } from "../tunnel/engine-types.ts";
 import { healthOnSample, healthStart, healthStats, RECOVER_LOSS_FRACTION, type HealthState } from "./health.ts";
 import { allocateLegs, nextRaceId, type Shared, type StandbyLeg, type StandbyState } from "./machine-state.ts";
-import { raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart, type RaceState, type RaceStep } from "./race.ts";
+import {
+  raceCancel,
+  raceHasLeg,
+  raceOnLegFailed,
+  raceOnLegUp,
+  raceOnStaggerTimer,
+  raceRecord,
+  raceStart,
+  type RaceState,
+  type RaceStep,
+} from "./race.ts";
 import type { Effect, Leg, ProbeSample } from "./types.ts";
 import { rearmIfEarly, timerDue } from "./timers.ts";
 
@@ -47,7 +57,12 @@ export function standbyIdle(): StandbyState {
 }
 
 /** Arms the first standby race for `STANDBY_RAISE_DELAY_MS` from now (nothing when one is up or off). */
-export function standbyScheduleRaise(sb: StandbyState, avoid: readonly string[], now: number, ctx: StandbyContext): { standby: StandbyState; effects: Effect[] } {
+export function standbyScheduleRaise(
+  sb: StandbyState,
+  avoid: readonly string[],
+  now: number,
+  ctx: StandbyContext,
+): { standby: StandbyState; effects: Effect[] } {
   if (ctx.standby.mode === "off" || sb.leg !== null || sb.race !== null) return { standby: sb, effects: [] };
   const effects: Effect[] = [];
   return { standby: schedule({ ...sb, avoid: [...avoid] }, now + STANDBY_RAISE_DELAY_MS, effects), effects };
@@ -55,7 +70,11 @@ export function standbyScheduleRaise(sb: StandbyState, avoid: readonly string[],
 
 /** The standby's race runs beside a possible recover race, so its stagger timer has a name of its own. */
 function retime(effects: readonly Effect[]): Effect[] {
-  return effects.map((e) => ((e.type === "set-timer" || e.type === "cancel-timer") && e.timer === "race-stagger" ? { ...e, timer: "standby-stagger" } : e));
+  return effects.map((e) =>
+    (e.type === "set-timer" || e.type === "cancel-timer") && e.timer === "race-stagger"
+      ? { ...e, timer: "standby-stagger" }
+      : e,
+  );
 }
 
 function raceEndedEffects(race: RaceState, now: number): Effect[] {
@@ -78,7 +97,12 @@ function standbyHealthPolicy(ctx: StandbyContext): HealthPolicy {
  * another way and one blocked protocol cannot take both tunnels down; datagram protocols before TLS, because
  * the standby becomes the active tunnel and TCP inside TCP suffers under loss.
  */
-export function planStandby(shared: Shared, active: Leg, avoid: readonly string[], policy: RacePolicy): { legs: Leg[]; shared: Shared } {
+export function planStandby(
+  shared: Shared,
+  active: Leg,
+  avoid: readonly string[],
+  policy: RacePolicy,
+): { legs: Leg[]; shared: Shared } {
   const exclude = [active.gateway, ...avoid].map((gateway) => ({ gateway }));
   const planned = allocateLegs(shared, shared.candidates, policy, exclude);
   const order: string[] = [];
@@ -91,11 +115,24 @@ export function planStandby(shared: Shared, active: Leg, avoid: readonly string[
 }
 
 /** Starts a standby race when the policy wants one and none is up or coming; otherwise retries later. */
-export function standbyRaise(sb: StandbyState, shared0: Shared, active: Leg, avoid: readonly string[], now: number, ctx: StandbyContext): StandbyStep {
-  if (ctx.standby.mode === "off" || sb.leg !== null || sb.race !== null) return { standby: sb, shared: shared0, effects: [] };
+export function standbyRaise(
+  sb: StandbyState,
+  shared0: Shared,
+  active: Leg,
+  avoid: readonly string[],
+  now: number,
+  ctx: StandbyContext,
+): StandbyStep {
+  if (ctx.standby.mode === "off" || sb.leg !== null || sb.race !== null)
+    return { standby: sb, shared: shared0, effects: [] };
   const planned = planStandby(shared0, active, [...new Set([...sb.avoid, ...avoid])], ctx.race);
   const effects: Effect[] = [];
-  if (planned.legs.length === 0) return { standby: schedule({ ...sb, avoid: [] }, now + STANDBY_RETRY_MS, effects), shared: planned.shared, effects };
+  if (planned.legs.length === 0)
+    return {
+      standby: schedule({ ...sb, avoid: [] }, now + STANDBY_RETRY_MS, effects),
+      shared: planned.shared,
+      effects,
+    };
   const { id, shared } = nextRaceId(planned.shared);
   const r = raceStart(id, planned.legs, "standby", now, ctx.race);
   return { standby: { ...sb, race: r.race, checkAt: null, avoid: [] }, shared, effects: retime(r.effects) };
@@ -106,12 +143,20 @@ export function standbyOwns(sb: StandbyState, legId: string): boolean {
   return sb.leg?.leg.id === legId || (sb.race !== null && raceHasLeg(sb.race, legId));
 }
 
-export function standbyOnLegUp(sb: StandbyState, legId: string, config: TunnelConfig, firstReplyAt: number, now: number, pathRttMs: number | null = null): { standby: StandbyState; effects: Effect[] } {
+export function standbyOnLegUp(
+  sb: StandbyState,
+  legId: string,
+  config: TunnelConfig,
+  firstReplyAt: number,
+  now: number,
+  pathRttMs: number | null = null,
+): { standby: StandbyState; effects: Effect[] } {
   if (sb.race === null) return { standby: sb, effects: sb.leg?.leg.id === legId ? [] : [{ type: "stop-leg", legId }] };
   const r: RaceStep = raceOnLegUp(sb.race, legId, now);
   const effects = retime(r.effects);
   const winner = r.race.winner;
-  if (!r.decided || winner === null) return { standby: { ...sb, race: r.race.status === "running" ? r.race : null }, effects };
+  if (!r.decided || winner === null)
+    return { standby: { ...sb, race: r.race.status === "running" ? r.race : null }, effects };
   // The engine's own data-plane probe is the standby's first reply.
   const health: HealthState = { ...healthStart(now, pathRttMs), lastReplyAt: firstReplyAt };
   const leg: StandbyLeg = { leg: winner, config, upAt: now, firstReplyAt, health };
@@ -119,7 +164,14 @@ export function standbyOnLegUp(sb: StandbyState, legId: string, config: TunnelCo
   return { standby: schedule({ leg, race: null, checkAt: null, avoid: [] }, now + STANDBY_CHECK_MS, effects), effects };
 }
 
-export function standbyOnLegFailed(sb: StandbyState, legId: string, code: Parameters<typeof raceOnLegFailed>[2], message: string, now: number, ctx: StandbyContext): { standby: StandbyState; effects: Effect[] } {
+export function standbyOnLegFailed(
+  sb: StandbyState,
+  legId: string,
+  code: Parameters<typeof raceOnLegFailed>[2],
+  message: string,
+  now: number,
+  ctx: StandbyContext,
+): { standby: StandbyState; effects: Effect[] } {
   if (sb.race === null) return { standby: sb, effects: [] };
   const r = raceOnLegFailed(sb.race, legId, code, message, now, ctx.race);
   const effects = retime(r.effects);
@@ -128,13 +180,23 @@ export function standbyOnLegFailed(sb: StandbyState, legId: string, code: Parame
   return { standby: schedule({ ...sb, race: null }, now + STANDBY_RETRY_MS, effects), effects };
 }
 
-export function standbyOnStagger(sb: StandbyState, now: number, ctx: StandbyContext): { standby: StandbyState; effects: Effect[] } {
+export function standbyOnStagger(
+  sb: StandbyState,
+  now: number,
+  ctx: StandbyContext,
+): { standby: StandbyState; effects: Effect[] } {
   if (sb.race === null) return { standby: sb, effects: [] };
   const r = raceOnStaggerTimer(sb.race, now, ctx.race);
   return { standby: { ...sb, race: r.race }, effects: retime(r.effects) };
 }
 
-export function standbyOnProbe(sb: StandbyState, legId: string, sample: ProbeSample, now: number, ctx: StandbyContext): StandbyState {
+export function standbyOnProbe(
+  sb: StandbyState,
+  legId: string,
+  sample: ProbeSample,
+  now: number,
+  ctx: StandbyContext,
+): StandbyState {
   if (sb.leg?.leg.id !== legId) return sb;
   return { ...sb, leg: { ...sb.leg, health: healthOnSample(sb.leg.health, sample, now, standbyHealthPolicy(ctx)) } };
 }
@@ -146,15 +208,23 @@ export function standbyTeardown(sb: StandbyState, now: number): { standby: Stand
     const r = raceCancel(sb.race, now);
     effects.push(...retime(r.effects), ...raceEndedEffects(r.race, now));
   }
-  if (sb.leg !== null) effects.push({ type: "stop-monitor", legId: sb.leg.leg.id }, { type: "stop-leg", legId: sb.leg.leg.id });
+  if (sb.leg !== null)
+    effects.push({ type: "stop-monitor", legId: sb.leg.leg.id }, { type: "stop-leg", legId: sb.leg.leg.id });
   effects.push({ type: "cancel-timer", timer: "standby" }, { type: "cancel-timer", timer: "standby-stagger" });
   return { standby: standbyIdle(), effects };
 }
 
 /** The standby engine reported its tunnel down: drop it and raise another later. */
-export function standbyOnLegDown(sb: StandbyState, legId: string, now: number): { standby: StandbyState; effects: Effect[] } {
+export function standbyOnLegDown(
+  sb: StandbyState,
+  legId: string,
+  now: number,
+): { standby: StandbyState; effects: Effect[] } {
   if (sb.leg?.leg.id !== legId) return { standby: sb, effects: [] };
-  const effects: Effect[] = [{ type: "stop-monitor", legId }, { type: "stop-leg", legId }];
+  const effects: Effect[] = [
+    { type: "stop-monitor", legId },
+    { type: "stop-leg", legId },
+  ];
   return { standby: schedule({ ...sb, leg: null }, now + STANDBY_RETRY_MS, effects), effects };
 }
 
@@ -175,8 +245,16 @@ export function standbyBetterThanBrownout(sb: StandbyState, now: number, ctx: St
  * The "standby" timer: raise a standby when there is none (a retry after a failed attempt), replace a stale one,
  * and re-arm the next check. A stale timer changes nothing; an early one is armed again.
  */
-export function standbyOnCheck(sb: StandbyState, shared: Shared, active: Leg, now: number, ctx: StandbyContext, slackMs: number): StandbyStep {
-  if (!timerDue(sb.checkAt, now, slackMs)) return { standby: sb, shared, effects: rearmIfEarly("standby", sb.checkAt, now, slackMs) };
+export function standbyOnCheck(
+  sb: StandbyState,
+  shared: Shared,
+  active: Leg,
+  now: number,
+  ctx: StandbyContext,
+  slackMs: number,
+): StandbyStep {
+  if (!timerDue(sb.checkAt, now, slackMs))
+    return { standby: sb, shared, effects: rearmIfEarly("standby", sb.checkAt, now, slackMs) };
   const cleared: StandbyState = { ...sb, checkAt: null };
   if (cleared.leg === null) return standbyRaise(cleared, shared, active, [], now, ctx);
   const last = cleared.leg.health.lastReplyAt ?? cleared.leg.firstReplyAt;
@@ -190,7 +268,14 @@ export function standbyOnCheck(sb: StandbyState, shared: Shared, active: Leg, no
 }
 
 /** What status shows of the standby. */
-export function standbySnapshot(sb: StandbyState): { gateway: string; protocol: Leg["kind"]; legId: string; lastReplyAt: number | null } | null {
+export function standbySnapshot(
+  sb: StandbyState,
+): { gateway: string; protocol: Leg["kind"]; legId: string; lastReplyAt: number | null } | null {
   if (sb.leg === null) return null;
-  return { gateway: sb.leg.leg.gateway, protocol: sb.leg.leg.kind, legId: sb.leg.leg.id, lastReplyAt: sb.leg.health.lastReplyAt };
+  return {
+    gateway: sb.leg.leg.gateway,
+    protocol: sb.leg.leg.kind,
+    legId: sb.leg.leg.id,
+    lastReplyAt: sb.leg.health.lastReplyAt,
+  };
 }

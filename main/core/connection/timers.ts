@@ -20,6 +20,11 @@ export function timerDue(armedAt: number | null, now: number, slackMs: number = 
  * instant: dropping it would leave the state waiting for a timer that never comes (a retry that never happens).
  * A timer that is not armed (null) was cancelled: nothing to do.
  */
-export function rearmIfEarly(timer: TimerId, armedAt: number | null, now: number, slackMs: number = TIMER_SLACK_MS): Effect[] {
+export function rearmIfEarly(
+  timer: TimerId,
+  armedAt: number | null,
+  now: number,
+  slackMs: number = TIMER_SLACK_MS,
+): Effect[] {
   return armedAt !== null && now + slackMs < armedAt ? [{ type: "set-timer", timer, at: armedAt }] : [];
 }

@@ -183,7 +183,8 @@ export type MachineInput =
   | { type: "leg-down"; now: number; legId: string; reason: string }
   | { type: "probe"; now: number; legId: string; sample: ProbeSample };
 
-export type TimerId = "race-stagger" | "backoff" | "health-check" | "recheck-candidates" | "standby" | "standby-stagger";
+export type TimerId =
+  "race-stagger" | "backoff" | "health-check" | "recheck-candidates" | "standby" | "standby-stagger";
 
 /** What the machine asks the daemon to do. The daemon runs them in order and reports back as inputs. */
 export type Effect =

@@ -3,7 +3,14 @@
  * leaves the daemon (status, events, the flight recorder, logs, telemetry) by the clocks' offset, wall minus
  * monotonic, read once by the caller, to whole milliseconds as epoch times are read. Durations stay as they are.
  */
-import type { ConnectionEvent, ConnectionSnapshot, FailoverRecord, HealthVerdict, LegRecord, RaceRecord } from "./types.ts";
+import type {
+  ConnectionEvent,
+  ConnectionSnapshot,
+  FailoverRecord,
+  HealthVerdict,
+  LegRecord,
+  RaceRecord,
+} from "./types.ts";
 
 const at = (t: number, offset: number): number => Math.round(t + offset);
 const atOrNull = (t: number | null, offset: number): number | null => (t === null ? null : at(t, offset));
@@ -13,11 +20,21 @@ export function legRecordAtWall(l: LegRecord, offset: number): LegRecord {
 }
 
 export function raceAtWall(r: RaceRecord, offset: number): RaceRecord {
-  return { ...r, startedAt: at(r.startedAt, offset), endedAt: atOrNull(r.endedAt, offset), legs: r.legs.map((l) => legRecordAtWall(l, offset)) };
+  return {
+    ...r,
+    startedAt: at(r.startedAt, offset),
+    endedAt: atOrNull(r.endedAt, offset),
+    legs: r.legs.map((l) => legRecordAtWall(l, offset)),
+  };
 }
 
 export function failoverAtWall(f: FailoverRecord, offset: number): FailoverRecord {
-  return { ...f, lastReplyAt: at(f.lastReplyAt, offset), detectedAt: at(f.detectedAt, offset), restoredAt: atOrNull(f.restoredAt, offset) };
+  return {
+    ...f,
+    lastReplyAt: at(f.lastReplyAt, offset),
+    detectedAt: at(f.detectedAt, offset),
+    restoredAt: atOrNull(f.restoredAt, offset),
+  };
 }
 
 function verdictAtWall(v: HealthVerdict, offset: number): HealthVerdict {

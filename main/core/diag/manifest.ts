@@ -19,7 +19,9 @@ export const ManifestSchema = z.looseObject({
   policyHash: z.string(),
   /** Folder all files sit in inside the archive. */
   root: z.string().regex(/^[A-Za-z0-9._-]+$/),
-  files: z.array(z.strictObject({ path: z.string().min(1), bytes: z.int().min(0), sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
+  files: z.array(
+    z.strictObject({ path: z.string().min(1), bytes: z.int().min(0), sha256: z.string().regex(/^[0-9a-f]{64}$/) }),
+  ),
 });
 export type Manifest = z.infer<typeof ManifestSchema>;
 
@@ -30,7 +32,10 @@ export interface ManifestCheck {
 }
 
 /** Compares the manifest with what the archive holds (path -> sha256 and size of each file found). */
-export function verifyManifest(m: Manifest, found: ReadonlyMap<string, { sha256: string; bytes: number }>): ManifestCheck {
+export function verifyManifest(
+  m: Manifest,
+  found: ReadonlyMap<string, { sha256: string; bytes: number }>,
+): ManifestCheck {
   const problems: string[] = [];
   let verified = 0;
   const listed = new Set<string>();
@@ -38,9 +43,11 @@ export function verifyManifest(m: Manifest, found: ReadonlyMap<string, { sha256:
     listed.add(f.path);
     const got = found.get(f.path);
     if (got === undefined) problems.push(`${f.path}: listed in the manifest but missing`);
-    else if (got.sha256 !== f.sha256 || got.bytes !== f.bytes) problems.push(`${f.path}: SHA-256 or size differs from the manifest (damaged or edited)`);
+    else if (got.sha256 !== f.sha256 || got.bytes !== f.bytes)
+      problems.push(`${f.path}: SHA-256 or size differs from the manifest (damaged or edited)`);
     else verified++;
   }
-  for (const p of found.keys()) if (p !== MANIFEST_FILE && !listed.has(p)) problems.push(`${p}: in the archive but not in the manifest`);
+  for (const p of found.keys())
+    if (p !== MANIFEST_FILE && !listed.has(p)) problems.push(`${p}: in the archive but not in the manifest`);
   return { ok: problems.length === 0, problems, verified };
 }

@@ -34,7 +34,15 @@ test("passwords-psks-cookies-and-tokens-are-removed-with-their-context-kept", ()
       "refresh_token=tok_abcdef123456",
     ].join("\n"),
   );
-  for (const s of ["Sup3rS3cret", "0sIkePsk123", "ABCDEF0123456789", "3C0FFEE0123", "eyJhbGciOiJIUzI1NiJ9", "tok_abcdef123456"]) assert.ok(!out.includes(s), `${s} removed:\n${out}`);
+  for (const s of [
+    "Sup3rS3cret",
+    "0sIkePsk123",
+    "ABCDEF0123456789",
+    "3C0FFEE0123",
+    "eyJhbGciOiJIUzI1NiJ9",
+    "tok_abcdef123456",
+  ])
+    assert.ok(!out.includes(s), `${s} removed:\n${out}`);
   assert.match(out, /password=\[removed:password\]/);
   const rep = r.report().removed;
   assert.ok(rep.password >= 1 && rep["preshared-key"] >= 1 && rep.cookie >= 2 && rep.token >= 2, JSON.stringify(rep));
@@ -42,7 +50,13 @@ test("passwords-psks-cookies-and-tokens-are-removed-with-their-context-kept", ()
 
 test("json-fields-named-like-secrets-lose-their-values-but-secret-refs-and-public-keys-stay", () => {
   const r = new Redactor();
-  const out = r.json({ identity: { wireguard: { privateKey: { file: "/etc/detour/wg.key" } } }, token: "abc", apiKey: "k-123", publicKey: WG_KEY, nested: [{ cookie: "c" }] }) as Record<string, unknown>;
+  const out = r.json({
+    identity: { wireguard: { privateKey: { file: "/etc/detour/wg.key" } } },
+    token: "abc",
+    apiKey: "k-123",
+    publicKey: WG_KEY,
+    nested: [{ cookie: "c" }],
+  }) as Record<string, unknown>;
   assert.deepEqual(out.identity, { wireguard: { privateKey: { file: "/etc/detour/wg.key" } } });
   assert.equal(out.token, "[removed:secret-field]");
   assert.equal(out.apiKey, "[removed:secret-field]");
@@ -63,14 +77,35 @@ test("pseudonyms-are-consistent-per-value-across-texts", () => {
 });
 
 test("address-classes-public-or-not", () => {
-  for (const ip of ["10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "198.18.0.2", "198.19.255.1", "127.0.0.1", "169.254.1.1", "192.0.2.1", "198.51.100.1", "203.0.113.1", "224.0.0.1"]) assert.equal(isPublicIpv4(ip), false, ip);
-  for (const ip of ["8.8.8.8", "1.1.1.1", "100.128.0.1", "172.32.0.1", "198.20.0.1"]) assert.equal(isPublicIpv4(ip), true, ip);
+  for (const ip of [
+    "10.1.2.3",
+    "172.16.0.1",
+    "192.168.1.1",
+    "100.64.0.1",
+    "198.18.0.2",
+    "198.19.255.1",
+    "127.0.0.1",
+    "169.254.1.1",
+    "192.0.2.1",
+    "198.51.100.1",
+    "203.0.113.1",
+    "224.0.0.1",
+  ])
+    assert.equal(isPublicIpv4(ip), false, ip);
+  for (const ip of ["8.8.8.8", "1.1.1.1", "100.128.0.1", "172.32.0.1", "198.20.0.1"])
+    assert.equal(isPublicIpv4(ip), true, ip);
   assert.equal(isPublicIpv6("2a00:1450:4001:81b::200e"), true);
   for (const ip of ["2001:db8::1", "fe80::1", "fd00::1", "::1"]) assert.equal(isPublicIpv6(ip), false, ip);
   const r = new Redactor();
-  assert.equal(r.text("v6 2a00:1450:4001:81b::200e at 08:06:13 mac 52:54:00:12:34:56"), "v6 ip-1 at 08:06:13 mac 52:54:00:12:34:56");
+  assert.equal(
+    r.text("v6 2a00:1450:4001:81b::200e at 08:06:13 mac 52:54:00:12:34:56"),
+    "v6 ip-1 at 08:06:13 mac 52:54:00:12:34:56",
+  );
 });
 
 test("secret-looking-environment-values-are-collected", () => {
-  assert.deepEqual(secretEnvValues({ PATH: "/usr/bin", DETOUR_API_TOKEN: "t0ken-value", MY_PASSWORD: "pw", HOME: "/root" }), ["t0ken-value", "pw"]);
+  assert.deepEqual(
+    secretEnvValues({ PATH: "/usr/bin", DETOUR_API_TOKEN: "t0ken-value", MY_PASSWORD: "pw", HOME: "/root" }),
+    ["t0ken-value", "pw"],
+  );
 });

@@ -21,7 +21,15 @@
  * The report counts replacements per class; it never holds an original value.
  */
 
-export const REMOVED_CLASSES = ["private-key", "preshared-key", "password", "cookie", "token", "secret-field", "known-secret"] as const;
+export const REMOVED_CLASSES = [
+  "private-key",
+  "preshared-key",
+  "password",
+  "cookie",
+  "token",
+  "secret-field",
+  "known-secret",
+] as const;
 export const PSEUDONYM_CLASSES = ["user-name", "home-path", "public-ip"] as const;
 export type RemovedClass = (typeof REMOVED_CLASSES)[number];
 export type PseudonymClass = (typeof PSEUDONYM_CLASSES)[number];
@@ -44,10 +52,23 @@ export interface RedactorOptions {
 /** Known secrets shorter than this are not searched for: "1" or "yes" would shred the bundle and protect nothing. */
 const MIN_KNOWN_SECRET_LENGTH = 6;
 /** Field names that look secret but hold public identities or flags: kept, since helpdesk needs them. */
-const PUBLIC_FIELD = /^(public.?key|peer.?public.?key|host.?key.?sha256|has.?preshared.?key|pin|token.?kind|key.?count)$/i;
+const PUBLIC_FIELD =
+  /^(public.?key|peer.?public.?key|host.?key.?sha256|has.?preshared.?key|pin|token.?kind|key.?count)$/i;
 /** Field names whose values are removed whatever they hold (a Secret serialises as "[redacted]" already). */
-const SECRET_FIELD = /(private.?key|preshared|psk|password|passwd|secret|cookie|token|api.?key|authorization|credential|^key$|.key$)/i;
-const SYSTEM_USERS = new Set(["root", "daemon", "bin", "sys", "nobody", "www-data", "systemd-network", "messagebus", "sshd", "_apt"]);
+const SECRET_FIELD =
+  /(private.?key|preshared|psk|password|passwd|secret|cookie|token|api.?key|authorization|credential|^key$|.key$)/i;
+const SYSTEM_USERS = new Set([
+  "root",
+  "daemon",
+  "bin",
+  "sys",
+  "nobody",
+  "www-data",
+  "systemd-network",
+  "messagebus",
+  "sshd",
+  "_apt",
+]);
 
 const B64_KEY = "[A-Za-z0-9+/]{42}[AEIMQUYcgkosw480]=";
 const HEX_KEY = "[0-9a-fA-F]{64}";
@@ -76,7 +97,11 @@ const RULES: readonly Rule[] = [
   { cls: "cookie", re: /(\b(?:set-)?cookie:\s*)([^\r\n]+)/gi, group: 2 },
   { cls: "token", re: /(\bauthorization["']?\s*[:=]\s*["']?)([^\r\n"']+)/gi, group: 2 },
   { cls: "token", re: /(\bbearer\s+)([A-Za-z0-9._~+/=-]{8,})/gi, group: 2 },
-  { cls: "token", re: /(\b(?:[a-z_]*token|api[_-]?key|x-api-key)["']?\s*[:=]\s*["']?)([^\s"',;{}[\]]{4,})/gi, group: 2 },
+  {
+    cls: "token",
+    re: /(\b(?:[a-z_]*token|api[_-]?key|x-api-key)["']?\s*[:=]\s*["']?)([^\s"',;{}[\]]{4,})/gi,
+    group: 2,
+  },
 ];
 
 function zeroCounts<K extends string>(keys: readonly K[]): Record<K, number> {
@@ -200,10 +225,21 @@ export class Redactor {
       for (const line of v.split(/\r?\n/)) if (line.trim().length >= 16) known.add(line.trim());
     }
     // Longest first, so a value containing a shorter secret is removed whole.
-    this.#known = [...known].sort((a, b) => b.length - a.length).map((value) => ({ value, re: new RegExp(escapeRe(value), "gi") }));
-    const users = [...new Set((opts.userNames ?? []).map((u) => u.trim()).filter((u) => u.length >= 2 && !SYSTEM_USERS.has(u) && /^[A-Za-z0-9._@-]+$/.test(u)))];
+    this.#known = [...known]
+      .sort((a, b) => b.length - a.length)
+      .map((value) => ({ value, re: new RegExp(escapeRe(value), "gi") }));
+    const users = [
+      ...new Set(
+        (opts.userNames ?? [])
+          .map((u) => u.trim())
+          .filter((u) => u.length >= 2 && !SYSTEM_USERS.has(u) && /^[A-Za-z0-9._@-]+$/.test(u)),
+      ),
+    ];
     users.sort((a, b) => b.length - a.length);
-    this.#userWords = users.length === 0 ? null : new RegExp(`(?<![A-Za-z0-9_-])(${users.map(escapeRe).join("|")})(?![A-Za-z0-9_-])`, "g");
+    this.#userWords =
+      users.length === 0
+        ? null
+        : new RegExp(`(?<![A-Za-z0-9_-])(${users.map(escapeRe).join("|")})(?![A-Za-z0-9_-])`, "g");
   }
 
   /** The pseudonym of a value in a class: "user-3", "ip-1". Stable within this Redactor (one bundle). */
@@ -280,7 +316,15 @@ export class Redactor {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
       const key = this.text(k);
-      if (SECRET_FIELD.test(k) && !PUBLIC_FIELD.test(k) && !isSecretRef(v) && typeof v !== "boolean" && v !== null && v !== "[redacted]" && !(typeof v === "string" && v.startsWith("[removed:"))) {
+      if (
+        SECRET_FIELD.test(k) &&
+        !PUBLIC_FIELD.test(k) &&
+        !isSecretRef(v) &&
+        typeof v !== "boolean" &&
+        v !== null &&
+        v !== "[redacted]" &&
+        !(typeof v === "string" && v.startsWith("[removed:"))
+      ) {
         this.#removed["secret-field"] += 1;
         out[key] = "[removed:secret-field]";
         continue;
@@ -294,7 +338,11 @@ export class Redactor {
     return {
       removed: { ...this.#removed },
       pseudonymised: { ...this.#pseudo },
-      distinct: { "user-name": this.#tokens.user.size, "home-path": this.#tokens.user.size, "public-ip": this.#tokens.ip.size },
+      distinct: {
+        "user-name": this.#tokens.user.size,
+        "home-path": this.#tokens.user.size,
+        "public-ip": this.#tokens.ip.size,
+      },
     };
   }
 }
@@ -303,7 +351,11 @@ export class Redactor {
 function isSecretRef(v: unknown): boolean {
   if (v === null || typeof v !== "object" || Array.isArray(v)) return false;
   const keys = Object.keys(v);
-  return keys.length === 1 && (keys[0] === "file" || keys[0] === "env") && typeof (v as Record<string, unknown>)[keys[0]] === "string";
+  return (
+    keys.length === 1 &&
+    (keys[0] === "file" || keys[0] === "env") &&
+    typeof (v as Record<string, unknown>)[keys[0]] === "string"
+  );
 }
 
 /** Environment variable names whose values are treated as secrets. */

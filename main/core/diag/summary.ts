@@ -64,17 +64,29 @@ export interface SummaryInputs {
   events: readonly ConnectionEvent[];
   candidates: readonly Candidate[];
   samples: readonly ChartPoint[];
-  probeSeconds: readonly { at: number; role: string; sent: number; lost: number; rttAvgMs: number | null; rttMaxMs: number | null }[];
+  probeSeconds: readonly {
+    at: number;
+    role: string;
+    sent: number;
+    lost: number;
+    rttAvgMs: number | null;
+    rttMaxMs: number | null;
+  }[];
 }
 
 /** The page lists this many recent failures and races; older ones stay in flight-recorder.json. */
 export const MAX_FAILURES = 25;
 export const MAX_RACES = 15;
 
-const PROTOCOL_NAMES: Record<LegKind, string> = { wireguard: "WireGuard", ikev2: "IKEv2", "anyconnect-tls": "AnyConnect (TLS)", "anyconnect-dtls": "AnyConnect (DTLS)" };
+const PROTOCOL_NAMES: Record<LegKind, string> = {
+  wireguard: "WireGuard",
+  ikev2: "IKEv2",
+  "anyconnect-tls": "AnyConnect (TLS)",
+  "anyconnect-dtls": "AnyConnect (DTLS)",
+};
 
 function protocolName(k: string | null): string {
-  return k === null ? "?" : (PROTOCOL_NAMES as Record<string, string | undefined>)[k] ?? k;
+  return k === null ? "?" : ((PROTOCOL_NAMES as Record<string, string | undefined>)[k] ?? k);
 }
 
 function fmtDuration(ms: number): string {
@@ -90,8 +102,14 @@ export function stateSentence(s: SummaryInputs["status"], now: number): string {
   const t = s.telemetry;
   switch (s.state) {
     case "connected": {
-      const q = t !== undefined && t.rttMs !== null ? `; round trip ${t.rttMs.toFixed(1)} ms, ${(t.lossPct ?? 0).toFixed(1)} % loss` : "";
-      const sb = s.standby === null ? "; no warm standby" : `; warm standby on ${s.standby.gateway} (${protocolName(s.standby.protocol)})`;
+      const q =
+        t !== undefined && t.rttMs !== null
+          ? `; round trip ${t.rttMs.toFixed(1)} ms, ${(t.lossPct ?? 0).toFixed(1)} % loss`
+          : "";
+      const sb =
+        s.standby === null
+          ? "; no warm standby"
+          : `; warm standby on ${s.standby.gateway} (${protocolName(s.standby.protocol)})`;
       return `Connected to ${s.gateway ?? "?"} over ${protocolName(s.protocol)}${since}${q}${sb}.`;
     }
     case "error":
@@ -115,28 +133,44 @@ export function buildSummary(inp: SummaryInputs, redactions: RedactionReport | n
   for (const e of inp.events) {
     switch (e.type) {
       case "leg":
-        if (e.record.outcome === "failed") failures.push({ at: e.at, what: `${legName(e.record.leg)} leg failed`, reason: e.record.error === null ? "no reason given" : `${e.record.error.code}: ${e.record.error.message}` });
+        if (e.record.outcome === "failed")
+          failures.push({
+            at: e.at,
+            what: `${legName(e.record.leg)} leg failed`,
+            reason: e.record.error === null ? "no reason given" : `${e.record.error.code}: ${e.record.error.message}`,
+          });
         break;
       case "failover":
-        failures.push({ at: e.at, what: `failover from ${legName(e.failover.from)}${e.failover.to === null ? "" : ` to ${legName(e.failover.to)}`}`, reason: `${e.failover.reason} (detected after ${e.failover.detectedAfterMs} ms${e.failover.restoredAfterMs === null ? "" : `, traffic back after ${e.failover.restoredAfterMs} ms`})` });
+        failures.push({
+          at: e.at,
+          what: `failover from ${legName(e.failover.from)}${e.failover.to === null ? "" : ` to ${legName(e.failover.to)}`}`,
+          reason: `${e.failover.reason} (detected after ${e.failover.detectedAfterMs} ms${e.failover.restoredAfterMs === null ? "" : `, traffic back after ${e.failover.restoredAfterMs} ms`})`,
+        });
         break;
       case "state":
         if (e.state === "error") failures.push({ at: e.at, what: "connection failed", reason: e.detail });
         break;
       case "health":
-        if (e.verdict.state !== "healthy") failures.push({ at: e.at, what: `tunnel ${e.verdict.state} (leg ${e.legId})`, reason: e.verdict.reason });
+        if (e.verdict.state !== "healthy")
+          failures.push({ at: e.at, what: `tunnel ${e.verdict.state} (leg ${e.legId})`, reason: e.verdict.reason });
         break;
       case "race-ended":
         races.set(e.race.id, e.race);
         break;
       case "drill":
-        if (e.drill.verdict !== "pass") failures.push({ at: e.at, what: `failover drill ${e.drill.verdict === "refused" ? "refused" : "failed"}`, reason: e.drill.reason });
+        if (e.drill.verdict !== "pass")
+          failures.push({
+            at: e.at,
+            what: `failover drill ${e.drill.verdict === "refused" ? "refused" : "failed"}`,
+            reason: e.drill.reason,
+          });
         break;
       case "race-started":
         break;
     }
   }
-  if (inp.status.lastRace !== null && !races.has(inp.status.lastRace.id)) races.set(inp.status.lastRace.id, inp.status.lastRace);
+  if (inp.status.lastRace !== null && !races.has(inp.status.lastRace.id))
+    races.set(inp.status.lastRace.id, inp.status.lastRace);
   failures.sort((a, b) => b.at - a.at);
 
   let chart: ChartPoint[] = [...inp.samples];
@@ -145,7 +179,12 @@ export function buildSummary(inp: SummaryInputs, redactions: RedactionReport | n
     chartResolution = "1s";
     chart = inp.probeSeconds
       .filter((p) => p.role === "active" && p.sent > 0)
-      .map((p) => ({ at: p.at, rttP50Ms: p.rttAvgMs, rttP95Ms: p.rttMaxMs, lossPct: Math.round((1000 * p.lost) / p.sent) / 10 }));
+      .map((p) => ({
+        at: p.at,
+        rttP50Ms: p.rttAvgMs,
+        rttP95Ms: p.rttMaxMs,
+        lossPct: Math.round((1000 * p.lost) / p.sent) / 10,
+      }));
   }
 
   const gateways: SummaryGateway[] = inp.candidates.map((c) => ({
@@ -179,7 +218,12 @@ export function buildSummary(inp: SummaryInputs, redactions: RedactionReport | n
         startedAt: r.startedAt,
         durationMs: r.endedAt === null ? null : r.endedAt - r.startedAt,
         winner: r.winner === null ? null : legName(r.winner),
-        legs: r.legs.map((l) => ({ leg: legName(l.leg), outcome: l.outcome, ms: l.startedAt !== null && l.endedAt !== null ? l.endedAt - l.startedAt : null, error: l.error === null ? null : `${l.error.code}: ${l.error.message}` })),
+        legs: r.legs.map((l) => ({
+          leg: legName(l.leg),
+          outcome: l.outcome,
+          ms: l.startedAt !== null && l.endedAt !== null ? l.endedAt - l.startedAt : null,
+          error: l.error === null ? null : `${l.error.code}: ${l.error.message}`,
+        })),
       })),
     redactions,
   };
@@ -188,11 +232,17 @@ export function buildSummary(inp: SummaryInputs, redactions: RedactionReport | n
 // ---- HTML ----
 
 export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] ?? c);
+  return s.replace(
+    /[&<>"']/g,
+    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] ?? c,
+  );
 }
 
 function isoTime(at: number): string {
-  return new Date(at).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+  return new Date(at)
+    .toISOString()
+    .replace("T", " ")
+    .replace(/\.\d+Z$/, "Z");
 }
 
 function fmtMs(v: number | null): string {
@@ -208,7 +258,8 @@ export function chartSvg(points: readonly ChartPoint[]): string {
   const w = CHART_W - PAD.left - PAD.right;
   const h = CHART_H - PAD.top - PAD.bottom;
   const head = `<svg id="chart" xmlns="http://www.w3.org/2000/svg" width="${CHART_W}" height="${CHART_H}" viewBox="0 0 ${CHART_W} ${CHART_H}" role="img" aria-label="round trip and loss">`;
-  if (points.length === 0) return `${head}<text x="${CHART_W / 2}" y="${CHART_H / 2}" text-anchor="middle" fill="#666">no tunnel measurements in this period</text></svg>`;
+  if (points.length === 0)
+    return `${head}<text x="${CHART_W / 2}" y="${CHART_H / 2}" text-anchor="middle" fill="#666">no tunnel measurements in this period</text></svg>`;
   const t0 = points[0]?.at ?? 0;
   const t1 = Math.max(t0 + 1, points[points.length - 1]?.at ?? t0 + 1);
   const rtts = points.flatMap((p) => [p.rttP50Ms, p.rttP95Ms]).filter((v): v is number => v !== null);
@@ -234,13 +285,17 @@ export function chartSvg(points: readonly ChartPoint[]): string {
   const barW = Math.max(1, w / Math.max(1, points.length) - 1);
   const bars = points
     .filter((p) => p.lossPct > 0)
-    .map((p) => `<rect class="loss" x="${(x(p.at) - barW / 2).toFixed(1)}" y="${yl(p.lossPct).toFixed(1)}" width="${barW.toFixed(1)}" height="${(PAD.top + h - yl(p.lossPct)).toFixed(1)}" fill="#e4572e" opacity="0.5"/>`)
+    .map(
+      (p) =>
+        `<rect class="loss" x="${(x(p.at) - barW / 2).toFixed(1)}" y="${yl(p.lossPct).toFixed(1)}" width="${barW.toFixed(1)}" height="${(PAD.top + h - yl(p.lossPct)).toFixed(1)}" fill="#e4572e" opacity="0.5"/>`,
+    )
     .join("");
   const ticks = [0, 0.5, 1].map((f) => {
     const y = PAD.top + h - f * h;
     return `<line x1="${PAD.left}" x2="${PAD.left + w}" y1="${y}" y2="${y}" stroke="#ddd"/><text x="${PAD.left - 6}" y="${y + 4}" text-anchor="end" font-size="11">${escapeHtml(fmtMs(f * rttMax))}</text><text x="${PAD.left + w + 6}" y="${y + 4}" font-size="11" fill="#e4572e">${Math.round(f * lossMax)} %</text>`;
   });
-  const tl = (at: number, anchor: string): string => `<text x="${x(at).toFixed(1)}" y="${CHART_H - 8}" text-anchor="${anchor}" font-size="11">${escapeHtml(isoTime(at).slice(11))}</text>`;
+  const tl = (at: number, anchor: string): string =>
+    `<text x="${x(at).toFixed(1)}" y="${CHART_H - 8}" text-anchor="${anchor}" font-size="11">${escapeHtml(isoTime(at).slice(11))}</text>`;
   return (
     head +
     ticks.join("") +
@@ -262,24 +317,59 @@ function table(id: string, headers: readonly string[], rows: readonly (readonly 
 
 export function renderSummaryHtml(m: SummaryModel): string {
   const stateClass = m.state === "connected" ? "ok" : m.state === "error" ? "bad" : "warn";
-  const failures = table("failures", ["time (UTC)", "what", "reason"], m.failures.map((f) => [isoTime(f.at), f.what, f.reason]), "No failures recorded.");
+  const failures = table(
+    "failures",
+    ["time (UTC)", "what", "reason"],
+    m.failures.map((f) => [isoTime(f.at), f.what, f.reason]),
+    "No failures recorded.",
+  );
   const gateways = table(
     "gateways",
     ["gateway", "role", "host", "address", "region", "priority", "protocols", "probe RTT"],
-    m.gateways.map((g) => [g.name, g.role, g.hostname, g.address ?? "unresolved", g.region, String(g.priority), g.protocols, fmtMs(g.latencyMs)]),
+    m.gateways.map((g) => [
+      g.name,
+      g.role,
+      g.hostname,
+      g.address ?? "unresolved",
+      g.region,
+      String(g.priority),
+      g.protocols,
+      fmtMs(g.latencyMs),
+    ]),
     "No gateways known.",
   );
   const races = table(
     "races",
     ["started (UTC)", "reason", "took", "winner", "legs"],
-    m.races.map((r) => [isoTime(r.startedAt), r.reason, fmtMs(r.durationMs), r.winner ?? "none", r.legs.map((l) => `${l.leg}: ${l.outcome}${l.ms === null ? "" : ` ${l.ms} ms`}${l.error === null ? "" : ` (${l.error})`}`).join("; ")]),
+    m.races.map((r) => [
+      isoTime(r.startedAt),
+      r.reason,
+      fmtMs(r.durationMs),
+      r.winner ?? "none",
+      r.legs
+        .map(
+          (l) =>
+            `${l.leg}: ${l.outcome}${l.ms === null ? "" : ` ${l.ms} ms`}${l.error === null ? "" : ` (${l.error})`}`,
+        )
+        .join("; "),
+    ]),
     "No race recorded.",
   );
   const red = m.redactions;
   const redLine =
     red === null
       ? ""
-      : `<p class="note">Redacted: ${Object.entries(red.removed).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`).join(", ") || "no secrets found"}; pseudonymised: ${Object.entries(red.pseudonymised).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`).join(", ") || "nothing"}. See redaction-report.json.</p>`;
+      : `<p class="note">Redacted: ${
+          Object.entries(red.removed)
+            .filter(([, n]) => n > 0)
+            .map(([k, n]) => `${n} ${k}`)
+            .join(", ") || "no secrets found"
+        }; pseudonymised: ${
+          Object.entries(red.pseudonymised)
+            .filter(([, n]) => n > 0)
+            .map(([k, n]) => `${n} ${k}`)
+            .join(", ") || "nothing"
+        }. See redaction-report.json.</p>`;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Detour diagnostics: ${escapeHtml(m.state)}</title>
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
@@ -321,7 +411,11 @@ function sparkline(values: readonly (number | null)[], width: number): string {
     buckets.push(vs.length === 0 ? null : Math.max(...vs));
   }
   const max = Math.max(1e-9, ...buckets.filter((v): v is number => v !== null));
-  return buckets.map((v) => (v === null ? " " : SPARK[Math.min(SPARK.length - 1, Math.floor((v / max) * (SPARK.length - 1)))] ?? " ")).join("");
+  return buckets
+    .map((v) =>
+      v === null ? " " : (SPARK[Math.min(SPARK.length - 1, Math.floor((v / max) * (SPARK.length - 1)))] ?? " "),
+    )
+    .join("");
 }
 
 function pad(s: string, n: number): string {
@@ -330,7 +424,9 @@ function pad(s: string, n: number): string {
 
 export function renderSummaryText(m: SummaryModel): string {
   const out: string[] = [];
-  out.push(`Detour diagnostics · agent ${m.agentVersion} · device ${m.deviceId} · policy ${m.policyHash} · ${isoTime(m.generatedAt)}`);
+  out.push(
+    `Detour diagnostics · agent ${m.agentVersion} · device ${m.deviceId} · policy ${m.policyHash} · ${isoTime(m.generatedAt)}`,
+  );
   out.push("", m.sentence, "");
   out.push(`Recent failures (${m.failures.length}):`);
   if (m.failures.length === 0) out.push("  none");
@@ -341,12 +437,23 @@ export function renderSummaryText(m: SummaryModel): string {
   if (known.length === 0) out.push("  no measurements");
   else {
     out.push(`  RTT  ${sparkline(rtts, 60)}  max ${fmtMs(Math.max(...known))}`);
-    out.push(`  loss ${sparkline(m.chart.map((p) => p.lossPct), 60)}  max ${Math.max(...m.chart.map((p) => p.lossPct)).toFixed(1)} %`);
+    out.push(
+      `  loss ${sparkline(
+        m.chart.map((p) => p.lossPct),
+        60,
+      )}  max ${Math.max(...m.chart.map((p) => p.lossPct)).toFixed(1)} %`,
+    );
   }
   out.push("", "Gateways:");
-  for (const g of m.gateways) out.push(`  ${pad(g.name, 8)} ${pad(g.role, 8)} ${pad(g.address ?? "unresolved", 16)} ${pad(g.region, 10)} prio ${pad(String(g.priority), 4)} ${pad(fmtMs(g.latencyMs), 8)} ${g.protocols}`);
+  for (const g of m.gateways)
+    out.push(
+      `  ${pad(g.name, 8)} ${pad(g.role, 8)} ${pad(g.address ?? "unresolved", 16)} ${pad(g.region, 10)} prio ${pad(String(g.priority), 4)} ${pad(fmtMs(g.latencyMs), 8)} ${g.protocols}`,
+    );
   out.push("", "Races:");
   if (m.races.length === 0) out.push("  none");
-  for (const r of m.races.slice(0, 8)) out.push(`  ${isoTime(r.startedAt).slice(11)}  ${pad(r.reason, 8)} ${pad(fmtMs(r.durationMs), 8)} winner ${r.winner ?? "none"} (${r.legs.length} legs)`);
+  for (const r of m.races.slice(0, 8))
+    out.push(
+      `  ${isoTime(r.startedAt).slice(11)}  ${pad(r.reason, 8)} ${pad(fmtMs(r.durationMs), 8)} winner ${r.winner ?? "none"} (${r.legs.length} legs)`,
+    );
   return out.join("\n") + "\n";
 }

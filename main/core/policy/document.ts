@@ -18,7 +18,9 @@ import { Settings } from "./settings.ts";
 export const ENVELOPE_FORMAT = "detour-policy-envelope/1";
 
 /** A key id: 16 lowercase hex digits (64 bits of the key's SHA-256; a name for a key, not a security boundary). */
-export const KeyId = z.string().regex(/^[0-9a-f]{16}$/, "expected 16 lowercase hex digits (detour policy keygen prints it)");
+export const KeyId = z
+  .string()
+  .regex(/^[0-9a-f]{16}$/, "expected 16 lowercase hex digits (detour policy keygen prints it)");
 
 const isoTime = z.iso.datetime({ offset: true, message: "expected an ISO 8601 time such as 2025-01-31T12:00:00Z" });
 
@@ -34,7 +36,10 @@ export const PolicyDocument = z
     settings: Settings,
   })
   .strict()
-  .refine((p) => Date.parse(p.expiresAt) > Date.parse(p.issuedAt), { message: "expiresAt must be after issuedAt", path: ["expiresAt"] });
+  .refine((p) => Date.parse(p.expiresAt) > Date.parse(p.issuedAt), {
+    message: "expiresAt must be after issuedAt",
+    path: ["expiresAt"],
+  });
 export type PolicyDocument = z.infer<typeof PolicyDocument>;
 
 export const Envelope = z
@@ -60,7 +65,11 @@ export function decodeBase64(text: string): Uint8Array | null {
   for (let i = 0; i < s.length; i += 4) {
     const n = [0, 1, 2, 3].map((k) => B64_INDEX.get(s[i + k] ?? "=") ?? 0);
     const v = ((n[0] ?? 0) << 18) | ((n[1] ?? 0) << 12) | ((n[2] ?? 0) << 6) | (n[3] ?? 0);
-    for (const [shift, ok] of [[16, true], [8, s[i + 2] !== "="], [0, s[i + 3] !== "="]] as const) {
+    for (const [shift, ok] of [
+      [16, true],
+      [8, s[i + 2] !== "="],
+      [0, s[i + 3] !== "="],
+    ] as const) {
       if (ok && o < out.length) out[o++] = (v >> shift) & 0xff;
     }
   }
@@ -84,7 +93,7 @@ export function encodeBase64(bytes: Uint8Array): string {
 /** Strict UTF-8 (no overlongs, surrogates or truncated sequences): a policy that is not valid text is malformed. */
 export function decodeUtf8(bytes: Uint8Array): string | null {
   let out = "";
-  for (let i = 0; i < bytes.length; ) {
+  for (let i = 0; i < bytes.length;) {
     const b0 = bytes[i] ?? 0;
     let need: number;
     let cp: number;

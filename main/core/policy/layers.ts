@@ -5,7 +5,15 @@
  */
 import { parseConfig, type DetourConfig } from "../config/schema.ts";
 import type { PolicyDocument } from "./document.ts";
-import { flattenSettings, overlaySettings, SETTING_KEY_LIST, unflattenSettings, type ProtocolName, type SettingKey, type Settings } from "./settings.ts";
+import {
+  flattenSettings,
+  overlaySettings,
+  SETTING_KEY_LIST,
+  unflattenSettings,
+  type ProtocolName,
+  type SettingKey,
+  type Settings,
+} from "./settings.ts";
 import type { Rejection } from "./verify.ts";
 
 export type SettingSource = "default" | "user" | "policy";
@@ -44,19 +52,33 @@ function applyGatewayFilters(base: DetourConfig, s: Settings): { gateways: Detou
         },
       };
     })
-    .filter((g) => g.protocols.wireguard !== undefined || g.protocols.ikev2 !== undefined || g.protocols.anyconnect !== undefined);
+    .filter(
+      (g) =>
+        g.protocols.wireguard !== undefined || g.protocols.ikev2 !== undefined || g.protocols.anyconnect !== undefined,
+    );
   if (gateways.length > 0) return { gateways };
   const configured = base.gateways.map((g) => g.name).join(", ");
   if (allowedGw !== null && ![...allowedGw].some((n) => base.gateways.some((g) => g.name === n))) {
-    return { code: "invalid-field", field: "settings.allowedGateways", message: `settings.allowedGateways: none of ${[...allowedGw].join(", ")} is configured on this device (configured: ${configured})` };
+    return {
+      code: "invalid-field",
+      field: "settings.allowedGateways",
+      message: `settings.allowedGateways: none of ${[...allowedGw].join(", ")} is configured on this device (configured: ${configured})`,
+    };
   }
-  return { code: "invalid-field", field: allowedProto === null ? "settings.allowedGateways" : "settings.allowedProtocols", message: "settings: the allowed gateways and protocols leave no way to connect with this device's configuration" };
+  return {
+    code: "invalid-field",
+    field: allowedProto === null ? "settings.allowedGateways" : "settings.allowedProtocols",
+    message: "settings: the allowed gateways and protocols leave no way to connect with this device's configuration",
+  };
 }
 
 /** Puts a preferred gateway first: priority 0, every other gateway at least 1 (order among them unchanged). */
 function preferGateway(gateways: DetourConfig["gateways"], name: string | null): DetourConfig["gateways"] {
   if (name === null || !gateways.some((g) => g.name === name)) return gateways;
-  return gateways.map((g) => ({ ...g, priority: g.name === name ? PREFERRED_PRIORITY : Math.min(1000, g.priority + 1) }));
+  return gateways.map((g) => ({
+    ...g,
+    priority: g.name === name ? PREFERRED_PRIORITY : Math.min(1000, g.priority + 1),
+  }));
 }
 
 /**
@@ -87,7 +109,10 @@ export function layer(base: DetourConfig, prefs: Settings, policy: PolicyDocumen
         : base.telemetry === undefined
           ? all.telemetry.endpoint === undefined
             ? undefined
-            : { endpoint: all.telemetry.endpoint, ...(all.telemetry.intervalMs === undefined ? {} : { intervalMs: all.telemetry.intervalMs }) }
+            : {
+                endpoint: all.telemetry.endpoint,
+                ...(all.telemetry.intervalMs === undefined ? {} : { intervalMs: all.telemetry.intervalMs }),
+              }
           : { ...base.telemetry, ...all.telemetry },
   };
   const parsed = parseConfig(candidate);
@@ -95,7 +120,14 @@ export function layer(base: DetourConfig, prefs: Settings, policy: PolicyDocumen
     const i = parsed.issues[0];
     const key = SETTING_KEY_LIST.find((k) => i !== undefined && i.path.startsWith(k));
     const from = key !== undefined && locked.has(key) ? "policy" : "preferences";
-    return { ok: false, rejection: { code: "invalid-field", field: key === undefined ? "settings" : `settings.${key}`, message: `the ${from} make the configuration invalid: ${i?.path ?? ""}: ${i?.message ?? ""}` } };
+    return {
+      ok: false,
+      rejection: {
+        code: "invalid-field",
+        field: key === undefined ? "settings" : `settings.${key}`,
+        message: `the ${from} make the configuration invalid: ${i?.path ?? ""}: ${i?.message ?? ""}`,
+      },
+    };
   }
   const flatAll = flattenSettings(all);
   const sources = {} as Record<SettingKey, SettingSource>;
@@ -106,7 +138,14 @@ export function layer(base: DetourConfig, prefs: Settings, policy: PolicyDocumen
   }
   return {
     ok: true,
-    effective: { config: parsed.config, autoConnect: all.autoConnect ?? false, preferredGateway: preferred, locked: [...locked].sort(), sources, values },
+    effective: {
+      config: parsed.config,
+      autoConnect: all.autoConnect ?? false,
+      preferredGateway: preferred,
+      locked: [...locked].sort(),
+      sources,
+      values,
+    },
   };
 }
 

@@ -2,7 +2,14 @@ import assert from "node:assert/strict";
 import { createHash, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
 import { test } from "node:test";
 import { parseConfig, type DetourConfig, type DetourConfigInput } from "../config/schema.ts";
-import { decodeBase64, decodeUtf8, encodeBase64, encodeUtf8, ENVELOPE_FORMAT, type PolicyDocument } from "./document.ts";
+import {
+  decodeBase64,
+  decodeUtf8,
+  encodeBase64,
+  encodeUtf8,
+  ENVELOPE_FORMAT,
+  type PolicyDocument,
+} from "./document.ts";
 import { layer } from "./layers.ts";
 import { flattenSettings, parseSettingValue, unflattenSettings } from "./settings.ts";
 import { verifyEnvelope, type SignatureCheck, type VerifyContext } from "./verify.ts";
@@ -21,13 +28,28 @@ const K = keyPair();
 const OTHER = keyPair();
 
 function doc(over: Partial<PolicyDocument> & Record<string, unknown> = {}): Record<string, unknown> {
-  return { version: 5, issuedAt: "2025-05-01T00:00:00Z", expiresAt: "2025-12-31T00:00:00Z", organisation: ORG, settings: { allowedGateways: ["gw1", "gw2"] }, ...over };
+  return {
+    version: 5,
+    issuedAt: "2025-05-01T00:00:00Z",
+    expiresAt: "2025-12-31T00:00:00Z",
+    organisation: ORG,
+    settings: { allowedGateways: ["gw1", "gw2"] },
+    ...over,
+  };
 }
 
 function envelope(policy: unknown, key = K): { text: string; b64: string } {
   const bytes = Buffer.from(JSON.stringify(policy), "utf8");
   const b64 = bytes.toString("base64");
-  return { text: JSON.stringify({ format: ENVELOPE_FORMAT, keyId: key.id, policy: b64, signature: sign(null, bytes, key.priv).toString("base64") }), b64 };
+  return {
+    text: JSON.stringify({
+      format: ENVELOPE_FORMAT,
+      keyId: key.id,
+      policy: b64,
+      signature: sign(null, bytes, key.priv).toString("base64"),
+    }),
+    b64,
+  };
 }
 
 function ctx(over: Partial<VerifyContext> = {}): VerifyContext {
@@ -54,7 +76,12 @@ test("each-bad-document-is-refused-with-its-stable-code-and-field", () => {
     ["no signature", JSON.stringify({ ...env, signature: "" }), "unsigned", "signature"],
     ["tampered", tampered, "bad-signature", "signature"],
     ["unknown key", envelope(doc(), OTHER).text, "unknown-key", "keyId"],
-    ["bad protocol", envelope(doc({ settings: { allowedProtocols: ["wireguard", "pptp"] } as never })).text, "invalid-field", "settings.allowedProtocols[1]"],
+    [
+      "bad protocol",
+      envelope(doc({ settings: { allowedProtocols: ["wireguard", "pptp"] } as never })).text,
+      "invalid-field",
+      "settings.allowedProtocols[1]",
+    ],
     ["unknown setting", envelope(doc({ settings: { colour: "red" } as never })).text, "invalid-field", "settings"],
     ["other organisation", envelope(doc({ organisation: "Other Corp" })).text, "invalid-field", "organisation"],
     ["expired", envelope(doc({ expiresAt: "2025-05-31T00:00:00Z" })).text, "expired", "expiresAt"],
@@ -106,7 +133,10 @@ const BASE: DetourConfigInput = {
     address: `198.18.${i + 1}.2`,
     priority: (i + 1) * 10,
     region: "eu",
-    protocols: { wireguard: { publicKey: "A".repeat(43) + "=", tunnelAddress: "198.19.11.2/32" }, anyconnect: { pin: `pin-sha256:${"B".repeat(43)}=` } },
+    protocols: {
+      wireguard: { publicKey: "A".repeat(43) + "=", tunnelAddress: "198.19.11.2/32" },
+      anyconnect: { pin: `pin-sha256:${"B".repeat(43)}=` },
+    },
   })),
   protectedRoutes: ["198.19.0.0/16"],
   probe: { address: "198.19.0.1" },
@@ -119,11 +149,21 @@ function base(): DetourConfig {
 }
 
 function policy(settings: PolicyDocument["settings"]): PolicyDocument {
-  return { version: 1, issuedAt: "2025-05-01T00:00:00Z", expiresAt: "2025-12-31T00:00:00Z", organisation: ORG, settings };
+  return {
+    version: 1,
+    issuedAt: "2025-05-01T00:00:00Z",
+    expiresAt: "2025-12-31T00:00:00Z",
+    organisation: ORG,
+    settings,
+  };
 }
 
 test("the-policy-wins-over-user-preferences-and-locks-the-keys-it-sets", () => {
-  const r = layer(base(), { standby: { mode: "off" }, preferredGateway: "gw3", autoConnect: true }, policy({ standby: { mode: "on" }, race: { staggerMs: 400 } }));
+  const r = layer(
+    base(),
+    { standby: { mode: "off" }, preferredGateway: "gw3", autoConnect: true },
+    policy({ standby: { mode: "on" }, race: { staggerMs: 400 } }),
+  );
   assert.ok(r.ok);
   const e = r.effective;
   assert.equal(e.config.standby.mode, "on", "the policy's value");
@@ -140,13 +180,23 @@ test("the-policy-wins-over-user-preferences-and-locks-the-keys-it-sets", () => {
 test("allowed-gateways-and-protocols-filter-the-configuration", () => {
   const r = layer(base(), {}, policy({ allowedGateways: ["gw2", "gw3", "gw9"], allowedProtocols: ["anyconnect"] }));
   assert.ok(r.ok);
-  assert.deepEqual(r.effective.config.gateways.map((g) => g.name), ["gw2", "gw3"]);
-  assert.ok(r.effective.config.gateways.every((g) => g.protocols.wireguard === undefined && g.protocols.anyconnect !== undefined));
+  assert.deepEqual(
+    r.effective.config.gateways.map((g) => g.name),
+    ["gw2", "gw3"],
+  );
+  assert.ok(
+    r.effective.config.gateways.every(
+      (g) => g.protocols.wireguard === undefined && g.protocols.anyconnect !== undefined,
+    ),
+  );
 });
 
 test("a-policy-that-leaves-no-way-to-connect-is-an-invalid-field", () => {
   const none = layer(base(), {}, policy({ allowedGateways: ["gw9"] }));
-  assert.ok(!none.ok && none.rejection.code === "invalid-field" && none.rejection.field === "settings.allowedGateways", JSON.stringify(none));
+  assert.ok(
+    !none.ok && none.rejection.code === "invalid-field" && none.rejection.field === "settings.allowedGateways",
+    JSON.stringify(none),
+  );
   const noProto = layer(base(), {}, policy({ allowedProtocols: ["ikev2"] }));
   assert.ok(!noProto.ok && noProto.rejection.field === "settings.allowedProtocols");
 });
@@ -174,6 +224,18 @@ test("legs-and-candidates-outside-the-policy-are-not-allowed", async () => {
   assert.equal(legAllowed(cfg, { gateway: "gw1", kind: "anyconnect-tls" }), false, "gateway no longer allowed");
   assert.equal(legAllowed(cfg, { gateway: "gw2", kind: "wireguard" }), false, "protocol no longer allowed");
   assert.equal(legAllowed(cfg, { gateway: "gw2", kind: "anyconnect-tls" }), true);
-  const cands = ["gw1", "gw2"].map((name) => ({ name, hostname: `${name}.example.com`, address: null, priority: 5, region: "eu", kinds: ["wireguard" as const, "anyconnect-tls" as const], sources: ["config" as const], probe: null }));
-  assert.deepEqual(restrictCandidates(cands, cfg).map((c) => [c.name, c.kinds, c.priority]), [["gw2", ["anyconnect-tls"], 20]]);
+  const cands = ["gw1", "gw2"].map((name) => ({
+    name,
+    hostname: `${name}.example.com`,
+    address: null,
+    priority: 5,
+    region: "eu",
+    kinds: ["wireguard" as const, "anyconnect-tls" as const],
+    sources: ["config" as const],
+    probe: null,
+  }));
+  assert.deepEqual(
+    restrictCandidates(cands, cfg).map((c) => [c.name, c.kinds, c.priority]),
+    [["gw2", ["anyconnect-tls"], 20]],
+  );
 });

@@ -113,7 +113,8 @@ export function flattenSettings(s: Settings): Map<SettingKey, unknown> {
   const out = new Map<SettingKey, unknown>();
   const walk = (v: unknown, prefix: string): void => {
     if (isPlainObject(v) && !isSettingKey(prefix)) {
-      for (const [k, child] of Object.entries(v)) if (child !== undefined) walk(child, prefix === "" ? k : `${prefix}.${k}`);
+      for (const [k, child] of Object.entries(v))
+        if (child !== undefined) walk(child, prefix === "" ? k : `${prefix}.${k}`);
       return;
     }
     if (isSettingKey(prefix)) out.set(prefix, v);
@@ -162,7 +163,8 @@ export function parseSettingValue(key: SettingKey, text: string): SettingParse {
   if (t === "true" || t === "false") value = t === "true";
   else if (/^-?\d+$/.test(t)) value = Number(t);
   else if (t === "none" || t === "null") value = null;
-  if (key === "allowedGateways" || key === "allowedProtocols" || key === "race.order") value = t === "" ? [] : t.split(",").map((x) => x.trim());
+  if (key === "allowedGateways" || key === "allowedProtocols" || key === "race.order")
+    value = t === "" ? [] : t.split(",").map((x) => x.trim());
   const r = Settings.safeParse(unflattenSettings([[key, value]]));
   if (r.success) return { ok: true, value };
   return { ok: false, message: r.error.issues.map((i) => i.message).join("; ") };

@@ -43,5 +43,21 @@ export interface PrefsPayload {
 
 /** Sent to subscribers when a policy is put in force or a document is refused. */
 export type PolicyEvent =
-  | { type: "policy"; at: number; change: "applied"; version: number; source: string; locked: SettingKey[]; moved: boolean }
-  | { type: "policy"; at: number; change: "rejected"; source: string; code: RejectionCode; field?: string; message: string };
+  | {
+      type: "policy";
+      at: number;
+      change: "applied";
+      version: number;
+      source: string;
+      locked: SettingKey[];
+      moved: boolean;
+    }
+  | {
+      type: "policy";
+      at: number;
+      change: "rejected";
+      source: string;
+      code: RejectionCode;
+      field?: string;
+      message: string;
+    };

@@ -17,7 +17,15 @@
 import type { z } from "zod";
 import { decodeBase64, decodeUtf8, Envelope, ENVELOPE_FORMAT, PolicyDocument } from "./document.ts";
 
-export const REJECTION_CODES = ["malformed", "unsigned", "unknown-key", "bad-signature", "invalid-field", "expired", "downgrade"] as const;
+export const REJECTION_CODES = [
+  "malformed",
+  "unsigned",
+  "unknown-key",
+  "bad-signature",
+  "invalid-field",
+  "expired",
+  "downgrade",
+] as const;
 export type RejectionCode = (typeof REJECTION_CODES)[number];
 
 export interface Rejection {
@@ -42,7 +50,9 @@ export interface VerifyContext {
   check?: (doc: PolicyDocument) => Rejection | null;
 }
 
-export type Verified = { ok: true; policy: PolicyDocument; keyId: string; envelope: Envelope; unchanged: boolean } | { ok: false; rejection: Rejection };
+export type Verified =
+  | { ok: true; policy: PolicyDocument; keyId: string; envelope: Envelope; unchanged: boolean }
+  | { ok: false; rejection: Rejection };
 
 function reject(code: RejectionCode, message: string, field?: string): { ok: false; rejection: Rejection } {
   return { ok: false, rejection: field === undefined ? { code, message } : { code, field, message } };
@@ -50,7 +60,10 @@ function reject(code: RejectionCode, message: string, field?: string): { ok: fal
 
 export function pathOf(path: readonly PropertyKey[]): string {
   if (path.length === 0) return "(root)";
-  return path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("").replace(/^\./, "");
+  return path
+    .map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`))
+    .join("")
+    .replace(/^\./, "");
 }
 
 function firstIssue(issues: readonly z.core.$ZodIssue[]): { field: string; message: string } {
@@ -74,11 +87,18 @@ export function verifyEnvelope(text: string, ctx: VerifyContext): Verified {
   }
   if (!isObject(raw)) return reject("malformed", "expected a JSON object (a signed policy envelope)");
   if (raw.format === undefined && "version" in raw && "settings" in raw) {
-    return reject("unsigned", "this is a bare policy document; sign it with `detour policy sign` so the agent can trust it");
+    return reject(
+      "unsigned",
+      "this is a bare policy document; sign it with `detour policy sign` so the agent can trust it",
+    );
   }
   if (raw.format !== ENVELOPE_FORMAT) return reject("malformed", `format: expected "${ENVELOPE_FORMAT}"`, "format");
   if (raw.signature === undefined || raw.signature === "" || raw.keyId === undefined || raw.keyId === "") {
-    return reject("unsigned", "the envelope carries no signature or key id; sign it with `detour policy sign`", raw.signature === undefined || raw.signature === "" ? "signature" : "keyId");
+    return reject(
+      "unsigned",
+      "the envelope carries no signature or key id; sign it with `detour policy sign`",
+      raw.signature === undefined || raw.signature === "" ? "signature" : "keyId",
+    );
   }
   const env = Envelope.safeParse(raw);
   if (!env.success) {
@@ -86,25 +106,40 @@ export function verifyEnvelope(text: string, ctx: VerifyContext): Verified {
     return reject("malformed", f.message, f.field);
   }
   const check = ctx.keys.get(env.data.keyId);
-  if (check === undefined) return reject("unknown-key", `signed by key ${env.data.keyId}, which this device does not trust (trusted: ${[...ctx.keys.keys()].join(", ") || "none"})`, "keyId");
+  if (check === undefined)
+    return reject(
+      "unknown-key",
+      `signed by key ${env.data.keyId}, which this device does not trust (trusted: ${[...ctx.keys.keys()].join(", ") || "none"})`,
+      "keyId",
+    );
   const bytes = decodeBase64(env.data.policy);
   if (bytes === null) return reject("malformed", "policy: expected standard base64 of the policy bytes", "policy");
   const sig = decodeBase64(env.data.signature);
-  if (sig?.length !== 64) return reject("bad-signature", "signature: expected base64 of a 64-byte Ed25519 signature", "signature");
+  if (sig?.length !== 64)
+    return reject("bad-signature", "signature: expected base64 of a 64-byte Ed25519 signature", "signature");
   let good: boolean;
   try {
     good = check(bytes, sig);
   } catch {
     good = false;
   }
-  if (!good) return reject("bad-signature", `the signature does not match the policy bytes for key ${env.data.keyId}: the document was changed after signing, or signed by another key`, "signature");
+  if (!good)
+    return reject(
+      "bad-signature",
+      `the signature does not match the policy bytes for key ${env.data.keyId}: the document was changed after signing, or signed by another key`,
+      "signature",
+    );
   const policyText = decodeUtf8(bytes);
   if (policyText === null) return reject("malformed", "policy: the signed bytes are not UTF-8 text", "policy");
   let policyValue: unknown;
   try {
     policyValue = JSON.parse(policyText);
   } catch (e) {
-    return reject("malformed", `policy: the signed bytes are not valid JSON: ${(e as Error).message.slice(0, 200)}`, "policy");
+    return reject(
+      "malformed",
+      `policy: the signed bytes are not valid JSON: ${(e as Error).message.slice(0, 200)}`,
+      "policy",
+    );
   }
   const doc = PolicyDocument.safeParse(policyValue);
   if (!doc.success) {
@@ -113,15 +148,27 @@ export function verifyEnvelope(text: string, ctx: VerifyContext): Verified {
   }
   const policy = doc.data;
   if (ctx.organisation !== null && policy.organisation !== ctx.organisation) {
-    return reject("invalid-field", `organisation: this policy is for "${policy.organisation}"; this device belongs to "${ctx.organisation}"`, "organisation");
+    return reject(
+      "invalid-field",
+      `organisation: this policy is for "${policy.organisation}"; this device belongs to "${ctx.organisation}"`,
+      "organisation",
+    );
   }
   // A policy already in force is re-verified on restart with now = -Infinity: it stays in force after it expires,
   // so restrictions are never lifted by the clock alone; expiry stops an old document from being (re)installed.
-  if (ctx.now >= Date.parse(policy.expiresAt)) return reject("expired", `expiresAt: the policy expired at ${policy.expiresAt}`, "expiresAt");
+  if (ctx.now >= Date.parse(policy.expiresAt))
+    return reject("expired", `expiresAt: the policy expired at ${policy.expiresAt}`, "expiresAt");
   const cur = ctx.current;
-  const same = cur !== null && policy.version === cur.version && env.data.policy.replace(/\s+/g, "") === cur.policyBase64.replace(/\s+/g, "");
+  const same =
+    cur !== null &&
+    policy.version === cur.version &&
+    env.data.policy.replace(/\s+/g, "") === cur.policyBase64.replace(/\s+/g, "");
   if (cur !== null && !same && policy.version <= cur.version) {
-    return reject("downgrade", `version: ${policy.version} is not newer than the policy in force (version ${cur.version}); every new policy needs a higher version`, "version");
+    return reject(
+      "downgrade",
+      `version: ${policy.version} is not newer than the policy in force (version ${cur.version}); every new policy needs a higher version`,
+      "version",
+    );
   }
   const extra = ctx.check?.(policy) ?? null;
   if (extra !== null) return { ok: false, rejection: extra };

@@ -21,8 +21,20 @@ const RACE: RaceRecord = {
   endedAt: 1400,
   winner: { id: "L1", gateway: "gw1", kind: "wireguard" },
   legs: [
-    { leg: { id: "L1", gateway: "gw1", kind: "wireguard" }, outcome: "won", startedAt: 1000, endedAt: 1180, error: null },
-    { leg: { id: "L2", gateway: "gw2", kind: "ikev2" }, outcome: "failed", startedAt: 1250, endedAt: 1300, error: { code: "unreachable", message: "no answer" } },
+    {
+      leg: { id: "L1", gateway: "gw1", kind: "wireguard" },
+      outcome: "won",
+      startedAt: 1000,
+      endedAt: 1180,
+      error: null,
+    },
+    {
+      leg: { id: "L2", gateway: "gw2", kind: "ikev2" },
+      outcome: "failed",
+      startedAt: 1250,
+      endedAt: 1300,
+      error: { code: "unreachable", message: "no answer" },
+    },
   ],
 };
 
@@ -34,7 +46,18 @@ const STATUS: StatusPayload = {
   activeLegId: "L1",
   standby: { gateway: "gw2", protocol: "ikev2", legId: "L4", lastReplyAt: 1390 },
   since: 1400,
-  candidates: [{ name: "gw1", hostname: "gw1.example.com", address: "198.18.1.2", priority: 10, region: "eu", kinds: ["wireguard"], sources: ["config"], probe: null }],
+  candidates: [
+    {
+      name: "gw1",
+      hostname: "gw1.example.com",
+      address: "198.18.1.2",
+      priority: 10,
+      region: "eu",
+      kinds: ["wireguard"],
+      sources: ["config"],
+      probe: null,
+    },
+  ],
   lastRace: RACE,
   lastFailover: {
     from: { gateway: "gw2", kind: "ikev2" },
@@ -73,7 +96,13 @@ const DRILL: DrillResult = {
 
 const EVENTS: ConnectionEvent[] = [
   { type: "state", at: 1, state: "racing", detail: "3 legs" },
-  { type: "race-started", at: 2, raceId: "R1", reason: "connect", legs: [{ id: "L1", gateway: "gw1", kind: "wireguard" }] },
+  {
+    type: "race-started",
+    at: 2,
+    raceId: "R1",
+    reason: "connect",
+    legs: [{ id: "L1", gateway: "gw1", kind: "wireguard" }],
+  },
   { type: "leg", at: 3, raceId: "R1", record: RACE.legs[0] ?? assert.fail() },
   { type: "race-ended", at: 4, race: RACE },
   { type: "failover", at: 5, failover: STATUS.lastFailover ?? assert.fail() },
@@ -85,7 +114,11 @@ function line(m: unknown): string {
   return JSON.stringify(m);
 }
 
-function failure(r: ReturnType<typeof parseClientMessage> | ReturnType<typeof parseDaemonMessage>): { code: string; id: number | null; message: string } {
+function failure(r: ReturnType<typeof parseClientMessage> | ReturnType<typeof parseDaemonMessage>): {
+  code: string;
+  id: number | null;
+  message: string;
+} {
   if (r.ok) assert.fail(`expected the line to be rejected, got ${JSON.stringify(r.message)}`);
   return r;
 }
@@ -126,16 +159,33 @@ describe("client messages", () => {
   });
 
   test("set-gateway-takes-a-name-or-null-and-other-commands-take-no-params", () => {
-    assert.deepEqual(parseClientMessage(line({ type: "request", id: 1, command: "set-gateway", params: { gateway: null } })), {
-      ok: true,
-      message: { type: "request", id: 1, command: "set-gateway", params: { gateway: null } },
-    });
+    assert.deepEqual(
+      parseClientMessage(line({ type: "request", id: 1, command: "set-gateway", params: { gateway: null } })),
+      {
+        ok: true,
+        message: { type: "request", id: 1, command: "set-gateway", params: { gateway: null } },
+      },
+    );
     const missing = failure(parseClientMessage(line({ type: "request", id: 2, command: "set-gateway" })));
     assert.equal(missing.id, 2);
     assert.match(missing.message, /^params: /);
-    assert.match(failure(parseClientMessage(line({ type: "request", id: 3, command: "set-gateway", params: { gateway: "" } }))).message, /^params\.gateway: /);
-    assert.match(failure(parseClientMessage(line({ type: "request", id: 4, command: "set-gateway", params: { gateway: "gw1", extra: 1 } }))).message, /^params: /);
-    assert.match(failure(parseClientMessage(line({ type: "request", id: 5, command: "status", params: {} }))).message, /status takes no parameters/);
+    assert.match(
+      failure(parseClientMessage(line({ type: "request", id: 3, command: "set-gateway", params: { gateway: "" } })))
+        .message,
+      /^params\.gateway: /,
+    );
+    assert.match(
+      failure(
+        parseClientMessage(
+          line({ type: "request", id: 4, command: "set-gateway", params: { gateway: "gw1", extra: 1 } }),
+        ),
+      ).message,
+      /^params: /,
+    );
+    assert.match(
+      failure(parseClientMessage(line({ type: "request", id: 5, command: "status", params: {} }))).message,
+      /status takes no parameters/,
+    );
   });
 
   test("unknown-command-is-its-own-code-and-keeps-the-id", () => {
@@ -182,7 +232,10 @@ describe("client messages", () => {
     for (const t of ["__proto__", "constructor", "toString"]) {
       assert.equal(failure(parseClientMessage(`{"type":"${t}","id":1}`)).code, "bad-request");
     }
-    assert.equal(failure(parseClientMessage('{"__proto__":{"type":"hello"},"protocol":1,"client":"x"}')).code, "bad-request");
+    assert.equal(
+      failure(parseClientMessage('{"__proto__":{"type":"hello"},"protocol":1,"client":"x"}')).code,
+      "bad-request",
+    );
   });
 });
 
@@ -194,12 +247,29 @@ describe("daemon messages", () => {
       { type: "response", id: 2, command: "subscribe", result: STATUS },
       { type: "response", id: 3, command: "connect", result: null },
       { type: "response", id: 4, command: "disconnect", result: null },
-      { type: "response", id: 5, command: "gateways", result: { candidates: STATUS.candidates.map((c, i) => ({ ...c, rank: i + 1 })) } },
+      {
+        type: "response",
+        id: 5,
+        command: "gateways",
+        result: { candidates: STATUS.candidates.map((c, i) => ({ ...c, rank: i + 1 })) },
+      },
       { type: "response", id: 6, command: "race", result: RACE },
       { type: "response", id: 7, command: "race", result: null },
       { type: "response", id: 7, command: "status", result: { ...STATUS, lastDrill: DRILL } },
       { type: "response", id: 7, command: "drill", result: DRILL },
-      { type: "response", id: 7, command: "drill", result: { ...DRILL, verdict: "refused", reason: "detourd is not connected", blockedAt: null, to: null, failover: null } },
+      {
+        type: "response",
+        id: 7,
+        command: "drill",
+        result: {
+          ...DRILL,
+          verdict: "refused",
+          reason: "detourd is not connected",
+          blockedAt: null,
+          to: null,
+          failover: null,
+        },
+      },
       { type: "error", id: 8, code: "internal", message: "status failed: boom" },
       { type: "error", id: null, code: "unsupported-protocol", message: "this daemon speaks protocol 1" },
       ...EVENTS.map((event): DaemonMessage => ({ type: "event", event })),
@@ -209,7 +279,14 @@ describe("daemon messages", () => {
   });
 
   test("payload-fields-a-newer-daemon-adds-pass-through", () => {
-    const r = parseDaemonMessage(line({ type: "response", id: 1, command: "status", result: { ...STATUS, uptimeNote: "new", daemon: { ...STATUS.daemon, build: "x" } } }));
+    const r = parseDaemonMessage(
+      line({
+        type: "response",
+        id: 1,
+        command: "status",
+        result: { ...STATUS, uptimeNote: "new", daemon: { ...STATUS.daemon, build: "x" } },
+      }),
+    );
     assert.ok(r.ok && r.message.type === "response" && r.message.command === "status");
     assert.equal((r.message.result as unknown as Record<string, unknown>).uptimeNote, "new");
   });
@@ -220,8 +297,14 @@ describe("daemon messages", () => {
       [{ ...STATUS, state: "sleeping" }, /^result\.state: /],
       [{ ...STATUS, since: "yesterday" }, /^result\.since: /],
       [{ ...STATUS, lastRace: badLeg }, /^result\.lastRace\.legs\[0\]\.outcome: /],
-      [{ ...STATUS, lastFailover: { ...STATUS.lastFailover, detectedAfterMs: null } }, /^result\.lastFailover\.detectedAfterMs: /],
-      [{ ...STATUS, candidates: [{ name: "gw1" }] }, /^result\.candidates\[0\]\.hostname: expected string in a candidate, got nothing/],
+      [
+        { ...STATUS, lastFailover: { ...STATUS.lastFailover, detectedAfterMs: null } },
+        /^result\.lastFailover\.detectedAfterMs: /,
+      ],
+      [
+        { ...STATUS, candidates: [{ name: "gw1" }] },
+        /^result\.candidates\[0\]\.hostname: expected string in a candidate, got nothing/,
+      ],
       [{ ...STATUS, daemon: undefined }, /^result\.daemon: /],
     ];
     for (const [result, re] of cases) {
@@ -229,15 +312,36 @@ describe("daemon messages", () => {
       assert.match(f.message, re);
       assert.equal(f.id, 31);
     }
-    assert.match(failure(parseDaemonMessage(line({ type: "response", id: 1, command: "connect", result: {} }))).message, /^result: /);
+    assert.match(
+      failure(parseDaemonMessage(line({ type: "response", id: 1, command: "connect", result: {} }))).message,
+      /^result: /,
+    );
   });
 
   test("malformed-events-and-errors-are-rejected", () => {
-    assert.match(failure(parseDaemonMessage(line({ type: "event", event: { type: "teleport", at: 1 } }))).message, /^event\.type: /);
-    assert.match(failure(parseDaemonMessage(line({ type: "event", event: { type: "state", at: "now", state: "racing", detail: "" } }))).message, /^event\.at: /);
-    assert.match(failure(parseDaemonMessage(line({ type: "event", event: { type: "health", at: 1, legId: "L1", verdict: 5 } }))).message, /^event\.verdict: expected a health verdict/);
-    assert.match(failure(parseDaemonMessage(line({ type: "error", id: 1, code: "kaput", message: "x" }))).message, /^code: /);
-    assert.match(failure(parseDaemonMessage(line({ type: "response", id: 1, command: "fly", result: null }))).message, /^command: /);
+    assert.match(
+      failure(parseDaemonMessage(line({ type: "event", event: { type: "teleport", at: 1 } }))).message,
+      /^event\.type: /,
+    );
+    assert.match(
+      failure(
+        parseDaemonMessage(line({ type: "event", event: { type: "state", at: "now", state: "racing", detail: "" } })),
+      ).message,
+      /^event\.at: /,
+    );
+    assert.match(
+      failure(parseDaemonMessage(line({ type: "event", event: { type: "health", at: 1, legId: "L1", verdict: 5 } })))
+        .message,
+      /^event\.verdict: expected a health verdict/,
+    );
+    assert.match(
+      failure(parseDaemonMessage(line({ type: "error", id: 1, code: "kaput", message: "x" }))).message,
+      /^code: /,
+    );
+    assert.match(
+      failure(parseDaemonMessage(line({ type: "response", id: 1, command: "fly", result: null }))).message,
+      /^command: /,
+    );
   });
 });
 
@@ -292,7 +396,10 @@ describe("framing", () => {
     const bad = encodeLine({ type: "response", id: 1, command: "race", result: cyclic as unknown as RaceRecord });
     assert.ok(!bad.ok && /not serialisable/.test(bad.reason));
     const newline = encodeLine({ type: "error", id: 1, code: "internal", message: "two\nlines" });
-    assert.ok(newline.ok && newline.line.indexOf("\n") === newline.line.length - 1, "a newline inside a message must stay escaped");
+    assert.ok(
+      newline.ok && newline.line.indexOf("\n") === newline.line.length - 1,
+      "a newline inside a message must stay escaped",
+    );
   });
 });
 
@@ -305,7 +412,24 @@ describe("fuzz", () => {
     line({ type: "event", event: EVENTS[3] }),
     line({ type: "error", id: null, code: "busy", message: "later" }),
   ];
-  const INSERTS = ['"', "{", "}", "[", "]", ",", ":", "\\", "0", "-", "null", "1e999", "\u0000", "\ud800", "é", '"__proto__"'];
+  const INSERTS = [
+    '"',
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "\\",
+    "0",
+    "-",
+    "null",
+    "1e999",
+    "\u0000",
+    "\ud800",
+    "é",
+    '"__proto__"',
+  ];
 
   function check(text: string): void {
     for (const parse of [parseClientMessage, parseDaemonMessage]) {
@@ -335,22 +459,72 @@ describe("fuzz", () => {
   });
 
   test("json-values-of-every-shape-give-a-typed-error", () => {
-    const values: unknown[] = [0, -1, 1e308, true, "", "x", [], {}, { type: null }, { type: 1 }, { type: {} }, { type: "request", id: 2 ** 53 }, { type: "request", id: 1, command: "status", result: 1 }, { type: "response" }, { type: "event" }, { type: "event", event: [] }];
+    const values: unknown[] = [
+      0,
+      -1,
+      1e308,
+      true,
+      "",
+      "x",
+      [],
+      {},
+      { type: null },
+      { type: 1 },
+      { type: {} },
+      { type: "request", id: 2 ** 53 },
+      { type: "request", id: 1, command: "status", result: 1 },
+      { type: "response" },
+      { type: "event" },
+      { type: "event", event: [] },
+    ];
     for (const v of values) check(JSON.stringify(v));
   });
 });
 
 describe("managed policy", () => {
   test("policy-events-prefs-and-policy-status-round-trip", () => {
-    const ev = { type: "policy", at: 1, change: "rejected", source: "file:/etc/detour/policy.json", code: "downgrade", field: "version", message: "version: 1 is not newer" };
+    const ev = {
+      type: "policy",
+      at: 1,
+      change: "rejected",
+      source: "file:/etc/detour/policy.json",
+      code: "downgrade",
+      field: "version",
+      message: "version: 1 is not newer",
+    };
     const d = parseDaemonMessage(JSON.stringify({ type: "event", event: ev }));
     assert.ok(d.ok && d.message.type === "event" && d.message.event.type === "policy");
     assert.ok(!parseDaemonMessage(JSON.stringify({ type: "event", event: { ...ev, code: "sunspots" } })).ok);
-    const status = { version: 2, organisation: "Example", source: "file:x", keyId: "0123456789abcdef", issuedAt: "2025-01-01T00:00:00Z", expiresAt: "2026-01-01T00:00:00Z", appliedAt: 5, locked: ["allowedGateways"], lastRejection: null };
+    const status = {
+      version: 2,
+      organisation: "Example",
+      source: "file:x",
+      keyId: "0123456789abcdef",
+      issuedAt: "2025-01-01T00:00:00Z",
+      expiresAt: "2026-01-01T00:00:00Z",
+      appliedAt: 5,
+      locked: ["allowedGateways"],
+      lastRejection: null,
+    };
     assert.ok(parseDaemonMessage(JSON.stringify({ type: "response", id: 1, command: "policy", result: status })).ok);
-    assert.ok(!parseDaemonMessage(JSON.stringify({ type: "response", id: 1, command: "policy", result: { ...status, locked: ["colour"] } })).ok);
-    const req = parseClientMessage(JSON.stringify({ type: "request", id: 3, command: "prefs-set", args: { key: "autoConnect", value: "true" } }));
+    assert.ok(
+      !parseDaemonMessage(
+        JSON.stringify({ type: "response", id: 1, command: "policy", result: { ...status, locked: ["colour"] } }),
+      ).ok,
+    );
+    const req = parseClientMessage(
+      JSON.stringify({ type: "request", id: 3, command: "prefs-set", args: { key: "autoConnect", value: "true" } }),
+    );
     assert.ok(req.ok && req.message.type === "request" && req.message.args?.key === "autoConnect");
-    assert.ok(parseDaemonMessage(JSON.stringify({ type: "error", id: 3, code: "refused", message: "standby.mode is managed by Example's policy" })).ok);
+    assert.ok(
+      parseDaemonMessage(
+        JSON.stringify({
+          type: "error",
+          id: 3,
+          code: "refused",
+          message: "standby.mode is managed by Example's policy",
+        }),
+      ).ok,
+    );
   });
 });

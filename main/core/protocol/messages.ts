@@ -59,7 +59,21 @@ export const DEFAULT_SOCKET_PATH = "/run/detour/detourd.sock";
 /** The group whose members may use the control socket (besides root). */
 export const DEFAULT_CONTROL_GROUP = "detour";
 
-export const COMMANDS = ["status", "connect", "disconnect", "gateways", "race", "subscribe", "drill", "policy", "prefs", "prefs-set", "diag", "diag-upload", "set-gateway"] as const;
+export const COMMANDS = [
+  "status",
+  "connect",
+  "disconnect",
+  "gateways",
+  "race",
+  "subscribe",
+  "drill",
+  "policy",
+  "prefs",
+  "prefs-set",
+  "diag",
+  "diag-upload",
+  "set-gateway",
+] as const;
 export type Command = (typeof COMMANDS)[number];
 
 /**
@@ -94,19 +108,56 @@ function takesParams(c: Command): c is CommandWithParams {
  * - timeout: the daemon did not answer within its own bound (a hello, or a handler that hung)
  * - refused: the daemon understood and will not do it, with why (e.g. a setting locked by the managed policy)
  */
-export const ERROR_CODES = ["bad-request", "unknown-command", "internal", "unauthorized", "unsupported-protocol", "busy", "timeout", "refused"] as const;
+export const ERROR_CODES = [
+  "bad-request",
+  "unknown-command",
+  "internal",
+  "unauthorized",
+  "unsupported-protocol",
+  "busy",
+  "timeout",
+  "refused",
+] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
 // ---- payloads: loose enough not to restate main/core/connection/types.ts, strict enough to catch garbage ----
 
 /** Listing every name in a Record makes the compiler reject a list that misses one or adds a stranger. */
-const STATE_SET: Record<ConnectionStateName, true> = { disconnected: true, resolving: true, racing: true, connected: true, "failing-over": true, error: true };
+const STATE_SET: Record<ConnectionStateName, true> = {
+  disconnected: true,
+  resolving: true,
+  racing: true,
+  connected: true,
+  "failing-over": true,
+  error: true,
+};
 export const CONNECTION_STATES = Object.keys(STATE_SET) as ConnectionStateName[];
-const RACE_REASON_SET: Record<RaceRecord["reason"], true> = { connect: true, failover: true, recover: true, retry: true, standby: true };
+const RACE_REASON_SET: Record<RaceRecord["reason"], true> = {
+  connect: true,
+  failover: true,
+  recover: true,
+  retry: true,
+  standby: true,
+};
 const RACE_REASONS = Object.keys(RACE_REASON_SET) as RaceRecord["reason"][];
-const OUTCOME_SET: Record<LegOutcome, true> = { pending: true, starting: true, won: true, failed: true, cancelled: true, lost: true };
+const OUTCOME_SET: Record<LegOutcome, true> = {
+  pending: true,
+  starting: true,
+  won: true,
+  failed: true,
+  cancelled: true,
+  lost: true,
+};
 const LEG_OUTCOMES = Object.keys(OUTCOME_SET) as LegOutcome[];
-const ENGINE_CODE_SET: Record<EngineErrorCode, true> = { timeout: true, unreachable: true, "auth-failed": true, "identity-mismatch": true, "engine-crashed": true, "bad-config": true, cancelled: true };
+const ENGINE_CODE_SET: Record<EngineErrorCode, true> = {
+  timeout: true,
+  unreachable: true,
+  "auth-failed": true,
+  "identity-mismatch": true,
+  "engine-crashed": true,
+  "bad-config": true,
+  cancelled: true,
+};
 const ENGINE_ERROR_CODES = Object.keys(ENGINE_CODE_SET) as EngineErrorCode[];
 
 type Kind = "string" | "number" | "boolean" | "array" | "object" | "string|null" | "number|null" | "object|null";
@@ -135,7 +186,12 @@ function record<T>(what: string, fields: { readonly [K in keyof T]?: Kind }): z.
       return;
     }
     for (const [key, kind] of Object.entries(fields) as [string, Kind][]) {
-      if (!hasKind(v[key], kind)) ctx.addIssue({ code: "custom", path: [key], message: `expected ${kind.replace("|", " or ")} in ${what}, got ${describe(v[key])}` });
+      if (!hasKind(v[key], kind))
+        ctx.addIssue({
+          code: "custom",
+          path: [key],
+          message: `expected ${kind.replace("|", " or ")} in ${what}, got ${describe(v[key])}`,
+        });
     }
   });
 }
@@ -206,7 +262,14 @@ const snapshotShape = {
   gateway: z.string().nullable(),
   protocol: z.enum(LEG_KINDS).nullable(),
   activeLegId: z.string().nullable(),
-  standby: z.looseObject({ gateway: z.string(), protocol: z.enum(LEG_KINDS), legId: z.string(), lastReplyAt: z.number().nullable() }).nullable(),
+  standby: z
+    .looseObject({
+      gateway: z.string(),
+      protocol: z.enum(LEG_KINDS),
+      legId: z.string(),
+      lastReplyAt: z.number().nullable(),
+    })
+    .nullable(),
   since: z.number().nullable(),
   candidates: z.array(CandidateSchema),
   lastRace: RaceRecordSchema.nullable(),
@@ -244,11 +307,19 @@ export const TelemetryStatusSchema = z.looseObject({
       nextAttemptAt: num,
     })
     .nullable(),
-  reachability: z.array(z.looseObject({ target: z.string(), ok: z.boolean(), latencyMs: num, status: num, error: z.string().nullable() })),
+  reachability: z.array(
+    z.looseObject({ target: z.string(), ok: z.boolean(), latencyMs: num, status: num, error: z.string().nullable() }),
+  ),
 }) satisfies z.ZodType<TelemetryStatus>;
 
 const SettingKeySchema = z.enum(SETTING_KEY_LIST);
-const RejectionSchema = z.looseObject({ at: z.number(), code: z.enum(REJECTION_CODES), field: z.string().optional(), message: z.string(), source: z.string() });
+const RejectionSchema = z.looseObject({
+  at: z.number(),
+  code: z.enum(REJECTION_CODES),
+  field: z.string().optional(),
+  message: z.string(),
+  source: z.string(),
+});
 export const PolicyStatusSchema = z.looseObject({
   version: z.number().nullable(),
   organisation: z.string().nullable(),
@@ -262,7 +333,15 @@ export const PolicyStatusSchema = z.looseObject({
 }) satisfies z.ZodType<PolicyStatus>;
 export const PrefsPayloadSchema = z.looseObject({
   organisation: z.string().nullable(),
-  entries: z.array(z.looseObject({ key: SettingKeySchema, value: z.unknown(), source: z.enum(["default", "user", "policy"]), locked: z.boolean(), scope: z.enum(["user", "managed"]) })),
+  entries: z.array(
+    z.looseObject({
+      key: SettingKeySchema,
+      value: z.unknown(),
+      source: z.enum(["default", "user", "policy"]),
+      locked: z.boolean(),
+      scope: z.enum(["user", "managed"]),
+    }),
+  ),
 }) satisfies z.ZodType<PrefsPayload>;
 /** A policy event (see PolicyEvent): one object schema, so it can join the event union under its "type". */
 export const PolicyEventSchema = z.looseObject({
@@ -314,7 +393,13 @@ const at = z.number();
 /** One schema per event type; `satisfies` makes the compiler check every ConnectionEvent type is here and matches. */
 const EVENT_SCHEMAS = {
   state: z.looseObject({ type: z.literal("state"), at, state: z.enum(CONNECTION_STATES), detail: z.string() }),
-  "race-started": z.looseObject({ type: z.literal("race-started"), at, raceId: z.string(), reason: z.enum(RACE_REASONS), legs: z.array(LegSchema) }),
+  "race-started": z.looseObject({
+    type: z.literal("race-started"),
+    at,
+    raceId: z.string(),
+    reason: z.enum(RACE_REASONS),
+    legs: z.array(LegSchema),
+  }),
   leg: z.looseObject({ type: z.literal("leg"), at, raceId: z.string(), record: LegRecordSchema }),
   "race-ended": z.looseObject({ type: z.literal("race-ended"), at, race: RaceRecordSchema }),
   failover: z.looseObject({ type: z.literal("failover"), at, failover: FailoverRecordSchema }),
@@ -347,17 +432,34 @@ export const DiagPayloadSchema = z.looseObject({
   sha256: z.string(),
   files: z.number(),
   tookMs: z.number(),
-  redactions: z.looseObject({ removed: z.record(z.string(), z.number()), pseudonymised: z.record(z.string(), z.number()) }),
+  redactions: z.looseObject({
+    removed: z.record(z.string(), z.number()),
+    pseudonymised: z.record(z.string(), z.number()),
+  }),
 }) satisfies z.ZodType<DiagPayload>;
 
 /** What `diag-upload` answers: the bundle (the latest, or a new one) and each configured destination's outcome. */
 export interface DiagUploadPayload {
   path: string;
-  uploads: { target: "collector" | "sftp"; ok: boolean; attempts: number; location: string | null; error: string | null }[];
+  uploads: {
+    target: "collector" | "sftp";
+    ok: boolean;
+    attempts: number;
+    location: string | null;
+    error: string | null;
+  }[];
 }
 export const DiagUploadPayloadSchema = z.looseObject({
   path: z.string(),
-  uploads: z.array(z.looseObject({ target: z.enum(["collector", "sftp"]), ok: z.boolean(), attempts: z.number(), location: z.string().nullable(), error: z.string().nullable() })),
+  uploads: z.array(
+    z.looseObject({
+      target: z.enum(["collector", "sftp"]),
+      ok: z.boolean(),
+      attempts: z.number(),
+      location: z.string().nullable(),
+      error: z.string().nullable(),
+    }),
+  ),
 }) satisfies z.ZodType<DiagUploadPayload>;
 
 /**
@@ -406,22 +508,43 @@ export const RESULT_SCHEMAS = {
 export const RequestIdSchema = z.int().min(0);
 export type RequestId = z.infer<typeof RequestIdSchema>;
 
-export const ClientHelloSchema = z.strictObject({ type: z.literal("hello"), protocol: z.int().min(0), client: z.string().min(1).max(128) });
+export const ClientHelloSchema = z.strictObject({
+  type: z.literal("hello"),
+  protocol: z.int().min(0),
+  client: z.string().min(1).max(128),
+});
 /** `args` carries the string parameters of the policy commands (prefs-set: key, and value or null to clear); bounded. */
 export const RequestArgsSchema = z.record(z.string().max(64), z.string().max(4096).nullable());
 /** The envelope; `params` is then checked against the command's own schema (PARAM_SCHEMAS), see parseClientMessage. */
-export const RequestSchema = z.strictObject({ type: z.literal("request"), id: RequestIdSchema, command: z.enum(COMMANDS), params: z.unknown().optional(), args: RequestArgsSchema.optional() });
+export const RequestSchema = z.strictObject({
+  type: z.literal("request"),
+  id: RequestIdSchema,
+  command: z.enum(COMMANDS),
+  params: z.unknown().optional(),
+  args: RequestArgsSchema.optional(),
+});
 export type ClientHello = z.infer<typeof ClientHelloSchema>;
 /** A request: commands with parameters carry them, the others carry none. */
 export type Request = (
   | { type: "request"; id: RequestId; command: Exclude<Command, CommandWithParams> }
-  | { [C in CommandWithParams]: { type: "request"; id: RequestId; command: C; params: CommandParams[C] } }[CommandWithParams]
+  | {
+      [C in CommandWithParams]: { type: "request"; id: RequestId; command: C; params: CommandParams[C] };
+    }[CommandWithParams]
 ) & { args?: Record<string, string | null> };
 /** What a client sends. */
 export type ClientMessage = ClientHello | Request;
 
-export const DaemonHelloSchema = z.strictObject({ type: z.literal("hello"), protocol: z.int().min(0), daemon: z.string().min(1).max(128) });
-export const ErrorMessageSchema = z.strictObject({ type: z.literal("error"), id: RequestIdSchema.nullable(), code: z.enum(ERROR_CODES), message: z.string().max(4096) });
+export const DaemonHelloSchema = z.strictObject({
+  type: z.literal("hello"),
+  protocol: z.int().min(0),
+  daemon: z.string().min(1).max(128),
+});
+export const ErrorMessageSchema = z.strictObject({
+  type: z.literal("error"),
+  id: RequestIdSchema.nullable(),
+  code: z.enum(ERROR_CODES),
+  message: z.string().max(4096),
+});
 export const EventMessageSchema = z.strictObject({
   type: z.literal("event"),
   event: z.discriminatedUnion("type", [
@@ -435,11 +558,18 @@ export const EventMessageSchema = z.strictObject({
     PolicyEventSchema,
   ]),
 });
-const ResponseEnvelopeSchema = z.strictObject({ type: z.literal("response"), id: RequestIdSchema, command: z.enum(COMMANDS), result: z.unknown() });
+const ResponseEnvelopeSchema = z.strictObject({
+  type: z.literal("response"),
+  id: RequestIdSchema,
+  command: z.enum(COMMANDS),
+  result: z.unknown(),
+});
 export type DaemonHello = z.infer<typeof DaemonHelloSchema>;
 export type ErrorMessage = z.infer<typeof ErrorMessageSchema>;
 export type EventMessage = { type: "event"; event: ConnectionEvent | PolicyEvent };
-export type ResponseMessage<C extends Command = Command> = { [K in C]: { type: "response"; id: RequestId; command: K; result: CommandResults[K] } }[C];
+export type ResponseMessage<C extends Command = Command> = {
+  [K in C]: { type: "response"; id: RequestId; command: K; result: CommandResults[K] };
+}[C];
 /** What the daemon sends. */
 export type DaemonMessage = DaemonHello | ResponseMessage | ErrorMessage | EventMessage;
 
@@ -469,7 +599,10 @@ function describe(v: unknown): string {
 
 function pathOf(path: readonly PropertyKey[]): string {
   if (path.length === 0) return "(message)";
-  return path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("").replace(/^\./, "");
+  return path
+    .map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`))
+    .join("")
+    .replace(/^\./, "");
 }
 
 /** Names each bad field by its path, e.g. `result.lastRace.legs[0].outcome: Invalid option: expected one of ...`. */
@@ -483,7 +616,9 @@ function fail(id: RequestId | null, message: string, code: DecodeFailure["code"]
 }
 
 /** JSON.parse to a plain object, and the request id if it has a valid one (so even a bad request gets a matched reply). */
-function decodeObject(line: string): { ok: true; value: Record<string, unknown>; id: RequestId | null } | DecodeFailure {
+function decodeObject(
+  line: string,
+): { ok: true; value: Record<string, unknown>; id: RequestId | null } | DecodeFailure {
   let value: unknown;
   try {
     value = JSON.parse(line);
@@ -514,17 +649,26 @@ export function parseClientMessage(line: string): Decoded<ClientMessage> {
       const { command, params, args } = r.data;
       const withArgs = args === undefined ? {} : { args };
       if (!takesParams(command)) {
-        return params === undefined ? { ok: true, message: { type: "request", id: r.data.id, command, ...withArgs } } : fail(r.data.id, `params: ${command} takes no parameters`);
+        return params === undefined
+          ? { ok: true, message: { type: "request", id: r.data.id, command, ...withArgs } }
+          : fail(r.data.id, `params: ${command} takes no parameters`);
       }
       // A drill without params takes the daemon's default SLA.
       const p = PARAM_SCHEMAS[command].safeParse(params ?? (command === "drill" ? {} : params));
       if (!p.success) return fail(r.data.id, explainIssues(p.error.issues, ["params"]));
-      const message: Request = command === "drill" ? { type: "request", id: r.data.id, command, params: p.data as DrillParams, ...withArgs } : { type: "request", id: r.data.id, command, params: p.data as CommandParams["set-gateway"], ...withArgs };
+      const message: Request =
+        command === "drill"
+          ? { type: "request", id: r.data.id, command, params: p.data as DrillParams, ...withArgs }
+          : { type: "request", id: r.data.id, command, params: p.data as CommandParams["set-gateway"], ...withArgs };
       return { ok: true, message };
     }
     const onlyCommand = r.error.issues.every((i) => i.path.length === 1 && i.path[0] === "command");
     if (onlyCommand && id !== null && typeof value.command === "string") {
-      return fail(id, `unknown command ${describe(value.command)}; this daemon knows ${COMMANDS.join(", ")}`, "unknown-command");
+      return fail(
+        id,
+        `unknown command ${describe(value.command)}; this daemon knows ${COMMANDS.join(", ")}`,
+        "unknown-command",
+      );
     }
     return fail(id, explainIssues(r.error.issues));
   }
@@ -563,14 +707,20 @@ export function parseDaemonMessage(line: string): Decoded<DaemonMessage> {
 }
 
 /** One message as a line (JSON + "\n"), or why it cannot be sent (not serialisable, or longer than MAX_LINE_LENGTH). */
-export function encodeLine(message: ClientMessage | DaemonMessage): { ok: true; line: string } | { ok: false; reason: string } {
+export function encodeLine(
+  message: ClientMessage | DaemonMessage,
+): { ok: true; line: string } | { ok: false; reason: string } {
   let json: string;
   try {
     json = JSON.stringify(message);
   } catch (e) {
     return { ok: false, reason: `not serialisable: ${(e as Error).message}` };
   }
-  if (json.length > MAX_LINE_LENGTH) return { ok: false, reason: `message of ${json.length} characters exceeds the ${MAX_LINE_LENGTH}-character line limit` };
+  if (json.length > MAX_LINE_LENGTH)
+    return {
+      ok: false,
+      reason: `message of ${json.length} characters exceeds the ${MAX_LINE_LENGTH}-character line limit`,
+    };
   return { ok: true, line: `${json}\n` };
 }
 

@@ -15,7 +15,8 @@ export type TunnelProtocol = "wireguard" | "ikev2" | "anyconnect";
  * - bad-config: the spec cannot work (invalid value, missing secret, engine rejected its config)
  * - cancelled: the caller aborted; never reported to users as a failure
  */
-export type EngineErrorCode = "timeout" | "unreachable" | "auth-failed" | "identity-mismatch" | "engine-crashed" | "bad-config" | "cancelled";
+export type EngineErrorCode =
+  "timeout" | "unreachable" | "auth-failed" | "identity-mismatch" | "engine-crashed" | "bad-config" | "cancelled";
 
 export const RETRYABLE: Record<EngineErrorCode, boolean> = {
   timeout: true,

@@ -25,7 +25,15 @@ function spec(over: Partial<Ikev2Spec["params"]> = {}): Ikev2Spec {
     gateway: { name: "gw1", address: "198.18.1.2" },
     runtime: { netns: "detour-t-client", workDir: "/run/detour-test/ikev2-gw1-x", ifname: "dike-gw1" },
     probe: { address: "198.19.0.1" },
-    params: { port: 500, natTraversalPort: 4500, remoteId: "gw1.lab.detour.test", proposals: ["aes256-sha256-x25519"], espProposals: ["aes128-sha256"], remoteTs: ["198.19.0.0/24"], ...over },
+    params: {
+      port: 500,
+      natTraversalPort: 4500,
+      remoteId: "gw1.lab.detour.test",
+      proposals: ["aes256-sha256-x25519"],
+      espProposals: ["aes128-sha256"],
+      remoteTs: ["198.19.0.0/24"],
+      ...over,
+    },
     credentials: { localId: "client@lab.detour.test", psk: new Secret(PSK) },
   };
 }
@@ -40,7 +48,11 @@ function section(s: ViciSection | undefined, key: string): ViciSection {
 
 test("conf-never-includes-the-system-plugin-folder-and-lists-plugins", () => {
   const conf = strongswanConf(CONF_INPUT);
-  assert.doesNotMatch(conf, /include/, "no include: /etc/strongswan.d would load resolve, which rewrites /etc/resolv.conf");
+  assert.doesNotMatch(
+    conf,
+    /include/,
+    "no include: /etc/strongswan.d would load resolve, which rewrites /etc/resolv.conf",
+  );
   assert.match(conf, /load_modular = no/);
   assert.match(conf, new RegExp(`load = ${CHARON_PLUGINS.join(" ")}\\n`));
   for (const dangerous of ["resolve", "updown", "dhcp", "farp", "ha", "stroke"]) {
@@ -62,7 +74,11 @@ test("conf-has-its-own-socket-private-table-random-ports-and-no-journal", () => 
 
 test("an-unreachable-gateway-is-given-up-in-about-seven-seconds", () => {
   assert.equal(retransmitGiveUpMs(), 7104);
-  assert.equal(Math.round(retransmitGiveUpMs({ timeoutS: 4, base: 1.8, tries: 5 }) / 1000), 165, "charon's default, for comparison");
+  assert.equal(
+    Math.round(retransmitGiveUpMs({ timeoutS: 4, base: 1.8, tries: 5 }) / 1000),
+    165,
+    "charon's default, for comparison",
+  );
 });
 
 test("conf-refuses-paths-and-tables-that-would-break-it", () => {
@@ -82,8 +98,20 @@ test("load-conn-asks-for-a-vip-pins-the-gateway-and-carries-no-secret", () => {
   assert.equal(conn.get("remote_port"), "500");
   assert.deepEqual(conn.get("proposals"), ["aes256-sha256-x25519"]);
   assert.match(conn.get("dpd_delay") as string, /^\d+s$/);
-  assert.deepEqual(section(conn, "remote"), new Map([["auth", "psk"], ["id", "gw1.lab.detour.test"]]));
-  assert.deepEqual(section(conn, "local"), new Map([["auth", "psk"], ["id", "client@lab.detour.test"]]));
+  assert.deepEqual(
+    section(conn, "remote"),
+    new Map([
+      ["auth", "psk"],
+      ["id", "gw1.lab.detour.test"],
+    ]),
+  );
+  assert.deepEqual(
+    section(conn, "local"),
+    new Map([
+      ["auth", "psk"],
+      ["id", "client@lab.detour.test"],
+    ]),
+  );
   const child = section(section(conn, "children"), CHILD_NAME);
   assert.deepEqual(child.get("remote_ts"), ["198.19.0.0/24"]);
   assert.deepEqual(child.get("esp_proposals"), ["aes128-sha256"]);

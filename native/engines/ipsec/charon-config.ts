@@ -81,9 +81,17 @@ const MAX_UNIX_SOCKET_PATH = 107;
  * charon adds for it, which leaves charon's routes inert: they are reported, and the caller applies routes.
  */
 export function strongswanConf(input: CharonConfInput): string {
-  if (!SAFE_PATH.test(input.viciSocket)) throw new Error(`VICI socket path ${JSON.stringify(input.viciSocket)} must be absolute and use only [A-Za-z0-9._/-]`);
-  if (input.viciSocket.length > MAX_UNIX_SOCKET_PATH) throw new Error(`VICI socket path is ${input.viciSocket.length} bytes; unix sockets allow ${MAX_UNIX_SOCKET_PATH}`);
-  if (!Number.isInteger(input.routingTable) || input.routingTable < ROUTING_TABLE_MIN || input.routingTable > ROUTING_TABLE_MAX) {
+  if (!SAFE_PATH.test(input.viciSocket))
+    throw new Error(
+      `VICI socket path ${JSON.stringify(input.viciSocket)} must be absolute and use only [A-Za-z0-9._/-]`,
+    );
+  if (input.viciSocket.length > MAX_UNIX_SOCKET_PATH)
+    throw new Error(`VICI socket path is ${input.viciSocket.length} bytes; unix sockets allow ${MAX_UNIX_SOCKET_PATH}`);
+  if (
+    !Number.isInteger(input.routingTable) ||
+    input.routingTable < ROUTING_TABLE_MIN ||
+    input.routingTable > ROUTING_TABLE_MAX
+  ) {
     throw new Error(`routing table ${input.routingTable} is outside ${ROUTING_TABLE_MIN}-${ROUTING_TABLE_MAX}`);
   }
   return `# One charon-systemd of Detour's IKEv2 driver; generated per tunnel instance.
@@ -141,14 +149,17 @@ export function specProblems(spec: Ikev2Spec): string[] {
   port(p.natTraversalPort, "NAT-T port");
   // charon floats to 4500 only from 500 and otherwise stays on the configured port; it has no other NAT-T port.
   const natT = p.port === 500 ? 4500 : p.port;
-  if (p.natTraversalPort !== natT) out.push(`NAT-T port ${p.natTraversalPort} cannot work with IKE port ${p.port}: charon uses ${natT}`);
-  if (!/^[0-9A-Fa-f.:]+$/.test(spec.gateway.address)) out.push(`gateway address "${spec.gateway.address}" is not an IP address`);
+  if (p.natTraversalPort !== natT)
+    out.push(`NAT-T port ${p.natTraversalPort} cannot work with IKE port ${p.port}: charon uses ${natT}`);
+  if (!/^[0-9A-Fa-f.:]+$/.test(spec.gateway.address))
+    out.push(`gateway address "${spec.gateway.address}" is not an IP address`);
   if (p.remoteId.trim() === "") out.push("remote IKE identity is empty");
   if (spec.credentials.localId.trim() === "") out.push("local IKE identity is empty");
   if (p.proposals.length === 0) out.push("no IKE proposals");
   if (p.espProposals.length === 0) out.push("no ESP proposals");
   if (p.remoteTs.length === 0) out.push("no remote traffic selectors");
-  for (const ts of p.remoteTs) if (!/^[0-9A-Fa-f.:]+\/\d{1,3}$/.test(ts)) out.push(`remote traffic selector "${ts}" is not a prefix`);
+  for (const ts of p.remoteTs)
+    if (!/^[0-9A-Fa-f.:]+\/\d{1,3}$/.test(ts)) out.push(`remote traffic selector "${ts}" is not a prefix`);
   if (spec.credentials.psk.reveal() === "") out.push("the PSK is empty");
   return out;
 }

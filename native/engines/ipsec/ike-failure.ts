@@ -38,14 +38,20 @@ interface Rule {
 const RULES: readonly Rule[] = [
   {
     re: /constraint check failed: identity '([^']*)' required/,
-    verdict: (m) => ({ code: "identity-mismatch", message: `the gateway did not prove the pinned identity ${m[1] ?? ""}` }),
+    verdict: (m) => ({
+      code: "identity-mismatch",
+      message: `the gateway did not prove the pinned identity ${m[1] ?? ""}`,
+    }),
   },
   {
     re: /no shared key found for '([^']*)' - '([^']*)'/,
     // charon names (own id, peer id); a peer id other than the pin means the gateway presented another identity
     verdict: (m, input) =>
       m[2] !== undefined && m[2] !== input.remoteId
-        ? { code: "identity-mismatch", message: `the gateway presented the identity ${m[2]}, not the pinned ${input.remoteId}` }
+        ? {
+            code: "identity-mismatch",
+            message: `the gateway presented the identity ${m[2]}, not the pinned ${input.remoteId}`,
+          }
         : { code: "bad-config", message: "charon has no pre-shared key for this pair of identities" },
   },
   {
@@ -61,11 +67,17 @@ const RULES: readonly Rule[] = [
   },
   {
     re: /received (NO_PROPOSAL_CHOSEN|TS_UNACCEPTABLE|INVALID_SYNTAX) notify error|no acceptable proposal found|no proposal chosen/,
-    verdict: (m) => ({ code: "bad-config", message: `the gateway refused our offer (${m[1] ?? "no acceptable proposal"})` }),
+    verdict: (m) => ({
+      code: "bad-config",
+      message: `the gateway refused our offer (${m[1] ?? "no acceptable proposal"})`,
+    }),
   },
   {
     re: /giving up after \d+ retransmits|peer not responding/,
-    verdict: () => ({ code: "unreachable", message: "the gateway did not answer IKE (charon gave up after its retransmits)" }),
+    verdict: () => ({
+      code: "unreachable",
+      message: "the gateway did not answer IKE (charon gave up after its retransmits)",
+    }),
   },
   {
     re: /(Connection refused|Network is unreachable|No route to host)/,
@@ -89,7 +101,9 @@ export function classifyIkeFailure(input: IkeFailureInput): IkeFailure {
   if (input.deadlineHit || /not established after \d+ms/.test(input.errmsg)) {
     return {
       code: "timeout",
-      message: heard ? "the tunnel was not established before the deadline" : "no answer from the gateway before the deadline",
+      message: heard
+        ? "the tunnel was not established before the deadline"
+        : "no answer from the gateway before the deadline",
       evidence: evidenceFor(all, input.errmsg),
     };
   }

@@ -20,7 +20,15 @@ function spec(over: Partial<Ikev2Spec["params"]> = {}): Ikev2Spec {
     // no netns: these specs are refused (or cancelled) before anything would run
     runtime: { workDir: mkdtempSync(join(root, "ikev2-")), ifname: "dike-gw1" },
     probe: { address: "198.19.0.1" },
-    params: { port: 500, natTraversalPort: 4500, remoteId: "gw1.lab.detour.test", proposals: ["aes256-sha256-x25519"], espProposals: ["aes128-sha256"], remoteTs: ["198.19.0.0/24"], ...over },
+    params: {
+      port: 500,
+      natTraversalPort: 4500,
+      remoteId: "gw1.lab.detour.test",
+      proposals: ["aes256-sha256-x25519"],
+      espProposals: ["aes128-sha256"],
+      remoteTs: ["198.19.0.0/24"],
+      ...over,
+    },
     credentials: { localId: "client@lab.detour.test", psk: new Secret("x") },
   };
 }
@@ -28,7 +36,11 @@ function spec(over: Partial<Ikev2Spec["params"]> = {}): Ikev2Spec {
 test("a-spec-that-cannot-work-is-bad-config-and-leaves-nothing", async () => {
   const s = spec({ natTraversalPort: 4501 });
   const e = new IpsecEngine(s);
-  await assert.rejects(e.start(Date.now() + 5000), (err: unknown) => isEngineError(err) && err.code === "bad-config" && !err.retryable && /NAT-T port/.test(err.message));
+  await assert.rejects(
+    e.start(Date.now() + 5000),
+    (err: unknown) =>
+      isEngineError(err) && err.code === "bad-config" && !err.retryable && /NAT-T port/.test(err.message),
+  );
   assert.equal(e.pid, null, "no charon was started");
   assert.ok(!existsSync(s.runtime.workDir), "the work folder is removed");
   assert.deepEqual(await e.leftovers(), []);
@@ -38,7 +50,10 @@ test("an-aborted-start-is-cancelled-not-a-failure", async () => {
   const ctl = new AbortController();
   ctl.abort();
   const e = new IpsecEngine(spec());
-  await assert.rejects(e.start(Date.now() + 5000, ctl.signal), (err: unknown) => isEngineError(err) && err.code === "cancelled");
+  await assert.rejects(
+    e.start(Date.now() + 5000, ctl.signal),
+    (err: unknown) => isEngineError(err) && err.code === "cancelled",
+  );
   assert.equal(e.pid, null);
   assert.deepEqual(await e.leftovers(), []);
 });
@@ -56,7 +71,11 @@ test("stop-before-start-removes-the-work-folder-and-cancels-the-start", async ()
   const e = new IpsecEngine(s);
   await e.stop();
   assert.ok(!existsSync(s.runtime.workDir));
-  await assert.rejects(e.start(Date.now() + 5000), (err: unknown) => isEngineError(err) && err.code === "cancelled", "a stopped instance does not start");
+  await assert.rejects(
+    e.start(Date.now() + 5000),
+    (err: unknown) => isEngineError(err) && err.code === "cancelled",
+    "a stopped instance does not start",
+  );
   assert.equal(e.pid, null);
   assert.deepEqual(await e.leftovers(), []);
 });

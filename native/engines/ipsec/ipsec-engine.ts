@@ -25,7 +25,14 @@ import {
   strongswanConf,
 } from "./charon-config.ts";
 import { classifyIkeFailure } from "./ike-failure.ts";
-import { deleteRule, deviceWithAddress, flushTable, linkMtu, routesInTable, rulesForTable } from "./routing-table.linux.ts";
+import {
+  deleteRule,
+  deviceWithAddress,
+  flushTable,
+  linkMtu,
+  routesInTable,
+  rulesForTable,
+} from "./routing-table.linux.ts";
 import { viciSection, type ViciSection, type ViciValue } from "./vici-codec.ts";
 import { ViciClient, isViciClientError } from "./vici-client.ts";
 
@@ -106,7 +113,10 @@ export class IpsecEngine implements TunnelEngine {
   async start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
     const hooks = {
       timeoutError: () => this.#timeoutError(),
-      classify: (e: unknown) => (isViciClientError(e) ? new EngineError("engine-crashed", `VICI: ${e.message}`, this.#tail(), { cause: e }) : null),
+      classify: (e: unknown) =>
+        isViciClientError(e)
+          ? new EngineError("engine-crashed", `VICI: ${e.message}`, this.#tail(), { cause: e })
+          : null,
       tail: () => this.#tail(),
     };
     const up = await this.#guard.run(deadlineAt, signal, hooks, (attempt) => {
@@ -129,7 +139,9 @@ export class IpsecEngine implements TunnelEngine {
     rmSync(this.#viciPath, { force: true });
     this.#table = await attempt.race(this.#pickTable());
     try {
-      writeFileSync(this.#confPath, strongswanConf({ viciSocket: this.#viciPath, routingTable: this.#table }), { mode: 0o600 });
+      writeFileSync(this.#confPath, strongswanConf({ viciSocket: this.#viciPath, routingTable: this.#table }), {
+        mode: 0o600,
+      });
     } catch (e) {
       throw new EngineError("bad-config", `cannot write charon's config: ${(e as Error).message}`, "", { cause: e });
     }
@@ -153,7 +165,12 @@ export class IpsecEngine implements TunnelEngine {
       throw new EngineError("engine-crashed", `${CHARON_BIN} could not be started`, proc.tail());
     }
 
-    await this.#until("charon's VICI socket", () => (existsSync(this.#viciPath) ? true : null), Math.min(deadlineAt, Date.now() + VICI_READY_TIMEOUT_MS), signal);
+    await this.#until(
+      "charon's VICI socket",
+      () => (existsSync(this.#viciPath) ? true : null),
+      Math.min(deadlineAt, Date.now() + VICI_READY_TIMEOUT_MS),
+      signal,
+    );
     await this.#disarmRoutingRule(this.#table, signal);
 
     const vici = await attempt.race(ViciClient.connect(this.#viciPath), (c) => {
@@ -170,24 +187,37 @@ export class IpsecEngine implements TunnelEngine {
     await this.#load("load-conn", connMessage(spec));
 
     const budget = deadlineAt - Date.now() - TEARDOWN_RESERVE_MS;
-    if (budget < MIN_INITIATE_MS) throw new EngineError("timeout", `only ${Math.max(0, budget)} ms left to negotiate IKE before the deadline`);
+    if (budget < MIN_INITIATE_MS)
+      throw new EngineError("timeout", `only ${Math.max(0, budget)} ms left to negotiate IKE before the deadline`);
     this.#initiating = true;
-    const init = await attempt.race(
-      vici.stream("initiate", viciSection({ child: CHILD_NAME, ike: CONN_NAME, timeout: String(budget), loglevel: "1" }), "control-log", {
-        timeoutMs: budget + INITIATE_REPLY_SLACK_MS,
-        onEvent: (m) => {
-          this.#keepLine(`[${str(m, "group")}] ${str(m, "msg")}`);
+    const init = await attempt
+      .race(
+        vici.stream(
+          "initiate",
+          viciSection({ child: CHILD_NAME, ike: CONN_NAME, timeout: String(budget), loglevel: "1" }),
+          "control-log",
+          {
+            timeoutMs: budget + INITIATE_REPLY_SLACK_MS,
+            onEvent: (m) => {
+              this.#keepLine(`[${str(m, "group")}] ${str(m, "msg")}`);
+            },
+          },
+        ),
+        () => {
+          vici.close();
         },
-      }),
-      () => {
-        vici.close();
-      },
-    ).finally(() => {
-      this.#initiating = false;
-    });
+      )
+      .finally(() => {
+        this.#initiating = false;
+      });
     if (init.response.get("success") !== "yes") {
       const errmsg = str(init.response, "errmsg");
-      const f = classifyIkeFailure({ errmsg, lines: this.#startLines, deadlineHit: false, remoteId: spec.params.remoteId });
+      const f = classifyIkeFailure({
+        errmsg,
+        lines: this.#startLines,
+        deadlineHit: false,
+        remoteId: spec.params.remoteId,
+      });
       throw new EngineError(f.code, f.message, f.evidence.join("\n"));
     }
     const handshakeAt = this.#childUpAt ?? Date.now();
@@ -198,7 +228,11 @@ export class IpsecEngine implements TunnelEngine {
     const vip = firstOf(sa?.get("local-vips"));
     const child = sa === null ? null : installedChild(sa);
     if (vip === null || child === null) {
-      throw new EngineError("engine-crashed", `charon reports the tunnel up but ${vip === null ? "no virtual IP" : "no installed CHILD_SA"}`, this.#tail());
+      throw new EngineError(
+        "engine-crashed",
+        `charon reports the tunnel up but ${vip === null ? "no virtual IP" : "no installed CHILD_SA"}`,
+        this.#tail(),
+      );
     }
     const routes = listOf(child.get("remote-ts"));
 
@@ -212,7 +246,11 @@ export class IpsecEngine implements TunnelEngine {
       // plugin is loaded, and that plugin rewrites the host's resolv.conf
       config: { ifname, addresses: [`${vip}/32`], routes, dns: [], mtu: await linkMtu(ifname, netns) },
       timings: { spawnedAt: proc.spawnedAt, handshakeAt, firstReplyAt: echo.at, firstReplyRttMs: echo.rttMs },
-      detail: { routingTable: String(this.#table), localPort: str(sa ?? new Map(), "local-port"), encapsulation: "udp" },
+      detail: {
+        routingTable: String(this.#table),
+        localPort: str(sa ?? new Map(), "local-port"),
+        encapsulation: "udp",
+      },
     };
   }
 
@@ -238,7 +276,8 @@ export class IpsecEngine implements TunnelEngine {
     }
     for (const r of rules) await deleteRule(r, table, netns);
     const left = await rulesForTable(table, netns);
-    if (left.length > 0) throw new EngineError("engine-crashed", `cannot delete charon's routing rule for table ${table}`, this.#tail());
+    if (left.length > 0)
+      throw new EngineError("engine-crashed", `cannot delete charon's routing rule for table ${table}`, this.#tail());
   }
 
   async #load(command: "load-shared" | "load-conn", message: ViciSection): Promise<void> {
@@ -247,13 +286,19 @@ export class IpsecEngine implements TunnelEngine {
     try {
       await vici.requestOk(command, message);
     } catch (e) {
-      if (isViciClientError(e) && e.code === "command-failed") throw new EngineError("bad-config", `charon refused ${command}: ${e.errmsg}`, this.#tail(), { cause: e });
+      if (isViciClientError(e) && e.code === "command-failed")
+        throw new EngineError("bad-config", `charon refused ${command}: ${e.errmsg}`, this.#tail(), { cause: e });
       throw e;
     }
   }
 
   async #ikeSa(vici: ViciClient, timeoutMs?: number): Promise<ViciSection | null> {
-    const { events } = await vici.stream("list-sas", viciSection({ ike: CONN_NAME, noblock: "yes" }), "list-sa", timeoutMs === undefined ? {} : { timeoutMs });
+    const { events } = await vici.stream(
+      "list-sas",
+      viciSection({ ike: CONN_NAME, noblock: "yes" }),
+      "list-sa",
+      timeoutMs === undefined ? {} : { timeoutMs },
+    );
     for (const e of events) {
       const sa = e.get(CONN_NAME);
       if (sa instanceof Map) return sa;
@@ -264,20 +309,33 @@ export class IpsecEngine implements TunnelEngine {
   /** The device holding the virtual IP: normally the TUN charon announced; any device that holds it otherwise. */
   async #deviceFor(vip: string, until: number, signal: AbortSignal): Promise<string> {
     const netns = this.#spec.runtime.netns;
-    return this.#until(`virtual IP ${vip} on a device`, async () => {
-      const tun = this.#tunName;
-      return tun !== null && (await linkAddresses(tun, netns)).includes(`${vip}/32`) ? tun : await deviceWithAddress(vip, netns);
-    }, until, signal);
+    return this.#until(
+      `virtual IP ${vip} on a device`,
+      async () => {
+        const tun = this.#tunName;
+        return tun !== null && (await linkAddresses(tun, netns)).includes(`${vip}/32`)
+          ? tun
+          : await deviceWithAddress(vip, netns);
+      },
+      until,
+      signal,
+    );
   }
 
   /** Polls `check` until it returns a value; rejects at `until`, on abort, or when charon exits meanwhile. */
-  async #until<T>(what: string, check: () => T | null | Promise<T | null>, until: number, signal: AbortSignal): Promise<T> {
+  async #until<T>(
+    what: string,
+    check: () => T | null | Promise<T | null>,
+    until: number,
+    signal: AbortSignal,
+  ): Promise<T> {
     for (;;) {
       signal.throwIfAborted();
       if (this.#proc !== null && !this.#proc.running) throw this.#crashed(`charon exited while waiting for ${what}`);
       const v = await check();
       if (v !== null) return v;
-      if (Date.now() >= until) throw new EngineError("engine-crashed", `charon did not provide ${what} in time`, this.#tail());
+      if (Date.now() >= until)
+        throw new EngineError("engine-crashed", `charon did not provide ${what} in time`, this.#tail());
       await sleep(POLL_MS);
     }
   }
@@ -366,7 +424,9 @@ export class IpsecEngine implements TunnelEngine {
       let vici: ViciClient | null = null;
       try {
         vici = await ViciClient.connect(this.#viciPath, STATS_TIMEOUT_MS);
-        const { events } = await vici.stream("list-sas", viciSection({ noblock: "yes" }), "list-sa", { timeoutMs: STATS_TIMEOUT_MS });
+        const { events } = await vici.stream("list-sas", viciSection({ noblock: "yes" }), "list-sa", {
+          timeoutMs: STATS_TIMEOUT_MS,
+        });
         state = { "list-sas": events.map(viciToJson) };
       } catch (e) {
         state = { error: e instanceof Error ? e.message : String(e) };
@@ -401,7 +461,11 @@ export class IpsecEngine implements TunnelEngine {
       try {
         const c = await ViciClient.connect(this.#viciPath);
         try {
-          await c.request("terminate", viciSection({ ike: CONN_NAME, force: "yes", timeout: String(TERMINATE_WAIT_MS) }), { timeoutMs: TERMINATE_REQUEST_TIMEOUT_MS });
+          await c.request(
+            "terminate",
+            viciSection({ ike: CONN_NAME, force: "yes", timeout: String(TERMINATE_WAIT_MS) }),
+            { timeoutMs: TERMINATE_REQUEST_TIMEOUT_MS },
+          );
         } finally {
           c.close();
         }
@@ -425,7 +489,8 @@ export class IpsecEngine implements TunnelEngine {
     }
     rmSync(this.#spec.runtime.workDir, { recursive: true, force: true });
     const left = await this.leftovers();
-    if (left.length > 0) throw new EngineError("engine-crashed", `stopping the IKEv2 engine left ${left.join("; ")}`, this.#tail());
+    if (left.length > 0)
+      throw new EngineError("engine-crashed", `stopping the IKEv2 engine left ${left.join("; ")}`, this.#tail());
   }
 
   /** What of this instance is still on the host: empty after a clean stop. */
@@ -437,7 +502,8 @@ export class IpsecEngine implements TunnelEngine {
     if (this.#tunName !== null && (await linkExists(this.#tunName, netns))) out.push(`device ${this.#tunName}`);
     if (existsSync(this.#viciPath)) out.push(`socket ${this.#viciPath}`);
     if (this.#table !== null) {
-      for (const r of await rulesForTable(this.#table, netns)) out.push(`rule ${r.priority} (IPv${r.family}) for table ${this.#table}`);
+      for (const r of await rulesForTable(this.#table, netns))
+        out.push(`rule ${r.priority} (IPv${r.family}) for table ${this.#table}`);
       for (const r of await routesInTable(this.#table, netns)) out.push(`route ${r} in table ${this.#table}`);
     }
     if (existsSync(this.#spec.runtime.workDir)) out.push(`folder ${this.#spec.runtime.workDir}`);
@@ -446,13 +512,19 @@ export class IpsecEngine implements TunnelEngine {
 
   /** The deadline passed: charon's own lines say whether the gateway was silent, refused or never reached. */
   #timeoutError(): EngineError {
-    const f = classifyIkeFailure({ errmsg: "", lines: this.#startLines, deadlineHit: true, remoteId: this.#spec.params.remoteId });
+    const f = classifyIkeFailure({
+      errmsg: "",
+      lines: this.#startLines,
+      deadlineHit: true,
+      remoteId: this.#spec.params.remoteId,
+    });
     return new EngineError(f.code === "engine-crashed" ? "timeout" : f.code, f.message, f.evidence.join("\n"));
   }
 
   #crashed(what: string): EngineError {
     const exit = this.#proc?.exit;
-    const how = exit === null || exit === undefined ? "" : ` (code ${String(exit.code)}, signal ${String(exit.signal)})`;
+    const how =
+      exit === null || exit === undefined ? "" : ` (code ${String(exit.code)}, signal ${String(exit.signal)})`;
     return new EngineError("engine-crashed", `${what}${how}`, this.#tail());
   }
 
@@ -487,6 +559,8 @@ function installedChild(sa: ViciSection): ViciSection | null {
 /** A VICI section as plain JSON (sections become objects, lists arrays), for diagnostics. */
 export function viciToJson(section: ViciSection): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of section) out[k] = typeof v === "string" ? v : Array.isArray(v) ? [...(v as readonly string[])] : viciToJson(v as ViciSection);
+  for (const [k, v] of section)
+    out[k] =
+      typeof v === "string" ? v : Array.isArray(v) ? [...(v as readonly string[])] : viciToJson(v as ViciSection);
   return out;
 }

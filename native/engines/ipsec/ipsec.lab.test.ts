@@ -69,10 +69,22 @@ async function clientNamespaceLeftovers(): Promise<string[]> {
   const out = (await namespacePids(ns)).filter((p) => !agent.has(p)).map((p) => `process ${p}`);
   const links = JSON.parse(await runOk("ip", ["-n", ns, "-j", "link", "show"])) as { ifname: string }[];
   out.push(...links.filter((l) => l.ifname.startsWith("ipsec")).map((l) => `device ${l.ifname}`));
-  const rules = JSON.parse(await runOk("ip", ["-n", ns, "-j", "rule", "show"])) as { priority: number; table: string }[];
-  out.push(...rules.filter((r) => !["local", "main", "default"].includes(r.table)).map((r) => `rule ${r.priority} -> table ${r.table}`));
+  const rules = JSON.parse(await runOk("ip", ["-n", ns, "-j", "rule", "show"])) as {
+    priority: number;
+    table: string;
+  }[];
+  out.push(
+    ...rules
+      .filter((r) => !["local", "main", "default"].includes(r.table))
+      .map((r) => `rule ${r.priority} -> table ${r.table}`),
+  );
   const routes = await runOk("ip", ["-n", ns, "route", "show", "table", "all"]);
-  out.push(...routes.split("\n").filter((l) => /dev ipsec/.test(l)).map((l) => `route ${l}`));
+  out.push(
+    ...routes
+      .split("\n")
+      .filter((l) => /dev ipsec/.test(l))
+      .map((l) => `route ${l}`),
+  );
   return out;
 }
 
@@ -132,7 +144,9 @@ for (const gw of ["gw1", "gw2", "gw3"]) {
     try {
       const t0 = Date.now();
       const up = await e.start(t0 + START_DEADLINE_MS);
-      console.log(`${gw}: up in ${up.timings.firstReplyAt - up.timings.spawnedAt} ms (handshake ${String((up.timings.handshakeAt ?? 0) - up.timings.spawnedAt)} ms) on ${up.config.ifname} ${up.config.addresses.join()} routes ${up.config.routes.join()} table ${up.detail.routingTable ?? "?"}`);
+      console.log(
+        `${gw}: up in ${up.timings.firstReplyAt - up.timings.spawnedAt} ms (handshake ${String((up.timings.handshakeAt ?? 0) - up.timings.spawnedAt)} ms) on ${up.config.ifname} ${up.config.addresses.join()} routes ${up.config.routes.join()} table ${up.detail.routingTable ?? "?"}`,
+      );
       assert.match(up.config.ifname, /^ipsec\d+$/, "the device kernel-libipsec created, not the spec's label");
       assert.deepEqual(up.config.routes, [topo.corp.network], "the negotiated remote TS");
       const me = await whoamiThrough(up);
@@ -145,7 +159,11 @@ for (const gw of ["gw1", "gw2", "gw3"]) {
     }
     assert.deepEqual(await e.leftovers(), []);
     assert.deepEqual(await clientNamespaceLeftovers(), []);
-    await eventually(`${gw} dropped our IKE_SA (charon sent DELETE on stop)`, async () => (await gatewaySaCount(gw)) === 0, GATEWAY_SA_GONE_MS);
+    await eventually(
+      `${gw} dropped our IKE_SA (charon sent DELETE on stop)`,
+      async () => (await gatewaySaCount(gw)) === 0,
+      GATEWAY_SA_GONE_MS,
+    );
   });
 }
 
@@ -239,12 +257,19 @@ test("two-ipsec-tunnels-in-one-namespace-both-work-and-stop-clean", { timeout: 4
   try {
     const deadline = Date.now() + START_DEADLINE_MS;
     const [upA, upB] = await Promise.all([a.start(deadline), b.start(deadline)]);
-    console.log(`two at once: gw1 on ${upA.config.ifname} ${upA.config.addresses.join()} in ${upA.timings.firstReplyAt - upA.timings.spawnedAt} ms, gw3 on ${upB.config.ifname} ${upB.config.addresses.join()} in ${upB.timings.firstReplyAt - upB.timings.spawnedAt} ms`);
+    console.log(
+      `two at once: gw1 on ${upA.config.ifname} ${upA.config.addresses.join()} in ${upA.timings.firstReplyAt - upA.timings.spawnedAt} ms, gw3 on ${upB.config.ifname} ${upB.config.addresses.join()} in ${upB.timings.firstReplyAt - upB.timings.spawnedAt} ms`,
+    );
     assert.notEqual(upA.config.ifname, upB.config.ifname, "each charon has its own TUN device");
     assert.notEqual(upA.detail.routingTable, upB.detail.routingTable, "each charon has its own routing table");
     // both still carry traffic once the other is up (a shared table 220 would have moved gw1's route to gw3)
     for (const up of [upA, upB]) {
-      const r = await pingThrough({ ifname: up.config.ifname, target: topo.corp.address, netns: topo.client.ns, deadlineAt: Date.now() + 3000 });
+      const r = await pingThrough({
+        ifname: up.config.ifname,
+        target: topo.corp.address,
+        netns: topo.client.ns,
+        deadlineAt: Date.now() + 3000,
+      });
       assert.ok(r.ok, `echo through ${up.config.ifname}: ${r.ok ? "" : r.error}`);
     }
     assert.equal((await whoamiThrough(upA)).gateway, "gw1");
@@ -252,7 +277,12 @@ test("two-ipsec-tunnels-in-one-namespace-both-work-and-stop-clean", { timeout: 4
     const statsA = await a.stats();
     assert.ok(statsA.rxPackets > 0 && statsA.lastRxAgoMs !== null, JSON.stringify(statsA));
     await a.stop();
-    const r = await pingThrough({ ifname: upB.config.ifname, target: topo.corp.address, netns: topo.client.ns, deadlineAt: Date.now() + 3000 });
+    const r = await pingThrough({
+      ifname: upB.config.ifname,
+      target: topo.corp.address,
+      netns: topo.client.ns,
+      deadlineAt: Date.now() + 3000,
+    });
     assert.ok(r.ok, "gw3's tunnel survives gw1's charon stopping");
   } finally {
     await Promise.all([a.stop(), b.stop()]);

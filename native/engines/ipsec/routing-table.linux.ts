@@ -19,14 +19,18 @@ export async function rulesForTable(table: number, netns?: string): Promise<Tabl
   for (const family of FAMILIES) {
     for (const r of await ipJson(netns, [`-${family}`, "rule", "show", "table", String(table)])) {
       const rule = r as { priority?: number; table?: string };
-      if (rule.table === String(table) && typeof rule.priority === "number") out.push({ family, priority: rule.priority });
+      if (rule.table === String(table) && typeof rule.priority === "number")
+        out.push({ family, priority: rule.priority });
     }
   }
   return out;
 }
 
 export async function deleteRule(rule: TableRule, table: number, netns?: string): Promise<void> {
-  await run("ip", ipArgs(netns, [`-${rule.family}`, "rule", "del", "priority", String(rule.priority), "table", String(table)]));
+  await run(
+    "ip",
+    ipArgs(netns, [`-${rule.family}`, "rule", "del", "priority", String(rule.priority), "table", String(table)]),
+  );
 }
 
 /** Routes in `table`, as "dst dev ifname" strings. */
@@ -42,7 +46,8 @@ export async function routesInTable(table: number, netns?: string): Promise<stri
 }
 
 export async function flushTable(table: number, netns?: string): Promise<void> {
-  for (const family of FAMILIES) await run("ip", ipArgs(netns, [`-${family}`, "route", "flush", "table", String(table)]));
+  for (const family of FAMILIES)
+    await run("ip", ipArgs(netns, [`-${family}`, "route", "flush", "table", String(table)]));
 }
 
 /** The device that holds an IPv4 address, e.g. the TUN device carrying a virtual IP. */

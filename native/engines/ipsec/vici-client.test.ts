@@ -45,19 +45,25 @@ async function fakeCharon(behaviour: Behaviour): Promise<{ path: string; receive
 const politeCharon: Behaviour = (p, reply) => {
   switch (p.type) {
     case "cmd-request":
-      if (p.name === "version") reply({ type: "cmd-response", message: viciSection({ daemon: "charon-systemd", version: "5.9.8" }) });
+      if (p.name === "version")
+        reply({ type: "cmd-response", message: viciSection({ daemon: "charon-systemd", version: "5.9.8" }) });
       else if (p.name === "list-sas") {
         reply({ type: "event", name: "list-sa", message: viciSection({ a: { state: "ESTABLISHED" } }) });
         reply({ type: "event", name: "list-sa", message: viciSection({ b: { state: "CONNECTING" } }) });
         reply({ type: "cmd-response", message: new Map() });
-      } else if (p.name === "load-conn") reply({ type: "cmd-response", message: viciSection({ success: "no", errmsg: "invalid value for: vips" }) });
+      } else if (p.name === "load-conn")
+        reply({ type: "cmd-response", message: viciSection({ success: "no", errmsg: "invalid value for: vips" }) });
       else reply({ type: "cmd-unknown" });
       return;
     case "event-register":
     case "event-unregister":
       reply(p.name === "ike-updown" || p.name === "list-sa" ? { type: "event-confirm" } : { type: "event-unknown" });
       if (p.type === "event-register" && p.name === "ike-updown") {
-        reply({ type: "event", name: "ike-updown", message: viciSection({ up: "yes", detour: { state: "ESTABLISHED" } }) });
+        reply({
+          type: "event",
+          name: "ike-updown",
+          message: viciSection({ up: "yes", detour: { state: "ESTABLISHED" } }),
+        });
       }
       return;
     case "cmd-response":
@@ -88,8 +94,16 @@ test("success-no-becomes-command-failed-with-errmsg", async () => {
   const s = await fakeCharon(politeCharon);
   const c = await ViciClient.connect(s.path);
   try {
-    await assert.rejects(c.requestOk("load-conn", viciSection({ x: { vips: ["bad"] } })), (e: unknown) => e instanceof ViciClientError && e.code === "command-failed" && e.errmsg === "invalid value for: vips");
-    assert.throws(() => checkSuccess("x", new Map()), rejectsWith("command-failed"), "a response without success is not a success");
+    await assert.rejects(
+      c.requestOk("load-conn", viciSection({ x: { vips: ["bad"] } })),
+      (e: unknown) =>
+        e instanceof ViciClientError && e.code === "command-failed" && e.errmsg === "invalid value for: vips",
+    );
+    assert.throws(
+      () => checkSuccess("x", new Map()),
+      rejectsWith("command-failed"),
+      "a response without success is not a success",
+    );
   } finally {
     c.close();
   }
@@ -100,7 +114,10 @@ test("unknown-command-and-unknown-event-are-typed", async () => {
   const c = await ViciClient.connect(s.path);
   try {
     await assert.rejects(c.request("no-such-command"), rejectsWith("unknown-command"));
-    await assert.rejects(c.register("no-such-event", () => undefined), rejectsWith("unknown-event"));
+    await assert.rejects(
+      c.register("no-such-event", () => undefined),
+      rejectsWith("unknown-event"),
+    );
     assert.equal((await c.request("version")).get("version"), "5.9.8", "the connection stays usable");
   } finally {
     c.close();
@@ -112,8 +129,13 @@ test("streamed-command-collects-events-then-unregisters", async () => {
   const c = await ViciClient.connect(s.path);
   try {
     const seen: string[] = [];
-    const { events, response } = await c.stream("list-sas", viciSection({ noblock: "yes" }), "list-sa", { onEvent: (m) => seen.push([...m.keys()].join()) });
-    assert.deepEqual(events.map((e) => [...e.keys()][0]), ["a", "b"]);
+    const { events, response } = await c.stream("list-sas", viciSection({ noblock: "yes" }), "list-sa", {
+      onEvent: (m) => seen.push([...m.keys()].join()),
+    });
+    assert.deepEqual(
+      events.map((e) => [...e.keys()][0]),
+      ["a", "b"],
+    );
     assert.deepEqual(seen, ["a", "b"]);
     assert.equal(response.size, 0);
     assert.deepEqual(
@@ -167,7 +189,10 @@ test("a-reply-nobody-asked-for-is-a-protocol-error", async () => {
     if (p.type === "event-register") reply({ type: "cmd-response", message: new Map() });
   });
   const c = await ViciClient.connect(s.path);
-  await assert.rejects(c.register("ike-updown", () => undefined), rejectsWith("protocol"));
+  await assert.rejects(
+    c.register("ike-updown", () => undefined),
+    rejectsWith("protocol"),
+  );
 });
 
 test("a-daemon-that-never-answers-times-out-within-the-bound", async () => {

@@ -101,7 +101,11 @@ export class ViciClient {
       socket.once("error", (e) => {
         clearTimeout(timer);
         socket.destroy();
-        reject(new ViciClientError("connect-failed", `cannot connect to VICI socket ${path}: ${e.message}`, "", { cause: e }));
+        reject(
+          new ViciClientError("connect-failed", `cannot connect to VICI socket ${path}: ${e.message}`, "", {
+            cause: e,
+          }),
+        );
       });
       socket.once("connect", () => {
         clearTimeout(timer);
@@ -127,7 +131,11 @@ export class ViciClient {
   }
 
   /** Like request, but a response with success = no rejects with "command-failed" and charon's errmsg. */
-  async requestOk(command: string, message: ViciSection = EMPTY_SECTION, opts: RequestOptions = {}): Promise<ViciSection> {
+  async requestOk(
+    command: string,
+    message: ViciSection = EMPTY_SECTION,
+    opts: RequestOptions = {},
+  ): Promise<ViciSection> {
     return checkSuccess(command, await this.request(command, message, opts));
   }
 
@@ -135,7 +143,12 @@ export class ViciClient {
    * A streamed command: registers for `event`, sends the command, collects the events that arrive until the
    * response, then unregisters again (unless a subscriber still wants the event).
    */
-  stream(command: string, message: ViciSection, event: string, opts: StreamOptions = {}): Promise<{ events: ViciSection[]; response: ViciSection }> {
+  stream(
+    command: string,
+    message: ViciSection,
+    event: string,
+    opts: StreamOptions = {},
+  ): Promise<{ events: ViciSection[]; response: ViciSection }> {
     return this.#enqueue(async () => {
       const events: ViciSection[] = [];
       const collect: ViciEventHandler = (m, name) => {
@@ -174,9 +187,16 @@ export class ViciClient {
   }
 
   async #command(command: string, message: ViciSection, timeoutMs: number): Promise<ViciSection> {
-    const reply = await this.#exchange({ type: "cmd-request", name: command, message }, "command", timeoutMs, `command ${command}`);
-    if (reply.type === "cmd-unknown") throw new ViciClientError("unknown-command", `charon does not know the VICI command "${command}"`);
-    if (reply.type !== "cmd-response") throw new ViciClientError("protocol", `charon answered ${command} with ${reply.type}`);
+    const reply = await this.#exchange(
+      { type: "cmd-request", name: command, message },
+      "command",
+      timeoutMs,
+      `command ${command}`,
+    );
+    if (reply.type === "cmd-unknown")
+      throw new ViciClientError("unknown-command", `charon does not know the VICI command "${command}"`);
+    if (reply.type !== "cmd-response")
+      throw new ViciClientError("protocol", `charon answered ${command} with ${reply.type}`);
     return reply.message;
   }
 
@@ -189,9 +209,16 @@ export class ViciClient {
     // In place before the confirm arrives: charon may send the first event in the same read as the confirm.
     this.#handlers.set(event, new Set([handler]));
     try {
-      const reply = await this.#exchange({ type: "event-register", name: event }, "event", VICI_REQUEST_TIMEOUT_MS, `register ${event}`);
-      if (reply.type === "event-unknown") throw new ViciClientError("unknown-event", `charon has no VICI event "${event}"`);
-      if (reply.type !== "event-confirm") throw new ViciClientError("protocol", `charon answered register ${event} with ${reply.type}`);
+      const reply = await this.#exchange(
+        { type: "event-register", name: event },
+        "event",
+        VICI_REQUEST_TIMEOUT_MS,
+        `register ${event}`,
+      );
+      if (reply.type === "event-unknown")
+        throw new ViciClientError("unknown-event", `charon has no VICI event "${event}"`);
+      if (reply.type !== "event-confirm")
+        throw new ViciClientError("protocol", `charon answered register ${event} with ${reply.type}`);
     } catch (e) {
       this.#handlers.delete(event);
       throw e;
@@ -202,8 +229,14 @@ export class ViciClient {
     const set = this.#handlers.get(event);
     if (set === undefined || !set.delete(handler) || set.size > 0) return;
     this.#handlers.delete(event);
-    const reply = await this.#exchange({ type: "event-unregister", name: event }, "event", VICI_REQUEST_TIMEOUT_MS, `unregister ${event}`);
-    if (reply.type === "event-unknown") throw new ViciClientError("unknown-event", `charon has no VICI event "${event}"`);
+    const reply = await this.#exchange(
+      { type: "event-unregister", name: event },
+      "event",
+      VICI_REQUEST_TIMEOUT_MS,
+      `unregister ${event}`,
+    );
+    if (reply.type === "event-unknown")
+      throw new ViciClientError("unknown-event", `charon has no VICI event "${event}"`);
   }
 
   #exchange(packet: ViciPacket, expects: Pending["expects"], timeoutMs: number, what: string): Promise<Reply> {
@@ -212,7 +245,9 @@ export class ViciClient {
     try {
       bytes = encodePacket(packet);
     } catch (e) {
-      return Promise.reject(new ViciClientError("protocol", `cannot encode ${what}: ${(e as Error).message}`, "", { cause: e }));
+      return Promise.reject(
+        new ViciClientError("protocol", `cannot encode ${what}: ${(e as Error).message}`, "", { cause: e }),
+      );
     }
     return new Promise<Reply>((resolve, reject) => {
       const timer = setTimeout(() => {

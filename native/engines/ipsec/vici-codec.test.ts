@@ -20,18 +20,43 @@ import {
 
 /** The encoding example of strongSwan's VICI README, byte for byte. */
 const README_EXAMPLE = Buffer.from([
-  3, 4, ...Buffer.from("key1"), 0, 6, ...Buffer.from("value1"),
-  1, 8, ...Buffer.from("section1"),
-  1, 11, ...Buffer.from("sub-section"),
-  3, 4, ...Buffer.from("key2"), 0, 6, ...Buffer.from("value2"),
+  3,
+  4,
+  ...Buffer.from("key1"),
+  0,
+  6,
+  ...Buffer.from("value1"),
+  1,
+  8,
+  ...Buffer.from("section1"),
+  1,
+  11,
+  ...Buffer.from("sub-section"),
+  3,
+  4,
+  ...Buffer.from("key2"),
+  0,
+  6,
+  ...Buffer.from("value2"),
   2,
-  4, 5, ...Buffer.from("list1"),
-  5, 0, 5, ...Buffer.from("item1"),
-  5, 0, 5, ...Buffer.from("item2"),
+  4,
+  5,
+  ...Buffer.from("list1"),
+  5,
+  0,
+  5,
+  ...Buffer.from("item1"),
+  5,
+  0,
+  5,
+  ...Buffer.from("item2"),
   6,
   2,
 ]);
-const README_TREE = viciSection({ key1: "value1", section1: { "sub-section": { key2: "value2" }, list1: ["item1", "item2"] } });
+const README_TREE = viciSection({
+  key1: "value1",
+  section1: { "sub-section": { key2: "value2" }, list1: ["item1", "item2"] },
+});
 
 function frame(body: number[]): Buffer {
   const b = Buffer.alloc(4 + body.length);
@@ -69,12 +94,20 @@ test("every-packet-type-round-trips", () => {
 });
 
 test("section-order-is-kept-including-integer-like-keys", () => {
-  const tree: ViciSection = new Map<string, ViciValue>([["b", "1"], ["10", "x"], ["2", "y"], ["a", ["p", "q"]]]);
+  const tree: ViciSection = new Map<string, ViciValue>([
+    ["b", "1"],
+    ["10", "x"],
+    ["2", "y"],
+    ["a", ["p", "q"]],
+  ]);
   assert.deepEqual([...decodeMessage(encodeMessage(tree)).keys()], ["b", "10", "2", "a"]);
 });
 
 test("keys-named-like-object-internals-are-plain-keys", () => {
-  const tree: ViciSection = new Map<string, ViciValue>([["__proto__", "x"], ["constructor", new Map([["toString", "y"]])]]);
+  const tree: ViciSection = new Map<string, ViciValue>([
+    ["__proto__", "x"],
+    ["constructor", new Map([["toString", "y"]])],
+  ]);
   const back = decodeMessage(encodeMessage(tree));
   assert.equal(back.get("__proto__"), "x");
   assert.deepEqual(back, tree);
@@ -82,7 +115,11 @@ test("keys-named-like-object-internals-are-plain-keys", () => {
 
 test("a-stream-split-at-every-byte-boundary-gives-the-same-packets", () => {
   const packets: ViciPacket[] = [
-    { type: "event", name: "ike-updown", message: viciSection({ up: "yes", detour: { state: "ESTABLISHED", "local-vips": ["198.19.12.10"] } }) },
+    {
+      type: "event",
+      name: "ike-updown",
+      message: viciSection({ up: "yes", detour: { state: "ESTABLISHED", "local-vips": ["198.19.12.10"] } }),
+    },
     { type: "cmd-response", message: viciSection({ success: "yes" }) },
     { type: "event-confirm" },
   ];
@@ -134,7 +171,11 @@ test("malformed-frames-give-typed-errors", () => {
     ["duplicate key", [1, 3, 1, 0x6b, 0, 0, 3, 1, 0x6b, 0, 0], "malformed"],
   ];
   for (const [what, body, code] of cases) {
-    assert.throws(() => new ViciFrameDecoder().push(frame(body)), (e: unknown) => e instanceof ViciError && e.code === code, what);
+    assert.throws(
+      () => new ViciFrameDecoder().push(frame(body)),
+      (e: unknown) => e instanceof ViciError && e.code === code,
+      what,
+    );
   }
   expectViciError(() => new ViciFrameDecoder().push(frame([])), "malformed");
 });
@@ -164,7 +205,6 @@ test("values-vici-cannot-carry-are-refused-when-encoding", () => {
 
 // ------------------------------------------------------------------------------------------- property tests
 
-
 const ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-_. /:é✓";
 
 function randomString(r: () => number, max: number): string {
@@ -181,7 +221,11 @@ function randomTree(r: () => number, depth: number): ViciSection {
     const key = `${randomString(r, 8)}${i}`;
     const pick = r();
     if (pick < 0.5) out.set(key, randomString(r, 20));
-    else if (pick < 0.75) out.set(key, Array.from({ length: Math.floor(r() * 4) }, () => randomString(r, 12)));
+    else if (pick < 0.75)
+      out.set(
+        key,
+        Array.from({ length: Math.floor(r() * 4) }, () => randomString(r, 12)),
+      );
     else if (depth < 4) out.set(key, randomTree(r, depth + 1));
   }
   return out;

@@ -86,7 +86,16 @@ const PACKET_CODES: Record<ViciPacketType, number> = {
   "event-unknown": 6,
   event: 7,
 };
-const PACKET_TYPES: readonly ViciPacketType[] = ["cmd-request", "cmd-response", "cmd-unknown", "event-register", "event-unregister", "event-confirm", "event-unknown", "event"];
+const PACKET_TYPES: readonly ViciPacketType[] = [
+  "cmd-request",
+  "cmd-response",
+  "cmd-unknown",
+  "event-register",
+  "event-unregister",
+  "event-confirm",
+  "event-unknown",
+  "event",
+];
 
 const SECTION_START = 1;
 const SECTION_END = 2;
@@ -107,14 +116,22 @@ class Writer {
 
   name(s: string, what: string): void {
     const b = Buffer.from(s, "utf8");
-    if (b.length > MAX_NAME_BYTES) throw new ViciError("unencodable", `${what} "${s.slice(0, 40)}…" is ${b.length} bytes; VICI names are at most ${MAX_NAME_BYTES}`);
+    if (b.length > MAX_NAME_BYTES)
+      throw new ViciError(
+        "unencodable",
+        `${what} "${s.slice(0, 40)}…" is ${b.length} bytes; VICI names are at most ${MAX_NAME_BYTES}`,
+      );
     this.byte(b.length);
     this.#push(b);
   }
 
   value(s: string, key: string): void {
     const b = Buffer.from(s, "utf8");
-    if (b.length > MAX_VALUE_BYTES) throw new ViciError("unencodable", `value of "${key}" is ${b.length} bytes; VICI values are at most ${MAX_VALUE_BYTES}`);
+    if (b.length > MAX_VALUE_BYTES)
+      throw new ViciError(
+        "unencodable",
+        `value of "${key}" is ${b.length} bytes; VICI values are at most ${MAX_VALUE_BYTES}`,
+      );
     const len = Buffer.alloc(2);
     len.writeUInt16BE(b.length);
     this.#push(len);
@@ -228,7 +245,10 @@ class Reader {
 
   take(n: number, of: string): Buffer {
     if (this.#pos + n > this.buf.length) {
-      throw new ViciError("truncated", `${this.what}: ${of} announces ${n} bytes but only ${this.buf.length - this.#pos} remain`);
+      throw new ViciError(
+        "truncated",
+        `${this.what}: ${of} announces ${n} bytes but only ${this.buf.length - this.#pos} remain`,
+      );
     }
     const out = this.buf.subarray(this.#pos, this.#pos + n);
     this.#pos += n;
@@ -302,7 +322,8 @@ function readMessage(r: Reader): ViciSection {
     }
   }
   if (list !== null) throw new ViciError("truncated", `message ends inside list "${list.name}"`);
-  if (stack.length > 1) throw new ViciError("truncated", `message ends inside section "${stack[stack.length - 1]?.name ?? ""}"`);
+  if (stack.length > 1)
+    throw new ViciError("truncated", `message ends inside section "${stack[stack.length - 1]?.name ?? ""}"`);
   return root;
 }
 
@@ -384,7 +405,8 @@ export class ViciFrameDecoder {
       const all = this.#chunks.length === 1 ? (this.#chunks[0] as Buffer) : Buffer.concat(this.#chunks, this.#buffered);
       this.#chunks = [all];
       const length = all.readUInt32BE(0);
-      if (length > this.maxFrameBytes) throw new ViciError("oversized", `frame of ${length} bytes exceeds ${this.maxFrameBytes}`);
+      if (length > this.maxFrameBytes)
+        throw new ViciError("oversized", `frame of ${length} bytes exceeds ${this.maxFrameBytes}`);
       if (length === 0) throw new ViciError("malformed", "zero-length frame");
       if (this.#buffered < LENGTH_BYTES + length) return out;
       // copy the frame out, so a retained packet does not pin the whole receive buffer

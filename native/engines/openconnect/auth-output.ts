@@ -32,8 +32,10 @@ export function parseAuthOutput(stdout: string): Omit<AnyConnectSession, "obtain
   const resolve = vars.get("RESOLVE") ?? null;
   if (cookie === undefined || cookie === "" || /[\n\r\0]/.test(cookie)) return null;
   if (fingerprint === undefined || !PIN_RE.test(fingerprint)) return null;
-  if (connectUrl === undefined || !/^https:\/\/[A-Za-z0-9.\-[\]:]{1,260}(?:\/\S{0,200})?$/.test(connectUrl)) return null;
+  if (connectUrl === undefined || !/^https:\/\/[A-Za-z0-9.\-[\]:]{1,260}(?:\/\S{0,200})?$/.test(connectUrl))
+    return null;
   // host:address for --resolve; the address may be IPv6 (openconnect splits at the first colon).
-  if (resolve !== null && !/^[A-Za-z0-9.-]{1,253}:(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f:.]{2,45})$/.test(resolve)) return null;
+  if (resolve !== null && !/^[A-Za-z0-9.-]{1,253}:(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f:.]{2,45})$/.test(resolve))
+    return null;
   return { cookie: new Secret(cookie), fingerprint, connectUrl, resolve };
 }

@@ -55,12 +55,18 @@ function rejects(line: string, code: HandbackErrorCode, field?: string): void {
 }
 
 /** Runs the real handback.sh with exactly these variables; returns the record lines it appended. */
-function runScript(vars: Record<string, string>, withFile = true): { lines: string[]; status: number | null; ms: number } {
+function runScript(
+  vars: Record<string, string>,
+  withFile = true,
+): { lines: string[]; status: number | null; ms: number } {
   const dir = mkdtempSync(join(tmpdir(), "detour-hb-"));
   const file = join(dir, "handback");
   try {
     const t0 = performance.now();
-    const r = spawnSync("/bin/sh", [HANDBACK_SCRIPT], { env: { PATH: "/usr/bin:/bin", LC_ALL: "C", ...(withFile ? { [HANDBACK_ENV]: file } : {}), ...vars }, timeout: 10_000 });
+    const r = spawnSync("/bin/sh", [HANDBACK_SCRIPT], {
+      env: { PATH: "/usr/bin:/bin", LC_ALL: "C", ...(withFile ? { [HANDBACK_ENV]: file } : {}), ...vars },
+      timeout: 10_000,
+    });
     const ms = performance.now() - t0;
     let text = "";
     try {
@@ -120,24 +126,41 @@ test("the-real-script-hands-back-what-openconnect-passes", () => {
 test("hostile-values-cannot-break-the-record-format", () => {
   // Environment values cannot hold NUL (the framing relies on that); everything else is fair game.
   const hostile = "198.19.13.50\ndetour-handback-1 00\tTUNDEV=evil\u0001x' \"$(id)`id`;\\\r\u00ff";
-  const r = runScript({ ...Object.fromEntries(CONNECT), INTERNAL_IP4_ADDRESS: hostile, CISCO_DEF_DOMAIN: "$(touch /tmp/pwned)" });
+  const r = runScript({
+    ...Object.fromEntries(CONNECT),
+    INTERNAL_IP4_ADDRESS: hostile,
+    CISCO_DEF_DOMAIN: "$(touch /tmp/pwned)",
+  });
   assert.equal(r.status, 0);
   assert.equal(r.lines.length, 1, "one record, however many newlines the values hold");
   rejects(r.lines[0] ?? "", "invalid-field", "INTERNAL_IP4_ADDRESS");
   const hex = (r.lines[0] ?? "").split(" ")[1] ?? "";
-  assert.ok(Buffer.from(hex, "hex").toString("utf8").includes(`INTERNAL_IP4_ADDRESS=${hostile}\0`), "the value is handed back byte for byte");
+  assert.ok(
+    Buffer.from(hex, "hex").toString("utf8").includes(`INTERNAL_IP4_ADDRESS=${hostile}\0`),
+    "the value is handed back byte for byte",
+  );
   const r2 = runScript({ reason: "disconnect", CISCO_DEF_DOMAIN: hostile });
   rejects(r2.lines[0] ?? "", "invalid-field", "CISCO_DEF_DOMAIN");
 });
 
 test("the-script-caps-a-hostile-split-include-count", () => {
   for (const count of ["99999999999999999999", "-1", "1e3", "abc", "", "9999"]) {
-    const r = runScript({ reason: "connect", TUNDEV: "doc-x", INTERNAL_IP4_ADDRESS: "198.19.13.5", CISCO_SPLIT_INC: count });
+    const r = runScript({
+      reason: "connect",
+      TUNDEV: "doc-x",
+      INTERNAL_IP4_ADDRESS: "198.19.13.5",
+      CISCO_SPLIT_INC: count,
+    });
     assert.equal(r.status, 0, count);
     assert.ok(r.ms < SCRIPT_BUDGET_MS, `script took ${r.ms} ms for count ${count}`);
     assert.equal(r.lines.length, 1);
   }
-  const many: Record<string, string> = { reason: "connect", TUNDEV: "doc-x", INTERNAL_IP4_ADDRESS: "198.19.13.5", CISCO_SPLIT_INC: "200" };
+  const many: Record<string, string> = {
+    reason: "connect",
+    TUNDEV: "doc-x",
+    INTERNAL_IP4_ADDRESS: "198.19.13.5",
+    CISCO_SPLIT_INC: "200",
+  };
   for (let i = 0; i < 200; i++) {
     many[`CISCO_SPLIT_INC_${i}_ADDR`] = `10.${i}.0.0`;
     many[`CISCO_SPLIT_INC_${i}_MASKLEN`] = "16";
@@ -149,7 +172,10 @@ test("the-script-caps-a-hostile-split-include-count", () => {
 
 test("the-script-without-its-variable-or-with-an-unwritable-file-still-exits-0", () => {
   assert.equal(runScript({ reason: "connect" }, false).status, 0);
-  const r = spawnSync("/bin/sh", [HANDBACK_SCRIPT], { env: { PATH: "/usr/bin:/bin", [HANDBACK_ENV]: "/nonexistent/dir/handback", reason: "connect" }, timeout: 10_000 });
+  const r = spawnSync("/bin/sh", [HANDBACK_SCRIPT], {
+    env: { PATH: "/usr/bin:/bin", [HANDBACK_ENV]: "/nonexistent/dir/handback", reason: "connect" },
+    timeout: 10_000,
+  });
   assert.equal(r.status, 0);
 });
 
@@ -196,7 +222,12 @@ test("field-validation-rejects-what-the-kernel-or-a-route-would-choke-on", () =>
   }
   rejects(encodeHandback(withEntry("INTERNAL_IP4_NETMASKLEN", "16")), "invalid-field", "INTERNAL_IP4_NETMASKLEN");
   const split = (addr: string, len: string, count = "1"): string =>
-    encodeHandback([...CONNECT.filter(([k]) => !k.startsWith("CISCO_SPLIT")), ["CISCO_SPLIT_INC", count], ["CISCO_SPLIT_INC_0_ADDR", addr], ["CISCO_SPLIT_INC_0_MASKLEN", len]]);
+    encodeHandback([
+      ...CONNECT.filter(([k]) => !k.startsWith("CISCO_SPLIT")),
+      ["CISCO_SPLIT_INC", count],
+      ["CISCO_SPLIT_INC_0_ADDR", addr],
+      ["CISCO_SPLIT_INC_0_MASKLEN", len],
+    ]);
   rejects(split("198.19.0.1", "24"), "invalid-field");
   rejects(split("198.19.0.0", "40"), "invalid-field");
   rejects(split("198.19.0.0", "24", "2"), "truncated");
@@ -222,7 +253,6 @@ test("the-reader-waits-for-whole-lines-and-skips-an-oversized-one", () => {
   assert.ok(bad[0]?.ok === false && bad[0].error.code === "malformed");
 });
 
-
 test("fuzz-any-input-gives-a-record-or-a-typed-error", () => {
   const rand = prng(20260522);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
@@ -246,7 +276,17 @@ test("fuzz-any-input-gives-a-record-or-a-typed-error", () => {
       input = chars.join("");
     } else if (mode === 1) {
       // random entries with random values, hex-encoded as the script would
-      const keys = ["reason", "TUNDEV", "INTERNAL_IP4_ADDRESS", "INTERNAL_IP4_MTU", "CISCO_SPLIT_INC", "CISCO_SPLIT_INC_0_ADDR", "CISCO_SPLIT_INC_0_MASKLEN", "INTERNAL_IP4_DNS", "BOGUS"];
+      const keys = [
+        "reason",
+        "TUNDEV",
+        "INTERNAL_IP4_ADDRESS",
+        "INTERNAL_IP4_MTU",
+        "CISCO_SPLIT_INC",
+        "CISCO_SPLIT_INC_0_ADDR",
+        "CISCO_SPLIT_INC_0_MASKLEN",
+        "INTERNAL_IP4_DNS",
+        "BOGUS",
+      ];
       const entries: [string, string][] = [];
       const n = Math.floor(rand() * 8);
       for (let j = 0; j < n; j++) {

@@ -92,7 +92,8 @@ function maskLenOf(netmask: string): number | null {
 }
 
 function prefixLen(field: string, raw: string): number {
-  if (!DECIMAL_RE.test(raw) || Number(raw) > 32) throw new HandbackError("invalid-field", `${field} is not a prefix length 0-32`, field);
+  if (!DECIMAL_RE.test(raw) || Number(raw) > 32)
+    throw new HandbackError("invalid-field", `${field} is not a prefix length 0-32`, field);
   return Number(raw);
 }
 
@@ -103,11 +104,17 @@ function ipv4(field: string, raw: string): string {
 
 /** Decodes one record line (without its newline). Throws a HandbackError; never anything else. */
 export function decodeHandback(line: string): Handback {
-  if (line.length > MAX_RECORD_CHARS) throw new HandbackError("oversized", `record of ${line.length} characters exceeds ${MAX_RECORD_CHARS}`);
+  if (line.length > MAX_RECORD_CHARS)
+    throw new HandbackError("oversized", `record of ${line.length} characters exceeds ${MAX_RECORD_CHARS}`);
   const sp = line.indexOf(" ");
-  if (sp < 0 || line.slice(0, sp) !== HANDBACK_MAGIC) throw new HandbackError("malformed", `record does not start with "${HANDBACK_MAGIC} "`);
+  if (sp < 0 || line.slice(0, sp) !== HANDBACK_MAGIC)
+    throw new HandbackError("malformed", `record does not start with "${HANDBACK_MAGIC} "`);
   const hex = line.slice(sp + 1);
-  if (!HEX_RE.test(hex)) throw new HandbackError(hex.length % 2 === 1 && /^[0-9a-f]*$/.test(hex) ? "truncated" : "malformed", "record body is not lowercase hex");
+  if (!HEX_RE.test(hex))
+    throw new HandbackError(
+      hex.length % 2 === 1 && /^[0-9a-f]*$/.test(hex) ? "truncated" : "malformed",
+      "record body is not lowercase hex",
+    );
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(Buffer.from(hex, "hex"));
@@ -121,7 +128,8 @@ export function decodeHandback(line: string): Handback {
     const eq = entry.indexOf("=");
     if (eq <= 0) throw new HandbackError("malformed", "entry without KEY=");
     const key = entry.slice(0, eq);
-    if (!KNOWN_KEYS.has(key) && !SPLIT_KEY_RE.test(key)) throw new HandbackError("malformed", `unknown key ${key.slice(0, 40)}`);
+    if (!KNOWN_KEYS.has(key) && !SPLIT_KEY_RE.test(key))
+      throw new HandbackError("malformed", `unknown key ${key.slice(0, 40)}`);
     if (vars.has(key)) throw new HandbackError("malformed", `duplicate key ${key}`, key);
     vars.set(key, entry.slice(eq + 1));
   }
@@ -139,7 +147,8 @@ function fromVars(vars: Map<string, string>): Handback {
   if (reason === undefined) throw new HandbackError("invalid-field", "reason is not one openconnect uses", "reason");
 
   const tundevRaw = get("TUNDEV");
-  if (tundevRaw !== null && !isIfname(tundevRaw)) throw new HandbackError("invalid-field", "TUNDEV is not an interface name", "TUNDEV");
+  if (tundevRaw !== null && !isIfname(tundevRaw))
+    throw new HandbackError("invalid-field", "TUNDEV is not an interface name", "TUNDEV");
   const addrRaw = get("INTERNAL_IP4_ADDRESS");
   const address = addrRaw === null ? null : ipv4("INTERNAL_IP4_ADDRESS", addrRaw);
 
@@ -148,8 +157,14 @@ function fromVars(vars: Map<string, string>): Handback {
   let netmaskLen = lenRaw === null ? null : prefixLen("INTERNAL_IP4_NETMASKLEN", lenRaw);
   if (maskRaw !== null) {
     const fromMask = maskLenOf(ipv4("INTERNAL_IP4_NETMASK", maskRaw));
-    if (fromMask === null) throw new HandbackError("invalid-field", "INTERNAL_IP4_NETMASK is not a contiguous mask", "INTERNAL_IP4_NETMASK");
-    if (netmaskLen !== null && netmaskLen !== fromMask) throw new HandbackError("invalid-field", "INTERNAL_IP4_NETMASK and INTERNAL_IP4_NETMASKLEN disagree", "INTERNAL_IP4_NETMASKLEN");
+    if (fromMask === null)
+      throw new HandbackError("invalid-field", "INTERNAL_IP4_NETMASK is not a contiguous mask", "INTERNAL_IP4_NETMASK");
+    if (netmaskLen !== null && netmaskLen !== fromMask)
+      throw new HandbackError(
+        "invalid-field",
+        "INTERNAL_IP4_NETMASK and INTERNAL_IP4_NETMASKLEN disagree",
+        "INTERNAL_IP4_NETMASKLEN",
+      );
     netmaskLen = fromMask;
   }
 
@@ -164,14 +179,26 @@ function fromVars(vars: Map<string, string>): Handback {
 
   const dnsRaw = get("INTERNAL_IP4_DNS");
   const dns = dnsRaw === null ? [] : dnsRaw.split(" ").filter((s) => s !== "");
-  if (dns.length > MAX_DNS_SERVERS) throw new HandbackError("invalid-field", `more than ${MAX_DNS_SERVERS} DNS servers`, "INTERNAL_IP4_DNS");
+  if (dns.length > MAX_DNS_SERVERS)
+    throw new HandbackError("invalid-field", `more than ${MAX_DNS_SERVERS} DNS servers`, "INTERNAL_IP4_DNS");
   for (const d of dns) ipv4("INTERNAL_IP4_DNS", d);
 
   const domainRaw = get("CISCO_DEF_DOMAIN");
   if (domainRaw !== null) {
     const domains = domainRaw.split(" ").filter((s) => s !== "");
-    const valid = domainRaw.length <= 1024 && domains.length > 0 && domains.every((d) => d.length <= 253 && d.replace(/\.$/, "").split(".").every((l) => DOMAIN_LABEL_RE.test(l)));
-    if (!valid) throw new HandbackError("invalid-field", "CISCO_DEF_DOMAIN is not a list of domain names", "CISCO_DEF_DOMAIN");
+    const valid =
+      domainRaw.length <= 1024 &&
+      domains.length > 0 &&
+      domains.every(
+        (d) =>
+          d.length <= 253 &&
+          d
+            .replace(/\.$/, "")
+            .split(".")
+            .every((l) => DOMAIN_LABEL_RE.test(l)),
+      );
+    if (!valid)
+      throw new HandbackError("invalid-field", "CISCO_DEF_DOMAIN is not a list of domain names", "CISCO_DEF_DOMAIN");
   }
 
   const gwRaw = get("VPNGATEWAY");
@@ -181,7 +208,8 @@ function fromVars(vars: Map<string, string>): Handback {
   const countRaw = get("CISCO_SPLIT_INC");
   let count = 0;
   if (countRaw !== null) {
-    if (!DECIMAL_RE.test(countRaw)) throw new HandbackError("invalid-field", "CISCO_SPLIT_INC is not a count", "CISCO_SPLIT_INC");
+    if (!DECIMAL_RE.test(countRaw))
+      throw new HandbackError("invalid-field", "CISCO_SPLIT_INC is not a count", "CISCO_SPLIT_INC");
     // The script hands back at most MAX_SPLIT_INCLUDES; a larger count means the rest were cut, on purpose.
     count = Math.min(Number(countRaw), MAX_SPLIT_INCLUDES);
   }
@@ -189,20 +217,27 @@ function fromVars(vars: Map<string, string>): Handback {
   for (let i = 0; i < count; i++) {
     const a = get(`CISCO_SPLIT_INC_${i}_ADDR`);
     const m = get(`CISCO_SPLIT_INC_${i}_MASKLEN`);
-    if (a === null || m === null) throw new HandbackError("truncated", `split include ${i} of ${count} is missing`, `CISCO_SPLIT_INC_${i}_ADDR`);
+    if (a === null || m === null)
+      throw new HandbackError("truncated", `split include ${i} of ${count} is missing`, `CISCO_SPLIT_INC_${i}_ADDR`);
     const addr = ipv4(`CISCO_SPLIT_INC_${i}_ADDR`, a);
     const len = prefixLen(`CISCO_SPLIT_INC_${i}_MASKLEN`, m);
     const hostBits = len === 32 ? 0 : ipv4ToInt(addr) % 2 ** (32 - len);
-    if (hostBits !== 0) throw new HandbackError("invalid-field", `split include ${i} has host bits set`, `CISCO_SPLIT_INC_${i}_ADDR`);
+    if (hostBits !== 0)
+      throw new HandbackError("invalid-field", `split include ${i} has host bits set`, `CISCO_SPLIT_INC_${i}_ADDR`);
     splitIncludes.push(`${addr}/${len}`);
   }
   for (const k of vars.keys()) {
     const m = SPLIT_KEY_RE.exec(k);
-    if (m !== null && Number(m[1]) >= count) throw new HandbackError("malformed", `split include ${m[1]} beyond CISCO_SPLIT_INC`, k);
+    if (m !== null && Number(m[1]) >= count)
+      throw new HandbackError("malformed", `split include ${m[1]} beyond CISCO_SPLIT_INC`, k);
   }
 
   if (reason === "connect" && (tundevRaw === null || address === null)) {
-    throw new HandbackError("truncated", "connect record without TUNDEV or INTERNAL_IP4_ADDRESS", tundevRaw === null ? "TUNDEV" : "INTERNAL_IP4_ADDRESS");
+    throw new HandbackError(
+      "truncated",
+      "connect record without TUNDEV or INTERNAL_IP4_ADDRESS",
+      tundevRaw === null ? "TUNDEV" : "INTERNAL_IP4_ADDRESS",
+    );
   }
   return { reason, tundev: tundevRaw, address, netmaskLen, mtu, dns, splitIncludes, defaultDomain: domainRaw, gateway };
 }
@@ -240,7 +275,10 @@ export class HandbackReader {
     }
     if (this.#skipping) return out;
     if (rest.length > MAX_RECORD_CHARS) {
-      out.push({ ok: false, error: new HandbackError("oversized", `record longer than ${MAX_RECORD_CHARS} characters`) });
+      out.push({
+        ok: false,
+        error: new HandbackError("oversized", `record longer than ${MAX_RECORD_CHARS} characters`),
+      });
       this.#skipping = true;
     } else {
       this.#partial = rest;

@@ -80,11 +80,18 @@ function validateSpec(spec: AnyConnectSpec): void {
   const { runtime, gateway, params, credentials, probe } = spec;
   if (!isIfname(runtime.ifname)) throw bad(`interface name "${runtime.ifname}" is not 1-15 of [A-Za-z0-9_.-]`);
   // stop() deletes workDir recursively, so a root-level or relative path is refused outright.
-  if (!runtime.workDir.startsWith("/") || normalize(runtime.workDir).split("/").filter((x) => x !== "").length < 2) {
+  if (
+    !runtime.workDir.startsWith("/") ||
+    normalize(runtime.workDir)
+      .split("/")
+      .filter((x) => x !== "").length < 2
+  ) {
     throw bad("workDir must be an absolute path at least two levels deep");
   }
-  if (!(isIpv4(gateway.address) || isIPv6(gateway.address) || HOST_RE.test(gateway.address))) throw bad(`gateway address "${gateway.address}" is not an IP address or host name`);
-  if (!(Number.isInteger(params.port) && params.port > 0 && params.port < 65536)) throw bad(`port ${params.port} is out of range`);
+  if (!(isIpv4(gateway.address) || isIPv6(gateway.address) || HOST_RE.test(gateway.address)))
+    throw bad(`gateway address "${gateway.address}" is not an IP address or host name`);
+  if (!(Number.isInteger(params.port) && params.port > 0 && params.port < 65536))
+    throw bad(`port ${params.port} is out of range`);
   if (!PIN_RE.test(params.pin)) throw bad("the TLS pin is not pin-sha256:<base64> (or sha1:/sha256: hex)");
   if (!USER_RE.test(credentials.username)) throw bad("the user name is empty, has spaces or starts with '-'");
   const pw = credentials.password.reveal();
@@ -162,7 +169,11 @@ export class OpenConnectEngine implements TunnelEngine {
    * Logs in once with the password (`openconnect --authenticate`) and returns the session cookie, so a later
    * start can skip authentication. Rejects with the same codes as start().
    */
-  static async authenticate(spec: AnyConnectSpec, deadlineAt: number, signal?: AbortSignal): Promise<AnyConnectSession> {
+  static async authenticate(
+    spec: AnyConnectSpec,
+    deadlineAt: number,
+    signal?: AbortSignal,
+  ): Promise<AnyConnectSession> {
     validateSpec(spec);
     const facts = new Set<OcEvent["kind"]>();
     const tail: string[] = [];
@@ -170,7 +181,12 @@ export class OpenConnectEngine implements TunnelEngine {
       deadlineAt,
       signal,
       what: `AnyConnect authentication with ${spec.gateway.name}`,
-      timeoutError: () => new EngineError(codeFromOutput(facts) ?? "timeout", `no answer from ${spec.gateway.name}'s authentication before the deadline`, tail.slice(-20).join("\n")),
+      timeoutError: () =>
+        new EngineError(
+          codeFromOutput(facts) ?? "timeout",
+          `no answer from ${spec.gateway.name}'s authentication before the deadline`,
+          tail.slice(-20).join("\n"),
+        ),
     });
     try {
       attempt.check();
@@ -180,7 +196,12 @@ export class OpenConnectEngine implements TunnelEngine {
     }
   }
 
-  static async #authenticate(spec: AnyConnectSpec, attempt: StartAttempt, facts: Set<OcEvent["kind"]>, tail: string[]): Promise<AnyConnectSession> {
+  static async #authenticate(
+    spec: AnyConnectSpec,
+    attempt: StartAttempt,
+    facts: Set<OcEvent["kind"]>,
+    tail: string[],
+  ): Promise<AnyConnectSession> {
     const argv = inNetns(spec.runtime.netns, [
       "openconnect",
       "--protocol=anyconnect",
@@ -194,7 +215,10 @@ export class OpenConnectEngine implements TunnelEngine {
       gatewayUrl(spec),
     ]);
     const [file, ...args] = argv;
-    const child = spawn(file, args, { stdio: ["pipe", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" } });
+    const child = spawn(file, args, {
+      stdio: ["pipe", "pipe", "pipe"],
+      env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" },
+    });
     child.stdin.on("error", () => undefined);
     child.stdin.end(spec.credentials.password.reveal() + "\n");
     let stdout = "";
@@ -219,8 +243,12 @@ export class OpenConnectEngine implements TunnelEngine {
     });
     // `close` (not `exit`): stdout is complete only once the pipes have drained.
     const closed = new Promise<void>((resolve) => {
-      child.on("close", () => { resolve(); });
-      child.on("error", () => { resolve(); });
+      child.on("close", () => {
+        resolve();
+      });
+      child.on("error", () => {
+        resolve();
+      });
     });
     try {
       await attempt.race(closed);
@@ -233,9 +261,17 @@ export class OpenConnectEngine implements TunnelEngine {
     stdout = "";
     if (child.exitCode !== 0 || fields === null) {
       const code = codeFromOutput(facts) ?? "engine-crashed";
-      throw new EngineError(code, `openconnect --authenticate against ${spec.gateway.name} failed (exit ${String(child.exitCode)})`, tail.slice(-20).join("\n"));
+      throw new EngineError(
+        code,
+        `openconnect --authenticate against ${spec.gateway.name} failed (exit ${String(child.exitCode)})`,
+        tail.slice(-20).join("\n"),
+      );
     }
-    if (fields.fingerprint !== spec.params.pin) throw new EngineError("identity-mismatch", `${spec.gateway.name} authenticated with a certificate other than the pinned one`);
+    if (fields.fingerprint !== spec.params.pin)
+      throw new EngineError(
+        "identity-mismatch",
+        `${spec.gateway.name} authenticated with a certificate other than the pinned one`,
+      );
     return { ...fields, obtainedAt: Date.now() };
   }
 
@@ -254,13 +290,19 @@ export class OpenConnectEngine implements TunnelEngine {
 
   async #bringUp(deadlineAt: number, attempt: StartAttempt): Promise<TunnelUp> {
     const { runtime, probe, params } = this.#spec;
-    if (await attempt.race(linkExists(runtime.ifname, runtime.netns))) throw bad(`a device named ${runtime.ifname} already exists`);
+    if (await attempt.race(linkExists(runtime.ifname, runtime.netns)))
+      throw bad(`a device named ${runtime.ifname} already exists`);
     mkdirSync(runtime.workDir, { recursive: true, mode: 0o700 });
     rmSync(this.#handbackFile, { force: true });
     const session = this.#opts.session;
-    const auth = session === undefined
-      ? ["--protocol=anyconnect", `--user=${this.#spec.credentials.username}`, "--passwd-on-stdin"]
-      : ["--protocol=anyconnect", "--cookie-on-stdin", ...(session.resolve === null ? [] : [`--resolve=${session.resolve}`])];
+    const auth =
+      session === undefined
+        ? ["--protocol=anyconnect", `--user=${this.#spec.credentials.username}`, "--passwd-on-stdin"]
+        : [
+            "--protocol=anyconnect",
+            "--cookie-on-stdin",
+            ...(session.resolve === null ? [] : [`--resolve=${session.resolve}`]),
+          ];
     const script = this.#opts.scriptPath ?? HANDBACK_SCRIPT;
     if (script.includes("'")) throw bad("the hand-back script path holds a quote");
     const argv = [
@@ -280,9 +322,15 @@ export class OpenConnectEngine implements TunnelEngine {
     const proc = EngineProcess.spawn({
       argv,
       netns: runtime.netns,
-      env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C", [HANDBACK_ENV]: this.#handbackFile },
+      env: {
+        PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin",
+        LC_ALL: "C",
+        [HANDBACK_ENV]: this.#handbackFile,
+      },
       stdin: secret.reveal() + "\n",
-      onLine: (line, at) => { this.#onLine(line, at); },
+      onLine: (line, at) => {
+        this.#onLine(line, at);
+      },
     });
     this.#proc = proc;
     void proc.exited.then((exit) => this.#onExit(exit));
@@ -295,24 +343,65 @@ export class OpenConnectEngine implements TunnelEngine {
       }),
     );
     const rec = this.#connectRecord;
-    if (rec === null || rec.address === null) throw new EngineError("engine-crashed", "connect record without an address", this.#tailText());
-    if (rec.tundev !== runtime.ifname) throw new EngineError("engine-crashed", `openconnect opened ${String(rec.tundev)}, not ${runtime.ifname}`, this.#tailText());
+    if (rec === null || rec.address === null)
+      throw new EngineError("engine-crashed", "connect record without an address", this.#tailText());
+    if (rec.tundev !== runtime.ifname)
+      throw new EngineError(
+        "engine-crashed",
+        `openconnect opened ${String(rec.tundev)}, not ${runtime.ifname}`,
+        this.#tailText(),
+      );
     // /32: a wider prefix would make the kernel add a connected route, and routes are the caller's decision.
     await attempt.race(addAddress(runtime.ifname, `${rec.address}/32`, runtime.netns));
     await attempt.race(setLinkUp(runtime.ifname, rec.mtu, runtime.netns));
-    const echo = await attempt.race(pingThrough({ ifname: runtime.ifname, target: probe.address, netns: runtime.netns, deadlineAt, intervalMs: START_PROBE_INTERVAL_MS, signal: attempt.signal }));
+    const echo = await attempt.race(
+      pingThrough({
+        ifname: runtime.ifname,
+        target: probe.address,
+        netns: runtime.netns,
+        deadlineAt,
+        intervalMs: START_PROBE_INTERVAL_MS,
+        signal: attempt.signal,
+      }),
+    );
     if (!echo.ok) {
-      throw new EngineError("timeout", `the tunnel to ${this.#spec.gateway.name} is configured but ${echo.error}`, this.#tailText());
+      throw new EngineError(
+        "timeout",
+        `the tunnel to ${this.#spec.gateway.name} is configured but ${echo.error}`,
+        this.#tailText(),
+      );
     }
     this.#lastRxAt = echo.at;
     if (!this.#configuredSeen) {
-      await attempt.race(Promise.race([new Promise<void>((resolve) => { this.#onConfigured = resolve; }), sleep(CONFIGURED_LINE_WAIT_MS)]));
+      await attempt.race(
+        Promise.race([
+          new Promise<void>((resolve) => {
+            this.#onConfigured = resolve;
+          }),
+          sleep(CONFIGURED_LINE_WAIT_MS),
+        ]),
+      );
     }
     const transport = this.#transport();
     return {
-      config: { ifname: runtime.ifname, addresses: [`${rec.address}/32`], routes: rec.splitIncludes, dns: rec.dns, mtu: rec.mtu },
-      timings: { spawnedAt: proc.spawnedAt, handshakeAt: this.#handshakeAt, firstReplyAt: echo.at, firstReplyRttMs: echo.rttMs },
-      detail: { transport, ...(rec.defaultDomain === null ? {} : { defaultDomain: rec.defaultDomain }), ...(session === undefined ? {} : { auth: "cookie" }) },
+      config: {
+        ifname: runtime.ifname,
+        addresses: [`${rec.address}/32`],
+        routes: rec.splitIncludes,
+        dns: rec.dns,
+        mtu: rec.mtu,
+      },
+      timings: {
+        spawnedAt: proc.spawnedAt,
+        handshakeAt: this.#handshakeAt,
+        firstReplyAt: echo.at,
+        firstReplyRttMs: echo.rttMs,
+      },
+      detail: {
+        transport,
+        ...(rec.defaultDomain === null ? {} : { defaultDomain: rec.defaultDomain }),
+        ...(session === undefined ? {} : { auth: "cookie" }),
+      },
     };
   }
 
@@ -330,7 +419,10 @@ export class OpenConnectEngine implements TunnelEngine {
     const code = codeFromOutput(f) ?? "timeout";
     let why: string;
     if (this.#connectRecord !== null) why = "the tunnel is configured but no echo came back through it";
-    else if (f.has("cstp-connected")) why = this.#spec.params.dtls ? "CSTP is up but openconnect still waits for DTLS (is UDP dropped?)" : "CSTP is up but the tunnel was not configured";
+    else if (f.has("cstp-connected"))
+      why = this.#spec.params.dtls
+        ? "CSTP is up but openconnect still waits for DTLS (is UDP dropped?)"
+        : "CSTP is up but the tunnel was not configured";
     else if (f.has("tls-connected")) why = "TLS is up but the VPN session did not start";
     else if (f.has("tcp-connected")) why = "TCP connected but TLS did not complete";
     else why = `no TCP connection to ${this.#spec.gateway.address}:${this.#spec.params.port}`;
@@ -377,16 +469,31 @@ export class OpenConnectEngine implements TunnelEngine {
         this.#markDown("the gateway ended the session");
         break;
       case "pin-mismatch":
-        this.#guard.fail(new EngineError("identity-mismatch", `${this.#spec.gateway.name} presented ${e.presented}, not the pinned certificate`, this.#tailText()));
+        this.#guard.fail(
+          new EngineError(
+            "identity-mismatch",
+            `${this.#spec.gateway.name} presented ${e.presented}, not the pinned certificate`,
+            this.#tailText(),
+          ),
+        );
         break;
       case "login-failed":
-        this.#guard.fail(new EngineError("auth-failed", `${this.#spec.gateway.name} refused the credentials`, this.#tailText()));
+        this.#guard.fail(
+          new EngineError("auth-failed", `${this.#spec.gateway.name} refused the credentials`, this.#tailText()),
+        );
         break;
       case "cookie-rejected":
-        this.#guard.fail(new EngineError("auth-failed", `${this.#spec.gateway.name} refused the session cookie (expired or logged off)`, this.#tailText()));
+        this.#guard.fail(
+          new EngineError(
+            "auth-failed",
+            `${this.#spec.gateway.name} refused the session cookie (expired or logged off)`,
+            this.#tailText(),
+          ),
+        );
         break;
       case "connect-refused":
-        if (!this.#up) this.#guard.fail(new EngineError("unreachable", `${e.target} refused the connection`, this.#tailText()));
+        if (!this.#up)
+          this.#guard.fail(new EngineError("unreachable", `${e.target} refused the connection`, this.#tailText()));
         break;
       case "connecting":
       case "tcp-connected":
@@ -459,7 +566,9 @@ export class OpenConnectEngine implements TunnelEngine {
 
   #pollHandback(intervalMs: number): void {
     if (this.#handbackTimer !== null) clearInterval(this.#handbackTimer);
-    this.#handbackTimer = setInterval(() => { void this.#readHandback(); }, intervalMs);
+    this.#handbackTimer = setInterval(() => {
+      void this.#readHandback();
+    }, intervalMs);
   }
 
   async #readHandback(): Promise<void> {
@@ -473,7 +582,9 @@ export class OpenConnectEngine implements TunnelEngine {
         return;
       }
       if (buf.length > MAX_HANDBACK_FILE_BYTES) {
-        this.#guard.fail(new EngineError("engine-crashed", "the hand-back file grew beyond any real use", this.#tailText()));
+        this.#guard.fail(
+          new EngineError("engine-crashed", "the hand-back file grew beyond any real use", this.#tailText()),
+        );
         return;
       }
       if (buf.length <= this.#handbackOffset) return;
@@ -483,7 +594,14 @@ export class OpenConnectEngine implements TunnelEngine {
         if (r.ok) {
           this.#onRecord(r.record);
         } else if (this.#connectRecord === null) {
-          this.#guard.fail(new EngineError("engine-crashed", `openconnect handed back an invalid configuration: ${r.error.message}`, this.#tailText(), { cause: r.error }));
+          this.#guard.fail(
+            new EngineError(
+              "engine-crashed",
+              `openconnect handed back an invalid configuration: ${r.error.message}`,
+              this.#tailText(),
+              { cause: r.error },
+            ),
+          );
         }
       }
     } finally {
@@ -505,7 +623,13 @@ export class OpenConnectEngine implements TunnelEngine {
       this.#markDown(`openconnect exited (${exit.signal ?? `code ${String(exit.code)}`})`);
     } else {
       const code = codeFromOutput(this.#facts) ?? "engine-crashed";
-      this.#guard.fail(new EngineError(code, `openconnect exited during start (${exit.signal ?? `code ${String(exit.code)}`})`, this.#tailText()));
+      this.#guard.fail(
+        new EngineError(
+          code,
+          `openconnect exited during start (${exit.signal ?? `code ${String(exit.code)}`})`,
+          this.#tailText(),
+        ),
+      );
     }
   }
 
@@ -530,7 +654,11 @@ export class OpenConnectEngine implements TunnelEngine {
   /** openconnect's transport and output (the redaction of a bundle removes the webvpn cookie if it was printed). */
   diagnostics(): Promise<EngineDiagnostics> {
     const running = this.#proc?.running === true;
-    return Promise.resolve({ engine: "openconnect", state: { running, pid: this.pid, transport: running ? this.#transport() : null, dtls: this.#spec.params.dtls }, log: this.#tail.join("\n") });
+    return Promise.resolve({
+      engine: "openconnect",
+      state: { running, pid: this.pid, transport: running ? this.#transport() : null, dtls: this.#spec.params.dtls },
+      log: this.#tail.join("\n"),
+    });
   }
 
   stop(): Promise<void> {
@@ -555,7 +683,13 @@ export class OpenConnectEngine implements TunnelEngine {
       while (Date.now() < until && (await linkExists(runtime.ifname, runtime.netns))) await sleep(DEVICE_GONE_POLL_MS);
       if (await linkExists(runtime.ifname, runtime.netns)) {
         // Only reached when openconnect opened it (start refuses an existing name), so it is ours to delete.
-        await run("ip", [...(runtime.netns === undefined ? [] : ["-n", runtime.netns]), "link", "del", "dev", runtime.ifname]);
+        await run("ip", [
+          ...(runtime.netns === undefined ? [] : ["-n", runtime.netns]),
+          "link",
+          "del",
+          "dev",
+          runtime.ifname,
+        ]);
         if (await linkExists(runtime.ifname, runtime.netns)) leftovers.push(`device ${runtime.ifname}`);
       }
       if (isAlive(proc.pid)) leftovers.push(`process ${proc.pid}`);
@@ -564,6 +698,11 @@ export class OpenConnectEngine implements TunnelEngine {
       rmSync(runtime.workDir, { recursive: true, force: true });
       if (existsSync(runtime.workDir)) leftovers.push(`folder ${runtime.workDir}`);
     }
-    if (leftovers.length > 0) throw new EngineError("engine-crashed", `openconnect left ${leftovers.join(", ")} behind after stop`, this.#tailText());
+    if (leftovers.length > 0)
+      throw new EngineError(
+        "engine-crashed",
+        `openconnect left ${leftovers.join(", ")} behind after stop`,
+        this.#tailText(),
+      );
   }
 }

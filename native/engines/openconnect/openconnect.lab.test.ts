@@ -67,7 +67,10 @@ async function leftovers(e: OpenConnectEngine, spec: AnyConnectSpec): Promise<st
   return out;
 }
 
-function recorder(e: OpenConnectEngine): { events: TunnelEvent[]; waitFor: (type: TunnelEvent["type"], ms: number) => Promise<TunnelEvent | null> } {
+function recorder(e: OpenConnectEngine): {
+  events: TunnelEvent[];
+  waitFor: (type: TunnelEvent["type"], ms: number) => Promise<TunnelEvent | null>;
+} {
   const events: TunnelEvent[] = [];
   e.onEvent((ev) => events.push(ev));
   return {
@@ -111,7 +114,9 @@ test("every-gateway-in-dtls-and-tls-mode-carries-traffic-to-corp", { timeout: 60
       try {
         const t0 = Date.now();
         const up = await e.start(t0 + START_DEADLINE_MS);
-        times.push(`${gw} ${leg}: ${Date.now() - t0} ms (CSTP ${String((up.timings.handshakeAt ?? 0) - up.timings.spawnedAt)} ms)`);
+        times.push(
+          `${gw} ${leg}: ${Date.now() - t0} ms (CSTP ${String((up.timings.handshakeAt ?? 0) - up.timings.spawnedAt)} ms)`,
+        );
         assert.equal(up.detail.transport, leg === "anyconnect-dtls" ? "dtls" : "tls");
         assert.equal(up.config.ifname, spec.runtime.ifname);
         assert.deepEqual(up.config.routes, [topo.corp.network], "the split include ocserv pushes");
@@ -151,7 +156,9 @@ test("tls-blocked-times-out-by-the-deadline-and-rejected-fails-fast", { timeout:
     const spec2 = specFor("gw1", "anyconnect-tls");
     const e2 = new OpenConnectEngine(spec2);
     const ac = new AbortController();
-    setTimeout(() => { ac.abort(); }, 300);
+    setTimeout(() => {
+      ac.abort();
+    }, 300);
     const aborted = await expectRejection(e2.start(Date.now() + START_DEADLINE_MS, ac.signal));
     assert.equal(aborted.code, "cancelled");
     assert.deepEqual(await leftovers(e2, spec2), []);
@@ -224,9 +231,18 @@ test("dtls-dropped-while-up-degrades-to-tls-and-keeps-carrying-traffic", { timeo
     const degraded = await rec.waitFor("degraded", DEGRADED_WAIT_MS);
     assert.ok(degraded !== null && degraded.type === "degraded", `a degraded event: ${JSON.stringify(rec.events)}`);
     assert.equal((await e.stats()).subState, "tls");
-    const echo = await pingThrough({ ifname: spec.runtime.ifname, target: topo.corp.address, netns: spec.runtime.netns, deadlineAt: Date.now() + HTTP_TIMEOUT_MS });
+    const echo = await pingThrough({
+      ifname: spec.runtime.ifname,
+      target: topo.corp.address,
+      netns: spec.runtime.netns,
+      deadlineAt: Date.now() + HTTP_TIMEOUT_MS,
+    });
     assert.ok(echo.ok, "traffic still flows over TLS");
-    assert.equal(rec.events.find((x) => x.type === "down"), undefined, "degraded, not down");
+    assert.equal(
+      rec.events.find((x) => x.type === "down"),
+      undefined,
+      "degraded, not down",
+    );
     console.log(`DTLS dropped: degraded after ${degraded.at - blockedAt} ms (${degraded.reason})`);
   } finally {
     await e.stop();
@@ -245,11 +261,17 @@ test("a-gateway-with-another-identity-or-a-wrong-password-is-refused", { timeout
   assert.deepEqual(await leftovers(e, spec), []);
 
   const bad = specFor("gw1", "anyconnect-dtls");
-  const wrong: AnyConnectSpec = { ...bad, credentials: { ...bad.credentials, password: new Secret("wrong-password-for-test") } };
+  const wrong: AnyConnectSpec = {
+    ...bad,
+    credentials: { ...bad.credentials, password: new Secret("wrong-password-for-test") },
+  };
   const e2 = new OpenConnectEngine(wrong);
   const err2 = await expectRejection(e2.start(Date.now() + START_DEADLINE_MS));
   assert.equal(err2.code, "auth-failed");
-  assert.ok(!err2.engineOutput.includes("wrong-password-for-test") && !/webvpncontext=\S/.test(err2.engineOutput), "no secret in the error");
+  assert.ok(
+    !err2.engineOutput.includes("wrong-password-for-test") && !/webvpncontext=\S/.test(err2.engineOutput),
+    "no secret in the error",
+  );
   assert.deepEqual(await leftovers(e2, wrong), []);
 });
 

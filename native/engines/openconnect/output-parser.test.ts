@@ -7,32 +7,106 @@ import { MAX_LINE_CHARS, MAX_OTHER_CHARS, parseLine, REDACTED_TEXT, type OcEvent
 import { seededRandom as prng } from "../../../test/fakes/seeded-random.ts";
 
 function fixture(name: string): string[] {
-  return readFileSync(join(import.meta.dirname, "fixtures", `${name}.log`), "utf8").split("\n").filter((l) => l !== "");
+  return readFileSync(join(import.meta.dirname, "fixtures", `${name}.log`), "utf8")
+    .split("\n")
+    .filter((l) => l !== "");
 }
 
 function kinds(name: string): OcEvent["kind"][] {
-  return fixture(name).map((l) => parseLine(l).event.kind).filter((k) => k !== "other" && k !== "redacted");
+  return fixture(name)
+    .map((l) => parseLine(l).event.kind)
+    .filter((k) => k !== "other" && k !== "redacted");
 }
 
 /** What each captured scenario must read as; the driver's decisions hang on these sequences. */
 const SCENARIOS: Record<string, OcEvent["kind"][]> = {
-  "connect-dtls": ["connecting", "tcp-connected", "tls-connected", "cstp-connected", "dtls-initialised", "dtls-established", "configured", "user-cancelled"],
+  "connect-dtls": [
+    "connecting",
+    "tcp-connected",
+    "tls-connected",
+    "cstp-connected",
+    "dtls-initialised",
+    "dtls-established",
+    "configured",
+    "user-cancelled",
+  ],
   "connect-tls": ["connecting", "tcp-connected", "tls-connected", "cstp-connected", "configured", "user-cancelled"],
-  "cookie-connect": ["connecting", "tcp-connected", "tls-connected", "cstp-connected", "dtls-initialised", "dtls-established", "configured", "user-cancelled"],
+  "cookie-connect": [
+    "connecting",
+    "tcp-connected",
+    "tls-connected",
+    "cstp-connected",
+    "dtls-initialised",
+    "dtls-established",
+    "configured",
+    "user-cancelled",
+  ],
   "cookie-rejected": ["cookie-rejected"],
   "dtls-then-cstp-dead-peer": [
-    "connecting", "tcp-connected", "tls-connected", "cstp-connected", "dtls-initialised", "dtls-established", "configured",
-    "dtls-dead-peer", "dtls-timed-out", "dtls-handshake-failed", "cstp-dead-peer", "tls-connected", "cstp-connected", "user-cancelled",
+    "connecting",
+    "tcp-connected",
+    "tls-connected",
+    "cstp-connected",
+    "dtls-initialised",
+    "dtls-established",
+    "configured",
+    "dtls-dead-peer",
+    "dtls-timed-out",
+    "dtls-handshake-failed",
+    "cstp-dead-peer",
+    "tls-connected",
+    "cstp-connected",
+    "user-cancelled",
   ],
   "gateway-killed": [
-    "connecting", "tcp-connected", "tls-connected", "cstp-connected", "dtls-initialised", "dtls-established", "configured",
-    "cstp-read-error", "reconnect-failed", "reconnect-wait", "connect-cancelled", "reconnect-failed", "reconnect-wait", "reconnect-gave-up", "user-cancelled",
+    "connecting",
+    "tcp-connected",
+    "tls-connected",
+    "cstp-connected",
+    "dtls-initialised",
+    "dtls-established",
+    "configured",
+    "cstp-read-error",
+    "reconnect-failed",
+    "reconnect-wait",
+    "connect-cancelled",
+    "reconnect-failed",
+    "reconnect-wait",
+    "reconnect-gave-up",
+    "user-cancelled",
   ],
-  "server-disconnect": ["connecting", "tcp-connected", "tls-connected", "cstp-connected", "dtls-initialised", "dtls-established", "configured", "server-disconnect", "session-terminated"],
+  "server-disconnect": [
+    "connecting",
+    "tcp-connected",
+    "tls-connected",
+    "cstp-connected",
+    "dtls-initialised",
+    "dtls-established",
+    "configured",
+    "server-disconnect",
+    "session-terminated",
+  ],
   "tls-blocked": ["connecting", "connect-cancelled", "connect-failed", "auth-incomplete"],
   "tls-rejected": ["connecting", "connect-refused", "auth-incomplete"],
-  "udp-dropped": ["connecting", "tcp-connected", "tls-connected", "cstp-connected", "dtls-initialised", "dtls-timed-out", "dtls-handshake-failed", "configured", "user-cancelled"],
-  "wrong-password": ["connecting", "tcp-connected", "tls-connected", "login-failed", "input-required", "auth-incomplete"],
+  "udp-dropped": [
+    "connecting",
+    "tcp-connected",
+    "tls-connected",
+    "cstp-connected",
+    "dtls-initialised",
+    "dtls-timed-out",
+    "dtls-handshake-failed",
+    "configured",
+    "user-cancelled",
+  ],
+  "wrong-password": [
+    "connecting",
+    "tcp-connected",
+    "tls-connected",
+    "login-failed",
+    "input-required",
+    "auth-incomplete",
+  ],
   "wrong-pin": ["connecting", "tcp-connected", "pin-mismatch", "certificate-error", "auth-incomplete"],
 };
 
@@ -42,28 +116,58 @@ test("captured-scenarios-read-as-the-events-the-driver-acts-on", () => {
 
 test("lines-carry-their-values", () => {
   const find = <K extends OcEvent["kind"]>(name: string, kind: K): Extract<OcEvent, { kind: K }> => {
-    const e = fixture(name).map((l) => parseLine(l).event).find((x) => x.kind === kind);
+    const e = fixture(name)
+      .map((l) => parseLine(l).event)
+      .find((x) => x.kind === kind);
     assert.ok(e !== undefined, `${kind} in ${name}`);
     return e as Extract<OcEvent, { kind: K }>;
   };
   assert.deepEqual(find("connect-dtls", "cstp-connected"), { kind: "cstp-connected", dpdSec: 5, keepaliveSec: 10 });
-  assert.deepEqual(find("connect-dtls", "configured"), { kind: "configured", address: "198.19.13.50", dtls: "connected" });
-  assert.deepEqual(find("connect-tls", "configured"), { kind: "configured", address: "198.19.13.50", dtls: "disabled" });
-  assert.deepEqual(find("udp-dropped", "configured"), { kind: "configured", address: "198.19.13.50", dtls: "in-progress" });
+  assert.deepEqual(find("connect-dtls", "configured"), {
+    kind: "configured",
+    address: "198.19.13.50",
+    dtls: "connected",
+  });
+  assert.deepEqual(find("connect-tls", "configured"), {
+    kind: "configured",
+    address: "198.19.13.50",
+    dtls: "disabled",
+  });
+  assert.deepEqual(find("udp-dropped", "configured"), {
+    kind: "configured",
+    address: "198.19.13.50",
+    dtls: "in-progress",
+  });
   assert.equal(find("connect-dtls", "dtls-established").ciphersuite, "(DTLS1.2)-(PSK)-(AES-256-GCM)");
   assert.equal(find("wrong-pin", "pin-mismatch").presented, "pin-sha256:gh3pvWmSY1dQQd63md0KMR55ia7Uw+LMENE8F6J+cvU=");
   assert.equal(find("tls-rejected", "connect-refused").target, "198.18.1.2:443");
-  assert.deepEqual(find("gateway-killed", "reconnect-wait"), { kind: "reconnect-wait", sleepSec: 10, remainingSec: 300 });
+  assert.deepEqual(find("gateway-killed", "reconnect-wait"), {
+    kind: "reconnect-wait",
+    sleepSec: 10,
+    remainingSec: 300,
+  });
   assert.equal(find("udp-dropped", "dtls-handshake-failed").reason, "Resource temporarily unavailable, try again.");
   // the state openconnect prints when DTLS finished its handshake just before the tun was configured
-  assert.deepEqual(parseLine("[2026-11-22 04:30:01] Configured as 198.19.13.50, with SSL connected and DTLS established").event, { kind: "configured", address: "198.19.13.50", dtls: "established" });
-  assert.deepEqual(parseLine("Configured as 198.19.13.50, with SSL + LZ4 connected and DTLS + LZ4 connected").event, { kind: "configured", address: "198.19.13.50", dtls: "connected" });
+  assert.deepEqual(
+    parseLine("[2026-11-22 04:30:01] Configured as 198.19.13.50, with SSL connected and DTLS established").event,
+    { kind: "configured", address: "198.19.13.50", dtls: "established" },
+  );
+  assert.deepEqual(parseLine("Configured as 198.19.13.50, with SSL + LZ4 connected and DTLS + LZ4 connected").event, {
+    kind: "configured",
+    address: "198.19.13.50",
+    dtls: "connected",
+  });
   const stamped = parseLine("[2026-11-22 04:14:37] DTLS Dead Peer Detection detected dead peer!");
   assert.equal(stamped.stamp, "2026-11-22 04:14:37");
   assert.equal(parseLine("Failed to complete authentication").stamp, null);
   assert.deepEqual(parseLine("[2026-11-22 04:14:37] Attempt new DTLS connection").event, { kind: "dtls-retry" });
-  assert.deepEqual(parseLine("[2026-11-22 04:14:37] CSTP Dead Peer Detection detected dead peer!").event, { kind: "cstp-dead-peer" });
-  assert.deepEqual(parseLine("Session terminated by server; reason: idle timeout").event, { kind: "session-terminated", reason: "idle timeout" });
+  assert.deepEqual(parseLine("[2026-11-22 04:14:37] CSTP Dead Peer Detection detected dead peer!").event, {
+    kind: "cstp-dead-peer",
+  });
+  assert.deepEqual(parseLine("Session terminated by server; reason: idle timeout").event, {
+    kind: "session-terminated",
+    reason: "idle timeout",
+  });
 });
 
 const SECRET_LINES = [
@@ -96,7 +200,9 @@ test("no-cookie-password-or-key-reaches-an-event-or-its-text", () => {
     }
   }
   // the one fixed line that names cookies is kept: it is the auth-failed verdict of a cookie start
-  assert.deepEqual(parseLine("[2026-11-22 04:17:37] Cookie was rejected by server; exiting.").event, { kind: "cookie-rejected" });
+  assert.deepEqual(parseLine("[2026-11-22 04:17:37] Cookie was rejected by server; exiting.").event, {
+    kind: "cookie-rejected",
+  });
 });
 
 test("hostile-text-cannot-impersonate-a-state-line", () => {
@@ -125,7 +231,6 @@ test("malformed-and-oversized-lines-are-cut-and-cleaned", () => {
   assert.equal(parseLine("[2026-11-22 04:14:37]").stamp, null);
 });
 
-
 test("fuzz-any-line-parses-to-a-bounded-clean-event", () => {
   const rand = prng(90101);
   const real = Object.keys(SCENARIOS).flatMap(fixture);
@@ -149,8 +254,9 @@ test("fuzz-any-line-parses-to-a-bounded-clean-event", () => {
     const p = parseLine(line);
     assert.ok(p.text.length <= MAX_OTHER_CHARS);
     for (const v of [p.text, ...(Object.values(p.event) as unknown[])]) {
+      if (typeof v !== "string") continue;
       // eslint-disable-next-line no-control-regex
-      if (typeof v === "string") assert.ok(!/[\u0000-\u001f\u007f-\u009f]/.test(v), `control characters in ${JSON.stringify(p)}`);
+      assert.ok(!/[\u0000-\u001f\u007f-\u009f]/.test(v), `control characters in ${JSON.stringify(p)}`);
     }
     if (p.event.kind === "other") assert.equal(p.event.text, p.text);
   }

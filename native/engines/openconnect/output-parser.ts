@@ -79,25 +79,48 @@ type Rule = [RegExp, (m: RegExpExecArray) => OcEvent];
 
 /** Whole-line patterns, so a value an attacker controls in a longer line cannot impersonate one. */
 const RULES: Rule[] = [
-  [new RegExp(String.raw`^Attempting to connect to server ${TARGET}$`), (m) => ({ kind: "connecting", target: m[1] ?? "" })],
+  [
+    new RegExp(String.raw`^Attempting to connect to server ${TARGET}$`),
+    (m) => ({ kind: "connecting", target: m[1] ?? "" }),
+  ],
   [new RegExp(String.raw`^Connected to ${TARGET}$`), (m) => ({ kind: "tcp-connected", target: m[1] ?? "" })],
-  [/^Connected to HTTPS on \S{1,255} with ciphersuite (\S{1,160})$/, (m) => ({ kind: "tls-connected", ciphersuite: m[1] ?? "" })],
-  [/^CSTP connected\. DPD (\d{1,5}), Keepalive (\d{1,5})$/, (m) => ({ kind: "cstp-connected", dpdSec: Number(m[1]), keepaliveSec: Number(m[2]) })],
-  [/^DTLS initialised\. DPD (\d{1,5}), Keepalive (\d{1,5})$/, (m) => ({ kind: "dtls-initialised", dpdSec: Number(m[1]), keepaliveSec: Number(m[2]) })],
-  [/^Established DTLS connection \(using \w+\)\. Ciphersuite (\S{1,120})\.$/, (m) => ({ kind: "dtls-established", ciphersuite: m[1] ?? "" })],
+  [
+    /^Connected to HTTPS on \S{1,255} with ciphersuite (\S{1,160})$/,
+    (m) => ({ kind: "tls-connected", ciphersuite: m[1] ?? "" }),
+  ],
+  [
+    /^CSTP connected\. DPD (\d{1,5}), Keepalive (\d{1,5})$/,
+    (m) => ({ kind: "cstp-connected", dpdSec: Number(m[1]), keepaliveSec: Number(m[2]) }),
+  ],
+  [
+    /^DTLS initialised\. DPD (\d{1,5}), Keepalive (\d{1,5})$/,
+    (m) => ({ kind: "dtls-initialised", dpdSec: Number(m[1]), keepaliveSec: Number(m[2]) }),
+  ],
+  [
+    /^Established DTLS connection \(using \w+\)\. Ciphersuite (\S{1,120})\.$/,
+    (m) => ({ kind: "dtls-established", ciphersuite: m[1] ?? "" }),
+  ],
   [/^DTLS handshake failed: (.{0,200})$/, (m) => ({ kind: "dtls-handshake-failed", reason: m[1] ?? "" })],
   [/^DTLS handshake timed out$/, () => ({ kind: "dtls-timed-out" })],
   [/^DTLS Dead Peer Detection detected dead peer!$/, () => ({ kind: "dtls-dead-peer" })],
   [/^Attempt new DTLS connection$/, () => ({ kind: "dtls-retry" })],
   [
     // openconnect 9.01: "Configured as %s%s%s, with SSL%s%s %s and %s%s%s %s" (compression after SSL/DTLS when used)
-    new RegExp(String.raw`^Configured as (${IPV4})(?:[^,]{0,80}), with SSL(?: \+ [\w-]{1,20})?(?: disconnected| connected) and DTLS(?: \+ [\w-]{1,20})? (connected|established|in progress|disabled|disconnected)$`),
+    new RegExp(
+      String.raw`^Configured as (${IPV4})(?:[^,]{0,80}), with SSL(?: \+ [\w-]{1,20})?(?: disconnected| connected) and DTLS(?: \+ [\w-]{1,20})? (connected|established|in progress|disabled|disconnected)$`,
+    ),
     (m) => ({ kind: "configured", address: m[1] ?? "", dtls: DTLS_STATES[m[2] ?? ""] ?? "disconnected" }),
   ],
   [/^CSTP Dead Peer Detection detected dead peer!$/, () => ({ kind: "cstp-dead-peer" })],
   [/^Read error on SSL session: (.{0,200})$/, (m) => ({ kind: "cstp-read-error", reason: m[1] ?? "" })],
-  [new RegExp(String.raw`^Failed to reconnect to host ${TARGET}: (.{0,200})$`), (m) => ({ kind: "reconnect-failed", reason: m[2] ?? "" })],
-  [/^sleep (\d{1,6})s, remaining timeout (\d{1,7})s$/, (m) => ({ kind: "reconnect-wait", sleepSec: Number(m[1]), remainingSec: Number(m[2]) })],
+  [
+    new RegExp(String.raw`^Failed to reconnect to host ${TARGET}: (.{0,200})$`),
+    (m) => ({ kind: "reconnect-failed", reason: m[2] ?? "" }),
+  ],
+  [
+    /^sleep (\d{1,6})s, remaining timeout (\d{1,7})s$/,
+    (m) => ({ kind: "reconnect-wait", sleepSec: Number(m[1]), remainingSec: Number(m[2]) }),
+  ],
   [/^Reconnect failed$/, () => ({ kind: "reconnect-gave-up" })],
   [
     /^None of the \d{1,3} fingerprint\(s\) specified via --servercert match server's certificate: (pin-sha256:[A-Za-z0-9+/=]{1,64}|sha\d{1,3}:[0-9a-fA-F]{1,128})$/,
@@ -106,8 +129,14 @@ const RULES: Rule[] = [
   [/^SSL connection failure: (.{0,200})$/, (m) => ({ kind: "certificate-error", reason: m[1] ?? "" })],
   [/^Login failed\.$/, () => ({ kind: "login-failed" })],
   [/^Failed to complete authentication$/, () => ({ kind: "auth-incomplete" })],
-  [new RegExp(String.raw`^Failed to connect to ${TARGET}: Connection refused$`), (m) => ({ kind: "connect-refused", target: m[1] ?? "" })],
-  [new RegExp(String.raw`^Failed to connect to ${TARGET}: (.{0,200})$`), (m) => ({ kind: "connect-failed", target: m[1] ?? "", reason: m[2] ?? "" })],
+  [
+    new RegExp(String.raw`^Failed to connect to ${TARGET}: Connection refused$`),
+    (m) => ({ kind: "connect-refused", target: m[1] ?? "" }),
+  ],
+  [
+    new RegExp(String.raw`^Failed to connect to ${TARGET}: (.{0,200})$`),
+    (m) => ({ kind: "connect-failed", target: m[1] ?? "", reason: m[2] ?? "" }),
+  ],
   [/^Socket connect cancelled$/, () => ({ kind: "connect-cancelled" })],
   [/^Session terminated by server; reason: (.{0,200})$/, (m) => ({ kind: "session-terminated", reason: m[1] ?? "" })],
   [/^Session terminated by server; exiting\.$/, () => ({ kind: "session-terminated", reason: "" })],
@@ -131,7 +160,9 @@ export function parseLine(raw: string): ParsedLine {
   const body = clean(sm === null ? line : line.slice(sm[0].length));
   // Checked first, so no captured field of any event can carry a secret; one fixed line is known harmless.
   if (SECRET_RE.test(body)) {
-    return COOKIE_REJECTED_RE.test(body) ? { stamp, event: { kind: "cookie-rejected" }, text: body } : { stamp, event: { kind: "redacted" }, text: REDACTED_TEXT };
+    return COOKIE_REJECTED_RE.test(body)
+      ? { stamp, event: { kind: "cookie-rejected" }, text: body }
+      : { stamp, event: { kind: "redacted" }, text: REDACTED_TEXT };
   }
   for (const [re, make] of RULES) {
     const m = re.exec(body);

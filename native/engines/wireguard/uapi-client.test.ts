@@ -29,12 +29,24 @@ before(() => {
   dir = mkdtempSync(join(tmpdir(), "uapi-client-"));
 });
 after(async () => {
-  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => { resolve(); }))));
+  await Promise.all(
+    servers.map(
+      (s) =>
+        new Promise<void>((resolve) =>
+          s.close(() => {
+            resolve();
+          }),
+        ),
+    ),
+  );
   rmSync(dir, { recursive: true, force: true });
 });
 
 /** A fake device: `respond` gets each request as it completes (ends with a blank line) and answers on the socket. */
-async function fakeDevice(name: string, respond: (request: string, sock: Socket) => void): Promise<{ path: string; requests: string[] }> {
+async function fakeDevice(
+  name: string,
+  respond: (request: string, sock: Socket) => void,
+): Promise<{ path: string; requests: string[] }> {
   const path = join(dir, `${name}.sock`);
   const requests: string[] = [];
   const server = createServer((sock) => {
@@ -51,7 +63,11 @@ async function fakeDevice(name: string, respond: (request: string, sock: Socket)
     });
   });
   servers.push(server);
-  await new Promise<void>((resolve) => server.listen(path, () => { resolve(); }));
+  await new Promise<void>((resolve) =>
+    server.listen(path, () => {
+      resolve();
+    }),
+  );
   return { path, requests };
 }
 
@@ -89,7 +105,15 @@ describe("uapi client", () => {
 
   test("set-writes-the-transaction-and-accepts-errno-0", async () => {
     const dev = await fakeDevice("set", (_req, sock) => sock.write("errno=0\n\n"));
-    const tx = encodeSet({ privateKey: new Secret(PRIVATE_B64), peer: { publicKey: Buffer.from(PEER_HEX, "hex").toString("base64"), endpoint: "198.18.1.2:51820", persistentKeepaliveSec: 25, allowedIps: ["198.19.0.0/24"] } });
+    const tx = encodeSet({
+      privateKey: new Secret(PRIVATE_B64),
+      peer: {
+        publicKey: Buffer.from(PEER_HEX, "hex").toString("base64"),
+        endpoint: "198.18.1.2:51820",
+        persistentKeepaliveSec: 25,
+        allowedIps: ["198.19.0.0/24"],
+      },
+    });
     await new UapiClient(dev.path).set(tx);
     assert.equal(dev.requests[0], tx.reveal());
   });
@@ -142,7 +166,9 @@ describe("uapi client", () => {
   test("abort-cancels", async () => {
     const dev = await fakeDevice("abort", () => undefined);
     const ac = new AbortController();
-    setTimeout(() => { ac.abort(); }, 50);
+    setTimeout(() => {
+      ac.abort();
+    }, 50);
     await rejectsWith(new UapiClient(dev.path, { timeoutMs: 5000 }).get({ signal: ac.signal }), "cancelled");
   });
 
@@ -153,7 +179,11 @@ describe("uapi client", () => {
   test("stale-socket-of-a-killed-process-is-refused", async () => {
     // Node unlinks its socket on close, so a SIGKILLed child is the honest way to leave one behind.
     const path = join(dir, "stale.sock");
-    const child = spawn(process.execPath, ["-e", `require("node:net").createServer().listen(${JSON.stringify(path)})`], { stdio: "ignore" });
+    const child = spawn(
+      process.execPath,
+      ["-e", `require("node:net").createServer().listen(${JSON.stringify(path)})`],
+      { stdio: "ignore" },
+    );
     try {
       for (let i = 0; i < CHILD_READY_MS / POLL_MS && !existsSync(path); i++) await sleep(POLL_MS);
       assert.ok(existsSync(path), "the child created its socket");

@@ -110,8 +110,19 @@ export class UapiClient {
         finish(null, Buffer.concat(chunks).toString("utf8"));
       });
       sock.on("error", (e: NodeJS.ErrnoException) => {
-        if (e.code === "ENOENT") finish(new UapiError("no-socket", `${this.path} does not exist (wireguard-go is not running)`, null, { cause: e }));
-        else if (e.code === "ECONNREFUSED") finish(new UapiError("refused", `${this.path} refused the connection (stale socket of a dead wireguard-go)`, null, { cause: e }));
+        if (e.code === "ENOENT")
+          finish(
+            new UapiError("no-socket", `${this.path} does not exist (wireguard-go is not running)`, null, { cause: e }),
+          );
+        else if (e.code === "ECONNREFUSED")
+          finish(
+            new UapiError(
+              "refused",
+              `${this.path} refused the connection (stale socket of a dead wireguard-go)`,
+              null,
+              { cause: e },
+            ),
+          );
         else finish(new UapiError("io", `UAPI socket ${this.path}: ${e.code ?? e.message}`, null, { cause: e }));
       });
     });

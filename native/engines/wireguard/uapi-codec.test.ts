@@ -28,7 +28,13 @@ const PSK_HEX = randomBytes(32).toString("hex");
 function config(over: Partial<UapiSetConfig["peer"]> = {}): UapiSetConfig {
   return {
     privateKey: new Secret(PRIVATE_B64),
-    peer: { publicKey: PEER_B64, endpoint: "198.18.1.2:51820", persistentKeepaliveSec: 25, allowedIps: ["198.19.0.0/24"], ...over },
+    peer: {
+      publicKey: PEER_B64,
+      endpoint: "198.18.1.2:51820",
+      persistentKeepaliveSec: 25,
+      allowedIps: ["198.19.0.0/24"],
+      ...over,
+    },
   };
 }
 
@@ -54,8 +60,13 @@ const DUMP = [
 function assertNoSecrets(value: unknown): void {
   const text = `${JSON.stringify(value)} ${inspect(value, { depth: 10 })} ${value instanceof Error ? `${value.message} ${value.stack ?? ""}` : ""}`;
   // Any 20-character window: a corrupted line must not leak most of a key either.
-  for (const [name, key] of [["private key", PRIVATE_HEX], ["private key", PRIVATE_B64], ["preshared key", PSK_HEX]] as const) {
-    for (let i = 0; i + 20 <= key.length; i++) assert.ok(!text.includes(key.slice(i, i + 20)), `the ${name} never appears`);
+  for (const [name, key] of [
+    ["private key", PRIVATE_HEX],
+    ["private key", PRIVATE_B64],
+    ["preshared key", PSK_HEX],
+  ] as const) {
+    for (let i = 0; i + 20 <= key.length; i++)
+      assert.ok(!text.includes(key.slice(i, i + 20)), `the ${name} never appears`);
   }
 }
 
@@ -68,9 +79,20 @@ describe("keys", () => {
   });
 
   test("invalid-keys-are-typed-errors-that-do-not-quote-the-key", () => {
-    const bad = ["", "abc", PRIVATE_B64.slice(0, -2), `${PRIVATE_B64}x`, PRIVATE_B64.replace("=", "A"), `${PRIVATE_B64.slice(0, 42)}B=`, "!".repeat(43) + "="];
+    const bad = [
+      "",
+      "abc",
+      PRIVATE_B64.slice(0, -2),
+      `${PRIVATE_B64}x`,
+      PRIVATE_B64.replace("=", "A"),
+      `${PRIVATE_B64.slice(0, 42)}B=`,
+      "!".repeat(43) + "=",
+    ];
     for (const k of bad) {
-      assert.throws(() => keyToHex(k, "the private key"), (e: unknown) => e instanceof UapiError && e.code === "invalid-value" && !e.message.includes(k || "\u0000"));
+      assert.throws(
+        () => keyToHex(k, "the private key"),
+        (e: unknown) => e instanceof UapiError && e.code === "invalid-value" && !e.message.includes(k || "\u0000"),
+      );
     }
     assert.throws(() => keyFromHex("AB".repeat(32), "k"), UapiError);
     assert.throws(() => keyFromHex("ab".repeat(31), "k"), UapiError);
@@ -89,7 +111,10 @@ describe("set transaction", () => {
   });
 
   test("listen-port-and-several-allowed-ips", () => {
-    const tx = encodeSet({ ...config({ allowedIps: ["198.19.0.0/24", "fd00::/64"], endpoint: "[fd00::1]:51820" }), listenPort: 51000 }).reveal();
+    const tx = encodeSet({
+      ...config({ allowedIps: ["198.19.0.0/24", "fd00::/64"], endpoint: "[fd00::1]:51820" }),
+      listenPort: 51000,
+    }).reveal();
     assert.match(tx, /\nlisten_port=51000\nreplace_peers=true\n/);
     assert.match(tx, /\nendpoint=\[fd00::1\]:51820\n/);
     assert.match(tx, /allowed_ip=198\.19\.0\.0\/24\nallowed_ip=fd00::\/64\n\n$/);
@@ -117,7 +142,10 @@ describe("set transaction", () => {
       { ...config(), listenPort: 70000 },
     ];
     for (const c of cases) {
-      assert.throws(() => encodeSet(c), (e: unknown) => e instanceof UapiError && e.code === "invalid-value" && (assertNoSecrets(e), true));
+      assert.throws(
+        () => encodeSet(c),
+        (e: unknown) => e instanceof UapiError && e.code === "invalid-value" && (assertNoSecrets(e), true),
+      );
     }
   });
 
@@ -146,7 +174,12 @@ describe("get reply", () => {
   });
 
   test("no-handshake-yet-and-no-peers", () => {
-    const d = parseGetReply(DUMP.replace("last_handshake_time_sec=1795314357", "last_handshake_time_sec=0").replace("last_handshake_time_nsec=172068192", "last_handshake_time_nsec=0"));
+    const d = parseGetReply(
+      DUMP.replace("last_handshake_time_sec=1795314357", "last_handshake_time_sec=0").replace(
+        "last_handshake_time_nsec=172068192",
+        "last_handshake_time_nsec=0",
+      ),
+    );
     assert.equal(d.peers[0] !== undefined && lastHandshakeMs(d.peers[0]), null);
     const empty = parseGetReply(`private_key=${"0".repeat(64)}\nlisten_port=0\nerrno=0\n\n`);
     assert.equal(empty.hasPrivateKey, false);
@@ -155,18 +188,34 @@ describe("get reply", () => {
 
   test("unknown-keys-are-kept-where-they-appeared", () => {
     const d = parseGetReply(
-      DUMP.replace("listen_port=35119\n", `listen_port=35119\nfuture_knob=7\nfuture_key=${PRIVATE_HEX}\n`).replace("tx_bytes=724\n", "tx_bytes=724\npeer_knob=x=y\n"),
+      DUMP.replace("listen_port=35119\n", `listen_port=35119\nfuture_knob=7\nfuture_key=${PRIVATE_HEX}\n`).replace(
+        "tx_bytes=724\n",
+        "tx_bytes=724\npeer_knob=x=y\n",
+      ),
     );
-    assert.deepEqual(d.extra, [["future_knob", "7"], ["future_key", "[redacted]"]], "a key-like unknown value is redacted");
+    assert.deepEqual(
+      d.extra,
+      [
+        ["future_knob", "7"],
+        ["future_key", "[redacted]"],
+      ],
+      "a key-like unknown value is redacted",
+    );
     assert.deepEqual(d.peers[0]?.extra, [["peer_knob", "x=y"]]);
     assertNoSecrets(d);
   });
 
   test("errno-trailer-is-a-typed-error", () => {
-    assert.throws(() => parseGetReply("errno=-22\n\n"), (e: unknown) => e instanceof UapiError && e.code === "errno" && e.errno === -22);
-    assert.throws(() => {
-      parseSetReply("errno=1\n\n");
-    }, (e: unknown) => e instanceof UapiError && e.code === "errno" && e.errno === 1);
+    assert.throws(
+      () => parseGetReply("errno=-22\n\n"),
+      (e: unknown) => e instanceof UapiError && e.code === "errno" && e.errno === -22,
+    );
+    assert.throws(
+      () => {
+        parseSetReply("errno=1\n\n");
+      },
+      (e: unknown) => e instanceof UapiError && e.code === "errno" && e.errno === 1,
+    );
     assert.doesNotThrow(() => {
       parseSetReply("errno=0\n\n");
     });
@@ -185,7 +234,11 @@ describe("get reply", () => {
     ["counter not numeric", DUMP.replace("rx_bytes=604", "rx_bytes=6o4"), "invalid-value"],
     ["negative counter", DUMP.replace("rx_bytes=604", "rx_bytes=-4"), "invalid-value"],
     ["huge counter", DUMP.replace("rx_bytes=604", `rx_bytes=${"9".repeat(20)}`), "invalid-value"],
-    ["nsec out of range", DUMP.replace("last_handshake_time_nsec=172068192", "last_handshake_time_nsec=1000000000"), "invalid-value"],
+    [
+      "nsec out of range",
+      DUMP.replace("last_handshake_time_nsec=172068192", "last_handshake_time_nsec=1000000000"),
+      "invalid-value",
+    ],
     ["port out of range", DUMP.replace("listen_port=35119", "listen_port=65536"), "invalid-value"],
     ["bad public key", DUMP.replace(`public_key=${PEER_HEX}`, "public_key=xyz"), "invalid-value"],
     ["bad endpoint", DUMP.replace("endpoint=198.18.1.2:51820", `endpoint=${PRIVATE_HEX}`), "invalid-value"],
@@ -194,18 +247,41 @@ describe("get reply", () => {
   ];
   for (const [name, text, code] of broken) {
     test(`broken-reply-${name.replace(/[^a-z0-9]+/g, "-")}`, () => {
-      assert.throws(() => parseGetReply(text), (e: unknown) => {
-        assert.ok(e instanceof UapiError, `typed error, got ${String(e)}`);
-        assert.equal(e.code, code, e.message);
-        assertNoSecrets(e);
-        return true;
-      });
+      assert.throws(
+        () => parseGetReply(text),
+        (e: unknown) => {
+          assert.ok(e instanceof UapiError, `typed error, got ${String(e)}`);
+          assert.equal(e.code, code, e.message);
+          assertNoSecrets(e);
+          return true;
+        },
+      );
     });
   }
 });
 
-
-const FRAGMENTS = ["=", "\n", "\n\n", "errno=0", "errno=-22", "public_key=", PEER_HEX, "private_key=", PRIVATE_HEX, "rx_bytes=", "12", "-", "allowed_ip=", "198.19.0.0/24", "::", "\u0000", "é", " ", "last_handshake_time_nsec=", "999999999"];
+const FRAGMENTS = [
+  "=",
+  "\n",
+  "\n\n",
+  "errno=0",
+  "errno=-22",
+  "public_key=",
+  PEER_HEX,
+  "private_key=",
+  PRIVATE_HEX,
+  "rx_bytes=",
+  "12",
+  "-",
+  "allowed_ip=",
+  "198.19.0.0/24",
+  "::",
+  "\u0000",
+  "é",
+  " ",
+  "last_handshake_time_nsec=",
+  "999999999",
+];
 
 function mutate(rand: () => number, s: string): string {
   let out = s;
@@ -226,7 +302,8 @@ function checkDump(d: UapiDump): void {
   assert.ok(d.listenPort === null || (Number.isInteger(d.listenPort) && d.listenPort >= 0 && d.listenPort <= 65535));
   for (const p of d.peers) {
     assert.ok(Buffer.from(p.publicKey, "base64").length === 32);
-    for (const n of [p.rxBytes, p.txBytes, p.lastHandshakeTimeSec, p.lastHandshakeTimeNsec]) assert.ok(Number.isSafeInteger(n) && n >= 0);
+    for (const n of [p.rxBytes, p.txBytes, p.lastHandshakeTimeSec, p.lastHandshakeTimeNsec])
+      assert.ok(Number.isSafeInteger(n) && n >= 0);
   }
 }
 
@@ -239,7 +316,10 @@ describe("property", () => {
     for (let i = 0; i < 4000; i++) {
       const input =
         i % 3 === 0
-          ? Array.from({ length: Math.floor(rand() * 12) }, () => FRAGMENTS[Math.floor(rand() * FRAGMENTS.length)] ?? "").join("")
+          ? Array.from(
+              { length: Math.floor(rand() * 12) },
+              () => FRAGMENTS[Math.floor(rand() * FRAGMENTS.length)] ?? "",
+            ).join("")
           : mutate(rand, i % 3 === 1 ? DUMP : "errno=0\n\n");
       for (const parse of [(t: string) => parseGetReply(t), (t: string) => (parseSetReply(t), null)]) {
         try {

@@ -16,7 +16,17 @@ export const MAX_REPLY_BYTES = 1024 * 1024;
  * Stable reasons a UAPI exchange failed. The codec raises malformed, truncated, too-large, invalid-value and
  * errno; the socket client adds the transport ones (no-socket, refused, timeout, cancelled, io).
  */
-export type UapiErrorCode = "malformed" | "truncated" | "too-large" | "invalid-value" | "errno" | "no-socket" | "refused" | "timeout" | "cancelled" | "io";
+export type UapiErrorCode =
+  | "malformed"
+  | "truncated"
+  | "too-large"
+  | "invalid-value"
+  | "errno"
+  | "no-socket"
+  | "refused"
+  | "timeout"
+  | "cancelled"
+  | "io";
 
 export class UapiError extends Error {
   constructor(
@@ -93,7 +103,8 @@ export function keyToHex(base64: string, what: string): string {
   if (!BASE64_KEY_RE.test(base64)) throw new UapiError("invalid-value", `${what} is not a base64-encoded 32-byte key`);
   const bytes = Buffer.from(base64, "base64");
   // Node's decoder ignores non-canonical trailing bits; re-encoding catches keys that are not exactly 32 bytes.
-  if (bytes.length !== 32 || bytes.toString("base64") !== base64) throw new UapiError("invalid-value", `${what} is not a base64-encoded 32-byte key`);
+  if (bytes.length !== 32 || bytes.toString("base64") !== base64)
+    throw new UapiError("invalid-value", `${what} is not a base64-encoded 32-byte key`);
   return bytes.toString("hex");
 }
 
@@ -155,15 +166,22 @@ export function encodeGet(): string {
 export function encodeSet(cfg: UapiSetConfig): Secret {
   const privateHex = keyToHex(cfg.privateKey.reveal(), "the private key");
   const publicHex = keyToHex(cfg.peer.publicKey, "the peer's public key");
-  if (cfg.listenPort !== undefined && !(Number.isInteger(cfg.listenPort) && cfg.listenPort >= 0 && cfg.listenPort <= 65535)) {
+  if (
+    cfg.listenPort !== undefined &&
+    !(Number.isInteger(cfg.listenPort) && cfg.listenPort >= 0 && cfg.listenPort <= 65535)
+  ) {
     throw new UapiError("invalid-value", `listen port ${String(cfg.listenPort)} is not 0-65535`);
   }
-  if (!isEndpoint(cfg.peer.endpoint)) throw new UapiError("invalid-value", `endpoint "${cfg.peer.endpoint.slice(0, 80)}" is not address:port`);
+  if (!isEndpoint(cfg.peer.endpoint))
+    throw new UapiError("invalid-value", `endpoint "${cfg.peer.endpoint.slice(0, 80)}" is not address:port`);
   const ka = cfg.peer.persistentKeepaliveSec;
-  if (!(Number.isInteger(ka) && ka >= 0 && ka <= 65535)) throw new UapiError("invalid-value", `persistent keepalive ${String(ka)} is not 0-65535 seconds`);
-  if (cfg.peer.allowedIps.length === 0) throw new UapiError("invalid-value", "the peer has no allowed IPs, so no traffic could use it");
+  if (!(Number.isInteger(ka) && ka >= 0 && ka <= 65535))
+    throw new UapiError("invalid-value", `persistent keepalive ${String(ka)} is not 0-65535 seconds`);
+  if (cfg.peer.allowedIps.length === 0)
+    throw new UapiError("invalid-value", "the peer has no allowed IPs, so no traffic could use it");
   for (const ip of cfg.peer.allowedIps) {
-    if (!isCidr(ip)) throw new UapiError("invalid-value", `allowed IP "${ip.slice(0, 80)}" is not a prefix such as 198.19.0.0/24`);
+    if (!isCidr(ip))
+      throw new UapiError("invalid-value", `allowed IP "${ip.slice(0, 80)}" is not a prefix such as 198.19.0.0/24`);
   }
   const lines = [
     "set=1",
@@ -190,7 +208,8 @@ interface Line {
  * and returns the lines before the trailer. Throws UapiError("errno") when the trailer is not 0.
  */
 function frame(text: string): Line[] {
-  if (Buffer.byteLength(text, "utf8") > MAX_REPLY_BYTES) throw new UapiError("too-large", `reply is larger than ${MAX_REPLY_BYTES} bytes`);
+  if (Buffer.byteLength(text, "utf8") > MAX_REPLY_BYTES)
+    throw new UapiError("too-large", `reply is larger than ${MAX_REPLY_BYTES} bytes`);
   if (!text.endsWith("\n\n")) throw new UapiError("truncated", "reply ended before its terminating blank line");
   const body = text.slice(0, -2);
   if (body === "") throw new UapiError("malformed", "reply is empty (no errno line)");
@@ -218,14 +237,16 @@ function extraPair(l: Line): [string, string] {
 
 function unsigned(l: Line, max = Number.MAX_SAFE_INTEGER): number {
   const n = UNSIGNED_RE.test(l.value) ? Number(l.value) : NaN;
-  if (!(n <= max)) throw new UapiError("invalid-value", `reply line ${l.n}: ${l.key} is not a whole number up to ${max}`);
+  if (!(n <= max))
+    throw new UapiError("invalid-value", `reply line ${l.n}: ${l.key} is not a whole number up to ${max}`);
   return n;
 }
 
 /** A `set=1` reply: nothing but the errno trailer. */
 export function parseSetReply(text: string): void {
   const lines = frame(text);
-  if (lines.length > 0) throw new UapiError("malformed", `set reply has ${lines.length} unexpected line(s) before errno`);
+  if (lines.length > 0)
+    throw new UapiError("malformed", `set reply has ${lines.length} unexpected line(s) before errno`);
 }
 
 /** A `get=1` reply: the device and its peers; each peer starts at its public_key line. */
@@ -275,7 +296,8 @@ export function parseGetReply(text: string): UapiDump {
         peer.protocolVersion = unsigned(l, 0xffffffff);
         break;
       case "endpoint":
-        if (!isEndpoint(l.value)) throw new UapiError("invalid-value", `reply line ${l.n}: endpoint is not address:port`);
+        if (!isEndpoint(l.value))
+          throw new UapiError("invalid-value", `reply line ${l.n}: endpoint is not address:port`);
         peer.endpoint = l.value;
         break;
       case "last_handshake_time_sec":

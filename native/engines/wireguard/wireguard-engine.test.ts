@@ -17,14 +17,23 @@ after(() => {
   rmSync(root, { recursive: true, force: true });
 });
 
-function spec(over: { params?: Partial<WireGuardSpec["params"]>; privateKey?: string; ifname?: string } = {}): WireGuardSpec {
+function spec(
+  over: { params?: Partial<WireGuardSpec["params"]>; privateKey?: string; ifname?: string } = {},
+): WireGuardSpec {
   return {
     protocol: "wireguard",
     gateway: { name: "gw1", address: "198.18.1.2" },
     // A namespace that does not exist: should anything be spawned by mistake, it fails instead of touching the host.
     runtime: { netns: "detour-unit-absent", workDir: mkdtempSync(join(root, "w-")), ifname: over.ifname ?? "dwg-unit" },
     probe: { address: "198.19.0.1" },
-    params: { port: 51820, publicKey: randomBytes(32).toString("base64"), tunnelAddress: "198.19.11.2/32", persistentKeepaliveSec: 25, allowedIps: ["198.19.0.0/24"], ...over.params },
+    params: {
+      port: 51820,
+      publicKey: randomBytes(32).toString("base64"),
+      tunnelAddress: "198.19.11.2/32",
+      persistentKeepaliveSec: 25,
+      allowedIps: ["198.19.0.0/24"],
+      ...over.params,
+    },
     credentials: { privateKey: new Secret(over.privateKey ?? PRIVATE) },
   };
 }
@@ -59,7 +68,10 @@ describe("wireguard engine before spawning", () => {
       const err = await refused(s, "bad-config");
       assert.equal(err.retryable, false);
       const text = `${err.message} ${inspect(err)} ${JSON.stringify(err)}`;
-      assert.ok(!text.includes(PRIVATE) && !text.includes(Buffer.from(PRIVATE, "base64").toString("hex")), "the private key is not in the error");
+      assert.ok(
+        !text.includes(PRIVATE) && !text.includes(Buffer.from(PRIVATE, "base64").toString("hex")),
+        "the private key is not in the error",
+      );
     });
   }
 
@@ -75,7 +87,10 @@ describe("wireguard engine before spawning", () => {
     const engine = new WireGuardEngine(s);
     await engine.stop();
     await engine.stop();
-    await assert.rejects(engine.start(Date.now() + 5000), (e: unknown) => e instanceof EngineError && e.code === "cancelled");
+    await assert.rejects(
+      engine.start(Date.now() + 5000),
+      (e: unknown) => e instanceof EngineError && e.code === "cancelled",
+    );
     assert.equal(engine.pid, null);
     assert.ok(!existsSync(s.runtime.workDir));
   });

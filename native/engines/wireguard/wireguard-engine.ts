@@ -16,7 +16,14 @@ import { configureLink, linkCounters } from "../../platform/link.linux.ts";
 import { pingThrough, type EchoResult } from "../../platform/probe.linux.ts";
 import { CommandError } from "../../platform/run.ts";
 import type { EngineProcess, ProcessExit } from "../engine-process.ts";
-import { SpareError, claimDeviceName, removeWireGuardGo, spawnWireGuardGo, waitDeviceReady, type WireGuardSpare } from "./wireguard-spare.ts";
+import {
+  SpareError,
+  claimDeviceName,
+  removeWireGuardGo,
+  spawnWireGuardGo,
+  waitDeviceReady,
+  type WireGuardSpare,
+} from "./wireguard-spare.ts";
 import { EngineError, EventHub, type EngineDiagnostics, type TunnelEngine, type WireGuardSpec } from "../engine.ts";
 import { StartGuard, type StartAttempt } from "../start-guard.ts";
 import { hostPort } from "../../../main/core/ip-address.ts";
@@ -81,7 +88,11 @@ export class WireGuardEngine implements TunnelEngine {
   }
 
   async start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
-    const hooks = { timeoutError: () => this.#timeoutError(), classify: (e: unknown) => this.#classify(e), tail: () => this.#proc?.tail() ?? "" };
+    const hooks = {
+      timeoutError: () => this.#timeoutError(),
+      classify: (e: unknown) => this.#classify(e),
+      tail: () => this.#proc?.tail() ?? "",
+    };
     const up = await this.#guard.run(deadlineAt, signal, hooks, (attempt) => this.#bringUp(deadlineAt, attempt));
     this.#events.emit({ type: "up", at: Date.now() });
     return up;
@@ -92,7 +103,12 @@ export class WireGuardEngine implements TunnelEngine {
     const tx = this.#validate();
     // A spare wireguard-go started ahead of this connect (same device and work folder) is adopted as it is.
     const spare = this.#spare;
-    const adopt = spare !== null && spare.usable && spare.runtime.ifname === runtime.ifname && spare.runtime.workDir === runtime.workDir && spare.runtime.netns === runtime.netns;
+    const adopt =
+      spare !== null &&
+      spare.usable &&
+      spare.runtime.ifname === runtime.ifname &&
+      spare.runtime.workDir === runtime.workDir &&
+      spare.runtime.netns === runtime.netns;
     let proc: EngineProcess;
     if (adopt) {
       proc = spare.adopt();
@@ -129,7 +145,13 @@ export class WireGuardEngine implements TunnelEngine {
       if (this.#handshakeAt === null) await attempt.race(this.#readHandshake(deadlineAt));
       this.#rxMovedAt = reply.at;
       return {
-        config: { ifname: runtime.ifname, addresses: [params.tunnelAddress], routes: [...params.allowedIps], dns: [], mtu: WIREGUARD_MTU },
+        config: {
+          ifname: runtime.ifname,
+          addresses: [params.tunnelAddress],
+          routes: [...params.allowedIps],
+          dns: [],
+          mtu: WIREGUARD_MTU,
+        },
         timings: { spawnedAt, handshakeAt: this.#handshakeAt, firstReplyAt: reply.at, firstReplyRttMs: reply.rttMs },
         detail: {},
       };
@@ -142,21 +164,32 @@ export class WireGuardEngine implements TunnelEngine {
   /** Everything a spec can get wrong, refused before anything is spawned; returns the UAPI transaction. */
   #validate(): Secret {
     const { runtime, gateway, params, probe } = this.#spec;
-    const bad = (why: string): EngineError => new EngineError("bad-config", `WireGuard spec for ${gateway.name}: ${why}`);
-    if (!IFNAME_RE.test(runtime.ifname)) throw bad(`device name "${runtime.ifname.slice(0, 40)}" is not 1-15 letters, digits, '_', '.' or '-'`);
+    const bad = (why: string): EngineError =>
+      new EngineError("bad-config", `WireGuard spec for ${gateway.name}: ${why}`);
+    if (!IFNAME_RE.test(runtime.ifname))
+      throw bad(`device name "${runtime.ifname.slice(0, 40)}" is not 1-15 letters, digits, '_', '.' or '-'`);
     if (!isAbsolute(runtime.workDir)) throw bad("the work folder must be an absolute path");
-    if (!isCidr(params.tunnelAddress) || params.tunnelAddress.includes(":")) throw bad(`tunnel address "${params.tunnelAddress.slice(0, 60)}" is not an IPv4 prefix`);
-    if (!isIpAddress(gateway.address)) throw bad(`gateway address "${gateway.address.slice(0, 60)}" is not an IP address`);
-    if (!Number.isInteger(params.port) || params.port < 1 || params.port > 65535) throw bad(`port ${String(params.port)} is not 1-65535`);
+    if (!isCidr(params.tunnelAddress) || params.tunnelAddress.includes(":"))
+      throw bad(`tunnel address "${params.tunnelAddress.slice(0, 60)}" is not an IPv4 prefix`);
+    if (!isIpAddress(gateway.address))
+      throw bad(`gateway address "${gateway.address.slice(0, 60)}" is not an IP address`);
+    if (!Number.isInteger(params.port) || params.port < 1 || params.port > 65535)
+      throw bad(`port ${String(params.port)} is not 1-65535`);
     if (!isIpAddress(probe.address)) throw bad(`probe address "${probe.address.slice(0, 60)}" is not an IP address`);
     const endpoint = wireguardEndpoint(gateway.address, params.port);
     try {
       return encodeSet({
         privateKey: this.#spec.credentials.privateKey,
-        peer: { publicKey: params.publicKey, endpoint, persistentKeepaliveSec: params.persistentKeepaliveSec, allowedIps: params.allowedIps },
+        peer: {
+          publicKey: params.publicKey,
+          endpoint,
+          persistentKeepaliveSec: params.persistentKeepaliveSec,
+          allowedIps: params.allowedIps,
+        },
       });
     } catch (e) {
-      if (e instanceof UapiError) throw new EngineError("bad-config", `WireGuard spec for ${gateway.name}: ${e.message}`, "", { cause: e });
+      if (e instanceof UapiError)
+        throw new EngineError("bad-config", `WireGuard spec for ${gateway.name}: ${e.message}`, "", { cause: e });
       throw e;
     }
   }
@@ -175,7 +208,9 @@ export class WireGuardEngine implements TunnelEngine {
       await waitDeviceReady(this.#spec.runtime, proc, deadlineAt, signal);
     } catch (e) {
       if (!(e instanceof SpareError)) throw e;
-      throw e.code === "timeout" ? this.#timeoutError() : new EngineError(e.code === "cancelled" ? "cancelled" : "engine-crashed", e.message);
+      throw e.code === "timeout"
+        ? this.#timeoutError()
+        : new EngineError(e.code === "cancelled" ? "cancelled" : "engine-crashed", e.message);
     }
   }
 
@@ -184,7 +219,14 @@ export class WireGuardEngine implements TunnelEngine {
     const { runtime, probe } = this.#spec;
     const tries = Math.ceil(Math.max(0, deadlineAt - Date.now()) / PROBE_RETRY_GAP_MS) + 1;
     for (let i = 0; i < tries && !signal.aborted && Date.now() < deadlineAt; i++) {
-      const r = await pingThrough({ ifname: runtime.ifname, target: probe.address, netns: runtime.netns, deadlineAt, signal, intervalMs: FIRST_REPLY_INTERVAL_MS });
+      const r = await pingThrough({
+        ifname: runtime.ifname,
+        target: probe.address,
+        netns: runtime.netns,
+        deadlineAt,
+        signal,
+        intervalMs: FIRST_REPLY_INTERVAL_MS,
+      });
       if (r.ok) return r;
       if (Date.now() + PROBE_RETRY_GAP_MS >= deadlineAt) break;
       await sleep(PROBE_RETRY_GAP_MS, undefined, { signal }).catch(() => undefined);
@@ -203,7 +245,7 @@ export class WireGuardEngine implements TunnelEngine {
 
   async #readHandshake(deadlineAt: number, signal?: AbortSignal): Promise<boolean> {
     const dump = await this.#uapi.get({ deadlineAt, signal }).catch(() => null);
-    const at = dump === null ? null : this.#peerOf(dump)?.handshakeAt ?? null;
+    const at = dump === null ? null : (this.#peerOf(dump)?.handshakeAt ?? null);
     if (at !== null) this.#handshakeAt = at;
     return at !== null;
   }
@@ -218,7 +260,13 @@ export class WireGuardEngine implements TunnelEngine {
     this.#events.emit({ type: "engine-exit", at: exit.at, code: exit.code, signal: exit.signal, expected });
     if (!expected) {
       const how = exit.signal !== null ? `was killed by ${exit.signal}` : `exited with code ${String(exit.code)}`;
-      this.#guard.fail(new EngineError("engine-crashed", `wireguard-go for ${this.#spec.gateway.name} ${how} during start`, this.#proc?.tail() ?? ""));
+      this.#guard.fail(
+        new EngineError(
+          "engine-crashed",
+          `wireguard-go for ${this.#spec.gateway.name} ${how} during start`,
+          this.#proc?.tail() ?? "",
+        ),
+      );
     }
   }
 
@@ -226,14 +274,25 @@ export class WireGuardEngine implements TunnelEngine {
     const { gateway, params, probe, runtime } = this.#spec;
     const tail = this.#proc?.tail() ?? "";
     const target = `${gateway.name} (${gateway.address}:${params.port})`;
-    if (this.#proc === null) return new EngineError("timeout", `the deadline passed before wireguard-go for ${target} was started`, tail);
-    if (!existsSync(this.#socket)) return new EngineError("timeout", `wireguard-go for ${target} did not create ${this.#socket} before the deadline`, tail);
+    if (this.#proc === null)
+      return new EngineError("timeout", `the deadline passed before wireguard-go for ${target} was started`, tail);
+    if (!existsSync(this.#socket))
+      return new EngineError(
+        "timeout",
+        `wireguard-go for ${target} did not create ${this.#socket} before the deadline`,
+        tail,
+      );
     if (this.#handshakeAt === null) {
-      if (UNREACHABLE_RE.test(tail)) return new EngineError("unreachable", `cannot send to ${target}: no path to the gateway`, tail);
+      if (UNREACHABLE_RE.test(tail))
+        return new EngineError("unreachable", `cannot send to ${target}: no path to the gateway`, tail);
       // WireGuard answers nothing to a blocked path, a dead gateway or a wrong key alike: silence is all there is.
       return new EngineError("timeout", `no WireGuard handshake with ${target} before the deadline`, tail);
     }
-    return new EngineError("timeout", `handshake with ${target} done, but no echo reply from ${probe.address} through ${runtime.ifname} before the deadline`, tail);
+    return new EngineError(
+      "timeout",
+      `handshake with ${target} done, but no echo reply from ${probe.address} through ${runtime.ifname} before the deadline`,
+      tail,
+    );
   }
 
   /** The driver's own errors as EngineErrors: UAPI replies and the `ip` commands that configure the device. */
@@ -241,20 +300,45 @@ export class WireGuardEngine implements TunnelEngine {
     const gateway = this.#spec.gateway.name;
     const tail = this.#proc?.tail() ?? "";
     if (e instanceof UapiError) {
-      if (e.code === "errno") return new EngineError("bad-config", `wireguard-go for ${gateway} refused its configuration (errno=${String(e.errno)})`, tail, { cause: e });
+      if (e.code === "errno")
+        return new EngineError(
+          "bad-config",
+          `wireguard-go for ${gateway} refused its configuration (errno=${String(e.errno)})`,
+          tail,
+          { cause: e },
+        );
       if (e.code === "timeout") return this.#timeoutError();
-      return new EngineError("engine-crashed", `wireguard-go for ${gateway} misbehaved on its UAPI socket: ${e.message}`, tail, { cause: e });
+      return new EngineError(
+        "engine-crashed",
+        `wireguard-go for ${gateway} misbehaved on its UAPI socket: ${e.message}`,
+        tail,
+        { cause: e },
+      );
     }
-    if (e instanceof CommandError) return new EngineError("engine-crashed", `could not configure the WireGuard device for ${gateway}: ${e.message}`, tail, { cause: e });
+    if (e instanceof CommandError)
+      return new EngineError(
+        "engine-crashed",
+        `could not configure the WireGuard device for ${gateway}: ${e.message}`,
+        tail,
+        { cause: e },
+      );
     return null;
   }
 
   async stats(): Promise<TunnelStats> {
     const { runtime } = this.#spec;
-    const c = (await linkCounters(runtime.ifname, runtime.netns)) ?? { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
+    const c = (await linkCounters(runtime.ifname, runtime.netns)) ?? {
+      rxBytes: 0,
+      txBytes: 0,
+      rxPackets: 0,
+      txPackets: 0,
+    };
     let handshakeAt: number | null = null;
     if (this.#proc?.running === true && !this.#expectExit) {
-      const peer = await this.#uapi.get().then((d) => this.#peerOf(d), () => null);
+      const peer = await this.#uapi.get().then(
+        (d) => this.#peerOf(d),
+        () => null,
+      );
       if (peer !== null) {
         handshakeAt = peer.handshakeAt;
         if (this.#rxMark !== null && peer.rxBytes > this.#rxMark) this.#rxMovedAt = Date.now();
@@ -267,7 +351,10 @@ export class WireGuardEngine implements TunnelEngine {
 
   /** The UAPI dump (the codec drops the private and preshared keys while parsing) and wireguard-go's output. */
   async diagnostics(): Promise<EngineDiagnostics> {
-    const state = this.#proc?.running === true ? await this.#uapi.get().catch((e: unknown) => ({ error: e instanceof Error ? e.message : String(e) })) : { running: false };
+    const state =
+      this.#proc?.running === true
+        ? await this.#uapi.get().catch((e: unknown) => ({ error: e instanceof Error ? e.message : String(e) }))
+        : { running: false };
     return { engine: "wireguard-go", state, log: this.#proc?.tail(200) ?? "" };
   }
 

@@ -37,7 +37,10 @@ export class SpareError extends Error {
  */
 export async function claimDeviceName(runtime: EngineRuntime, deadlineAt: number, signal?: AbortSignal): Promise<void> {
   if (await linkExists(runtime.ifname, runtime.netns)) {
-    throw new SpareError("name-taken", `a device named ${runtime.ifname} already exists${runtime.netns === undefined ? "" : ` in ${runtime.netns}`}`);
+    throw new SpareError(
+      "name-taken",
+      `a device named ${runtime.ifname} already exists${runtime.netns === undefined ? "" : ` in ${runtime.netns}`}`,
+    );
   }
   const socket = uapiSocketPath(runtime.ifname);
   if (!existsSync(socket)) return;
@@ -47,17 +50,30 @@ export async function claimDeviceName(runtime: EngineRuntime, deadlineAt: number
   } catch (e) {
     answered = !(e instanceof UapiError && (e.code === "refused" || e.code === "no-socket"));
   }
-  if (answered) throw new SpareError("name-taken", `${socket} belongs to another running wireguard-go: device names must be unique on the host`);
+  if (answered)
+    throw new SpareError(
+      "name-taken",
+      `${socket} belongs to another running wireguard-go: device names must be unique on the host`,
+    );
   rmSync(socket, { force: true });
 }
 
 /** Waits until wireguard-go's socket and device both exist; throws at the deadline, on abort or if it exits. */
-export async function waitDeviceReady(runtime: EngineRuntime, proc: EngineProcess, deadlineAt: number, signal?: AbortSignal): Promise<void> {
+export async function waitDeviceReady(
+  runtime: EngineRuntime,
+  proc: EngineProcess,
+  deadlineAt: number,
+  signal?: AbortSignal,
+): Promise<void> {
   const socket = uapiSocketPath(runtime.ifname);
   const tries = Math.ceil(Math.max(0, deadlineAt - Date.now()) / READY_POLL_MS) + 1;
   for (let i = 0; i < tries; i++) {
     if (signal?.aborted === true) throw new SpareError("cancelled", "cancelled while wireguard-go started");
-    if (!proc.running) throw new SpareError("exited", `wireguard-go for ${runtime.ifname} exited while starting: ${proc.tail(5).trim() || "no output"}`);
+    if (!proc.running)
+      throw new SpareError(
+        "exited",
+        `wireguard-go for ${runtime.ifname} exited while starting: ${proc.tail(5).trim() || "no output"}`,
+      );
     if (existsSync(socket) && (await linkExists(runtime.ifname, runtime.netns))) return;
     if (Date.now() >= deadlineAt) break;
     await sleep(READY_POLL_MS);
@@ -87,7 +103,13 @@ export async function removeWireGuardGo(runtime: EngineRuntime, proc: EngineProc
     if (proc.pid > 0 && isAlive(proc.pid)) left.push(`process ${proc.pid}`);
     rmSync(uapiSocketPath(runtime.ifname), { force: true });
     if (await linkExists(runtime.ifname, runtime.netns)) {
-      await run("ip", [...(runtime.netns === undefined ? [] : ["-n", runtime.netns]), "link", "del", "dev", runtime.ifname]);
+      await run("ip", [
+        ...(runtime.netns === undefined ? [] : ["-n", runtime.netns]),
+        "link",
+        "del",
+        "dev",
+        runtime.ifname,
+      ]);
       if (await linkExists(runtime.ifname, runtime.netns)) left.push(`device ${runtime.ifname}`);
     }
   }
@@ -140,7 +162,10 @@ export class WireGuardSpare {
   /** Hands the process (and with it the device, socket and work folder) to the caller; only once, only if usable. */
   adopt(): EngineProcess {
     const proc = this.#proc;
-    if (!this.usable || proc === null) throw new Error(`spare ${this.runtime.ifname} cannot be adopted (${this.#adopted ? "already adopted" : "not running"})`);
+    if (!this.usable || proc === null)
+      throw new Error(
+        `spare ${this.runtime.ifname} cannot be adopted (${this.#adopted ? "already adopted" : "not running"})`,
+      );
     this.#adopted = true;
     return proc;
   }

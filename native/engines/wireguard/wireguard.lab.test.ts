@@ -86,13 +86,20 @@ async function leftovers(spec: WireGuardSpec, pid: number | null): Promise<strin
 
 async function whoami(): Promise<{ gateway: string | null; protocol: string | null }> {
   assert.ok(probe !== null);
-  const r = await probe.http({ url: `http://${topo.corp.address}:${CORP_HTTP_PORT}/whoami`, timeoutMs: WHOAMI_TIMEOUT_MS });
+  const r = await probe.http({
+    url: `http://${topo.corp.address}:${CORP_HTTP_PORT}/whoami`,
+    timeoutMs: WHOAMI_TIMEOUT_MS,
+  });
   assert.ok(r.ok, `corp answered: ${JSON.stringify(r)}`);
   assert.equal(r.status, 200);
   return JSON.parse(r.body) as { gateway: string | null; protocol: string | null };
 }
 
-async function waitForEvent(events: TunnelEvent[], type: TunnelEvent["type"], timeoutMs: number): Promise<TunnelEvent | undefined> {
+async function waitForEvent(
+  events: TunnelEvent[],
+  type: TunnelEvent["type"],
+  timeoutMs: number,
+): Promise<TunnelEvent | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (let i = 0; i < Math.ceil(timeoutMs / EVENT_POLL_MS) + 1; i++) {
     const e = events.find((x) => x.type === type);
@@ -137,13 +144,18 @@ describe("wireguard engine in the lab", () => {
         const up = await engine.start(t0 + START_DEADLINE_MS);
         pid = engine.pid;
         const hs = up.timings.handshakeAt === null ? "?" : String(up.timings.handshakeAt - up.timings.spawnedAt);
-        console.log(`${gw}: start resolved after ${Date.now() - t0} ms (handshake at +${hs} ms, first reply at +${up.timings.firstReplyAt - up.timings.spawnedAt} ms)`);
+        console.log(
+          `${gw}: start resolved after ${Date.now() - t0} ms (handshake at +${hs} ms, first reply at +${up.timings.firstReplyAt - up.timings.spawnedAt} ms)`,
+        );
         assert.equal(up.config.ifname, spec.runtime.ifname);
         assert.deepEqual(up.config.addresses, [spec.params.tunnelAddress]);
         assert.deepEqual(up.config.routes, [CORP_NETWORK]);
         assert.deepEqual(up.config.dns, []);
         assert.ok(up.timings.handshakeAt !== null, "the handshake time is known");
-        assert.ok(events.some((e) => e.type === "up"), "an up event was emitted");
+        assert.ok(
+          events.some((e) => e.type === "up"),
+          "an up event was emitted",
+        );
 
         // The engine installs no routes; the caller (here the test) decides where traffic goes.
         await runOk("ip", ["-n", topo.client.ns, "route", "replace", CORP_NETWORK, "dev", spec.runtime.ifname]);
@@ -153,29 +165,49 @@ describe("wireguard engine in the lab", () => {
 
         const stats = await engine.stats();
         assert.ok(stats.rxBytes > 0 && stats.txBytes > 0, `traffic counted: ${JSON.stringify(stats)}`);
-        assert.ok(stats.lastRxAgoMs !== null && stats.lastRxAgoMs < START_DEADLINE_MS, `recently heard the gateway: ${JSON.stringify(stats)}`);
+        assert.ok(
+          stats.lastRxAgoMs !== null && stats.lastRxAgoMs < START_DEADLINE_MS,
+          `recently heard the gateway: ${JSON.stringify(stats)}`,
+        );
         assert.equal(stats.subState, null);
 
         const log = readFileSync(join(spec.runtime.workDir, "wireguard-go.log"), "utf8");
         assert.match(log, /handshake/i, "the engine's verbose log was kept");
         const key = spec.credentials.privateKey.reveal();
-        assert.ok(!log.includes(key) && !log.includes(Buffer.from(key, "base64").toString("hex")), "the private key is not in the engine's log");
+        assert.ok(
+          !log.includes(key) && !log.includes(Buffer.from(key, "base64").toString("hex")),
+          "the private key is not in the engine's log",
+        );
       } finally {
         pid ??= engine.pid;
         await engine.stop();
       }
       assert.deepEqual(await leftovers(spec, pid), [], "nothing is left behind");
       const exit = events.find((e) => e.type === "engine-exit");
-      assert.ok(exit?.type === "engine-exit" && exit.expected, `the exit was reported as expected: ${JSON.stringify(exit)}`);
+      assert.ok(
+        exit?.type === "engine-exit" && exit.expected,
+        `the exit was reported as expected: ${JSON.stringify(exit)}`,
+      );
     });
   }
 
   test("a-spare-wireguard-go-is-adopted-carries-the-tunnel-and-goes-with-its-engine", async () => {
     const spec = wgSpec("gw1", "dwg-s1");
-    const spare = await WireGuardSpare.launch({ ifname: spec.runtime.ifname, workDir: spec.runtime.workDir, ...(spec.runtime.netns === undefined ? {} : { netns: spec.runtime.netns }) }, Date.now() + START_DEADLINE_MS);
+    const spare = await WireGuardSpare.launch(
+      {
+        ifname: spec.runtime.ifname,
+        workDir: spec.runtime.workDir,
+        ...(spec.runtime.netns === undefined ? {} : { netns: spec.runtime.netns }),
+      },
+      Date.now() + START_DEADLINE_MS,
+    );
     const sparePid = spare.pid;
     assert.ok(spare.usable && sparePid !== null);
-    assert.equal(await linkExists(spec.runtime.ifname, spec.runtime.netns), true, "the spare's device exists before any connect");
+    assert.equal(
+      await linkExists(spec.runtime.ifname, spec.runtime.netns),
+      true,
+      "the spare's device exists before any connect",
+    );
     const engine = new WireGuardEngine(spec, { spare });
     engines.add(engine);
     try {
@@ -196,7 +228,11 @@ describe("wireguard engine in the lab", () => {
 
   test("a-spare-never-adopted-is-removed-by-stop-and-by-an-engine-that-failed-first", async () => {
     const spec = wgSpec("gw2", "dwg-s2");
-    const rt = { ifname: spec.runtime.ifname, workDir: spec.runtime.workDir, ...(spec.runtime.netns === undefined ? {} : { netns: spec.runtime.netns }) };
+    const rt = {
+      ifname: spec.runtime.ifname,
+      workDir: spec.runtime.workDir,
+      ...(spec.runtime.netns === undefined ? {} : { netns: spec.runtime.netns }),
+    };
     const spare = await WireGuardSpare.launch(rt, Date.now() + START_DEADLINE_MS);
     const pid = spare.pid;
     await spare.stop();
@@ -207,7 +243,10 @@ describe("wireguard engine in the lab", () => {
     const bad = { ...spec, params: { ...spec.params, port: 0 } };
     const engine = new WireGuardEngine(bad, { spare: again });
     engines.add(engine);
-    await assert.rejects(engine.start(Date.now() + START_DEADLINE_MS), (e: unknown) => e instanceof EngineError && e.code === "bad-config");
+    await assert.rejects(
+      engine.start(Date.now() + START_DEADLINE_MS),
+      (e: unknown) => e instanceof EngineError && e.code === "bad-config",
+    );
     await engine.stop();
     assert.deepEqual(await leftovers(spec, pid2), [], "the unadopted spare went with the engine");
   });
@@ -237,7 +276,9 @@ describe("wireguard engine in the lab", () => {
     const engine = engineFor(spec);
     const ac = new AbortController();
     const t0 = Date.now();
-    setTimeout(() => { ac.abort(); }, ABORT_AFTER_MS);
+    setTimeout(() => {
+      ac.abort();
+    }, ABORT_AFTER_MS);
     const err = await engine.start(t0 + START_DEADLINE_MS, ac.signal).then(
       () => assert.fail("start resolved"),
       (e: unknown) => e,
@@ -267,10 +308,22 @@ describe("wireguard engine in the lab", () => {
       const first = await engine.stats();
       await sleep(SILENCE_STEP_MS);
       const second = await engine.stats();
-      console.log(`gateway killed: last heard ${String(first.lastRxAgoMs)} ms ago, then ${String(second.lastRxAgoMs)} ms ago`);
-      assert.ok(first.lastRxAgoMs !== null && first.lastRxAgoMs >= SILENCE_MS, `silent since the kill: ${JSON.stringify(first)}`);
-      assert.ok(second.lastRxAgoMs !== null && second.lastRxAgoMs >= first.lastRxAgoMs + SILENCE_STEP_MS, `and the silence grows: ${JSON.stringify(second)}`);
-      assert.deepEqual(events.map((e) => e.type), ["up"], "no down and no exit: the engine cannot tell, so it does not guess");
+      console.log(
+        `gateway killed: last heard ${String(first.lastRxAgoMs)} ms ago, then ${String(second.lastRxAgoMs)} ms ago`,
+      );
+      assert.ok(
+        first.lastRxAgoMs !== null && first.lastRxAgoMs >= SILENCE_MS,
+        `silent since the kill: ${JSON.stringify(first)}`,
+      );
+      assert.ok(
+        second.lastRxAgoMs !== null && second.lastRxAgoMs >= first.lastRxAgoMs + SILENCE_STEP_MS,
+        `and the silence grows: ${JSON.stringify(second)}`,
+      );
+      assert.deepEqual(
+        events.map((e) => e.type),
+        ["up"],
+        "no down and no exit: the engine cannot tell, so it does not guess",
+      );
       assert.ok(engine.pid !== null && isAlive(engine.pid), "the engine itself keeps running");
     } finally {
       try {
@@ -298,7 +351,10 @@ describe("wireguard engine in the lab", () => {
       assert.ok(exit?.type === "engine-exit", `an engine-exit event arrived: ${JSON.stringify(events)}`);
       assert.equal(exit.signal, "SIGKILL");
       assert.equal(exit.expected, false, "a kill the driver did not cause is unexpected");
-      assert.ok(existsSync(uapiSocketPath(spec.runtime.ifname)), "SIGKILL left a stale socket (the case stop must handle)");
+      assert.ok(
+        existsSync(uapiSocketPath(spec.runtime.ifname)),
+        "SIGKILL left a stale socket (the case stop must handle)",
+      );
     } finally {
       await engine.stop();
     }
@@ -313,18 +369,28 @@ describe("wireguard engine in the lab", () => {
       const t0 = Date.now();
       const ups = await Promise.allSettled(pair.map((e) => e.start(t0 + START_DEADLINE_MS)));
       for (const [i, r] of ups.entries()) {
-        if (r.status === "rejected") assert.fail(`tunnel ${specs[i]?.runtime.ifname ?? "?"} did not start: ${String(r.reason)}`);
+        if (r.status === "rejected")
+          assert.fail(`tunnel ${specs[i]?.runtime.ifname ?? "?"} did not start: ${String(r.reason)}`);
         console.log(`${specs[i]?.runtime.ifname}: up ${r.value.timings.firstReplyAt - t0} ms after both were launched`);
       }
       pids.push(...pair.map((e) => e.pid));
       // Each device answers its own probe while the other is up: no route is involved, so they cannot mask each other.
       const echoes = await Promise.all(
-        specs.map((s) => pingThrough({ ifname: s.runtime.ifname, target: topo.corp.address, netns: s.runtime.netns, deadlineAt: Date.now() + START_DEADLINE_MS })),
+        specs.map((s) =>
+          pingThrough({
+            ifname: s.runtime.ifname,
+            target: topo.corp.address,
+            netns: s.runtime.netns,
+            deadlineAt: Date.now() + START_DEADLINE_MS,
+          }),
+        ),
       );
-      for (const [i, r] of echoes.entries()) assert.ok(r.ok, `echo through ${specs[i]?.runtime.ifname}: ${JSON.stringify(r)}`);
+      for (const [i, r] of echoes.entries())
+        assert.ok(r.ok, `echo through ${specs[i]?.runtime.ifname}: ${JSON.stringify(r)}`);
     } finally {
       await Promise.all(pair.map((e) => e.stop()));
     }
-    for (const [i, s] of specs.entries()) assert.deepEqual(await leftovers(s, pids[i] ?? null), [], `nothing of ${s.runtime.ifname} is left`);
+    for (const [i, s] of specs.entries())
+      assert.deepEqual(await leftovers(s, pids[i] ?? null), [], `nothing of ${s.runtime.ifname} is left`);
   });
 });

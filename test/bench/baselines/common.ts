@@ -31,10 +31,22 @@ export interface Baseline {
 }
 
 /** Epoch ms of the first echo reply through `ifname` from corp, or null if none came before `deadline`. */
-export async function firstReplyThrough(topo: LabTopology, ifname: string, deadline: number, signal?: AbortSignal): Promise<number | null> {
+export async function firstReplyThrough(
+  topo: LabTopology,
+  ifname: string,
+  deadline: number,
+  signal?: AbortSignal,
+): Promise<number | null> {
   const maxAttempts = Math.ceil((deadline - Date.now()) / NO_DEVICE_RETRY_MS) + 1;
   for (let i = 0; i < maxAttempts && Date.now() < deadline && signal?.aborted !== true; i++) {
-    const r = await pingThrough({ ifname, target: topo.corp.address, netns: topo.client.ns, deadlineAt: Math.min(deadline, Date.now() + PING_ATTEMPT_MS), intervalMs: FIRST_REPLY_INTERVAL_MS, signal });
+    const r = await pingThrough({
+      ifname,
+      target: topo.corp.address,
+      netns: topo.client.ns,
+      deadlineAt: Math.min(deadline, Date.now() + PING_ATTEMPT_MS),
+      intervalMs: FIRST_REPLY_INTERVAL_MS,
+      signal,
+    });
     if (r.ok) return r.at;
     await sleep(NO_DEVICE_RETRY_MS);
   }

@@ -24,7 +24,12 @@ const IFNAME = "ipsec0";
  * after that long without inbound traffic; its retransmits are 0.5 s apart (base 1.0: no back-off), 2 of them,
  * so a silent peer is given up 1.5 s after the DPD went out, about 2.5 s after the last packet.
  */
-export const STRONGSWAN_SETTINGS = { dpdDelayS: 1, retransmitTimeoutS: 0.5, retransmitBase: 1.0, retransmitTries: 2 } as const;
+export const STRONGSWAN_SETTINGS = {
+  dpdDelayS: 1,
+  retransmitTimeoutS: 0.5,
+  retransmitBase: 1.0,
+  retransmitTries: 2,
+} as const;
 
 function strongswanConf(vici: string, log: string): string {
   const s = STRONGSWAN_SETTINGS;
@@ -109,7 +114,9 @@ export async function startStrongswanDpd(ctx: BaselineContext): Promise<Baseline
   writeFileSync(conf, strongswanConf(vici, join(dir, "charon.log")), { mode: 0o600 });
   const updown = `"${UPDOWN} unix://${vici} ${switchLog}"`;
   const psk = readSecret(ctx.state.secrets.pskFile);
-  writeFileSync(swanctl, `connections {
+  writeFileSync(
+    swanctl,
+    `connections {
 ${connection(ctx, ctx.primary, updown)}${connection(ctx, ctx.secondary, updown)}}
 secrets {
   ike-gateways {
@@ -119,7 +126,9 @@ secrets {
     secret = "${psk}"
   }
 }
-`, { mode: 0o600 });
+`,
+    { mode: 0o600 },
+  );
   const env = { ...process.env, STRONGSWAN_CONF: conf };
   const pid = spawnDaemon(inNs(ns, ["/usr/sbin/charon-systemd"]), { logFile: join(dir, "charon.stdout"), env });
   let stopped = false;
@@ -132,10 +141,17 @@ secrets {
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await waitFor("the baseline charon's VICI socket", () => existsSync(vici), { timeoutMs: VICI_READY_TIMEOUT_MS, intervalMs: 5 });
+    await waitFor("the baseline charon's VICI socket", () => existsSync(vici), {
+      timeoutMs: VICI_READY_TIMEOUT_MS,
+      intervalMs: 5,
+    });
     await nsRun(ns, ["swanctl", "--load-all", "--file", swanctl], { env });
-    await nsRun(ns, ["swanctl", "--initiate", "--child", ctx.primary.name, "--timeout", "10"], { env, timeoutMs: 15_000 });
-    if ((await firstReplyThrough(ctx.topo, IFNAME, Date.now() + START_TIMEOUT_MS)) === null) throw new Error(`strongSwan baseline: no reply through ${IFNAME}`);
+    await nsRun(ns, ["swanctl", "--initiate", "--child", ctx.primary.name, "--timeout", "10"], {
+      env,
+      timeoutMs: 15_000,
+    });
+    if ((await firstReplyThrough(ctx.topo, IFNAME, Date.now() + START_TIMEOUT_MS)) === null)
+      throw new Error(`strongSwan baseline: no reply through ${IFNAME}`);
   } catch (e) {
     await stop();
     throw e;
@@ -144,7 +160,12 @@ secrets {
   return {
     name: "strongSwan, 2 connections + DPD + updown",
     settings: `charon-systemd (kernel-libipsec), dpd_delay ${s.dpdDelayS} s, retransmit ${s.retransmitTimeoutS} s x base ${s.retransmitBase}, ${s.retransmitTries} tries, dpd_action clear, updown initiates the other connection`,
-    failovers: () => (existsSync(switchLog) ? readFileSync(switchLog, "utf8").split("\n").filter((l) => l.trim() !== "").length : 0),
+    failovers: () =>
+      existsSync(switchLog)
+        ? readFileSync(switchLog, "utf8")
+            .split("\n")
+            .filter((l) => l.trim() !== "").length
+        : 0,
     stop,
   };
 }

@@ -32,7 +32,13 @@ interface Loop {
  */
 function watchdogLoop(check: () => Promise<boolean>, silenceMs: number, act: () => Promise<void>): Loop {
   const ac = new AbortController();
-  const loop: Loop = { switches: 0, stop: async () => { ac.abort(); await done; } };
+  const loop: Loop = {
+    switches: 0,
+    stop: async () => {
+      ac.abort();
+      await done;
+    },
+  };
   const maxTicks = Math.ceil(WATCHDOG_MAX_LIFETIME_MS / WATCHDOG_TICK_MS);
   // A function, so every read sees stop() called during an await.
   const stopped = (): boolean => ac.signal.aborted;
@@ -55,7 +61,13 @@ function watchdogLoop(check: () => Promise<boolean>, silenceMs: number, act: () 
 
 function echoCheck(ctx: BaselineContext, ifname: () => string): () => Promise<boolean> {
   return async () => {
-    const r = await pingThrough({ ifname: ifname(), target: ctx.topo.corp.address, netns: ctx.topo.client.ns, deadlineAt: Date.now() + WATCHDOG_TICK_MS, intervalMs: WATCHDOG_ECHO_INTERVAL_MS });
+    const r = await pingThrough({
+      ifname: ifname(),
+      target: ctx.topo.corp.address,
+      netns: ctx.topo.client.ns,
+      deadlineAt: Date.now() + WATCHDOG_TICK_MS,
+      intervalMs: WATCHDOG_ECHO_INTERVAL_MS,
+    });
     return r.ok;
   };
 }
@@ -82,13 +94,17 @@ export async function startOpenconnectWatchdog(ctx: BaselineContext, silenceMs: 
   let gw = ctx.primary;
   let tunnel = plainAnyConnect(ctx.topo, ctx.state, gw, true, tags[0]);
   await waitUp(ctx, tunnel, "openconnect watchdog baseline");
-  const loop = watchdogLoop(echoCheck(ctx, () => tunnel.ifname), silenceMs, async () => {
-    const old = tunnel;
-    gw = other(ctx, gw);
-    n++;
-    tunnel = plainAnyConnect(ctx.topo, ctx.state, gw, true, tags[n % 2] ?? "wa");
-    await old.stop();
-  });
+  const loop = watchdogLoop(
+    echoCheck(ctx, () => tunnel.ifname),
+    silenceMs,
+    async () => {
+      const old = tunnel;
+      gw = other(ctx, gw);
+      n++;
+      tunnel = plainAnyConnect(ctx.topo, ctx.state, gw, true, tags[n % 2] ?? "wa");
+      await old.stop();
+    },
+  );
   return {
     name: `openconnect + watchdog, N = ${silenceMs / 1000} s`,
     settings: `openconnect with DTLS, defaults; watchdog pings corp through the tunnel every ${WATCHDOG_TICK_MS} ms, after ${silenceMs / 1000} s without a reply starts openconnect against the other gateway, then stops the old one`,
@@ -115,15 +131,33 @@ export async function startWireguardWatchdog(ctx: BaselineContext, silenceMs: nu
     if (k === undefined) throw new Error(`no WireGuard key for ${g.name}`);
     return k;
   };
-  const loop = watchdogLoop(echoCheck(ctx, () => tunnel.ifname), silenceMs, async () => {
-    const from = gw;
-    gw = other(ctx, gw);
-    await nsRun(ns, ["wg", "set", tunnel.ifname, "peer", pub(from), "remove", "peer", pub(gw),
-      "endpoint", `${gw.address}:${PORTS.wireguard}`, "persistent-keepalive", "25", "allowed-ips", CORP_NETWORK]);
-    await nsRun(ns, ["ip", "addr", "flush", "dev", tunnel.ifname]);
-    await nsRun(ns, ["ip", "addr", "add", `${gw.wireguard.clientAddress}/32`, "dev", tunnel.ifname]);
-    await nsRun(ns, ["ip", "route", "replace", CORP_NETWORK, "dev", tunnel.ifname]);
-  });
+  const loop = watchdogLoop(
+    echoCheck(ctx, () => tunnel.ifname),
+    silenceMs,
+    async () => {
+      const from = gw;
+      gw = other(ctx, gw);
+      await nsRun(ns, [
+        "wg",
+        "set",
+        tunnel.ifname,
+        "peer",
+        pub(from),
+        "remove",
+        "peer",
+        pub(gw),
+        "endpoint",
+        `${gw.address}:${PORTS.wireguard}`,
+        "persistent-keepalive",
+        "25",
+        "allowed-ips",
+        CORP_NETWORK,
+      ]);
+      await nsRun(ns, ["ip", "addr", "flush", "dev", tunnel.ifname]);
+      await nsRun(ns, ["ip", "addr", "add", `${gw.wireguard.clientAddress}/32`, "dev", tunnel.ifname]);
+      await nsRun(ns, ["ip", "route", "replace", CORP_NETWORK, "dev", tunnel.ifname]);
+    },
+  );
   return {
     name: `WireGuard + watchdog, N = ${silenceMs / 1000} s`,
     settings: `wireguard-go + wg, keepalive 25 s; watchdog pings corp through the tunnel every ${WATCHDOG_TICK_MS} ms, after ${silenceMs / 1000} s without a reply replaces the peer with the other gateway and swaps the tunnel address`,

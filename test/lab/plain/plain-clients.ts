@@ -82,7 +82,12 @@ function tunnel(
 }
 
 /** wireguard-go configured with `wg set`: endpoint and keepalive in one call, so the handshake starts at once. */
-export async function plainWireGuard(topo: LabTopology, state: LabState, gw: GatewayTopology, tag = "st"): Promise<PlainTunnel> {
+export async function plainWireGuard(
+  topo: LabTopology,
+  state: LabState,
+  gw: GatewayTopology,
+  tag = "st",
+): Promise<PlainTunnel> {
   const ns = topo.client.ns;
   const ifname = `wc-${topo.id}-${tag}`;
   const socket = `/run/wireguard/${ifname}.sock`;
@@ -95,12 +100,29 @@ export async function plainWireGuard(topo: LabTopology, state: LabState, gw: Gat
   const pid = spawnDaemon(inNs(ns, ["wireguard-go", "-f", ifname]), { logFile: log });
   const t = tunnel("wireguard", gw, ns, pid, launchedAt, ifname, log, dir, "SIGTERM", { socket });
   try {
-    await waitFor(`wireguard-go socket and link ${ifname}`, async () => existsSync(socket) && (await linkExists(ns, ifname)), { timeoutMs: WG_READY_TIMEOUT_MS, intervalMs: 5 });
+    await waitFor(
+      `wireguard-go socket and link ${ifname}`,
+      async () => existsSync(socket) && (await linkExists(ns, ifname)),
+      { timeoutMs: WG_READY_TIMEOUT_MS, intervalMs: 5 },
+    );
     await nsRun(ns, ["ip", "addr", "add", `${gw.wireguard.clientAddress}/32`, "dev", ifname]);
     await nsRun(ns, ["ip", "link", "set", ifname, "up"]);
     await nsRun(ns, ["ip", "route", "replace", CORP_NETWORK, "dev", ifname]);
-    await nsRun(ns, ["wg", "set", ifname, "private-key", state.secrets.clientWgPrivateKeyFile, "peer", gwPub,
-      "endpoint", `${gw.address}:${PORTS.wireguard}`, "persistent-keepalive", "25", "allowed-ips", CORP_NETWORK]);
+    await nsRun(ns, [
+      "wg",
+      "set",
+      ifname,
+      "private-key",
+      state.secrets.clientWgPrivateKeyFile,
+      "peer",
+      gwPub,
+      "endpoint",
+      `${gw.address}:${PORTS.wireguard}`,
+      "persistent-keepalive",
+      "25",
+      "allowed-ips",
+      CORP_NETWORK,
+    ]);
   } catch (e) {
     await t.stop();
     throw e;
@@ -109,7 +131,12 @@ export async function plainWireGuard(topo: LabTopology, state: LabState, gw: Gat
 }
 
 /** charon-systemd with its own strongswan.conf and VICI socket, loaded and initiated with swanctl. */
-export async function plainIkev2(topo: LabTopology, state: LabState, gw: GatewayTopology, tag = "st"): Promise<PlainTunnel> {
+export async function plainIkev2(
+  topo: LabTopology,
+  state: LabState,
+  gw: GatewayTopology,
+  tag = "st",
+): Promise<PlainTunnel> {
   const ns = topo.client.ns;
   const dir = runDir(state, `ipsec-${gw.name}-${tag}`);
   const vici = join(dir, "charon.vici");
@@ -164,7 +191,10 @@ secrets {
     await waitFor("charon's VICI socket", () => existsSync(vici), { timeoutMs: VICI_READY_TIMEOUT_MS, intervalMs: 5 });
     await nsRun(ns, ["swanctl", "--load-all", "--file", swanctl], { env });
     // Initiation runs in the background: the caller's probe decides when (and whether) the tunnel works.
-    void run("ip", ["netns", "exec", ns, "swanctl", "--initiate", "--child", "gw", "--timeout", "10"], { env, timeoutMs: 15_000 });
+    void run("ip", ["netns", "exec", ns, "swanctl", "--initiate", "--child", "gw", "--timeout", "10"], {
+      env,
+      timeoutMs: 15_000,
+    });
   } catch (e) {
     await t.stop();
     throw e;
@@ -173,22 +203,49 @@ secrets {
 }
 
 /** openconnect with the password on stdin, the gateway pinned, a clean environment and the lab's script. */
-export function plainAnyConnect(topo: LabTopology, state: LabState, gw: GatewayTopology, dtls: boolean, tag = "st"): PlainTunnel {
+export function plainAnyConnect(
+  topo: LabTopology,
+  state: LabState,
+  gw: GatewayTopology,
+  dtls: boolean,
+  tag = "st",
+): PlainTunnel {
   const ns = topo.client.ns;
   const ifname = `oc-${topo.id}-${tag}`;
   const dir = runDir(state, `oc-${gw.name}-${tag}`);
   const log = join(dir, "openconnect.log");
   const pin = state.secrets.gateways[gw.name]?.tlsPin;
   if (pin === undefined) throw new Error(`no TLS pin for ${gw.name}`);
-  const argv = ["openconnect", "--protocol=anyconnect", `--user=${topo.anyconnectUser}`, "--passwd-on-stdin", "--non-inter",
-    `--servercert=${pin}`, `--script=${OC_SCRIPT}`, `--interface=${ifname}`, "--timestamp", "-v",
-    ...(dtls ? [] : ["--no-dtls"]), `https://${gw.address}:${PORTS.anyconnect}/`];
+  const argv = [
+    "openconnect",
+    "--protocol=anyconnect",
+    `--user=${topo.anyconnectUser}`,
+    "--passwd-on-stdin",
+    "--non-inter",
+    `--servercert=${pin}`,
+    `--script=${OC_SCRIPT}`,
+    `--interface=${ifname}`,
+    "--timestamp",
+    "-v",
+    ...(dtls ? [] : ["--no-dtls"]),
+    `https://${gw.address}:${PORTS.anyconnect}/`,
+  ];
   const launchedAt = Date.now();
-  const pid = spawnDaemon(inNs(ns, argv), { logFile: log, env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" }, input: readSecret(state.secrets.passwordFile) + "\n" });
+  const pid = spawnDaemon(inNs(ns, argv), {
+    logFile: log,
+    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
+    input: readSecret(state.secrets.passwordFile) + "\n",
+  });
   return tunnel(dtls ? "anyconnect-dtls" : "anyconnect-tls", gw, ns, pid, launchedAt, ifname, log, dir, "SIGINT");
 }
 
-export async function startPlain(leg: PlainLeg, topo: LabTopology, state: LabState, gw: GatewayTopology, tag = "st"): Promise<PlainTunnel> {
+export async function startPlain(
+  leg: PlainLeg,
+  topo: LabTopology,
+  state: LabState,
+  gw: GatewayTopology,
+  tag = "st",
+): Promise<PlainTunnel> {
   switch (leg) {
     case "wireguard":
       return plainWireGuard(topo, state, gw, tag);

@@ -1,7 +1,15 @@
 /** Unit tests for the corp config validation and the source-address map: pure, no sockets. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { formatIpv4, identifySource, parseIpv4, parseIpv4Prefix, peerIpv4, validateCorpConfig, type SourceRule } from "./corp-map.ts";
+import {
+  formatIpv4,
+  identifySource,
+  parseIpv4,
+  parseIpv4Prefix,
+  peerIpv4,
+  validateCorpConfig,
+  type SourceRule,
+} from "./corp-map.ts";
 
 const goodConfig = {
   httpAddress: "198.19.0.1",
@@ -97,7 +105,10 @@ void describe("validateCorpConfig", () => {
   void it("names the bad top-level field", () => {
     assert.match(errorOf(null), /^config: expected a JSON object/);
     assert.match(errorOf([]), /^config: /);
-    assert.match(errorOf({ ...goodConfig, httpAddress: "198.19.0" }), /^httpAddress: expected an IPv4 address.*"198\.19\.0"/);
+    assert.match(
+      errorOf({ ...goodConfig, httpAddress: "198.19.0" }),
+      /^httpAddress: expected an IPv4 address.*"198\.19\.0"/,
+    );
     assert.match(errorOf({ ...goodConfig, echoAddress: undefined }), /^echoAddress: .*got nothing/);
     assert.match(errorOf({ ...goodConfig, httpPort: 65536 }), /^httpPort: expected a port number/);
     assert.match(errorOf({ ...goodConfig, echoPort: "7" }), /^echoPort: /);
@@ -109,15 +120,33 @@ void describe("validateCorpConfig", () => {
   void it("names the bad source entry and field", () => {
     const withSource = (s: unknown): unknown => ({ ...goodConfig, sources: [goodConfig.sources[0], s] });
     assert.match(errorOf(withSource("198.19.11.0/24")), /^sources\[1\]: expected an object/);
-    assert.match(errorOf(withSource({ cidr: "198.19.300.0/24", gateway: "gw1", protocol: "wireguard" })), /^sources\[1\]\.cidr: /);
-    assert.match(errorOf(withSource({ cidr: 5, gateway: "gw1", protocol: "wireguard" })), /^sources\[1\]\.cidr: .*got 5/);
-    assert.match(errorOf(withSource({ cidr: "198.19.31.0/24", gateway: "", protocol: "wireguard" })), /^sources\[1\]\.gateway: /);
-    assert.match(errorOf(withSource({ cidr: "198.19.31.0/24", gateway: "gw3", protocol: "ipsec" })), /^sources\[1\]\.protocol: expected one of wireguard, ikev2, anyconnect, got "ipsec"/);
-    assert.match(errorOf(withSource({ cidr: "198.19.31.0/24", gateway: "gw3", protocol: "wireguard", note: 1 })), /^sources\[1\]\.note: unknown field/);
+    assert.match(
+      errorOf(withSource({ cidr: "198.19.300.0/24", gateway: "gw1", protocol: "wireguard" })),
+      /^sources\[1\]\.cidr: /,
+    );
+    assert.match(
+      errorOf(withSource({ cidr: 5, gateway: "gw1", protocol: "wireguard" })),
+      /^sources\[1\]\.cidr: .*got 5/,
+    );
+    assert.match(
+      errorOf(withSource({ cidr: "198.19.31.0/24", gateway: "", protocol: "wireguard" })),
+      /^sources\[1\]\.gateway: /,
+    );
+    assert.match(
+      errorOf(withSource({ cidr: "198.19.31.0/24", gateway: "gw3", protocol: "ipsec" })),
+      /^sources\[1\]\.protocol: expected one of wireguard, ikev2, anyconnect, got "ipsec"/,
+    );
+    assert.match(
+      errorOf(withSource({ cidr: "198.19.31.0/24", gateway: "gw3", protocol: "wireguard", note: 1 })),
+      /^sources\[1\]\.note: unknown field/,
+    );
   });
 
   void it("refuses a prefix mapped twice", () => {
-    const dup = { ...goodConfig, sources: [...goodConfig.sources, { cidr: "198.19.11.0/24", gateway: "gw3", protocol: "wireguard" }] };
+    const dup = {
+      ...goodConfig,
+      sources: [...goodConfig.sources, { cidr: "198.19.11.0/24", gateway: "gw3", protocol: "wireguard" }],
+    };
     assert.match(errorOf(dup), /^sources\[3\]\.cidr: 198\.19\.11\.0\/24 is already mapped by sources\[0\]/);
   });
 });

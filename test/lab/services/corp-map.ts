@@ -62,7 +62,8 @@ function maskOf(length: number): number {
 export function parseIpv4Prefix(text: string): Validated<Ipv4Prefix> {
   const [addr, len, ...rest] = text.split("/");
   const fail = (why: string): Validated<Ipv4Prefix> => ({ ok: false, error: `${why}, got ${JSON.stringify(text)}` });
-  if (addr === undefined || len === undefined || rest.length > 0) return fail("expected an IPv4 prefix such as 198.19.11.0/24");
+  if (addr === undefined || len === undefined || rest.length > 0)
+    return fail("expected an IPv4 prefix such as 198.19.11.0/24");
   const address = parseIpv4(addr);
   if (address === null || !/^\d{1,2}$/.test(len) || Number(len) > 32) {
     return fail("expected an IPv4 prefix such as 198.19.11.0/24");
@@ -138,11 +139,13 @@ function portField(record: Record<string, unknown>, field: string): number {
 
 function sourceRule(value: unknown, index: number): SourceRule {
   const at = `sources[${index}]`;
-  if (!isRecord(value)) throw new FieldError(at, `expected an object with cidr, gateway and protocol, got ${shown(value)}`);
+  if (!isRecord(value))
+    throw new FieldError(at, `expected an object with cidr, gateway and protocol, got ${shown(value)}`);
   const extra = unknownKey(value, SOURCE_KEYS);
   if (extra !== undefined) throw new FieldError(`${at}.${extra}`, `unknown field (allowed: ${SOURCE_KEYS.join(", ")})`);
   const cidrText = value.cidr;
-  if (typeof cidrText !== "string") throw new FieldError(`${at}.cidr`, `expected an IPv4 prefix such as 198.19.11.0/24, got ${shown(cidrText)}`);
+  if (typeof cidrText !== "string")
+    throw new FieldError(`${at}.cidr`, `expected an IPv4 prefix such as 198.19.11.0/24, got ${shown(cidrText)}`);
   const cidr = parseIpv4Prefix(cidrText);
   if (!cidr.ok) throw new FieldError(`${at}.cidr`, cidr.error);
   const gateway = value.gateway;
@@ -168,13 +171,15 @@ export function validateCorpConfig(raw: unknown): Validated<CorpConfig> {
     const echoAddress = ipv4Field(raw, "echoAddress");
     const echoPort = portField(raw, "echoPort");
     const list = raw.sources;
-    if (!Array.isArray(list)) throw new FieldError("sources", `expected an array of {cidr, gateway, protocol}, got ${shown(list)}`);
+    if (!Array.isArray(list))
+      throw new FieldError("sources", `expected an array of {cidr, gateway, protocol}, got ${shown(list)}`);
     const sources = list.map((entry: unknown, i) => sourceRule(entry, i));
     const seen = new Map<string, number>();
     sources.forEach((rule, i) => {
       const key = `${rule.cidr.network}/${rule.cidr.length}`;
       const first = seen.get(key);
-      if (first !== undefined) throw new FieldError(`sources[${i}].cidr`, `${rule.cidr.text} is already mapped by sources[${first}]`);
+      if (first !== undefined)
+        throw new FieldError(`sources[${i}].cidr`, `${rule.cidr.text} is already mapped by sources[${first}]`);
       seen.set(key, i);
     });
     return { ok: true, value: { httpAddress, httpPort, echoAddress, echoPort, sources } };

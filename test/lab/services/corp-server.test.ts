@@ -32,10 +32,21 @@ interface CorpProcess {
 }
 
 /** Spawns corp-server with `config` and waits (bounded) for its exit or its ready line. */
-function spawnCorp(dir: string, config: unknown): { child: ChildProcessWithoutNullStreams; output: () => string; stderr: () => string; exited: CorpProcess["exited"] } {
+function spawnCorp(
+  dir: string,
+  config: unknown,
+): {
+  child: ChildProcessWithoutNullStreams;
+  output: () => string;
+  stderr: () => string;
+  exited: CorpProcess["exited"];
+} {
   const file = join(dir, `corp-${String(Date.now())}-${String(Math.random()).slice(2, 8)}.json`);
   writeFileSync(file, JSON.stringify(config));
-  const child = spawn(process.execPath, ["--import", "tsx", serverPath, "--config", file], { cwd: repoRoot, stdio: ["pipe", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["--import", "tsx", serverPath, "--config", file], {
+    cwd: repoRoot,
+    stdio: ["pipe", "pipe", "pipe"],
+  });
   let out = "";
   let err = "";
   child.stdout.setEncoding("utf8").on("data", (t: string) => (out += t));
@@ -58,7 +69,11 @@ async function startCorp(dir: string, config: unknown): Promise<CorpProcess> {
     child.kill("SIGKILL");
     assert.fail(`corp-server not ready within ${START_TIMEOUT_MS} ms: ${output()} ${stderr()}`);
   }
-  const start = JSON.parse(output().split("\n")[0] ?? "") as { event: string; http: { port: number }; echo: { port: number } };
+  const start = JSON.parse(output().split("\n")[0] ?? "") as {
+    event: string;
+    http: { port: number };
+    echo: { port: number };
+  };
   assert.equal(start.event, "start");
   return { child, pid, httpPort: start.http.port, echoPort: start.echo.port, output, exited };
 }
@@ -67,7 +82,10 @@ async function stopCorp(corp: CorpProcess | undefined): Promise<void> {
   if (corp === undefined || !isAlive(corp.pid)) return;
   process.kill(corp.pid, "SIGTERM");
   const timer = new AbortController();
-  const clean = await Promise.race([corp.exited.then(() => true), sleep(STOP_TIMEOUT_MS, false, { signal: timer.signal }).catch(() => false)]);
+  const clean = await Promise.race([
+    corp.exited.then(() => true),
+    sleep(STOP_TIMEOUT_MS, false, { signal: timer.signal }).catch(() => false),
+  ]);
   timer.abort();
   if (!clean && isAlive(corp.pid)) process.kill(corp.pid, "SIGKILL");
 }
@@ -81,7 +99,15 @@ interface Reply {
 function get(port: number, path: string, opts: { localAddress?: string; method?: string } = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: "127.0.0.1", port, path, method: opts.method ?? "GET", localAddress: opts.localAddress, agent: false, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) },
+      {
+        host: "127.0.0.1",
+        port,
+        path,
+        method: opts.method ?? "GET",
+        localAddress: opts.localAddress,
+        agent: false,
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
@@ -103,7 +129,10 @@ async function echo(port: number, payload: Buffer): Promise<Buffer> {
     const reply = new Promise<Buffer>((resolve) => socket.once("message", resolve));
     socket.send(payload, port, "127.0.0.1");
     const timer = new AbortController();
-    const got = await Promise.race([reply, sleep(REQUEST_TIMEOUT_MS, null, { signal: timer.signal }).catch(() => null)]);
+    const got = await Promise.race([
+      reply,
+      sleep(REQUEST_TIMEOUT_MS, null, { signal: timer.signal }).catch(() => null),
+    ]);
     timer.abort();
     assert.ok(got !== null, `no echo within ${REQUEST_TIMEOUT_MS} ms`);
     return got;
@@ -162,12 +191,16 @@ void describe("corp-server on loopback", () => {
   });
 
   void it("whoami picks the most specific pool", async () => {
-    const who = JSON.parse((await get(server().httpPort, "/whoami", { localAddress: "127.0.0.5" })).body.toString()) as Record<string, unknown>;
+    const who = JSON.parse(
+      (await get(server().httpPort, "/whoami", { localAddress: "127.0.0.5" })).body.toString(),
+    ) as Record<string, unknown>;
     assert.deepEqual([who.gateway, who.protocol, who.clientAddress], ["gw8", "anyconnect", "127.0.0.5"]);
   });
 
   void it("whoami answers nulls for a source in no pool", async () => {
-    const who = JSON.parse((await get(server().httpPort, "/whoami", { localAddress: "127.200.0.1" })).body.toString()) as Record<string, unknown>;
+    const who = JSON.parse(
+      (await get(server().httpPort, "/whoami", { localAddress: "127.200.0.1" })).body.toString(),
+    ) as Record<string, unknown>;
     assert.deepEqual([who.gateway, who.protocol, who.clientAddress], [null, null, "127.200.0.1"]);
   });
 
@@ -211,7 +244,10 @@ void describe("corp-server on loopback", () => {
     const c = server();
     process.kill(c.pid, "SIGTERM");
     const timer = new AbortController();
-    const exit = await Promise.race([c.exited, sleep(STOP_TIMEOUT_MS, null, { signal: timer.signal }).catch(() => null)]);
+    const exit = await Promise.race([
+      c.exited,
+      sleep(STOP_TIMEOUT_MS, null, { signal: timer.signal }).catch(() => null),
+    ]);
     timer.abort();
     assert.deepEqual(exit, { code: 0, signal: null });
     const stop = JSON.parse(c.output().trim().split("\n").at(-1) ?? "") as Record<string, unknown>;
@@ -236,7 +272,10 @@ void describe("corp-server with a bad config", () => {
     const run = spawnCorp(dir, config);
     children.push(run.child);
     const timer = new AbortController();
-    const exit = await Promise.race([run.exited, sleep(START_TIMEOUT_MS, null, { signal: timer.signal }).catch(() => null)]);
+    const exit = await Promise.race([
+      run.exited,
+      sleep(START_TIMEOUT_MS, null, { signal: timer.signal }).catch(() => null),
+    ]);
     timer.abort();
     assert.ok(exit !== null, "corp-server should have exited");
     assert.ok(!run.output().includes("corp-server ready"));
@@ -256,7 +295,13 @@ void describe("corp-server with a bad config", () => {
   });
 
   void it("exits non-zero when it cannot bind, naming the address", async () => {
-    const r = await refusal({ httpAddress: "127.0.0.1", httpPort: 0, echoAddress: "192.0.2.77", echoPort: 0, sources: [] });
+    const r = await refusal({
+      httpAddress: "127.0.0.1",
+      httpPort: 0,
+      echoAddress: "192.0.2.77",
+      echoPort: 0,
+      sources: [],
+    });
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /cannot bind UDP echo to 192\.0\.2\.77:0/);
   });

@@ -84,7 +84,11 @@ function startEcho(address: string, port: number): Promise<UdpSocket> {
 }
 
 function send(res: ServerResponse, status: number, contentType: string, body: string, head: boolean): void {
-  res.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(body), "cache-control": "no-store" });
+  res.writeHead(status, {
+    "content-type": contentType,
+    "content-length": Buffer.byteLength(body),
+    "cache-control": "no-store",
+  });
   res.end(head ? undefined : body);
 }
 
@@ -114,7 +118,12 @@ function handle(config: CorpConfig, req: IncomingMessage, res: ServerResponse): 
     case "/whoami": {
       const clientAddress = peerIpv4(req.socket.remoteAddress);
       const { gateway, protocol } = identifySource(config.sources, clientAddress);
-      const body = JSON.stringify({ gateway, protocol, clientAddress: clientAddress ?? req.socket.remoteAddress ?? null, servedAt: epochMs() });
+      const body = JSON.stringify({
+        gateway,
+        protocol,
+        clientAddress: clientAddress ?? req.socket.remoteAddress ?? null,
+        servedAt: epochMs(),
+      });
       send(res, 200, "application/json", body, head);
       return;
     }
@@ -125,7 +134,11 @@ function handle(config: CorpConfig, req: IncomingMessage, res: ServerResponse): 
         return;
       }
       const total = Number(n);
-      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": total, "cache-control": "no-store" });
+      res.writeHead(200, {
+        "content-type": "application/octet-stream",
+        "content-length": total,
+        "cache-control": "no-store",
+      });
       if (head) {
         res.end();
         return;

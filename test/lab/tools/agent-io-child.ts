@@ -14,7 +14,15 @@ import { startMonitor } from "../../../main/agent/monitor.ts";
 
 export type ChildCommand =
   | { op: "discover"; config: DetourConfig; timeoutMs: number; probe: boolean }
-  | { op: "monitor"; legId: string; sourceAddress: string; target: { address: string; port: number }; intervalMs: number; timeoutMs: number; durationMs: number };
+  | {
+      op: "monitor";
+      legId: string;
+      sourceAddress: string;
+      target: { address: string; port: number };
+      intervalMs: number;
+      timeoutMs: number;
+      durationMs: number;
+    };
 
 /** Starting node with the tsx loader takes about a second; the operation's own time comes on top. */
 const CHILD_START_SLACK_MS = 15_000;
@@ -38,7 +46,11 @@ export function runInNetns<T>(netns: string, cmd: ChildCommand): Promise<T> {
         try {
           resolve(JSON.parse(stdout.trim().split("\n").pop() ?? "") as T);
         } catch {
-          reject(new Error(`netns child (${cmd.op}) printed no JSON result:\n${stdout.slice(-2000)}\n${stderr.slice(-2000)}`));
+          reject(
+            new Error(
+              `netns child (${cmd.op}) printed no JSON result:\n${stdout.slice(-2000)}\n${stderr.slice(-2000)}`,
+            ),
+          );
         }
       },
     );
@@ -55,7 +67,9 @@ async function main(arg: string): Promise<unknown> {
       const result = await discover(parsed.config, { timeoutMs: cmd.timeoutMs });
       const discoverMs = performance.now() - t0;
       const t1 = performance.now();
-      const probes = cmd.probe ? await probeCandidates(result.candidates, { timeoutMs: cmd.timeoutMs, ports: gatewayPorts(parsed.config) }) : [];
+      const probes = cmd.probe
+        ? await probeCandidates(result.candidates, { timeoutMs: cmd.timeoutMs, ports: gatewayPorts(parsed.config) })
+        : [];
       return { ...result, probes, discoverMs, probeMs: performance.now() - t1 };
     }
     case "monitor": {

@@ -69,12 +69,18 @@ function quantile(sorted: readonly number[], q: number): number {
 }
 
 function ingestToken(file: string): string {
-  const t = (JSON.parse(readFileSync(file, "utf8")) as { tokens: { role: string; token: string }[] }).tokens.find((x) => x.role === "ingest");
+  const t = (JSON.parse(readFileSync(file, "utf8")) as { tokens: { role: string; token: string }[] }).tokens.find(
+    (x) => x.role === "ingest",
+  );
   if (t === undefined) throw new Error(`no ingest token in ${file}`);
   return t.token;
 }
 
-async function bodies(devices: number, intervalMs: number, logsEvery: number): Promise<{ metrics: Body[]; logs: Body[] }> {
+async function bodies(
+  devices: number,
+  intervalMs: number,
+  logsEvery: number,
+): Promise<{ metrics: Body[]; logs: Body[] }> {
   const rnd = seededRandom(42);
   const gateways = ["gw1", "gw2", "gw3"];
   const protocols = ["wireguard", "ikev2", "anyconnect"];
@@ -89,11 +95,31 @@ async function bodies(devices: number, intervalMs: number, logsEvery: number): P
     const rttMs = Array.from({ length: samples }, () => Math.round((base + rnd() * rnd() * 25) * 100) / 100);
     const lost = rnd() < 0.2 ? Math.floor(rnd() * 4) : 0;
     const id = { deviceId, batchId: "template" };
-    metrics.push({ deviceId, signal: "metrics", bytes: await sdkAgentIntervalBatch(id, { gateway, protocol, rttMs, lost, lossPercent: (lost / (samples + lost)) * 100 }) });
+    metrics.push({
+      deviceId,
+      signal: "metrics",
+      bytes: await sdkAgentIntervalBatch(id, {
+        gateway,
+        protocol,
+        rttMs,
+        lost,
+        lossPercent: (lost / (samples + lost)) * 100,
+      }),
+    });
     if (d % logsEvery === 0) {
       const to = gateways[(d + 1) % gateways.length] ?? "gw2";
       const events = {
-        failovers: [{ from: gateway, fromProtocol: protocol, to, toProtocol: protocol, reason: "dead: no reply for 0.3 s", detectedAfterMs: 310 + Math.round(rnd() * 200), restoredAfterMs: 420 + Math.round(rnd() * 300) }],
+        failovers: [
+          {
+            from: gateway,
+            fromProtocol: protocol,
+            to,
+            toProtocol: protocol,
+            reason: "dead: no reply for 0.3 s",
+            detectedAfterMs: 310 + Math.round(rnd() * 200),
+            restoredAfterMs: 420 + Math.round(rnd() * 300),
+          },
+        ],
         state: { state: "connected", gateway: to, protocol },
       };
       logs.push({ deviceId, signal: "logs", bytes: await sdkLogsBatch(id, events, "protobuf") });
@@ -114,7 +140,16 @@ async function main(): Promise<void> {
   const logsEvery = Math.max(1, Number(values["logs-every"]));
   const pool = await bodies(devices, Number(values["interval-ms"]), logsEvery);
   const all = [...pool.metrics, ...pool.logs];
-  console.log(JSON.stringify({ type: "payloads", devices, metricsBytesMean: Math.round(pool.metrics.reduce((a, b) => a + b.bytes.length, 0) / pool.metrics.length), logsBytesMean: pool.logs.length === 0 ? 0 : Math.round(pool.logs.reduce((a, b) => a + b.bytes.length, 0) / pool.logs.length), bodies: all.length }));
+  console.log(
+    JSON.stringify({
+      type: "payloads",
+      devices,
+      metricsBytesMean: Math.round(pool.metrics.reduce((a, b) => a + b.bytes.length, 0) / pool.metrics.length),
+      logsBytesMean:
+        pool.logs.length === 0 ? 0 : Math.round(pool.logs.reduce((a, b) => a + b.bytes.length, 0) / pool.logs.length),
+      bodies: all.length,
+    }),
+  );
 
   // Keep-alive like an exporter between its posts; one socket per request in flight, as a fleet's devices have.
   const agent = new Agent({ keepAlive: true, maxSockets: MAX_IN_FLIGHT });
@@ -135,12 +170,20 @@ async function main(): Promise<void> {
           method: "POST",
           agent,
           timeout: REQUEST_TIMEOUT_MS,
-          headers: { "content-type": "application/x-protobuf", "content-length": String(b.bytes.length), authorization: `Bearer ${token}`, [BATCH_HEADER]: `${b.deviceId}:${n}` },
+          headers: {
+            "content-type": "application/x-protobuf",
+            "content-length": String(b.bytes.length),
+            authorization: `Bearer ${token}`,
+            [BATCH_HEADER]: `${b.deviceId}:${n}`,
+          },
         },
         (res) => {
           res.resume();
           res.on("end", () => {
-            resolve({ ms: performance.now() - t0, error: res.statusCode === 200 ? null : `HTTP ${String(res.statusCode)}` });
+            resolve({
+              ms: performance.now() - t0,
+              error: res.statusCode === 200 ? null : `HTTP ${String(res.statusCode)}`,
+            });
           });
           res.on("error", (e) => {
             resolve({ ms: performance.now() - t0, error: e.message });
@@ -192,7 +235,9 @@ async function main(): Promise<void> {
     const ok = results.filter((r) => r.error === null);
     const lat = results.map((r) => r.ms).sort((a, b) => a - b);
     const round = (v: number): number => Math.round(v * 10) / 10;
-    const firstError = results.find((r) => r.error !== null)?.error ?? (refused > 0 ? `${refused} not sent: ${MAX_IN_FLIGHT} requests already in flight` : null);
+    const firstError =
+      results.find((r) => r.error !== null)?.error ??
+      (refused > 0 ? `${refused} not sent: ${MAX_IN_FLIGHT} requests already in flight` : null);
     return {
       type: "step",
       rate,

@@ -50,8 +50,13 @@ async function main(): Promise<void> {
   if (values.url === undefined) throw new Error("--url is required");
   if (mode === "get") {
     const t = token(values["token-role"] || "read");
-    const res = await fetch(values.url, { headers: t === null ? {} : { authorization: `Bearer ${t}` }, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
-    console.log(JSON.stringify({ status: res.status, contentType: res.headers.get("content-type"), body: await res.text() }));
+    const res = await fetch(values.url, {
+      headers: t === null ? {} : { authorization: `Bearer ${t}` },
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
+    console.log(
+      JSON.stringify({ status: res.status, contentType: res.headers.get("content-type"), body: await res.text() }),
+    );
     return;
   }
   if (mode !== "post") throw new Error(`expected post or get; got ${mode ?? "nothing"}`);
@@ -59,19 +64,57 @@ async function main(): Promise<void> {
   const id = { deviceId: values.device, batchId: values.batch };
   let body: Uint8Array;
   if (values.signal === "metrics") {
-    body = await sdkMetricsBatch(id, { gateway: values.gateway, protocol: values.protocol, rttMs: values.rtt.split(",").map(Number), lossPercent: Number(values.loss) }, format);
+    body = await sdkMetricsBatch(
+      id,
+      {
+        gateway: values.gateway,
+        protocol: values.protocol,
+        rttMs: values.rtt.split(",").map(Number),
+        lossPercent: Number(values.loss),
+      },
+      format,
+    );
   } else {
-    const failovers = values.failover === undefined ? [] : [values.failover.split(":")].map(([from = "", fromProtocol = "", to = "", toProtocol = "", reason = "", d = "0", r = "0"]) => ({ from, fromProtocol, to, toProtocol, reason, detectedAfterMs: Number(d), restoredAfterMs: Number(r) }));
+    const failovers =
+      values.failover === undefined
+        ? []
+        : [values.failover.split(":")].map(
+            ([from = "", fromProtocol = "", to = "", toProtocol = "", reason = "", d = "0", r = "0"]) => ({
+              from,
+              fromProtocol,
+              to,
+              toProtocol,
+              reason,
+              detectedAfterMs: Number(d),
+              restoredAfterMs: Number(r),
+            }),
+          );
     const [state = "", gateway = "", protocol = ""] = values.state?.split(":") ?? [];
-    body = await sdkLogsBatch(id, { failovers, ...(values.state === undefined ? {} : { state: { state, gateway, protocol } }) }, format);
+    body = await sdkLogsBatch(
+      id,
+      { failovers, ...(values.state === undefined ? {} : { state: { state, gateway, protocol } }) },
+      format,
+    );
   }
   const t = token(values["token-role"] || "ingest");
-  const headers: Record<string, string> = { "content-type": format === "json" ? "application/json" : "application/x-protobuf" };
+  const headers: Record<string, string> = {
+    "content-type": format === "json" ? "application/json" : "application/x-protobuf",
+  };
   if (t !== null) headers.authorization = `Bearer ${t}`;
-  const res = await fetch(`${values.url}/v1/${values.signal}`, { method: "POST", headers, body, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+  const res = await fetch(`${values.url}/v1/${values.signal}`, {
+    method: "POST",
+    headers,
+    body,
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  });
   const raw = new Uint8Array(await res.arrayBuffer());
   const contentType = res.headers.get("content-type");
-  const message = res.status === 200 ? "" : contentType === "application/x-protobuf" ? decodeStatus(raw).message : Buffer.from(raw).toString("utf8");
+  const message =
+    res.status === 200
+      ? ""
+      : contentType === "application/x-protobuf"
+        ? decodeStatus(raw).message
+        : Buffer.from(raw).toString("utf8");
   console.log(JSON.stringify({ status: res.status, contentType, message }));
 }
 

@@ -111,7 +111,8 @@ class ProbeSocket {
   }
 
   /** Called for every datagram after the ledger classified it. */
-  onReply: (payload: ProbePayload | null, kind: ReturnType<ProbeLedger["record"]>, at: number) => void = () => undefined;
+  onReply: (payload: ProbePayload | null, kind: ReturnType<ProbeLedger["record"]>, at: number) => void = () =>
+    undefined;
 
   static async open(host: string, port: number, replyTimeoutMs: number): Promise<ProbeSocket> {
     const { address } = await lookup(host, { family: 4 });
@@ -223,7 +224,14 @@ async function runWaitReply(cmd: WaitReplyCommand, cancel: AbortSignal, hard: Ab
       probe.sendNext();
       next++;
     }
-    const base = { id: cmd.id, op: "wait-reply" as const, startedAt, probesSent: probe.ledger.sent, sendErrors: probe.sendErrors, lastSendError: probe.lastSendError };
+    const base = {
+      id: cmd.id,
+      op: "wait-reply" as const,
+      startedAt,
+      probesSent: probe.ledger.sent,
+      sendErrors: probe.sendErrors,
+      lastSendError: probe.lastSendError,
+    };
     const got = firstReply();
     if (got !== null) return { ...base, ok: true, firstReplyAt: got.at, rttMs: got.rttMs };
     const error = cancel.aborted ? "cancelled" : `no reply within ${cmd.deadlineMs} ms`;
@@ -242,8 +250,20 @@ function runHttp(cmd: HttpCommand, cancel: AbortSignal): Promise<HttpOutcome> {
     const fail = (err: unknown): void => {
       if (settled) return;
       settled = true;
-      const error = cancel.aborted ? "cancelled" : timeout.aborted ? `timed out after ${cmd.timeoutMs} ms` : errorText(err);
-      resolve({ id: cmd.id, op: "http", ok: false, error, startedAt, elapsedMs: roundMs(epochMs() - startedAt), cancelled: cancel.aborted });
+      const error = cancel.aborted
+        ? "cancelled"
+        : timeout.aborted
+          ? `timed out after ${cmd.timeoutMs} ms`
+          : errorText(err);
+      resolve({
+        id: cmd.id,
+        op: "http",
+        ok: false,
+        error,
+        startedAt,
+        elapsedMs: roundMs(epochMs() - startedAt),
+        cancelled: cancel.aborted,
+      });
     };
     // A fresh connection per request: a pooled one could outlive the tunnel the probe means to test.
     const req = request(cmd.url, { method: "GET", agent: false, signal, headers: { connection: "close" } }, (res) => {
@@ -336,7 +356,12 @@ const running = new Map<string, AbortController>();
 function start(cmd: OperationCommand): void {
   const key = idKey(cmd.id);
   if (running.has(key)) {
-    emit({ id: cmd.id, op: cmd.op, ok: false, error: `id ${JSON.stringify(cmd.id)} belongs to an operation still running` });
+    emit({
+      id: cmd.id,
+      op: cmd.op,
+      ok: false,
+      error: `id ${JSON.stringify(cmd.id)} belongs to an operation still running`,
+    });
     return;
   }
   const cancel = new AbortController();
@@ -345,7 +370,9 @@ function start(cmd: OperationCommand): void {
   const hard = AbortSignal.timeout(operationBudgetMs(cmd));
   runOperation(cmd, cancel.signal, hard)
     .catch((err: unknown): ErrorResult => {
-      process.stderr.write(`probe-agent: bug in ${cmd.op}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.stderr.write(
+        `probe-agent: bug in ${cmd.op}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+      );
       return { id: cmd.id, op: cmd.op, ok: false, error: `internal error: ${errorText(err)}` };
     })
     .then((result) => {
@@ -377,7 +404,12 @@ function dispatch(line: string): void {
     case "cancel": {
       const target = running.get(idKey(cmd.id));
       if (target === undefined) {
-        emit({ id: cmd.id, op: "cancel", ok: false, error: `cancel: no running operation with id ${JSON.stringify(cmd.id)}` });
+        emit({
+          id: cmd.id,
+          op: "cancel",
+          ok: false,
+          error: `cancel: no running operation with id ${JSON.stringify(cmd.id)}`,
+        });
       } else {
         target.abort();
       }

@@ -44,15 +44,18 @@ void describe("well-formed commands", () => {
       url: "http://198.19.0.1/whoami",
       timeoutMs: 2000,
     });
-    assert.deepEqual(ok('{"id":"s","op":"stream","host":"corp.lab.detour.test","port":7,"ratePerSec":50,"durationMs":10000}'), {
-      id: "s",
-      op: "stream",
-      host: "corp.lab.detour.test",
-      port: 7,
-      ratePerSec: 50,
-      durationMs: 10000,
-      timeoutMs: STREAM_REPLY_TIMEOUT_MS,
-    });
+    assert.deepEqual(
+      ok('{"id":"s","op":"stream","host":"corp.lab.detour.test","port":7,"ratePerSec":50,"durationMs":10000}'),
+      {
+        id: "s",
+        op: "stream",
+        host: "corp.lab.detour.test",
+        port: 7,
+        ratePerSec: 50,
+        durationMs: 10000,
+        timeoutMs: STREAM_REPLY_TIMEOUT_MS,
+      },
+    );
     assert.deepEqual(ok('{"op":"cancel","id":4}'), { op: "cancel", id: 4 });
     assert.deepEqual(ok('{"op":"exit"}'), { op: "exit" });
   });
@@ -132,10 +135,30 @@ void describe("malformed commands", () => {
 
 void describe("budgets and ids", () => {
   void it("bounds every operation by its own parameters plus slack", () => {
-    assert.equal(operationBudgetMs({ op: "udp", id: 1, host: "h", port: 7, count: 500, intervalMs: 5, timeoutMs: 1000 }), 499 * 5 + 1000 + OPERATION_SLACK_MS);
-    assert.equal(operationBudgetMs({ op: "wait-reply", id: 1, host: "h", port: 7, intervalMs: 10, deadlineMs: 5000 }), 5000 + OPERATION_SLACK_MS);
-    assert.equal(operationBudgetMs({ op: "http", id: 1, url: "http://h/", timeoutMs: 2000 }), 2000 + OPERATION_SLACK_MS);
-    assert.equal(operationBudgetMs({ op: "stream", id: 1, host: "h", port: 7, ratePerSec: 50, durationMs: 10_000, timeoutMs: 1000 }), 11_000 + OPERATION_SLACK_MS);
+    assert.equal(
+      operationBudgetMs({ op: "udp", id: 1, host: "h", port: 7, count: 500, intervalMs: 5, timeoutMs: 1000 }),
+      499 * 5 + 1000 + OPERATION_SLACK_MS,
+    );
+    assert.equal(
+      operationBudgetMs({ op: "wait-reply", id: 1, host: "h", port: 7, intervalMs: 10, deadlineMs: 5000 }),
+      5000 + OPERATION_SLACK_MS,
+    );
+    assert.equal(
+      operationBudgetMs({ op: "http", id: 1, url: "http://h/", timeoutMs: 2000 }),
+      2000 + OPERATION_SLACK_MS,
+    );
+    assert.equal(
+      operationBudgetMs({
+        op: "stream",
+        id: 1,
+        host: "h",
+        port: 7,
+        ratePerSec: 50,
+        durationMs: 10_000,
+        timeoutMs: 1000,
+      }),
+      11_000 + OPERATION_SLACK_MS,
+    );
   });
 
   void it("keeps numeric and string ids apart", () => {

@@ -58,7 +58,14 @@ export interface ExitCommand {
 export type OperationCommand = UdpCommand | WaitReplyCommand | HttpCommand | StreamCommand;
 export type ProbeCommand = OperationCommand | CancelCommand | ExitCommand;
 export type OperationName = OperationCommand["op"];
-export const COMMAND_OPS = ["udp", "wait-reply", "http", "stream", "cancel", "exit"] as const satisfies readonly ProbeCommand["op"][];
+export const COMMAND_OPS = [
+  "udp",
+  "wait-reply",
+  "http",
+  "stream",
+  "cancel",
+  "exit",
+] as const satisfies readonly ProbeCommand["op"][];
 
 /** Sent once, before any result, when the agent is ready for commands. */
 export interface ReadyLine {
@@ -170,7 +177,8 @@ export type UdpOutcome = UdpResult | ErrorResult;
 export type WaitReplyOutcome = WaitReplySuccess | WaitReplyFailure | ErrorResult;
 export type HttpOutcome = HttpSuccess | HttpFailure | ErrorResult;
 export type StreamOutcome = StreamResult | ErrorResult;
-export type ProbeResult = UdpResult | WaitReplySuccess | WaitReplyFailure | HttpSuccess | HttpFailure | StreamResult | ErrorResult;
+export type ProbeResult =
+  UdpResult | WaitReplySuccess | WaitReplyFailure | HttpSuccess | HttpFailure | StreamResult | ErrorResult;
 
 /** Longer lines are refused before parsing: a command is a few hundred bytes. */
 export const MAX_COMMAND_LINE_CHARS = 16 * 1024;
@@ -228,14 +236,20 @@ class Fields {
     throw new FieldError(`${this.op}.${field}: ${why}, got ${shown(this.record[field])}`);
   }
 
-  number(field: string, min: number, max: number, opts: { integer?: boolean; exclusiveMin?: boolean; fallback?: number } = {}): number {
+  number(
+    field: string,
+    min: number,
+    max: number,
+    opts: { integer?: boolean; exclusiveMin?: boolean; fallback?: number } = {},
+  ): number {
     this.used.add(field);
     const value = this.record[field] ?? opts.fallback;
     const kind = opts.integer === true ? "an integer" : "a number";
     const range = opts.exclusiveMin === true ? `greater than ${min} and at most ${max}` : `${min}..${max}`;
     if (typeof value !== "number" || !Number.isFinite(value)) this.fail(field, `expected ${kind} ${range}`);
     if (opts.integer === true && !Number.isInteger(value)) this.fail(field, `expected ${kind} ${range}`);
-    if (value > max || value < min || (opts.exclusiveMin === true && value === min)) this.fail(field, `expected ${kind} ${range}`);
+    if (value > max || value < min || (opts.exclusiveMin === true && value === min))
+      this.fail(field, `expected ${kind} ${range}`);
     return value;
   }
 
@@ -283,7 +297,8 @@ function operation(op: ProbeCommand["op"], id: ProbeId | undefined, record: Reco
     f.done();
     return { op };
   }
-  if (id === undefined) throw new FieldError(`${op}.id: expected a number or a non-empty string, got ${shown(record.id)}`);
+  if (id === undefined)
+    throw new FieldError(`${op}.id: expected a number or a non-empty string, got ${shown(record.id)}`);
   const f = new Fields(op, record);
   let command: ProbeCommand;
   switch (op) {
@@ -297,7 +312,9 @@ function operation(op: ProbeCommand["op"], id: ProbeId | undefined, record: Reco
       const intervalMs = f.number("intervalMs", 0, MAX_TIMEOUT_MS);
       const timeoutMs = f.number("timeoutMs", 0, MAX_TIMEOUT_MS, { exclusiveMin: true });
       if ((count - 1) * intervalMs + timeoutMs > MAX_OPERATION_MS) {
-        throw new FieldError(`udp.count: ${count} probes every ${intervalMs} ms take longer than the ${MAX_OPERATION_MS} ms an operation may run`);
+        throw new FieldError(
+          `udp.count: ${count} probes every ${intervalMs} ms take longer than the ${MAX_OPERATION_MS} ms an operation may run`,
+        );
       }
       command = { op, id, host, port, count, intervalMs, timeoutMs };
       break;
@@ -313,14 +330,22 @@ function operation(op: ProbeCommand["op"], id: ProbeId | undefined, record: Reco
       };
       break;
     case "http":
-      command = { op, id, url: f.httpUrl("url"), timeoutMs: f.number("timeoutMs", 0, MAX_TIMEOUT_MS, { exclusiveMin: true }) };
+      command = {
+        op,
+        id,
+        url: f.httpUrl("url"),
+        timeoutMs: f.number("timeoutMs", 0, MAX_TIMEOUT_MS, { exclusiveMin: true }),
+      };
       break;
     case "stream": {
       const host = f.host("host");
       const port = f.port("port");
       const ratePerSec = f.number("ratePerSec", 0, MAX_RATE_PER_SEC, { exclusiveMin: true });
       const durationMs = f.number("durationMs", 0, MAX_OPERATION_MS - MAX_TIMEOUT_MS, { exclusiveMin: true });
-      const timeoutMs = f.number("timeoutMs", 0, MAX_TIMEOUT_MS, { exclusiveMin: true, fallback: STREAM_REPLY_TIMEOUT_MS });
+      const timeoutMs = f.number("timeoutMs", 0, MAX_TIMEOUT_MS, {
+        exclusiveMin: true,
+        fallback: STREAM_REPLY_TIMEOUT_MS,
+      });
       command = { op, id, host, port, ratePerSec, durationMs, timeoutMs };
       break;
     }

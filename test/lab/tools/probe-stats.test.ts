@@ -1,7 +1,15 @@
 /** Unit tests for the probe payload codec, reply ledger, RTT percentiles and gap detection: pure, time passed in. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { PROBE_PAYLOAD_BYTES, ProbeLedger, decodeProbe, encodeProbe, findGaps, percentile, summarizeRtts } from "./probe-stats.ts";
+import {
+  PROBE_PAYLOAD_BYTES,
+  ProbeLedger,
+  decodeProbe,
+  encodeProbe,
+  findGaps,
+  percentile,
+  summarizeRtts,
+} from "./probe-stats.ts";
 
 void describe("probe payload codec", () => {
   void it("round-trips run, sequence number and send time", () => {
@@ -51,7 +59,8 @@ void describe("percentiles", () => {
 });
 
 void describe("gap detection", () => {
-  const at = (replied: string): { sentAt: number; replied: boolean }[] => Array.from(replied, (c, i) => ({ sentAt: i * 10, replied: c === "1" }));
+  const at = (replied: string): { sentAt: number; replied: boolean }[] =>
+    Array.from(replied, (c, i) => ({ sentAt: i * 10, replied: c === "1" }));
 
   void it("finds no gap when every probe was answered", () => {
     assert.deepEqual(findGaps(at("11111"), 50), { gaps: [], gapCount: 0, longestGapMs: 0 });

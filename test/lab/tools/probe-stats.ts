@@ -94,7 +94,11 @@ export function summarizeRtts(samples: readonly number[]): RttSummary | null {
  * end. Only the first `maxGaps` gaps are listed (a flapping link can produce thousands); the count and the longest
  * cover all of them.
  */
-export function findGaps(probes: readonly { readonly sentAt: number; readonly replied: boolean }[], endAt: number, maxGaps = Number.POSITIVE_INFINITY): GapReport {
+export function findGaps(
+  probes: readonly { readonly sentAt: number; readonly replied: boolean }[],
+  endAt: number,
+  maxGaps = Number.POSITIVE_INFINITY,
+): GapReport {
   const gaps: Gap[] = [];
   let gapCount = 0;
   let longestGapMs = 0;

@@ -3,11 +3,46 @@
  * a dead, downed or browned-out leg starts a failover, and a better gateway that stays reachable is raced back to.
  */
 import { allKindsUnreachable, reportsReachable } from "../candidates.ts";
-import { healthDeadline, healthEvaluate, healthNotePending, healthOnSample, healthStart, pathRttOf, type HealthState } from "../health.ts";
-import type { ActiveLeg, ConnectedState, Entry, FailoverCause, Go, MachineContext, Outcome, Shared, StandbyState } from "../machine-state.ts";
-import { KIND_NAMES, allocateLegs, cancelAllTimers, nextRaceId, planFailover, stateEvent, withCandidates } from "../machine-state.ts";
+import {
+  healthDeadline,
+  healthEvaluate,
+  healthNotePending,
+  healthOnSample,
+  healthStart,
+  pathRttOf,
+  type HealthState,
+} from "../health.ts";
+import type {
+  ActiveLeg,
+  ConnectedState,
+  Entry,
+  FailoverCause,
+  Go,
+  MachineContext,
+  Outcome,
+  Shared,
+  StandbyState,
+} from "../machine-state.ts";
+import {
+  KIND_NAMES,
+  allocateLegs,
+  cancelAllTimers,
+  nextRaceId,
+  planFailover,
+  stateEvent,
+  withCandidates,
+} from "../machine-state.ts";
 import { TIMER_SLACK_MS, rearmIfEarly, timerDue } from "../timers.ts";
-import { raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart, type RaceState } from "../race.ts";
+import {
+  raceCancel,
+  raceHasLeg,
+  raceOnLegFailed,
+  raceOnLegUp,
+  raceOnStaggerTimer,
+  raceRecord,
+  raceStart,
+  type RaceState,
+} from "../race.ts";
 import {
   standbyBetterThanBrownout,
   standbyFresh,
@@ -111,7 +146,8 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: NewL
     lastFailover: e.failover ?? shared0.lastFailover,
   };
   const effects: Effect[] = [{ type: "apply-routes", legId: e.active.leg.id }];
-  if (e.previous !== null) effects.push({ type: "stop-monitor", legId: e.previous.leg.id }, { type: "stop-leg", legId: e.previous.leg.id });
+  if (e.previous !== null)
+    effects.push({ type: "stop-monitor", legId: e.previous.leg.id }, { type: "stop-leg", legId: e.previous.leg.id });
   const avoid = e.previous === null || e.failover === null ? [] : [e.previous.leg.gateway];
   const sb = standbyScheduleRaise(e.standby ?? standbyIdle(), avoid, now, standbyContext(ctx));
   const state = connectedState(shared1, e.active, health, now, ctx, null, sb.standby);
@@ -130,7 +166,12 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: NewL
 
 /** A brownout failover found nothing better: the degraded leg never stopped carrying traffic, so only timers restart. */
 export function enterResume(shared0: Shared, now: number, ctx: MachineContext, e: ResumeEntry): Outcome {
-  const shared: Shared = { ...shared0, since: now, lastFailover: e.failover, lastRace: e.race === null ? shared0.lastRace : raceRecord(e.race) };
+  const shared: Shared = {
+    ...shared0,
+    since: now,
+    lastFailover: e.failover,
+    lastRace: e.race === null ? shared0.lastRace : raceRecord(e.race),
+  };
   const health = healthEvaluate(e.health, now, ctx.policy.health);
   const sb = standbyScheduleRaise(standbyIdle(), [], now, standbyContext(ctx));
   const state = connectedState(shared, e.active, health, now, ctx, now + BROWNOUT_RETRY_AFTER_MS, sb.standby);
@@ -152,7 +193,10 @@ export function enterResume(shared0: Shared, now: number, ctx: MachineContext, e
 function cancelRecover(state: ConnectedState, now: number): { shared: Shared; effects: Effect[] } {
   if (state.recover === null || state.recover.status !== "running") return { shared: state.shared, effects: [] };
   const r = raceCancel(state.recover, now);
-  return { shared: { ...state.shared, lastRace: raceRecord(r.race) }, effects: [...r.effects, { type: "record-race", race: raceRecord(r.race) }] };
+  return {
+    shared: { ...state.shared, lastRace: raceRecord(r.race) },
+    effects: [...r.effects, { type: "record-race", race: raceRecord(r.race) }],
+  };
 }
 
 /**
@@ -175,9 +219,23 @@ function promoteStandby(state: ConnectedState, now: number, reason: string): Go 
     detectedAfterMs: now - lastReplyAt,
     restoredAfterMs: now - lastReplyAt,
   };
-  const active: ActiveLeg = { leg: sb.leg, config: sb.config, firstReplyAt: sb.firstReplyAt, upAt: sb.upAt, pathRttMs: pathRttOf(sb.health) };
-  const effects: Effect[] = [...rec.effects, { type: "cancel-timer", timer: "standby" }, { type: "cancel-timer", timer: "standby-stagger" }];
-  return { go: { to: "connected", active, race: null, raceEffects: [], previous: state.active, failover, standby: null }, shared: rec.shared, effects };
+  const active: ActiveLeg = {
+    leg: sb.leg,
+    config: sb.config,
+    firstReplyAt: sb.firstReplyAt,
+    upAt: sb.upAt,
+    pathRttMs: pathRttOf(sb.health),
+  };
+  const effects: Effect[] = [
+    ...rec.effects,
+    { type: "cancel-timer", timer: "standby" },
+    { type: "cancel-timer", timer: "standby-stagger" },
+  ];
+  return {
+    go: { to: "connected", active, race: null, raceEffects: [], previous: state.active, failover, standby: null },
+    shared: rec.shared,
+    effects,
+  };
 }
 
 /**
@@ -186,24 +244,40 @@ function promoteStandby(state: ConnectedState, now: number, reason: string): Go 
  */
 function failover(state: ConnectedState, now: number, cause: FailoverCause, reason: string, ctx: MachineContext): Go {
   const sctx = standbyContext(ctx);
-  const usable = cause === "brownout" ? standbyBetterThanBrownout(state.standby, now, sctx) : standbyFresh(state.standby, now, sctx);
+  const usable =
+    cause === "brownout" ? standbyBetterThanBrownout(state.standby, now, sctx) : standbyFresh(state.standby, now, sctx);
   if (usable) {
     const promoted = promoteStandby(state, now, reason);
     if (promoted !== null) return promoted;
   }
   const rec = cancelRecover(state, now);
   const down = standbyTeardown(state.standby, now);
-  const effects: Effect[] = [...rec.effects, ...down.effects, { type: "cancel-timer", timer: "health-check" }, { type: "cancel-timer", timer: "recheck-candidates" }];
+  const effects: Effect[] = [
+    ...rec.effects,
+    ...down.effects,
+    { type: "cancel-timer", timer: "health-check" },
+    { type: "cancel-timer", timer: "recheck-candidates" },
+  ];
   const lastReplyAt = state.health.lastReplyAt ?? state.active.firstReplyAt;
-  return { go: { to: "failing-over", failed: state.active, health: state.health, cause, reason, lastReplyAt }, shared: rec.shared, effects };
+  return {
+    go: { to: "failing-over", failed: state.active, health: state.health, cause, reason, lastReplyAt },
+    shared: rec.shared,
+    effects,
+  };
 }
 
 /** Acts on the verdict after new evidence: dead fails over; brownout fails over only if somewhere better exists. */
-function react(state: ConnectedState, before: HealthState["verdict"], now: number, ctx: MachineContext): { state: ConnectedState; effects: Effect[] } | Go {
+function react(
+  state: ConnectedState,
+  before: HealthState["verdict"],
+  now: number,
+  ctx: MachineContext,
+): { state: ConnectedState; effects: Effect[] } | Go {
   const v = state.health.verdict;
   if (v.state === "dead") return failover(state, now, "dead", `dead: ${v.reason}`, ctx);
   const effects: Effect[] = [];
-  if (v.state !== before.state) effects.push({ type: "notify", event: { type: "health", at: now, legId: state.active.leg.id, verdict: v } });
+  if (v.state !== before.state)
+    effects.push({ type: "notify", event: { type: "health", at: now, legId: state.active.leg.id, verdict: v } });
   if (v.state === "brownout" && (state.brownoutRetryAt === null || now >= state.brownoutRetryAt)) {
     const alternatives = planFailover(state.shared, state.active.leg, ctx.policy.race, true);
     if (alternatives.legs.length > 0 || standbyBetterThanBrownout(state.standby, now, standbyContext(ctx))) {
@@ -218,11 +292,19 @@ function react(state: ConnectedState, before: HealthState["verdict"], now: numbe
  * A recheck's candidate list: count rechecks in which a better gateway answered, and move toward it after enough:
  * by promoting the standby when it already is on that gateway, otherwise by a recover race.
  */
-function onCandidates(state: ConnectedState, input: Extract<MachineInput, { type: "candidates" }>, ctx: MachineContext): Outcome {
+function onCandidates(
+  state: ConnectedState,
+  input: Extract<MachineInput, { type: "candidates" }>,
+  ctx: MachineContext,
+): Outcome {
   const shared = withCandidates(state.shared, input.candidates);
-  const own = shared.candidates.find((c) => c.name === state.active.leg.gateway) ?? state.shared.candidates.find((c) => c.name === state.active.leg.gateway);
+  const own =
+    shared.candidates.find((c) => c.name === state.active.leg.gateway) ??
+    state.shared.candidates.find((c) => c.name === state.active.leg.gateway);
   if (own === undefined) return { state: { ...state, shared }, effects: [] };
-  const better = shared.candidates.filter((c) => c.priority < own.priority && reportsReachable(c) && !allKindsUnreachable(c));
+  const better = shared.candidates.filter(
+    (c) => c.priority < own.priority && reportsReachable(c) && !allKindsUnreachable(c),
+  );
   const streak = better.length > 0 ? state.betterStreak + 1 : 0;
   if (streak < RECOVER_AFTER_RECHECKS || (state.recover !== null && state.recover.status === "running")) {
     return { state: { ...state, shared, betterStreak: streak }, effects: [] };
@@ -233,9 +315,30 @@ function onCandidates(state: ConnectedState, input: Extract<MachineInput, { type
   if (best !== undefined && sbGateway === best.name && standbyFresh(state.standby, input.now, sctx)) {
     const sb = state.standby.leg;
     if (sb !== null) {
-      const active: ActiveLeg = { leg: sb.leg, config: sb.config, firstReplyAt: sb.firstReplyAt, upAt: sb.upAt, pathRttMs: pathRttOf(sb.health) };
-      const effects: Effect[] = [{ type: "cancel-timer", timer: "standby" }, { type: "cancel-timer", timer: "standby-stagger" }];
-      return { go: { to: "connected", active, race: null, raceEffects: [], previous: state.active, failover: null, standby: null }, shared: { ...shared, lastRace: state.shared.lastRace }, effects };
+      const active: ActiveLeg = {
+        leg: sb.leg,
+        config: sb.config,
+        firstReplyAt: sb.firstReplyAt,
+        upAt: sb.upAt,
+        pathRttMs: pathRttOf(sb.health),
+      };
+      const effects: Effect[] = [
+        { type: "cancel-timer", timer: "standby" },
+        { type: "cancel-timer", timer: "standby-stagger" },
+      ];
+      return {
+        go: {
+          to: "connected",
+          active,
+          race: null,
+          raceEffects: [],
+          previous: state.active,
+          failover: null,
+          standby: null,
+        },
+        shared: { ...shared, lastRace: state.shared.lastRace },
+        effects,
+      };
     }
   }
   // A standby on (or racing toward) a gateway the recover race may use would be a second tunnel with the same keys.
@@ -253,7 +356,8 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
   const hp = ctx.policy.health;
   switch (input.timer) {
     case "health-check": {
-      if (!timerDue(state.healthCheckAt, input.now)) return { state, effects: rearmIfEarly("health-check", state.healthCheckAt, input.now) };
+      if (!timerDue(state.healthCheckAt, input.now))
+        return { state, effects: rearmIfEarly("health-check", state.healthCheckAt, input.now) };
       const before = state.health.verdict;
       const h0 = state.health;
       // Without the prober's word, assume a probe has waited since the last reply: silence alone decides.
@@ -265,12 +369,19 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
       // With nothing known to be waiting (the prober not started yet, or all answered), look again a probe later.
       const soonest = input.now + (health.unansweredSince === null ? hp.probeIntervalMs : TIMER_SLACK_MS);
       const healthCheckAt = Math.max(healthDeadline(health, hp), soonest);
-      return { state: { ...out.state, healthCheckAt }, effects: [...out.effects, { type: "set-timer", timer: "health-check", at: healthCheckAt }] };
+      return {
+        state: { ...out.state, healthCheckAt },
+        effects: [...out.effects, { type: "set-timer", timer: "health-check", at: healthCheckAt }],
+      };
     }
     case "recheck-candidates": {
-      if (!timerDue(state.recheckAt, input.now)) return { state, effects: rearmIfEarly("recheck-candidates", state.recheckAt, input.now) };
+      if (!timerDue(state.recheckAt, input.now))
+        return { state, effects: rearmIfEarly("recheck-candidates", state.recheckAt, input.now) };
       const recheckAt = input.now + RECHECK_INTERVAL_MS;
-      return { state: { ...state, recheckAt }, effects: [{ type: "resolve-candidates" }, { type: "set-timer", timer: "recheck-candidates", at: recheckAt }] };
+      return {
+        state: { ...state, recheckAt },
+        effects: [{ type: "resolve-candidates" }, { type: "set-timer", timer: "recheck-candidates", at: recheckAt }],
+      };
     }
     case "race-stagger": {
       if (state.recover === null) return { state, effects: [] };
@@ -282,7 +393,14 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
       return { state: { ...state, standby: r.standby }, effects: r.effects };
     }
     case "standby": {
-      const r = standbyOnCheck(state.standby, state.shared, state.active.leg, input.now, standbyContext(ctx), TIMER_SLACK_MS);
+      const r = standbyOnCheck(
+        state.standby,
+        state.shared,
+        state.active.leg,
+        input.now,
+        standbyContext(ctx),
+        TIMER_SLACK_MS,
+      );
       return { state: { ...state, standby: r.standby, shared: r.shared }, effects: r.effects };
     }
     case "backoff":
@@ -291,14 +409,34 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
 }
 
 /** A recover race's winner: routes move to it; the standby stays if it is elsewhere, else a new one is raised. */
-function onRecoverWon(state: ConnectedState, input: Extract<MachineInput, { type: "leg-up" }>, race: RaceState, raceEffects: Effect[]): Go {
+function onRecoverWon(
+  state: ConnectedState,
+  input: Extract<MachineInput, { type: "leg-up" }>,
+  race: RaceState,
+  raceEffects: Effect[],
+): Go {
   const winner = race.winner;
   if (winner === null) throw new Error("connected: a decided recover race without a winner");
-  const active: ActiveLeg = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now, pathRttMs: input.pathRttMs ?? null };
-  const keep = state.standby.leg !== null && state.standby.leg.leg.gateway !== winner.gateway && state.standby.race === null;
+  const active: ActiveLeg = {
+    leg: winner,
+    config: input.config,
+    firstReplyAt: input.firstReplyAt,
+    upAt: input.now,
+    pathRttMs: input.pathRttMs ?? null,
+  };
+  const keep =
+    state.standby.leg !== null && state.standby.leg.leg.gateway !== winner.gateway && state.standby.race === null;
   const down = keep ? { standby: state.standby, effects: [] } : standbyTeardown(state.standby, input.now);
   return {
-    go: { to: "connected", active, race, raceEffects, previous: state.active, failover: null, standby: keep ? down.standby : null },
+    go: {
+      to: "connected",
+      active,
+      race,
+      raceEffects,
+      previous: state.active,
+      failover: null,
+      standby: keep ? down.standby : null,
+    },
     shared: state.shared,
     effects: down.effects,
   };
@@ -309,10 +447,19 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
   const sctx = standbyContext(ctx);
   switch (input.type) {
     case "probe": {
-      if (standbyOwns(state.standby, input.legId)) return { state: { ...state, standby: standbyOnProbe(state.standby, input.legId, input.sample, input.now, sctx) }, effects: [] };
+      if (standbyOwns(state.standby, input.legId))
+        return {
+          state: { ...state, standby: standbyOnProbe(state.standby, input.legId, input.sample, input.now, sctx) },
+          effects: [],
+        };
       if (input.legId !== state.active.leg.id) return { state, effects: [] };
       const before = state.health.verdict;
-      return react({ ...state, health: healthOnSample(state.health, input.sample, input.now, hp) }, before, input.now, ctx);
+      return react(
+        { ...state, health: healthOnSample(state.health, input.sample, input.now, hp) },
+        before,
+        input.now,
+        ctx,
+      );
     }
     case "timer":
       return onTimer(state, input, ctx);
@@ -321,10 +468,18 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
     case "leg-up": {
       if (input.legId === state.active.leg.id) return { state, effects: [] };
       if (standbyOwns(state.standby, input.legId)) {
-        const r = standbyOnLegUp(state.standby, input.legId, input.config, input.firstReplyAt, input.now, input.pathRttMs ?? null);
+        const r = standbyOnLegUp(
+          state.standby,
+          input.legId,
+          input.config,
+          input.firstReplyAt,
+          input.now,
+          input.pathRttMs ?? null,
+        );
         return { state: { ...state, standby: r.standby }, effects: r.effects };
       }
-      if (state.recover === null || !raceHasLeg(state.recover, input.legId)) return { state, effects: [{ type: "stop-leg", legId: input.legId }] };
+      if (state.recover === null || !raceHasLeg(state.recover, input.legId))
+        return { state, effects: [{ type: "stop-leg", legId: input.legId }] };
       const r = raceOnLegUp(state.recover, input.legId, input.now);
       const winner = r.race.winner;
       if (!r.decided || winner === null) return { state: { ...state, recover: r.race }, effects: r.effects };
@@ -339,7 +494,12 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
       const r = raceOnLegFailed(state.recover, input.legId, input.code, input.message, input.now, ctx.policy.race);
       if (!r.decided) return { state: { ...state, recover: r.race }, effects: r.effects };
       // The better gateway answered probes but no leg to it came up: stay, and let the streak build up again.
-      const next: ConnectedState = { ...state, recover: null, betterStreak: 0, shared: { ...state.shared, lastRace: raceRecord(r.race) } };
+      const next: ConnectedState = {
+        ...state,
+        recover: null,
+        betterStreak: 0,
+        shared: { ...state.shared, lastRace: raceRecord(r.race) },
+      };
       return { state: next, effects: [...r.effects, ...raceEnded(r.race, input.now)] };
     }
     case "leg-down": {
@@ -354,7 +514,14 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
       const rec = cancelRecover(state, input.now);
       const down = standbyTeardown(state.standby, input.now);
       const id = state.active.leg.id;
-      const effects: Effect[] = [...rec.effects, ...down.effects, { type: "stop-monitor", legId: id }, { type: "clear-routes" }, { type: "stop-leg", legId: id }, ...cancelAllTimers()];
+      const effects: Effect[] = [
+        ...rec.effects,
+        ...down.effects,
+        { type: "stop-monitor", legId: id },
+        { type: "clear-routes" },
+        { type: "stop-leg", legId: id },
+        ...cancelAllTimers(),
+      ];
       return { go: { to: "disconnected" }, shared: rec.shared, effects };
     }
     case "connect":

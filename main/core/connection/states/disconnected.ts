@@ -9,7 +9,10 @@ export function summary(): string {
 
 /** Every exit path has already stopped legs, monitor, routes and timers; entering only announces it. */
 export function enter(shared: Shared, now: number): Outcome {
-  return { state: { name: "disconnected", shared: { ...shared, since: now } }, effects: [stateEvent("disconnected", now, summary())] };
+  return {
+    state: { name: "disconnected", shared: { ...shared, since: now } },
+    effects: [stateEvent("disconnected", now, summary())],
+  };
 }
 
 export function handle(state: DisconnectedState, input: MachineInput): Outcome {

@@ -24,11 +24,17 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: Erro
   if (e.race !== null) {
     const record = raceRecord(e.race);
     shared = { ...shared, lastRace: record };
-    effects.push({ type: "record-race", race: record }, { type: "notify", event: { type: "race-ended", at: now, race: record } });
+    effects.push(
+      { type: "record-race", race: record },
+      { type: "notify", event: { type: "race-ended", at: now, race: record } },
+    );
   }
   if (e.failover !== null) {
     shared = { ...shared, lastFailover: e.failover };
-    effects.push({ type: "record-failover", failover: e.failover }, { type: "notify", event: { type: "failover", at: now, failover: e.failover } });
+    effects.push(
+      { type: "record-failover", failover: e.failover },
+      { type: "notify", event: { type: "failover", at: now, failover: e.failover } },
+    );
   }
   const nextRetryAt = e.retry ? now + backoffMs(e.attempt, ctx.policy.retry, ctx.random ?? NO_JITTER) : null;
   if (nextRetryAt !== null) effects.push({ type: "set-timer", timer: "backoff", at: nextRetryAt });
@@ -41,10 +47,15 @@ export function handle(state: ErrorState, input: MachineInput): Outcome {
   switch (input.type) {
     case "timer":
       if (input.timer !== "backoff") return { state, effects: [] };
-      if (!timerDue(state.nextRetryAt, input.now)) return { state, effects: rearmIfEarly("backoff", state.nextRetryAt, input.now) };
+      if (!timerDue(state.nextRetryAt, input.now))
+        return { state, effects: rearmIfEarly("backoff", state.nextRetryAt, input.now) };
       return { go: { to: "resolving", reason: "retry", attempt: state.attempt }, shared: state.shared, effects: [] };
     case "connect":
-      return { go: { to: "resolving", reason: "connect", attempt: state.attempt }, shared: state.shared, effects: [{ type: "cancel-timer", timer: "backoff" }] };
+      return {
+        go: { to: "resolving", reason: "connect", attempt: state.attempt },
+        shared: state.shared,
+        effects: [{ type: "cancel-timer", timer: "backoff" }],
+      };
     case "disconnect":
       return { go: { to: "disconnected" }, shared: state.shared, effects: cancelAllTimers() };
     case "leg-up":

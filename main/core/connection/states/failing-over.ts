@@ -4,8 +4,25 @@
  */
 import { healthOnSample } from "../health.ts";
 import type { Entry, FailingOverState, MachineContext, Outcome, Shared } from "../machine-state.ts";
-import { cancelAllTimers, extendBeforeFailure, listNames, nextRaceId, planFailover, raceFailure, stateEvent, withCandidates } from "../machine-state.ts";
-import { raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart } from "../race.ts";
+import {
+  cancelAllTimers,
+  extendBeforeFailure,
+  listNames,
+  nextRaceId,
+  planFailover,
+  raceFailure,
+  stateEvent,
+  withCandidates,
+} from "../machine-state.ts";
+import {
+  raceCancel,
+  raceHasLeg,
+  raceOnLegFailed,
+  raceOnLegUp,
+  raceOnStaggerTimer,
+  raceRecord,
+  raceStart,
+} from "../race.ts";
 import type { Effect, FailoverRecord, MachineInput } from "../types.ts";
 
 export function summary(state: FailingOverState): string {
@@ -16,7 +33,9 @@ export function summary(state: FailingOverState): string {
       : state.cause === "leg-down"
         ? `${gw} went down`
         : `${gw} is degraded (${state.failover.reason.replace(/^brownout: /, "")})`;
-  const trying = state.race.legs.filter((l) => l.outcome === "starting" || l.outcome === "pending").map((l) => l.leg.gateway);
+  const trying = state.race.legs
+    .filter((l) => l.outcome === "starting" || l.outcome === "pending")
+    .map((l) => l.leg.gateway);
   return `Reconnecting: ${what}, trying ${trying.length > 0 ? listNames(trying) : "the remaining legs"}`;
 }
 
@@ -24,7 +43,11 @@ type FailoverEntry = Extract<Entry, { to: "failing-over" }>;
 
 /** Tears down the failed leg for good: nothing replaced it, so its routes must not keep pointing at a dead tunnel. */
 function abandon(failedLegId: string): Effect[] {
-  return [{ type: "stop-monitor", legId: failedLegId }, { type: "clear-routes" }, { type: "stop-leg", legId: failedLegId }];
+  return [
+    { type: "stop-monitor", legId: failedLegId },
+    { type: "clear-routes" },
+    { type: "stop-leg", legId: failedLegId },
+  ];
 }
 
 export function enter(shared0: Shared, now: number, ctx: MachineContext, e: FailoverEntry): Outcome {
@@ -43,17 +66,36 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: Fail
   const planned = planFailover(shared0, e.failed.leg, ctx.policy.race, e.cause === "brownout");
   if (planned.legs.length === 0) {
     if (e.cause === "brownout") {
-      return { go: { to: "connected-resume", active: e.failed, health: e.health, race: null, raceEffects: [], failover }, shared: shared0, effects: [] };
+      return {
+        go: { to: "connected-resume", active: e.failed, health: e.health, race: null, raceEffects: [], failover },
+        shared: shared0,
+        effects: [],
+      };
     }
     return {
-      go: { to: "error", reason: `${from.gateway} stopped working and no other gateway is available`, attempt: 1, retry: true, race: null, failover },
+      go: {
+        to: "error",
+        reason: `${from.gateway} stopped working and no other gateway is available`,
+        attempt: 1,
+        retry: true,
+        race: null,
+        failover,
+      },
       shared: shared0,
       effects: abandon(e.failed.leg.id),
     };
   }
   const { id, shared } = nextRaceId(planned.shared);
   const r = raceStart(id, planned.legs, "failover", now, ctx.policy.race);
-  const state: FailingOverState = { name: "failing-over", shared: { ...shared, since: now }, failed: e.failed, health: e.health, cause: e.cause, failover, race: r.race };
+  const state: FailingOverState = {
+    name: "failing-over",
+    shared: { ...shared, since: now },
+    failed: e.failed,
+    health: e.health,
+    cause: e.cause,
+    failover,
+    race: r.race,
+  };
   return { state, effects: [...r.effects, stateEvent("failing-over", now, summary(state))] };
 }
 
@@ -69,7 +111,10 @@ export function handle(state: FailingOverState, input: MachineInput, ctx: Machin
     case "probe":
       // The failed leg's monitor still runs: a brownout race that finds nothing returns to it with current numbers.
       if (input.legId !== failedId) return { state, effects: [] };
-      return { state: { ...state, health: healthOnSample(state.health, input.sample, input.now, ctx.policy.health) }, effects: [] };
+      return {
+        state: { ...state, health: healthOnSample(state.health, input.sample, input.now, ctx.policy.health) },
+        effects: [],
+      };
     case "leg-up": {
       if (input.legId === failedId) return { state, effects: [] };
       if (!raceHasLeg(state.race, input.legId)) return { state, effects: [{ type: "stop-leg", legId: input.legId }] };
@@ -83,8 +128,26 @@ export function handle(state: FailingOverState, input: MachineInput, ctx: Machin
         restoredAt,
         restoredAfterMs: restoredAt - state.failover.lastReplyAt,
       };
-      const active = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now, pathRttMs: input.pathRttMs ?? null };
-      return { go: { to: "connected", active, race: r.race, raceEffects: r.effects, previous: state.failed, failover, standby: null }, shared: state.shared, effects: [] };
+      const active = {
+        leg: winner,
+        config: input.config,
+        firstReplyAt: input.firstReplyAt,
+        upAt: input.now,
+        pathRttMs: input.pathRttMs ?? null,
+      };
+      return {
+        go: {
+          to: "connected",
+          active,
+          race: r.race,
+          raceEffects: r.effects,
+          previous: state.failed,
+          failover,
+          standby: null,
+        },
+        shared: state.shared,
+        effects: [],
+      };
     }
     case "leg-failed": {
       const x = extendBeforeFailure(state.shared, state.race, input.legId, policy, [state.failed.leg.gateway]);
@@ -93,7 +156,14 @@ export function handle(state: FailingOverState, input: MachineInput, ctx: Machin
       if (state.cause === "brownout" && state.health.verdict.state !== "dead") {
         // A degraded tunnel still beats none: keep it rather than tear it down for alternatives that do not work.
         return {
-          go: { to: "connected-resume", active: state.failed, health: state.health, race: r.race, raceEffects: r.effects, failover: state.failover },
+          go: {
+            to: "connected-resume",
+            active: state.failed,
+            health: state.health,
+            race: r.race,
+            raceEffects: r.effects,
+            failover: state.failover,
+          },
           shared: state.shared,
           effects: [],
         };

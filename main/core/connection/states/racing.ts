@@ -1,8 +1,26 @@
 /** The racing state: legs to the best gateways start a stagger apart and the first one that passes traffic wins. */
 import type { MachineContext, Outcome, RacingState, Shared } from "../machine-state.ts";
-import { allocateLegs, cancelAllTimers, describeLegs, extendBeforeFailure, nextRaceId, raceFailure, replanRace, stateEvent, withCandidates } from "../machine-state.ts";
+import {
+  allocateLegs,
+  cancelAllTimers,
+  describeLegs,
+  extendBeforeFailure,
+  nextRaceId,
+  raceFailure,
+  replanRace,
+  stateEvent,
+  withCandidates,
+} from "../machine-state.ts";
 import { allKindsUnreachable } from "../candidates.ts";
-import { raceCancel, raceHasLeg, raceOnLegFailed, raceOnLegUp, raceOnStaggerTimer, raceRecord, raceStart } from "../race.ts";
+import {
+  raceCancel,
+  raceHasLeg,
+  raceOnLegFailed,
+  raceOnLegUp,
+  raceOnStaggerTimer,
+  raceRecord,
+  raceStart,
+} from "../race.ts";
 import type { Candidate, MachineInput, RaceRecord } from "../types.ts";
 
 export function summary(state: RacingState): string {
@@ -19,18 +37,38 @@ export function summary(state: RacingState): string {
  */
 function emptyRaceReason(ranked: readonly Candidate[]): string {
   if (ranked.length === 0) return "No gateway configured or discovered";
-  if (ranked.every((c) => allKindsUnreachable(c) && c.probe?.answered === false)) return "No gateway reachable: no route to any gateway from this network (offline?)";
-  if (ranked.some((c) => allKindsUnreachable(c) && c.probe?.answered === true)) return "No gateway reachable: the gateways refused every protocol from this network";
+  if (ranked.every((c) => allKindsUnreachable(c) && c.probe?.answered === false))
+    return "No gateway reachable: no route to any gateway from this network (offline?)";
+  if (ranked.some((c) => allKindsUnreachable(c) && c.probe?.answered === true))
+    return "No gateway reachable: the gateways refused every protocol from this network";
   return "No gateway reachable";
 }
 
-export function enter(shared0: Shared, now: number, ctx: MachineContext, reason: RaceRecord["reason"], attempt: number, ranked: Candidate[]): Outcome {
+export function enter(
+  shared0: Shared,
+  now: number,
+  ctx: MachineContext,
+  reason: RaceRecord["reason"],
+  attempt: number,
+  ranked: Candidate[],
+): Outcome {
   const planned = allocateLegs(shared0, ranked, ctx.policy.race, [], ctx.preferredLeg ?? null);
   const { id, shared } = nextRaceId(planned.shared);
   const r = raceStart(id, planned.legs, reason, now, ctx.policy.race);
   if (r.race.status !== "running") {
     // Nothing to try (every candidate's ports refused, or no candidate at all): the backoff keeps looking.
-    return { go: { to: "error", reason: emptyRaceReason(ranked), attempt: attempt + 1, retry: true, race: r.race, failover: null }, shared, effects: r.effects };
+    return {
+      go: {
+        to: "error",
+        reason: emptyRaceReason(ranked),
+        attempt: attempt + 1,
+        retry: true,
+        race: r.race,
+        failover: null,
+      },
+      shared,
+      effects: r.effects,
+    };
   }
   const state: RacingState = { name: "racing", shared: { ...shared, since: now }, race: r.race, attempt };
   return { state, effects: [...r.effects, stateEvent("racing", now, summary(state))] };
@@ -49,15 +87,37 @@ export function handle(state: RacingState, input: MachineInput, ctx: MachineCont
       const r = raceOnLegUp(state.race, input.legId, input.now);
       const winner = r.race.winner;
       if (!r.decided || winner === null) return { state: { ...state, race: r.race }, effects: r.effects };
-      const active = { leg: winner, config: input.config, firstReplyAt: input.firstReplyAt, upAt: input.now, pathRttMs: input.pathRttMs ?? null };
-      return { go: { to: "connected", active, race: r.race, raceEffects: r.effects, previous: null, failover: null, standby: null }, shared: state.shared, effects: [] };
+      const active = {
+        leg: winner,
+        config: input.config,
+        firstReplyAt: input.firstReplyAt,
+        upAt: input.now,
+        pathRttMs: input.pathRttMs ?? null,
+      };
+      return {
+        go: {
+          to: "connected",
+          active,
+          race: r.race,
+          raceEffects: r.effects,
+          previous: null,
+          failover: null,
+          standby: null,
+        },
+        shared: state.shared,
+        effects: [],
+      };
     }
     case "leg-failed": {
       const x = extendBeforeFailure(state.shared, state.race, input.legId, policy);
       const r = raceOnLegFailed(x.race, input.legId, input.code, input.message, input.now, policy);
       if (!r.decided) return { state: { ...state, shared: x.shared, race: r.race }, effects: r.effects };
       const f = raceFailure(r.race);
-      return { go: { to: "error", reason: f.reason, attempt: state.attempt + 1, retry: f.retry, race: r.race, failover: null }, shared: x.shared, effects: r.effects };
+      return {
+        go: { to: "error", reason: f.reason, attempt: state.attempt + 1, retry: f.retry, race: r.race, failover: null },
+        shared: x.shared,
+        effects: r.effects,
+      };
     }
     case "disconnect": {
       const r = raceCancel(state.race, input.now);

@@ -4,7 +4,9 @@ import { cancelAllTimers, stateEvent, withCandidates } from "../machine-state.ts
 import type { MachineInput } from "../types.ts";
 
 export function summary(state: ResolvingState): string {
-  return state.reason === "retry" ? `Looking for gateways again (attempt ${state.attempt + 1})` : "Looking for gateways";
+  return state.reason === "retry"
+    ? `Looking for gateways again (attempt ${state.attempt + 1})`
+    : "Looking for gateways";
 }
 
 export function enter(shared: Shared, now: number, reason: ResolvingState["reason"], attempt: number): Outcome {
@@ -18,7 +20,11 @@ export function handle(state: ResolvingState, input: MachineInput, ctx: MachineC
       // Discovery that found nothing must not strand the user: the configured gateways are always a fallback.
       const pool = input.candidates.length > 0 ? input.candidates : ctx.gateways;
       const shared = withCandidates(state.shared, pool);
-      return { go: { to: "racing", reason: state.reason, attempt: state.attempt, ranked: shared.candidates }, shared, effects: [] };
+      return {
+        go: { to: "racing", reason: state.reason, attempt: state.attempt, ranked: shared.candidates },
+        shared,
+        effects: [],
+      };
     }
     case "disconnect":
       return { go: { to: "disconnected" }, shared: state.shared, effects: cancelAllTimers() };

@@ -15,16 +15,25 @@ test("resolving-says-whether-it-is-a-first-look-or-a-retry", () => {
   const again = resolving.enter(shared, 5, "retry", 3);
   assert.ok("state" in first && "state" in again);
   assert.equal(first.state.name === "resolving" ? resolving.summary(first.state) : "", "Looking for gateways");
-  assert.equal(again.state.name === "resolving" ? resolving.summary(again.state) : "", "Looking for gateways again (attempt 4)");
+  assert.equal(
+    again.state.name === "resolving" ? resolving.summary(again.state) : "",
+    "Looking for gateways again (attempt 4)",
+  );
 });
 
 test("racing-names-the-legs-in-flight-and-counts-failures", () => {
-  const sim = new Sim({ gateways: GWS, legs: (leg) => (leg.kind === "wireguard" ? { fail: 20, code: "timeout" } : "hang") });
+  const sim = new Sim({
+    gateways: GWS,
+    legs: (leg) => (leg.kind === "wireguard" ? { fail: 20, code: "timeout" } : "hang"),
+  });
   sim.send({ type: "connect" });
   sim.runUntil(100);
   assert.equal(sim.snapshot().summary, "Connecting: trying gw1 over IKEv2 (1 attempt failed)");
   sim.runUntil(300);
-  assert.equal(sim.snapshot().summary, "Connecting: trying gw1 over IKEv2, gw2 over AnyConnect (TLS) (1 attempt failed)");
+  assert.equal(
+    sim.snapshot().summary,
+    "Connecting: trying gw1 over IKEv2, gw2 over AnyConnect (TLS) (1 attempt failed)",
+  );
 });
 
 test("a-retry-race-says-retrying", () => {
@@ -36,7 +45,14 @@ test("a-retry-race-says-retrying", () => {
 
 test("error-counts-down-to-the-retry-and-then-says-now", () => {
   const ctx = context(GWS);
-  const out = error.enter(initialState().shared, 1000, ctx, { to: "error", reason: "No gateway reachable", attempt: 4, retry: true, race: null, failover: null });
+  const out = error.enter(initialState().shared, 1000, ctx, {
+    to: "error",
+    reason: "No gateway reachable",
+    attempt: 4,
+    retry: true,
+    race: null,
+    failover: null,
+  });
   assert.ok("state" in out);
   const st = out.state as ErrorState;
   assert.equal(st.nextRetryAt, 1000 + 8000, "fourth failure: 8 s");
