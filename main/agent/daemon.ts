@@ -17,14 +17,7 @@ import {
   type MachineContext,
   type MachineState,
 } from "../core/connection/machine.ts";
-import type {
-  Candidate,
-  ConnectionSnapshot,
-  Effect,
-  MachineInput,
-  ProbeSample,
-  TimerId,
-} from "../core/connection/types.ts";
+import type { ConnectionSnapshot, Effect, MachineInput, ProbeSample, TimerId } from "../core/connection/types.ts";
 import { failoverAtWall, raceAtWall, snapshotAtWall } from "../core/connection/wall-time.ts";
 import type { Platform } from "../../native/platform/platform.ts";
 import { CandidateRefresh, networkFinder, type CandidateFinder } from "./candidate-refresh.ts";
@@ -38,7 +31,7 @@ import { LegRuntimes } from "./leg-runtime.ts";
 import type { Logger } from "./log.ts";
 import type { Monitor, MonitorOptions } from "./monitor.ts";
 import { NetworkMemoryStore } from "./network-memory-store.ts";
-import { machinePolicy, moveOffDisallowed } from "./policy-change.ts";
+import { machinePolicy, moveOffDisallowed, startupGateways } from "./policy-change.ts";
 import { TelemetryHandle } from "./telemetry/factory.ts";
 import { TunnelHistory } from "./telemetry/history.ts";
 import { WireGuardSparePool } from "./wireguard-spare-pool.ts";
@@ -91,6 +84,7 @@ export class Daemon {
   readonly #networkMemory: NetworkMemoryStore;
   readonly #events: ConnectionEvents;
   readonly #telemetry: TelemetryHandle;
+  readonly #loopView: DaemonLoop;
 
   constructor(opts: DaemonOptions, deps: DaemonDeps) {
     const { platform } = deps;
@@ -112,6 +106,7 @@ export class Daemon {
       this.dispatch(input);
     };
     const loop = this.#loop();
+    this.#loopView = loop;
     this.#telemetry = new TelemetryHandle(opts.config, {
       stateDir: opts.stateDir,
       version: opts.version,
@@ -348,19 +343,7 @@ export class Daemon {
         }
         // A race started under an older policy may bring up a leg the policy now forbids.
         if (e.event.type === "state" || e.event.type === "race-ended") {
-          queueMicrotask(() => {
-            moveOffDisallowed(
-              {
-                state: () => this.#state,
-                now: () => this.#now(),
-                dispatch: (input) => {
-                  this.dispatch(input);
-                },
-              },
-              this.#config,
-              log,
-            );
-          });
+          queueMicrotask(() => moveOffDisallowed(this.#loopView, this.#config, log));
         }
         this.#events.emit(e.event, wallOffset(this.#clock));
         return;
@@ -397,23 +380,4 @@ export class Daemon {
       }),
     );
   }
-}
-
-/** The configured gateways the machine starts with, every protocol each offers. */
-function startupGateways(config: DetourConfig): Candidate[] {
-  return config.gateways.map((g) => ({
-    name: g.name,
-    hostname: g.hostname,
-    address: g.address ?? null,
-    priority: g.priority,
-    region: g.region,
-    kinds: [
-      ...(g.protocols.wireguard !== undefined ? (["wireguard"] as const) : []),
-      ...(g.protocols.ikev2 !== undefined ? (["ikev2"] as const) : []),
-      ...(g.protocols.anyconnect !== undefined ? (["anyconnect-tls"] as const) : []),
-      ...(g.protocols.anyconnect?.dtls === true ? (["anyconnect-dtls"] as const) : []),
-    ],
-    sources: ["config"],
-    probe: null,
-  }));
 }

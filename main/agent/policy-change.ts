@@ -5,7 +5,7 @@
  */
 import type { DetourConfig } from "../core/config/schema.ts";
 import type { MachineContext, MachineState } from "../core/connection/machine.ts";
-import type { MachineInput } from "../core/connection/types.ts";
+import type { Candidate, MachineInput } from "../core/connection/types.ts";
 import { legAllowed } from "../core/policy/apply.ts";
 import type { CandidateRefresh } from "./candidate-refresh.ts";
 import type { DataPlane } from "./data-plane.ts";
@@ -86,4 +86,23 @@ export function moveOffDisallowed(
     moved = true;
   }
   return moved;
+}
+
+/** The configured gateways the machine starts with, every protocol each offers. */
+export function startupGateways(config: DetourConfig): Candidate[] {
+  return config.gateways.map((g) => ({
+    name: g.name,
+    hostname: g.hostname,
+    address: g.address ?? null,
+    priority: g.priority,
+    region: g.region,
+    kinds: [
+      ...(g.protocols.wireguard !== undefined ? (["wireguard"] as const) : []),
+      ...(g.protocols.ikev2 !== undefined ? (["ikev2"] as const) : []),
+      ...(g.protocols.anyconnect !== undefined ? (["anyconnect-tls"] as const) : []),
+      ...(g.protocols.anyconnect?.dtls === true ? (["anyconnect-dtls"] as const) : []),
+    ],
+    sources: ["config"],
+    probe: null,
+  }));
 }
