@@ -22,6 +22,7 @@ export const DEFAULT_COMMAND_TIMEOUT_MS = 20_000;
 
 export function run(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve) => {
+    let stdinError = "";
     const child = execFile(
       file,
       args,
@@ -37,10 +38,18 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
         const e = err as (NodeJS.ErrnoException & { code?: number | string; signal?: string }) | null;
         const code = e === null ? 0 : typeof e.code === "number" ? e.code : null;
         const spawnError = e !== null && typeof e.code === "string" ? `${e.code}: ${e.message}` : "";
-        resolve({ code, signal: e?.signal ?? null, stdout, stderr: stderr + spawnError });
+        resolve({ code, signal: e?.signal ?? null, stdout, stderr: stderr + spawnError + stdinError });
       },
     );
-    if (opts.input !== undefined) child.stdin?.end(opts.input);
+    if (opts.input !== undefined) {
+      // A command that exits before reading its input (an `nft` that fails at once) closes the pipe: the write
+      // then fails with EPIPE, which without a listener would be thrown at the top of the daemon. The command's
+      // own exit status says what went wrong; the broken pipe is only noted beside it.
+      child.stdin?.on("error", (err: NodeJS.ErrnoException) => {
+        stdinError = `\n(its input could not be written: ${err.code ?? err.message})`;
+      });
+      child.stdin?.end(opts.input);
+    }
   });
 }
 
