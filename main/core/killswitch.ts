@@ -144,15 +144,24 @@ export function killSwitchPolicy(input: KillSwitchInput): KillSwitchRules | null
       return input.lockdown || fullTunnel ? blocking(base, dnsServers) : tunnelOnly(base);
     case "connected":
       // Discovery rechecks while connected go through the tunnel (full tunnel) or are not ours to police (split).
-      return { ...base, mode: "tunnel-only", dnsServers: [], blockUnderlay: fullTunnel, underlayUpkeep: fullTunnel };
+      return tunnelOnly(base);
   }
 }
 
-/** Split tunnel: only the protected networks are held to the tunnel devices; the underlay is not ours to police. */
+/**
+ * Protected destinations leave only through the tunnel devices. In a split tunnel the underlay is not ours to
+ * police; a full tunnel protects everything, so the underlay carries only the gateway endpoints (and upkeep).
+ */
 function tunnelOnly(
   base: Omit<KillSwitchRules, "mode" | "dnsServers" | "blockUnderlay" | "underlayUpkeep">,
 ): KillSwitchRules {
-  return { ...base, mode: "tunnel-only", dnsServers: [], blockUnderlay: false, underlayUpkeep: false };
+  return {
+    ...base,
+    mode: "tunnel-only",
+    dnsServers: [],
+    blockUnderlay: base.fullTunnel,
+    underlayUpkeep: base.fullTunnel,
+  };
 }
 
 function blocking(

@@ -88,7 +88,7 @@ export function healthStart(now: number, pathRttMs: number | null = null): Healt
  * them, never below the round trip the leg measured before the monitor started.
  */
 export function deadWindowMs(h: HealthState, policy: HealthPolicy): number {
-  const rtts = h.samples.flatMap((s) => (s.rttMs === null ? [] : [s.rttMs])).sort((a, b) => a - b);
+  const rtts = sortedRtts(h);
   const p95 = percentile(rtts, 95) ?? 0;
   const path = rtts.length >= PATH_RTT_TRUST_SAMPLES ? p95 : Math.max(p95, h.pathRttMs ?? 0);
   return Math.max(policy.deadAfterMs, Math.ceil(DEAD_RTT_MULTIPLE * path));
@@ -96,8 +96,12 @@ export function deadWindowMs(h: HealthState, policy: HealthPolicy): number {
 
 /** The path's round trip as this monitor knows it: the p95 of its replies, else what it started from. */
 export function pathRttOf(h: HealthState): number | null {
-  const rtts = h.samples.flatMap((s) => (s.rttMs === null ? [] : [s.rttMs])).sort((a, b) => a - b);
-  return percentile(rtts, 95) ?? h.pathRttMs;
+  return percentile(sortedRtts(h), 95) ?? h.pathRttMs;
+}
+
+/** The round trips of the answered samples in the window, smallest first. */
+function sortedRtts(h: HealthState): number[] {
+  return h.samples.flatMap((s) => (s.rttMs === null ? [] : [s.rttMs])).sort((a, b) => a - b);
 }
 
 /**

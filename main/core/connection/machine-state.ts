@@ -7,7 +7,7 @@ import type { HealthPolicy, RacePolicy, RetryPolicy, StandbyPolicy } from "../co
 import { RETRYABLE, type EngineErrorCode, type TunnelConfig } from "../tunnel/engine-types.ts";
 import { rankCandidates } from "./candidates.ts";
 import type { HealthState } from "./health.ts";
-import { planLegs, legKey, raceLastLive, raceReplacePending, type RaceState } from "./race.ts";
+import { pendingRecord, planLegs, legKey, raceLastLive, raceReplacePending, type RaceState } from "./race.ts";
 import type {
   Candidate,
   ConnectionStateName,
@@ -15,6 +15,7 @@ import type {
   FailoverRecord,
   Leg,
   LegKind,
+  MachineInput,
   RaceRecord,
   TimerId,
 } from "./types.ts";
@@ -208,6 +209,17 @@ export function stateEvent(name: ConnectionStateName, now: number, summary: stri
   return { type: "notify", event: { type: "state", at: now, state: name, detail: summary } };
 }
 
+/** The leg that won a race, as the active leg: when it first answered, and the path's RTT its proof of life measured. */
+export function activeFromLegUp(winner: Leg, input: Extract<MachineInput, { type: "leg-up" }>): ActiveLeg {
+  return {
+    leg: winner,
+    config: input.config,
+    firstReplyAt: input.firstReplyAt,
+    upAt: input.now,
+    pathRttMs: input.pathRttMs ?? null,
+  };
+}
+
 /** Plans legs with ids taken from `shared`'s counter; returns the legs and the advanced shared record. */
 export function allocateLegs(
   shared: Shared,
@@ -268,10 +280,7 @@ export function extendBeforeFailure(
   // Added as pending behind the live leg: its failure, handled next, starts the first of them.
   const pending: RaceState = {
     ...race,
-    legs: [
-      ...race.legs,
-      ...planned.legs.map((leg) => ({ leg, outcome: "pending" as const, startedAt: null, endedAt: null, error: null })),
-    ],
+    legs: [...race.legs, ...planned.legs.map(pendingRecord)],
   };
   return { race: pending, shared: planned.shared };
 }

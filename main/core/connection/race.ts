@@ -101,6 +101,11 @@ function startNext(race: RaceState, now: number, policy: RacePolicy, effects: Ef
   return out;
 }
 
+/** A leg planned into a race and not started yet. */
+export function pendingRecord(leg: Leg): LegRecord {
+  return { leg, outcome: "pending", startedAt: null, endedAt: null, error: null };
+}
+
 /** Starts a race over planned legs. An empty plan gives a race that has already failed. */
 export function raceStart(
   id: string,
@@ -115,7 +120,7 @@ export function raceStart(
     status: legs.length === 0 ? "failed" : "running",
     startedAt: now,
     endedAt: legs.length === 0 ? now : null,
-    legs: legs.map((leg) => ({ leg, outcome: "pending", startedAt: null, endedAt: null, error: null })),
+    legs: legs.map(pendingRecord),
     next: 0,
     staggerAt: null,
     winner: null,
@@ -223,10 +228,7 @@ export function raceReplacePending(race: RaceState, legs: readonly Leg[], now: n
   const started = race.legs.slice(0, race.next);
   const replaced: RaceState = {
     ...race,
-    legs: [
-      ...started,
-      ...legs.map((leg): LegRecord => ({ leg, outcome: "pending", startedAt: null, endedAt: null, error: null })),
-    ],
+    legs: [...started, ...legs.map(pendingRecord)],
   };
   const effects: Effect[] = [];
   if (legs.length === 0) {

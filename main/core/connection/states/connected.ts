@@ -24,6 +24,7 @@ import type {
   StandbyState,
 } from "../machine-state.ts";
 import {
+  activeFromLegUp,
   KIND_NAMES,
   allocateLegs,
   cancelAllTimers,
@@ -417,13 +418,7 @@ function onRecoverWon(
 ): Go {
   const winner = race.winner;
   if (winner === null) throw new Error("connected: a decided recover race without a winner");
-  const active: ActiveLeg = {
-    leg: winner,
-    config: input.config,
-    firstReplyAt: input.firstReplyAt,
-    upAt: input.now,
-    pathRttMs: input.pathRttMs ?? null,
-  };
+  const active = activeFromLegUp(winner, input);
   const keep =
     state.standby.leg !== null && state.standby.leg.leg.gateway !== winner.gateway && state.standby.race === null;
   const down = keep ? { standby: state.standby, effects: [] } : standbyTeardown(state.standby, input.now);

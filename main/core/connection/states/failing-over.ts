@@ -5,6 +5,7 @@
 import { healthOnSample } from "../health.ts";
 import type { Entry, FailingOverState, MachineContext, Outcome, Shared } from "../machine-state.ts";
 import {
+  activeFromLegUp,
   cancelAllTimers,
   extendBeforeFailure,
   listNames,
@@ -128,13 +129,7 @@ export function handle(state: FailingOverState, input: MachineInput, ctx: Machin
         restoredAt,
         restoredAfterMs: restoredAt - state.failover.lastReplyAt,
       };
-      const active = {
-        leg: winner,
-        config: input.config,
-        firstReplyAt: input.firstReplyAt,
-        upAt: input.now,
-        pathRttMs: input.pathRttMs ?? null,
-      };
+      const active = activeFromLegUp(winner, input);
       return {
         go: {
           to: "connected",

@@ -1,6 +1,7 @@
 /** The racing state: legs to the best gateways start a stagger apart and the first one that passes traffic wins. */
 import type { MachineContext, Outcome, RacingState, Shared } from "../machine-state.ts";
 import {
+  activeFromLegUp,
   allocateLegs,
   cancelAllTimers,
   describeLegs,
@@ -87,13 +88,7 @@ export function handle(state: RacingState, input: MachineInput, ctx: MachineCont
       const r = raceOnLegUp(state.race, input.legId, input.now);
       const winner = r.race.winner;
       if (!r.decided || winner === null) return { state: { ...state, race: r.race }, effects: r.effects };
-      const active = {
-        leg: winner,
-        config: input.config,
-        firstReplyAt: input.firstReplyAt,
-        upAt: input.now,
-        pathRttMs: input.pathRttMs ?? null,
-      };
+      const active = activeFromLegUp(winner, input);
       return {
         go: {
           to: "connected",
