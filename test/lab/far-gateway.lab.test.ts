@@ -11,6 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { agentStart, agentStop } from "./agent.ts";
 import * as lab from "./lab.ts";
+import { waitForStatus, type Status } from "./wait-status.ts";
 import { ProbeClient } from "./probe-client.ts";
 
 const ID = "far";
@@ -25,8 +26,6 @@ const LOSS_PCT = 1;
  */
 const CONNECT_ROUND_TRIPS = 6;
 const POLL_MS = 200;
-
-type Status = Awaited<ReturnType<ControlClient["status"]>>;
 
 let client: ControlClient | null = null;
 let probe: ProbeClient;
@@ -50,22 +49,8 @@ after(async () => {
   await lab.down(ID);
 });
 
-async function waitFor(
-  c: ControlClient,
-  what: string,
-  pred: (s: Status) => boolean,
-  timeoutMs: number,
-): Promise<Status> {
-  const until = Date.now() + timeoutMs;
-  let last: Status | null = null;
-  for (let i = 0; i < Math.ceil(timeoutMs / 50) + 1 && Date.now() < until; i++) {
-    last = await c.status();
-    if (pred(last)) return last;
-    await sleep(50);
-  }
-  assert.fail(
-    `timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last, null, 1).slice(0, 3000)}`,
-  );
+function waitFor(c: ControlClient, what: string, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status> {
+  return waitForStatus(c, what, pred, timeoutMs, { pollMs: 50 });
 }
 
 for (const rtt of [360, 600]) {

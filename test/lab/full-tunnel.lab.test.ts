@@ -17,6 +17,7 @@ import { PROTECTED_RULE_PREF, PROTECTED_TABLE, routesIn, rulesAt } from "../../n
 import { agentLogs, agentStart, agentStop } from "./agent.ts";
 import { nsRun } from "./exec.ts";
 import * as lab from "./lab.ts";
+import { waitForStatus, type Status } from "./wait-status.ts";
 import { GATEWAY_NAT_TABLE } from "./netns.ts";
 import { ProbeClient } from "./probe-client.ts";
 import { COLLECTOR_ADDRESS, CORP_HTTP_PORT, DNS_ADDRESS } from "./topology.ts";
@@ -40,8 +41,6 @@ const SETTLE_TRIES = 10;
 const WITNESS_TABLE = "detour_direct_witness";
 /** In the DNS server's namespace: it answers the client only through a tunnel (a split-horizon resolver). */
 const DNS_BLOCK_TABLE = "detour_dns_tunnel_only";
-
-type Status = Awaited<ReturnType<ControlClient["status"]>>;
 
 const topo = lab.topologyOf(ID);
 let probe: ProbeClient | undefined;
@@ -85,22 +84,8 @@ after(async () => {
   await lab.down(ID);
 });
 
-async function waitFor(
-  c: ControlClient,
-  what: string,
-  pred: (s: Status) => boolean,
-  timeoutMs: number,
-): Promise<Status> {
-  const until = Date.now() + timeoutMs;
-  let last: Status | null = null;
-  for (let i = 0; i < Math.ceil(timeoutMs / POLL_MS) + 1 && Date.now() < until; i++) {
-    last = await c.status();
-    if (pred(last)) return last;
-    await sleep(POLL_MS);
-  }
-  assert.fail(
-    `timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last).slice(0, 2000)}\n${agentLogs(ID, 40)}`,
-  );
+function waitFor(c: ControlClient, what: string, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status> {
+  return waitForStatus(c, what, pred, timeoutMs, { context: () => agentLogs(ID, 40) });
 }
 
 /**

@@ -14,6 +14,7 @@ import type { DetourConfigInput } from "../../main/core/config/schema.ts";
 import { agentStart, agentStop } from "./agent.ts";
 import { writeClientConfig } from "./client-config.ts";
 import * as lab from "./lab.ts";
+import { waitForStatus, type Status } from "./wait-status.ts";
 
 const ID = "lost";
 /** Where the dead site's gateways live: the router drops everything towards it without a word (a blackhole). */
@@ -28,8 +29,6 @@ const PROBES_WITHIN_MS = 5_000;
 /** The dead window plus a leg's start; 8 s only bounds a hung test. */
 const FAILOVER_WITHIN_MS = 8_000;
 const POLL_MS = 50;
-
-type Status = Awaited<ReturnType<ControlClient["status"]>>;
 
 let client: ControlClient | null = null;
 
@@ -76,22 +75,8 @@ async function start(): Promise<ControlClient> {
   return client;
 }
 
-async function waitFor(
-  c: ControlClient,
-  what: string,
-  pred: (s: Status) => boolean,
-  timeoutMs: number,
-): Promise<Status> {
-  const until = Date.now() + timeoutMs;
-  let last: Status | null = null;
-  for (let i = 0; i < Math.ceil(timeoutMs / POLL_MS) + 1 && Date.now() < until; i++) {
-    last = await c.status();
-    if (pred(last)) return last;
-    await sleep(POLL_MS);
-  }
-  assert.fail(
-    `timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last, null, 1).slice(0, 3000)}`,
-  );
+function waitFor(c: ControlClient, what: string, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status> {
+  return waitForStatus(c, what, pred, timeoutMs, { pollMs: POLL_MS });
 }
 
 /** Waits until detourd's pre-connect probes have heard (or not heard) from every gateway. */

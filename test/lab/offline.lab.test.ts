@@ -9,6 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { agentRunning, agentStart, agentStop } from "./agent.ts";
 import * as lab from "./lab.ts";
+import { waitForStatus, type Status } from "./wait-status.ts";
 import { UNDERLAY, UNDERLAY6 } from "./topology.ts";
 
 const ID = "offl";
@@ -20,8 +21,6 @@ const OFFLINE_FOR_MS = 8_000;
 /** Once the route is back the next retry connects; the retry backoff (1, 2, 4, 8 s) bounds when that is. */
 const RECONNECT_WITHIN_MS = 30_000;
 const POLL_MS = 100;
-
-type Status = Awaited<ReturnType<ControlClient["status"]>>;
 
 let client: ControlClient | null = null;
 
@@ -50,22 +49,8 @@ function clientRoutes(op: "add" | "del"): void {
   }
 }
 
-async function waitFor(
-  c: ControlClient,
-  what: string,
-  pred: (s: Status) => boolean,
-  timeoutMs: number,
-): Promise<Status> {
-  const until = Date.now() + timeoutMs;
-  let last: Status | null = null;
-  for (let i = 0; i < Math.ceil(timeoutMs / POLL_MS) + 1 && Date.now() < until; i++) {
-    last = await c.status();
-    if (pred(last)) return last;
-    await sleep(POLL_MS);
-  }
-  assert.fail(
-    `timed out after ${timeoutMs} ms waiting for ${what}; last status: ${JSON.stringify(last, null, 1).slice(0, 3000)}`,
-  );
+function waitFor(c: ControlClient, what: string, pred: (s: Status) => boolean, timeoutMs: number): Promise<Status> {
+  return waitForStatus(c, what, pred, timeoutMs);
 }
 
 test(
