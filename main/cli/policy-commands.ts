@@ -3,7 +3,7 @@
  * and user preferences over the control socket. Exit codes as in detour.ts: 0 ok, 1 refused or rejected (or the
  * daemon failed), 2 usage, 3 detourd is not running.
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { ControlClient, isControlError } from "../client/control-client.ts";
 import { PolicyDocument } from "../core/policy/document.ts";
@@ -12,6 +12,7 @@ import type { PolicyStatus, PrefsPayload } from "../core/policy/status.ts";
 import { pathOf } from "../core/policy/verify.ts";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
 import { keygen, loadPrivateKey, signPolicy, verifyFile } from "./policy-tools.ts";
+import { writeFileAtomicSync } from "../shared/atomic-write.ts";
 
 export const POLICY_USAGE = `policy and preferences:
   policy keygen --out <dir>                                   new Ed25519 signing key (0600) + public key <keyId>.pem
@@ -143,7 +144,8 @@ async function run(argv: string[]): Promise<number> {
       }
       const env = signPolicy(bytes, loadPrivateKey(need(v.key, "--key")));
       const target = need(v.out, "--out");
-      writeFileSync(target, JSON.stringify(env, null, 2) + "\n", { mode: 0o644 });
+      // Atomic: a signed policy that IT copies out while it is written is either the old one or the new one, whole.
+      writeFileAtomicSync(target, JSON.stringify(env, null, 2) + "\n", { mode: 0o644 });
       out(
         `signed version ${doc.data.version} with key ${env.keyId}: ${target}\n  locks: ${[...flattenSettings(doc.data.settings).keys()].join(", ") || "nothing"}\n`,
       );
