@@ -322,3 +322,35 @@ test("the-error-state-keeps-retrying-when-the-wall-clock-steps-back", async () =
   await r.connected("gw1");
   await r.control.shutdown();
 });
+
+test("a-hostile-gateway-push-cannot-widen-the-tunnel-nor-put-dns-in-clear", async () => {
+  const hostile = {
+    pushedRoutes: ["0.0.0.0/1", "128.0.0.0/1", "198.19.0.0/25", "198.18.2.0/24"],
+    pushedDns: ["192.168.1.1", "127.0.0.1"],
+  };
+  const r = await rig({ gw1: { connectMs: 50, ...hostile }, gw2: { connectMs: 150 }, gw3: { connectMs: 200 } });
+  void r.control.connect();
+  await r.connected("gw1");
+  await r.clock.advance(100);
+  assert.deepEqual(
+    [...r.world.routes.keys()].sort(),
+    ["192.168.1.1/32", "198.19.0.0/24", "198.19.0.0/25"],
+    "only the push inside the protected network, and a host route for the pushed resolver",
+  );
+  assert.deepEqual(r.world.dnsServers, ["192.168.1.1"], "the loopback resolver is dropped");
+  assert.ok(
+    r.world.killSwitch?.protectedNetworks.includes("192.168.1.1/32"),
+    `the resolver is protected: ${JSON.stringify(r.world.killSwitch?.protectedNetworks)}`,
+  );
+  const refused = r.control.status().refused.map((x) => [x.kind, x.value, x.gateway]);
+  assert.deepEqual(refused, [
+    ["pushed-route", "0.0.0.0/1", "gw1"],
+    ["pushed-route", "128.0.0.0/1", "gw1"],
+    ["pushed-route", "198.18.2.0/24", "gw1"],
+    ["pushed-dns", "127.0.0.1", "gw1"],
+  ]);
+  assert.match(r.control.status().refused[2]?.reason ?? "", /gateway's own address/);
+  assert.match(r.control.status().refused[3]?.reason ?? "", /loopback/);
+  assert.ok(r.logs.some((l) => l.level === "warn" && l.msg === "refused input from the network"));
+  await r.control.shutdown();
+});

@@ -20,6 +20,7 @@ import {
 import type { ConnectionSnapshot, Effect, MachineInput, ProbeSample, TimerId } from "../core/connection/types.ts";
 import { failoverAtWall, raceAtWall, snapshotAtWall } from "../core/connection/wall-time.ts";
 import type { Platform } from "../../native/platform/platform.ts";
+import { Refusals, type RefusedInput } from "../core/net/refusals.ts";
 import { CandidateRefresh, networkFinder, type CandidateFinder } from "./candidate-refresh.ts";
 import { systemClock, wallAt, wallOffset, type Clock, type Timer } from "./clock.ts";
 import { ConnectionEvents } from "./connection-events.ts";
@@ -105,6 +106,12 @@ export class Daemon {
     const dispatch = (input: MachineInput): void => {
       this.dispatch(input);
     };
+    // What was refused from the network: logged once, counted, and shown in status for helpdesk.
+    const refusals = new Refusals();
+    const refuse = (r: Omit<RefusedInput, "at" | "count" | "source"> & { source?: string }): void => {
+      const entry = { ...r, source: r.source ?? r.gateway, at: this.#clock.wall() };
+      if (refusals.record(entry)) log.warn("refused input from the network", { ...entry });
+    };
     const loop = this.#loop();
     this.#loopView = loop;
     this.#telemetry = new TelemetryHandle(opts.config, {
@@ -141,6 +148,7 @@ export class Daemon {
         reachable: () => this.#candidates.reachable(),
         stateName: () => this.#state.name,
         track,
+        refuse,
         log,
       },
       platform,
@@ -219,6 +227,7 @@ export class Daemon {
       telemetry: this.#telemetry,
       drills,
       history: this.#history,
+      refusals,
       log,
     });
   }

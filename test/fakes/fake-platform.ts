@@ -26,6 +26,9 @@ export interface GatewayScript {
   refuse?: EngineErrorCode;
   /** In-tunnel round trip. */
   rttMs: number;
+  /** What the gateway pushes: routes (none by default) and resolvers (198.19.0.53 by default). */
+  pushedRoutes?: string[];
+  pushedDns?: string[];
 }
 
 export type PlatformStep =
@@ -164,8 +167,8 @@ export class FakeEngine implements TunnelEngine {
           config: {
             ifname: this.spec.runtime.ifname,
             addresses: [`${address}/32`],
-            routes: [],
-            dns: ["198.19.0.53"],
+            routes: now.pushedRoutes ?? [],
+            dns: now.pushedDns ?? ["198.19.0.53"],
             mtu: 1420,
           },
           timings: {
