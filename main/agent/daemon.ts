@@ -134,6 +134,12 @@ export class Daemon {
           this.#dataPlane.bypassNewGateways();
         },
         routesSettled: () => this.#dataPlane.settled(),
+        // Tunnel devices' addresses are inside the tunnel, not the network the device is on.
+        localNetworks: async () =>
+          (await platform.network.localNetworks())
+            .filter((n) => !n.dev.startsWith(`${opts.ifnamePrefix}-`) && !/^ipsec\d/.test(n.dev))
+            .map((n) => n.prefix),
+        refuse,
         track,
         log,
       },

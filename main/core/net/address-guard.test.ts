@@ -55,10 +55,10 @@ test("a-gateway-address-inside-a-protected-or-local-network-is-refused-in-either
   assert.equal(gatewayAddressRefusal("192.168.2.1", CTX), null, "the next network is not the local one");
 });
 
-test("a-full-tunnel-protects-every-ipv4-gateway-address-learned-from-the-network", () => {
-  const full = { protectedNetworks: ["0.0.0.0/0"], localNetworks: [] };
-  assert.match(gatewayAddressRefusal("198.18.1.2", full) ?? "", /protected network 0\.0\.0\.0\/0/);
-  assert.equal(gatewayAddressRefusal("2001:db8:18:1::2", full), null, "the protected networks are IPv4");
+test("a-full-tunnels-default-route-refuses-no-gateway-but-its-other-protected-networks-do", () => {
+  const full = { protectedNetworks: ["0.0.0.0/0", "10.0.0.0/8"], localNetworks: [] };
+  assert.equal(gatewayAddressRefusal("198.18.1.2", full), null);
+  assert.match(gatewayAddressRefusal("10.1.1.1", full) ?? "", /protected network 10\.0\.0\.0\/8/);
 });
 
 test("pushed-resolvers-are-refused-when-they-cannot-be-reached-through-the-tunnel", () => {

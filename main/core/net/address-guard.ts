@@ -130,14 +130,19 @@ export interface AddressContext {
 /**
  * Why a gateway address learned from DNS or the portal must not be used, or null when it may. Refused: special
  * use, inside a protected network (an allowance there is a hole to an intranet host), or inside the client's own
- * local network (a hostile resolver pointing the kill switch's allowances at the LAN's hosts).
+ * local network (a hostile resolver pointing the kill switch's allowances at the LAN's hosts). A full tunnel's
+ * 0.0.0.0/0 is not an intranet: it would refuse every gateway, and its gateways are thrown out of the tunnel.
  */
 export function gatewayAddressRefusal(a: string, ctx: AddressContext): string | null {
   const special = specialUseReason(a);
   if (special !== null) return special;
   const p = parseAddress(a);
   if (p === null) return "not an IP address";
-  const prot = coveringPrefix(p, ctx.protectedNetworks);
+  // A full tunnel's 0.0.0.0/0 names no intranet (it would refuse every gateway); its other networks still count.
+  const prot = coveringPrefix(
+    p,
+    ctx.protectedNetworks.filter((n) => parsePrefix(n)?.len !== 0),
+  );
   if (prot !== undefined) return `inside the protected network ${prot}`;
   const local = coveringPrefix(p, ctx.localNetworks);
   if (local !== undefined) return `inside the local network ${local}`;
