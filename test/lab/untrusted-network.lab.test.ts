@@ -3,15 +3,19 @@
  * certificate verified against the lab's throwaway CA (or its key pinned), a wrong pin or an unknown CA is refused,
  * and a gateway address that the portal or the lab's dnsmasq gives inside a protected network or on loopback is
  * refused: detourd reports it in status and the kill switch's rules (read with nft from the client namespace)
- * hold no allowance for it.
+ * hold no allowance for it. Last, gw1's ocserv is made hostile (it pushes 0.0.0.0/1 + 128.0.0.0/1, gw2's network,
+ * a resolver outside the protected networks and 127.0.0.1): only what the configuration allows is routed, and the
+ * outside resolver is reached through the tunnel and protected.
  */
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { parseConfig, type DetourConfig } from "../../main/core/config/schema.ts";
 import type { DiscoveryResult } from "../../main/agent/discovery.ts";
 import { agentLogs, agentStart, agentStop } from "./agent.ts";
+import { gatewayPaths } from "./gateway-engines.ts";
 import { nsRun } from "./exec.ts";
 import * as lab from "./lab.ts";
 import { startPortal, type LabPortal } from "./portal.ts";
@@ -174,3 +178,79 @@ test(
     await agentStop(ID);
   },
 );
+
+/** A resolver outside every protected network (the lab has no host there: only the routing matters). */
+const OUTSIDE_RESOLVER = "192.0.2.53";
+
+test("a-hostile-ocserv-push-cannot-widen-the-split-tunnel-nor-put-dns-in-clear", { timeout: 120_000 }, async () => {
+  const g1 = topo.gateways.find((x) => x.name === "gw1");
+  if (g1 === undefined) throw new Error("no gw1");
+  const confFile = gatewayPaths(join(lab.labDirOf(ID)), g1).ocservConf;
+  const honest = readFileSync(confFile, "utf8");
+  const hostile = honest.replace(
+    /^route = .*\ndns = .*$/m,
+    [
+      "route = 0.0.0.0/128.0.0.0",
+      "route = 128.0.0.0/128.0.0.0",
+      "route = 198.19.0.0/255.255.255.128",
+      `route = ${gw("gw2").address.replace(/\.\d+$/, ".0")}/255.255.255.0`,
+      `dns = ${OUTSIDE_RESOLVER}`,
+      "dns = 127.0.0.1",
+    ].join("\n"),
+  );
+  assert.notEqual(hostile, honest, "the lab's ocserv.conf has the route and dns lines this test replaces");
+  await lab.kill("gw1", "anyconnect", ID);
+  writeFileSync(confFile, hostile, { mode: 0o600 });
+  await lab.restore("gw1", "anyconnect", ID);
+  const resolvConf = join(lab.labDirOf(ID), "untrusted-resolv.conf");
+  writeFileSync(resolvConf, "nameserver 198.18.53.2\n");
+  try {
+    // gw1 over AnyConnect only, no configured tunnel resolvers: what the gateway pushes is all there is.
+    const config: DetourConfig = {
+      ...base,
+      tunnelDns: undefined,
+      gateways: base.gateways.filter((g) => g.name === "gw1"),
+      race: { ...base.race, order: ["anyconnect-tls"] },
+      standby: { ...base.standby, mode: "off" },
+    };
+    writeFileSync(clientConfigFile, JSON.stringify(config, null, 2));
+    const a = await agentStart(ID, { connect: true, extraArgs: ["--resolv-conf", resolvConf] });
+    client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
+    const s = await waitForStatus(
+      client,
+      "connected to gw1 over AnyConnect with the hostile push refused",
+      (x) => x.state === "connected" && x.gateway === "gw1" && (x.refused ?? []).length >= 4,
+      CONNECT_WITHIN_MS,
+      { context: () => agentLogs(ID) },
+    );
+    const refused = (s.refused ?? []).map((x) => [x.kind, x.value]).sort();
+    assert.deepEqual(refused, [
+      ["pushed-dns", "127.0.0.1"],
+      ["pushed-route", "0.0.0.0/1"],
+      ["pushed-route", "128.0.0.0/1"],
+      ["pushed-route", `${gw("gw2").address.replace(/\.\d+$/, ".0")}/24`],
+    ]);
+    const table = await nsRun(topo.client.ns, ["ip", "-4", "route", "show", "table", "5000"]);
+    console.log(`protected table:\n${table}`);
+    assert.doesNotMatch(table, /^(0\.0\.0\.0|128\.0\.0\.0)\/1 /m, "no near-full tunnel");
+    assert.match(table, /^198\.19\.0\.0\/24 dev /m, "the protected network goes through the tunnel");
+    assert.match(table, /^198\.19\.0\.0\/25 dev /m, "a push inside the protected network is taken");
+    assert.match(
+      table,
+      new RegExp(`^${OUTSIDE_RESOLVER.replace(/\./g, "\\.")} dev `, "m"),
+      "the resolver goes through the tunnel",
+    );
+    const dns = readFileSync(resolvConf, "utf8");
+    assert.match(dns, new RegExp(`^nameserver ${OUTSIDE_RESOLVER.replace(/\./g, "\\.")}$`, "m"));
+    assert.doesNotMatch(dns, /^nameserver 127\.0\.0\.1$/m, "the loopback resolver is dropped");
+    const rules = await nsRun(topo.client.ns, ["nft", "list", "ruleset"]);
+    assert.ok(rules.includes(OUTSIDE_RESOLVER), "the pushed resolver is in the kill switch's protected set");
+  } finally {
+    client?.close();
+    client = null;
+    await agentStop(ID);
+    await lab.kill("gw1", "anyconnect", ID);
+    writeFileSync(confFile, honest, { mode: 0o600 });
+    await lab.restore("gw1", "anyconnect", ID);
+  }
+});
