@@ -8,8 +8,16 @@ import { allKindsUnreachable } from "../core/connection/candidates.ts";
 import type { Candidate, CandidateProbe, ConnectionStateName, MachineInput } from "../core/connection/types.ts";
 import { restrictCandidates } from "../core/policy/apply.ts";
 import type { Clock, Timer } from "./clock.ts";
-import { discoverCandidates, gatewayPorts, probeCandidates, withProbe, type ProbeOptions } from "./discovery.ts";
+import {
+  discoverCandidates,
+  gatewayPorts,
+  probeCandidates,
+  withProbe,
+  type DiscoveryProblem,
+  type ProbeOptions,
+} from "./discovery.ts";
 import type { Logger } from "./log.ts";
+import { gatewayAddressRefusal } from "../core/net/address-guard.ts";
 
 /** DNS and portal answers are round trips to nearby servers; past this a slow source is skipped. */
 const DISCOVERY_TIMEOUT_MS = 2000;
@@ -23,7 +31,10 @@ const PROBE_TIMEOUT_MS = 1000;
 
 /** Where candidates come from: the network (discovery.ts) in detourd, a script in tests. */
 export interface CandidateFinder {
-  discover(config: DetourConfig, opts: { timeoutMs: number; onProblem(problem: unknown): void }): Promise<Candidate[]>;
+  discover(
+    config: DetourConfig,
+    opts: { timeoutMs: number; onProblem(problem: DiscoveryProblem): void; guard(address: string): string | null },
+  ): Promise<Candidate[]>;
   probe(candidates: readonly Candidate[], opts: ProbeOptions): Promise<CandidateProbe[]>;
 }
 
@@ -45,6 +56,10 @@ export interface CandidateHost {
   bypassNewGateways(): void;
   /** Settles once the route changes (and kill switch) asked for so far are done. */
   routesSettled(): Promise<void>;
+  /** The device's own networks on the underlay (tunnel devices left out); rejects when they cannot be read. */
+  localNetworks(): Promise<string[]>;
+  /** Reports a gateway address refused (status shows it); the caller logs a new one. */
+  refuse(r: { kind: "gateway-address"; source: string; gateway: string; value: string; reason: string }): void;
   track(p: Promise<unknown>): void;
   log: Logger;
 }
@@ -150,11 +165,30 @@ export class CandidateRefresh {
     const log = host.log;
     let candidates: Candidate[];
     try {
+      // A gateway address from DNS or the portal becomes a kill-switch allowance: none may point at the machine,
+      // its LAN or an intranet host. Without the local networks nothing learned can be judged, so it is refused.
+      const local = await host.localNetworks().catch((err: unknown) => {
+        log.error("the local networks could not be read; addresses from DNS and the portal are refused", { err });
+        return null;
+      });
+      const guard = (a: string): string | null =>
+        gatewayAddressRefusal(a, { protectedNetworks: cfg.protectedRoutes, localNetworks: local ?? [] }) ??
+        (local === null ? "the device's own networks could not be read, so it cannot be judged" : null);
       candidates = await this.#finder.discover(cfg, {
         timeoutMs: DISCOVERY_TIMEOUT_MS,
-        onProblem: (problem: unknown) => {
+        onProblem: (problem) => {
           log.warn("discovery problem", { problem });
+          const r = problem.refused;
+          if (r !== undefined)
+            host.refuse({
+              kind: "gateway-address",
+              source: problem.source,
+              gateway: r.gateway,
+              value: r.address,
+              reason: r.reason,
+            });
         },
+        guard,
       });
       // While connecting the kill switch blocks the underlay: the probes need the discovered endpoints (both
       // families) allowed before they are sent, or a silent family would be the kill switch's doing.

@@ -12,7 +12,9 @@ import { parseConfig, type DetourConfig } from "../core/config/schema.ts";
 import type { ConnectionEvent } from "../core/connection/types.ts";
 import { FakeClock } from "../../test/fakes/fake-clock.ts";
 import { FakeWorld, fakeFinder, fakePlatform, fakeProber, type GatewayScript } from "../../test/fakes/fake-platform.ts";
+import type { CandidateFinder } from "./candidate-refresh.ts";
 import type { ControlFacade } from "./control-facade.ts";
+import { discoverCandidates, type DnsResolver } from "./discovery.ts";
 import { Daemon } from "./daemon.ts";
 import type { Logger } from "./log.ts";
 
@@ -70,7 +72,11 @@ interface Rig {
 
 let rigs = 0;
 
-async function rig(gateways: Record<string, Partial<GatewayScript>>, cfg: DetourConfig = config()): Promise<Rig> {
+async function rig(
+  gateways: Record<string, Partial<GatewayScript>>,
+  cfg: DetourConfig = config(),
+  finderOf: (world: FakeWorld) => CandidateFinder = fakeFinder,
+): Promise<Rig> {
   const clock = new FakeClock();
   const world = new FakeWorld(clock, gateways);
   const logs: LogLine[] = [];
@@ -93,7 +99,7 @@ async function rig(gateways: Record<string, Partial<GatewayScript>>, cfg: Detour
       log,
       version: "0.0.0-test",
     },
-    { platform: fakePlatform(world), clock, finder: fakeFinder(world), startMonitor: fakeProber(world) },
+    { platform: fakePlatform(world), clock, finder: finderOf(world), startMonitor: fakeProber(world) },
   );
   const heard: Rig["heard"] = [];
   control.subscribe((event) => heard.push({ event, routedVia: world.routedVia() }));
@@ -320,5 +326,113 @@ test("the-error-state-keeps-retrying-when-the-wall-clock-steps-back", async () =
   r.clock.stepWall(-HOUR_MS);
   r.world.set("gw1", { reachable: true });
   await r.connected("gw1");
+  await r.control.shutdown();
+});
+
+test("a-hostile-gateway-push-cannot-widen-the-tunnel-nor-put-dns-in-clear", async () => {
+  const hostile = {
+    pushedRoutes: ["0.0.0.0/1", "128.0.0.0/1", "198.19.0.0/25", "198.18.2.0/24"],
+    pushedDns: ["192.168.1.1", "127.0.0.1"],
+  };
+  const r = await rig({ gw1: { connectMs: 50, ...hostile }, gw2: { connectMs: 150 }, gw3: { connectMs: 200 } });
+  void r.control.connect();
+  await r.connected("gw1");
+  await r.clock.advance(100);
+  assert.deepEqual(
+    [...r.world.routes.keys()].sort(),
+    ["192.168.1.1/32", "198.19.0.0/24", "198.19.0.0/25"],
+    "only the push inside the protected network, and a host route for the pushed resolver",
+  );
+  assert.deepEqual(r.world.dnsServers, ["192.168.1.1"], "the loopback resolver is dropped");
+  assert.ok(
+    r.world.killSwitch?.protectedNetworks.includes("192.168.1.1/32"),
+    `the resolver is protected: ${JSON.stringify(r.world.killSwitch?.protectedNetworks)}`,
+  );
+  const refused = r.control.status().refused.map((x) => [x.kind, x.value, x.gateway]);
+  assert.deepEqual(refused, [
+    ["pushed-route", "0.0.0.0/1", "gw1"],
+    ["pushed-route", "128.0.0.0/1", "gw1"],
+    ["pushed-route", "198.18.2.0/24", "gw1"],
+    ["pushed-dns", "127.0.0.1", "gw1"],
+  ]);
+  assert.match(r.control.status().refused[2]?.reason ?? "", /gateway's own address/);
+  assert.match(r.control.status().refused[3]?.reason ?? "", /loopback/);
+  assert.ok(r.logs.some((l) => l.level === "warn" && l.msg === "refused input from the network"));
+  await r.control.shutdown();
+});
+
+/** The real discovery over a resolver that answers these A and AAAA records (a hostile network's DNS). */
+function hostileDns(answers: Record<string, { a?: string[]; aaaa?: string[] }>): (world: FakeWorld) => CandidateFinder {
+  const resolver: DnsResolver = {
+    resolveSrv: () => Promise.resolve([]),
+    resolve4: (name) => Promise.resolve(answers[name]?.a ?? []),
+    resolve6: (name) => Promise.resolve(answers[name]?.aaaa ?? []),
+    cancel: () => undefined,
+  };
+  return (world) => {
+    const fake = fakeFinder(world);
+    return {
+      discover: (cfg, opts) => discoverCandidates(cfg, { ...opts, resolver }),
+      probe: (candidates, opts) => fake.probe(candidates, opts),
+    };
+  };
+}
+
+/** gw2 and gw3 without a configured address: only DNS can say where they are. */
+function unaddressedConfig(): DetourConfig {
+  const c = config();
+  return { ...c, gateways: c.gateways.map((g) => (g.name === "gw1" ? g : { ...g, address: undefined })) };
+}
+
+test("a-hostile-dns-answer-for-a-gateway-is-refused-and-never-becomes-a-kill-switch-allowance", async () => {
+  const finder = hostileDns({
+    "gw2.vpn.example.com": { a: ["198.19.0.7", "127.0.0.1"], aaaa: ["::ffff:198.19.0.8", "fe80::1"] },
+    "gw3.vpn.example.com": { a: ["192.168.1.20", "198.18.3.2"] },
+  });
+  const r = await rig({ gw1: { connectMs: 50 }, gw2: {}, gw3: {} }, unaddressedConfig(), finder);
+  void r.control.connect();
+  await r.connected("gw1");
+  await r.clock.advance(3000);
+  const allowed = new Set(r.world.killSwitch?.gatewayEndpoints.map((e) => e.address));
+  for (const bad of ["198.19.0.7", "127.0.0.1", "::ffff:c613:8", "fe80::1", "192.168.1.20"])
+    assert.ok(!allowed.has(bad), `${bad} is no allowance: ${JSON.stringify([...allowed])}`);
+  assert.ok(allowed.has("198.18.3.2"), "gw3's acceptable address is used");
+  const refused = r.control.status().refused.filter((x) => x.kind === "gateway-address");
+  assert.deepEqual(
+    refused.map((x) => [x.gateway, x.value, x.source]),
+    [
+      ["gw2", "198.19.0.7", "dns"],
+      ["gw2", "127.0.0.1", "dns"],
+      ["gw2", "::ffff:c613:8", "dns"],
+      ["gw2", "fe80::1", "dns"],
+      ["gw3", "192.168.1.20", "dns"],
+    ],
+  );
+  const reasons = Object.fromEntries(refused.map((x) => [x.value, x.reason]));
+  assert.match(reasons["198.19.0.7"] ?? "", /inside the protected network 198\.19\.0\.0\/24/);
+  assert.match(reasons["127.0.0.1"] ?? "", /loopback/);
+  assert.match(reasons["::ffff:c613:8"] ?? "", /protected network/);
+  assert.match(reasons["fe80::1"] ?? "", /link-local/);
+  assert.match(reasons["192.168.1.20"] ?? "", /inside the local network 192\.168\.1\.7\/24/);
+  assert.equal(r.control.status().candidates.find((c) => c.name === "gw2")?.address, null, "gw2 has no address");
+  await r.control.shutdown();
+});
+
+test("without-the-local-networks-an-address-from-dns-is-refused-not-trusted", async () => {
+  const finder = hostileDns({
+    "gw2.vpn.example.com": { a: ["198.18.2.2"] },
+    "gw3.vpn.example.com": { a: ["198.18.3.2"] },
+  });
+  const r = await rig({ gw1: { connectMs: 50 }, gw2: {}, gw3: {} }, unaddressedConfig(), (w) => {
+    w.localNetworks = null;
+    return finder(w);
+  });
+  void r.control.connect();
+  await r.connected("gw1");
+  await r.clock.advance(3000);
+  const allowed = new Set(r.world.killSwitch?.gatewayEndpoints.map((e) => e.address));
+  assert.ok(!allowed.has("198.18.2.2") && !allowed.has("198.18.3.2"), JSON.stringify([...allowed]));
+  assert.match(r.control.status().refused[0]?.reason ?? "", /own networks could not be read/);
+  assert.ok(r.logs.some((l) => l.level === "error" && /local networks could not be read/.test(l.msg)));
   await r.control.shutdown();
 });

@@ -20,6 +20,7 @@ import {
 import type { ConnectionSnapshot, Effect, MachineInput, ProbeSample, TimerId } from "../core/connection/types.ts";
 import { failoverAtWall, raceAtWall, snapshotAtWall } from "../core/connection/wall-time.ts";
 import type { Platform } from "../../native/platform/platform.ts";
+import { Refusals, type RefusedInput } from "../core/net/refusals.ts";
 import { CandidateRefresh, networkFinder, type CandidateFinder } from "./candidate-refresh.ts";
 import { systemClock, wallAt, wallOffset, type Clock, type Timer } from "./clock.ts";
 import { ConnectionEvents } from "./connection-events.ts";
@@ -105,6 +106,12 @@ export class Daemon {
     const dispatch = (input: MachineInput): void => {
       this.dispatch(input);
     };
+    // What was refused from the network: logged once, counted, and shown in status for helpdesk.
+    const refusals = new Refusals();
+    const refuse = (r: Omit<RefusedInput, "at" | "count" | "source"> & { source?: string }): void => {
+      const entry = { ...r, source: r.source ?? r.gateway, at: this.#clock.wall() };
+      if (refusals.record(entry)) log.warn("refused input from the network", { ...entry });
+    };
     const loop = this.#loop();
     this.#loopView = loop;
     this.#telemetry = new TelemetryHandle(opts.config, {
@@ -127,6 +134,12 @@ export class Daemon {
           this.#dataPlane.bypassNewGateways();
         },
         routesSettled: () => this.#dataPlane.settled(),
+        // Tunnel devices' addresses are inside the tunnel, not the network the device is on.
+        localNetworks: async () =>
+          (await platform.network.localNetworks())
+            .filter((n) => !n.dev.startsWith(`${opts.ifnamePrefix}-`) && !/^ipsec\d/.test(n.dev))
+            .map((n) => n.prefix),
+        refuse,
         track,
         log,
       },
@@ -141,6 +154,7 @@ export class Daemon {
         reachable: () => this.#candidates.reachable(),
         stateName: () => this.#state.name,
         track,
+        refuse,
         log,
       },
       platform,
@@ -219,6 +233,7 @@ export class Daemon {
       telemetry: this.#telemetry,
       drills,
       history: this.#history,
+      refusals,
       log,
     });
   }

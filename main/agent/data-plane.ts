@@ -27,6 +27,8 @@ export interface DataPlaneHost {
   reachable(): Candidate[];
   stateName(): ConnectionStateName;
   track(p: Promise<unknown>): void;
+  /** Reports what was refused from a gateway's push (status shows it); the caller logs a new one. */
+  refuse(r: { kind: "pushed-route" | "pushed-dns"; gateway: string; value: string; reason: string }): void;
   log: Logger;
 }
 
@@ -193,10 +195,11 @@ export class DataPlane {
   }
 
   async #applyRoutes(legId: string): Promise<void> {
-    const up = await this.#writeProtectedTable(legId);
-    if (up === null) return;
+    const applied = await this.#writeProtectedTable(legId);
+    if (applied === null) return;
     const td = this.#host.config().tunnelDns;
-    const servers = td !== undefined && td.servers.length > 0 ? td.servers : up.config.dns;
+    // Configured resolvers win; pushed ones only as far as the plan routes them through the tunnel.
+    const servers = td !== undefined && td.servers.length > 0 ? td.servers : applied.dns;
     try {
       this.#platform.dns.apply({ servers, searchDomains: td?.searchDomains ?? [] }, this.#dns);
       if (servers.length > 0) this.#host.log.info("tunnel DNS applied", { servers, path: this.#dns.path });
@@ -211,12 +214,15 @@ export class DataPlane {
    * batch, so the engines' own packets (the active leg's, the standby's, a race's) never enter a tunnel. Returns
    * what the leg's tunnel reported, or null when the leg is gone.
    */
-  async #writeProtectedTable(legId: string): Promise<TunnelUp | null> {
+  async #writeProtectedTable(legId: string): Promise<{ up: TunnelUp; dns: string[] } | null> {
     const rt = this.#host.leg(legId);
     if (rt?.up == null) return null;
-    const plan = routesForLeg(this.#host.config().protectedRoutes, rt.up.config.routes, this.#gatewayAddresses());
+    const plan = this.#plan(rt.up);
+    const gateway = rt.leg.gateway;
     for (const r of plan.rejected)
-      this.#host.log.warn("route refused", { leg: rt.leg, route: r.route, reason: r.reason });
+      this.#host.refuse({ kind: "pushed-route", gateway, value: r.route, reason: r.reason });
+    for (const r of plan.rejectedDns)
+      this.#host.refuse({ kind: "pushed-dns", gateway, value: r.server, reason: r.reason });
     // The batch makes the table equal to the plan, so routes of the previous leg that this one lacks go too.
     const ifname = rt.up.config.ifname;
     const known = this.#stagedRoutes;
@@ -236,7 +242,20 @@ export class DataPlane {
     this.#routesOn = legId;
     this.refreshKillSwitch();
     this.#host.log.info("protected routes applied", { leg: rt.leg, ifname, routes: plan.routes, bypass: plan.bypass });
-    return rt.up;
+    return { up: rt.up, dns: plan.dns };
+  }
+
+  /**
+   * The leg's route plan: the protected networks, what its gateway pushed within the configuration's allow-list,
+   * and a host route for each pushed resolver in use (none when the configuration names the tunnel's resolvers).
+   */
+  #plan(up: TunnelUp): ReturnType<typeof routesForLeg> {
+    const cfg = this.#host.config();
+    const configuredDns = cfg.tunnelDns !== undefined && cfg.tunnelDns.servers.length > 0;
+    return routesForLeg(cfg.protectedRoutes, up.config.routes, this.#gatewayAddresses(), {
+      ...(cfg.pushedRoutes === undefined ? {} : { allowed: cfg.pushedRoutes.allow }),
+      pushedDns: configuredDns ? [] : up.config.dns,
+    });
   }
 
   /**
@@ -260,7 +279,7 @@ export class DataPlane {
       if (legId === null || up == null) return;
       // Only a missing throw is worth a table write: most new addresses are outside a split tunnel's networks.
       const thrown = new Set((this.#stagedRoutes ?? []).filter((r) => r.type === "throw").map((r) => r.dst));
-      const plan = routesForLeg(this.#host.config().protectedRoutes, up.config.routes, this.#gatewayAddresses());
+      const plan = this.#plan(up);
       if (this.#stagedRoutes !== null && plan.bypass.every((b) => thrown.has(b))) return;
       await this.#writeProtectedTable(legId);
     });

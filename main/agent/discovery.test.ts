@@ -4,7 +4,7 @@ import { execFileSync } from "node:child_process";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,6 +12,7 @@ import { after, before, test } from "node:test";
 import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
 import { parseConfig, type DetourConfig, type DetourConfigInput } from "../core/config/schema.ts";
 import type { Candidate, CandidateProbe } from "../core/connection/types.ts";
+import { makeTestCertificate, type TestCertificate } from "../../test/lab/test-ca.ts";
 import {
   MAX_PORTAL_BYTES,
   configuredCandidates,
@@ -38,7 +39,12 @@ const SRV = {
 };
 
 function config(
-  over: { portalUrl?: string; gateways?: DetourConfigInput["gateways"]; identity?: DetourConfigInput["identity"] } = {},
+  over: {
+    portalUrl?: string;
+    portalTls?: { caFile?: string; pins?: string[] };
+    gateways?: DetourConfigInput["gateways"];
+    identity?: DetourConfigInput["identity"];
+  } = {},
 ): DetourConfig {
   const input: DetourConfigInput = {
     version: 1,
@@ -77,6 +83,7 @@ function config(
     discovery: {
       dns: { servers: ["192.0.2.53"], srv: [SRV.wireguard, SRV.ikev2, SRV.anyconnect] },
       ...(over.portalUrl === undefined ? {} : { portalUrl: over.portalUrl }),
+      ...(over.portalTls === undefined ? {} : { portalTls: over.portalTls }),
     },
   };
   const r = parseConfig(input);
@@ -128,11 +135,19 @@ const LAB_DNS = fakeResolver(
   { "gw2.example.test": ["192.0.2.2"], "gw9.example.test": ["192.0.2.9"] },
 );
 
-let portal: HttpServer;
+let portal: HttpsServer;
 let portalBase = "";
 let portalHits = 0;
+let portalDir = "";
+let portalCert: TestCertificate;
+/** The configuration of a portal at `path` of the test portal, trusted through its CA file unless told otherwise. */
+function withPortal(path: string, tls: { caFile?: string; pins?: string[] } = { caFile: portalCert.caFile }) {
+  return config({ portalUrl: `${portalBase}${path}`, portalTls: tls });
+}
 before(async () => {
-  portal = createHttpServer((req, res) => {
+  portalDir = mkdtempSync(join(tmpdir(), "detour-portal-"));
+  portalCert = makeTestCertificate(portalDir, { ips: ["127.0.0.1"] });
+  portal = createHttpsServer({ key: portalCert.keyPem, cert: portalCert.certPem }, (req, res) => {
     portalHits += 1;
     switch (req.url ?? "") {
       case "/ok":
@@ -149,6 +164,17 @@ before(async () => {
                 extra: "ignored",
               },
               { name: "gw7", hostname: "gw7.example.test", priority: 1, region: "ap" },
+            ],
+          }),
+        );
+        return;
+      case "/hostile":
+        res.end(
+          JSON.stringify({
+            gateways: [
+              { name: "gw2", hostname: "gw2.example.test", address: "198.19.0.9", priority: 5, region: "eu" },
+              { name: "gw3", hostname: "gw3.example.test", address: "::ffff:127.0.0.1", priority: 5, region: "eu" },
+              { name: "gw8", hostname: "gw8.example.test", address: "169.254.1.1", priority: 5, region: "eu" },
             ],
           }),
         );
@@ -177,9 +203,10 @@ before(async () => {
   await once(portal, "listening");
   const addr = portal.address();
   if (addr === null || typeof addr === "string") throw new Error("no port");
-  portalBase = `http://127.0.0.1:${addr.port}`;
+  portalBase = `https://127.0.0.1:${addr.port}`;
 });
 after(async () => {
+  rmSync(portalDir, { recursive: true, force: true });
   portal.closeAllConnections();
   await new Promise<void>((r) => {
     portal.close(() => {
@@ -248,12 +275,12 @@ test("dns-fills-missing-addresses-and-srv-only-gateways-are-not-used", async () 
 
 test("the-portal-fills-addresses-of-known-gateways-only-and-config-wins", async () => {
   const noDns = fakeResolver({}, {});
-  const r = await discover(config({ portalUrl: `${portalBase}/ok` }), { timeoutMs: TIMEOUT_MS, resolver: noDns });
+  const r = await discover(withPortal("/ok"), { timeoutMs: TIMEOUT_MS, resolver: noDns });
   const gw2 = must(r.candidates.find((c) => c.name === "gw2"));
   assert.equal(gw2.priority, 20, "the configured priority stays");
   assert.equal(gw2.address, "192.0.2.22", "with DNS silent, the portal's address is used");
   assert.deepEqual(gw2.sources, ["config", "portal"]);
-  const withDns = await discover(config({ portalUrl: `${portalBase}/ok` }), {
+  const withDns = await discover(withPortal("/ok"), {
     timeoutMs: TIMEOUT_MS,
     resolver: LAB_DNS,
   });
@@ -278,7 +305,7 @@ test("a-broken-portal-degrades-to-what-is-known-and-is-reported", async () => {
     ["/hang", /no complete answer within 400 ms/],
   ] as const) {
     const t0 = Date.now();
-    const r = await discover(config({ portalUrl: `${portalBase}${path}` }), {
+    const r = await discover(withPortal(path), {
       timeoutMs: TIMEOUT_MS,
       resolver: LAB_DNS,
     });
@@ -290,7 +317,7 @@ test("a-broken-portal-degrades-to-what-is-known-and-is-reported", async () => {
       `${path}: ${JSON.stringify(r.problems)}`,
     );
   }
-  const r = await discover(config({ portalUrl: `http://127.0.0.1:${closedTcpPort}/x` }), {
+  const r = await discover(config({ portalUrl: `https://127.0.0.1:${closedTcpPort}/x` }), {
     timeoutMs: TIMEOUT_MS,
     resolver: LAB_DNS,
   });
@@ -644,4 +671,86 @@ test("a-gateway-whose-anyconnect-answers-on-ipv4-only-is-reached-over-ipv4", asy
   assert.equal(p?.families?.ipv6?.works, true, "a RST proves the IPv6 path");
   assert.equal(p.address, "127.0.0.1");
   assert.equal(p.reachable["anyconnect-tls"], "yes");
+});
+
+test("an-http-portal-url-is-a-configuration-error-naming-the-field", () => {
+  const r = parseConfig({
+    ...JSON.parse(JSON.stringify(config())),
+    discovery: { portalUrl: "http://portal.example.test/gw" },
+  });
+  assert.ok(!r.ok);
+  assert.deepEqual(
+    r.issues.map((i) => i.path),
+    ["discovery.portalUrl"],
+  );
+  assert.match(r.issues[0]?.message ?? "", /https/);
+});
+
+test("a-portal-whose-certificate-no-trusted-ca-signed-is-refused", async () => {
+  // No CA file: the system's CAs, which never signed the throwaway test CA.
+  const r = await discover(withPortal("/ok", {}), { timeoutMs: TIMEOUT_MS, resolver: fakeResolver({}, {}) });
+  const p = r.problems.find((x) => x.source === "portal");
+  assert.match(p?.message ?? "", /certificate|CERT|verify/i, JSON.stringify(r.problems));
+  assert.equal(r.candidates.find((c) => c.name === "gw2")?.address, null, "nothing from the unverified portal");
+});
+
+test("a-portal-whose-key-matches-no-pin-is-refused-and-the-right-pin-is-enough", async () => {
+  const wrong = `sha256/${"A".repeat(43)}=`;
+  const r = await discover(withPortal("/ok", { pins: [wrong] }), {
+    timeoutMs: TIMEOUT_MS,
+    resolver: fakeResolver({}, {}),
+  });
+  const p = r.problems.find((x) => x.source === "portal");
+  assert.match(p?.message ?? "", /matches no configured pin/, JSON.stringify(r.problems));
+  assert.equal(r.candidates.find((c) => c.name === "gw2")?.address, null);
+  // The pin is the trust anchor: no CA needed (as openconnect's pin for a gateway).
+  const ok = await discover(withPortal("/ok", { pins: [wrong, portalCert.pin] }), {
+    timeoutMs: TIMEOUT_MS,
+    resolver: fakeResolver({}, {}),
+  });
+  assert.deepEqual(
+    ok.problems.filter((x) => x.source === "portal" && !/not in the configuration/.test(x.message)),
+    [],
+  );
+  assert.equal(ok.candidates.find((c) => c.name === "gw2")?.address, "192.0.2.22");
+});
+
+test("an-unreadable-portal-ca-file-fails-the-portal-closed-naming-the-field", async () => {
+  const r = await discover(withPortal("/ok", { caFile: join(portalDir, "missing.pem") }), {
+    timeoutMs: TIMEOUT_MS,
+    resolver: fakeResolver({}, {}),
+  });
+  assert.match(
+    r.problems.find((x) => x.source === "portal")?.message ?? "",
+    /discovery\.portalTls\.caFile .*missing\.pem: ENOENT/,
+  );
+  assert.equal(r.candidates.find((c) => c.name === "gw2")?.address, null);
+});
+
+test("special-use-and-protected-addresses-from-the-portal-or-dns-are-refused-with-a-reason", async () => {
+  const hostileDns = fakeResolver(
+    {},
+    { "gw2.example.test": ["127.0.0.1"], "gw3.example.test": ["198.19.0.77", "192.0.2.3"] },
+  );
+  const r = await discover(withPortal("/hostile"), { timeoutMs: TIMEOUT_MS, resolver: hostileDns });
+  const by = new Map(r.candidates.map((c) => [c.name, c]));
+  assert.equal(by.get("gw2")?.address, null, "neither DNS's loopback nor the portal's protected address");
+  assert.equal(by.get("gw3")?.address, "192.0.2.3", "the next A record that is acceptable");
+  const refused = r.problems.flatMap((p) =>
+    p.refused === undefined ? [] : [[p.source, p.refused.gateway, p.refused.address]],
+  );
+  assert.deepEqual(refused.sort(), [
+    ["dns", "gw2", "127.0.0.1"],
+    ["dns", "gw3", "198.19.0.77"],
+    ["portal", "gw2", "198.19.0.9"],
+    ["portal", "gw3", "::ffff:7f00:1"],
+    ["portal", "gw8.example.test", "169.254.1.1"],
+  ]);
+  assert.ok(
+    r.problems.some((p) =>
+      /gw2: 198\.19\.0\.9 from the portal refused: inside the protected network 198\.19\.0\.0\/24/.test(p.message),
+    ),
+    JSON.stringify(r.problems),
+  );
+  assert.equal(r.unpinned.find((u) => u.name === "gw8")?.address, null);
 });

@@ -11,6 +11,13 @@
  * resolved one brings both families, A and AAAA, asked side by side. A failing DNS server or portal degrades to
  * what is known and is reported; discovery never throws.
  *
+ * Addresses from the network are judged before use (main/core/net/address-guard.ts, through opts.guard): a gateway
+ * address becomes a kill-switch allowance and a throw out of the protected table, so one that is special use
+ * (loopback, link-local, multicast, ...), inside a protected network or inside the device's own networks is
+ * refused, reported as a problem with `refused` set, and the next acceptable answer (if any) is used instead. The
+ * portal is fetched over https only, its certificate verified against the system's CAs or the configured CA file,
+ * or its public key pinned; redirects are not followed.
+ *
  * Address family (the policy itself is main/core/connection/address-family.ts): before any probe a dual-stack
  * candidate's `address` is its IPv4 one; the probe then tries both addresses at once and reports the chosen one
  * in `probe.address` (IPv6 when it answers and IPv4 is not clearly faster). Fast fallback: as soon as one family
@@ -26,7 +33,11 @@
  *    DTLS "no". Proving a UDP protocol "yes" needs its real handshake, which is the race's job.
  */
 import { connect as netConnect, isIP, type Socket as NetSocket } from "node:net";
-import { connect as tlsConnect } from "node:tls";
+import { connect as tlsConnect, TLSSocket } from "node:tls";
+import { createHash, X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { request as httpsRequest } from "node:https";
+import { Readable } from "node:stream";
 import { createSocket } from "node:dgram";
 import { Resolver } from "node:dns/promises";
 import { z } from "zod";
@@ -42,6 +53,7 @@ import {
   type LegKind,
 } from "../core/connection/types.ts";
 import { canonicalIp, ipFamily } from "../core/ip-address.ts";
+import { gatewayAddressRefusal } from "../core/net/address-guard.ts";
 import { BodyTooLargeError, readBoundedBody } from "../shared/bounded-body.ts";
 
 // ---- timers and bounds ----
@@ -77,15 +89,25 @@ export interface DnsResolver {
   cancel(): void;
 }
 
-/** A GET of the portal: global fetch in production, injectable for tests. */
+/** A GET of the portal: httpsGet (certificate verified or pinned) in production, injectable for tests. */
 export type FetchLike = (
   url: string,
-  init: { signal: AbortSignal; redirect: "follow"; headers: Record<string, string> },
+  init: { signal: AbortSignal; headers: Record<string, string> },
 ) => Promise<Response>;
+
+/** How the portal's certificate is trusted: the system's CAs, a CA file's (PEM text), or pinned public keys. */
+export interface PortalTrust {
+  /** PEM CA certificates; the system's when absent. */
+  ca?: string;
+  /** SHA-256 of the server's SubjectPublicKeyInfo ("sha256/<base64>" or "pin-sha256:<base64>"); replaces the CA check. */
+  pins?: readonly string[];
+}
 
 export interface DiscoveryProblem {
   source: "dns" | "portal";
   message: string;
+  /** Set when an address was refused (main/core/net/address-guard.ts): which gateway, which address, why. */
+  refused?: { gateway: string; address: string; reason: string };
 }
 
 /** A gateway that DNS or the portal names but the configuration does not pin: never raced, only reported. */
@@ -114,6 +136,12 @@ export interface DiscoveryOptions {
   fetch?: FetchLike;
   /** Each problem as it is found (for the log); the same list is in DiscoveryResult.problems. */
   onProblem?: (p: DiscoveryProblem) => void;
+  /**
+   * Judges each address DNS or the portal gives (configured ones are trusted): a reason refuses it, and it is
+   * then never a candidate's address, so never a kill-switch allowance. Without one, special-use addresses and
+   * the protected networks are still refused (the local networks are the caller's to know).
+   */
+  guard?: (address: string) => string | null;
 }
 
 // ---- the portal document ----
@@ -236,7 +264,24 @@ async function dnsStage(
   resolver: DnsResolver,
   d: Deadline,
   problem: (p: DiscoveryProblem) => void,
+  guard: (address: string) => string | null,
 ): Promise<DnsFindings> {
+  const nameOf = new Map(config.gateways.map((g) => [normalizeHost(g.hostname), g.name]));
+  /** The first address of the family the guard accepts; each refused one is a problem. */
+  const firstAccepted = (host: string, family: "ipv4" | "ipv6", found: string[]): string | undefined =>
+    found
+      .filter((a) => ipFamily(a) === family)
+      .find((a) => {
+        const reason = guard(a);
+        if (reason === null) return true;
+        const gateway = nameOf.get(host) ?? host;
+        problem({
+          source: "dns",
+          message: `${gateway}: ${a} from DNS (${family === "ipv4" ? "A" : "AAAA"} ${host}) refused: ${reason}; not used`,
+          refused: { gateway, address: canonicalIp(a), reason },
+        });
+        return false;
+      });
   const srv = new Map<string, { kinds: Set<LegKind>; priority: number }>();
   const addresses = new Map<string, CandidateAddresses>();
   const asked = new Set<string>();
@@ -245,8 +290,8 @@ async function dnsStage(
     if (asked.has(host)) return;
     asked.add(host);
     const [r4, r6] = await Promise.all([settleBy(resolver.resolve4(host), d), settleBy(resolver.resolve6(host), d)]);
-    const v4 = r4.ok ? r4.value.find((a) => ipFamily(a) === "ipv4") : undefined;
-    const v6 = r6.ok ? r6.value.find((a) => ipFamily(a) === "ipv6") : undefined;
+    const v4 = r4.ok ? firstAccepted(host, "ipv4", r4.value) : undefined;
+    const v6 = r6.ok ? firstAccepted(host, "ipv6", r6.value) : undefined;
     if (v4 !== undefined || v6 !== undefined)
       addresses.set(host, { ipv4: v4 ?? null, ipv6: v6 === undefined ? null : canonicalIp(v6) });
     else
@@ -300,17 +345,26 @@ async function dnsStage(
 export type PortalResult = { ok: true; gateways: PortalGateway[] } | { ok: false; error: string };
 
 /** GETs the portal's gateway list within `timeoutMs` and MAX_PORTAL_BYTES; failures come back as values. */
-export async function fetchPortal(url: string, opts: { timeoutMs: number; fetch?: FetchLike }): Promise<PortalResult> {
+export async function fetchPortal(
+  url: string,
+  opts: { timeoutMs: number; fetch?: FetchLike; trust?: PortalTrust },
+): Promise<PortalResult> {
+  if (!url.startsWith("https://"))
+    return { ok: false, error: "not an https URL: the portal is never fetched in clear" };
   const ac = new AbortController();
   const timer = setTimeout(() => {
     ac.abort(new Error(`no complete answer within ${opts.timeoutMs} ms`));
   }, opts.timeoutMs);
-  const doFetch: FetchLike = opts.fetch ?? ((u, init) => fetch(u, init));
+  const doFetch: FetchLike = opts.fetch ?? ((u, init) => httpsGet(u, { ...init, trust: opts.trust ?? {} }));
   try {
-    const res = await doFetch(url, { signal: ac.signal, redirect: "follow", headers: { accept: "application/json" } });
+    const res = await doFetch(url, { signal: ac.signal, headers: { accept: "application/json" } });
     if (!res.ok) {
       await res.body?.cancel().catch(() => undefined);
-      return { ok: false, error: `HTTP ${res.status}` };
+      // Redirects are not followed: one to http, or to a host the trust was not set up for, would be a downgrade.
+      return {
+        ok: false,
+        error: `HTTP ${res.status}${res.status >= 300 && res.status < 400 ? " (redirects are not followed)" : ""}`,
+      };
     }
     const text = (await readBoundedBody(res, MAX_PORTAL_BYTES)).toString("utf8");
     let json: unknown;
@@ -333,7 +387,8 @@ export async function fetchPortal(url: string, opts: { timeoutMs: number; fetch?
     const reason: unknown = ac.signal.aborted ? ac.signal.reason : e;
     // fetch says only "fetch failed"; the reason (ECONNREFUSED, a TLS error, ...) is in its cause.
     const c = (e as { cause?: { code?: string; message?: string } }).cause;
-    const cause = c?.code ?? c?.message;
+    const cause =
+      c?.code !== undefined && c.message !== undefined ? `${c.code}: ${c.message}` : (c?.code ?? c?.message);
     return {
       ok: false,
       error: reason instanceof Error ? `${reason.message}${cause === undefined ? "" : ` (${cause})`}` : String(reason),
@@ -341,6 +396,79 @@ export async function fetchPortal(url: string, opts: { timeoutMs: number; fetch?
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** The SHA-256 of a certificate's SubjectPublicKeyInfo, base64: what a pin names. */
+export function spkiSha256(certDer: Buffer): string {
+  const spki = new X509Certificate(certDer).publicKey.export({ type: "spki", format: "der" });
+  return createHash("sha256").update(spki).digest("base64");
+}
+
+function pinValue(pin: string): string {
+  return pin.replace(/^(pin-)?sha256[:/]/, "");
+}
+
+/**
+ * GET over https with the server's certificate checked: by a pin when pins are given (the pin is the trust anchor,
+ * as openconnect's), else against `trust.ca` or the system's CAs with the host name. The pin is checked as soon as
+ * the handshake is done, so the answer of a server whose key matches no pin is never read.
+ */
+export function httpsGet(
+  url: string,
+  init: { signal: AbortSignal; headers: Record<string, string>; trust: PortalTrust },
+): Promise<Response> {
+  const pins = init.trust.pins?.map(pinValue);
+  return new Promise<Response>((resolve, reject) => {
+    const req = httpsRequest(url, {
+      method: "GET",
+      headers: init.headers,
+      signal: init.signal,
+      agent: false,
+      ...(pins === undefined ? { rejectUnauthorized: true } : { rejectUnauthorized: false }),
+      ...(init.trust.ca === undefined ? {} : { ca: init.trust.ca }),
+    });
+    /** Null when the peer's key matches a pin (or no pins are set), else why not. */
+    const pinFailure = (sock: unknown): string | null => {
+      if (pins === undefined) return null;
+      if (!(sock instanceof TLSSocket)) return "the portal's connection is not TLS";
+      const cert = sock.getPeerCertificate();
+      if (Object.keys(cert).length === 0) return "the portal sent no certificate";
+      const got = spkiSha256(cert.raw);
+      return pins.includes(got) ? null : `the portal's public key (sha256/${got}) matches no configured pin`;
+    };
+    req.once("socket", (sock) => {
+      sock.once("secureConnect", () => {
+        const failure = pinFailure(sock);
+        if (failure !== null) req.destroy(Object.assign(new Error(failure), { code: "ERR_PORTAL_PIN_MISMATCH" }));
+      });
+    });
+    req.once("response", (res) => {
+      const failure = pinFailure(res.socket);
+      if (failure !== null) {
+        res.destroy();
+        reject(
+          Object.assign(new Error("fetch failed"), {
+            cause: Object.assign(new Error(failure), { code: "ERR_PORTAL_PIN_MISMATCH" }),
+          }),
+        );
+        return;
+      }
+      const headers = new Headers();
+      for (const [k, v] of Object.entries(res.headers))
+        if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(", ") : v);
+      const status = res.statusCode ?? 0;
+      resolve(
+        new Response(status === 204 || status === 304 ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>), {
+          status,
+          headers,
+        }),
+      );
+    });
+    req.once("error", (e) => {
+      reject(Object.assign(new Error("fetch failed"), { cause: e }));
+    });
+    req.end();
+  });
 }
 
 // ---- merge ----
@@ -366,17 +494,41 @@ export async function discover(config: DetourConfig, opts: DiscoveryOptions): Pr
     resolver.cancel();
   });
   const url = config.discovery.portalUrl;
+  const guard =
+    opts.guard ??
+    ((a: string) => gatewayAddressRefusal(a, { protectedNetworks: config.protectedRoutes, localNetworks: [] }));
   try {
     const [dns, portal] = await Promise.all([
-      dnsStage(config, resolver, d, problem),
+      dnsStage(config, resolver, d, problem, guard),
       url === undefined
         ? Promise.resolve<PortalResult>({ ok: true, gateways: [] })
-        : fetchPortal(url, { timeoutMs: opts.timeoutMs, ...(opts.fetch === undefined ? {} : { fetch: opts.fetch }) }),
+        : portalTrust(config).then((trust) =>
+            "error" in trust
+              ? { ok: false as const, error: trust.error }
+              : fetchPortal(url, {
+                  timeoutMs: opts.timeoutMs,
+                  trust,
+                  ...(opts.fetch === undefined ? {} : { fetch: opts.fetch }),
+                }),
+          ),
     ]);
     if (!portal.ok) problem({ source: "portal", message: `${url ?? "portal"}: ${portal.error}` });
-    return merge(config, dns, portal.ok ? portal.gateways : [], problem, problems);
+    return merge(config, dns, portal.ok ? portal.gateways : [], problem, problems, guard);
   } finally {
     d.clear();
+  }
+}
+
+/** The portal's trust from the configuration; a CA file that cannot be read fails the portal closed. */
+function portalTrust(config: DetourConfig): Promise<PortalTrust | { error: string }> {
+  const tls = config.discovery.portalTls;
+  const trust: PortalTrust = tls?.pins === undefined ? {} : { pins: tls.pins };
+  if (tls?.caFile === undefined) return Promise.resolve(trust);
+  try {
+    return Promise.resolve({ ...trust, ca: readFileSync(tls.caFile, "utf8") });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    return Promise.resolve({ error: `discovery.portalTls.caFile ${tls.caFile}: ${err.code ?? err.message}` });
   }
 }
 
@@ -391,7 +543,20 @@ function merge(
   portal: PortalGateway[],
   problem: (p: DiscoveryProblem) => void,
   problems: DiscoveryProblem[],
+  guard: (address: string) => string | null,
 ): DiscoveryResult {
+  /** The portal's address for a gateway, or null when the guard refuses it (a problem says why). */
+  const portalAccepted = (gateway: string, address: string | undefined): string | null => {
+    if (address === undefined) return null;
+    const reason = guard(address);
+    if (reason === null) return canonicalIp(address);
+    problem({
+      source: "portal",
+      message: `${gateway}: ${address} from the portal refused: ${reason}; not used`,
+      refused: { gateway, address: canonicalIp(address), reason },
+    });
+    return null;
+  };
   const candidates = configuredCandidates(config);
   const byHost = new Map(candidates.map((c) => [c.hostname, c]));
   const byName = new Map(candidates.map((c) => [c.name, c]));
@@ -424,13 +589,14 @@ function merge(
     const c = byName.get(p.name) ?? byHost.get(host);
     if (c !== undefined) {
       addSource(c, "portal");
-      if (p.address !== undefined) portalAddress.set(c, p.address);
+      const accepted = portalAccepted(c.name, p.address);
+      if (accepted !== null) portalAddress.set(c, accepted);
       continue;
     }
     const u = unpinnedOf(host);
     u.name = p.name;
     u.priority ??= p.priority;
-    u.address ??= p.address ?? null;
+    u.address ??= portalAccepted(host, p.address);
     if (!u.sources.includes("portal")) u.sources.push("portal");
   }
   // Address precedence: configured, then DNS (both families), then the portal's.

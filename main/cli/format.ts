@@ -201,6 +201,10 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
     `last failover: ${s.lastFailover === null ? "none" : `${formatFailover(s.lastFailover)} (at ${clock(s.lastFailover.detectedAt)})`}`,
   );
   if (s.lastDrill != null) out.push(`last drill: ${formatDrillLine(s.lastDrill)} (at ${clock(s.lastDrill.startedAt)})`);
+  for (const r of s.refused ?? [])
+    out.push(
+      `refused ${r.kind} ${r.value} for ${r.gateway} from ${r.source}: ${r.reason} (${r.count}x, last at ${clock(r.at)})`,
+    );
   return out.join("\n") + "\n";
 }
 

@@ -13,7 +13,7 @@ export function isIpv4(s: string): boolean {
 }
 
 /** The eight 16-bit groups of an IPv6 literal, or null. Zone ids ("%eth0") and prefixes are not addresses. */
-function ipv6Groups(s: string): number[] | null {
+export function ipv6Groups(s: string): number[] | null {
   if (s.length < 2 || s.length > 45 || !/^[0-9A-Fa-f:.]+$/.test(s)) return null;
   const halves = s.split("::");
   if (halves.length > 2) return null;

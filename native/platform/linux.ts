@@ -4,6 +4,7 @@ import { WireGuardSpare } from "../engines/wireguard/wireguard-spare.ts";
 import { applyDns, restoreDns } from "./dns.linux.ts";
 import { applyDrillBlock, drillBlockPresent, removeDrillBlock } from "./drill-firewall.linux.ts";
 import { applyKillSwitch } from "./firewall.linux.ts";
+import { localNetworks } from "./local-networks.linux.ts";
 import { networkId } from "./netid.linux.ts";
 import type { Platform } from "./platform.ts";
 import {
@@ -38,7 +39,7 @@ export function linuxPlatform(): Platform {
         present: () => drillBlockPresent(),
       },
     },
-    network: { networkId: (input) => networkId(input) },
+    network: { networkId: (input) => networkId(input), localNetworks: () => localNetworks() },
     engines: {
       // Only a spare this platform launched can be adopted; anything else is not a wireguard-go it knows.
       create: (spec, spare) => createEngine(spec, spare instanceof WireGuardSpare ? { wireguardSpare: spare } : {}),

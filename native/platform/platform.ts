@@ -86,6 +86,12 @@ export interface PlatformNetwork {
    * `resolvConf` describes the network's own resolvers; `signal` cuts the slow part short.
    */
   networkId(input: { towards: string; resolvConf: string; signal?: AbortSignal }): Promise<string>;
+  /**
+   * The networks the device is on: each address with its prefix length ("192.168.1.7/24") and its device, both
+   * families, loopback left out. A gateway address from DNS or the portal inside one is refused. Rejects when
+   * they cannot be read.
+   */
+  localNetworks(): Promise<{ dev: string; prefix: string }[]>;
 }
 
 /** A tunnel device and engine process started ahead of a leg (a spare wireguard-go): no address, no peer. */

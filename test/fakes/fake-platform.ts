@@ -26,6 +26,9 @@ export interface GatewayScript {
   refuse?: EngineErrorCode;
   /** In-tunnel round trip. */
   rttMs: number;
+  /** What the gateway pushes: routes (none by default) and resolvers (198.19.0.53 by default). */
+  pushedRoutes?: string[];
+  pushedDns?: string[];
 }
 
 export type PlatformStep =
@@ -52,6 +55,8 @@ export interface PlatformCall {
 export class FakeWorld {
   readonly clock: FakeClock;
   readonly gateways = new Map<string, GatewayScript>();
+  /** The device's own networks (null: they cannot be read). */
+  localNetworks: string[] | null = ["192.168.1.7/24"];
   readonly calls: PlatformCall[] = [];
   /** Steps that throw (or reject) when the daemon asks for them. */
   readonly failing = new Set<PlatformStep>();
@@ -164,8 +169,8 @@ export class FakeEngine implements TunnelEngine {
           config: {
             ifname: this.spec.runtime.ifname,
             addresses: [`${address}/32`],
-            routes: [],
-            dns: ["198.19.0.53"],
+            routes: now.pushedRoutes ?? [],
+            dns: now.pushedDns ?? ["198.19.0.53"],
             mtu: 1420,
           },
           timings: {
@@ -286,7 +291,13 @@ export function fakePlatform(world: FakeWorld): Platform {
         present: () => Promise.resolve(false),
       },
     },
-    network: { networkId: () => later("network.id", "", () => "fake-network") },
+    network: {
+      networkId: () => later("network.id", "", () => "fake-network"),
+      localNetworks: () =>
+        world.localNetworks === null
+          ? Promise.reject(new Error("ip address show failed (fake)"))
+          : Promise.resolve(world.localNetworks.map((prefix) => ({ dev: "eth0", prefix }))),
+    },
     engines: {
       create: (spec, spare) => {
         const e = new FakeEngine(world, spec, spare !== undefined);

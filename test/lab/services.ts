@@ -98,6 +98,12 @@ export async function startCorpDns(topo: LabTopology, labDir: string): Promise<n
   return pid;
 }
 
+/** Names the lab's DNS answers with addresses no gateway may have: an intranet host and loopback. */
+export const HOSTILE_NAMES: Readonly<Record<string, string>> = {
+  [`intranet-gw.${DOMAIN}`]: "198.19.0.1",
+  [`loopback-gw.${DOMAIN}`]: "127.0.0.1",
+};
+
 export function dnsmasqConf(topo: LabTopology, logFile: string): string {
   const lines = [
     "# Authoritative answers for the lab's gateway names; nothing is forwarded anywhere.",
@@ -120,6 +126,8 @@ export function dnsmasqConf(topo: LabTopology, logFile: string): string {
     lines.push(`srv-host=${SRV_NAMES.anyconnect},${g.hostname},${PORTS.anyconnect},${g.priority},${weight}`);
   }
   lines.push(`host-record=collector.${DOMAIN},${topo.collector.address}`);
+  // A hostile network's answers, for the tests that show detourd refuses them as gateway addresses.
+  for (const [name, address] of Object.entries(HOSTILE_NAMES)) lines.push(`host-record=${name},${address}`);
   return lines.join("\n") + "\n";
 }
 

@@ -37,6 +37,11 @@ export const TlsPin = z
   .string()
   .regex(/^pin-sha256:[A-Za-z0-9+/]{43}=$/, "expected pin-sha256:<base64 of the SHA-256 of the server's public key>");
 
+/** The SHA-256 of a server's SubjectPublicKeyInfo, as openconnect and HPKP spell it. */
+export const SpkiPin = z
+  .string()
+  .regex(/^(pin-)?sha256[:/][A-Za-z0-9+/]{43}=$/, "expected sha256/<base64 of the SHA-256 of the server's public key>");
+
 /**
  * Where a secret comes from. Secrets are never written inline in the configuration, so the file can be
  * shown in diagnostics and logs without redaction of its own.
@@ -125,7 +130,29 @@ export const Discovery = z
       })
       .strict()
       .optional(),
-    portalUrl: z.url().optional(),
+    /**
+     * The portal's answer names gateway addresses, which become kill-switch allowances: it is fetched over https
+     * only, with the server's certificate verified against the system's CAs (or `portalTls.caFile`) or its public
+     * key pinned (`portalTls.pins`).
+     */
+    portalUrl: z
+      .url({ protocol: /^https$/, error: "expected an https URL: the portal is never fetched in clear" })
+      .optional(),
+    portalTls: z
+      .object({
+        caFile: z
+          .string()
+          .regex(/^\//, "expected an absolute path")
+          .optional()
+          .describe("PEM file of the CA that signs the portal's certificate; the system's CAs when absent"),
+        pins: z
+          .array(SpkiPin)
+          .min(1)
+          .optional()
+          .describe("SHA-256 pins of the portal's public key: when set, a server whose key matches none is refused"),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -324,6 +351,20 @@ export const DetourConfig = z
     standby: StandbyPolicy.default({ mode: "on", probeIntervalMs: 250, freshMs: 750 }),
     retry: RetryPolicy.default({ initialMs: 1000, maxMs: 30_000 }),
     diagnostics: Diagnostics.optional(),
+    /**
+     * Which routes a gateway may push: a pushed prefix is taken only inside one of these (the protected networks
+     * when absent). ["0.0.0.0/0"] lets gateways push anything, a full tunnel included; a push capturing a gateway's
+     * own address is refused regardless.
+     */
+    pushedRoutes: z
+      .object({
+        allow: z
+          .array(Ipv4Cidr)
+          .min(1)
+          .describe("prefixes a pushed route must lie inside; the protected networks when absent"),
+      })
+      .strict()
+      .optional(),
     /** Block protected traffic outside the tunnel even while disconnected. */
     lockdown: z.boolean().default(false),
   })

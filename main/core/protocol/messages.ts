@@ -40,6 +40,7 @@ import { MAX_SLA_MS, MIN_SLA_MS } from "../drill.ts";
 import type { EngineErrorCode } from "../tunnel/engine-types.ts";
 import type { TelemetryStatus } from "../telemetry/status.ts";
 import { SETTING_KEY_LIST } from "../policy/settings.ts";
+import type { RefusedInput } from "../net/refusals.ts";
 import type { PolicyEvent, PolicyStatus, PrefsPayload } from "../policy/status.ts";
 import { REJECTION_CODES } from "../policy/verify.ts";
 
@@ -369,6 +370,8 @@ export type StatusPayload = ConnectionSnapshot & {
   lastDrill?: DrillResult | null;
   /** The gateway chosen with set-gateway, or null for automatic; absent from a daemon without set-gateway. */
   gatewayChoice?: string | null;
+  /** What detourd refused to take from the network (gateway addresses, pushed routes and resolvers), newest last. */
+  refused?: RefusedInput[];
 };
 export const StatusPayloadSchema = z.looseObject({
   ...snapshotShape,
@@ -377,6 +380,19 @@ export const StatusPayloadSchema = z.looseObject({
   policy: PolicyStatusSchema.optional(),
   lastDrill: DrillResultSchema.nullable().optional(),
   gatewayChoice: z.string().nullable().optional(),
+  refused: z
+    .array(
+      z.looseObject({
+        kind: z.enum(["gateway-address", "pushed-route", "pushed-dns"]),
+        source: z.string(),
+        gateway: z.string(),
+        value: z.string(),
+        reason: z.string(),
+        at: z.number(),
+        count: z.int().min(1),
+      }),
+    )
+    .optional(),
 }) satisfies z.ZodType<StatusPayload>;
 
 /** A candidate with its place in the daemon's ranking (1 is tried first). */
