@@ -330,6 +330,7 @@ export const PolicyStatusSchema = z.looseObject({
   appliedAt: z.number().nullable(),
   locked: z.array(SettingKeySchema),
   lastRejection: RejectionSchema.nullable(),
+  ignoredPrefs: z.array(z.looseObject({ key: SettingKeySchema, value: z.unknown(), reason: z.string() })).optional(),
 }) satisfies z.ZodType<PolicyStatus>;
 export const PrefsPayloadSchema = z.looseObject({
   organisation: z.string().nullable(),
@@ -340,6 +341,7 @@ export const PrefsPayloadSchema = z.looseObject({
       source: z.enum(["default", "user", "policy"]),
       locked: z.boolean(),
       scope: z.enum(["user", "managed"]),
+      ignored: z.string().optional(),
     }),
   ),
 }) satisfies z.ZodType<PrefsPayload>;
