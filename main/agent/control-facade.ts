@@ -21,6 +21,7 @@ import type {
   MachineInput,
   RaceRecord,
 } from "../core/connection/types.ts";
+import type { LockdownStateReport } from "../core/lockdown-state.ts";
 import type { TelemetryStatus } from "../core/telemetry/status.ts";
 import type { CandidateRefresh } from "./candidate-refresh.ts";
 import type { ConnectionEvents } from "./connection-events.ts";
@@ -68,6 +69,8 @@ export interface ControlParts {
   telemetry: TelemetryHandle;
   drills: DrillRunner;
   history: TunnelHistory;
+  /** The lockdown state recorded for the early-boot step (lockdown-state-store.ts). */
+  lockdownState(): LockdownStateReport;
   log: Logger;
 }
 
@@ -77,6 +80,7 @@ export type DaemonStatus = ConnectionSnapshot & {
   telemetry: TelemetryStatus;
   daemon: { version: string; pid: number; startedAt: number; configPath: string };
   lastDrill: DrillResult | null;
+  lockdownState: LockdownStateReport;
 };
 
 /** The active leg's in-tunnel numbers over the health window. */
@@ -125,6 +129,7 @@ export class ControlFacade {
       telemetry: p.telemetry.current?.status() ?? tunnelOnlyStatus(tunnelHealth(p.loop)),
       daemon: { version: p.info.version, pid: process.pid, startedAt: p.info.startedAt, configPath: p.info.configPath },
       lastDrill: p.drills.last,
+      lockdownState: p.lockdownState(),
     };
   }
 

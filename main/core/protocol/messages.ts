@@ -21,6 +21,7 @@
  * request (bad JSON with no readable id, a line over MAX_LINE_LENGTH, no hello) has `id: null`. Envelopes are
  * strict (an unknown field is an error); payloads are loose objects, so a newer daemon may add fields.
  */
+import type { LockdownStateReport } from "../lockdown-state.ts";
 import { z } from "zod";
 import {
   LEG_KINDS,
@@ -371,6 +372,8 @@ export type StatusPayload = ConnectionSnapshot & {
   lastDrill?: DrillResult | null;
   /** The gateway chosen with set-gateway, or null for automatic; absent from a daemon without set-gateway. */
   gatewayChoice?: string | null;
+  /** The lockdown state recorded for the early-boot step; `error` says why the last write failed. */
+  lockdownState?: LockdownStateReport;
 };
 export const StatusPayloadSchema = z.looseObject({
   ...snapshotShape,
@@ -379,6 +382,9 @@ export const StatusPayloadSchema = z.looseObject({
   policy: PolicyStatusSchema.optional(),
   lastDrill: DrillResultSchema.nullable().optional(),
   gatewayChoice: z.string().nullable().optional(),
+  lockdownState: z
+    .looseObject({ path: z.string(), lockdown: z.boolean().nullable(), error: z.string().nullable() })
+    .optional(),
 }) satisfies z.ZodType<StatusPayload>;
 
 /** A candidate with its place in the daemon's ranking (1 is tried first). */
