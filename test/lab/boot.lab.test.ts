@@ -5,7 +5,8 @@
  * connect, as systemd starts it after network-online.target. The router counts every packet to corp that left
  * the client outside a tunnel in the meantime. Without the early-boot step (detour-early-block.service) that gap
  * leaks; with it (run before the network comes up, from the lockdown state detourd recorded on its previous run)
- * nothing does, and detourd takes the table over without a gap.
+ * nothing does, and detourd takes the table over without a gap. A damaged state file fails closed: the early
+ * step blocks everything, nothing leaks, and detourd writes the state again.
  */
 import assert from "node:assert/strict";
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -47,6 +48,10 @@ function stateDir(): string {
   return join(lab.labDirOf(ID), "detourd-state");
 }
 
+function statePath(): string {
+  return join(stateDir(), LOCKDOWN_STATE_FILE);
+}
+
 /** Packets from the client's uplink to corp's networks that reached the router: leaks. */
 async function leakedToRouter(): Promise<number> {
   const out = await nsRun(topo().router.ns, ["nft", "-j", "list", "table", "inet", WITNESS_TABLE]);
@@ -78,7 +83,7 @@ async function networkUp(): Promise<void> {
 }
 
 /** The early-boot step as the unit runs it (the TypeScript entry through tsx instead of the bundle). */
-async function earlyStep(): Promise<void> {
+async function earlyStep(expect: RegExp): Promise<void> {
   const r = await run(
     "ip",
     [
@@ -95,19 +100,27 @@ async function earlyStep(): Promise<void> {
     { timeoutMs: EARLY_STEP_TIMEOUT_MS },
   );
   assert.equal(r.code, 0, `the early step succeeded: ${r.stderr}`);
-  assert.match(r.stderr, /"msg":"early block: blocking","reason":"lockdown is on"/);
+  assert.match(r.stderr, expect);
 }
 
 /** One boot; returns the packets to corp that reached the router outside a tunnel. */
-async function bootOnce(withEarlyStep: boolean): Promise<number> {
+/** How the boot goes: no early step, the early step over the recorded state, or over a damaged state file. */
+type Boot = "without-early-step" | "with-early-step" | "damaged-state";
+
+async function bootOnce(how: Boot): Promise<number> {
   await reboot();
   const base = await leakedToRouter();
   if (probe === undefined) throw new Error("the probe agent did not start");
   const traffic = probe.stream({ host: topo().corp.address, port: 7, ratePerSec: 50, durationMs: STREAM_MS });
   try {
     await sleep(300);
-    if (withEarlyStep) {
-      await earlyStep();
+    if (how === "damaged-state") writeFileSync(statePath(), '{"format":"detour-lockdown-state/1","lockd');
+    if (how !== "without-early-step") {
+      await earlyStep(
+        how === "with-early-step"
+          ? /"msg":"early block: blocking","reason":"lockdown is on"/
+          : /"level":"warn","msg":"early block: blocking","reason":"the lockdown state is not JSON: .*fail closed\)"/,
+      );
       assert.equal(await killSwitchPresent(), true, "the blocking table is in force before the network comes up");
     }
     await networkUp();
@@ -157,7 +170,7 @@ before(async () => {
     { mode: 0o600 },
   );
   // The previous run: detourd under lockdown records the state the next boot's early step reads.
-  rmSync(join(stateDir(), LOCKDOWN_STATE_FILE), { force: true });
+  rmSync(statePath(), { force: true });
   const a = await agentStart(ID);
   client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
   const s = await waitForStatus(client, "disconnected", (x) => x.state === "disconnected", 10_000);
@@ -165,7 +178,7 @@ before(async () => {
   client.close();
   client = null;
   await agentStop(ID);
-  assert.ok(existsSync(join(stateDir(), LOCKDOWN_STATE_FILE)));
+  assert.ok(existsSync(statePath()));
 });
 
 after(async () => {
@@ -178,15 +191,19 @@ after(async () => {
 });
 
 test(
-  "a-boot-under-lockdown-leaks-in-the-gap-without-the-early-step-and-nothing-with-it",
-  { timeout: 240_000 },
+  "a-boot-under-lockdown-leaks-in-the-gap-without-the-early-step-and-nothing-with-it-even-from-a-damaged-state",
+  { timeout: 300_000 },
   async () => {
-    const without = await bootOnce(false);
-    const withEarly = await bootOnce(true);
+    const without = await bootOnce("without-early-step");
+    const withEarly = await bootOnce("with-early-step");
+    const damaged = await bootOnce("damaged-state");
     console.log(
-      `boot under lockdown, ${GAP_MS} ms between the network coming up and detourd starting: packets to corp that reached the router outside a tunnel: ${without} without the early step, ${withEarly} with it`,
+      `boot under lockdown, ${GAP_MS} ms between the network coming up and detourd starting: packets to corp that reached the router outside a tunnel: ${without} without the early step, ${withEarly} with it, ${damaged} with it over a damaged state file`,
     );
     assert.ok(without > 0, `control: without the early step the gap leaks (${without} packets)`);
     assert.equal(withEarly, 0, "with the early step nothing leaks, from boot to connected");
+    assert.equal(damaged, 0, "a damaged state file fails closed");
+    const healed = JSON.parse(readFileSync(statePath(), "utf8")) as { lockdown?: unknown };
+    assert.equal(healed.lockdown, true, "detourd wrote the state again at start");
   },
 );
