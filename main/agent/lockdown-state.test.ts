@@ -9,11 +9,12 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 import { parseConfig, type DetourConfig } from "../core/config/schema.ts";
 import type { KillSwitchRules } from "../core/killswitch.ts";
-import { LOCKDOWN_STATE_FILE } from "../core/lockdown-state.ts";
+import { EARLY_BLOCK_REPORT_FILE, LOCKDOWN_STATE_FILE } from "../core/lockdown-state.ts";
 import { FakeClock } from "../../test/fakes/fake-clock.ts";
 import { FakeWorld, fakeFinder, fakePlatform, fakeProber } from "../../test/fakes/fake-platform.ts";
 import { Daemon } from "./daemon.ts";
 import { earlyBlock } from "./early-block.ts";
+import { currentBootId } from "./lockdown-state-store.ts";
 import type { Logger } from "./log.ts";
 
 const root = mkdtempSync(join(tmpdir(), "detour-lockdown-state-test-"));
@@ -97,6 +98,7 @@ test("detourd-records-lockdown-and-the-protected-networks-at-start-and-on-every-
     path: join(stateDir, LOCKDOWN_STATE_FILE),
     lockdown: true,
     error: null,
+    bootBlock: null,
   });
   const locked = await boot(stateDir);
   assert.equal(locked.applied?.mode, "blocking", "the next boot blocks before the network comes up");
@@ -147,4 +149,28 @@ test("a-block-that-cannot-be-applied-rejects-so-the-unit-fails", async () => {
     /Operation not permitted/,
   );
   await control.shutdown();
+});
+
+test("detourd-shows-what-the-early-step-did-this-boot-and-ignores-an-earlier-boots-report", async () => {
+  const stateDir = join(root, "s5");
+  mkdirSync(stateDir);
+  const report = {
+    bootId: currentBootId(),
+    at: "2026-12-07T06:00:00.000Z",
+    action: "failed",
+    reason: "the blocking table could not be applied: nft: Operation not permitted",
+    failClosed: false,
+  };
+  writeFileSync(join(stateDir, EARLY_BLOCK_REPORT_FILE), JSON.stringify(report));
+  const thisBoot = daemon(config(true), stateDir);
+  assert.deepEqual(
+    thisBoot.control.status().lockdownState.bootBlock,
+    { at: report.at, action: report.action, reason: report.reason, failClosed: false },
+    "a failed block at boot is reported",
+  );
+  await thisBoot.control.shutdown();
+  writeFileSync(join(stateDir, EARLY_BLOCK_REPORT_FILE), JSON.stringify({ ...report, bootId: "another-boot" }));
+  const later = daemon(config(true), stateDir);
+  assert.equal(later.control.status().lockdownState.bootBlock, null);
+  await later.control.shutdown();
 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
   earlyBlockDecision,
+  earlyBlockOfThisBoot,
   encodeLockdownState,
   LOCKDOWN_STATE_FORMAT,
   lockdownStateFor,
@@ -55,4 +56,20 @@ test("the-state-records-the-format-lockdown-and-what-is-protected", () => {
     protectedNetworks: ["198.19.0.0/16"],
     tunnelDevices: ["dt-*", "ipsec*"],
   });
+});
+
+test("the-early-steps-report-counts-only-for-the-boot-it-was-written-in", () => {
+  const report = {
+    bootId: "b-1",
+    at: "2026-12-07T06:00:00.000Z",
+    action: "block",
+    reason: "lockdown is on",
+    failClosed: false,
+  };
+  assert.deepEqual(earlyBlockOfThisBoot(JSON.stringify(report), "b-1"), report);
+  assert.equal(earlyBlockOfThisBoot(JSON.stringify(report), "b-2"), null, "an earlier boot's report");
+  assert.equal(earlyBlockOfThisBoot(null, "b-1"), null);
+  assert.equal(earlyBlockOfThisBoot("{", "b-1"), null);
+  assert.equal(earlyBlockOfThisBoot(JSON.stringify({ ...report, action: "maybe" }), "b-1"), null);
+  assert.equal(earlyBlockOfThisBoot(JSON.stringify({ ...report, bootId: "" }), ""), null, "no boot id, no match");
 });

@@ -46,6 +46,33 @@ export function lockdownStateFor(
   };
 }
 
+/** The early step's report file, beside the state: what it did at which boot (detourd shows it). */
+export const EARLY_BLOCK_REPORT_FILE = "early-block-report.json";
+
+/** What the early step did this boot: blocked, nothing, or a block that was due and failed. */
+export const EarlyBlockReport = z
+  .object({
+    /** The kernel's boot id (/proc/sys/kernel/random/boot_id): a report of an earlier boot says nothing of this one. */
+    bootId: z.string().min(1),
+    at: z.string(),
+    action: z.enum(["block", "none", "failed"]),
+    reason: z.string(),
+    failClosed: z.boolean(),
+  })
+  .strict();
+export type EarlyBlockReport = z.infer<typeof EarlyBlockReport>;
+
+/** The early step's report if it is of this boot, else null (no report, an unreadable one, or an earlier boot's). */
+export function earlyBlockOfThisBoot(text: string | null, bootId: string): EarlyBlockReport | null {
+  if (text === null) return null;
+  try {
+    const r = EarlyBlockReport.safeParse(JSON.parse(text));
+    return r.success && r.data.bootId === bootId ? r.data : null;
+  } catch {
+    return null;
+  }
+}
+
 /** What `detour status` shows of the recorded state (`lockdownState`). */
 export interface LockdownStateReport {
   path: string;
@@ -53,6 +80,8 @@ export interface LockdownStateReport {
   lockdown: boolean | null;
   /** Why the last write failed; null once a write succeeded. */
   error: string | null;
+  /** What the early-boot step did this boot; null when it did not run this boot (not installed, or detourd alone). */
+  bootBlock: Omit<EarlyBlockReport, "bootId"> | null;
 }
 
 export function encodeLockdownState(s: LockdownState): string {

@@ -20,7 +20,7 @@ import { nsRun, run } from "./exec.ts";
 import * as lab from "./lab.ts";
 import { ProbeClient } from "./probe-client.ts";
 import { REPO_ROOT } from "./services.ts";
-import { waitForStatus } from "./wait-status.ts";
+import { waitForStatus, type Status } from "./wait-status.ts";
 
 const ID = "boot";
 const WITNESS_TABLE = "detour_boot_witness";
@@ -103,14 +103,17 @@ async function earlyStep(expect: RegExp): Promise<void> {
   assert.match(r.stderr, expect);
 }
 
-/** One boot; returns the packets to corp that reached the router outside a tunnel. */
 /** How the boot goes: no early step, the early step over the recorded state, or over a damaged state file. */
 type Boot = "without-early-step" | "with-early-step" | "damaged-state";
 
-async function bootOnce(how: Boot): Promise<number> {
+type BootBlock = NonNullable<Status["lockdownState"]>["bootBlock"] | undefined;
+
+/** One boot: the packets to corp that reached the router outside a tunnel, and what detourd says the early step did. */
+async function bootOnce(how: Boot): Promise<{ leaked: number; bootBlock: BootBlock }> {
   await reboot();
   const base = await leakedToRouter();
   if (probe === undefined) throw new Error("the probe agent did not start");
+  let bootBlock: BootBlock;
   const traffic = probe.stream({ host: topo().corp.address, port: 7, ratePerSec: 50, durationMs: STREAM_MS });
   try {
     await sleep(300);
@@ -127,7 +130,8 @@ async function bootOnce(how: Boot): Promise<number> {
     await sleep(GAP_MS);
     const a = await agentStart(ID, { connect: true });
     client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
-    await waitForStatus(client, "connected", (s) => s.state === "connected", CONNECT_WITHIN_MS);
+    const s = await waitForStatus(client, "connected", (x) => x.state === "connected", CONNECT_WITHIN_MS);
+    bootBlock = s.lockdownState?.bootBlock;
     await sleep(500);
   } finally {
     await traffic.catch(() => undefined);
@@ -135,7 +139,7 @@ async function bootOnce(how: Boot): Promise<number> {
     client = null;
     await agentStop(ID);
   }
-  return (await leakedToRouter()) - base;
+  return { leaked: (await leakedToRouter()) - base, bootBlock };
 }
 
 before(async () => {
@@ -194,9 +198,9 @@ test(
   "a-boot-under-lockdown-leaks-in-the-gap-without-the-early-step-and-nothing-with-it-even-from-a-damaged-state",
   { timeout: 300_000 },
   async () => {
-    const without = await bootOnce("without-early-step");
-    const withEarly = await bootOnce("with-early-step");
-    const damaged = await bootOnce("damaged-state");
+    const { leaked: without, bootBlock: noReport } = await bootOnce("without-early-step");
+    const { leaked: withEarly, bootBlock: blocked } = await bootOnce("with-early-step");
+    const { leaked: damaged, bootBlock: failedClosed } = await bootOnce("damaged-state");
     console.log(
       `boot under lockdown, ${GAP_MS} ms between the network coming up and detourd starting: packets to corp that reached the router outside a tunnel: ${without} without the early step, ${withEarly} with it, ${damaged} with it over a damaged state file`,
     );
@@ -205,5 +209,10 @@ test(
     assert.equal(damaged, 0, "a damaged state file fails closed");
     const healed = JSON.parse(readFileSync(statePath(), "utf8")) as { lockdown?: unknown };
     assert.equal(healed.lockdown, true, "detourd wrote the state again at start");
+    // What `detour status` says the early step did this boot.
+    assert.equal(noReport, null, "no early step ran this boot");
+    assert.deepEqual([blocked?.action, blocked?.failClosed], ["block", false]);
+    assert.deepEqual([failedClosed?.action, failedClosed?.failClosed], ["block", true]);
+    assert.match(failedClosed?.reason ?? "", /not JSON/);
   },
 );

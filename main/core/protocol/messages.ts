@@ -383,7 +383,19 @@ export const StatusPayloadSchema = z.looseObject({
   lastDrill: DrillResultSchema.nullable().optional(),
   gatewayChoice: z.string().nullable().optional(),
   lockdownState: z
-    .looseObject({ path: z.string(), lockdown: z.boolean().nullable(), error: z.string().nullable() })
+    .looseObject({
+      path: z.string(),
+      lockdown: z.boolean().nullable(),
+      error: z.string().nullable(),
+      bootBlock: z
+        .looseObject({
+          at: z.string(),
+          action: z.enum(["block", "none", "failed"]),
+          reason: z.string(),
+          failClosed: z.boolean(),
+        })
+        .nullable(),
+    })
     .optional(),
 }) satisfies z.ZodType<StatusPayload>;
 
