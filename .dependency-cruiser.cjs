@@ -53,9 +53,9 @@ module.exports = {
     {
       name: "agent-through-the-platform",
       comment:
-        "the daemon reaches the OS only through the Platform it is given (native/platform/platform.ts), so it runs on a fake one in tests and on other systems",
+        "the daemon reaches the OS only through the Platform it is given (native/platform/platform.ts), so it runs on a fake one in tests and on other systems; the early-boot entry point loads only the kill switch's nftables code, to start fast at boot",
       severity: "error",
-      from: { path: "^main/agent/" },
+      from: { path: "^main/agent/", pathNot: "^main/agent/early-block-main\\.ts$" },
       to: { path: "^native/.+\\.linux\\.ts$" },
     },
     {

@@ -4,6 +4,7 @@
 //
 //   .build/detourd/detourd.mjs                               the daemon
 //   .build/detourd/detour.mjs                                the CLI
+//   .build/detourd/early-block.mjs                           the early-boot block under lockdown (systemd)
 //   .build/detourd/resources/engines/openconnect/handback.sh openconnect's hand-back script (native/resources.ts)
 //
 // `node scripts/build-daemon.mjs [out-dir]`; type checking is tsc -b's job, not this script's.
@@ -16,7 +17,11 @@ const root = new URL("..", import.meta.url).pathname;
 export const DEFAULT_OUT_DIR = join(root, ".build", "detourd");
 
 /** The bundles and their entry points. */
-export const ENTRIES = { detourd: "main/agent/detourd.ts", detour: "main/cli/detour.ts" };
+export const ENTRIES = {
+  detourd: "main/agent/detourd.ts",
+  detour: "main/cli/detour.ts",
+  "early-block": "main/agent/early-block-main.ts",
+};
 
 /** What the bundles need from resources/ at run time, copied to the same relative paths beside them. */
 export const RUNTIME_RESOURCES = ["engines"];

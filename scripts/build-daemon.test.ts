@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { builtinModules } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,7 +15,7 @@ import { pathToFileURL } from "node:url";
 import { build, type BuildOptions } from "esbuild";
 
 interface BuildDaemon {
-  buildDaemon(outDir: string): Promise<{ detourd: string; detour: string }>;
+  buildDaemon(outDir: string): Promise<{ detourd: string; detour: string; "early-block": string }>;
   bundleOptions(): BuildOptions;
 }
 
@@ -23,7 +23,7 @@ const root = join(import.meta.dirname, "..");
 const dir = mkdtempSync(join(tmpdir(), "detour-bundle-test-"));
 const out = join(dir, "detourd");
 let script: BuildDaemon;
-let bundles: { detourd: string; detour: string };
+let bundles: { detourd: string; detour: string; "early-block": string };
 
 before(async () => {
   script = (await import(pathToFileURL(join(root, "scripts", "build-daemon.mjs")).href)) as BuildDaemon;
@@ -56,6 +56,25 @@ test("the-cli-bundle-says-detourd-is-not-running-when-its-socket-is-absent", () 
   const r = node(bundles.detour, "status", "--socket", absent);
   assert.equal(r.code, 3);
   assert.equal(r.err, `detour: detourd is not running (no socket at ${absent})\n`);
+});
+
+test("the-early-block-bundle-runs-with-plain-node-and-blocks-nothing-without-lockdown", () => {
+  // Only the paths that apply nothing: a block would go into this host's own firewall.
+  const stateDir = join(dir, "early-state");
+  const none = node(bundles["early-block"], "--state-dir", stateDir);
+  assert.equal(none.code, 0, none.err);
+  assert.match(none.err, /"msg":"early block: nothing to block","reason":"no lockdown state recorded"/);
+  mkdirSync(stateDir);
+  writeFileSync(
+    join(stateDir, "lockdown-state.json"),
+    JSON.stringify({ format: "detour-lockdown-state/1", lockdown: false, protectedNetworks: [], tunnelDevices: [] }),
+  );
+  const off = node(bundles["early-block"], "--state-dir", stateDir);
+  assert.equal(off.code, 0, off.err);
+  assert.match(off.err, /"reason":"lockdown is off"/);
+  const bad = node(bundles["early-block"], "--colour", "red");
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /^early-block: Unknown option '--colour'/);
 });
 
 test("the-detourd-bundle-answers-help-and-the-package-version", () => {

@@ -22,6 +22,7 @@ import type {
   RaceRecord,
 } from "../core/connection/types.ts";
 import type { Refusals, RefusedInput } from "../core/net/refusals.ts";
+import type { LockdownStateReport } from "../core/lockdown-state.ts";
 import type { TelemetryStatus } from "../core/telemetry/status.ts";
 import type { CandidateRefresh } from "./candidate-refresh.ts";
 import type { ConnectionEvents } from "./connection-events.ts";
@@ -71,6 +72,8 @@ export interface ControlParts {
   history: TunnelHistory;
   /** What was refused from the network (gateway addresses, pushes). */
   refusals: Refusals;
+  /** The lockdown state recorded for the early-boot step (lockdown-state-store.ts). */
+  lockdownState(): LockdownStateReport;
   log: Logger;
 }
 
@@ -81,6 +84,7 @@ export type DaemonStatus = ConnectionSnapshot & {
   daemon: { version: string; pid: number; startedAt: number; configPath: string };
   lastDrill: DrillResult | null;
   refused: RefusedInput[];
+  lockdownState: LockdownStateReport;
 };
 
 /** The active leg's in-tunnel numbers over the health window. */
@@ -130,6 +134,7 @@ export class ControlFacade {
       daemon: { version: p.info.version, pid: process.pid, startedAt: p.info.startedAt, configPath: p.info.configPath },
       lastDrill: p.drills.last,
       refused: p.refusals.list(),
+      lockdownState: p.lockdownState(),
     };
   }
 

@@ -8,7 +8,9 @@
  * where people read it (events, records, status).
  */
 import { mkdirSync } from "node:fs";
+import { join } from "node:path";
 import type { DetourConfig } from "../core/config/schema.ts";
+import { LOCKDOWN_STATE_FILE, lockdownStateFor } from "../core/lockdown-state.ts";
 import {
   activeLeg,
   initialState,
@@ -31,6 +33,7 @@ import { loadIdentity } from "./engine-spec.ts";
 import { LegRuntimes } from "./leg-runtime.ts";
 import type { Logger } from "./log.ts";
 import type { Monitor, MonitorOptions } from "./monitor.ts";
+import { LockdownStateStore } from "./lockdown-state-store.ts";
 import { NetworkMemoryStore } from "./network-memory-store.ts";
 import { machinePolicy, moveOffDisallowed, startupGateways } from "./policy-change.ts";
 import { TelemetryHandle } from "./telemetry/factory.ts";
@@ -216,12 +219,17 @@ export class Daemon {
       clock: this.#clock,
       log,
     });
+    // The early-boot step reads what is in force here: lockdown and the protected networks, on every change.
+    const lockdownState = new LockdownStateStore(join(opts.stateDir, LOCKDOWN_STATE_FILE), log);
+    lockdownState.record(lockdownStateFor(opts.config, opts.ifnamePrefix));
     this.control = new ControlFacade({
       loop,
       config,
       setConfig: (c) => {
         this.#config = c;
+        lockdownState.record(lockdownStateFor(c, opts.ifnamePrefix));
       },
+      lockdownState: () => lockdownState.status(),
       info: { version: opts.version, configPath: opts.configPath, resolvConf: opts.resolvConf, startedAt },
       wallNow: () => this.#clock.wall(),
       legs: this.#legs,

@@ -101,7 +101,7 @@ const DEB_INSTALL_DIR = "/opt/Detour";
 test("detourd-and-the-cli-ship-as-bundles-with-the-resources-they-hand-to-engines", () => {
   const bundles = config.extraResources.find((r) => r.from === ".build/detourd");
   assert.ok(bundles !== undefined, "the bundle folder ships");
-  assert.deepEqual(bundles.filter, ["detourd.mjs", "detour.mjs", "resources/engines/**"]);
+  assert.deepEqual(bundles.filter, ["detourd.mjs", "detour.mjs", "early-block.mjs", "resources/engines/**"]);
   // Only what the bundles run ships: no TypeScript sources and no tsx wrapper.
   assert.ok(!config.extraResources.some((r) => ["bin", "main", "native"].includes(r.from)), "sources do not ship");
   // native/resources.ts finds openconnect's hand-back script at this path relative to the bundle.
@@ -141,6 +141,6 @@ test("the-deb-runs-the-bundled-detourd-with-systemd-and-puts-detour-on-the-path"
   );
   assert.match(
     readFileSync(at(config.deb.afterRemove), "utf8"),
-    /rm -f \/lib\/systemd\/system\/detourd\.service \/usr\/bin\/detour\n/,
+    /rm -f \/lib\/systemd\/system\/detourd\.service \/lib\/systemd\/system\/detour-early-block\.service \/usr\/bin\/detour\n/,
   );
 });

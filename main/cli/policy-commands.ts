@@ -72,7 +72,8 @@ export function formatPrefs(p: PrefsPayload): string {
         : e.scope === "managed"
           ? "configuration (IT only)"
           : "configuration";
-    return `  ${e.key.padEnd(24)} ${JSON.stringify(e.value).padEnd(34)} ${tag}`;
+    const note = e.ignored === undefined ? "" : `\n  ${"".padEnd(24)} your preference is ignored: ${e.ignored}`;
+    return `  ${e.key.padEnd(24)} ${JSON.stringify(e.value).padEnd(34)} ${tag}${note}`;
   });
   return rows.join("\n") + "\n";
 }

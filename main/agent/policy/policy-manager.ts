@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import type { DetourConfig } from "../../core/config/schema.ts";
 import type { PolicyDocument } from "../../core/policy/document.ts";
-import { layer, type Effective } from "../../core/policy/layers.ts";
+import { layer, preferenceRefusal, type Effective } from "../../core/policy/layers.ts";
 import {
   flattenSettings,
   isSettingKey,
@@ -104,6 +104,8 @@ export class PolicyManager {
       else if (bare.ok) this.#effective = bare.effective;
       else throw new Error(`the configuration cannot be layered: ${bare.rejection.message}`);
     }
+    for (const i of this.#effective.ignored)
+      opts.log.warn("stored preference ignored: it would loosen the configuration", { key: i.key, reason: i.reason });
   }
 
   #prefsPath(): string {
@@ -341,12 +343,14 @@ export class PolicyManager {
       appliedAt: f?.appliedAt ?? null,
       locked: this.#effective.locked,
       lastRejection: this.#lastRejection,
+      ignoredPrefs: this.#effective.ignored,
     };
   }
 
   prefs(): PrefsPayload {
     const e = this.#effective;
     const locked = new Set<string>(e.locked);
+    const ignored = new Map(e.ignored.map((i) => [i.key, i.reason]));
     return {
       organisation: this.#inForce?.doc.organisation ?? null,
       entries: SETTING_KEY_LIST.map((key) => ({
@@ -355,6 +359,7 @@ export class PolicyManager {
         source: e.sources[key],
         locked: locked.has(key),
         scope: SETTING_KEYS[key],
+        ...(ignored.has(key) ? { ignored: ignored.get(key) } : {}),
       })),
     };
   }
@@ -371,6 +376,8 @@ export class PolicyManager {
     else {
       const parsed = parseSettingValue(key, valueText);
       if (!parsed.ok) throw new PrefRefused(`${key}: ${parsed.message}`);
+      const loosens = preferenceRefusal(this.#opts.base, key, parsed.value);
+      if (loosens !== null) throw new PrefRefused(loosens);
       flat.set(key, parsed.value);
     }
     const prefs = unflattenSettings(flat);

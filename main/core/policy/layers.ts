@@ -1,7 +1,10 @@
 /**
  * Layering of settings: the configuration file (with the schema's built-in defaults) at the bottom, the user's
  * preferences over it, the managed policy over both. A key the policy sets is locked: the user's value for it is
- * ignored and refused. Pure: the result is a complete, validated DetourConfig plus what each key came from.
+ * ignored and refused. A preference never loosens what the configuration or the policy decided: managed keys are
+ * never taken from preferences, and a security setting (lockdown) may only be tightened by one; a stored
+ * preference that would loosen is ignored with its reason (preferenceRefusal), and `prefs set` refuses it with the
+ * same reason. Pure: the result is a complete, validated DetourConfig plus what each key came from.
  */
 import { parseConfig, type DetourConfig } from "../config/schema.ts";
 import type { PolicyDocument } from "./document.ts";
@@ -9,6 +12,7 @@ import {
   flattenSettings,
   overlaySettings,
   SETTING_KEY_LIST,
+  SETTING_KEYS,
   unflattenSettings,
   type ProtocolName,
   type SettingKey,
@@ -26,8 +30,41 @@ export interface Effective {
   locked: SettingKey[];
   /** Where each key's value comes from. */
   sources: Record<SettingKey, SettingSource>;
+  /** Stored preferences not applied because they would loosen the configuration (see preferenceRefusal). */
+  ignored: IgnoredPref[];
   /** Every key's value in force (undefined: not set anywhere, the configuration's own behaviour applies). */
   values: Record<SettingKey, unknown>;
+}
+
+/** A stored preference the layering set aside, and why: shown by `detour prefs get` and in the policy status. */
+export interface IgnoredPref {
+  key: SettingKey;
+  value: unknown;
+  reason: string;
+}
+
+/**
+ * Security settings a preference may only tighten, each with its test: is `pref` at least as strict as `floor`, the
+ * value the configuration gives it (a key the policy sets is locked, so the policy is never the floor here)? The
+ * other security settings are managed keys (allowed gateways and protocols, telemetry) or not settings at all
+ * (protected networks, i.e. full or split tunnel, and the kill switch, which follows them and lockdown).
+ */
+const TIGHTEN_ONLY: Partial<Record<SettingKey, (pref: unknown, floor: unknown) => boolean>> = {
+  lockdown: (pref, floor) => pref === true || floor !== true,
+};
+
+/**
+ * Why a user preference `key` = `value` may not apply over this configuration, or null when it may: a managed key
+ * (only policy or configuration set it), or a value that loosens a security setting the configuration tightened.
+ * Locks by a policy are the caller's to report (they name the organisation).
+ */
+export function preferenceRefusal(base: DetourConfig, key: SettingKey, value: unknown): string | null {
+  if (SETTING_KEYS[key] === "managed") return `${key} can only be set by your organisation's policy or configuration`;
+  const tighter = TIGHTEN_ONLY[key];
+  if (tighter === undefined) return null;
+  const floor = defaultValue(base, key);
+  if (tighter(value, floor)) return null;
+  return `${key} is ${JSON.stringify(floor)} by this device's configuration; a preference may only tighten it, and ${JSON.stringify(value)} would loosen it`;
 }
 
 export type LayerResult = { ok: true; effective: Effective } | { ok: false; rejection: Rejection };
@@ -89,7 +126,14 @@ function preferGateway(gateways: DetourConfig["gateways"], name: string | null):
 export function layer(base: DetourConfig, prefs: Settings, policy: PolicyDocument | null): LayerResult {
   const policySettings = policy?.settings ?? {};
   const locked = new Set(flattenSettings(policySettings).keys());
-  const userOnly = new Map([...flattenSettings(prefs)].filter(([k]) => !locked.has(k)));
+  const ignored: IgnoredPref[] = [];
+  const userOnly = new Map<SettingKey, unknown>();
+  for (const [k, v] of flattenSettings(prefs)) {
+    if (locked.has(k)) continue;
+    const reason = preferenceRefusal(base, k, v);
+    if (reason === null) userOnly.set(k, v);
+    else ignored.push({ key: k, value: v, reason });
+  }
   const all = overlaySettings(unflattenSettings(userOnly), policySettings);
 
   const filtered = applyGatewayFilters(base, all);
@@ -144,6 +188,7 @@ export function layer(base: DetourConfig, prefs: Settings, policy: PolicyDocumen
       preferredGateway: preferred,
       locked: [...locked].sort(),
       sources,
+      ignored,
       values,
     },
   };

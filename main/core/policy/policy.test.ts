@@ -10,7 +10,7 @@ import {
   ENVELOPE_FORMAT,
   type PolicyDocument,
 } from "./document.ts";
-import { layer } from "./layers.ts";
+import { layer, preferenceRefusal } from "./layers.ts";
 import { flattenSettings, parseSettingValue, unflattenSettings } from "./settings.ts";
 import { verifyEnvelope, type SignatureCheck, type VerifyContext } from "./verify.ts";
 
@@ -199,6 +199,86 @@ test("a-policy-that-leaves-no-way-to-connect-is-an-invalid-field", () => {
   );
   const noProto = layer(base(), {}, policy({ allowedProtocols: ["ikev2"] }));
   assert.ok(!noProto.ok && noProto.rejection.field === "settings.allowedProtocols");
+});
+
+function lockedDown(): DetourConfig {
+  const r = parseConfig({ ...BASE, lockdown: true });
+  assert.ok(r.ok);
+  return r.config;
+}
+
+test("a-stored-preference-cannot-switch-off-the-lockdown-the-configuration-turned-on", () => {
+  const r = layer(lockedDown(), { lockdown: false, standby: { mode: "off" } }, null);
+  assert.ok(r.ok);
+  const e = r.effective;
+  assert.equal(e.config.lockdown, true, "the configuration's lockdown stays in force");
+  assert.equal(e.values.lockdown, true);
+  assert.equal(e.sources.lockdown, "default");
+  assert.equal(e.config.standby.mode, "off", "a preference that loosens nothing still applies");
+  assert.deepEqual(
+    e.ignored.map((i) => [i.key, i.value]),
+    [["lockdown", false]],
+  );
+  assert.match(e.ignored[0]?.reason ?? "", /^lockdown is true by this device's configuration; .*only tighten/);
+});
+
+test("a-preference-may-tighten-lockdown-and-undo-its-own-tightening", () => {
+  const on = layer(base(), { lockdown: true }, null);
+  assert.ok(on.ok);
+  assert.equal(on.effective.config.lockdown, true);
+  assert.equal(on.effective.sources.lockdown, "user");
+  assert.deepEqual(on.effective.ignored, []);
+  const off = layer(base(), { lockdown: false }, null);
+  assert.ok(off.ok);
+  assert.equal(off.effective.config.lockdown, false, "false is what the configuration says: nothing loosened");
+  assert.deepEqual(off.effective.ignored, []);
+  const same = layer(lockedDown(), { lockdown: true }, null);
+  assert.ok(same.ok && same.effective.config.lockdown && same.effective.ignored.length === 0);
+});
+
+test("the-organisations-signed-policy-may-switch-lockdown-off-and-locks-it", () => {
+  const r = layer(lockedDown(), { lockdown: true }, policy({ lockdown: false }));
+  assert.ok(r.ok);
+  assert.equal(r.effective.config.lockdown, false, "the organisation's signed policy decides");
+  assert.deepEqual(r.effective.locked, ["lockdown"]);
+});
+
+test("managed-keys-in-stored-preferences-are-ignored-with-a-reason", () => {
+  const r = layer(
+    base(),
+    {
+      allowedGateways: ["gw1", "gw2", "gw3"],
+      allowedProtocols: ["wireguard", "anyconnect"],
+      telemetry: { endpoint: "https://elsewhere.example.net" },
+      health: { deadAfterMs: 60_000 },
+      autoConnect: true,
+    },
+    policy({ allowedGateways: ["gw2"] }),
+  );
+  assert.ok(r.ok);
+  const e = r.effective;
+  assert.deepEqual(
+    e.config.gateways.map((g) => g.name),
+    ["gw2"],
+    "the policy's list, not the user's",
+  );
+  assert.equal(e.config.telemetry, undefined, "telemetry is not pointed anywhere by a preference");
+  assert.notEqual(e.config.health.deadAfterMs, 60_000);
+  assert.equal(e.autoConnect, true);
+  assert.deepEqual(
+    e.ignored.map((i) => i.key),
+    ["allowedProtocols", "telemetry.endpoint", "health.deadAfterMs"],
+    "allowedGateways is locked by the policy (reported as locked, not as ignored)",
+  );
+  for (const i of e.ignored) assert.match(i.reason, new RegExp(`^${i.key} can only be set by`));
+});
+
+test("preference-refusal-names-the-setting-and-why", () => {
+  assert.equal(preferenceRefusal(lockedDown(), "lockdown", true), null);
+  assert.match(preferenceRefusal(lockedDown(), "lockdown", false) ?? "", /^lockdown is true .* false would loosen it$/);
+  assert.equal(preferenceRefusal(base(), "lockdown", false), null);
+  assert.equal(preferenceRefusal(lockedDown(), "standby.mode", "off"), null);
+  assert.match(preferenceRefusal(base(), "allowedGateways", ["gw1"]) ?? "", /^allowedGateways can only be set by/);
 });
 
 test("settings-flatten-to-dotted-keys-and-back", () => {

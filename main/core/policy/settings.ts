@@ -72,7 +72,8 @@ export const Settings = z
 export type Settings = z.infer<typeof Settings>;
 
 /**
- * Every key by its dotted path. `user`: a user may set it with `detour prefs set` (unless a policy locks it);
+ * Every key by its dotted path. `user`: a user may set it with `detour prefs set` (unless a policy locks it; a
+ * security setting such as lockdown only tighter than the configuration, see layers.ts' preferenceRefusal);
  * `managed`: only a policy (or the configuration file) sets it: a user widening the allowed gateways, or
  * pointing telemetry elsewhere, would defeat the organisation's intent.
  */

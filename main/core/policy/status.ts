@@ -1,5 +1,5 @@
 /** What the daemon reports about the managed policy and the user's preferences: status, prefs and events. */
-import type { SettingSource } from "./layers.ts";
+import type { IgnoredPref, SettingSource } from "./layers.ts";
 import type { SettingKey } from "./settings.ts";
 import type { RejectionCode } from "./verify.ts";
 
@@ -24,6 +24,8 @@ export interface PolicyStatus {
   /** Keys the policy sets: shown as managed, refused by `detour prefs set`. */
   locked: SettingKey[];
   lastRejection: PolicyRejectionRecord | null;
+  /** Stored preferences not applied because they would loosen the configuration, each with why. */
+  ignoredPrefs?: IgnoredPref[];
 }
 
 export interface PrefEntry {
@@ -33,6 +35,8 @@ export interface PrefEntry {
   locked: boolean;
   /** "managed": only a policy (or the configuration file) may set it. */
   scope: "user" | "managed";
+  /** Set when the user's stored value for this key is not applied: why (it would loosen the configuration). */
+  ignored?: string;
 }
 
 export interface PrefsPayload {

@@ -21,6 +21,7 @@
  * request (bad JSON with no readable id, a line over MAX_LINE_LENGTH, no hello) has `id: null`. Envelopes are
  * strict (an unknown field is an error); payloads are loose objects, so a newer daemon may add fields.
  */
+import type { LockdownStateReport } from "../lockdown-state.ts";
 import { z } from "zod";
 import {
   LEG_KINDS,
@@ -331,6 +332,7 @@ export const PolicyStatusSchema = z.looseObject({
   appliedAt: z.number().nullable(),
   locked: z.array(SettingKeySchema),
   lastRejection: RejectionSchema.nullable(),
+  ignoredPrefs: z.array(z.looseObject({ key: SettingKeySchema, value: z.unknown(), reason: z.string() })).optional(),
 }) satisfies z.ZodType<PolicyStatus>;
 export const PrefsPayloadSchema = z.looseObject({
   organisation: z.string().nullable(),
@@ -341,6 +343,7 @@ export const PrefsPayloadSchema = z.looseObject({
       source: z.enum(["default", "user", "policy"]),
       locked: z.boolean(),
       scope: z.enum(["user", "managed"]),
+      ignored: z.string().optional(),
     }),
   ),
 }) satisfies z.ZodType<PrefsPayload>;
@@ -372,6 +375,8 @@ export type StatusPayload = ConnectionSnapshot & {
   gatewayChoice?: string | null;
   /** What detourd refused to take from the network (gateway addresses, pushed routes and resolvers), newest last. */
   refused?: RefusedInput[];
+  /** The lockdown state recorded for the early-boot step; `error` says why the last write failed. */
+  lockdownState?: LockdownStateReport;
 };
 export const StatusPayloadSchema = z.looseObject({
   ...snapshotShape,
@@ -392,6 +397,21 @@ export const StatusPayloadSchema = z.looseObject({
         count: z.int().min(1),
       }),
     )
+    .optional(),
+  lockdownState: z
+    .looseObject({
+      path: z.string(),
+      lockdown: z.boolean().nullable(),
+      error: z.string().nullable(),
+      bootBlock: z
+        .looseObject({
+          at: z.string(),
+          action: z.enum(["block", "none", "failed"]),
+          reason: z.string(),
+          failClosed: z.boolean(),
+        })
+        .nullable(),
+    })
     .optional(),
 }) satisfies z.ZodType<StatusPayload>;
 
