@@ -15,7 +15,7 @@ import { FakeWorld, fakeFinder, fakePlatform, fakeProber } from "../../test/fake
 import type { ControlFacade } from "./control-facade.ts";
 import { Daemon } from "./daemon.ts";
 import { parseNameservers } from "./data-plane.ts";
-import { KILL_SWITCH_RETRY, KILL_SWITCH_VERIFY_INTERVAL_MS } from "./kill-switch-enforcer.ts";
+import { backstopFor, KILL_SWITCH_RETRY, KILL_SWITCH_VERIFY_INTERVAL_MS } from "./kill-switch-enforcer.ts";
 import type { Logger } from "./log.ts";
 
 const root = mkdtempSync(join(tmpdir(), "detourd-ks-test-"));
@@ -237,4 +237,54 @@ test("nameservers-are-read-from-resolv-conf-as-the-resolver-library-does", () =>
     ),
     ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
   );
+});
+
+test("the-routing-backstop-holds-the-protected-networks-back-with-the-kill-switch-and-goes-with-it", async () => {
+  const r = await rig();
+  assert.equal(r.world.backstop, null, "disconnected without lockdown: nothing held back");
+  await r.control.connect();
+  assert.deepEqual(r.world.backstop, { prefixes: ["198.19.0.0/24"], bypass: [] });
+  await r.clock.advance(2000);
+  await r.control.shutdown();
+  assert.equal(r.world.backstop, null);
+  assert.equal(r.world.firewallWatch, null, "the watcher stopped at exit");
+});
+
+test("a-failed-routing-backstop-is-reported-and-retried-while-the-firewall-rules-stay-in-force", async () => {
+  const r = await rig();
+  r.world.failing.add("firewall.backstop");
+  const answer = await r.control.connect();
+  assert.equal(answer.killSwitch.state, "in-force", "the nft layer is in");
+  assert.match(answer.killSwitch.lastError ?? "", /routing backstop/);
+  assert.notEqual(answer.killSwitch.nextRetryAt, null);
+  await r.clock.advance(1);
+  assert.equal(r.events.at(-1)?.change, "apply-failed");
+  r.world.failing.delete("firewall.backstop");
+  await r.clock.advance(KILL_SWITCH_RETRY.initialMs + 10);
+  assert.notEqual(r.world.backstop, null);
+  assert.equal(r.control.status().killSwitch.nextRetryAt, null);
+});
+
+test("backstop-excepts-gateways-inside-protected-networks-and-skips-full-tunnels", () => {
+  const base = {
+    mode: "tunnel-only" as const,
+    state: "connected" as const,
+    fullTunnel: false,
+    protectedNetworks: ["198.19.0.0/24"],
+    tunnelDevices: [],
+    gatewayEndpoints: [
+      { address: "198.19.0.7", protocol: "udp" as const, port: 51820 },
+      { address: "198.19.0.7", protocol: "udp" as const, port: 500 },
+      { address: "198.18.1.2", protocol: "udp" as const, port: 51820 },
+      { address: "2001:db8::7", protocol: "udp" as const, port: 51820 },
+    ],
+    dnsServers: [],
+    ownResolvers: [],
+    ownGroup: null,
+    blockUnderlay: false,
+    underlayUpkeep: false,
+  };
+  assert.deepEqual(backstopFor(base), { prefixes: ["198.19.0.0/24"], bypass: ["198.19.0.7/32"] });
+  assert.equal(backstopFor({ ...base, fullTunnel: true, protectedNetworks: ["0.0.0.0/0"] }), null);
+  assert.equal(backstopFor(null), null);
 });

@@ -15,10 +15,12 @@
 import { backoffMs, type BackoffPolicy, type Random } from "../core/backoff.ts";
 import {
   initialKillSwitchStatus,
+  isProtected,
   type KillSwitchChange,
   type KillSwitchRules,
   type KillSwitchStatus,
 } from "../core/killswitch.ts";
+import { ipFamily } from "../core/ip-address.ts";
 import type { PlatformFirewall } from "../../native/platform/platform.ts";
 import type { Clock, Timer } from "./clock.ts";
 import type { Logger } from "./log.ts";
@@ -36,13 +38,28 @@ export const KILL_SWITCH_RETRY: BackoffPolicy = { initialMs: 250, maxMs: 30_000 
 export const KILL_SWITCH_VERIFY_INTERVAL_MS = 30_000;
 
 export interface KillSwitchEnforcerDeps {
-  firewall: Pick<PlatformFirewall, "applyKillSwitch" | "applyKillSwitchFallback" | "readKillSwitch" | "watchFirewall">;
+  firewall: Pick<
+    PlatformFirewall,
+    "applyKillSwitch" | "applyKillSwitchFallback" | "readKillSwitch" | "watchFirewall" | "applyBackstop"
+  >;
   clock: Clock;
   random: Random;
   /** An event and telemetry for a change; `status` is the status after it. */
   report(change: KillSwitchChange, status: KillSwitchStatus, detail: string): void;
   track(p: Promise<unknown>): void;
   log: Logger;
+}
+
+/**
+ * The routing backstop for `rules`: the protected networks of a split tunnel, with every IPv4 gateway inside
+ * them excepted; none for a full tunnel (see firewall-backstop.linux.ts) or when no kill switch is wanted.
+ */
+export function backstopFor(rules: KillSwitchRules | null): { prefixes: string[]; bypass: string[] } | null {
+  if (rules === null || rules.fullTunnel || rules.protectedNetworks.length === 0) return null;
+  const bypass = new Set<string>();
+  for (const e of rules.gatewayEndpoints)
+    if (ipFamily(e.address) === "ipv4" && isProtected(rules, e.address)) bypass.add(`${e.address}/32`);
+  return { prefixes: [...rules.protectedNetworks], bypass: [...bypass].sort() };
 }
 
 function message(err: unknown): string {
@@ -161,6 +178,7 @@ export class KillSwitchEnforcer {
     }
     // Only now is it in force: what the kernel holds is the reference every later check compares with.
     this.#fingerprint = rules === null ? null : await this.#read();
+    if (!(await this.#backstop(rules))) return;
     const recovered = this.#failures > 0;
     this.#failures = 0;
     this.#retry?.cancel();
@@ -169,6 +187,27 @@ export class KillSwitchEnforcer {
     s.state = rules === null ? "off" : "in-force";
     this.#deps.log.info("kill switch", { mode: rules?.mode ?? "off" });
     if (recovered) this.#deps.report("in-force", this.status(), `kill switch ${rules?.mode ?? "off"} in force again`);
+  }
+
+  /**
+   * Puts the routing backstop for `rules` in; a failure is reported and retried like a failed apply, but the
+   * kill switch itself is in force (state unchanged). Whether it went in.
+   */
+  async #backstop(rules: KillSwitchRules | null): Promise<boolean> {
+    try {
+      await this.#deps.firewall.applyBackstop(backstopFor(rules));
+      return true;
+    } catch (err) {
+      const s = this.#status;
+      this.#failures++;
+      s.applyFailures++;
+      s.lastError = `routing backstop: ${message(err)}`;
+      s.lastErrorAt = this.#deps.clock.wall();
+      s.state = rules === null ? "off" : "in-force";
+      this.#deps.log.error("applying the kill switch's routing backstop failed", { err });
+      this.#deps.report("apply-failed", this.#scheduleRetry(), s.lastError);
+      return false;
+    }
   }
 
   async #failed(rules: KillSwitchRules | null, err: unknown): Promise<void> {
@@ -190,6 +229,10 @@ export class KillSwitchEnforcer {
       await deps.firewall.applyKillSwitchFallback({ tunnelDevices: rules.tunnelDevices, ownGroup: rules.ownGroup });
       this.#fingerprint = await this.#read();
       s.state = "fallback";
+      // The backstop holds the protected networks back whatever nft does; its own failure is only worth a log here.
+      await deps.firewall.applyBackstop(backstopFor(rules)).catch((e: unknown) => {
+        deps.log.error("applying the kill switch's routing backstop failed", { err: e });
+      });
       if (before !== "fallback") {
         s.fallbacks++;
         deps.report("fallback", this.#scheduleRetry(), `fallback table in force: ${s.lastError}`);

@@ -5,6 +5,7 @@ import { applyDns, restoreDns } from "./dns.linux.ts";
 import { applyDrillBlock, drillBlockPresent, removeDrillBlock } from "./drill-firewall.linux.ts";
 import { applyKillSwitch, applyKillSwitchFallback, readKillSwitch } from "./firewall.linux.ts";
 import { watchFirewall } from "./firewall-watch.linux.ts";
+import { applyBackstop } from "./firewall-backstop.linux.ts";
 import { networkId } from "./netid.linux.ts";
 import type { Platform } from "./platform.ts";
 import {
@@ -35,6 +36,7 @@ export function linuxPlatform(): Platform {
       applyKillSwitch: (rules) => applyKillSwitch(rules),
       applyKillSwitchFallback: (p) => applyKillSwitchFallback(p),
       readKillSwitch: () => readKillSwitch(),
+      applyBackstop: (b) => applyBackstop(b),
       watchFirewall: (listener) => watchFirewall(listener),
       drillBlock: {
         apply: (gateway, endpoints) => applyDrillBlock(gateway, endpoints),

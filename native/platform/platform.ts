@@ -90,6 +90,11 @@ export interface PlatformFirewall {
   applyKillSwitchFallback(p: { tunnelDevices: readonly string[]; ownGroup: number | null }): Promise<void>;
   /** The kill switch's table as the kernel holds it (an opaque text, equal between reads of an unchanged table); null when missing. */
   readKillSwitch(): Promise<string | null>;
+  /**
+   * The second layer, outside the firewall: the protected networks made unroutable except through a tunnel, with
+   * these gateways excepted (null: removed). It survives a flushed ruleset.
+   */
+  applyBackstop(b: { prefixes: readonly string[]; bypass: readonly string[] } | null): Promise<void>;
   /** Watches the ruleset for changes by anyone (restarting its watcher, bounded, if it dies) until stopped. */
   watchFirewall(listener: FirewallWatchListener): { stop(): void };
   drillBlock: DrillBlock;

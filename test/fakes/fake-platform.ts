@@ -46,6 +46,7 @@ export type PlatformStep =
   | "firewall.killSwitch"
   | "firewall.fallback"
   | "firewall.read"
+  | "firewall.backstop"
   | "network.id"
   | "engine.start"
   | "engine.stop";
@@ -73,6 +74,8 @@ export class FakeWorld {
    * change it behind the daemon's back to play other software rewriting the firewall.
    */
   firewallTable: string | null = null;
+  /** The routing backstop: prefixes made unroutable outside a tunnel, and the gateways excepted. */
+  backstop: { prefixes: string[]; bypass: string[] } | null = null;
   /** The daemon's firewall watcher, while it watches: tests call changed() as nft monitor would. */
   firewallWatch: FirewallWatchListener | null = null;
   dnsServers: string[] | null = null;
@@ -303,6 +306,10 @@ export function fakePlatform(world: FakeWorld): Platform {
           world.firewallTable = "fallback";
         }),
       readKillSwitch: () => later("firewall.read", "", () => world.firewallTable),
+      applyBackstop: (b) =>
+        later("firewall.backstop", b === null ? "off" : `${b.prefixes.join(",")} bypass ${b.bypass.join(",")}`, () => {
+          world.backstop = b === null ? null : { prefixes: [...b.prefixes], bypass: [...b.bypass] };
+        }),
       watchFirewall: (listener) => {
         world.firewallWatch = listener;
         return {
