@@ -60,7 +60,13 @@ interface RouteJson {
 
 /** The table's entries as "type dst" (e.g. "prohibit 198.19.0.0/24", "throw 198.19.0.7/32"). */
 async function present(opts: BackstopOptions): Promise<Set<string>> {
-  const out = await ip(["-4", "-j", "route", "show", "table", String(BACKSTOP_TABLE)], opts);
+  const argv = inNetns(opts.netns, ["ip", "-4", "-j", "route", "show", "table", String(BACKSTOP_TABLE)]);
+  const [file, ...rest] = argv;
+  const r = await run(file, rest);
+  // A table that never held a route does not exist yet: that is an empty one.
+  if (r.code !== 0 && /table does not exist/.test(r.stderr)) return new Set();
+  if (r.code !== 0) throw new CommandError(argv, r);
+  const out = r.stdout;
   const routes = (out.trim() === "" ? [] : JSON.parse(out)) as RouteJson[];
   return new Set(
     routes.map((r) => {
