@@ -80,6 +80,9 @@ export class KillSwitchEnforcer {
   #verify: Timer | null = null;
   #watch: { stop(): void } | null = null;
   #checkQueued = false;
+  /** An apply succeeded and its reference is not read yet: a check now would take detourd's own change for tampering. */
+  #settling = false;
+  #checkDeferred = false;
   #stopped = false;
 
   constructor(deps: KillSwitchEnforcerDeps) {
@@ -176,15 +179,29 @@ export class KillSwitchEnforcer {
       await this.#failed(rules, err);
       return;
     }
-    // Only now is it in force: what the kernel holds is the reference every later check compares with.
+    // Only now is it in force. What follows (reading the reference for later checks, the routing backstop) is a
+    // step of its own: a connect's answer and the route changes behind it wait for the firewall rules only.
+    s.state = rules === null ? "off" : "in-force";
+    this.#settling = true;
+    this.#deps.track(this.#run(() => this.#settle(rules)));
+  }
+
+  /** After a successful apply: the reference for later checks, the backstop, and the end of a failure streak. */
+  async #settle(rules: KillSwitchRules | null): Promise<void> {
+    const s = this.#status;
     this.#fingerprint = rules === null ? null : await this.#read();
+    this.#settling = false;
+    if (this.#checkDeferred) {
+      // Something changed the ruleset while the reference was not read yet: look again once it is.
+      this.#checkDeferred = false;
+      this.check("ruleset changed during an apply");
+    }
     if (!(await this.#backstop(rules))) return;
     const recovered = this.#failures > 0;
     this.#failures = 0;
     this.#retry?.cancel();
     this.#retry = null;
     s.nextRetryAt = null;
-    s.state = rules === null ? "off" : "in-force";
     this.#deps.log.info("kill switch", { mode: rules?.mode ?? "off" });
     if (recovered) this.#deps.report("in-force", this.status(), `kill switch ${rules?.mode ?? "off"} in force again`);
   }
@@ -275,6 +292,10 @@ export class KillSwitchEnforcer {
     const s = this.#status;
     // Nothing wanted, or a failed apply whose retry is armed: nothing to compare with.
     if (this.#stopped || this.#wanted == null || s.state === "off" || s.state === "failed") return;
+    if (this.#settling) {
+      this.#checkDeferred = true;
+      return;
+    }
     const now = await this.#read();
     if (now === undefined || now === this.#fingerprint) return;
     const what = now === null ? "missing" : "altered";
