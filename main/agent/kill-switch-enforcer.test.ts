@@ -4,7 +4,7 @@
  * events, and what the (fake) kernel holds.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -289,4 +289,27 @@ test("backstop-excepts-gateways-inside-protected-networks-and-skips-full-tunnels
   assert.deepEqual(backstopFor(base), { prefixes: ["198.19.0.0/24"], bypass: ["198.19.0.7/32"] });
   assert.equal(backstopFor({ ...base, fullTunnel: true, protectedNetworks: ["0.0.0.0/0"] }), null);
   assert.equal(backstopFor(null), null);
+});
+
+test("kill-switch-changes-reach-telemetry-as-events-and-counted-changes", async () => {
+  const r = await rig(config({ telemetry: { endpoint: "http://127.0.0.1:9/", intervalMs: 3_600_000 } }));
+  try {
+    r.world.failing.add("firewall.killSwitch");
+    await r.control.connect();
+    await r.clock.advance(1);
+    await r.control.flushTelemetry();
+    const spool = join(root, `d${String(rigs)}`, "state", "telemetry-spool");
+    const bytes = (kind: string): string =>
+      readdirSync(spool)
+        .filter((f) => f.endsWith(`.${kind}`))
+        .map((f) => readFileSync(join(spool, f)).toString("latin1"))
+        .join("");
+    const logs = bytes("logs");
+    assert.match(logs, /detour\.killswitch/, "an event per change");
+    assert.match(logs, /apply-failed/);
+    assert.match(logs, /"change":"fallback"/);
+    assert.match(bytes("metrics"), /detour\.killswitch\.changes/, "and a counter");
+  } finally {
+    await r.control.shutdown();
+  }
 });
