@@ -313,3 +313,25 @@ test("kill-switch-changes-reach-telemetry-as-events-and-counted-changes", async 
     await r.control.shutdown();
   }
 });
+
+test("a-restoration-that-nft-refuses-falls-back-and-says-so", async () => {
+  const r = await rig(config({ lockdown: true }));
+  await r.clock.advance(100);
+  assert.equal(r.control.status().killSwitch.state, "in-force");
+  // Someone flushes the ruleset, and nft fails exactly when detourd puts its table back.
+  r.world.firewallTable = null;
+  r.world.failing.add("firewall.killSwitch");
+  r.world.firewallWatch?.changed();
+  await r.clock.advance(5);
+  assert.equal(r.world.firewallTable, "fallback", "never left without a table");
+  const s = r.control.status().killSwitch;
+  assert.deepEqual([s.state, s.restorations, s.fallbacks], ["fallback", 1, 1]);
+  assert.deepEqual(
+    r.events.map((e) => e.change),
+    ["apply-failed", "fallback", "restored"],
+  );
+  r.world.failing.delete("firewall.killSwitch");
+  await r.clock.advance(KILL_SWITCH_RETRY.initialMs + 10);
+  assert.equal(r.control.status().killSwitch.state, "in-force");
+  assert.equal(r.world.firewallTable, JSON.stringify(r.world.killSwitch));
+});
