@@ -92,6 +92,8 @@ export function eventText(e: ConnectionEvent): string | null {
       return failoverText(e.failover);
     case "health":
       return e.verdict.state === "healthy" ? null : `Health: ${e.verdict.state}.`;
+    case "kill-switch":
+      return `Kill switch ${e.change}: ${e.detail}.`.replace(/\.\.$/, ".");
     case "drill":
       return `Failover drill ${e.drill.verdict === "pass" ? "passed" : e.drill.verdict === "fail" ? "failed" : "refused"}: ${e.drill.reason}.`.replace(
         /\.\.$/,

@@ -23,6 +23,8 @@ import type {
 } from "../core/connection/types.ts";
 import type { Refusals, RefusedInput } from "../core/net/refusals.ts";
 import type { LockdownStateReport } from "../core/lockdown-state.ts";
+import type { KillSwitchStatus } from "../core/killswitch.ts";
+import type { ConnectPayload } from "../core/protocol/messages.ts";
 import type { TelemetryStatus } from "../core/telemetry/status.ts";
 import type { CandidateRefresh } from "./candidate-refresh.ts";
 import type { ConnectionEvents } from "./connection-events.ts";
@@ -85,6 +87,7 @@ export type DaemonStatus = ConnectionSnapshot & {
   lastDrill: DrillResult | null;
   refused: RefusedInput[];
   lockdownState: LockdownStateReport;
+  killSwitch: KillSwitchStatus;
 };
 
 /** The active leg's in-tunnel numbers over the health window. */
@@ -135,6 +138,7 @@ export class ControlFacade {
       lastDrill: p.drills.last,
       refused: p.refusals.list(),
       lockdownState: p.lockdownState(),
+      killSwitch: p.dataPlane.killSwitchStatus(),
     };
   }
 
@@ -213,6 +217,7 @@ export class ControlFacade {
   warmUp(): void {
     const p = this.#p;
     p.spares.warmUp();
+    p.dataPlane.watchKillSwitch();
     p.dataPlane.stage();
     p.telemetry.start();
     p.loop.track(p.drills.clearLeftover());
@@ -223,9 +228,11 @@ export class ControlFacade {
   /**
    * Starts connecting and resolves once the kill switch for connecting is in force. The race starts at once:
    * its own packets go to gateway endpoints, which the kill switch allows anyway, so failing closed costs the
-   * attempt no time; what the answer guarantees is that nothing leaves outside a tunnel from then on.
+   * attempt no time. The answer says whether the kill switch went in: "in-force" guarantees that nothing leaves
+   * outside a tunnel from then on; "fallback" that everything but detourd's own traffic is blocked; "failed" that
+   * nothing can be relied on.
    */
-  async connect(): Promise<void> {
+  async connect(): Promise<ConnectPayload> {
     const p = this.#p;
     p.dataPlane.refreshKillSwitch("resolving");
     const inForce = new Promise<void>((resolve) => {
@@ -238,7 +245,8 @@ export class ControlFacade {
     // Which network this is decides which leg goes first.
     await p.networkMemory.settleForConnect();
     p.loop.dispatch({ type: "connect", now: p.loop.now() });
-    return inForce;
+    await inForce;
+    return { killSwitch: p.dataPlane.killSwitchStatus() };
   }
 
   /**
@@ -301,6 +309,7 @@ export class ControlFacade {
       // Events of the disconnect itself are spooled; whatever the collector did not get yet waits on disk.
       await step("stopping telemetry", () => p.telemetry.shutdown());
     } finally {
+      p.dataPlane.stopKillSwitchWatch();
       if (!p.config().lockdown) await p.dataPlane.removeKillSwitch();
     }
   }

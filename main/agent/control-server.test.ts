@@ -110,9 +110,9 @@ class FakeDaemon implements ControlHandlers {
     this.calls.push("status");
     return this.failWith === null ? Promise.resolve(this.state) : Promise.reject(this.failWith);
   }
-  connect(): Promise<void> {
+  connect(): Promise<null> {
     this.calls.push("connect");
-    return Promise.resolve();
+    return Promise.resolve(null);
   }
   disconnect(): Promise<void> {
     this.calls.push("disconnect");
@@ -426,7 +426,7 @@ describe("commands", () => {
 
   test("a-hung-handler-times-out-with-a-timeout-error", async () => {
     const d = new FakeDaemon();
-    d.connect = () => new Promise<void>(() => undefined);
+    d.connect = () => new Promise<null>(() => undefined);
     const s = await start(d, { limits: { handlerTimeoutMs: 100 } });
     const c = await ControlClient.connect(s.path);
     clients.push(c);

@@ -27,6 +27,7 @@ import {
   type DaemonMessage,
   type DrillParams,
   type DiagPayload,
+  type ConnectPayload,
   type DiagUploadPayload,
   SLOW_COMMAND_TIMEOUT_MS,
   type ErrorCode,
@@ -40,7 +41,8 @@ import { createLogger, type Logger } from "./log.ts";
 /** What the daemon provides; the server calls these and never anything else of the daemon. */
 export interface ControlHandlers {
   status(): Promise<StatusPayload>;
-  connect(): Promise<void>;
+  /** Resolves once the kill switch for connecting was applied, saying whether it is in force. */
+  connect(): Promise<ConnectPayload | null>;
   disconnect(): Promise<void>;
   /** Every candidate with its probe result, in the daemon's ranking order (tried first comes first). */
   gateways(): Promise<Candidate[]>;
@@ -412,8 +414,7 @@ class ClientConnection {
           this.#respond(id, "status", await bound("status", () => h.status()));
           return;
         case "connect":
-          await bound("connect", () => h.connect());
-          this.#respond(id, "connect", null);
+          this.#respond(id, "connect", await bound("connect", () => h.connect()));
           return;
         case "disconnect":
           await bound("disconnect", () => h.disconnect());

@@ -262,9 +262,13 @@ test("shutdown-removes-the-kill-switch-last-even-when-restoring-dns-and-routes-f
   r.world.failing.add("routes.clear");
   await r.control.shutdown();
   const last = r.world.calls.at(-1);
+  // The kill switch's removal is its table, then its routing backstop.
   assert.deepEqual(
-    [last?.step, last?.detail],
-    ["firewall.killSwitch", "off"],
+    r.world.calls.slice(-2).map((c) => [c.step, c.detail]),
+    [
+      ["firewall.killSwitch", "off"],
+      ["firewall.backstop", "off"],
+    ],
     `the last change is the kill switch's removal: ${stepsOf(r).slice(-5).join("; ")}`,
   );
   assert.equal(r.world.killSwitch, null);

@@ -51,6 +51,8 @@ export interface DaemonOptions {
   ifnamePrefix: string;
   log: Logger;
   version: string;
+  /** The group id detourd runs as (detourd.ts switches to it): the kill switch's underlay allowances are bound to it. */
+  ownGroup?: number | null;
 }
 
 /** What the daemon is given besides its options: the OS, time, and (for tests) where candidates and probes come from. */
@@ -159,6 +161,12 @@ export class Daemon {
         track,
         refuse,
         log,
+        clock: this.#clock,
+        ownGroup: opts.ownGroup ?? null,
+        // An event for `detour events`, the flight recorder and telemetry (which counts them).
+        reportKillSwitch: (change, status, detail) => {
+          this.#events.announce({ type: "kill-switch", at: this.#clock.wall(), change, status, detail });
+        },
       },
       platform,
       { resolvConf: opts.resolvConf, stateDir: opts.stateDir },

@@ -4,14 +4,24 @@
  * undoes a newer apply, and the kill switch for a state goes in behind the route change that led to it.
  */
 import { join } from "node:path";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { candidateAddresses } from "../core/connection/address-family.ts";
+import { ipFamily } from "../core/ip-address.ts";
 import { routesForLeg } from "../core/connection/route-policy.ts";
 import type { Candidate, ConnectionStateName, Leg } from "../core/connection/types.ts";
-import { killSwitchPolicy, legEndpoints, type GatewayEndpoint, type KillSwitchRules } from "../core/killswitch.ts";
+import {
+  killSwitchPolicy,
+  legEndpoints,
+  type GatewayEndpoint,
+  type KillSwitchChange,
+  type KillSwitchRules,
+  type KillSwitchStatus,
+} from "../core/killswitch.ts";
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
 import type { DnsFiles, Platform, RouteEntry } from "../../native/platform/platform.ts";
+import type { Clock } from "./clock.ts";
+import { KillSwitchEnforcer } from "./kill-switch-enforcer.ts";
 import type { Logger } from "./log.ts";
 
 export interface DataPlaneHost {
@@ -30,6 +40,14 @@ export interface DataPlaneHost {
   /** Reports what was refused from a gateway's push (status shows it); the caller logs a new one. */
   refuse(r: { kind: "pushed-route" | "pushed-dns"; gateway: string; value: string; reason: string }): void;
   log: Logger;
+  clock: Clock;
+  /**
+   * The group id detourd and its engines run as (detourd.ts switches to it at start): the kill switch's underlay
+   * allowances are bound to it. Null or absent: unbound (tests on a fake platform).
+   */
+  ownGroup?: number | null;
+  /** A kill-switch failure, recovery or restoration: the daemon turns it into an event and telemetry. */
+  reportKillSwitch?(change: KillSwitchChange, status: KillSwitchStatus, detail: string): void;
 }
 
 export class DataPlane {
@@ -49,8 +67,10 @@ export class DataPlane {
    * races, kept by every apply): the winner's route change is then one iproute2 run. Null when unknown.
    */
   #stagedRoutes: RouteEntry[] | null = null;
-  /** The kill switch last put in force (JSON), so an unchanged policy is not re-applied (that resets counters). */
+  /** The kill switch last asked for (JSON), so an unchanged policy is not re-applied (that resets counters). */
   #killSwitch: string | undefined = undefined;
+  /** Applies it, says whether it is in force, retries, falls back and restores (kill-switch-enforcer.ts). */
+  readonly #enforcer: KillSwitchEnforcer;
   /** The kill switch was removed at exit: nothing may put it back behind the exit's back. */
   #removed = false;
 
@@ -62,6 +82,18 @@ export class DataPlane {
     this.#host = host;
     this.#platform = platform;
     this.#dns = { path: files.resolvConf, backupPath: join(files.stateDir, "resolv.conf.orig") };
+    this.#enforcer = new KillSwitchEnforcer({
+      firewall: platform.firewall,
+      clock: host.clock,
+      random: Math.random,
+      report: (change, status, detail) => {
+        host.reportKillSwitch?.(change, status, detail);
+      },
+      track: (p) => {
+        host.track(p);
+      },
+      log: host.log,
+    });
     // A daemon that died while connected left the tunnel's resolvers in place: put the original back first.
     if (platform.dns.restore(this.#dns))
       host.log.warn("restored the resolv.conf a previous detourd left in place", { path: files.resolvConf });
@@ -134,6 +166,9 @@ export class DataPlane {
         // Legs are proven through their device before they are up, and kernel-libipsec names its own devices.
         tunnelDevices: [`${this.#host.ifnamePrefix}-*`, "ipsec*"],
         dnsServers: cfg.discovery.dns?.servers ?? [],
+        // detourd's own lookups (gateways by hostname, the portal) use the network's resolvers.
+        ownResolvers: this.#networkResolvers(),
+        ...(this.#host.ownGroup == null ? {} : { ownGroup: this.#host.ownGroup }),
       });
     } catch (err) {
       this.#host.log.error("kill switch policy failed", { err });
@@ -144,10 +179,37 @@ export class DataPlane {
     const key = rules === null ? "off" : JSON.stringify(Object.entries(rules).filter(([k]) => k !== "state"));
     if (key === this.#killSwitch) return;
     this.#killSwitch = key;
-    this.op(async () => {
-      await this.#platform.firewall.applyKillSwitch(rules);
-      this.#host.log.info("kill switch", { mode: rules?.mode ?? "off" });
-    });
+    // The enforcer says whether it went in (status), falls back and retries on failure: this op never rejects.
+    this.op(() => this.#enforcer.apply(rules));
+  }
+
+  /** Whether the kill switch is in force, and its failures and restorations (status, connect's answer). */
+  killSwitchStatus(): KillSwitchStatus {
+    return this.#enforcer.status();
+  }
+
+  /** Starts noticing other software's changes to the firewall (detourd's start; the watcher is a child process). */
+  watchKillSwitch(): void {
+    this.#enforcer.startWatching();
+  }
+
+  /** Stops the watcher and retries at exit; the table itself is left to removeKillSwitch (or kept, under lockdown). */
+  stopKillSwitchWatch(): void {
+    this.#enforcer.stop();
+  }
+
+  /**
+   * The resolvers of the network (IPv4 or IPv6 `nameserver` lines of the resolv.conf that describes it), for the
+   * kill switch's own-resolver allowance; an unreadable file gives none (detourd's lookups then fail closed).
+   */
+  #networkResolvers(): string[] {
+    let text: string;
+    try {
+      text = readFileSync(this.networkResolvConf(), "utf8");
+    } catch {
+      return [];
+    }
+    return parseNameservers(text);
   }
 
   /** At exit, after every leg stopped: the protected routes and their rule go, and the original resolv.conf comes back. */
@@ -172,9 +234,8 @@ export class DataPlane {
   async removeKillSwitch(): Promise<void> {
     this.#removed = true;
     this.#killSwitch = undefined;
-    await this.#platform.firewall.applyKillSwitch(null).catch((err: unknown) => {
-      this.#host.log.error("removing the kill switch failed", { err });
-    });
+    this.#enforcer.stop();
+    await this.#enforcer.apply(null);
   }
 
   async #clearRoutes(): Promise<void> {
@@ -291,3 +352,17 @@ export function knownAddresses(c: Candidate): string[] {
   const a = candidateAddresses(c);
   return [a.ipv4, a.ipv6].filter((x): x is string => x !== null);
 }
+
+/** The `nameserver` addresses of a resolv.conf, IPv4 or IPv6 without a zone, at most resolv.conf's three. */
+export function parseNameservers(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^\s*nameserver\s+(\S+)\s*$/.exec(line);
+    const a = m?.[1];
+    if (a !== undefined && ipFamily(a) !== null && !out.includes(a)) out.push(a);
+  }
+  return out.slice(0, MAX_RESOLVERS);
+}
+
+/** The resolver library uses the first three nameserver lines only (resolv.conf(5) MAXNS). */
+const MAX_RESOLVERS = 3;

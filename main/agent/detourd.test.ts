@@ -21,6 +21,9 @@ function detourd(...args: string[]): { code: number | null; out: string; err: st
     join(dir, "state"),
     "--work-dir",
     join(dir, "work"),
+    // A gid no file owns, and no group in /etc/group: the tests need not create one.
+    "--own-group",
+    "64950",
   ];
   const r = spawnSync(process.execPath, ["--import", "tsx", "main/agent/detourd.ts", ...safe, ...args], {
     cwd: root,
@@ -101,4 +104,40 @@ test("a-secret-file-readable-by-others-is-refused", () => {
   assert.equal(r.code, 2);
   assert.match(r.err, /identity\.wireguard\.privateKey: .* readable by others/);
   assert.doesNotMatch(r.err, /GEoB0ZX0nQ4f\/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=.*readable/);
+});
+
+test("an-own-group-that-cannot-tell-detourds-traffic-apart-is-refused-before-anything-starts", () => {
+  const socket = join(dir, "g.sock");
+  const key = join(dir, "wg-ok.key");
+  writeFileSync(key, "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=\n", { mode: 0o600 });
+  const cfg = join(dir, "ok.json");
+  writeFileSync(
+    cfg,
+    JSON.stringify({
+      version: 1,
+      organisation: "x",
+      identity: { wireguard: { privateKey: { file: key } } },
+      gateways: [
+        {
+          name: "gw1",
+          hostname: "gw1.example.com",
+          address: "198.18.1.2",
+          priority: 1,
+          region: "r",
+          protocols: {
+            wireguard: { publicKey: "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=", tunnelAddress: "198.19.11.2/32" },
+          },
+        },
+      ],
+      protectedRoutes: ["198.19.0.0/24"],
+      probe: { address: "198.19.0.1" },
+    }),
+  );
+  const unknown = detourd("--config", cfg, "--socket", socket, "--own-group", "no-such-group-x");
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.err, /--own-group: no group "no-such-group-x" in \/etc\/group/);
+  const root0 = detourd("--config", cfg, "--socket", socket, "--own-group", "0");
+  assert.equal(root0.code, 2);
+  assert.match(root0.err, /--own-group: 0 \(gid 0\) cannot tell detourd's traffic from other processes/);
+  assert.equal(existsSync(socket), false);
 });

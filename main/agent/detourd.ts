@@ -10,6 +10,7 @@ import { ControlServer } from "./control-server.ts";
 import { linuxPlatform } from "../../native/platform/linux.ts";
 import type { ControlFacade } from "./control-facade.ts";
 import { Daemon } from "./daemon.ts";
+import { adoptOwnGroup, DEFAULT_OWN_GROUP, ownGroupId } from "./own-group.ts";
 import { createLogger, type Level } from "./log.ts";
 import { createPolicyManager, policyHandlers, startPolicy } from "./policy/wiring.ts";
 import { LogTail } from "./diag/log-tail.ts";
@@ -19,7 +20,7 @@ const VERSION = "0.1.0";
 /** Time for a clean disconnect (engines' orderly stops run in parallel) before detourd exits anyway. */
 const SHUTDOWN_BUDGET_MS = 15_000;
 
-const USAGE = `usage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--connect] [--policy-file <file>] [--trusted-keys <dir>] [--policy-url <url>] [--log-level debug|info|warn|error] [--log-file <path>]
+const USAGE = `usage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--own-group <name|gid>] [--connect] [--policy-file <file>] [--trusted-keys <dir>] [--policy-url <url>] [--log-level debug|info|warn|error] [--log-file <path>]
        detourd --help | --version`;
 
 function usage(msg: string): never {
@@ -39,6 +40,7 @@ async function main(): Promise<void> {
         "state-dir": { type: "string", default: "/var/lib/detour" },
         "resolv-conf": { type: "string", default: "/etc/resolv.conf" },
         "ifname-prefix": { type: "string", default: "dt" },
+        "own-group": { type: "string", default: DEFAULT_OWN_GROUP },
         connect: { type: "boolean", default: false },
         "policy-file": { type: "string" },
         "trusted-keys": { type: "string" },
@@ -91,6 +93,16 @@ async function main(): Promise<void> {
     process.exit(2);
   }
 
+  // Before anything is started: every socket and engine from here on carries the group the kill switch allows.
+  let ownGroup: number;
+  try {
+    ownGroup = ownGroupId(values["own-group"]);
+    adoptOwnGroup(ownGroup);
+  } catch (e) {
+    process.stderr.write(`detourd: ${(e as Error).message}\n`);
+    process.exit(2);
+  }
+
   // The managed policy and the user's preferences layer over the file before anything runs on it.
   let policy;
   try {
@@ -115,6 +127,7 @@ async function main(): Promise<void> {
         stateDir: values["state-dir"],
         resolvConf: values["resolv-conf"],
         ifnamePrefix: values["ifname-prefix"],
+        ownGroup,
         log,
         version: VERSION,
       },

@@ -2,6 +2,7 @@
  * The `detour` command end to end: a real ControlServer with fake handlers in a daemon process of its own, the
  * CLI as a child process, checked by its output and exit code as a user or a script would see them.
  */
+import { initialKillSwitchStatus } from "../core/killswitch-status.ts";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -110,7 +111,7 @@ const server = await ControlServer.start({
   log: { debug() {}, info() {}, warn() {}, error() {} },
   handlers: {
     status: () => call("status", fx.status),
-    connect: () => call("connect"),
+    connect: () => call("connect", fx.connect),
     disconnect: () => call("disconnect"),
     gateways: () => call("gateways", fx.status.candidates),
     race: () => call("race", fx.race),
@@ -136,7 +137,12 @@ before(async () => {
     env: {
       ...process.env,
       DETOUR_FAKE_SOCKET: socket,
-      DETOUR_FAKE_FIXTURES: JSON.stringify({ status: STATUS, race: RACE, drill: DRILL }),
+      DETOUR_FAKE_FIXTURES: JSON.stringify({
+        status: STATUS,
+        race: RACE,
+        drill: DRILL,
+        connect: { killSwitch: { ...initialKillSwitchStatus(), state: "in-force", mode: "blocking", ownGroup: 64950 } },
+      }),
     },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -230,7 +236,8 @@ describe("detour against a running daemon", () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(
       r.stdout,
-      "connect requested; detourd is connected: Connected to gw1 over WireGuard after gw2 failed.\n",
+      "connect requested; detourd is connected: Connected to gw1 over WireGuard after gw2 failed.\n" +
+        "kill switch: in force (blocking); own traffic bound to gid 64950\n",
     );
     assert.equal(daemonOut.split("call connect").length, before + 1, "the daemon's connect handler ran once");
   });

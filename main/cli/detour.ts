@@ -7,7 +7,7 @@ import { ControlClient, isControlError, type ControlClientOptions } from "../cli
 import { DEFAULT_SLA_MS, parseSlaMs } from "../core/drill.ts";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
 import { diagMain } from "./diag.ts";
-import { formatDrill, formatEvent, formatGateways, formatLastRace, formatStatus } from "./format.ts";
+import { formatDrill, formatEvent, formatGateways, formatKillSwitch, formatLastRace, formatStatus } from "./format.ts";
 import { formatPolicyStatus, POLICY_USAGE, runPolicyCli } from "./policy-commands.ts";
 
 const EXIT_OK = 0;
@@ -134,10 +134,14 @@ async function run(inv: Invocation, client: ControlClient): Promise<number> {
     }
     case "connect":
     case "disconnect": {
-      if (inv.command === "connect") await client.connect();
-      else await client.disconnect();
+      const answer = inv.command === "connect" ? await client.connect() : (await client.disconnect(), null);
       const s = await client.status();
       print(`${inv.command} requested; detourd is ${s.state}: ${s.summary}\n`);
+      if (answer !== null) {
+        print(`kill switch: ${formatKillSwitch(answer.killSwitch, opts)}\n`);
+        // Connecting without the kill switch in force is an error the user must see, not a success.
+        if (answer.killSwitch.state !== "in-force") return EXIT_DAEMON_ERROR;
+      }
       return EXIT_OK;
     }
     case "gateways": {

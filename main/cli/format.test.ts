@@ -2,12 +2,14 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { ConnectionEvent, FailoverRecord, RaceRecord } from "../core/connection/types.ts";
+import { initialKillSwitchStatus } from "../core/killswitch-status.ts";
 import type { StatusPayload } from "../core/protocol/messages.ts";
 import {
   formatDuration,
   formatEvent,
   formatFailover,
   formatGateways,
+  formatKillSwitch,
   formatLastRace,
   formatRace,
   formatStatus,
@@ -412,4 +414,29 @@ describe("helpers", () => {
       ["a    bb", "ccc  d   e"],
     );
   });
+});
+
+test("the-kill-switch-line-says-plainly-when-it-is-not-in-force", () => {
+  const k = initialKillSwitchStatus();
+  assert.equal(
+    formatKillSwitch({ ...k, state: "in-force", mode: "blocking", ownGroup: 64950 }, opts),
+    "in force (blocking); own traffic bound to gid 64950",
+  );
+  assert.equal(
+    formatKillSwitch(
+      {
+        ...k,
+        state: "fallback",
+        mode: "blocking",
+        applyFailures: 2,
+        restorations: 1,
+        lastError: "command failed (exit 1): nft -f -\nError: syntax error",
+        nextRetryAt: opts.now + 500,
+      },
+      opts,
+    ),
+    "FALLBACK: everything but detourd's own traffic blocked; restored 1x after others changed it; 2 failed applies; " +
+      "last error: command failed (exit 1): nft -f - Error: syntax error; next retry in 500 ms",
+  );
+  assert.match(formatKillSwitch({ ...k, state: "failed", lastError: "nft: not found" }, opts), /^FAILED: not in force/);
 });

@@ -7,6 +7,7 @@ import type {
   LegKind,
   RaceRecord,
 } from "../core/connection/types.ts";
+import type { KillSwitchStatus } from "../core/killswitch-status.ts";
 import type { GatewaysPayload, StatusPayload } from "../core/protocol/messages.ts";
 
 export interface FormatOptions {
@@ -163,6 +164,7 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
       `${s.standby.gateway} ${s.standby.protocol} (${PROTOCOL_NAMES[s.standby.protocol]}), ${heard}`,
     ]);
   }
+  if (s.killSwitch !== undefined) rows.push(["kill switch", formatKillSwitch(s.killSwitch, opts)]);
   const t = s.telemetry;
   if (t !== undefined && t.rttMs !== null) {
     const loss = t.lossPct === null ? "loss unknown" : `loss ${t.lossPct.toFixed(1)} % over ${t.samples} probes`;
@@ -274,5 +276,31 @@ export function formatEvent(e: ConnectionEvent, opts: Pick<FormatOptions, "clock
     }
     case "drill":
       return line("drill", `${e.drill.id} ${formatDrillLine(e.drill)}`);
+    case "kill-switch":
+      return line("kill-switch", `${e.change} (now ${e.status.state}): ${oneLine(e.detail)}`);
   }
+}
+
+/**
+ * The kill switch in one line: "in force (blocking), own traffic bound to gid 64950" plus, when anything went
+ * wrong, the counts, the last error and the next retry.
+ */
+export function formatKillSwitch(k: KillSwitchStatus, opts: { now: number }): string {
+  const state =
+    k.state === "in-force"
+      ? `in force (${k.mode ?? "-"})`
+      : k.state === "fallback"
+        ? "FALLBACK: everything but detourd's own traffic blocked"
+        : k.state === "failed"
+          ? "FAILED: not in force"
+          : "off";
+  const parts = [state];
+  if (k.ownGroup !== null) parts.push(`own traffic bound to gid ${String(k.ownGroup)}`);
+  if (k.restorations > 0) parts.push(`restored ${String(k.restorations)}x after others changed it`);
+  if (k.applyFailures > 0) parts.push(`${String(k.applyFailures)} failed applies`);
+  if (k.watcherRestarts > 0) parts.push(`watcher restarted ${String(k.watcherRestarts)}x`);
+  if (k.lastError !== null && k.state !== "in-force" && k.state !== "off")
+    parts.push(`last error: ${oneLine(k.lastError)}`);
+  if (k.nextRetryAt !== null) parts.push(`next retry in ${formatDuration(Math.max(0, k.nextRetryAt - opts.now))}`);
+  return parts.join("; ");
 }

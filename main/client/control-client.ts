@@ -16,6 +16,7 @@ import {
   type Command,
   type CommandParams,
   type CommandResults,
+  type ConnectPayload,
   type DrillParams,
   type DiagPayload,
   type DiagUploadPayload,
@@ -273,8 +274,9 @@ export class ControlClient {
   }
 
   /** Asks the daemon to connect; resolves once it has accepted the request (follow progress with subscribe). */
-  async connect(): Promise<void> {
-    await this.#request("connect");
+  /** Asks detourd to connect; its answer says whether the kill switch is in force (null from an older detourd). */
+  connect(): Promise<ConnectPayload | null> {
+    return this.#request("connect");
   }
 
   async disconnect(): Promise<void> {

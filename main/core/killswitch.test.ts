@@ -46,6 +46,8 @@ const blockingOf = (state: ConnectionStateName): KillSwitchRules => ({
     { address: GW2, protocol: "udp", port: 4500 },
   ],
   dnsServers: [DNS],
+  ownResolvers: [],
+  ownGroup: null,
   blockUnderlay: true,
   underlayUpkeep: true,
 });
@@ -103,6 +105,8 @@ test("connected-split-tunnel-polices-only-protected-destinations", () => {
     tunnelDevices: ["dt-L1", "dt-L4"],
     gatewayEndpoints: blockingOf("connected").gatewayEndpoints,
     dnsServers: [],
+    ownResolvers: [],
+    ownGroup: null,
     blockUnderlay: false,
     underlayUpkeep: false,
   });
@@ -224,4 +228,14 @@ test("ipv6-gateway-endpoints-are-allowed-canonical-and-sorted-after-ipv4", () =>
       ),
     /invalid gateway address/,
   );
+});
+
+test("own-resolvers-and-the-own-group-are-carried-only-while-blocking-and-loopback-or-repeated-resolvers-are-dropped", () => {
+  const over = { ownResolvers: ["127.0.0.53", DNS, "198.18.0.53", "2001:DB8::53", "::1"], ownGroup: 64950 };
+  const b = rules("racing", { lockdown: true, ...over });
+  assert.deepEqual([b.ownResolvers, b.ownGroup], [["198.18.0.53", "2001:db8::53"], 64950]);
+  const t = rules("connected", over);
+  assert.deepEqual([t.ownResolvers, t.ownGroup], [[], 64950]);
+  assert.throws(() => rules("racing", { ownGroup: 0 }), /own group id 0/);
+  assert.throws(() => rules("racing", { lockdown: true, ownResolvers: ["resolver.example"] }), /invalid resolver/);
 });

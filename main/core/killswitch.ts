@@ -28,6 +28,7 @@
  */
 import type { ConnectionStateName, LegKind } from "./connection/types.ts";
 import { canonicalIp, ipFamily } from "./ip-address.ts";
+import type { KillSwitchMode } from "./killswitch-status.ts";
 
 export type EndpointProtocol = "udp" | "tcp";
 
@@ -54,13 +55,28 @@ export interface KillSwitchInput {
   tunnelDevices: readonly string[];
   /** Resolvers asked for the gateways' addresses while connecting (UDP and TCP 53); IPv4 or IPv6. */
   dnsServers: readonly string[];
+  /**
+   * The network's own resolvers (from the resolv.conf that describes the network): detourd's own lookups of
+   * gateways by hostname and of the portal go there while the kill switch blocks. Loopback ones are dropped here
+   * (loopback is always allowed).
+   */
+  ownResolvers?: readonly string[];
+  /**
+   * The group id detourd and its engines run as: the underlay allowances (gateway endpoints, discovery and own
+   * resolvers) match only sockets of this group, so no other local process can use them. Absent: unbound.
+   */
+  ownGroup?: number;
 }
 
-/**
- * - blocking: only the allowances below may leave outside the tunnel devices
- * - tunnel-only: protected destinations leave only through the tunnel devices
- */
-export type KillSwitchMode = "blocking" | "tunnel-only";
+export type { KillSwitchMode } from "./killswitch-status.ts";
+export {
+  initialKillSwitchStatus,
+  KILL_SWITCH_CHANGES,
+  KILL_SWITCH_ENFORCEMENTS,
+  type KillSwitchChange,
+  type KillSwitchEnforcement,
+  type KillSwitchStatus,
+} from "./killswitch-status.ts";
 
 /** The desired firewall state, normalised: sorted, without duplicates, prefixes without host bits. */
 export interface KillSwitchRules {
@@ -75,6 +91,10 @@ export interface KillSwitchRules {
   gatewayEndpoints: GatewayEndpoint[];
   /** Allowed on the underlay (UDP and TCP 53); empty unless blocking. */
   dnsServers: string[];
+  /** The network's own resolvers, allowed like dnsServers (UDP and TCP 53) for detourd's own lookups; empty unless blocking. */
+  ownResolvers: string[];
+  /** Gateway endpoints, discovery and own resolvers match only sockets of this group id; null: any process. */
+  ownGroup: number | null;
   /** Drop everything that leaves through neither loopback nor a tunnel device and is not allowed above. */
   blockUnderlay: boolean;
   /** Allow DHCPv4, DHCPv6 and IPv6 neighbour/router discovery on the underlay (set wherever blockUnderlay is). */
@@ -131,17 +151,24 @@ export function killSwitchPolicy(input: KillSwitchInput): KillSwitchRules | null
   const tunnelDevices = normaliseDevices(input.tunnelDevices);
   const gatewayEndpoints = normaliseEndpoints(input.gatewayEndpoints);
   const dnsServers = normaliseAddresses(input.dnsServers, "DNS server");
+  // A resolver already allowed for discovery needs no second rule; loopback ones need none at all.
+  const ownResolvers = normaliseAddresses(input.ownResolvers ?? [], "resolver").filter(
+    (a) => !dnsServers.includes(a) && !isLoopback(a),
+  );
+  const ownGroup = input.ownGroup ?? null;
+  if (ownGroup !== null && !(Number.isInteger(ownGroup) && ownGroup > 0 && ownGroup < 2 ** 32 - 1))
+    throw new Error(`invalid own group id ${String(ownGroup)} (a group id other than 0)`);
   const fullTunnel = networks.some((p) => p.len === 0);
   const protectedNetworks = fullTunnel ? [FULL_TUNNEL] : networks.map(formatPrefix);
-  const base = { state: input.state, fullTunnel, protectedNetworks, tunnelDevices, gatewayEndpoints };
+  const base = { state: input.state, fullTunnel, protectedNetworks, tunnelDevices, gatewayEndpoints, ownGroup };
   switch (input.state) {
     case "disconnected":
-      return input.lockdown ? blocking(base, dnsServers) : null;
+      return input.lockdown ? blocking(base, dnsServers, ownResolvers) : null;
     case "resolving":
     case "racing":
     case "failing-over":
     case "error":
-      return input.lockdown || fullTunnel ? blocking(base, dnsServers) : tunnelOnly(base);
+      return input.lockdown || fullTunnel ? blocking(base, dnsServers, ownResolvers) : tunnelOnly(base);
     case "connected":
       // Discovery rechecks while connected go through the tunnel (full tunnel) or are not ours to police (split).
       return tunnelOnly(base);
@@ -152,23 +179,26 @@ export function killSwitchPolicy(input: KillSwitchInput): KillSwitchRules | null
  * Protected destinations leave only through the tunnel devices. In a split tunnel the underlay is not ours to
  * police; a full tunnel protects everything, so the underlay carries only the gateway endpoints (and upkeep).
  */
-function tunnelOnly(
-  base: Omit<KillSwitchRules, "mode" | "dnsServers" | "blockUnderlay" | "underlayUpkeep">,
-): KillSwitchRules {
+type RulesBase = Omit<KillSwitchRules, "mode" | "dnsServers" | "ownResolvers" | "blockUnderlay" | "underlayUpkeep">;
+
+function tunnelOnly(base: RulesBase): KillSwitchRules {
   return {
     ...base,
     mode: "tunnel-only",
     dnsServers: [],
+    ownResolvers: [],
     blockUnderlay: base.fullTunnel,
     underlayUpkeep: base.fullTunnel,
   };
 }
 
-function blocking(
-  base: Omit<KillSwitchRules, "mode" | "dnsServers" | "blockUnderlay" | "underlayUpkeep">,
-  dnsServers: string[],
-): KillSwitchRules {
-  return { ...base, mode: "blocking", dnsServers, blockUnderlay: true, underlayUpkeep: true };
+function blocking(base: RulesBase, dnsServers: string[], ownResolvers: string[]): KillSwitchRules {
+  return { ...base, mode: "blocking", dnsServers, ownResolvers, blockUnderlay: true, underlayUpkeep: true };
+}
+
+/** 127.0.0.0/8 and ::1 (canonical spelling): always allowed through loopback, never an underlay rule. */
+function isLoopback(a: string): boolean {
+  return a === "::1" || a.startsWith("127.");
 }
 
 interface Prefix {

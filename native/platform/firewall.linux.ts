@@ -39,6 +39,8 @@ export type KillSwitchPurpose =
   | "tunnel-device"
   | "gateway-endpoint"
   | "discovery-dns"
+  | "own-resolver"
+  | "own-traffic"
   | "underlay-upkeep"
   | "protected-outside-tunnel"
   | "underlay-blocked"
@@ -49,6 +51,8 @@ const PURPOSES: ReadonlySet<string> = new Set<KillSwitchPurpose>([
   "tunnel-device",
   "gateway-endpoint",
   "discovery-dns",
+  "own-resolver",
+  "own-traffic",
   "underlay-upkeep",
   "protected-outside-tunnel",
   "underlay-blocked",
@@ -91,12 +95,19 @@ function check(rules: KillSwitchRules): void {
       bad("protected network", p);
   }
   for (const d of rules.tunnelDevices) if (!IFNAME_OR_PATTERN_RE.test(d) || d === "lo") bad("tunnel device", d);
-  for (const a of rules.dnsServers) if (!IPV4_RE.test(a) && !isIPv6(a)) bad("DNS server", a);
+  for (const a of [...rules.dnsServers, ...rules.ownResolvers])
+    if (!IPV4_RE.test(a) && !isIPv6(a)) bad("DNS server", a);
+  if (rules.ownGroup !== null && !validGid(rules.ownGroup)) bad("own group id", rules.ownGroup);
   for (const e of rules.gatewayEndpoints) {
     if (!IPV4_RE.test(e.address) && !isIPv6(e.address)) bad("gateway address", e.address);
     if (!ENDPOINT_PROTOCOLS.has(e.protocol)) bad("endpoint protocol", e.protocol);
     if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535) bad("endpoint port", e.port);
   }
+}
+
+/** A group id nft can match with `meta skgid`: 0 (root) would bind nothing to detourd. */
+function validGid(g: number): boolean {
+  return Number.isInteger(g) && g > 0 && g < 2 ** 32 - 1;
 }
 
 /** A rule's match part and its comment; rendered as an accept (filter chains) or a return (the witness). */
@@ -110,32 +121,49 @@ function daddr(address: string): string {
   return `${isIPv6(address) ? "ip6" : "ip"} daddr ${address}`;
 }
 
-function endpointAllowance(e: GatewayEndpoint): Allowance {
+/**
+ * The match that binds an allowance to detourd and its engines: sockets whose owner's group is detourd's own
+ * (detourd switches to it at start, and its engines inherit it). Empty when unbound.
+ */
+function own(rules: Pick<KillSwitchRules, "ownGroup">): string {
+  return rules.ownGroup === null ? "" : `meta skgid ${String(rules.ownGroup)} `;
+}
+
+function endpointAllowance(e: GatewayEndpoint, bind: string): Allowance {
   const where = isIPv6(e.address) ? `[${e.address}]:${String(e.port)}` : `${e.address}:${String(e.port)}`;
   return {
-    match: `${daddr(e.address)} ${e.protocol} dport ${String(e.port)}`,
+    match: `${bind}${daddr(e.address)} ${e.protocol} dport ${String(e.port)}`,
     comment: `gateway-endpoint ${e.protocol} ${where}`,
   };
 }
 
+/**
+ * The host's own upkeep of its underlay address, limited to what each protocol needs: a DHCPv4 client (port
+ * 68, which only root can bind) to a server (67), a DHCPv6 client (546) to the all-servers-and-relays group, and
+ * the neighbour/router discovery messages a host sends. The DHCP clients are the system's, not detourd's, so
+ * these cannot be bound to detourd's group.
+ */
+const UPKEEP: readonly Allowance[] = [
+  { match: "meta nfproto ipv4 udp sport 68 udp dport 67", comment: "underlay-upkeep dhcpv4" },
+  { match: "ip6 daddr ff02::1:2 udp sport 546 udp dport 547", comment: "underlay-upkeep dhcpv6" },
+  {
+    match: "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }",
+    comment: "underlay-upkeep ipv6-nd",
+  },
+];
+
 /** What may leave outside the tunnel devices from this host, in rule order. */
 function allowances(rules: KillSwitchRules): Allowance[] {
+  const bind = own(rules);
+  const dns = (a: string, purpose: string): Allowance => ({
+    match: `${bind}${daddr(a)} meta l4proto { tcp, udp } th dport 53`,
+    comment: `${purpose} ${a}`,
+  });
   return [
-    ...rules.gatewayEndpoints.map(endpointAllowance),
-    ...rules.dnsServers.map((a) => ({
-      match: `${daddr(a)} meta l4proto { tcp, udp } th dport 53`,
-      comment: `discovery-dns ${a}`,
-    })),
-    ...(rules.underlayUpkeep
-      ? [
-          { match: "meta nfproto ipv4 udp sport 68 udp dport 67", comment: "underlay-upkeep dhcpv4" },
-          { match: "meta nfproto ipv6 udp sport 546 udp dport 547", comment: "underlay-upkeep dhcpv6" },
-          {
-            match: "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }",
-            comment: "underlay-upkeep ipv6-nd",
-          },
-        ]
-      : []),
+    ...rules.gatewayEndpoints.map((e) => endpointAllowance(e, bind)),
+    ...rules.dnsServers.map((a) => dns(a, "discovery-dns")),
+    ...rules.ownResolvers.map((a) => dns(a, "own-resolver")),
+    ...(rules.underlayUpkeep ? UPKEEP : []),
   ];
 }
 
@@ -203,6 +231,45 @@ export function renderApplyTransaction(rules: KillSwitchRules): string {
   return `add table ${KILLSWITCH_FAMILY} ${KILLSWITCH_TABLE}\ndelete table ${KILLSWITCH_FAMILY} ${KILLSWITCH_TABLE}\n${renderKillSwitch(rules)}`;
 }
 
+/**
+ * The table that goes in when the real one cannot be applied: loopback, the tunnel devices, the host's underlay
+ * upkeep and detourd's own traffic (so it can still reach gateways and get out of this state) leave; nothing
+ * else does, protected or not. It is built from constants and checked names and numbers only, so nft has
+ * nothing in it to refuse: whatever made the real apply fail (a bad address, an unsupported expression), this
+ * one still goes in. Invalid devices or group are left out rather than rendered.
+ */
+export function renderFallbackTransaction(p: { tunnelDevices: readonly string[]; ownGroup: number | null }): string {
+  const devices = p.tunnelDevices.filter((d) => IFNAME_OR_PATTERN_RE.test(d) && d !== "lo");
+  const tunnels = devices.map((d) => line(`oifname "${d}"`, "accept", `tunnel-device ${d}`));
+  const ownTraffic =
+    p.ownGroup !== null && validGid(p.ownGroup)
+      ? [line(`meta skgid ${String(p.ownGroup)}`, "accept", "own-traffic")]
+      : [];
+  return [
+    renderRemoveTransaction().trimEnd(),
+    `table ${KILLSWITCH_FAMILY} ${KILLSWITCH_TABLE} {`,
+    `\tcomment "${FALLBACK_COMMENT}"`,
+    "\tchain output {",
+    "\t\ttype filter hook output priority filter; policy drop;",
+    line('oifname "lo"', "accept", "loopback"),
+    ...tunnels,
+    ...ownTraffic,
+    ...UPKEEP.map((a) => line(a.match, "accept", a.comment)),
+    line("", "drop", "underlay-blocked"),
+    "\t}",
+    "\tchain forward {",
+    "\t\ttype filter hook forward priority filter; policy drop;",
+    ...tunnels,
+    line("", "drop", "underlay-blocked"),
+    "\t}",
+    "}",
+    "",
+  ].join("\n");
+}
+
+/** The fallback table's comment: `nft list tables` and diagnostics tell it from the real one. */
+export const FALLBACK_COMMENT = "detour kill switch: fallback (blocking)";
+
 /** Deletes the table, present or not. */
 export function renderRemoveTransaction(): string {
   return `add table ${KILLSWITCH_FAMILY} ${KILLSWITCH_TABLE}\ndelete table ${KILLSWITCH_FAMILY} ${KILLSWITCH_TABLE}\n`;
@@ -220,6 +287,29 @@ async function nft(args: readonly string[], opts: FirewallOptions, input?: strin
 export async function applyKillSwitch(rules: KillSwitchRules | null, opts: FirewallOptions = {}): Promise<void> {
   if (rules === null) return removeKillSwitch(opts);
   await nft(["-f", "-"], opts, renderApplyTransaction(rules));
+}
+
+/** Puts the fallback table in force (renderFallbackTransaction). */
+export async function applyKillSwitchFallback(
+  p: { tunnelDevices: readonly string[]; ownGroup: number | null },
+  opts: FirewallOptions = {},
+): Promise<void> {
+  await nft(["-f", "-"], opts, renderFallbackTransaction(p));
+}
+
+/**
+ * The table as the kernel holds it, without counters (`nft -s`), or null when it is missing: two reads are
+ * equal exactly when nobody changed the table in between, whatever nft's formatting.
+ */
+export async function readKillSwitch(opts: FirewallOptions = {}): Promise<string | null> {
+  const argv = inNetns(opts.netns, ["nft", "-s", "list", "table", KILLSWITCH_FAMILY, KILLSWITCH_TABLE]);
+  const [file, ...rest] = argv;
+  const r = await run(file, rest);
+  if (r.code !== 0) {
+    if (/No such file or directory/.test(r.stderr)) return null;
+    throw new CommandError(argv, r);
+  }
+  return r.stdout;
 }
 
 /** Removes the kill switch's table; its absence is not an error. */

@@ -11,6 +11,7 @@ import {
   countedPackets,
   parseCounters,
   renderApplyTransaction,
+  renderFallbackTransaction,
   renderKillSwitch,
   renderRemoveTransaction,
 } from "./firewall.linux.ts";
@@ -54,7 +55,7 @@ test("racing-renders-allowances-then-counted-drops-and-a-witness-that-mirrors-th
 		ip daddr 198.18.2.2 tcp dport 443 counter accept comment "gateway-endpoint tcp 198.18.2.2:443"
 		ip daddr 198.18.53.2 meta l4proto { tcp, udp } th dport 53 counter accept comment "discovery-dns 198.18.53.2"
 		meta nfproto ipv4 udp sport 68 udp dport 67 counter accept comment "underlay-upkeep dhcpv4"
-		meta nfproto ipv6 udp sport 546 udp dport 547 counter accept comment "underlay-upkeep dhcpv6"
+		ip6 daddr ff02::1:2 udp sport 546 udp dport 547 counter accept comment "underlay-upkeep dhcpv6"
 		icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } counter accept comment "underlay-upkeep ipv6-nd"
 		ip daddr @protected4 counter drop comment "protected-outside-tunnel"
 		counter drop comment "underlay-blocked"
@@ -75,7 +76,7 @@ test("racing-renders-allowances-then-counted-drops-and-a-witness-that-mirrors-th
 		ip daddr 198.18.2.2 tcp dport 443 return
 		ip daddr 198.18.53.2 meta l4proto { tcp, udp } th dport 53 return
 		meta nfproto ipv4 udp sport 68 udp dport 67 return
-		meta nfproto ipv6 udp sport 546 udp dport 547 return
+		ip6 daddr ff02::1:2 udp sport 546 udp dport 547 return
 		icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } return
 		ip daddr @protected4 counter comment "protected-escaped"
 	}
@@ -272,4 +273,56 @@ test("ipv6-gateway-endpoints-and-resolvers-are-matched-as-ip6-in-the-same-inet-t
   assert.match(text, /\t\tip6 daddr 2001:db8:18:2::2 tcp dport 443 return\n/, "the witness skips the allowance too");
   // Blocking ends with a drop that has no family match: every other IPv6 packet is dropped like IPv4.
   assert.match(text, /\t\tcounter drop comment "underlay-blocked"\n\t\}\n\tchain forward/);
+});
+
+test("underlay-allowances-are-bound-to-detourds-own-group-and-dhcp-and-nd-are-not", () => {
+  const text = renderKillSwitch(rulesFor({ ownGroup: 64950, ownResolvers: ["198.18.0.53"] }));
+  const accepts = text
+    .split("\n")
+    .filter((l) => / accept comment "(gateway-endpoint|discovery-dns|own-resolver)/.test(l));
+  assert.equal(accepts.length, 4, text);
+  for (const l of accepts) assert.match(l, /^\t\tmeta skgid 64950 ip6? daddr /, l);
+  assert.match(
+    text,
+    /meta skgid 64950 ip daddr 198\.18\.0\.53 meta l4proto \{ tcp, udp \} th dport 53 counter accept comment "own-resolver 198\.18\.0\.53"/,
+  );
+  // The witness exempts exactly what the filter accepts: another process's DNS to the resolver is counted as a leak.
+  assert.match(text, /meta skgid 64950 ip daddr 198\.18\.53\.2 meta l4proto \{ tcp, udp \} th dport 53 return/);
+  assert.match(text, /\t\tmeta nfproto ipv4 udp sport 68 udp dport 67 counter accept comment "underlay-upkeep dhcpv4"/);
+  assert.match(text, /\t\tip6 daddr ff02::1:2 udp sport 546 udp dport 547 counter accept/);
+  assert.throws(() => renderKillSwitch({ ...rulesFor({}), ownGroup: 0 }), /invalid own group id 0/);
+  assert.throws(
+    () => renderKillSwitch({ ...rulesFor({}), ownResolvers: ["1.2.3.4; flush ruleset"] }),
+    /invalid DNS server/,
+  );
+});
+
+test("the-fallback-table-blocks-everything-but-loopback-tunnels-upkeep-and-detourd-and-ignores-bad-names", () => {
+  assert.equal(
+    renderFallbackTransaction({ tunnelDevices: ["dt-*", "ipsec*", 'x" accept', "lo"], ownGroup: 64950 }),
+    `add table inet detour_killswitch
+delete table inet detour_killswitch
+table inet detour_killswitch {
+	comment "detour kill switch: fallback (blocking)"
+	chain output {
+		type filter hook output priority filter; policy drop;
+		oifname "lo" counter accept comment "loopback"
+		oifname "dt-*" counter accept comment "tunnel-device dt-*"
+		oifname "ipsec*" counter accept comment "tunnel-device ipsec*"
+		meta skgid 64950 counter accept comment "own-traffic"
+		meta nfproto ipv4 udp sport 68 udp dport 67 counter accept comment "underlay-upkeep dhcpv4"
+		ip6 daddr ff02::1:2 udp sport 546 udp dport 547 counter accept comment "underlay-upkeep dhcpv6"
+		icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } counter accept comment "underlay-upkeep ipv6-nd"
+		counter drop comment "underlay-blocked"
+	}
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		oifname "dt-*" counter accept comment "tunnel-device dt-*"
+		oifname "ipsec*" counter accept comment "tunnel-device ipsec*"
+		counter drop comment "underlay-blocked"
+	}
+}
+`,
+  );
+  assert.doesNotMatch(renderFallbackTransaction({ tunnelDevices: [], ownGroup: 0 }), /skgid/);
 });

@@ -3,8 +3,10 @@ import { createEngine } from "../engines/create-engine.ts";
 import { WireGuardSpare } from "../engines/wireguard/wireguard-spare.ts";
 import { applyDns, restoreDns } from "./dns.linux.ts";
 import { applyDrillBlock, drillBlockPresent, removeDrillBlock } from "./drill-firewall.linux.ts";
-import { applyKillSwitch } from "./firewall.linux.ts";
 import { localNetworks } from "./local-networks.linux.ts";
+import { applyKillSwitch, applyKillSwitchFallback, readKillSwitch } from "./firewall.linux.ts";
+import { watchFirewall } from "./firewall-watch.linux.ts";
+import { applyBackstop } from "./firewall-backstop.linux.ts";
 import { networkId } from "./netid.linux.ts";
 import type { Platform } from "./platform.ts";
 import {
@@ -33,6 +35,10 @@ export function linuxPlatform(): Platform {
     },
     firewall: {
       applyKillSwitch: (rules) => applyKillSwitch(rules),
+      applyKillSwitchFallback: (p) => applyKillSwitchFallback(p),
+      readKillSwitch: () => readKillSwitch(),
+      applyBackstop: (b) => applyBackstop(b),
+      watchFirewall: (listener) => watchFirewall(listener),
       drillBlock: {
         apply: (gateway, endpoints) => applyDrillBlock(gateway, endpoints),
         remove: () => removeDrillBlock(),

@@ -74,9 +74,29 @@ export interface DrillBlock {
   present(): Promise<boolean>;
 }
 
+/** What the firewall watcher tells: something changed the ruleset, or the watcher itself died (and restarts). */
+export interface FirewallWatchListener {
+  changed(): void;
+  watcherDied(reason: string): void;
+}
+
 export interface PlatformFirewall {
   /** Puts these kill-switch rules in force as one atomic replace; null removes the kill switch. */
   applyKillSwitch(rules: KillSwitchRules | null): Promise<void>;
+  /**
+   * Puts the minimal blocking table in force instead (loopback, these tunnel devices, the host's underlay upkeep
+   * and `ownGroup`'s traffic only): what goes in when applyKillSwitch failed. Built so that nothing can refuse it.
+   */
+  applyKillSwitchFallback(p: { tunnelDevices: readonly string[]; ownGroup: number | null }): Promise<void>;
+  /** The kill switch's table as the kernel holds it (an opaque text, equal between reads of an unchanged table); null when missing. */
+  readKillSwitch(): Promise<string | null>;
+  /**
+   * The second layer, outside the firewall: the protected networks made unroutable except through a tunnel, with
+   * these gateways excepted (null: removed). It survives a flushed ruleset.
+   */
+  applyBackstop(b: { prefixes: readonly string[]; bypass: readonly string[] } | null): Promise<void>;
+  /** Watches the ruleset for changes by anyone (restarting its watcher, bounded, if it dies) until stopped. */
+  watchFirewall(listener: FirewallWatchListener): { stop(): void };
   drillBlock: DrillBlock;
 }
 

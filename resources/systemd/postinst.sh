@@ -5,6 +5,9 @@
 # detourd is restarted, so an upgrade runs the new code (under lockdown it keeps its table across the restart).
 set -e
 getent group detour >/dev/null || groupadd --system detour
+# detourd's own group, without members: detourd and its engines run as it, and the kill switch lets only its
+# sockets use the gateway endpoints and resolvers while it blocks (main/agent/own-group.ts).
+getent group detour-net >/dev/null || groupadd --system detour-net
 printf '#!/bin/sh\nexec /usr/bin/node /opt/Detour/resources/detourd/detour.mjs "$@"\n' > /usr/bin/detour
 chmod 0755 /usr/bin/detour
 install -m 0644 /opt/Detour/resources/systemd/detourd.service /lib/systemd/system/detourd.service

@@ -13,7 +13,14 @@ import type { CandidateFinder } from "../../main/agent/candidate-refresh.ts";
 import { configuredCandidates } from "../../main/agent/discovery.ts";
 import type { Monitor, MonitorOptions } from "../../main/agent/monitor.ts";
 import { EngineError, EventHub, type EngineSpec, type TunnelEngine } from "../../native/engines/engine.ts";
-import type { DnsSettings, LegSource, Platform, RouteEntry, SpareDevice } from "../../native/platform/platform.ts";
+import type {
+  DnsSettings,
+  FirewallWatchListener,
+  LegSource,
+  Platform,
+  RouteEntry,
+  SpareDevice,
+} from "../../native/platform/platform.ts";
 import type { FakeClock } from "./fake-clock.ts";
 
 /** How a gateway behaves toward new tunnels and the tunnels it carries. */
@@ -40,6 +47,9 @@ export type PlatformStep =
   | "dns.apply"
   | "dns.restore"
   | "firewall.killSwitch"
+  | "firewall.fallback"
+  | "firewall.read"
+  | "firewall.backstop"
   | "network.id"
   | "engine.start"
   | "engine.stop";
@@ -64,6 +74,15 @@ export class FakeWorld {
   /** The protected table: prefix -> device. */
   readonly routes = new Map<string, string>();
   killSwitch: KillSwitchRules | null = null;
+  /**
+   * What the kernel holds in the kill switch's table: the rules' JSON, "fallback", or null (no table). Tests
+   * change it behind the daemon's back to play other software rewriting the firewall.
+   */
+  firewallTable: string | null = null;
+  /** The routing backstop: prefixes made unroutable outside a tunnel, and the gateways excepted. */
+  backstop: { prefixes: string[]; bypass: string[] } | null = null;
+  /** The daemon's firewall watcher, while it watches: tests call changed() as nft monitor would. */
+  firewallWatch: FirewallWatchListener | null = null;
   dnsServers: string[] | null = null;
   #addresses = new Map<string, string>();
   #nextAddress = 1;
@@ -284,7 +303,26 @@ export function fakePlatform(world: FakeWorld): Platform {
       applyKillSwitch: (rules) =>
         later("firewall.killSwitch", rules?.mode ?? "off", () => {
           world.killSwitch = rules;
+          world.firewallTable = rules === null ? null : JSON.stringify(rules);
         }),
+      applyKillSwitchFallback: (p) =>
+        later("firewall.fallback", `${p.tunnelDevices.join(",")} gid ${String(p.ownGroup)}`, () => {
+          world.killSwitch = null;
+          world.firewallTable = "fallback";
+        }),
+      readKillSwitch: () => later("firewall.read", "", () => world.firewallTable),
+      applyBackstop: (b) =>
+        later("firewall.backstop", b === null ? "off" : `${b.prefixes.join(",")} bypass ${b.bypass.join(",")}`, () => {
+          world.backstop = b === null ? null : { prefixes: [...b.prefixes], bypass: [...b.bypass] };
+        }),
+      watchFirewall: (listener) => {
+        world.firewallWatch = listener;
+        return {
+          stop: () => {
+            if (world.firewallWatch === listener) world.firewallWatch = null;
+          },
+        };
+      },
       drillBlock: {
         apply: () => Promise.resolve(),
         remove: () => Promise.resolve(),

@@ -8,6 +8,8 @@ import { labTopology } from "./topology.ts";
 
 /** detourd loads TypeScript through tsx (about a second) before it opens its socket; CI machines are slower. */
 const AGENT_READY_TIMEOUT_MS = 20_000;
+/** The gid detourd runs as in the lab: the kill switch binds its underlay allowances to it. */
+export const LAB_OWN_GID = 64950;
 /** detourd disconnects (engines send BYE/DELETE) before it exits; this is its whole budget. */
 const AGENT_STOP_GRACE_MS = 8_000;
 
@@ -63,6 +65,9 @@ export async function agentStart(
     // wireguard-go's socket path is host-wide: the lab id keeps two labs' daemons apart (and lab down cleans d<id>-*)
     "--ifname-prefix",
     `d${id}`,
+    // detourd's own group (the package creates "detour-net"; the lab uses a gid no file or user has).
+    "--own-group",
+    String(LAB_OWN_GID),
     ...(opts.connect === true ? ["--connect"] : []),
     ...(opts.extraArgs ?? []),
   ];

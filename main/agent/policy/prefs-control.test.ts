@@ -118,7 +118,7 @@ async function daemonWith(lockdown: boolean): Promise<{ m: PolicyManager; c: Con
     log,
     handlers: {
       status: () => Promise.resolve({ ...STATUS, policy: m.status() }),
-      connect: () => Promise.resolve(),
+      connect: () => Promise.resolve(null),
       disconnect: () => Promise.resolve(),
       gateways: () => Promise.resolve([]),
       race: () => Promise.resolve(null),

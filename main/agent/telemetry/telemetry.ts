@@ -171,6 +171,7 @@ export class Telemetry {
     restored: ReturnType<ReturnType<MeterProvider["getMeter"]>["createHistogram"]>;
     appLatency: ReturnType<ReturnType<MeterProvider["getMeter"]>["createHistogram"]>;
     appChecks: ReturnType<ReturnType<MeterProvider["getMeter"]>["createCounter"]>;
+    killSwitch: ReturnType<ReturnType<MeterProvider["getMeter"]>["createCounter"]>;
   };
 
   constructor(opts: TelemetryOptions) {
@@ -251,6 +252,9 @@ export class Telemetry {
       appLatency: meter.createHistogram(AGENT_METRIC.appLatency, { unit: "ms", ...buckets }),
       appChecks: meter.createCounter(AGENT_METRIC.appChecks, {
         description: "reachability checks of internal URLs by result",
+      }),
+      killSwitch: meter.createCounter(AGENT_METRIC.killSwitch, {
+        description: "kill switch failures, fallbacks, recoveries and restorations, by change",
       }),
     };
     const src = opts.source;
@@ -418,6 +422,19 @@ export class Telemetry {
         );
         return;
       }
+      case "kill-switch":
+        this.#record.killSwitch.add(1, { [ATTR.outcome]: e.change, [ATTR.state]: e.status.state });
+        this.#emit(
+          EVENT.killSwitch,
+          e,
+          { [ATTR.outcome]: e.change, [ATTR.state]: e.status.state, [ATTR.reason]: e.detail },
+          e.change === "in-force"
+            ? SeverityNumber.INFO
+            : e.change === "failed"
+              ? SeverityNumber.ERROR
+              : SeverityNumber.WARN,
+        );
+        return;
       case "race-started":
       case "leg":
         return;

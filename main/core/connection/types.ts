@@ -3,6 +3,7 @@
  * state machine and the effects it gets back. Pure data; time is always an input, in milliseconds of the daemon's
  * monotonic clock (it never jumps); the daemon shifts records to wall time where people read them (wall-time.ts).
  */
+import type { KillSwitchChange, KillSwitchStatus } from "../killswitch-status.ts";
 import type { IpFamily } from "../ip-address.ts";
 import type { EngineErrorCode, TunnelConfig } from "../tunnel/engine-types.ts";
 
@@ -211,7 +212,9 @@ export type ConnectionEvent =
   | { type: "race-ended"; at: number; race: RaceRecord }
   | { type: "failover"; at: number; failover: FailoverRecord }
   | { type: "health"; at: number; legId: string; verdict: HealthVerdict }
-  | { type: "drill"; at: number; drill: DrillResult };
+  | { type: "drill"; at: number; drill: DrillResult }
+  /** The kill switch failed, fell back, recovered or was restored after someone else changed it (daemon, wall time). */
+  | { type: "kill-switch"; at: number; change: KillSwitchChange; status: KillSwitchStatus; detail: string };
 
 /** What `detour status --json` shows of the connection. */
 export interface ConnectionSnapshot {

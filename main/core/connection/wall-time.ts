@@ -56,6 +56,7 @@ export function eventAtWall(e: ConnectionEvent, offset: number): ConnectionEvent
     case "health":
       return { ...e, at: at(e.at, offset), verdict: verdictAtWall(e.verdict, offset) };
     case "drill":
+    case "kill-switch":
       return e;
   }
 }

@@ -165,6 +165,10 @@ export function buildSummary(inp: SummaryInputs, redactions: RedactionReport | n
             reason: e.drill.reason,
           });
         break;
+      case "kill-switch":
+        if (e.change !== "in-force" && e.change !== "watcher-restarted")
+          failures.push({ at: e.at, what: `kill switch ${e.change}`, reason: e.detail });
+        break;
       case "race-started":
         break;
     }

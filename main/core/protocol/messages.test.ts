@@ -1,4 +1,5 @@
 /** The control protocol's codec: valid messages, malformed, truncated and oversized input, and systematic mutations. */
+import { initialKillSwitchStatus } from "../killswitch-status.ts";
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { ConnectionEvent, DrillResult, RaceRecord } from "../connection/types.ts";
@@ -108,6 +109,13 @@ const EVENTS: ConnectionEvent[] = [
   { type: "failover", at: 5, failover: STATUS.lastFailover ?? assert.fail() },
   { type: "health", at: 6, legId: "L1", verdict: { state: "dead", reason: "no reply", lastReplyAt: 5 } },
   { type: "drill", at: 7, drill: DRILL },
+  {
+    type: "kill-switch",
+    at: 8,
+    change: "restored",
+    status: { ...initialKillSwitchStatus(), state: "in-force", mode: "blocking", ownGroup: 64950, restorations: 1 },
+    detail: "table missing (ruleset changed); put back as in-force",
+  },
 ];
 
 function line(m: unknown): string {
@@ -246,6 +254,12 @@ describe("daemon messages", () => {
       { type: "response", id: 1, command: "status", result: STATUS },
       { type: "response", id: 2, command: "subscribe", result: STATUS },
       { type: "response", id: 3, command: "connect", result: null },
+      {
+        type: "response",
+        id: 3,
+        command: "connect",
+        result: { killSwitch: { ...initialKillSwitchStatus(), state: "fallback", lastError: "nft: exit 1" } },
+      },
       { type: "response", id: 4, command: "disconnect", result: null },
       {
         type: "response",
@@ -314,7 +328,7 @@ describe("daemon messages", () => {
     }
     assert.match(
       failure(parseDaemonMessage(line({ type: "response", id: 1, command: "connect", result: {} }))).message,
-      /^result: /,
+      /^result\.killSwitch: /,
     );
   });
 

@@ -38,6 +38,13 @@ import {
   type RaceRecord,
 } from "../connection/types.ts";
 import { MAX_SLA_MS, MIN_SLA_MS } from "../drill.ts";
+import {
+  KILL_SWITCH_CHANGES,
+  KILL_SWITCH_ENFORCEMENTS,
+  type KillSwitchChange,
+  type KillSwitchEnforcement,
+  type KillSwitchStatus,
+} from "../killswitch-status.ts";
 import type { EngineErrorCode } from "../tunnel/engine-types.ts";
 import type { TelemetryStatus } from "../telemetry/status.ts";
 import { SETTING_KEY_LIST } from "../policy/settings.ts";
@@ -361,6 +368,28 @@ export const PolicyEventSchema = z.looseObject({
   message: z.string().optional(),
 });
 
+export const KillSwitchStatusSchema = z.looseObject({
+  state: z.enum(KILL_SWITCH_ENFORCEMENTS as [KillSwitchEnforcement, ...KillSwitchEnforcement[]]),
+  mode: z.enum(["blocking", "tunnel-only"]).nullable(),
+  ownGroup: z.number().nullable(),
+  lastError: z.string().nullable(),
+  lastErrorAt: num,
+  applyFailures: z.number(),
+  fallbacks: z.number(),
+  restorations: z.number(),
+  lastRestoredAt: num,
+  watcherRestarts: z.number(),
+  nextRetryAt: num,
+}) satisfies z.ZodType<KillSwitchStatus>;
+
+/** What `connect` answers once the kill switch for connecting was applied: whether it is in force. */
+export interface ConnectPayload {
+  killSwitch: KillSwitchStatus;
+}
+export const ConnectPayloadSchema = z.looseObject({
+  killSwitch: KillSwitchStatusSchema,
+}) satisfies z.ZodType<ConnectPayload>;
+
 /**
  * What `status` answers (and `subscribe` starts with): the connection snapshot plus who is answering and, from
  * a daemon that measures them, the active tunnel's numbers and the telemetry export's health, the managed policy,
@@ -377,6 +406,8 @@ export type StatusPayload = ConnectionSnapshot & {
   refused?: RefusedInput[];
   /** The lockdown state recorded for the early-boot step; `error` says why the last write failed. */
   lockdownState?: LockdownStateReport;
+  /** Whether the kill switch is in force, its failures and restorations; absent from a daemon without one. */
+  killSwitch?: KillSwitchStatus;
 };
 export const StatusPayloadSchema = z.looseObject({
   ...snapshotShape,
@@ -413,6 +444,7 @@ export const StatusPayloadSchema = z.looseObject({
         .nullable(),
     })
     .optional(),
+  killSwitch: KillSwitchStatusSchema.optional(),
 }) satisfies z.ZodType<StatusPayload>;
 
 /** A candidate with its place in the daemon's ranking (1 is tried first). */
@@ -441,6 +473,13 @@ const EVENT_SCHEMAS = {
   failover: z.looseObject({ type: z.literal("failover"), at, failover: FailoverRecordSchema }),
   health: z.looseObject({ type: z.literal("health"), at, legId: z.string(), verdict: HealthVerdictSchema }),
   drill: z.looseObject({ type: z.literal("drill"), at, drill: DrillResultSchema }),
+  "kill-switch": z.looseObject({
+    type: z.literal("kill-switch"),
+    at,
+    change: z.enum(KILL_SWITCH_CHANGES as [KillSwitchChange, ...KillSwitchChange[]]),
+    status: KillSwitchStatusSchema,
+    detail: z.string(),
+  }),
 } satisfies { [K in ConnectionEvent["type"]]: z.ZodType<Extract<ConnectionEvent, { type: K }>> };
 export const EVENT_TYPES = Object.keys(EVENT_SCHEMAS) as ConnectionEvent["type"][];
 export const ConnectionEventSchema = z.discriminatedUnion("type", [
@@ -451,6 +490,7 @@ export const ConnectionEventSchema = z.discriminatedUnion("type", [
   EVENT_SCHEMAS.failover,
   EVENT_SCHEMAS.health,
   EVENT_SCHEMAS.drill,
+  EVENT_SCHEMAS["kill-switch"],
 ]) satisfies z.ZodType<ConnectionEvent>;
 
 /** What `diag` answers: the bundle detourd wrote (root-only, mode 0600) and what its redaction replaced. */
@@ -507,7 +547,8 @@ export const SLOW_COMMAND_TIMEOUT_MS: Partial<Record<Command, number>> = { diag:
 /** The result each command answers with. */
 export interface CommandResults {
   status: StatusPayload;
-  connect: null;
+  /** Null from a daemon that does not say whether its kill switch is in force. */
+  connect: ConnectPayload | null;
   disconnect: null;
   gateways: GatewaysPayload;
   race: RaceRecord | null;
@@ -524,7 +565,7 @@ export interface CommandResults {
 }
 export const RESULT_SCHEMAS = {
   status: StatusPayloadSchema,
-  connect: z.null(),
+  connect: ConnectPayloadSchema.nullable(),
   disconnect: z.null(),
   gateways: GatewaysPayloadSchema,
   race: RaceRecordSchema.nullable(),
@@ -591,6 +632,7 @@ export const EventMessageSchema = z.strictObject({
     EVENT_SCHEMAS.failover,
     EVENT_SCHEMAS.health,
     EVENT_SCHEMAS.drill,
+    EVENT_SCHEMAS["kill-switch"],
     PolicyEventSchema,
   ]),
 });

@@ -82,6 +82,11 @@ export const AGENT_METRIC = {
   spoolPending: "detour.telemetry.spool.pending",
   spoolDropped: "detour.telemetry.spool.dropped",
   spoolRejected: "detour.telemetry.spool.rejected",
+  /**
+   * Counter: kill-switch changes by outcome (apply-failed, fallback, failed, in-force, restored, remove-failed,
+   * watcher-restarted) and the state after it (in-force, fallback, failed, off).
+   */
+  killSwitch: "detour.killswitch.changes",
 } as const;
 
 /** Data point attributes. */
@@ -103,6 +108,8 @@ export const EVENT = {
   health: "detour.health",
   drill: "detour.drill",
   policy: "detour.policy",
+  /** The kill switch failed, fell back, recovered, or was restored after other software changed it. */
+  killSwitch: "detour.killswitch",
 } as const;
 
 export const EVENT_NAME_ATTRIBUTE = "event.name";

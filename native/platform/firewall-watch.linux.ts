@@ -1,0 +1,95 @@
+/**
+ * Watches the nftables ruleset for changes by anyone (an admin's `nft flush ruleset`, a firewall manager's reload,
+ * a container runtime) through `nft monitor`: a supervised child that sleeps on a netlink socket and prints one
+ * line per change, so noticing costs no CPU while nothing changes, and a change is seen within milliseconds.
+ * The kernel tells every listener about every ruleset change; the caller decides whether its own table was hit
+ * (firewall.linux.ts readKillSwitch).
+ *
+ * If the child dies (killed, netlink overflow), it is restarted after a backoff that grows with failures in a
+ * row and resets once a child has run for a while; each (re)start is reported as a change too, because changes
+ * made while nobody watched were missed.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import type { FirewallWatchListener } from "./platform.ts";
+import { inNetns } from "./run.ts";
+
+/** First wait before restarting a dead watcher: long enough not to spin on a binary that dies at once. */
+export const WATCH_RESTART_INITIAL_MS = 200;
+/** Longest wait between restarts: a watcher that cannot run is retried twice a minute, not more. */
+export const WATCH_RESTART_MAX_MS = 30_000;
+/** A watcher that ran this long was healthy: the next death starts the backoff from the beginning again. */
+export const WATCH_HEALTHY_AFTER_MS = 60_000;
+
+export interface WatchOptions {
+  /** Namespace to watch (lab tests); unset inside detourd. */
+  netns?: string;
+}
+
+export function watchFirewall(listener: FirewallWatchListener, opts: WatchOptions = {}): { stop(): void } {
+  let stopped = false;
+  let child: ChildProcess | null = null;
+  let restart: NodeJS.Timeout | null = null;
+  let failures = 0;
+  const safe = (f: () => void): void => {
+    try {
+      f();
+    } catch {
+      // the listener's failure is its own; the watcher keeps watching
+    }
+  };
+  const start = (): void => {
+    if (stopped) return;
+    const [file, ...args] = inNetns(opts.netns, ["nft", "monitor"]);
+    const startedAt = performance.now();
+    let ended = false;
+    const c = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
+    child = c;
+    let stderr = "";
+    c.stdout.on("data", () => {
+      safe(() => {
+        listener.changed();
+      });
+    });
+    c.stderr.on("data", (d: Buffer) => {
+      stderr = (stderr + d.toString()).slice(-500);
+    });
+    c.once("spawn", () => {
+      // Whatever changed before this watcher listened was not seen: check once now.
+      safe(() => {
+        listener.changed();
+      });
+    });
+    const onEnd = (why: string): void => {
+      if (ended) return;
+      ended = true;
+      child = null;
+      if (stopped) return;
+      failures = performance.now() - startedAt >= WATCH_HEALTHY_AFTER_MS ? 1 : failures + 1;
+      const wait = Math.min(WATCH_RESTART_MAX_MS, WATCH_RESTART_INITIAL_MS * 2 ** Math.min(failures - 1, 20));
+      safe(() => {
+        listener.watcherDied(`${why}${stderr.trim() === "" ? "" : `: ${stderr.trim()}`}`);
+      });
+      restart = setTimeout(() => {
+        restart = null;
+        start();
+      }, wait);
+      restart.unref();
+    };
+    c.once("error", (err) => {
+      onEnd(`nft monitor could not run (${err.message})`);
+    });
+    c.once("exit", (code, signal) => {
+      onEnd(`nft monitor exited (${signal ?? `code ${String(code)}`})`);
+    });
+  };
+  start();
+  return {
+    stop: () => {
+      stopped = true;
+      if (restart !== null) clearTimeout(restart);
+      restart = null;
+      child?.kill("SIGTERM");
+      child = null;
+    },
+  };
+}
