@@ -148,31 +148,41 @@ export class DataPlane {
     });
   }
 
-  /** At exit, after every leg stopped: the protected routes and their rule go, and the original resolv.conf comes back. */
-  async clearForExit(): Promise<void> {
+  /** At exit, after every leg stopped: the protected routes and their rule go. Throws when they could not. */
+  async clearRoutesForExit(): Promise<void> {
     await this.#routeChain;
     // The disconnect's clear kept the staged rule over the emptied table; it goes now, with anything left.
     if (this.#routesOn !== null || this.#appliedRoutes.size > 0 || this.#stagedRoutes !== null) {
-      await this.#platform.routes
-        .clearProtectedRoutes([...this.#appliedRoutes, ...this.#host.config().protectedRoutes], {
+      await this.#platform.routes.clearProtectedRoutes(
+        [...this.#appliedRoutes, ...this.#host.config().protectedRoutes],
+        {
           bypass: [...this.#appliedBypass],
-        })
-        .catch(() => undefined);
-    }
-    try {
-      this.#platform.dns.restore(this.#dns);
-    } catch (err) {
-      this.#host.log.error("restoring resolv.conf failed", { err });
+        },
+      );
     }
   }
 
-  /** Removes the kill switch (the last step of an exit without lockdown). Never rejects. */
+  /** At exit: the original resolv.conf comes back. Throws when it could not. */
+  restoreDnsForExit(): void {
+    this.#platform.dns.restore(this.#dns);
+  }
+
+  /** Removes the kill switch (the last step of an exit without lockdown). Throws when it could not. */
   async removeKillSwitch(): Promise<void> {
     this.#removed = true;
     this.#killSwitch = undefined;
-    await this.#platform.firewall.applyKillSwitch(null).catch((err: unknown) => {
-      this.#host.log.error("removing the kill switch failed", { err });
-    });
+    await this.#platform.firewall.applyKillSwitch(null);
+  }
+
+  /**
+   * The last step of an exit under lockdown: the blocking table of a disconnected, locked-down host is put in force
+   * (it usually is already) and nothing may change it afterwards. Throws when it could not.
+   */
+  async keepKillSwitch(): Promise<void> {
+    this.refreshKillSwitch("disconnected");
+    this.#removed = true;
+    await this.#routeChain;
+    if (this.#killSwitch === undefined) throw new Error("the kill switch policy could not be computed");
   }
 
   async #clearRoutes(): Promise<void> {

@@ -283,6 +283,18 @@ export const DaemonInfoSchema = z.looseObject({
   pid: z.int().min(0),
   startedAt: z.number(),
   configPath: z.string(),
+  /** What the start-up reclaim of a crashed instance's leftovers did, and faults caught at the top of detourd. */
+  recovery: z
+    .looseObject({
+      reclaimed: z.array(z.string()).max(100),
+      reclaimFailed: z.array(z.string()).max(100),
+      recordError: z.string().nullable(),
+      recordWriteFailures: z.int().min(0),
+      lastRecordWriteError: z.string().nullable(),
+      faults: z.int().min(0),
+      lastFault: z.string().nullable(),
+    })
+    .optional(),
 });
 export type DaemonInfo = z.infer<typeof DaemonInfoSchema>;
 
