@@ -23,6 +23,7 @@ import type {
 } from "../core/connection/types.ts";
 import type { DaemonInfo } from "../core/protocol/messages.ts";
 import type { TelemetryStatus } from "../core/telemetry/status.ts";
+import { atomicWriteFailures } from "../shared/atomic-write.ts";
 import type { CandidateRefresh } from "./candidate-refresh.ts";
 import type { ConnectionEvents } from "./connection-events.ts";
 import { ControlRequestError } from "./control-server.ts";
@@ -295,6 +296,8 @@ export class ControlFacade {
       lastRecordWriteError: o?.lastWriteError ?? null,
       faults: this.#faults,
       lastFault: this.#lastFault,
+      dnsRestoreError: this.#p.dataPlane.dnsRestoreError,
+      ...atomicWriteFailures(),
     };
   }
 

@@ -51,6 +51,7 @@ export class DataPlane {
   #killSwitch: string | undefined = undefined;
   /** The kill switch was removed at exit: nothing may put it back behind the exit's back. */
   #removed = false;
+  #dnsRestoreError: string | null = null;
 
   constructor(
     host: DataPlaneHost,
@@ -61,8 +62,18 @@ export class DataPlane {
     this.#platform = platform;
     this.#dns = { path: files.resolvConf, backupPath: join(files.stateDir, "resolv.conf.orig") };
     // A daemon that died while connected left the tunnel's resolvers in place: put the original back first.
-    if (platform.dns.restore(this.#dns))
-      host.log.warn("restored the resolv.conf a previous detourd left in place", { path: files.resolvConf });
+    try {
+      if (platform.dns.restore(this.#dns))
+        host.log.warn("restored the resolv.conf a previous detourd left in place", { path: files.resolvConf });
+    } catch (err) {
+      this.#dnsRestoreError = err instanceof Error ? err.message : String(err);
+      host.log.error("the resolv.conf a previous detourd left in place could not be restored", { err });
+    }
+  }
+
+  /** Why the original resolv.conf could not be put back (a damaged backup, a write that failed), for status. */
+  get dnsRestoreError(): string | null {
+    return this.#dnsRestoreError;
   }
 
   /** Settles once every change asked for so far is done (failed ones are logged). */
@@ -164,7 +175,8 @@ export class DataPlane {
 
   /** At exit: the original resolv.conf comes back. Throws when it could not. */
   restoreDnsForExit(): void {
-    this.#platform.dns.restore(this.#dns);
+    this.#restoreDns();
+    if (this.#dnsRestoreError !== null) throw new Error(this.#dnsRestoreError);
   }
 
   /** Removes the kill switch (the last step of an exit without lockdown). Throws when it could not. */
@@ -198,8 +210,19 @@ export class DataPlane {
     this.#appliedRoutes.clear();
     this.#appliedBypass.clear();
     this.#gatewaysSeen.clear();
-    if (this.#platform.dns.restore(this.#dns)) log.info("resolv.conf restored", { path: this.#dns.path });
     log.info("protected routes cleared");
+    this.#restoreDns();
+  }
+
+  /** Puts the original resolv.conf back; a failure is kept for status and logged, never thrown. */
+  #restoreDns(): void {
+    try {
+      if (this.#platform.dns.restore(this.#dns)) this.#host.log.info("resolv.conf restored", { path: this.#dns.path });
+      this.#dnsRestoreError = null;
+    } catch (err) {
+      this.#dnsRestoreError = err instanceof Error ? err.message : String(err);
+      this.#host.log.error("restoring resolv.conf failed", { err });
+    }
   }
 
   async #applyRoutes(legId: string): Promise<void> {

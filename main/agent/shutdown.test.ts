@@ -154,6 +154,12 @@ for (const failing of ["engine.stop", "routes.clear", "dns.restore"] satisfies P
     assert.equal(world.killSwitch, null, "and it is gone");
     if (failing !== "routes.clear") assert.equal(world.routes.size, 0, "the protected routes were still cleared");
     if (failing !== "dns.restore") assert.equal(world.dnsServers, null, "resolv.conf was still restored");
+    else
+      assert.match(
+        daemon.control.status().daemon.recovery.dnsRestoreError ?? "",
+        /dns\.restore failed/,
+        "a resolv.conf that could not be restored shows in status",
+      );
     if (failing !== "engine.stop")
       assert.ok(
         steps.some((s) => s.startsWith("engine.stop")),

@@ -293,6 +293,11 @@ export const DaemonInfoSchema = z.looseObject({
       lastRecordWriteError: z.string().nullable(),
       faults: z.int().min(0),
       lastFault: z.string().nullable(),
+      /** Why the original resolv.conf was not put back (a damaged backup is never restored blindly). */
+      dnsRestoreError: z.string().nullable().optional(),
+      /** State files that could not be written (a full disk): the old content stays, the failure is counted. */
+      stateWriteFailures: z.int().min(0).optional(),
+      lastStateWriteError: z.string().nullable().optional(),
     })
     .optional(),
 });
