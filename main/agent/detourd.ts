@@ -43,6 +43,11 @@ function usage(msg: string): never {
   process.exit(2);
 }
 
+// A log reader that went away (a closed pipe) must cost the log lines, not the daemon: without a listener the
+// EPIPE would be thrown at the top. The log file, when configured, still gets every line.
+process.stdout.on("error", () => undefined);
+process.stderr.on("error", () => undefined);
+
 /** Set once the logger exists; until then faults go to stderr as they would anyway. */
 let onFault: (kind: "unhandled-rejection" | "uncaught-exception", err: unknown) => void = (kind, err) => {
   process.stderr.write(`detourd: ${kind}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
@@ -139,6 +144,7 @@ async function main(): Promise<void> {
     mkdirSync(values["state-dir"], { recursive: true, mode: 0o700 });
     ownership = await OwnershipRecord.takeOver({
       stateDir: values["state-dir"],
+      workDir: values["work-dir"],
       ifnamePrefix: values["ifname-prefix"],
       platform,
       log,

@@ -229,3 +229,19 @@ test("a-spawn-names-its-program-and-device-past-ip-netns-exec", () => {
   assert.deepEqual(describeSpawn(["ping", "-I", "dt-l1", "198.19.0.1"]), { exe: "ping", device: null });
   assert.deepEqual(describeSpawn(["wireguard-go", "-f", "bad name!"]), { exe: "wireguard-go", device: null });
 });
+
+test("a-killed-instances-leg-and-spare-folders-go-and-nothing-else-in-the-work-folder", async () => {
+  const r = rig();
+  const work = stateDir();
+  for (const d of ["L1-Ab3xYz", "L12-q9W8e7", "spare-XyZ123", "keep-me", "L1-toolongname"]) fs.mkdirSync(join(work, d));
+  writeFileSync(join(work, "L2-Ab3xYz"), "a file named like a folder of ours goes too");
+  const rec = await OwnershipRecord.takeOver({
+    stateDir: stateDir(),
+    workDir: work,
+    ifnamePrefix: "dt",
+    platform: r.platform,
+    log,
+  });
+  assert.deepEqual(fs.readdirSync(work).sort(), ["L1-toolongname", "keep-me"]);
+  assert.equal(rec.reclaimed.removed.filter((x) => x.startsWith("work folder")).length, 4);
+});

@@ -8,7 +8,7 @@
  * A stale entry costs nothing (reclaiming something that is gone is a no-op, and a process is only stopped while its
  * PID, start time and boot id all match); a missing one would leave debris, so entries are written first.
  */
-import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
 import type {
   EngineProcessInfo,
@@ -121,6 +121,11 @@ export function describeSpawn(argv: readonly string[]): { exe: string; device: s
 
 export interface OwnershipOptions {
   stateDir: string;
+  /**
+   * The engines' work folder (--work-dir): a killed instance's leg and spare folders (configs, sockets, logs) are
+   * removed once its processes are gone. Only entries named as detourd names them (engine-spec.ts, the spare pool).
+   */
+  workDir?: string;
   ifnamePrefix: string;
   platform: Platform;
   log: Logger;
@@ -200,6 +205,7 @@ export class OwnershipRecord {
       if (report.failed.length > 0)
         opts.log.error("could not reclaim all a previous detourd left behind", { failed: report.failed });
     }
+    if (opts.workDir !== undefined) removeWorkFolders(opts.workDir, summary);
     const rec = new OwnershipRecord(opts, summary);
     // Under lockdown the kill switch a crashed instance left stays until the data plane replaces it.
     if (owned.nftTables.includes("kill-switch")) rec.#owned.nftTables.push("kill-switch");
@@ -376,6 +382,26 @@ export class OwnershipRecord {
         err,
         failures: this.writeFailures,
       });
+    }
+  }
+}
+
+/** A leg's folder (`L12-Ab3xYz`, engine-spec.ts) or a spare's (`spare-Ab3xYz`, wireguard-spare-pool.ts). */
+const WORK_FOLDER_RE = /^(L\d{1,9}|spare)-[A-Za-z0-9]{6}$/;
+
+function removeWorkFolders(workDir: string, summary: ReclaimSummary): void {
+  let entries: string[];
+  try {
+    entries = readdirSync(workDir);
+  } catch {
+    return; // none yet
+  }
+  for (const name of entries.filter((n) => WORK_FOLDER_RE.test(n))) {
+    try {
+      rmSync(join(workDir, name), { recursive: true, force: true });
+      summary.removed.push(`work folder ${name}`);
+    } catch (e) {
+      summary.failed.push(`work folder ${name}: ${(e as Error).message}`);
     }
   }
 }
