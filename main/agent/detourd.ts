@@ -215,6 +215,13 @@ async function main(): Promise<void> {
   daemon.refreshKillSwitch();
   daemon.warmUp();
   startPolicy(policy, daemon);
+  const r = ownership.reclaimed;
+  if (r.removed.length > 0 || r.failed.length > 0 || r.recordError !== null)
+    daemon.emitTelemetry(
+      "detour.daemon.reclaimed",
+      { previousPid: r.previousPid, removed: r.removed, failed: r.failed, recordError: r.recordError },
+      { failed: r.failed.length > 0 || r.recordError !== null },
+    );
   if (values.connect || policy.effective().autoConnect) void daemon.connect();
 
   let stopping = false;

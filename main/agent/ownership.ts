@@ -189,6 +189,7 @@ export class OwnershipRecord {
     }
     const reclaim = opts.platform.reclaim;
     if (reclaim !== undefined) {
+      const t0 = performance.now();
       let report: ReclaimReport;
       try {
         report = await reclaim.reclaim(owned, { ifnamePrefix: opts.ifnamePrefix });
@@ -201,6 +202,7 @@ export class OwnershipRecord {
         opts.log.warn("reclaimed what a previous detourd left behind", {
           previousPid: summary.previousPid,
           removed: report.removed,
+          tookMs: Math.round(performance.now() - t0),
         });
       if (report.failed.length > 0)
         opts.log.error("could not reclaim all a previous detourd left behind", { failed: report.failed });

@@ -153,6 +153,10 @@ async function restartAndStop(): Promise<void> {
     if (!spare) await sleep(100);
   }
   assert.ok(spare, `the restarted detourd prepared its own spare\n${agentLogs(ID, 30)}`);
+  const reclaimed = agentLogs(ID, 200)
+    .split("\n")
+    .filter((l) => l.includes("reclaim"));
+  console.log(reclaimed.at(-1) ?? "nothing reclaimed");
   client?.close();
   client = null;
   await agentStop(ID);
