@@ -13,7 +13,7 @@ import { ROUTING_RULE_PRIO, ROUTING_TABLE_MAX, ROUTING_TABLE_MIN } from "../engi
 import { uapiSocketPath } from "../engines/wireguard/uapi-client.ts";
 import { DRILL_FAMILY, DRILL_TABLE } from "./drill-firewall.linux.ts";
 import { ipJson } from "./ip.linux.ts";
-import type { OwnedState, ReclaimReport } from "./platform.ts";
+import type { OwnedProcess, OwnedState, ReclaimReport } from "./platform.ts";
 import { processTree, stopPids } from "./process-tree.linux.ts";
 import { PROTECTED_RULE_PREF, PROTECTED_TABLE } from "./routes.linux.ts";
 import { run } from "./run.ts";
@@ -49,6 +49,21 @@ export function identifyProcess(pid: number): { startTime: string; bootId: strin
   return startTime === null ? null : { startTime, bootId: bootId() };
 }
 
+/**
+ * The recorded processes that are still the very processes recorded: same PID, same start time, same boot. A PID
+ * the kernel gave to another process since (after a reboot, or after wrapping) is never among them.
+ */
+export function stillOurs(
+  processes: readonly OwnedProcess[],
+  identify: (pid: number) => { startTime: string; bootId: string } | null,
+): OwnedProcess[] {
+  return processes.filter((p) => {
+    if (p.pid <= 1 || p.pid === process.pid) return false;
+    const now = identify(p.pid);
+    return now !== null && now.startTime === p.startTime && now.bootId === p.bootId;
+  });
+}
+
 interface RuleRow {
   priority?: number;
   table?: string;
@@ -80,10 +95,7 @@ export async function reclaim(owned: OwnedState, naming: { ifnamePrefix: string 
   };
 
   // 1. Processes first: a live engine would recreate what is removed after it.
-  const boot = bootId();
-  const ours = owned.processes.filter(
-    (p) => p.bootId === boot && p.pid > 1 && p.pid !== process.pid && processStartTime(p.pid) === p.startTime,
-  );
+  const ours = stillOurs(owned.processes, identifyProcess);
   const charonRan = owned.processes.some((p) => basename(p.exe).startsWith("charon"));
   if (ours.length > 0) {
     await step(`processes ${ours.map((p) => `${basename(p.exe)} ${String(p.pid)}`).join(", ")}`, async () => {
