@@ -192,7 +192,10 @@ export class OwnershipRecord {
       const t0 = performance.now();
       let report: ReclaimReport;
       try {
-        report = await reclaim.reclaim(owned, { ifnamePrefix: opts.ifnamePrefix });
+        report = await reclaim.reclaim(owned, {
+          ifnamePrefix: opts.ifnamePrefix,
+          ...(opts.workDir === undefined ? {} : { workDir: opts.workDir }),
+        });
       } catch (e) {
         report = { removed: [], failed: [`reclaim: ${(e as Error).message}`] };
       }

@@ -167,7 +167,7 @@ export interface PlatformReclaim {
    * Removes what `owned` lists, plus the devices named `<ifnamePrefix>-*` and the rules of IKE instances'
    * private tables when it lists a charon: processes only if PID, start time and boot id all still match.
    */
-  reclaim(owned: OwnedState, naming: { ifnamePrefix: string }): Promise<ReclaimReport>;
+  reclaim(owned: OwnedState, naming: { ifnamePrefix: string; workDir?: string }): Promise<ReclaimReport>;
   /** Engine processes are reported as they are spawned and as they exit; returns the unsubscribe function. */
   watchEngineProcesses(listener: {
     spawned(p: EngineProcessInfo): void;

@@ -2,12 +2,15 @@
  * Taking back what a previous detourd left behind after a crash or kill -9, from its ownership record: its engine
  * processes (only while PID, /proc start time and boot id all match, so a reused PID is never hit), its tunnel
  * devices, its routing rules and tables, its nftables tables. Besides the record, only detourd's own naming is
- * used: devices called `<ifname prefix>-*`, the protected table and its rule (routes.linux.ts), and the rule an IKE instance's charon adds for its private table
- * (ROUTING_RULE_PRIO, a table in detourd's IKE range) when the record lists a charon. Never a broad name match.
+ * used: devices called `<ifname prefix>-*`; processes in detourd's own network namespace whose argv names such a
+ * device as theirs, or charons configured from detourd's work folder (a spawn the record could not list in the
+ * milliseconds before a kill); the protected table and its rule (routes.linux.ts); and the rule an IKE instance's
+ * charon adds for its private table (ROUTING_RULE_PRIO, a table in detourd's IKE range) when a charon of detourd's
+ * ran. Never a broad name match.
  *
  * Each step is independent: a failure is listed in the report and the rest still runs.
  */
-import { readFileSync, rmSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { basename } from "node:path";
 import { ROUTING_RULE_PRIO, ROUTING_TABLE_MAX, ROUTING_TABLE_MIN } from "../engines/ipsec/charon-config.ts";
 import { uapiSocketPath } from "../engines/wireguard/uapi-client.ts";
@@ -64,6 +67,77 @@ export function stillOurs(
   });
 }
 
+/** The network namespace a process lives in (an inode name such as "net:[4026532281]"), or null. */
+function netnsOf(pid: number | "self"): string | null {
+  try {
+    return readlinkSync(`/proc/${String(pid)}/ns/net`);
+  } catch {
+    return null;
+  }
+}
+
+function procStrings(pid: number, file: "cmdline" | "environ"): string[] {
+  try {
+    return readFileSync(`/proc/${String(pid)}/${file}`, "utf8").split("\0");
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Whether a process's argv and environment name it as one of detourd's by its own naming: a device of detourd's
+ * (`<prefix>-*`) as wireguard-go's, openconnect's or ping's device argument, or a charon whose configuration is in
+ * detourd's work folder.
+ */
+export function namedAsOurs(
+  argv: readonly string[],
+  env: readonly string[],
+  prefix: string,
+  workDir?: string,
+): boolean {
+  const ours = (dev: string | undefined): boolean =>
+    dev !== undefined && dev.startsWith(`${prefix}-`) && dev.length <= 15;
+  const exe = basename(argv[0] ?? "");
+  if (exe === "wireguard-go") return ours(argv[argv.indexOf("-f") + 1]);
+  if (exe === "ping") return argv.includes("-I") && ours(argv[argv.indexOf("-I") + 1]);
+  if (exe === "openconnect")
+    return argv.some((a) => a.startsWith("--interface=") && ours(a.slice("--interface=".length)));
+  if (exe.startsWith("charon") && workDir !== undefined) {
+    const conf = env.find((e) => e.startsWith("STRONGSWAN_CONF="))?.slice("STRONGSWAN_CONF=".length);
+    return conf !== undefined && conf.startsWith(`${workDir.replace(/\/+$/, "")}/`);
+  }
+  return false;
+}
+
+/**
+ * Processes in detourd's network namespace that its naming says are its own (namedAsOurs): the few a killed
+ * detourd spawned in the last milliseconds before the record could list them.
+ */
+function orphansByNaming(
+  prefix: string,
+  workDir: string | undefined,
+  skip: ReadonlySet<number>,
+): { pid: number; exe: string }[] {
+  const here = netnsOf("self");
+  let entries: string[] = [];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return [];
+  }
+  const out: { pid: number; exe: string }[] = [];
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    const pid = Number(e);
+    if (pid <= 1 || pid === process.pid || skip.has(pid)) continue;
+    if (here === null || netnsOf(pid) !== here) continue;
+    const argv = procStrings(pid, "cmdline");
+    if (namedAsOurs(argv, procStrings(pid, "environ"), prefix, workDir))
+      out.push({ pid, exe: basename(argv[0] ?? "") });
+  }
+  return out;
+}
+
 interface RuleRow {
   priority?: number;
   table?: string;
@@ -84,7 +158,10 @@ async function links(): Promise<string[]> {
 }
 
 /** Removes what `owned` lists (see the module comment); never throws, every step is reported. */
-export async function reclaim(owned: OwnedState, naming: { ifnamePrefix: string }): Promise<ReclaimReport> {
+export async function reclaim(
+  owned: OwnedState,
+  naming: { ifnamePrefix: string; workDir?: string },
+): Promise<ReclaimReport> {
   const report: ReclaimReport = { removed: [], failed: [] };
   const step = async (what: string, fn: () => Promise<boolean>): Promise<void> => {
     try {
@@ -96,12 +173,29 @@ export async function reclaim(owned: OwnedState, naming: { ifnamePrefix: string 
 
   // 1. Processes first: a live engine would recreate what is removed after it.
   const ours = stillOurs(owned.processes, identifyProcess);
-  const charonRan = owned.processes.some((p) => basename(p.exe).startsWith("charon"));
+  let charonRan = owned.processes.some((p) => basename(p.exe).startsWith("charon"));
   if (ours.length > 0) {
     await step(`processes ${ours.map((p) => `${basename(p.exe)} ${String(p.pid)}`).join(", ")}`, async () => {
       const pids = ours.flatMap((p) => processTree(p.pid));
       await stopPids(pids, "SIGTERM", RECLAIM_STOP_GRACE_MS);
       const alive = ours.filter((p) => processStartTime(p.pid) === p.startTime);
+      if (alive.length > 0) throw new Error(`still running: ${alive.map((p) => String(p.pid)).join(", ")}`);
+      return true;
+    });
+  }
+
+  // 1b. What detourd's naming says is its own, in its namespace: a spawn the record could not list in time.
+  const named = orphansByNaming(naming.ifnamePrefix, naming.workDir, new Set(ours.map((p) => p.pid)));
+  if (named.some((p) => p.exe.startsWith("charon"))) charonRan = true;
+  if (named.length > 0) {
+    await step(`processes by name ${named.map((p) => `${p.exe} ${String(p.pid)}`).join(", ")}`, async () => {
+      const starts = new Map(named.map((p) => [p.pid, processStartTime(p.pid)]));
+      await stopPids(
+        named.flatMap((p) => processTree(p.pid)),
+        "SIGTERM",
+        RECLAIM_STOP_GRACE_MS,
+      );
+      const alive = named.filter((p) => starts.get(p.pid) !== null && processStartTime(p.pid) === starts.get(p.pid));
       if (alive.length > 0) throw new Error(`still running: ${alive.map((p) => String(p.pid)).join(", ")}`);
       return true;
     });

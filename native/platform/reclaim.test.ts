@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { test } from "node:test";
-import { identifyProcess, processStartTime, stillOurs } from "./reclaim.linux.ts";
+import { identifyProcess, namedAsOurs, processStartTime, stillOurs } from "./reclaim.linux.ts";
 
 const rec = (pid: number, startTime: string, bootId = "boot-a") => ({ pid, startTime, bootId, exe: "wireguard-go" });
 
@@ -36,4 +36,26 @@ test("a-live-process-has-a-start-time-that-a-successor-sees-the-same-and-a-dead-
     await new Promise((r) => child.once("exit", r));
   }
   assert.equal(processStartTime(child.pid ?? -1), null, "gone (reaped): nothing to stop");
+});
+
+test("a-process-is-detourds-by-naming-only-when-it-names-one-of-its-devices-or-its-work-folder", () => {
+  const work = "/run/detour/legs";
+  const yes: [string[], string[]][] = [
+    [["wireguard-go", "-f", "dt-s1"], []],
+    [["/usr/bin/ping", "-n", "-I", "dt-l3", "-i", "0.020", "-w", "5", "198.19.0.1"], []],
+    [["openconnect", "--user=a", "--interface=dt-l12", "https://gw/"], []],
+    [["/usr/sbin/charon-systemd"], ["PATH=/bin", `STRONGSWAN_CONF=${work}/L4-Ab3xYz/strongswan.conf`]],
+  ];
+  const no: [string[], string[]][] = [
+    [["wireguard-go", "-f", "wg0"], []],
+    [["wireguard-go", "-f", "dtx-s1"], []], // another prefix that merely starts alike
+    [["ping", "dt-l3"], []], // not its device argument
+    [["ping", "-I", "eth0", "dt-l3"], []],
+    [["openconnect", "--interface=tun0", "https://dt-l1/"], []],
+    [["/usr/sbin/charon-systemd"], ["STRONGSWAN_CONF=/etc/strongswan.conf"]],
+    [["/usr/sbin/charon-systemd"], [`STRONGSWAN_CONF=${work}-other/x.conf`]],
+    [["sshd", "-f", "dt-s1"], []],
+  ];
+  for (const [argv, env] of yes) assert.ok(namedAsOurs(argv, env, "dt", work), argv.join(" "));
+  for (const [argv, env] of no) assert.ok(!namedAsOurs(argv, env, "dt", work), argv.join(" "));
 });
