@@ -280,7 +280,9 @@ export class ControlFacade {
     const elsewhere = gateway !== null && state.gateway !== null && state.gateway !== gateway;
     if (state.state !== "disconnected" && (elsewhere || (changed && state.state !== "connected"))) {
       p.loop.dispatch({ type: "disconnect", now: p.loop.now() });
-      void this.connect();
+      this.connect().catch((err: unknown) => {
+        this.#p.log.error("reconnect to the chosen gateway failed", { err });
+      });
     }
     return gateway;
   }

@@ -222,7 +222,10 @@ async function main(): Promise<void> {
       { previousPid: r.previousPid, removed: r.removed, failed: r.failed, recordError: r.recordError },
       { failed: r.failed.length > 0 || r.recordError !== null },
     );
-  if (values.connect || policy.effective().autoConnect) void daemon.connect();
+  if (values.connect || policy.effective().autoConnect)
+    daemon.connect().catch((err: unknown) => {
+      log.error("connect at start-up failed", { err });
+    });
 
   let stopping = false;
   const stop = (why: string, exitCode: number): void => {
