@@ -113,6 +113,8 @@ test("what-the-daemon-creates-is-on-disk-before-it-exists-and-leaves-the-record-
   await p.routes.removeLegSource(source);
   r.exit({ pid: 4321, argv: ["wireguard-go", "-f", "dt-s1"] });
   await p.firewall.applyKillSwitch(null);
+  assert.deepEqual(onDisk(dir).rules.length, 1, "removals are written on the next turn of the loop, together");
+  await new Promise((resolve) => setImmediate(resolve));
   assert.deepEqual(onDisk(dir), { processes: [], devices: [], rules: [], tables: [], nftTables: [] });
   rec.close();
   assert.equal(fs.existsSync(join(dir, OWNERSHIP_FILE)), false, "a clean exit with nothing left removes the record");

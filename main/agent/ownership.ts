@@ -142,6 +142,10 @@ export class OwnershipRecord {
   readonly #procDevices = new Map<number, string>();
   #resolvConfBackup: string | null = null;
   #unwatch: (() => void) | null = null;
+  #flushScheduled = false;
+  #closed = false;
+  /** This daemon's own identity, the same for every write. */
+  #self: { startTime: string; bootId: string } | null | undefined = undefined;
   /** Writes that failed (full disk, read-only state folder): reported in status. */
   writeFailures = 0;
   lastWriteError: string | null = null;
@@ -244,7 +248,7 @@ export class OwnershipRecord {
         },
         removeLegSource: async (s) => {
           await routes.removeLegSource(s);
-          this.#change(() => {
+          this.#changeSoon(() => {
             this.#drop(this.#owned.rules, { pref: s.pref, table: s.table }, sameRule);
             this.#drop(this.#owned.tables, s.table);
           });
@@ -259,7 +263,7 @@ export class OwnershipRecord {
             });
           await firewall.applyKillSwitch(rules);
           if (rules === null)
-            this.#change(() => {
+            this.#changeSoon(() => {
               this.#drop(this.#owned.nftTables, "kill-switch");
             });
         },
@@ -273,7 +277,7 @@ export class OwnershipRecord {
           },
           remove: async () => {
             await firewall.drillBlock.remove();
-            this.#change(() => {
+            this.#changeSoon(() => {
               this.#drop(this.#owned.nftTables, "drill-block");
             });
           },
@@ -290,7 +294,7 @@ export class OwnershipRecord {
         restore: (files) => {
           const r = dns.restore(files);
           if (this.#resolvConfBackup !== null && !existsSync(files.backupPath))
-            this.#change(() => {
+            this.#changeSoon(() => {
               this.#resolvConfBackup = null;
             });
           return r;
@@ -309,6 +313,7 @@ export class OwnershipRecord {
    * stays for the next start to reclaim (an engine that would not stop, the kill switch kept under lockdown).
    */
   close(): void {
+    this.#closed = true;
     this.#unwatch?.();
     this.#unwatch = null;
     const o = this.#owned;
@@ -341,7 +346,7 @@ export class OwnershipRecord {
   #exited(p: EngineProcessInfo): void {
     const device = this.#procDevices.get(p.pid);
     this.#procDevices.delete(p.pid);
-    this.#change(() => {
+    this.#changeSoon(() => {
       this.#owned.processes = this.#owned.processes.filter((x) => x.pid !== p.pid);
       // The TUN device went with its process (the driver deletes one a killed engine left).
       if (device !== undefined && ![...this.#procDevices.values()].includes(device))
@@ -358,15 +363,32 @@ export class OwnershipRecord {
     if (i >= 0) list.splice(i, 1);
   }
 
+  /** Something is about to be created: on disk before this returns, so a kill right after it finds it listed. */
   #change(fn: () => void): void {
     const before = JSON.stringify([this.#owned, this.#resolvConfBackup]);
     fn();
     if (JSON.stringify([this.#owned, this.#resolvConfBackup]) !== before) this.#write();
   }
 
+  /**
+   * Something is gone: written on the next turn of the loop, one write for every removal of a turn (an engine's
+   * exit, its device, its rule), since a stale entry costs a crash's successor nothing.
+   */
+  #changeSoon(fn: () => void): void {
+    const before = JSON.stringify([this.#owned, this.#resolvConfBackup]);
+    fn();
+    if (JSON.stringify([this.#owned, this.#resolvConfBackup]) === before || this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      if (!this.#closed) this.#write();
+    });
+  }
+
   /** Writes the record now (atomic, fsynced); a failure is counted and reported, the daemon goes on. */
   #write(): void {
-    const self = this.#platform.reclaim?.identify(process.pid) ?? null;
+    this.#self ??= this.#platform.reclaim?.identify(process.pid) ?? null;
+    const self = this.#self;
     const rec: RecordFile = {
       version: 1,
       daemon: { pid: process.pid, startTime: self?.startTime ?? null, bootId: self?.bootId ?? null },
