@@ -8,7 +8,7 @@
  *   machine takes one input at a time and owns every decision), so detourd logs it, reports it and carries on;
  * - an uncaught exception interrupted some code half-way, whose state can no longer be trusted: detourd logs and
  *   reports it, runs the same guarded shutdown as SIGTERM (the kill switch last: kept under lockdown) and exits
- *   with EXIT_FAULT, for the service manager to restart it; the next start reclaims anything that shutdown missed.
+ *   with EXIT_FAULT (faults.ts), for the service manager to restart it; the next start reclaims what it missed.
  */
 import { mkdirSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -18,6 +18,7 @@ import { ControlServer } from "./control-server.ts";
 import { linuxPlatform } from "../../native/platform/linux.ts";
 import type { ControlFacade } from "./control-facade.ts";
 import { Daemon } from "./daemon.ts";
+import { installFaultHandlers, type FaultHandling } from "./faults.ts";
 import { OwnershipError, OwnershipRecord } from "./ownership.ts";
 import { createLogger, type Level } from "./log.ts";
 import { createPolicyManager, policyHandlers, startPolicy } from "./policy/wiring.ts";
@@ -30,8 +31,6 @@ const VERSION = "0.1.0";
  * (control-facade.ts), so the kill switch step, which runs last, is reached before this fires.
  */
 const SHUTDOWN_BUDGET_MS = 30_000;
-/** Exit status after an uncaught exception (EX_SOFTWARE): the service manager restarts detourd. */
-const EXIT_FAULT = 70;
 /** Exit status after a clean stop in which some step failed (what failed is in the log). */
 const EXIT_SHUTDOWN_INCOMPLETE = 1;
 
@@ -48,17 +47,14 @@ function usage(msg: string): never {
 process.stdout.on("error", () => undefined);
 process.stderr.on("error", () => undefined);
 
-/** Set once the logger exists; until then faults go to stderr as they would anyway. */
-let onFault: (kind: "unhandled-rejection" | "uncaught-exception", err: unknown) => void = (kind, err) => {
-  process.stderr.write(`detourd: ${kind}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  if (kind === "uncaught-exception") process.exit(EXIT_FAULT);
+/** Until the daemon exists a fault goes to stderr, and an uncaught exception ends the start-up with EXIT_FAULT. */
+let faults: FaultHandling = {
+  report: (kind, err) => {
+    process.stderr.write(`detourd: ${kind}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  },
+  stop: (_why, code) => process.exit(code),
 };
-process.on("unhandledRejection", (reason) => {
-  onFault("unhandled-rejection", reason);
-});
-process.on("uncaughtException", (err) => {
-  onFault("uncaught-exception", err);
-});
+installFaultHandlers(process, () => faults);
 
 async function main(): Promise<void> {
   let values;
@@ -264,9 +260,8 @@ async function main(): Promise<void> {
       process.exit(exitCode !== 0 ? exitCode : ok ? 0 : EXIT_SHUTDOWN_INCOMPLETE);
     })();
   };
-  onFault = (kind, err) => {
-    // Nothing here may throw: an exception inside this handler would end the process without any shutdown.
-    try {
+  faults = {
+    report: (kind, err) => {
       let state = "unknown";
       try {
         state = daemon.status().state;
@@ -280,9 +275,8 @@ async function main(): Promise<void> {
         stopping,
       });
       daemon.reportFault(kind, err);
-    } finally {
-      if (kind === "uncaught-exception") stop(kind, EXIT_FAULT);
-    }
+    },
+    stop,
   };
   process.on("SIGTERM", () => {
     stop("SIGTERM", 0);
