@@ -25,7 +25,9 @@ import type { Refusals, RefusedInput } from "../core/net/refusals.ts";
 import type { LockdownStateReport } from "../core/lockdown-state.ts";
 import type { KillSwitchStatus } from "../core/killswitch.ts";
 import type { ConnectPayload } from "../core/protocol/messages.ts";
+import type { DaemonInfo } from "../core/protocol/messages.ts";
 import type { TelemetryStatus } from "../core/telemetry/status.ts";
+import { atomicWriteFailures } from "../shared/atomic-write.ts";
 import type { CandidateRefresh } from "./candidate-refresh.ts";
 import type { ConnectionEvents } from "./connection-events.ts";
 import { ControlRequestError } from "./control-server.ts";
@@ -39,7 +41,19 @@ import { applyConfiguration } from "./policy-change.ts";
 import type { TelemetryHandle } from "./telemetry/factory.ts";
 import type { TunnelHistory } from "./telemetry/history.ts";
 import { tunnelOnlyStatus, type TelemetrySource } from "./telemetry/telemetry.ts";
+import { runShutdown, type ShutdownReport, type ShutdownStep } from "./shutdown.ts";
 import type { WireGuardSparePool } from "./wireguard-spare-pool.ts";
+
+/** Status lists at most this many reclaimed items (a crashed race leaves a handful). */
+const RECOVERY_LIST_MAX = 50;
+
+/** Crash recovery and caught faults, as status shows them. */
+export type DaemonRecovery = NonNullable<DaemonInfo["recovery"]>;
+
+/** A shutdown step past this is left behind so the rest (the kill switch last) still run within the exit budget. */
+const SHUTDOWN_STEP_MS = 3000;
+/** Legs stop in parallel, each within its engine's stop budget (an orderly stop, then SIGKILL after 3 s). */
+const SHUTDOWN_LEGS_MS = 8000;
 
 /** The daemon's loop as the facade drives it. */
 export interface DaemonLoop {
@@ -76,6 +90,12 @@ export interface ControlParts {
   refusals: Refusals;
   /** The lockdown state recorded for the early-boot step (lockdown-state-store.ts). */
   lockdownState(): LockdownStateReport;
+  /** What the start-up reclaim did and how the ownership record's writes fare (status). */
+  ownership?: {
+    readonly reclaimed: { removed: string[]; failed: string[]; recordError: string | null };
+    readonly writeFailures: number;
+    readonly lastWriteError: string | null;
+  };
   log: Logger;
 }
 
@@ -83,7 +103,7 @@ export type DaemonStatus = ConnectionSnapshot & {
   gatewayChoice: string | null;
   network: ReturnType<NetworkMemoryStore["network"]>;
   telemetry: TelemetryStatus;
-  daemon: { version: string; pid: number; startedAt: number; configPath: string };
+  daemon: { version: string; pid: number; startedAt: number; configPath: string; recovery: DaemonRecovery };
   lastDrill: DrillResult | null;
   refused: RefusedInput[];
   lockdownState: LockdownStateReport;
@@ -122,6 +142,8 @@ export function telemetrySource(
 
 export class ControlFacade {
   readonly #p: ControlParts;
+  #faults = 0;
+  #lastFault: string | null = null;
 
   constructor(parts: ControlParts) {
     this.#p = parts;
@@ -134,7 +156,13 @@ export class ControlFacade {
       gatewayChoice: p.candidates.choice,
       network: p.networkMemory.network(),
       telemetry: p.telemetry.current?.status() ?? tunnelOnlyStatus(tunnelHealth(p.loop)),
-      daemon: { version: p.info.version, pid: process.pid, startedAt: p.info.startedAt, configPath: p.info.configPath },
+      daemon: {
+        version: p.info.version,
+        pid: process.pid,
+        startedAt: p.info.startedAt,
+        configPath: p.info.configPath,
+        recovery: this.recovery(),
+      },
       lastDrill: p.drills.last,
       refused: p.refusals.list(),
       lockdownState: p.lockdownState(),
@@ -270,9 +298,42 @@ export class ControlFacade {
     const elsewhere = gateway !== null && state.gateway !== null && state.gateway !== gateway;
     if (state.state !== "disconnected" && (elsewhere || (changed && state.state !== "connected"))) {
       p.loop.dispatch({ type: "disconnect", now: p.loop.now() });
-      void this.connect();
+      this.connect().catch((err: unknown) => {
+        this.#p.log.error("reconnect to the chosen gateway failed", { err });
+      });
     }
     return gateway;
+  }
+
+  /** What crash recovery found at start, the ownership record's write failures and the faults caught at the top. */
+  recovery(): DaemonRecovery {
+    const o = this.#p.ownership;
+    return {
+      reclaimed: o?.reclaimed.removed.slice(0, RECOVERY_LIST_MAX) ?? [],
+      reclaimFailed: o?.reclaimed.failed.slice(0, RECOVERY_LIST_MAX) ?? [],
+      recordError: o?.reclaimed.recordError ?? null,
+      recordWriteFailures: o?.writeFailures ?? 0,
+      lastRecordWriteError: o?.lastWriteError ?? null,
+      faults: this.#faults,
+      lastFault: this.#lastFault,
+      dnsRestoreError: this.#p.dataPlane.dnsRestoreError,
+      ...atomicWriteFailures(),
+    };
+  }
+
+  /**
+   * An exception or rejection that reached the top of detourd (detourd.ts): counted in status and reported to
+   * the collector, beside the log line detourd.ts writes with its context.
+   */
+  reportFault(kind: "unhandled-rejection" | "uncaught-exception", err: unknown): void {
+    this.#faults += 1;
+    const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    this.#lastFault = `${kind}: ${message}`.slice(0, 500);
+    try {
+      this.emitTelemetry("detour.daemon.fault", { kind, message: message.slice(0, 500) }, { kind });
+    } catch {
+      // the fault is in status and the log either way
+    }
   }
 
   disconnect(): void {
@@ -284,34 +345,54 @@ export class ControlFacade {
 
   /**
    * Disconnects and waits (bounded by the engines' own stop budgets) until every leg is down, then takes down
-   * what detourd put in place. Each step's failure is logged and the next step still runs; the kill switch goes
-   * last, whatever failed before it (and stays, under lockdown: the host remains fail-closed after detourd exits).
+   * what detourd put in place. Each step is guarded and bounded (shutdown.ts): a failure or hang is logged and
+   * reported, and the next step still runs; the kill switch goes last, whatever failed before it (and stays, under
+   * lockdown: the host remains fail-closed after detourd exits).
    */
-  async shutdown(): Promise<void> {
+  async shutdown(): Promise<ShutdownReport> {
     const p = this.#p;
-    const step = async (what: string, run: () => void | Promise<void>): Promise<void> => {
-      try {
-        await run();
-      } catch (err) {
-        p.log.error(`shutdown: ${what} failed`, { err });
-      }
-    };
-    try {
-      await step("stopping the wireguard spare", () => p.spares.shutdown());
-      await step("ending the drill", () => p.drills.stop());
-      await step("disconnecting", () => {
-        this.disconnect();
-      });
-      await step("stopping the legs", () => p.loop.settle());
-      p.loop.stopTimers();
-      p.candidates.stop();
-      await step("clearing routes and DNS", () => p.dataPlane.clearForExit());
+    const steps: ShutdownStep[] = [
+      { name: "stopping the wireguard spare", budgetMs: SHUTDOWN_STEP_MS, run: () => p.spares.shutdown() },
+      { name: "ending the drill", budgetMs: SHUTDOWN_STEP_MS, run: () => p.drills.stop() },
+      {
+        name: "disconnecting",
+        budgetMs: SHUTDOWN_STEP_MS,
+        run: () => {
+          this.disconnect();
+        },
+      },
+      { name: "stopping the legs", budgetMs: SHUTDOWN_LEGS_MS, run: () => p.loop.settle() },
+      {
+        name: "stopping timers",
+        budgetMs: SHUTDOWN_STEP_MS,
+        run: () => {
+          p.loop.stopTimers();
+          p.candidates.stop();
+        },
+      },
+      {
+        name: "clearing the protected routes",
+        budgetMs: SHUTDOWN_STEP_MS,
+        run: () => p.dataPlane.clearRoutesForExit(),
+      },
+      {
+        name: "restoring resolv.conf",
+        budgetMs: SHUTDOWN_STEP_MS,
+        run: () => {
+          p.dataPlane.restoreDnsForExit();
+        },
+      },
       // Events of the disconnect itself are spooled; whatever the collector did not get yet waits on disk.
-      await step("stopping telemetry", () => p.telemetry.shutdown());
-    } finally {
-      p.dataPlane.stopKillSwitchWatch();
-      if (!p.config().lockdown) await p.dataPlane.removeKillSwitch();
-    }
+      { name: "stopping telemetry", budgetMs: SHUTDOWN_STEP_MS, run: () => p.telemetry.shutdown() },
+    ];
+    const last: ShutdownStep = p.config().lockdown
+      ? {
+          name: "keeping the kill switch (lockdown)",
+          budgetMs: SHUTDOWN_STEP_MS,
+          run: () => p.dataPlane.keepKillSwitch(),
+        }
+      : { name: "removing the kill switch", budgetMs: SHUTDOWN_STEP_MS, run: () => p.dataPlane.removeKillSwitch() };
+    return runShutdown(steps, last, p.log);
   }
 
   /**

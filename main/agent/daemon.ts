@@ -35,6 +35,7 @@ import type { Logger } from "./log.ts";
 import type { Monitor, MonitorOptions } from "./monitor.ts";
 import { LockdownStateStore } from "./lockdown-state-store.ts";
 import { NetworkMemoryStore } from "./network-memory-store.ts";
+import type { OwnershipRecord } from "./ownership.ts";
 import { machinePolicy, moveOffDisallowed, startupGateways } from "./policy-change.ts";
 import { TelemetryHandle } from "./telemetry/factory.ts";
 import { TunnelHistory } from "./telemetry/history.ts";
@@ -63,6 +64,8 @@ export interface DaemonDeps {
   finder?: CandidateFinder;
   /** The in-tunnel prober (monitor.ts's UDP echo by default). */
   startMonitor?: (opts: MonitorOptions) => Monitor;
+  /** What detourd owns on the host, noted as the platform creates it (ownership.ts); none in most unit tests. */
+  ownership?: OwnershipRecord;
 }
 
 /** One input's effects may feed inputs back; more than this many in one drain is a loop, not work. */
@@ -93,7 +96,7 @@ export class Daemon {
   readonly #loopView: DaemonLoop;
 
   constructor(opts: DaemonOptions, deps: DaemonDeps) {
-    const { platform } = deps;
+    const platform = deps.ownership?.watch(deps.platform) ?? deps.platform;
     const log = opts.log;
     this.#config = opts.config;
     this.#log = log;
@@ -250,6 +253,7 @@ export class Daemon {
       drills,
       history: this.#history,
       refusals,
+      ...(deps.ownership === undefined ? {} : { ownership: deps.ownership }),
       log,
     });
   }
@@ -315,9 +319,19 @@ export class Daemon {
       );
   }
 
+  /**
+   * Background work the shutdown waits for. A rejection here is handled (logged with its context), never left to
+   * reach the top of the daemon as an unhandled rejection; the work's owner reports what it means.
+   */
   #track(p: Promise<unknown>): void {
     this.#pending.add(p);
-    void p.finally(() => this.#pending.delete(p));
+    p.then(
+      () => this.#pending.delete(p),
+      (err: unknown) => {
+        this.#pending.delete(p);
+        this.#log.error("background work failed", { err, state: this.#state.name });
+      },
+    );
   }
 
   /** Waits until nothing tracked is pending and every leg has stopped (each round bounded by the stops' budgets). */
@@ -325,6 +339,7 @@ export class Daemon {
     for (let i = 0; i < SHUTDOWN_ROUNDS && (this.#pending.size > 0 || this.#legs.size > 0); i++) {
       await Promise.allSettled([...this.#pending, ...this.#legs.stopAll()]);
     }
+    if (this.#legs.size > 0) throw new Error(`${String(this.#legs.size)} leg(s) did not stop`);
   }
 
   #run(e: Effect): void {

@@ -73,6 +73,7 @@ export class DataPlane {
   readonly #enforcer: KillSwitchEnforcer;
   /** The kill switch was removed at exit: nothing may put it back behind the exit's back. */
   #removed = false;
+  #dnsRestoreError: string | null = null;
 
   constructor(
     host: DataPlaneHost,
@@ -95,8 +96,18 @@ export class DataPlane {
       log: host.log,
     });
     // A daemon that died while connected left the tunnel's resolvers in place: put the original back first.
-    if (platform.dns.restore(this.#dns))
-      host.log.warn("restored the resolv.conf a previous detourd left in place", { path: files.resolvConf });
+    try {
+      if (platform.dns.restore(this.#dns))
+        host.log.warn("restored the resolv.conf a previous detourd left in place", { path: files.resolvConf });
+    } catch (err) {
+      this.#dnsRestoreError = err instanceof Error ? err.message : String(err);
+      host.log.error("the resolv.conf a previous detourd left in place could not be restored", { err });
+    }
+  }
+
+  /** Why the original resolv.conf could not be put back (a damaged backup, a write that failed), for status. */
+  get dnsRestoreError(): string | null {
+    return this.#dnsRestoreError;
   }
 
   /** Settles once every change asked for so far is done (failed ones are logged). */
@@ -212,30 +223,52 @@ export class DataPlane {
     return parseNameservers(text);
   }
 
-  /** At exit, after every leg stopped: the protected routes and their rule go, and the original resolv.conf comes back. */
-  async clearForExit(): Promise<void> {
+  /** At exit, after every leg stopped: the protected routes and their rule go. Throws when they could not. */
+  async clearRoutesForExit(): Promise<void> {
     await this.#routeChain;
     // The disconnect's clear kept the staged rule over the emptied table; it goes now, with anything left.
     if (this.#routesOn !== null || this.#appliedRoutes.size > 0 || this.#stagedRoutes !== null) {
-      await this.#platform.routes
-        .clearProtectedRoutes([...this.#appliedRoutes, ...this.#host.config().protectedRoutes], {
+      await this.#platform.routes.clearProtectedRoutes(
+        [...this.#appliedRoutes, ...this.#host.config().protectedRoutes],
+        {
           bypass: [...this.#appliedBypass],
-        })
-        .catch(() => undefined);
-    }
-    try {
-      this.#platform.dns.restore(this.#dns);
-    } catch (err) {
-      this.#host.log.error("restoring resolv.conf failed", { err });
+        },
+      );
     }
   }
 
-  /** Removes the kill switch (the last step of an exit without lockdown). Never rejects. */
+  /** At exit: the original resolv.conf comes back. Throws when it could not. */
+  restoreDnsForExit(): void {
+    this.#restoreDns();
+    if (this.#dnsRestoreError !== null) throw new Error(this.#dnsRestoreError);
+  }
+
+  /** Removes the kill switch (the last step of an exit without lockdown). Throws when it could not. */
   async removeKillSwitch(): Promise<void> {
     this.#removed = true;
     this.#killSwitch = undefined;
     this.#enforcer.stop();
     await this.#enforcer.apply(null);
+    await this.#enforcer.settled();
+    const s = this.#enforcer.status();
+    if (s.state !== "off") throw new Error(`the kill switch could not be removed: ${s.lastError ?? s.state}`);
+  }
+
+  /**
+   * The last step of an exit under lockdown: the blocking table of a disconnected, locked-down host is put in force
+   * (it usually is already) and nothing may change it afterwards. Throws when it is not in force.
+   */
+  async keepKillSwitch(): Promise<void> {
+    this.refreshKillSwitch("disconnected");
+    this.#removed = true;
+    await this.#routeChain;
+    this.#enforcer.stop();
+    await this.#enforcer.settled();
+    if (this.#killSwitch === undefined) throw new Error("the kill switch policy could not be computed");
+    const s = this.#enforcer.status();
+    if (s.state === "fallback")
+      throw new Error(`only the fallback table is in force: ${s.lastError ?? "apply failed"}`);
+    if (s.state !== "in-force") throw new Error(`the kill switch is not in force: ${s.lastError ?? s.state}`);
   }
 
   async #clearRoutes(): Promise<void> {
@@ -251,8 +284,19 @@ export class DataPlane {
     this.#appliedRoutes.clear();
     this.#appliedBypass.clear();
     this.#gatewaysSeen.clear();
-    if (this.#platform.dns.restore(this.#dns)) log.info("resolv.conf restored", { path: this.#dns.path });
     log.info("protected routes cleared");
+    this.#restoreDns();
+  }
+
+  /** Puts the original resolv.conf back; a failure is kept for status and logged, never thrown. */
+  #restoreDns(): void {
+    try {
+      if (this.#platform.dns.restore(this.#dns)) this.#host.log.info("resolv.conf restored", { path: this.#dns.path });
+      this.#dnsRestoreError = null;
+    } catch (err) {
+      this.#dnsRestoreError = err instanceof Error ? err.message : String(err);
+      this.#host.log.error("restoring resolv.conf failed", { err });
+    }
   }
 
   async #applyRoutes(legId: string): Promise<void> {

@@ -1,8 +1,16 @@
 /**
- * detourd: loads and validates the configuration (a bad file never starts a half-configured daemon), opens
- * the control socket and runs the connection loop until SIGTERM, when it disconnects cleanly and exits.
+ * detourd: loads and validates the configuration (a bad file never starts a half-configured daemon), reclaims what
+ * a crashed predecessor left on the host (ownership.ts), opens the control socket and runs the connection loop until
+ * SIGTERM, when it disconnects cleanly and exits.
+ *
+ * Faults that reach the top are never a silent exit; each is logged with its context and counted in status:
+ * - an unhandled promise rejection is an operation whose failure nobody awaited: the loop's state is intact (the
+ *   machine takes one input at a time and owns every decision), so detourd logs it, reports it and carries on;
+ * - an uncaught exception interrupted some code half-way, whose state can no longer be trusted: detourd logs and
+ *   reports it, runs the same guarded shutdown as SIGTERM (the kill switch last: kept under lockdown) and exits
+ *   with EXIT_FAULT (faults.ts), for the service manager to restart it; the next start reclaims what it missed.
  */
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { parseConfigText } from "../core/config/schema.ts";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
@@ -11,14 +19,21 @@ import { linuxPlatform } from "../../native/platform/linux.ts";
 import type { ControlFacade } from "./control-facade.ts";
 import { Daemon } from "./daemon.ts";
 import { adoptOwnGroup, DEFAULT_OWN_GROUP, ownGroupId } from "./own-group.ts";
+import { installFaultHandlers, type FaultHandling } from "./faults.ts";
+import { OwnershipError, OwnershipRecord } from "./ownership.ts";
 import { createLogger, type Level } from "./log.ts";
 import { createPolicyManager, policyHandlers, startPolicy } from "./policy/wiring.ts";
 import { LogTail } from "./diag/log-tail.ts";
 import { DiagService } from "./diag/service.ts";
 
 const VERSION = "0.1.0";
-/** Time for a clean disconnect (engines' orderly stops run in parallel) before detourd exits anyway. */
-const SHUTDOWN_BUDGET_MS = 15_000;
+/**
+ * Time for a clean disconnect before detourd exits anyway: the sum of the shutdown steps' own bounds
+ * (control-facade.ts), so the kill switch step, which runs last, is reached before this fires.
+ */
+const SHUTDOWN_BUDGET_MS = 30_000;
+/** Exit status after a clean stop in which some step failed (what failed is in the log). */
+const EXIT_SHUTDOWN_INCOMPLETE = 1;
 
 const USAGE = `usage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--own-group <name|gid>] [--connect] [--policy-file <file>] [--trusted-keys <dir>] [--policy-url <url>] [--log-level debug|info|warn|error] [--log-file <path>]
        detourd --help | --version`;
@@ -27,6 +42,20 @@ function usage(msg: string): never {
   process.stderr.write(`detourd: ${msg}\n${USAGE}\n`);
   process.exit(2);
 }
+
+// A log reader that went away (a closed pipe) must cost the log lines, not the daemon: without a listener the
+// EPIPE would be thrown at the top. The log file, when configured, still gets every line.
+process.stdout.on("error", () => undefined);
+process.stderr.on("error", () => undefined);
+
+/** Until the daemon exists a fault goes to stderr, and an uncaught exception ends the start-up with EXIT_FAULT. */
+let faults: FaultHandling = {
+  report: (kind, err) => {
+    process.stderr.write(`detourd: ${kind}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  },
+  stop: (_why, code) => process.exit(code),
+};
+installFaultHandlers(process, () => faults);
 
 async function main(): Promise<void> {
   let values;
@@ -117,6 +146,22 @@ async function main(): Promise<void> {
     process.exit(2);
   }
 
+  const platform = linuxPlatform();
+  let ownership: OwnershipRecord;
+  try {
+    mkdirSync(values["state-dir"], { recursive: true, mode: 0o700 });
+    ownership = await OwnershipRecord.takeOver({
+      stateDir: values["state-dir"],
+      workDir: values["work-dir"],
+      ifnamePrefix: values["ifname-prefix"],
+      platform,
+      log,
+    });
+  } catch (e) {
+    process.stderr.write(`detourd: ${(e as Error).message}\n`);
+    process.exit(e instanceof OwnershipError ? 2 : 1);
+  }
+
   let daemon: ControlFacade;
   try {
     ({ control: daemon } = new Daemon(
@@ -131,7 +176,7 @@ async function main(): Promise<void> {
         log,
         version: VERSION,
       },
-      { platform: linuxPlatform() },
+      { platform, ownership },
     ));
   } catch (e) {
     process.stderr.write(`detourd: ${(e as Error).message}\n`);
@@ -179,33 +224,84 @@ async function main(): Promise<void> {
   daemon.refreshKillSwitch();
   daemon.warmUp();
   startPolicy(policy, daemon);
-  if (values.connect || policy.effective().autoConnect) void daemon.connect();
+  const r = ownership.reclaimed;
+  if (r.removed.length > 0 || r.failed.length > 0 || r.recordError !== null)
+    daemon.emitTelemetry(
+      "detour.daemon.reclaimed",
+      { previousPid: r.previousPid, removed: r.removed, failed: r.failed, recordError: r.recordError },
+      { failed: r.failed.length > 0 || r.recordError !== null },
+    );
+  if (values.connect || policy.effective().autoConnect)
+    daemon.connect().catch((err: unknown) => {
+      log.error("connect at start-up failed", { err });
+    });
 
   let stopping = false;
-  const stop = (signal: string): void => {
+  const stop = (why: string, exitCode: number): void => {
     if (stopping) return;
     stopping = true;
-    log.info("stopping", { signal });
+    log.info("stopping", { why });
     const hard = setTimeout(() => {
       log.error("shutdown budget exceeded; exiting");
-      process.exit(1);
+      process.exit(exitCode === 0 ? EXIT_SHUTDOWN_INCOMPLETE : exitCode);
     }, SHUTDOWN_BUDGET_MS);
     hard.unref();
-    policy.stop();
-    void daemon
-      .shutdown()
-      .then(() => server.close())
-      .then(() => {
-        log.info("detourd stopped");
-        process.exit(0);
+    const guarded = async (what: string, fn: () => unknown): Promise<boolean> => {
+      try {
+        await fn();
+        return true;
+      } catch (err) {
+        log.error(`shutdown: ${what} failed`, { err });
+        return false;
+      }
+    };
+    void (async () => {
+      let ok = await guarded("stopping the policy poller", () => {
+        policy.stop();
       });
+      const report = await daemon.shutdown().catch((err: unknown) => {
+        log.error("shutdown failed", { err });
+        return { ran: [], failed: [{ step: "shutdown", error: String(err) }] };
+      });
+      ok &&= report.failed.length === 0;
+      ok = (await guarded("closing the control socket", () => server.close())) && ok;
+      ok =
+        (await guarded("closing the ownership record", () => {
+          ownership.close();
+        })) && ok;
+      log.info("detourd stopped", { failed: report.failed });
+      process.exit(exitCode !== 0 ? exitCode : ok ? 0 : EXIT_SHUTDOWN_INCOMPLETE);
+    })();
+  };
+  faults = {
+    report: (kind, err) => {
+      let state = "unknown";
+      try {
+        state = daemon.status().state;
+      } catch {
+        // the fault may be in status itself
+      }
+      log.error(kind === "uncaught-exception" ? "uncaught exception" : "unhandled promise rejection", {
+        err,
+        stack: err instanceof Error ? err.stack : undefined,
+        state,
+        stopping,
+      });
+      daemon.reportFault(kind, err);
+    },
+    stop,
   };
   process.on("SIGTERM", () => {
-    stop("SIGTERM");
+    stop("SIGTERM", 0);
   });
   process.on("SIGINT", () => {
-    stop("SIGINT");
+    stop("SIGINT", 0);
   });
 }
 
-void main();
+main().catch((err: unknown) => {
+  process.stderr.write(
+    `detourd: start-up failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  process.exit(1);
+});

@@ -138,6 +138,15 @@ export class KillSwitchEnforcer {
     );
   }
 
+  /** Settles once every step queued so far, and the steps they queued, are done (exit). */
+  async settled(): Promise<void> {
+    for (let i = 0; i < 10; i++) {
+      const chain = this.#chain;
+      await chain;
+      if (chain === this.#chain) return;
+    }
+  }
+
   #run(step: () => Promise<void>): Promise<void> {
     const next = this.#chain.then(step).catch((err: unknown) => {
       this.#deps.log.error("kill switch step failed", { err });

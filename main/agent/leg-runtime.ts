@@ -218,9 +218,12 @@ export class LegRuntimes {
       // An install still under way would otherwise leave its rule behind the removal.
       await rt.sourceReady;
       if (rt.source !== null) await this.#platform.routes.removeLegSource(rt.source).catch(() => undefined);
-      await rt.engine.stop().catch((err: unknown) => {
-        this.#host.log.error("leg stop failed", { leg: rt.leg, err });
-      });
+      // A driver that throws at once (not only one whose promise rejects) must not skip the rest of the stop.
+      await Promise.resolve()
+        .then(() => rt.engine.stop())
+        .catch((err: unknown) => {
+          this.#host.log.error("leg stop failed", { leg: rt.leg, err });
+        });
       this.#legs.delete(legId);
       this.#host.log.info("leg stopped", { leg: rt.leg });
     })();

@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { AtomicWriteError, writeFileAtomicSync, type AtomicFs } from "./atomic-write.ts";
+import { atomicWriteFailures, AtomicWriteError, writeFileAtomicSync, type AtomicFs } from "./atomic-write.ts";
 
 const root = fs.mkdtempSync(join(tmpdir(), "detour-atomic-"));
 after(() => {
@@ -86,7 +86,10 @@ test("a-full-disk-in-the-middle-of-the-write-throws-enospc-naming-the-file-and-k
     if (++calls > 1) throw errno("ENOSPC", "write");
     return fs.writeSync(fd, b, off, 3);
   }) as AtomicFs["writeSync"];
+  const before = atomicWriteFailures().stateWriteFailures;
   assertFailsCleanly({ writeSync }, "ENOSPC", '{"new":"a longer state"}\n');
+  assert.equal(atomicWriteFailures().stateWriteFailures, before + 1, "counted for the daemon's status");
+  assert.match(atomicWriteFailures().lastStateWriteError ?? "", /ENOSPC/);
 });
 
 test("a-folder-the-daemon-may-not-write-throws-eacces-naming-the-file", () => {

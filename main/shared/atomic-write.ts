@@ -37,6 +37,24 @@ export class AtomicWriteError extends Error {
   }
 }
 
+/**
+ * Every failed write in this process, whoever the writer: the daemon shows them in status, so a full disk is a
+ * reported error even where the writer itself only logs it (each writer still handles its own error).
+ */
+const failures = { count: 0, last: null as string | null };
+
+/** How many state writes failed since start, and the last one's message. */
+export function atomicWriteFailures(): { stateWriteFailures: number; lastStateWriteError: string | null } {
+  return { stateWriteFailures: failures.count, lastStateWriteError: failures.last };
+}
+
+function failed(path: string, cause: unknown): AtomicWriteError {
+  const e = new AtomicWriteError(path, cause);
+  failures.count += 1;
+  failures.last = e.message.slice(0, 500);
+  return e;
+}
+
 /** Folder fsync is refused on some file systems (and cannot be opened on Windows); the rename is done all the same. */
 const DIR_FSYNC_UNSUPPORTED = new Set(["EINVAL", "ENOTSUP", "EOPNOTSUPP", "EISDIR", "EPERM", "EACCES"]);
 
@@ -63,7 +81,7 @@ export function writeFileAtomicSync(path: string, data: string | Uint8Array, opt
     } catch {
       // The write's own error is the one worth reporting.
     }
-    throw new AtomicWriteError(path, e);
+    throw failed(path, e);
   }
   syncFolder(fs, dir, path);
 }
@@ -75,12 +93,12 @@ function syncFolder(fs: AtomicFs, dir: string, path: string): void {
     fd = fs.openSync(dir, "r");
   } catch (e) {
     if (DIR_FSYNC_UNSUPPORTED.has((e as NodeJS.ErrnoException).code ?? "")) return;
-    throw new AtomicWriteError(path, e);
+    throw failed(path, e);
   }
   try {
     fs.fsyncSync(fd);
   } catch (e) {
-    if (!DIR_FSYNC_UNSUPPORTED.has((e as NodeJS.ErrnoException).code ?? "")) throw new AtomicWriteError(path, e);
+    if (!DIR_FSYNC_UNSUPPORTED.has((e as NodeJS.ErrnoException).code ?? "")) throw failed(path, e);
   } finally {
     fs.closeSync(fd);
   }

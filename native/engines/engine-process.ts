@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, type WriteStream } from "node:fs";
 import { processTree, stopPids, STOP_GRACE_MS } from "../platform/process-tree.linux.ts";
+import { noteChild } from "../platform/child-watch.ts";
 import { inNetns } from "../platform/run.ts";
 
 export interface EngineProcessOptions {
@@ -57,8 +58,23 @@ export class EngineProcess {
       this.pid = -1;
     } else {
       this.pid = this.#child.pid;
+      noteChild("spawned", { pid: this.pid, argv: [file, ...args] });
     }
-    if (opts.stdin !== undefined) this.#child.stdin?.end(opts.stdin);
+    let told = false;
+    const toldExit = (): void => {
+      if (told || this.pid < 0) return;
+      told = true;
+      noteChild("exited", { pid: this.pid, argv: [file, ...args] });
+    };
+    if (opts.stdin !== undefined) {
+      // An engine that exits before reading its input (a bad argument, a missing library) closes the pipe; the
+      // write then fails with EPIPE, which without a listener would be thrown at the top of the daemon. Its exit
+      // and output say what went wrong; the broken pipe is only noted in its tail.
+      this.#child.stdin?.on("error", (err: NodeJS.ErrnoException) => {
+        this.#line(`(its input could not be written: ${err.code ?? err.message})`, undefined);
+      });
+      this.#child.stdin?.end(opts.stdin);
+    }
     const onData = (stream: NodeJS.ReadableStream): void => {
       let buf = "";
       stream.setEncoding("utf8");
@@ -85,12 +101,14 @@ export class EngineProcess {
       this.#child.on("error", (e) => {
         this.#line(`spawn failed: ${e.message}`, opts.onLine);
         this.#exit ??= { code: null, signal: null, at: Date.now() };
+        toldExit();
         resolve(this.#exit);
       });
       // "close" comes after the output streams are drained, so every line is in before the exit is reported.
       this.#child.on("close", (code, signal) => {
         this.#exit ??= { code, signal, at: Date.now() };
         this.#log?.end();
+        toldExit();
         resolve(this.#exit);
       });
     });

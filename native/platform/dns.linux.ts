@@ -1,10 +1,10 @@
 /**
  * DNS for the tunnel through resolv.conf: the winner's resolvers go in while connected, the original comes back
  * on disconnect. The original is saved to a file first (replaced whole, so a crash never leaves half of it to
- * restore), and a crashed daemon restores it on its next start. resolv.conf itself is written in place (never
+ * restore), and a crashed daemon restores it on its next start, after checking it is a resolv.conf at all. resolv.conf itself is written in place (never
  * renamed over), because in a network namespace or a container /etc/resolv.conf is a bind mount.
  */
-import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { writeFileAtomicSync } from "../../main/shared/atomic-write.ts";
 
 export interface DnsSettings {
@@ -54,10 +54,68 @@ export function applyDns(s: DnsSettings, t: DnsTarget): void {
   writeFileSync(t.path, renderResolvConf(s));
 }
 
-/** Puts the original back if Detour's is in force; a no-op otherwise (also after a crash and restart). */
+/** A resolv.conf is a few hundred bytes; a backup past this is not one (a corrupted or planted file). */
+export const MAX_BACKUP_BYTES = 64 * 1024;
+/** glibc ignores longer lines; one this long in a backup is garbage. */
+const MAX_LINE_CHARS = 1024;
+const DIRECTIVES = new Set(["nameserver", "search", "domain", "options", "sortlist"]);
+const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const IPV6_RE = /^[0-9a-f:.]{2,45}(%[A-Za-z0-9._-]{1,15})?$/i;
+
+/**
+ * Why a saved resolv.conf must not be put back as it is, or null when it may: too big, not text, a line that is not
+ * a resolv.conf directive (a truncated write, garbage), a nameserver that is not an address, or Detour's own file.
+ */
+export function backupProblem(bytes: Buffer): string | null {
+  if (bytes.length > MAX_BACKUP_BYTES)
+    return `it is ${String(bytes.length)} bytes, more than ${String(MAX_BACKUP_BYTES)}`;
+  const text = bytes.toString("utf8");
+  if (Buffer.compare(Buffer.from(text, "utf8"), bytes) !== 0) return "it is not UTF-8 text";
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(text)) return "it holds control characters";
+  if (text.startsWith(HEADER)) return "it is detourd's own resolv.conf, not the original";
+  const lines = text.split("\n");
+  for (const [i, raw] of lines.entries()) {
+    const line = raw.replace(/\r$/, "").trim();
+    if (line === "" || line.startsWith("#") || line.startsWith(";")) continue;
+    const where = `line ${String(i + 1)}`;
+    if (line.length > MAX_LINE_CHARS) return `${where} is longer than ${String(MAX_LINE_CHARS)} characters`;
+    const [word, ...args] = line.split(/\s+/);
+    if (word === undefined || !DIRECTIVES.has(word))
+      return `${where} is not a resolv.conf directive: ${line.slice(0, 60)}`;
+    if (args.length === 0) return `${where} (${word}) has no value`;
+    const server = args[0] ?? "";
+    if (word === "nameserver" && !(IPV4_RE.test(server) || (server.includes(":") && IPV6_RE.test(server))))
+      return `${where} names a server that is not an address: ${server.slice(0, 60)}`;
+  }
+  return null;
+}
+
+/** What detourd writes when the original cannot be restored: no resolvers (nothing leaves in clear), and why. */
+function unrestoredResolvConf(why: string): string {
+  return `# detourd could not restore the original resolv.conf (${why.replace(/\s+/g, " ").slice(0, 200)}).\n# No resolvers are set; the network's configuration (DHCP, NetworkManager) will write them again.\n`;
+}
+
+/**
+ * Puts the original back if Detour's is in force; a no-op otherwise (also after a crash and restart). A backup
+ * that fails backupProblem is not restored: it is kept aside as `<backup>.rejected` for diagnosis, resolv.conf gets
+ * no resolvers at all (the tunnel's are unreachable now, and a damaged file's are unknown), and a DnsError says why.
+ */
 export function restoreDns(t: DnsTarget): boolean {
   if (!existsSync(t.backupPath)) return false;
-  writeFileSync(t.path, readFileSync(t.backupPath, "utf8"));
+  const size = statSync(t.backupPath).size;
+  const bytes = size > MAX_BACKUP_BYTES ? null : readFileSync(t.backupPath);
+  const problem =
+    bytes === null ? `it is ${String(size)} bytes, more than ${String(MAX_BACKUP_BYTES)}` : backupProblem(bytes);
+  if (problem !== null || bytes === null) {
+    const why = problem ?? "unreadable";
+    writeFileSync(t.path, unrestoredResolvConf(why));
+    renameSync(t.backupPath, `${t.backupPath}.rejected`);
+    throw new DnsError(
+      `the saved resolv.conf ${t.backupPath} was not restored: ${why}; ${t.path} now has no resolvers`,
+    );
+  }
+  writeFileSync(t.path, bytes);
   rmSync(t.backupPath, { force: true });
   return true;
 }

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { AtomicWriteError } from "../../main/shared/atomic-write.ts";
 import { applyDns, renderResolvConf, restoreDns } from "./dns.linux.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "detour-dns-"));
@@ -60,4 +62,77 @@ test("at-most-three-nameservers-as-glibc-reads", () => {
       ?.length,
     3,
   );
+});
+
+for (const [what, content] of [
+  ["truncated", "nameserver 198.18.53.2\nnameserver 198.18."],
+  ["cut-in-a-word", "nameserver 198.18.53.2\nnamese"],
+  ["binary", "\u0000\u0001\u0002garbage"],
+  ["huge", "# padding\n".repeat(8000)],
+  ["detourds-own", renderResolvConf({ servers: ["198.19.0.1"], searchDomains: [] })],
+  ["not-utf8", Buffer.from([0x6e, 0x61, 0xff, 0xfe, 0x0a])],
+] as const) {
+  test(`a-${what}-backup-is-not-restored-blindly-it-is-reported-and-no-resolver-is-left`, () => {
+    const path = join(dir, `resolv-${what}.conf`);
+    const backupPath = join(dir, `resolv-${what}.conf.orig`);
+    writeFileSync(path, renderResolvConf({ servers: ["198.19.0.1"], searchDomains: [] }));
+    writeFileSync(backupPath, content);
+    assert.throws(
+      () => restoreDns({ path, backupPath }),
+      (e: unknown) => e instanceof Error && e.name === "DnsError" && e.message.includes("was not restored"),
+    );
+    const now = readFileSync(path, "utf8");
+    assert.doesNotMatch(now, /^nameserver/m, "neither the tunnel's resolvers nor the damaged file's are in force");
+    assert.match(now, /could not restore the original/);
+    assert.equal(existsSync(backupPath), false, "the next start does not trip over it again");
+    assert.equal(existsSync(`${backupPath}.rejected`), true, "it is kept aside for diagnosis");
+  });
+}
+
+test("a-valid-backup-with-options-and-ipv6-is-restored-exactly", () => {
+  const path = join(dir, "resolv-v6.conf");
+  const backupPath = join(dir, "resolv-v6.conf.orig");
+  const original =
+    "# from DHCP\nnameserver 2001:db8::53\nnameserver fe80::1%eth0\nsearch a.example b.example\noptions edns0 timeout:1\n";
+  writeFileSync(path, original);
+  applyDns({ servers: ["198.19.0.1"], searchDomains: [] }, { path, backupPath });
+  assert.equal(restoreDns({ path, backupPath }), true);
+  assert.equal(readFileSync(path, "utf8"), original);
+});
+
+test("a-full-disk-when-saving-the-original-is-a-reported-error-and-resolv-conf-is-untouched", (t) => {
+  if (process.getuid?.() !== 0) {
+    t.skip("needs root to mount a small tmpfs");
+    return;
+  }
+  const mnt = mkdtempSync(join(tmpdir(), "detour-dns-full-"));
+  const mount = spawnSync("mount", ["-t", "tmpfs", "-o", "size=16k,mode=0700", "tmpfs", mnt], { encoding: "utf8" });
+  if (mount.status !== 0) {
+    rmSync(mnt, { recursive: true, force: true });
+    t.skip(`cannot mount a tmpfs: ${mount.stderr.trim()}`);
+    return;
+  }
+  try {
+    const path = join(dir, "resolv-full.conf");
+    const original = "nameserver 198.18.53.2\n";
+    writeFileSync(path, original);
+    // Fill the state folder's file system to the last block.
+    try {
+      writeFileSync(join(mnt, "filler"), Buffer.alloc(64 * 1024));
+    } catch {
+      // ENOSPC: full, as wanted
+    }
+    const backupPath = join(mnt, "resolv.conf.orig");
+    assert.throws(
+      () => {
+        applyDns({ servers: ["198.19.0.1"], searchDomains: [] }, { path, backupPath });
+      },
+      (e: unknown) => e instanceof AtomicWriteError && e.code === "ENOSPC",
+    );
+    assert.equal(readFileSync(path, "utf8"), original, "the tunnel's resolvers did not go in without a backup");
+    assert.deepEqual(readdirSync(mnt), ["filler"], "no partial backup or temporary file");
+  } finally {
+    spawnSync("umount", [mnt]);
+    rmSync(mnt, { recursive: true, force: true });
+  }
 });

@@ -1,6 +1,7 @@
-/** Linux's Platform (platform.ts): iproute2 routes and rules, resolv.conf, nftables, netid, the engine drivers. */
+/** Linux's Platform (platform.ts): iproute2 routes and rules, resolv.conf, nftables, netid, the engine drivers, crash recovery. */
 import { createEngine } from "../engines/create-engine.ts";
 import { WireGuardSpare } from "../engines/wireguard/wireguard-spare.ts";
+import { watchChildren } from "./child-watch.ts";
 import { applyDns, restoreDns } from "./dns.linux.ts";
 import { applyDrillBlock, drillBlockPresent, removeDrillBlock } from "./drill-firewall.linux.ts";
 import { localNetworks } from "./local-networks.linux.ts";
@@ -9,6 +10,7 @@ import { watchFirewall } from "./firewall-watch.linux.ts";
 import { applyBackstop } from "./firewall-backstop.linux.ts";
 import { networkId } from "./netid.linux.ts";
 import type { Platform } from "./platform.ts";
+import { identifyProcess, reclaim } from "./reclaim.linux.ts";
 import {
   applyProtectedRoutes,
   clearProtectedRoutes,
@@ -53,5 +55,10 @@ export function linuxPlatform(): Platform {
     },
     // No network monitor on Linux yet: nothing is reported, and the daemon keeps its own rechecks.
     netmon: { subscribe: () => () => undefined },
+    reclaim: {
+      identify: (pid) => identifyProcess(pid),
+      reclaim: (owned, naming) => reclaim(owned, naming),
+      watchEngineProcesses: (listener) => watchChildren(listener),
+    },
   };
 }

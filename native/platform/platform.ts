@@ -146,6 +146,61 @@ export interface NetworkMonitor {
   subscribe(listener: (change: NetworkChange) => void): () => void;
 }
 
+/** An engine process the platform started (or saw exit), as the ownership record keeps it. */
+export interface EngineProcessInfo {
+  pid: number;
+  argv: readonly string[];
+}
+
+/** A process that a previous detourd started: its PID and what /proc said of it then, so a reused PID is never hit. */
+export interface OwnedProcess {
+  pid: number;
+  /** /proc/<pid>/stat's start time (clock ticks since boot), with the boot id: together unique for the process. */
+  startTime: string;
+  bootId: string;
+  /** The program, for messages (wireguard-go, charon-systemd, openconnect). */
+  exe: string;
+}
+
+/** A routing rule of detourd's: its preference and table (both families are removed). */
+export interface OwnedRule {
+  pref: number;
+  table: number;
+}
+
+/** Everything a detourd owns on the host, as its ownership record lists it (main/agent/ownership.ts). */
+export interface OwnedState {
+  processes: OwnedProcess[];
+  devices: string[];
+  rules: OwnedRule[];
+  /** Routing tables whose routes (throws included) are detourd's, emptied in both families. */
+  tables: number[];
+  /** nftables tables as "<family> <name>" (the kill switch's is replaced at start, not reclaimed here). */
+  nftTables: string[];
+}
+
+/** What a reclaim did: each item removed, and each one that could not be (with why). */
+export interface ReclaimReport {
+  removed: string[];
+  failed: string[];
+}
+
+/** Taking back what a previous detourd left behind after a crash or kill -9 (reclaim.linux.ts). */
+export interface PlatformReclaim {
+  /** Who a live PID is (start time and boot id), or null when it is gone. */
+  identify(pid: number): { startTime: string; bootId: string } | null;
+  /**
+   * Removes what `owned` lists, plus the devices named `<ifnamePrefix>-*` and the rules of IKE instances'
+   * private tables when it lists a charon: processes only if PID, start time and boot id all still match.
+   */
+  reclaim(owned: OwnedState, naming: { ifnamePrefix: string; workDir?: string }): Promise<ReclaimReport>;
+  /** Engine processes are reported as they are spawned and as they exit; returns the unsubscribe function. */
+  watchEngineProcesses(listener: {
+    spawned(p: EngineProcessInfo): void;
+    exited(p: EngineProcessInfo): void;
+  }): () => void;
+}
+
 export interface Platform {
   readonly name: string;
   readonly routes: PlatformRoutes;
@@ -154,4 +209,6 @@ export interface Platform {
   readonly network: PlatformNetwork;
   readonly engines: PlatformEngines;
   readonly netmon: NetworkMonitor;
+  /** Crash recovery; a platform without it reclaims nothing. */
+  readonly reclaim?: PlatformReclaim;
 }

@@ -3,6 +3,7 @@
  * carries traffic both ways without any route being installed, so several tunnels can be probed side by side.
  */
 import { spawn } from "node:child_process";
+import { noteChild } from "./child-watch.ts";
 import { inNetns } from "./run.ts";
 
 export type EchoResult = { ok: true; at: number; rttMs: number } | { ok: false; error: string };
@@ -24,7 +25,19 @@ const REPLY_RE = /bytes from .*time=([\d.]+) ms/;
 /** Sends echoes through `ifname` until the first reply (resolves ok) or the deadline (resolves not ok). */
 export function pingThrough(opts: PingThroughOptions): Promise<EchoResult> {
   const interval = Math.max(2, opts.intervalMs ?? DEFAULT_INTERVAL_MS);
-  const argv = inNetns(opts.netns, ["ping", "-n", "-I", opts.ifname, "-i", (interval / 1000).toFixed(3), opts.target]);
+  // -w: ping ends on its own at the deadline, even if detourd is killed and cannot end it.
+  const deadlineS = String(Math.max(1, Math.ceil((opts.deadlineAt - Date.now()) / 1000)));
+  const argv = inNetns(opts.netns, [
+    "ping",
+    "-n",
+    "-I",
+    opts.ifname,
+    "-i",
+    (interval / 1000).toFixed(3),
+    "-w",
+    deadlineS,
+    opts.target,
+  ]);
   return new Promise<EchoResult>((resolve) => {
     if (opts.signal?.aborted === true) {
       resolve({ ok: false, error: "cancelled" });
@@ -35,6 +48,8 @@ export function pingThrough(opts: PingThroughOptions): Promise<EchoResult> {
       stdio: ["ignore", "pipe", "pipe"],
       env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" },
     });
+    const watched = { pid: child.pid ?? -1, argv };
+    noteChild("spawned", watched);
     let settled = false;
     let stderr = "";
     let buf = "";
@@ -78,6 +93,9 @@ export function pingThrough(opts: PingThroughOptions): Promise<EchoResult> {
     });
     child.on("error", (e) => {
       finish({ ok: false, error: `ping could not run: ${e.message}` });
+    });
+    child.on("close", () => {
+      noteChild("exited", watched);
     });
     child.on("exit", () => {
       finish({ ok: false, error: `ping ended without a reply: ${stderr.trim() || "no output"}` });

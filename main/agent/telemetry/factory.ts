@@ -4,6 +4,7 @@
  * settings. The hash is always taken the same way, over the effective configuration, so the collector, status
  * and diagnostic bundles name a device's policy alike however it came about (file, preferences, managed policy).
  */
+import { AtomicWriteError } from "../../shared/atomic-write.ts";
 import type { DetourConfig } from "../../core/config/schema.ts";
 import type { Logger } from "../log.ts";
 import { loadSecret } from "../secrets.ts";
@@ -23,6 +24,12 @@ export interface TelemetryFactoryOptions {
   version: string;
   source: TelemetrySource;
   log: Logger;
+}
+
+/** The state folder cannot take a write (disk full, quota, read-only): not a configuration error. */
+function isStateWriteFailure(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return err instanceof AtomicWriteError || code === "ENOSPC" || code === "EDQUOT" || code === "EROFS";
 }
 
 /** Telemetry for this configuration, or null when it names no collector. Throws on a token it cannot read. */
@@ -48,7 +55,15 @@ export class TelemetryHandle {
 
   constructor(config: DetourConfig, opts: TelemetryFactoryOptions) {
     this.#opts = opts;
-    this.#current = createTelemetry(config, opts);
+    try {
+      this.#current = createTelemetry(config, opts);
+    } catch (err) {
+      // A full (or read-only) state folder costs telemetry, never the tunnel: detourd starts without it and says
+      // so (the failed write is counted in status). A token it cannot read is a configuration error and stops it.
+      if (!isStateWriteFailure(err)) throw err;
+      opts.log.error("telemetry is off: its state cannot be written", { err, stateDir: opts.stateDir });
+      this.#current = null;
+    }
   }
 
   /** Null when no collector is configured; the tunnel's numbers are still in status. */

@@ -292,6 +292,23 @@ export const DaemonInfoSchema = z.looseObject({
   pid: z.int().min(0),
   startedAt: z.number(),
   configPath: z.string(),
+  /** What the start-up reclaim of a crashed instance's leftovers did, and faults caught at the top of detourd. */
+  recovery: z
+    .looseObject({
+      reclaimed: z.array(z.string()).max(100),
+      reclaimFailed: z.array(z.string()).max(100),
+      recordError: z.string().nullable(),
+      recordWriteFailures: z.int().min(0),
+      lastRecordWriteError: z.string().nullable(),
+      faults: z.int().min(0),
+      lastFault: z.string().nullable(),
+      /** Why the original resolv.conf was not put back (a damaged backup is never restored blindly). */
+      dnsRestoreError: z.string().nullable().optional(),
+      /** State files that could not be written (a full disk): the old content stays, the failure is counted. */
+      stateWriteFailures: z.int().min(0).optional(),
+      lastStateWriteError: z.string().nullable().optional(),
+    })
+    .optional(),
 });
 export type DaemonInfo = z.infer<typeof DaemonInfoSchema>;
 
