@@ -150,7 +150,12 @@ for (const failing of ["engine.stop", "routes.clear", "dns.restore"] satisfies P
         `the failed engine stop is reported: ${errors.join(" | ")}`,
       );
     else assert.ok(report.failed.length > 0, `the failure of ${failing} is reported: ${JSON.stringify(report)}`);
-    assert.equal(steps.at(-1), "firewall.killSwitch off", `the kill switch goes last: ${steps.slice(-6).join(" | ")}`);
+    // The kill switch's removal is its table, then its routing backstop: both after every other step.
+    assert.deepEqual(
+      steps.slice(-2),
+      ["firewall.killSwitch off", "firewall.backstop off"],
+      `the kill switch goes last: ${steps.slice(-6).join(" | ")}`,
+    );
     assert.equal(world.killSwitch, null, "and it is gone");
     if (failing !== "routes.clear") assert.equal(world.routes.size, 0, "the protected routes were still cleared");
     if (failing !== "dns.restore") assert.equal(world.dnsServers, null, "resolv.conf was still restored");
