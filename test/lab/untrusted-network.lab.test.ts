@@ -240,8 +240,14 @@ test("a-hostile-ocserv-push-cannot-widen-the-split-tunnel-nor-put-dns-in-clear",
       new RegExp(`^${OUTSIDE_RESOLVER.replace(/\./g, "\\.")} dev `, "m"),
       "the resolver goes through the tunnel",
     );
-    const dns = readFileSync(resolvConf, "utf8");
-    assert.match(dns, new RegExp(`^nameserver ${OUTSIDE_RESOLVER.replace(/\./g, "\\.")}$`, "m"));
+    // resolv.conf is written right behind the routes, on the data plane's chain: wait for it, bounded.
+    const pushed = new RegExp(`^nameserver ${OUTSIDE_RESOLVER.replace(/\./g, "\\.")}$`, "m");
+    let dns = readFileSync(resolvConf, "utf8");
+    for (let i = 0; i < 30 && !pushed.test(dns); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      dns = readFileSync(resolvConf, "utf8");
+    }
+    assert.match(dns, pushed, `the pushed resolver is in resolv.conf; detourd's log:\n${agentLogs(ID)}`);
     assert.doesNotMatch(dns, /^nameserver 127\.0\.0\.1$/m, "the loopback resolver is dropped");
     const rules = await nsRun(topo.client.ns, ["nft", "list", "ruleset"]);
     assert.ok(rules.includes(OUTSIDE_RESOLVER), "the pushed resolver is in the kill switch's protected set");
