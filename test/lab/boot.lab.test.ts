@@ -72,6 +72,9 @@ async function killSwitchPresent(): Promise<boolean> {
 /** Power off and on: the kernel forgets every table, and the uplink is not configured yet. */
 async function reboot(): Promise<void> {
   if (await killSwitchPresent()) await clientNs(["nft", "delete", "table", "inet", KILLSWITCH_TABLE]);
+  // The kill switch's routing backstop (rule 230, table 5001), which a stop under lockdown keeps, goes too.
+  await run("ip", ["netns", "exec", topo().client.ns, "ip", "-4", "rule", "del", "pref", "230"]);
+  await run("ip", ["netns", "exec", topo().client.ns, "ip", "-4", "route", "flush", "table", "5001"]);
   await clientNs(["ip", "link", "set", topo().client.ifname, "down"]);
   assert.equal(await killSwitchPresent(), false);
 }

@@ -321,8 +321,13 @@ test(
     );
     await sigkill();
     await restartAndStop();
-    // Under lockdown a clean stop keeps the kill switch: that table is the promise, everything else must be gone.
+    // Under lockdown a clean stop keeps the kill switch: its table and its routing backstop (rule 230, table 5001,
+    // see kill-switch-enforcer.ts) are the promise, everything else must be gone.
     const now = snapshotClient();
+    assert.ok(
+      now.rules4.some((l) => /^230:\s.*lookup 5001/.test(l)),
+      "the routing backstop stays under lockdown",
+    );
     assert.ok(
       now.nftTables.some((t) => t.includes("detour_killswitch")),
       "the kill switch stays under lockdown",
@@ -330,9 +335,14 @@ test(
     assertSameAs(
       base(),
       "killed while disconnected under lockdown",
-      (key, l) => key === "nftTables" && l.includes("detour_killswitch"),
+      (key, l) =>
+        (key === "nftTables" && l.includes("detour_killswitch")) ||
+        (key === "rules4" && /^230:\s.*lookup 5001/.test(l)) ||
+        (key === "routes4" && l.endsWith("table 5001")),
     );
     inNs(["nft", "delete", "table", "inet", "detour_killswitch"]);
+    inNs(["ip", "-4", "rule", "del", "pref", "230"]);
+    inNs(["ip", "-4", "route", "flush", "table", "5001"]);
     writeConfig(() => undefined);
   },
 );
