@@ -12,7 +12,14 @@ import { isAlive } from "../../platform/process-tree.linux.ts";
 import { linkAddresses, linkCounters, linkExists } from "../../platform/link.linux.ts";
 import { pingThrough } from "../../platform/probe.linux.ts";
 import { EngineProcess, type ProcessExit } from "../engine-process.ts";
-import { EngineError, EventHub, type EngineDiagnostics, type Ikev2Spec, type TunnelEngine } from "../engine.ts";
+import {
+  EngineError,
+  EventHub,
+  type EngineDiagnostics,
+  type EngineStartHooks,
+  type Ikev2Spec,
+  type TunnelEngine,
+} from "../engine.ts";
 import { StartGuard, type StartAttempt } from "../start-guard.ts";
 import {
   CHILD_NAME,
@@ -110,7 +117,7 @@ export class IpsecEngine implements TunnelEngine {
     return this.#hub.on(listener);
   }
 
-  async start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
+  async start(deadlineAt: number, signal?: AbortSignal, startHooks: EngineStartHooks = {}): Promise<TunnelUp> {
     const hooks = {
       timeoutError: () => this.#timeoutError(),
       classify: (e: unknown) =>
@@ -121,14 +128,14 @@ export class IpsecEngine implements TunnelEngine {
     };
     const up = await this.#guard.run(deadlineAt, signal, hooks, (attempt) => {
       this.#state = "starting";
-      return this.#bringUp(deadlineAt, attempt);
+      return this.#bringUp(deadlineAt, attempt, startHooks);
     });
     this.#state = "up";
     this.#hub.emit({ type: "up", at: Date.now() });
     return up;
   }
 
-  async #bringUp(deadlineAt: number, attempt: StartAttempt): Promise<TunnelUp> {
+  async #bringUp(deadlineAt: number, attempt: StartAttempt, startHooks: EngineStartHooks): Promise<TunnelUp> {
     const spec = this.#spec;
     const signal = attempt.signal;
     const netns = spec.runtime.netns;
@@ -238,6 +245,7 @@ export class IpsecEngine implements TunnelEngine {
 
     const ifname = await this.#deviceFor(vip, Math.min(deadlineAt, Date.now() + VIP_WAIT_MS), signal);
     this.#ifname = ifname;
+    if (startHooks.beforeProbe !== undefined) await attempt.race(startHooks.beforeProbe({ ifname, address: vip }));
     const echo = await attempt.race(pingThrough({ ifname, target: spec.probe.address, netns, deadlineAt, signal }));
     if (!echo.ok) throw new EngineError("timeout", `IKEv2 tunnel established, but ${echo.error}`, this.#tail());
 
