@@ -76,7 +76,8 @@ const TABLE_PICK_TRIES = 8;
 /**
  * An SA that went down is checked against charon's own list before the tunnel is called down: a rekeyed CHILD_SA
  * or the IKE_SA a reauthentication replaced goes down while its successor carries on. A successor still being
- * negotiated gets the retransmit give-up time (plus a second for the exchange itself) to become established.
+ * negotiated (CONNECTING) gets the retransmit give-up time (plus a second for the exchange itself) to become
+ * established.
  */
 const REPLACEMENT_WAIT_MS = retransmitGiveUpMs() + 1000;
 /** How often a pending replacement is looked at again: small against the ~1 s an exchange takes at worst here. */
@@ -442,8 +443,9 @@ export class IpsecEngine implements TunnelEngine {
             why: `the IKE_SA that replaced the tunnel's has virtual IP ${String(vip)}, not ${String(this.#vip)}`,
           };
         }
-        if (state === "CONNECTING" || state === "ESTABLISHED" || state === "REKEYING" || state === "REKEYED")
-          pending = true;
+        // A reauthentication's new IKE_SA is negotiated with its CHILD_SA in one exchange: until it is
+        // established the old one may already be gone (break-before-make, when the gateway forces it).
+        if (state === "CONNECTING") pending = true;
       }
       return pending ? { kind: "pending" } : { kind: "gone", why: null };
     } catch (e) {
