@@ -30,8 +30,8 @@ usage: npm run lab -- <command> [options]
                              everywhere, for benchmarks that compare against baselines. --tunnel full: the client
                              protects 0.0.0.0/0 and the gateways carry everything (IKEv2 offers 0.0.0.0/0, ocserv
                              the default route, NAT to the underlay); default split: corp only.
-                             --short-ike-lifetimes: the IKEv2 gateways rekey the CHILD_SA every 15 s and ask
-                             for reauthentication every ~30 s (default: strongSwan's hours)
+                             --short-ike-lifetimes: the IKEv2 gateways rekey the CHILD_SA every 15 s, the IKE_SA
+                             every 20 s, and ask for reauthentication every ~30 s (default: strongSwan's hours)
   down                       remove everything of the lab (also after a crash or kill -9)
   status [--json]            namespaces, engines and PIDs, addresses, distances, client config path, impairments
   selftest [--json]          prove every gateway, protocol and impairment with the plain engine tools

@@ -1,7 +1,7 @@
 /**
  * IKEv2 rekeying and reauthentication that the gateway starts are not a dead gateway. The lab's gateways run
- * short lifetimes (SHORT_IKE_LIFETIMES: the CHILD_SA rekeyed by the gateway every 15 s, reauthentication asked
- * for every ~30 s); detourd runs IKEv2 legs only, an active one and a standby, with a probe stream through the
+ * short lifetimes (SHORT_IKE_LIFETIMES: the CHILD_SA rekeyed by the gateway every 15 s, the IKE_SA every 20 s,
+ * reauthentication asked for every ~30 s); detourd runs IKEv2 legs only, an active one and a standby, with a probe stream through the
  * tunnel and its own in-tunnel monitor: for two minutes, no failover, neither leg restarted, a bounded number of
  * probes lost. Then the active gateway is blocked for 2.5 s around a CHILD_SA rekey and around a
  * reauthentication (with a dead window longer than the outage, so the data plane's own verdict stays out of it):
@@ -92,6 +92,7 @@ function charonLogs(): Map<string, string> {
 
 interface IkeCounts {
   childRekeys: number;
+  ikeRekeys: number;
   reauths: number;
   ikeSas: number;
 }
@@ -99,16 +100,18 @@ interface IkeCounts {
 function countIke(log: string): IkeCounts {
   return {
     childRekeys: (log.match(/parsed CREATE_CHILD_SA request \d+ \[ N\(REKEY_SA\)/g) ?? []).length,
+    ikeRekeys: (log.match(/IKE_SA detour\[\d+\] rekeyed/g) ?? []).length,
     reauths: (log.match(/reauthenticating IKE_SA/g) ?? []).length,
     ikeSas: (log.match(/IKE_SA detour\[\d+\] established/g) ?? []).length,
   };
 }
 
 function sum(logs: Map<string, string>): IkeCounts {
-  const t = { childRekeys: 0, reauths: 0, ikeSas: 0 };
+  const t = { childRekeys: 0, ikeRekeys: 0, reauths: 0, ikeSas: 0 };
   for (const l of logs.values()) {
     const c = countIke(l);
     t.childRekeys += c.childRekeys;
+    t.ikeRekeys += c.ikeRekeys;
     t.reauths += c.reauths;
     t.ikeSas += c.ikeSas;
   }
@@ -181,16 +184,18 @@ test("gateway-started-rekeys-and-reauthentications-keep-both-legs-for-two-minute
   const after = sum(charonLogs());
   const seen = {
     childRekeys: after.childRekeys - before.childRekeys,
+    ikeRekeys: after.ikeRekeys - before.ikeRekeys,
     reauths: after.reauths - before.reauths,
     newIkeSas: after.ikeSas - before.ikeSas,
   };
   console.log(
-    `soak ${String(SOAK_MS / 1000)} s, 2 IKEv2 legs: ${String(seen.childRekeys)} CHILD_SA rekeys, ${String(seen.reauths)} reauthentications (${String(seen.newIkeSas)} new IKE_SAs); ` +
+    `soak ${String(SOAK_MS / 1000)} s, 2 IKEv2 legs: ${String(seen.childRekeys)} CHILD_SA rekeys, ${String(seen.ikeRekeys)} IKE_SA rekeys, ${String(seen.reauths)} reauthentications (${String(seen.newIkeSas)} new IKE_SAs); ` +
       `probes ${String(r.sent)} sent, ${String(r.lost)} lost (${r.lossPct.toFixed(2)} %), longest gap ${String(r.longestGapMs)} ms; ` +
       `${String(looks)} status looks, no failover, no leg restart`,
   );
-  // each leg: ~8 CHILD rekeys and ~4 reauthentications in two minutes; at least half of that proves they happened
+  // each leg: ~8 CHILD_SA rekeys, ~4 IKE_SA rekeys and ~4 reauthentications in two minutes; half proves they happened
   assert.ok(seen.childRekeys >= 8, `CHILD_SA rekeys seen: ${String(seen.childRekeys)}`);
+  assert.ok(seen.ikeRekeys >= 4, `IKE_SA rekeys seen: ${String(seen.ikeRekeys)}`);
   assert.ok(seen.reauths >= 4 && seen.newIkeSas >= 4, `reauthentications seen: ${JSON.stringify(seen)}`);
   assert.ok(r.lossPct <= SOAK_MAX_LOSS_PCT, `lost ${r.lossPct.toFixed(2)} % of the stream's probes`);
   await disconnect(c);
