@@ -1,30 +1,33 @@
 /**
- * The legs' runtime: each leg the machine starts gets an engine (adopting the spare wireguard-go when it can),
- * its own source routing once it is up (so its monitor's probes leave through its device), its in-tunnel monitor
- * at the role's rate, and an orderly stop. What happens to a leg goes back to the machine as an input.
+ * The legs' runtime: each leg the machine starts gets an engine (adopting the spare wireguard-go when it can), a
+ * routing slot it owns from its start until its teardown has finished (see leg-slots.ts), its own source routing
+ * installed before its first echo (so the echo's reply passes a strict reverse-path filter and its monitor's
+ * probes leave through its device), its in-tunnel monitor at the role's rate, and an orderly stop. What happens
+ * to a leg goes back to the machine as an input.
  */
 import type { DetourConfig } from "../core/config/schema.ts";
 import type { Candidate, Leg, MachineInput } from "../core/connection/types.ts";
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
-import { isEngineError, type TunnelEngine } from "../../native/engines/engine.ts";
+import { isEngineError, type ProbeDevice, type TunnelEngine } from "../../native/engines/engine.ts";
 import type { LegSource, Platform, SpareDevice } from "../../native/platform/platform.ts";
 import { monotonicAt, wallAt, type Clock } from "./clock.ts";
 import { engineSpecFor, type IdentitySecrets } from "./engine-spec.ts";
+import { LegSlots, type LegSlot } from "./leg-slots.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor, type Monitor, type MonitorOptions } from "./monitor.ts";
-
-/** Policy-routing tables and rule preferences for legs: below kernel-libipsec's 220, above the main rules. */
-const LEG_TABLE_BASE = 5100;
-const LEG_RULE_PREF_BASE = 100;
-const LEG_SLOTS = 90;
 
 export interface LegRuntime {
   leg: Leg;
   engine: TunnelEngine;
   up: TunnelUp | null;
   monitor: Monitor | null;
+  /** The routing table and rule preference this leg owns until its teardown has finished. */
+  slot: LegSlot;
+  /** The leg's source routing once installed; null before, and when the install failed. */
   source: LegSource | null;
-  /** Settles when the leg's source routing is installed (source set) or failed; null before the leg is up. */
+  /** The source routing asked for (installed, failed or under way): what every teardown path removes. */
+  routed: LegSource | null;
+  /** Settles when the leg's source routing is installed (source set) or failed; null before it was asked for. */
   sourceReady: Promise<void> | null;
   /** The source rule could not be installed: the leg cannot be probed. */
   sourceFailed: boolean;
@@ -53,6 +56,11 @@ export class LegRuntimes {
   readonly #clock: Clock;
   readonly #startMonitor: (opts: MonitorOptions) => Monitor;
   readonly #legs = new Map<string, LegRuntime>();
+  readonly #slots: LegSlots;
+  /** Who holds each leg's slot, as the slots know it (a leg id can come back; an owner is never reused). */
+  readonly #owners = new WeakMap<LegRuntime, string>();
+  /** Teardowns of legs whose start failed: they still own their slot until these settle. */
+  readonly #retiring = new Set<Promise<void>>();
   #legCounter = 0;
 
   constructor(
@@ -60,11 +68,13 @@ export class LegRuntimes {
     platform: Pick<Platform, "engines" | "routes">,
     clock: Clock,
     monitor: (opts: MonitorOptions) => Monitor = startMonitor,
+    slots: LegSlots = new LegSlots(),
   ) {
     this.#host = host;
     this.#platform = platform;
     this.#clock = clock;
     this.#startMonitor = monitor;
+    this.#slots = slots;
   }
 
   get(legId: string): LegRuntime | undefined {
@@ -75,13 +85,14 @@ export class LegRuntimes {
     return [...this.#legs.values()];
   }
 
+  /** Legs still holding anything: running, stopping, or tearing down after a failed start. */
   get size(): number {
-    return this.#legs.size;
+    return this.#legs.size + this.#retiring.size;
   }
 
-  /** Every leg's stop, running or started now (shutdown waits on them). */
+  /** Every leg's stop, running or started now, and the teardowns of failed starts (shutdown waits on them). */
   stopAll(): Promise<void>[] {
-    return this.all().map((l) => l.stopping ?? this.stop(l.leg.id));
+    return [...this.all().map((l) => l.stopping ?? this.stop(l.leg.id)), ...this.#retiring];
   }
 
   /**
@@ -98,6 +109,21 @@ export class LegRuntimes {
 
   start(leg: Leg, deadlineAt: number): void {
     const log = this.#host.log;
+    const failNow = (code: "bad-config" | "engine-crashed", message: string): void => {
+      queueMicrotask(() => {
+        this.#host.dispatch({ type: "leg-failed", now: this.#clock.monotonic(), legId: leg.id, code, message });
+      });
+    };
+    this.#legCounter += 1;
+    const owner = `${leg.id}#${String(this.#legCounter)}`;
+    const slot = this.#slots.acquire(owner);
+    if (slot === null) {
+      // Retryable: slots come back as other legs finish their teardown.
+      const message = `no routing slot free for leg ${leg.id}: all ${String(this.#slots.capacity)} are owned by legs not yet torn down`;
+      log.error("leg slots exhausted", { leg, inUse: this.#slots.inUse });
+      failNow("engine-crashed", message);
+      return;
+    }
     const candidate = this.#host.candidate(leg.gateway);
     let engine: TunnelEngine;
     try {
@@ -118,15 +144,8 @@ export class LegRuntimes {
         throw err;
       }
     } catch (err) {
-      queueMicrotask(() => {
-        this.#host.dispatch({
-          type: "leg-failed",
-          now: this.#clock.monotonic(),
-          legId: leg.id,
-          code: "bad-config",
-          message: err instanceof Error ? err.message : String(err),
-        });
-      });
+      this.#slots.release(slot, owner);
+      failNow("bad-config", err instanceof Error ? err.message : String(err));
       return;
     }
     const rt: LegRuntime = {
@@ -134,14 +153,16 @@ export class LegRuntimes {
       engine,
       up: null,
       monitor: null,
+      slot,
       source: null,
+      routed: null,
       sourceReady: null,
       sourceFailed: false,
       monitorRole: null,
       stopping: null,
     };
     this.#legs.set(leg.id, rt);
-    this.#legCounter += 1;
+    this.#owners.set(rt, owner);
     engine.onEvent((ev) => {
       if (rt.stopping !== null || rt.up === null) return;
       if (ev.type === "down")
@@ -155,57 +176,86 @@ export class LegRuntimes {
         });
     });
     // The endpoint names the address family the leg uses (see core/connection/address-family.ts).
-    log.info("leg starting", { leg, endpoint: candidate.address });
+    log.info("leg starting", { leg, endpoint: candidate.address, table: slot.table, pref: slot.pref });
     this.#host.track(
       // Engines keep epoch-ms deadlines: the machine's monotonic one, read on the wall clock now.
-      engine.start(wallAt(this.#clock, deadlineAt)).then(
-        (up) => {
-          rt.up = up;
-          if (rt.stopping !== null) return;
-          const address = up.config.addresses[0]?.split("/")[0];
-          if (address !== undefined) {
-            // Prefs must stay unique among live legs and below the protected-routes rule (200); a race has a
-            // dozen legs at most, so cycling through 90 slots never reuses a live one.
-            const n = this.#legCounter % LEG_SLOTS;
-            const source = {
-              ifname: up.config.ifname,
-              address,
-              table: LEG_TABLE_BASE + n,
-              pref: LEG_RULE_PREF_BASE + n,
-            };
-            // The source rule only serves the leg's own monitor: the race's winner does not wait for it.
-            rt.sourceReady = this.#platform.routes.installLegSource(source).then(
-              () => {
-                rt.source = source;
-              },
-              (err: unknown) => {
-                rt.sourceFailed = true;
-                log.warn("leg source routing failed; its monitor cannot probe it", { leg, err });
-              },
-            );
-          }
-          log.info("leg up", { leg, ifname: up.config.ifname, ms: up.timings.firstReplyAt - up.timings.spawnedAt });
-          // The engine timed its first reply on the wall clock, a moment ago: the same instant on the monotonic one.
-          const now = this.#clock.monotonic();
-          const firstReplyAt = Math.min(now, monotonicAt(this.#clock, up.timings.firstReplyAt));
-          this.#host.dispatch({
-            type: "leg-up",
-            now,
-            legId: leg.id,
-            config: up.config,
-            firstReplyAt,
-            pathRttMs: up.timings.firstReplyRttMs ?? null,
-          });
-        },
-        (err: unknown) => {
-          this.#legs.delete(leg.id);
-          const code = isEngineError(err) ? err.code : "engine-crashed";
-          const message = err instanceof Error ? err.message : String(err);
-          log.info("leg failed", { leg, code, message });
-          this.#host.dispatch({ type: "leg-failed", now: this.#clock.monotonic(), legId: leg.id, code, message });
-        },
-      ),
+      engine
+        .start(wallAt(this.#clock, deadlineAt), undefined, {
+          // The source rule goes in before the first echo: under rp_filter=1 the echo's reply is dropped unless
+          // the route back to the probe target from the leg's address leaves through the leg's own device.
+          beforeProbe: (dev) => this.#routeSource(rt, dev),
+        })
+        .then(
+          (up) => {
+            rt.up = up;
+            if (rt.stopping !== null) return;
+            // An engine that did not call beforeProbe: its source routing goes in now, as the monitor needs it.
+            const address = up.config.addresses[0]?.split("/")[0];
+            if (rt.sourceReady === null && address !== undefined)
+              void this.#routeSource(rt, { ifname: up.config.ifname, address });
+            log.info("leg up", { leg, ifname: up.config.ifname, ms: up.timings.firstReplyAt - up.timings.spawnedAt });
+            // The engine timed its first reply on the wall clock, a moment ago: the same instant on the monotonic one.
+            const now = this.#clock.monotonic();
+            const firstReplyAt = Math.min(now, monotonicAt(this.#clock, up.timings.firstReplyAt));
+            this.#host.dispatch({
+              type: "leg-up",
+              now,
+              legId: leg.id,
+              config: up.config,
+              firstReplyAt,
+              pathRttMs: up.timings.firstReplyRttMs ?? null,
+            });
+          },
+          (err: unknown) => {
+            const code = isEngineError(err) ? err.code : "engine-crashed";
+            const message = err instanceof Error ? err.message : String(err);
+            log.info("leg failed", { leg, code, message });
+            if (this.#legs.get(leg.id) === rt) this.#legs.delete(leg.id);
+            // A stop() under way owns the teardown (and the slot's release); otherwise the failure does.
+            if (rt.stopping === null) {
+              const retiring = this.#teardownRouting(rt).finally(() => {
+                this.#slots.release(rt.slot, owner);
+                this.#retiring.delete(retiring);
+              });
+              rt.stopping = retiring;
+              this.#retiring.add(retiring);
+            }
+            this.#host.dispatch({ type: "leg-failed", now: this.#clock.monotonic(), legId: leg.id, code, message });
+          },
+        ),
     );
+  }
+
+  /** Installs the leg's source routing in its own slot (once); never rejects: a failure leaves the leg unprobed. */
+  #routeSource(rt: LegRuntime, dev: ProbeDevice): Promise<void> {
+    if (rt.sourceReady !== null) return rt.sourceReady;
+    // A stopping leg's teardown may already have run: a rule installed now would outlive it.
+    if (rt.stopping !== null) return Promise.resolve();
+    const source: LegSource = { ifname: dev.ifname, address: dev.address, table: rt.slot.table, pref: rt.slot.pref };
+    rt.routed = source;
+    rt.sourceReady = this.#platform.routes.installLegSource(source).then(
+      () => {
+        rt.source = source;
+      },
+      (err: unknown) => {
+        rt.sourceFailed = true;
+        this.#host.log.warn("leg source routing failed; its monitor cannot probe it", { leg: rt.leg, err });
+      },
+    );
+    return rt.sourceReady;
+  }
+
+  /** Removes whatever source routing the leg asked for, once any install under way has settled. */
+  async #teardownRouting(rt: LegRuntime): Promise<void> {
+    // An install still under way would otherwise leave its rule behind the removal.
+    await rt.sourceReady;
+    const routed = rt.routed;
+    if (routed === null) return;
+    await this.#platform.routes.removeLegSource(routed).catch((err: unknown) => {
+      // The slot is reused anyway: the next owner's install replaces any rule left at its preference.
+      this.#host.log.error("leg source routing removal failed", { leg: rt.leg, err });
+    });
+    rt.source = null;
   }
 
   async stop(legId: string): Promise<void> {
@@ -215,16 +265,18 @@ export class LegRuntimes {
     rt.stopping = (async () => {
       rt.monitor?.stop();
       rt.monitor = null;
-      // An install still under way would otherwise leave its rule behind the removal.
-      await rt.sourceReady;
-      if (rt.source !== null) await this.#platform.routes.removeLegSource(rt.source).catch(() => undefined);
+      // The rule goes first (the device it routes to is about to vanish); a start still in flight routes nothing
+      // from here on (see #routeSource), so nothing can come back behind this removal.
+      await this.#teardownRouting(rt);
       // A driver that throws at once (not only one whose promise rejects) must not skip the rest of the stop.
       await Promise.resolve()
         .then(() => rt.engine.stop())
         .catch((err: unknown) => {
           this.#host.log.error("leg stop failed", { leg: rt.leg, err });
         });
-      this.#legs.delete(legId);
+      if (this.#legs.get(legId) === rt) this.#legs.delete(legId);
+      const owner = this.#owners.get(rt);
+      if (owner !== undefined) this.#slots.release(rt.slot, owner);
       this.#host.log.info("leg stopped", { leg: rt.leg });
     })();
     return rt.stopping;

@@ -83,6 +83,21 @@ export interface EngineDiagnostics {
   log: string;
 }
 
+/** The tunnel device as it is about to carry its first echo: its name and inner address (no prefix length). */
+export interface ProbeDevice {
+  ifname: string;
+  address: string;
+}
+
+export interface EngineStartHooks {
+  /**
+   * Runs once the device has its address and is up, before the first echo is sent; the echo waits for it. The
+   * caller routes the device's source address here, so the reply passes a strict reverse-path filter
+   * (rp_filter=1). A rejection fails the start.
+   */
+  beforeProbe?(device: ProbeDevice): Promise<void>;
+}
+
 export interface TunnelEngine {
   readonly protocol: TunnelProtocol;
   /** The engine process while it runs (crash drills, diagnostics); null before start and after stop. */
@@ -91,7 +106,7 @@ export interface TunnelEngine {
    * Starts the engine and resolves once a probe reply came back through the tunnel. Rejects with an
    * EngineError; whatever it started is stopped again before it rejects. `deadlineAt` is epoch ms.
    */
-  start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp>;
+  start(deadlineAt: number, signal?: AbortSignal, hooks?: EngineStartHooks): Promise<TunnelUp>;
   /** Orderly shutdown, then by PID; afterwards no process, device, socket, route or file remains. Idempotent. */
   stop(): Promise<void>;
   stats(): Promise<TunnelStats>;

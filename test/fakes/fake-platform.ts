@@ -12,7 +12,13 @@ import type { EngineErrorCode, TunnelEvent, TunnelUp } from "../../main/core/tun
 import type { CandidateFinder } from "../../main/agent/candidate-refresh.ts";
 import { configuredCandidates } from "../../main/agent/discovery.ts";
 import type { Monitor, MonitorOptions } from "../../main/agent/monitor.ts";
-import { EngineError, EventHub, type EngineSpec, type TunnelEngine } from "../../native/engines/engine.ts";
+import {
+  EngineError,
+  EventHub,
+  type EngineSpec,
+  type EngineStartHooks,
+  type TunnelEngine,
+} from "../../native/engines/engine.ts";
 import type {
   DnsSettings,
   FirewallWatchListener,
@@ -73,6 +79,8 @@ export class FakeWorld {
   readonly engines: FakeEngine[] = [];
   /** The protected table: prefix -> device. */
   readonly routes = new Map<string, string>();
+  /** The kernel's leg source rules: preference -> the rule there (one rule per preference, as installLegSource keeps it). */
+  readonly legRules = new Map<number, { address: string; table: number; ifname: string }>();
   killSwitch: KillSwitchRules | null = null;
   /**
    * What the kernel holds in the kill switch's table: the rules' JSON, "fallback", or null (no table). Tests
@@ -150,7 +158,7 @@ export class FakeEngine implements TunnelEngine {
     return this.stopped ? null : 4242;
   }
 
-  start(deadlineAt: number): Promise<TunnelUp> {
+  start(deadlineAt: number, _signal?: AbortSignal, hooks: EngineStartHooks = {}): Promise<TunnelUp> {
     const world = this.#world;
     const clock = world.clock;
     world.record("engine.start", `${this.spec.gateway.name} ${this.spec.runtime.ifname}`);
@@ -182,30 +190,52 @@ export class FakeEngine implements TunnelEngine {
           fail("timeout", `${this.spec.gateway.name} went silent`);
           return;
         }
-        this.upAt = clock.monotonic();
         const address = world.addressFor(this.spec.gateway.name);
-        resolve({
-          config: {
-            ifname: this.spec.runtime.ifname,
-            addresses: [`${address}/32`],
-            routes: now.pushedRoutes ?? [],
-            dns: now.pushedDns ?? ["198.19.0.53"],
-            mtu: 1420,
+        const routed = hooks.beforeProbe?.({ ifname: this.spec.runtime.ifname, address }) ?? Promise.resolve();
+        routed.then(
+          () => {
+            if (this.stopped) {
+              fail("cancelled", "stopped while starting");
+              return;
+            }
+            this.upAt = clock.monotonic();
+            resolve(this.#up(address, startedWall, gw.rttMs, now));
           },
-          timings: {
-            spawnedAt: startedWall,
-            handshakeAt: clock.wall(),
-            firstReplyAt: clock.wall(),
-            firstReplyRttMs: gw.rttMs,
+          (err: unknown) => {
+            fail("engine-crashed", `before the first probe: ${String(err)}`);
           },
-          detail: {},
-        });
+        );
       });
       this.#cancel = () => {
         t.cancel();
         fail("cancelled", "stopped while starting");
       };
     });
+  }
+
+  #up(
+    address: string,
+    startedWall: number,
+    rttMs: number,
+    push: { pushedRoutes?: string[]; pushedDns?: string[] },
+  ): TunnelUp {
+    const clock = this.#world.clock;
+    return {
+      config: {
+        ifname: this.spec.runtime.ifname,
+        addresses: [`${address}/32`],
+        routes: push.pushedRoutes ?? [],
+        dns: push.pushedDns ?? ["198.19.0.53"],
+        mtu: 1420,
+      },
+      timings: {
+        spawnedAt: startedWall,
+        handshakeAt: clock.wall(),
+        firstReplyAt: clock.wall(),
+        firstReplyRttMs: rttMs,
+      },
+      detail: {},
+    };
   }
 
   stop(): Promise<void> {
@@ -278,10 +308,21 @@ export function fakePlatform(world: FakeWorld): Platform {
       later("routes.clear", prefixes.join(","), () => {
         for (const r of prefixes) world.routes.delete(r);
       }),
+    // As routes.linux.ts does: an install replaces whatever rule holds its preference; a removal deletes only
+    // the rule that matches address, table and preference.
     installLegSource: (s: LegSource): Promise<void> =>
-      later("routes.legSource", `${s.ifname} ${s.address}`, () => undefined),
+      later("routes.legSource", `${s.ifname} ${s.address} table ${String(s.table)} pref ${String(s.pref)}`, () => {
+        world.legRules.set(s.pref, { address: s.address, table: s.table, ifname: s.ifname });
+      }),
     removeLegSource: (s: LegSource): Promise<void> =>
-      later("routes.legSourceRemove", `${s.ifname} ${s.address}`, () => undefined),
+      later(
+        "routes.legSourceRemove",
+        `${s.ifname} ${s.address} table ${String(s.table)} pref ${String(s.pref)}`,
+        () => {
+          const r = world.legRules.get(s.pref);
+          if (r?.address === s.address && r.table === s.table) world.legRules.delete(s.pref);
+        },
+      ),
   };
   return {
     name: "fake",

@@ -2,7 +2,7 @@
 import { spawnSync } from "node:child_process";
 import { parseArgs } from "node:util";
 import { collectorPaths, collectorUrl, DASHBOARD_PORT, dashboardForwarder, LAB_ORG } from "./collector.ts";
-import { GATEWAY_ENGINES, type GatewayEngine } from "./gateway-engines.ts";
+import { GATEWAY_ENGINES, SHORT_IKE_LIFETIMES, type GatewayEngine } from "./gateway-engines.ts";
 import { describeDistance } from "./distance.ts";
 import {
   DIRECTIONS,
@@ -23,13 +23,15 @@ const HELP = `Detour network lab: real WireGuard, IKEv2 and AnyConnect gateways 
 
 usage: npm run lab -- <command> [options]
 
-  up [--distance user|none] [--tunnel split|full]
+  up [--distance user|none] [--tunnel split|full] [--short-ike-lifetimes]
                              create namespaces, credentials, gateways (3 x wireguard-go, charon, ocserv), corp, DNS,
                              the telemetry collector. --distance user (default): each gateway is as far as users
                              have it, ${userDistances} round trip with a few ms of jitter; none: 0 ms
                              everywhere, for benchmarks that compare against baselines. --tunnel full: the client
                              protects 0.0.0.0/0 and the gateways carry everything (IKEv2 offers 0.0.0.0/0, ocserv
-                             the default route, NAT to the underlay); default split: corp only
+                             the default route, NAT to the underlay); default split: corp only.
+                             --short-ike-lifetimes: the IKEv2 gateways rekey the CHILD_SA every 15 s, the IKE_SA
+                             every 20 s, and ask for reauthentication every ~30 s (default: strongSwan's hours)
   down                       remove everything of the lab (also after a crash or kill -9)
   status [--json]            namespaces, engines and PIDs, addresses, distances, client config path, impairments
   selftest [--json]          prove every gateway, protocol and impairment with the plain engine tools
@@ -89,6 +91,7 @@ async function main(argv: string[]): Promise<number> {
       port: { type: "string", default: String(DASHBOARD_PORT) },
       distance: { type: "string", default: "user" },
       tunnel: { type: "string", default: "split" },
+      "short-ike-lifetimes": { type: "boolean", default: false },
     },
   });
   const id = values.id;
@@ -102,6 +105,7 @@ async function main(argv: string[]): Promise<number> {
       const s = await lab.up(id, {
         distance: oneOf("--distance", values.distance, DISTANCE_PROFILES),
         tunnel: oneOf("--tunnel", values.tunnel, ["split", "full"] as const),
+        ikeLifetimes: values["short-ike-lifetimes"] ? SHORT_IKE_LIFETIMES : null,
       });
       console.log(`lab "${id}" is up in ${s.upMs} ms (${s.options.tunnel} tunnel)`);
       const distances = (await lab.status(id)).distances;

@@ -19,6 +19,27 @@ export const GATEWAY_ENGINES: readonly GatewayEngine[] = ["wireguard", "ikev2", 
  */
 export type TunnelMode = "split" | "full";
 
+/**
+ * Short IKEv2 lifetimes on the gateways, to make rekeying and reauthentication happen within a test: the gateway
+ * rekeys the CHILD_SA itself every `childRekeyS`, rekeys the IKE_SA every `ikeRekeyS` (0: never), and asks the
+ * client to reauthenticate every `ikeReauthS` (0: never) with an AUTH_LIFETIME notify (RFC 4478): a responder
+ * that handed out a virtual IP cannot reauthenticate itself, so it deletes an IKE_SA the client did not renew
+ * `overS` after that. Production gateways use hours; the lab's default is strongSwan's.
+ */
+export interface IkeLifetimes {
+  childRekeyS: number;
+  ikeRekeyS: number;
+  ikeReauthS: number;
+  overS: number;
+}
+
+/**
+ * The CHILD_SA rekeyed by the gateway every 15 s, the IKE_SA every 20 s, and the client asked to reauthenticate
+ * within 55 s, which it does 25 s ahead (REAUTH_MARGIN_S in native/engines/ipsec/charon-config.ts), so every
+ * ~30 s: several of each in a two-minute run, and they collide now and then, as they do in the field.
+ */
+export const SHORT_IKE_LIFETIMES: IkeLifetimes = { childRekeyS: 15, ikeRekeyS: 20, ikeReauthS: 55, overS: 10 };
+
 /** What every gateway needs to know about the lab's secrets. */
 export interface GatewaySecrets {
   wgPrivateKeyFile: string;
@@ -121,9 +142,26 @@ export function gatewaySwanctlConf(
   topo: LabTopology,
   gw: GatewayTopology,
   psk: string,
-  opts: { localId?: string; tunnel?: TunnelMode } = {},
+  opts: { localId?: string; tunnel?: TunnelMode; lifetimes?: IkeLifetimes | null } = {},
 ): string {
   const localId = opts.localId ?? gw.ikev2.id;
+  const lt = opts.lifetimes ?? null;
+  // rand_time 0: the test knows when each rekey comes (strongSwan otherwise subtracts a random part).
+  const ikeTimes =
+    lt === null
+      ? ""
+      : `
+    rekey_time = ${String(lt.ikeRekeyS)}s
+    reauth_time = ${String(lt.ikeReauthS)}s
+    over_time = ${String(lt.overS)}s
+    rand_time = 0s`;
+  const childTimes =
+    lt === null
+      ? ""
+      : `
+        rekey_time = ${String(lt.childRekeyS)}s
+        life_time = ${String(lt.childRekeyS + lt.overS)}s
+        rand_time = 0s`;
   return `connections {
   rw {
     version = 2
@@ -131,7 +169,7 @@ export function gatewaySwanctlConf(
     proposals = aes256-sha256-x25519
     encap = yes
     pools = rw-pool
-    dpd_delay = 10s
+    dpd_delay = 10s${ikeTimes}
     local {
       auth = psk
       id = ${localId}
@@ -144,7 +182,7 @@ export function gatewaySwanctlConf(
       rw {
         local_ts = ${opts.tunnel === "full" ? FULL_TUNNEL : CORP_NETWORK}
         esp_proposals = aes128-sha256
-        dpd_action = clear
+        dpd_action = clear${childTimes}
       }
     }
   }
@@ -223,6 +261,7 @@ export function writeGatewayConfigs(
   gw: GatewayTopology,
   secrets: GatewaySecrets,
   tunnel: TunnelMode = "split",
+  lifetimes: IkeLifetimes | null = null,
 ): GatewayPaths {
   const p = gatewayPaths(labDir, gw);
   mkdirSync(p.dir, { recursive: true, mode: 0o711 });
@@ -234,7 +273,7 @@ export function writeGatewayConfigs(
   for (const sub of ["x509", "x509ca", "private", "pubkey", "rsa", "ecdsa", "pkcs8"])
     mkdirSync(join(p.ipsecDir, sub), { recursive: true });
   writeFileSync(p.strongswanConf, strongswanConf(p.vici, p.logs.charon), { mode: 0o600 });
-  writeFileSync(p.swanctlConf, gatewaySwanctlConf(topo, gw, secrets.psk, { tunnel }), { mode: 0o600 });
+  writeFileSync(p.swanctlConf, gatewaySwanctlConf(topo, gw, secrets.psk, { tunnel, lifetimes }), { mode: 0o600 });
   writeFileSync(p.ocservConf, ocservConf(gw, p, secrets, tunnel), { mode: 0o600 });
   return p;
 }

@@ -16,6 +16,7 @@ import {
   writeGatewayConfigs,
   type GatewayEngine,
   type GatewaySecrets,
+  type IkeLifetimes,
 } from "./gateway-engines.ts";
 import { applyDistances, distanceStatus, type DistancePids, type DistanceStatus } from "./distance.ts";
 import { applyImpairments, describeImpairment, validateSpec, type Impairment, type ImpairmentSpec } from "./impair.ts";
@@ -40,6 +41,8 @@ export function labDirOf(id: string): string {
 export interface UpOptions {
   distance?: DistanceProfile;
   tunnel?: "split" | "full";
+  /** Short IKEv2 lifetimes on every gateway (see gateway-engines.ts); null keeps strongSwan's defaults. */
+  ikeLifetimes?: IkeLifetimes | null;
 }
 
 export interface LabState {
@@ -98,7 +101,11 @@ export function readSecret(path: string): string {
  */
 export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<LabState> {
   assertLabCanRun();
-  const options: Required<UpOptions> = { distance: opts.distance ?? "user", tunnel: opts.tunnel ?? "split" };
+  const options: Required<UpOptions> = {
+    distance: opts.distance ?? "user",
+    tunnel: opts.tunnel ?? "split",
+    ikeLifetimes: opts.ikeLifetimes ?? null,
+  };
   const topo = labTopology(id);
   const labDir = labDirOf(id);
   if (existsSync(statePath(id)) && (await listNamespaces(topo.prefix)).length > 0) {
@@ -176,7 +183,7 @@ export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<Lab
       topo.gateways.map(async (g) => {
         const secrets = gwSecrets[g.name];
         if (secrets === undefined) throw new Error(`no secrets for ${g.name}`);
-        writeGatewayConfigs(topo, labDir, g, secrets, options.tunnel);
+        writeGatewayConfigs(topo, labDir, g, secrets, options.tunnel, options.ikeLifetimes);
         const pids: Record<GatewayEngine, number | null> = { wireguard: null, ikev2: null, anyconnect: null };
         for (const e of GATEWAY_ENGINES) pids[e] = await startGatewayEngine(e, topo, labDir, g, secrets);
         state.pids.gateways[g.name] = pids;

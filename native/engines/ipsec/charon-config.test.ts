@@ -14,6 +14,7 @@ import {
   sharedKeyMessage,
   specProblems,
   strongswanConf,
+  REAUTH_MARGIN_S,
 } from "./charon-config.ts";
 import { encodeMessage, type ViciSection } from "./vici-codec.ts";
 
@@ -70,6 +71,17 @@ test("conf-has-its-own-socket-private-table-random-ports-and-no-journal", () => 
   assert.match(conf, /journal \{\s+default = -1\s+\}\s+\}\s*charon-systemd \{\s+journal \{\s+default = -1/);
   assert.match(conf, /filelog \{\s+stderr \{/);
   assert.match(conf, /retransmit_timeout = 1\.0\n\s+retransmit_base = 1\.4\n\s+retransmit_tries = 3\n/);
+});
+
+test("a-gateway-asking-for-reauthentication-gets-it-make-before-break-ahead-of-its-limit", () => {
+  // A reauthentication builds the new IKE_SA and CHILD_SA before it deletes the old ones: no gap in the tunnel.
+  assert.match(strongswanConf(CONF_INPUT), /make_before_break = yes\n/);
+  // over_time is how far ahead of the gateway's AUTH_LIFETIME charon reauthenticates; charon's default (24 min)
+  // made it reauthenticate at once, in a loop, whenever a gateway asked for less.
+  const conn = section(connMessage(spec()), CONN_NAME);
+  assert.equal(conn.get("over_time"), `${String(REAUTH_MARGIN_S)}s`);
+  // room for a retry after charon's own 5-15 s delay and a full retransmit give-up, but far below an hour
+  assert.ok(REAUTH_MARGIN_S * 1000 > retransmitGiveUpMs() + 15_000 && REAUTH_MARGIN_S < 60);
 });
 
 test("an-unreachable-gateway-is-given-up-in-about-seven-seconds", () => {

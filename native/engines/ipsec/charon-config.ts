@@ -51,6 +51,18 @@ export function retransmitGiveUpMs(r: { timeoutS: number; base: number; tries: n
 export const DPD_DELAY_S = 10;
 
 /**
+ * How long before the gateway's hard limit charon reauthenticates (its `over_time`): a gateway that wants to be
+ * reauthenticated says when with AUTH_LIFETIME (RFC 4478), charon starts `over_time` ahead of it (at once if the
+ * lifetime is shorter) and deletes the IKE_SA itself when the lifetime runs out. charon's default is 10 % of the
+ * IKE rekey time (24 min of 4 h): a gateway asking for less would be reauthenticated immediately, again and again.
+ * 25 s leaves room for the worst delay charon adds on its own: a reauthentication that finds a just-rekeyed
+ * CHILD_SA still being deleted (charon keeps it `delete_rekeyed_delay`, 5 s) waits 5-15 s and tries again, and
+ * the retry may itself need the retransmit give-up (~7.1 s) to get through a short outage. It is also the grace
+ * after charon's own IKE rekey time before an IKE_SA that could not be rekeyed is deleted.
+ */
+export const REAUTH_MARGIN_S: number = 25;
+
+/**
  * Priority of the rule charon adds for its routing table at start-up. The driver deletes that rule before
  * initiating (see strongswanConf); until then it sits just above `main`, below any rule an admin or the
  * daemon installs.
@@ -105,6 +117,8 @@ charon {
   port_nat_t = 0
   # a client: never answer someone else's IKE_SA_INIT
   initiator_only = yes
+  # reauthentication builds the new IKE_SA and its CHILD_SA before it deletes the old: no gap in the tunnel
+  make_before_break = yes
   # private table; its rule is deleted by the driver, so routes here are reported, never applied
   install_routes = no
   routing_table = ${input.routingTable}
@@ -178,6 +192,8 @@ export function connMessage(spec: Ikev2Spec): ViciSection {
       // Detour re-races on network changes itself; MOBIKE would also see other instances' TUN addresses as ours
       mobike: "no",
       dpd_delay: `${DPD_DELAY_S}s`,
+      // reauthenticate this long before the gateway's AUTH_LIFETIME runs out (see REAUTH_MARGIN_S)
+      over_time: `${REAUTH_MARGIN_S}s`,
       // one attempt: the driver reports the failure and the connection core decides what to try next
       keyingtries: "1",
       send_certreq: "no",

@@ -12,7 +12,14 @@ import { isAlive } from "../../platform/process-tree.linux.ts";
 import { linkAddresses, linkCounters, linkExists } from "../../platform/link.linux.ts";
 import { pingThrough } from "../../platform/probe.linux.ts";
 import { EngineProcess, type ProcessExit } from "../engine-process.ts";
-import { EngineError, EventHub, type EngineDiagnostics, type Ikev2Spec, type TunnelEngine } from "../engine.ts";
+import {
+  EngineError,
+  EventHub,
+  type EngineDiagnostics,
+  type EngineStartHooks,
+  type Ikev2Spec,
+  type TunnelEngine,
+} from "../engine.ts";
 import { StartGuard, type StartAttempt } from "../start-guard.ts";
 import {
   CHILD_NAME,
@@ -20,6 +27,7 @@ import {
   ROUTING_TABLE_MAX,
   ROUTING_TABLE_MIN,
   connMessage,
+  retransmitGiveUpMs,
   sharedKeyMessage,
   specProblems,
   strongswanConf,
@@ -65,6 +73,15 @@ const DEVICE_GONE_TIMEOUT_MS = 2000;
 const STATS_TIMEOUT_MS = 1000;
 /** Tries at picking an unused private routing table before giving up (collisions are ~1 in 2^31). */
 const TABLE_PICK_TRIES = 8;
+/**
+ * An SA that went down is checked against charon's own list before the tunnel is called down: a rekeyed CHILD_SA
+ * or the IKE_SA a reauthentication replaced goes down while its successor carries on. A successor still being
+ * negotiated (CONNECTING) gets the retransmit give-up time (plus a second for the exchange itself) to become
+ * established.
+ */
+const REPLACEMENT_WAIT_MS = retransmitGiveUpMs() + 1000;
+/** How often a pending replacement is looked at again: small against the ~1 s an exchange takes at worst here. */
+const REPLACEMENT_POLL_MS = 250;
 /** charon's lines kept from one start attempt, to decide why it failed. */
 const START_LINES_KEPT = 400;
 
@@ -93,6 +110,10 @@ export class IpsecEngine implements TunnelEngine {
   #initiating = false;
   #stopping = false;
   #lastRx: { bytesIn: number; at: number | null } | null = null;
+  /** The virtual IP the tunnel came up with: a replacement SA must keep it, as the leg is routed by it. */
+  #vip: string | null = null;
+  /** A down event is being checked against charon's list (see REPLACEMENT_WAIT_MS). */
+  #confirming = false;
 
   constructor(spec: Ikev2Spec) {
     this.#spec = spec;
@@ -110,7 +131,7 @@ export class IpsecEngine implements TunnelEngine {
     return this.#hub.on(listener);
   }
 
-  async start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
+  async start(deadlineAt: number, signal?: AbortSignal, startHooks: EngineStartHooks = {}): Promise<TunnelUp> {
     const hooks = {
       timeoutError: () => this.#timeoutError(),
       classify: (e: unknown) =>
@@ -121,14 +142,14 @@ export class IpsecEngine implements TunnelEngine {
     };
     const up = await this.#guard.run(deadlineAt, signal, hooks, (attempt) => {
       this.#state = "starting";
-      return this.#bringUp(deadlineAt, attempt);
+      return this.#bringUp(deadlineAt, attempt, startHooks);
     });
     this.#state = "up";
     this.#hub.emit({ type: "up", at: Date.now() });
     return up;
   }
 
-  async #bringUp(deadlineAt: number, attempt: StartAttempt): Promise<TunnelUp> {
+  async #bringUp(deadlineAt: number, attempt: StartAttempt, startHooks: EngineStartHooks): Promise<TunnelUp> {
     const spec = this.#spec;
     const signal = attempt.signal;
     const netns = spec.runtime.netns;
@@ -238,6 +259,8 @@ export class IpsecEngine implements TunnelEngine {
 
     const ifname = await this.#deviceFor(vip, Math.min(deadlineAt, Date.now() + VIP_WAIT_MS), signal);
     this.#ifname = ifname;
+    this.#vip = vip;
+    if (startHooks.beforeProbe !== undefined) await attempt.race(startHooks.beforeProbe({ ifname, address: vip }));
     const echo = await attempt.race(pingThrough({ ifname, target: spec.probe.address, netns, deadlineAt, signal }));
     if (!echo.ok) throw new EngineError("timeout", `IKEv2 tunnel established, but ${echo.error}`, this.#tail());
 
@@ -292,18 +315,24 @@ export class IpsecEngine implements TunnelEngine {
     }
   }
 
+  /** The tunnel's IKE_SA: the established one with an installed CHILD_SA when there are several (a reauthentication). */
   async #ikeSa(vici: ViciClient, timeoutMs?: number): Promise<ViciSection | null> {
+    const sas = await this.#ikeSas(vici, timeoutMs);
+    return sas.find((sa) => str(sa, "state") === "ESTABLISHED" && installedChild(sa) !== null) ?? sas[0] ?? null;
+  }
+
+  /** Every IKE_SA of the tunnel's connection charon lists (two while a reauthentication overlaps). */
+  async #ikeSas(vici: ViciClient, timeoutMs?: number): Promise<ViciSection[]> {
     const { events } = await vici.stream(
       "list-sas",
       viciSection({ ike: CONN_NAME, noblock: "yes" }),
       "list-sa",
       timeoutMs === undefined ? {} : { timeoutMs },
     );
-    for (const e of events) {
+    return events.flatMap((e) => {
       const sa = e.get(CONN_NAME);
-      if (sa instanceof Map) return sa;
-    }
-    return null;
+      return sa instanceof Map ? [sa] : [];
+    });
   }
 
   /** The device holding the virtual IP: normally the TUN charon announced; any device that holds it otherwise. */
@@ -360,7 +389,73 @@ export class IpsecEngine implements TunnelEngine {
     }
     const state = str(sa, "state");
     if (this.#state === "starting") this.#keepLine(`[VICI] ${kind} down (${state})`);
-    else this.#markDown(`${kind} went down (${state === "" ? "deleted" : state})`);
+    else void this.#confirmDown(`${kind} went down (${state === "" ? "deleted" : state})`);
+  }
+
+  /**
+   * An SA went down: the tunnel is down unless charon still has (or is about to have) an established IKE_SA with
+   * an installed CHILD_SA and the same virtual IP, as after a CHILD_SA rekey or a make-before-break
+   * reauthentication. Whatever cannot be confirmed (charon unreachable, no successor in time) is a down.
+   */
+  async #confirmDown(reason: string): Promise<void> {
+    if (this.#notUp() || this.#confirming) return;
+    this.#confirming = true;
+    try {
+      const until = Date.now() + REPLACEMENT_WAIT_MS;
+      for (let i = 0; i <= Math.ceil(REPLACEMENT_WAIT_MS / REPLACEMENT_POLL_MS); i++) {
+        const look = await this.#lookForLiveSa();
+        if (this.#notUp() || look.kind === "live") return;
+        if (look.kind === "gone" || Date.now() >= until) {
+          this.#markDown(look.kind === "gone" && look.why !== null ? look.why : reason);
+          return;
+        }
+        await sleep(REPLACEMENT_POLL_MS);
+      }
+      this.#markDown(reason);
+    } finally {
+      this.#confirming = false;
+    }
+  }
+
+  /** The tunnel is no longer up as far as this driver is concerned (stopping, stopped or already down). */
+  #notUp(): boolean {
+    return this.#state !== "up" || this.#stopping;
+  }
+
+  /**
+   * charon's IKE_SAs of this tunnel: one is established with an installed CHILD_SA on the tunnel's virtual IP
+   * ("live"), one is still being negotiated ("pending"), or none can carry the tunnel ("gone", and why when it
+   * is not simply that none is left).
+   */
+  async #lookForLiveSa(): Promise<{ kind: "live" } | { kind: "pending" } | { kind: "gone"; why: string | null }> {
+    let vici: ViciClient | null = null;
+    try {
+      vici = await ViciClient.connect(this.#viciPath, STATS_TIMEOUT_MS);
+      const sas = await this.#ikeSas(vici, STATS_TIMEOUT_MS);
+      let pending = false;
+      for (const sa of sas) {
+        const state = str(sa, "state");
+        if (state === "ESTABLISHED" && installedChild(sa) !== null) {
+          const vip = firstOf(sa.get("local-vips"));
+          if (vip === this.#vip) return { kind: "live" };
+          return {
+            kind: "gone",
+            why: `the IKE_SA that replaced the tunnel's has virtual IP ${String(vip)}, not ${String(this.#vip)}`,
+          };
+        }
+        // A reauthentication's new IKE_SA is negotiated with its CHILD_SA in one exchange: until it is
+        // established the old one may already be gone (break-before-make, when the gateway forces it).
+        if (state === "CONNECTING") pending = true;
+      }
+      return pending ? { kind: "pending" } : { kind: "gone", why: null };
+    } catch (e) {
+      return {
+        kind: "gone",
+        why: `charon could not be asked whether the tunnel lives on: ${e instanceof Error ? e.message : String(e)}`,
+      };
+    } finally {
+      vici?.close();
+    }
   }
 
   #onExit(exit: ProcessExit): void {

@@ -20,7 +20,14 @@ import { pingThrough } from "../../platform/probe.linux.ts";
 import { isAlive, STOP_GRACE_MS } from "../../platform/process-tree.linux.ts";
 import { inNetns, run } from "../../platform/run.ts";
 import { resourcePath } from "../../resources.ts";
-import { EngineError, EventHub, type AnyConnectSpec, type EngineDiagnostics, type TunnelEngine } from "../engine.ts";
+import {
+  EngineError,
+  EventHub,
+  type AnyConnectSpec,
+  type EngineDiagnostics,
+  type EngineStartHooks,
+  type TunnelEngine,
+} from "../engine.ts";
 import { EngineProcess, type ProcessExit } from "../engine-process.ts";
 import { StartAttempt, StartGuard } from "../start-guard.ts";
 import { HANDBACK_ENV, HandbackReader, isIfname, isIpv4, type Handback } from "./handback-codec.ts";
@@ -275,12 +282,12 @@ export class OpenConnectEngine implements TunnelEngine {
     return { ...fields, obtainedAt: Date.now() };
   }
 
-  async start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
+  async start(deadlineAt: number, signal?: AbortSignal, startHooks: EngineStartHooks = {}): Promise<TunnelUp> {
     const hooks = { timeoutError: () => this.#timeoutError(), tail: () => this.#tailText() };
     const up = await this.#guard.run(deadlineAt, signal, hooks, (attempt) => {
       validateSpec(this.#spec);
       this.#validated = true;
-      return this.#bringUp(deadlineAt, attempt);
+      return this.#bringUp(deadlineAt, attempt, startHooks);
     });
     this.#up = true;
     this.#pollHandback(HANDBACK_POLL_UP_MS);
@@ -288,7 +295,7 @@ export class OpenConnectEngine implements TunnelEngine {
     return up;
   }
 
-  async #bringUp(deadlineAt: number, attempt: StartAttempt): Promise<TunnelUp> {
+  async #bringUp(deadlineAt: number, attempt: StartAttempt, startHooks: EngineStartHooks): Promise<TunnelUp> {
     const { runtime, probe, params } = this.#spec;
     if (await attempt.race(linkExists(runtime.ifname, runtime.netns)))
       throw bad(`a device named ${runtime.ifname} already exists`);
@@ -354,6 +361,8 @@ export class OpenConnectEngine implements TunnelEngine {
     // /32: a wider prefix would make the kernel add a connected route, and routes are the caller's decision.
     await attempt.race(addAddress(runtime.ifname, `${rec.address}/32`, runtime.netns));
     await attempt.race(setLinkUp(runtime.ifname, rec.mtu, runtime.netns));
+    if (startHooks.beforeProbe !== undefined)
+      await attempt.race(startHooks.beforeProbe({ ifname: runtime.ifname, address: rec.address }));
     const echo = await attempt.race(
       pingThrough({
         ifname: runtime.ifname,

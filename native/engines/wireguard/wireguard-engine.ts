@@ -24,7 +24,14 @@ import {
   waitDeviceReady,
   type WireGuardSpare,
 } from "./wireguard-spare.ts";
-import { EngineError, EventHub, type EngineDiagnostics, type TunnelEngine, type WireGuardSpec } from "../engine.ts";
+import {
+  EngineError,
+  EventHub,
+  type EngineDiagnostics,
+  type EngineStartHooks,
+  type TunnelEngine,
+  type WireGuardSpec,
+} from "../engine.ts";
 import { StartGuard, type StartAttempt } from "../start-guard.ts";
 import { hostPort } from "../../../main/core/ip-address.ts";
 import type { Secret } from "../../../main/core/secret.ts";
@@ -87,18 +94,20 @@ export class WireGuardEngine implements TunnelEngine {
     return this.#events.on(listener);
   }
 
-  async start(deadlineAt: number, signal?: AbortSignal): Promise<TunnelUp> {
+  async start(deadlineAt: number, signal?: AbortSignal, startHooks: EngineStartHooks = {}): Promise<TunnelUp> {
     const hooks = {
       timeoutError: () => this.#timeoutError(),
       classify: (e: unknown) => this.#classify(e),
       tail: () => this.#proc?.tail() ?? "",
     };
-    const up = await this.#guard.run(deadlineAt, signal, hooks, (attempt) => this.#bringUp(deadlineAt, attempt));
+    const up = await this.#guard.run(deadlineAt, signal, hooks, (attempt) =>
+      this.#bringUp(deadlineAt, attempt, startHooks),
+    );
     this.#events.emit({ type: "up", at: Date.now() });
     return up;
   }
 
-  async #bringUp(deadlineAt: number, attempt: StartAttempt): Promise<TunnelUp> {
+  async #bringUp(deadlineAt: number, attempt: StartAttempt, startHooks: EngineStartHooks): Promise<TunnelUp> {
     const { runtime, params } = this.#spec;
     const tx = this.#validate();
     // A spare wireguard-go started ahead of this connect (same device and work folder) is adopted as it is.
@@ -134,8 +143,15 @@ export class WireGuardEngine implements TunnelEngine {
     attempt.signal.addEventListener("abort", stopProbing, { once: true });
     try {
       // The echo probe starts while the peer is configured: starting ping costs about as much as the UAPI set,
-      // and echoes sent before the peer exists are dropped by wireguard-go and simply repeated.
-      const replyP = this.#probeUntilReply(deadlineAt, probing.signal);
+      // and echoes sent before the peer exists are dropped by wireguard-go and simply repeated. The caller's
+      // source routing (see EngineStartHooks) goes in beside the UAPI set too, and the first echo waits for it.
+      const routed =
+        startHooks.beforeProbe === undefined
+          ? Promise.resolve()
+          : startHooks.beforeProbe({ ifname: runtime.ifname, address: params.tunnelAddress.split("/")[0] ?? "" });
+      const replyP = routed.then(() => this.#probeUntilReply(deadlineAt, probing.signal));
+      // Awaited below (raced); a failure of the UAPI set first must not leave this rejection unheard.
+      replyP.catch(() => undefined);
       await attempt.race(this.#uapi.set(tx, { deadlineAt, signal: attempt.signal }));
       const handshake = this.#watchHandshake(deadlineAt, probing.signal);
       const reply = await attempt.race(replyP);
