@@ -10,6 +10,7 @@
  * made while nobody watched were missed.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { noteChild } from "./child-watch.ts";
 import type { FirewallWatchListener } from "./platform.ts";
 import { inNetns } from "./run.ts";
 
@@ -44,6 +45,9 @@ export function watchFirewall(listener: FirewallWatchListener, opts: WatchOption
     let ended = false;
     const c = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
     child = c;
+    // Into the ownership record like the engines: a SIGKILLed detourd's watcher is stopped by its successor.
+    const watched = { pid: c.pid ?? -1, argv: [file, ...args] };
+    noteChild("spawned", watched);
     let stderr = "";
     c.stdout.on("data", () => {
       safe(() => {
@@ -79,6 +83,7 @@ export function watchFirewall(listener: FirewallWatchListener, opts: WatchOption
       onEnd(`nft monitor could not run (${err.message})`);
     });
     c.once("exit", (code, signal) => {
+      noteChild("exited", watched);
       onEnd(`nft monitor exited (${signal ?? `code ${String(code)}`})`);
     });
   };

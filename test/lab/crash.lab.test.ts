@@ -143,7 +143,7 @@ async function sigkill(): Promise<void> {
 }
 
 /** Starts detourd again after the crash, waits until it settled, and stops it cleanly (SIGTERM). */
-async function restartAndStop(): Promise<void> {
+async function restartAndStop(): Promise<string> {
   const c = await start();
   await waitForStatus(c, "the restarted detourd to settle", (s) => s.state === "disconnected", PHASE_WITHIN_MS);
   // The new detourd prepares its own spare wireguard-go: the name a killed one held must be free again.
@@ -161,6 +161,7 @@ async function restartAndStop(): Promise<void> {
   client = null;
   await agentStop(ID);
   await sleep(SETTLE_MS);
+  return reclaimed.at(-1) ?? "";
 }
 
 function assertSameAs(
@@ -271,7 +272,10 @@ test(
     );
     assert.ok(s.resolvConf[0] !== base().resolvConf[0], "the tunnel's resolv.conf is in force");
     await sigkill();
-    await restartAndStop();
+    const reclaimed = await restartAndStop();
+    // The killed detourd's firewall watcher (nft monitor) is in its ownership record and stopped by the successor
+    // before anything else changes the ruleset (which would also end it, by a broken pipe).
+    assert.match(reclaimed, /\bnft \d+/, "the killed detourd's nft monitor is reclaimed");
     assertSameAs(base(), "killed while connected with a standby and a spare");
   },
 );
