@@ -7,7 +7,7 @@ import { parseArgs } from "node:util";
 import { parseConfigText } from "../core/config/schema.ts";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
 import { ControlServer } from "./control-server.ts";
-import { linuxPlatform } from "../../native/platform/linux.ts";
+import { linuxPlatform, peerUidOf } from "../../native/platform/linux.ts";
 import type { ControlFacade } from "./control-facade.ts";
 import { Daemon } from "./daemon.ts";
 import { createLogger, type Level } from "./log.ts";
@@ -138,6 +138,7 @@ async function main(): Promise<void> {
     version: VERSION,
     log,
     ...(values.group === undefined ? {} : { group: values.group }),
+    peerUid: peerUidOf,
     handlers: {
       status: () => Promise.resolve({ ...daemon.status(), policy: policy.status() }),
       connect: () => daemon.connect(),

@@ -48,3 +48,6 @@ export function linuxPlatform(): Platform {
     netmon: { subscribe: () => () => undefined },
   };
 }
+
+/** The uid behind an accepted control connection (the control server asks it for the slots reserved for root). */
+export { peerUidOf } from "./peer-cred.linux.ts";
