@@ -19,7 +19,7 @@ const VERSION = "0.1.0";
 /** Time for a clean disconnect (engines' orderly stops run in parallel) before detourd exits anyway. */
 const SHUTDOWN_BUDGET_MS = 15_000;
 
-const USAGE = `usage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--connect] [--policy-file <file>] [--trusted-keys <dir>] [--policy-url <url>] [--log-level debug|info|warn|error] [--log-file <path>]
+const USAGE = `usage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--connect] [--policy-file <file>] [--trusted-keys <dir>] [--policy-url-file <file>] [--log-level debug|info|warn|error] [--log-file <path>]
        detourd --help | --version`;
 
 function usage(msg: string): never {
@@ -42,6 +42,8 @@ async function main(): Promise<void> {
         connect: { type: "boolean", default: false },
         "policy-file": { type: "string" },
         "trusted-keys": { type: "string" },
+        "policy-url-file": { type: "string" },
+        // Refused below: kept so the refusal can say what to do instead.
         "policy-url": { type: "string" },
         "log-level": { type: "string", default: "info" },
         "log-file": { type: "string" },
@@ -60,6 +62,10 @@ async function main(): Promise<void> {
     process.stdout.write(`detourd ${VERSION}\n`);
     process.exit(0);
   }
+  if (values["policy-url"] !== undefined)
+    usage(
+      "--policy-url is refused: a command line is readable by every local user (/proc/<pid>/cmdline), and the URL may carry credentials; write the URL to a root-owned file (mode 0600) and pass --policy-url-file <file>",
+    );
   const configPath = values.config ?? usage("--config is required");
   const level = values["log-level"];
   if (!["debug", "info", "warn", "error"].includes(level))
@@ -97,7 +103,11 @@ async function main(): Promise<void> {
     policy = createPolicyManager(
       parsed.config,
       values["state-dir"],
-      { policyFile: values["policy-file"], trustedKeysDir: values["trusted-keys"], policyUrl: values["policy-url"] },
+      {
+        policyFile: values["policy-file"],
+        trustedKeysDir: values["trusted-keys"],
+        policyUrlFile: values["policy-url-file"],
+      },
       log,
     );
   } catch (e) {
