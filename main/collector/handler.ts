@@ -103,6 +103,19 @@ function textError(e: IngestError, basicChallenge: boolean): CollectorResponse {
   return { status: e.status, headers, body: `${e.code}: ${e.message}\n` };
 }
 
+/**
+ * The request target (origin form, "/path?query") as a URL, or null when it is not one. Always appended to a fixed
+ * origin, never resolved against it: "//host/x" stays the path "//host/x" rather than becoming another host's "/x".
+ */
+function targetOf(target: string): URL | null {
+  if (!target.startsWith("/")) return null;
+  try {
+    return new URL(`http://collector.invalid${target}`);
+  } catch {
+    return null;
+  }
+}
+
 export function createHandler(opts: HandlerOptions): Handler {
   const { store, tokens, now, retentionMs } = opts;
   const bundleLimits = opts.bundleLimits ?? DEFAULT_BUNDLE_LIMITS;
@@ -324,12 +337,9 @@ export function createHandler(opts: HandlerOptions): Handler {
   }
 
   function authorize(head: RequestHead): (CollectorResponse & { outcome: RequestOutcome }) | null {
-    let path: string;
-    try {
-      path = new URL(head.url, "http://collector.invalid").pathname;
-    } catch {
-      return null; // the handler answers it; the body is bounded either way
-    }
+    const url = targetOf(head.url);
+    if (url === null) return null; // the handler answers it; the body is bounded either way
+    const path = url.pathname;
     const signal = INGEST_PATHS[path];
     const role: Role | null =
       signal !== undefined || path === "/v1/diagnostics"
@@ -360,7 +370,12 @@ export function createHandler(opts: HandlerOptions): Handler {
   }
 
   const handle = (req: CollectorRequest): CollectorResponse & { outcome: RequestOutcome } => {
-    const url = new URL(req.url, "http://collector.invalid");
+    const url = targetOf(req.url);
+    if (url === null)
+      return {
+        ...textError(new IngestError(400, "malformed", "the request target must be a path starting with /"), false),
+        outcome: { org: null, code: "malformed" },
+      };
     const path = url.pathname;
     const signal = INGEST_PATHS[path];
     if (signal !== undefined) return ingest(req, signal);

@@ -29,6 +29,7 @@ export async function startTestCollector(dir: string, maxConnections?: number): 
     { mode: 0o600 },
   );
   return startCollector({
+    log: () => undefined,
     host: "127.0.0.1",
     port: 0,
     db: ":memory:",

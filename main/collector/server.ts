@@ -42,9 +42,12 @@ const SHUTDOWN_GRACE_MS = 3_000;
 
 const EXIT_USAGE = 2;
 
-function log(fields: Record<string, unknown>): void {
+/** The access and event log: one JSON object per line on stdout. */
+export type CollectorLog = (fields: Record<string, unknown>) => void;
+
+const log: CollectorLog = (fields) => {
   process.stdout.write(`${JSON.stringify({ service: "detour-collector", at: new Date().toISOString(), ...fields })}\n`);
-}
+};
 
 const USAGE =
   "usage: server.ts --listen <host:port> --db <file> --tokens <file> [--retention-days N] [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--insecure-plain-http] [--max-connections N]";
@@ -76,6 +79,8 @@ export interface ServerOptions {
   maxConnections?: number;
   /** Bundle storage per organisation (DEFAULT_BUNDLE_LIMITS). */
   bundleLimits?: BundleLimits;
+  /** Where log lines go (stdout by default; tests pass their own). */
+  log?: CollectorLog;
 }
 
 export function parseServerArgs(argv: readonly string[]): ServerOptions {
@@ -140,7 +145,11 @@ function certOrgOf(req: IncomingMessage): string | null {
   return (Array.isArray(o) ? o[0] : o) ?? null;
 }
 
-function serve(handler: Handler, mtls: boolean): (req: IncomingMessage, res: ServerResponse) => void {
+function serve(
+  handler: Handler,
+  mtls: boolean,
+  log: CollectorLog,
+): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     const t0 = performance.now();
     const path = (req.url ?? "/").split("?")[0];
@@ -235,7 +244,8 @@ export async function startCollector(opts: ServerOptions): Promise<RunningCollec
     retentionMs,
     ...(opts.bundleLimits === undefined ? {} : { bundleLimits: opts.bundleLimits }),
   });
-  const listener = serve(handler, opts.tls?.clientCa != null);
+  const logTo = opts.log ?? log;
+  const listener = serve(handler, opts.tls?.clientCa != null, logTo);
   const server: Server =
     opts.tls === null
       ? createHttpServer(listener)
@@ -254,7 +264,7 @@ export async function startCollector(opts: ServerOptions): Promise<RunningCollec
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
   server.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   server.on("drop", (d?: { remoteAddress?: string }) => {
-    log({
+    logTo({
       level: "warn",
       msg: "connection refused: too many open",
       peer: d?.remoteAddress,
@@ -263,7 +273,7 @@ export async function startCollector(opts: ServerOptions): Promise<RunningCollec
   });
   const sweep = (): void => {
     const r = store.prune(Date.now() - retentionMs);
-    if (r.batches + r.points + r.events + r.agents > 0) log({ retention: r });
+    if (r.batches + r.points + r.events + r.agents > 0) logTo({ retention: r });
   };
   sweep();
   const timer = setInterval(sweep, RETENTION_SWEEP_INTERVAL_MS);
