@@ -724,6 +724,20 @@ describe("clients and the socket file", () => {
 });
 
 describe("local users cannot starve detourd or root", () => {
+  test("status-events-and-errors-never-carry-a-urls-credentials", async () => {
+    const d = new FakeDaemon();
+    d.state = { ...STATUS, summary: "Cannot reach https://alice:hunter2@collector.example/v1?token=t0ken" };
+    const s = await start(d);
+    const r = await Raw.greeted(s.path);
+    r.send({ type: "request", id: 1, command: "subscribe" });
+    const snap = (await r.next()) as { result: StatusPayload };
+    assert.equal(snap.result.summary, "Cannot reach https://[redacted]@collector.example/v1?token=[redacted]");
+    d.emit({ type: "error", at: 5, message: "policy https://p.example/p.json?X-Amz-Signature=abc failed" } as never);
+    const ev = JSON.stringify(await r.next());
+    assert.match(ev, /X-Amz-Signature=\[redacted\]/);
+    assert.doesNotMatch(ev + JSON.stringify(snap), /hunter2|t0ken|alice|=abc/);
+  });
+
   test("a-greeted-connection-idle-past-the-bound-is-closed-but-busy-and-subscribed-ones-stay", async () => {
     const s = await start(new FakeDaemon(), { limits: { idleTimeoutMs: 150 } });
     const idle = await Raw.greeted(s.path);

@@ -42,6 +42,7 @@ import {
   type RequestId,
   type StatusPayload,
 } from "../core/protocol/messages.ts";
+import { redactUrlsDeep } from "../core/diag/redact.ts";
 import { TimeoutError, withTimeout } from "../shared/with-timeout.ts";
 import { createLogger, type Logger } from "./log.ts";
 
@@ -352,8 +353,10 @@ class ClientConnection {
     this.#unsubscribe = null;
   }
 
-  #send(message: DaemonMessage): boolean {
+  #send(original: DaemonMessage): boolean {
     if (this.#closing || this.#socket.destroyed) return false;
+    // Status, events and errors show endpoints, locations and error texts: never a URL's credentials.
+    const message = redactUrlsDeep(original) as DaemonMessage;
     const enc = encodeLine(message);
     if (!enc.ok) {
       this.#server.log.error("control reply could not be encoded", {

@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { base64ToHex, isPublicIpv4, isPublicIpv6, Redactor, redactUrlCredentials, secretEnvValues } from "./redact.ts";
+import {
+  base64ToHex,
+  isPublicIpv4,
+  isPublicIpv6,
+  Redactor,
+  redactUrlCredentials,
+  redactUrlsDeep,
+  secretEnvValues,
+} from "./redact.ts";
 
 const WG_KEY = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
 
@@ -146,4 +154,26 @@ test("short-known-secrets-are-removed-as-whole-words-and-short-token-values-too"
     out,
     "pin [removed:known-secret] given; serial 47110 and t=14711 stay; [removed:known-secret] was typed; token=[removed:token] psk: [removed:preshared-key]",
   );
+});
+
+test("url-credentials-are-redacted-in-every-string-of-a-json-value-and-nothing-else-changes", () => {
+  const value = {
+    telemetry: {
+      export: { endpoint: "https://c.example/v1?token=t0k", lastError: "POST https://u:p@c.example failed" },
+    },
+    list: ["https://x.example/?sig=zz", 3, null, true],
+    ["https://k:v@key.example"]: "key",
+    plain: "no url",
+  };
+  assert.deepEqual(redactUrlsDeep(value), {
+    telemetry: {
+      export: {
+        endpoint: "https://c.example/v1?token=[redacted]",
+        lastError: "POST https://[redacted]@c.example failed",
+      },
+    },
+    list: ["https://x.example/?sig=[redacted]", 3, null, true],
+    ["https://[redacted]@key.example"]: "key",
+    plain: "no url",
+  });
 });

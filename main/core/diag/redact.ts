@@ -409,6 +409,25 @@ export function redactUrlCredentials(text: string, onHit: () => void = () => und
   return text.replace(URL_IN_TEXT, (url) => redactOneUrl(url, onHit));
 }
 
+/**
+ * A JSON-shaped value with redactUrlCredentials applied to every string in it (keys included), for what crosses a
+ * boundary as data: control replies and events (status shows endpoints and errors), telemetry records. Values
+ * without a URL are returned as they are; past `MAX_URL_SCRUB_DEPTH` levels a value is replaced, not walked.
+ */
+export function redactUrlsDeep(value: unknown, depth = 0): unknown {
+  if (typeof value === "string") return redactUrlCredentials(value);
+  if (value === null || typeof value !== "object") return value;
+  if (depth > MAX_URL_SCRUB_DEPTH) return "[removed:too-deep]";
+  if (Array.isArray(value)) return value.map((v) => redactUrlsDeep(v, depth + 1));
+  if (typeof (value as { toJSON?: unknown }).toJSON === "function") return value; // a Secret prints as [redacted]
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>))
+    out[redactUrlCredentials(k)] = redactUrlsDeep(v, depth + 1);
+  return out;
+}
+/** Control replies and telemetry records are a few levels deep; 64 is far past them and bounds the walk. */
+const MAX_URL_SCRUB_DEPTH = 64;
+
 /** `{file}` or `{env}` alone: where a secret lives, not the secret. */
 function isSecretRef(v: unknown): boolean {
   if (v === null || typeof v !== "object" || Array.isArray(v)) return false;
