@@ -10,7 +10,7 @@
  *
  * What a member of the group (or malware running as one) must not do is starve others, root above all:
  *   - the last `reservedForRoot` of `maxClients` slots go to root only. Node cannot read SO_PEERCRED, so the
- *     peer's uid is asked of the OS (`peerUid`, the kernel's socket diagnostics through `ss`) only for a
+ *     peer's uid is asked of the OS (`peerUid`, the kernel's SO_PEERCRED read by a tiny perl helper) only for a
  *     connection that would take a reserved slot, and at most `reservedForRoot` such lookups run at once;
  *   - a greeted connection idle for `idleTimeoutMs` (no request in flight, no subscription) is closed, and one
  *     that never says hello is closed after `helloTimeoutMs`;

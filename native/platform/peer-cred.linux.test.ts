@@ -5,7 +5,7 @@ import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { createConnection, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { parseSsUnix, peerUidOf } from "./peer-cred.linux.ts";
+import { parsePeerCred, peerUidOf } from "./peer-cred.linux.ts";
 
 // Under /tmp itself (mode 1777), so that user nobody can reach the socket.
 const dir = mkdtempSync("/tmp/detour-peer-");
@@ -22,18 +22,10 @@ async function eventually(what: string, pred: () => boolean, ms = 3000): Promise
   }
 }
 
-test("ss-unix-lines-give-inodes-and-the-holding-pids", () => {
-  const text = [
-    'u_str ESTAB 0 0 /run/detour/detourd.sock 2572492 * 2572493 users:(("node",pid=6231,fd=29))',
-    'u_str ESTAB 0 0 * 2572493 * 2572492 users:(("detour",pid=700,fd=3),("detour",pid=701,fd=3))',
-    "u_str ESTAB 0 0 * 1206 * 1207",
-    "garbage",
-  ].join("\n");
-  assert.deepEqual(parseSsUnix(text), [
-    { localInode: 2572492, peerInode: 2572493, pids: [6231] },
-    { localInode: 2572493, peerInode: 2572492, pids: [700, 701] },
-    { localInode: 1206, peerInode: 1207, pids: [] },
-  ]);
+test("the-helpers-answer-is-parsed-strictly", () => {
+  assert.deepEqual(parsePeerCred("2544 0 0\n"), { pid: 2544, uid: 0, gid: 0 });
+  assert.deepEqual(parsePeerCred("17 65534 65534"), { pid: 17, uid: 65534, gid: 65534 });
+  for (const bad of ["", "0 0", "a b c", "1 2 3\n4 5 6", "1 -2 3"]) assert.equal(parsePeerCred(bad), null, bad);
 });
 
 describe("peer uid from the kernel", () => {
@@ -53,7 +45,17 @@ describe("peer uid from the kernel", () => {
     try {
       mine = createConnection(path);
       await eventually("our connection", () => accepted.length === 1);
-      assert.equal(await peerUidOf(accepted[0] as Socket), 0);
+      const ours = accepted[0] as Socket;
+      assert.equal(await peerUidOf(ours), 0);
+      // The lookup lends the socket to a helper for a moment; it still carries data both ways afterwards.
+      const echoed = new Promise<string>((resolve) => {
+        mine?.once("data", (d: Buffer) => {
+          resolve(d.toString());
+        });
+      });
+      ours.once("data", (d: Buffer) => ours.write(d));
+      mine.write("ping");
+      assert.equal(await echoed, "ping");
       // A process of user nobody holds a connection until its stdin closes.
       child = spawn(
         "setpriv",
