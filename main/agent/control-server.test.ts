@@ -722,3 +722,149 @@ describe("clients and the socket file", () => {
     );
   });
 });
+
+describe("local users cannot starve detourd or root", () => {
+  test("status-events-and-errors-never-carry-a-urls-credentials", async () => {
+    const d = new FakeDaemon();
+    d.state = { ...STATUS, summary: "Cannot reach https://alice:hunter2@collector.example/v1?token=t0ken" };
+    const s = await start(d);
+    const r = await Raw.greeted(s.path);
+    r.send({ type: "request", id: 1, command: "subscribe" });
+    const snap = (await r.next()) as { result: StatusPayload };
+    assert.equal(snap.result.summary, "Cannot reach https://[redacted]@collector.example/v1?token=[redacted]");
+    d.emit({ type: "error", at: 5, message: "policy https://p.example/p.json?X-Amz-Signature=abc failed" } as never);
+    const ev = JSON.stringify(await r.next());
+    assert.match(ev, /X-Amz-Signature=\[redacted\]/);
+    assert.doesNotMatch(ev + JSON.stringify(snap), /hunter2|t0ken|alice|=abc/);
+  });
+
+  test("a-greeted-connection-idle-past-the-bound-is-closed-but-busy-and-subscribed-ones-stay", async () => {
+    const s = await start(new FakeDaemon(), { limits: { idleTimeoutMs: 150 } });
+    const idle = await Raw.greeted(s.path);
+    const talking = await Raw.greeted(s.path);
+    const subscriber = await Raw.greeted(s.path);
+    subscriber.send({ type: "request", id: 1, command: "subscribe" });
+    assert.equal(((await subscriber.next()) as { command: string }).command, "subscribe");
+    for (let i = 0; i < 6; i++) {
+      talking.send({ type: "request", id: i, command: "status" });
+      assert.equal(((await talking.next()) as { type: string }).type, "response");
+      await new Promise((r) => setTimeout(r, 60));
+    }
+    assert.deepEqual(await idle.next(), {
+      type: "error",
+      id: null,
+      code: "timeout",
+      message: "idle for 150 ms; connect again to send a request",
+    });
+    await idle.waitClosed();
+    assert.equal(talking.closed, false, "a client that keeps asking keeps its connection");
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(subscriber.closed, false, "a subscriber waits for events as long as it likes");
+    await talking.waitClosed(); // idle itself by now
+    await eventually("the idle clients to be forgotten", () => s.clientCount === 1);
+  });
+
+  test("drills-are-rate-limited-daemon-wide-with-a-clear-error-and-refused-ones-cost-nothing", async () => {
+    let now = 1_000_000;
+    let verdict: DrillResult["verdict"] = "pass";
+    const d = Object.assign(new FakeDaemon(), {
+      drill: (): Promise<DrillResult> => Promise.resolve({ ...DRILL_RESULT, verdict }),
+    });
+    const s = await start(d, { limits: { maxDrillsPerWindow: 2, drillWindowMs: 60_000 }, now: () => now });
+    const a = await ControlClient.connect(s.path, { timeoutMs: 2000 });
+    const b = await ControlClient.connect(s.path, { timeoutMs: 2000 });
+    clients.push(a, b);
+    verdict = "refused";
+    assert.equal((await a.drill()).verdict, "refused");
+    verdict = "pass";
+    assert.equal((await a.drill()).verdict, "pass");
+    now += 10_000;
+    assert.equal((await b.drill()).verdict, "pass", "a refused drill did not count");
+    await assert.rejects(
+      b.drill(),
+      (e: ControlError) => e.code === "busy" && /at most 2 drills per 1 min .*next may start in 50 s/.test(e.message),
+      "another client shares the daemon-wide budget",
+    );
+    now += 50_001;
+    assert.equal((await a.drill()).verdict, "pass", "the window moves on");
+  });
+
+  test("diagnostic-bundles-and-uploads-run-one-at-a-time-others-are-told-busy", async () => {
+    const releases: (() => void)[] = [];
+    const payload = {
+      path: "/var/lib/detour/diag/x.tar.gz",
+      bytes: 1,
+      sha256: "00".repeat(32),
+      redactions: { removed: {}, pseudonymised: {} },
+    };
+    const d = Object.assign(new FakeDaemon(), {
+      diag: () =>
+        new Promise((resolve) => {
+          releases.push(() => {
+            resolve(payload);
+          });
+        }),
+      diagUpload: () =>
+        new Promise((resolve) => {
+          releases.push(() => {
+            resolve({ bundle: payload, destinations: [] });
+          });
+        }),
+    }) as unknown as ControlHandlers;
+    const s = await start(d, { limits: { handlerTimeoutMs: 3000 } });
+    const r = await Raw.greeted(s.path);
+    r.send({ type: "request", id: 1, command: "diag-upload" });
+    r.send({ type: "request", id: 2, command: "diag-upload" });
+    r.send({ type: "request", id: 3, command: "diag" });
+    r.send({ type: "request", id: 4, command: "diag" });
+    const busy = [(await r.next()) as { id: number; code: string; message: string }];
+    busy.push((await r.next()) as { id: number; code: string; message: string });
+    assert.deepEqual(
+      busy.map((m) => [m.id, m.code]),
+      [
+        [2, "busy"],
+        [4, "busy"],
+      ],
+    );
+    assert.match(busy[0]?.message ?? "", /an upload is already being made \(at most 1 at once\)/);
+    await eventually("both handlers to run", () => releases.length === 2);
+    for (const f of releases.splice(0)) f();
+    const done = [(await r.next()) as { id: number; type: string }, (await r.next()) as { id: number; type: string }];
+    assert.deepEqual(done.map((m) => m.type).sort(), ["response", "response"]);
+    r.send({ type: "request", id: 5, command: "diag-upload" });
+    await eventually("the next upload to run", () => releases.length === 1);
+    for (const f of releases.splice(0)) f();
+    assert.equal(((await r.next()) as { id: number; type: string }).type, "response", "a slot frees when done");
+  });
+
+  test("clients-holding-every-unreserved-slot-cannot-lock-out-root", async () => {
+    let nextUid: number | null = 1000;
+    const asked: (number | null)[] = [];
+    const s = await start(new FakeDaemon(), {
+      limits: { maxClients: 4, reservedForRoot: 2 },
+      peerUid: () => {
+        asked.push(nextUid);
+        return Promise.resolve(nextUid);
+      },
+    });
+    const users = [await Raw.greeted(s.path), await Raw.greeted(s.path)];
+    assert.deepEqual(asked, [], "no lookup while unreserved slots are free");
+    const third = await Raw.connect(s.path);
+    const refusal = (await third.next()) as { code: string; message: string };
+    assert.equal(refusal.code, "busy");
+    assert.match(refusal.message, /at most 2 clients at once; the last 2 slots are root's/);
+    await third.waitClosed();
+    nextUid = null;
+    const unknown = await Raw.connect(s.path);
+    assert.equal(((await unknown.next()) as { code: string }).code, "busy", "an unknown uid is not root");
+    nextUid = 0;
+    const root = await ControlClient.connect(s.path, { timeoutMs: 2000 });
+    clients.push(root);
+    assert.equal((await root.status()).state, "connected", "root gets in while users hold every other slot");
+    const root2 = await Raw.greeted(s.path);
+    const root3 = await Raw.connect(s.path);
+    assert.equal(((await root3.next()) as { code: string }).code, "busy", "the reserve is bounded too");
+    assert.equal(s.clientCount, 4);
+    for (const u of [...users, root2]) u.socket.destroy();
+  });
+});

@@ -2,12 +2,20 @@
  * detourd's control API server: a unix socket speaking main/core/protocol/messages.ts to the CLI and the tray
  * app, with every buffer, wait and client count bounded so that no client can stall or exhaust the daemon.
  *
- * Who is on the other end: Node cannot read SO_PEERCRED, so the daemon does not identify peers itself; the
- * socket file's permissions decide, and the kernel enforces them in connect(2) before detourd sees anyone.
- * detourd (root) binds the socket under umask 0177, so it is never reachable by others even for an instant,
- * then sets mode 0660 and owner root:<group> (default group "detour", resolved through /etc/group). Only root
- * and members of that group can connect; everyone else gets EACCES. Every connected peer is therefore trusted
- * with every command, and "unauthorized" stays reserved for a finer check.
+ * Who is on the other end: the socket file's permissions decide, and the kernel enforces them in connect(2)
+ * before detourd sees anyone. detourd (root) binds the socket under umask 0177, so it is never reachable by others
+ * even for an instant, then sets mode 0660 and owner root:<group> (default group "detour", resolved through
+ * /etc/group). Only root and members of that group can connect; everyone else gets EACCES. Every connected peer is
+ * therefore trusted with every command, and "unauthorized" stays reserved for a finer check.
+ *
+ * What a member of the group (or malware running as one) must not do is starve others, root above all:
+ *   - the last `reservedForRoot` of `maxClients` slots go to root only. Node cannot read SO_PEERCRED, so the
+ *     peer's uid is asked of the OS (`peerUid`, the kernel's SO_PEERCRED read by a tiny perl helper) only for a
+ *     connection that would take a reserved slot, and at most `reservedForRoot` such lookups run at once;
+ *   - a greeted connection idle for `idleTimeoutMs` (no request in flight, no subscription) is closed, and one
+ *     that never says hello is closed after `helloTimeoutMs`;
+ *   - drills (each breaks the tunnel on purpose) are limited daemon-wide to `maxDrillsPerWindow` started per
+ *     `drillWindowMs`, and diagnostic bundles and uploads to `maxConcurrentDiag` of each at once.
  */
 import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
@@ -35,6 +43,7 @@ import {
   type RequestId,
   type StatusPayload,
 } from "../core/protocol/messages.ts";
+import { redactUrlsDeep } from "../core/diag/redact.ts";
 import { TimeoutError, withTimeout } from "../shared/with-timeout.ts";
 import { createLogger, type Logger } from "./log.ts";
 
@@ -81,6 +90,11 @@ export class CommandRefused extends Error {
 
 export interface ControlLimits {
   maxClients: number;
+  reservedForRoot: number;
+  idleTimeoutMs: number;
+  maxDrillsPerWindow: number;
+  drillWindowMs: number;
+  maxConcurrentDiag: number;
   maxInFlight: number;
   maxPendingWriteBytes: number;
   maxLineLength: number;
@@ -93,6 +107,27 @@ export interface ControlLimits {
 export const DEFAULT_CONTROL_LIMITS: Readonly<ControlLimits> = {
   /** The CLI, one tray app per logged-in user and a few scripts; 64 is far above that and still a small cost. */
   maxClients: 64,
+  /**
+   * Slots of maxClients that only root (uid 0) may take, so an administrator can always run `detour` as root even
+   * when group members hold every other slot. Four: a root CLI, a root script and room for a retry or two.
+   */
+  reservedForRoot: 4,
+  /**
+   * A greeted connection with nothing in flight and no subscription that sends nothing for this long is closed.
+   * The CLI sends a request at once and the app's request connection reconnects on its next request; 5 min is
+   * far above any think time and still frees a forgotten connection's slot. Subscribers are exempt: waiting for
+   * events is what they are for.
+   */
+  idleTimeoutMs: 5 * 60_000,
+  /**
+   * Drills started per window, daemon-wide (each one blocks the active gateway and makes the tunnel fail over on
+   * purpose). Four per ten minutes lets an IT team drill every gateway of a small site in one sitting, and stops a
+   * group member (or a script gone wrong) from breaking the tunnel every few seconds.
+   */
+  maxDrillsPerWindow: 4,
+  drillWindowMs: 10 * 60_000,
+  /** Bundles (and uploads) being made at once: each reads logs and host facts for a second or two. */
+  maxConcurrentDiag: 1,
   /** Requests one connection may have unanswered at once; clients send one at a time, pipelining a little. */
   maxInFlight: 16,
   /**
@@ -137,6 +172,13 @@ export interface ControlServerOptions {
   limits?: Partial<ControlLimits>;
   /** Where group names are looked up (tests). */
   groupFile?: string;
+  /**
+   * The uid of the process on the other end of an accepted socket, or null when it cannot be told. Asked only for
+   * a connection that would take one of the slots reserved for root; without it those slots stay unused.
+   */
+  peerUid?: (socket: Socket) => Promise<number | null>;
+  /** Monotonic milliseconds for the drill window (tests). */
+  now?: () => number;
 }
 
 export type ControlServerErrorCode = "address-in-use" | "not-a-socket" | "unknown-group" | "listen-failed";
@@ -261,6 +303,7 @@ class ClientConnection {
   #inFlight = 0;
   #unsubscribe: (() => void) | null = null;
   #helloTimer: NodeJS.Timeout | null;
+  #idleTimer: NodeJS.Timeout | null = null;
   #graceTimer: NodeJS.Timeout | null = null;
 
   constructor(socket: Socket, server: ControlServer, n: number) {
@@ -304,14 +347,18 @@ class ClientConnection {
     this.#closing = true;
     if (this.#helloTimer !== null) clearTimeout(this.#helloTimer);
     if (this.#graceTimer !== null) clearTimeout(this.#graceTimer);
+    if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
     this.#helloTimer = null;
     this.#graceTimer = null;
+    this.#idleTimer = null;
     this.#unsubscribe?.();
     this.#unsubscribe = null;
   }
 
-  #send(message: DaemonMessage): boolean {
+  #send(original: DaemonMessage): boolean {
     if (this.#closing || this.#socket.destroyed) return false;
+    // Status, events and errors show endpoints, locations and error texts: never a URL's credentials.
+    const message = redactUrlsDeep(original) as DaemonMessage;
     const enc = encodeLine(message);
     if (!enc.ok) {
       this.#server.log.error("control reply could not be encoded", {
@@ -348,8 +395,24 @@ class ClientConnection {
     if (overflow) this.#fatal("bad-request", `line longer than ${this.#decoder.maxLength} characters`);
   }
 
+  /** (Re)starts the idle bound; when it fires, a connection busy with a request or a subscription keeps going. */
+  #armIdle(): void {
+    if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
+    const ms = this.#server.limits.idleTimeoutMs;
+    this.#idleTimer = setTimeout(() => {
+      this.#idleTimer = null;
+      if (this.#closing) return;
+      if (this.#inFlight > 0 || this.#unsubscribe !== null) {
+        this.#armIdle();
+        return;
+      }
+      this.#fatal("timeout", `idle for ${ms} ms; connect again to send a request`);
+    }, ms);
+  }
+
   #onLine(line: string): void {
     if (this.#closing) return;
+    if (this.#greeted) this.#armIdle();
     const d = parseClientMessage(line);
     if (!d.ok) {
       if (!this.#greeted) this.#fatal(d.code, `${d.message} (expected a hello first)`);
@@ -378,6 +441,7 @@ class ClientConnection {
         return;
       }
       this.#greeted = true;
+      this.#armIdle();
       this.#server.log.debug("control client greeted", { conn: this.#n, client: this.#client });
       this.#send({ type: "hello", protocol: PROTOCOL_VERSION, daemon: `detourd/${this.#server.version}` });
       return;
@@ -431,13 +495,31 @@ class ClientConnection {
         case "diag": {
           const diag = h.diag?.bind(h);
           if (diag === undefined) throw new Error("this daemon makes no diagnostic bundles");
-          this.#respond(id, "diag", await bound("diag", diag));
+          const release = this.#server.takeDiagSlot("diag");
+          if (typeof release === "string") {
+            this.#send({ type: "error", id, code: "busy", message: release });
+            return;
+          }
+          try {
+            this.#respond(id, "diag", await bound("diag", diag));
+          } finally {
+            release();
+          }
           return;
         }
         case "diag-upload": {
           const upload = h.diagUpload?.bind(h);
           if (upload === undefined) throw new Error("this daemon makes no diagnostic bundles");
-          this.#respond(id, "diag-upload", await bound("diag-upload", upload));
+          const release = this.#server.takeDiagSlot("diag-upload");
+          if (typeof release === "string") {
+            this.#send({ type: "error", id, code: "busy", message: release });
+            return;
+          }
+          try {
+            this.#respond(id, "diag-upload", await bound("diag-upload", upload));
+          } finally {
+            release();
+          }
           return;
         }
         case "subscribe":
@@ -454,7 +536,15 @@ class ClientConnection {
             });
             return;
           }
+          const ticket = this.#server.takeDrill();
+          if (typeof ticket === "string") {
+            this.#server.log.warn("control drill refused: rate limit", { conn: this.#n, client: this.#client });
+            this.#send({ type: "error", id, code: "busy", message: ticket });
+            return;
+          }
           const result = await withTimeout(() => drill(request.params), this.#server.limits.drillTimeoutMs, "drill");
+          // A drill the daemon refused (not connected, no other gateway) broke nothing and costs nothing.
+          if (result.verdict === "refused") ticket.refund();
           this.#respond(id, "drill", result);
           return;
         }
@@ -607,6 +697,12 @@ export class ControlServer {
   readonly #server: Server;
   readonly #clients = new Set<ClientConnection>();
   readonly #refused = new Set<Socket>();
+  readonly #identifying = new Set<Socket>();
+  readonly #peerUid: ((socket: Socket) => Promise<number | null>) | null;
+  readonly #now: () => number;
+  /** When each drill of the current window started (monotonic ms), oldest first. */
+  #drillStarts: number[] = [];
+  readonly #diagRunning: Record<"diag" | "diag-upload", number> = { diag: 0, "diag-upload": 0 };
   #ino: number | null = null;
   #connections = 0;
   #closed: Promise<void> | null = null;
@@ -617,6 +713,8 @@ export class ControlServer {
     this.limits = { ...DEFAULT_CONTROL_LIMITS, ...opts.limits };
     this.version = opts.version ?? packageVersion();
     this.log = opts.log ?? createLogger();
+    this.#peerUid = opts.peerUid ?? null;
+    this.#now = opts.now ?? ((): number => performance.now());
     this.#server = createServer((socket) => {
       this.#accept(socket);
     });
@@ -671,29 +769,106 @@ export class ControlServer {
     return this.#clients.size;
   }
 
+  /**
+   * Counts a drill against the window, or says why not: the message names the limit and when the next drill may
+   * start. The ticket's refund() takes back a drill that broke nothing (the daemon refused it).
+   */
+  takeDrill(): { refund(): void } | string {
+    const now = this.#now();
+    const { maxDrillsPerWindow: max, drillWindowMs: window } = this.limits;
+    this.#drillStarts = this.#drillStarts.filter((t) => now - t < window);
+    const oldest = this.#drillStarts[0];
+    if (this.#drillStarts.length >= max && oldest !== undefined)
+      return `at most ${max} drills per ${Math.round(window / 60_000)} min (each breaks the tunnel on purpose); the next may start in ${Math.ceil((oldest + window - now) / 1000)} s`;
+    this.#drillStarts.push(now);
+    let refunded = false;
+    return {
+      refund: () => {
+        if (refunded) return;
+        refunded = true;
+        const i = this.#drillStarts.indexOf(now);
+        if (i >= 0) this.#drillStarts.splice(i, 1);
+      },
+    };
+  }
+
+  /** Takes one of the concurrent diagnostic slots of `kind`: the release function, or why not. */
+  takeDiagSlot(kind: "diag" | "diag-upload"): (() => void) | string {
+    const max = this.limits.maxConcurrentDiag;
+    if (this.#diagRunning[kind] >= max)
+      return `${kind === "diag" ? "a diagnostic bundle is" : "an upload is"} already being made (at most ${max} at once); try again when it is done`;
+    this.#diagRunning[kind] += 1;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#diagRunning[kind] -= 1;
+    };
+  }
+
+  #refuse(socket: Socket, n: number, message: string, why: string): void {
+    const enc = encodeLine({ type: "error", id: null, code: "busy", message });
+    socket.on("error", () => undefined);
+    socket.resume(); // discard whatever it sends, and see its close
+    if (enc.ok) socket.end(enc.line);
+    else socket.end();
+    const timer = setTimeout(() => socket.destroy(), this.limits.closeGraceMs);
+    this.#refused.add(socket);
+    socket.once("close", () => {
+      clearTimeout(timer);
+      this.#refused.delete(socket);
+    });
+    this.log.warn(`control client refused: ${why}`, { conn: n, clients: this.#clients.size });
+  }
+
   #accept(socket: Socket): void {
     const n = ++this.#connections;
-    if (this.#closed !== null || this.#clients.size >= this.limits.maxClients) {
-      const enc = encodeLine({
-        type: "error",
-        id: null,
-        code: "busy",
-        message: `detourd serves at most ${this.limits.maxClients} clients at once`,
-      });
-      socket.on("error", () => undefined);
-      socket.resume(); // discard whatever it sends, and see its close
-      if (enc.ok) socket.end(enc.line);
-      else socket.end();
-      const timer = setTimeout(() => socket.destroy(), this.limits.closeGraceMs);
-      this.#refused.add(socket);
-      socket.once("close", () => {
-        clearTimeout(timer);
-        this.#refused.delete(socket);
-      });
-      this.log.warn("control client refused: too many clients", { conn: n, clients: this.#clients.size });
+    const max = this.limits.maxClients;
+    const open = this.#clients.size + this.#identifying.size;
+    if (this.#closed !== null || open >= max) {
+      this.#refuse(socket, n, `detourd serves at most ${max} clients at once`, "too many clients");
       return;
     }
-    this.#clients.add(new ClientConnection(socket, this, n));
+    // Without a way to tell root, a reserve would only waste slots; there is always one unreserved slot.
+    const lookup = this.#peerUid;
+    const reserved = lookup === null ? 0 : Math.min(this.limits.reservedForRoot, max - 1);
+    if (open < max - reserved || lookup === null) {
+      this.#clients.add(new ClientConnection(socket, this, n));
+      return;
+    }
+    // Only root may take one of the last slots: ask who it is (the socket stays paused meanwhile).
+    this.#identifying.add(socket);
+    socket.on("error", () => undefined);
+    lookup(socket)
+      .catch((e: unknown) => {
+        this.log.warn("control peer's uid could not be read", { conn: n, err: (e as Error).message });
+        return null;
+      })
+      .then(
+        (uid) => {
+          this.#identifying.delete(socket);
+          if (socket.destroyed) return;
+          if (uid !== 0) {
+            this.#refuse(
+              socket,
+              n,
+              `detourd serves at most ${max - reserved} clients at once; the last ${reserved} slots are root's`,
+              "slots reserved for root",
+            );
+            return;
+          }
+          if (this.#closed !== null || this.#clients.size >= max) {
+            this.#refuse(socket, n, `detourd serves at most ${max} clients at once`, "too many clients");
+            return;
+          }
+          this.log.info("control client took a slot reserved for root", { conn: n, clients: this.#clients.size });
+          this.#clients.add(new ClientConnection(socket, this, n));
+        },
+        (e: unknown) => {
+          this.log.error("control accept failed", { conn: n, err: e });
+          socket.destroy();
+        },
+      );
   }
 
   /** @internal Called by a connection when its socket has closed. */
@@ -709,6 +884,7 @@ export class ControlServer {
       });
       for (const c of this.#clients) c.destroy();
       for (const s of this.#refused) s.destroy();
+      for (const s of this.#identifying) s.destroy();
     }).then(() => {
       // libuv unlinks the socket on close; remove it here too unless another daemon has bound the path since.
       try {

@@ -102,7 +102,7 @@ test("a-secret-file-readable-by-others-is-refused", () => {
   );
   const r = detourd("--config", cfg, "--socket", join(dir, "x.sock"));
   assert.equal(r.code, 2);
-  assert.match(r.err, /identity\.wireguard\.privateKey: .* readable by others/);
+  assert.match(r.err, /identity\.wireguard\.privateKey: .* open to group or others/);
   assert.doesNotMatch(r.err, /GEoB0ZX0nQ4f\/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=.*readable/);
 });
 
@@ -140,4 +140,11 @@ test("an-own-group-that-cannot-tell-detourds-traffic-apart-is-refused-before-any
   assert.equal(root0.code, 2);
   assert.match(root0.err, /--own-group: 0 \(gid 0\) cannot tell detourd's traffic from other processes/);
   assert.equal(existsSync(socket), false);
+});
+
+test("the-policy-url-on-the-command-line-is-refused-pointing-to-a-file", () => {
+  const r = detourd("--policy-url", "https://alice:hunter2@policy.example/p.json", "--config", join(dir, "x.json"));
+  assert.equal(r.code, 2);
+  assert.match(r.err, /--policy-url is refused: .*\/proc\/<pid>\/cmdline.*--policy-url-file <file>/);
+  assert.doesNotMatch(r.err, /hunter2/);
 });

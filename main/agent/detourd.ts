@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 import { parseConfigText } from "../core/config/schema.ts";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
 import { ControlServer } from "./control-server.ts";
-import { linuxPlatform } from "../../native/platform/linux.ts";
+import { linuxPlatform, peerUidOf } from "../../native/platform/linux.ts";
 import type { ControlFacade } from "./control-facade.ts";
 import { Daemon } from "./daemon.ts";
 import { adoptOwnGroup, DEFAULT_OWN_GROUP, ownGroupId } from "./own-group.ts";
@@ -35,7 +35,7 @@ const SHUTDOWN_BUDGET_MS = 30_000;
 /** Exit status after a clean stop in which some step failed (what failed is in the log). */
 const EXIT_SHUTDOWN_INCOMPLETE = 1;
 
-const USAGE = `usage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--own-group <name|gid>] [--connect] [--policy-file <file>] [--trusted-keys <dir>] [--policy-url <url>] [--log-level debug|info|warn|error] [--log-file <path>]
+const USAGE = `usage: detourd --config <file> [--socket <path>] [--group <name>] [--work-dir <dir>] [--state-dir <dir>] [--resolv-conf <file>] [--ifname-prefix <p>] [--own-group <name|gid>] [--connect] [--policy-file <file>] [--trusted-keys <dir>] [--policy-url-file <file>] [--log-level debug|info|warn|error] [--log-file <path>]
        detourd --help | --version`;
 
 function usage(msg: string): never {
@@ -73,6 +73,8 @@ async function main(): Promise<void> {
         connect: { type: "boolean", default: false },
         "policy-file": { type: "string" },
         "trusted-keys": { type: "string" },
+        "policy-url-file": { type: "string" },
+        // Refused below: kept so the refusal can say what to do instead.
         "policy-url": { type: "string" },
         "log-level": { type: "string", default: "info" },
         "log-file": { type: "string" },
@@ -91,6 +93,10 @@ async function main(): Promise<void> {
     process.stdout.write(`detourd ${VERSION}\n`);
     process.exit(0);
   }
+  if (values["policy-url"] !== undefined)
+    usage(
+      "--policy-url is refused: a command line is readable by every local user (/proc/<pid>/cmdline), and the URL may carry credentials; write the URL to a root-owned file (mode 0600) and pass --policy-url-file <file>",
+    );
   const configPath = values.config ?? usage("--config is required");
   const level = values["log-level"];
   if (!["debug", "info", "warn", "error"].includes(level))
@@ -138,7 +144,11 @@ async function main(): Promise<void> {
     policy = createPolicyManager(
       parsed.config,
       values["state-dir"],
-      { policyFile: values["policy-file"], trustedKeysDir: values["trusted-keys"], policyUrl: values["policy-url"] },
+      {
+        policyFile: values["policy-file"],
+        trustedKeysDir: values["trusted-keys"],
+        policyUrlFile: values["policy-url-file"],
+      },
       log,
     );
   } catch (e) {
@@ -196,6 +206,7 @@ async function main(): Promise<void> {
     version: VERSION,
     log,
     ...(values.group === undefined ? {} : { group: values.group }),
+    peerUid: peerUidOf,
     handlers: {
       status: () => Promise.resolve({ ...daemon.status(), policy: policy.status() }),
       connect: () => daemon.connect(),

@@ -27,3 +27,18 @@ test("levels-below-the-minimum-are-dropped", () => {
   log.error("loud");
   assert.equal(lines.length, 1);
 });
+
+test("credentials-in-urls-never-reach-a-log-line-message-fields-or-errors", () => {
+  const lines: string[] = [];
+  const log = createLogger({ write: (l) => lines.push(l) });
+  log.warn("policy fetch from https://alice:hunter2@policy.example/p.json failed", {
+    source: "url:https://policy.example/p.json?X-Amz-Signature=deadbeef&v=1",
+    err: new Error("Failed to parse URL from https://bob:pw0@x.example/?token=zzz9"),
+    list: ["https://x.example/?sig=sigvalue"],
+  });
+  const text = lines.join("");
+  assert.doesNotMatch(text, /hunter2|deadbeef|pw0|zzz9|sigvalue|alice|bob/);
+  const obj = JSON.parse(lines[0] ?? "") as Record<string, unknown>;
+  assert.equal(obj.source, "url:https://policy.example/p.json?X-Amz-Signature=[redacted]&v=1");
+  assert.equal(obj.msg, "policy fetch from https://[redacted]@policy.example/p.json failed");
+});

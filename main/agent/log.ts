@@ -1,8 +1,10 @@
 /**
  * detourd's structured log: one JSON object per line on stderr (and optionally a file). Secret values print as
- * "[redacted]" through their own toJSON, and fields named like secrets are dropped even if a plain string slips in.
+ * "[redacted]" through their own toJSON, fields named like secrets are dropped even if a plain string slips in, and
+ * credentials in any URL (user info, signed or token query parameters) are redacted in the message and every field.
  */
 import { appendFileSync } from "node:fs";
+import { redactUrlCredentials } from "../core/diag/redact.ts";
 
 export type Level = "debug" | "info" | "warn" | "error";
 const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -16,8 +18,9 @@ export interface Logger {
 }
 
 function scrub(value: unknown, depth: number): unknown {
+  if (typeof value === "string") return redactUrlCredentials(value);
   if (depth > 8 || value === null || typeof value !== "object") return value;
-  if (value instanceof Error) return { name: value.name, message: value.message };
+  if (value instanceof Error) return { name: value.name, message: redactUrlCredentials(value.message) };
   if (Array.isArray(value)) return value.map((v) => scrub(v, depth + 1));
   if (typeof (value as { toJSON?: unknown }).toJSON === "function") return value;
   const out: Record<string, unknown> = {};
@@ -48,7 +51,7 @@ export function createLogger(
       JSON.stringify({
         t: new Date().toISOString(),
         level,
-        msg,
+        msg: redactUrlCredentials(msg),
         ...(fields === undefined ? {} : (scrub(fields, 0) as Record<string, unknown>)),
       }) + "\n";
     write(line);

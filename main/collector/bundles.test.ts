@@ -18,11 +18,42 @@ after(() => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-function bundleBytes(summary: string | null): Buffer {
+/** A summary model as an agent writes it (main/core/diag/summary.ts), with `sentence` as given. */
+function summaryJson(sentence: string, over: Record<string, unknown> = {}): string {
+  return JSON.stringify({
+    generatedAt: 1_795_000_000_000,
+    agentVersion: "0.1.0",
+    deviceId: "laptop-alice",
+    policyHash: "none",
+    state: "connected",
+    sentence,
+    failures: [{ at: 1_795_000_000_000, what: "gw2 wireguard", reason: "timeout" }],
+    chart: [{ at: 1_795_000_000_000, rttP50Ms: 12, rttP95Ms: 20, lossPct: 0 }],
+    chartResolution: "10s",
+    gateways: [
+      {
+        name: "gw1",
+        hostname: "gw1.example",
+        address: "192.0.2.1",
+        region: "eu",
+        priority: 1,
+        protocols: "WireGuard",
+        latencyMs: 12,
+        role: "active",
+      },
+    ],
+    races: [],
+    redactions: null,
+    ...over,
+  });
+}
+
+function bundleBytes(summary: string | null, html = "<html><body>the device's own page</body></html>"): Buffer {
   const root = mkdtempSync(join(tmp, "b-"));
   const dir = join(root, "detour-diag-20261122T0800-abcd");
   mkdirSync(dir);
-  if (summary !== null) writeFileSync(join(dir, "summary.html"), summary);
+  if (summary !== null) writeFileSync(join(dir, "summary.json"), summary);
+  writeFileSync(join(dir, "summary.html"), html);
   writeFileSync(join(dir, "manifest.json"), "{}");
   const file = join(root, "b.tar.gz");
   tarCreate({ gzip: true, sync: true, file, cwd: root }, ["detour-diag-20261122T0800-abcd"]);
@@ -59,7 +90,7 @@ const text = (r: { body: string | Uint8Array }): string =>
   typeof r.body === "string" ? r.body : Buffer.from(r.body).toString("utf8");
 
 test("a-bundle-is-stored-once-listed-per-device-and-its-summary-served-to-readers-only", () => {
-  const b = bundleBytes("<html><body><h1>Connected to gw1</h1></body></html>");
+  const b = bundleBytes(summaryJson("Connected to gw1"));
   const r = upload(b);
   assert.equal(r.status, 200, text(r));
   const { id, url, duplicate } = JSON.parse(text(r)) as { id: string; url: string; duplicate: boolean };
@@ -95,7 +126,7 @@ test("a-bundle-is-stored-once-listed-per-device-and-its-summary-served-to-reader
 });
 
 test("bad-uploads-get-a-4xx-naming-what-is-wrong", () => {
-  const b = bundleBytes("<html></html>");
+  const b = bundleBytes(summaryJson("x"));
   const cases: [ReturnType<Handler>, number, RegExp][] = [
     [upload(b, { "x-detour-bundle-sha256": "00".repeat(32) }), 400, /does not match the body/],
     [upload(b, { "content-type": "text/plain" }), 415, /application\/gzip/],
@@ -103,11 +134,113 @@ test("bad-uploads-get-a-4xx-naming-what-is-wrong", () => {
     [upload(b, { "x-detour-bundle-name": "../../etc/passwd" }), 400, /x-detour-bundle-name/],
     [upload(b, { authorization: "" }), 401, /./],
     [upload(gzipSync(Buffer.from("not a tar"))), 400, /not a Detour diagnostic bundle/],
-    [upload(bundleBytes(null)), 400, /no <folder>\/summary\.html/],
+    [upload(bundleBytes(null)), 400, /no <folder>\/summary\.json/],
+    [upload(bundleBytes("{not json")), 400, /summary\.json is not JSON/],
+    [upload(bundleBytes(summaryJson("x", { chart: [{ at: "<svg onload=x>" }] }))), 400, /chart\.0\.at/],
+    [
+      upload(
+        bundleBytes(summaryJson("x", { redactions: { removed: { "<img>": 1 }, pseudonymised: {}, distinct: {} } })),
+      ),
+      400,
+      /redactions/,
+    ],
   ];
   for (const [r, status, re] of cases) {
     assert.equal(r.status, status, text(r));
     assert.match(text(r), re);
   }
   assert.equal(store.bundles("acme").length, 0);
+});
+
+test("an-uploaded-summary-html-is-never-served-the-page-is-rendered-from-summary-json-escaped", () => {
+  const hostile = '<script>fetch("/?steal="+document.cookie)</script><img src=x onerror=alert(1)>';
+  const b = bundleBytes(
+    summaryJson(`Connected ${hostile}`, { state: hostile }),
+    `<html><body>${hostile}</body></html>`,
+  );
+  const r = upload(b);
+  assert.equal(r.status, 200, text(r));
+  const { url } = JSON.parse(text(r)) as { url: string };
+  const page = handle({ method: "GET", url, headers: { authorization: `Bearer ${READ}` }, body: new Uint8Array() });
+  assert.equal(page.status, 200, text(page));
+  const html = text(page);
+  assert.doesNotMatch(html, /the device's own page/, "the device's summary.html is not what is served");
+  assert.doesNotMatch(html, /<script|<img/i, "no markup from the device reaches the page");
+  assert.match(html, /Connected &lt;script&gt;/, "the device's words are shown, escaped");
+  assert.match(page.headers["content-security-policy"] ?? "", /default-src 'none'/);
+  assert.equal(page.headers["x-content-type-options"], "nosniff");
+});
+
+test("an-organisations-bundle-storage-is-bounded-the-oldest-evicted", () => {
+  const tokens = TokenTable.parse(
+    JSON.stringify({
+      tokens: [
+        { org: "acme", role: "ingest", token: INGEST },
+        { org: "other", role: "ingest", token: "ingest-token-other-0123456789" },
+      ],
+    }),
+  );
+  let now = 1_795_000_000_000;
+  const bounded = createHandler({
+    store,
+    tokens,
+    now: () => now,
+    retentionMs: 30 * 86_400_000,
+    bundleLimits: { maxCount: 3, maxBytes: 1024 * 1024 },
+  });
+  const post = (body: Buffer, token = INGEST): ReturnType<Handler> =>
+    bounded({
+      method: "POST",
+      url: "/v1/diagnostics",
+      headers: {
+        authorization: `Bearer ${token}`,
+        "content-type": "application/gzip",
+        "x-detour-device-id": "laptop-alice",
+        "x-detour-bundle-name": "detour-diag-20261122T0800-abcd.tar.gz",
+        "x-detour-bundle-sha256": createHash("sha256").update(body).digest("hex"),
+      },
+      body,
+    });
+  const other = post(bundleBytes(summaryJson("other org")), "ingest-token-other-0123456789");
+  assert.equal(other.status, 200, text(other));
+  const ids: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    now += 1000;
+    const r = post(bundleBytes(summaryJson(`bundle ${i}`)));
+    assert.equal(r.status, 200, text(r));
+    ids.push((JSON.parse(text(r)) as { id: string }).id);
+  }
+  assert.deepEqual(
+    store.bundles("acme").map((x) => x.id),
+    ids.slice(3).reverse(),
+    "the three newest stay, the oldest were evicted",
+  );
+  assert.equal(store.bundles("other").length, 1, "another organisation's bundles are untouched");
+
+  // By bytes: each bundle is some hundreds of bytes; a limit of two bundles' worth keeps two.
+  const size = store.bundles("acme")[0]?.bytes ?? 0;
+  const byBytes = createHandler({
+    store,
+    tokens,
+    now: () => now,
+    retentionMs: 30 * 86_400_000,
+    bundleLimits: { maxCount: 100, maxBytes: size * 2 + size / 2 },
+  });
+  now += 1000;
+  const body = bundleBytes(summaryJson("by bytes"));
+  const r = byBytes({
+    method: "POST",
+    url: "/v1/diagnostics",
+    headers: {
+      authorization: `Bearer ${INGEST}`,
+      "content-type": "application/gzip",
+      "x-detour-device-id": "laptop-alice",
+      "x-detour-bundle-name": "detour-diag-20261122T0800-abcd.tar.gz",
+      "x-detour-bundle-sha256": createHash("sha256").update(body).digest("hex"),
+    },
+    body,
+  });
+  assert.equal(r.status, 200, text(r));
+  assert.equal(r.outcome.evictedBundles, 2);
+  assert.equal(store.bundles("acme").length, 2);
 });

@@ -502,3 +502,16 @@ test("healthz-needs-no-token-and-shows-no-data", () => {
   assert.equal(r.status, 200);
   assert.equal(text(r), "ok\n");
 });
+
+test("odd-request-targets-are-a-400-or-404-never-an-exception", () => {
+  for (const [url, status] of [
+    ["//", 404],
+    ["//evil.example/v1/metrics", 404],
+    ["*", 400],
+    ["http://collector.example/", 400],
+  ] as const) {
+    const r = get(url);
+    assert.equal(r.status, status, `${url}: ${text(r)}`);
+    assert.equal(handle.authorize({ method: "GET", url, headers: {} }), null, `${url}: left to the handler`);
+  }
+});

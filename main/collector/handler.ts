@@ -8,7 +8,8 @@
  *   GET  /agents/<device id>     one agent's charts and failovers (read token)
  *   GET  /metrics                Prometheus text format 0.0.4 of the fleet's aggregates (read token)
  *   POST /v1/diagnostics         a diagnostic bundle (.tar.gz) from an agent (ingest token)
- *   GET  /bundles/<id>/summary   a bundle's summary.html (read token); /bundles/<id> downloads it
+ *   GET  /bundles/<id>/summary   a bundle's summary page, rendered here from its summary.json (read token);
+ *                                /bundles/<id> downloads the bundle (an attachment)
  *   GET  /healthz                liveness, no credentials, no data
  */
 import { authenticate, sha256Hex, type Principal, type Role, type TokenTable } from "./auth.ts";
@@ -17,6 +18,7 @@ import { grpcCodeOf, IngestError } from "./errors.ts";
 import { BATCH_HEADER } from "../core/telemetry/names.ts";
 import { toBatch } from "./ingest-contract.ts";
 import { bundleSummary } from "./bundle-summary.ts";
+import { renderSummaryHtml } from "../core/diag/summary.ts";
 import { createHash } from "node:crypto";
 import {
   contentTypeOf,
@@ -29,7 +31,7 @@ import {
   type Signal,
 } from "./otlp.ts";
 import { fleetFamilies, formatFamilies, PROMETHEUS_CONTENT_TYPE } from "./prometheus.ts";
-import type { CollectorStore } from "./store.ts";
+import { DEFAULT_BUNDLE_LIMITS, type BundleLimits, type CollectorStore } from "./store.ts";
 
 /**
  * The largest request body the collector reads, as sent (compressed or not). An agent batch is a few kilobytes;
@@ -58,6 +60,8 @@ export interface RequestOutcome {
   org: string | null;
   code: string | null;
   stored?: { points: number; events: number };
+  /** Older bundles of the organisation removed to keep its storage within its limits. */
+  evictedBundles?: number;
 }
 
 export interface HandlerOptions {
@@ -67,9 +71,20 @@ export interface HandlerOptions {
   now: () => number;
   /** How long data and batch ids are kept; also how old a batch may be and still be accepted. */
   retentionMs: number;
+  /** Bundle storage per organisation; DEFAULT_BUNDLE_LIMITS when absent. */
+  bundleLimits?: BundleLimits;
 }
 
-export type Handler = (req: CollectorRequest) => CollectorResponse & { outcome: RequestOutcome };
+/** A request before its body is read. */
+export type RequestHead = Omit<CollectorRequest, "body">;
+
+export type Handler = ((req: CollectorRequest) => CollectorResponse & { outcome: RequestOutcome }) & {
+  /**
+   * Checks the credentials from the headers alone, before the server reads the body: the refusal to send (401,
+   * 403) or null when the request may go on. An unauthenticated peer cannot make the collector read a body.
+   */
+  authorize(head: RequestHead): (CollectorResponse & { outcome: RequestOutcome }) | null;
+};
 
 const INGEST_PATHS: Record<string, Signal> = { "/v1/metrics": "metrics", "/v1/logs": "logs" };
 
@@ -88,8 +103,22 @@ function textError(e: IngestError, basicChallenge: boolean): CollectorResponse {
   return { status: e.status, headers, body: `${e.code}: ${e.message}\n` };
 }
 
+/**
+ * The request target (origin form, "/path?query") as a URL, or null when it is not one. Always appended to a fixed
+ * origin, never resolved against it: "//host/x" stays the path "//host/x" rather than becoming another host's "/x".
+ */
+function targetOf(target: string): URL | null {
+  if (!target.startsWith("/")) return null;
+  try {
+    return new URL(`http://collector.invalid${target}`);
+  } catch {
+    return null;
+  }
+}
+
 export function createHandler(opts: HandlerOptions): Handler {
   const { store, tokens, now, retentionMs } = opts;
+  const bundleLimits = opts.bundleLimits ?? DEFAULT_BUNDLE_LIMITS;
 
   function auth(req: CollectorRequest, role: Role): Principal {
     return authenticate(tokens, header(req, "authorization"), role, req.mtls ?? null);
@@ -196,9 +225,15 @@ export function createHandler(opts: HandlerOptions): Handler {
         org,
         { deviceId, name, sha256: sha, bytes: req.body.byteLength, receivedMs: now() },
         req.body,
+        bundleLimits,
       );
       const body = JSON.stringify({ id: r.id, url: `/bundles/${r.id}/summary`, duplicate: r.duplicate }) + "\n";
-      return { status: 200, headers: { "content-type": "application/json" }, body, outcome: { org, code: null } };
+      return {
+        status: 200,
+        headers: { "content-type": "application/json" },
+        body,
+        outcome: { org, code: null, ...(r.evicted > 0 ? { evictedBundles: r.evicted } : {}) },
+      };
     } catch (e) {
       if (!(e instanceof IngestError)) throw e;
       return { ...textError(e, false), outcome: { org, code: e.code } };
@@ -229,14 +264,14 @@ export function createHandler(opts: HandlerOptions): Handler {
       const summary = bundleSummary(b.body);
       // Checked on upload, so this is a stored bundle that no longer reads: say so rather than serve nothing.
       if (!summary.ok) throw new IngestError(422, "malformed", summary.message);
-      // The summary is the agent's page (no script by design); the dashboard's CSP forbids scripts anyway.
+      // Rendered here from the bundle's data, every string escaped: the page the device wrote is never served.
       const html = {
         "content-type": "text/html; charset=utf-8",
         "content-security-policy": DASHBOARD_CSP,
         "cache-control": "no-store",
         "x-content-type-options": "nosniff",
       };
-      return { status: 200, headers: html, body: summary.html, outcome: { org, code: null } };
+      return { status: 200, headers: html, body: renderSummaryHtml(summary.model), outcome: { org, code: null } };
     } catch (e) {
       if (!(e instanceof IngestError)) throw e;
       return { ...textError(e, true), outcome: { org, code: e.code } };
@@ -301,8 +336,46 @@ export function createHandler(opts: HandlerOptions): Handler {
     }
   }
 
-  return (req) => {
-    const url = new URL(req.url, "http://collector.invalid");
+  function authorize(head: RequestHead): (CollectorResponse & { outcome: RequestOutcome }) | null {
+    const url = targetOf(head.url);
+    if (url === null) return null; // the handler answers it; the body is bounded either way
+    const path = url.pathname;
+    const signal = INGEST_PATHS[path];
+    const role: Role | null =
+      signal !== undefined || path === "/v1/diagnostics"
+        ? "ingest"
+        : path === "/" || path === "/metrics" || path.startsWith("/agents/") || path.startsWith("/bundles/")
+          ? "read"
+          : null;
+    if (role === null) return null;
+    try {
+      authenticate(tokens, header({ ...head, body: new Uint8Array() }, "authorization"), role, head.mtls ?? null);
+      return null;
+    } catch (e) {
+      if (!(e instanceof IngestError)) throw e;
+      const outcome = { org: null, code: e.code };
+      if (signal !== undefined) {
+        // As ingest answers before it knows the content type: JSON, the one encoding every client reads.
+        const headers: Record<string, string> = { "content-type": contentTypeOf("json") };
+        if (e.status === 401) headers["www-authenticate"] = 'Bearer realm="Detour collector"';
+        return {
+          status: e.status,
+          headers,
+          body: encodeStatus("json", grpcCodeOf(e.status), `${e.code}: ${e.message}`),
+          outcome,
+        };
+      }
+      return { ...textError(e, role === "read" && path !== "/metrics"), outcome };
+    }
+  }
+
+  const handle = (req: CollectorRequest): CollectorResponse & { outcome: RequestOutcome } => {
+    const url = targetOf(req.url);
+    if (url === null)
+      return {
+        ...textError(new IngestError(400, "malformed", "the request target must be a path starting with /"), false),
+        outcome: { org: null, code: "malformed" },
+      };
     const path = url.pathname;
     const signal = INGEST_PATHS[path];
     if (signal !== undefined) return ingest(req, signal);
@@ -324,4 +397,5 @@ export function createHandler(opts: HandlerOptions): Handler {
       outcome: { org: null, code: "not-found" },
     };
   };
+  return Object.assign(handle, { authorize });
 }

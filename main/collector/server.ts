@@ -3,7 +3,11 @@
  * pure handler, a bounded body reader, a retention sweep and a JSON access log without tokens or bodies.
  *
  *   node --import tsx main/collector/server.ts --listen 0.0.0.0:4318 --db <file> --tokens <file>
- *        [--retention-days 30] [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]]
+ *        [--retention-days 30] [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--insecure-plain-http]
+ *
+ * Tokens travel in every request, so plain HTTP is for loopback only unless --insecure-plain-http says otherwise
+ * (a lab, or TLS ended by a proxy in front), and then the start says so loudly. A request's token is checked
+ * from its headers before its body is read, so an unauthenticated peer cannot make the collector read a megabyte.
  */
 import { readFileSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -15,7 +19,7 @@ import { parseArgs } from "node:util";
 import { BodyTooLargeError, readBoundedBody } from "../shared/bounded-body.ts";
 import { TokenTable } from "./auth.ts";
 import { createHandler, MAX_BODY_BYTES, type CollectorRequest, type Handler } from "./handler.ts";
-import { CollectorStore } from "./store.ts";
+import { CollectorStore, type BundleLimits } from "./store.ts";
 
 /** Thirty days covers a month of trends and the longest holiday an agent spends offline with a full spool. */
 export const DEFAULT_RETENTION_DAYS = 30;
@@ -27,20 +31,39 @@ const HEADERS_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 /** Idle keep-alive connections are closed after this; exporters post every few seconds to a minute. */
 const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+/**
+ * Connections open at once. A fleet's agents post every few seconds to a minute over short-lived or keep-alive
+ * connections; 512 serves thousands of agents, and bounds the sockets (and bodies in flight, at most 1 MiB each)
+ * that peers, authenticated or not, can make the collector hold. Past it, new connections are closed at once.
+ */
+export const DEFAULT_MAX_CONNECTIONS = 512;
 /** On SIGTERM, open requests get this long to finish before the process exits anyway. */
 const SHUTDOWN_GRACE_MS = 3_000;
 
 const EXIT_USAGE = 2;
 
-function log(fields: Record<string, unknown>): void {
+/** The access and event log: one JSON object per line on stdout. */
+export type CollectorLog = (fields: Record<string, unknown>) => void;
+
+const log: CollectorLog = (fields) => {
   process.stdout.write(`${JSON.stringify({ service: "detour-collector", at: new Date().toISOString(), ...fields })}\n`);
+};
+
+const USAGE =
+  "usage: server.ts --listen <host:port> --db <file> --tokens <file> [--retention-days N] [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--insecure-plain-http] [--max-connections N]";
+
+/** A bad command line: main prints it with the usage and exits 2. */
+export class UsageError extends Error {
+  override readonly name = "UsageError";
 }
 
 function usage(message: string): never {
-  process.stderr.write(
-    `collector: ${message}\nusage: server.ts --listen <host:port> --db <file> --tokens <file> [--retention-days N] [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]]\n`,
-  );
-  process.exit(EXIT_USAGE);
+  throw new UsageError(message);
+}
+
+/** True for an address (or name) that only this host can reach. */
+export function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 export interface ServerOptions {
@@ -50,6 +73,14 @@ export interface ServerOptions {
   tokensFile: string;
   retentionDays: number;
   tls: { cert: string; key: string; clientCa: string | null } | null;
+  /** Plain HTTP on an address other hosts can reach: only with --insecure-plain-http. */
+  insecurePlainHttp?: boolean;
+  /** Connections open at once (DEFAULT_MAX_CONNECTIONS). */
+  maxConnections?: number;
+  /** Bundle storage per organisation (DEFAULT_BUNDLE_LIMITS). */
+  bundleLimits?: BundleLimits;
+  /** Where log lines go (stdout by default; tests pass their own). */
+  log?: CollectorLog;
 }
 
 export function parseServerArgs(argv: readonly string[]): ServerOptions {
@@ -66,6 +97,8 @@ export function parseServerArgs(argv: readonly string[]): ServerOptions {
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
         "client-ca": { type: "string" },
+        "insecure-plain-http": { type: "boolean", default: false },
+        "max-connections": { type: "string", default: String(DEFAULT_MAX_CONNECTIONS) },
       },
     }).values;
   } catch (e) {
@@ -84,8 +117,19 @@ export function parseServerArgs(argv: readonly string[]): ServerOptions {
   if ((cert === undefined) !== (key === undefined)) return usage("--tls-cert and --tls-key go together");
   if (values["client-ca"] !== undefined && cert === undefined)
     return usage("--client-ca (mTLS) needs --tls-cert and --tls-key");
+  const host = (m[1] ?? "").replace(/^\[(.*)\]$/, "$1");
+  const insecurePlainHttp = values["insecure-plain-http"];
+  if (cert === undefined && !isLoopbackHost(host) && !insecurePlainHttp)
+    return usage(
+      `--listen ${host} without --tls-cert would send every token in clear to anyone on the path; give --tls-cert and --tls-key, listen on 127.0.0.1, or pass --insecure-plain-http if TLS ends in front of the collector`,
+    );
+  const maxConnections = Number(values["max-connections"]);
+  if (!Number.isInteger(maxConnections) || maxConnections < 1)
+    return usage(`--max-connections must be a positive integer; got ${values["max-connections"]}`);
   return {
-    host: (m[1] ?? "").replace(/^\[(.*)\]$/, "$1"),
+    host,
+    insecurePlainHttp,
+    maxConnections,
     port,
     db: values.db,
     tokensFile: values.tokens,
@@ -101,7 +145,11 @@ function certOrgOf(req: IncomingMessage): string | null {
   return (Array.isArray(o) ? o[0] : o) ?? null;
 }
 
-function serve(handler: Handler, mtls: boolean): (req: IncomingMessage, res: ServerResponse) => void {
+function serve(
+  handler: Handler,
+  mtls: boolean,
+  log: CollectorLog,
+): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     const t0 = performance.now();
     const path = (req.url ?? "/").split("?")[0];
@@ -122,15 +170,22 @@ function serve(handler: Handler, mtls: boolean): (req: IncomingMessage, res: Ser
         ...fields,
       });
     };
+    const head = {
+      method: req.method ?? "GET",
+      url: req.url ?? "/",
+      headers: req.headers,
+      ...(mtls ? { mtls: { certOrg: certOrgOf(req) } } : {}),
+    };
+    const refused = handler.authorize(head);
+    if (refused !== null) {
+      // The body is never read: closing afterwards stops the peer from sending it.
+      res.setHeader("connection", "close");
+      finish(refused.status, refused.headers, refused.body, { org: refused.outcome.org, code: refused.outcome.code });
+      return;
+    }
     readBoundedBody(req, MAX_BODY_BYTES).then(
       (body) => {
-        const r: CollectorRequest = {
-          method: req.method ?? "GET",
-          url: req.url ?? "/",
-          headers: req.headers,
-          body,
-          ...(mtls ? { mtls: { certOrg: certOrgOf(req) } } : {}),
-        };
+        const r: CollectorRequest = { ...head, body };
         let out;
         try {
           out = handler(r);
@@ -144,6 +199,7 @@ function serve(handler: Handler, mtls: boolean): (req: IncomingMessage, res: Ser
           org: out.outcome.org,
           code: out.outcome.code,
           stored: out.outcome.stored,
+          evictedBundles: out.outcome.evictedBundles,
         });
       },
       (e: unknown) => {
@@ -165,6 +221,12 @@ function serve(handler: Handler, mtls: boolean): (req: IncomingMessage, res: Ser
   };
 }
 
+/** What the start says, on stderr and in the log, when it listens in plain HTTP beyond this host; else null. */
+export function plainHttpWarning(opts: Pick<ServerOptions, "tls" | "host">): string | null {
+  if (opts.tls !== null || isLoopbackHost(opts.host)) return null;
+  return `WARNING: plain HTTP on ${opts.host} (--insecure-plain-http): tokens and telemetry cross the network unencrypted; use --tls-cert and --tls-key unless TLS ends in front of this collector`;
+}
+
 export interface RunningCollector {
   server: Server;
   address: AddressInfo;
@@ -175,8 +237,15 @@ export async function startCollector(opts: ServerOptions): Promise<RunningCollec
   const tokens = TokenTable.load(opts.tokensFile);
   const store = CollectorStore.open(opts.db);
   const retentionMs = opts.retentionDays * 24 * 3_600_000;
-  const handler = createHandler({ store, tokens, now: () => Date.now(), retentionMs });
-  const listener = serve(handler, opts.tls?.clientCa != null);
+  const handler = createHandler({
+    store,
+    tokens,
+    now: () => Date.now(),
+    retentionMs,
+    ...(opts.bundleLimits === undefined ? {} : { bundleLimits: opts.bundleLimits }),
+  });
+  const logTo = opts.log ?? log;
+  const listener = serve(handler, opts.tls?.clientCa != null, logTo);
   const server: Server =
     opts.tls === null
       ? createHttpServer(listener)
@@ -193,9 +262,18 @@ export async function startCollector(opts: ServerOptions): Promise<RunningCollec
   server.headersTimeout = HEADERS_TIMEOUT_MS;
   server.requestTimeout = REQUEST_TIMEOUT_MS;
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  server.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  server.on("drop", (d?: { remoteAddress?: string }) => {
+    logTo({
+      level: "warn",
+      msg: "connection refused: too many open",
+      peer: d?.remoteAddress,
+      max: server.maxConnections,
+    });
+  });
   const sweep = (): void => {
     const r = store.prune(Date.now() - retentionMs);
-    if (r.batches + r.points + r.events + r.agents > 0) log({ retention: r });
+    if (r.batches + r.points + r.events + r.agents > 0) logTo({ retention: r });
   };
   sweep();
   const timer = setInterval(sweep, RETENTION_SWEEP_INTERVAL_MS);
@@ -230,7 +308,14 @@ export async function startCollector(opts: ServerOptions): Promise<RunningCollec
 }
 
 async function main(): Promise<void> {
-  const opts = parseServerArgs(process.argv.slice(2));
+  let opts: ServerOptions;
+  try {
+    opts = parseServerArgs(process.argv.slice(2));
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`collector: ${e.message}\n${USAGE}\n`);
+    process.exit(EXIT_USAGE);
+  }
   let c: RunningCollector;
   try {
     c = await startCollector(opts);
@@ -239,6 +324,11 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const scheme = opts.tls === null ? "http" : "https";
+  const warning = plainHttpWarning(opts);
+  if (warning !== null) {
+    process.stderr.write(`collector: ${warning}\n`);
+    log({ level: "warn", msg: warning });
+  }
   log({
     msg: "collector ready",
     url: `${scheme}://${opts.host}:${c.address.port}`,

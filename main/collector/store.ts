@@ -47,6 +47,18 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX bundles_received ON bundles (received_ms);`,
 ];
 
+/** How much bundle storage one organisation (all its devices and tokens together) may hold. */
+export interface BundleLimits {
+  maxCount: number;
+  maxBytes: number;
+}
+
+/**
+ * A helpdesk asks for a bundle now and then; 200 per organisation is weeks of tickets, and 256 MiB bounds what the
+ * devices of one organisation (or one leaked ingest token) can make the collector's disk hold.
+ */
+export const DEFAULT_BUNDLE_LIMITS: Readonly<BundleLimits> = { maxCount: 200, maxBytes: 256 * 1024 * 1024 };
+
 /** A diagnostic bundle as listed (the body only through `bundle`). */
 export interface BundleRow {
   id: string;
@@ -193,15 +205,43 @@ export class CollectorStore {
     }))();
   }
 
-  /** Stores a bundle once: its id is its content's hash, so a retried upload finds the first copy. */
-  addBundle(org: string, b: Omit<BundleRow, "id">, body: Uint8Array): { id: string; duplicate: boolean } {
+  /**
+   * Stores a bundle once: its id is its content's hash, so a retried upload finds the first copy. The
+   * organisation's bundles stay within `limits` (count and bytes): the oldest are evicted to make room, in the same
+   * transaction, because the newest bundle is the one helpdesk asked for. `evicted` counts them.
+   */
+  addBundle(
+    org: string,
+    b: Omit<BundleRow, "id">,
+    body: Uint8Array,
+    limits: BundleLimits = DEFAULT_BUNDLE_LIMITS,
+  ): { id: string; duplicate: boolean; evicted: number } {
     const id = b.sha256.slice(0, 16);
-    const r = this.#db
-      .prepare(
-        "INSERT OR IGNORE INTO bundles (org, id, device_id, name, sha256, bytes, received_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-      )
-      .run(org, id, b.deviceId, b.name, b.sha256, b.bytes, b.receivedMs, Buffer.from(body));
-    return { id, duplicate: r.changes === 0 };
+    const db = this.#db;
+    return db.transaction(() => {
+      const r = db
+        .prepare(
+          "INSERT OR IGNORE INTO bundles (org, id, device_id, name, sha256, bytes, received_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .run(org, id, b.deviceId, b.name, b.sha256, b.bytes, b.receivedMs, Buffer.from(body));
+      if (r.changes === 0) return { id, duplicate: true, evicted: 0 };
+      const rows = db.prepare("SELECT id, bytes FROM bundles WHERE org = ? ORDER BY received_ms DESC, id").all(org) as {
+        id: string;
+        bytes: number;
+      }[];
+      let count = 0;
+      let bytes = 0;
+      const evict: string[] = [];
+      for (const row of rows) {
+        count += 1;
+        bytes += row.bytes;
+        // The bundle just stored always stays (it is within the byte limit: uploads are at most MAX_BODY_BYTES).
+        if (row.id !== id && (count > limits.maxCount || bytes > limits.maxBytes)) evict.push(row.id);
+      }
+      const del = db.prepare("DELETE FROM bundles WHERE org = ? AND id = ?");
+      for (const e of evict) del.run(org, e);
+      return { id, duplicate: false, evicted: evict.length };
+    })();
   }
 
   /** The organisation's bundles (of one device when given), newest first. */

@@ -62,3 +62,6 @@ export function linuxPlatform(): Platform {
     },
   };
 }
+
+/** The uid behind an accepted control connection (the control server asks it for the slots reserved for root). */
+export { peerUidOf } from "./peer-cred.linux.ts";

@@ -14,6 +14,8 @@ import type { ConnectionEvent } from "../../main/core/connection/types.ts";
 import { base64ToHex } from "../../main/core/diag/redact.ts";
 import { readBundle } from "../../main/cli/diag-archive.ts";
 import { createBundle, type DiagInputs } from "../../main/agent/diag/bundle.ts";
+import { bundleSummary } from "../../main/collector/bundle-summary.ts";
+import { renderSummaryHtml } from "../../main/core/diag/summary.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "detour-diag-test-"));
 after(() => {
@@ -315,4 +317,17 @@ test("an-edited-bundle-fails-verification-and-a-non-bundle-is-refused-clearly", 
   writeFileSync(junk, "not a bundle at all");
   await assert.rejects(readBundle(junk), /not a readable \.tar\.gz|no manifest\.json/);
   await assert.rejects(readBundle(join(tmp, "missing.tar.gz")), /cannot read .*ENOENT/);
+});
+
+test("a-real-bundle-passes-the-collectors-summary-check-and-its-page-renders-there", async () => {
+  const r = await createBundle(inputs(), {
+    dir: join(tmp, "out-collector"),
+    maxLogBytes: 1024 * 1024,
+    hostFacts: false,
+  });
+  const s = bundleSummary(readFileSync(r.path));
+  assert.ok(s.ok, s.ok ? "" : s.message);
+  const html = renderSummaryHtml(s.model);
+  assert.match(html, /<h1>Detour diagnostic bundle<\/h1>/);
+  assert.doesNotMatch(html, /<script/);
 });

@@ -83,6 +83,8 @@ export async function startCollector(topo: LabTopology, labDir: string): Promise
     p.db,
     "--tokens",
     p.tokensFile,
+    // The lab's collector listens on its namespace's address without TLS: a closed network of its own.
+    "--insecure-plain-http",
   ];
   const pid = spawnDaemon(inNs(topo.collector.ns, argv), { logFile: p.log, cwd: REPO_ROOT });
   await waitFor(

@@ -13,6 +13,7 @@ import { join, relative } from "node:path";
 import { pathToFileURL } from "node:url";
 import Database from "better-sqlite3";
 import { bundleSummary } from "../../main/collector/bundle-summary.ts";
+import { renderSummaryHtml } from "../../main/core/diag/summary.ts";
 import { collectorPaths } from "./collector.ts";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -321,7 +322,10 @@ test("bundle-from-a-connected-agent-is-complete-redacted-renders-and-reaches-sft
       "the collector holds exactly this bundle",
     );
     const summary = bundleSummary(rows[0]?.body ?? new Uint8Array());
-    assert.ok(summary.ok && /Connected to gw\d/.test(summary.html), "the dashboard can open its summary");
+    assert.ok(
+      summary.ok && /Connected to gw\d/.test(renderSummaryHtml(summary.model)),
+      "the dashboard can open its summary",
+    );
   } finally {
     db.close();
   }

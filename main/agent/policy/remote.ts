@@ -3,6 +3,7 @@
  * capped exponential backoff and jitter so an outage of the policy server is not hammered by every device at once.
  */
 import { backoffMs, type Random } from "../../core/backoff.ts";
+import { redactUrlCredentials } from "../../core/diag/redact.ts";
 import { BodyTooLargeError, readBoundedBody } from "../../shared/bounded-body.ts";
 import type { PolicySource } from "./sources.ts";
 
@@ -51,7 +52,8 @@ export async function pollOnce(url: string, etag: string | null, fetchFn: FetchF
     return { kind: "document", text: body.toString("utf8"), etag: res.headers.get("etag") };
   } catch (e) {
     if (e instanceof BodyTooLargeError) return { kind: "failed", error: `the policy is ${e.message}` };
-    return { kind: "failed", error: (e as Error).message.slice(0, 200) };
+    // Some errors quote the URL ("Failed to parse URL from ..."): its credentials stay out of status and logs.
+    return { kind: "failed", error: redactUrlCredentials((e as Error).message).slice(0, 200) };
   }
 }
 
@@ -69,7 +71,8 @@ export function remoteSource(
   let failures = 0;
   let error: string | null = null;
   return {
-    name: `url:${url}`,
+    // The name shows in status, logs and telemetry: never the URL's credentials.
+    name: `url:${redactUrlCredentials(url)}`,
     watchPath: null,
     nextDelay: () => nextPollDelay(failures, random),
     lastError: () => error,

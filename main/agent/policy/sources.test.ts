@@ -161,3 +161,13 @@ test("the-remote-source-sends-its-etag-and-a-304-returns-the-document-it-has", a
   const failed = await pollOnce("https://x", null, () => Promise.reject(new Error("ECONNREFUSED")));
   assert.deepEqual(failed, { kind: "failed", error: "ECONNREFUSED" });
 });
+
+test("a-remote-sources-name-and-errors-never-carry-the-urls-credentials", async () => {
+  const url = "https://alice:hunter2@policy.example/p.json?X-Amz-Signature=deadbeef&v=1";
+  const failing = (): Promise<Response> => Promise.reject(new TypeError(`Failed to parse URL from ${url}`));
+  const src = remoteSource(url, failing, NO_JITTER);
+  assert.equal(src.name, "url:https://[redacted]@policy.example/p.json?X-Amz-Signature=[redacted]&v=1");
+  const r = await pollOnce(url, null, failing);
+  assert.match(JSON.stringify(r), /"kind":"failed"/);
+  assert.doesNotMatch(JSON.stringify(r), /hunter2|deadbeef|alice/);
+});

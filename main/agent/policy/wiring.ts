@@ -8,6 +8,7 @@ import { ATTR, EVENT } from "../../core/telemetry/names.ts";
 import { CommandRefused } from "../control-server.ts";
 import type { Logger } from "../log.ts";
 import { PolicyManager, PrefRefused } from "./policy-manager.ts";
+import { readSecretFile, SecretError } from "../secrets.ts";
 import { remoteSource } from "./remote.ts";
 import { LINUX_TRUSTED_KEYS_DIR, platformSource, type PolicySource } from "./sources.ts";
 
@@ -15,7 +16,28 @@ export interface PolicyFlags {
   /** The managed-policy file (Linux, macOS); the platform's location when absent. */
   policyFile?: string;
   trustedKeysDir?: string;
-  policyUrl?: string;
+  /**
+   * A root-owned file (mode 0600) holding the remote policy URL. Never the URL itself on the command line: every
+   * local user can read a process's argv, and the URL may carry credentials or a signed query.
+   */
+  policyUrlFile?: string;
+}
+
+/** The remote policy URL out of its file; throws an error naming the file (never the URL) when it is unusable. */
+export function readPolicyUrl(file: string): string {
+  const text = readSecretFile(file, "--policy-url-file");
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new SecretError("--policy-url-file", `${file} does not hold a URL (one line: https://...)`);
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:")
+    throw new SecretError(
+      "--policy-url-file",
+      `${file}: the policy URL must be https:// (or http://), not ${url.protocol}`,
+    );
+  return text;
 }
 
 export function createPolicyManager(
@@ -25,7 +47,7 @@ export function createPolicyManager(
   log: Logger,
 ): PolicyManager {
   const sources: PolicySource[] = [platformSource(process.platform, flags.policyFile)];
-  if (flags.policyUrl !== undefined) sources.push(remoteSource(flags.policyUrl));
+  if (flags.policyUrlFile !== undefined) sources.push(remoteSource(readPolicyUrl(flags.policyUrlFile)));
   return new PolicyManager({
     base,
     stateDir,

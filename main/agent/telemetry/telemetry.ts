@@ -47,6 +47,7 @@ import type { TelemetryStatus } from "../../core/telemetry/status.ts";
 import { ReachabilityChecker } from "./reachability.ts";
 import { Spool, type SpoolKind } from "./spool.ts";
 import { SpoolSender, type Post } from "./sender.ts";
+import { redactUrlsDeep } from "../../core/diag/redact.ts";
 
 /** Events are batched for a second: a failover's burst (state, race, failover) becomes one request. */
 export const LOG_BATCH_DELAY_MS = 1000;
@@ -338,8 +339,9 @@ export class Telemetry {
       eventName: name,
       severityNumber: severity,
       severityText: severity >= SeverityNumber.WARN ? "WARN" : "INFO",
-      body: JSON.stringify(body),
-      attributes: { [ATTR.eventName]: name, ...attrs },
+      // Bodies carry endpoints, locations and error texts: never a URL's credentials.
+      body: JSON.stringify(redactUrlsDeep(body)),
+      attributes: redactUrlsDeep({ [ATTR.eventName]: name, ...attrs }) as Attributes,
     });
   }
 

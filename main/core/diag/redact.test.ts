@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { base64ToHex, isPublicIpv4, isPublicIpv6, Redactor, secretEnvValues } from "./redact.ts";
+import {
+  base64ToHex,
+  isPublicIpv4,
+  isPublicIpv6,
+  Redactor,
+  redactUrlCredentials,
+  redactUrlsDeep,
+  secretEnvValues,
+} from "./redact.ts";
 
 const WG_KEY = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
 
@@ -108,4 +116,64 @@ test("secret-looking-environment-values-are-collected", () => {
     secretEnvValues({ PATH: "/usr/bin", DETOUR_API_TOKEN: "t0ken-value", MY_PASSWORD: "pw", HOME: "/root" }),
     ["t0ken-value", "pw"],
   );
+});
+
+test("credentials-in-any-url-are-redacted-user-info-and-signed-or-token-query-values", () => {
+  const cases: [string, string][] = [
+    [
+      "fetch https://alice:hunter2@policy.example/p.json failed",
+      "fetch https://[redacted]@policy.example/p.json failed",
+    ],
+    ["url:https://tok3n@policy.example/p.json", "url:https://[redacted]@policy.example/p.json"],
+    [
+      "https://b.s3.amazonaws.com/p.json?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA123%2F2026&X-Amz-Signature=abcdef0123&X-Amz-Security-Token=Fwo",
+      "https://b.s3.amazonaws.com/p.json?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=[redacted]&X-Amz-Signature=[redacted]&X-Amz-Security-Token=[redacted]",
+    ],
+    [
+      '"https://acct.blob.core.windows.net/c/p.json?sv=2024&sp=r&sig=Zm9v%3D"',
+      '"https://acct.blob.core.windows.net/c/p.json?sv=2024&sp=r&sig=[redacted]"',
+    ],
+    [
+      "http://p.example/x?token=ab&key=k&api_key=z&access_token=q&page=2#frag",
+      "http://p.example/x?token=[redacted]&key=[redacted]&api_key=[redacted]&access_token=[redacted]&page=2#frag",
+    ],
+    ["no url here: token-ish words stay", "no url here: token-ish words stay"],
+    ["https://policy.example/p.json?version=3", "https://policy.example/p.json?version=3"],
+  ];
+  for (const [input, want] of cases) assert.equal(redactUrlCredentials(input), want);
+  const r = new Redactor();
+  const out = r.text("GET https://u:p@x.example/a?sig=s3cr3t done");
+  assert.equal(out, "GET https://[redacted]@x.example/a?sig=[redacted] done");
+  assert.equal(r.report().removed.token, 2, "bundles count them as tokens");
+});
+
+test("short-known-secrets-are-removed-as-whole-words-and-short-token-values-too", () => {
+  const r = new Redactor({ knownSecrets: ["4711", "pw9"] });
+  const out = r.text("pin 4711 given; serial 47110 and t=14711 stay; pw9 was typed; token=ab psk: x1");
+  assert.equal(
+    out,
+    "pin [removed:known-secret] given; serial 47110 and t=14711 stay; [removed:known-secret] was typed; token=[removed:token] psk: [removed:preshared-key]",
+  );
+});
+
+test("url-credentials-are-redacted-in-every-string-of-a-json-value-and-nothing-else-changes", () => {
+  const value = {
+    telemetry: {
+      export: { endpoint: "https://c.example/v1?token=t0k", lastError: "POST https://u:p@c.example failed" },
+    },
+    list: ["https://x.example/?sig=zz", 3, null, true],
+    ["https://k:v@key.example"]: "key",
+    plain: "no url",
+  };
+  assert.deepEqual(redactUrlsDeep(value), {
+    telemetry: {
+      export: {
+        endpoint: "https://c.example/v1?token=[redacted]",
+        lastError: "POST https://[redacted]@c.example failed",
+      },
+    },
+    list: ["https://x.example/?sig=[redacted]", 3, null, true],
+    ["https://[redacted]@key.example"]: "key",
+    plain: "no url",
+  });
 });

@@ -49,7 +49,10 @@ export interface RedactorOptions {
   userNames?: readonly string[];
 }
 
-/** Known secrets shorter than this are not searched for: "1" or "yes" would shred the bundle and protect nothing. */
+/**
+ * Known secrets at least this long are removed wherever they occur; shorter ones (a PIN, a short password) only
+ * where they stand as a whole word, so "1234" goes but the "1234" inside a timestamp stays.
+ */
 const MIN_KNOWN_SECRET_LENGTH = 6;
 /** Field names that look secret but hold public identities or flags: kept, since helpdesk needs them. */
 const PUBLIC_FIELD =
@@ -90,7 +93,7 @@ const RULES: readonly Rule[] = [
   { cls: "preshared-key", re: new RegExp(`(preshared_key=)(${HEX_KEY})`, "g"), group: 2 },
   { cls: "private-key", re: new RegExp(`(private.?key["']?\\s*[:=]\\s*["']?)(${B64_KEY})`, "gi"), group: 2 },
   { cls: "preshared-key", re: new RegExp(`(preshared.?key["']?\\s*[:=]\\s*["']?)(${B64_KEY})`, "gi"), group: 2 },
-  { cls: "preshared-key", re: /(\b(?:psk|secret)["']?\s*[:=]\s*["']?)([^\s"',;{}[\]]{4,})/gi, group: 2 },
+  { cls: "preshared-key", re: /(\b(?:psk|secret)["']?\s*[:=]\s*["']?)([^\s"',;{}[\]]{1,})/gi, group: 2 },
   { cls: "password", re: /(\b(?:password|passwd|passphrase|pwd)["']?\s*[:=]\s*["']?)([^\s"',;{}[\]]{1,})/gi, group: 2 },
   { cls: "cookie", re: /(\bwebvpn=)([^\s;"',]+)/gi, group: 2 },
   { cls: "cookie", re: /(\b(?:COOKIE|webvpn_cookie)["']?\s*[:=]\s*["']?)([^\s"';,]+)/g, group: 2 },
@@ -99,7 +102,7 @@ const RULES: readonly Rule[] = [
   { cls: "token", re: /(\bbearer\s+)([A-Za-z0-9._~+/=-]{8,})/gi, group: 2 },
   {
     cls: "token",
-    re: /(\b(?:[a-z_]*token|api[_-]?key|x-api-key)["']?\s*[:=]\s*["']?)([^\s"',;{}[\]]{4,})/gi,
+    re: /(\b(?:[a-z_]*token|api[_-]?key|x-api-key)["']?\s*[:=]\s*["']?)([^\s"',;{}[\]]{1,})/gi,
     group: 2,
   },
 ];
@@ -212,9 +215,14 @@ export class Redactor {
 
   constructor(opts: RedactorOptions = {}) {
     const known = new Set<string>();
+    const short = new Set<string>();
     for (const raw of opts.knownSecrets ?? []) {
       const v = raw.trim();
-      if (v.length < MIN_KNOWN_SECRET_LENGTH) continue;
+      if (v.length === 0) continue;
+      if (v.length < MIN_KNOWN_SECRET_LENGTH) {
+        short.add(v);
+        continue;
+      }
       known.add(v);
       // A WireGuard key is read in base64 but crosses UAPI in hex; a JSON writer escapes slashes and quotes.
       const hex = /^[A-Za-z0-9+/]{43}=$/.test(v) ? base64ToHex(v) : null;
@@ -225,9 +233,14 @@ export class Redactor {
       for (const line of v.split(/\r?\n/)) if (line.trim().length >= 16) known.add(line.trim());
     }
     // Longest first, so a value containing a shorter secret is removed whole.
-    this.#known = [...known]
-      .sort((a, b) => b.length - a.length)
-      .map((value) => ({ value, re: new RegExp(escapeRe(value), "gi") }));
+    this.#known = [
+      ...[...known]
+        .sort((a, b) => b.length - a.length)
+        .map((value) => ({ value, re: new RegExp(escapeRe(value), "gi") })),
+      ...[...short]
+        .sort((a, b) => b.length - a.length)
+        .map((value) => ({ value, re: new RegExp(`(?<![A-Za-z0-9])${escapeRe(value)}(?![A-Za-z0-9])`, "g") })),
+    ];
     const users = [
       ...new Set(
         (opts.userNames ?? [])
@@ -259,7 +272,9 @@ export class Redactor {
 
   /** Redacts one text: secrets removed first (they may contain anything), then pseudonyms. */
   text(input: string): string {
-    let s = input;
+    let s = redactUrlCredentials(input, () => {
+      this.#removed.token += 1;
+    });
     for (const k of this.#known) {
       s = s.replace(k.re, () => {
         this.#removed["known-secret"] += 1;
@@ -346,6 +361,72 @@ export class Redactor {
     };
   }
 }
+
+// ---- URLs ----
+
+/** A URL in free text: scheme, "://", then everything up to white space, a quote or an angle bracket. */
+const URL_IN_TEXT = /\b[A-Za-z][A-Za-z0-9+.-]{0,31}:\/\/[^\s"'<>`]+/g;
+/**
+ * Query parameters that carry credentials: signed-URL signatures and credentials (S3's X-Amz-*, GCS's X-Goog-*,
+ * Azure SAS's sig), tokens, keys, passwords, OAuth codes. Matched on the whole name, case-insensitively.
+ */
+const SECRET_QUERY_PARAM =
+  /^(x-amz-(signature|credential|security-token)|x-goog-(signature|credential)|sig|signature|.*token|.*secret|(api|access|private|client)?[_-]?key|apikey|auth|authorization|pass(word)?|pwd|code|credentials?|session(id)?|sid)$/i;
+
+/** One URL with its user info and secret query values replaced by "[redacted]"; `onHit` counts replacements. */
+function redactOneUrl(url: string, onHit: () => void): string {
+  let out = url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^/?#@]*)@/, (_whole, scheme: string) => {
+    onHit();
+    return `${scheme}[redacted]@`;
+  });
+  const q = out.search(/[?#]/);
+  if (q < 0) return out;
+  const head = out.slice(0, q);
+  const tail = out
+    .slice(q)
+    .replace(/([?&#;])([^=&#;]+)=([^&#;]*)/g, (whole, sep: string, name: string, value: string) => {
+      let decoded = name;
+      try {
+        decoded = decodeURIComponent(name);
+      } catch {
+        // a malformed escape: judge the name as written
+      }
+      if (!SECRET_QUERY_PARAM.test(decoded) || value === "" || value === "[redacted]") return whole;
+      onHit();
+      return `${sep}${name}=[redacted]`;
+    });
+  out = head + tail;
+  return out;
+}
+
+/**
+ * Removes credentials from every URL in `text`: user info ("https://user:pass@host" becomes
+ * "https://[redacted]@host") and the values of query parameters that carry them (X-Amz-Signature, sig, token,
+ * key, ...). Used for logs, status, telemetry and bundles alike. `onHit` is called once per replacement.
+ */
+export function redactUrlCredentials(text: string, onHit: () => void = () => undefined): string {
+  if (!text.includes("://")) return text;
+  return text.replace(URL_IN_TEXT, (url) => redactOneUrl(url, onHit));
+}
+
+/**
+ * A JSON-shaped value with redactUrlCredentials applied to every string in it (keys included), for what crosses a
+ * boundary as data: control replies and events (status shows endpoints and errors), telemetry records. Values
+ * without a URL are returned as they are; past `MAX_URL_SCRUB_DEPTH` levels a value is replaced, not walked.
+ */
+export function redactUrlsDeep(value: unknown, depth = 0): unknown {
+  if (typeof value === "string") return redactUrlCredentials(value);
+  if (value === null || typeof value !== "object") return value;
+  if (depth > MAX_URL_SCRUB_DEPTH) return "[removed:too-deep]";
+  if (Array.isArray(value)) return value.map((v) => redactUrlsDeep(v, depth + 1));
+  if (typeof (value as { toJSON?: unknown }).toJSON === "function") return value; // a Secret prints as [redacted]
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>))
+    out[redactUrlCredentials(k)] = redactUrlsDeep(v, depth + 1);
+  return out;
+}
+/** Control replies and telemetry records are a few levels deep; 64 is far past them and bounds the walk. */
+const MAX_URL_SCRUB_DEPTH = 64;
 
 /** `{file}` or `{env}` alone: where a secret lives, not the secret. */
 function isSecretRef(v: unknown): boolean {

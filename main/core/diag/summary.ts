@@ -366,12 +366,12 @@ export function renderSummaryHtml(m: SummaryModel): string {
       : `<p class="note">Redacted: ${
           Object.entries(red.removed)
             .filter(([, n]) => n > 0)
-            .map(([k, n]) => `${n} ${k}`)
+            .map(([k, n]) => `${n} ${escapeHtml(k)}`)
             .join(", ") || "no secrets found"
         }; pseudonymised: ${
           Object.entries(red.pseudonymised)
             .filter(([, n]) => n > 0)
-            .map(([k, n]) => `${n} ${k}`)
+            .map(([k, n]) => `${n} ${escapeHtml(k)}`)
             .join(", ") || "nothing"
         }. See redaction-report.json.</p>`;
   return `<!doctype html>
