@@ -68,6 +68,9 @@ test("the-connected-share-counts-healthy-time-and-leaves-out-the-recovery-grace"
   // 0-1000 and the part of 2000-(grace+5000) after 1000+grace are owed.
   assert.equal(r.owedMs, 1000);
   assert.equal(r.connectedWhileOwedMs, 1000);
+  assert.deepEqual(r.notConnectedOwedMs, {});
+  const stuck = connectedShare([sample(0, "racing"), sample(3000, null), sample(4000, "connected")], []);
+  assert.deepEqual(stuck.notConnectedOwedMs, { racing: 3000, unanswered: 1000 });
 });
 
 test("connected-while-the-probe-stream-is-dead-is-a-violation-past-the-limit", () => {

@@ -6,9 +6,11 @@
 import { GATEWAY_NAMES, type GatewayName } from "./topology.ts";
 import type { BlockedProto } from "./chaos-schedule.ts";
 
-/** After a fault fires, detourd gets this long to be connected again before the time counts against it:
- * detection (about a second), a race that may walk to the TLS leg (its 5 s leg deadline) and a loaded 2-core box. */
-export const RECOVERY_GRACE_MS = 10_000;
+/**
+ * After a fault fires, detourd gets this long to be connected again before the time counts against it: detection
+ * (0.3 s dead verdict, 5 s for a brownout) and a failover to the standby or a race (its legs' 5 s deadline).
+ */
+export const RECOVERY_GRACE_MS = 5_000;
 /** Connected by detourd's own account while the probe stream through the tunnel got no reply for longer than this
  * is a lie a user would notice; the monitor declares a dead leg well within it. */
 export const PROBE_DEAD_LIMIT_MS = 4_000;
@@ -71,6 +73,8 @@ export interface ShareReport {
   /** The same, leaving out RECOVERY_GRACE_MS after each fault (the time a failover or restart is allowed). */
   owedMs: number;
   connectedWhileOwedMs: number;
+  /** Where the owed time that was not connected went: detourd's state, or "unanswered". */
+  notConnectedOwedMs: Record<string, number>;
 }
 
 function inAny(t: number, ivs: readonly Interval[]): boolean {
@@ -80,7 +84,13 @@ function inAny(t: number, ivs: readonly Interval[]): boolean {
 /** Each sample stands for the time until the next one; the last one for nothing. */
 export function connectedShare(samples: readonly StatusSample[], faultTimes: readonly number[]): ShareReport {
   const grace = faultTimes.map((t) => ({ from: t, to: t + RECOVERY_GRACE_MS }));
-  const r: ShareReport = { healthyMs: 0, connectedWhileHealthyMs: 0, owedMs: 0, connectedWhileOwedMs: 0 };
+  const r: ShareReport = {
+    healthyMs: 0,
+    connectedWhileHealthyMs: 0,
+    owedMs: 0,
+    connectedWhileOwedMs: 0,
+    notConnectedOwedMs: {},
+  };
   for (let i = 0; i + 1 < samples.length; i++) {
     const s = samples[i];
     const next = samples[i + 1];
@@ -92,6 +102,10 @@ export function connectedShare(samples: readonly StatusSample[], faultTimes: rea
     if (!inAny(s.at, grace)) {
       r.owedMs += dt;
       if (connected) r.connectedWhileOwedMs += dt;
+      else {
+        const where = s.answered ? (s.state ?? "unknown") : "unanswered";
+        r.notConnectedOwedMs[where] = (r.notConnectedOwedMs[where] ?? 0) + dt;
+      }
     }
   }
   return r;

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { KILLSWITCH_TABLE } from "../../native/platform/firewall.linux.ts";
-import { agentPaths, agentStart, agentStop } from "./agent.ts";
+import { agentLogs, agentPaths, agentStart, agentStop } from "./agent.ts";
 import {
   connectedButDead,
   connectedShare,
@@ -68,6 +68,8 @@ const CONNECT_WITHIN_MS = 30_000;
 const DISCONNECT_WITHIN_MS = 10_000;
 /** A restarted detourd that cannot start is tried this many times before the soak gives up. */
 const RESTART_TRIES = 3;
+/** detourd loads through tsx (about a second, more on a loaded box) before it answers on its socket. */
+const RESTART_ANSWER_WITHIN_MS = 20_000;
 const WITNESS_TABLE = "detour_leak_witness";
 const ENGINE_COMMANDS = ["wireguard-go", "charon-systemd", "openconnect"];
 
@@ -247,6 +249,8 @@ class Soak {
   last: Status | null = null;
   #ctl: ControlClient | null = null;
   #restarting: Promise<void> | null = null;
+  /** Set after RESTART_TRIES failed restarts in a row: the soak then runs on without a daemon and says so. */
+  gaveUp = false;
   #reportedDeaths = new Set<number>();
 
   constructor(
@@ -306,27 +310,59 @@ class Soak {
       this.daemonDown = true;
       this.dropControl();
       try {
-        for (let i = 1; i <= RESTART_TRIES; i++) {
+        for (let i = 1; i <= RESTART_TRIES && !this.gaveUp; i++) {
+          let failure: string;
           try {
             const a = await agentStart(this.opts.id, { keepWorkDir: true });
             this.pid = a.pid;
             this.pidSince = Date.now();
             this.restarts++;
-            await this.askConnect();
-            this.log(`detourd restarted (${why}) as pid ${a.pid}`);
-            return;
+            failure = await this.connectWhenAnswering(a.pid);
+            if (failure === "") {
+              this.log(`detourd restarted (${why}) as pid ${a.pid}`);
+              return;
+            }
           } catch (e) {
-            this.violate("restart-failed", `detourd restart ${i}/${RESTART_TRIES} after ${why} failed: ${String(e)}`);
-            await agentStop(this.opts.id).catch(() => undefined);
-            await sleep(2_000);
+            failure = String(e);
           }
+          this.violate(
+            "restart-failed",
+            `detourd restart ${i}/${RESTART_TRIES} after ${why} failed: ${failure}; log tail: ${agentLogs(this.opts.id, 5).slice(-600)}`,
+          );
+          await agentStop(this.opts.id).catch(() => undefined);
+          await sleep(1_000);
         }
+        this.gaveUp = true;
+        this.violate(
+          "restart-gave-up",
+          `detourd could not be restarted ${RESTART_TRIES} times in a row; the soak stops restarting it`,
+        );
       } finally {
         this.daemonDown = false;
         this.#restarting = null;
       }
     })();
     return this.#restarting;
+  }
+
+  /**
+   * agentStart returns once the socket file exists, and a SIGKILLed detourd leaves its socket file behind: so
+   * connect is asked until the new daemon answers (bounded). Returns "" on success, else why it failed.
+   */
+  async connectWhenAnswering(pid: number): Promise<string> {
+    const until = Date.now() + RESTART_ANSWER_WITHIN_MS;
+    let last = "no attempt";
+    for (let k = 0; k < RESTART_ANSWER_WITHIN_MS / 200 && Date.now() < until; k++) {
+      if (!isAlive(pid)) return `pid ${pid} exited during start-up (${last})`;
+      try {
+        await this.askConnect();
+        return "";
+      } catch (e) {
+        last = String(e);
+        await sleep(200);
+      }
+    }
+    return `no answer within ${RESTART_ANSWER_WITHIN_MS} ms (${last})`;
   }
 
   async monitor(signal: AbortSignal): Promise<void> {
@@ -358,7 +394,13 @@ class Soak {
           }
         }
       }
-      if (!this.daemonDown && this.pid > 0 && !isAlive(this.pid) && !this.#reportedDeaths.has(this.pid)) {
+      if (
+        !this.daemonDown &&
+        !this.gaveUp &&
+        this.pid > 0 &&
+        !isAlive(this.pid) &&
+        !this.#reportedDeaths.has(this.pid)
+      ) {
         this.#reportedDeaths.add(this.pid);
         this.violate("detourd-exited", `detourd (pid ${this.pid}) exited on its own`);
         void this.restart("it exited on its own");
@@ -507,6 +549,7 @@ class Soak {
 
   flushedAt: number | null = null;
   resolvExpected = false;
+  originalResolvConf = "";
 
   resolve(t: GatewayTarget): GatewayName {
     if (t !== "active") return t;
@@ -612,8 +655,9 @@ class Soak {
       }
       case "overwrite-resolv-conf": {
         const path = `/etc/netns/${this.topo.client.ns}/resolv.conf`;
-        // In place, as a network manager writing the file does; same resolver as the lab's original.
-        writeFileSync(path, `# written by a network manager\nnameserver ${this.topo.dns.address}\n`);
+        // In place, as a network manager writing the file does, with the network's own settings (the text it had
+        // before detourd first started), so the end-of-run comparison does not depend on which copy detourd keeps.
+        writeFileSync(path, this.originalResolvConf);
         return "resolv.conf overwritten";
       }
     }
@@ -705,6 +749,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const before = await snapshot(topo, id, probe.pid);
     soak = new Soak(opts, probe);
     const s = soak;
+    s.originalResolvConf = readFileSync(`/etc/netns/${topo.client.ns}/resolv.conf`, "utf8");
     const a = await agentStart(id);
     s.pid = a.pid;
     s.pidSince = Date.now();
@@ -803,6 +848,9 @@ export function renderReport(r: ChaosReport, t0: number): string {
   const longest = [...r.rss].sort((a, b) => b.spanMs - a.spanMs)[0];
   const drift = longest === undefined ? null : ((longest.lastKiB - longest.firstKiB) / longest.firstKiB) * 100;
   const yes = (b: boolean): string => (b ? "yes" : "**no**");
+  const gaps = Object.entries(r.share.notConnectedOwedMs).sort((a, b) => b[1] - a[1]);
+  const owedGap =
+    gaps.length === 0 ? "" : ` (not connected: ${gaps.map(([k, v]) => `${k} ${(v / 1000).toFixed(1)} s`).join(", ")})`;
   const md = [
     `# Chaos soak: ${(r.durationMs / 60_000).toFixed(1)} minutes, seed ${r.seed}${r.interrupted ? " (INTERRUPTED)" : ""}`,
     "",
@@ -811,7 +859,7 @@ export function renderReport(r: ChaosReport, t0: number): string {
     "| measure | value | goal | met |",
     "|---|---:|---|---|",
     `| connected while at least one gateway was healthy | ${r.connectedPct.toFixed(2)} % of ${(r.share.healthyMs / 1000).toFixed(0)} s | - | - |`,
-    `| same, leaving out ${RECOVERY_GRACE_MS / 1000} s of recovery after each fault | ${r.connectedOwedPct.toFixed(2)} % of ${(r.share.owedMs / 1000).toFixed(0)} s | >= 99.5 % | ${yes(r.connectedOwedPct >= 99.5)} |`,
+    `| same, leaving out ${RECOVERY_GRACE_MS / 1000} s of recovery after each fault${owedGap} | ${r.connectedOwedPct.toFixed(2)} % of ${(r.share.owedMs / 1000).toFixed(0)} s | >= 99.5 % | ${yes(r.connectedOwedPct >= 99.5)} |`,
     `| packets to corp that left outside a tunnel | ${r.leaked} | 0 | ${yes(r.leaked === 0)} |`,
     `| failovers (distinct failover records) | ${r.failovers} | >= ${r.failoversGoal} | ${yes(r.failovers >= r.failoversGoal)} |`,
     `| invariant violations | ${r.violations.length} | 0 | ${yes(r.violations.length === 0)} |`,
