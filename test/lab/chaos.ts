@@ -143,9 +143,10 @@ function cmdline(pid: number): string {
 }
 
 async function nsPids(ns: string): Promise<number[]> {
-  return lines(await out(["ip", "netns", "pids", ns]))
-    .map(Number)
-    .filter((p) => Number.isInteger(p) && isAlive(p));
+  // `ip netns pids` may list a process once per namespace reference it finds: each pid counts once.
+  return [...new Set(lines(await out(["ip", "netns", "pids", ns])).map(Number))].filter(
+    (p) => Number.isInteger(p) && isAlive(p),
+  );
 }
 
 /** What a stray leftover looks like in the client namespace: processes, links, addresses, rules, routes, nft, DNS. */
