@@ -84,7 +84,8 @@ async function main(argv: string[]): Promise<number> {
 
 main(process.argv.slice(2)).then(
   (code) => {
-    process.exitCode = code;
+    // A suite that was interrupted (Ctrl-C) set its own exit code after writing its partial table.
+    process.exitCode ??= code;
   },
   (e: unknown) => {
     console.error(`bench: ${e instanceof Error ? e.message : String(e)}`);

@@ -58,6 +58,8 @@ export async function benchChaos(
       },
       artifactsDir: join(REPO_ROOT, "bench-out"),
     });
+    // The partial table is still written; the exit code says it is partial, as a shell's Ctrl-C would.
+    if (r.interrupted) process.exitCode = 130;
     const { markdown, ...rows } = r;
     return { rows, markdown };
   } finally {
