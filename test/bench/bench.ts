@@ -3,6 +3,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { assertLabCanRun } from "../lab/preflight.ts";
 import { REPO_ROOT } from "../lab/services.ts";
+import { benchChaos } from "./chaos.ts";
 import { benchConnect, benchFailover } from "./connect.ts";
 import { benchCompare } from "./compare.ts";
 import { benchDiag } from "./diag.ts";
@@ -22,6 +23,7 @@ const SUITES: Record<string, { run: Suite; takesOptions: boolean }> = {
   compare: { run: benchCompare, takesOptions: true },
   diag: { run: benchDiag, takesOptions: false },
   telemetry: { run: benchTelemetry, takesOptions: true },
+  chaos: { run: benchChaos, takesOptions: true },
 };
 
 /** Splits argv into suite names and options; `--runs N` is the bench's own (a quick run may go below ten). */
@@ -82,7 +84,8 @@ async function main(argv: string[]): Promise<number> {
 
 main(process.argv.slice(2)).then(
   (code) => {
-    process.exitCode = code;
+    // A suite that was interrupted (Ctrl-C) set its own exit code after writing its partial table.
+    process.exitCode ??= code;
   },
   (e: unknown) => {
     console.error(`bench: ${e instanceof Error ? e.message : String(e)}`);

@@ -40,7 +40,7 @@ export function agentRunning(id: string): AgentInfo | null {
 /** Starts detourd in the client namespace and waits until its control socket answers to connect attempts. */
 export async function agentStart(
   id: string,
-  opts: { connect?: boolean; extraArgs?: string[] } = {},
+  opts: { connect?: boolean; extraArgs?: string[]; keepWorkDir?: boolean } = {},
 ): Promise<AgentInfo> {
   const state = loadState(id);
   const topo = labTopology(id);
@@ -50,7 +50,8 @@ export async function agentStart(
       `detourd already runs in lab "${id}" (pid ${running.pid}); run \`npm run lab -- agent stop\` first`,
     );
   const p = agentPaths(id);
-  rmSync(p.workDir, { recursive: true, force: true });
+  // A restart after a crash keeps the work folder, as a service manager would: what the dead daemon left is there.
+  if (opts.keepWorkDir !== true) rmSync(p.workDir, { recursive: true, force: true });
   mkdirSync(p.workDir, { recursive: true, mode: 0o700 });
   const argv = [
     join(REPO_ROOT, "bin", "detourd"),
