@@ -25,7 +25,7 @@ import type { Refusals, RefusedInput } from "../core/net/refusals.ts";
 import type { LockdownStateReport } from "../core/lockdown-state.ts";
 import type { KillSwitchStatus } from "../core/killswitch.ts";
 import type { ConnectPayload } from "../core/protocol/messages.ts";
-import type { DaemonInfo } from "../core/protocol/messages.ts";
+import type { DaemonInfo, DnsStatus } from "../core/protocol/messages.ts";
 import type { TelemetryStatus } from "../core/telemetry/status.ts";
 import { atomicWriteFailures } from "../shared/atomic-write.ts";
 import type { CandidateRefresh } from "./candidate-refresh.ts";
@@ -92,9 +92,16 @@ export interface ControlParts {
   lockdownState(): LockdownStateReport;
   /** What the start-up reclaim did and how the ownership record's writes fare (status). */
   ownership?: {
-    readonly reclaimed: { removed: string[]; failed: string[]; recordError: string | null };
+    readonly reclaimed: {
+      removed: string[];
+      failed: string[];
+      recordError: string | null;
+      previousConnectIntent: boolean;
+    };
     readonly writeFailures: number;
     readonly lastWriteError: string | null;
+    /** Whether a connection is wanted, for a successor after a crash (ownership.ts). */
+    setConnectIntent(wanted: boolean): void;
   };
   log: Logger;
 }
@@ -108,6 +115,7 @@ export type DaemonStatus = ConnectionSnapshot & {
   refused: RefusedInput[];
   lockdownState: LockdownStateReport;
   killSwitch: KillSwitchStatus;
+  dns: DnsStatus;
 };
 
 /** The active leg's in-tunnel numbers over the health window. */
@@ -167,6 +175,7 @@ export class ControlFacade {
       refused: p.refusals.list(),
       lockdownState: p.lockdownState(),
       killSwitch: p.dataPlane.killSwitchStatus(),
+      dns: p.dataPlane.dnsStatus(),
     };
   }
 
@@ -262,17 +271,21 @@ export class ControlFacade {
    */
   async connect(): Promise<ConnectPayload> {
     const p = this.#p;
-    p.dataPlane.refreshKillSwitch("resolving");
-    const inForce = new Promise<void>((resolve) => {
-      p.dataPlane.op(() => {
-        resolve();
-        return Promise.resolve();
+    let inForce: Promise<void> = Promise.resolve();
+    await p.dataPlane.whileConnectPending(async () => {
+      p.dataPlane.refreshKillSwitch("resolving");
+      inForce = new Promise<void>((resolve) => {
+        p.dataPlane.op(() => {
+          resolve();
+          return Promise.resolve();
+        });
       });
+      p.dataPlane.stage();
+      // Which network this is decides which leg goes first.
+      await p.networkMemory.settleForConnect();
+      p.loop.dispatch({ type: "connect", now: p.loop.now() });
     });
-    p.dataPlane.stage();
-    // Which network this is decides which leg goes first.
-    await p.networkMemory.settleForConnect();
-    p.loop.dispatch({ type: "connect", now: p.loop.now() });
+    p.ownership?.setConnectIntent(true);
     await inForce;
     return { killSwitch: p.dataPlane.killSwitchStatus() };
   }
@@ -312,6 +325,7 @@ export class ControlFacade {
       reclaimed: o?.reclaimed.removed.slice(0, RECOVERY_LIST_MAX) ?? [],
       reclaimFailed: o?.reclaimed.failed.slice(0, RECOVERY_LIST_MAX) ?? [],
       recordError: o?.reclaimed.recordError ?? null,
+      resumedConnection: o?.reclaimed.previousConnectIntent ?? false,
       recordWriteFailures: o?.writeFailures ?? 0,
       lastRecordWriteError: o?.lastWriteError ?? null,
       faults: this.#faults,
@@ -339,6 +353,7 @@ export class ControlFacade {
   disconnect(): void {
     const p = this.#p;
     p.loop.dispatch({ type: "disconnect", now: p.loop.now() });
+    p.ownership?.setConnectIntent(false);
     // The next connect may be on another network (a laptop moves while disconnected).
     p.loop.track(p.networkMemory.refresh(p.dataPlane.settled()));
   }

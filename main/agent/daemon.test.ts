@@ -440,3 +440,42 @@ test("without-the-local-networks-an-address-from-dns-is-refused-not-trusted", as
   assert.ok(r.logs.some((l) => l.level === "error" && /local networks could not be read/.test(l.msg)));
   await r.control.shutdown();
 });
+
+test("a-refresh-while-a-connect-waits-for-the-network-keeps-the-kill-switch-the-connect-put-in-force", async () => {
+  const r = await rig({ gw1: { connectMs: 120 }, gw2: { connectMs: 150 } });
+  const before = r.world.calls.length;
+  const answer = r.control.connect();
+  // A discovery round ends while the connect waits for the network's identity (the machine still "disconnected").
+  r.control.refreshKillSwitch();
+  await answer;
+  await r.connected("gw1");
+  const modes = r.world.calls
+    .slice(before)
+    .filter((c) => c.step === "firewall.killSwitch")
+    .map((c) => c.detail);
+  assert.ok(modes.length > 0 && !modes.includes("off"), `never lifted once connect put it in: ${modes.join(", ")}`);
+  await r.control.shutdown();
+});
+
+test("a-resolv-conf-rewritten-by-other-software-while-connected-is-put-back-and-counted", async () => {
+  const r = await rig({ gw1: { connectMs: 120 }, gw2: { connectMs: 150 } });
+  void r.control.connect();
+  await r.connected("gw1");
+  assert.ok(r.world.dnsWatch !== null, "the tunnel's resolv.conf is watched while connected");
+  // A network manager renews its lease and writes the network's resolver.
+  r.world.dnsServers = ["192.168.1.1"];
+  const watch = r.world.dnsWatch;
+  watch();
+  await r.clock.until(() => r.control.status().dns.reassertions === 1, 1_000);
+  assert.deepEqual(r.world.dnsServers, ["198.19.0.53"], "the tunnel's resolvers are back at once");
+  // A rewrite the watch misses is caught by the periodic check.
+  r.world.dnsServers = ["192.168.1.1"];
+  await r.clock.until(() => r.control.status().dns.reassertions === 2, 20_000);
+  assert.deepEqual(r.world.dnsServers, ["198.19.0.53"]);
+  r.control.disconnect();
+  await r.clock.until(() => r.state() === "disconnected", 10_000);
+  await r.clock.until(() => r.world.dnsWatch === null, 5_000);
+  assert.equal(r.world.dnsWatch, null, "nothing is watched once the network's resolvers are back");
+  assert.equal(r.control.status().dns.managed, false);
+  await r.control.shutdown();
+});

@@ -170,6 +170,13 @@ export class Daemon {
         reportKillSwitch: (change, status, detail) => {
           this.#events.announce({ type: "kill-switch", at: this.#clock.wall(), change, status, detail });
         },
+        reportDns: (change, status, detail) => {
+          this.#telemetry.current?.emitEvent(
+            "detour.dns.reasserted",
+            { change, detail, reassertions: status.reassertions, lastError: status.lastError },
+            { change, failed: change === "failed" },
+          );
+        },
       },
       platform,
       { resolvConf: opts.resolvConf, stateDir: opts.stateDir },

@@ -19,8 +19,9 @@ import {
   type KillSwitchStatus,
 } from "../core/killswitch.ts";
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
-import type { DnsFiles, Platform, RouteEntry } from "../../native/platform/platform.ts";
-import type { Clock } from "./clock.ts";
+import type { DnsFiles, DnsSettings, Platform, RouteEntry } from "../../native/platform/platform.ts";
+import type { DnsStatus } from "../core/protocol/messages.ts";
+import type { Clock, Timer } from "./clock.ts";
 import { KillSwitchEnforcer } from "./kill-switch-enforcer.ts";
 import type { Logger } from "./log.ts";
 
@@ -48,7 +49,12 @@ export interface DataPlaneHost {
   ownGroup?: number | null;
   /** A kill-switch failure, recovery or restoration: the daemon turns it into an event and telemetry. */
   reportKillSwitch?(change: KillSwitchChange, status: KillSwitchStatus, detail: string): void;
+  /** The tunnel's resolvers were put back after other software rewrote them, or could not be: telemetry. */
+  reportDns?(change: "reasserted" | "failed", status: DnsStatus, detail: string): void;
 }
+
+/** The backstop check of the tunnel's resolv.conf, should its watch miss a rewrite (a file replaced by a rename). */
+export const DNS_VERIFY_MS = 10_000;
 
 export class DataPlane {
   readonly #host: DataPlaneHost;
@@ -73,6 +79,14 @@ export class DataPlane {
   readonly #enforcer: KillSwitchEnforcer;
   /** The kill switch was removed at exit: nothing may put it back behind the exit's back. */
   #removed = false;
+  /** Connects between their kill switch and the machine's "connect" (whileConnectPending). */
+  #connectPending = 0;
+  /** The tunnel's resolvers while they are in force (null: the network's own), watched for rewrites by others. */
+  #dnsInForce: DnsSettings | null = null;
+  #dnsUnwatch: (() => void) | null = null;
+  #dnsVerify: Timer | null = null;
+  #dnsCheckQueued = false;
+  readonly #dnsStatus: DnsStatus = { managed: false, reassertions: 0, lastReassertAt: null, lastError: null };
   #dnsRestoreError: string | null = null;
 
   constructor(
@@ -159,6 +173,11 @@ export class DataPlane {
   refreshKillSwitch(stateOverride?: ConnectionStateName): void {
     if (this.#removed) return;
     const cfg = this.#host.config();
+    const machineState = this.#host.stateName();
+    // A connect that is about to reach the machine (it waits briefly for the network's identity) already holds
+    // the connecting kill switch: a refresh meanwhile (a discovery round ending) must not lift it.
+    const state =
+      stateOverride ?? (this.#connectPending > 0 && machineState === "disconnected" ? "resolving" : machineState);
     let rules: KillSwitchRules | null;
     try {
       const endpoints: GatewayEndpoint[] = [];
@@ -170,7 +189,7 @@ export class DataPlane {
           for (const kind of c.kinds) endpoints.push(...legEndpoints(kind, address, gw.protocols));
       }
       rules = killSwitchPolicy({
-        state: stateOverride ?? this.#host.stateName(),
+        state,
         lockdown: cfg.lockdown,
         protectedNetworks: [...new Set([...cfg.protectedRoutes, ...this.#appliedRoutes])],
         gatewayEndpoints: endpoints,
@@ -192,6 +211,19 @@ export class DataPlane {
     this.#killSwitch = key;
     // The enforcer says whether it went in (status), falls back and retries on failure: this op never rejects.
     this.op(() => this.#enforcer.apply(rules));
+  }
+
+  /**
+   * Runs a connect's lead-in (from its kill switch to the machine's "connect"): refreshes meanwhile keep the
+   * connecting kill switch instead of the disconnected one.
+   */
+  async whileConnectPending<T>(lead: () => Promise<T>): Promise<T> {
+    this.#connectPending += 1;
+    try {
+      return await lead();
+    } finally {
+      this.#connectPending -= 1;
+    }
   }
 
   /** Whether the kill switch is in force, and its failures and restorations (status, connect's answer). */
@@ -288,8 +320,80 @@ export class DataPlane {
     this.#restoreDns();
   }
 
+  /** The tunnel's DNS as detourd keeps it: in force or not, and how often other software's rewrite was undone. */
+  dnsStatus(): DnsStatus {
+    return { ...this.#dnsStatus, managed: this.#dnsInForce !== null };
+  }
+
+  /**
+   * While the tunnel's resolvers are in force, a rewrite by other software (a network manager renewing a lease,
+   * a DHCP hook) is noticed at once by a watch on the file, and by a check every DNS_VERIFY_MS should the watch
+   * miss one, and undone: otherwise every lookup, intranet names included, would go in clear to the network's
+   * resolver until the next failover.
+   */
+  #watchDns(settings: DnsSettings): void {
+    this.#dnsInForce = settings;
+    if (this.#platform.dns.reassert === undefined) return;
+    this.#dnsUnwatch ??=
+      this.#platform.dns.watch?.(this.#dns, () => {
+        this.#queueDnsCheck();
+      }) ?? null;
+    if (this.#dnsVerify === null) {
+      const tick = (): void => {
+        this.#dnsVerify = this.#host.clock.after(DNS_VERIFY_MS, tick);
+        this.#queueDnsCheck();
+      };
+      this.#dnsVerify = this.#host.clock.after(DNS_VERIFY_MS, tick);
+    }
+  }
+
+  #unwatchDns(): void {
+    this.#dnsInForce = null;
+    this.#dnsUnwatch?.();
+    this.#dnsUnwatch = null;
+    this.#dnsVerify?.cancel();
+    this.#dnsVerify = null;
+  }
+
+  /** One check at a time, in order with the route changes (a disconnect's restore must not be undone). */
+  #queueDnsCheck(): void {
+    if (this.#dnsCheckQueued || this.#dnsInForce === null) return;
+    this.#dnsCheckQueued = true;
+    this.op(() => {
+      this.#dnsCheckQueued = false;
+      this.#reassertDns();
+      return Promise.resolve();
+    });
+  }
+
+  #reassertDns(): void {
+    const settings = this.#dnsInForce;
+    if (settings === null || this.#removed) return;
+    try {
+      if (this.#platform.dns.reassert?.(settings, this.#dns) === true) {
+        this.#dnsStatus.reassertions += 1;
+        this.#dnsStatus.lastReassertAt = this.#host.clock.wall();
+        const detail = `${this.#dns.path} was rewritten by other software; the tunnel's resolvers are back`;
+        this.#host.log.warn("resolv.conf rewritten by other software; put the tunnel's back", {
+          path: this.#dns.path,
+          reassertions: this.#dnsStatus.reassertions,
+        });
+        this.#host.reportDns?.("reasserted", this.dnsStatus(), detail);
+      }
+      this.#dnsStatus.lastError = null;
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      if (this.#dnsStatus.lastError !== message) {
+        this.#host.log.error("the tunnel's resolvers could not be put back", { err });
+        this.#host.reportDns?.("failed", { ...this.dnsStatus(), lastError: message }, message);
+      }
+      this.#dnsStatus.lastError = message;
+    }
+  }
+
   /** Puts the original resolv.conf back; a failure is kept for status and logged, never thrown. */
   #restoreDns(): void {
+    this.#unwatchDns();
     try {
       if (this.#platform.dns.restore(this.#dns)) this.#host.log.info("resolv.conf restored", { path: this.#dns.path });
       this.#dnsRestoreError = null;
@@ -306,8 +410,12 @@ export class DataPlane {
     // Configured resolvers win; pushed ones only as far as the plan routes them through the tunnel.
     const servers = td !== undefined && td.servers.length > 0 ? td.servers : applied.dns;
     try {
-      this.#platform.dns.apply({ servers, searchDomains: td?.searchDomains ?? [] }, this.#dns);
-      if (servers.length > 0) this.#host.log.info("tunnel DNS applied", { servers, path: this.#dns.path });
+      const settings = { servers, searchDomains: td?.searchDomains ?? [] };
+      this.#platform.dns.apply(settings, this.#dns);
+      if (servers.length > 0) {
+        this.#host.log.info("tunnel DNS applied", { servers, path: this.#dns.path });
+        this.#watchDns(settings);
+      }
     } catch (err) {
       // DNS is worth a warning, not the connection: the protected networks are reachable by address.
       this.#host.log.warn("tunnel DNS not applied", { err });

@@ -231,21 +231,37 @@ async function main(): Promise<void> {
     config: configPath,
     gateways: parsed.config.gateways.map((g) => g.name),
   });
-  // Probe the candidates before the first race, so its ranking already has latencies when the user connects.
-  daemon.refreshKillSwitch();
-  daemon.warmUp();
-  startPolicy(policy, daemon);
+  // A predecessor that died holding a connection the user wanted (kill -9, a crash): resume it at once. Connecting
+  // first puts the connecting kill switch in place of the one the predecessor left (one nft transaction), so
+  // protected traffic is blocked from the crash until the new tunnel is up; a refresh for "disconnected" first
+  // would lift it for the moment in between.
   const r = ownership.reclaimed;
-  if (r.removed.length > 0 || r.failed.length > 0 || r.recordError !== null)
-    daemon.emitTelemetry(
-      "detour.daemon.reclaimed",
-      { previousPid: r.previousPid, removed: r.removed, failed: r.failed, recordError: r.recordError },
-      { failed: r.failed.length > 0 || r.recordError !== null },
-    );
-  if (values.connect || policy.effective().autoConnect)
+  const resume = r.previousConnectIntent;
+  if (resume)
+    log.warn("resuming the connection the previous detourd held when it died", { previousPid: r.previousPid });
+  // warmUp starts the network lookup the connect waits for (briefly) and sets no kill switch itself; nothing runs
+  // between it and connect's kill switch.
+  const connectNow = resume || values.connect || policy.effective().autoConnect;
+  if (!connectNow) daemon.refreshKillSwitch();
+  // Probe the candidates before the first race, so its ranking already has latencies when the user connects.
+  daemon.warmUp();
+  if (connectNow)
     daemon.connect().catch((err: unknown) => {
       log.error("connect at start-up failed", { err });
     });
+  startPolicy(policy, daemon);
+  if (r.removed.length > 0 || r.failed.length > 0 || r.recordError !== null || resume)
+    daemon.emitTelemetry(
+      "detour.daemon.reclaimed",
+      {
+        previousPid: r.previousPid,
+        removed: r.removed,
+        failed: r.failed,
+        recordError: r.recordError,
+        resumedConnection: resume,
+      },
+      { failed: r.failed.length > 0 || r.recordError !== null },
+    );
 
   let stopping = false;
   const stop = (why: string, exitCode: number): void => {

@@ -247,3 +247,55 @@ test("a-killed-instances-leg-and-spare-folders-go-and-nothing-else-in-the-work-f
   assert.deepEqual(fs.readdirSync(work).sort(), ["L1-toolongname", "keep-me"]);
   assert.equal(rec.reclaimed.removed.filter((x) => x.startsWith("work folder")).length, 4);
 });
+
+test("a-successor-resumes-only-a-connection-the-user-wanted-and-a-clean-exit-wants-none", async () => {
+  const r = rig();
+  const dir = stateDir();
+  const killAndTakeOver = async (): Promise<OwnershipRecord> => {
+    const rec = JSON.parse(readFileSync(join(dir, OWNERSHIP_FILE), "utf8")) as { daemon: { pid: number } };
+    rec.daemon.pid = 999_998;
+    writeFileSync(join(dir, OWNERSHIP_FILE), JSON.stringify(rec));
+    return OwnershipRecord.takeOver({ stateDir: dir, ifnamePrefix: "dt", platform: r.platform, log });
+  };
+  const first = await OwnershipRecord.takeOver({ stateDir: dir, ifnamePrefix: "dt", platform: r.platform, log });
+  assert.equal(first.reclaimed.previousConnectIntent, false, "a first start resumes nothing");
+  first.setConnectIntent(true);
+  // kill -9 while connected: the successor resumes.
+  const second = await killAndTakeOver();
+  assert.equal(second.reclaimed.previousConnectIntent, true);
+  // The successor's own record starts without the wish until it connects; the user then disconnects: nothing to resume.
+  second.setConnectIntent(true);
+  second.setConnectIntent(false);
+  const third = await killAndTakeOver();
+  assert.equal(third.reclaimed.previousConnectIntent, false);
+  // A clean exit is a disconnect, even with something left in the record (an engine that would not stop, say).
+  third.setConnectIntent(true);
+  await third
+    .watch(r.platform)
+    .routes.installLegSource({ ifname: "dt-l3", address: "1.2.3.5", table: 5103, pref: 103 });
+  third.close();
+  assert.ok(fs.existsSync(join(dir, OWNERSHIP_FILE)), "the record stays for what is left in it");
+  const fourth = await OwnershipRecord.takeOver({ stateDir: dir, ifnamePrefix: "dt", platform: r.platform, log });
+  assert.equal(fourth.reclaimed.previousConnectIntent, false);
+  // An older record without the field: nothing is resumed.
+  assert.equal(
+    parseRecord(JSON.stringify({ version: 1, daemon: { pid: 1 }, owned: emptyForTest() })).connectIntent,
+    false,
+  );
+});
+
+function emptyForTest(): OwnedState {
+  return { processes: [], devices: [], rules: [], tables: [], nftTables: [] };
+}
+
+test("the-watched-platform-passes-every-dns-firewall-and-routes-method-through", async () => {
+  const r = rig();
+  const rec = await OwnershipRecord.takeOver({ stateDir: stateDir(), ifnamePrefix: "dt", platform: r.platform, log });
+  const watched = rec.watch(r.platform);
+  for (const part of ["dns", "firewall", "routes"] as const) {
+    const missing = Object.keys(r.platform[part]).filter(
+      (k) => (watched[part] as unknown as Record<string, unknown>)[k] === undefined,
+    );
+    assert.deepEqual(missing, [], `platform.${part} methods lost by the ownership wrapper`);
+  }
+});

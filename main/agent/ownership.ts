@@ -32,6 +32,11 @@ interface RecordFile {
   daemon: { pid: number; startTime: string | null; bootId: string | null };
   owned: OwnedState;
   resolvConfBackup: string | null;
+  /**
+   * The user (or policy) asked for a connection and has not asked to disconnect since: a successor after a crash
+   * resumes it, with the kill switch held from its first moment (absent in older records: false).
+   */
+  connectIntent?: boolean;
 }
 
 /** What the start-up reclaim found and did, for status and the log. */
@@ -42,6 +47,8 @@ export interface ReclaimSummary {
   failed: string[];
   /** The previous record could not be read (then only detourd's naming was reclaimed). */
   recordError: string | null;
+  /** The previous instance held a connection the user had asked for when it died: the successor resumes it. */
+  previousConnectIntent: boolean;
 }
 
 export class OwnershipError extends Error {
@@ -101,6 +108,7 @@ export function parseRecord(text: string): RecordFile {
       nftTables: list("nftTables", o.nftTables, (x): x is string => x === "kill-switch" || x === "drill-block"),
     },
     resolvConfBackup: isStr(r.resolvConfBackup) ? r.resolvConfBackup : null,
+    connectIntent: r.connectIntent === true,
   };
 }
 
@@ -141,6 +149,7 @@ export class OwnershipRecord {
   readonly #owned: OwnedState = emptyOwned();
   readonly #procDevices = new Map<number, string>();
   #resolvConfBackup: string | null = null;
+  #connectIntent = false;
   #unwatch: (() => void) | null = null;
   #flushScheduled = false;
   #closed = false;
@@ -165,7 +174,13 @@ export class OwnershipRecord {
    */
   static async takeOver(opts: OwnershipOptions): Promise<OwnershipRecord> {
     const path = join(opts.stateDir, OWNERSHIP_FILE);
-    const summary: ReclaimSummary = { previousPid: null, removed: [], failed: [], recordError: null };
+    const summary: ReclaimSummary = {
+      previousPid: null,
+      removed: [],
+      failed: [],
+      recordError: null,
+      previousConnectIntent: false,
+    };
     let owned = emptyOwned();
     if (existsSync(path)) {
       try {
@@ -174,6 +189,7 @@ export class OwnershipRecord {
           throw new OwnershipError(`${String(size)} bytes, more than ${String(OWNERSHIP_MAX_BYTES)}`);
         const rec = parseRecord(readFileSync(path, "utf8"));
         summary.previousPid = rec.daemon.pid;
+        summary.previousConnectIntent = rec.connectIntent === true;
         const who = opts.platform.reclaim?.identify(rec.daemon.pid) ?? null;
         if (
           who !== null &&
@@ -284,6 +300,8 @@ export class OwnershipRecord {
         },
       },
       dns: {
+        // Everything else (reassert, watch) passes through: it neither creates nor removes the backup's record.
+        ...dns,
         apply: (settings, files) => {
           if (this.#resolvConfBackup !== files.backupPath)
             this.#change(() => {
@@ -303,6 +321,16 @@ export class OwnershipRecord {
     };
   }
 
+  /**
+   * Records whether a connection is wanted (connect: true, the user's disconnect: false), on disk before this
+   * returns, so that a successor after a crash knows to resume it instead of leaving the host unprotected.
+   */
+  setConnectIntent(wanted: boolean): void {
+    if (this.#closed || wanted === this.#connectIntent) return;
+    this.#connectIntent = wanted;
+    this.#write();
+  }
+
   /** What the record lists now (status and tests). */
   owned(): OwnedState {
     return structuredClone(this.#owned);
@@ -314,6 +342,8 @@ export class OwnershipRecord {
    */
   close(): void {
     this.#closed = true;
+    // A clean exit is a disconnect: the next start does not resume on its own (policy's autoConnect still does).
+    this.#connectIntent = false;
     this.#unwatch?.();
     this.#unwatch = null;
     const o = this.#owned;
@@ -394,6 +424,7 @@ export class OwnershipRecord {
       daemon: { pid: process.pid, startTime: self?.startTime ?? null, bootId: self?.bootId ?? null },
       owned: this.#owned,
       resolvConfBackup: this.#resolvConfBackup,
+      connectIntent: this.#connectIntent,
     };
     try {
       writeFileAtomicSync(this.#path, JSON.stringify(rec) + "\n", {

@@ -4,7 +4,17 @@
  * restore), and a crashed daemon restores it on its next start, after checking it is a resolv.conf at all. resolv.conf itself is written in place (never
  * renamed over), because in a network namespace or a container /etc/resolv.conf is a bind mount.
  */
-import { existsSync, lstatSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  watch,
+  writeFileSync,
+  type FSWatcher,
+} from "node:fs";
 import { writeFileAtomicSync } from "../../main/shared/atomic-write.ts";
 
 export interface DnsSettings {
@@ -118,4 +128,73 @@ export function restoreDns(t: DnsTarget): boolean {
   writeFileSync(t.path, bytes);
   rmSync(t.backupPath, { force: true });
   return true;
+}
+
+/**
+ * Puts the tunnel's resolv.conf back when other software (a network manager, a DHCP client) replaced it while the
+ * tunnel is up. The replacement is that software's newest view of the network: it becomes the saved original (if it
+ * is a valid resolv.conf), so that a disconnect restores it rather than an older one. Returns whether it rewrote
+ * the file; throws a DnsError when the file became a symbolic link (another manager took it over).
+ */
+export function reassertDns(s: DnsSettings, t: DnsTarget): boolean {
+  if (s.servers.length === 0) return false;
+  const want = renderResolvConf(s);
+  let now: Buffer | null = null;
+  try {
+    now = statSync(t.path).size > MAX_BACKUP_BYTES ? null : readFileSync(t.path);
+  } catch {
+    now = null;
+  }
+  if (now?.toString("utf8") === want) return false;
+  if (existsSync(t.path) && lstatSync(t.path).isSymbolicLink())
+    throw new DnsError(`${t.path} became a symbolic link (another resolver manager took it over); not rewritten`);
+  if (now !== null && now.length > 0 && backupProblem(now) === null) writeFileAtomicSync(t.backupPath, now);
+  writeFileSync(t.path, want);
+  return true;
+}
+
+/** Re-arming a watch after the file was replaced by a rename: a few tries, a moment apart. */
+const REARM_TRIES = 20;
+const REARM_MS = 50;
+
+/**
+ * Calls `changed` when resolv.conf is written or replaced (inotify on the file; a rename over it re-arms the watch
+ * on the new file). Returns the stop function. A watch that cannot be armed calls nothing: the caller's periodic
+ * check still notices a rewrite.
+ */
+export function watchDns(t: DnsTarget, changed: () => void): () => void {
+  let watcher: FSWatcher | null = null;
+  let stopped = false;
+  let rearm: NodeJS.Timeout | null = null;
+  const arm = (triesLeft: number): void => {
+    rearm = null;
+    if (stopped) return;
+    try {
+      watcher = watch(t.path, { persistent: false }, (event) => {
+        changed();
+        if (event === "rename") {
+          watcher?.close();
+          watcher = null;
+          arm(REARM_TRIES);
+        }
+      });
+      watcher.on("error", () => {
+        watcher?.close();
+        watcher = null;
+      });
+    } catch {
+      watcher = null;
+      if (triesLeft > 0)
+        rearm = setTimeout(() => {
+          arm(triesLeft - 1);
+        }, REARM_MS);
+    }
+  };
+  arm(REARM_TRIES);
+  return () => {
+    stopped = true;
+    if (rearm !== null) clearTimeout(rearm);
+    watcher?.close();
+    watcher = null;
+  };
 }

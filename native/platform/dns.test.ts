@@ -1,11 +1,20 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from "node:fs";
+import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  existsSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { AtomicWriteError } from "../../main/shared/atomic-write.ts";
-import { applyDns, renderResolvConf, restoreDns } from "./dns.linux.ts";
+import { applyDns, reassertDns, renderResolvConf, restoreDns, watchDns } from "./dns.linux.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "detour-dns-"));
 after(() => {
@@ -134,5 +143,63 @@ test("a-full-disk-when-saving-the-original-is-a-reported-error-and-resolv-conf-i
   } finally {
     spawnSync("umount", [mnt]);
     rmSync(mnt, { recursive: true, force: true });
+  }
+});
+
+test("a-rewrite-by-other-software-is-undone-and-becomes-the-original-to-restore", () => {
+  const path = join(dir, "r-reassert.conf");
+  const backupPath = join(dir, "r-reassert.orig");
+  const files = { path, backupPath };
+  const tunnel = { servers: ["198.19.0.53"], searchDomains: ["corp.detour.test"] };
+  writeFileSync(path, "nameserver 198.18.53.2\n");
+  applyDns(tunnel, files);
+  assert.equal(reassertDns(tunnel, files), false, "detourd's own file is left as it is");
+  // A network manager renews the lease and writes the network's resolvers in place.
+  writeFileSync(path, "nameserver 192.168.1.1\nsearch home.example\n");
+  assert.equal(reassertDns(tunnel, files), true);
+  assert.equal(readFileSync(path, "utf8"), renderResolvConf(tunnel), "the tunnel's resolvers are back");
+  assert.equal(
+    readFileSync(backupPath, "utf8"),
+    "nameserver 192.168.1.1\nsearch home.example\n",
+    "the network's newest view is what a disconnect restores",
+  );
+  // Garbage written over it is undone too, but never saved as the original.
+  writeFileSync(path, "\u0000garbage");
+  assert.equal(reassertDns(tunnel, files), true);
+  assert.equal(readFileSync(backupPath, "utf8"), "nameserver 192.168.1.1\nsearch home.example\n");
+  assert.equal(restoreDns(files), true);
+  assert.equal(readFileSync(path, "utf8"), "nameserver 192.168.1.1\nsearch home.example\n");
+  // Another manager turning it into a symbolic link is refused with the reason.
+  const target = join(dir, "stub-resolv.conf");
+  writeFileSync(target, "nameserver 127.0.0.53\n");
+  rmSync(path);
+  symlinkSync(target, path);
+  assert.throws(() => reassertDns(tunnel, files), /symbolic link/);
+});
+
+test("the-watch-sees-a-write-in-place-and-a-replacement-by-rename", async () => {
+  const path = join(dir, "r-watch.conf");
+  writeFileSync(path, "nameserver 198.19.0.53\n");
+  let seen = 0;
+  const stop = watchDns({ path, backupPath: join(dir, "r-watch.orig") }, () => {
+    seen += 1;
+  });
+  const until = async (n: number): Promise<boolean> => {
+    for (let i = 0; i < 100 && seen < n; i++) await new Promise((r) => setTimeout(r, 20));
+    return seen >= n;
+  };
+  try {
+    writeFileSync(path, "nameserver 192.168.1.1\n");
+    assert.ok(await until(1), "a write in place is seen");
+    const before = seen;
+    writeFileSync(`${path}.tmp`, "nameserver 192.168.1.2\n");
+    renameSync(`${path}.tmp`, path);
+    assert.ok(await until(before + 1), "a replacement by rename is seen");
+    await new Promise((r) => setTimeout(r, 150));
+    const afterRename = seen;
+    writeFileSync(path, "nameserver 192.168.1.3\n");
+    assert.ok(await until(afterRename + 1), "the watch follows the new file");
+  } finally {
+    stop();
   }
 });

@@ -2,7 +2,7 @@
 import { createEngine } from "../engines/create-engine.ts";
 import { WireGuardSpare } from "../engines/wireguard/wireguard-spare.ts";
 import { watchChildren } from "./child-watch.ts";
-import { applyDns, restoreDns } from "./dns.linux.ts";
+import { applyDns, reassertDns, restoreDns, watchDns } from "./dns.linux.ts";
 import { applyDrillBlock, drillBlockPresent, removeDrillBlock } from "./drill-firewall.linux.ts";
 import { localNetworks } from "./local-networks.linux.ts";
 import { applyKillSwitch, applyKillSwitchFallback, readKillSwitch } from "./firewall.linux.ts";
@@ -34,6 +34,8 @@ export function linuxPlatform(): Platform {
         applyDns(settings, files);
       },
       restore: (files) => restoreDns(files),
+      reassert: (settings, files) => reassertDns(settings, files),
+      watch: (files, changed) => watchDns(files, changed),
     },
     firewall: {
       applyKillSwitch: (rules) => applyKillSwitch(rules),

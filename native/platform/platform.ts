@@ -65,6 +65,13 @@ export interface PlatformDns {
   apply(settings: DnsSettings, files: DnsFiles): void;
   /** Puts the original back if the tunnel's is in force; whether it did. */
   restore(files: DnsFiles): boolean;
+  /**
+   * Puts the tunnel's resolvers back if other software replaced them (the replacement is saved as the original);
+   * whether it rewrote anything. Throws when it cannot.
+   */
+  reassert?(settings: DnsSettings, files: DnsFiles): boolean;
+  /** Calls `changed` when other software may have rewritten the resolver configuration; returns the stop. */
+  watch?(files: DnsFiles, changed: () => void): () => void;
 }
 
 /** The drill's own block of one gateway's endpoints (never the kill switch's rules). */

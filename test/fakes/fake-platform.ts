@@ -52,6 +52,7 @@ export type PlatformStep =
   | "routes.legSourceRemove"
   | "dns.apply"
   | "dns.restore"
+  | "dns.reassert"
   | "firewall.killSwitch"
   | "firewall.fallback"
   | "firewall.read"
@@ -92,6 +93,8 @@ export class FakeWorld {
   /** The daemon's firewall watcher, while it watches: tests call changed() as nft monitor would. */
   firewallWatch: FirewallWatchListener | null = null;
   dnsServers: string[] | null = null;
+  /** The daemon's watch on resolv.conf while the tunnel's resolvers are in force: tests call it as inotify would. */
+  dnsWatch: (() => void) | null = null;
   #addresses = new Map<string, string>();
   #nextAddress = 1;
 
@@ -338,6 +341,18 @@ export function fakePlatform(world: FakeWorld): Platform {
         world.record("dns.restore");
         world.dnsServers = null;
         return true;
+      },
+      reassert: (settings: DnsSettings) => {
+        if (world.dnsServers !== null && world.dnsServers.join() === settings.servers.join()) return false;
+        world.record("dns.reassert", settings.servers.join(","));
+        world.dnsServers = settings.servers;
+        return true;
+      },
+      watch: (_files, changed) => {
+        world.dnsWatch = changed;
+        return () => {
+          world.dnsWatch = null;
+        };
       },
     },
     firewall: {

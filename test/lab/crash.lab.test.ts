@@ -6,10 +6,11 @@
  * tables, resolv.conf and wireguard-go sockets. What the second detourd found it reclaimed by its ownership record.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { after, afterEach, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { agentLogs, agentPaths, agentRunning, agentStart, agentStop } from "./agent.ts";
 import { waitFor } from "./exec.ts";
@@ -142,10 +143,54 @@ async function sigkill(): Promise<void> {
   await sleep(SETTLE_MS);
 }
 
-/** Starts detourd again after the crash, waits until it settled, and stops it cleanly (SIGTERM). */
-async function restartAndStop(): Promise<string> {
+/**
+ * Watches, every few milliseconds, whether detourd's kill switch table is in the client namespace, until stopped:
+ * returns the moments (ms since the watch began) it was seen missing.
+ */
+function watchKillSwitchTable(): { stop(): Promise<number[]> } {
+  const missing: number[] = [];
+  const t0 = Date.now();
+  const watching = { on: true };
+  const loop = (async () => {
+    for (let i = 0; watching.on && i < 10_000; i++) {
+      const out = await promisify(execFile)("ip", ["netns", "exec", ns(), "nft", "list", "tables"], {
+        timeout: 5_000,
+      }).catch(() => ({ stdout: "" }));
+      if (!out.stdout.includes("detour_killswitch")) missing.push(Date.now() - t0);
+      await sleep(5);
+    }
+  })();
+  return {
+    stop: async () => {
+      watching.on = false;
+      await loop;
+      return missing;
+    },
+  };
+}
+
+/**
+ * Starts detourd again after the crash, waits until it settled (it resumes a connection the user had asked for,
+ * "connected"; else "disconnected"), and stops it cleanly (SIGTERM).
+ */
+async function restartAndStop(
+  settled: "connected" | "disconnected" = "connected",
+  whileStarting?: { stop(): Promise<number[]> },
+): Promise<string> {
   const c = await start();
-  await waitForStatus(c, "the restarted detourd to settle", (s) => s.state === "disconnected", PHASE_WITHIN_MS);
+  await waitForStatus(
+    c,
+    `the restarted detourd to settle ${settled}`,
+    (s) => s.state === settled,
+    settled === "connected" ? CONNECT_WITHIN_MS : PHASE_WITHIN_MS,
+  );
+  const gaps = await whileStarting?.stop();
+  if (gaps !== undefined)
+    assert.deepEqual(
+      gaps.slice(0, 5),
+      [],
+      `the kill switch held from the crash until the resumed tunnel was up (missing at ms ${gaps.join(", ")})\n${agentLogs(ID, 30)}`,
+    );
   // The new detourd prepares its own spare wireguard-go: the name a killed one held must be free again.
   let spare = false;
   for (let i = 0; i < SPARE_WITHIN_MS / 100 && !spare; i++) {
@@ -271,8 +316,9 @@ test(
       "the kill switch is in force",
     );
     assert.ok(s.resolvConf[0] !== base().resolvConf[0], "the tunnel's resolv.conf is in force");
+    const table = watchKillSwitchTable();
     await sigkill();
-    const reclaimed = await restartAndStop();
+    const reclaimed = await restartAndStop("connected", table);
     // The killed detourd's firewall watcher (nft monitor) is in its ownership record and stopped by the successor
     // before anything else changes the ruleset (which would also end it, by a broken pipe).
     assert.match(reclaimed, /\bnft \d+/, "the killed detourd's nft monitor is reclaimed");
@@ -324,7 +370,7 @@ test(
       "lockdown blocks",
     );
     await sigkill();
-    await restartAndStop();
+    await restartAndStop("disconnected");
     // Under lockdown a clean stop keeps the kill switch: its table and its routing backstop (rule 230, table 5001,
     // see kill-switch-enforcer.ts) are the promise, everything else must be gone.
     const now = snapshotClient();

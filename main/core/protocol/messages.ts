@@ -307,6 +307,8 @@ export const DaemonInfoSchema = z.looseObject({
       /** State files that could not be written (a full disk): the old content stays, the failure is counted. */
       stateWriteFailures: z.int().min(0).optional(),
       lastStateWriteError: z.string().nullable().optional(),
+      /** This instance resumed the connection a crashed predecessor held (the kill switch held throughout). */
+      resumedConnection: z.boolean().optional(),
     })
     .optional(),
 });
@@ -425,7 +427,20 @@ export type StatusPayload = ConnectionSnapshot & {
   lockdownState?: LockdownStateReport;
   /** Whether the kill switch is in force, its failures and restorations; absent from a daemon without one. */
   killSwitch?: KillSwitchStatus;
+  /** The tunnel's resolvers: in force or not, and how often other software's rewrite of them was undone. */
+  dns?: DnsStatus;
 };
+
+/** The tunnel's DNS as detourd keeps it (status `dns`). */
+export interface DnsStatus {
+  /** The tunnel's resolvers are in force (resolv.conf is detourd's). */
+  managed: boolean;
+  /** Rewrites by other software that detourd undid since it started. */
+  reassertions: number;
+  lastReassertAt: number | null;
+  /** Why the last attempt to put them back failed, null once one succeeds. */
+  lastError: string | null;
+}
 export const StatusPayloadSchema = z.looseObject({
   ...snapshotShape,
   daemon: DaemonInfoSchema,
@@ -462,6 +477,14 @@ export const StatusPayloadSchema = z.looseObject({
     })
     .optional(),
   killSwitch: KillSwitchStatusSchema.optional(),
+  dns: z
+    .looseObject({
+      managed: z.boolean(),
+      reassertions: z.int().min(0),
+      lastReassertAt: z.number().nullable(),
+      lastError: z.string().nullable(),
+    })
+    .optional(),
 }) satisfies z.ZodType<StatusPayload>;
 
 /** A candidate with its place in the daemon's ranking (1 is tried first). */
