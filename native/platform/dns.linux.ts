@@ -15,6 +15,7 @@ import {
   writeFileSync,
   type FSWatcher,
 } from "node:fs";
+import { ipFamily } from "../../main/core/ip-address.ts";
 import { writeFileAtomicSync } from "../../main/shared/atomic-write.ts";
 
 export interface DnsSettings {
@@ -49,8 +50,8 @@ export function renderResolvConf(s: DnsSettings): string {
 /** Puts the tunnel's resolvers in force; safe to repeat (the first original stays saved). */
 export function applyDns(s: DnsSettings, t: DnsTarget): void {
   if (s.servers.length === 0) return;
-  if (s.servers.some((a) => !/^\d{1,3}(\.\d{1,3}){3}$/.test(a)))
-    throw new DnsError(`refusing DNS servers that are not IPv4 addresses: ${s.servers.join(", ")}`);
+  const bad = s.servers.filter((a) => ipFamily(a) === null);
+  if (bad.length > 0) throw new DnsError(`refusing DNS servers that are not IP addresses: ${bad.join(", ")}`);
   if (s.searchDomains.some((d) => !/^[a-z0-9.-]{1,253}$/i.test(d)))
     throw new DnsError(`refusing search domains that are not host names: ${s.searchDomains.join(", ")}`);
   if (existsSync(t.path) && lstatSync(t.path).isSymbolicLink()) {

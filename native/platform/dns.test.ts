@@ -39,6 +39,16 @@ test("the-tunnel-resolvers-go-in-and-the-original-comes-back-exactly", () => {
   assert.equal(restoreDns({ path, backupPath }), false, "restore without a backup is a no-op");
 });
 
+test("ipv6-tunnel-resolvers-are-written-beside-ipv4-ones", () => {
+  const path = join(dir, "r6.conf");
+  const backupPath = join(dir, "r6.orig");
+  writeFileSync(path, "nameserver 198.18.53.2\n");
+  applyDns({ servers: ["fd00:19::53", "198.19.0.53"], searchDomains: [] }, { path, backupPath });
+  assert.match(readFileSync(path, "utf8"), /^nameserver fd00:19::53\nnameserver 198\.19\.0\.53$/m);
+  assert.equal(restoreDns({ path, backupPath }), true);
+  assert.equal(readFileSync(path, "utf8"), "nameserver 198.18.53.2\n");
+});
+
 test("no-servers-changes-nothing-and-bad-values-are-refused", () => {
   const path = join(dir, "r2.conf");
   const backupPath = join(dir, "r2.orig");
@@ -47,7 +57,10 @@ test("no-servers-changes-nothing-and-bad-values-are-refused", () => {
   assert.equal(existsSync(backupPath), false);
   assert.throws(() => {
     applyDns({ servers: ["1.2.3.4\nnameserver 6.6.6.6"], searchDomains: [] }, { path, backupPath });
-  }, /not IPv4/);
+  }, /not IP addresses: 1\.2\.3\.4\nnameserver 6\.6\.6\.6/);
+  assert.throws(() => {
+    applyDns({ servers: ["fe80::1%eth0"], searchDomains: [] }, { path, backupPath });
+  }, /not IP addresses: fe80::1%eth0/);
   assert.throws(() => {
     applyDns({ servers: ["1.2.3.4"], searchDomains: ["a b"] }, { path, backupPath });
   }, /not host names/);

@@ -118,3 +118,25 @@ test("a-gateway-address-may-be-ipv6-and-a-bad-one-is-named-by-its-path", () => {
     );
   }
 });
+
+test("tunnel-dns-takes-ipv6-servers-and-a-split-mode-that-names-its-domains", () => {
+  const c = { ...valid(), tunnelDns: { servers: ["fd00:19::53", "198.19.0.53"], routingDomains: ["corp.example"] } };
+  const r = parseConfig(c);
+  assert.ok(r.ok, JSON.stringify(r));
+  const td = r.config.tunnelDns;
+  assert.ok(td);
+  assert.deepEqual(td.servers, ["fd00:19::53", "198.19.0.53"]);
+  assert.equal(td.mode, "all", "the default sends every lookup to the tunnel, as before");
+  const zoned = parseConfig({ ...valid(), tunnelDns: { servers: ["fe80::1%eth0"] } });
+  assert.ok(!zoned.ok);
+  assert.ok(
+    zoned.issues.some((i) => i.path === "tunnelDns.servers[0]"),
+    JSON.stringify(zoned.issues),
+  );
+  const split = parseConfig({ ...valid(), tunnelDns: { servers: ["198.19.0.53"], mode: "split" } });
+  assert.ok(!split.ok);
+  assert.ok(
+    split.issues.some((i) => /needs routingDomains/.test(i.message)),
+    JSON.stringify(split.issues),
+  );
+});

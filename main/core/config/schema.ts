@@ -328,13 +328,24 @@ export const DetourConfig = z
     probe: ProbeTarget,
     discovery: Discovery.default({}),
     telemetry: Telemetry.optional(),
-    /** Resolvers while connected; when absent, the ones the winning gateway pushed (if any). */
+    /**
+     * Resolvers while connected; when absent, the ones the winning gateway pushed (if any). `mode` says which
+     * lookups go to them where systemd-resolved keeps per-link DNS: "all" (routing domain "~.", the default, as a
+     * written resolv.conf does) or "split" (only `routingDomains` and `searchDomains`; the rest stays with the
+     * network's resolvers). A plain resolv.conf cannot split: there every lookup goes to the tunnel's resolvers.
+     */
     tunnelDns: z
       .object({
-        servers: z.array(Ipv4).max(3, "glibc reads at most three nameservers").default([]),
+        servers: z.array(IpAddress).max(3, "glibc reads at most three nameservers").default([]),
         searchDomains: z.array(Hostname).max(6).default([]),
+        mode: z.enum(["all", "split"]).default("all"),
+        routingDomains: z.array(Hostname).max(32).default([]),
       })
       .strict()
+      .refine(
+        (d) => d.mode !== "split" || d.routingDomains.length + d.searchDomains.length > 0,
+        'tunnelDns.mode "split" needs routingDomains or searchDomains: which names go to the tunnel\'s resolvers',
+      )
       .optional(),
     race: RacePolicy.default({
       staggerMs: 250,
