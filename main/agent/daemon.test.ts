@@ -4,6 +4,7 @@
  * change, with the wall clock stepped both ways underneath. No root, no sockets, no real time.
  */
 import assert from "node:assert/strict";
+import type { LinkDns } from "../core/dns-link.ts";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -477,5 +478,58 @@ test("a-resolv-conf-rewritten-by-other-software-while-connected-is-put-back-and-
   await r.clock.until(() => r.world.dnsWatch === null, 5_000);
   assert.equal(r.world.dnsWatch, null, "nothing is watched once the network's resolvers are back");
   assert.equal(r.control.status().dns.managed, false);
+  await r.control.shutdown();
+});
+
+test("with-systemd-resolved-the-tunnel-link-gets-split-dns-that-follows-a-failover-and-is-reverted", async () => {
+  const r = await rig(
+    { gw1: {}, gw2: { connectMs: 150 }, gw3: { connectMs: 150 } },
+    config({
+      standby: { mode: "off" },
+      tunnelDns: { servers: ["198.19.0.53", "fd00:19::53"], mode: "split", routingDomains: ["corp.example"] },
+    }),
+  );
+  const links = new Map<string, LinkDns>();
+  r.world.resolvedLinks = links;
+  void r.control.connect();
+  await r.connected("gw1");
+  const dev1 = deviceOf(r, "gw1") ?? "?";
+  assert.ok(await r.clock.until(() => links.has(dev1), 5_000), "the tunnel's link gets the DNS");
+  assert.deepEqual(links.get(dev1), {
+    servers: ["198.19.0.53", "fd00:19::53"],
+    domains: [{ name: "corp.example", routeOnly: true }],
+    defaultRoute: false,
+  });
+  assert.equal(r.world.dnsServers, null, "resolv.conf (resolved's stub) is left alone");
+  const s = r.control.status().dns;
+  assert.equal(s.backend, "resolved");
+  assert.equal(s.link, dev1);
+  assert.deepEqual(s.domains, ["~corp.example"]);
+  assert.equal(s.managed, true);
+  // resolved restarts (or a network manager reverts the link): the periodic check puts the settings back.
+  links.delete(dev1);
+  await r.clock.until(() => r.control.status().dns.reassertions === 1, 20_000);
+  assert.ok(links.has(dev1), "the link's settings are back");
+  // A failover moves the link: the new device holds the DNS, the old one holds nothing.
+  r.world.set("gw1", { reachable: false });
+  await r.connected("gw2");
+  const dev2 = deviceOf(r, "gw2") ?? "?";
+  assert.ok(await r.clock.until(() => links.has(dev2) && !links.has(dev1), 5_000), [...links.keys()].join());
+  assert.equal(r.control.status().dns.link, dev2);
+  r.control.disconnect();
+  await r.clock.until(() => r.state() === "disconnected", 10_000);
+  assert.ok(await r.clock.until(() => links.size === 0, 5_000), "disconnect reverts the link");
+  assert.equal(r.control.status().dns.backend, null);
+  await r.control.shutdown();
+});
+
+test("a-resolved-link-that-cannot-take-the-dns-is-reported-not-only-logged", async () => {
+  const r = await rig({ gw1: {}, gw2: { connectMs: 150 } });
+  r.world.resolvedLinks = new Map();
+  r.world.failing.add("dns.linkApply");
+  void r.control.connect();
+  await r.connected("gw1");
+  assert.ok(await r.clock.until(() => r.control.status().dns.lastError !== null, 5_000));
+  assert.match(r.control.status().dns.lastError ?? "", /dns\.linkApply failed/);
   await r.control.shutdown();
 });

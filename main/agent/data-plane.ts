@@ -7,7 +7,8 @@ import { join } from "node:path";
 import { existsSync, readFileSync } from "node:fs";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { candidateAddresses } from "../core/connection/address-family.ts";
-import { ipFamily } from "../core/ip-address.ts";
+import { canonicalIp, ipFamily } from "../core/ip-address.ts";
+import { domainLabels, linkDnsFor, sameLinkDns, type LinkDns } from "../core/dns-link.ts";
 import { routesForLeg } from "../core/connection/route-policy.ts";
 import type { Candidate, ConnectionStateName, Leg } from "../core/connection/types.ts";
 import {
@@ -86,7 +87,18 @@ export class DataPlane {
   #dnsUnwatch: (() => void) | null = null;
   #dnsVerify: Timer | null = null;
   #dnsCheckQueued = false;
-  readonly #dnsStatus: DnsStatus = { managed: false, reassertions: 0, lastReassertAt: null, lastError: null };
+  readonly #dnsStatus: DnsStatus = {
+    managed: false,
+    reassertions: 0,
+    lastReassertAt: null,
+    lastError: null,
+    backend: null,
+    link: null,
+    servers: [],
+    domains: [],
+  };
+  /** The device whose resolved link holds the tunnel's DNS, and what it holds (backend "resolved"). */
+  #dnsLink: { ifname: string; settings: LinkDns } | null = null;
   #dnsRestoreError: string | null = null;
 
   constructor(
@@ -258,6 +270,11 @@ export class DataPlane {
   /** At exit, after every leg stopped: the protected routes and their rule go. Throws when they could not. */
   async clearRoutesForExit(): Promise<void> {
     await this.#routeChain;
+    await this.#revertDnsLink();
+    if (this.#dnsLink !== null)
+      throw new Error(
+        `resolved's DNS settings on ${this.#dnsLink.ifname} could not be reverted: ${this.#dnsStatus.lastError ?? "?"}`,
+      );
     // The disconnect's clear kept the staged rule over the emptied table; it goes now, with anything left.
     if (this.#routesOn !== null || this.#appliedRoutes.size > 0 || this.#stagedRoutes !== null) {
       await this.#platform.routes.clearProtectedRoutes(
@@ -269,7 +286,7 @@ export class DataPlane {
     }
   }
 
-  /** At exit: the original resolv.conf comes back. Throws when it could not. */
+  /** At exit: the original resolv.conf comes back (resolved's link was reverted with the routes). Throws when it could not. */
   restoreDnsForExit(): void {
     this.#restoreDns();
     if (this.#dnsRestoreError !== null) throw new Error(this.#dnsRestoreError);
@@ -318,11 +335,17 @@ export class DataPlane {
     this.#gatewaysSeen.clear();
     log.info("protected routes cleared");
     this.#restoreDns();
+    await this.#revertDnsLink();
   }
 
   /** The tunnel's DNS as detourd keeps it: in force or not, and how often other software's rewrite was undone. */
   dnsStatus(): DnsStatus {
-    return { ...this.#dnsStatus, managed: this.#dnsInForce !== null };
+    return {
+      ...this.#dnsStatus,
+      managed: this.#dnsInForce !== null,
+      servers: [...(this.#dnsStatus.servers ?? [])],
+      domains: [...(this.#dnsStatus.domains ?? [])],
+    };
   }
 
   /**
@@ -333,11 +356,13 @@ export class DataPlane {
    */
   #watchDns(settings: DnsSettings): void {
     this.#dnsInForce = settings;
-    if (this.#platform.dns.reassert === undefined) return;
-    this.#dnsUnwatch ??=
-      this.#platform.dns.watch?.(this.#dns, () => {
-        this.#queueDnsCheck();
-      }) ?? null;
+    if (this.#platform.dns.reassert === undefined && this.#dnsLink === null) return;
+    // resolved's link has no file to watch (resolv.conf stays its stub): the periodic check reads the link.
+    if (this.#dnsLink === null)
+      this.#dnsUnwatch ??=
+        this.#platform.dns.watch?.(this.#dns, () => {
+          this.#queueDnsCheck();
+        }) ?? null;
     if (this.#dnsVerify === null) {
       const tick = (): void => {
         this.#dnsVerify = this.#host.clock.after(DNS_VERIFY_MS, tick);
@@ -359,35 +384,77 @@ export class DataPlane {
   #queueDnsCheck(): void {
     if (this.#dnsCheckQueued || this.#dnsInForce === null) return;
     this.#dnsCheckQueued = true;
-    this.op(() => {
+    this.op(async () => {
       this.#dnsCheckQueued = false;
-      this.#reassertDns();
-      return Promise.resolve();
+      await this.#reassertDns();
     });
   }
 
-  #reassertDns(): void {
+  /** resolved's link lost what detourd put there (resolved restarted, a network manager reverted it): put it back. */
+  async #reassertDnsLink(link: { ifname: string; settings: LinkDns }): Promise<boolean> {
+    const links = this.#platform.dns.links;
+    if (links === undefined) return false;
+    const now = await links.read(link.ifname);
+    if (now !== null && sameLinkDns(now, link.settings, canonicalIp)) return false;
+    await links.apply(link.ifname, link.settings);
+    return true;
+  }
+
+  async #reassertDns(): Promise<void> {
     const settings = this.#dnsInForce;
     if (settings === null || this.#removed) return;
+    const link = this.#dnsLink;
     try {
-      if (this.#platform.dns.reassert?.(settings, this.#dns) === true) {
+      const redone =
+        link !== null ? await this.#reassertDnsLink(link) : this.#platform.dns.reassert?.(settings, this.#dns) === true;
+      if (redone) {
         this.#dnsStatus.reassertions += 1;
         this.#dnsStatus.lastReassertAt = this.#host.clock.wall();
-        const detail = `${this.#dns.path} was rewritten by other software; the tunnel's resolvers are back`;
-        this.#host.log.warn("resolv.conf rewritten by other software; put the tunnel's back", {
-          path: this.#dns.path,
+        const what = link !== null ? `systemd-resolved's settings on ${link.ifname}` : this.#dns.path;
+        const detail = `${what} were changed by other software; the tunnel's resolvers are back`;
+        this.#host.log.warn("tunnel DNS changed by other software; put the tunnel's back", {
+          what,
           reassertions: this.#dnsStatus.reassertions,
         });
         this.#host.reportDns?.("reasserted", this.dnsStatus(), detail);
       }
       this.#dnsStatus.lastError = null;
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      if (this.#dnsStatus.lastError !== message) {
-        this.#host.log.error("the tunnel's resolvers could not be put back", { err });
-        this.#host.reportDns?.("failed", { ...this.dnsStatus(), lastError: message }, message);
-      }
-      this.#dnsStatus.lastError = message;
+      this.#dnsFailed(err, "the tunnel's resolvers could not be put back");
+    }
+  }
+
+  /** A DNS step failed: status and an event say why (once per distinct reason), never only the log. */
+  #dnsFailed(err: unknown, what: string): void {
+    const message = err instanceof Error ? err.message : String(err);
+    if (this.#dnsStatus.lastError !== message) {
+      this.#host.log.error(what, { err });
+      this.#host.reportDns?.("failed", { ...this.dnsStatus(), lastError: message }, `${what}: ${message}`);
+    }
+    this.#dnsStatus.lastError = message;
+  }
+
+  /**
+   * Drops detourd's settings from resolved's link (disconnect, exit); a failure is kept in status and reported, and
+   * the link stays listed (here and in the ownership record) so a later clear or a successor tries again.
+   */
+  async #revertDnsLink(): Promise<void> {
+    const link = this.#dnsLink;
+    if (link === null || !(await this.#revertLinkOf(link.ifname)) || this.#dnsLink !== link) return;
+    this.#dnsLink = null;
+    Object.assign(this.#dnsStatus, { backend: null, link: null, servers: [], domains: [] });
+  }
+
+  /** Reverts one device's resolved link; whether it is clean now (a failure is reported). */
+  async #revertLinkOf(ifname: string): Promise<boolean> {
+    const links = this.#platform.dns.links;
+    if (links === undefined) return true;
+    try {
+      if (await links.revert(ifname)) this.#host.log.info("resolved link DNS reverted", { ifname });
+      return true;
+    } catch (err) {
+      this.#dnsFailed(err, `resolved's DNS settings on ${ifname} could not be reverted`);
+      return false;
     }
   }
 
@@ -406,19 +473,47 @@ export class DataPlane {
   async #applyRoutes(legId: string): Promise<void> {
     const applied = await this.#writeProtectedTable(legId);
     if (applied === null) return;
+    await this.#applyDns(applied.up.config.ifname, applied.dns);
+  }
+
+  /**
+   * Puts the tunnel's resolvers in force for the leg on `ifname`: on its link in systemd-resolved where resolved
+   * manages the host's resolv.conf (the previous leg's link reverted once the new one holds them), else in
+   * resolv.conf. A failure does not cost the connection (the protected networks are reachable by address) but is
+   * reported: lookups then still go to the network's resolvers.
+   */
+  async #applyDns(ifname: string, pushed: string[]): Promise<void> {
     const td = this.#host.config().tunnelDns;
     // Configured resolvers win; pushed ones only as far as the plan routes them through the tunnel.
-    const servers = td !== undefined && td.servers.length > 0 ? td.servers : applied.dns;
+    const servers = td !== undefined && td.servers.length > 0 ? td.servers : pushed;
+    const settings = { servers, searchDomains: td?.searchDomains ?? [] };
+    if (servers.length === 0) return;
+    const links = this.#platform.dns.links;
     try {
-      const settings = { servers, searchDomains: td?.searchDomains ?? [] };
-      this.#platform.dns.apply(settings, this.#dns);
-      if (servers.length > 0) {
-        this.#host.log.info("tunnel DNS applied", { servers, path: this.#dns.path });
-        this.#watchDns(settings);
+      const backend = links === undefined ? "resolv.conf" : await links.backend(this.#dns);
+      if (backend === "resolved" && links !== undefined) {
+        const l = linkDnsFor({
+          ...settings,
+          mode: td?.mode ?? "all",
+          routingDomains: td?.routingDomains ?? [],
+        });
+        await links.apply(ifname, l);
+        const previous = this.#dnsLink;
+        this.#dnsLink = { ifname, settings: l };
+        // A failover moved the link: the old device (gone, or kept as the standby) loses the tunnel's DNS.
+        if (previous !== null && previous.ifname !== ifname) await this.#revertLinkOf(previous.ifname);
+        Object.assign(this.#dnsStatus, { backend, link: ifname, servers, domains: domainLabels(l) });
+      } else {
+        await this.#revertDnsLink();
+        this.#platform.dns.apply(settings, this.#dns);
+        // A written resolv.conf cannot split: every lookup goes to the tunnel's resolvers ("~.").
+        Object.assign(this.#dnsStatus, { backend, link: null, servers, domains: [...settings.searchDomains, "~."] });
       }
+      this.#dnsStatus.lastError = null;
+      this.#host.log.info("tunnel DNS applied", { servers, backend, ifname, path: this.#dns.path });
+      this.#watchDns(settings);
     } catch (err) {
-      // DNS is worth a warning, not the connection: the protected networks are reachable by address.
-      this.#host.log.warn("tunnel DNS not applied", { err });
+      this.#dnsFailed(err, "tunnel DNS not applied");
     }
   }
 

@@ -299,3 +299,38 @@ test("the-watched-platform-passes-every-dns-firewall-and-routes-method-through",
     assert.deepEqual(missing, [], `platform.${part} methods lost by the ownership wrapper`);
   }
 });
+
+test("a-resolved-link-is-listed-before-its-dns-goes-in-and-a-successor-is-asked-to-revert-it", async () => {
+  const r = rig();
+  const dir = stateDir();
+  const first = await OwnershipRecord.takeOver({ stateDir: dir, ifnamePrefix: "dt", platform: r.platform, log });
+  const links = first.watch(r.platform).dns.links;
+  assert.ok(links !== undefined);
+  await links.apply("dt-l1", {
+    servers: ["198.19.0.53"],
+    domains: [{ name: ".", routeOnly: true }],
+    defaultRoute: true,
+  });
+  assert.deepEqual(onDisk(dir).resolvedLinks, ["dt-l1"]);
+  await links.revert("dt-l1");
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(onDisk(dir).resolvedLinks, [], "a reverted link leaves the record");
+  await links.apply("dt-l2", { servers: ["198.19.0.53"], domains: [], defaultRoute: true });
+  // kill -9 while connected: the successor is asked to revert the link.
+  const rec = JSON.parse(readFileSync(join(dir, OWNERSHIP_FILE), "utf8")) as { daemon: { pid: number } };
+  rec.daemon.pid = 999_999;
+  writeFileSync(join(dir, OWNERSHIP_FILE), JSON.stringify(rec));
+  await OwnershipRecord.takeOver({ stateDir: dir, ifnamePrefix: "dt", platform: r.platform, log });
+  assert.deepEqual(r.reclaims.at(-1)?.resolvedLinks, ["dt-l2"]);
+  assert.throws(
+    () =>
+      parseRecord(
+        JSON.stringify({
+          version: 1,
+          daemon: { pid: 1 },
+          owned: { processes: [], devices: [], rules: [], tables: [], nftTables: [], resolvedLinks: ["a b"] },
+        }),
+      ),
+    /owned\.resolvedLinks holds "a b"/,
+  );
+});

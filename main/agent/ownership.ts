@@ -16,6 +16,7 @@ import type {
   OwnedRule,
   OwnedState,
   Platform,
+  PlatformDnsLinks,
   ReclaimReport,
 } from "../../native/platform/platform.ts";
 import { writeFileAtomicSync, type AtomicFs } from "../shared/atomic-write.ts";
@@ -106,6 +107,16 @@ export function parseRecord(text: string): RecordFile {
       ),
       tables: list("tables", o.tables, isInt),
       nftTables: list("nftTables", o.nftTables, (x): x is string => x === "kill-switch" || x === "drill-block"),
+      // Absent in records written before per-link DNS existed, and while none was set.
+      ...(o.resolvedLinks === undefined
+        ? {}
+        : {
+            resolvedLinks: list(
+              "resolvedLinks",
+              o.resolvedLinks,
+              (x): x is string => typeof x === "string" && IFNAME_RE.test(x),
+            ),
+          }),
     },
     resolvConfBackup: isStr(r.resolvConfBackup) ? r.resolvConfBackup : null,
     connectIntent: r.connectIntent === true,
@@ -317,6 +328,28 @@ export class OwnershipRecord {
             });
           return r;
         },
+        ...(dns.links === undefined ? {} : { links: this.#watchLinks(dns.links) }),
+      },
+    };
+  }
+
+  /** resolved's per-link DNS: a link is listed before its settings go in, and dropped once they are reverted. */
+  #watchLinks(links: PlatformDnsLinks): PlatformDnsLinks {
+    const listed = (): string[] => (this.#owned.resolvedLinks ??= []);
+    return {
+      ...links,
+      apply: async (ifname, settings) => {
+        this.#change(() => {
+          this.#add(listed(), ifname);
+        });
+        await links.apply(ifname, settings);
+      },
+      revert: async (ifname) => {
+        const r = await links.revert(ifname);
+        this.#changeSoon(() => {
+          this.#drop(listed(), ifname);
+        });
+        return r;
       },
     };
   }
@@ -347,7 +380,13 @@ export class OwnershipRecord {
     this.#unwatch?.();
     this.#unwatch = null;
     const o = this.#owned;
-    const left = o.processes.length + o.devices.length + o.rules.length + o.tables.length + o.nftTables.length;
+    const left =
+      o.processes.length +
+      o.devices.length +
+      o.rules.length +
+      o.tables.length +
+      o.nftTables.length +
+      (o.resolvedLinks?.length ?? 0);
     if (left === 0 && this.#resolvConfBackup === null) {
       try {
         rmSync(this.#path, { force: true });

@@ -1,4 +1,4 @@
-/** Linux's Platform (platform.ts): iproute2 routes and rules, resolv.conf, nftables, netid, the engine drivers, crash recovery. */
+/** Linux's Platform (platform.ts): iproute2 routes and rules, resolv.conf or systemd-resolved, nftables, netid, the engine drivers, crash recovery. */
 import { createEngine } from "../engines/create-engine.ts";
 import { WireGuardSpare } from "../engines/wireguard/wireguard-spare.ts";
 import { watchChildren } from "./child-watch.ts";
@@ -9,6 +9,7 @@ import { applyKillSwitch, applyKillSwitchFallback, readKillSwitch } from "./fire
 import { watchFirewall } from "./firewall-watch.linux.ts";
 import { applyBackstop } from "./firewall-backstop.linux.ts";
 import { networkId } from "./netid.linux.ts";
+import { applyLinkDns, dnsBackend, readLinkDns, revertLinkDns } from "./resolved.linux.ts";
 import type { Platform } from "./platform.ts";
 import { identifyProcess, reclaim } from "./reclaim.linux.ts";
 import {
@@ -36,6 +37,12 @@ export function linuxPlatform(): Platform {
       restore: (files) => restoreDns(files),
       reassert: (settings, files) => reassertDns(settings, files),
       watch: (files, changed) => watchDns(files, changed),
+      links: {
+        backend: (files) => dnsBackend(files.path),
+        apply: (ifname, settings) => applyLinkDns(ifname, settings),
+        revert: (ifname) => revertLinkDns(ifname),
+        read: (ifname) => readLinkDns(ifname),
+      },
     },
     firewall: {
       applyKillSwitch: (rules) => applyKillSwitch(rules),

@@ -7,6 +7,7 @@
  * Times here are epoch ms (the engines' deadlines): the daemon converts from its monotonic clock at this edge.
  */
 import type { GatewayEndpoint, KillSwitchRules } from "../../main/core/killswitch.ts";
+import type { LinkDns } from "../../main/core/dns-link.ts";
 import type { EngineSpec, TunnelEngine } from "../engines/engine.ts";
 
 /** One entry of the protected table: a prefix and the device that carries it, or a gateway's throw. */
@@ -72,6 +73,24 @@ export interface PlatformDns {
   reassert?(settings: DnsSettings, files: DnsFiles): boolean;
   /** Calls `changed` when other software may have rewritten the resolver configuration; returns the stop. */
   watch?(files: DnsFiles, changed: () => void): () => void;
+  /** Per-link DNS in a resolver daemon (systemd-resolved on Linux); absent where the system has none. */
+  links?: PlatformDnsLinks;
+}
+
+export type { LinkDns };
+
+export interface PlatformDnsLinks {
+  /**
+   * Which backend the host's resolver configuration needs: "resolved" when `files.path` is the daemon's and the
+   * daemon answers, "resolv.conf" otherwise. Rejects when the file is the daemon's but the daemon does not answer.
+   */
+  backend(files: DnsFiles): Promise<"resolved" | "resolv.conf">;
+  /** Puts these settings on the device's link; safe to repeat. Rejects when the device or the daemon refuses. */
+  apply(ifname: string, settings: LinkDns): Promise<void>;
+  /** Drops what was set on the device's link; false when the device is gone (nothing to revert). */
+  revert(ifname: string): Promise<boolean>;
+  /** What the daemon holds for the device's link now; null when the device is gone. */
+  read(ifname: string): Promise<LinkDns | null>;
 }
 
 /** The drill's own block of one gateway's endpoints (never the kill switch's rules). */
@@ -184,6 +203,8 @@ export interface OwnedState {
   tables: number[];
   /** nftables tables as "<family> <name>" (the kill switch's is replaced at start, not reclaimed here). */
   nftTables: string[];
+  /** Devices whose per-link DNS detourd set in the resolver daemon (reverted while the device lives). */
+  resolvedLinks?: string[];
 }
 
 /** What a reclaim did: each item removed, and each one that could not be (with why). */

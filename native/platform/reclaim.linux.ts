@@ -10,6 +10,7 @@
  *
  * Each step is independent: a failure is listed in the report and the rest still runs.
  */
+import { revertLinkDns } from "./resolved.linux.ts";
 import { readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { basename } from "node:path";
 import { ROUTING_RULE_PRIO, ROUTING_TABLE_MAX, ROUTING_TABLE_MIN } from "../engines/ipsec/charon-config.ts";
@@ -170,6 +171,9 @@ export async function reclaim(
       report.failed.push(`${what}: ${e instanceof Error ? e.message : String(e)}`);
     }
   };
+
+  // 0. Per-link DNS in resolved, while the devices still exist (a link that is gone took its settings with it).
+  for (const dev of owned.resolvedLinks ?? []) await step(`resolved link settings on ${dev}`, () => revertLinkDns(dev));
 
   // 1. Processes first: a live engine would recreate what is removed after it.
   const ours = stillOurs(owned.processes, identifyProcess);

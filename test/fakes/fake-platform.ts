@@ -5,6 +5,7 @@
  * prober that answers while the leg's gateway is reachable, and a candidate finder that finds what is configured.
  * Everything runs on a FakeClock.
  */
+import { domainLabels, type LinkDns } from "../../main/core/dns-link.ts";
 import type { DetourConfig } from "../../main/core/config/schema.ts";
 import type { Candidate, CandidateProbe } from "../../main/core/connection/types.ts";
 import type { KillSwitchRules } from "../../main/core/killswitch.ts";
@@ -53,6 +54,8 @@ export type PlatformStep =
   | "dns.apply"
   | "dns.restore"
   | "dns.reassert"
+  | "dns.linkApply"
+  | "dns.linkRevert"
   | "firewall.killSwitch"
   | "firewall.fallback"
   | "firewall.read"
@@ -93,6 +96,11 @@ export class FakeWorld {
   /** The daemon's firewall watcher, while it watches: tests call changed() as nft monitor would. */
   firewallWatch: FirewallWatchListener | null = null;
   dnsServers: string[] | null = null;
+  /**
+   * systemd-resolved's per-link DNS by device (null: the host has no resolved, resolv.conf is written). Tests
+   * change it behind the daemon's back to play resolved restarting or a network manager reverting a link.
+   */
+  resolvedLinks: Map<string, LinkDns> | null = null;
   /** The daemon's watch on resolv.conf while the tunnel's resolvers are in force: tests call it as inotify would. */
   dnsWatch: (() => void) | null = null;
   #addresses = new Map<string, string>();
@@ -353,6 +361,21 @@ export function fakePlatform(world: FakeWorld): Platform {
         return () => {
           world.dnsWatch = null;
         };
+      },
+      links: {
+        backend: () => Promise.resolve(world.resolvedLinks === null ? "resolv.conf" : "resolved"),
+        apply: (ifname, l) =>
+          Promise.resolve().then(() => {
+            world.record("dns.linkApply", `${ifname} ${l.servers.join(",")} ${domainLabels(l).join(",")}`);
+            world.resolvedLinks?.set(ifname, structuredClone(l));
+          }),
+        revert: (ifname) =>
+          Promise.resolve().then(() => {
+            world.record("dns.linkRevert", ifname);
+            return world.resolvedLinks?.delete(ifname) ?? false;
+          }),
+        read: (ifname) =>
+          Promise.resolve(world.resolvedLinks?.get(ifname) ?? { servers: [], domains: [], defaultRoute: false }),
       },
     },
     firewall: {

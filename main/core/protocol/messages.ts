@@ -438,8 +438,15 @@ export interface DnsStatus {
   /** Rewrites by other software that detourd undid since it started. */
   reassertions: number;
   lastReassertAt: number | null;
-  /** Why the last attempt to put them back failed, null once one succeeds. */
+  /** Why the last attempt to put them in force or back failed, null once one succeeds. */
   lastError: string | null;
+  /** Where they went: resolv.conf written by detourd, or systemd-resolved's settings on the tunnel's link. */
+  backend?: "resolv.conf" | "resolved" | null;
+  /** The device whose resolved link holds them (backend "resolved"). */
+  link?: string | null;
+  servers?: string[];
+  /** resolvectl's spelling: "corp.example" a search domain, "~corp.example" routing only, "~." every name. */
+  domains?: string[];
 }
 export const StatusPayloadSchema = z.looseObject({
   ...snapshotShape,
@@ -483,6 +490,10 @@ export const StatusPayloadSchema = z.looseObject({
       reassertions: z.int().min(0),
       lastReassertAt: z.number().nullable(),
       lastError: z.string().nullable(),
+      backend: z.enum(["resolv.conf", "resolved"]).nullable().optional(),
+      link: z.string().nullable().optional(),
+      servers: z.array(z.string()).optional(),
+      domains: z.array(z.string()).optional(),
     })
     .optional(),
 }) satisfies z.ZodType<StatusPayload>;
