@@ -17,6 +17,7 @@ PACKAGES=(
   chromium                                           # browser tests (playwright-core drives /usr/bin/chromium)
   openssh-server                                     # the lab's SFTP drop for diagnostic bundles (sshd only in a namespace)
   prometheus                                         # the fleet-monitoring test scrapes the collector (only in a namespace)
+  systemd dbus-daemon                                # busctl (detourd's resolved client), the DNS test's private bus
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -57,6 +58,21 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   if printf '%s\n' "${missing[@]}" | grep -qx prometheus; then
     systemctl disable --now prometheus.service >/dev/null 2>&1 || true
   fi
+fi
+
+# systemd-resolved for the DNS lab test, unpacked but not installed: installing the package would turn the host's
+# /etc/resolv.conf into a link to resolved's stub. The lab runs the binary only in its client namespace, on a
+# private bus (test/lab/resolved.lab.test.ts).
+RESOLVED_DIR=/var/cache/detour-lab/systemd-resolved
+if [ ! -x "$RESOLVED_DIR/lib/systemd/systemd-resolved" ]; then
+  tmp="$(mktemp -d)"
+  if ! (cd "$tmp" && apt-get download -q systemd-resolved >/dev/null 2>&1); then
+    apt-get update -q
+    (cd "$tmp" && apt-get download -q systemd-resolved)
+  fi
+  mkdir -p "$RESOLVED_DIR"
+  dpkg-deb -x "$tmp"/systemd-resolved_*.deb "$RESOLVED_DIR"
+  rm -rf "$tmp"
 fi
 
 # npm dependencies: reinstall only when the lock file changed since the last install.
