@@ -496,7 +496,8 @@ test("with-systemd-resolved-the-tunnel-link-gets-split-dns-that-follows-a-failov
   const dev1 = deviceOf(r, "gw1") ?? "?";
   assert.ok(await r.clock.until(() => links.has(dev1), 5_000), "the tunnel's link gets the DNS");
   assert.deepEqual(links.get(dev1), {
-    servers: ["198.19.0.53", "fd00:19::53"],
+    // The tunnels carry IPv4 only: an IPv6 resolver would be asked in clear, so it is left out and reported.
+    servers: ["198.19.0.53"],
     domains: [{ name: "corp.example", routeOnly: true }],
     defaultRoute: false,
   });
@@ -506,6 +507,7 @@ test("with-systemd-resolved-the-tunnel-link-gets-split-dns-that-follows-a-failov
   assert.equal(s.link, dev1);
   assert.deepEqual(s.domains, ["~corp.example"]);
   assert.equal(s.managed, true);
+  assert.match(s.lastError ?? "", /does not carry .*fd00:19::53/);
   // resolved restarts (or a network manager reverts the link): the periodic check puts the settings back.
   links.delete(dev1);
   await r.clock.until(() => r.control.status().dns.reassertions === 1, 20_000);

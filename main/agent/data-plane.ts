@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from "node:fs";
 import type { DetourConfig } from "../core/config/schema.ts";
 import { candidateAddresses } from "../core/connection/address-family.ts";
 import { canonicalIp, ipFamily } from "../core/ip-address.ts";
+import { parsePrefix, prefixCovers } from "../core/net/address-guard.ts";
 import { domainLabels, linkDnsFor, sameLinkDns, type LinkDns } from "../core/dns-link.ts";
 import { routesForLeg } from "../core/connection/route-policy.ts";
 import type { Candidate, ConnectionStateName, Leg } from "../core/connection/types.ts";
@@ -470,6 +471,18 @@ export class DataPlane {
     }
   }
 
+  /** Whether a packet to `address` goes into the tunnel: a route of the protected table covers it, no throw does. */
+  #tunnelCarries(address: string): boolean {
+    const a = parsePrefix(address);
+    if (a === null) return false;
+    const covers = (r: RouteEntry): boolean => {
+      const p = parsePrefix(r.dst);
+      return p !== null && prefixCovers(p, a);
+    };
+    const table = this.#stagedRoutes ?? [];
+    return table.some((r) => r.type !== "throw" && covers(r)) && !table.some((r) => r.type === "throw" && covers(r));
+  }
+
   async #applyRoutes(legId: string): Promise<void> {
     const applied = await this.#writeProtectedTable(legId);
     if (applied === null) return;
@@ -485,9 +498,20 @@ export class DataPlane {
   async #applyDns(ifname: string, pushed: string[]): Promise<void> {
     const td = this.#host.config().tunnelDns;
     // Configured resolvers win; pushed ones only as far as the plan routes them through the tunnel.
-    const servers = td !== undefined && td.servers.length > 0 ? td.servers : pushed;
+    const wanted = td !== undefined && td.servers.length > 0 ? td.servers : pushed;
+    if (wanted.length === 0) return;
+    // A resolver the tunnel does not carry would be asked in clear on the local network: only those inside the
+    // protected table go in (IPv6 ones wait for IPv6 protected networks; pushed ones got their host route).
+    const servers = wanted.filter((a) => this.#tunnelCarries(a));
+    const uncarried = wanted.filter((a) => !servers.includes(a));
     const settings = { servers, searchDomains: td?.searchDomains ?? [] };
-    if (servers.length === 0) return;
+    if (servers.length === 0) {
+      this.#dnsFailed(
+        new Error(`the tunnel carries none of its resolvers (${uncarried.join(", ")})`),
+        "tunnel DNS not applied",
+      );
+      return;
+    }
     const links = this.#platform.dns.links;
     try {
       const backend = links === undefined ? "resolv.conf" : await links.backend(this.#dns);
@@ -512,6 +536,11 @@ export class DataPlane {
       this.#dnsStatus.lastError = null;
       this.#host.log.info("tunnel DNS applied", { servers, backend, ifname, path: this.#dns.path });
       this.#watchDns(settings);
+      if (uncarried.length > 0)
+        this.#dnsFailed(
+          new Error(`left out resolvers the tunnel does not carry (asked in clear otherwise): ${uncarried.join(", ")}`),
+          "tunnel DNS applied in part",
+        );
     } catch (err) {
       this.#dnsFailed(err, "tunnel DNS not applied");
     }
