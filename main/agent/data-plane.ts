@@ -396,7 +396,8 @@ export class DataPlane {
     const links = this.#platform.dns.links;
     if (links === undefined) return false;
     const now = await links.read(link.ifname);
-    if (now !== null && sameLinkDns(now, link.settings, canonicalIp)) return false;
+    // A device that is gone took its settings with it: the failover that follows moves them to the next one.
+    if (now === null || sameLinkDns(now, link.settings, canonicalIp)) return false;
     await links.apply(link.ifname, link.settings);
     return true;
   }
