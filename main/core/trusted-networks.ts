@@ -5,6 +5,7 @@
  */
 import type { TrustedNetworkRuleConfig, TrustedNetworksConfig } from "./config/schema.ts";
 import { canonicalIp } from "./ip-address.ts";
+import type { TrustedStatus } from "./protocol/messages.ts";
 import { parseAddress, parsePrefix, prefixCovers } from "./net/address-guard.ts";
 
 /** What the underlay's resolv.conf says about the network. */
@@ -132,4 +133,19 @@ export function trustedAction(input: {
   if (stayDown) return input.idle ? { type: "none" } : { type: "disconnect" };
   if (input.idle && (input.autoConnect || input.heldDownByTrust)) return { type: "connect" };
   return { type: "none" };
+}
+
+/**
+ * One sentence for `detour status` and the tray: which rule matched and what that means, or null when there is
+ * nothing to say (no trusted networks configured and no always-on).
+ */
+export function trustedSentence(t: TrustedStatus | undefined): string | null {
+  if (t === undefined) return null;
+  const alwaysOn = t.allowDisconnect ? "" : " Always on: your organisation does not allow disconnecting.";
+  if (!t.configured) return alwaysOn === "" ? null : alwaysOn.trim();
+  if (t.trusted && t.rule !== null)
+    return t.policy === "disconnect"
+      ? `On trusted network ${t.rule}: Detour stays disconnected here.${alwaysOn}`
+      : `On trusted network ${t.rule}; your organisation's policy connects here anyway.${alwaysOn}`;
+  return `Not a trusted network: ${t.reason}.${alwaysOn}`;
 }
