@@ -229,3 +229,35 @@ test(
     await stopTlsHost();
   },
 );
+
+test(
+  "the-network-handing-out-another-domain-is-a-network-change-and-always-on-connects",
+  { timeout: 120_000 },
+  async () => {
+    const resolv = `/etc/netns/${topo.client.ns}/resolv.conf`;
+    const original = readFileSync(resolv, "utf8");
+    try {
+      await startTlsHost(real);
+      const c = await startAgent(trustedConfig());
+      await waitForStatus(c, "the trusted verdict", (x) => x.trusted?.trusted === true, VERDICT_WITHIN_MS, {
+        context: () => agentLogs(ID),
+      });
+      // A DHCP client on another network: the same resolver, another domain (written in place: it is bind-mounted).
+      writeFileSync(resolv, original.replace(/^search .*$/m, "search hotel.example.net"));
+      const up = await waitForStatus(
+        c,
+        "connected after the domain changed",
+        (x) => x.state === "connected",
+        CONNECT_WITHIN_MS,
+        { context: () => agentLogs(ID) },
+      );
+      assert.ok(up.trusted !== undefined);
+      assert.equal(up.trusted.trusted, false);
+      assert.match(up.trusted.reason, /no trusted network rule matches.*hotel\.example\.net/);
+    } finally {
+      writeFileSync(resolv, original);
+      await stopAgent();
+      await stopTlsHost();
+    }
+  },
+);
