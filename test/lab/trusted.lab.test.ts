@@ -255,9 +255,40 @@ test(
       assert.equal(up.trusted.trusted, false);
       assert.match(up.trusted.reason, /no trusted network rule matches.*hotel\.example\.net/);
     } finally {
-      writeFileSync(resolv, original);
+      // detourd first: its disconnect puts back the resolv.conf it saved (the changed one) over whatever is there.
       await stopAgent();
+      writeFileSync(resolv, original);
       await stopTlsHost();
     }
   },
 );
+
+test("under-lockdown-the-trusted-hosts-check-still-gets-out-and-detour-stays-down", { timeout: 120_000 }, async () => {
+  await startTlsHost(real);
+  const c = await startAgent(trustedConfig({ lockdown: true }));
+  const s = await waitForStatus(
+    c,
+    "the trusted verdict under lockdown",
+    (x) => x.trusted?.checkedAt != null && x.killSwitch?.mode === "blocking",
+    VERDICT_WITHIN_MS,
+    { context: () => agentLogs(ID) },
+  );
+  // The first check may have run before the table went in: a recheck made under it is what counts.
+  const first = s.trusted?.checkedAt ?? 0;
+  const again = await waitForStatus(
+    c,
+    "a recheck under the blocking kill switch",
+    (x) => (x.trusted?.checkedAt ?? 0) > first + 1000,
+    VERDICT_WITHIN_MS,
+    { context: () => agentLogs(ID) },
+  );
+  assert.ok(again.trusted !== undefined);
+  assert.equal(again.trusted.trusted, true, again.trusted.reason);
+  assert.equal(again.trusted.rule, "office");
+  assert.equal(again.state, "disconnected");
+  assert.equal(again.killSwitch?.mode, "blocking");
+  const rules = await nsRun(topo.client.ns, ["nft", "list", "ruleset"]);
+  assert.match(rules, new RegExp(`ip daddr ${topo.dns.address.replace(/\./g, "\\.")} tcp dport ${String(TLS_PORT)} `));
+  await stopAgent();
+  await stopTlsHost();
+});
