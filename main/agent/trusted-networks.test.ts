@@ -8,7 +8,7 @@ import { parseConfig, type DetourConfig } from "../core/config/schema.ts";
 import type { ConnectionStateName } from "../core/connection/types.ts";
 import type { TlsCheckResult } from "../core/trusted-networks.ts";
 import { createLogger } from "./log.ts";
-import { disconnectRefusal, NETWORK_POLL_MS, pollTrigger, TrustedNetworks } from "./trusted-networks.ts";
+import { disconnectRefusal, NETWORK_POLL_MS, pollTrigger, sameNetwork, TrustedNetworks } from "./trusted-networks.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "detour-trusted-"));
 after(() => {
@@ -195,4 +195,12 @@ test("the-trusted-host-is-not-checked-through-the-tunnel", async () => {
 test("always-on-refuses-a-disconnect-naming-the-policy", () => {
   assert.equal(disconnectRefusal(config()), null);
   assert.match(disconnectRefusal(config({ allowDisconnect: false })) ?? "", /allowDisconnect: false/);
+});
+
+test("a-network-key-looked-up-for-the-first-time-is-not-a-move-between-networks", () => {
+  const facts = '{"domains":["office.example.com"],"servers":[]}';
+  assert.equal(sameNetwork(`?|${facts}`, `k1|${facts}`), true);
+  assert.equal(sameNetwork(`k1|${facts}`, `k1|${facts}`), true);
+  assert.equal(sameNetwork(`k1|${facts}`, `k2|${facts}`), false, "another network behind the same DHCP answers");
+  assert.equal(sameNetwork(`k1|${facts}`, `k1|{"domains":[],"servers":[]}`), false);
 });

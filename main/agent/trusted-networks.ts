@@ -109,6 +109,25 @@ export function checkPinnedTls(host: TrustedNetworkRuleConfig["tlsHost"], timeou
   });
 }
 
+/** Separates the network memory's key from the resolv.conf facts in an identity. */
+const KEY_SEPARATOR = "|";
+/** The network memory's key before its first lookup (or after one that failed). */
+const UNKNOWN_KEY = "?";
+
+/**
+ * Whether two identities name the same network: the resolv.conf facts are equal, and so are the keys where both
+ * are known. A key looked up for the first time (or lost to a failed lookup) is not a move between networks.
+ */
+export function sameNetwork(a: string, b: string): boolean {
+  const split = (x: string): [string, string] => {
+    const i = x.indexOf(KEY_SEPARATOR);
+    return i < 0 ? [UNKNOWN_KEY, x] : [x.slice(0, i), x.slice(i + 1)];
+  };
+  const [ka, fa] = split(a);
+  const [kb, fb] = split(b);
+  return fa === fb && (ka === UNKNOWN_KEY || kb === UNKNOWN_KEY || ka === kb);
+}
+
 /** The default trigger: the network's identity every NETWORK_POLL_MS, a recheck every `recheckMs`. */
 export function pollTrigger(clock: Clock, identity: () => string, recheckMs: () => number): TrustedTrigger {
   return (fire) => {
@@ -120,8 +139,9 @@ export function pollTrigger(clock: Clock, identity: () => string, recheckMs: () 
       if (stopped) return;
       sinceRecheck += NETWORK_POLL_MS;
       const now = identity();
-      if (now !== last) {
-        last = now;
+      const changed = !sameNetwork(now, last);
+      last = now;
+      if (changed) {
         sinceRecheck = 0;
         fire("network-change");
       } else if (sinceRecheck >= recheckMs()) {
@@ -222,7 +242,8 @@ export class TrustedNetworks {
     const fresh =
       this.#verdict !== null &&
       this.#checkedAt !== null &&
-      this.#checkedKey === this.identity() &&
+      this.#checkedKey !== null &&
+      sameNetwork(this.#checkedKey, this.identity()) &&
       this.#clock.wall() - this.#checkedAt < t.recheckMs;
     const v = fresh && this.#verdict !== null ? this.#verdict : await this.#evaluateOnly();
     if (!v.trusted || t.policy !== "disconnect") return null;
@@ -280,7 +301,7 @@ export class TrustedNetworks {
 
   /** The network's identity as far as trust goes: the network memory's key and what its resolv.conf hands out. */
   identity(): string {
-    return `${this.#host.networkKey() ?? ""}|${JSON.stringify(this.#facts())}`;
+    return `${this.#host.networkKey() ?? UNKNOWN_KEY}${KEY_SEPARATOR}${JSON.stringify(this.#facts())}`;
   }
 
   #facts(): NetworkDnsFacts {
