@@ -6,11 +6,12 @@
  * another key) is untrusted: detourd connects, and always-on (allowDisconnect: false) refuses a disconnect.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient, ControlError } from "../../main/client/control-client.ts";
+import { keygen, loadPrivateKey, signPolicy } from "../../main/cli/policy-tools.ts";
 import { parseConfig, type DetourConfig, type DetourConfigInput } from "../../main/core/config/schema.ts";
 import { agentLogs, agentStart, agentStop } from "./agent.ts";
 import { inNs, isAlive, nsRun, readIfExists, spawnDaemon, stopPids, waitFor } from "./exec.ts";
@@ -96,10 +97,16 @@ function trustedConfig(extra: Partial<DetourConfigInput> = {}): DetourConfig {
   return parsed.config;
 }
 
-async function startAgent(config: DetourConfig): Promise<ControlClient> {
+async function startAgent(
+  config: DetourConfig,
+  opts: { connect?: boolean; extraArgs?: string[] } = {},
+): Promise<ControlClient> {
   await stopAgent();
   writeFileSync(clientConfigFile, JSON.stringify(config, null, 2));
-  const a = await agentStart(ID, { connect: true });
+  const a = await agentStart(ID, {
+    connect: opts.connect ?? true,
+    ...(opts.extraArgs === undefined ? {} : { extraArgs: opts.extraArgs }),
+  });
   client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
   return client;
 }
@@ -292,3 +299,59 @@ test("under-lockdown-the-trusted-hosts-check-still-gets-out-and-detour-stays-dow
   await stopAgent();
   await stopTlsHost();
 });
+
+test(
+  "always-on-by-signed-policy-stays-down-on-the-trusted-network-connects-off-it-and-refuses-a-disconnect",
+  { timeout: 120_000 },
+  async () => {
+    const dir = join(lab.labDirOf(ID), "policy");
+    const keysDir = join(dir, "trusted-keys");
+    mkdirSync(keysDir, { recursive: true, mode: 0o700 });
+    const k = keygen(join(dir, "it"));
+    renameSync(k.publicPath, join(keysDir, `${k.keyId}.pem`));
+    const now = Date.now();
+    const doc = Buffer.from(
+      JSON.stringify({
+        version: 1,
+        issuedAt: new Date(now - 3_600_000).toISOString(),
+        expiresAt: new Date(now + 86_400_000).toISOString(),
+        organisation: base.organisation,
+        settings: { autoConnect: true, allowDisconnect: false, trustedNetworkPolicy: "disconnect" },
+      }) + "\n",
+    );
+    const policyFile = join(dir, "policy.json");
+    writeFileSync(policyFile, JSON.stringify(signPolicy(doc, loadPrivateKey(k.privatePath))));
+    await startTlsHost(real);
+    // No --connect: only the policy's always-on asks for a connection.
+    const c = await startAgent(trustedConfig(), {
+      connect: false,
+      extraArgs: ["--policy-file", policyFile, "--trusted-keys", keysDir],
+    });
+    const down = await waitForStatus(
+      c,
+      "always-on held down by the trusted network",
+      (x) => x.trusted?.trusted === true,
+      VERDICT_WITHIN_MS,
+      { context: () => agentLogs(ID) },
+    );
+    assert.ok(down.trusted !== undefined);
+    assert.deepEqual([down.trusted.alwaysOn, down.trusted.allowDisconnect, down.state], [true, false, "disconnected"]);
+    await stopTlsHost();
+    await waitForStatus(
+      c,
+      "always-on connected off the trusted network",
+      (x) => x.state === "connected",
+      CONNECT_WITHIN_MS,
+      {
+        context: () => agentLogs(ID),
+      },
+    );
+    await assert.rejects(c.disconnect(), (e: unknown) => {
+      assert.ok(e instanceof ControlError);
+      assert.equal(e.code, "refused");
+      assert.match(e.message, /allowDisconnect: false/);
+      return true;
+    });
+    await stopAgent();
+  },
+);
