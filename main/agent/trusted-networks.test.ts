@@ -67,8 +67,13 @@ function rig(opts: { config?: DetourConfig; autoConnect?: boolean; resolv?: stri
       networkKey: () => null,
       connect: () => {
         calls.push("connect");
-        state = "connected";
-        return Promise.resolve();
+        // As the daemon's: the machine is busy only once the connect's kill switch went in, a moment later.
+        return new Promise<void>((resolve) =>
+          setImmediate(() => {
+            state = "connected";
+            resolve();
+          }),
+        );
       },
       disconnect: () => {
         calls.push("disconnect");
@@ -203,4 +208,33 @@ test("a-network-key-looked-up-for-the-first-time-is-not-a-move-between-networks"
   assert.equal(sameNetwork(`k1|${facts}`, `k1|${facts}`), true);
   assert.equal(sameNetwork(`k1|${facts}`, `k2|${facts}`), false, "another network behind the same DHCP answers");
   assert.equal(sameNetwork(`k1|${facts}`, `k1|{"domains":[],"servers":[]}`), false);
+});
+
+test("two-evaluations-at-once-connect-only-once", async () => {
+  const r = rig({ autoConnect: true, resolv: HOTEL });
+  await Promise.all([r.t.evaluate("start"), r.t.evaluate("network-change")]);
+  assert.deepEqual(r.calls, ["connect"]);
+});
+
+test("an-unreadable-resolv-conf-is-untrusted-and-status-says-why", async () => {
+  const r = rig();
+  r.moveTo("");
+  const t = new TrustedNetworks(
+    {
+      config: () => config(),
+      autoConnect: () => false,
+      state: () => "disconnected",
+      resolvConfPath: () => join(dir, "missing.conf"),
+      networkKey: () => null,
+      connect: () => Promise.resolve(),
+      disconnect: () => undefined,
+      report: () => undefined,
+      log: createLogger({ write: () => undefined }),
+      check: () => Promise.resolve({ ok: true }),
+    },
+    r.clock,
+  );
+  const v = await t.evaluate("start");
+  assert.equal(v.trusted, false);
+  assert.match(t.status().reason, /cannot read .*missing\.conf: ENOENT/);
 });

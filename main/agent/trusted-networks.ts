@@ -187,6 +187,9 @@ export class TrustedNetworks {
   /** detourd keeps the tunnel down because the network is trusted, while a connection is otherwise wanted. */
   #heldDown = false;
   #running: Promise<TrustedVerdict> | null = null;
+  #acting: Promise<unknown> = Promise.resolve();
+  /** Why the network's resolv.conf could not be read at the last look (null: it was read). */
+  #readError: string | null = null;
   #stopTrigger: (() => void) | null = null;
 
   constructor(host: TrustedNetworksHost, clock: Clock) {
@@ -255,7 +258,14 @@ export class TrustedNetworks {
    * Evaluates and acts: on a trusted network with policy "disconnect" a tunnel goes down; off it, a connection
    * starts where always-on wants one (at start and on a network change) or where one was held down by trust.
    */
-  async evaluate(why: TrustedTriggerReason, opts: { wanted?: boolean } = {}): Promise<TrustedVerdict> {
+  evaluate(why: TrustedTriggerReason, opts: { wanted?: boolean } = {}): Promise<TrustedVerdict> {
+    // One evaluation and its action at a time: two triggers at once must not both see "idle" and connect twice.
+    const next = this.#acting.then(() => this.#evaluateAndAct(why, opts));
+    this.#acting = next.catch(() => undefined);
+    return next;
+  }
+
+  async #evaluateAndAct(why: TrustedTriggerReason, opts: { wanted?: boolean }): Promise<TrustedVerdict> {
     const v = await this.#evaluateOnly();
     const t = this.#host.config().trustedNetworks;
     const state = this.#host.state();
@@ -291,8 +301,14 @@ export class TrustedNetworks {
           { action: "connect", rule: v.rule, reason: v.reason, why },
           { action: "connect", why },
         );
-        this.#host.connect().catch((err: unknown) => {
+        // Resolves once the machine is connecting, so the next evaluation sees it busy.
+        await this.#host.connect().catch((err: unknown) => {
           this.#host.log.error("connect after a trusted-network check failed", { err });
+          this.#host.report(
+            "detour.trusted.action",
+            { action: "connect-failed", reason: String(err), why },
+            { action: "connect-failed", why },
+          );
         });
         break;
     }
@@ -305,9 +321,14 @@ export class TrustedNetworks {
   }
 
   #facts(): NetworkDnsFacts {
+    const path = this.#host.resolvConfPath();
     try {
-      return dnsFactsOf(readFileSync(this.#host.resolvConfPath(), "utf8"));
-    } catch {
+      const facts = dnsFactsOf(readFileSync(path, "utf8"));
+      this.#readError = null;
+      return facts;
+    } catch (e) {
+      // Nothing read, nothing matches: untrusted (closed), and status says why.
+      this.#readError = `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
       return { domains: [], servers: [] };
     }
   }
@@ -349,6 +370,7 @@ export class TrustedNetworks {
         }),
       );
       v = verdictOf(t, facts, results);
+      if (this.#readError !== null && !v.trusted) v = { ...v, reason: `${v.reason}; ${this.#readError}` };
     }
     const changed = this.#verdict?.trusted !== v.trusted || this.#verdict.rule !== v.rule;
     this.#verdict = v;
