@@ -179,6 +179,21 @@ export class ControlFacade {
     };
   }
 
+  /** The connection's state name (cheaper than status, for the trusted-network monitor's polls). */
+  connectionState(): ConnectionStateName {
+    return this.#p.loop.state().name;
+  }
+
+  /** The network memory's key for the network the device is on (null: not identified yet). */
+  networkKey(): string | null {
+    return this.#p.networkMemory.network().id;
+  }
+
+  /** The path of the resolv.conf that describes the network the device is on (the original while the tunnel's is in force). */
+  networkResolvConfPath(): string {
+    return this.#p.dataPlane.networkResolvConf();
+  }
+
   /** A failover drill (main/agent/drill.ts): blocks the active gateway for this host, measures, lifts the block. */
   drill(request: { slaMs?: number | undefined }): Promise<DrillResult> {
     return this.#p.drills.run(request);

@@ -211,6 +211,11 @@ export class DataPlane {
         dnsServers: cfg.discovery.dns?.servers ?? [],
         // detourd's own lookups (gateways by hostname, the portal) use the network's resolvers.
         ownResolvers: this.#networkResolvers(),
+        // Trusted network detection's TLS checks (trusted-networks.ts) must work under lockdown too.
+        trustedHosts: (cfg.trustedNetworks?.rules ?? []).map((r) => ({
+          address: r.tlsHost.address,
+          port: r.tlsHost.port,
+        })),
         ...(this.#host.ownGroup == null ? {} : { ownGroup: this.#host.ownGroup }),
       });
     } catch (err) {

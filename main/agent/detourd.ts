@@ -14,7 +14,8 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { parseConfigText } from "../core/config/schema.ts";
 import { DEFAULT_SOCKET_PATH } from "../core/protocol/messages.ts";
-import { ControlServer } from "./control-server.ts";
+import { CommandRefused, ControlServer } from "./control-server.ts";
+import { systemClock } from "./clock.ts";
 import { linuxPlatform, peerUidOf } from "../../native/platform/linux.ts";
 import type { ControlFacade } from "./control-facade.ts";
 import { Daemon } from "./daemon.ts";
@@ -25,6 +26,7 @@ import { createLogger, type Level } from "./log.ts";
 import { createPolicyManager, policyHandlers, startPolicy } from "./policy/wiring.ts";
 import { LogTail } from "./diag/log-tail.ts";
 import { DiagService } from "./diag/service.ts";
+import { disconnectRefusal, NO_TRUSTED_RECHECK_MS, pollTrigger, TrustedNetworks } from "./trusted-networks.ts";
 
 const VERSION = "0.1.0";
 /**
@@ -201,6 +203,24 @@ async function main(): Promise<void> {
     log,
     ...(logFile === undefined ? {} : { logFile }),
   });
+  const trusted = new TrustedNetworks(
+    {
+      config: () => policy.effective().config,
+      autoConnect: () => policy.effective().autoConnect,
+      state: () => daemon.connectionState(),
+      resolvConfPath: () => daemon.networkResolvConfPath(),
+      networkKey: () => daemon.networkKey(),
+      connect: () => daemon.connect(),
+      disconnect: () => {
+        daemon.disconnect();
+      },
+      report: (name, body, attrs) => {
+        daemon.emitTelemetry(name, body, attrs);
+      },
+      log,
+    },
+    systemClock,
+  );
   const server = await ControlServer.start({
     path: values.socket,
     version: VERSION,
@@ -208,9 +228,16 @@ async function main(): Promise<void> {
     ...(values.group === undefined ? {} : { group: values.group }),
     peerUid: peerUidOf,
     handlers: {
-      status: () => Promise.resolve({ ...daemon.status(), policy: policy.status() }),
-      connect: () => daemon.connect(),
+      status: () => Promise.resolve({ ...daemon.status(), policy: policy.status(), trusted: trusted.status() }),
+      connect: async () => {
+        const refused = await trusted.connectRefusal();
+        if (refused !== null) throw new CommandRefused(refused);
+        return daemon.connect();
+      },
       disconnect: () => {
+        const refused = disconnectRefusal(policy.effective().config);
+        if (refused !== null) return Promise.reject(new CommandRefused(refused));
+        trusted.userDisconnected();
         daemon.disconnect();
         return Promise.resolve();
       },
@@ -241,7 +268,10 @@ async function main(): Promise<void> {
     log.warn("resuming the connection the previous detourd held when it died", { previousPid: r.previousPid });
   // warmUp starts the network lookup the connect waits for (briefly) and sets no kill switch itself; nothing runs
   // between it and connect's kill switch.
-  const connectNow = resume || values.connect || policy.effective().autoConnect;
+  // With trusted networks configured, a connect at start waits for the verdict (bounded by its TLS check); a resumed
+  // connection does not (its kill switch holds), and is taken down by the verdict if the network is trusted.
+  const hasTrusted = policy.effective().config.trustedNetworks !== undefined;
+  const connectNow = resume || (!hasTrusted && (values.connect || policy.effective().autoConnect));
   if (!connectNow) daemon.refreshKillSwitch();
   // Probe the candidates before the first race, so its ranking already has latencies when the user connects.
   daemon.warmUp();
@@ -249,6 +279,14 @@ async function main(): Promise<void> {
     daemon.connect().catch((err: unknown) => {
       log.error("connect at start-up failed", { err });
     });
+  if (hasTrusted) void trusted.evaluate(resume ? "recheck" : "start", { wanted: values.connect && !resume });
+  trusted.start(
+    pollTrigger(
+      systemClock,
+      () => trusted.identity(),
+      () => policy.effective().config.trustedNetworks?.recheckMs ?? NO_TRUSTED_RECHECK_MS,
+    ),
+  );
   startPolicy(policy, daemon);
   if (r.removed.length > 0 || r.failed.length > 0 || r.recordError !== null || resume)
     daemon.emitTelemetry(
@@ -285,6 +323,7 @@ async function main(): Promise<void> {
     void (async () => {
       let ok = await guarded("stopping the policy poller", () => {
         policy.stop();
+        trusted.stop();
       });
       const report = await daemon.shutdown().catch((err: unknown) => {
         log.error("shutdown failed", { err });

@@ -282,6 +282,7 @@ test("backstop-excepts-gateways-inside-protected-networks-and-skips-full-tunnels
     ],
     dnsServers: [],
     ownResolvers: [],
+    trustedHosts: [],
     ownGroup: null,
     blockUnderlay: false,
     underlayUpkeep: false,

@@ -16,6 +16,8 @@ export const DAEMON_SETTINGS: Record<SettingKey, { label: string; kind: Kind }> 
   allowedGateways: { label: "Allowed gateways", kind: "gateways" },
   allowedProtocols: { label: "Allowed protocols", kind: "protocols" },
   lockdown: { label: "Block traffic while disconnected (lockdown)", kind: "switch" },
+  trustedNetworkPolicy: { label: "On a trusted network", kind: "text" },
+  allowDisconnect: { label: "You may disconnect", kind: "switch" },
   "race.staggerMs": { label: "Delay between connection attempts", kind: "ms" },
   "race.legDeadlineMs": { label: "Time limit per connection attempt", kind: "ms" },
   "race.order": { label: "Protocol order", kind: "legs" },

@@ -93,3 +93,32 @@ test("the-menu-offers-what-the-state-allows-and-marks-the-gateway-choice", () =>
   assert.equal((find(down, "Connect") as { enabled: boolean }).enabled, false);
   assert.equal((find(down, "Quit Detour") as { enabled: boolean }).enabled, true);
 });
+
+const TRUSTED = {
+  configured: true,
+  policy: "disconnect" as const,
+  trusted: true,
+  rule: "office",
+  reason: 'trusted network "office": DNS matches and 192.168.50.5:443 answered with a pinned key',
+  checkedAt: 1,
+  heldDown: true,
+  alwaysOn: true,
+  allowDisconnect: true,
+};
+
+test("on-a-trusted-network-the-tray-says-which-rule-keeps-detour-disconnected", () => {
+  const s = status({ state: "disconnected", gateway: null, protocol: null, summary: "Disconnected", trusted: TRUSTED });
+  assert.equal(traySentence(s), "On trusted network office: Detour stays disconnected here.");
+  assert.equal(trayState(s), "disconnected");
+});
+
+test("always-on-greys-the-disconnect-item-and-says-why", () => {
+  const m = trayMenu(status({ trusted: { ...TRUSTED, trusted: false, rule: null, allowDisconnect: false } }));
+  assert.deepEqual(find(m, "Disconnect (not allowed by policy)"), {
+    kind: "action",
+    label: "Disconnect (not allowed by policy)",
+    enabled: false,
+    action: { type: "disconnect" },
+  });
+  assert.equal(find(m, "Disconnect"), undefined);
+});

@@ -4,6 +4,7 @@
  */
 import type { LegKind } from "../core/connection/types.ts";
 import type { StatusPayload } from "../core/protocol/messages.ts";
+import { trustedSentence } from "../core/trusted-networks.ts";
 
 export type TrayState = "disconnected" | "connecting" | "connected" | "degraded" | "error";
 export const TRAY_STATES: readonly TrayState[] = ["disconnected", "connecting", "connected", "degraded", "error"];
@@ -71,6 +72,9 @@ function unreachableSentence(u: Unreachable | null): string {
 export function traySentence(s: StatusPayload | null, unreachable: Unreachable | null = null): string {
   if (s === null) return unreachableSentence(unreachable);
   const summary = s.summary.replace(/\s+/g, " ").trim();
+  // Disconnected on purpose on a trusted network: say which rule, so nobody takes it for a failure.
+  if (s.state === "disconnected" && s.trusted?.trusted === true && s.trusted.policy === "disconnect")
+    return trustedSentence(s.trusted) ?? summary;
   if (s.state !== "connected" || s.gateway === null || s.protocol === null) return summary === "" ? s.state : summary;
   const base = `Connected to ${s.gateway} over ${PROTOCOL_LABELS[s.protocol]}`;
   if (summary !== base && summary.startsWith(base)) return summary; // degraded, or moving back to a better gateway
@@ -126,7 +130,10 @@ export function trayMenu(s: StatusPayload | null, unreachable: Unreachable | nul
     { kind: "label", label: traySentence(s, unreachable) },
     { kind: "separator" },
     { kind: "action", label: "Connect", enabled: up && (idle || s.state === "error"), action: { type: "connect" } },
-    { kind: "action", label: "Disconnect", enabled: up && !idle, action: { type: "disconnect" } },
+    // Always-on: the daemon refuses a disconnect, so the item says why instead of failing when chosen.
+    s?.trusted?.allowDisconnect === false
+      ? { kind: "action", label: "Disconnect (not allowed by policy)", enabled: false, action: { type: "disconnect" } }
+      : { kind: "action", label: "Disconnect", enabled: up && !idle, action: { type: "disconnect" } },
     { kind: "submenu", label: "Gateway", enabled: up, items: gateways },
     { kind: "separator" },
     { kind: "action", label: "Open Detour", enabled: true, action: { type: "open-window" } },

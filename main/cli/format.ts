@@ -9,6 +9,7 @@ import type {
 } from "../core/connection/types.ts";
 import type { KillSwitchStatus } from "../core/killswitch-status.ts";
 import type { GatewaysPayload, StatusPayload } from "../core/protocol/messages.ts";
+import { trustedSentence } from "../core/trusted-networks.ts";
 
 export interface FormatOptions {
   /** The current time (epoch ms), for "since" and "up" durations. */
@@ -165,6 +166,8 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
     ]);
   }
   if (s.killSwitch !== undefined) rows.push(["kill switch", formatKillSwitch(s.killSwitch, opts)]);
+  const trusted = trustedSentence(s.trusted);
+  if (trusted !== null) rows.push(["network", oneLine(trusted)]);
   const t = s.telemetry;
   if (t !== undefined && t.rttMs !== null) {
     const loss = t.lossPct === null ? "loss unknown" : `loss ${t.lossPct.toFixed(1)} % over ${t.samples} probes`;

@@ -47,6 +47,7 @@ const blockingOf = (state: ConnectionStateName): KillSwitchRules => ({
   ],
   dnsServers: [DNS],
   ownResolvers: [],
+  trustedHosts: [],
   ownGroup: null,
   blockUnderlay: true,
   underlayUpkeep: true,
@@ -106,6 +107,7 @@ test("connected-split-tunnel-polices-only-protected-destinations", () => {
     gatewayEndpoints: blockingOf("connected").gatewayEndpoints,
     dnsServers: [],
     ownResolvers: [],
+    trustedHosts: [],
     ownGroup: null,
     blockUnderlay: false,
     underlayUpkeep: false,
@@ -238,4 +240,19 @@ test("own-resolvers-and-the-own-group-are-carried-only-while-blocking-and-loopba
   assert.deepEqual([t.ownResolvers, t.ownGroup], [[], 64950]);
   assert.throws(() => rules("racing", { ownGroup: 0 }), /own group id 0/);
   assert.throws(() => rules("racing", { lockdown: true, ownResolvers: ["resolver.example"] }), /invalid resolver/);
+});
+
+test("trusted-hosts-are-allowed-only-while-blocking-and-never-inside-a-protected-network", () => {
+  const trustedHosts = [
+    { address: "198.18.53.2", port: 8443 },
+    { address: "198.19.0.9", port: 443 },
+    { address: "127.0.0.1", port: 443 },
+  ];
+  const locked = rules("disconnected", { lockdown: true, trustedHosts });
+  assert.deepEqual(locked.trustedHosts, [{ address: "198.18.53.2", protocol: "tcp", port: 8443 }]);
+  assert.deepEqual(rules("racing", { lockdown: true, trustedHosts }).trustedHosts.length, 1);
+  assert.deepEqual(rules("connected", { lockdown: true, trustedHosts }).trustedHosts, [], "split tunnel: not ours");
+  const full = rules("racing", { protectedNetworks: ["0.0.0.0/0"], trustedHosts });
+  assert.deepEqual(full.trustedHosts, [], "a full tunnel protects the trusted host too");
+  assert.equal(killSwitchPolicy(input("disconnected", { trustedHosts })), null);
 });

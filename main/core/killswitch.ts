@@ -62,6 +62,12 @@ export interface KillSwitchInput {
    */
   ownResolvers?: readonly string[];
   /**
+   * The pinned TLS hosts of the trusted network rules (TCP): detourd's check of each is allowed on the underlay
+   * while blocking, so lockdown does not make every network untrusted. One inside a protected network is never
+   * allowed: protected traffic never leaves outside a tunnel, and such a host fails its check instead (closed).
+   */
+  trustedHosts?: readonly { address: string; port: number }[];
+  /**
    * The group id detourd and its engines run as: the underlay allowances (gateway endpoints, discovery and own
    * resolvers) match only sockets of this group, so no other local process can use them. Absent: unbound.
    */
@@ -93,6 +99,8 @@ export interface KillSwitchRules {
   dnsServers: string[];
   /** The network's own resolvers, allowed like dnsServers (UDP and TCP 53) for detourd's own lookups; empty unless blocking. */
   ownResolvers: string[];
+  /** Trusted networks' TLS hosts (TCP), outside the protected networks, allowed like ownResolvers; empty unless blocking. */
+  trustedHosts: GatewayEndpoint[];
   /** Gateway endpoints, discovery and own resolvers match only sockets of this group id; null: any process. */
   ownGroup: number | null;
   /** Drop everything that leaves through neither loopback nor a tunnel device and is not allowed above. */
@@ -156,6 +164,9 @@ export function killSwitchPolicy(input: KillSwitchInput): KillSwitchRules | null
     (a) => !dnsServers.includes(a) && !isLoopback(a),
   );
   const ownGroup = input.ownGroup ?? null;
+  const trustedHosts = normaliseEndpoints(
+    (input.trustedHosts ?? []).map((h) => ({ address: h.address, protocol: "tcp" as const, port: h.port })),
+  ).filter((h) => !isLoopback(h.address) && !insideAny(h.address, networks));
   if (ownGroup !== null && !(Number.isInteger(ownGroup) && ownGroup > 0 && ownGroup < 2 ** 32 - 1))
     throw new Error(`invalid own group id ${String(ownGroup)} (a group id other than 0)`);
   const fullTunnel = networks.some((p) => p.len === 0);
@@ -163,12 +174,12 @@ export function killSwitchPolicy(input: KillSwitchInput): KillSwitchRules | null
   const base = { state: input.state, fullTunnel, protectedNetworks, tunnelDevices, gatewayEndpoints, ownGroup };
   switch (input.state) {
     case "disconnected":
-      return input.lockdown ? blocking(base, dnsServers, ownResolvers) : null;
+      return input.lockdown ? blocking(base, dnsServers, ownResolvers, trustedHosts) : null;
     case "resolving":
     case "racing":
     case "failing-over":
     case "error":
-      return input.lockdown || fullTunnel ? blocking(base, dnsServers, ownResolvers) : tunnelOnly(base);
+      return input.lockdown || fullTunnel ? blocking(base, dnsServers, ownResolvers, trustedHosts) : tunnelOnly(base);
     case "connected":
       // Discovery rechecks while connected go through the tunnel (full tunnel) or are not ours to police (split).
       return tunnelOnly(base);
@@ -179,7 +190,10 @@ export function killSwitchPolicy(input: KillSwitchInput): KillSwitchRules | null
  * Protected destinations leave only through the tunnel devices. In a split tunnel the underlay is not ours to
  * police; a full tunnel protects everything, so the underlay carries only the gateway endpoints (and upkeep).
  */
-type RulesBase = Omit<KillSwitchRules, "mode" | "dnsServers" | "ownResolvers" | "blockUnderlay" | "underlayUpkeep">;
+type RulesBase = Omit<
+  KillSwitchRules,
+  "mode" | "dnsServers" | "ownResolvers" | "trustedHosts" | "blockUnderlay" | "underlayUpkeep"
+>;
 
 function tunnelOnly(base: RulesBase): KillSwitchRules {
   return {
@@ -187,13 +201,27 @@ function tunnelOnly(base: RulesBase): KillSwitchRules {
     mode: "tunnel-only",
     dnsServers: [],
     ownResolvers: [],
+    trustedHosts: [],
     blockUnderlay: base.fullTunnel,
     underlayUpkeep: base.fullTunnel,
   };
 }
 
-function blocking(base: RulesBase, dnsServers: string[], ownResolvers: string[]): KillSwitchRules {
-  return { ...base, mode: "blocking", dnsServers, ownResolvers, blockUnderlay: true, underlayUpkeep: true };
+function blocking(
+  base: RulesBase,
+  dnsServers: string[],
+  ownResolvers: string[],
+  trustedHosts: GatewayEndpoint[],
+): KillSwitchRules {
+  return {
+    ...base,
+    mode: "blocking",
+    dnsServers,
+    ownResolvers,
+    trustedHosts,
+    blockUnderlay: true,
+    underlayUpkeep: true,
+  };
 }
 
 /** 127.0.0.0/8 and ::1 (canonical spelling): always allowed through loopback, never an underlay rule. */
@@ -239,6 +267,14 @@ function formatPrefix(p: Prefix): string {
 function covers(outer: Prefix, inner: Prefix): boolean {
   const size = 2 ** (32 - outer.len);
   return outer.len <= inner.len && Math.floor(inner.base / size) * size === outer.base;
+}
+
+/** Whether an address lies in a protected network: any address in full tunnel (IPv6 included), else IPv4 ones inside. */
+function insideAny(address: string, networks: readonly Prefix[]): boolean {
+  if (networks.some((p) => p.len === 0)) return true;
+  if (!IPV4_RE.test(address)) return false;
+  const host = { base: ipv4ToInt(address), len: 32 };
+  return networks.some((p) => covers(p, host));
 }
 
 /** Sorted, host bits cleared, and without prefixes inside another: an nftables interval set refuses overlaps. */

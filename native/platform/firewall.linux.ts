@@ -40,6 +40,7 @@ export type KillSwitchPurpose =
   | "gateway-endpoint"
   | "discovery-dns"
   | "own-resolver"
+  | "trusted-host"
   | "own-traffic"
   | "underlay-upkeep"
   | "protected-outside-tunnel"
@@ -52,6 +53,7 @@ const PURPOSES: ReadonlySet<string> = new Set<KillSwitchPurpose>([
   "gateway-endpoint",
   "discovery-dns",
   "own-resolver",
+  "trusted-host",
   "own-traffic",
   "underlay-upkeep",
   "protected-outside-tunnel",
@@ -98,7 +100,7 @@ function check(rules: KillSwitchRules): void {
   for (const a of [...rules.dnsServers, ...rules.ownResolvers])
     if (!IPV4_RE.test(a) && !isIPv6(a)) bad("DNS server", a);
   if (rules.ownGroup !== null && !validGid(rules.ownGroup)) bad("own group id", rules.ownGroup);
-  for (const e of rules.gatewayEndpoints) {
+  for (const e of [...rules.gatewayEndpoints, ...rules.trustedHosts]) {
     if (!IPV4_RE.test(e.address) && !isIPv6(e.address)) bad("gateway address", e.address);
     if (!ENDPOINT_PROTOCOLS.has(e.protocol)) bad("endpoint protocol", e.protocol);
     if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535) bad("endpoint port", e.port);
@@ -163,6 +165,11 @@ function allowances(rules: KillSwitchRules): Allowance[] {
     ...rules.gatewayEndpoints.map((e) => endpointAllowance(e, bind)),
     ...rules.dnsServers.map((a) => dns(a, "discovery-dns")),
     ...rules.ownResolvers.map((a) => dns(a, "own-resolver")),
+    // A trusted network's pinned TLS host, for detourd's check only (the core leaves out protected ones).
+    ...rules.trustedHosts.map((e) => ({
+      match: `${bind}${daddr(e.address)} tcp dport ${String(e.port)}`,
+      comment: `trusted-host tcp ${isIPv6(e.address) ? `[${e.address}]` : e.address}:${String(e.port)}`,
+    })),
     ...(rules.underlayUpkeep ? UPKEEP : []),
   ];
 }

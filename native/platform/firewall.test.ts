@@ -326,3 +326,21 @@ table inet detour_killswitch {
   );
   assert.doesNotMatch(renderFallbackTransaction({ tunnelDevices: [], ownGroup: 0 }), /skgid/);
 });
+
+test("a-trusted-networks-tls-host-is-allowed-for-detourd-only-while-blocking", () => {
+  const text = renderKillSwitch(rulesFor({ ownGroup: 64950, trustedHosts: [{ address: "198.18.53.2", port: 8443 }] }));
+  assert.match(
+    text,
+    /\t\tmeta skgid 64950 ip daddr 198\.18\.53\.2 tcp dport 8443 counter accept comment "trusted-host tcp 198\.18\.53\.2:8443"\n/,
+  );
+  assert.match(
+    text,
+    /\t\tmeta skgid 64950 ip daddr 198\.18\.53\.2 tcp dport 8443 return\n/,
+    "the witness skips it too",
+  );
+  assert.throws(
+    () =>
+      renderKillSwitch({ ...rulesFor({}), trustedHosts: [{ address: "1.2.3.4 accept", protocol: "tcp", port: 1 }] }),
+    /invalid gateway address/,
+  );
+});

@@ -90,7 +90,12 @@ export function statusView(ctx: ViewContext): View {
           s.standby === null ? "none" : `${s.standby.gateway} over ${PROTOCOL_LABELS[s.standby.protocol]}`,
         );
         connect.disabled = !(s.state === "disconnected" || s.state === "error");
-        disconnect.disabled = s.state === "disconnected";
+        // Always-on: detourd refuses a disconnect, so the button is greyed and says why.
+        const alwaysOn = s.trusted?.allowDisconnect === false;
+        disconnect.disabled = s.state === "disconnected" || alwaysOn;
+        disconnect.title = alwaysOn ? "Your organisation's policy does not allow disconnecting" : "";
+        if (s.state === "disconnected" && s.trusted?.trusted === true && s.trusted.policy === "disconnect")
+          setText(sentence, `On trusted network ${s.trusted.rule ?? ""}: Detour stays disconnected here.`);
       }
       const rtt = m.rtt.at(-1) ?? null;
       const lossNow = m.loss.at(-1) ?? null;

@@ -307,6 +307,57 @@ export const Diagnostics = z
   })
   .strict();
 
+/**
+ * Trusted network detection (as AnyConnect's): a rule names what the network hands out (its DNS domain and/or
+ * resolvers, read from the underlay's resolv.conf) and a host on it that must answer over TLS with a pinned public
+ * key. A name or a resolver alone is spoofable by any network, so the pinned TLS host is required: an impostor
+ * handing out the same domain never counts as trusted. The check runs outside the tunnel, bounded by `timeoutMs`.
+ */
+export const TrustedNetworkRule = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "expected a short lowercase name such as office"),
+    dnsDomains: z
+      .array(Hostname)
+      .max(16)
+      .default([])
+      .describe("the network's DNS domain (resolv.conf domain or search) must be one of these"),
+    dnsServers: z
+      .array(IpAddress)
+      .max(16)
+      .default([])
+      .describe("one of the network's resolvers (resolv.conf nameserver) must be one of these"),
+    tlsHost: z
+      .object({
+        address: IpAddress.describe("a host on the trusted network, reached outside the tunnel"),
+        port: Port.default(443),
+        pins: z.array(SpkiPin).min(1).describe("SHA-256 pins of its public key: a key matching none is untrusted"),
+      })
+      .strict()
+      .describe("required: without a pinned host a network could claim to be trusted by naming the domain"),
+  })
+  .strict()
+  .refine((r) => r.dnsDomains.length > 0 || r.dnsServers.length > 0, {
+    message: "a trusted network rule needs dnsDomains or dnsServers (what the network hands out)",
+  });
+
+export const TrustedNetworks = z
+  .object({
+    /** On a trusted network: stay disconnected (the default, as AnyConnect's), or connect anyway. */
+    policy: z.enum(["disconnect", "connect"]).default("disconnect"),
+    rules: z.array(TrustedNetworkRule).min(1),
+    /**
+     * The verdict is checked again this often (besides at start, before a connect and when the network's identity
+     * changes): 30 s notices a network left without a change detourd saw, for one TLS handshake a minute.
+     */
+    recheckMs: z.number().int().min(1000).max(3_600_000).default(30_000),
+    /** One TLS check's bound: a host on the local network answers in milliseconds; 2 s allows a slow Wi-Fi. */
+    timeoutMs: z.number().int().min(200).max(30_000).default(2000),
+  })
+  .strict()
+  .refine((t) => new Set(t.rules.map((r) => r.name)).size === t.rules.length, {
+    message: "trusted network rule names must be unique",
+  });
+
 /** Retrying when every gateway failed: capped exponential backoff. */
 export const RetryPolicy = z
   .object({
@@ -378,6 +429,10 @@ export const DetourConfig = z
       .optional(),
     /** Block protected traffic outside the tunnel even while disconnected. */
     lockdown: z.boolean().default(false),
+    /** Networks on which Detour stays disconnected (or connects, per their policy); none when absent. */
+    trustedNetworks: TrustedNetworks.optional(),
+    /** Whether the user may disconnect (false: always-on, the control socket refuses a disconnect). */
+    allowDisconnect: z.boolean().default(true),
   })
   .strict();
 
@@ -391,6 +446,8 @@ export type RetryPolicy = z.infer<typeof RetryPolicy>;
 export type StandbyPolicy = z.infer<typeof StandbyPolicy>;
 export type TelemetryConfig = z.infer<typeof Telemetry>;
 export type DiagnosticsConfig = z.infer<typeof Diagnostics>;
+export type TrustedNetworksConfig = z.infer<typeof TrustedNetworks>;
+export type TrustedNetworkRuleConfig = z.infer<typeof TrustedNetworkRule>;
 
 /** One problem in a configuration document: where it is and what was expected. */
 export interface ConfigIssue {

@@ -143,6 +143,11 @@ export function layer(base: DetourConfig, prefs: Settings, policy: PolicyDocumen
     ...base,
     gateways: preferGateway(filtered.gateways, preferred),
     lockdown: all.lockdown ?? base.lockdown,
+    allowDisconnect: all.allowDisconnect ?? base.allowDisconnect,
+    trustedNetworks:
+      base.trustedNetworks === undefined || all.trustedNetworkPolicy === undefined
+        ? base.trustedNetworks
+        : { ...base.trustedNetworks, policy: all.trustedNetworkPolicy },
     race: { ...base.race, ...all.race },
     health: { ...base.health, ...all.health },
     standby: { ...base.standby, ...all.standby },
@@ -207,6 +212,10 @@ function defaultValue(c: DetourConfig, k: SettingKey): unknown {
       return [...new Set(c.gateways.flatMap((g) => Object.keys(g.protocols)))];
     case "lockdown":
       return c.lockdown;
+    case "allowDisconnect":
+      return c.allowDisconnect;
+    case "trustedNetworkPolicy":
+      return c.trustedNetworks?.policy ?? null;
     case "telemetry.endpoint":
       return c.telemetry?.endpoint ?? null;
     case "telemetry.intervalMs":

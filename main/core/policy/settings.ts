@@ -28,6 +28,10 @@ export const Settings = z
     /** Only these protocols may be used. */
     allowedProtocols: z.array(z.enum(PROTOCOL_NAMES)).min(1).optional(),
     lockdown: z.boolean().optional(),
+    /** On a trusted network: stay disconnected or connect anyway (the configuration's trustedNetworks.policy). */
+    trustedNetworkPolicy: z.enum(["disconnect", "connect"]).optional(),
+    /** false: always-on, a disconnect through the control socket is refused. */
+    allowDisconnect: z.boolean().optional(),
     race: z
       .object({
         staggerMs: race.staggerMs.unwrap().optional(),
@@ -83,6 +87,8 @@ export const SETTING_KEYS = {
   allowedGateways: "managed",
   allowedProtocols: "managed",
   lockdown: "user",
+  trustedNetworkPolicy: "managed",
+  allowDisconnect: "managed",
   "race.staggerMs": "managed",
   "race.legDeadlineMs": "managed",
   "race.order": "user",

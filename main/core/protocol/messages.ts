@@ -429,7 +429,29 @@ export type StatusPayload = ConnectionSnapshot & {
   killSwitch?: KillSwitchStatus;
   /** The tunnel's resolvers: in force or not, and how often other software's rewrite of them was undone. */
   dns?: DnsStatus;
+  /** Trusted network detection and always-on; absent from a daemon without them. */
+  trusted?: TrustedStatus;
 };
+
+/** Trusted network detection as status shows it: which rule matched (or why none did) and what it means. */
+export interface TrustedStatus {
+  /** Whether the configuration names trusted networks. */
+  configured: boolean;
+  /** What a trusted network means: stay disconnected or connect anyway; null when none are configured. */
+  policy: "disconnect" | "connect" | null;
+  trusted: boolean;
+  /** The rule that matched (its DNS and its pinned TLS host), null when none did. */
+  rule: string | null;
+  reason: string;
+  /** Wall time of the last check, null before the first. */
+  checkedAt: number | null;
+  /** detourd keeps the tunnel down because of the trusted network; leaving it connects. */
+  heldDown: boolean;
+  /** Policy's autoConnect: connects at start and after every network change. */
+  alwaysOn: boolean;
+  /** false: the control socket refuses a disconnect. */
+  allowDisconnect: boolean;
+}
 
 /** The tunnel's DNS as detourd keeps it (status `dns`). */
 export interface DnsStatus {
@@ -494,6 +516,19 @@ export const StatusPayloadSchema = z.looseObject({
       link: z.string().nullable().optional(),
       servers: z.array(z.string()).optional(),
       domains: z.array(z.string()).optional(),
+    })
+    .optional(),
+  trusted: z
+    .looseObject({
+      configured: z.boolean(),
+      policy: z.enum(["disconnect", "connect"]).nullable(),
+      trusted: z.boolean(),
+      rule: z.string().nullable(),
+      reason: z.string(),
+      checkedAt: z.number().nullable(),
+      heldDown: z.boolean(),
+      alwaysOn: z.boolean(),
+      allowDisconnect: z.boolean(),
     })
     .optional(),
 }) satisfies z.ZodType<StatusPayload>;
