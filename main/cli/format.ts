@@ -278,6 +278,11 @@ export function formatEvent(e: ConnectionEvent, opts: Pick<FormatOptions, "clock
       return line("drill", `${e.drill.id} ${formatDrillLine(e.drill)}`);
     case "kill-switch":
       return line("kill-switch", `${e.change} (now ${e.status.state}): ${oneLine(e.detail)}`);
+    case "path-mtu":
+      return line(
+        "mtu",
+        `${e.legId} ${e.ifname} ${e.change}${e.to === null ? "" : ` ${String(e.from)} -> ${String(e.to)}`}: ${oneLine(e.detail)}`,
+      );
   }
 }
 

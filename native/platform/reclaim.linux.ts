@@ -15,6 +15,7 @@ import { basename } from "node:path";
 import { ROUTING_RULE_PRIO, ROUTING_TABLE_MAX, ROUTING_TABLE_MIN } from "../engines/ipsec/charon-config.ts";
 import { uapiSocketPath } from "../engines/wireguard/uapi-client.ts";
 import { DRILL_FAMILY, DRILL_TABLE } from "./drill-firewall.linux.ts";
+import { MSS_FAMILY, MSS_TABLE } from "./mss.linux.ts";
 import { ipJson } from "./ip.linux.ts";
 import type { OwnedProcess, OwnedState, ReclaimReport } from "./platform.ts";
 import { processTree, stopPids } from "./process-tree.linux.ts";
@@ -261,6 +262,13 @@ export async function reclaim(
   if (owned.nftTables.includes("drill-block")) {
     await step(`nft table ${DRILL_FAMILY} ${DRILL_TABLE}`, async () => {
       const res = await run("nft", ["delete", "table", DRILL_FAMILY, DRILL_TABLE]);
+      if (res.code !== 0 && !/No such file|does not exist/i.test(res.stderr)) throw new Error(res.stderr.trim());
+      return res.code === 0;
+    });
+  }
+  if (owned.nftTables.includes("mss-clamp")) {
+    await step(`nft table ${MSS_FAMILY} ${MSS_TABLE}`, async () => {
+      const res = await run("nft", ["delete", "table", MSS_FAMILY, MSS_TABLE]);
       if (res.code !== 0 && !/No such file|does not exist/i.test(res.stderr)) throw new Error(res.stderr.trim());
       return res.code === 0;
     });
