@@ -91,7 +91,8 @@ export class PathMtuGuard {
 
   /**
    * A leg's first check, once its first small echo came back: its device's MTU crosses, or is lowered to what
-   * does. Resolves the verdict (null when the engine did not report an MTU). Never rejects.
+   * does. Resolves the verdict (null when the engine did not report an MTU, or the probe could not run). Never
+   * rejects.
    */
   async checkNew(leg: Leg, up: TunnelUp, rttMs: number | null, alive: () => boolean): Promise<PathVerdict | null> {
     const mtu = up.config.mtu;
@@ -149,7 +150,7 @@ export class PathMtuGuard {
           (v) => {
             w.running = false;
             if (this.#watched !== w) return;
-            if (v.kind === "black-hole") {
+            if (v?.kind === "black-hole") {
               this.#host.blackHole(w.leg.id, blackHoleReason(w.leg, v.from));
               return;
             }
@@ -168,12 +169,24 @@ export class PathMtuGuard {
     mtu: number,
     rttMs: number | null,
     alive: () => boolean,
-  ): Promise<PathVerdict> {
+  ): Promise<PathVerdict | null> {
     const target = this.#host.probeTarget();
     const waitMs = probeWaitMs(rttMs);
+    const failed: { error: string | null } = { error: null };
     const probe = (size: number): Promise<boolean> =>
-      this.#platform.probeSize({ ifname, target, size, waitMs }).catch(() => false);
+      Promise.resolve()
+        .then(() => this.#platform.probeSize({ ifname, target, size, waitMs }))
+        .catch((err: unknown) => {
+          failed.error = err instanceof Error ? err.message : String(err);
+          return false;
+        });
     const verdict = await checkPath(mtu, probe);
+    if (failed.error !== null) {
+      // A probe that cannot run says nothing about the path: nothing is changed or failed, and status says why.
+      this.#status.lastError = `path MTU probe failed: ${failed.error}`;
+      this.#host.log.error("path MTU probe failed", { leg, ifname, err: failed.error });
+      return null;
+    }
     // A leg stopped meanwhile (a race's loser, a failover): its device is gone and nothing is worth reporting.
     if (!alive()) return verdict;
     this.#status.lastCheckAt = this.#host.clock.wall();
