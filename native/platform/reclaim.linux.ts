@@ -257,7 +257,7 @@ export async function reclaim(
     }
   }
 
-  // 4. nftables: the drill's block goes; the kill switch's table is replaced by the data plane at start (under
+  // 4. nftables: the drill's block and the MSS clamp go; the kill switch's table is replaced by the data plane at start (under
   // lockdown it must keep blocking until then), so it is left here.
   if (owned.nftTables.includes("drill-block")) {
     await step(`nft table ${DRILL_FAMILY} ${DRILL_TABLE}`, async () => {
