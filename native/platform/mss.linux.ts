@@ -114,7 +114,6 @@ export function probeSize(p: SizeProbe): Promise<boolean> {
   const argv = inNetns(p.netns, [
     "ping",
     "-n",
-    "-q",
     "-M",
     "do",
     "-s",
@@ -162,7 +161,8 @@ export function probeSize(p: SizeProbe): Promise<boolean> {
     child.stdout.setEncoding("utf8");
     child.stdout.on("data", (d: string) => {
       if (out.length < 8192) out += d;
-      // -q prints the summary only; "N received" with N > 0 is a pass, known as soon as ping ends.
+      // The first reply is the verdict: a leg's check costs one round trip, not the whole count.
+      if (REPLY_RE.test(out)) finish(true);
     });
     child.on("error", () => {
       finish(false);
