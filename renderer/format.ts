@@ -94,6 +94,8 @@ export function eventText(e: ConnectionEvent): string | null {
       return e.verdict.state === "healthy" ? null : `Health: ${e.verdict.state}.`;
     case "kill-switch":
       return `Kill switch ${e.change}: ${e.detail}.`.replace(/\.\.$/, ".");
+    case "path-mtu":
+      return `Tunnel MTU ${e.change}${e.to === null ? "" : ` to ${String(e.to)}`}: ${e.detail}.`.replace(/\.\.$/, ".");
     case "drill":
       return `Failover drill ${e.drill.verdict === "pass" ? "passed" : e.drill.verdict === "fail" ? "failed" : "refused"}: ${e.drill.reason}.`.replace(
         /\.\.$/,

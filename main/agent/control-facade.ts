@@ -25,7 +25,7 @@ import type { Refusals, RefusedInput } from "../core/net/refusals.ts";
 import type { LockdownStateReport } from "../core/lockdown-state.ts";
 import type { KillSwitchStatus } from "../core/killswitch.ts";
 import type { ConnectPayload } from "../core/protocol/messages.ts";
-import type { DaemonInfo, DnsStatus } from "../core/protocol/messages.ts";
+import type { DaemonInfo, DnsStatus, PathMtuStatus } from "../core/protocol/messages.ts";
 import type { TelemetryStatus } from "../core/telemetry/status.ts";
 import { atomicWriteFailures } from "../shared/atomic-write.ts";
 import type { CandidateRefresh } from "./candidate-refresh.ts";
@@ -37,6 +37,7 @@ import type { DrillRunner } from "./drill.ts";
 import type { LegRuntimes } from "./leg-runtime.ts";
 import type { Logger } from "./log.ts";
 import type { NetworkMemoryStore } from "./network-memory-store.ts";
+import type { PathMtuGuard } from "./path-mtu.ts";
 import { applyConfiguration } from "./policy-change.ts";
 import type { TelemetryHandle } from "./telemetry/factory.ts";
 import type { TunnelHistory } from "./telemetry/history.ts";
@@ -103,6 +104,8 @@ export interface ControlParts {
     /** Whether a connection is wanted, for a successor after a crash (ownership.ts). */
     setConnectIntent(wanted: boolean): void;
   };
+  /** Path MTU checks and the MSS clamp; null or absent on a platform without them. */
+  pathMtu?: PathMtuGuard | null;
   log: Logger;
 }
 
@@ -116,6 +119,7 @@ export type DaemonStatus = ConnectionSnapshot & {
   lockdownState: LockdownStateReport;
   killSwitch: KillSwitchStatus;
   dns: DnsStatus;
+  pathMtu?: PathMtuStatus;
 };
 
 /** The active leg's in-tunnel numbers over the health window. */
@@ -176,6 +180,7 @@ export class ControlFacade {
       lockdownState: p.lockdownState(),
       killSwitch: p.dataPlane.killSwitchStatus(),
       dns: p.dataPlane.dnsStatus(),
+      ...(p.pathMtu == null ? {} : { pathMtu: p.pathMtu.status() }),
     };
   }
 
@@ -411,6 +416,11 @@ export class ControlFacade {
         run: () => {
           p.dataPlane.restoreDnsForExit();
         },
+      },
+      {
+        name: "removing the TCP MSS clamp",
+        budgetMs: SHUTDOWN_STEP_MS,
+        run: () => p.pathMtu?.shutdown(),
       },
       // Events of the disconnect itself are spooled; whatever the collector did not get yet waits on disk.
       { name: "stopping telemetry", budgetMs: SHUTDOWN_STEP_MS, run: () => p.telemetry.shutdown() },

@@ -35,6 +35,7 @@ import type { Logger } from "./log.ts";
 import type { Monitor, MonitorOptions } from "./monitor.ts";
 import { LockdownStateStore } from "./lockdown-state-store.ts";
 import { NetworkMemoryStore } from "./network-memory-store.ts";
+import { PathMtuGuard } from "./path-mtu.ts";
 import type { OwnershipRecord } from "./ownership.ts";
 import { machinePolicy, moveOffDisallowed, startupGateways } from "./policy-change.ts";
 import { TelemetryHandle } from "./telemetry/factory.ts";
@@ -181,6 +182,26 @@ export class Daemon {
       platform,
       { resolvConf: opts.resolvConf, stateDir: opts.stateDir },
     );
+    // Full-size echoes through each tunnel and the MSS clamp (path-mtu.ts), where the platform can do them.
+    const pathMtu =
+      platform.mtu === undefined
+        ? null
+        : new PathMtuGuard(
+            {
+              probeTarget: () => this.#config.probe.address,
+              ifnamePrefix: opts.ifnamePrefix,
+              clock: this.#clock,
+              log,
+              track,
+              report: (e) => {
+                this.#events.announce(e);
+              },
+              blackHole: (legId, reason) => {
+                this.dispatch({ type: "leg-down", now: this.#now(), legId, reason });
+              },
+            },
+            platform.mtu,
+          );
     const busy = (): boolean => ["resolving", "racing", "failing-over"].includes(this.#state.name);
     const spares = new WireGuardSparePool(
       {
@@ -206,6 +227,7 @@ export class Daemon {
         dispatch,
         track,
         log,
+        pathMtu,
       },
       platform,
       this.#clock,
@@ -260,6 +282,7 @@ export class Daemon {
       drills,
       history: this.#history,
       refusals,
+      pathMtu,
       ...(deps.ownership === undefined ? {} : { ownership: deps.ownership }),
       log,
     });

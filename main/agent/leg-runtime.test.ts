@@ -19,6 +19,7 @@ import type { Platform } from "../../native/platform/platform.ts";
 import { configuredCandidates } from "./discovery.ts";
 import { LegRuntimes } from "./leg-runtime.ts";
 import { LegSlots } from "./leg-slots.ts";
+import { PathMtuGuard } from "./path-mtu.ts";
 import type { Logger } from "./log.ts";
 
 const root = mkdtempSync(join(tmpdir(), "detour-leg-runtime-test-"));
@@ -58,7 +59,11 @@ interface Rig {
   tracked: Promise<unknown>[];
 }
 
-function rig(slots?: LegSlots, engines?: (p: Platform) => Platform["engines"]): Rig {
+function rig(
+  slots?: LegSlots,
+  engines?: (p: Platform) => Platform["engines"],
+  pathMtu?: (clock: FakeClock, log: Logger) => PathMtuGuard,
+): Rig {
   const clock = new FakeClock();
   const gws: Record<string, { connectMs: number }> = {};
   for (let i = 1; i <= GATEWAYS; i++) gws[`gw${String(i)}`] = { connectMs: 100 };
@@ -81,6 +86,7 @@ function rig(slots?: LegSlots, engines?: (p: Platform) => Platform["engines"]): 
       dispatch: (input) => inputs.push(input),
       track: (p) => tracked.push(p),
       log,
+      pathMtu: pathMtu?.(clock, log) ?? null,
     },
     engines === undefined ? platform : { ...platform, engines: engines(platform) },
     clock,
@@ -219,4 +225,51 @@ test("a leg's source rule is in before its first echo and gone, slot released, w
   assert.equal(r.world.legRules.size, 0, "no rule left behind");
   assert.equal(slots.inUse, 0, "slot released after the teardown");
   assert.equal(r.legs.size, 0);
+});
+
+test("a leg whose path swallows every usable size fails before it counts as up; its rival comes up lowered", async () => {
+  const set = new Map<string, number>();
+  // gw1's path carries nothing of 1280 bytes (small echoes cross); gw2's carries 1340.
+  const limits: Record<string, number> = {};
+  const r = rig(undefined, undefined, (clock, log) => {
+    const guard = new PathMtuGuard(
+      {
+        probeTarget: () => "198.19.0.1",
+        ifnamePrefix: "dlr",
+        clock,
+        log,
+        track: () => undefined,
+        report: () => undefined,
+        blackHole: () => undefined,
+      },
+      {
+        probeSize: (p) => Promise.resolve(p.size <= (limits[p.ifname] ?? 1500)),
+        setLinkMtu: (ifname, mtu) => {
+          set.set(ifname, mtu);
+          return Promise.resolve();
+        },
+        applyMssClamp: () => Promise.resolve(),
+      },
+    );
+    return guard;
+  });
+  const deadline = r.clock.monotonic() + 10_000;
+  r.legs.start(leg(1, 1), deadline);
+  r.legs.start(leg(2, 2), deadline);
+  const dev = (id: string): string => `dlr-${id.toLowerCase()}`;
+  limits[dev("L1")] = 1200;
+  limits[dev("L2")] = 1340;
+  await r.clock.advance(200);
+  await Promise.all(r.tracked);
+  await r.clock.advance(50);
+  const failed = r.inputs.find((i) => i.type === "leg-failed" && i.legId === "L1");
+  assert.ok(failed?.type === "leg-failed", `L1 failed: ${JSON.stringify(r.inputs)}`);
+  assert.equal(failed.code, "unreachable");
+  assert.match(failed.message, /path MTU black hole/);
+  assert.equal(r.inputs.filter((i) => i.type === "leg-up" && i.legId === "L1").length, 0, "L1 never counted as up");
+  assert.equal(r.inputs.filter((i) => i.type === "leg-up" && i.legId === "L2").length, 1);
+  assert.equal(set.get(dev("L2")), 1340, "L2's device was lowered to what its path carries");
+  await Promise.all(r.legs.stopAll());
+  assert.equal(r.legs.get("L1"), undefined, "the black-holed leg was stopped");
+  assert.equal(r.world.legRules.size, 0);
 });

@@ -2,8 +2,9 @@
  * The legs' runtime: each leg the machine starts gets an engine (adopting the spare wireguard-go when it can), a
  * routing slot it owns from its start until its teardown has finished (see leg-slots.ts), its own source routing
  * installed before its first echo (so the echo's reply passes a strict reverse-path filter and its monitor's
- * probes leave through its device), its in-tunnel monitor at the role's rate, and an orderly stop. What happens
- * to a leg goes back to the machine as an input.
+ * probes leave through its device), a check of its device's MTU with full-size echoes before it counts as up
+ * (path-mtu.ts: a leg whose path swallows every usable size fails instead), its in-tunnel monitor at the role's
+ * rate, and an orderly stop. What happens to a leg goes back to the machine as an input.
  */
 import type { DetourConfig } from "../core/config/schema.ts";
 import type { Candidate, Leg, MachineInput } from "../core/connection/types.ts";
@@ -15,6 +16,7 @@ import { engineSpecFor, type IdentitySecrets } from "./engine-spec.ts";
 import { LegSlots, type LegSlot } from "./leg-slots.ts";
 import type { Logger } from "./log.ts";
 import { startMonitor, type Monitor, type MonitorOptions } from "./monitor.ts";
+import type { PathMtuGuard } from "./path-mtu.ts";
 
 export interface LegRuntime {
   leg: Leg;
@@ -48,6 +50,8 @@ export interface LegHost {
   dispatch(input: MachineInput): void;
   track(p: Promise<unknown>): void;
   log: Logger;
+  /** Path MTU checks of each leg's device and of the active one; absent: the engines' MTUs are taken as they are. */
+  pathMtu?: PathMtuGuard | null;
 }
 
 export class LegRuntimes {
@@ -193,18 +197,40 @@ export class LegRuntimes {
             const address = up.config.addresses[0]?.split("/")[0];
             if (rt.sourceReady === null && address !== undefined)
               void this.#routeSource(rt, { ifname: up.config.ifname, address });
-            log.info("leg up", { leg, ifname: up.config.ifname, ms: up.timings.firstReplyAt - up.timings.spawnedAt });
-            // The engine timed its first reply on the wall clock, a moment ago: the same instant on the monotonic one.
-            const now = this.#clock.monotonic();
-            const firstReplyAt = Math.min(now, monotonicAt(this.#clock, up.timings.firstReplyAt));
-            this.#host.dispatch({
-              type: "leg-up",
-              now,
-              legId: leg.id,
-              config: up.config,
-              firstReplyAt,
-              pathRttMs: up.timings.firstReplyRttMs ?? null,
-            });
+            const guard = this.#host.pathMtu ?? null;
+            if (guard === null) {
+              this.#legUp(rt, up);
+              return;
+            }
+            // Full-size echoes (under rp_filter=1 only once the source rule is in) before the leg counts as up, so
+            // traffic never goes into a tunnel whose MTU its path swallows.
+            const rtt = up.timings.firstReplyRttMs ?? null;
+            this.#host.track(
+              Promise.resolve(rt.sourceReady)
+                .then(() => guard.checkNew(leg, up, rtt, () => rt.stopping === null && this.#legs.get(leg.id) === rt))
+                .then((verdict) => {
+                  if (rt.stopping !== null || this.#legs.get(leg.id) !== rt) return;
+                  if (verdict === null || verdict.kind === "ok" || verdict.kind === "lowered") {
+                    this.#legUp(rt, up);
+                    return;
+                  }
+                  // Silent right after its first reply: a full-size echo stuck the tunnel (a TLS leg's TCP retransmits
+                  // a segment its path swallows, and everything queues behind it) or it died; neither is a winner.
+                  const message =
+                    verdict.kind === "black-hole"
+                      ? `${leg.gateway}: path MTU black hole (packets of ${String(verdict.from)} bytes vanish while small ones pass, and nothing of 1280 bytes crosses)`
+                      : `${leg.gateway}: the tunnel went silent after a full-size echo of ${String(verdict.mtu)} bytes (a path MTU black hole under a TCP transport, or a tunnel that died)`;
+                  log.info("leg failed", { leg, code: "unreachable", message });
+                  this.#host.track(this.stop(leg.id));
+                  this.#host.dispatch({
+                    type: "leg-failed",
+                    now: this.#clock.monotonic(),
+                    legId: leg.id,
+                    code: "unreachable",
+                    message,
+                  });
+                }),
+            );
           },
           (err: unknown) => {
             const code = isEngineError(err) ? err.code : "engine-crashed";
@@ -224,6 +250,28 @@ export class LegRuntimes {
           },
         ),
     );
+  }
+
+  /** Tells the machine the leg is up (its first reply, its path's round trip). */
+  #legUp(rt: LegRuntime, up: TunnelUp): void {
+    const leg = rt.leg;
+    this.#host.log.info("leg up", {
+      leg,
+      ifname: up.config.ifname,
+      mtu: this.#host.pathMtu?.mtuOf(leg.id) ?? up.config.mtu,
+      ms: up.timings.firstReplyAt - up.timings.spawnedAt,
+    });
+    // The engine timed its first reply on the wall clock, a moment ago: the same instant on the monotonic one.
+    const now = this.#clock.monotonic();
+    const firstReplyAt = Math.min(now, monotonicAt(this.#clock, up.timings.firstReplyAt));
+    this.#host.dispatch({
+      type: "leg-up",
+      now,
+      legId: leg.id,
+      config: up.config,
+      firstReplyAt,
+      pathRttMs: up.timings.firstReplyRttMs ?? null,
+    });
   }
 
   /** Installs the leg's source routing in its own slot (once); never rejects: a failure leaves the leg unprobed. */
@@ -265,6 +313,7 @@ export class LegRuntimes {
     rt.stopping = (async () => {
       rt.monitor?.stop();
       rt.monitor = null;
+      this.#host.pathMtu?.forget(legId);
       // The rule goes first (the device it routes to is about to vanish); a start still in flight routes nothing
       // from here on (see #routeSource), so nothing can come back behind this removal.
       await this.#teardownRouting(rt);
@@ -307,6 +356,10 @@ export class LegRuntimes {
     }
     rt.monitor?.stop();
     rt.monitorRole = role;
+    // Only the tunnel carrying the traffic is rechecked with full-size echoes (and has the MSS clamp behind it).
+    const guard = this.#host.pathMtu ?? null;
+    if (role === "active") guard?.watch(rt.leg, rt.up, rt.up.timings.firstReplyRttMs ?? null);
+    else guard?.unwatch(legId);
     const cfg = this.#host.config();
     const h = cfg.health;
     rt.monitor = this.#startMonitor({
@@ -324,6 +377,7 @@ export class LegRuntimes {
 
   stopMonitor(legId: string): void {
     const l = this.#legs.get(legId);
+    this.#host.pathMtu?.unwatch(legId);
     l?.monitor?.stop();
     if (l !== undefined) {
       l.monitor = null;

@@ -334,3 +334,46 @@ test("a-resolved-link-is-listed-before-its-dns-goes-in-and-a-successor-is-asked-
     /owned\.resolvedLinks holds "a b"/,
   );
 });
+
+test("the-mss-clamp-table-is-on-disk-before-it-exists-and-a-successor-reclaims-it", async () => {
+  const r = rig();
+  const seen: (readonly string[] | null)[] = [];
+  let onDiskAtApply: string[] = [];
+  const dir = stateDir();
+  const platform: Platform = {
+    ...r.platform,
+    mtu: {
+      probeSize: () => Promise.resolve(true),
+      setLinkMtu: () => Promise.resolve(),
+      applyMssClamp: (d) => {
+        seen.push(d);
+        onDiskAtApply = onDisk(dir).nftTables;
+        return Promise.resolve();
+      },
+    },
+  };
+  const rec = await OwnershipRecord.takeOver({ stateDir: dir, ifnamePrefix: "dt", platform, log });
+  const p = rec.watch(platform);
+  assert.ok(p.mtu !== undefined);
+  await p.mtu.applyMssClamp(["dt-*", "ipsec*"]);
+  assert.deepEqual(onDiskAtApply, ["mss-clamp"], "recorded before nft ran");
+  assert.deepEqual(seen, [["dt-*", "ipsec*"]]);
+  // A kill -9 now: the record on disk lists the table, and a successor is told to reclaim it.
+  rec.close();
+  writeFileSync(
+    join(dir, OWNERSHIP_FILE),
+    JSON.stringify({
+      version: 1,
+      daemon: { pid: 999_999, startTime: "1", bootId: "boot-1" },
+      owned: { processes: [], devices: [], rules: [], tables: [], nftTables: ["mss-clamp"] },
+      resolvConfBackup: null,
+    }),
+  );
+  const successor = await OwnershipRecord.takeOver({ stateDir: dir, ifnamePrefix: "dt", platform, log });
+  assert.deepEqual(r.reclaims.at(-1)?.nftTables, ["mss-clamp"], "the successor reclaims the clamp table");
+  const p2 = successor.watch(platform);
+  await p2.mtu?.applyMssClamp(null);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(onDisk(dir).nftTables, [], "removed from the record once gone");
+  successor.close();
+});

@@ -26,7 +26,8 @@ export const OWNERSHIP_FILE = "owned.json";
 /** A record lists a handful of processes, devices and rules; anything this big is not one of ours. */
 export const OWNERSHIP_MAX_BYTES = 256 * 1024;
 /** Symbolic nftables tables: the platform knows their real names. */
-export type OwnedNftTable = "kill-switch" | "drill-block";
+export type OwnedNftTable = "kill-switch" | "drill-block" | "mss-clamp";
+const OWNED_NFT_TABLES: readonly string[] = ["kill-switch", "drill-block", "mss-clamp"] satisfies OwnedNftTable[];
 
 interface RecordFile {
   version: 1;
@@ -106,7 +107,11 @@ export function parseRecord(text: string): RecordFile {
         (x): x is OwnedRule => isInt((x as OwnedRule).pref) && isInt((x as OwnedRule).table),
       ),
       tables: list("tables", o.tables, isInt),
-      nftTables: list("nftTables", o.nftTables, (x): x is string => x === "kill-switch" || x === "drill-block"),
+      nftTables: list(
+        "nftTables",
+        o.nftTables,
+        (x): x is string => typeof x === "string" && OWNED_NFT_TABLES.includes(x),
+      ),
       // Absent in records written before per-link DNS existed, and while none was set.
       ...(o.resolvedLinks === undefined
         ? {}
@@ -261,9 +266,27 @@ export class OwnershipRecord {
           this.#exited(p);
         },
       }) ?? null;
-    const { routes, firewall, dns } = platform;
+    const { routes, firewall, dns, mtu } = platform;
     return {
       ...platform,
+      ...(mtu === undefined
+        ? {}
+        : {
+            mtu: {
+              ...mtu,
+              applyMssClamp: async (devices) => {
+                if (devices !== null)
+                  this.#change(() => {
+                    this.#add(this.#owned.nftTables, "mss-clamp");
+                  });
+                await mtu.applyMssClamp(devices);
+                if (devices === null)
+                  this.#changeSoon(() => {
+                    this.#drop(this.#owned.nftTables, "mss-clamp");
+                  });
+              },
+            },
+          }),
       routes: {
         ...routes,
         installLegSource: async (s) => {

@@ -175,6 +175,17 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
     const p95 = t.rttP95Ms === null ? "" : ` (p95 ${t.rttP95Ms.toFixed(1)} ms)`;
     rows.push(["tunnel", `RTT ${t.rttMs.toFixed(1)} ms${p95}${jitter}, ${loss}`]);
   }
+  const m = s.pathMtu;
+  if (m !== undefined && (m.mtu !== null || m.lowered > 0 || m.blackHoles > 0 || m.lastError !== null)) {
+    const parts = [
+      m.mtu === null ? "no active tunnel" : `${String(m.ifname)} ${String(m.mtu)}`,
+      `MSS clamp ${m.mssClamp}`,
+      ...(m.lowered > 0 ? [`lowered ${String(m.lowered)}x after full-size packets vanished`] : []),
+      ...(m.blackHoles > 0 ? [`${String(m.blackHoles)} black hole(s) failed over`] : []),
+      ...(m.lastError === null ? [] : [`last error: ${oneLine(m.lastError)}`]),
+    ];
+    rows.push(["MTU", parts.join(", ")]);
+  }
   if (t?.export != null) {
     const x = t.export;
     const last =
@@ -281,6 +292,11 @@ export function formatEvent(e: ConnectionEvent, opts: Pick<FormatOptions, "clock
       return line("drill", `${e.drill.id} ${formatDrillLine(e.drill)}`);
     case "kill-switch":
       return line("kill-switch", `${e.change} (now ${e.status.state}): ${oneLine(e.detail)}`);
+    case "path-mtu":
+      return line(
+        "mtu",
+        `${e.legId} ${e.ifname} ${e.change}${e.to === null ? "" : ` ${String(e.from)} -> ${String(e.to)}`}: ${oneLine(e.detail)}`,
+      );
   }
 }
 

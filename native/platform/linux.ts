@@ -10,6 +10,7 @@ import { watchFirewall } from "./firewall-watch.linux.ts";
 import { applyBackstop } from "./firewall-backstop.linux.ts";
 import { networkId } from "./netid.linux.ts";
 import { applyLinkDns, dnsBackend, readLinkDns, revertLinkDns } from "./resolved.linux.ts";
+import { applyMssClamp, probeSize, setLinkMtu } from "./mss.linux.ts";
 import type { Platform } from "./platform.ts";
 import { identifyProcess, reclaim } from "./reclaim.linux.ts";
 import {
@@ -61,6 +62,12 @@ export function linuxPlatform(): Platform {
       // Only a spare this platform launched can be adopted; anything else is not a wireguard-go it knows.
       create: (spec, spare) => createEngine(spec, spare instanceof WireGuardSpare ? { wireguardSpare: spare } : {}),
       launchSpare: (runtime, deadlineAt, signal) => WireGuardSpare.launch(runtime, deadlineAt, signal),
+    },
+    mtu: {
+      // Two echoes 20 ms apart: one lost echo is not taken for a size that does not cross.
+      probeSize: (p) => probeSize({ ...p, count: 2, intervalMs: 20 }),
+      setLinkMtu: (ifname, mtu) => setLinkMtu(ifname, mtu),
+      applyMssClamp: (devices) => applyMssClamp(devices),
     },
     // No network monitor on Linux yet: nothing is reported, and the daemon keeps its own rechecks.
     netmon: { subscribe: () => () => undefined },

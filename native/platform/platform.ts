@@ -140,6 +140,27 @@ export interface PlatformNetwork {
   localNetworks(): Promise<{ dev: string; prefix: string }[]>;
 }
 
+/** Path MTU upkeep of the tunnel devices: echoes of an exact size, device MTUs, and the TCP MSS clamp. */
+export interface PlatformMtu {
+  /**
+   * Whether an echo of exactly `size` bytes (the whole IPv4 packet) with DF set came back through `ifname` from
+   * `target` within `waitMs` (a few are sent; one reply is a pass).
+   */
+  probeSize(p: {
+    ifname: string;
+    target: string;
+    size: number;
+    waitMs: number;
+    signal?: AbortSignal;
+  }): Promise<boolean>;
+  setLinkMtu(ifname: string, mtu: number): Promise<void>;
+  /**
+   * Clamps the MSS of TCP SYNs through these devices (names, or `prefix*` patterns) to their route's MTU, in a
+   * table of detourd's own replaced atomically; null removes it.
+   */
+  applyMssClamp(devices: readonly string[] | null): Promise<void>;
+}
+
 /** A tunnel device and engine process started ahead of a leg (a spare wireguard-go): no address, no peer. */
 export interface SpareDevice {
   readonly runtime: { ifname: string; workDir: string };
@@ -201,7 +222,7 @@ export interface OwnedState {
   rules: OwnedRule[];
   /** Routing tables whose routes (throws included) are detourd's, emptied in both families. */
   tables: number[];
-  /** nftables tables as "<family> <name>" (the kill switch's is replaced at start, not reclaimed here). */
+  /** nftables tables by symbol: "kill-switch" (replaced at start, not reclaimed), "drill-block", "mss-clamp". */
   nftTables: string[];
   /** Devices whose per-link DNS detourd set in the resolver daemon (reverted while the device lives). */
   resolvedLinks?: string[];
@@ -237,6 +258,8 @@ export interface Platform {
   readonly network: PlatformNetwork;
   readonly engines: PlatformEngines;
   readonly netmon: NetworkMonitor;
+  /** Path MTU checks and the MSS clamp; a platform without it leaves the engines' MTUs as they are. */
+  readonly mtu?: PlatformMtu;
   /** Crash recovery; a platform without it reclaims nothing. */
   readonly reclaim?: PlatformReclaim;
 }

@@ -16,6 +16,7 @@ import { basename } from "node:path";
 import { ROUTING_RULE_PRIO, ROUTING_TABLE_MAX, ROUTING_TABLE_MIN } from "../engines/ipsec/charon-config.ts";
 import { uapiSocketPath } from "../engines/wireguard/uapi-client.ts";
 import { DRILL_FAMILY, DRILL_TABLE } from "./drill-firewall.linux.ts";
+import { MSS_FAMILY, MSS_TABLE } from "./mss.linux.ts";
 import { ipJson } from "./ip.linux.ts";
 import type { OwnedProcess, OwnedState, ReclaimReport } from "./platform.ts";
 import { processTree, stopPids } from "./process-tree.linux.ts";
@@ -260,11 +261,18 @@ export async function reclaim(
     }
   }
 
-  // 4. nftables: the drill's block goes; the kill switch's table is replaced by the data plane at start (under
+  // 4. nftables: the drill's block and the MSS clamp go; the kill switch's table is replaced by the data plane at start (under
   // lockdown it must keep blocking until then), so it is left here.
   if (owned.nftTables.includes("drill-block")) {
     await step(`nft table ${DRILL_FAMILY} ${DRILL_TABLE}`, async () => {
       const res = await run("nft", ["delete", "table", DRILL_FAMILY, DRILL_TABLE]);
+      if (res.code !== 0 && !/No such file|does not exist/i.test(res.stderr)) throw new Error(res.stderr.trim());
+      return res.code === 0;
+    });
+  }
+  if (owned.nftTables.includes("mss-clamp")) {
+    await step(`nft table ${MSS_FAMILY} ${MSS_TABLE}`, async () => {
+      const res = await run("nft", ["delete", "table", MSS_FAMILY, MSS_TABLE]);
       if (res.code !== 0 && !/No such file|does not exist/i.test(res.stderr)) throw new Error(res.stderr.trim());
       return res.code === 0;
     });

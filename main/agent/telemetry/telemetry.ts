@@ -173,6 +173,7 @@ export class Telemetry {
     appLatency: ReturnType<ReturnType<MeterProvider["getMeter"]>["createHistogram"]>;
     appChecks: ReturnType<ReturnType<MeterProvider["getMeter"]>["createCounter"]>;
     killSwitch: ReturnType<ReturnType<MeterProvider["getMeter"]>["createCounter"]>;
+    pathMtu: ReturnType<ReturnType<MeterProvider["getMeter"]>["createCounter"]>;
   };
 
   constructor(opts: TelemetryOptions) {
@@ -253,6 +254,9 @@ export class Telemetry {
       appLatency: meter.createHistogram(AGENT_METRIC.appLatency, { unit: "ms", ...buckets }),
       appChecks: meter.createCounter(AGENT_METRIC.appChecks, {
         description: "reachability checks of internal URLs by result",
+      }),
+      pathMtu: meter.createCounter(AGENT_METRIC.pathMtu, {
+        description: "tunnel MTU lowered after a black hole, black holes, failed MTU or MSS clamp steps",
       }),
       killSwitch: meter.createCounter(AGENT_METRIC.killSwitch, {
         description: "kill switch failures, fallbacks, recoveries and restorations, by change",
@@ -435,6 +439,15 @@ export class Telemetry {
             : e.change === "failed"
               ? SeverityNumber.ERROR
               : SeverityNumber.WARN,
+        );
+        return;
+      case "path-mtu":
+        this.#record.pathMtu.add(1, { [ATTR.outcome]: e.change, [ATTR.protocol]: e.protocol });
+        this.#emit(
+          EVENT.pathMtu,
+          e,
+          { [ATTR.outcome]: e.change, [ATTR.gateway]: e.gateway, [ATTR.protocol]: e.protocol, [ATTR.reason]: e.detail },
+          SeverityNumber.WARN,
         );
         return;
       case "race-started":

@@ -214,7 +214,28 @@ export type ConnectionEvent =
   | { type: "health"; at: number; legId: string; verdict: HealthVerdict }
   | { type: "drill"; at: number; drill: DrillResult }
   /** The kill switch failed, fell back, recovered or was restored after someone else changed it (daemon, wall time). */
-  | { type: "kill-switch"; at: number; change: KillSwitchChange; status: KillSwitchStatus; detail: string };
+  | { type: "kill-switch"; at: number; change: KillSwitchChange; status: KillSwitchStatus; detail: string }
+  /** A tunnel's path MTU: lowered after a black hole, a black hole with no usable size, a failed step (daemon, wall time). */
+  | PathMtuEvent;
+
+/** What happened to a tunnel's path MTU or the TCP MSS clamp. */
+export type PathMtuChange = "lowered" | "black-hole" | "lower-failed" | "clamp-failed";
+export const PATH_MTU_CHANGES: readonly PathMtuChange[] = ["lowered", "black-hole", "lower-failed", "clamp-failed"];
+
+export interface PathMtuEvent {
+  type: "path-mtu";
+  at: number;
+  legId: string;
+  gateway: string;
+  protocol: LegKind;
+  /** The tunnel device. */
+  ifname: string;
+  change: PathMtuChange;
+  /** The device's MTU before, and after (null when it did not change). */
+  from: number | null;
+  to: number | null;
+  detail: string;
+}
 
 /** What `detour status --json` shows of the connection. */
 export interface ConnectionSnapshot {

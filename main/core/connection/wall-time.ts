@@ -57,6 +57,7 @@ export function eventAtWall(e: ConnectionEvent, offset: number): ConnectionEvent
       return { ...e, at: at(e.at, offset), verdict: verdictAtWall(e.verdict, offset) };
     case "drill":
     case "kill-switch":
+    case "path-mtu":
       return e;
   }
 }

@@ -169,6 +169,9 @@ export function buildSummary(inp: SummaryInputs, redactions: RedactionReport | n
         if (e.change !== "in-force" && e.change !== "watcher-restarted")
           failures.push({ at: e.at, what: `kill switch ${e.change}`, reason: e.detail });
         break;
+      case "path-mtu":
+        failures.push({ at: e.at, what: `tunnel MTU ${e.change} (${e.ifname})`, reason: e.detail });
+        break;
       case "race-started":
         break;
     }

@@ -116,6 +116,18 @@ const EVENTS: ConnectionEvent[] = [
     status: { ...initialKillSwitchStatus(), state: "in-force", mode: "blocking", ownGroup: 64950, restorations: 1 },
     detail: "table missing (ruleset changed); put back as in-force",
   },
+  {
+    type: "path-mtu",
+    at: 9,
+    legId: "L1",
+    gateway: "gw1",
+    protocol: "wireguard",
+    ifname: "dt-l1",
+    change: "lowered",
+    from: 1440,
+    to: 1328,
+    detail: "packets of 1440 bytes vanish on the path to gw1 while 1328 cross",
+  },
 ];
 
 function line(m: unknown): string {

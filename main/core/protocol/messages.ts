@@ -25,6 +25,8 @@ import type { LockdownStateReport } from "../lockdown-state.ts";
 import { z } from "zod";
 import {
   LEG_KINDS,
+  PATH_MTU_CHANGES,
+  type PathMtuChange,
   type Candidate,
   type ConnectionEvent,
   type ConnectionSnapshot,
@@ -431,6 +433,8 @@ export type StatusPayload = ConnectionSnapshot & {
   dns?: DnsStatus;
   /** Trusted network detection and always-on; absent from a daemon without them. */
   trusted?: TrustedStatus;
+  /** The active tunnel's MTU as checked with full-size echoes, and the TCP MSS clamp; absent without checks. */
+  pathMtu?: PathMtuStatus;
 };
 
 /** Trusted network detection as status shows it: which rule matched (or why none did) and what it means. */
@@ -452,6 +456,32 @@ export interface TrustedStatus {
   /** false: the control socket refuses a disconnect. */
   allowDisconnect: boolean;
 }
+
+/** The active tunnel's path MTU as detourd checks it (status `pathMtu`). */
+export interface PathMtuStatus {
+  /** The active tunnel's device and its MTU; null while none is active. */
+  ifname: string | null;
+  mtu: number | null;
+  /** The TCP MSS clamp on the tunnel devices. */
+  mssClamp: "in-force" | "off" | "failed";
+  lastCheckAt: number | null;
+  lastVerdict: "ok" | "lowered" | "black-hole" | "silent" | null;
+  /** Tunnels whose MTU was lowered after full-size packets vanished, since detourd started. */
+  lowered: number;
+  /** Paths on which not even 1280 bytes crossed (the leg was given up), since detourd started. */
+  blackHoles: number;
+  lastError: string | null;
+}
+export const PathMtuStatusSchema = z.looseObject({
+  ifname: z.string().nullable(),
+  mtu: z.int().nullable(),
+  mssClamp: z.enum(["in-force", "off", "failed"]),
+  lastCheckAt: z.number().nullable(),
+  lastVerdict: z.enum(["ok", "lowered", "black-hole", "silent"]).nullable(),
+  lowered: z.int().min(0),
+  blackHoles: z.int().min(0),
+  lastError: z.string().nullable(),
+}) satisfies z.ZodType<PathMtuStatus>;
 
 /** The tunnel's DNS as detourd keeps it (status `dns`). */
 export interface DnsStatus {
@@ -531,6 +561,7 @@ export const StatusPayloadSchema = z.looseObject({
       allowDisconnect: z.boolean(),
     })
     .optional(),
+  pathMtu: PathMtuStatusSchema.optional(),
 }) satisfies z.ZodType<StatusPayload>;
 
 /** A candidate with its place in the daemon's ranking (1 is tried first). */
@@ -566,6 +597,18 @@ const EVENT_SCHEMAS = {
     status: KillSwitchStatusSchema,
     detail: z.string(),
   }),
+  "path-mtu": z.looseObject({
+    type: z.literal("path-mtu"),
+    at,
+    legId: z.string(),
+    gateway: z.string(),
+    protocol: z.enum(LEG_KINDS),
+    ifname: z.string(),
+    change: z.enum(PATH_MTU_CHANGES as [PathMtuChange, ...PathMtuChange[]]),
+    from: z.int().nullable(),
+    to: z.int().nullable(),
+    detail: z.string(),
+  }),
 } satisfies { [K in ConnectionEvent["type"]]: z.ZodType<Extract<ConnectionEvent, { type: K }>> };
 export const EVENT_TYPES = Object.keys(EVENT_SCHEMAS) as ConnectionEvent["type"][];
 export const ConnectionEventSchema = z.discriminatedUnion("type", [
@@ -577,6 +620,7 @@ export const ConnectionEventSchema = z.discriminatedUnion("type", [
   EVENT_SCHEMAS.health,
   EVENT_SCHEMAS.drill,
   EVENT_SCHEMAS["kill-switch"],
+  EVENT_SCHEMAS["path-mtu"],
 ]) satisfies z.ZodType<ConnectionEvent>;
 
 /** What `diag` answers: the bundle detourd wrote (root-only, mode 0600) and what its redaction replaced. */
@@ -719,6 +763,7 @@ export const EventMessageSchema = z.strictObject({
     EVENT_SCHEMAS.health,
     EVENT_SCHEMAS.drill,
     EVENT_SCHEMAS["kill-switch"],
+    EVENT_SCHEMAS["path-mtu"],
     PolicyEventSchema,
   ]),
 });

@@ -87,6 +87,11 @@ export const AGENT_METRIC = {
    * watcher-restarted) and the state after it (in-force, fallback, failed, off).
    */
   killSwitch: "detour.killswitch.changes",
+  /**
+   * Counter: path MTU changes by outcome (lowered, black-hole, lower-failed, clamp-failed) and protocol: full-size
+   * packets that vanished on a tunnel's path while small ones passed.
+   */
+  pathMtu: "detour.mtu.changes",
 } as const;
 
 /** Data point attributes. */
@@ -110,6 +115,8 @@ export const EVENT = {
   policy: "detour.policy",
   /** The kill switch failed, fell back, recovered, or was restored after other software changed it. */
   killSwitch: "detour.killswitch",
+  /** A tunnel's MTU was lowered after a black hole, no usable size crossed, or the MSS clamp failed. */
+  pathMtu: "detour.mtu",
 } as const;
 
 export const EVENT_NAME_ATTRIBUTE = "event.name";

@@ -11,6 +11,9 @@ import type { TunnelEvent, TunnelStats, TunnelUp } from "../../../main/core/tunn
 import { isAlive } from "../../platform/process-tree.linux.ts";
 import { linkAddresses, linkCounters, linkExists } from "../../platform/link.linux.ts";
 import { pingThrough } from "../../platform/probe.linux.ts";
+import { linkMtuOf, pathMtu, setLinkMtu, MIN_DEVICE_MTU } from "../../platform/mss.linux.ts";
+import { ipFamily } from "../../../main/core/ip-address.ts";
+import { espInnerMtu } from "../../../main/core/tunnel/mtu.ts";
 import { EngineProcess, type ProcessExit } from "../engine-process.ts";
 import {
   EngineError,
@@ -260,6 +263,7 @@ export class IpsecEngine implements TunnelEngine {
     const ifname = await this.#deviceFor(vip, Math.min(deadlineAt, Date.now() + VIP_WAIT_MS), signal);
     this.#ifname = ifname;
     this.#vip = vip;
+    const mtu = await attempt.race(this.#fitMtu(ifname));
     if (startHooks.beforeProbe !== undefined) await attempt.race(startHooks.beforeProbe({ ifname, address: vip }));
     const echo = await attempt.race(pingThrough({ ifname, target: spec.probe.address, netns, deadlineAt, signal }));
     if (!echo.ok) throw new EngineError("timeout", `IKEv2 tunnel established, but ${echo.error}`, this.#tail());
@@ -267,7 +271,7 @@ export class IpsecEngine implements TunnelEngine {
     return {
       // dns stays empty: charon asks the gateway for DNS only when an attribute handler such as the `resolve`
       // plugin is loaded, and that plugin rewrites the host's resolv.conf
-      config: { ifname, addresses: [`${vip}/32`], routes, dns: [], mtu: await linkMtu(ifname, netns) },
+      config: { ifname, addresses: [`${vip}/32`], routes, dns: [], mtu: mtu ?? (await linkMtu(ifname, netns)) },
       timings: { spawnedAt: proc.spawnedAt, handshakeAt, firstReplyAt: echo.at, firstReplyRttMs: echo.rttMs },
       detail: {
         routingTable: String(this.#table),
@@ -275,6 +279,27 @@ export class IpsecEngine implements TunnelEngine {
         encapsulation: "udp",
       },
     };
+  }
+
+  /**
+   * kernel-libipsec gives its device a fixed MTU (1400 by default): lowered to what ESP in UDP leaves of the path
+   * toward the gateway when that is less, never raised (libipsec reads packets into buffers of its own size). The
+   * device's MTU afterwards, or null when it cannot be read.
+   */
+  async #fitMtu(ifname: string): Promise<number | null> {
+    const netns = this.#spec.runtime.netns;
+    const [path, current] = await Promise.all([
+      pathMtu(this.#spec.gateway.address, netns).catch(() => null),
+      linkMtuOf(ifname, netns).catch(() => null),
+    ]);
+    if (path === null || current === null) return current;
+    const fit = Math.max(
+      MIN_DEVICE_MTU,
+      espInnerMtu(path.mtu, ipFamily(this.#spec.gateway.address) === "ipv6" ? 6 : 4),
+    );
+    if (fit >= current) return current;
+    await setLinkMtu(ifname, fit, netns);
+    return fit;
   }
 
   /** A routing table for this instance that no rule or route uses yet. */

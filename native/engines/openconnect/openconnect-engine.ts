@@ -16,6 +16,7 @@ import { join, normalize } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { EngineErrorCode, TunnelEvent, TunnelStats, TunnelUp } from "../../../main/core/tunnel/engine-types.ts";
 import { addAddress, linkCounters, linkExists, setLinkUp } from "../../platform/link.linux.ts";
+import { pathMtu } from "../../platform/mss.linux.ts";
 import { pingThrough } from "../../platform/probe.linux.ts";
 import { isAlive, STOP_GRACE_MS } from "../../platform/process-tree.linux.ts";
 import { inNetns, run } from "../../platform/run.ts";
@@ -297,8 +298,12 @@ export class OpenConnectEngine implements TunnelEngine {
 
   async #bringUp(deadlineAt: number, attempt: StartAttempt, startHooks: EngineStartHooks): Promise<TunnelUp> {
     const { runtime, probe, params } = this.#spec;
+    // openconnect derives its MTU (CSTP and DTLS) from the underlay's: given the path's toward the gateway, it
+    // asks the gateway for one that fits a smaller hop (PPPoE, LTE, a nested tunnel) instead of assuming 1500.
+    const pathP = pathMtu(this.#spec.gateway.address, runtime.netns).catch(() => null);
     if (await attempt.race(linkExists(runtime.ifname, runtime.netns)))
       throw bad(`a device named ${runtime.ifname} already exists`);
+    const path = await attempt.race(pathP);
     mkdirSync(runtime.workDir, { recursive: true, mode: 0o700 });
     rmSync(this.#handbackFile, { force: true });
     const session = this.#opts.session;
@@ -323,6 +328,7 @@ export class OpenConnectEngine implements TunnelEngine {
       "--timestamp",
       "-v",
       ...(params.dtls ? [] : ["--no-dtls"]),
+      ...(path === null ? [] : [`--base-mtu=${String(path.mtu)}`]),
       session === undefined ? gatewayUrl(this.#spec) : session.connectUrl,
     ];
     const secret = session === undefined ? this.#spec.credentials.password : session.cookie;

@@ -5,6 +5,7 @@
  * says a peer is gone: whether a tunnel that is up still works is the caller's in-tunnel monitor's call.
  *
  *   start: validate ─► spawn wireguard-go -f ─► socket + link ─► address, MTU, up ─► UAPI set ─► echo reply
+ *                      └─► path MTU toward the gateway (beside the spawn) ─┘
  *              │   (each step raced against the deadline, the caller's abort, stop() and the process's exit)
  *              └─► any failure: stop everything started, then reject with an EngineError (see start-guard.ts)
  */
@@ -13,6 +14,9 @@ import { isAbsolute } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { TunnelEvent, TunnelStats, TunnelUp } from "../../../main/core/tunnel/engine-types.ts";
 import { configureLink, linkCounters } from "../../platform/link.linux.ts";
+import { pathMtu, MIN_DEVICE_MTU, type PathMtu } from "../../platform/mss.linux.ts";
+import { ipFamily } from "../../../main/core/ip-address.ts";
+import { wireguardMtu } from "../../../main/core/tunnel/mtu.ts";
 import { pingThrough, type EchoResult } from "../../platform/probe.linux.ts";
 import { CommandError } from "../../platform/run.ts";
 import type { EngineProcess, ProcessExit } from "../engine-process.ts";
@@ -38,8 +42,17 @@ import type { Secret } from "../../../main/core/secret.ts";
 import { UapiError, encodeSet, isCidr, isIpAddress, lastHandshakeMs, type UapiDump } from "./uapi-codec.ts";
 import { UapiClient, uapiSocketPath } from "./uapi-client.ts";
 
-/** wireguard-go's own default and WireGuard's usual inner MTU: 1500 minus the 80 bytes of IPv6 + UDP + WireGuard headers. */
+/**
+ * wireguard-go's own default and WireGuard's usual inner MTU: 1500 minus the 80 bytes of IPv6 + UDP + WireGuard
+ * headers. Used only when the path toward the gateway cannot be read; otherwise the MTU is derived from it.
+ */
 export const WIREGUARD_MTU = 1420;
+
+/** The device MTU for a path: the path's MTU less WireGuard's overhead for the gateway's family. */
+export function wireguardDeviceMtu(path: PathMtu | null, gatewayAddress: string): number {
+  if (path === null) return WIREGUARD_MTU;
+  return Math.max(MIN_DEVICE_MTU, wireguardMtu(path.mtu, ipFamily(gatewayAddress) === "ipv6" ? 6 : 4));
+}
 /** A UAPI get is a local socket round trip; every 10 ms resolves the handshake time finely at no real cost. */
 const HANDSHAKE_POLL_MS = 10;
 /** When ping ends early (device not yet routable), a short pause before the next one avoids a spawn loop. */
@@ -132,9 +145,13 @@ export class WireGuardEngine implements TunnelEngine {
     });
     // An adopted process was launched long before; this start's clock runs from the adoption.
     const spawnedAt = adopt ? Date.now() : proc.spawnedAt;
+    // The route toward the gateway is read while wireguard-go starts; an unreadable one leaves the usual 1420.
+    const pathP = pathMtu(this.#spec.gateway.address, runtime.netns).catch(() => null);
 
     if (!adopt) await attempt.race(this.#waitReady(proc, deadlineAt, attempt.signal));
-    await attempt.race(configureLink(runtime.ifname, params.tunnelAddress, WIREGUARD_MTU, runtime.netns));
+    const path = await attempt.race(pathP);
+    const mtu = wireguardDeviceMtu(path, this.#spec.gateway.address);
+    await attempt.race(configureLink(runtime.ifname, params.tunnelAddress, mtu, runtime.netns));
 
     const probing = new AbortController();
     const stopProbing = (): void => {
@@ -166,10 +183,10 @@ export class WireGuardEngine implements TunnelEngine {
           addresses: [params.tunnelAddress],
           routes: [...params.allowedIps],
           dns: [],
-          mtu: WIREGUARD_MTU,
+          mtu,
         },
         timings: { spawnedAt, handshakeAt: this.#handshakeAt, firstReplyAt: reply.at, firstReplyRttMs: reply.rttMs },
-        detail: {},
+        detail: path === null ? {} : { pathMtu: `${String(path.mtu)} (${path.source} of ${path.dev})` },
       };
     } finally {
       probing.abort();
