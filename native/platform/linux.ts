@@ -9,6 +9,7 @@ import { applyKillSwitch, applyKillSwitchFallback, readKillSwitch } from "./fire
 import { watchFirewall } from "./firewall-watch.linux.ts";
 import { applyBackstop } from "./firewall-backstop.linux.ts";
 import { networkId } from "./netid.linux.ts";
+import { watchNetwork } from "./netmon.linux.ts";
 import type { Platform } from "./platform.ts";
 import { identifyProcess, reclaim } from "./reclaim.linux.ts";
 import {
@@ -55,8 +56,7 @@ export function linuxPlatform(): Platform {
       create: (spec, spare) => createEngine(spec, spare instanceof WireGuardSpare ? { wireguardSpare: spare } : {}),
       launchSpare: (runtime, deadlineAt, signal) => WireGuardSpare.launch(runtime, deadlineAt, signal),
     },
-    // No network monitor on Linux yet: nothing is reported, and the daemon keeps its own rechecks.
-    netmon: { subscribe: () => () => undefined },
+    netmon: { subscribe: (listener, opts) => watchNetwork(listener, opts) },
     reclaim: {
       identify: (pid) => identifyProcess(pid),
       reclaim: (owned, naming) => reclaim(owned, naming),

@@ -23,6 +23,7 @@ import type {
   DnsSettings,
   FirewallWatchListener,
   LegSource,
+  NetworkMonitorListener,
   Platform,
   RouteEntry,
   SpareDevice,
@@ -93,6 +94,8 @@ export class FakeWorld {
   /** The daemon's firewall watcher, while it watches: tests call changed() as nft monitor would. */
   firewallWatch: FirewallWatchListener | null = null;
   dnsServers: string[] | null = null;
+  /** The daemon's network monitor subscription: tests report network changes through it. */
+  netmon: NetworkMonitorListener | null = null;
   /** The daemon's watch on resolv.conf while the tunnel's resolvers are in force: tests call it as inotify would. */
   dnsWatch: (() => void) | null = null;
   #addresses = new Map<string, string>();
@@ -400,7 +403,17 @@ export function fakePlatform(world: FakeWorld): Platform {
       },
       launchSpare: (runtime) => Promise.resolve(new FakeSpare(runtime)),
     },
-    netmon: { subscribe: () => () => undefined },
+    netmon: {
+      subscribe: (listener) => {
+        world.netmon = listener;
+        return {
+          stop: () => {
+            if (world.netmon === listener) world.netmon = null;
+          },
+          recheck: () => undefined,
+        };
+      },
+    },
   };
 }
 
