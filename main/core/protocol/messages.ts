@@ -139,6 +139,7 @@ const STATE_SET: Record<ConnectionStateName, true> = {
   connected: true,
   "failing-over": true,
   error: true,
+  "waiting-for-network": true,
 };
 export const CONNECTION_STATES = Object.keys(STATE_SET) as ConnectionStateName[];
 const RACE_REASON_SET: Record<RaceRecord["reason"], true> = {

@@ -28,6 +28,7 @@ import {
   KIND_NAMES,
   allocateLegs,
   cancelAllTimers,
+  goWaiting,
   nextRaceId,
   planFailover,
   stateEvent,
@@ -73,10 +74,20 @@ export const RECOVER_AFTER_RECHECKS = 2;
  * so a persistently lossy network does not churn legs every few seconds.
  */
 export const BROWNOUT_RETRY_AFTER_MS = 30_000;
+/**
+ * After a path change or a wake, how long the active gateway has to answer again before detourd races: WireGuard
+ * re-handshakes from a new address within one round trip, MOBIKE's address update takes one or two, openconnect's
+ * reconnect with its cookie a TLS handshake and a DTLS one; 2 s covers each on a 250 ms path, and a gateway that
+ * stays silent longer is as good as gone for the user.
+ */
+export const ROAM_VERIFY_MS = 2_000;
 
 export function summary(state: ConnectedState): string {
   const a = state.active.leg;
   const base = `Connected to ${a.gateway} over ${KIND_NAMES[a.kind]}`;
+  const verify = state.verify ?? null;
+  if (verify !== null)
+    return `${base}; checking the tunnel after ${verify.why === "wake" ? "waking up" : "the network changed"}`;
   const v = state.health.verdict;
   if (v.state === "brownout") return `${base}, degraded (${v.reason.replace(/^brownout: /, "")})`;
   if (state.recover !== null && state.recover.status === "running") {
@@ -275,6 +286,8 @@ function react(
   ctx: MachineContext,
 ): { state: ConnectedState; effects: Effect[] } | Go {
   const v = state.health.verdict;
+  // Checking after a path change or a wake: silence is expected until the engine has followed; ROAM_VERIFY_MS decides.
+  if (state.verify != null && now < state.verify.until) return { state, effects: [] };
   if (v.state === "dead") return failover(state, now, "dead", `dead: ${v.reason}`, ctx);
   const effects: Effect[] = [];
   if (v.state !== before.state)
@@ -359,6 +372,15 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
     case "health-check": {
       if (!timerDue(state.healthCheckAt, input.now))
         return { state, effects: rearmIfEarly("health-check", state.healthCheckAt, input.now) };
+      const verify = state.verify ?? null;
+      if (verify !== null && input.now + TIMER_SLACK_MS >= verify.until)
+        return failover(
+          { ...state, verify: null },
+          input.now,
+          "session-lost",
+          `no reply from ${state.active.leg.gateway} within ${String(ROAM_VERIFY_MS / 1000)} s after ${verify.why === "wake" ? "waking up" : "the network changed"}`,
+          ctx,
+        );
       const before = state.health.verdict;
       const h0 = state.health;
       // Without the prober's word, assume a probe has waited since the last reply: silence alone decides.
@@ -369,7 +391,8 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
       // Replies pushed the deadline on since the timer was armed: re-arm for the new one.
       // With nothing known to be waiting (the prober not started yet, or all answered), look again a probe later.
       const soonest = input.now + (health.unansweredSince === null ? hp.probeIntervalMs : TIMER_SLACK_MS);
-      const healthCheckAt = Math.max(healthDeadline(health, hp), soonest);
+      const deadline = Math.max(healthDeadline(health, hp), soonest);
+      const healthCheckAt = verify === null ? deadline : Math.min(deadline, verify.until);
       return {
         state: { ...out.state, healthCheckAt },
         effects: [...out.effects, { type: "set-timer", timer: "health-check", at: healthCheckAt }],
@@ -448,6 +471,9 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
           effects: [],
         };
       if (input.legId !== state.active.leg.id) return { state, effects: [] };
+      const verify = state.verify ?? null;
+      if (verify !== null && input.sample.rttMs !== null && input.sample.sentAt >= verify.since)
+        return verified(state, input.sample, input.now, ctx);
       const before = state.health.verdict;
       return react(
         { ...state, health: healthOnSample(state.health, input.sample, input.now, hp) },
@@ -503,6 +529,8 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
         return { state: { ...state, standby: r.standby }, effects: r.effects };
       }
       if (input.legId !== state.active.leg.id) return { state, effects: [] };
+      // An engine re-establishing after a path change or a wake (openconnect's reconnect) says so; the check decides.
+      if (state.verify != null && input.now < state.verify.until) return { state, effects: [] };
       return failover(state, input.now, "leg-down", `leg-down: ${input.reason}`, ctx);
     }
     case "disconnect": {
@@ -519,7 +547,64 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
       ];
       return { go: { to: "disconnected" }, shared: rec.shared, effects };
     }
+    case "network":
+      if (input.initial === true) return { state, effects: [] };
+      if (input.change === "offline") return goOffline(state, input.now, input.detail);
+      return startVerify(state, "path-changed", input.now, ctx);
+    case "wake":
+      return startVerify(state, "wake", input.now, ctx);
     case "connect":
       return { state, effects: [] };
   }
+}
+
+/**
+ * A path change or a wake: the active leg (and the standby) stay and are checked at once; the engines follow the new
+ * address themselves (see the recheck-leg effect). Until ROAM_VERIFY_MS has passed, silence is not a dead gateway.
+ */
+function startVerify(state: ConnectedState, why: "path-changed" | "wake", now: number, ctx: MachineContext): Outcome {
+  const verify = { why, since: now, until: now + ROAM_VERIFY_MS };
+  const healthCheckAt = Math.min(healthDeadline(state.health, ctx.policy.health), verify.until);
+  const next: ConnectedState = { ...state, verify, healthCheckAt: Math.max(healthCheckAt, now) };
+  const effects: Effect[] = [{ type: "recheck-leg", legId: state.active.leg.id, why }];
+  const sb = state.standby.leg;
+  if (sb !== null) effects.push({ type: "recheck-leg", legId: sb.leg.id, why });
+  effects.push(
+    { type: "set-timer", timer: "health-check", at: next.healthCheckAt },
+    stateEvent("connected", now, summary(next)),
+  );
+  return { state: next, effects };
+}
+
+/** The active gateway answered after the change: the silence of the move is forgotten, not counted as loss. */
+function verified(
+  state: ConnectedState,
+  sample: Extract<MachineInput, { type: "probe" }>["sample"],
+  now: number,
+  ctx: MachineContext,
+): Outcome {
+  const hp = ctx.policy.health;
+  const health = healthOnSample(healthStart(now, pathRttOf(state.health)), sample, now, hp);
+  const next: ConnectedState = { ...state, verify: null, health, healthCheckAt: healthDeadline(health, hp) };
+  return {
+    state: next,
+    effects: [
+      { type: "set-timer", timer: "health-check", at: next.healthCheckAt },
+      stateEvent("connected", now, summary(next)),
+    ],
+  };
+}
+
+/** No route toward any gateway: nothing can carry traffic, so everything stops and detourd waits for a network. */
+function goOffline(state: ConnectedState, now: number, detail: string): Go {
+  const rec = cancelRecover(state, now);
+  const down = standbyTeardown(state.standby, now);
+  const id = state.active.leg.id;
+  return goWaiting(rec.shared, detail, [
+    ...rec.effects,
+    ...down.effects,
+    { type: "stop-monitor", legId: id },
+    { type: "clear-routes" },
+    { type: "stop-leg", legId: id },
+  ]);
 }
