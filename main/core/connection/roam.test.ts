@@ -163,8 +163,9 @@ test("on-wake-the-tunnel-is-checked-at-once-and-a-dropped-session-reconnects-to-
   );
   s.runUntilTrue(() => s.snapshot().state === "connected" && s.snapshot().activeLegId !== "L1", 4000);
   const snap = s.snapshot();
-  assert.equal(snap.gateway, "gw2", "the standby answered since the wake and is promoted at the bound");
-  assert.ok(s.now - wakeAt <= ROAM_VERIFY_MS + 50, `traffic back ${String(s.now - wakeAt)} ms after the wake`);
+  assert.equal(snap.gateway, "gw1", "the same gateway first, although the standby elsewhere answered");
+  assert.equal(s.failovers.length, 0, "nothing recorded against the gateway that only dropped a stale session");
+  assert.ok(s.now - wakeAt <= ROAM_VERIFY_MS + 200, `traffic back ${String(s.now - wakeAt)} ms after the wake`);
   // Without a standby, the same gateway gets a fresh session and nothing is recorded against it.
   const n = sim({ silent: (l, t) => l.id === "L1" && t >= wakeAt });
   n.send({ type: "connect" });
@@ -181,4 +182,24 @@ test("on-wake-the-tunnel-is-checked-at-once-and-a-dropped-session-reconnects-to-
   k.runFor(100);
   assert.equal(k.snapshot().activeLegId, "L1");
   assert.doesNotMatch(k.snapshot().summary, /checking/);
+});
+
+test("an-ikev2-tunnel-that-cannot-follow-a-new-address-is-re-established-on-its-gateway-at-once", () => {
+  const ike: Candidate[] = [gateway("gw1", 1, { kinds: ["ikev2"] }), gateway("gw2", 2, { kinds: ["ikev2"] })];
+  const s = new Sim({
+    gateways: ike,
+    ctx: context(ike),
+    legs: () => ({ up: 100 }),
+    path: (l, t) => (l.id === "L1" && t >= 3000 ? null : 20),
+  });
+  s.send({ type: "connect" });
+  s.runUntil(3000);
+  assert.equal(leg(s, s.snapshot().activeLegId), "gw1/ikev2");
+  s.send({ type: "network", change: "path-changed", detail: "moved" });
+  assert.equal(s.phase(), "failing-over", "no wait for a reply that cannot come");
+  assert.equal(s.routes, "L1", "the old tunnel keeps the routes until the new one is up");
+  s.runUntilTrue(() => s.snapshot().state === "connected", 1000);
+  assert.equal(leg(s, s.snapshot().activeLegId), "gw1/ikev2");
+  assert.ok(s.now - 3000 <= 150, `back ${String(s.now - 3000)} ms after the change`);
+  assert.equal(s.failovers.length, 0);
 });

@@ -430,7 +430,23 @@ export type StatusPayload = ConnectionSnapshot & {
   killSwitch?: KillSwitchStatus;
   /** The tunnel's resolvers: in force or not, and how often other software's rewrite of them was undone. */
   dns?: DnsStatus;
+  /** Which network this is (hashed key), what won on it, and what the network monitor said last. */
+  network?: NetworkStatus;
 };
+
+/** The network the device is on, as status shows it (`network`). */
+export interface NetworkStatus {
+  id: string | null;
+  remembered: { gateway: string; kind: string } | null;
+  monitor?: {
+    /** Null until the monitor's first look. */
+    online: boolean | null;
+    lastChange: { at: number; kind: "online" | "offline" | "path-changed"; reason: string } | null;
+    changes: number;
+    watcherDeaths: number;
+    wakes: number;
+  };
+}
 
 /** The tunnel's DNS as detourd keeps it (status `dns`). */
 export interface DnsStatus {
@@ -484,6 +500,23 @@ export const StatusPayloadSchema = z.looseObject({
       reassertions: z.int().min(0),
       lastReassertAt: z.number().nullable(),
       lastError: z.string().nullable(),
+    })
+    .optional(),
+  network: z
+    .looseObject({
+      id: z.string().nullable(),
+      remembered: z.looseObject({ gateway: z.string(), kind: z.string() }).nullable(),
+      monitor: z
+        .looseObject({
+          online: z.boolean().nullable(),
+          lastChange: z
+            .looseObject({ at: z.number(), kind: z.enum(["online", "offline", "path-changed"]), reason: z.string() })
+            .nullable(),
+          changes: z.int().min(0),
+          watcherDeaths: z.int().min(0),
+          wakes: z.int().min(0),
+        })
+        .optional(),
     })
     .optional(),
 }) satisfies z.ZodType<StatusPayload>;

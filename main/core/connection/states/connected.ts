@@ -60,7 +60,7 @@ import {
   standbyTeardown,
   type StandbyContext,
 } from "../standby.ts";
-import type { Effect, FailoverRecord, MachineInput } from "../types.ts";
+import type { Effect, FailoverRecord, LegKind, MachineInput } from "../types.ts";
 
 /**
  * How often candidates are re-probed while connected. Each recheck costs a few TCP handshakes per gateway; every
@@ -81,6 +81,18 @@ export const BROWNOUT_RETRY_AFTER_MS = 30_000;
  * stays silent longer is as good as gone for the user.
  */
 export const ROAM_VERIFY_MS = 2_000;
+/**
+ * Whether a leg's engine follows a new underlay address by itself (after the recheck-leg effect): wireguard-go once
+ * its endpoint is set again, openconnect by reconnecting with its session cookie. Detour's charon runs without
+ * MOBIKE (native/engines/ipsec/charon-config.ts: several instances share a namespace), so an IKEv2 leg is
+ * re-established on the same gateway at once instead of waiting ROAM_VERIFY_MS for a reply that cannot come.
+ */
+export const FOLLOWS_PATH_CHANGE: Record<LegKind, boolean> = {
+  wireguard: true,
+  ikev2: false,
+  "anyconnect-tls": true,
+  "anyconnect-dtls": true,
+};
 
 export function summary(state: ConnectedState): string {
   const a = state.active.leg;
@@ -256,8 +268,13 @@ function promoteStandby(state: ConnectedState, now: number, reason: string): Go 
  */
 function failover(state: ConnectedState, now: number, cause: FailoverCause, reason: string, ctx: MachineContext): Go {
   const sctx = standbyContext(ctx);
+  // A lost session (path change, wake) goes back to the same gateway first: it was not at fault.
   const usable =
-    cause === "brownout" ? standbyBetterThanBrownout(state.standby, now, sctx) : standbyFresh(state.standby, now, sctx);
+    cause === "session-lost"
+      ? false
+      : cause === "brownout"
+        ? standbyBetterThanBrownout(state.standby, now, sctx)
+        : standbyFresh(state.standby, now, sctx);
   if (usable) {
     const promoted = promoteStandby(state, now, reason);
     if (promoted !== null) return promoted;
@@ -563,6 +580,15 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
  * address themselves (see the recheck-leg effect). Until ROAM_VERIFY_MS has passed, silence is not a dead gateway.
  */
 function startVerify(state: ConnectedState, why: "path-changed" | "wake", now: number, ctx: MachineContext): Outcome {
+  const active = state.active.leg;
+  if (why === "path-changed" && !FOLLOWS_PATH_CHANGE[active.kind])
+    return failover(
+      state,
+      now,
+      "session-lost",
+      `${KIND_NAMES[active.kind]} to ${active.gateway} cannot follow the new network: reconnecting`,
+      ctx,
+    );
   const verify = { why, since: now, until: now + ROAM_VERIFY_MS };
   const healthCheckAt = Math.min(healthDeadline(state.health, ctx.policy.health), verify.until);
   const next: ConnectedState = { ...state, verify, healthCheckAt: Math.max(healthCheckAt, now) };
