@@ -180,3 +180,35 @@ test("detourd-started-offline-waits-for-a-network-and-connects-when-one-appears"
   assert.ok(seen.waited !== null);
   assert.ok(reachCorp());
 });
+
+test(
+  "after-a-sleep-with-the-session-kept-the-tunnel-is-checked-at-once-and-nothing-fails-over",
+  { timeout: 120_000 },
+  async () => {
+    const c = client;
+    assert.ok(c !== null, "runs after the tests before it");
+    const before = await connected(c, "connected before the sleep");
+    const traffic = startTraffic();
+    const { wokeAt } = await lab.sleepClient(6, ID);
+    const back = await new Promise<number | null>((resolve) => {
+      const tick = setInterval(() => {
+        const r = traffic.replies.find((x) => x > wokeAt);
+        if (r !== undefined || Date.now() - wokeAt > BACK_WITHIN_MS * 2) {
+          clearInterval(tick);
+          resolve(r ?? null);
+        }
+      }, 20);
+    });
+    await new Promise((r) => setTimeout(r, 2500));
+    traffic.stop();
+    const s = await c.status();
+    console.log(
+      `sleep 6 s: traffic back ${back === null ? "never" : `${String(back - wokeAt)} ms`} after the wake; ${s.summary}; wakes seen ${String(s.network?.monitor?.wakes)}`,
+    );
+    assert.ok(back !== null && back - wokeAt <= BACK_WITHIN_MS, "traffic flows again after the wake");
+    assert.equal(s.state, "connected");
+    assert.equal(s.gateway, before.gateway, "the same gateway");
+    assert.deepEqual(s.lastFailover, before.lastFailover, "no failover after a sleep that kept the session");
+    assert.ok((s.network?.monitor?.wakes ?? 0) >= 1, "detourd noticed the sleep");
+  },
+);
