@@ -93,3 +93,16 @@ test("the-menu-offers-what-the-state-allows-and-marks-the-gateway-choice", () =>
   assert.equal((find(down, "Connect") as { enabled: boolean }).enabled, false);
   assert.equal((find(down, "Quit Detour") as { enabled: boolean }).enabled, true);
 });
+
+test("waiting-for-a-network-has-its-own-sentence-the-idle-icon-and-disconnect-in-the-menu", () => {
+  const s = status({
+    state: "waiting-for-network",
+    gateway: null,
+    protocol: null,
+    summary: "Waiting for a network: no route to any gateway",
+  });
+  assert.equal(trayState(s), "disconnected", "nothing is wrong with Detour: not the error icon");
+  assert.equal(traySentence(s), "Waiting for a network: no route to any gateway");
+  const disconnect = find(trayMenu(s), "Disconnect");
+  assert.ok(disconnect?.kind === "action" && disconnect.enabled, "the user can stop waiting");
+});
