@@ -66,7 +66,7 @@ test("a-gateway-silent-after-the-path-change-is-raced-after-the-bound-its-own-le
   s.runUntil(changeAt + ROAM_VERIFY_MS - 50);
   assert.equal(s.snapshot().state, "connected", "silence within the bound is the move, not a dead gateway");
   s.runUntilTrue(() => s.snapshot().state === "failing-over", 200);
-  assert.match(s.snapshot().summary, /gw1 did not answer after the network changed/);
+  assert.match(s.snapshot().summary, /the session with gw1 was lost when the network changed, trying gw1/);
   const race = s.events.find((e) => e.type === "race-started" && e.reason === "failover");
   assert.ok(race?.type === "race-started");
   assert.equal(
@@ -202,4 +202,25 @@ test("an-ikev2-tunnel-that-cannot-follow-a-new-address-is-re-established-on-its-
   assert.equal(leg(s, s.snapshot().activeLegId), "gw1/ikev2");
   assert.ok(s.now - 3000 <= 150, `back ${String(s.now - 3000)} ms after the change`);
   assert.equal(s.failovers.length, 0);
+});
+
+test("an-engine-that-reconnects-after-the-first-replies-is-checked-again-not-failed-over", () => {
+  const changeAt = 3000;
+  // openconnect: a few packets still pass, then its reconnect (with its cookie) takes the tunnel down for 400 ms.
+  const s = sim({ silent: (l, t) => l.id === "L1" && t >= changeAt + 150 && t < changeAt + 550 });
+  s.send({ type: "connect" });
+  s.runUntil(changeAt);
+  s.send({ type: "network", change: "path-changed", detail: "moved" });
+  s.runUntil(changeAt + 140);
+  assert.doesNotMatch(s.snapshot().summary, /checking/, "the first replies ended the check");
+  s.send({ type: "leg-down", legId: "L1", reason: "openconnect is reconnecting to the gateway" });
+  assert.equal(s.phase(), "connected", "a reconnect soon after the path change is expected");
+  assert.match(s.snapshot().summary, /checking/);
+  s.runUntil(changeAt + 3000);
+  assert.equal(s.snapshot().activeLegId, "L1", "the same tunnel, back after its reconnect");
+  assert.equal(s.failovers.length, 0);
+  // Long after the move, a leg-down is a failure again.
+  s.runUntil(changeAt + 10_000);
+  s.send({ type: "leg-down", legId: "L1", reason: "openconnect is reconnecting to the gateway" });
+  assert.equal(s.phase(), "failing-over");
 });

@@ -548,6 +548,19 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
       if (input.legId !== state.active.leg.id) return { state, effects: [] };
       // An engine re-establishing after a path change or a wake (openconnect's reconnect) says so; the check decides.
       if (state.verify != null && input.now < state.verify.until) return { state, effects: [] };
+      // The reconnect may come after the first replies ended the check (packets still passed meanwhile): check again.
+      const roamedAt = state.roamedAt ?? null;
+      if (roamedAt !== null && input.now - roamedAt < ROAM_VERIFY_MS) {
+        const verify = { why: "path-changed" as const, since: input.now, until: input.now + ROAM_VERIFY_MS };
+        const next: ConnectedState = { ...state, verify, healthCheckAt: Math.min(state.healthCheckAt, verify.until) };
+        return {
+          state: next,
+          effects: [
+            { type: "set-timer", timer: "health-check", at: Math.max(next.healthCheckAt, input.now) },
+            stateEvent("connected", input.now, summary(next)),
+          ],
+        };
+      }
       return failover(state, input.now, "leg-down", `leg-down: ${input.reason}`, ctx);
     }
     case "disconnect": {
@@ -591,7 +604,12 @@ function startVerify(state: ConnectedState, why: "path-changed" | "wake", now: n
     );
   const verify = { why, since: now, until: now + ROAM_VERIFY_MS };
   const healthCheckAt = Math.min(healthDeadline(state.health, ctx.policy.health), verify.until);
-  const next: ConnectedState = { ...state, verify, healthCheckAt: Math.max(healthCheckAt, now) };
+  const next: ConnectedState = {
+    ...state,
+    verify,
+    healthCheckAt: Math.max(healthCheckAt, now),
+    roamedAt: why === "path-changed" ? now : (state.roamedAt ?? null),
+  };
   const effects: Effect[] = [{ type: "recheck-leg", legId: state.active.leg.id, why }];
   const sb = state.standby.leg;
   if (sb !== null) effects.push({ type: "recheck-leg", legId: sb.leg.id, why });

@@ -36,7 +36,7 @@ export function summary(state: FailingOverState): string {
       : state.cause === "leg-down"
         ? `${gw} went down`
         : state.cause === "session-lost"
-          ? `${gw} did not answer after the network changed`
+          ? `the session with ${gw} was lost when the network changed`
           : `${gw} is degraded (${state.failover.reason.replace(/^brownout: /, "")})`;
   const trying = state.race.legs
     .filter((l) => l.outcome === "starting" || l.outcome === "pending")
