@@ -212,3 +212,37 @@ test(
     assert.ok((s.network?.monitor?.wakes ?? 0) >= 1, "detourd noticed the sleep");
   },
 );
+
+test(
+  "after-a-long-sleep-a-dropped-anyconnect-session-comes-back-on-the-same-gateway",
+  { timeout: 180_000 },
+  async () => {
+    const c = client;
+    assert.ok(c !== null, "runs after the tests before it");
+    await c.setPref("race.order", "anyconnect-dtls");
+    await c.setPref("standby.mode", "off");
+    await c.disconnect();
+    await c.connect();
+    const before = await waitForStatus(
+      c,
+      "connected over AnyConnect",
+      (s) => s.state === "connected" && s.protocol === "anyconnect-dtls",
+      CONNECT_WITHIN_MS,
+    );
+    // ocserv's dead-peer detection (5 s) drops the session while the client sleeps.
+    const { wokeAt } = await lab.sleepClient(30, ID);
+    const up = await waitForStatus(
+      c,
+      "connected again after the wake",
+      (s) => s.state === "connected" && reachCorp(),
+      20_000,
+      { pollMs: 250 },
+    );
+    const ms = Date.now() - wokeAt;
+    console.log(
+      `sleep 30 s over AnyConnect: traffic back ${String(ms)} ms after the wake on ${String(up.gateway)}; last race ${JSON.stringify(up.lastRace?.legs.map((l) => [l.leg.gateway, l.leg.kind, l.outcome]))}; failover ${JSON.stringify(up.lastFailover?.reason ?? null)}`,
+    );
+    assert.equal(up.gateway, before.gateway, "the same gateway first");
+    assert.deepEqual(up.lastFailover, before.lastFailover, "no failover recorded against the gateway");
+  },
+);
