@@ -240,6 +240,9 @@ export class Daemon {
         ],
         now: () => this.#now(),
         dispatch,
+        networkChanged: () => {
+          this.#candidates.forgetProbes();
+        },
         refreshNetworkKey: () => {
           track(this.#networkMemory.refresh());
           // Bounded (NETWORK_KEY_WAIT_MS): a connect on the new network is worth a few milliseconds, never more.

@@ -27,6 +27,8 @@ export interface NetworkWatchHost {
   /** The machine's clock reading. */
   now(): number;
   dispatch(input: MachineInput): void;
+  /** A new network (or one back): probe results from the old one are stale. */
+  networkChanged(): void;
   /** The network's key is looked up again; resolves once known (the caller bounds the wait). */
   refreshNetworkKey(): Promise<void>;
   /** Telemetry and events: what changed, and a watcher that died (it restarts by itself). */
@@ -123,6 +125,7 @@ export class NetworkWatch {
       h.dispatch(input());
       return;
     }
+    if (!c.initial) h.networkChanged();
     // A new network: its key first (bounded by the host), so a connect it starts races what won here last time.
     h.track(
       h.refreshNetworkKey().then(

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Sim, context, gateway } from "./harness.test.ts";
-import { ROAM_VERIFY_MS } from "./states/connected.ts";
+import { ROAM_VERIFY_MS, WAKE_VERIFY_MS } from "./states/connected.ts";
 import type { Candidate, Leg, LegKind } from "./types.ts";
 
 const KINDS: LegKind[] = ["wireguard", "ikev2", "anyconnect-tls"];
@@ -165,7 +165,7 @@ test("on-wake-the-tunnel-is-checked-at-once-and-a-dropped-session-reconnects-to-
   const snap = s.snapshot();
   assert.equal(snap.gateway, "gw1", "the same gateway first, although the standby elsewhere answered");
   assert.equal(s.failovers.length, 0, "nothing recorded against the gateway that only dropped a stale session");
-  assert.ok(s.now - wakeAt <= ROAM_VERIFY_MS + 200, `traffic back ${String(s.now - wakeAt)} ms after the wake`);
+  assert.ok(s.now - wakeAt <= WAKE_VERIFY_MS + 200, `traffic back ${String(s.now - wakeAt)} ms after the wake`);
   // Without a standby, the same gateway gets a fresh session and nothing is recorded against it.
   const n = sim({ silent: (l, t) => l.id === "L1" && t >= wakeAt });
   n.send({ type: "connect" });

@@ -4,6 +4,7 @@
  */
 import { allKindsUnreachable, reportsReachable } from "../candidates.ts";
 import {
+  deadWindowMs,
   healthDeadline,
   healthEvaluate,
   healthNotePending,
@@ -81,6 +82,12 @@ export const BROWNOUT_RETRY_AFTER_MS = 30_000;
  * stays silent longer is as good as gone for the user.
  */
 export const ROAM_VERIFY_MS = 2_000;
+/**
+ * After a wake, how long the tunnel has to answer the probe burst: a session that survived answers within a round
+ * trip or two; one the gateway dropped is re-established this much sooner than after ROAM_VERIFY_MS (no engine has
+ * to move). A slow path's dead window, when longer, is the floor.
+ */
+export const WAKE_VERIFY_MS = 1_000;
 /**
  * Whether a leg's engine follows a new underlay address by itself (after the recheck-leg effect): wireguard-go once
  * its endpoint is set again, openconnect by reconnecting with its session cookie. Detour's charon runs without
@@ -395,7 +402,7 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
           { ...state, verify: null },
           input.now,
           "session-lost",
-          `no reply from ${state.active.leg.gateway} within ${String(ROAM_VERIFY_MS / 1000)} s after ${verify.why === "wake" ? "waking up" : "the network changed"}`,
+          `no reply from ${state.active.leg.gateway} within ${String((verify.until - verify.since) / 1000)} s after ${verify.why === "wake" ? "waking up" : "the network changed"}`,
           ctx,
         );
       const before = state.health.verdict;
@@ -602,7 +609,9 @@ function startVerify(state: ConnectedState, why: "path-changed" | "wake", now: n
       `${KIND_NAMES[active.kind]} to ${active.gateway} cannot follow the new network: reconnecting`,
       ctx,
     );
-  const verify = { why, since: now, until: now + ROAM_VERIFY_MS };
+  const boundMs =
+    why === "wake" ? Math.max(WAKE_VERIFY_MS, deadWindowMs(state.health, ctx.policy.health)) : ROAM_VERIFY_MS;
+  const verify = { why, since: now, until: now + boundMs };
   const healthCheckAt = Math.min(healthDeadline(state.health, ctx.policy.health), verify.until);
   const next: ConnectedState = {
     ...state,
