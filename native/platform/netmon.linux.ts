@@ -8,6 +8,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
+import { setTimeout as sleep } from "node:timers/promises";
 import { noteChild } from "./child-watch.ts";
 import { WATCH_HEALTHY_AFTER_MS, WATCH_RESTART_INITIAL_MS, WATCH_RESTART_MAX_MS } from "./firewall-watch.linux.ts";
 import {
@@ -31,6 +32,12 @@ export const NETMON_SETTLE_MS = 100;
 export const NETMON_MAX_DELAY_MS = 500;
 /** A look without an event: catches what a dead or restarting watcher missed; one or two `ip` calls. */
 export const NETMON_RECHECK_MS = 10_000;
+/**
+ * A route that vanished is looked at again after this long before it is reported offline: an OS moving networks
+ * takes the old link down before the new one is up, and on a busy machine the two can land in separate bursts.
+ * Going offline a moment later costs nothing; a false "offline" tears the tunnel down.
+ */
+export const NETMON_OFFLINE_CONFIRM_MS = 300;
 /** `ip route get` answers in milliseconds; one that takes this long is hung. */
 const ROUTE_GET_TIMEOUT_MS = 2_000;
 /** At most this many gateway addresses are looked up per look: the first answering one decides. */
@@ -104,8 +111,14 @@ export function watchNetwork(
     try {
       do {
         life.lookAgain = false;
-        const path = await lookPath(opts);
+        let path = await lookPath(opts);
         if (isStopped()) return;
+        if (path === null && known !== undefined && known !== null) {
+          await sleep(NETMON_OFFLINE_CONFIRM_MS);
+          if (isStopped()) return;
+          path = await lookPath(opts);
+          if (isStopped()) return;
+        }
         const kind = classifyPath(known, path);
         const previous = known ?? null;
         const initial = known === undefined;

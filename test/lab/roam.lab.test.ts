@@ -5,14 +5,17 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { ControlClient } from "../../main/client/control-client.ts";
-import { agentStart, agentStop } from "./agent.ts";
+import { agentPaths, agentStart, agentStop } from "./agent.ts";
 import * as lab from "./lab.ts";
 import { CORP_ADDRESS } from "./topology.ts";
 import { waitForStatus, type Status } from "./wait-status.ts";
 
 const ID = "nroam";
+const ARTIFACTS = join(new URL("../..", import.meta.url).pathname, "test-artifacts", "roam");
 /** Connecting on the lab's user distances takes well under this; the bound only keeps a broken run from hanging. */
 const CONNECT_WITHIN_MS = 20_000;
 /** The target is traffic back within 1 s of the new route; the test allows for a busy 2-core machine. */
@@ -30,6 +33,12 @@ after(async () => {
   if (pinger?.pid !== undefined && pinger.exitCode === null) pinger.kill("SIGTERM");
   client?.close();
   await agentStop(ID);
+  // detourd's log outlives the lab (which `down` removes): what happened at each move is in it.
+  const log = agentPaths(ID).log;
+  if (existsSync(log)) {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    copyFileSync(log, join(ARTIFACTS, "detourd.log"));
+  }
   await lab.down(ID);
 });
 
