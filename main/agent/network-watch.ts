@@ -126,7 +126,13 @@ export class NetworkWatch {
       return;
     }
     if (!c.initial) h.networkChanged();
-    // A new network: its key first (bounded by the host), so a connect it starts races what won here last time.
+    if (c.kind === "path-changed") {
+      // A tunnel up now must be told at once (its silence is not a dead gateway); the key follows in the background.
+      h.dispatch(input());
+      h.track(h.refreshNetworkKey());
+      return;
+    }
+    // A network (back): its key first (bounded by the host), so the connect it starts races what won here last time.
     h.track(
       h.refreshNetworkKey().then(
         () => {

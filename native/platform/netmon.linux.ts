@@ -33,9 +33,9 @@ export const NETMON_MAX_DELAY_MS = 500;
 /** A look without an event: catches what a dead or restarting watcher missed; one or two `ip` calls. */
 export const NETMON_RECHECK_MS = 10_000;
 /**
- * A route that vanished is looked at again after this long before it is reported offline: an OS moving networks
- * takes the old link down before the new one is up, and on a busy machine the two can land in separate bursts.
- * Going offline a moment later costs nothing; a false "offline" tears the tunnel down.
+ * A route that vanished is reported as a path change at once (the tunnel is checked, not judged dead) and looked at
+ * again after this long before it is reported offline: an OS moving networks takes the old link down before the
+ * new one is up, and on a busy machine the two can land in separate bursts. A false "offline" tears the tunnel down.
  */
 export const NETMON_OFFLINE_CONFIRM_MS = 300;
 /** `ip route get` answers in milliseconds; one that takes this long is hung. */
@@ -114,6 +114,18 @@ export function watchNetwork(
         let path = await lookPath(opts);
         if (isStopped()) return;
         if (path === null && known !== undefined && known !== null) {
+          // Said at once, so the tunnel's silence from here on is not taken for a dead gateway meanwhile.
+          const was = known;
+          safe(() => {
+            listener.change({
+              at: Date.now(),
+              kind: "path-changed",
+              initial: false,
+              path: null,
+              previous: was,
+              reason: `the route toward the gateways went away (was ${describePath(was)}); looking again`,
+            });
+          });
           await sleep(NETMON_OFFLINE_CONFIRM_MS);
           if (isStopped()) return;
           path = await lookPath(opts);
