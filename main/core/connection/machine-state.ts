@@ -117,8 +117,8 @@ export interface ConnectedState {
    * engine) until a probe sent since `since` is answered; silence meanwhile is not a dead gateway until `until`.
    */
   verify?: Verify | null;
-  /** When the last path change was handled: an engine re-establishing soon after (openconnect) is expected. */
-  roamedAt?: number | null;
+  /** The last path change or wake: an engine re-establishing soon after (openconnect's reconnect) is expected. */
+  rechecked?: { at: number; why: Verify["why"] } | null;
 }
 
 export interface Verify {

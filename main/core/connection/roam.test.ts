@@ -224,3 +224,18 @@ test("an-engine-that-reconnects-after-the-first-replies-is-checked-again-not-fai
   s.send({ type: "leg-down", legId: "L1", reason: "openconnect is reconnecting to the gateway" });
   assert.equal(s.phase(), "failing-over");
 });
+
+test("an-engine-that-reconnects-just-after-a-wake-is-checked-again-not-failed-over", () => {
+  const wakeAt = 5000;
+  const s = sim({ silent: (l, t) => l.id === "L1" && t >= wakeAt + 150 && t < wakeAt + 500 });
+  s.send({ type: "connect" });
+  s.runUntil(wakeAt);
+  s.send({ type: "wake", sleptMs: 30_000 });
+  s.runUntil(wakeAt + 140);
+  s.send({ type: "leg-down", legId: "L1", reason: "openconnect is reconnecting to the gateway" });
+  assert.equal(s.phase(), "connected");
+  assert.match(s.snapshot().summary, /checking the tunnel after waking up/);
+  s.runUntil(wakeAt + 3000);
+  assert.equal(s.snapshot().activeLegId, "L1");
+  assert.equal(s.failovers.length, 0);
+});

@@ -556,9 +556,9 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
       // An engine re-establishing after a path change or a wake (openconnect's reconnect) says so; the check decides.
       if (state.verify != null && input.now < state.verify.until) return { state, effects: [] };
       // The reconnect may come after the first replies ended the check (packets still passed meanwhile): check again.
-      const roamedAt = state.roamedAt ?? null;
-      if (roamedAt !== null && input.now - roamedAt < ROAM_VERIFY_MS) {
-        const verify = { why: "path-changed" as const, since: input.now, until: input.now + ROAM_VERIFY_MS };
+      const rechecked = state.rechecked ?? null;
+      if (rechecked !== null && input.now - rechecked.at < ROAM_VERIFY_MS) {
+        const verify = { why: rechecked.why, since: input.now, until: input.now + ROAM_VERIFY_MS };
         const next: ConnectedState = { ...state, verify, healthCheckAt: Math.min(state.healthCheckAt, verify.until) };
         return {
           state: next,
@@ -617,7 +617,7 @@ function startVerify(state: ConnectedState, why: "path-changed" | "wake", now: n
     ...state,
     verify,
     healthCheckAt: Math.max(healthCheckAt, now),
-    roamedAt: why === "path-changed" ? now : (state.roamedAt ?? null),
+    rechecked: { at: now, why },
   };
   const effects: Effect[] = [{ type: "recheck-leg", legId: state.active.leg.id, why }];
   const sb = state.standby.leg;
