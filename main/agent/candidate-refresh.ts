@@ -115,6 +115,15 @@ export class CandidateRefresh {
       this.#host.track(this.discover());
   }
 
+  /**
+   * The device moved to another network (or got one back): what the probes saw from the old one says nothing now,
+   * and "no gateway answered" from an offline network would make the next connect wait for a full discovery round.
+   * The candidates stay (with their addresses), unranked by probes, until the next round probes them again.
+   */
+  forgetProbes(): void {
+    this.#candidates = this.#candidates.map((c) => ({ ...c, probe: null }));
+  }
+
   stop(): void {
     this.#timer?.cancel();
     this.#timer = null;

@@ -38,6 +38,7 @@ import type { LegRuntimes } from "./leg-runtime.ts";
 import type { Logger } from "./log.ts";
 import type { NetworkMemoryStore } from "./network-memory-store.ts";
 import type { PathMtuGuard } from "./path-mtu.ts";
+import type { NetworkWatchStatus } from "./network-watch.ts";
 import { applyConfiguration } from "./policy-change.ts";
 import type { TelemetryHandle } from "./telemetry/factory.ts";
 import type { TunnelHistory } from "./telemetry/history.ts";
@@ -84,6 +85,8 @@ export interface ControlParts {
   dataPlane: DataPlane;
   spares: WireGuardSparePool;
   networkMemory: NetworkMemoryStore;
+  /** The network monitor and sleep detector (network-watch.ts), started with the warm-up. */
+  networkWatch?: { start(): void; status(): NetworkWatchStatus };
   telemetry: TelemetryHandle;
   drills: DrillRunner;
   history: TunnelHistory;
@@ -111,7 +114,7 @@ export interface ControlParts {
 
 export type DaemonStatus = ConnectionSnapshot & {
   gatewayChoice: string | null;
-  network: ReturnType<NetworkMemoryStore["network"]>;
+  network: ReturnType<NetworkMemoryStore["network"]> & { monitor?: NetworkWatchStatus };
   telemetry: TelemetryStatus;
   daemon: { version: string; pid: number; startedAt: number; configPath: string; recovery: DaemonRecovery };
   lastDrill: DrillResult | null;
@@ -166,7 +169,10 @@ export class ControlFacade {
     return {
       ...p.loop.snapshot(),
       gatewayChoice: p.candidates.choice,
-      network: p.networkMemory.network(),
+      network: {
+        ...p.networkMemory.network(),
+        ...(p.networkWatch === undefined ? {} : { monitor: p.networkWatch.status() }),
+      },
       telemetry: p.telemetry.current?.status() ?? tunnelOnlyStatus(tunnelHealth(p.loop)),
       daemon: {
         version: p.info.version,
@@ -280,6 +286,7 @@ export class ControlFacade {
     p.loop.track(p.drills.clearLeftover());
     p.loop.track(p.candidates.discover());
     p.loop.track(p.networkMemory.refresh());
+    p.networkWatch?.start();
   }
 
   /**

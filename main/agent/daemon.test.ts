@@ -535,3 +535,71 @@ test("a-resolved-link-that-cannot-take-the-dns-is-reported-not-only-logged", asy
   assert.match(r.control.status().dns.lastError ?? "", /dns\.linkApply failed/);
   await r.control.shutdown();
 });
+
+const path = (source: string): { dev: string; gateway: string; source: string } => ({
+  dev: "eth0",
+  gateway: "192.168.1.1",
+  source,
+});
+
+test("offline-from-the-network-monitor-waits-for-a-network-with-the-kill-switch-held-and-a-route-back-connects", async () => {
+  const r = await rig({ gw1: { connectMs: 80 }, gw2: { connectMs: 120 }, gw3: { connectMs: 150 } });
+  const mon = r.world.netmon;
+  assert.ok(mon !== null, "detourd subscribed to the network monitor at start");
+  await connectedWithStandby(r);
+  const wall = r.clock.wall();
+  mon.change({
+    at: wall,
+    kind: "offline",
+    initial: false,
+    path: null,
+    previous: path("192.168.1.7"),
+    reason: "no route toward the gateways",
+  });
+  await r.clock.advance(50);
+  assert.equal(r.state(), "waiting-for-network");
+  assert.equal(r.control.status().summary, "Waiting for a network: no route to any gateway");
+  assert.equal(r.world.running().length, 0, "no tunnel runs while offline");
+  assert.notEqual(r.world.killSwitch, null, "protected networks stay held back");
+  assert.equal(r.control.status().lastFailover, null, "losing the network is no gateway's failure");
+  await r.clock.advance(30_000);
+  assert.equal(r.state(), "waiting-for-network", "no retry churn while offline");
+  const idsBefore = r.world.calls.filter((c) => c.step === "network.id").length;
+  mon.change({
+    at: r.clock.wall(),
+    kind: "online",
+    initial: false,
+    path: path("10.0.0.7"),
+    previous: null,
+    reason: "a route toward the gateways",
+  });
+  const t0 = r.clock.monotonic();
+  await r.connected("gw1");
+  assert.ok(r.clock.monotonic() - t0 < 1000, `connected ${String(r.clock.monotonic() - t0)} ms after the route`);
+  assert.ok(
+    r.world.calls.filter((c) => c.step === "network.id").length > idsBefore,
+    "the new network is identified for its memory",
+  );
+  assert.equal(r.control.status().network.monitor?.online, true);
+  await r.control.shutdown();
+  assert.equal(r.world.netmon, null, "the monitor is unsubscribed at shutdown");
+});
+
+test("a-wall-clock-jump-of-a-suspend-is-a-wake-the-tunnel-is-checked-at-once-and-kept", async () => {
+  const r = await rig({ gw1: { connectMs: 80 }, gw2: { connectMs: 120 }, gw3: { connectMs: 150 } });
+  await connectedWithStandby(r);
+  // Suspended for five minutes: the monotonic clock stood still, the wall clock did not.
+  r.clock.stepWall(300_000);
+  await r.clock.advance(1_100);
+  assert.ok(
+    r.logs.some((l) => l.msg === "woke up"),
+    "the sleep is noticed",
+  );
+  assert.equal(r.control.status().network.monitor?.wakes, 1);
+  await r.clock.advance(500);
+  assert.equal(r.state(), "connected");
+  assert.equal(r.gateway(), "gw1", "a session that survived keeps its gateway");
+  assert.equal(r.control.status().lastFailover, null);
+  assert.doesNotMatch(r.control.status().summary, /checking/, "the first reply ended the check");
+  await r.control.shutdown();
+});

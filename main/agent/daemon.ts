@@ -36,6 +36,7 @@ import type { Monitor, MonitorOptions } from "./monitor.ts";
 import { LockdownStateStore } from "./lockdown-state-store.ts";
 import { NetworkMemoryStore } from "./network-memory-store.ts";
 import { PathMtuGuard } from "./path-mtu.ts";
+import { NetworkWatch } from "./network-watch.ts";
 import type { OwnershipRecord } from "./ownership.ts";
 import { machinePolicy, moveOffDisallowed, startupGateways } from "./policy-change.ts";
 import { TelemetryHandle } from "./telemetry/factory.ts";
@@ -92,6 +93,7 @@ export class Daemon {
   readonly #candidates: CandidateRefresh;
   readonly #dataPlane: DataPlane;
   readonly #networkMemory: NetworkMemoryStore;
+  readonly #networkWatch: NetworkWatch;
   readonly #events: ConnectionEvents;
   readonly #telemetry: TelemetryHandle;
   readonly #loopView: DaemonLoop;
@@ -246,6 +248,36 @@ export class Daemon {
       platform.network,
       this.#clock,
     );
+    this.#networkWatch = new NetworkWatch(
+      {
+        monitor: platform.netmon,
+        ifnamePrefix: opts.ifnamePrefix,
+        targets: () => [
+          ...new Set(
+            this.#candidates
+              .known()
+              .flatMap((c) => [c.address, c.addresses?.ipv4 ?? null, c.addresses?.ipv6 ?? null])
+              .filter((a): a is string => a !== null),
+          ),
+        ],
+        now: () => this.#now(),
+        dispatch,
+        networkChanged: () => {
+          this.#candidates.forgetProbes();
+        },
+        refreshNetworkKey: () => {
+          track(this.#networkMemory.refresh());
+          // Bounded (NETWORK_KEY_WAIT_MS): a connect on the new network is worth a few milliseconds, never more.
+          return this.#networkMemory.settleForConnect();
+        },
+        report: (name, body) => {
+          this.#telemetry.current?.emitEvent(name, body, {});
+        },
+        track,
+        log,
+      },
+      this.#clock,
+    );
     this.#events = new ConnectionEvents({
       telemetry: () => this.#telemetry.current,
       routesSettled: () => this.#dataPlane.settled(),
@@ -278,6 +310,7 @@ export class Daemon {
       dataPlane: this.#dataPlane,
       spares,
       networkMemory: this.#networkMemory,
+      networkWatch: this.#networkWatch,
       telemetry: this.#telemetry,
       drills,
       history: this.#history,
@@ -322,6 +355,7 @@ export class Daemon {
       },
       settle: () => this.#settle(),
       stopTimers: () => {
+        this.#networkWatch.stop();
         for (const t of this.#timers.values()) t.cancel();
         this.#timers.clear();
       },
@@ -389,6 +423,9 @@ export class Daemon {
         return;
       case "stop-monitor":
         this.#legs.stopMonitor(e.legId);
+        return;
+      case "recheck-leg":
+        this.#legs.recheck(e.legId, e.why);
         return;
       case "apply-routes":
         this.#dataPlane.applyRoutes(e.legId);

@@ -375,6 +375,24 @@ export class LegRuntimes {
     });
   }
 
+  /**
+   * After a path change or a wake: the leg's monitor starts over (a probe goes out at once, then at its rate) and,
+   * on a path change, its engine is told (openconnect reconnects with its cookie; the others follow by themselves).
+   */
+  recheck(legId: string, why: "path-changed" | "wake"): void {
+    const rt = this.#legs.get(legId);
+    if (rt === undefined || rt.stopping !== null) return;
+    if (why === "path-changed") {
+      try {
+        rt.engine.roam?.();
+      } catch (err) {
+        this.#host.log.warn("the engine could not be told of the path change", { leg: rt.leg, err });
+      }
+    }
+    const role = rt.monitorRole;
+    if (role !== null && rt.monitor !== null) this.startMonitor(legId, role);
+  }
+
   stopMonitor(legId: string): void {
     const l = this.#legs.get(legId);
     this.#host.pathMtu?.unwatch(legId);

@@ -97,3 +97,17 @@ test("the-users-notification-preference-filters-what-is-shown", () => {
   const off = new NotifyRules();
   assert.deepEqual(off.observe(errorStatus("The gateways refused our credentials", null), 0, "off"), []);
 });
+
+test("waiting-for-a-network-is-never-an-error-notice-however-long-it-lasts", () => {
+  const r = new NotifyRules();
+  r.observe(status(), 0);
+  const waiting = status({
+    state: "waiting-for-network",
+    gateway: null,
+    protocol: null,
+    summary: "Waiting for a network: no route to any gateway",
+  });
+  for (let t = 1000; t <= 3_600_000; t += 60_000)
+    assert.deepEqual(r.observe(waiting, t), [], `nothing told after ${String(t)} ms offline`);
+  assert.deepEqual(r.observe(status(), 3_700_000), [], "coming back is not news either");
+});

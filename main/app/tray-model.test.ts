@@ -122,3 +122,16 @@ test("always-on-greys-the-disconnect-item-and-says-why", () => {
   });
   assert.equal(find(m, "Disconnect"), undefined);
 });
+
+test("waiting-for-a-network-has-its-own-sentence-the-idle-icon-and-disconnect-in-the-menu", () => {
+  const s = status({
+    state: "waiting-for-network",
+    gateway: null,
+    protocol: null,
+    summary: "Waiting for a network: no route to any gateway",
+  });
+  assert.equal(trayState(s), "disconnected", "nothing is wrong with Detour: not the error icon");
+  assert.equal(traySentence(s), "Waiting for a network: no route to any gateway");
+  const disconnect = find(trayMenu(s), "Disconnect");
+  assert.ok(disconnect?.kind === "action" && disconnect.enabled, "the user can stop waiting");
+});

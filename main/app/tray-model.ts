@@ -50,6 +50,9 @@ export function trayState(s: StatusPayload | null): TrayState {
     case "racing":
     case "failing-over":
       return "connecting";
+    // Not an error (nothing is wrong with Detour) and not idle: the disconnected icon, with its own sentence.
+    case "waiting-for-network":
+      return "disconnected";
     case "connected":
       // The daemon says "degraded" in its sentence when its own health check sees a brownout.
       return degradedBy(s) !== null || /, degraded \(/.test(s.summary) ? "degraded" : "connected";

@@ -172,6 +172,7 @@ export function killSwitchPolicy(input: KillSwitchInput): KillSwitchRules | null
   const fullTunnel = networks.some((p) => p.len === 0);
   const protectedNetworks = fullTunnel ? [FULL_TUNNEL] : networks.map(formatPrefix);
   const base = { state: input.state, fullTunnel, protectedNetworks, tunnelDevices, gatewayEndpoints, ownGroup };
+  // Waiting for a network holds like connecting: the first route must not let protected traffic out in clear.
   switch (input.state) {
     case "disconnected":
       return input.lockdown ? blocking(base, dnsServers, ownResolvers, trustedHosts) : null;
@@ -179,6 +180,7 @@ export function killSwitchPolicy(input: KillSwitchInput): KillSwitchRules | null
     case "racing":
     case "failing-over":
     case "error":
+    case "waiting-for-network":
       return input.lockdown || fullTunnel ? blocking(base, dnsServers, ownResolvers, trustedHosts) : tunnelOnly(base);
     case "connected":
       // Discovery rechecks while connected go through the tunnel (full tunnel) or are not ours to police (split).

@@ -112,6 +112,12 @@ export interface TunnelEngine {
   stats(): Promise<TunnelStats>;
   /** The engine's own view (UAPI dump, VICI list-sas, openconnect's output), bounded in time; never rejects. */
   diagnostics?(): Promise<EngineDiagnostics>;
+  /**
+   * The underlay path changed (a new address or network): an engine that does not follow by itself re-establishes
+   * its session with the same gateway now (openconnect: at once, with its session cookie). wireguard-go roams with
+   * its next packet and charon updates its addresses with MOBIKE, so they leave this out.
+   */
+  roam?(): void;
   /** Subscribes to up/down/degraded/engine-exit; returns the unsubscribe function. */
   onEvent(listener: (e: TunnelEvent) => void): () => void;
 }

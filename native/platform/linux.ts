@@ -11,6 +11,7 @@ import { applyBackstop } from "./firewall-backstop.linux.ts";
 import { networkId } from "./netid.linux.ts";
 import { applyLinkDns, dnsBackend, readLinkDns, revertLinkDns } from "./resolved.linux.ts";
 import { applyMssClamp, probeSize, setLinkMtu } from "./mss.linux.ts";
+import { watchNetwork } from "./netmon.linux.ts";
 import type { Platform } from "./platform.ts";
 import { identifyProcess, reclaim } from "./reclaim.linux.ts";
 import {
@@ -69,8 +70,7 @@ export function linuxPlatform(): Platform {
       setLinkMtu: (ifname, mtu) => setLinkMtu(ifname, mtu),
       applyMssClamp: (devices) => applyMssClamp(devices),
     },
-    // No network monitor on Linux yet: nothing is reported, and the daemon keeps its own rechecks.
-    netmon: { subscribe: () => () => undefined },
+    netmon: { subscribe: (listener, opts) => watchNetwork(listener, opts) },
     reclaim: {
       identify: (pid) => identifyProcess(pid),
       reclaim: (owned, naming) => reclaim(owned, naming),

@@ -182,15 +182,49 @@ export interface PlatformEngines {
   ): Promise<SpareDevice>;
 }
 
+/** The way out toward the gateways: the underlay device, its next hop and the source address the kernel picks. */
+export interface NetworkPath {
+  dev: string;
+  gateway: string | null;
+  source: string | null;
+}
+
+/**
+ * "path-changed": the route toward the gateways now leaves by another device, next hop or source address (a
+ * move between networks); "offline": no usable route toward any gateway; "online": a route is there again (or,
+ * on the first report, was there from the start).
+ */
+export type NetworkChangeKind = "online" | "offline" | "path-changed";
+
 /** A change of the network the device is on (link, address, default route), as the monitor reports it. */
 export interface NetworkChange {
+  /** Epoch ms. */
   at: number;
+  kind: NetworkChangeKind;
+  /** The first report after subscribing: how the network was found, not a change. */
+  initial: boolean;
+  path: NetworkPath | null;
+  previous: NetworkPath | null;
+  /** One sentence for logs and status: what changed. */
   reason: string;
 }
 
-/** Placeholder for the network monitor: the daemon subscribes, and a platform without one reports nothing. */
+export interface NetworkMonitorListener {
+  change(c: NetworkChange): void;
+  /** The monitor's watcher died (it restarts with backoff; a look runs once it is back). */
+  watcherDied?(reason: string): void;
+}
+
+export interface NetworkMonitorOptions {
+  /** detourd's tunnel devices are named `<ifnamePrefix>-*`: their changes are not the underlay's. */
+  ifnamePrefix: string;
+  /** The underlay addresses whose route decides (the gateways'); empty: the default routes decide. */
+  targets(): string[];
+}
+
+/** Watches links, addresses and routes of the underlay; a platform without one reports nothing. */
 export interface NetworkMonitor {
-  subscribe(listener: (change: NetworkChange) => void): () => void;
+  subscribe(listener: NetworkMonitorListener, opts: NetworkMonitorOptions): { stop(): void; recheck(): void };
 }
 
 /** An engine process the platform started (or saw exit), as the ownership record keeps it. */

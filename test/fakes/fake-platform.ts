@@ -24,6 +24,7 @@ import type {
   DnsSettings,
   FirewallWatchListener,
   LegSource,
+  NetworkMonitorListener,
   Platform,
   RouteEntry,
   SpareDevice,
@@ -101,6 +102,8 @@ export class FakeWorld {
    * change it behind the daemon's back to play resolved restarting or a network manager reverting a link.
    */
   resolvedLinks: Map<string, LinkDns> | null = null;
+  /** The daemon's network monitor subscription: tests report network changes through it. */
+  netmon: NetworkMonitorListener | null = null;
   /** The daemon's watch on resolv.conf while the tunnel's resolvers are in force: tests call it as inotify would. */
   dnsWatch: (() => void) | null = null;
   #addresses = new Map<string, string>();
@@ -423,7 +426,17 @@ export function fakePlatform(world: FakeWorld): Platform {
       },
       launchSpare: (runtime) => Promise.resolve(new FakeSpare(runtime)),
     },
-    netmon: { subscribe: () => () => undefined },
+    netmon: {
+      subscribe: (listener) => {
+        world.netmon = listener;
+        return {
+          stop: () => {
+            if (world.netmon === listener) world.netmon = null;
+          },
+          recheck: () => undefined,
+        };
+      },
+    },
   };
 }
 

@@ -15,7 +15,7 @@ import {
 import { agentLogs, agentStart, agentStop } from "./agent.ts";
 import * as lab from "./lab.ts";
 import { formatSelftest, selftest } from "./selftest.ts";
-import { DISTANCE_PROFILES, GATEWAY_NAMES, USER_DISTANCES } from "./topology.ts";
+import { DISTANCE_PROFILES, GATEWAY_NAMES, NETWORK_NAMES, USER_DISTANCES } from "./topology.ts";
 
 const userDistances = GATEWAY_NAMES.map((g) => `${g} ${String(USER_DISTANCES[g].rttMs)} ms`).join(", ");
 
@@ -33,7 +33,8 @@ usage: npm run lab -- <command> [options]
                              --short-ike-lifetimes: the IKEv2 gateways rekey the CHILD_SA every 15 s, the IKE_SA
                              every 20 s, and ask for reauthentication every ~30 s (default: strongSwan's hours)
   down                       remove everything of the lab (also after a crash or kill -9)
-  status [--json]            namespaces, engines and PIDs, addresses, distances, client config path, impairments
+  status [--json]            namespaces, engines and PIDs, addresses, distances, client config path, impairments,
+                             the client's network and whether it sleeps
   selftest [--json]          prove every gateway, protocol and impairment with the plain engine tools
   impair <target> block|reject [proto] [--dir both|up|down] [--family ipv4|ipv6]
   impair <target> loss <percent> [proto] [--dir both|up|down] [--family ipv4|ipv6]
@@ -46,7 +47,17 @@ usage: npm run lab -- <command> [options]
   kill <gateway> [engine]    SIGKILL one engine (${GATEWAY_ENGINES.join(", ")}) or, default, the whole gateway
                              (all engines, and its link goes silent)
   restore <gateway> [engine] restart killed engines with the same keys; lifts a whole-gateway kill
-  exec <namespace> -- <cmd>  run a command in a lab namespace (client, router, gw1..gw3, corp, dns, collector);
+  move client <network> [--gap <ms>]
+                             move the client to ${NETWORK_NAMES.join(" or ")} as an OS does: the old link goes down and
+                             loses its addresses, --gap ms (default 0) offline, then the new link comes up with its
+                             address, default routes via that network's router and its resolver in resolv.conf.
+                             wifi: the lab's router, no NAT (where \`up\` puts the client); mobile: its own router
+                             (detour-<id>-mob) behind a NAT, its own resolver: a gateway sees another source address
+  sleep client <seconds>     freeze every process of the client namespace (detourd, its engines) as a suspended
+                             laptop, then thaw them; the gateways drop the client on their own timers meanwhile
+                             (IKEv2 DPD: after ~37-67 s; AnyConnect: TLS after ~15 s, the cookie after 2 min;
+                             WireGuard keys after 180 s). The clocks do not jump (see README). Ctrl-C wakes it early
+  exec <namespace> -- <cmd>  run a command in a lab namespace (client, router, mob, gw1..gw3, corp, dns, collector);
                              \`detour\` there is this checkout's CLI, talking to the lab's detourd
   agent start [--connect]    run detourd in the client namespace with the lab's client config
   agent stop | agent logs    stop it (it disconnects cleanly first) | print the end of its log
@@ -92,6 +103,7 @@ async function main(argv: string[]): Promise<number> {
       distance: { type: "string", default: "user" },
       tunnel: { type: "string", default: "split" },
       "short-ike-lifetimes": { type: "boolean", default: false },
+      gap: { type: "string", default: "0" },
     },
   });
   const id = values.id;
@@ -144,6 +156,10 @@ async function main(argv: string[]): Promise<number> {
         `lab "${s.id}": ${s.up ? "up" : "down"}${s.upMs !== undefined ? ` (up took ${s.upMs} ms)` : ""}${s.tunnel !== undefined ? `, ${s.tunnel} tunnel` : ""}`,
       );
       if (s.clientConfig !== undefined) console.log(`client config: ${s.clientConfig}`);
+      if (s.network !== undefined)
+        console.log(
+          `client network: ${s.network ?? "none (between networks)"}${s.asleep ? `, asleep since ${new Date(s.asleep.since).toISOString()}` : ""}`,
+        );
       for (const n of s.namespaces) console.log(`  ns ${n.name.padEnd(24)} ${n.exists ? "present" : "missing"}`);
       for (const e of s.engines)
         console.log(
@@ -210,6 +226,36 @@ async function main(argv: string[]): Promise<number> {
       if (cmd === "kill") await lab.kill(gw, engine, id);
       else await lab.restore(gw, engine, id);
       console.log(`${gw} ${engine === "all" ? "(whole gateway)" : engine}: ${cmd === "kill" ? "killed" : "restored"}`);
+      return 0;
+    }
+    case "move": {
+      oneOf("move: the namespace", args[0], ["client"] as const);
+      const to = oneOf("move: the network", args[1], NETWORK_NAMES);
+      const r = await lab.move(to, { gapMs: num("--gap", values.gap) }, id);
+      console.log(
+        `client moved ${r.from ?? "(between networks)"} -> ${r.to}: offline for ${String(r.onlineAt - r.offlineAt)} ms` +
+          (r.resolverChanged ? `, resolver now ${lab.topologyOf(id).networks[r.to].resolver}` : ""),
+      );
+      return 0;
+    }
+    case "sleep": {
+      oneOf("sleep: the namespace", args[0], ["client"] as const);
+      const seconds = num("sleep seconds", args[1]);
+      const abort = new AbortController();
+      const onSignal = (): void => {
+        abort.abort();
+      };
+      process.once("SIGINT", onSignal);
+      process.once("SIGTERM", onSignal);
+      try {
+        const r = await lab.sleepClient(seconds, id, abort.signal);
+        console.log(
+          `client slept ${((r.wokeAt - r.frozen.at) / 1000).toFixed(1)} s (${String(r.frozen.pids.length)} processes, ${r.frozen.method})`,
+        );
+      } finally {
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+      }
       return 0;
     }
     case "exec":

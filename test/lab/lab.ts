@@ -23,7 +23,29 @@ import { applyImpairments, describeImpairment, validateSpec, type Impairment, ty
 import { createNetwork, destroyNamespaces, enableFullTunnelGateways, listNamespaces } from "./netns.ts";
 import { assertLabCanRun } from "./preflight.ts";
 import { REPO_ROOT, startCorp, startCorpDns, startDns } from "./services.ts";
-import { gatewayByName, labTopology, namespaceOf, type DistanceProfile, type LabTopology } from "./topology.ts";
+import {
+  cgroupLeftovers,
+  freezeClient,
+  moveClient,
+  removeClientCgroup,
+  startMobileDns,
+  thawClient,
+  thawForTeardown,
+  validateGapMs,
+  validateSleepSeconds,
+  type Frozen,
+  type MoveReport,
+} from "./roam.ts";
+import {
+  DEFAULT_NETWORK,
+  gatewayByName,
+  labTopology,
+  namespaceOf,
+  networkByName,
+  type DistanceProfile,
+  type LabTopology,
+  type NetworkName,
+} from "./topology.ts";
 
 export const DEFAULT_LAB_ID = "lab";
 /** Root of all lab run folders: tmpfs, root-only, gone at reboot like the namespaces themselves. */
@@ -64,6 +86,8 @@ export interface LabState {
     corp: number;
     corpDns: number;
     dns: number;
+    /** The mobile network's resolver on its router (0 until started; absent in a lab from before it existed). */
+    mobileDns?: number;
     /** The telemetry collector in the collector namespace (0 until started). */
     collector?: number;
     gateways: Record<string, Record<GatewayEngine, number | null>>;
@@ -74,6 +98,10 @@ export interface LabState {
   };
   impairments: Impairment[];
   nextImpairment: number;
+  /** The network the client is on (absent: "wifi", where `up` puts it; null: between networks). */
+  network?: NetworkName | null;
+  /** The client namespace while it sleeps (frozen); absent or null while awake. */
+  asleep?: Frozen | null;
 }
 
 function statePath(id: string): string {
@@ -178,6 +206,7 @@ export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<Lab
       startDns(topo, labDir),
       startCorpDns(topo, labDir),
       startCollector(topo, labDir),
+      startMobileDns(topo, labDir),
     ]);
     await Promise.all(
       topo.gateways.map(async (g) => {
@@ -190,7 +219,8 @@ export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<Lab
         saveState(state);
       }),
     );
-    const [corpPid, dnsPid, corpDnsPid, collectorPid] = await services;
+    const [corpPid, dnsPid, corpDnsPid, collectorPid, mobileDnsPid] = await services;
+    state.pids.mobileDns = mobileDnsPid;
     state.pids.corp = corpPid;
     state.pids.dns = dnsPid;
     state.pids.corpDns = corpDnsPid;
@@ -229,6 +259,8 @@ export interface DownReport {
   namespaces: string[];
   sockets: string[];
   labDir: boolean;
+  /** The cgroup the client namespace was frozen in, if a sleep made one. */
+  cgroups: string[];
 }
 
 /**
@@ -238,7 +270,10 @@ export interface DownReport {
  */
 export async function down(id = DEFAULT_LAB_ID): Promise<DownReport> {
   const topo = labTopology(id);
+  // A sleeping client's processes only take the orderly SIGTERM once thawed.
+  if ((await listNamespaces(topo.prefix)).includes(topo.client.ns)) await thawForTeardown(topo);
   const namespaces = await destroyNamespaces(topo.prefix);
+  const cgroups = await removeClientCgroup(topo);
   const sockets: string[] = [];
   for (const f of safeReaddir("/run/wireguard")) {
     if (isLabSocket(f, id)) {
@@ -252,7 +287,7 @@ export async function down(id = DEFAULT_LAB_ID): Promise<DownReport> {
   const labDir = labDirOf(id);
   const hadDir = existsSync(labDir);
   rmSync(labDir, { recursive: true, force: true });
-  return { namespaces, sockets, labDir: hadDir };
+  return { namespaces, sockets, labDir: hadDir, cgroups };
 }
 
 /**
@@ -279,6 +314,7 @@ export async function leftovers(id = DEFAULT_LAB_ID): Promise<string[]> {
   for (const f of safeReaddir("/run/wireguard")) if (isLabSocket(f, id)) out.push(`socket /run/wireguard/${f}`);
   for (const d of safeReaddir("/etc/netns")) if (d.startsWith(topo.prefix)) out.push(`folder /etc/netns/${d}`);
   if (existsSync(labDirOf(id))) out.push(`folder ${labDirOf(id)}`);
+  out.push(...cgroupLeftovers(topo));
   const marker = labDirOf(id);
   for (const p of safeReaddir("/proc")) {
     if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
@@ -302,6 +338,10 @@ export interface LabStatus {
   /** What the client configuration protects: corp only ("split") or everything ("full"). */
   tunnel?: "split" | "full";
   clientConfig?: string;
+  /** The network the client is on (null: between networks); absent while the lab is down. */
+  network?: NetworkName | null;
+  /** Since when (epoch ms) the client namespace sleeps, and how it was frozen; null while awake. */
+  asleep?: { since: number; method: Frozen["method"]; processes: number } | null;
   namespaces: { name: string; role: string; exists: boolean }[];
   engines: { gateway: string; engine: GatewayEngine; pid: number | null; alive: boolean }[];
   services: { name: string; pid: number; alive: boolean }[];
@@ -349,6 +389,9 @@ export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
       corp: topo.corp.address,
       ...Object.fromEntries(topo.gateways.map((g) => [g.name, g.address])),
       client6: topo.client.address6,
+      mobileClient: topo.networks.mobile.address,
+      mobilePublic: topo.networks.mobile.publicAddress,
+      mobileResolver: topo.networks.mobile.resolver,
       dns6: topo.dns.address6,
       ...Object.fromEntries(topo.gateways.map((g) => [`${g.name}6`, g.address6])),
     },
@@ -363,6 +406,11 @@ export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
     // A state file from before the option existed describes a split-tunnel lab.
     tunnel: (s.options as Partial<LabState["options"]> | undefined)?.tunnel ?? "split",
     clientConfig: s.clientConfig,
+    network: s.network === undefined ? DEFAULT_NETWORK : s.network,
+    asleep:
+      s.asleep === undefined || s.asleep === null
+        ? null
+        : { since: s.asleep.at, method: s.asleep.method, processes: s.asleep.pids.length },
     engines: topo.gateways.flatMap((g) =>
       GATEWAY_ENGINES.map((e) => {
         const pid = s.pids.gateways[g.name]?.[e] ?? null;
@@ -371,6 +419,11 @@ export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
     ),
     services: [
       { name: "corp", pid: s.pids.corp, alive: s.pids.corp > 0 && isAlive(s.pids.corp) },
+      {
+        name: "mobile-dns",
+        pid: s.pids.mobileDns ?? 0,
+        alive: (s.pids.mobileDns ?? 0) > 0 && isAlive(s.pids.mobileDns ?? 0),
+      },
       { name: "dns", pid: s.pids.dns, alive: s.pids.dns > 0 && isAlive(s.pids.dns) },
       { name: "corp-dns", pid: s.pids.corpDns, alive: s.pids.corpDns > 0 && isAlive(s.pids.corpDns) },
       {
@@ -511,6 +564,7 @@ export async function restore(
  * (they are the lab's geography, not impairments); a distance delayq that died is started again.
  */
 export async function heal(id = DEFAULT_LAB_ID): Promise<void> {
+  await wake(id);
   const state = loadState(id);
   state.pids.distance = await applyDistances(
     labTopology(id),
@@ -539,4 +593,74 @@ export function execIn(role: string, argv: string[], id = DEFAULT_LAB_ID): numbe
 
 export function topologyOf(id = DEFAULT_LAB_ID): LabTopology {
   return labTopology(id);
+}
+
+/**
+ * Moves the client to another network the way an OS does: the old link goes down and loses its addresses, the
+ * client stays offline for `gapMs` (default 0), then the new link comes up with its addresses, default routes
+ * via that network's router and, if the resolver differs, a rewritten resolv.conf (see roam.ts). Moving to the
+ * network the client is on reconnects it (down, gap, up). `onOffline` runs while the client is offline.
+ */
+export async function move(
+  network: string,
+  opts: { gapMs?: number; onOffline?: () => Promise<void> | void } = {},
+  id = DEFAULT_LAB_ID,
+): Promise<MoveReport> {
+  const topo = labTopology(id);
+  const to = networkByName(topo, network).name;
+  const gapMs = validateGapMs(opts.gapMs ?? 0);
+  const state = loadState(id);
+  const from = state.network === undefined ? DEFAULT_NETWORK : state.network;
+  // Recorded before the links change: a move that fails halfway leaves the client between networks, and says so.
+  state.network = null;
+  saveState(state);
+  const report = await moveClient(topo, from, to, gapMs, opts.onOffline);
+  state.network = to;
+  saveState(state);
+  return report;
+}
+
+/**
+ * Puts the client to sleep: every process of its namespace (detourd, its engines, anything a test runs there) is
+ * frozen until `wake`. Nothing else changes: the gateways keep running and drop the client's state on their own
+ * timers (see gateway-engines.ts), the clocks keep running (see the README: no wall-clock jump).
+ */
+export async function freeze(id = DEFAULT_LAB_ID): Promise<Frozen> {
+  const state = loadState(id);
+  if (state.asleep !== undefined && state.asleep !== null) throw new Error(`the client of lab "${id}" already sleeps`);
+  const frozen = await freezeClient(labTopology(id));
+  state.asleep = frozen;
+  saveState(state);
+  return frozen;
+}
+
+/** Wakes a sleeping client (thaws what `freeze` froze); does nothing if it is awake. */
+export async function wake(id = DEFAULT_LAB_ID): Promise<void> {
+  const state = loadState(id);
+  if (state.asleep === undefined || state.asleep === null) return;
+  await thawClient(state.asleep);
+  state.asleep = null;
+  saveState(state);
+}
+
+/** Sleeps the client for `seconds` (freeze, wait, wake); it is woken also when the wait is cut short. */
+export async function sleepClient(
+  seconds: number,
+  id = DEFAULT_LAB_ID,
+  signal?: AbortSignal,
+): Promise<{ frozen: Frozen; wokeAt: number }> {
+  validateSleepSeconds(seconds);
+  const frozen = await freeze(id);
+  try {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, seconds * 1000);
+      signal?.addEventListener("abort", () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  } finally {
+    await wake(id);
+  }
+  return { frozen, wokeAt: Date.now() };
 }

@@ -113,6 +113,60 @@ export async function createNetwork(topo: LabTopology): Promise<void> {
     }
   }
   await ipBatch(topo.corp.ns, corpLines);
+  await createMobileNetwork(topo);
+}
+
+/** The nftables table of the mobile network's NAT (in its router's namespace). */
+export const MOBILE_NAT_TABLE = "detour_lab_mobile_nat";
+
+/**
+ * The mobile network's NAT: everything from its client subnet leaves the uplink behind the router's address, in
+ * both families, as a carrier-grade NAT does (and a NAT66, which few carriers run, so that a gateway sees another
+ * IPv6 source too after a move).
+ */
+export function mobileNatRuleset(topo: LabTopology): string {
+  const m = topo.mobileRouter;
+  return [
+    `table inet ${MOBILE_NAT_TABLE} {`,
+    "\tchain postrouting {",
+    "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+    `\t\toifname "${m.uplink.ifname}" ip saddr ${m.clientSubnet} counter masquerade`,
+    `\t\toifname "${m.uplink.ifname}" ip6 saddr ${m.clientSubnet6} counter masquerade`,
+    "\t}",
+    "}",
+    "",
+  ].join("\n");
+}
+
+/**
+ * The mobile network: its router namespace hangs off the lab's router by an uplink and routes only the underlay
+ * through it; its client-side link ends in the client namespace as a second uplink, down and without an address
+ * until the client moves there (roam.ts).
+ */
+async function createMobileNetwork(topo: LabTopology): Promise<void> {
+  const m = topo.mobileRouter;
+  const net = topo.networks.mobile;
+  await ipBatch(topo.router.ns, [
+    `link add ${m.uplink.routerIfname} type veth peer name ${m.uplink.ifname} netns ${m.ns}`,
+    `addr add ${m.uplink.routerAddress}/24 dev ${m.uplink.routerIfname}`,
+    `addr add ${m.uplink.routerAddress6}/${UNDERLAY6_PREFIX_LEN} dev ${m.uplink.routerIfname} nodad`,
+    `link set ${m.uplink.routerIfname} up`,
+  ]);
+  await ipBatch(m.ns, [
+    "link set lo up",
+    `addr add ${m.uplink.address}/24 dev ${m.uplink.ifname}`,
+    `addr add ${m.uplink.address6}/${UNDERLAY6_PREFIX_LEN} dev ${m.uplink.ifname} nodad`,
+    `link set ${m.uplink.ifname} up`,
+    `route add ${UNDERLAY} via ${m.uplink.routerAddress} dev ${m.uplink.ifname}`,
+    `route add ${UNDERLAY6} via ${m.uplink.routerAddress6} dev ${m.uplink.ifname}`,
+    `link add ${net.routerIfname} type veth peer name ${net.ifname} netns ${topo.client.ns}`,
+    `addr add ${net.routerAddress}/${String(net.prefixLen)} dev ${net.routerIfname}`,
+    `addr add ${net.routerAddress6}/${String(net.prefixLen6)} dev ${net.routerIfname} nodad`,
+    `link set ${net.routerIfname} up`,
+  ]);
+  await sysctl(m.ns, "net.ipv4.ip_forward", "1");
+  await sysctl(m.ns, "net.ipv6.conf.all.forwarding", "1");
+  await runOk("ip", ["netns", "exec", m.ns, "nft", "-f", "-"], { input: mobileNatRuleset(topo) });
 }
 
 /** The nftables table a full-tunnel gateway masquerades its tunnel clients with. */

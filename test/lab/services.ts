@@ -104,14 +104,15 @@ export const HOSTILE_NAMES: Readonly<Record<string, string>> = {
   [`loopback-gw.${DOMAIN}`]: "127.0.0.1",
 };
 
-export function dnsmasqConf(topo: LabTopology, logFile: string): string {
+/** `listenAddress`: where this resolver answers (the lab's DNS by default; the mobile network runs a second one). */
+export function dnsmasqConf(topo: LabTopology, logFile: string, listenAddress: string = topo.dns.address): string {
   const lines = [
     "# Authoritative answers for the lab's gateway names; nothing is forwarded anywhere.",
     "no-resolv",
     "no-hosts",
     "no-poll",
     "bind-interfaces",
-    `listen-address=${topo.dns.address}`,
+    `listen-address=${listenAddress}`,
     "port=53",
     `local=/${DOMAIN}/`,
     `log-facility=${logFile}`,

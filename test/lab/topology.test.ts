@@ -6,6 +6,7 @@ import {
   gatewayDistances,
   labTopology,
   namespaceOf,
+  networkByName,
   oneWayDelay,
   USER_DISTANCES,
   validateLabId,
@@ -60,4 +61,35 @@ test("user-distances-split-into-whole-one-way-delays-that-average-the-round-trip
   );
   assert.deepEqual(gatewayDistances("none"), {});
   assert.throws(() => oneWayDelay({ rttMs: 21, jitterMs: 2 }), /no whole one-way delay/);
+});
+
+test("two-networks-have-their-own-links-subnets-resolvers-and-public-addresses", () => {
+  const t = labTopology("abcdef");
+  const { wifi, mobile } = t.networks;
+  assert.equal(wifi.ifname, t.client.ifname, "wifi is the client's original uplink");
+  assert.equal(wifi.address, t.client.address);
+  assert.equal(wifi.routerNs, t.router.ns);
+  assert.notEqual(mobile.ifname, wifi.ifname);
+  assert.equal(mobile.routerNs, t.ns.mob);
+  assert.ok(mobile.routerNs.startsWith("detour-abcdef-"));
+  assert.notEqual(mobile.resolver, wifi.resolver, "a move changes the resolver");
+  assert.notEqual(mobile.publicAddress, wifi.publicAddress, "a gateway sees another source after a move");
+  assert.notEqual(mobile.publicAddress6, wifi.publicAddress6);
+  assert.ok(mobile.nat, "the mobile network is behind a NAT");
+  assert.equal(mobile.publicAddress, t.mobileRouter.uplink.address, "masquerade: the router's uplink address");
+  assert.match(mobile.address, /^198\.18\.200\./);
+  assert.match(t.mobileRouter.clientSubnet6, /^2001:db8:18:200::\/64$/);
+  for (const n of [
+    mobile.ifname,
+    mobile.routerIfname,
+    t.mobileRouter.uplink.ifname,
+    t.mobileRouter.uplink.routerIfname,
+  ])
+    assert.ok(n.length <= 15, n);
+  // No subnet of the lab collides with the mobile ones.
+  const thirdOctets = [0, 53, 100, ...t.gateways.map((g) => Number(g.address.split(".")[2]))];
+  for (const s of [200, 201]) assert.ok(!thirdOctets.includes(s), String(s));
+  assert.equal(networkByName(t, "mobile"), mobile);
+  assert.throws(() => networkByName(t, "lte"), /unknown network "lte": expected one of wifi, mobile/);
+  assert.equal(namespaceOf(t, "mob"), "detour-abcdef-mob");
 });

@@ -3,11 +3,20 @@
  * Pure, so the lab, its tests and the selftest agree on every name and number.
  *
  *                         detour-<id>-dns (198.18.53.2, dnsmasq)
- *                                  |
+ *            "wifi"                |
  *  detour-<id>-client --- detour-<id>-router --- detour-<id>-gw1 --\
  *   ul0 198.18.0.2        ("the internet")   --- detour-<id>-gw2 ---+-- detour-<id>-corp (198.19.0.1: HTTP + UDP echo)
- *       2001:db8:18::2             |         --- detour-<id>-gw3 --/
- *                         detour-<id>-collector (198.18.100.2, reserved)
+ *       2001:db8:18::2       |     |         --- detour-<id>-gw3 --/
+ *   ul1 (down)               |  detour-<id>-collector (198.18.100.2, reserved)
+ *      \ "mobile"            | up0 198.18.201.2 (the mobile network's public address: masquerade)
+ *       `--- detour-<id>-mob -'  to-client 198.18.200.1 (+ dnsmasq: the mobile network's resolver)
+ *
+ * The client has two uplinks (NETWORKS): "wifi" (ul0 through the router itself, the lab's default: `up` leaves
+ * the client on it exactly as the lab always had it, with a route to the underlay and no default route) and
+ * "mobile" (ul1 through its own router detour-<id>-mob, a carrier-grade NAT with its own resolver; down and without
+ * an address until a move). Moving (roam.ts) takes the old link down and its addresses away, then brings the new
+ * one up with its address and a default route via that network's router, as DHCP or router advertisements would.
+ * The routers have routes only inside the lab, so a default route there reaches nothing beyond it.
  *
  * Underlay: dual-stack. IPv4 198.18.0.0/16 (RFC 2544 benchmarking range); IPv6 2001:db8:18::/48 (RFC 3849
  * documentation range), one /64 per link mirroring the IPv4 /24 (198.18.N.0/24 is 2001:db8:18:N::/64). Inner
@@ -20,8 +29,56 @@
 export const NS_PREFIX = "detour-";
 export const GATEWAY_NAMES = ["gw1", "gw2", "gw3"] as const;
 export type GatewayName = (typeof GATEWAY_NAMES)[number];
-export type Role = "client" | "router" | "dns" | "collector" | "corp" | GatewayName;
-export const ROLES: readonly Role[] = ["router", "client", "dns", "collector", "corp", ...GATEWAY_NAMES];
+export type Role = "client" | "router" | "mob" | "dns" | "collector" | "corp" | GatewayName;
+export const ROLES: readonly Role[] = ["router", "mob", "client", "dns", "collector", "corp", ...GATEWAY_NAMES];
+
+/** The networks a client can sit on; "wifi" is where `lab up` puts it. */
+export type NetworkName = "wifi" | "mobile";
+export const NETWORK_NAMES: readonly NetworkName[] = ["wifi", "mobile"];
+export const DEFAULT_NETWORK: NetworkName = "wifi";
+
+/** One network the client can join: its link in the client namespace, its router, its resolver, its NAT. */
+export interface ClientNetwork {
+  name: NetworkName;
+  /** The namespace of the network's router (the first hop). */
+  routerNs: string;
+  /** The client's link to this network (in the client namespace) and the router's end of it. */
+  ifname: string;
+  routerIfname: string;
+  address: string;
+  routerAddress: string;
+  address6: string;
+  routerAddress6: string;
+  prefixLen: number;
+  prefixLen6: number;
+  /** The resolver the network hands out (what resolv.conf of the client namespace names on this network). */
+  resolver: string;
+  /**
+   * What a gateway sees as the client's address on this network: the client's own (no NAT) or the router's
+   * public address (masquerade).
+   */
+  publicAddress: string;
+  publicAddress6: string;
+  nat: boolean;
+}
+
+/**
+ * The mobile network's router: its uplink to the lab's "internet" (the router namespace) and the client-side
+ * subnet 198.18.200.0/24 behind its NAT, both inside the underlay range and apart from every other link.
+ */
+export interface MobileRouterTopology {
+  ns: string;
+  uplink: {
+    ifname: string;
+    address: string;
+    address6: string;
+    routerIfname: string;
+    routerAddress: string;
+    routerAddress6: string;
+  };
+  clientSubnet: string;
+  clientSubnet6: string;
+}
 
 export const DOMAIN = "lab.detour.test";
 export const CORP_ADDRESS = "198.19.0.1";
@@ -40,6 +97,9 @@ export function underlay6(subnet: number, host: number): string {
   return `2001:db8:18:${String(subnet)}::${String(host)}`;
 }
 export const UNDERLAY6_PREFIX_LEN = 64;
+/** The mobile network: the client-side subnet behind its NAT, and its router's uplink (198.18.<N>.0/24 each). */
+export const MOBILE_CLIENT_SUBNET = 200;
+export const MOBILE_UPLINK_SUBNET = 201;
 
 export const PORTS = {
   wireguard: 51820,
@@ -92,6 +152,9 @@ export interface LabTopology {
     routerAddress6: string;
   };
   router: { ns: string };
+  /** The client's networks by name; `client` above is the wifi one, as the lab always had it. */
+  networks: Record<NetworkName, ClientNetwork>;
+  mobileRouter: MobileRouterTopology;
   dns: { ns: string; address: string; routerAddress: string; address6: string; routerAddress6: string };
   collector: { ns: string; address: string; routerAddress: string; address6: string; routerAddress6: string };
   corp: { ns: string; address: string; network: string };
@@ -189,10 +252,59 @@ export function labTopology(id: string): LabTopology {
       anyconnect: { network: `198.19.${10 * n + 3}.0`, device: "vpns" },
     };
   });
+  const wifi: ClientNetwork = {
+    name: "wifi",
+    routerNs: ns.router,
+    ifname: "ul0",
+    routerIfname: "to-client",
+    address: "198.18.0.2",
+    routerAddress: "198.18.0.1",
+    address6: underlay6(0, 2),
+    routerAddress6: underlay6(0, 1),
+    prefixLen: 24,
+    prefixLen6: UNDERLAY6_PREFIX_LEN,
+    resolver: DNS_ADDRESS,
+    // The wifi network keeps the lab's original shape (no NAT): every earlier test sees the client as it did.
+    publicAddress: "198.18.0.2",
+    publicAddress6: underlay6(0, 2),
+    nat: false,
+  };
+  const mobileRouter: MobileRouterTopology = {
+    ns: ns.mob,
+    uplink: {
+      ifname: "up0",
+      address: `198.18.${MOBILE_UPLINK_SUBNET}.2`,
+      address6: underlay6(MOBILE_UPLINK_SUBNET, 2),
+      routerIfname: "to-mob",
+      routerAddress: `198.18.${MOBILE_UPLINK_SUBNET}.1`,
+      routerAddress6: underlay6(MOBILE_UPLINK_SUBNET, 1),
+    },
+    clientSubnet: `198.18.${MOBILE_CLIENT_SUBNET}.0/24`,
+    clientSubnet6: `2001:db8:18:${String(MOBILE_CLIENT_SUBNET)}::/${String(UNDERLAY6_PREFIX_LEN)}`,
+  };
+  const mobile: ClientNetwork = {
+    name: "mobile",
+    routerNs: ns.mob,
+    ifname: "ul1",
+    routerIfname: "to-client",
+    address: `198.18.${MOBILE_CLIENT_SUBNET}.2`,
+    routerAddress: `198.18.${MOBILE_CLIENT_SUBNET}.1`,
+    address6: underlay6(MOBILE_CLIENT_SUBNET, 2),
+    routerAddress6: underlay6(MOBILE_CLIENT_SUBNET, 1),
+    prefixLen: 24,
+    prefixLen6: UNDERLAY6_PREFIX_LEN,
+    // The carrier's own resolver on its router: a move changes the resolver as it does on a real phone network.
+    resolver: `198.18.${MOBILE_CLIENT_SUBNET}.1`,
+    publicAddress: mobileRouter.uplink.address,
+    publicAddress6: mobileRouter.uplink.address6,
+    nat: true,
+  };
   return {
     id,
     prefix,
     ns,
+    networks: { wifi, mobile },
+    mobileRouter,
     client: {
       ns: ns.client,
       ifname: "ul0",
@@ -221,6 +333,14 @@ export function labTopology(id: string): LabTopology {
     clientIkeId: `client@${DOMAIN}`,
     anyconnectUser: "alice",
   };
+}
+
+/** Maps a network name given on the command line to the network. */
+export function networkByName(topo: LabTopology, name: string): ClientNetwork {
+  if (!(NETWORK_NAMES as readonly string[]).includes(name)) {
+    throw new Error(`unknown network "${name}": expected one of ${NETWORK_NAMES.join(", ")}`);
+  }
+  return topo.networks[name as NetworkName];
 }
 
 export function gatewayByName(topo: LabTopology, name: string): GatewayTopology {

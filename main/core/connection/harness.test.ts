@@ -269,6 +269,14 @@ export class Sim {
       case "stop-monitor":
         this.monitors.delete(e.legId);
         return;
+      case "recheck-leg": {
+        // As the daemon does: the leg's monitor starts over at the active rate, so a probe goes out at once.
+        if (!this.monitors.has(e.legId)) return;
+        const gen = (this.#monitorGen.get(e.legId) ?? 0) + 1;
+        this.#monitorGen.set(e.legId, gen);
+        this.#probeLoop(e.legId, gen * 1_000_000, gen, this.ctx.policy.health.probeIntervalMs);
+        return;
+      }
       case "apply-routes":
         this.routes = e.legId;
         this.routeLog.push({ at: this.now, legId: e.legId });

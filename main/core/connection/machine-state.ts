@@ -44,6 +44,8 @@ export interface Shared {
   lastFailover: FailoverRecord | null;
   /** When the current state was entered. */
   since: number | null;
+  /** The network monitor's last word: no route toward any gateway (absent: none, or a route). */
+  offline?: boolean;
 }
 
 /** The leg that carries traffic: routes point at it and its monitor runs. */
@@ -110,9 +112,23 @@ export interface ConnectedState {
   /** After a brownout failover found no better leg, the next one waits until then. */
   brownoutRetryAt: number | null;
   standby: StandbyState;
+  /**
+   * After a path change or a wake: the tunnel is being checked (and re-established on the same gateway by its
+   * engine) until a probe sent since `since` is answered; silence meanwhile is not a dead gateway until `until`.
+   */
+  verify?: Verify | null;
+  /** The last path change or wake: an engine re-establishing soon after (openconnect's reconnect) is expected. */
+  rechecked?: { at: number; why: Verify["why"] } | null;
 }
 
-export type FailoverCause = "dead" | "leg-down" | "brownout";
+export interface Verify {
+  why: "path-changed" | "wake";
+  since: number;
+  until: number;
+}
+
+/** "session-lost": after a path change or a wake the gateway did not answer in time; its own leg is raced first. */
+export type FailoverCause = "dead" | "leg-down" | "brownout" | "session-lost";
 
 export interface FailingOverState {
   name: "failing-over";
@@ -135,8 +151,15 @@ export interface ErrorState {
   nextRetryAt: number | null;
 }
 
+export interface WaitingState {
+  name: "waiting-for-network";
+  shared: Shared;
+  /** What the monitor said last (for status). */
+  detail: string;
+}
+
 export type MachineState =
-  DisconnectedState | ResolvingState | RacingState | ConnectedState | FailingOverState | ErrorState;
+  DisconnectedState | ResolvingState | RacingState | ConnectedState | FailingOverState | ErrorState | WaitingState;
 
 /** A request to enter a state; states name their successor this way so that no state module imports another. */
 export type Entry =
@@ -173,6 +196,7 @@ export type Entry =
       reason: string;
       lastReplyAt: number;
     }
+  | { to: "waiting-for-network"; detail: string }
   | {
       to: "error";
       reason: string;
@@ -318,6 +342,11 @@ export function replanRace(
     return { race, shared, effects: [] };
   const r = raceReplacePending(race, planned.legs, now, policy);
   return { race: r.race, shared: planned.shared, effects: r.effects };
+}
+
+/** Leaves for waiting-for-network after these teardown effects (every timer is cancelled on entry). */
+export function goWaiting(shared: Shared, detail: string, effects: Effect[]): Go {
+  return { go: { to: "waiting-for-network", detail }, shared, effects };
 }
 
 /** Human names of the leg kinds, for summaries. */

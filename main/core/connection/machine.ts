@@ -17,6 +17,15 @@
  *                                                         └────────── │ failing-over │   brownout with an
  *                                                                     └──────────────┘   alternative (from connected)
  *
+ * Offline (the network monitor: no route toward any gateway) from any state that wants a tunnel goes to
+ * waiting-for-network, which tears everything down and waits; the first route back enters resolving at once. A
+ * path change or a wake while connected keeps the leg and checks it (verify, in connected.ts); only a gateway that
+ * does not answer within ROAM_VERIFY_MS fails over, with its own leg raced first.
+ *
+ *   any state but disconnected ── offline ──▶ ┌─────────────────────┐ ── online / path changed ──▶ resolving
+ *   disconnected ── connect while offline ──▶ │ waiting-for-network │ ── disconnect ──▶ disconnected
+ *                                             └─────────────────────┘
+ *
  * Every input is safe in every state: stale timers, and inputs for unknown or stopped legs, change nothing,
  * except that a leg that comes up when nobody wants it is stopped.
  */
@@ -30,6 +39,7 @@ import * as error from "./states/error.ts";
 import * as failingOver from "./states/failing-over.ts";
 import * as racing from "./states/racing.ts";
 import * as resolving from "./states/resolving.ts";
+import * as waiting from "./states/waiting.ts";
 import type { ConnectionSnapshot, Effect, Leg, MachineInput } from "./types.ts";
 
 export type { MachineContext, MachineState } from "./machine-state.ts";
@@ -56,6 +66,8 @@ function handle(state: MachineState, input: MachineInput, ctx: MachineContext): 
       return failingOver.handle(state, input, ctx);
     case "error":
       return error.handle(state, input);
+    case "waiting-for-network":
+      return waiting.handle(state, input);
   }
 }
 
@@ -75,6 +87,8 @@ function enter(entry: Entry, shared: Shared, now: number, ctx: MachineContext): 
       return failingOver.enter(shared, now, ctx, entry);
     case "error":
       return error.enter(shared, now, ctx, entry);
+    case "waiting-for-network":
+      return waiting.enter(shared, now, entry.detail);
   }
 }
 
@@ -84,7 +98,10 @@ export function step(
   input: MachineInput,
   ctx: MachineContext,
 ): { state: MachineState; effects: Effect[] } {
-  let out = handle(state, input, ctx);
+  // Every state knows whether the network is there: a connect while offline waits for one instead of racing.
+  const s0: MachineState =
+    input.type === "network" ? { ...state, shared: { ...state.shared, offline: input.change === "offline" } } : state;
+  let out = handle(s0, input, ctx);
   const effects: Effect[] = [];
   for (let hops = 0; "go" in out; hops++) {
     if (hops >= MAX_ENTRY_HOPS) throw new Error(`connection machine: entry loop at ${out.go.to}`);
@@ -109,6 +126,8 @@ function summary(state: MachineState, now: number): string {
       return failingOver.summary(state);
     case "error":
       return error.summary(state, now);
+    case "waiting-for-network":
+      return waiting.summary();
   }
 }
 

@@ -158,7 +158,18 @@ export type HealthVerdict =
   | { state: "dead"; reason: string; lastReplyAt: number }
   | { state: "brownout"; reason: string; lastReplyAt: number };
 
-export type ConnectionStateName = "disconnected" | "resolving" | "racing" | "connected" | "failing-over" | "error";
+export type ConnectionStateName =
+  | "disconnected"
+  | "resolving"
+  | "racing"
+  | "connected"
+  | "failing-over"
+  | "error"
+  /** A connect is wanted but no route leads toward any gateway: nothing runs until one appears. */
+  | "waiting-for-network";
+
+/** What the network monitor said: the path toward the gateways moved, went away, or came (back). */
+export type NetworkInputKind = "online" | "offline" | "path-changed";
 
 /** What the daemon tells the machine. */
 export type MachineInput =
@@ -182,7 +193,14 @@ export type MachineInput =
   | { type: "leg-failed"; now: number; legId: string; code: EngineErrorCode; message: string }
   /** The engine itself reported the tunnel down or exited. */
   | { type: "leg-down"; now: number; legId: string; reason: string }
-  | { type: "probe"; now: number; legId: string; sample: ProbeSample };
+  | { type: "probe"; now: number; legId: string; sample: ProbeSample }
+  /**
+   * The underlay changed (the network monitor): distinct from a gateway that stopped answering. `initial` is the
+   * monitor's first look (how the network was found at start), which changes no tunnel.
+   */
+  | { type: "network"; now: number; change: NetworkInputKind; detail: string; initial?: boolean }
+  /** The daemon was not running for a while (a suspend and resume, or the process frozen): `sleptMs` long. */
+  | { type: "wake"; now: number; sleptMs: number };
 
 export type TimerId =
   "race-stagger" | "backoff" | "health-check" | "recheck-candidates" | "standby" | "standby-stagger";
@@ -195,6 +213,12 @@ export type Effect =
   /** Starts (or restarts, at the role's rate) the in-tunnel probes of a leg that is up. */
   | { type: "start-monitor"; legId: string; role: "active" | "standby" }
   | { type: "stop-monitor"; legId: string }
+  /**
+   * Check a leg that is up at once after a path change or a wake: an immediate burst of in-tunnel probes, and on a
+   * path change the engine is told (openconnect reconnects with its session cookie; wireguard-go and charon with
+   * MOBIKE follow the new address by themselves).
+   */
+  | { type: "recheck-leg"; legId: string; why: "path-changed" | "wake" }
   /** Route the protected networks through this leg's device (atomic swap from any previous leg). */
   | { type: "apply-routes"; legId: string }
   | { type: "clear-routes" }

@@ -116,6 +116,8 @@ export function stateSentence(s: SummaryInputs["status"], now: number): string {
       return `Not connected: ${s.error?.reason ?? s.summary}${s.error?.nextRetryAt == null ? "" : `; next retry in ${fmtDuration(s.error.nextRetryAt - now)}`}.`;
     case "disconnected":
       return `Disconnected${since} (${s.summary}).`;
+    case "waiting-for-network":
+      return `Waiting for a network${since}: no route to any gateway.`;
     case "resolving":
     case "racing":
     case "failing-over":

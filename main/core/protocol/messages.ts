@@ -141,6 +141,7 @@ const STATE_SET: Record<ConnectionStateName, true> = {
   connected: true,
   "failing-over": true,
   error: true,
+  "waiting-for-network": true,
 };
 export const CONNECTION_STATES = Object.keys(STATE_SET) as ConnectionStateName[];
 const RACE_REASON_SET: Record<RaceRecord["reason"], true> = {
@@ -435,6 +436,8 @@ export type StatusPayload = ConnectionSnapshot & {
   trusted?: TrustedStatus;
   /** The active tunnel's MTU as checked with full-size echoes, and the TCP MSS clamp; absent without checks. */
   pathMtu?: PathMtuStatus;
+  /** Which network this is (hashed key), what won on it, and what the network monitor said last. */
+  network?: NetworkStatus;
 };
 
 /** Trusted network detection as status shows it: which rule matched (or why none did) and what it means. */
@@ -482,6 +485,20 @@ export const PathMtuStatusSchema = z.looseObject({
   blackHoles: z.int().min(0),
   lastError: z.string().nullable(),
 }) satisfies z.ZodType<PathMtuStatus>;
+
+/** The network the device is on, as status shows it (`network`). */
+export interface NetworkStatus {
+  id: string | null;
+  remembered: { gateway: string; kind: string } | null;
+  monitor?: {
+    /** Null until the monitor's first look. */
+    online: boolean | null;
+    lastChange: { at: number; kind: "online" | "offline" | "path-changed"; reason: string } | null;
+    changes: number;
+    watcherDeaths: number;
+    wakes: number;
+  };
+}
 
 /** The tunnel's DNS as detourd keeps it (status `dns`). */
 export interface DnsStatus {
@@ -562,6 +579,23 @@ export const StatusPayloadSchema = z.looseObject({
     })
     .optional(),
   pathMtu: PathMtuStatusSchema.optional(),
+  network: z
+    .looseObject({
+      id: z.string().nullable(),
+      remembered: z.looseObject({ gateway: z.string(), kind: z.string() }).nullable(),
+      monitor: z
+        .looseObject({
+          online: z.boolean().nullable(),
+          lastChange: z
+            .looseObject({ at: z.number(), kind: z.enum(["online", "offline", "path-changed"]), reason: z.string() })
+            .nullable(),
+          changes: z.int().min(0),
+          watcherDeaths: z.int().min(0),
+          wakes: z.int().min(0),
+        })
+        .optional(),
+    })
+    .optional(),
 }) satisfies z.ZodType<StatusPayload>;
 
 /** A candidate with its place in the daemon's ranking (1 is tried first). */

@@ -160,6 +160,17 @@ export class OpenConnectEngine implements TunnelEngine {
     this.#guard = new StartGuard(`AnyConnect start to ${spec.gateway.name}`, () => this.#teardown());
   }
 
+  /** openconnect drops its connections and reconnects at once with its session cookie on SIGUSR2 (since 8.0). */
+  roam(): void {
+    const proc = this.#proc;
+    if (proc === null || !proc.running || !this.#up || this.#stopping || proc.pid <= 0) return;
+    try {
+      process.kill(proc.pid, "SIGUSR2");
+    } catch {
+      // gone already: its exit is reported as such
+    }
+  }
+
   /** openconnect's PID once spawned (ip netns exec execs it, so this is openconnect itself); -1 before. */
   get pid(): number {
     return this.#proc?.pid ?? -1;

@@ -8,6 +8,7 @@ import { seededRandom as prng } from "../../../test/fakes/seeded-random.ts";
 import {
   MAX_REPLY_BYTES,
   UapiError,
+  encodeEndpointUpdate,
   encodeGet,
   encodeSet,
   keyFromHex,
@@ -336,4 +337,15 @@ describe("property", () => {
     }
     assert.ok(parsed > 0 && refused > 0, `both outcomes were exercised (parsed ${parsed}, refused ${refused})`);
   });
+});
+
+test("a-roam-sets-only-the-peer's-endpoint-again-and-refuses-a-bad-one", () => {
+  const pub = Buffer.alloc(32, 7).toString("base64");
+  assert.equal(
+    encodeEndpointUpdate(pub, "198.18.1.2:51820").reveal(),
+    `set=1\npublic_key=${"07".repeat(32)}\nupdate_only=true\nendpoint=198.18.1.2:51820\n\n`,
+  );
+  assert.match(encodeEndpointUpdate(pub, "[2001:db8:18:1::2]:51820").reveal(), /endpoint=\[2001:db8:18:1::2\]:51820\n/);
+  assert.throws(() => encodeEndpointUpdate(pub, "198.18.1.2:51820\nreplace_peers=true"), UapiError);
+  assert.throws(() => encodeEndpointUpdate("short", "198.18.1.2:51820"), UapiError);
 });

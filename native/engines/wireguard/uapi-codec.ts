@@ -197,6 +197,21 @@ export function encodeSet(cfg: UapiSetConfig): Secret {
   return new Secret(lines.join("\n") + "\n\n");
 }
 
+/**
+ * A `set=1` transaction that sets an existing peer's endpoint again (nothing else changes). wireguard-go then
+ * forgets the source address and interface it had cached for the peer ("sticky" sockets), so its next packet
+ * leaves by the route and source address the kernel picks now: what a move to another network needs, because a
+ * send with the old, vanished source fails and is not retried with a fresh one.
+ */
+export function encodeEndpointUpdate(peerPublicKey: string, endpoint: string): Secret {
+  const publicHex = keyToHex(peerPublicKey, "the peer's public key");
+  if (!isEndpoint(endpoint))
+    throw new UapiError("invalid-value", `endpoint "${endpoint.slice(0, 80)}" is not address:port`);
+  return new Secret(
+    ["set=1", `public_key=${publicHex}`, "update_only=true", `endpoint=${endpoint}`].join("\n") + "\n\n",
+  );
+}
+
 interface Line {
   key: string;
   value: string;

@@ -39,7 +39,15 @@ import {
 import { StartGuard, type StartAttempt } from "../start-guard.ts";
 import { hostPort } from "../../../main/core/ip-address.ts";
 import type { Secret } from "../../../main/core/secret.ts";
-import { UapiError, encodeSet, isCidr, isIpAddress, lastHandshakeMs, type UapiDump } from "./uapi-codec.ts";
+import {
+  UapiError,
+  encodeEndpointUpdate,
+  encodeSet,
+  isCidr,
+  isIpAddress,
+  lastHandshakeMs,
+  type UapiDump,
+} from "./uapi-codec.ts";
 import { UapiClient, uapiSocketPath } from "./uapi-client.ts";
 
 /**
@@ -55,6 +63,8 @@ export function wireguardDeviceMtu(path: PathMtu | null, gatewayAddress: string)
 }
 /** A UAPI get is a local socket round trip; every 10 ms resolves the handshake time finely at no real cost. */
 const HANDSHAKE_POLL_MS = 10;
+/** The endpoint update after a path change is one local socket exchange; one that takes this long is hung. */
+const ROAM_UAPI_TIMEOUT_MS = 2_000;
 /** When ping ends early (device not yet routable), a short pause before the next one avoids a spawn loop. */
 const PROBE_RETRY_GAP_MS = 50;
 /**
@@ -105,6 +115,27 @@ export class WireGuardEngine implements TunnelEngine {
 
   onEvent(listener: (e: TunnelEvent) => void): () => void {
     return this.#events.on(listener);
+  }
+
+  /**
+   * The underlay moved: the peer's endpoint is set again, so wireguard-go drops its cached source address and its
+   * next packet (the monitor's probes follow at once) leaves from the new one; the gateway roams to it on receipt.
+   */
+  roam(): void {
+    const { gateway, params } = this.#spec;
+    let tx: Secret;
+    try {
+      tx = encodeEndpointUpdate(params.publicKey, wireguardEndpoint(gateway.address, params.port));
+    } catch {
+      return; // validated at start: cannot happen for a running tunnel
+    }
+    this.#uapi.set(tx, { deadlineAt: Date.now() + ROAM_UAPI_TIMEOUT_MS }).catch((err: unknown) => {
+      this.#events.emit({
+        type: "degraded",
+        at: Date.now(),
+        reason: `could not point the tunnel at the new network: ${err instanceof Error ? err.message : String(err)}`,
+      });
+    });
   }
 
   async start(deadlineAt: number, signal?: AbortSignal, startHooks: EngineStartHooks = {}): Promise<TunnelUp> {

@@ -4,6 +4,7 @@
  */
 import { allKindsUnreachable, reportsReachable } from "../candidates.ts";
 import {
+  deadWindowMs,
   healthDeadline,
   healthEvaluate,
   healthNotePending,
@@ -28,6 +29,7 @@ import {
   KIND_NAMES,
   allocateLegs,
   cancelAllTimers,
+  goWaiting,
   nextRaceId,
   planFailover,
   stateEvent,
@@ -59,7 +61,7 @@ import {
   standbyTeardown,
   type StandbyContext,
 } from "../standby.ts";
-import type { Effect, FailoverRecord, MachineInput } from "../types.ts";
+import type { Effect, FailoverRecord, LegKind, MachineInput } from "../types.ts";
 
 /**
  * How often candidates are re-probed while connected. Each recheck costs a few TCP handshakes per gateway; every
@@ -73,10 +75,38 @@ export const RECOVER_AFTER_RECHECKS = 2;
  * so a persistently lossy network does not churn legs every few seconds.
  */
 export const BROWNOUT_RETRY_AFTER_MS = 30_000;
+/**
+ * After a path change or a wake, how long the active gateway has to answer again before detourd races: WireGuard
+ * re-handshakes from a new address within one round trip, MOBIKE's address update takes one or two, openconnect's
+ * reconnect with its cookie a TLS handshake and a DTLS one; 2 s covers each on a 250 ms path, and a gateway that
+ * stays silent longer is as good as gone for the user.
+ */
+export const ROAM_VERIFY_MS = 2_000;
+/**
+ * After a wake, how long the tunnel has to answer the probe burst: a session that survived answers within a round
+ * trip or two; one the gateway dropped is re-established this much sooner than after ROAM_VERIFY_MS (no engine has
+ * to move). A slow path's dead window, when longer, is the floor.
+ */
+export const WAKE_VERIFY_MS = 1_000;
+/**
+ * Whether a leg's engine follows a new underlay address by itself (after the recheck-leg effect): wireguard-go once
+ * its endpoint is set again, openconnect by reconnecting with its session cookie. Detour's charon runs without
+ * MOBIKE (native/engines/ipsec/charon-config.ts: several instances share a namespace), so an IKEv2 leg is
+ * re-established on the same gateway at once instead of waiting ROAM_VERIFY_MS for a reply that cannot come.
+ */
+export const FOLLOWS_PATH_CHANGE: Record<LegKind, boolean> = {
+  wireguard: true,
+  ikev2: false,
+  "anyconnect-tls": true,
+  "anyconnect-dtls": true,
+};
 
 export function summary(state: ConnectedState): string {
   const a = state.active.leg;
   const base = `Connected to ${a.gateway} over ${KIND_NAMES[a.kind]}`;
+  const verify = state.verify ?? null;
+  if (verify !== null)
+    return `${base}; checking the tunnel after ${verify.why === "wake" ? "waking up" : "the network changed"}`;
   const v = state.health.verdict;
   if (v.state === "brownout") return `${base}, degraded (${v.reason.replace(/^brownout: /, "")})`;
   if (state.recover !== null && state.recover.status === "running") {
@@ -245,8 +275,13 @@ function promoteStandby(state: ConnectedState, now: number, reason: string): Go 
  */
 function failover(state: ConnectedState, now: number, cause: FailoverCause, reason: string, ctx: MachineContext): Go {
   const sctx = standbyContext(ctx);
+  // A lost session (path change, wake) goes back to the same gateway first: it was not at fault.
   const usable =
-    cause === "brownout" ? standbyBetterThanBrownout(state.standby, now, sctx) : standbyFresh(state.standby, now, sctx);
+    cause === "session-lost"
+      ? false
+      : cause === "brownout"
+        ? standbyBetterThanBrownout(state.standby, now, sctx)
+        : standbyFresh(state.standby, now, sctx);
   if (usable) {
     const promoted = promoteStandby(state, now, reason);
     if (promoted !== null) return promoted;
@@ -275,6 +310,8 @@ function react(
   ctx: MachineContext,
 ): { state: ConnectedState; effects: Effect[] } | Go {
   const v = state.health.verdict;
+  // Checking after a path change or a wake: silence is expected until the engine has followed; ROAM_VERIFY_MS decides.
+  if (state.verify != null && now < state.verify.until) return { state, effects: [] };
   if (v.state === "dead") return failover(state, now, "dead", `dead: ${v.reason}`, ctx);
   const effects: Effect[] = [];
   if (v.state !== before.state)
@@ -359,6 +396,15 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
     case "health-check": {
       if (!timerDue(state.healthCheckAt, input.now))
         return { state, effects: rearmIfEarly("health-check", state.healthCheckAt, input.now) };
+      const verify = state.verify ?? null;
+      if (verify !== null && input.now + TIMER_SLACK_MS >= verify.until)
+        return failover(
+          { ...state, verify: null },
+          input.now,
+          "session-lost",
+          `no reply from ${state.active.leg.gateway} within ${String((verify.until - verify.since) / 1000)} s after ${verify.why === "wake" ? "waking up" : "the network changed"}`,
+          ctx,
+        );
       const before = state.health.verdict;
       const h0 = state.health;
       // Without the prober's word, assume a probe has waited since the last reply: silence alone decides.
@@ -369,7 +415,8 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
       // Replies pushed the deadline on since the timer was armed: re-arm for the new one.
       // With nothing known to be waiting (the prober not started yet, or all answered), look again a probe later.
       const soonest = input.now + (health.unansweredSince === null ? hp.probeIntervalMs : TIMER_SLACK_MS);
-      const healthCheckAt = Math.max(healthDeadline(health, hp), soonest);
+      const deadline = Math.max(healthDeadline(health, hp), soonest);
+      const healthCheckAt = verify === null ? deadline : Math.min(deadline, verify.until);
       return {
         state: { ...out.state, healthCheckAt },
         effects: [...out.effects, { type: "set-timer", timer: "health-check", at: healthCheckAt }],
@@ -448,6 +495,9 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
           effects: [],
         };
       if (input.legId !== state.active.leg.id) return { state, effects: [] };
+      const verify = state.verify ?? null;
+      if (verify !== null && input.sample.rttMs !== null && input.sample.sentAt >= verify.since)
+        return verified(state, input.sample, input.now, ctx);
       const before = state.health.verdict;
       return react(
         { ...state, health: healthOnSample(state.health, input.sample, input.now, hp) },
@@ -503,6 +553,21 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
         return { state: { ...state, standby: r.standby }, effects: r.effects };
       }
       if (input.legId !== state.active.leg.id) return { state, effects: [] };
+      // An engine re-establishing after a path change or a wake (openconnect's reconnect) says so; the check decides.
+      if (state.verify != null && input.now < state.verify.until) return { state, effects: [] };
+      // The reconnect may come after the first replies ended the check (packets still passed meanwhile): check again.
+      const rechecked = state.rechecked ?? null;
+      if (rechecked !== null && input.now - rechecked.at < ROAM_VERIFY_MS) {
+        const verify = { why: rechecked.why, since: input.now, until: input.now + ROAM_VERIFY_MS };
+        const next: ConnectedState = { ...state, verify, healthCheckAt: Math.min(state.healthCheckAt, verify.until) };
+        return {
+          state: next,
+          effects: [
+            { type: "set-timer", timer: "health-check", at: Math.max(next.healthCheckAt, input.now) },
+            stateEvent("connected", input.now, summary(next)),
+          ],
+        };
+      }
       return failover(state, input.now, "leg-down", `leg-down: ${input.reason}`, ctx);
     }
     case "disconnect": {
@@ -519,7 +584,80 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
       ];
       return { go: { to: "disconnected" }, shared: rec.shared, effects };
     }
+    case "network":
+      if (input.initial === true) return { state, effects: [] };
+      if (input.change === "offline") return goOffline(state, input.now, input.detail);
+      return startVerify(state, "path-changed", input.now, ctx);
+    case "wake":
+      return startVerify(state, "wake", input.now, ctx);
     case "connect":
       return { state, effects: [] };
   }
+}
+
+/**
+ * A path change or a wake: the active leg (and the standby) stay and are checked at once; the engines follow the new
+ * address themselves (see the recheck-leg effect). Until ROAM_VERIFY_MS has passed, silence is not a dead gateway.
+ */
+function startVerify(state: ConnectedState, why: "path-changed" | "wake", now: number, ctx: MachineContext): Outcome {
+  const active = state.active.leg;
+  if (why === "path-changed" && !FOLLOWS_PATH_CHANGE[active.kind])
+    return failover(
+      state,
+      now,
+      "session-lost",
+      `${KIND_NAMES[active.kind]} to ${active.gateway} cannot follow the new network: reconnecting`,
+      ctx,
+    );
+  const boundMs =
+    why === "wake" ? Math.max(WAKE_VERIFY_MS, deadWindowMs(state.health, ctx.policy.health)) : ROAM_VERIFY_MS;
+  const verify = { why, since: now, until: now + boundMs };
+  const healthCheckAt = Math.min(healthDeadline(state.health, ctx.policy.health), verify.until);
+  const next: ConnectedState = {
+    ...state,
+    verify,
+    healthCheckAt: Math.max(healthCheckAt, now),
+    rechecked: { at: now, why },
+  };
+  const effects: Effect[] = [{ type: "recheck-leg", legId: state.active.leg.id, why }];
+  const sb = state.standby.leg;
+  if (sb !== null) effects.push({ type: "recheck-leg", legId: sb.leg.id, why });
+  effects.push(
+    { type: "set-timer", timer: "health-check", at: next.healthCheckAt },
+    stateEvent("connected", now, summary(next)),
+  );
+  return { state: next, effects };
+}
+
+/** The active gateway answered after the change: the silence of the move is forgotten, not counted as loss. */
+function verified(
+  state: ConnectedState,
+  sample: Extract<MachineInput, { type: "probe" }>["sample"],
+  now: number,
+  ctx: MachineContext,
+): Outcome {
+  const hp = ctx.policy.health;
+  const health = healthOnSample(healthStart(now, pathRttOf(state.health)), sample, now, hp);
+  const next: ConnectedState = { ...state, verify: null, health, healthCheckAt: healthDeadline(health, hp) };
+  return {
+    state: next,
+    effects: [
+      { type: "set-timer", timer: "health-check", at: next.healthCheckAt },
+      stateEvent("connected", now, summary(next)),
+    ],
+  };
+}
+
+/** No route toward any gateway: nothing can carry traffic, so everything stops and detourd waits for a network. */
+function goOffline(state: ConnectedState, now: number, detail: string): Go {
+  const rec = cancelRecover(state, now);
+  const down = standbyTeardown(state.standby, now);
+  const id = state.active.leg.id;
+  return goWaiting(rec.shared, detail, [
+    ...rec.effects,
+    ...down.effects,
+    { type: "stop-monitor", legId: id },
+    { type: "clear-routes" },
+    { type: "stop-leg", legId: id },
+  ]);
 }

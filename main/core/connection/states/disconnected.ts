@@ -1,6 +1,6 @@
 /** The disconnected state: nothing runs, nothing is routed; only `connect` leaves it. */
 import type { DisconnectedState, Outcome, Shared } from "../machine-state.ts";
-import { stateEvent, withCandidates } from "../machine-state.ts";
+import { goWaiting, stateEvent, withCandidates } from "../machine-state.ts";
 import type { MachineInput } from "../types.ts";
 
 export function summary(): string {
@@ -18,6 +18,8 @@ export function enter(shared: Shared, now: number): Outcome {
 export function handle(state: DisconnectedState, input: MachineInput): Outcome {
   switch (input.type) {
     case "connect":
+      // Offline: no race that cannot succeed, no backoff churn; the first route starts the connect.
+      if (state.shared.offline === true) return goWaiting(state.shared, "no route to any gateway", []);
       return { go: { to: "resolving", reason: "connect", attempt: 0 }, shared: state.shared, effects: [] };
     case "leg-up":
       // A leg that came up after a disconnect would otherwise keep its tunnel running with nobody watching it.
@@ -25,6 +27,8 @@ export function handle(state: DisconnectedState, input: MachineInput): Outcome {
     case "candidates":
       return { state: { ...state, shared: withCandidates(state.shared, input.candidates) }, effects: [] };
     case "disconnect":
+    case "network":
+    case "wake":
     case "timer":
     case "leg-failed":
     case "leg-down":

@@ -5,7 +5,7 @@
  */
 import { backoffMs, NO_JITTER } from "../../backoff.ts";
 import type { Entry, ErrorState, MachineContext, Outcome, Shared } from "../machine-state.ts";
-import { cancelAllTimers, stateEvent, withCandidates } from "../machine-state.ts";
+import { cancelAllTimers, goWaiting, stateEvent, withCandidates } from "../machine-state.ts";
 import { raceRecord } from "../race.ts";
 import { rearmIfEarly, timerDue } from "../timers.ts";
 import type { Effect, MachineInput } from "../types.ts";
@@ -58,6 +58,22 @@ export function handle(state: ErrorState, input: MachineInput): Outcome {
       };
     case "disconnect":
       return { go: { to: "disconnected" }, shared: state.shared, effects: cancelAllTimers() };
+    case "network":
+      if (input.change === "offline") return goWaiting(state.shared, input.detail, []);
+      // A new or returning route (or the first look finding one) makes the backoff pointless: retry at once.
+      if (input.initial === true) return { state, effects: [] };
+      return {
+        go: { to: "resolving", reason: "connect", attempt: 0 },
+        shared: state.shared,
+        effects: [{ type: "cancel-timer", timer: "backoff" }],
+      };
+    case "wake":
+      // Whatever failed before the sleep says little about now: look again at once.
+      return {
+        go: { to: "resolving", reason: "retry", attempt: state.attempt },
+        shared: state.shared,
+        effects: [{ type: "cancel-timer", timer: "backoff" }],
+      };
     case "leg-up":
       return { state, effects: [{ type: "stop-leg", legId: input.legId }] };
     case "candidates":

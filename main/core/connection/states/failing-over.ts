@@ -7,7 +7,9 @@ import type { Entry, FailingOverState, MachineContext, Outcome, Shared } from ".
 import {
   activeFromLegUp,
   cancelAllTimers,
+  allocateLegs,
   extendBeforeFailure,
+  goWaiting,
   listNames,
   nextRaceId,
   planFailover,
@@ -24,7 +26,7 @@ import {
   raceRecord,
   raceStart,
 } from "../race.ts";
-import type { Effect, FailoverRecord, MachineInput } from "../types.ts";
+import type { Effect, FailoverRecord, Leg, MachineInput } from "../types.ts";
 
 export function summary(state: FailingOverState): string {
   const gw = state.failed.leg.gateway;
@@ -33,7 +35,9 @@ export function summary(state: FailingOverState): string {
       ? `${gw} stopped answering`
       : state.cause === "leg-down"
         ? `${gw} went down`
-        : `${gw} is degraded (${state.failover.reason.replace(/^brownout: /, "")})`;
+        : state.cause === "session-lost"
+          ? `the session with ${gw} was lost when the network changed`
+          : `${gw} is degraded (${state.failover.reason.replace(/^brownout: /, "")})`;
   const trying = state.race.legs
     .filter((l) => l.outcome === "starting" || l.outcome === "pending")
     .map((l) => l.leg.gateway);
@@ -51,6 +55,24 @@ function abandon(failedLegId: string): Effect[] {
   ];
 }
 
+/**
+ * After a path change or a wake the gateway's session may simply be gone (its DPD or idle timeout dropped it):
+ * a fresh leg of the same kind to the same gateway goes first, then the other gateways a stagger later, so a
+ * healthy gateway is kept and a dead one still costs only the stagger.
+ */
+function planReconnect(shared: Shared, failed: Leg, ctx: MachineContext): { legs: Leg[]; shared: Shared } {
+  const same = allocateLegs(
+    shared,
+    shared.candidates.filter((c) => c.name === failed.gateway),
+    ctx.policy.race,
+    [],
+    { gateway: failed.gateway, kind: failed.kind },
+  );
+  const first = same.legs.filter((l) => l.kind === failed.kind).slice(0, 1);
+  const others = planFailover(same.shared, failed, ctx.policy.race, true);
+  return { legs: [...first, ...others.legs], shared: others.shared };
+}
+
 export function enter(shared0: Shared, now: number, ctx: MachineContext, e: FailoverEntry): Outcome {
   const from = { gateway: e.failed.leg.gateway, kind: e.failed.leg.kind };
   const failover: FailoverRecord = {
@@ -64,7 +86,10 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: Fail
     detectedAfterMs: now - e.lastReplyAt,
     restoredAfterMs: null,
   };
-  const planned = planFailover(shared0, e.failed.leg, ctx.policy.race, e.cause === "brownout");
+  const planned =
+    e.cause === "session-lost"
+      ? planReconnect(shared0, e.failed.leg, ctx)
+      : planFailover(shared0, e.failed.leg, ctx.policy.race, e.cause === "brownout");
   if (planned.legs.length === 0) {
     if (e.cause === "brownout") {
       return {
@@ -130,6 +155,8 @@ export function handle(state: FailingOverState, input: MachineInput, ctx: Machin
         restoredAfterMs: restoredAt - state.failover.lastReplyAt,
       };
       const active = activeFromLegUp(winner, input);
+      // Back on the same gateway after a path change or a wake: it was never at fault, so nothing is recorded.
+      const reconnected = state.cause === "session-lost" && winner.gateway === state.failed.leg.gateway;
       return {
         go: {
           to: "connected",
@@ -137,7 +164,7 @@ export function handle(state: FailingOverState, input: MachineInput, ctx: Machin
           race: r.race,
           raceEffects: r.effects,
           previous: state.failed,
-          failover,
+          failover: reconnected ? null : failover,
           standby: null,
         },
         shared: state.shared,
@@ -179,10 +206,22 @@ export function handle(state: FailingOverState, input: MachineInput, ctx: Machin
         effects: [...r.effects, { type: "record-race", race: record }, ...abandon(failedId), ...cancelAllTimers()],
       };
     }
+    case "network": {
+      if (input.change !== "offline") return { state, effects: [] };
+      // No route at all: the gateway was not at fault, so no failover is recorded; everything stops until a route.
+      const r = raceCancel(state.race, input.now);
+      const record = raceRecord(r.race);
+      return goWaiting({ ...state.shared, lastRace: record }, input.detail, [
+        ...r.effects,
+        { type: "record-race", race: record },
+        ...abandon(failedId),
+      ]);
+    }
     case "candidates":
       return { state: { ...state, shared: withCandidates(state.shared, input.candidates) }, effects: [] };
     case "leg-down":
     case "connect":
+    case "wake":
       return { state, effects: [] };
   }
 }

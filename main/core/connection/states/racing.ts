@@ -6,6 +6,7 @@ import {
   cancelAllTimers,
   describeLegs,
   extendBeforeFailure,
+  goWaiting,
   nextRaceId,
   raceFailure,
   replanRace,
@@ -123,11 +124,22 @@ export function handle(state: RacingState, input: MachineInput, ctx: MachineCont
         effects: [...r.effects, { type: "record-race", race: record }, ...cancelAllTimers()],
       };
     }
+    case "network": {
+      if (input.change !== "offline") return { state, effects: [] };
+      // No route: legs cannot come up; they stop, and the first route starts a fresh connect.
+      const r = raceCancel(state.race, input.now);
+      const record = raceRecord(r.race);
+      return goWaiting({ ...state.shared, lastRace: record }, input.detail, [
+        ...r.effects,
+        { type: "record-race", race: record },
+      ]);
+    }
     case "candidates": {
       const x = replanRace(withCandidates(state.shared, input.candidates), state.race, policy, input.now);
       return { state: { ...state, shared: x.shared, race: x.race }, effects: x.effects };
     }
     case "connect":
+    case "wake":
     case "leg-down":
     case "probe":
       return { state, effects: [] };

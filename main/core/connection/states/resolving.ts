@@ -1,6 +1,6 @@
 /** The resolving state: waiting for the daemon's candidate list (discovery plus outside probes) before a race. */
 import type { MachineContext, Outcome, ResolvingState, Shared } from "../machine-state.ts";
-import { cancelAllTimers, stateEvent, withCandidates } from "../machine-state.ts";
+import { cancelAllTimers, goWaiting, stateEvent, withCandidates } from "../machine-state.ts";
 import type { MachineInput } from "../types.ts";
 
 export function summary(state: ResolvingState): string {
@@ -30,6 +30,10 @@ export function handle(state: ResolvingState, input: MachineInput, ctx: MachineC
       return { go: { to: "disconnected" }, shared: state.shared, effects: cancelAllTimers() };
     case "leg-up":
       return { state, effects: [{ type: "stop-leg", legId: input.legId }] };
+    case "network":
+      if (input.change === "offline") return goWaiting(state.shared, input.detail, []);
+      return { state, effects: [] };
+    case "wake":
     case "connect":
     case "timer":
     case "leg-failed":
