@@ -31,6 +31,8 @@ import { atomicWriteFailures } from "../shared/atomic-write.ts";
 import type { CandidateRefresh } from "./candidate-refresh.ts";
 import type { ConnectionEvents } from "./connection-events.ts";
 import { ControlRequestError } from "./control-server.ts";
+import type { CaptiveMonitor } from "./captive.ts";
+import type { CaptiveStatus } from "../core/captive.ts";
 import type { DataPlane } from "./data-plane.ts";
 import type { DiagInputs } from "./diag/bundle.ts";
 import type { DrillRunner } from "./drill.ts";
@@ -90,6 +92,8 @@ export interface ControlParts {
   refusals: Refusals;
   /** The lockdown state recorded for the early-boot step (lockdown-state-store.ts). */
   lockdownState(): LockdownStateReport;
+  /** Captive-network checks and the sign-in exception (captive.ts); absent from a daemon without a captive probe. */
+  captive?: CaptiveMonitor;
   /** What the start-up reclaim did and how the ownership record's writes fare (status). */
   ownership?: {
     readonly reclaimed: {
@@ -116,6 +120,7 @@ export type DaemonStatus = ConnectionSnapshot & {
   lockdownState: LockdownStateReport;
   killSwitch: KillSwitchStatus;
   dns: DnsStatus;
+  captive?: CaptiveStatus;
 };
 
 /** The active leg's in-tunnel numbers over the health window. */
@@ -176,6 +181,7 @@ export class ControlFacade {
       lockdownState: p.lockdownState(),
       killSwitch: p.dataPlane.killSwitchStatus(),
       dns: p.dataPlane.dnsStatus(),
+      ...(p.captive === undefined ? {} : { captive: p.captive.status() }),
     };
   }
 
@@ -260,6 +266,8 @@ export class ControlFacade {
     p.loop.track(p.drills.clearLeftover());
     p.loop.track(p.candidates.discover());
     p.loop.track(p.networkMemory.refresh());
+    // A captive network found at start says "Sign in to this network" before the user even tries to connect.
+    if (p.captive !== undefined) p.loop.track(p.captive.check("start"));
   }
 
   /**
@@ -383,6 +391,7 @@ export class ControlFacade {
         run: () => {
           p.loop.stopTimers();
           p.candidates.stop();
+          p.captive?.stop();
         },
       },
       {

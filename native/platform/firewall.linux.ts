@@ -95,8 +95,10 @@ function check(rules: KillSwitchRules): void {
       bad("protected network", p);
   }
   for (const d of rules.tunnelDevices) if (!IFNAME_OR_PATTERN_RE.test(d) || d === "lo") bad("tunnel device", d);
-  for (const a of [...rules.dnsServers, ...rules.ownResolvers])
+  for (const a of [...rules.dnsServers, ...rules.ownResolvers, ...(rules.captiveException?.resolvers ?? [])])
     if (!IPV4_RE.test(a) && !isIPv6(a)) bad("DNS server", a);
+  for (const a of [...(rules.checkAddresses ?? []), ...(rules.captiveException?.portalAddresses ?? [])])
+    if (!IPV4_RE.test(a) && !isIPv6(a)) bad("captive address", a);
   if (rules.ownGroup !== null && !validGid(rules.ownGroup)) bad("own group id", rules.ownGroup);
   for (const e of rules.gatewayEndpoints) {
     if (!IPV4_RE.test(e.address) && !isIPv6(e.address)) bad("gateway address", e.address);
@@ -152,6 +154,11 @@ const UPKEEP: readonly Allowance[] = [
   },
 ];
 
+/** HTTP and HTTPS to one address (the captive check's and the portal's). */
+function web(a: string, bind: string, purpose: string): Allowance {
+  return { match: `${bind}${daddr(a)} tcp dport { 80, 443 }`, comment: `${purpose} ${a}` };
+}
+
 /** What may leave outside the tunnel devices from this host, in rule order. */
 function allowances(rules: KillSwitchRules): Allowance[] {
   const bind = own(rules);
@@ -163,6 +170,13 @@ function allowances(rules: KillSwitchRules): Allowance[] {
     ...rules.gatewayEndpoints.map((e) => endpointAllowance(e, bind)),
     ...rules.dnsServers.map((a) => dns(a, "discovery-dns")),
     ...rules.ownResolvers.map((a) => dns(a, "own-resolver")),
+    // detourd's own check of the network, and the sign-in exception (any process: the user's browser signs in).
+    ...(rules.checkAddresses ?? []).map((a) => web(a, bind, "captive-check")),
+    ...(rules.captiveException?.resolvers ?? []).map((a) => ({
+      match: `${daddr(a)} meta l4proto { tcp, udp } th dport 53`,
+      comment: `captive-dns ${a}`,
+    })),
+    ...(rules.captiveException?.portalAddresses ?? []).map((a) => web(a, "", "captive-portal")),
     ...(rules.underlayUpkeep ? UPKEEP : []),
   ];
 }
