@@ -8,6 +8,7 @@ const clock = (ms: number): string => `T${String(ms)}`;
 function withCaptive(exception: Partial<NonNullable<StatusPayload["captive"]>["exception"]>): StatusPayload {
   return {
     state: "error",
+    killSwitch: { mode: "blocking" },
     captive: {
       state: "sign-in-required",
       reason: "the check URL was redirected to http://198.18.205.1/signin",
@@ -34,6 +35,11 @@ test("the-panel-says-sign-in-what-to-open-and-until-when-the-exception-lasts", (
   assert.equal(w.headline, "Sign in to this network");
   assert.equal(w.url, "http://198.18.205.1/signin");
   assert.match(w.exception, /^Until T300001, this computer may reach only this network's sign-in page/);
+});
+
+test("without-a-blocking-kill-switch-the-panel-does-not-claim-everything-else-is-blocked", () => {
+  const w = captiveWords({ ...withCaptive({}), killSwitch: undefined }, clock);
+  assert.match(w?.exception ?? "", /your organisation's networks stay blocked/);
 });
 
 test("the-panel-says-when-the-time-ran-out-or-the-policy-forbids-it", () => {

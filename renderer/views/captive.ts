@@ -14,6 +14,10 @@ export interface CaptiveWords {
   exception: string;
 }
 
+function until(at: number | null, clock: (ms: number) => string): string {
+  return at === null ? "the time runs out" : clock(at);
+}
+
 /** The panel's words for a status, or null when the network needs no sign-in. */
 export function captiveWords(s: StatusPayload | null, clock: (ms: number) => string): CaptiveWords | null {
   const c = s?.captive;
@@ -21,7 +25,9 @@ export function captiveWords(s: StatusPayload | null, clock: (ms: number) => str
   const ex = c.exception;
   const exception =
     ex.state === "open"
-      ? `Until ${ex.closesAt === null ? "the time runs out" : clock(ex.closesAt)}, this computer may reach only this network's sign-in page and its name servers outside the VPN; everything else stays blocked.`
+      ? s?.killSwitch?.mode === "blocking"
+        ? `Until ${until(ex.closesAt, clock)}, this computer may reach only this network's sign-in page and its name servers outside the VPN; everything else stays blocked.`
+        : `Until ${until(ex.closesAt, clock)}, sign in as you would without Detour; your organisation's networks stay blocked outside the VPN.`
       : ex.state === "forbidden"
         ? "Your organisation does not allow signing in to networks like this one while Detour blocks traffic."
         : ex.closedReason === "timed out"
