@@ -131,3 +131,22 @@ test("a-tunnel-coming-up-closes-an-open-exception", async () => {
   assert.equal(w.m.status().exception.closedReason, "connected");
   assert.equal(w.m.killSwitchInputs().captiveException, null);
 });
+
+test("a-sign-in-exception-that-ran-out-is-not-reopened-by-retries-only-by-the-users-next-connect", async () => {
+  const w = world({ exceptionMs: 10_000 });
+  await w.m.check("connect-failed");
+  await w.clock.advance(10_000);
+  assert.equal(w.m.status().exception.closedReason, "timed out");
+  await w.clock.advance(CAPTIVE_RECHECK_MIN_MS);
+  const fetches = w.net.fetches;
+  w.m.connectFailed();
+  await w.clock.settle();
+  assert.equal(w.net.fetches, fetches + 1, "the network is still checked");
+  assert.equal(w.m.status().state, "sign-in-required");
+  assert.equal(w.m.status().exception.state, "closed", "a retry does not reopen it");
+  assert.equal(w.m.killSwitchInputs().captiveException, null);
+  w.m.userConnected();
+  await w.m.check("request");
+  assert.equal(w.m.status().exception.state, "open", "the user's connect gets a fresh exception");
+  assert.equal(w.m.status().exception.opened, 2);
+});

@@ -66,6 +66,11 @@ export class CaptiveMonitor {
   #pollTimer: Timer | null = null;
   #lastTriggeredAt = -Infinity;
   #stopped = false;
+  /**
+   * The last exception ran out of time: the machine's own retries must not reopen it (the bound would then mean
+   * nothing); the user's next connect does.
+   */
+  #expired = false;
 
   constructor(host: CaptiveHost) {
     this.#host = host;
@@ -78,6 +83,11 @@ export class CaptiveMonitor {
   /** What the kill switch lets through for captive networks (killswitch.ts' checkAddresses and captiveException). */
   killSwitchInputs(): { checkAddresses: string[]; captiveException: CaptiveExceptionInput | null } {
     return { checkAddresses: [...this.#checkAddresses], captiveException: this.#exception };
+  }
+
+  /** The user asked to connect: a sign-in exception that ran out may open once more. */
+  userConnected(): void {
+    this.#expired = false;
   }
 
   /** A connect found no gateway that answered at all: the typical sign of a portal. Rate-limited. */
@@ -174,7 +184,7 @@ export class CaptiveMonitor {
         const first = this.#status.state !== "sign-in-required";
         this.#set({ state: "sign-in-required", reason: v.reason, portalUrl: v.portalUrl ?? this.#status.portalUrl });
         if (first) this.#host.report("sign-in-required", this.status());
-        if (this.#exception === null) await this.#openException(v.portalUrl);
+        if (this.#exception === null && !this.#expired) await this.#openException(v.portalUrl);
         return;
       }
     }
@@ -203,6 +213,7 @@ export class CaptiveMonitor {
     };
     this.#closeTimer = this.#host.clock.after(cfg.exceptionMs, () => {
       this.#closeTimer = null;
+      this.#expired = true;
       this.#closeException("timed out");
     });
     this.#schedulePoll();

@@ -279,6 +279,7 @@ export class ControlFacade {
    */
   async connect(): Promise<ConnectPayload> {
     const p = this.#p;
+    p.captive?.userConnected();
     let inForce: Promise<void> = Promise.resolve();
     await p.dataPlane.whileConnectPending(async () => {
       p.dataPlane.refreshKillSwitch("resolving");

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import { after, before, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { agentLogs, agentStart, agentStop } from "./agent.ts";
 import {
@@ -30,6 +31,8 @@ const DETECT_WITHIN_MS = 30_000;
 const CONNECT_AFTER_SIGN_IN_MS = 20_000;
 /** The short bound of the second test. */
 const SHORT_EXCEPTION_MS = 4000;
+/** Long enough for detourd's retries and a rate-limited check (one per 10 s) to run behind the portal. */
+const RETRIES_WATCHED_MS = 15_000;
 /** curl's own bound for a request the kill switch drops: the test must not wait on TCP's retries. */
 const CURL_MAX_S = "3";
 
@@ -211,4 +214,12 @@ test("an-unused-sign-in-exception-closes-when-its-time-runs-out", { timeout: 120
   let blocked = false;
   for (let i = 0; i < 3 && !blocked; i++) blocked = (await curl([PORTAL_SIGN_IN_URL])).code !== 0;
   assert.ok(blocked, "the portal is blocked again once the exception closed");
+  // detourd keeps retrying (and checking) behind the portal; its retries must not reopen what ran out.
+  await sleep(RETRIES_WATCHED_MS);
+  const later = await c.status();
+  assert.equal(later.captive?.exception.state, "closed", "retries do not reopen an exception that ran out");
+  assert.equal(later.captive.exception.opened, 1);
+  console.log(
+    `after ${String(RETRIES_WATCHED_MS)} ms of retries: ${String(later.captive.checks)} checks, exception still closed`,
+  );
 });
