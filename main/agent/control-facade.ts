@@ -31,8 +31,8 @@ import { atomicWriteFailures } from "../shared/atomic-write.ts";
 import type { CandidateRefresh } from "./candidate-refresh.ts";
 import type { ConnectionEvents } from "./connection-events.ts";
 import { ControlRequestError } from "./control-server.ts";
-import type { CaptiveMonitor } from "./captive.ts";
-import type { CaptiveStatus } from "../core/captive.ts";
+import type { CaptiveMonitor, CaptiveTrigger } from "./captive.ts";
+import type { CaptiveStatus, CaptiveVerdict } from "../core/captive.ts";
 import type { DataPlane } from "./data-plane.ts";
 import type { DiagInputs } from "./diag/bundle.ts";
 import type { DrillRunner } from "./drill.ts";
@@ -418,6 +418,14 @@ export class ControlFacade {
         }
       : { name: "removing the kill switch", budgetMs: SHUTDOWN_STEP_MS, run: () => p.dataPlane.removeKillSwitch() };
     return runShutdown(steps, last, p.log);
+  }
+
+  /**
+   * Checks the network for a captive portal now (the network monitor calls this on a path change); resolves with
+   * the verdict, or null on a daemon without captive checks.
+   */
+  captiveCheck(trigger: CaptiveTrigger): Promise<CaptiveVerdict | null> {
+    return this.#p.captive?.check(trigger) ?? Promise.resolve(null);
   }
 
   /**
