@@ -31,6 +31,8 @@ import { atomicWriteFailures } from "../shared/atomic-write.ts";
 import type { CandidateRefresh } from "./candidate-refresh.ts";
 import type { ConnectionEvents } from "./connection-events.ts";
 import { ControlRequestError } from "./control-server.ts";
+import type { CaptiveMonitor, CaptiveTrigger } from "./captive.ts";
+import type { CaptiveStatus, CaptiveVerdict } from "../core/captive.ts";
 import type { DataPlane } from "./data-plane.ts";
 import type { DiagInputs } from "./diag/bundle.ts";
 import type { DrillRunner } from "./drill.ts";
@@ -94,6 +96,8 @@ export interface ControlParts {
   refusals: Refusals;
   /** The lockdown state recorded for the early-boot step (lockdown-state-store.ts). */
   lockdownState(): LockdownStateReport;
+  /** Captive-network checks and the sign-in exception (captive.ts); absent from a daemon without a captive probe. */
+  captive?: CaptiveMonitor;
   /** What the start-up reclaim did and how the ownership record's writes fare (status). */
   ownership?: {
     readonly reclaimed: {
@@ -123,6 +127,7 @@ export type DaemonStatus = ConnectionSnapshot & {
   killSwitch: KillSwitchStatus;
   dns: DnsStatus;
   pathMtu?: PathMtuStatus;
+  captive?: CaptiveStatus;
 };
 
 /** The active leg's in-tunnel numbers over the health window. */
@@ -187,6 +192,7 @@ export class ControlFacade {
       killSwitch: p.dataPlane.killSwitchStatus(),
       dns: p.dataPlane.dnsStatus(),
       ...(p.pathMtu == null ? {} : { pathMtu: p.pathMtu.status() }),
+      ...(p.captive === undefined ? {} : { captive: p.captive.status() }),
     };
   }
 
@@ -287,6 +293,8 @@ export class ControlFacade {
     p.loop.track(p.candidates.discover());
     p.loop.track(p.networkMemory.refresh());
     p.networkWatch?.start();
+    // A captive network found at start says "Sign in to this network" before the user even tries to connect.
+    if (p.captive !== undefined) p.loop.track(p.captive.check("start"));
   }
 
   /**
@@ -298,6 +306,7 @@ export class ControlFacade {
    */
   async connect(): Promise<ConnectPayload> {
     const p = this.#p;
+    p.captive?.userConnected();
     let inForce: Promise<void> = Promise.resolve();
     await p.dataPlane.whileConnectPending(async () => {
       p.dataPlane.refreshKillSwitch("resolving");
@@ -410,6 +419,7 @@ export class ControlFacade {
         run: () => {
           p.loop.stopTimers();
           p.candidates.stop();
+          p.captive?.stop();
         },
       },
       {
@@ -440,6 +450,14 @@ export class ControlFacade {
         }
       : { name: "removing the kill switch", budgetMs: SHUTDOWN_STEP_MS, run: () => p.dataPlane.removeKillSwitch() };
     return runShutdown(steps, last, p.log);
+  }
+
+  /**
+   * Checks the network for a captive portal now (the network monitor calls this on a path change); resolves with
+   * the verdict, or null on a daemon without captive checks.
+   */
+  captiveCheck(trigger: CaptiveTrigger): Promise<CaptiveVerdict | null> {
+    return this.#p.captive?.check(trigger) ?? Promise.resolve(null);
   }
 
   /**

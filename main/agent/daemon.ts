@@ -19,10 +19,18 @@ import {
   type MachineContext,
   type MachineState,
 } from "../core/connection/machine.ts";
-import type { ConnectionSnapshot, Effect, MachineInput, ProbeSample, TimerId } from "../core/connection/types.ts";
+import type {
+  ConnectionSnapshot,
+  ConnectionStateName,
+  Effect,
+  MachineInput,
+  ProbeSample,
+  TimerId,
+} from "../core/connection/types.ts";
 import { failoverAtWall, raceAtWall, snapshotAtWall } from "../core/connection/wall-time.ts";
 import type { Platform } from "../../native/platform/platform.ts";
 import { Refusals, type RefusedInput } from "../core/net/refusals.ts";
+import { CaptiveMonitor, type CaptiveProbe } from "./captive.ts";
 import { CandidateRefresh, networkFinder, type CandidateFinder } from "./candidate-refresh.ts";
 import { systemClock, wallAt, wallOffset, type Clock, type Timer } from "./clock.ts";
 import { ConnectionEvents } from "./connection-events.ts";
@@ -68,6 +76,8 @@ export interface DaemonDeps {
   startMonitor?: (opts: MonitorOptions) => Monitor;
   /** What detourd owns on the host, noted as the platform creates it (ownership.ts); none in most unit tests. */
   ownership?: OwnershipRecord;
+  /** How captive networks are checked (captive-probe.ts on a real host); absent: no captive checks. */
+  captiveProbe?: CaptiveProbe;
 }
 
 /** One input's effects may feed inputs back; more than this many in one drain is a loop, not work. */
@@ -97,6 +107,7 @@ export class Daemon {
   readonly #events: ConnectionEvents;
   readonly #telemetry: TelemetryHandle;
   readonly #loopView: DaemonLoop;
+  readonly #captive: CaptiveMonitor | undefined;
 
   constructor(opts: DaemonOptions, deps: DaemonDeps) {
     const platform = deps.ownership?.watch(deps.platform) ?? deps.platform;
@@ -173,6 +184,7 @@ export class Daemon {
         reportKillSwitch: (change, status, detail) => {
           this.#events.announce({ type: "kill-switch", at: this.#clock.wall(), change, status, detail });
         },
+        captive: () => this.#captive?.killSwitchInputs() ?? { checkAddresses: [], captiveException: null },
         reportDns: (change, status, detail) => {
           this.#telemetry.current?.emitEvent(
             "detour.dns.reasserted",
@@ -204,6 +216,37 @@ export class Daemon {
             },
             platform.mtu,
           );
+    const captiveProbe = deps.captiveProbe;
+    this.#captive =
+      captiveProbe === undefined
+        ? undefined
+        : new CaptiveMonitor({
+            config,
+            probe: captiveProbe,
+            networkResolvers: () => this.#dataPlane.networkResolvers(),
+            applyKillSwitch: () => {
+              this.#dataPlane.refreshKillSwitch();
+              return this.#dataPlane.settled();
+            },
+            // The user wanted a connection (it failed on the portal): connect at once rather than at the next retry.
+            reconnect: () => {
+              if (this.#state.name !== "error") return;
+              this.control.connect().catch((err: unknown) => {
+                log.error("connect after the captive sign-in failed", { err });
+              });
+            },
+            report: (change, status) => {
+              log.info("captive", { change, state: status.state, reason: status.reason, exception: status.exception });
+              this.#telemetry.current?.emitEvent(
+                "detour.captive",
+                { change, ...status },
+                { change, state: status.state, exception: status.exception.state },
+              );
+            },
+            clock: this.#clock,
+            log,
+            track,
+          });
     const busy = (): boolean => ["resolving", "racing", "failing-over"].includes(this.#state.name);
     const spares = new WireGuardSparePool(
       {
@@ -317,6 +360,7 @@ export class Daemon {
       refusals,
       pathMtu,
       ...(deps.ownership === undefined ? {} : { ownership: deps.ownership }),
+      ...(this.#captive === undefined ? {} : { captive: this.#captive }),
       log,
     });
   }
@@ -453,6 +497,7 @@ export class Daemon {
         if (e.event.type === "state") {
           log.info("state", { state: e.event.state, detail: e.event.detail });
           this.#dataPlane.refreshKillSwitch();
+          this.#captiveOnState(e.event.state);
         }
         // A race started under an older policy may bring up a leg the policy now forbids.
         if (e.event.type === "state" || e.event.type === "race-ended") {
@@ -461,6 +506,18 @@ export class Daemon {
         this.#events.emit(e.event, wallOffset(this.#clock));
         return;
     }
+  }
+
+  /**
+   * A connect that failed with no gateway answering at all is the typical sign of a captive portal: check the
+   * network. A tunnel that came up proves the network open (an open sign-in exception closes).
+   */
+  #captiveOnState(state: ConnectionStateName): void {
+    const c = this.#captive;
+    if (c === undefined) return;
+    if (state === "connected") c.connected();
+    else if (state === "error" && !this.#candidates.reachable().some((x) => x.probe?.answered === true))
+      c.connectFailed();
   }
 
   /**

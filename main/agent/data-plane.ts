@@ -14,6 +14,7 @@ import { routesForLeg } from "../core/connection/route-policy.ts";
 import type { Candidate, ConnectionStateName, Leg } from "../core/connection/types.ts";
 import {
   killSwitchPolicy,
+  type CaptiveExceptionInput,
   legEndpoints,
   type GatewayEndpoint,
   type KillSwitchChange,
@@ -51,6 +52,8 @@ export interface DataPlaneHost {
   ownGroup?: number | null;
   /** A kill-switch failure, recovery or restoration: the daemon turns it into an event and telemetry. */
   reportKillSwitch?(change: KillSwitchChange, status: KillSwitchStatus, detail: string): void;
+  /** The captive check's addresses and the sign-in exception (captive.ts); absent: none. */
+  captive?(): { checkAddresses: string[]; captiveException: CaptiveExceptionInput | null };
   /** The tunnel's resolvers were put back after other software rewrote them, or could not be: telemetry. */
   reportDns?(change: "reasserted" | "failed", status: DnsStatus, detail: string): void;
 }
@@ -210,13 +213,14 @@ export class DataPlane {
         tunnelDevices: [`${this.#host.ifnamePrefix}-*`, "ipsec*"],
         dnsServers: cfg.discovery.dns?.servers ?? [],
         // detourd's own lookups (gateways by hostname, the portal) use the network's resolvers.
-        ownResolvers: this.#networkResolvers(),
+        ownResolvers: this.networkResolvers(),
         // Trusted network detection's TLS checks (trusted-networks.ts) must work under lockdown too.
         trustedHosts: (cfg.trustedNetworks?.rules ?? []).map((r) => ({
           address: r.tlsHost.address,
           port: r.tlsHost.port,
         })),
         ...(this.#host.ownGroup == null ? {} : { ownGroup: this.#host.ownGroup }),
+        ...(this.#host.captive?.() ?? {}),
       });
     } catch (err) {
       this.#host.log.error("kill switch policy failed", { err });
@@ -263,7 +267,7 @@ export class DataPlane {
    * The resolvers of the network (IPv4 or IPv6 `nameserver` lines of the resolv.conf that describes it), for the
    * kill switch's own-resolver allowance; an unreadable file gives none (detourd's lookups then fail closed).
    */
-  #networkResolvers(): string[] {
+  networkResolvers(): string[] {
     let text: string;
     try {
       text = readFileSync(this.networkResolvConf(), "utf8");

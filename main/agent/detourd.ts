@@ -18,6 +18,7 @@ import { CommandRefused, ControlServer } from "./control-server.ts";
 import { systemClock } from "./clock.ts";
 import { linuxPlatform, peerUidOf } from "../../native/platform/linux.ts";
 import type { ControlFacade } from "./control-facade.ts";
+import { networkCaptiveProbe } from "./captive-probe.ts";
 import { Daemon } from "./daemon.ts";
 import { adoptOwnGroup, DEFAULT_OWN_GROUP, ownGroupId } from "./own-group.ts";
 import { installFaultHandlers, type FaultHandling } from "./faults.ts";
@@ -188,7 +189,11 @@ async function main(): Promise<void> {
         log,
         version: VERSION,
       },
-      { platform, ownership },
+      {
+        platform,
+        ownership,
+        captiveProbe: networkCaptiveProbe(),
+      },
     ));
   } catch (e) {
     process.stderr.write(`detourd: ${(e as Error).message}\n`);

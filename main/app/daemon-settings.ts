@@ -32,6 +32,8 @@ export const DAEMON_SETTINGS: Record<SettingKey, { label: string; kind: Kind }> 
   "retry.maxMs": { label: "Longest wait between retries", kind: "ms" },
   "telemetry.endpoint": { label: "Telemetry collector", kind: "text" },
   "telemetry.intervalMs": { label: "Telemetry report interval", kind: "ms" },
+  "captive.exceptionMs": { label: "Time allowed to sign in to a captive network", kind: "ms" },
+  "captive.allowException": { label: "Allow signing in to captive networks", kind: "switch" },
 };
 
 /** Protocol and leg names as the rest of the app writes them. */

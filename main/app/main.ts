@@ -27,6 +27,7 @@ import { callForChannel, invokeCall } from "./ipc-contract.ts";
 import { NotifyRules } from "./notify-rules.ts";
 import { DaemonPolicyLocks } from "./policy-locks.ts";
 import { Settings, type PreferenceStore } from "./settings-model.ts";
+import { SignInNavigation, signInWindowOptions } from "./sign-in-window.ts";
 import { trayIconFile, trayMenu, trayState, trayTooltip, type MenuItemModel, type TrayAction } from "./tray-model.ts";
 
 /** The window's size: the five views fit without scrolling at 100 % zoom; it reflows at 200 %. */
@@ -125,6 +126,9 @@ function start(): void {
       case "open-window":
         showWindow();
         return;
+      case "open-sign-in":
+        showSignInWindow(a.url);
+        return;
       case "diagnostics":
         void host.createDiagnostics().then((r) => {
           new Notification(
@@ -198,6 +202,41 @@ function icon(state: ReturnType<typeof trayState>): Electron.NativeImage {
 
 function applyLoginItem(p: Preferences): void {
   app.setLoginItemSettings({ openAtLogin: p.startAtLogin });
+}
+
+let signIn: BrowserWindow | null = null;
+
+/**
+ * The captive portal's page in a window of its own (sign-in-window.ts): no preload, sandboxed, an in-memory session,
+ * navigation kept to the portal's origin and where it redirected; new windows refused.
+ */
+function showSignInWindow(url: string): void {
+  const nav = SignInNavigation.for(url);
+  if (nav === null) return;
+  signIn?.close();
+  const w = new BrowserWindow({ ...signInWindowOptions(), show: true });
+  signIn = w;
+  const wc = w.webContents;
+  wc.setWindowOpenHandler(() => ({ action: "deny" }));
+  wc.on("will-navigate", (e) => {
+    if (!nav.mayNavigate(e.url)) e.preventDefault();
+  });
+  wc.on("will-frame-navigate", (e) => {
+    if (!nav.mayNavigate(e.url)) e.preventDefault();
+  });
+  wc.on("will-redirect", (e) => {
+    if (!nav.followRedirect(wc.getURL() === "" ? null : wc.getURL(), e.url)) e.preventDefault();
+  });
+  wc.on("will-attach-webview", (e) => {
+    e.preventDefault();
+  });
+  w.webContents.session.setPermissionRequestHandler((_wc, _permission, callback) => {
+    callback(false);
+  });
+  w.on("closed", () => {
+    if (signIn === w) signIn = null;
+  });
+  void w.loadURL(url);
 }
 
 function showWindow(): void {

@@ -135,3 +135,41 @@ test("waiting-for-a-network-has-its-own-sentence-the-idle-icon-and-disconnect-in
   const disconnect = find(trayMenu(s), "Disconnect");
   assert.ok(disconnect?.kind === "action" && disconnect.enabled, "the user can stop waiting");
 });
+
+test("a-captive-network-says-sign-in-and-offers-the-sign-in-page", () => {
+  const captive = status({
+    state: "error",
+    gateway: null,
+    protocol: null,
+    summary: "No gateway reachable",
+    captive: {
+      state: "sign-in-required",
+      reason: "the check URL was redirected to http://198.18.205.1/signin",
+      portalUrl: "http://198.18.205.1/signin",
+      checkedAt: 1,
+      checks: 1,
+      exception: {
+        state: "open",
+        openedAt: 1,
+        closesAt: 300_001,
+        portalAddresses: ["198.18.205.1"],
+        resolvers: ["198.18.53.2"],
+        closedReason: null,
+        opened: 1,
+      },
+    },
+  });
+  assert.match(traySentence(captive), /^Sign in to this network: the check URL was redirected/);
+  const item = trayMenu(captive).find((m) => m.kind === "action" && m.label === "Open sign-in page");
+  assert.deepEqual(item, {
+    kind: "action",
+    label: "Open sign-in page",
+    enabled: true,
+    action: { type: "open-sign-in", url: "http://198.18.205.1/signin" },
+  });
+  assert.equal(
+    trayMenu(status()).some((m) => m.kind === "action" && m.label === "Open sign-in page"),
+    false,
+    "no sign-in item on an open network",
+  );
+});

@@ -74,6 +74,8 @@ function unreachableSentence(u: Unreachable | null): string {
  */
 export function traySentence(s: StatusPayload | null, unreachable: Unreachable | null = null): string {
   if (s === null) return unreachableSentence(unreachable);
+  if (s.captive?.state === "sign-in-required" && s.state !== "connected")
+    return `Sign in to this network: ${s.captive.reason ?? "it shows a sign-in page first"}`;
   const summary = s.summary.replace(/\s+/g, " ").trim();
   // Disconnected on purpose on a trusted network: say which rule, so nobody takes it for a failure.
   if (s.state === "disconnected" && s.trusted?.trusted === true && s.trusted.policy === "disconnect")
@@ -98,6 +100,7 @@ export type TrayAction =
   | { type: "disconnect" }
   | { type: "set-gateway"; gateway: string | null }
   | { type: "open-window" }
+  | { type: "open-sign-in"; url: string }
   | { type: "diagnostics" }
   | { type: "quit" };
 
@@ -138,11 +141,21 @@ export function trayMenu(s: StatusPayload | null, unreachable: Unreachable | nul
       ? { kind: "action", label: "Disconnect (not allowed by policy)", enabled: false, action: { type: "disconnect" } }
       : { kind: "action", label: "Disconnect", enabled: up && !idle, action: { type: "disconnect" } },
     { kind: "submenu", label: "Gateway", enabled: up, items: gateways },
+    ...signInItems(s),
     { kind: "separator" },
     { kind: "action", label: "Open Detour", enabled: true, action: { type: "open-window" } },
     { kind: "action", label: "Create diagnostic bundle", enabled: true, action: { type: "diagnostics" } },
     { kind: "separator" },
     { kind: "action", label: "Quit Detour", enabled: true, action: { type: "quit" } },
+  ];
+}
+
+/** "Open sign-in page" while the network wants a sign-in and detourd found the page. */
+export function signInItems(s: StatusPayload | null): MenuItemModel[] {
+  const c = s?.captive;
+  if (c?.state !== "sign-in-required" || c.portalUrl === null) return [];
+  return [
+    { kind: "action", label: "Open sign-in page", enabled: true, action: { type: "open-sign-in", url: c.portalUrl } },
   ];
 }
 

@@ -440,3 +440,35 @@ test("the-kill-switch-line-says-plainly-when-it-is-not-in-force", () => {
   );
   assert.match(formatKillSwitch({ ...k, state: "failed", lastError: "nft: not found" }, opts), /^FAILED: not in force/);
 });
+
+test("status-says-sign-in-to-this-network-with-the-page-and-the-exception", () => {
+  const out = formatStatus(
+    {
+      ...ERROR,
+      captive: {
+        state: "sign-in-required",
+        reason: "the check URL was redirected to http://198.18.205.1/signin",
+        portalUrl: "http://198.18.205.1/signin",
+        checkedAt: T0,
+        checks: 1,
+        exception: {
+          state: "open",
+          openedAt: T0,
+          closesAt: T0 + 300_000,
+          portalAddresses: ["198.18.205.1"],
+          resolvers: ["198.18.53.2"],
+          closedReason: null,
+          opened: 1,
+        },
+      },
+    },
+    opts,
+  );
+  assert.match(
+    out,
+    /network +Sign in to this network: the check URL was redirected to http:\/\/198\.18\.205\.1\/signin/,
+  );
+  assert.match(out, /sign-in page +http:\/\/198\.18\.205\.1\/signin/);
+  assert.match(out, /sign-in exception +open until .*: DNS to 198\.18\.53\.2, HTTP\(S\) to 198\.18\.205\.1/);
+  assert.doesNotMatch(formatStatus(ERROR, opts), /Sign in/);
+});

@@ -168,6 +168,20 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
   if (s.killSwitch !== undefined) rows.push(["kill switch", formatKillSwitch(s.killSwitch, opts)]);
   const trusted = trustedSentence(s.trusted);
   if (trusted !== null) rows.push(["network", oneLine(trusted)]);
+  const c = s.captive;
+  if (c?.state === "sign-in-required") {
+    rows.push(["network", `Sign in to this network: ${oneLine(c.reason ?? "a captive portal")}`]);
+    if (c.portalUrl !== null) rows.push(["sign-in page", c.portalUrl]);
+  }
+  if (c !== undefined && c.exception.state !== "closed") {
+    const ex = c.exception;
+    rows.push([
+      "sign-in exception",
+      ex.state === "forbidden"
+        ? "forbidden by configuration or policy"
+        : `open until ${ex.closesAt === null ? "-" : clock(ex.closesAt)}: DNS to ${ex.resolvers.join(", ") || "-"}, HTTP(S) to ${ex.portalAddresses.join(", ") || "-"}`,
+    ]);
+  }
   const t = s.telemetry;
   if (t !== undefined && t.rttMs !== null) {
     const loss = t.lossPct === null ? "loss unknown" : `loss ${t.lossPct.toFixed(1)} % over ${t.samples} probes`;

@@ -256,3 +256,34 @@ test("trusted-hosts-are-allowed-only-while-blocking-and-never-inside-a-protected
   assert.deepEqual(full.trustedHosts, [], "a full tunnel protects the trusted host too");
   assert.equal(killSwitchPolicy(input("disconnected", { trustedHosts })), null);
 });
+
+test("blocking-lets-detourds-own-captive-check-and-an-open-sign-in-exception-out-and-nothing-protected", () => {
+  const r = rules("error", {
+    lockdown: true,
+    ownGroup: 64950,
+    checkAddresses: ["198.18.204.1", "198.19.0.7"],
+    captiveException: { portalAddresses: ["198.18.205.1", "198.19.0.1", "127.0.0.1"], resolvers: [DNS, "::1"] },
+  });
+  assert.deepEqual(r.checkAddresses, ["198.18.204.1"], "a protected check address is dropped");
+  assert.deepEqual(r.captiveException, { portalAddresses: ["198.18.205.1"], resolvers: [DNS] });
+});
+
+test("without-a-captive-input-the-rules-carry-no-captive-fields", () => {
+  const r = rules("error", { lockdown: true, checkAddresses: [], captiveException: null });
+  assert.equal("checkAddresses" in r, false);
+  assert.equal("captiveException" in r, false);
+});
+
+test("a-split-tunnel-without-lockdown-and-the-connected-state-need-no-captive-exception", () => {
+  const ex = { portalAddresses: ["198.18.205.1"], resolvers: [DNS] };
+  assert.equal(rules("error", { captiveException: ex }).captiveException, undefined);
+  assert.equal(rules("connected", { lockdown: true, captiveException: ex }).captiveException, undefined);
+});
+
+test("a-full-tunnel-lets-the-portal-through-during-the-exception", () => {
+  const r = rules("error", {
+    protectedNetworks: ["0.0.0.0/0"],
+    captiveException: { portalAddresses: ["198.18.205.1"], resolvers: [DNS] },
+  });
+  assert.deepEqual(r.captiveException?.portalAddresses, ["198.18.205.1"]);
+});

@@ -22,6 +22,12 @@
  * family its probe chose); the protected networks are IPv4, as the tunnels carry IPv4 only. Blocking drops all
  * other IPv6 too, and a full tunnel lets no IPv6 leave except to a gateway endpoint.
  *
+ * Captive networks: wherever the underlay is blocked, detourd's own check of the network (`checkAddresses`: TCP 80
+ * and 443, detourd's group only) may leave, and while the user signs in to a captive portal a bounded exception
+ * (`captiveException`) lets any process reach the network's resolvers (53) and the portal's addresses (TCP 80 and
+ * 443), nothing else. Neither ever opens a protected destination (outside a full tunnel) or a special-use address:
+ * those are dropped here, so a hostile portal cannot name an intranet host or loopback as "its" address.
+ *
  * Loopback is always allowed. Wherever the underlay is blocked, the host's own upkeep of its underlay address
  * (DHCP, IPv6 neighbour and router discovery) is allowed too: an error state can last for minutes of retry
  * backoff, and a lease that lapses meanwhile leaves nothing for the next attempt to connect over.
@@ -29,6 +35,7 @@
 import type { ConnectionStateName, LegKind } from "./connection/types.ts";
 import { canonicalIp, ipFamily } from "./ip-address.ts";
 import type { KillSwitchMode } from "./killswitch-status.ts";
+import { specialUseReason } from "./net/address-guard.ts";
 
 export type EndpointProtocol = "udp" | "tcp";
 
@@ -72,6 +79,18 @@ export interface KillSwitchInput {
    * resolvers) match only sockets of this group, so no other local process can use them. Absent: unbound.
    */
   ownGroup?: number;
+  /** Where detourd's captive-network check connects (TCP 80 and 443, detourd's group only); only while blocking. */
+  checkAddresses?: readonly string[];
+  /** The sign-in exception while the user signs in to a captive portal (captive.ts); absent or null: none. */
+  captiveException?: CaptiveExceptionInput | null;
+}
+
+/** The narrow hole a captive portal's sign-in needs, for any process (the user's browser). */
+export interface CaptiveExceptionInput {
+  /** The portal's addresses (from the check's redirect target): TCP 80 and 443. */
+  portalAddresses: readonly string[];
+  /** The network's resolvers: UDP and TCP 53. */
+  resolvers: readonly string[];
 }
 
 export type { KillSwitchMode } from "./killswitch-status.ts";
@@ -107,6 +126,10 @@ export interface KillSwitchRules {
   blockUnderlay: boolean;
   /** Allow DHCPv4, DHCPv6 and IPv6 neighbour/router discovery on the underlay (set wherever blockUnderlay is). */
   underlayUpkeep: boolean;
+  /** Present only while blocking with check addresses: TCP 80 and 443 to them, bound to ownGroup. */
+  checkAddresses?: string[];
+  /** Present only while blocking with an open sign-in exception: for any process, never a protected address. */
+  captiveException?: { portalAddresses: string[]; resolvers: string[] };
 }
 
 /** The ports of one gateway, per protocol, as the configuration holds them. */
@@ -172,16 +195,19 @@ export function killSwitchPolicy(input: KillSwitchInput): KillSwitchRules | null
   const fullTunnel = networks.some((p) => p.len === 0);
   const protectedNetworks = fullTunnel ? [FULL_TUNNEL] : networks.map(formatPrefix);
   const base = { state: input.state, fullTunnel, protectedNetworks, tunnelDevices, gatewayEndpoints, ownGroup };
+  const captive = captiveAllowances(input, networks, fullTunnel);
   // Waiting for a network holds like connecting: the first route must not let protected traffic out in clear.
   switch (input.state) {
     case "disconnected":
-      return input.lockdown ? blocking(base, dnsServers, ownResolvers, trustedHosts) : null;
+      return input.lockdown ? blocking(base, dnsServers, ownResolvers, trustedHosts, captive) : null;
     case "resolving":
     case "racing":
     case "failing-over":
     case "error":
     case "waiting-for-network":
-      return input.lockdown || fullTunnel ? blocking(base, dnsServers, ownResolvers, trustedHosts) : tunnelOnly(base);
+      return input.lockdown || fullTunnel
+        ? blocking(base, dnsServers, ownResolvers, trustedHosts, captive)
+        : tunnelOnly(base);
     case "connected":
       // Discovery rechecks while connected go through the tunnel (full tunnel) or are not ours to police (split).
       return tunnelOnly(base);
@@ -214,6 +240,7 @@ function blocking(
   dnsServers: string[],
   ownResolvers: string[],
   trustedHosts: GatewayEndpoint[],
+  captive: Pick<KillSwitchRules, "checkAddresses" | "captiveException">,
 ): KillSwitchRules {
   return {
     ...base,
@@ -223,7 +250,36 @@ function blocking(
     trustedHosts,
     blockUnderlay: true,
     underlayUpkeep: true,
+    ...captive,
   };
+}
+
+/**
+ * The captive allowances, normalised and judged: a protected destination (outside a full tunnel), loopback or
+ * another special-use address is dropped, so neither the check nor a portal's answer can open an intranet host.
+ * Empty parts are left out, so rules without them compare equal to rules from before they existed.
+ */
+function captiveAllowances(
+  input: KillSwitchInput,
+  networks: Prefix[],
+  fullTunnel: boolean,
+): Pick<KillSwitchRules, "checkAddresses" | "captiveException"> {
+  const usable = (a: string): boolean => {
+    if (specialUseReason(a) !== null) return false;
+    if (fullTunnel || ipFamily(a) !== "ipv4") return true;
+    const n = ipv4ToInt(a);
+    return !networks.some((p) => n >= p.base && n < p.base + 2 ** (32 - p.len));
+  };
+  const out: Pick<KillSwitchRules, "checkAddresses" | "captiveException"> = {};
+  const check = normaliseAddresses(input.checkAddresses ?? [], "captive check").filter(usable);
+  if (check.length > 0) out.checkAddresses = check;
+  const ex = input.captiveException;
+  if (ex != null) {
+    const portalAddresses = normaliseAddresses(ex.portalAddresses, "captive portal").filter(usable);
+    const resolvers = normaliseAddresses(ex.resolvers, "captive resolver").filter(usable);
+    if (portalAddresses.length > 0 || resolvers.length > 0) out.captiveException = { portalAddresses, resolvers };
+  }
+  return out;
 }
 
 /** 127.0.0.0/8 and ::1 (canonical spelling): always allowed through loopback, never an underlay rule. */

@@ -97,8 +97,10 @@ function check(rules: KillSwitchRules): void {
       bad("protected network", p);
   }
   for (const d of rules.tunnelDevices) if (!IFNAME_OR_PATTERN_RE.test(d) || d === "lo") bad("tunnel device", d);
-  for (const a of [...rules.dnsServers, ...rules.ownResolvers])
+  for (const a of [...rules.dnsServers, ...rules.ownResolvers, ...(rules.captiveException?.resolvers ?? [])])
     if (!IPV4_RE.test(a) && !isIPv6(a)) bad("DNS server", a);
+  for (const a of [...(rules.checkAddresses ?? []), ...(rules.captiveException?.portalAddresses ?? [])])
+    if (!IPV4_RE.test(a) && !isIPv6(a)) bad("captive address", a);
   if (rules.ownGroup !== null && !validGid(rules.ownGroup)) bad("own group id", rules.ownGroup);
   for (const e of [...rules.gatewayEndpoints, ...rules.trustedHosts]) {
     if (!IPV4_RE.test(e.address) && !isIPv6(e.address)) bad("gateway address", e.address);
@@ -154,6 +156,11 @@ const UPKEEP: readonly Allowance[] = [
   },
 ];
 
+/** HTTP and HTTPS to one address (the captive check's and the portal's). */
+function web(a: string, bind: string, purpose: string): Allowance {
+  return { match: `${bind}${daddr(a)} tcp dport { 80, 443 }`, comment: `${purpose} ${a}` };
+}
+
 /** What may leave outside the tunnel devices from this host, in rule order. */
 function allowances(rules: KillSwitchRules): Allowance[] {
   const bind = own(rules);
@@ -170,6 +177,13 @@ function allowances(rules: KillSwitchRules): Allowance[] {
       match: `${bind}${daddr(e.address)} tcp dport ${String(e.port)}`,
       comment: `trusted-host tcp ${isIPv6(e.address) ? `[${e.address}]` : e.address}:${String(e.port)}`,
     })),
+    // detourd's own check of the network, and the sign-in exception (any process: the user's browser signs in).
+    ...(rules.checkAddresses ?? []).map((a) => web(a, bind, "captive-check")),
+    ...(rules.captiveException?.resolvers ?? []).map((a) => ({
+      match: `${daddr(a)} meta l4proto { tcp, udp } th dport 53`,
+      comment: `captive-dns ${a}`,
+    })),
+    ...(rules.captiveException?.portalAddresses ?? []).map((a) => web(a, "", "captive-portal")),
     ...(rules.underlayUpkeep ? UPKEEP : []),
   ];
 }

@@ -344,3 +344,32 @@ test("a-trusted-networks-tls-host-is-allowed-for-detourd-only-while-blocking", (
     /invalid gateway address/,
   );
 });
+
+test("the-captive-check-is-bound-to-detourd-and-the-sign-in-exception-is-for-any-process", () => {
+  const r = killSwitchPolicy({
+    state: "error",
+    lockdown: true,
+    protectedNetworks: ["198.19.0.0/24"],
+    gatewayEndpoints: [],
+    tunnelDevices: ["dt-*"],
+    dnsServers: [],
+    ownGroup: 64950,
+    checkAddresses: ["198.18.204.1"],
+    captiveException: { portalAddresses: ["198.18.205.1"], resolvers: ["198.18.53.2"] },
+  });
+  assert.ok(r !== null);
+  const text = renderKillSwitch(r);
+  assert.match(
+    text,
+    /meta skgid 64950 ip daddr 198\.18\.204\.1 tcp dport \{ 80, 443 \} counter accept comment "captive-check/,
+  );
+  assert.match(text, /\tip daddr 198\.18\.205\.1 tcp dport \{ 80, 443 \} counter accept comment "captive-portal/);
+  assert.match(
+    text,
+    /\tip daddr 198\.18\.53\.2 meta l4proto \{ tcp, udp \} th dport 53 counter accept comment "captive-dns/,
+  );
+  assert.throws(
+    () => renderKillSwitch({ ...r, captiveException: { portalAddresses: ["1.2.3.4 accept"], resolvers: [] } }),
+    /invalid captive address/,
+  );
+});

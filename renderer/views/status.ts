@@ -1,6 +1,7 @@
 /** Status: the daemon's sentence, state, gateway, protocol, since, live latency and loss sparklines, connect/disconnect. */
 import { h, setText, svg } from "../dom.ts";
-import { PROTOCOL_LABELS, since } from "../format.ts";
+import { clock, PROTOCOL_LABELS, since } from "../format.ts";
+import { captivePanel } from "./captive.ts";
 import { sparklinePath } from "../sparkline.ts";
 import type { Model, View, ViewContext } from "./view.ts";
 
@@ -46,6 +47,7 @@ export function statusView(ctx: ViewContext): View {
   const connect = h("button", { type: "button", class: "primary" }, "Connect");
   const disconnect = h("button", { type: "button" }, "Disconnect");
   const problem = h("p", { class: "problem", role: "alert" });
+  const captive = captivePanel();
   connect.addEventListener("click", () => {
     void ctx.api.connect().then((r) => {
       setText(problem, r.ok ? "" : r.message);
@@ -63,6 +65,7 @@ export function statusView(ctx: ViewContext): View {
     {},
     h("h2", {}, "Status"),
     sentence,
+    captive.panel,
     h("div", { class: "actions" }, connect, disconnect),
     problem,
     h("dl", { class: "fields" }, stateRow, gwRow, protoRow, sinceRow, standbyRow),
@@ -74,6 +77,7 @@ export function statusView(ctx: ViewContext): View {
     panel,
     update(m: Model): void {
       const s = m.status;
+      captive.update(s, clock);
       if (s === null) {
         setText(sentence, m.unreachable ?? "Detour's service is not running");
         for (const el of [state, gateway, protocol, sinceDd, standby]) setText(el, "-");

@@ -13,6 +13,7 @@ import {
   type ImpairmentSpec,
 } from "./impair.ts";
 import { agentLogs, agentStart, agentStop } from "./agent.ts";
+import { portalCommand } from "./captive.ts";
 import * as lab from "./lab.ts";
 import { formatSelftest, selftest } from "./selftest.ts";
 import { DISTANCE_PROFILES, GATEWAY_NAMES, NETWORK_NAMES, USER_DISTANCES } from "./topology.ts";
@@ -64,6 +65,8 @@ usage: npm run lab -- <command> [options]
   dashboard [--port N]       serve the collector's dashboard on 127.0.0.1:N (default ${DASHBOARD_PORT}) for a browser on
                              this host, until Ctrl-C (a socat forwarder into the collector namespace; not used by tests)
   leftovers                  list anything of the lab still on the host (exit 1 if any)
+  portal on|off              put the client behind a captive portal (DNS and HTTP answered by a sign-in page,
+                             everything else dropped, until a form POST signs it in) or take the portal away
 
 options: --id <lab id> (default "${lab.DEFAULT_LAB_ID}", or DETOUR_LAB_ID) to run several labs side by side.`;
 
@@ -295,6 +298,9 @@ async function main(argv: string[]): Promise<number> {
       if (r.error !== undefined) throw r.error;
       return r.status ?? 1;
     }
+    case "portal":
+      console.log(await portalCommand(oneOf("portal", args[0], ["on", "off"] as const), id));
+      return 0;
     case "leftovers": {
       const left = await lab.leftovers(id);
       console.log(left.length === 0 ? "nothing left" : left.join("\n"));

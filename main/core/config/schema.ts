@@ -366,6 +366,25 @@ export const RetryPolicy = z
   })
   .strict();
 
+/**
+ * Captive networks (hotel and airport sign-in pages). The check URL is fetched outside the tunnel: a 204 (or an
+ * empty 200) means the network lets traffic through; a redirect or other content means a portal is in the way.
+ * While the user signs in, the kill switch lets DNS and HTTP(S) to the portal through for `exceptionMs` at most.
+ */
+export const CaptivePolicy = z
+  .object({
+    /** Plain http on purpose: a portal can only intercept (and so reveal itself on) an unencrypted request. */
+    checkUrl: z
+      .url()
+      .refine((u) => u.startsWith("http://"), { message: "the captive check URL must be an http:// URL" })
+      .default("http://connectivitycheck.gstatic.com/generate_204"),
+    /** How long one sign-in exception stays open: five minutes is a typical portal's form plus a payment page. */
+    exceptionMs: z.number().int().min(1000).max(3_600_000).default(300_000),
+    /** Whether the sign-in exception may be opened at all (a locked-down fleet's policy may forbid it). */
+    allowException: z.boolean().default(true),
+  })
+  .strict();
+
 export const DetourConfig = z
   .object({
     version: z.literal(1),
@@ -433,6 +452,11 @@ export const DetourConfig = z
     trustedNetworks: TrustedNetworks.optional(),
     /** Whether the user may disconnect (false: always-on, the control socket refuses a disconnect). */
     allowDisconnect: z.boolean().default(true),
+    captive: CaptivePolicy.default({
+      checkUrl: "http://connectivitycheck.gstatic.com/generate_204",
+      exceptionMs: 300_000,
+      allowException: true,
+    }),
   })
   .strict();
 
@@ -448,6 +472,7 @@ export type TelemetryConfig = z.infer<typeof Telemetry>;
 export type DiagnosticsConfig = z.infer<typeof Diagnostics>;
 export type TrustedNetworksConfig = z.infer<typeof TrustedNetworks>;
 export type TrustedNetworkRuleConfig = z.infer<typeof TrustedNetworkRule>;
+export type CaptiveConfig = z.infer<typeof CaptivePolicy>;
 
 /** One problem in a configuration document: where it is and what was expected. */
 export interface ConfigIssue {

@@ -152,6 +152,7 @@ export function layer(base: DetourConfig, prefs: Settings, policy: PolicyDocumen
     health: { ...base.health, ...all.health },
     standby: { ...base.standby, ...all.standby },
     retry: { ...base.retry, ...all.retry },
+    captive: { ...base.captive, ...all.captive },
     telemetry:
       all.telemetry === undefined
         ? base.telemetry
@@ -231,8 +232,10 @@ function defaultValue(c: DetourConfig, k: SettingKey): unknown {
     case "standby.probeIntervalMs":
     case "standby.freshMs":
     case "retry.initialMs":
-    case "retry.maxMs": {
-      const [section, field] = k.split(".") as ["race" | "health" | "standby" | "retry", string];
+    case "retry.maxMs":
+    case "captive.exceptionMs":
+    case "captive.allowException": {
+      const [section, field] = k.split(".") as ["race" | "health" | "standby" | "retry" | "captive", string];
       return (c[section] as Record<string, unknown>)[field];
     }
   }

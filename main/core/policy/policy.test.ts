@@ -319,3 +319,16 @@ test("legs-and-candidates-outside-the-policy-are-not-allowed", async () => {
     [["gw2", ["anyconnect-tls"], 20]],
   );
 });
+
+test("the-policy-sets-the-captive-sign-in-bound-or-forbids-the-exception-and-users-cannot", () => {
+  const r = layer(base(), {}, policy({ captive: { exceptionMs: 60_000, allowException: false } }));
+  assert.ok(r.ok);
+  assert.equal(r.effective.config.captive.exceptionMs, 60_000);
+  assert.equal(r.effective.config.captive.allowException, false);
+  assert.equal(r.effective.config.captive.checkUrl, "http://connectivitycheck.gstatic.com/generate_204");
+  assert.deepEqual(r.effective.locked, ["captive.allowException", "captive.exceptionMs"]);
+  assert.match(preferenceRefusal(base(), "captive.allowException", true) ?? "", /only be set by your organisation/);
+  const unset = layer(base(), {}, null);
+  assert.ok(unset.ok);
+  assert.equal(unset.effective.values["captive.exceptionMs"], 300_000, "five minutes unless policy says otherwise");
+});

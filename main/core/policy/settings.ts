@@ -5,7 +5,15 @@
  * a default here, so "set" always means "someone wrote it" and a key the policy sets can be reported as locked.
  */
 import { z } from "zod";
-import { Gateway, HealthPolicy, RacePolicy, RetryPolicy, StandbyPolicy, Telemetry } from "../config/schema.ts";
+import {
+  CaptivePolicy,
+  Gateway,
+  HealthPolicy,
+  RacePolicy,
+  RetryPolicy,
+  StandbyPolicy,
+  Telemetry,
+} from "../config/schema.ts";
 
 /** The protocols a gateway can offer, as the configuration names them (AnyConnect covers its TLS and DTLS legs). */
 export const PROTOCOL_NAMES = ["wireguard", "ikev2", "anyconnect"] as const;
@@ -71,6 +79,13 @@ export const Settings = z
       })
       .strict()
       .optional(),
+    captive: z
+      .object({
+        exceptionMs: CaptivePolicy.shape.exceptionMs.unwrap().optional(),
+        allowException: CaptivePolicy.shape.allowException.unwrap().optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 export type Settings = z.infer<typeof Settings>;
@@ -103,6 +118,8 @@ export const SETTING_KEYS = {
   "retry.maxMs": "managed",
   "telemetry.endpoint": "managed",
   "telemetry.intervalMs": "managed",
+  "captive.exceptionMs": "managed",
+  "captive.allowException": "managed",
 } as const satisfies Record<string, "user" | "managed">;
 export type SettingKey = keyof typeof SETTING_KEYS;
 export const SETTING_KEY_LIST = Object.keys(SETTING_KEYS) as SettingKey[];

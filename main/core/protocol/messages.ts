@@ -21,6 +21,7 @@
  * request (bad JSON with no readable id, a line over MAX_LINE_LENGTH, no hello) has `id: null`. Envelopes are
  * strict (an unknown field is an error); payloads are loose objects, so a newer daemon may add fields.
  */
+import type { CaptiveStatus } from "../captive.ts";
 import type { LockdownStateReport } from "../lockdown-state.ts";
 import { z } from "zod";
 import {
@@ -438,6 +439,8 @@ export type StatusPayload = ConnectionSnapshot & {
   pathMtu?: PathMtuStatus;
   /** Which network this is (hashed key), what won on it, and what the network monitor said last. */
   network?: NetworkStatus;
+  /** Captive networks: "Sign in to this network" and the kill switch's sign-in exception (core/captive.ts). */
+  captive?: CaptiveStatus;
 };
 
 /** Trusted network detection as status shows it: which rule matched (or why none did) and what it means. */
@@ -594,6 +597,24 @@ export const StatusPayloadSchema = z.looseObject({
           wakes: z.int().min(0),
         })
         .optional(),
+    })
+    .optional(),
+  captive: z
+    .looseObject({
+      state: z.enum(["unknown", "checking", "open", "sign-in-required"]),
+      reason: z.string().nullable(),
+      portalUrl: z.string().nullable(),
+      checkedAt: z.number().nullable(),
+      checks: z.int().min(0),
+      exception: z.looseObject({
+        state: z.enum(["closed", "open", "forbidden"]),
+        openedAt: z.number().nullable(),
+        closesAt: z.number().nullable(),
+        portalAddresses: z.array(z.string()),
+        resolvers: z.array(z.string()),
+        closedReason: z.string().nullable(),
+        opened: z.int().min(0),
+      }),
     })
     .optional(),
 }) satisfies z.ZodType<StatusPayload>;
