@@ -71,7 +71,15 @@ const PLAIN: { leg: PlainLeg; gateway: string; setup: string; settings: string }
 interface Bench {
   topo: LabTopology;
   probe: ProbeClient;
+  /** Replaced by `reconnect`: detourd closes a request connection left idle 5 minutes, as during a long sleep. */
   client: ControlClient;
+  socket: string;
+}
+
+/** A fresh control connection (after a sleep the old one may have been closed as idle). */
+async function reconnect(b: Bench): Promise<void> {
+  b.client.close();
+  b.client = await ControlClient.connect(b.socket, { timeoutMs: 5000 });
 }
 
 function witnessRuleset(): string {
@@ -196,7 +204,9 @@ async function withDetour<T>(b: Bench, body: () => Promise<T>): Promise<{ value:
     return { value: await body(), failovers };
   } finally {
     sub.close();
-    await b.client.disconnect().catch(() => undefined);
+    // Whatever happened, detourd must let go of its tunnel: the engines alone use the same client identity next.
+    await reconnect(b);
+    await b.client.disconnect();
     await waitState(b.client, (s) => s.state === "disconnected", CONNECT_DEADLINE_MS);
     await sleep(SETTLE_MS);
   }
@@ -227,12 +237,14 @@ async function detourWake(b: Bench, row: RoamRow, seconds: number): Promise<void
   const before = await leakedSoFar(b.topo);
   const r = await withDetour(b, async () => {
     const { wokeAt } = await lab.sleepClient(seconds, ID);
-    const w = await b.probe.waitReply({
+    const waiting = b.probe.waitReply({
       host: b.topo.corp.address,
       port: CORP_ECHO_PORT,
       intervalMs: STREAM_INTERVAL_MS,
       deadlineMs: WAKE_DEADLINE_MS,
     });
+    await reconnect(b);
+    const w = await waiting;
     return w.ok ? w.firstReplyAt - wokeAt : null;
   });
   add(row, r.value, (await leakedSoFar(b.topo)) - before, r.failovers);
@@ -270,7 +282,12 @@ async function withBench<T>(body: (b: Bench) => Promise<T>): Promise<T> {
     agentUp = true;
     client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
     probe = await ProbeClient.start({ prefix: inNs(topo.client.ns, []) });
-    return await body({ topo, probe, client });
+    const b: Bench = { topo, probe, client, socket: a.socket };
+    try {
+      return await body(b);
+    } finally {
+      client = b.client;
+    }
   } finally {
     client?.close();
     await probe?.close().catch(() => undefined);
