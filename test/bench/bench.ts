@@ -8,6 +8,7 @@ import { benchConnect, benchFailover } from "./connect.ts";
 import { benchCompare } from "./compare.ts";
 import { benchDiag } from "./diag.ts";
 import { benchEngines } from "./engines.ts";
+import { benchRoam } from "./roam.ts";
 import { benchTelemetry } from "./telemetry.ts";
 
 /** At least ten runs per measurement, as the issues ask; BENCH_RUNS raises it. */
@@ -24,6 +25,7 @@ const SUITES: Record<string, { run: Suite; takesOptions: boolean }> = {
   diag: { run: benchDiag, takesOptions: false },
   telemetry: { run: benchTelemetry, takesOptions: true },
   chaos: { run: benchChaos, takesOptions: true },
+  roam: { run: benchRoam, takesOptions: true },
 };
 
 /** Splits argv into suite names and options; `--runs N` is the bench's own (a quick run may go below ten). */

@@ -40,6 +40,21 @@ export interface IkeLifetimes {
  */
 export const SHORT_IKE_LIFETIMES: IkeLifetimes = { childRekeyS: 15, ikeRekeyS: 20, ikeReauthS: 55, overS: 10 };
 
+/**
+ * How long the gateways keep a client that fell silent (a laptop asleep, a phone in a tunnel), set the way production
+ * gateways are, so that a short sleep keeps the session and a long one loses it (README, lab sleep):
+ * - IKEv2: the responder sends a DPD once it has heard nothing from the client for GATEWAY_IKE_DPD_DELAY_S and gives
+ *   up after its retransmits (~7.1 s, strongswanConf), deleting the IKE_SA and its virtual IP lease: 37 s after the
+ *   client's last packet. A 30 s sleep keeps the session, a sleep of a minute or more loses it.
+ * - AnyConnect: ocserv drops the TLS/DTLS connection of a client that misses its DPDs (dpd 5 s) within seconds, but
+ *   keeps the session GATEWAY_OCSERV_COOKIE_TIMEOUT_S after that: openconnect then reconnects with its cookie
+ *   (a 30 s sleep), and after a longer sleep (5 min) the cookie is refused and the user must log in again.
+ * - WireGuard keeps no session to drop: the peer stays configured, and the session keys expire 180 s after the last
+ *   handshake (REJECT_AFTER_TIME), so after a 5 min sleep the first packet costs one new handshake.
+ */
+export const GATEWAY_IKE_DPD_DELAY_S = 30;
+export const GATEWAY_OCSERV_COOKIE_TIMEOUT_S = 120;
+
 /** What every gateway needs to know about the lab's secrets. */
 export interface GatewaySecrets {
   wgPrivateKeyFile: string;
@@ -169,7 +184,7 @@ export function gatewaySwanctlConf(
     proposals = aes256-sha256-x25519
     encap = yes
     pools = rw-pool
-    dpd_delay = 10s${ikeTimes}
+    dpd_delay = ${String(GATEWAY_IKE_DPD_DELAY_S)}s${ikeTimes}
     local {
       auth = psk
       id = ${localId}
@@ -237,7 +252,7 @@ switch-to-tcp-timeout = 10
 try-mtu-discovery = false
 tls-priorities = "NORMAL:%SERVER_PRECEDENCE:%COMPAT:-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1:-VERS-TLS1.3"
 auth-timeout = 60
-cookie-timeout = 300
+cookie-timeout = ${String(GATEWAY_OCSERV_COOKIE_TIMEOUT_S)}
 deny-roaming = false
 rekey-time = 172800
 rekey-method = ssl
