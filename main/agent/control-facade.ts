@@ -89,6 +89,8 @@ export interface ControlParts {
   networkMemory: NetworkMemoryStore;
   /** The network monitor and sleep detector (network-watch.ts), started with the warm-up. */
   networkWatch?: { start(): void; status(): NetworkWatchStatus };
+  /** Subscribes to the network monitor's changes (not the first look, nor going offline); returns the unsubscribe. */
+  onNetworkChange?(listener: () => void): () => void;
   telemetry: TelemetryHandle;
   drills: DrillRunner;
   history: TunnelHistory;
@@ -456,6 +458,11 @@ export class ControlFacade {
    * Checks the network for a captive portal now (the network monitor calls this on a path change); resolves with
    * the verdict, or null on a daemon without captive checks.
    */
+  /** Calls `listener` on every network change the monitor reports (a new network, or one back); returns the stop. */
+  onNetworkChange(listener: () => void): () => void {
+    return this.#p.onNetworkChange?.(listener) ?? (() => undefined);
+  }
+
   captiveCheck(trigger: CaptiveTrigger): Promise<CaptiveVerdict | null> {
     return this.#p.captive?.check(trigger) ?? Promise.resolve(null);
   }

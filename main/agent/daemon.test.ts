@@ -603,3 +603,35 @@ test("a-wall-clock-jump-of-a-suspend-is-a-wake-the-tunnel-is-checked-at-once-and
   assert.doesNotMatch(r.control.status().summary, /checking/, "the first reply ended the check");
   await r.control.shutdown();
 });
+
+test("a-network-change-from-the-monitor-reaches-subscribers-such-as-trusted-network-detection", async () => {
+  const r = await rig({ gw1: { connectMs: 80 }, gw2: { connectMs: 120 } });
+  const mon = r.world.netmon;
+  assert.ok(mon !== null);
+  let heard = 0;
+  const stop = r.control.onNetworkChange(() => {
+    heard += 1;
+  });
+  mon.change({
+    at: r.clock.wall(),
+    kind: "path-changed",
+    initial: false,
+    path: path("10.0.0.7"),
+    previous: path("192.168.1.7"),
+    reason: "the default route moved",
+  });
+  await r.clock.advance(50);
+  assert.equal(heard, 1, "a subscriber hears the change");
+  stop();
+  mon.change({
+    at: r.clock.wall(),
+    kind: "path-changed",
+    initial: false,
+    path: path("10.0.0.8"),
+    previous: path("10.0.0.7"),
+    reason: "the default route moved again",
+  });
+  await r.clock.advance(50);
+  assert.equal(heard, 1, "an unsubscribed listener hears nothing");
+  await r.control.shutdown();
+});

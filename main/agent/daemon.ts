@@ -108,6 +108,8 @@ export class Daemon {
   readonly #telemetry: TelemetryHandle;
   readonly #loopView: DaemonLoop;
   readonly #captive: CaptiveMonitor | undefined;
+  /** Told of every network change the monitor reports (trusted network detection re-evaluates on them). */
+  readonly #networkListeners = new Set<() => void>();
 
   constructor(opts: DaemonOptions, deps: DaemonDeps) {
     const platform = deps.ownership?.watch(deps.platform) ?? deps.platform;
@@ -307,6 +309,11 @@ export class Daemon {
         dispatch,
         networkChanged: () => {
           this.#candidates.forgetProbes();
+          // A new network may be a hotel's: check it while no tunnel is up (a connected tunnel re-establishes on
+          // it, and a failed connect checks anyway); the check runs outside the tunnel only then.
+          if (this.#captive !== undefined && this.#state.name !== "connected")
+            track(this.#captive.check("network-change"));
+          for (const l of this.#networkListeners) l();
         },
         refreshNetworkKey: () => {
           track(this.#networkMemory.refresh());
@@ -354,6 +361,12 @@ export class Daemon {
       spares,
       networkMemory: this.#networkMemory,
       networkWatch: this.#networkWatch,
+      onNetworkChange: (listener) => {
+        this.#networkListeners.add(listener);
+        return () => {
+          this.#networkListeners.delete(listener);
+        };
+      },
       telemetry: this.#telemetry,
       drills,
       history: this.#history,

@@ -285,13 +285,22 @@ async function main(): Promise<void> {
       log.error("connect at start-up failed", { err });
     });
   if (hasTrusted) void trusted.evaluate(resume ? "recheck" : "start", { wanted: values.connect && !resume });
-  trusted.start(
-    pollTrigger(
-      systemClock,
-      () => trusted.identity(),
-      () => policy.effective().config.trustedNetworks?.recheckMs ?? NO_TRUSTED_RECHECK_MS,
-    ),
+  // The network monitor's changes re-evaluate at once; the poll stays as the backstop (and the periodic recheck).
+  const polled = pollTrigger(
+    systemClock,
+    () => trusted.identity(),
+    () => policy.effective().config.trustedNetworks?.recheckMs ?? NO_TRUSTED_RECHECK_MS,
   );
+  trusted.start((fire) => {
+    const stopPoll = polled(fire);
+    const stopWatch = daemon.onNetworkChange(() => {
+      fire("network-change");
+    });
+    return () => {
+      stopPoll();
+      stopWatch();
+    };
+  });
   startPolicy(policy, daemon);
   if (r.removed.length > 0 || r.failed.length > 0 || r.recordError !== null || resume)
     daemon.emitTelemetry(
