@@ -1,21 +1,13 @@
 /**
- * The chaos soak's fault schedule: a small seeded PRNG and a pure planner, so a run's faults are printed up
+ * The chaos soak's fault schedule: a seeded PRNG (test/fakes/seeded-random.ts) and a pure planner, so a run's faults are printed up
  * front and the same seed always gives the same schedule. Targets such as "the active gateway" are resolved when
  * the fault fires (the schedule is reproducible; which gateway was active depends on the run).
  */
+import { seededRandom } from "../fakes/seeded-random.ts";
 import { GATEWAY_NAMES, type GatewayName } from "./topology.ts";
 
-/** mulberry32: 32 bits of state, good enough spread for picking faults, and trivially reproducible. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32, the project's one seeded generator: the same seed always gives the same schedule. */
+export const prng = seededRandom;
 
 /** A gateway by name, or the one detourd is connected to when the fault fires. */
 export type GatewayTarget = GatewayName | "active";
