@@ -388,13 +388,38 @@ export class Daemon {
         const next = this.#queue.shift();
         if (next === undefined) break;
         if (next.type === "probe") this.#recordProbe(next.legId, next.sample);
-        const r = step(this.#state, next, this.#ctx);
+        const before = this.#state;
+        const r = step(before, next, this.#ctx);
         this.#state = r.state;
+        this.#noteLegRoles(before, r.state, next);
         for (const e of r.effects) this.#run(e);
       }
     } finally {
       this.#draining = false;
     }
+  }
+
+  /**
+   * Which leg carries traffic and which stands by, logged when either changes with the input that changed it: a
+   * standby dropped for silence or a leg replaced after a path change is otherwise invisible in the log.
+   */
+  #noteLegRoles(before: MachineState, after: MachineState, input: MachineInput): void {
+    const roles = (s: MachineState): { active: string | null; standby: string | null } => ({
+      active: activeLeg(s)?.id ?? null,
+      standby: s.name === "connected" ? (s.standby.leg?.leg.id ?? null) : null,
+    });
+    const a = roles(before);
+    const b = roles(after);
+    if (a.active === b.active && a.standby === b.standby) return;
+    this.#log.info("leg roles", {
+      active: b.active,
+      standby: b.standby,
+      was: a,
+      state: after.name,
+      input: input.type,
+      ...("legId" in input ? { inputLeg: input.legId } : {}),
+      ...(input.type === "timer" ? { timer: input.timer } : {}),
+    });
   }
 
   /** The loop as the control facade and the policy change drive it (the context is the one object, updated in place). */
