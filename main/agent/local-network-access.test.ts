@@ -222,3 +222,16 @@ test("connected-networks-that-cannot-be-read-allow-none-and-say-why", async () =
   assert.ok(r.logs.some((l) => l.level === "error" && /connected networks could not be read/.test(l.msg)));
   await r.control.shutdown();
 });
+
+test("a-policy-that-turns-it-off-while-connected-takes-the-exceptions-out-at-once", async () => {
+  const r = await rig(config(), HOME);
+  await connect(r);
+  assert.equal(r.world.localThrows.size, 2);
+  r.control.reconfigure(config({ localNetworkAccess: "off" }));
+  await r.clock.advance(100);
+  assert.equal(lan(r).enabled, false);
+  assert.deepEqual([...r.world.localThrows], [], "the throws are gone");
+  assert.equal(r.world.killSwitch?.localNetworks, undefined, "and the kill switch's allowances");
+  assert.equal(r.control.status().state, "connected", "the tunnel is kept");
+  await r.control.shutdown();
+});
