@@ -206,7 +206,7 @@ test(
     assert.ok((await txPackets(tunnel)) - tx >= 3, "the pings to a non-local 172.16/12 address entered the tunnel");
     assert.equal((await leaked()) - base, 0, "nothing to 172.16.0.0/12 reached the router outside the tunnel");
 
-    await lab.move("mobile", {}, ID);
+    const move = await lab.move("mobile", {}, ID);
     await leakPath("mobile");
     const moved = await waitForStatus(
       c,
@@ -215,7 +215,7 @@ test(
       FOLLOW_WITHIN_MS,
     );
     console.log(
-      `allowed on wifi: ${allowedOf(s).join(", ")}; after the move to mobile: ${allowedOf(moved).join(", ")} (${String(moved.localNetworks?.changes)} changes)`,
+      `allowed on wifi: ${allowedOf(s).join(", ")}; after the move to mobile: ${allowedOf(moved).join(", ")} (${String(moved.localNetworks?.changes)} changes), seen in status ${String(Date.now() - move.onlineAt)} ms after the new network's route (100 ms polls)`,
     );
     assert.deepEqual(allowedOf(moved), [`${BRIDGE_NET} ${BRIDGE}`, `${MOBILE_NET} ${topo().networks.mobile.ifname}`]);
     assert.ok(await answers(CONTAINER), "the container still answers on the new network");
