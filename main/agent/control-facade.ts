@@ -25,7 +25,7 @@ import type { Refusals, RefusedInput } from "../core/net/refusals.ts";
 import type { LockdownStateReport } from "../core/lockdown-state.ts";
 import type { KillSwitchStatus } from "../core/killswitch.ts";
 import type { ConnectPayload } from "../core/protocol/messages.ts";
-import type { DaemonInfo, DnsStatus, PathMtuStatus } from "../core/protocol/messages.ts";
+import type { DaemonInfo, DnsStatus, LocalNetworksStatus, PathMtuStatus } from "../core/protocol/messages.ts";
 import type { TelemetryStatus } from "../core/telemetry/status.ts";
 import { atomicWriteFailures } from "../shared/atomic-write.ts";
 import type { CandidateRefresh } from "./candidate-refresh.ts";
@@ -115,6 +115,8 @@ export interface ControlParts {
   };
   /** Path MTU checks and the MSS clamp; null or absent on a platform without them. */
   pathMtu?: PathMtuGuard | null;
+  /** Allow local network access (local-network-access.ts), started with the warm-up. */
+  localNetworks?: { start(): void; stop(): void; status(): LocalNetworksStatus };
   log: Logger;
 }
 
@@ -130,6 +132,7 @@ export type DaemonStatus = ConnectionSnapshot & {
   dns: DnsStatus;
   pathMtu?: PathMtuStatus;
   captive?: CaptiveStatus;
+  localNetworks?: LocalNetworksStatus;
 };
 
 /** The active leg's in-tunnel numbers over the health window. */
@@ -195,6 +198,7 @@ export class ControlFacade {
       dns: p.dataPlane.dnsStatus(),
       ...(p.pathMtu == null ? {} : { pathMtu: p.pathMtu.status() }),
       ...(p.captive === undefined ? {} : { captive: p.captive.status() }),
+      ...(p.localNetworks === undefined ? {} : { localNetworks: p.localNetworks.status() }),
     };
   }
 
@@ -295,6 +299,7 @@ export class ControlFacade {
     p.loop.track(p.candidates.discover());
     p.loop.track(p.networkMemory.refresh());
     p.networkWatch?.start();
+    p.localNetworks?.start();
     // A captive network found at start says "Sign in to this network" before the user even tries to connect.
     if (p.captive !== undefined) p.loop.track(p.captive.check("start"));
   }
@@ -422,6 +427,7 @@ export class ControlFacade {
           p.loop.stopTimers();
           p.candidates.stop();
           p.captive?.stop();
+          p.localNetworks?.stop();
         },
       },
       {

@@ -42,6 +42,7 @@ import { LegRuntimes } from "./leg-runtime.ts";
 import type { Logger } from "./log.ts";
 import type { Monitor, MonitorOptions } from "./monitor.ts";
 import { LockdownStateStore } from "./lockdown-state-store.ts";
+import { LocalNetworkAccess } from "./local-network-access.ts";
 import { NetworkMemoryStore } from "./network-memory-store.ts";
 import { PathMtuGuard } from "./path-mtu.ts";
 import { NetworkWatch } from "./network-watch.ts";
@@ -110,6 +111,8 @@ export class Daemon {
   readonly #captive: CaptiveMonitor | undefined;
   /** Told of every network change the monitor reports (trusted network detection re-evaluates on them). */
   readonly #networkListeners = new Set<() => void>();
+  /** Allow local network access: the connected networks reachable outside the tunnel. */
+  readonly #localNetworks: LocalNetworkAccess;
 
   constructor(opts: DaemonOptions, deps: DaemonDeps) {
     const platform = deps.ownership?.watch(deps.platform) ?? deps.platform;
@@ -187,6 +190,7 @@ export class Daemon {
           this.#events.announce({ type: "kill-switch", at: this.#clock.wall(), change, status, detail });
         },
         captive: () => this.#captive?.killSwitchInputs() ?? { checkAddresses: [], captiveException: null },
+        localNetworks: (alsoInside) => this.#localNetworks.allowed(alsoInside),
         reportDns: (change, status, detail) => {
           this.#telemetry.current?.emitEvent(
             "detour.dns.reasserted",
@@ -197,6 +201,25 @@ export class Daemon {
       },
       platform,
       { resolvConf: opts.resolvConf, stateDir: opts.stateDir },
+    );
+    this.#localNetworks = new LocalNetworkAccess(
+      {
+        config,
+        protectedNetworks: () => this.#dataPlane.protectedNetworks(),
+        tunnelAddresses: () => this.#dataPlane.tunnelAddresses(),
+        // The kill switch's own tunnel devices: their connected routes are the tunnels' inside.
+        tunnelDevices: [`${opts.ifnamePrefix}-*`, "ipsec*"],
+        changed: () => {
+          this.#dataPlane.localNetworksChanged();
+        },
+        report: (name, body) => {
+          this.#telemetry.current?.emitEvent(name, body, {});
+        },
+        clock: this.#clock,
+        log,
+        track,
+      },
+      platform.network,
     );
     // Full-size echoes through each tunnel and the MSS clamp (path-mtu.ts), where the platform can do them.
     const pathMtu =
@@ -314,6 +337,8 @@ export class Daemon {
           if (this.#captive !== undefined && this.#state.name !== "connected")
             track(this.#captive.check("network-change"));
           for (const l of this.#networkListeners) l();
+          // The new network's LAN is allowed and the old one's exception goes.
+          this.#localNetworks.refresh("network-change");
         },
         refreshNetworkKey: () => {
           track(this.#networkMemory.refresh());
@@ -350,6 +375,8 @@ export class Daemon {
       setConfig: (c) => {
         this.#config = c;
         lockdownState.record(lockdownStateFor(c, opts.ifnamePrefix));
+        // A policy may force local network access on or off, or turn lockdown on (which "auto" follows).
+        this.#localNetworks.reconsider("configuration");
       },
       lockdownState: () => lockdownState.status(),
       info: { version: opts.version, configPath: opts.configPath, resolvConf: opts.resolvConf, startedAt },
@@ -372,6 +399,7 @@ export class Daemon {
       history: this.#history,
       refusals,
       pathMtu,
+      localNetworks: this.#localNetworks,
       ...(deps.ownership === undefined ? {} : { ownership: deps.ownership }),
       ...(this.#captive === undefined ? {} : { captive: this.#captive }),
       log,
@@ -534,6 +562,8 @@ export class Daemon {
       case "notify":
         if (e.event.type === "state") {
           log.info("state", { state: e.event.state, detail: e.event.detail });
+          // The protected networks and the tunnel's resolvers may have changed with the state (a leg's pushes).
+          this.#localNetworks.reconsider(`state ${e.event.state}`);
           this.#dataPlane.refreshKillSwitch();
           this.#captiveOnState(e.event.state);
         }

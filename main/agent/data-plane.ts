@@ -22,6 +22,7 @@ import {
   type KillSwitchStatus,
 } from "../core/killswitch.ts";
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
+import type { LocalNetwork } from "../core/net/local-networks.ts";
 import type { DnsFiles, DnsSettings, Platform, RouteEntry } from "../../native/platform/platform.ts";
 import type { DnsStatus } from "../core/protocol/messages.ts";
 import type { Clock, Timer } from "./clock.ts";
@@ -56,6 +57,11 @@ export interface DataPlaneHost {
   captive?(): { checkAddresses: string[]; captiveException: CaptiveExceptionInput | null };
   /** The tunnel's resolvers were put back after other software rewrote them, or could not be: telemetry. */
   reportDns?(change: "reasserted" | "failed", status: DnsStatus, detail: string): void;
+  /**
+   * The local networks allowed outside the tunnel (local-network-access.ts), given more addresses that must stay
+   * inside it; absent: none.
+   */
+  localNetworks?(alsoInside: readonly string[]): LocalNetwork[];
 }
 
 /** The backstop check of the tunnel's resolv.conf, should its watch miss a rewrite (a file replaced by a rename). */
@@ -73,6 +79,8 @@ export class DataPlane {
   #gatewaysSeen = new Set<string>();
   /** Every gateway throw put in the protected table since the last clear (see route-policy.ts' bypass). */
   #appliedBypass = new Set<string>();
+  /** Every local network's throw put in the protected table since the last clear (local network access). */
+  #appliedLocal = new Set<string>();
   /**
    * The protected table's content as this daemon last left it, with its rule in place (staged while a connect
    * races, kept by every apply): the winner's route change is then one iproute2 run. Null when unknown.
@@ -221,6 +229,8 @@ export class DataPlane {
         })),
         ...(this.#host.ownGroup == null ? {} : { ownGroup: this.#host.ownGroup }),
         ...(this.#host.captive?.() ?? {}),
+        // Local network access: each allowed connected network through its own device only.
+        localNetworks: this.#host.localNetworks?.([]) ?? [],
       });
     } catch (err) {
       this.#host.log.error("kill switch policy failed", { err });
@@ -291,6 +301,7 @@ export class DataPlane {
         [...this.#appliedRoutes, ...this.#host.config().protectedRoutes],
         {
           bypass: [...this.#appliedBypass],
+          local: [...this.#appliedLocal],
         },
       );
     }
@@ -338,10 +349,12 @@ export class DataPlane {
     await this.#platform.routes.clearProtectedRoutes([...this.#appliedRoutes], {
       keepRule: ruleIn,
       bypass: [...this.#appliedBypass],
+      local: [...this.#appliedLocal],
     });
     this.#stagedRoutes = ruleIn ? [] : null;
     this.#appliedRoutes.clear();
     this.#appliedBypass.clear();
+    this.#appliedLocal.clear();
     this.#gatewaysSeen.clear();
     log.info("protected routes cleared");
     this.#restoreDns();
@@ -572,6 +585,7 @@ export class DataPlane {
       this.#host.refuse({ kind: "pushed-dns", gateway, value: r.server, reason: r.reason });
     // The batch makes the table equal to the plan, so routes of the previous leg that this one lacks go too.
     const ifname = rt.up.config.ifname;
+    const local = this.#localThrows(plan.dns);
     const known = this.#stagedRoutes;
     this.#stagedRoutes = null; // unknown until this apply has succeeded
     await this.#platform.routes.applyProtectedRoutes({
@@ -579,13 +593,17 @@ export class DataPlane {
       routes: plan.routes,
       bypass: plan.bypass,
       ...(known === null ? {} : { present: known }),
+      ...(local.length === 0 ? {} : { local }),
     });
+    const routed = new Set(plan.routes);
     this.#stagedRoutes = [
       ...plan.bypass.map((dst) => ({ dst, dev: "", type: "throw" as const })),
+      ...local.filter((dst) => !routed.has(dst)).map((dst) => ({ dst, dev: "", type: "throw" as const })),
       ...plan.routes.map((dst) => ({ dst, dev: ifname })),
     ];
     for (const r of plan.routes) this.#appliedRoutes.add(r);
     for (const b of plan.bypass) this.#appliedBypass.add(b);
+    for (const l of local) this.#appliedLocal.add(l);
     this.#routesOn = legId;
     this.refreshKillSwitch();
     this.#host.log.info("protected routes applied", { leg: rt.leg, ifname, routes: plan.routes, bypass: plan.bypass });
@@ -613,6 +631,51 @@ export class DataPlane {
   #gatewayAddresses(): string[] {
     for (const c of this.#host.reachable()) for (const a of knownAddresses(c)) this.#gatewaysSeen.add(a);
     return [...this.#gatewaysSeen];
+  }
+
+  /**
+   * The allowed local networks' prefixes for the protected table, with `pushedDns` (the leg's resolvers, about to be
+   * used) kept inside the tunnel as well.
+   */
+  #localThrows(pushedDns: readonly string[]): string[] {
+    return [...new Set((this.#host.localNetworks?.(pushedDns) ?? []).map((n) => n.prefix))].sort();
+  }
+
+  /** The protected networks in force: configured, and every prefix put in the table since the last clear. */
+  protectedNetworks(): string[] {
+    return [...new Set([...this.#host.config().protectedRoutes, ...this.#appliedRoutes])];
+  }
+
+  /**
+   * Addresses reached only through the tunnel: the configured resolvers (or the active leg's pushed ones) and the
+   * in-tunnel probe target. A local network covering one is refused.
+   */
+  tunnelAddresses(): string[] {
+    const cfg = this.#host.config();
+    const configured = cfg.tunnelDns?.servers ?? [];
+    const pushed = this.#routesOn === null ? [] : (this.#host.leg(this.#routesOn)?.up?.config.dns ?? []);
+    return [...new Set([...configured, ...pushed, cfg.probe.address])];
+  }
+
+  /**
+   * The allowed local networks changed (a move, a bridge that appeared, a refusal): the kill switch follows, and the
+   * protected table's throws too while routes are in force.
+   */
+  localNetworksChanged(): void {
+    this.refreshKillSwitch();
+    if (this.#routesOn === null) return;
+    this.op(async () => {
+      const legId = this.#routesOn;
+      const up = legId === null ? null : this.#host.leg(legId)?.up;
+      if (legId === null || up == null) return;
+      const want = this.#localThrows(this.#plan(up).dns);
+      const have = (this.#stagedRoutes ?? [])
+        .filter((r) => r.type === "throw" && this.#appliedLocal.has(r.dst))
+        .map((r) => r.dst)
+        .sort();
+      if (this.#stagedRoutes !== null && JSON.stringify(want) === JSON.stringify(have)) return;
+      await this.#writeProtectedTable(legId);
+    });
   }
 
   /** A gateway address learned while the protected routes are in force gets its throw before anything is sent to it. */

@@ -292,6 +292,25 @@ test("backstop-excepts-gateways-inside-protected-networks-and-skips-full-tunnels
   assert.equal(backstopFor(null), null);
 });
 
+test("backstop-throws-allowed-local-networks-so-the-prohibit-does-not-undo-the-allowance", () => {
+  const rules = {
+    mode: "tunnel-only" as const,
+    state: "connected" as const,
+    fullTunnel: false,
+    protectedNetworks: ["172.16.0.0/12"],
+    tunnelDevices: [],
+    gatewayEndpoints: [],
+    dnsServers: [],
+    ownResolvers: [],
+    trustedHosts: [],
+    ownGroup: null,
+    blockUnderlay: false,
+    underlayUpkeep: false,
+    localNetworks: [{ prefix: "172.17.0.0/16", dev: "docker0" }],
+  };
+  assert.deepEqual(backstopFor(rules), { prefixes: ["172.16.0.0/12"], bypass: ["172.17.0.0/16"] });
+});
+
 test("kill-switch-changes-reach-telemetry-as-events-and-counted-changes", async () => {
   const r = await rig(config({ telemetry: { endpoint: "http://127.0.0.1:9/", intervalMs: 3_600_000 } }));
   try {

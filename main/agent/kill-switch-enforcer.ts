@@ -59,6 +59,8 @@ export function backstopFor(rules: KillSwitchRules | null): { prefixes: string[]
   const bypass = new Set<string>();
   for (const e of rules.gatewayEndpoints)
     if (ipFamily(e.address) === "ipv4" && isProtected(rules, e.address)) bypass.add(`${e.address}/32`);
+  // An allowed local network is thrown out of the backstop too, or its prohibit would undo the allowance.
+  for (const n of rules.localNetworks ?? []) bypass.add(n.prefix);
   return { prefixes: [...rules.protectedNetworks], bypass: [...bypass].sort() };
 }
 

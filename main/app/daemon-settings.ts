@@ -34,6 +34,7 @@ export const DAEMON_SETTINGS: Record<SettingKey, { label: string; kind: Kind }> 
   "telemetry.intervalMs": { label: "Telemetry report interval", kind: "ms" },
   "captive.exceptionMs": { label: "Time allowed to sign in to a captive network", kind: "ms" },
   "captive.allowException": { label: "Allow signing in to captive networks", kind: "switch" },
+  localNetworkAccess: { label: "Allow local network access (home network, containers)", kind: "text" },
 };
 
 /** Protocol and leg names as the rest of the app writes them. */

@@ -472,3 +472,28 @@ test("status-says-sign-in-to-this-network-with-the-page-and-the-exception", () =
   assert.match(out, /sign-in exception +open until .*: DNS to 198\.18\.53\.2, HTTP\(S\) to 198\.18\.205\.1/);
   assert.doesNotMatch(formatStatus(ERROR, opts), /Sign in/);
 });
+
+test("status-lists-the-local-networks-allowed-outside-the-tunnel-and-the-refused-ones", () => {
+  const base = {
+    mode: "auto" as const,
+    enabled: true,
+    allowed: [
+      { prefix: "172.17.0.0/16", dev: "docker0", kind: "bridge" as const },
+      { prefix: "192.168.1.0/24", dev: "wlan0", kind: "connected" as const },
+    ],
+    refused: [{ prefix: "10.0.0.0/7", dev: "eth1", kind: "connected" as const, reason: "too wide" }],
+    changedAt: T0,
+    changes: 1,
+    lastError: null,
+  };
+  const out = formatStatus({ ...ERROR, localNetworks: base }, opts);
+  assert.match(
+    out,
+    /local networks +allowed outside the tunnel: 172\.17\.0\.0\/16 on docker0 \(bridge\), 192\.168\.1\.0\/24 on wlan0; 1 refused \(below\)/,
+  );
+  assert.match(out, /refused local network 10\.0\.0\.0\/7 on eth1: too wide/);
+  const quiet = formatStatus({ ...ERROR, localNetworks: { ...base, allowed: [], refused: [] } }, opts);
+  assert.doesNotMatch(quiet, /local networks/, "nothing to say when no protected network covers a local one");
+  const off = formatStatus({ ...ERROR, localNetworks: { ...base, mode: "off", enabled: false } }, opts);
+  assert.match(off, /local networks +not allowed \(setting off\)/);
+});

@@ -182,6 +182,8 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
         : `open until ${ex.closesAt === null ? "-" : clock(ex.closesAt)}: DNS to ${ex.resolvers.join(", ") || "-"}, HTTP(S) to ${ex.portalAddresses.join(", ") || "-"}`,
     ]);
   }
+  const lan = localNetworksRow(s.localNetworks);
+  if (lan !== null) rows.push(["local networks", lan]);
   const t = s.telemetry;
   if (t !== undefined && t.rttMs !== null) {
     const loss = t.lossPct === null ? "loss unknown" : `loss ${t.lossPct.toFixed(1)} % over ${t.samples} probes`;
@@ -231,6 +233,8 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
     `last failover: ${s.lastFailover === null ? "none" : `${formatFailover(s.lastFailover)} (at ${clock(s.lastFailover.detectedAt)})`}`,
   );
   if (s.lastDrill != null) out.push(`last drill: ${formatDrillLine(s.lastDrill)} (at ${clock(s.lastDrill.startedAt)})`);
+  for (const r of s.localNetworks?.refused ?? [])
+    out.push(`refused local network ${r.prefix} on ${r.dev}: ${oneLine(r.reason)}`);
   for (const r of s.refused ?? [])
     out.push(
       `refused ${r.kind} ${r.value} for ${r.gateway} from ${r.source}: ${r.reason} (${r.count}x, last at ${clock(r.at)})`,
@@ -336,4 +340,18 @@ export function formatKillSwitch(k: KillSwitchStatus, opts: { now: number }): st
     parts.push(`last error: ${oneLine(k.lastError)}`);
   if (k.nextRetryAt !== null) parts.push(`next retry in ${formatDuration(Math.max(0, k.nextRetryAt - opts.now))}`);
   return parts.join("; ");
+}
+
+/**
+ * Local network access in one line: which connected networks stay reachable outside the tunnel (each through its
+ * own device); null when there is nothing to say (off by default, or on with nothing a protected network covers).
+ */
+export function localNetworksRow(l: StatusPayload["localNetworks"]): string | null {
+  if (l === undefined) return null;
+  const problem = l.lastError === null ? "" : `; connected networks unreadable, none allowed: ${oneLine(l.lastError)}`;
+  if (!l.enabled) return l.mode === "off" ? `not allowed (setting off)${problem}` : null;
+  const allowed = l.allowed.map((n) => `${n.prefix} on ${n.dev}${n.kind === "bridge" ? " (bridge)" : ""}`);
+  if (allowed.length === 0 && l.refused.length === 0 && problem === "") return null;
+  const refused = l.refused.length === 0 ? "" : `; ${String(l.refused.length)} refused (below)`;
+  return `${allowed.length === 0 ? "none allowed" : `allowed outside the tunnel: ${allowed.join(", ")}`}${refused}${problem}`;
 }

@@ -28,6 +28,10 @@
  * 443), nothing else. Neither ever opens a protected destination (outside a full tunnel) or a special-use address:
  * those are dropped here, so a hostile portal cannot name an intranet host or loopback as "its" address.
  *
+ * Local networks (local network access, core/net/local-networks.ts): in every mode, each allowed connected network
+ * may be reached by any process through its own device only; the same prefix through any other device (a tunnel's
+ * included, which the routes take care of) is judged as before.
+ *
  * Loopback is always allowed. Wherever the underlay is blocked, the host's own upkeep of its underlay address
  * (DHCP, IPv6 neighbour and router discovery) is allowed too: an error state can last for minutes of retry
  * backoff, and a lease that lapses meanwhile leaves nothing for the next attempt to connect over.
@@ -36,6 +40,7 @@ import type { ConnectionStateName, LegKind } from "./connection/types.ts";
 import { canonicalIp, ipFamily } from "./ip-address.ts";
 import type { KillSwitchMode } from "./killswitch-status.ts";
 import { specialUseReason } from "./net/address-guard.ts";
+import { deviceMatches, MIN_LOCAL_PREFIX_LEN } from "./net/local-networks.ts";
 
 export type EndpointProtocol = "udp" | "tcp";
 
@@ -83,6 +88,11 @@ export interface KillSwitchInput {
   checkAddresses?: readonly string[];
   /** The sign-in exception while the user signs in to a captive portal (captive.ts); absent or null: none. */
   captiveException?: CaptiveExceptionInput | null;
+  /**
+   * Allowed local networks (core/net/local-networks.ts): each prefix may leave by its own device only, for any
+   * process, in every mode. One on a tunnel device, on loopback or wider than MIN_LOCAL_PREFIX_LEN is dropped here.
+   */
+  localNetworks?: readonly { prefix: string; dev: string }[];
 }
 
 /** The narrow hole a captive portal's sign-in needs, for any process (the user's browser). */
@@ -130,6 +140,8 @@ export interface KillSwitchRules {
   checkAddresses?: string[];
   /** Present only while blocking with an open sign-in exception: for any process, never a protected address. */
   captiveException?: { portalAddresses: string[]; resolvers: string[] };
+  /** Present only when local network access allows some: prefix (host bits cleared) and the one device it leaves by. */
+  localNetworks?: { prefix: string; dev: string }[];
 }
 
 /** The ports of one gateway, per protocol, as the configuration holds them. */
@@ -142,6 +154,7 @@ export interface GatewayPorts {
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 /** Linux interface names: at most 15 bytes of [A-Za-z0-9._-]; a pattern is a shorter prefix plus "*". */
 const IFNAME_OR_PATTERN_RE = /^(?:[A-Za-z0-9._-]{1,15}|[A-Za-z0-9._-]{1,14}\*)$/;
+const IFNAME_RE = /^[A-Za-z0-9._-]{1,15}$/;
 /** Loopback is always allowed on its own; as a "tunnel device" it would only blur the rules. */
 const LOOPBACK = "lo";
 const FULL_TUNNEL = "0.0.0.0/0";
@@ -194,7 +207,16 @@ export function killSwitchPolicy(input: KillSwitchInput): KillSwitchRules | null
     throw new Error(`invalid own group id ${String(ownGroup)} (a group id other than 0)`);
   const fullTunnel = networks.some((p) => p.len === 0);
   const protectedNetworks = fullTunnel ? [FULL_TUNNEL] : networks.map(formatPrefix);
-  const base = { state: input.state, fullTunnel, protectedNetworks, tunnelDevices, gatewayEndpoints, ownGroup };
+  const local = normaliseLocalNetworks(input.localNetworks ?? [], tunnelDevices);
+  const base = {
+    state: input.state,
+    fullTunnel,
+    protectedNetworks,
+    tunnelDevices,
+    gatewayEndpoints,
+    ownGroup,
+    ...(local.length > 0 ? { localNetworks: local } : {}),
+  };
   const captive = captiveAllowances(input, networks, fullTunnel);
   // Waiting for a network holds like connecting: the first route must not let protected traffic out in clear.
   switch (input.state) {
@@ -280,6 +302,34 @@ function captiveAllowances(
     if (portalAddresses.length > 0 || resolvers.length > 0) out.captiveException = { portalAddresses, resolvers };
   }
   return out;
+}
+
+/**
+ * Local networks as the kill switch takes them: valid IPv4 prefixes no wider than /MIN_LOCAL_PREFIX_LEN, each on a
+ * plain device that is neither loopback nor a tunnel device; sorted, without duplicates. The planner already
+ * refused the others and said why; this is the rule set's own guard against a caller that did not.
+ */
+function normaliseLocalNetworks(
+  nets: readonly { prefix: string; dev: string }[],
+  tunnelDevices: readonly string[],
+): { prefix: string; dev: string }[] {
+  const out = new Map<string, { prefix: string; dev: string; p: Prefix }>();
+  for (const n of nets) {
+    if (!IFNAME_RE.test(n.dev) || n.dev === LOOPBACK) continue;
+    if (tunnelDevices.some((t) => deviceMatches(t, n.dev))) continue;
+    let p: Prefix;
+    try {
+      p = parsePrefix(n.prefix);
+    } catch {
+      continue;
+    }
+    if (!n.prefix.includes("/") || p.len < MIN_LOCAL_PREFIX_LEN) continue;
+    const prefix = formatPrefix(p);
+    out.set(`${prefix} ${n.dev}`, { prefix, dev: n.dev, p });
+  }
+  return [...out.values()]
+    .sort((a, b) => a.p.base - b.p.base || a.p.len - b.p.len || a.dev.localeCompare(b.dev))
+    .map(({ prefix, dev }) => ({ prefix, dev }));
 }
 
 /** 127.0.0.0/8 and ::1 (canonical spelling): always allowed through loopback, never an underlay rule. */

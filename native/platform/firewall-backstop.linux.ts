@@ -7,7 +7,8 @@
  *   pref 200    lookup 5000   the protected table (routes.linux.ts): protected networks via the active tunnel
  *   pref 220    lookup 220    kernel-libipsec's
  *   pref 230    lookup 5001   this backstop: `prohibit <protected prefix>`, and `throw <gateway>/32` for every
- *                             gateway inside one, so the engines still reach it through main
+ *                             gateway inside one, so the engines still reach it through main (and `throw
+ *                             <prefix>` for every allowed local network, which main routes to its device)
  *   pref 32766  lookup main
  *
  * Only split tunnels get it: in a full tunnel the protected network is everything, and a prohibit default route
@@ -23,7 +24,7 @@ export const BACKSTOP_RULE_PREF = 230;
 export interface Backstop {
   /** IPv4 prefixes made unroutable outside a tunnel. */
   prefixes: readonly string[];
-  /** IPv4 gateway addresses inside them that stay reachable through the main table. */
+  /** IPv4 gateway addresses (and allowed local networks) inside them that stay reachable through the main table. */
   bypass: readonly string[];
 }
 

@@ -10,7 +10,8 @@
  *   chain output         hook output, priority filter: loopback, tunnel devices and the allowances are
  *                        accepted; protected destinations are dropped; in blocking mode everything else too
  *   chain forward        hook forward, priority filter: the same for routed traffic, without the allowances
- *                        (only this host's engines talk to gateways, only its resolver does discovery)
+ *                        (only this host's engines talk to gateways, only its resolver does discovery) but
+ *                        with the allowed local networks (a container reaches the LAN printer too)
  *   chain leak_witness   hook postrouting, after every filter and NAT: counts protected packets that are
  *                        about to leave through neither loopback, a tunnel device nor an allowance. It
  *                        accepts everything; its counter "protected-escaped" must stay 0, and proves it.
@@ -26,6 +27,7 @@
  */
 import { isIPv6 } from "node:net";
 import type { GatewayEndpoint, KillSwitchRules } from "../../main/core/killswitch.ts";
+import { deviceMatches, MIN_LOCAL_PREFIX_LEN } from "../../main/core/net/local-networks.ts";
 import { CommandError, inNetns, run } from "./run.ts";
 
 export const KILLSWITCH_FAMILY = "inet";
@@ -43,6 +45,7 @@ export type KillSwitchPurpose =
   | "trusted-host"
   | "own-traffic"
   | "underlay-upkeep"
+  | "local-network"
   | "protected-outside-tunnel"
   | "underlay-blocked"
   | "protected-escaped";
@@ -56,6 +59,7 @@ const PURPOSES: ReadonlySet<string> = new Set<KillSwitchPurpose>([
   "trusted-host",
   "own-traffic",
   "underlay-upkeep",
+  "local-network",
   "protected-outside-tunnel",
   "underlay-blocked",
   "protected-escaped",
@@ -77,6 +81,7 @@ export interface FirewallOptions {
 
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const IFNAME_OR_PATTERN_RE = /^(?:[A-Za-z0-9._-]{1,15}|[A-Za-z0-9._-]{1,14}\*)$/;
+const IFNAME_RE = /^[A-Za-z0-9._-]{1,15}$/;
 const ENDPOINT_PROTOCOLS: ReadonlySet<string> = new Set(["udp", "tcp"]);
 
 /** Rules are interpolated into nft's language: everything is checked again here, whoever built them. */
@@ -102,6 +107,14 @@ function check(rules: KillSwitchRules): void {
   for (const a of [...(rules.checkAddresses ?? []), ...(rules.captiveException?.portalAddresses ?? [])])
     if (!IPV4_RE.test(a) && !isIPv6(a)) bad("captive address", a);
   if (rules.ownGroup !== null && !validGid(rules.ownGroup)) bad("own group id", rules.ownGroup);
+  for (const n of rules.localNetworks ?? []) {
+    const [addr, len, ...rest] = n.prefix.split("/");
+    if (rest.length > 0 || addr === undefined || !IPV4_RE.test(addr) || len === undefined || !/^\d{1,2}$/.test(len))
+      bad("local network", n.prefix);
+    if (Number(len) < MIN_LOCAL_PREFIX_LEN || Number(len) > 32) bad("local network", n.prefix);
+    if (!IFNAME_RE.test(n.dev) || n.dev === "lo") bad("local network device", n.dev);
+    if (rules.tunnelDevices.some((t) => deviceMatches(t, n.dev))) bad("local network on a tunnel device", n.dev);
+  }
   for (const e of [...rules.gatewayEndpoints, ...rules.trustedHosts]) {
     if (!IPV4_RE.test(e.address) && !isIPv6(e.address)) bad("gateway address", e.address);
     if (!ENDPOINT_PROTOCOLS.has(e.protocol)) bad("endpoint protocol", e.protocol);
@@ -188,11 +201,19 @@ function allowances(rules: KillSwitchRules): Allowance[] {
   ];
 }
 
-function deviceMatches(rules: KillSwitchRules): Allowance[] {
+function deviceAllowances(rules: KillSwitchRules): Allowance[] {
   return [
     { match: 'oifname "lo"', comment: "loopback" },
     ...rules.tunnelDevices.map((d) => ({ match: `oifname "${d}"`, comment: `tunnel-device ${d}` })),
   ];
+}
+
+/** Local network access: each allowed connected network through its own device only (any process, every mode). */
+function localAllowances(rules: KillSwitchRules): Allowance[] {
+  return (rules.localNetworks ?? []).map((n) => ({
+    match: `oifname "${n.dev}" ip daddr ${n.prefix}`,
+    comment: `local-network ${n.dev} ${n.prefix}`,
+  }));
 }
 
 function line(match: string, verdict: string, comment: string): string {
@@ -211,7 +232,7 @@ export function renderKillSwitch(rules: KillSwitchRules): string {
     // Full tunnel protects everything, and the tunnels carry IPv4 only: IPv6 must not leave at all.
     ...(rules.fullTunnel ? [line("meta nfproto ipv6", "", "protected-escaped")] : []),
   ];
-  const own = [...deviceMatches(rules), ...allowances(rules)];
+  const own = [...deviceAllowances(rules), ...localAllowances(rules), ...allowances(rules)];
   const elements =
     rules.protectedNetworks.length === 0 ? [] : [`\t\telements = { ${rules.protectedNetworks.join(", ")} }`];
   return [
@@ -229,9 +250,7 @@ export function renderKillSwitch(rules: KillSwitchRules): string {
     "\t}",
     "\tchain forward {",
     "\t\ttype filter hook forward priority filter; policy accept;",
-    ...deviceMatches(rules)
-      .slice(1)
-      .map((a) => line(a.match, "accept", a.comment)),
+    ...[...deviceAllowances(rules).slice(1), ...localAllowances(rules)].map((a) => line(a.match, "accept", a.comment)),
     ...drops,
     "\t}",
     "\tchain leak_witness {",

@@ -373,3 +373,61 @@ test("the-captive-check-is-bound-to-detourd-and-the-sign-in-exception-is-for-any
     /invalid captive address/,
   );
 });
+
+test("an-allowed-local-network-leaves-by-its-own-device-only-in-every-chain-and-mode", () => {
+  const localNetworks = [
+    { prefix: "172.17.0.1/16", dev: "docker0" },
+    { prefix: "192.168.1.0/24", dev: "wlan0" },
+  ];
+  for (const state of ["connected", "racing"] as const) {
+    const text = renderKillSwitch(
+      rulesFor({ state, protectedNetworks: ["172.16.0.0/12", "192.168.0.0/16"], localNetworks }),
+    );
+    const chain = (name: string): string => text.split(`chain ${name} {`)[1]?.split("\tchain ")[0] ?? "";
+    for (const c of ["output", "forward"]) {
+      const body = chain(c);
+      const allow = body.indexOf(
+        'oifname "docker0" ip daddr 172.17.0.0/16 counter accept comment "local-network docker0 172.17.0.0/16"',
+      );
+      assert.ok(allow > 0, `${state} ${c}: ${body}`);
+      assert.ok(allow < body.indexOf("protected-outside-tunnel"), "the allowance comes before the drop");
+      assert.match(body, /oifname "wlan0" ip daddr 192\.168\.1\.0\/24 counter accept/);
+    }
+    assert.match(chain("leak_witness"), /oifname "docker0" ip daddr 172\.17\.0\.0\/16 return/);
+  }
+});
+
+test("a-local-network-on-a-tunnel-device-loopback-or-wider-than-a-slash-8-never-becomes-a-rule", () => {
+  const r = rulesFor({
+    state: "connected",
+    protectedNetworks: ["0.0.0.0/0"],
+    localNetworks: [
+      { prefix: "172.20.0.0/24", dev: "dt-L1" },
+      { prefix: "172.21.0.0/24", dev: "ipsec3" },
+      { prefix: "127.0.0.0/8", dev: "lo" },
+      { prefix: "0.0.0.0/0", dev: "eth0" },
+      { prefix: "10.0.0.0/7", dev: "eth0" },
+      { prefix: "10.1.0.0", dev: "eth0" },
+    ],
+  });
+  assert.equal(r.localNetworks, undefined);
+  assert.doesNotMatch(renderKillSwitch(r), /local-network/);
+  // Hand-built rules that bypassed the policy are refused by the renderer as well.
+  assert.throws(
+    () => renderKillSwitch({ ...r, localNetworks: [{ prefix: "0.0.0.0/0", dev: "eth0" }] }),
+    /invalid local network/,
+  );
+  assert.throws(
+    () => renderKillSwitch({ ...r, localNetworks: [{ prefix: "10.0.0.0/8", dev: "dt-L1" }] }),
+    /local network on a tunnel device/,
+  );
+  assert.throws(
+    () => renderKillSwitch({ ...r, localNetworks: [{ prefix: "10.0.0.0/8", dev: 'eth0" accept' }] }),
+    /invalid local network device/,
+  );
+});
+
+test("rules-without-local-networks-compare-equal-to-rules-from-before-they-existed", () => {
+  const r = rulesFor({ state: "connected", localNetworks: [] });
+  assert.ok(!("localNetworks" in r));
+});

@@ -5,6 +5,7 @@ import { watchChildren } from "./child-watch.ts";
 import { applyDns, reassertDns, restoreDns, watchDns } from "./dns.linux.ts";
 import { applyDrillBlock, drillBlockPresent, removeDrillBlock } from "./drill-firewall.linux.ts";
 import { localNetworks } from "./local-networks.linux.ts";
+import { connectedRoutes } from "./connected-routes.linux.ts";
 import { applyKillSwitch, applyKillSwitchFallback, readKillSwitch } from "./firewall.linux.ts";
 import { watchFirewall } from "./firewall-watch.linux.ts";
 import { applyBackstop } from "./firewall-backstop.linux.ts";
@@ -58,7 +59,11 @@ export function linuxPlatform(): Platform {
         present: () => drillBlockPresent(),
       },
     },
-    network: { networkId: (input) => networkId(input), localNetworks: () => localNetworks() },
+    network: {
+      networkId: (input) => networkId(input),
+      localNetworks: () => localNetworks(),
+      connectedRoutes: () => connectedRoutes(),
+    },
     engines: {
       // Only a spare this platform launched can be adopted; anything else is not a wireguard-go it knows.
       create: (spec, spare) => createEngine(spec, spare instanceof WireGuardSpare ? { wireguardSpare: spare } : {}),

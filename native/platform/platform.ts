@@ -8,6 +8,7 @@
  */
 import type { GatewayEndpoint, KillSwitchRules } from "../../main/core/killswitch.ts";
 import type { LinkDns } from "../../main/core/dns-link.ts";
+import type { ConnectedRoute } from "../../main/core/net/local-networks.ts";
 import type { EngineSpec, TunnelEngine } from "../engines/engine.ts";
 
 /** One entry of the protected table: a prefix and the device that carries it, or a gateway's throw. */
@@ -40,11 +41,16 @@ export interface PlatformRoutes {
     routes: readonly string[];
     bypass?: readonly string[];
     present?: readonly RouteEntry[];
+    /** Allowed local networks, thrown back to the main table (local network access). */
+    local?: readonly string[];
   }): Promise<void>;
-  /** Deletes these prefixes (and these gateways' throws) from the protected table, and its rule unless `keepRule`. */
+  /**
+   * Deletes these prefixes (and these gateways' and local networks' throws) from the protected table, and its rule
+   * unless `keepRule`.
+   */
   clearProtectedRoutes(
     routes: readonly string[],
-    opts?: { keepRule?: boolean; bypass?: readonly string[] },
+    opts?: { keepRule?: boolean; bypass?: readonly string[]; local?: readonly string[] },
   ): Promise<void>;
   installLegSource(s: LegSource): Promise<void>;
   removeLegSource(s: LegSource): Promise<void>;
@@ -138,6 +144,12 @@ export interface PlatformNetwork {
    * they cannot be read.
    */
   localNetworks(): Promise<{ dev: string; prefix: string }[]>;
+  /**
+   * The directly connected IPv4 networks (the kernel's own `scope link` routes of the main table, links that are
+   * up), each with its device and whether that is a bridge: local network access chooses among them. Rejects when
+   * they cannot be read; a platform without it allows no local network.
+   */
+  connectedRoutes?(): Promise<ConnectedRoute[]>;
 }
 
 /** Path MTU upkeep of the tunnel devices: echoes of an exact size, device MTUs, and the TCP MSS clamp. */

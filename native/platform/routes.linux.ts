@@ -6,7 +6,8 @@
  *
  *   pref <leg pref>  from <leg address>/32 lookup <leg table>   (table: default dev <leg device>)
  *   pref 200         lookup 5000                                 (table 5000: <protected prefix> dev <active device>,
- *                                                                 and throw <gateway>/32 for every gateway inside one)
+ *                                                                 throw <gateway>/32 for every gateway inside one,
+ *                                                                 throw <prefix> for every allowed local network)
  *   pref 220         lookup 220                                  (kernel-libipsec; the IPsec driver deletes it)
  *   pref 32766       lookup main
  *
@@ -15,6 +16,10 @@
  * it (the main table) route the engines' packets to their gateway as before the tunnel was up. A per-address
  * throw rather than a socket mark, because openconnect cannot mark its sockets; the throws live in the protected
  * table itself, so they go in and out in the same `ip -batch` as the routes they carve a hole in.
+ *
+ * Local network access (main/core/net/local-networks.ts) uses the same mechanism: an allowed connected network
+ * inside a protected prefix gets a throw of exactly its prefix, so the main table's connected route carries it (a
+ * longer protected or pushed route inside it still wins, and goes into the tunnel).
  *
  * Every function states a desired state and is safe to repeat: rules are read before they are added, routes
  * are written with `replace`, and deleting what is already gone is not an error.
@@ -68,6 +73,8 @@ export interface ProtectedRoutes {
    * is the table's only writer): the apply is then one iproute2 run with nothing read first.
    */
   present?: readonly RouteEntry[];
+  /** Allowed local networks (IPv4 prefixes, host bits clear) thrown back to the main table; none when absent. */
+  local?: readonly string[];
 }
 
 export interface TableOptions {
@@ -191,12 +198,18 @@ export function planProtectedBatch(
   table = PROTECTED_TABLE,
   present: readonly RouteEntry[] = [],
   bypass: readonly string[] = [],
+  local: readonly string[] = [],
 ): string {
   checkIfname(ifname);
   checkTable(table);
   for (const r of routes) checkPrefix(r);
-  const throws = [...new Set(bypass.map(checkBypass))];
-  const thrown = new Set(throws);
+  for (const l of local) checkPrefix(l);
+  const gatewayThrows = bypass.map(checkBypass);
+  // A local network never displaces a protected route of the same prefix: that one stays in the tunnel.
+  const routedSet = new Set(routes.map(canonicalPrefix));
+  const localThrows = local.map(canonicalPrefix).filter((l) => !routedSet.has(l));
+  const throws = [...new Set([...gatewayThrows, ...localThrows])];
+  const thrown = new Set(gatewayThrows);
   const routed = routes.filter((r) => !thrown.has(canonicalPrefix(r)));
   const wanted = new Set([...throws, ...routed.map(canonicalPrefix)]);
   const t = String(table);
@@ -221,10 +234,12 @@ export function planClearBatch(
   routes: readonly string[],
   table = PROTECTED_TABLE,
   bypass: readonly string[] = [],
+  local: readonly string[] = [],
 ): string {
   checkTable(table);
   for (const r of routes) checkPrefix(r);
-  const throws = [...new Set(bypass.map(checkBypass))];
+  for (const l of local) checkPrefix(l);
+  const throws = [...new Set([...bypass.map(checkBypass), ...local.map(canonicalPrefix)])];
   const thrown = new Set(throws);
   const routed = routes.filter((r) => !thrown.has(canonicalPrefix(r)));
   return [...routed, ...throws].map((r) => `route del ${r} table ${String(table)}\n`).join("");
@@ -300,16 +315,17 @@ export async function removeLegSource(s: LegSource): Promise<void> {
 export async function applyProtectedRoutes(p: ProtectedRoutes): Promise<void> {
   const table = p.table ?? PROTECTED_TABLE;
   const bypass = p.bypass ?? [];
-  planProtectedBatch(p.ifname, p.routes, table, [], bypass); // validate before touching anything
+  const local = p.local ?? [];
+  planProtectedBatch(p.ifname, p.routes, table, [], bypass, local); // validate before touching anything
   // One read of each in parallel and one batch: a failover's route change is on the outage's clock, and every
   // `ip` process costs milliseconds. The routes go in before the rule that sends lookups to them.
   if (p.present !== undefined) {
-    const known = planProtectedBatch(p.ifname, p.routes, table, p.present, bypass);
+    const known = planProtectedBatch(p.ifname, p.routes, table, p.present, bypass, local);
     if (known !== "") await ip(p.netns, ["-4", "-batch", "-"], known);
     return;
   }
   const [present, rules] = await Promise.all([routesIn(table, p.netns), rulesAt(PROTECTED_RULE_PREF, p.netns)]);
-  let batch = planProtectedBatch(p.ifname, p.routes, table, present, bypass);
+  let batch = planProtectedBatch(p.ifname, p.routes, table, present, bypass, local);
   if (!rules.some((r) => r.src === "all" && r.table === String(table)))
     batch += `rule add ${protectedRuleArgs(table).join(" ")}\n`;
   if (batch !== "") await ip(p.netns, ["-4", "-batch", "-"], batch);
@@ -337,10 +353,10 @@ export async function stageProtectedRule(opts: TableOptions = {}): Promise<Route
  */
 export async function clearProtectedRoutes(
   routes: readonly string[],
-  opts: TableOptions & { keepRule?: boolean; bypass?: readonly string[] } = {},
+  opts: TableOptions & { keepRule?: boolean; bypass?: readonly string[]; local?: readonly string[] } = {},
 ): Promise<void> {
   const table = opts.table ?? PROTECTED_TABLE;
-  const batch = planClearBatch(routes, table, opts.bypass ?? []);
+  const batch = planClearBatch(routes, table, opts.bypass ?? [], opts.local ?? []);
   // -force: keep going past prefixes that are already gone (iproute2 then exits 1, which is expected here).
   if (batch !== "") await run("ip", ipArgs(opts.netns, ["-4", "-force", "-batch", "-"]), { input: batch });
   if (opts.keepRule === true) return;

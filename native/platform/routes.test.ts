@@ -135,3 +135,34 @@ test("a-bypass-that-is-not-one-ipv4-address-is-refused", () => {
     /invalid gateway bypass/,
   );
 });
+
+test("an-allowed-local-network-is-thrown-out-of-the-protected-table-with-the-routes-in-one-batch", () => {
+  assert.equal(
+    planProtectedBatch("dt-l1", ["172.16.0.0/12"], PROTECTED_TABLE, [], [], ["172.17.0.0/16"]),
+    "route replace throw 172.17.0.0/16 table 5000\nroute replace 172.16.0.0/12 dev dt-l1 table 5000\n",
+  );
+  // After a move: the new network's throw goes in, the old one's goes.
+  const present = [
+    { dst: "172.16.0.0/12", dev: "dt-l1" },
+    { dst: "172.17.0.0/16", dev: "", type: "throw" as const },
+  ];
+  assert.equal(
+    planProtectedBatch("dt-l1", ["172.16.0.0/12"], PROTECTED_TABLE, present, [], ["172.20.1.0/24"]),
+    "route replace throw 172.20.1.0/24 table 5000\nroute replace 172.16.0.0/12 dev dt-l1 table 5000\nroute del 172.17.0.0/16 table 5000\n",
+  );
+  assert.equal(
+    planClearBatch(["172.16.0.0/12"], PROTECTED_TABLE, [], ["172.17.0.0/16"]),
+    "route del 172.16.0.0/12 table 5000\nroute del 172.17.0.0/16 table 5000\n",
+  );
+});
+
+test("a-local-network-never-displaces-a-protected-route-of-the-same-prefix-and-bad-prefixes-are-refused", () => {
+  assert.equal(
+    planProtectedBatch("dt-l1", ["172.17.0.0/16"], PROTECTED_TABLE, [], [], ["172.17.0.0/16"]),
+    "route replace 172.17.0.0/16 dev dt-l1 table 5000\n",
+  );
+  assert.throws(
+    () => planProtectedBatch("dt-l1", ["172.16.0.0/12"], PROTECTED_TABLE, [], [], ["172.17.0.0/16 dev lo"]),
+    /invalid IPv4 prefix/,
+  );
+});

@@ -8,6 +8,7 @@
 import { domainLabels, type LinkDns } from "../../main/core/dns-link.ts";
 import type { DetourConfig } from "../../main/core/config/schema.ts";
 import type { Candidate, CandidateProbe } from "../../main/core/connection/types.ts";
+import type { ConnectedRoute } from "../../main/core/net/local-networks.ts";
 import type { KillSwitchRules } from "../../main/core/killswitch.ts";
 import type { EngineErrorCode, TunnelEvent, TunnelUp } from "../../main/core/tunnel/engine-types.ts";
 import type { CandidateFinder } from "../../main/agent/candidate-refresh.ts";
@@ -78,6 +79,10 @@ export class FakeWorld {
   readonly gateways = new Map<string, GatewayScript>();
   /** The device's own networks (null: they cannot be read). */
   localNetworks: string[] | null = ["192.168.1.7/24"];
+  /** The connected routes local network access reads (null: they cannot be read). */
+  connectedRoutes: ConnectedRoute[] | null = [];
+  /** The local networks' throws in the protected table (local network access). */
+  readonly localThrows = new Set<string>();
   readonly calls: PlatformCall[] = [];
   /** Steps that throw (or reject) when the daemon asks for them. */
   readonly failing = new Set<PlatformStep>();
@@ -313,14 +318,21 @@ export function fakePlatform(world: FakeWorld): Platform {
   const routes = {
     stageProtectedRule: (): Promise<RouteEntry[]> =>
       later("routes.stage", "", () => [...world.routes].map(([dst, dev]) => ({ dst, dev }))),
-    applyProtectedRoutes: (p: { ifname: string; routes: readonly string[] }): Promise<void> =>
+    applyProtectedRoutes: (p: {
+      ifname: string;
+      routes: readonly string[];
+      local?: readonly string[];
+    }): Promise<void> =>
       later("routes.apply", `${p.ifname} ${p.routes.join(",")}`, () => {
         world.routes.clear();
         for (const r of p.routes) world.routes.set(r, p.ifname);
+        world.localThrows.clear();
+        for (const l of p.local ?? []) world.localThrows.add(l);
       }),
-    clearProtectedRoutes: (prefixes: readonly string[]): Promise<void> =>
+    clearProtectedRoutes: (prefixes: readonly string[], opts?: { local?: readonly string[] }): Promise<void> =>
       later("routes.clear", prefixes.join(","), () => {
         for (const r of prefixes) world.routes.delete(r);
+        for (const l of opts?.local ?? []) world.localThrows.delete(l);
       }),
     // As routes.linux.ts does: an install replaces whatever rule holds its preference; a removal deletes only
     // the rule that matches address, table and preference.
@@ -417,6 +429,10 @@ export function fakePlatform(world: FakeWorld): Platform {
         world.localNetworks === null
           ? Promise.reject(new Error("ip address show failed (fake)"))
           : Promise.resolve(world.localNetworks.map((prefix) => ({ dev: "eth0", prefix }))),
+      connectedRoutes: () =>
+        world.connectedRoutes === null
+          ? Promise.reject(new Error("ip route show failed (fake)"))
+          : Promise.resolve(world.connectedRoutes.map((r) => ({ ...r }))),
     },
     engines: {
       create: (spec, spare) => {

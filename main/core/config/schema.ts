@@ -5,6 +5,7 @@
 import { z } from "zod";
 import { LEG_KINDS } from "../connection/types.ts";
 import { isIpv4, isIpv6 } from "../ip-address.ts";
+import { LOCAL_NETWORK_ACCESS_MODES } from "../net/local-networks.ts";
 
 const ipv4Octet = "(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
 const ipv4Re = new RegExp(`^${ipv4Octet}(\\.${ipv4Octet}){3}$`);
@@ -457,6 +458,12 @@ export const DetourConfig = z
       exceptionMs: 300_000,
       allowException: true,
     }),
+    /**
+     * Allow local network access: the device's directly connected networks (its LAN, container and VM bridges)
+     * stay reachable outside the tunnel where a protected network covers them. "auto" (the default): on for a split
+     * tunnel, off for a full tunnel and under lockdown; "on" and "off" decide regardless (core/net/local-networks.ts).
+     */
+    localNetworkAccess: z.enum(LOCAL_NETWORK_ACCESS_MODES).default("auto"),
   })
   .strict();
 

@@ -51,6 +51,8 @@ export interface IgnoredPref {
  */
 const TIGHTEN_ONLY: Partial<Record<SettingKey, (pref: unknown, floor: unknown) => boolean>> = {
   lockdown: (pref, floor) => pref === true || floor !== true,
+  // Local network access opens traffic outside the tunnel: a user may turn it off, or state what is in force.
+  localNetworkAccess: (pref, floor) => pref === "off" || pref === floor,
 };
 
 /**
@@ -153,6 +155,7 @@ export function layer(base: DetourConfig, prefs: Settings, policy: PolicyDocumen
     standby: { ...base.standby, ...all.standby },
     retry: { ...base.retry, ...all.retry },
     captive: { ...base.captive, ...all.captive },
+    localNetworkAccess: all.localNetworkAccess ?? base.localNetworkAccess,
     telemetry:
       all.telemetry === undefined
         ? base.telemetry
@@ -217,6 +220,8 @@ function defaultValue(c: DetourConfig, k: SettingKey): unknown {
       return c.allowDisconnect;
     case "trustedNetworkPolicy":
       return c.trustedNetworks?.policy ?? null;
+    case "localNetworkAccess":
+      return c.localNetworkAccess;
     case "telemetry.endpoint":
       return c.telemetry?.endpoint ?? null;
     case "telemetry.intervalMs":

@@ -332,3 +332,24 @@ test("the-policy-sets-the-captive-sign-in-bound-or-forbids-the-exception-and-use
   assert.ok(unset.ok);
   assert.equal(unset.effective.values["captive.exceptionMs"], 300_000, "five minutes unless policy says otherwise");
 });
+
+test("local-network-access-defaults-to-auto-policy-forces-it-and-a-user-may-only-turn-it-off", () => {
+  const unset = layer(base(), {}, null);
+  assert.ok(unset.ok);
+  assert.equal(unset.effective.config.localNetworkAccess, "auto");
+  assert.equal(unset.effective.values.localNetworkAccess, "auto");
+  const forced = layer(base(), { localNetworkAccess: "on" }, policy({ localNetworkAccess: "off" }));
+  assert.ok(forced.ok);
+  assert.equal(forced.effective.config.localNetworkAccess, "off", "the policy wins over the user");
+  assert.deepEqual(forced.effective.locked, ["localNetworkAccess"]);
+  const on = layer(base(), {}, policy({ localNetworkAccess: "on" }));
+  assert.ok(on.ok);
+  assert.equal(on.effective.config.localNetworkAccess, "on");
+  // A user turns it off; turning it on over the configuration's "auto" would loosen it, and is refused.
+  assert.equal(preferenceRefusal(base(), "localNetworkAccess", "off"), null);
+  assert.match(preferenceRefusal(base(), "localNetworkAccess", "on") ?? "", /may only tighten/);
+  const userOff = layer(base(), { localNetworkAccess: "off" }, null);
+  assert.ok(userOff.ok);
+  assert.equal(userOff.effective.config.localNetworkAccess, "off");
+  assert.equal(parseSettingValue("localNetworkAccess", "sometimes").ok, false);
+});

@@ -14,6 +14,7 @@ import {
   StandbyPolicy,
   Telemetry,
 } from "../config/schema.ts";
+import { LOCAL_NETWORK_ACCESS_MODES } from "../net/local-networks.ts";
 
 /** The protocols a gateway can offer, as the configuration names them (AnyConnect covers its TLS and DTLS legs). */
 export const PROTOCOL_NAMES = ["wireguard", "ikev2", "anyconnect"] as const;
@@ -79,6 +80,8 @@ export const Settings = z
       })
       .strict()
       .optional(),
+    /** Allow local network access: "auto" (on for a split tunnel without lockdown), "on" or "off". */
+    localNetworkAccess: z.enum(LOCAL_NETWORK_ACCESS_MODES).optional(),
     captive: z
       .object({
         exceptionMs: CaptivePolicy.shape.exceptionMs.unwrap().optional(),
@@ -120,6 +123,7 @@ export const SETTING_KEYS = {
   "telemetry.intervalMs": "managed",
   "captive.exceptionMs": "managed",
   "captive.allowException": "managed",
+  localNetworkAccess: "user",
 } as const satisfies Record<string, "user" | "managed">;
 export type SettingKey = keyof typeof SETTING_KEYS;
 export const SETTING_KEY_LIST = Object.keys(SETTING_KEYS) as SettingKey[];

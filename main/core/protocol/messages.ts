@@ -22,6 +22,12 @@
  * strict (an unknown field is an error); payloads are loose objects, so a newer daemon may add fields.
  */
 import type { CaptiveStatus } from "../captive.ts";
+import {
+  LOCAL_NETWORK_ACCESS_MODES,
+  type LocalNetwork,
+  type LocalNetworkAccessMode,
+  type RefusedLocalNetwork,
+} from "../net/local-networks.ts";
 import type { LockdownStateReport } from "../lockdown-state.ts";
 import { z } from "zod";
 import {
@@ -441,7 +447,40 @@ export type StatusPayload = ConnectionSnapshot & {
   network?: NetworkStatus;
   /** Captive networks: "Sign in to this network" and the kill switch's sign-in exception (core/captive.ts). */
   captive?: CaptiveStatus;
+  /** Allow local network access: which connected networks are reachable outside the tunnel, and which were refused. */
+  localNetworks?: LocalNetworksStatus;
 };
+
+/** Local network access as status shows it (`localNetworks`; core/net/local-networks.ts decides). */
+export interface LocalNetworksStatus {
+  /** The setting as configured or set by policy. */
+  mode: LocalNetworkAccessMode;
+  /** Whether it is in force here ("auto" is off for a full tunnel and under lockdown). */
+  enabled: boolean;
+  /** The connected networks a protected network overlaps that stay reachable, each through its own device only. */
+  allowed: LocalNetwork[];
+  /** Connected networks that were not allowed, with why (too wide, covering the tunnel's resolvers, ...). */
+  refused: RefusedLocalNetwork[];
+  /** Wall time of the last change of the allowed or refused set; null before any. */
+  changedAt: number | null;
+  changes: number;
+  /** Why the connected networks could not be read (none is allowed meanwhile); null when they could. */
+  lastError: string | null;
+}
+const LocalNetworkSchema = z.looseObject({
+  prefix: z.string(),
+  dev: z.string(),
+  kind: z.enum(["connected", "bridge"]),
+});
+export const LocalNetworksStatusSchema = z.looseObject({
+  mode: z.enum(LOCAL_NETWORK_ACCESS_MODES),
+  enabled: z.boolean(),
+  allowed: z.array(LocalNetworkSchema),
+  refused: z.array(z.intersection(LocalNetworkSchema, z.looseObject({ reason: z.string() }))),
+  changedAt: z.number().nullable(),
+  changes: z.int().min(0),
+  lastError: z.string().nullable(),
+}) satisfies z.ZodType<LocalNetworksStatus>;
 
 /** Trusted network detection as status shows it: which rule matched (or why none did) and what it means. */
 export interface TrustedStatus {
@@ -617,6 +656,7 @@ export const StatusPayloadSchema = z.looseObject({
       }),
     })
     .optional(),
+  localNetworks: LocalNetworksStatusSchema.optional(),
 }) satisfies z.ZodType<StatusPayload>;
 
 /** A candidate with its place in the daemon's ranking (1 is tried first). */
