@@ -1,11 +1,29 @@
 /** Pure text for the views: durations, protocol names, timeline lines, health words. No DOM, unit-tested. */
-import type { Candidate, ConnectionEvent, FailoverRecord, LegKind, RaceRecord } from "../main/core/connection/types.ts";
+import type {
+  Candidate,
+  ConnectionEvent,
+  ConnectionStateName,
+  FailoverRecord,
+  LegKind,
+  RaceRecord,
+} from "../main/core/connection/types.ts";
 
 export const PROTOCOL_LABELS: Record<LegKind, string> = {
   wireguard: "WireGuard",
   ikev2: "IKEv2",
   "anyconnect-tls": "AnyConnect (TLS)",
   "anyconnect-dtls": "AnyConnect (DTLS)",
+};
+
+/** detourd's connection states in words, where the page shows a state by name (the State field, the timeline). */
+export const STATE_LABELS: Record<ConnectionStateName, string> = {
+  disconnected: "Disconnected",
+  resolving: "Connecting",
+  racing: "Connecting",
+  connected: "Connected",
+  "failing-over": "Reconnecting",
+  error: "Cannot connect",
+  "waiting-for-network": "Waiting for a network",
 };
 
 const pad2 = (n: number): string => String(n).padStart(2, "0");
@@ -81,7 +99,7 @@ export function raceText(r: RaceRecord): string {
 export function eventText(e: ConnectionEvent): string | null {
   switch (e.type) {
     case "state":
-      return e.detail === "" ? `State: ${e.state}.` : `${e.detail}.`.replace(/\.\.$/, ".");
+      return e.detail === "" ? `${STATE_LABELS[e.state]}.` : `${e.detail}.`.replace(/\.\.$/, ".");
     case "race-started":
       return null;
     case "leg":

@@ -150,7 +150,7 @@ test(
     await panel.waitFor({ state: "hidden", timeout: SHOWN_WITHIN_MS });
     await page
       .getByTestId("state")
-      .filter({ hasText: /^connected$/ })
+      .filter({ hasText: /^Connected$/ })
       .waitFor({ timeout: SHOWN_WITHIN_MS });
     await page.screenshot({ path: join(ARTIFACTS, "captive-signed-in.png"), fullPage: true });
     console.log(`screenshots: ${join(ARTIFACTS, "captive-sign-in.png")}, ${join(ARTIFACTS, "captive-signed-in.png")}`);
