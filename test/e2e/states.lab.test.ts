@@ -198,6 +198,32 @@ async function headline(label: string, timeout: number): Promise<void> {
     .waitFor({ timeout });
 }
 
+const AXE = readFileSync(join(REPO_ROOT, "node_modules/axe-core/axe.min.js"), "utf8");
+
+/** axe-core on the page as shown (as app.lab.test.ts does): serious and critical violations fail the test. */
+async function accessible(what: string): Promise<void> {
+  await page.evaluate(AXE);
+  const bad = await page.evaluate(async () => {
+    const axe = (
+      window as unknown as {
+        axe: {
+          run(
+            ctx: Document,
+            opts: object,
+          ): Promise<{ violations: { id: string; impact: string | null; nodes: { target: string[] }[] }[] }>;
+        };
+      }
+    ).axe;
+    const r = await axe.run(document, {
+      runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] },
+    });
+    return r.violations
+      .filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => ({ id: v.id, nodes: v.nodes.map((n) => n.target) }));
+  });
+  assert.deepEqual(bad, [], `${what}: ${JSON.stringify(bad)}`);
+}
+
 async function shot(file: string): Promise<void> {
   await page.screenshot({ path: join(ARTIFACTS, file), fullPage: true });
   console.log(`screenshot: ${join(ARTIFACTS, file)}`);
@@ -219,6 +245,7 @@ test(
     assert.equal(await connect.isDisabled(), true, "detourd would refuse it: the page does not offer it");
     assert.equal(await text("action-why"), "Your organisation's policy keeps Detour disconnected on trusted networks.");
     await shot("states-trusted-network.png");
+    await accessible("on a trusted network");
     // Leaving the trusted network (its pinned host no longer answers) connects by itself.
     await stopTlsHost();
     await headline("Connected", CONNECT_WITHIN_MS);
@@ -249,6 +276,7 @@ test("offline-the-page-says-waiting-for-a-network-and-offers-no-connect", { time
         const raw = await page.locator("main").textContent();
         assert.doesNotMatch(raw ?? "", /waiting-for-network/, "no raw state name anywhere on the page");
         await shot("states-waiting-for-network.png");
+        await accessible("waiting for a network");
       },
     },
     ID,
@@ -277,4 +305,5 @@ test("always-on-greys-disconnect-and-says-why", { timeout: 120_000 }, async () =
   assert.equal(await page.getByRole("button", { name: "Disconnect" }).isDisabled(), true);
   assert.equal(await text("action-why"), "Your organisation's policy does not allow disconnecting.");
   await shot("states-always-on.png");
+  await accessible("always on");
 });
