@@ -55,7 +55,7 @@ export function statusView(ctx: ViewContext): View {
   // Why a button is greyed: disabled buttons take no focus, so the reason is text next to them, not a tooltip.
   const why = h("p", { class: "why", id: "action-why", "data-testid": "action-why" });
   const problem = h("p", { class: "problem", role: "alert" });
-  const captive = captivePanel();
+  const captive = captivePanel(() => ctx.api.openSignIn());
   connect.addEventListener("click", () => {
     void ctx.api.connect().then((r) => {
       setText(problem, r.ok ? "" : r.message);
