@@ -42,6 +42,16 @@ export function duration(ms: number): string {
   return `${h} h ${pad2(m % 60)} min`;
 }
 
+/**
+ * Time left in whole minutes, rounded up ("5 min", "under a minute"): for text in a live region, which a screen
+ * reader would otherwise announce every second.
+ */
+export function minutesLeft(ms: number): string {
+  if (!Number.isFinite(ms) || ms <= 0) return "no time";
+  if (ms < 60_000) return "under a minute";
+  return `${Math.ceil(ms / 60_000)} min`;
+}
+
 /** Time of day, HH:MM:SS, in the given time zone offset's local clock. */
 export function clock(ms: number): string {
   const d = new Date(ms);

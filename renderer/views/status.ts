@@ -3,7 +3,7 @@
  * not offered, state, gateway, protocol, since, and live latency and loss sparklines.
  */
 import { h, setText, svg } from "../dom.ts";
-import { clock, duration, PROTOCOL_LABELS, since, STATE_LABELS } from "../format.ts";
+import { clock, minutesLeft, PROTOCOL_LABELS, since, STATE_LABELS } from "../format.ts";
 import { actions, alwaysOnNote, explanation, situation, SITUATION_LABELS } from "../state-words.ts";
 import { captivePanel } from "./captive.ts";
 import { sparklinePath } from "../sparkline.ts";
@@ -103,7 +103,8 @@ export function statusView(ctx: ViewContext): View {
         const sit = situation(s);
         setText(headline, SITUATION_LABELS[sit]);
         headline.dataset.situation = sit;
-        setText(sentence, explanation(s, { now: m.now, clock, duration }));
+        // The sentence is a live region: the sign-in time left in minutes, so it is not announced every second.
+        setText(sentence, explanation(s, { now: m.now, clock, duration: minutesLeft }));
         const note = alwaysOnNote(s);
         alwaysOn.hidden = note === null;
         setText(alwaysOn, note ?? "");
