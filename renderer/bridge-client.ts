@@ -64,6 +64,7 @@ export function bridgeApi(): DetourApi {
     setSetting: (key, value) => call("setSetting", [key, value]),
     createDiagnostics: () => call("createDiagnostics", []),
     uploadDiagnostics: (path) => call("uploadDiagnostics", [path]),
+    openSignIn: () => call("openSignIn", []),
     onUpdate(listener) {
       listeners.add(listener);
       open();

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { duration, eventText, failoverText, health, pushSample, raceText } from "./format.ts";
+import { duration, eventText, failoverText, health, minutesLeft, pushSample, raceText } from "./format.ts";
 
 test("durations-read-like-a-person-would-say-them", () => {
   assert.equal(duration(850), "850 ms");
@@ -63,6 +63,14 @@ test("health-comes-from-the-last-probe", () => {
   assert.equal(health(c), "not checked yet");
   assert.equal(health({ ...c, probe: { at: 1, latencyMs: 3, reachable: { wireguard: "unknown" } } }), "reachable");
   assert.equal(health({ ...c, probe: { at: 1, latencyMs: null, reachable: { wireguard: "no" } } }), "unreachable");
+});
+
+test("time-left-in-a-live-region-changes-once-a-minute", () => {
+  assert.equal(minutesLeft(299_000), "5 min");
+  assert.equal(minutesLeft(240_001), "5 min");
+  assert.equal(minutesLeft(240_000), "4 min");
+  assert.equal(minutesLeft(59_000), "under a minute");
+  assert.equal(minutesLeft(0), "no time");
 });
 
 test("the-sparkline-window-keeps-the-newest-samples", () => {

@@ -1,11 +1,29 @@
 /** Pure text for the views: durations, protocol names, timeline lines, health words. No DOM, unit-tested. */
-import type { Candidate, ConnectionEvent, FailoverRecord, LegKind, RaceRecord } from "../main/core/connection/types.ts";
+import type {
+  Candidate,
+  ConnectionEvent,
+  ConnectionStateName,
+  FailoverRecord,
+  LegKind,
+  RaceRecord,
+} from "../main/core/connection/types.ts";
 
 export const PROTOCOL_LABELS: Record<LegKind, string> = {
   wireguard: "WireGuard",
   ikev2: "IKEv2",
   "anyconnect-tls": "AnyConnect (TLS)",
   "anyconnect-dtls": "AnyConnect (DTLS)",
+};
+
+/** detourd's connection states in words, where the page shows a state by name (the State field, the timeline). */
+export const STATE_LABELS: Record<ConnectionStateName, string> = {
+  disconnected: "Disconnected",
+  resolving: "Connecting",
+  racing: "Connecting",
+  connected: "Connected",
+  "failing-over": "Reconnecting",
+  error: "Cannot connect",
+  "waiting-for-network": "Waiting for a network",
 };
 
 const pad2 = (n: number): string => String(n).padStart(2, "0");
@@ -22,6 +40,16 @@ export function duration(ms: number): string {
   if (m < 60) return `${m} min ${pad2(s % 60)} s`;
   const h = Math.floor(m / 60);
   return `${h} h ${pad2(m % 60)} min`;
+}
+
+/**
+ * Time left in whole minutes, rounded up ("5 min", "under a minute"): for text in a live region, which a screen
+ * reader would otherwise announce every second.
+ */
+export function minutesLeft(ms: number): string {
+  if (!Number.isFinite(ms) || ms <= 0) return "no time";
+  if (ms < 60_000) return "under a minute";
+  return `${Math.ceil(ms / 60_000)} min`;
 }
 
 /** Time of day, HH:MM:SS, in the given time zone offset's local clock. */
@@ -81,7 +109,7 @@ export function raceText(r: RaceRecord): string {
 export function eventText(e: ConnectionEvent): string | null {
   switch (e.type) {
     case "state":
-      return e.detail === "" ? `State: ${e.state}.` : `${e.detail}.`.replace(/\.\.$/, ".");
+      return e.detail === "" ? `${STATE_LABELS[e.state]}.` : `${e.detail}.`.replace(/\.\.$/, ".");
     case "race-started":
       return null;
     case "leg":

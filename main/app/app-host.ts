@@ -37,11 +37,35 @@ export interface AppHostOptions {
   clientName: string;
   /** Fed with the daemon's preferences (and their policy locks) after each status refresh, when given. */
   policyLocks?: DaemonPolicyLocks;
+  /**
+   * Opens a captive portal's page in the locked-down sign-in window; false when the address cannot be opened
+   * safely. Absent where there is no such window (the dev bridge).
+   */
+  openSignIn?: (url: string) => boolean;
 }
 
 function failure(e: unknown): { ok: false; code: string; message: string } {
   if (isControlError(e)) return { ok: false, code: e.code, message: e.message };
   return { ok: false, code: "internal", message: e instanceof Error ? e.message : String(e) };
+}
+
+/**
+ * Opens the sign-in page detourd found (only while the network wants a sign-in) with `open`, or says why not: no
+ * page found, no sign-in window here (the browser build: what to open instead), or an address that is not safe.
+ */
+export function openSignInFor(s: StatusPayload | null, open: ((url: string) => boolean) | undefined): AppResult<null> {
+  const c = s?.captive;
+  if (c?.state !== "sign-in-required" || c.portalUrl === null)
+    return { ok: false, code: "refused", message: "Detour has not found a sign-in page on this network." };
+  if (open === undefined)
+    return {
+      ok: false,
+      code: "unavailable",
+      message: `This browser page cannot open the sign-in window: open ${c.portalUrl} in a web browser on this computer.`,
+    };
+  return open(c.portalUrl)
+    ? { ok: true, value: null }
+    : { ok: false, code: "invalid", message: `The sign-in page's address cannot be opened safely: ${c.portalUrl}` };
 }
 
 export class AppHost implements AppHostApi {
@@ -74,6 +98,11 @@ export class AppHost implements AppHostApi {
 
   get unreachable(): Unreachable | null {
     return this.#unreachable;
+  }
+
+  /** The sign-in page of the latest status, never an address from the page. */
+  openSignIn(): Promise<AppResult<null>> {
+    return Promise.resolve(openSignInFor(this.#status, this.#opts.openSignIn));
   }
 
   /** Starts following the daemon: subscription plus a status fetch every STATUS_POLL_MS. */

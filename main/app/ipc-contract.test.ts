@@ -24,6 +24,7 @@ function fakeHost(calls: string[]): AppHostApi {
     setSetting: (k, v) => Promise.resolve(settings.set(k, v)),
     createDiagnostics: () => ok("createDiagnostics", { path: "/tmp/x", bytes: 1, createdAt: 1 }),
     uploadDiagnostics: (p) => ok(`upload ${p}`, { reference: "R" }),
+    openSignIn: () => ok("openSignIn", null),
   };
 }
 
@@ -43,6 +44,7 @@ test("arguments-are-checked-before-anything-runs", async () => {
     ["setGateway", ["gw2", "extra"]],
     ["connect", ["now"]],
     ["uploadDiagnostics", [""]],
+    ["openSignIn", ["http://attacker.example/"]],
     ["setSetting", ["rootShell", true]],
     ["setSetting", ["startAtLogin", "yes"]],
     ["__proto__", []],

@@ -32,6 +32,7 @@ const ARG_SCHEMAS = {
   setSetting: z.tuple([z.enum(PREFERENCE_KEYS as [string, ...string[]]), z.unknown()]),
   createDiagnostics: none,
   uploadDiagnostics: z.tuple([z.string().min(1).max(MAX_PATH)]),
+  openSignIn: none,
 } satisfies { [K in AppCall]: z.ZodType };
 
 /** A call checked against the contract: its name and its arguments, typed. */
@@ -103,6 +104,8 @@ export async function invokeCall(host: AppHostApi, call: unknown, args: unknown)
         return await host.createDiagnostics();
       case "uploadDiagnostics":
         return await host.uploadDiagnostics(...c.args);
+      case "openSignIn":
+        return await host.openSignIn();
     }
   } catch (e) {
     return { ok: false, code: "internal", message: e instanceof Error ? e.message.slice(0, 500) : "the app failed" };

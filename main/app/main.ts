@@ -77,6 +77,7 @@ function start(): void {
     diagnostics: daemonDiagnostics,
     clientName: `detour-app/${app.getVersion()}`,
     policyLocks,
+    openSignIn: showSignInWindow,
   });
   const rules = new NotifyRules();
   applyLoginItem(settings.current());
@@ -127,7 +128,8 @@ function start(): void {
         showWindow();
         return;
       case "open-sign-in":
-        showSignInWindow(a.url);
+        if (!showSignInWindow(a.url))
+          new Notification({ title: "No sign-in page", body: `This address cannot be opened safely: ${a.url}` }).show();
         return;
       case "diagnostics":
         void host.createDiagnostics().then((r) => {
@@ -210,9 +212,9 @@ let signIn: BrowserWindow | null = null;
  * The captive portal's page in a window of its own (sign-in-window.ts): no preload, sandboxed, an in-memory session,
  * navigation kept to the portal's origin and where it redirected; new windows refused.
  */
-function showSignInWindow(url: string): void {
+function showSignInWindow(url: string): boolean {
   const nav = SignInNavigation.for(url);
-  if (nav === null) return;
+  if (nav === null) return false;
   signIn?.close();
   const w = new BrowserWindow({ ...signInWindowOptions(), show: true });
   signIn = w;
@@ -237,6 +239,7 @@ function showSignInWindow(url: string): void {
     if (signIn === w) signIn = null;
   });
   void w.loadURL(url);
+  return true;
 }
 
 function showWindow(): void {

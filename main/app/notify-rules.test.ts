@@ -111,3 +111,63 @@ test("waiting-for-a-network-is-never-an-error-notice-however-long-it-lasts", () 
     assert.deepEqual(r.observe(waiting, t), [], `nothing told after ${String(t)} ms offline`);
   assert.deepEqual(r.observe(status(), 3_700_000), [], "coming back is not news either");
 });
+
+test("offline-for-ten-minutes-with-the-network-flapping-tells-nothing", () => {
+  const r = new NotifyRules();
+  r.observe(status(), 0);
+  const monitorOffline = {
+    id: null,
+    remembered: null,
+    monitor: { online: false, lastChange: null, changes: 1, watcherDeaths: 0, wakes: 0 },
+  };
+  const told: string[] = [];
+  // Every 30 s: the legs fail while the monitor already says offline (15 s of error), then detourd waits.
+  for (let t = 1000; t < 600_000; t += 30_000) {
+    const err = { ...errorStatus("No gateway reachable: no route to any gateway", t + 4000), network: monitorOffline };
+    for (let u = t; u < t + 15_000; u += 1000) told.push(...r.observe(err, u).map((n) => n.cause));
+    const waiting = status({
+      state: "waiting-for-network",
+      gateway: null,
+      protocol: null,
+      summary: "Waiting for a network: no route to any gateway",
+      ...failedOver(t + 15_000),
+    });
+    for (let u = t + 15_000; u < t + 30_000; u += 1000)
+      told.push(...r.observe({ ...waiting, state: "waiting-for-network" }, u).map((n) => n.cause));
+  }
+  assert.deepEqual(told, [], "no notification storm while offline");
+  // Back online: a real error is told again after its own settle time.
+  assert.deepEqual(r.observe(errorStatus("No gateway reachable", 700_000), 600_000), []);
+  assert.equal(r.observe(errorStatus("No gateway reachable", 700_000), 600_000 + ERROR_SETTLE_MS).length, 1);
+});
+
+test("a-network-that-wants-a-sign-in-is-told-once-as-sign-in-not-as-cannot-connect", () => {
+  const r = new NotifyRules();
+  r.observe(status(), 0);
+  const captive = {
+    ...errorStatus("No gateway reachable", 5000),
+    captive: {
+      state: "sign-in-required" as const,
+      reason: "the check URL was redirected to http://198.18.205.1/signin",
+      portalUrl: "http://198.18.205.1/signin",
+      checkedAt: 1,
+      checks: 1,
+      exception: {
+        state: "open" as const,
+        openedAt: 1000,
+        closesAt: 301_000,
+        portalAddresses: ["198.18.205.1"],
+        resolvers: ["198.18.53.2"],
+        closedReason: null,
+        opened: 1,
+      },
+    },
+  };
+  const told = [];
+  for (let t = 1000; t <= 120_000; t += 1000) told.push(...r.observe(captive, t, "errors"));
+  assert.deepEqual(
+    told.map((n) => [n.cause, n.title]),
+    [["sign-in", "Sign in to this network"]],
+  );
+  assert.match(told[0]?.body ?? "", /Open sign-in page/);
+});

@@ -11,6 +11,11 @@
  *   told once per episode; an episode ends after RECOVERY_SETTLE_MS connected, and the same cause is not told
  *   again within ERROR_REPEAT_MS even so.
  * - daemon unreachable: told once it has lasted DAEMON_SETTLE_MS (the service restarting is not news).
+ * - offline (detourd waiting for a network, or its network monitor saying offline): nothing at all. The user knows,
+ *   the tray says it, and detourd connects by itself; the errors and failovers of a vanished network are not news,
+ *   and an error episode restarts its settle time once the network is back.
+ * - a network that wants a sign-in: told once as "Sign in to this network" (the user must act), in place of the
+ *   "cannot connect" its blocked legs would otherwise cause; again only after SIGN_IN_REPEAT_MS.
  */
 import type { StatusPayload } from "../core/protocol/messages.ts";
 import type { Preferences } from "../core/protocol/app-api.ts";
@@ -25,6 +30,8 @@ export const RECOVERY_SETTLE_MS = 30_000;
 export const ERROR_REPEAT_MS = 15 * 60_000;
 /** detourd restarts (an upgrade, systemd's restart) in a few seconds; 10 s without it is a real outage. */
 export const DAEMON_SETTLE_MS = 10_000;
+/** A portal that asks again (some hotels every hour, or after a short idle) is told again, but not within 15 min. */
+export const SIGN_IN_REPEAT_MS = 15 * 60_000;
 
 export type NoticeCause =
   | "failover"
@@ -34,6 +41,7 @@ export type NoticeCause =
   | "identity"
   | "configuration"
   | "refused"
+  | "sign-in"
   | "daemon-unreachable";
 
 export interface Notice {
@@ -115,6 +123,16 @@ interface ErrorEpisode {
   told: boolean;
 }
 
+/** No route to any gateway: detourd waits for a network, or its monitor already says the network is gone. */
+function offline(s: StatusPayload): boolean {
+  return s.state === "waiting-for-network" || (s.state !== "connected" && s.network?.monitor?.online === false);
+}
+
+/** The network shows a sign-in page and no tunnel is up. */
+function signingIn(s: StatusPayload): boolean {
+  return s.captive?.state === "sign-in-required" && s.state !== "connected";
+}
+
 export class NotifyRules {
   #lastFailoverAt: number | null = null;
   #quietUntil: number | null = null;
@@ -128,6 +146,8 @@ export class NotifyRules {
   #unreachableSince: number | null = null;
   #unreachableTold = false;
   #started = false;
+  /** The network wants a sign-in and this episode of it was told (or needs no telling). */
+  #signInTold = false;
 
   /** Feeds one observation (null: the daemon is unreachable) and returns the notices to show now. */
   observe(s: StatusPayload | null, now: number, level: Preferences["notifications"] = "all"): Notice[] {
@@ -135,8 +155,12 @@ export class NotifyRules {
     this.#daemon(s, now, out);
     if (s !== null) {
       this.#latest = s;
-      this.#failover(s, now, out);
-      this.#errors(s, now, out);
+      if (offline(s) || signingIn(s)) this.#quiet(s, now, out);
+      else {
+        this.#signInTold = false;
+        this.#failover(s, now, out);
+        this.#errors(s, now, out);
+      }
     }
     this.#quietEnd(now, out);
     this.#started = true;
@@ -188,13 +212,33 @@ export class NotifyRules {
     this.#suppressed = 0;
   }
 
+  /**
+   * Offline or behind a sign-in page: failovers seen now are history, an error's settle time starts again later, and
+   * only a sign-in is told, once per episode.
+   */
+  #quiet(s: StatusPayload, now: number, out: Notice[]): void {
+    this.#lastFailoverAt = s.lastFailover?.detectedAt ?? this.#lastFailoverAt;
+    this.#errorSince = null;
+    this.#connectedSince = null;
+    if (!signingIn(s) || this.#signInTold) return;
+    this.#signInTold = true;
+    const last = this.#lastTold.get("sign-in");
+    if (last !== undefined && now - last < SIGN_IN_REPEAT_MS) return;
+    out.push({
+      cause: "sign-in",
+      title: "Sign in to this network",
+      body: "This network shows a sign-in page before it lets traffic through. Choose “Open sign-in page” in Detour's menu; Detour connects by itself once you have signed in.",
+    });
+  }
+
   #quietEnd(now: number, out: Notice[]): void {
     if (this.#quietUntil === null || now < this.#quietUntil) return;
     const n = this.#suppressed;
     this.#quietUntil = null;
     this.#suppressed = 0;
     const s = this.#latest;
-    if (n === 0 || s === null) return;
+    // Flaps before the network went away are not worth a notice once it has: the tray says offline.
+    if (n === 0 || s === null || offline(s) || signingIn(s)) return;
     const where = s.state === "connected" && s.gateway !== null ? `now on ${s.gateway}` : "reconnecting";
     out.push({
       cause: "failover-repeated",

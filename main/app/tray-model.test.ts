@@ -131,9 +131,28 @@ test("waiting-for-a-network-has-its-own-sentence-the-idle-icon-and-disconnect-in
     summary: "Waiting for a network: no route to any gateway",
   });
   assert.equal(trayState(s), "disconnected", "nothing is wrong with Detour: not the error icon");
-  assert.equal(traySentence(s), "Waiting for a network: no route to any gateway");
+  assert.equal(traySentence(s), "Waiting for a network: Detour connects by itself when one is back");
   const disconnect = find(trayMenu(s), "Disconnect");
   assert.ok(disconnect?.kind === "action" && disconnect.enabled, "the user can stop waiting");
+  // No Connect storm: a connect while offline does nothing detourd is not already doing.
+  const connect = find(trayMenu(s), "Connect (connects by itself when a network is back)");
+  assert.ok(connect?.kind === "action" && !connect.enabled, "Connect is greyed and says why");
+});
+
+test("on-a-trusted-network-connect-is-greyed-unless-policy-allows-connecting-there", () => {
+  const down = status({
+    state: "disconnected",
+    gateway: null,
+    protocol: null,
+    summary: "Disconnected",
+    trusted: TRUSTED,
+  });
+  const greyed = find(trayMenu(down), "Connect (not on a trusted network)");
+  assert.ok(greyed?.kind === "action" && !greyed.enabled, "detourd would refuse the connect: the item says why");
+  assert.equal(find(trayMenu(down), "Connect"), undefined);
+  const allowed = trayMenu({ ...down, trusted: { ...TRUSTED, policy: "connect" } });
+  const anyway = find(allowed, "Connect anyway");
+  assert.ok(anyway?.kind === "action" && anyway.enabled);
 });
 
 test("a-captive-network-says-sign-in-and-offers-the-sign-in-page", () => {
@@ -167,6 +186,13 @@ test("a-captive-network-says-sign-in-and-offers-the-sign-in-page", () => {
     enabled: true,
     action: { type: "open-sign-in", url: "http://198.18.205.1/signin" },
   });
+  assert.ok(
+    find(
+      trayMenu(captive, null, (ms) => `T${String(ms)}`),
+      "Sign-in allowed until T300001",
+    ),
+    "the menu says until when the kill switch lets the sign-in through",
+  );
   assert.equal(
     trayMenu(status()).some((m) => m.kind === "action" && m.label === "Open sign-in page"),
     false,

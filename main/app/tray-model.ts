@@ -4,6 +4,7 @@
  */
 import type { LegKind } from "../core/connection/types.ts";
 import type { StatusPayload } from "../core/protocol/messages.ts";
+import { actions, situation } from "../core/status-words.ts";
 import { trustedSentence } from "../core/trusted-networks.ts";
 
 export type TrayState = "disconnected" | "connecting" | "connected" | "degraded" | "error";
@@ -77,6 +78,9 @@ export function traySentence(s: StatusPayload | null, unreachable: Unreachable |
   if (s.captive?.state === "sign-in-required" && s.state !== "connected")
     return `Sign in to this network: ${s.captive.reason ?? "it shows a sign-in page first"}`;
   const summary = s.summary.replace(/\s+/g, " ").trim();
+  // Offline is no fault and needs nothing from the user: say so, so nobody presses Connect again and again.
+  if (situation(s) === "waiting-for-network")
+    return "Waiting for a network: Detour connects by itself when one is back";
   // Disconnected on purpose on a trusted network: say which rule, so nobody takes it for a failure.
   if (s.state === "disconnected" && s.trusted?.trusted === true && s.trusted.policy === "disconnect")
     return trustedSentence(s.trusted) ?? summary;
@@ -111,8 +115,26 @@ export type MenuItemModel =
   | { kind: "radio"; label: string; checked: boolean; enabled: boolean; action: TrayAction }
   | { kind: "submenu"; label: string; enabled: boolean; items: MenuItemModel[] };
 
+/** The connect item: greyed with the reason where detourd would refuse it or has nothing to do. */
+function connectItem(s: StatusPayload | null): MenuItemModel {
+  if (s === null) return { kind: "action", label: "Connect", enabled: false, action: { type: "connect" } };
+  const a = actions(s).connect;
+  const sit = situation(s);
+  const label =
+    a.enabled || a.why === null
+      ? a.label
+      : sit === "waiting-for-network"
+        ? "Connect (connects by itself when a network is back)"
+        : "Connect (not on a trusted network)";
+  return { kind: "action", label, enabled: a.enabled, action: { type: "connect" } };
+}
+
 /** The tray menu for a status: sentence, connect/disconnect, gateway choice, window, diagnostics, quit. */
-export function trayMenu(s: StatusPayload | null, unreachable: Unreachable | null = null): MenuItemModel[] {
+export function trayMenu(
+  s: StatusPayload | null,
+  unreachable: Unreachable | null = null,
+  clock: (ms: number) => string = timeOfDay,
+): MenuItemModel[] {
   const up = s !== null;
   const idle = s === null || s.state === "disconnected";
   const choice = s?.gatewayChoice ?? null;
@@ -135,13 +157,13 @@ export function trayMenu(s: StatusPayload | null, unreachable: Unreachable | nul
   return [
     { kind: "label", label: traySentence(s, unreachable) },
     { kind: "separator" },
-    { kind: "action", label: "Connect", enabled: up && (idle || s.state === "error"), action: { type: "connect" } },
+    connectItem(s),
     // Always-on: the daemon refuses a disconnect, so the item says why instead of failing when chosen.
     s?.trusted?.allowDisconnect === false
       ? { kind: "action", label: "Disconnect (not allowed by policy)", enabled: false, action: { type: "disconnect" } }
       : { kind: "action", label: "Disconnect", enabled: up && !idle, action: { type: "disconnect" } },
     { kind: "submenu", label: "Gateway", enabled: up, items: gateways },
-    ...signInItems(s),
+    ...signInItems(s, clock),
     { kind: "separator" },
     { kind: "action", label: "Open Detour", enabled: true, action: { type: "open-window" } },
     { kind: "action", label: "Create diagnostic bundle", enabled: true, action: { type: "diagnostics" } },
@@ -150,12 +172,30 @@ export function trayMenu(s: StatusPayload | null, unreachable: Unreachable | nul
   ];
 }
 
-/** "Open sign-in page" while the network wants a sign-in and detourd found the page. */
-export function signInItems(s: StatusPayload | null): MenuItemModel[] {
+/** HH:MM:SS in the machine's time zone. */
+function timeOfDay(ms: number): string {
+  const d = new Date(ms);
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":");
+}
+
+/**
+ * "Open sign-in page" while the network wants a sign-in and detourd found the page, and until when the kill switch
+ * lets the sign-in through (a menu is rebuilt on every status, not every second: a time of day, not a countdown).
+ */
+export function signInItems(s: StatusPayload | null, clock: (ms: number) => string = timeOfDay): MenuItemModel[] {
   const c = s?.captive;
-  if (c?.state !== "sign-in-required" || c.portalUrl === null) return [];
+  if (c?.state !== "sign-in-required" || s?.state === "connected") return [];
+  const ex = c.exception;
+  const until: MenuItemModel[] =
+    ex.state === "open" && ex.closesAt !== null
+      ? [{ kind: "label", label: `Sign-in allowed until ${clock(ex.closesAt)}` }]
+      : ex.state === "closed" && ex.closedReason === "timed out"
+        ? [{ kind: "label", label: "The time to sign in ran out: connect again" }]
+        : [];
+  if (c.portalUrl === null) return until;
   return [
     { kind: "action", label: "Open sign-in page", enabled: true, action: { type: "open-sign-in", url: c.portalUrl } },
+    ...until,
   ];
 }
 

@@ -471,6 +471,51 @@ test("status-says-sign-in-to-this-network-with-the-page-and-the-exception", () =
   assert.match(out, /sign-in page +http:\/\/198\.18\.205\.1\/signin/);
   assert.match(out, /sign-in exception +open until .*: DNS to 198\.18\.53\.2, HTTP\(S\) to 198\.18\.205\.1/);
   assert.doesNotMatch(formatStatus(ERROR, opts), /Sign in/);
+  // The same label and line as the tray and the window, with the time left to sign in.
+  assert.equal(
+    out.split("\n")[0],
+    "Sign in to this network: The check URL was redirected to http://198.18.205.1/signin. Sign in within 2m 30s (until 10:05:00.000); Detour connects by itself once you have.",
+  );
+  assert.match(out, /state +error \(Sign in to this network\)/);
+  assert.match(out, /sign-in exception +open until 10:05:00\.000 \(2m 30s left\)/);
+});
+
+test("status-says-waiting-for-a-network-and-that-detour-connects-by-itself", () => {
+  const out = formatStatus(
+    { ...DISCONNECTED, state: "waiting-for-network", summary: "Waiting for a network: no route to any gateway" },
+    opts,
+  );
+  assert.equal(
+    out.split("\n")[0],
+    "Waiting for a network: No route to any gateway from this computer: Detour connects by itself as soon as a network is back.",
+  );
+  assert.match(out, /^ {2}state +waiting-for-network \(Waiting for a network\)$/m);
+});
+
+test("status-on-a-trusted-network-leads-with-it-and-names-the-rule", () => {
+  const out = formatStatus(
+    {
+      ...DISCONNECTED,
+      trusted: {
+        configured: true,
+        policy: "disconnect",
+        trusted: true,
+        rule: "office",
+        reason: 'trusted network "office": DNS matches and 10.0.0.5:443 answered with a pinned key',
+        checkedAt: T0,
+        heldDown: true,
+        alwaysOn: false,
+        allowDisconnect: false,
+      },
+    },
+    opts,
+  );
+  assert.equal(
+    out.split("\n")[0],
+    'On a trusted network: This network matches trusted network "office": Detour stays disconnected here and connects by itself when you leave it.',
+  );
+  assert.match(out, /^ {2}state +disconnected \(On a trusted network\)$/m);
+  assert.match(out, /network +On trusted network office: Detour stays disconnected here\. Always on: /);
 });
 
 test("status-lists-the-local-networks-allowed-outside-the-tunnel-and-the-refused-ones", () => {

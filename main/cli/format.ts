@@ -9,6 +9,7 @@ import type {
 } from "../core/connection/types.ts";
 import type { KillSwitchStatus } from "../core/killswitch-status.ts";
 import type { GatewaysPayload, StatusPayload } from "../core/protocol/messages.ts";
+import { explanation, situation, SITUATION_LABELS, type Situation } from "../core/status-words.ts";
 import { trustedSentence } from "../core/trusted-networks.ts";
 
 export interface FormatOptions {
@@ -146,11 +147,19 @@ export function formatDrill(d: DrillResult, opts: FormatOptions): string {
   return out.join("\n") + "\n";
 }
 
-/** `detour status`: the daemon's summary sentence, the fields, the last race and the last failover. */
+/** Situations whose words say more than the connection state and the daemon's summary (core/status-words.ts). */
+const WORDED: ReadonlySet<Situation> = new Set(["sign-in", "waiting-for-network", "trusted"]);
+
+/**
+ * `detour status`: the daemon's summary sentence (or, offline, on a captive or a trusted network, the same label and
+ * line the tray and the window show), the fields, the last race and the last failover.
+ */
 export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
   const clock = opts.clock ?? localClock;
+  const sit = situation(s);
+  const worded = WORDED.has(sit);
   const rows: string[][] = [
-    ["state", s.state],
+    ["state", worded ? `${s.state} (${SITUATION_LABELS[sit]})` : s.state],
     ["gateway", s.gateway ?? "-"],
     ["protocol", s.protocol === null ? "-" : `${s.protocol} (${PROTOCOL_NAMES[s.protocol]})`],
     ["since", s.since === null ? "-" : `${formatDuration(opts.now - s.since)} (at ${clock(s.since)})`],
@@ -179,7 +188,7 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
       "sign-in exception",
       ex.state === "forbidden"
         ? "forbidden by configuration or policy"
-        : `open until ${ex.closesAt === null ? "-" : clock(ex.closesAt)}: DNS to ${ex.resolvers.join(", ") || "-"}, HTTP(S) to ${ex.portalAddresses.join(", ") || "-"}`,
+        : `open until ${ex.closesAt === null ? "-" : `${clock(ex.closesAt)} (${formatDuration(Math.max(0, ex.closesAt - opts.now))} left)`}: DNS to ${ex.resolvers.join(", ") || "-"}, HTTP(S) to ${ex.portalAddresses.join(", ") || "-"}`,
     ]);
   }
   const lan = localNetworksRow(s.localNetworks);
@@ -223,7 +232,10 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
     "daemon",
     `detourd ${s.daemon.version}, pid ${s.daemon.pid}, up ${formatDuration(opts.now - s.daemon.startedAt)}, config ${s.daemon.configPath}`,
   ]);
-  const out = [oneLine(s.summary), "", ...table(rows), ""];
+  const head = worded
+    ? `${SITUATION_LABELS[sit]}: ${explanation(s, { now: opts.now, clock, duration: formatDuration })}`
+    : oneLine(s.summary);
+  const out = [head, "", ...table(rows), ""];
   if (s.lastRace === null) out.push("last race: none");
   else {
     const [head, ...legs] = formatRace(s.lastRace, opts);

@@ -22,6 +22,7 @@ const api: DetourApi = {
   setSetting: invoke(APP_CHANNELS.setSetting),
   createDiagnostics: invoke(APP_CHANNELS.createDiagnostics),
   uploadDiagnostics: invoke(APP_CHANNELS.uploadDiagnostics),
+  openSignIn: invoke(APP_CHANNELS.openSignIn),
   onUpdate(listener: (u: AppUpdate) => void): () => void {
     // The page gets the update only, never the IpcRendererEvent (which would expose the sender).
     const wrapped = (_e: IpcRendererEvent, u: AppUpdate): void => {

@@ -4,6 +4,7 @@
  * is text to copy, never a link this page follows (the portal's page is not for this page's origin).
  */
 import { h, setText } from "../dom.ts";
+import type { AppResult } from "../../main/core/protocol/app-api.ts";
 import type { StatusPayload } from "../../main/core/protocol/messages.ts";
 
 export interface CaptiveWords {
@@ -41,7 +42,11 @@ export function captiveWords(s: StatusPayload | null, clock: (ms: number) => str
   };
 }
 
-export function captivePanel(): {
+/**
+ * The panel; `openSignIn` asks the host to open the page detourd found in the app's sign-in window (the browser
+ * build's host answers with what to open instead, shown under the button).
+ */
+export function captivePanel(openSignIn: () => Promise<AppResult<null>>): {
   panel: HTMLElement;
   update(s: StatusPayload | null, clock: (ms: number) => string): void;
 } {
@@ -50,8 +55,15 @@ export function captivePanel(): {
   const open = h(
     "p",
     {},
-    "Open this page in a web browser on this computer and sign in; Detour connects by itself once the network lets it through. In the Detour app, use “Open sign-in page” in the tray menu: it opens in a separate, locked-down window.",
+    "Open this page in a web browser on this computer and sign in; Detour connects by itself once the network lets it through. In the Detour app, “Open sign-in page” (here or in the tray menu) opens it in a separate, locked-down window.",
   );
+  const button = h("button", { type: "button", "data-testid": "open-sign-in" }, "Open sign-in page");
+  const answer = h("p", { class: "why", role: "status", "data-testid": "open-sign-in-answer" });
+  button.addEventListener("click", () => {
+    void openSignIn().then((r) => {
+      setText(answer, r.ok ? "The sign-in page is open in its own window." : r.message);
+    });
+  });
   const url = h("code", { class: "captive-url", "data-testid": "captive-url" });
   const exception = h("p", { "data-testid": "captive-exception" });
   const panel = h(
@@ -68,13 +80,19 @@ export function captivePanel(): {
     open,
     h("p", {}, "Sign-in page: ", url),
     exception,
+    h("div", { class: "actions" }, button),
+    answer,
   );
   return {
     panel,
     update(s, clock) {
       const w = captiveWords(s, clock);
       panel.hidden = w === null;
-      if (w === null) return;
+      if (w === null) {
+        setText(answer, "");
+        return;
+      }
+      button.disabled = w.url === null;
       setText(headline, w.headline);
       setText(reason, w.reason);
       setText(url, w.url ?? "(the network did not say; open any http:// address, such as http://neverssl.com)");

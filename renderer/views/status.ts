@@ -1,6 +1,10 @@
-/** Status: the daemon's sentence, state, gateway, protocol, since, live latency and loss sparklines, connect/disconnect. */
+/**
+ * Status: the situation in a word and a line (state-words.ts), the always-on note, connect/disconnect with why one is
+ * not offered, state, gateway, protocol, since, and live latency and loss sparklines.
+ */
 import { h, setText, svg } from "../dom.ts";
-import { clock, PROTOCOL_LABELS, since } from "../format.ts";
+import { clock, minutesLeft, PROTOCOL_LABELS, since, STATE_LABELS } from "../format.ts";
+import { actions, alwaysOnNote, explanation, situation, SITUATION_LABELS } from "../state-words.ts";
 import { captivePanel } from "./captive.ts";
 import { sparklinePath } from "../sparkline.ts";
 import type { Model, View, ViewContext } from "./view.ts";
@@ -28,6 +32,7 @@ function sparkline(label: string): { figure: HTMLElement; path: SVGPathElement; 
 }
 
 export function statusView(ctx: ViewContext): View {
+  const headline = h("p", { class: "headline", "data-testid": "headline", "data-situation": "" }, "Detour");
   const sentence = h(
     "p",
     { class: "sentence", role: "status", "aria-live": "polite", "data-testid": "sentence" },
@@ -44,10 +49,13 @@ export function statusView(ctx: ViewContext): View {
   const [standbyRow, standby] = field("Standby", "standby");
   const latency = sparkline("Latency");
   const loss = sparkline("Loss");
-  const connect = h("button", { type: "button", class: "primary" }, "Connect");
-  const disconnect = h("button", { type: "button" }, "Disconnect");
+  const alwaysOn = h("p", { class: "always-on", "data-testid": "always-on", hidden: true });
+  const connect = h("button", { type: "button", class: "primary", "aria-describedby": "action-why" }, "Connect");
+  const disconnect = h("button", { type: "button", "aria-describedby": "action-why" }, "Disconnect");
+  // Why a button is greyed: disabled buttons take no focus, so the reason is text next to them, not a tooltip.
+  const why = h("p", { class: "why", id: "action-why", "data-testid": "action-why" });
   const problem = h("p", { class: "problem", role: "alert" });
-  const captive = captivePanel();
+  const captive = captivePanel(() => ctx.api.openSignIn());
   connect.addEventListener("click", () => {
     void ctx.api.connect().then((r) => {
       setText(problem, r.ok ? "" : r.message);
@@ -64,9 +72,12 @@ export function statusView(ctx: ViewContext): View {
     "section",
     {},
     h("h2", {}, "Status"),
+    headline,
     sentence,
+    alwaysOn,
     captive.panel,
     h("div", { class: "actions" }, connect, disconnect),
+    why,
     problem,
     h("dl", { class: "fields" }, stateRow, gwRow, protoRow, sinceRow, standbyRow),
     h("div", { class: "sparks" }, latency.figure, loss.figure),
@@ -79,13 +90,26 @@ export function statusView(ctx: ViewContext): View {
       const s = m.status;
       captive.update(s, clock);
       if (s === null) {
+        setText(headline, "Not running");
+        headline.dataset.situation = "not-running";
         setText(sentence, m.unreachable ?? "Detour's service is not running");
         for (const el of [state, gateway, protocol, sinceDd, standby]) setText(el, "-");
+        state.dataset.state = "";
+        alwaysOn.hidden = true;
         connect.disabled = true;
         disconnect.disabled = true;
+        setText(why, "");
       } else {
-        setText(sentence, s.summary);
-        setText(state, s.state);
+        const sit = situation(s);
+        setText(headline, SITUATION_LABELS[sit]);
+        headline.dataset.situation = sit;
+        // The sentence is a live region: the sign-in time left in minutes, so it is not announced every second.
+        setText(sentence, explanation(s, { now: m.now, clock, duration: minutesLeft }));
+        const note = alwaysOnNote(s);
+        alwaysOn.hidden = note === null;
+        setText(alwaysOn, note ?? "");
+        setText(state, STATE_LABELS[s.state]);
+        state.dataset.state = s.state;
         setText(gateway, s.gateway === null ? "-" : `${s.gateway}${s.gatewayChoice != null ? " (chosen)" : ""}`);
         setText(protocol, s.protocol === null ? "-" : PROTOCOL_LABELS[s.protocol]);
         setText(sinceDd, since(s.since, m.now));
@@ -93,13 +117,14 @@ export function statusView(ctx: ViewContext): View {
           standby,
           s.standby === null ? "none" : `${s.standby.gateway} over ${PROTOCOL_LABELS[s.standby.protocol]}`,
         );
-        connect.disabled = !(s.state === "disconnected" || s.state === "error");
-        // Always-on: detourd refuses a disconnect, so the button is greyed and says why.
-        const alwaysOn = s.trusted?.allowDisconnect === false;
-        disconnect.disabled = s.state === "disconnected" || alwaysOn;
-        disconnect.title = alwaysOn ? "Your organisation's policy does not allow disconnecting" : "";
-        if (s.state === "disconnected" && s.trusted?.trusted === true && s.trusted.policy === "disconnect")
-          setText(sentence, `On trusted network ${s.trusted.rule ?? ""}: Detour stays disconnected here.`);
+        const a = actions(s);
+        setText(connect, a.connect.label);
+        connect.disabled = !a.connect.enabled;
+        connect.title = a.connect.why ?? "";
+        setText(disconnect, a.disconnect.label);
+        disconnect.disabled = !a.disconnect.enabled;
+        disconnect.title = a.disconnect.why ?? "";
+        setText(why, [a.connect.why, a.disconnect.why].filter((x) => x !== null).join(" "));
       }
       const rtt = m.rtt.at(-1) ?? null;
       const lossNow = m.loss.at(-1) ?? null;

@@ -254,7 +254,7 @@ test("the-page-shows-connected-with-the-right-gateway", { timeout: 60_000 }, asy
   await page.getByRole("button", { name: "Connect", exact: true }).click();
   await page
     .getByTestId("state")
-    .filter({ hasText: /^connected$/ })
+    .filter({ hasText: /^Connected$/ })
     .waitFor({ timeout: CONNECT_WITHIN_MS });
   assert.match((await sentence().textContent()) ?? "", /^Connected to gw1 over WireGuard/);
   assert.equal(await page.getByTestId("gateway").textContent(), "gw1");
@@ -290,7 +290,7 @@ test("the-lab-kills-the-gateway-and-the-page-shows-the-failover-without-a-reload
   );
   await page
     .getByTestId("state")
-    .filter({ hasText: /^connected$/ })
+    .filter({ hasText: /^Connected$/ })
     .waitFor({ timeout: FAILOVER_SHOWN_WITHIN_MS });
   await shot("02-status-after-failover.png");
   await view("History");
@@ -322,7 +322,7 @@ test(
       .waitFor({ timeout: CONNECT_WITHIN_MS });
     await page
       .getByTestId("state")
-      .filter({ hasText: /^connected$/ })
+      .filter({ hasText: /^Connected$/ })
       .waitFor({ timeout: CONNECT_WITHIN_MS });
     await view("Gateways");
     await page.getByRole("row").filter({ hasText: "gw3" }).filter({ hasText: "active" }).waitFor({ timeout: 5000 });
@@ -338,14 +338,14 @@ test("disconnect-and-connect-from-the-page", { timeout: 60_000 }, async () => {
   await page.getByRole("button", { name: "Disconnect" }).click();
   await page
     .getByTestId("state")
-    .filter({ hasText: /^disconnected$/ })
+    .filter({ hasText: /^Disconnected$/ })
     .waitFor({ timeout: CONNECT_WITHIN_MS });
   assert.equal(await page.getByRole("button", { name: "Disconnect" }).isDisabled(), true);
   await shot("05-status-disconnected.png");
   await page.getByRole("button", { name: "Connect", exact: true }).click();
   await page
     .getByTestId("state")
-    .filter({ hasText: /^connected$/ })
+    .filter({ hasText: /^Connected$/ })
     .waitFor({ timeout: CONNECT_WITHIN_MS });
   assert.match((await sentence().textContent()) ?? "", /^Connected to gw\d over /);
 });

@@ -141,6 +141,15 @@ test(
       (await page.getByTestId("captive-exception").textContent()) ?? "",
       /^Until \d\d:\d\d:\d\d, this computer/,
     );
+    // The window's "Open sign-in page": the browser build has no sign-in window, so its host says what to open.
+    await page.getByRole("button", { name: "Open sign-in page" }).click();
+    await page
+      .getByTestId("open-sign-in-answer")
+      .filter({ hasText: `open ${PORTAL_SIGN_IN_URL} in a web browser on this computer` })
+      .waitFor({ timeout: SHOWN_WITHIN_MS });
+    // The same label and line as the tray and `detour status`, with the time left to sign in.
+    assert.equal(await page.getByTestId("headline").textContent(), "Sign in to this network");
+    assert.match((await page.getByTestId("sentence").textContent()) ?? "", /Sign in within \d+ min \(until /);
     await page.screenshot({ path: join(ARTIFACTS, "captive-sign-in.png"), fullPage: true });
 
     const r = await run("ip", ["netns", "exec", ns, "curl", "-s", "-m", "3", "-d", "accept=yes", PORTAL_SIGN_IN_URL], {
@@ -150,7 +159,7 @@ test(
     await panel.waitFor({ state: "hidden", timeout: SHOWN_WITHIN_MS });
     await page
       .getByTestId("state")
-      .filter({ hasText: /^connected$/ })
+      .filter({ hasText: /^Connected$/ })
       .waitFor({ timeout: SHOWN_WITHIN_MS });
     await page.screenshot({ path: join(ARTIFACTS, "captive-signed-in.png"), fullPage: true });
     console.log(`screenshots: ${join(ARTIFACTS, "captive-sign-in.png")}, ${join(ARTIFACTS, "captive-signed-in.png")}`);

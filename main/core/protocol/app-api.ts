@@ -99,6 +99,11 @@ export interface DetourApi {
   setSetting<K extends PreferenceKey>(key: K, value: Preferences[K]): Promise<AppResult<SettingsView>>;
   createDiagnostics(): Promise<AppResult<DiagnosticsBundle>>;
   uploadDiagnostics(path: string): Promise<AppResult<{ reference: string }>>;
+  /**
+   * Opens the sign-in page detourd found on a captive network (the page cannot choose the address) in the app's
+   * locked-down sign-in window. The browser build has no such window: it answers "unavailable", with what to do.
+   */
+  openSignIn(): Promise<AppResult<null>>;
   /** Registers for updates; returns the function that removes the listener. */
   onUpdate(listener: (u: AppUpdate) => void): () => void;
 }
@@ -115,6 +120,7 @@ export const APP_CHANNELS = {
   setSetting: "detour:set-setting",
   createDiagnostics: "detour:create-diagnostics",
   uploadDiagnostics: "detour:upload-diagnostics",
+  openSignIn: "detour:open-sign-in",
 } as const satisfies { [K in Exclude<keyof DetourApi, "onUpdate">]: `detour:${string}` };
 export type AppCall = keyof typeof APP_CHANNELS;
 /** The one channel the host pushes AppUpdates on. */
