@@ -104,7 +104,8 @@ export function statusView(ctx: ViewContext): View {
         setText(headline, SITUATION_LABELS[sit]);
         headline.dataset.situation = sit;
         // The sentence is a live region: the sign-in time left in minutes, so it is not announced every second.
-        setText(sentence, explanation(s, { now: m.now, clock, duration: minutesLeft }));
+        const line = explanation(s, { now: m.now, clock, duration: minutesLeft });
+        setText(sentence, line);
         const note = alwaysOnNote(s);
         alwaysOn.hidden = note === null;
         setText(alwaysOn, note ?? "");
@@ -124,7 +125,11 @@ export function statusView(ctx: ViewContext): View {
         setText(disconnect, a.disconnect.label);
         disconnect.disabled = !a.disconnect.enabled;
         disconnect.title = a.disconnect.why ?? "";
-        setText(why, [a.connect.why, a.disconnect.why].filter((x) => x !== null).join(" "));
+        // A reason the line above already gives is not said twice (the buttons' titles keep it).
+        setText(
+          why,
+          [a.connect.why, a.disconnect.why].filter((x): x is string => x !== null && !line.includes(x)).join(" "),
+        );
       }
       const rtt = m.rtt.at(-1) ?? null;
       const lossNow = m.loss.at(-1) ?? null;
