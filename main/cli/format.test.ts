@@ -12,6 +12,7 @@ import {
   formatKillSwitch,
   formatLastRace,
   formatRace,
+  formatSleep,
   formatStatus,
   table,
   utcClock,
@@ -471,4 +472,35 @@ test("status-says-sign-in-to-this-network-with-the-page-and-the-exception", () =
   assert.match(out, /sign-in page +http:\/\/198\.18\.205\.1\/signin/);
   assert.match(out, /sign-in exception +open until .*: DNS to 198\.18\.53\.2, HTTP\(S\) to 198\.18\.205\.1/);
   assert.doesNotMatch(formatStatus(ERROR, opts), /Sign in/);
+});
+
+test("status-says-how-sleep-is-detected-and-when-it-last-woke", () => {
+  const sleep = {
+    sources: ["clock", "logind"] as ("clock" | "logind")[],
+    logind: "listening" as const,
+    logindDetail: "org.freedesktop.login1 is :1.2",
+    lastSleepAt: T0,
+    lastWake: { at: T0 + 90_000, source: "logind" as const, sleptMs: 300_000 },
+    absorbed: 1,
+    watcherDeaths: 0,
+    impostors: 0,
+  };
+  const monitor = { online: true, lastChange: null, changes: 0, watcherDeaths: 0, wakes: 1, sleep };
+  const out = formatStatus({ ...CONNECTED, network: { id: null, remembered: null, monitor } }, opts);
+  assert.match(out, /sleep +logind and the clocks; last wake 1m 00s ago \(logind, slept 5m 00s\)/);
+  assert.equal(
+    formatSleep(
+      {
+        ...sleep,
+        logind: "unavailable",
+        logindDetail: "no system bus at /run/dbus/system_bus_socket",
+        lastWake: null,
+        impostors: 3,
+        watcherDeaths: 1,
+      },
+      opts,
+    ),
+    "the clocks only (logind unavailable: no system bus at /run/dbus/system_bus_socket); no wake yet; watcher restarted 1x; 3 forged signal(s) ignored",
+  );
+  assert.doesNotMatch(formatStatus(CONNECTED, opts), /^sleep/m);
 });
