@@ -143,7 +143,7 @@ export function watchSleep(listener: SleepMonitorListener, opts: SleepWatchOptio
       asking = false;
       const waiting = held;
       held = [];
-      for (const s of waiting) deliver(s, true);
+      if (!isStopped()) for (const s of waiting) deliver(s, true);
     }
   };
 
