@@ -18,6 +18,7 @@ PACKAGES=(
   openssh-server                                     # the lab's SFTP drop for diagnostic bundles (sshd only in a namespace)
   prometheus                                         # the fleet-monitoring test scrapes the collector (only in a namespace)
   systemd dbus-daemon                                # busctl (detourd's resolved client), the DNS test's private bus
+  python3-dbus                                       # the sleep test's stand-in logind (owns org.freedesktop.login1, emits PrepareForSleep)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -604,6 +604,32 @@ test("a-wall-clock-jump-of-a-suspend-is-a-wake-the-tunnel-is-checked-at-once-and
   await r.control.shutdown();
 });
 
+test("logind's-resume-checks-the-tunnel-at-once-and-the-clock-jump-after-it-is-the-same-wake", async () => {
+  const r = await rig({ gw1: { connectMs: 80 }, gw2: { connectMs: 120 }, gw3: { connectMs: 150 } });
+  await connectedWithStandby(r);
+  const logind = r.world.sleepWatch;
+  assert.ok(logind !== null, "the daemon listens to the platform's sleep monitor");
+  logind.state("listening", "org.freedesktop.login1 is :1.2");
+  logind.prepareForSleep({ at: r.clock.wall(), sleeping: true });
+  assert.equal(r.state(), "connected", "about to sleep takes nothing down");
+  assert.notEqual(r.world.killSwitch, null, "the kill switch stays in force");
+  r.clock.stepWall(300_000);
+  logind.prepareForSleep({ at: r.clock.wall(), sleeping: false });
+  // Before any tick could see the clocks' jump: the check is running already.
+  assert.match(r.control.status().summary, /checking the tunnel after waking up/);
+  await r.clock.advance(1_100);
+  const s = r.control.status().network.monitor;
+  assert.equal(s?.wakes, 1, "one resume, one wake");
+  assert.equal(s.sleep.absorbed, 0, "the clocks' baseline moved past the sleep");
+  assert.equal(s.sleep.lastWake?.source, "logind");
+  assert.deepEqual(s.sleep.sources, ["clock", "logind"]);
+  assert.equal(r.state(), "connected");
+  assert.equal(r.gateway(), "gw1", "a session that survived keeps its gateway");
+  assert.equal(r.control.status().lastFailover, null);
+  await r.control.shutdown();
+  assert.equal(r.world.sleepWatch, null, "the sleep monitor is unsubscribed at shutdown");
+});
+
 test("a-network-change-from-the-monitor-reaches-subscribers-such-as-trusted-network-detection", async () => {
   const r = await rig({ gw1: { connectMs: 80 }, gw2: { connectMs: 120 } });
   const mon = r.world.netmon;

@@ -319,6 +319,7 @@ export class Daemon {
     this.#networkWatch = new NetworkWatch(
       {
         monitor: platform.netmon,
+        ...(platform.sleep === undefined ? {} : { sleep: platform.sleep }),
         ifnamePrefix: opts.ifnamePrefix,
         targets: () => [
           ...new Set(

@@ -12,6 +12,7 @@ import {
   formatKillSwitch,
   formatLastRace,
   formatRace,
+  formatSleep,
   formatStatus,
   table,
   utcClock,
@@ -541,4 +542,35 @@ test("status-lists-the-local-networks-allowed-outside-the-tunnel-and-the-refused
   assert.doesNotMatch(quiet, /local networks/, "nothing to say when no protected network covers a local one");
   const off = formatStatus({ ...ERROR, localNetworks: { ...base, mode: "off", enabled: false } }, opts);
   assert.match(off, /local networks +not allowed \(setting off\)/);
+});
+
+test("status-says-how-sleep-is-detected-and-when-it-last-woke", () => {
+  const sleep = {
+    sources: ["clock", "logind"] as ("clock" | "logind")[],
+    logind: "listening" as const,
+    logindDetail: "org.freedesktop.login1 is :1.2",
+    lastSleepAt: T0,
+    lastWake: { at: T0 + 90_000, source: "logind" as const, sleptMs: 300_000 },
+    absorbed: 1,
+    watcherDeaths: 0,
+    impostors: 0,
+  };
+  const monitor = { online: true, lastChange: null, changes: 0, watcherDeaths: 0, wakes: 1, sleep };
+  const out = formatStatus({ ...CONNECTED, network: { id: null, remembered: null, monitor } }, opts);
+  assert.match(out, /sleep +logind and the clocks; last wake 1m 00s ago \(logind, slept 5m 00s\)/);
+  assert.equal(
+    formatSleep(
+      {
+        ...sleep,
+        logind: "unavailable",
+        logindDetail: "no system bus at /run/dbus/system_bus_socket",
+        lastWake: null,
+        impostors: 3,
+        watcherDeaths: 1,
+      },
+      opts,
+    ),
+    "the clocks only (logind unavailable: no system bus at /run/dbus/system_bus_socket); no wake yet; watcher restarted 1x; 3 forged signal(s) ignored",
+  );
+  assert.doesNotMatch(formatStatus(CONNECTED, opts), /^sleep/m);
 });

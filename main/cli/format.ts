@@ -147,6 +147,25 @@ export function formatDrill(d: DrillResult, opts: FormatOptions): string {
   return out.join("\n") + "\n";
 }
 
+type SleepStatus = NonNullable<NonNullable<NonNullable<StatusPayload["network"]>["monitor"]>["sleep"]>;
+
+/** How sleep is detected (logind's word, or the clocks alone and why) and the last wake. */
+export function formatSleep(sl: SleepStatus, opts: FormatOptions): string {
+  const how =
+    sl.logind === "listening"
+      ? "logind and the clocks"
+      : `the clocks only${sl.logind === "unsupported" ? "" : ` (logind ${sl.logind}${sl.logindDetail === null ? "" : `: ${oneLine(sl.logindDetail)}`})`}`;
+  const last =
+    sl.lastWake === null
+      ? "no wake yet"
+      : `last wake ${formatDuration(Math.max(0, opts.now - sl.lastWake.at))} ago (${sl.lastWake.source}, slept ${formatDuration(sl.lastWake.sleptMs)})`;
+  const odd = [
+    ...(sl.watcherDeaths > 0 ? [`watcher restarted ${String(sl.watcherDeaths)}x`] : []),
+    ...(sl.impostors > 0 ? [`${String(sl.impostors)} forged signal(s) ignored`] : []),
+  ];
+  return [how, last, ...odd].join("; ");
+}
+
 /** Situations whose words say more than the connection state and the daemon's summary (core/status-words.ts). */
 const WORDED: ReadonlySet<Situation> = new Set(["sign-in", "waiting-for-network", "trusted"]);
 
@@ -211,6 +230,8 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
     ];
     rows.push(["MTU", parts.join(", ")]);
   }
+  const sl = s.network?.monitor?.sleep;
+  if (sl !== undefined) rows.push(["sleep", formatSleep(sl, opts)]);
   if (t?.export != null) {
     const x = t.export;
     const last =

@@ -1,4 +1,4 @@
-/** Linux's Platform (platform.ts): iproute2 routes and rules, resolv.conf or systemd-resolved, nftables, netid, the engine drivers, crash recovery. */
+/** Linux's Platform (platform.ts): iproute2 routes and rules, resolv.conf or systemd-resolved, nftables, netid, the engine drivers, crash recovery, logind's sleep signal. */
 import { createEngine } from "../engines/create-engine.ts";
 import { WireGuardSpare } from "../engines/wireguard/wireguard-spare.ts";
 import { watchChildren } from "./child-watch.ts";
@@ -6,6 +6,7 @@ import { applyDns, reassertDns, restoreDns, watchDns } from "./dns.linux.ts";
 import { applyDrillBlock, drillBlockPresent, removeDrillBlock } from "./drill-firewall.linux.ts";
 import { localNetworks } from "./local-networks.linux.ts";
 import { connectedRoutes } from "./connected-routes.linux.ts";
+import { watchSleep } from "./logind.linux.ts";
 import { applyKillSwitch, applyKillSwitchFallback, readKillSwitch } from "./firewall.linux.ts";
 import { watchFirewall } from "./firewall-watch.linux.ts";
 import { applyBackstop } from "./firewall-backstop.linux.ts";
@@ -76,6 +77,7 @@ export function linuxPlatform(): Platform {
       applyMssClamp: (devices) => applyMssClamp(devices),
     },
     netmon: { subscribe: (listener, opts) => watchNetwork(listener, opts) },
+    sleep: { subscribe: (listener) => watchSleep(listener) },
     reclaim: {
       identify: (pid) => identifyProcess(pid),
       reclaim: (owned, naming) => reclaim(owned, naming),

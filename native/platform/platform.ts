@@ -239,6 +239,29 @@ export interface NetworkMonitor {
   subscribe(listener: NetworkMonitorListener, opts: NetworkMonitorOptions): { stop(): void; recheck(): void };
 }
 
+/**
+ * Where the system's own word on sleep can be heard: "listening" (logind's PrepareForSleep from login1's owner),
+ * "no-logind" (the bus answers, nobody owns login1), "unavailable" (no system bus, or the watcher cannot listen),
+ * "starting" (not known yet).
+ */
+export type SleepSourceState = "starting" | "listening" | "no-logind" | "unavailable";
+
+export interface SleepMonitorListener {
+  /** The system is about to sleep (`sleeping` true) or resumed (false); `at` epoch ms. Only from the real logind. */
+  prepareForSleep(s: { at: number; sleeping: boolean }): void;
+  /** Whether the signal can be heard now; `detail` says why not (or who sends it). Called on every change. */
+  state(s: SleepSourceState, detail: string | null): void;
+  /** The watcher died while listening (it restarts with backoff). */
+  watcherDied(reason: string): void;
+  /** A PrepareForSleep sent by someone who does not own login1: ignored. */
+  ignored(reason: string): void;
+}
+
+/** The system's sleep and resume announcements (logind on Linux); a platform without one has only the clocks. */
+export interface SleepMonitor {
+  subscribe(listener: SleepMonitorListener): { stop(): void };
+}
+
 /** An engine process the platform started (or saw exit), as the ownership record keeps it. */
 export interface EngineProcessInfo {
   pid: number;
@@ -308,4 +331,6 @@ export interface Platform {
   readonly mtu?: PlatformMtu;
   /** Crash recovery; a platform without it reclaims nothing. */
   readonly reclaim?: PlatformReclaim;
+  /** The system's sleep announcements; without it the clocks alone tell a sleep. */
+  readonly sleep?: SleepMonitor;
 }

@@ -142,11 +142,25 @@ export async function applyLinkDns(ifname: string, l: LinkDns): Promise<void> {
     await busctl(["call", SERVICE, MANAGER_PATH, MANAGER, c.method, ...c.args]);
 }
 
+/**
+ * resolved's refusal of a link it does not track: a device being removed (resolved drops the link and its settings
+ * on the kernel's RTM_DELLINK, a moment before /sys/class/net forgets the device), so nothing of it is left there.
+ */
+export function isUnknownLinkError(message: string): boolean {
+  return /\bLink \d+ not known\b/.test(message);
+}
+
 /** Drops everything detourd set on the device's link; false when the device is gone (resolved forgot it then). */
 export async function revertLinkDns(ifname: string): Promise<boolean> {
   const idx = ifindexOf(ifname);
   if (idx === null) return false;
-  await busctl(["call", SERVICE, MANAGER_PATH, MANAGER, "RevertLink", "i", String(idx)]);
+  try {
+    await busctl(["call", SERVICE, MANAGER_PATH, MANAGER, "RevertLink", "i", String(idx)]);
+  } catch (err) {
+    // A disconnect reverts while the engine's device is going away: resolved forgot the link with its settings.
+    if (err instanceof ResolvedError && isUnknownLinkError(err.message)) return false;
+    throw err;
+  }
   return true;
 }
 

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 import { linkDnsFor, sameLinkDns } from "../../main/core/dns-link.ts";
 import { canonicalIp } from "../../main/core/ip-address.ts";
-import { parseLinkProperties, resolvConfIsResolveds, setLinkCalls } from "./resolved.linux.ts";
+import { isUnknownLinkError, parseLinkProperties, resolvConfIsResolveds, setLinkCalls } from "./resolved.linux.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "detour-resolved-"));
 after(() => {
@@ -82,4 +82,16 @@ test("only-a-resolv-conf-linked-into-resolveds-folder-is-resolveds", () => {
   const other = join(dir, "resolvconf.conf");
   symlinkSync("/run/resolvconf/resolv.conf", other);
   assert.equal(resolvConfIsResolveds(other), false, "resolvconf's link is not resolved's");
+});
+
+test("a-link-resolved-no-longer-tracks-is-told-apart-from-a-failed-revert", () => {
+  // Recorded in the lab: a disconnect's RevertLink raced wireguard-go removing its device.
+  assert.ok(
+    isUnknownLinkError(
+      "command failed (exit 1): busctl --system --timeout=3 call org.freedesktop.resolve1 /org/freedesktop/resolve1 " +
+        "org.freedesktop.resolve1.Manager RevertLink i 5\nCall failed: Link 5 not known",
+    ),
+  );
+  assert.equal(isUnknownLinkError("Call failed: Connection timed out"), false);
+  assert.equal(isUnknownLinkError("Call failed: Access denied"), false);
 });

@@ -26,6 +26,7 @@ import type {
   FirewallWatchListener,
   LegSource,
   NetworkMonitorListener,
+  SleepMonitorListener,
   Platform,
   RouteEntry,
   SpareDevice,
@@ -109,6 +110,8 @@ export class FakeWorld {
   resolvedLinks: Map<string, LinkDns> | null = null;
   /** The daemon's network monitor subscription: tests report network changes through it. */
   netmon: NetworkMonitorListener | null = null;
+  /** The daemon's sleep monitor subscription (logind): tests announce sleep and resume through it. */
+  sleepWatch: SleepMonitorListener | null = null;
   /** The daemon's watch on resolv.conf while the tunnel's resolvers are in force: tests call it as inotify would. */
   dnsWatch: (() => void) | null = null;
   #addresses = new Map<string, string>();
@@ -450,6 +453,16 @@ export function fakePlatform(world: FakeWorld): Platform {
             if (world.netmon === listener) world.netmon = null;
           },
           recheck: () => undefined,
+        };
+      },
+    },
+    sleep: {
+      subscribe: (listener) => {
+        world.sleepWatch = listener;
+        return {
+          stop: () => {
+            if (world.sleepWatch === listener) world.sleepWatch = null;
+          },
         };
       },
     },

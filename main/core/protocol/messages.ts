@@ -539,6 +539,20 @@ export interface NetworkStatus {
     changes: number;
     watcherDeaths: number;
     wakes: number;
+    /** How sleep is detected and the last sleep and wake (main/agent/network-watch.ts). */
+    sleep?: {
+      /** The clocks always; logind while its PrepareForSleep can be heard. */
+      sources: ("clock" | "logind")[];
+      logind: "starting" | "listening" | "no-logind" | "unavailable" | "unsupported";
+      logindDetail: string | null;
+      lastSleepAt: number | null;
+      lastWake: { at: number; source: "clock" | "logind"; sleptMs: number } | null;
+      /** A resume reported by the second detector too, not dispatched again. */
+      absorbed: number;
+      watcherDeaths: number;
+      /** PrepareForSleep signals from a sender that does not own org.freedesktop.login1, ignored. */
+      impostors: number;
+    };
   };
 }
 
@@ -634,6 +648,20 @@ export const StatusPayloadSchema = z.looseObject({
           changes: z.int().min(0),
           watcherDeaths: z.int().min(0),
           wakes: z.int().min(0),
+          sleep: z
+            .looseObject({
+              sources: z.array(z.enum(["clock", "logind"])),
+              logind: z.enum(["starting", "listening", "no-logind", "unavailable", "unsupported"]),
+              logindDetail: z.string().nullable(),
+              lastSleepAt: z.number().nullable(),
+              lastWake: z
+                .looseObject({ at: z.number(), source: z.enum(["clock", "logind"]), sleptMs: z.number().min(0) })
+                .nullable(),
+              absorbed: z.int().min(0),
+              watcherDeaths: z.int().min(0),
+              impostors: z.int().min(0),
+            })
+            .optional(),
         })
         .optional(),
     })
