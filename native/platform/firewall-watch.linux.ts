@@ -20,16 +20,25 @@ export const WATCH_RESTART_INITIAL_MS = 200;
 export const WATCH_RESTART_MAX_MS = 30_000;
 /** A watcher that ran this long was healthy: the next death starts the backoff from the beginning again. */
 export const WATCH_HEALTHY_AFTER_MS = 60_000;
+/**
+ * A monitor child prints nothing when it starts listening, and its "spawn" comes before it has subscribed (nft
+ * monitor's netlink socket is bound some milliseconds later, a second or more on a loaded machine): a change in
+ * that gap is seen by neither the check at spawn nor the monitor. One more check this long after the spawn closes it.
+ */
+export const WATCH_LISTENING_AFTER_MS = 1_000;
 
 export interface WatchOptions {
   /** Namespace to watch (lab tests); unset inside detourd. */
   netns?: string;
+  /** The nft binary (tests); "nft" from PATH otherwise. */
+  nft?: string;
 }
 
 export function watchFirewall(listener: FirewallWatchListener, opts: WatchOptions = {}): { stop(): void } {
   let stopped = false;
   let child: ChildProcess | null = null;
   let restart: NodeJS.Timeout | null = null;
+  let listening: NodeJS.Timeout | null = null;
   let failures = 0;
   const safe = (f: () => void): void => {
     try {
@@ -40,7 +49,7 @@ export function watchFirewall(listener: FirewallWatchListener, opts: WatchOption
   };
   const start = (): void => {
     if (stopped) return;
-    const [file, ...args] = inNetns(opts.netns, ["nft", "monitor"]);
+    const [file, ...args] = inNetns(opts.netns, [opts.nft ?? "nft", "monitor"]);
     const startedAt = performance.now();
     let ended = false;
     const c = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
@@ -58,10 +67,19 @@ export function watchFirewall(listener: FirewallWatchListener, opts: WatchOption
       stderr = (stderr + d.toString()).slice(-500);
     });
     c.once("spawn", () => {
-      // Whatever changed before this watcher listened was not seen: check once now.
+      // Whatever changed before this watcher listened was not seen: check once now, and once it surely listens.
       safe(() => {
         listener.changed();
       });
+      if (listening !== null) clearTimeout(listening);
+      listening = setTimeout(() => {
+        listening = null;
+        if (stopped || child !== c) return;
+        safe(() => {
+          listener.changed();
+        });
+      }, WATCH_LISTENING_AFTER_MS);
+      listening.unref();
     });
     const onEnd = (why: string): void => {
       if (ended) return;
@@ -92,7 +110,9 @@ export function watchFirewall(listener: FirewallWatchListener, opts: WatchOption
     stop: () => {
       stopped = true;
       if (restart !== null) clearTimeout(restart);
+      if (listening !== null) clearTimeout(listening);
       restart = null;
+      listening = null;
       child?.kill("SIGTERM");
       child = null;
     },

@@ -10,7 +10,12 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { noteChild } from "./child-watch.ts";
-import { WATCH_HEALTHY_AFTER_MS, WATCH_RESTART_INITIAL_MS, WATCH_RESTART_MAX_MS } from "./firewall-watch.linux.ts";
+import {
+  WATCH_HEALTHY_AFTER_MS,
+  WATCH_LISTENING_AFTER_MS,
+  WATCH_RESTART_INITIAL_MS,
+  WATCH_RESTART_MAX_MS,
+} from "./firewall-watch.linux.ts";
 import {
   classifyPath,
   concernsUnderlay,
@@ -185,9 +190,12 @@ export function watchNetwork(
     c.stderr.on("data", (d: Buffer) => {
       stderr = (stderr + d.toString()).slice(-500);
     });
-    // Whatever changed before this watcher listened was not seen: look once now.
+    // Whatever changed before this watcher listened was not seen: look once now, and once it surely listens.
     c.once("spawn", () => {
       void look();
+      setTimeout(() => {
+        if (!life.stopped && child === c) void look();
+      }, WATCH_LISTENING_AFTER_MS).unref();
     });
     const onEnd = (why: string): void => {
       if (ended) return;
