@@ -3,7 +3,8 @@
  * 172.17.0.1/16, a veth to a small "container" namespace) under the protected prefix 172.16.0.0/12. With the setting
  * on (the default for a split tunnel) the container answers while connected, an address of 172.16.0.0/12 that is not
  * local goes into the tunnel and nothing to it reaches a router (each router counts what arrives from the client);
- * after a move the new network's subnet is the allowed one and the old one's is gone; with the setting off the
+ * after a move the new network's private subnet is the allowed one and the old one's is gone, while its own subnet,
+ * inside a specific (not catch-all) protected network, is refused; with the setting off the
  * container is unreachable and its traffic goes into the tunnel too.
  */
 import assert from "node:assert/strict";
@@ -28,6 +29,9 @@ const WIFI_EXTRA = "172.30.0.2/24";
 const WIFI_EXTRA_NET = "172.30.0.0/24";
 const MOBILE_PROTECTED = "198.18.200.0/23";
 const MOBILE_NET = "198.18.200.0/24";
+/** A private subnet the mobile link also gets once the client is there (inside the 172.16.0.0/12 catch-all). */
+const MOBILE_EXTRA = "172.31.0.2/24";
+const MOBILE_EXTRA_NET = "172.31.0.0/24";
 const WITNESS_TABLE = "detour_lan_witness";
 /** Connecting on the lab's distances takes well under this; the bound keeps a broken run from hanging. */
 const CONNECT_WITHIN_MS = 20_000;
@@ -207,24 +211,35 @@ test(
     assert.equal((await leaked()) - base, 0, "nothing to 172.16.0.0/12 reached the router outside the tunnel");
 
     const move = await lab.move("mobile", {}, ID);
+    await nsRun(topo().client.ns, ["ip", "addr", "add", MOBILE_EXTRA, "dev", topo().networks.mobile.ifname]);
     await leakPath("mobile");
+    const mobileIf = topo().networks.mobile.ifname;
     const moved = await waitForStatus(
       c,
-      "the mobile network's subnet allowed and the wifi one's gone",
-      (x) => x.state === "connected" && allowedOf(x).includes(`${MOBILE_NET} ${topo().networks.mobile.ifname}`),
+      "the mobile link's private subnet allowed and the wifi one's gone",
+      (x) => x.state === "connected" && allowedOf(x).includes(`${MOBILE_EXTRA_NET} ${mobileIf}`),
       FOLLOW_WITHIN_MS,
     );
     console.log(
       `allowed on wifi: ${allowedOf(s).join(", ")}; after the move to mobile: ${allowedOf(moved).join(", ")} (${String(moved.localNetworks?.changes)} changes), seen in status ${String(Date.now() - move.onlineAt)} ms after the new network's route (100 ms polls)`,
     );
-    assert.deepEqual(allowedOf(moved), [`${BRIDGE_NET} ${BRIDGE}`, `${MOBILE_NET} ${topo().networks.mobile.ifname}`]);
-    assert.ok(await answers(CONTAINER), "the container still answers on the new network");
+    assert.deepEqual(allowedOf(moved), [`${BRIDGE_NET} ${BRIDGE}`, `${MOBILE_EXTRA_NET} ${mobileIf}`]);
+    // The mobile network's own subnet lies inside a specific protected network (the organisation's, as far as
+    // detourd can tell): refused, so a network handing out intranet addresses gets none of their traffic.
+    const refused = moved.localNetworks?.refused ?? [];
     assert.ok(
-      await answers(topo().networks.mobile.resolver),
-      "the new network's router (inside a protected prefix) answers",
+      refused.some((r) => r.prefix === MOBILE_NET && /not a catch-all/.test(r.reason)),
+      `the mobile subnet inside ${MOBILE_PROTECTED} is refused: ${JSON.stringify(refused)}`,
     );
+    assert.match(
+      await routeDev(topo().networks.mobile.resolver),
+      TUNNEL_DEV,
+      "its router is reached through the tunnel",
+    );
+    assert.ok(await answers(CONTAINER), "the container still answers on the new network");
     const table = await nsRun(topo().client.ns, ["ip", "-4", "route", "show", "table", "5000"]);
-    assert.match(table, /throw 198\.18\.200\.0\/24/, "the new network's throw is in the protected table");
+    assert.match(table, /throw 172\.31\.0\.0\/24/, "the new network's throw is in the protected table");
+    assert.doesNotMatch(table, /throw 198\.18\.200\.0\/24/, "no throw for the refused subnet");
     assert.doesNotMatch(table, /172\.30\.0\.0\/24/, "the old network's throw is gone");
     const base2 = await leaked();
     await answers(NOT_LOCAL);

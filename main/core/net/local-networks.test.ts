@@ -120,3 +120,22 @@ test("plans-compare-equal-exactly-when-they-allow-and-refuse-the-same", () => {
   assert.ok(samePlan(a, b));
   assert.ok(!samePlan(a, c));
 });
+
+test("a-network-inside-one-of-the-organisations-own-protected-networks-is-refused-only-catch-alls-give-way", () => {
+  // TunnelCrack's LocalNet: a hostile network hands out part of the intranet's addresses as its own subnet
+  const p = plan(
+    [
+      { prefix: "10.20.5.0/24", dev: "wlan0", bridge: false },
+      { prefix: "172.17.0.0/16", dev: "docker0", bridge: true },
+    ],
+    ["10.20.0.0/16", "172.16.0.0/12"],
+  );
+  assert.deepEqual(p.allowed, [{ prefix: "172.17.0.0/16", dev: "docker0", kind: "bridge" }]);
+  assert.equal(p.refused.length, 1);
+  assert.match(p.refused[0]?.reason ?? "", /inside the protected network 10\.20\.0\.0\/16, which is not a catch-all/);
+  // inside a catch-all and a specific network at once: the specific one wins
+  const q = plan([{ prefix: "172.20.1.0/24", dev: "eth0", bridge: false }], ["172.16.0.0/12", "172.20.0.0/16"]);
+  assert.deepEqual(q.allowed, []);
+  // a full tunnel's 0.0.0.0/0 is a catch-all
+  assert.equal(plan([{ prefix: "198.51.100.0/24", dev: "eth0", bridge: false }], ["0.0.0.0/0"]).allowed.length, 1);
+});

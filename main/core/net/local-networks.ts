@@ -11,7 +11,12 @@
  *     Internet outside the tunnel;
  *   - covers a whole protected network: the protected network would then be nothing but local;
  *   - covers an address that must be reached through the tunnel (the tunnel's resolvers, the in-tunnel probe
- *     target): a network that claims the intranet's DNS server is an impostor, not a LAN.
+ *     target): a network that claims the intranet's DNS server is an impostor, not a LAN;
+ *   - lies inside a protected network that is not a catch-all (CATCH_ALL_NETWORKS: everything, or a whole private
+ *     block, as an organisation protects "whatever is private" and the home LAN happens to fall in it). A specific
+ *     network is the organisation's own: a hotel's DHCP server that hands out 10.20.5.0/24 inside the intranet's
+ *     10.20.0.0/16 would otherwise receive that subnet's intranet traffic outside the tunnel (TunnelCrack's
+ *     "LocalNet" attack, USENIX Security 2023).
  * Connected networks that overlap no protected network need nothing: the main table routes them already.
  */
 import { parsePrefix, prefixCovers, type Prefix } from "./address-guard.ts";
@@ -22,6 +27,18 @@ export type LocalNetworkAccessMode = (typeof LOCAL_NETWORK_ACCESS_MODES)[number]
 
 /** The widest connected prefix taken as local: a /8 is a large campus at most; wider is refused. */
 export const MIN_LOCAL_PREFIX_LEN = 8;
+
+/**
+ * The protected networks a local network may be carved out of: everything (a full tunnel) and whole private or
+ * link-local blocks. Any other protected network is taken for the organisation's own, and never gives way.
+ */
+export const CATCH_ALL_NETWORKS: readonly string[] = [
+  "0.0.0.0/0",
+  "10.0.0.0/8",
+  "172.16.0.0/12",
+  "192.168.0.0/16",
+  "169.254.0.0/16",
+];
 
 /** One connected route of the main table, as the platform reads it. */
 export interface ConnectedRoute {
@@ -102,6 +119,12 @@ function ipv4Prefix(cidr: string): Prefix | null {
 
 const IFNAME_RE = /^[A-Za-z0-9._-]{1,15}$/;
 
+const CATCH_ALL_PREFIXES: Prefix[] = CATCH_ALL_NETWORKS.map(ipv4Prefix).filter((p): p is Prefix => p !== null);
+
+function isCatchAll(q: Prefix): boolean {
+  return CATCH_ALL_PREFIXES.some((c) => c.len === q.len && c.value === q.value);
+}
+
 /** Decides which connected networks are allowed outside the tunnel and which are refused, and why. */
 export function planLocalNetworks(input: LocalNetworkInput): LocalNetworkPlan {
   const protectedNets = input.protectedNetworks.map(ipv4Prefix).filter((p): p is Prefix => p !== null);
@@ -124,11 +147,16 @@ export function planLocalNetworks(input: LocalNetworkInput): LocalNetworkPlan {
     };
     const covered = protectedNets.find((q) => prefixCovers(p, q));
     const tunnelOnly = inside.find((x) => prefixCovers(p, x.p));
+    const own = protectedNets.find((q) => prefixCovers(q, p) && !isCatchAll(q));
     if (p.len < MIN_LOCAL_PREFIX_LEN)
       refuse(`a connected network wider than /${String(MIN_LOCAL_PREFIX_LEN)} is not taken as local`);
     else if (covered !== undefined)
       refuse(`it covers the whole protected network ${formatIpv4Prefix(covered)}, which stays in the tunnel`);
     else if (tunnelOnly !== undefined) refuse(`it covers ${tunnelOnly.a}, which is reached only through the tunnel`);
+    else if (own !== undefined)
+      refuse(
+        `it lies inside the protected network ${formatIpv4Prefix(own)}, which is not a catch-all (${CATCH_ALL_NETWORKS.join(", ")}): a network handing out part of the organisation's own addresses gets none of their traffic`,
+      );
     else allowed.set(key, net);
   }
   const order = (a: LocalNetwork, b: LocalNetwork): number => {
