@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { duration, eventText, failoverText, health, minutesLeft, pushSample, raceText } from "./format.ts";
+import {
+  duration,
+  eventText,
+  failoverText,
+  health,
+  localNetworksText,
+  minutesLeft,
+  pushSample,
+  raceText,
+} from "./format.ts";
 
 test("durations-read-like-a-person-would-say-them", () => {
   assert.equal(duration(850), "850 ms");
@@ -77,4 +86,33 @@ test("the-sparkline-window-keeps-the-newest-samples", () => {
   let w: (number | null)[] = [];
   for (let i = 0; i < 5; i++) w = pushSample(w, i, 3);
   assert.deepEqual(w, [2, 3, 4]);
+});
+
+test("the-local-networks-field-names-what-stays-outside-the-tunnel-and-counts-what-was-refused", () => {
+  const base = { mode: "auto" as const, enabled: true, changedAt: null, changes: 1, lastError: null };
+  assert.deepEqual(localNetworksText(undefined), { text: "-", title: "" });
+  assert.deepEqual(
+    localNetworksText({
+      ...base,
+      allowed: [
+        { prefix: "172.17.0.0/16", dev: "docker0", kind: "bridge" },
+        { prefix: "192.168.1.0/24", dev: "wlan0", kind: "connected" },
+      ],
+      refused: [
+        {
+          prefix: "10.20.5.0/24",
+          dev: "wlan0",
+          kind: "connected",
+          reason: "it lies inside the protected network 10.20.0.0/16",
+        },
+      ],
+    }),
+    {
+      text: "172.17.0.0/16 on docker0 (bridge), 192.168.1.0/24 on wlan0; 1 refused",
+      title: "10.20.5.0/24 on wlan0 refused: it lies inside the protected network 10.20.0.0/16",
+    },
+  );
+  assert.equal(localNetworksText({ ...base, allowed: [], refused: [] }).text, "none needed here");
+  assert.match(localNetworksText({ ...base, enabled: false, allowed: [], refused: [] }).text, /through the tunnel/);
+  assert.match(localNetworksText({ ...base, allowed: [], refused: [], lastError: "ip failed" }).text, /cannot read/);
 });

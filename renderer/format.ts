@@ -7,6 +7,7 @@ import type {
   LegKind,
   RaceRecord,
 } from "../main/core/connection/types.ts";
+import type { LocalNetworksStatus } from "../main/core/protocol/messages.ts";
 
 export const PROTOCOL_LABELS: Record<LegKind, string> = {
   wireguard: "WireGuard",
@@ -136,4 +137,20 @@ export function eventText(e: ConnectionEvent): string | null {
 export function pushSample(window: readonly (number | null)[], sample: number | null, size: number): (number | null)[] {
   const next = [...window, sample];
   return next.length > size ? next.slice(next.length - size) : next;
+}
+
+/**
+ * The Local networks field: what stays reachable outside the tunnel ("172.17.0.0/16 on docker0 (bridge)"), or why
+ * nothing does; refused networks are counted here and named, with their reasons, in the field's title.
+ */
+export function localNetworksText(l: LocalNetworksStatus | undefined): { text: string; title: string } {
+  if (l === undefined) return { text: "-", title: "" };
+  if (l.lastError !== null) return { text: "none (cannot read this computer's networks)", title: l.lastError };
+  if (!l.enabled) return { text: "through the tunnel (local network access is off)", title: `setting: ${l.mode}` };
+  const allowed = l.allowed.map((n) => `${n.prefix} on ${n.dev}${n.kind === "bridge" ? " (bridge)" : ""}`);
+  const refused = l.refused.map((n) => `${n.prefix} on ${n.dev} refused: ${n.reason}`);
+  const text =
+    (allowed.length === 0 ? "none needed here" : allowed.join(", ")) +
+    (refused.length === 0 ? "" : `; ${String(refused.length)} refused`);
+  return { text, title: refused.join("\n") };
 }

@@ -3,7 +3,7 @@
  * not offered, state, gateway, protocol, since, and live latency and loss sparklines.
  */
 import { h, setText, svg } from "../dom.ts";
-import { clock, minutesLeft, PROTOCOL_LABELS, since, STATE_LABELS } from "../format.ts";
+import { clock, localNetworksText, minutesLeft, PROTOCOL_LABELS, since, STATE_LABELS } from "../format.ts";
 import { actions, alwaysOnNote, explanation, situation, SITUATION_LABELS } from "../state-words.ts";
 import { captivePanel } from "./captive.ts";
 import { sparklinePath } from "../sparkline.ts";
@@ -47,6 +47,7 @@ export function statusView(ctx: ViewContext): View {
   const [protoRow, protocol] = field("Protocol", "protocol");
   const [sinceRow, sinceDd] = field("Since", "since");
   const [standbyRow, standby] = field("Standby", "standby");
+  const [localRow, local] = field("Local networks", "local-networks");
   const latency = sparkline("Latency");
   const loss = sparkline("Loss");
   const alwaysOn = h("p", { class: "always-on", "data-testid": "always-on", hidden: true });
@@ -79,7 +80,7 @@ export function statusView(ctx: ViewContext): View {
     h("div", { class: "actions" }, connect, disconnect),
     why,
     problem,
-    h("dl", { class: "fields" }, stateRow, gwRow, protoRow, sinceRow, standbyRow),
+    h("dl", { class: "fields" }, stateRow, gwRow, protoRow, sinceRow, standbyRow, localRow),
     h("div", { class: "sparks" }, latency.figure, loss.figure),
   );
   return {
@@ -93,7 +94,7 @@ export function statusView(ctx: ViewContext): View {
         setText(headline, "Not running");
         headline.dataset.situation = "not-running";
         setText(sentence, m.unreachable ?? "Detour's service is not running");
-        for (const el of [state, gateway, protocol, sinceDd, standby]) setText(el, "-");
+        for (const el of [state, gateway, protocol, sinceDd, standby, local]) setText(el, "-");
         state.dataset.state = "";
         alwaysOn.hidden = true;
         connect.disabled = true;
@@ -109,7 +110,11 @@ export function statusView(ctx: ViewContext): View {
         const note = alwaysOnNote(s);
         alwaysOn.hidden = note === null;
         setText(alwaysOn, note ?? "");
-        setText(state, STATE_LABELS[s.state]);
+        // Behind a portal the connection state is an error only because the network wants a sign-in first.
+        setText(state, sit === "sign-in" ? "Waiting for sign-in" : STATE_LABELS[s.state]);
+        const ln = localNetworksText(s.localNetworks);
+        setText(local, ln.text);
+        local.title = ln.title;
         state.dataset.state = s.state;
         setText(gateway, s.gateway === null ? "-" : `${s.gateway}${s.gatewayChoice != null ? " (chosen)" : ""}`);
         setText(protocol, s.protocol === null ? "-" : PROTOCOL_LABELS[s.protocol]);

@@ -310,6 +310,11 @@ test("always-on-greys-disconnect-and-says-why", { timeout: 120_000 }, async () =
     .waitFor({ timeout: SHOWN_WITHIN_MS });
   assert.equal(await page.getByRole("button", { name: "Disconnect" }).isDisabled(), true);
   assert.equal(await text("action-why"), "Your organisation's policy does not allow disconnecting.");
+  // the lab's LAN overlaps no protected network: local network access is on (split tunnel) with nothing to allow
+  await page
+    .getByTestId("local-networks")
+    .filter({ hasText: /^none needed here$/ })
+    .waitFor({ timeout: SHOWN_WITHIN_MS });
   await shot("states-always-on.png");
   await accessible("always on");
 });

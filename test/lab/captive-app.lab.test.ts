@@ -150,6 +150,8 @@ test(
     // The same label and line as the tray and `detour status`, with the time left to sign in.
     assert.equal(await page.getByTestId("headline").textContent(), "Sign in to this network");
     assert.match((await page.getByTestId("sentence").textContent()) ?? "", /Sign in within \d+ min \(until /);
+    // the State field does not call a network that wants a sign-in a failure
+    assert.equal(await page.getByTestId("state").textContent(), "Waiting for sign-in");
     await page.screenshot({ path: join(ARTIFACTS, "captive-sign-in.png"), fullPage: true });
 
     const r = await run("ip", ["netns", "exec", ns, "curl", "-s", "-m", "3", "-d", "accept=yes", PORTAL_SIGN_IN_URL], {
