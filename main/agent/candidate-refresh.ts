@@ -4,7 +4,7 @@
  * keeps the latest candidates and the gateway the user chose, and feeds the machine what it may race.
  */
 import type { DetourConfig } from "../core/config/schema.ts";
-import { allKindsUnreachable } from "../core/connection/candidates.ts";
+import { allKindsUnreachable, probedSilent } from "../core/connection/candidates.ts";
 import type { Candidate, CandidateProbe, ConnectionStateName, MachineInput } from "../core/connection/types.ts";
 import { restrictCandidates } from "../core/policy/apply.ts";
 import type { Clock, Timer } from "./clock.ts";
@@ -158,12 +158,74 @@ export class CandidateRefresh {
       }
       return;
     }
+    const silent = this.#candidates.filter(probedSilent);
+    if ((phase === "racing" || phase === "failing-over") && silent.length > 0) {
+      await this.#recheckSilent(silent);
+      return;
+    }
+    const started = host.now();
     const candidates = this.allowed(await this.discover());
+    if (phase !== "connected")
+      host.log.info("candidates rechecked", {
+        phase,
+        ms: host.now() - started,
+        answered: candidates.filter((c) => c.probe?.answered === true).map((c) => c.name),
+        silent: candidates.filter((c) => c.probe?.answered === false).map((c) => c.name),
+      });
     // An empty list would make the machine fall back to every configured gateway; the chosen one stays.
     host.dispatch({
       type: "candidates",
       now: host.now(),
       candidates: candidates.length > 0 ? candidates : this.allowed(host.configured()),
+    });
+  }
+
+  /**
+   * While a race runs, the machine asks again every RACE_RECHECK_MS whether a silent gateway came back (it then
+   * races it at once). Only the silent ones are probed, each on its own, and the first that answers is reported
+   * at once rather than after the others' timeout; with none answering, the round ends when every probe has.
+   */
+  async #recheckSilent(silent: readonly Candidate[]): Promise<void> {
+    const host = this.#host;
+    const cfg = host.config();
+    const started = host.now();
+    const answered: string[] = [];
+    const report = (): void => {
+      host.log.info("silent gateways rechecked", {
+        phase: host.stateName(),
+        ms: Math.round(host.now() - started),
+        answered,
+        silent: silent.map((c) => c.name).filter((n) => !answered.includes(n)),
+      });
+      host.dispatch({ type: "candidates", now: host.now(), candidates: this.allowed(this.#candidates) });
+    };
+    await new Promise<void>((resolve) => {
+      let left = silent.length;
+      let reported = false;
+      const settle = (c: Candidate, probe: CandidateProbe | undefined): void => {
+        left -= 1;
+        if (probe !== undefined) {
+          this.#candidates = this.#candidates.map((x) => (x.name === c.name ? withProbe(x, probe) : x));
+          if (probe.answered === true) answered.push(c.name);
+        }
+        if (!reported && (probe?.answered === true || left === 0)) {
+          reported = true;
+          report();
+          resolve();
+        }
+      };
+      for (const c of silent) {
+        const incumbents = c.address === null ? {} : { [c.name]: c.address };
+        this.#finder.probe([c], { timeoutMs: PROBE_TIMEOUT_MS, ports: gatewayPorts(cfg), incumbents }).then(
+          (probes) => {
+            settle(c, probes[0]);
+          },
+          (err: unknown) => {
+            host.log.warn("probe failed", { gateway: c.name, err });
+            settle(c, undefined);
+          },
+        );
+      }
     });
   }
 

@@ -5,9 +5,17 @@
 import type { Random } from "../backoff.ts";
 import type { HealthPolicy, RacePolicy, RetryPolicy, StandbyPolicy } from "../config/schema.ts";
 import { RETRYABLE, type EngineErrorCode, type TunnelConfig } from "../tunnel/engine-types.ts";
-import { rankCandidates } from "./candidates.ts";
+import { allKindsUnreachable, probedSilent, rankCandidates } from "./candidates.ts";
 import type { HealthState } from "./health.ts";
-import { pendingRecord, planLegs, legKey, raceLastLive, raceReplacePending, type RaceState } from "./race.ts";
+import {
+  pendingRecord,
+  planLegs,
+  legKey,
+  raceLastLive,
+  raceReplacePending,
+  raceRetryGateways,
+  type RaceState,
+} from "./race.ts";
 import type {
   Candidate,
   ConnectionStateName,
@@ -15,6 +23,7 @@ import type {
   FailoverRecord,
   Leg,
   LegKind,
+  LegRecord,
   MachineInput,
   RaceRecord,
   TimerId,
@@ -77,6 +86,8 @@ export interface RacingState {
   shared: Shared;
   race: RaceState;
   attempt: number;
+  /** When the armed recheck-candidates timer is due (RACE_RECHECK_MS after the last round came back). */
+  recheckAt: number | null;
 }
 
 export interface StandbyLeg {
@@ -139,6 +150,8 @@ export interface FailingOverState {
   cause: FailoverCause;
   failover: FailoverRecord;
   race: RaceState;
+  /** When the armed recheck-candidates timer is due (RACE_RECHECK_MS after the last round came back). */
+  recheckAt: number | null;
 }
 
 export interface ErrorState {
@@ -149,6 +162,8 @@ export interface ErrorState {
   attempt: number;
   /** Null when retrying cannot help (credentials, pinned identity, configuration): only `connect` retries. */
   nextRetryAt: number | null;
+  /** When the armed recheck-candidates timer is due: while a long backoff runs, a returning gateway ends it. */
+  recheckAt: number | null;
 }
 
 export interface WaitingState {
@@ -342,6 +357,80 @@ export function replanRace(
     return { race, shared, effects: [] };
   const r = raceReplacePending(race, planned.legs, now, policy);
   return { race: r.race, shared: planned.shared, effects: r.effects };
+}
+
+/**
+ * While a race runs (a connect, a retry, a failover), the candidates are probed again this long after the last
+ * round came back: a gateway that was silent when its legs started and answers now is raced again at once
+ * (reviveRace) instead of after the legs' deadline and a retry's backoff.
+ */
+export const RACE_RECHECK_MS = 250;
+/** While an error's backoff runs, candidates are probed again this long after the last round came back. */
+export const ERROR_RECHECK_MS = 2000;
+
+/** Gateways probed silent in `before` that answered the probe in `after`: back since the last look. */
+export function returnedGateways(before: readonly Candidate[], after: readonly Candidate[]): string[] {
+  const silent = new Set(before.filter(probedSilent).map((c) => c.name));
+  return after
+    .filter((c) => silent.has(c.name) && c.probe !== null && !probedSilent(c) && !allKindsUnreachable(c))
+    .map((c) => c.name);
+}
+
+/**
+ * When, after its start, a leg's engine sends its attempt again into a host that stayed silent: wireguard-go every
+ * 5 s (REKEY_TIMEOUT); charon's IKE_SA_INIT after 1, 2.4 and 4.36 s (native/engines/ipsec/charon-config.ts:
+ * timeout 1.0 s, base 1.4, 3 tries); the kernel's TCP SYN after 1, 3, 7, 15 and 31 s (AnyConnect's TLS, which its
+ * DTLS leg starts with too).
+ */
+export const ENGINE_RETRIES_MS: Record<LegKind, readonly number[]> = {
+  wireguard: [5000, 10_000, 15_000, 20_000, 25_000, 30_000],
+  ikev2: [1000, 2400, 4360],
+  "anyconnect-tls": [1000, 3000, 7000, 15_000, 31_000],
+  "anyconnect-dtls": [1000, 3000, 7000, 15_000, 31_000],
+};
+/** A retry sent this recently may still be completing its exchange (a few round trips and the engine's set-up). */
+export const RETRY_IN_FLIGHT_MS = 600;
+/** A retry due this soon beats a fresh leg (which needs its engine started): the leg is left to it. */
+export const RETRY_DUE_SOON_MS = 300;
+
+/**
+ * Whether a leg still starting toward a gateway that came back is better left to its engine's own retry than
+ * replaced by a fresh leg: its last retry may still be completing, or its next one is due at once.
+ */
+export function engineRetryInTime(l: LegRecord, now: number): boolean {
+  const age = now - (l.startedAt ?? now);
+  const schedule = [0, ...ENGINE_RETRIES_MS[l.leg.kind]];
+  const last = Math.max(...schedule.filter((t) => t <= age));
+  const next = schedule.find((t) => t > age);
+  return age - last < RETRY_IN_FLIGHT_MS || (next !== undefined && next - age <= RETRY_DUE_SOON_MS);
+}
+
+/**
+ * New candidates while a race runs: gateways that came back (`returned`, outside `avoid`) get fresh legs that start
+ * at once, in place of their legs that failed while the host was down and of those still starting whose engine
+ * would retry too late (engineRetryInTime), with the other pending legs re-planned behind them. Null when no
+ * gateway came back that has such a leg to race.
+ */
+export function reviveRace(
+  shared: Shared,
+  race: RaceState,
+  policy: RacePolicy,
+  now: number,
+  returned: readonly string[],
+  avoid: readonly string[] = [],
+): { race: RaceState; shared: Shared; effects: Effect[]; revived: string[] } | null {
+  const back = returned.filter((g) => !avoid.includes(g));
+  if (race.status !== "running" || back.length === 0) return null;
+  const started = race.legs.slice(0, race.next);
+  const stuck = (l: LegRecord): boolean => l.outcome === "starting" && !engineRetryInTime(l, now);
+  const redo = started.filter((l) => back.includes(l.leg.gateway) && (l.outcome !== "starting" || stuck(l)));
+  const keep = started.filter((l) => !redo.includes(l)).map((l) => ({ legKey: legKey(l.leg) }));
+  const planned = allocateLegs(shared, shared.candidates, policy, [...keep, ...avoid.map((gateway) => ({ gateway }))]);
+  const revived = back.filter((g) => planned.legs.some((l) => l.gateway === g));
+  if (revived.length === 0) return null;
+  const stop = new Set(redo.filter((l) => l.outcome === "starting").map((l) => l.leg.id));
+  const r = raceRetryGateways(race, stop, planned.legs, now, policy);
+  return { race: r.race, shared: planned.shared, effects: r.effects, revived };
 }
 
 /** Leaves for waiting-for-network after these teardown effects (every timer is cancelled on entry). */

@@ -240,6 +240,32 @@ export function raceReplacePending(race: RaceState, legs: readonly Leg[], now: n
   return { race: startNext(replaced, now, policy, effects), effects, decided: false };
 }
 
+/**
+ * Gateways found answering again while the race runs: their legs in `stop` (still starting, but their engine's
+ * next retry comes too late) are stopped (outcome "cancelled") and `legs` (fresh ones for those gateways, with
+ * whatever else is still to try) replace the pending legs; the first starts at once. Not running, or no legs:
+ * unchanged.
+ */
+export function raceRetryGateways(
+  race: RaceState,
+  stop: ReadonlySet<string>,
+  legs: readonly Leg[],
+  now: number,
+  policy: RacePolicy,
+): RaceStep {
+  if (race.status !== "running" || legs.length === 0) return { race, effects: [], decided: false };
+  const effects: Effect[] = [];
+  const started = race.legs.slice(0, race.next).map((l): LegRecord => {
+    if (l.outcome !== "starting" || !stop.has(l.leg.id)) return l;
+    effects.push({ type: "stop-leg", legId: l.leg.id });
+    const rec: LegRecord = { ...l, outcome: "cancelled", endedAt: now };
+    effects.push(legEvent(race, rec, now));
+    return rec;
+  });
+  const replaced: RaceState = { ...race, legs: [...started, ...legs.map(pendingRecord)], next: started.length };
+  return { race: startNext(replaced, now, policy, effects), effects, decided: false };
+}
+
 /** Whether a failure of `legId` would leave the race with no leg starting or pending (it would then fail). */
 export function raceLastLive(race: RaceState, legId: string): boolean {
   return (

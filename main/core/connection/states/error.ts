@@ -5,7 +5,14 @@
  */
 import { backoffMs, NO_JITTER } from "../../backoff.ts";
 import type { Entry, ErrorState, MachineContext, Outcome, Shared } from "../machine-state.ts";
-import { cancelAllTimers, goWaiting, stateEvent, withCandidates } from "../machine-state.ts";
+import {
+  cancelAllTimers,
+  ERROR_RECHECK_MS,
+  goWaiting,
+  returnedGateways,
+  stateEvent,
+  withCandidates,
+} from "../machine-state.ts";
 import { raceRecord } from "../race.ts";
 import { rearmIfEarly, timerDue } from "../timers.ts";
 import type { Effect, MachineInput } from "../types.ts";
@@ -17,6 +24,11 @@ export function summary(state: ErrorState, now: number): string {
 }
 
 type ErrorEntry = Extract<Entry, { to: "error" }>;
+
+/** The next look at the candidates: only while a retry is due later than one more round would take. */
+function recheckFor(nextRetryAt: number | null, now: number): number | null {
+  return nextRetryAt !== null && nextRetryAt - now > ERROR_RECHECK_MS ? now + ERROR_RECHECK_MS : null;
+}
 
 export function enter(shared0: Shared, now: number, ctx: MachineContext, e: ErrorEntry): Outcome {
   const effects: Effect[] = [];
@@ -38,7 +50,9 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: Erro
   }
   const nextRetryAt = e.retry ? now + backoffMs(e.attempt, ctx.policy.retry, ctx.random ?? NO_JITTER) : null;
   if (nextRetryAt !== null) effects.push({ type: "set-timer", timer: "backoff", at: nextRetryAt });
-  const state: ErrorState = { name: "error", shared, reason: e.reason, attempt: e.attempt, nextRetryAt };
+  const recheckAt = recheckFor(nextRetryAt, now);
+  if (recheckAt !== null) effects.push({ type: "set-timer", timer: "recheck-candidates", at: recheckAt });
+  const state: ErrorState = { name: "error", shared, reason: e.reason, attempt: e.attempt, nextRetryAt, recheckAt };
   effects.push(stateEvent("error", now, summary(state, now)));
   return { state, effects };
 }
@@ -46,6 +60,11 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: Erro
 export function handle(state: ErrorState, input: MachineInput): Outcome {
   switch (input.type) {
     case "timer":
+      if (input.timer === "recheck-candidates") {
+        if (!timerDue(state.recheckAt, input.now))
+          return { state, effects: rearmIfEarly("recheck-candidates", state.recheckAt, input.now) };
+        return { state: { ...state, recheckAt: null }, effects: [{ type: "resolve-candidates" }] };
+      }
       if (input.timer !== "backoff") return { state, effects: [] };
       if (!timerDue(state.nextRetryAt, input.now))
         return { state, effects: rearmIfEarly("backoff", state.nextRetryAt, input.now) };
@@ -76,8 +95,25 @@ export function handle(state: ErrorState, input: MachineInput): Outcome {
       };
     case "leg-up":
       return { state, effects: [{ type: "stop-leg", legId: input.legId }] };
-    case "candidates":
-      return { state: { ...state, shared: withCandidates(state.shared, input.candidates) }, effects: [] };
+    case "candidates": {
+      const shared = withCandidates(state.shared, input.candidates);
+      // A gateway that was silent answers again: the backoff waited for exactly this, retry at once.
+      if (state.nextRetryAt !== null && returnedGateways(state.shared.candidates, shared.candidates).length > 0)
+        return {
+          go: { to: "resolving", reason: "retry", attempt: state.attempt },
+          shared,
+          effects: [
+            { type: "cancel-timer", timer: "backoff" },
+            { type: "cancel-timer", timer: "recheck-candidates" },
+          ],
+        };
+      const recheckAt = state.recheckAt ?? recheckFor(state.nextRetryAt, input.now);
+      const effects: Effect[] =
+        recheckAt !== null && recheckAt !== state.recheckAt
+          ? [{ type: "set-timer", timer: "recheck-candidates", at: recheckAt }]
+          : [];
+      return { state: { ...state, shared, recheckAt }, effects };
+    }
     case "leg-failed":
     case "leg-down":
     case "probe":

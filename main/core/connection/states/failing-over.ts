@@ -13,7 +13,10 @@ import {
   listNames,
   nextRaceId,
   planFailover,
+  RACE_RECHECK_MS,
   raceFailure,
+  returnedGateways,
+  reviveRace,
   stateEvent,
   withCandidates,
 } from "../machine-state.ts";
@@ -26,6 +29,7 @@ import {
   raceRecord,
   raceStart,
 } from "../race.ts";
+import { rearmIfEarly, timerDue } from "../timers.ts";
 import type { Effect, FailoverRecord, Leg, MachineInput } from "../types.ts";
 
 export function summary(state: FailingOverState): string {
@@ -121,8 +125,16 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: Fail
     cause: e.cause,
     failover,
     race: r.race,
+    recheckAt: now + RACE_RECHECK_MS,
   };
-  return { state, effects: [...r.effects, stateEvent("failing-over", now, summary(state))] };
+  return {
+    state,
+    effects: [
+      ...r.effects,
+      { type: "set-timer", timer: "recheck-candidates", at: now + RACE_RECHECK_MS },
+      stateEvent("failing-over", now, summary(state)),
+    ],
+  };
 }
 
 export function handle(state: FailingOverState, input: MachineInput, ctx: MachineContext): Outcome {
@@ -130,6 +142,11 @@ export function handle(state: FailingOverState, input: MachineInput, ctx: Machin
   const failedId = state.failed.leg.id;
   switch (input.type) {
     case "timer": {
+      if (input.timer === "recheck-candidates") {
+        if (!timerDue(state.recheckAt, input.now))
+          return { state, effects: rearmIfEarly("recheck-candidates", state.recheckAt, input.now) };
+        return { state: { ...state, recheckAt: null }, effects: [{ type: "resolve-candidates" }] };
+      }
       if (input.timer !== "race-stagger") return { state, effects: [] };
       const r = raceOnStaggerTimer(state.race, input.now, policy);
       return { state: { ...state, race: r.race }, effects: r.effects };
@@ -217,8 +234,19 @@ export function handle(state: FailingOverState, input: MachineInput, ctx: Machin
         ...abandon(failedId),
       ]);
     }
-    case "candidates":
-      return { state: { ...state, shared: withCandidates(state.shared, input.candidates) }, effects: [] };
+    case "candidates": {
+      // A gateway found answering again joins the race at once. The one failed away from only when the race
+      // already tries it (after a path change, or as the only gateway left): its failure is no news otherwise.
+      const shared = withCandidates(state.shared, input.candidates);
+      const failedGw = state.failed.leg.gateway;
+      const avoid = state.race.legs.some((l) => l.leg.gateway === failedGw) ? [] : [failedGw];
+      const back = returnedGateways(state.shared.candidates, shared.candidates);
+      const x = reviveRace(shared, state.race, policy, input.now, back, avoid);
+      const recheckAt = input.now + RACE_RECHECK_MS;
+      const rearm: Effect = { type: "set-timer", timer: "recheck-candidates", at: recheckAt };
+      if (x === null) return { state: { ...state, shared, recheckAt }, effects: [rearm] };
+      return { state: { ...state, shared: x.shared, race: x.race, recheckAt }, effects: [...x.effects, rearm] };
+    }
     case "leg-down":
     case "connect":
     case "wake":

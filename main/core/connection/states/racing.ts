@@ -8,8 +8,11 @@ import {
   extendBeforeFailure,
   goWaiting,
   nextRaceId,
+  RACE_RECHECK_MS,
   raceFailure,
   replanRace,
+  returnedGateways,
+  reviveRace,
   stateEvent,
   withCandidates,
 } from "../machine-state.ts";
@@ -23,6 +26,7 @@ import {
   raceRecord,
   raceStart,
 } from "../race.ts";
+import { rearmIfEarly, timerDue } from "../timers.ts";
 import type { Candidate, MachineInput, RaceRecord } from "../types.ts";
 
 export function summary(state: RacingState): string {
@@ -72,14 +76,28 @@ export function enter(
       effects: r.effects,
     };
   }
-  const state: RacingState = { name: "racing", shared: { ...shared, since: now }, race: r.race, attempt };
-  return { state, effects: [...r.effects, stateEvent("racing", now, summary(state))] };
+  const recheckAt = now + RACE_RECHECK_MS;
+  const state: RacingState = { name: "racing", shared: { ...shared, since: now }, race: r.race, attempt, recheckAt };
+  return {
+    state,
+    effects: [
+      ...r.effects,
+      { type: "set-timer", timer: "recheck-candidates", at: recheckAt },
+      stateEvent("racing", now, summary(state)),
+    ],
+  };
 }
 
 export function handle(state: RacingState, input: MachineInput, ctx: MachineContext): Outcome {
   const policy = ctx.policy.race;
   switch (input.type) {
     case "timer": {
+      if (input.timer === "recheck-candidates") {
+        if (!timerDue(state.recheckAt, input.now))
+          return { state, effects: rearmIfEarly("recheck-candidates", state.recheckAt, input.now) };
+        // The next one is armed when this round's candidates come back: rounds never overlap.
+        return { state: { ...state, recheckAt: null }, effects: [{ type: "resolve-candidates" }] };
+      }
       if (input.timer !== "race-stagger") return { state, effects: [] };
       const r = raceOnStaggerTimer(state.race, input.now, policy);
       return { state: { ...state, race: r.race }, effects: r.effects };
@@ -135,8 +153,15 @@ export function handle(state: RacingState, input: MachineInput, ctx: MachineCont
       ]);
     }
     case "candidates": {
-      const x = replanRace(withCandidates(state.shared, input.candidates), state.race, policy, input.now);
-      return { state: { ...state, shared: x.shared, race: x.race }, effects: x.effects };
+      const shared = withCandidates(state.shared, input.candidates);
+      const back = returnedGateways(state.shared.candidates, shared.candidates);
+      const x =
+        reviveRace(shared, state.race, policy, input.now, back) ?? replanRace(shared, state.race, policy, input.now);
+      const recheckAt = input.now + RACE_RECHECK_MS;
+      return {
+        state: { ...state, shared: x.shared, race: x.race, recheckAt },
+        effects: [...x.effects, { type: "set-timer", timer: "recheck-candidates", at: recheckAt }],
+      };
     }
     case "connect":
     case "wake":
