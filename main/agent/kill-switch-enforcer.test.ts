@@ -8,7 +8,8 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { parseConfig, type DetourConfig } from "../core/config/schema.ts";
+import type { DetourConfig } from "../core/config/schema.ts";
+import { testConfig, writeTestKey, type TestConfigOptions } from "../../test/fakes/config.ts";
 import type { ConnectionEvent } from "../core/connection/types.ts";
 import { FakeClock } from "../../test/fakes/fake-clock.ts";
 import { FakeWorld, fakeFinder, fakePlatform, fakeProber } from "../../test/fakes/fake-platform.ts";
@@ -22,29 +23,11 @@ const root = mkdtempSync(join(tmpdir(), "detourd-ks-test-"));
 after(() => {
   rmSync(root, { recursive: true, force: true });
 });
-const keyFile = join(root, "wg.key");
-writeFileSync(keyFile, "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=\n", { mode: 0o600 });
+const keyFile = writeTestKey(root);
 const OWN_GID = 64950;
 
-function config(overrides: Record<string, unknown> = {}): DetourConfig {
-  const parsed = parseConfig({
-    version: 1,
-    organisation: "example",
-    identity: { wireguard: { privateKey: { file: keyFile } } },
-    gateways: [1, 2].map((n) => ({
-      name: `gw${String(n)}`,
-      hostname: `gw${String(n)}.vpn.example.com`,
-      address: `198.18.${String(n)}.2`,
-      priority: n,
-      region: "eu",
-      protocols: { wireguard: { publicKey: "A".repeat(43) + "=", tunnelAddress: `198.19.${String(n)}1.2/32` } },
-    })),
-    protectedRoutes: ["198.19.0.0/24"],
-    probe: { address: "198.19.0.1", port: 7 },
-    ...overrides,
-  });
-  if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
-  return parsed.config;
+function config(over: TestConfigOptions = {}): DetourConfig {
+  return testConfig({ keyFile, ...over });
 }
 
 interface Rig {
