@@ -4,7 +4,7 @@
  * daemon warmed up with the kill switch in place, 50 ms after the start.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { DetourConfig } from "../../main/core/config/schema.ts";
 import type { ConnectionEvent } from "../../main/core/connection/types.ts";
@@ -25,6 +25,8 @@ export interface DaemonRig {
   clock: FakeClock;
   world: FakeWorld;
   control: ControlFacade;
+  /** The daemon's folder: its config path, work and state folders, and resolv.conf are in it. */
+  dir: string;
   /** What subscribers heard, and the device carrying the protected networks when they heard it. */
   heard: { event: ConnectionEvent; routedVia: string | null }[];
   logs: LogLine[];
@@ -44,6 +46,10 @@ export interface DaemonRigOptions {
   finder?: (world: FakeWorld) => CandidateFinder;
   /** Sets up the world before the daemon starts (connected routes, failures to inject, ...). */
   prepare?: (world: FakeWorld) => void;
+  /** What the daemon's resolv.conf holds at the start; default: there is none. */
+  resolvConf?: string;
+  /** The control group the daemon lets through its kill switch; default: none. */
+  ownGroup?: number;
 }
 
 export async function startDaemon(opts: DaemonRigOptions): Promise<DaemonRig> {
@@ -58,6 +64,7 @@ export async function startDaemon(opts: DaemonRigOptions): Promise<DaemonRig> {
     };
   const log: Logger = { debug: line("debug"), info: line("info"), warn: line("warn"), error: line("error") };
   const dir = mkdtempSync(join(opts.root, "daemon-"));
+  if (opts.resolvConf !== undefined) writeFileSync(join(dir, "resolv.conf"), opts.resolvConf);
   const { control } = new Daemon(
     {
       config: opts.config,
@@ -68,6 +75,7 @@ export async function startDaemon(opts: DaemonRigOptions): Promise<DaemonRig> {
       ifnamePrefix: "dfake",
       log,
       version: "0.0.0-test",
+      ownGroup: opts.ownGroup,
     },
     {
       platform: fakePlatform(world),
@@ -85,6 +93,7 @@ export async function startDaemon(opts: DaemonRigOptions): Promise<DaemonRig> {
     clock,
     world,
     control,
+    dir,
     heard,
     logs,
     state: () => control.status().state,
