@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { parseConfig } from "../core/config/schema.ts";
+import { testConfig, writeTestKey } from "../../test/fakes/config.ts";
 import type { KillSwitchRules } from "../core/killswitch.ts";
 import { FakeClock } from "../../test/fakes/fake-clock.ts";
 import { FakeWorld, fakeFinder, fakePlatform, fakeProber } from "../../test/fakes/fake-platform.ts";
@@ -21,30 +21,15 @@ after(() => {
 });
 
 test("a-portal-found-at-start-shows-in-status-and-opens-the-kill-switchs-sign-in-exception", async () => {
-  const keyFile = join(root, "wg.key");
-  writeFileSync(keyFile, "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=\n", { mode: 0o600 });
+  const keyFile = writeTestKey(root);
   const resolvConf = join(root, "resolv.conf");
   writeFileSync(resolvConf, "nameserver 198.18.53.2\n");
-  const parsed = parseConfig({
-    version: 1,
-    organisation: "example",
-    identity: { wireguard: { privateKey: { file: keyFile } } },
-    gateways: [
-      {
-        name: "gw1",
-        hostname: "gw1.vpn.example.com",
-        address: "198.18.1.2",
-        priority: 1,
-        region: "eu",
-        protocols: { wireguard: { publicKey: "A".repeat(43) + "=", tunnelAddress: "198.19.11.2/32" } },
-      },
-    ],
-    protectedRoutes: ["198.19.0.0/24"],
-    probe: { address: "198.19.0.1", port: 7 },
+  const config = testConfig({
+    keyFile,
+    gateways: [1],
     lockdown: true,
     captive: { checkUrl: "http://198.18.204.1/generate_204" },
   });
-  assert.ok(parsed.ok);
   const clock = new FakeClock();
   const world = new FakeWorld(clock, { gw1: {} });
   let portal = true;
@@ -52,7 +37,7 @@ test("a-portal-found-at-start-shows-in-status-and-opens-the-kill-switchs-sign-in
   mkdirSync(dir);
   const { control } = new Daemon(
     {
-      config: parsed.config,
+      config,
       configPath: join(dir, "client.json"),
       workDir: join(dir, "work"),
       stateDir: join(dir, "state"),

@@ -5,124 +5,38 @@
  */
 import assert from "node:assert/strict";
 import type { LinkDns } from "../core/dns-link.ts";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { parseConfig, type DetourConfig } from "../core/config/schema.ts";
-import type { ConnectionEvent } from "../core/connection/types.ts";
-import { FakeClock } from "../../test/fakes/fake-clock.ts";
-import { FakeWorld, fakeFinder, fakePlatform, fakeProber, type GatewayScript } from "../../test/fakes/fake-platform.ts";
+import type { DetourConfig } from "../core/config/schema.ts";
+import { testConfig, writeTestKey, type TestConfigOptions } from "../../test/fakes/config.ts";
+import { startDaemon, type DaemonRig } from "../../test/fakes/daemon-harness.ts";
+import { fakeFinder, type FakeWorld, type GatewayScript } from "../../test/fakes/fake-platform.ts";
 import type { CandidateFinder } from "./candidate-refresh.ts";
-import type { ControlFacade } from "./control-facade.ts";
 import { discoverCandidates, type DnsResolver } from "./discovery.ts";
-import { Daemon } from "./daemon.ts";
-import type { Logger } from "./log.ts";
 
 const root = mkdtempSync(join(tmpdir(), "detourd-daemon-test-"));
 after(() => {
   rmSync(root, { recursive: true, force: true });
 });
-const keyFile = join(root, "wg.key");
-writeFileSync(keyFile, "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=\n", { mode: 0o600 });
+const keyFile = writeTestKey(root);
 
 const HOUR_MS = 3_600_000;
 
-function gateway(n: number): Record<string, unknown> {
-  return {
-    name: `gw${String(n)}`,
-    hostname: `gw${String(n)}.vpn.example.com`,
-    address: `198.18.${String(n)}.2`,
-    priority: n,
-    region: "eu",
-    protocols: { wireguard: { publicKey: "A".repeat(43) + "=", tunnelAddress: `198.19.${String(n)}1.2/32` } },
-  };
+/** Three WireGuard gateways (gw1-gw3) unless a test names others. */
+function config(over: TestConfigOptions = {}): DetourConfig {
+  return testConfig({ keyFile, gateways: [1, 2, 3], ...over });
 }
 
-function config(overrides: Record<string, unknown> = {}, gateways = [1, 2, 3]): DetourConfig {
-  const parsed = parseConfig({
-    version: 1,
-    organisation: "example",
-    identity: { wireguard: { privateKey: { file: keyFile } } },
-    gateways: gateways.map(gateway),
-    protectedRoutes: ["198.19.0.0/24"],
-    probe: { address: "198.19.0.1", port: 7 },
-    ...overrides,
-  });
-  if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
-  return parsed.config;
-}
+type Rig = DaemonRig;
 
-interface LogLine {
-  level: string;
-  msg: string;
-  fields: Record<string, unknown> | undefined;
-}
-
-interface Rig {
-  clock: FakeClock;
-  world: FakeWorld;
-  control: ControlFacade;
-  /** What subscribers heard, and the device carrying the protected networks when they heard it. */
-  heard: { event: ConnectionEvent; routedVia: string | null }[];
-  logs: LogLine[];
-  state(): string;
-  gateway(): string | null;
-  connected(gw: string): Promise<void>;
-}
-
-let rigs = 0;
-
-async function rig(
+function rig(
   gateways: Record<string, Partial<GatewayScript>>,
   cfg: DetourConfig = config(),
-  finderOf: (world: FakeWorld) => CandidateFinder = fakeFinder,
+  finder?: (world: FakeWorld) => CandidateFinder,
 ): Promise<Rig> {
-  const clock = new FakeClock();
-  const world = new FakeWorld(clock, gateways);
-  const logs: LogLine[] = [];
-  const line =
-    (level: string) =>
-    (msg: string, fields?: Record<string, unknown>): void => {
-      logs.push({ level, msg, fields });
-    };
-  const log: Logger = { debug: line("debug"), info: line("info"), warn: line("warn"), error: line("error") };
-  const dir = join(root, `d${String(++rigs)}`);
-  mkdirSync(dir);
-  const { control } = new Daemon(
-    {
-      config: cfg,
-      configPath: join(dir, "client.json"),
-      workDir: join(dir, "work"),
-      stateDir: join(dir, "state"),
-      resolvConf: join(dir, "resolv.conf"),
-      ifnamePrefix: "dfake",
-      log,
-      version: "0.0.0-test",
-    },
-    { platform: fakePlatform(world), clock, finder: finderOf(world), startMonitor: fakeProber(world) },
-  );
-  const heard: Rig["heard"] = [];
-  control.subscribe((event) => heard.push({ event, routedVia: world.routedVia() }));
-  control.refreshKillSwitch();
-  control.warmUp();
-  await clock.advance(50);
-  const r: Rig = {
-    clock,
-    world,
-    control,
-    heard,
-    logs,
-    state: () => control.status().state,
-    gateway: () => control.status().gateway,
-    connected: async (gw) => {
-      assert.ok(
-        await clock.until(() => r.state() === "connected" && r.gateway() === gw, 20_000),
-        `connected to ${gw}; now ${JSON.stringify(control.status().summary)}`,
-      );
-    },
-  };
-  return r;
+  return startDaemon({ root, config: cfg, gateways, finder });
 }
 
 /** Connects (gw1 wins) and waits for the warm standby, on gw2. */
@@ -289,7 +203,7 @@ test("shutdown-removes-the-kill-switch-last-even-when-restoring-dns-and-routes-f
 test("a-policy-that-forbids-the-active-gateway-moves-the-tunnel-make-before-break", async () => {
   const r = await rig({ gw1: {}, gw2: {}, gw3: {} });
   await connectedWithStandby(r);
-  const moved = r.control.reconfigure(config({}, [2, 3]));
+  const moved = r.control.reconfigure(config({ gateways: [2, 3] }));
   assert.equal(moved, true, "the active leg is moved off");
   await r.connected("gw2");
   assert.equal(r.world.routedVia(), deviceOf(r, "gw2"));

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
 import { parseConfig, type DetourConfig, type DetourConfigInput } from "../core/config/schema.ts";
+import { testConfig } from "../../test/fakes/config.ts";
 import type { Candidate, CandidateProbe } from "../core/connection/types.ts";
 import { makeTestCertificate, type TestCertificate } from "../../test/lab/test-ca.ts";
 import {
@@ -46,8 +47,7 @@ function config(
     identity?: DetourConfigInput["identity"];
   } = {},
 ): DetourConfig {
-  const input: DetourConfigInput = {
-    version: 1,
+  return testConfig({
     organisation: "test",
     identity: over.identity ?? {
       wireguard: { privateKey: { file: "/dev/null" } },
@@ -78,17 +78,12 @@ function config(
         protocols: { wireguard: { publicKey: WG_KEY, tunnelAddress: "198.19.31.2/32" } },
       },
     ],
-    protectedRoutes: ["198.19.0.0/24"],
-    probe: { address: "198.19.0.1" },
     discovery: {
       dns: { servers: ["192.0.2.53"], srv: [SRV.wireguard, SRV.ikev2, SRV.anyconnect] },
       ...(over.portalUrl === undefined ? {} : { portalUrl: over.portalUrl }),
       ...(over.portalTls === undefined ? {} : { portalTls: over.portalTls }),
     },
-  };
-  const r = parseConfig(input);
-  if (!r.ok) throw new Error(JSON.stringify(r.issues));
-  return r.config;
+  });
 }
 
 /** A resolver from tables; names not in them fail like NXDOMAIN, "hang" never answers. */

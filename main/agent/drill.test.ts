@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { parseConfig } from "../core/config/schema.ts";
+import { testConfig, wireguardGateway } from "../../test/fakes/config.ts";
 import type { Candidate, ConnectionEvent, ConnectionSnapshot, ProbeSample } from "../core/connection/types.ts";
 import type { GatewayEndpoint } from "../core/killswitch.ts";
 import type { DrillBlock } from "../../native/platform/platform.ts";
@@ -11,26 +11,18 @@ import { DrillRunner } from "./drill.ts";
 import type { Logger } from "./log.ts";
 import type { MonitorOptions } from "./monitor.ts";
 
-const gateway = (name: string, n: number): Record<string, unknown> => ({
-  name,
-  hostname: `${name}.lab.detour.test`,
-  address: `198.18.${String(n)}.2`,
-  priority: n,
+/** Gateway n of the lab: gw<n>.lab.detour.test in region lab. */
+const gateway = (n: number): ReturnType<typeof wireguardGateway> => ({
+  ...wireguardGateway(n),
+  hostname: `gw${String(n)}.lab.detour.test`,
   region: "lab",
-  protocols: {
-    wireguard: { port: 51820, publicKey: "A".repeat(43) + "=", tunnelAddress: `198.19.${String(n)}1.2/32` },
-  },
 });
-const parsed = parseConfig({
-  version: 1,
+const CONFIG = testConfig({
   organisation: "test",
-  identity: { wireguard: { privateKey: { file: "/dev/null" } } },
-  gateways: [gateway("gw1", 1), gateway("gw2", 2)],
+  keyFile: "/dev/null",
+  gateways: [gateway(1), gateway(2)],
   protectedRoutes: ["198.19.0.0/16"],
-  probe: { address: "198.19.0.1", port: 7 },
 });
-if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
-const CONFIG = parsed.config;
 
 const QUIET: Logger = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 

@@ -4,88 +4,41 @@
  * events, and what the (fake) kernel holds.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { parseConfig, type DetourConfig } from "../core/config/schema.ts";
+import type { DetourConfig } from "../core/config/schema.ts";
+import { testConfig, writeTestKey, type TestConfigOptions } from "../../test/fakes/config.ts";
 import type { ConnectionEvent } from "../core/connection/types.ts";
-import { FakeClock } from "../../test/fakes/fake-clock.ts";
-import { FakeWorld, fakeFinder, fakePlatform, fakeProber } from "../../test/fakes/fake-platform.ts";
-import type { ControlFacade } from "./control-facade.ts";
-import { Daemon } from "./daemon.ts";
+import { startDaemon, type DaemonRig } from "../../test/fakes/daemon-harness.ts";
 import { parseNameservers } from "./data-plane.ts";
 import { backstopFor, KILL_SWITCH_RETRY, KILL_SWITCH_VERIFY_INTERVAL_MS } from "./kill-switch-enforcer.ts";
-import type { Logger } from "./log.ts";
 
 const root = mkdtempSync(join(tmpdir(), "detourd-ks-test-"));
 after(() => {
   rmSync(root, { recursive: true, force: true });
 });
-const keyFile = join(root, "wg.key");
-writeFileSync(keyFile, "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=\n", { mode: 0o600 });
+const keyFile = writeTestKey(root);
 const OWN_GID = 64950;
 
-function config(overrides: Record<string, unknown> = {}): DetourConfig {
-  const parsed = parseConfig({
-    version: 1,
-    organisation: "example",
-    identity: { wireguard: { privateKey: { file: keyFile } } },
-    gateways: [1, 2].map((n) => ({
-      name: `gw${String(n)}`,
-      hostname: `gw${String(n)}.vpn.example.com`,
-      address: `198.18.${String(n)}.2`,
-      priority: n,
-      region: "eu",
-      protocols: { wireguard: { publicKey: "A".repeat(43) + "=", tunnelAddress: `198.19.${String(n)}1.2/32` } },
-    })),
-    protectedRoutes: ["198.19.0.0/24"],
-    probe: { address: "198.19.0.1", port: 7 },
-    ...overrides,
-  });
-  if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
-  return parsed.config;
+function config(over: TestConfigOptions = {}): DetourConfig {
+  return testConfig({ keyFile, ...over });
 }
 
-interface Rig {
-  clock: FakeClock;
-  world: FakeWorld;
-  control: ControlFacade;
-  events: Extract<ConnectionEvent, { type: "kill-switch" }>[];
+interface Rig extends DaemonRig {
+  /** The kill switch's changes that subscribers heard. */
+  readonly events: Extract<ConnectionEvent, { type: "kill-switch" }>[];
 }
-
-let rigs = 0;
 
 async function rig(cfg: DetourConfig = config(), resolvConf = "nameserver 198.18.0.53\n"): Promise<Rig> {
-  const clock = new FakeClock();
-  const world = new FakeWorld(clock, { gw1: {}, gw2: {} });
-  const quiet = (): void => undefined;
-  const log: Logger = { debug: quiet, info: quiet, warn: quiet, error: quiet };
-  const dir = join(root, `d${String(++rigs)}`);
-  mkdirSync(dir);
-  writeFileSync(join(dir, "resolv.conf"), resolvConf);
-  const { control } = new Daemon(
-    {
-      config: cfg,
-      configPath: join(dir, "client.json"),
-      workDir: join(dir, "work"),
-      stateDir: join(dir, "state"),
-      resolvConf: join(dir, "resolv.conf"),
-      ifnamePrefix: "dfake",
-      log,
-      version: "0.0.0-test",
-      ownGroup: OWN_GID,
+  const d = await startDaemon({ root, config: cfg, gateways: { gw1: {}, gw2: {} }, resolvConf, ownGroup: OWN_GID });
+  return {
+    ...d,
+    get events() {
+      return d.heard.flatMap(({ event }) => (event.type === "kill-switch" ? [event] : []));
     },
-    { platform: fakePlatform(world), clock, finder: fakeFinder(world), startMonitor: fakeProber(world) },
-  );
-  const events: Rig["events"] = [];
-  control.subscribe((e) => {
-    if (e.type === "kill-switch") events.push(e);
-  });
-  control.refreshKillSwitch();
-  control.warmUp();
-  await clock.advance(50);
-  return { clock, world, control, events };
+  };
 }
 
 test("connect-answers-fallback-not-in-force-when-nft-fails-and-in-force-once-the-retry-applies", async () => {
@@ -318,7 +271,7 @@ test("kill-switch-changes-reach-telemetry-as-events-and-counted-changes", async 
     await r.control.connect();
     await r.clock.advance(1);
     await r.control.flushTelemetry();
-    const spool = join(root, `d${String(rigs)}`, "state", "telemetry-spool");
+    const spool = join(r.dir, "state", "telemetry-spool");
     const bytes = (kind: string): string =>
       readdirSync(spool)
         .filter((f) => f.endsWith(`.${kind}`))

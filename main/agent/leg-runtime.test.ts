@@ -5,11 +5,12 @@
  * rule is in before its first echo and gone on every failure path.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { parseConfig, type DetourConfig } from "../core/config/schema.ts";
+import type { DetourConfig } from "../core/config/schema.ts";
+import { testConfig, writeTestKey } from "../../test/fakes/config.ts";
 import type { Leg, MachineInput } from "../core/connection/types.ts";
 import { Secret } from "../core/secret.ts";
 import { FakeClock } from "../../test/fakes/fake-clock.ts";
@@ -26,29 +27,12 @@ const root = mkdtempSync(join(tmpdir(), "detour-leg-runtime-test-"));
 after(() => {
   rmSync(root, { recursive: true, force: true });
 });
-const keyFile = join(root, "wg.key");
-writeFileSync(keyFile, "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=\n", { mode: 0o600 });
+const keyFile = writeTestKey(root);
 
 const GATEWAYS = 4;
 
 function config(): DetourConfig {
-  const parsed = parseConfig({
-    version: 1,
-    organisation: "example",
-    identity: { wireguard: { privateKey: { file: keyFile } } },
-    gateways: Array.from({ length: GATEWAYS }, (_, i) => ({
-      name: `gw${String(i + 1)}`,
-      hostname: `gw${String(i + 1)}.vpn.example.com`,
-      address: `198.18.${String(i + 1)}.2`,
-      priority: i + 1,
-      region: "eu",
-      protocols: { wireguard: { publicKey: "A".repeat(43) + "=", tunnelAddress: `198.19.${String(i + 1)}1.2/32` } },
-    })),
-    protectedRoutes: ["198.19.0.0/24"],
-    probe: { address: "198.19.0.1", port: 7 },
-  });
-  if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
-  return parsed.config;
+  return testConfig({ keyFile, gateways: Array.from({ length: GATEWAYS }, (_, i) => i + 1) });
 }
 
 interface Rig {

@@ -4,85 +4,45 @@
  * stay off where the setting is off, and fail closed (and reported) when they cannot be read.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { parseConfig, type DetourConfig } from "../core/config/schema.ts";
-import { FakeClock } from "../../test/fakes/fake-clock.ts";
-import { FakeWorld, fakeFinder, fakePlatform, fakeProber } from "../../test/fakes/fake-platform.ts";
+import type { DetourConfig } from "../core/config/schema.ts";
+import { testConfig, writeTestKey, type TestConfigOptions } from "../../test/fakes/config.ts";
+import { startDaemon, type DaemonRig } from "../../test/fakes/daemon-harness.ts";
+import type { FakeWorld } from "../../test/fakes/fake-platform.ts";
 import type { ControlFacade } from "./control-facade.ts";
-import { Daemon } from "./daemon.ts";
 import { LOCAL_NETWORKS_RECHECK_MS } from "./local-network-access.ts";
-import type { Logger } from "./log.ts";
 
 const root = mkdtempSync(join(tmpdir(), "detourd-lan-test-"));
 after(() => {
   rmSync(root, { recursive: true, force: true });
 });
-const keyFile = join(root, "wg.key");
-writeFileSync(keyFile, "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=\n", { mode: 0o600 });
+const keyFile = writeTestKey(root);
 
-function config(overrides: Record<string, unknown> = {}): DetourConfig {
-  const parsed = parseConfig({
-    version: 1,
-    organisation: "example",
-    identity: { wireguard: { privateKey: { file: keyFile } } },
-    gateways: [1, 2].map((n) => ({
-      name: `gw${String(n)}`,
-      hostname: `gw${String(n)}.vpn.example.com`,
-      address: `198.18.${String(n)}.2`,
-      priority: n,
-      region: "eu",
-      protocols: { wireguard: { publicKey: "A".repeat(43) + "=", tunnelAddress: `198.19.${String(n)}1.2/32` } },
-    })),
+/** Two gateways, no standby, and a split tunnel whose protected networks include two catch-all private ranges. */
+function config(over: TestConfigOptions = {}): DetourConfig {
+  return testConfig({
+    keyFile,
     protectedRoutes: ["198.19.0.0/24", "172.16.0.0/12", "192.168.0.0/16"],
-    probe: { address: "198.19.0.1", port: 7 },
     standby: { mode: "off" },
-    ...overrides,
+    ...over,
   });
-  if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
-  return parsed.config;
 }
 
-interface Rig {
-  clock: FakeClock;
-  world: FakeWorld;
-  control: ControlFacade;
-  events: { name: string; body: unknown }[];
-  logs: { level: string; msg: string }[];
-}
+type Rig = DaemonRig;
 
-let rigs = 0;
-
-async function rig(cfg: DetourConfig, routes: FakeWorld["connectedRoutes"]): Promise<Rig> {
-  const clock = new FakeClock();
-  const world = new FakeWorld(clock, { gw1: { connectMs: 80 }, gw2: { connectMs: 150 } });
-  world.connectedRoutes = routes;
-  const logs: Rig["logs"] = [];
-  const line = (level: string) => (msg: string) => {
-    logs.push({ level, msg });
-  };
-  const log: Logger = { debug: line("debug"), info: line("info"), warn: line("warn"), error: line("error") };
-  const dir = join(root, `d${String(++rigs)}`);
-  mkdirSync(dir);
-  const { control } = new Daemon(
-    {
-      config: cfg,
-      configPath: join(dir, "client.json"),
-      workDir: join(dir, "work"),
-      stateDir: join(dir, "state"),
-      resolvConf: join(dir, "resolv.conf"),
-      ifnamePrefix: "dfake",
-      log,
-      version: "0.0.0-test",
+/** The daemon started on a machine whose connected networks are `routes`. */
+function rig(cfg: DetourConfig, routes: FakeWorld["connectedRoutes"]): Promise<Rig> {
+  return startDaemon({
+    root,
+    config: cfg,
+    gateways: { gw1: { connectMs: 80 }, gw2: { connectMs: 150 } },
+    prepare: (world) => {
+      world.connectedRoutes = routes;
     },
-    { platform: fakePlatform(world), clock, finder: fakeFinder(world), startMonitor: fakeProber(world) },
-  );
-  control.refreshKillSwitch();
-  control.warmUp();
-  await clock.advance(50);
-  return { clock, world, control, events: [], logs };
+  });
 }
 
 function lan(r: Rig): NonNullable<ReturnType<ControlFacade["status"]>["localNetworks"]> {

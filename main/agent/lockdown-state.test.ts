@@ -7,7 +7,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { parseConfig, type DetourConfig } from "../core/config/schema.ts";
+import type { DetourConfig } from "../core/config/schema.ts";
+import { testConfig } from "../../test/fakes/config.ts";
 import type { KillSwitchRules } from "../core/killswitch.ts";
 import { EARLY_BLOCK_REPORT_FILE, LOCKDOWN_STATE_FILE } from "../core/lockdown-state.ts";
 import { FakeClock } from "../../test/fakes/fake-clock.ts";
@@ -25,11 +26,9 @@ const quiet = (): void => undefined;
 const log: Logger = { debug: quiet, info: quiet, warn: quiet, error: quiet };
 let n = 0;
 
+/** One AnyConnect gateway and no identity: nothing here connects. */
 function config(lockdown: boolean, protectedRoutes = ["198.19.0.0/24"]): DetourConfig {
-  const parsed = parseConfig({
-    version: 1,
-    organisation: "example",
-    identity: {},
+  return testConfig({
     gateways: [
       {
         name: "gw1",
@@ -41,11 +40,8 @@ function config(lockdown: boolean, protectedRoutes = ["198.19.0.0/24"]): DetourC
       },
     ],
     protectedRoutes,
-    probe: { address: "198.19.0.1", port: 7 },
     lockdown,
   });
-  if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
-  return parsed.config;
 }
 
 function daemon(cfg: DetourConfig, stateDir: string): Daemon {

@@ -3,11 +3,12 @@
  * the kill switch step always last; then the real daemon on the fake platform with its steps made to fail.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { parseConfig, type DetourConfig } from "../core/config/schema.ts";
+import type { DetourConfig } from "../core/config/schema.ts";
+import { testConfig, writeTestKey } from "../../test/fakes/config.ts";
 import { FakeClock } from "../../test/fakes/fake-clock.ts";
 import { FakeWorld, fakeFinder, fakePlatform, fakeProber, type PlatformStep } from "../../test/fakes/fake-platform.ts";
 import { Daemon } from "./daemon.ts";
@@ -83,29 +84,10 @@ test("a-failing-kill-switch-step-is-reported-too", async () => {
 
 // The real daemon on the fake platform: each of its host steps fails in turn.
 
-const keyFile = join(root, "wg.key");
-writeFileSync(keyFile, "GEoB0ZX0nQ4f/2QzWxtV0UzwSYjHoGdV5ok8JXEQmGw=\n", { mode: 0o600 });
+const keyFile = writeTestKey(root);
 
 function config(lockdown: boolean): DetourConfig {
-  const parsed = parseConfig({
-    version: 1,
-    organisation: "example",
-    identity: { wireguard: { privateKey: { file: keyFile } } },
-    gateways: [1, 2].map((n) => ({
-      name: `gw${String(n)}`,
-      hostname: `gw${String(n)}.vpn.example.com`,
-      address: `198.18.${String(n)}.2`,
-      priority: n,
-      region: "eu",
-      protocols: { wireguard: { publicKey: "A".repeat(43) + "=", tunnelAddress: `198.19.${String(n)}1.2/32` } },
-    })),
-    protectedRoutes: ["198.19.0.0/24"],
-    probe: { address: "198.19.0.1", port: 7 },
-    tunnelDns: { servers: ["198.19.0.53"] },
-    lockdown,
-  });
-  if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
-  return parsed.config;
+  return testConfig({ keyFile, tunnelDns: { servers: ["198.19.0.53"] }, lockdown });
 }
 
 let rigs = 0;

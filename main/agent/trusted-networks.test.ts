@@ -4,7 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { FakeClock } from "../../test/fakes/fake-clock.ts";
-import { parseConfig, type DetourConfig } from "../core/config/schema.ts";
+import type { DetourConfig } from "../core/config/schema.ts";
+import { TEST_WG_PUBLIC_KEY, testConfig, type TestConfigOptions } from "../../test/fakes/config.ts";
 import type { ConnectionStateName } from "../core/connection/types.ts";
 import type { TlsCheckResult } from "../core/trusted-networks.ts";
 import { createLogger } from "./log.ts";
@@ -19,11 +20,9 @@ const PIN = `sha256/${"B".repeat(43)}=`;
 const OFFICE = "search office.example.com\nnameserver 192.168.50.1\n";
 const HOTEL = "search hotel.example.net\nnameserver 10.77.0.1\n";
 
-function config(overrides: Record<string, unknown> = {}): DetourConfig {
-  const parsed = parseConfig({
-    version: 1,
-    organisation: "example",
-    identity: {},
+/** One gateway, no identity, and the trusted network "office". */
+function config(over: TestConfigOptions = {}): DetourConfig {
+  return testConfig({
     gateways: [
       {
         name: "gw1",
@@ -31,21 +30,17 @@ function config(overrides: Record<string, unknown> = {}): DetourConfig {
         address: "198.18.1.2",
         priority: 10,
         region: "lab",
-        protocols: { wireguard: { publicKey: `${"A".repeat(43)}=`, tunnelAddress: "198.19.11.2/32" } },
+        protocols: { wireguard: { publicKey: TEST_WG_PUBLIC_KEY, tunnelAddress: "198.19.11.2/32" } },
       },
     ],
-    protectedRoutes: ["198.19.0.0/24"],
-    probe: { address: "198.19.0.1" },
     trustedNetworks: {
       rules: [
         { name: "office", dnsDomains: ["office.example.com"], tlsHost: { address: "192.168.50.5", pins: [PIN] } },
       ],
       recheckMs: 10_000,
     },
-    ...overrides,
+    ...over,
   });
-  if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
-  return parsed.config;
 }
 
 let n = 0;

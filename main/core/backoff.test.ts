@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { seededRandom } from "./connection/harness.test.ts";
+import { seededRandom } from "../../test/fakes/seeded-random.ts";
 import { backoffCeilingMs, backoffMs, NO_JITTER } from "./backoff.ts";
 
 const P = { initialMs: 1000, maxMs: 30_000 };

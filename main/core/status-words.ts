@@ -1,9 +1,10 @@
 /**
  * The words every front end uses for detourd's status: one label per situation a user can be in (the connection
  * state, or what outranks it: a network that wants a sign-in, a trusted network), one line saying what it means and
- * what happens next, the always-on note, and which of Connect and Disconnect make sense (and why not). The tray and
- * `detour status` use this module; the window (renderer/, which may import core types only) keeps a copy in
- * renderer/state-words.ts that renderer/state-words.test.ts holds equal to this one, situation by situation.
+ * what happens next, the always-on note, and which of Connect and Disconnect make sense (and why not). The tray,
+ * `detour status` and the window all use this module, so they say the same things. The window (renderer/) may import
+ * it, the one core module it may take values from (.dependency-cruiser.cjs): it must stay a leaf that imports types
+ * only.
  */
 import type { StatusPayload } from "./protocol/messages.ts";
 

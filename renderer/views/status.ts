@@ -1,10 +1,10 @@
 /**
- * Status: the situation in a word and a line (state-words.ts), the always-on note, connect/disconnect with why one is
- * not offered, state, gateway, protocol, since, and live latency and loss sparklines.
+ * Status: the situation in a word and a line (main/core/status-words.ts), the always-on note, connect/disconnect with
+ * why one is not offered, state, gateway, protocol, since, and live latency and loss sparklines.
  */
 import { h, setText, svg } from "../dom.ts";
 import { clock, localNetworksText, minutesLeft, PROTOCOL_LABELS, since, STATE_LABELS } from "../format.ts";
-import { actions, alwaysOnNote, explanation, situation, SITUATION_LABELS } from "../state-words.ts";
+import { actions, alwaysOnNote, explanation, situation, SITUATION_LABELS } from "../../main/core/status-words.ts";
 import { captivePanel } from "./captive.ts";
 import { sparklinePath } from "../sparkline.ts";
 import type { Model, View, ViewContext } from "./view.ts";

@@ -1,4 +1,7 @@
-/** A seeded pseudo-random generator (mulberry32) for fuzz tests: a failing case replays from its printed seed. */
+/**
+ * A seeded pseudo-random generator (mulberry32) for fuzz and property tests: a failing case replays from its printed
+ * seed. It stays pure (no node:*): main/core's tests use it too, compiled on their own (main/core/tsconfig.test.json).
+ */
 export function seededRandom(seed: number): () => number {
   let a = seed >>> 0;
   return () => {

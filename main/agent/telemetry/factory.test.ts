@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { parseConfig } from "../../core/config/schema.ts";
+import { testConfig } from "../../../test/fakes/config.ts";
 import { atomicWriteFailures } from "../../shared/atomic-write.ts";
 import type { Logger } from "../log.ts";
 import { TelemetryHandle } from "./factory.ts";
@@ -32,25 +32,10 @@ test("a-full-state-folder-starts-detourd-without-telemetry-and-says-so", (t) => 
     } catch {
       // ENOSPC: full, as wanted
     }
-    const parsed = parseConfig({
-      version: 1,
-      organisation: "example",
-      identity: {},
-      gateways: [
-        {
-          name: "gw1",
-          hostname: "gw1.vpn.example.com",
-          address: "198.18.1.2",
-          priority: 1,
-          region: "eu",
-          protocols: { wireguard: { publicKey: "A".repeat(43) + "=", tunnelAddress: "198.19.11.2/32" } },
-        },
-      ],
-      protectedRoutes: ["198.19.0.0/24"],
-      probe: { address: "198.19.0.1", port: 7 },
+    const config = testConfig({
+      gateways: [1],
       telemetry: { endpoint: "https://collector.example.com", token: { file: token } },
     });
-    assert.ok(parsed.ok, JSON.stringify(parsed.ok ? null : parsed.issues));
     const errors: string[] = [];
     const log: Logger = {
       debug: () => undefined,
@@ -67,7 +52,7 @@ test("a-full-state-folder-starts-detourd-without-telemetry-and-says-so", (t) => 
       health: () => null,
       engineStats: () => Promise.resolve(null),
     };
-    const h = new TelemetryHandle(parsed.config, { stateDir: state, version: "0.0.0-test", source, log });
+    const h = new TelemetryHandle(config, { stateDir: state, version: "0.0.0-test", source, log });
     assert.equal(h.current, null, "no telemetry");
     assert.ok(errors.includes("telemetry is off: its state cannot be written"), errors.join(" | "));
     assert.ok(atomicWriteFailures().stateWriteFailures > before, "the failed write is counted for status");

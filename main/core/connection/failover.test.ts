@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Sim, gateway, probe, seededRandom, tunnelConfig } from "./harness.test.ts";
+import { seededRandom } from "../../../test/fakes/seeded-random.ts";
+import { Sim, gateway, probe, tunnelConfig } from "./harness.test.ts";
 import { connectionHealth, initialState } from "./machine.ts";
 import { BROWNOUT_RETRY_AFTER_MS, RECHECK_INTERVAL_MS } from "./states/connected.ts";
 import type { Candidate, LegKind } from "./types.ts";

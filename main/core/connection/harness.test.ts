@@ -20,21 +20,6 @@ import type {
   TimerId,
 } from "./types.ts";
 
-/**
- * mulberry32, as test/fakes/seeded-random.ts has it; the core's tests compile on their own and cannot reach test/.
- * A failing property replays from its seed.
- */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export const ALL_KINDS: LegKind[] = ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"];
 
 export function gateway(name: string, priority: number, opts: Partial<Candidate> = {}): Candidate {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { HealthPolicy } from "../config/schema.ts";
-import { seededRandom } from "./harness.test.ts";
+import { seededRandom } from "../../../test/fakes/seeded-random.ts";
 import {
   healthDeadline,
   healthEvaluate,

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Sim, context, gateway, seededRandom } from "./harness.test.ts";
+import { seededRandom } from "../../../test/fakes/seeded-random.ts";
+import { Sim, context, gateway } from "./harness.test.ts";
 import {
   STANDBY_CHECK_MS,
   STANDBY_RAISE_DELAY_MS,

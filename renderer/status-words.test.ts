@@ -1,13 +1,16 @@
+/**
+ * The words the window shows for each situation a user can be in: main/core/status-words.ts (the module the tray and
+ * `detour status` use too), with the window's own duration format.
+ */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import * as core from "../main/core/status-words.ts";
 import type { StatusPayload } from "../main/core/protocol/messages.ts";
+import { actions, alwaysOnNote, explanation, situation, SITUATION_LABELS } from "../main/core/status-words.ts";
 import { duration, eventText } from "./format.ts";
-import { actions, alwaysOnNote, explanation, situation, SITUATION_LABELS } from "./state-words.ts";
 
 const NOW = 1_000_000;
 
-/** A connected daemon, varied per case (the tray and the CLI use the core module these words are checked against). */
+/** A connected daemon, varied per case. */
 function status(over: Partial<StatusPayload> = {}): StatusPayload {
   return {
     state: "connected",
@@ -165,17 +168,6 @@ test("always-on-greys-disconnect-with-the-reason", () => {
     why: "Your organisation's policy does not allow disconnecting.",
   });
   assert.equal(alwaysOnNote(status()), null);
-});
-
-// The tray (main/app/tray-model.ts) and `detour status` (main/cli/format.ts) use main/core/status-words.ts itself.
-test("the-window-says-the-same-words-as-the-tray-and-detour-status", () => {
-  for (const [name, s] of Object.entries(CASES)) {
-    assert.equal(situation(s), core.situation(s), name);
-    assert.equal(SITUATION_LABELS[situation(s)], core.SITUATION_LABELS[core.situation(s)], name);
-    assert.equal(explanation(s, opts), core.explanation(s, opts), name);
-    assert.equal(alwaysOnNote(s), core.alwaysOnNote(s), name);
-    assert.deepEqual(actions(s), core.actions(s), name);
-  }
 });
 
 test("the-timeline-names-a-state-in-words", () => {
