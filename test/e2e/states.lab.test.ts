@@ -17,19 +17,19 @@ import { ControlClient } from "../../main/client/control-client.ts";
 import { parseConfig, type DetourConfig, type DetourConfigInput } from "../../main/core/config/schema.ts";
 import { agentLogs, agentStart, agentStop } from "../lab/agent.ts";
 import { launchChromiumInNs } from "../lab/browser.ts";
-import { inNs, isAlive, readIfExists, spawnDaemon, stopPids, waitFor } from "../lab/exec.ts";
+import { isAlive, stopPids } from "../lab/exec.ts";
 import * as lab from "../lab/lab.ts";
 import { REPO_ROOT } from "../lab/services.ts";
-import { makeTestCertificate } from "../lab/test-ca.ts";
-import { DOMAIN } from "../lab/topology.ts";
+import {
+  makeTrustedCertificate,
+  officeTrustedNetworks,
+  TrustedTlsHost,
+  type TestCertificate,
+} from "../lab/trusted-host.ts";
 import { waitForStatus } from "../lab/wait-status.ts";
 
 const ID = "ustate";
 const ARTIFACTS = join(REPO_ROOT, "test-artifacts", "e2e-app");
-/** The trusted host's port: not the portal's 443. */
-const TLS_PORT = 8443;
-/** Node with the tsx loader starts in about a second; a loaded two-core machine takes several. */
-const TLS_READY_MS = 20_000;
 /** The first verdict needs detourd's start (tsx, ~1-3 s) and one handshake on the lab's links. */
 const VERDICT_WITHIN_MS = 30_000;
 /** The recheck (2 s here) plus a connect on a loaded machine. */
@@ -45,60 +45,16 @@ const topo = lab.topologyOf(ID);
 const work = mkdtempSync(join(tmpdir(), "detour-e2e-states-"));
 let base: DetourConfig;
 let clientConfigFile = "";
-let pin = { pin: "", certFile: "", keyFile: "" };
-let tlsPid: number | null = null;
+let pin: TestCertificate = { pin: "", certFile: "", keyFile: "" };
+const tlsHost = new TrustedTlsHost(ID);
 let bridge: ChildProcess | null = null;
 let browser: BrowserContext | null = null;
 let page: Page;
 
-async function startTlsHost(): Promise<void> {
-  const dir = join(lab.labDirOf(ID), "trusted-host");
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const doc = join(dir, "doc.json");
-  writeFileSync(doc, "{}");
-  const log = join(lab.labDirOf(ID), "logs", `trusted-host-${String(Date.now())}.log`);
-  const argv = [
-    process.execPath,
-    "--import",
-    "tsx",
-    join(REPO_ROOT, "test", "lab", "tools", "portal-server.ts"),
-    pin.certFile,
-    pin.keyFile,
-    doc,
-    topo.dns.address,
-    String(TLS_PORT),
-  ];
-  const pid = spawnDaemon(inNs(topo.dns.ns, argv), { logFile: log, cwd: REPO_ROOT });
-  tlsPid = pid;
-  await waitFor(
-    "the trusted TLS host to listen",
-    () => {
-      if (!isAlive(pid)) throw new Error(`the TLS host exited:\n${readIfExists(log).slice(-2000)}`);
-      return readIfExists(log).includes("listening");
-    },
-    { timeoutMs: TLS_READY_MS, intervalMs: 50 },
-  );
-}
-
-async function stopTlsHost(): Promise<void> {
-  if (tlsPid !== null) await stopPids([tlsPid]);
-  tlsPid = null;
-}
-
 function config(extra: Partial<DetourConfigInput> = {}): DetourConfig {
   const parsed = parseConfig({
     ...base,
-    trustedNetworks: {
-      rules: [
-        {
-          name: "office",
-          dnsDomains: [DOMAIN],
-          tlsHost: { address: topo.dns.address, port: TLS_PORT, pins: [pin.pin] },
-        },
-      ],
-      recheckMs: 2000,
-      timeoutMs: 1000,
-    },
+    trustedNetworks: officeTrustedNetworks(ID, pin.pin),
     ...extra,
   });
   if (!parsed.ok) throw new Error(`config invalid: ${JSON.stringify(parsed.issues)}`);
@@ -164,10 +120,8 @@ before(async () => {
   const parsed = parseConfig(JSON.parse(readFileSync(clientConfigFile, "utf8")));
   if (!parsed.ok) throw new Error(`lab config invalid: ${JSON.stringify(parsed.issues)}`);
   base = parsed.config;
-  const dir = join(lab.labDirOf(ID), "trusted-cert");
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  pin = makeTestCertificate(dir, { ips: [topo.dns.address] });
-  await startTlsHost();
+  pin = makeTrustedCertificate(ID, "cert");
+  await tlsHost.start(pin);
   const c = await startAgent(config());
   c.close();
   const url = await startBridge(lab.labDirOf(ID) + "/detourd.sock");
@@ -184,7 +138,7 @@ after(async () => {
   const pid = bridge?.pid;
   if (pid !== undefined && isAlive(pid)) await stopPids([pid], "SIGTERM", 5000);
   await agentStop(ID);
-  await stopTlsHost();
+  await tlsHost.stop();
   await lab.down(ID);
   rmSync(work, { recursive: true, force: true });
 });
@@ -247,7 +201,7 @@ test(
     await shot("states-trusted-network.png");
     await accessible("on a trusted network");
     // Leaving the trusted network (its pinned host no longer answers) connects by itself.
-    await stopTlsHost();
+    await tlsHost.stop();
     await headline("Connected", CONNECT_WITHIN_MS);
     assert.match(await text("sentence"), /^Connected to gw\d over /);
   },
