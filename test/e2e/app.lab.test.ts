@@ -6,39 +6,26 @@
  * the other cases leave alone. Screenshots go to test-artifacts/e2e-app/.
  */
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import {
-  chmodSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { chromium, type BrowserContext, type Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { keygen, loadPrivateKey, signPolicy } from "../../main/cli/policy-tools.ts";
 import { agentStart, agentStop } from "../lab/agent.ts";
-import { isAlive, stopPids } from "../lab/exec.ts";
+import { assertAccessible, buildRenderer, screenshot, startBridge, type DevBridge } from "../lab/app-page.ts";
+import { launchChromiumInNs } from "../lab/browser.ts";
 import * as lab from "../lab/lab.ts";
-import { REPO_ROOT } from "../lab/services.ts";
 
 const ID = "app";
 /** A healthy lab connects in well under a second; allow for a loaded two-core CI machine. */
 const CONNECT_WITHIN_MS = 10_000;
 /** Failover is sub-second; the page learns of it from the next pushed status (1 s). "Within seconds." */
 const FAILOVER_SHOWN_WITHIN_MS = 8_000;
-/** The bridge loads TypeScript through tsx before it listens. */
-const BRIDGE_READY_MS = 20_000;
 /** detourd reads its policy file at start-up; 10 s bounds a slow machine. */
 const POLICY_IN_FORCE_WITHIN_MS = 10_000;
-const ARTIFACTS = join(REPO_ROOT, "test-artifacts", "e2e-app");
 /** The lab's client configuration is for this organisation; detourd refuses a policy for any other. */
 const ORGANISATION = `Detour lab ${ID}`;
 const LOCKED_BY = `${ORGANISATION}'s policy`;
@@ -63,18 +50,9 @@ const MANAGED_SHOWN: [string, string][] = [
   ["Delay between connection attempts", "250 ms"],
   ["Warm standby", "On"],
 ];
-const CHROMIUM_FLAGS = [
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-  "--disable-dev-shm-usage",
-];
-
 const ns = lab.topologyOf(ID).client.ns;
 const work = mkdtempSync(join(tmpdir(), "detour-e2e-app-"));
-let bridge: ChildProcess | null = null;
+let bridge: DevBridge | null = null;
 let browser: BrowserContext | null = null;
 let page: Page;
 let url = "";
@@ -124,54 +102,8 @@ async function policyInForce(socket: string): Promise<void> {
   }
 }
 
-function startBridge(socket: string): Promise<string> {
-  const child = spawn(
-    "ip",
-    [
-      "netns",
-      "exec",
-      ns,
-      process.execPath,
-      "--import",
-      "tsx",
-      join(REPO_ROOT, "main/app/dev-bridge-main.ts"),
-      "--socket",
-      socket,
-      "--prefs",
-      join(work, "prefs.json"),
-    ],
-    {
-      cwd: REPO_ROOT,
-      stdio: ["ignore", "pipe", "inherit"],
-    },
-  );
-  bridge = child;
-  return new Promise((resolve, reject) => {
-    let out = "";
-    const timer = setTimeout(() => {
-      reject(new Error(`the bridge did not start within ${BRIDGE_READY_MS} ms`));
-    }, BRIDGE_READY_MS);
-    child.stdout.on("data", (c: Buffer) => {
-      out += c.toString("utf8");
-      const nl = out.indexOf("\n");
-      if (nl === -1) return;
-      clearTimeout(timer);
-      resolve((JSON.parse(out.slice(0, nl)) as { url: string }).url);
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the bridge exited with ${String(code)}`));
-    });
-  });
-}
-
 before(async () => {
-  mkdirSync(ARTIFACTS, { recursive: true });
-  const built = spawnSync(process.execPath, [join(REPO_ROOT, "scripts/build-app.mjs"), "renderer"], {
-    cwd: REPO_ROOT,
-    encoding: "utf8",
-  });
-  assert.equal(built.status, 0, built.stderr);
+  buildRenderer();
   await lab.down(ID);
   await lab.up(ID);
   const policy = installPolicy();
@@ -179,24 +111,16 @@ before(async () => {
     extraArgs: ["--policy-file", policy.policyFile, "--trusted-keys", policy.keysDir],
   });
   await policyInForce(agent.socket);
-  url = await startBridge(agent.socket);
-  const wrapper = join(work, "chromium-in-netns.sh");
-  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} /usr/bin/chromium "$@"\n`);
-  chmodSync(wrapper, 0o755);
-  browser = await chromium.launchPersistentContext(join(work, "profile"), {
-    executablePath: wrapper,
-    chromiumSandbox: false, // Chromium as root needs --no-sandbox; the page itself is ours
-    args: CHROMIUM_FLAGS,
-    viewport: { width: 1000, height: 760 },
-  });
+  bridge = startBridge(ns, agent.socket, join(work, "prefs.json"));
+  url = await bridge.url;
+  browser = await launchChromiumInNs(ns, { workDir: join(work, "browser"), viewport: { width: 1000, height: 760 } });
   page = browser.pages()[0] ?? (await browser.newPage());
   await page.goto(url);
 });
 
 after(async () => {
   await browser?.close().catch(() => undefined);
-  const pid = bridge?.pid;
-  if (pid !== undefined && isAlive(pid)) await stopPids([pid], "SIGTERM", 5000);
+  await bridge?.stop();
   await agentStop(ID);
   await lab.down(ID);
   rmSync(work, { recursive: true, force: true });
@@ -210,42 +134,11 @@ async function view(name: string): Promise<void> {
 }
 
 async function shot(file: string): Promise<void> {
-  await page.screenshot({ path: join(ARTIFACTS, file), fullPage: true });
+  await screenshot(page, file);
 }
 
-const AXE = readFileSync(join(REPO_ROOT, "node_modules/axe-core/axe.min.js"), "utf8");
-
-interface AxeViolation {
-  id: string;
-  impact: string | null;
-  help: string;
-  nodes: { target: string[] }[];
-}
-
-/** Runs axe-core on the page as shown; serious and critical violations fail the test. */
-async function accessible(what: string): Promise<void> {
-  // Evaluated over the DevTools protocol, which the page's CSP (script-src 'self') does not govern.
-  await page.evaluate(AXE);
-  const violations = await page.evaluate(async () => {
-    const axe = (
-      window as unknown as { axe: { run(ctx: Document, opts: object): Promise<{ violations: AxeViolation[] }> } }
-    ).axe;
-    const r = await axe.run(document, {
-      runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] },
-    });
-    return r.violations.map((v) => ({
-      id: v.id,
-      impact: v.impact,
-      help: v.help,
-      nodes: v.nodes.map((n) => ({ target: n.target })),
-    }));
-  });
-  const bad = violations.filter((v) => v.impact === "serious" || v.impact === "critical");
-  assert.deepEqual(bad, [], `${what}: ${JSON.stringify(bad, null, 1)}`);
-  if (violations.length > 0)
-    console.log(
-      `${what}: minor accessibility notes: ${violations.map((v) => `${v.id} (${String(v.impact)})`).join(", ")}`,
-    );
+function accessible(what: string): Promise<void> {
+  return assertAccessible(page, what);
 }
 
 test("the-page-shows-connected-with-the-right-gateway", { timeout: 60_000 }, async () => {

@@ -7,8 +7,7 @@
  * from test/lab/captive-app.lab.test.ts.
  */
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -16,20 +15,18 @@ import type { BrowserContext, Page } from "playwright-core";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { parseConfig, type DetourConfig, type DetourConfigInput } from "../../main/core/config/schema.ts";
 import { agentLogs, agentStart, agentStop } from "../lab/agent.ts";
+import { assertAccessible, buildRenderer, screenshot, startBridge, type DevBridge } from "../lab/app-page.ts";
 import { launchChromiumInNs } from "../lab/browser.ts";
-import { inNs, isAlive, readIfExists, spawnDaemon, stopPids, waitFor } from "../lab/exec.ts";
 import * as lab from "../lab/lab.ts";
-import { REPO_ROOT } from "../lab/services.ts";
-import { makeTestCertificate } from "../lab/test-ca.ts";
-import { DOMAIN } from "../lab/topology.ts";
+import {
+  makeTrustedCertificate,
+  officeTrustedNetworks,
+  TrustedTlsHost,
+  type TestCertificate,
+} from "../lab/trusted-host.ts";
 import { waitForStatus } from "../lab/wait-status.ts";
 
 const ID = "ustate";
-const ARTIFACTS = join(REPO_ROOT, "test-artifacts", "e2e-app");
-/** The trusted host's port: not the portal's 443. */
-const TLS_PORT = 8443;
-/** Node with the tsx loader starts in about a second; a loaded two-core machine takes several. */
-const TLS_READY_MS = 20_000;
 /** The first verdict needs detourd's start (tsx, ~1-3 s) and one handshake on the lab's links. */
 const VERDICT_WITHIN_MS = 30_000;
 /** The recheck (2 s here) plus a connect on a loaded machine. */
@@ -38,67 +35,21 @@ const CONNECT_WITHIN_MS = 30_000;
 const OFFLINE_SHOWN_WITHIN_MS = 15_000;
 /** The page polls every second; a pushed status after a change arrives within a couple of seconds. */
 const SHOWN_WITHIN_MS = 15_000;
-/** The bridge loads TypeScript through tsx before it listens. */
-const BRIDGE_READY_MS = 20_000;
 
 const topo = lab.topologyOf(ID);
 const work = mkdtempSync(join(tmpdir(), "detour-e2e-states-"));
 let base: DetourConfig;
 let clientConfigFile = "";
-let pin = { pin: "", certFile: "", keyFile: "" };
-let tlsPid: number | null = null;
-let bridge: ChildProcess | null = null;
+let pin: TestCertificate = { pin: "", certFile: "", keyFile: "" };
+const tlsHost = new TrustedTlsHost(ID);
+let bridge: DevBridge | null = null;
 let browser: BrowserContext | null = null;
 let page: Page;
-
-async function startTlsHost(): Promise<void> {
-  const dir = join(lab.labDirOf(ID), "trusted-host");
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const doc = join(dir, "doc.json");
-  writeFileSync(doc, "{}");
-  const log = join(lab.labDirOf(ID), "logs", `trusted-host-${String(Date.now())}.log`);
-  const argv = [
-    process.execPath,
-    "--import",
-    "tsx",
-    join(REPO_ROOT, "test", "lab", "tools", "portal-server.ts"),
-    pin.certFile,
-    pin.keyFile,
-    doc,
-    topo.dns.address,
-    String(TLS_PORT),
-  ];
-  const pid = spawnDaemon(inNs(topo.dns.ns, argv), { logFile: log, cwd: REPO_ROOT });
-  tlsPid = pid;
-  await waitFor(
-    "the trusted TLS host to listen",
-    () => {
-      if (!isAlive(pid)) throw new Error(`the TLS host exited:\n${readIfExists(log).slice(-2000)}`);
-      return readIfExists(log).includes("listening");
-    },
-    { timeoutMs: TLS_READY_MS, intervalMs: 50 },
-  );
-}
-
-async function stopTlsHost(): Promise<void> {
-  if (tlsPid !== null) await stopPids([tlsPid]);
-  tlsPid = null;
-}
 
 function config(extra: Partial<DetourConfigInput> = {}): DetourConfig {
   const parsed = parseConfig({
     ...base,
-    trustedNetworks: {
-      rules: [
-        {
-          name: "office",
-          dnsDomains: [DOMAIN],
-          tlsHost: { address: topo.dns.address, port: TLS_PORT, pins: [pin.pin] },
-        },
-      ],
-      recheckMs: 2000,
-      timeoutMs: 1000,
-    },
+    trustedNetworks: officeTrustedNetworks(ID, pin.pin),
     ...extra,
   });
   if (!parsed.ok) throw new Error(`config invalid: ${JSON.stringify(parsed.issues)}`);
@@ -113,64 +64,20 @@ async function startAgent(cfg: DetourConfig): Promise<ControlClient> {
   return ControlClient.connect(a.socket, { timeoutMs: 5000 });
 }
 
-function startBridge(socket: string): Promise<string> {
-  const child = spawn(
-    "ip",
-    [
-      "netns",
-      "exec",
-      topo.client.ns,
-      process.execPath,
-      "--import",
-      "tsx",
-      join(REPO_ROOT, "main/app/dev-bridge-main.ts"),
-      "--socket",
-      socket,
-      "--prefs",
-      join(work, "prefs.json"),
-    ],
-    { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "inherit"] },
-  );
-  bridge = child;
-  return new Promise((resolve, reject) => {
-    let out = "";
-    const timer = setTimeout(() => {
-      reject(new Error(`the bridge did not start within ${String(BRIDGE_READY_MS)} ms`));
-    }, BRIDGE_READY_MS);
-    child.stdout.on("data", (c: Buffer) => {
-      out += c.toString("utf8");
-      const nl = out.indexOf("\n");
-      if (nl === -1) return;
-      clearTimeout(timer);
-      resolve((JSON.parse(out.slice(0, nl)) as { url: string }).url);
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the bridge exited with ${String(code)}`));
-    });
-  });
-}
-
 before(async () => {
-  mkdirSync(ARTIFACTS, { recursive: true });
-  const built = spawnSync(process.execPath, [join(REPO_ROOT, "scripts/build-app.mjs"), "renderer"], {
-    cwd: REPO_ROOT,
-    encoding: "utf8",
-  });
-  assert.equal(built.status, 0, built.stderr);
+  buildRenderer();
   await lab.down(ID);
   const state = await lab.up(ID);
   clientConfigFile = state.clientConfig;
   const parsed = parseConfig(JSON.parse(readFileSync(clientConfigFile, "utf8")));
   if (!parsed.ok) throw new Error(`lab config invalid: ${JSON.stringify(parsed.issues)}`);
   base = parsed.config;
-  const dir = join(lab.labDirOf(ID), "trusted-cert");
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  pin = makeTestCertificate(dir, { ips: [topo.dns.address] });
-  await startTlsHost();
+  pin = makeTrustedCertificate(ID, "cert");
+  await tlsHost.start(pin);
   const c = await startAgent(config());
   c.close();
-  const url = await startBridge(lab.labDirOf(ID) + "/detourd.sock");
+  bridge = startBridge(topo.client.ns, lab.labDirOf(ID) + "/detourd.sock", join(work, "prefs.json"));
+  const url = await bridge.url;
   browser = await launchChromiumInNs(topo.client.ns, {
     workDir: join(work, "browser"),
     viewport: { width: 1000, height: 760 },
@@ -181,10 +88,9 @@ before(async () => {
 
 after(async () => {
   await browser?.close().catch(() => undefined);
-  const pid = bridge?.pid;
-  if (pid !== undefined && isAlive(pid)) await stopPids([pid], "SIGTERM", 5000);
+  await bridge?.stop();
   await agentStop(ID);
-  await stopTlsHost();
+  await tlsHost.stop();
   await lab.down(ID);
   rmSync(work, { recursive: true, force: true });
 });
@@ -198,35 +104,13 @@ async function headline(label: string, timeout: number): Promise<void> {
     .waitFor({ timeout });
 }
 
-const AXE = readFileSync(join(REPO_ROOT, "node_modules/axe-core/axe.min.js"), "utf8");
-
 /** axe-core on the page as shown (as app.lab.test.ts does): serious and critical violations fail the test. */
-async function accessible(what: string): Promise<void> {
-  await page.evaluate(AXE);
-  const bad = await page.evaluate(async () => {
-    const axe = (
-      window as unknown as {
-        axe: {
-          run(
-            ctx: Document,
-            opts: object,
-          ): Promise<{ violations: { id: string; impact: string | null; nodes: { target: string[] }[] }[] }>;
-        };
-      }
-    ).axe;
-    const r = await axe.run(document, {
-      runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] },
-    });
-    return r.violations
-      .filter((v) => v.impact === "serious" || v.impact === "critical")
-      .map((v) => ({ id: v.id, nodes: v.nodes.map((n) => n.target) }));
-  });
-  assert.deepEqual(bad, [], `${what}: ${JSON.stringify(bad)}`);
+function accessible(what: string): Promise<void> {
+  return assertAccessible(page, what);
 }
 
 async function shot(file: string): Promise<void> {
-  await page.screenshot({ path: join(ARTIFACTS, file), fullPage: true });
-  console.log(`screenshot: ${join(ARTIFACTS, file)}`);
+  console.log(`screenshot: ${await screenshot(page, file)}`);
 }
 
 test(
@@ -247,7 +131,7 @@ test(
     await shot("states-trusted-network.png");
     await accessible("on a trusted network");
     // Leaving the trusted network (its pinned host no longer answers) connects by itself.
-    await stopTlsHost();
+    await tlsHost.stop();
     await headline("Connected", CONNECT_WITHIN_MS);
     assert.match(await text("sentence"), /^Connected to gw\d over /);
   },

@@ -38,6 +38,7 @@ import {
 } from "./chaos-schedule.ts";
 import { isAlive, processTree, run } from "./exec.ts";
 import * as lab from "./lab.ts";
+import { armLeakWitness, checkLeakWitness, leakedToRouter } from "./leak-witness.ts";
 import { ProbeClient } from "./probe-client.ts";
 import { CORP_ECHO_PORT, GATEWAY_NAMES, type GatewayName, type LabTopology } from "./topology.ts";
 import type { Status } from "./wait-status.ts";
@@ -70,7 +71,6 @@ const DISCONNECT_WITHIN_MS = 10_000;
 const RESTART_TRIES = 3;
 /** detourd loads through tsx (about a second, more on a loaded box) before it answers on its socket. */
 const RESTART_ANSWER_WITHIN_MS = 20_000;
-const WITNESS_TABLE = "detour_leak_witness";
 const ENGINE_COMMANDS = ["wireguard-go", "charon-systemd", "openconnect"];
 
 export interface ChaosOptions {
@@ -179,10 +179,9 @@ async function snapshot(topo: LabTopology, id: string, ownPid: number): Promise<
   };
 }
 
+/** The router's leak count, NaN when it cannot be read (a check skips a reading it could not take). */
 async function leakCount(topo: LabTopology): Promise<number> {
-  const text = await out(["ip", "netns", "exec", topo.router.ns, "nft", "-j", "list", "table", "inet", WITNESS_TABLE]);
-  const m = /"packets":\s*(\d+)/.exec(text);
-  return m === null ? NaN : Number(m[1]);
+  return leakedToRouter(topo).catch(() => NaN);
 }
 
 function rssKiB(pid: number): number | null {
@@ -707,30 +706,6 @@ class Soak {
   }
 }
 
-/** Puts the leak path and the router's witness in place (as in kill-switch.lab.test.ts) and checks the witness works. */
-async function armWitness(topo: LabTopology, probe: ProbeClient): Promise<void> {
-  const ns = topo.client.ns;
-  const r1 = await run("ip", [
-    "-n",
-    ns,
-    "route",
-    "add",
-    "198.19.0.0/16",
-    "via",
-    topo.client.routerAddress,
-    "metric",
-    "500",
-  ]);
-  if (r1.code !== 0) throw new Error(`cannot add the leak path: ${r1.stderr}`);
-  const r2 = await run("ip", ["netns", "exec", topo.router.ns, "nft", "-f", "-"], {
-    input: `table inet ${WITNESS_TABLE} {\n chain witness {\n  type filter hook prerouting priority -300; policy accept;\n  iifname "to-client" ip daddr 198.19.0.0/16 counter\n }\n}\n`,
-  });
-  if (r2.code !== 0) throw new Error(`cannot load the leak witness: ${r2.stderr}`);
-  await probe.udp({ host: topo.corp.address, port: CORP_ECHO_PORT, count: 5, intervalMs: 10, timeoutMs: 200 });
-  const n = await leakCount(topo);
-  if (!(n >= 5)) throw new Error(`the leak witness counts nothing without detourd (${n}): it would miss leaks`);
-}
-
 async function waitState(s: Soak, pred: (x: Status) => boolean, timeoutMs: number): Promise<Status | null> {
   const until = Date.now() + timeoutMs;
   for (let i = 0; i < Math.ceil(timeoutMs / STATUS_POLL_MS) + 1 && Date.now() < until; i++) {
@@ -761,7 +736,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     await lab.up(id, { distance: "none" });
     const topo = lab.topologyOf(id);
     probe = await ProbeClient.start({ prefix: ["ip", "netns", "exec", topo.client.ns] });
-    await armWitness(topo, probe);
+    await armLeakWitness(topo);
+    await checkLeakWitness(topo, probe);
     const before = await snapshot(topo, id, probe.pid);
     soak = new Soak(opts, probe);
     const s = soak;

@@ -13,8 +13,8 @@ import type { DetourConfigInput } from "../../main/core/config/schema.ts";
 import type { LegKind } from "../../main/core/connection/types.ts";
 import { countedPackets, killSwitchCounters } from "../../native/platform/firewall.linux.ts";
 import { agentLogs, agentStart, agentStop } from "./agent.ts";
-import { nsRun } from "./exec.ts";
 import * as lab from "./lab.ts";
+import { armLeakWitness, leakedToRouter } from "./leak-witness.ts";
 import { ProbeClient } from "./probe-client.ts";
 import { CORP_ECHO_PORT, CORP_HTTP_PORT } from "./topology.ts";
 
@@ -27,7 +27,6 @@ const POLL_MS = 100;
 const CONNECT_WITHIN_MS = 15_000;
 /** Traffic kept flowing to corp while detourd connects, so a leak would have packets to show. */
 const STREAM_MS = 4_000;
-const WITNESS_TABLE = "detour_leak_witness";
 
 type Status = Awaited<ReturnType<ControlClient["status"]>>;
 
@@ -53,10 +52,8 @@ async function waitFor(
 }
 
 /** Packets from the client to corp's networks that reached the router outside a tunnel. */
-async function leakedToRouter(): Promise<number> {
-  const out = await nsRun(topo.router.ns, ["nft", "-j", "list", "table", "inet", WITNESS_TABLE]);
-  const m = /"packets":\s*(\d+)/.exec(out);
-  return m === null ? NaN : Number(m[1]);
+function leakCount(): Promise<number> {
+  return leakedToRouter(topo);
 }
 
 function mustProbe(): ProbeClient {
@@ -79,19 +76,7 @@ before(async () => {
   for (const g of topo.gateways)
     await lab.impair({ kind: "block", target: g.name, proto: "all", dir: "both", family: "ipv4" }, ID);
   // The leak path and its witness, as in kill-switch.lab.test.ts: a plain route to corp via the router.
-  await nsRun(topo.client.ns, [
-    "ip",
-    "route",
-    "add",
-    "198.19.0.0/16",
-    "via",
-    topo.client.routerAddress,
-    "metric",
-    "500",
-  ]);
-  await nsRun(topo.router.ns, ["nft", "-f", "-"], {
-    input: `table inet ${WITNESS_TABLE} {\n chain witness {\n  type filter hook prerouting priority -300; policy accept;\n  iifname "to-client" ip daddr 198.19.0.0/16 counter\n }\n}\n`,
-  });
+  await armLeakWitness(topo);
   probe = await ProbeClient.start({ prefix: ["ip", "netns", "exec", topo.client.ns] });
 });
 
@@ -114,7 +99,7 @@ for (const kind of ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"] a
       client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
       const c = client;
       await c.connect();
-      const base = await leakedToRouter();
+      const base = await leakCount();
       const traffic = mustProbe().stream({
         host: topo.corp.address,
         port: CORP_ECHO_PORT,
@@ -159,7 +144,7 @@ for (const kind of ["wireguard", "ikev2", "anyconnect-tls", "anyconnect-dtls"] a
       assert.ok(who.ok && who.status === 200, JSON.stringify(who));
       const saw = JSON.parse(who.body) as { gateway: string | null; protocol: string | null };
       assert.deepEqual([saw.gateway, saw.protocol], [gw.name, kind.startsWith("anyconnect") ? "anyconnect" : kind]);
-      const leaked = (await leakedToRouter()) - base;
+      const leaked = (await leakCount()) - base;
       console.log(
         `${kind}: connected to ${gw.name} at ${gw.address6}; protected packets that reached the router outside a tunnel: ${leaked}`,
       );

@@ -13,12 +13,12 @@ import { agentStart, agentStop } from "./agent.ts";
 import { collectorUrl } from "./collector.ts";
 import { nsRun } from "./exec.ts";
 import * as lab from "./lab.ts";
+import { armLeakWitness, checkLeakWitness, leakedToRouter } from "./leak-witness.ts";
 import { ProbeClient } from "./probe-client.ts";
 
 const ID = "kswt";
 const POLL_MS = 100;
 const CONNECT_WITHIN_MS = 8_000;
-const WITNESS_TABLE = "detour_leak_witness";
 /** Every gateway silent: each leg runs to its 5 s deadline, then the error state; a loaded machine gets more. */
 const ERROR_WITHIN_MS = 30_000;
 
@@ -44,10 +44,8 @@ async function waitFor(
 }
 
 /** Packets from the client's underlay to corp's networks that reached the router: leaks. */
-async function leakedToRouter(): Promise<number> {
-  const out = await nsRun(lab.topologyOf(ID).router.ns, ["nft", "-j", "list", "table", "inet", WITNESS_TABLE]);
-  const m = /"packets":\s*(\d+)/.exec(out);
-  return m === null ? NaN : Number(m[1]);
+function leakCount(): Promise<number> {
+  return leakedToRouter(lab.topologyOf(ID));
 }
 
 function mustProbe(): ProbeClient {
@@ -65,25 +63,11 @@ before(async () => {
   await lab.up(ID);
   const topo = lab.topologyOf(ID);
   // The leak path: without a kill switch, corp traffic with no tunnel route would go to the router.
-  await nsRun(topo.client.ns, [
-    "ip",
-    "route",
-    "add",
-    "198.19.0.0/16",
-    "via",
-    topo.client.routerAddress,
-    "metric",
-    "500",
-  ]);
-  await nsRun(topo.router.ns, ["nft", "-f", "-"], {
-    input: `table inet ${WITNESS_TABLE} {\n chain witness {\n  type filter hook prerouting priority -300; policy accept;\n  iifname "to-client" ip daddr 198.19.0.0/16 counter\n }\n}\n`,
-  });
+  await armLeakWitness(topo);
   probe = await ProbeClient.start({ prefix: ["ip", "netns", "exec", topo.client.ns] });
-  assert.equal(await leakedToRouter(), 0);
+  assert.equal(await leakCount(), 0);
   // The witness works: with no detourd, the leak path leaks.
-  await mustProbe().udp({ host: "198.19.0.1", port: 7, count: 5, intervalMs: 10, timeoutMs: 200 });
-  const control = await leakedToRouter();
-  assert.ok(control >= 5, `control: without a kill switch the leak path carries corp traffic (${control} packets)`);
+  await checkLeakWitness(topo, mustProbe());
 });
 
 afterEach(async () => {
@@ -105,7 +89,7 @@ test("connect-failover-all-down-and-disconnect-leak-nothing-outside-the-tunnel",
   // `connect` answers once the kill switch is in force; before it, a disconnected client may use the underlay.
   await c.connect();
   // Rule counters cannot be reset in place, so each test counts from its own baseline.
-  const base = await leakedToRouter();
+  const base = await leakCount();
   const traffic = stream(20_000);
   await waitFor(c, "connected", (s) => s.state === "connected", CONNECT_WITHIN_MS);
   await lab.kill("gw1", "all", ID);
@@ -115,7 +99,7 @@ test("connect-failover-all-down-and-disconnect-leak-nothing-outside-the-tunnel",
   await waitFor(c, "the error state", (s) => s.state === "error", 30_000);
   await sleep(2000);
   // Counted before the user disconnects: without lockdown, traffic after a disconnect is no longer the tunnel's.
-  const leakedWhileManaged = (await leakedToRouter()) - base;
+  const leakedWhileManaged = (await leakCount()) - base;
   console.log(
     `packets to protected destinations that reached the router outside a tunnel while connecting, failing over and in error: ${leakedWhileManaged}`,
   );
@@ -132,16 +116,16 @@ test("lockdown-keeps-protected-traffic-in-while-disconnected", { timeout: 60_000
     mode: 0o600,
   });
   try {
-    const base = await leakedToRouter();
+    const base = await leakCount();
     const a = await agentStart(ID);
     client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
     await waitFor(client, "disconnected", (s) => s.state === "disconnected", 5000);
     await sleep(500);
     await mustProbe().udp({ host: "198.19.0.1", port: 7, count: 20, intervalMs: 10, timeoutMs: 200 });
-    assert.equal((await leakedToRouter()) - base, 0, "lockdown: nothing leaks while disconnected");
+    assert.equal((await leakCount()) - base, 0, "lockdown: nothing leaks while disconnected");
     await agentStop(ID);
     await mustProbe().udp({ host: "198.19.0.1", port: 7, count: 20, intervalMs: 10, timeoutMs: 200 });
-    assert.equal((await leakedToRouter()) - base, 0, "lockdown stays in force after detourd exits");
+    assert.equal((await leakCount()) - base, 0, "lockdown stays in force after detourd exits");
   } finally {
     writeFileSync(state.clientConfig, original, { mode: 0o600 });
     await nsRun(lab.topologyOf(ID).client.ns, ["nft", "delete", "table", "inet", "detour_killswitch"]).catch(
@@ -176,12 +160,12 @@ for (const lockdown of [false, true]) {
         client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
         const c = client;
         await c.connect();
-        const base = await leakedToRouter();
+        const base = await leakCount();
         const whileRacing = await internetAnswers();
         const s = await waitFor(c, "the error state", (x) => x.state === "error", ERROR_WITHIN_MS);
         await mustProbe().udp({ host: "198.19.0.1", port: 7, count: 20, intervalMs: 10, timeoutMs: 200 });
         const inError = await internetAnswers();
-        const leaked = (await leakedToRouter()) - base;
+        const leaked = (await leakCount()) - base;
         console.log(
           `${lockdown ? "lockdown" : "split tunnel"}, every gateway down: "${s.summary}"; the Internet answers while racing: ${String(whileRacing)}, in error: ${String(inError)}; protected packets leaked: ${leaked}`,
         );

@@ -38,32 +38,13 @@ export async function startPortal(id: string, doc: unknown): Promise<LabPortal> 
     writeFileSync(docFile, JSON.stringify(d));
   };
   serve(doc);
-  const log = join(labDirOf(id), "logs", "portal.log");
-  const argv = [
-    process.execPath,
-    "--import",
-    "tsx",
-    join(REPO_ROOT, "test", "lab", "tools", "portal-server.ts"),
-    cert.certFile,
-    cert.keyFile,
+  const pid = await startPortalServer(id, {
+    what: "the lab portal",
+    cert,
     docFile,
-    topo.dns.address,
-    String(PORTAL_PORT),
-  ];
-  const pid = spawnDaemon(inNs(topo.dns.ns, argv), { logFile: log, cwd: REPO_ROOT });
-  try {
-    await waitFor(
-      "the lab portal to listen",
-      () => {
-        if (!isAlive(pid)) throw new Error(`the portal exited during start-up:\n${readIfExists(log).slice(-2000)}`);
-        return readIfExists(log).includes("listening");
-      },
-      { timeoutMs: PORTAL_READY_TIMEOUT_MS, intervalMs: 50 },
-    );
-  } catch (e) {
-    await stopPids([pid]);
-    throw e;
-  }
+    port: PORTAL_PORT,
+    logFile: join(labDirOf(id), "logs", "portal.log"),
+  });
   return {
     pid,
     url: `https://${topo.dns.address}:${String(PORTAL_PORT)}/gateways`,
@@ -72,4 +53,49 @@ export async function startPortal(id: string, doc: unknown): Promise<LabPortal> 
     serve,
     stop: () => stopPids([pid]),
   };
+}
+
+export interface PortalServerOptions {
+  /** Names the server in errors: "the lab portal", "the trusted TLS host". */
+  what: string;
+  cert: { certFile: string; keyFile: string };
+  /** The JSON document it serves (the file is read on each request). */
+  docFile: string;
+  port: number;
+  logFile: string;
+}
+
+/**
+ * Starts tools/portal-server.ts on the DNS namespace's address in lab `id` and waits until it listens; returns its
+ * PID. One that exits or does not listen in time is stopped, and the error carries its log.
+ */
+export async function startPortalServer(id: string, opts: PortalServerOptions): Promise<number> {
+  const dns = labTopology(id).dns;
+  const argv = [
+    process.execPath,
+    "--import",
+    "tsx",
+    join(REPO_ROOT, "test", "lab", "tools", "portal-server.ts"),
+    opts.cert.certFile,
+    opts.cert.keyFile,
+    opts.docFile,
+    dns.address,
+    String(opts.port),
+  ];
+  const pid = spawnDaemon(inNs(dns.ns, argv), { logFile: opts.logFile, cwd: REPO_ROOT });
+  try {
+    await waitFor(
+      `${opts.what} to listen`,
+      () => {
+        if (!isAlive(pid))
+          throw new Error(`${opts.what} exited during start-up:\n${readIfExists(opts.logFile).slice(-2000)}`);
+        return readIfExists(opts.logFile).includes("listening");
+      },
+      { timeoutMs: PORTAL_READY_TIMEOUT_MS, intervalMs: 50 },
+    );
+  } catch (e) {
+    await stopPids([pid]);
+    throw e;
+  }
+  return pid;
 }

@@ -13,6 +13,7 @@ import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { agentLogs, agentPaths, agentRunning, agentStart, agentStop } from "./agent.ts";
+import { startLabBus, type LabBus } from "./dbus.ts";
 import { isAlive, spawnDaemon, stopPids, waitFor } from "./exec.ts";
 import * as lab from "./lab.ts";
 import { CORP_DOMAIN, INTRANET_NAME } from "./services.ts";
@@ -25,7 +26,7 @@ const RESOLVED_BIN =
 const CONNECT_WITHIN_MS = 20_000;
 /** Failover by the standby takes well under a second; a race a few seconds. */
 const FAILOVER_WITHIN_MS = 20_000;
-/** resolved and dbus-daemon start in tens of milliseconds; an unloaded machine needs far less than this. */
+/** resolved starts in tens of milliseconds; an unloaded machine needs far less than this. */
 const SERVICE_READY_MS = 10_000;
 /** A daemon that ignores SIGTERM this long gets SIGKILL. */
 const STOP_GRACE_MS = 3_000;
@@ -35,7 +36,11 @@ const DNS_WITHIN_MS = 5_000;
 const ROUTED = "corp.example";
 
 const dir = (): string => join(lab.labDirOf(ID), "resolved");
-const busSocket = (): string => join(dir(), "bus.sock");
+let labBus: LabBus | null = null;
+const busAddress = (): string => {
+  if (labBus === null) throw new Error("the private bus is not running");
+  return labBus.address;
+};
 const ns = (): string => lab.topologyOf(ID).client.ns;
 const pids: number[] = [];
 let client: ControlClient | null = null;
@@ -45,7 +50,7 @@ function bus(args: string[]): unknown[] {
   const r = spawnSync("ip", ["netns", "exec", ns(), "busctl", "--system", "--timeout=3", "--json=short", ...args], {
     encoding: "utf8",
     timeout: 10_000,
-    env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: `unix:path=${busSocket()}` },
+    env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: busAddress() },
   });
   if (r.status !== 0) throw new Error(`busctl ${args.join(" ")}: ${r.stderr}`);
   return r.stdout
@@ -147,41 +152,7 @@ function logTail(file: string): string {
 async function startResolved(): Promise<void> {
   rmSync(dir(), { recursive: true, force: true });
   mkdirSync(dir(), { recursive: true, mode: 0o755 });
-  writeFileSync(
-    join(dir(), "bus.conf"),
-    `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=${busSocket()}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-    <allow user="*"/>
-  </policy>
-</busconfig>
-`,
-  );
-  const busLog = join(dir(), "dbus.log");
-  pids.push(
-    spawnDaemon(
-      [
-        "ip",
-        "netns",
-        "exec",
-        ns(),
-        "dbus-daemon",
-        `--config-file=${join(dir(), "bus.conf")}`,
-        "--nofork",
-        "--nopidfile",
-      ],
-      {
-        logFile: busLog,
-      },
-    ),
-  );
-  await waitFor("the private bus", () => existsSync(busSocket()), { timeoutMs: SERVICE_READY_MS, intervalMs: 50 });
+  labBus = await startLabBus(ns(), join(lab.labDirOf(ID), "bus"));
   // resolved drops to a user of its own when started as root; "nobody" with the three capabilities it keeps
   // stands in for it (Debian's systemd-resolve user does not exist where the package is only unpacked).
   const script = [
@@ -193,7 +164,7 @@ async function startResolved(): Promise<void> {
   const resolvedLog = join(dir(), "resolved.log");
   const pid = spawnDaemon(["ip", "netns", "exec", ns(), "unshare", "-m", "sh", "-c", script], {
     logFile: resolvedLog,
-    env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: `unix:path=${busSocket()}` },
+    env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: busAddress() },
   });
   pids.push(pid);
   await waitFor(
@@ -215,7 +186,7 @@ async function startResolved(): Promise<void> {
 
 async function startAgent(): Promise<ControlClient> {
   rmSync(agentPaths(ID).socket, { force: true });
-  process.env.DBUS_SYSTEM_BUS_ADDRESS = `unix:path=${busSocket()}`;
+  process.env.DBUS_SYSTEM_BUS_ADDRESS = busAddress();
   const a = await agentStart(ID, { extraArgs: ["--resolv-conf", join(dir(), "resolv.conf")], keepWorkDir: true });
   client = await waitFor(
     "detourd's control socket to answer",
@@ -240,6 +211,7 @@ after(async () => {
   client?.close();
   await agentStop(ID);
   await stopPids([...pids].reverse(), "SIGTERM", STOP_GRACE_MS);
+  await labBus?.stop();
   delete process.env.DBUS_SYSTEM_BUS_ADDRESS;
   await lab.down(ID);
 });

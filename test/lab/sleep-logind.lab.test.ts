@@ -7,12 +7,13 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { agentLogs, agentPaths, agentRunning, agentStart, agentStop } from "./agent.ts";
+import { startLabBus, type LabBus } from "./dbus.ts";
 import { isAlive, spawnDaemon, stopPids, waitFor } from "./exec.ts";
 import * as lab from "./lab.ts";
 import { REPO_ROOT } from "./services.ts";
@@ -21,7 +22,7 @@ import { waitForStatus, type Status } from "./wait-status.ts";
 const ID = "zsl";
 /** A healthy lab connects within a second or two; 20 s bounds a loaded, shared machine. */
 const CONNECT_WITHIN_MS = 20_000;
-/** dbus-daemon and the stand-in start in tens of milliseconds (python's import a little more). */
+/** The stand-in starts in tens of milliseconds (python's import a little more). */
 const SERVICE_READY_MS = 10_000;
 /** The watcher starts with detourd's warm-up and asks the bus once: well under a second unloaded. */
 const LISTENING_WITHIN_MS = 10_000;
@@ -39,7 +40,11 @@ const STOP_GRACE_MS = 3_000;
 const FAST_POLL_MS = 10;
 
 const dir = (): string => join(lab.labDirOf(ID), "logind");
-const busSocket = (): string => join(dir(), "bus.sock");
+let labBus: LabBus | null = null;
+const busAddress = (): string => {
+  if (labBus === null) throw new Error("the private bus is not running");
+  return labBus.address;
+};
 const ns = (): string => lab.topologyOf(ID).client.ns;
 const pids: number[] = [];
 let owner = 0;
@@ -61,7 +66,7 @@ async function startFake(role: "owner" | "impostor"): Promise<number> {
       ns(),
       "/usr/bin/python3",
       join(REPO_ROOT, "test/lab/tools/fake-login1.py"),
-      `unix:path=${busSocket()}`,
+      busAddress(),
       role,
     ],
     { logFile: log },
@@ -117,7 +122,7 @@ async function signalAndTime(
 /** detourd on the private bus, resuming what a killed one left (its work folder kept, as a service manager would). */
 async function startAgent(): Promise<ControlClient> {
   rmSync(agentPaths(ID).socket, { force: true });
-  process.env.DBUS_SYSTEM_BUS_ADDRESS = `unix:path=${busSocket()}`;
+  process.env.DBUS_SYSTEM_BUS_ADDRESS = busAddress();
   const a = await agentStart(ID, { keepWorkDir: true });
   client = await waitFor(
     "detourd's control socket to answer",
@@ -132,38 +137,7 @@ before(async () => {
   await lab.up(ID);
   rmSync(dir(), { recursive: true, force: true });
   mkdirSync(dir(), { recursive: true, mode: 0o755 });
-  writeFileSync(
-    join(dir(), "bus.conf"),
-    `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=${busSocket()}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-    <allow user="*"/>
-  </policy>
-</busconfig>
-`,
-  );
-  pids.push(
-    spawnDaemon(
-      [
-        "ip",
-        "netns",
-        "exec",
-        ns(),
-        "dbus-daemon",
-        `--config-file=${join(dir(), "bus.conf")}`,
-        "--nofork",
-        "--nopidfile",
-      ],
-      { logFile: join(dir(), "dbus.log") },
-    ),
-  );
-  await waitFor("the private bus", () => existsSync(busSocket()), { timeoutMs: SERVICE_READY_MS, intervalMs: 50 });
+  labBus = await startLabBus(ns(), join(lab.labDirOf(ID), "bus"));
   owner = await startFake("owner");
   impostor = await startFake("impostor");
 });
@@ -172,6 +146,7 @@ after(async () => {
   client?.close();
   await agentStop(ID);
   await stopPids([...pids].reverse(), "SIGTERM", STOP_GRACE_MS);
+  await labBus?.stop();
   delete process.env.DBUS_SYSTEM_BUS_ADDRESS;
   await lab.down(ID);
 });

@@ -14,18 +14,19 @@ import { ControlClient, ControlError } from "../../main/client/control-client.ts
 import { keygen, loadPrivateKey, signPolicy } from "../../main/cli/policy-tools.ts";
 import { parseConfig, type DetourConfig, type DetourConfigInput } from "../../main/core/config/schema.ts";
 import { agentLogs, agentStart, agentStop } from "./agent.ts";
-import { inNs, isAlive, nsRun, readIfExists, spawnDaemon, stopPids, waitFor } from "./exec.ts";
+import { nsRun } from "./exec.ts";
 import * as lab from "./lab.ts";
 import { REPO_ROOT } from "./services.ts";
-import { makeTestCertificate } from "./test-ca.ts";
-import { DOMAIN } from "./topology.ts";
+import {
+  makeTrustedCertificate,
+  officeTrustedNetworks,
+  TRUSTED_TLS_PORT,
+  TrustedTlsHost,
+  type TestCertificate,
+} from "./trusted-host.ts";
 import { waitForStatus } from "./wait-status.ts";
 
 const ID = "trust";
-/** The trusted host's port: not the portal's 443, so the two never meet. */
-const TLS_PORT = 8443;
-/** Node with the tsx loader starts in about a second; a loaded two-core machine takes several. */
-const TLS_READY_MS = 20_000;
 /** The first verdict needs detourd's start (tsx, ~1-3 s) and one handshake on the lab's links. */
 const VERDICT_WITHIN_MS = 20_000;
 /** The recheck (2 s here) plus the poll (2 s) plus a connect on a loaded machine. */
@@ -36,61 +37,15 @@ const STAYS_DOWN_MS = 5000;
 const topo = lab.topologyOf(ID);
 let base: DetourConfig;
 let clientConfigFile = "";
-let real = { pin: "", certFile: "", keyFile: "" };
-let fake = { pin: "", certFile: "", keyFile: "" };
-let tlsPid: number | null = null;
+let real: TestCertificate = { pin: "", certFile: "", keyFile: "" };
+let fake: TestCertificate = { pin: "", certFile: "", keyFile: "" };
+const tlsHost = new TrustedTlsHost(ID);
 let client: ControlClient | null = null;
-
-/** The lab's TLS host: the lab portal's server (any https answer will do) with the given certificate. */
-async function startTlsHost(cert: { certFile: string; keyFile: string }): Promise<void> {
-  await stopTlsHost();
-  const dir = join(lab.labDirOf(ID), "trusted-host");
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const doc = join(dir, "doc.json");
-  writeFileSync(doc, "{}");
-  const log = join(lab.labDirOf(ID), "logs", `trusted-host-${String(Date.now())}.log`);
-  const argv = [
-    process.execPath,
-    "--import",
-    "tsx",
-    join(REPO_ROOT, "test", "lab", "tools", "portal-server.ts"),
-    cert.certFile,
-    cert.keyFile,
-    doc,
-    topo.dns.address,
-    String(TLS_PORT),
-  ];
-  const pid = spawnDaemon(inNs(topo.dns.ns, argv), { logFile: log, cwd: REPO_ROOT });
-  tlsPid = pid;
-  await waitFor(
-    "the trusted TLS host to listen",
-    () => {
-      if (!isAlive(pid)) throw new Error(`the TLS host exited:\n${readIfExists(log).slice(-2000)}`);
-      return readIfExists(log).includes("listening");
-    },
-    { timeoutMs: TLS_READY_MS, intervalMs: 50 },
-  );
-}
-
-async function stopTlsHost(): Promise<void> {
-  if (tlsPid !== null) await stopPids([tlsPid]);
-  tlsPid = null;
-}
 
 function trustedConfig(extra: Partial<DetourConfigInput> = {}): DetourConfig {
   const parsed = parseConfig({
     ...base,
-    trustedNetworks: {
-      rules: [
-        {
-          name: "office",
-          dnsDomains: [DOMAIN],
-          tlsHost: { address: topo.dns.address, port: TLS_PORT, pins: [real.pin] },
-        },
-      ],
-      recheckMs: 2000,
-      timeoutMs: 1000,
-    },
+    trustedNetworks: officeTrustedNetworks(ID, real.pin),
     ...extra,
   });
   if (!parsed.ok) throw new Error(`trusted config invalid: ${JSON.stringify(parsed.issues)}`);
@@ -137,20 +92,14 @@ before(async () => {
   const parsed = parseConfig(JSON.parse(readFileSync(clientConfigFile, "utf8")));
   if (!parsed.ok) throw new Error(`lab config invalid: ${JSON.stringify(parsed.issues)}`);
   base = parsed.config;
-  for (const [name, set] of [
-    ["real", (c: typeof real) => (real = c)],
-    ["fake", (c: typeof real) => (fake = c)],
-  ] as const) {
-    const dir = join(lab.labDirOf(ID), `trusted-${name}`);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    set(makeTestCertificate(dir, { ips: [topo.dns.address] }));
-  }
+  real = makeTrustedCertificate(ID, "real");
+  fake = makeTrustedCertificate(ID, "fake");
   assert.notEqual(real.pin, fake.pin, "the impostor's key differs");
 });
 
 after(async () => {
   await stopAgent();
-  await stopTlsHost();
+  await tlsHost.stop();
   await lab.down(ID);
 });
 
@@ -158,7 +107,7 @@ test(
   "on-the-trusted-network-detour-stays-down-and-says-which-rule-then-leaving-it-connects",
   { timeout: 120_000 },
   async () => {
-    await startTlsHost(real);
+    await tlsHost.start(real);
     const c = await startAgent(trustedConfig());
     const s = await waitForStatus(
       c,
@@ -191,7 +140,7 @@ test(
       return true;
     });
     const t0 = Date.now();
-    await stopTlsHost();
+    await tlsHost.stop();
     const up = await waitForStatus(
       c,
       "connected once the trusted host went away",
@@ -211,7 +160,7 @@ test(
   "an-impostor-with-the-trusted-domain-but-another-key-is-untrusted-and-always-on-refuses-a-disconnect",
   { timeout: 120_000 },
   async () => {
-    await startTlsHost(fake);
+    await tlsHost.start(fake);
     const c = await startAgent(trustedConfig({ allowDisconnect: false }));
     const up = await waitForStatus(
       c,
@@ -233,7 +182,7 @@ test(
     });
     assert.equal((await c.status()).state, "connected", "still connected after the refused disconnect");
     await stopAgent();
-    await stopTlsHost();
+    await tlsHost.stop();
   },
 );
 
@@ -244,7 +193,7 @@ test(
     const resolv = `/etc/netns/${topo.client.ns}/resolv.conf`;
     const original = readFileSync(resolv, "utf8");
     try {
-      await startTlsHost(real);
+      await tlsHost.start(real);
       const c = await startAgent(trustedConfig());
       await waitForStatus(c, "the trusted verdict", (x) => x.trusted?.trusted === true, VERDICT_WITHIN_MS, {
         context: () => agentLogs(ID),
@@ -265,13 +214,13 @@ test(
       // detourd first: its disconnect puts back the resolv.conf it saved (the changed one) over whatever is there.
       await stopAgent();
       writeFileSync(resolv, original);
-      await stopTlsHost();
+      await tlsHost.stop();
     }
   },
 );
 
 test("under-lockdown-the-trusted-hosts-check-still-gets-out-and-detour-stays-down", { timeout: 120_000 }, async () => {
-  await startTlsHost(real);
+  await tlsHost.start(real);
   const c = await startAgent(trustedConfig({ lockdown: true }));
   const s = await waitForStatus(
     c,
@@ -295,9 +244,12 @@ test("under-lockdown-the-trusted-hosts-check-still-gets-out-and-detour-stays-dow
   assert.equal(again.state, "disconnected");
   assert.equal(again.killSwitch?.mode, "blocking");
   const rules = await nsRun(topo.client.ns, ["nft", "list", "ruleset"]);
-  assert.match(rules, new RegExp(`ip daddr ${topo.dns.address.replace(/\./g, "\\.")} tcp dport ${String(TLS_PORT)} `));
+  assert.match(
+    rules,
+    new RegExp(`ip daddr ${topo.dns.address.replace(/\./g, "\\.")} tcp dport ${String(TRUSTED_TLS_PORT)} `),
+  );
   await stopAgent();
-  await stopTlsHost();
+  await tlsHost.stop();
 });
 
 test(
@@ -321,7 +273,7 @@ test(
     );
     const policyFile = join(dir, "policy.json");
     writeFileSync(policyFile, JSON.stringify(signPolicy(doc, loadPrivateKey(k.privatePath))));
-    await startTlsHost(real);
+    await tlsHost.start(real);
     // No --connect: only the policy's always-on asks for a connection.
     const c = await startAgent(trustedConfig(), {
       connect: false,
@@ -336,7 +288,7 @@ test(
     );
     assert.ok(down.trusted !== undefined);
     assert.deepEqual([down.trusted.alwaysOn, down.trusted.allowDisconnect, down.state], [true, false, "disconnected"]);
-    await stopTlsHost();
+    await tlsHost.stop();
     await waitForStatus(
       c,
       "always-on connected off the trusted network",
