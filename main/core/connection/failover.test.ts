@@ -40,13 +40,13 @@ test("active-gateway-dead-fails-over-to-another-gateway-with-exact-numbers", () 
   sim.runUntil(5580);
   let s = sim.snapshot();
   assert.equal(s.state, "failing-over");
-  assert.equal(s.summary, "Reconnecting: gw1 stopped answering, trying gw2 and gw3");
+  assert.equal(s.summary, "Reconnecting: gw1 stopped answering, trying gw2 and gw3, then gw1 over another protocol");
   assert.equal(s.activeLegId, "L1", "the failed leg still holds the routes");
   assert.equal(sim.routes, "L1");
   assert.deepEqual(
     s.lastRace?.legs.map((l) => `${l.leg.gateway}/${l.leg.kind}`),
-    ["gw2/wireguard", "gw2/anyconnect-tls", "gw3/wireguard", "gw3/anyconnect-tls"],
-    "the failed gateway is excluded",
+    ["gw2/wireguard", "gw2/anyconnect-tls", "gw3/wireguard", "gw3/anyconnect-tls", "gw1/anyconnect-tls"],
+    "the other gateways first, the failed gateway's other protocol last, the failed leg never",
   );
   sim.runUntil(10_000);
   s = sim.snapshot();
@@ -95,7 +95,10 @@ test("engine-reported-leg-down-fails-over-at-once", () => {
   sim.runUntil(3000);
   sim.send({ type: "leg-down", legId: "L1", reason: "engine exited (SIGKILL)" });
   assert.equal(sim.phase(), "failing-over");
-  assert.equal(sim.snapshot().summary, "Reconnecting: gw1 went down, trying gw2 and gw3");
+  assert.equal(
+    sim.snapshot().summary,
+    "Reconnecting: gw1 went down, trying gw2 and gw3, then gw1 over another protocol",
+  );
   sim.runFor(1000);
   const f = sim.snapshot().lastFailover;
   assert.ok(f !== null);
@@ -129,7 +132,11 @@ test("the-only-gateway-dead-on-one-protocol-falls-back-to-its-other-protocol", (
 
 test("failover-race-that-fails-totally-goes-to-error-and-tears-the-failed-leg-down", () => {
   const sim = gw1DiesAt5s({ gw2Legs: "fail" });
+  // gw2 and gw3 refuse at once; the failed gateway's other protocol is tried last and hangs until its deadline.
   sim.runUntil(5900);
+  assert.equal(sim.phase(), "failing-over");
+  assert.equal(sim.snapshot().summary, "Reconnecting: gw1 stopped answering, trying gw1 over another protocol");
+  sim.runUntil(11_000);
   const s = sim.snapshot();
   assert.equal(s.state, "error");
   assert.equal(sim.routes, null, "routes cleared: nothing carries them");
@@ -139,7 +146,16 @@ test("failover-race-that-fails-totally-goes-to-error-and-tears-the-failed-leg-do
   const f = s.lastFailover;
   assert.ok(f !== null);
   assert.deepEqual([f.to, f.restoredAt, f.restoredAfterMs, f.detectedAt], [null, null, null, 5580]);
-  assert.ok(s.lastRace?.legs.every((l) => l.outcome === "failed" && l.error?.code === "unreachable"));
+  assert.deepEqual(
+    s.lastRace?.legs.map((l) => `${l.leg.gateway}/${l.leg.kind}:${l.outcome}:${l.error?.code ?? ""}`),
+    [
+      "gw2/wireguard:failed:unreachable",
+      "gw2/anyconnect-tls:failed:unreachable",
+      "gw3/wireguard:failed:unreachable",
+      "gw3/anyconnect-tls:failed:unreachable",
+      "gw1/anyconnect-tls:failed:timeout",
+    ],
+  );
   assert.match(s.summary, /^No gateway reachable; retrying in 1 s$/);
   // The backoff retry races everything again, gw1 included; its legs now hang, the others fail.
   sim.runUntil(s.error?.nextRetryAt ?? 0);

@@ -278,8 +278,9 @@ export function nextRaceId(shared: Shared): { id: string; shared: Shared } {
 }
 
 /**
- * Legs for replacing a failed one: other gateways first; only when none has a leg, the failed gateway's other
- * kinds (a protocol that broke on a gateway that still answers). `otherGatewaysOnly` skips that fallback.
+ * Legs for replacing a failed one: other gateways first, then the failed gateway's other kinds (a protocol that
+ * broke on a gateway that still answers: blocked, or its engine's session lost), then gateways the probes found
+ * silent, which a race would only wait on (`otherGatewaysOnly` leaves out the failed gateway).
  */
 export function planFailover(
   shared: Shared,
@@ -288,9 +289,18 @@ export function planFailover(
   otherGatewaysOnly: boolean,
 ): { legs: Leg[]; shared: Shared } {
   const others = allocateLegs(shared, shared.candidates, policy, [{ gateway: failed.gateway }]);
-  if (others.legs.length > 0 || otherGatewaysOnly) return others;
-  const sameGateway = shared.candidates.filter((c) => c.name === failed.gateway);
-  return allocateLegs(shared, sameGateway, policy, [{ legKey: legKey(failed) }]);
+  if (otherGatewaysOnly) return others;
+  const own = shared.candidates.filter((c) => c.name === failed.gateway);
+  const same = allocateLegs(others.shared, own, policy, [{ legKey: legKey(failed) }]);
+  const silent = new Set(shared.candidates.filter(probedSilent).map((c) => c.name));
+  const heard = (l: Leg): boolean => !silent.has(l.gateway);
+  const legs = [
+    ...others.legs.filter(heard),
+    ...same.legs.filter(heard),
+    ...others.legs.filter((l) => !heard(l)),
+    ...same.legs.filter((l) => !heard(l)),
+  ];
+  return { legs, shared: same.shared };
 }
 
 /**

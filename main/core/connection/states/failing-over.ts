@@ -45,7 +45,12 @@ export function summary(state: FailingOverState): string {
   const trying = state.race.legs
     .filter((l) => l.outcome === "starting" || l.outcome === "pending")
     .map((l) => l.leg.gateway);
-  return `Reconnecting: ${what}, trying ${trying.length > 0 ? listNames(trying) : "the remaining legs"}`;
+  if (state.cause === "session-lost" || !trying.includes(gw))
+    return `Reconnecting: ${what}, trying ${trying.length > 0 ? listNames(trying) : "the remaining legs"}`;
+  // The failed gateway's other protocols come after the other gateways that answer (planFailover).
+  const others = trying.filter((g) => g !== gw);
+  const self = `${gw} over another protocol`;
+  return `Reconnecting: ${what}, trying ${others.length > 0 ? `${listNames(others)}, then ${self}` : self}`;
 }
 
 type FailoverEntry = Extract<Entry, { to: "failing-over" }>;
