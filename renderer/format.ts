@@ -123,6 +123,8 @@ export function eventText(e: ConnectionEvent): string | null {
       return e.verdict.state === "healthy" ? null : `Health: ${e.verdict.state}.`;
     case "kill-switch":
       return `Kill switch ${e.change}: ${e.detail}.`.replace(/\.\.$/, ".");
+    case "crash-protection":
+      return `Crash protection ${e.inForce ? "back in force" : "not in force"}: ${e.detail}.`.replace(/\.\.$/, ".");
     case "path-mtu":
       return `Tunnel MTU ${e.change}${e.to === null ? "" : ` to ${String(e.to)}`}: ${e.detail}.`.replace(/\.\.$/, ".");
     case "drill":

@@ -24,7 +24,7 @@ import type {
 import type { Refusals, RefusedInput } from "../core/net/refusals.ts";
 import type { LockdownStateReport } from "../core/lockdown-state.ts";
 import type { KillSwitchStatus } from "../core/killswitch.ts";
-import type { ConnectPayload } from "../core/protocol/messages.ts";
+import type { ConnectPayload, CrashProtection } from "../core/protocol/messages.ts";
 import type { DaemonInfo, DnsStatus, LocalNetworksStatus, PathMtuStatus } from "../core/protocol/messages.ts";
 import type { TelemetryStatus } from "../core/telemetry/status.ts";
 import { atomicWriteFailures } from "../shared/atomic-write.ts";
@@ -110,6 +110,8 @@ export interface ControlParts {
     };
     readonly writeFailures: number;
     readonly lastWriteError: string | null;
+    /** Whether a crash now would be resumed with the kill switch held (ownership.ts). */
+    crashProtection?(): CrashProtection;
     /** Whether a connection is wanted, for a successor after a crash (ownership.ts). */
     setConnectIntent(wanted: boolean): void;
   };
@@ -330,7 +332,11 @@ export class ControlFacade {
     });
     p.ownership?.setConnectIntent(true);
     await inForce;
-    return { killSwitch: p.dataPlane.killSwitchStatus() };
+    const crashProtection = p.ownership?.crashProtection?.();
+    return {
+      killSwitch: p.dataPlane.killSwitchStatus(),
+      ...(crashProtection === undefined ? {} : { crashProtection }),
+    };
   }
 
   /**
@@ -371,6 +377,7 @@ export class ControlFacade {
       resumedConnection: o?.reclaimed.previousConnectIntent ?? false,
       recordWriteFailures: o?.writeFailures ?? 0,
       lastRecordWriteError: o?.lastWriteError ?? null,
+      ...(o?.crashProtection === undefined ? {} : { crashProtection: o.crashProtection() }),
       faults: this.#faults,
       lastFault: this.#lastFault,
       dnsRestoreError: this.#p.dataPlane.dnsRestoreError,

@@ -202,6 +202,15 @@ export class Daemon {
       platform,
       { resolvConf: opts.resolvConf, stateDir: opts.stateDir },
     );
+    // Crash protection lost or back: an event for `detour events`, the flight recorder and telemetry.
+    deps.ownership?.onCrashProtection((report) => {
+      const detail = report.inForce
+        ? "the connect intent is on disk again; a crash now is resumed with the kill switch held"
+        : `the connect intent could not be written (${report.failedCopies
+            .map((c) => `${c.path}: ${c.code ?? c.message}`)
+            .join("; ")}); a crash now lifts the kill switch; retrying`;
+      this.#events.announce({ type: "crash-protection", at: this.#clock.wall(), inForce: report.inForce, detail });
+    });
     this.#localNetworks = new LocalNetworkAccess(
       {
         config,

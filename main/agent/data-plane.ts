@@ -428,9 +428,17 @@ export class DataPlane {
     const settings = this.#dnsInForce;
     if (settings === null || this.#removed) return;
     const link = this.#dnsLink;
+    let redone = false;
+    let failure: unknown = null;
     try {
-      const redone =
+      redone =
         link !== null ? await this.#reassertDnsLink(link) : this.#platform.dns.reassert?.(settings, this.#dns) === true;
+    } catch (err) {
+      failure = err;
+      // dns.linux.ts's DnsBackupError: the file was rewritten, only saving the network's newer original failed.
+      redone = (err as { reasserted?: unknown } | null)?.reasserted === true;
+    }
+    try {
       if (redone) {
         this.#dnsStatus.reassertions += 1;
         this.#dnsStatus.lastReassertAt = this.#host.clock.wall();
@@ -442,10 +450,17 @@ export class DataPlane {
         });
         this.#host.reportDns?.("reasserted", this.dnsStatus(), detail);
       }
-      this.#dnsStatus.lastError = null;
+      if (failure === null) this.#dnsStatus.lastError = null;
     } catch (err) {
-      this.#dnsFailed(err, "the tunnel's resolvers could not be put back");
+      failure ??= err;
     }
+    if (failure !== null)
+      this.#dnsFailed(
+        failure,
+        redone
+          ? "the tunnel's resolvers are back, but the network's newer resolv.conf was not saved"
+          : "the tunnel's resolvers could not be put back",
+      );
   }
 
   /** A DNS step failed: status and an event say why (once per distinct reason), never only the log. */

@@ -163,9 +163,13 @@ async function main(): Promise<void> {
   let ownership: OwnershipRecord;
   try {
     mkdirSync(values["state-dir"], { recursive: true, mode: 0o700 });
+    mkdirSync(values["work-dir"], { recursive: true, mode: 0o700 });
     ownership = await OwnershipRecord.takeOver({
       stateDir: values["state-dir"],
       workDir: values["work-dir"],
+      // The second copy of the record: the work folder is on /run (a tmpfs, RuntimeDirectory=detour), not the state
+      // disk, and per instance (the lab gives each namespace its own).
+      runtimeDir: values["work-dir"],
       ifnamePrefix: values["ifname-prefix"],
       platform,
       log,

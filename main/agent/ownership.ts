@@ -7,9 +7,15 @@
  *
  * A stale entry costs nothing (reclaiming something that is gone is a no-op, and a process is only stopped while its
  * PID, start time and boot id all match); a missing one would leave debris, so entries are written first.
+ *
+ * A second copy goes to the runtime folder (`runtimeDir`, the engines' work folder: /run/detour/legs under systemd's
+ * RuntimeDirectory, a tmpfs), so a full, read-only or failing state disk does not lose the connect intent: it only
+ * matters until the next boot, which is exactly how long /run keeps it. A successor reads both and resumes if either
+ * says so. While no copy carries a wanted connection, crash protection is reported as not in force (status, connect's
+ * answer, an event and telemetry through onCrashProtection) and the write is retried with a bounded backoff.
  */
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { basename, join } from "node:path";
+import { basename, join, resolve } from "node:path";
 import type {
   EngineProcessInfo,
   OwnedProcess,
@@ -19,12 +25,18 @@ import type {
   PlatformDnsLinks,
   ReclaimReport,
 } from "../../native/platform/platform.ts";
-import { writeFileAtomicSync, type AtomicFs } from "../shared/atomic-write.ts";
+import type { CrashProtection } from "../core/protocol/messages.ts";
+import { AtomicWriteError, writeFileAtomicSync, type AtomicFs } from "../shared/atomic-write.ts";
+import { systemClock, type Clock, type Timer } from "./clock.ts";
 import type { Logger } from "./log.ts";
 
 export const OWNERSHIP_FILE = "owned.json";
 /** A record lists a handful of processes, devices and rules; anything this big is not one of ours. */
 export const OWNERSHIP_MAX_BYTES = 256 * 1024;
+/** A failed write of a copy is tried again after this, doubling: a disk an admin frees is noticed within seconds. */
+export const RECORD_RETRY_FIRST_MS = 1_000;
+/** The backoff stops doubling here: a disk that stays full costs one small write attempt every half minute. */
+export const RECORD_RETRY_MAX_MS = 30_000;
 /** Symbolic nftables tables: the platform knows their real names. */
 export type OwnedNftTable = "kill-switch" | "drill-block" | "mss-clamp";
 const OWNED_NFT_TABLES: readonly string[] = ["kill-switch", "drill-block", "mss-clamp"] satisfies OwnedNftTable[];
@@ -146,6 +158,13 @@ export function describeSpawn(argv: readonly string[]): { exe: string; device: s
 export interface OwnershipOptions {
   stateDir: string;
   /**
+   * Where the second copy of the record goes (a tmpfs such as /run/detour, not the state disk); none when absent or
+   * the same folder as stateDir.
+   */
+  runtimeDir?: string;
+  /** Times the retries of failed writes (default: the system clock). */
+  clock?: Clock;
+  /**
    * The engines' work folder (--work-dir): a killed instance's leg and spare folders (configs, sockets, logs) are
    * removed once its processes are gone. Only entries named as detourd names them (engine-spec.ts, the spare pool).
    */
@@ -158,7 +177,20 @@ export interface OwnershipOptions {
 }
 
 export class OwnershipRecord {
-  readonly #path: string;
+  /** Every copy written, the state folder's first. */
+  readonly #paths: string[];
+  readonly #clock: Clock;
+  /** Per copy: the connect intent its last successful write carried (null: none written yet), and its last failure. */
+  readonly #copies = new Map<
+    string,
+    { intent: boolean | null; error: CrashProtection["failedCopies"][number] | null }
+  >();
+  #retries = 0;
+  #retryDelayMs = RECORD_RETRY_FIRST_MS;
+  #retryTimer: Timer | null = null;
+  #nextRetryAt: number | null = null;
+  #protectionListener: ((report: CrashProtection) => void) | null = null;
+  #lastInForce = true;
   readonly #platform: Platform;
   readonly #log: Logger;
   readonly #fs: AtomicFs | undefined;
@@ -177,7 +209,9 @@ export class OwnershipRecord {
   readonly reclaimed: ReclaimSummary;
 
   private constructor(opts: OwnershipOptions, reclaimed: ReclaimSummary) {
-    this.#path = join(opts.stateDir, OWNERSHIP_FILE);
+    this.#paths = recordPaths(opts);
+    for (const p of this.#paths) this.#copies.set(p, { intent: null, error: null });
+    this.#clock = opts.clock ?? systemClock;
     this.#platform = opts.platform;
     this.#log = opts.log;
     this.#fs = opts.fs;
@@ -189,7 +223,6 @@ export class OwnershipRecord {
    * starts this instance's record. Throws an OwnershipError when the previous instance is still running.
    */
   static async takeOver(opts: OwnershipOptions): Promise<OwnershipRecord> {
-    const path = join(opts.stateDir, OWNERSHIP_FILE);
     const summary: ReclaimSummary = {
       previousPid: null,
       removed: [],
@@ -198,14 +231,18 @@ export class OwnershipRecord {
       previousConnectIntent: false,
     };
     let owned = emptyOwned();
-    if (existsSync(path)) {
+    const recordErrors: string[] = [];
+    // Both copies are read: the runtime one may be newer (the state disk was full) or the only one left.
+    for (const path of recordPaths(opts)) {
+      if (!existsSync(path)) continue;
       try {
         const size = statSync(path).size;
         if (size > OWNERSHIP_MAX_BYTES)
           throw new OwnershipError(`${String(size)} bytes, more than ${String(OWNERSHIP_MAX_BYTES)}`);
         const rec = parseRecord(readFileSync(path, "utf8"));
-        summary.previousPid = rec.daemon.pid;
-        summary.previousConnectIntent = rec.connectIntent === true;
+        summary.previousPid ??= rec.daemon.pid;
+        // Resuming a connection the user had left is the safe side of a disagreement; leaving one unprotected is not.
+        summary.previousConnectIntent ||= rec.connectIntent === true;
         const who = opts.platform.reclaim?.identify(rec.daemon.pid) ?? null;
         if (
           who !== null &&
@@ -216,13 +253,14 @@ export class OwnershipRecord {
           throw new OwnershipError(
             `detourd ${String(rec.daemon.pid)} still runs with state folder ${opts.stateDir}; stop it first`,
           );
-        owned = rec.owned;
+        owned = mergeOwned(owned, rec.owned);
       } catch (e) {
         if (e instanceof OwnershipError && e.message.includes("still runs")) throw e;
-        summary.recordError = `${path}: ${(e as Error).message}`;
+        recordErrors.push(`${path}: ${(e as Error).message}`);
         opts.log.error("ownership record unreadable; reclaiming by detourd's naming only", { path, err: e });
       }
     }
+    if (recordErrors.length > 0) summary.recordError = recordErrors.join("; ");
     const reclaim = opts.platform.reclaim;
     if (reclaim !== undefined) {
       const t0 = performance.now();
@@ -387,6 +425,29 @@ export class OwnershipRecord {
     this.#write();
   }
 
+  /**
+   * Whether a crash now would be resumed with the kill switch held: in force unless a connection is wanted and no
+   * copy on disk says so. Failed copies are listed while their retries run.
+   */
+  crashProtection(): CrashProtection {
+    const failedCopies = [...this.#copies.values()].flatMap((c) => (c.error === null ? [] : [c.error]));
+    return {
+      inForce: this.#inForce(),
+      failedCopies,
+      retries: this.#retries,
+      nextRetryAt: this.#nextRetryAt,
+    };
+  }
+
+  /** Called with the new report whenever crash protection is lost or back in force (event and telemetry). */
+  onCrashProtection(listener: ((report: CrashProtection) => void) | null): void {
+    this.#protectionListener = listener;
+  }
+
+  #inForce(): boolean {
+    return !this.#connectIntent || [...this.#copies.values()].some((c) => c.intent === true);
+  }
+
   /** What the record lists now (status and tests). */
   owned(): OwnedState {
     return structuredClone(this.#owned);
@@ -400,6 +461,9 @@ export class OwnershipRecord {
     this.#closed = true;
     // A clean exit is a disconnect: the next start does not resume on its own (policy's autoConnect still does).
     this.#connectIntent = false;
+    this.#retryTimer?.cancel();
+    this.#retryTimer = null;
+    this.#nextRetryAt = null;
     this.#unwatch?.();
     this.#unwatch = null;
     const o = this.#owned;
@@ -411,11 +475,12 @@ export class OwnershipRecord {
       o.nftTables.length +
       (o.resolvedLinks?.length ?? 0);
     if (left === 0 && this.#resolvConfBackup === null) {
-      try {
-        rmSync(this.#path, { force: true });
-      } catch (err) {
-        this.#log.error("removing the ownership record failed", { path: this.#path, err });
-      }
+      for (const path of this.#paths)
+        try {
+          rmSync(path, { force: true });
+        } catch (err) {
+          this.#log.error("removing the ownership record failed", { path, err });
+        }
       return;
     }
     this.#write();
@@ -477,7 +542,10 @@ export class OwnershipRecord {
     });
   }
 
-  /** Writes the record now (atomic, fsynced); a failure is counted and reported, the daemon goes on. */
+  /**
+   * Writes every copy of the record now (atomic, fsynced). A failure is counted, reported and retried with a bounded
+   * backoff until the copy is written; the daemon goes on.
+   */
   #write(): void {
     this.#self ??= this.#platform.reclaim?.identify(process.pid) ?? null;
     const self = this.#self;
@@ -488,22 +556,96 @@ export class OwnershipRecord {
       resolvConfBackup: this.#resolvConfBackup,
       connectIntent: this.#connectIntent,
     };
-    try {
-      writeFileAtomicSync(this.#path, JSON.stringify(rec) + "\n", {
-        mode: 0o600,
-        ...(this.#fs === undefined ? {} : { fs: this.#fs }),
-      });
+    const text = JSON.stringify(rec) + "\n";
+    let failed = 0;
+    for (const [path, copy] of this.#copies) {
+      try {
+        writeFileAtomicSync(path, text, { mode: 0o600, ...(this.#fs === undefined ? {} : { fs: this.#fs }) });
+        copy.intent = rec.connectIntent === true;
+        copy.error = null;
+      } catch (err) {
+        failed += 1;
+        const code = err instanceof AtomicWriteError ? (err.code ?? null) : null;
+        copy.error = { path, code, message: (err as Error).message.slice(0, 300) };
+        this.writeFailures += 1;
+        this.lastWriteError = (err as Error).message;
+        this.#log.error("ownership record not written: a crash now could leave debris behind", {
+          path,
+          err,
+          failures: this.writeFailures,
+        });
+      }
+    }
+    if (failed === 0) {
       this.lastWriteError = null;
-    } catch (err) {
-      this.writeFailures += 1;
-      this.lastWriteError = (err as Error).message;
-      this.#log.error("ownership record not written: a crash now could leave debris behind", {
-        path: this.#path,
-        err,
-        failures: this.writeFailures,
+      this.#retryTimer?.cancel();
+      this.#retryTimer = null;
+      this.#nextRetryAt = null;
+      this.#retries = 0;
+      this.#retryDelayMs = RECORD_RETRY_FIRST_MS;
+    } else if (this.#retryTimer === null && !this.#closed) this.#scheduleRetry();
+    this.#reportProtection();
+  }
+
+  #scheduleRetry(): void {
+    const delay = this.#retryDelayMs;
+    this.#retryDelayMs = Math.min(delay * 2, RECORD_RETRY_MAX_MS);
+    this.#nextRetryAt = this.#clock.wall() + delay;
+    this.#retryTimer = this.#clock.after(
+      delay,
+      () => {
+        this.#retryTimer = null;
+        this.#nextRetryAt = null;
+        if (this.#closed) return;
+        this.#retries += 1;
+        this.#write();
+      },
+      { background: true },
+    );
+  }
+
+  /** Tells the listener when crash protection is lost or back, and logs it either way. */
+  #reportProtection(): void {
+    const inForce = this.#inForce();
+    if (inForce === this.#lastInForce) return;
+    this.#lastInForce = inForce;
+    const report = this.crashProtection();
+    if (inForce) this.#log.warn("crash protection back in force: the connect intent is on disk", { report });
+    else
+      this.#log.error("crash protection not in force: no copy of the ownership record holds the connect intent", {
+        report,
       });
+    try {
+      this.#protectionListener?.(report);
+    } catch (err) {
+      this.#log.error("reporting crash protection failed", { err });
     }
   }
+}
+
+/** The record's copies: the state folder's, then the runtime folder's when that is another folder. */
+function recordPaths(opts: Pick<OwnershipOptions, "stateDir" | "runtimeDir">): string[] {
+  const paths = [join(opts.stateDir, OWNERSHIP_FILE)];
+  if (opts.runtimeDir !== undefined && resolve(opts.runtimeDir) !== resolve(opts.stateDir))
+    paths.push(join(opts.runtimeDir, OWNERSHIP_FILE));
+  return paths;
+}
+
+/** Everything either record lists (a stale entry costs a reclaim nothing). */
+function mergeOwned(a: OwnedState, b: OwnedState): OwnedState {
+  const union = <T>(x: T[], y: T[], key: (v: T) => string = (v) => JSON.stringify(v)): T[] => {
+    const seen = new Set(x.map(key));
+    return [...x, ...y.filter((v) => !seen.has(key(v)))];
+  };
+  const links = union(a.resolvedLinks ?? [], b.resolvedLinks ?? []);
+  return {
+    processes: union(a.processes, b.processes, (p) => `${String(p.pid)}/${p.startTime}`),
+    devices: union(a.devices, b.devices),
+    rules: union(a.rules, b.rules, (r) => `${String(r.pref)}/${String(r.table)}`),
+    tables: union(a.tables, b.tables),
+    nftTables: union(a.nftTables, b.nftTables),
+    ...(links.length === 0 ? {} : { resolvedLinks: links }),
+  };
 }
 
 /** A leg's folder (`L12-Ab3xYz`, engine-spec.ts) or a spare's (`spare-Ab3xYz`, wireguard-spare-pool.ts). */

@@ -574,3 +574,41 @@ test("status-says-how-sleep-is-detected-and-when-it-last-woke", () => {
   );
   assert.doesNotMatch(formatStatus(CONNECTED, opts), /^sleep/m);
 });
+
+test("crash-protection-not-in-force-is-a-status-row-and-an-event-line-naming-the-file-and-code", () => {
+  const failedCopies = [
+    { path: "/var/lib/detour/owned.json", code: "ENOSPC", message: "cannot write /var/lib/detour/owned.json" },
+    { path: "/run/detour/legs/owned.json", code: "EIO", message: "cannot write /run/detour/legs/owned.json" },
+  ];
+  const lost = formatStatus(
+    {
+      ...CONNECTED,
+      daemon: {
+        ...CONNECTED.daemon,
+        recovery: {
+          reclaimed: [],
+          reclaimFailed: [],
+          recordError: null,
+          recordWriteFailures: 4,
+          lastRecordWriteError: "cannot write /run/detour/legs/owned.json: EIO",
+          faults: 0,
+          lastFault: null,
+          crashProtection: { inForce: false, failedCopies, retries: 1, nextRetryAt: opts.now + 2_000 },
+        },
+      },
+    },
+    opts,
+  );
+  assert.match(
+    lost,
+    /crash protection +NOT in force \(a crash now lifts the kill switch\): not written to \/var\/lib\/detour\/owned\.json: ENOSPC; \/run\/detour\/legs\/owned\.json: EIO; retry 2 in 2.0 s/,
+  );
+  assert.doesNotMatch(formatStatus(CONNECTED, opts), /crash protection/, "nothing to say while it is in force");
+  assert.match(
+    formatEvent(
+      { type: "crash-protection", at: T0, inForce: false, detail: "/var/lib/detour/owned.json: ENOSPC" },
+      opts,
+    ),
+    /crash +protection NOT in force: \/var\/lib\/detour\/owned\.json: ENOSPC/,
+  );
+});

@@ -249,6 +249,18 @@ export function formatStatus(s: StatusPayload, opts: FormatOptions): string {
         : `next retry in ${formatDuration(Math.max(0, s.error.nextRetryAt - opts.now))}`;
     rows.push(["error", `${oneLine(s.error.reason)}; ${retry}`]);
   }
+  const cp = s.daemon.recovery?.crashProtection;
+  if (cp !== undefined && (!cp.inForce || cp.failedCopies.length > 0)) {
+    const copies = cp.failedCopies.map((c) => `${c.path}: ${c.code ?? oneLine(c.message)}`).join("; ");
+    const retry =
+      cp.nextRetryAt === null
+        ? ""
+        : `; retry ${cp.retries + 1} in ${formatDuration(Math.max(0, cp.nextRetryAt - opts.now))}`;
+    rows.push([
+      "crash protection",
+      `${cp.inForce ? "in force, but" : "NOT in force (a crash now lifts the kill switch):"} not written to ${copies}${retry}`,
+    ]);
+  }
   rows.push([
     "daemon",
     `detourd ${s.daemon.version}, pid ${s.daemon.pid}, up ${formatDuration(opts.now - s.daemon.startedAt)}, config ${s.daemon.configPath}`,
@@ -343,6 +355,8 @@ export function formatEvent(e: ConnectionEvent, opts: Pick<FormatOptions, "clock
       return line("drill", `${e.drill.id} ${formatDrillLine(e.drill)}`);
     case "kill-switch":
       return line("kill-switch", `${e.change} (now ${e.status.state}): ${oneLine(e.detail)}`);
+    case "crash-protection":
+      return line("crash", `protection ${e.inForce ? "in force" : "NOT in force"}: ${oneLine(e.detail)}`);
     case "path-mtu":
       return line(
         "mtu",

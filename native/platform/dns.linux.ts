@@ -16,7 +16,7 @@ import {
   type FSWatcher,
 } from "node:fs";
 import { ipFamily } from "../../main/core/ip-address.ts";
-import { writeFileAtomicSync } from "../../main/shared/atomic-write.ts";
+import { AtomicWriteError, writeFileAtomicSync, type AtomicFs } from "../../main/shared/atomic-write.ts";
 
 export interface DnsSettings {
   servers: string[];
@@ -38,6 +38,23 @@ export class DnsError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "DnsError";
+  }
+}
+
+/**
+ * reassertDns put the tunnel's resolvers back, but the network's newer resolv.conf could not be saved as the original
+ * (a full or failing state disk): the older saved original stays whole and is what a disconnect restores.
+ */
+export class DnsBackupError extends DnsError {
+  /** The tunnel's resolv.conf is in force again all the same (the caller counts the reassertion). */
+  readonly reasserted = true;
+  /** The system's error code of the failed write (ENOSPC, EROFS, EIO, ...), when there is one. */
+  readonly code: string | undefined;
+  constructor(message: string, cause: unknown) {
+    super(message);
+    this.name = "DnsBackupError";
+    this.code = cause instanceof AtomicWriteError ? cause.code : undefined;
+    this.cause = cause;
   }
 }
 
@@ -135,9 +152,10 @@ export function restoreDns(t: DnsTarget): boolean {
  * Puts the tunnel's resolv.conf back when other software (a network manager, a DHCP client) replaced it while the
  * tunnel is up. The replacement is that software's newest view of the network: it becomes the saved original (if it
  * is a valid resolv.conf), so that a disconnect restores it rather than an older one. Returns whether it rewrote
- * the file; throws a DnsError when the file became a symbolic link (another manager took it over).
+ * the file; throws a DnsError when the file became a symbolic link (another manager took it over), and a
+ * DnsBackupError, after rewriting it, when the newer original could not be saved.
  */
-export function reassertDns(s: DnsSettings, t: DnsTarget): boolean {
+export function reassertDns(s: DnsSettings, t: DnsTarget, opts: { fs?: AtomicFs } = {}): boolean {
   if (s.servers.length === 0) return false;
   const want = renderResolvConf(s);
   let now: Buffer | null = null;
@@ -149,8 +167,21 @@ export function reassertDns(s: DnsSettings, t: DnsTarget): boolean {
   if (now?.toString("utf8") === want) return false;
   if (existsSync(t.path) && lstatSync(t.path).isSymbolicLink())
     throw new DnsError(`${t.path} became a symbolic link (another resolver manager took it over); not rewritten`);
-  if (now !== null && now.length > 0 && backupProblem(now) === null) writeFileAtomicSync(t.backupPath, now);
+  let backupFailure: unknown = null;
+  if (now !== null && now.length > 0 && backupProblem(now) === null)
+    try {
+      writeFileAtomicSync(t.backupPath, now, opts.fs === undefined ? {} : { fs: opts.fs });
+    } catch (e) {
+      backupFailure = e;
+    }
+  // The tunnel's resolvers go back even without the newer original saved: leaving the network's in force would send
+  // every lookup, intranet names included, in clear to the local network.
   writeFileSync(t.path, want);
+  if (backupFailure !== null)
+    throw new DnsBackupError(
+      `the tunnel's resolvers are back in ${t.path}, but the network's newer resolv.conf could not be saved to ${t.backupPath} (${backupFailure instanceof Error ? backupFailure.message : "unknown error"}); a disconnect restores the older saved original`,
+      backupFailure,
+    );
   return true;
 }
 

@@ -450,6 +450,14 @@ export class Telemetry {
           SeverityNumber.WARN,
         );
         return;
+      case "crash-protection":
+        this.#emit(
+          EVENT.crashProtection,
+          e,
+          { [ATTR.outcome]: e.inForce ? "in-force" : "not-in-force", [ATTR.reason]: e.detail },
+          e.inForce ? SeverityNumber.INFO : SeverityNumber.ERROR,
+        );
+        return;
       case "race-started":
       case "leg":
         return;

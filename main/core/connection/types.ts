@@ -240,7 +240,12 @@ export type ConnectionEvent =
   /** The kill switch failed, fell back, recovered or was restored after someone else changed it (daemon, wall time). */
   | { type: "kill-switch"; at: number; change: KillSwitchChange; status: KillSwitchStatus; detail: string }
   /** A tunnel's path MTU: lowered after a black hole, a black hole with no usable size, a failed step (daemon, wall time). */
-  | PathMtuEvent;
+  | PathMtuEvent
+  /**
+   * Crash protection lost (no copy of the ownership record holds the wanted connection: a crash now lifts the kill
+   * switch) or back in force (daemon, wall time); the detail names the files and the system's codes.
+   */
+  | { type: "crash-protection"; at: number; inForce: boolean; detail: string };
 
 /** What happened to a tunnel's path MTU or the TCP MSS clamp. */
 export type PathMtuChange = "lowered" | "black-hole" | "lower-failed" | "clamp-failed";

@@ -58,6 +58,7 @@ export function eventAtWall(e: ConnectionEvent, offset: number): ConnectionEvent
     case "drill":
     case "kill-switch":
     case "path-mtu":
+    case "crash-protection":
       return e;
   }
 }

@@ -174,6 +174,9 @@ export function buildSummary(inp: SummaryInputs, redactions: RedactionReport | n
       case "path-mtu":
         failures.push({ at: e.at, what: `tunnel MTU ${e.change} (${e.ifname})`, reason: e.detail });
         break;
+      case "crash-protection":
+        if (!e.inForce) failures.push({ at: e.at, what: "crash protection not in force", reason: e.detail });
+        break;
       case "race-started":
         break;
     }

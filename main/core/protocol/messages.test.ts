@@ -128,6 +128,12 @@ const EVENTS: ConnectionEvent[] = [
     to: 1328,
     detail: "packets of 1440 bytes vanish on the path to gw1 while 1328 cross",
   },
+  {
+    type: "crash-protection",
+    at: 10,
+    inForce: false,
+    detail: "the connect intent could not be written (/var/lib/detour/owned.json: ENOSPC); retrying",
+  },
 ];
 
 function line(m: unknown): string {

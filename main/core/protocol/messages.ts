@@ -297,6 +297,27 @@ const snapshotShape = {
 };
 export const ConnectionSnapshotSchema = z.looseObject(snapshotShape) satisfies z.ZodType<ConnectionSnapshot>;
 
+/**
+ * Whether a successor of a crashed detourd would resume the connection the user asked for (and keep the kill switch
+ * held meanwhile): the ownership record's copies on disk (main/agent/ownership.ts) and how their writes fare.
+ */
+// A type, not an interface: status's loose schema (DaemonInfoSchema) accepts it only with an implicit index signature.
+export type CrashProtection = {
+  /** false: a connection is wanted but no copy of the record on disk says so; a crash now lifts the kill switch. */
+  inForce: boolean;
+  /** Copies whose last write failed: the file, the system's code (ENOSPC, EROFS, EIO, ...) and the message. */
+  failedCopies: { path: string; code: string | null; message: string }[];
+  /** Retries of the failed writes since the first failure, and when the next runs (wall ms; null: none pending). */
+  retries: number;
+  nextRetryAt: number | null;
+};
+export const CrashProtectionSchema = z.looseObject({
+  inForce: z.boolean(),
+  failedCopies: z.array(z.looseObject({ path: z.string(), code: z.string().nullable(), message: z.string() })).max(10),
+  retries: z.int().min(0),
+  nextRetryAt: z.number().nullable(),
+}) satisfies z.ZodType<CrashProtection>;
+
 export const DaemonInfoSchema = z.looseObject({
   version: z.string(),
   pid: z.int().min(0),
@@ -319,6 +340,8 @@ export const DaemonInfoSchema = z.looseObject({
       lastStateWriteError: z.string().nullable().optional(),
       /** This instance resumed the connection a crashed predecessor held (the kill switch held throughout). */
       resumedConnection: z.boolean().optional(),
+      /** Whether a crash now would be resumed with the kill switch held (the ownership record's copies on disk). */
+      crashProtection: CrashProtectionSchema.optional(),
     })
     .optional(),
 });
@@ -414,9 +437,12 @@ export const KillSwitchStatusSchema = z.looseObject({
 /** What `connect` answers once the kill switch for connecting was applied: whether it is in force. */
 export interface ConnectPayload {
   killSwitch: KillSwitchStatus;
+  /** Whether a crash from now on keeps the connection (and its kill switch); absent from a daemon without a record. */
+  crashProtection?: CrashProtection;
 }
 export const ConnectPayloadSchema = z.looseObject({
   killSwitch: KillSwitchStatusSchema,
+  crashProtection: CrashProtectionSchema.optional(),
 }) satisfies z.ZodType<ConnectPayload>;
 
 /**
@@ -732,6 +758,12 @@ const EVENT_SCHEMAS = {
     to: z.int().nullable(),
     detail: z.string(),
   }),
+  "crash-protection": z.looseObject({
+    type: z.literal("crash-protection"),
+    at,
+    inForce: z.boolean(),
+    detail: z.string(),
+  }),
 } satisfies { [K in ConnectionEvent["type"]]: z.ZodType<Extract<ConnectionEvent, { type: K }>> };
 export const EVENT_TYPES = Object.keys(EVENT_SCHEMAS) as ConnectionEvent["type"][];
 export const ConnectionEventSchema = z.discriminatedUnion("type", [
@@ -744,6 +776,7 @@ export const ConnectionEventSchema = z.discriminatedUnion("type", [
   EVENT_SCHEMAS.drill,
   EVENT_SCHEMAS["kill-switch"],
   EVENT_SCHEMAS["path-mtu"],
+  EVENT_SCHEMAS["crash-protection"],
 ]) satisfies z.ZodType<ConnectionEvent>;
 
 /** What `diag` answers: the bundle detourd wrote (root-only, mode 0600) and what its redaction replaced. */
@@ -887,6 +920,7 @@ export const EventMessageSchema = z.strictObject({
     EVENT_SCHEMAS.drill,
     EVENT_SCHEMAS["kill-switch"],
     EVENT_SCHEMAS["path-mtu"],
+    EVENT_SCHEMAS["crash-protection"],
     PolicyEventSchema,
   ]),
 });

@@ -117,6 +117,8 @@ export const EVENT = {
   killSwitch: "detour.killswitch",
   /** A tunnel's MTU was lowered after a black hole, no usable size crossed, or the MSS clamp failed. */
   pathMtu: "detour.mtu",
+  /** Crash protection lost (the connect intent could not be written to any copy of the record) or back in force. */
+  crashProtection: "detour.crash_protection",
 } as const;
 
 export const EVENT_NAME_ATTRIBUTE = "event.name";
