@@ -20,9 +20,11 @@ import {
   diffSnapshots,
   healthyGateways,
   mergeIntervals,
+  owedStretches,
   RECOVERY_GRACE_MS,
   statusSilences,
   type Interval,
+  type OwedStretch,
   type ShareReport,
   type StatusSample,
   type Violation,
@@ -39,6 +41,7 @@ import {
 import { isAlive, processTree, run } from "./exec.ts";
 import * as lab from "./lab.ts";
 import { ProbeClient } from "./probe-client.ts";
+import { REPO_ROOT } from "./services.ts";
 import { CORP_ECHO_PORT, GATEWAY_NAMES, type GatewayName, type LabTopology } from "./topology.ts";
 import type { Status } from "./wait-status.ts";
 
@@ -52,7 +55,7 @@ const CHECK_MS = 1_000;
 const RSS_SAMPLE_MS = 5_000;
 /** Two failover records this close (same daemon, same leg) are one record read twice. */
 const SAME_INSTANT_MS = 50;
-/** RSS is first read this long after a daemon starts: tsx and V8 are still warming up before. */
+/** RSS is first read this long after a daemon starts: V8 is still warming up before (compiling, first allocations). */
 const RSS_WARMUP_MS = 30_000;
 /** The probe stream: 20/s resolves an outage to 50 ms; each call lasts 5 s so gaps are read while the soak runs. */
 const PROBE_RATE = 20;
@@ -70,6 +73,8 @@ const DISCONNECT_WITHIN_MS = 10_000;
 const RESTART_TRIES = 3;
 /** detourd loads through tsx (about a second, more on a loaded box) before it answers on its socket. */
 const RESTART_ANSWER_WITHIN_MS = 20_000;
+/** esbuild bundles detourd in seconds; a loaded 2-core machine gets room. */
+const BUNDLE_WITHIN_MS = 120_000;
 const WITNESS_TABLE = "detour_leak_witness";
 const ENGINE_COMMANDS = ["wireguard-go", "charon-systemd", "openconnect"];
 
@@ -81,6 +86,8 @@ export interface ChaosOptions {
   log?: (line: string) => void;
   /** Where detourd's log is copied before the lab goes down. */
   artifactsDir?: string;
+  /** Leaves the schedule's detourd SIGKILLs out, so one instance lives for the whole run (its memory over time). */
+  noDaemonKills?: boolean;
 }
 
 export interface FiredFault {
@@ -93,7 +100,15 @@ export interface InstanceRss {
   pid: number;
   firstKiB: number;
   lastKiB: number;
+  maxKiB: number;
   spanMs: number;
+  /** V8's heap in use, from status (daemon.memory), at the first and last RSS reading; null if status lacked it. */
+  heapFirstKiB: number | null;
+  heapLastKiB: number | null;
+  externalLastKiB: number | null;
+  arrayBuffersLastKiB: number | null;
+  /** Every reading, for a plot: seconds since the first reading, RSS and heap in KiB. */
+  series: { s: number; rssKiB: number; heapKiB: number | null }[];
 }
 
 export interface ChaosReport {
@@ -103,6 +118,11 @@ export interface ChaosReport {
   schedule: ScheduledFault[];
   fired: FiredFault[];
   share: ShareReport;
+  /** Every owed stretch not connected, largest first, with what explains it. */
+  stretches: OwedStretch[];
+  /** detourd ran from the esbuild bundle (the shipped form) rather than through tsx. */
+  bundled: boolean;
+  noDaemonKills: boolean;
   /** connected / healthy, and connected / owed (outside the recovery grace), in percent. */
   connectedPct: number;
   connectedOwedPct: number;
@@ -212,9 +232,9 @@ class FaultBook {
   readonly blocks = new Map<string, { target: "client" | GatewayName; proto: BlockedProto }>();
   readonly losses = new Map<string, { target: "client" | GatewayName; percent: number }>();
 
-  anyHealthy(): boolean {
+  healthy(): GatewayName[] {
     const down = new Set<GatewayName>([...this.killed.keys(), ...this.flapped]);
-    return healthyGateways({ down, blocks: [...this.blocks.values()], losses: [...this.losses.values()] }).length > 0;
+    return healthyGateways({ down, blocks: [...this.blocks.values()], losses: [...this.losses.values()] });
   }
 
   describe(): string {
@@ -228,6 +248,52 @@ class FaultBook {
   }
 }
 
+interface RssTrack {
+  first: number;
+  last: number;
+  max: number;
+  firstAt: number;
+  lastAt: number;
+  heapFirst: number | null;
+  heapLast: number | null;
+  externalLast: number | null;
+  arrayBuffersLast: number | null;
+  series: { s: number; rssKiB: number; heapKiB: number | null }[];
+}
+
+/** One memory reading: RSS from /proc (the kernel's view), the rest from detourd's status when it is this pid's. */
+function trackRss(tracks: Map<number, RssTrack>, pid: number, kib: number, st: Status | null, now: number): void {
+  const mem = st !== null && st.daemon.pid === pid ? st.daemon.memory : undefined;
+  const k = (b: number | undefined): number | null => (b === undefined ? null : Math.round(b / 1024));
+  const heap = k(mem?.heapUsed);
+  const r = tracks.get(pid);
+  if (r === undefined) {
+    tracks.set(pid, {
+      first: kib,
+      last: kib,
+      max: kib,
+      firstAt: now,
+      lastAt: now,
+      heapFirst: heap,
+      heapLast: heap,
+      externalLast: k(mem?.external),
+      arrayBuffersLast: k(mem?.arrayBuffers),
+      series: [{ s: 0, rssKiB: kib, heapKiB: heap }],
+    });
+    return;
+  }
+  Object.assign(r, {
+    last: kib,
+    max: Math.max(r.max, kib),
+    lastAt: now,
+    heapFirst: r.heapFirst ?? heap,
+    heapLast: heap ?? r.heapLast,
+    externalLast: k(mem?.external) ?? r.externalLast,
+    arrayBuffersLast: k(mem?.arrayBuffers) ?? r.arrayBuffersLast,
+  });
+  r.series.push({ s: Math.round((now - r.firstAt) / 1000), rssKiB: kib, heapKiB: heap });
+}
+
 class Soak {
   readonly topo: LabTopology;
   readonly book = new FaultBook();
@@ -238,7 +304,7 @@ class Soak {
   readonly faultTimes: number[] = [];
   /** Failover records seen, per daemon; status re-reads the wall-clock offset, so an instant may move by a millisecond. */
   readonly failovers: { pid: number; from: string; detectedAt: number }[] = [];
-  readonly rss = new Map<number, { first: number; last: number; firstAt: number; lastAt: number }>();
+  readonly rss = new Map<number, RssTrack>();
   readonly killSwitchRestoreMs: number[] = [];
   readonly probes = { sent: 0, received: 0 };
   t0 = Date.now();
@@ -257,6 +323,8 @@ class Soak {
   constructor(
     readonly opts: ChaosOptions,
     readonly probe: ProbeClient,
+    /** detourd's bundle (detourd.mjs), or undefined to run it through tsx. */
+    readonly bundle: string | undefined,
   ) {
     this.topo = lab.topologyOf(opts.id);
   }
@@ -314,7 +382,7 @@ class Soak {
         for (let i = 1; i <= RESTART_TRIES && !this.gaveUp; i++) {
           let failure: string;
           try {
-            const a = await agentStart(this.opts.id, { keepWorkDir: true });
+            const a = await agentStart(this.opts.id, { keepWorkDir: true, bundle: this.bundle });
             this.pid = a.pid;
             this.pidSince = Date.now();
             this.restarts++;
@@ -371,12 +439,15 @@ class Soak {
     for (let i = 0; i < bound && !signal.aborted; i++) {
       const expectedDown = this.daemonDown;
       const s = await this.status();
+      const healthy = this.book.healthy();
       this.samples.push({
         at: Date.now(),
         answered: s !== null,
         state: s?.state ?? null,
         gateway: s?.gateway ?? null,
-        anyHealthy: this.book.anyHealthy(),
+        anyHealthy: healthy.length > 0,
+        healthy,
+        summary: s?.summary ?? null,
         expectedDown: expectedDown || this.daemonDown,
       });
       if (s !== null) {
@@ -538,11 +609,7 @@ class Soak {
       ) {
         lastRss = now;
         const kib = rssKiB(this.pid);
-        if (kib !== null) {
-          const r = this.rss.get(this.pid);
-          if (r === undefined) this.rss.set(this.pid, { first: kib, last: kib, firstAt: now, lastAt: now });
-          else Object.assign(r, { last: kib, lastAt: now });
-        }
+        if (kib !== null) trackRss(this.rss, this.pid, kib, this.last, now);
       }
       if (!(await pause(CHECK_MS - (Date.now() - now), signal))) break;
     }
@@ -707,6 +774,22 @@ class Soak {
   }
 }
 
+/**
+ * Builds detourd's esbuild bundle (what ships) once per soak, into a folder of this lab id's own, so restarts
+ * start the same build and two soaks on one checkout do not rebuild under each other.
+ */
+async function buildBundle(id: string): Promise<string> {
+  const dir = join(REPO_ROOT, ".build", `chaos-${id}`);
+  const r = await run(process.execPath, [join(REPO_ROOT, "scripts", "build-daemon.mjs"), dir], {
+    timeoutMs: BUNDLE_WITHIN_MS,
+    cwd: REPO_ROOT,
+  });
+  const path = join(dir, "detourd.mjs");
+  if (r.code !== 0 || !existsSync(path))
+    throw new Error(`cannot bundle detourd for the soak (exit ${String(r.code)}): ${r.stderr.trim().slice(-2000)}`);
+  return path;
+}
+
 /** Puts the leak path and the router's witness in place (as in kill-switch.lab.test.ts) and checks the witness works. */
 async function armWitness(topo: LabTopology, probe: ProbeClient): Promise<void> {
   const ns = topo.client.ns;
@@ -746,7 +829,9 @@ const pct = (a: number, b: number): number => (b > 0 ? (a / b) * 100 : 100);
 /** Runs one soak on lab `opts.id` (built and removed here) and reports; never leaves the lab up. */
 export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const outer = opts.signal ?? new AbortController().signal;
-  const schedule = planSchedule(opts.seed, opts.durationMs);
+  const planned = planSchedule(opts.seed, opts.durationMs);
+  // Left out after planning, so the other faults keep the times the seed gives them.
+  const schedule = opts.noDaemonKills === true ? planned.filter((f) => f.fault.kind !== "kill-detourd") : planned;
   opts.log?.(formatSchedule(opts.seed, schedule));
   const id = opts.id;
   let probe: ProbeClient | undefined;
@@ -757,16 +842,18 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   };
   outer.addEventListener("abort", onAbort);
   try {
+    const bundle = await buildBundle(id);
+    opts.log?.(`detourd runs from its bundle ${bundle}`);
     await lab.down(id);
     await lab.up(id, { distance: "none" });
     const topo = lab.topologyOf(id);
     probe = await ProbeClient.start({ prefix: ["ip", "netns", "exec", topo.client.ns] });
     await armWitness(topo, probe);
     const before = await snapshot(topo, id, probe.pid);
-    soak = new Soak(opts, probe);
+    soak = new Soak(opts, probe, bundle);
     const s = soak;
     s.originalResolvConf = readFileSync(`/etc/netns/${topo.client.ns}/resolv.conf`, "utf8");
-    const a = await agentStart(id);
+    const a = await agentStart(id, { bundle });
     s.pid = a.pid;
     s.pidSince = Date.now();
     await s.askConnect();
@@ -788,8 +875,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       s.violate("not-connected-at-end", `not connected ${CONNECT_WITHIN_MS} ms after the lab healed`);
     const leaked = (await leakCount(topo)) - leakBase;
     const endRss = s.pid > 0 ? rssKiB(s.pid) : null;
-    const r = s.rss.get(s.pid);
-    if (r !== undefined && endRss !== null) Object.assign(r, { last: endRss, lastAt: Date.now() });
+    if (s.rss.has(s.pid) && endRss !== null) trackRss(s.rss, s.pid, endRss, await s.status(), Date.now());
     const c = await ControlClient.connect(s.socket, { timeoutMs: 5_000 }).catch(() => null);
     if (c !== null) {
       await c.disconnect().catch(() => undefined);
@@ -809,6 +895,12 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       (x, y) => x.at - y.at,
     );
     const share = connectedShare(samples, s.faultTimes);
+    const t0 = s.t0;
+    const stretches = owedStretches(
+      samples,
+      s.faultTimes,
+      s.fired.map((f) => ({ at: t0 + f.atMs, what: `${f.what}: ${f.note}` })),
+    );
     const minutes = opts.durationMs / 60_000;
     const report: ChaosReport = {
       seed: opts.seed,
@@ -817,6 +909,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       schedule,
       fired: s.fired,
       share,
+      stretches,
+      bundled: true,
+      noDaemonKills: opts.noDaemonKills === true,
       connectedPct: pct(share.connectedWhileHealthyMs, share.healthyMs),
       connectedOwedPct: pct(share.connectedWhileOwedMs, share.owedMs),
       leaked,
@@ -828,7 +923,13 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         pid,
         firstKiB: v.first,
         lastKiB: v.last,
+        maxKiB: v.max,
         spanMs: v.lastAt - v.firstAt,
+        heapFirstKiB: v.heapFirst,
+        heapLastKiB: v.heapLast,
+        externalLastKiB: v.externalLast,
+        arrayBuffersLastKiB: v.arrayBuffersLast,
+        series: v.series,
       })),
       restarts: s.restarts,
       maxEngines: s.maxEngines,
@@ -855,6 +956,15 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   }
 }
 
+/** A markdown table cell: a pipe or a line break would end it. */
+function cell(text: string): string {
+  return text.replace(/\|/g, "\\|").replace(/\s+/g, " ");
+}
+
+function orDash(kib: number | null, mib: (k: number) => string): string {
+  return kib === null ? "-" : `${mib(kib)} MiB`;
+}
+
 function fmtT(at: number, t0: number): string {
   return `t+${((at - t0) / 1000).toFixed(1)} s`;
 }
@@ -870,7 +980,7 @@ export function renderReport(r: ChaosReport, t0: number): string {
   const md = [
     `# Chaos soak: ${(r.durationMs / 60_000).toFixed(1)} minutes, seed ${r.seed}${r.interrupted ? " (INTERRUPTED)" : ""}`,
     "",
-    `Lab at distance "none", ${r.schedule.length} scheduled faults (${r.fired.length} actions fired), probe stream ${PROBE_RATE}/s to corp through the tunnel (${r.probes.received}/${r.probes.sent} answered).`,
+    `Lab at distance "none", ${r.schedule.length} scheduled faults (${r.fired.length} actions fired), probe stream ${PROBE_RATE}/s to corp through the tunnel (${r.probes.received}/${r.probes.sent} answered). detourd ran ${r.bundled ? "from its esbuild bundle (plain node)" : "through tsx"}${r.noDaemonKills ? "; the schedule's detourd SIGKILLs were left out (--no-daemon-kills)" : ""}.`,
     "",
     "| measure | value | goal | met |",
     "|---|---:|---|---|",
@@ -884,6 +994,21 @@ export function renderReport(r: ChaosReport, t0: number): string {
     "",
     `detourd restarts (by the soak or after an exit): ${r.restarts}. Most engine processes at once: ${r.maxEngines}. Kill switch back after a flush: ${r.killSwitchRestoreMs.length === 0 ? "never seen back" : r.killSwitchRestoreMs.map((m) => `${m} ms`).join(", ")}.`,
     "",
+    "## Owed time not connected",
+    "",
+    `Each stretch outside the ${RECOVERY_GRACE_MS / 1000} s recovery grace with a healthy gateway while detourd was not connected, largest first (${r.stretches.length} stretches, ${(r.stretches.reduce((a, x) => a + x.ms, 0) / 1000).toFixed(1)} s).`,
+    "",
+    ...(r.stretches.length === 0
+      ? ["none"]
+      : [
+          "| start | length | detourd (state: summary, time) | healthy gateways (soak's view) | last two actions before |",
+          "|---:|---:|---|---|---|",
+          ...r.stretches.map(
+            (x) =>
+              `| ${fmtT(x.from, t0)} | ${(x.ms / 1000).toFixed(2)} s | ${x.states.map((st) => `${st.state}${st.summary === "" ? "" : `: ${cell(st.summary)}`} (${(st.ms / 1000).toFixed(2)} s)`).join("; ")} | ${x.healthy.map((h) => (h.length === 0 ? "none" : h.join(", "))).join(" then ")} | ${x.lastFaults.map((f) => `${fmtT(f.at, t0)} ${cell(f.what)}`).join("; ") || "-"} |`,
+          ),
+        ]),
+    "",
     "## Violations",
     "",
     ...(r.violations.length === 0
@@ -894,12 +1019,15 @@ export function renderReport(r: ChaosReport, t0: number): string {
     "",
     ...(r.leftovers.length === 0 ? ["none"] : r.leftovers.map((l) => `- ${l}`)),
     "",
-    "## detourd instances (RSS while connected)",
+    "## detourd instances (memory while connected)",
     "",
-    "| pid | first | last | span |",
-    "|---:|---:|---:|---:|",
+    `RSS from /proc, read every ${RSS_SAMPLE_MS / 1000} s from ${RSS_WARMUP_MS / 1000} s after the instance started; V8's heap and the buffers outside it from detourd's status (daemon.memory). RSS growing while the heap stays flat is the allocator and code warming up, not a leak in detourd's objects.`,
+    "",
+    "| pid | RSS first | RSS last | RSS max | heap used first | heap used last | external / arrayBuffers last | span |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ...r.rss.map(
-      (x) => `| ${x.pid} | ${mib(x.firstKiB)} MiB | ${mib(x.lastKiB)} MiB | ${(x.spanMs / 1000).toFixed(0)} s |`,
+      (x) =>
+        `| ${x.pid} | ${mib(x.firstKiB)} MiB | ${mib(x.lastKiB)} MiB | ${mib(x.maxKiB)} MiB | ${orDash(x.heapFirstKiB, mib)} | ${orDash(x.heapLastKiB, mib)} | ${orDash(x.externalLastKiB, mib)} / ${orDash(x.arrayBuffersLastKiB, mib)} | ${(x.spanMs / 1000).toFixed(0)} s |`,
     ),
     "",
     "## Faults as fired",
