@@ -5,6 +5,7 @@ import {
   connectedButDead,
   connectedShare,
   diffSnapshots,
+  edgeMedians,
   healthyGateways,
   mergeIntervals,
   owedStretches,
@@ -168,4 +169,14 @@ test("intervals-merge-and-snapshots-diff-both-ways", () => {
     "links: gone: ul0",
     "nft: left behind: table x",
   ]);
+});
+
+test("memory-ends-are-medians-so-one-garbage-collection-does-not-read-as-a-leak", () => {
+  assert.equal(edgeMedians([], 6), null);
+  assert.deepEqual(edgeMedians([40], 6), { first: 40, last: 40 });
+  // A heap that saws between collections: the ends agree though the first and last readings differ by 30 %.
+  assert.deepEqual(edgeMedians([33, 30, 38, 31, 35, 34, 36, 30, 39, 33, 32, 40], 3), { first: 33, last: 33 });
+  // A heap that grows steadily shows it.
+  assert.deepEqual(edgeMedians([10, 11, 12, 20, 21, 22], 3), { first: 11, last: 21 });
+  assert.deepEqual(edgeMedians([10, 20, 30], 6), { first: 10, last: 30 }, "short series: ends never overlap");
 });

@@ -272,6 +272,21 @@ export function mergeIntervals(ivs: readonly Interval[], joinWithinMs: number): 
   return out;
 }
 
+/**
+ * The median of the first and of the last `n` readings (fewer when the series is short, so the two ends never
+ * overlap): one reading of V8's heap swings with each garbage collection, a median over half a minute does not.
+ */
+export function edgeMedians(values: readonly number[], n: number): { first: number; last: number } | null {
+  if (values.length === 0) return null;
+  const k = Math.max(1, Math.min(n, Math.floor(values.length / 2)));
+  const median = (xs: readonly number[]): number => {
+    const s = [...xs].sort((a, b) => a - b);
+    const mid = Math.floor(s.length / 2);
+    return s.length % 2 === 1 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
+  };
+  return { first: median(values.slice(0, k)), last: median(values.slice(-k)) };
+}
+
 /** Lines present on one side only, per category of a namespace snapshot. */
 export function diffSnapshots(
   before: Readonly<Record<string, readonly string[]>>,

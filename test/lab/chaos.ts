@@ -18,6 +18,7 @@ import {
   connectedButDead,
   connectedShare,
   diffSnapshots,
+  edgeMedians,
   healthyGateways,
   mergeIntervals,
   owedStretches,
@@ -73,6 +74,8 @@ const DISCONNECT_WITHIN_MS = 10_000;
 const RESTART_TRIES = 3;
 /** detourd loads through tsx (about a second, more on a loaded box) before it answers on its socket. */
 const RESTART_ANSWER_WITHIN_MS = 20_000;
+/** Heap figures are compared as medians over this many readings at each end of an instance's life (half a minute). */
+const HEAP_MEDIAN_READINGS = 6;
 /** esbuild bundles detourd in seconds; a loaded 2-core machine gets room. */
 const BUNDLE_WITHIN_MS = 120_000;
 const WITNESS_TABLE = "detour_leak_witness";
@@ -956,6 +959,13 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   }
 }
 
+function heapEnds(x: InstanceRss): { first: number; last: number } | null {
+  return edgeMedians(
+    x.series.flatMap((p) => (p.heapKiB === null ? [] : [p.heapKiB])),
+    HEAP_MEDIAN_READINGS,
+  );
+}
+
 /** A markdown table cell: a pipe or a line break would end it. */
 function cell(text: string): string {
   return text.replace(/\|/g, "\\|").replace(/\s+/g, " ");
@@ -1021,13 +1031,15 @@ export function renderReport(r: ChaosReport, t0: number): string {
     "",
     "## detourd instances (memory while connected)",
     "",
-    `RSS from /proc, read every ${RSS_SAMPLE_MS / 1000} s from ${RSS_WARMUP_MS / 1000} s after the instance started; V8's heap and the buffers outside it from detourd's status (daemon.memory). RSS growing while the heap stays flat is the allocator and code warming up, not a leak in detourd's objects.`,
+    `RSS from /proc, read every ${RSS_SAMPLE_MS / 1000} s from ${RSS_WARMUP_MS / 1000} s after the instance started; V8's heap and the buffers outside it from detourd's status (daemon.memory). RSS that grows while heap used and external stay flat is outside detourd's JavaScript objects (allocator, code, native memory).`,
+    "",
+    `Heap used is the median of the first and of the last ${HEAP_MEDIAN_READINGS} readings (one reading swings with each garbage collection).`,
     "",
     "| pid | RSS first | RSS last | RSS max | heap used first | heap used last | external / arrayBuffers last | span |",
     "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ...r.rss.map(
       (x) =>
-        `| ${x.pid} | ${mib(x.firstKiB)} MiB | ${mib(x.lastKiB)} MiB | ${mib(x.maxKiB)} MiB | ${orDash(x.heapFirstKiB, mib)} | ${orDash(x.heapLastKiB, mib)} | ${orDash(x.externalLastKiB, mib)} / ${orDash(x.arrayBuffersLastKiB, mib)} | ${(x.spanMs / 1000).toFixed(0)} s |`,
+        `| ${x.pid} | ${mib(x.firstKiB)} MiB | ${mib(x.lastKiB)} MiB | ${mib(x.maxKiB)} MiB | ${orDash(heapEnds(x)?.first ?? null, mib)} | ${orDash(heapEnds(x)?.last ?? null, mib)} | ${orDash(x.externalLastKiB, mib)} / ${orDash(x.arrayBuffersLastKiB, mib)} | ${(x.spanMs / 1000).toFixed(0)} s |`,
     ),
     "",
     "## Faults as fired",
