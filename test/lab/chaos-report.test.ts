@@ -7,6 +7,7 @@ const T0 = 1_000_000;
 function report(over: Partial<ChaosReport> = {}): ChaosReport {
   return {
     seed: 7,
+    startedAt: T0,
     durationMs: 240_000,
     interrupted: false,
     schedule: [],

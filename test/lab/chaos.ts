@@ -116,6 +116,8 @@ export interface InstanceRss {
 
 export interface ChaosReport {
   seed: number;
+  /** The soak's t+0 (epoch ms): the absolute instants in the report (stretches, violations) count from it. */
+  startedAt: number;
   durationMs: number;
   interrupted: boolean;
   schedule: ScheduledFault[];
@@ -907,6 +909,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const minutes = opts.durationMs / 60_000;
     const report: ChaosReport = {
       seed: opts.seed,
+      startedAt: t0,
       durationMs: opts.durationMs,
       interrupted,
       schedule,
