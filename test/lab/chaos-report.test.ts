@@ -71,6 +71,20 @@ test("the-report-lists-each-owed-stretch-with-detourds-words-the-healthy-gateway
   assert.match(md, /from its esbuild bundle/);
 });
 
+test("the-report-says-when-a-slow-action-such-as-a-restore-was-done", () => {
+  const md = renderReport(
+    report({
+      fired: [
+        { atMs: 120_300, what: "restore gw1", note: "gw1 restored", tookMs: 1_300 },
+        { atMs: 121_000, what: "lift i4", note: "block-protocol at gw2 lifted", tookMs: 20 },
+      ],
+    }),
+    T0,
+  );
+  assert.ok(md.includes("- t+120.3 s restore gw1: gw1 restored (done after 1.3 s)"), md);
+  assert.ok(md.includes("- t+121.0 s lift i4: block-protocol at gw2 lifted\n"), md);
+});
+
 test("the-report-gives-each-instances-rss-and-heap-medians-and-says-when-daemon-kills-were-left-out", () => {
   const series = [40, 30, 41, 31, 42, 32, 40, 30, 41, 31, 42, 32].map((h, i) => ({
     s: i * 5,

@@ -97,6 +97,17 @@ export interface FiredFault {
   atMs: number;
   what: string;
   note: string;
+  /** How long the action took: a restore counts as healthy only once it returned (engines answering). */
+  tookMs?: number;
+}
+
+/** Actions quicker than this are shown without their duration. */
+const SHOW_TOOK_FROM_MS = 100;
+
+/** One fired action as the report names it, with its duration when that matters (when did the gateway come back). */
+function firedText(f: FiredFault): string {
+  const took = (f.tookMs ?? 0) >= SHOW_TOOK_FROM_MS ? ` (done after ${((f.tookMs ?? 0) / 1000).toFixed(1)} s)` : "";
+  return `${f.what}: ${f.note}${took}`;
 }
 
 export interface InstanceRss {
@@ -773,7 +784,7 @@ class Soak {
         note = `failed: ${e instanceof Error ? e.message : String(e)}`;
         this.violate("harness", `${next.label}: ${note}`);
       }
-      this.fired.push({ atMs, what: next.label, note });
+      this.fired.push({ atMs, what: next.label, note, tookMs: Date.now() - this.t0 - atMs });
       this.log(`${next.label}: ${note}`);
     }
   }
@@ -904,7 +915,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const stretches = owedStretches(
       samples,
       s.faultTimes,
-      s.fired.map((f) => ({ at: t0 + f.atMs, what: `${f.what}: ${f.note}` })),
+      s.fired.map((f) => ({ at: t0 + f.atMs, what: firedText(f) })),
     );
     const minutes = opts.durationMs / 60_000;
     const report: ChaosReport = {
@@ -1047,7 +1058,7 @@ export function renderReport(r: ChaosReport, t0: number): string {
     "",
     "## Faults as fired",
     "",
-    ...r.fired.map((f) => `- t+${(f.atMs / 1000).toFixed(1)} s ${f.what}: ${f.note}`),
+    ...r.fired.map((f) => `- t+${(f.atMs / 1000).toFixed(1)} s ${firedText(f)}`),
   ];
   return md.join("\n") + "\n";
 }
