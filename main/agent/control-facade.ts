@@ -126,7 +126,14 @@ export type DaemonStatus = ConnectionSnapshot & {
   gatewayChoice: string | null;
   network: ReturnType<NetworkMemoryStore["network"]> & { monitor?: NetworkWatchStatus };
   telemetry: TelemetryStatus;
-  daemon: { version: string; pid: number; startedAt: number; configPath: string; recovery: DaemonRecovery };
+  daemon: {
+    version: string;
+    pid: number;
+    startedAt: number;
+    configPath: string;
+    recovery: DaemonRecovery;
+    memory: NonNullable<DaemonInfo["memory"]>;
+  };
   lastDrill: DrillResult | null;
   refused: RefusedInput[];
   lockdownState: LockdownStateReport;
@@ -192,6 +199,7 @@ export class ControlFacade {
         startedAt: p.info.startedAt,
         configPath: p.info.configPath,
         recovery: this.recovery(),
+        memory: daemonMemory(),
       },
       lastDrill: p.drills.last,
       refused: p.refusals.list(),
@@ -508,4 +516,10 @@ export class ControlFacade {
   emitTelemetry(name: string, body: unknown, attrs: Record<string, string | number | boolean> = {}): void {
     this.#p.telemetry.current?.emitEvent(name, body, attrs);
   }
+}
+
+/** The four figures of process.memoryUsage() that tell warm-up from a leak. */
+function daemonMemory(): NonNullable<DaemonInfo["memory"]> {
+  const m = process.memoryUsage();
+  return { rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers };
 }

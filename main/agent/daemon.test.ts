@@ -13,6 +13,7 @@ import type { DetourConfig } from "../core/config/schema.ts";
 import { testConfig, writeTestKey, type TestConfigOptions } from "../../test/fakes/config.ts";
 import { startDaemon, type DaemonRig } from "../../test/fakes/daemon-harness.ts";
 import { fakeFinder, type FakeWorld, type GatewayScript } from "../../test/fakes/fake-platform.ts";
+import { DaemonInfoSchema } from "../core/protocol/messages.ts";
 import type { CandidateFinder } from "./candidate-refresh.ts";
 import { discoverCandidates, type DnsResolver } from "./discovery.ts";
 
@@ -573,5 +574,14 @@ test("a-network-change-from-the-monitor-reaches-subscribers-such-as-trusted-netw
   });
   await r.clock.advance(50);
   assert.equal(heard, 1, "an unsubscribed listener hears nothing");
+  await r.control.shutdown();
+});
+
+test("status-reports-the-daemons-memory-so-a-soak-tells-a-leak-from-warm-up", async () => {
+  const r = await rig({ gw1: { connectMs: 120 } });
+  const m = r.control.status().daemon.memory;
+  assert.ok(m.rss > 0 && m.heapUsed > 0, `rss and heap used are the process's own: ${JSON.stringify(m)}`);
+  assert.ok(m.external >= 0 && m.arrayBuffers >= 0);
+  assert.equal(DaemonInfoSchema.safeParse(r.control.status().daemon).success, true, "the wire schema accepts it");
   await r.control.shutdown();
 });

@@ -40,7 +40,13 @@ export function agentRunning(id: string): AgentInfo | null {
 /** Starts detourd in the client namespace and waits until its control socket answers to connect attempts. */
 export async function agentStart(
   id: string,
-  opts: { connect?: boolean; extraArgs?: string[]; keepWorkDir?: boolean } = {},
+  opts: {
+    connect?: boolean;
+    extraArgs?: string[];
+    keepWorkDir?: boolean;
+    /** Runs this esbuild bundle of detourd (scripts/build-daemon.mjs) with plain node instead of bin/detourd's tsx. */
+    bundle?: string;
+  } = {},
 ): Promise<AgentInfo> {
   const state = loadState(id);
   const topo = labTopology(id);
@@ -54,7 +60,7 @@ export async function agentStart(
   if (opts.keepWorkDir !== true) rmSync(p.workDir, { recursive: true, force: true });
   mkdirSync(p.workDir, { recursive: true, mode: 0o700 });
   const argv = [
-    join(REPO_ROOT, "bin", "detourd"),
+    ...(opts.bundle === undefined ? [join(REPO_ROOT, "bin", "detourd")] : [process.execPath, opts.bundle]),
     "--config",
     state.clientConfig,
     "--socket",

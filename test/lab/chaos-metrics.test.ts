@@ -5,8 +5,10 @@ import {
   connectedButDead,
   connectedShare,
   diffSnapshots,
+  edgeMedians,
   healthyGateways,
   mergeIntervals,
+  owedStretches,
   statusSilences,
   type StatusSample,
 } from "./chaos-metrics.ts";
@@ -73,6 +75,63 @@ test("the-connected-share-counts-healthy-time-and-leaves-out-the-recovery-grace"
   assert.deepEqual(stuck.notConnectedOwedMs, { racing: 3000, unanswered: 1000 });
 });
 
+test("every-owed-second-not-connected-is-one-stretch-with-what-detourd-said-the-healthy-gateways-and-the-faults-before", () => {
+  const G = RECOVERY_GRACE_MS;
+  const s = [
+    sample(0, "connected"),
+    // A fault at 1000: its grace hides 1000 .. 1000+G.
+    sample(1000, "failing-over", { summary: "Failing over from gw1", healthy: ["gw2"] }),
+    sample(1000 + G, "racing", { summary: "Racing gw2", healthy: ["gw2"] }),
+    sample(1000 + G + 500, "racing", { summary: "Racing gw2", healthy: ["gw2"] }),
+    sample(1000 + G + 1000, "error", { summary: "Cannot connect", healthy: ["gw2", "gw3"] }),
+    sample(1000 + G + 3000, null, { healthy: ["gw2", "gw3"] }),
+    sample(1000 + G + 3500, "connected"),
+    // No healthy gateway: not owed, ends nothing on its own but is not a stretch.
+    sample(20_000, "error", { anyHealthy: false, healthy: [] }),
+    sample(21_000, "error", { summary: "Cannot connect", healthy: ["gw1"] }),
+    sample(21_250, "connected"),
+    sample(22_000, "connected"),
+  ];
+  const fired = [
+    { at: 500, what: "block tls at gw3" },
+    { at: 1000, what: "kill gw1" },
+    { at: 19_000, what: "kill gw2" },
+    { at: 20_900, what: "restore gw1" },
+    { at: 30_000, what: "later" },
+  ];
+  const r = owedStretches(s, [1000], fired);
+  assert.equal(r.length, 2);
+  const big = r[0];
+  const small = r[1];
+  assert.ok(big !== undefined && small !== undefined);
+  assert.equal(big.from, 1000 + G, "largest first; it starts where the grace ends");
+  assert.equal(big.ms, 3500);
+  assert.deepEqual(big.states, [
+    { state: "racing", summary: "Racing gw2", ms: 1000 },
+    { state: "error", summary: "Cannot connect", ms: 2000 },
+    { state: "unanswered", summary: "", ms: 500 },
+  ]);
+  assert.deepEqual(big.healthy, [["gw2"], ["gw2", "gw3"]]);
+  assert.deepEqual(
+    big.lastFaults.map((f) => f.what),
+    ["block tls at gw3", "kill gw1"],
+  );
+  assert.equal(small.from, 21_000);
+  assert.equal(small.ms, 250);
+  assert.deepEqual(
+    small.lastFaults.map((f) => f.what),
+    ["kill gw2", "restore gw1"],
+  );
+  // The stretches add up to the owed time not connected, to the millisecond.
+  const share = connectedShare(s, [1000]);
+  const notConnected = Object.values(share.notConnectedOwedMs).reduce((a, b) => a + b, 0);
+  assert.equal(
+    r.reduce((a, x) => a + x.ms, 0),
+    notConnected,
+  );
+  assert.equal(share.owedMs - share.connectedWhileOwedMs, notConnected);
+});
+
 test("connected-while-the-probe-stream-is-dead-is-a-violation-past-the-limit", () => {
   const s = [0, 1000, 2000, 3000, 4000, 5000, 6000, 7000].map((t) => sample(t, "connected"));
   assert.equal(connectedButDead(s, [{ from: 500, to: 3500 }]).length, 0);
@@ -110,4 +169,14 @@ test("intervals-merge-and-snapshots-diff-both-ways", () => {
     "links: gone: ul0",
     "nft: left behind: table x",
   ]);
+});
+
+test("memory-ends-are-medians-so-one-garbage-collection-does-not-read-as-a-leak", () => {
+  assert.equal(edgeMedians([], 6), null);
+  assert.deepEqual(edgeMedians([40], 6), { first: 40, last: 40 });
+  // A heap that saws between collections: the ends agree though the first and last readings differ by 30 %.
+  assert.deepEqual(edgeMedians([33, 30, 38, 31, 35, 34, 36, 30, 39, 33, 32, 40], 3), { first: 33, last: 33 });
+  // A heap that grows steadily shows it.
+  assert.deepEqual(edgeMedians([10, 11, 12, 20, 21, 22], 3), { first: 11, last: 21 });
+  assert.deepEqual(edgeMedians([10, 20, 30], 6), { first: 10, last: 30 }, "short series: ends never overlap");
 });

@@ -57,6 +57,10 @@ export interface StatusSample {
   gateway: string | null;
   /** At least one gateway healthy at this instant (from the fault state). */
   anyHealthy: boolean;
+  /** Which gateways the fault state left healthy at this instant (absent: not recorded). */
+  healthy?: readonly string[];
+  /** detourd's status summary line, null when it did not answer. */
+  summary?: string | null;
   /** detourd was down on purpose (between the soak's SIGKILL and its restart). */
   expectedDown: boolean;
 }
@@ -109,6 +113,83 @@ export function connectedShare(samples: readonly StatusSample[], faultTimes: rea
     }
   }
   return r;
+}
+
+/** One action of the soak as fired (a fault, its end, a flap toggle), at an absolute instant. */
+export interface FiredAt {
+  at: number;
+  what: string;
+}
+
+/** How long detourd spent in one state (with one summary line) inside an owed stretch. */
+export interface StretchState {
+  state: string;
+  summary: string;
+  ms: number;
+}
+
+/**
+ * A stretch of owed time not connected: outside every recovery grace, at least one gateway healthy, detourd not
+ * connected, from `from` for `ms`. What detourd said during it, which gateways were healthy, and the soak's last
+ * actions before it are what explains it.
+ */
+export interface OwedStretch {
+  from: number;
+  ms: number;
+  /** detourd's states in order, consecutive samples with the same state and summary merged. */
+  states: StretchState[];
+  /** The distinct sets of healthy gateways in order (most stretches have one). */
+  healthy: string[][];
+  /** The last two actions the soak fired before the stretch began, oldest first. */
+  lastFaults: FiredAt[];
+}
+
+/** How many actions before a stretch explain it. */
+const FAULTS_BEFORE_STRETCH = 2;
+
+/**
+ * Every owed stretch not connected, largest first; their lengths add up to the not-connected part of
+ * connectedShare's owed time (the same sample arithmetic: each sample stands for the time until the next).
+ */
+export function owedStretches(
+  samples: readonly StatusSample[],
+  faultTimes: readonly number[],
+  fired: readonly FiredAt[],
+): OwedStretch[] {
+  const grace = faultTimes.map((t) => ({ from: t, to: t + RECOVERY_GRACE_MS }));
+  const out: OwedStretch[] = [];
+  let cur: OwedStretch | null = null;
+  for (let i = 0; i + 1 < samples.length; i++) {
+    const s = samples[i];
+    const next = samples[i + 1];
+    if (s === undefined || next === undefined) continue;
+    const owedNotConnected = s.anyHealthy && !inAny(s.at, grace) && !(s.answered && s.state === "connected");
+    if (!owedNotConnected) {
+      cur = null;
+      continue;
+    }
+    const dt = next.at - s.at;
+    if (cur === null) {
+      cur = {
+        from: s.at,
+        ms: 0,
+        states: [],
+        healthy: [],
+        lastFaults: fired.filter((f) => f.at <= s.at).slice(-FAULTS_BEFORE_STRETCH),
+      };
+      out.push(cur);
+    }
+    cur.ms += dt;
+    const state = s.answered ? (s.state ?? "unknown") : "unanswered";
+    const summary = s.answered ? (s.summary ?? "") : "";
+    const lastState = cur.states[cur.states.length - 1];
+    if (lastState !== undefined && lastState.state === state && lastState.summary === summary) lastState.ms += dt;
+    else cur.states.push({ state, summary, ms: dt });
+    const healthy = [...(s.healthy ?? [])];
+    const lastHealthy = cur.healthy[cur.healthy.length - 1];
+    if (lastHealthy?.join(",") !== healthy.join(",")) cur.healthy.push(healthy);
+  }
+  return out.sort((a, b) => b.ms - a.ms || a.from - b.from);
 }
 
 export interface Violation {
@@ -189,6 +270,21 @@ export function mergeIntervals(ivs: readonly Interval[], joinWithinMs: number): 
     else out.push({ ...i });
   }
   return out;
+}
+
+/**
+ * The median of the first and of the last `n` readings (fewer when the series is short, so the two ends never
+ * overlap): one reading of V8's heap swings with each garbage collection, a median over half a minute does not.
+ */
+export function edgeMedians(values: readonly number[], n: number): { first: number; last: number } | null {
+  if (values.length === 0) return null;
+  const k = Math.max(1, Math.min(n, Math.floor(values.length / 2)));
+  const median = (xs: readonly number[]): number => {
+    const s = [...xs].sort((a, b) => a - b);
+    const mid = Math.floor(s.length / 2);
+    return s.length % 2 === 1 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
+  };
+  return { first: median(values.slice(0, k)), last: median(values.slice(-k)) };
 }
 
 /** Lines present on one side only, per category of a namespace snapshot. */

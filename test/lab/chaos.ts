@@ -18,11 +18,14 @@ import {
   connectedButDead,
   connectedShare,
   diffSnapshots,
+  edgeMedians,
   healthyGateways,
   mergeIntervals,
+  owedStretches,
   RECOVERY_GRACE_MS,
   statusSilences,
   type Interval,
+  type OwedStretch,
   type ShareReport,
   type StatusSample,
   type Violation,
@@ -40,6 +43,7 @@ import { isAlive, processTree, run } from "./exec.ts";
 import * as lab from "./lab.ts";
 import { armLeakWitness, checkLeakWitness, leakedToRouter } from "./leak-witness.ts";
 import { ProbeClient } from "./probe-client.ts";
+import { REPO_ROOT } from "./services.ts";
 import { CORP_ECHO_PORT, GATEWAY_NAMES, type GatewayName, type LabTopology } from "./topology.ts";
 import type { Status } from "./wait-status.ts";
 
@@ -53,7 +57,7 @@ const CHECK_MS = 1_000;
 const RSS_SAMPLE_MS = 5_000;
 /** Two failover records this close (same daemon, same leg) are one record read twice. */
 const SAME_INSTANT_MS = 50;
-/** RSS is first read this long after a daemon starts: tsx and V8 are still warming up before. */
+/** RSS is first read this long after a daemon starts: V8 is still warming up before (compiling, first allocations). */
 const RSS_WARMUP_MS = 30_000;
 /** The probe stream: 20/s resolves an outage to 50 ms; each call lasts 5 s so gaps are read while the soak runs. */
 const PROBE_RATE = 20;
@@ -71,6 +75,10 @@ const DISCONNECT_WITHIN_MS = 10_000;
 const RESTART_TRIES = 3;
 /** detourd loads through tsx (about a second, more on a loaded box) before it answers on its socket. */
 const RESTART_ANSWER_WITHIN_MS = 20_000;
+/** Heap figures are compared as medians over this many readings at each end of an instance's life (half a minute). */
+const HEAP_MEDIAN_READINGS = 6;
+/** esbuild bundles detourd in seconds; a loaded 2-core machine gets room. */
+const BUNDLE_WITHIN_MS = 120_000;
 const ENGINE_COMMANDS = ["wireguard-go", "charon-systemd", "openconnect"];
 
 export interface ChaosOptions {
@@ -81,28 +89,56 @@ export interface ChaosOptions {
   log?: (line: string) => void;
   /** Where detourd's log is copied before the lab goes down. */
   artifactsDir?: string;
+  /** Leaves the schedule's detourd SIGKILLs out, so one instance lives for the whole run (its memory over time). */
+  noDaemonKills?: boolean;
 }
 
 export interface FiredFault {
   atMs: number;
   what: string;
   note: string;
+  /** How long the action took: a restore counts as healthy only once it returned (engines answering). */
+  tookMs?: number;
+}
+
+/** Actions quicker than this are shown without their duration. */
+const SHOW_TOOK_FROM_MS = 100;
+
+/** One fired action as the report names it, with its duration when that matters (when did the gateway come back). */
+function firedText(f: FiredFault): string {
+  const took = (f.tookMs ?? 0) >= SHOW_TOOK_FROM_MS ? ` (done after ${((f.tookMs ?? 0) / 1000).toFixed(1)} s)` : "";
+  return `${f.what}: ${f.note}${took}`;
 }
 
 export interface InstanceRss {
   pid: number;
   firstKiB: number;
   lastKiB: number;
+  maxKiB: number;
   spanMs: number;
+  /** V8's heap in use, from status (daemon.memory), at the first and last RSS reading; null if status lacked it. */
+  heapFirstKiB: number | null;
+  heapLastKiB: number | null;
+  externalLastKiB: number | null;
+  arrayBuffersLastKiB: number | null;
+  /** Every reading, for a plot: seconds since the first reading, RSS and heap in KiB. */
+  series: { s: number; rssKiB: number; heapKiB: number | null }[];
 }
 
 export interface ChaosReport {
   seed: number;
+  /** The soak's t+0 (epoch ms): the absolute instants in the report (stretches, violations) count from it. */
+  startedAt: number;
   durationMs: number;
   interrupted: boolean;
   schedule: ScheduledFault[];
   fired: FiredFault[];
   share: ShareReport;
+  /** Every owed stretch not connected, largest first, with what explains it. */
+  stretches: OwedStretch[];
+  /** detourd ran from the esbuild bundle (the shipped form) rather than through tsx. */
+  bundled: boolean;
+  noDaemonKills: boolean;
   /** connected / healthy, and connected / owed (outside the recovery grace), in percent. */
   connectedPct: number;
   connectedOwedPct: number;
@@ -211,9 +247,9 @@ class FaultBook {
   readonly blocks = new Map<string, { target: "client" | GatewayName; proto: BlockedProto }>();
   readonly losses = new Map<string, { target: "client" | GatewayName; percent: number }>();
 
-  anyHealthy(): boolean {
+  healthy(): GatewayName[] {
     const down = new Set<GatewayName>([...this.killed.keys(), ...this.flapped]);
-    return healthyGateways({ down, blocks: [...this.blocks.values()], losses: [...this.losses.values()] }).length > 0;
+    return healthyGateways({ down, blocks: [...this.blocks.values()], losses: [...this.losses.values()] });
   }
 
   describe(): string {
@@ -227,6 +263,52 @@ class FaultBook {
   }
 }
 
+interface RssTrack {
+  first: number;
+  last: number;
+  max: number;
+  firstAt: number;
+  lastAt: number;
+  heapFirst: number | null;
+  heapLast: number | null;
+  externalLast: number | null;
+  arrayBuffersLast: number | null;
+  series: { s: number; rssKiB: number; heapKiB: number | null }[];
+}
+
+/** One memory reading: RSS from /proc (the kernel's view), the rest from detourd's status when it is this pid's. */
+function trackRss(tracks: Map<number, RssTrack>, pid: number, kib: number, st: Status | null, now: number): void {
+  const mem = st !== null && st.daemon.pid === pid ? st.daemon.memory : undefined;
+  const k = (b: number | undefined): number | null => (b === undefined ? null : Math.round(b / 1024));
+  const heap = k(mem?.heapUsed);
+  const r = tracks.get(pid);
+  if (r === undefined) {
+    tracks.set(pid, {
+      first: kib,
+      last: kib,
+      max: kib,
+      firstAt: now,
+      lastAt: now,
+      heapFirst: heap,
+      heapLast: heap,
+      externalLast: k(mem?.external),
+      arrayBuffersLast: k(mem?.arrayBuffers),
+      series: [{ s: 0, rssKiB: kib, heapKiB: heap }],
+    });
+    return;
+  }
+  Object.assign(r, {
+    last: kib,
+    max: Math.max(r.max, kib),
+    lastAt: now,
+    heapFirst: r.heapFirst ?? heap,
+    heapLast: heap ?? r.heapLast,
+    externalLast: k(mem?.external) ?? r.externalLast,
+    arrayBuffersLast: k(mem?.arrayBuffers) ?? r.arrayBuffersLast,
+  });
+  r.series.push({ s: Math.round((now - r.firstAt) / 1000), rssKiB: kib, heapKiB: heap });
+}
+
 class Soak {
   readonly topo: LabTopology;
   readonly book = new FaultBook();
@@ -237,7 +319,7 @@ class Soak {
   readonly faultTimes: number[] = [];
   /** Failover records seen, per daemon; status re-reads the wall-clock offset, so an instant may move by a millisecond. */
   readonly failovers: { pid: number; from: string; detectedAt: number }[] = [];
-  readonly rss = new Map<number, { first: number; last: number; firstAt: number; lastAt: number }>();
+  readonly rss = new Map<number, RssTrack>();
   readonly killSwitchRestoreMs: number[] = [];
   readonly probes = { sent: 0, received: 0 };
   t0 = Date.now();
@@ -256,6 +338,8 @@ class Soak {
   constructor(
     readonly opts: ChaosOptions,
     readonly probe: ProbeClient,
+    /** detourd's bundle (detourd.mjs), or undefined to run it through tsx. */
+    readonly bundle: string | undefined,
   ) {
     this.topo = lab.topologyOf(opts.id);
   }
@@ -313,7 +397,7 @@ class Soak {
         for (let i = 1; i <= RESTART_TRIES && !this.gaveUp; i++) {
           let failure: string;
           try {
-            const a = await agentStart(this.opts.id, { keepWorkDir: true });
+            const a = await agentStart(this.opts.id, { keepWorkDir: true, bundle: this.bundle });
             this.pid = a.pid;
             this.pidSince = Date.now();
             this.restarts++;
@@ -370,12 +454,15 @@ class Soak {
     for (let i = 0; i < bound && !signal.aborted; i++) {
       const expectedDown = this.daemonDown;
       const s = await this.status();
+      const healthy = this.book.healthy();
       this.samples.push({
         at: Date.now(),
         answered: s !== null,
         state: s?.state ?? null,
         gateway: s?.gateway ?? null,
-        anyHealthy: this.book.anyHealthy(),
+        anyHealthy: healthy.length > 0,
+        healthy,
+        summary: s?.summary ?? null,
         expectedDown: expectedDown || this.daemonDown,
       });
       if (s !== null) {
@@ -537,11 +624,7 @@ class Soak {
       ) {
         lastRss = now;
         const kib = rssKiB(this.pid);
-        if (kib !== null) {
-          const r = this.rss.get(this.pid);
-          if (r === undefined) this.rss.set(this.pid, { first: kib, last: kib, firstAt: now, lastAt: now });
-          else Object.assign(r, { last: kib, lastAt: now });
-        }
+        if (kib !== null) trackRss(this.rss, this.pid, kib, this.last, now);
       }
       if (!(await pause(CHECK_MS - (Date.now() - now), signal))) break;
     }
@@ -700,10 +783,26 @@ class Soak {
         note = `failed: ${e instanceof Error ? e.message : String(e)}`;
         this.violate("harness", `${next.label}: ${note}`);
       }
-      this.fired.push({ atMs, what: next.label, note });
+      this.fired.push({ atMs, what: next.label, note, tookMs: Date.now() - this.t0 - atMs });
       this.log(`${next.label}: ${note}`);
     }
   }
+}
+
+/**
+ * Builds detourd's esbuild bundle (what ships) once per soak, into a folder of this lab id's own, so restarts
+ * start the same build and two soaks on one checkout do not rebuild under each other.
+ */
+async function buildBundle(id: string): Promise<string> {
+  const dir = join(REPO_ROOT, ".build", `chaos-${id}`);
+  const r = await run(process.execPath, [join(REPO_ROOT, "scripts", "build-daemon.mjs"), dir], {
+    timeoutMs: BUNDLE_WITHIN_MS,
+    cwd: REPO_ROOT,
+  });
+  const path = join(dir, "detourd.mjs");
+  if (r.code !== 0 || !existsSync(path))
+    throw new Error(`cannot bundle detourd for the soak (exit ${String(r.code)}): ${r.stderr.trim().slice(-2000)}`);
+  return path;
 }
 
 async function waitState(s: Soak, pred: (x: Status) => boolean, timeoutMs: number): Promise<Status | null> {
@@ -721,7 +820,9 @@ const pct = (a: number, b: number): number => (b > 0 ? (a / b) * 100 : 100);
 /** Runs one soak on lab `opts.id` (built and removed here) and reports; never leaves the lab up. */
 export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const outer = opts.signal ?? new AbortController().signal;
-  const schedule = planSchedule(opts.seed, opts.durationMs);
+  const planned = planSchedule(opts.seed, opts.durationMs);
+  // Left out after planning, so the other faults keep the times the seed gives them.
+  const schedule = opts.noDaemonKills === true ? planned.filter((f) => f.fault.kind !== "kill-detourd") : planned;
   opts.log?.(formatSchedule(opts.seed, schedule));
   const id = opts.id;
   let probe: ProbeClient | undefined;
@@ -732,6 +833,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   };
   outer.addEventListener("abort", onAbort);
   try {
+    const bundle = await buildBundle(id);
+    opts.log?.(`detourd runs from its bundle ${bundle}`);
     await lab.down(id);
     await lab.up(id, { distance: "none" });
     const topo = lab.topologyOf(id);
@@ -739,10 +842,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     await armLeakWitness(topo);
     await checkLeakWitness(topo, probe);
     const before = await snapshot(topo, id, probe.pid);
-    soak = new Soak(opts, probe);
+    soak = new Soak(opts, probe, bundle);
     const s = soak;
     s.originalResolvConf = readFileSync(`/etc/netns/${topo.client.ns}/resolv.conf`, "utf8");
-    const a = await agentStart(id);
+    const a = await agentStart(id, { bundle });
     s.pid = a.pid;
     s.pidSince = Date.now();
     await s.askConnect();
@@ -764,8 +867,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       s.violate("not-connected-at-end", `not connected ${CONNECT_WITHIN_MS} ms after the lab healed`);
     const leaked = (await leakCount(topo)) - leakBase;
     const endRss = s.pid > 0 ? rssKiB(s.pid) : null;
-    const r = s.rss.get(s.pid);
-    if (r !== undefined && endRss !== null) Object.assign(r, { last: endRss, lastAt: Date.now() });
+    if (s.rss.has(s.pid) && endRss !== null) trackRss(s.rss, s.pid, endRss, await s.status(), Date.now());
     const c = await ControlClient.connect(s.socket, { timeoutMs: 5_000 }).catch(() => null);
     if (c !== null) {
       await c.disconnect().catch(() => undefined);
@@ -785,14 +887,24 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       (x, y) => x.at - y.at,
     );
     const share = connectedShare(samples, s.faultTimes);
+    const t0 = s.t0;
+    const stretches = owedStretches(
+      samples,
+      s.faultTimes,
+      s.fired.map((f) => ({ at: t0 + f.atMs, what: firedText(f) })),
+    );
     const minutes = opts.durationMs / 60_000;
     const report: ChaosReport = {
       seed: opts.seed,
+      startedAt: t0,
       durationMs: opts.durationMs,
       interrupted,
       schedule,
       fired: s.fired,
       share,
+      stretches,
+      bundled: true,
+      noDaemonKills: opts.noDaemonKills === true,
       connectedPct: pct(share.connectedWhileHealthyMs, share.healthyMs),
       connectedOwedPct: pct(share.connectedWhileOwedMs, share.owedMs),
       leaked,
@@ -804,7 +916,13 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         pid,
         firstKiB: v.first,
         lastKiB: v.last,
+        maxKiB: v.max,
         spanMs: v.lastAt - v.firstAt,
+        heapFirstKiB: v.heapFirst,
+        heapLastKiB: v.heapLast,
+        externalLastKiB: v.externalLast,
+        arrayBuffersLastKiB: v.arrayBuffersLast,
+        series: v.series,
       })),
       restarts: s.restarts,
       maxEngines: s.maxEngines,
@@ -831,6 +949,22 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   }
 }
 
+function heapEnds(x: InstanceRss): { first: number; last: number } | null {
+  return edgeMedians(
+    x.series.flatMap((p) => (p.heapKiB === null ? [] : [p.heapKiB])),
+    HEAP_MEDIAN_READINGS,
+  );
+}
+
+/** A markdown table cell: a pipe or a line break would end it. */
+function cell(text: string): string {
+  return text.replace(/\|/g, "\\|").replace(/\s+/g, " ");
+}
+
+function orDash(kib: number | null, mib: (k: number) => string): string {
+  return kib === null ? "-" : `${mib(kib)} MiB`;
+}
+
 function fmtT(at: number, t0: number): string {
   return `t+${((at - t0) / 1000).toFixed(1)} s`;
 }
@@ -846,7 +980,7 @@ export function renderReport(r: ChaosReport, t0: number): string {
   const md = [
     `# Chaos soak: ${(r.durationMs / 60_000).toFixed(1)} minutes, seed ${r.seed}${r.interrupted ? " (INTERRUPTED)" : ""}`,
     "",
-    `Lab at distance "none", ${r.schedule.length} scheduled faults (${r.fired.length} actions fired), probe stream ${PROBE_RATE}/s to corp through the tunnel (${r.probes.received}/${r.probes.sent} answered).`,
+    `Lab at distance "none", ${r.schedule.length} scheduled faults (${r.fired.length} actions fired), probe stream ${PROBE_RATE}/s to corp through the tunnel (${r.probes.received}/${r.probes.sent} answered). detourd ran ${r.bundled ? "from its esbuild bundle (plain node)" : "through tsx"}${r.noDaemonKills ? "; the schedule's detourd SIGKILLs were left out (--no-daemon-kills)" : ""}.`,
     "",
     "| measure | value | goal | met |",
     "|---|---:|---|---|",
@@ -860,6 +994,21 @@ export function renderReport(r: ChaosReport, t0: number): string {
     "",
     `detourd restarts (by the soak or after an exit): ${r.restarts}. Most engine processes at once: ${r.maxEngines}. Kill switch back after a flush: ${r.killSwitchRestoreMs.length === 0 ? "never seen back" : r.killSwitchRestoreMs.map((m) => `${m} ms`).join(", ")}.`,
     "",
+    "## Owed time not connected",
+    "",
+    `Each stretch outside the ${RECOVERY_GRACE_MS / 1000} s recovery grace with a healthy gateway while detourd was not connected, largest first (${r.stretches.length} stretches, ${(r.stretches.reduce((a, x) => a + x.ms, 0) / 1000).toFixed(1)} s).`,
+    "",
+    ...(r.stretches.length === 0
+      ? ["none"]
+      : [
+          "| start | length | detourd (state: summary, time) | healthy gateways (soak's view) | last two actions before |",
+          "|---:|---:|---|---|---|",
+          ...r.stretches.map(
+            (x) =>
+              `| ${fmtT(x.from, t0)} | ${(x.ms / 1000).toFixed(2)} s | ${x.states.map((st) => `${st.state}${st.summary === "" ? "" : `: ${cell(st.summary)}`} (${(st.ms / 1000).toFixed(2)} s)`).join("; ")} | ${x.healthy.map((h) => (h.length === 0 ? "none" : h.join(", "))).join(" then ")} | ${x.lastFaults.map((f) => `${fmtT(f.at, t0)} ${cell(f.what)}`).join("; ") || "-"} |`,
+          ),
+        ]),
+    "",
     "## Violations",
     "",
     ...(r.violations.length === 0
@@ -870,17 +1019,22 @@ export function renderReport(r: ChaosReport, t0: number): string {
     "",
     ...(r.leftovers.length === 0 ? ["none"] : r.leftovers.map((l) => `- ${l}`)),
     "",
-    "## detourd instances (RSS while connected)",
+    "## detourd instances (memory while connected)",
     "",
-    "| pid | first | last | span |",
-    "|---:|---:|---:|---:|",
+    `RSS from /proc, read every ${RSS_SAMPLE_MS / 1000} s from ${RSS_WARMUP_MS / 1000} s after the instance started; V8's heap and the buffers outside it from detourd's status (daemon.memory). RSS that grows while heap used and external stay flat is outside detourd's JavaScript objects (allocator, code, native memory).`,
+    "",
+    `Heap used is the median of the first and of the last ${HEAP_MEDIAN_READINGS} readings (one reading swings with each garbage collection).`,
+    "",
+    "| pid | RSS first | RSS last | RSS max | heap used first | heap used last | external / arrayBuffers last | span |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ...r.rss.map(
-      (x) => `| ${x.pid} | ${mib(x.firstKiB)} MiB | ${mib(x.lastKiB)} MiB | ${(x.spanMs / 1000).toFixed(0)} s |`,
+      (x) =>
+        `| ${x.pid} | ${mib(x.firstKiB)} MiB | ${mib(x.lastKiB)} MiB | ${mib(x.maxKiB)} MiB | ${orDash(heapEnds(x)?.first ?? null, mib)} | ${orDash(heapEnds(x)?.last ?? null, mib)} | ${orDash(x.externalLastKiB, mib)} / ${orDash(x.arrayBuffersLastKiB, mib)} | ${(x.spanMs / 1000).toFixed(0)} s |`,
     ),
     "",
     "## Faults as fired",
     "",
-    ...r.fired.map((f) => `- t+${(f.atMs / 1000).toFixed(1)} s ${f.what}: ${f.note}`),
+    ...r.fired.map((f) => `- t+${(f.atMs / 1000).toFixed(1)} s ${firedText(f)}`),
   ];
   return md.join("\n") + "\n";
 }

@@ -344,6 +344,15 @@ export const DaemonInfoSchema = z.looseObject({
       crashProtection: CrashProtectionSchema.optional(),
     })
     .optional(),
+  /** The daemon's memory in bytes (Node's process.memoryUsage): tells a leak (heap grows) from warm-up. */
+  memory: z
+    .looseObject({
+      rss: z.number().min(0),
+      heapUsed: z.number().min(0),
+      external: z.number().min(0),
+      arrayBuffers: z.number().min(0),
+    })
+    .optional(),
 });
 export type DaemonInfo = z.infer<typeof DaemonInfoSchema>;
 
