@@ -126,9 +126,10 @@ test("the-deb-runs-the-bundled-detourd-with-systemd-and-puts-detour-on-the-path"
   );
   assert.match(
     unit,
-    new RegExp(`^ExecStart=/usr/bin/node ${installed}/detourd\\.mjs --config `, "m"),
-    "ExecStart runs the bundle where the deb puts it",
+    new RegExp(`^ExecStart=/usr/bin/node --max-semi-space-size=1 ${installed}/detourd\\.mjs --config `, "m"),
+    "ExecStart runs the bundle where the deb puts it, with V8's young generation kept small",
   );
+  assert.match(unit, /^Environment=MALLOC_ARENA_MAX=2$/m, "two malloc arenas (README, detourd's memory)");
   for (const section of ["[Unit]", "[Service]", "[Install]"]) assert.ok(unit.includes(section), section);
   const postinst = readFileSync(at(config.deb.afterInstall), "utf8");
   assert.ok(

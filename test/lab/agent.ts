@@ -60,7 +60,10 @@ export async function agentStart(
   if (opts.keepWorkDir !== true) rmSync(p.workDir, { recursive: true, force: true });
   mkdirSync(p.workDir, { recursive: true, mode: 0o700 });
   const argv = [
-    ...(opts.bundle === undefined ? [join(REPO_ROOT, "bin", "detourd")] : [process.execPath, opts.bundle]),
+    ...(opts.bundle === undefined
+      ? [join(REPO_ROOT, "bin", "detourd")]
+      : // The memory settings the systemd unit and bin/detourd give detourd (resources/systemd/detourd.service).
+        ["env", "MALLOC_ARENA_MAX=2", process.execPath, "--max-semi-space-size=1", opts.bundle]),
     "--config",
     state.clientConfig,
     "--socket",
