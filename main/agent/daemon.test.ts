@@ -268,6 +268,11 @@ test("a-hostile-gateway-push-cannot-widen-the-tunnel-nor-put-dns-in-clear", asyn
     r.world.killSwitch?.protectedNetworks.includes("192.168.1.1/32"),
     `the resolver is protected: ${JSON.stringify(r.world.killSwitch?.protectedNetworks)}`,
   );
+  assert.deepEqual(
+    [...r.world.routedUnprotected],
+    [],
+    "the kill switch protects a pushed prefix before the table sends it into the tunnel",
+  );
   const refused = r.control.status().refused.map((x) => [x.kind, x.value, x.gateway]);
   assert.deepEqual(refused, [
     ["pushed-route", "0.0.0.0/1", "gw1"],

@@ -75,6 +75,8 @@ export class DataPlane {
   #routesOn: string | null = null;
   /** Every prefix put in the protected table since the last clear, pushed ones included. */
   #appliedRoutes = new Set<string>();
+  /** Prefixes the kill switch protects ahead of the protected table (see #protectFirst); cleared with it. */
+  #protectAhead = new Set<string>();
   /** Every gateway address (either family) known since the protected routes were last cleared. */
   #gatewaysSeen = new Set<string>();
   /** Every gateway throw put in the protected table since the last clear (see route-policy.ts' bypass). */
@@ -196,6 +198,37 @@ export class DataPlane {
    */
   refreshKillSwitch(stateOverride?: ConnectionStateName): void {
     if (this.#removed) return;
+    const next = this.#nextKillSwitch(stateOverride);
+    if (next === null) return;
+    // The enforcer says whether it went in (status), falls back and retries on failure: this op never rejects.
+    this.op(() => this.#enforcer.apply(next.rules));
+  }
+
+  /**
+   * Makes the kill switch protect `routes` before the protected table sends them into a tunnel (a leg's pushed
+   * prefixes and resolvers): otherwise they would leave in clear should the tunnel go before the next refresh.
+   * Runs inside a route op, so it awaits the enforcer directly; a no-op when every prefix is already protected.
+   */
+  async #protectFirst(routes: readonly string[]): Promise<void> {
+    if (this.#removed) return;
+    const shields = this.#protectedPrefixes().map(parsePrefix);
+    const bare = routes.filter((r) => {
+      const p = parsePrefix(r);
+      return p === null || !shields.some((s) => s !== null && prefixCovers(s, p));
+    });
+    if (bare.length === 0) return;
+    for (const r of bare) this.#protectAhead.add(r);
+    const next = this.#nextKillSwitch();
+    if (next !== null) await this.#enforcer.apply(next.rules);
+  }
+
+  /** The protected networks the kill switch guards: configured, in the table, and about to go in. */
+  #protectedPrefixes(): string[] {
+    return [...new Set([...this.#host.config().protectedRoutes, ...this.#appliedRoutes, ...this.#protectAhead])];
+  }
+
+  /** The kill switch the current state needs, or null when it is the one already put in force (or cannot be had). */
+  #nextKillSwitch(stateOverride?: ConnectionStateName): { rules: KillSwitchRules | null } | null {
     const cfg = this.#host.config();
     const machineState = this.#host.stateName();
     // A connect that is about to reach the machine (it waits briefly for the network's identity) already holds
@@ -215,7 +248,7 @@ export class DataPlane {
       rules = killSwitchPolicy({
         state,
         lockdown: cfg.lockdown,
-        protectedNetworks: [...new Set([...cfg.protectedRoutes, ...this.#appliedRoutes])],
+        protectedNetworks: this.#protectedPrefixes(),
         gatewayEndpoints: endpoints,
         // Legs are proven through their device before they are up, and kernel-libipsec names its own devices.
         tunnelDevices: [`${this.#host.ifnamePrefix}-*`, "ipsec*"],
@@ -234,15 +267,14 @@ export class DataPlane {
       });
     } catch (err) {
       this.#host.log.error("kill switch policy failed", { err });
-      return;
+      return null;
     }
     // The state only labels the rules: resolving -> racing must not rebuild an identical table (each apply costs
     // tens of milliseconds that the race's route change would wait behind).
     const key = rules === null ? "off" : JSON.stringify(Object.entries(rules).filter(([k]) => k !== "state"));
-    if (key === this.#killSwitch) return;
+    if (key === this.#killSwitch) return null;
     this.#killSwitch = key;
-    // The enforcer says whether it went in (status), falls back and retries on failure: this op never rejects.
-    this.op(() => this.#enforcer.apply(rules));
+    return { rules };
   }
 
   /**
@@ -353,6 +385,7 @@ export class DataPlane {
     });
     this.#stagedRoutes = ruleIn ? [] : null;
     this.#appliedRoutes.clear();
+    this.#protectAhead.clear();
     this.#appliedBypass.clear();
     this.#appliedLocal.clear();
     this.#gatewaysSeen.clear();
@@ -603,6 +636,7 @@ export class DataPlane {
     const local = this.#localThrows(plan.dns);
     const known = this.#stagedRoutes;
     this.#stagedRoutes = null; // unknown until this apply has succeeded
+    await this.#protectFirst(plan.routes);
     await this.#platform.routes.applyProtectedRoutes({
       ifname,
       routes: plan.routes,

@@ -10,6 +10,7 @@ import type { DetourConfig } from "../../main/core/config/schema.ts";
 import type { Candidate, CandidateProbe } from "../../main/core/connection/types.ts";
 import type { ConnectedRoute } from "../../main/core/net/local-networks.ts";
 import type { KillSwitchRules } from "../../main/core/killswitch.ts";
+import { parsePrefix, prefixCovers } from "../../main/core/net/address-guard.ts";
 import type { EngineErrorCode, TunnelEvent, TunnelUp } from "../../main/core/tunnel/engine-types.ts";
 import type { CandidateFinder } from "../../main/agent/candidate-refresh.ts";
 import { configuredCandidates } from "../../main/agent/discovery.ts";
@@ -93,6 +94,8 @@ export class FakeWorld {
   /** The kernel's leg source rules: preference -> the rule there (one rule per preference, as installLegSource keeps it). */
   readonly legRules = new Map<number, { address: string; table: number; ifname: string }>();
   killSwitch: KillSwitchRules | null = null;
+  /** Prefixes put in the protected table while the kill switch in force did not protect them. */
+  routedUnprotected = new Set<string>();
   /**
    * What the kernel holds in the kill switch's table: the rules' JSON, "fallback", or null (no table). Tests
    * change it behind the daemon's back to play other software rewriting the firewall.
@@ -329,6 +332,13 @@ export function fakePlatform(world: FakeWorld): Platform {
       later("routes.apply", `${p.ifname} ${p.routes.join(",")}`, () => {
         world.routes.clear();
         for (const r of p.routes) world.routes.set(r, p.ifname);
+        // A prefix sent into a tunnel before the kill switch protects it would leave in clear if the tunnel went.
+        const shields = (world.killSwitch?.protectedNetworks ?? []).map(parsePrefix);
+        for (const r of p.routes) {
+          const route = parsePrefix(r);
+          const shielded = route !== null && shields.some((s) => s !== null && prefixCovers(s, route));
+          if (world.killSwitch != null && !shielded) world.routedUnprotected.add(r);
+        }
         world.localThrows.clear();
         for (const l of p.local ?? []) world.localThrows.add(l);
       }),

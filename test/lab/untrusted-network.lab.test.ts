@@ -230,7 +230,13 @@ test("a-hostile-ocserv-push-cannot-widen-the-split-tunnel-nor-put-dns-in-clear",
       ["pushed-route", "128.0.0.0/1"],
       ["pushed-route", `${gw("gw2").address.replace(/\.\d+$/, ".0")}/24`],
     ]);
-    const table = await nsRun(topo.client.ns, ["ip", "-4", "route", "show", "table", "5000"]);
+    // The refusals are reported as the plan is made; the table follows once the kill switch protects the pushes.
+    let table = "";
+    for (let i = 0; i < 30; i++) {
+      table = await nsRun(topo.client.ns, ["ip", "-4", "route", "show", "table", "5000"]);
+      if (table.includes(`${OUTSIDE_RESOLVER} dev `)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
     console.log(`protected table:\n${table}`);
     assert.doesNotMatch(table, /^(0\.0\.0\.0|128\.0\.0\.0)\/1 /m, "no near-full tunnel");
     assert.match(table, /^198\.19\.0\.0\/24 dev /m, "the protected network goes through the tunnel");
