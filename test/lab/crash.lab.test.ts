@@ -6,16 +6,16 @@
  * tables, resolv.conf and wireguard-go sockets. What the second detourd found it reclaimed by its ownership record.
  */
 import assert from "node:assert/strict";
-import { execFile, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { after, afterEach, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { promisify } from "node:util";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { agentLogs, agentPaths, agentRunning, agentStart, agentStop } from "./agent.ts";
 import { waitFor } from "./exec.ts";
 import * as lab from "./lab.ts";
 import { waitForStatus, type Status } from "./wait-status.ts";
+import { watchKillSwitchTable } from "./kill-switch-watch.ts";
 
 const ID = "crash";
 /** A healthy lab connects and raises its standby within a second or two; 20 s bounds a loaded, shared machine. */
@@ -141,32 +141,6 @@ async function sigkill(): Promise<void> {
   process.kill(running.pid, "SIGKILL");
   for (let i = 0; i < 100 && agentRunning(ID) !== null; i++) await sleep(20);
   await sleep(SETTLE_MS);
-}
-
-/**
- * Watches, every few milliseconds, whether detourd's kill switch table is in the client namespace, until stopped:
- * returns the moments (ms since the watch began) it was seen missing.
- */
-function watchKillSwitchTable(): { stop(): Promise<number[]> } {
-  const missing: number[] = [];
-  const t0 = Date.now();
-  const watching = { on: true };
-  const loop = (async () => {
-    for (let i = 0; watching.on && i < 10_000; i++) {
-      const out = await promisify(execFile)("ip", ["netns", "exec", ns(), "nft", "list", "tables"], {
-        timeout: 5_000,
-      }).catch(() => ({ stdout: "" }));
-      if (!out.stdout.includes("detour_killswitch")) missing.push(Date.now() - t0);
-      await sleep(5);
-    }
-  })();
-  return {
-    stop: async () => {
-      watching.on = false;
-      await loop;
-      return missing;
-    },
-  };
 }
 
 /**
@@ -316,7 +290,7 @@ test(
       "the kill switch is in force",
     );
     assert.ok(s.resolvConf[0] !== base().resolvConf[0], "the tunnel's resolv.conf is in force");
-    const table = watchKillSwitchTable();
+    const table = watchKillSwitchTable(ns());
     await sigkill();
     const reclaimed = await restartAndStop("connected", table);
     // The killed detourd's firewall watcher (nft monitor) is in its ownership record and stopped by the successor

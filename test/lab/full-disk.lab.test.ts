@@ -6,17 +6,17 @@
  * the new tunnel is up.
  */
 import assert from "node:assert/strict";
-import { execFile, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { promisify } from "node:util";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { agentLogs, agentPaths, agentRunning, agentStart, agentStop } from "./agent.ts";
 import { waitFor } from "./exec.ts";
 import * as lab from "./lab.ts";
 import { waitForStatus } from "./wait-status.ts";
+import { watchKillSwitchTable } from "./kill-switch-watch.ts";
 
 const ID = "qdisk";
 /** A healthy lab connects within a second or two; 20 s bounds a loaded, shared machine. */
@@ -47,29 +47,6 @@ async function start(): Promise<ControlClient> {
     { timeoutMs: 20_000, intervalMs: 100 },
   );
   return client;
-}
-
-/** Watches every few milliseconds whether the kill switch table is in the client namespace; the moments it was not. */
-function watchKillSwitchTable(): { stop(): Promise<number[]> } {
-  const missing: number[] = [];
-  const t0 = Date.now();
-  const watching = { on: true };
-  const loop = (async () => {
-    for (let i = 0; watching.on && i < 10_000; i++) {
-      const out = await promisify(execFile)("ip", ["netns", "exec", ns(), "nft", "list", "tables"], {
-        timeout: 5_000,
-      }).catch(() => ({ stdout: "" }));
-      if (!out.stdout.includes("detour_killswitch")) missing.push(Date.now() - t0);
-      await sleep(5);
-    }
-  })();
-  return {
-    stop: async () => {
-      watching.on = false;
-      await loop;
-      return missing;
-    },
-  };
 }
 
 function unmount(): void {
@@ -131,7 +108,7 @@ test(
     client = null;
     const running = agentRunning(ID);
     assert.ok(running !== null);
-    const watch = watchKillSwitchTable();
+    const watch = watchKillSwitchTable(ns());
     process.kill(running.pid, "SIGKILL");
     for (let i = 0; i < 100 && agentRunning(ID) !== null; i++) await sleep(20);
 
