@@ -6,7 +6,7 @@
  * address, never to a tunnel address of the other.
  */
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
@@ -16,6 +16,7 @@ import { viciSection, type ViciSection } from "../../native/engines/ipsec/vici-c
 import { agentStart, agentStop } from "./agent.ts";
 import { runOk } from "./exec.ts";
 import * as lab from "./lab.ts";
+import { firstReplyAfter, pingStream, type PingStream } from "./roam.ts";
 import { namespacePids } from "./netns.ts";
 import { CORP_ADDRESS, CORP_NETWORK, type NetworkName } from "./topology.ts";
 import { waitForStatus, type Status } from "./wait-status.ts";
@@ -92,39 +93,10 @@ async function witnessed(): Promise<Witnessed> {
 }
 
 /** A ping through the tunnel to corp every 50 ms; the times (epoch ms) of its replies. */
-function startTraffic(): { replies: number[]; stop: () => void } {
-  const topo = lab.topologyOf(ID);
-  const replies: number[] = [];
-  const p = spawn("ip", ["netns", "exec", topo.client.ns, "ping", "-n", "-i", "0.05", "-W", "1", CORP_ADDRESS], {
-    stdio: ["ignore", "pipe", "ignore"],
-  });
-  pinger = p;
-  let buf = "";
-  p.stdout.on("data", (d: Buffer) => {
-    buf += d.toString();
-    const lines = buf.split("\n");
-    buf = lines.pop() ?? "";
-    for (const l of lines) if (/bytes from/.test(l)) replies.push(Date.now());
-  });
-  return {
-    replies,
-    stop: () => {
-      if (p.exitCode === null) p.kill("SIGTERM");
-    },
-  };
-}
-
-/** The first reply (epoch ms) after `since`, waiting at most `limitMs`; null if none came. */
-function firstReplyAfter(replies: readonly number[], since: number, limitMs: number): Promise<number | null> {
-  return new Promise((resolve) => {
-    const tick = setInterval(() => {
-      const r = replies.find((x) => x > since);
-      if (r !== undefined || Date.now() - since > limitMs) {
-        clearInterval(tick);
-        resolve(r ?? null);
-      }
-    }, 20);
-  });
+function startTraffic(): PingStream {
+  const t = pingStream(lab.topologyOf(ID), CORP_ADDRESS);
+  pinger = t.child;
+  return t;
 }
 
 interface Charon {
