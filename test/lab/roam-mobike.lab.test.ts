@@ -29,6 +29,8 @@ const BACK_WITHIN_MS = 5_000;
 /** After traffic is back, the tunnel is watched this long more: a late fallback to a fresh leg would show here. */
 const SETTLE_MS = 3_000;
 const WITNESS_TABLE = "vmobike_witness";
+/** The client starts on wifi (lab up), moves to mobile and back. */
+const THERE_AND_BACK: readonly NetworkName[] = ["mobile", "wifi"];
 
 let client: ControlClient | null = null;
 let pinger: ChildProcess | null = null;
@@ -244,10 +246,8 @@ test(
     const charonsBefore = await charonsSettled(1);
     assert.equal(charonsBefore.length, 1, "one charon: the active IKEv2 leg");
     const updatesBefore = mobikeUpdates();
-    for (const [to, net] of [
-      ["mobile", topo.networks.mobile],
-      ["wifi", topo.networks.wifi],
-    ] as const) {
+    for (const to of THERE_AND_BACK) {
+      const net = topo.networks[to];
       const seen = await moveUnderTraffic(c, to);
       const s = seen.status;
       const now = await charons();
@@ -288,10 +288,8 @@ test(
     const topo = lab.topologyOf(ID);
     const charonsBefore = await charonsSettled(2);
     assert.equal(charonsBefore.length, 2, "two charons: the active IKEv2 leg and the IKEv2 standby");
-    for (const [to, net] of [
-      ["mobile", topo.networks.mobile],
-      ["wifi", topo.networks.wifi],
-    ] as const) {
+    for (const to of THERE_AND_BACK) {
+      const net = topo.networks[to];
       const seen = await moveUnderTraffic(c, to);
       const s = seen.status;
       const now = await charons();
