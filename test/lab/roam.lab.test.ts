@@ -4,13 +4,14 @@
  * network, then connects at once), and detourd starts with no network at all.
  */
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { agentPaths, agentStart, agentStop } from "./agent.ts";
 import * as lab from "./lab.ts";
+import { firstReplyAfter, pingStream, type PingStream } from "./roam.ts";
 import { CORP_ADDRESS } from "./topology.ts";
 import { waitForStatus, type Status } from "./wait-status.ts";
 
@@ -43,39 +44,10 @@ after(async () => {
 });
 
 /** A ping through the tunnel to corp every 50 ms; the times (epoch ms) of its replies. */
-function startTraffic(): { replies: number[]; stop: () => void } {
-  const topo = lab.topologyOf(ID);
-  const replies: number[] = [];
-  const p = spawn("ip", ["netns", "exec", topo.client.ns, "ping", "-n", "-i", "0.05", "-W", "1", CORP_ADDRESS], {
-    stdio: ["ignore", "pipe", "ignore"],
-  });
-  pinger = p;
-  let buf = "";
-  p.stdout.on("data", (d: Buffer) => {
-    buf += d.toString();
-    const lines = buf.split("\n");
-    buf = lines.pop() ?? "";
-    for (const l of lines) if (/bytes from/.test(l)) replies.push(Date.now());
-  });
-  return {
-    replies,
-    stop: () => {
-      if (p.exitCode === null) p.kill("SIGTERM");
-    },
-  };
-}
-
-/** The first reply (epoch ms) after `since`, waiting at most `limitMs`; null if none came. */
-function firstReplyAfter(replies: readonly number[], since: number, limitMs: number): Promise<number | null> {
-  return new Promise((resolve) => {
-    const tick = setInterval(() => {
-      const r = replies.find((x) => x > since);
-      if (r !== undefined || Date.now() - since > limitMs) {
-        clearInterval(tick);
-        resolve(r ?? null);
-      }
-    }, 20);
-  });
+function startTraffic(): PingStream {
+  const t = pingStream(lab.topologyOf(ID), CORP_ADDRESS);
+  pinger = t.child;
+  return t;
 }
 
 function reachCorp(): boolean {
@@ -104,16 +76,7 @@ test(
     await new Promise((r) => setTimeout(r, 1000));
     const moved = await lab.move("mobile", {}, ID);
     const movedAt = Date.now();
-    const back = await new Promise<number | null>((resolve) => {
-      const t0 = Date.now();
-      const tick = setInterval(() => {
-        const r = traffic.replies.find((x) => x > movedAt);
-        if (r !== undefined || Date.now() - t0 > BACK_WITHIN_MS * 2) {
-          clearInterval(tick);
-          resolve(r ?? null);
-        }
-      }, 20);
-    });
+    const back = await firstReplyAfter(traffic.replies, movedAt, BACK_WITHIN_MS * 2);
     await new Promise((r) => setTimeout(r, 2500));
     traffic.stop();
     const s = await c.status();
@@ -212,15 +175,7 @@ test(
     const before = await connected(c, "connected before the sleep");
     const traffic = startTraffic();
     const { wokeAt } = await lab.sleepClient(6, ID);
-    const back = await new Promise<number | null>((resolve) => {
-      const tick = setInterval(() => {
-        const r = traffic.replies.find((x) => x > wokeAt);
-        if (r !== undefined || Date.now() - wokeAt > BACK_WITHIN_MS * 2) {
-          clearInterval(tick);
-          resolve(r ?? null);
-        }
-      }, 20);
-    });
+    const back = await firstReplyAfter(traffic.replies, wokeAt, BACK_WITHIN_MS * 2);
     await new Promise((r) => setTimeout(r, 2500));
     traffic.stop();
     const s = await c.status();

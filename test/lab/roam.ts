@@ -4,6 +4,7 @@
  * every process of the client namespace frozen (cgroup v2 freezer, SIGSTOP where there is none) and thawed.
  * lab.ts keeps the state (which network, what is frozen); this module does the work.
  */
+import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -311,4 +312,45 @@ export async function currentNetwork(topo: LabTopology): Promise<NetworkName | n
 export function clientResolvConf(topo: LabTopology): string {
   const p = clientResolvConfPath(topo);
   return existsSync(p) ? readFileSync(p, "utf8") : "";
+}
+
+/** A ping from the client namespace to `address` every 50 ms (through whatever tunnel routes it): its replies' epoch ms. */
+export interface PingStream {
+  replies: number[];
+  child: ChildProcess;
+  stop: () => void;
+}
+
+export function pingStream(topo: LabTopology, address: string): PingStream {
+  const replies: number[] = [];
+  const child = spawn("ip", ["netns", "exec", topo.client.ns, "ping", "-n", "-i", "0.05", "-W", "1", address], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  let buf = "";
+  child.stdout.on("data", (d: Buffer) => {
+    buf += d.toString();
+    const lines = buf.split("\n");
+    buf = lines.pop() ?? "";
+    for (const l of lines) if (/bytes from/.test(l)) replies.push(Date.now());
+  });
+  return {
+    replies,
+    child,
+    stop: () => {
+      if (child.exitCode === null) child.kill("SIGTERM");
+    },
+  };
+}
+
+/** The first reply (epoch ms) after `since`, waiting at most `limitMs` from `since`; null if none came. */
+export function firstReplyAfter(replies: readonly number[], since: number, limitMs: number): Promise<number | null> {
+  return new Promise((resolve) => {
+    const tick = setInterval(() => {
+      const r = replies.find((x) => x > since);
+      if (r !== undefined || Date.now() - since > limitMs) {
+        clearInterval(tick);
+        resolve(r ?? null);
+      }
+    }, 20);
+  });
 }

@@ -184,24 +184,57 @@ test("on-wake-the-tunnel-is-checked-at-once-and-a-dropped-session-reconnects-to-
   assert.doesNotMatch(k.snapshot().summary, /checking/);
 });
 
-test("an-ikev2-tunnel-that-cannot-follow-a-new-address-is-re-established-on-its-gateway-at-once", () => {
-  const ike: Candidate[] = [gateway("gw1", 1, { kinds: ["ikev2"] }), gateway("gw2", 2, { kinds: ["ikev2"] })];
+const IKE: Candidate[] = [gateway("gw1", 1, { kinds: ["ikev2"] }), gateway("gw2", 2, { kinds: ["ikev2"] })];
+
+test("an-ikev2-tunnel-follows-a-new-address-with-mobike-the-same-leg-is-checked-and-kept", () => {
+  const changeAt = 3000;
+  // MOBIKE: charon moves the IKE_SA to the new address; the tunnel is silent for 300 ms, then answers again.
   const s = new Sim({
-    gateways: ike,
-    ctx: context(ike),
+    gateways: IKE,
+    ctx: context(IKE),
     legs: () => ({ up: 100 }),
-    path: (l, t) => (l.id === "L1" && t >= 3000 ? null : 20),
+    path: (l, t) => (l.id === "L1" && t >= changeAt && t < changeAt + 300 ? null : 20),
   });
   s.send({ type: "connect" });
-  s.runUntil(3000);
+  s.runUntil(changeAt);
   assert.equal(leg(s, s.snapshot().activeLegId), "gw1/ikev2");
   s.send({ type: "network", change: "path-changed", detail: "moved" });
-  assert.equal(s.phase(), "failing-over", "no wait for a reply that cannot come");
-  assert.equal(s.routes, "L1", "the old tunnel keeps the routes until the new one is up");
-  s.runUntilTrue(() => s.snapshot().state === "connected", 1000);
-  assert.equal(leg(s, s.snapshot().activeLegId), "gw1/ikev2");
-  assert.ok(s.now - 3000 <= 150, `back ${String(s.now - 3000)} ms after the change`);
+  assert.equal(s.phase(), "connected", "no fresh leg raced: charon follows the new address itself");
+  assert.match(s.snapshot().summary, /checking the tunnel after the network changed/);
+  assert.deepEqual(
+    s.effectsOf("recheck-leg").map((e) => [e.legId, e.why]),
+    [["L1", "path-changed"]],
+  );
+  s.runUntil(changeAt + 3000);
+  assert.equal(s.snapshot().activeLegId, "L1", "the same leg carries traffic");
+  assert.equal(s.effectsOf("start-leg").length, 1, "no other leg was started");
   assert.equal(s.failovers.length, 0);
+  assert.doesNotMatch(s.snapshot().summary, /checking/);
+});
+
+test("an-ikev2-tunnel-silent-after-the-move-is-replaced-by-a-fresh-leg-to-its-gateway-after-the-bound", () => {
+  const changeAt = 3000;
+  // The gateway refused the MOBIKE update (or dropped the session): the old tunnel never answers again.
+  const s = new Sim({
+    gateways: IKE,
+    ctx: context(IKE),
+    legs: () => ({ up: 100 }),
+    path: (l, t) => (l.id === "L1" && t >= changeAt ? null : 20),
+  });
+  s.send({ type: "connect" });
+  s.runUntil(changeAt);
+  s.send({ type: "network", change: "path-changed", detail: "moved" });
+  s.runUntil(changeAt + ROAM_VERIFY_MS - 50);
+  assert.equal(s.phase(), "connected", "silence within the bound is the move, not a lost session");
+  assert.equal(s.snapshot().activeLegId, "L1");
+  s.runUntilTrue(() => s.snapshot().state === "failing-over", 200);
+  assert.match(s.snapshot().summary, /the session with gw1 was lost when the network changed, trying gw1/);
+  assert.equal(s.routes, "L1", "the old tunnel keeps the routes until the new one is up");
+  s.runUntilTrue(() => s.snapshot().state === "connected", 2000);
+  assert.equal(leg(s, s.snapshot().activeLegId), "gw1/ikev2", "a fresh leg to the same gateway");
+  assert.notEqual(s.snapshot().activeLegId, "L1");
+  assert.ok(!s.running.has("L1"), "the silent leg is gone");
+  assert.equal(s.failovers.length, 0, "back on the same gateway: nothing recorded against it");
 });
 
 test("an-engine-that-reconnects-after-the-first-replies-is-checked-again-not-failed-over", () => {

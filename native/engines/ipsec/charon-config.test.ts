@@ -101,6 +101,16 @@ test("conf-refuses-paths-and-tables-that-would-break-it", () => {
   assert.throws(() => strongswanConf({ ...CONF_INPUT, routingTable: 220 }), "220 is charon's shared default table");
 });
 
+test("a-network-change-is-followed-with-mobike-from-the-underlay-the-kernel-routes-to", () => {
+  const conn = section(connMessage(spec()), CONN_NAME);
+  assert.equal(conn.get("mobike"), "yes", "charon moves the IKE_SA to the new address instead of a fresh leg");
+  const conf = strongswanConf(CONF_INPUT);
+  // No installed routes: kernel-netlink asks the kernel for the source toward the gateway (no table dump), so the
+  // namespace's rules and detourd's throw routes decide, never another tunnel's address.
+  assert.match(conf, /install_routes = no\n/);
+  assert.match(conf, /prefer_best_path = no\n/, "a working path is not moved for another instance's new address");
+});
+
 test("load-conn-asks-for-a-vip-pins-the-gateway-and-carries-no-secret", () => {
   const msg = connMessage(spec());
   const conn = section(msg, CONN_NAME);

@@ -119,10 +119,16 @@ charon {
   initiator_only = yes
   # reauthentication builds the new IKE_SA and its CHILD_SA before it deletes the old: no gap in the tunnel
   make_before_break = yes
-  # private table; its rule is deleted by the driver, so routes here are reported, never applied
+  # private table; its rule is deleted by the driver, so routes here are reported, never applied.
+  # Without installed routes kernel-netlink finds the source for a path to the gateway by asking the kernel
+  # (RTM_GETROUTE, no dump): the namespace's own rules decide, and detourd throws gateway addresses out of the
+  # protected table, so a MOBIKE move always leaves from the underlay, never from another tunnel's address
   install_routes = no
   routing_table = ${input.routingTable}
   routing_table_prio = ${ROUTING_RULE_PRIO}
+  # MOBIKE moves an SA only when its path is gone: an address appearing on another instance's TUN or a WireGuard
+  # device (a roam event for every charon in the namespace) leaves a working path alone
+  prefer_best_path = no
   load_modular = no
   load = ${CHARON_PLUGINS.join(" ")}
   plugins {
@@ -189,8 +195,9 @@ export function connMessage(spec: Ikev2Spec): ViciSection {
       proposals: spec.params.proposals,
       // kernel-libipsec only does ESP in UDP; forcing it also keeps ESP on the NAT-T port the gateway expects
       encap: "yes",
-      // Detour re-races on network changes itself; MOBIKE would also see other instances' TUN addresses as ours
-      mobike: "no",
+      // RFC 4555: on a network change charon moves this IKE_SA and its CHILD_SA to the new address itself, so the
+      // leg (and its tunnel device, routes and kill-switch allowances) stays; see strongswanConf for the new path
+      mobike: "yes",
       dpd_delay: `${DPD_DELAY_S}s`,
       // reauthenticate this long before the gateway's AUTH_LIFETIME runs out (see REAUTH_MARGIN_S)
       over_time: `${REAUTH_MARGIN_S}s`,

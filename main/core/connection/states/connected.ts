@@ -90,13 +90,14 @@ export const ROAM_VERIFY_MS = 2_000;
 export const WAKE_VERIFY_MS = 1_000;
 /**
  * Whether a leg's engine follows a new underlay address by itself (after the recheck-leg effect): wireguard-go once
- * its endpoint is set again, openconnect by reconnecting with its session cookie. Detour's charon runs without
- * MOBIKE (native/engines/ipsec/charon-config.ts: several instances share a namespace), so an IKEv2 leg is
- * re-established on the same gateway at once instead of waiting ROAM_VERIFY_MS for a reply that cannot come.
+ * its endpoint is set again, openconnect by reconnecting with its session cookie, charon with MOBIKE (RFC 4555: it
+ * notices the new address over netlink and moves its IKE and CHILD SAs there; native/engines/ipsec/charon-config.ts).
+ * A leg that follows is checked for ROAM_VERIFY_MS; one that stays silent is replaced by a fresh leg ("session-lost").
+ * An engine that cannot follow would be re-established on the same gateway at once instead.
  */
 export const FOLLOWS_PATH_CHANGE: Record<LegKind, boolean> = {
   wireguard: true,
-  ikev2: false,
+  ikev2: true,
   "anyconnect-tls": true,
   "anyconnect-dtls": true,
 };
