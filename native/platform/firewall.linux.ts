@@ -220,6 +220,18 @@ function line(match: string, verdict: string, comment: string): string {
   return `\t\t${match === "" ? "" : `${match} `}counter ${verdict === "" ? "" : `${verdict} `}comment "${comment}"`.trimEnd();
 }
 
+/**
+ * IKE from detourd's group anywhere but an allowed endpoint, in every mode: with MOBIKE, charon also tries the
+ * addresses a gateway announces (ADDITIONAL_IP*_ADDRESS, often its inside ones) when the path to it falters, and
+ * those would leave on the underlay toward whatever the network routes there. Only the gateway endpoints above
+ * (and the tunnels, loopback, local networks) are accepted first.
+ */
+function ikeOffGateway(rules: KillSwitchRules): string[] {
+  return rules.ownGroup === null
+    ? []
+    : [line(`meta skgid ${String(rules.ownGroup)} udp dport { 500, 4500 }`, "drop", "ike-off-gateway")];
+}
+
 /** The table's definition in nft's language (pure; what `nft list table` shows, give or take formatting). */
 export function renderKillSwitch(rules: KillSwitchRules): string {
   check(rules);
@@ -246,6 +258,7 @@ export function renderKillSwitch(rules: KillSwitchRules): string {
     "\tchain output {",
     "\t\ttype filter hook output priority filter; policy accept;",
     ...own.map((a) => line(a.match, "accept", a.comment)),
+    ...ikeOffGateway(rules),
     ...drops,
     "\t}",
     "\tchain forward {",

@@ -290,6 +290,12 @@ test("underlay-allowances-are-bound-to-detourds-own-group-and-dhcp-and-nd-are-no
   assert.match(text, /meta skgid 64950 ip daddr 198\.18\.53\.2 meta l4proto \{ tcp, udp \} th dport 53 return/);
   assert.match(text, /\t\tmeta nfproto ipv4 udp sport 68 udp dport 67 counter accept comment "underlay-upkeep dhcpv4"/);
   assert.match(text, /\t\tip6 daddr ff02::1:2 udp sport 546 udp dport 547 counter accept/);
+  // IKE from detourd's engines to anything but a gateway endpoint (MOBIKE's announced addresses) never leaves.
+  const output = text.slice(text.indexOf("chain output"), text.indexOf("chain forward"));
+  const ikeDrop = output.indexOf('meta skgid 64950 udp dport { 500, 4500 } counter drop comment "ike-off-gateway"');
+  assert.ok(ikeDrop > output.lastIndexOf(" accept comment "), `after every allowance:\n${output}`);
+  assert.ok(!text.slice(text.indexOf("chain forward")).includes("ike-off-gateway"), "not in forward or the witness");
+  assert.ok(!renderKillSwitch(rulesFor({})).includes("ike-off-gateway"), "unbound rules have nothing to bind it to");
   assert.throws(() => renderKillSwitch({ ...rulesFor({}), ownGroup: 0 }), /invalid own group id 0/);
   assert.throws(
     () => renderKillSwitch({ ...rulesFor({}), ownResolvers: ["1.2.3.4; flush ruleset"] }),

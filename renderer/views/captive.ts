@@ -1,7 +1,9 @@
 /**
  * "Sign in to this network": the panel the status view shows while detourd finds a captive portal in the way. The
- * browser build cannot open the app's locked-down sign-in window, so it says what to open and why; the page's URL
- * is text to copy, never a link this page follows (the portal's page is not for this page's origin).
+ * status line above it already says why (detourd's reason), the time left and what happens after (status-words.ts),
+ * so the panel adds only how to sign in: the page, the button, and what is reachable meanwhile. The browser build
+ * cannot open the app's locked-down sign-in window, so it says what to open; the page's URL is text to copy, never
+ * a link this page follows (the portal's page is not for this page's origin).
  */
 import { h, setText } from "../dom.ts";
 import type { AppResult } from "../../main/core/protocol/app-api.ts";
@@ -9,37 +11,25 @@ import type { StatusPayload } from "../../main/core/protocol/messages.ts";
 
 export interface CaptiveWords {
   headline: string;
-  reason: string;
   url: string | null;
-  /** What the kill switch's sign-in exception allows, and until when (or why there is none). */
-  exception: string;
-}
-
-function until(at: number | null, clock: (ms: number) => string): string {
-  return at === null ? "the time runs out" : clock(at);
+  /**
+   * What is reachable outside the VPN while the sign-in exception is open; null otherwise (the status line says
+   * then why there is none: the time ran out, the policy forbids it, or a connect opens it).
+   */
+  exception: string | null;
 }
 
 /** The panel's words for a status, or null when the network needs no sign-in. */
-export function captiveWords(s: StatusPayload | null, clock: (ms: number) => string): CaptiveWords | null {
+export function captiveWords(s: StatusPayload | null): CaptiveWords | null {
   const c = s?.captive;
   if (c?.state !== "sign-in-required" || s?.state === "connected") return null;
-  const ex = c.exception;
   const exception =
-    ex.state === "open"
-      ? s?.killSwitch?.mode === "blocking"
-        ? `Until ${until(ex.closesAt, clock)}, this computer may reach only this network's sign-in page and its name servers outside the VPN; everything else stays blocked.`
-        : `Until ${until(ex.closesAt, clock)}, sign in as you would without Detour; your organisation's networks stay blocked outside the VPN.`
-      : ex.state === "forbidden"
-        ? "Your organisation does not allow signing in to networks like this one while Detour blocks traffic."
-        : ex.closedReason === "timed out"
-          ? "The time to sign in ran out. Connect again to get a few more minutes."
-          : "Detour will allow the sign-in page when you connect.";
-  return {
-    headline: "Sign in to this network",
-    reason: c.reason ?? "This network shows a sign-in page before it lets traffic through.",
-    url: c.portalUrl,
-    exception,
-  };
+    c.exception.state !== "open"
+      ? null
+      : s?.killSwitch?.mode === "blocking"
+        ? "Meanwhile this computer may reach only this network's sign-in page and its name servers outside the VPN; everything else stays blocked."
+        : "Meanwhile sign in as you would without Detour; your organisation's networks stay blocked outside the VPN.";
+  return { headline: "Sign in to this network", url: c.portalUrl, exception };
 }
 
 /**
@@ -48,14 +38,13 @@ export function captiveWords(s: StatusPayload | null, clock: (ms: number) => str
  */
 export function captivePanel(openSignIn: () => Promise<AppResult<null>>): {
   panel: HTMLElement;
-  update(s: StatusPayload | null, clock: (ms: number) => string): void;
+  update(s: StatusPayload | null): void;
 } {
   const headline = h("h3", {}, "Sign in to this network");
-  const reason = h("p", { "data-testid": "captive-reason" });
   const open = h(
     "p",
     {},
-    "Open this page in a web browser on this computer and sign in; Detour connects by itself once the network lets it through. In the Detour app, “Open sign-in page” (here or in the tray menu) opens it in a separate, locked-down window.",
+    "Open the network's sign-in page and sign in there. In the Detour app, “Open sign-in page” (here or in the tray menu) opens it in a separate, locked-down window; otherwise open it in a web browser on this computer.",
   );
   const button = h("button", { type: "button", "data-testid": "open-sign-in" }, "Open sign-in page");
   const answer = h("p", { class: "why", role: "status", "data-testid": "open-sign-in-answer" });
@@ -76,7 +65,6 @@ export function captivePanel(openSignIn: () => Promise<AppResult<null>>): {
       hidden: true,
     },
     headline,
-    reason,
     open,
     h("p", {}, "Sign-in page: ", url),
     exception,
@@ -85,8 +73,8 @@ export function captivePanel(openSignIn: () => Promise<AppResult<null>>): {
   );
   return {
     panel,
-    update(s, clock) {
-      const w = captiveWords(s, clock);
+    update(s) {
+      const w = captiveWords(s);
       panel.hidden = w === null;
       if (w === null) {
         setText(answer, "");
@@ -94,9 +82,9 @@ export function captivePanel(openSignIn: () => Promise<AppResult<null>>): {
       }
       button.disabled = w.url === null;
       setText(headline, w.headline);
-      setText(reason, w.reason);
       setText(url, w.url ?? "(the network did not say; open any http:// address, such as http://neverssl.com)");
-      setText(exception, w.exception);
+      exception.hidden = w.exception === null;
+      setText(exception, w.exception ?? "");
     },
   };
 }

@@ -89,7 +89,7 @@ export function statusView(ctx: ViewContext): View {
     panel,
     update(m: Model): void {
       const s = m.status;
-      captive.update(s, clock);
+      captive.update(s);
       if (s === null) {
         setText(headline, "Not running");
         headline.dataset.situation = "not-running";

@@ -57,8 +57,8 @@ after(async () => {
  * Witnesses at both routers for what arrives from the client for the lab's inner addresses (198.19.0.0/16):
  * "protected" counts the client's protected network (CORP_NETWORK, what the kill switch holds to tunnels), which
  * must never arrive; "ike" counts IKE to the gateways' inner addresses (MOBIKE path probes to the addresses a
- * gateway announces, not protected traffic; reported, not a leak); "other" anything else, which must not arrive
- * either. The flows set names each one.
+ * gateway announces: the kill switch's ike-off-gateway rule keeps them in, so none may arrive); "other" anything
+ * else, which must not arrive either. The flows set names each one.
  */
 function witnessRuleset(ifname: string): string {
   const from = `iifname "${ifname}"`;
@@ -267,7 +267,8 @@ test(
       assert.deepEqual(s.lastFailover, before.lastFailover, "no failover recorded");
       assert.equal(s.lastRace?.id, before.lastRace?.id, "no race: the IKE_SA moved, no fresh leg was raced");
       assert.equal(seen.during.protected, 0, "no protected packet reached a router outside the tunnel");
-      assert.equal(seen.during.other, 0, "nothing but IKE reached a router for an inner address");
+      assert.equal(seen.during.other, 0, "nothing reached a router for an inner address");
+      assert.equal(seen.during.ike, 0, "no IKE to a gateway's announced inner address left on the underlay");
       assert.equal(hosts.length, 1, "one IKE_SA");
       assert.ok(
         hosts.every((h) => onNetwork(h.local, net)),
@@ -307,7 +308,8 @@ test(
       );
       assert.deepEqual(s.lastFailover, before.lastFailover, "no failover recorded");
       assert.equal(seen.during.protected, 0, "no protected packet reached a router outside the tunnel");
-      assert.equal(seen.during.other, 0, "nothing but IKE reached a router for an inner address");
+      assert.equal(seen.during.other, 0, "nothing reached a router for an inner address");
+      assert.equal(seen.during.ike, 0, "no IKE to a gateway's announced inner address left on the underlay");
       for (const h of hosts)
         assert.ok(
           h.length === 1 && h.every((x) => onNetwork(x.local, net)),
