@@ -126,8 +126,11 @@ test("the-deb-runs-the-bundled-detourd-with-systemd-and-puts-detour-on-the-path"
   );
   assert.match(
     unit,
-    new RegExp(`^ExecStart=/usr/bin/node --max-semi-space-size=1 ${installed}/detourd\\.mjs --config `, "m"),
-    "ExecStart runs the bundle where the deb puts it, with V8's young generation kept small",
+    new RegExp(
+      `^ExecStart=/usr/bin/node --max-semi-space-size=1 --optimize-for-size ${installed}/detourd\\.mjs --config `,
+      "m",
+    ),
+    "ExecStart runs the bundle where the deb puts it, with V8's young generation kept small and sized for memory",
   );
   assert.match(unit, /^Environment=MALLOC_ARENA_MAX=2$/m, "two malloc arenas (README, detourd's memory)");
   for (const section of ["[Unit]", "[Service]", "[Install]"]) assert.ok(unit.includes(section), section);

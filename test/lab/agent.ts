@@ -63,7 +63,7 @@ export async function agentStart(
     ...(opts.bundle === undefined
       ? [join(REPO_ROOT, "bin", "detourd")]
       : // The memory settings the systemd unit and bin/detourd give detourd (resources/systemd/detourd.service).
-        ["env", "MALLOC_ARENA_MAX=2", process.execPath, "--max-semi-space-size=1", opts.bundle]),
+        ["env", "MALLOC_ARENA_MAX=2", process.execPath, "--max-semi-space-size=1", "--optimize-for-size", opts.bundle]),
     "--config",
     state.clientConfig,
     "--socket",
