@@ -5,6 +5,7 @@ import {
   eventText,
   failoverText,
   health,
+  latestReading,
   localNetworksText,
   minutesLeft,
   pushSample,
@@ -115,4 +116,12 @@ test("the-local-networks-field-names-what-stays-outside-the-tunnel-and-counts-wh
   assert.equal(localNetworksText({ ...base, allowed: [], refused: [] }).text, "none needed here");
   assert.match(localNetworksText({ ...base, enabled: false, allowed: [], refused: [] }).text, /through the tunnel/);
   assert.match(localNetworksText({ ...base, allowed: [], refused: [], lastError: "ip failed" }).text, /cannot read/);
+});
+
+test("a-chart-whose-latest-reading-is-missing-says-so-rather-than-no-data-beside-a-drawn-line", () => {
+  assert.equal(latestReading([], "ms"), "no data");
+  assert.equal(latestReading([null, null], "ms"), "no data");
+  assert.equal(latestReading([12.34, null], "ms"), "no reading now");
+  assert.equal(latestReading([null, 12.34], "ms"), "12.3 ms");
+  assert.equal(latestReading([0], "%"), "0.0 %");
 });

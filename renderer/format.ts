@@ -136,6 +136,16 @@ export function eventText(e: ConnectionEvent): string | null {
 }
 
 /** A fixed-size window of samples, oldest first; pushing past the size drops the oldest. */
+/**
+ * The latest reading of a chart's window in words: "no data" when the window holds none, and "no reading now" when
+ * only the latest is missing (offline, between tunnels) while the chart still draws the earlier ones.
+ */
+export function latestReading(window: readonly (number | null)[], unit: string): string {
+  const last = window.at(-1) ?? null;
+  if (last !== null) return `${last.toFixed(1)} ${unit}`;
+  return window.some((x) => x !== null) ? "no reading now" : "no data";
+}
+
 export function pushSample(window: readonly (number | null)[], sample: number | null, size: number): (number | null)[] {
   const next = [...window, sample];
   return next.length > size ? next.slice(next.length - size) : next;

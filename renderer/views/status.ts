@@ -3,7 +3,15 @@
  * why one is not offered, state, gateway, protocol, since, and live latency and loss sparklines.
  */
 import { h, setText, svg } from "../dom.ts";
-import { clock, localNetworksText, minutesLeft, PROTOCOL_LABELS, since, STATE_LABELS } from "../format.ts";
+import {
+  clock,
+  latestReading,
+  localNetworksText,
+  minutesLeft,
+  PROTOCOL_LABELS,
+  since,
+  STATE_LABELS,
+} from "../format.ts";
 import { actions, alwaysOnNote, explanation, situation, SITUATION_LABELS } from "../../main/core/status-words.ts";
 import { captivePanel } from "./captive.ts";
 import { sparklinePath } from "../sparkline.ts";
@@ -136,10 +144,8 @@ export function statusView(ctx: ViewContext): View {
           [a.connect.why, a.disconnect.why].filter((x): x is string => x !== null && !line.includes(x)).join(" "),
         );
       }
-      const rtt = m.rtt.at(-1) ?? null;
-      const lossNow = m.loss.at(-1) ?? null;
-      setText(latency.value, rtt === null ? "no data" : `${rtt.toFixed(1)} ms`);
-      setText(loss.value, lossNow === null ? "no data" : `${lossNow.toFixed(1)} %`);
+      setText(latency.value, latestReading(m.rtt, "ms"));
+      setText(loss.value, latestReading(m.loss, "%"));
       latency.path.setAttribute("d", sparklinePath(m.rtt, SPARK));
       loss.path.setAttribute(
         "d",
