@@ -8,6 +8,7 @@ import { benchConnect, benchFailover } from "./connect.ts";
 import { benchCompare } from "./compare.ts";
 import { benchDiag } from "./diag.ts";
 import { benchEngines } from "./engines.ts";
+import { benchFootprint } from "./footprint.ts";
 import { benchRoam } from "./roam.ts";
 import { benchTelemetry } from "./telemetry.ts";
 
@@ -26,6 +27,7 @@ const SUITES: Record<string, { run: Suite; takesOptions: boolean }> = {
   telemetry: { run: benchTelemetry, takesOptions: true },
   chaos: { run: benchChaos, takesOptions: true },
   roam: { run: benchRoam, takesOptions: true },
+  footprint: { run: benchFootprint, takesOptions: true },
 };
 
 /** Splits argv into suite names and options; `--runs N` is the bench's own (a quick run may go below ten). */

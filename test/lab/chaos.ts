@@ -793,7 +793,7 @@ class Soak {
  * Builds detourd's esbuild bundle (what ships) once per soak, into a folder of this lab id's own, so restarts
  * start the same build and two soaks on one checkout do not rebuild under each other.
  */
-async function buildBundle(id: string): Promise<string> {
+export async function buildBundle(id: string): Promise<string> {
   const dir = join(REPO_ROOT, ".build", `chaos-${id}`);
   const r = await run(process.execPath, [join(REPO_ROOT, "scripts", "build-daemon.mjs"), dir], {
     timeoutMs: BUNDLE_WITHIN_MS,
