@@ -193,6 +193,8 @@ async function plainWake(b: Bench, rows: RoamRow[], seconds: number): Promise<vo
 /** Connects detourd, runs `body` counting the failovers it records, and disconnects. */
 async function withDetour<T>(b: Bench, body: () => Promise<T>): Promise<{ value: T | null; failovers: number }> {
   let failovers = 0;
+  // The engines' own runs (a sleep among them) leave this client idle past detourd's idle limit: a fresh one.
+  await reconnect(b);
   const sub = await b.client.subscribe((e) => {
     if (e.type === "failover") failovers++;
   });
