@@ -64,3 +64,11 @@ test("the-table-gives-medians-and-says-which-idle-targets-are-met", () => {
   assert.match(md, /\| probe traffic, busier direction \| 90 B\/s \| <= 100 B\/s \| met \|/);
   assert.match(md, /\| idle \| its engines and helpers \| 1\.00 % \(1\.00-1\.00\) \| 10\.0 .* \| - \| 1 \|/);
 });
+
+test("start-up-times-get-a-table-of-their-own-per-runtime-measured", () => {
+  const md = footprintMarkdown([], "notes", { bundle: [300, 250, 280], tsx: [1200, 1100, 1300] });
+  assert.match(md, /\| esbuild bundle on plain node .* \| 280 ms \| 250-300 ms \| 3 \|/);
+  assert.match(md, /\| TypeScript through tsx .* \| 1200 ms \| 1100-1300 ms \| 3 \|/);
+  assert.doesNotMatch(footprintMarkdown([], "notes"), /Start-up/);
+  assert.doesNotMatch(footprintMarkdown([], "notes", { bundle: [300] }), /tsx/);
+});

@@ -95,8 +95,19 @@ function met(ok: boolean): string {
   return ok ? "met" : "**missed**";
 }
 
-/** The table: medians (range) over the windows, with the targets for idle detourd. */
-export function footprintMarkdown(rows: readonly FootprintRow[], notes: string): string {
+/** How detourd is run: its esbuild bundle on plain node (as it ships) or the TypeScript through tsx (development). */
+export type DaemonRuntime = "bundle" | "tsx";
+
+/** Start-up times, spawn to the control socket open, in ms per start. */
+export type StartupTimes = Partial<Record<DaemonRuntime, number[]>>;
+
+const RUNTIME_WORDS: Record<DaemonRuntime, string> = {
+  bundle: "esbuild bundle on plain node (as shipped, and as every lab, test and bench runs it)",
+  tsx: "TypeScript through tsx (development only)",
+};
+
+/** The table: medians (range) over the windows, with the targets for idle detourd, and start-up times. */
+export function footprintMarkdown(rows: readonly FootprintRow[], notes: string, startup: StartupTimes = {}): string {
   const lines = [
     "# Footprint: detourd connected, telemetry on",
     "",
@@ -132,6 +143,23 @@ export function footprintMarkdown(rows: readonly FootprintRow[], notes: string):
       `| wake-ups | ${wake.toFixed(1)}/s | <= ${String(TARGETS.wakeupsPerS)}/s | ${met(wake <= TARGETS.wakeupsPerS)} |`,
       `| probe traffic, busier direction | ${bytes === null ? "-" : `${bytes.toFixed(0)} B/s`} | <= ${String(TARGETS.probeBytesPerS)} B/s | ${bytes === null ? "-" : met(bytes <= TARGETS.probeBytesPerS)} |`,
     );
+  }
+  const runtimes = (Object.keys(RUNTIME_WORDS) as DaemonRuntime[]).filter((k) => (startup[k]?.length ?? 0) > 0);
+  if (runtimes.length > 0) {
+    lines.push(
+      "",
+      "## Start-up: detourd spawned to its control socket open",
+      "",
+      "| detourd runs as | median | min-max | starts |",
+      "|---|---:|---:|---:|",
+    );
+    for (const k of runtimes) {
+      const t = startup[k] ?? [];
+      const s = summarize(t);
+      lines.push(
+        `| ${RUNTIME_WORDS[k]} | ${s.median.toFixed(0)} ms | ${s.min.toFixed(0)}-${s.max.toFixed(0)} ms | ${String(t.length)} |`,
+      );
+    }
   }
   return lines.join("\n") + "\n";
 }

@@ -4,14 +4,15 @@
  * ships) with the unit's memory settings, telemetry on (the lab's collector). Each window reads /proc before and
  * after: CPU ticks, voluntary context switches over every thread (a wake-up each), RSS; and the tunnel devices'
  * byte counters (idle, that is detourd's probes and the engines' keepalives). Medians over the windows (`--runs N`,
- * one window per run and scenario); table in bench-out/footprint.md, pure half in footprint-report.ts.
+ * one window per run and scenario); and detourd's start-up (spawn to its control socket open) from its bundle
+ * and through tsx, one start each per run. Table in bench-out/footprint.md, pure half in footprint-report.ts.
  */
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { agentStart, agentStop } from "../lab/agent.ts";
-import { buildBundle } from "../lab/chaos.ts";
+import { daemonBundle } from "../lab/daemon-bundle.ts";
 import { runOk } from "../lab/exec.ts";
 import * as lab from "../lab/lab.ts";
 import { ProbeClient } from "../lab/probe-client.ts";
@@ -23,8 +24,10 @@ import {
   statTicks,
   statusField,
   windowCost,
+  type DaemonRuntime,
   type FootprintRow,
   type FootprintScenario,
+  type StartupTimes,
   type ProcReading,
 } from "./footprint-report.ts";
 
@@ -134,8 +137,19 @@ export async function benchFootprint(
   const topo = lab.topologyOf(ID);
   let client: ControlClient | null = null;
   let probe: ProbeClient | null = null;
+  const startup: StartupTimes = {};
   try {
-    const bundle = await buildBundle(ID);
+    const bundle = (await daemonBundle()).detourd;
+    // Start-up first, disconnected: spawn to the control socket answering, alternating the runtimes so both see
+    // the same machine (agentStart returns once the socket exists; it polls every few milliseconds).
+    for (let i = 0; i < runs; i++) {
+      for (const runtime of ["bundle", "tsx"] as DaemonRuntime[]) {
+        const t0 = performance.now();
+        await agentStart(ID, runtime === "bundle" ? { bundle } : { tsx: true });
+        (startup[runtime] ??= []).push(performance.now() - t0);
+        await agentStop(ID);
+      }
+    }
     const a = await agentStart(ID, { connect: true, bundle });
     client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
     const up = await waitState(client, (s) => s.state === "connected", CONNECT_WITHIN_MS);
@@ -187,5 +201,5 @@ export async function benchFootprint(
     `Lab at 0 ms RTT, 3 gateways, the lab's configuration (standby on, telemetry to the lab's collector). detourd from its esbuild bundle on plain node with the unit's settings; one ${String(windowMs / 1000)} s window per run and scenario, ${String(SETTLE_MS / 1000)} s after connecting.`,
     `idle: no user traffic; stream: ${String(STREAM_RATE)} UDP echoes a second to corp through the tunnel. Wake-ups are voluntary context switches summed over every thread (each is a thread going back to sleep). Tunnel bytes count every detourd tunnel (active and standby): idle, that is the in-tunnel probes and the engines' keepalives. Engines and helpers: every process below detourd (wireguard-go, charon, openconnect, ip and nft monitors). Medians (min-max) over the windows.`,
   ].join("\n\n");
-  return { rows, markdown: footprintMarkdown(rows, notes) };
+  return { rows, markdown: footprintMarkdown(rows, notes, startup) };
 }

@@ -3,11 +3,14 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { join } from "node:path";
 import { inNs, isAlive, readIfExists, spawnDaemon, stopPids, waitFor } from "./exec.ts";
 import { loadState, labDirOf } from "./lab.ts";
+import { daemonBundle } from "./daemon-bundle.ts";
 import { REPO_ROOT } from "./services.ts";
 import { labTopology } from "./topology.ts";
 
-/** detourd loads TypeScript through tsx (about a second) before it opens its socket; CI machines are slower. */
+/** detourd opens its socket within a second here (through tsx, where a developer asks for it); CI machines are slower. */
 const AGENT_READY_TIMEOUT_MS = 20_000;
+/** The socket's appearance is polled this often: a cheap stat, and start-up times (bench footprint) stay exact. */
+const AGENT_READY_POLL_MS = 10;
 /** The gid detourd runs as in the lab: the kill switch binds its underlay allowances to it. */
 export const LAB_OWN_GID = 64950;
 /** detourd disconnects (engines send BYE/DELETE) before it exits; this is its whole budget. */
@@ -44,8 +47,13 @@ export async function agentStart(
     connect?: boolean;
     extraArgs?: string[];
     keepWorkDir?: boolean;
-    /** Runs this esbuild bundle of detourd (scripts/build-daemon.mjs) with plain node instead of bin/detourd's tsx. */
+    /**
+     * Runs this esbuild bundle of detourd (scripts/build-daemon.mjs). Default: the bundle of the sources as they
+     * are (daemon-bundle.ts), as detourd ships.
+     */
     bundle?: string;
+    /** Runs bin/detourd through the tsx loader instead (development only; also DETOUR_LAB_TSX=1). */
+    tsx?: boolean;
   } = {},
 ): Promise<AgentInfo> {
   const state = loadState(id);
@@ -59,11 +67,13 @@ export async function agentStart(
   // A restart after a crash keeps the work folder, as a service manager would: what the dead daemon left is there.
   if (opts.keepWorkDir !== true) rmSync(p.workDir, { recursive: true, force: true });
   mkdirSync(p.workDir, { recursive: true, mode: 0o700 });
+  const tsx = opts.tsx ?? (opts.bundle === undefined && process.env.DETOUR_LAB_TSX === "1");
+  const bundle = tsx ? null : (opts.bundle ?? (await daemonBundle()).detourd);
   const argv = [
-    ...(opts.bundle === undefined
+    ...(bundle === null
       ? [join(REPO_ROOT, "bin", "detourd")]
       : // The memory settings the systemd unit and bin/detourd give detourd (resources/systemd/detourd.service).
-        ["env", "MALLOC_ARENA_MAX=2", process.execPath, "--max-semi-space-size=1", "--optimize-for-size", opts.bundle]),
+        ["env", "MALLOC_ARENA_MAX=2", process.execPath, "--max-semi-space-size=1", "--optimize-for-size", bundle]),
     "--config",
     state.clientConfig,
     "--socket",
@@ -89,7 +99,7 @@ export async function agentStart(
       if (!isAlive(pid)) throw new Error(`detourd exited during start-up:\n${readIfExists(p.log).slice(-3000)}`);
       return existsSync(p.socket);
     },
-    { timeoutMs: AGENT_READY_TIMEOUT_MS, intervalMs: 50 },
+    { timeoutMs: AGENT_READY_TIMEOUT_MS, intervalMs: AGENT_READY_POLL_MS },
   );
   return { pid, socket: p.socket, log: p.log, workDir: p.workDir };
 }

@@ -16,10 +16,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { LOCKDOWN_STATE_FILE } from "../../main/core/lockdown-state.ts";
 import { agentStart, agentStop } from "./agent.ts";
+import { daemonBundle } from "./daemon-bundle.ts";
 import { nsRun, run } from "./exec.ts";
 import * as lab from "./lab.ts";
 import { ProbeClient } from "./probe-client.ts";
-import { REPO_ROOT } from "./services.ts";
 import { waitForStatus, type Status } from "./wait-status.ts";
 
 const ID = "boot";
@@ -85,21 +85,11 @@ async function networkUp(): Promise<void> {
   for (const r of uplinkRoutes) await clientNs(["ip", ...r.split(" ")]);
 }
 
-/** The early-boot step as the unit runs it (the TypeScript entry through tsx instead of the bundle). */
+/** The early-boot step as the unit runs it: its bundle with plain node. */
 async function earlyStep(expect: RegExp): Promise<void> {
   const r = await run(
     "ip",
-    [
-      "netns",
-      "exec",
-      topo().client.ns,
-      process.execPath,
-      "--import",
-      join(REPO_ROOT, "node_modules", "tsx", "dist", "loader.mjs"),
-      join(REPO_ROOT, "main", "agent", "early-block-main.ts"),
-      "--state-dir",
-      stateDir(),
-    ],
+    ["netns", "exec", topo().client.ns, process.execPath, (await daemonBundle()).earlyBlock, "--state-dir", stateDir()],
     { timeoutMs: EARLY_STEP_TIMEOUT_MS },
   );
   assert.equal(r.code, 0, `the early step succeeded: ${r.stderr}`);

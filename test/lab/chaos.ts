@@ -14,6 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { KILLSWITCH_TABLE } from "../../native/platform/firewall.linux.ts";
 import { agentLogs, agentPaths, agentStart, agentStop } from "./agent.ts";
+import { daemonBundle } from "./daemon-bundle.ts";
 import {
   connectedButDead,
   connectedShare,
@@ -43,7 +44,6 @@ import { isAlive, processTree, run } from "./exec.ts";
 import * as lab from "./lab.ts";
 import { armLeakWitness, checkLeakWitness, leakedToRouter } from "./leak-witness.ts";
 import { ProbeClient } from "./probe-client.ts";
-import { REPO_ROOT } from "./services.ts";
 import { CORP_ECHO_PORT, GATEWAY_NAMES, type GatewayName, type LabTopology } from "./topology.ts";
 import type { Status } from "./wait-status.ts";
 
@@ -77,8 +77,6 @@ const RESTART_TRIES = 3;
 const RESTART_ANSWER_WITHIN_MS = 20_000;
 /** Heap figures are compared as medians over this many readings at each end of an instance's life (half a minute). */
 const HEAP_MEDIAN_READINGS = 6;
-/** esbuild bundles detourd in seconds; a loaded 2-core machine gets room. */
-const BUNDLE_WITHIN_MS = 120_000;
 const ENGINE_COMMANDS = ["wireguard-go", "charon-systemd", "openconnect"];
 
 export interface ChaosOptions {
@@ -789,22 +787,6 @@ class Soak {
   }
 }
 
-/**
- * Builds detourd's esbuild bundle (what ships) once per soak, into a folder of this lab id's own, so restarts
- * start the same build and two soaks on one checkout do not rebuild under each other.
- */
-export async function buildBundle(id: string): Promise<string> {
-  const dir = join(REPO_ROOT, ".build", `chaos-${id}`);
-  const r = await run(process.execPath, [join(REPO_ROOT, "scripts", "build-daemon.mjs"), dir], {
-    timeoutMs: BUNDLE_WITHIN_MS,
-    cwd: REPO_ROOT,
-  });
-  const path = join(dir, "detourd.mjs");
-  if (r.code !== 0 || !existsSync(path))
-    throw new Error(`cannot bundle detourd for the soak (exit ${String(r.code)}): ${r.stderr.trim().slice(-2000)}`);
-  return path;
-}
-
 async function waitState(s: Soak, pred: (x: Status) => boolean, timeoutMs: number): Promise<Status | null> {
   const until = Date.now() + timeoutMs;
   for (let i = 0; i < Math.ceil(timeoutMs / STATUS_POLL_MS) + 1 && Date.now() < until; i++) {
@@ -833,7 +815,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   };
   outer.addEventListener("abort", onAbort);
   try {
-    const bundle = await buildBundle(id);
+    const bundle = (await daemonBundle()).detourd;
     opts.log?.(`detourd runs from its bundle ${bundle}`);
     await lab.down(id);
     await lab.up(id, { distance: "none" });
