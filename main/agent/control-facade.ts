@@ -69,6 +69,8 @@ export interface DaemonLoop {
   snapshot(): ConnectionSnapshot;
   dispatch(input: MachineInput): void;
   track(p: Promise<unknown>): void;
+  /** Whether user traffic into a tunnel is seen (policy-change.ts machinePolicy). */
+  readonly seesTunnelTraffic: boolean;
   /** Waits (bounded) until nothing tracked is pending and every leg has stopped. */
   settle(): Promise<void>;
   /** Cancels every machine timer. */

@@ -590,3 +590,38 @@ test("status-reports-the-daemons-memory-so-a-soak-tells-a-leak-from-warm-up", as
   assert.equal(DaemonInfoSchema.safeParse(r.control.status().daemon).success, true, "the wire schema accepts it");
   await r.control.shutdown();
 });
+
+test("an-idle-tunnel-probes-once-a-second-and-user-traffic-seen-by-the-kill-switch-brings-the-fast-pace-back", async () => {
+  // With detourd's own group the kill switch traces user traffic into the tunnel (firewall.linux.ts).
+  const r = await startDaemon({
+    root,
+    config: config(),
+    gateways: { gw1: { connectMs: 120 }, gw2: { connectMs: 150 }, gw3: { connectMs: 200 } },
+    ownGroup: 64950,
+  });
+  await connectedWithStandby(r);
+  const active = r.control.status().activeLegId ?? "";
+  const standby = r.control.status().standby?.legId ?? "";
+  assert.equal(r.world.probeIntervals.get(active), 25, "fast while the tunnel is new");
+  await r.clock.advance(10_000);
+  assert.equal(r.world.probeIntervals.get(active), 1000, "one probe a second once idle");
+  assert.equal(r.world.probeIntervals.get(standby), 2000, "the standby every two seconds");
+  const before = r.world.probesSent;
+  await r.clock.advance(10_000);
+  assert.ok(r.world.probesSent - before <= 16, `idle: ${String(r.world.probesSent - before)} probes in 10 s`);
+  r.world.firewallWatch?.activity?.();
+  await r.clock.advance(0);
+  assert.equal(r.world.probeIntervals.get(active), 25, "user traffic: fast at once");
+  assert.equal(r.world.probeIntervals.get(standby), 250);
+  assert.equal(r.control.status().state, "connected");
+  await r.control.shutdown();
+});
+
+test("without-its-own-group-detourd-cannot-see-user-traffic-and-keeps-the-fast-pace", async () => {
+  const r = await rig({ gw1: { connectMs: 120 }, gw2: { connectMs: 150 }, gw3: { connectMs: 200 } });
+  void r.control.connect();
+  await r.connected("gw1");
+  await r.clock.advance(10_000);
+  assert.equal(r.world.probeIntervals.get(r.control.status().activeLegId ?? ""), 25);
+  await r.control.shutdown();
+});

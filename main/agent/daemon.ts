@@ -94,6 +94,8 @@ export class Daemon {
   readonly #clock: Clock;
   #state: MachineState = initialState();
   readonly #ctx: MachineContext;
+  /** The kill switch traces user traffic into tunnels only with detourd's own group (firewall.linux.ts). */
+  readonly #seesTunnelTraffic: boolean;
   readonly #queue: MachineInput[] = [];
   #draining = false;
   readonly #timers = new Map<TimerId, Timer>();
@@ -125,7 +127,12 @@ export class Daemon {
     mkdirSync(opts.workDir, { recursive: true, mode: 0o700 });
     mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
     // Retries are jittered, so a fleet that lost its gateways does not come back to them in lockstep.
-    this.#ctx = { policy: machinePolicy(opts.config), gateways: startupGateways(opts.config), random: Math.random };
+    this.#seesTunnelTraffic = (opts.ownGroup ?? null) !== null;
+    this.#ctx = {
+      policy: machinePolicy(opts.config, this.#seesTunnelTraffic),
+      gateways: startupGateways(opts.config),
+      random: Math.random,
+    };
     const config = (): DetourConfig => this.#config;
     const track = (p: Promise<unknown>): void => {
       this.#track(p);
@@ -188,6 +195,9 @@ export class Daemon {
         // An event for `detour events`, the flight recorder and telemetry (which counts them).
         reportKillSwitch: (change, status, detail) => {
           this.#events.announce({ type: "kill-switch", at: this.#clock.wall(), change, status, detail });
+        },
+        tunnelActivity: () => {
+          if (this.#state.name === "connected") this.dispatch({ type: "tunnel-activity", now: this.#now() });
         },
         captive: () => this.#captive?.killSwitchInputs() ?? { checkAddresses: [], captiveException: null },
         localNetworks: (alsoInside) => this.#localNetworks.allowed(alsoInside),
@@ -375,6 +385,10 @@ export class Daemon {
       block: platform.firewall.drillBlock,
       clock: this.#clock,
       log,
+      // A drill measures a failover as a user in the middle of their work meets it: the probes' fast pace.
+      inUse: () => {
+        if (this.#state.name === "connected") this.dispatch({ type: "tunnel-activity", now: this.#now() });
+      },
     });
     // The early-boot step reads what is in force here: lockdown and the protected networks, on every change.
     const lockdownState = new LockdownStateStore(join(opts.stateDir, LOCKDOWN_STATE_FILE), log);
@@ -465,6 +479,7 @@ export class Daemon {
     return {
       state: () => this.#state,
       ctx: this.#ctx,
+      seesTunnelTraffic: this.#seesTunnelTraffic,
       now: () => this.#now(),
       snapshot: () => this.#snapshot(),
       dispatch: (input) => {
@@ -546,6 +561,9 @@ export class Daemon {
         return;
       case "recheck-leg":
         this.#legs.recheck(e.legId, e.why);
+        return;
+      case "probe-pace":
+        this.#legs.setPace(e.pace);
         return;
       case "apply-routes":
         this.#dataPlane.applyRoutes(e.legId);

@@ -53,6 +53,8 @@ export interface DataPlaneHost {
   ownGroup?: number | null;
   /** A kill-switch failure, recovery or restoration: the daemon turns it into an event and telemetry. */
   reportKillSwitch?(change: KillSwitchChange, status: KillSwitchStatus, detail: string): void;
+  /** User traffic went into a tunnel: the probes speed up (the connection machine's probe pace). */
+  tunnelActivity?(): void;
   /** The captive check's addresses and the sign-in exception (captive.ts); absent: none. */
   captive?(): { checkAddresses: string[]; captiveException: CaptiveExceptionInput | null };
   /** The tunnel's resolvers were put back after other software rewrote them, or could not be: telemetry. */
@@ -134,6 +136,9 @@ export class DataPlane {
         host.track(p);
       },
       log: host.log,
+      activity: () => {
+        host.tunnelActivity?.();
+      },
     });
     // A daemon that died while connected left the tunnel's resolvers in place: put the original back first.
     try {

@@ -20,6 +20,8 @@ export interface DrillWiring {
   block: DrillBlock;
   clock: Clock;
   log: Logger;
+  /** Tells the machine the tunnel is in use (the probes' fast pace) as the drill blocks the gateway. */
+  inUse?(): void;
 }
 
 export function createDrills(w: DrillWiring): DrillRunner {
@@ -37,6 +39,16 @@ export function createDrills(w: DrillWiring): DrillRunner {
         w.events.announce(event);
       },
     },
-    { block: w.block, clock: w.clock },
+    {
+      block: {
+        apply: (gateway, endpoints) => {
+          w.inUse?.();
+          return w.block.apply(gateway, endpoints);
+        },
+        remove: () => w.block.remove(),
+        present: () => w.block.present(),
+      },
+      clock: w.clock,
+    },
   );
 }

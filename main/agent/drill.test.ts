@@ -110,7 +110,12 @@ class World {
           setTimeout(() => {
             this.reply(true);
           }, 1);
-          return { stop: () => (this.onSample = null), outstanding: 0, pendingSince: () => null };
+          return {
+            stop: () => (this.onSample = null),
+            setInterval: () => undefined,
+            outstanding: 0,
+            pendingSince: () => null,
+          };
         },
       },
     );

@@ -48,6 +48,8 @@ export interface KillSwitchEnforcerDeps {
   report(change: KillSwitchChange, status: KillSwitchStatus, detail: string): void;
   track(p: Promise<unknown>): void;
   log: Logger;
+  /** User traffic went into a tunnel (the table's trace rule, seen by the same watcher). */
+  activity?(): void;
 }
 
 /**
@@ -101,6 +103,9 @@ export class KillSwitchEnforcer {
     this.#watch = this.#deps.firewall.watchFirewall({
       changed: () => {
         this.check("ruleset changed");
+      },
+      activity: () => {
+        this.#deps.activity?.();
       },
       watcherDied: (reason) => {
         this.#status.watcherRestarts++;

@@ -7,6 +7,7 @@
  * rate, and an orderly stop. What happens to a leg goes back to the machine as an input.
  */
 import type { DetourConfig } from "../core/config/schema.ts";
+import { paceIntervalMs, type ProbePace } from "../core/connection/pace.ts";
 import type { Candidate, Leg, MachineInput } from "../core/connection/types.ts";
 import type { TunnelUp } from "../core/tunnel/engine-types.ts";
 import { isEngineError, type ProbeDevice, type TunnelEngine } from "../../native/engines/engine.ts";
@@ -59,6 +60,8 @@ export class LegRuntimes {
   readonly #platform: Pick<Platform, "engines" | "routes">;
   readonly #clock: Clock;
   readonly #startMonitor: (opts: MonitorOptions) => Monitor;
+  /** The probes' pace the connection machine last asked for (fast until it says otherwise). */
+  #pace: ProbePace = "fast";
   readonly #legs = new Map<string, LegRuntime>();
   readonly #slots: LegSlots;
   /** Who holds each leg's slot, as the slots know it (a leg id can come back; an owner is never reused). */
@@ -331,6 +334,21 @@ export class LegRuntimes {
     return rt.stopping;
   }
 
+  /**
+   * Every monitor's pace (core/connection/pace.ts), the running ones now (a probe goes out at once when they
+   * speed up) and those started later.
+   */
+  setPace(pace: ProbePace): void {
+    if (pace === this.#pace) return;
+    this.#pace = pace;
+    this.#host.log.debug("probe pace", { pace });
+    this.#host.pathMtu?.setPace(pace);
+    const cfg = this.#host.config();
+    for (const rt of this.#legs.values())
+      if (rt.monitor !== null && rt.monitorRole !== null)
+        rt.monitor.setInterval(paceIntervalMs(pace, rt.monitorRole, cfg.health, cfg.standby));
+  }
+
   /** Starts the leg's in-tunnel probes at its role's rate; a running monitor (a promoted standby's) is replaced. */
   startMonitor(legId: string, role: "active" | "standby"): void {
     const rt = this.#legs.get(legId);
@@ -366,7 +384,7 @@ export class LegRuntimes {
       legId,
       sourceAddress: rt.source.address,
       target: { address: cfg.probe.address, port: cfg.probe.port },
-      intervalMs: role === "standby" ? cfg.standby.probeIntervalMs : h.probeIntervalMs,
+      intervalMs: paceIntervalMs(this.#pace, role, h, cfg.standby),
       timeoutMs: h.probeTimeoutMs,
       clock: this.#clock,
       onSample: (sample) => {

@@ -26,6 +26,11 @@ export interface MonitorOptions {
 export interface Monitor {
   /** Stops probing and closes the socket; no sample is reported afterwards. Idempotent. */
   stop(): void;
+  /**
+   * Probes every `ms` from now on (the pace, core/connection/pace.ts); a faster pace sends one probe at once, so a
+   * tunnel that went quiet is asked right away.
+   */
+  setInterval(ms: number): void;
   /** Probes sent and not yet answered or timed out (diagnostics, tests). */
   readonly outstanding: number;
   /**
@@ -175,7 +180,8 @@ export function startMonitor(opts: MonitorOptions): Monitor {
   };
 
   openSocket();
-  const interval = setInterval(tick, opts.intervalMs);
+  let intervalMs = opts.intervalMs;
+  let interval = setInterval(tick, intervalMs);
   tick();
 
   return {
@@ -187,6 +193,15 @@ export function startMonitor(opts: MonitorOptions): Monitor {
       inFlight.clear();
       if (socket !== null) closeQuietly(socket);
       socket = null;
+    },
+    setInterval(ms: number): void {
+      if (stopped || ms === intervalMs) return;
+      if (!(Number.isFinite(ms) && ms > 0)) throw new Error(`monitor ${opts.legId}: intervalMs must be positive`);
+      const faster = ms < intervalMs;
+      intervalMs = ms;
+      clearInterval(interval);
+      interval = setInterval(tick, ms);
+      if (faster) tick();
     },
     get outstanding(): number {
       return inFlight.size;

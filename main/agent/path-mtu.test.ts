@@ -186,3 +186,19 @@ test("a-probe-that-cannot-run-changes-nothing-fails-nothing-and-says-why", async
   assert.match(broken.status().lastError ?? "", /ping: not found/);
   assert.deepEqual(r.events, []);
 });
+
+test("an-idle-tunnel-is-not-rechecked-and-the-first-traffic-after-a-long-idle-spell-rechecks-at-once", async () => {
+  const r = rig(1500);
+  r.guard.watch(LEG, up(1440), 20);
+  r.guard.setPace("slow");
+  r.path.limit = 1300; // the path shrinks while idle: nobody sends, so nobody is hurt yet
+  await r.clock.advance(6 * PMTU_RECHECK_MS);
+  await Promise.all(r.tracked);
+  assert.equal(r.devices.size, 0, "no full-size echoes while the tunnel is idle");
+  const probes = r.tracked.length;
+  r.guard.setPace("fast");
+  await r.clock.advance(0);
+  await Promise.all(r.tracked);
+  assert.ok(r.tracked.length > probes, "traffic again after a long idle spell: checked at once");
+  assert.equal(r.devices.get("dt-l1"), 1300, "and the smaller hop found");
+});

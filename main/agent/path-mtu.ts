@@ -62,6 +62,10 @@ export class PathMtuGuard {
   /** Each leg's device MTU as this guard last set or confirmed it. */
   readonly #mtus = new Map<string, number>();
   #watched: Watched | null = null;
+  /** The probes' idle pace (core/connection/pace.ts): no user traffic, so no full-size rechecks either. */
+  #idle = false;
+  /** When the last periodic check of the watched leg ran (monotonic); a resumed recheck keeps its rhythm. */
+  #lastRecheckAt = Number.NEGATIVE_INFINITY;
   #clamp: "in-force" | "off" | "failed" = "off";
   readonly #status: PathMtuStatus = {
     ifname: null,
@@ -139,12 +143,31 @@ export class PathMtuGuard {
     this.#clamp = "off";
   }
 
-  #arm(): void {
+  /**
+   * The probes' pace: while the tunnel is idle a black hole hurts nobody, so the full-size rechecks (two echoes of
+   * the tunnel's MTU every 10 s, most of an idle tunnel's bytes) pause; with traffic they resume, at once when the
+   * last one is older than PMTU_RECHECK_MS.
+   */
+  setPace(pace: "fast" | "slow"): void {
+    this.#idle = pace === "slow";
     const w = this.#watched;
     if (w === null) return;
-    w.timer = this.#host.clock.after(PMTU_RECHECK_MS, () => {
-      if (this.#watched !== w || w.running) return;
+    if (this.#idle) {
+      w.timer?.cancel();
+      w.timer = null;
+    } else if (w.timer === null && !w.running) {
+      this.#arm(Math.max(0, this.#lastRecheckAt + PMTU_RECHECK_MS - this.#host.clock.monotonic()));
+    }
+  }
+
+  #arm(afterMs: number = PMTU_RECHECK_MS): void {
+    const w = this.#watched;
+    if (w === null || this.#idle) return;
+    w.timer = this.#host.clock.after(afterMs, () => {
+      w.timer = null;
+      if (this.#watched !== w || w.running || this.#idle) return;
       w.running = true;
+      this.#lastRecheckAt = this.#host.clock.monotonic();
       this.#host.track(
         this.#check(w.leg, w.ifname, this.#mtus.get(w.leg.id) ?? w.mtu, w.rttMs, () => this.#watched === w).then(
           (v) => {

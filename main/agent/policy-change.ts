@@ -20,6 +20,8 @@ export interface MachineAccess {
   now(): number;
   dispatch(input: MachineInput): void;
   track(p: Promise<unknown>): void;
+  /** Whether user traffic into a tunnel is seen (the kill switch's trace needs detourd's own group): see machinePolicy. */
+  readonly seesTunnelTraffic: boolean;
 }
 
 export interface PolicyChangeParts {
@@ -30,15 +32,20 @@ export interface PolicyChangeParts {
   log: Logger;
 }
 
-/** The machine's policies from a configuration. */
-export function machinePolicy(config: DetourConfig): MachineContext["policy"] {
-  return { race: config.race, health: config.health, retry: config.retry, standby: config.standby };
+/**
+ * The machine's policies from a configuration. The probes slow down when the tunnel is idle only where detourd
+ * sees user traffic going into it (core/connection/pace.ts), otherwise the first packet after an idle spell would
+ * meet slow probes: without that, they keep the fast pace.
+ */
+export function machinePolicy(config: DetourConfig, seesTunnelTraffic: boolean): MachineContext["policy"] {
+  const health = seesTunnelTraffic ? config.health : { ...config.health, idleProbeIntervalMs: null };
+  return { race: config.race, health, retry: config.retry, standby: config.standby };
 }
 
 /** Puts `config` in force after `before`; returns whether a leg was moved off. */
 export function applyConfiguration(p: PolicyChangeParts, before: DetourConfig, config: DetourConfig): boolean {
   const m = p.machine;
-  m.ctx.policy = machinePolicy(config);
+  m.ctx.policy = machinePolicy(config, m.seesTunnelTraffic);
   m.ctx.gateways = configuredCandidates(config);
   // A gateway allowed again comes back into the candidates with a discovery round, started now.
   p.candidates.reconfigure(config);

@@ -3,7 +3,9 @@
  * a container runtime) through `nft monitor`: a supervised child that sleeps on a netlink socket and prints one
  * line per change, so noticing costs no CPU while nothing changes, and a change is seen within milliseconds.
  * The kernel tells every listener about every ruleset change; the caller decides whether its own table was hit
- * (firewall.linux.ts readKillSwitch).
+ * (firewall.linux.ts readKillSwitch). The same child prints packet traces: the kill switch traces the first user
+ * packet into a tunnel after a quiet spell (firewall.linux.ts tunnelActivity), which the caller hears as activity
+ * (the probes' pace, core/connection/pace.ts), so seeing traffic costs no polling either.
  *
  * If the child dies (killed, netlink overflow), it is restarted after a backoff that grows with failures in a
  * row and resets once a child has run for a while; each (re)start is reported as a change too, because changes
@@ -11,6 +13,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { noteChild } from "./child-watch.ts";
+import { KILLSWITCH_FAMILY, KILLSWITCH_TABLE } from "./firewall.linux.ts";
 import type { FirewallWatchListener } from "./platform.ts";
 import { inNetns } from "./run.ts";
 
@@ -32,6 +35,34 @@ export interface WatchOptions {
   netns?: string;
   /** The nft binary (tests); "nft" from PATH otherwise. */
   nft?: string;
+}
+
+/** A line of `nft monitor` longer than this is not one of ours: it is dropped (memory stays bounded). */
+const MAX_MONITOR_LINE = 16 * 1024;
+
+/** The first line of a packet's trace through the kill switch's output chain: `trace id <id> ` comes before it. */
+const ACTIVITY_TRACE = ` ${KILLSWITCH_FAMILY} ${KILLSWITCH_TABLE} output packet: oif "`;
+
+/**
+ * What a chunk of `nft monitor` output says: a ruleset change (any line that is not a packet trace), user traffic
+ * into a tunnel (a traced packet in the kill switch's output chain: only its activity rule sets nftrace there), or
+ * neither (other software's traces elsewhere: nftrace is everyone's). The packet line is the one to match: the
+ * rule lines name the rule by its text only if the monitor read the ruleset after the table was last replaced,
+ * and a long-running monitor prints "unknown rule handle N" instead. `rest` is an unfinished last line, kept for
+ * the next chunk (nft writes a trace a few bytes at a time).
+ */
+export function splitMonitorOutput(text: string): { changed: boolean; activity: boolean; rest: string } {
+  const lines = text.split("\n");
+  let rest = lines.pop() ?? "";
+  if (rest.length > MAX_MONITOR_LINE) rest = "";
+  let changed = false;
+  let activity = false;
+  for (const l of lines) {
+    if (l.trim() === "") continue;
+    if (!l.startsWith("trace id ")) changed = true;
+    else if (l.includes(ACTIVITY_TRACE)) activity = true;
+  }
+  return { changed, activity, rest };
 }
 
 export function watchFirewall(listener: FirewallWatchListener, opts: WatchOptions = {}): { stop(): void } {
@@ -58,10 +89,18 @@ export function watchFirewall(listener: FirewallWatchListener, opts: WatchOption
     const watched = { pid: c.pid ?? -1, argv: [file, ...args] };
     noteChild("spawned", watched);
     let stderr = "";
-    c.stdout.on("data", () => {
-      safe(() => {
-        listener.changed();
-      });
+    let partial = "";
+    c.stdout.on("data", (d: Buffer) => {
+      const { changed, activity, rest } = splitMonitorOutput(partial + d.toString());
+      partial = rest;
+      if (changed)
+        safe(() => {
+          listener.changed();
+        });
+      if (activity)
+        safe(() => {
+          listener.activity?.();
+        });
     });
     c.stderr.on("data", (d: Buffer) => {
       stderr = (stderr + d.toString()).slice(-500);

@@ -232,6 +232,31 @@ function ikeOffGateway(rules: KillSwitchRules): string[] {
     : [line(`meta skgid ${String(rules.ownGroup)} udp dport { 500, 4500 }`, "drop", "ike-off-gateway")];
 }
 
+/** The comment of the rule that marks user traffic into a tunnel for `nft monitor` (see tunnelActivity). */
+export const TUNNEL_ACTIVITY_MARK = "tunnel-activity";
+/**
+ * At most this many packets a second are traced: the first packet after a quiet spell is what matters (the
+ * probes speed up at once); while traffic flows, one a second keeps them fast, and `nft monitor` prints little.
+ */
+export const TUNNEL_ACTIVITY_TRACE_PER_S = 1;
+
+/**
+ * User traffic into a tunnel, told to detourd without polling: the first packet (then at most one a second) that
+ * leaves through a tunnel device and is not detourd's own (its probes run in its group) gets nftrace set, and
+ * `nft monitor`, which detourd already runs for the ruleset (firewall-watch.linux.ts), prints its trace. Nothing
+ * is traced while the tunnel is idle, so this costs nothing then. First in the chain: it only marks (verdict
+ * continue) and must see the packet before any accept. Without detourd's group the probes cannot be told apart,
+ * so there is no rule (and detourd keeps probing at the fast pace).
+ */
+function tunnelActivity(rules: KillSwitchRules): string[] {
+  if (rules.ownGroup === null || rules.tunnelDevices.length === 0) return [];
+  // One rule per device (a name may be a wildcard, which nft takes in a match but not in every set).
+  return rules.tunnelDevices.map(
+    (d) =>
+      `\t\toifname "${d}" meta skgid != ${String(rules.ownGroup)} limit rate ${String(TUNNEL_ACTIVITY_TRACE_PER_S)}/second burst 1 packets meta nftrace set 1 comment "${TUNNEL_ACTIVITY_MARK}"`,
+  );
+}
+
 /** The table's definition in nft's language (pure; what `nft list table` shows, give or take formatting). */
 export function renderKillSwitch(rules: KillSwitchRules): string {
   check(rules);
@@ -257,6 +282,7 @@ export function renderKillSwitch(rules: KillSwitchRules): string {
     "\t}",
     "\tchain output {",
     "\t\ttype filter hook output priority filter; policy accept;",
+    ...tunnelActivity(rules),
     ...own.map((a) => line(a.match, "accept", a.comment)),
     ...ikeOffGateway(rules),
     ...drops,

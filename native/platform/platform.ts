@@ -108,8 +108,11 @@ export interface DrillBlock {
 
 /** What the firewall watcher tells: something changed the ruleset, or the watcher itself died (and restarts). */
 export interface FirewallWatchListener {
+  /** The ruleset changed (anyone's table): the caller checks its own. */
   changed(): void;
   watcherDied(reason: string): void;
+  /** User traffic went into a tunnel (the kill switch's trace rule, firewall.linux.ts tunnelActivity). */
+  activity?(): void;
 }
 
 export interface PlatformFirewall {

@@ -11,6 +11,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { ControlClient } from "../../main/client/control-client.ts";
+import { ACTIVITY_HOLD_MS } from "../../main/core/connection/pace.ts";
 import { agentStart, agentStop } from "../lab/agent.ts";
 import { daemonBundle } from "../lab/daemon-bundle.ts";
 import { runOk } from "../lab/exec.ts";
@@ -40,6 +41,11 @@ const STREAM_RATE = 50;
 /** The stream starts this long before its window, so the window sees it steady. */
 const STREAM_LEAD_MS = 2000;
 const DEFAULT_WINDOW_S = 60;
+/**
+ * An idle window starts this long after the last user packet (a stream window's end): the probes' fast pace holds
+ * ACTIVITY_HOLD_MS after traffic (core/connection/pace.ts), so idle is measured once the tunnel really is idle.
+ */
+const IDLE_AFTER_TRAFFIC_MS = ACTIVITY_HOLD_MS + 2000;
 
 function parseOptions(options: readonly string[]): { windowMs: number } {
   const { values } = parseArgs({ args: [...options], strict: true, options: { "window-s": { type: "string" } } });
@@ -169,6 +175,7 @@ export async function benchFootprint(
               })
             : null;
         if (stream !== null) await sleep(STREAM_LEAD_MS);
+        else if (i > 0) await sleep(IDLE_AFTER_TRAFFIC_MS);
         const engines = descendants(a.pid);
         const d0 = readGroup([a.pid]);
         const e0 = readGroup(engines);

@@ -96,6 +96,9 @@ export class FakeWorld {
   killSwitch: KillSwitchRules | null = null;
   /** Prefixes put in the protected table while the kill switch in force did not protect them. */
   routedUnprotected = new Set<string>();
+  /** In-tunnel probes sent by every fake monitor, and each running monitor's interval by leg (its pace). */
+  probesSent = 0;
+  readonly probeIntervals = new Map<string, number>();
   /**
    * What the kernel holds in the kill switch's table: the rules' JSON, "fallback", or null (no table). Tests
    * change it behind the daemon's back to play other software rewriting the firewall.
@@ -488,8 +491,12 @@ export function fakeProber(world: FakeWorld): (opts: MonitorOptions) => Monitor 
     let newestAnswered = Number.NEGATIVE_INFINITY;
     let seq = 0;
     let stopped = false;
+    let intervalMs = opts.intervalMs;
+    let next: { cancel(): void } | null = null;
+    world.probeIntervals.set(opts.legId, intervalMs);
     const tick = (): void => {
       if (stopped) return;
+      world.probesSent++;
       const s = ++seq;
       const sentAt = clock.monotonic();
       inFlight.set(s, sentAt);
@@ -505,13 +512,24 @@ export function fakeProber(world: FakeWorld): (opts: MonitorOptions) => Monitor 
         if (stopped || !inFlight.delete(s)) return;
         opts.onSample({ seq: s, sentAt, rttMs: null });
       });
-      clock.after(opts.intervalMs, tick);
+      next = clock.after(intervalMs, tick);
     };
     tick();
     return {
       stop: () => {
         stopped = true;
+        next?.cancel();
         inFlight.clear();
+        if (world.probeIntervals.get(opts.legId) === intervalMs) world.probeIntervals.delete(opts.legId);
+      },
+      setInterval: (ms) => {
+        if (stopped || ms === intervalMs) return;
+        const faster = ms < intervalMs;
+        intervalMs = ms;
+        world.probeIntervals.set(opts.legId, ms);
+        next?.cancel();
+        if (faster) tick();
+        else next = clock.after(ms, tick);
       },
       get outstanding() {
         return inFlight.size;

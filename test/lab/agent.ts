@@ -66,6 +66,8 @@ export async function agentStart(
   const p = agentPaths(id);
   // A restart after a crash keeps the work folder, as a service manager would: what the dead daemon left is there.
   if (opts.keepWorkDir !== true) rmSync(p.workDir, { recursive: true, force: true });
+  // A socket file left by an earlier detourd would look like this one's open socket before it listens.
+  rmSync(p.socket, { force: true });
   mkdirSync(p.workDir, { recursive: true, mode: 0o700 });
   const tsx = opts.tsx ?? (opts.bundle === undefined && process.env.DETOUR_LAB_TSX === "1");
   const bundle = tsx ? null : (opts.bundle ?? (await daemonBundle()).detourd);

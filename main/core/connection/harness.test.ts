@@ -5,6 +5,7 @@
 import { HealthPolicy, RacePolicy, RetryPolicy, StandbyPolicy } from "../config/schema.ts";
 import type { EngineErrorCode, TunnelConfig } from "../tunnel/engine-types.ts";
 import { initialState, snapshot, step, type MachineContext, type MachineState } from "./machine.ts";
+import { paceIntervalMs } from "./pace.ts";
 import type {
   Candidate,
   CandidateProbe,
@@ -53,8 +54,12 @@ export function context(
   return {
     policy: {
       race: { ...RacePolicy.parse({}), ...overrides.race },
-      // The scenarios' exact figures were worked out for a 50 ms monitor and a 600 ms dead window.
-      health: { ...HealthPolicy.parse({ probeIntervalMs: 50, deadAfterMs: 600 }), ...overrides.health },
+      // The scenarios' exact figures were worked out for a 50 ms monitor and a 600 ms dead window, at one pace
+      // (the idle pace is pace.test.ts's subject, which turns it on).
+      health: {
+        ...HealthPolicy.parse({ probeIntervalMs: 50, deadAfterMs: 600, idleProbeIntervalMs: null }),
+        ...overrides.health,
+      },
       retry: { ...RetryPolicy.parse({}), ...overrides.retry },
       standby: { ...StandbyPolicy.parse({}), mode: "off", ...overrides.standby },
     },
@@ -108,6 +113,10 @@ export class Sim {
   readonly timers = new Map<TimerId, { at: number; token: number }>();
   #queue: Scheduled[] = [];
   #monitorGen = new Map<string, number>();
+  #roles = new Map<string, "active" | "standby">();
+  /** The probes' pace the machine last asked for, and every in-tunnel probe sent so far. */
+  pace: "fast" | "slow" = "fast";
+  probesSent = 0;
   #seq = 0;
   #opts: SimOptions;
 
@@ -246,9 +255,24 @@ export class Sim {
         const gen = (this.#monitorGen.get(e.legId) ?? 0) + 1;
         this.#monitorGen.set(e.legId, gen);
         this.monitors.add(e.legId);
-        const intervalMs =
-          e.role === "standby" ? this.ctx.policy.standby.probeIntervalMs : this.ctx.policy.health.probeIntervalMs;
-        this.#probeLoop(e.legId, gen * 1_000_000, gen, intervalMs);
+        this.#roles.set(e.legId, e.role);
+        this.#probeLoop(e.legId, gen * 1_000_000, gen);
+        return;
+      }
+      case "probe-pace": {
+        // As the daemon's monitors do: every loop takes the new interval; a faster one probes at once.
+        if (e.pace === this.pace) return;
+        const faster = e.pace === "fast";
+        this.pace = e.pace;
+        for (const legId of this.monitors) {
+          const gen = (this.#monitorGen.get(legId) ?? 0) + 1;
+          this.#monitorGen.set(legId, gen);
+          if (faster) this.#probeLoop(legId, gen * 1_000_000, gen);
+          else
+            this.schedule(this.now + this.#intervalOf(legId), () => {
+              this.#probeLoop(legId, gen * 1_000_000, gen);
+            });
+        }
         return;
       }
       case "stop-monitor":
@@ -259,7 +283,7 @@ export class Sim {
         if (!this.monitors.has(e.legId)) return;
         const gen = (this.#monitorGen.get(e.legId) ?? 0) + 1;
         this.#monitorGen.set(e.legId, gen);
-        this.#probeLoop(e.legId, gen * 1_000_000, gen, this.ctx.policy.health.probeIntervalMs);
+        this.#probeLoop(e.legId, gen * 1_000_000, gen);
         return;
       }
       case "apply-routes":
@@ -296,8 +320,19 @@ export class Sim {
     }
   }
 
-  #probeLoop(legId: string, seq: number, gen: number, intervalMs: number): void {
+  #intervalOf(legId: string): number {
+    return paceIntervalMs(
+      this.pace,
+      this.#roles.get(legId) ?? "active",
+      this.ctx.policy.health,
+      this.ctx.policy.standby,
+    );
+  }
+
+  #probeLoop(legId: string, seq: number, gen: number): void {
     if (!this.monitors.has(legId) || this.#monitorGen.get(legId) !== gen) return;
+    this.probesSent++;
+    const intervalMs = this.#intervalOf(legId);
     const leg = this.legsById.get(legId);
     if (leg === undefined) return;
     const sentAt = this.now;
@@ -308,7 +343,7 @@ export class Sim {
         this.dispatch({ type: "probe", now: this.now, legId, sample: { seq, sentAt, rttMs: rtt } });
     });
     this.schedule(sentAt + intervalMs, () => {
-      this.#probeLoop(legId, seq + 1, gen, intervalMs);
+      this.#probeLoop(legId, seq + 1, gen);
     });
   }
 }

@@ -49,6 +49,11 @@ export interface HealthState {
    * Null when nothing sent since the last answer is known to be waiting.
    */
   unansweredSince: number | null;
+  /**
+   * Probes sent before this are no evidence of death; null: none is (the slow, idle pace of pace.ts, where a probe
+   * left unanswered only brings the fast pace back, from which the evidence then counts).
+   */
+  evidenceFrom: number | null;
   /** Since when the brownout condition (loss or RTT over threshold) has held, while it holds. */
   overSince: number | null;
   /** In a brownout: since when the recovery condition (well under the thresholds) has held, while it holds. */
@@ -76,6 +81,7 @@ export function healthStart(now: number, pathRttMs: number | null = null): Healt
     lastReplyAt: null,
     lastAnsweredSentAt: null,
     unansweredSince: null,
+    evidenceFrom: now,
     overSince: null,
     clearSince: null,
     verdict: { state: "healthy" },
@@ -128,9 +134,22 @@ export function healthDeadline(h: HealthState, policy: HealthPolicy): number {
  * sent nothing meanwhile: its silence is its own, and only probes actually sent and left unanswered count.
  */
 export function healthNotePending(h: HealthState, pendingSentAt: number | null): HealthState {
-  if (pendingSentAt === null || (h.lastAnsweredSentAt !== null && pendingSentAt <= h.lastAnsweredSentAt)) return h;
-  if (h.unansweredSince !== null && h.unansweredSince <= pendingSentAt) return h;
-  return { ...h, unansweredSince: pendingSentAt };
+  if (pendingSentAt === null || h.evidenceFrom === null) return h;
+  if (h.lastAnsweredSentAt !== null && pendingSentAt <= h.lastAnsweredSentAt) return h;
+  // A probe of the slow pace before the fast one began is waited on from when the fast pace began.
+  const since = Math.max(pendingSentAt, h.evidenceFrom);
+  if (h.unansweredSince !== null && h.unansweredSince <= since) return h;
+  return { ...h, unansweredSince: since };
+}
+
+/**
+ * The pace changed (pace.ts): at the slow pace nothing is evidence and what was waiting is forgotten; at the fast
+ * pace probes count from `now` on.
+ */
+export function healthSetEvidence(h: HealthState, pace: "fast" | "slow", now: number): HealthState {
+  return pace === "slow"
+    ? { ...h, evidenceFrom: null, unansweredSince: null }
+    : { ...h, evidenceFrom: h.evidenceFrom ?? now };
 }
 
 function percentile(sorted: readonly number[], p: number): number | null {

@@ -7,6 +7,7 @@ import type { HealthPolicy, RacePolicy, RetryPolicy, StandbyPolicy } from "../co
 import { RETRYABLE, type EngineErrorCode, type TunnelConfig } from "../tunnel/engine-types.ts";
 import { allKindsUnreachable, probedSilent, rankCandidates } from "./candidates.ts";
 import type { HealthState } from "./health.ts";
+import type { PaceState } from "./pace.ts";
 import {
   pendingRecord,
   planLegs,
@@ -130,6 +131,8 @@ export interface ConnectedState {
   verify?: Verify | null;
   /** The last path change or wake: an engine re-establishing soon after (openconnect's reconnect) is expected. */
   rechecked?: { at: number; why: Verify["why"] } | null;
+  /** The probes' pace (pace.ts); absent: fast. */
+  pace?: PaceState;
 }
 
 export interface Verify {

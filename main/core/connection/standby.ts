@@ -35,8 +35,9 @@ export const STANDBY_RAISE_DELAY_MS = 1_000;
 /** How often an up standby is checked for staleness; a check costs nothing but a look at its last reply. */
 export const STANDBY_CHECK_MS = 2_000;
 /**
- * A standby silent for this many freshness windows is replaced: it would not be promoted anyway, and a new one
- * may find a path that works. Four windows (3 s by default) ride out a short hiccup of the standby's own path.
+ * A standby silent for this many freshness windows (or idle probe intervals, when longer) is replaced: it would
+ * not be promoted anyway, and a new one may find a path that works. Four windows (3 s at the fast pace, 8 s at
+ * the idle one by default) ride out a short hiccup of the standby's own path.
  */
 export const STANDBY_STALE_FACTOR = 4;
 
@@ -44,6 +45,8 @@ export interface StandbyContext {
   standby: StandbyPolicy;
   race: RacePolicy;
   health: HealthPolicy;
+  /** The probes run at the idle pace (pace.ts): the standby answers only every idleProbeIntervalMs. */
+  idlePace?: boolean;
 }
 
 export interface StandbyStep {
@@ -258,7 +261,9 @@ export function standbyOnCheck(
   const cleared: StandbyState = { ...sb, checkAt: null };
   if (cleared.leg === null) return standbyRaise(cleared, shared, active, [], now, ctx);
   const last = cleared.leg.health.lastReplyAt ?? cleared.leg.firstReplyAt;
-  if (now - last > STANDBY_STALE_FACTOR * ctx.standby.freshMs) {
+  // At the idle pace (pace.ts) a standby answers only every idleProbeIntervalMs: stale is judged on that scale.
+  const windowMs = ctx.idlePace === true ? Math.max(ctx.standby.freshMs, ctx.standby.idleProbeIntervalMs ?? 0) : 0;
+  if (now - last > STANDBY_STALE_FACTOR * Math.max(ctx.standby.freshMs, windowMs)) {
     const down = standbyTeardown(cleared, now);
     const effects = [...down.effects];
     return { standby: schedule(down.standby, now + STANDBY_RETRY_MS, effects), shared, effects };

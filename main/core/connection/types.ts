@@ -200,7 +200,9 @@ export type MachineInput =
    */
   | { type: "network"; now: number; change: NetworkInputKind; detail: string; initial?: boolean }
   /** The daemon was not running for a while (a suspend and resume, or the process frozen): `sleptMs` long. */
-  | { type: "wake"; now: number; sleptMs: number };
+  | { type: "wake"; now: number; sleptMs: number }
+  /** User traffic went into a tunnel (at most about once a second while it flows): the probes' pace (pace.ts). */
+  | { type: "tunnel-activity"; now: number };
 
 export type TimerId =
   "race-stagger" | "backoff" | "health-check" | "recheck-candidates" | "standby" | "standby-stagger";
@@ -213,6 +215,8 @@ export type Effect =
   /** Starts (or restarts, at the role's rate) the in-tunnel probes of a leg that is up. */
   | { type: "start-monitor"; legId: string; role: "active" | "standby" }
   | { type: "stop-monitor"; legId: string }
+  /** Every monitor, running or started later, probes at its role's interval for this pace (pace.ts). */
+  | { type: "probe-pace"; pace: "fast" | "slow" }
   /**
    * Check a leg that is up at once after a path change or a wake: an immediate burst of in-tunnel probes, and on a
    * path change the engine is told (openconnect reconnects with its session cookie; wireguard-go and charon with

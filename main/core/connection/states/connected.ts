@@ -9,6 +9,7 @@ import {
   healthEvaluate,
   healthNotePending,
   healthOnSample,
+  healthSetEvidence,
   healthStart,
   pathRttOf,
   type HealthState,
@@ -35,6 +36,7 @@ import {
   stateEvent,
   withCandidates,
 } from "../machine-state.ts";
+import { paceAdaptive, paceMaySlow, paceQuicken, paceStart, paceSuspectAt, type PaceState } from "../pace.ts";
 import { TIMER_SLACK_MS, rearmIfEarly, timerDue } from "../timers.ts";
 import {
   raceCancel,
@@ -161,6 +163,49 @@ function connectedState(
     recover: null,
     brownoutRetryAt,
     standby,
+    pace: paceStart(now),
+  };
+}
+
+/**
+ * At the slow pace each reply moves the suspicion time on: the timer is moved with it (no wake-up), so it only
+ * fires when a slow probe really is overdue.
+ */
+function rearmSuspicion(out: Outcome, hp: MachineContext["policy"]["health"]): Outcome {
+  if ("go" in out || out.state.name !== "connected") return out;
+  const st = out.state;
+  const at = paceSuspectAt(st.health, hp);
+  if (at === st.healthCheckAt) return out;
+  return {
+    state: { ...st, healthCheckAt: at },
+    effects: [...out.effects, { type: "set-timer", timer: "health-check", at }],
+  };
+}
+
+/** The probes' pace (pace.ts); a state from before pacing existed is fast. */
+function paceOf(state: ConnectedState): PaceState {
+  return state.pace ?? { pace: "fast", fastUntil: Number.NEGATIVE_INFINITY };
+}
+
+/**
+ * Back to the fast pace, or held there longer: user traffic went into the tunnel, a slow probe went unanswered,
+ * the laptop woke or the path changed. From slow, every monitor speeds up (a probe goes out at once), probes
+ * count as evidence from now, and the health check runs on the fast pace's schedule again.
+ */
+function quicken(state: ConnectedState, now: number, ctx: MachineContext): Outcome & { state: ConnectedState } {
+  const hp = ctx.policy.health;
+  if (!paceAdaptive(hp)) return { state, effects: [] };
+  const before = paceOf(state);
+  const pace = paceQuicken(before, now);
+  if (before.pace === "fast") return { state: { ...state, pace }, effects: [] };
+  const health = healthSetEvidence(state.health, "fast", now);
+  const healthCheckAt = now + hp.probeIntervalMs;
+  return {
+    state: { ...state, pace, health, healthCheckAt },
+    effects: [
+      { type: "probe-pace", pace: "fast" },
+      { type: "set-timer", timer: "health-check", at: healthCheckAt },
+    ],
   };
 }
 
@@ -185,6 +230,8 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: NewL
   const state = connectedState(shared1, e.active, health, now, ctx, null, sb.standby);
   effects.push(
     ...e.raceEffects,
+    // Every monitor back at the fast pace (a slow one from before a failover is not kept): traffic is about to flow.
+    ...(paceAdaptive(ctx.policy.health) ? [{ type: "probe-pace", pace: "fast" } as const] : []),
     { type: "start-monitor", legId: e.active.leg.id, role: "active" },
     { type: "set-timer", timer: "health-check", at: state.healthCheckAt },
     { type: "set-timer", timer: "recheck-candidates", at: state.recheckAt },
@@ -210,6 +257,7 @@ export function enterResume(shared0: Shared, now: number, ctx: MachineContext, e
   return {
     state,
     effects: [
+      ...(paceAdaptive(ctx.policy.health) ? [{ type: "probe-pace", pace: "fast" } as const] : []),
       ...sb.effects,
       ...e.raceEffects,
       { type: "set-timer", timer: "health-check", at: state.healthCheckAt },
@@ -406,6 +454,16 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
           `no reply from ${state.active.leg.gateway} within ${String((verify.until - verify.since) / 1000)} s after ${verify.why === "wake" ? "waking up" : "the network changed"}`,
           ctx,
         );
+      const pace = paceOf(state);
+      if (pace.pace === "slow") {
+        // The idle pace judges nothing: a probe unanswered past its suspicion time brings the fast pace back.
+        const suspectAt = paceSuspectAt(state.health, hp);
+        if (input.now + TIMER_SLACK_MS >= suspectAt) return quicken(state, input.now, ctx);
+        return {
+          state: { ...state, healthCheckAt: suspectAt },
+          effects: [{ type: "set-timer", timer: "health-check", at: suspectAt }],
+        };
+      }
       const before = state.health.verdict;
       const h0 = state.health;
       // Without the prober's word, assume a probe has waited since the last reply: silence alone decides.
@@ -418,6 +476,20 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
       const soonest = input.now + (health.unansweredSince === null ? hp.probeIntervalMs : TIMER_SLACK_MS);
       const deadline = Math.max(healthDeadline(health, hp), soonest);
       const healthCheckAt = verify === null ? deadline : Math.min(deadline, verify.until);
+      const cur = out.state;
+      if (verify === null && paceMaySlow(pace, cur.health, input.now, hp)) {
+        // No user traffic for a while and all is well: the idle pace, checked only when a slow probe is overdue.
+        const idle = healthSetEvidence(cur.health, "slow", input.now);
+        const suspectAt = paceSuspectAt(idle, hp);
+        return {
+          state: { ...cur, health: idle, pace: { ...pace, pace: "slow" }, healthCheckAt: suspectAt },
+          effects: [
+            ...out.effects,
+            { type: "probe-pace", pace: "slow" },
+            { type: "set-timer", timer: "health-check", at: suspectAt },
+          ],
+        };
+      }
       return {
         state: { ...out.state, healthCheckAt },
         effects: [...out.effects, { type: "set-timer", timer: "health-check", at: healthCheckAt }],
@@ -447,7 +519,7 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
         state.shared,
         state.active.leg,
         input.now,
-        standbyContext(ctx),
+        { ...standbyContext(ctx), idlePace: paceOf(state).pace === "slow" },
         TIMER_SLACK_MS,
       );
       return { state: { ...state, standby: r.standby, shared: r.shared }, effects: r.effects };
@@ -500,12 +572,13 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
       if (verify !== null && input.sample.rttMs !== null && input.sample.sentAt >= verify.since)
         return verified(state, input.sample, input.now, ctx);
       const before = state.health.verdict;
-      return react(
+      const out = react(
         { ...state, health: healthOnSample(state.health, input.sample, input.now, hp) },
         before,
         input.now,
         ctx,
       );
+      return paceOf(state).pace === "slow" ? rearmSuspicion(out, hp) : out;
     }
     case "timer":
       return onTimer(state, input, ctx);
@@ -591,6 +664,8 @@ export function handle(state: ConnectedState, input: MachineInput, ctx: MachineC
       return startVerify(state, "path-changed", input.now, ctx);
     case "wake":
       return startVerify(state, "wake", input.now, ctx);
+    case "tunnel-activity":
+      return quicken(state, input.now, ctx);
     case "connect":
       return { state, effects: [] };
   }
@@ -610,17 +685,23 @@ function startVerify(state: ConnectedState, why: "path-changed" | "wake", now: n
       `${KIND_NAMES[active.kind]} to ${active.gateway} cannot follow the new network: reconnecting`,
       ctx,
     );
+  // Checked at the fast pace: the restarted monitors start fast, and the health check keeps its fast schedule.
+  const q = quicken(state, now, ctx);
+  const fast = q.state;
   const boundMs =
-    why === "wake" ? Math.max(WAKE_VERIFY_MS, deadWindowMs(state.health, ctx.policy.health)) : ROAM_VERIFY_MS;
+    why === "wake" ? Math.max(WAKE_VERIFY_MS, deadWindowMs(fast.health, ctx.policy.health)) : ROAM_VERIFY_MS;
   const verify = { why, since: now, until: now + boundMs };
-  const healthCheckAt = Math.min(healthDeadline(state.health, ctx.policy.health), verify.until);
+  const healthCheckAt = Math.min(healthDeadline(fast.health, ctx.policy.health), verify.until);
   const next: ConnectedState = {
-    ...state,
+    ...fast,
     verify,
     healthCheckAt: Math.max(healthCheckAt, now),
     rechecked: { at: now, why },
   };
-  const effects: Effect[] = [{ type: "recheck-leg", legId: state.active.leg.id, why }];
+  const effects: Effect[] = [
+    ...q.effects.filter((e) => e.type !== "set-timer"),
+    { type: "recheck-leg", legId: state.active.leg.id, why },
+  ];
   const sb = state.standby.leg;
   if (sb !== null) effects.push({ type: "recheck-leg", legId: sb.leg.id, why });
   effects.push(

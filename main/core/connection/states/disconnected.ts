@@ -29,6 +29,7 @@ export function handle(state: DisconnectedState, input: MachineInput): Outcome {
     case "disconnect":
     case "network":
     case "wake":
+    case "tunnel-activity":
     case "timer":
     case "leg-failed":
     case "leg-down":

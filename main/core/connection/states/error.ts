@@ -86,6 +86,8 @@ export function handle(state: ErrorState, input: MachineInput): Outcome {
         shared: state.shared,
         effects: [{ type: "cancel-timer", timer: "backoff" }],
       };
+    case "tunnel-activity":
+      return { state, effects: [] };
     case "wake":
       // Whatever failed before the sleep says little about now: look again at once.
       return {

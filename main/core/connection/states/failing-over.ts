@@ -255,6 +255,7 @@ export function handle(state: FailingOverState, input: MachineInput, ctx: Machin
     case "leg-down":
     case "connect":
     case "wake":
+    case "tunnel-activity":
       return { state, effects: [] };
   }
 }

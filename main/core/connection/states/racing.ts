@@ -165,6 +165,7 @@ export function handle(state: RacingState, input: MachineInput, ctx: MachineCont
     }
     case "connect":
     case "wake":
+    case "tunnel-activity":
     case "leg-down":
     case "probe":
       return { state, effects: [] };

@@ -34,6 +34,7 @@ export function handle(state: ResolvingState, input: MachineInput, ctx: MachineC
       if (input.change === "offline") return goWaiting(state.shared, input.detail, []);
       return { state, effects: [] };
     case "wake":
+    case "tunnel-activity":
     case "connect":
     case "timer":
     case "leg-failed":

@@ -30,6 +30,7 @@ export function handle(state: WaitingState, input: MachineInput): Outcome {
       return { state: { ...state, shared: withCandidates(state.shared, input.candidates) }, effects: [] };
     case "connect":
     case "wake":
+    case "tunnel-activity":
     case "timer":
     case "leg-failed":
     case "leg-down":
