@@ -23,10 +23,12 @@ export const DAEMON_SETTINGS: Record<SettingKey, { label: string; kind: Kind }> 
   "race.order": { label: "Protocol order", kind: "legs" },
   "race.maxGateways": { label: "Gateways tried at once", kind: "count" },
   "health.probeIntervalMs": { label: "Tunnel check interval", kind: "ms" },
+  "health.idleProbeIntervalMs": { label: "Tunnel check interval while idle", kind: "ms" },
   "health.probeTimeoutMs": { label: "Tunnel check timeout", kind: "ms" },
   "health.deadAfterMs": { label: "Tunnel counts as down after", kind: "ms" },
   "standby.mode": { label: "Warm standby", kind: "switch" },
   "standby.probeIntervalMs": { label: "Standby check interval", kind: "ms" },
+  "standby.idleProbeIntervalMs": { label: "Standby check interval while idle", kind: "ms" },
   "standby.freshMs": { label: "Standby trusted if it answered within", kind: "ms" },
   "retry.initialMs": { label: "First retry after", kind: "ms" },
   "retry.maxMs": { label: "Longest wait between retries", kind: "ms" },
@@ -78,6 +80,8 @@ export function daemonValueText(key: SettingKey, value: unknown): string {
       break;
     case "ms":
       if (typeof value === "number" && Number.isFinite(value)) return millis(value);
+      // The idle intervals: null keeps the fast pace always.
+      if (value === null) return "Off";
       break;
     case "count":
     case "text":

@@ -52,7 +52,8 @@ test("the-table-gives-medians-and-says-which-idle-targets-are-met", () => {
       scenario: "idle",
       group: "detourd",
       windows: [w(0.4, 30, 90), w(0.6, 40, 92), w(0.5, 35, 91)],
-      tunnel: [{ rx: 80, tx: 90 }],
+      tunnel: [{ rx: 180, tx: 190 }],
+      probe: [{ rx: 80, tx: 90 }],
     },
     { scenario: "idle", group: "engines", windows: [w(1, 10, 20)], tunnel: [] },
   ];
@@ -62,7 +63,8 @@ test("the-table-gives-medians-and-says-which-idle-targets-are-met", () => {
   assert.match(md, /\| RSS \| 91\.0 MiB \| <= 60 MiB \| \*\*missed\*\* \|/);
   assert.match(md, /\| wake-ups \| 35\.0\/s \| <= 5\/s \| \*\*missed\*\* \|/);
   assert.match(md, /\| probe traffic, busier direction \| 90 B\/s \| <= 100 B\/s \| met \|/);
-  assert.match(md, /\| idle \| its engines and helpers \| 1\.00 % \(1\.00-1\.00\) \| 10\.0 .* \| - \| 1 \|/);
+  assert.match(md, /\| idle \| its engines and helpers \| 1\.00 % \(1\.00-1\.00\) \| 10\.0 .* \| - \| - \| 1 \|/);
+  assert.match(md, /\| 180 \/ 190 \| 80 \/ 90 \| 3 \|/, "tunnel bytes and, of which, probe bytes");
 });
 
 test("start-up-times-get-a-table-of-their-own-per-runtime-measured", () => {

@@ -73,7 +73,14 @@ export function bytesPerSecond(
   return { rx: Math.max(0, end.rx - start.rx) / s, tx: Math.max(0, end.tx - start.tx) / s };
 }
 
-export type FootprintScenario = "idle" | "stream";
+/** idle-fixed-pace: idle with every probe at the fast pace, as before issue 17 (the baseline in the same run). */
+export type FootprintScenario = "idle" | "stream" | "idle-fixed-pace";
+
+const SCENARIO_WORDS: Record<FootprintScenario, string> = {
+  idle: "idle",
+  stream: "stream",
+  "idle-fixed-pace": "idle, probes at a fixed fast pace (before)",
+};
 
 /** One row: a group of processes in one scenario, over every window measured. */
 export interface FootprintRow {
@@ -82,6 +89,8 @@ export interface FootprintRow {
   windows: WindowCost[];
   /** Tunnel bytes per second (all of detourd's tunnels), per window; only on detourd's rows. */
   tunnel: { rx: number; tx: number }[];
+  /** In-tunnel probe bytes per second (to and from the probe target), per idle window; only on detourd's rows. */
+  probe?: { rx: number; tx: number }[];
 }
 
 /** Issue 17's targets for detourd connected and idle. */
@@ -113,8 +122,8 @@ export function footprintMarkdown(rows: readonly FootprintRow[], notes: string, 
     "",
     notes,
     "",
-    "| scenario | processes | CPU, % of one core | wake-ups/s | RSS | tunnel bytes/s in / out | windows |",
-    "|---|---|---:|---:|---:|---:|---:|",
+    "| scenario | processes | CPU, % of one core | wake-ups/s | RSS | tunnel bytes/s in / out | of which probes | windows |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
   ];
   for (const r of rows) {
     const cpu = summarize(r.windows.map((w) => w.cpuPct));
@@ -122,8 +131,11 @@ export function footprintMarkdown(rows: readonly FootprintRow[], notes: string, 
     const rss = summarize(r.windows.map((w) => w.rssKiB / 1024));
     const rx = r.tunnel.length === 0 ? null : summarize(r.tunnel.map((t) => t.rx));
     const tx = r.tunnel.length === 0 ? null : summarize(r.tunnel.map((t) => t.tx));
+    const probe = r.probe === undefined || r.probe.length === 0 ? null : r.probe;
+    const prx = probe === null ? null : summarize(probe.map((t) => t.rx)).median;
+    const ptx = probe === null ? null : summarize(probe.map((t) => t.tx)).median;
     lines.push(
-      `| ${r.scenario} | ${r.group === "detourd" ? "**detourd**" : "its engines and helpers"} | ${fmt(cpu, 2, " %")} | ${fmt(wake, 1, "")} | ${fmt(rss, 1, " MiB")} | ${rx === null || tx === null ? "-" : `${rx.median.toFixed(0)} / ${tx.median.toFixed(0)}`} | ${String(r.windows.length)} |`,
+      `| ${SCENARIO_WORDS[r.scenario]} | ${r.group === "detourd" ? "**detourd**" : "its engines and helpers"} | ${fmt(cpu, 2, " %")} | ${fmt(wake, 1, "")} | ${fmt(rss, 1, " MiB")} | ${rx === null || tx === null ? "-" : `${rx.median.toFixed(0)} / ${tx.median.toFixed(0)}`} | ${prx === null || ptx === null ? "-" : `${prx.toFixed(0)} / ${ptx.toFixed(0)}`} | ${String(r.windows.length)} |`,
     );
   }
   const idle = rows.find((r) => r.scenario === "idle" && r.group === "detourd");
@@ -131,7 +143,8 @@ export function footprintMarkdown(rows: readonly FootprintRow[], notes: string, 
     const cpu = summarize(idle.windows.map((w) => w.cpuPct)).median;
     const rss = summarize(idle.windows.map((w) => w.rssKiB / 1024)).median;
     const wake = summarize(idle.windows.map((w) => w.wakeupsPerS)).median;
-    const bytes = idle.tunnel.length === 0 ? null : summarize(idle.tunnel.map((t) => Math.max(t.rx, t.tx))).median;
+    const probe = idle.probe ?? [];
+    const bytes = probe.length === 0 ? null : summarize(probe.map((t) => Math.max(t.rx, t.tx))).median;
     lines.push(
       "",
       "## Targets for detourd connected and idle (issue 17)",

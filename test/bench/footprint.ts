@@ -7,7 +7,8 @@
  * one window per run and scenario); and detourd's start-up (spawn to its control socket open) from its bundle
  * and through tsx, one start each per run. Table in bench-out/footprint.md, pure half in footprint-report.ts.
  */
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { ControlClient } from "../../main/client/control-client.ts";
@@ -124,6 +125,81 @@ async function tunnelBytes(ns: string): Promise<{ rx: number; tx: number }> {
   return { rx, tx };
 }
 
+/** The bench's own counters of in-tunnel probe bytes (to and from the probe target's port, through any tunnel). */
+const PROBE_COUNT_TABLE = "detour_bench_probe_bytes";
+
+function probeCountTable(): string {
+  const devs = [`d${ID}-*`, "ipsec*"];
+  const rules = (dir: "out" | "in"): string[] =>
+    devs.map((d) =>
+      dir === "out"
+        ? `\t\toifname "${d}" udp dport ${String(CORP_ECHO_PORT)} counter comment "out"`
+        : `\t\tiifname "${d}" udp sport ${String(CORP_ECHO_PORT)} counter comment "in"`,
+    );
+  return [
+    `table inet ${PROBE_COUNT_TABLE} {`,
+    "\tchain out {",
+    "\t\ttype filter hook output priority -10; policy accept;",
+    ...rules("out"),
+    "\t}",
+    "\tchain in {",
+    "\t\ttype filter hook input priority -10; policy accept;",
+    ...rules("in"),
+    "\t}",
+    "}",
+    "",
+  ].join("\n");
+}
+
+/** Probe bytes so far, each way, from the counting table. */
+async function probeBytes(ns: string): Promise<{ rx: number; tx: number }> {
+  const out = await runOk("ip", ["netns", "exec", ns, "nft", "-j", "list", "table", "inet", PROBE_COUNT_TABLE]);
+  const items = (JSON.parse(out) as { nftables: { rule?: { comment?: string; expr: unknown[] } }[] }).nftables;
+  let rx = 0;
+  let tx = 0;
+  for (const it of items) {
+    const r = it.rule;
+    if (r === undefined) continue;
+    for (const e of r.expr as { counter?: { bytes: number } }[]) {
+      if (e.counter === undefined) continue;
+      if (r.comment === "in") rx += e.counter.bytes;
+      else if (r.comment === "out") tx += e.counter.bytes;
+    }
+  }
+  return { rx, tx };
+}
+
+/**
+ * The lab's client configuration with the product's own telemetry and reachability intervals (the lab shortens
+ * them for its tests), written beside it: what a laptop runs.
+ */
+function shippedConfig(id: string): string {
+  const path = lab.loadState(id).clientConfig;
+  const c = JSON.parse(readFileSync(path, "utf8")) as {
+    telemetry?: { intervalMs?: number; reachability?: { intervalMs?: number }[] };
+  };
+  if (c.telemetry !== undefined) {
+    delete c.telemetry.intervalMs;
+    for (const r of c.telemetry.reachability ?? []) delete r.intervalMs;
+  }
+  const out = join(dirname(path), "footprint-shipped.json");
+  writeFileSync(out, JSON.stringify(c, null, 2), { mode: 0o600 });
+  return out;
+}
+
+/** The same with idle pacing off: every probe at the fast pace, as detourd did before issue 17. */
+function fixedPaceConfig(shipped: string): string {
+  const c = JSON.parse(readFileSync(shipped, "utf8")) as {
+    health?: Record<string, unknown>;
+    standby?: Record<string, unknown>;
+  };
+  c.health = { ...c.health, idleProbeIntervalMs: null };
+  c.standby = { ...c.standby, idleProbeIntervalMs: null };
+  const out = join(dirname(shipped), "footprint-fixed-pace.json");
+  writeFileSync(out, JSON.stringify(c, null, 2), { mode: 0o600 });
+  return out;
+}
+
 export async function benchFootprint(
   runs: number,
   options: readonly string[],
@@ -141,6 +217,7 @@ export async function benchFootprint(
   await lab.down(ID);
   await lab.up(ID, { distance: "none" });
   const topo = lab.topologyOf(ID);
+  await runOk("ip", ["netns", "exec", topo.client.ns, "nft", "-f", "-"], { input: probeCountTable() });
   let client: ControlClient | null = null;
   let probe: ProbeClient | null = null;
   const startup: StartupTimes = {};
@@ -156,49 +233,68 @@ export async function benchFootprint(
         await agentStop(ID);
       }
     }
-    const a = await agentStart(ID, { connect: true, bundle });
-    client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
-    const up = await waitState(client, (s) => s.state === "connected", CONNECT_WITHIN_MS);
-    if (up === null) throw new Error("footprint: detourd did not connect");
-    probe = await ProbeClient.start({ prefix: ["ip", "netns", "exec", topo.client.ns] });
-    await sleep(SETTLE_MS);
-    for (let i = 0; i < runs; i++) {
-      for (const scenario of ["idle", "stream"] as const) {
-        console.error(`footprint: ${scenario} window ${String(i + 1)} of ${String(runs)}`);
-        const stream =
-          scenario === "stream"
-            ? probe.stream({
-                host: topo.corp.address,
-                port: CORP_ECHO_PORT,
-                ratePerSec: STREAM_RATE,
-                durationMs: windowMs + 2 * STREAM_LEAD_MS,
-              })
-            : null;
-        if (stream !== null) await sleep(STREAM_LEAD_MS);
-        else if (i > 0) await sleep(IDLE_AFTER_TRAFFIC_MS);
-        const engines = descendants(a.pid);
-        const d0 = readGroup([a.pid]);
-        const e0 = readGroup(engines);
-        const b0 = await tunnelBytes(topo.client.ns);
-        const t0 = Date.now();
-        await sleep(windowMs);
-        const d1 = readGroup([a.pid]);
-        const e1 = readGroup(engines);
-        const b1 = await tunnelBytes(topo.client.ns);
-        const ms = Date.now() - t0;
-        const s = await client.status();
-        if (stream !== null) await stream;
-        if (s.state !== "connected") {
-          console.error(`footprint: ${scenario} window ${String(i + 1)} left out: detourd was ${s.state} at its end`);
-          continue;
+    // As shipped: the lab's configuration with the product's telemetry and reachability intervals (the lab's own
+    // are shortened for its tests). Before: the same with the probes' fixed fast pace (idle pacing off).
+    const shipped = shippedConfig(ID);
+    for (const variant of [
+      { config: shipped, scenarios: ["idle", "stream"] as FootprintScenario[] },
+      { config: fixedPaceConfig(shipped), scenarios: ["idle-fixed-pace"] as FootprintScenario[] },
+    ]) {
+      const a = await agentStart(ID, { connect: true, bundle, config: variant.config });
+      client = await ControlClient.connect(a.socket, { timeoutMs: 5000 });
+      const up = await waitState(client, (s) => s.state === "connected", CONNECT_WITHIN_MS);
+      if (up === null) throw new Error("footprint: detourd did not connect");
+      probe ??= await ProbeClient.start({ prefix: ["ip", "netns", "exec", topo.client.ns] });
+      await sleep(SETTLE_MS);
+      for (let i = 0; i < runs; i++) {
+        for (const scenario of variant.scenarios) {
+          console.error(`footprint: ${scenario} window ${String(i + 1)} of ${String(runs)}`);
+          const stream =
+            scenario === "stream"
+              ? probe.stream({
+                  host: topo.corp.address,
+                  port: CORP_ECHO_PORT,
+                  ratePerSec: STREAM_RATE,
+                  durationMs: windowMs + 2 * STREAM_LEAD_MS,
+                })
+              : null;
+          if (stream !== null) await sleep(STREAM_LEAD_MS);
+          else if (i > 0) await sleep(IDLE_AFTER_TRAFFIC_MS);
+          const engines = descendants(a.pid);
+          const d0 = readGroup([a.pid]);
+          const e0 = readGroup(engines);
+          const b0 = await tunnelBytes(topo.client.ns);
+          const p0 = await probeBytes(topo.client.ns);
+          const t0 = Date.now();
+          await sleep(windowMs);
+          const d1 = readGroup([a.pid]);
+          const e1 = readGroup(engines);
+          const b1 = await tunnelBytes(topo.client.ns);
+          const p1 = await probeBytes(topo.client.ns);
+          const ms = Date.now() - t0;
+          const st = await client.status();
+          if (stream !== null) await stream;
+          if (st.state !== "connected") {
+            console.error(
+              `footprint: ${scenario} window ${String(i + 1)} left out: detourd was ${st.state} at its end`,
+            );
+            continue;
+          }
+          const dr = row(scenario, "detourd");
+          dr.windows.push(windowCost(d0, d1, ms));
+          dr.tunnel.push(bytesPerSecond(b0, b1, ms));
+          if (stream === null) (dr.probe ??= []).push(bytesPerSecond(p0, p1, ms));
+          row(scenario, "engines").windows.push(windowCost(e0, e1, ms));
         }
-        const dr = row(scenario, "detourd");
-        dr.windows.push(windowCost(d0, d1, ms));
-        dr.tunnel.push(bytesPerSecond(b0, b1, ms));
-        row(scenario, "engines").windows.push(windowCost(e0, e1, ms));
       }
+      client.close();
+      client = null;
+      await agentStop(ID);
     }
   } finally {
+    await runOk("ip", ["netns", "exec", topo.client.ns, "nft", "delete", "table", "inet", PROBE_COUNT_TABLE]).catch(
+      () => undefined,
+    );
     client?.close();
     await probe?.close().catch(() => undefined);
     await agentStop(ID);

@@ -54,6 +54,8 @@ export async function agentStart(
     bundle?: string;
     /** Runs bin/detourd through the tsx loader instead (development only; also DETOUR_LAB_TSX=1). */
     tsx?: boolean;
+    /** Another configuration file than the lab's client.json (a bench's variant of it). */
+    config?: string;
   } = {},
 ): Promise<AgentInfo> {
   const state = loadState(id);
@@ -77,7 +79,7 @@ export async function agentStart(
       : // The memory settings the systemd unit and bin/detourd give detourd (resources/systemd/detourd.service).
         ["env", "MALLOC_ARENA_MAX=2", process.execPath, "--max-semi-space-size=1", "--optimize-for-size", bundle]),
     "--config",
-    state.clientConfig,
+    opts.config ?? state.clientConfig,
     "--socket",
     p.socket,
     "--work-dir",

@@ -231,10 +231,12 @@ function defaultValue(c: DetourConfig, k: SettingKey): unknown {
     case "race.order":
     case "race.maxGateways":
     case "health.probeIntervalMs":
+    case "health.idleProbeIntervalMs":
     case "health.probeTimeoutMs":
     case "health.deadAfterMs":
     case "standby.mode":
     case "standby.probeIntervalMs":
+    case "standby.idleProbeIntervalMs":
     case "standby.freshMs":
     case "retry.initialMs":
     case "retry.maxMs":

@@ -53,6 +53,7 @@ export const Settings = z
     health: z
       .object({
         probeIntervalMs: health.probeIntervalMs.unwrap().optional(),
+        idleProbeIntervalMs: health.idleProbeIntervalMs.unwrap().optional(),
         probeTimeoutMs: health.probeTimeoutMs.unwrap().optional(),
         deadAfterMs: health.deadAfterMs.unwrap().optional(),
       })
@@ -62,6 +63,7 @@ export const Settings = z
       .object({
         mode: standby.mode.unwrap().optional(),
         probeIntervalMs: standby.probeIntervalMs.unwrap().optional(),
+        idleProbeIntervalMs: standby.idleProbeIntervalMs.unwrap().optional(),
         freshMs: standby.freshMs.unwrap().optional(),
       })
       .strict()
@@ -112,10 +114,12 @@ export const SETTING_KEYS = {
   "race.order": "user",
   "race.maxGateways": "managed",
   "health.probeIntervalMs": "managed",
+  "health.idleProbeIntervalMs": "managed",
   "health.probeTimeoutMs": "managed",
   "health.deadAfterMs": "managed",
   "standby.mode": "user",
   "standby.probeIntervalMs": "managed",
+  "standby.idleProbeIntervalMs": "managed",
   "standby.freshMs": "managed",
   "retry.initialMs": "managed",
   "retry.maxMs": "managed",
