@@ -1,5 +1,6 @@
 /** Runs detourd in the lab's client namespace with the lab's client config: `npm run lab -- agent start|stop|logs`. */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { inNs, isAlive, readIfExists, spawnDaemon, stopPids, waitFor } from "./exec.ts";
 import { loadState, labDirOf } from "./lab.ts";
@@ -101,11 +102,27 @@ export async function agentStart(
     "detourd's control socket",
     () => {
       if (!isAlive(pid)) throw new Error(`detourd exited during start-up:\n${readIfExists(p.log).slice(-3000)}`);
-      return existsSync(p.socket);
+      // The file appears at bind, a moment before the socket listens: only an accepted connection says it is open.
+      return existsSync(p.socket) && accepts(p.socket);
     },
     { timeoutMs: AGENT_READY_TIMEOUT_MS, intervalMs: AGENT_READY_POLL_MS },
   );
   return { pid, socket: p.socket, log: p.log, workDir: p.workDir };
+}
+
+/** Whether a unix socket accepts a connection now (closed again at once). */
+function accepts(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = connect(path);
+    c.once("connect", () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once("error", () => {
+      c.destroy();
+      resolve(false);
+    });
+  });
 }
 
 /** SIGTERM (detourd disconnects cleanly), SIGKILL after the grace period; by PID. */

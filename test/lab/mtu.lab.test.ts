@@ -10,7 +10,9 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient } from "../../main/client/control-client.ts";
+import { ACTIVITY_HOLD_MS } from "../../main/core/connection/pace.ts";
 import type { ConnectionEvent } from "../../main/core/connection/types.ts";
 import { readMssClamp } from "../../native/platform/mss.linux.ts";
 import { agentStart, agentStop } from "./agent.ts";
@@ -27,6 +29,8 @@ const SMALLER_HOP_MTU = 1360;
 const CONNECT_WITHIN_MS = 30_000;
 /** The periodic check runs every 10 s (PMTU_RECHECK_MS) and its search takes a few seconds more. */
 const RECHECK_WITHIN_MS = 30_000;
+/** Long enough after the transfers for the probes' idle pace (the fast pace's hold is 3 s, pace.ts). */
+const IDLE_AFTER_MS = ACTIVITY_HOLD_MS + 2000;
 /** Megabytes over a 0 ms veth take well under a second; a stalled transfer is stopped here (the failure). */
 const TRANSFER_TIMEOUT_MS = 20_000;
 const DOWNLOAD_BYTES = 5_000_000;
@@ -231,10 +235,14 @@ test("behind-a-1400-byte-hop-that-drops-icmp-too-big-ssh-and-a-large-download-do
   assert.equal(p.mssClamp, "in-force", "the TCP MSS clamp is in force while connected");
   const clamp = await readMssClamp(clientNs);
   assert.ok(clamp?.includes("maxseg size set rt mtu") === true, `the clamp table is in the kernel: ${String(clamp)}`);
-  // The path changes under the connected tunnel: the periodic full-size check finds the new black hole.
+  // The path changes under the connected tunnel while it is idle: nothing rechecks it then (the probes' idle pace,
+  // core/connection/pace.ts); the user's next packet brings the fast pace back, and with it the full-size check,
+  // at once since the last one is older than its period: it finds the new black hole.
   const before = p.mtu;
   const seen = events.length;
   await shrinkHop(SMALLER_HOP_MTU);
+  await sleep(IDLE_AFTER_MS);
+  await run("ip", ["netns", "exec", clientNs, "ping", "-c1", "-W1", corp]);
   const s2 = await waitForStatus(
     c,
     "the active tunnel's MTU lowered below the smaller hop",

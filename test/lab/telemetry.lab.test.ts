@@ -1,7 +1,8 @@
 /**
  * What the agent reports about the tunnel matches what the lab does to it: delay with jitter and random loss
  * injected on the active gateway show up in `detour status --json` as RTT and loss, and a clean path reports
- * near-zero loss. Measured over at least 1000 in-tunnel probes.
+ * near-zero loss. Measured over at least 1000 in-tunnel probes, while a user's light traffic (a few echoes a second)
+ * keeps the probes at their fast pace: an idle tunnel is probed once a second (core/connection/pace.ts).
  */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -9,6 +10,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { ControlClient } from "../../main/client/control-client.ts";
 import { agentStart, agentStop } from "./agent.ts";
 import * as lab from "./lab.ts";
+import { ProbeClient } from "./probe-client.ts";
+import { CORP_ECHO_PORT } from "./topology.ts";
 
 const ID = "tele";
 const CONNECT_WITHIN_MS = 10_000;
@@ -21,6 +24,9 @@ const MIN_PROBES = 1000;
 type Status = Awaited<ReturnType<ControlClient["status"]>>;
 
 let client: ControlClient | null = null;
+let user: ProbeClient | null = null;
+/** The user's traffic during a measurement: a few echoes a second to corp, enough to keep the fast pace. */
+const USER_RATE = 4;
 
 before(async () => {
   await lab.down(ID);
@@ -28,6 +34,7 @@ before(async () => {
 });
 
 after(async () => {
+  await user?.close().catch(() => undefined);
   client?.close();
   await agentStop(ID);
   await lab.down(ID);
@@ -57,6 +64,14 @@ async function measure(
   let lost = 0;
   const rtts: number[] = [];
   const jitters: number[] = [];
+  user ??= await ProbeClient.start({ prefix: ["ip", "netns", "exec", lab.topologyOf(ID).client.ns] });
+  const traffic = user.stream({
+    host: lab.topologyOf(ID).corp.address,
+    port: CORP_ECHO_PORT,
+    ratePerSec: USER_RATE,
+    durationMs: (WINDOWS + 1) * WINDOW_MS,
+  });
+  await sleep(1000);
   for (let i = 0; i < WINDOWS; i++) {
     await sleep(WINDOW_MS);
     const s = await c.status();
@@ -71,6 +86,7 @@ async function measure(
     rtts.push(t.rttMs);
     jitters.push(t.jitterMs);
   }
+  await traffic;
   rtts.sort((a, b) => a - b);
   jitters.sort((a, b) => a - b);
   return {

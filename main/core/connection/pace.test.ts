@@ -143,3 +143,27 @@ test("the-standby-probes-every-two-seconds-while-idle-is-not-replaced-as-stale-a
   s.runUntil(62_000);
   assert.equal(s.failovers[0]?.via, "standby", "promoted: fresh thanks to the fast pace before the verdict");
 });
+
+test("a-standby-last-heard-at-the-idle-pace-gets-the-whole-stale-window-of-fast-probes-before-it-is-replaced", () => {
+  // The standby (gw2) is silent for 2.9 s from the moment user traffic returns (a move's MOBIKE update, say): it
+  // was last heard about 2 s before at the idle pace, so only the fast probes since the traffic count against it.
+  const s = sim({
+    standby: true,
+    path: (g, sentAt) => (g === "gw2" && sentAt >= 38_100 && sentAt < 42_900 ? null : 20),
+  });
+  s.runUntil(40_000);
+  assert.equal(s.pace, "slow");
+  const standbyId = s.snapshot().standby?.legId;
+  assert.ok(standbyId !== undefined);
+  s.send({ type: "tunnel-activity" });
+  for (let t = 41_000; t <= 46_000; t += 1000) {
+    s.runUntil(t);
+    s.send({ type: "tunnel-activity" });
+  }
+  assert.equal(
+    s.stopped.some((x) => x.legId === standbyId),
+    false,
+    "not replaced: it answered within the stale window counted from the fast pace",
+  );
+  assert.equal(s.snapshot().standby?.legId, standbyId);
+});

@@ -42,6 +42,11 @@ export interface PaceState {
   pace: ProbePace;
   /** The fast pace holds at least until then (the last sign of traffic plus the hold). */
   fastUntil: number;
+  /**
+   * When the current fast pace began: silence is judged from here at the earliest (a standby last heard at the
+   * idle pace, two seconds ago, has had no fast probe to answer yet).
+   */
+  fastSince: number;
 }
 
 /** Whether the pace adapts at all: without an idle interval (or without a way to see traffic) it stays fast. */
@@ -51,12 +56,16 @@ export function paceAdaptive(policy: HealthPolicy): boolean {
 
 /** A tunnel that just came up is watched at the fast pace: its user's traffic is about to flow. */
 export function paceStart(now: number): PaceState {
-  return { pace: "fast", fastUntil: now + ACTIVITY_HOLD_MS };
+  return { pace: "fast", fastUntil: now + ACTIVITY_HOLD_MS, fastSince: now };
 }
 
 /** Fast again (or longer) from `now`: user traffic, a suspicion, a wake or a path change. */
 export function paceQuicken(p: PaceState, now: number): PaceState {
-  return { pace: "fast", fastUntil: Math.max(p.fastUntil, now + ACTIVITY_HOLD_MS) };
+  return {
+    pace: "fast",
+    fastUntil: Math.max(p.fastUntil, now + ACTIVITY_HOLD_MS),
+    fastSince: p.pace === "fast" ? p.fastSince : now,
+  };
 }
 
 /**

@@ -47,6 +47,8 @@ export interface StandbyContext {
   health: HealthPolicy;
   /** The probes run at the idle pace (pace.ts): the standby answers only every idleProbeIntervalMs. */
   idlePace?: boolean;
+  /** When the current fast pace began (pace.ts): the standby's silence counts from then at the earliest. */
+  fastSince?: number;
 }
 
 export interface StandbyStep {
@@ -260,7 +262,12 @@ export function standbyOnCheck(
     return { standby: sb, shared, effects: rearmIfEarly("standby", sb.checkAt, now, slackMs) };
   const cleared: StandbyState = { ...sb, checkAt: null };
   if (cleared.leg === null) return standbyRaise(cleared, shared, active, [], now, ctx);
-  const last = cleared.leg.health.lastReplyAt ?? cleared.leg.firstReplyAt;
+  // Silence counts from the last reply, or from when the fast pace began if later: a standby heard two seconds ago
+  // at the idle pace has only had the fast probes since then to answer (a move's MOBIKE update takes a moment).
+  const last = Math.max(
+    cleared.leg.health.lastReplyAt ?? cleared.leg.firstReplyAt,
+    ctx.idlePace === true ? Number.NEGATIVE_INFINITY : (ctx.fastSince ?? Number.NEGATIVE_INFINITY),
+  );
   // At the idle pace (pace.ts) a standby answers only every idleProbeIntervalMs: stale is judged on that scale.
   const windowMs = ctx.idlePace === true ? Math.max(ctx.standby.freshMs, ctx.standby.idleProbeIntervalMs ?? 0) : 0;
   if (now - last > STANDBY_STALE_FACTOR * Math.max(ctx.standby.freshMs, windowMs)) {

@@ -184,7 +184,7 @@ function rearmSuspicion(out: Outcome, hp: MachineContext["policy"]["health"]): O
 
 /** The probes' pace (pace.ts); a state from before pacing existed is fast. */
 function paceOf(state: ConnectedState): PaceState {
-  return state.pace ?? { pace: "fast", fastUntil: Number.NEGATIVE_INFINITY };
+  return state.pace ?? { pace: "fast", fastUntil: Number.NEGATIVE_INFINITY, fastSince: Number.NEGATIVE_INFINITY };
 }
 
 /**
@@ -519,7 +519,7 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
         state.shared,
         state.active.leg,
         input.now,
-        { ...standbyContext(ctx), idlePace: paceOf(state).pace === "slow" },
+        { ...standbyContext(ctx), idlePace: paceOf(state).pace === "slow", fastSince: paceOf(state).fastSince },
         TIMER_SLACK_MS,
       );
       return { state: { ...state, standby: r.standby, shared: r.shared }, effects: r.effects };
