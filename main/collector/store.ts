@@ -1,5 +1,5 @@
 /**
- * The collector's storage on SQLite (better-sqlite3): batches (the idempotency and replay key), metric points,
+ * The collector's storage on SQLite (better-sqlite3), the embedded default behind TelemetryStorage: batches (the idempotency and replay key), metric points,
  * agent events and the latest view of each agent, per organisation. The schema moves forward by numbered
  * migrations (PRAGMA user_version); retention deletes by age; the indexes serve the dashboard's queries.
  * Every write of a batch is one transaction, so a batch is stored entirely or not at all.
@@ -7,6 +7,22 @@
 import Database from "better-sqlite3";
 import type { MetricName } from "../core/telemetry/names.ts";
 import type { AgentEvent, Batch } from "./ingest-contract.ts";
+import {
+  bundlesToEvict,
+  DEFAULT_BUNDLE_LIMITS,
+  gatewayHealthOf,
+  StorageUnavailableError,
+  type AddedBundle,
+  type AgentRow,
+  type BundleLimits,
+  type BundleRow,
+  type FailoverRow,
+  type GatewayHealth,
+  type IngestOutcome,
+  type PruneReport,
+  type SeriesPoint,
+  type TelemetryStorage,
+} from "./storage.ts";
 
 /**
  * Each entry moves the schema from version i to i + 1. Never edit a released entry: add one. The index on
@@ -46,85 +62,6 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX bundles_device ON bundles (org, device_id, received_ms);
    CREATE INDEX bundles_received ON bundles (received_ms);`,
 ];
-
-/** How much bundle storage one organisation (all its devices and tokens together) may hold. */
-export interface BundleLimits {
-  maxCount: number;
-  maxBytes: number;
-}
-
-/**
- * A helpdesk asks for a bundle now and then; 200 per organisation is weeks of tickets, and 256 MiB bounds what the
- * devices of one organisation (or one leaked ingest token) can make the collector's disk hold.
- */
-export const DEFAULT_BUNDLE_LIMITS: Readonly<BundleLimits> = { maxCount: 200, maxBytes: 256 * 1024 * 1024 };
-
-/** A diagnostic bundle as listed (the body only through `bundle`). */
-export interface BundleRow {
-  id: string;
-  deviceId: string;
-  name: string;
-  sha256: string;
-  bytes: number;
-  receivedMs: number;
-}
-
-export interface AgentRow {
-  deviceId: string;
-  serviceVersion: string | null;
-  policyHash: string | null;
-  firstSeenMs: number;
-  lastSeenMs: number;
-  /** From the latest detour.state event; "unknown" before the first one. */
-  state: string;
-  gateway: string | null;
-  protocol: string | null;
-}
-
-export interface SeriesPoint {
-  tsMs: number;
-  value: number;
-  gateway: string | null;
-  protocol: string | null;
-}
-
-export interface FailoverRow {
-  deviceId: string;
-  tsMs: number;
-  from: string | null;
-  fromProtocol: string | null;
-  to: string | null;
-  toProtocol: string | null;
-  reason: string | null;
-  detectedAfterMs: number | null;
-  restoredAfterMs: number | null;
-}
-
-export interface GatewayHealth {
-  gateway: string;
-  /** Agents whose latest state is connected through this gateway. */
-  agentsConnected: number;
-  /** Agents that reported points through it in the window. */
-  agentsReporting: number;
-  rttMeanMs: number | null;
-  lossMeanPercent: number | null;
-  failoversAway: number;
-  failoversTo: number;
-  /** The most frequent reason for failing away from it in the window. */
-  topReason: string | null;
-}
-
-export type IngestOutcome =
-  | { kind: "stored"; points: number; events: number }
-  | { kind: "duplicate"; firstReceivedMs: number; sameContent: boolean };
-
-export interface PruneReport {
-  bundles: number;
-  batches: number;
-  points: number;
-  events: number;
-  agents: number;
-}
 
 export class CollectorStore {
   readonly #db: Database.Database;
@@ -215,7 +152,7 @@ export class CollectorStore {
     b: Omit<BundleRow, "id">,
     body: Uint8Array,
     limits: BundleLimits = DEFAULT_BUNDLE_LIMITS,
-  ): { id: string; duplicate: boolean; evicted: number } {
+  ): AddedBundle {
     const id = b.sha256.slice(0, 16);
     const db = this.#db;
     return db.transaction(() => {
@@ -229,15 +166,7 @@ export class CollectorStore {
         id: string;
         bytes: number;
       }[];
-      let count = 0;
-      let bytes = 0;
-      const evict: string[] = [];
-      for (const row of rows) {
-        count += 1;
-        bytes += row.bytes;
-        // The bundle just stored always stays (it is within the byte limit: uploads are at most MAX_BODY_BYTES).
-        if (row.id !== id && (count > limits.maxCount || bytes > limits.maxBytes)) evict.push(row.id);
-      }
+      const evict = bundlesToEvict(rows, id, limits);
       const del = db.prepare("DELETE FROM bundles WHERE org = ? AND id = ?");
       for (const e of evict) del.run(org, e);
       return { id, duplicate: false, evicted: evict.length };
@@ -303,30 +232,11 @@ export class CollectorStore {
   /** Per gateway, aggregated across agents over [sinceMs, now]: who is on it, how it performs, who leaves it. */
   gatewayHealth(org: string, sinceMs: number, rtt: MetricName, loss: MetricName): GatewayHealth[] {
     const db = this.#db;
-    const byGw = new Map<string, GatewayHealth>();
-    const get = (gateway: string): GatewayHealth => {
-      let h = byGw.get(gateway);
-      if (h === undefined) {
-        h = {
-          gateway,
-          agentsConnected: 0,
-          agentsReporting: 0,
-          rttMeanMs: null,
-          lossMeanPercent: null,
-          failoversAway: 0,
-          failoversTo: 0,
-          topReason: null,
-        };
-        byGw.set(gateway, h);
-      }
-      return h;
-    };
     const connected = db
       .prepare(
         "SELECT gateway, count(*) AS n FROM agents WHERE org = ? AND state = 'connected' AND gateway IS NOT NULL GROUP BY gateway",
       )
       .all(org) as { gateway: string; n: number }[];
-    for (const r of connected) get(r.gateway).agentsConnected = r.n;
     const perf = db
       .prepare(
         `SELECT gateway, count(DISTINCT device_id) AS agents,
@@ -339,29 +249,17 @@ export class CollectorStore {
       rtt: number | null;
       loss: number | null;
     }[];
-    for (const r of perf) {
-      const h = get(r.gateway);
-      h.agentsReporting = r.agents;
-      h.rttMeanMs = r.rtt;
-      h.lossMeanPercent = r.loss;
-    }
     const away = db
       .prepare(
         "SELECT from_gateway AS gateway, reason, count(*) AS n FROM events WHERE org = ? AND kind = 'failover' AND ts_ms >= ? AND from_gateway IS NOT NULL GROUP BY from_gateway, reason ORDER BY n DESC, reason",
       )
       .all(org, sinceMs) as { gateway: string; reason: string | null; n: number }[];
-    for (const r of away) {
-      const h = get(r.gateway);
-      h.failoversAway += r.n;
-      h.topReason ??= r.reason;
-    }
     const to = db
       .prepare(
         "SELECT to_gateway AS gateway, count(*) AS n FROM events WHERE org = ? AND kind = 'failover' AND ts_ms >= ? AND to_gateway IS NOT NULL GROUP BY to_gateway",
       )
       .all(org, sinceMs) as { gateway: string; n: number }[];
-    for (const r of to) get(r.gateway).failoversTo = r.n;
-    return [...byGw.values()].sort((a, b) => b.failoversAway - a.failoversAway || a.gateway.localeCompare(b.gateway));
+    return gatewayHealthOf({ connected, perf, away, to });
   }
 
   /** Agents by state, for /metrics. */
@@ -419,5 +317,74 @@ function migrate(db: Database.Database): void {
       db.exec(sql);
       db.pragma(`user_version = ${v + 1}`);
     })();
+  }
+}
+
+/** SQLite's result codes that mean "not now" rather than a bug: a lock held elsewhere, a full or failing disk. */
+const SQLITE_UNAVAILABLE = /^SQLITE_(BUSY|LOCKED|FULL|IOERR|CANTOPEN)/;
+
+/** Runs a synchronous store call as the interface's promise, a "not now" failure as StorageUnavailableError. */
+function guarded<T>(what: string, f: () => T): Promise<T> {
+  try {
+    return Promise.resolve(f());
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && SQLITE_UNAVAILABLE.test(code))
+      return Promise.reject(new StorageUnavailableError(`SQLite: ${what}: ${(e as Error).message}`, { cause: e }));
+    return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+  }
+}
+
+/**
+ * TelemetryStorage on one SQLite file. better-sqlite3 is synchronous, which suits one process: each call runs to
+ * completion on the event loop, so a batch's transaction never interleaves with another request's.
+ */
+export class SqliteStorage implements TelemetryStorage {
+  readonly kind = "sqlite";
+  constructor(readonly store: CollectorStore) {}
+
+  static open(path: string): SqliteStorage {
+    return new SqliteStorage(CollectorStore.open(path));
+  }
+
+  ingest(org: string, batch: Batch, receivedMs: number, bodySha256: string): Promise<IngestOutcome> {
+    return guarded("ingest", () => this.store.ingest(org, batch, receivedMs, bodySha256));
+  }
+  prune(cutoffMs: number): Promise<PruneReport> {
+    return guarded("retention", () => this.store.prune(cutoffMs));
+  }
+  addBundle(org: string, b: Omit<BundleRow, "id">, body: Uint8Array, limits?: BundleLimits): Promise<AddedBundle> {
+    return guarded("bundle upload", () => this.store.addBundle(org, b, body, limits));
+  }
+  bundles(org: string, deviceId?: string, limit?: number): Promise<BundleRow[]> {
+    return guarded("bundles", () => this.store.bundles(org, deviceId, limit));
+  }
+  bundle(org: string, id: string): Promise<(BundleRow & { body: Buffer }) | undefined> {
+    return guarded("bundle", () => this.store.bundle(org, id));
+  }
+  fleet(org: string): Promise<AgentRow[]> {
+    return guarded("fleet", () => this.store.fleet(org));
+  }
+  agent(org: string, deviceId: string): Promise<AgentRow | undefined> {
+    return guarded("agent", () => this.store.agent(org, deviceId));
+  }
+  series(org: string, deviceId: string, name: MetricName, sinceMs: number): Promise<SeriesPoint[]> {
+    return guarded("series", () => this.store.series(org, deviceId, name, sinceMs));
+  }
+  failovers(org: string, sinceMs: number, limit: number, deviceId?: string): Promise<FailoverRow[]> {
+    return guarded("failovers", () => this.store.failovers(org, sinceMs, limit, deviceId));
+  }
+  gatewayHealth(org: string, sinceMs: number, rtt: MetricName, loss: MetricName): Promise<GatewayHealth[]> {
+    return guarded("gateway health", () => this.store.gatewayHealth(org, sinceMs, rtt, loss));
+  }
+  agentsByState(org: string): Promise<{ state: string; n: number }[]> {
+    return guarded("agents by state", () => this.store.agentsByState(org));
+  }
+  failoverCounts(org: string, sinceMs: number): Promise<{ from: string; to: string; reason: string; n: number }[]> {
+    return guarded("failover counts", () => this.store.failoverCounts(org, sinceMs));
+  }
+  close(): Promise<void> {
+    this.store.close();
+    return Promise.resolve();
   }
 }
