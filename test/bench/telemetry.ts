@@ -6,8 +6,8 @@
  * replicas (only when asked: `--only replicas`): the same ramp, repeated, against the embedded SQLite collector,
  * one replica on PostgreSQL and two replicas on one PostgreSQL (requests in turn), medians over the ramps.
  */
-import { spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { copyFileSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
@@ -27,6 +27,8 @@ const DEFAULT_ID = "tbench";
 let ID = DEFAULT_ID;
 /** The PostgreSQL-backed replicas listen beside the lab's own collector in its namespace. */
 const REPLICA_PORTS = [COLLECTOR_PORT + 1, COLLECTOR_PORT + 2] as const;
+/** `--baseline`'s collector listens beside the replicas. */
+const BASELINE_PORT = COLLECTOR_PORT + 3;
 /** Ramps per storage configuration in `replicas`; each is a full ramp, the table shows their medians. */
 const DEFAULT_INGEST_RUNS = 3;
 /** Offered agent reports per second, step by step; the ramp stops at the first step that degrades. */
@@ -66,6 +68,8 @@ interface Options {
   stepMs: number;
   ingestRuns: number;
   labId: string;
+  /** A git revision whose SQLite collector runs beside today's in `replicas`, as the before of a before/after. */
+  baseline: string | null;
 }
 
 function parseOptions(options: readonly string[]): Options {
@@ -78,6 +82,7 @@ function parseOptions(options: readonly string[]): Options {
       "step-ms": { type: "string" },
       "ingest-runs": { type: "string" },
       "lab-id": { type: "string" },
+      baseline: { type: "string" },
     },
   });
   const only = new Set((values.only ?? "ingest,agent").split(",").map((s) => s.trim()));
@@ -96,7 +101,10 @@ function parseOptions(options: readonly string[]): Options {
     throw new Error(`--devices needs a whole number, got "${String(values.devices)}"`);
   if (!Number.isInteger(stepMs) || stepMs < 1000)
     throw new Error(`--step-ms needs at least 1000, got "${String(values["step-ms"])}"`);
-  return { only: only as Set<Part>, devices, stepMs, ingestRuns, labId };
+  const baseline = values.baseline ?? null;
+  if (baseline !== null && !/^[\w./~^-]{1,80}$/.test(baseline))
+    throw new Error(`--baseline needs a git revision, got "${baseline}"`);
+  return { only: only as Set<Part>, devices, stepMs, ingestRuns, labId, baseline };
 }
 
 interface IngestStep extends StepLine {
@@ -331,10 +339,28 @@ async function replicas(opts: Options): Promise<ReplicasResult> {
   try {
     for (const [i, port] of REPLICA_PORTS.entries())
       pids.push(await startCollector(topo, state.labDir, { port, postgresUrlFile: db.urlFile, name: `replica-${i}` }));
+    const replicaPids = [...pids];
     const url = (port: number): string => `http://${topo.collector.address}:${port}`;
     const [p0] = pids;
     if (p0 === undefined) throw new Error("no replica started");
-    const targets: IngestTarget[] = [
+    const targets: IngestTarget[] = [];
+    if (opts.baseline !== null) {
+      const root = exportRevision(opts.baseline, join(state.labDir, "baseline"));
+      const pid = await startCollector(topo, state.labDir, {
+        port: BASELINE_PORT,
+        root,
+        db: join(state.labDir, "baseline.db"),
+        name: "baseline",
+      });
+      pids.push(pid);
+      targets.push({
+        label: `SQLite, one collector at ${opts.baseline}`,
+        urls: [url(BASELINE_PORT)],
+        collectorPids: [pid],
+        dbPid: null,
+      });
+    }
+    targets.push(
       {
         label: "SQLite, one collector",
         urls: [collectorUrl(topo)],
@@ -342,8 +368,8 @@ async function replicas(opts: Options): Promise<ReplicasResult> {
         dbPid: null,
       },
       { label: "PostgreSQL, one replica", urls: [url(REPLICA_PORTS[0])], collectorPids: [p0], dbPid: db.pid },
-      { label: "PostgreSQL, two replicas", urls: REPLICA_PORTS.map(url), collectorPids: pids, dbPid: db.pid },
-    ];
+      { label: "PostgreSQL, two replicas", urls: REPLICA_PORTS.map(url), collectorPids: replicaPids, dbPid: db.pid },
+    );
     const out: ReplicasResult = { configs: targets.map((t) => ({ label: t.label, runs: [] })) };
     // Interleaved (A B C A B C ...), so a stretch of heavy load from elsewhere on the machine hits every config.
     for (let r = 0; r < opts.ingestRuns; r++)
@@ -353,6 +379,23 @@ async function replicas(opts: Options): Promise<ReplicasResult> {
     await stopPids(pids, "SIGTERM");
     await stopPostgres(db);
   }
+}
+
+/**
+ * Exports `rev`'s tree (git archive) into `dir` with this checkout's node_modules linked in, so its collector runs
+ * side by side with today's; returns the folder.
+ */
+function exportRevision(rev: string, dir: string): string {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const archive = spawnSync("git", ["-C", REPO_ROOT, "archive", "--format=tar", rev, "main", "resources"], {
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  if (archive.status !== 0) throw new Error(`git archive ${rev} failed: ${archive.stderr.toString("utf8")}`);
+  const tar = spawnSync("tar", ["-x", "-C", dir], { input: archive.stdout });
+  if (tar.status !== 0) throw new Error(`unpacking ${rev} failed: ${tar.stderr.toString("utf8")}`);
+  symlinkSync(join(REPO_ROOT, "node_modules"), join(dir, "node_modules"));
+  copyFileSync(join(REPO_ROOT, "package.json"), join(dir, "package.json"));
+  return dir;
 }
 
 function replicasMarkdown(r: ReplicasResult, opts: Options): string[] {

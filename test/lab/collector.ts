@@ -61,6 +61,10 @@ export interface CollectorStartOptions {
   postgresUrlFile?: string;
   /** Names the log file (logs/collector-<name>.log); the lab's own collector has none. */
   name?: string;
+  /** A SQLite file of its own (the lab's own collector's database by default). */
+  db?: string;
+  /** Another tree to run the collector from (an older revision exported for a benchmark's baseline). */
+  root?: string;
 }
 
 /** Writes per-run tokens (mode 0600), starts the collector in its namespace and waits until it listens. */
@@ -92,17 +96,17 @@ export async function startCollector(
     process.execPath,
     "--import",
     "tsx",
-    join(REPO_ROOT, "main", "collector", "server.ts"),
+    join(opts.root ?? REPO_ROOT, "main", "collector", "server.ts"),
     "--listen",
     `${topo.collector.address}:${opts.port ?? COLLECTOR_PORT}`,
-    ...(opts.postgresUrlFile === undefined ? ["--db", p.db] : ["--postgres", opts.postgresUrlFile]),
+    ...(opts.postgresUrlFile === undefined ? ["--db", opts.db ?? p.db] : ["--postgres", opts.postgresUrlFile]),
     "--tokens",
     p.tokensFile,
     // The lab's collector listens on its namespace's address without TLS: a closed network of its own.
     "--insecure-plain-http",
   ];
   const mark = readIfExists(logFile).length;
-  const pid = spawnDaemon(inNs(topo.collector.ns, argv), { logFile, cwd: REPO_ROOT });
+  const pid = spawnDaemon(inNs(topo.collector.ns, argv), { logFile, cwd: opts.root ?? REPO_ROOT });
   await waitFor(
     "the collector to listen",
     () => {
