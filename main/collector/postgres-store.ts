@@ -155,6 +155,10 @@ const TYPES = {
 
 type Queryable = pg.Pool | pg.PoolClient;
 
+/** The upsert's test that the batch's latest state is not older than the agent's recorded one. */
+const NEWER_STATE =
+  "excluded.state_ms IS NOT NULL AND (agents.state_ms IS NULL OR agents.state_ms <= excluded.state_ms)";
+
 export interface PostgresStorageOptions {
   /** Called with each error of an idle pooled connection (the server restarting): the log, never a crash. */
   onIdleError?: (e: Error) => void;
@@ -242,86 +246,91 @@ export class PostgresStorage implements TelemetryStorage {
     return r.rows as R[];
   }
 
-  ingest(org: string, batch: Batch, receivedMs: number, bodySha256: string): Promise<IngestOutcome> {
-    return this.#tx("ingest", async (c): Promise<IngestOutcome> => {
-      const inserted = await c.query(
-        `INSERT INTO batches (org, device_id, signal, batch_id, received_ms, body_sha256) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT DO NOTHING`,
-        [org, batch.deviceId, batch.signal, batch.batchId, receivedMs, bodySha256],
-      );
-      if (inserted.rowCount === 0) {
-        const [seen] = await this.#rows<{ receivedMs: number; sha: string }>(
-          c,
-          `SELECT received_ms AS "receivedMs", body_sha256 AS sha FROM batches
-           WHERE org = $1 AND device_id = $2 AND signal = $3 AND batch_id = $4`,
-          [org, batch.deviceId, batch.signal, batch.batchId],
-        );
-        if (seen === undefined) throw new Error("a batch id conflicted but its row is not there");
-        return { kind: "duplicate", firstReceivedMs: seen.receivedMs, sameContent: seen.sha === bodySha256 };
-      }
-      await c.query(
-        `INSERT INTO agents (org, device_id, service_version, policy_hash, first_seen_ms, last_seen_ms) VALUES ($1, $2, $3, $4, $5, $5)
-         ON CONFLICT (org, device_id) DO UPDATE SET
-           service_version = coalesce(excluded.service_version, agents.service_version),
-           policy_hash = coalesce(excluded.policy_hash, agents.policy_hash),
-           last_seen_ms = greatest(agents.last_seen_ms, excluded.last_seen_ms)`,
-        [org, batch.deviceId, batch.serviceVersion, batch.policyHash, receivedMs],
-      );
-      if (batch.points.length > 0) {
-        const p = batch.points;
-        // One statement for all points: unnest of column arrays, so a batch costs one round trip, not one per row.
-        await c.query(
-          `INSERT INTO points (org, device_id, name, ts_ms, value, count, min, max, gateway, protocol)
-           SELECT $1, $2, * FROM unnest($3::text[], $4::bigint[], $5::float8[], $6::bigint[], $7::float8[], $8::float8[], $9::text[], $10::text[])`,
-          [
-            org,
-            batch.deviceId,
-            p.map((x) => x.name),
-            p.map((x) => x.tsMs),
-            p.map((x) => x.value),
-            p.map((x) => x.count),
-            p.map((x) => x.min),
-            p.map((x) => x.max),
-            p.map((x) => x.gateway),
-            p.map((x) => x.protocol),
-          ],
-        );
-      }
-      if (batch.events.length > 0) {
-        const cols = batch.events.map(eventColumns);
-        const col = <K extends keyof EventColumns>(k: K): EventColumns[K][] => cols.map((r) => r[k]);
-        await c.query(
-          `INSERT INTO events (org, device_id, kind, ts_ms, state, gateway, protocol, from_gateway, from_protocol, to_gateway, to_protocol, reason, detected_after_ms, restored_after_ms)
-           SELECT $1, $2, * FROM unnest($3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::bigint[])`,
-          [
-            org,
-            batch.deviceId,
-            col("kind"),
-            col("tsMs"),
-            col("state"),
-            col("gateway"),
-            col("protocol"),
-            col("from"),
-            col("fromProtocol"),
-            col("to"),
-            col("toProtocol"),
-            col("reason"),
-            col("detectedAfterMs"),
-            col("restoredAfterMs"),
-          ],
-        );
-        // The batch's latest state event (the last of equal times, as applying them in order would leave it).
-        let latest: Extract<AgentEvent, { kind: "state" }> | null = null;
-        for (const e of batch.events) if (e.kind === "state" && (latest === null || e.tsMs >= latest.tsMs)) latest = e;
-        if (latest !== null)
-          await c.query(
-            `UPDATE agents SET state = $1, gateway = $2, protocol = $3, state_ms = $4
-             WHERE org = $5 AND device_id = $6 AND (state_ms IS NULL OR state_ms <= $4)`,
-            [latest.state, latest.gateway, latest.protocol, latest.tsMs, org, batch.deviceId],
-          );
-      }
-      return { kind: "stored", points: batch.points.length, events: batch.events.length };
-    });
+  /**
+   * One statement, so one round trip and its own transaction: the batch row is inserted first (ON CONFLICT DO
+   * NOTHING), and every other part of the statement writes only if that insert took. The agent's row takes the
+   * batch's latest state event in the same upsert, when it is not older than the state already recorded.
+   */
+  async ingest(org: string, batch: Batch, receivedMs: number, bodySha256: string): Promise<IngestOutcome> {
+    const p = batch.points;
+    const ev = batch.events.map(eventColumns);
+    const col = <K extends keyof EventColumns>(k: K): EventColumns[K][] => ev.map((r) => r[k]);
+    // The batch's latest state event (the last of equal times, as applying them in order would leave it).
+    let latest: Extract<AgentEvent, { kind: "state" }> | null = null;
+    for (const e of batch.events) if (e.kind === "state" && (latest === null || e.tsMs >= latest.tsMs)) latest = e;
+    const [row] = await this.#guard("ingest", () =>
+      this.#rows<{ stored: number }>(
+        this.#pool,
+        `WITH b AS (
+           INSERT INTO batches (org, device_id, signal, batch_id, received_ms, body_sha256)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1),
+         a AS (
+           INSERT INTO agents (org, device_id, service_version, policy_hash, first_seen_ms, last_seen_ms, state, gateway, protocol, state_ms)
+           SELECT $1, $2, $7, $8, $5, $5, $9, $10, $11, $12 WHERE EXISTS (SELECT 1 FROM b)
+           ON CONFLICT (org, device_id) DO UPDATE SET
+             service_version = coalesce(excluded.service_version, agents.service_version),
+             policy_hash = coalesce(excluded.policy_hash, agents.policy_hash),
+             last_seen_ms = greatest(agents.last_seen_ms, excluded.last_seen_ms),
+             state = CASE WHEN ${NEWER_STATE} THEN excluded.state ELSE agents.state END,
+             gateway = CASE WHEN ${NEWER_STATE} THEN excluded.gateway ELSE agents.gateway END,
+             protocol = CASE WHEN ${NEWER_STATE} THEN excluded.protocol ELSE agents.protocol END,
+             state_ms = CASE WHEN ${NEWER_STATE} THEN excluded.state_ms ELSE agents.state_ms END),
+         p AS (
+           INSERT INTO points (org, device_id, name, ts_ms, value, count, min, max, gateway, protocol)
+           SELECT $1, $2, u.* FROM unnest($13::text[], $14::bigint[], $15::float8[], $16::bigint[], $17::float8[], $18::float8[], $19::text[], $20::text[]) AS u
+           WHERE EXISTS (SELECT 1 FROM b)),
+         e AS (
+           INSERT INTO events (org, device_id, kind, ts_ms, state, gateway, protocol, from_gateway, from_protocol, to_gateway, to_protocol, reason, detected_after_ms, restored_after_ms)
+           SELECT $1, $2, u.* FROM unnest($21::text[], $22::bigint[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[], $28::text[], $29::text[], $30::text[], $31::bigint[], $32::bigint[]) AS u
+           WHERE EXISTS (SELECT 1 FROM b))
+         SELECT count(*) AS stored FROM b`,
+        [
+          org,
+          batch.deviceId,
+          batch.signal,
+          batch.batchId,
+          receivedMs,
+          bodySha256,
+          batch.serviceVersion,
+          batch.policyHash,
+          latest?.state ?? null,
+          latest?.gateway ?? null,
+          latest?.protocol ?? null,
+          latest?.tsMs ?? null,
+          p.map((x) => x.name),
+          p.map((x) => x.tsMs),
+          p.map((x) => x.value),
+          p.map((x) => x.count),
+          p.map((x) => x.min),
+          p.map((x) => x.max),
+          p.map((x) => x.gateway),
+          p.map((x) => x.protocol),
+          col("kind"),
+          col("tsMs"),
+          col("state"),
+          col("gateway"),
+          col("protocol"),
+          col("from"),
+          col("fromProtocol"),
+          col("to"),
+          col("toProtocol"),
+          col("reason"),
+          col("detectedAfterMs"),
+          col("restoredAfterMs"),
+        ],
+      ),
+    );
+    if (row?.stored === 1) return { kind: "stored", points: p.length, events: batch.events.length };
+    const [seen] = await this.#guard("ingest", () =>
+      this.#rows<{ receivedMs: number; sha: string }>(
+        this.#pool,
+        `SELECT received_ms AS "receivedMs", body_sha256 AS sha FROM batches
+         WHERE org = $1 AND device_id = $2 AND signal = $3 AND batch_id = $4`,
+        [org, batch.deviceId, batch.signal, batch.batchId],
+      ),
+    );
+    if (seen === undefined) throw new Error("a batch id conflicted but its row is not there");
+    return { kind: "duplicate", firstReceivedMs: seen.receivedMs, sameContent: seen.sha === bodySha256 };
   }
 
   prune(cutoffMs: number): Promise<PruneReport> {
