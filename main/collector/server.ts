@@ -262,11 +262,7 @@ export async function startCollector(opts: ServerOptions): Promise<RunningCollec
   let store: TelemetryStorage;
   let storage: string;
   if (opts.storage.kind === "sqlite") {
-    store = SqliteStorage.open(opts.storage.path, {
-      onCheckpointError: (e) => {
-        logTo({ level: "warn", msg: "WAL checkpoint failed; the next one retries", error: e.message });
-      },
-    });
+    store = SqliteStorage.open(opts.storage.path);
     storage = `sqlite ${opts.storage.path}`;
   } else {
     const url = readPostgresUrl(opts.storage.urlFile);

@@ -1,18 +1,16 @@
 /**
  * The SQLite store: migrations run once, in order, and a newer database is refused; the dashboard's queries use
- * their indexes; ingests are committed in groups, each batch still once; the WAL is checkpointed off the event loop.
+ * their indexes; ingests are committed in groups, each batch still once.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { METRIC } from "../core/telemetry/names.ts";
 import type { Batch } from "./ingest-contract.ts";
 import { CollectorStore, MIGRATIONS, SqliteStorage } from "./store.ts";
-import { CHECKPOINT_INTERVAL_MS } from "./wal-checkpointer.ts";
 
 test("a-new-database-is-migrated-to-the-latest-version-and-reopening-keeps-it", () => {
   const dir = mkdtempSync(join(tmpdir(), "detour-store-"));
@@ -104,28 +102,3 @@ test("batches-handed-over-together-are-committed-together-each-once-and-answered
     rmSync(dir, { recursive: true, force: true });
   }
 });
-
-test("the-wal-is-checkpointed-by-the-checkpointer-thread-not-by-the-requests", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "detour-store-"));
-  const file = join(dir, "c.db");
-  const s = SqliteStorage.open(file);
-  try {
-    const before = statSync(file).size;
-    await Promise.all(Array.from({ length: 300 }, (_, i) => s.ingest("acme", batchOf(`dev-${i}`, "b"), i, "x")));
-    assert.equal(statSync(file).size, before, "the commits only appended to the WAL");
-    assert.ok(statSync(`${file}-wal`).size > 0);
-    await waitFor(() => statSync(file).size > before, CHECKPOINT_INTERVAL_MS * 5);
-  } finally {
-    await s.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-async function waitFor(pred: () => boolean, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (let i = 0; i < timeoutMs / 50 + 1 && Date.now() < until; i++) {
-    if (pred()) return;
-    await sleep(50);
-  }
-  assert.ok(pred(), `not within ${timeoutMs} ms`);
-}

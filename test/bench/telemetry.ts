@@ -191,7 +191,8 @@ async function ingest(opts: Options, target?: IngestTarget): Promise<IngestResul
       // Each JSON line ends a phase (payloads built, warm-up, a step): the collector's CPU since the last one.
       const now = { ticks: collectorTicks(), db: dbTicks(), at: Date.now() };
       const pct = (a: number | null, b: number | null): number | null =>
-        a === null || b === null ? null : Math.round(((b - a) / CLK_TCK / ((now.at - mark.at) / 1000)) * 100);
+        // A process tree that lost members (database backends that ended) can only be measured from the next mark.
+        a === null || b === null || b < a ? null : Math.round(((b - a) / CLK_TCK / ((now.at - mark.at) / 1000)) * 100);
       const cpu = pct(mark.ticks, now.ticks);
       const dbCpu = pct(mark.db, now.db);
       mark = now;
