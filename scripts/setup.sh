@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Detour needs on Debian 12, as root, and is safe to run again: the Debian packages of the
-# engines and the lab, then the npm dependencies. Packaged services (ocserv, strongSwan, sshd, Prometheus) are
+# engines and the lab, then the npm dependencies. Packaged services (ocserv, strongSwan, sshd, Prometheus, PostgreSQL) are
 # kept from starting in the root namespace: the lab runs every engine and server in its own namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,7 @@ PACKAGES=(
   chromium                                           # browser tests (playwright-core drives /usr/bin/chromium)
   openssh-server                                     # the lab's SFTP drop for diagnostic bundles (sshd only in a namespace)
   prometheus                                         # the fleet-monitoring test scrapes the collector (only in a namespace)
+  postgresql                                         # the collector replicas' shared database (a private cluster, only in a namespace)
   systemd dbus-daemon                                # busctl (detourd's resolved client), the DNS test's private bus
   python3-dbus                                       # the sleep test's stand-in logind (owns org.freedesktop.login1, emits PrepareForSleep)
 )
@@ -58,6 +59,11 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   # Prometheus likewise: the lab runs its own in a namespace; a host's existing one is left as it is.
   if printf '%s\n' "${missing[@]}" | grep -qx prometheus; then
     systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
+  # PostgreSQL likewise: the package makes a "main" cluster that policy-rc.d kept from starting; the lab initdb's
+  # its own clusters in its run folder and never uses that one.
+  if printf '%s\n' "${missing[@]}" | grep -qx postgresql; then
+    systemctl disable --now postgresql.service >/dev/null 2>&1 || true
   fi
 fi
 

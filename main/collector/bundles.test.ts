@@ -8,8 +8,8 @@ import { gzipSync } from "node:zlib";
 import { after, beforeEach, test } from "node:test";
 import { c as tarCreate } from "tar";
 import { TokenTable } from "./auth.ts";
-import { createHandler, type Handler } from "./handler.ts";
-import { CollectorStore } from "./store.ts";
+import { createHandler, type Handler, type HandlerResult } from "./handler.ts";
+import { CollectorStore, SqliteStorage } from "./store.ts";
 
 const INGEST = "ingest-token-acme-0123456789";
 const READ = "read-token-acme-0123456789abc";
@@ -72,10 +72,15 @@ beforeEach(() => {
       ],
     }),
   );
-  handle = createHandler({ store, tokens, now: () => 1_795_000_000_000, retentionMs: 30 * 86_400_000 });
+  handle = createHandler({
+    store: new SqliteStorage(store),
+    tokens,
+    now: () => 1_795_000_000_000,
+    retentionMs: 30 * 86_400_000,
+  });
 });
 
-function upload(body: Buffer, over: Record<string, string> = {}): ReturnType<Handler> {
+function upload(body: Buffer, over: Record<string, string> = {}): Promise<HandlerResult> {
   const headers: Record<string, string> = {
     authorization: `Bearer ${INGEST}`,
     "content-type": "application/gzip",
@@ -89,15 +94,15 @@ function upload(body: Buffer, over: Record<string, string> = {}): ReturnType<Han
 const text = (r: { body: string | Uint8Array }): string =>
   typeof r.body === "string" ? r.body : Buffer.from(r.body).toString("utf8");
 
-test("a-bundle-is-stored-once-listed-per-device-and-its-summary-served-to-readers-only", () => {
+test("a-bundle-is-stored-once-listed-per-device-and-its-summary-served-to-readers-only", async () => {
   const b = bundleBytes(summaryJson("Connected to gw1"));
-  const r = upload(b);
+  const r = await upload(b);
   assert.equal(r.status, 200, text(r));
   const { id, url, duplicate } = JSON.parse(text(r)) as { id: string; url: string; duplicate: boolean };
   assert.equal(duplicate, false);
   assert.equal(url, `/bundles/${id}/summary`);
   assert.equal(
-    (JSON.parse(text(upload(b))) as { id: string; duplicate: boolean }).duplicate,
+    (JSON.parse(text(await upload(b))) as { id: string; duplicate: boolean }).duplicate,
     true,
     "a retried upload finds the first copy",
   );
@@ -105,18 +110,23 @@ test("a-bundle-is-stored-once-listed-per-device-and-its-summary-served-to-reader
     store.bundles("acme", "laptop-alice").map((x) => x.id),
     [id],
   );
-  const page = handle({ method: "GET", url, headers: { authorization: `Bearer ${READ}` }, body: new Uint8Array() });
+  const page = await handle({
+    method: "GET",
+    url,
+    headers: { authorization: `Bearer ${READ}` },
+    body: new Uint8Array(),
+  });
   assert.equal(page.status, 200);
   assert.match(text(page), /Connected to gw1/);
   assert.match(page.headers["content-security-policy"] ?? "", /script-src 'none'|default-src/);
-  const asAgent = handle({
+  const asAgent = await handle({
     method: "GET",
     url,
     headers: { authorization: `Bearer ${INGEST}` },
     body: new Uint8Array(),
   });
   assert.equal(asAgent.status, 403, "an agent's token cannot read bundles");
-  const download = handle({
+  const download = await handle({
     method: "GET",
     url: `/bundles/${id}`,
     headers: { authorization: `Bearer ${READ}` },
@@ -125,20 +135,20 @@ test("a-bundle-is-stored-once-listed-per-device-and-its-summary-served-to-reader
   assert.deepEqual(Buffer.from(download.body as Uint8Array), b);
 });
 
-test("bad-uploads-get-a-4xx-naming-what-is-wrong", () => {
+test("bad-uploads-get-a-4xx-naming-what-is-wrong", async () => {
   const b = bundleBytes(summaryJson("x"));
-  const cases: [ReturnType<Handler>, number, RegExp][] = [
-    [upload(b, { "x-detour-bundle-sha256": "00".repeat(32) }), 400, /does not match the body/],
-    [upload(b, { "content-type": "text/plain" }), 415, /application\/gzip/],
-    [upload(b, { "x-detour-device-id": "" }), 400, /x-detour-device-id/],
-    [upload(b, { "x-detour-bundle-name": "../../etc/passwd" }), 400, /x-detour-bundle-name/],
-    [upload(b, { authorization: "" }), 401, /./],
-    [upload(gzipSync(Buffer.from("not a tar"))), 400, /not a Detour diagnostic bundle/],
-    [upload(bundleBytes(null)), 400, /no <folder>\/summary\.json/],
-    [upload(bundleBytes("{not json")), 400, /summary\.json is not JSON/],
-    [upload(bundleBytes(summaryJson("x", { chart: [{ at: "<svg onload=x>" }] }))), 400, /chart\.0\.at/],
+  const cases: [HandlerResult, number, RegExp][] = [
+    [await upload(b, { "x-detour-bundle-sha256": "00".repeat(32) }), 400, /does not match the body/],
+    [await upload(b, { "content-type": "text/plain" }), 415, /application\/gzip/],
+    [await upload(b, { "x-detour-device-id": "" }), 400, /x-detour-device-id/],
+    [await upload(b, { "x-detour-bundle-name": "../../etc/passwd" }), 400, /x-detour-bundle-name/],
+    [await upload(b, { authorization: "" }), 401, /./],
+    [await upload(gzipSync(Buffer.from("not a tar"))), 400, /not a Detour diagnostic bundle/],
+    [await upload(bundleBytes(null)), 400, /no <folder>\/summary\.json/],
+    [await upload(bundleBytes("{not json")), 400, /summary\.json is not JSON/],
+    [await upload(bundleBytes(summaryJson("x", { chart: [{ at: "<svg onload=x>" }] }))), 400, /chart\.0\.at/],
     [
-      upload(
+      await upload(
         bundleBytes(summaryJson("x", { redactions: { removed: { "<img>": 1 }, pseudonymised: {}, distinct: {} } })),
       ),
       400,
@@ -152,16 +162,21 @@ test("bad-uploads-get-a-4xx-naming-what-is-wrong", () => {
   assert.equal(store.bundles("acme").length, 0);
 });
 
-test("an-uploaded-summary-html-is-never-served-the-page-is-rendered-from-summary-json-escaped", () => {
+test("an-uploaded-summary-html-is-never-served-the-page-is-rendered-from-summary-json-escaped", async () => {
   const hostile = '<script>fetch("/?steal="+document.cookie)</script><img src=x onerror=alert(1)>';
   const b = bundleBytes(
     summaryJson(`Connected ${hostile}`, { state: hostile }),
     `<html><body>${hostile}</body></html>`,
   );
-  const r = upload(b);
+  const r = await upload(b);
   assert.equal(r.status, 200, text(r));
   const { url } = JSON.parse(text(r)) as { url: string };
-  const page = handle({ method: "GET", url, headers: { authorization: `Bearer ${READ}` }, body: new Uint8Array() });
+  const page = await handle({
+    method: "GET",
+    url,
+    headers: { authorization: `Bearer ${READ}` },
+    body: new Uint8Array(),
+  });
   assert.equal(page.status, 200, text(page));
   const html = text(page);
   assert.doesNotMatch(html, /the device's own page/, "the device's summary.html is not what is served");
@@ -171,7 +186,7 @@ test("an-uploaded-summary-html-is-never-served-the-page-is-rendered-from-summary
   assert.equal(page.headers["x-content-type-options"], "nosniff");
 });
 
-test("an-organisations-bundle-storage-is-bounded-the-oldest-evicted", () => {
+test("an-organisations-bundle-storage-is-bounded-the-oldest-evicted", async () => {
   const tokens = TokenTable.parse(
     JSON.stringify({
       tokens: [
@@ -182,13 +197,13 @@ test("an-organisations-bundle-storage-is-bounded-the-oldest-evicted", () => {
   );
   let now = 1_795_000_000_000;
   const bounded = createHandler({
-    store,
+    store: new SqliteStorage(store),
     tokens,
     now: () => now,
     retentionMs: 30 * 86_400_000,
     bundleLimits: { maxCount: 3, maxBytes: 1024 * 1024 },
   });
-  const post = (body: Buffer, token = INGEST): ReturnType<Handler> =>
+  const post = (body: Buffer, token = INGEST): Promise<HandlerResult> =>
     bounded({
       method: "POST",
       url: "/v1/diagnostics",
@@ -201,12 +216,12 @@ test("an-organisations-bundle-storage-is-bounded-the-oldest-evicted", () => {
       },
       body,
     });
-  const other = post(bundleBytes(summaryJson("other org")), "ingest-token-other-0123456789");
+  const other = await post(bundleBytes(summaryJson("other org")), "ingest-token-other-0123456789");
   assert.equal(other.status, 200, text(other));
   const ids: string[] = [];
   for (let i = 0; i < 6; i++) {
     now += 1000;
-    const r = post(bundleBytes(summaryJson(`bundle ${i}`)));
+    const r = await post(bundleBytes(summaryJson(`bundle ${i}`)));
     assert.equal(r.status, 200, text(r));
     ids.push((JSON.parse(text(r)) as { id: string }).id);
   }
@@ -220,7 +235,7 @@ test("an-organisations-bundle-storage-is-bounded-the-oldest-evicted", () => {
   // By bytes: each bundle is some hundreds of bytes; a limit of two bundles' worth keeps two.
   const size = store.bundles("acme")[0]?.bytes ?? 0;
   const byBytes = createHandler({
-    store,
+    store: new SqliteStorage(store),
     tokens,
     now: () => now,
     retentionMs: 30 * 86_400_000,
@@ -228,7 +243,7 @@ test("an-organisations-bundle-storage-is-bounded-the-oldest-evicted", () => {
   });
   now += 1000;
   const body = bundleBytes(summaryJson("by bytes"));
-  const r = byBytes({
+  const r = await byBytes({
     method: "POST",
     url: "/v1/diagnostics",
     headers: {

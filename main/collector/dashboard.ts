@@ -4,7 +4,7 @@
  * page shows agents, per-gateway health and the failover timeline; the agent page its latency and loss charts.
  */
 import { METRIC } from "../core/telemetry/names.ts";
-import type { AgentRow, BundleRow, CollectorStore, FailoverRow, GatewayHealth, SeriesPoint } from "./store.ts";
+import type { AgentRow, BundleRow, FailoverRow, GatewayHealth, SeriesPoint, TelemetryStorage } from "./storage.ts";
 
 /** The dashboard looks back this far by default: a working day's worth of failovers and charts. */
 export const DEFAULT_WINDOW_MS = 6 * 60 * 60_000;
@@ -152,11 +152,18 @@ export function lineChart(points: SeriesPoint[], nowMs: number, windowMs: number
 <text x="${PAD}" y="${H - 4}" font-size="10">${h(iso(from))}</text><text x="${W - 10}" y="${H - 4}" font-size="10" text-anchor="end">now (${escapeHtml(unit)})</text></svg><p>${legend}</p>`;
 }
 
-export function fleetPage(store: CollectorStore, org: string, nowMs: number, windowMs: number): string {
+export async function fleetPage(
+  store: TelemetryStorage,
+  org: string,
+  nowMs: number,
+  windowMs: number,
+): Promise<string> {
   const since = nowMs - windowMs;
-  const agents = store.fleet(org);
-  const health = store.gatewayHealth(org, since, METRIC.rtt, METRIC.loss);
-  const failovers = store.failovers(org, since, TIMELINE_LIMIT);
+  const [agents, health, failovers] = await Promise.all([
+    store.fleet(org),
+    store.gatewayHealth(org, since, METRIC.rtt, METRIC.loss),
+    store.failovers(org, since, TIMELINE_LIMIT),
+  ]);
   const windows = [1, 6, 24, 168].map((hrs) => `<a href="/?hours=${hrs}">${hrs} h</a>`).join(" · ");
   return page(
     `Detour fleet: ${org}`,
@@ -167,17 +174,20 @@ export function fleetPage(store: CollectorStore, org: string, nowMs: number, win
   );
 }
 
-export function agentPage(
-  store: CollectorStore,
+export async function agentPage(
+  store: TelemetryStorage,
   org: string,
   agent: AgentRow,
   nowMs: number,
   windowMs: number,
-): string {
+): Promise<string> {
   const since = nowMs - windowMs;
-  const rtt = store.series(org, agent.deviceId, METRIC.rtt, since);
-  const loss = store.series(org, agent.deviceId, METRIC.loss, since);
-  const failovers = store.failovers(org, since, TIMELINE_LIMIT, agent.deviceId);
+  const [rtt, loss, failovers, bundles] = await Promise.all([
+    store.series(org, agent.deviceId, METRIC.rtt, since),
+    store.series(org, agent.deviceId, METRIC.loss, since),
+    store.failovers(org, since, TIMELINE_LIMIT, agent.deviceId),
+    store.bundles(org, agent.deviceId),
+  ]);
   return page(
     `Detour agent ${agent.deviceId}`,
     `<p><a href="/?hours=${windowMs / 3_600_000}">← fleet</a></p><h1>Agent ${h(agent.deviceId)}</h1>
@@ -185,7 +195,7 @@ export function agentPage(
 <h2>Latency (mean in-tunnel RTT, ms)</h2>${lineChart(rtt, nowMs, windowMs, "ms", "latency")}
 <h2>Loss (%)</h2>${lineChart(loss, nowMs, windowMs, "%", "loss")}
 <h2>Failovers</h2>${timeline(failovers, nowMs, windowMs, false)}
-<h2>Diagnostic bundles</h2>${bundleList(store.bundles(org, agent.deviceId), nowMs)}`,
+<h2>Diagnostic bundles</h2>${bundleList(bundles, nowMs)}`,
   );
 }
 

@@ -14,13 +14,16 @@ export type IngestErrorCode =
   | "forbidden"
   | "duplicate-batch"
   | "not-found"
-  | "method-not-allowed";
+  | "method-not-allowed"
+  | "storage-unavailable";
 
 export class IngestError extends Error {
   constructor(
     readonly status: number,
     readonly code: IngestErrorCode,
     message: string,
+    /** For the collector's own log only, never the answer: e.g. the storage's words on why it failed. */
+    readonly detail?: string,
   ) {
     super(message);
     this.name = "IngestError";
@@ -45,6 +48,8 @@ export function grpcCodeOf(httpStatus: number): number {
       return 6; // ALREADY_EXISTS
     case 413:
       return 8; // RESOURCE_EXHAUSTED
+    case 503:
+      return 14; // UNAVAILABLE: OTLP's retryable code
     default:
       return httpStatus >= 500 ? 13 : 2; // INTERNAL : UNKNOWN
   }

@@ -236,7 +236,7 @@ test("the-collectors-endpoints-survive-random-and-mutated-requests-with-clear-er
     log: () => undefined,
     host: "127.0.0.1",
     port: 0,
-    db: join(tmp, "fuzz.db"),
+    storage: { kind: "sqlite", path: join(tmp, "fuzz.db") },
     tokensFile,
     retentionDays: 30,
     tls: null,

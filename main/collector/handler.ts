@@ -31,13 +31,19 @@ import {
   type Signal,
 } from "./otlp.ts";
 import { fleetFamilies, formatFamilies, PROMETHEUS_CONTENT_TYPE } from "./prometheus.ts";
-import { DEFAULT_BUNDLE_LIMITS, type BundleLimits, type CollectorStore } from "./store.ts";
+import { DEFAULT_BUNDLE_LIMITS, StorageUnavailableError, type BundleLimits, type TelemetryStorage } from "./storage.ts";
 
 /**
  * The largest request body the collector reads, as sent (compressed or not). An agent batch is a few kilobytes;
  * 1 MiB leaves room for a long-offline agent's spool flush while bounding what one request can make us hold.
  */
 export const MAX_BODY_BYTES = 1024 * 1024;
+
+/**
+ * What a 503 asks the client to wait: a PostgreSQL restart or failover takes seconds to tens of seconds, and the
+ * agent's own backoff (1 s doubling to 30 s) already spreads a fleet's retries.
+ */
+export const STORAGE_RETRY_AFTER_S = 5;
 
 export interface CollectorRequest {
   method: string;
@@ -62,10 +68,12 @@ export interface RequestOutcome {
   stored?: { points: number; events: number };
   /** Older bundles of the organisation removed to keep its storage within its limits. */
   evictedBundles?: number;
+  /** Why the storage could not answer (for the log only: the client is told to retry, not the storage's words). */
+  storageError?: string;
 }
 
 export interface HandlerOptions {
-  store: CollectorStore;
+  store: TelemetryStorage;
   tokens: TokenTable;
   /** Wall clock in ms: injected so tests control time. */
   now: () => number;
@@ -78,7 +86,9 @@ export interface HandlerOptions {
 /** A request before its body is read. */
 export type RequestHead = Omit<CollectorRequest, "body">;
 
-export type Handler = ((req: CollectorRequest) => CollectorResponse & { outcome: RequestOutcome }) & {
+export type HandlerResult = CollectorResponse & { outcome: RequestOutcome };
+
+export type Handler = ((req: CollectorRequest) => Promise<HandlerResult>) & {
   /**
    * Checks the credentials from the headers alone, before the server reads the body: the refusal to send (401,
    * 403) or null when the request may go on. An unauthenticated peer cannot make the collector read a body.
@@ -93,8 +103,34 @@ function header(req: CollectorRequest, name: string): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
+/**
+ * The request's failure as an IngestError: a storage outage becomes 503 (retryable: the agent keeps the batch);
+ * anything that is neither is a bug and is thrown on to the server, which logs it and answers 500.
+ */
+function requestError(e: unknown): IngestError {
+  if (e instanceof IngestError) return e;
+  if (e instanceof StorageUnavailableError)
+    return new IngestError(
+      503,
+      "storage-unavailable",
+      `the collector's storage cannot answer now; nothing was stored, send the same batch again later`,
+      e.message,
+    );
+  throw e;
+}
+
+function outcomeOf(org: string | null, e: IngestError): RequestOutcome {
+  return { org, code: e.code, ...(e.detail === undefined ? {} : { storageError: e.detail }) };
+}
+
+function errorHeaders(e: IngestError, contentType: string): Record<string, string> {
+  const headers: Record<string, string> = { "content-type": contentType };
+  if (e.status === 503) headers["retry-after"] = String(STORAGE_RETRY_AFTER_S);
+  return headers;
+}
+
 function textError(e: IngestError, basicChallenge: boolean): CollectorResponse {
-  const headers: Record<string, string> = { "content-type": "text/plain; charset=utf-8" };
+  const headers = errorHeaders(e, "text/plain; charset=utf-8");
   if (e.status === 401)
     headers["www-authenticate"] = basicChallenge
       ? 'Basic realm="Detour collector", charset="UTF-8"'
@@ -124,7 +160,7 @@ export function createHandler(opts: HandlerOptions): Handler {
     return authenticate(tokens, header(req, "authorization"), role, req.mtls ?? null);
   }
 
-  function ingest(req: CollectorRequest, signal: Signal): CollectorResponse & { outcome: RequestOutcome } {
+  async function ingest(req: CollectorRequest, signal: Signal): Promise<HandlerResult> {
     // Until the content type is known, errors are answered in JSON: the one encoding every client can read.
     let encoding: Encoding = "json";
     let org: string | null = null;
@@ -156,7 +192,7 @@ export function createHandler(opts: HandlerOptions): Handler {
         nowMs - retentionMs,
         header(req, BATCH_HEADER) ?? null,
       );
-      const r = store.ingest(p.org, batch, nowMs, sha256Hex(body));
+      const r = await store.ingest(p.org, batch, nowMs, sha256Hex(body));
       if (r.kind === "duplicate") {
         throw new IngestError(
           409,
@@ -170,16 +206,16 @@ export function createHandler(opts: HandlerOptions): Handler {
         body: encodeResponse(signal, encoding, batch.ignored, batch.ignoredWhy),
         outcome: { org, code: null, stored: { points: r.points, events: r.events } },
       };
-    } catch (e) {
-      if (!(e instanceof IngestError)) throw e;
-      const headers: Record<string, string> = { "content-type": contentTypeOf(encoding) };
+    } catch (caught) {
+      const e = requestError(caught);
+      const headers = errorHeaders(e, contentTypeOf(encoding));
       if (e.status === 401) headers["www-authenticate"] = 'Bearer realm="Detour collector"';
       if (e.status === 405) headers.allow = "POST";
       return {
         status: e.status,
         headers,
         body: encodeStatus(encoding, grpcCodeOf(e.status), `${e.code}: ${e.message}`),
-        outcome: { org, code: e.code },
+        outcome: outcomeOf(org, e),
       };
     }
   }
@@ -188,7 +224,7 @@ export function createHandler(opts: HandlerOptions): Handler {
    * A diagnostic bundle from an agent (main/agent/diag/upload.ts): the device id, the bundle's name and the SHA-256
    * of the body in headers; stored once per content (a retried upload answers with the first copy's id).
    */
-  function diagnostics(req: CollectorRequest): CollectorResponse & { outcome: RequestOutcome } {
+  async function diagnostics(req: CollectorRequest): Promise<HandlerResult> {
     let org: string | null = null;
     try {
       if (req.method !== "POST") throw new IngestError(405, "method-not-allowed", "/v1/diagnostics takes POST");
@@ -221,7 +257,7 @@ export function createHandler(opts: HandlerOptions): Handler {
         throw new IngestError(400, "malformed", "x-detour-bundle-sha256 does not match the body (damaged in transit?)");
       const summary = bundleSummary(req.body);
       if (!summary.ok) throw new IngestError(400, "malformed", `not a Detour diagnostic bundle: ${summary.message}`);
-      const r = store.addBundle(
+      const r = await store.addBundle(
         org,
         { deviceId, name, sha256: sha, bytes: req.body.byteLength, receivedMs: now() },
         req.body,
@@ -234,20 +270,20 @@ export function createHandler(opts: HandlerOptions): Handler {
         body,
         outcome: { org, code: null, ...(r.evicted > 0 ? { evictedBundles: r.evicted } : {}) },
       };
-    } catch (e) {
-      if (!(e instanceof IngestError)) throw e;
-      return { ...textError(e, false), outcome: { org, code: e.code } };
+    } catch (caught) {
+      const e = requestError(caught);
+      return { ...textError(e, false), outcome: outcomeOf(org, e) };
     }
   }
 
-  function bundle(req: CollectorRequest, path: string): CollectorResponse & { outcome: RequestOutcome } {
+  async function bundle(req: CollectorRequest, path: string): Promise<HandlerResult> {
     let org: string | null = null;
     try {
       if (req.method !== "GET" && req.method !== "HEAD")
         throw new IngestError(405, "method-not-allowed", `${path} takes GET`);
       org = auth(req, "read").org;
       const m = /^\/bundles\/([0-9a-f]{16})(\/summary)?$/.exec(path);
-      const b = m?.[1] === undefined ? undefined : store.bundle(org, m[1]);
+      const b = m?.[1] === undefined ? undefined : await store.bundle(org, m[1]);
       if (m === null || b === undefined) throw new IngestError(404, "not-found", "no such bundle");
       if (m[2] === undefined) {
         return {
@@ -272,17 +308,13 @@ export function createHandler(opts: HandlerOptions): Handler {
         "x-content-type-options": "nosniff",
       };
       return { status: 200, headers: html, body: renderSummaryHtml(summary.model), outcome: { org, code: null } };
-    } catch (e) {
-      if (!(e instanceof IngestError)) throw e;
-      return { ...textError(e, true), outcome: { org, code: e.code } };
+    } catch (caught) {
+      const e = requestError(caught);
+      return { ...textError(e, true), outcome: outcomeOf(org, e) };
     }
   }
 
-  function read(
-    req: CollectorRequest,
-    path: string,
-    query: URLSearchParams,
-  ): CollectorResponse & { outcome: RequestOutcome } {
+  async function read(req: CollectorRequest, path: string, query: URLSearchParams): Promise<HandlerResult> {
     let org: string | null = null;
     try {
       if (req.method !== "GET" && req.method !== "HEAD")
@@ -293,7 +325,7 @@ export function createHandler(opts: HandlerOptions): Handler {
         return {
           status: 200,
           headers: { "content-type": PROMETHEUS_CONTENT_TYPE },
-          body: formatFamilies(fleetFamilies(store, org, nowMs)),
+          body: formatFamilies(await fleetFamilies(store, org, nowMs)),
           outcome: { org, code: null },
         };
       }
@@ -308,7 +340,7 @@ export function createHandler(opts: HandlerOptions): Handler {
         return {
           status: 200,
           headers: html,
-          body: fleetPage(store, org, nowMs, windowMs),
+          body: await fleetPage(store, org, nowMs, windowMs),
           outcome: { org, code: null },
         };
       let deviceId: string;
@@ -317,7 +349,7 @@ export function createHandler(opts: HandlerOptions): Handler {
       } catch {
         throw new IngestError(404, "not-found", "no such agent");
       }
-      const agent = store.agent(org, deviceId);
+      const agent = await store.agent(org, deviceId);
       if (agent === undefined)
         throw new IngestError(
           404,
@@ -327,16 +359,16 @@ export function createHandler(opts: HandlerOptions): Handler {
       return {
         status: 200,
         headers: html,
-        body: agentPage(store, org, agent, nowMs, windowMs),
+        body: await agentPage(store, org, agent, nowMs, windowMs),
         outcome: { org, code: null },
       };
-    } catch (e) {
-      if (!(e instanceof IngestError)) throw e;
-      return { ...textError(e, path !== "/metrics"), outcome: { org, code: e.code } };
+    } catch (caught) {
+      const e = requestError(caught);
+      return { ...textError(e, path !== "/metrics"), outcome: outcomeOf(org, e) };
     }
   }
 
-  function authorize(head: RequestHead): (CollectorResponse & { outcome: RequestOutcome }) | null {
+  function authorize(head: RequestHead): HandlerResult | null {
     const url = targetOf(head.url);
     if (url === null) return null; // the handler answers it; the body is bounded either way
     const path = url.pathname;
@@ -369,7 +401,7 @@ export function createHandler(opts: HandlerOptions): Handler {
     }
   }
 
-  const handle = (req: CollectorRequest): CollectorResponse & { outcome: RequestOutcome } => {
+  const handle = async (req: CollectorRequest): Promise<HandlerResult> => {
     const url = targetOf(req.url);
     if (url === null)
       return {

@@ -4,7 +4,7 @@
  * registries model one process's own long-lived instruments.
  */
 import { METRIC } from "../core/telemetry/names.ts";
-import type { CollectorStore } from "./store.ts";
+import type { TelemetryStorage } from "./storage.ts";
 
 export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -51,15 +51,19 @@ export function formatFamilies(families: readonly Family[]): string {
 }
 
 /** The organisation's fleet aggregates at `nowMs`. */
-export function fleetFamilies(store: CollectorStore, org: string, nowMs: number): Family[] {
-  const health = store.gatewayHealth(org, nowMs - METRICS_WINDOW_MS, METRIC.rtt, METRIC.loss);
-  const fleet = store.fleet(org);
+export async function fleetFamilies(store: TelemetryStorage, org: string, nowMs: number): Promise<Family[]> {
+  const [health, fleet, byState, failovers] = await Promise.all([
+    store.gatewayHealth(org, nowMs - METRICS_WINDOW_MS, METRIC.rtt, METRIC.loss),
+    store.fleet(org),
+    store.agentsByState(org),
+    store.failoverCounts(org, nowMs - FAILOVER_WINDOW_MS),
+  ]);
   return [
     {
       name: "detour_agents",
       help: "Agents known to the collector, by their latest reported state.",
       type: "gauge",
-      samples: store.agentsByState(org).map((r) => ({ labels: { state: r.state }, value: r.n })),
+      samples: byState.map((r) => ({ labels: { state: r.state }, value: r.n })),
     },
     {
       name: "detour_agent_last_seen_seconds",
@@ -96,9 +100,7 @@ export function fleetFamilies(store: CollectorStore, org: string, nowMs: number)
       name: "detour_failovers_last_hour",
       help: "Failovers in the last hour by the gateway left, the gateway moved to and the reason.",
       type: "gauge",
-      samples: store
-        .failoverCounts(org, nowMs - FAILOVER_WINDOW_MS)
-        .map((r) => ({ labels: { from: r.from, to: r.to, reason: r.reason }, value: r.n })),
+      samples: failovers.map((r) => ({ labels: { from: r.from, to: r.to, reason: r.reason }, value: r.n })),
     },
   ];
 }

@@ -32,7 +32,7 @@ export async function startTestCollector(dir: string, maxConnections?: number): 
     log: () => undefined,
     host: "127.0.0.1",
     port: 0,
-    db: ":memory:",
+    storage: { kind: "sqlite", path: ":memory:" },
     tokensFile,
     retentionDays: 30,
     tls: null,

@@ -2,8 +2,12 @@
  * The collector's server: node:http (or node:https with client-certificate verification for mTLS) around the
  * pure handler, a bounded body reader, a retention sweep and a JSON access log without tokens or bodies.
  *
- *   node --import tsx main/collector/server.ts --listen 0.0.0.0:4318 --db <file> --tokens <file>
- *        [--retention-days 30] [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--insecure-plain-http]
+ *   node --import tsx main/collector/server.ts --listen 0.0.0.0:4318 (--db <file> | --postgres <url file>)
+ *        --tokens <file> [--retention-days 30] [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]]
+ *        [--insecure-plain-http]
+ *
+ * --db keeps everything in one SQLite file (one collector process); --postgres names a file (mode 0600) holding a
+ * PostgreSQL connection URL, for any number of replicas in front of one database (see postgres-store.ts).
  *
  * Tokens travel in every request, so plain HTTP is for loopback only unless --insecure-plain-http says otherwise
  * (a lab, or TLS ended by a proxy in front), and then the start says so loudly. A request's token is checked
@@ -19,7 +23,9 @@ import { parseArgs } from "node:util";
 import { BodyTooLargeError, readBoundedBody } from "../shared/bounded-body.ts";
 import { TokenTable } from "./auth.ts";
 import { createHandler, MAX_BODY_BYTES, type CollectorRequest, type Handler } from "./handler.ts";
-import { CollectorStore, type BundleLimits } from "./store.ts";
+import { describeUrl, PostgresStorage, readPostgresUrl } from "./postgres-store.ts";
+import type { BundleLimits, TelemetryStorage } from "./storage.ts";
+import { SqliteStorage } from "./store.ts";
 
 /** Thirty days covers a month of trends and the longest holiday an agent spends offline with a full spool. */
 export const DEFAULT_RETENTION_DAYS = 30;
@@ -50,7 +56,7 @@ const log: CollectorLog = (fields) => {
 };
 
 const USAGE =
-  "usage: server.ts --listen <host:port> --db <file> --tokens <file> [--retention-days N] [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--insecure-plain-http] [--max-connections N]";
+  "usage: server.ts --listen <host:port> (--db <file> | --postgres <url file>) --tokens <file> [--retention-days N] [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--insecure-plain-http] [--max-connections N]";
 
 /** A bad command line: main prints it with the usage and exits 2. */
 export class UsageError extends Error {
@@ -69,7 +75,8 @@ export function isLoopbackHost(host: string): boolean {
 export interface ServerOptions {
   host: string;
   port: number;
-  db: string;
+  /** Where records are kept: one SQLite file, or the PostgreSQL server whose URL is in a private file. */
+  storage: { kind: "sqlite"; path: string } | { kind: "postgresql"; urlFile: string };
   tokensFile: string;
   retentionDays: number;
   tls: { cert: string; key: string; clientCa: string | null } | null;
@@ -92,6 +99,7 @@ export function parseServerArgs(argv: readonly string[]): ServerOptions {
       options: {
         listen: { type: "string" },
         db: { type: "string" },
+        postgres: { type: "string" },
         tokens: { type: "string" },
         "retention-days": { type: "string", default: String(DEFAULT_RETENTION_DAYS) },
         "tls-cert": { type: "string" },
@@ -108,7 +116,16 @@ export function parseServerArgs(argv: readonly string[]): ServerOptions {
   if (m === null) return usage("--listen <host:port> is required, e.g. 0.0.0.0:4318");
   const port = Number(m[2]);
   if (port > 65535) return usage(`--listen port ${port} is out of range`);
-  if (values.db === undefined) return usage("--db <file> is required");
+  if (values.db !== undefined && values.postgres !== undefined)
+    return usage("--db (SQLite) and --postgres (PostgreSQL) exclude each other; give one");
+  if (values.db === undefined && values.postgres === undefined)
+    return usage(
+      "--db <file> (SQLite) or --postgres <file> (a file of mode 0600 holding the PostgreSQL connection URL) is required",
+    );
+  if (values.postgres !== undefined && /^postgres(ql)?:\/\//.test(values.postgres))
+    return usage(
+      "--postgres takes a file holding the connection URL, not the URL itself: a password in argv is visible to every user of the machine",
+    );
   if (values.tokens === undefined) return usage("--tokens <file> is required");
   const retentionDays = Number(values["retention-days"]);
   if (!Number.isFinite(retentionDays) || retentionDays <= 0) return usage("--retention-days must be a positive number");
@@ -131,7 +148,10 @@ export function parseServerArgs(argv: readonly string[]): ServerOptions {
     insecurePlainHttp,
     maxConnections,
     port,
-    db: values.db,
+    storage:
+      values.postgres !== undefined
+        ? { kind: "postgresql", urlFile: values.postgres }
+        : { kind: "sqlite", path: values.db ?? "" },
     tokensFile: values.tokens,
     retentionDays,
     tls: cert === undefined || key === undefined ? null : { cert, key, clientCa: values["client-ca"] ?? null },
@@ -184,11 +204,11 @@ function serve(
       return;
     }
     readBoundedBody(req, MAX_BODY_BYTES).then(
-      (body) => {
+      async (body) => {
         const r: CollectorRequest = { ...head, body };
         let out;
         try {
-          out = handler(r);
+          out = await handler(r);
         } catch (e) {
           // A bug in one request must not take the collector down for everyone else; it is logged loudly.
           log({ level: "error", path, error: (e as Error).stack ?? String(e) });
@@ -200,6 +220,7 @@ function serve(
           code: out.outcome.code,
           stored: out.outcome.stored,
           evictedBundles: out.outcome.evictedBundles,
+          ...(out.outcome.storageError === undefined ? {} : { level: "warn", storageError: out.outcome.storageError }),
         });
       },
       (e: unknown) => {
@@ -230,12 +251,28 @@ export function plainHttpWarning(opts: Pick<ServerOptions, "tls" | "host">): str
 export interface RunningCollector {
   server: Server;
   address: AddressInfo;
+  /** Where records go, for the start-up line: the SQLite file, or the PostgreSQL URL without its password. */
+  storage: string;
   close(): Promise<void>;
 }
 
 export async function startCollector(opts: ServerOptions): Promise<RunningCollector> {
   const tokens = TokenTable.load(opts.tokensFile);
-  const store = CollectorStore.open(opts.db);
+  const logTo = opts.log ?? log;
+  let store: TelemetryStorage;
+  let storage: string;
+  if (opts.storage.kind === "sqlite") {
+    store = SqliteStorage.open(opts.storage.path);
+    storage = `sqlite ${opts.storage.path}`;
+  } else {
+    const url = readPostgresUrl(opts.storage.urlFile);
+    storage = `postgresql ${describeUrl(url)}`;
+    store = await PostgresStorage.open(url, {
+      onIdleError: (e) => {
+        logTo({ level: "warn", msg: "a pooled PostgreSQL connection failed", error: e.message });
+      },
+    });
+  }
   const retentionMs = opts.retentionDays * 24 * 3_600_000;
   const handler = createHandler({
     store,
@@ -244,7 +281,6 @@ export async function startCollector(opts: ServerOptions): Promise<RunningCollec
     retentionMs,
     ...(opts.bundleLimits === undefined ? {} : { bundleLimits: opts.bundleLimits }),
   });
-  const logTo = opts.log ?? log;
   const listener = serve(handler, opts.tls?.clientCa != null, logTo);
   const server: Server =
     opts.tls === null
@@ -271,9 +307,16 @@ export async function startCollector(opts: ServerOptions): Promise<RunningCollec
       max: server.maxConnections,
     });
   });
+  // Every replica sweeps; the deletes are idempotent, so replicas of one database need no coordination for it.
   const sweep = (): void => {
-    const r = store.prune(Date.now() - retentionMs);
-    if (r.batches + r.points + r.events + r.agents > 0) logTo({ retention: r });
+    store.prune(Date.now() - retentionMs).then(
+      (r) => {
+        if (r.bundles + r.batches + r.points + r.events + r.agents > 0) logTo({ retention: r });
+      },
+      (e: unknown) => {
+        logTo({ level: "warn", msg: "retention sweep failed; the next one retries", error: (e as Error).message });
+      },
+    );
   };
   sweep();
   const timer = setInterval(sweep, RETENTION_SWEEP_INTERVAL_MS);
@@ -289,6 +332,7 @@ export async function startCollector(opts: ServerOptions): Promise<RunningCollec
   return {
     server,
     address,
+    storage,
     close: async () => {
       clearInterval(timer);
       const closed = new Promise<void>((resolve) =>
@@ -302,7 +346,7 @@ export async function startCollector(opts: ServerOptions): Promise<RunningCollec
       }, SHUTDOWN_GRACE_MS);
       await closed;
       clearTimeout(grace);
-      store.close();
+      await store.close();
     },
   };
 }
@@ -332,7 +376,7 @@ async function main(): Promise<void> {
   log({
     msg: "collector ready",
     url: `${scheme}://${opts.host}:${c.address.port}`,
-    db: opts.db,
+    storage: c.storage,
     retentionDays: opts.retentionDays,
     mtls: opts.tls?.clientCa != null,
   });

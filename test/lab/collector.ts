@@ -52,9 +52,29 @@ export function collectorTokens(labDir: string): { ingest: string; read: string 
   return { ingest: find("ingest"), read: find("read") };
 }
 
+/**
+ * How a collector is started beyond the lab's own: a replica on another port of the collector namespace, on the
+ * PostgreSQL server whose connection URL is in `postgresUrlFile` (test/lab/postgres.ts), logging to its own file.
+ */
+export interface CollectorStartOptions {
+  port?: number;
+  postgresUrlFile?: string;
+  /** Names the log file (logs/collector-<name>.log); the lab's own collector has none. */
+  name?: string;
+  /** A SQLite file of its own (the lab's own collector's database by default). */
+  db?: string;
+  /** Another tree to run the collector from (an older revision exported for a benchmark's baseline). */
+  root?: string;
+}
+
 /** Writes per-run tokens (mode 0600), starts the collector in its namespace and waits until it listens. */
-export async function startCollector(topo: LabTopology, labDir: string): Promise<number> {
+export async function startCollector(
+  topo: LabTopology,
+  labDir: string,
+  opts: CollectorStartOptions = {},
+): Promise<number> {
   const p = collectorPaths(labDir);
+  const logFile = opts.name === undefined ? p.log : join(labDir, "logs", `collector-${opts.name}.log`);
   mkdirSync(p.dir, { recursive: true, mode: 0o700 });
   // A restart (a test taking the collector down and back) keeps the tokens the agents were given.
   if (!existsSync(p.tokensFile)) {
@@ -76,22 +96,23 @@ export async function startCollector(topo: LabTopology, labDir: string): Promise
     process.execPath,
     "--import",
     "tsx",
-    join(REPO_ROOT, "main", "collector", "server.ts"),
+    join(opts.root ?? REPO_ROOT, "main", "collector", "server.ts"),
     "--listen",
-    `${topo.collector.address}:${COLLECTOR_PORT}`,
-    "--db",
-    p.db,
+    `${topo.collector.address}:${opts.port ?? COLLECTOR_PORT}`,
+    ...(opts.postgresUrlFile === undefined ? ["--db", opts.db ?? p.db] : ["--postgres", opts.postgresUrlFile]),
     "--tokens",
     p.tokensFile,
     // The lab's collector listens on its namespace's address without TLS: a closed network of its own.
     "--insecure-plain-http",
   ];
-  const pid = spawnDaemon(inNs(topo.collector.ns, argv), { logFile: p.log, cwd: REPO_ROOT });
+  const mark = readIfExists(logFile).length;
+  const pid = spawnDaemon(inNs(topo.collector.ns, argv), { logFile, cwd: opts.root ?? REPO_ROOT });
   await waitFor(
     "the collector to listen",
     () => {
-      if (!isAlive(pid)) throw new Error(`the collector exited during start-up:\n${readIfExists(p.log).slice(-2000)}`);
-      return readIfExists(p.log).includes("collector ready");
+      if (!isAlive(pid))
+        throw new Error(`the collector exited during start-up:\n${readIfExists(logFile).slice(mark).slice(-2000)}`);
+      return readIfExists(logFile).slice(mark).includes("collector ready");
     },
     { timeoutMs: COLLECTOR_READY_TIMEOUT_MS, intervalMs: 50 },
   );

@@ -3,7 +3,7 @@
  * Engine binaries are found on PATH, never executed: wireguard-go would take `--version`-like words as an
  * interface name outside a namespace.
  */
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 
 /** Each binary the lab runs, with the Debian package that provides it. */
@@ -23,7 +23,28 @@ export const REQUIRED_BINARIES: Record<string, string> = {
   certtool: "gnutls-bin",
   dnsmasq: "dnsmasq-base",
   cc: "gcc",
+  setpriv: "util-linux",
 };
+
+/** Debian installs the PostgreSQL server under /usr/lib/postgresql/<major>/bin, off PATH. */
+export const POSTGRES_LIB = "/usr/lib/postgresql";
+/** What the lab runs of the server (test/lab/postgres.ts); psql comes with it (postgresql-client). */
+const POSTGRES_PROGRAMS = ["postgres", "initdb", "psql"];
+
+/** The newest installed PostgreSQL server's bin folder, or undefined when the `postgresql` package is missing. */
+export function postgresBinDir(): string | undefined {
+  let versions: string[];
+  try {
+    versions = readdirSync(POSTGRES_LIB).filter((v) => /^\d+$/.test(v));
+  } catch {
+    return undefined;
+  }
+  for (const v of versions.sort((a, b) => Number(b) - Number(a))) {
+    const bin = join(POSTGRES_LIB, v, "bin");
+    if (POSTGRES_PROGRAMS.every((p) => existsSync(join(bin, p)))) return bin;
+  }
+  return undefined;
+}
 
 const SEARCH_PATH = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
@@ -57,6 +78,8 @@ export function preflightProblems(): PreflightProblem[] {
     problems.push({ what: "the lab needs root (namespaces, TUN devices, nftables)", fix: "run as root" });
   }
   const missing = Object.entries(REQUIRED_BINARIES).filter(([bin]) => findBinary(bin) === undefined);
+  if (postgresBinDir() === undefined)
+    missing.push([`${POSTGRES_LIB}/<version>/bin/{${POSTGRES_PROGRAMS.join(",")}}`, "postgresql"]);
   if (missing.length > 0) {
     const pkgs = [...new Set(missing.map(([, pkg]) => pkg))];
     problems.push({

@@ -6,8 +6,10 @@
  * id. It prints one JSON line per step with the answers' latency quantiles, and stops after the first step whose
  * p99 exceeds --p99-limit-ms or that had errors.
  *
- *   otlp-load.ts --url http://198.18.100.2:4318 --tokens <file> --devices 500 --rates 25,50,100 --step-ms 5000
- *                [--warmup-ms 3000] [--p99-limit-ms 100] [--logs-every 20] [--interval-ms 10000]
+ *   otlp-load.ts --url http://198.18.100.2:4318[,<url>...] --tokens <file> --devices 500 --rates 25,50,100
+ *                --step-ms 5000 [--warmup-ms 3000] [--p99-limit-ms 100] [--logs-every 20] [--interval-ms 10000]
+ *
+ * Several URLs (collector replicas) take the requests in turn, as a round-robin load balancer would.
  */
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -130,7 +132,7 @@ async function bodies(
 
 async function main(): Promise<void> {
   if (values.url === undefined || values.tokens === undefined) throw new Error("--url and --tokens are required");
-  const url = new URL(values.url);
+  const urls = values.url.split(",").map((u) => new URL(u));
   const token = ingestToken(values.tokens);
   const devices = Number(values.devices);
   const rates = values.rates.split(",").map(Number);
@@ -157,7 +159,10 @@ async function main(): Promise<void> {
   let next = 0;
   let inFlight = 0;
 
+  let turn = 0;
   const post = (b: Body): Promise<{ ms: number; error: string | null }> => {
+    const url = urls[turn++ % urls.length] ?? urls[0];
+    if (url === undefined) throw new Error("no --url");
     const n = (seq.get(b.deviceId) ?? 0) + 1;
     seq.set(b.deviceId, n);
     const t0 = performance.now();

@@ -7,7 +7,7 @@
  *        --device <id> --batch <id> [--gateway gw1 --protocol wireguard --rtt 10,12 --loss 1.5]
  *        [--failover from:fromProto:to:toProto:reason:detectedMs:restoredMs] [--state state:gateway:protocol]
  *        [--token-role ingest|read|none]
- *   get  --url http://198.18.100.2:4318/metrics --tokens <file> [--token-role read|ingest|none]
+ *   get  --url http://198.18.100.2:4318/metrics[,<another url>...] --tokens <file> [--token-role read|ingest|none]
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -50,13 +50,16 @@ async function main(): Promise<void> {
   if (values.url === undefined) throw new Error("--url is required");
   if (mode === "get") {
     const t = token(values["token-role"] || "read");
-    const res = await fetch(values.url, {
-      headers: t === null ? {} : { authorization: `Bearer ${t}` },
-      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-    });
-    console.log(
-      JSON.stringify({ status: res.status, contentType: res.headers.get("content-type"), body: await res.text() }),
-    );
+    // Several URLs (comma-separated): one line each, in order, e.g. the same page of every collector replica.
+    for (const url of values.url.split(",")) {
+      const res = await fetch(url, {
+        headers: t === null ? {} : { authorization: `Bearer ${t}` },
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      });
+      console.log(
+        JSON.stringify({ status: res.status, contentType: res.headers.get("content-type"), body: await res.text() }),
+      );
+    }
     return;
   }
   if (mode !== "post") throw new Error(`expected post or get; got ${mode ?? "nothing"}`);
@@ -109,13 +112,21 @@ async function main(): Promise<void> {
   });
   const raw = new Uint8Array(await res.arrayBuffer());
   const contentType = res.headers.get("content-type");
-  const message =
+  const status =
     res.status === 200
-      ? ""
+      ? { code: null, message: "" }
       : contentType === "application/x-protobuf"
-        ? decodeStatus(raw).message
-        : Buffer.from(raw).toString("utf8");
-  console.log(JSON.stringify({ status: res.status, contentType, message }));
+        ? decodeStatus(raw)
+        : { code: null, message: Buffer.from(raw).toString("utf8") };
+  console.log(
+    JSON.stringify({
+      status: res.status,
+      contentType,
+      message: status.message,
+      code: status.code,
+      retryAfter: res.headers.get("retry-after"),
+    }),
+  );
 }
 
 main().catch((e: unknown) => {
