@@ -197,7 +197,7 @@ export class Daemon {
           this.#events.announce({ type: "kill-switch", at: this.#clock.wall(), change, status, detail });
         },
         tunnelActivity: () => {
-          if (this.#state.name === "connected") this.dispatch({ type: "tunnel-activity", now: this.#now() });
+          this.#tunnelInUse();
         },
         captive: () => this.#captive?.killSwitchInputs() ?? { checkAddresses: [], captiveException: null },
         localNetworks: (alsoInside) => this.#localNetworks.allowed(alsoInside),
@@ -387,7 +387,7 @@ export class Daemon {
       log,
       // A drill measures a failover as a user in the middle of their work meets it: the probes' fast pace.
       inUse: () => {
-        if (this.#state.name === "connected") this.dispatch({ type: "tunnel-activity", now: this.#now() });
+        this.#tunnelInUse();
       },
     });
     // The early-boot step reads what is in force here: lockdown and the protected networks, on every change.
@@ -539,6 +539,11 @@ export class Daemon {
       await Promise.allSettled([...this.#pending, ...this.#legs.stopAll()]);
     }
     if (this.#legs.size > 0) throw new Error(`${String(this.#legs.size)} leg(s) did not stop`);
+  }
+
+  /** The tunnel carries a user's traffic (or a drill's): the probes' fast pace (core/connection/pace.ts). */
+  #tunnelInUse(): void {
+    if (this.#state.name === "connected") this.dispatch({ type: "tunnel-activity", now: this.#now() });
   }
 
   #run(e: Effect): void {
