@@ -386,6 +386,7 @@ export class LegRuntimes {
       target: { address: cfg.probe.address, port: cfg.probe.port },
       intervalMs: paceIntervalMs(this.#pace, role, h, cfg.standby),
       timeoutMs: h.probeTimeoutMs,
+      lateReplies: true,
       clock: this.#clock,
       onSample: (sample) => {
         this.#host.dispatch({ type: "probe", now: this.#clock.monotonic(), legId, sample });

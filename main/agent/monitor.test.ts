@@ -144,6 +144,49 @@ test("each-probe-is-reported-once-loss-and-late-replies-as-null", { timeout: 10_
   }
 });
 
+test("with-late-replies-a-reply-after-the-timeout-follows-its-loss-as-a-late-sample", { timeout: 10_000 }, async () => {
+  const server = await echoServer(behaviourOf);
+  const samples: ProbeSample[] = [];
+  const m = startMonitor({
+    legId: "L1",
+    sourceAddress: "127.0.0.1",
+    target: { address: "127.0.0.1", port: server.port },
+    intervalMs: INTERVAL_MS,
+    timeoutMs: TIMEOUT_MS,
+    lateReplies: true,
+    onSample: (s) => samples.push(s),
+  });
+  try {
+    await delay(RUN_MS);
+    const sent = Math.max(...samples.map((s) => s.seq), 0);
+    await delay(TIMEOUT_MS + LATE_MS + 100);
+    m.stop();
+    const of = (seq: number): ProbeSample[] => samples.filter((s) => s.seq === seq);
+    let lateSeen = 0;
+    for (let seq = 1; seq <= sent; seq++) {
+      const b = behaviourOf(seq);
+      const got = of(seq);
+      if (b === "late") {
+        lateSeen++;
+        assert.equal(got.length, 2, `probe ${seq}: lost at the timeout, then answered late`);
+        const [lost, answered] = got;
+        assert.ok(lost !== undefined && answered !== undefined);
+        assert.equal(lost.rttMs, null);
+        assert.equal(answered.late, true);
+        assert.ok((answered.rttMs ?? 0) >= LATE_MS - 5, `probe ${seq} late by its real RTT: ${String(answered.rttMs)}`);
+        assert.equal(answered.sentAt, lost.sentAt);
+      } else {
+        assert.equal(got.length, 1, `probe ${seq} (${b}) reported once`);
+        assert.equal(got[0]?.rttMs === null, b === "drop");
+      }
+    }
+    assert.ok(lateSeen > 0, "the scenario had late replies");
+  } finally {
+    m.stop();
+    await server.close();
+  }
+});
+
 test("pending-since-is-the-oldest-probe-sent-after-the-newest-answer", { timeout: 10_000 }, async () => {
   // Answers until seq 10, then silence: the oldest unanswered probe is seq 11, whatever was lost before.
   const server = await echoServer((seq) => (seq === 5 || seq > 10 ? "drop" : "echo"));

@@ -1,7 +1,9 @@
 /**
  * The in-tunnel prober: one UDP echo probe every interval from a leg's tunnel address (so source routing sends
- * it through that leg) to the probe target, and exactly one ProbeSample per probe: its RTT, or null when no
- * reply came within the timeout or the probe could not be sent.
+ * it through that leg) to the probe target, and one ProbeSample per probe: its RTT, or null when no reply came
+ * within the timeout or the probe could not be sent. With `lateReplies`, a reply that comes after the timeout (up
+ * to LATE_KEEP_MS after the probe left) is reported as a second sample of the same probe, with its RTT: late, not
+ * lost (core/connection/health.ts replaces the loss with it).
  */
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { randomBytes } from "node:crypto";
@@ -14,8 +16,10 @@ export interface MonitorOptions {
   sourceAddress: string;
   target: { address: string; port: number };
   intervalMs: number;
-  /** A reply later than this counts as lost (and is ignored when it arrives). */
+  /** A reply later than this counts as lost when the timeout passes (see `lateReplies` for what follows). */
   timeoutMs: number;
+  /** Report a reply that arrives after the timeout as a second, answered sample of the probe; default false. */
+  lateReplies?: boolean;
   onSample(sample: ProbeSample): void;
   /** Socket and send failures, for the log; each failed probe is also reported as a lost sample. */
   onError?(message: string): void;
@@ -50,6 +54,11 @@ export const PROBE_BYTES = 20;
  * 10 s / 10 ms = 1000 in flight; beyond the cap the oldest probe is reported lost early.
  */
 export const MAX_OUTSTANDING = 1024;
+/**
+ * A probe counted lost is still matched with its reply this long after it left: a reply later than that is past
+ * every window the health verdict looks at (a brownout's 5 s plus the timeout, by default).
+ */
+export const LATE_KEEP_MS = 10_000;
 /** After a bind failure (the leg's address not there yet or any more) the next tick tries again, at most this often. */
 const REBIND_MIN_GAP_MS = 1000;
 
@@ -89,6 +98,8 @@ export function startMonitor(opts: MonitorOptions): Monitor {
   let bound = false;
   let lastBindAttempt = Number.NEGATIVE_INFINITY;
   let newestAnsweredSentAt = Number.NEGATIVE_INFINITY;
+  /** Probes counted lost whose reply may still come (lateReplies), in send order: seq to send time. */
+  const late = new Map<number, number>();
 
   const report = (sample: ProbeSample): void => {
     if (stopped) return;
@@ -107,18 +118,34 @@ export function startMonitor(opts: MonitorOptions): Monitor {
     if (p === undefined) return; // already answered or timed out: a duplicate or late reply
     inFlight.delete(s);
     clearTimeout(p.timer);
+    if (rttMs === null && opts.lateReplies === true) {
+      if (late.size >= MAX_OUTSTANDING) {
+        const oldest = late.keys().next();
+        if (oldest.done !== true) late.delete(oldest.value);
+      }
+      late.set(p.seq, p.sentAt);
+    }
     report({ seq: p.seq, sentAt: p.sentAt, rttMs });
   };
+  const rtt = (sentAt: number): number => Math.max(0, Math.round((clock.monotonic() - sentAt) * 1000) / 1000);
 
   const onMessage = (msg: Buffer, rinfo: RemoteInfo): void => {
     if (rinfo.address !== opts.target.address || rinfo.port !== opts.target.port) return;
     const d = decodeProbe(msg, nonce);
     if (d === null) return;
     const p = inFlight.get(d.seq);
-    if (p === undefined || p.sentAt !== d.sentAt) return;
+    if (p === undefined) {
+      const sentAt = late.get(d.seq);
+      if (sentAt === undefined || sentAt !== d.sentAt) return;
+      late.delete(d.seq);
+      newestAnsweredSentAt = Math.max(newestAnsweredSentAt, sentAt);
+      report({ seq: d.seq, sentAt, rttMs: rtt(sentAt), late: true });
+      return;
+    }
+    if (p.sentAt !== d.sentAt) return;
     newestAnsweredSentAt = Math.max(newestAnsweredSentAt, p.sentAt);
     // Microsecond resolution is all a RTT needs; the rest is clock noise.
-    settle(d.seq, Math.max(0, Math.round((clock.monotonic() - p.sentAt) * 1000) / 1000));
+    settle(d.seq, rtt(p.sentAt));
   };
 
   const openSocket = (): void => {
@@ -148,6 +175,10 @@ export function startMonitor(opts: MonitorOptions): Monitor {
     seq = (seq + 1) >>> 0;
     const s = seq;
     const sentAt = clock.monotonic();
+    for (const [k, at] of late) {
+      if (sentAt - at < LATE_KEEP_MS) break;
+      late.delete(k);
+    }
     if (inFlight.size >= MAX_OUTSTANDING) {
       const oldest = inFlight.keys().next();
       if (oldest.done !== true) settle(oldest.value, null);
@@ -191,6 +222,7 @@ export function startMonitor(opts: MonitorOptions): Monitor {
       clearInterval(interval);
       for (const p of inFlight.values()) clearTimeout(p.timer);
       inFlight.clear();
+      late.clear();
       if (socket !== null) closeQuietly(socket);
       socket = null;
     },

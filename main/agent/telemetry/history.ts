@@ -133,6 +133,10 @@ export class TunnelHistory {
 
   /** One settled probe of a leg (the daemon's one hook, from its dispatch of probe inputs). */
   onProbe(leg: ProbeLeg, sample: ProbeSample): void {
+    if (sample.late === true) {
+      this.#onLateReply(leg, sample);
+      return;
+    }
     const secAt = Math.floor(sample.sentAt / PROBE_SECOND_MS) * PROBE_SECOND_MS;
     let sec = this.#open.get(leg.legId);
     if (sec !== undefined && sec.at !== secAt) {
@@ -168,6 +172,28 @@ export class TunnelHistory {
     if (sample.rttMs === null) w.lost += 1;
     else w.rtts.push(sample.rttMs);
     this.#window = w;
+  }
+
+  /**
+   * A reply to a probe already counted lost: late, not lost, in the second and the window it was sent in while they
+   * are still open (a reply later than that stays a loss in what was already closed).
+   */
+  #onLateReply(leg: ProbeLeg, sample: ProbeSample): void {
+    const rtt = sample.rttMs;
+    if (rtt === null) return;
+    const sec = this.#open.get(leg.legId);
+    if (sec !== undefined && sec.at === Math.floor(sample.sentAt / PROBE_SECOND_MS) * PROBE_SECOND_MS && sec.lost > 0) {
+      sec.lost -= 1;
+      sec.min = Math.min(sec.min, rtt);
+      sec.max = Math.max(sec.max, rtt);
+      sec.sum += rtt;
+    }
+    const w = this.#window;
+    const winAt = Math.floor(sample.sentAt / HISTORY_SAMPLE_MS) * HISTORY_SAMPLE_MS;
+    if (leg.active && w !== null && w.at === winAt && w.gateway === leg.gateway && w.lost > 0) {
+      w.lost -= 1;
+      w.rtts.push(rtt);
+    }
   }
 
   /** A closed ten-second sample (from another source, e.g. a benchmark replaying a day). */

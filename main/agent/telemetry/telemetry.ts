@@ -329,12 +329,16 @@ export class Telemetry {
     this.#sender.kick();
   }
 
-  /** One probe result of a leg; only the active leg's count (the standby's are not what users feel). */
+  /**
+   * One probe result of a leg; only the active leg's count (the standby's are not what users feel). A late reply
+   * (the probe already counted "lost") counts as "late": late, not lost, is lost minus late.
+   */
   onProbe(legId: string, sample: ProbeSample): void {
     const a = this.#opts.source.active();
     if (a?.legId !== legId) return;
     const attrs = { [ATTR.gateway]: a.gateway, [ATTR.protocol]: a.protocol };
-    this.#record.probes.add(1, { ...attrs, [ATTR.result]: sample.rttMs === null ? "lost" : "reply" });
+    const result = sample.rttMs === null ? "lost" : sample.late === true ? "late" : "reply";
+    this.#record.probes.add(1, { ...attrs, [ATTR.result]: result });
     if (sample.rttMs !== null) this.#record.rtt.record(sample.rttMs, attrs);
   }
 

@@ -17,6 +17,7 @@ import type {
   Leg,
   LegKind,
   MachineInput,
+  ProbeSample,
   RaceRecord,
   TimerId,
 } from "./types.ts";
@@ -338,10 +339,17 @@ export class Sim {
     const sentAt = this.now;
     const rtt = (this.#opts.path ?? (() => 20))(leg, sentAt);
     const h = this.ctx.policy.health;
-    this.schedule(sentAt + (rtt ?? h.probeTimeoutMs), () => {
-      if (this.monitors.has(legId) && this.#monitorGen.get(legId) === gen)
-        this.dispatch({ type: "probe", now: this.now, legId, sample: { seq, sentAt, rttMs: rtt } });
-    });
+    const deliver = (at: number, sample: ProbeSample): void => {
+      this.schedule(at, () => {
+        if (this.monitors.has(legId) && this.#monitorGen.get(legId) === gen)
+          this.dispatch({ type: "probe", now: this.now, legId, sample });
+      });
+    };
+    // As the monitor does: a reply after the timeout is a loss at the timeout, then the same probe answered late.
+    if (rtt !== null && rtt > h.probeTimeoutMs) {
+      deliver(sentAt + h.probeTimeoutMs, { seq, sentAt, rttMs: null });
+      deliver(sentAt + rtt, { seq, sentAt, rttMs: rtt, late: true });
+    } else deliver(sentAt + (rtt ?? h.probeTimeoutMs), { seq, sentAt, rttMs: rtt });
     this.schedule(sentAt + intervalMs, () => {
       this.#probeLoop(legId, seq + 1, gen);
     });

@@ -247,11 +247,17 @@ export function healthEvaluate(h: HealthState, now: number, policy: HealthPolicy
   return { ...h, overSince, verdict: { state: "healthy" } };
 }
 
-/** Adds one probe result (a reply, or a timeout with rttMs null), prunes the window and re-evaluates at `now`. */
+/**
+ * Adds one probe result (a reply, or a timeout with rttMs null), prunes the window and re-evaluates at `now`. A
+ * reply to a probe already counted lost (the monitor reports late replies too) replaces its loss: a probe answered
+ * after the timeout is late, not lost, so a bufferbloated path shows its RTT instead of a loss it does not have.
+ */
 export function healthOnSample(h: HealthState, sample: ProbeSample, now: number, policy: HealthPolicy): HealthState {
-  if (h.samples.some((s) => s.seq === sample.seq)) return healthEvaluate(h, now, policy);
+  const known = h.samples.find((s) => s.seq === sample.seq);
+  const late = known !== undefined && known.rttMs === null && sample.rttMs !== null && known.sentAt === sample.sentAt;
+  if (known !== undefined && !late) return healthEvaluate(h, now, policy);
   const horizon = now - policy.probeTimeoutMs - policy.brownout.windowMs;
-  const samples = h.samples.filter((s) => s.sentAt > horizon);
+  const samples = h.samples.filter((s) => s.sentAt > horizon && s.seq !== sample.seq);
   if (sample.sentAt > horizon) samples.push(sample);
   if (sample.rttMs === null) return healthEvaluate(healthNotePending({ ...h, samples }, sample.sentAt), now, policy);
   const replyAt = sample.sentAt + sample.rttMs;

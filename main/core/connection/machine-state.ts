@@ -121,8 +121,11 @@ export interface ConnectedState {
   betterStreak: number;
   /** A race toward a better gateway, run while this tunnel keeps carrying traffic. */
   recover: RaceState | null;
-  /** After a brownout failover found no better leg, the next one waits until then. */
-  brownoutRetryAt: number | null;
+  /**
+   * While the active leg is degrading (its brownout condition holds): since when the standby has measured better
+   * without a break (standby.ts standbyMeasuredBetter); the tunnel moves once this held for the brownout's hold.
+   */
+  standbyBetterSince?: number | null;
   standby: StandbyState;
   /**
    * After a path change or a wake: the tunnel is being checked (and re-established on the same gateway by its
@@ -142,7 +145,7 @@ export interface Verify {
 }
 
 /** "session-lost": after a path change or a wake the gateway did not answer in time; its own leg is raced first. */
-export type FailoverCause = "dead" | "leg-down" | "brownout" | "session-lost";
+export type FailoverCause = "dead" | "leg-down" | "session-lost";
 
 export interface FailingOverState {
   name: "failing-over";
@@ -196,15 +199,6 @@ export type Entry =
       failover: FailoverRecord | null;
       /** A standby that stays up across the move (null: raise a new one, avoiding the previous leg's gateway). */
       standby: StandbyState | null;
-    }
-  | {
-      /** Back to a leg that was never abandoned (a brownout failover found nothing better): routes and monitor stay. */
-      to: "connected-resume";
-      active: ActiveLeg;
-      health: HealthState;
-      race: RaceState | null;
-      raceEffects: Effect[];
-      failover: FailoverRecord;
     }
   | {
       to: "failing-over";

@@ -81,8 +81,6 @@ function enter(entry: Entry, shared: Shared, now: number, ctx: MachineContext): 
       return racing.enter(shared, now, ctx, entry.reason, entry.attempt, entry.ranked);
     case "connected":
       return connected.enter(shared, now, ctx, entry);
-    case "connected-resume":
-      return connected.enterResume(shared, now, ctx, entry);
     case "failing-over":
       return failingOver.enter(shared, now, ctx, entry);
     case "error":

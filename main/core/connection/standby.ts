@@ -5,7 +5,7 @@
  */
 import type { HealthPolicy, RacePolicy, StandbyPolicy } from "../config/schema.ts";
 import type { TunnelConfig } from "../tunnel/engine-types.ts";
-import { healthOnSample, healthStart, healthStats, RECOVER_LOSS_FRACTION, type HealthState } from "./health.ts";
+import { healthOnSample, healthStart, healthStats, RECOVER_RTT_FRACTION, type HealthState } from "./health.ts";
 import { allocateLegs, nextRaceId, type Shared, type StandbyLeg, type StandbyState } from "./machine-state.ts";
 import {
   raceCancel,
@@ -239,11 +239,54 @@ export function standbyFresh(sb: StandbyState, now: number, ctx: StandbyContext)
   return last !== null && now - last <= ctx.standby.freshMs;
 }
 
-/** For a brownout: fresh, and its own loss well under the threshold the active leg crossed (unknown loss is not enough). */
-export function standbyBetterThanBrownout(sb: StandbyState, now: number, ctx: StandbyContext): boolean {
+/**
+ * A brownout moves the tunnel only to a standby measured better than the degraded leg, never to an unmeasured
+ * gateway: on a link lossy for every gateway (crowded Wi-Fi, a saturated uplink) the standby measures as badly, and
+ * the tunnel stays where it is. This many settled standby samples (4 s at its 250 ms pace) make a measurement.
+ */
+export const MEASURED_MIN_SAMPLES = 16;
+/** The confidence of the loss comparison (z of a two-sided 95 % interval). */
+const LOSS_Z = 1.96;
+
+/**
+ * Wilson's score interval for `lost` of `n` probes, in percent: unlike the plain ratio it stays honest for a few
+ * dozen samples (0 of 20 lost is "under 16 %", not "0 %"), so a lucky run of the standby is not taken for a better path.
+ */
+export function lossInterval(lost: number, n: number, z = LOSS_Z): { low: number; high: number } {
+  if (n <= 0) return { low: 0, high: 100 };
+  const p = lost / n;
+  const z2 = z * z;
+  const centre = (p + z2 / (2 * n)) / (1 + z2 / n);
+  const half = (z / (1 + z2 / n)) * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n));
+  return { low: 100 * Math.max(0, centre - half), high: 100 * Math.min(1, centre + half) };
+}
+
+/**
+ * Whether the standby is measured better than the degraded active leg (`active`, its health): fresh, measured
+ * (MEASURED_MIN_SAMPLES), its loss surely under the brownout threshold, surely under the active leg's loss when
+ * that leg is lossy, and with an RTT threshold set, its median RTT well under it (and under the active leg's when
+ * that leg is slow). The caller asks for this to hold for the brownout's hold time before it moves.
+ */
+export function standbyMeasuredBetter(
+  sb: StandbyState,
+  active: HealthState,
+  now: number,
+  ctx: StandbyContext,
+): boolean {
   if (sb.leg === null || !standbyFresh(sb, now, ctx)) return false;
   const st = healthStats(sb.leg.health, now, standbyHealthPolicy(ctx));
-  return st.lossPct !== null && st.samples >= 4 && st.lossPct < ctx.health.brownout.lossPct * RECOVER_LOSS_FRACTION;
+  if (st.lossPct === null || st.samples < MEASURED_MIN_SAMPLES) return false;
+  const b = ctx.health.brownout;
+  const mine = lossInterval(Math.round((st.lossPct * st.samples) / 100), st.samples);
+  if (mine.high >= b.lossPct) return false;
+  const at = healthStats(active, now, ctx.health);
+  if (at.lossPct !== null && at.lossPct >= b.lossPct) {
+    const theirs = lossInterval(Math.round((at.lossPct * at.samples) / 100), at.samples);
+    if (mine.high >= theirs.low) return false;
+  }
+  if (b.rttMs === null) return true;
+  if (st.rttP50Ms === null || st.rttP50Ms >= b.rttMs * RECOVER_RTT_FRACTION) return false;
+  return at.rttP50Ms === null || at.rttP50Ms <= b.rttMs || st.rttP50Ms < at.rttP50Ms;
 }
 
 /**

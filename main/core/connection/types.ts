@@ -151,6 +151,8 @@ export interface ProbeSample {
   seq: number;
   sentAt: number;
   rttMs: number | null;
+  /** A reply after the probe was already reported lost (its timeout passed): the same probe again, answered late. */
+  late?: boolean;
 }
 
 export type HealthVerdict =

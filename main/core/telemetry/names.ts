@@ -55,7 +55,7 @@ export const AGENT_METRIC = {
   /** Gauges over the health window, ms. */
   rttP50: "detour.tunnel.rtt.p50",
   rttP95: "detour.tunnel.rtt.p95",
-  /** Counter: in-tunnel probes by result ("reply" or "lost"). */
+  /** Counter: in-tunnel probes by result ("reply", "lost", or "late": a reply after the probe was counted lost). */
   probes: "detour.tunnel.probes",
   /** Gauge, s: how long ago the engine last heard the gateway (WireGuard handshake, IKE traffic, DPD). */
   lastHeard: "detour.tunnel.last_heard",

@@ -32,7 +32,6 @@ import {
   cancelAllTimers,
   goWaiting,
   nextRaceId,
-  planFailover,
   stateEvent,
   withCandidates,
 } from "../machine-state.ts";
@@ -49,7 +48,7 @@ import {
   type RaceState,
 } from "../race.ts";
 import {
-  standbyBetterThanBrownout,
+  standbyMeasuredBetter,
   standbyFresh,
   standbyIdle,
   standbyOnCheck,
@@ -72,11 +71,6 @@ import type { Effect, FailoverRecord, LegKind, MachineInput } from "../types.ts"
 export const RECHECK_INTERVAL_MS = 30_000;
 /** A better gateway must report reachable this many rechecks in a row: one good probe after an outage is often a flap. */
 export const RECOVER_AFTER_RECHECKS = 2;
-/**
- * After a brownout failover found nothing better, the degraded leg is kept and the next attempt waits this long,
- * so a persistently lossy network does not churn legs every few seconds.
- */
-export const BROWNOUT_RETRY_AFTER_MS = 30_000;
 /**
  * After a path change or a wake, how long the active gateway has to answer again before detourd races: WireGuard
  * re-handshakes from a new address within one round trip, MOBIKE's address update takes one or two, openconnect's
@@ -120,7 +114,6 @@ export function summary(state: ConnectedState): string {
 }
 
 type NewLegEntry = Extract<Entry, { to: "connected" }>;
-type ResumeEntry = Extract<Entry, { to: "connected-resume" }>;
 
 function raceEnded(race: RaceState, now: number): Effect[] {
   const record = raceRecord(race);
@@ -142,6 +135,16 @@ function standbyContext(ctx: MachineContext): StandbyContext {
   return { standby: ctx.policy.standby, race: ctx.policy.race, health: ctx.policy.health };
 }
 
+/**
+ * The standby's context in this state: with the standby off, a degraded tunnel still raises one, to measure where
+ * it could move (a brownout never moves to an unmeasured gateway); it is torn down when the brownout clears.
+ */
+function standbyContextIn(state: ConnectedState, ctx: MachineContext): StandbyContext {
+  const base = standbyContext(ctx);
+  if (base.standby.mode !== "off" || state.health.verdict.state !== "brownout") return base;
+  return { ...base, standby: { ...base.standby, mode: "on" } };
+}
+
 /** A fresh connected state: health watched from `health`, rechecks scheduled, no recover race under way. */
 function connectedState(
   shared: Shared,
@@ -149,7 +152,6 @@ function connectedState(
   health: ConnectedState["health"],
   now: number,
   ctx: MachineContext,
-  brownoutRetryAt: number | null,
   standby: StandbyState,
 ): ConnectedState {
   return {
@@ -161,7 +163,7 @@ function connectedState(
     recheckAt: now + RECHECK_INTERVAL_MS,
     betterStreak: 0,
     recover: null,
-    brownoutRetryAt,
+    standbyBetterSince: null,
     standby,
     pace: paceStart(now),
   };
@@ -227,7 +229,7 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: NewL
     effects.push({ type: "stop-monitor", legId: e.previous.leg.id }, { type: "stop-leg", legId: e.previous.leg.id });
   const avoid = e.previous === null || e.failover === null ? [] : [e.previous.leg.gateway];
   const sb = standbyScheduleRaise(e.standby ?? standbyIdle(), avoid, now, standbyContext(ctx));
-  const state = connectedState(shared1, e.active, health, now, ctx, null, sb.standby);
+  const state = connectedState(shared1, e.active, health, now, ctx, sb.standby);
   effects.push(
     ...e.raceEffects,
     // Every monitor back at the fast pace (a slow one from before a failover is not kept): traffic is about to flow.
@@ -241,32 +243,6 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: NewL
     stateEvent("connected", now, summary(state)),
   );
   return { state, effects };
-}
-
-/** A brownout failover found nothing better: the degraded leg never stopped carrying traffic, so only timers restart. */
-export function enterResume(shared0: Shared, now: number, ctx: MachineContext, e: ResumeEntry): Outcome {
-  const shared: Shared = {
-    ...shared0,
-    since: now,
-    lastFailover: e.failover,
-    lastRace: e.race === null ? shared0.lastRace : raceRecord(e.race),
-  };
-  const health = healthEvaluate(e.health, now, ctx.policy.health);
-  const sb = standbyScheduleRaise(standbyIdle(), [], now, standbyContext(ctx));
-  const state = connectedState(shared, e.active, health, now, ctx, now + BROWNOUT_RETRY_AFTER_MS, sb.standby);
-  return {
-    state,
-    effects: [
-      ...(paceAdaptive(ctx.policy.health) ? [{ type: "probe-pace", pace: "fast" } as const] : []),
-      ...sb.effects,
-      ...e.raceEffects,
-      { type: "set-timer", timer: "health-check", at: state.healthCheckAt },
-      { type: "set-timer", timer: "recheck-candidates", at: state.recheckAt },
-      ...(e.race === null ? [] : raceEnded(e.race, now)),
-      ...failoverEffects(e.failover, now),
-      stateEvent("connected", now, summary(state)),
-    ],
-  };
 }
 
 /** Cancels a running recover race, recording it. */
@@ -319,19 +295,12 @@ function promoteStandby(state: ConnectedState, now: number, reason: string): Go 
 }
 
 /**
- * The active leg failed: with a fresh standby (and, for a brownout, one that is itself clean) the standby takes
- * over at once; otherwise the standby is torn down and a failover race runs while the active leg keeps its routes.
+ * The active leg failed: with a fresh standby the standby takes over at once; otherwise the standby is torn down
+ * and a failover race runs while the active leg keeps its routes.
  */
 function failover(state: ConnectedState, now: number, cause: FailoverCause, reason: string, ctx: MachineContext): Go {
-  const sctx = standbyContext(ctx);
   // A lost session (path change, wake) goes back to the same gateway first: it was not at fault.
-  const usable =
-    cause === "session-lost"
-      ? false
-      : cause === "brownout"
-        ? standbyBetterThanBrownout(state.standby, now, sctx)
-        : standbyFresh(state.standby, now, sctx);
-  if (usable) {
+  if (cause !== "session-lost" && standbyFresh(state.standby, now, standbyContext(ctx))) {
     const promoted = promoteStandby(state, now, reason);
     if (promoted !== null) return promoted;
   }
@@ -351,7 +320,12 @@ function failover(state: ConnectedState, now: number, cause: FailoverCause, reas
   };
 }
 
-/** Acts on the verdict after new evidence: dead fails over; brownout fails over only if somewhere better exists. */
+/**
+ * Acts on the verdict after new evidence: dead fails over. A degrading leg moves only to a standby measured better
+ * than it for the brownout's hold (standbyMeasuredBetter), never to an unmeasured gateway: on a link lossy for
+ * every gateway the standby measures as badly and the tunnel stays, degraded, instead of hopping. With the standby
+ * off, a brownout raises one to measure; it goes again when the brownout clears.
+ */
 function react(
   state: ConnectedState,
   before: HealthState["verdict"],
@@ -365,14 +339,34 @@ function react(
   const effects: Effect[] = [];
   if (v.state !== before.state)
     effects.push({ type: "notify", event: { type: "health", at: now, legId: state.active.leg.id, verdict: v } });
-  if (v.state === "brownout" && (state.brownoutRetryAt === null || now >= state.brownoutRetryAt)) {
-    const alternatives = planFailover(state.shared, state.active.leg, ctx.policy.race, true);
-    if (alternatives.legs.length > 0 || standbyBetterThanBrownout(state.standby, now, standbyContext(ctx))) {
-      const out = failover(state, now, "brownout", v.reason, ctx);
-      return { ...out, effects: [...effects, ...out.effects] };
+  const degrading = v.state === "brownout" || state.health.overSince !== null;
+  const sctx = standbyContextIn(state, ctx);
+  const better = degrading && standbyMeasuredBetter(state.standby, state.health, now, sctx);
+  const since = better ? (state.standbyBetterSince ?? now) : null;
+  let next: ConnectedState =
+    since === (state.standbyBetterSince ?? null) ? state : { ...state, standbyBetterSince: since };
+  if (v.state === "brownout") {
+    if (since !== null && now - since >= ctx.policy.health.brownout.holdMs) {
+      const promoted = promoteStandby(next, now, v.reason);
+      if (promoted !== null) return { ...promoted, effects: [...effects, ...promoted.effects] };
     }
+    // Nothing measured to compare with: with the standby off, raise one to measure (standbyContextIn).
+    const idle = next.standby.leg === null && next.standby.race === null && next.standby.checkAt === null;
+    const raise = idle ? standbyScheduleRaise(next.standby, [], now, sctx) : null;
+    if (raise !== null && raise.standby !== next.standby) {
+      next = { ...next, standby: raise.standby };
+      effects.push(...raise.effects);
+    }
+  } else if (
+    before.state === "brownout" &&
+    ctx.policy.standby.mode === "off" &&
+    (next.standby.leg !== null || next.standby.race !== null || next.standby.checkAt !== null)
+  ) {
+    const down = standbyTeardown(next.standby, now);
+    next = { ...next, standby: down.standby };
+    effects.push(...down.effects);
   }
-  return { state, effects };
+  return { state: next, effects };
 }
 
 /**
@@ -510,7 +504,7 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
       return { state: { ...state, recover: r.race }, effects: r.effects };
     }
     case "standby-stagger": {
-      const r = standbyOnStagger(state.standby, input.now, standbyContext(ctx));
+      const r = standbyOnStagger(state.standby, input.now, standbyContextIn(state, ctx));
       return { state: { ...state, standby: r.standby }, effects: r.effects };
     }
     case "standby": {
@@ -519,7 +513,11 @@ function onTimer(state: ConnectedState, input: Extract<MachineInput, { type: "ti
         state.shared,
         state.active.leg,
         input.now,
-        { ...standbyContext(ctx), idlePace: paceOf(state).pace === "slow", fastSince: paceOf(state).fastSince },
+        {
+          ...standbyContextIn(state, ctx),
+          idlePace: paceOf(state).pace === "slow",
+          fastSince: paceOf(state).fastSince,
+        },
         TIMER_SLACK_MS,
       );
       return { state: { ...state, standby: r.standby, shared: r.shared }, effects: r.effects };
@@ -559,7 +557,7 @@ function onRecoverWon(
 
 export function handle(state: ConnectedState, input: MachineInput, ctx: MachineContext): Outcome {
   const hp = ctx.policy.health;
-  const sctx = standbyContext(ctx);
+  const sctx = standbyContextIn(state, ctx);
   switch (input.type) {
     case "probe": {
       if (standbyOwns(state.standby, input.legId))

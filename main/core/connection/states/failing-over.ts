@@ -39,9 +39,7 @@ export function summary(state: FailingOverState): string {
       ? `${gw} stopped answering`
       : state.cause === "leg-down"
         ? `${gw} went down`
-        : state.cause === "session-lost"
-          ? `the session with ${gw} was lost when the network changed`
-          : `${gw} is degraded (${state.failover.reason.replace(/^brownout: /, "")})`;
+        : `the session with ${gw} was lost when the network changed`;
   const trying = state.race.legs
     .filter((l) => l.outcome === "starting" || l.outcome === "pending")
     .map((l) => l.leg.gateway);
@@ -98,15 +96,8 @@ export function enter(shared0: Shared, now: number, ctx: MachineContext, e: Fail
   const planned =
     e.cause === "session-lost"
       ? planReconnect(shared0, e.failed.leg, ctx)
-      : planFailover(shared0, e.failed.leg, ctx.policy.race, e.cause === "brownout");
+      : planFailover(shared0, e.failed.leg, ctx.policy.race, false);
   if (planned.legs.length === 0) {
-    if (e.cause === "brownout") {
-      return {
-        go: { to: "connected-resume", active: e.failed, health: e.health, race: null, raceEffects: [], failover },
-        shared: shared0,
-        effects: [],
-      };
-    }
     return {
       go: {
         to: "error",
@@ -197,21 +188,6 @@ export function handle(state: FailingOverState, input: MachineInput, ctx: Machin
       const x = extendBeforeFailure(state.shared, state.race, input.legId, policy, [state.failed.leg.gateway]);
       const r = raceOnLegFailed(x.race, input.legId, input.code, input.message, input.now, policy);
       if (!r.decided) return { state: { ...state, shared: x.shared, race: r.race }, effects: r.effects };
-      if (state.cause === "brownout" && state.health.verdict.state !== "dead") {
-        // A degraded tunnel still beats none: keep it rather than tear it down for alternatives that do not work.
-        return {
-          go: {
-            to: "connected-resume",
-            active: state.failed,
-            health: state.health,
-            race: r.race,
-            raceEffects: r.effects,
-            failover: state.failover,
-          },
-          shared: state.shared,
-          effects: [],
-        };
-      }
       const f = raceFailure(r.race);
       return {
         go: { to: "error", reason: f.reason, attempt: 1, retry: f.retry, race: r.race, failover: state.failover },
