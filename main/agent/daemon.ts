@@ -439,6 +439,8 @@ export class Daemon {
       for (let i = 0; i < MAX_INPUTS_PER_DRAIN && this.#queue.length > 0; i++) {
         const next = this.#queue.shift();
         if (next === undefined) break;
+        // A suspend shows as a wall-clock jump at the first input after resume (no timer needed for it).
+        if (next.type !== "wake") this.#networkWatch.observe();
         if (next.type === "probe") this.#recordProbe(next.legId, next.sample);
         const before = this.#state;
         const r = step(before, next, this.#ctx);

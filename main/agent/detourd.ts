@@ -27,7 +27,14 @@ import { createLogger, type Level } from "./log.ts";
 import { createPolicyManager, policyHandlers, startPolicy } from "./policy/wiring.ts";
 import { LogTail } from "./diag/log-tail.ts";
 import { DiagService } from "./diag/service.ts";
-import { disconnectRefusal, NO_TRUSTED_RECHECK_MS, pollTrigger, TrustedNetworks } from "./trusted-networks.ts";
+import {
+  disconnectRefusal,
+  NETWORK_POLL_MS,
+  NO_TRUSTED_RECHECK_MS,
+  pollTrigger,
+  TrustedNetworks,
+  UNTRUSTED_POLL_MS,
+} from "./trusted-networks.ts";
 
 const VERSION = "0.1.0";
 /**
@@ -294,6 +301,7 @@ async function main(): Promise<void> {
     systemClock,
     () => trusted.identity(),
     () => policy.effective().config.trustedNetworks?.recheckMs ?? NO_TRUSTED_RECHECK_MS,
+    () => (policy.effective().config.trustedNetworks === undefined ? UNTRUSTED_POLL_MS : NETWORK_POLL_MS),
   );
   trusted.start((fire) => {
     const stopPoll = polled(fire);

@@ -65,7 +65,6 @@ const REBIND_MIN_GAP_MS = 1000;
 interface InFlight {
   seq: number;
   sentAt: number;
-  timer: NodeJS.Timeout;
 }
 
 /** Encodes one probe; exported for tests. */
@@ -117,7 +116,6 @@ export function startMonitor(opts: MonitorOptions): Monitor {
     const p = inFlight.get(s);
     if (p === undefined) return; // already answered or timed out: a duplicate or late reply
     inFlight.delete(s);
-    clearTimeout(p.timer);
     if (rttMs === null && opts.lateReplies === true) {
       if (late.size >= MAX_OUTSTANDING) {
         const oldest = late.keys().next();
@@ -169,6 +167,14 @@ export function startMonitor(opts: MonitorOptions): Monitor {
     s.bind({ address: opts.sourceAddress, port: 0, exclusive: true });
   };
 
+  const expire = (): void => {
+    const due = clock.monotonic() - opts.timeoutMs;
+    for (const p of inFlight.values()) {
+      if (stopped || p.sentAt > due) break;
+      settle(p.seq, null);
+    }
+  };
+
   const tick = (): void => {
     if (stopped) return;
     if (socket === null && clock.monotonic() - lastBindAttempt >= REBIND_MIN_GAP_MS) openSocket();
@@ -183,14 +189,13 @@ export function startMonitor(opts: MonitorOptions): Monitor {
       const oldest = inFlight.keys().next();
       if (oldest.done !== true) settle(oldest.value, null);
     }
-    // After an event-loop stall, Node runs due timers before it reads the sockets: the timeout defers to the
-    // check phase, so a reply that arrived during the stall is read first and the probe is not counted as lost.
-    const timer = setTimeout(() => {
-      setImmediate(() => {
-        settle(s, null);
-      });
-    }, opts.timeoutMs);
-    inFlight.set(s, { seq: s, sentAt, timer });
+    inFlight.set(s, { seq: s, sentAt });
+    // Timeouts are settled on the ticks, not by a timer per probe: an idle tunnel's monitor wakes the process once
+    // per probe sent and once per reply, nothing else (a lost probe is reported at the first tick after its
+    // timeout; at the fast pace that is within one interval of it, at the idle pace nothing waits on it: pace.ts
+    // watches pendingSince). After an event-loop stall Node runs due timers before it reads the sockets, so the
+    // check phase settles: a reply that arrived during the stall is read first and its probe is not counted lost.
+    setImmediate(expire);
     const sock = socket;
     if (sock === null) {
       settle(s, null);
@@ -220,7 +225,6 @@ export function startMonitor(opts: MonitorOptions): Monitor {
       if (stopped) return;
       stopped = true;
       clearInterval(interval);
-      for (const p of inFlight.values()) clearTimeout(p.timer);
       inFlight.clear();
       late.clear();
       if (socket !== null) closeQuietly(socket);

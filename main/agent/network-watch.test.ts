@@ -81,7 +81,7 @@ test("logind's-resume-is-a-wake-at-once-and-the-clock-jump-of-the-same-sleep-is-
   l.prepareForSleep({ at: w.clock.wall(), sleeping: false });
   assert.equal(w.wakes.length, 1, "the wake is dispatched at once, before any tick");
   assert.equal(w.wakes[0]?.sleptMs, 300_000);
-  await w.clock.advance(WAKE_TICK_MS * 3);
+  await w.clock.advance(WAKE_TICK_MS);
   assert.equal(w.wakes.length, 1, "the clocks' view of the same sleep is consumed");
   // An NTP correction right after the resume: the same wake, absorbed.
   w.clock.stepWall(6_000);
@@ -97,6 +97,23 @@ test("logind's-resume-is-a-wake-at-once-and-the-clock-jump-of-the-same-sleep-is-
   );
   w.watch.stop();
   assert.ok(w.stopped(), "the sleep monitor is unsubscribed");
+});
+
+test("a-suspend-is-seen-at-the-first-input-after-resume-without-waiting-for-the-tick", async () => {
+  const w = watched();
+  await w.clock.advance(1_000);
+  // Suspended for a minute: the monotonic clock stood still. The daemon's next input (a probe result) looks.
+  w.clock.stepWall(60_000);
+  w.watch.observe();
+  assert.equal(w.wakes.length, 1, "seen at the input, before the background tick");
+  assert.equal(w.wakes[0]?.sleptMs, 60_000);
+  await w.clock.advance(WAKE_TICK_MS);
+  w.watch.observe();
+  assert.equal(w.wakes.length, 1, "the tick and later inputs do not see the same sleep again");
+  w.watch.stop();
+  w.clock.stepWall(60_000);
+  w.watch.observe();
+  assert.equal(w.wakes.length, 1, "a stopped watch looks at nothing");
 });
 
 test("a-clock-wake-first-absorbs-logind's-late-resume-but-a-new-sleep-is-a-new-wake", async () => {

@@ -10,8 +10,15 @@ import type { NetworkChange, NetworkMonitor, SleepMonitor, SleepSourceState } fr
 import type { Clock, Timer } from "./clock.ts";
 import type { Logger } from "./log.ts";
 
-/** How often the sleep detector looks at the clocks: a background timer, nothing else runs for it. */
-export const WAKE_TICK_MS = 1_000;
+/**
+ * How often the sleep detector's own timer looks at the clocks. It is the backstop: every input the daemon handles
+ * looks too (observe: a connected tunnel's probe results come at least once a second, idle), so a suspend the
+ * monotonic clock did not count is seen at the first of them after resume; the tick finds a frozen process (its
+ * timer overdue at the thaw) and a resume while nothing else runs. Five seconds keeps an idle daemon's wake-ups
+ * low (issue 17); a freeze shorter than WAKE_GAP_MS plus a tick may go unseen, and costs nothing: the probes'
+ * own silence brings the fast pace back.
+ */
+export const WAKE_TICK_MS = 5_000;
 /**
  * A wall-clock jump beyond the monotonic one (the monotonic clock stops in a suspend) or a tick this late (the
  * process was frozen, or a suspend that the monotonic clock counted) is taken for a sleep: longer than any
@@ -25,7 +32,7 @@ export const WAKE_GAP_MS = 4_000;
  * and an NTP correction right after a resume lands within a few seconds more. A sleep announced in between ends
  * the window, so a real second sleep is never swallowed.
  */
-export const WAKE_DEDUPE_MS = 10_000;
+export const WAKE_DEDUPE_MS = 15_000;
 /** Forged PrepareForSleep signals are counted each, but logged and reported at most this often. */
 export const SLEEP_IMPOSTOR_REPORT_MS = 60_000;
 
@@ -100,6 +107,8 @@ export class NetworkWatch {
   #lastImpostorReport = -Infinity;
   #tick: Timer | null = null;
   #last: { mono: number; wall: number } | null = null;
+  /** The monotonic time of the last tick: how late the next one is. */
+  #lastTick: number | null = null;
   #status: NetworkWatchStatus = {
     online: null,
     path: null,
@@ -141,8 +150,17 @@ export class NetworkWatch {
       { ifnamePrefix: h.ifnamePrefix, targets: () => h.targets() },
     );
     this.#last = { mono: this.#clock.monotonic(), wall: this.#clock.wall() };
+    this.#lastTick = this.#last.mono;
     this.#armTick();
     this.#subscribeSleep();
+  }
+
+  /**
+   * Looks at the clocks now, as the daemon handles an input: a wall-clock jump beyond the monotonic one is a
+   * resume from a suspend, seen without a timer of its own. Two clock reads; nothing while stopped.
+   */
+  observe(): void {
+    if (this.#sub !== null) this.#look(0);
   }
 
   /** Looks at the path again now (the gateways' addresses became known, a connect is about to race). */
@@ -218,15 +236,22 @@ export class NetworkWatch {
 
   #onTick(): void {
     const mono = this.#clock.monotonic();
+    const lastTick = this.#lastTick;
+    this.#lastTick = mono;
+    this.#look(lastTick === null ? 0 : mono - lastTick - WAKE_TICK_MS);
+  }
+
+  /** A sleep is a tick `lateMs` late or a wall-clock jump beyond the monotonic one, either WAKE_GAP_MS or more. */
+  #look(lateMs: number): void {
+    const mono = this.#clock.monotonic();
     const wall = this.#clock.wall();
     const last = this.#last;
     this.#last = { mono, wall };
     if (last === null) return;
-    const late = mono - last.mono - WAKE_TICK_MS;
     const jump = wall - mono - (last.wall - last.mono);
-    const sleptMs = Math.max(late, jump);
+    const sleptMs = Math.max(lateMs, jump);
     if (sleptMs < WAKE_GAP_MS) return;
-    this.#wake("clock", sleptMs, { monotonicLateMs: Math.round(late) });
+    this.#wake("clock", sleptMs, { monotonicLateMs: Math.round(lateMs) });
   }
 
   /** One resume, one wake: the first detector's report dispatches it, the other's report of the same resume is absorbed. */

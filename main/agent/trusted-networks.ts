@@ -28,6 +28,11 @@ import type { Logger } from "./log.ts";
  * one seen: a file read every 2 s notices a move between networks within that, until a network monitor says so.
  */
 export const NETWORK_POLL_MS = 2000;
+/**
+ * Without trusted networks the poll is only the network monitor's backstop (always-on reconnects on the monitor's
+ * changes at once): a look a minute costs an idle daemon nothing.
+ */
+export const UNTRUSTED_POLL_MS = 60_000;
 
 /**
  * Without trusted networks nothing needs rechecking (only always-on's network changes matter, which the poll
@@ -128,16 +133,22 @@ export function sameNetwork(a: string, b: string): boolean {
   return fa === fb && (ka === UNKNOWN_KEY || kb === UNKNOWN_KEY || ka === kb);
 }
 
-/** The default trigger: the network's identity every NETWORK_POLL_MS, a recheck every `recheckMs`. */
-export function pollTrigger(clock: Clock, identity: () => string, recheckMs: () => number): TrustedTrigger {
+/** The default trigger: the network's identity every `pollMs` (NETWORK_POLL_MS), a recheck every `recheckMs`. */
+export function pollTrigger(
+  clock: Clock,
+  identity: () => string,
+  recheckMs: () => number,
+  pollMs: () => number = () => NETWORK_POLL_MS,
+): TrustedTrigger {
   return (fire) => {
     let last = identity();
     let sinceRecheck = 0;
     let timer: Timer | null = null;
     let stopped = false;
+    let every = pollMs();
     const tick = (): void => {
       if (stopped) return;
-      sinceRecheck += NETWORK_POLL_MS;
+      sinceRecheck += every;
       const now = identity();
       const changed = !sameNetwork(now, last);
       last = now;
@@ -148,9 +159,10 @@ export function pollTrigger(clock: Clock, identity: () => string, recheckMs: () 
         sinceRecheck = 0;
         fire("recheck");
       }
-      timer = clock.after(NETWORK_POLL_MS, tick, { background: true });
+      every = pollMs();
+      timer = clock.after(every, tick, { background: true });
     };
-    timer = clock.after(NETWORK_POLL_MS, tick, { background: true });
+    timer = clock.after(every, tick, { background: true });
     return () => {
       stopped = true;
       timer?.cancel();

@@ -35,8 +35,11 @@ import { inNetns, run } from "./run.ts";
 export const NETMON_SETTLE_MS = 100;
 /** A burst that never goes quiet (a flapping link) is looked at after this long anyway. */
 export const NETMON_MAX_DELAY_MS = 500;
-/** A look without an event: catches what a dead or restarting watcher missed; one or two `ip` calls. */
-export const NETMON_RECHECK_MS = 10_000;
+/**
+ * A look without an event: catches what the watcher missed (a restarted watcher looks at once as well); one or two
+ * `ip` calls. Every 30 s keeps an idle daemon's wake-ups low (issue 17); events are the monitor's real signal.
+ */
+export const NETMON_RECHECK_MS = 30_000;
 /**
  * A route that vanished is reported as a path change at once (the tunnel is checked, not judged dead) and looked at
  * again after this long before it is reported offline: an OS moving networks takes the old link down before the

@@ -194,11 +194,12 @@ export const HealthPolicy = z
      */
     probeIntervalMs: z.number().int().min(10).max(5000).default(25),
     /**
-     * The pace while no user traffic goes into the tunnel (core/connection/pace.ts): one echo a second keeps the
-     * path known for ~50 B/s instead of 40 echoes; the first user packet brings the fast pace back at once, and
-     * so does a slow probe left unanswered, before anything is judged dead. Null: always at `probeIntervalMs`.
+     * The pace while no user traffic goes into the tunnel (core/connection/pace.ts): one echo every two seconds
+     * keeps the path known for ~25 B/s instead of 40 echoes a second, and an idle daemon's wake-ups low; the first
+     * user packet brings the fast pace back at once, and so does a slow probe left unanswered, before anything is
+     * judged dead. Null: always at `probeIntervalMs`.
      */
-    idleProbeIntervalMs: z.number().int().min(100).max(10_000).nullable().default(1000),
+    idleProbeIntervalMs: z.number().int().min(100).max(10_000).nullable().default(2000),
     /** A reply later than this counts as lost. */
     probeTimeoutMs: z.number().int().min(50).max(10_000).default(1000),
     /**
@@ -233,11 +234,11 @@ export const StandbyPolicy = z
     /** Probes through the standby: 250 ms keeps NAT and engine state warm for ~0.3 KB/s and proves the path. */
     probeIntervalMs: z.number().int().min(50).max(10_000).default(250),
     /**
-     * The standby's pace while the tunnel is idle: every 2 s keeps NAT and engine state warm (a NAT keeps a UDP
-     * mapping for 30 s or more) for ~25 B/s; it speeds up with the active tunnel's probes, so it is fresh again
+     * The standby's pace while the tunnel is idle: every 4 s keeps NAT and engine state warm (a NAT keeps a UDP
+     * mapping for 30 s or more) for ~12 B/s; it speeds up with the active tunnel's probes, so it is fresh again
      * long before a failover could be decided. Null: always at `probeIntervalMs`.
      */
-    idleProbeIntervalMs: z.number().int().min(100).max(30_000).nullable().default(2000),
+    idleProbeIntervalMs: z.number().int().min(100).max(30_000).nullable().default(4000),
     /** The standby is trusted for a failover only if it answered this recently (three probe intervals). */
     freshMs: z.number().int().min(100).max(60_000).default(750),
   })
@@ -438,12 +439,12 @@ export const DetourConfig = z
     }),
     health: HealthPolicy.default({
       probeIntervalMs: 25,
-      idleProbeIntervalMs: 1000,
+      idleProbeIntervalMs: 2000,
       probeTimeoutMs: 1000,
       deadAfterMs: 300,
       brownout: { lossPct: 25, rttMs: null, windowMs: 5000, holdMs: 3000 },
     }),
-    standby: StandbyPolicy.default({ mode: "on", probeIntervalMs: 250, idleProbeIntervalMs: 2000, freshMs: 750 }),
+    standby: StandbyPolicy.default({ mode: "on", probeIntervalMs: 250, idleProbeIntervalMs: 4000, freshMs: 750 }),
     retry: RetryPolicy.default({ initialMs: 1000, maxMs: 30_000 }),
     diagnostics: Diagnostics.optional(),
     /**

@@ -12,9 +12,9 @@
  *   +-------------+                                                                      | suspected   |
  *                                                                                        +-------------+
  *
- * Fast is today's liveness (an echo every 25 ms, dead after 300 ms of silence). Slow sends one echo a second on
- * the active tunnel and one every two seconds on the standby: the path stays known and NAT state warm for a few
- * dozen bytes a second. Slow never declares a tunnel dead: a slow probe left unanswered past its suspicion
+ * Fast is today's liveness (an echo every 25 ms, dead after 300 ms of silence). Slow sends one echo every two
+ * seconds on the active tunnel and one every four on the standby (the defaults): the path stays known and NAT
+ * state warm for a few dozen bytes a second. Slow never declares a tunnel dead: a slow probe left unanswered past its suspicion
  * time brings the fast pace back, and death is then judged on fast probes only (health.ts evidenceFrom), so a
  * lost idle probe on a lossy link costs a second of fast probes, never a false failover. The first user packet
  * into a tunnel brings the fast pace back at once (the kill switch traces it: firewall.linux.ts tunnelActivity),
