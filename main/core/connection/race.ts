@@ -268,8 +268,8 @@ export function raceOnLegFailed(
 /**
  * Gives a running race new legs to try in place of its pending ones (legs already started keep running): the
  * ranking changed under it, or its last live leg is about to fail with gateways it never tried left over. When
- * nothing is starting or due by the stagger, the first new leg starts at once. Not running, or nothing to start
- * and nothing pending: unchanged.
+ * nothing is starting or due by the stagger, the first new leg starts at once (if a slot is free). Not running, or
+ * nothing to start and nothing pending: unchanged.
  */
 export function raceReplacePending(race: RaceState, legs: readonly Leg[], now: number, policy: RacePolicy): RaceStep {
   if (race.status !== "running") return { race, effects: [], decided: false };
@@ -289,10 +289,11 @@ export function raceReplacePending(race: RaceState, legs: readonly Leg[], now: n
 }
 
 /**
- * Gateways found answering again while the race runs: their legs in `stop` (still starting, but their engine's
- * next retry comes too late) are stopped (outcome "cancelled") and `legs` (fresh ones for those gateways, with
- * whatever else is still to try) replace the pending legs; the first starts at once. Not running, or no legs:
- * unchanged.
+ * Legs to stop and legs to race instead: gateways found answering again while the race runs (their legs in `stop`
+ * are still starting, but their engine's next retry comes too late), or legs of gateways found silent giving way
+ * to ones that answer (replanRace). The `stop` legs are stopped (outcome "cancelled") and `legs` (with whatever
+ * else is still to try) replace the pending legs; the first starts at once in a freed slot. Not running, or no
+ * legs: unchanged.
  */
 export function raceRetryGateways(
   race: RaceState,
