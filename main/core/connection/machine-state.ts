@@ -342,6 +342,15 @@ function unheardGateways(candidates: readonly Candidate[]): Set<string> {
 }
 
 /**
+ * The starting legs that give way to a gateway that answers: with every slot (MAX_LEGS_IN_FLIGHT) held even after
+ * `freed` of them stop, the legs of `unheard` gateways. None otherwise.
+ */
+function yieldingLegs(race: RaceState, unheard: ReadonlySet<string>, freed = 0): LegRecord[] {
+  if (legsInFlight(race) - freed < MAX_LEGS_IN_FLIGHT) return [];
+  return race.legs.filter((l) => l.outcome === "starting" && unheard.has(l.leg.gateway));
+}
+
+/**
  * New candidates arrived while a race runs (discovery or probes finished after it started): its pending legs are
  * re-planned from the new ranking, so gateways that answered go before gateways found silent. Legs already started
  * keep running, except that when every slot (MAX_LEGS_IN_FLIGHT) is held and the next leg is to a gateway that
@@ -358,8 +367,7 @@ export function replanRace(
   if (race.status !== "running") return { race, shared, effects: [] };
   const started = race.legs.slice(0, race.next);
   const unheard = unheardGateways(shared.candidates);
-  const full = legsInFlight(race) >= MAX_LEGS_IN_FLIGHT;
-  const giveWay = full ? started.filter((l) => l.outcome === "starting" && unheard.has(l.leg.gateway)) : [];
+  const giveWay = yieldingLegs(race, unheard);
   const plan = (keep: readonly LegRecord[]): { legs: Leg[]; shared: Shared } =>
     allocateLegs(shared, shared.candidates, policy, [
       ...keep.map((l) => ({ legKey: legKey(l.leg) })),
@@ -441,8 +449,9 @@ export function engineRetryInTime(l: LegRecord, now: number): boolean {
 /**
  * New candidates while a race runs: gateways that came back (`returned`, outside `avoid`) get fresh legs that start
  * at once, in place of their legs that failed while the host was down and of those still starting whose engine
- * would retry too late (engineRetryInTime), with the other pending legs re-planned behind them. Null when no
- * gateway came back that has such a leg to race.
+ * would retry too late (engineRetryInTime), with the other pending legs re-planned behind them; when every slot is
+ * held, legs of gateways still silent give way to them (yieldingLegs). Null when no gateway came back that has such
+ * a leg to race.
  */
 export function reviveRace(
   shared: Shared,
@@ -457,11 +466,16 @@ export function reviveRace(
   const started = race.legs.slice(0, race.next);
   const stuck = (l: LegRecord): boolean => l.outcome === "starting" && !engineRetryInTime(l, now);
   const redo = started.filter((l) => back.includes(l.leg.gateway) && (l.outcome !== "starting" || stuck(l)));
-  const keep = started.filter((l) => !redo.includes(l)).map((l) => ({ legKey: legKey(l.leg) }));
+  const giveWay = yieldingLegs(
+    race,
+    unheardGateways(shared.candidates),
+    redo.filter((l) => l.outcome === "starting").length,
+  );
+  const keep = started.filter((l) => !redo.includes(l) && !giveWay.includes(l)).map((l) => ({ legKey: legKey(l.leg) }));
   const planned = allocateLegs(shared, shared.candidates, policy, [...keep, ...avoid.map((gateway) => ({ gateway }))]);
   const revived = back.filter((g) => planned.legs.some((l) => l.gateway === g));
   if (revived.length === 0) return null;
-  const stop = new Set(redo.filter((l) => l.outcome === "starting").map((l) => l.leg.id));
+  const stop = new Set([...redo.filter((l) => l.outcome === "starting"), ...giveWay].map((l) => l.leg.id));
   const r = raceRetryGateways(race, stop, planned.legs, now, policy);
   return { race: r.race, shared: planned.shared, effects: r.effects, revived };
 }
