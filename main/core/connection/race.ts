@@ -23,8 +23,8 @@ export interface PlanOptions {
 }
 
 /**
- * At most this many legs of one race are starting at once; a leg that fails (or gives way, see raceYield) hands
- * its slot to the next pending leg at once. Every leg is a real engine process (wireguard-go, a charon with its
+ * At most this many legs of one race are starting at once; a leg that fails (or gives way to a gateway that
+ * answers: replanRace and reviveRace in machine-state.ts) hands its slot to the next pending leg at once. Every leg is a real engine process (wireguard-go, a charon with its
  * plugins, openconnect), a policy-routing slot and a handshake on a laptop's CPU. On a healthy network one leg
  * starts (a handshake answers long before the next stagger) and a UDP-silent one two; a race only reaches eight
  * when the legs ahead are silent, which hold their slots until the leg deadline. Eight is two gateways' every
