@@ -28,6 +28,13 @@ const DISCOVERY_TIMEOUT_MS = 2000;
 const DISCOVERY_AFTER_CONNECT_MS = 2000;
 /** Port probes decide ranking, not reachability (the race decides that); a silent port must not stall rechecks. */
 const PROBE_TIMEOUT_MS = 1000;
+/**
+ * While a race runs, an answer older than this is probed again with the silent gateways: a race (a failover after
+ * a connected period) plans from results up to the connected recheck interval (30 s) old, and a gateway that
+ * stopped answering since is then ranked behind the ones that answer within a probe timeout of the race's start.
+ * 2 s re-probes each answering gateway at most once per 2 s of racing, a TCP handshake each.
+ */
+export const RACE_STALE_ANSWER_MS = 2000;
 
 /** Where candidates come from: the network (discovery.ts) in detourd, a script in tests. */
 export interface CandidateFinder {
@@ -72,6 +79,8 @@ export class CandidateRefresh {
   /** Discovered but not yet probed: the kill switch lets the probes reach them while it blocks. */
   #probing: Candidate[] = [];
   #timer: Timer | null = null;
+  /** When (monotonic) each candidate's last probe result came in. */
+  readonly #probedAt = new Map<string, number>();
   /** The gateway the user chose (set-gateway), or null for automatic: only it is raced while set. */
   choice: string | null = null;
 
@@ -159,8 +168,13 @@ export class CandidateRefresh {
       return;
     }
     const silent = this.#candidates.filter(probedSilent);
-    if ((phase === "racing" || phase === "failing-over") && silent.length > 0) {
-      await this.#recheckSilent(silent);
+    const now = host.now();
+    const stale = this.#candidates.filter(
+      (c) =>
+        !probedSilent(c) && c.probe !== null && now - (this.#probedAt.get(c.name) ?? -Infinity) > RACE_STALE_ANSWER_MS,
+    );
+    if ((phase === "racing" || phase === "failing-over") && silent.length + stale.length > 0) {
+      await this.#recheckSilent(silent, stale);
       return;
     }
     const started = host.now();
@@ -182,10 +196,11 @@ export class CandidateRefresh {
 
   /**
    * While a race runs, the machine asks again every RACE_RECHECK_MS whether a silent gateway came back (it then
-   * races it at once). Only the silent ones are probed, each on its own, and the first that answers is reported
-   * at once rather than after the others' timeout; with none answering, the round ends when every probe has.
+   * races it at once) and whether an answering one whose answer is stale went silent (it is then ranked behind the
+   * ones that answer). Only those are probed, each on its own; the first silent one that answers is reported at once
+   * rather than after the others' timeout; otherwise the round ends when every probe has.
    */
-  async #recheckSilent(silent: readonly Candidate[]): Promise<void> {
+  async #recheckSilent(silent: readonly Candidate[], stale: readonly Candidate[] = []): Promise<void> {
     const host = this.#host;
     const cfg = host.config();
     const started = host.now();
@@ -196,25 +211,29 @@ export class CandidateRefresh {
         ms: Math.round(host.now() - started),
         answered,
         silent: silent.map((c) => c.name).filter((n) => !answered.includes(n)),
+        ...(stale.length > 0 ? { stale: stale.map((c) => c.name) } : {}),
       });
       host.dispatch({ type: "candidates", now: host.now(), candidates: this.allowed(this.#candidates) });
     };
     await new Promise<void>((resolve) => {
-      let left = silent.length;
+      const all = [...silent, ...stale];
+      let left = all.length;
       let reported = false;
       const settle = (c: Candidate, probe: CandidateProbe | undefined): void => {
         left -= 1;
+        const back = probe?.answered === true && silent.includes(c);
         if (probe !== undefined) {
           this.#candidates = this.#candidates.map((x) => (x.name === c.name ? withProbe(x, probe) : x));
-          if (probe.answered === true) answered.push(c.name);
+          this.#probedAt.set(c.name, host.now());
+          if (back) answered.push(c.name);
         }
-        if (!reported && (probe?.answered === true || left === 0)) {
+        if (!reported && (back || left === 0)) {
           reported = true;
           report();
           resolve();
         }
       };
-      for (const c of silent) {
+      for (const c of all) {
         const incumbents = c.address === null ? {} : { [c.name]: c.address };
         this.#finder.probe([c], { timeoutMs: PROBE_TIMEOUT_MS, ports: gatewayPorts(cfg), incumbents }).then(
           (probes) => {
@@ -286,6 +305,8 @@ export class CandidateRefresh {
       candidates = host.configured();
     }
     this.#candidates = candidates;
+    const at = host.now();
+    for (const c of candidates) if (c.probe !== null) this.#probedAt.set(c.name, at);
     this.#probing = [];
     host.refreshKillSwitch();
     // A race that started before these probes came back re-plans its pending legs: gateways that answered go

@@ -21,7 +21,7 @@ export const DAEMON_SETTINGS: Record<SettingKey, { label: string; kind: Kind }> 
   "race.staggerMs": { label: "Delay between connection attempts", kind: "ms" },
   "race.legDeadlineMs": { label: "Time limit per connection attempt", kind: "ms" },
   "race.order": { label: "Protocol order", kind: "legs" },
-  "race.maxGateways": { label: "Gateways tried at once", kind: "count" },
+  "race.maxGateways": { label: "Gateways tried on every protocol at once", kind: "count" },
   "health.probeIntervalMs": { label: "Tunnel check interval", kind: "ms" },
   "health.idleProbeIntervalMs": { label: "Tunnel check interval while idle", kind: "ms" },
   "health.probeTimeoutMs": { label: "Tunnel check timeout", kind: "ms" },

@@ -9,6 +9,7 @@ import { benchCompare } from "./compare.ts";
 import { benchDiag } from "./diag.ts";
 import { benchEngines } from "./engines.ts";
 import { benchFootprint } from "./footprint.ts";
+import { benchRaceScale } from "./race-scale.ts";
 import { benchRoam } from "./roam.ts";
 import { benchTelemetry } from "./telemetry.ts";
 
@@ -28,6 +29,7 @@ const SUITES: Record<string, { run: Suite; takesOptions: boolean }> = {
   chaos: { run: benchChaos, takesOptions: true },
   roam: { run: benchRoam, takesOptions: true },
   footprint: { run: benchFootprint, takesOptions: true },
+  "race-scale": { run: benchRaceScale, takesOptions: true },
 };
 
 /** Splits argv into suite names and options; `--runs N` is the bench's own (a quick run may go below ten). */

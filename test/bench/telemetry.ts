@@ -386,7 +386,7 @@ async function replicas(opts: Options): Promise<ReplicasResult> {
  * Exports `rev`'s tree (git archive) into `dir` with this checkout's node_modules linked in, so its collector runs
  * side by side with today's; returns the folder.
  */
-function exportRevision(rev: string, dir: string): string {
+export function exportRevision(rev: string, dir: string): string {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const archive = spawnSync("git", ["-C", REPO_ROOT, "archive", "--format=tar", rev, "main", "resources"], {
     maxBuffer: 256 * 1024 * 1024,

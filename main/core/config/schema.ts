@@ -180,7 +180,11 @@ export const RacePolicy = z
      * answered long before the second leg would start.
      */
     order: z.array(z.enum(LEG_KINDS)).min(1).default(["wireguard", "anyconnect-tls", "ikev2", "anyconnect-dtls"]),
-    /** How many of the best-ranked gateways take part in one race. */
+    /**
+     * How many of the best-ranked gateways a race plans every protocol of from the start; every other gateway's
+     * first protocol is raced after the best one's first two, and its others once those are spent
+     * (core/connection/race.ts: planLegs, and MAX_LEGS_IN_FLIGHT for how many run at once).
+     */
     maxGateways: z.number().int().min(1).max(16).default(3),
   })
   .strict();

@@ -124,3 +124,19 @@ test("merge-keeps-both-families-of-the-source-that-gave-the-address", () => {
   assert.deepEqual(m[0]?.addresses, both, "DNS named gw1 by A and AAAA");
   assert.equal(m[1]?.addresses, undefined, "a configured address pins gw2: DNS adds no second family");
 });
+
+test("a-gateway-that-answered-is-not-demoted-within-its-band-for-a-slower-or-unmeasured-answer", () => {
+  // Its TLS port refused (a WireGuard-only gateway): the host answered with a RST, which gives no handshake time.
+  const rst = { ...probe(null, { wireguard: "unknown", "anyconnect-tls": "no" }), answered: true };
+  const slow = { ...probe(400, { wireguard: "unknown", "anyconnect-tls": "yes" }), answered: true };
+  const r = rankCandidates(
+    [
+      gateway("unheard", 1),
+      gateway("rst", 1, { probe: rst }),
+      gateway("slow", 1, { probe: slow }),
+      gateway("fast-backup", 2, { probe: { ...slow, latencyMs: 5 } }),
+    ],
+    ["unheard", "rst", "slow", "fast-backup"],
+  );
+  assert.deepEqual(names(r), ["slow", "rst", "unheard", "fast-backup"]);
+});

@@ -42,11 +42,18 @@ export function probedSilent(c: Candidate): boolean {
   return c.probe !== null && c.probe.answered === false && !reportsReachable(c);
 }
 
+/** True when the last probe heard the candidate's host: a SYN-ACK or a RST, a TLS handshake, a kind reachable. */
+export function probeHeard(c: Candidate): boolean {
+  return c.probe?.answered === true || reportsReachable(c);
+}
+
 /**
  * Orders candidates best first: answered (or not probed) before probed-and-silent before all-unreachable, then
- * by priority (lower first), then by
- * latency (unknown after known) with hysteresis against `previous` (the names in the last ranking's order), so a
- * candidate passes one of equal priority only when clearly faster. The result is a new array; input is not changed.
+ * by priority (lower first); within a priority band the ones the probe heard come before the ones it did not hear
+ * from (not probed, or no answer to tell), however slow or unmeasured their answer (a RST carries no handshake
+ * time), then by latency (unknown after known) with hysteresis against `previous` (the names in the last ranking's
+ * order), so a candidate passes an answered one of its band only when clearly faster. The result is a new array;
+ * input is not changed.
  */
 export function rankCandidates(
   candidates: readonly Candidate[],
@@ -67,12 +74,16 @@ export function rankCandidates(
     if (pb !== undefined) return 1;
     return lat(a) - lat(b) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
   });
-  // Tiers are strict: stable sort keeps the base order inside each (reachability, priority) tier.
-  const tier = (c: Candidate): [number, number] => [allKindsUnreachable(c) ? 2 : probedSilent(c) ? 1 : 0, c.priority];
+  // Tiers are strict: stable sort keeps the base order inside each (reachability, priority, heard) tier.
+  const tier = (c: Candidate): [number, number, number] => [
+    allKindsUnreachable(c) ? 2 : probedSilent(c) ? 1 : 0,
+    c.priority,
+    probeHeard(c) ? 0 : 1,
+  ];
   const ordered = base.sort((a, b) => {
-    const [ua, pa] = tier(a);
-    const [ub, pb] = tier(b);
-    return ua - ub || pa - pb;
+    const [ua, pa, ha] = tier(a);
+    const [ub, pb, hb] = tier(b);
+    return ua - ub || pa - pb || ha - hb;
   });
 
   /** Whether `later` should move ahead of `earlier` (same tier). Implies a strictly lower latency, so passes end. */
@@ -83,11 +94,7 @@ export function rankCandidates(
     if (e === null) return true;
     return l < e - minGain && l < e * ratio;
   };
-  const sameTier = (a: Candidate, b: Candidate): boolean => {
-    const [ua, pa] = tier(a);
-    const [ub, pb] = tier(b);
-    return ua === ub && pa === pb;
-  };
+  const sameTier = (a: Candidate, b: Candidate): boolean => tier(a).every((x, i) => x === tier(b)[i]);
   // Adjacent swaps only ever lower the latency inversion count, so this terminates within n² swaps.
   for (let swapped = true; swapped;) {
     swapped = false;

@@ -104,6 +104,8 @@ export class Sim {
   readonly legsById = new Map<string, Leg>();
   /** Legs started and not stopped or failed: what the daemon would have running. */
   readonly running = new Set<string>();
+  /** The most legs `running` ever held at once. */
+  peakRunning = 0;
   readonly stopped: { at: number; legId: string }[] = [];
   readonly monitors = new Set<string>();
   routes: string | null = null;
@@ -206,6 +208,7 @@ export class Sim {
         const leg = e.leg;
         this.legsById.set(leg.id, leg);
         this.running.add(leg.id);
+        this.peakRunning = Math.max(this.peakRunning, this.running.size);
         const script = this.#opts.legs?.(leg, this) ?? { up: 100 };
         if (script === "hang") {
           this.schedule(e.deadlineAt, () => {

@@ -9,6 +9,8 @@ import { allKindsUnreachable, probedSilent, rankCandidates } from "./candidates.
 import type { HealthState } from "./health.ts";
 import type { PaceState } from "./pace.ts";
 import {
+  legsInFlight,
+  MAX_LEGS_IN_FLIGHT,
   pendingRecord,
   planLegs,
   legKey,
@@ -301,11 +303,11 @@ export function planFailover(
 }
 
 /**
- * A leg of a running race failed. When it was the race's last live leg and candidates the race has not tried yet
- * are left (beyond `policy.maxGateways`, or ranked after it), their legs join the race first, so the failure starts
- * the next of them at once: a race whose best gateways are all down (a data centre lost, decommissioned entries
- * at the top of the list) moves on instead of failing and being repeated over the same gateways. `avoid` names
- * gateways never to add (the one a failover moves away from).
+ * A leg of a running race failed. When it was the race's last live leg and legs the race has not tried yet are
+ * left (the other kinds of gateways beyond `policy.maxGateways`, or candidates ranked after it), they join the race
+ * first, so the failure starts the next of them at once: a race whose best gateways are all down (a data centre
+ * lost, decommissioned entries at the top of the list) moves on instead of failing and being repeated over the
+ * same gateways. `avoid` names gateways never to add (the one a failover moves away from).
  */
 export function extendBeforeFailure(
   shared: Shared,
@@ -315,13 +317,10 @@ export function extendBeforeFailure(
   avoid: readonly string[] = [],
 ): { race: RaceState; shared: Shared } {
   if (!raceLastLive(race, legId)) return { race, shared };
-  const tried = new Set([...race.legs.map((l) => l.leg.gateway), ...avoid]);
-  const planned = allocateLegs(
-    shared,
-    shared.candidates,
-    policy,
-    [...tried].map((gateway) => ({ gateway })),
-  );
+  const planned = allocateLegs(shared, shared.candidates, policy, [
+    ...race.legs.map((l) => ({ legKey: legKey(l.leg) })),
+    ...avoid.map((gateway) => ({ gateway })),
+  ]);
   if (planned.legs.length === 0) return { race, shared };
   // Added as pending behind the live leg: its failure, handled next, starts the first of them.
   const pending: RaceState = {
@@ -331,10 +330,26 @@ export function extendBeforeFailure(
   return { race: pending, shared: planned.shared };
 }
 
+/** Gateways the probes found silent, or refusing every kind: their legs wait behind every other gateway's. */
+function unheardGateways(candidates: readonly Candidate[]): Set<string> {
+  return new Set(candidates.filter((c) => probedSilent(c) || allKindsUnreachable(c)).map((c) => c.name));
+}
+
+/**
+ * The starting legs that give way to a gateway that answers: with every slot (MAX_LEGS_IN_FLIGHT) held even after
+ * `freed` of them stop, the legs of `unheard` gateways. None otherwise.
+ */
+function yieldingLegs(race: RaceState, unheard: ReadonlySet<string>, freed = 0): LegRecord[] {
+  if (legsInFlight(race) - freed < MAX_LEGS_IN_FLIGHT) return [];
+  return race.legs.filter((l) => l.outcome === "starting" && unheard.has(l.leg.gateway));
+}
+
 /**
  * New candidates arrived while a race runs (discovery or probes finished after it started): its pending legs are
  * re-planned from the new ranking, so gateways that answered go before gateways found silent. Legs already started
- * keep running. Unchanged when the plan would be the same.
+ * keep running, except that when every slot (MAX_LEGS_IN_FLIGHT) is held and the next leg is to a gateway that
+ * answered, the starting legs of gateways now found silent give way: they are stopped (their gateways' legs go to
+ * the back of the plan) and the freed slots go to the gateways that answer. Unchanged when the plan is the same.
  */
 export function replanRace(
   shared: Shared,
@@ -344,11 +359,24 @@ export function replanRace(
   avoid: readonly string[] = [],
 ): { race: RaceState; shared: Shared; effects: Effect[] } {
   if (race.status !== "running") return { race, shared, effects: [] };
-  const started = race.legs.slice(0, race.next).map((l) => ({ legKey: legKey(l.leg) }));
-  const planned = allocateLegs(shared, shared.candidates, policy, [
-    ...started,
-    ...avoid.map((gateway) => ({ gateway })),
-  ]);
+  const started = race.legs.slice(0, race.next);
+  const unheard = unheardGateways(shared.candidates);
+  const giveWay = yieldingLegs(race, unheard);
+  const plan = (keep: readonly LegRecord[]): { legs: Leg[]; shared: Shared } =>
+    allocateLegs(shared, shared.candidates, policy, [
+      ...keep.map((l) => ({ legKey: legKey(l.leg) })),
+      ...avoid.map((gateway) => ({ gateway })),
+    ]);
+  if (giveWay.length > 0) {
+    const planned = plan(started.filter((l) => !giveWay.includes(l)));
+    const next = planned.legs[0];
+    if (next !== undefined && !unheard.has(next.gateway)) {
+      const stop = new Set(giveWay.map((l) => l.leg.id));
+      const r = raceRetryGateways(race, stop, planned.legs, now, policy);
+      return { race: r.race, shared: planned.shared, effects: r.effects };
+    }
+  }
+  const planned = plan(started);
   const same = (a: readonly Leg[], b: readonly Leg[]): boolean =>
     a.length === b.length &&
     a.every((l, i) => {
@@ -415,8 +443,9 @@ export function engineRetryInTime(l: LegRecord, now: number): boolean {
 /**
  * New candidates while a race runs: gateways that came back (`returned`, outside `avoid`) get fresh legs that start
  * at once, in place of their legs that failed while the host was down and of those still starting whose engine
- * would retry too late (engineRetryInTime), with the other pending legs re-planned behind them. Null when no
- * gateway came back that has such a leg to race.
+ * would retry too late (engineRetryInTime), with the other pending legs re-planned behind them; when every slot is
+ * held, legs of gateways still silent give way to them (yieldingLegs). Null when no gateway came back that has such
+ * a leg to race.
  */
 export function reviveRace(
   shared: Shared,
@@ -431,11 +460,16 @@ export function reviveRace(
   const started = race.legs.slice(0, race.next);
   const stuck = (l: LegRecord): boolean => l.outcome === "starting" && !engineRetryInTime(l, now);
   const redo = started.filter((l) => back.includes(l.leg.gateway) && (l.outcome !== "starting" || stuck(l)));
-  const keep = started.filter((l) => !redo.includes(l)).map((l) => ({ legKey: legKey(l.leg) }));
+  const giveWay = yieldingLegs(
+    race,
+    unheardGateways(shared.candidates),
+    redo.filter((l) => l.outcome === "starting").length,
+  );
+  const keep = started.filter((l) => !redo.includes(l) && !giveWay.includes(l)).map((l) => ({ legKey: legKey(l.leg) }));
   const planned = allocateLegs(shared, shared.candidates, policy, [...keep, ...avoid.map((gateway) => ({ gateway }))]);
   const revived = back.filter((g) => planned.legs.some((l) => l.gateway === g));
   if (revived.length === 0) return null;
-  const stop = new Set(redo.filter((l) => l.outcome === "starting").map((l) => l.leg.id));
+  const stop = new Set([...redo.filter((l) => l.outcome === "starting"), ...giveWay].map((l) => l.leg.id));
   const r = raceRetryGateways(race, stop, planned.legs, now, policy);
   return { race: r.race, shared: planned.shared, effects: r.effects, revived };
 }

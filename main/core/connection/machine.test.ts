@@ -136,8 +136,8 @@ test("all-fail-error-with-every-leg-reason-then-backoff-retry-and-recovery-when-
       "gw1/wireguard:failed:timeout",
       "gw1/anyconnect-tls:failed:unreachable",
       "gw2/wireguard:failed:timeout",
-      "gw2/anyconnect-tls:failed:unreachable",
       "gw3/wireguard:failed:timeout",
+      "gw2/anyconnect-tls:failed:unreachable",
       "gw3/anyconnect-tls:failed:unreachable",
     ],
   );

@@ -57,7 +57,7 @@ test("the-remembered-leg-is-raced-first-and-the-rest-keep-their-order", () => {
   );
   assert.deepEqual(
     legs.map((l) => `${l.gateway}/${l.kind}`),
-    ["gw2/anyconnect-tls", "gw1/wireguard", "gw1/ikev2", "gw1/anyconnect-tls", "gw2/wireguard", "gw2/ikev2"],
+    ["gw2/anyconnect-tls", "gw1/wireguard", "gw1/ikev2", "gw2/wireguard", "gw1/anyconnect-tls", "gw2/ikev2"],
   );
   const none = planLegs(
     [c("gw1")],

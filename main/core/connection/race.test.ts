@@ -25,19 +25,35 @@ const started = (effects: Effect[]): string[] => effects.flatMap((e) => (e.type 
 const stoppedIds = (effects: Effect[]): string[] => effects.flatMap((e) => (e.type === "stop-leg" ? [e.legId] : []));
 const outcomes = (r: RaceState): string[] => r.legs.map((l) => `${l.leg.id}:${l.outcome}`);
 
-test("plan-walks-the-top-gateways-in-rank-order-and-kinds-in-policy-order", () => {
+test("plan-leads-with-the-best-gateway-then-one-leg-per-gateway-then-the-other-kinds-of-the-top-gateways", () => {
   const ranked = [
-    gateway("gw1", 1, { kinds: ["anyconnect-tls", "wireguard"] }),
-    gateway("gw2", 2, { kinds: ["ikev2"] }),
-    gateway("gw3", 3, { kinds: ["wireguard"] }),
-    gateway("gw4", 4, { kinds: ["wireguard"] }),
+    gateway("gw1", 1, { kinds: ["anyconnect-tls", "wireguard", "ikev2"] }),
+    gateway("gw2", 2, { kinds: ["ikev2", "wireguard"] }),
+    gateway("gw3", 3, { kinds: ["wireguard", "anyconnect-tls"] }),
+    gateway("gw4", 4, { kinds: ["wireguard", "ikev2"] }),
   ];
   const legs = planLegs(ranked, { ...policy, maxGateways: 3 }, { nextId: ids() });
-  assert.deepEqual(kinds(legs), ["gw1/wireguard", "gw1/anyconnect-tls", "gw2/ikev2", "gw3/wireguard"]);
+  assert.deepEqual(kinds(legs), [
+    "gw1/wireguard",
+    "gw1/anyconnect-tls",
+    "gw2/wireguard",
+    "gw3/wireguard",
+    "gw4/wireguard",
+    "gw1/ikev2",
+    "gw2/ikev2",
+    "gw3/anyconnect-tls",
+  ]);
   assert.deepEqual(
     legs.map((l) => l.id),
-    ["L1", "L2", "L3", "L4"],
+    ["L1", "L2", "L3", "L4", "L5", "L6", "L7", "L8"],
   );
+  // A re-plan that leaves out the legs already started keeps the order the race began with.
+  const again = planLegs(
+    ranked,
+    { ...policy, maxGateways: 3 },
+    { nextId: ids(), exclude: legs.slice(0, 3).map((l) => ({ legKey: legKey(l) })) },
+  );
+  assert.deepEqual(kinds(again), kinds(legs).slice(3));
 });
 
 test("plan-skips-kinds-the-probe-found-unreachable-and-excluded-gateways-do-not-take-a-slot", () => {

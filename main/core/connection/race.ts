@@ -1,10 +1,12 @@
 /**
- * The race, a pure sub-machine: legs start one stagger apart in ranked order, a failure starts the next leg at
- * once, the first leg whose data-plane probe passed both ways wins, and every other started leg is torn down.
+ * The race, a pure sub-machine: legs start one stagger apart in ranked order, at most MAX_LEGS_IN_FLIGHT at once, a
+ * failure hands its slot to the next leg at once, the first leg whose data-plane probe passed both ways wins, and
+ * every other started leg is torn down.
  */
 import type { RacePolicy } from "../config/schema.ts";
 import type { Candidate, Effect, Leg, LegKind, LegRecord, RaceRecord } from "./types.ts";
 import type { EngineErrorCode } from "../tunnel/engine-types.ts";
+import { probedSilent } from "./candidates.ts";
 import { rearmIfEarly, timerDue } from "./timers.ts";
 
 /** Names one leg across races ("gw1/wireguard"): what `exclude` matches, since leg ids are never reused. */
@@ -21,40 +23,73 @@ export interface PlanOptions {
 }
 
 /**
- * The legs of one race in start order: for each of the best `policy.maxGateways` candidates that have any leg
- * left, its kinds in `policy.order`, skipping kinds it does not support and kinds its probe found unreachable.
+ * At most this many legs of one race are starting at once; a leg that fails (or gives way to a gateway that
+ * answers: replanRace and reviveRace in machine-state.ts) hands its slot to the next pending leg at once. Every leg is a real engine process (wireguard-go, a charon with its
+ * plugins, openconnect), a policy-routing slot and a handshake on a laptop's CPU. On a healthy network one leg
+ * starts (a handshake answers long before the next stagger) and a UDP-silent one two; a race only reaches eight
+ * when the legs ahead are silent, which hold their slots until the leg deadline. Eight is two gateways' every
+ * protocol, or the first protocol of the eight best gateways: with 16 gateways and no probe result to tell the
+ * dead from the live, the 15th gateway's first leg still starts one leg deadline plus seven staggers in (6.75 s)
+ * rather than after every pair ahead of it (14 s, with 20 engines running), and fewer slots would double that.
+ */
+export const MAX_LEGS_IN_FLIGHT = 8;
+/**
+ * The best gateway's first this many kinds go before any other gateway's: `policy.order` alternates transports
+ * (UDP, then TLS), so a network that drops all UDP costs one stagger on the best gateway, as with one gateway.
+ */
+export const LEAD_KINDS = 2;
+
+/**
+ * The legs of one race in start order. Candidates come ranked (candidates.ts: answered before silent, by
+ * priority, by measured latency); each offers its kinds in `policy.order`, less the ones its probe found
+ * unreachable and the excluded ones. Order: the best gateway's first LEAD_KINDS kinds; then the first kind of
+ * every other gateway (one leg each before any gateway's second: when the best-ranked ones are dead and no probe
+ * told, the live ones are reached after one leg per dead gateway, not four); then the remaining kinds of the best
+ * `policy.maxGateways` gateways, gateway by gateway. The other gateways' remaining kinds join when those are
+ * spent (replanRace, extendBeforeFailure). The preferred leg goes first unless its gateway was probed silent.
  */
 export function planLegs(ranked: readonly Candidate[], policy: RacePolicy, opts: PlanOptions): Leg[] {
   const exclude = opts.exclude ?? [];
-  const legs: Leg[] = [];
-  let gateways = 0;
+  const excluded = (c: Candidate, kind: LegKind): boolean =>
+    exclude.some((e) => e.legKey === legKey({ gateway: c.name, kind }));
+  // The order is worked out over every kind on offer and excluded legs (already started) are dropped after, so a
+  // re-plan during the race keeps the order the race started with.
+  const offers: { c: Candidate; kinds: LegKind[] }[] = [];
   for (const c of ranked) {
-    if (gateways >= policy.maxGateways) break;
     if (exclude.some((e) => e.gateway === c.name)) continue;
-    const kinds = policy.order.filter(
-      (k) =>
-        c.kinds.includes(k) &&
-        c.probe?.reachable[k] !== "no" &&
-        !exclude.some((e) => e.legKey === legKey({ gateway: c.name, kind: k })),
-    );
-    if (kinds.length === 0) continue;
-    gateways += 1;
-    for (const kind of kinds) legs.push({ id: opts.nextId(), gateway: c.name, kind });
+    const kinds = policy.order.filter((k) => c.kinds.includes(k) && c.probe?.reachable[k] !== "no");
+    if (kinds.length > 0) offers.push({ c, kinds });
   }
+  const [lead, ...others] = offers;
+  if (lead === undefined) return [];
+  const legsOf = (
+    o: { c: Candidate; kinds: LegKind[] },
+    kinds: readonly LegKind[],
+  ): { c: Candidate; kind: LegKind }[] =>
+    kinds.filter((kind) => !excluded(o.c, kind)).map((kind) => ({ c: o.c, kind }));
+  const rest = others.filter((o) => legsOf(o, o.kinds.slice(1)).length > 0).slice(0, policy.maxGateways - 1);
+  const order = [
+    ...legsOf(lead, lead.kinds.slice(0, LEAD_KINDS)),
+    ...others.flatMap((o) => legsOf(o, o.kinds.slice(0, 1))),
+    ...legsOf(lead, lead.kinds.slice(LEAD_KINDS)),
+    ...rest.flatMap((o) => legsOf(o, o.kinds.slice(1))),
+  ];
   const p = opts.preferred;
-  const i = p == null ? -1 : legs.findIndex((l) => l.gateway === p.gateway && l.kind === p.kind);
-  if (i > 0) {
-    const [first] = legs.splice(i, 1);
-    if (first !== undefined) legs.unshift(first);
+  const i = p == null ? -1 : order.findIndex((l) => l.c.name === p.gateway && l.kind === p.kind);
+  const first = order[i];
+  if (i > 0 && first !== undefined && !probedSilent(first.c)) {
+    order.splice(i, 1);
+    order.unshift(first);
   }
-  return legs;
+  return order.map(({ c, kind }) => ({ id: opts.nextId(), gateway: c.name, kind }));
 }
 
 export type RaceStatus = "running" | "won" | "failed" | "cancelled";
 
 /**
- * One race. Invariants: `legs` keeps plan order; legs before `next` left "pending"; `staggerAt` is non-null only
- * while running with a pending leg left; `winner` is set exactly when status is "won".
+ * One race. Invariants: `legs` keeps plan order; legs before `next` left "pending"; at most MAX_LEGS_IN_FLIGHT legs
+ * are "starting"; `staggerAt` is non-null only while running with a pending leg left and a slot free; `winner` is
+ * set exactly when status is "won".
  */
 export interface RaceState {
   id: string;
@@ -81,22 +116,35 @@ function legEvent(race: RaceState, record: LegRecord, now: number): Effect {
   return { type: "notify", event: { type: "leg", at: now, raceId: race.id, record } };
 }
 
+/** How many of the race's legs are starting: each holds one of MAX_LEGS_IN_FLIGHT slots. */
+export function legsInFlight(race: RaceState): number {
+  return race.legs.filter((l) => l.outcome === "starting").length;
+}
+
+/**
+ * Starts the next pending leg when a slot is free, and arms the stagger for the one after it while a slot is still
+ * free. With every slot taken nothing starts and no stagger runs: the next leg starts when a slot frees.
+ */
 function startNext(race: RaceState, now: number, policy: RacePolicy, effects: Effect[]): RaceState {
+  const rec = race.legs[race.next];
+  if (rec === undefined || legsInFlight(race) >= MAX_LEGS_IN_FLIGHT) {
+    if (race.staggerAt === null) return race;
+    effects.push({ type: "cancel-timer", timer: "race-stagger" });
+    return { ...race, staggerAt: null };
+  }
   const legs = [...race.legs];
-  const rec = legs[race.next];
-  if (rec === undefined) return race;
   const started: LegRecord = { ...rec, outcome: "starting", startedAt: now };
   legs[race.next] = started;
   effects.push({ type: "start-leg", leg: rec.leg, deadlineAt: now + policy.legDeadlineMs });
   const next = race.next + 1;
-  const morePending = next < legs.length;
-  const staggerAt = morePending ? now + policy.staggerMs : null;
+  const out0 = { ...race, legs, next };
+  const staggerAt = next < legs.length && legsInFlight(out0) < MAX_LEGS_IN_FLIGHT ? now + policy.staggerMs : null;
   effects.push(
     staggerAt !== null
       ? { type: "set-timer", timer: "race-stagger", at: staggerAt }
       : { type: "cancel-timer", timer: "race-stagger" },
   );
-  const out = { ...race, legs, next, staggerAt };
+  const out = { ...out0, staggerAt };
   effects.push(legEvent(out, started, now));
   return out;
 }
@@ -220,8 +268,8 @@ export function raceOnLegFailed(
 /**
  * Gives a running race new legs to try in place of its pending ones (legs already started keep running): the
  * ranking changed under it, or its last live leg is about to fail with gateways it never tried left over. When
- * nothing is starting or due by the stagger, the first new leg starts at once. Not running, or nothing to start
- * and nothing pending: unchanged.
+ * nothing is starting or due by the stagger, the first new leg starts at once (if a slot is free). Not running, or
+ * nothing to start and nothing pending: unchanged.
  */
 export function raceReplacePending(race: RaceState, legs: readonly Leg[], now: number, policy: RacePolicy): RaceStep {
   if (race.status !== "running") return { race, effects: [], decided: false };
@@ -241,10 +289,11 @@ export function raceReplacePending(race: RaceState, legs: readonly Leg[], now: n
 }
 
 /**
- * Gateways found answering again while the race runs: their legs in `stop` (still starting, but their engine's
- * next retry comes too late) are stopped (outcome "cancelled") and `legs` (fresh ones for those gateways, with
- * whatever else is still to try) replace the pending legs; the first starts at once. Not running, or no legs:
- * unchanged.
+ * Legs to stop and legs to race instead: gateways found answering again while the race runs (their legs in `stop`
+ * are still starting, but their engine's next retry comes too late), or legs of gateways found silent giving way
+ * to ones that answer (replanRace). The `stop` legs are stopped (outcome "cancelled") and `legs` (with whatever
+ * else is still to try) replace the pending legs; the first starts at once in a freed slot. Not running, or no
+ * legs: unchanged.
  */
 export function raceRetryGateways(
   race: RaceState,

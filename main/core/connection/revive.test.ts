@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Sim, context, gateway, probe } from "./harness.test.ts";
 import { ERROR_RECHECK_MS, RACE_RECHECK_MS, engineRetryInTime } from "./machine-state.ts";
+import { MAX_LEGS_IN_FLIGHT } from "./race.ts";
 import type { Candidate, LegKind } from "./types.ts";
 
 const KINDS: LegKind[] = ["wireguard", "anyconnect-tls"];
@@ -181,4 +182,50 @@ test("a-leg-is-left-to-its-engine-only-while-a-retry-may-be-completing-or-is-due
   ];
   for (const [kind, age, keep] of cases)
     assert.equal(engineRetryInTime(leg(kind, 0), age), keep, `${kind} at ${String(age)} ms`);
+});
+
+test("a-gateway-back-while-every-slot-is-held-by-silent-gateways-legs-is-raced-at-once", () => {
+  // Six gateways of four protocols each: gw2-gw6 are down, gw1 (active) dies at 1 s, and the failover race keeps
+  // every slot filled with legs into silence. gw2 comes back after its own legs have failed: a silent gateway's
+  // leg gives way at once, rather than gw2 waiting for the next leg deadline to free a slot.
+  const all: LegKind[] = ["wireguard", "anyconnect-tls", "ikev2", "anyconnect-dtls"];
+  const names = ["gw1", "gw2", "gw3", "gw4", "gw5", "gw6"];
+  const gws = names.map((n, i) => gateway(n, i + 1, { kinds: all }));
+  const backAt = 12_200;
+  const outages: Outages = Object.fromEntries(
+    names.map((n) => [
+      n,
+      n === "gw1" ? { downFrom: 1000, upAgainAt: 1e9 } : { downFrom: 0, upAgainAt: n === "gw2" ? backAt : 1e9 },
+    ]),
+  );
+  const s = new Sim({
+    gateways: gws,
+    ctx: context(gws, { race: { maxGateways: 6 } }),
+    legs: (leg, sim) => (isUp(outages, leg.gateway, sim.now) ? { up: 100 } : "hang"),
+    path: (leg, sentAt) => (isUp(outages, leg.gateway, sentAt) ? 20 : null),
+    candidates: (sim) => gws.map((c) => probed(c, isUp(outages, c.name, sim.now), sim.now)),
+  });
+  s.send({ type: "connect" });
+  assert.ok(s.runUntilTrue(() => connectedOn(s) === "gw1", 2000));
+  s.runUntil(backAt - 1);
+  assert.equal(s.running.size - 1, MAX_LEGS_IN_FLIGHT, "every slot held, besides the failed active leg");
+  assert.ok(
+    ![...s.running].some((id) => s.legsById.get(id)?.gateway === "gw2"),
+    "gw2's own legs have all failed already",
+  );
+  assert.ok(
+    s.runUntilTrue(() => connectedOn(s) === "gw2", 12_000),
+    `state ${s.phase()} at ${String(s.now)}`,
+  );
+  // The first round that hears gw2 again starts its leg in the same instant: no wait for a slot to free.
+  const heardAt = s.inputs.find(
+    (i) =>
+      i.type === "candidates" && i.now >= backAt && i.candidates.some((c) => c.name === "gw2" && c.probe?.answered),
+  )?.now;
+  const firstLeg = s.effects.find(
+    (e) => e.at >= backAt && e.effect.type === "start-leg" && e.effect.leg.gateway === "gw2",
+  );
+  assert.ok(heardAt !== undefined && heardAt <= backAt + RACE_RECHECK_MS + 10, `heard at ${String(heardAt)}`);
+  assert.equal(firstLeg?.at, heardAt, "gw2's fresh leg starts as soon as it is heard");
+  assert.equal(s.now, heardAt + 100);
 });
