@@ -1,29 +1,56 @@
 /**
  * The real captive-network probe: the check host looked up with the network's own resolvers (not the tunnel's),
  * and one plain HTTP GET of the check URL to the address found, redirects not followed, at most a few kilobytes
- * read. detourd runs in its own group, so the kill switch lets exactly this out while it blocks.
+ * read. Both leave on the underlay, never into a tunnel (a full tunnel routes everything there): their sockets are
+ * bound to the address `path` gives for them (the platform's bindCaptiveCheck; captive-path.linux.ts says how that
+ * holds whatever detourd's routes are). detourd runs in its own group, so the kill switch lets exactly this out while it blocks.
  */
+import { isIP } from "node:net";
 import { request } from "node:http";
 import { Resolver } from "node:dns/promises";
 import type { CheckAnswer } from "../core/captive.ts";
+import type { CaptiveTarget } from "../../native/platform/platform.ts";
 import type { CaptiveProbe } from "./captive.ts";
 
 /** A portal's page is small; anything beyond this is not read (only its presence matters). */
 const MAX_BODY_BYTES = 16 * 1024;
+const DNS_PORT = 53;
 
-export function networkCaptiveProbe(): CaptiveProbe {
+/** Binds the check's sockets to the underlay toward these destinations: the source address to bind to. */
+export interface UnderlayPath {
+  bind(targets: readonly CaptiveTarget[]): Promise<string>;
+}
+
+export function networkCaptiveProbe(path?: UnderlayPath): CaptiveProbe {
   return {
     async resolve(host, servers, timeoutMs) {
       const r = new Resolver({ timeout: timeoutMs, tries: 1 });
       if (servers.length > 0) r.setServers([...servers]);
+      // The network's resolvers over the underlay: one family at a time (c-ares binds one source per family).
+      const four = servers.filter((s) => isIP(s) === 4);
+      if (path !== undefined && servers.length > 0) {
+        const via = four.length > 0 ? four : servers.filter((s) => isIP(s) === 6);
+        const source = await path.bind(
+          via.flatMap((address) => [
+            { address, protocol: "udp" as const, port: DNS_PORT },
+            { address, protocol: "tcp" as const, port: DNS_PORT },
+          ]),
+        );
+        r.setServers(via);
+        if (four.length > 0) r.setLocalAddress(source);
+        else r.setLocalAddress("0.0.0.0", source);
+      }
       const [v4, v6] = await Promise.allSettled([r.resolve4(host), r.resolve6(host)]);
       return [...(v4.status === "fulfilled" ? v4.value : []), ...(v6.status === "fulfilled" ? v6.value : [])];
     },
-    fetch(url, address, timeoutMs) {
+    async fetch(url, address, timeoutMs) {
+      const port = url.port === "" ? 80 : Number(url.port);
+      const localAddress = path === undefined ? undefined : await path.bind([{ address, protocol: "tcp", port }]);
       return new Promise<CheckAnswer>((resolve, reject) => {
         const req = request({
           host: address,
-          port: url.port === "" ? 80 : Number(url.port),
+          port,
+          ...(localAddress === undefined ? {} : { localAddress }),
           path: `${url.pathname}${url.search}`,
           method: "GET",
           headers: { Host: url.host, "User-Agent": "detourd captive check", Connection: "close" },
