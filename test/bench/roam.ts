@@ -276,7 +276,8 @@ async function withBench<T>(body: (b: Bench) => Promise<T>): Promise<T> {
   let probe: ProbeClient | null = null;
   try {
     // 0 ms everywhere, as the compare suite: what is measured is the engines' and detourd's own behaviour.
-    await lab.up(ID, { distance: "none" });
+    // Both networks NATed, as a laptop's are (the home router's and the carrier's).
+    await lab.up(ID, { distance: "none", wifi: "nat" });
     const topo = lab.topologyOf(ID);
     for (const ns of [topo.networks.wifi.routerNs, topo.networks.mobile.routerNs])
       await runOk("ip", ["netns", "exec", ns, "nft", "-f", "-"], { input: witnessRuleset() });

@@ -27,7 +27,8 @@ let pinger: ChildProcess | null = null;
 
 before(async () => {
   await lab.down(ID);
-  await lab.up(ID);
+  // Both networks NATed, as a laptop's are: a gateway sees one network's public address, then the other's.
+  await lab.up(ID, { wifi: "nat" });
 });
 
 after(async () => {
