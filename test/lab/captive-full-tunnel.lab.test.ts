@@ -6,11 +6,11 @@
  * client's own underlay address on the client's link, never from a gateway.
  */
 import assert from "node:assert/strict";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { ControlClient } from "../../main/client/control-client.ts";
-import { agentLogs, agentPaths, agentStart, agentStop } from "./agent.ts";
+import { agentLogs, agentStart, agentStop, keepAgentLog } from "./agent.ts";
 import { captiveCounts, CHECK_ADDRESS, CHECK_URL, PORTAL_SIGN_IN_URL, portalOff, portalOn } from "./captive.ts";
 import { nsRun } from "./exec.ts";
 import * as lab from "./lab.ts";
@@ -59,12 +59,8 @@ before(async () => {
 after(async () => {
   client?.close();
   await agentStop(ID);
-  // detourd's log outlives the lab: when each check ran, and why, is in it.
-  const log = agentPaths(ID).log;
-  if (existsSync(log)) {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    copyFileSync(log, join(ARTIFACTS, "detourd.log"));
-  }
+  // When each check ran, and why, is in detourd's log.
+  keepAgentLog(ID, ARTIFACTS);
   await portalOff(ID).catch(() => undefined);
   await lab.down(ID);
 });

@@ -240,6 +240,43 @@ export function validateLabId(id: string): string {
   return id;
 }
 
+/**
+ * A client network behind an access router's NAT: the client at .2 of 198.18.<subnet>.0/24 (and its IPv6 twin), the
+ * router at .1, and what gateways see is the router's uplink address.
+ */
+function natNetwork(
+  name: NetworkName,
+  router: AccessRouterTopology,
+  ifname: string,
+  subnet: number,
+  resolver: string,
+): ClientNetwork {
+  return {
+    name,
+    routerNs: router.ns,
+    ifname,
+    routerIfname: "to-client",
+    address: `198.18.${String(subnet)}.2`,
+    routerAddress: `198.18.${String(subnet)}.1`,
+    address6: underlay6(subnet, 2),
+    routerAddress6: underlay6(subnet, 1),
+    prefixLen: 24,
+    prefixLen6: UNDERLAY6_PREFIX_LEN,
+    resolver,
+    publicAddress: router.uplink.address,
+    publicAddress6: router.uplink.address6,
+    nat: true,
+  };
+}
+
+/** The client-side subnets of an access router, 198.18.<subnet>.0/24 and its IPv6 twin. */
+function accessSubnets(subnet: number): { clientSubnet: string; clientSubnet6: string } {
+  return {
+    clientSubnet: `198.18.${String(subnet)}.0/24`,
+    clientSubnet6: `2001:db8:18:${String(subnet)}::/${String(UNDERLAY6_PREFIX_LEN)}`,
+  };
+}
+
 /** A lab's whole topology; `opts.wifi` picks the wifi network's shape (see the header). */
 export function labTopology(id: string, opts: TopologyOptions = {}): LabTopology {
   validateLabId(id);
@@ -291,8 +328,7 @@ export function labTopology(id: string, opts: TopologyOptions = {}): LabTopology
       ? {
           ns: ns.home,
           uplink: { ifname: "up0", ...wifiUplink },
-          clientSubnet: `198.18.${HOME_CLIENT_SUBNET}.0/24`,
-          clientSubnet6: `2001:db8:18:${String(HOME_CLIENT_SUBNET)}::/${String(UNDERLAY6_PREFIX_LEN)}`,
+          ...accessSubnets(HOME_CLIENT_SUBNET),
         }
       : null;
   const wifi: ClientNetwork =
@@ -313,23 +349,8 @@ export function labTopology(id: string, opts: TopologyOptions = {}): LabTopology
           publicAddress6: wifiUplink.address6,
           nat: false,
         }
-      : {
-          name: "wifi",
-          routerNs: homeRouter.ns,
-          ifname: "ul0",
-          routerIfname: "to-client",
-          address: `198.18.${HOME_CLIENT_SUBNET}.2`,
-          routerAddress: `198.18.${HOME_CLIENT_SUBNET}.1`,
-          address6: underlay6(HOME_CLIENT_SUBNET, 2),
-          routerAddress6: underlay6(HOME_CLIENT_SUBNET, 1),
-          prefixLen: 24,
-          prefixLen6: UNDERLAY6_PREFIX_LEN,
-          // The home router hands out the provider's resolver (the lab's), as many do.
-          resolver: DNS_ADDRESS,
-          publicAddress: homeRouter.uplink.address,
-          publicAddress6: homeRouter.uplink.address6,
-          nat: true,
-        };
+      : // The home router hands out the provider's resolver (the lab's), as many do.
+        natNetwork("wifi", homeRouter, "ul0", HOME_CLIENT_SUBNET, DNS_ADDRESS);
   const mobileRouter: AccessRouterTopology = {
     ns: ns.mob,
     uplink: {
@@ -340,26 +361,10 @@ export function labTopology(id: string, opts: TopologyOptions = {}): LabTopology
       routerAddress: `198.18.${MOBILE_UPLINK_SUBNET}.1`,
       routerAddress6: underlay6(MOBILE_UPLINK_SUBNET, 1),
     },
-    clientSubnet: `198.18.${MOBILE_CLIENT_SUBNET}.0/24`,
-    clientSubnet6: `2001:db8:18:${String(MOBILE_CLIENT_SUBNET)}::/${String(UNDERLAY6_PREFIX_LEN)}`,
+    ...accessSubnets(MOBILE_CLIENT_SUBNET),
   };
-  const mobile: ClientNetwork = {
-    name: "mobile",
-    routerNs: ns.mob,
-    ifname: "ul1",
-    routerIfname: "to-client",
-    address: `198.18.${MOBILE_CLIENT_SUBNET}.2`,
-    routerAddress: `198.18.${MOBILE_CLIENT_SUBNET}.1`,
-    address6: underlay6(MOBILE_CLIENT_SUBNET, 2),
-    routerAddress6: underlay6(MOBILE_CLIENT_SUBNET, 1),
-    prefixLen: 24,
-    prefixLen6: UNDERLAY6_PREFIX_LEN,
-    // The carrier's own resolver on its router: a move changes the resolver as it does on a real phone network.
-    resolver: `198.18.${MOBILE_CLIENT_SUBNET}.1`,
-    publicAddress: mobileRouter.uplink.address,
-    publicAddress6: mobileRouter.uplink.address6,
-    nat: true,
-  };
+  // The carrier's own resolver on its router: a move changes the resolver as it does on a real phone network.
+  const mobile = natNetwork("mobile", mobileRouter, "ul1", MOBILE_CLIENT_SUBNET, `198.18.${MOBILE_CLIENT_SUBNET}.1`);
   return {
     id,
     prefix,
