@@ -13,6 +13,8 @@
  * out of the tunnel, where the kill switch would then drop it; a rule keyed on the bound source only matches
  * sockets that asked for the underlay's address, and the kill switch still lets only detourd's group through it.
  * Bound, the check also leaves with the underlay's source address, which a route change alone would not give it.
+ * The rules exist only while a lookup or GET of the check runs (a lease each), so none stays in the routing
+ * policy between checks; a crashed detourd's are reclaimed at its next start by their preference.
  */
 import { BlockList, isIP } from "node:net";
 import { ipArgs, ipJson } from "./ip.linux.ts";
@@ -21,8 +23,6 @@ import { CommandError, run } from "./run.ts";
 
 /** Before every leg's source rule (100-189, main/agent/leg-slots.ts) and the protected rule (200). */
 export const CAPTIVE_RULE_PREF = 99;
-/** A handful of rules at most (the check host's addresses and the network's resolvers); bounds the cleanup loop. */
-const MAX_RULES = 32;
 
 interface MainRoute {
   dst: string;
@@ -129,23 +129,44 @@ export interface CaptivePathOptions {
   netns?: string;
 }
 
-/** Removes every rule at the captive preference, both families; absence is not an error. */
-export async function clearCaptivePath(opts: { netns?: string } = {}): Promise<void> {
-  for (const fam of ["-4", "-6"]) {
-    for (let i = 0; i < MAX_RULES; i++) {
-      const r = await run("ip", ipArgs(opts.netns, [fam, "rule", "del", "pref", String(CAPTIVE_RULE_PREF)]));
-      if (r.code !== 0) break;
-    }
+/** The check's hold on the underlay: the address to bind to, and the release of its rules once done. */
+export interface CaptiveLease {
+  source: string;
+  release(): Promise<void>;
+}
+
+/** A rule as a comparable key: source, destination, protocol, port. */
+function ruleKey(source: string, t: CaptiveTarget): string {
+  return `${source}|${t.address}|${t.protocol}|${String(t.port)}`;
+}
+
+function familyFlag(address: string): "-4" | "-6" {
+  return isIP(address) === 6 ? "-6" : "-4";
+}
+
+/** The rules at the captive preference now (one family), by key, each with the arguments that delete it. */
+async function presentRules(fam: "-4" | "-6", netns: string | undefined): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>();
+  for (const row of await ipJson(netns, [fam, "rule", "show", "pref", String(CAPTIVE_RULE_PREF)])) {
+    const r = row as { src?: string; dst?: string; ipproto?: string; dport?: number };
+    if (r.src === undefined || r.dst === undefined || r.dport === undefined) continue;
+    if (r.ipproto !== "tcp" && r.ipproto !== "udp") continue;
+    const t: CaptiveTarget = { address: r.dst, protocol: r.ipproto, port: r.dport };
+    out.set(ruleKey(r.src, t), captiveRuleArgs(r.src, t));
   }
+  return out;
 }
 
 /**
- * The check's way out, as state: `bind` finds the underlay address toward the targets and puts exactly their
- * rules in force (repeated with the same answer, it touches nothing), `clear` removes them.
+ * The check's way out, as state: a lease finds the underlay address toward its targets and puts their rules in
+ * force for as long as it is held (a check's lookup, or its GET); the rules in force are always exactly those of
+ * the leases held, so none outlives the check that needed it. Changes are made one at a time and touch only the
+ * rules that differ, so a check in flight never loses its rule to another one's.
  */
 export class CaptivePath {
   readonly #opts: CaptivePathOptions;
-  #applied: string | null = null;
+  readonly #leases = new Map<number, { source: string; targets: readonly CaptiveTarget[] }>();
+  #nextLease = 0;
   #chain: Promise<unknown> = Promise.resolve();
 
   constructor(opts: CaptivePathOptions = {}) {
@@ -154,45 +175,58 @@ export class CaptivePath {
 
   /**
    * Binds the check to the underlay toward `targets` (all of one family; `ifnamePrefix` names detourd's devices):
-   * returns the address to bind its sockets to. Rejects when the main table has no underlay route to them (the
-   * check then has no way out but a tunnel).
+   * resolves with the address to bind its sockets to and the release of the rules. Rejects when the main table has
+   * no underlay route to them (the check then has no way out but a tunnel).
    */
-  bind(targets: readonly CaptiveTarget[], ifnamePrefix: string): Promise<string> {
-    // One at a time: a check begun on a new network may bind while the previous one's is still being stated.
-    const next = this.#chain.then(() => this.#bind(targets, ifnamePrefix));
-    this.#chain = next.catch(() => undefined);
-    return next;
-  }
-
-  async #bind(targets: readonly CaptiveTarget[], ifnamePrefix: string): Promise<string> {
-    const first = targets[0];
-    if (first === undefined) throw new Error("no destination to bind the captive check to");
-    const fam = isIP(first.address) === 6 ? "-6" : "-4";
-    const [routes, addresses] = await Promise.all([
-      ipJson(this.#opts.netns, [fam, "route", "show", "table", "main"]),
-      ipJson(this.#opts.netns, [fam, "addr", "show"]),
-    ]);
-    const source = underlaySource(routes, addresses, first.address, ifnamePrefix);
-    if (source === null) throw new Error(`no route on the underlay to ${first.address}`);
-    const mine = targets.filter((t) => (isIP(t.address) === 6 ? "-6" : "-4") === fam);
-    const key = JSON.stringify([source, mine]);
-    if (key === this.#applied) return source;
-    await clearCaptivePath(this.#opts);
-    this.#applied = null;
-    const batch = mine.map((t) => `rule add ${captiveRuleArgs(source, t).join(" ")}\n`).join("");
-    const argv = ipArgs(this.#opts.netns, [fam, "-batch", "-"]);
-    const r = await run("ip", argv, { input: batch });
-    if (r.code !== 0) throw new CommandError(["ip", ...argv], r);
-    this.#applied = key;
-    return source;
-  }
-
-  clear(): Promise<void> {
-    const next = this.#chain.then(async () => {
-      this.#applied = null;
-      await clearCaptivePath(this.#opts);
+  lease(targets: readonly CaptiveTarget[], ifnamePrefix: string): Promise<CaptiveLease> {
+    return this.#serial(async () => {
+      const first = targets[0];
+      if (first === undefined) throw new Error("no destination to bind the captive check to");
+      const fam = familyFlag(first.address);
+      const [routes, addresses] = await Promise.all([
+        ipJson(this.#opts.netns, [fam, "route", "show", "table", "main"]),
+        ipJson(this.#opts.netns, [fam, "addr", "show"]),
+      ]);
+      const source = underlaySource(routes, addresses, first.address, ifnamePrefix);
+      if (source === null) throw new Error(`no route on the underlay to ${first.address}`);
+      const id = this.#nextLease++;
+      this.#leases.set(id, { source, targets: targets.filter((t) => familyFlag(t.address) === fam) });
+      try {
+        await this.#state(fam);
+      } catch (err) {
+        this.#leases.delete(id);
+        throw err;
+      }
+      return {
+        source,
+        release: () =>
+          this.#serial(async () => {
+            if (this.#leases.delete(id)) await this.#state(fam);
+          }),
+      };
     });
+  }
+
+  #serial<T>(f: () => Promise<T>): Promise<T> {
+    const next = this.#chain.then(f);
     this.#chain = next.catch(() => undefined);
     return next;
+  }
+
+  /** Puts exactly the held leases' rules of one family in force: adds the missing ones, deletes the rest. */
+  async #state(fam: "-4" | "-6"): Promise<void> {
+    const wanted = new Map<string, string[]>();
+    for (const { source, targets } of this.#leases.values())
+      for (const t of targets)
+        if (familyFlag(t.address) === fam) wanted.set(ruleKey(source, t), captiveRuleArgs(source, t));
+    const present = await presentRules(fam, this.#opts.netns);
+    const lines = [
+      ...[...wanted].filter(([k]) => !present.has(k)).map(([, a]) => `rule add ${a.join(" ")}\n`),
+      ...[...present].filter(([k]) => !wanted.has(k)).map(([, a]) => `rule del ${a.join(" ")}\n`),
+    ];
+    if (lines.length === 0) return;
+    const argv = ipArgs(this.#opts.netns, [fam, "-batch", "-"]);
+    const r = await run("ip", argv, { input: lines.join("") });
+    if (r.code !== 0) throw new CommandError(["ip", ...argv], r);
   }
 }

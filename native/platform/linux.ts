@@ -66,7 +66,7 @@ export function linuxPlatform(): Platform {
       networkId: (input) => networkId(input),
       localNetworks: () => localNetworks(),
       connectedRoutes: () => connectedRoutes(),
-      bindCaptiveCheck: (targets, ifnamePrefix) => captivePath.bind(targets, ifnamePrefix),
+      bindCaptiveCheck: (targets, ifnamePrefix) => captivePath.lease(targets, ifnamePrefix),
     },
     engines: {
       // Only a spare this platform launched can be adopted; anything else is not a wireguard-go it knows.

@@ -154,12 +154,15 @@ export interface PlatformNetwork {
    */
   connectedRoutes?(): Promise<ConnectedRoute[]>;
   /**
-   * Binds the captive check to the underlay toward `targets` (one family): resolves with the underlay address its
-   * sockets must be bound to, from which they leave on the underlay whatever detourd's tunnel routes are. Rejects
-   * when the underlay has no route there. `ifnamePrefix` names detourd's devices (never the underlay). A platform
-   * without it sends the check wherever the routes do.
+   * Binds the captive check to the underlay toward `targets` (one family) until released: resolves with the
+   * underlay address its sockets must be bound to, from which they leave on the underlay whatever detourd's tunnel
+   * routes are. Rejects when the underlay has no route there. `ifnamePrefix` names detourd's devices (never the
+   * underlay). A platform without it sends the check wherever the routes do.
    */
-  bindCaptiveCheck?(targets: readonly CaptiveTarget[], ifnamePrefix: string): Promise<string>;
+  bindCaptiveCheck?(
+    targets: readonly CaptiveTarget[],
+    ifnamePrefix: string,
+  ): Promise<{ source: string; release(): Promise<void> }>;
 }
 
 /** One destination the captive check reaches on the underlay. */
