@@ -10,7 +10,9 @@ const CHECK_HOST = "198.18.204.1";
 const RESOLVER = "198.18.53.2";
 
 /** A network whose check answers with a redirect to the portal until `signedIn`. */
-function world(opts: { exceptionMs?: number; allowException?: boolean } = {}) {
+function world(
+  opts: { exceptionMs?: number; allowException?: boolean; fetch?: () => Promise<CheckAnswer> | null } = {},
+) {
   const clock = new FakeClock();
   const net = { signedIn: false, silent: false, fetches: 0 };
   const reports: string[] = [];
@@ -28,6 +30,8 @@ function world(opts: { exceptionMs?: number; allowException?: boolean } = {}) {
       resolve: () => Promise.resolve([CHECK_HOST]),
       fetch: (): Promise<CheckAnswer> => {
         net.fetches += 1;
+        const own = opts.fetch?.() ?? null;
+        if (own !== null) return own;
         if (net.silent) return Promise.reject(new Error("no answer within 3000 ms"));
         return Promise.resolve(
           net.signedIn
@@ -149,4 +153,33 @@ test("a-sign-in-exception-that-ran-out-is-not-reopened-by-retries-only-by-the-us
   await w.m.check("request");
   assert.equal(w.m.status().exception.state, "open", "the user's connect gets a fresh exception");
   assert.equal(w.m.status().exception.opened, 2);
+});
+
+test("a-network-change-checks-the-new-network-at-once-and-drops-the-old-networks-late-answer", async () => {
+  // The first check (on the old network) waits for an answer that comes only after the move, and says "open".
+  let answerOld: (a: CheckAnswer) => void = () => undefined;
+  let calls = 0;
+  const w = world({
+    fetch: () => {
+      calls += 1;
+      return calls === 1
+        ? new Promise<CheckAnswer>((resolve) => {
+            answerOld = resolve;
+          })
+        : null;
+    },
+  });
+  const onOld = w.m.check("start");
+  assert.equal(w.m.check("poll"), onOld, "another trigger shares the running check");
+  for (let i = 0; i < 100 && calls === 0; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(calls, 1, "the old network's check is waiting for its answer");
+  const onHotel = w.m.check("network-change");
+  assert.notEqual(onHotel, onOld, "a network change does not wait for the old network's check");
+  assert.equal((await onHotel).kind, "captive");
+  assert.equal(w.m.status().state, "sign-in-required");
+  answerOld({ status: 204, location: null, bodyBytes: 0 });
+  assert.equal((await onOld).kind, "open");
+  assert.equal(w.m.status().state, "sign-in-required", "the old network's late answer changes nothing");
+  assert.equal(w.m.status().checks, 1);
+  assert.equal(w.reconnects(), 0);
 });

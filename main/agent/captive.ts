@@ -62,6 +62,8 @@ export class CaptiveMonitor {
   #checkAddresses: string[] = [];
   #exception: CaptiveExceptionInput | null = null;
   #inFlight: Promise<CaptiveVerdict> | null = null;
+  /** Counts checks begun: only the latest one's verdict is acted on. */
+  #generation = 0;
   #closeTimer: Timer | null = null;
   #pollTimer: Timer | null = null;
   #lastTriggeredAt = -Infinity;
@@ -104,11 +106,16 @@ export class CaptiveMonitor {
     if (this.#exception !== null) this.#closeException("connected");
   }
 
-  /** Checks the network now (one check at a time: a second caller shares the first's answer). */
+  /**
+   * Checks the network now (one check at a time: a second caller shares the first's answer). A network change
+   * starts a check of its own at once: one still running answers for the network before, and its verdict is
+   * dropped (it may wait seconds for an answer that network never gives).
+   */
   check(trigger: CaptiveTrigger): Promise<CaptiveVerdict> {
-    if (this.#inFlight !== null) return this.#inFlight;
-    const p = this.#check(trigger).finally(() => {
-      this.#inFlight = null;
+    if (this.#inFlight !== null && trigger !== "network-change") return this.#inFlight;
+    const generation = ++this.#generation;
+    const p: Promise<CaptiveVerdict> = this.#check(trigger, generation).finally(() => {
+      if (this.#inFlight === p) this.#inFlight = null;
     });
     this.#inFlight = p;
     return p;
@@ -125,7 +132,7 @@ export class CaptiveMonitor {
     this.#checkAddresses = [];
   }
 
-  async #check(trigger: CaptiveTrigger): Promise<CaptiveVerdict> {
+  async #check(trigger: CaptiveTrigger, generation: number): Promise<CaptiveVerdict> {
     const cfg = this.#host.config().captive;
     const url = new URL(cfg.checkUrl);
     const host = url.hostname.replace(/^\[|\]$/g, "");
@@ -156,7 +163,7 @@ export class CaptiveMonitor {
         reason: `the check URL gave no answer: ${err instanceof Error ? err.message : String(err)}`,
       };
     }
-    if (this.#stopped) return verdict;
+    if (this.#stopped || generation !== this.#generation) return verdict;
     this.#status.checks += 1;
     this.#status.checkedAt = this.#host.clock.wall();
     this.#host.log.info("captive check", { trigger, verdict });

@@ -352,10 +352,10 @@ export class Daemon {
         dispatch,
         networkChanged: () => {
           this.#candidates.forgetProbes();
-          // A new network may be a hotel's: check it while no tunnel is up (a connected tunnel re-establishes on
-          // it, and a failed connect checks anyway); the check runs outside the tunnel only then.
-          if (this.#captive !== undefined && this.#state.name !== "connected")
-            track(this.#captive.check("network-change"));
+          // A new network may be a hotel's: check it at once, also while a tunnel is up (it re-establishes on the
+          // new network and would fail behind a portal before saying why). The check leaves on the underlay
+          // whatever the tunnel's routes are (captive-probe.ts), so a full tunnel does not swallow it.
+          if (this.#captive !== undefined) track(this.#captive.check("network-change"));
           for (const l of this.#networkListeners) l();
           // The new network's LAN is allowed and the old one's exception goes.
           this.#localNetworks.refresh("network-change");

@@ -167,6 +167,7 @@ async function main(): Promise<void> {
   }
 
   const platform = linuxPlatform();
+  const bindCaptive = platform.network.bindCaptiveCheck?.bind(platform.network);
   let ownership: OwnershipRecord;
   try {
     mkdirSync(values["state-dir"], { recursive: true, mode: 0o700 });
@@ -203,7 +204,10 @@ async function main(): Promise<void> {
       {
         platform,
         ownership,
-        captiveProbe: networkCaptiveProbe(),
+        // The check leaves on the underlay whatever the tunnel's routes are (a full tunnel's included).
+        captiveProbe: networkCaptiveProbe(
+          bindCaptive === undefined ? undefined : { bind: (targets) => bindCaptive(targets, values["ifname-prefix"]) },
+        ),
       },
     ));
   } catch (e) {

@@ -126,6 +126,28 @@ test("connected-full-tunnel-blocks-the-underlay-but-the-gateway-endpoints-withou
   assert.equal(r.gatewayEndpoints.length, 3);
 });
 
+test("connected-full-tunnel-still-lets-detourds-own-captive-check-out-for-its-group-only", () => {
+  const over: Partial<KillSwitchInput> = {
+    protectedNetworks: ["0.0.0.0/0"],
+    ownResolvers: [DNS],
+    checkAddresses: ["198.18.204.1"],
+    captiveException: { portalAddresses: ["198.18.205.1"], resolvers: [DNS] },
+  };
+  const r = rules("connected", { ...over, ownGroup: 64950 });
+  assert.deepEqual(
+    [r.mode, r.blockUnderlay, r.checkAddresses, r.ownResolvers, r.captiveException],
+    ["tunnel-only", true, ["198.18.204.1"], [DNS], undefined],
+    "the check and its lookups, never the sign-in exception",
+  );
+  assert.deepEqual(r.dnsServers, [], "discovery goes through the tunnel");
+  const anyone = rules("connected", over);
+  assert.deepEqual([anyone.checkAddresses, anyone.ownResolvers], [undefined, []], "without detourd's group: nothing");
+  const split = rules("connected", { ownGroup: 64950, ownResolvers: [DNS], checkAddresses: ["198.18.204.1"] });
+  assert.deepEqual([split.checkAddresses, split.ownResolvers], [undefined, []], "a split tunnel polices no underlay");
+  const noCheck = rules("connected", { protectedNetworks: ["0.0.0.0/0"], ownGroup: 64950, ownResolvers: [DNS] });
+  assert.deepEqual(noCheck.ownResolvers, [], "no check, no lookups on the underlay");
+});
+
 test("full-tunnel-while-racing-keeps-dns-for-discovery", () => {
   const r = rules("racing", { protectedNetworks: ["0.0.0.0/0"] });
   assert.deepEqual([r.mode, r.fullTunnel, r.dnsServers], ["blocking", true, [DNS]]);

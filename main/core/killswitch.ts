@@ -232,7 +232,16 @@ export function killSwitchPolicy(input: KillSwitchInput): KillSwitchRules | null
         : tunnelOnly(base);
     case "connected":
       // Discovery rechecks while connected go through the tunnel (full tunnel) or are not ours to police (split).
-      return tunnelOnly(base);
+      return fullTunnel && ownGroup !== null
+        ? {
+            ...tunnelOnly(base),
+            // Discovery's resolvers are no rule of their own here, so none is left out of the check's.
+            ...ownCheck(
+              normaliseAddresses(input.ownResolvers ?? [], "resolver").filter((a) => !isLoopback(a)),
+              captive,
+            ),
+          }
+        : tunnelOnly(base);
   }
 }
 
@@ -274,6 +283,21 @@ function blocking(
     underlayUpkeep: true,
     ...captive,
   };
+}
+
+/**
+ * What a full tunnel that is up still lets detourd's group (never another process: only with an own group) send on
+ * the underlay: its captive check (TCP 80/443 to the check host) and the check's lookups with the network's
+ * resolvers. A network change is checked at once while connected, bound to the underlay (agent/captive-probe.ts);
+ * detourd's other lookups go into the tunnel by its routes, so this opens nothing else. The sign-in exception
+ * stays out: a tunnel that is up proves the network open.
+ */
+function ownCheck(
+  ownResolvers: string[],
+  captive: Pick<KillSwitchRules, "checkAddresses" | "captiveException">,
+): Pick<KillSwitchRules, "ownResolvers" | "checkAddresses"> {
+  if (captive.checkAddresses === undefined) return { ownResolvers: [] };
+  return { ownResolvers, checkAddresses: captive.checkAddresses };
 }
 
 /**

@@ -6,6 +6,7 @@ import { applyDns, reassertDns, restoreDns, watchDns } from "./dns.linux.ts";
 import { applyDrillBlock, drillBlockPresent, removeDrillBlock } from "./drill-firewall.linux.ts";
 import { localNetworks } from "./local-networks.linux.ts";
 import { connectedRoutes } from "./connected-routes.linux.ts";
+import { CaptivePath } from "./captive-path.linux.ts";
 import { watchSleep } from "./logind.linux.ts";
 import { applyKillSwitch, applyKillSwitchFallback, readKillSwitch } from "./firewall.linux.ts";
 import { watchFirewall } from "./firewall-watch.linux.ts";
@@ -25,6 +26,7 @@ import {
 } from "./routes.linux.ts";
 
 export function linuxPlatform(): Platform {
+  const captivePath = new CaptivePath();
   return {
     name: "linux",
     routes: {
@@ -64,6 +66,7 @@ export function linuxPlatform(): Platform {
       networkId: (input) => networkId(input),
       localNetworks: () => localNetworks(),
       connectedRoutes: () => connectedRoutes(),
+      bindCaptiveCheck: (targets, ifnamePrefix) => captivePath.lease(targets, ifnamePrefix),
     },
     engines: {
       // Only a spare this platform launched can be adopted; anything else is not a wireguard-go it knows.

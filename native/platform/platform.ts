@@ -153,6 +153,23 @@ export interface PlatformNetwork {
    * they cannot be read; a platform without it allows no local network.
    */
   connectedRoutes?(): Promise<ConnectedRoute[]>;
+  /**
+   * Binds the captive check to the underlay toward `targets` (one family) until released: resolves with the
+   * underlay address its sockets must be bound to, from which they leave on the underlay whatever detourd's tunnel
+   * routes are. Rejects when the underlay has no route there. `ifnamePrefix` names detourd's devices (never the
+   * underlay). A platform without it sends the check wherever the routes do.
+   */
+  bindCaptiveCheck?(
+    targets: readonly CaptiveTarget[],
+    ifnamePrefix: string,
+  ): Promise<{ source: string; release(): Promise<void> }>;
+}
+
+/** One destination the captive check reaches on the underlay. */
+export interface CaptiveTarget {
+  address: string;
+  protocol: "tcp" | "udp";
+  port: number;
 }
 
 /** Path MTU upkeep of the tunnel devices: echoes of an exact size, device MTUs, and the TCP MSS clamp. */

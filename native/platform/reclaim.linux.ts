@@ -21,6 +21,7 @@ import { ipJson } from "./ip.linux.ts";
 import type { OwnedProcess, OwnedState, ReclaimReport } from "./platform.ts";
 import { processTree, stopPids } from "./process-tree.linux.ts";
 import { PROTECTED_RULE_PREF, PROTECTED_TABLE } from "./routes.linux.ts";
+import { CAPTIVE_RULE_PREF } from "./captive-path.linux.ts";
 import { run } from "./run.ts";
 
 /** A previous instance's engines get this long to stop orderly (charon sends its IKE DELETE) before SIGKILL. */
@@ -238,6 +239,8 @@ export async function reclaim(
     });
     const owns = (r: { pref: number; table: string }): boolean =>
       (r.pref === PROTECTED_RULE_PREF && r.table === String(PROTECTED_TABLE)) ||
+      // The captive check's underlay rules (captive-path.linux.ts): only ever detourd's, at their own preference.
+      (r.pref === CAPTIVE_RULE_PREF && r.table === "main") ||
       owned.rules.some((o) => o.pref === r.pref && String(o.table) === r.table) ||
       (charonRan &&
         r.pref === ROUTING_RULE_PRIO &&

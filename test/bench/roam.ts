@@ -276,7 +276,8 @@ async function withBench<T>(body: (b: Bench) => Promise<T>): Promise<T> {
   let probe: ProbeClient | null = null;
   try {
     // 0 ms everywhere, as the compare suite: what is measured is the engines' and detourd's own behaviour.
-    await lab.up(ID, { distance: "none" });
+    // Both networks NATed, as a laptop's are (the home router's and the carrier's).
+    await lab.up(ID, { distance: "none", wifi: "nat" });
     const topo = lab.topologyOf(ID);
     for (const ns of [topo.networks.wifi.routerNs, topo.networks.mobile.routerNs])
       await runOk("ip", ["netns", "exec", ns, "nft", "-f", "-"], { input: witnessRuleset() });
@@ -329,7 +330,7 @@ export async function benchRoam(runs: number, args: readonly string[]): Promise<
     }
   });
   const notes = [
-    "Lab: 3 gateways at 0 ms RTT; the client moves from wifi (no NAT) to mobile (its own router, masquerade, its own resolver): the old link goes down with its addresses, then the new one comes up with address and default routes (`lab.move`).",
+    "Lab: 3 gateways at 0 ms RTT; the client moves from wifi (behind its home router's NAT) to mobile (its own router, a carrier NAT, its own resolver): the old link goes down with its addresses, then the new one comes up with address and default routes (`lab.move`).",
     "Sleep: every process of the client namespace frozen (cgroup v2) for the whole sleep; the gateways drop a silent client on their own timers (IKEv2 DPD after 30 s + ~7 s, ocserv's cookie 2 minutes after the connection drops, WireGuard keys after 180 s). The clocks do not jump (README).",
     "The engines alone run side by side, one per gateway, each probed through its own device (ping -I, 50/s); Detour is probed by a 50/s UDP echo stream through its routes. Leaked packets: packets to 198.19.0.0/16 that reached either router from the client (outside every tunnel), per setup group and run.",
   ].join("\n");

@@ -1,5 +1,5 @@
 /** Runs detourd in the lab's client namespace with the lab's client config: `npm run lab -- agent start|stop|logs`. */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { inNs, isAlive, readIfExists, spawnDaemon, stopPids, waitFor } from "./exec.ts";
@@ -132,6 +132,17 @@ export async function agentStop(id: string): Promise<boolean> {
   if (running !== null) await stopPids([running.pid], "SIGTERM", AGENT_STOP_GRACE_MS);
   rmSync(p.pidFile, { force: true });
   return running !== null;
+}
+
+/**
+ * Copies detourd's log into `artifactsDir` as detourd.log (if there is one): it outlives the lab, which `down`
+ * removes with its folder, so a test's after() keeps what detourd did.
+ */
+export function keepAgentLog(id: string, artifactsDir: string): void {
+  const log = agentPaths(id).log;
+  if (!existsSync(log)) return;
+  mkdirSync(artifactsDir, { recursive: true });
+  copyFileSync(log, join(artifactsDir, "detourd.log"));
 }
 
 export function agentLogs(id: string, lines = 80): string {

@@ -16,7 +16,7 @@ import { agentLogs, agentStart, agentStop } from "./agent.ts";
 import { portalCommand } from "./captive.ts";
 import * as lab from "./lab.ts";
 import { formatSelftest, selftest } from "./selftest.ts";
-import { DISTANCE_PROFILES, GATEWAY_NAMES, NETWORK_NAMES, USER_DISTANCES } from "./topology.ts";
+import { DISTANCE_PROFILES, GATEWAY_NAMES, NETWORK_NAMES, USER_DISTANCES, WIFI_SHAPES } from "./topology.ts";
 
 const userDistances = GATEWAY_NAMES.map((g) => `${g} ${String(USER_DISTANCES[g].rttMs)} ms`).join(", ");
 
@@ -24,13 +24,17 @@ const HELP = `Detour network lab: real WireGuard, IKEv2 and AnyConnect gateways 
 
 usage: npm run lab -- <command> [options]
 
-  up [--distance user|none] [--tunnel split|full] [--short-ike-lifetimes]
+  up [--distance user|none] [--tunnel split|full] [--wifi direct|nat] [--short-ike-lifetimes]
                              create namespaces, credentials, gateways (3 x wireguard-go, charon, ocserv), corp, DNS,
                              the telemetry collector. --distance user (default): each gateway is as far as users
                              have it, ${userDistances} round trip with a few ms of jitter; none: 0 ms
                              everywhere, for benchmarks that compare against baselines. --tunnel full: the client
                              protects 0.0.0.0/0 and the gateways carry everything (IKEv2 offers 0.0.0.0/0, ocserv
                              the default route, NAT to the underlay); default split: corp only.
+                             --wifi nat: the client's wifi is behind a home router's NAT (detour-<id>-home; the
+                             client at 198.18.202.2, gateways see 198.18.0.2), as the mobile network is behind
+                             its carrier's, so a move shows the gateway one NAT address for another (the roaming
+                             tests and bench build this); default direct: the client on the lab's router itself
                              --short-ike-lifetimes: the IKEv2 gateways rekey the CHILD_SA every 15 s, the IKE_SA
                              every 20 s, and ask for reauthentication every ~30 s (default: strongSwan's hours)
   down                       remove everything of the lab (also after a crash or kill -9)
@@ -105,6 +109,7 @@ async function main(argv: string[]): Promise<number> {
       port: { type: "string", default: String(DASHBOARD_PORT) },
       distance: { type: "string", default: "user" },
       tunnel: { type: "string", default: "split" },
+      wifi: { type: "string", default: "direct" },
       "short-ike-lifetimes": { type: "boolean", default: false },
       gap: { type: "string", default: "0" },
     },
@@ -120,9 +125,10 @@ async function main(argv: string[]): Promise<number> {
       const s = await lab.up(id, {
         distance: oneOf("--distance", values.distance, DISTANCE_PROFILES),
         tunnel: oneOf("--tunnel", values.tunnel, ["split", "full"] as const),
+        wifi: oneOf("--wifi", values.wifi, WIFI_SHAPES),
         ikeLifetimes: values["short-ike-lifetimes"] ? SHORT_IKE_LIFETIMES : null,
       });
-      console.log(`lab "${id}" is up in ${s.upMs} ms (${s.options.tunnel} tunnel)`);
+      console.log(`lab "${id}" is up in ${s.upMs} ms (${s.options.tunnel} tunnel, ${s.options.wifi} wifi)`);
       const distances = (await lab.status(id)).distances;
       console.log(
         `  distances:     ${distances.length === 0 ? "none (every gateway at 0 ms)" : distances.map(describeDistance).join("; ")}`,
@@ -156,7 +162,7 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       console.log(
-        `lab "${s.id}": ${s.up ? "up" : "down"}${s.upMs !== undefined ? ` (up took ${s.upMs} ms)` : ""}${s.tunnel !== undefined ? `, ${s.tunnel} tunnel` : ""}`,
+        `lab "${s.id}": ${s.up ? "up" : "down"}${s.upMs !== undefined ? ` (up took ${s.upMs} ms)` : ""}${s.tunnel !== undefined ? `, ${s.tunnel} tunnel` : ""}${s.wifi !== undefined ? `, ${s.wifi} wifi` : ""}`,
       );
       if (s.clientConfig !== undefined) console.log(`client config: ${s.clientConfig}`);
       if (s.network !== undefined)

@@ -39,12 +39,14 @@ import {
 import {
   DEFAULT_NETWORK,
   gatewayByName,
+  labNamespaces,
   labTopology,
   namespaceOf,
   networkByName,
   type DistanceProfile,
   type LabTopology,
   type NetworkName,
+  type WifiShape,
 } from "./topology.ts";
 
 export const DEFAULT_LAB_ID = "lab";
@@ -58,11 +60,14 @@ export function labDirOf(id: string): string {
 /**
  * How a lab is built. `distance`: "user" gives each gateway the round trip users have to it (see topology.ts),
  * "none" a 0 ms world for the benchmarks that compare against baselines. `tunnel`: which protected networks the
- * client configuration asks for, the corp network only ("split") or everything ("full").
+ * client configuration asks for, the corp network only ("split") or everything ("full"). `wifi`: the client on the
+ * lab's router directly ("direct") or behind a home router's NAT ("nat", what the roaming tests and bench use, so
+ * that both of the client's networks are NATed).
  */
 export interface UpOptions {
   distance?: DistanceProfile;
   tunnel?: "split" | "full";
+  wifi?: WifiShape;
   /** Short IKEv2 lifetimes on every gateway (see gateway-engines.ts); null keeps strongSwan's defaults. */
   ikeLifetimes?: IkeLifetimes | null;
 }
@@ -132,9 +137,10 @@ export async function up(id = DEFAULT_LAB_ID, opts: UpOptions = {}): Promise<Lab
   const options: Required<UpOptions> = {
     distance: opts.distance ?? "user",
     tunnel: opts.tunnel ?? "split",
+    wifi: opts.wifi ?? "direct",
     ikeLifetimes: opts.ikeLifetimes ?? null,
   };
-  const topo = labTopology(id);
+  const topo = labTopology(id, { wifi: options.wifi });
   const labDir = labDirOf(id);
   if (existsSync(statePath(id)) && (await listNamespaces(topo.prefix)).length > 0) {
     throw new Error(`lab "${id}" is already up; run \`npm run lab -- down\` first`);
@@ -338,6 +344,8 @@ export interface LabStatus {
   /** What the client configuration protects: corp only ("split") or everything ("full"). */
   tunnel?: "split" | "full";
   clientConfig?: string;
+  /** The wifi network's shape (absent while the lab is down). */
+  wifi?: WifiShape;
   /** The network the client is on (null: between networks); absent while the lab is down. */
   network?: NetworkName | null;
   /** Since when (epoch ms) the client namespace sleeps, and how it was frozen; null while awake. */
@@ -365,9 +373,9 @@ export interface LabStatus {
 }
 
 export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
-  const topo = labTopology(id);
+  const topo = topologyOf(id);
   const existing = new Set(await listNamespaces(topo.prefix));
-  const namespaces = Object.entries(topo.ns).map(([role, name]) => ({ name, role, exists: existing.has(name) }));
+  const namespaces = labNamespaces(topo).map(([role, name]) => ({ name, role, exists: existing.has(name) }));
   let state: LabState | undefined;
   try {
     state = loadState(id);
@@ -389,6 +397,7 @@ export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
       corp: topo.corp.address,
       ...Object.fromEntries(topo.gateways.map((g) => [g.name, g.address])),
       client6: topo.client.address6,
+      wifiPublic: topo.networks.wifi.publicAddress,
       mobileClient: topo.networks.mobile.address,
       mobilePublic: topo.networks.mobile.publicAddress,
       mobileResolver: topo.networks.mobile.resolver,
@@ -405,6 +414,7 @@ export async function status(id = DEFAULT_LAB_ID): Promise<LabStatus> {
     upMs: s.upMs,
     // A state file from before the option existed describes a split-tunnel lab.
     tunnel: (s.options as Partial<LabState["options"]> | undefined)?.tunnel ?? "split",
+    wifi: topo.wifiShape,
     clientConfig: s.clientConfig,
     network: s.network === undefined ? DEFAULT_NETWORK : s.network,
     asleep:
@@ -591,8 +601,14 @@ export function execIn(role: string, argv: string[], id = DEFAULT_LAB_ID): numbe
   return r.status ?? 1;
 }
 
+/**
+ * The lab's topology as it was built: the wifi shape comes from its state file (a lab that is down, or one from
+ * before the option existed, has the direct wifi). A test that needs the topology before `up` names the shape it
+ * will build with labTopology itself.
+ */
 export function topologyOf(id = DEFAULT_LAB_ID): LabTopology {
-  return labTopology(id);
+  const wifi = existsSync(statePath(id)) ? (loadState(id).options as Partial<LabState["options"]>).wifi : undefined;
+  return labTopology(id, { wifi: wifi ?? "direct" });
 }
 
 /**
@@ -606,7 +622,7 @@ export async function move(
   opts: { gapMs?: number; onOffline?: () => Promise<void> | void } = {},
   id = DEFAULT_LAB_ID,
 ): Promise<MoveReport> {
-  const topo = labTopology(id);
+  const topo = topologyOf(id);
   const to = networkByName(topo, network).name;
   const gapMs = validateGapMs(opts.gapMs ?? 0);
   const state = loadState(id);

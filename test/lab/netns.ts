@@ -6,6 +6,9 @@ import {
   UNDERLAY,
   UNDERLAY6,
   UNDERLAY6_PREFIX_LEN,
+  labNamespaces,
+  type AccessRouterTopology,
+  type ClientNetwork,
   type GatewayTopology,
   type LabTopology,
 } from "./topology.ts";
@@ -21,7 +24,7 @@ async function sysctl(ns: string, key: string, value: string): Promise<void> {
 }
 
 export async function createNetwork(topo: LabTopology): Promise<void> {
-  for (const ns of Object.values(topo.ns)) {
+  for (const [, ns] of labNamespaces(topo)) {
     await runOk("ip", ["netns", "add", ns]);
     // No duplicate address detection on links created from here on: it holds each new link-local address
     // "tentative" for about a second, and the first IPv6 packets after `up` waited for it (nothing else on a
@@ -30,25 +33,30 @@ export async function createNetwork(topo: LabTopology): Promise<void> {
   }
   const r = topo.router.ns;
   const routerLines: string[] = ["link set lo up"];
+  // The router's wifi link: to the client itself, or to its home router's uplink (the same addresses either way).
+  const wifiLink = topo.homeRouter?.uplink ?? topo.networks.wifi;
   const edges: {
     ifname: string;
     peerNs: string;
+    peerIfname: string;
     routerAddr: string;
     peerAddr: string;
     routerAddr6: string;
     peerAddr6: string;
   }[] = [
     {
-      ifname: "to-client",
-      peerNs: topo.client.ns,
-      routerAddr: topo.client.routerAddress,
-      peerAddr: topo.client.address,
-      routerAddr6: topo.client.routerAddress6,
-      peerAddr6: topo.client.address6,
+      ifname: wifiLink.routerIfname,
+      peerNs: topo.homeRouter?.ns ?? topo.client.ns,
+      peerIfname: wifiLink.ifname,
+      routerAddr: wifiLink.routerAddress,
+      peerAddr: wifiLink.address,
+      routerAddr6: wifiLink.routerAddress6,
+      peerAddr6: wifiLink.address6,
     },
     {
       ifname: "to-dns",
       peerNs: topo.dns.ns,
+      peerIfname: "ul0",
       routerAddr: topo.dns.routerAddress,
       peerAddr: topo.dns.address,
       routerAddr6: topo.dns.routerAddress6,
@@ -57,6 +65,7 @@ export async function createNetwork(topo: LabTopology): Promise<void> {
     {
       ifname: "to-collector",
       peerNs: topo.collector.ns,
+      peerIfname: "ul0",
       routerAddr: topo.collector.routerAddress,
       peerAddr: topo.collector.address,
       routerAddr6: topo.collector.routerAddress6,
@@ -65,6 +74,7 @@ export async function createNetwork(topo: LabTopology): Promise<void> {
     ...topo.gateways.map((g) => ({
       ifname: g.routerSide.ifname,
       peerNs: g.ns,
+      peerIfname: "ul0",
       routerAddr: g.routerSide.address,
       peerAddr: g.address,
       routerAddr6: g.routerSide.address6,
@@ -74,7 +84,7 @@ export async function createNetwork(topo: LabTopology): Promise<void> {
   // Each veth pair is created inside the router with its peer sent straight into the other namespace,
   // so no lab interface ever exists in the root namespace.
   for (const e of edges) {
-    routerLines.push(`link add ${e.ifname} type veth peer name ul0 netns ${e.peerNs}`);
+    routerLines.push(`link add ${e.ifname} type veth peer name ${e.peerIfname} netns ${e.peerNs}`);
     routerLines.push(`addr add ${e.routerAddr}/24 dev ${e.ifname}`);
     // nodad: duplicate address detection would hold the address "tentative" (unusable) for about a second,
     // and nothing else on a point-to-point veth could ever claim it.
@@ -88,11 +98,7 @@ export async function createNetwork(topo: LabTopology): Promise<void> {
   for (const e of edges) {
     await ipBatch(e.peerNs, [
       "link set lo up",
-      `addr add ${e.peerAddr}/24 dev ul0`,
-      `addr add ${e.peerAddr6}/${UNDERLAY6_PREFIX_LEN} dev ul0 nodad`,
-      "link set ul0 up",
-      `route add ${UNDERLAY} via ${e.routerAddr} dev ul0`,
-      `route add ${UNDERLAY6} via ${e.routerAddr6} dev ul0`,
+      ...uplinkLines(e.peerIfname, e.peerAddr, e.peerAddr6, e.routerAddr, e.routerAddr6, 24),
     ]);
   }
 
@@ -113,21 +119,42 @@ export async function createNetwork(topo: LabTopology): Promise<void> {
     }
   }
   await ipBatch(topo.corp.ns, corpLines);
-  await createMobileNetwork(topo);
+  await createAccessNetworks(topo);
 }
 
-/** The nftables table of the mobile network's NAT (in its router's namespace). */
-export const MOBILE_NAT_TABLE = "detour_lab_mobile_nat";
+/**
+ * `ip -batch` lines for a link that reaches the lab's underlay through a router: up, with its addresses and the
+ * underlay's routes via the router (never a default route: see topology.ts).
+ */
+function uplinkLines(
+  ifname: string,
+  address: string,
+  address6: string,
+  via: string,
+  via6: string,
+  prefixLen: number,
+): string[] {
+  return [
+    `addr add ${address}/${String(prefixLen)} dev ${ifname}`,
+    `addr add ${address6}/${UNDERLAY6_PREFIX_LEN} dev ${ifname} nodad`,
+    `link set ${ifname} up`,
+    `route add ${UNDERLAY} via ${via} dev ${ifname}`,
+    `route add ${UNDERLAY6} via ${via6} dev ${ifname}`,
+  ];
+}
+
+/** The nftables table of an access router's NAT (the mobile carrier's, a NATed wifi's home router). */
+export const ACCESS_NAT_TABLE = "detour_lab_access_nat";
 
 /**
- * The mobile network's NAT: everything from its client subnet leaves the uplink behind the router's address, in
- * both families, as a carrier-grade NAT does (and a NAT66, which few carriers run, so that a gateway sees another
- * IPv6 source too after a move).
+ * An access router's NAT: everything from its client subnet leaves the uplink behind the router's address, in both
+ * families, as a carrier-grade NAT or a home router does (and a NAT66, which few run, so that a gateway sees another
+ * IPv6 source too after a move). Only what leaves the uplink is rewritten: the router's client-side link sees the
+ * client's own addresses (a leak witness there counts what left the client outside a tunnel).
  */
-export function mobileNatRuleset(topo: LabTopology): string {
-  const m = topo.mobileRouter;
+export function accessNatRuleset(m: AccessRouterTopology): string {
   return [
-    `table inet ${MOBILE_NAT_TABLE} {`,
+    `table inet ${ACCESS_NAT_TABLE} {`,
     "\tchain postrouting {",
     "\t\ttype nat hook postrouting priority srcnat; policy accept;",
     `\t\toifname "${m.uplink.ifname}" ip saddr ${m.clientSubnet} counter masquerade`,
@@ -139,26 +166,36 @@ export function mobileNatRuleset(topo: LabTopology): string {
 }
 
 /**
- * The mobile network: its router namespace hangs off the lab's router by an uplink and routes only the underlay
- * through it; its client-side link ends in the client namespace as a second uplink, down and without an address
- * until the client moves there (roam.ts).
+ * A network with its own router: the router's namespace hangs off the lab's router by an uplink (made here for the
+ * mobile network; a home router's is the router's to-client link, made with the others) and routes only the
+ * underlay through it; its client-side link ends in the client namespace.
  */
-async function createMobileNetwork(topo: LabTopology): Promise<void> {
-  const m = topo.mobileRouter;
-  const net = topo.networks.mobile;
-  await ipBatch(topo.router.ns, [
-    `link add ${m.uplink.routerIfname} type veth peer name ${m.uplink.ifname} netns ${m.ns}`,
-    `addr add ${m.uplink.routerAddress}/24 dev ${m.uplink.routerIfname}`,
-    `addr add ${m.uplink.routerAddress6}/${UNDERLAY6_PREFIX_LEN} dev ${m.uplink.routerIfname} nodad`,
-    `link set ${m.uplink.routerIfname} up`,
-  ]);
+async function createAccessNetwork(
+  topo: LabTopology,
+  m: AccessRouterTopology,
+  net: ClientNetwork,
+  withUplink: boolean,
+): Promise<void> {
+  if (withUplink) {
+    await ipBatch(topo.router.ns, [
+      `link add ${m.uplink.routerIfname} type veth peer name ${m.uplink.ifname} netns ${m.ns}`,
+      `addr add ${m.uplink.routerAddress}/24 dev ${m.uplink.routerIfname}`,
+      `addr add ${m.uplink.routerAddress6}/${UNDERLAY6_PREFIX_LEN} dev ${m.uplink.routerIfname} nodad`,
+      `link set ${m.uplink.routerIfname} up`,
+    ]);
+    await ipBatch(m.ns, [
+      "link set lo up",
+      ...uplinkLines(
+        m.uplink.ifname,
+        m.uplink.address,
+        m.uplink.address6,
+        m.uplink.routerAddress,
+        m.uplink.routerAddress6,
+        24,
+      ),
+    ]);
+  }
   await ipBatch(m.ns, [
-    "link set lo up",
-    `addr add ${m.uplink.address}/24 dev ${m.uplink.ifname}`,
-    `addr add ${m.uplink.address6}/${UNDERLAY6_PREFIX_LEN} dev ${m.uplink.ifname} nodad`,
-    `link set ${m.uplink.ifname} up`,
-    `route add ${UNDERLAY} via ${m.uplink.routerAddress} dev ${m.uplink.ifname}`,
-    `route add ${UNDERLAY6} via ${m.uplink.routerAddress6} dev ${m.uplink.ifname}`,
     `link add ${net.routerIfname} type veth peer name ${net.ifname} netns ${topo.client.ns}`,
     `addr add ${net.routerAddress}/${String(net.prefixLen)} dev ${net.routerIfname}`,
     `addr add ${net.routerAddress6}/${String(net.prefixLen6)} dev ${net.routerIfname} nodad`,
@@ -166,7 +203,24 @@ async function createMobileNetwork(topo: LabTopology): Promise<void> {
   ]);
   await sysctl(m.ns, "net.ipv4.ip_forward", "1");
   await sysctl(m.ns, "net.ipv6.conf.all.forwarding", "1");
-  await runOk("ip", ["netns", "exec", m.ns, "nft", "-f", "-"], { input: mobileNatRuleset(topo) });
+  await runOk("ip", ["netns", "exec", m.ns, "nft", "-f", "-"], { input: accessNatRuleset(m) });
+}
+
+/**
+ * The mobile network (its client link ul1 stays down and without an address until the client moves there:
+ * roam.ts) and, with a NATed wifi, the home router, behind which the client starts as it would on the direct wifi:
+ * its link up with the address and routes to the underlay.
+ */
+async function createAccessNetworks(topo: LabTopology): Promise<void> {
+  await createAccessNetwork(topo, topo.mobileRouter, topo.networks.mobile, true);
+  const home = topo.homeRouter;
+  if (home === null) return;
+  const wifi = topo.networks.wifi;
+  await createAccessNetwork(topo, home, wifi, false);
+  await ipBatch(topo.client.ns, [
+    "link set lo up",
+    ...uplinkLines(wifi.ifname, wifi.address, wifi.address6, wifi.routerAddress, wifi.routerAddress6, wifi.prefixLen),
+  ]);
 }
 
 /** The nftables table a full-tunnel gateway masquerades its tunnel clients with. */

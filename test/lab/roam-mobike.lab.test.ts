@@ -37,7 +37,8 @@ let pinger: ChildProcess | null = null;
 
 before(async () => {
   await lab.down(ID);
-  await lab.up(ID);
+  // Both networks NATed, as a laptop's are: MOBIKE moves the SA from one NAT's address to the other's.
+  await lab.up(ID, { wifi: "nat" });
   const topo = lab.topologyOf(ID);
   // Protected packets (to corp) that arrive at either network's router came out of the client outside a tunnel.
   for (const net of [topo.networks.wifi, topo.networks.mobile])

@@ -5,11 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync, type ChildProcess } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { ControlClient } from "../../main/client/control-client.ts";
-import { agentPaths, agentStart, agentStop } from "./agent.ts";
+import { agentStart, agentStop, keepAgentLog } from "./agent.ts";
 import * as lab from "./lab.ts";
 import { firstReplyAfter, pingStream, type PingStream } from "./roam.ts";
 import { CORP_ADDRESS } from "./topology.ts";
@@ -27,19 +26,16 @@ let pinger: ChildProcess | null = null;
 
 before(async () => {
   await lab.down(ID);
-  await lab.up(ID);
+  // Both networks NATed, as a laptop's are: a gateway sees one network's public address, then the other's.
+  await lab.up(ID, { wifi: "nat" });
 });
 
 after(async () => {
   if (pinger?.pid !== undefined && pinger.exitCode === null) pinger.kill("SIGTERM");
   client?.close();
   await agentStop(ID);
-  // detourd's log outlives the lab (which `down` removes): what happened at each move is in it.
-  const log = agentPaths(ID).log;
-  if (existsSync(log)) {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    copyFileSync(log, join(ARTIFACTS, "detourd.log"));
-  }
+  // What happened at each move is in detourd's log.
+  keepAgentLog(ID, ARTIFACTS);
   await lab.down(ID);
 });
 

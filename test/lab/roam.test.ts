@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { gatewaySwanctlConf, ocservConf, gatewayPaths, type GatewaySecrets } from "./gateway-engines.ts";
-import { mobileNatRuleset } from "./netns.ts";
+import { accessNatRuleset } from "./netns.ts";
 import {
   cgroup2Root,
   clientCgroup,
@@ -11,7 +11,7 @@ import {
   validateGapMs,
   validateSleepSeconds,
 } from "./roam.ts";
-import { labTopology } from "./topology.ts";
+import { labNamespaces, labTopology, ROLES } from "./topology.ts";
 
 const topo = labTopology("rt");
 
@@ -29,10 +29,48 @@ test("joining-a-network-brings-its-link-up-with-addresses-and-default-routes-via
 });
 
 test("the-mobile-router-masquerades-its-client-subnet-in-both-families-on-its-uplink-only", () => {
-  const r = mobileNatRuleset(topo);
+  const r = accessNatRuleset(topo.mobileRouter);
   assert.match(r, /oifname "up0" ip saddr 198\.18\.200\.0\/24 counter masquerade/);
   assert.match(r, /oifname "up0" ip6 saddr 2001:db8:18:200::\/64 counter masquerade/);
   assert.match(r, /type nat hook postrouting priority srcnat/);
+});
+
+test("a-nat-wifi-puts-the-client-behind-a-home-router-that-masquerades-it-toward-the-labs-router", () => {
+  const nat = labTopology("rt", { wifi: "nat" });
+  const home = nat.homeRouter ?? assert.fail("no home router");
+  const wifi = nat.networks.wifi;
+  assert.equal(home.ns, "detour-rt-home");
+  assert.equal(wifi.routerNs, home.ns, "the wifi's first hop is the home router");
+  // The router's side of the wifi link is what it was: its impairments and counters stay on to-client.
+  assert.deepEqual(
+    [home.uplink.routerIfname, home.uplink.routerAddress, home.uplink.address],
+    ["to-client", "198.18.0.1", "198.18.0.2"],
+  );
+  assert.deepEqual(
+    [wifi.address, wifi.routerAddress, wifi.publicAddress],
+    ["198.18.202.2", "198.18.202.1", "198.18.0.2"],
+  );
+  assert.ok(wifi.nat && nat.networks.mobile.nat, "both networks are NATed");
+  assert.deepEqual([nat.client.address, nat.client.routerAddress], [wifi.address, wifi.routerAddress]);
+  const r = accessNatRuleset(home);
+  assert.match(r, /oifname "up0" ip saddr 198\.18\.202\.0\/24 counter masquerade/);
+  assert.match(r, /oifname "up0" ip6 saddr 2001:db8:18:202::\/64 counter masquerade/);
+  assert.doesNotMatch(r, /to-client/, "the client-side link is not rewritten: a witness there sees the client's own");
+  assert.deepEqual(joinLines(wifi), [
+    "link set ul0 up",
+    "addr replace 198.18.202.2/24 dev ul0",
+    "addr replace 2001:db8:18:202::2/64 dev ul0 nodad",
+    "route replace 0.0.0.0/0 via 198.18.202.1 dev ul0",
+    "route replace ::/0 via 2001:db8:18:202::1 dev ul0",
+  ]);
+  // The lab's other tests keep the direct wifi: no home router, the client on the router itself.
+  assert.equal(topo.homeRouter, null);
+  assert.deepEqual([topo.networks.wifi.address, topo.networks.wifi.routerNs], ["198.18.0.2", topo.router.ns]);
+  assert.deepEqual(
+    labNamespaces(topo).map(([r]) => r),
+    ROLES.filter((r) => r !== "home"),
+  );
+  assert.ok(labNamespaces(nat).some(([r]) => r === "home"));
 });
 
 test("bad-gaps-and-sleeps-are-refused-with-a-reason", () => {

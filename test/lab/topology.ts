@@ -11,12 +11,19 @@
  *      \ "mobile"            | up0 198.18.201.2 (the mobile network's public address: masquerade)
  *       `--- detour-<id>-mob -'  to-client 198.18.200.1 (+ dnsmasq: the mobile network's resolver)
  *
- * The client has two uplinks (NETWORKS): "wifi" (ul0 through the router itself, the lab's default: `up` leaves
- * the client on it exactly as the lab always had it, with a route to the underlay and no default route) and
- * "mobile" (ul1 through its own router detour-<id>-mob, a carrier-grade NAT with its own resolver; down and without
- * an address until a move). Moving (roam.ts) takes the old link down and its addresses away, then brings the new
- * one up with its address and a default route via that network's router, as DHCP or router advertisements would.
- * The routers have routes only inside the lab, so a default route there reaches nothing beyond it.
+ * The client has two uplinks (NETWORKS): "wifi" (ul0, where `up` leaves the client, with a route to the underlay
+ * and no default route) and "mobile" (ul1 through its own router detour-<id>-mob, a carrier-grade NAT with its own
+ * resolver; down and without an address until a move). Moving (roam.ts) takes the old link down and its addresses
+ * away, then brings the new one up with its address and a default route via that network's router, as DHCP or
+ * router advertisements would. The routers have routes only inside the lab, so a default route there reaches
+ * nothing beyond it.
+ *
+ * The wifi network has one of two shapes (WifiShape, chosen at `up`). "direct", the lab's original: ul0 sits on the
+ * lab's router itself, and gateways see the client's own address. "nat": a home router detour-<id>-home takes the
+ * client's place on the router's to-client link (its up0 is 198.18.0.2, so gateways see the same public address),
+ * and the client sits behind its masquerade on 198.18.202.0/24, so both networks are NATed and a gateway sees only
+ * the networks' public addresses. The router's side is the same in both shapes (to-client, 198.18.0.1): its
+ * impairments and counters see the client's wifi traffic either way, after the home NAT.
  *
  * Underlay: dual-stack. IPv4 198.18.0.0/16 (RFC 2544 benchmarking range); IPv6 2001:db8:18::/48 (RFC 3849
  * documentation range), one /64 per link mirroring the IPv4 /24 (198.18.N.0/24 is 2001:db8:18:N::/64). Inner
@@ -29,13 +36,23 @@
 export const NS_PREFIX = "detour-";
 export const GATEWAY_NAMES = ["gw1", "gw2", "gw3"] as const;
 export type GatewayName = (typeof GATEWAY_NAMES)[number];
-export type Role = "client" | "router" | "mob" | "dns" | "collector" | "corp" | GatewayName;
-export const ROLES: readonly Role[] = ["router", "mob", "client", "dns", "collector", "corp", ...GATEWAY_NAMES];
+export type Role = "client" | "router" | "mob" | "home" | "dns" | "collector" | "corp" | GatewayName;
+export const ROLES: readonly Role[] = ["router", "mob", "home", "client", "dns", "collector", "corp", ...GATEWAY_NAMES];
 
 /** The networks a client can sit on; "wifi" is where `lab up` puts it. */
 export type NetworkName = "wifi" | "mobile";
 export const NETWORK_NAMES: readonly NetworkName[] = ["wifi", "mobile"];
 export const DEFAULT_NETWORK: NetworkName = "wifi";
+
+/** How the wifi network reaches the lab's router: the client on it directly, or behind a home router's NAT. */
+export type WifiShape = "direct" | "nat";
+export const WIFI_SHAPES: readonly WifiShape[] = ["direct", "nat"];
+
+/** What a lab's topology depends on beyond its id. */
+export interface TopologyOptions {
+  /** Default "direct": every lab test but the roaming ones sees the client as the lab always had it. */
+  wifi?: WifiShape;
+}
 
 /** One network the client can join: its link in the client namespace, its router, its resolver, its NAT. */
 export interface ClientNetwork {
@@ -63,10 +80,11 @@ export interface ClientNetwork {
 }
 
 /**
- * The mobile network's router: its uplink to the lab's "internet" (the router namespace) and the client-side
- * subnet 198.18.200.0/24 behind its NAT, both inside the underlay range and apart from every other link.
+ * A network's own router in front of the client (the mobile carrier's, or the home router of a NATed wifi): its
+ * uplink to the lab's "internet" (the router namespace) and the client-side subnet behind its NAT, both inside the
+ * underlay range and apart from every other link.
  */
-export interface MobileRouterTopology {
+export interface AccessRouterTopology {
   ns: string;
   uplink: {
     ifname: string;
@@ -100,6 +118,8 @@ export const UNDERLAY6_PREFIX_LEN = 64;
 /** The mobile network: the client-side subnet behind its NAT, and its router's uplink (198.18.<N>.0/24 each). */
 export const MOBILE_CLIENT_SUBNET = 200;
 export const MOBILE_UPLINK_SUBNET = 201;
+/** The client-side subnet behind a NATed wifi's home router (198.18.<N>.0/24). */
+export const HOME_CLIENT_SUBNET = 202;
 
 export const PORTS = {
   wireguard: 51820,
@@ -154,7 +174,10 @@ export interface LabTopology {
   router: { ns: string };
   /** The client's networks by name; `client` above is the wifi one, as the lab always had it. */
   networks: Record<NetworkName, ClientNetwork>;
-  mobileRouter: MobileRouterTopology;
+  /** The wifi network's shape, and its home router (null for "direct": the lab's router is the wifi's). */
+  wifiShape: WifiShape;
+  homeRouter: AccessRouterTopology | null;
+  mobileRouter: AccessRouterTopology;
   dns: { ns: string; address: string; routerAddress: string; address6: string; routerAddress6: string };
   collector: { ns: string; address: string; routerAddress: string; address6: string; routerAddress6: string };
   corp: { ns: string; address: string; network: string };
@@ -217,8 +240,47 @@ export function validateLabId(id: string): string {
   return id;
 }
 
-export function labTopology(id: string): LabTopology {
+/**
+ * A client network behind an access router's NAT: the client at .2 of 198.18.<subnet>.0/24 (and its IPv6 twin), the
+ * router at .1, and what gateways see is the router's uplink address.
+ */
+function natNetwork(
+  name: NetworkName,
+  router: AccessRouterTopology,
+  ifname: string,
+  subnet: number,
+  resolver: string,
+): ClientNetwork {
+  return {
+    name,
+    routerNs: router.ns,
+    ifname,
+    routerIfname: "to-client",
+    address: `198.18.${String(subnet)}.2`,
+    routerAddress: `198.18.${String(subnet)}.1`,
+    address6: underlay6(subnet, 2),
+    routerAddress6: underlay6(subnet, 1),
+    prefixLen: 24,
+    prefixLen6: UNDERLAY6_PREFIX_LEN,
+    resolver,
+    publicAddress: router.uplink.address,
+    publicAddress6: router.uplink.address6,
+    nat: true,
+  };
+}
+
+/** The client-side subnets of an access router, 198.18.<subnet>.0/24 and its IPv6 twin. */
+function accessSubnets(subnet: number): { clientSubnet: string; clientSubnet6: string } {
+  return {
+    clientSubnet: `198.18.${String(subnet)}.0/24`,
+    clientSubnet6: `2001:db8:18:${String(subnet)}::/${String(UNDERLAY6_PREFIX_LEN)}`,
+  };
+}
+
+/** A lab's whole topology; `opts.wifi` picks the wifi network's shape (see the header). */
+export function labTopology(id: string, opts: TopologyOptions = {}): LabTopology {
   validateLabId(id);
+  const wifiShape = opts.wifi ?? "direct";
   const prefix = `${NS_PREFIX}${id}-`;
   const ns = Object.fromEntries(ROLES.map((r) => [r, `${prefix}${r}`])) as Record<Role, string>;
   const gateways = GATEWAY_NAMES.map((name, i): GatewayTopology => {
@@ -252,24 +314,44 @@ export function labTopology(id: string): LabTopology {
       anyconnect: { network: `198.19.${10 * n + 3}.0`, device: "vpns" },
     };
   });
-  const wifi: ClientNetwork = {
-    name: "wifi",
-    routerNs: ns.router,
-    ifname: "ul0",
+  // The router's end of the wifi link is the same in both shapes; with "nat" the home router's uplink takes the
+  // address the client has in "direct", so a gateway sees the same public address.
+  const wifiUplink = {
     routerIfname: "to-client",
-    address: "198.18.0.2",
     routerAddress: "198.18.0.1",
-    address6: underlay6(0, 2),
     routerAddress6: underlay6(0, 1),
-    prefixLen: 24,
-    prefixLen6: UNDERLAY6_PREFIX_LEN,
-    resolver: DNS_ADDRESS,
-    // The wifi network keeps the lab's original shape (no NAT): every earlier test sees the client as it did.
-    publicAddress: "198.18.0.2",
-    publicAddress6: underlay6(0, 2),
-    nat: false,
+    address: "198.18.0.2",
+    address6: underlay6(0, 2),
   };
-  const mobileRouter: MobileRouterTopology = {
+  const homeRouter: AccessRouterTopology | null =
+    wifiShape === "nat"
+      ? {
+          ns: ns.home,
+          uplink: { ifname: "up0", ...wifiUplink },
+          ...accessSubnets(HOME_CLIENT_SUBNET),
+        }
+      : null;
+  const wifi: ClientNetwork =
+    homeRouter === null
+      ? {
+          name: "wifi",
+          routerNs: ns.router,
+          ifname: "ul0",
+          routerIfname: wifiUplink.routerIfname,
+          address: wifiUplink.address,
+          routerAddress: wifiUplink.routerAddress,
+          address6: wifiUplink.address6,
+          routerAddress6: wifiUplink.routerAddress6,
+          prefixLen: 24,
+          prefixLen6: UNDERLAY6_PREFIX_LEN,
+          resolver: DNS_ADDRESS,
+          publicAddress: wifiUplink.address,
+          publicAddress6: wifiUplink.address6,
+          nat: false,
+        }
+      : // The home router hands out the provider's resolver (the lab's), as many do.
+        natNetwork("wifi", homeRouter, "ul0", HOME_CLIENT_SUBNET, DNS_ADDRESS);
+  const mobileRouter: AccessRouterTopology = {
     ns: ns.mob,
     uplink: {
       ifname: "up0",
@@ -279,39 +361,25 @@ export function labTopology(id: string): LabTopology {
       routerAddress: `198.18.${MOBILE_UPLINK_SUBNET}.1`,
       routerAddress6: underlay6(MOBILE_UPLINK_SUBNET, 1),
     },
-    clientSubnet: `198.18.${MOBILE_CLIENT_SUBNET}.0/24`,
-    clientSubnet6: `2001:db8:18:${String(MOBILE_CLIENT_SUBNET)}::/${String(UNDERLAY6_PREFIX_LEN)}`,
+    ...accessSubnets(MOBILE_CLIENT_SUBNET),
   };
-  const mobile: ClientNetwork = {
-    name: "mobile",
-    routerNs: ns.mob,
-    ifname: "ul1",
-    routerIfname: "to-client",
-    address: `198.18.${MOBILE_CLIENT_SUBNET}.2`,
-    routerAddress: `198.18.${MOBILE_CLIENT_SUBNET}.1`,
-    address6: underlay6(MOBILE_CLIENT_SUBNET, 2),
-    routerAddress6: underlay6(MOBILE_CLIENT_SUBNET, 1),
-    prefixLen: 24,
-    prefixLen6: UNDERLAY6_PREFIX_LEN,
-    // The carrier's own resolver on its router: a move changes the resolver as it does on a real phone network.
-    resolver: `198.18.${MOBILE_CLIENT_SUBNET}.1`,
-    publicAddress: mobileRouter.uplink.address,
-    publicAddress6: mobileRouter.uplink.address6,
-    nat: true,
-  };
+  // The carrier's own resolver on its router: a move changes the resolver as it does on a real phone network.
+  const mobile = natNetwork("mobile", mobileRouter, "ul1", MOBILE_CLIENT_SUBNET, `198.18.${MOBILE_CLIENT_SUBNET}.1`);
   return {
     id,
     prefix,
     ns,
     networks: { wifi, mobile },
+    wifiShape,
+    homeRouter,
     mobileRouter,
     client: {
       ns: ns.client,
-      ifname: "ul0",
-      address: "198.18.0.2",
-      routerAddress: "198.18.0.1",
-      address6: underlay6(0, 2),
-      routerAddress6: underlay6(0, 1),
+      ifname: wifi.ifname,
+      address: wifi.address,
+      routerAddress: wifi.routerAddress,
+      address6: wifi.address6,
+      routerAddress6: wifi.routerAddress6,
     },
     router: { ns: ns.router },
     dns: {
@@ -333,6 +401,11 @@ export function labTopology(id: string): LabTopology {
     clientIkeId: `client@${DOMAIN}`,
     anyconnectUser: "alice",
   };
+}
+
+/** The namespaces a lab of this topology has: the home router's only with a NATed wifi. */
+export function labNamespaces(topo: LabTopology): [Role, string][] {
+  return (Object.entries(topo.ns) as [Role, string][]).filter(([r]) => r !== "home" || topo.homeRouter !== null);
 }
 
 /** Maps a network name given on the command line to the network. */
