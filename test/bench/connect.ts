@@ -82,14 +82,22 @@ interface FailoverRun {
   restoredAfterMs: number | null;
 }
 
-async function failoverRun(c: ControlClient, probe: ProbeClient, topo: LabTopology): Promise<FailoverRun | null> {
+/**
+ * Connects and waits (bounded) for the warm standby a user connected for a moment has; the active gateway and the
+ * last failover's detection time before the run, or null when it did not connect.
+ */
+async function connectWithStandby(c: ControlClient): Promise<{ active: string; failoversBefore: number } | null> {
   await c.connect();
   const up = await waitState(c, (s) => s.state === "connected", RUN_DEADLINE_MS);
   if (up === null || up.gateway === null) return null;
-  const active = up.gateway;
-  // A user who has been connected for a moment has a warm standby; wait for it (bounded) like they would.
   await waitState(c, (s) => s.standby !== null, RUN_DEADLINE_MS);
-  const failoversBefore = up.lastFailover?.detectedAt ?? 0;
+  return { active: up.gateway, failoversBefore: up.lastFailover?.detectedAt ?? 0 };
+}
+
+async function failoverRun(c: ControlClient, probe: ProbeClient, topo: LabTopology): Promise<FailoverRun | null> {
+  const on = await connectWithStandby(c);
+  if (on === null) return null;
+  const { active, failoversBefore } = on;
   const stream = probe.stream({
     host: topo.corp.address,
     port: CORP_ECHO_PORT,
@@ -134,12 +142,9 @@ interface IdleDeadRun {
  * (core/connection/pace.ts) must have found it, or the packet's own fast probes must, within the dead window.
  */
 async function idleDeadRun(c: ControlClient, probe: ProbeClient, topo: LabTopology): Promise<IdleDeadRun | null> {
-  await c.connect();
-  const up = await waitState(c, (s) => s.state === "connected", RUN_DEADLINE_MS);
-  if (up === null || up.gateway === null) return null;
-  const active = up.gateway;
-  await waitState(c, (s) => s.standby !== null, RUN_DEADLINE_MS);
-  const failoversBefore = up.lastFailover?.detectedAt ?? 0;
+  const on = await connectWithStandby(c);
+  if (on === null) return null;
+  const { active, failoversBefore } = on;
   await sleep(IDLE_DIES_AT_MS);
   await lab.kill(active, "all", ID);
   await sleep(IDLE_MS - IDLE_DIES_AT_MS);
