@@ -2,7 +2,7 @@
  * What the agent reports about the tunnel matches what the lab does to it: delay with jitter and random loss
  * injected on the active gateway show up in `detour status --json` as RTT and loss, and a clean path reports
  * near-zero loss. Measured over at least 1000 in-tunnel probes, while a user's light traffic (a few echoes a second)
- * keeps the probes at their fast pace: an idle tunnel is probed once a second (core/connection/pace.ts).
+ * keeps the probes at their fast pace: an idle tunnel is probed every two seconds (core/connection/pace.ts).
  */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";

@@ -167,3 +167,32 @@ test("a-standby-last-heard-at-the-idle-pace-gets-the-whole-stale-window-of-fast-
   );
   assert.equal(s.snapshot().standby?.legId, standbyId);
 });
+
+test("an-idle-tunnel-that-degrades-stays-at-the-fast-pace-until-judged-and-moves-to-the-standby-measured-better", () => {
+  const rng = seededRandom(21);
+  const s = new Sim({
+    gateways: GWS,
+    ctx: context(GWS, {
+      health: { ...HEALTH, brownout: { lossPct: 20, rttMs: null, windowMs: 5000, holdMs: 3000 } },
+      standby: { mode: "on", probeIntervalMs: 250, idleProbeIntervalMs: 2000 },
+    }),
+    // From 20 s, 15 % loss each way on gw1 (~28 % of round trips); gw2 clean. Nobody uses the tunnel.
+    path: (leg, sentAt) => (leg.gateway === "gw1" && sentAt >= 20_000 && (rng() < 0.15 || rng() < 0.15) ? null : 20),
+  });
+  s.send({ type: "connect" });
+  s.runUntil(20_000);
+  assert.equal(s.pace, "slow", "idle before the loss");
+  let slowWhileDegrading = 0;
+  const moved = s.runUntilTrue(() => {
+    const st = s.state;
+    if (st.name === "connected" && st.health.overSince !== null && s.pace === "slow") slowWhileDegrading++;
+    return s.snapshot().lastFailover !== null;
+  }, 60_000);
+  assert.ok(moved, "moved off the lossy gateway");
+  assert.equal(slowWhileDegrading, 0, "never back at the idle pace while the brownout condition held");
+  const f = s.snapshot().lastFailover;
+  assert.equal(f?.via, "standby");
+  assert.equal(f.to?.gateway, "gw2");
+  assert.match(f.reason, /^brownout/);
+  console.log(`moved ${String(s.now - 20_000)} ms after the loss began`);
+});

@@ -70,7 +70,9 @@ export function paceQuicken(p: PaceState, now: number): PaceState {
 
 /**
  * Whether the fast pace may end now: the hold is over, the tunnel healthy and answering (its last reply younger
- * than a suspicion: a probe is nearly always in flight at the fast pace, so "nothing waiting" is not the test).
+ * than a suspicion: a probe is nearly always in flight at the fast pace, so "nothing waiting" is not the test),
+ * and not degrading (a brownout condition building is judged on fast probes, and the standby it would move to is
+ * measured at its fast pace meanwhile: standby.ts standbyMeasuredBetter).
  */
 export function paceMaySlow(p: PaceState, h: HealthState, now: number, policy: HealthPolicy): boolean {
   return (
@@ -78,6 +80,7 @@ export function paceMaySlow(p: PaceState, h: HealthState, now: number, policy: H
     p.pace === "fast" &&
     now >= p.fastUntil &&
     h.verdict.state === "healthy" &&
+    h.overSince === null &&
     h.lastReplyAt !== null &&
     now - h.lastReplyAt <= suspectAfterMs(h)
   );
