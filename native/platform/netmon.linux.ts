@@ -36,10 +36,12 @@ export const NETMON_SETTLE_MS = 100;
 /** A burst that never goes quiet (a flapping link) is looked at after this long anyway. */
 export const NETMON_MAX_DELAY_MS = 500;
 /**
- * A look without an event: catches what the watcher missed (a restarted watcher looks at once as well); one or two
- * `ip` calls. Every 30 s keeps an idle daemon's wake-ups low (issue 17); events are the monitor's real signal.
+ * A look without an event: catches what a dead or restarting watcher missed; one or two `ip` calls. It is also
+ * what finds a route toward gateways whose addresses became known only after the first look (a hostname-only
+ * configuration, an IPv6-only network): 30 s made those wait that long (CI, issue 17), so it stays at 10 s until
+ * new targets trigger a look of their own.
  */
-export const NETMON_RECHECK_MS = 30_000;
+export const NETMON_RECHECK_MS = 10_000;
 /**
  * A route that vanished is reported as a path change at once (the tunnel is checked, not judged dead) and looked at
  * again after this long before it is reported offline: an OS moving networks takes the old link down before the
