@@ -238,6 +238,11 @@ export function standbyOnLegDown(
   return { standby: schedule({ ...sb, leg: null }, now + STANDBY_RETRY_MS, effects), effects };
 }
 
+/** Whether the standby has nothing under way: no leg up, no race of its own, no check or retry armed. */
+export function standbyAtRest(sb: StandbyState): boolean {
+  return sb.leg === null && sb.race === null && sb.checkAt === null;
+}
+
 /** Whether the standby answered recently enough to carry traffic the moment routes move to it. */
 export function standbyFresh(sb: StandbyState, now: number, ctx: StandbyContext): boolean {
   const last = sb.leg?.health.lastReplyAt ?? null;

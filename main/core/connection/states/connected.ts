@@ -48,6 +48,7 @@ import {
   type RaceState,
 } from "../race.ts";
 import {
+  standbyAtRest,
   standbyMeasuredBetter,
   standbyFresh,
   standbyIdle,
@@ -351,17 +352,12 @@ function react(
       if (promoted !== null) return { ...promoted, effects: [...effects, ...promoted.effects] };
     }
     // Nothing measured to compare with: with the standby off, raise one to measure (standbyContextIn).
-    const idle = next.standby.leg === null && next.standby.race === null && next.standby.checkAt === null;
-    const raise = idle ? standbyScheduleRaise(next.standby, [], now, sctx) : null;
+    const raise = standbyAtRest(next.standby) ? standbyScheduleRaise(next.standby, [], now, sctx) : null;
     if (raise !== null && raise.standby !== next.standby) {
       next = { ...next, standby: raise.standby };
       effects.push(...raise.effects);
     }
-  } else if (
-    before.state === "brownout" &&
-    ctx.policy.standby.mode === "off" &&
-    (next.standby.leg !== null || next.standby.race !== null || next.standby.checkAt !== null)
-  ) {
+  } else if (before.state === "brownout" && ctx.policy.standby.mode === "off" && !standbyAtRest(next.standby)) {
     const down = standbyTeardown(next.standby, now);
     next = { ...next, standby: down.standby };
     effects.push(...down.effects);
